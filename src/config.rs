@@ -1,0 +1,686 @@
+//! The configuration file: TOML with humane durations, `${VAR}` / `${VAR:-default}`
+//! interpolation in every string, unknown keys rejected, and every problem reported at
+//! once as `file:line: field: message`.
+//!
+//! Loading is two-phase so that one bad service does not hide the problems of the
+//! others: the file is parsed into a spanned tree, strings are interpolated in place,
+//! then each section and each service is deserialized on its own. Kind-specific keys
+//! are handed to `services::KindConfig`, the only place that knows the kinds.
+//! This module reads the file; it never writes it (runtime changes go to `store`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::services::KindConfig;
+
+/// The config used when no file is given and `config/freesky.toml` does not exist:
+/// the offline demo channel only.
+pub const BUILTIN: &str = r#"
+[[services]]
+name = "Demo"
+kind = "demo"
+description = "Built-in offline test channel"
+"#;
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/freesky.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (`<built-in>` for the default), for messages.
+    pub source: String,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub hdhomerun: HdhrConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Base of every URL freesky hands out; `None` derives it from the request's Host.
+    pub public_url: Option<String>,
+    /// Bearer token for admin calls; empty means admin calls from loopback only.
+    pub admin_token: Secret,
+    /// Runtime state (SQLite store, proxy key). Relative paths are relative to the
+    /// working directory.
+    pub state_dir: PathBuf,
+    /// How long a proxy URL handed to a client stays valid.
+    #[serde(deserialize_with = "de_duration")]
+    pub link_ttl: Duration,
+    /// Largest upstream playlist, page or JSON body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8005".into(),
+            public_url: None,
+            admin_token: Secret::default(),
+            state_dir: PathBuf::from("data"),
+            link_ttl: Duration::from_secs(24 * 3600),
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub resolved_ttl: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub playlist_ttl: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub segment_ttl: Duration,
+    pub segment_cache_mb: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub channels_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            resolved_ttl: Duration::from_secs(300),
+            playlist_ttl: Duration::from_secs(2),
+            segment_ttl: Duration::from_secs(120),
+            segment_cache_mb: 256,
+            channels_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HdhrConfig {
+    pub enabled: bool,
+    pub friendly_name: String,
+    pub tuner_count: u32,
+}
+
+impl Default for HdhrConfig {
+    fn default() -> Self {
+        Self { enabled: true, friendly_name: "freesky".into(), tuner_count: 4 }
+    }
+}
+
+/// One `[[services]]` entry.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Enabled at start, unless the store remembers a runtime change.
+    pub enabled: bool,
+    /// Lower tries first; ties keep config order.
+    pub priority: i64,
+    /// Bound on each upstream request of this service (and on one resolve attempt).
+    pub timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+    pub rate_limit: Option<RateLimit>,
+    pub description: String,
+    pub auth: Option<Auth>,
+    pub kind: KindConfig,
+}
+
+/// The keys every kind shares; the rest of the table belongs to the kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    name: String,
+    #[allow(dead_code)] // read before deserializing, kept here so it is a known key
+    kind: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_priority")]
+    priority: i64,
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    timeout: Duration,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    auth: Option<Auth>,
+}
+
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "enabled",
+    "priority",
+    "timeout",
+    "headers",
+    "rate_limit",
+    "description",
+    "auth",
+];
+
+fn yes() -> bool {
+    true
+}
+fn default_priority() -> i64 {
+    100
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Upstream credentials of a service; values usually come from `${ENV}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    Bearer(Secret),
+    Basic { user: String, password: Secret },
+    Header { name: String, value: Secret },
+    Query { name: String, value: Secret },
+}
+
+/// A string that never shows in Debug output or logs.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// `"10/s"`, `"100/m"`: upstream requests per period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rate_limit(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
+    let bad = || format!("`{s}` is not a rate like \"10/s\" or \"100/m\"");
+    let (n, unit) = s.split_once('/').ok_or_else(bad)?;
+    let requests: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    if requests == 0 {
+        return Err(format!("`{s}`: the rate must be at least 1"));
+    }
+    Ok(RateLimit { requests, per })
+}
+
+/// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim())
+        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"10s\" or \"5m\" ({e})")))
+}
+
+/// One thing wrong with the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// Every problem of one config file; `Display` prints one `file:line: field: message` per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}: {}: {}", self.file, p.line, p.field, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The built-in default: the demo service only.
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN, "<built-in>", &|_| None).expect("the built-in config is valid")
+    }
+
+    /// Loads `path`, or the default path, or the built-in config, as the CLI does.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => Self::load_file(p),
+            None if Path::new(DEFAULT_PATH).exists() => Self::load_file(Path::new(DEFAULT_PATH)),
+            None => Ok(Self::builtin()),
+        }
+    }
+
+    pub fn load_file(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            problems: vec![Problem { line: 0, field: "-".into(), message: format!("cannot read: {e}") }],
+        })?;
+        Self::parse(&text, &name, &|var| std::env::var(var).ok())
+    }
+
+    /// Parses config text; `env` looks variables up (tests pass their own).
+    pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut p = Parse { text, spans: HashMap::new(), problems: Vec::new() };
+        let cfg = p.run(env);
+        match cfg {
+            Some(mut cfg) if p.problems.is_empty() => {
+                cfg.source = file.to_string();
+                Ok(cfg)
+            }
+            _ => {
+                p.problems.sort_by_key(|x| x.line);
+                Err(ConfigError { file: file.to_string(), problems: p.problems })
+            }
+        }
+    }
+}
+
+/// State of one parse: the text (for line numbers), the span of every field path seen,
+/// and the problems found so far.
+struct Parse<'t> {
+    text: &'t str,
+    spans: HashMap<String, Range<usize>>,
+    problems: Vec<Problem>,
+}
+
+impl<'t> Parse<'t> {
+    fn run(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+        let root = match DeTable::parse(self.text) {
+            Ok(root) => root,
+            Err(e) => {
+                self.push(e.span(), "-", e.message().to_string());
+                return None;
+            }
+        };
+        let mut root = root.into_inner();
+        for (key, value) in root.iter_mut() {
+            let path = key.get_ref().to_string();
+            let span = key.span().start..value.span().end;
+            self.walk(&path, span, value, env);
+        }
+
+        let mut cfg = Config {
+            source: String::new(),
+            server: ServerConfig::default(),
+            cache: CacheConfig::default(),
+            hdhomerun: HdhrConfig::default(),
+            services: Vec::new(),
+        };
+        for (key, value) in root {
+            let name = key.get_ref().to_string();
+            match name.as_str() {
+                "server" => cfg.server = self.section(&name, value)?,
+                "cache" => cfg.cache = self.section(&name, value)?,
+                "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
+                "services" => cfg.services = self.services(value),
+                other => self.push(
+                    Some(key.span()),
+                    other,
+                    "unknown section (expected server, cache, hdhomerun or services)".into(),
+                ),
+            }
+        }
+        self.validate(&cfg);
+        Some(cfg)
+    }
+
+    /// Records spans and interpolates `${VAR}` in every string, depth first.
+    fn walk(
+        &mut self,
+        path: &str,
+        field_span: Range<usize>,
+        value: &mut Spanned<DeValue<'_>>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) {
+        let span = value.span();
+        self.spans.insert(path.to_string(), field_span);
+        match value.get_mut() {
+            DeValue::String(s) => match interpolate(s, env) {
+                Ok(Some(new)) => *s = new.into(),
+                Ok(None) => {}
+                Err(msg) => self.push(Some(span), path, msg),
+            },
+            DeValue::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let item_span = item.span();
+                    self.walk(&format!("{path}[{i}]"), item_span, item, env);
+                }
+            }
+            DeValue::Table(table) => {
+                for (k, v) in table.iter_mut() {
+                    let kv_span = k.span().start..v.span().end;
+                    self.walk(&format!("{path}.{}", k.get_ref()), kv_span, v, env);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn section<T: for<'de> Deserialize<'de> + Default>(&mut self, path: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.de_error(path, e);
+                Some(T::default())
+            }
+        }
+    }
+
+    fn services(&mut self, value: Spanned<DeValue<'_>>) -> Vec<ServiceConfig> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.push(Some(span), "services", "must be an array of tables ([[services]])".into());
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("services[{i}]");
+            if let Some(svc) = self.service(&path, item) {
+                out.push(svc);
+            }
+        }
+        out
+    }
+
+    fn service(&mut self, path: &str, item: Spanned<DeValue<'_>>) -> Option<ServiceConfig> {
+        let span = item.span();
+        let DeValue::Table(table) = item.into_inner() else {
+            self.push(Some(span), path, "a service must be a table".into());
+            return None;
+        };
+        let kind = table.get("kind").and_then(|v| v.get_ref().as_str().map(str::to_string));
+        let Some(kind) = kind else {
+            self.push(Some(span), &format!("{path}.kind"), format!("missing; one of {}", KindConfig::KINDS.join(", ")));
+            return None;
+        };
+        // Split the table: shared keys (plus `kind`) vs the kind's own keys.
+        let mut common = DeTable::new();
+        let mut own = DeTable::new();
+        for (k, v) in table {
+            if COMMON_KEYS.contains(&k.get_ref().as_ref()) {
+                common.insert(k, v);
+            } else {
+                own.insert(k, v);
+            }
+        }
+        let common = CommonKeys::deserialize(ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(common))));
+        let own = KindConfig::parse(&kind, ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(own))));
+        let common = match common {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.de_error(path, e);
+                None
+            }
+        };
+        let own = match own {
+            Ok(o) => Some(o),
+            Err(KindError::Unknown) => {
+                self.push(
+                    self.spans.get(&format!("{path}.kind")).cloned(),
+                    &format!("{path}.kind"),
+                    format!("unknown kind `{kind}`; one of {}", KindConfig::KINDS.join(", ")),
+                );
+                None
+            }
+            Err(KindError::Toml(e)) => {
+                self.de_error(path, e);
+                None
+            }
+        };
+        let (c, kind) = (common?, own?);
+        Some(ServiceConfig {
+            name: c.name,
+            enabled: c.enabled,
+            priority: c.priority,
+            timeout: c.timeout,
+            headers: c.headers,
+            rate_limit: c.rate_limit,
+            description: c.description,
+            auth: c.auth,
+            kind,
+        })
+    }
+
+    /// Cross-field checks that serde cannot express.
+    fn validate(&mut self, cfg: &Config) {
+        if cfg.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            self.problem("server.bind", format!("`{}` is not an address like 0.0.0.0:8005", cfg.server.bind));
+        }
+        if let Some(u) = &cfg.server.public_url {
+            if !u.is_empty() && url::Url::parse(u).is_err() {
+                self.problem("server.public_url", format!("`{u}` is not an absolute URL"));
+            }
+        }
+        if cfg.hdhomerun.tuner_count == 0 {
+            self.problem("hdhomerun.tuner_count", "must be at least 1".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in cfg.services.iter().enumerate() {
+            let path = format!("services[{i}]");
+            if s.name.trim().is_empty() {
+                self.problem(&format!("{path}.name"), "must not be empty".into());
+            } else if s.name.contains(['/', ':', '?', '#']) {
+                self.problem(&format!("{path}.name"), format!("`{}` may not contain / : ? #", s.name));
+            } else if !seen.insert(s.name.clone()) {
+                self.problem(&format!("{path}.name"), format!("duplicate service name `{}`", s.name));
+            }
+            if s.timeout.is_zero() {
+                self.problem(&format!("{path}.timeout"), "must be more than 0".into());
+            }
+            for (field, message) in s.kind.validate() {
+                self.problem(&format!("{path}.{field}"), message);
+            }
+        }
+    }
+
+    /// A problem located by field path (its span recorded by `walk`), or the nearest
+    /// recorded parent path.
+    fn problem(&mut self, field: &str, message: String) {
+        let mut probe = field.to_string();
+        let span = loop {
+            if let Some(s) = self.spans.get(&probe) {
+                break Some(s.clone());
+            }
+            match probe.rfind(['.', '[']) {
+                Some(i) => probe.truncate(i),
+                None => break None,
+            }
+        };
+        self.push(span, field, message);
+    }
+
+    /// A serde error: find the deepest recorded field whose span holds the error.
+    fn de_error(&mut self, path: &str, e: toml::de::Error) {
+        let span = e.span();
+        // The deepest field (longest path) whose `key = value` span holds the error.
+        let field = span
+            .as_ref()
+            .and_then(|sp| {
+                self.spans
+                    .iter()
+                    .filter(|(k, s)| k.starts_with(path) && s.start <= sp.start && sp.start < s.end)
+                    .max_by_key(|(k, _)| k.len())
+                    .map(|(k, _)| k.clone())
+            })
+            .unwrap_or_else(|| path.to_string());
+        let message = e.message().trim().replace('\n', " ");
+        self.push(span, &field, message);
+    }
+
+    fn push(&mut self, span: Option<Range<usize>>, field: &str, message: String) {
+        let line = span.map_or(0, |s| line_of(self.text, s.start));
+        self.problems.push(Problem { line, field: field.to_string(), message });
+    }
+}
+
+/// Why a kind's own keys did not parse.
+pub enum KindError {
+    Unknown,
+    Toml(toml::de::Error),
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes().get(..end).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) + 1
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` stays a literal `$`. `Ok(None)` when the
+/// string has nothing to replace.
+pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    if !s.contains('$') {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let expr = &body[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{expr}}}` is not a variable name"));
+            }
+            match (env(var), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {var} is not set (use ${{{var}:-default}} for a default)")),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "KEY" => Some("s3cret".into()),
+            _ => None,
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, "f.toml", &env) {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn builtin_is_demo_only() {
+        let c = Config::builtin();
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].kind.kind_name(), "demo");
+        assert_eq!(c.server.bind, "0.0.0.0:8005");
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(interpolate("a${KEY}b", &env).unwrap().as_deref(), Some("as3cretb"));
+        assert_eq!(interpolate("${NOPE:-x}", &env).unwrap().as_deref(), Some("x"));
+        assert_eq!(interpolate("${NOPE:-}", &env).unwrap().as_deref(), Some(""));
+        assert_eq!(interpolate("$$5", &env).unwrap().as_deref(), Some("$5"));
+        assert_eq!(interpolate("plain", &env).unwrap(), None);
+        assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE"));
+        assert!(interpolate("${KEY", &env).is_err());
+    }
+
+    #[test]
+    fn durations_and_sections() {
+        let c = Config::parse(
+            "[cache]\nresolved_ttl = \"800ms\"\nchannels_ttl = \"5m\"\n[server]\nbind = \"127.0.0.1:0\"\n",
+            "f",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.cache.resolved_ttl, Duration::from_millis(800));
+        assert_eq!(c.cache.channels_ttl, Duration::from_secs(300));
+        assert_eq!(c.cache.playlist_ttl, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_problem_with_its_line() {
+        let text = "[server]\nbnd = \"x\"\n\n[[services]]\nname = \"A\"\nkind = \"demo\"\ntimeout = \"soon\"\n\n[[services]]\nname = \"A\"\nkind = \"demo\"\n\n[[services]]\nname = \"B\"\nkind = \"nope\"\n\n[[services]]\nname = \"C\"\nkind = \"m3u\"\nurl = \"${MISSING}\"\n";
+        let e = errors(text);
+        assert!(e.iter().any(|l| l.starts_with("f.toml:2: server") && l.contains("bnd")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("f.toml:7: services[0].timeout") && l.contains("soon")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("f.toml:10: services[1].name") && l.contains("duplicate")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("f.toml:15: services[2].kind") && l.contains("unknown kind")), "{e:?}");
+        assert!(e.iter().any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_key_in_kind_table() {
+        let e = errors("[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\nurll = \"y\"\n");
+        assert!(e.iter().any(|l| l.starts_with("f.toml:5:") && l.contains("urll")), "{e:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = errors("[server]\nbind = \n");
+        assert!(e[0].starts_with("f.toml:2:"), "{e:?}");
+    }
+
+    #[test]
+    fn secrets_do_not_debug() {
+        let c = Config::parse(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth]\nbearer = \"${KEY}\"\n",
+            "f",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.services[0].auth, Some(Auth::Bearer(Secret("s3cret".into()))));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

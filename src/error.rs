@@ -1,0 +1,130 @@
+//! Errors, and the one place that decides the HTTP status of each.
+//!
+//! `UpstreamError` is what talking to an upstream can go wrong with (it knows whether it
+//! was a timeout); `AppError` is what a handler returns and turns itself into the JSON
+//! body of SPEC section 5: `{"error": "...", "detail": ...}`. Errors are logged once,
+//! here, when they become a response.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+/// Something an upstream did (or failed to do). Messages never contain credentials:
+/// URLs are shown without their query string.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum UpstreamError {
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("HTTP {status} from {url}")]
+    Status { status: u16, url: String },
+    #[error("request to {url} failed: {reason}")]
+    Request { url: String, reason: String },
+    #[error("response from {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    /// The upstream answered, but not with what was expected (no pattern matched, JSON
+    /// pointer missing, HTML instead of a playlist...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("channel `{0}` is not listed by this service")]
+    NoChannel(String),
+}
+
+impl UpstreamError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
+/// A URL fit for messages and logs: scheme, host and path, no query (where API keys
+/// and tokens live) and no userinfo.
+pub fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let had_query = u.query().is_some();
+    u.set_query(None);
+    u.set_fragment(None);
+    if had_query {
+        format!("{u}?…")
+    } else {
+        u.to_string()
+    }
+}
+
+/// One failed try of one source, for the 502 body.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Attempt {
+    pub service: String,
+    pub channel_id: String,
+    pub error: String,
+    #[serde(skip)]
+    pub timeout: bool,
+}
+
+/// What a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("every source of `{channel}` failed")]
+    AllSourcesFailed { channel: String, tried: Vec<Attempt> },
+    #[error("upstream failed: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            // Every try timed out: the upstreams are slow, not broken.
+            Self::AllSourcesFailed { tried, .. } if !tried.is_empty() && tried.iter().all(|a| a.timeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            Self::AllSourcesFailed { tried, .. } => json!(tried),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, detail = %self.detail(), "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = json!({ "error": self.to_string(), "detail": self.detail() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

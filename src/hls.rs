@@ -1,0 +1,785 @@
+//! HLS playlists: deciding whether a body is one (and which kind), and rewriting every URI in it.
+//!
+//! This module owns the line-based rewriter that points a playlist's variants, segments, keys and
+//! init sections at freesky's proxy. It is pure: it takes text and a base URL and returns text. It
+//! must not do IO, and it must never panic, whatever an upstream sends.
+//!
+//! We rewrite line by line instead of parsing into `m3u8-rs` and writing back out. m3u8-rs
+//! re-orders unknown tags, drops tags after the last segment (all of LL-HLS: `EXT-X-PART`,
+//! `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`) and drops comments, and players depend on all
+//! of those (see shared/notes/crates.md). Only [`media_info`] uses m3u8-rs, and only to read facts.
+
+use std::ops::Range;
+
+use url::Url;
+
+/// What a URI in a playlist points at; decides how freesky proxies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UriKind {
+    /// Another playlist (a variant, a rendition, an I-frame playlist): it must be rewritten too.
+    Playlist,
+    /// Media bytes (segments, LL-HLS parts, session data): streamed through untouched.
+    Segment,
+    /// A decryption key (`EXT-X-KEY`, `EXT-X-SESSION-KEY`).
+    Key,
+    /// An init section (`EXT-X-MAP`, or a `PRELOAD-HINT` of `TYPE=MAP`).
+    Map,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RewriteError {
+    #[error("not an HLS playlist")]
+    NotHls,
+}
+
+/// Minimal facts about a media playlist, enough for a stream session to follow a live window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaInfo {
+    /// `EXT-X-TARGETDURATION`: how often a live playlist is worth reloading.
+    pub target_duration: f64,
+    /// `EXT-X-MEDIA-SEQUENCE`: the sequence number of `segments[0]`, to tell new segments from seen ones.
+    pub media_sequence: u64,
+    /// Segment URLs in playlist order, resolved against the playlist's URL.
+    pub segments: Vec<Url>,
+    /// `EXT-X-ENDLIST` was present: no more segments will come, so stop reloading.
+    pub ended: bool,
+}
+
+/// Some origins (and editors on Windows) put a UTF-8 byte order mark before `#EXTM3U`.
+const BOM: char = '\u{feff}';
+
+/// True when the body is an HLS playlist: first non-blank line (after an optional UTF-8 BOM and
+/// whitespace) starts with `#EXTM3U` AND the body contains at least one `#EXT-X-` tag or `#EXTINF`.
+///
+/// An IPTV channel list with only `#EXTINF:-1` entries is still "HLS-looking"; that's fine,
+/// because the proxy treats its entries like segments and sniffs what comes back.
+pub fn is_hls(body: &str) -> bool {
+    let mut lines = body
+        .trim_start_matches(BOM)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    match lines.next() {
+        Some(first) if first.starts_with("#EXTM3U") => {}
+        _ => return false,
+    }
+    lines.any(|l| l.starts_with("#EXT-X-") || l.starts_with("#EXTINF"))
+}
+
+/// True when the playlist is a master (multivariant) playlist: it is HLS (see [`is_hls`]), has an
+/// `#EXT-X-STREAM-INF`, `#EXT-X-I-FRAME-STREAM-INF` or `#EXT-X-MEDIA` tag, and no `#EXTINF`
+/// (a master never lists segments, so an `#EXTINF` means media playlist whatever else is there).
+pub fn is_master(body: &str) -> bool {
+    if !is_hls(body) {
+        return false;
+    }
+    let mut has_master_tag = false;
+    for line in body.lines() {
+        match tag_name(line.trim_matches(is_pad)) {
+            Some("#EXTINF") => return false,
+            Some("#EXT-X-STREAM-INF" | "#EXT-X-I-FRAME-STREAM-INF" | "#EXT-X-MEDIA") => {
+                has_master_tag = true;
+            }
+            _ => {}
+        }
+    }
+    has_master_tag
+}
+
+/// Rewrites every URI in `body`: URI lines (non-blank lines not starting with '#') and every
+/// `URI="..."` attribute inside `#EXT` tag lines.
+///
+/// Each URI is resolved against `base` (the playlist's final URL after redirects) with
+/// [`Url::join`], then passed to `f` with its kind; the returned string replaces it (so it must not
+/// contain a `"` or a line break, which a serialized [`Url`] never does). Everything else is kept
+/// byte for byte (tag order, unknown tags, comments, blank lines, LL-HLS tags), and line endings
+/// are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays missing).
+///
+/// URIs that do not resolve to http/https (e.g. `skd://` FairPlay keys, `data:` URIs) are kept
+/// unchanged and `f` is not called: the player handles those itself.
+pub fn rewrite(
+    body: &str,
+    base: &Url,
+    mut f: impl FnMut(&Url, UriKind) -> String,
+) -> Result<String, RewriteError> {
+    if !is_hls(body) {
+        return Err(RewriteError::NotHls);
+    }
+    let master = is_master(body);
+    // Proxy URLs are longer than most upstream URIs; avoid regrowing for typical playlists.
+    let mut out = String::with_capacity(body.len() + body.len() / 2);
+    // A URI line right after EXT-X-STREAM-INF is a variant playlist even in a body that also has
+    // #EXTINF (and so is not a "master" by is_master); trust the tag over the whole-body guess.
+    let mut after_stream_inf = false;
+
+    for piece in body.split_inclusive('\n') {
+        let (content, ending) = split_ending(piece);
+        let (lead, core, trail) = split_pad(content);
+        out.push_str(lead);
+        if core.is_empty() {
+            // Blank (or whitespace-only) line: nothing to do.
+        } else if core.starts_with('#') {
+            if tag_name(core) == Some("#EXT-X-STREAM-INF") {
+                after_stream_inf = true;
+            }
+            rewrite_tag(core, base, &mut f, &mut out);
+        } else {
+            let kind = if master || after_stream_inf {
+                UriKind::Playlist
+            } else {
+                UriKind::Segment
+            };
+            after_stream_inf = false;
+            match resolve(base, core) {
+                Some(url) => out.push_str(&f(&url, kind)),
+                None => out.push_str(core),
+            }
+        }
+        out.push_str(trail);
+        out.push_str(ending);
+    }
+    Ok(out)
+}
+
+/// Minimal facts about a media playlist, read with `m3u8-rs` (reading is what it does well; see
+/// the module doc for why it is not used for rewriting).
+///
+/// Two facts are read from the lines instead, because m3u8-rs 6 gets them wrong on real input:
+/// it reads the target duration as an integer, and on `#EXT-X-TARGETDURATION:6.5` it keeps `6`
+/// and turns the leftover `.5` into a bogus segment. So the duration comes from the tag itself,
+/// and the segments are the URI lines, exactly the lines [`rewrite`] treats as segments, so a
+/// session can match what it sees here with what the player was sent.
+///
+/// Fails on a body that is not HLS, on a master playlist, on a body m3u8-rs rejects, and on a
+/// segment URI that cannot be resolved against `base` (skipping one would shift every later
+/// sequence number).
+pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
+    if !is_hls(body) {
+        return Err("not an HLS playlist".to_owned());
+    }
+    if is_master(body) {
+        return Err("a master playlist has no segments".to_owned());
+    }
+    // m3u8-rs wants `#EXTM3U` as the very first bytes.
+    let text = body.trim_start_matches(BOM).trim_start();
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes())
+        .map_err(|e| describe_parse_error(&e.to_string()))?;
+    let segments = body
+        .lines()
+        .map(|line| line.trim_matches(is_pad))
+        .filter(|line| !line.starts_with('#') && !is_blank_uri(line))
+        .map(|uri| {
+            base.join(uri)
+                .map_err(|e| format!("segment URI {uri:?} does not resolve: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MediaInfo {
+        // m3u8-rs's value is whole seconds, which any f64 holds exactly.
+        target_duration: declared_target_duration(body).unwrap_or(playlist.target_duration as f64),
+        media_sequence: playlist.media_sequence,
+        segments,
+        ended: playlist.end_list,
+    })
+}
+
+/// The value of `#EXT-X-TARGETDURATION`, fractional or not, when it is a sane number.
+fn declared_target_duration(body: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.trim().strip_prefix("#EXT-X-TARGETDURATION:"))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .filter(|d| d.is_finite() && *d >= 0.0)
+}
+
+/// m3u8-rs's error borrows the input and its text dumps the unparsed bytes as a number list,
+/// which can be the whole playlist. nom is not our dependency, so we cannot match on it; keep
+/// the error code from the text (it comes last) and drop the byte dump.
+fn describe_parse_error(text: &str) -> String {
+    match text.rsplit_once("code: ") {
+        Some((_, code)) => format!(
+            "media playlist does not parse (nom error {})",
+            code.trim_end_matches(|c: char| c == '}' || c.is_whitespace())
+        ),
+        None => {
+            let short: String = text.chars().take(200).collect();
+            format!("media playlist does not parse: {short}")
+        }
+    }
+}
+
+/// Rewrites the `URI` attributes of one tag line (already trimmed) into `out`.
+fn rewrite_tag(
+    line: &str,
+    base: &Url,
+    f: &mut impl FnMut(&Url, UriKind) -> String,
+    out: &mut String,
+) {
+    // #EXTINF's value is "duration,title", not an attribute list: a title may say anything,
+    // including `URI="..."`. Tags without ':' (#EXTM3U, #EXT-X-ENDLIST, comments) have no attributes.
+    let Some((name, list)) = line.split_once(':') else {
+        out.push_str(line);
+        return;
+    };
+    if name == "#EXTINF" || !name.starts_with("#EXT") {
+        out.push_str(line);
+        return;
+    }
+    let attrs = parse_attributes(list);
+    let kind = tag_kind(name, &attrs);
+
+    out.push_str(name);
+    out.push(':');
+    let mut copied = 0;
+    for attr in attrs.iter().filter(|a| a.name == "URI") {
+        let Some(url) = resolve(base, attr.value) else {
+            continue;
+        };
+        let Some(before) = list.get(copied..attr.span.start) else {
+            continue;
+        };
+        out.push_str(before);
+        out.push('"');
+        out.push_str(&f(&url, kind));
+        out.push('"');
+        copied = attr.span.end;
+    }
+    out.push_str(list.get(copied..).unwrap_or_default());
+}
+
+/// Which kind of resource a tag's `URI` attribute names.
+fn tag_kind(name: &str, attrs: &[Attr<'_>]) -> UriKind {
+    match name {
+        "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" => UriKind::Key,
+        "#EXT-X-MAP" => UriKind::Map,
+        "#EXT-X-PRELOAD-HINT"
+            if attrs
+                .iter()
+                .any(|a| a.name == "TYPE" && a.value.trim() == "MAP") =>
+        {
+            UriKind::Map
+        }
+        "#EXT-X-MEDIA" | "#EXT-X-RENDITION-REPORT" => UriKind::Playlist,
+        // I-FRAME-STREAM-INF, and vendor variants such as Roku's IMAGE-STREAM-INF: all playlists.
+        n if n.ends_with("STREAM-INF") => UriKind::Playlist,
+        // EXT-X-PART, PRELOAD-HINT of TYPE=PART, SESSION-DATA (a JSON file) and tags we don't
+        // know: fetched as bytes, and the proxy sniffs bodies anyway.
+        _ => UriKind::Segment,
+    }
+}
+
+/// One `NAME=value` pair of an HLS attribute list.
+#[derive(Debug, PartialEq)]
+struct Attr<'a> {
+    /// The attribute name, surrounding whitespace removed.
+    name: &'a str,
+    /// The value without its quotes.
+    value: &'a str,
+    /// Byte range of the value in the list, quotes included: what a rewrite replaces.
+    span: Range<usize>,
+}
+
+/// Parses an attribute list (`NAME=value,NAME="quoted, value"`) as far as it is well formed.
+///
+/// Quoted values may contain commas and `=` (so `VALUE="a, URI=x"` holds no URI attribute).
+/// On malformed input we stop and keep the attributes read so far: rewriting those is still right,
+/// and guessing past the error could rewrite text that is not a URI. Whitespace around names and
+/// commas is tolerated because some origins emit it.
+fn parse_attributes(list: &str) -> Vec<Attr<'_>> {
+    let mut attrs = Vec::new();
+    let mut pos = 0;
+    while let Some((attr, next)) = parse_attribute(list, pos) {
+        attrs.push(attr);
+        match next {
+            Some(next) => pos = next,
+            None => break,
+        }
+    }
+    attrs
+}
+
+/// Parses the attribute starting at `pos`; returns it and where the next one starts (None at the end).
+fn parse_attribute(list: &str, pos: usize) -> Option<(Attr<'_>, Option<usize>)> {
+    let rest = list.get(pos..)?;
+    let eq = rest.find('=')?;
+    let name = rest.get(..eq)?.trim();
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return None;
+    }
+
+    let after_eq = pos + eq + 1;
+    let raw = list.get(after_eq..)?;
+    let value_start = after_eq + (raw.len() - raw.trim_start().len());
+    let raw = raw.trim_start();
+    let (value, span) = match raw.strip_prefix('"') {
+        Some(quoted) => {
+            // HLS quoted strings cannot contain '"', so the next one closes it.
+            let close = quoted.find('"')?;
+            (quoted.get(..close)?, value_start..value_start + close + 2)
+        }
+        None => {
+            let end = raw.find(',').unwrap_or(raw.len());
+            let value = raw.get(..end)?.trim_end();
+            (value, value_start..value_start + value.len())
+        }
+    };
+    let attr = Attr { name, value, span };
+
+    let tail = list.get(attr.span.end..)?;
+    let trimmed = tail.trim_start();
+    let next = if trimmed.is_empty() {
+        None
+    } else if trimmed.starts_with(',') {
+        Some(attr.span.end + (tail.len() - trimmed.len()) + 1)
+    } else {
+        // Junk after a value (e.g. `A="x"y`): keep this attribute, read no further.
+        None
+    };
+    Some((attr, next))
+}
+
+/// Resolves a playlist URI against the playlist's URL; None when it should be left alone
+/// (empty, unparsable, or not http/https such as `skd://` and `data:`).
+fn resolve(base: &Url, raw: &str) -> Option<Url> {
+    let raw = raw.trim();
+    if is_blank_uri(raw) {
+        return None;
+    }
+    let url = base.join(raw).ok()?;
+    matches!(url.scheme(), "http" | "https").then_some(url)
+}
+
+/// True for a URI with nothing in it. The URL parser strips control characters and spaces at the
+/// ends, so `join` of such a URI would silently give the playlist's own URL.
+fn is_blank_uri(raw: &str) -> bool {
+    raw.chars().all(|c| c.is_whitespace() || c.is_control())
+}
+
+/// The tag name of a trimmed line (`#EXT-X-KEY` of `#EXT-X-KEY:METHOD=NONE`), if it is a tag or comment.
+fn tag_name(line: &str) -> Option<&str> {
+    if !line.starts_with('#') {
+        return None;
+    }
+    Some(line.split_once(':').map_or(line, |(name, _)| name))
+}
+
+/// Splits a piece from `split_inclusive('\n')` into its content and its line ending.
+fn split_ending(piece: &str) -> (&str, &str) {
+    if let Some(content) = piece.strip_suffix("\r\n") {
+        (content, "\r\n")
+    } else if let Some(content) = piece.strip_suffix('\n') {
+        (content, "\n")
+    } else {
+        (piece, "")
+    }
+}
+
+/// Padding around a line's meaning: whitespace, and the BOM that may precede `#EXTM3U`.
+fn is_pad(c: char) -> bool {
+    c.is_whitespace() || c == BOM
+}
+
+/// Splits a line into leading padding, the meaningful text and trailing padding, so the padding
+/// can be copied back unchanged.
+fn split_pad(content: &str) -> (&str, &str, &str) {
+    let lead_len = content.len() - content.trim_start_matches(is_pad).len();
+    let (lead, rest) = content.split_at_checked(lead_len).unwrap_or(("", content));
+    let core_len = rest.trim_end_matches(is_pad).len();
+    let (core, trail) = rest.split_at_checked(core_len).unwrap_or((rest, ""));
+    (lead, core, trail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "https://cdn.example.com/live/chan/index.m3u8";
+
+    fn base() -> Url {
+        Url::parse(BASE).expect("test base URL is valid")
+    }
+
+    fn tag(u: &Url, k: UriKind) -> String {
+        format!("P[{k:?}]{u}")
+    }
+
+    /// Rewrites `input` against [`BASE`] with a marker `f` and compares the whole output.
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        let got = rewrite(input, &base(), tag).expect("input is HLS");
+        assert_eq!(
+            got, expected,
+            "\n--- got ---\n{got}\n--- expected ---\n{expected}"
+        );
+    }
+
+    #[test]
+    fn master_playlist() {
+        check(
+            r#"#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI="keys/session.key",KEYFORMAT="identity"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.lyrics",URI="lyrics.json"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="News, URI=fake.ts, more"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="English",DEFAULT=YES,URI="audio/en.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",URI="/subs/en.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="CC1",INSTREAM-ID="CC1"
+
+#EXT-X-STREAM-INF:BANDWIDTH=1280000,CODECS="avc1.4d401f,mp4a.40.2",AUDIO="aud",SUBTITLES="subs"
+low/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2560000,RESOLUTION=1280x720
+https://other.example.net/hi/index.m3u8?token=abc
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=86000,CODECS="avc1.4d401f",URI="iframe/low.m3u8"
+"#,
+            r#"#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI="P[Key]https://cdn.example.com/live/chan/keys/session.key",KEYFORMAT="identity"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.lyrics",URI="P[Segment]https://cdn.example.com/live/chan/lyrics.json"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="News, URI=fake.ts, more"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="English",DEFAULT=YES,URI="P[Playlist]https://cdn.example.com/live/chan/audio/en.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",URI="P[Playlist]https://cdn.example.com/subs/en.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="CC1",INSTREAM-ID="CC1"
+
+#EXT-X-STREAM-INF:BANDWIDTH=1280000,CODECS="avc1.4d401f,mp4a.40.2",AUDIO="aud",SUBTITLES="subs"
+P[Playlist]https://cdn.example.com/live/chan/low/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2560000,RESOLUTION=1280x720
+P[Playlist]https://other.example.net/hi/index.m3u8?token=abc
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=86000,CODECS="avc1.4d401f",URI="P[Playlist]https://cdn.example.com/live/chan/iframe/low.m3u8"
+"#,
+        );
+    }
+
+    #[test]
+    fn media_playlist_with_keys_maps_byteranges_and_unknown_tags() {
+        check(
+            r#"#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:6
+#EXT-X-MEDIA-SEQUENCE:1042
+#EXT-X-DISCONTINUITY-SEQUENCE:3
+## a comment with URI="comment.ts"
+#EXT-X-MAP:URI="init.mp4",BYTERANGE="720@0"
+#EXT-X-KEY:METHOD=AES-128,URI="https://keys.example.com/k?id=7",IV=0x0123456789abcdef0123456789abcdef
+#EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:00:00.000Z
+#EXTINF:6.006,
+seg1042.m4s
+#EXT-X-FOO-VENDOR:ID=1,X-URI="vendor.bin"
+#EXTINF:6.006,title with URI="not-me.ts"
+#EXT-X-BYTERANGE:1000@720
+/abs/path/seg1043.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-KEY:METHOD=SAMPLE-AES,URI="../keys/k2.bin",KEYFORMAT="identity",KEYFORMATVERSIONS="1"
+#EXT-X-DATERANGE:ID="ad1",START-DATE="2024-05-01T12:00:12Z",X-COM-NOTE="a, URI=evil.ts"
+#EXTINF:6.006,
+../other/seg1044.ts
+#EXT-X-KEY:METHOD=NONE
+#EXTINF:6.006,
+http://plain.example.org/seg1045.ts
+#EXT-X-ENDLIST
+"#,
+            r#"#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:6
+#EXT-X-MEDIA-SEQUENCE:1042
+#EXT-X-DISCONTINUITY-SEQUENCE:3
+## a comment with URI="comment.ts"
+#EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4",BYTERANGE="720@0"
+#EXT-X-KEY:METHOD=AES-128,URI="P[Key]https://keys.example.com/k?id=7",IV=0x0123456789abcdef0123456789abcdef
+#EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:00:00.000Z
+#EXTINF:6.006,
+P[Segment]https://cdn.example.com/live/chan/seg1042.m4s
+#EXT-X-FOO-VENDOR:ID=1,X-URI="vendor.bin"
+#EXTINF:6.006,title with URI="not-me.ts"
+#EXT-X-BYTERANGE:1000@720
+P[Segment]https://cdn.example.com/abs/path/seg1043.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-KEY:METHOD=SAMPLE-AES,URI="P[Key]https://cdn.example.com/live/keys/k2.bin",KEYFORMAT="identity",KEYFORMATVERSIONS="1"
+#EXT-X-DATERANGE:ID="ad1",START-DATE="2024-05-01T12:00:12Z",X-COM-NOTE="a, URI=evil.ts"
+#EXTINF:6.006,
+P[Segment]https://cdn.example.com/live/other/seg1044.ts
+#EXT-X-KEY:METHOD=NONE
+#EXTINF:6.006,
+P[Segment]http://plain.example.org/seg1045.ts
+#EXT-X-ENDLIST
+"#,
+        );
+    }
+
+    #[test]
+    fn low_latency_tags_are_kept_and_rewritten() {
+        check(
+            r#"#EXTM3U
+#EXT-X-TARGETDURATION:4
+#EXT-X-VERSION:9
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0,CAN-SKIP-UNTIL=24.0
+#EXT-X-PART-INF:PART-TARGET=0.33334
+#EXT-X-MEDIA-SEQUENCE:266
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:4.00008,
+fileSequence266.mp4
+#EXT-X-PART:DURATION=0.33334,URI="filePart267.0.mp4",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.33334,URI="filePart267.1.mp4",BYTERANGE=1000@0
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="filePart267.2.mp4"
+#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="init2.mp4"
+#EXT-X-RENDITION-REPORT:URI="../1M/waitForMSN.php",LAST-MSN=273,LAST-PART=2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"#,
+            r#"#EXTM3U
+#EXT-X-TARGETDURATION:4
+#EXT-X-VERSION:9
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0,CAN-SKIP-UNTIL=24.0
+#EXT-X-PART-INF:PART-TARGET=0.33334
+#EXT-X-MEDIA-SEQUENCE:266
+#EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4"
+#EXTINF:4.00008,
+P[Segment]https://cdn.example.com/live/chan/fileSequence266.mp4
+#EXT-X-PART:DURATION=0.33334,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.0.mp4",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.33334,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.1.mp4",BYTERANGE=1000@0
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.2.mp4"
+#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="P[Map]https://cdn.example.com/live/chan/init2.mp4"
+#EXT-X-RENDITION-REPORT:URI="P[Playlist]https://cdn.example.com/live/1M/waitForMSN.php",LAST-MSN=273,LAST-PART=2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"#,
+        );
+    }
+
+    #[test]
+    fn crlf_and_padding_are_preserved() {
+        check(
+            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\n  seg1.ts \r\n#EXTINF:2,\nseg2.ts\r\n",
+            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\n  P[Segment]https://cdn.example.com/live/chan/seg1.ts \r\n#EXTINF:2,\nP[Segment]https://cdn.example.com/live/chan/seg2.ts\r\n",
+        );
+    }
+
+    #[test]
+    fn non_http_uris_are_left_alone() {
+        let input = r#"#EXTM3U
+#EXT-X-TARGETDURATION:6
+#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://key-id-1234",KEYFORMAT="com.apple.streamingkeydelivery",KEYFORMATVERSIONS="1"
+#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,URI="data:text/plain;base64,AAAAPnBzc2g=",KEYFORMAT="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"
+#EXT-X-MAP:URI=""
+#EXTINF:6,
+seg.ts
+"#;
+        let mut calls = Vec::new();
+        let out = rewrite(input, &base(), |u, k| {
+            calls.push((u.to_string(), k));
+            "X".to_owned()
+        })
+        .expect("input is HLS");
+        assert_eq!(out, input.replace("\nseg.ts", "\nX"));
+        assert_eq!(
+            calls,
+            vec![(
+                "https://cdn.example.com/live/chan/seg.ts".to_owned(),
+                UriKind::Segment
+            )]
+        );
+    }
+
+    #[test]
+    fn attribute_parsing_edge_cases() {
+        check(
+            r#"#EXTM3U
+#EXT-X-MEDIA:TYPE=AUDIO, NAME="a,URI=b" , URI="a.m3u8"
+#EXT-X-KEY:METHOD=AES-128,URI=unquoted.key,IV=0x01
+#EXT-X-MAP:URI="ok.mp4",BYTERANGE="1@0",BROKEN="never closed
+#EXT-X-FOO:junk without attributes URI="x"
+#EXT-X-SESSION-DATA:DATA-ID="d",URI="one.json",URI="two.json"
+#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=1,URI="thumbs.m3u8"
+#EXT-X-CUSTOM:URI="custom.bin"
+#EXTINF:5,
+s.ts
+"#,
+            r#"#EXTM3U
+#EXT-X-MEDIA:TYPE=AUDIO, NAME="a,URI=b" , URI="P[Playlist]https://cdn.example.com/live/chan/a.m3u8"
+#EXT-X-KEY:METHOD=AES-128,URI="P[Key]https://cdn.example.com/live/chan/unquoted.key",IV=0x01
+#EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/ok.mp4",BYTERANGE="1@0",BROKEN="never closed
+#EXT-X-FOO:junk without attributes URI="x"
+#EXT-X-SESSION-DATA:DATA-ID="d",URI="P[Segment]https://cdn.example.com/live/chan/one.json",URI="P[Segment]https://cdn.example.com/live/chan/two.json"
+#EXT-X-IMAGE-STREAM-INF:BANDWIDTH=1,URI="P[Playlist]https://cdn.example.com/live/chan/thumbs.m3u8"
+#EXT-X-CUSTOM:URI="P[Segment]https://cdn.example.com/live/chan/custom.bin"
+#EXTINF:5,
+P[Segment]https://cdn.example.com/live/chan/s.ts
+"#,
+        );
+    }
+
+    #[test]
+    fn chained_m3u8_in_media_playlist_is_a_segment() {
+        check(
+            "#EXTM3U\n#EXTINF:10,\nnext.m3u8\n",
+            "#EXTM3U\n#EXTINF:10,\nP[Segment]https://cdn.example.com/live/chan/next.m3u8\n",
+        );
+    }
+
+    #[test]
+    fn iptv_channel_list_is_hls_looking() {
+        check(
+            "#EXTM3U x-tvg-url=\"http://epg.example.com/guide.xml\"\n#EXTINF:-1 tvg-id=\"bbc1\" group-title=\"UK, News\",BBC One\nhttp://iptv.example.com/bbc1\n",
+            "#EXTM3U x-tvg-url=\"http://epg.example.com/guide.xml\"\n#EXTINF:-1 tvg-id=\"bbc1\" group-title=\"UK, News\",BBC One\nP[Segment]http://iptv.example.com/bbc1\n",
+        );
+    }
+
+    #[test]
+    fn stream_inf_wins_in_a_mixed_body() {
+        // Not a master by is_master (it has #EXTINF), yet the variant line is still a playlist.
+        check(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n#EXTINF:2,\ns.ts\n",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nP[Playlist]https://cdn.example.com/live/chan/v.m3u8\n#EXTINF:2,\nP[Segment]https://cdn.example.com/live/chan/s.ts\n",
+        );
+    }
+
+    #[test]
+    fn playlist_without_uris_is_unchanged() {
+        let input = "#EXTM3U\r\n#EXT-X-TARGETDURATION:6\r\n#EXT-X-ENDLIST";
+        check(input, input);
+    }
+
+    #[test]
+    fn not_hls_is_refused() {
+        for body in [
+            "",
+            "\n\n",
+            "<!DOCTYPE html>\n<html><body>#EXTM3U\n#EXTINF:1,\n</body></html>\n",
+            "#EXTM3U\n",
+            "#EXTM3U\nhttp://example.com/a.ts\n",
+            "seg.ts\n#EXTM3U\n#EXTINF:1,\n",
+            "{\"error\":\"forbidden\"}",
+        ] {
+            assert_eq!(
+                rewrite(body, &base(), tag),
+                Err(RewriteError::NotHls),
+                "{body:?}"
+            );
+            assert!(!is_hls(body), "{body:?}");
+            assert!(!is_master(body), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert!(is_hls("\u{feff}  \n #EXTM3U\n#EXT-X-VERSION:3\n"));
+        assert!(is_hls("#EXTM3U\r\n#EXTINF:-1,Channel\r\nhttp://x/y\r\n"));
+        assert!(!is_master(
+            "#EXTM3U\r\n#EXTINF:-1,Channel\r\nhttp://x/y\r\n"
+        ));
+        assert!(is_master(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n"
+        ));
+        assert!(is_master(
+            "#EXTM3U\n#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,URI=\"i.m3u8\"\n"
+        ));
+        assert!(is_master(
+            "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"a\"\n"
+        ));
+        // MEDIA-SEQUENCE is a media tag, not EXT-X-MEDIA.
+        assert!(!is_master(
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-TARGETDURATION:2\n"
+        ));
+        assert!(!is_master(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n#EXTINF:2,\ns.ts\n"
+        ));
+    }
+
+    #[test]
+    fn attributes_parse() {
+        let attrs = parse_attributes(r#"A=1,B="x,y=z",C=0x1F"#);
+        let names: Vec<_> = attrs.iter().map(|a| (a.name, a.value)).collect();
+        assert_eq!(names, vec![("A", "1"), ("B", "x,y=z"), ("C", "0x1F")]);
+        assert_eq!(attrs.get(1).map(|a| a.span.clone()), Some(6..13));
+        assert!(parse_attributes("2024-05-01T12:00:00Z").is_empty());
+        assert!(parse_attributes("").is_empty());
+        assert_eq!(parse_attributes("A=\"unterminated").len(), 0);
+        assert_eq!(parse_attributes("A=1,,B=2").len(), 1);
+    }
+
+    #[test]
+    fn media_info_reads_the_live_window() {
+        let body = "#EXTM3U\r\n#EXT-X-VERSION:3\r\n#EXT-X-TARGETDURATION:6\r\n#EXT-X-MEDIA-SEQUENCE:1042\r\n\
+                    #EXT-X-KEY:METHOD=AES-128,URI=\"k.key\"\r\n#EXTINF:6.0,\r\nseg1042.ts\r\n\
+                    #EXT-X-FOO:bar\r\n#EXTINF:6.0,\r\n/abs/seg1043.ts\r\n#EXTINF:6.0,\r\nhttps://o.example.net/seg1044.ts\r\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p.ts\"\r\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        assert_eq!(
+            info,
+            MediaInfo {
+                target_duration: 6.0,
+                media_sequence: 1042,
+                segments: vec![
+                    Url::parse("https://cdn.example.com/live/chan/seg1042.ts").expect("valid"),
+                    Url::parse("https://cdn.example.com/abs/seg1043.ts").expect("valid"),
+                    Url::parse("https://o.example.net/seg1044.ts").expect("valid"),
+                ],
+                ended: false,
+            }
+        );
+    }
+
+    #[test]
+    fn media_info_sees_the_end_and_a_bom() {
+        let body =
+            "\u{feff}#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:9.5,\na.ts\n#EXT-X-ENDLIST\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        assert!(info.ended);
+        assert_eq!(info.media_sequence, 0);
+        assert_eq!(info.target_duration, 10.0);
+        assert_eq!(info.segments.len(), 1);
+    }
+
+    #[test]
+    fn media_info_reads_a_fractional_target_duration_without_bogus_segments() {
+        // m3u8-rs alone says 6 and invents a segment named ".5".
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:6.5\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:6.4,\na.ts\n\u{0}\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        assert_eq!(info.target_duration, 6.5);
+        assert_eq!(info.media_sequence, 7);
+        assert_eq!(
+            info.segments,
+            vec![Url::parse("https://cdn.example.com/live/chan/a.ts").expect("valid")]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_not_a_uri() {
+        let input = "#EXTM3U\n#EXTINF:1,\n\u{0}\u{7}\n";
+        check(input, input);
+    }
+
+    #[test]
+    fn media_info_refuses_masters_and_junk() {
+        assert!(media_info("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n", &base()).is_err());
+        assert!(media_info("<html></html>", &base()).is_err());
+        assert!(media_info("", &base()).is_err());
+    }
+
+    #[test]
+    fn parse_error_text_is_short() {
+        let text = "Parsing Error: Error { input: [35, 69, 88, 84], code: Tag }";
+        assert_eq!(
+            describe_parse_error(text),
+            "media playlist does not parse (nom error Tag)"
+        );
+        let long = "x".repeat(5000);
+        assert!(describe_parse_error(&long).len() < 300);
+    }
+
+    #[test]
+    fn never_panics_on_truncated_or_odd_input() {
+        let sample = "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"i.mp4\",BYTERANGE=\"1@0\"\n\
+                      #EXT-X-KEY:METHOD=AES-128,URI=\"k\u{e9}y\",IV=0x00\n#EXTINF:4.0,\u{1F4FA}\nseg \u{e9}1.ts\n\
+                      #EXT-X-PART:DURATION=1,URI=\"p.mp4\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\n\u{0}\u{7f}\n\
+                      #EXT-X-MEDIA:URI=\"\"\",=,\"\n#EXTINF:1.5.5,\n://\n#EXT-X-ENDLIST\r";
+        let base = base();
+        let boundaries = (0..=sample.len()).filter(|&i| sample.is_char_boundary(i));
+        for end in boundaries {
+            let body = sample.get(..end).unwrap_or_default();
+            let _ = is_hls(body);
+            let _ = is_master(body);
+            let _ = rewrite(body, &base, |u, _| u.to_string());
+            let _ = media_info(body, &base);
+        }
+    }
+}

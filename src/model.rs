@@ -1,0 +1,117 @@
+//! Plain data shared by every layer: what a service offers (`Channel`), what the
+//! lineup shows (`LineupChannel`), and what a resolution yields (`ResolvedStream`).
+//! No IO and no behaviour beyond small accessors.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use url::Url;
+
+/// Upstream request headers, in order, names as given (HTTP names are case-insensitive).
+pub type Headers = Vec<(String, String)>;
+
+/// One channel as a single service lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Channel {
+    /// The service's own id for the channel (what `resolve` takes).
+    pub id: String,
+    pub name: String,
+    pub logo: String,
+    pub group: String,
+    pub tags: Vec<String>,
+    /// The upstream's XMLTV id, empty when it has none.
+    pub tvg_id: String,
+    /// Name of the service that lists it.
+    pub service: String,
+    /// Headers every request for this channel's stream must carry (from `#EXTVLCOPT`,
+    /// Kodi `|Referer=` suffixes...). Kept out of API output: they are upstream details.
+    #[serde(skip)]
+    pub headers: Headers,
+    /// Where the stream is, when the listing already says it (M3U); `None` when the
+    /// service must be asked (`resolve`).
+    #[serde(skip)]
+    pub url: Option<String>,
+}
+
+/// One source of a lineup channel: a (service, channel id) pair.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Source {
+    pub service: String,
+    pub channel_id: String,
+    pub name: String,
+    pub priority: i64,
+}
+
+/// A channel of the merged lineup, as clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LineupChannel {
+    /// Stable slug, e.g. `bbc-one`; persisted so it never changes on refresh.
+    pub id: String,
+    /// Stable channel number (tvg-chno, HDHomeRun GuideNumber); persisted.
+    pub number: u32,
+    pub name: String,
+    pub logo: String,
+    pub group: String,
+    pub tags: Vec<String>,
+    /// The one id used as playlist `tvg-id` and XMLTV `<channel id>` (`name.domain` form).
+    pub guide_id: String,
+    /// Sources ordered by service priority: the order fallback tries them in.
+    pub sources: Vec<Source>,
+}
+
+/// The answer of `Service::resolve`: where the stream is and how to ask for it.
+#[derive(Debug, Clone)]
+pub struct ResolvedStream {
+    pub url: Url,
+    /// Headers that every later request for this stream (playlists, segments, keys) carries,
+    /// on top of the service's own headers.
+    pub headers: Headers,
+    /// How long this resolution may be reused.
+    pub valid_for: Duration,
+}
+
+impl ResolvedStream {
+    /// A resolution valid for `ttl`, shortened when the URL itself says it expires sooner
+    /// (`expires=`/`exp=`/`e=` unix-seconds query values, common in tokenised CDN links).
+    pub fn new(url: Url, headers: Headers, ttl: Duration) -> Self {
+        let valid_for = url_expiry(&url).map_or(ttl, |left| left.min(ttl));
+        Self { url, headers, valid_for }
+    }
+}
+
+/// Time left before a tokenised URL expires, when its query says so.
+fn url_expiry(url: &Url) -> Option<Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    url.query_pairs()
+        .filter(|(k, _)| matches!(k.as_ref(), "expires" | "exp" | "e" | "expiry"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        // Only plausible unix timestamps (after 2001): `e=5` is not an expiry.
+        .filter(|&ts| ts > 1_000_000_000)
+        .map(|ts| Duration::from_secs(ts.saturating_sub(now).saturating_sub(10)))
+        .min()
+}
+
+/// Health and counters of one service, as `/api/services/status` shows them.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: String,
+    pub enabled: bool,
+    pub priority: i64,
+    pub description: String,
+    pub healthy: bool,
+    pub channel_count: usize,
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the last upstream call, `None` before the first.
+    pub last_checked: Option<String>,
+    pub latency_ms: Option<u64>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// When a service operation started, for latency accounting.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub Instant);

@@ -1,0 +1,271 @@
+//! Persisted runtime state: what a user changed at runtime (services enabled or
+//! disabled, priorities) and the stable slug and number of every lineup channel.
+//!
+//! SQLite (bundled) in WAL mode with `synchronous=FULL` in `state_dir/freesky.db`: a
+//! change is acknowledged only after its transaction committed, so a `kill -9` right
+//! after the answer loses nothing. The config file is the user's: this module never
+//! touches it. Reads come from an in-memory mirror loaded at open; writes go through
+//! `spawn_blocking` so the async runtime never waits on the disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("state store: background task failed: {0}")]
+    Join(String),
+}
+
+/// A runtime override of one service's config (`None`: the config decides).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServiceOverride {
+    pub enabled: Option<bool>,
+    pub priority: Option<i64>,
+}
+
+/// The persisted identity of a lineup channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelIdentity {
+    pub slug: String,
+    pub number: u32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where the database lives; `None` for an in-memory store (tests, `freesky playlist`).
+    path: Option<PathBuf>,
+    conn: Mutex<Connection>,
+    mirror: Mutex<Mirror>,
+    /// Serialises identity assignment so two lineup builds never give one key two numbers.
+    assign: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Mirror {
+    services: HashMap<String, ServiceOverride>,
+    /// merge key -> identity
+    channels: HashMap<String, ChannelIdentity>,
+    /// slugs in use, to keep them unique
+    slugs: std::collections::HashSet<String>,
+    next_number: u32,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS service_state (
+    name     TEXT PRIMARY KEY,
+    enabled  INTEGER,
+    priority INTEGER
+);
+CREATE TABLE IF NOT EXISTS channel_identity (
+    merge_key TEXT PRIMARY KEY,
+    slug      TEXT NOT NULL UNIQUE,
+    number    INTEGER NOT NULL UNIQUE
+);
+";
+
+impl Store {
+    /// Opens (creating) `dir/freesky.db`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("freesky.db");
+        let conn = Connection::open(&path)?;
+        Self::init(conn, Some(path))
+    }
+
+    /// A store that forgets everything when dropped.
+    pub fn in_memory() -> Self {
+        let conn = Connection::open_in_memory().expect("an in-memory SQLite database always opens");
+        Self::init(conn, None).expect("the schema applies to an empty in-memory database")
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let mut mirror = Mirror { next_number: 1, ..Default::default() };
+        {
+            let mut stmt = conn.prepare("SELECT name, enabled, priority FROM service_state")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<bool>>(1)?, r.get::<_, Option<i64>>(2)?))
+            })?;
+            for row in rows {
+                let (name, enabled, priority) = row?;
+                mirror.services.insert(name, ServiceOverride { enabled, priority });
+            }
+            let mut stmt = conn.prepare("SELECT merge_key, slug, number FROM channel_identity")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))?;
+            for row in rows {
+                let (key, slug, number) = row?;
+                mirror.next_number = mirror.next_number.max(number.saturating_add(1));
+                mirror.slugs.insert(slug.clone());
+                mirror.channels.insert(key, ChannelIdentity { slug, number });
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                conn: Mutex::new(conn),
+                mirror: Mutex::new(mirror),
+                assign: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    pub fn service_override(&self, name: &str) -> ServiceOverride {
+        self.mirror().services.get(name).copied().unwrap_or_default()
+    }
+
+    /// Persists a service's enabled flag; returns once it is durable.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO service_state (name, enabled) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET enabled = excluded.enabled",
+                params![n, enabled],
+            )
+            .map(drop)
+        })
+        .await?;
+        self.mirror().services.entry(name.to_string()).or_default().enabled = Some(enabled);
+        Ok(())
+    }
+
+    /// Persists a service's priority; returns once it is durable.
+    pub async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO service_state (name, priority) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",
+                params![n, priority],
+            )
+            .map(drop)
+        })
+        .await?;
+        self.mirror().services.entry(name.to_string()).or_default().priority = Some(priority);
+        Ok(())
+    }
+
+    /// The identity of every merge key, assigning (and persisting) new ones: the slug is
+    /// `wanted` made unique, the number the next free one. Known keys never change.
+    pub async fn identities(&self, keys: &[(String, String)]) -> Result<Vec<ChannelIdentity>, StoreError> {
+        let _guard = self.inner.assign.lock().await;
+        let mut fresh = Vec::new();
+        {
+            let mut m = self.mirror();
+            for (key, wanted) in keys {
+                if m.channels.contains_key(key) || fresh.iter().any(|(k, _, _): &(String, String, u32)| k == key) {
+                    continue;
+                }
+                let base = if wanted.is_empty() { "channel".to_string() } else { wanted.clone() };
+                let mut slug = base.clone();
+                let mut n = 2;
+                while m.slugs.contains(&slug) {
+                    slug = format!("{base}-{n}");
+                    n += 1;
+                }
+                m.slugs.insert(slug.clone());
+                let number = m.next_number;
+                m.next_number += 1;
+                fresh.push((key.clone(), slug, number));
+            }
+        }
+        if !fresh.is_empty() {
+            let rows = fresh.clone();
+            let written = self
+                .write(move |c| {
+                    let tx = c.transaction()?;
+                    {
+                        let mut stmt =
+                            tx.prepare("INSERT OR IGNORE INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)")?;
+                        for (k, s, n) in &rows {
+                            stmt.execute(params![k, s, n])?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await;
+            let mut m = self.mirror();
+            if let Err(e) = written {
+                // Give the slugs and numbers back: nothing was persisted.
+                for (_, s, _) in &fresh {
+                    m.slugs.remove(s);
+                }
+                return Err(e);
+            }
+            for (k, slug, number) in fresh {
+                m.channels.insert(k, ChannelIdentity { slug, number });
+            }
+        }
+        let m = self.mirror();
+        Ok(keys
+            .iter()
+            .map(|(k, _)| m.channels.get(k).cloned().expect("every key was assigned above"))
+            .collect())
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        // A panic while holding the lock cannot leave the mirror half-written (every
+        // update is a single insert), so a poisoned lock is still usable.
+        self.inner.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn write<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<(), rusqlite::Error> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn identities_are_stable_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let ids = s
+            .identities(&[("tvg:a".into(), "news".into()), ("name:news".into(), "news".into())])
+            .await
+            .unwrap();
+        assert_eq!(ids[0], ChannelIdentity { slug: "news".into(), number: 1 });
+        assert_eq!(ids[1], ChannelIdentity { slug: "news-2".into(), number: 2 });
+        s.set_enabled("A", false).await.unwrap();
+        drop(s);
+
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.service_override("A").enabled, Some(false));
+        let ids = s
+            .identities(&[("new".into(), "x".into()), ("name:news".into(), "news".into())])
+            .await
+            .unwrap();
+        assert_eq!(ids[0], ChannelIdentity { slug: "x".into(), number: 3 });
+        assert_eq!(ids[1].number, 2);
+    }
+}
