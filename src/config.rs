@@ -109,7 +109,11 @@ pub struct HdhrConfig {
 
 impl Default for HdhrConfig {
     fn default() -> Self {
-        Self { enabled: true, friendly_name: "freesky".into(), tuner_count: 4 }
+        Self {
+            enabled: true,
+            friendly_name: "freesky".into(),
+            tuner_count: 4,
+        }
     }
 }
 
@@ -238,8 +242,11 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
 /// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
 pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(s.trim())
-        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"10s\" or \"5m\" ({e})")))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration like \"10s\" or \"5m\" ({e})"
+        ))
+    })
 }
 
 /// One thing wrong with the config.
@@ -288,14 +295,26 @@ impl Config {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: name.clone(),
-            problems: vec![Problem { line: 0, field: "-".into(), message: format!("cannot read: {e}") }],
+            problems: vec![Problem {
+                line: 0,
+                field: "-".into(),
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::parse(&text, &name, &|var| std::env::var(var).ok())
     }
 
     /// Parses config text; `env` looks variables up (tests pass their own).
-    pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut p = Parse { text, spans: HashMap::new(), problems: Vec::new() };
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut p = Parse {
+            text,
+            spans: HashMap::new(),
+            problems: Vec::new(),
+        };
         let cfg = p.run(env);
         match cfg {
             Some(mut cfg) if p.problems.is_empty() => {
@@ -304,7 +323,10 @@ impl Config {
             }
             _ => {
                 p.problems.sort_by_key(|x| x.line);
-                Err(ConfigError { file: file.to_string(), problems: p.problems })
+                Err(ConfigError {
+                    file: file.to_string(),
+                    problems: p.problems,
+                })
             }
         }
     }
@@ -391,7 +413,11 @@ impl<'t> Parse<'t> {
         }
     }
 
-    fn section<T: for<'de> Deserialize<'de> + Default>(&mut self, path: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+    fn section<T: for<'de> Deserialize<'de> + Default>(
+        &mut self,
+        path: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -404,17 +430,57 @@ impl<'t> Parse<'t> {
     fn services(&mut self, value: Spanned<DeValue<'_>>) -> Vec<ServiceConfig> {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {
-            self.push(Some(span), "services", "must be an array of tables ([[services]])".into());
+            self.push(
+                Some(span),
+                "services",
+                "must be an array of tables ([[services]])".into(),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("services[{i}]");
+            // Duplicates are found on the raw names, so a service with another problem
+            // still counts.
+            let raw_name = match item.get_ref() {
+                DeValue::Table(t) => t
+                    .get("name")
+                    .and_then(|v| v.get_ref().as_str().map(str::to_string)),
+                _ => None,
+            };
+            if let Some(name) = raw_name {
+                if !name.trim().is_empty() && !seen.insert(name.clone()) {
+                    self.problem(
+                        &format!("{path}.name"),
+                        format!("duplicate service name `{name}`"),
+                    );
+                }
+            }
             if let Some(svc) = self.service(&path, item) {
+                self.check_service(&path, &svc);
                 out.push(svc);
             }
         }
         out
+    }
+
+    /// Checks of one parsed service that serde cannot express.
+    fn check_service(&mut self, path: &str, s: &ServiceConfig) {
+        if s.name.trim().is_empty() {
+            self.problem(&format!("{path}.name"), "must not be empty".into());
+        } else if s.name.contains(['/', ':', '?', '#']) {
+            self.problem(
+                &format!("{path}.name"),
+                format!("`{}` may not contain / : ? #", s.name),
+            );
+        }
+        if s.timeout.is_zero() {
+            self.problem(&format!("{path}.timeout"), "must be more than 0".into());
+        }
+        for (field, message) in s.kind.validate() {
+            self.problem(&format!("{path}.{field}"), message);
+        }
     }
 
     fn service(&mut self, path: &str, item: Spanned<DeValue<'_>>) -> Option<ServiceConfig> {
@@ -423,9 +489,15 @@ impl<'t> Parse<'t> {
             self.push(Some(span), path, "a service must be a table".into());
             return None;
         };
-        let kind = table.get("kind").and_then(|v| v.get_ref().as_str().map(str::to_string));
+        let kind = table
+            .get("kind")
+            .and_then(|v| v.get_ref().as_str().map(str::to_string));
         let Some(kind) = kind else {
-            self.push(Some(span), &format!("{path}.kind"), format!("missing; one of {}", KindConfig::KINDS.join(", ")));
+            self.push(
+                Some(span),
+                &format!("{path}.kind"),
+                format!("missing; one of {}", KindConfig::KINDS.join(", ")),
+            );
             return None;
         };
         // Split the table: shared keys (plus `kind`) vs the kind's own keys.
@@ -438,8 +510,14 @@ impl<'t> Parse<'t> {
                 own.insert(k, v);
             }
         }
-        let common = CommonKeys::deserialize(ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(common))));
-        let own = KindConfig::parse(&kind, ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(own))));
+        let common = CommonKeys::deserialize(ValueDeserializer::from(Spanned::new(
+            span.clone(),
+            DeValue::Table(common),
+        )));
+        let own = KindConfig::parse(
+            &kind,
+            ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(own))),
+        );
         let common = match common {
             Ok(c) => Some(c),
             Err(e) => {
@@ -453,7 +531,10 @@ impl<'t> Parse<'t> {
                 self.push(
                     self.spans.get(&format!("{path}.kind")).cloned(),
                     &format!("{path}.kind"),
-                    format!("unknown kind `{kind}`; one of {}", KindConfig::KINDS.join(", ")),
+                    format!(
+                        "unknown kind `{kind}`; one of {}",
+                        KindConfig::KINDS.join(", ")
+                    ),
                 );
                 None
             }
@@ -479,7 +560,10 @@ impl<'t> Parse<'t> {
     /// Cross-field checks that serde cannot express.
     fn validate(&mut self, cfg: &Config) {
         if cfg.server.bind.parse::<std::net::SocketAddr>().is_err() {
-            self.problem("server.bind", format!("`{}` is not an address like 0.0.0.0:8005", cfg.server.bind));
+            self.problem(
+                "server.bind",
+                format!("`{}` is not an address like 0.0.0.0:8005", cfg.server.bind),
+            );
         }
         if let Some(u) = &cfg.server.public_url {
             if !u.is_empty() && url::Url::parse(u).is_err() {
@@ -488,23 +572,6 @@ impl<'t> Parse<'t> {
         }
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());
-        }
-        let mut seen = HashSet::new();
-        for (i, s) in cfg.services.iter().enumerate() {
-            let path = format!("services[{i}]");
-            if s.name.trim().is_empty() {
-                self.problem(&format!("{path}.name"), "must not be empty".into());
-            } else if s.name.contains(['/', ':', '?', '#']) {
-                self.problem(&format!("{path}.name"), format!("`{}` may not contain / : ? #", s.name));
-            } else if !seen.insert(s.name.clone()) {
-                self.problem(&format!("{path}.name"), format!("duplicate service name `{}`", s.name));
-            }
-            if s.timeout.is_zero() {
-                self.problem(&format!("{path}.timeout"), "must be more than 0".into());
-            }
-            for (field, message) in s.kind.validate() {
-                self.problem(&format!("{path}.{field}"), message);
-            }
         }
     }
 
@@ -544,7 +611,11 @@ impl<'t> Parse<'t> {
 
     fn push(&mut self, span: Option<Range<usize>>, field: &str, message: String) {
         let line = span.map_or(0, |s| line_of(self.text, s.start));
-        self.problems.push(Problem { line, field: field.to_string(), message });
+        self.problems.push(Problem {
+            line,
+            field: field.to_string(),
+            message,
+        });
     }
 }
 
@@ -557,12 +628,18 @@ pub enum KindError {
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes().get(..end).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) + 1
+    text.as_bytes()
+        .get(..end)
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+        + 1
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; `$$` stays a literal `$`. `Ok(None)` when the
 /// string has nothing to replace.
-pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+pub fn interpolate(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
     if !s.contains('$') {
         return Ok(None);
     }
@@ -575,7 +652,9 @@ pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Opti
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
             let expr = &body[..end];
             let (var, default) = match expr.split_once(":-") {
                 Some((v, d)) => (v, Some(d)),
@@ -587,7 +666,9 @@ pub fn interpolate(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Opti
             match (env(var), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {var} is not set (use ${{{var}:-default}} for a default)")),
+                (None, None) => return Err(format!(
+                    "environment variable {var} is not set (use ${{{var}:-default}} for a default)"
+                )),
             }
             rest = &body[end + 1..];
         } else {
@@ -627,8 +708,14 @@ mod tests {
 
     #[test]
     fn interpolation() {
-        assert_eq!(interpolate("a${KEY}b", &env).unwrap().as_deref(), Some("as3cretb"));
-        assert_eq!(interpolate("${NOPE:-x}", &env).unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            interpolate("a${KEY}b", &env).unwrap().as_deref(),
+            Some("as3cretb")
+        );
+        assert_eq!(
+            interpolate("${NOPE:-x}", &env).unwrap().as_deref(),
+            Some("x")
+        );
         assert_eq!(interpolate("${NOPE:-}", &env).unwrap().as_deref(), Some(""));
         assert_eq!(interpolate("$$5", &env).unwrap().as_deref(), Some("$5"));
         assert_eq!(interpolate("plain", &env).unwrap(), None);
@@ -653,17 +740,39 @@ mod tests {
     fn every_problem_with_its_line() {
         let text = "[server]\nbnd = \"x\"\n\n[[services]]\nname = \"A\"\nkind = \"demo\"\ntimeout = \"soon\"\n\n[[services]]\nname = \"A\"\nkind = \"demo\"\n\n[[services]]\nname = \"B\"\nkind = \"nope\"\n\n[[services]]\nname = \"C\"\nkind = \"m3u\"\nurl = \"${MISSING}\"\n";
         let e = errors(text);
-        assert!(e.iter().any(|l| l.starts_with("f.toml:2: server") && l.contains("bnd")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("f.toml:7: services[0].timeout") && l.contains("soon")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("f.toml:10: services[1].name") && l.contains("duplicate")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:2: server") && l.contains("bnd")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:7: services[0].timeout") && l.contains("soon")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:10: services[1].name") && l.contains("duplicate")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|l| l.starts_with("f.toml:15: services[2].kind") && l.contains("unknown kind")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn unknown_key_in_kind_table() {
-        let e = errors("[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\nurll = \"y\"\n");
-        assert!(e.iter().any(|l| l.starts_with("f.toml:5:") && l.contains("urll")), "{e:?}");
+        let e = errors(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\nurll = \"y\"\n",
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:5:") && l.contains("urll")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -680,7 +789,10 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.services[0].auth, Some(Auth::Bearer(Secret("s3cret".into()))));
+        assert_eq!(
+            c.services[0].auth,
+            Some(Auth::Bearer(Secret("s3cret".into())))
+        );
         assert!(!format!("{c:?}").contains("s3cret"));
     }
 }

@@ -77,7 +77,10 @@ pub enum AppError {
     #[error("{0}")]
     Forbidden(String),
     #[error("every source of `{channel}` failed")]
-    AllSourcesFailed { channel: String, tried: Vec<Attempt> },
+    AllSourcesFailed {
+        channel: String,
+        tried: Vec<Attempt>,
+    },
     #[error("upstream failed: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
@@ -92,7 +95,9 @@ impl AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             // Every try timed out: the upstreams are slow, not broken.
-            Self::AllSourcesFailed { tried, .. } if !tried.is_empty() && tried.iter().all(|a| a.timeout) => {
+            Self::AllSourcesFailed { tried, .. }
+                if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>
+            {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,

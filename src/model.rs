@@ -75,7 +75,11 @@ impl ResolvedStream {
     /// (`expires=`/`exp=`/`e=` unix-seconds query values, common in tokenised CDN links).
     pub fn new(url: Url, headers: Headers, ttl: Duration) -> Self {
         let valid_for = url_expiry(&url).map_or(ttl, |left| left.min(ttl));
-        Self { url, headers, valid_for }
+        Self {
+            url,
+            headers,
+            valid_for,
+        }
     }
 }
 

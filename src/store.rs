@@ -94,23 +94,40 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        let mut mirror = Mirror { next_number: 1, ..Default::default() };
+        let mut mirror = Mirror {
+            next_number: 1,
+            ..Default::default()
+        };
         {
             let mut stmt = conn.prepare("SELECT name, enabled, priority FROM service_state")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<bool>>(1)?, r.get::<_, Option<i64>>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<bool>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
             })?;
             for row in rows {
                 let (name, enabled, priority) = row?;
-                mirror.services.insert(name, ServiceOverride { enabled, priority });
+                mirror
+                    .services
+                    .insert(name, ServiceOverride { enabled, priority });
             }
             let mut stmt = conn.prepare("SELECT merge_key, slug, number FROM channel_identity")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?)))?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (key, slug, number) = row?;
                 mirror.next_number = mirror.next_number.max(number.saturating_add(1));
                 mirror.slugs.insert(slug.clone());
-                mirror.channels.insert(key, ChannelIdentity { slug, number });
+                mirror
+                    .channels
+                    .insert(key, ChannelIdentity { slug, number });
             }
         }
         Ok(Self {
@@ -128,7 +145,11 @@ impl Store {
     }
 
     pub fn service_override(&self, name: &str) -> ServiceOverride {
-        self.mirror().services.get(name).copied().unwrap_or_default()
+        self.mirror()
+            .services
+            .get(name)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Persists a service's enabled flag; returns once it is durable.
@@ -143,7 +164,11 @@ impl Store {
             .map(drop)
         })
         .await?;
-        self.mirror().services.entry(name.to_string()).or_default().enabled = Some(enabled);
+        self.mirror()
+            .services
+            .entry(name.to_string())
+            .or_default()
+            .enabled = Some(enabled);
         Ok(())
     }
 
@@ -159,22 +184,37 @@ impl Store {
             .map(drop)
         })
         .await?;
-        self.mirror().services.entry(name.to_string()).or_default().priority = Some(priority);
+        self.mirror()
+            .services
+            .entry(name.to_string())
+            .or_default()
+            .priority = Some(priority);
         Ok(())
     }
 
     /// The identity of every merge key, assigning (and persisting) new ones: the slug is
     /// `wanted` made unique, the number the next free one. Known keys never change.
-    pub async fn identities(&self, keys: &[(String, String)]) -> Result<Vec<ChannelIdentity>, StoreError> {
+    pub async fn identities(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<ChannelIdentity>, StoreError> {
         let _guard = self.inner.assign.lock().await;
         let mut fresh = Vec::new();
         {
             let mut m = self.mirror();
             for (key, wanted) in keys {
-                if m.channels.contains_key(key) || fresh.iter().any(|(k, _, _): &(String, String, u32)| k == key) {
+                if m.channels.contains_key(key)
+                    || fresh
+                        .iter()
+                        .any(|(k, _, _): &(String, String, u32)| k == key)
+                {
                     continue;
                 }
-                let base = if wanted.is_empty() { "channel".to_string() } else { wanted.clone() };
+                let base = if wanted.is_empty() {
+                    "channel".to_string()
+                } else {
+                    wanted.clone()
+                };
                 let mut slug = base.clone();
                 let mut n = 2;
                 while m.slugs.contains(&slug) {
@@ -217,7 +257,12 @@ impl Store {
         let m = self.mirror();
         Ok(keys
             .iter()
-            .map(|(k, _)| m.channels.get(k).cloned().expect("every key was assigned above"))
+            .map(|(k, _)| {
+                m.channels
+                    .get(k)
+                    .cloned()
+                    .expect("every key was assigned above")
+            })
             .collect())
     }
 
@@ -251,21 +296,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let ids = s
-            .identities(&[("tvg:a".into(), "news".into()), ("name:news".into(), "news".into())])
+            .identities(&[
+                ("tvg:a".into(), "news".into()),
+                ("name:news".into(), "news".into()),
+            ])
             .await
             .unwrap();
-        assert_eq!(ids[0], ChannelIdentity { slug: "news".into(), number: 1 });
-        assert_eq!(ids[1], ChannelIdentity { slug: "news-2".into(), number: 2 });
+        assert_eq!(
+            ids[0],
+            ChannelIdentity {
+                slug: "news".into(),
+                number: 1
+            }
+        );
+        assert_eq!(
+            ids[1],
+            ChannelIdentity {
+                slug: "news-2".into(),
+                number: 2
+            }
+        );
         s.set_enabled("A", false).await.unwrap();
         drop(s);
 
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.service_override("A").enabled, Some(false));
         let ids = s
-            .identities(&[("new".into(), "x".into()), ("name:news".into(), "news".into())])
+            .identities(&[
+                ("new".into(), "x".into()),
+                ("name:news".into(), "news".into()),
+            ])
             .await
             .unwrap();
-        assert_eq!(ids[0], ChannelIdentity { slug: "x".into(), number: 3 });
+        assert_eq!(
+            ids[0],
+            ChannelIdentity {
+                slug: "x".into(),
+                number: 3
+            }
+        );
         assert_eq!(ids[1].number, 2);
     }
 }

@@ -82,13 +82,19 @@ impl Fetched {
     /// Reads the whole body, refusing more than `limit` bytes.
     pub async fn bytes(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
         if self.content_length.is_some_and(|n| n > limit as u64) {
-            return Err(UpstreamError::TooLarge { url: redact(&self.url), limit });
+            return Err(UpstreamError::TooLarge {
+                url: redact(&self.url),
+                limit,
+            });
         }
         let mut buf = BytesMut::new();
         while let Some(chunk) = self.body.next().await {
             let chunk = chunk?;
             if buf.len() + chunk.len() > limit {
-                return Err(UpstreamError::TooLarge { url: redact(&self.url), limit });
+                return Err(UpstreamError::TooLarge {
+                    url: redact(&self.url),
+                    limit,
+                });
             }
             buf.extend_from_slice(&chunk);
         }
@@ -117,11 +123,19 @@ impl ServiceHttp {
     /// GET `url` with the service's headers plus `extra` (which win), waiting at most
     /// the service timeout for the response head. The body stream then fails if no
     /// bytes arrive for a whole timeout (a trickling or hung upstream).
-    pub async fn get(&self, url: &Url, extra: &Headers, range: Option<&str>) -> Result<Fetched, UpstreamError> {
+    pub async fn get(
+        &self,
+        url: &Url,
+        extra: &Headers,
+        range: Option<&str>,
+    ) -> Result<Fetched, UpstreamError> {
         let mut target = url.clone();
         let mut headers = HeaderMap::new();
         for (k, v) in self.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
                 headers.insert(name, value);
             }
         }
@@ -134,9 +148,14 @@ impl ServiceHttp {
         if self.auth_applies(url) {
             match &self.auth {
                 Some(Auth::Bearer(token)) => req = req.bearer_auth(token.expose()),
-                Some(Auth::Basic { user, password }) => req = req.basic_auth(user, Some(password.expose())),
+                Some(Auth::Basic { user, password }) => {
+                    req = req.basic_auth(user, Some(password.expose()))
+                }
                 Some(Auth::Header { name, value }) => {
-                    if let (Ok(n), Ok(mut v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.expose())) {
+                    if let (Ok(n), Ok(mut v)) = (
+                        HeaderName::try_from(name.as_str()),
+                        HeaderValue::try_from(value.expose()),
+                    ) {
                         v.set_sensitive(true);
                         headers.insert(n, v);
                     }
@@ -157,21 +176,42 @@ impl ServiceHttp {
         let status = resp.status().as_u16();
         let final_url = resp.url().clone();
         if !resp.status().is_success() {
-            return Err(UpstreamError::Status { status, url: redact(&final_url) });
+            return Err(UpstreamError::Status {
+                status,
+                url: redact(&final_url),
+            });
         }
-        let header = |name| resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let content_range = header(reqwest::header::CONTENT_RANGE);
         let content_length = resp.content_length();
         let idle = self.timeout;
         let shown = redact(&final_url);
-        let body = resp.bytes_stream().map(move |r| r.map_err(|e| request_error_str(&shown, &e)));
+        let body = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| request_error_str(&shown, &e)));
         let body = idle_bounded(body, idle);
-        Ok(Fetched { url: final_url, status, content_type, content_length, content_range, body })
+        Ok(Fetched {
+            url: final_url,
+            status,
+            content_type,
+            content_length,
+            content_range,
+            body,
+        })
     }
 
     /// GET and read the whole body as text, all within the service timeout.
-    pub async fn get_text(&self, url: &Url, extra: &Headers) -> Result<(Url, String), UpstreamError> {
+    pub async fn get_text(
+        &self,
+        url: &Url,
+        extra: &Headers,
+    ) -> Result<(Url, String), UpstreamError> {
         let limit = self.http.max_body;
         let work = async {
             let f = self.get(url, extra, None).await?;
@@ -194,16 +234,19 @@ where
     S: Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static,
 {
     let body = Box::pin(body);
-    Box::pin(futures::stream::unfold((body, false), move |(mut body, done)| async move {
-        if done {
-            return None;
-        }
-        match tokio::time::timeout(idle, body.next()).await {
-            Ok(Some(item)) => Some((item, (body, false))),
-            Ok(None) => None,
-            Err(_) => Some((Err(UpstreamError::Timeout(idle)), (body, true))),
-        }
-    }))
+    Box::pin(futures::stream::unfold(
+        (body, false),
+        move |(mut body, done)| async move {
+            if done {
+                return None;
+            }
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(item)) => Some((item, (body, false))),
+                Ok(None) => None,
+                Err(_) => Some((Err(UpstreamError::Timeout(idle)), (body, true))),
+            }
+        },
+    ))
 }
 
 fn request_error(url: &Url, e: &reqwest::Error) -> UpstreamError {
@@ -234,5 +277,8 @@ fn request_error_str(url: &str, e: &reqwest::Error) -> UpstreamError {
             cause
         }
     };
-    UpstreamError::Request { url: url.to_string(), reason }
+    UpstreamError::Request {
+        url: url.to_string(),
+        reason,
+    }
 }

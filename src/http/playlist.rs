@@ -1,0 +1,89 @@
+//! `/playlist.m3u`: the merged lineup as M3U Plus, each entry pointing at the channel's
+//! freesky stream URL. Partial success: a failing service just has no entries.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use super::{base_url, AppState};
+use crate::error::AppError;
+use crate::lineup::Lineup;
+use crate::m3u::{self, OutEntry};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/playlist.m3u", get(playlist))
+        .route("/playlist.m3u8", get(playlist))
+}
+
+#[derive(Deserialize, Default)]
+pub struct Filter {
+    /// Only channels of this group (case-insensitive).
+    pub group: Option<String>,
+    /// Only channels that have a source from this service.
+    pub service: Option<String>,
+}
+
+async fn playlist(
+    State(s): State<AppState>,
+    Query(f): Query<Filter>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    if let Some(name) = &f.service {
+        if s.registry.service(name).is_none() {
+            return Err(AppError::NotFound(format!("unknown service `{name}`")));
+        }
+    }
+    let lineup = s.registry.lineup().await?;
+    let body = render(&lineup, &base_url(&s.config, &headers), &f);
+    Ok((
+        [(header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+/// The M3U Plus text of `lineup` for clients reaching us at `base`.
+pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
+    let chosen: Vec<_> = lineup
+        .channels
+        .iter()
+        .filter(|c| {
+            f.group
+                .as_deref()
+                .is_none_or(|g| c.group.eq_ignore_ascii_case(g))
+        })
+        .filter(|c| {
+            f.service
+                .as_deref()
+                .is_none_or(|s| c.sources.iter().any(|src| src.service == s))
+        })
+        .collect();
+    let urls: Vec<String> = chosen
+        .iter()
+        .map(|c| match &f.service {
+            Some(s) => format!(
+                "{base}/api/stream/{}.m3u8?service={}",
+                c.id,
+                url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+            ),
+            None => format!("{base}/api/stream/{}.m3u8", c.id),
+        })
+        .collect();
+    let guide = format!("{base}/epg.xml");
+    m3u::render(
+        Some(&guide),
+        chosen.iter().zip(&urls).map(|(c, url)| OutEntry {
+            tvg_id: &c.guide_id,
+            tvg_name: &c.name,
+            tvg_logo: &c.logo,
+            tvg_chno: c.number,
+            group: &c.group,
+            name: &c.name,
+            url,
+        }),
+    )
+}

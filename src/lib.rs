@@ -1,0 +1,63 @@
+//! freesky: an IPTV bridge that merges many upstream streaming services into one
+//! M3U playlist and one set of HLS streams.
+//!
+//! Code map (see ARCHITECTURE.md for the request path):
+//! - `config`: the TOML file, interpolation, every problem with file:line.
+//! - `services`: the `Service` trait, one file per kind, `registry` (the coordinator).
+//! - `lineup`: merging channels across services (pure).
+//! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
+//! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
+//! - `http`: the axum routes; `error`: the one place errors become statuses.
+
+pub mod config;
+pub mod error;
+pub mod hls;
+pub mod http;
+pub mod lineup;
+pub mod m3u;
+pub mod model;
+pub mod proxy;
+pub mod services;
+pub mod store;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use http::{app, AppState};
+
+/// Builds the shared state from a loaded config: opens the store and the proxy key in
+/// `state_dir` and builds every service.
+pub fn state(config: config::Config) -> anyhow::Result<AppState> {
+    let dir = &config.server.state_dir;
+    let store = store::Store::open(dir)?;
+    let signer = proxy::Signer::load_or_create(dir, config.server.link_ttl)?;
+    let http = upstream::Http::new(config.server.max_body_bytes);
+    let registry = services::registry::Registry::new(&config, store, http);
+    Ok(AppState {
+        config: Arc::new(config),
+        registry: Arc::new(registry),
+        signer: Arc::new(signer),
+    })
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves. Loads the lineup once in
+/// the background so the first client does not wait for every upstream.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = state.registry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = registry.lineup().await {
+            tracing::warn!(error = %e, "initial lineup load failed");
+        }
+    });
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,158 @@
+//! `kind = "m3u"`: a generic M3U / M3U Plus channel list (http(s) URL or local file).
+//! Each entry is a channel whose stream URL is in the list itself; per-channel
+//! headers (`#EXTVLCOPT`, `#KODIPROP`, Kodi `|Referer=` suffixes) travel with it.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use url::Url;
+
+use super::{check_http_url, unique_id, BuildContext, Service};
+use crate::config::ServiceConfig;
+use crate::error::UpstreamError;
+use crate::lineup::slugify;
+use crate::model::{Channel, ResolvedStream};
+use crate::upstream::ServiceHttp;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct M3uConfig {
+    /// The playlist: `http(s)://...` or a file path.
+    pub url: String,
+    /// XMLTV guide for these channels (used by the guide, issue 4).
+    #[serde(default)]
+    pub epg_url: Option<String>,
+}
+
+impl M3uConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.url.trim().is_empty() {
+            out.push(("url".into(), "must not be empty".into()));
+        } else if self.url.contains("://") {
+            check_http_url("url", &self.url, &mut out);
+        }
+        if let Some(e) = &self.epg_url {
+            if e.contains("://") {
+                check_http_url("epg_url", e, &mut out);
+            }
+        }
+        out
+    }
+}
+
+pub struct M3u {
+    name: String,
+    source: String,
+    http: ServiceHttp,
+    resolved_ttl: Duration,
+}
+
+impl M3u {
+    pub fn new(cfg: &ServiceConfig, kind: &M3uConfig, ctx: &BuildContext) -> Self {
+        let origin = Url::parse(&kind.url).ok();
+        Self {
+            name: cfg.name.clone(),
+            source: kind.url.clone(),
+            http: ServiceHttp::new(ctx.http.clone(), cfg, origin.as_ref()),
+            resolved_ttl: ctx.resolved_ttl,
+        }
+    }
+
+    async fn load(&self) -> Result<(Option<Url>, String), UpstreamError> {
+        if self.source.contains("://") {
+            let url = Url::parse(&self.source)
+                .map_err(|e| UpstreamError::Invalid(format!("bad url: {e}")))?;
+            let (final_url, text) = self.http.get_text(&url, &Vec::new()).await?;
+            return Ok((Some(final_url), text));
+        }
+        let limit = self.http.http.max_body;
+        let bytes = tokio::fs::read(&self.source)
+            .await
+            .map_err(|e| UpstreamError::Invalid(format!("cannot read {}: {e}", self.source)))?;
+        if bytes.len() > limit {
+            return Err(UpstreamError::TooLarge {
+                url: self.source.clone(),
+                limit,
+            });
+        }
+        Ok((None, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+#[async_trait]
+impl Service for M3u {
+    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        let (base, text) = self.load().await?;
+        let playlist = crate::m3u::parse(&text);
+        if playlist.entries.is_empty() && !text.trim_start().starts_with("#EXTM3U") {
+            return Err(UpstreamError::Invalid(
+                "not an M3U playlist (no #EXTM3U header, no entries)".into(),
+            ));
+        }
+        for w in &playlist.warnings {
+            tracing::warn!(service = %self.name, line = w.line, "skipped in M3U: {}", w.message);
+        }
+        let mut ids = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(playlist.entries.len());
+        for e in playlist.entries {
+            let url = match base
+                .as_ref()
+                .map_or_else(|| Url::parse(&e.url), |b| b.join(&e.url))
+            {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+                _ => {
+                    tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", e.url);
+                    continue;
+                }
+            };
+            let name = if e.name.is_empty() {
+                e.attr("tvg-name").unwrap_or_default().to_string()
+            } else {
+                e.name.clone()
+            };
+            if name.is_empty() {
+                tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: entry has no name");
+                continue;
+            }
+            // The same name and URL twice is one channel listed twice.
+            if !seen.insert((name.clone(), url.to_string())) {
+                continue;
+            }
+            let group = e.attr("group-title").unwrap_or_default().to_string();
+            out.push(Channel {
+                id: unique_id(&mut ids, &slugify(&name)),
+                logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
+                tags: Vec::new(),
+                tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
+                service: self.name.clone(),
+                headers: e.headers.clone(),
+                url: Some(url.to_string()),
+                name,
+                group,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
+        let raw = channel
+            .url
+            .as_deref()
+            .ok_or_else(|| UpstreamError::NoChannel(channel.id.clone()))?;
+        let url =
+            Url::parse(raw).map_err(|e| UpstreamError::Invalid(format!("bad stream URL: {e}")))?;
+        Ok(ResolvedStream::new(
+            url,
+            channel.headers.clone(),
+            self.resolved_ttl,
+        ))
+    }
+
+    fn http(&self) -> &ServiceHttp {
+        &self.http
+    }
+}

@@ -1,0 +1,429 @@
+//! The coordinator (the original design's `MultiServiceStreamer`): holds every
+//! configured service with its runtime state (enabled, priority, health counters),
+//! caches channel lists and resolutions, builds the merged lineup and opens a
+//! channel's stream by trying its sources in priority order.
+//!
+//! Runtime changes (enable/disable) go to the store first, then take effect; the
+//! config file is never written.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use super::{build, BuildContext, Service};
+use crate::config::{Config, ServiceConfig};
+use crate::error::{AppError, Attempt, UpstreamError};
+use crate::lineup::{self, Lineup, ServiceChannels};
+use crate::model::{Channel, LineupChannel, ResolvedStream, ServiceStatus};
+use crate::store::Store;
+use crate::upstream::Http;
+
+/// Consecutive failures after which a service shows as unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+/// How long a lineup built while some service failed is kept before trying again.
+const DEGRADED_LINEUP_TTL: Duration = Duration::from_secs(30);
+
+/// One configured service and what freesky learned about it at runtime.
+struct Entry {
+    cfg: ServiceConfig,
+    service: Arc<dyn Service>,
+    stats: Mutex<Stats>,
+}
+
+#[derive(Default)]
+struct Stats {
+    last_error: Option<String>,
+    last_checked: Option<SystemTime>,
+    latency_ms: Option<u64>,
+    successes: u64,
+    failures: u64,
+    consecutive_failures: u32,
+    channel_count: usize,
+}
+
+/// A lineup and when it stops being fresh.
+struct CachedLineup {
+    lineup: Arc<Lineup>,
+    fresh_until: Instant,
+}
+
+/// Resolutions live as long as each says (`ResolvedStream::valid_for`).
+struct ValidFor;
+
+impl Expiry<(String, String), Arc<ResolvedStream>> for ValidFor {
+    fn expire_after_create(
+        &self,
+        _: &(String, String),
+        v: &Arc<ResolvedStream>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.valid_for)
+    }
+}
+
+/// What an attempt on one source gets to work with.
+pub struct SourceCtx {
+    pub service_name: String,
+    pub service: Arc<dyn Service>,
+    pub channel_id: String,
+    pub resolved: Arc<ResolvedStream>,
+}
+
+pub struct Registry {
+    /// In config order.
+    entries: Vec<Arc<Entry>>,
+    store: Store,
+    channels: Cache<String, Arc<Vec<Channel>>>,
+    resolved: Cache<(String, String), Arc<ResolvedStream>>,
+    lineup: tokio::sync::Mutex<Option<CachedLineup>>,
+    channels_ttl: Duration,
+}
+
+impl Registry {
+    pub fn new(cfg: &Config, store: Store, http: Http) -> Self {
+        let ctx = BuildContext {
+            http,
+            resolved_ttl: cfg.cache.resolved_ttl,
+        };
+        let entries = cfg
+            .services
+            .iter()
+            .map(|s| {
+                Arc::new(Entry {
+                    cfg: s.clone(),
+                    service: build(s, &ctx),
+                    stats: Mutex::default(),
+                })
+            })
+            .collect();
+        Self {
+            entries,
+            store,
+            channels: Cache::builder()
+                .time_to_live(cfg.cache.channels_ttl)
+                .max_capacity(1_000)
+                .build(),
+            resolved: Cache::builder()
+                .max_capacity(50_000)
+                .expire_after(ValidFor)
+                .build(),
+            lineup: tokio::sync::Mutex::new(None),
+            channels_ttl: cfg.cache.channels_ttl,
+        }
+    }
+
+    fn entry(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries.iter().find(|e| e.cfg.name == name)
+    }
+
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.entry(name).is_some_and(|e| self.enabled(e))
+    }
+
+    fn enabled(&self, e: &Entry) -> bool {
+        self.store
+            .service_override(&e.cfg.name)
+            .enabled
+            .unwrap_or(e.cfg.enabled)
+    }
+
+    fn priority(&self, e: &Entry) -> i64 {
+        self.store
+            .service_override(&e.cfg.name)
+            .priority
+            .unwrap_or(e.cfg.priority)
+    }
+
+    /// The running service called `name`, enabled or not.
+    pub fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        self.entry(name).map(|e| e.service.clone())
+    }
+
+    /// Status of every configured service, in config order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.entries.iter().map(|e| self.status_of(e)).collect()
+    }
+
+    fn status_of(&self, e: &Entry) -> ServiceStatus {
+        let s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        ServiceStatus {
+            name: e.cfg.name.clone(),
+            kind: e.cfg.kind.kind_name().to_string(),
+            enabled: self.enabled(e),
+            priority: self.priority(e),
+            description: e.cfg.description.clone(),
+            healthy: s.consecutive_failures < UNHEALTHY_AFTER,
+            channel_count: s.channel_count,
+            last_error: s.last_error.clone(),
+            last_checked: s
+                .last_checked
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            latency_ms: s.latency_ms,
+            successes: s.successes,
+            failures: s.failures,
+        }
+    }
+
+    /// Enables or disables a service, persisting the choice; the lineup follows at once.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<ServiceStatus, AppError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| AppError::NotFound(format!("unknown service `{name}`")))?;
+        self.store.set_enabled(name, enabled).await?;
+        *self.lineup.lock().await = None;
+        tracing::info!(service = name, enabled, "service switched");
+        Ok(self.status_of(e))
+    }
+
+    fn record<T>(&self, e: &Entry, started: Instant, result: &Result<T, UpstreamError>) {
+        let mut s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        s.last_checked = Some(SystemTime::now());
+        s.latency_ms = Some(started.elapsed().as_millis() as u64);
+        match result {
+            Ok(_) => {
+                s.successes += 1;
+                s.consecutive_failures = 0;
+                s.last_error = None;
+            }
+            Err(err) => {
+                s.failures += 1;
+                s.consecutive_failures += 1;
+                s.last_error = Some(err.to_string());
+            }
+        }
+    }
+
+    /// One service's channels, from cache or fetched (concurrent callers share one fetch).
+    pub async fn channels_of(&self, name: &str) -> Result<Arc<Vec<Channel>>, UpstreamError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| UpstreamError::Invalid(format!("unknown service `{name}`")))?
+            .clone();
+        self.channels
+            .try_get_with(name.to_string(), async {
+                let started = Instant::now();
+                // Bounded even if a kind forgets to bound a step.
+                let bound = e.cfg.timeout * 3;
+                let result = tokio::time::timeout(bound, e.service.channels())
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout(bound)));
+                self.record(&e, started, &result);
+                match result {
+                    Ok(list) => {
+                        e.stats.lock().expect("stats lock is never poisoned").channel_count = list.len();
+                        tracing::info!(service = %e.cfg.name, channels = list.len(), "channel list loaded");
+                        Ok(Arc::new(list))
+                    }
+                    Err(err) => {
+                        tracing::warn!(service = %e.cfg.name, error = %err, "channel list failed");
+                        Err(err)
+                    }
+                }
+            })
+            .await
+            .map_err(|e: Arc<UpstreamError>| (*e).clone())
+    }
+
+    /// The merged lineup of every enabled service. A service that fails contributes
+    /// nothing (its status says why); the lineup is then retried sooner.
+    pub async fn lineup(&self) -> Result<Arc<Lineup>, AppError> {
+        let mut cached = self.lineup.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| c.fresh_until > Instant::now()) {
+            return Ok(c.lineup.clone());
+        }
+        let mut enabled: Vec<&Arc<Entry>> =
+            self.entries.iter().filter(|e| self.enabled(e)).collect();
+        enabled.sort_by_key(|e| self.priority(e));
+        let lists =
+            futures::future::join_all(enabled.iter().map(|e| self.channels_of(&e.cfg.name))).await;
+        let degraded = lists.iter().any(Result::is_err);
+        let empty = Arc::new(Vec::new());
+        let lists: Vec<Arc<Vec<Channel>>> = lists
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|_| empty.clone()))
+            .collect();
+        let inputs: Vec<ServiceChannels<'_>> = enabled
+            .iter()
+            .zip(&lists)
+            .map(|(e, l)| ServiceChannels {
+                service: &e.cfg.name,
+                priority: self.priority(e),
+                channels: l,
+            })
+            .collect();
+        let merged = lineup::merge(&inputs);
+        let keys: Vec<(String, String)> = merged
+            .iter()
+            .map(|m| (m.merge_key.clone(), m.wanted_slug.clone()))
+            .collect();
+        let ids = self.store.identities(&keys).await?;
+        let channels = merged
+            .into_iter()
+            .zip(ids)
+            .map(|(m, id)| LineupChannel {
+                guide_id: lineup::guide_id(&m.tvg_id, &id.slug),
+                id: id.slug,
+                number: id.number,
+                name: m.name,
+                logo: m.logo,
+                group: m.group,
+                tags: m.tags,
+                sources: m.sources,
+            })
+            .collect();
+        let lineup = Arc::new(Lineup::new(channels));
+        let ttl = if degraded {
+            DEGRADED_LINEUP_TTL.min(self.channels_ttl)
+        } else {
+            self.channels_ttl
+        };
+        *cached = Some(CachedLineup {
+            lineup: lineup.clone(),
+            fresh_until: Instant::now() + ttl,
+        });
+        Ok(lineup)
+    }
+
+    /// Resolves `channel_id` of `service`, from cache when still valid.
+    async fn resolve(
+        &self,
+        e: &Entry,
+        channel_id: &str,
+    ) -> Result<Arc<ResolvedStream>, UpstreamError> {
+        let key = (e.cfg.name.clone(), channel_id.to_string());
+        if let Some(r) = self.resolved.get(&key).await {
+            return Ok(r);
+        }
+        let channels = self.channels_of(&e.cfg.name).await?;
+        let channel = channels
+            .iter()
+            .find(|c| c.id == channel_id)
+            .ok_or_else(|| UpstreamError::NoChannel(channel_id.to_string()))?;
+        let started = Instant::now();
+        let bound = e.cfg.timeout * 3;
+        let result = tokio::time::timeout(bound, e.service.resolve(channel))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(bound)));
+        self.record(e, started, &result);
+        let resolved = Arc::new(result?);
+        self.resolved.insert(key, resolved.clone()).await;
+        Ok(resolved)
+    }
+
+    /// The sources to try for a channel id (lineup slug or number, or `SERVICE:ID`),
+    /// optionally only those of service `only`.
+    async fn sources(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<Vec<(Arc<Entry>, String)>, AppError> {
+        if let Some(name) = only {
+            if self.entry(name).is_none() {
+                return Err(AppError::NotFound(format!("unknown service `{name}`")));
+            }
+        }
+        if let Some((service, channel_id)) = id.split_once(':') {
+            if let Some(e) = self.entry(service) {
+                if only.is_some_and(|o| o != service) {
+                    return Err(AppError::BadRequest(format!(
+                        "`{id}` names service `{service}`, not `{}`",
+                        only.unwrap_or_default()
+                    )));
+                }
+                if !self.enabled(e) {
+                    return Err(AppError::NotFound(format!(
+                        "service `{service}` is disabled"
+                    )));
+                }
+                return Ok(vec![(e.clone(), channel_id.to_string())]);
+            }
+        }
+        let lineup = self.lineup().await?;
+        let channel = lineup
+            .get(id)
+            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))?;
+        let sources: Vec<_> = channel
+            .sources
+            .iter()
+            .filter(|s| only.is_none_or(|o| o == s.service))
+            .filter_map(|s| {
+                self.entry(&s.service)
+                    .filter(|e| self.enabled(e))
+                    .map(|e| (e.clone(), s.channel_id.clone()))
+            })
+            .collect();
+        if sources.is_empty() {
+            let why = match only {
+                Some(o) => format!("channel `{id}` has no source from service `{o}`"),
+                None => format!("channel `{id}` has no enabled source"),
+            };
+            return Err(AppError::NotFound(why));
+        }
+        Ok(sources)
+    }
+
+    /// Tries the channel's sources in priority order: resolve (cached), then `attempt`
+    /// (which typically fetches the first playlist). The first success wins; when all
+    /// fail, the error lists every (service, why).
+    pub async fn open<T, F, Fut>(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        attempt: F,
+    ) -> Result<T, AppError>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let sources = self.sources(id, only).await?;
+        let mut tried = Vec::new();
+        for (e, channel_id) in sources {
+            let started = Instant::now();
+            let bound = e.cfg.timeout * 3;
+            let result = tokio::time::timeout(bound, async {
+                let resolved = self.resolve(&e, &channel_id).await?;
+                let ctx = SourceCtx {
+                    service_name: e.cfg.name.clone(),
+                    service: e.service.clone(),
+                    channel_id: channel_id.clone(),
+                    resolved,
+                };
+                let started = Instant::now();
+                let r = attempt(ctx).await;
+                self.record(&e, started, &r);
+                r
+            })
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(bound)));
+            match result {
+                Ok(v) => return Ok(v),
+                Err(err) => {
+                    tracing::warn!(service = %e.cfg.name, channel = %channel_id, error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "source failed, trying the next");
+                    // A stale resolution is a common cause: resolve afresh next time.
+                    self.resolved
+                        .invalidate(&(e.cfg.name.clone(), channel_id.clone()))
+                        .await;
+                    tried.push(Attempt {
+                        service: e.cfg.name.clone(),
+                        channel_id,
+                        timeout: err.is_timeout(),
+                        error: err.to_string(),
+                    });
+                }
+            }
+        }
+        Err(AppError::AllSourcesFailed {
+            channel: id.to_string(),
+            tried,
+        })
+    }
+}
