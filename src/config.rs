@@ -666,9 +666,11 @@ pub fn interpolate(
             match (env(var), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!(
+                (None, None) => {
+                    return Err(format!(
                     "environment variable {var} is not set (use ${{{var}:-default}} for a default)"
-                )),
+                ))
+                }
             }
             rest = &body[end + 1..];
         } else {
@@ -794,5 +796,44 @@ mod tests {
             Some(Auth::Bearer(Secret("s3cret".into())))
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
+
+#[cfg(test)]
+mod shipped_config {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/freesky.toml"))
+            .expect("config/freesky.toml ships with the repo")
+    }
+
+    #[test]
+    fn shipped_config_parses_with_demo_enabled() {
+        let c = Config::parse(&shipped(), "config/freesky.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].kind.kind_name(), "demo");
+        assert!(c.services[0].enabled);
+    }
+
+    /// The commented examples must work when uncommented, or they mislead.
+    #[test]
+    fn shipped_examples_parse_when_uncommented() {
+        let text: String = shipped()
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&text, "uncommented", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<_> = c.services.iter().map(|s| s.kind.kind_name()).collect();
+        assert_eq!(kinds, ["demo", "m3u", "json_api", "scrape"]);
+        // Every kind this build knows has an example.
+        for k in KindConfig::KINDS {
+            assert!(
+                kinds.contains(k),
+                "no example of kind `{k}` in config/freesky.toml"
+            );
+        }
     }
 }
