@@ -51,6 +51,46 @@ pub struct ServiceHttp {
     /// Credentials go only to this origin (the service's own API), never to the CDNs
     /// its streams point at. `None`: to every request of the service.
     auth_origin: Option<url::Origin>,
+    /// Spaces requests out to the service's `rate_limit`; shared by clones.
+    pacer: Option<std::sync::Arc<Pacer>>,
+}
+
+/// A simple pacer: request slots `per / requests` apart. A request that would wait
+/// longer than the service timeout fails instead of queueing forever.
+pub struct Pacer {
+    interval: Duration,
+    next: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(limit: &crate::config::RateLimit) -> Self {
+        Self {
+            interval: limit.per / limit.requests.max(1),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this request's slot, or refuses when it is further away than `bound`.
+    async fn wait(&self, bound: Duration) -> Result<(), UpstreamError> {
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .expect("pacer lock is never poisoned: no panics while held");
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            if slot - now > bound {
+                return Err(UpstreamError::Invalid(format!(
+                    "rate limit: the next request slot is more than {} away",
+                    humantime::format_duration(bound)
+                )));
+            }
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        Ok(())
+    }
 }
 
 /// A response whose head has arrived; the body is read on demand.
@@ -117,6 +157,10 @@ impl ServiceHttp {
             headers: cfg.headers.clone(),
             auth: cfg.auth.clone(),
             auth_origin: auth_origin.map(Url::origin),
+            pacer: cfg
+                .rate_limit
+                .as_ref()
+                .map(|l| std::sync::Arc::new(Pacer::new(l))),
         }
     }
 
@@ -129,6 +173,9 @@ impl ServiceHttp {
         extra: &Headers,
         range: Option<&str>,
     ) -> Result<Fetched, UpstreamError> {
+        if let Some(p) = &self.pacer {
+            p.wait(self.timeout).await?;
+        }
         let mut target = url.clone();
         let mut headers = HeaderMap::new();
         for (k, v) in self.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
@@ -280,5 +327,28 @@ fn request_error_str(url: &str, e: &reqwest::Error) -> UpstreamError {
     UpstreamError::Request {
         url: url.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RateLimit;
+
+    #[tokio::test]
+    async fn pacer_spaces_requests_and_refuses_long_waits() {
+        let p = Pacer::new(&RateLimit {
+            requests: 10,
+            per: Duration::from_secs(1),
+        });
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            p.wait(Duration::from_secs(5)).await.unwrap();
+        }
+        // Slots are 100 ms apart: the third starts no earlier than 200 ms in.
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        // The next slot is 100 ms away; a 10 ms bound refuses instead of waiting.
+        let err = p.wait(Duration::from_millis(10)).await.unwrap_err();
+        assert!(err.to_string().contains("rate limit"), "{err}");
     }
 }
