@@ -12,12 +12,18 @@ use crate::model::{LineupChannel, ServiceStatus};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(dashboard))
         .route("/health", get(health))
         .route("/api/services/status", get(status))
         .route("/api/services/{name}/enable", post(enable))
         .route("/api/services/{name}/disable", post(disable))
         .route("/api/channels/all", get(all_channels))
         .route("/api/channels/search", get(search))
+}
+
+/// A small page over the JSON API (static; the data is fetched by the browser).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../templates/index.html"))
 }
 
 async fn health() -> Json<Value> {
