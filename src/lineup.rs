@@ -131,8 +131,12 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
             let i = match found {
                 Some(i) => {
                     let m = &mut merged[i];
-                    // One source per service: a duplicate inside one service adds nothing.
-                    if m.sources.iter().any(|s| s.service == source.service) {
+                    // Two entries of one service with the same name are usually quality
+                    // variants or backups: both stay, as sources tried in turn.
+                    if m.sources
+                        .iter()
+                        .any(|s| s.service == source.service && s.channel_id == source.channel_id)
+                    {
                         continue;
                     }
                     m.sources.push(source);
@@ -290,6 +294,7 @@ mod tests {
             ch("B", "x", "bbc one", ""),
             ch("B", "y", "SPORT fhd", ""),
             ch("B", "z", "Only B", ""),
+            ch("B", "z2", "Only B (backup)", ""),
         ];
         let c = [ch("C", "q", "Whatever", "BBCOne.uk")];
         let lists = [
@@ -317,6 +322,9 @@ mod tests {
         assert_eq!(srcs, ["A", "B", "C"]);
         assert_eq!(m[1].sources.len(), 2);
         assert_eq!(m[2].name, "Only B");
+        // A backup entry of the same service is a second source, not a second channel.
+        let ids: Vec<_> = m[2].sources.iter().map(|s| s.channel_id.as_str()).collect();
+        assert_eq!(ids, ["z", "z2"]);
     }
 
     #[test]
