@@ -29,7 +29,8 @@ pub struct Http {
 impl Http {
     pub fn new(max_body: usize) -> Self {
         let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -176,49 +177,43 @@ impl ServiceHttp {
         if let Some(p) = &self.pacer {
             p.wait(self.timeout).await?;
         }
-        let mut target = url.clone();
-        let mut headers = HeaderMap::new();
-        for (k, v) in self.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(k.as_str()),
-                HeaderValue::try_from(v.as_str()),
-            ) {
-                headers.insert(name, value);
+        // Redirects are followed here rather than by reqwest, so that every hop carries
+        // the channel's headers (reqwest would replace the Referer with the previous
+        // URL) and credentials never follow a redirect to another origin.
+        let first_origin = url.origin();
+        let mut current = url.clone();
+        let mut hops = 0;
+        let resp = loop {
+            let same_origin = current.origin() == first_origin;
+            let req = self.request(&current, extra, range, same_origin);
+            let resp = match tokio::time::timeout(self.timeout, req.send()).await {
+                Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+                Ok(Err(e)) => return Err(request_error(&current, &e)),
+                Ok(Ok(r)) => r,
+            };
+            if !resp.status().is_redirection() {
+                break resp;
             }
-        }
-        if let Some(r) = range {
-            if let Ok(v) = HeaderValue::try_from(r) {
-                headers.insert(reqwest::header::RANGE, v);
+            let next = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|loc| current.join(loc).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            let Some(next) = next else {
+                return Err(UpstreamError::Request {
+                    url: redact(&current),
+                    reason: format!("HTTP {} without a usable Location", resp.status().as_u16()),
+                });
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(UpstreamError::Request {
+                    url: redact(url),
+                    reason: format!("more than {MAX_REDIRECTS} redirects"),
+                });
             }
-        }
-        let mut req = self.http.client.get(target.clone());
-        if self.auth_applies(url) {
-            match &self.auth {
-                Some(Auth::Bearer(token)) => req = req.bearer_auth(token.expose()),
-                Some(Auth::Basic { user, password }) => {
-                    req = req.basic_auth(user, Some(password.expose()))
-                }
-                Some(Auth::Header { name, value }) => {
-                    if let (Ok(n), Ok(mut v)) = (
-                        HeaderName::try_from(name.as_str()),
-                        HeaderValue::try_from(value.expose()),
-                    ) {
-                        v.set_sensitive(true);
-                        headers.insert(n, v);
-                    }
-                }
-                Some(Auth::Query { name, value }) => {
-                    target.query_pairs_mut().append_pair(name, value.expose());
-                    req = self.http.client.get(target.clone());
-                }
-                None => {}
-            }
-        }
-        let req = req.headers(headers);
-        let resp = match tokio::time::timeout(self.timeout, req.send()).await {
-            Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) => return Err(request_error(url, &e)),
-            Ok(Ok(r)) => r,
+            current = next;
         };
         let status = resp.status().as_u16();
         let final_url = resp.url().clone();
@@ -253,6 +248,67 @@ impl ServiceHttp {
         })
     }
 
+    /// One GET to `url` with the service headers, `extra` (which win) and, where they
+    /// apply, the service credentials. `same_origin`: the URL is on the origin first
+    /// asked for; otherwise credentials carried in `extra` are dropped too.
+    fn request(
+        &self,
+        url: &Url,
+        extra: &Headers,
+        range: Option<&str>,
+        same_origin: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut target = url.clone();
+        let mut headers = HeaderMap::new();
+        for (k, v) in self.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
+                if !same_origin && is_credential(&name) {
+                    continue;
+                }
+                headers.insert(name, value);
+            }
+        }
+        if let Some(r) = range {
+            if let Ok(v) = HeaderValue::try_from(r) {
+                headers.insert(reqwest::header::RANGE, v);
+            }
+        }
+        let client = &self.http.client;
+        let mut basic = None;
+        if same_origin && self.auth_applies(url) {
+            match &self.auth {
+                Some(Auth::Bearer(token)) => {
+                    if let Ok(mut v) = HeaderValue::try_from(format!("Bearer {}", token.expose())) {
+                        v.set_sensitive(true);
+                        headers.insert(reqwest::header::AUTHORIZATION, v);
+                    }
+                }
+                Some(Auth::Basic { user, password }) => basic = Some((user, password)),
+                Some(Auth::Header { name, value }) => {
+                    if let (Ok(n), Ok(mut v)) = (
+                        HeaderName::try_from(name.as_str()),
+                        HeaderValue::try_from(value.expose()),
+                    ) {
+                        v.set_sensitive(true);
+                        headers.insert(n, v);
+                    }
+                }
+                Some(Auth::Query { name, value }) => {
+                    target.query_pairs_mut().append_pair(name, value.expose());
+                }
+                None => {}
+            }
+        }
+        let mut req = client.get(target).headers(headers);
+        if let Some((user, password)) = basic {
+            req = req.basic_auth(user, Some(password.expose()));
+        }
+        req
+    }
+
     /// GET and read the whole body as text, all within the service timeout.
     pub async fn get_text(
         &self,
@@ -273,6 +329,13 @@ impl ServiceHttp {
     fn auth_applies(&self, url: &Url) -> bool {
         self.auth_origin.as_ref().is_none_or(|o| *o == url.origin())
     }
+}
+
+/// Headers that carry credentials: never sent on to another origin.
+fn is_credential(name: &HeaderName) -> bool {
+    name == reqwest::header::AUTHORIZATION
+        || name == reqwest::header::COOKIE
+        || name == reqwest::header::PROXY_AUTHORIZATION
 }
 
 /// Ends a body stream with a timeout error when no chunk arrives for `idle`.

@@ -214,7 +214,11 @@ impl Service for Scrape {
             }
             ids.insert(id.clone());
             let logo = get("logo");
-            let logo = page_url.join(&logo).map(|u| u.to_string()).unwrap_or(logo);
+            let logo = if logo.is_empty() {
+                logo
+            } else {
+                page_url.join(&logo).map(|u| u.to_string()).unwrap_or(logo)
+            };
             out.push(Channel {
                 logo,
                 group: get("group"),
