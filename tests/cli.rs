@@ -1,0 +1,263 @@
+//! The `freesky` binary (SPEC section 1): `check` reports every config problem as
+//! `file:line: field: message` with exit code 2, and `playlist` prints the merged M3U.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn freesky() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freesky"));
+    // Only what a test sets explicitly may reach the config.
+    cmd.env_remove("FREESKY_CONFIG")
+        .env_remove("FREESKY_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the freesky binary runs")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+const BAD: &str = r#"[server]
+bind = "127.0.0.1:0"
+bnd = "typo"
+
+[cache]
+segment_ttl = "2 fortnights"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+
+[[services]]
+name = "Weird"
+kind = "ftp"
+
+[[services]]
+name = "List"
+kind = "m3u"
+url = "${FREESKY_CLI_TEST_UNSET_VAR_81F2}"
+timeout = "ten seconds"
+
+[[services]]
+name = "Api"
+kind = "json_api"
+base_url = "http://api.example/"
+[services.channels]
+path = "channels"
+nmae = "/title"
+[services.stream]
+path = "stream/{channel_id}"
+url = "/u"
+"#;
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bad.toml", BAD);
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_VAR_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    let file = path.display().to_string();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}:")))
+        .collect();
+    // (line, field, words the message must contain)
+    let expected: &[(usize, &str, &[&str])] = &[
+        (3, "server.bnd", &["unknown field", "bnd"]),
+        (6, "cache.segment_ttl", &["2 fortnights", "duration"]),
+        (13, "services[1].name", &["duplicate", "Demo"]),
+        (18, "services[2].kind", &["unknown kind", "ftp"]),
+        (23, "services[3].url", &["FREESKY_CLI_TEST_UNSET_VAR_81F2"]),
+        (24, "services[3].timeout", &["ten seconds", "duration"]),
+        (32, "services[4].channels.nmae", &["unknown field", "nmae"]),
+    ];
+    for (line, field, words) in expected {
+        let prefix = format!("{file}:{line}: {field}: ");
+        let found = problems
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(&out)));
+        for w in *words {
+            assert!(found.contains(w), "{found:?} should mention {w:?}");
+        }
+    }
+    assert_eq!(
+        problems.len(),
+        expected.len(),
+        "one line per problem, nothing else:\n{}",
+        show(&out)
+    );
+    assert!(!text.contains(": ok"), "{}", show(&out));
+}
+
+#[test]
+fn check_accepts_a_good_config_with_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "good.toml",
+        r#"
+[server]
+bind = "127.0.0.1:8099"
+admin_token = "${FREESKY_CLI_TEST_UNSET_ADMIN_81F2:-}"
+
+[cache]
+resolved_ttl = "800ms"
+channels_ttl = "5m"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+timeout = "10s"
+
+[[services]]
+name = "List"
+kind = "m3u"
+priority = 1
+url = "${FREESKY_CLI_TEST_LIST_URL_81F2}"
+"#,
+    );
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_ADMIN_81F2")
+        .env(
+            "FREESKY_CLI_TEST_LIST_URL_81F2",
+            "http://lists.example/tv.m3u",
+        ));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}",
+        show(&out)
+    );
+
+    // The same file without the variable: exit 2, naming it.
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_LIST_URL_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let file = path.display().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l.starts_with(&format!("{file}:19: services[1].url: "))
+                && l.contains("FREESKY_CLI_TEST_LIST_URL_81F2")),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn the_shipped_config_passes_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = Path::new(root).join("config/freesky.toml");
+    assert!(
+        shipped.exists(),
+        "the repository must ship {}",
+        shipped.display()
+    );
+    let out = run(freesky()
+        .current_dir(root)
+        .args(["check", "--config", "config/freesky.toml"]));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+/// SPEC: the shipped config has "a commented example of every service kind"; with the
+/// examples uncommented it must still be valid.
+#[test]
+fn the_shipped_config_examples_are_valid_when_uncommented() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(Path::new(root).join("config/freesky.toml"))
+        .expect("the shipped config");
+    let uncommented: String = text
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        uncommented, text,
+        "the shipped config has no commented examples"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "examples.toml", &uncommented);
+    let out = run(freesky().args(["check", "--config"]).arg(&path));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n--- checked\n{uncommented}",
+        show(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("(1 services)"),
+        "no example was uncommented: {stdout}"
+    );
+}
+
+#[test]
+fn playlist_prints_the_demo_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let path = write(
+        dir.path(),
+        "demo.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    );
+    let out = run(freesky()
+        .args(["playlist", "--config"])
+        .arg(&path)
+        .args(["--base-url", "http://tv.example:9000/"]));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8 playlist");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("#EXTM3U url-tvg=\"http://tv.example:9000/epg.xml\""),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "one channel: {text}");
+    assert!(lines[1].starts_with("#EXTINF:-1 "), "{text}");
+    for attr in [
+        "tvg-id=\"demo.freesky\"",
+        "tvg-name=\"Demo\"",
+        "tvg-chno=\"1\"",
+        "group-title=\"Demo\"",
+    ] {
+        assert!(lines[1].contains(attr), "{attr} missing: {text}");
+    }
+    assert!(lines[1].ends_with(",Demo"), "{text}");
+    assert_eq!(lines[2], "http://tv.example:9000/api/stream/demo.m3u8");
+    assert!(state.exists(), "state_dir was not used");
+}

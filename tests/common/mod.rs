@@ -1,0 +1,515 @@
+//! Shared harness of the integration tests: a real freesky server on 127.0.0.1:0
+//! (`TestApp`) and real HTTP upstreams (`FakeUpstream`) that record what they received.
+//! Nothing of freesky is mocked: tests talk HTTP to both sides.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const HLS_TYPE: &str = "application/vnd.apple.mpegurl";
+pub const M3U_TYPE: &str = "audio/x-mpegurl";
+
+/// A bound on anything a test waits for that should take milliseconds (server
+/// shutdown, a whole HTTP exchange). Reaching it means a hang, which must fail the test
+/// instead of blocking the suite; it is not a speed assertion.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+fn init_logging() {
+    // `RUST_LOG=freesky=debug cargo test --test api -- --nocapture` shows the server's logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HANG_GUARD)
+        .build()
+        .expect("test client builds")
+}
+
+// ---------------------------------------------------------------------------------------
+// freesky under test
+
+/// A running freesky: its state dir (deleted on drop), the base URL it answers at, and
+/// a way to stop or restart it on the same state dir.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`, no trailing slash. Changes on restart.
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The config text actually loaded (after `{state_dir}` substitution).
+    pub config_text: String,
+    dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts freesky with `config_toml`. The text may contain `{state_dir}` (then it
+    /// also writes its own `[server]` section); otherwise a `[server]` section with a
+    /// temporary `state_dir` and `bind = "127.0.0.1:0"` is put in front of it.
+    pub async fn spawn(config_toml: &str) -> TestApp {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp state dir");
+        let state_dir = dir.path().display().to_string();
+        let config_text = if config_toml.contains("{state_dir}") {
+            config_toml.replace("{state_dir}", &state_dir)
+        } else {
+            assert!(
+                !config_toml.contains("[server]"),
+                "a config with its own [server] section must set `state_dir = '{{state_dir}}'`"
+            );
+            format!("[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\n\n{config_toml}")
+        };
+        let mut app = TestApp {
+            base: String::new(),
+            client: client(),
+            config_text,
+            dir,
+            shutdown: None,
+            server: None,
+        };
+        app.start().await;
+        app
+    }
+
+    async fn start(&mut self) {
+        let config = freesky::config::Config::parse(&self.config_text, "test.toml", &|k| {
+            std::env::var(k).ok()
+        })
+        .unwrap_or_else(|e| panic!("test config does not load:\n{e}\n---\n{}", self.config_text));
+        assert_eq!(config.server.state_dir, self.dir.path());
+        let state = freesky::state(config).expect("freesky state builds");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(freesky::run(listener, state, async {
+            let _ = rx.await;
+        }));
+        self.base = format!("http://{addr}");
+        self.shutdown = Some(tx);
+        self.server = Some(server);
+    }
+
+    /// Stops the server and waits until it has stopped (its state is dropped).
+    pub async fn stop(&mut self) {
+        // Idle keep-alive connections of the old client must not keep the server alive.
+        self.client = client();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(HANG_GUARD, server)
+                .await
+                .expect("server did not stop")
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+    }
+
+    /// Stops the server and starts a new one (new port, fresh state built from the
+    /// same config and the same state dir).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    /// GET `path` (relative to the base, or an absolute URL).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.post_auth(path, None).await
+    }
+
+    /// POST with an optional raw `Authorization` header value.
+    pub async fn post_auth(&self, path: &str, authorization: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path));
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// GET `path` and parse the body as JSON (panics with the body when it is not).
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        json_of(self.get(path).await).await
+    }
+
+    /// GET `path`, which must answer 200 with text.
+    pub async fn get_text_ok(&self, path: &str) -> String {
+        let resp = self.get(path).await;
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+        body
+    }
+
+    /// `/api/channels/all`, which must answer 200.
+    pub async fn channels(&self) -> Vec<Value> {
+        let (status, body) = self.get_json("/api/channels/all").await;
+        assert_eq!(status, 200, "/api/channels/all: {body}");
+        body.as_array().expect("channels are an array").clone()
+    }
+
+    /// Names of `/api/channels/all`, sorted.
+    pub async fn channel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .channels()
+            .await
+            .iter()
+            .map(|c| c["name"].as_str().expect("name").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The lineup channel called `name` (panics listing the lineup when absent).
+    pub async fn channel_named(&self, name: &str) -> Value {
+        let all = self.channels().await;
+        all.iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no channel named {name:?} in {all:#?}"))
+    }
+
+    /// The status object of service `name` from `/api/services/status`.
+    pub async fn service_status(&self, name: &str) -> Value {
+        let (status, body) = self.get_json("/api/services/status").await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array()
+            .expect("status is an array")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no service {name:?} in {body:#}"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Status and JSON body of a response (panics with the raw body when it is not JSON).
+pub async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = resp.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("{status} body is not JSON ({e}), content-type {ctype:?}: {text}")
+    });
+    (status, value)
+}
+
+/// Asserts an API error: `status`, and the SPEC's `{"error": "...", "detail": ...}` body.
+/// Returns the body.
+pub async fn assert_api_error(resp: reqwest::Response, status: u16) -> Value {
+    let url = resp.url().to_string();
+    let (got, body) = json_of(resp).await;
+    assert_eq!(got.as_u16(), status, "{url}: {body:#}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {body}"));
+    assert!(
+        obj.get("error")
+            .and_then(Value::as_str)
+            .is_some_and(|e| !e.is_empty()),
+        "no `error` text in {body}"
+    );
+    assert!(obj.contains_key("detail"), "no `detail` key in {body}");
+    body
+}
+
+// ---------------------------------------------------------------------------------------
+// fake upstreams
+
+/// One request a fake upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Log = Arc<Mutex<Vec<Recorded>>>;
+
+/// A real HTTP server on 127.0.0.1:0 standing in for an upstream. Every request is
+/// recorded (method, path, query, headers) before it is answered.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    log: Log,
+    task: JoinHandle<()>,
+}
+
+/// A fake upstream whose port is already bound (so its content can name its own
+/// URLs), being given its routes.
+pub struct FakeBuilder {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    required: Vec<(HeaderName, String)>,
+}
+
+impl FakeUpstream {
+    /// Binds a port; add routes to the builder, then `start()` it.
+    pub async fn bind() -> FakeBuilder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+        let addr = listener.local_addr().expect("fake addr");
+        FakeBuilder {
+            listener,
+            addr,
+            router: Router::new(),
+            required: Vec::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The requests received for `path` (without query).
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.requests_to(path).len()
+    }
+
+    /// Paths requested, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.requests().into_iter().map(|r| r.path).collect()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeBuilder {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Any route (axum path syntax, e.g. `/v1/stream/{id}`).
+    pub fn route(mut self, path: &str, handler: MethodRouter) -> Self {
+        self.router = self.router.route(path, handler);
+        self
+    }
+
+    /// GET `path` answers 200 with `body` as `content_type`.
+    pub fn text(self, path: &str, content_type: &'static str, body: impl Into<String>) -> Self {
+        let body: String = body.into();
+        self.route(
+            path,
+            get(move || {
+                let body = body.clone();
+                async move { ([(header::CONTENT_TYPE, content_type)], body) }
+            }),
+        )
+    }
+
+    /// GET `path` answers 200 with `bytes` as `content_type`.
+    pub fn bytes(self, path: &str, content_type: &'static str, bytes: Vec<u8>) -> Self {
+        let bytes = bytes::Bytes::from(bytes);
+        self.route(
+            path,
+            get(move || {
+                let bytes = bytes.clone();
+                async move { ([(header::CONTENT_TYPE, content_type)], bytes) }
+            }),
+        )
+    }
+
+    /// GET `path` answers `status` with a short text body.
+    pub fn status(self, path: &str, status: u16) -> Self {
+        let code = StatusCode::from_u16(status).expect("valid status");
+        self.route(
+            path,
+            get(move || async move { (code, format!("fake upstream answers {code}")) }),
+        )
+    }
+
+    /// GET `path` never answers (the connection stays open with no response head).
+    pub fn hang(self, path: &str) -> Self {
+        self.route(
+            path,
+            get(|| async {
+                std::future::pending::<()>().await;
+                "unreachable"
+            }),
+        )
+    }
+
+    /// Every request without header `name` equal to `value` is answered 403 (after being
+    /// recorded), like a CDN that checks the Referer.
+    pub fn require_header(mut self, name: &str, value: &str) -> Self {
+        self.required.push((
+            HeaderName::try_from(name).expect("header name"),
+            value.to_string(),
+        ));
+        self
+    }
+
+    pub fn start(self) -> FakeUpstream {
+        let log: Log = Arc::default();
+        let required = Arc::new(self.required);
+        let recorder = {
+            let log = log.clone();
+            move |req: Request, next: Next| {
+                let log = log.clone();
+                let required = required.clone();
+                async move {
+                    log.lock().expect("log lock").push(Recorded {
+                        method: req.method().to_string(),
+                        path: req.uri().path().to_string(),
+                        query: req.uri().query().map(str::to_string),
+                        headers: req.headers().clone(),
+                    });
+                    for (name, value) in required.iter() {
+                        let got = req.headers().get(name).and_then(|v| v.to_str().ok());
+                        if got != Some(value.as_str()) {
+                            return (
+                                StatusCode::FORBIDDEN,
+                                format!("fake upstream: {name} must be {value:?}, got {got:?}"),
+                            )
+                                .into_response();
+                        }
+                    }
+                    next.run(req).await
+                }
+            }
+        };
+        let app = self
+            .router
+            .fallback(|| async { (StatusCode::NOT_FOUND, "fake upstream: no such path") })
+            .layer(middleware::from_fn(recorder));
+        let listener = self.listener;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("fake upstream serves");
+        });
+        FakeUpstream {
+            addr: self.addr,
+            log,
+            task,
+        }
+    }
+}
+
+/// A VOD media playlist of `segments` (URIs as given), 2 s each.
+pub fn media_playlist(segments: &[&str]) -> String {
+    let mut out = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
+    );
+    for s in segments {
+        out.push_str("#EXTINF:2.000,\n");
+        out.push_str(s);
+        out.push('\n');
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
+}
+
+/// Every URI of an HLS playlist: URI lines and `URI="..."` attributes, in order.
+pub fn playlist_uris(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with('#') {
+            let mut rest = line;
+            while let Some(i) = rest.find("URI=\"") {
+                let after = &rest[i + 5..];
+                let end = after.find('"').expect("closed URI attribute");
+                out.push(after[..end].to_string());
+                rest = &after[end..];
+            }
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// A body the fake answers with `status`, for custom handlers.
+pub fn respond(status: u16, content_type: &'static str, body: impl Into<Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .expect("response builds")
+}
