@@ -182,6 +182,13 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     })
 }
 
+/// `#EXT-X-TARGETDURATION` as a duration, when the playlist declares a sane one.
+pub fn target_duration(body: &str) -> Option<std::time::Duration> {
+    declared_target_duration(body)
+        .filter(|d| *d < 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
+}
+
 /// The value of `#EXT-X-TARGETDURATION`, fractional or not, when it is a sane number.
 fn declared_target_duration(body: &str) -> Option<f64> {
     body.lines()

@@ -7,8 +7,10 @@
 //! - `lineup`: merging channels across services (pure).
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
+//! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod hls;
@@ -36,10 +38,12 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
     let signer = proxy::Signer::load_or_create(dir, config.server.link_ttl)?;
     let http = upstream::Http::new(config.server.max_body_bytes);
     let registry = services::registry::Registry::new(&config, store, http);
+    let media = cache::MediaCache::new(&config.cache);
     Ok(AppState {
         config: Arc::new(config),
         registry: Arc::new(registry),
         signer: Arc::new(signer),
+        media: Arc::new(media),
     })
 }
 

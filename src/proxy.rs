@@ -47,6 +47,10 @@ pub enum Kind {
     Key,
     #[serde(rename = "m")]
     Map,
+    /// A whole media file or endless TS (a source that is not HLS): passed through,
+    /// never buffered or cached.
+    #[serde(rename = "v")]
+    Media,
 }
 
 impl From<UriKind> for Kind {
@@ -195,6 +199,7 @@ pub fn file_name(url: &Url, kind: Kind) -> String {
         (Kind::Segment, _) => "seg.ts".into(),
         (Kind::Key, _) => "key.bin".into(),
         (Kind::Map, _) => "init.mp4".into(),
+        (Kind::Media, _) => "stream.ts".into(),
     }
 }
 
@@ -204,6 +209,7 @@ fn stem(kind: Kind) -> &'static str {
         Kind::Segment => "seg",
         Kind::Key => "key",
         Kind::Map => "init",
+        Kind::Media => "stream",
     }
 }
 

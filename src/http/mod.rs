@@ -24,6 +24,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub signer: Arc<Signer>,
+    pub media: Arc<crate::cache::MediaCache>,
 }
 
 pub fn app(state: AppState) -> Router {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{base_url, AppState};
+use crate::cache::{self, Document};
 use crate::error::{AppError, UpstreamError};
 use crate::hls;
 use crate::model::Headers;
@@ -33,23 +34,6 @@ struct StreamQuery {
     service: Option<String>,
 }
 
-/// What the first fetch of a source gave.
-enum Opened {
-    /// An HLS playlist, ready to rewrite.
-    Playlist {
-        service: String,
-        headers: Headers,
-        url: Url,
-        body: String,
-    },
-    /// Not HLS but media (an MP4 or TS URL): the player is sent to a proxy link of it.
-    Media {
-        service: String,
-        headers: Headers,
-        url: Url,
-    },
-}
-
 async fn channel_stream(
     State(s): State<AppState>,
     Path(file): Path<String>,
@@ -62,66 +46,28 @@ async fn channel_stream(
         )));
     };
     let limit = s.config.server.max_body_bytes;
-    let opened = s
+    let media = &s.media;
+    let (service, stream_headers, doc) = s
         .registry
         .open(id, q.service.as_deref(), |src| async move {
             let r = &src.resolved;
-            let timeout = src.service.http().timeout;
-            let fetched = src.service.fetch(&r.url, &r.headers, None).await?;
-            let ctype = fetched
-                .content_type
-                .clone()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if is_media_type(&ctype) {
-                return Ok(Opened::Media {
-                    service: src.service_name,
-                    headers: r.headers.clone(),
-                    url: fetched.url,
-                });
-            }
-            let url = fetched.url.clone();
-            let body = tokio::time::timeout(timeout, fetched.text(limit))
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout(timeout)))?;
-            if !hls::is_hls(&body) {
-                return Err(UpstreamError::Invalid(format!(
-                    "the stream URL answered `{}` content, not an HLS playlist",
-                    if ctype.is_empty() { "untyped" } else { &ctype }
-                )));
-            }
-            Ok(Opened::Playlist {
-                service: src.service_name,
-                headers: r.headers.clone(),
-                url,
-                body,
-            })
+            let doc = media
+                .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                .await?;
+            Ok((src.service_name, r.headers.clone(), doc))
         })
         .await?;
     let base = base_url(&s.config, &headers);
-    match opened {
-        Opened::Playlist {
-            service,
-            headers,
-            url,
-            body,
-        } => playlist_response(&s.signer, &base, &service, &headers, &url, &body),
-        Opened::Media {
-            service,
-            headers,
-            url,
-        } => {
-            let token = s.signer.seal(&service, &url, Kind::Segment, &headers);
-            let name = file_name(&url, Kind::Segment).replace("seg.", "stream.");
+    match &*doc {
+        Document::Playlist { url, body } => {
+            playlist_response(&s.signer, &base, &service, &stream_headers, url, body)
+        }
+        Document::Media { url } => {
+            let token = s.signer.seal(&service, url, Kind::Media, &stream_headers);
+            let name = file_name(url, Kind::Media);
             Ok(Redirect::temporary(&format!("{base}/proxy/{token}/{name}")).into_response())
         }
     }
-}
-
-fn is_media_type(ctype: &str) -> bool {
-    ctype.starts_with("video/")
-        || ctype.starts_with("audio/")
-        || ctype.starts_with("application/octet-stream")
 }
 
 /// Rewrites `body` so every URI is a signed proxy link carrying the stream's headers.
@@ -173,49 +119,115 @@ async fn proxy(
         })?;
     let url =
         Url::parse(&target.url).map_err(|_| AppError::Forbidden("malformed proxy token".into()))?;
-    let timeout = service.http().timeout;
     if target.kind == Kind::Playlist {
         let limit = s.config.server.max_body_bytes;
-        let work = async {
-            let f = service.fetch(&url, &target.headers, None).await?;
-            let final_url = f.url.clone();
-            Ok::<_, UpstreamError>((final_url, f.text(limit).await?))
+        let doc = s
+            .media
+            .document(&*service, &target.service, &url, &target.headers, limit)
+            .await?;
+        let Document::Playlist { url, body } = &*doc else {
+            return Err(AppError::Upstream(UpstreamError::Invalid(format!(
+                "{} is media, not the playlist it was listed as",
+                crate::error::redact(&url)
+            ))));
         };
-        let (final_url, body) = tokio::time::timeout(timeout, work)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout(timeout)))?;
         let base = base_url(&s.config, &req_headers);
         return playlist_response(
             &s.signer,
             &base,
             &target.service,
             &target.headers,
-            &final_url,
-            &body,
+            url,
+            body,
         );
     }
     let range = req_headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let fetched = service.fetch(&url, &target.headers, range).await?;
-    let mut resp =
-        Response::builder().status(StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK));
-    let ctype = fetched
-        .content_type
-        .clone()
-        .unwrap_or_else(|| default_type(target.kind).to_string());
-    let h = resp
-        .headers_mut()
-        .expect("a fresh response builder has headers");
-    if let Ok(v) = HeaderValue::try_from(ctype) {
+    if target.kind == Kind::Media
+        || range.is_some_and(|_| !s.media.has_segment(&target.service, &url, &target.headers))
+    {
+        // Whole files and byte ranges of uncached ones go straight through.
+        let fetched = service.fetch(&url, &target.headers, range).await?;
+        let status = StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK);
+        return Ok(media_response(
+            status,
+            fetched
+                .content_type
+                .as_deref()
+                .unwrap_or(default_type(target.kind)),
+            fetched.content_length,
+            fetched.content_range.as_deref(),
+            Body::from_stream(fetched.body),
+        ));
+    }
+    let body = s
+        .media
+        .segment(service, &target.service, &url, &target.headers)
+        .await?;
+    Ok(match body {
+        cache::Body::Cached(seg) => {
+            let ctype = seg
+                .content_type
+                .as_deref()
+                .unwrap_or(default_type(target.kind));
+            match range.and_then(|r| byte_range(r, seg.bytes.len())) {
+                Some(Ok((from, to))) => media_response(
+                    StatusCode::PARTIAL_CONTENT,
+                    ctype,
+                    Some((to - from + 1) as u64),
+                    Some(&format!("bytes {from}-{to}/{}", seg.bytes.len())),
+                    Body::from(seg.bytes.slice(from..=to)),
+                ),
+                Some(Err(())) => {
+                    let mut resp = media_response(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        ctype,
+                        Some(0),
+                        Some(&format!("bytes */{}", seg.bytes.len())),
+                        Body::empty(),
+                    );
+                    resp.headers_mut().remove(header::CACHE_CONTROL);
+                    resp
+                }
+                None => media_response(
+                    StatusCode::OK,
+                    ctype,
+                    Some(seg.bytes.len() as u64),
+                    None,
+                    Body::from(seg.bytes),
+                ),
+            }
+        }
+        cache::Body::Streaming {
+            content_type,
+            content_length,
+            body,
+        } => media_response(
+            StatusCode::OK,
+            content_type.as_deref().unwrap_or(default_type(target.kind)),
+            content_length,
+            None,
+            Body::from_stream(body),
+        ),
+    })
+}
+
+fn media_response(
+    status: StatusCode,
+    content_type: &str,
+    content_length: Option<u64>,
+    content_range: Option<&str>,
+    body: Body,
+) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::try_from(content_type) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    if let Some(n) = fetched.content_length {
+    if let Some(n) = content_length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    if let Some(v) = fetched
-        .content_range
-        .as_deref()
-        .and_then(|r| HeaderValue::try_from(r).ok())
-    {
+    if let Some(v) = content_range.and_then(|r| HeaderValue::try_from(r).ok()) {
         h.insert(header::CONTENT_RANGE, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -223,9 +235,38 @@ async fn proxy(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),
     );
-    let body = Body::from_stream(fetched.body);
-    resp.body(body)
-        .map_err(|e| AppError::Internal(e.to_string()))
+    resp
+}
+
+/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a body of `len` bytes:
+/// `None` when the header is not a single range we serve (then the whole body is
+/// sent, as RFC 9110 allows), `Err` when it cannot be satisfied.
+fn byte_range(header: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: usize = b.parse().ok()?;
+        if n == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let from: usize = a.parse().ok()?;
+        let to = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<usize>().ok()?.min(len.saturating_sub(1))
+        };
+        if from >= len || to < from {
+            return Some(Err(()));
+        }
+        (from, to)
+    };
+    Some(Ok(range))
 }
 
 fn default_type(kind: Kind) -> &'static str {
@@ -234,5 +275,6 @@ fn default_type(kind: Kind) -> &'static str {
         Kind::Segment => "video/mp2t",
         Kind::Map => "video/mp4",
         Kind::Key => "application/octet-stream",
+        Kind::Media => "video/mp2t",
     }
 }
