@@ -102,12 +102,30 @@ pub fn rewrite(
     base: &Url,
     mut f: impl FnMut(&Url, UriKind) -> String,
 ) -> Result<String, RewriteError> {
+    rewrite_refs(body, |out, raw, kind| match resolve(base, raw) {
+        Some(url) => {
+            out.push_str(&f(&url, kind));
+            true
+        }
+        None => false,
+    })
+}
+
+/// [`rewrite`] without resolving: `f` gets the output so far, and each URI reference
+/// exactly as written in the playlist (relative or absolute); it appends the
+/// replacement and returns true, or returns false to keep the reference as it is.
+/// Resolution can then wait until a link is followed; rewriting a long playlist does
+/// no URL parsing and no allocation per URI.
+pub fn rewrite_refs(
+    body: &str,
+    mut f: impl FnMut(&mut String, &str, UriKind) -> bool,
+) -> Result<String, RewriteError> {
     if !is_hls(body) {
         return Err(RewriteError::NotHls);
     }
     let master = is_master(body);
     // Proxy URLs are longer than most upstream URIs; avoid regrowing for typical playlists.
-    let mut out = String::with_capacity(body.len() + body.len() / 2);
+    let mut out = String::with_capacity(body.len() * 4);
     // A URI line right after EXT-X-STREAM-INF is a variant playlist even in a body that also has
     // #EXTINF (and so is not a "master" by is_master); trust the tag over the whole-body guess.
     let mut after_stream_inf = false;
@@ -122,7 +140,7 @@ pub fn rewrite(
             if tag_name(core) == Some("#EXT-X-STREAM-INF") {
                 after_stream_inf = true;
             }
-            rewrite_tag(core, base, &mut f, &mut out);
+            rewrite_tag(core, &mut f, &mut out);
         } else {
             let kind = if master || after_stream_inf {
                 UriKind::Playlist
@@ -130,15 +148,37 @@ pub fn rewrite(
                 UriKind::Segment
             };
             after_stream_inf = false;
-            match resolve(base, core) {
-                Some(url) => out.push_str(&f(&url, kind)),
-                None => out.push_str(core),
+            let mark = out.len();
+            if !f(&mut out, core, kind) {
+                out.truncate(mark);
+                out.push_str(core);
             }
         }
         out.push_str(trail);
         out.push_str(ending);
     }
     Ok(out)
+}
+
+/// True when a URI reference, resolved against an http(s) playlist URL, is something
+/// freesky fetches: not blank, and relative or with an http/https scheme (`skd://`
+/// FairPlay keys and `data:` URIs are the player's business).
+pub fn is_fetchable_ref(raw: &str) -> bool {
+    let raw = raw.trim();
+    if is_blank_uri(raw) {
+        return false;
+    }
+    // RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':'.
+    let scheme_end = raw.char_indices().find(|&(i, c)| {
+        !(c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || "+-.".contains(c))))
+    });
+    match scheme_end {
+        Some((i, ':')) if i > 0 => {
+            let scheme = &raw[..i];
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        }
+        _ => true,
+    }
 }
 
 /// Minimal facts about a media playlist, read with `m3u8-rs` (reading is what it does well; see
@@ -216,8 +256,7 @@ fn describe_parse_error(text: &str) -> String {
 /// Rewrites the `URI` attributes of one tag line (already trimmed) into `out`.
 fn rewrite_tag(
     line: &str,
-    base: &Url,
-    f: &mut impl FnMut(&Url, UriKind) -> String,
+    f: &mut impl FnMut(&mut String, &str, UriKind) -> bool,
     out: &mut String,
 ) {
     // #EXTINF's value is "duration,title", not an attribute list: a title may say anything,
@@ -237,15 +276,16 @@ fn rewrite_tag(
     out.push(':');
     let mut copied = 0;
     for attr in attrs.iter().filter(|a| a.name == "URI") {
-        let Some(url) = resolve(base, attr.value) else {
-            continue;
-        };
         let Some(before) = list.get(copied..attr.span.start) else {
             continue;
         };
+        let mark = out.len();
         out.push_str(before);
         out.push('"');
-        out.push_str(&f(&url, kind));
+        if !f(out, attr.value, kind) {
+            out.truncate(mark);
+            continue;
+        }
         out.push('"');
         copied = attr.span.end;
     }

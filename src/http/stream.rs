@@ -16,15 +16,16 @@ use url::Url;
 use super::{base_url, AppState};
 use crate::cache::{self, Document};
 use crate::error::{AppError, UpstreamError};
-use crate::hls;
 use crate::model::Headers;
-use crate::proxy::{file_name, Kind, Signer};
+use crate::proxy::{self, file_name, Kind, Signer};
 use crate::services::Service;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/stream/{file}", get(channel_stream))
-        .route("/proxy/{token}/{name}", get(proxy))
+        .route("/proxy/{context}/{item}/{name}", get(proxy))
+        .route("/proxy/{a}", get(malformed_link))
+        .route("/proxy/{a}/{b}", get(malformed_link))
 }
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -64,7 +65,7 @@ async fn channel_stream(
         }
         Document::Media { url } => {
             let token = s.signer.seal(&service, url, Kind::Media, &stream_headers);
-            let name = file_name(url, Kind::Media);
+            let name = file_name(url.as_str(), Kind::Media);
             Ok(Redirect::temporary(&format!("{base}/proxy/{token}/{name}")).into_response())
         }
     }
@@ -79,15 +80,8 @@ fn playlist_response(
     url: &Url,
     body: &str,
 ) -> Result<Response, AppError> {
-    let rewritten = hls::rewrite(body, url, |u, kind| {
-        let kind = Kind::from(kind);
-        format!(
-            "{base}/proxy/{}/{}",
-            signer.seal(service, u, kind, headers),
-            file_name(u, kind)
-        )
-    })
-    .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e.to_string())))?;
+    let rewritten = proxy::rewrite_playlist(signer, base, service, headers, url, body)
+        .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e.to_string())))?;
     Ok((
         [
             (header::CONTENT_TYPE, M3U8),
@@ -98,14 +92,19 @@ fn playlist_response(
         .into_response())
 }
 
+/// Anything under /proxy/ that is not a whole link.
+async fn malformed_link() -> AppError {
+    AppError::Forbidden("malformed proxy link".into())
+}
+
 async fn proxy(
     State(s): State<AppState>,
-    Path((token, _name)): Path<(String, String)>,
+    Path((context, item, _name)): Path<(String, String, String)>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let target = s
         .signer
-        .open(&token)
+        .open(&context, &item)
         .map_err(|why| AppError::Forbidden(why.to_string()))?;
     let service: std::sync::Arc<dyn Service> = s
         .registry

@@ -1,0 +1,95 @@
+//! In-process speed of the HLS hot path: rewriting playlists into signed proxy links.
+//!
+//! `cargo bench --bench hls`. Each group has a baseline measured in the same run (a
+//! plain copy of the playlist line by line), so figures can be read as ratios on a
+//! shared, noisy machine. Results and how to read them: BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use freesky::hls;
+use freesky::proxy::{rewrite_playlist, Signer};
+use url::Url;
+
+fn media_playlist(segments: usize) -> String {
+    let mut s = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:1000\n",
+    );
+    for i in 0..segments {
+        s.push_str("#EXTINF:6.000,\n");
+        s.push_str(&format!(
+            "chunks/segment_{:06}.ts?token=abcdef0123456789\n",
+            1000 + i
+        ));
+    }
+    s.push_str("#EXT-X-ENDLIST\n");
+    s
+}
+
+fn master_playlist(variants: usize) -> String {
+    let mut s = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    s.push_str(
+        "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",DEFAULT=YES,URI=\"audio/en.m3u8\"\n",
+    );
+    for i in 0..variants {
+        s.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION=1280x720,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aud\"\nvariant_{i}/index.m3u8\n",
+            (i + 1) * 400_000
+        ));
+    }
+    s
+}
+
+/// The baseline: touching every line once, as any rewriter must.
+fn copy_lines(body: &str) -> String {
+    let mut out = String::with_capacity(body.len() * 2);
+    for line in body.split_inclusive('\n') {
+        out.push_str(line);
+    }
+    out
+}
+
+fn bench_rewrite(c: &mut Criterion) {
+    let base = Url::parse("https://cdn.example/live/channel/index.m3u8?auth=xyz").unwrap();
+    let signer = Signer::ephemeral(Duration::from_secs(6 * 3600));
+    let headers = vec![
+        ("Referer".to_string(), "https://player.example/".to_string()),
+        ("User-Agent".to_string(), "Mozilla/5.0 (bench)".to_string()),
+    ];
+    let proxy = "http://127.0.0.1:8005";
+    for (name, body) in [
+        ("media_5000_segments", media_playlist(5000)),
+        ("master_20_variants", master_playlist(20)),
+    ] {
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function("baseline_copy_lines", |b| {
+            b.iter(|| copy_lines(black_box(&body)))
+        });
+        g.bench_function("rewrite_unsigned", |b| {
+            b.iter(|| {
+                hls::rewrite(black_box(&body), &base, |u, _| {
+                    format!("{proxy}/proxy/x/{}", u.path())
+                })
+                .unwrap()
+            })
+        });
+        g.bench_function("rewrite_signed", |b| {
+            b.iter(|| {
+                rewrite_playlist(&signer, proxy, "Bench", &headers, &base, black_box(&body))
+                    .unwrap()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_rewrite
+}
+criterion_main!(benches);
