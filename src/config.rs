@@ -38,6 +38,7 @@ pub struct Config {
     pub source: String,
     pub server: ServerConfig,
     pub cache: CacheConfig,
+    pub streams: StreamsConfig,
     pub hdhomerun: HdhrConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -95,6 +96,30 @@ impl Default for CacheConfig {
             segment_ttl: Duration::from_secs(120),
             segment_cache_mb: 256,
             channels_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+/// How shared streams (`.ts` sessions) follow a channel and fail over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Consecutive failures of the current source (playlist reloads or segments)
+    /// before the stream moves to the next source.
+    pub failover_after: u32,
+    /// How long a shared stream keeps its upstream going with no viewer left.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_stop: Duration,
+    /// How many segments before the live edge a new stream starts with.
+    pub live_edge_segments: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            failover_after: 3,
+            idle_stop: Duration::from_secs(5),
+            live_edge_segments: 3,
         }
     }
 }
@@ -360,6 +385,7 @@ impl<'t> Parse<'t> {
             source: String::new(),
             server: ServerConfig::default(),
             cache: CacheConfig::default(),
+            streams: StreamsConfig::default(),
             hdhomerun: HdhrConfig::default(),
             services: Vec::new(),
         };
@@ -368,12 +394,14 @@ impl<'t> Parse<'t> {
             match name.as_str() {
                 "server" => cfg.server = self.section(&name, value)?,
                 "cache" => cfg.cache = self.section(&name, value)?,
+                "streams" => cfg.streams = self.section(&name, value)?,
                 "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, hdhomerun or services)".into(),
+                    "unknown section (expected server, cache, streams, hdhomerun or services)"
+                        .into(),
                 ),
             }
         }

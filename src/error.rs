@@ -66,7 +66,7 @@ pub struct Attempt {
 }
 
 /// What a handler can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
     NotFound(String),

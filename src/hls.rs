@@ -229,6 +229,24 @@ pub fn target_duration(body: &str) -> Option<std::time::Duration> {
         .map(std::time::Duration::from_secs_f64)
 }
 
+/// The variant of a master playlist with the highest bandwidth (what a single
+/// continuous stream should carry), resolved against `base`. `None` when the body
+/// is not a master or lists no usable variant.
+pub fn best_variant(body: &str, base: &Url) -> Option<Url> {
+    if !is_master(body) {
+        return None;
+    }
+    let text = body.trim_start_matches(BOM).trim_start();
+    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).ok()?;
+    master
+        .variants
+        .iter()
+        .filter(|v| !v.is_i_frame)
+        .filter_map(|v| resolve(base, &v.uri).map(|u| (v.bandwidth, u)))
+        .max_by_key(|(bandwidth, _)| *bandwidth)
+        .map(|(_, u)| u)
+}
+
 /// The value of `#EXT-X-TARGETDURATION`, fractional or not, when it is a sane number.
 fn declared_target_duration(body: &str) -> Option<f64> {
     body.lines()
@@ -440,6 +458,19 @@ fn split_pad(content: &str) -> (&str, &str, &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn best_variant_is_the_highest_bandwidth() {
+        let base = Url::parse("http://o.example/live/master.m3u8").unwrap();
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nlo.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=2400000\nhi/index.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=9000000,URI=\"if.m3u8\"\n";
+        assert_eq!(
+            best_variant(master, &base).unwrap().as_str(),
+            "http://o.example/live/hi/index.m3u8"
+        );
+        assert_eq!(best_variant("#EXTM3U\n#EXTINF:2,\na.ts\n", &base), None);
+    }
+
     use super::*;
 
     const BASE: &str = "https://cdn.example.com/live/chan/index.m3u8";

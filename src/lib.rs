@@ -8,6 +8,7 @@
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
+//! - `session`: continuous MPEG-TS, one shared upstream session per channel.
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
 
 pub mod cache;
@@ -20,6 +21,7 @@ pub mod m3u;
 pub mod model;
 pub mod proxy;
 pub mod services;
+pub mod session;
 pub mod store;
 pub mod upstream;
 
@@ -44,6 +46,7 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
         registry: Arc::new(registry),
         signer: Arc::new(signer),
         media: Arc::new(media),
+        sessions: Arc::default(),
     })
 }
 

@@ -25,6 +25,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub signer: Arc<Signer>,
     pub media: Arc<crate::cache::MediaCache>,
+    pub sessions: Arc<crate::session::Sessions>,
 }
 
 pub fn app(state: AppState) -> Router {

@@ -19,6 +19,7 @@ use crate::error::{AppError, UpstreamError};
 use crate::model::Headers;
 use crate::proxy::{self, file_name, Kind, Signer};
 use crate::services::Service;
+use crate::session;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,9 +42,12 @@ async fn channel_stream(
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    if let Some(id) = file.strip_suffix(".ts") {
+        return ts_stream(&s, id, q.service.as_deref()).await;
+    }
     let Some(id) = file.strip_suffix(".m3u8") else {
         return Err(AppError::NotFound(format!(
-            "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8"
+            "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
         )));
     };
     let limit = s.config.server.max_body_bytes;
@@ -69,6 +73,25 @@ async fn channel_stream(
             Ok(Redirect::temporary(&format!("{base}/proxy/{token}/{name}")).into_response())
         }
     }
+}
+
+/// Continuous MPEG-TS from the channel's shared session.
+async fn ts_stream(s: &AppState, id: &str, only: Option<&str>) -> Result<Response, AppError> {
+    let deps = session::Deps {
+        registry: s.registry.clone(),
+        media: s.media.clone(),
+        cfg: s.config.streams.clone(),
+        limit: s.config.server.max_body_bytes,
+    };
+    let rx = s.sessions.join(&deps, id, only).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/MP2T"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(session::viewer_stream(rx)),
+    )
+        .into_response())
 }
 
 /// Rewrites `body` so every URI is a signed proxy link carrying the stream's headers.

@@ -384,7 +384,26 @@ impl Registry {
         F: Fn(SourceCtx) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
-        let sources = self.sources(id, only).await?;
+        self.open_except(id, only, &[], attempt).await
+    }
+
+    /// [`open`](Self::open) without the sources of the services in `skip` (the ones a
+    /// stream just failed over from). When that leaves none, all are tried again.
+    pub async fn open_except<T, F, Fut>(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        skip: &[String],
+        attempt: F,
+    ) -> Result<T, AppError>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut sources = self.sources(id, only).await?;
+        if sources.iter().any(|(e, _)| !skip.contains(&e.cfg.name)) {
+            sources.retain(|(e, _)| !skip.contains(&e.cfg.name));
+        }
         let mut tried = Vec::new();
         for (e, channel_id) in sources {
             let started = Instant::now();

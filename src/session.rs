@@ -1,0 +1,441 @@
+//! Continuous MPEG-TS (`/api/stream/{id}.ts`): one shared session per channel.
+//!
+//! The first viewer starts a session: a task that opens the channel (sources in
+//! priority order), follows its media playlist (the highest-bandwidth variant of a
+//! master), fetches each new segment once through the media cache (so HLS viewers
+//! of the same channel share those fetches too) and broadcasts the bytes to every
+//! viewer. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
+//!
+//! - A slow viewer never slows the others: the broadcast keeps a bounded backlog,
+//!   and a viewer that falls behind it skips ahead to what is still there (MPEG-TS
+//!   demuxers resynchronise on the next packet).
+//! - When the current source fails `streams.failover_after` times in a row
+//!   (playlist reloads or segments: errors, timeouts, HTML instead of HLS), the
+//!   session moves to the next source; the byte stream simply continues.
+//! - With no viewer left for `streams.idle_stop`, the task stops and no further
+//!   upstream request is made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch};
+use url::Url;
+
+use crate::cache::{Body, Document, MediaCache};
+use crate::config::StreamsConfig;
+use crate::error::{AppError, UpstreamError};
+use crate::hls;
+use crate::model::Headers;
+use crate::services::registry::Registry;
+use crate::services::Service;
+
+/// Chunks a viewer may fall behind before it skips ahead.
+const BACKLOG: usize = 1024;
+/// Longest pause between two looks at whether anyone is still watching.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// What a session needs from the rest of freesky.
+#[derive(Clone)]
+pub struct Deps {
+    pub registry: Arc<Registry>,
+    pub media: Arc<MediaCache>,
+    pub cfg: StreamsConfig,
+    /// Largest playlist body accepted.
+    pub limit: usize,
+}
+
+type Ready = Option<Result<(), AppError>>;
+
+struct Session {
+    tx: broadcast::Sender<Bytes>,
+    ready: watch::Receiver<Ready>,
+}
+
+/// The running sessions, by channel (and service filter).
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    /// Joins (or starts) the session of channel `id`; returns once the session has
+    /// a working source, or the error of every source failing.
+    pub async fn join(
+        self: &Arc<Self>,
+        deps: &Deps,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<broadcast::Receiver<Bytes>, AppError> {
+        let key = format!("{id}\n{}", only.unwrap_or_default());
+        let (rx, mut ready) = {
+            let mut map = self.map.lock().expect("sessions lock is never poisoned");
+            let session = match map.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let (tx, _) = broadcast::channel(BACKLOG);
+                    let (ready_tx, ready) = watch::channel(None);
+                    let session = Arc::new(Session { tx, ready });
+                    map.insert(key.clone(), session.clone());
+                    let task = Task {
+                        sessions: self.clone(),
+                        session: session.clone(),
+                        key,
+                        deps: deps.clone(),
+                        id: id.to_string(),
+                        only: only.map(str::to_string),
+                        idle_since: None,
+                    };
+                    tokio::spawn(task.run(ready_tx));
+                    session
+                }
+            };
+            // Subscribed under the lock: the task cannot decide it is idle in between.
+            (session.tx.subscribe(), session.ready.clone())
+        };
+        let outcome = ready
+            .wait_for(Option::is_some)
+            .await
+            .map(|r| r.clone())
+            .unwrap_or_else(|_| {
+                Some(Err(AppError::Internal(
+                    "the stream session ended before it started".into(),
+                )))
+            });
+        match outcome {
+            Some(Err(e)) => Err(e),
+            _ => Ok(rx),
+        }
+    }
+
+    /// How many sessions are running.
+    pub fn active(&self) -> usize {
+        self.map
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .len()
+    }
+}
+
+/// A viewer's byte stream: the broadcast, skipping ahead when it fell behind.
+pub fn viewer_stream(
+    rx: broadcast::Receiver<Bytes>,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(chunk) => return Some((Ok(chunk), rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// The source a session is following.
+struct Source {
+    service_name: String,
+    service: Arc<dyn Service>,
+    headers: Headers,
+    what: Follow,
+}
+
+enum Follow {
+    /// A media playlist to poll.
+    Playlist(Url),
+    /// A plain MPEG-TS (or other media) URL to relay.
+    Bytes(Url),
+}
+
+/// Why following a source stopped.
+enum Stop {
+    /// No viewer left: the session is over.
+    Idle,
+    /// The stream ended (a finished playlist, or the relay ended).
+    Ended,
+    /// The source failed too often: try the next one.
+    Failed(String),
+}
+
+struct Task {
+    sessions: Arc<Sessions>,
+    session: Arc<Session>,
+    key: String,
+    deps: Deps,
+    id: String,
+    only: Option<String>,
+    idle_since: Option<Instant>,
+}
+
+impl Task {
+    async fn run(mut self, ready: watch::Sender<Ready>) {
+        let mut skip: Vec<String> = Vec::new();
+        let mut announced = false;
+        loop {
+            if self.idle() {
+                return;
+            }
+            let opened = self.open(&skip).await;
+            let source = match opened {
+                Ok(s) => s,
+                Err(e) if !announced => {
+                    self.remove();
+                    let _ = ready.send(Some(Err(e)));
+                    return;
+                }
+                Err(e) => {
+                    // Mid-stream, every source failed: keep trying while anyone watches.
+                    tracing::warn!(channel = %self.id, error = %e, "no source works; retrying");
+                    skip.clear();
+                    if self.pause(Duration::from_secs(2)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if !announced {
+                announced = true;
+                let _ = ready.send(Some(Ok(())));
+            }
+            tracing::info!(channel = %self.id, service = %source.service_name, "ts session following a source");
+            let stop = match &source.what {
+                Follow::Playlist(url) => self.follow(&source, url).await,
+                Follow::Bytes(url) => self.relay(&source, url).await,
+            };
+            match stop {
+                Stop::Idle => return,
+                Stop::Ended => {
+                    self.remove();
+                    return;
+                }
+                Stop::Failed(why) => {
+                    tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "source failed during playback; failing over");
+                    if !skip.contains(&source.service_name) {
+                        skip.push(source.service_name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the channel with the first working source not in `skip`.
+    async fn open(&self, skip: &[String]) -> Result<Source, AppError> {
+        let media = &self.deps.media;
+        let limit = self.deps.limit;
+        self.deps
+            .registry
+            .open_except(&self.id, self.only.as_deref(), skip, |src| async move {
+                let r = &src.resolved;
+                let doc = media
+                    .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                    .await?;
+                let what = match &*doc {
+                    Document::Media { url } => Follow::Bytes(url.clone()),
+                    Document::Playlist { url, body } if hls::is_master(body) => {
+                        Follow::Playlist(hls::best_variant(body, url).ok_or_else(|| {
+                            UpstreamError::Invalid("the master playlist lists no variant".into())
+                        })?)
+                    }
+                    Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
+                };
+                Ok(Source {
+                    service_name: src.service_name,
+                    service: src.service,
+                    headers: r.headers.clone(),
+                    what,
+                })
+            })
+            .await
+    }
+
+    /// Polls the media playlist and sends each new segment once.
+    async fn follow(&mut self, src: &Source, url: &Url) -> Stop {
+        let threshold = self.deps.cfg.failover_after.max(1);
+        let mut failures = 0u32;
+        let mut next_seq: Option<u64> = None;
+        loop {
+            if self.idle() {
+                return Stop::Idle;
+            }
+            let info = self
+                .deps
+                .media
+                .document(
+                    &*src.service,
+                    &src.service_name,
+                    url,
+                    &src.headers,
+                    self.deps.limit,
+                )
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|doc| match &*doc {
+                    Document::Playlist { url, body } => hls::media_info(body, url),
+                    Document::Media { .. } => Err("the media playlist became media".into()),
+                });
+            let info = match info {
+                Ok(info) => info,
+                Err(why) => {
+                    failures += 1;
+                    if failures >= threshold {
+                        return Stop::Failed(why);
+                    }
+                    if self.pause(Duration::from_secs(1)).await {
+                        return Stop::Idle;
+                    }
+                    continue;
+                }
+            };
+            let first = info.media_sequence;
+            let count = info.segments.len() as u64;
+            let start = match next_seq {
+                // A finished playlist plays from the start; a live one near its edge.
+                None if info.ended => 0,
+                None => count.saturating_sub(self.deps.cfg.live_edge_segments as u64),
+                // Fell behind the window: jump to its start.
+                Some(n) if n < first => 0,
+                Some(n) => n - first,
+            };
+            for (i, seg) in info.segments.iter().enumerate().skip(start as usize) {
+                match self.send_segment(src, seg).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        tracing::debug!(channel = %self.id, error = %e, "segment failed");
+                        failures += 1;
+                        if failures >= threshold {
+                            return Stop::Failed(e.to_string());
+                        }
+                    }
+                }
+                next_seq = Some(first + i as u64 + 1);
+                if self.idle() {
+                    return Stop::Idle;
+                }
+            }
+            if info.ended && next_seq.is_some_and(|n| n >= first + count) {
+                return Stop::Ended;
+            }
+            let wait = Duration::from_secs_f64((info.target_duration / 2.0).clamp(0.25, 5.0));
+            if self.pause(wait).await {
+                return Stop::Idle;
+            }
+        }
+    }
+
+    async fn send_segment(&self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
+        let body = self
+            .deps
+            .media
+            .segment(src.service.clone(), &src.service_name, url, &src.headers)
+            .await?;
+        match body {
+            Body::Cached(seg) => {
+                let _ = self.session.tx.send(seg.bytes);
+            }
+            Body::Streaming { mut body, .. } => {
+                while let Some(chunk) = body.next().await {
+                    let _ = self.session.tx.send(chunk?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays a plain media URL; reconnects on failure up to the threshold.
+    async fn relay(&mut self, src: &Source, url: &Url) -> Stop {
+        let threshold = self.deps.cfg.failover_after.max(1);
+        let mut failures = 0u32;
+        loop {
+            let why = match src.service.fetch(url, &src.headers, None).await {
+                Err(e) => e.to_string(),
+                Ok(fetched) => {
+                    let mut body = fetched.body;
+                    loop {
+                        if self.idle() {
+                            return Stop::Idle;
+                        }
+                        match body.next().await {
+                            Some(Ok(chunk)) => {
+                                failures = 0;
+                                let _ = self.session.tx.send(chunk);
+                            }
+                            Some(Err(e)) => break e.to_string(),
+                            None => return Stop::Ended,
+                        }
+                    }
+                }
+            };
+            failures += 1;
+            if failures >= threshold {
+                return Stop::Failed(why);
+            }
+            if self.pause(Duration::from_secs(1)).await {
+                return Stop::Idle;
+            }
+        }
+    }
+
+    /// Sleeps for `d`, looking at the audience meanwhile; true when the session
+    /// should end because nobody watches.
+    async fn pause(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            if self.idle() {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(left.min(IDLE_TICK)).await;
+        }
+    }
+
+    /// True (and the session unregistered) once nobody has watched for `idle_stop`.
+    fn idle(&mut self) -> bool {
+        if self.session.tx.receiver_count() > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.deps.cfg.idle_stop {
+            return false;
+        }
+        let mut map = self
+            .sessions
+            .map
+            .lock()
+            .expect("sessions lock is never poisoned");
+        // Checked again under the lock `join` subscribes under.
+        if self.session.tx.receiver_count() > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        if map
+            .get(&self.key)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.session))
+        {
+            map.remove(&self.key);
+        }
+        tracing::info!(channel = %self.id, "ts session stopped: no viewers");
+        true
+    }
+
+    fn remove(&self) {
+        let mut map = self
+            .sessions
+            .map
+            .lock()
+            .expect("sessions lock is never poisoned");
+        if map
+            .get(&self.key)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.session))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
