@@ -8,9 +8,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{media_playlist, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use axum::routing::get;
+use common::{media_playlist, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
 
 /// Bound on one ffmpeg run; reaching it means a hang (not a speed check).
 const FFMPEG_GUARD: Duration = Duration::from_secs(60);
@@ -127,4 +130,280 @@ url = "{}/list.m3u"
             r.path
         );
     }
+}
+
+/// Runs ffmpeg with `args`, failing the test with its output when it fails.
+fn ffmpeg_make(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("ffmpeg")
+        .current_dir(dir)
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=160x90:rate=10"])
+        .args([
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "10",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-f", "hls", "-hls_time", "1"])
+        .args(["-hls_playlist_type", "vod"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An AES-128 encrypted stream and an fMP4 (EXT-X-MAP) stream, made by ffmpeg here,
+/// served by an origin that wants the channel's Referer, play through freesky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_plays_aes128_and_fmp4_streams_through_freesky() {
+    let dir = tempfile::tempdir().unwrap();
+    let aes = dir.path().join("aes");
+    let fmp4 = dir.path().join("fmp4");
+    std::fs::create_dir_all(&aes).unwrap();
+    std::fs::create_dir_all(&fmp4).unwrap();
+    std::fs::write(aes.join("enc.key"), b"0123456789abcdef").unwrap();
+    std::fs::write(
+        aes.join("keyinfo"),
+        format!("enc.key\n{}\n", aes.join("enc.key").display()),
+    )
+    .unwrap();
+    ffmpeg_make(&aes, &["-hls_key_info_file", "keyinfo", "index.m3u8"]);
+    ffmpeg_make(
+        &fmp4,
+        &[
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+            "index.m3u8",
+        ],
+    );
+    let aes_playlist = std::fs::read_to_string(aes.join("index.m3u8")).unwrap();
+    assert!(aes_playlist.contains("METHOD=AES-128"), "{aes_playlist}");
+    let fmp4_playlist = std::fs::read_to_string(fmp4.join("index.m3u8")).unwrap();
+    assert!(fmp4_playlist.contains("#EXT-X-MAP"), "{fmp4_playlist}");
+
+    let origin = FakeUpstream::bind()
+        .await
+        .require_header("referer", REFERER)
+        .dir("/aes", &aes)
+        .dir("/fmp4", &fmp4)
+        .start();
+    let portal = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n\
+#EXTINF:-1 tvg-id=\"Aes.example\",Encrypted\n#EXTVLCOPT:http-referrer={REFERER}\n{}\n\
+#EXTINF:-1 tvg-id=\"Fmp4.example\",Fragmented\n#EXTVLCOPT:http-referrer={REFERER}\n{}\n",
+                origin.url("/aes/index.m3u8"),
+                origin.url("/fmp4/index.m3u8")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        portal.url("/list.m3u")
+    ))
+    .await;
+    let id = |c: serde_json::Value| c["id"].as_str().unwrap().to_string();
+    let aes_url = app.url(&format!(
+        "/api/stream/{}.m3u8",
+        id(app.channel_named("Encrypted").await)
+    ));
+    let fmp4_url = app.url(&format!(
+        "/api/stream/{}.m3u8",
+        id(app.channel_named("Fragmented").await)
+    ));
+    let (aes_frames, fmp4_frames) = tokio::join!(
+        decoded_video_frames(&aes_url),
+        decoded_video_frames(&fmp4_url)
+    );
+    assert!(aes_frames > 0, "no video decoded from the AES-128 stream");
+    assert!(fmp4_frames > 0, "no video decoded from the fMP4 stream");
+    let paths = origin.paths();
+    assert!(paths.iter().any(|p| p == "/aes/enc.key"), "{paths:?}");
+    assert!(paths.iter().any(|p| p == "/fmp4/init.mp4"), "{paths:?}");
+    for r in origin.requests() {
+        assert_eq!(
+            r.header("referer"),
+            Some(REFERER),
+            "{} without Referer",
+            r.path
+        );
+    }
+}
+
+/// A live origin looping the demo's real segments: a 3-segment window that moves
+/// every 2 s. `down` makes it answer 503 to everything.
+async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let segs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..4)
+            .map(|i| std::fs::read(assets.join(format!("seg{i}.ts"))).expect("demo asset"))
+            .collect(),
+    );
+    let start = std::time::Instant::now();
+    let down2 = down.clone();
+    FakeUpstream::bind()
+        .await
+        .route(
+            "/live/index.m3u8",
+            get(move || {
+                let n = start.elapsed().as_secs() / 2;
+                let down = down.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    let mut s = format!(
+                        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{n}\n"
+                    );
+                    for seq in n..n + 3 {
+                        s.push_str(&format!("#EXTINF:2.0,\nseg{seq}.ts\n"));
+                    }
+                    respond(200, HLS_TYPE, s)
+                }
+            }),
+        )
+        .route(
+            "/live/{seg}",
+            get(move |axum::extract::Path(seg): axum::extract::Path<String>| {
+                let segs = segs.clone();
+                let down = down2.load(Ordering::SeqCst);
+                async move {
+                    let seq: usize = seg
+                        .trim_start_matches("seg")
+                        .trim_end_matches(".ts")
+                        .parse()
+                        .unwrap_or(0);
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    respond(200, "video/mp2t", segs[seq % 4].clone())
+                }
+            }),
+        )
+        .start()
+}
+
+/// ffmpeg reads a channel's continuous MPEG-TS; its primary origin goes down midway;
+/// ffmpeg keeps decoding frames from the secondary after the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_keeps_decoding_the_ts_stream_across_a_failover() {
+    let primary_down = Arc::new(AtomicBool::new(false));
+    let primary = live_demo_origin(primary_down.clone()).await;
+    let secondary = live_demo_origin(Arc::new(AtomicBool::new(false))).await;
+    let list = |origin: &FakeUpstream| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+            origin.url("/live/index.m3u8")
+        )
+    };
+    let one = FakeUpstream::bind()
+        .await
+        .text("/l.m3u", M3U_TYPE, list(&primary))
+        .start();
+    let two = FakeUpstream::bind()
+        .await
+        .text("/l.m3u", M3U_TYPE, list(&secondary))
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[cache]
+playlist_ttl = "500ms"
+
+[streams]
+failover_after = 2
+
+[[services]]
+name = "One"
+kind = "m3u"
+priority = 1
+timeout = "2s"
+url = "{}"
+
+[[services]]
+name = "Two"
+kind = "m3u"
+priority = 2
+url = "{}"
+"#,
+        one.url("/l.m3u"),
+        two.url("/l.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = app.url(&format!("/api/stream/{id}.ts"));
+
+    let mut child = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i", &url])
+        .args(["-map", "0:v:0", "-f", "null", "-", "-progress", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    let frames = Arc::new(AtomicU64::new(0));
+    let stdout = child.stdout.take().unwrap();
+    let counter = frames.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(n) = line
+                .strip_prefix("frame=")
+                .and_then(|n| n.trim().parse().ok())
+            {
+                counter.store(n, Ordering::SeqCst);
+            }
+        }
+    });
+    let wait_for = |min: u64, what: &'static str| {
+        let frames = frames.clone();
+        async move {
+            tokio::time::timeout(FFMPEG_GUARD, async {
+                while frames.load(Ordering::SeqCst) < min {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: ffmpeg decoded {} frames, wanted {min}",
+                    frames.load(Ordering::SeqCst)
+                )
+            })
+        }
+    };
+    wait_for(1, "before the failover").await;
+    primary_down.store(true, Ordering::SeqCst);
+    // Once the secondary serves its first segment, everything the primary sent has long
+    // been decoded (the switch takes two failed reloads, seconds): frames decoded from
+    // then on can only come from the secondary.
+    tokio::time::timeout(FFMPEG_GUARD, async {
+        while !secondary.paths().iter().any(|p| p.ends_with(".ts")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no failover: the secondary saw {:?}", secondary.paths()));
+    let at_switch = frames.load(Ordering::SeqCst);
+    // One demo segment is 2 s of video (dozens of frames).
+    wait_for(at_switch + 20, "after the failover").await;
+    let _ = child.kill().await;
 }

@@ -395,6 +395,31 @@ impl FakeBuilder {
         )
     }
 
+    /// GET `{prefix}/{file}` serves the files of `dir` (content type by extension).
+    pub fn dir(self, prefix: &str, dir: &Path) -> Self {
+        let dir = dir.to_path_buf();
+        self.route(
+            &format!("{prefix}/{{file}}"),
+            get(
+                move |axum::extract::Path(file): axum::extract::Path<String>| {
+                    let path = dir.join(&file);
+                    async move {
+                        let ctype = match path.extension().and_then(|e| e.to_str()) {
+                            Some("m3u8") => HLS_TYPE,
+                            Some("ts") => "video/mp2t",
+                            Some("mp4" | "m4s") => "video/mp4",
+                            _ => "application/octet-stream",
+                        };
+                        match std::fs::read(&path) {
+                            Ok(bytes) if !file.contains("..") => respond(200, ctype, bytes),
+                            _ => respond(404, "text/plain", "no such file"),
+                        }
+                    }
+                },
+            ),
+        )
+    }
+
     /// GET `path` answers `status` with a short text body.
     pub fn status(self, path: &str, status: u16) -> Self {
         let code = StatusCode::from_u16(status).expect("valid status");
