@@ -77,8 +77,16 @@ fn bench_rewrite(c: &mut Criterion) {
         });
         g.bench_function("rewrite_signed", |b| {
             b.iter(|| {
-                rewrite_playlist(&signer, proxy, "Bench", &headers, &base, black_box(&body))
-                    .unwrap()
+                rewrite_playlist(
+                    &signer,
+                    proxy,
+                    "Bench",
+                    "bench",
+                    &headers,
+                    &base,
+                    black_box(&body),
+                )
+                .unwrap()
             })
         });
         g.finish();

@@ -200,7 +200,8 @@ impl MediaCache {
     }
 }
 
-fn key(service: &str, url: &Url, headers: &Headers) -> String {
+/// The cache key of a resource: service, URL and the headers it is fetched with.
+pub fn key(service: &str, url: &Url, headers: &Headers) -> String {
     let mut k = format!("{service}\n{url}");
     for (name, value) in headers {
         k.push('\n');

@@ -9,11 +9,13 @@
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `session`: continuous MPEG-TS, one shared upstream session per channel.
+//! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod hls;
 pub mod http;
 pub mod lineup;
@@ -47,6 +49,7 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
         signer: Arc::new(signer),
         media: Arc::new(media),
         sessions: Arc::default(),
+        failovers: Arc::default(),
     })
 }
 

@@ -35,6 +35,8 @@ const FORMAT: u8 = 1;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub service: String,
+    /// The lineup channel the link was handed out for ("" when none: no failover).
+    pub channel: String,
     /// The resolved upstream URL.
     pub url: String,
     pub kind: Kind,
@@ -143,14 +145,22 @@ impl Signer {
         }
     }
 
-    /// The sealer of the links of one playlist fetched from `base` for `service`.
-    pub fn sealer(&self, service: &str, base: &Url, headers: &Headers) -> PlaylistSealer {
+    /// The sealer of the links of one playlist fetched from `base` for `service`, as a
+    /// source of lineup channel `channel` ("" for none).
+    pub fn sealer(
+        &self,
+        service: &str,
+        channel: &str,
+        base: &Url,
+        headers: &Headers,
+    ) -> PlaylistSealer {
         let item_key = XChaCha20Poly1305::generate_key(&mut OsRng);
         let mut plain = Vec::with_capacity(64 + base.as_str().len());
         plain.push(FORMAT);
         plain.extend_from_slice(&(unix_now() + self.ttl.as_secs()).to_be_bytes());
         plain.extend_from_slice(&item_key);
         put(&mut plain, service.as_bytes());
+        put(&mut plain, channel.as_bytes());
         put(&mut plain, base.as_str().as_bytes());
         plain.extend_from_slice(&u16::try_from(headers.len()).unwrap_or(0).to_be_bytes());
         for (name, value) in headers.iter().take(usize::from(u16::MAX)) {
@@ -176,7 +186,7 @@ impl Signer {
 
     /// The `{context}/{item}` path of a link to `url` itself (not from a playlist).
     pub fn seal(&self, service: &str, url: &Url, kind: Kind, headers: &Headers) -> String {
-        let mut sealer = self.sealer(service, url, headers);
+        let mut sealer = self.sealer(service, "", url, headers);
         let item = sealer.item(url.as_str(), kind);
         format!("{}/{item}", sealer.context())
     }
@@ -204,6 +214,7 @@ impl Signer {
         }
         let item_key: [u8; 32] = r.array().ok_or(MALFORMED)?;
         let service = r.string().ok_or(MALFORMED)?;
+        let channel = r.string().ok_or(MALFORMED)?;
         let base = r.string().ok_or(MALFORMED)?;
         let count = u16::from_be_bytes(r.array().ok_or(MALFORMED)?);
         let mut headers = Vec::with_capacity(usize::from(count));
@@ -228,6 +239,7 @@ impl Signer {
             .map_err(|_| MALFORMED)?;
         Ok(Target {
             service,
+            channel,
             url: url.to_string(),
             kind,
             headers,
@@ -242,11 +254,12 @@ pub fn rewrite_playlist(
     signer: &Signer,
     public_base: &str,
     service: &str,
+    channel: &str,
     headers: &Headers,
     playlist_url: &Url,
     body: &str,
 ) -> Result<String, crate::hls::RewriteError> {
-    let mut sealer = signer.sealer(service, playlist_url, headers);
+    let mut sealer = signer.sealer(service, channel, playlist_url, headers);
     crate::hls::rewrite_refs(body, |out, reference, kind| {
         if !crate::hls::is_fetchable_ref(reference) {
             return false;
@@ -443,8 +456,8 @@ mod tests {
     fn items_of_one_playlist_do_not_open_with_another_context() {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let base = Url::parse("https://cdn.example/live/index.m3u8?k=1").unwrap();
-        let mut a = s.sealer("A", &base, &vec![]);
-        let mut b = s.sealer("B", &base, &vec![]);
+        let mut a = s.sealer("A", "", &base, &vec![]);
+        let mut b = s.sealer("B", "", &base, &vec![]);
         let item_a = a.item("seg1.ts", Kind::Segment);
         let item_b = b.item("../../other/secret.ts", Kind::Segment);
         let t = s.open(a.context(), &item_a).unwrap();

@@ -244,9 +244,10 @@ async fn ffmpeg_plays_aes128_and_fmp4_streams_through_freesky() {
     }
 }
 
-/// A live origin looping the demo's real segments: a 3-segment window that moves
-/// every 2 s. `down` makes it answer 503 to everything.
-async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
+/// A live origin looping the demo's real segments: a master playlist with one
+/// variant, whose 3-segment window moves every 2 s and is numbered from `first_seq`.
+/// `down` makes it answer 503 to everything.
+async fn live_demo_origin(down: Arc<AtomicBool>, first_seq: u64) -> FakeUpstream {
     let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
     let segs: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..4)
@@ -255,12 +256,29 @@ async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
     );
     let start = std::time::Instant::now();
     let down2 = down.clone();
+    let down3 = down.clone();
     FakeUpstream::bind()
         .await
         .route(
+            "/live/master.m3u8",
+            get(move || {
+                let down = down3.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    respond(
+                        200,
+                        HLS_TYPE,
+                        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\nindex.m3u8\n",
+                    )
+                }
+            }),
+        )
+        .route(
             "/live/index.m3u8",
             get(move || {
-                let n = start.elapsed().as_secs() / 2;
+                let n = first_seq + start.elapsed().as_secs() / 2;
                 let down = down.load(Ordering::SeqCst);
                 async move {
                     if down {
@@ -270,6 +288,10 @@ async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
                         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{n}\n"
                     );
                     for seq in n..n + 3 {
+                        if (seq - first_seq).is_multiple_of(4) && seq > first_seq {
+                            // The demo loops: its timestamps start over.
+                            s.push_str("#EXT-X-DISCONTINUITY\n");
+                        }
                         s.push_str(&format!("#EXTINF:2.0,\nseg{seq}.ts\n"));
                     }
                     respond(200, HLS_TYPE, s)
@@ -290,7 +312,7 @@ async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
                     if down {
                         return respond(503, "text/plain", "down");
                     }
-                    respond(200, "video/mp2t", segs[seq % 4].clone())
+                    respond(200, "video/mp2t", segs[(seq - first_seq as usize) % 4].clone())
                 }
             }),
         )
@@ -301,13 +323,26 @@ async fn live_demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
 /// ffmpeg keeps decoding frames from the secondary after the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_keeps_decoding_the_ts_stream_across_a_failover() {
+    keeps_decoding_across_a_failover("ts").await;
+}
+
+/// The same over HLS: the player keeps reloading its media playlist link, which
+/// freesky switches to the secondary (renumbered, with a discontinuity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_keeps_decoding_the_hls_stream_across_a_failover() {
+    keeps_decoding_across_a_failover("m3u8").await;
+}
+
+async fn keeps_decoding_across_a_failover(ext: &str) {
     let primary_down = Arc::new(AtomicBool::new(false));
-    let primary = live_demo_origin(primary_down.clone()).await;
-    let secondary = live_demo_origin(Arc::new(AtomicBool::new(false))).await;
+    // Numbered far apart: the player of the primary must not notice the secondary's
+    // own numbers.
+    let primary = live_demo_origin(primary_down.clone(), 5000).await;
+    let secondary = live_demo_origin(Arc::new(AtomicBool::new(false)), 10).await;
     let list = |origin: &FakeUpstream| {
         format!(
             "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
-            origin.url("/live/index.m3u8")
+            origin.url("/live/master.m3u8")
         )
     };
     let one = FakeUpstream::bind()
@@ -347,7 +382,7 @@ url = "{}"
         .as_str()
         .unwrap()
         .to_string();
-    let url = app.url(&format!("/api/stream/{id}.ts"));
+    let url = app.url(&format!("/api/stream/{id}.{ext}"));
 
     let mut child = tokio::process::Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-v", "error", "-i", &url])

@@ -26,6 +26,7 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub media: Arc<crate::cache::MediaCache>,
     pub sessions: Arc<crate::session::Sessions>,
+    pub failovers: Arc<crate::failover::Failovers>,
 }
 
 pub fn app(state: AppState) -> Router {

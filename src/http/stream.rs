@@ -14,8 +14,12 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{base_url, AppState};
+use std::sync::Arc;
+
 use crate::cache::{self, Document};
 use crate::error::{AppError, UpstreamError};
+use crate::failover;
+use crate::hls;
 use crate::model::Headers;
 use crate::proxy::{self, file_name, Kind, Signer};
 use crate::services::Service;
@@ -65,7 +69,17 @@ async fn channel_stream(
     let base = base_url(&s.config, &headers);
     match &*doc {
         Document::Playlist { url, body } => {
-            playlist_response(&s.signer, &base, &service, &stream_headers, url, body)
+            // Links carry the channel (for failover) unless the client pinned a service.
+            let channel = if q.service.is_some() { "" } else { id };
+            playlist_response(
+                &s.signer,
+                &base,
+                &service,
+                channel,
+                &stream_headers,
+                url,
+                body,
+            )
         }
         Document::Media { url } => {
             let token = s.signer.seal(&service, url, Kind::Media, &stream_headers);
@@ -99,11 +113,12 @@ fn playlist_response(
     signer: &Signer,
     base: &str,
     service: &str,
+    channel: &str,
     headers: &Headers,
     url: &Url,
     body: &str,
 ) -> Result<Response, AppError> {
-    let rewritten = proxy::rewrite_playlist(signer, base, service, headers, url, body)
+    let rewritten = proxy::rewrite_playlist(signer, base, service, channel, headers, url, body)
         .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e.to_string())))?;
     Ok((
         [
@@ -129,7 +144,7 @@ async fn proxy(
         .signer
         .open(&context, &item)
         .map_err(|why| AppError::Forbidden(why.to_string()))?;
-    let service: std::sync::Arc<dyn Service> = s
+    let service: Arc<dyn Service> = s
         .registry
         .service(&target.service)
         .filter(|_| s.registry.is_enabled(&target.service))
@@ -142,26 +157,8 @@ async fn proxy(
     let url =
         Url::parse(&target.url).map_err(|_| AppError::Forbidden("malformed proxy token".into()))?;
     if target.kind == Kind::Playlist {
-        let limit = s.config.server.max_body_bytes;
-        let doc = s
-            .media
-            .document(&*service, &target.service, &url, &target.headers, limit)
-            .await?;
-        let Document::Playlist { url, body } = &*doc else {
-            return Err(AppError::Upstream(UpstreamError::Invalid(format!(
-                "{} is media, not the playlist it was listed as",
-                crate::error::redact(&url)
-            ))));
-        };
         let base = base_url(&s.config, &req_headers);
-        return playlist_response(
-            &s.signer,
-            &base,
-            &target.service,
-            &target.headers,
-            url,
-            body,
-        );
+        return media_playlist(&s, &target, service, &url, &base).await;
     }
     let range = req_headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     if target.kind == Kind::Media
@@ -184,7 +181,16 @@ async fn proxy(
     let body = s
         .media
         .segment(service, &target.service, &url, &target.headers)
-        .await?;
+        .await;
+    if !target.channel.is_empty() {
+        match &body {
+            Ok(_) => s.failovers.clear(&target.service, &target.channel),
+            Err(_) => {
+                s.failovers.strike(&target.service, &target.channel);
+            }
+        }
+    }
+    let body = body?;
     Ok(match body {
         cache::Body::Cached(seg) => {
             let ctype = seg
@@ -231,6 +237,124 @@ async fn proxy(
             Body::from_stream(body),
         ),
     })
+}
+
+/// A playlist link: the upstream playlist rewritten, or, once its source has failed
+/// `streams.failover_after` times for this channel, the next source's (see `failover`).
+async fn media_playlist(
+    s: &AppState,
+    target: &proxy::Target,
+    service: Arc<dyn Service>,
+    url: &Url,
+    base: &str,
+) -> Result<Response, AppError> {
+    let limit = s.config.server.max_body_bytes;
+    let link = cache::key(&target.service, url, &target.headers);
+    let failover = !target.channel.is_empty();
+    if failover {
+        if let Some(sw) = s.failovers.switched(&link) {
+            return switched_playlist(s, target, &sw, base).await;
+        }
+    }
+    let threshold = s.config.streams.failover_after.max(1);
+    let fetched =
+        if failover && s.failovers.strikes_of(&target.service, &target.channel) >= threshold {
+            Err(UpstreamError::Invalid(format!(
+                "`{}` failed {threshold} times in a row for this channel",
+                target.service
+            )))
+        } else {
+            s.media
+                .document(&*service, &target.service, url, &target.headers, limit)
+                .await
+                .and_then(|doc| match &*doc {
+                    Document::Playlist { .. } => Ok(doc),
+                    Document::Media { .. } => Err(UpstreamError::Invalid(format!(
+                        "{} is media, not the playlist it was listed as",
+                        crate::error::redact(url)
+                    ))),
+                })
+        };
+    match fetched {
+        Ok(doc) => {
+            let Document::Playlist {
+                url: final_url,
+                body,
+            } = &*doc
+            else {
+                unreachable!("checked above");
+            };
+            if failover && !hls::is_master(body) {
+                s.failovers.note_next_seq(&link, body, final_url);
+            }
+            playlist_response(
+                &s.signer,
+                base,
+                &target.service,
+                &target.channel,
+                &target.headers,
+                final_url,
+                body,
+            )
+        }
+        Err(e) if !failover => Err(e.into()),
+        Err(e) => {
+            let strikes = s.failovers.strike(&target.service, &target.channel);
+            if strikes < threshold {
+                return Err(e.into());
+            }
+            match s
+                .failovers
+                .switch(
+                    &s.registry,
+                    &s.media,
+                    limit,
+                    &link,
+                    &target.channel,
+                    vec![target.service.clone()],
+                )
+                .await
+            {
+                Ok(sw) => switched_playlist(s, target, &sw, base).await,
+                Err(why) => {
+                    tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
+                    Err(e.into())
+                }
+            }
+        }
+    }
+}
+
+/// The replacement source's media playlist, renumbered for the player of the old one.
+async fn switched_playlist(
+    s: &AppState,
+    target: &proxy::Target,
+    sw: &failover::Switch,
+    base: &str,
+) -> Result<Response, AppError> {
+    let limit = s.config.server.max_body_bytes;
+    let doc = s
+        .media
+        .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
+        .await?;
+    let Document::Playlist { url, body } = &*doc else {
+        return Err(AppError::Upstream(UpstreamError::Invalid(
+            "the failover source answered media, not a playlist".into(),
+        )));
+    };
+    let body = sw
+        .numbers
+        .renumber(body, url, s.config.streams.live_edge_segments)
+        .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e)))?;
+    playlist_response(
+        &s.signer,
+        base,
+        &sw.service_name,
+        &target.channel,
+        &sw.headers,
+        url,
+        &body,
+    )
 }
 
 fn media_response(
