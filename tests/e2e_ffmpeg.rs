@@ -102,14 +102,27 @@ url = "{}/list.m3u"
     let demo_url = app.url(&format!("/api/stream/{}.m3u8", id("Demo")));
     let origin_url = app.url(&format!("/api/stream/{}.m3u8", id("Origin TV")));
 
-    let (demo_frames, origin_frames) = tokio::join!(
+    let demo_ts = app.url(&format!("/api/stream/{}.ts", id("Demo")));
+    let origin_ts = app.url(&format!("/api/stream/{}.ts", id("Origin TV")));
+
+    let (demo_frames, origin_frames, demo_ts_frames, origin_ts_frames) = tokio::join!(
         decoded_video_frames(&demo_url),
-        decoded_video_frames(&origin_url)
+        decoded_video_frames(&origin_url),
+        decoded_video_frames(&demo_ts),
+        decoded_video_frames(&origin_ts)
     );
     assert!(demo_frames > 0, "no video decoded from the demo channel");
     assert!(
         origin_frames > 0,
         "no video decoded from the proxied channel"
+    );
+    assert!(
+        demo_ts_frames > 0,
+        "no video decoded from the demo's .ts stream"
+    );
+    assert!(
+        origin_ts_frames > 0,
+        "no video decoded from the proxied .ts stream"
     );
 
     // ffmpeg got through freesky to the origin, past the first segment, and every
