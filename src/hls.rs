@@ -137,7 +137,8 @@ pub fn rewrite_refs(
         if core.is_empty() {
             // Blank (or whitespace-only) line: nothing to do.
         } else if core.starts_with('#') {
-            if tag_name(core) == Some("#EXT-X-STREAM-INF") {
+            if core.starts_with("#EXT-X-STREAM-INF") && tag_name(core) == Some("#EXT-X-STREAM-INF")
+            {
                 after_stream_inf = true;
             }
             rewrite_tag(core, &mut f, &mut out);
@@ -169,16 +170,16 @@ pub fn is_fetchable_ref(raw: &str) -> bool {
         return false;
     }
     // RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ':'.
-    let scheme_end = raw.char_indices().find(|&(i, c)| {
-        !(c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || "+-.".contains(c))))
-    });
-    match scheme_end {
-        Some((i, ':')) if i > 0 => {
-            let scheme = &raw[..i];
-            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
-        }
-        _ => true,
+    let bytes = raw.as_bytes();
+    let scheme_len = bytes
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+        .unwrap_or(bytes.len());
+    if scheme_len == 0 || bytes.get(scheme_len) != Some(&b':') || !bytes[0].is_ascii_alphabetic() {
+        return true; // relative
     }
+    let scheme = &raw[..scheme_len];
+    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
 }
 
 /// Minimal facts about a media playlist, read with `m3u8-rs` (reading is what it does well; see
@@ -279,6 +280,10 @@ fn rewrite_tag(
 ) {
     // #EXTINF's value is "duration,title", not an attribute list: a title may say anything,
     // including `URI="..."`. Tags without ':' (#EXTM3U, #EXT-X-ENDLIST, comments) have no attributes.
+    if line.starts_with("#EXTINF:") {
+        out.push_str(line);
+        return;
+    }
     let Some((name, list)) = line.split_once(':') else {
         out.push_str(line);
         return;

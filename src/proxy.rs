@@ -415,7 +415,13 @@ fn push_file_name(out: &mut String, reference: &str, kind: Kind) {
         .rposition(|&c| c == b'.' || c == b'/')
         .filter(|&i| path[i] == b'.')
         .map(|i| &reference[i + 1..end])
-        .and_then(|e| KNOWN.iter().find(|k| k.eq_ignore_ascii_case(e)));
+        .and_then(|e| {
+            // Exact match first (the usual case), then any letter case.
+            KNOWN
+                .iter()
+                .find(|k| **k == e)
+                .or_else(|| KNOWN.iter().find(|k| k.eq_ignore_ascii_case(e)))
+        });
     match (kind, ext) {
         (_, Some(e)) => {
             out.push_str(stem(kind));
