@@ -431,3 +431,57 @@ async fn redirected_playlists_resolve_relative_uris_against_the_final_url() {
     assert_eq!(got, [b"REL".to_vec(), b"UP".to_vec(), b"ABS".to_vec()]);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+/// A source whose URL is plain MPEG-TS, not HLS: the playlist endpoint redirects to a
+/// signed pass-through link, and the `.ts` endpoint relays it.
+#[tokio::test]
+async fn a_plain_mpeg_ts_source_is_passed_through() {
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let origin = FakeUpstream::bind()
+        .await
+        .require_header("user-agent", "TestPlayer/1.0")
+        .bytes("/raw/stream.ts", "video/mp2t", bytes.clone())
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}|User-Agent=TestPlayer/1.0\n",
+                origin.url("/raw/stream.ts")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Raw").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with(&format!("{}/proxy/", app.base)),
+        "{location}"
+    );
+    assert!(
+        !location.contains("raw"),
+        "the upstream path leaked: {location}"
+    );
+    let through = app.get(&location).await;
+    assert_eq!(through.status(), 200);
+    assert_eq!(through.headers()["content-type"], "video/mp2t");
+    assert_eq!(through.bytes().await.unwrap().to_vec(), bytes);
+
+    let ts = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(ts.status(), 200);
+    assert_eq!(ts.bytes().await.unwrap().to_vec(), bytes);
+    for r in origin.requests() {
+        assert_eq!(r.header("user-agent"), Some("TestPlayer/1.0"), "{}", r.path);
+    }
+}
