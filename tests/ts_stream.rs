@@ -246,3 +246,56 @@ async fn a_ts_stream_of_an_unknown_channel_or_a_failing_one_is_a_json_error() {
     let body = common::assert_api_error(app.get(&format!("/api/stream/{id}.ts")).await, 502).await;
     assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
 }
+
+/// A viewer that stops reading never holds the others back: the session keeps
+/// fetching and the reading viewer gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_does_not_slow_the_others() {
+    const SEGMENTS: usize = 48;
+    const SIZE: usize = 512 * 1024;
+    let names: Vec<String> = (0..SEGMENTS).map(|i| format!("v{i}.ts")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/vod/index.m3u8", HLS_TYPE, common::media_playlist(&refs))
+        .route(
+            "/vod/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    if seg == "v0.ts" {
+                        // Both viewers are in before the first byte goes out.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    respond(200, "video/mp2t", vec![0x47u8; SIZE])
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Vod", origin.url("/vod/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nsegment_cache_mb = 0\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Vod").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("/api/stream/{id}.ts");
+    // The stalled viewer: opens the stream and never reads it.
+    let stalled = app.get(&url).await;
+    assert_eq!(stalled.status(), 200);
+    let reader = app.get(&url).await;
+    let mut body = reader.bytes_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap_or_else(|_| panic!("the reading viewer stalled after {total} bytes"))
+    {
+        total += chunk.expect("chunk").len();
+    }
+    // 24 MiB is far more than socket buffers hold for the stalled viewer.
+    assert_eq!(total, SEGMENTS * SIZE);
+    assert_eq!(origin.hits("/vod/v47.ts"), 1);
+    drop(stalled);
+}
