@@ -76,6 +76,9 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Every tuner (or other bounded slot) is taken: 503, as a busy HDHomeRun answers.
+    #[error("{0}")]
+    Busy(String),
     #[error("every source of `{channel}` failed")]
     AllSourcesFailed {
         channel: String,
@@ -94,6 +97,7 @@ impl AppError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Every try timed out: the upstreams are slow, not broken.
             Self::AllSourcesFailed { tried, .. }
                 if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>

@@ -41,6 +41,7 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
     let store = store::Store::open(dir)?;
     let signer = proxy::Signer::load_or_create(dir, config.server.link_ttl)?;
     let http = upstream::Http::new(config.server.max_body_bytes);
+    let tuner = http::hdhr::Tuner::load(&store, config.hdhomerun.tuner_count)?;
     let registry = services::registry::Registry::new(&config, store, http);
     let media = cache::MediaCache::new(&config.cache);
     Ok(AppState {
@@ -50,6 +51,7 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
         media: Arc::new(media),
         sessions: Arc::default(),
         failovers: Arc::default(),
+        tuner: Arc::new(tuner),
     })
 }
 

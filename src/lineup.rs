@@ -221,6 +221,11 @@ impl Lineup {
             .map(|&i| &self.channels[i])
     }
 
+    /// A channel by its number only (tuner URLs: a numeric slug must not shadow it).
+    pub fn by_number(&self, number: u32) -> Option<&LineupChannel> {
+        self.by_number.get(&number).map(|&i| &self.channels[i])
+    }
+
     /// Channels whose name, group or tags contain `query`, ignoring case and accents.
     pub fn search(&self, query: &str) -> Vec<&LineupChannel> {
         let q = fold(query);

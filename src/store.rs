@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS service_state (
     name     TEXT PRIMARY KEY,
     enabled  INTEGER,
     priority INTEGER
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS channel_identity (
     merge_key TEXT PRIMARY KEY,
@@ -142,6 +146,34 @@ impl Store {
 
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
+    }
+
+    /// The value of setting `key`, set to `init()` the first time and never changed
+    /// after (identities such as the tuner's DeviceID). Durable before it returns.
+    pub fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .expect("store connection lock is never poisoned");
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        let value = init();
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(value)
     }
 
     pub fn service_override(&self, name: &str) -> ServiceOverride {

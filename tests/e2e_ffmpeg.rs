@@ -104,13 +104,29 @@ url = "{}/list.m3u"
 
     let demo_ts = app.url(&format!("/api/stream/{}.ts", id("Demo")));
     let origin_ts = app.url(&format!("/api/stream/{}.ts", id("Origin TV")));
+    let origin_number = channels
+        .iter()
+        .find(|c| c["name"] == "Origin TV")
+        .and_then(|c| c["number"].as_u64())
+        .expect("Origin TV has a number");
+    // What Plex and Jellyfin play: the HDHomeRun tuner URL from lineup.json.
+    let (_, lineup) = app.get_json("/lineup.json").await;
+    let tuner_url = lineup
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["GuideName"] == "Origin TV"))
+        .and_then(|e| e["URL"].as_str())
+        .expect("Origin TV in lineup.json")
+        .to_string();
+    assert_eq!(tuner_url, app.url(&format!("/auto/v{origin_number}")));
 
-    let (demo_frames, origin_frames, demo_ts_frames, origin_ts_frames) = tokio::join!(
+    let (demo_frames, origin_frames, demo_ts_frames, origin_ts_frames, tuner_frames) = tokio::join!(
         decoded_video_frames(&demo_url),
         decoded_video_frames(&origin_url),
         decoded_video_frames(&demo_ts),
-        decoded_video_frames(&origin_ts)
+        decoded_video_frames(&origin_ts),
+        decoded_video_frames(&tuner_url)
     );
+    assert!(tuner_frames > 0, "no video decoded from the tuner URL");
     assert!(demo_frames > 0, "no video decoded from the demo channel");
     assert!(
         origin_frames > 0,

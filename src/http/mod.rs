@@ -15,6 +15,7 @@ use crate::proxy::Signer;
 use crate::services::registry::Registry;
 
 mod api;
+pub mod hdhr;
 mod playlist;
 mod stream;
 
@@ -27,6 +28,7 @@ pub struct AppState {
     pub media: Arc<crate::cache::MediaCache>,
     pub sessions: Arc<crate::session::Sessions>,
     pub failovers: Arc<crate::failover::Failovers>,
+    pub tuner: Arc<hdhr::Tuner>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -34,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(stream::routes())
         .merge(playlist::routes())
+        .merge(hdhr::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

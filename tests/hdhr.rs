@@ -1,0 +1,277 @@
+//! HDHomeRun tuner emulation as Plex, Jellyfin and Emby read it (SPEC section 4):
+//! the JSON and XML they parse, a DeviceID that survives restarts, and tuner_count
+//! enforced with 503.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use common::{assert_api_error, json_of, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
+
+async fn two_service_app(extra: &str) -> (TestApp, FakeUpstream) {
+    let portal = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",News & Weather\nhttp://127.0.0.1:9/one.m3u8\n\
+             #EXTINF:-1 tvg-id=\"Two.example\",Sport <Two>\nhttp://127.0.0.1:9/two.m3u8\n",
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"{extra}
+[hdhomerun]
+enabled = true
+friendly_name = "Living room"
+tuner_count = 2
+
+[[services]]
+name = "Demo"
+kind = "demo"
+priority = 1
+
+[[services]]
+name = "Portal"
+kind = "m3u"
+priority = 2
+url = "{}/list.m3u"
+"#,
+        portal.base()
+    ))
+    .await;
+    (app, portal)
+}
+
+fn device_id_of(discover: &Value) -> u32 {
+    let id = discover["DeviceID"].as_str().expect("DeviceID is a string");
+    assert_eq!(id.len(), 8, "DeviceID `{id}` is not 8 hex digits");
+    u32::from_str_radix(id, 16).unwrap_or_else(|_| panic!("DeviceID `{id}` is not hex"))
+}
+
+#[tokio::test]
+async fn discover_and_lineup_carry_what_media_servers_read() {
+    let (app, _portal) = two_service_app("").await;
+
+    let (status, d) = app.get_json("/discover.json").await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["FriendlyName"], "Living room");
+    for key in [
+        "ModelNumber",
+        "FirmwareName",
+        "FirmwareVersion",
+        "DeviceAuth",
+    ] {
+        assert!(
+            d[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key} missing or empty in {d}"
+        );
+    }
+    // Jellyfin appends ?transcode= to stream URLs of "HDTC" models; we are not one.
+    assert!(!d["ModelNumber"].as_str().unwrap().contains("HDTC"));
+    assert!(freesky::http::hdhr::is_valid_device_id(device_id_of(&d)));
+    assert_eq!(d["BaseURL"], app.base.as_str());
+    assert_eq!(d["LineupURL"], app.url("/lineup.json"));
+    assert_eq!(d["TunerCount"], 2);
+
+    let (status, lineup) = app.get_json("/lineup.json").await;
+    assert_eq!(status, 200, "{lineup}");
+    let channels = app.channels().await;
+    let entries = lineup.as_array().expect("lineup.json is an array");
+    assert_eq!(entries.len(), channels.len());
+    for (entry, channel) in entries.iter().zip(&channels) {
+        let number = channel["number"].as_u64().expect("number");
+        // GuideNumber is a string in real devices' JSON; Plex compares it as text.
+        assert_eq!(entry["GuideNumber"], number.to_string(), "{entry}");
+        assert_eq!(entry["GuideName"], channel["name"], "{entry}");
+        assert_eq!(entry["URL"], app.url(&format!("/auto/v{number}")));
+        for key in ["HD", "Favorite", "DRM"] {
+            assert!(entry[key].is_boolean(), "{key} in {entry}");
+        }
+        assert_eq!(entry["DRM"], false);
+        assert!(entry["VideoCodec"].is_string() && entry["AudioCodec"].is_string());
+    }
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["GuideName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Demo", "News & Weather", "Sport <Two>"]);
+
+    let (status, s) = app.get_json("/lineup_status.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(s["ScanInProgress"], 0);
+    assert_eq!(s["ScanPossible"], 1);
+    assert!(s["Source"].is_string() && s["SourceList"].is_array(), "{s}");
+
+    for scan in ["start", "abort"] {
+        let r = app.post(&format!("/lineup.post?scan={scan}")).await;
+        assert_eq!(r.status(), 200, "lineup.post?scan={scan}");
+    }
+}
+
+#[tokio::test]
+async fn device_xml_is_a_upnp_root_device_with_the_same_identity() {
+    let (app, _portal) = two_service_app("").await;
+    let (_, d) = app.get_json("/discover.json").await;
+    let id = d["DeviceID"].as_str().unwrap().to_string();
+    for path in ["/device.xml", "/capability"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.contains("xml"), "{path}: content-type {ct}");
+        let xml = r.text().await.unwrap();
+        let (root, xmlns, texts) = parse_xml(&xml);
+        assert_eq!(root, "root", "{path}:\n{xml}");
+        assert_eq!(xmlns.as_deref(), Some("urn:schemas-upnp-org:device-1-0"));
+        let text = |name: &str| {
+            texts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_else(|| panic!("no <{name}> in {path}:\n{xml}"))
+        };
+        assert_eq!(text("friendlyName"), "Living room");
+        assert_eq!(text("serialNumber"), id);
+        assert_eq!(text("URLBase"), app.base);
+    }
+}
+
+/// The root element's name and `xmlns`, and every element's (name, text); panics
+/// when the document is not well-formed.
+fn parse_xml(xml: &str) -> (String, Option<String>, Vec<(String, String)>) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut root, mut xmlns, mut texts) = (None, None, Vec::new());
+    let mut open: Vec<String> = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = e.local_name().as_ref().to_string();
+                if root.is_none() {
+                    root = Some(name.clone());
+                    xmlns = e
+                        .try_get_attribute("xmlns")
+                        .unwrap()
+                        .map(|a| a.value.to_string());
+                }
+                open.push(name);
+            }
+            Ok(Event::Text(t)) => {
+                if let Some(name) = open.last() {
+                    let text = quick_xml::escape::unescape(&t.xml10_content())
+                        .unwrap()
+                        .trim()
+                        .to_string();
+                    if !text.is_empty() {
+                        texts.push((name.clone(), text));
+                    }
+                }
+            }
+            Ok(Event::End(_)) => {
+                open.pop();
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("not well-formed XML: {e}\n{xml}"),
+        }
+    }
+    assert!(open.is_empty(), "unclosed elements {open:?}\n{xml}");
+    (root.expect("no root element"), xmlns, texts)
+}
+
+#[tokio::test]
+async fn public_url_is_used_for_every_tuner_url() {
+    let (app, _portal) = two_service_app(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\npublic_url = \"http://tv.example:8005/\"\n",
+    )
+    .await;
+    let (_, d) = app.get_json("/discover.json").await;
+    assert_eq!(d["BaseURL"], "http://tv.example:8005");
+    assert_eq!(d["LineupURL"], "http://tv.example:8005/lineup.json");
+    let (_, lineup) = app.get_json("/lineup.json").await;
+    assert_eq!(lineup[0]["URL"], "http://tv.example:8005/auto/v1");
+}
+
+#[tokio::test]
+async fn device_id_and_auth_survive_a_restart() {
+    let (mut app, _portal) = two_service_app("").await;
+    let (_, before) = app.get_json("/discover.json").await;
+    app.restart().await;
+    let (_, after) = app.get_json("/discover.json").await;
+    assert_eq!(before["DeviceID"], after["DeviceID"]);
+    assert_eq!(before["DeviceAuth"], after["DeviceAuth"]);
+
+    // A different state_dir is a different tuner.
+    let (other, _portal2) = two_service_app("").await;
+    let (_, third) = other.get_json("/discover.json").await;
+    assert_ne!(before["DeviceID"], third["DeviceID"]);
+}
+
+#[tokio::test]
+async fn a_tuner_beyond_tuner_count_gets_503_and_frees_when_the_viewer_leaves() {
+    let (app, _portal) = two_service_app("").await;
+    let first = open_tuner(&app, "/auto/v1").await;
+    let second = open_tuner(&app, "/auto/v1").await;
+    // Both tuners are taken: a third viewer (any channel) is refused as busy.
+    let body = assert_api_error(app.get("/auto/v1").await, 503).await;
+    assert!(body["error"].as_str().unwrap().contains("tuners"), "{body}");
+
+    // The tuner frees once a viewer disconnects (the server notices on its next write).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let r = app.get("/auto/v1").await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tuner was not freed after its viewer left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(second);
+}
+
+/// Opens a tuner stream and reads its first bytes; the tuner stays taken until the
+/// returned stream is dropped.
+async fn open_tuner(
+    app: &TestApp,
+    path: &str,
+) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> {
+    let resp = app.get(path).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    assert_eq!(resp.headers()["content-type"], "video/MP2T");
+    let mut body = Box::pin(resp.bytes_stream());
+    let chunk = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .expect("tuner stream sent nothing")
+        .expect("tuner stream ended at once")
+        .expect("tuner chunk");
+    assert_eq!(chunk[0], 0x47, "not MPEG-TS (sync byte)");
+    body
+}
+
+#[tokio::test]
+async fn bad_tuner_paths_and_a_disabled_tuner_get_404() {
+    let (app, _portal) = two_service_app("").await;
+    assert_api_error(app.get("/auto/v999").await, 404).await;
+    assert_api_error(app.get("/auto/ch1").await, 404).await;
+    assert_api_error(app.get("/auto/v").await, 404).await;
+
+    let off = TestApp::spawn(
+        "[hdhomerun]\nenabled = false\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+    )
+    .await;
+    for path in ["/discover.json", "/lineup.json", "/device.xml", "/auto/v1"] {
+        let (status, body) = json_of(off.get(path).await).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("HDHomeRun"),
+            "{body}"
+        );
+    }
+}
