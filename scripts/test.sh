@@ -13,18 +13,22 @@ timed() {
   printf '    (%ss)\n' "$((SECONDS - t))"
 }
 
-# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback) ---
+# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback) and
+# Debian's XMLTV validator (tv_validate_file, package xmltv-util) ---
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
-command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
 if ((${#missing[@]})); then
   stage "installing ${missing[*]} with apt-get"
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v ffprobe >/dev/null || { echo "error: ffprobe is still missing after apt-get" >&2; exit 1; }
+for tool in ffmpeg ffprobe tv_validate_file; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is still missing after apt-get" >&2; exit 1; }
+done
+[ -f /usr/share/xmltv/xmltv.dtd ] || { echo "error: /usr/share/xmltv/xmltv.dtd missing (xmltv-util)" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install Rust from https://rustup.rs (stable >= 1.89)" >&2

@@ -39,6 +39,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub cache: CacheConfig,
     pub streams: StreamsConfig,
+    pub guide: GuideConfig,
     pub hdhomerun: HdhrConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -120,6 +121,36 @@ impl Default for StreamsConfig {
             failover_after: 3,
             idle_stop: Duration::from_secs(5),
             live_edge_segments: 3,
+        }
+    }
+}
+
+/// The merged XMLTV guide (`/epg.xml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuideConfig {
+    /// How often every service's guide is fetched again.
+    #[serde(deserialize_with = "de_duration")]
+    pub refresh: Duration,
+    /// Programmes kept: from a day back to this many days ahead.
+    pub days: u32,
+    /// Channels without guide data get blocks titled with the channel name (Plex
+    /// hides channels that have no guide).
+    pub placeholders: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub placeholder_length: Duration,
+    /// "Title - Sub-title" in the title, for players that show titles only (Plex).
+    pub fold_subtitle: bool,
+}
+
+impl Default for GuideConfig {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(6 * 3600),
+            days: 7,
+            placeholders: false,
+            placeholder_length: Duration::from_secs(3600),
+            fold_subtitle: false,
         }
     }
 }
@@ -386,6 +417,7 @@ impl<'t> Parse<'t> {
             server: ServerConfig::default(),
             cache: CacheConfig::default(),
             streams: StreamsConfig::default(),
+            guide: GuideConfig::default(),
             hdhomerun: HdhrConfig::default(),
             services: Vec::new(),
         };
@@ -395,12 +427,13 @@ impl<'t> Parse<'t> {
                 "server" => cfg.server = self.section(&name, value)?,
                 "cache" => cfg.cache = self.section(&name, value)?,
                 "streams" => cfg.streams = self.section(&name, value)?,
+                "guide" => cfg.guide = self.section(&name, value)?,
                 "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, streams, hdhomerun or services)"
+                    "unknown section (expected server, cache, streams, guide, hdhomerun or services)"
                         .into(),
                 ),
             }
@@ -600,6 +633,15 @@ impl<'t> Parse<'t> {
         }
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());
+        }
+        if cfg.guide.refresh < Duration::from_secs(60) {
+            self.problem("guide.refresh", "must be at least 1m".into());
+        }
+        if !(1..=31).contains(&cfg.guide.days) {
+            self.problem("guide.days", "must be between 1 and 31".into());
+        }
+        if cfg.guide.placeholder_length < Duration::from_secs(300) {
+            self.problem("guide.placeholder_length", "must be at least 5m".into());
         }
     }
 

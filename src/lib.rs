@@ -10,12 +10,14 @@
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `session`: continuous MPEG-TS, one shared upstream session per channel.
 //! - `failover`: switching a playing HLS link to the channel's next source.
+//! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
 
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod failover;
+pub mod guide;
 pub mod hls;
 pub mod http;
 pub mod lineup;
@@ -26,6 +28,7 @@ pub mod services;
 pub mod session;
 pub mod store;
 pub mod upstream;
+pub mod xmltv;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,9 +47,12 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
     let tuner = http::hdhr::Tuner::load(&store, config.hdhomerun.tuner_count)?;
     let registry = services::registry::Registry::new(&config, store, http);
     let media = cache::MediaCache::new(&config.cache);
+    let registry = Arc::new(registry);
+    let guides = guide::Guides::new(registry.clone(), config.guide.clone());
     Ok(AppState {
         config: Arc::new(config),
-        registry: Arc::new(registry),
+        registry,
+        guides: Arc::new(guides),
         signer: Arc::new(signer),
         media: Arc::new(media),
         sessions: Arc::default(),
@@ -63,10 +69,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
+    let guides = state.guides.clone();
     tokio::spawn(async move {
         if let Err(e) = registry.lineup().await {
             tracing::warn!(error = %e, "initial lineup load failed");
         }
+        // Then the guides, on their schedule.
+        guides.spawn_refresh();
     });
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

@@ -51,6 +51,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch every enabled service's guide once and write the merged XMLTV to stdout.
+    Guide {
+        /// Gzip the output.
+        #[arg(long)]
+        gzip: bool,
+    },
     /// Write the merged M3U playlist to stdout.
     Playlist {
         /// Base URL the stream links should use.
@@ -155,6 +161,28 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                     )?;
                 }
             }
+            Ok(())
+        }
+        Command::Guide { gzip } => {
+            let state = freesky::state(config)?;
+            let progress = std::io::stderr().is_terminal();
+            if progress {
+                eprint!("fetching guides...");
+            }
+            let guide = state.guides.refresh().await?;
+            if progress {
+                eprintln!(
+                    " {} channels, {} programmes",
+                    guide.channels, guide.programmes
+                );
+            }
+            for s in state.registry.status().iter().filter(|s| s.enabled) {
+                if let Some(err) = state.guides.status_of(&s.name).and_then(|g| g.last_error) {
+                    eprintln!("warning: guide of {}: {err}", s.name);
+                }
+            }
+            let bytes = if gzip { &guide.gz } else { &guide.xml };
+            std::io::stdout().lock().write_all(bytes)?;
             Ok(())
         }
         Command::Playlist { base_url } => {

@@ -15,6 +15,7 @@ use crate::proxy::Signer;
 use crate::services::registry::Registry;
 
 mod api;
+mod guide;
 pub mod hdhr;
 mod playlist;
 mod stream;
@@ -24,6 +25,7 @@ mod stream;
 pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    pub guides: Arc<crate::guide::Guides>,
     pub signer: Arc<Signer>,
     pub media: Arc<crate::cache::MediaCache>,
     pub sessions: Arc<crate::session::Sessions>,
@@ -37,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(stream::routes())
         .merge(playlist::routes())
         .merge(hdhr::routes())
+        .merge(guide::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

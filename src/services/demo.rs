@@ -78,6 +78,25 @@ pub fn live_playlist(now: u64) -> String {
     out
 }
 
+/// A day of half-hour "Demo loop" programmes around `now`, as XMLTV.
+fn guide(now: u64) -> String {
+    const BLOCK: u64 = 1800;
+    let first = now - now % BLOCK - 2 * BLOCK;
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n  <channel id=\"demo.freesky\"><display-name>Demo</display-name></channel>\n",
+    );
+    for i in 0..50 {
+        let start = first + i * BLOCK;
+        out.push_str(&format!(
+            "  <programme start=\"{}\" stop=\"{}\" channel=\"demo.freesky\"><title>Demo loop</title><desc>freesky's built-in test channel: four segments, looping.</desc><category>Test</category></programme>\n",
+            crate::xmltv::format_time(start as i64),
+            crate::xmltv::format_time((start + BLOCK) as i64),
+        ));
+    }
+    out.push_str("</tv>\n");
+    out
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -98,6 +117,10 @@ impl Service for Demo {
             headers: Vec::new(),
             url: None,
         }])
+    }
+
+    fn guide_source(&self) -> Option<String> {
+        Some(url("guide.xml").to_string())
     }
 
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
@@ -132,6 +155,11 @@ impl Service for Demo {
         const M3U8: &str = "application/vnd.apple.mpegurl";
         match path {
             "master.m3u8" => Ok(Fetched::from_bytes(url.clone(), M3U8, master().into())),
+            "guide.xml" => Ok(Fetched::from_bytes(
+                url.clone(),
+                "application/xml",
+                guide(unix_now()).into(),
+            )),
             "live.m3u8" => Ok(Fetched::from_bytes(
                 url.clone(),
                 M3U8,

@@ -21,7 +21,8 @@ use crate::upstream::ServiceHttp;
 pub struct M3uConfig {
     /// The playlist: `http(s)://...` or a file path.
     pub url: String,
-    /// XMLTV guide for these channels (used by the guide, issue 4).
+    /// XMLTV guide for these channels (URL or file, plain or gzipped); default: the
+    /// list header's `url-tvg` / `x-tvg-url`.
     #[serde(default)]
     pub epg_url: Option<String>,
 }
@@ -46,6 +47,9 @@ impl M3uConfig {
 pub struct M3u {
     name: String,
     source: String,
+    epg_url: Option<String>,
+    /// The guide the list's header names (`url-tvg`), from the last load.
+    header_guide: std::sync::Mutex<Option<String>>,
     http: ServiceHttp,
     resolved_ttl: Duration,
 }
@@ -56,6 +60,8 @@ impl M3u {
         Self {
             name: cfg.name.clone(),
             source: kind.url.clone(),
+            epg_url: kind.epg_url.clone().filter(|u| !u.trim().is_empty()),
+            header_guide: std::sync::Mutex::default(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, origin.as_ref()),
             resolved_ttl: ctx.resolved_ttl,
         }
@@ -92,6 +98,14 @@ impl Service for M3u {
                 "not an M3U playlist (no #EXTM3U header, no entries)".into(),
             ));
         }
+        let header_guide = playlist.guide_url().and_then(|g| match &base {
+            Some(b) => b.join(g).ok().map(|u| u.to_string()),
+            None => Url::parse(g).ok().map(|u| u.to_string()),
+        });
+        *self
+            .header_guide
+            .lock()
+            .expect("guide lock is never poisoned") = header_guide;
         for w in &playlist.warnings {
             tracing::warn!(service = %self.name, line = w.line, "skipped in M3U: {}", w.message);
         }
@@ -154,5 +168,14 @@ impl Service for M3u {
 
     fn http(&self) -> &ServiceHttp {
         &self.http
+    }
+
+    fn guide_source(&self) -> Option<String> {
+        self.epg_url.clone().or_else(|| {
+            self.header_guide
+                .lock()
+                .expect("guide lock is never poisoned")
+                .clone()
+        })
     }
 }

@@ -39,6 +39,13 @@ pub trait Service: Send + Sync {
     /// The service's HTTP identity (headers, credentials, timeout).
     fn http(&self) -> &ServiceHttp;
 
+    /// Where the service's XMLTV guide is (an http(s) URL, fetched with `fetch`, or
+    /// a file path), once known; `None` when it has none. Asked after `channels`,
+    /// since an M3U list names its guide in its header.
+    fn guide_source(&self) -> Option<String> {
+        None
+    }
+
     /// Fetches one URL of a resolved stream (playlist, segment, key). Services that
     /// serve streams themselves (demo) override this; everyone else goes over HTTP.
     async fn fetch(

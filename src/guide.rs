@@ -1,0 +1,377 @@
+//! The merged guide: fetches each enabled service's XMLTV (plain or gzipped, URL or
+//! file) as a stream, keeps the programmes of lineup channels, merges them by service
+//! priority (the first service with programmes for a channel wins), and renders
+//! `/epg.xml` and `/epg.xml.gz` once per refresh. A service whose refresh fails keeps
+//! its last good guide; its status says what went wrong.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_compression::tokio::bufread::GzipDecoder;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::Serialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
+use url::Url;
+
+use crate::config::GuideConfig;
+use crate::error::{redact, AppError};
+use crate::lineup::{normalise, Lineup};
+use crate::model::Channel;
+use crate::services::registry::Registry;
+use crate::xmltv::{self, ChannelMap, OutChannel, ServiceGuide};
+
+/// One guide download may take this long in all (its reads are also idle-bounded by
+/// the service timeout).
+const GUIDE_DEADLINE: Duration = Duration::from_secs(300);
+/// Decompressed bytes read from one guide at most (a gzip bomb stops here).
+const GUIDE_MAX_BYTES: u64 = 2 << 30;
+/// Programmes that ended longer ago than this are dropped.
+const KEEP_PAST: i64 = 24 * 3600;
+
+/// What the last refresh of one service's guide did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GuideStatus {
+    /// The guide's address, without query (tokens) or credentials.
+    pub source: String,
+    /// When a refresh last succeeded (RFC 3339).
+    pub last_ok: Option<String>,
+    /// Why the last refresh failed; `None` after a success. The last good guide
+    /// stays served meanwhile.
+    pub last_error: Option<String>,
+    pub channels: usize,
+    pub programmes: usize,
+    /// Programmes dropped for bad data (bad times, no title), with the first reason.
+    pub skipped: usize,
+    pub first_skip: Option<String>,
+}
+
+/// The rendered guide, as served.
+pub struct Rendered {
+    pub xml: Bytes,
+    pub gz: Bytes,
+    pub channels: usize,
+    pub programmes: usize,
+}
+
+pub struct Guides {
+    registry: Arc<Registry>,
+    cfg: GuideConfig,
+    last_good: Mutex<HashMap<String, Arc<ServiceGuide>>>,
+    status: Mutex<HashMap<String, GuideStatus>>,
+    rendered: RwLock<Option<Arc<Rendered>>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Guides {
+    pub fn new(registry: Arc<Registry>, cfg: GuideConfig) -> Self {
+        Self {
+            registry,
+            cfg,
+            last_good: Mutex::default(),
+            status: Mutex::default(),
+            rendered: RwLock::default(),
+            refreshing: tokio::sync::Mutex::const_new(()),
+        }
+    }
+
+    /// The guide status of service `name`, once its guide has been tried.
+    pub fn status_of(&self, name: &str) -> Option<GuideStatus> {
+        self.status
+            .lock()
+            .expect("guide status lock is never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    /// The current guide; the first call (or one after the lineup was lost) builds it.
+    pub async fn current(&self) -> Result<Arc<Rendered>, AppError> {
+        if let Some(r) = self.rendered() {
+            return Ok(r);
+        }
+        self.refresh().await
+    }
+
+    fn rendered(&self) -> Option<Arc<Rendered>> {
+        self.rendered
+            .read()
+            .expect("guide lock is never poisoned")
+            .clone()
+    }
+
+    /// Refreshes every enabled service's guide in the background, every
+    /// `guide.refresh`, for as long as `self` lives elsewhere.
+    pub fn spawn_refresh(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = self.cfg.refresh;
+        tokio::spawn(async move {
+            loop {
+                let Some(guides) = weak.upgrade() else { return };
+                if let Err(e) = guides.refresh().await {
+                    tracing::warn!(error = %e, "guide refresh failed");
+                }
+                drop(guides);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    /// Fetches every enabled service's guide again, merges and renders. Concurrent
+    /// callers share one refresh.
+    pub async fn refresh(&self) -> Result<Arc<Rendered>, AppError> {
+        let before = self.rendered().map(|r| Arc::as_ptr(&r) as usize);
+        let _one = self.refreshing.lock().await;
+        if let Some(r) = self.rendered() {
+            if Some(Arc::as_ptr(&r) as usize) != before {
+                return Ok(r); // someone else refreshed while we waited
+            }
+        }
+        let lineup = self.registry.lineup().await?;
+        let now = chrono::Utc::now().timestamp();
+        let (from, to) = (now - KEEP_PAST, now + i64::from(self.cfg.days) * 86_400);
+
+        let mut services: Vec<_> = self
+            .registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        let fetches = services.iter().map(|s| {
+            let lineup = lineup.clone();
+            async move {
+                let name = s.name.clone();
+                let result = self.fetch_one(&name, &lineup, from, to).await;
+                (name, result)
+            }
+        });
+        for (name, result) in futures::future::join_all(fetches).await {
+            let mut status = self.status.lock().expect("guide status lock");
+            match result {
+                Ok(None) => {
+                    status.remove(&name);
+                    self.last_good.lock().expect("guide lock").remove(&name);
+                }
+                Ok(Some((source, guide))) => {
+                    tracing::info!(service = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
+                    status.insert(
+                        name.clone(),
+                        GuideStatus {
+                            source,
+                            last_ok: Some(now_rfc3339()),
+                            last_error: None,
+                            channels: guide.channels_matched,
+                            programmes: guide.programme_count(),
+                            skipped: guide.skipped,
+                            first_skip: guide.first_skip.clone(),
+                        },
+                    );
+                    self.last_good
+                        .lock()
+                        .expect("guide lock")
+                        .insert(name, Arc::new(guide));
+                }
+                Err((source, err)) => {
+                    tracing::warn!(service = %name, error = %err, "guide refresh failed; keeping the last good guide");
+                    let entry = status.entry(name).or_default();
+                    entry.source = source;
+                    entry.last_error = Some(err);
+                }
+            }
+        }
+
+        let rendered = Arc::new(self.render(&lineup, &services, to));
+        *self.rendered.write().expect("guide lock is never poisoned") = Some(rendered.clone());
+        Ok(rendered)
+    }
+
+    /// One service's guide: `Ok(None)` when it has none, `Err((source, why))`.
+    async fn fetch_one(
+        &self,
+        name: &str,
+        lineup: &Lineup,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<(String, ServiceGuide)>, (String, String)> {
+        let Some(service) = self.registry.service(name) else {
+            return Ok(None);
+        };
+        // The channel list first: it says where an M3U list's guide is, and which
+        // tvg-ids this service uses for which lineup channel.
+        let channels = self
+            .registry
+            .channels_of(name)
+            .await
+            .map_err(|e| (String::new(), format!("channel list: {e}")))?;
+        let Some(source) = service.guide_source() else {
+            return Ok(None);
+        };
+        let shown = match Url::parse(&source) {
+            Ok(u) => redact(&u),
+            Err(_) => source.clone(),
+        };
+        let map = Mapping::new(name, &channels, lineup);
+        let work = async {
+            let reader = open(&*service, &source).await?;
+            xmltv::read(reader, &map, from, to)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(GUIDE_DEADLINE, work).await {
+            Err(_) => Err((
+                shown,
+                format!(
+                    "took longer than {}",
+                    humantime::format_duration(GUIDE_DEADLINE)
+                ),
+            )),
+            Ok(Err(e)) => Err((shown, e)),
+            Ok(Ok(guide)) => Ok(Some((shown, guide))),
+        }
+    }
+
+    fn render(
+        &self,
+        lineup: &Lineup,
+        services: &[crate::model::ServiceStatus],
+        to: i64,
+    ) -> Rendered {
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let ordered: Vec<&ServiceGuide> = services
+            .iter()
+            .filter_map(|s| good.get(&s.name).map(|g| &**g))
+            .collect();
+        let block = self.cfg.placeholder_length.as_secs() as i64;
+        let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
+        if self.cfg.placeholders {
+            for c in &lineup.channels {
+                if !ordered
+                    .iter()
+                    .any(|g| g.programmes.contains_key(&c.guide_id))
+                {
+                    let now = chrono::Utc::now().timestamp();
+                    fillers.insert(
+                        &c.guide_id,
+                        xmltv::placeholders(&c.name, now - 3600, to, block),
+                    );
+                }
+            }
+        }
+        let out: Vec<OutChannel<'_>> = lineup
+            .channels
+            .iter()
+            .map(|c| OutChannel {
+                id: &c.guide_id,
+                name: &c.name,
+                logo: &c.logo,
+                programmes: ordered
+                    .iter()
+                    .find_map(|g| g.programmes.get(&c.guide_id))
+                    .or_else(|| fillers.get(c.guide_id.as_str()))
+                    .map_or(&[][..], Vec::as_slice),
+            })
+            .collect();
+        let programmes = out.iter().map(|c| c.programmes.len()).sum();
+        let xml = xmltv::render(&out, self.cfg.fold_subtitle);
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(xml.len() / 6),
+            flate2::Compression::fast(),
+        );
+        let gz = gz
+            .write_all(&xml)
+            .and_then(|()| gz.finish())
+            .unwrap_or_default();
+        Rendered {
+            channels: out.iter().filter(|c| !c.programmes.is_empty()).count(),
+            programmes,
+            xml: xml.into(),
+            gz: gz.into(),
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The guide's bytes, gunzipped when they are gzip (by content, not name), bounded.
+async fn open(
+    service: &dyn crate::services::Service,
+    source: &str,
+) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String> {
+    let raw: Box<dyn AsyncBufRead + Send + Unpin> = if source.contains("://") {
+        let url = Url::parse(source).map_err(|e| format!("bad guide URL: {e}"))?;
+        let fetched = service
+            .fetch(&url, &Vec::new(), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = fetched.body.map_err(std::io::Error::other);
+        Box::new(tokio_util::io::StreamReader::new(body))
+    } else {
+        let file = tokio::fs::File::open(source)
+            .await
+            .map_err(|e| format!("cannot read {source}: {e}"))?;
+        Box::new(BufReader::new(file))
+    };
+    let mut raw = raw;
+    let head = raw
+        .fill_buf()
+        .await
+        .map_err(|e| format!("reading the guide: {e}"))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let mut decoder = GzipDecoder::new(raw);
+        decoder.multiple_members(true);
+        Ok(Box::new(BufReader::new(decoder.take(GUIDE_MAX_BYTES))))
+    } else {
+        Ok(Box::new(BufReader::new(raw.take(GUIDE_MAX_BYTES))))
+    }
+}
+
+/// Which lineup channel a guide channel is: the tvg-id this service lists for it,
+/// then a guide id in the lineup, then the display name normalised as the lineup
+/// normalises channel names.
+struct Mapping {
+    by_tvg: HashMap<String, String>,
+    by_name: HashMap<String, String>,
+}
+
+impl Mapping {
+    fn new(service: &str, channels: &[Channel], lineup: &Lineup) -> Self {
+        let tvg_of: HashMap<&str, &str> = channels
+            .iter()
+            .filter(|c| !c.tvg_id.trim().is_empty())
+            .map(|c| (c.id.as_str(), c.tvg_id.trim()))
+            .collect();
+        let mut by_tvg = HashMap::new();
+        let mut by_name = HashMap::new();
+        for c in &lineup.channels {
+            by_tvg
+                .entry(c.guide_id.to_lowercase())
+                .or_insert_with(|| c.guide_id.clone());
+            by_name
+                .entry(normalise(&c.name))
+                .or_insert_with(|| c.guide_id.clone());
+            for s in c.sources.iter().filter(|s| s.service == service) {
+                if let Some(tvg) = tvg_of.get(s.channel_id.as_str()) {
+                    // This service's own tvg-id wins over another channel's guide id.
+                    by_tvg.insert(tvg.to_lowercase(), c.guide_id.clone());
+                }
+                by_name
+                    .entry(normalise(&s.name))
+                    .or_insert_with(|| c.guide_id.clone());
+            }
+        }
+        Self { by_tvg, by_name }
+    }
+}
+
+impl ChannelMap for Mapping {
+    fn map(&self, xml_id: &str, names: &[String]) -> Option<String> {
+        self.by_tvg
+            .get(&xml_id.trim().to_lowercase())
+            .or_else(|| names.iter().find_map(|n| self.by_name.get(&normalise(n))))
+            .cloned()
+    }
+}

@@ -1,0 +1,776 @@
+//! XMLTV: a streaming reader that keeps only the programmes of channels we map, and
+//! the writer of the merged guide. No IO of its own: `read` takes any async byte
+//! source (an HTTP body, gunzipped or not), `render` returns bytes.
+//!
+//! Memory while reading is bounded by what is kept: the programmes of mapped channels
+//! inside the time window, each stored as its already-serialized child elements.
+//! A 200 MB guide of which we keep nothing costs a few kilobytes of buffer.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::{Reader, Writer};
+use tokio::io::AsyncBufRead;
+
+/// Programme children players read, in the order the XMLTV DTD requires them
+/// (`tv_validate_file` checks it). Anything else is dropped.
+const KEPT: &[&str] = &[
+    "title",
+    "sub-title",
+    "desc",
+    "date",
+    "category",
+    "icon",
+    "episode-num",
+    "previously-shown",
+    "premiere",
+    "new",
+    "rating",
+];
+
+/// Kept children that are text, and are dropped when empty.
+const TEXTUAL: &[&str] = &[
+    "title",
+    "sub-title",
+    "desc",
+    "date",
+    "category",
+    "episode-num",
+];
+
+/// `season.episode.part`, each `n` or `n/total`, zero-based, any of them empty.
+fn valid_xmltv_ns(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            let p: String = p.chars().filter(|c| !c.is_whitespace()).collect();
+            let (n, total) = p.split_once('/').unwrap_or((&p, ""));
+            n.bytes().all(|b| b.is_ascii_digit()) && total.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// One programme, ready to write: times in UTC seconds, children as XML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Programme {
+    pub start: i64,
+    pub stop: Option<i64>,
+    /// `(position in KEPT, serialized element)`, in document order.
+    pub children: Vec<(u8, Box<str>)>,
+    pub title: Box<str>,
+    pub sub_title: Option<Box<str>>,
+}
+
+/// What one guide gave, keyed by our guide id.
+#[derive(Debug, Default)]
+pub struct ServiceGuide {
+    pub programmes: HashMap<String, Vec<Programme>>,
+    /// Guide channels that matched a lineup channel.
+    pub channels_matched: usize,
+    /// Programmes dropped for bad data (a bad time, no title), with the first reason.
+    pub skipped: usize,
+    pub first_skip: Option<String>,
+}
+
+impl ServiceGuide {
+    pub fn programme_count(&self) -> usize {
+        self.programmes.values().map(Vec::len).sum()
+    }
+}
+
+/// Maps a guide's channel (its id and display names) to one of our guide ids.
+pub trait ChannelMap: Sync {
+    fn map(&self, xml_id: &str, names: &[String]) -> Option<String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XmltvError {
+    #[error("not XMLTV: {0}")]
+    Malformed(String),
+    #[error("not XMLTV: the root element is <{0}>, not <tv>")]
+    NotTv(String),
+    #[error("the guide ended early (truncated?) inside <{0}>")]
+    Truncated(String),
+}
+
+/// Reads an XMLTV document as a stream, keeping programmes of mapped channels whose
+/// time overlaps `[not_before, not_after)` (UTC seconds).
+pub async fn read<R: AsyncBufRead + Unpin>(
+    source: R,
+    map: &dyn ChannelMap,
+    not_before: i64,
+    not_after: i64,
+) -> Result<ServiceGuide, XmltvError> {
+    let mut reader = Reader::from_reader(source);
+    reader.config_mut().trim_text(false);
+    let mut buf = Vec::new();
+    let mut out = ServiceGuide::default();
+    // Guide channel id → our id (None: seen, not ours).
+    let mut ids: HashMap<String, Option<String>> = HashMap::new();
+    let mut root_seen = false;
+    let mut depth = 0usize;
+    loop {
+        let ev = reader
+            .read_event_into_async(&mut buf)
+            .await
+            .map_err(|e| malformed(&reader, e))?;
+        match ev {
+            Event::Start(e) => {
+                let name = e.local_name().as_ref().to_string();
+                if !root_seen {
+                    if name != "tv" {
+                        return Err(XmltvError::NotTv(name));
+                    }
+                    root_seen = true;
+                    depth = 1;
+                    buf.clear();
+                    continue;
+                }
+                if depth != 1 {
+                    depth += 1;
+                    buf.clear();
+                    continue;
+                }
+                let attrs = attributes(&e);
+                buf.clear();
+                match name.as_str() {
+                    "channel" => {
+                        let names = read_channel(&mut reader, &mut buf).await?;
+                        if let Some(id) = attr(&attrs, "id") {
+                            let ours = map.map(id, &names);
+                            if ours.is_some() {
+                                out.channels_matched += 1;
+                            }
+                            ids.insert(id.to_string(), ours);
+                        }
+                    }
+                    "programme" => {
+                        let channel = attr(&attrs, "channel").unwrap_or_default().to_string();
+                        let ours = ids
+                            .entry(channel.clone())
+                            .or_insert_with(|| map.map(&channel, &[]))
+                            .clone();
+                        let Some(ours) = ours else {
+                            skip_element(&mut reader, &mut buf, "programme").await?;
+                            continue;
+                        };
+                        let p = read_programme(&mut reader, &mut buf, &attrs).await?;
+                        match p {
+                            Ok(p) => {
+                                let end = p.stop.unwrap_or(p.start);
+                                if end >= not_before && p.start < not_after {
+                                    out.programmes.entry(ours).or_default().push(p);
+                                }
+                            }
+                            Err(reason) => {
+                                out.skipped += 1;
+                                out.first_skip.get_or_insert(reason);
+                            }
+                        }
+                    }
+                    other => {
+                        let other = other.to_string();
+                        skip_element(&mut reader, &mut buf, &other).await?;
+                    }
+                }
+            }
+            Event::Empty(e) if !root_seen => {
+                return Err(XmltvError::NotTv(e.local_name().as_ref().to_string()));
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if root_seen && depth == 0 {
+                    break;
+                }
+            }
+            Event::Eof => {
+                return Err(if root_seen {
+                    XmltvError::Truncated("tv".into())
+                } else {
+                    XmltvError::Malformed("no <tv> element".into())
+                });
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    for list in out.programmes.values_mut() {
+        list.sort_by_key(|p| p.start);
+    }
+    Ok(out)
+}
+
+fn malformed<R>(reader: &Reader<R>, e: quick_xml::Error) -> XmltvError {
+    XmltvError::Malformed(format!("{e} (near byte {})", reader.buffer_position()))
+}
+
+fn attributes(e: &BytesStart<'_>) -> Vec<(String, String)> {
+    e.attributes()
+        .flatten()
+        .filter_map(|a| {
+            let value = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()?
+                .into_owned();
+            Some((a.key.local_name().as_ref().to_string(), value))
+        })
+        .collect()
+}
+
+fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Skips to the end of the element whose start was just read.
+async fn skip_element<R: AsyncBufRead + Unpin>(
+    reader: &mut Reader<R>,
+    buf: &mut Vec<u8>,
+    name: &str,
+) -> Result<(), XmltvError> {
+    let mut depth = 1usize;
+    loop {
+        let ev = reader
+            .read_event_into_async(buf)
+            .await
+            .map_err(|e| malformed(reader, e))?;
+        match ev {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => {
+                depth -= 1;
+                if depth == 0 {
+                    buf.clear();
+                    return Ok(());
+                }
+            }
+            Event::Eof => return Err(XmltvError::Truncated(name.into())),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// The display names of a `<channel>` whose start was just read.
+async fn read_channel<R: AsyncBufRead + Unpin>(
+    reader: &mut Reader<R>,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<String>, XmltvError> {
+    let mut names = Vec::new();
+    let mut depth = 1usize;
+    let mut in_name = false;
+    let mut text = String::new();
+    loop {
+        let ev = reader
+            .read_event_into_async(buf)
+            .await
+            .map_err(|e| malformed(reader, e))?;
+        match ev {
+            Event::Start(e) => {
+                depth += 1;
+                in_name = depth == 2 && e.local_name().as_ref() == "display-name";
+                text.clear();
+            }
+            Event::Text(t) if in_name => text.push_str(&unescaped(&t)),
+            Event::GeneralRef(r) if in_name => {
+                if let Some(c) = resolve_ref(&r) {
+                    text.push(c);
+                }
+            }
+            Event::CData(c) if in_name => text.push_str(&c.xml10_content()),
+            Event::End(_) => {
+                if in_name && !text.trim().is_empty() {
+                    names.push(text.trim().to_string());
+                }
+                in_name = false;
+                depth -= 1;
+                if depth == 0 {
+                    buf.clear();
+                    return Ok(names);
+                }
+            }
+            Event::Eof => return Err(XmltvError::Truncated("channel".into())),
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+fn unescaped(t: &BytesText<'_>) -> String {
+    let raw = t.xml10_content();
+    quick_xml::escape::unescape(&raw)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| raw.into_owned())
+}
+
+/// `&amp;` and friends, and `&#...;`; other entities (undeclared in XMLTV) are dropped.
+fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Option<char> {
+    if let Ok(Some(c)) = r.resolve_char_ref() {
+        return Some(c);
+    }
+    match r.xml10_content().as_ref() {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => None,
+    }
+}
+
+/// A `<programme>` whose start was just read: `Ok(Err(reason))` when its data is bad
+/// (it is skipped, the guide is not).
+async fn read_programme<R: AsyncBufRead + Unpin>(
+    reader: &mut Reader<R>,
+    buf: &mut Vec<u8>,
+    attrs: &[(String, String)],
+) -> Result<Result<Programme, String>, XmltvError> {
+    let mut children: Vec<(u8, Box<str>)> = Vec::new();
+    let mut title = String::new();
+    let mut sub_title: Option<String> = None;
+    let mut depth = 1usize;
+    // The child being copied: its KEPT position, writer, and plain text (for titles).
+    let mut current: Option<(u8, Writer<Vec<u8>>, String)> = None;
+    loop {
+        let ev = reader
+            .read_event_into_async(buf)
+            .await
+            .map_err(|e| malformed(reader, e))?;
+        match ev {
+            Event::Eof => return Err(XmltvError::Truncated("programme".into())),
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 2 {
+                    let name = e.local_name().as_ref().to_string();
+                    current = KEPT.iter().position(|k| *k == name).map(|i| {
+                        let mut w = Writer::new(Vec::new());
+                        let _ = w.write_event(Event::Start(clean_start(&e)));
+                        (i as u8, w, String::new())
+                    });
+                } else if let Some((_, w, _)) = current.as_mut() {
+                    let _ = w.write_event(Event::Start(clean_start(&e)));
+                }
+            }
+            Event::Empty(e) => {
+                if depth == 1 {
+                    let name = e.local_name().as_ref().to_string();
+                    if let Some(i) = KEPT.iter().position(|k| *k == name) {
+                        let mut w = Writer::new(Vec::new());
+                        let _ = w.write_event(Event::Empty(clean_start(&e)));
+                        children.push((i as u8, into_str(w)));
+                    }
+                } else if let Some((_, w, _)) = current.as_mut() {
+                    let _ = w.write_event(Event::Empty(clean_start(&e)));
+                }
+            }
+            Event::Text(t) => {
+                if let Some((_, w, text)) = current.as_mut() {
+                    let s = unescaped(&t);
+                    let _ = w.write_event(Event::Text(BytesText::new(&s)));
+                    text.push_str(&s);
+                }
+            }
+            Event::CData(c) => {
+                if let Some((_, w, text)) = current.as_mut() {
+                    let s = c.xml10_content().into_owned();
+                    let _ = w.write_event(Event::Text(BytesText::new(&s)));
+                    text.push_str(&s);
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let (Some((_, w, text)), Some(c)) = (current.as_mut(), resolve_ref(&r)) {
+                    let s = c.to_string();
+                    let _ = w.write_event(Event::Text(BytesText::new(&s)));
+                    text.push(c);
+                }
+            }
+            Event::End(e) => {
+                depth -= 1;
+                if depth == 0 {
+                    buf.clear();
+                    break;
+                }
+                if let Some((_, w, _)) = current.as_mut() {
+                    let _ = w.write_event(Event::End(e.into_owned()));
+                }
+                if depth == 1 {
+                    if let Some((i, w, text)) = current.take() {
+                        let kind = KEPT[i as usize];
+                        let xml = into_str(w);
+                        // tv_validate_file refuses empty texts and bad xmltv_ns numbers.
+                        let empty = text.trim().is_empty() && TEXTUAL.contains(&kind);
+                        let bad_ns = kind == "episode-num"
+                            && xml.contains("xmltv_ns")
+                            && !valid_xmltv_ns(&text);
+                        if !empty && !bad_ns {
+                            match kind {
+                                "title" if title.is_empty() => title = text.trim().to_string(),
+                                "sub-title" if sub_title.is_none() => {
+                                    sub_title = Some(text.trim().to_string())
+                                }
+                                _ => {}
+                            }
+                            children.push((i, xml));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    let start = match attr(attrs, "start").map(parse_time) {
+        Some(Some(t)) => t,
+        Some(None) => {
+            return Ok(Err(format!(
+                "bad start time `{}`",
+                attr(attrs, "start").unwrap_or_default()
+            )))
+        }
+        None => return Ok(Err("programme without a start time".into())),
+    };
+    let stop = match attr(attrs, "stop").map(parse_time) {
+        Some(Some(t)) if t > start => Some(t),
+        Some(Some(_)) => return Ok(Err("programme stops before it starts".into())),
+        Some(None) => {
+            return Ok(Err(format!(
+                "bad stop time `{}`",
+                attr(attrs, "stop").unwrap_or_default()
+            )))
+        }
+        None => None,
+    };
+    if title.is_empty() {
+        return Ok(Err("programme without a title".into()));
+    }
+    children.sort_by_key(|(i, _)| *i);
+    Ok(Ok(Programme {
+        start,
+        stop,
+        children,
+        title: title.into(),
+        sub_title: sub_title.filter(|s| !s.is_empty()).map(Into::into),
+    }))
+}
+
+/// The element's start tag with its attributes re-escaped (no undeclared entities).
+fn clean_start(e: &BytesStart<'_>) -> BytesStart<'static> {
+    let name = e.name().as_ref().to_string();
+    let mut out = BytesStart::new(name);
+    for (k, v) in attributes(e) {
+        out.push_attribute((k.as_str(), v.as_str()));
+    }
+    out
+}
+
+fn into_str(w: Writer<Vec<u8>>) -> Box<str> {
+    String::from_utf8(w.into_inner())
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        .into()
+}
+
+/// An XMLTV time (`YYYYMMDDhhmmss +hhmm`; the offset, and trailing fields, optional)
+/// as UTC seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (digits, offset) = match s.split_once([' ', '+', '-']) {
+        Some((d, _)) => (d, s[d.len()..].trim()),
+        None => (s, ""),
+    };
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 14 {
+        return None;
+    }
+    let mut full = digits.to_string();
+    while full.len() < 14 {
+        full.push('0');
+    }
+    let naive = NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%S").ok()?;
+    let offset_secs = if offset.is_empty() || offset.eq_ignore_ascii_case("utc") {
+        0
+    } else {
+        let (sign, hm) = match offset.as_bytes()[0] {
+            b'+' => (1, &offset[1..]),
+            b'-' => (-1, &offset[1..]),
+            _ => return None,
+        };
+        if hm.len() != 4 || !hm.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let h: i64 = hm[..2].parse().ok()?;
+        let m: i64 = hm[2..].parse().ok()?;
+        if h > 14 || m > 59 {
+            return None;
+        }
+        sign * (h * 3600 + m * 60)
+    };
+    Some(naive.and_utc().timestamp() - offset_secs)
+}
+
+/// UTC seconds in XMLTV form, `YYYYMMDDhhmmss +0000`.
+pub fn format_time(t: i64) -> String {
+    DateTime::<Utc>::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .format("%Y%m%d%H%M%S +0000")
+        .to_string()
+}
+
+/// One channel of the merged guide.
+pub struct OutChannel<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub logo: &'a str,
+    pub programmes: &'a [Programme],
+}
+
+/// Writes the merged guide. `fold_subtitle` puts "Title - Sub-title" into the title
+/// (Plex shows only titles).
+pub fn render(channels: &[OutChannel<'_>], fold_subtitle: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        4096 + channels
+            .iter()
+            .map(|c| 128 + c.programmes.len() * 256)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE tv SYSTEM \"xmltv.dtd\">\n<tv generator-info-name=\"freesky\">\n",
+    );
+    // tv_validate_file refuses a channel without programmes and a duplicate channel.
+    let mut seen = std::collections::HashSet::new();
+    let channels: Vec<&OutChannel<'_>> = channels
+        .iter()
+        .filter(|c| !c.programmes.is_empty() && seen.insert(c.id))
+        .collect();
+    for c in &channels {
+        out.extend_from_slice(b"  <channel id=\"");
+        push_escaped(&mut out, c.id);
+        out.extend_from_slice(b"\">\n    <display-name>");
+        push_escaped(&mut out, c.name);
+        out.extend_from_slice(b"</display-name>\n");
+        if !c.logo.is_empty() {
+            out.extend_from_slice(b"    <icon src=\"");
+            push_escaped(&mut out, c.logo);
+            out.extend_from_slice(b"\"/>\n");
+        }
+        out.extend_from_slice(b"  </channel>\n");
+    }
+    for c in &channels {
+        for p in c.programmes {
+            out.extend_from_slice(b"  <programme start=\"");
+            out.extend_from_slice(format_time(p.start).as_bytes());
+            if let Some(stop) = p.stop {
+                out.extend_from_slice(b"\" stop=\"");
+                out.extend_from_slice(format_time(stop).as_bytes());
+            }
+            out.extend_from_slice(b"\" channel=\"");
+            push_escaped(&mut out, c.id);
+            out.extend_from_slice(b"\">\n");
+            let fold = fold_subtitle && p.sub_title.is_some();
+            let mut titled = false;
+            for (i, xml) in &p.children {
+                let kind = KEPT[*i as usize];
+                if fold && kind == "sub-title" {
+                    continue;
+                }
+                if fold && kind == "title" {
+                    if titled {
+                        continue;
+                    }
+                    titled = true;
+                    out.extend_from_slice(b"    <title>");
+                    push_escaped(&mut out, &p.title);
+                    out.extend_from_slice(b" - ");
+                    push_escaped(&mut out, p.sub_title.as_deref().unwrap_or_default());
+                    out.extend_from_slice(b"</title>\n");
+                    continue;
+                }
+                out.extend_from_slice(b"    ");
+                out.extend_from_slice(xml.as_bytes());
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"  </programme>\n");
+        }
+    }
+    out.extend_from_slice(b"</tv>\n");
+    out
+}
+
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(quick_xml::escape::escape(s).as_bytes());
+}
+
+/// Placeholder programmes for a channel without guide data: `block`-second blocks
+/// titled `title`, covering `[from, to)` aligned to the block.
+pub fn placeholders(title: &str, from: i64, to: i64, block: i64) -> Vec<Programme> {
+    let block = block.max(60);
+    let mut t = from - from.rem_euclid(block);
+    let mut out = Vec::new();
+    let mut xml = Vec::new();
+    push_escaped(&mut xml, title);
+    let child: Box<str> = format!("<title>{}</title>", String::from_utf8_lossy(&xml)).into();
+    while t < to {
+        out.push(Programme {
+            start: t,
+            stop: Some(t + block),
+            children: vec![(0, child.clone())],
+            title: title.into(),
+            sub_title: None,
+        });
+        t += block;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct ById;
+    impl ChannelMap for ById {
+        fn map(&self, id: &str, names: &[String]) -> Option<String> {
+            if id == "one.example" || names.iter().any(|n| n == "Two") {
+                Some(format!("ours:{id}"))
+            } else {
+                None
+            }
+        }
+    }
+
+    async fn read_str(xml: &str) -> Result<ServiceGuide, XmltvError> {
+        read(xml.as_bytes(), &ById, 0, i64::MAX).await
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("20261124183000 +0000"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124193000 +0100"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124133000 -0500"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124183000"), Some(1_795_545_000));
+        assert_eq!(parse_time("202611241830"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124183000+0000"), Some(1_795_545_000));
+        for bad in [
+            "",
+            "2026",
+            "yesterday",
+            "20261324183000 +0000",
+            "20261124183000 +99",
+            "20261124183000 0100",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        assert_eq!(format_time(1_795_545_000), "20261124183000 +0000");
+    }
+
+    #[tokio::test]
+    async fn keeps_mapped_programmes_in_dtd_order_and_drops_the_rest() {
+        let g = read_str(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<tv>
+  <channel id="one.example"><display-name>One</display-name></channel>
+  <channel id="x"><display-name>Two</display-name></channel>
+  <channel id="other"><display-name>Other</display-name></channel>
+  <programme start="20261124183000 +0100" stop="20261124193000 +0100" channel="one.example">
+    <category>News</category><title lang="en">A &amp; B</title><credits><actor>X</actor></credits>
+    <desc>It&apos;s &lt;on&gt;</desc><sub-title>Part &#49;</sub-title><rating system="VCHIP"><value>TV-G</value></rating><new/>
+  </programme>
+  <programme start="20261124193000 +0100" channel="other"><title>Not ours</title></programme>
+  <programme start="20261124193000 +0100" channel="x"><title>Two's</title></programme>
+  <programme start="bad" channel="x"><title>Broken</title></programme>
+</tv>"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(g.channels_matched, 2);
+        assert_eq!(g.programme_count(), 2);
+        assert_eq!(g.skipped, 1);
+        assert_eq!(g.first_skip.as_deref(), Some("bad start time `bad`"));
+        let p = &g.programmes["ours:one.example"][0];
+        assert_eq!(p.start, parse_time("20261124173000").unwrap());
+        assert_eq!(&*p.title, "A & B");
+        assert_eq!(p.sub_title.as_deref(), Some("Part 1"));
+        let xml: Vec<&str> = p.children.iter().map(|(_, x)| &**x).collect();
+        assert_eq!(
+            xml,
+            [
+                r#"<title lang="en">A &amp; B</title>"#,
+                "<sub-title>Part 1</sub-title>",
+                "<desc>It&apos;s &lt;on&gt;</desc>",
+                "<category>News</category>",
+                "<new/>",
+                r#"<rating system="VCHIP"><value>TV-G</value></rating>"#,
+            ]
+        );
+        assert_eq!(&*g.programmes["ours:x"][0].title, "Two's");
+    }
+
+    #[tokio::test]
+    async fn malformed_guides_are_errors() {
+        for (xml, want) in [
+            (
+                "<tv><programme start=\"20261124183000\" channel=\"one.example\"><title>x",
+                "truncated",
+            ),
+            ("<html><body>oops</body></html>", "not XMLTV"),
+            ("", "not XMLTV"),
+            ("<tv><channel id=\"a\"></tv>", "not XMLTV"),
+        ] {
+            let err = read_str(xml).await.expect_err(xml).to_string();
+            assert!(err.contains(want), "{xml}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn window_and_render_round_trip() {
+        let xml = r#"<tv><channel id="one.example"/>
+<programme start="20261124100000" stop="20261124110000" channel="one.example"><title>Old</title></programme>
+<programme start="20261124180000" stop="20261124190000" channel="one.example"><title>Now</title><sub-title>Ep</sub-title></programme></tv>"#;
+        let from = parse_time("20261124170000").unwrap();
+        let g = read(xml.as_bytes(), &ById, from, i64::MAX).await.unwrap();
+        let list = &g.programmes["ours:one.example"];
+        assert_eq!(list.len(), 1);
+        let chans = [OutChannel {
+            id: "one.example",
+            name: "One & Co",
+            logo: "http://l/1.png",
+            programmes: list,
+        }];
+        let out = String::from_utf8(render(&chans, false)).unwrap();
+        assert!(
+            out.contains("<display-name>One &amp; Co</display-name>"),
+            "{out}"
+        );
+        assert!(out.contains(r#"<programme start="20261124180000 +0000" stop="20261124190000 +0000" channel="one.example">"#), "{out}");
+        assert!(out.contains("<sub-title>Ep</sub-title>"));
+        let folded = String::from_utf8(render(&chans, true)).unwrap();
+        assert!(folded.contains("<title>Now - Ep</title>"), "{folded}");
+        assert!(!folded.contains("sub-title"));
+        // What we write, we read back.
+        struct Same;
+        impl ChannelMap for Same {
+            fn map(&self, id: &str, _: &[String]) -> Option<String> {
+                Some(id.to_string())
+            }
+        }
+        let again = read(out.as_bytes(), &Same, 0, i64::MAX).await.unwrap();
+        assert_eq!(again.programmes["one.example"], *list);
+    }
+
+    #[test]
+    fn xmltv_ns_numbers() {
+        for ok in ["0.1.", "1 . 2/10 . 0/1", "..", ".3."] {
+            assert!(valid_xmltv_ns(ok), "{ok}");
+        }
+        for bad in ["S01E02", "1.2", "2.", "a.b.c", "1.2.3.4"] {
+            assert!(!valid_xmltv_ns(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn placeholder_blocks_cover_the_window() {
+        let p = placeholders("News & Co", 3_700, 3 * 3600 + 1, 3600);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].start, 3600);
+        assert_eq!(p[2].stop, Some(4 * 3600));
+        assert_eq!(&*p[0].children[0].1, "<title>News &amp; Co</title>");
+    }
+}
