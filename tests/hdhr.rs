@@ -4,12 +4,14 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::routing::get;
 use futures::StreamExt;
 use serde_json::Value;
 
-use common::{assert_api_error, json_of, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
+use common::{assert_api_error, json_of, respond, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
 
 async fn two_service_app(extra: &str) -> (TestApp, FakeUpstream) {
     let portal = FakeUpstream::bind()
@@ -274,4 +276,88 @@ async fn bad_tuner_paths_and_a_disabled_tuner_get_404() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn guide_numbers_stay_when_the_upstream_adds_and_removes_channels() {
+    let list = Arc::new(Mutex::new(vec!["Alpha", "Bravo", "Charlie"]));
+    let served = list.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let names = served.lock().unwrap().clone();
+                async move {
+                    let mut m3u = String::from("#EXTM3U\n");
+                    for n in names {
+                        m3u.push_str(&format!("#EXTINF:-1,{n}\nhttp://127.0.0.1:9/{n}.m3u8\n"));
+                    }
+                    respond(200, M3U_TYPE, m3u)
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1s\"\n\n[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n",
+        up.base()
+    ))
+    .await;
+    let numbers = |lineup: &Value| -> Vec<(String, String)> {
+        lineup
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["GuideName"].as_str().unwrap().to_string(),
+                    e["GuideNumber"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (_, first) = app.get_json("/lineup.json").await;
+    let first = numbers(&first);
+    assert_eq!(first.len(), 3);
+    let number_of = |list: &[(String, String)], name: &str| {
+        list.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, g)| g.clone())
+            .unwrap_or_else(|| panic!("{name} not in {list:?}"))
+    };
+
+    // Bravo leaves, Delta arrives: the others keep their numbers, Delta gets a new one.
+    *list.lock().unwrap() = vec!["Delta", "Alpha", "Charlie"];
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let second = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, l) = app.get_json("/lineup.json").await;
+        let l = numbers(&l);
+        if l.iter().any(|(n, _)| n == "Delta") {
+            break l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lineup never refreshed: {l:?}"
+        );
+    };
+    assert_eq!(second.len(), 3, "{second:?}");
+    for name in ["Alpha", "Charlie"] {
+        assert_eq!(number_of(&second, name), number_of(&first, name), "{name}");
+    }
+    let delta = number_of(&second, "Delta");
+    assert!(
+        first.iter().all(|(_, g)| *g != delta),
+        "Delta reused a number: {first:?} {second:?}"
+    );
+
+    // Bravo comes back after a restart: its old number, everyone else's too.
+    *list.lock().unwrap() = vec!["Bravo", "Charlie", "Alpha", "Delta"];
+    app.restart().await;
+    let (_, third) = app.get_json("/lineup.json").await;
+    let third = numbers(&third);
+    for name in ["Alpha", "Bravo", "Charlie"] {
+        assert_eq!(number_of(&third, name), number_of(&first, name), "{name}");
+    }
+    assert_eq!(number_of(&third, "Delta"), delta);
 }
