@@ -5,13 +5,19 @@
 //! the store, keyed by `Merged::merge_key`. Two channels are the same when their
 //! `tvg_id`s are equal, else when their normalised names are (case, accents,
 //! punctuation and quality suffixes like "HD" ignored).
+//!
+//! The user's channel mapping (renames, numbers, groups, hidden channels, guide ids,
+//! logos, pinned sources) is applied here too: `patch_mapping` checks a change,
+//! `Lineup::mapped` applies every mapping to the merged channels.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::model::{Channel, LineupChannel, Source};
+use crate::model::{
+    Channel, ChannelDetail, ChannelMapping, ChannelPatch, LineupChannel, Source, UpstreamChannel,
+};
 
 /// One service's channels, in the order the lineup should prefer them.
 pub struct ServiceChannels<'a> {
@@ -84,9 +90,8 @@ pub fn slugify(name: &str) -> String {
 /// else one derived from it or the slug, under `.freesky`.
 pub fn guide_id(tvg_id: &str, slug: &str) -> String {
     static FORM: OnceLock<Regex> = OnceLock::new();
-    let form = FORM.get_or_init(|| {
-        Regex::new(r"^[A-Za-z0-9][-A-Za-z0-9_]*(\.[-A-Za-z0-9_]+)+$").expect("static regex")
-    });
+    let form = FORM
+        .get_or_init(|| Regex::new(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$").expect("static regex"));
     let tvg_id = tvg_id.trim();
     if form.is_match(tvg_id) {
         tvg_id.to_string()
@@ -184,49 +189,285 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     merged
 }
 
+/// A merged channel with its stable id and number, before the user's mapping. The
+/// registry keeps these so that a mapping change applies without fetching anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmapped {
+    pub channel: LineupChannel,
+    /// The merged upstream tvg-id (the channel itself carries the guide id made from it).
+    pub tvg_id: String,
+}
+
+/// Longest name, group or tvg-id a mapping accepts, in characters.
+const MAX_TEXT: usize = 200;
+/// Longest logo URL a mapping accepts, in bytes.
+const MAX_LOGO: usize = 2048;
+
+/// `current` with `patch` applied, every new value checked. `services` are the
+/// configured service names (what `sources` may name). `Err` says what is wrong.
+pub fn patch_mapping(
+    current: &ChannelMapping,
+    patch: &ChannelPatch,
+    services: &[&str],
+) -> Result<ChannelMapping, String> {
+    let mut m = current.clone();
+    if let Some(v) = &patch.name {
+        m.name = v.as_deref().map(|s| text("name", s, false)).transpose()?;
+    }
+    if let Some(v) = &patch.group {
+        m.group = v.as_deref().map(|s| text("group", s, true)).transpose()?;
+    }
+    if let Some(v) = &patch.tvg_id {
+        m.tvg_id = v.as_deref().map(tvg_id).transpose()?;
+    }
+    if let Some(v) = &patch.logo {
+        m.logo = v.as_deref().map(logo).transpose()?;
+    }
+    if let Some(v) = patch.number {
+        if v == Some(0) {
+            return Err("`number` must be at least 1".into());
+        }
+        m.number = v;
+    }
+    if let Some(v) = patch.hidden {
+        m.hidden = v.unwrap_or(false);
+    }
+    if let Some(v) = &patch.sources {
+        m.sources = match v {
+            Some(list) => pins(list, services)?,
+            None => None,
+        };
+    }
+    Ok(m)
+}
+
+/// A trimmed, bounded text without control characters (they would break M3U lines).
+fn text(field: &str, value: &str, may_be_empty: bool) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() && !may_be_empty {
+        return Err(format!(
+            "`{field}` must not be empty (null resets it to the upstream value)"
+        ));
+    }
+    if v.chars().count() > MAX_TEXT {
+        return Err(format!("`{field}` is longer than {MAX_TEXT} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("`{field}` must not contain control characters"));
+    }
+    Ok(v.to_string())
+}
+
+/// A guide id is written inside `tvg-id="..."`: a quote would change it there.
+fn tvg_id(value: &str) -> Result<String, String> {
+    let v = text("tvg_id", value, true)?;
+    if v.contains('"') {
+        return Err("`tvg_id` must not contain `\"`".into());
+    }
+    Ok(v)
+}
+
+/// A logo is empty (none) or an http(s) URL.
+fn logo(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    if v.len() > MAX_LOGO {
+        return Err(format!("`logo` is longer than {MAX_LOGO} bytes"));
+    }
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(v.to_string()),
+        _ => Err(format!(
+            "`logo` must be an http(s) URL or \"\" (no logo), not `{v}`"
+        )),
+    }
+}
+
+/// Pinned services: each configured, none twice; an empty list pins nothing.
+fn pins(list: &[String], services: &[&str]) -> Result<Option<Vec<String>>, String> {
+    for (i, name) in list.iter().enumerate() {
+        if !services.contains(&name.as_str()) {
+            return Err(format!(
+                "`sources`: unknown service `{name}` (configured: {})",
+                services.join(", ")
+            ));
+        }
+        if list[..i].contains(name) {
+            return Err(format!("`sources`: service `{name}` is listed twice"));
+        }
+    }
+    Ok((!list.is_empty()).then(|| list.to_vec()))
+}
+
+/// The channel as clients see it: `base` with the overrides of `m` (except `hidden`,
+/// which decides where the lineup keeps it).
+pub fn apply(base: &Unmapped, m: &ChannelMapping) -> LineupChannel {
+    let mut c = base.channel.clone();
+    if let Some(v) = &m.name {
+        c.name.clone_from(v);
+    }
+    if let Some(v) = m.number {
+        c.number = v;
+    }
+    if let Some(v) = &m.group {
+        c.group.clone_from(v);
+    }
+    if let Some(v) = &m.logo {
+        c.logo.clone_from(v);
+    }
+    if let Some(v) = &m.tvg_id {
+        c.guide_id = if v.is_empty() {
+            guide_id("", &c.id)
+        } else {
+            v.clone()
+        };
+    }
+    if let Some(pinned) = &m.sources {
+        pin(&mut c.sources, pinned);
+    }
+    c
+}
+
+/// Puts the sources of the `pinned` services first, in that order; the others keep
+/// their (priority) order after them, and several sources of one service theirs.
+pub fn pin(sources: &mut [Source], pinned: &[String]) {
+    // A stable sort: equal keys keep their order.
+    sources.sort_by_key(|s| {
+        pinned
+            .iter()
+            .position(|p| *p == s.service)
+            .unwrap_or(pinned.len())
+    });
+}
+
 /// The merged lineup with its lookups.
 #[derive(Debug, Default)]
 pub struct Lineup {
-    /// Ordered by channel number.
+    /// The listed channels (not hidden), ordered by number: what every listing shows.
     pub channels: Vec<LineupChannel>,
-    by_id: HashMap<String, usize>,
-    by_number: HashMap<u32, usize>,
+    /// Hidden channels, ordered by number: in no listing, but still found by `get`, so
+    /// they can be shown, unhidden and played by id.
+    hidden: Vec<LineupChannel>,
+    /// The mapping and upstream values of each channel, by slug (empty for `new`).
+    mapped: HashMap<String, (ChannelMapping, UpstreamChannel)>,
+    by_id: HashMap<String, Slot>,
+    by_number: HashMap<u32, Slot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Listed(usize),
+    Hidden(usize),
 }
 
 impl Lineup {
-    pub fn new(mut channels: Vec<LineupChannel>) -> Self {
+    /// A lineup of `channels` as they are, none hidden.
+    pub fn new(channels: Vec<LineupChannel>) -> Self {
+        Self::build(channels, Vec::new(), HashMap::new())
+    }
+
+    /// The lineup of `base` with each channel's mapping (by slug) applied.
+    pub fn mapped(base: &[Unmapped], mappings: &HashMap<String, ChannelMapping>) -> Self {
+        let mut listed = Vec::with_capacity(base.len());
+        let mut hidden = Vec::new();
+        let mut mapped = HashMap::with_capacity(base.len());
+        for b in base {
+            let m = mappings.get(&b.channel.id).cloned().unwrap_or_default();
+            let c = apply(b, &m);
+            if m.hidden {
+                hidden.push(c);
+            } else {
+                listed.push(c);
+            }
+            let upstream = UpstreamChannel {
+                number: b.channel.number,
+                name: b.channel.name.clone(),
+                logo: b.channel.logo.clone(),
+                group: b.channel.group.clone(),
+                tvg_id: b.tvg_id.clone(),
+                guide_id: b.channel.guide_id.clone(),
+            };
+            mapped.insert(b.channel.id.clone(), (m, upstream));
+        }
+        Self::build(listed, hidden, mapped)
+    }
+
+    fn build(
+        mut channels: Vec<LineupChannel>,
+        mut hidden: Vec<LineupChannel>,
+        mapped: HashMap<String, (ChannelMapping, UpstreamChannel)>,
+    ) -> Self {
         channels.sort_by_key(|c| c.number);
-        let by_id = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
-        let by_number = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.number, i))
-            .collect();
+        hidden.sort_by_key(|c| c.number);
+        let mut by_id = HashMap::with_capacity(channels.len() + hidden.len());
+        let mut by_number = HashMap::with_capacity(channels.len() + hidden.len());
+        // Hidden first, so that listed channels win should two ever share a key.
+        for (i, c) in hidden.iter().enumerate() {
+            by_id.insert(c.id.clone(), Slot::Hidden(i));
+            by_number.insert(c.number, Slot::Hidden(i));
+        }
+        for (i, c) in channels.iter().enumerate() {
+            by_id.insert(c.id.clone(), Slot::Listed(i));
+            by_number.insert(c.number, Slot::Listed(i));
+        }
         Self {
             channels,
+            hidden,
+            mapped,
             by_id,
             by_number,
         }
     }
 
-    /// A channel by slug, or by number (`"12"`).
-    pub fn get(&self, id: &str) -> Option<&LineupChannel> {
+    fn at(&self, slot: Slot) -> &LineupChannel {
+        match slot {
+            Slot::Listed(i) => &self.channels[i],
+            Slot::Hidden(i) => &self.hidden[i],
+        }
+    }
+
+    fn slot(&self, id: &str) -> Option<Slot> {
         self.by_id
             .get(id)
             .or_else(|| id.parse::<u32>().ok().and_then(|n| self.by_number.get(&n)))
-            .map(|&i| &self.channels[i])
+            .copied()
+    }
+
+    /// A channel by slug, or by number (`"12"`), hidden ones included.
+    pub fn get(&self, id: &str) -> Option<&LineupChannel> {
+        self.slot(id).map(|s| self.at(s))
     }
 
     /// A channel by its number only (tuner URLs: a numeric slug must not shadow it).
     pub fn by_number(&self, number: u32) -> Option<&LineupChannel> {
-        self.by_number.get(&number).map(|&i| &self.channels[i])
+        self.by_number.get(&number).map(|&s| self.at(s))
     }
 
-    /// Channels whose name, group or tags contain `query`, ignoring case and accents.
+    /// A channel (slug or number, hidden ones included) with its mapping.
+    pub fn detail(&self, id: &str) -> Option<ChannelDetail> {
+        let slot = self.slot(id)?;
+        let c = self.at(slot);
+        let (mapping, upstream) = self.mapped.get(&c.id).cloned().unwrap_or_else(|| {
+            let upstream = UpstreamChannel {
+                number: c.number,
+                name: c.name.clone(),
+                logo: c.logo.clone(),
+                group: c.group.clone(),
+                tvg_id: String::new(),
+                guide_id: c.guide_id.clone(),
+            };
+            (ChannelMapping::default(), upstream)
+        });
+        Some(ChannelDetail {
+            channel: c.clone(),
+            hidden: matches!(slot, Slot::Hidden(_)),
+            mapping,
+            upstream,
+        })
+    }
+
+    /// Listed channels whose name, group or tags contain `query`, ignoring case and accents.
     pub fn search(&self, query: &str) -> Vec<&LineupChannel> {
         let q = fold(query);
         let q = q.trim();
@@ -357,5 +598,116 @@ mod tests {
         assert_eq!(l.search("actualites")[0].name, "News");
         assert_eq!(l.get("2").map(|c| c.name.as_str()), Some("News"));
         assert_eq!(l.get("tele-matin").map(|c| c.number), Some(1));
+    }
+
+    fn patch(json: &str) -> ChannelPatch {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn patches_set_keep_and_reset_overrides() {
+        let services = ["A", "B"];
+        let m = patch_mapping(
+            &ChannelMapping::default(),
+            &patch(r#"{"name":" News 24 ","number":7,"hidden":true,"sources":["B"]}"#),
+            &services,
+        )
+        .unwrap();
+        assert_eq!(m.name.as_deref(), Some("News 24"));
+        assert_eq!(m.number, Some(7));
+        assert!(m.hidden);
+        assert_eq!(m.sources, Some(vec!["B".to_string()]));
+        // Missing fields keep their override; null resets.
+        let m = patch_mapping(
+            &m,
+            &patch(r#"{"number":null,"hidden":null,"sources":[]}"#),
+            &services,
+        )
+        .unwrap();
+        assert_eq!(m.name.as_deref(), Some("News 24"));
+        assert_eq!((m.number, m.hidden, m.sources.clone()), (None, false, None));
+        let m = patch_mapping(&m, &patch(r#"{"name":null}"#), &services).unwrap();
+        assert!(m.is_empty());
+
+        for (body, why) in [
+            (r#"{"name":"  "}"#, "empty"),
+            (r#"{"name":"a\nb"}"#, "control"),
+            (r#"{"number":0}"#, "at least 1"),
+            (r#"{"logo":"javascript:alert(1)"}"#, "http(s)"),
+            (r#"{"tvg_id":"a\"b"}"#, "tvg_id"),
+            (r#"{"sources":["C"]}"#, "unknown service `C`"),
+            (r#"{"sources":["A","A"]}"#, "twice"),
+        ] {
+            let err =
+                patch_mapping(&ChannelMapping::default(), &patch(body), &services).expect_err(body);
+            assert!(err.contains(why), "{body}: {err}");
+        }
+        assert!(serde_json::from_str::<ChannelPatch>(r#"{"nmae":"x"}"#).is_err());
+        assert!(serde_json::from_str::<ChannelPatch>(r#"{"number":-1}"#).is_err());
+    }
+
+    #[test]
+    fn mapping_applies_pins_and_hides() {
+        let src = |service: &str, id: &str| Source {
+            service: service.into(),
+            channel_id: id.into(),
+            name: id.into(),
+            priority: 0,
+        };
+        let base = |slug: &str, number: u32| Unmapped {
+            channel: LineupChannel {
+                id: slug.into(),
+                number,
+                name: slug.to_uppercase(),
+                logo: String::new(),
+                group: "G".into(),
+                tags: vec![],
+                guide_id: format!("{slug}.freesky"),
+                sources: vec![
+                    src("A", "a1"),
+                    src("B", "b1"),
+                    src("C", "c1"),
+                    src("B", "b2"),
+                ],
+            },
+            tvg_id: String::new(),
+        };
+        let mut maps = HashMap::new();
+        maps.insert(
+            "one".to_string(),
+            ChannelMapping {
+                number: Some(9),
+                tvg_id: Some("One.tv".into()),
+                sources: Some(vec!["C".into(), "B".into()]),
+                ..Default::default()
+            },
+        );
+        maps.insert(
+            "two".to_string(),
+            ChannelMapping {
+                hidden: true,
+                ..Default::default()
+            },
+        );
+        let l = Lineup::mapped(&[base("one", 1), base("two", 2), base("three", 3)], &maps);
+        let listed: Vec<_> = l
+            .channels
+            .iter()
+            .map(|c| (c.id.as_str(), c.number))
+            .collect();
+        assert_eq!(listed, [("three", 3), ("one", 9)]);
+        let one = l.get("9").unwrap();
+        assert_eq!(one.guide_id, "One.tv");
+        let order: Vec<_> = one.sources.iter().map(|s| s.channel_id.as_str()).collect();
+        assert_eq!(order, ["c1", "b1", "b2", "a1"]);
+        assert!(l.get("1").is_none(), "the old number is free");
+        // Hidden: in no listing or search, but found by id and number.
+        assert!(l.search("two").is_empty());
+        assert_eq!(l.by_number(2).map(|c| c.id.as_str()), Some("two"));
+        let d = l.detail("two").unwrap();
+        assert!(d.hidden && d.mapping.hidden);
+        let d = l.detail("one").unwrap();
+        assert_eq!((d.upstream.number, d.channel.number), (1, 9));
+        assert_eq!(d.upstream.guide_id, "one.freesky");
     }
 }

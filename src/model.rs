@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
 /// Upstream request headers, in order, names as given (HTTP names are case-insensitive).
@@ -57,6 +57,89 @@ pub struct LineupChannel {
     pub guide_id: String,
     /// Sources ordered by service priority: the order fallback tries them in.
     pub sources: Vec<Source>,
+}
+
+/// A user's overrides of one lineup channel (`PATCH /api/channels/{id}`), persisted by
+/// the store under the channel's slug. `None` (and `hidden: false`) means the merged
+/// upstream value stands; the slug itself never changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChannelMapping {
+    pub name: Option<String>,
+    /// Replaces the assigned number everywhere (tvg-chno, GuideNumber, `/auto/v{n}`).
+    pub number: Option<u32>,
+    pub group: Option<String>,
+    /// Out of every listing (API, search, playlist, tuner lineup), still addressable by id.
+    pub hidden: bool,
+    /// Used verbatim as the guide id (playlist `tvg-id`, XMLTV channel id); `""`: the
+    /// id derived from the slug.
+    pub tvg_id: Option<String>,
+    pub logo: Option<String>,
+    /// Services whose sources come first, in this order (pinning); the rest follow in
+    /// priority order. Never `Some(empty)`.
+    pub sources: Option<Vec<String>>,
+}
+
+impl ChannelMapping {
+    /// True when nothing is overridden (the store then keeps no row).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The body of `PATCH /api/channels/{id}`: a missing field keeps its override, `null`
+/// resets it to the upstream value, a value sets it. Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPatch {
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub number: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    pub group: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub hidden: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub tvg_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub logo: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub sources: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present: `Some(None)` for `null`, `Some(Some(v))` for a value (a
+/// missing field never gets here: `#[serde(default)]` makes it `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// What the services say about a lineup channel before the user's mapping.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamChannel {
+    /// The number assigned when the channel first appeared.
+    pub number: u32,
+    pub name: String,
+    pub logo: String,
+    pub group: String,
+    /// The merged upstream tvg-id, empty when no source has one.
+    pub tvg_id: String,
+    pub guide_id: String,
+}
+
+/// One lineup channel with its mapping, as `GET`/`PATCH /api/channels/{id}` show it:
+/// the channel as every other output shows it, whether it is hidden, the overrides and
+/// the upstream values they replace.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelDetail {
+    #[serde(flatten)]
+    pub channel: LineupChannel,
+    pub hidden: bool,
+    pub mapping: ChannelMapping,
+    pub upstream: UpstreamChannel,
 }
 
 /// The answer of `Service::resolve`: where the stream is and how to ask for it.

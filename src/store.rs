@@ -1,5 +1,6 @@
 //! Persisted runtime state: what a user changed at runtime (services enabled or
-//! disabled, priorities) and the stable slug and number of every lineup channel.
+//! disabled, priorities, the channel mapping) and the stable slug and number of every
+//! lineup channel.
 //!
 //! SQLite (bundled) in WAL mode with `synchronous=FULL` in `state_dir/freesky.db`: a
 //! change is acknowledged only after its transaction committed, so a `kill -9` right
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::model::ChannelMapping;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store: {0}")]
@@ -21,6 +24,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("state store: background task failed: {0}")]
     Join(String),
+    /// A change refused because of what is stored (a channel number already in use);
+    /// the caller's fault, nothing was written.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// A runtime override of one service's config (`None`: the config decides).
@@ -59,6 +66,9 @@ struct Mirror {
     /// slugs in use, to keep them unique
     slugs: std::collections::HashSet<String>,
     next_number: u32,
+    /// slug -> the user's overrides (only channels that have some), kept when the
+    /// channel leaves the upstream lists so they apply again when it comes back.
+    mappings: HashMap<String, ChannelMapping>,
 }
 
 const SCHEMA: &str = "
@@ -75,6 +85,16 @@ CREATE TABLE IF NOT EXISTS channel_identity (
     merge_key TEXT PRIMARY KEY,
     slug      TEXT NOT NULL UNIQUE,
     number    INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS channel_mapping (
+    slug     TEXT PRIMARY KEY,
+    name     TEXT,
+    number   INTEGER UNIQUE,
+    grp      TEXT,
+    hidden   INTEGER NOT NULL DEFAULT 0,
+    tvg_id   TEXT,
+    logo     TEXT,
+    sources  TEXT  -- JSON array of pinned service names
 );
 ";
 
@@ -132,6 +152,36 @@ impl Store {
                 mirror
                     .channels
                     .insert(key, ChannelIdentity { slug, number });
+            }
+            let mut stmt = conn.prepare(
+                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources FROM channel_mapping",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    ChannelMapping {
+                        name: r.get(1)?,
+                        number: r.get(2)?,
+                        group: r.get(3)?,
+                        hidden: r.get(4)?,
+                        tvg_id: r.get(5)?,
+                        logo: r.get(6)?,
+                        sources: None,
+                    },
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })?;
+            for row in rows {
+                let (slug, mut mapping, sources) = row?;
+                mapping.sources = sources.and_then(|json| {
+                    serde_json::from_str::<Vec<String>>(&json)
+                        .inspect_err(|e| {
+                            tracing::warn!(channel = %slug, error = %e, "stored source pins unreadable, ignored");
+                        })
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                });
+                mirror.mappings.insert(slug, mapping);
             }
         }
         Ok(Self {
@@ -234,6 +284,8 @@ impl Store {
         let mut fresh = Vec::new();
         {
             let mut m = self.mirror();
+            let renumbered: std::collections::HashSet<u32> =
+                m.mappings.values().filter_map(|x| x.number).collect();
             for (key, wanted) in keys {
                 if m.channels.contains_key(key)
                     || fresh
@@ -254,8 +306,12 @@ impl Store {
                     n += 1;
                 }
                 m.slugs.insert(slug.clone());
-                let number = m.next_number;
-                m.next_number += 1;
+                // The next free number: skip those a mapping gave to other channels.
+                let mut number = m.next_number;
+                while renumbered.contains(&number) {
+                    number += 1;
+                }
+                m.next_number = number + 1;
                 fresh.push((key.clone(), slug, number));
             }
         }
@@ -296,6 +352,89 @@ impl Store {
                     .expect("every key was assigned above")
             })
             .collect())
+    }
+
+    /// Every channel's overrides, by slug (channels without any are absent).
+    pub fn mappings(&self) -> HashMap<String, ChannelMapping> {
+        self.mirror().mappings.clone()
+    }
+
+    /// Changes the overrides of the channel `slug` to `change(current)`, checking that
+    /// the resulting number is no other channel's (listed upstream right now or not).
+    /// Durable before it returns. `change`'s error and a taken number are `Rejected`.
+    pub async fn update_mapping(
+        &self,
+        slug: &str,
+        change: impl FnOnce(&ChannelMapping) -> Result<ChannelMapping, String>,
+    ) -> Result<ChannelMapping, StoreError> {
+        // The same lock as number assignment: a new channel never takes a number
+        // that is being given to another one here.
+        let _guard = self.inner.assign.lock().await;
+        let next = {
+            let m = self.mirror();
+            let current = m.mappings.get(slug).cloned().unwrap_or_default();
+            let next = change(&current).map_err(StoreError::Rejected)?;
+            let assigned = m
+                .channels
+                .values()
+                .find(|id| id.slug == slug)
+                .map(|id| id.number)
+                .ok_or_else(|| StoreError::Rejected(format!("unknown channel `{slug}`")))?;
+            let number = next.number.unwrap_or(assigned);
+            let holder = m.channels.values().find(|id| {
+                id.slug != slug
+                    && m.mappings
+                        .get(&id.slug)
+                        .and_then(|x| x.number)
+                        .unwrap_or(id.number)
+                        == number
+            });
+            if let Some(holder) = holder {
+                return Err(StoreError::Rejected(if next.number.is_some() {
+                    format!("number {number} is taken by channel `{}`", holder.slug)
+                } else {
+                    format!(
+                        "cannot reset the number to {number}: channel `{}` has it now",
+                        holder.slug
+                    )
+                }));
+            }
+            next
+        };
+        let row = next.clone();
+        let key = slug.to_string();
+        self.write(move |c| {
+            if row.is_empty() {
+                c.execute("DELETE FROM channel_mapping WHERE slug = ?1", [&key])?;
+                return Ok(());
+            }
+            let sources = row
+                .sources
+                .as_ref()
+                .map(|s| serde_json::to_string(s).expect("a list of strings always serialises"));
+            // An upsert, not INSERT OR REPLACE: a duplicate number must fail, not
+            // silently delete the other channel's row.
+            c.execute(
+                "INSERT INTO channel_mapping
+                 (slug, name, number, grp, hidden, tvg_id, logo, sources)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(slug) DO UPDATE SET name = excluded.name,
+                   number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
+                   tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources",
+                params![
+                    key, row.name, row.number, row.group, row.hidden, row.tvg_id, row.logo, sources
+                ],
+            )
+            .map(drop)
+        })
+        .await?;
+        let mut m = self.mirror();
+        if next.is_empty() {
+            m.mappings.remove(slug);
+        } else {
+            m.mappings.insert(slug.to_string(), next.clone());
+        }
+        Ok(next)
     }
 
     fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
@@ -368,5 +507,59 @@ mod tests {
             }
         );
         assert_eq!(ids[1].number, 2);
+    }
+
+    #[tokio::test]
+    async fn mappings_persist_and_numbers_stay_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.identities(&[("a".into(), "a".into()), ("b".into(), "b".into())])
+            .await
+            .unwrap();
+        let set = |number: Option<u32>| {
+            move |m: &ChannelMapping| {
+                Ok(ChannelMapping {
+                    number,
+                    ..m.clone()
+                })
+            }
+        };
+        // b's number is taken; a free one is fine; then b may take a's old 1.
+        let err = s.update_mapping("a", set(Some(2))).await.unwrap_err();
+        assert!(err.to_string().contains("taken by channel `b`"), "{err}");
+        s.update_mapping("a", set(Some(3))).await.unwrap();
+        s.update_mapping("b", set(Some(1))).await.unwrap();
+        // a cannot go back to 1 now.
+        let err = s.update_mapping("a", set(None)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+        s.update_mapping("a", |m| {
+            Ok(ChannelMapping {
+                sources: Some(vec!["X".into()]),
+                hidden: true,
+                ..m.clone()
+            })
+        })
+        .await
+        .unwrap();
+        drop(s);
+
+        let s = Store::open(dir.path()).unwrap();
+        let maps = s.mappings();
+        assert_eq!(maps["a"].number, Some(3));
+        assert!(maps["a"].hidden);
+        assert_eq!(maps["a"].sources, Some(vec!["X".to_string()]));
+        assert_eq!(maps["b"].number, Some(1));
+        // The next new channel skips 3 (a's): 4.
+        let ids = s.identities(&[("c".into(), "c".into())]).await.unwrap();
+        assert_eq!(ids[0].number, 4);
+        // Resetting everything removes the row.
+        s.update_mapping("b", |_| Ok(ChannelMapping::default()))
+            .await
+            .unwrap();
+        drop(s);
+        assert!(!Store::open(dir.path())
+            .unwrap()
+            .mappings()
+            .contains_key("b"));
     }
 }

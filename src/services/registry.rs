@@ -3,8 +3,8 @@
 //! caches channel lists and resolutions, builds the merged lineup and opens a
 //! channel's stream by trying its sources in priority order.
 //!
-//! Runtime changes (enable/disable) go to the store first, then take effect; the
-//! config file is never written.
+//! Runtime changes (enable/disable, the channel mapping) go to the store first, then
+//! take effect; the config file is never written.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,11 @@ use moka::Expiry;
 use super::{build, BuildContext, Service};
 use crate::config::{Config, ServiceConfig};
 use crate::error::{AppError, Attempt, UpstreamError};
-use crate::lineup::{self, Lineup, ServiceChannels};
-use crate::model::{Channel, LineupChannel, ResolvedStream, ServiceStatus};
-use crate::store::Store;
+use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
+use crate::model::{
+    Channel, ChannelDetail, ChannelPatch, LineupChannel, ResolvedStream, ServiceStatus,
+};
+use crate::store::{Store, StoreError};
 use crate::upstream::Http;
 
 /// Consecutive failures after which a service shows as unhealthy.
@@ -46,6 +48,9 @@ struct Stats {
 
 /// A lineup and when it stops being fresh.
 struct CachedLineup {
+    /// The merged channels before the mapping: a mapping change re-applies to these
+    /// at once, without fetching anything.
+    base: Arc<Vec<Unmapped>>,
     lineup: Arc<Lineup>,
     fresh_until: Instant,
 }
@@ -266,31 +271,88 @@ impl Registry {
             .map(|m| (m.merge_key.clone(), m.wanted_slug.clone()))
             .collect();
         let ids = self.store.identities(&keys).await?;
-        let channels = merged
+        let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
-            .map(|(m, id)| LineupChannel {
-                guide_id: lineup::guide_id(&m.tvg_id, &id.slug),
-                id: id.slug,
-                number: id.number,
-                name: m.name,
-                logo: m.logo,
-                group: m.group,
-                tags: m.tags,
-                sources: m.sources,
+            .map(|(m, id)| Unmapped {
+                channel: LineupChannel {
+                    guide_id: lineup::guide_id(&m.tvg_id, &id.slug),
+                    id: id.slug,
+                    number: id.number,
+                    name: m.name,
+                    logo: m.logo,
+                    group: m.group,
+                    tags: m.tags,
+                    sources: m.sources,
+                },
+                tvg_id: m.tvg_id,
             })
             .collect();
-        let lineup = Arc::new(Lineup::new(channels));
+        let lineup = Arc::new(Lineup::mapped(&base, &self.store.mappings()));
         let ttl = if degraded {
             DEGRADED_LINEUP_TTL.min(self.channels_ttl)
         } else {
             self.channels_ttl
         };
         *cached = Some(CachedLineup {
+            base: Arc::new(base),
             lineup: lineup.clone(),
             fresh_until: Instant::now() + ttl,
         });
         Ok(lineup)
+    }
+
+    /// One lineup channel (slug or number, hidden ones included) with its mapping.
+    pub async fn channel(&self, id: &str) -> Result<ChannelDetail, AppError> {
+        self.lineup()
+            .await?
+            .detail(id)
+            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))
+    }
+
+    /// Applies `patch` to the mapping of channel `id` (slug or number): checked,
+    /// persisted, then in the lineup at once. Returns the channel as it now is.
+    pub async fn map_channel(
+        &self,
+        id: &str,
+        patch: &ChannelPatch,
+    ) -> Result<ChannelDetail, AppError> {
+        let slug = self
+            .lineup()
+            .await?
+            .get(id)
+            .map(|c| c.id.clone())
+            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))?;
+        let services: Vec<&str> = self.entries.iter().map(|e| e.cfg.name.as_str()).collect();
+        let mapping = self
+            .store
+            .update_mapping(&slug, |current| {
+                lineup::patch_mapping(current, patch, &services)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Rejected(why) => AppError::BadRequest(why),
+                e => e.into(),
+            })?;
+        tracing::info!(channel = %slug, ?mapping, "channel mapping changed");
+        let lineup = {
+            let mut cached = self.lineup.lock().await;
+            match cached.as_mut() {
+                Some(c) => {
+                    c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
+                    Some(c.lineup.clone())
+                }
+                None => None,
+            }
+        };
+        let lineup = match lineup {
+            Some(l) => l,
+            // Dropped meanwhile (a service was switched): build it afresh.
+            None => self.lineup().await?,
+        };
+        lineup
+            .detail(&slug)
+            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))
     }
 
     /// Resolves `channel_id` of `service`, from cache when still valid.
