@@ -118,14 +118,24 @@ pub fn rewrite(
 /// no URL parsing and no allocation per URI.
 pub fn rewrite_refs(
     body: &str,
+    f: impl FnMut(&mut String, &str, UriKind) -> bool,
+) -> Result<String, RewriteError> {
+    // Proxy URLs are longer than most upstream URIs; avoid regrowing for typical playlists.
+    rewrite_refs_sized(body, body.len() * 4, f)
+}
+
+/// [`rewrite_refs`] writing into a buffer of `capacity` bytes, for callers that know
+/// how long their replacements are (regrowing a megabyte of output is a copy of it).
+pub fn rewrite_refs_sized(
+    body: &str,
+    capacity: usize,
     mut f: impl FnMut(&mut String, &str, UriKind) -> bool,
 ) -> Result<String, RewriteError> {
     if !is_hls(body) {
         return Err(RewriteError::NotHls);
     }
     let master = is_master(body);
-    // Proxy URLs are longer than most upstream URIs; avoid regrowing for typical playlists.
-    let mut out = String::with_capacity(body.len() * 4);
+    let mut out = String::with_capacity(capacity);
     // A URI line right after EXT-X-STREAM-INF is a variant playlist even in a body that also has
     // #EXTINF (and so is not a "master" by is_master); trust the tag over the whole-body guess.
     let mut after_stream_inf = false;

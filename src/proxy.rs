@@ -260,7 +260,11 @@ pub fn rewrite_playlist(
     body: &str,
 ) -> Result<String, crate::hls::RewriteError> {
     let mut sealer = signer.sealer(service, channel, playlist_url, headers);
-    crate::hls::rewrite_refs(body, |out, reference, kind| {
+    // Every line could be a link: its fixed part, and an item about 4/3 of the line.
+    let lines = body.bytes().filter(|&b| b == b'\n').count() + 1;
+    let fixed = public_base.len() + "/proxy/".len() + sealer.context.len() + 48;
+    let capacity = body.len() * 3 + lines * fixed;
+    crate::hls::rewrite_refs_sized(body, capacity, |out, reference, kind| {
         if !crate::hls::is_fetchable_ref(reference) {
             return false;
         }
