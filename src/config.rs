@@ -161,6 +161,18 @@ pub struct HdhrConfig {
     pub enabled: bool,
     pub friendly_name: String,
     pub tuner_count: u32,
+    /// Largest lineup one virtual tuner (`/tuners/{n}/...`) carries; 0 serves no
+    /// virtual tuners. Plex struggles above about 420-480 channels per tuner.
+    pub max_channels: u32,
+    /// Answer LAN discovery (SiliconDust's UDP discover for Jellyfin, SSDP for Plex) so
+    /// media servers find the tuner by themselves. Off by default: it binds
+    /// well-known UDP ports on every interface (see `discovery`).
+    pub discovery: bool,
+    /// UDP port of SiliconDust's discover protocol (65001, what clients broadcast to);
+    /// 0 turns that protocol off. Another port only for tests.
+    pub discovery_port: u16,
+    /// UDP port of SSDP (1900); 0 turns SSDP off. Another port only for tests.
+    pub ssdp_port: u16,
 }
 
 impl Default for HdhrConfig {
@@ -169,6 +181,10 @@ impl Default for HdhrConfig {
             enabled: true,
             friendly_name: "freesky".into(),
             tuner_count: 4,
+            max_channels: 0,
+            discovery: false,
+            discovery_port: 65001,
+            ssdp_port: 1900,
         }
     }
 }
@@ -634,6 +650,25 @@ impl<'t> Parse<'t> {
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());
         }
+        let h = &cfg.hdhomerun;
+        if h.discovery && !h.enabled {
+            self.problem(
+                "hdhomerun.discovery",
+                "needs `enabled = true`: it advertises the tuner endpoints".into(),
+            );
+        }
+        if h.discovery && h.discovery_port == 0 && h.ssdp_port == 0 {
+            self.problem(
+                "hdhomerun.discovery",
+                "discovery_port and ssdp_port are both 0: nothing would answer".into(),
+            );
+        }
+        if h.discovery && h.discovery_port != 0 && h.discovery_port == h.ssdp_port {
+            self.problem(
+                "hdhomerun.ssdp_port",
+                format!("must differ from discovery_port ({})", h.discovery_port),
+            );
+        }
         if cfg.guide.refresh < Duration::from_secs(60) {
             self.problem("guide.refresh", "must be at least 1m".into());
         }
@@ -866,6 +901,38 @@ mod tests {
             Some(Auth::Bearer(Secret("s3cret".into())))
         );
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn hdhomerun_discovery_is_off_by_default_and_checked() {
+        let c = Config::builtin();
+        assert!(!c.hdhomerun.discovery);
+        assert_eq!(
+            (c.hdhomerun.discovery_port, c.hdhomerun.ssdp_port),
+            (65001, 1900)
+        );
+        let e = errors("[hdhomerun]\nenabled = false\ndiscovery = true\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:3: hdhomerun.discovery") && l.contains("enabled")),
+            "{e:?}"
+        );
+        let e = errors("[hdhomerun]\ndiscovery = true\ndiscovery_port = 0\nssdp_port = 0\n");
+        assert!(e.iter().any(|l| l.contains("both 0")), "{e:?}");
+        let e = errors("[hdhomerun]\ndiscovery = true\ndiscovery_port = 5000\nssdp_port = 5000\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:4: hdhomerun.ssdp_port")),
+            "{e:?}"
+        );
+        let e = errors("[hdhomerun]\ndiscovery_port = 70000\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:2: hdhomerun.discovery_port")),
+            "{e:?}"
+        );
+        // Ports may collide while discovery is off.
+        assert!(errors("[hdhomerun]\ndiscovery_port = 0\nssdp_port = 0\n").is_empty());
     }
 }
 

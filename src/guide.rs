@@ -3,9 +3,14 @@
 //! priority (the first service with programmes for a channel wins), and renders
 //! `/epg.xml` and `/epg.xml.gz` once per refresh. A service whose refresh fails keeps
 //! its last good guide; its status says what went wrong.
+//!
+//! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
+//! a mapping change or a service switch re-renders the kept guides against the new
+//! lineup at once (`lineup_changed`), without fetching anything.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +19,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::Notify;
 use url::Url;
 
 use crate::config::GuideConfig;
@@ -59,10 +65,22 @@ pub struct Rendered {
 pub struct Guides {
     registry: Arc<Registry>,
     cfg: GuideConfig,
+    /// Each service's last good guide, programmes keyed by lineup channel id: what a
+    /// re-render merges again.
     last_good: Mutex<HashMap<String, Arc<ServiceGuide>>>,
     status: Mutex<HashMap<String, GuideStatus>>,
     rendered: RwLock<Option<Arc<Rendered>>>,
+    /// One fetch of every guide at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Fetches finished: a caller that waited for `refreshing` while one finished
+    /// takes its result instead of fetching again.
+    fetches: AtomicU64,
+    /// One render at a time, each reading the lineup once it holds this: the render
+    /// stored last saw the newest lineup, so a slow refresh cannot undo a mapping
+    /// change rendered meanwhile.
+    rendering: tokio::sync::Mutex<()>,
+    /// Wakes the background refresh before its time (`lineup_changed`).
+    wake: Arc<Notify>,
 }
 
 impl Guides {
@@ -74,6 +92,9 @@ impl Guides {
             status: Mutex::default(),
             rendered: RwLock::default(),
             refreshing: tokio::sync::Mutex::const_new(()),
+            fetches: AtomicU64::new(0),
+            rendering: tokio::sync::Mutex::const_new(()),
+            wake: Arc::default(),
         }
     }
 
@@ -102,29 +123,60 @@ impl Guides {
     }
 
     /// Refreshes every enabled service's guide in the background, every
-    /// `guide.refresh`, for as long as `self` lives elsewhere.
+    /// `guide.refresh` (sooner when `lineup_changed` asks), for as long as `self`
+    /// lives elsewhere.
     pub fn spawn_refresh(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let every = self.cfg.refresh;
+        let wake = self.wake.clone();
         tokio::spawn(async move {
+            let mut first = true;
             loop {
                 let Some(guides) = weak.upgrade() else { return };
-                if let Err(e) = guides.refresh().await {
+                // At start, a guide a request has built meanwhile is fresh enough.
+                let result = if std::mem::take(&mut first) {
+                    guides.current().await
+                } else {
+                    guides.refresh().await
+                };
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "guide refresh failed");
                 }
                 drop(guides);
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = wake.notified() => {}
+                }
             }
         });
+    }
+
+    /// The lineup changed (a mapping, a service switched): the guide follows at once,
+    /// re-rendered from the guides already fetched. `refetch` also asks the background
+    /// refresh to fetch them again soon, for what only a new read can find: a guide
+    /// channel that a new guide id now matches, the guide of a service just enabled.
+    /// Requests made while a refresh runs share one more refresh.
+    pub async fn lineup_changed(&self, refetch: bool) {
+        if refetch {
+            self.wake.notify_one();
+        }
+        let _one = self.rendering.lock().await;
+        // Nothing rendered yet: the first request builds the guide from this lineup.
+        if self.rendered().is_none() {
+            return;
+        }
+        if let Err(e) = self.render_locked().await {
+            tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
+        }
     }
 
     /// Fetches every enabled service's guide again, merges and renders. Concurrent
     /// callers share one refresh.
     pub async fn refresh(&self) -> Result<Arc<Rendered>, AppError> {
-        let before = self.rendered().map(|r| Arc::as_ptr(&r) as usize);
+        let seen = self.fetches.load(Ordering::Acquire);
         let _one = self.refreshing.lock().await;
-        if let Some(r) = self.rendered() {
-            if Some(Arc::as_ptr(&r) as usize) != before {
+        if self.fetches.load(Ordering::Acquire) != seen {
+            if let Some(r) = self.rendered() {
                 return Ok(r); // someone else refreshed while we waited
             }
         }
@@ -132,13 +184,7 @@ impl Guides {
         let now = chrono::Utc::now().timestamp();
         let (from, to) = (now - KEEP_PAST, now + i64::from(self.cfg.days) * 86_400);
 
-        let mut services: Vec<_> = self
-            .registry
-            .status()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        services.sort_by_key(|s| s.priority);
+        let services = self.enabled_services();
         let fetches = services.iter().map(|s| {
             let lineup = lineup.clone();
             async move {
@@ -182,6 +228,29 @@ impl Guides {
             }
         }
 
+        self.fetches.fetch_add(1, Ordering::Release);
+        let _render = self.rendering.lock().await;
+        self.render_locked().await
+    }
+
+    /// Enabled services in priority order (ties keep config order).
+    fn enabled_services(&self) -> Vec<crate::model::ServiceStatus> {
+        let mut services: Vec<_> = self
+            .registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        services
+    }
+
+    /// Merges the kept guides against the lineup as it is now, renders and stores
+    /// the result. The caller holds `rendering`.
+    async fn render_locked(&self) -> Result<Arc<Rendered>, AppError> {
+        let lineup = self.registry.lineup().await?;
+        let services = self.enabled_services();
+        let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
         let rendered = Arc::new(self.render(&lineup, &services, to));
         *self.rendered.write().expect("guide lock is never poisoned") = Some(rendered.clone());
         Ok(rendered)
@@ -247,15 +316,9 @@ impl Guides {
         let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
         if self.cfg.placeholders {
             for c in &lineup.channels {
-                if !ordered
-                    .iter()
-                    .any(|g| g.programmes.contains_key(&c.guide_id))
-                {
+                if !ordered.iter().any(|g| g.programmes.contains_key(&c.id)) {
                     let now = chrono::Utc::now().timestamp();
-                    fillers.insert(
-                        &c.guide_id,
-                        xmltv::placeholders(&c.name, now - 3600, to, block),
-                    );
+                    fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
                 }
             }
         }
@@ -268,8 +331,8 @@ impl Guides {
                 logo: &c.logo,
                 programmes: ordered
                     .iter()
-                    .find_map(|g| g.programmes.get(&c.guide_id))
-                    .or_else(|| fillers.get(c.guide_id.as_str()))
+                    .find_map(|g| g.programmes.get(&c.id))
+                    .or_else(|| fillers.get(c.id.as_str()))
                     .map_or(&[][..], Vec::as_slice),
             })
             .collect();
@@ -329,9 +392,10 @@ async fn open(
     }
 }
 
-/// Which lineup channel a guide channel is: the tvg-id this service lists for it,
-/// then a guide id in the lineup, then the display name normalised as the lineup
-/// normalises channel names.
+/// Which lineup channel (by id) a guide channel is: the tvg-id this service lists for
+/// it, then a guide id in the lineup, then the display name normalised as the lineup
+/// normalises channel names. Hidden channels are mapped too, so that unhiding one
+/// shows its programmes without a fetch.
 struct Mapping {
     by_tvg: HashMap<String, String>,
     by_name: HashMap<String, String>,
@@ -346,21 +410,22 @@ impl Mapping {
             .collect();
         let mut by_tvg = HashMap::new();
         let mut by_name = HashMap::new();
-        for c in &lineup.channels {
+        // Listed channels first: they win a name or guide id a hidden one shares.
+        for c in lineup.channels.iter().chain(lineup.hidden()) {
             by_tvg
                 .entry(c.guide_id.to_lowercase())
-                .or_insert_with(|| c.guide_id.clone());
+                .or_insert_with(|| c.id.clone());
             by_name
                 .entry(normalise(&c.name))
-                .or_insert_with(|| c.guide_id.clone());
+                .or_insert_with(|| c.id.clone());
             for s in c.sources.iter().filter(|s| s.service == service) {
                 if let Some(tvg) = tvg_of.get(s.channel_id.as_str()) {
                     // This service's own tvg-id wins over another channel's guide id.
-                    by_tvg.insert(tvg.to_lowercase(), c.guide_id.clone());
+                    by_tvg.insert(tvg.to_lowercase(), c.id.clone());
                 }
                 by_name
                     .entry(normalise(&s.name))
-                    .or_insert_with(|| c.guide_id.clone());
+                    .or_insert_with(|| c.id.clone());
             }
         }
         Self { by_tvg, by_name }

@@ -12,9 +12,11 @@
 //! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
+//! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
 
 pub mod cache;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod failover;
 pub mod guide;
@@ -77,6 +79,9 @@ pub async fn run(
         // Then the guides, on their schedule.
         guides.spawn_refresh();
     });
+    // LAN discovery when configured; its sockets close when serving ends.
+    let http_addr = listener.local_addr()?;
+    let _discovery = discovery::spawn(&state, http_addr);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

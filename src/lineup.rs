@@ -434,6 +434,12 @@ impl Lineup {
             .copied()
     }
 
+    /// The hidden channels, ordered by number (in no listing; the guide keeps their
+    /// programmes so that unhiding one shows them at once).
+    pub fn hidden(&self) -> &[LineupChannel] {
+        &self.hidden
+    }
+
     /// A channel by slug, or by number (`"12"`), hidden ones included.
     pub fn get(&self, id: &str) -> Option<&LineupChannel> {
         self.slot(id).map(|s| self.at(s))

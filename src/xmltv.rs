@@ -61,7 +61,7 @@ pub struct Programme {
     pub sub_title: Option<Box<str>>,
 }
 
-/// What one guide gave, keyed by our guide id.
+/// What one guide gave, keyed by what the `ChannelMap` returned (the lineup channel id).
 #[derive(Debug, Default)]
 pub struct ServiceGuide {
     pub programmes: HashMap<String, Vec<Programme>>,
@@ -78,7 +78,7 @@ impl ServiceGuide {
     }
 }
 
-/// Maps a guide's channel (its id and display names) to one of our guide ids.
+/// Maps a guide's channel (its id and display names) to one of our channels.
 pub trait ChannelMap: Sync {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<String>;
 }

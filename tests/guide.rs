@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
+use serde_json::Value;
 
 use common::{assert_api_error, respond, FakeUpstream, TestApp, M3U_TYPE};
 
@@ -269,6 +270,11 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
             M3U_TYPE,
             "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n",
         )
+        .text(
+            "/other.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1,Other\nhttp://127.0.0.1:9/2.m3u8\n",
+        )
         .route(
             "/guide.xml",
             get(move || {
@@ -278,12 +284,19 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
         )
         .start();
     let app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n",
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n\n\
+         [[services]]\nname = \"NoGuide\"\nkind = \"m3u\"\nurl = \"{0}/other.m3u\"\n",
         up.base()
     ))
     .await;
     let first = app.get_text_ok("/epg.xml").await;
     assert!(first.contains("Good show"), "{first}");
+    // The service status carries the guide's: null for a service without one.
+    let p = app.service_status("P").await;
+    assert_eq!(p["guide"]["source"], up.url("/guide.xml"), "{p}");
+    assert!(p["guide"]["last_ok"].is_string() && p["guide"]["last_error"].is_null());
+    assert_eq!(p["guide"]["programmes"], 1, "{p}");
+    assert_eq!(app.service_status("NoGuide").await["guide"], Value::Null);
 
     let truncated = good[..good.len() / 2].to_string();
     let latin1 = {
@@ -310,6 +323,11 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
             .unwrap_or_default();
         assert!(!err.is_empty(), "{what}: no error reported: {s}");
         assert!(s["services"]["P"]["last_ok"].is_string(), "{what}: {s}");
+        // ... and in the service status, the same.
+        let p = app.service_status("P").await;
+        assert_eq!(p["guide"]["last_error"], err, "{what}: {p}");
+        assert_eq!(p["guide"]["last_ok"], s["services"]["P"]["last_ok"]);
+        assert_eq!(p["guide"]["programmes"], 1, "{what}: {p}");
         let served = app.get_text_ok("/epg.xml").await;
         assert_eq!(served, first, "{what}: the last good guide was not kept");
     }
@@ -325,6 +343,10 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
         .as_str()
         .unwrap()
         .contains("yesterday"));
+    let p = app.service_status("P").await;
+    assert!(p["guide"]["last_error"].is_null(), "{p}");
+    assert_eq!(p["guide"]["skipped"], 1, "{p}");
+    assert_eq!(p["guide"]["first_skip"], s["services"]["P"]["first_skip"]);
     let now = app.get_text_ok("/epg.xml").await;
     assert!(now.contains("Later show") && !now.contains("Good show") && !now.contains(">Bad<"));
     tv_validate(now.as_bytes());
@@ -381,4 +403,124 @@ async fn the_demo_has_a_guide_and_refresh_is_an_admin_call() {
         .post_auth("/api/guide/refresh", Some("Bearer guide-token-7f3"))
         .await;
     assert_eq!(r.status(), 200);
+}
+
+/// PATCH /api/channels/{id} that must answer 200.
+async fn patch(app: &TestApp, id: &str, body: &'static str) {
+    let resp = app
+        .client
+        .patch(app.url(&format!("/api/channels/{id}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{id} {body}");
+}
+
+#[tokio::test]
+async fn mapping_edits_and_service_switches_show_in_the_guide_at_once_and_after_a_restart() {
+    let guide = xmltv(
+        &[
+            ("One.example", "One"),
+            ("Two.example", "Two"),
+            ("Three.example", "Third"),
+        ],
+        &[
+            ("One.example", 0, "One show"),
+            ("Two.example", 0, "Two show"),
+            ("Three.example", 0, "Three show"),
+        ],
+    );
+    // `None`: the guide answers 500, so what the guide shows meanwhile was not read again.
+    let body = Arc::new(Mutex::new(Some(guide.clone())));
+    let served = body.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n\
+             #EXTINF:-1 tvg-id=\"Two.example\",Two\nhttp://127.0.0.1:9/2.m3u8\n\
+             #EXTINF:-1,Drei\nhttp://127.0.0.1:9/3.m3u8\n",
+        )
+        .route(
+            "/guide.xml",
+            get(move || {
+                let body = served.lock().unwrap().clone();
+                async move {
+                    match body {
+                        Some(xml) => respond(200, "application/xml", xml),
+                        None => respond(500, "text/plain", "down"),
+                    }
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let (ids, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+    assert_eq!(
+        ids,
+        BTreeSet::from(["One.example".into(), "Two.example".into()])
+    );
+    assert_eq!(titles_of(&progs, "One.example"), ["One show"]);
+    *body.lock().unwrap() = None;
+    // A hidden channel, a new name and guide id: in the guide as soon as the PATCHes
+    // answer, programmes kept (the guide cannot be read again meanwhile).
+    patch(&app, "two", r#"{"hidden":true}"#).await;
+    let (ids, _) = guide_facts(&app.get_text_ok("/epg.xml").await);
+    assert_eq!(ids, BTreeSet::from(["One.example".to_string()]));
+    patch(&app, "one", r#"{"tvg_id":"Uno.example","name":"Uno"}"#).await;
+    let check = |xml: String| {
+        let (ids, progs) = guide_facts(&xml);
+        assert_eq!(ids, BTreeSet::from(["Uno.example".to_string()]), "{xml}");
+        assert_eq!(titles_of(&progs, "Uno.example"), ["One show"]);
+        assert!(xml.contains("<display-name>Uno</display-name>"), "{xml}");
+        tv_validate(xml.as_bytes());
+    };
+    check(app.get_text_ok("/epg.xml").await);
+
+    // Disabling the service empties the guide at once; enabling brings it back.
+    assert_eq!(app.post("/api/services/P/disable").await.status(), 200);
+    let (ids, _) = guide_facts(&app.get_text_ok("/epg.xml").await);
+    assert!(ids.is_empty(), "{ids:?}");
+    assert_eq!(app.post("/api/services/P/enable").await.status(), 200);
+    check(app.get_text_ok("/epg.xml").await);
+
+    // A guide id that links a guide channel the last read dropped: a new read, in
+    // the background, soon.
+    *body.lock().unwrap() = Some(guide);
+    patch(&app, "drei", r#"{"tvg_id":"Three.example"}"#).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+        if titles_of(&progs, "Three.example") == ["Three show"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the linked guide channel never showed: {progs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // After a restart (a fresh read), the same.
+    app.restart().await;
+    let xml = app.get_text_ok("/epg.xml").await;
+    let (ids, progs) = guide_facts(&xml);
+    assert_eq!(
+        ids,
+        BTreeSet::from(["Uno.example".to_string(), "Three.example".to_string()]),
+        "{xml}"
+    );
+    assert_eq!(titles_of(&progs, "Uno.example"), ["One show"]);
+    assert!(!xml.contains("Two show"), "{xml}");
+
+    // Unhiding shows the kept programmes at once.
+    patch(&app, "two", r#"{"hidden":false}"#).await;
+    let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+    assert_eq!(titles_of(&progs, "Two.example"), ["Two show"]);
 }

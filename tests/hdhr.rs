@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +12,10 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde_json::Value;
 
-use common::{assert_api_error, json_of, respond, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
+use common::{
+    assert_api_error, json_of, media_playlist, respond, FakeUpstream, TestApp, HANG_GUARD,
+    HLS_TYPE, M3U_TYPE,
+};
 
 async fn two_service_app(extra: &str) -> (TestApp, FakeUpstream) {
     let portal = FakeUpstream::bind()
@@ -263,12 +267,26 @@ async fn bad_tuner_paths_and_a_disabled_tuner_get_404() {
     assert_api_error(app.get("/auto/v999").await, 404).await;
     assert_api_error(app.get("/auto/ch1").await, 404).await;
     assert_api_error(app.get("/auto/v").await, 404).await;
+    // No virtual tuners unless max_channels is set.
+    let body = assert_api_error(app.get("/tuners/1/discover.json").await, 404).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("max_channels"),
+        "{body}"
+    );
+    assert_eq!(app.get_json("/api/tuners").await.1, serde_json::json!([]));
 
     let off = TestApp::spawn(
         "[hdhomerun]\nenabled = false\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
     )
     .await;
-    for path in ["/discover.json", "/lineup.json", "/device.xml", "/auto/v1"] {
+    for path in [
+        "/discover.json",
+        "/lineup.json",
+        "/device.xml",
+        "/auto/v1",
+        "/tuners/1/discover.json",
+        "/api/tuners",
+    ] {
         let (status, body) = json_of(off.get(path).await).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(
@@ -360,4 +378,191 @@ async fn guide_numbers_stay_when_the_upstream_adds_and_removes_channels() {
         assert_eq!(number_of(&third, name), number_of(&first, name), "{name}");
     }
     assert_eq!(number_of(&third, "Delta"), delta);
+}
+
+/// 25 channels in three groups, listed out of group order (News 2 + Sports 12 + Movies
+/// 9 + News 2), News 1 playable; tuners split at 10 channels.
+async fn split_app() -> (TestApp, FakeUpstream) {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let mut m3u = String::from("#EXTM3U\n");
+    let mut add = |group: &str, name: String| {
+        m3u.push_str(&format!(
+            "#EXTINF:-1 group-title=\"{group}\",{name}\n{o}/live/{}.m3u8\n",
+            name.to_lowercase().replace(' ', "-")
+        ));
+    };
+    for i in 1..=2 {
+        add("News", format!("News {i}"));
+    }
+    for i in 1..=12 {
+        add("Sports", format!("Sports {i}"));
+    }
+    for i in 1..=9 {
+        add("Movies", format!("Movies {i}"));
+    }
+    for i in 3..=4 {
+        add("News", format!("News {i}"));
+    }
+    let packet = {
+        let mut p = [0u8; 188];
+        p[0] = 0x47;
+        p.repeat(50)
+    };
+    let up = up
+        .text("/list.m3u", M3U_TYPE, m3u)
+        .text(
+            "/live/news-1.m3u8",
+            HLS_TYPE,
+            media_playlist(&["seg.ts"]).replace("#EXT-X-ENDLIST\n", ""),
+        )
+        .bytes("/live/seg.ts", "video/mp2t", packet)
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[hdhomerun]
+friendly_name = "Living room"
+tuner_count = 2
+max_channels = 10
+
+[[services]]
+name = "P"
+kind = "m3u"
+url = "{o}/list.m3u"
+"#
+    ))
+    .await;
+    (app, up)
+}
+
+#[tokio::test]
+async fn a_big_lineup_is_split_by_group_into_virtual_tuners() {
+    let (mut app, _up) = split_app().await;
+    let channels = app.channels().await;
+    assert_eq!(channels.len(), 25);
+    let group_of: HashMap<String, String> = channels
+        .iter()
+        .map(|c| {
+            (
+                c["number"].to_string(),
+                c["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+
+    // The top-level device stays the whole lineup.
+    let (_, main) = app.get_json("/discover.json").await;
+    assert_eq!(main["BaseURL"], app.base.as_str());
+    let (_, whole) = app.get_json("/lineup.json").await;
+    assert_eq!(whole.as_array().unwrap().len(), 25);
+
+    let (status, list) = app.get_json("/api/tuners").await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert!(list.len() >= 3, "{list:#?}");
+    let mut tuner_of: HashMap<String, u64> = HashMap::new();
+    let mut ids = HashSet::from([main["DeviceID"].as_str().unwrap().to_string()]);
+    for (i, t) in list.iter().enumerate() {
+        let n = i as u64 + 1;
+        assert_eq!(t["n"], n, "{t}");
+        let base = app.url(&format!("/tuners/{n}"));
+        assert_eq!(t["url"], base.as_str());
+
+        let (status, d) = app.get_json(&format!("/tuners/{n}/discover.json")).await;
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(d["FriendlyName"], format!("Living room {n}"));
+        assert!(freesky::http::hdhr::is_valid_device_id(device_id_of(&d)));
+        assert_eq!(d["DeviceID"], t["device_id"]);
+        assert!(
+            ids.insert(d["DeviceID"].as_str().unwrap().to_string()),
+            "DeviceID {} twice",
+            d["DeviceID"]
+        );
+        assert_eq!(d["BaseURL"], base.as_str());
+        assert_eq!(d["LineupURL"], format!("{base}/lineup.json"));
+        assert_eq!(d["TunerCount"], 2);
+
+        let (status, lineup) = app.get_json(&format!("/tuners/{n}/lineup.json")).await;
+        assert_eq!(status, 200, "{lineup}");
+        let entries = lineup.as_array().unwrap();
+        assert!(
+            !entries.is_empty() && entries.len() <= 10,
+            "tuner {n}: {lineup}"
+        );
+        assert_eq!(t["channels"], entries.len());
+        for e in entries {
+            let number = e["GuideNumber"].as_str().unwrap().to_string();
+            assert_eq!(e["URL"], format!("{base}/auto/v{number}"));
+            assert!(
+                tuner_of.insert(number.clone(), n).is_none(),
+                "channel {number} in two tuners"
+            );
+        }
+
+        // The rest of the device, under its base.
+        let (status, _) = app
+            .get_json(&format!("/tuners/{n}/lineup_status.json"))
+            .await;
+        assert_eq!(status, 200);
+        let r = app
+            .post(&format!("/tuners/{n}/lineup.post?scan=start"))
+            .await;
+        assert_eq!(r.status(), 200);
+        for path in ["device.xml", "capability"] {
+            let xml = app.get_text_ok(&format!("/tuners/{n}/{path}")).await;
+            let (_, _, texts) = parse_xml(&xml);
+            let text = |name: &str| texts.iter().find(|(k, _)| k == name).unwrap().1.clone();
+            assert_eq!(text("URLBase"), base);
+            assert_eq!(text("serialNumber"), d["DeviceID"].as_str().unwrap());
+            assert_eq!(text("friendlyName"), format!("Living room {n}"));
+        }
+    }
+
+    // Every channel in exactly one tuner; groups whole unless bigger than a tuner.
+    assert_eq!(tuner_of.len(), 25);
+    let mut tuners_of_group: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for (number, n) in &tuner_of {
+        tuners_of_group
+            .entry(group_of[number].as_str())
+            .or_default()
+            .insert(*n);
+    }
+    assert_eq!(tuners_of_group["News"].len(), 1, "{tuners_of_group:?}");
+    assert_eq!(tuners_of_group["Movies"].len(), 1, "{tuners_of_group:?}");
+    assert_eq!(tuners_of_group["Sports"].len(), 2, "{tuners_of_group:?}");
+
+    // A virtual tuner plays (any channel: numbers are global); a missing one is 404.
+    let news1 = app.channel_named("News 1").await["number"].to_string();
+    let n = tuner_of[&news1];
+    let resp = app.get(&format!("/tuners/{n}/auto/v{news1}")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "video/MP2T");
+    drop(resp);
+    for path in [
+        "/tuners/99/discover.json".to_string(),
+        "/tuners/0/lineup.json".into(),
+        "/tuners/x/device.xml".into(),
+        format!("/tuners/99/auto/v{news1}"),
+    ] {
+        let body = assert_api_error(app.get(&path).await, 404).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("virtual tuner"),
+            "{path}: {body}"
+        );
+    }
+
+    // The same tuners, ids and channels after a restart (on another port).
+    let without_url = |list: &[Value]| -> Vec<Value> {
+        list.iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.as_object_mut().unwrap().remove("url");
+                t
+            })
+            .collect()
+    };
+    app.restart().await;
+    let (_, again) = app.get_json("/api/tuners").await;
+    assert_eq!(without_url(again.as_array().unwrap()), without_url(&list));
+    assert_eq!(again[0]["url"], app.url("/tuners/1"));
 }

@@ -187,28 +187,30 @@ async fn rename_regroup_logo_and_tvg_id_show_everywhere_and_reset_with_null() {
         "{lineup:?}"
     );
     // The guide (which lists channels that have programmes: here the demo's) follows
-    // at its next refresh; hidden channels leave it.
+    // as soon as the PATCH answers, without a refresh; hidden channels leave it and
+    // come back with their programmes.
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(guide.contains("<channel id=\"demo.freesky\">"), "{guide}");
     patch_ok(
         &app,
         "demo",
         json!({"name": "Loop", "tvg_id": "Loop.example"}),
     )
     .await;
-    let refresh = || async {
-        let resp = app.post("/api/guide/refresh").await;
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        app.get_text_ok("/epg.xml").await
-    };
-    let guide = refresh().await;
+    let guide = app.get_text_ok("/epg.xml").await;
     assert!(
         guide.contains("<channel id=\"Loop.example\">")
             && guide.contains("<display-name>Loop</display-name>")
-            && guide.contains("channel=\"Loop.example\""),
+            && guide.contains("channel=\"Loop.example\"")
+            && !guide.contains("demo.freesky"),
         "{guide}"
     );
     patch_ok(&app, "demo", json!({"hidden": true})).await;
-    let guide = refresh().await;
+    let guide = app.get_text_ok("/epg.xml").await;
     assert!(!guide.contains("Loop.example"), "{guide}");
+    patch_ok(&app, "demo", json!({"hidden": null})).await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(guide.contains("channel=\"Loop.example\""), "{guide}");
 
     // A missing field keeps its override, null resets one.
     let got = patch_ok(&app, &id, json!({"group": null, "tvg_id": null})).await;
@@ -417,6 +419,12 @@ async fn mappings_survive_a_restart_and_new_channels_get_the_next_free_number() 
     patch_ok(&app, &news, json!({"sources": ["B"]})).await;
     patch_ok(&app, &sport, json!({"hidden": true})).await;
     let before = get_channel(&app, "demo").await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(
+        guide.contains("<channel id=\"MyDemo.tv\">") && guide.contains("My Demo"),
+        "{}",
+        &guide[..guide.len().min(600)]
+    );
 
     app.restart().await;
     assert_eq!(get_channel(&app, "demo").await, before);

@@ -1,14 +1,18 @@
 //! The original design's JSON API: service status and switches, channel listing and
 //! search; and freesky's channel mapping (`GET`/`PATCH /api/channels/{id}`).
+//!
+//! A service's status carries its guide status (`crate::guide`), joined here so that
+//! neither the registry nor the guide knows of the other's status.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{check_admin, AppState};
 use crate::error::AppError;
+use crate::guide::GuideStatus;
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
 
 /// Largest `PATCH /api/channels/{id}` body read (a mapping is a few hundred bytes).
@@ -35,26 +39,54 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn status(State(s): State<AppState>) -> Json<Vec<ServiceStatus>> {
-    Json(s.registry.status())
+/// A service's status as the API shows it: the registry's, plus its guide's.
+#[derive(Serialize)]
+struct ServiceEntry {
+    #[serde(flatten)]
+    service: ServiceStatus,
+    /// `null` while the service has no guide (none configured or listed, or not
+    /// tried yet); else what its last guide refresh did, a malformed guide included.
+    guide: Option<GuideStatus>,
+}
+
+fn entry(s: &AppState, service: ServiceStatus) -> ServiceEntry {
+    ServiceEntry {
+        guide: s.guides.status_of(&service.name),
+        service,
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<Vec<ServiceEntry>> {
+    Json(
+        s.registry
+            .status()
+            .into_iter()
+            .map(|service| entry(&s, service))
+            .collect(),
+    )
 }
 
 async fn enable(
     State(s): State<AppState>,
     Path(name): Path<String>,
     req: Request,
-) -> Result<Json<ServiceStatus>, AppError> {
+) -> Result<Json<ServiceEntry>, AppError> {
     check_admin(&s.config, &req)?;
-    Ok(Json(s.registry.set_enabled(&name, true).await?))
+    let service = s.registry.set_enabled(&name, true).await?;
+    // Its channels are in the guide at once; its programmes after a fetch.
+    s.guides.lineup_changed(true).await;
+    Ok(Json(entry(&s, service)))
 }
 
 async fn disable(
     State(s): State<AppState>,
     Path(name): Path<String>,
     req: Request,
-) -> Result<Json<ServiceStatus>, AppError> {
+) -> Result<Json<ServiceEntry>, AppError> {
     check_admin(&s.config, &req)?;
-    Ok(Json(s.registry.set_enabled(&name, false).await?))
+    let service = s.registry.set_enabled(&name, false).await?;
+    s.guides.lineup_changed(false).await;
+    Ok(Json(entry(&s, service)))
 }
 
 async fn all_channels(State(s): State<AppState>) -> Result<Json<Vec<LineupChannel>>, AppError> {
@@ -119,5 +151,12 @@ async fn map_channel(
         return Err(bad(format!("got {got}")));
     }
     let patch: ChannelPatch = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-    Ok(Json(s.registry.map_channel(&id, &patch).await?))
+    let before = s.registry.channel(&id).await?.channel.guide_id;
+    let detail = s.registry.map_channel(&id, &patch).await?;
+    // The guide shows the change at once; a new guide id may also match a guide
+    // channel that the last read dropped, which only a new read finds.
+    s.guides
+        .lineup_changed(detail.channel.guide_id != before)
+        .await;
+    Ok(Json(detail))
 }

@@ -4,7 +4,15 @@
 //! session. `tuner_count` bounds concurrent tuner streams; one more gets 503, which
 //! is what media servers expect of a busy tuner. All of it answers 404 when
 //! `[hdhomerun] enabled = false`.
+//!
+//! Virtual tuners (`[hdhomerun] max_channels`): Plex copes badly with more than about
+//! 420-480 channels per tuner, so the lineup is also served split by group, virtual
+//! tuner n under `/tuners/{n}/` with the same endpoints, its own DeviceID and
+//! FriendlyName. The top-level endpoints keep serving the whole lineup. Channel
+//! numbers are unique across tuners, so every `auto/v{number}` plays any channel, and
+//! all tuners share the `tuner_count` slots.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,11 +24,14 @@ use axum::{Json, Router};
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
 use futures::StreamExt;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::{base_url, AppState};
 use crate::error::AppError;
+use crate::lineup::Lineup;
+use crate::model::LineupChannel;
 use crate::session;
 
 /// The tuner's identity and its tuners.
@@ -48,6 +59,76 @@ impl Tuner {
             slots: Arc::new(Semaphore::new(tuners as usize)),
         })
     }
+
+    /// The DeviceIDs of virtual tuners 1..=`count`, derived from ours (so stable for
+    /// as long as ours is); each valid, and none equal to ours or to another's. The
+    /// list for `count` is the start of the list for `count + 1`.
+    pub fn virtual_ids(&self, count: usize) -> Vec<String> {
+        let main = u32::from_str_radix(&self.device_id, 16).unwrap_or_default();
+        derived_ids(main, count)
+            .into_iter()
+            .map(|id| format!("{id:08X}"))
+            .collect()
+    }
+}
+
+/// Virtual tuner n's id: the first 32 bits of SHA-256("freesky virtual tuner {main}
+/// {n} {salt}") with the check digit fixed, salt counting up past a clash (with ours,
+/// an earlier tuner's, or the all-zeros and wildcard ids).
+fn derived_ids(main: u32, count: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = Vec::with_capacity(count);
+    for n in 1..=count {
+        for salt in 0u32.. {
+            let seed = format!("freesky virtual tuner {main:08X} {n} {salt}");
+            let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+            let head: [u8; 4] = digest.as_ref()[..4]
+                .try_into()
+                .expect("SHA-256 is 32 bytes");
+            let id = valid_device_id(u32::from_be_bytes(head));
+            if id != main && id != 0 && id != u32::MAX && !ids.contains(&id) {
+                ids.push(id);
+                break;
+            }
+        }
+    }
+    ids
+}
+
+/// Splits `channels` into virtual tuners of at most `max` channels each, as indices
+/// into `channels`. Channels go in number order, grouped by `group` (channels without
+/// one form a group too), groups in the order of their lowest number. A group joins
+/// the current tuner when it fits there, else it starts the next one; a group larger
+/// than `max` fills as many tuners as it needs, in number order, and the next group
+/// may join its last one. There is always one tuner, empty when `channels` is.
+pub fn pack(channels: &[LineupChannel], max: usize) -> Vec<Vec<usize>> {
+    let max = max.max(1);
+    let mut order: Vec<usize> = (0..channels.len()).collect();
+    order.sort_by_key(|&i| channels[i].number);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
+    for i in order {
+        let g = *group_of
+            .entry(channels[i].group.as_str())
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[g].push(i);
+    }
+    let mut tuners: Vec<Vec<usize>> = vec![Vec::new()];
+    for members in groups {
+        let open = tuners.last().map_or(0, Vec::len);
+        if open > 0 && open + members.len() > max {
+            tuners.push(Vec::new());
+        }
+        for i in members {
+            if tuners.last().is_none_or(|t| t.len() >= max) {
+                tuners.push(Vec::new());
+            }
+            tuners.last_mut().expect("a tuner was just ensured").push(i);
+        }
+    }
+    tuners
 }
 
 /// SiliconDust's check: the XOR of the nibbles, every other one through a lookup
@@ -87,6 +168,14 @@ pub fn routes() -> Router<AppState> {
         .route("/capability", get(device_xml))
         .route("/lineup.post", post(lineup_post))
         .route("/auto/{channel}", get(tune))
+        .route("/tuners/{n}/discover.json", get(discover))
+        .route("/tuners/{n}/lineup.json", get(lineup))
+        .route("/tuners/{n}/lineup_status.json", get(lineup_status))
+        .route("/tuners/{n}/device.xml", get(device_xml))
+        .route("/tuners/{n}/capability", get(device_xml))
+        .route("/tuners/{n}/lineup.post", post(lineup_post))
+        .route("/tuners/{n}/auto/{channel}", get(tune))
+        .route("/api/tuners", get(tuners))
 }
 
 fn enabled(s: &AppState) -> Result<(), AppError> {
@@ -99,18 +188,89 @@ fn enabled(s: &AppState) -> Result<(), AppError> {
     }
 }
 
-async fn discover(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
-    enabled(&s)?;
-    let base = base_url(&s.config, &headers);
-    let t = &s.tuner;
+/// The device a request is for: the whole tuner, or one virtual tuner.
+struct Device {
+    friendly_name: String,
+    device_id: String,
+    /// Where every URL it hands out starts: `{base}`, or `{base}/tuners/{n}`.
+    base: String,
+    /// A virtual tuner's lineup and its channels in it (indices); `None`: the whole
+    /// lineup, loaded only by the handlers that list it.
+    only: Option<(Arc<Lineup>, Vec<usize>)>,
+}
+
+/// The lineup as the virtual tuners split it now.
+struct Split {
+    lineup: Arc<Lineup>,
+    /// Indices into `lineup.channels`; virtual tuner n is `tuners[n - 1]`.
+    tuners: Vec<Vec<usize>>,
+}
+
+async fn split(s: &AppState) -> Result<Split, AppError> {
+    let max = s.config.hdhomerun.max_channels;
+    if max == 0 {
+        return Err(AppError::NotFound(
+            "virtual tuners are off ([hdhomerun] max_channels = 0)".into(),
+        ));
+    }
+    let lineup = s.registry.lineup().await?;
+    let tuners = pack(&lineup.channels, max as usize);
+    Ok(Split { lineup, tuners })
+}
+
+/// `n` from `/tuners/{n}/...` (none: the whole tuner), checked against the split.
+async fn device(s: &AppState, headers: &HeaderMap, n: Option<&str>) -> Result<Device, AppError> {
+    enabled(s)?;
+    let base = base_url(&s.config, headers);
+    let name = &s.config.hdhomerun.friendly_name;
+    let Some(n) = n else {
+        return Ok(Device {
+            friendly_name: name.clone(),
+            device_id: s.tuner.device_id.clone(),
+            base,
+            only: None,
+        });
+    };
+    let split = split(s).await?;
+    let count = split.tuners.len();
+    let k = n
+        .parse::<usize>()
+        .ok()
+        .filter(|k| (1..=count).contains(k))
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "no virtual tuner `{n}` (there are {count}: /tuners/1 to /tuners/{count})"
+            ))
+        })?;
+    let device_id = s
+        .tuner
+        .virtual_ids(k)
+        .pop()
+        .expect("virtual_ids(k) has k ids, k >= 1");
+    let Split { lineup, mut tuners } = split;
+    Ok(Device {
+        friendly_name: format!("{name} {k}"),
+        device_id,
+        base: format!("{base}/tuners/{k}"),
+        only: Some((lineup, tuners.swap_remove(k - 1))),
+    })
+}
+
+async fn discover(
+    State(s): State<AppState>,
+    n: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
+    let base = &d.base;
     Ok(Json(json!({
-        "FriendlyName": s.config.hdhomerun.friendly_name,
+        "FriendlyName": d.friendly_name,
         // Not an "HDTC" model: Jellyfin would then append ?transcode= to stream URLs.
         "ModelNumber": "HDHR5-4US",
         "FirmwareName": "hdhomerun5_atsc",
         "FirmwareVersion": "20200101",
-        "DeviceID": t.device_id,
-        "DeviceAuth": t.device_auth,
+        "DeviceID": d.device_id,
+        "DeviceAuth": s.tuner.device_auth,
         "BaseURL": base,
         "LineupURL": format!("{base}/lineup.json"),
         "TunerCount": s.config.hdhomerun.tuner_count,
@@ -118,31 +278,81 @@ async fn discover(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<
     })))
 }
 
-async fn lineup(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
-    enabled(&s)?;
-    let base = base_url(&s.config, &headers);
-    let lineup = s.registry.lineup().await?;
-    let entries: Vec<Value> = lineup
-        .channels
-        .iter()
-        .map(|c| {
-            json!({
-                "GuideNumber": c.number.to_string(),
-                "GuideName": c.name,
-                "URL": format!("{base}/auto/v{}", c.number),
-                "HD": true,
-                "Favorite": false,
-                "DRM": false,
-                "VideoCodec": "H264",
-                "AudioCodec": "AAC",
-            })
+async fn lineup(
+    State(s): State<AppState>,
+    n: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
+    let entry = |c: &LineupChannel| {
+        json!({
+            "GuideNumber": c.number.to_string(),
+            "GuideName": c.name,
+            "URL": format!("{}/auto/v{}", d.base, c.number),
+            "HD": true,
+            "Favorite": false,
+            "DRM": false,
+            "VideoCodec": "H264",
+            "AudioCodec": "AAC",
         })
-        .collect();
+    };
+    let entries: Vec<Value> = match &d.only {
+        Some((lineup, only)) => only.iter().map(|&i| entry(&lineup.channels[i])).collect(),
+        None => s
+            .registry
+            .lineup()
+            .await?
+            .channels
+            .iter()
+            .map(entry)
+            .collect(),
+    };
     Ok(Json(Value::Array(entries)))
 }
 
-async fn lineup_status(State(s): State<AppState>) -> Result<Json<Value>, AppError> {
+/// `GET /api/tuners`: the virtual tuners now (none when `max_channels = 0`), to tell
+/// which URLs to add to a media server.
+async fn tuners(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
     enabled(&s)?;
+    if s.config.hdhomerun.max_channels == 0 {
+        return Ok(Json(json!([])));
+    }
+    let base = base_url(&s.config, &headers);
+    let split = split(&s).await?;
+    let ids = s.tuner.virtual_ids(split.tuners.len());
+    let list: Vec<Value> = split
+        .tuners
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (members, id))| {
+            let n = i + 1;
+            let mut groups: Vec<&str> = Vec::new();
+            for &c in members {
+                let g = split.lineup.channels[c].group.as_str();
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+            json!({
+                "n": n,
+                "device_id": id,
+                "friendly_name": format!("{} {n}", s.config.hdhomerun.friendly_name),
+                "url": format!("{base}/tuners/{n}"),
+                "channels": members.len(),
+                "groups": groups,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+async fn lineup_status(
+    State(s): State<AppState>,
+    n: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    device(&s, &headers, n.as_deref().map(String::as_str)).await?;
     Ok(Json(json!({
         "ScanInProgress": 0,
         "ScanPossible": 1,
@@ -152,16 +362,24 @@ async fn lineup_status(State(s): State<AppState>) -> Result<Json<Value>, AppErro
 }
 
 /// `scan=start|abort`: the lineup is always current, so a scan finishes at once.
-async fn lineup_post(State(s): State<AppState>) -> Result<StatusCode, AppError> {
-    enabled(&s)?;
+async fn lineup_post(
+    State(s): State<AppState>,
+    n: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    device(&s, &headers, n.as_deref().map(String::as_str)).await?;
     Ok(StatusCode::OK)
 }
 
-async fn device_xml(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    enabled(&s)?;
-    let base = base_url(&s.config, &headers);
-    let name = xml_escape(&s.config.hdhomerun.friendly_name);
-    let id = &s.tuner.device_id;
+async fn device_xml(
+    State(s): State<AppState>,
+    n: Option<Path<String>>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
+    let base = &d.base;
+    let name = xml_escape(&d.friendly_name);
+    let id = &d.device_id;
     let xml = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <root xmlns="urn:schemas-upnp-org:device-1-0">
@@ -189,12 +407,22 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners.
+/// `auto/v{number}`'s path: the channel, and the virtual tuner asked.
+#[derive(Deserialize)]
+struct TunePath {
+    n: Option<String>,
+    channel: String,
+}
+
+/// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners. Under a
+/// virtual tuner any channel plays (numbers are unique; a channel may just have
+/// moved to another virtual tuner), but the tuner must exist.
 async fn tune(
     State(s): State<AppState>,
-    Path(channel): Path<String>,
+    Path(TunePath { n, channel }): Path<TunePath>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    enabled(&s)?;
+    device(&s, &headers, n.as_deref()).await?;
     let number = channel
         .strip_prefix('v')
         .and_then(|n| n.parse::<u32>().ok())
@@ -250,5 +478,78 @@ mod tests {
             assert_eq!(id & !0xF, raw & !0xF);
             assert!(!is_valid_device_id(id ^ 0x1), "{id:08X}");
         }
+    }
+
+    #[test]
+    fn virtual_device_ids_are_valid_distinct_and_stable() {
+        let main = valid_device_id(0x1234_5678);
+        let ids = derived_ids(main, 40);
+        assert_eq!(ids.len(), 40);
+        for (i, id) in ids.iter().enumerate() {
+            assert!(is_valid_device_id(*id), "{id:08X}");
+            assert_ne!(*id, main);
+            assert!(!ids[..i].contains(id), "{id:08X} twice");
+        }
+        assert_eq!(
+            derived_ids(main, 3),
+            ids[..3],
+            "a longer list starts the same"
+        );
+        assert_ne!(derived_ids(valid_device_id(0xABCD_EF00), 3), ids[..3]);
+    }
+
+    /// `pack` of channels given as (number, group), as the numbers per tuner.
+    fn check(channels: &[(u32, &str)], max: usize, expected: &[&[u32]]) {
+        let channels: Vec<LineupChannel> = channels
+            .iter()
+            .map(|&(number, group)| LineupChannel {
+                id: format!("c{number}"),
+                number,
+                name: format!("C{number}"),
+                logo: String::new(),
+                group: group.into(),
+                tags: vec![],
+                guide_id: String::new(),
+                sources: vec![],
+            })
+            .collect();
+        let got: Vec<Vec<u32>> = pack(&channels, max)
+            .iter()
+            .map(|t| t.iter().map(|&i| channels[i].number).collect())
+            .collect();
+        assert_eq!(got, expected, "{channels:?}");
+    }
+
+    #[test]
+    fn packing_keeps_groups_whole_and_splits_only_big_ones() {
+        // Groups in the order of their lowest number, whatever the input order.
+        let a = [(25, "A"), (1, "A"), (2, "A"), (24, "A")];
+        let b: Vec<(u32, &str)> = (3..=14).map(|n| (n, "B")).collect();
+        let c: Vec<(u32, &str)> = (15..=23).map(|n| (n, "C")).collect();
+        let all: Vec<(u32, &str)> = [&c[..], &a, &b].concat();
+        check(
+            &all,
+            10,
+            &[
+                &[1, 2, 24, 25],
+                &[3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                &[13, 14],
+                &[15, 16, 17, 18, 19, 20, 21, 22, 23],
+            ],
+        );
+        // Small groups share a tuner while they fit; channels without a group are one.
+        check(
+            &[(1, "X"), (2, ""), (3, "Y"), (4, ""), (5, "X"), (6, "Z")],
+            4,
+            &[&[1, 5, 2, 4], &[3, 6]],
+        );
+        // A big group's last tuner takes the next group when it fits.
+        check(
+            &[(1, "B"), (2, "B"), (3, "B"), (4, "S")],
+            2,
+            &[&[1, 2], &[3, 4]],
+        );
+        check(&[], 5, &[&[]]);
+        check(&[(1, ""), (2, "")], 0, &[&[1], &[2]]);
     }
 }
