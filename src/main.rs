@@ -65,6 +65,10 @@ enum Command {
     },
 }
 
+/// mimalloc, not glibc malloc: see the note on the dependency in Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
