@@ -12,6 +12,10 @@ use axum::routing::get;
 
 use common::{respond, FakeUpstream, TestApp, M3U_TYPE};
 
+/// The allocator the `freesky` binary ships with, so the figure is the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lineup channels (each gets a week of half-hour programmes from the guide).
 const LISTED: usize = 20;
 /// Channels in the guide that are not in the lineup.
