@@ -235,7 +235,7 @@ async fn fetch_document(
         if !hls::is_hls(&body) {
             return Err(UpstreamError::Invalid(format!(
                 "{} answered `{}` content, not an HLS playlist",
-                crate::error::redact(&final_url),
+                service.shown_url(&final_url),
                 if ctype.is_empty() { "untyped" } else { &ctype }
             )));
         }

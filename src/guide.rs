@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use url::Url;
 
 use crate::config::GuideConfig;
-use crate::error::{redact, AppError};
+use crate::error::AppError;
 use crate::lineup::{normalise, Lineup};
 use crate::model::Channel;
 use crate::services::registry::Registry;
@@ -278,7 +278,7 @@ impl Guides {
             return Ok(None);
         };
         let shown = match Url::parse(&source) {
-            Ok(u) => redact(&u),
+            Ok(u) => service.shown_url(&u),
             Err(_) => source.clone(),
         };
         let map = Mapping::new(name, &channels, lineup);

@@ -197,6 +197,9 @@ pub struct ServiceStatus {
     pub latency_ms: Option<u64>,
     pub successes: u64,
     pub failures: u64,
+    /// The upstream account (expiry, connection limit), for kinds that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<serde_json::Value>,
 }
 
 /// When a service operation started, for latency accounting.

@@ -140,6 +140,8 @@ pub fn viewer_stream(
 struct Source {
     service_name: String,
     service: Arc<dyn Service>,
+    /// The service's own id of the channel, to release the stream when done with it.
+    channel_id: String,
     headers: Headers,
     what: Follow,
 }
@@ -206,6 +208,11 @@ impl Task {
                 Follow::Playlist(url) => self.follow(&source, url).await,
                 Follow::Bytes(url) => self.relay(&source, url).await,
             };
+            // Whatever the reason, this session is done with the source.
+            self.deps
+                .registry
+                .release(&source.service_name, &source.channel_id)
+                .await;
             match stop {
                 Stop::Idle => return,
                 Stop::Ended => {
@@ -245,6 +252,7 @@ impl Task {
                 Ok(Source {
                     service_name: src.service_name,
                     service: src.service,
+                    channel_id: src.channel_id,
                     headers: r.headers.clone(),
                     what,
                 })

@@ -271,7 +271,7 @@ async fn media_playlist(
                     Document::Playlist { .. } => Ok(doc),
                     Document::Media { .. } => Err(UpstreamError::Invalid(format!(
                         "{} is media, not the playlist it was listed as",
-                        crate::error::redact(url)
+                        service.shown_url(url)
                     ))),
                 })
         };

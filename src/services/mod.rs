@@ -19,11 +19,13 @@ use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
 use crate::upstream::{Fetched, Http, ServiceHttp};
 
+pub mod acestream;
 pub mod demo;
 pub mod json_api;
 pub mod m3u;
 pub mod registry;
 pub mod scrape;
+pub mod xtream;
 
 /// One upstream streaming service (the original design's `BaseStreamer`).
 #[async_trait]
@@ -45,6 +47,23 @@ pub trait Service: Send + Sync {
     fn guide_source(&self) -> Option<String> {
         None
     }
+
+    /// What the upstream says about the account (expiry, connection limit), for
+    /// `/api/services/status`; `None` for kinds without accounts.
+    fn account(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// `url` as error messages may show it: without credentials, including those a
+    /// kind carries in the path (Xtream's `/live/{user}/{password}/...`).
+    fn shown_url(&self, url: &Url) -> String {
+        crate::error::redact(url)
+    }
+
+    /// Freesky stopped using `channel_id`'s stream: the last viewer of its shared
+    /// `.ts` session left (after `streams.idle_stop`), or the session moved to another
+    /// source. Kinds holding an upstream session per stream (acestream) end it here.
+    async fn release(&self, _channel_id: &str) {}
 
     /// Fetches one URL of a resolved stream (playlist, segment, key). Services that
     /// serve streams themselves (demo) override this; everyone else goes over HTTP.
@@ -72,11 +91,14 @@ pub enum KindConfig {
     M3u(m3u::M3uConfig),
     JsonApi(json_api::JsonApiConfig),
     Scrape(scrape::ScrapeConfig),
+    Xtream(xtream::XtreamConfig),
+    AceStream(acestream::AceStreamConfig),
 }
 
 impl KindConfig {
     /// The kinds this build knows, as written in `kind = "..."`.
-    pub const KINDS: &'static [&'static str] = &["demo", "m3u", "json_api", "scrape"];
+    pub const KINDS: &'static [&'static str] =
+        &["demo", "m3u", "json_api", "scrape", "xtream", "acestream"];
 
     /// Deserializes the kind's own keys (everything but the shared ones).
     pub fn parse(kind: &str, keys: ValueDeserializer<'_>) -> Result<Self, KindError> {
@@ -88,6 +110,8 @@ impl KindConfig {
             "m3u" => Self::M3u(de(keys)?),
             "json_api" => Self::JsonApi(de(keys)?),
             "scrape" => Self::Scrape(de(keys)?),
+            "xtream" => Self::Xtream(de(keys)?),
+            "acestream" => Self::AceStream(de(keys)?),
             _ => return Err(KindError::Unknown),
         })
     }
@@ -98,6 +122,8 @@ impl KindConfig {
             Self::M3u(_) => "m3u",
             Self::JsonApi(_) => "json_api",
             Self::Scrape(_) => "scrape",
+            Self::Xtream(_) => "xtream",
+            Self::AceStream(_) => "acestream",
         }
     }
 
@@ -108,6 +134,8 @@ impl KindConfig {
             Self::M3u(c) => c.validate(),
             Self::JsonApi(c) => c.validate(),
             Self::Scrape(c) => c.validate(),
+            Self::Xtream(c) => c.validate(),
+            Self::AceStream(c) => c.validate(),
         }
     }
 }
@@ -119,6 +147,8 @@ pub fn build(cfg: &ServiceConfig, ctx: &BuildContext) -> Arc<dyn Service> {
         KindConfig::M3u(k) => Arc::new(m3u::M3u::new(cfg, k, ctx)),
         KindConfig::JsonApi(k) => Arc::new(json_api::JsonApi::new(cfg, k, ctx)),
         KindConfig::Scrape(k) => Arc::new(scrape::Scrape::new(cfg, k, ctx)),
+        KindConfig::Xtream(k) => Arc::new(xtream::Xtream::new(cfg, k, ctx)),
+        KindConfig::AceStream(k) => Arc::new(acestream::AceStream::new(cfg, k, ctx)),
     }
 }
 

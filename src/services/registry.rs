@@ -172,6 +172,7 @@ impl Registry {
             latency_ms: s.latency_ms,
             successes: s.successes,
             failures: s.failures,
+            account: e.service.account(),
         }
     }
 
@@ -379,6 +380,19 @@ impl Registry {
         let resolved = Arc::new(result?);
         self.resolved.insert(key, resolved.clone()).await;
         Ok(resolved)
+    }
+
+    /// Freesky no longer uses `channel_id` of `service`: drops its cached resolution
+    /// (the service may end what it pointed at) and tells the service
+    /// ([`Service::release`]).
+    pub async fn release(&self, service: &str, channel_id: &str) {
+        let Some(e) = self.entry(service) else {
+            return;
+        };
+        self.resolved
+            .invalidate(&(service.to_string(), channel_id.to_string()))
+            .await;
+        e.service.release(channel_id).await;
     }
 
     /// The sources to try for a channel id (lineup slug or number, or `SERVICE:ID`),

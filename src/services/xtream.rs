@@ -1,0 +1,633 @@
+//! `kind = "xtream"`: an Xtream Codes panel through `player_api.php`. The account is
+//! checked first (a refused login or an inactive account is an error), then the live
+//! categories and streams become channels; a stream plays from
+//! `{base_url}/live/{username}/{password}/{stream_id}.{ts|m3u8}` and the guide is
+//! `xmltv.php`.
+//!
+//! The credentials are in every URL of this kind (query or path), so every error this
+//! service returns is scrubbed of them, and the panel's `max_connections` caps how many
+//! stream requests freesky has open to it at once (`Slots`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use url::Url;
+
+use super::{base_url, check_http_url, BuildContext, Service};
+use crate::config::{Secret, ServiceConfig};
+use crate::error::UpstreamError;
+use crate::model::{Channel, Headers, ResolvedStream};
+use crate::upstream::{Fetched, ServiceHttp};
+
+/// How long a stream request waits for a free connection slot before failing.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XtreamConfig {
+    /// The panel, e.g. `http://provider.example:8080`.
+    pub base_url: String,
+    pub username: Secret,
+    pub password: Secret,
+    /// What `resolve` asks the panel for: continuous MPEG-TS or HLS.
+    #[serde(default)]
+    pub output: Output,
+    /// Category names to keep (case-insensitive); empty keeps all.
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Ts,
+    #[default]
+    M3u8,
+}
+
+impl Output {
+    fn ext(self) -> &'static str {
+        match self {
+            Self::Ts => "ts",
+            Self::M3u8 => "m3u8",
+        }
+    }
+}
+
+impl XtreamConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        check_http_url("base_url", &self.base_url, &mut out);
+        if self.username.is_empty() {
+            out.push(("username".into(), "must not be empty".into()));
+        }
+        if self.password.is_empty() {
+            out.push(("password".into(), "must not be empty".into()));
+        }
+        out
+    }
+}
+
+/// The account as the panel last described it.
+#[derive(Debug, Clone, Default)]
+struct Account {
+    status: String,
+    /// Unix seconds; `None`: never expires (or not said).
+    exp_date: Option<u64>,
+    /// `None` or 0 from the panel: no cap.
+    max_connections: Option<usize>,
+    active_cons: Option<u64>,
+}
+
+pub struct Xtream {
+    name: String,
+    base: Url,
+    username: Secret,
+    password: Secret,
+    output: Output,
+    /// Lowercased category names to keep; empty keeps all.
+    categories: Vec<String>,
+    http: ServiceHttp,
+    resolved_ttl: Duration,
+    /// The last account info, for the status page.
+    account: Mutex<Option<Account>>,
+    /// Stream connections open to the panel, capped by `max_connections`.
+    slots: Arc<Slots>,
+    scrubber: Arc<Scrubber>,
+}
+
+impl Xtream {
+    pub fn new(cfg: &ServiceConfig, kind: &XtreamConfig, ctx: &BuildContext) -> Self {
+        // validate() has checked it; fall back to a harmless value rather than panic.
+        let base = base_url(&kind.base_url)
+            .unwrap_or_else(|| Url::parse("http://invalid./").expect("static URL"));
+        Self {
+            name: cfg.name.clone(),
+            http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
+            base,
+            username: kind.username.clone(),
+            password: kind.password.clone(),
+            output: kind.output,
+            categories: kind
+                .categories
+                .iter()
+                .map(|c| c.trim().to_lowercase())
+                .collect(),
+            resolved_ttl: ctx.resolved_ttl,
+            account: Mutex::new(None),
+            slots: Arc::new(Slots::default()),
+            scrubber: Arc::new(Scrubber {
+                username: kind.username.clone(),
+                password: kind.password.clone(),
+            }),
+        }
+    }
+
+    /// `{base}/{file}?username=..&password=..` plus `extra` query pairs.
+    fn api_url(&self, file: &str, extra: &[(&str, &str)]) -> Result<Url, UpstreamError> {
+        let mut url = self
+            .base
+            .join(file)
+            .map_err(|e| UpstreamError::Invalid(format!("cannot join `{file}`: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("username", self.username.expose());
+            q.append_pair("password", self.password.expose());
+            for (k, v) in extra {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// GET one `player_api.php` answer as JSON.
+    async fn api(&self, action: Option<&str>) -> Result<Value, UpstreamError> {
+        let extra: Vec<(&str, &str)> = action.map(|a| ("action", a)).into_iter().collect();
+        let url = self.api_url("player_api.php", &extra)?;
+        let what = action.unwrap_or("account info");
+        let (_, text) = self
+            .http
+            .get_text(&url, &Vec::new())
+            .await
+            .map_err(|e| self.scrub(e))?;
+        serde_json::from_str(&text).map_err(|_| {
+            UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON"))
+        })
+    }
+
+    /// Checks the login and the account, remembering what the panel says about it.
+    async fn check_account(&self) -> Result<(), UpstreamError> {
+        let info = self.api(None).await;
+        let account = info.and_then(|v| parse_account(&v));
+        let mut slot = self
+            .account
+            .lock()
+            .expect("account lock is never poisoned: no panics while held");
+        match account {
+            Ok(a) => {
+                self.slots.set_limit(a.max_connections);
+                *slot = Some(a);
+                Ok(())
+            }
+            Err(e) => {
+                *slot = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The same error without the credentials (stream URLs carry them in the path).
+    fn scrub(&self, e: UpstreamError) -> UpstreamError {
+        self.scrubber.scrub(e)
+    }
+
+    fn is_guide(&self, url: &Url) -> bool {
+        url.path().ends_with("/xmltv.php")
+    }
+}
+
+/// The account facts of a `player_api.php` answer without `action`, or why it refuses.
+fn parse_account(v: &Value) -> Result<Account, UpstreamError> {
+    let user = v.get("user_info").ok_or_else(|| {
+        UpstreamError::Invalid(
+            "xtream login refused: player_api.php has no user_info (check username and password)"
+                .into(),
+        )
+    })?;
+    if user.get("auth").and_then(as_u64) == Some(0) {
+        return Err(UpstreamError::Invalid(
+            "xtream login refused (auth=0): check username and password".into(),
+        ));
+    }
+    let status = user
+        .get("status")
+        .and_then(as_text)
+        .unwrap_or_else(|| "Active".into());
+    if !status.eq_ignore_ascii_case("active") {
+        return Err(UpstreamError::Invalid(format!(
+            "xtream account is not active (status `{status}`)"
+        )));
+    }
+    Ok(Account {
+        status,
+        exp_date: user.get("exp_date").and_then(as_u64).filter(|&t| t > 0),
+        max_connections: user
+            .get("max_connections")
+            .and_then(as_u64)
+            .map(|n| n as usize)
+            .filter(|&n| n > 0),
+        active_cons: user.get("active_cons").and_then(as_u64),
+    })
+}
+
+/// A number the panel may send as a number or as a string.
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A text the panel may send as a string or as a number.
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `get_live_categories`: category id → name.
+fn category_names(v: &Value) -> HashMap<String, String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c.get("category_id").and_then(as_text)?,
+                c.get("category_name").and_then(as_text)?,
+            ))
+        })
+        .collect()
+}
+
+/// `get_live_streams` as channels (with their `num`, for ordering), skipping entries
+/// without an id or a name and those outside `keep` (lowercased names; empty: all).
+fn live_channels(
+    service: &str,
+    streams: &Value,
+    categories: &HashMap<String, String>,
+    keep: &[String],
+) -> Result<Vec<Channel>, UpstreamError> {
+    let items = streams.as_array().ok_or_else(|| {
+        UpstreamError::Invalid("get_live_streams did not answer a JSON array".into())
+    })?;
+    let mut out: Vec<(Option<u64>, Channel)> = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        let (Some(id), Some(name)) = (
+            item.get("stream_id").and_then(as_text),
+            item.get("name").and_then(as_text),
+        ) else {
+            tracing::warn!(service, "skipped xtream stream without stream_id or name");
+            continue;
+        };
+        if id.is_empty() || name.is_empty() || !seen.insert(id.clone()) {
+            continue;
+        }
+        let category_id = item.get("category_id").and_then(as_text).or_else(|| {
+            item.get("category_ids")
+                .and_then(Value::as_array)
+                .and_then(|ids| ids.first())
+                .and_then(as_text)
+        });
+        let group = category_id
+            .and_then(|c| categories.get(&c).cloned())
+            .unwrap_or_default();
+        if !keep.is_empty() && !keep.contains(&group.to_lowercase()) {
+            continue;
+        }
+        let text = |key: &str| item.get(key).and_then(as_text).unwrap_or_default();
+        out.push((
+            item.get("num").and_then(as_u64),
+            Channel {
+                id,
+                name,
+                logo: text("stream_icon"),
+                group,
+                tags: Vec::new(),
+                tvg_id: text("epg_channel_id"),
+                service: service.to_string(),
+                headers: Vec::new(),
+                url: None,
+            },
+        ));
+    }
+    // The panel's numbering is its intended order; entries without one go last.
+    out.sort_by_key(|(num, _)| num.unwrap_or(u64::MAX));
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
+#[async_trait]
+impl Service for Xtream {
+    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        self.check_account().await?;
+        let categories = category_names(&self.api(Some("get_live_categories")).await?);
+        let streams = self.api(Some("get_live_streams")).await?;
+        live_channels(&self.name, &streams, &categories, &self.categories)
+    }
+
+    async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| UpstreamError::Invalid("base_url cannot take a path".into()))?
+            .pop_if_empty()
+            .push("live")
+            .push(self.username.expose())
+            .push(self.password.expose())
+            .push(&format!("{}.{}", channel.id, self.output.ext()));
+        Ok(ResolvedStream::new(url, Vec::new(), self.resolved_ttl))
+    }
+
+    fn http(&self) -> &ServiceHttp {
+        &self.http
+    }
+
+    fn guide_source(&self) -> Option<String> {
+        self.api_url("xmltv.php", &[]).ok().map(String::from)
+    }
+
+    fn shown_url(&self, url: &Url) -> String {
+        self.scrubber.text(&crate::error::redact(url))
+    }
+
+    fn account(&self) -> Option<Value> {
+        let account = self
+            .account
+            .lock()
+            .expect("account lock is never poisoned: no panics while held")
+            .clone()?;
+        let expires = account
+            .exp_date
+            .map(|t| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)))
+            .map(|t| t.to_string());
+        Some(json!({
+            "status": account.status,
+            "expires": expires,
+            "max_connections": account.max_connections,
+            "active_connections": account.active_cons,
+            "connections_in_use": self.slots.in_use(),
+        }))
+    }
+
+    /// Every stream request (not the guide) holds one connection slot until its body
+    /// is finished or dropped: a `.ts` relay for as long as it plays, an HLS playlist
+    /// or segment while in flight.
+    async fn fetch(
+        &self,
+        url: &Url,
+        headers: &Headers,
+        range: Option<&str>,
+    ) -> Result<Fetched, UpstreamError> {
+        if self.is_guide(url) {
+            return self
+                .http
+                .get(url, headers, range)
+                .await
+                .map_err(|e| self.scrub(e));
+        }
+        let slot = self
+            .slots
+            .take(SLOT_WAIT.min(self.http.timeout))
+            .await
+            .map_err(|limit| {
+                UpstreamError::Invalid(format!(
+                    "xtream account allows {limit} connection{}, all in use",
+                    if limit == 1 { "" } else { "s" }
+                ))
+            })?;
+        let fetched = self
+            .http
+            .get(url, headers, range)
+            .await
+            .map_err(|e| self.scrub(e))?;
+        let is_html = fetched
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.to_ascii_lowercase().contains("html"));
+        if is_html {
+            // Said here, without the URL: the generic message would show the path,
+            // which holds the credentials.
+            return Err(UpstreamError::Invalid(
+                "the xtream panel answered an HTML page instead of a stream".into(),
+            ));
+        }
+        let scrubber = self.scrubber.clone();
+        let body = fetched.body.map(move |chunk| {
+            // The slot is released when the body is dropped (read to the end or not).
+            let _held = &slot;
+            chunk.map_err(|e| scrubber.scrub(e))
+        });
+        Ok(Fetched {
+            body: Box::pin(body),
+            ..fetched
+        })
+    }
+}
+
+/// Takes the credentials out of error messages; shared with body streams, whose
+/// errors come later.
+struct Scrubber {
+    username: Secret,
+    password: Secret,
+}
+
+impl Scrubber {
+    /// `text` with the credentials (as written, query-encoded or path-encoded)
+    /// replaced by `***`.
+    fn text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in [&self.password, &self.username] {
+            let raw = secret.expose();
+            if raw.is_empty() {
+                continue;
+            }
+            let query: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+            for form in [raw.to_string(), query, path_segment(raw)] {
+                // Short values are replaced only as whole path segments, so a short
+                // username does not mangle the rest of the message.
+                if form.len() >= 4 {
+                    out = out.replace(&form, "***");
+                } else {
+                    out = out.replace(&format!("/{form}/"), "/***/");
+                }
+            }
+        }
+        out
+    }
+
+    fn scrub(&self, e: UpstreamError) -> UpstreamError {
+        match e {
+            UpstreamError::Status { status, url } => UpstreamError::Status {
+                status,
+                url: self.text(&url),
+            },
+            UpstreamError::Request { url, reason } => UpstreamError::Request {
+                url: self.text(&url),
+                reason: self.text(&reason),
+            },
+            UpstreamError::TooLarge { url, limit } => UpstreamError::TooLarge {
+                url: self.text(&url),
+                limit,
+            },
+            UpstreamError::Invalid(m) => UpstreamError::Invalid(self.text(&m)),
+            other => other,
+        }
+    }
+}
+
+/// `raw` as `resolve` writes it into a URL path.
+fn path_segment(raw: &str) -> String {
+    let mut u = Url::parse("http://x./").expect("static URL");
+    if let Ok(mut segments) = u.path_segments_mut() {
+        segments.pop_if_empty().push(raw);
+    }
+    u.path().trim_start_matches('/').to_string()
+}
+
+/// Connection slots of one account: at most `limit` held at once (no limit while the
+/// panel has not said one). The limit follows each account refresh.
+#[derive(Default)]
+struct Slots {
+    state: Mutex<SlotState>,
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    limit: Option<usize>,
+    in_use: usize,
+}
+
+/// One held slot; dropping it frees the slot.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        {
+            let mut s = self.0.lock();
+            s.in_use = s.in_use.saturating_sub(1);
+        }
+        self.0.freed.notify_waiters();
+    }
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .expect("slots lock is never poisoned: no panics while held")
+    }
+
+    fn set_limit(&self, limit: Option<usize>) {
+        self.lock().limit = limit;
+        self.freed.notify_waiters();
+    }
+
+    fn in_use(&self) -> usize {
+        self.lock().in_use
+    }
+
+    fn try_take(self: &Arc<Self>) -> Result<Slot, usize> {
+        let mut s = self.lock();
+        match s.limit {
+            Some(limit) if s.in_use >= limit => Err(limit),
+            _ => {
+                s.in_use += 1;
+                Ok(Slot(self.clone()))
+            }
+        }
+    }
+
+    /// A slot, waiting up to `wait` for one to be freed; else the limit.
+    async fn take(self: &Arc<Self>, wait: Duration) -> Result<Slot, usize> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a slot freed in between is not missed.
+            freed.as_mut().enable();
+            let limit = match self.try_take() {
+                Ok(slot) => return Ok(slot),
+                Err(limit) => limit,
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(limit);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_refusals_are_clear() {
+        let e = parse_account(&json!({"user_info": {"auth": 0}})).unwrap_err();
+        assert!(e.to_string().contains("auth=0"), "{e}");
+        let e = parse_account(&json!([])).unwrap_err();
+        assert!(e.to_string().contains("login refused"), "{e}");
+        let e = parse_account(&json!({"user_info": {"auth": 1, "status": "Expired"}})).unwrap_err();
+        assert!(e.to_string().contains("Expired"), "{e}");
+        let a = parse_account(&json!({"user_info": {"auth": 1, "status": "Active",
+            "exp_date": "1798761600", "max_connections": "2", "active_cons": "0"}}))
+        .unwrap();
+        assert_eq!(a.exp_date, Some(1_798_761_600));
+        assert_eq!(a.max_connections, Some(2));
+        assert_eq!(a.active_cons, Some(0));
+    }
+
+    #[test]
+    fn streams_become_channels_in_panel_order() {
+        let cats = category_names(&json!([
+            {"category_id": "1", "category_name": "News"},
+            {"category_id": 2, "category_name": "Sport"}
+        ]));
+        let streams = json!([
+            {"num": 2, "name": "Sport 1", "stream_id": 20, "category_id": "2"},
+            {"num": 1, "name": "News 1", "stream_id": "10", "stream_icon": "http://l/n.png",
+             "epg_channel_id": "news1.example", "category_id": "1"},
+            {"name": "no id"},
+            {"num": 3, "name": "Dup", "stream_id": 10}
+        ]);
+        let all = live_channels("X", &streams, &cats, &[]).unwrap();
+        let ids: Vec<_> = all.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["10", "20"]);
+        assert_eq!(all[0].group, "News");
+        assert_eq!(all[0].logo, "http://l/n.png");
+        assert_eq!(all[0].tvg_id, "news1.example");
+        let news = live_channels("X", &streams, &cats, &["news".into()]).unwrap();
+        assert_eq!(news.len(), 1);
+    }
+
+    #[test]
+    fn errors_lose_the_credentials() {
+        let scrubber = Scrubber {
+            username: Secret("al".into()),
+            password: Secret("p@ss word".into()),
+        };
+        let e = scrubber.scrub(UpstreamError::Status {
+            status: 404,
+            url: "http://panel.example/live/al/p@ss%20word/1.m3u8".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "HTTP 404 from http://panel.example/live/***/***/1.m3u8"
+        );
+        let e = scrubber.scrub(UpstreamError::Invalid("bad p@ss word, also".into()));
+        assert_eq!(e.to_string(), "bad ***, also");
+    }
+
+    #[tokio::test]
+    async fn slots_cap_and_free() {
+        let slots = Arc::new(Slots::default());
+        slots.set_limit(Some(1));
+        let first = slots.take(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(slots.take(Duration::from_millis(10)).await.err(), Some(1));
+        let waiter = {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.take(Duration::from_secs(5)).await.is_ok() })
+        };
+        drop(first);
+        assert!(waiter.await.unwrap());
+        assert_eq!(slots.in_use(), 0);
+    }
+}
