@@ -39,6 +39,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub cache: CacheConfig,
     pub streams: StreamsConfig,
+    pub health: HealthConfig,
     pub guide: GuideConfig,
     pub hdhomerun: HdhrConfig,
     pub services: Vec<ServiceConfig>,
@@ -113,6 +114,9 @@ pub struct StreamsConfig {
     pub idle_stop: Duration,
     /// How many segments before the live edge a new stream starts with.
     pub live_edge_segments: usize,
+    /// How many healthy sources (circuit closed) a stream is opened from at once; the
+    /// first to answer wins and the others are dropped. 1: one after another.
+    pub race: usize,
 }
 
 impl Default for StreamsConfig {
@@ -121,6 +125,46 @@ impl Default for StreamsConfig {
             failover_after: 3,
             idle_stop: Duration::from_secs(5),
             live_edge_segments: 3,
+            race: 1,
+        }
+    }
+}
+
+/// How services are judged (`health`): the circuit breaker and the background probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each enabled service is probed in the background; 0 turns probes off.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Consecutive failures that open a service's circuit (fallback then skips it).
+    pub open_after: u32,
+    /// How long a circuit first stays open; doubled after each failed trial.
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff: Duration,
+    /// The longest a circuit stays open before its next trial.
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let p = crate::health::Policy::default();
+        Self {
+            interval: Duration::from_secs(60),
+            open_after: p.open_after,
+            backoff: p.backoff,
+            backoff_max: p.backoff_max,
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn policy(&self) -> crate::health::Policy {
+        crate::health::Policy {
+            open_after: self.open_after,
+            backoff: self.backoff,
+            backoff_max: self.backoff_max,
         }
     }
 }
@@ -197,10 +241,21 @@ pub struct ServiceConfig {
     pub enabled: bool,
     /// Lower tries first; ties keep config order.
     pub priority: i64,
-    /// Bound on each upstream request of this service (and on one resolve attempt).
+    /// Bound on each upstream request of this service until its response head (and on
+    /// one resolve attempt; a body read whole shares it).
     pub timeout: Duration,
+    /// Bound on opening the TCP (and TLS) connection: a dead host fails fast even when
+    /// `timeout` is long for a slow API. Default min(`timeout`, 10 s).
+    pub connect_timeout: Duration,
+    /// Bound on each gap between body chunks (a trickling or hung upstream). Default
+    /// `timeout`.
+    pub idle_timeout: Duration,
     pub headers: BTreeMap<String, String>,
+    /// A token bucket: a burst of `requests`, then `requests` per `per`.
     pub rate_limit: Option<RateLimit>,
+    /// Upstream requests of this service in flight at once (head to end of body);
+    /// 0: unlimited.
+    pub max_concurrent: usize,
     pub description: String,
     pub auth: Option<Auth>,
     pub kind: KindConfig,
@@ -219,14 +274,20 @@ struct CommonKeys {
     priority: i64,
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     timeout: Duration,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    idle_timeout: Option<Duration>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     rate_limit: Option<RateLimit>,
+    #[serde(default = "default_max_concurrent")]
+    max_concurrent: usize,
     #[serde(default)]
     description: String,
     #[serde(default)]
-    auth: Option<Auth>,
+    auth: Option<AuthKeys>,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -235,8 +296,11 @@ const COMMON_KEYS: &[&str] = &[
     "enabled",
     "priority",
     "timeout",
+    "connect_timeout",
+    "idle_timeout",
     "headers",
     "rate_limit",
+    "max_concurrent",
     "description",
     "auth",
 ];
@@ -250,15 +314,89 @@ fn default_priority() -> i64 {
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_concurrent() -> usize {
+    16
+}
 
-/// Upstream credentials of a service; values usually come from `${ENV}`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// Upstream credentials of a service; values usually come from `${ENV}` or, for
+/// container secrets, from a file (`token_file`, `password_file`, `value_file`) read
+/// once at config load.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
     Bearer(Secret),
     Basic { user: String, password: Secret },
     Header { name: String, value: Secret },
     Query { name: String, value: Secret },
+}
+
+/// `[services.auth]` as written: each secret either inline or as `<field>_file`.
+/// `Parse::auth` reads the files and checks that exactly one form is given.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum AuthKeys {
+    Bearer(BearerKeys),
+    Basic {
+        user: String,
+        password: Option<Secret>,
+        password_file: Option<PathBuf>,
+    },
+    Header {
+        name: String,
+        value: Option<Secret>,
+        value_file: Option<PathBuf>,
+    },
+    Query {
+        name: String,
+        value: Option<Secret>,
+        value_file: Option<PathBuf>,
+    },
+}
+
+/// `bearer = "..."`, or `bearer = { token = "..." }` / `bearer = { token_file = "..." }`.
+enum BearerKeys {
+    Inline(Secret),
+    Table(BearerTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BearerTable {
+    token: Option<Secret>,
+    token_file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for BearerKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BearerKeys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token string, or a table with `token` or `token_file`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BearerKeys, E> {
+                Ok(BearerKeys::Inline(Secret(v.to_string())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BearerKeys, A::Error> {
+                BearerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(BearerKeys::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A secret read from a file: the whole content minus trailing line breaks.
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(format!("`{}` is empty", path.display()));
+    }
+    Ok(Secret(secret.to_string()))
 }
 
 /// A string that never shows in Debug output or logs.
@@ -309,6 +447,11 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
         return Err(format!("`{s}`: the rate must be at least 1"));
     }
     Ok(RateLimit { requests, per })
+}
+
+/// Like `de_duration`, for an optional key (`#[serde(default)]` gives `None`).
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 /// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
@@ -433,6 +576,7 @@ impl<'t> Parse<'t> {
             server: ServerConfig::default(),
             cache: CacheConfig::default(),
             streams: StreamsConfig::default(),
+            health: HealthConfig::default(),
             guide: GuideConfig::default(),
             hdhomerun: HdhrConfig::default(),
             services: Vec::new(),
@@ -443,13 +587,14 @@ impl<'t> Parse<'t> {
                 "server" => cfg.server = self.section(&name, value)?,
                 "cache" => cfg.cache = self.section(&name, value)?,
                 "streams" => cfg.streams = self.section(&name, value)?,
+                "health" => cfg.health = self.section(&name, value)?,
                 "guide" => cfg.guide = self.section(&name, value)?,
                 "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, streams, guide, hdhomerun or services)"
+                    "unknown section (expected server, cache, streams, health, guide, hdhomerun or services)"
                         .into(),
                 ),
             }
@@ -555,6 +700,18 @@ impl<'t> Parse<'t> {
         if s.timeout.is_zero() {
             self.problem(&format!("{path}.timeout"), "must be more than 0".into());
         }
+        if s.connect_timeout.is_zero() {
+            self.problem(
+                &format!("{path}.connect_timeout"),
+                "must be more than 0".into(),
+            );
+        }
+        if s.idle_timeout.is_zero() {
+            self.problem(
+                &format!("{path}.idle_timeout"),
+                "must be more than 0".into(),
+            );
+        }
         for (field, message) in s.kind.validate() {
             self.problem(&format!("{path}.{field}"), message);
         }
@@ -621,17 +778,104 @@ impl<'t> Parse<'t> {
             }
         };
         let (c, kind) = (common?, own?);
+        let auth = match c.auth {
+            Some(keys) => Some(self.auth(&format!("{path}.auth"), keys)?),
+            None => None,
+        };
         Some(ServiceConfig {
             name: c.name,
             enabled: c.enabled,
             priority: c.priority,
             timeout: c.timeout,
+            connect_timeout: c
+                .connect_timeout
+                .unwrap_or(c.timeout.min(Duration::from_secs(10))),
+            idle_timeout: c.idle_timeout.unwrap_or(c.timeout),
             headers: c.headers,
             rate_limit: c.rate_limit,
+            max_concurrent: c.max_concurrent,
             description: c.description,
-            auth: c.auth,
+            auth,
             kind,
         })
+    }
+
+    /// `[services.auth]` with its secret files read; `None` after recording a problem.
+    fn auth(&mut self, path: &str, keys: AuthKeys) -> Option<Auth> {
+        Some(match keys {
+            AuthKeys::Bearer(BearerKeys::Inline(token)) => Auth::Bearer(token),
+            AuthKeys::Bearer(BearerKeys::Table(t)) => Auth::Bearer(self.secret(
+                &format!("{path}.bearer"),
+                ("token", t.token),
+                ("token_file", t.token_file),
+            )?),
+            AuthKeys::Basic {
+                user,
+                password,
+                password_file,
+            } => Auth::Basic {
+                user,
+                password: self.secret(
+                    &format!("{path}.basic"),
+                    ("password", password),
+                    ("password_file", password_file),
+                )?,
+            },
+            AuthKeys::Header {
+                name,
+                value,
+                value_file,
+            } => Auth::Header {
+                name,
+                value: self.secret(
+                    &format!("{path}.header"),
+                    ("value", value),
+                    ("value_file", value_file),
+                )?,
+            },
+            AuthKeys::Query {
+                name,
+                value,
+                value_file,
+            } => Auth::Query {
+                name,
+                value: self.secret(
+                    &format!("{path}.query"),
+                    ("value", value),
+                    ("value_file", value_file),
+                )?,
+            },
+        })
+    }
+
+    /// One secret given inline or as a file to read (problems located at the key).
+    fn secret(
+        &mut self,
+        path: &str,
+        inline: (&str, Option<Secret>),
+        file: (&str, Option<PathBuf>),
+    ) -> Option<Secret> {
+        match (inline.1, file.1) {
+            (Some(s), None) => Some(s),
+            (None, Some(f)) => match read_secret_file(&f) {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    self.problem(&format!("{path}.{}", file.0), msg);
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                self.problem(
+                    &format!("{path}.{}", file.0),
+                    format!("set `{}` or `{}`, not both", inline.0, file.0),
+                );
+                None
+            }
+            (None, None) => {
+                self.problem(path, format!("missing `{}` (or `{}`)", inline.0, file.0));
+                None
+            }
+        }
     }
 
     /// Cross-field checks that serde cannot express.
@@ -668,6 +912,18 @@ impl<'t> Parse<'t> {
                 "hdhomerun.ssdp_port",
                 format!("must differ from discovery_port ({})", h.discovery_port),
             );
+        }
+        if cfg.streams.race == 0 {
+            self.problem("streams.race", "must be at least 1".into());
+        }
+        if cfg.health.open_after == 0 {
+            self.problem("health.open_after", "must be at least 1".into());
+        }
+        if cfg.health.backoff.is_zero() {
+            self.problem("health.backoff", "must be more than 0".into());
+        }
+        if cfg.health.backoff_max < cfg.health.backoff {
+            self.problem("health.backoff_max", "must be at least `backoff`".into());
         }
         if cfg.guide.refresh < Duration::from_secs(60) {
             self.problem("guide.refresh", "must be at least 1m".into());
@@ -904,6 +1160,133 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_split_with_backward_compatible_defaults() {
+        let c = Config::parse(
+            "[[services]]\nname = \"A\"\nkind = \"demo\"\ntimeout = \"30s\"\n\n[[services]]\nname = \"B\"\nkind = \"demo\"\ntimeout = \"4s\"\nconnect_timeout = \"1s\"\nidle_timeout = \"2m\"\nmax_concurrent = 0\n",
+            "f",
+            &env,
+        )
+        .unwrap();
+        let (a, b) = (&c.services[0], &c.services[1]);
+        assert_eq!(
+            (
+                a.timeout,
+                a.connect_timeout,
+                a.idle_timeout,
+                a.max_concurrent
+            ),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                16
+            )
+        );
+        assert_eq!(
+            (
+                b.timeout,
+                b.connect_timeout,
+                b.idle_timeout,
+                b.max_concurrent
+            ),
+            (
+                Duration::from_secs(4),
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+                0
+            )
+        );
+        let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\nidle_timeout = \"0s\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:4: services[0].idle_timeout")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let token = file("token", "tok-123\n");
+        let password = file("password", "pa ss\r\n");
+        let value = file("value", "v4lue");
+        let text = format!(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\nauth = {{ bearer = {{ token_file = '{token}' }} }}\n\n\
+             [[services]]\nname = \"B\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth.basic]\nuser = \"u\"\npassword_file = '{password}'\n\n\
+             [[services]]\nname = \"C\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth]\nheader = {{ name = \"X-Key\", value_file = '{value}' }}\n\n\
+             [[services]]\nname = \"D\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth]\nquery = {{ name = \"key\", value = \"${{KEY}}\" }}\n\n\
+             [[services]]\nname = \"E\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth]\nbearer = {{ token = \"inline\" }}\n"
+        );
+        let c = Config::parse(&text, "f", &env).unwrap_or_else(|e| panic!("{e}"));
+        let auth: Vec<_> = c.services.iter().map(|s| s.auth.clone().unwrap()).collect();
+        assert_eq!(auth[0], Auth::Bearer(Secret("tok-123".into())));
+        assert_eq!(
+            auth[1],
+            Auth::Basic {
+                user: "u".into(),
+                password: Secret("pa ss".into())
+            }
+        );
+        assert_eq!(
+            auth[2],
+            Auth::Header {
+                name: "X-Key".into(),
+                value: Secret("v4lue".into())
+            }
+        );
+        assert_eq!(
+            auth[3],
+            Auth::Query {
+                name: "key".into(),
+                value: Secret("s3cret".into())
+            }
+        );
+        assert_eq!(auth[4], Auth::Bearer(Secret("inline".into())));
+        assert!(!format!("{c:?}").contains("tok-123"));
+
+        let missing = dir.path().join("nope").display().to_string();
+        let empty = file("empty", "\n");
+        let e = errors(&format!(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth]\nbearer = {{ token_file = '{missing}' }}\n\n\
+             [[services]]\nname = \"B\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth.basic]\nuser = \"u\"\npassword = \"p\"\npassword_file = '{token}'\n\n\
+             [[services]]\nname = \"C\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth.header]\nname = \"X\"\nvalue_file = '{empty}'\n\n\
+             [[services]]\nname = \"D\"\nkind = \"m3u\"\nurl = \"http://x/\"\n[services.auth.query]\nname = \"k\"\nvalu = \"typo\"\n"
+        ));
+        assert!(
+            e.iter().any(
+                |l| l.starts_with("f.toml:6: services[0].auth.bearer.token_file")
+                    && l.contains("cannot read")
+                    && l.contains("nope")
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(
+                |l| l.starts_with("f.toml:15: services[1].auth.basic.password_file")
+                    && l.contains("not both")
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(
+                |l| l.starts_with("f.toml:23: services[2].auth.header.value_file")
+                    && l.contains("empty")
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("services[3].auth") && l.contains("valu")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn hdhomerun_discovery_is_off_by_default_and_checked() {
         let c = Config::builtin();
         assert!(!c.hdhomerun.discovery);
@@ -933,6 +1316,23 @@ mod tests {
         );
         // Ports may collide while discovery is off.
         assert!(errors("[hdhomerun]\ndiscovery_port = 0\nssdp_port = 0\n").is_empty());
+    }
+
+    #[test]
+    fn health_and_race_defaults_and_checks() {
+        let c = Config::builtin();
+        assert_eq!(c.streams.race, 1);
+        assert_eq!(c.health.interval, Duration::from_secs(60));
+        assert_eq!(c.health.policy(), crate::health::Policy::default());
+        let e = errors("[streams]\nrace = 0\n[health]\nopen_after = 0\nbackoff = \"1m\"\nbackoff_max = \"10s\"\n");
+        for want in [
+            "f.toml:2: streams.race",
+            "f.toml:4: health.open_after",
+            "f.toml:6: health.backoff_max",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:?}");
+        }
+        assert!(errors("[health]\ninterval = \"0s\"\n").is_empty());
     }
 }
 
@@ -966,7 +1366,15 @@ mod shipped_config {
         let kinds: Vec<_> = c.services.iter().map(|s| s.kind.kind_name()).collect();
         assert_eq!(
             kinds,
-            ["demo", "m3u", "xtream", "json_api", "scrape", "acestream"]
+            [
+                "demo",
+                "m3u",
+                "xtream",
+                "json_api",
+                "scrape",
+                "scrape",
+                "acestream"
+            ]
         );
         // Every kind this build knows has an example.
         for k in KindConfig::KINDS {

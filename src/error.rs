@@ -31,6 +31,16 @@ pub enum UpstreamError {
     Invalid(String),
     #[error("channel `{0}` is not listed by this service")]
     NoChannel(String),
+    /// The upstream answered 429 or 503 with `Retry-After`: the service is paused until
+    /// then, and requests that would wait longer than its timeout fail with this too.
+    /// No URL, so no credentials a kind carries in its paths.
+    #[error("HTTP {status}, retry after {} s", ceil_secs(*.retry_after))]
+    Throttled { status: u16, retry_after: Duration },
+}
+
+/// Whole seconds, rounded up (a pause of 200 ms is "1 s", not "0 s").
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl UpstreamError {

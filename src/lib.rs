@@ -13,6 +13,7 @@
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
 //! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
+//! - `health`: each service's success rate, latency and circuit breaker (pure).
 
 pub mod cache;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod failover;
 pub mod guide;
+pub mod health;
 pub mod hls;
 pub mod http;
 pub mod lineup;
@@ -82,6 +84,8 @@ pub async fn run(
     // LAN discovery when configured; its sockets close when serving ends.
     let http_addr = listener.local_addr()?;
     let _discovery = discovery::spawn(&state, http_addr);
+    // Background health probes; they stop when serving ends.
+    let _monitors = state.registry.spawn_monitors(state.config.health.interval);
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

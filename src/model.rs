@@ -197,6 +197,17 @@ pub struct ServiceStatus {
     pub latency_ms: Option<u64>,
     pub successes: u64,
     pub failures: u64,
+    /// The circuit breaker (`health`): `"closed"`, `"open"` (fallback skips the
+    /// service, trying it only when no other source is left) or `"half_open"` (the
+    /// next call is a trial).
+    pub circuit: String,
+    /// Successes among the last 20 outcomes, 0..=1; `None` before the first.
+    pub success_rate: Option<f64>,
+    /// Exponentially weighted latency of successful calls.
+    pub latency_ewma_ms: Option<u64>,
+    pub consecutive_failures: u32,
+    /// RFC 3339 time an open circuit allows its next trial; `None` unless open.
+    pub retry_at: Option<String>,
     /// The upstream account (expiry, connection limit), for kinds that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<serde_json::Value>,

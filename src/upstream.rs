@@ -1,10 +1,15 @@
 //! Talking HTTP to upstreams: one shared `reqwest` client, each request carrying the
 //! service's headers, its credentials and the stream's own headers, bounded in time
 //! and in size. Nothing here knows about kinds or playlists.
+//!
+//! Politeness towards one upstream lives here too, shared by every clone of a
+//! service's `ServiceHttp`: the `rate_limit` token bucket, the `max_concurrent` cap
+//! on requests in flight, and the pause a 429/503 with `Retry-After` asks for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -18,79 +23,140 @@ use crate::model::Headers;
 /// Redirects followed before giving up (a redirect loop is an upstream error).
 const MAX_REDIRECTS: usize = 8;
 
-/// The shared HTTP client. Cheap to clone.
+/// Longest pause a `Retry-After` can impose: an upstream (or a misconfigured proxy in
+/// front of it) must not switch a service off for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The shared HTTP clients. Cheap to clone.
 #[derive(Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    /// One `reqwest` client (and so one connection pool) per connect timeout: reqwest
+    /// sets that bound per client, not per request, and services with the same bound
+    /// share a pool.
+    clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
     /// Largest text body (playlist, page, JSON, channel list) accepted.
     pub max_body: usize,
 }
 
 impl Http {
     pub fn new(max_body: usize) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("freesky/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a reqwest client with these static settings always builds");
-        Self { client, max_body }
+        Self {
+            clients: Arc::default(),
+            max_body,
+        }
+    }
+
+    /// The client whose connections give up after `connect_timeout`.
+    fn client(&self, connect_timeout: Duration) -> reqwest::Client {
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("client map lock is never poisoned: no panics while held");
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .referer(false)
+                    .connect_timeout(connect_timeout)
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .user_agent(concat!("freesky/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .expect("a reqwest client with these static settings always builds")
+            })
+            .clone()
     }
 }
 
-/// How one service talks HTTP: its headers, credentials and time bound.
+/// How one service talks HTTP: its headers, credentials, time bounds and politeness.
+/// Clones share the politeness state (bucket, slots, pause).
 #[derive(Clone)]
 pub struct ServiceHttp {
     pub http: Http,
     pub service: String,
+    /// Bound on the response head (connect, redirects included); `get_text` bounds the
+    /// whole request by it.
     pub timeout: Duration,
+    /// Bound on each gap between body chunks.
+    pub idle_timeout: Duration,
+    /// The client with this service's connect timeout.
+    client: reqwest::Client,
     headers: BTreeMap<String, String>,
     auth: Option<Auth>,
     /// Credentials go only to this origin (the service's own API), never to the CDNs
     /// its streams point at. `None`: to every request of the service.
     auth_origin: Option<url::Origin>,
-    /// Spaces requests out to the service's `rate_limit`; shared by clones.
-    pacer: Option<std::sync::Arc<Pacer>>,
+    /// The service's `rate_limit`.
+    bucket: Option<Arc<TokenBucket>>,
+    /// `max_concurrent` permits; one is held from before the request until its body
+    /// ends or is dropped. `None`: unlimited.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    max_concurrent: usize,
+    /// Until when the upstream asked us to stay away (429/503 with `Retry-After`).
+    pause: Arc<Mutex<Option<Pause>>>,
 }
 
-/// A simple pacer: request slots `per / requests` apart. A request that would wait
-/// longer than the service timeout fails instead of queueing forever.
-pub struct Pacer {
+/// A pause asked for by the upstream.
+#[derive(Clone, Copy)]
+struct Pause {
+    until: tokio::time::Instant,
+    /// The status that asked for it, for the error of requests refused meanwhile.
+    status: u16,
+}
+
+/// A token bucket (as GCRA): `requests` tokens, one back every `per / requests`, so a
+/// full bucket allows a burst of `requests` and then the steady rate. A request waits
+/// for its token in arrival order; one that would wait longer than the service timeout
+/// fails instead of queueing forever.
+pub struct TokenBucket {
+    /// Time for one token to come back.
     interval: Duration,
-    next: std::sync::Mutex<tokio::time::Instant>,
+    /// How far ahead of now `tat` may run: (`requests` - 1) intervals.
+    burst: Duration,
+    /// Theoretical arrival time: when the bucket would be full again if no request came.
+    tat: Mutex<tokio::time::Instant>,
 }
 
-impl Pacer {
+impl TokenBucket {
     fn new(limit: &crate::config::RateLimit) -> Self {
+        let requests = limit.requests.max(1);
+        let interval = limit.per / requests;
         Self {
-            interval: limit.per / limit.requests.max(1),
-            next: std::sync::Mutex::new(tokio::time::Instant::now()),
+            interval,
+            burst: interval * (requests - 1),
+            tat: Mutex::new(tokio::time::Instant::now()),
         }
     }
 
-    /// Waits for this request's slot, or refuses when it is further away than `bound`.
+    /// Waits for this request's token, or refuses when it is further away than `bound`
+    /// (taking no token then).
     async fn wait(&self, bound: Duration) -> Result<(), UpstreamError> {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .expect("pacer lock is never poisoned: no panics while held");
-            let now = tokio::time::Instant::now();
-            let slot = (*next).max(now);
-            if slot - now > bound {
-                return Err(UpstreamError::Invalid(format!(
-                    "rate limit: the next request slot is more than {} away",
-                    humantime::format_duration(bound)
-                )));
-            }
-            *next = slot + self.interval;
-            slot
-        };
+        let slot = self.reserve(tokio::time::Instant::now(), bound)?;
         tokio::time::sleep_until(slot).await;
         Ok(())
+    }
+
+    /// Takes the next token for a request arriving at `now`: when it may go.
+    fn reserve(
+        &self,
+        now: tokio::time::Instant,
+        bound: Duration,
+    ) -> Result<tokio::time::Instant, UpstreamError> {
+        let mut tat = self
+            .tat
+            .lock()
+            .expect("token bucket lock is never poisoned: no panics while held");
+        let base = (*tat).max(now);
+        let slot = base.checked_sub(self.burst).unwrap_or(now).max(now);
+        if slot - now > bound {
+            return Err(UpstreamError::Invalid(format!(
+                "rate limit: the next request slot is more than {} away",
+                humantime::format_duration(bound)
+            )));
+        }
+        *tat = base + self.interval;
+        Ok(slot)
     }
 }
 
@@ -102,6 +168,9 @@ pub struct Fetched {
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
     pub content_range: Option<String>,
+    /// The response's `Set-Cookie` values (final hop only), for kinds that keep a
+    /// cookie jar across requests (scrape recipes). Nothing keeps cookies globally.
+    pub set_cookies: Vec<String>,
     pub body: BodyStream,
 }
 
@@ -116,6 +185,7 @@ impl Fetched {
             content_type: Some(content_type.to_string()),
             content_length: Some(bytes.len() as u64),
             content_range: None,
+            set_cookies: Vec::new(),
             body: Box::pin(futures::stream::once(async move { Ok(bytes) })),
         }
     }
@@ -152,30 +222,54 @@ impl Fetched {
 impl ServiceHttp {
     pub fn new(http: Http, cfg: &ServiceConfig, auth_origin: Option<&Url>) -> Self {
         Self {
+            client: http.client(cfg.connect_timeout),
             http,
             service: cfg.name.clone(),
             timeout: cfg.timeout,
+            idle_timeout: cfg.idle_timeout,
             headers: cfg.headers.clone(),
             auth: cfg.auth.clone(),
             auth_origin: auth_origin.map(Url::origin),
-            pacer: cfg
+            bucket: cfg
                 .rate_limit
                 .as_ref()
-                .map(|l| std::sync::Arc::new(Pacer::new(l))),
+                .map(|l| Arc::new(TokenBucket::new(l))),
+            slots: (cfg.max_concurrent > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent))),
+            max_concurrent: cfg.max_concurrent,
+            pause: Arc::default(),
         }
     }
 
-    /// GET `url` with the service's headers plus `extra` (which win), waiting at most
-    /// the service timeout for the response head. The body stream then fails if no
-    /// bytes arrive for a whole timeout (a trickling or hung upstream).
+    /// GET `url` with the service's headers plus `extra` (which win). In order: wait out
+    /// a pause the upstream asked for, take a `max_concurrent` slot, take a `rate_limit`
+    /// token (each wait at most the service timeout, else a clear error), then wait at
+    /// most the timeout for the response head. The body stream fails if no bytes arrive
+    /// for `idle_timeout`, and gives the slot back when it ends or is dropped.
     pub async fn get(
         &self,
         url: &Url,
         extra: &Headers,
         range: Option<&str>,
     ) -> Result<Fetched, UpstreamError> {
-        if let Some(p) = &self.pacer {
-            p.wait(self.timeout).await?;
+        self.wait_pause().await?;
+        let permit = match &self.slots {
+            None => None,
+            Some(slots) => {
+                match tokio::time::timeout(self.timeout, slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        return Err(UpstreamError::Invalid(format!(
+                        "all {} request slots of the service (max_concurrent) stayed busy for {}",
+                        self.max_concurrent,
+                        humantime::format_duration(self.timeout)
+                    )))
+                    }
+                }
+            }
+        };
+        if let Some(b) = &self.bucket {
+            b.wait(self.timeout).await?;
         }
         // Redirects are followed here rather than by reqwest, so that every hop carries
         // the channel's headers (reqwest would replace the Referer with the previous
@@ -217,6 +311,16 @@ impl ServiceHttp {
         };
         let status = resp.status().as_u16();
         let final_url = resp.url().clone();
+        if matches!(status, 429 | 503) {
+            if let Some(wait) = retry_after(resp.headers(), SystemTime::now()) {
+                let wait = wait.min(MAX_RETRY_AFTER);
+                self.pause_for(status, wait);
+                return Err(UpstreamError::Throttled {
+                    status,
+                    retry_after: wait,
+                });
+            }
+        }
         if !resp.status().is_success() {
             return Err(UpstreamError::Status {
                 status,
@@ -232,18 +336,24 @@ impl ServiceHttp {
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let content_range = header(reqwest::header::CONTENT_RANGE);
         let content_length = resp.content_length();
-        let idle = self.timeout;
+        let set_cookies = resp
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
         let shown = redact(&final_url);
         let body = resp
             .bytes_stream()
             .map(move |r| r.map_err(|e| request_error_str(&shown, &e)));
-        let body = idle_bounded(body, idle);
+        let body = idle_bounded(body, self.idle_timeout, permit);
         Ok(Fetched {
             url: final_url,
             status,
             content_type,
             content_length,
             content_range,
+            set_cookies,
             body,
         })
     }
@@ -276,7 +386,7 @@ impl ServiceHttp {
                 headers.insert(reqwest::header::RANGE, v);
             }
         }
-        let client = &self.http.client;
+        let client = &self.client;
         let mut basic = None;
         if same_origin && self.auth_applies(url) {
             match &self.auth {
@@ -329,6 +439,75 @@ impl ServiceHttp {
     fn auth_applies(&self, url: &Url) -> bool {
         self.auth_origin.as_ref().is_none_or(|o| *o == url.origin())
     }
+
+    /// Pauses the service for `wait` (never shortening a longer pause already set).
+    fn pause_for(&self, status: u16, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut pause = self
+            .pause
+            .lock()
+            .expect("pause lock is never poisoned: no panics while held");
+        if pause.is_none_or(|p| p.until < until) {
+            *pause = Some(Pause { until, status });
+        }
+        tracing::warn!(
+            service = %self.service,
+            status,
+            retry_after_s = wait.as_secs_f64(),
+            "upstream asked to back off; service paused"
+        );
+    }
+
+    /// Waits until a pause the upstream asked for is over, or fails at once when it
+    /// lasts longer than the service timeout.
+    async fn wait_pause(&self) -> Result<(), UpstreamError> {
+        loop {
+            let pause = *self
+                .pause
+                .lock()
+                .expect("pause lock is never poisoned: no panics while held");
+            let Some(p) = pause else { return Ok(()) };
+            let now = tokio::time::Instant::now();
+            if p.until <= now {
+                return Ok(());
+            }
+            if p.until - now > self.timeout {
+                return Err(UpstreamError::Throttled {
+                    status: p.status,
+                    retry_after: p.until - now,
+                });
+            }
+            // Loop: another 429 may have extended the pause meanwhile.
+            tokio::time::sleep_until(p.until).await;
+        }
+    }
+
+    /// When the service may be asked again, if it is paused now.
+    pub fn paused_until(&self) -> Option<tokio::time::Instant> {
+        let pause = *self
+            .pause
+            .lock()
+            .expect("pause lock is never poisoned: no panics while held");
+        pause
+            .map(|p| p.until)
+            .filter(|u| *u > tokio::time::Instant::now())
+    }
+}
+
+/// `Retry-After` as a wait from `now`: delta-seconds (`120`) or an HTTP date (`Wed, 21
+/// Oct 2026 07:28:00 GMT`; one in the past is no wait). `None` when absent or unreadable.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = SystemTime::from(at.with_timezone(&chrono::Utc));
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Headers that carry credentials: never sent on to another origin.
@@ -338,22 +517,27 @@ fn is_credential(name: &HeaderName) -> bool {
         || name == reqwest::header::PROXY_AUTHORIZATION
 }
 
-/// Ends a body stream with a timeout error when no chunk arrives for `idle`.
-fn idle_bounded<S>(body: S, idle: Duration) -> BodyStream
+/// Ends a body stream with a timeout error when no chunk arrives for `idle`. `permit`
+/// (a `max_concurrent` slot) is held until the body ends, fails or is dropped.
+fn idle_bounded<S>(
+    body: S,
+    idle: Duration,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> BodyStream
 where
     S: Stream<Item = Result<Bytes, UpstreamError>> + Send + 'static,
 {
     let body = Box::pin(body);
     Box::pin(futures::stream::unfold(
-        (body, false),
-        move |(mut body, done)| async move {
-            if done {
-                return None;
-            }
+        Some((body, permit)),
+        move |state| async move {
+            let (mut body, permit) = state?;
             match tokio::time::timeout(idle, body.next()).await {
-                Ok(Some(item)) => Some((item, (body, false))),
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, permit)))),
+                // The stream ends after its first error: release the slot now.
+                Ok(Some(Err(e))) => Some((Err(e), None)),
                 Ok(None) => None,
-                Err(_) => Some((Err(UpstreamError::Timeout(idle)), (body, true))),
+                Err(_) => Some((Err(UpstreamError::Timeout(idle)), None)),
             }
         },
     ))
@@ -398,20 +582,67 @@ mod tests {
     use super::*;
     use crate::config::RateLimit;
 
-    #[tokio::test]
-    async fn pacer_spaces_requests_and_refuses_long_waits() {
-        let p = Pacer::new(&RateLimit {
+    #[test]
+    fn token_bucket_bursts_then_paces_and_refuses_long_waits() {
+        let b = TokenBucket::new(&RateLimit {
             requests: 10,
             per: Duration::from_secs(1),
         });
-        let start = tokio::time::Instant::now();
-        for _ in 0..3 {
-            p.wait(Duration::from_secs(5)).await.unwrap();
+        let t0 = tokio::time::Instant::now() + Duration::from_secs(1);
+        let bound = Duration::from_secs(5);
+        let ms = |slot: tokio::time::Instant| (slot - t0).as_millis();
+        // A full bucket: the burst of 10 may go at once...
+        for _ in 0..10 {
+            assert_eq!(ms(b.reserve(t0, bound).unwrap()), 0);
         }
-        // Slots are 100 ms apart: the third starts no earlier than 200 ms in.
-        assert!(start.elapsed() >= Duration::from_millis(200));
-        // The next slot is 100 ms away; a 10 ms bound refuses instead of waiting.
-        let err = p.wait(Duration::from_millis(10)).await.unwrap_err();
+        // ... then one token every 100 ms.
+        let next: Vec<_> = (0..3).map(|_| ms(b.reserve(t0, bound).unwrap())).collect();
+        assert_eq!(next, [100, 200, 300]);
+        // The next token is 400 ms away: a 10 ms bound refuses instead of waiting...
+        let err = b.reserve(t0, Duration::from_millis(10)).unwrap_err();
         assert!(err.to_string().contains("rate limit"), "{err}");
+        // ... and takes no token.
+        assert_eq!(ms(b.reserve(t0, bound).unwrap()), 400);
+        // Tokens come back while nobody asks: after a quiet 2 s the bucket is full again.
+        let later = t0 + Duration::from_secs(2);
+        for _ in 0..10 {
+            assert_eq!(b.reserve(later, bound).unwrap(), later);
+        }
+        assert_eq!(
+            b.reserve(later, bound).unwrap() - later,
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 2015-10-21 07:28:00 UTC
+        let check = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                reqwest::header::RETRY_AFTER,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            retry_after(&h, now)
+        };
+        assert_eq!(check("30"), Some(Duration::from_secs(30)));
+        assert_eq!(check(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            check("Wed, 21 Oct 2015 07:28:45 GMT"),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(check("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(check("soon"), None);
+        assert_eq!(check("-5"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn throttled_rounds_up() {
+        let e = UpstreamError::Throttled {
+            status: 429,
+            retry_after: Duration::from_millis(200),
+        };
+        assert_eq!(e.to_string(), "HTTP 429, retry after 1 s");
     }
 }

@@ -1,21 +1,28 @@
 //! The coordinator (the original design's `MultiServiceStreamer`): holds every
 //! configured service with its runtime state (enabled, priority, health counters),
 //! caches channel lists and resolutions, builds the merged lineup and opens a
-//! channel's stream by trying its sources in priority order.
+//! channel's stream by trying its sources in priority order (or racing the best few,
+//! `streams.race`), skipping services whose circuit is open (`health`) unless no other
+//! source is left. Real traffic and the background probes (`spawn_monitors`) feed the
+//! same per-service health.
 //!
 //! Runtime changes (enable/disable, the channel mapping) go to the store first, then
 //! take effect; the config file is never written.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use moka::future::Cache;
 use moka::Expiry;
+use tokio::task::JoinHandle;
 
 use super::{build, BuildContext, Service};
 use crate::config::{Config, ServiceConfig};
 use crate::error::{AppError, Attempt, UpstreamError};
+use crate::health::{CircuitState, Health, Permit, Policy};
 use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
 use crate::model::{
     Channel, ChannelDetail, ChannelPatch, LineupChannel, ResolvedStream, ServiceStatus,
@@ -23,7 +30,8 @@ use crate::model::{
 use crate::store::{Store, StoreError};
 use crate::upstream::Http;
 
-/// Consecutive failures after which a service shows as unhealthy.
+/// Consecutive failures after which a service shows as unhealthy (its circuit opens
+/// later, at `health.open_after`).
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long a lineup built while some service failed is kept before trying again.
 const DEGRADED_LINEUP_TTL: Duration = Duration::from_secs(30);
@@ -35,15 +43,40 @@ struct Entry {
     stats: Mutex<Stats>,
 }
 
-#[derive(Default)]
 struct Stats {
     last_error: Option<String>,
     last_checked: Option<SystemTime>,
     latency_ms: Option<u64>,
     successes: u64,
     failures: u64,
-    consecutive_failures: u32,
+    /// Success rate, latency EWMA, consecutive failures and the circuit breaker.
+    health: Health,
     channel_count: usize,
+}
+
+impl Stats {
+    fn new(policy: Policy) -> Self {
+        Self {
+            last_error: None,
+            last_checked: None,
+            latency_ms: None,
+            successes: 0,
+            failures: 0,
+            health: Health::new(policy),
+            channel_count: 0,
+        }
+    }
+}
+
+/// The background probes of every service; dropping it stops them.
+pub struct Monitors(Vec<JoinHandle<()>>);
+
+impl Drop for Monitors {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// A lineup and when it stops being fresh.
@@ -85,6 +118,8 @@ pub struct Registry {
     resolved: Cache<(String, String), Arc<ResolvedStream>>,
     lineup: tokio::sync::Mutex<Option<CachedLineup>>,
     channels_ttl: Duration,
+    /// How many healthy sources `open` tries at once (`streams.race`).
+    race: usize,
 }
 
 impl Registry {
@@ -93,6 +128,7 @@ impl Registry {
             http,
             resolved_ttl: cfg.cache.resolved_ttl,
         };
+        let policy = cfg.health.policy();
         let entries = cfg
             .services
             .iter()
@@ -100,7 +136,7 @@ impl Registry {
                 Arc::new(Entry {
                     cfg: s.clone(),
                     service: build(s, &ctx),
-                    stats: Mutex::default(),
+                    stats: Mutex::new(Stats::new(policy)),
                 })
             })
             .collect();
@@ -117,6 +153,7 @@ impl Registry {
                 .build(),
             lineup: tokio::sync::Mutex::new(None),
             channels_ttl: cfg.cache.channels_ttl,
+            race: cfg.streams.race.max(1),
         }
     }
 
@@ -157,13 +194,16 @@ impl Registry {
             .stats
             .lock()
             .expect("stats lock is never poisoned: no panics while held");
+        let now = Instant::now();
+        let circuit = s.health.state(now);
         ServiceStatus {
             name: e.cfg.name.clone(),
             kind: e.cfg.kind.kind_name().to_string(),
             enabled: self.enabled(e),
             priority: self.priority(e),
             description: e.cfg.description.clone(),
-            healthy: s.consecutive_failures < UNHEALTHY_AFTER,
+            healthy: circuit == CircuitState::Closed
+                && s.health.consecutive_failures() < UNHEALTHY_AFTER,
             channel_count: s.channel_count,
             last_error: s.last_error.clone(),
             last_checked: s
@@ -172,6 +212,13 @@ impl Registry {
             latency_ms: s.latency_ms,
             successes: s.successes,
             failures: s.failures,
+            circuit: circuit.as_str().to_string(),
+            success_rate: s.health.success_rate(),
+            latency_ewma_ms: s.health.latency_ewma_ms().map(|ms| ms.round() as u64),
+            consecutive_failures: s.health.consecutive_failures(),
+            retry_at: s.health.retry_at(now).map(|at| {
+                humantime::format_rfc3339_millis(SystemTime::now() + (at - now)).to_string()
+            }),
             account: e.service.account(),
         }
     }
@@ -188,22 +235,128 @@ impl Registry {
     }
 
     fn record<T>(&self, e: &Entry, started: Instant, result: &Result<T, UpstreamError>) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(started);
         let mut s = e
             .stats
             .lock()
             .expect("stats lock is never poisoned: no panics while held");
         s.last_checked = Some(SystemTime::now());
-        s.latency_ms = Some(started.elapsed().as_millis() as u64);
+        s.latency_ms = Some(latency.as_millis() as u64);
+        let before = s.health.state(now);
+        s.health.record(now, result.is_ok(), latency);
         match result {
             Ok(_) => {
                 s.successes += 1;
-                s.consecutive_failures = 0;
                 s.last_error = None;
             }
             Err(err) => {
                 s.failures += 1;
-                s.consecutive_failures += 1;
                 s.last_error = Some(err.to_string());
+            }
+        }
+        let after = s.health.state(now);
+        if before != after {
+            match s.health.retry_at(now) {
+                Some(at) => tracing::warn!(
+                    service = %e.cfg.name,
+                    failures = s.health.consecutive_failures(),
+                    retry_in_ms = (at - now).as_millis() as u64,
+                    "circuit open: fallback skips the service"
+                ),
+                None => {
+                    tracing::info!(service = %e.cfg.name, circuit = after.as_str(), "circuit changed")
+                }
+            }
+        }
+    }
+
+    /// Asks `e`'s circuit breaker whether it may be used now (see [`Permit`]).
+    fn permit(&self, e: &Entry) -> Permit {
+        e.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .health
+            .permit(Instant::now())
+    }
+
+    fn is_closed(&self, e: &Entry) -> bool {
+        e.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .health
+            .state(Instant::now())
+            == CircuitState::Closed
+    }
+
+    fn latency_ewma(&self, e: &Entry) -> Option<f64> {
+        e.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .health
+            .latency_ewma_ms()
+    }
+
+    /// Probes every service every `every` while it is enabled (none when zero), feeding
+    /// the same health as real traffic. A closed circuit is probed through the cached
+    /// channel list (so it costs an upstream call only when the list is due anyway); an
+    /// open one is left alone until its backoff is over, then gets a fresh listing as
+    /// its trial.
+    pub fn spawn_monitors(self: &Arc<Self>, every: Duration) -> Monitors {
+        if every.is_zero() {
+            return Monitors(Vec::new());
+        }
+        let tasks = self
+            .entries
+            .iter()
+            .map(|e| {
+                let registry = self.clone();
+                let e = e.clone();
+                tokio::spawn(async move {
+                    let start = tokio::time::Instant::now() + every;
+                    let mut tick = tokio::time::interval_at(start, every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        if registry.enabled(&e) {
+                            registry.probe(&e).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Monitors(tasks)
+    }
+
+    async fn probe(&self, e: &Entry) {
+        match self.permit(e) {
+            Permit::No => {}
+            Permit::Yes => {
+                // Failures are recorded (and logged) by `channels_of`.
+                let _ = self.channels_of(&e.cfg.name).await;
+            }
+            Permit::Trial => {
+                let started = Instant::now();
+                let bound = e.cfg.timeout * 3;
+                let result = tokio::time::timeout(bound, e.service.channels())
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout(bound)));
+                self.record(e, started, &result);
+                match result {
+                    Ok(list) => {
+                        e.stats
+                            .lock()
+                            .expect("stats lock is never poisoned")
+                            .channel_count = list.len();
+                        tracing::info!(service = %e.cfg.name, "probe succeeded: circuit closed");
+                        self.channels
+                            .insert(e.cfg.name.clone(), Arc::new(list))
+                            .await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(service = %e.cfg.name, error = %err, "probe failed: circuit stays open");
+                    }
+                }
             }
         }
     }
@@ -371,12 +524,11 @@ impl Registry {
             .iter()
             .find(|c| c.id == channel_id)
             .ok_or_else(|| UpstreamError::NoChannel(channel_id.to_string()))?;
-        let started = Instant::now();
         let bound = e.cfg.timeout * 3;
+        // Not recorded here: `try_source` records the whole attempt, resolve included.
         let result = tokio::time::timeout(bound, e.service.resolve(channel))
             .await
             .unwrap_or(Err(UpstreamError::Timeout(bound)));
-        self.record(e, started, &result);
         let resolved = Arc::new(result?);
         self.resolved.insert(key, resolved.clone()).await;
         Ok(resolved)
@@ -450,6 +602,12 @@ impl Registry {
     /// Tries the channel's sources in priority order: resolve (cached), then `attempt`
     /// (which typically fetches the first playlist). The first success wins; when all
     /// fail, the error lists every (service, why).
+    ///
+    /// Services whose circuit is open are skipped, then tried last when every other
+    /// source failed (a channel with one source left still gets a chance rather than
+    /// a 502 without trying). With `streams.race` > 1, up to that many leading sources
+    /// with a closed circuit (equal priorities ordered by latency) are tried at once:
+    /// the first success wins and the others are dropped (cancelled, not counted).
     pub async fn open<T, F, Fut>(
         &self,
         id: &str,
@@ -480,45 +638,148 @@ impl Registry {
         if sources.iter().any(|(e, _)| !skip.contains(&e.cfg.name)) {
             sources.retain(|(e, _)| !skip.contains(&e.cfg.name));
         }
+        if self.race > 1 {
+            self.order_by_latency(&mut sources);
+        }
+        let mut queue = VecDeque::from(sources);
         let mut tried = Vec::new();
-        for (e, channel_id) in sources {
-            let started = Instant::now();
-            let bound = e.cfg.timeout * 3;
-            let result = tokio::time::timeout(bound, async {
-                let resolved = self.resolve(&e, &channel_id).await?;
-                let ctx = SourceCtx {
-                    service_name: e.cfg.name.clone(),
-                    service: e.service.clone(),
-                    channel_id: channel_id.clone(),
-                    resolved,
-                };
-                let started = Instant::now();
-                let r = attempt(ctx).await;
-                self.record(&e, started, &r);
-                r
-            })
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout(bound)));
-            match result {
-                Ok(v) => return Ok(v),
-                Err(err) => {
-                    tracing::warn!(service = %e.cfg.name, channel = %channel_id, error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "source failed, trying the next");
-                    // A stale resolution is a common cause: resolve afresh next time.
-                    self.resolved
-                        .invalidate(&(e.cfg.name.clone(), channel_id.clone()))
-                        .await;
-                    tried.push(Attempt {
-                        service: e.cfg.name.clone(),
-                        channel_id,
-                        timeout: err.is_timeout(),
-                        error: err.to_string(),
-                    });
+        let mut last_resort = Vec::new();
+        while let Some(first) = queue.pop_front() {
+            let mut batch = vec![first];
+            match self.permit(&batch[0].0) {
+                Permit::No => {
+                    tracing::debug!(service = %batch[0].0.cfg.name, "circuit open: source skipped for now");
+                    last_resort.append(&mut batch);
+                    continue;
                 }
+                Permit::Trial => {
+                    tracing::info!(service = %batch[0].0.cfg.name, "circuit half-open: this request is the trial");
+                }
+                Permit::Yes => {
+                    while batch.len() < self.race
+                        && queue.front().is_some_and(|(e, _)| self.is_closed(e))
+                    {
+                        batch.extend(queue.pop_front());
+                    }
+                }
+            }
+            match self.try_batch(&batch, &attempt).await {
+                Ok(v) => return Ok(v),
+                Err(mut failed) => tried.append(&mut failed),
+            }
+        }
+        for source in last_resort {
+            tracing::info!(service = %source.0.cfg.name, channel = %source.1, "circuit open, but no other source is left: trying it");
+            match self
+                .try_batch(std::slice::from_ref(&source), &attempt)
+                .await
+            {
+                Ok(v) => return Ok(v),
+                Err(mut failed) => tried.append(&mut failed),
             }
         }
         Err(AppError::AllSourcesFailed {
             channel: id.to_string(),
             tried,
         })
+    }
+
+    /// Within each run of equal priority (a mapping's pinned order is kept otherwise),
+    /// the fastest services first; ones not measured yet count as fastest, so they get
+    /// measured.
+    fn order_by_latency(&self, sources: &mut [(Arc<Entry>, String)]) {
+        let mut start = 0;
+        while start < sources.len() {
+            let p = self.priority(&sources[start].0);
+            let len = sources[start..]
+                .iter()
+                .take_while(|(e, _)| self.priority(e) == p)
+                .count();
+            let run = &mut sources[start..start + len];
+            run.sort_by(|(a, _), (b, _)| {
+                let (a, b) = (self.latency_ewma(a), self.latency_ewma(b));
+                a.unwrap_or(0.0).total_cmp(&b.unwrap_or(0.0))
+            });
+            start += len;
+        }
+    }
+
+    /// Tries the sources of `batch` at once: the first success wins and the rest are
+    /// dropped; when all fail, their attempts in batch order.
+    async fn try_batch<T, F, Fut>(
+        &self,
+        batch: &[(Arc<Entry>, String)],
+        attempt: &F,
+    ) -> Result<T, Vec<Attempt>>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut running: FuturesUnordered<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, (e, channel_id))| async move {
+                (i, self.try_source(e, channel_id, attempt).await)
+            })
+            .collect();
+        let mut failed = Vec::new();
+        while let Some((i, result)) = running.next().await {
+            match result {
+                Ok(v) => {
+                    if batch.len() > 1 {
+                        tracing::debug!(service = %batch[i].0.cfg.name, racing = batch.len(), "race won; the other sources are dropped");
+                    }
+                    return Ok(v);
+                }
+                Err(a) => failed.push((i, a)),
+            }
+        }
+        failed.sort_by_key(|(i, _)| *i);
+        Err(failed.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// One source: resolve (cached), then `attempt`, bounded; the outcome is recorded
+    /// once in the service's health.
+    async fn try_source<T, F, Fut>(
+        &self,
+        e: &Arc<Entry>,
+        channel_id: &str,
+        attempt: &F,
+    ) -> Result<T, Attempt>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let started = Instant::now();
+        let bound = e.cfg.timeout * 3;
+        let result = tokio::time::timeout(bound, async {
+            let resolved = self.resolve(e, channel_id).await?;
+            let ctx = SourceCtx {
+                service_name: e.cfg.name.clone(),
+                service: e.service.clone(),
+                channel_id: channel_id.to_string(),
+                resolved,
+            };
+            attempt(ctx).await
+        })
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout(bound)));
+        self.record(e, started, &result);
+        match result {
+            Ok(v) => Ok(v),
+            Err(err) => {
+                tracing::warn!(service = %e.cfg.name, channel = %channel_id, error = %err, elapsed_ms = started.elapsed().as_millis() as u64, "source failed, trying the next");
+                // A stale resolution is a common cause: resolve afresh next time.
+                self.resolved
+                    .invalidate(&(e.cfg.name.clone(), channel_id.to_string()))
+                    .await;
+                Err(Attempt {
+                    service: e.cfg.name.clone(),
+                    channel_id: channel_id.to_string(),
+                    timeout: err.is_timeout(),
+                    error: err.to_string(),
+                })
+            }
+        }
     }
 }
