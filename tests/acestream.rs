@@ -73,16 +73,26 @@ async fn engine() -> FakeUpstream {
             "/ace/m/{id}/{file}",
             get(|Path((_id, file)): Path<(String, String)>| async move {
                 if file.ends_with(".m3u8") {
-                    let mut p = String::from(
-                        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n",
+                    // Live: a new one-second segment every second, so a viewer joining
+                    // late still gets bytes.
+                    let seq = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock after 1970")
+                        .as_secs();
+                    let mut p = format!(
+                        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{seq}\n"
                     );
-                    for n in 0..3 {
+                    for n in seq..seq + 3 {
                         p.push_str(&format!("#EXTINF:1.0,\nseg{n}.ts\n"));
                     }
                     return respond(200, HLS_TYPE, p);
                 }
-                match file.strip_prefix("seg").and_then(|s| s.strip_suffix(".ts")) {
-                    Some(n) => respond(200, "video/mp2t", ts_packets(20, n.as_bytes()[0])),
+                match file
+                    .strip_prefix("seg")
+                    .and_then(|s| s.strip_suffix(".ts"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    Some(n) => respond(200, "video/mp2t", ts_packets(20, (n % 251) as u8)),
                     None => respond(404, "text/plain", "no such file"),
                 }
             }),
