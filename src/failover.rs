@@ -10,12 +10,20 @@
 //! `#EXT-X-DISCONTINUITY` before the first new segment. The player never learns a
 //! new URL; it sees a discontinuity and keeps playing.
 //!
+//! A *refresh* is a switch to the same service: when the upstream URL a link seals
+//! carries a token that is about to expire (`model::url_expires_at`, see
+//! [`refresh_due`]) or the upstream refuses it (401, 403, 410), the channel is
+//! resolved afresh from that service and the link is answered with the new URL's
+//! playlist, whose segment links carry the new token. When the new playlist lists the
+//! segment the player got last (same path, any query), the numbering simply continues:
+//! no discontinuity. Otherwise it is renumbered like a failover.
+//!
 //! This is in-memory state (a cache, not a security table): links stay verifiable
 //! by the signature alone, and after a restart a switched link simply starts over.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 use url::Url;
@@ -23,8 +31,8 @@ use url::Url;
 use crate::cache::{Document, MediaCache};
 use crate::error::{AppError, UpstreamError};
 use crate::hls;
-use crate::model::Headers;
-use crate::services::registry::Registry;
+use crate::model::{url_expires_at, Headers};
+use crate::services::registry::{Registry, SourceCtx};
 use crate::services::Service;
 
 /// A playlist link now served from another source.
@@ -36,12 +44,17 @@ pub struct Switch {
     /// Services already given up on for this link (the original first).
     pub tried: Vec<String>,
     pub numbers: Renumber,
+    /// When `url` was resolved: its token's lifetime starts here ([`refresh_due`]).
+    pub since: SystemTime,
 }
 
 /// Renumbers the new source's media playlists for a player of the old one.
 pub struct Renumber {
     /// The sequence number the player expects next, where the new source starts.
     start_seq: Option<u64>,
+    /// A refresh: the path (no query) of the segment the player got last, which the
+    /// new playlist continues from when it lists it.
+    after: Option<String>,
     map: Mutex<Option<SeqMap>>,
 }
 
@@ -52,12 +65,58 @@ struct SeqMap {
     offset: i128,
     /// The player's sequence number of the first segment from the new source.
     first: u64,
+    /// An `#EXT-X-DISCONTINUITY` goes before `first` (not when a refresh continues).
+    discontinuity: bool,
+}
+
+/// What the player was last given on a link: the sequence number after it, and the
+/// path of its last segment.
+#[derive(Clone)]
+struct Seen {
+    next_seq: u64,
+    last_path: Option<String>,
+}
+
+/// How a playlist link is switched.
+enum SwitchTo<'a> {
+    /// To the channel's next source, skipping these services.
+    Next(&'a [String]),
+    /// To a fresh resolution of this service (a token refresh).
+    Refresh(&'a str),
+}
+
+/// True when a token that expires at `expires`, handed out at `since`, should be
+/// replaced now: from `max(10 s, 10 % of its lifetime)` before it expires, but never in
+/// the first half of its lifetime (a 4 s token is refreshed after 2 s, not at once).
+pub fn refresh_due(since: SystemTime, expires: SystemTime, now: SystemTime) -> bool {
+    let life = expires.duration_since(since).unwrap_or_default();
+    let lead = Duration::from_secs(10).max(life / 10).min(life / 2);
+    expires.checked_sub(lead).is_none_or(|at| now >= at)
+}
+
+/// True when `url` carries a token ([`url_expires_at`]) handed out at `since` that is
+/// due for a refresh now.
+pub fn token_due(url: &Url, since: SystemTime) -> bool {
+    url_expires_at(url).is_some_and(|exp| refresh_due(since, exp, SystemTime::now()))
+}
+
+/// True when the upstream refused a URL the way an expired or revoked token is refused.
+pub fn token_refused(err: &UpstreamError) -> bool {
+    matches!(
+        err,
+        UpstreamError::Status {
+            status: 401 | 403 | 410,
+            ..
+        }
+    )
 }
 
 pub struct Failovers {
     strikes: Cache<String, Arc<AtomicU32>>,
-    next_seq: Cache<String, u64>,
+    next_seq: Cache<String, Seen>,
     switched: Cache<String, Arc<Switch>>,
+    /// When each playlist link was first served: the start of its token's lifetime.
+    first_seen: Cache<String, SystemTime>,
 }
 
 impl Default for Failovers {
@@ -66,6 +125,7 @@ impl Default for Failovers {
             strikes: idle_cache(60),
             next_seq: idle_cache(600),
             switched: idle_cache(600),
+            first_seen: idle_cache(600),
         }
     }
 }
@@ -96,14 +156,23 @@ impl Failovers {
         }
     }
 
-    /// Remembers which sequence number comes after a media playlist served for `link`.
+    /// Remembers which sequence number (and segment path) comes after a media playlist
+    /// served for `link`.
     pub fn note_next_seq(&self, link: &str, body: &str, url: &Url) {
         if let Ok(info) = hls::media_info(body, url) {
             self.next_seq.insert(
                 link.to_string(),
-                info.media_sequence + info.segments.len() as u64,
+                Seen {
+                    next_seq: info.media_sequence + info.segments.len() as u64,
+                    last_path: info.segments.last().map(|u| u.path().to_string()),
+                },
             );
         }
+    }
+
+    /// When `link` was first served (now, for a link not seen before).
+    pub fn first_seen(&self, link: &str) -> SystemTime {
+        self.first_seen.get_with(link.to_string(), SystemTime::now)
     }
 
     pub fn switched(&self, link: &str) -> Option<Arc<Switch>> {
@@ -122,46 +191,112 @@ impl Failovers {
         tried: Vec<String>,
     ) -> Result<Arc<Switch>, AppError> {
         let skip = tried.clone();
-        let (service_name, service, url, headers) = registry
-            .open_except(channel, None, &skip, |src| {
-                let skip = &skip;
-                async move {
-                    if skip.contains(&src.service_name) {
-                        return Err(UpstreamError::Invalid(
-                            "no other source left to fail over to".into(),
-                        ));
-                    }
-                    let r = &src.resolved;
-                    let doc = media
-                        .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
-                        .await?;
-                    let url = match &*doc {
-                        Document::Playlist { url, body } if hls::is_master(body) => {
-                            hls::best_variant(body, url).ok_or_else(|| {
-                                UpstreamError::Invalid("the master lists no variant".into())
-                            })?
-                        }
-                        Document::Playlist { url, .. } => url.clone(),
-                        Document::Media { .. } => {
-                            return Err(UpstreamError::Invalid(
-                                "not HLS: an HLS player cannot switch to it".into(),
-                            ))
-                        }
-                    };
-                    Ok((src.service_name, src.service, url, r.headers.clone()))
+        self.open_switch(
+            registry,
+            media,
+            limit,
+            link,
+            channel,
+            tried,
+            SwitchTo::Next(&skip),
+        )
+        .await
+    }
+
+    /// Refreshes playlist link `link` of channel `channel`: resolves it afresh from
+    /// `service` (the one serving the link now) and answers the link from the new URL.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn refresh(
+        &self,
+        registry: &Registry,
+        media: &MediaCache,
+        limit: usize,
+        link: &str,
+        channel: &str,
+        service: &str,
+        tried: Vec<String>,
+    ) -> Result<Arc<Switch>, AppError> {
+        self.open_switch(
+            registry,
+            media,
+            limit,
+            link,
+            channel,
+            tried,
+            SwitchTo::Refresh(service),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn open_switch(
+        &self,
+        registry: &Registry,
+        media: &MediaCache,
+        limit: usize,
+        link: &str,
+        channel: &str,
+        tried: Vec<String>,
+        target: SwitchTo<'_>,
+    ) -> Result<Arc<Switch>, AppError> {
+        let since = SystemTime::now();
+        let skip: &[String] = match target {
+            SwitchTo::Next(skip) => skip,
+            SwitchTo::Refresh(_) => &[],
+        };
+        let attempt = |src: SourceCtx| async move {
+            if skip.contains(&src.service_name) {
+                return Err(UpstreamError::Invalid(
+                    "no other source left to fail over to".into(),
+                ));
+            }
+            let r = &src.resolved;
+            let doc = media
+                .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                .await?;
+            let url = match &*doc {
+                Document::Playlist { url, body } if hls::is_master(body) => {
+                    hls::best_variant(body, url).ok_or_else(|| {
+                        UpstreamError::Invalid("the master lists no variant".into())
+                    })?
                 }
-            })
-            .await?;
-        tracing::warn!(channel, from = %tried.join(","), to = %service_name, "HLS playback failing over");
+                Document::Playlist { url, .. } => url.clone(),
+                Document::Media { .. } => {
+                    return Err(UpstreamError::Invalid(
+                        "not HLS: an HLS player cannot switch to it".into(),
+                    ))
+                }
+            };
+            Ok((src.service_name, src.service, url, r.headers.clone()))
+        };
+        let (service_name, service, url, headers) = match target {
+            SwitchTo::Next(skip) => registry.open_except(channel, None, skip, attempt).await?,
+            SwitchTo::Refresh(service) => registry.reopen(channel, service, attempt).await?,
+        };
+        let seen = self.next_seq.get(link);
         let mut tried = tried;
-        tried.push(service_name.clone());
+        let numbers = match target {
+            SwitchTo::Next(_) => {
+                tracing::warn!(channel, from = %tried.join(","), to = %service_name, "HLS playback failing over");
+                tried.push(service_name.clone());
+                Renumber::new(seen.map(|s| s.next_seq))
+            }
+            SwitchTo::Refresh(_) => {
+                tracing::info!(channel, service = %service_name, "HLS link refreshed: the upstream token was about to expire");
+                Renumber::continuing(
+                    seen.as_ref().map(|s| s.next_seq),
+                    seen.and_then(|s| s.last_path),
+                )
+            }
+        };
         let switch = Arc::new(Switch {
             service_name,
             service,
             url,
             headers,
             tried,
-            numbers: Renumber::new(self.next_seq.get(link)),
+            numbers,
+            since,
         });
         self.switched.insert(link.to_string(), switch.clone());
         Ok(switch)
@@ -181,8 +316,15 @@ fn source_key(service: &str, channel: &str) -> String {
 
 impl Renumber {
     pub fn new(start_seq: Option<u64>) -> Self {
+        Self::continuing(start_seq, None)
+    }
+
+    /// For a refresh: continues without a discontinuity from the segment at path
+    /// `after` when the new playlist lists it.
+    pub fn continuing(start_seq: Option<u64>, after: Option<String>) -> Self {
         Self {
             start_seq,
+            after,
             map: Mutex::new(None),
         }
     }
@@ -197,6 +339,21 @@ impl Renumber {
         let map = {
             let mut m = self.map.lock().expect("switch lock is never poisoned");
             *m.get_or_insert_with(|| {
+                let found = self
+                    .start_seq
+                    .zip(self.after.as_deref())
+                    .and_then(|(next, after)| {
+                        let i = info.segments.iter().position(|u| u.path() == after)?;
+                        Some((next, i as u64))
+                    });
+                if let Some((next, i)) = found {
+                    // The last segment the player got is numbered `next - 1`.
+                    return SeqMap {
+                        offset: i128::from(next) - 1 - i128::from(info.media_sequence + i),
+                        first: next,
+                        discontinuity: false,
+                    };
+                }
                 let start_index = if info.ended {
                     0
                 } else {
@@ -206,6 +363,7 @@ impl Renumber {
                 SeqMap {
                     offset: i128::from(first) - i128::from(info.media_sequence + start_index),
                     first,
+                    discontinuity: true,
                 }
             })
         };
@@ -217,9 +375,9 @@ impl Renumber {
         let disc_index = map
             .first
             .checked_sub(mapped_first)
-            .filter(|i| *i < count)
+            .filter(|i| *i < count && map.discontinuity)
             .map(|i| i as usize);
-        let disc_passed = mapped_first > map.first;
+        let disc_passed = map.discontinuity && mapped_first > map.first;
 
         let mut out = String::with_capacity(body.len() + 64);
         let mut segment = 0usize;
@@ -290,6 +448,53 @@ mod tests {
             s.push_str(&format!("#EXTINF:2.0,\nb{i}.ts\n"));
         }
         s
+    }
+
+    #[test]
+    fn a_refresh_that_lists_the_last_segment_continues_without_a_discontinuity() {
+        // The player got b11 last (its number 11) and expects 12.
+        let r = Renumber::continuing(Some(12), Some("/b11.ts".into()));
+        let url = Url::parse("http://a.example/live.m3u8?expires=9999999999").unwrap();
+        let out = r.renumber(&live(9, 5), &url, 3).unwrap();
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:9\n"), "{out}");
+        assert!(!out.contains("DISCONTINUITY"), "{out}");
+        // Not listed: renumbered like a failover.
+        let r = Renumber::continuing(Some(12), Some("/gone.ts".into()));
+        let out = r.renumber(&live(9, 5), &url, 3).unwrap();
+        assert!(out.contains("#EXT-X-DISCONTINUITY\n"), "{out}");
+    }
+
+    #[test]
+    fn a_token_is_refreshed_late_in_its_lifetime_never_in_its_first_half() {
+        let t = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        // 1 h: 6 min before (10 %).
+        assert!(!refresh_due(t(0), t(3600), t(3600 - 361)));
+        assert!(refresh_due(t(0), t(3600), t(3600 - 360)));
+        // 60 s: 10 s before.
+        assert!(!refresh_due(t(0), t(60), t(49)));
+        assert!(refresh_due(t(0), t(60), t(50)));
+        // 4 s: after half of it.
+        assert!(!refresh_due(t(0), t(4), t(1)));
+        assert!(refresh_due(t(0), t(4), t(2)));
+        // Already expired.
+        assert!(refresh_due(t(10), t(5), t(10)));
+    }
+
+    #[test]
+    fn expiry_comes_from_query_timestamps_and_jwt_claims() {
+        use base64::Engine as _;
+        let at = |u: &str| url_expires_at(&Url::parse(u).unwrap());
+        let t = |s: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at("http://x/a.m3u8?expires=1700000000"), t(1_700_000_000));
+        assert_eq!(at("http://x/a.m3u8?e=5&exp=1700000100"), t(1_700_000_100));
+        assert_eq!(at("http://x/a.m3u8?token=abc"), None);
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"HS256"}"#),
+            b64(r#"{"sub":"x","exp":1700000200}"#)
+        );
+        assert_eq!(at(&format!("http://x/a.m3u8?t={jwt}")), t(1_700_000_200));
     }
 
     #[test]

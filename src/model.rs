@@ -155,7 +155,8 @@ pub struct ResolvedStream {
 
 impl ResolvedStream {
     /// A resolution valid for `ttl`, shortened when the URL itself says it expires sooner
-    /// (`expires=`/`exp=`/`e=` unix-seconds query values, common in tokenised CDN links).
+    /// (`expires=`/`exp=`/`e=` unix-seconds query values, common in tokenised CDN links,
+    /// or a JWT's `exp`; see [`url_expires_at`]).
     pub fn new(url: Url, headers: Headers, ttl: Duration) -> Self {
         let valid_for = url_expiry(&url).map_or(ttl, |left| left.min(ttl));
         Self {
@@ -166,19 +167,47 @@ impl ResolvedStream {
     }
 }
 
-/// Time left before a tokenised URL expires, when its query says so.
+/// Time left before a tokenised URL expires (10 s early), when its query says so.
 fn url_expiry(url: &Url) -> Option<Duration> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let left = url_expires_at(url)?
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(left.saturating_sub(Duration::from_secs(10)))
+}
+
+/// When a tokenised URL stops working, as its query says: the earliest of the
+/// `expires`/`exp`/`e`/`expiry` unix-seconds values and of the `exp` claim of any query
+/// value that is a JWT (`header.payload.signature`, base64url). `None` when it says
+/// nothing (the signature is not checked: this is only a hint for refreshing early).
+pub fn url_expires_at(url: &Url) -> Option<std::time::SystemTime> {
     url.query_pairs()
-        .filter(|(k, _)| matches!(k.as_ref(), "expires" | "exp" | "e" | "expiry"))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .filter_map(|(k, v)| {
+            if matches!(k.as_ref(), "expires" | "exp" | "e" | "expiry") {
+                if let Ok(ts) = v.parse::<u64>() {
+                    return Some(ts);
+                }
+            }
+            jwt_exp(&v)
+        })
         // Only plausible unix timestamps (after 2001): `e=5` is not an expiry.
         .filter(|&ts| ts > 1_000_000_000)
-        .map(|ts| Duration::from_secs(ts.saturating_sub(now).saturating_sub(10)))
         .min()
+        .map(|ts| std::time::UNIX_EPOCH + Duration::from_secs(ts))
+}
+
+/// The `exp` claim of a JWT, unverified.
+fn jwt_exp(value: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let mut parts = value.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !value.starts_with("eyJ") {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    claims.get("exp")?.as_u64()
 }
 
 /// Health and counters of one service, as `/api/services/status` shows them.

@@ -12,12 +12,18 @@
 //! - When the current source fails `streams.failover_after` times in a row
 //!   (playlist reloads or segments: errors, timeouts, HTML instead of HLS), the
 //!   session moves to the next source; the byte stream simply continues.
+//! - When the followed URL carries a token that expires (`model::url_expires_at`),
+//!   the session resolves the channel afresh from the same service shortly before
+//!   (`failover::refresh_due`), or at once when the upstream refuses it (401, 403,
+//!   410), and follows the new playlist URL from the segment after the last one sent
+//!   (matched by path, without query); when it cannot tell, it starts near the live
+//!   edge like a failover.
 //! - With no viewer left for `streams.idle_stop`, the task stops and no further
 //!   upstream request is made.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,8 +33,9 @@ use url::Url;
 use crate::cache::{Body, Document, MediaCache};
 use crate::config::StreamsConfig;
 use crate::error::{AppError, UpstreamError};
+use crate::failover::{refresh_due, token_refused};
 use crate::hls;
-use crate::model::Headers;
+use crate::model::{url_expires_at, Headers};
 use crate::services::registry::Registry;
 use crate::services::Service;
 
@@ -144,8 +151,13 @@ struct Source {
     channel_id: String,
     headers: Headers,
     what: Follow,
+    /// When the resolved or followed URL's token expires, if it says.
+    expires: Option<SystemTime>,
+    /// When it was resolved: the start of the token's lifetime.
+    since: SystemTime,
 }
 
+#[derive(Clone)]
 enum Follow {
     /// A media playlist to poll.
     Playlist(Url),
@@ -181,8 +193,8 @@ impl Task {
             if self.idle() {
                 return;
             }
-            let opened = self.open(&skip).await;
-            let source = match opened {
+            let opened = self.open(&skip, None).await;
+            let mut source = match opened {
                 Ok(s) => s,
                 Err(e) if !announced => {
                     self.remove();
@@ -204,9 +216,9 @@ impl Task {
                 let _ = ready.send(Some(Ok(())));
             }
             tracing::info!(channel = %self.id, service = %source.service_name, "ts session following a source");
-            let stop = match &source.what {
-                Follow::Playlist(url) => self.follow(&source, url).await,
-                Follow::Bytes(url) => self.relay(&source, url).await,
+            let stop = match source.what.clone() {
+                Follow::Playlist(url) => self.follow(&mut source, url).await,
+                Follow::Bytes(url) => self.relay(&source, &url).await,
             };
             // Whatever the reason, this session is done with the source.
             self.deps
@@ -229,58 +241,134 @@ impl Task {
         }
     }
 
-    /// Opens the channel with the first working source not in `skip`.
-    async fn open(&self, skip: &[String]) -> Result<Source, AppError> {
+    /// Opens the channel with the first working source not in `skip`; or, to
+    /// `refresh` a token, resolves it afresh from that service.
+    async fn open(&self, skip: &[String], refresh: Option<&str>) -> Result<Source, AppError> {
         let media = &self.deps.media;
         let limit = self.deps.limit;
-        self.deps
-            .registry
-            .open_except(&self.id, self.only.as_deref(), skip, |src| async move {
-                let r = &src.resolved;
-                let doc = media
-                    .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
-                    .await?;
-                let what = match &*doc {
-                    Document::Media { url } => Follow::Bytes(url.clone()),
-                    Document::Playlist { url, body } if hls::is_master(body) => {
-                        Follow::Playlist(hls::best_variant(body, url).ok_or_else(|| {
-                            UpstreamError::Invalid("the master playlist lists no variant".into())
-                        })?)
-                    }
-                    Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
-                };
-                Ok(Source {
-                    service_name: src.service_name,
-                    service: src.service,
-                    channel_id: src.channel_id,
-                    headers: r.headers.clone(),
-                    what,
-                })
+        let since = SystemTime::now();
+        let attempt = |src: crate::services::registry::SourceCtx| async move {
+            let r = &src.resolved;
+            let doc = media
+                .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                .await?;
+            let what = match &*doc {
+                Document::Media { url } => Follow::Bytes(url.clone()),
+                Document::Playlist { url, body } if hls::is_master(body) => {
+                    Follow::Playlist(hls::best_variant(body, url).ok_or_else(|| {
+                        UpstreamError::Invalid("the master playlist lists no variant".into())
+                    })?)
+                }
+                Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
+            };
+            let followed = match &what {
+                Follow::Playlist(u) | Follow::Bytes(u) => url_expires_at(u),
+            };
+            let expires = url_expires_at(&r.url).into_iter().chain(followed).min();
+            Ok(Source {
+                service_name: src.service_name,
+                service: src.service,
+                channel_id: src.channel_id,
+                headers: r.headers.clone(),
+                what,
+                expires,
+                since,
             })
-            .await
+        };
+        let registry = &self.deps.registry;
+        match refresh {
+            Some(service) => registry.reopen(&self.id, service, attempt).await,
+            None => {
+                registry
+                    .open_except(&self.id, self.only.as_deref(), skip, attempt)
+                    .await
+            }
+        }
     }
 
-    /// Polls the media playlist and sends each new segment once.
-    async fn follow(&mut self, src: &Source, url: &Url) -> Stop {
+    /// Resolves `src` afresh when its token is due (or was refused); on success, `src`
+    /// and `url` become the new ones and true is returned. A failure is logged and
+    /// retried a second later; until the token expires the old URL keeps playing.
+    async fn refresh(
+        &self,
+        src: &mut Source,
+        url: &mut Url,
+        refused: bool,
+        retry_at: &mut Option<Instant>,
+    ) -> bool {
+        let due = src
+            .expires
+            .is_some_and(|exp| refresh_due(src.since, exp, SystemTime::now()));
+        if !(due || refused) || retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        match self.open(&[], Some(&src.service_name)).await {
+            Ok(Source {
+                what: Follow::Playlist(fresh),
+                service,
+                channel_id,
+                headers,
+                expires,
+                since,
+                ..
+            }) => {
+                tracing::info!(channel = %self.id, service = %src.service_name, refused, "ts session refreshed the upstream token");
+                *retry_at = None;
+                src.service = service;
+                src.channel_id = channel_id;
+                src.headers = headers;
+                src.expires = expires;
+                src.since = since;
+                *url = fresh;
+                true
+            }
+            Ok(_) => {
+                tracing::warn!(channel = %self.id, service = %src.service_name, "token refresh answered media, not a playlist; keeping the old URL");
+                *retry_at = Some(Instant::now() + Duration::from_secs(1));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.id, service = %src.service_name, error = %e, "token refresh failed; retrying");
+                *retry_at = Some(Instant::now() + Duration::from_secs(1));
+                false
+            }
+        }
+    }
+
+    /// Polls the media playlist and sends each new segment once; refreshes the URL's
+    /// token when due.
+    async fn follow(&mut self, src: &mut Source, mut url: Url) -> Stop {
         let threshold = self.deps.cfg.failover_after.max(1);
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
+        // The path (no query) of the last segment sent: where a refreshed URL resumes.
+        let mut last_path: Option<String> = None;
+        let mut refused = false;
+        let mut retry_at = None;
+        let mut resume = false;
         loop {
             if self.idle() {
                 return Stop::Idle;
             }
+            if self.refresh(src, &mut url, refused, &mut retry_at).await {
+                resume = true;
+            }
+            refused = false;
             let info = self
                 .deps
                 .media
                 .document(
                     &*src.service,
                     &src.service_name,
-                    url,
+                    &url,
                     &src.headers,
                     self.deps.limit,
                 )
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    refused = token_refused(&e);
+                    e.to_string()
+                })
                 .and_then(|doc| match &*doc {
                     Document::Playlist { url, body } => hls::media_info(body, url),
                     Document::Media { .. } => Err("the media playlist became media".into()),
@@ -300,6 +388,16 @@ impl Task {
             };
             let first = info.media_sequence;
             let count = info.segments.len() as u64;
+            if std::mem::take(&mut resume) {
+                // A new URL: its numbering may differ; the last segment's path tells.
+                let at = last_path
+                    .as_deref()
+                    .and_then(|p| info.segments.iter().position(|u| u.path() == p));
+                next_seq = at.map(|i| first + i as u64 + 1);
+                if at.is_none() {
+                    tracing::debug!(channel = %self.id, "refreshed playlist does not list the last segment: restarting near the live edge");
+                }
+            }
             let start = match next_seq {
                 // A finished playlist plays from the start; a live one near its edge.
                 None if info.ended => 0,
@@ -317,15 +415,24 @@ impl Task {
                         if failures >= threshold {
                             return Stop::Failed(e.to_string());
                         }
+                        if token_refused(&e) {
+                            // Not skipped: the refreshed URL resumes at this segment.
+                            refused = true;
+                            break;
+                        }
                     }
                 }
                 next_seq = Some(first + i as u64 + 1);
+                last_path = Some(seg.path().to_string());
                 if self.idle() {
                     return Stop::Idle;
                 }
             }
             if info.ended && next_seq.is_some_and(|n| n >= first + count) {
                 return Stop::Ended;
+            }
+            if refused {
+                continue;
             }
             let wait = Duration::from_secs_f64((info.target_duration / 2.0).clamp(0.25, 5.0));
             if self.pause(wait).await {

@@ -253,7 +253,12 @@ async fn media_playlist(
     let failover = !target.channel.is_empty();
     if failover {
         if let Some(sw) = s.failovers.switched(&link) {
-            return switched_playlist(s, target, &sw, base).await;
+            return switched_playlist(s, target, &link, sw, base).await;
+        }
+        if failover::token_due(url, s.failovers.first_seen(&link)) {
+            if let Some(sw) = refresh(s, target, &link, &target.service, None).await {
+                return switched_playlist(s, target, &link, sw, base).await;
+            }
         }
     }
     let threshold = s.config.streams.failover_after.max(1);
@@ -298,6 +303,12 @@ async fn media_playlist(
             )
         }
         Err(e) if !failover => Err(e.into()),
+        Err(e) if failover::token_refused(&e) => {
+            match refresh(s, target, &link, &target.service, None).await {
+                Some(sw) => switched_playlist(s, target, &link, sw, base).await,
+                None => Err(e.into()),
+            }
+        }
         Err(e) => {
             let strikes = s.failovers.strike(&target.service, &target.channel);
             if strikes < threshold {
@@ -315,7 +326,7 @@ async fn media_playlist(
                 )
                 .await
             {
-                Ok(sw) => switched_playlist(s, target, &sw, base).await,
+                Ok(sw) => switched_playlist(s, target, &link, sw, base).await,
                 Err(why) => {
                     tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
                     Err(e.into())
@@ -325,18 +336,65 @@ async fn media_playlist(
     }
 }
 
-/// The replacement source's media playlist, renumbered for the player of the old one.
+/// Resolves the link's channel afresh from `service` (a token refresh, see
+/// `failover`); `None` (logged) when that fails, and the link goes on as it was.
+async fn refresh(
+    s: &AppState,
+    target: &proxy::Target,
+    link: &str,
+    service: &str,
+    current: Option<&failover::Switch>,
+) -> Option<Arc<failover::Switch>> {
+    let tried = current.map_or_else(|| vec![target.service.clone()], |sw| sw.tried.clone());
+    let limit = s.config.server.max_body_bytes;
+    s.failovers
+        .refresh(
+            &s.registry,
+            &s.media,
+            limit,
+            link,
+            &target.channel,
+            service,
+            tried,
+        )
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(channel = %target.channel, service, error = %e, "token refresh failed")
+        })
+        .ok()
+}
+
+/// The replacement source's media playlist, renumbered for the player of the old one;
+/// refreshed first when its token is due or refused.
 async fn switched_playlist(
     s: &AppState,
     target: &proxy::Target,
-    sw: &failover::Switch,
+    link: &str,
+    mut sw: Arc<failover::Switch>,
     base: &str,
 ) -> Result<Response, AppError> {
     let limit = s.config.server.max_body_bytes;
-    let doc = s
+    if failover::token_due(&sw.url, sw.since) {
+        if let Some(fresh) = refresh(s, target, link, &sw.service_name, Some(&sw)).await {
+            sw = fresh;
+        }
+    }
+    let fetched = s
         .media
         .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
-        .await?;
+        .await;
+    let doc = match fetched {
+        Err(e) if failover::token_refused(&e) => {
+            let fresh = refresh(s, target, link, &sw.service_name, Some(&sw))
+                .await
+                .ok_or(e)?;
+            sw = fresh;
+            s.media
+                .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
+                .await?
+        }
+        other => other?,
+    };
     let Document::Playlist { url, body } = &*doc else {
         return Err(AppError::Upstream(UpstreamError::Invalid(
             "the failover source answered media, not a playlist".into(),
@@ -346,6 +404,7 @@ async fn switched_playlist(
         .numbers
         .renumber(body, url, s.config.streams.live_edge_segments)
         .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e)))?;
+    s.failovers.note_next_seq(link, &body, url);
     playlist_response(
         &s.signer,
         base,

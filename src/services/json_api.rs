@@ -2,8 +2,16 @@
 //! array found by a JSON pointer, each field of a channel another pointer; a stream is
 //! resolved from `stream.path` either by a JSON pointer or by regexes over the body.
 //! Credentials (`[services.auth]`) go to `base_url`'s origin only.
+//!
+//! Besides (or instead of) fixed channels, `[services.events]` lists time-bound events
+//! (`events.rs`): each is a channel only around its time, and the service serves their
+//! programmes as its own guide, in-process like the demo's (`fetch` answers
+//! `http://events.freesky.invalid/guide.xml`).
+
+mod events;
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,15 +26,28 @@ use super::{
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
-use crate::upstream::ServiceHttp;
+use crate::upstream::{Fetched, ServiceHttp};
+pub use events::EventsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonApiConfig {
     pub base_url: String,
-    pub channels: ChannelsEndpoint,
-    pub stream: StreamEndpoint,
+    /// Fixed channels; optional when `events` lists everything.
+    #[serde(default)]
+    pub channels: Option<ChannelsEndpoint>,
+    /// How a channel (or an event without its own stream URL) resolves; optional only
+    /// when every stream comes from the event list (`events.stream`, no `channels`).
+    #[serde(default)]
+    pub stream: Option<StreamEndpoint>,
+    /// Time-bound events listed as channels around their time (boxed: most services
+    /// have none, and the kind enum stays small).
+    #[serde(default)]
+    pub events: Option<Box<EventsConfig>>,
 }
+
+/// Where the events' guide is served from, in-process (`Service::fetch`).
+const EVENTS_GUIDE: &str = "http://events.freesky.invalid/guide.xml";
 
 /// Where the channel list is and how to read each channel.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,17 +102,39 @@ impl JsonApiConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         check_http_url("base_url", &self.base_url, &mut out);
-        let c = &self.channels;
-        let pointers = [
-            ("channels.list", Some(&c.list)),
-            ("channels.id", Some(&c.id)),
-            ("channels.name", Some(&c.name)),
-            ("channels.logo", c.logo.as_ref()),
-            ("channels.group", c.group.as_ref()),
-            ("channels.tags", c.tags.as_ref()),
-            ("channels.tvg_id", c.tvg_id.as_ref()),
-            ("stream.url", self.stream.url.as_ref()),
-        ];
+        let mut pointers = Vec::new();
+        if let Some(c) = &self.channels {
+            pointers.extend([
+                ("channels.list", Some(&c.list)),
+                ("channels.id", Some(&c.id)),
+                ("channels.name", Some(&c.name)),
+                ("channels.logo", c.logo.as_ref()),
+                ("channels.group", c.group.as_ref()),
+                ("channels.tags", c.tags.as_ref()),
+                ("channels.tvg_id", c.tvg_id.as_ref()),
+            ]);
+        }
+        if let Some(e) = &self.events {
+            pointers.extend(e.pointers());
+        }
+        if let Some(s) = &self.stream {
+            pointers.push(("stream.url", s.url.as_ref()));
+        }
+        match (&self.channels, &self.events, &self.stream) {
+            (None, None, _) => out.push((
+                "channels".into(),
+                "needs `[services.channels]`, `[services.events]` or both".into(),
+            )),
+            (Some(_), _, None) => out.push((
+                "stream".into(),
+                "`[services.stream]` is needed to resolve the channels".into(),
+            )),
+            (None, Some(e), None) if e.stream.is_none() => out.push((
+                "stream".into(),
+                "`[services.stream]` (or `events.stream`) is needed to resolve the events".into(),
+            )),
+            _ => {}
+        }
         for (field, p) in pointers {
             if let Some(p) = p {
                 if !p.is_empty() && !p.starts_with('/') {
@@ -102,16 +145,19 @@ impl JsonApiConfig {
                 }
             }
         }
-        if !self.stream.path.contains("{channel_id}") {
+        let Some(stream) = &self.stream else {
+            return out;
+        };
+        if !stream.path.contains("{channel_id}") {
             out.push(("stream.path".into(), "must contain `{channel_id}`".into()));
         }
-        if self.stream.url.is_none() && self.stream.patterns.is_empty() {
+        if stream.url.is_none() && stream.patterns.is_empty() {
             out.push((
                 "stream".into(),
                 "needs `url` (a JSON pointer) or `patterns`".into(),
             ));
         }
-        if let Err((i, e)) = compile_patterns(&self.stream.patterns) {
+        if let Err((i, e)) = compile_patterns(&stream.patterns) {
             out.push((format!("stream.patterns[{i}]"), format!("bad regex: {e}")));
         }
         out
@@ -125,6 +171,9 @@ pub struct JsonApi {
     patterns: Vec<Regex>,
     http: ServiceHttp,
     resolved_ttl: Duration,
+    /// The events of the last listing that are channels now: what the guide shows and
+    /// how an event channel's id maps back to the upstream's event id.
+    listed_events: Mutex<Vec<events::Event>>,
 }
 
 impl JsonApi {
@@ -134,52 +183,25 @@ impl JsonApi {
             .unwrap_or_else(|| Url::parse("http://invalid./").expect("static URL"));
         Self {
             name: cfg.name.clone(),
-            patterns: compile_patterns(&kind.stream.patterns).unwrap_or_default(),
+            patterns: kind
+                .stream
+                .as_ref()
+                .and_then(|s| compile_patterns(&s.patterns).ok())
+                .unwrap_or_default(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
             cfg: kind.clone(),
             base,
             resolved_ttl: ctx.resolved_ttl,
+            listed_events: Mutex::default(),
         }
     }
 
-    async fn get_json(&self, url: &Url) -> Result<(Url, String, Option<Value>), UpstreamError> {
-        let (final_url, text) = self.http.get_text(url, &Vec::new()).await?;
-        let json = serde_json::from_str(&text).ok();
-        Ok((final_url, text, json))
-    }
-}
-
-/// A pointer's value as text: strings as they are, numbers printed.
-fn text_at(v: &Value, pointer: &str) -> Option<String> {
-    match v.pointer(pointer)? {
-        Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn tags_at(v: &Value, pointer: &str) -> Vec<String> {
-    match v.pointer(pointer) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|t| t.as_str())
-            .map(|t| t.trim().to_string())
-            .collect(),
-        Some(Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-#[async_trait]
-impl Service for JsonApi {
-    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
-        let c = &self.cfg.channels;
+    /// The fixed channels of `[services.channels]`.
+    async fn fixed_channels(
+        &self,
+        c: &ChannelsEndpoint,
+        ids: &mut HashSet<String>,
+    ) -> Result<Vec<Channel>, UpstreamError> {
         let url = endpoint(&self.base, &c.path, None)?;
         let (_, _, json) = self.get_json(&url).await?;
         let json =
@@ -194,7 +216,6 @@ impl Service for JsonApi {
                 ))
             })?;
         let mut out = Vec::with_capacity(items.len());
-        let mut ids = HashSet::new();
         let mut skipped = 0;
         for (i, item) in items.iter().enumerate() {
             let (Some(id), Some(name)) = (text_at(item, &c.id), text_at(item, &c.name)) else {
@@ -236,9 +257,119 @@ impl Service for JsonApi {
         Ok(out)
     }
 
+    /// The events of `[services.events]` that are channels now; remembers them for
+    /// the guide and for `resolve`.
+    async fn event_channels(
+        &self,
+        e: &EventsConfig,
+        ids: &mut HashSet<String>,
+    ) -> Result<Vec<Channel>, UpstreamError> {
+        let url = endpoint(&self.base, &e.path, None)?;
+        let (final_url, _, json) = self.get_json(&url).await?;
+        let json =
+            json.ok_or_else(|| UpstreamError::Invalid("event list is not valid JSON".into()))?;
+        let (all, skipped) = events::parse(&json, e, &final_url).map_err(UpstreamError::Invalid)?;
+        for why in &skipped {
+            tracing::warn!(service = %self.name, "skipped {why}");
+        }
+        if all.is_empty() && !skipped.is_empty() {
+            return Err(UpstreamError::Invalid(format!(
+                "none of the {} event entries is usable; first: {}",
+                skipped.len(),
+                skipped[0]
+            )));
+        }
+        let now = chrono::Utc::now().timestamp();
+        let listed: Vec<events::Event> = all
+            .into_iter()
+            .filter(|ev| ev.listed_at(now, e))
+            .filter(|ev| ids.insert(ev.channel_id()))
+            .collect();
+        let out = listed.iter().map(|ev| ev.channel(&self.name, e)).collect();
+        *self
+            .listed_events
+            .lock()
+            .expect("events lock is never poisoned") = listed;
+        Ok(out)
+    }
+
+    async fn get_json(&self, url: &Url) -> Result<(Url, String, Option<Value>), UpstreamError> {
+        let (final_url, text) = self.http.get_text(url, &Vec::new()).await?;
+        let json = serde_json::from_str(&text).ok();
+        Ok((final_url, text, json))
+    }
+}
+
+/// A pointer's value as text: strings as they are, numbers printed.
+fn text_at(v: &Value, pointer: &str) -> Option<String> {
+    match v.pointer(pointer)? {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn tags_at(v: &Value, pointer: &str) -> Vec<String> {
+    match v.pointer(pointer) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|t| t.as_str())
+            .map(|t| t.trim().to_string())
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[async_trait]
+impl Service for JsonApi {
+    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        let mut ids = HashSet::new();
+        let mut out = match &self.cfg.channels {
+            Some(c) => self.fixed_channels(c, &mut ids).await?,
+            None => Vec::new(),
+        };
+        if let Some(e) = &self.cfg.events {
+            out.extend(self.event_channels(e, &mut ids).await?);
+        }
+        Ok(out)
+    }
+
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
-        let s = &self.cfg.stream;
-        let url = endpoint(&self.base, &s.path, Some(&channel.id))?;
+        let mut headers: Headers = Vec::new();
+        if let Some(s) = &self.cfg.stream {
+            if let Some(r) = &s.referer {
+                headers.push(("Referer".into(), r.clone()));
+            }
+            if let Some(o) = &s.origin {
+                headers.push(("Origin".into(), o.clone()));
+            }
+        }
+        // An event's own stream URL, from the event list.
+        if let Some(url) = channel.url.as_deref().and_then(|u| Url::parse(u).ok()) {
+            return Ok(ResolvedStream::new(url, headers, self.resolved_ttl));
+        }
+        let event_id = self
+            .listed_events
+            .lock()
+            .expect("events lock is never poisoned")
+            .iter()
+            .find(|e| e.channel_id() == channel.id)
+            .map(|e| e.id.clone());
+        let upstream_id = event_id.as_deref().unwrap_or(&channel.id);
+        let s = self.cfg.stream.as_ref().ok_or_else(|| {
+            UpstreamError::Invalid(format!(
+                "`{}` has no stream URL in the event list and there is no [services.stream]",
+                channel.id
+            ))
+        })?;
+        let url = endpoint(&self.base, &s.path, Some(upstream_id))?;
         let (final_url, body, json) = self.get_json(&url).await?;
         let found = match (&s.url, json) {
             (Some(p), Some(json)) => text_at(&json, p).and_then(|u| final_url.join(&u).ok()),
@@ -253,19 +384,67 @@ impl Service for JsonApi {
         let stream = found
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| {
-                UpstreamError::Invalid(format!("no stream URL in the answer for `{}`", channel.id))
+                UpstreamError::Invalid(format!("no stream URL in the answer for `{upstream_id}`"))
             })?;
-        let mut headers: Headers = Vec::new();
-        if let Some(r) = &s.referer {
-            headers.push(("Referer".into(), r.clone()));
-        }
-        if let Some(o) = &s.origin {
-            headers.push(("Origin".into(), o.clone()));
-        }
         Ok(ResolvedStream::new(stream, headers, self.resolved_ttl))
     }
 
     fn http(&self) -> &ServiceHttp {
         &self.http
+    }
+
+    fn guide_source(&self) -> Option<String> {
+        self.cfg.events.as_ref().map(|_| EVENTS_GUIDE.to_string())
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        headers: &Headers,
+        range: Option<&str>,
+    ) -> Result<Fetched, UpstreamError> {
+        if url.as_str() == EVENTS_GUIDE && self.cfg.events.is_some() {
+            let listed = self
+                .listed_events
+                .lock()
+                .expect("events lock is never poisoned")
+                .clone();
+            let xml = events::guide(&listed, &self.name);
+            return Ok(Fetched::from_bytes(
+                url.clone(),
+                "application/xml",
+                xml.into(),
+            ));
+        }
+        self.http.get(url, headers, range).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<String> {
+        let cfg: JsonApiConfig = toml::from_str(toml_text).unwrap();
+        cfg.validate().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn events_channels_and_stream_combinations() {
+        let base = "base_url = \"http://api.example/\"\n";
+        let events = "[events]\npath = \"events\"\n";
+        let stream = "[stream]\npath = \"s/{channel_id}\"\nurl = \"/url\"\n";
+        let channels = "[channels]\npath = \"channels\"\n";
+        assert_eq!(problems(base), ["channels"]);
+        assert_eq!(problems(&format!("{base}{channels}")), ["stream"]);
+        assert_eq!(problems(&format!("{base}{events}")), ["stream"]);
+        assert!(problems(&format!("{base}{events}stream = \"/hls\"\n")).is_empty());
+        assert!(problems(&format!("{base}{events}{stream}{channels}")).is_empty());
+        assert_eq!(
+            problems(&format!(
+                "{base}{stream}[events]\npath = \"e\"\nstart = \"when\"\n"
+            )),
+            ["events.start"]
+        );
     }
 }

@@ -684,6 +684,27 @@ impl Registry {
         })
     }
 
+    /// [`open`](Self::open) of channel `id` from `service` only, resolved afresh: its
+    /// cached resolutions are dropped first. A token refresh: the same source, with
+    /// the URL (and token) the service hands out now.
+    pub async fn reopen<T, F, Fut>(
+        &self,
+        id: &str,
+        service: &str,
+        attempt: F,
+    ) -> Result<T, AppError>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        for (e, channel_id) in self.sources(id, Some(service)).await? {
+            self.resolved
+                .invalidate(&(e.cfg.name.clone(), channel_id))
+                .await;
+        }
+        self.open(id, Some(service), attempt).await
+    }
+
     /// Within each run of equal priority (a mapping's pinned order is kept otherwise),
     /// the fastest services first; ones not measured yet count as fastest, so they get
     /// measured.

@@ -1,0 +1,286 @@
+//! Sports and events (`json_api` `[services.events]`): a fake API lists events relative
+//! to now; only those around their time are channels, in the configured group, under ids
+//! and numbers that persist; they play through the proxy, have programmes in a guide
+//! that `tv_validate_file` accepts, and malformed entries are skipped.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::routing::get;
+use serde_json::{json, Value};
+
+use common::{media_playlist, playlist_uris, respond, FakeUpstream, TestApp, HLS_TYPE};
+
+const MIN: i64 = 60;
+
+/// XMLTV's form of unix time `t`.
+fn xmltv_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y%m%d%H%M%S +0000")
+        .to_string()
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Runs `tv_validate_file` on `xml`; panics with its output when it refuses it.
+fn tv_validate(xml: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("epg.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = std::process::Command::new("tv_validate_file")
+        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
+        });
+    assert!(
+        out.status.success(),
+        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(xml)
+    );
+}
+
+/// `/api/stream/{id}.m3u8`, which must answer 200 with HLS.
+async fn open_stream(app: &TestApp, id: &str) -> String {
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    let status = resp.status();
+    let body = resp.text().await.expect("body");
+    assert_eq!(status, 200, "stream {id}: {body}");
+    assert!(body.starts_with("#EXTM3U"), "{body}");
+    body
+}
+
+fn source_ids(channel: &Value) -> Vec<String> {
+    channel["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| s["channel_id"].as_str().expect("channel_id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_are_channels_around_their_time_with_guide_and_streams() {
+    let cdn = FakeUpstream::bind()
+        .await
+        .text("/live/final.m3u8", HLS_TYPE, media_playlist(&["s0.ts"]))
+        .bytes("/live/s0.ts", "video/mp2t", b"final segment".to_vec())
+        .text("/live/semi.m3u8", HLS_TYPE, media_playlist(&["t0.ts"]))
+        .bytes("/live/t0.ts", "video/mp2t", b"semi segment".to_vec())
+        .text("/live/news.m3u8", HLS_TYPE, media_playlist(&["n0.ts"]))
+        .start();
+    let cdn_base = cdn.base();
+    let now = chrono::Utc::now().timestamp();
+    let (live_start, live_end) = (now - 30 * MIN, now + 75 * MIN);
+    let (soon_start, soon_end) = (now + 10 * MIN, now + 130 * MIN);
+    // The second listing renames the live event: its channel id and number must stay.
+    let listings = Arc::new(AtomicUsize::new(0));
+    let events = {
+        let cdn_base = cdn_base.clone();
+        let listings = listings.clone();
+        move || {
+            let n = listings.fetch_add(1, Ordering::SeqCst);
+            let live_title = if n == 0 {
+                "Reds v Blues"
+            } else {
+                "Reds v Blues (delayed)"
+            };
+            json!({"data": {"events": [
+                {"id": 101, "title": live_title, "league": "Premier",
+                 "starts": rfc3339(live_start), "ends": rfc3339(live_end),
+                 "hls": format!("{cdn_base}/live/final.m3u8")},
+                {"id": "semi-2", "title": "Semi Final", "league": "Cup",
+                 "starts": soon_start, "ends": soon_end.to_string()},
+                {"id": 103, "title": "Tomorrow's Derby", "league": "Premier",
+                 "starts": now + 24 * 3600, "ends": now + 26 * 3600},
+                {"id": 104, "title": "Old Match", "starts": now - 4 * 3600, "ends": now - 2 * 3600},
+                {"id": 105, "title": "No Start", "ends": now + 3600},
+                {"id": 106, "title": "Bad Time", "starts": "half past nine", "ends": now + 3600},
+            ]}})
+            .to_string()
+        }
+    };
+    let api = FakeUpstream::bind()
+        .await
+        .route(
+            "/v1/events",
+            get(move || {
+                let body = events();
+                async move { respond(200, "application/json", body) }
+            }),
+        )
+        .text(
+            "/v1/bad-events",
+            "application/json",
+            json!([{"id": 1, "title": "No start", "ends": now + 3600},
+                   {"id": 2, "title": "Bad end", "starts": now, "ends": "later"}])
+            .to_string(),
+        )
+        .text(
+            "/v1/channels",
+            "application/json",
+            json!([{"id": "news", "name": "Sports News"}]).to_string(),
+        )
+        .route(
+            "/v1/stream/{id}",
+            get(move |Path(id): Path<String>| {
+                let cdn_base = cdn_base.clone();
+                async move {
+                    let file = if id == "semi-2" { "semi" } else { "news" };
+                    let body = json!({"url": format!("{cdn_base}/live/{file}.m3u8")});
+                    respond(200, "application/json", body.to_string())
+                }
+            }),
+        )
+        .start();
+    let config = r#"
+[[services]]
+name = "Event API"
+kind = "json_api"
+base_url = "@API@/v1/"
+[services.channels]
+path = "channels"
+[services.stream]
+path = "stream/{channel_id}"
+url = "/url"
+[services.events]
+path = "events"
+list = "/data/events"
+start = "/starts"
+end = "/ends"
+league = "/league"
+stream = "/hls"
+group = "Live Sports"
+lead = "30m"
+tail = "15m"
+
+[[services]]
+name = "BadEvents"
+kind = "json_api"
+base_url = "@API@/v1/"
+[services.events]
+path = "bad-events"
+[services.stream]
+path = "stream/{channel_id}"
+url = "/url"
+"#
+    .replace("@API@", &api.base());
+    let mut app = TestApp::spawn(&config).await;
+
+    // Only the live event and the one starting in 10 minutes, besides the fixed channel.
+    assert_eq!(
+        app.channel_names().await,
+        ["Cup: Semi Final", "Premier: Reds v Blues", "Sports News"]
+    );
+    let live = app.channel_named("Premier: Reds v Blues").await;
+    let soon = app.channel_named("Cup: Semi Final").await;
+    for (ch, id, guide_id) in [
+        (&live, "event-101", "101.event-api.event"),
+        (&soon, "event-semi-2", "semi-2.event-api.event"),
+    ] {
+        assert_eq!(ch["group"], "Live Sports", "{ch}");
+        assert_eq!(source_ids(ch), [id], "{ch}");
+        assert_eq!(ch["guide_id"], guide_id, "{ch}");
+    }
+    let status = app.service_status("Event API").await;
+    assert_eq!(status["channel_count"], 3, "{status}");
+    assert_eq!(status["last_error"], Value::Null, "{status}");
+
+    // A list of nothing but malformed entries says why; the other service still serves.
+    let bad = app.service_status("BadEvents").await;
+    let why = bad["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("none of the 2 event entries is usable") && why.contains("no start"),
+        "{bad}"
+    );
+
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        playlist.contains("group-title=\"Live Sports\",Premier: Reds v Blues"),
+        "{playlist}"
+    );
+    assert!(!playlist.contains("Derby") && !playlist.contains("Old Match"));
+
+    // The live event plays from the list's own URL, rewritten through the proxy.
+    let hls = open_stream(&app, live["id"].as_str().unwrap()).await;
+    let uris = playlist_uris(&hls);
+    assert_eq!(uris.len(), 1, "{hls}");
+    assert!(
+        uris[0].starts_with(&format!("{}/proxy/", app.base)),
+        "{hls}"
+    );
+    let seg = app.get(&uris[0]).await;
+    assert_eq!(seg.status(), 200);
+    assert_eq!(&seg.bytes().await.unwrap()[..], b"final segment");
+    assert_eq!(api.hits("/v1/stream/101"), 0);
+    // The soon one has no URL in the list: it resolves through [services.stream].
+    let hls = open_stream(&app, soon["id"].as_str().unwrap()).await;
+    let seg = app.get(&playlist_uris(&hls)[0]).await;
+    assert_eq!(&seg.bytes().await.unwrap()[..], b"semi segment");
+    assert_eq!(api.hits("/v1/stream/semi-2"), 1);
+
+    // The guide has their programmes, at their times, and is valid XMLTV.
+    let xml = app.get_text_ok("/epg.xml").await;
+    tv_validate(xml.as_bytes());
+    for (guide_id, start, stop, title, league) in [
+        (
+            "101.event-api.event",
+            live_start,
+            live_end,
+            "Reds v Blues",
+            "Premier",
+        ),
+        (
+            "semi-2.event-api.event",
+            soon_start,
+            soon_end,
+            "Semi Final",
+            "Cup",
+        ),
+    ] {
+        let programme = format!(
+            "<programme start=\"{}\" stop=\"{}\" channel=\"{guide_id}\">",
+            xmltv_time(start),
+            xmltv_time(stop)
+        );
+        let at = xml
+            .find(&programme)
+            .unwrap_or_else(|| panic!("no {programme} in\n{xml}"));
+        let rest = &xml[at..];
+        let rest = &rest[..rest.find("</programme>").unwrap()];
+        assert!(rest.contains(&format!("<title>{title}</title>")), "{rest}");
+        assert!(
+            rest.contains(&format!("<category>{league}</category>")),
+            "{rest}"
+        );
+        assert!(
+            xml.contains(&format!("<channel id=\"{guide_id}\">")),
+            "{xml}"
+        );
+    }
+    for absent in ["Derby", "Old Match", "No Start", "Bad Time"] {
+        assert!(!xml.contains(absent), "{absent} in\n{xml}");
+    }
+
+    // After a restart (a fresh listing renames the live event) ids and numbers stay.
+    app.restart().await;
+    let renamed = app.channel_named("Premier: Reds v Blues (delayed)").await;
+    assert_eq!(renamed["id"], live["id"]);
+    assert_eq!(renamed["number"], live["number"]);
+    assert_eq!(source_ids(&renamed), ["event-101"]);
+    let soon_again = app.channel_named("Cup: Semi Final").await;
+    assert_eq!(soon_again["id"], soon["id"]);
+    assert_eq!(soon_again["number"], soon["number"]);
+    assert!(listings.load(Ordering::SeqCst) >= 2);
+}
