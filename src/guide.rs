@@ -7,8 +7,16 @@
 //! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
 //! a mapping change or a service switch re-renders the kept guides against the new
 //! lineup at once (`lineup_changed`), without fetching anything.
+//!
+//! A read keeps only the programmes of the lineup channels it was given, so a channel
+//! that joins the lineup later (an event listed around its time, a new entry in an M3U
+//! list) has none until its service's guide is read again. Between full refreshes the
+//! background loop therefore checks, whenever the lineup is rebuilt and at least every
+//! `CHECK_EVERY`, for services with lineup channels their last read did not cover,
+//! reads again the guides of those services only (`refresh_changed`) and re-renders;
+//! a lineup that only lost channels is re-rendered without a read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +44,11 @@ const GUIDE_DEADLINE: Duration = Duration::from_secs(300);
 const GUIDE_MAX_BYTES: u64 = 2 << 30;
 /// Programmes that ended longer ago than this are dropped.
 const KEEP_PAST: i64 = 24 * 3600;
+/// Between full refreshes, the lineup is checked for changed services at least this
+/// often (sooner when `cache.channels_ttl` or `guide.refresh` is shorter).
+const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// ... but never more often than this (a zero `channels_ttl` must not spin).
+const CHECK_MIN: Duration = Duration::from_secs(1);
 
 /// What the last refresh of one service's guide did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -81,6 +94,15 @@ pub struct Guides {
     rendering: tokio::sync::Mutex<()>,
     /// Wakes the background refresh before its time (`lineup_changed`).
     wake: Arc<Notify>,
+    /// Per service, the lineup channels (by id, hidden ones included) with a source
+    /// of it when its guide was last read, whether the read worked or not: a channel
+    /// of the service missing here got nothing from that read, so `refresh_changed`
+    /// reads that service's guide again. A failed read is retried at the next full
+    /// refresh, not at every check.
+    read_for: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// The lineup the stored render followed: `refresh_changed` renders again when
+    /// the listed channels differ (one that left the lineup leaves the guide).
+    rendered_for: Mutex<Option<Arc<Lineup>>>,
 }
 
 impl Guides {
@@ -95,6 +117,8 @@ impl Guides {
             fetches: AtomicU64::new(0),
             rendering: tokio::sync::Mutex::const_new(()),
             wake: Arc::default(),
+            read_for: Mutex::default(),
+            rendered_for: Mutex::default(),
         }
     }
 
@@ -124,11 +148,18 @@ impl Guides {
 
     /// Refreshes every enabled service's guide in the background, every
     /// `guide.refresh` (sooner when `lineup_changed` asks), for as long as `self`
-    /// lives elsewhere.
+    /// lives elsewhere. In between, after each lineup rebuild and at least every
+    /// min(`guide.refresh`, `cache.channels_ttl`, `CHECK_EVERY`), reads again only
+    /// the guides of services whose lineup channels changed (`refresh_changed`).
     pub fn spawn_refresh(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let every = self.cfg.refresh;
+        let check = every
+            .min(self.registry.lineup_ttl())
+            .min(CHECK_EVERY)
+            .max(CHECK_MIN);
         let wake = self.wake.clone();
+        let rebuilt = self.registry.lineup_rebuilt();
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -143,12 +174,66 @@ impl Guides {
                     tracing::warn!(error = %e, "guide refresh failed");
                 }
                 drop(guides);
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = wake.notified() => {}
+                let due = tokio::time::Instant::now() + every;
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = wake.notified() => break,
+                        () = tokio::time::sleep_until(due) => break,
+                        () = rebuilt.notified() => {}
+                        () = tokio::time::sleep(check) => {}
+                    }
+                    let Some(guides) = weak.upgrade() else { return };
+                    if let Err(e) = guides.refresh_changed().await {
+                        tracing::warn!(error = %e, "guide check for changed channels failed");
+                    }
                 }
             }
         });
+    }
+
+    /// Reads again the guides of the enabled services that have lineup channels their
+    /// last read did not cover (and of no other service: a guide may be 100 MB), then
+    /// re-renders; without such a service, re-renders only when the listed channels
+    /// changed since the last render. Never runs beside a full refresh, and does
+    /// nothing before the first render.
+    pub async fn refresh_changed(&self) -> Result<(), AppError> {
+        if self.rendered().is_none() {
+            return Ok(());
+        }
+        let _one = self.refreshing.lock().await;
+        let lineup = self.registry.lineup().await?;
+        let due: Vec<_> = {
+            let read_for = self.read_for.lock().expect("guide lock");
+            self.enabled_services()
+                .into_iter()
+                .filter(|s| {
+                    let now = channels_with_source(&lineup, &s.name);
+                    !read_for
+                        .get(&s.name)
+                        .map_or(now.is_empty(), |read| now.is_subset(read))
+                })
+                .collect()
+        };
+        for s in &due {
+            tracing::info!(service = %s.name, "lineup channels changed: reading its guide again");
+        }
+        if !due.is_empty() {
+            self.fetch(&due, &lineup).await;
+        }
+        let _render = self.rendering.lock().await;
+        if due.is_empty() {
+            let same = self
+                .rendered_for
+                .lock()
+                .expect("guide lock")
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &lineup) || r.channels == lineup.channels);
+            if same {
+                return Ok(());
+            }
+        }
+        self.render_locked().await.map(drop)
     }
 
     /// The lineup changed (a mapping, a service switched): the guide follows at once,
@@ -181,19 +266,28 @@ impl Guides {
             }
         }
         let lineup = self.registry.lineup().await?;
+        self.fetch(&self.enabled_services(), &lineup).await;
+        self.fetches.fetch_add(1, Ordering::Release);
+        let _render = self.rendering.lock().await;
+        self.render_locked().await
+    }
+
+    /// Reads the guides of `services` at once against `lineup` and keeps the outcome:
+    /// a good read replaces the service's last good guide, a failed one keeps it and
+    /// says why in the status. The caller holds `refreshing`.
+    async fn fetch(&self, services: &[crate::model::ServiceStatus], lineup: &Arc<Lineup>) {
         let now = chrono::Utc::now().timestamp();
         let (from, to) = (now - KEEP_PAST, now + i64::from(self.cfg.days) * 86_400);
-
-        let services = self.enabled_services();
-        let fetches = services.iter().map(|s| {
-            let lineup = lineup.clone();
-            async move {
-                let name = s.name.clone();
-                let result = self.fetch_one(&name, &lineup, from, to).await;
-                (name, result)
-            }
+        let fetches = services.iter().map(|s| async move {
+            let name = s.name.clone();
+            let result = self.fetch_one(&name, lineup, from, to).await;
+            (name, result)
         });
         for (name, result) in futures::future::join_all(fetches).await {
+            self.read_for
+                .lock()
+                .expect("guide lock")
+                .insert(name.clone(), channels_with_source(lineup, &name));
             let mut status = self.status.lock().expect("guide status lock");
             match result {
                 Ok(None) => {
@@ -227,10 +321,6 @@ impl Guides {
                 }
             }
         }
-
-        self.fetches.fetch_add(1, Ordering::Release);
-        let _render = self.rendering.lock().await;
-        self.render_locked().await
     }
 
     /// Enabled services in priority order (ties keep config order).
@@ -253,6 +343,7 @@ impl Guides {
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
         let rendered = Arc::new(self.render(&lineup, &services, to));
         *self.rendered.write().expect("guide lock is never poisoned") = Some(rendered.clone());
+        *self.rendered_for.lock().expect("guide lock") = Some(lineup);
         Ok(rendered)
     }
 
@@ -353,6 +444,17 @@ impl Guides {
             gz: gz.into(),
         }
     }
+}
+
+/// The lineup channels (ids, hidden ones included) with a source of `service`.
+fn channels_with_source(lineup: &Lineup, service: &str) -> BTreeSet<String> {
+    lineup
+        .channels
+        .iter()
+        .chain(lineup.hidden())
+        .filter(|c| c.sources.iter().any(|s| s.service == service))
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 fn now_rfc3339() -> String {

@@ -1,7 +1,8 @@
 //! Sports and events (`json_api` `[services.events]`): a fake API lists events relative
 //! to now; only those around their time are channels, in the configured group, under ids
 //! and numbers that persist; they play through the proxy, have programmes in a guide
-//! that `tv_validate_file` accepts, and malformed entries are skipped.
+//! that `tv_validate_file` accepts, and malformed entries are skipped. An event listed
+//! later reaches the guide soon, reading no other service's guide again.
 
 mod common;
 
@@ -283,4 +284,113 @@ url = "/url"
     assert_eq!(soon_again["id"], soon["id"]);
     assert_eq!(soon_again["number"], soon["number"]);
     assert!(listings.load(Ordering::SeqCst) >= 2);
+}
+
+/// An event listed after the guide was read gets its programme without waiting for
+/// `guide.refresh`: only the events service's guide is read again (the other service's
+/// external guide is not fetched twice), and an event that left the list leaves the guide.
+#[tokio::test]
+async fn an_event_listed_later_reaches_the_guide_without_reading_other_guides() {
+    let now = chrono::Utc::now().timestamp();
+    let (start, end) = (now - 10 * MIN, now + 80 * MIN);
+    let later = Arc::new(AtomicUsize::new(0));
+    let flag = later.clone();
+    let api = FakeUpstream::bind()
+        .await
+        .route(
+            "/v1/events",
+            get(move || {
+                let (id, title) = if flag.load(Ordering::SeqCst) == 0 {
+                    (201, "Early Match")
+                } else {
+                    (202, "Late Match")
+                };
+                let body = json!([{"id": id, "title": title, "start": start, "end": end,
+                                   "hls": "http://127.0.0.1:9/live.m3u8"}]);
+                async move { respond(200, "application/json", body.to_string()) }
+            }),
+        )
+        .start();
+    let ext = FakeUpstream::bind()
+        .await
+        .text(
+            "/ext.m3u",
+            "audio/x-mpegurl",
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"ext.one\",Ext One\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .text(
+            "/ext-guide.xml",
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\"?>\n<tv><channel id=\"ext.one\"><display-name>Ext One</display-name></channel>\
+                 <programme start=\"{}\" stop=\"{}\" channel=\"ext.one\"><title>Ext Show</title></programme></tv>\n",
+                xmltv_time(now - 30 * MIN),
+                xmltv_time(now + 30 * MIN)
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[cache]
+channels_ttl = "1s"
+
+[guide]
+refresh = "6h"
+
+[[services]]
+name = "Event API"
+kind = "json_api"
+base_url = "{}/v1/"
+[services.events]
+path = "events"
+stream = "/hls"
+
+[[services]]
+name = "Ext"
+kind = "m3u"
+url = "{}/ext.m3u"
+epg_url = "{}/ext-guide.xml"
+"#,
+        api.base(),
+        ext.base(),
+        ext.base()
+    ))
+    .await;
+
+    let xml = app.get_text_ok("/epg.xml").await;
+    assert!(xml.contains("<title>Early Match</title>"), "{xml}");
+    assert!(xml.contains("<title>Ext Show</title>"), "{xml}");
+    let ext_reads = ext.hits("/ext-guide.xml");
+    assert_eq!(ext_reads, 1);
+
+    // The next listing has another event (and no longer the first): within a few
+    // channel-list lifetimes the guide follows, with no request from anyone.
+    later.store(1, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let xml = loop {
+        let xml = app.get_text_ok("/epg.xml").await;
+        if xml.contains("<title>Late Match</title>") && !xml.contains("Early Match") {
+            break xml;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the later event never reached the guide:\n{xml}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    tv_validate(xml.as_bytes());
+    let late = format!(
+        "<programme start=\"{}\" stop=\"{}\" channel=\"202.event-api.event\">",
+        xmltv_time(start),
+        xmltv_time(end)
+    );
+    assert!(xml.contains(&late), "{xml}");
+    assert!(!xml.contains("201.event-api.event"), "{xml}");
+    // The other service's guide was kept, not fetched again.
+    assert!(xml.contains("<title>Ext Show</title>"), "{xml}");
+    assert_eq!(ext.hits("/ext-guide.xml"), ext_reads);
+    assert!(
+        ext.hits("/ext.m3u") >= 2,
+        "its channel list was read again meanwhile"
+    );
 }

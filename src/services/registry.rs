@@ -120,6 +120,9 @@ pub struct Registry {
     channels_ttl: Duration,
     /// How many healthy sources `open` tries at once (`streams.race`).
     race: usize,
+    /// Notified each time `lineup` builds a new lineup: the guide looks then for
+    /// services whose channels changed (`Guides::spawn_refresh`).
+    rebuilt: Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -154,6 +157,7 @@ impl Registry {
             lineup: tokio::sync::Mutex::new(None),
             channels_ttl: cfg.cache.channels_ttl,
             race: cfg.streams.race.max(1),
+            rebuilt: Arc::default(),
         }
     }
 
@@ -177,6 +181,18 @@ impl Registry {
             .service_override(&e.cfg.name)
             .priority
             .unwrap_or(e.cfg.priority)
+    }
+
+    /// How long a lineup built with every service answering stays fresh
+    /// (`cache.channels_ttl`): the lineup cannot change sooner unless asked to.
+    pub fn lineup_ttl(&self) -> Duration {
+        self.channels_ttl
+    }
+
+    /// Notified (one stored permit) whenever a new lineup has been built from the
+    /// channel lists; mapping edits are not rebuilds and do not notify.
+    pub fn lineup_rebuilt(&self) -> Arc<tokio::sync::Notify> {
+        self.rebuilt.clone()
     }
 
     /// The running service called `name`, enabled or not.
@@ -453,6 +469,7 @@ impl Registry {
             lineup: lineup.clone(),
             fresh_until: Instant::now() + ttl,
         });
+        self.rebuilt.notify_one();
         Ok(lineup)
     }
 
