@@ -27,6 +27,7 @@ use url::Url;
 use crate::config::CacheConfig;
 use crate::error::UpstreamError;
 use crate::hls;
+use crate::metrics::Lookup;
 use crate::model::Headers;
 use crate::services::Service;
 use crate::upstream::BodyStream;
@@ -114,9 +115,14 @@ impl MediaCache {
         limit: usize,
     ) -> Result<Arc<Document>, UpstreamError> {
         let key = key(service_name, url, headers);
+        // For the metrics: an entry present now is a hit; else this call either runs
+        // the fetch (a miss) or waits for one already running (coalesced).
+        let cached = self.playlists.contains_key(&key);
+        let fetched = std::sync::atomic::AtomicBool::new(false);
         let found = self
             .playlists
             .try_get_with(key, async {
+                fetched.store(true, std::sync::atomic::Ordering::Relaxed);
                 let doc = fetch_document(service, url, headers, limit).await?;
                 let ttl = match &doc {
                     Document::Playlist { body, .. } => self.playlist_lifetime(body),
@@ -128,6 +134,14 @@ impl MediaCache {
                 })
             })
             .await;
+        let lookup = if fetched.load(std::sync::atomic::Ordering::Relaxed) {
+            Lookup::Miss
+        } else if cached {
+            Lookup::Hit
+        } else {
+            Lookup::Coalesced
+        };
+        crate::metrics::get().cache("playlist", lookup);
         found.map(|c| c.doc).map_err(|e| (*e).clone())
     }
 
@@ -152,6 +166,7 @@ impl MediaCache {
     ) -> Result<Body, UpstreamError> {
         let key = key(service_name, url, headers);
         if let Some(hit) = self.segments.get(&key).await {
+            crate::metrics::get().cache("segment", Lookup::Hit);
             return Ok(Body::Cached(hit));
         }
         let flight = {
@@ -160,8 +175,12 @@ impl MediaCache {
                 .lock()
                 .expect("inflight lock is never poisoned");
             match map.get(&key) {
-                Some(f) => f.clone(),
+                Some(f) => {
+                    crate::metrics::get().cache("segment", Lookup::Coalesced);
+                    f.clone()
+                }
                 None => {
+                    crate::metrics::get().cache("segment", Lookup::Miss);
                     let f = Arc::new(Inflight::default());
                     map.insert(key.clone(), f.clone());
                     tokio::spawn(pump(

@@ -278,6 +278,7 @@ impl Failovers {
         let numbers = match target {
             SwitchTo::Next(_) => {
                 tracing::warn!(channel, from = %tried.join(","), to = %service_name, "HLS playback failing over");
+                crate::metrics::get().failover(channel);
                 tried.push(service_name.clone());
                 Renumber::new(seen.map(|s| s.next_seq))
             }

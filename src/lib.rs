@@ -9,6 +9,7 @@
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `session`: continuous MPEG-TS, one shared upstream session per channel.
+//! - `metrics`: Prometheus counters and gauges, rendered by `GET /metrics`.
 //! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
@@ -26,6 +27,7 @@ pub mod hls;
 pub mod http;
 pub mod lineup;
 pub mod m3u;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod services;

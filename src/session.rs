@@ -126,14 +126,17 @@ impl Sessions {
     }
 }
 
-/// A viewer's byte stream: the broadcast, skipping ahead when it fell behind.
+/// A viewer's byte stream: the broadcast, skipping ahead when it fell behind. The
+/// viewer counts in `freesky_active_viewers{channel}` until the stream is dropped.
 pub fn viewer_stream(
     rx: broadcast::Receiver<Bytes>,
+    channel: &str,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    futures::stream::unfold(rx, |mut rx| async move {
+    let viewer = crate::metrics::get().viewer(channel);
+    futures::stream::unfold((rx, viewer), |(mut rx, viewer)| async move {
         loop {
             match rx.recv().await {
-                Ok(chunk) => return Some((Ok(chunk), rx)),
+                Ok(chunk) => return Some((Ok(chunk), (rx, viewer))),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
                 }
@@ -232,6 +235,7 @@ impl Task {
                     return;
                 }
                 Stop::Failed(why) => {
+                    crate::metrics::get().failover(&self.id);
                     tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "source failed during playback; failing over");
                     if !skip.contains(&source.service_name) {
                         skip.push(source.service_name);

@@ -452,7 +452,7 @@ async fn tune(
     };
     let rx = s.sessions.join(&deps, &id, None).await?;
     // The tuner is busy for as long as the client reads.
-    let body = session::viewer_stream(rx).map(move |chunk| {
+    let body = session::viewer_stream(rx, &id).map(move |chunk| {
         let _held = &slot;
         chunk
     });

@@ -17,6 +17,7 @@ use crate::services::registry::Registry;
 mod api;
 mod guide;
 pub mod hdhr;
+mod metrics;
 mod playlist;
 mod stream;
 
@@ -40,7 +41,9 @@ pub fn app(state: AppState) -> Router {
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())
+        .merge(metrics::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(metrics::count))
         .with_state(state)
 }
 

@@ -103,7 +103,7 @@ async fn ts_stream(s: &AppState, id: &str, only: Option<&str>) -> Result<Respons
             (header::CONTENT_TYPE, "video/MP2T"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(session::viewer_stream(rx)),
+        Body::from_stream(session::viewer_stream(rx, id)),
     )
         .into_response())
 }

@@ -261,6 +261,7 @@ impl Registry {
         s.latency_ms = Some(latency.as_millis() as u64);
         let before = s.health.state(now);
         s.health.record(now, result.is_ok(), latency);
+        crate::metrics::get().upstream(&e.cfg.name, result, latency);
         match result {
             Ok(_) => {
                 s.successes += 1;

@@ -1,0 +1,40 @@
+//! `GET /metrics` (Prometheus text) and the middleware counting every request by
+//! route template. Public like `/health`: it holds service names, channel ids and
+//! counts, no URLs, tokens or credentials.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+use crate::metrics;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&s),
+    )
+        .into_response()
+}
+
+/// Counts the request under its route template (`/proxy/{context}/{item}/{name}`),
+/// never the raw path, so the label stays bounded; "unmatched" for the fallback.
+pub async fn count(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    metrics::get().http_request(
+        route.as_deref().unwrap_or("unmatched"),
+        resp.status().as_u16(),
+    );
+    resp
+}
