@@ -42,6 +42,8 @@ use crate::xmltv::{self, ChannelMap, OutChannel, ServiceGuide};
 const GUIDE_DEADLINE: Duration = Duration::from_secs(300);
 /// Decompressed bytes read from one guide at most (a gzip bomb stops here).
 const GUIDE_MAX_BYTES: u64 = 2 << 30;
+/// Bytes of a guide read at most without a `<` or `>` (see `MarkupGap`).
+const GUIDE_MAX_GAP: u64 = 4 << 20;
 /// Programmes that ended longer ago than this are dropped.
 const KEEP_PAST: i64 = 24 * 3600;
 /// Between full refreshes, the lineup is checked for changed services at least this
@@ -488,9 +490,55 @@ async fn open(
     if head.starts_with(&[0x1f, 0x8b]) {
         let mut decoder = GzipDecoder::new(raw);
         decoder.multiple_members(true);
-        Ok(Box::new(BufReader::new(decoder.take(GUIDE_MAX_BYTES))))
+        Ok(Box::new(BufReader::new(MarkupGap::new(
+            decoder.take(GUIDE_MAX_BYTES),
+        ))))
     } else {
-        Ok(Box::new(BufReader::new(raw.take(GUIDE_MAX_BYTES))))
+        Ok(Box::new(BufReader::new(MarkupGap::new(
+            raw.take(GUIDE_MAX_BYTES),
+        ))))
+    }
+}
+
+/// Fails a guide read when `GUIDE_MAX_GAP` bytes pass without a `<` or `>`. The XML
+/// reader buffers a whole text run or tag, so without this a gzip bomb of zeros (or
+/// any markup-free body) would be held in memory up to `GUIDE_MAX_BYTES`.
+struct MarkupGap<R> {
+    inner: R,
+    /// Bytes read since the last `<` or `>`.
+    gap: u64,
+}
+
+impl<R> MarkupGap<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, gap: 0 }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkupGap<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let new = &buf.filled()[before..];
+            self.gap = match new.iter().rposition(|&b| b == b'<' || b == b'>') {
+                Some(i) => (new.len() - i - 1) as u64,
+                None => self.gap + new.len() as u64,
+            };
+            if self.gap > GUIDE_MAX_GAP {
+                // An error read nothing (the `AsyncRead` contract).
+                buf.set_filled(before);
+                return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                    "more than {} MiB without XML markup (not a guide, or a decompression bomb)",
+                    GUIDE_MAX_GAP >> 20
+                ))));
+            }
+        }
+        polled
     }
 }
 
@@ -540,5 +588,30 @@ impl ChannelMap for Mapping {
             .get(&xml_id.trim().to_lowercase())
             .or_else(|| names.iter().find_map(|n| self.by_name.get(&normalise(n))))
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(data: Vec<u8>) -> std::io::Result<usize> {
+        let mut out = Vec::new();
+        MarkupGap::new(&data[..]).read_to_end(&mut out).await
+    }
+
+    #[tokio::test]
+    async fn markup_gap_stops_markup_free_runs_only() {
+        let gap = GUIDE_MAX_GAP as usize;
+        // Long but markup-rich: any length passes.
+        let rich = b"<p>text</p>".repeat(gap / 4);
+        assert_eq!(read_all(rich.clone()).await.unwrap(), rich.len());
+        // A run of exactly the bound passes; one byte more fails.
+        let mut edge = b"<tv>".to_vec();
+        edge.extend(vec![b' '; gap]);
+        edge.extend_from_slice(b"</tv>");
+        assert!(read_all(edge).await.is_ok());
+        let err = read_all(vec![0u8; gap + 1]).await.unwrap_err();
+        assert!(err.to_string().contains("without XML markup"), "{err}");
     }
 }
