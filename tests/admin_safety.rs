@@ -1,0 +1,716 @@
+//! SPEC 5, admin safety, against the real binary: without an `admin_token` a client on
+//! another address (a real interface address, not 127.0.0.0/8) cannot change anything;
+//! with a token every admin call needs it, loopback included; and no secret of the
+//! config (admin token, every `[services.auth]` kind, an Xtream password; from `${VAR}`
+//! and from `*_file`) ever shows in an answer, a link or the debug log.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query};
+use axum::http::HeaderMap;
+use axum::routing::get;
+use base64::Engine;
+use serde_json::Value;
+
+use common::{json_of, media_playlist, playlist_uris, respond, FakeUpstream, HANG_GUARD, HLS_TYPE};
+
+/// Every state-changing route of `src/http/*.rs` (the routers' `post`/`patch`), with a
+/// body that would be accepted. `/lineup.post` (HDHomeRun) is a no-op and not listed.
+const ADMIN_CALLS: &[(&str, &str, &str)] = &[
+    ("POST", "/api/services/Demo/disable", ""),
+    ("POST", "/api/services/Demo/enable", ""),
+    (
+        "PATCH",
+        "/api/channels/demo",
+        r#"{"name":"Hijacked","number":77}"#,
+    ),
+    ("POST", "/api/guide/refresh", ""),
+];
+
+/// The freesky binary serving `config`, its stderr in a file; SIGKILLed on drop.
+struct Freesky {
+    child: Child,
+    /// `http://ADDR:PORT` as the server logged it.
+    port: u16,
+    log: PathBuf,
+}
+
+impl Freesky {
+    fn start(config: &Path, bind: &str, env: &[(&str, &str)], rust_log: &str) -> Freesky {
+        let log = config.with_extension(format!("{}.log", rand_suffix()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freesky"));
+        cmd.arg("--config")
+            .arg(config)
+            .arg("serve")
+            .arg("--bind")
+            .arg(bind)
+            .env_remove("FREESKY_ADMIN_TOKEN")
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the freesky binary starts");
+        let mut me = Freesky {
+            child,
+            port: 0,
+            log,
+        };
+        me.port = me.wait_serving();
+        me
+    }
+
+    /// The port of the `serving on http://ADDR:PORT` log line.
+    fn wait_serving(&mut self) -> u16 {
+        let deadline = std::time::Instant::now() + HANG_GUARD;
+        loop {
+            let text = self.log_text();
+            if let Some(i) = text.find("serving on http://") {
+                let rest = &text[i + "serving on http://".len()..];
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let port = addr.rsplit(':').next().unwrap_or_default();
+                return port
+                    .parse()
+                    .unwrap_or_else(|e| panic!("port of {addr:?}: {e}"));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("freesky exited with {status}:\n{text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "freesky did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.log)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .expect("read log");
+        s
+    }
+}
+
+impl Drop for Freesky {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn client_from(local: Option<IpAddr>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(HANG_GUARD);
+    if let Some(ip) = local {
+        b = b.local_address(ip);
+    }
+    b.build().expect("client builds")
+}
+
+/// This machine's address on its default route (a UDP `connect` sends no packet). Only
+/// such an address proves the loopback check: 127.0.0.2 is loopback too. A machine
+/// without one fails here instead of skipping the test.
+fn non_loopback_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:9")?;
+        Ok(s.local_addr()?.ip())
+    };
+    let ip = probe().unwrap_or_else(|e| {
+        panic!("this machine has no non-loopback IPv4 address (UDP connect: {e}); the admin safety test needs one")
+    });
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "the default-route address {ip} is not a real interface address; the admin safety test needs one"
+    );
+    ip
+}
+
+async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    (method, path, body): (&str, &str, &str),
+    token: Option<&str>,
+) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", t);
+    }
+    req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Asserts a JSON error with `status` (SPEC 5: `{"error", "detail"}`).
+async fn assert_refused(resp: reqwest::Response, status: u16, what: &str) {
+    let (got, body) = json_of(resp).await;
+    assert_eq!(got.as_u16(), status, "{what}: {body:#}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()) && body.get("detail").is_some(),
+        "{what}: not an API error body: {body}"
+    );
+}
+
+/// What an admin call could change: Demo's enabled flag and the demo channel.
+async fn snapshot(client: &reqwest::Client, base: &str) -> (Value, Value) {
+    let status: Value = client
+        .get(format!("{base}/api/services/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status json");
+    let demo = status
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "Demo"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no Demo in {status:#}"));
+    let channel: Value = client
+        .get(format!("{base}/api/channels/demo"))
+        .send()
+        .await
+        .expect("channel")
+        .json()
+        .await
+        .expect("channel json");
+    (demo["enabled"].clone(), channel)
+}
+
+fn demo_config(dir: &Path, extra_server: &str) -> PathBuf {
+    let config = dir.join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = '{}'\n{extra_server}\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn a_remote_client_without_token_changes_nothing() {
+    let ip = non_loopback_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path(), "");
+    let app = Freesky::start(&config, "0.0.0.0:0", &[], "info");
+    let remote = client_from(Some(ip));
+    let remote_base = format!("http://{}", SocketAddr::new(ip, app.port));
+    let local = client_from(None);
+    let local_base = format!("http://127.0.0.1:{}", app.port);
+
+    // Reading works from there: the refusals below are about the peer, not reachability.
+    let before = snapshot(&remote, &remote_base).await;
+    assert_eq!(before.0, Value::Bool(true), "{before:?}");
+
+    for &c in ADMIN_CALLS {
+        assert_refused(
+            call(&remote, &remote_base, c, None).await,
+            403,
+            &format!("{} {} from {ip}", c.0, c.1),
+        )
+        .await;
+        assert_eq!(
+            snapshot(&local, &local_base).await,
+            before,
+            "{} {} from {ip} changed state",
+            c.0,
+            c.1
+        );
+        // A bearer header is no way around it while no token is configured.
+        assert_refused(
+            call(&remote, &remote_base, c, Some("Bearer anything")).await,
+            403,
+            &format!("{} {} from {ip} with a made-up token", c.0, c.1),
+        )
+        .await;
+    }
+    // The disabled state is kept against a remote enable too.
+    let resp = call(&local, &local_base, ADMIN_CALLS[0], None).await;
+    assert_eq!(resp.status(), 200, "loopback disable");
+    let disabled = snapshot(&local, &local_base).await;
+    assert_eq!(disabled.0, Value::Bool(false));
+    assert_refused(
+        call(&remote, &remote_base, ADMIN_CALLS[1], None).await,
+        403,
+        "remote enable",
+    )
+    .await;
+    assert_eq!(snapshot(&local, &local_base).await, disabled);
+
+    // The same calls from loopback are accepted (the control).
+    for &c in ADMIN_CALLS {
+        let resp = call(&local, &local_base, c, None).await;
+        let status = resp.status();
+        assert_eq!(
+            status,
+            200,
+            "{} {} from loopback: {}",
+            c.0,
+            c.1,
+            resp.text().await.unwrap()
+        );
+    }
+    assert_eq!(snapshot(&local, &local_base).await.1["name"], "Hijacked");
+}
+
+#[tokio::test]
+async fn with_a_token_every_admin_call_needs_it_from_loopback_too() {
+    let ip = non_loopback_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path(), "admin_token = \"${FS_AS_ADMIN}\"");
+    let token = "t0ken-for-admin-safety";
+    let app = Freesky::start(&config, "0.0.0.0:0", &[("FS_AS_ADMIN", token)], "info");
+    let local = client_from(None);
+    let local_base = format!("http://127.0.0.1:{}", app.port);
+    let right = format!("Bearer {token}");
+
+    let before = snapshot(&local, &local_base).await;
+    for &c in ADMIN_CALLS {
+        let what = format!("{} {}", c.0, c.1);
+        assert_refused(call(&local, &local_base, c, None).await, 401, &what).await;
+        for wrong in [
+            "Bearer wrong",
+            &format!("Bearer {token}x"),
+            &format!("Bearer {}", &token[..token.len() - 1]),
+            token, // without the scheme
+        ] {
+            let resp = call(&local, &local_base, c, Some(wrong)).await;
+            // A header without `Bearer ` is no token at all: 401; a wrong one 403.
+            let want = if wrong.starts_with("Bearer ") {
+                403
+            } else {
+                401
+            };
+            assert_refused(resp, want, &format!("{what} with {wrong:?}")).await;
+        }
+        assert_eq!(
+            snapshot(&local, &local_base).await,
+            before,
+            "{what} changed state"
+        );
+    }
+    for &c in ADMIN_CALLS {
+        let resp = call(&local, &local_base, c, Some(&right)).await;
+        let status = resp.status();
+        assert_eq!(
+            status,
+            200,
+            "{} {}: {}",
+            c.0,
+            c.1,
+            resp.text().await.unwrap()
+        );
+    }
+    // The token, not the address, decides: a remote client with it is accepted.
+    let remote = client_from(Some(ip));
+    let remote_base = format!("http://{}", SocketAddr::new(ip, app.port));
+    assert_refused(
+        call(&remote, &remote_base, ADMIN_CALLS[0], None).await,
+        401,
+        "remote without token",
+    )
+    .await;
+    let resp = call(&remote, &remote_base, ADMIN_CALLS[0], Some(&right)).await;
+    assert_eq!(resp.status(), 200, "remote with the token");
+    assert_eq!(snapshot(&local, &local_base).await.0, Value::Bool(false));
+}
+
+// ---------------------------------------------------------------------------------------
+// secrets
+
+const ADMIN: &str = "adm1n-Tok3n-zq";
+const BEARER_ENV: &str = "b3arer-Env-Tok-xq";
+const BEARER_FILE: &str = "b3arer-File-Tok-wq";
+const BASIC_USER: &str = "basicuser";
+const BASIC_PW: &str = "bas1c Pw/File+vq";
+const HEADER_FILE: &str = "h3ader-Val-File-uq";
+const QUERY_ENV: &str = "qu3ry Val/Env+tq&x=1";
+const QUERY_FILE: &str = "qu3ry-Val-File-rq";
+const XUSER: &str = "xuser";
+const XPASS: &str = "xtr3am Pw/Env+sq";
+
+/// Every form a secret could leak in: as is, percent- and form-encoded, base64.
+fn forms(secret: &str) -> Vec<String> {
+    let b64 = |s: &str| {
+        [
+            base64::engine::general_purpose::STANDARD.encode(s),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s),
+        ]
+    };
+    let pct: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let mut out = vec![secret.to_string(), pct.clone(), pct.to_lowercase(), form];
+    out.extend(b64(secret));
+    out
+}
+
+fn all_forms() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in [
+        ADMIN,
+        BEARER_ENV,
+        BEARER_FILE,
+        BASIC_PW,
+        HEADER_FILE,
+        QUERY_ENV,
+        QUERY_FILE,
+        XPASS,
+    ] {
+        for f in forms(s) {
+            out.push((s.to_string(), f));
+        }
+    }
+    // The Basic header as sent.
+    for f in forms(&format!("{BASIC_USER}:{BASIC_PW}")) {
+        out.push((BASIC_PW.to_string(), f));
+    }
+    out
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for (secret, form) in all_forms() {
+        assert!(
+            !text.contains(&form),
+            "{what} shows secret {secret:?} (as {form:?}):\n{text}"
+        );
+    }
+}
+
+/// One origin for every service: each list answers only with its service's
+/// credentials; `/hls/{name}.m3u8` plays, `/missing/...` is a 404.
+async fn upstream() -> FakeUpstream {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let list = move |UrlPath(file): UrlPath<String>,
+                     Query(q): Query<HashMap<String, String>>,
+                     h: HeaderMap| {
+        let base = base.clone();
+        async move {
+            let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{BASIC_USER}:{BASIC_PW}"))
+            );
+            let name = file.trim_end_matches(".m3u");
+            let ok = match name {
+                "bearerenv" => header("authorization") == Some(format!("Bearer {BEARER_ENV}")),
+                "bearerfile" => header("authorization") == Some(format!("Bearer {BEARER_FILE}")),
+                "basic" => header("authorization") == Some(basic),
+                "header" => header("x-api-key").as_deref() == Some(HEADER_FILE),
+                "queryenv" => q.get("key").map(String::as_str) == Some(QUERY_ENV),
+                "queryfile" => q.get("key").map(String::as_str) == Some(QUERY_FILE),
+                _ => false,
+            };
+            if !ok {
+                return respond(401, "text/plain", format!("no credentials for {name}"));
+            }
+            respond(
+                200,
+                "audio/x-mpegurl",
+                format!(
+                    "#EXTM3U\n#EXTINF:-1 tvg-id=\"{name}.ok\",Ok {name}\n{base}/hls/{name}.m3u8\n\
+                     #EXTINF:-1 tvg-id=\"{name}.missing\",Missing {name}\n{base}/missing/{name}.m3u8\n"
+                ),
+            )
+        }
+    };
+    let xapi = |Query(q): Query<HashMap<String, String>>| async move {
+        let authed = q.get("username").map(String::as_str) == Some(XUSER)
+            && q.get("password").map(String::as_str) == Some(XPASS);
+        let body = if !authed {
+            serde_json::json!({"user_info": {"auth": 0}})
+        } else {
+            match q.get("action").map(String::as_str) {
+                None => serde_json::json!({
+                    "user_info": {"username": XUSER, "password": XPASS, "auth": 1,
+                        "status": "Active", "exp_date": "1798761600", "is_trial": "0",
+                        "active_cons": "0", "max_connections": "5"},
+                    "server_info": {"url": "provider.example", "port": "8080"}
+                }),
+                Some("get_live_categories") => serde_json::json!([
+                    {"category_id": "1", "category_name": "News", "parent_id": 0}
+                ]),
+                Some("get_live_streams") => serde_json::json!([
+                    {"num": 1, "name": "X News", "stream_type": "live", "stream_id": 10,
+                     "epg_channel_id": "XNews.example", "category_id": "1"},
+                    {"num": 2, "name": "X Missing", "stream_type": "live", "stream_id": 99,
+                     "category_id": "1"}
+                ]),
+                Some(_) => serde_json::json!([]),
+            }
+        };
+        respond(200, "application/json", body.to_string())
+    };
+    let xlive = |UrlPath((user, pass, file)): UrlPath<(String, String, String)>| async move {
+        if user != XUSER || pass != XPASS {
+            return respond(403, "text/plain", "bad credentials");
+        }
+        if file.starts_with("10.") {
+            respond(200, HLS_TYPE, media_playlist(&["/seg/x/0.ts"]))
+        } else {
+            respond(404, "text/plain", "no such stream")
+        }
+    };
+    fake.route("/list/{file}", get(list))
+        .route(
+            "/hls/{file}",
+            get(|| async {
+                respond(
+                    200,
+                    HLS_TYPE,
+                    media_playlist(&["/seg/a/0.ts", "/seg/a/1.ts"]),
+                )
+            }),
+        )
+        .route(
+            "/seg/{a}/{b}",
+            get(|| async { respond(200, "video/mp2t", vec![0x47u8; 188]) }),
+        )
+        .route("/player_api.php", get(xapi))
+        .route("/live/{user}/{pass}/{file}", get(xlive))
+        .status("/xmltv.php", 500)
+        .start()
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_answers_links_or_logs() {
+    let fake = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p.display().to_string()
+    };
+    let bearer_file = secret_file("bearer", BEARER_FILE);
+    let basic_file = secret_file("basic", BASIC_PW);
+    let header_file = secret_file("header", HEADER_FILE);
+    let query_file = secret_file("query", QUERY_FILE);
+    let o = fake.base();
+    let config = dir.path().join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+state_dir = '{state}'
+admin_token = "${{FS_SEC_ADMIN}}"
+
+[[services]]
+name = "BearerEnv"
+kind = "m3u"
+url = "{o}/list/bearerenv.m3u"
+[services.auth]
+bearer = "${{FS_SEC_BEARER}}"
+
+[[services]]
+name = "BearerFile"
+kind = "m3u"
+url = "{o}/list/bearerfile.m3u"
+[services.auth]
+bearer = {{ token_file = '{bearer_file}' }}
+
+[[services]]
+name = "Basic"
+kind = "m3u"
+url = "{o}/list/basic.m3u"
+[services.auth.basic]
+user = "{BASIC_USER}"
+password_file = '{basic_file}'
+
+[[services]]
+name = "Header"
+kind = "m3u"
+url = "{o}/list/header.m3u"
+[services.auth]
+header = {{ name = "X-Api-Key", value_file = '{header_file}' }}
+
+[[services]]
+name = "QueryEnv"
+kind = "m3u"
+url = "{o}/list/queryenv.m3u"
+[services.auth]
+query = {{ name = "key", value = "${{FS_SEC_QUERY}}" }}
+
+[[services]]
+name = "QueryFile"
+kind = "m3u"
+url = "{o}/list/queryfile.m3u"
+[services.auth]
+query = {{ name = "key", value_file = '{query_file}' }}
+
+[[services]]
+name = "Xtream"
+kind = "xtream"
+base_url = "{o}"
+username = "{XUSER}"
+password = "${{FS_SEC_XPASS}}"
+"#,
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let app = Freesky::start(
+        &config,
+        "127.0.0.1:0",
+        &[
+            ("FS_SEC_ADMIN", ADMIN),
+            ("FS_SEC_BEARER", BEARER_ENV),
+            ("FS_SEC_QUERY", QUERY_ENV),
+            ("FS_SEC_XPASS", XPASS),
+        ],
+        "debug",
+    );
+    let client = client_from(None);
+    let base = format!("http://127.0.0.1:{}", app.port);
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let get = |path: String| {
+        let client = client.clone();
+        let url = if path.starts_with("http") {
+            path.clone()
+        } else {
+            format!("{base}{path}")
+        };
+        async move {
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let status = resp.status().as_u16();
+            (status, resp.text().await.expect("body"))
+        }
+    };
+
+    // Every service's channels are there: each credential reached its upstream.
+    let (status, all) = get("/api/channels/all".into()).await;
+    assert_eq!(status, 200, "{all}");
+    let channels: Vec<Value> = serde_json::from_str(&all).unwrap();
+    let names: Vec<&str> = channels.iter().filter_map(|c| c["name"].as_str()).collect();
+    for want in [
+        "Ok bearerenv",
+        "Ok bearerfile",
+        "Ok basic",
+        "Ok header",
+        "Ok queryenv",
+        "Ok queryfile",
+        "X News",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    seen.push(("/api/channels/all".into(), all));
+    for path in [
+        "/api/services/status",
+        "/api/guide/status",
+        "/playlist.m3u",
+        "/epg.xml",
+        "/lineup.json",
+        "/discover.json",
+        "/api/tuners",
+        "/api/channels/search?q=ok",
+        "/metrics",
+    ] {
+        let (status, body) = get(path.into()).await;
+        assert!(status < 500, "{path}: {status} {body}");
+        seen.push((path.into(), body));
+    }
+
+    // Each channel's stream: playable ones give rewritten playlists whose links are
+    // followed; the missing ones give error bodies.
+    let mut played = 0;
+    let mut failed = 0;
+    for c in &channels {
+        let id = c["id"].as_str().expect("id");
+        let (status, body) = get(format!("/api/stream/{id}.m3u8")).await;
+        seen.push((format!("/api/stream/{id}.m3u8 ({status})"), body.clone()));
+        if status != 200 {
+            failed += 1;
+            continue;
+        }
+        played += 1;
+        for uri in playlist_uris(&body) {
+            seen.push((format!("a link of {id}"), uri.clone()));
+            let (status, seg) = get(uri.clone()).await;
+            assert_eq!(status, 200, "{uri}: {seg}");
+        }
+    }
+    assert!(
+        played >= 7 && failed >= 7,
+        "played {played}, failed {failed}"
+    );
+    // Tampered links, wrong admin tokens: error bodies too.
+    for path in ["/proxy/AAAA/BBBB/seg.ts", "/api/stream/nope.m3u8"] {
+        let (_, body) = get(path.into()).await;
+        seen.push((path.into(), body));
+    }
+    let admin = ("POST", "/api/services/BearerEnv/disable", "");
+    for t in [None, Some("Bearer wrong")] {
+        let resp = call(&client, &base, admin, t).await;
+        seen.push((format!("admin with {t:?}"), resp.text().await.unwrap()));
+    }
+    let resp = call(
+        &client,
+        &base,
+        ("POST", "/api/guide/refresh", ""),
+        Some(&format!("Bearer {ADMIN}")),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    seen.push(("/api/guide/refresh".into(), resp.text().await.unwrap()));
+    let resp = call(&client, &base, admin, Some(&format!("Bearer {ADMIN}"))).await;
+    assert_eq!(resp.status(), 200);
+    seen.push(("disable".into(), resp.text().await.unwrap()));
+    let (_, body) = get("/api/services/status".into()).await;
+    seen.push(("/api/services/status after".into(), body));
+
+    for (what, text) in &seen {
+        assert_clean(what, text);
+    }
+    // The debug log saw the traffic and none of the secrets.
+    let log = app.log_text();
+    assert!(
+        log.contains("DEBUG") && log.contains("Xtream") && log.contains("QueryEnv"),
+        "the debug log does not show the traffic:\n{log}"
+    );
+    assert_clean("the debug log", &log);
+    // The upstream did get them (the checks above are not vacuous).
+    assert!(fake
+        .requests()
+        .iter()
+        .any(|r| r.query.as_deref().is_some_and(|q| q.contains("key="))));
+}
