@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use url::Url;
@@ -451,17 +451,28 @@ impl Task {
             .media
             .segment(src.service.clone(), &src.service_name, url, &src.headers)
             .await?;
+        let mut align = TsAligner::default();
         match body {
-            Body::Cached(seg) => {
-                let _ = self.session.tx.send(seg.bytes);
-            }
+            Body::Cached(seg) => self.broadcast(&mut align, seg.bytes),
             Body::Streaming { mut body, .. } => {
                 while let Some(chunk) = body.next().await {
-                    let _ = self.session.tx.send(chunk?);
+                    self.broadcast(&mut align, chunk?);
                 }
             }
         }
+        if let Some(partial) = align.finish() {
+            // Not a whole number of packets: passed on as the upstream sent it.
+            tracing::debug!(bytes = partial.len(), %url, "segment ended inside an MPEG-TS packet");
+            let _ = self.session.tx.send(partial);
+        }
         Ok(())
+    }
+
+    /// Sends `chunk` to every viewer, cut at MPEG-TS packet boundaries.
+    fn broadcast(&self, align: &mut TsAligner, chunk: Bytes) {
+        if let Some(whole) = align.push(chunk) {
+            let _ = self.session.tx.send(whole);
+        }
     }
 
     /// Relays a plain media URL; reconnects on failure up to the threshold.
@@ -473,6 +484,7 @@ impl Task {
                 Err(e) => e.to_string(),
                 Ok(fetched) => {
                     let mut body = fetched.body;
+                    let mut align = TsAligner::default();
                     loop {
                         if self.idle() {
                             return Stop::Idle;
@@ -480,7 +492,7 @@ impl Task {
                         match body.next().await {
                             Some(Ok(chunk)) => {
                                 failures = 0;
-                                let _ = self.session.tx.send(chunk);
+                                self.broadcast(&mut align, chunk);
                             }
                             Some(Err(e)) => break e.to_string(),
                             None => return Stop::Ended,
@@ -556,5 +568,91 @@ impl Task {
         {
             map.remove(&self.key);
         }
+    }
+}
+
+/// MPEG-TS packet size and sync byte.
+const TS_PACKET: usize = 188;
+const TS_SYNC: u8 = 0x47;
+
+/// Cuts a byte stream at MPEG-TS packet boundaries, so that every chunk a viewer gets
+/// starts a packet: a viewer that falls behind and skips chunks resumes aligned (a
+/// player would otherwise have to resynchronise, and some show garbage meanwhile). A
+/// stream whose first byte is not the sync byte (not MPEG-TS) passes through as is.
+#[derive(Default)]
+struct TsAligner {
+    /// Decided by the first byte: `Some(true)` for MPEG-TS.
+    ts: Option<bool>,
+    /// Bytes of an unfinished packet.
+    rest: BytesMut,
+}
+
+impl TsAligner {
+    /// The whole packets `chunk` completes, if any.
+    fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        let first = *chunk.first()?;
+        if !*self.ts.get_or_insert(first == TS_SYNC) {
+            return Some(chunk);
+        }
+        if self.rest.is_empty() && chunk.len().is_multiple_of(TS_PACKET) {
+            return Some(chunk);
+        }
+        self.rest.extend_from_slice(&chunk);
+        let whole = self.rest.len() - self.rest.len() % TS_PACKET;
+        (whole > 0).then(|| self.rest.split_to(whole).freeze())
+    }
+
+    /// The bytes of a packet that never completed, if any (the end of a segment that
+    /// is not a whole number of packets).
+    fn finish(&mut self) -> Option<Bytes> {
+        (!self.rest.is_empty()).then(|| self.rest.split().freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(n: usize) -> Vec<u8> {
+        let mut p = vec![0u8; TS_PACKET * n];
+        for k in 0..n {
+            p[k * TS_PACKET] = TS_SYNC;
+        }
+        p
+    }
+
+    #[test]
+    fn ts_chunks_are_cut_at_packet_boundaries() {
+        let data = packets(10);
+        let mut a = TsAligner::default();
+        let mut out = Vec::new();
+        // Odd chunk sizes, as sockets deliver them.
+        for piece in data.chunks(100) {
+            if let Some(whole) = a.push(Bytes::copy_from_slice(piece)) {
+                assert_eq!(whole.len() % TS_PACKET, 0);
+                assert_eq!(whole[0], TS_SYNC);
+                out.extend_from_slice(&whole);
+            }
+        }
+        assert_eq!(out, data);
+        assert_eq!(a.finish(), None);
+        // A truncated packet is held back, never sent half.
+        let mut a = TsAligner::default();
+        let whole = a
+            .push(Bytes::copy_from_slice(&data[..TS_PACKET + 50]))
+            .unwrap();
+        assert_eq!(whole.len(), TS_PACKET);
+        assert_eq!(a.finish().map(|b| b.len()), Some(50));
+        assert_eq!(a.finish(), None);
+    }
+
+    #[test]
+    fn other_streams_pass_through() {
+        let mut a = TsAligner::default();
+        let chunk = Bytes::from_static(b"\x00\x00\x00\x18ftypiso6 not MPEG-TS");
+        assert_eq!(a.push(chunk.clone()), Some(chunk));
+        assert_eq!(a.push(Bytes::new()), None);
+        let tail = Bytes::from_static(b"abc");
+        assert_eq!(a.push(tail.clone()), Some(tail));
     }
 }
