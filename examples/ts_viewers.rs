@@ -1,6 +1,7 @@
 //! Load tool for continuous MPEG-TS streams (`/api/stream/{id}.ts`): opens N
 //! concurrent streaming GETs on one URL, reads each for SECONDS, and prints what the
-//! viewers got. Used by `scripts/bench-proxy.sh`; see BENCHMARKS.md.
+//! viewers got. Used by `scripts/bench-proxy.sh` and `scripts/soak.sh`; see
+//! BENCHMARKS.md. URL may be a comma-separated list: viewers are spread round-robin.
 //!
 //! ```sh
 //! cargo run --release --example ts_viewers -- http://127.0.0.1:8005/api/stream/demo.ts 1000 20
@@ -42,7 +43,7 @@ impl Viewer {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: ts_viewers URL VIEWERS SECONDS");
+    eprintln!("usage: ts_viewers URL[,URL...] VIEWERS SECONDS");
     std::process::exit(2);
 }
 
@@ -56,6 +57,14 @@ async fn main() -> anyhow::Result<()> {
     let Ok(secs) = secs.parse::<f64>() else {
         usage()
     };
+    let urls: Vec<String> = url
+        .split(',')
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        usage()
+    }
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10))
@@ -64,9 +73,9 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..n)
-        .map(|_| {
+        .map(|i| {
             let client = client.clone();
-            let url = url.clone();
+            let url = urls[i % urls.len()].clone();
             tokio::spawn(async move { watch(client, url, start, deadline).await })
         })
         .collect();

@@ -61,6 +61,14 @@ pub struct ServerConfig {
     pub link_ttl: Duration,
     /// Largest upstream playlist, page or JSON body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request target (path and query) accepted from a client, in bytes; longer: 414.
+    pub max_uri_bytes: usize,
+    /// Largest total of a request's header names and values (+4 bytes a line), in bytes;
+    /// larger: 431.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; beyond it new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +80,9 @@ impl Default for ServerConfig {
             state_dir: PathBuf::from("data"),
             link_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 16 << 20,
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 16 << 10,
+            max_connections: 4096,
         }
     }
 }
@@ -485,7 +496,17 @@ impl fmt::Display for ConfigError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}: {}: {}", self.file, p.line, p.field, p.message)?;
+            // One problem per line, whatever a value quoted in it holds (a multi-line
+            // TOML string in a message broke the file:line format; found by fuzzing).
+            let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file,
+                p.line,
+                one_line(&p.field),
+                one_line(&p.message)
+            )?;
         }
         Ok(())
     }
@@ -889,6 +910,15 @@ impl<'t> Parse<'t> {
         if let Some(u) = &cfg.server.public_url {
             if !u.is_empty() && url::Url::parse(u).is_err() {
                 self.problem("server.public_url", format!("`{u}` is not an absolute URL"));
+            }
+        }
+        for (key, value, min) in [
+            ("server.max_uri_bytes", cfg.server.max_uri_bytes, 256),
+            ("server.max_header_bytes", cfg.server.max_header_bytes, 1024),
+            ("server.max_connections", cfg.server.max_connections, 1),
+        ] {
+            if value < min {
+                self.problem(key, format!("must be at least {min}"));
             }
         }
         if cfg.hdhomerun.tuner_count == 0 {

@@ -94,6 +94,12 @@ pub enum AppError {
         channel: String,
         tried: Vec<Attempt>,
     },
+    /// The request line's target is longer than `server.max_uri_bytes`: 414.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's headers are larger than `server.max_header_bytes`: 431.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("upstream failed: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
@@ -108,6 +114,8 @@ impl AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             // Every try timed out: the upstreams are slow, not broken.
             Self::AllSourcesFailed { tried, .. }
                 if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>

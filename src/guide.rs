@@ -34,7 +34,7 @@ use crate::config::GuideConfig;
 use crate::error::AppError;
 use crate::lineup::{normalise, Lineup};
 use crate::model::Channel;
-use crate::services::registry::Registry;
+use crate::services::registry::{Observer, Registry, Step};
 use crate::xmltv::{self, ChannelMap, OutChannel, ServiceGuide};
 
 /// One guide download may take this long in all (its reads are also idle-bounded by
@@ -221,7 +221,7 @@ impl Guides {
             tracing::info!(service = %s.name, "lineup channels changed: reading its guide again");
         }
         if !due.is_empty() {
-            self.fetch(&due, &lineup).await;
+            self.fetch(&due, &lineup, None).await;
         }
         let _render = self.rendering.lock().await;
         if due.is_empty() {
@@ -260,6 +260,15 @@ impl Guides {
     /// Fetches every enabled service's guide again, merges and renders. Concurrent
     /// callers share one refresh.
     pub async fn refresh(&self) -> Result<Arc<Rendered>, AppError> {
+        self.refresh_observed(None).await
+    }
+
+    /// `refresh`, telling `observe` as each service's channel list and then its guide
+    /// is in (`freesky guide` draws its progress from it).
+    pub async fn refresh_observed(
+        &self,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Arc<Rendered>, AppError> {
         let seen = self.fetches.load(Ordering::Acquire);
         let _one = self.refreshing.lock().await;
         if self.fetches.load(Ordering::Acquire) != seen {
@@ -267,8 +276,8 @@ impl Guides {
                 return Ok(r); // someone else refreshed while we waited
             }
         }
-        let lineup = self.registry.lineup().await?;
-        self.fetch(&self.enabled_services(), &lineup).await;
+        let lineup = self.registry.lineup_observed(observe).await?;
+        self.fetch(&self.enabled_services(), &lineup, observe).await;
         self.fetches.fetch_add(1, Ordering::Release);
         let _render = self.rendering.lock().await;
         self.render_locked().await
@@ -277,12 +286,25 @@ impl Guides {
     /// Reads the guides of `services` at once against `lineup` and keeps the outcome:
     /// a good read replaces the service's last good guide, a failed one keeps it and
     /// says why in the status. The caller holds `refreshing`.
-    async fn fetch(&self, services: &[crate::model::ServiceStatus], lineup: &Arc<Lineup>) {
+    async fn fetch(
+        &self,
+        services: &[crate::model::ServiceStatus],
+        lineup: &Arc<Lineup>,
+        observe: Option<Observer<'_>>,
+    ) {
         let now = chrono::Utc::now().timestamp();
         let (from, to) = (now - KEEP_PAST, now + i64::from(self.cfg.days) * 86_400);
         let fetches = services.iter().map(|s| async move {
             let name = s.name.clone();
             let result = self.fetch_one(&name, lineup, from, to).await;
+            if let Some(observe) = observe {
+                let step = match &result {
+                    Ok(None) => Ok(None),
+                    Ok(Some((_, g))) => Ok(Some((g.channels_matched, g.programme_count()))),
+                    Err((_, why)) => Err(why.as_str()),
+                };
+                observe(&name, Step::Guide(step));
+            }
             (name, result)
         });
         for (name, result) in futures::future::join_all(fetches).await {

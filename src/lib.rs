@@ -13,6 +13,7 @@
 //! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes; `error`: the one place errors become statuses.
+//! - `limits`: request target / header size limits and the connection cap.
 //! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
 //! - `health`: each service's success rate, latency and circuit breaker (pure).
 
@@ -25,6 +26,7 @@ pub mod guide;
 pub mod health;
 pub mod hls;
 pub mod http;
+pub mod limits;
 pub mod lineup;
 pub mod m3u;
 pub mod metrics;
@@ -39,6 +41,7 @@ pub mod xmltv;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use http::{app, AppState};
@@ -88,7 +91,10 @@ pub async fn run(
     let _discovery = discovery::spawn(&state, http_addr);
     // Background health probes; they stop when serving ends.
     let _monitors = state.registry.spawn_monitors(state.config.health.interval);
+    let max_connections = state.config.server.max_connections;
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // `tap_io` adds nothing but gives any listener axum's `ConnectInfo<SocketAddr>`.
+    let listener = limits::Limited::new(listener, max_connections).tap_io(|_| {});
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -4,10 +4,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use freesky::config::Config;
+use freesky::services::registry::{Registry, Step};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +45,11 @@ enum Command {
         bind: Option<String>,
     },
     /// Validate the config without serving; exit 2 with one line per problem.
-    Check,
+    Check {
+        /// Problems as a JSON array of {file, line, field, message} on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch every enabled service once and print the merged lineup.
     Channels {
         /// Only channels whose name, group or tags match.
@@ -72,15 +80,33 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let check_json = matches!(cli.command, Some(Command::Check { json: true }));
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
+        Err(e) if check_json => {
+            let problems: Vec<_> = e
+                .problems
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "file": e.file, "line": p.line, "field": p.field, "message": p.message,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(problems));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Some(Command::Check)) {
-        println!("{}: ok ({} services)", config.source, config.services.len());
+    if let Some(Command::Check { json }) = cli.command {
+        if json {
+            println!("[]");
+        } else {
+            println!("{}: ok ({} services)", config.source, config.services.len());
+        }
         return ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Runtime::new() {
@@ -104,7 +130,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,reqwest=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LogWriter);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -128,22 +155,24 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             tracing::info!("stopped");
             Ok(())
         }
-        Command::Check => Ok(()),
+        Command::Check { .. } => Ok(()),
         Command::Channels { search, json } => {
             let state = freesky::state(config)?;
-            let progress = std::io::stderr().is_terminal();
-            if progress {
-                eprint!("fetching channel lists...");
-            }
-            let lineup = state.registry.lineup().await?;
-            if progress {
-                eprintln!(" done");
-            }
-            for s in state.registry.status().iter().filter(|s| s.enabled) {
-                if let Some(err) = &s.last_error {
-                    eprintln!("warning: service {}: {err}", s.name);
+            let progress = Progress::start(&state.registry, "fetching channels");
+            let observe = |name: &str, step: Step<'_>| {
+                if let Some(p) = &progress {
+                    p.step(name, step, false);
+                }
+            };
+            let lineup = state.registry.lineup_observed(Some(&observe)).await?;
+            if progress.is_none() {
+                for s in state.registry.status().iter().filter(|s| s.enabled) {
+                    if let Some(err) = &s.last_error {
+                        eprintln!("warning: service {}: {err}", s.name);
+                    }
                 }
             }
+            drop(progress); // the last progress line ends before the table starts
             let chosen: Vec<_> = match &search {
                 Some(q) => lineup.search(q),
                 None => lineup.channels.iter().collect(),
@@ -153,6 +182,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 serde_json::to_writer_pretty(&mut out, &chosen)?;
                 writeln!(out)?;
             } else {
+                writeln!(out, "{:>5}  {:<32} {:<20} SOURCES", "NO.", "NAME", "GROUP")?;
                 for c in chosen {
                     let sources: Vec<_> = c.sources.iter().map(|s| s.service.as_str()).collect();
                     writeln!(
@@ -169,20 +199,25 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Guide { gzip } => {
             let state = freesky::state(config)?;
-            let progress = std::io::stderr().is_terminal();
-            if progress {
-                eprint!("fetching guides...");
-            }
-            let guide = state.guides.refresh().await?;
-            if progress {
+            let progress = Progress::start(&state.registry, "fetching channels");
+            let observe = |name: &str, step: Step<'_>| {
+                if let Some(p) = &progress {
+                    p.step(name, step, true);
+                }
+            };
+            let guide = state.guides.refresh_observed(Some(&observe)).await?;
+            if progress.is_some() {
+                drop(progress);
                 eprintln!(
-                    " {} channels, {} programmes",
-                    guide.channels, guide.programmes
+                    "guide: {}, {}",
+                    count(guide.channels, "channel"),
+                    count(guide.programmes, "programme")
                 );
-            }
-            for s in state.registry.status().iter().filter(|s| s.enabled) {
-                if let Some(err) = state.guides.status_of(&s.name).and_then(|g| g.last_error) {
-                    eprintln!("warning: guide of {}: {err}", s.name);
+            } else {
+                for s in state.registry.status().iter().filter(|s| s.enabled) {
+                    if let Some(err) = state.guides.status_of(&s.name).and_then(|g| g.last_error) {
+                        eprintln!("warning: guide of {}: {err}", s.name);
+                    }
                 }
             }
             let bytes = if gzip { &guide.gz } else { &guide.xml };
@@ -196,6 +231,143 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(())
         }
+    }
+}
+
+/// The progress lines while they are drawn: log lines are written through them (see
+/// `LogWriter`) so a log line does not tear a line being redrawn.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+fn bars() -> Option<MultiProgress> {
+    BARS.lock().ok().and_then(|b| b.clone())
+}
+
+/// Log lines to stderr, above the progress lines when those are drawn.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match bars() {
+            Some(bars) => bars.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// One line per enabled service on stderr while `channels` or `guide` fetches: what it
+/// is doing, then how many channels/programmes it gave or its error, and how long it
+/// took. Only on a terminal: stdout is data, and piped stderr stays free of redraws.
+struct Progress {
+    bars: Vec<(String, ProgressBar, Instant)>,
+}
+
+impl Progress {
+    /// `None` unless stderr is a terminal.
+    fn start(registry: &Registry, first: &str) -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let mut services: Vec<_> = registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        let width = services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        *BARS.lock().ok()? = Some(multi.clone());
+        let style =
+            ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {msg} ({elapsed})")
+                .expect("the progress template is valid");
+        let bars = services
+            .into_iter()
+            .map(|s| {
+                let bar = multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(style.clone())
+                        .with_prefix(format!("{:<width$}", s.name))
+                        .with_message(first.to_string()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(100));
+                (s.name, bar, Instant::now())
+            })
+            .collect();
+        Some(Self { bars })
+    }
+
+    /// Shows `step` of service `name`; with `guide_next`, a channel list is not the end.
+    fn step(&self, name: &str, step: Step<'_>, guide_next: bool) {
+        let Some((_, bar, started)) = self.bars.iter().find(|(n, _, _)| n == name) else {
+            return;
+        };
+        // (finished, failed, message)
+        let (done, failed, message) = match step {
+            Step::Channels(Ok(n)) if guide_next => {
+                let message = format!("{}, fetching guide", count(n, "channel"));
+                (false, false, message)
+            }
+            Step::Channels(Err(e)) if guide_next => (
+                false,
+                true,
+                format!("channel list failed ({e}), fetching guide"),
+            ),
+            Step::Channels(Ok(n)) => (true, false, count(n, "channel")),
+            Step::Channels(Err(e)) => (true, true, format!("error: {e}")),
+            Step::Guide(Ok(None)) => (true, false, "no guide".to_string()),
+            Step::Guide(Ok(Some((channels, programmes)))) => {
+                let message = format!(
+                    "{} for {}",
+                    count(programmes, "programme"),
+                    count(channels, "channel")
+                );
+                (true, false, message)
+            }
+            Step::Guide(Err(e)) => (true, true, format!("error: {e}")),
+        };
+        if done {
+            let mark = if failed { "✗" } else { "✓" };
+            bar.set_style(
+                ProgressStyle::with_template(&format!("{mark} {{prefix:.bold}} {{msg}}"))
+                    .expect("the progress template is valid"),
+            );
+            bar.finish_with_message(format!(
+                "{message} ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            ));
+        } else {
+            bar.set_message(message);
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// Leaves the lines as they are (stopping any never told anything: a cached
+    /// lineup, or an error) and ends the last one; later log lines go straight to stderr.
+    fn drop(&mut self) {
+        for (_, bar, _) in &self.bars {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+        if let Ok(mut bars) = BARS.lock() {
+            *bars = None;
+        }
+        if !self.bars.is_empty() {
+            eprintln!();
+        }
+    }
+}
+
+/// "1 channel", "2 channels".
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use quick_xml::events::{BytesStart, BytesText, Event};
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
 use tokio::io::AsyncBufRead;
 
@@ -175,7 +175,12 @@ pub async fn read<R: AsyncBufRead + Unpin>(
                 }
             }
             Event::Empty(e) if !root_seen => {
-                return Err(XmltvError::NotTv(e.local_name().as_ref().to_string()));
+                let name = e.local_name().as_ref().to_string();
+                if name == "tv" {
+                    // `<tv/>`: a guide with nothing in it (found by fuzzing).
+                    break;
+                }
+                return Err(XmltvError::NotTv(name));
             }
             Event::End(_) => {
                 depth = depth.saturating_sub(1);
@@ -392,7 +397,8 @@ async fn read_programme<R: AsyncBufRead + Unpin>(
                     break;
                 }
                 if let Some((_, w, _)) = current.as_mut() {
-                    let _ = w.write_event(Event::End(e.into_owned()));
+                    let name = xml_name(e.name().as_ref());
+                    let _ = w.write_event(Event::End(BytesEnd::new(name)));
                 }
                 if depth == 1 {
                     if let Some((i, w, text)) = current.take() {
@@ -456,12 +462,42 @@ async fn read_programme<R: AsyncBufRead + Unpin>(
 
 /// The element's start tag with its attributes re-escaped (no undeclared entities).
 fn clean_start(e: &BytesStart<'_>) -> BytesStart<'static> {
-    let name = e.name().as_ref().to_string();
-    let mut out = BytesStart::new(name);
+    let mut out = BytesStart::new(xml_name(e.name().as_ref()));
+    // The reader passes malformed attributes through (a key `"Quo`); written back they
+    // made the merged guide invalid XML (found by fuzzing), so only names are kept.
     for (k, v) in attributes(e) {
-        out.push_attribute((k.as_str(), v.as_str()));
+        if is_xml_name(&k) {
+            out.push_attribute((k.as_str(), v.as_str()));
+        }
     }
     out
+}
+
+/// A name safe to write as an element name (see [`clean_start`]): characters that
+/// cannot be in an XML name become `_`. Start and end tags get the same name.
+fn xml_name(raw: &str) -> String {
+    if is_xml_name(raw) {
+        return raw.to_string();
+    }
+    let name: String = raw
+        .chars()
+        .map(|c| if is_name_char(c) { c } else { '_' })
+        .collect();
+    match name.chars().next() {
+        Some(c) if !c.is_ascii_digit() && c != '-' && c != '.' => name,
+        _ => format!("_{name}"),
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
+}
+
+fn is_xml_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':')
+        && s.chars().all(is_name_char)
 }
 
 fn into_str(w: Writer<Vec<u8>>) -> Box<str> {
@@ -717,6 +753,9 @@ mod tests {
             let err = read_str(xml).await.expect_err(xml).to_string();
             assert!(err.contains(want), "{xml}: {err}");
         }
+        // An empty guide is a guide, not an error.
+        let empty = read_str("<?xml version=\"1.0\"?>\n<tv/>").await.unwrap();
+        assert_eq!(empty.programme_count(), 0);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The `freesky` binary (SPEC section 1): `check` reports every config problem as
-//! `file:line: field: message` with exit code 2, and `playlist` prints the merged M3U.
+//! `file:line: field: message` with exit code 2 (or as JSON), `playlist` prints the
+//! merged M3U, `channels` and `guide` print data on stdout and draw progress on stderr
+//! only when it is a terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,4 +262,195 @@ fn playlist_prints_the_demo_channel() {
     assert!(lines[1].ends_with(",Demo"), "{text}");
     assert_eq!(lines[2], "http://tv.example:9000/api/stream/demo.m3u8");
     assert!(state.exists(), "state_dir was not used");
+}
+
+/// A config with the demo service only, its state under `dir`.
+fn demo_config(dir: &Path) -> PathBuf {
+    let state = dir.join("state");
+    write(
+        dir,
+        "demo.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    )
+}
+
+/// Piped stderr carries no terminal control sequences (progress redraws, colours).
+fn assert_no_escapes(out: &Output) {
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("\x1b["),
+        "escape codes on piped stderr:\n{}",
+        show(out)
+    );
+}
+
+#[test]
+fn channels_json_lists_the_demo_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let out = run(freesky()
+        .args(["channels", "--json", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    let channels: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+    let channels = channels.as_array().expect("a JSON array");
+    assert_eq!(channels.len(), 1, "{}", show(&out));
+    let demo = &channels[0];
+    assert_eq!(demo["id"], "demo");
+    assert_eq!(demo["name"], "Demo");
+    assert_eq!(demo["number"], 1);
+    assert_eq!(demo["group"], "Demo");
+    assert_eq!(demo["guide_id"], "demo.freesky");
+    assert_eq!(demo["sources"][0]["service"], "Demo");
+    assert_eq!(demo["sources"][0]["channel_id"], "demo");
+}
+
+#[test]
+fn channels_piped_prints_a_table_and_no_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    // The default log level: log lines may appear on stderr, nothing else.
+    let out = run(freesky()
+        .env_remove("RUST_LOG")
+        .args(["channels", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        assert!(
+            line.contains(" INFO ") || line.contains(" WARN "),
+            "not a log line on stderr: {line:?}\n{}",
+            show(&out)
+        );
+    }
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8 table");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one channel:\n{}", show(&out));
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NO.", "NAME", "GROUP", "SOURCES"], "{text}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row, ["1", "Demo", "Demo", "Demo"], "{text}");
+
+    // --search narrows the table.
+    let out = run(freesky()
+        .args(["channels", "--search", "no-such-channel-81f2", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn guide_piped_is_valid_xmltv_without_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let out = run(freesky().args(["guide", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "stderr at RUST_LOG=warn: {}",
+        show(&out)
+    );
+    let xml_path = dir.path().join("epg.xml");
+    std::fs::write(&xml_path, &out.stdout).unwrap();
+    let valid = Command::new("tv_validate_file")
+        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
+        .arg(&xml_path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
+        });
+    assert!(
+        valid.status.success(),
+        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
+        String::from_utf8_lossy(&valid.stdout),
+        String::from_utf8_lossy(&valid.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("<channel id=\"demo.freesky\">"),
+        "{}",
+        show(&out)
+    );
+
+    let out = run(freesky().args(["guide", "--gzip", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    let mut xml = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&out.stdout[..]), &mut xml)
+        .expect("gzip of UTF-8 XML");
+    assert!(xml.starts_with("<?xml"), "{xml}");
+}
+
+#[test]
+fn check_json_lists_problems_as_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bad.toml", BAD);
+    let out = run(freesky()
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_VAR_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let problems: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+    let problems = problems.as_array().expect("a JSON array");
+    assert_eq!(problems.len(), 7, "{}", show(&out));
+    let file = path.display().to_string();
+    assert!(
+        problems.iter().all(|p| p["file"] == file.as_str()),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        problems.iter().any(|p| p["line"] == 3
+            && p["field"] == "server.bnd"
+            && p["message"].as_str().is_some_and(|m| m.contains("bnd"))),
+        "{}",
+        show(&out)
+    );
+
+    let good = demo_config(dir.path());
+    let out = run(freesky().args(["check", "--json", "--config"]).arg(&good));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+/// On a terminal, `channels` draws one line per service on stderr (via util-linux
+/// `script`, which gives it a pseudo-terminal); skipped where `script` is missing.
+#[test]
+fn channels_on_a_terminal_shows_progress_per_service() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let cmd = format!(
+        "'{}' channels --config '{}' >/dev/null",
+        env!("CARGO_BIN_EXE_freesky"),
+        path.display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("FREESKY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env("TERM", "xterm"));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Only stderr reaches the terminal here: stdout went to /dev/null.
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("Demo"), "{screen:?}");
+    assert!(screen.contains("1 channel ("), "{screen:?}");
+    assert!(
+        !screen.contains("NAME"),
+        "the table went to the terminal: {screen:?}"
+    );
 }

@@ -44,6 +44,11 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn(metrics::count))
+        // Outermost: oversized requests are refused before routing and counting.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::check,
+        ))
         .with_state(state)
 }
 

@@ -36,6 +36,19 @@ const UNHEALTHY_AFTER: u32 = 3;
 /// How long a lineup built while some service failed is kept before trying again.
 const DEGRADED_LINEUP_TTL: Duration = Duration::from_secs(30);
 
+/// How one service's part of a fetch of every service ended, told as it ends: the
+/// CLI (`freesky channels`, `freesky guide`) draws a progress line per service from it.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// Its channel list: how many channels, or why not.
+    Channels(Result<usize, &'a UpstreamError>),
+    /// Its guide: `(channels matched, programmes)`, `None` when it has no guide, or why not.
+    Guide(Result<Option<(usize, usize)>, &'a str>),
+}
+
+/// Called with each service's name and `Step`; the server passes none.
+pub type Observer<'a> = &'a (dyn Fn(&str, Step<'_>) + Send + Sync);
+
 /// One configured service and what freesky learned about it at runtime.
 struct Entry {
     cfg: ServiceConfig,
@@ -412,6 +425,15 @@ impl Registry {
     /// The merged lineup of every enabled service. A service that fails contributes
     /// nothing (its status says why); the lineup is then retried sooner.
     pub async fn lineup(&self) -> Result<Arc<Lineup>, AppError> {
+        self.lineup_observed(None).await
+    }
+
+    /// `lineup`, telling `observe` as each service's channel list is in. A fresh cached
+    /// lineup is returned without fetching, so without telling anything.
+    pub async fn lineup_observed(
+        &self,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Arc<Lineup>, AppError> {
         let mut cached = self.lineup.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| c.fresh_until > Instant::now()) {
             return Ok(c.lineup.clone());
@@ -419,8 +441,14 @@ impl Registry {
         let mut enabled: Vec<&Arc<Entry>> =
             self.entries.iter().filter(|e| self.enabled(e)).collect();
         enabled.sort_by_key(|e| self.priority(e));
-        let lists =
-            futures::future::join_all(enabled.iter().map(|e| self.channels_of(&e.cfg.name))).await;
+        let lists = futures::future::join_all(enabled.iter().map(|e| async move {
+            let list = self.channels_of(&e.cfg.name).await;
+            if let Some(observe) = observe {
+                observe(&e.cfg.name, Step::Channels(list.as_ref().map(|l| l.len())));
+            }
+            list
+        }))
+        .await;
         let degraded = lists.iter().any(Result::is_err);
         let empty = Arc::new(Vec::new());
         let lists: Vec<Arc<Vec<Channel>>> = lists
