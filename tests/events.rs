@@ -13,7 +13,9 @@ use axum::extract::Path;
 use axum::routing::get;
 use serde_json::{json, Value};
 
-use common::{media_playlist, playlist_uris, respond, FakeUpstream, TestApp, HLS_TYPE};
+use common::{
+    media_playlist, playlist_uris, respond, tv_validate, FakeUpstream, TestApp, HLS_TYPE,
+};
 
 const MIN: i64 = 60;
 
@@ -29,27 +31,6 @@ fn rfc3339(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Runs `tv_validate_file` on `xml`; panics with its output when it refuses it.
-fn tv_validate(xml: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("epg.xml");
-    std::fs::write(&path, xml).unwrap();
-    let out = std::process::Command::new("tv_validate_file")
-        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
-        });
-    assert!(
-        out.status.success(),
-        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(xml)
-    );
 }
 
 /// `/api/stream/{id}.m3u8`, which must answer 200 with HLS.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use serde_json::Value;
 
-use common::{assert_api_error, respond, FakeUpstream, TestApp, M3U_TYPE};
+use common::{assert_api_error, respond, tv_validate, FakeUpstream, TestApp, M3U_TYPE};
 
 /// XMLTV time `hours` from now, on the hour.
 fn at(hours: i64) -> String {
@@ -49,27 +49,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).unwrap();
     e.finish().unwrap()
-}
-
-/// Runs `tv_validate_file` on `xml`; panics with its output when it refuses it.
-fn tv_validate(xml: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("epg.xml");
-    std::fs::write(&path, xml).unwrap();
-    let out = std::process::Command::new("tv_validate_file")
-        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
-        });
-    assert!(
-        out.status.success(),
-        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(xml)
-    );
 }
 
 /// (channel ids, (channel, title) of every programme) of a guide.

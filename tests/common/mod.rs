@@ -538,3 +538,24 @@ pub fn respond(status: u16, content_type: &'static str, body: impl Into<Body>) -
         .body(body.into())
         .expect("response builds")
 }
+
+/// Runs `tv_validate_file` on `xml`; panics with its output when it refuses it.
+pub fn tv_validate(xml: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("epg.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = std::process::Command::new("tv_validate_file")
+        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
+        });
+    assert!(
+        out.status.success(),
+        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(xml)
+    );
+}
