@@ -3,6 +3,8 @@
 //! merged M3U, `channels` and `guide` print data on stdout and draw progress on stderr
 //! only when it is a terminal.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -360,22 +362,7 @@ fn guide_piped_is_valid_xmltv_without_progress() {
         "stderr at RUST_LOG=warn: {}",
         show(&out)
     );
-    let xml_path = dir.path().join("epg.xml");
-    std::fs::write(&xml_path, &out.stdout).unwrap();
-    let valid = Command::new("tv_validate_file")
-        .args(["--dtd-file", "/usr/share/xmltv/xmltv.dtd"])
-        .arg(&xml_path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `tv_validate_file` ({e}): install Debian's xmltv-util")
-        });
-    assert!(
-        valid.status.success(),
-        "tv_validate_file refused the guide:\n{}{}\n---\n{}",
-        String::from_utf8_lossy(&valid.stdout),
-        String::from_utf8_lossy(&valid.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::tv_validate(&out.stdout);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("<channel id=\"demo.freesky\">"),
         "{}",
