@@ -13,11 +13,14 @@ timed() {
   printf '    (%ss)\n' "$((SECONDS - t))"
 }
 
-# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback) and
-# Debian's XMLTV validator (tv_validate_file, package xmltv-util) ---
+# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback),
+# Debian's XMLTV validator (tv_validate_file, package xmltv-util) and headless
+# Chromium + ChromeDriver (tests/dashboard.rs) ---
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   stage "installing ${missing[*]} with apt-get"
   sudo=""
@@ -25,10 +28,20 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in ffmpeg ffprobe tv_validate_file; do
+for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -f /usr/share/xmltv/xmltv.dtd ] || { echo "error: /usr/share/xmltv/xmltv.dtd missing (xmltv-util)" >&2; exit 1; }
+# openapi-spec-validator (PyPI) checks /api/openapi.json in tests/openapi.rs.
+if ! python3 -m openapi_spec_validator --help >/dev/null 2>&1; then
+  stage "installing openapi-spec-validator with pip"
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install --quiet openapi-spec-validator
+  else
+    python3 -m pip install --quiet --user openapi-spec-validator
+  fi
+fi
+python3 -m openapi_spec_validator --help >/dev/null 2>&1 || { echo "error: openapi-spec-validator is still missing after pip" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install Rust from https://rustup.rs (stable >= 1.89)" >&2

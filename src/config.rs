@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// Open client connections at most; beyond it new connections wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long open connections (a `.ts` viewer never ends by
+    /// itself) may keep running after new ones are refused; then their bodies end.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -83,11 +87,12 @@ impl Default for ServerConfig {
             max_uri_bytes: 8 << 10,
             max_header_bytes: 16 << 10,
             max_connections: 4096,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     #[serde(deserialize_with = "de_duration")]
@@ -921,6 +926,9 @@ impl<'t> Parse<'t> {
                 self.problem(key, format!("must be at least {min}"));
             }
         }
+        if cfg.server.shutdown_grace > Duration::from_secs(3600) {
+            self.problem("server.shutdown_grace", "must be at most 1h".into());
+        }
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());
         }
@@ -1363,6 +1371,28 @@ mod tests {
             assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:?}");
         }
         assert!(errors("[health]\ninterval = \"0s\"\n").is_empty());
+    }
+
+    #[test]
+    fn shutdown_grace_default_and_checks() {
+        assert_eq!(
+            Config::builtin().server.shutdown_grace,
+            Duration::from_secs(10)
+        );
+        let c = Config::parse("[server]\nshutdown_grace = \"0s\"\n", "f", &env).unwrap();
+        assert_eq!(c.server.shutdown_grace, Duration::ZERO);
+        let e = errors("[server]\nbind = \"127.0.0.1:0\"\nshutdown_grace = \"2h\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:3: server.shutdown_grace: must be at most 1h")),
+            "{e:?}"
+        );
+        let e = errors("[server]\nshutdown_grace = \"soon\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:2: server.shutdown_grace:")),
+            "{e:?}"
+        );
     }
 }
 

@@ -66,13 +66,25 @@ pub fn redact(url: &url::Url) -> String {
 }
 
 /// One failed try of one source, for the 502 body.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     pub service: String,
     pub channel_id: String,
     pub error: String,
     #[serde(skip)]
     pub timeout: bool,
+}
+
+/// The JSON body of every error response (SPEC section 5), as the OpenAPI document
+/// describes it; `AppError::into_response` writes the same two fields.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in words (URLs without queries or credentials).
+    pub error: String,
+    /// `null`, or for a 502/504 from a stream open, every source tried: a list of
+    /// `{"service", "channel_id", "error"}`.
+    #[schema(value_type = Option<Vec<Attempt>>, required = true)]
+    pub detail: serde_json::Value,
 }
 
 /// What a handler can fail with.
@@ -100,6 +112,10 @@ pub enum AppError {
     /// The request's headers are larger than `server.max_header_bytes`: 431.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A config file that does not load (`POST /api/config/reload`): 422, the
+    /// detail lists every problem as `file:line: field: message`.
+    #[error("{} has {} problem(s); the running config is unchanged", .0.file, .0.problems.len())]
+    InvalidConfig(crate::config::ConfigError),
     #[error("upstream failed: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("internal error: {0}")]
@@ -116,6 +132,7 @@ impl AppError {
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             // Every try timed out: the upstreams are slow, not broken.
             Self::AllSourcesFailed { tried, .. }
                 if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>
@@ -132,6 +149,8 @@ impl AppError {
     fn detail(&self) -> serde_json::Value {
         match self {
             Self::AllSourcesFailed { tried, .. } => json!(tried),
+            // One line per problem, exactly as `freesky check` prints them.
+            Self::InvalidConfig(e) => json!(e.to_string().lines().collect::<Vec<_>>()),
             _ => serde_json::Value::Null,
         }
     }

@@ -53,7 +53,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(60);
 const CHECK_MIN: Duration = Duration::from_secs(1);
 
 /// What the last refresh of one service's guide did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GuideStatus {
     /// The guide's address, without query (tokens) or credentials.
     pub source: String,
@@ -131,6 +131,43 @@ impl Guides {
             .expect("guide status lock is never poisoned")
             .get(name)
             .cloned()
+    }
+
+    /// The titles of the programme on now and the one after it, by lineup channel id,
+    /// from the guides already kept (never fetches; empty before the first read). Each
+    /// channel's programmes come from the first service in `order` (names, priority
+    /// order) that has some, as in `/epg.xml`; `now` in unix seconds.
+    pub fn now_next(
+        &self,
+        order: &[String],
+        now: i64,
+    ) -> HashMap<String, (Option<String>, Option<String>)> {
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let mut out: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+        for guide in order.iter().filter_map(|name| good.get(name)) {
+            for (channel, programmes) in &guide.programmes {
+                if out.contains_key(channel) || programmes.is_empty() {
+                    continue;
+                }
+                let mut sorted: Vec<&xmltv::Programme> = programmes.iter().collect();
+                sorted.sort_by_key(|p| p.start);
+                let current = sorted
+                    .iter()
+                    .position(|p| p.start <= now && p.stop.is_none_or(|stop| now < stop));
+                let next = match current {
+                    Some(i) => sorted.get(i + 1),
+                    None => sorted.iter().find(|p| p.start > now),
+                };
+                out.insert(
+                    channel.clone(),
+                    (
+                        current.map(|i| sorted[i].title.to_string()),
+                        next.map(|p| p.title.to_string()),
+                    ),
+                );
+            }
+        }
+        out
     }
 
     /// The current guide; the first call (or one after the lineup was lost) builds it.

@@ -16,6 +16,8 @@
 //! - `limits`: request target / header size limits and the connection cap.
 //! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
 //! - `health`: each service's success rate, latency and circuit breaker (pure).
+//! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
+//! - `reload`: live config reload (the Router swapped whole) and the served connections.
 
 pub mod cache;
 pub mod config;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod failover;
 pub mod guide;
 pub mod health;
+pub mod history;
 pub mod hls;
 pub mod http;
 pub mod limits;
@@ -32,70 +35,144 @@ pub mod m3u;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod reload;
 pub mod services;
 pub mod session;
 pub mod store;
 pub mod upstream;
 pub mod xmltv;
 
-use std::net::SocketAddr;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub use http::{app, AppState};
+
+/// After the shutdown grace, how long the connections whose bodies were ended get to
+/// close before serving returns anyway (the process exit then closes them).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Builds the shared state from a loaded config: opens the store and the proxy key in
 /// `state_dir` and builds every service.
 pub fn state(config: config::Config) -> anyhow::Result<AppState> {
+    let store = store::Store::open(&config.server.state_dir)?;
+    build_state(config, store, None)
+}
+
+/// The state of `config` on `store`. With `prev` (a config reload), the parts that
+/// must outlive a reload are carried over: the `.ts` sessions and HLS failovers (so
+/// viewers continue), the proxy key (so issued links stay valid), and the media cache
+/// and tuner slots when their settings are unchanged.
+pub(crate) fn build_state(
+    config: config::Config,
+    store: store::Store,
+    prev: Option<&AppState>,
+) -> anyhow::Result<AppState> {
     let dir = &config.server.state_dir;
-    let store = store::Store::open(dir)?;
-    let signer = proxy::Signer::load_or_create(dir, config.server.link_ttl)?;
+    let same = |f: &dyn Fn(&config::Config) -> bool| prev.filter(|p| f(&p.config));
+    let signer = match same(&|c| c.server.link_ttl == config.server.link_ttl) {
+        Some(p) => p.signer.clone(),
+        None => Arc::new(proxy::Signer::load_or_create(dir, config.server.link_ttl)?),
+    };
+    let tuner = match same(&|c| c.hdhomerun.tuner_count == config.hdhomerun.tuner_count) {
+        Some(p) => p.tuner.clone(),
+        None => Arc::new(http::hdhr::Tuner::load(
+            &store,
+            config.hdhomerun.tuner_count,
+        )?),
+    };
+    let media = match same(&|c| c.cache == config.cache) {
+        Some(p) => p.media.clone(),
+        None => Arc::new(cache::MediaCache::new(&config.cache)),
+    };
     let http = upstream::Http::new(config.server.max_body_bytes);
-    let tuner = http::hdhr::Tuner::load(&store, config.hdhomerun.tuner_count)?;
-    let registry = services::registry::Registry::new(&config, store, http);
-    let media = cache::MediaCache::new(&config.cache);
-    let registry = Arc::new(registry);
+    let registry = Arc::new(services::registry::Registry::new(&config, store, http));
     let guides = guide::Guides::new(registry.clone(), config.guide.clone());
     Ok(AppState {
         config: Arc::new(config),
         registry,
         guides: Arc::new(guides),
-        signer: Arc::new(signer),
-        media: Arc::new(media),
-        sessions: Arc::default(),
-        failovers: Arc::default(),
-        tuner: Arc::new(tuner),
+        signer,
+        media,
+        sessions: prev.map(|p| p.sessions.clone()).unwrap_or_default(),
+        failovers: prev.map(|p| p.failovers.clone()).unwrap_or_default(),
+        tuner,
     })
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves. Loads the lineup once in
-/// the background so the first client does not wait for every upstream.
+/// Serves `state` on `listener` until `shutdown` resolves, then stops as `serve` does.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let registry = state.registry.clone();
-    let guides = state.guides.clone();
-    tokio::spawn(async move {
-        if let Err(e) = registry.lineup().await {
-            tracing::warn!(error = %e, "initial lineup load failed");
-        }
-        // Then the guides, on their schedule.
-        guides.spawn_refresh();
-    });
+    serve(
+        listener,
+        reload::Reloader::start(state, |_| {}),
+        shutdown,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Serves through `reloader` (whose config can change while serving) until
+/// `shutdown` resolves; then new connections are refused at once, requests in flight
+/// finish, and connections still open after `server.shutdown_grace` (a `.ts` viewer)
+/// have their bodies ended and close. `force` resolving after `shutdown` returns at
+/// once.
+pub async fn serve(
+    listener: TcpListener,
+    reloader: Arc<reload::Reloader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    force: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = reloader.state();
     // LAN discovery when configured; its sockets close when serving ends.
-    let http_addr = listener.local_addr()?;
-    let _discovery = discovery::spawn(&state, http_addr);
-    // Background health probes; they stop when serving ends.
-    let _monitors = state.registry.spawn_monitors(state.config.health.interval);
-    let max_connections = state.config.server.max_connections;
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    // `tap_io` adds nothing but gives any listener axum's `ConnectInfo<SocketAddr>`.
-    let listener = limits::Limited::new(listener, max_connections).tap_io(|_| {});
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let _discovery = discovery::spawn(&state, listener.local_addr()?);
+    let listener = limits::Limited::new(listener, state.config.server.max_connections);
+    drop(state);
+    let stop = CancellationToken::new();
+    let (connections, open) = reloader.connections(stop.clone());
+    let (began_tx, began) = tokio::sync::oneshot::channel();
+    let server = axum::serve(listener, connections)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = began_tx.send(());
+        })
+        .into_future();
+    tokio::pin!(server, force);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = began => {}
+    }
+    let grace = reloader.state().config.server.shutdown_grace;
+    tracing::info!(
+        open_connections = open.get(),
+        grace = %humantime::format_duration(grace),
+        "shutting down: no new connections; open ones may run until the grace is over"
+    );
+    tokio::select! {
+        result = &mut server => return result,
+        () = &mut force => {
+            tracing::warn!(open_connections = open.get(), "second signal: stopping at once");
+            return Ok(());
+        }
+        () = tokio::time::sleep(grace) => {}
+    }
+    tracing::info!(
+        open_connections = open.get(),
+        "shutdown grace over: ending the streams still open"
+    );
+    stop.cancel();
+    tokio::select! {
+        result = &mut server => result,
+        () = &mut force => Ok(()),
+        () = tokio::time::sleep(CLOSE_WAIT) => {
+            tracing::warn!(open_connections = open.get(), "connections still open; they close with the process");
+            Ok(())
+        }
+    }
 }

@@ -116,7 +116,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command, config)) {
+    let result = rt.block_on(run(cli.command, config));
+    // Tasks still running (a connection closed by the exit) are dropped, not awaited.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -141,17 +144,25 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()> {
     match command.unwrap_or(Command::Serve { bind: None }) {
         Command::Serve { bind } => {
-            if let Some(b) = bind {
-                config.server.bind = b;
-            }
+            // Applied again to each reloaded config.
+            let overrides = move |c: &mut Config| {
+                if let Some(b) = &bind {
+                    c.server.bind.clone_from(b);
+                }
+            };
+            overrides(&mut config);
             let bind = config.server.bind.clone();
             tracing::info!(config = %config.source, services = config.services.len(), "starting");
             let state = freesky::state(config)?;
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;
+            // Installed before serving: from here on a signal is handled, not fatal.
+            let (first, second) = stop_signals()?;
+            let reloader = freesky::reload::Reloader::start(state, overrides);
+            reload_on_hangup(&reloader)?;
             tracing::info!("serving on http://{}", listener.local_addr()?);
-            freesky::run(listener, state, shutdown_signal()).await?;
+            freesky::serve(listener, reloader, first, second).await?;
             tracing::info!("stopped");
             Ok(())
         }
@@ -371,21 +382,70 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or SIGINT (Ctrl-C): the first resolves the first future (stop gracefully),
+/// the next one the second (stop at once).
+fn stop_signals() -> anyhow::Result<(
+    impl std::future::Future<Output = ()> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        )
+    };
+    let (first_tx, first) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        for (i, tx) in [first_tx, second_tx].into_iter().enumerate() {
+            #[cfg(unix)]
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            #[cfg(not(unix))]
+            let name = {
+                let _ = tokio::signal::ctrl_c().await;
+                "Ctrl-C"
+            };
+            if i == 0 {
+                tracing::info!(signal = name, "signal received: stopping");
+            } else {
+                tracing::warn!(signal = name, "second signal received: stopping at once");
+            }
+            let _ = tx.send(());
+        }
+    });
+    // A sender dropped unsent (never, while the task runs) must not stop anything.
+    let wait = |rx: tokio::sync::oneshot::Receiver<()>| async move {
+        if rx.await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    Ok((wait(first), wait(second)))
+}
+
+/// SIGHUP reloads the config file (as `POST /api/config/reload` does; a refused file
+/// is logged problem by problem and the running config stays).
+fn reload_on_hangup(reloader: &std::sync::Arc<freesky::reload::Reloader>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        // Weak: the reloader (and the state it holds) ends with serving.
+        let reloader = std::sync::Arc::downgrade(reloader);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(signal = "SIGHUP", "signal received: reloading the config");
+                let Some(r) = reloader.upgrade() else { return };
+                // `reload` logs its outcome.
+                let _ = r.reload();
+            }
+        });
     }
+    #[cfg(not(unix))]
+    let _ = reloader;
+    Ok(())
 }

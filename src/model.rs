@@ -34,7 +34,7 @@ pub struct Channel {
 }
 
 /// One source of a lineup channel: a (service, channel id) pair.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Source {
     pub service: String,
     pub channel_id: String,
@@ -43,7 +43,7 @@ pub struct Source {
 }
 
 /// A channel of the merged lineup, as clients see it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LineupChannel {
     /// Stable slug, e.g. `bbc-one`; persisted so it never changes on refresh.
     pub id: String,
@@ -62,7 +62,7 @@ pub struct LineupChannel {
 /// A user's overrides of one lineup channel (`PATCH /api/channels/{id}`), persisted by
 /// the store under the channel's slug. `None` (and `hidden: false`) means the merged
 /// upstream value stands; the slug itself never changes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChannelMapping {
     pub name: Option<String>,
     /// Replaces the assigned number everywhere (tvg-chno, GuideNumber, `/auto/v{n}`).
@@ -88,22 +88,29 @@ impl ChannelMapping {
 
 /// The body of `PATCH /api/channels/{id}`: a missing field keeps its override, `null`
 /// resets it to the upstream value, a value sets it. Unknown fields are refused.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelPatch {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable)]
     pub number: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub group: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>, nullable)]
     pub hidden: Option<Option<bool>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub tvg_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     pub logo: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, nullable)]
     pub sources: Option<Option<Vec<String>>>,
 }
 
@@ -118,7 +125,7 @@ where
 }
 
 /// What the services say about a lineup channel before the user's mapping.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UpstreamChannel {
     /// The number assigned when the channel first appeared.
     pub number: u32,
@@ -133,7 +140,7 @@ pub struct UpstreamChannel {
 /// One lineup channel with its mapping, as `GET`/`PATCH /api/channels/{id}` show it:
 /// the channel as every other output shows it, whether it is hidden, the overrides and
 /// the upstream values they replace.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ChannelDetail {
     #[serde(flatten)]
     pub channel: LineupChannel,
@@ -211,7 +218,7 @@ fn jwt_exp(value: &str) -> Option<u64> {
 }
 
 /// Health and counters of one service, as `/api/services/status` shows them.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct ServiceStatus {
     pub name: String,
     pub kind: String,
@@ -239,6 +246,7 @@ pub struct ServiceStatus {
     pub retry_at: Option<String>,
     /// The upstream account (expiry, connection limit), for kinds that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub account: Option<serde_json::Value>,
 }
 

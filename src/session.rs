@@ -117,6 +117,19 @@ impl Sessions {
         }
     }
 
+    /// Viewers reading each running session, by the channel as it was asked for (a
+    /// lineup id, or a number for `/auto/v{n}`); sessions of one channel pinned to
+    /// different services add up.
+    pub fn viewers(&self) -> HashMap<String, usize> {
+        let map = self.map.lock().expect("sessions lock is never poisoned");
+        let mut out = HashMap::new();
+        for (key, session) in map.iter() {
+            let id = key.split_once('\n').map_or(key.as_str(), |(id, _)| id);
+            *out.entry(id.to_string()).or_default() += session.tx.receiver_count();
+        }
+        out
+    }
+
     /// How many sessions are running.
     pub fn active(&self) -> usize {
         self.map

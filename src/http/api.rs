@@ -5,13 +5,14 @@
 //! neither the registry nor the guide knows of the other's status.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::stream::ChannelTest;
 use super::{check_admin, AppState};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::guide::GuideStatus;
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
 
@@ -20,7 +21,6 @@ const MAX_PATCH_BYTES: usize = 64 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(dashboard))
         .route("/health", get(health))
         .route("/api/services/status", get(status))
         .route("/api/services/{name}/enable", post(enable))
@@ -28,19 +28,52 @@ pub fn routes() -> Router<AppState> {
         .route("/api/channels/all", get(all_channels))
         .route("/api/channels/search", get(search))
         .route("/api/channels/{id}", get(channel).patch(map_channel))
+        .route("/api/services/{name}/priority", put(set_priority))
+        .route("/api/channels/{id}/test", post(test_channel))
 }
 
-/// A small page over the JSON API (static; the data is fetched by the browser).
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../../templates/index.html"))
-}
+/// The API's operations, for `/api/openapi.json` (`super::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        health,
+        status,
+        enable,
+        disable,
+        set_priority,
+        all_channels,
+        search,
+        channel,
+        map_channel,
+        test_channel
+    ),
+    components(schemas(ErrorBody, ServiceEntry, PriorityBody, ChannelTest))
+)]
+pub(crate) struct Doc;
 
+/// Liveness: always `{"status": "ok", "version": ...}` while the server runs.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    responses((status = 200, description = "The server runs", body = inline(HealthBody)))
+)]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// `/health`'s body (documentation only: the handler writes it with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HealthBody {
+    /// Always `"ok"`.
+    status: String,
+    /// freesky's version.
+    version: String,
+}
+
 /// A service's status as the API shows it: the registry's, plus its guide's.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ServiceEntry {
     #[serde(flatten)]
     service: ServiceStatus,
@@ -56,6 +89,13 @@ fn entry(s: &AppState, service: ServiceStatus) -> ServiceEntry {
     }
 }
 
+/// Every configured service's status, in config order.
+#[utoipa::path(
+    get,
+    path = "/api/services/status",
+    tag = "services",
+    responses((status = 200, description = "Every service", body = Vec<ServiceEntry>))
+)]
 async fn status(State(s): State<AppState>) -> Json<Vec<ServiceEntry>> {
     Json(
         s.registry
@@ -66,6 +106,21 @@ async fn status(State(s): State<AppState>) -> Json<Vec<ServiceEntry>> {
     )
 }
 
+/// Enables a service (admin); persisted, the lineup follows at once.
+#[utoipa::path(
+    post,
+    path = "/api/services/{name}/enable",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's configured name")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The service's status now", body = ServiceEntry),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn enable(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -78,6 +133,21 @@ async fn enable(
     Ok(Json(entry(&s, service)))
 }
 
+/// Disables a service (admin); persisted, its channels leave the lineup at once.
+#[utoipa::path(
+    post,
+    path = "/api/services/{name}/disable",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's configured name")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The service's status now", body = ServiceEntry),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn disable(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -89,17 +159,42 @@ async fn disable(
     Ok(Json(entry(&s, service)))
 }
 
+/// Every listed lineup channel (hidden ones left out), in number order.
+#[utoipa::path(
+    get,
+    path = "/api/channels/all",
+    tag = "channels",
+    responses(
+        (status = 200, description = "The lineup's channels", body = Vec<LineupChannel>),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn all_channels(State(s): State<AppState>) -> Result<Json<Vec<LineupChannel>>, AppError> {
     let lineup = s.registry.lineup().await?;
     Ok(Json(lineup.channels.clone()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// Words to look for in channel names, groups and tags.
     query: Option<String>,
+    /// Same as `query`.
     q: Option<String>,
 }
 
+/// Lineup channels matching a query.
+#[utoipa::path(
+    get,
+    path = "/api/channels/search",
+    tag = "channels",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "Matching channels, best first", body = Vec<LineupChannel>),
+        (status = 400, description = "Neither `query` nor `q` given", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn search(
     State(s): State<AppState>,
     Query(q): Query<SearchQuery>,
@@ -114,6 +209,17 @@ async fn search(
 }
 
 /// One channel with its mapping; hidden channels too (so they can be unhidden).
+#[utoipa::path(
+    get,
+    path = "/api/channels/{id}",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel slug, number, or `SERVICE:ID`")),
+    responses(
+        (status = 200, description = "The channel and its mapping", body = ChannelDetail),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -123,6 +229,22 @@ async fn channel(
 
 /// Changes a channel's mapping (admin). The body is read by hand so that a malformed
 /// one is a JSON 400 like every other error, naming what is wrong.
+#[utoipa::path(
+    patch,
+    path = "/api/channels/{id}",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel slug, number, or `SERVICE:ID`")),
+    request_body(content = ChannelPatch, description = "Fields to change: a value sets, `null` resets, a missing field keeps"),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The channel and its mapping now", body = ChannelDetail),
+        (status = 400, description = "Malformed body, unknown field or invalid value", body = ErrorBody),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn map_channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -159,4 +281,79 @@ async fn map_channel(
         .lineup_changed(detail.channel.guide_id != before)
         .await;
     Ok(Json(detail))
+}
+
+/// The body of `PUT /api/services/{name}/priority`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PriorityBody {
+    /// Lower is tried first, as `priority` in the config.
+    priority: i64,
+}
+
+/// Sets a service's priority (admin): persisted, overriding the config's; the lineup's
+/// source order follows at once. Answers the service's status like enable/disable.
+#[utoipa::path(
+    put,
+    path = "/api/services/{name}/priority",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's configured name")),
+    request_body(content = PriorityBody, example = json!({"priority": 5})),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The service's status now", body = ServiceEntry),
+        (status = 400, description = "The body is not `{\"priority\": <integer>}`", body = ErrorBody),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn set_priority(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Json<ServiceEntry>, AppError> {
+    check_admin(&s.config, &req)?;
+    let body = axum::body::to_bytes(req.into_body(), MAX_PATCH_BYTES)
+        .await
+        .map_err(|e| AppError::BadRequest(format!("unreadable body: {e}")))?;
+    let bad = |why: String| {
+        AppError::BadRequest(format!(
+            "body must be a JSON object {{\"priority\": <integer>}}: {why}"
+        ))
+    };
+    let value: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    // serde would also read the struct from an array (`[5]`): refuse it.
+    if !value.is_object() {
+        return Err(bad("not an object".into()));
+    }
+    let PriorityBody { priority } =
+        serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    let service = s.registry.set_priority(&name, priority).await?;
+    // The guide merges programmes by priority too.
+    s.guides.lineup_changed(false).await;
+    Ok(Json(entry(&s, service)))
+}
+
+/// Tests a channel as a viewer would play it: opens it (fallback in priority order),
+/// fetches its playlist (a master's first variant followed) and the first bytes of
+/// its first segment, or a direct stream's first bytes. A failed test is still a 200,
+/// with `ok: false` and why. Not admin: playing the channel causes the same fetches.
+#[utoipa::path(
+    post,
+    path = "/api/channels/{id}/test",
+    tag = "channels",
+    params(("id" = String, Path, description = "Channel slug, number, or `SERVICE:ID`")),
+    responses(
+        (status = 200, description = "The test ran (see `ok`)", body = ChannelTest),
+        (status = 404, description = "No such channel, or none of its sources is enabled", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn test_channel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelTest>, AppError> {
+    Ok(Json(super::stream::test_channel(&s, &id).await?))
 }

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{check_admin, AppState};
-use crate::error::AppError;
-use crate::guide::Rendered;
+use crate::error::{AppError, ErrorBody};
+use crate::guide::{GuideStatus, Rendered};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -20,6 +20,26 @@ pub fn routes() -> Router<AppState> {
         .route("/epg.xml.gz", get(gz))
         .route("/api/guide/status", get(status))
         .route("/api/guide/refresh", post(refresh))
+}
+
+/// The guide's operations, for `/api/openapi.json` (`super::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(xml, gz, status, refresh),
+    components(schemas(ErrorBody, GuideSummary, GuideStatus))
+)]
+pub(crate) struct Doc;
+
+/// `summary`'s shape (documentation only: it is written with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct GuideSummary {
+    /// Channels in the served guide.
+    channels: Option<usize>,
+    /// Programmes in the served guide.
+    programmes: Option<usize>,
+    /// Per service with a guide, what its last refresh did.
+    services: BTreeMap<String, GuideStatus>,
 }
 
 /// The guide's size and every service's guide status.
@@ -37,18 +57,53 @@ fn summary(s: &AppState, guide: Option<&Rendered>) -> Value {
     })
 }
 
+/// The served guide's size and each service's guide status (renders it first if
+/// none is yet).
+#[utoipa::path(
+    get,
+    path = "/api/guide/status",
+    operation_id = "guide_status",
+    tag = "guide",
+    responses(
+        (status = 200, description = "The guide's status", body = GuideSummary),
+        (status = 500, description = "The guide could not be built", body = ErrorBody)
+    )
+)]
 async fn status(State(s): State<AppState>) -> Result<Json<Value>, AppError> {
     let guide = s.guides.current().await?;
     Ok(Json(summary(&s, Some(&guide))))
 }
 
 /// Fetches every guide now (admin); answers when done, with the new status.
+#[utoipa::path(
+    post,
+    path = "/api/guide/refresh",
+    operation_id = "guide_refresh",
+    tag = "guide",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The guide's status after the refresh", body = GuideSummary),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 500, description = "The guide could not be built", body = ErrorBody)
+    )
+)]
 async fn refresh(State(s): State<AppState>, req: Request) -> Result<Json<Value>, AppError> {
     check_admin(&s.config, &req)?;
     let guide = s.guides.refresh().await?;
     Ok(Json(summary(&s, Some(&guide))))
 }
 
+/// The merged XMLTV guide; channel ids equal the playlist's `tvg-id`s.
+#[utoipa::path(
+    get,
+    path = "/epg.xml",
+    tag = "guide",
+    responses(
+        (status = 200, description = "XMLTV", body = String, content_type = "application/xml"),
+        (status = 500, description = "The guide could not be built", body = ErrorBody)
+    )
+)]
 async fn xml(State(s): State<AppState>) -> Result<Response, AppError> {
     let guide = s.guides.current().await?;
     Ok((
@@ -58,6 +113,16 @@ async fn xml(State(s): State<AppState>) -> Result<Response, AppError> {
         .into_response())
 }
 
+/// The merged XMLTV guide, gzipped.
+#[utoipa::path(
+    get,
+    path = "/epg.xml.gz",
+    tag = "guide",
+    responses(
+        (status = 200, description = "Gzipped XMLTV", body = Vec<u8>, content_type = "application/gzip"),
+        (status = 500, description = "The guide could not be built", body = ErrorBody)
+    )
+)]
 async fn gz(State(s): State<AppState>) -> Result<Response, AppError> {
     let guide = s.guides.current().await?;
     Ok((

@@ -24,12 +24,12 @@ use axum::{Json, Router};
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::{base_url, AppState};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::model::LineupChannel;
 use crate::session;
@@ -161,21 +161,110 @@ fn valid_device_id(raw: u32) -> u32 {
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/discover.json", get(discover))
-        .route("/lineup.json", get(lineup))
-        .route("/lineup_status.json", get(lineup_status))
-        .route("/device.xml", get(device_xml))
-        .route("/capability", get(device_xml))
-        .route("/lineup.post", post(lineup_post))
+        .route("/discover.json", get(discover_main))
+        .route("/lineup.json", get(lineup_main))
+        .route("/lineup_status.json", get(lineup_status_main))
+        .route("/device.xml", get(device_xml_main))
+        .route("/capability", get(capability))
+        .route("/lineup.post", post(lineup_post_main))
         .route("/auto/{channel}", get(tune))
-        .route("/tuners/{n}/discover.json", get(discover))
-        .route("/tuners/{n}/lineup.json", get(lineup))
-        .route("/tuners/{n}/lineup_status.json", get(lineup_status))
-        .route("/tuners/{n}/device.xml", get(device_xml))
-        .route("/tuners/{n}/capability", get(device_xml))
-        .route("/tuners/{n}/lineup.post", post(lineup_post))
-        .route("/tuners/{n}/auto/{channel}", get(tune))
+        .route("/tuners/{n}/discover.json", get(tuner_discover))
+        .route("/tuners/{n}/lineup.json", get(tuner_lineup))
+        .route("/tuners/{n}/lineup_status.json", get(tuner_lineup_status))
+        .route("/tuners/{n}/device.xml", get(tuner_device_xml))
+        .route("/tuners/{n}/capability", get(tuner_capability))
+        .route("/tuners/{n}/lineup.post", post(tuner_lineup_post))
+        .route("/tuners/{n}/auto/{channel}", get(tuner_tune))
         .route("/api/tuners", get(tuners))
+}
+
+/// The tuner's operations, for `/api/openapi.json` (`super::openapi`). Every
+/// `/tuners/{n}/...` path has its own small handler so that each is documented.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        discover_main,
+        lineup_main,
+        lineup_status_main,
+        device_xml_main,
+        capability,
+        lineup_post_main,
+        tune,
+        tuner_discover,
+        tuner_lineup,
+        tuner_lineup_status,
+        tuner_device_xml,
+        tuner_capability,
+        tuner_lineup_post,
+        tuner_tune,
+        tuners
+    ),
+    components(schemas(ErrorBody, DiscoverBody, LineupEntry, LineupStatusBody, TunerInfo))
+)]
+pub(crate) struct Doc;
+
+// The JSON bodies below, as the handlers write them with `json!` (documentation only).
+
+/// `discover.json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct DiscoverBody {
+    friendly_name: String,
+    model_number: String,
+    firmware_name: String,
+    firmware_version: String,
+    #[serde(rename = "DeviceID")]
+    device_id: String,
+    device_auth: String,
+    #[serde(rename = "BaseURL")]
+    base_url: String,
+    #[serde(rename = "LineupURL")]
+    lineup_url: String,
+    tuner_count: u32,
+    manufacturer: String,
+}
+
+/// One `lineup.json` entry.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct LineupEntry {
+    guide_number: String,
+    guide_name: String,
+    #[serde(rename = "URL")]
+    url: String,
+    #[serde(rename = "HD")]
+    hd: bool,
+    favorite: bool,
+    #[serde(rename = "DRM")]
+    drm: bool,
+    video_codec: String,
+    audio_codec: String,
+}
+
+/// `lineup_status.json`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct LineupStatusBody {
+    scan_in_progress: u32,
+    scan_possible: u32,
+    source: String,
+    source_list: Vec<String>,
+}
+
+/// One virtual tuner in `/api/tuners`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TunerInfo {
+    n: u32,
+    device_id: String,
+    friendly_name: String,
+    /// Add this URL to a media server as a tuner.
+    url: String,
+    channels: u32,
+    groups: Vec<String>,
 }
 
 fn enabled(s: &AppState) -> Result<(), AppError> {
@@ -256,12 +345,13 @@ async fn device(s: &AppState, headers: &HeaderMap, n: Option<&str>) -> Result<De
     })
 }
 
+/// The device, as HDHomeRun clients discover it.
 async fn discover(
-    State(s): State<AppState>,
-    n: Option<Path<String>>,
+    s: AppState,
+    n: Option<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
+    let d = device(&s, &headers, n.as_deref()).await?;
     let base = &d.base;
     Ok(Json(json!({
         "FriendlyName": d.friendly_name,
@@ -278,12 +368,13 @@ async fn discover(
     })))
 }
 
+/// Every lineup channel with its tuner URL.
 async fn lineup(
-    State(s): State<AppState>,
-    n: Option<Path<String>>,
+    s: AppState,
+    n: Option<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
+    let d = device(&s, &headers, n.as_deref()).await?;
     let entry = |c: &LineupChannel| {
         json!({
             "GuideNumber": c.number.to_string(),
@@ -310,8 +401,107 @@ async fn lineup(
     Ok(Json(Value::Array(entries)))
 }
 
+async fn lineup_status(
+    s: AppState,
+    n: Option<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    device(&s, &headers, n.as_deref()).await?;
+    Ok(Json(json!({
+        "ScanInProgress": 0,
+        "ScanPossible": 1,
+        "Source": "Cable",
+        "SourceList": ["Cable"],
+    })))
+}
+
+/// `scan=start|abort`: the lineup is always current, so a scan finishes at once.
+async fn lineup_post(
+    s: AppState,
+    n: Option<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    device(&s, &headers, n.as_deref()).await?;
+    Ok(StatusCode::OK)
+}
+
+/// The UPnP device description.
+async fn device_xml(
+    s: AppState,
+    n: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let d = device(&s, &headers, n.as_deref()).await?;
+    let base = &d.base;
+    let name = xml_escape(&d.friendly_name);
+    let id = &d.device_id;
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<root xmlns="urn:schemas-upnp-org:device-1-0">
+  <specVersion><major>1</major><minor>0</minor></specVersion>
+  <URLBase>{base}</URLBase>
+  <device>
+    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>
+    <friendlyName>{name}</friendlyName>
+    <manufacturer>Silicondust</manufacturer>
+    <modelName>HDHR5-4US</modelName>
+    <modelNumber>HDHR5-4US</modelNumber>
+    <serialNumber>{id}</serialNumber>
+    <UDN>uuid:{id}</UDN>
+  </device>
+</root>
+"#
+    );
+    Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+/// `discover.json`: the whole tuner, as HDHomeRun clients discover it.
+#[utoipa::path(
+    get,
+    path = "/discover.json",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "The device", body = DiscoverBody),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn discover_main(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    discover(s, None, headers).await
+}
+
+/// Every lineup channel with its `/auto/v{number}` URL.
+#[utoipa::path(
+    get,
+    path = "/lineup.json",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "The channels", body = Vec<LineupEntry>),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn lineup_main(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    lineup(s, None, headers).await
+}
+
 /// `GET /api/tuners`: the virtual tuners now (none when `max_channels = 0`), to tell
 /// which URLs to add to a media server.
+#[utoipa::path(
+    get,
+    path = "/api/tuners",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "The virtual tuners (none when max_channels = 0)", body = Vec<TunerInfo>),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
 async fn tuners(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, AppError> {
     enabled(&s)?;
     if s.config.hdhomerun.max_channels == 0 {
@@ -347,57 +537,190 @@ async fn tuners(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Va
     Ok(Json(Value::Array(list)))
 }
 
-async fn lineup_status(
+/// The channel scan status.
+#[utoipa::path(
+    get,
+    path = "/lineup_status.json",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "Never scanning", body = LineupStatusBody),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn lineup_status_main(
     State(s): State<AppState>,
-    n: Option<Path<String>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    device(&s, &headers, n.as_deref().map(String::as_str)).await?;
-    Ok(Json(json!({
-        "ScanInProgress": 0,
-        "ScanPossible": 1,
-        "Source": "Cable",
-        "SourceList": ["Cable"],
-    })))
+    lineup_status(s, None, headers).await
 }
 
 /// `scan=start|abort`: the lineup is always current, so a scan finishes at once.
-async fn lineup_post(
+#[utoipa::path(
+    post,
+    path = "/lineup.post",
+    tag = "hdhomerun",
+    params(("scan" = Option<String>, Query, description = "`start` or `abort`")),
+    responses(
+        (status = 200, description = "The scan is done (the lineup is always current)"),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn lineup_post_main(
     State(s): State<AppState>,
-    n: Option<Path<String>>,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    device(&s, &headers, n.as_deref().map(String::as_str)).await?;
-    Ok(StatusCode::OK)
+    lineup_post(s, None, headers).await
 }
 
-async fn device_xml(
+/// The UPnP device description.
+#[utoipa::path(
+    get,
+    path = "/device.xml",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "UPnP device description", body = String, content_type = "application/xml"),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn device_xml_main(
     State(s): State<AppState>,
-    n: Option<Path<String>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let d = device(&s, &headers, n.as_deref().map(String::as_str)).await?;
-    let base = &d.base;
-    let name = xml_escape(&d.friendly_name);
-    let id = &d.device_id;
-    let xml = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<root xmlns="urn:schemas-upnp-org:device-1-0">
-  <specVersion><major>1</major><minor>0</minor></specVersion>
-  <URLBase>{base}</URLBase>
-  <device>
-    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>
-    <friendlyName>{name}</friendlyName>
-    <manufacturer>Silicondust</manufacturer>
-    <modelName>HDHR5-4US</modelName>
-    <modelNumber>HDHR5-4US</modelNumber>
-    <serialNumber>{id}</serialNumber>
-    <UDN>uuid:{id}</UDN>
-  </device>
-</root>
-"#
-    );
-    Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+    device_xml(s, None, headers).await
+}
+
+/// `/capability`: the UPnP device description, as some clients ask for it.
+#[utoipa::path(
+    get,
+    path = "/capability",
+    tag = "hdhomerun",
+    responses(
+        (status = 200, description = "UPnP device description", body = String, content_type = "application/xml"),
+        (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
+    )
+)]
+async fn capability(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    device_xml(s, None, headers).await
+}
+
+/// Virtual tuner n, as HDHomeRun clients discover it.
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/discover.json",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1")),
+    responses(
+        (status = 200, description = "The virtual tuner as a device", body = DiscoverBody),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_discover(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    discover(s, Some(n), headers).await
+}
+
+/// Virtual tuner n's channels with their tuner URLs.
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/lineup.json",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1")),
+    responses(
+        (status = 200, description = "The virtual tuner's channels", body = Vec<LineupEntry>),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_lineup(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    lineup(s, Some(n), headers).await
+}
+
+/// Virtual tuner n's channel scan status.
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/lineup_status.json",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1")),
+    responses(
+        (status = 200, description = "Never scanning", body = LineupStatusBody),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_lineup_status(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    lineup_status(s, Some(n), headers).await
+}
+
+/// Virtual tuner n's UPnP device description.
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/device.xml",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1")),
+    responses(
+        (status = 200, description = "UPnP device description", body = String, content_type = "application/xml"),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_device_xml(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    device_xml(s, Some(n), headers).await
+}
+
+/// Virtual tuner n's UPnP device description (`/capability`).
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/capability",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1")),
+    responses(
+        (status = 200, description = "UPnP device description", body = String, content_type = "application/xml"),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_capability(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    device_xml(s, Some(n), headers).await
+}
+
+/// Starts or aborts a channel scan on virtual tuner n.
+#[utoipa::path(
+    post,
+    path = "/tuners/{n}/lineup.post",
+    tag = "hdhomerun",
+    params(("n" = u32, Path, description = "Virtual tuner number, from 1"), ("scan" = Option<String>, Query, description = "`start` or `abort`")),
+    responses(
+        (status = 200, description = "The scan is done (the lineup is always current)"),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn tuner_lineup_post(
+    State(s): State<AppState>,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    lineup_post(s, Some(n), headers).await
 }
 
 fn xml_escape(s: &str) -> String {
@@ -407,19 +730,62 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `auto/v{number}`'s path: the channel, and the virtual tuner asked.
-#[derive(Deserialize)]
-struct TunePath {
-    n: Option<String>,
-    channel: String,
-}
-
-/// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners. Under a
-/// virtual tuner any channel plays (numbers are unique; a channel may just have
-/// moved to another virtual tuner), but the tuner must exist.
+/// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners.
+#[utoipa::path(
+    get,
+    path = "/auto/{channel}",
+    tag = "hdhomerun",
+    params(("channel" = String, Path, description = "`v{number}`, e.g. `v101`")),
+    responses(
+        (status = 200, description = "Continuous MPEG-TS", body = Vec<u8>, content_type = "video/mp2t"),
+        (status = 404, description = "HDHomeRun emulation is off, or no such channel number", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 502, description = "Every source of the channel failed", body = ErrorBody),
+        (status = 503, description = "Every tuner is in use", body = ErrorBody),
+        (status = 504, description = "Every source of the channel timed out", body = ErrorBody)
+    )
+)]
 async fn tune(
     State(s): State<AppState>,
-    Path(TunePath { n, channel }): Path<TunePath>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    tune_on(s, None, channel, headers).await
+}
+
+/// `/tuners/{n}/auto/v{number}`: the same, on virtual tuner n. Under a virtual tuner
+/// any channel plays (numbers are unique; a channel may just have moved to another
+/// virtual tuner), but the tuner must exist.
+#[utoipa::path(
+    get,
+    path = "/tuners/{n}/auto/{channel}",
+    tag = "hdhomerun",
+    params(
+        ("n" = u32, Path, description = "Virtual tuner number, from 1"),
+        ("channel" = String, Path, description = "`v{number}`, e.g. `v101`")
+    ),
+    responses(
+        (status = 200, description = "Continuous MPEG-TS", body = Vec<u8>, content_type = "video/mp2t"),
+        (status = 404, description = "HDHomeRun emulation or virtual tuners are off, no such virtual tuner, or no such channel number", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 502, description = "Every source of the channel failed", body = ErrorBody),
+        (status = 503, description = "Every tuner is in use", body = ErrorBody),
+        (status = 504, description = "Every source of the channel timed out", body = ErrorBody)
+    )
+)]
+async fn tuner_tune(
+    State(s): State<AppState>,
+    Path((n, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    tune_on(s, Some(n), channel, headers).await
+}
+
+/// Channel `channel` (`v{number}`) on the whole tuner or virtual tuner `n`.
+async fn tune_on(
+    s: AppState,
+    n: Option<String>,
+    channel: String,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     device(&s, &headers, n.as_deref()).await?;

@@ -15,10 +15,13 @@ use crate::proxy::Signer;
 use crate::services::registry::Registry;
 
 mod api;
+mod dashboard;
 mod guide;
 pub mod hdhr;
 mod metrics;
+mod openapi;
 mod playlist;
+pub(crate) mod reload;
 mod stream;
 
 /// Everything a handler needs. Cheap to clone.
@@ -37,11 +40,14 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(dashboard::routes())
         .merge(stream::routes())
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())
         .merge(metrics::routes())
+        .merge(openapi::routes())
+        .merge(reload::routes())
         .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn(metrics::count))
         // Outermost: oversized requests are refused before routing and counting.

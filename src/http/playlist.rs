@@ -9,17 +9,23 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::{base_url, AppState};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::m3u::{self, OutEntry};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/playlist.m3u", get(playlist))
-        .route("/playlist.m3u8", get(playlist))
+        .route("/playlist.m3u8", get(playlist_m3u8))
 }
 
-#[derive(Deserialize, Default)]
+/// The playlist's operations, for `/api/openapi.json` (`super::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(playlist, playlist_m3u8), components(schemas(ErrorBody)))]
+pub(crate) struct Doc;
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
     /// Only channels of this group (case-insensitive).
     pub group: Option<String>,
@@ -27,6 +33,18 @@ pub struct Filter {
     pub service: Option<String>,
 }
 
+/// The merged lineup as M3U Plus, each entry pointing at the channel's stream URL.
+#[utoipa::path(
+    get,
+    path = "/playlist.m3u",
+    tag = "playlist",
+    params(Filter),
+    responses(
+        (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
+        (status = 404, description = "`service` names no configured service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
 async fn playlist(
     State(s): State<AppState>,
     Query(f): Query<Filter>,
@@ -44,6 +62,26 @@ async fn playlist(
         body,
     )
         .into_response())
+}
+
+/// `/playlist.m3u` under the name some players insist on.
+#[utoipa::path(
+    get,
+    path = "/playlist.m3u8",
+    tag = "playlist",
+    params(Filter),
+    responses(
+        (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
+        (status = 404, description = "`service` names no configured service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn playlist_m3u8(
+    s: State<AppState>,
+    f: Query<Filter>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    playlist(s, f, headers).await
 }
 
 /// The M3U Plus text of `lineup` for clients reaching us at `base`.

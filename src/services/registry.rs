@@ -65,6 +65,8 @@ struct Stats {
     /// Success rate, latency EWMA, consecutive failures and the circuit breaker.
     health: Health,
     channel_count: usize,
+    /// The last hour of outcomes per minute, for the dashboard's chart.
+    history: crate::history::History,
 }
 
 impl Stats {
@@ -77,6 +79,7 @@ impl Stats {
             failures: 0,
             health: Health::new(policy),
             channel_count: 0,
+            history: crate::history::History::new(),
         }
     }
 }
@@ -174,6 +177,11 @@ impl Registry {
         }
     }
 
+    /// The runtime store, for a config reload to build the next registry on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn entry(&self, name: &str) -> Option<&Arc<Entry>> {
         self.entries.iter().find(|e| e.cfg.name == name)
     }
@@ -216,6 +224,16 @@ impl Registry {
     /// Status of every configured service, in config order.
     pub fn status(&self) -> Vec<ServiceStatus> {
         self.entries.iter().map(|e| self.status_of(e)).collect()
+    }
+
+    /// The last hour of service `name`'s upstream calls, per minute (`None`: no such service).
+    pub fn history(&self, name: &str) -> Option<crate::history::Snapshot> {
+        let e = self.entry(name)?;
+        let s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        Some(s.history.snapshot(SystemTime::now()))
     }
 
     fn status_of(&self, e: &Entry) -> ServiceStatus {
@@ -263,6 +281,18 @@ impl Registry {
         Ok(self.status_of(e))
     }
 
+    /// Sets a service's priority (lower is tried first), persisting it; the lineup's
+    /// source order follows at once.
+    pub async fn set_priority(&self, name: &str, priority: i64) -> Result<ServiceStatus, AppError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| AppError::NotFound(format!("unknown service `{name}`")))?;
+        self.store.set_priority(name, priority).await?;
+        *self.lineup.lock().await = None;
+        tracing::info!(service = name, priority, "service priority set");
+        Ok(self.status_of(e))
+    }
+
     fn record<T>(&self, e: &Entry, started: Instant, result: &Result<T, UpstreamError>) {
         let now = Instant::now();
         let latency = now.saturating_duration_since(started);
@@ -274,6 +304,7 @@ impl Registry {
         s.latency_ms = Some(latency.as_millis() as u64);
         let before = s.health.state(now);
         s.health.record(now, result.is_ok(), latency);
+        s.history.record(SystemTime::now(), result.is_ok(), latency);
         crate::metrics::get().upstream(&e.cfg.name, result, latency);
         match result {
             Ok(_) => {

@@ -1,0 +1,100 @@
+//! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
+//! `#[utoipa::path]` annotations on the handlers. Each area's file documents its own
+//! routes in a `Doc` (`#[derive(utoipa::OpenApi)]`); this file only merges them, adds
+//! the `admin` bearer scheme, and serves the result, built once.
+//!
+//! A route added without an annotation is caught by `tests/openapi.rs`, which reads
+//! every `.route(...)` in `src/http/` and looks for it in the document.
+
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi as _;
+
+use super::{api, dashboard, guide, hdhr, metrics, playlist, reload, stream, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(document))
+}
+
+/// The top of the document: info, tags and this file's own operation.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "freesky",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "IPTV bridge: merges many upstream streaming services into one M3U/HLS \
+            source, an XMLTV guide and an emulated HDHomeRun tuner. Every error answers \
+            `ErrorBody` (`{\"error\": ..., \"detail\": ...}`). Admin operations (security \
+            `admin`) need `Authorization: Bearer <server.admin_token>` when a token is set, \
+            else must come from loopback."
+    ),
+    paths(document),
+    tags(
+        (name = "meta", description = "Health, metrics and this document"),
+        (name = "dashboard", description = "The web dashboard"),
+        (name = "services", description = "Upstream services: status, switches, priority"),
+        (name = "channels", description = "The lineup's channels: listing, search, mapping, tests"),
+        (name = "streams", description = "Playing channels: HLS playlists, MPEG-TS, proxied links"),
+        (name = "playlist", description = "The merged M3U playlist"),
+        (name = "guide", description = "The merged XMLTV guide"),
+        (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
+        (name = "config", description = "The configuration file")
+    )
+)]
+struct Top;
+
+/// The merged document, serialized once.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    build()
+        .to_json()
+        .expect("an OpenAPI document always serializes")
+});
+
+/// Every area's operations merged under `Top`, with the `admin` security scheme that
+/// admin operations name.
+pub(crate) fn build() -> utoipa::openapi::OpenApi {
+    let mut doc = Top::openapi();
+    doc.merge(api::Doc::openapi());
+    doc.merge(stream::Doc::openapi());
+    doc.merge(playlist::Doc::openapi());
+    doc.merge(hdhr::Doc::openapi());
+    doc.merge(guide::Doc::openapi());
+    doc.merge(metrics::Doc::openapi());
+    doc.merge(dashboard::Doc::openapi());
+    doc.merge(reload::Doc::openapi());
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`server.admin_token`; when none is set, admin calls are \
+                         accepted from loopback only",
+                    ))
+                    .build(),
+            ),
+        );
+    doc
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object, content_type = "application/json"))
+)]
+async fn document() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
+}

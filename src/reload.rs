@@ -1,0 +1,348 @@
+//! The running server's lifecycle: live config reload and the connections it serves.
+//!
+//! `Reloader` owns the current `AppState` and the `Router` built on it. Every client
+//! connection is served by a `Conn`, which for each request clones the *current*
+//! Router: a reload builds a new state from the re-read config file (carrying over
+//! what must outlive it: the store, the proxy key, the `.ts` sessions, the HLS
+//! failovers, and the media cache and tuner when their settings did not change),
+//! starts its background tasks, swaps the Router and stops the old tasks. Requests in
+//! flight (a `.ts` body, a segment) keep the old state for as long as they run, so no
+//! viewer sees a gap. An invalid file changes nothing.
+//!
+//! Settings bound at start (the listen address, the state directory, the connection
+//! cap, LAN discovery) are kept as they are and named in `restart_required`.
+//!
+//! `Conn` also counts open connections and, once the shutdown grace is over (`stop`),
+//! ends every response body still streaming so its connection closes cleanly.
+//! This module must not know any route: it only swaps whole Routers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use axum::Router;
+use futures::StreamExt as _;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service as TowerService;
+
+use crate::config::{Config, ConfigError};
+use crate::http::AppState;
+use crate::services::registry::Monitors;
+
+/// The current state and Router, swapped whole by `reload`.
+pub struct Reloader {
+    /// The current state and its background tasks; held while a reload builds the
+    /// next one, so reloads run one at a time.
+    live: Mutex<Live>,
+    /// What each request is served with (a clone per request: cheap, `Arc`s inside).
+    router: RwLock<Router>,
+    /// The command line's overrides of the file (`serve --bind`), applied to each
+    /// reloaded config too so they are not taken for changes.
+    overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+}
+
+struct Live {
+    state: AppState,
+    /// The current registry's health probes: replaced (so stopped) by a reload.
+    _monitors: Monitors,
+}
+
+/// What a reload applied (the JSON body of `POST /api/config/reload`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// Always `true`.
+    pub reloaded: bool,
+    /// The file read again, or `<built-in>`.
+    pub config: String,
+    /// `true` when the server runs on the built-in default config (no file): it was
+    /// applied again as it is.
+    pub builtin: bool,
+    /// The configured services now, in config order.
+    pub services: Vec<String>,
+    /// Settings whose new value differs from the running one but applies only at the
+    /// next start (the running value is kept).
+    pub restart_required: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load: every problem, file:line: field: message.
+    #[error("{0}")]
+    Config(ConfigError),
+    /// The new state could not be built (the proxy key or store could not be read).
+    #[error("{0}")]
+    Build(String),
+}
+
+impl Reloader {
+    /// Takes over `state`: starts its background tasks (the first lineup load, then
+    /// the guide refresh; the health probes). `overrides` changes each reloaded config
+    /// as the command line changed the first. Must be called inside the runtime.
+    pub fn start(
+        state: AppState,
+        overrides: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let monitors = start_background(&state);
+        Arc::new(Self {
+            overrides: Box::new(overrides),
+            router: RwLock::new(crate::http::app(state.clone())),
+            live: Mutex::new(Live {
+                state,
+                _monitors: monitors,
+            }),
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> AppState {
+        self.live
+            .lock()
+            .expect("reload lock is never poisoned: nothing panics while held")
+            .state
+            .clone()
+    }
+
+    fn router(&self) -> Router {
+        self.router
+            .read()
+            .expect("router lock is never poisoned: nothing panics while held")
+            .clone()
+    }
+
+    /// Reads the config file the current state came from again (the built-in config
+    /// when it came from none) and, if it loads, serves new requests with it at once.
+    /// Logs the outcome (each problem at error level).
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let mut live = self
+            .live
+            .lock()
+            .expect("reload lock is never poisoned: nothing panics while held");
+        let old = &live.state;
+        let builtin = old.config.source == Config::builtin().source;
+        let loaded = if builtin {
+            Ok(Config::builtin())
+        } else {
+            Config::load_file(Path::new(&old.config.source))
+        };
+        let mut config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!(problem = line, "config reload refused");
+                }
+                return Err(ReloadError::Config(e));
+            }
+        };
+        (self.overrides)(&mut config);
+        let restart_required = keep_fixed(&old.config, &mut config);
+        let state = match crate::build_state(config, old.registry.store().clone(), Some(old)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "config reload failed");
+                return Err(ReloadError::Build(format!("{e:#}")));
+            }
+        };
+        let monitors = start_background(&state);
+        *self
+            .router
+            .write()
+            .expect("router lock is never poisoned: nothing panics while held") =
+            crate::http::app(state.clone());
+        let reloaded = Reloaded {
+            reloaded: true,
+            config: state.config.source.clone(),
+            builtin,
+            services: state
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            restart_required,
+        };
+        // The old probes stop here; the old state ends with the last request holding it.
+        *live = Live {
+            state,
+            _monitors: monitors,
+        };
+        if builtin {
+            tracing::info!("config reloaded: no config file, the built-in default applied again");
+        } else {
+            tracing::info!(
+                config = %reloaded.config,
+                services = reloaded.services.len(),
+                restart_required = ?reloaded.restart_required,
+                "config reloaded"
+            );
+        }
+        if !reloaded.restart_required.is_empty() {
+            tracing::warn!(settings = ?reloaded.restart_required, "changed settings apply only after a restart");
+        }
+        Ok(reloaded)
+    }
+
+    /// The make-service `axum::serve` takes: one `Conn` per accepted connection.
+    pub fn connections(self: &Arc<Self>, stop: CancellationToken) -> (Connections, OpenCount) {
+        let open = OpenCount(Arc::default());
+        (
+            Connections {
+                reloader: self.clone(),
+                stop,
+                open: open.clone(),
+            },
+            open,
+        )
+    }
+}
+
+/// The lineup loaded once in the background (so the first client does not wait for
+/// every upstream), then the guides on their schedule; and the health probes.
+fn start_background(state: &AppState) -> Monitors {
+    let registry = state.registry.clone();
+    let guides = state.guides.clone();
+    tokio::spawn(async move {
+        if let Err(e) = registry.lineup().await {
+            tracing::warn!(error = %e, "initial lineup load failed");
+        }
+        // The refresh task holds the guides weakly: it ends once a reload dropped them.
+        guides.spawn_refresh();
+    });
+    state.registry.spawn_monitors(state.config.health.interval)
+}
+
+/// Keeps in `new` the running value of every setting bound at start; returns the
+/// names of those the new file changed.
+fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut keep = |name: &str, differs: bool| {
+        if differs {
+            changed.push(name.to_string());
+        }
+    };
+    let (o, n) = (&old.server, &mut new.server);
+    keep("server.bind", o.bind != n.bind);
+    keep("server.state_dir", o.state_dir != n.state_dir);
+    keep(
+        "server.max_connections",
+        o.max_connections != n.max_connections,
+    );
+    n.bind.clone_from(&o.bind);
+    n.state_dir.clone_from(&o.state_dir);
+    n.max_connections = o.max_connections;
+    // LAN discovery binds its sockets and builds its advert once, at start.
+    let (o, n) = (&old.hdhomerun, &mut new.hdhomerun);
+    keep("hdhomerun.discovery", o.discovery != n.discovery);
+    keep(
+        "hdhomerun.discovery_port",
+        o.discovery_port != n.discovery_port,
+    );
+    keep("hdhomerun.ssdp_port", o.ssdp_port != n.ssdp_port);
+    n.discovery = o.discovery;
+    n.discovery_port = o.discovery_port;
+    n.ssdp_port = o.ssdp_port;
+    changed
+}
+
+/// How many client connections are open.
+#[derive(Clone)]
+pub struct OpenCount(Arc<AtomicUsize>);
+
+impl OpenCount {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one connection while any clone of its `Conn` lives.
+struct Open(OpenCount);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Makes one `Conn` per accepted connection.
+pub struct Connections {
+    reloader: Arc<Reloader>,
+    /// Cancelled when the shutdown grace is over.
+    stop: CancellationToken,
+    open: OpenCount,
+}
+
+impl<L> TowerService<axum::serve::IncomingStream<'_, L>> for Connections
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    type Response = Conn;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Conn, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: axum::serve::IncomingStream<'_, L>) -> Self::Future {
+        self.open.0.fetch_add(1, Ordering::Relaxed);
+        std::future::ready(Ok(Conn {
+            reloader: self.reloader.clone(),
+            remote: *stream.remote_addr(),
+            stop: self.stop.clone(),
+            _open: Arc::new(Open(self.open.clone())),
+        }))
+    }
+}
+
+/// Serves one connection's requests, each with the Router current when it arrives.
+#[derive(Clone)]
+pub struct Conn {
+    reloader: Arc<Reloader>,
+    /// Given to handlers as `ConnectInfo<SocketAddr>` (the admin check reads it).
+    remote: SocketAddr,
+    stop: CancellationToken,
+    _open: Arc<Open>,
+}
+
+impl TowerService<Request> for Conn {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.remote));
+        // For `POST /api/config/reload`.
+        req.extensions_mut().insert(self.reloader.clone());
+        let mut router = self.reloader.router();
+        let stop = self.stop.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| TowerService::<Request>::poll_ready(&mut router, cx)).await?;
+            let response = TowerService::call(&mut router, req).await?;
+            Ok(end_on_stop(response, stop))
+        })
+    }
+}
+
+/// A body of unknown length (a `.ts` stream, a proxied segment) ends when `stop` is
+/// cancelled: the client sees a clean end of the chunked body, and the connection,
+/// already told to close, closes. Bodies of known length are left alone.
+fn end_on_stop(response: Response, stop: CancellationToken) -> Response {
+    if response.body().size_hint().exact().is_some() {
+        return response;
+    }
+    response
+        .map(|body| Body::from_stream(body.into_data_stream().take_until(stop.cancelled_owned())))
+}
