@@ -226,6 +226,11 @@ pub fn render(state: &AppState) -> String {
         }
     }
     sessions.set(i64::try_from(state.sessions.active()).unwrap_or(i64::MAX));
+    let hls: Family<Labels, Gauge> = Family::default();
+    for (channel, n) in state.sessions.hls.counts() {
+        hls.get_or_create(&labels(&[("channel", &channel)]))
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     now.register(
         "freesky_circuit_state",
         "Circuit breaker of each service: 0 closed, 1 half-open, 2 open",
@@ -235,6 +240,11 @@ pub fn render(state: &AppState) -> String {
         "freesky_guide_last_refresh_success",
         "1 when the last guide refresh of the service succeeded, 0 when it failed",
         guide_ok,
+    );
+    now.register(
+        "freesky_hls_viewers",
+        "HLS players (client addresses) that fetched a playlist of the channel in the last 30 s",
+        hls,
     );
     now.register(
         "freesky_ts_sessions",

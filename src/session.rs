@@ -22,6 +22,7 @@
 //!   upstream request is made.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,10 +62,50 @@ struct Session {
     ready: watch::Receiver<Ready>,
 }
 
-/// The running sessions, by channel (and service filter).
+/// The running sessions, by channel (and service filter), and the HLS players seen
+/// lately (`HlsViewers`): together, who is watching what.
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
+    pub hls: HlsViewers,
+}
+
+/// How long an HLS player counts as watching after its last playlist fetch. Players
+/// reload a live media playlist about every target duration (2 to 10 s).
+const HLS_IDLE: Duration = Duration::from_secs(30);
+
+/// HLS players watching, by channel. An HLS viewer holds no connection: one counts
+/// (once per client address) while it keeps fetching the channel's playlists, and
+/// for `HLS_IDLE` after.
+pub struct HlsViewers(moka::sync::Cache<(String, IpAddr), ()>);
+
+impl Default for HlsViewers {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(HLS_IDLE)
+                .build(),
+        )
+    }
+}
+
+impl HlsViewers {
+    /// Client `from` fetched a playlist of channel `channel` (a lineup id or number).
+    pub fn seen(&self, channel: &str, from: IpAddr) {
+        if !channel.is_empty() {
+            self.0.insert((channel.to_string(), from), ());
+        }
+    }
+
+    /// Players watching each channel, by the channel as the link names it.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (key, ()) in self.0.iter() {
+            *out.entry(key.0.clone()).or_default() += 1;
+        }
+        out
+    }
 }
 
 impl Sessions {
@@ -117,12 +158,12 @@ impl Sessions {
         }
     }
 
-    /// Viewers reading each running session, by the channel as it was asked for (a
-    /// lineup id, or a number for `/auto/v{n}`); sessions of one channel pinned to
-    /// different services add up.
+    /// Viewers of each channel, by the channel as it was asked for (a lineup id, or a
+    /// number for `/auto/v{n}`): those reading a running `.ts` session (sessions of one
+    /// channel pinned to different services add up), plus the HLS players seen lately.
     pub fn viewers(&self) -> HashMap<String, usize> {
+        let mut out = self.hls.counts();
         let map = self.map.lock().expect("sessions lock is never poisoned");
-        let mut out = HashMap::new();
         for (key, session) in map.iter() {
             let id = key.split_once('\n').map_or(key.as_str(), |(id, _)| id);
             *out.entry(id.to_string()).or_default() += session.tx.receiver_count();

@@ -393,6 +393,36 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
 }
 
 #[tokio::test]
+async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
+    let (app, _up) = setup().await;
+    let id = app.channel_named("News One").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let viewers_of = |html: &str| {
+        rows(html, "data-channel")
+            .into_iter()
+            .find(|(cid, _)| *cid == id)
+            .map(|(_, r)| text(r, "viewers"))
+            .unwrap()
+    };
+    assert_eq!(viewers_of(&page(&app, "/").await), "0");
+
+    // A player loads the channel's playlist, and reloads it: one client address,
+    // one viewer.
+    for _ in 0..2 {
+        let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(viewers_of(&page(&app, "/").await), "1");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("freesky_hls_viewers{{channel=\"{id}\"}} 1")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_failing_lineup_still_renders_the_page_with_the_error() {
     // The only service's list is unreachable: no channels, the service row says why.
     let up = FakeUpstream::bind().await.status("/list.m3u", 500).start();

@@ -5,15 +5,16 @@
 //! stream's headers.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use url::Url;
 
 use super::{base_url, AppState};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::cache::{self, Document};
@@ -79,6 +80,7 @@ async fn channel_stream(
     State(s): State<AppState>,
     Path(file): Path<String>,
     Query(q): Query<StreamQuery>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if let Some(id) = file.strip_suffix(".ts") {
@@ -106,6 +108,9 @@ async fn channel_stream(
         Document::Playlist { url, body } => {
             // Links carry the channel (for failover) unless the client pinned a service.
             let channel = if q.service.is_some() { "" } else { id };
+            if let Some(Extension(ConnectInfo(peer))) = client {
+                s.sessions.hls.seen(id, peer.ip());
+            }
             playlist_response(
                 &s.signer,
                 &base,
@@ -223,6 +228,7 @@ async fn malformed_link_2() -> AppError {
 async fn proxy(
     State(s): State<AppState>,
     Path((context, item, _name)): Path<(String, String, String)>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let target = s
@@ -242,6 +248,9 @@ async fn proxy(
     let url =
         Url::parse(&target.url).map_err(|_| AppError::Forbidden("malformed proxy token".into()))?;
     if target.kind == Kind::Playlist {
+        if let Some(Extension(ConnectInfo(peer))) = client {
+            s.sessions.hls.seen(&target.channel, peer.ip());
+        }
         let base = base_url(&s.config, &req_headers);
         return media_playlist(&s, &target, service, &url, &base).await;
     }
