@@ -64,8 +64,8 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
 
 /// The state of `config` on `store`. With `prev` (a config reload), the parts that
 /// must outlive a reload are carried over: the `.ts` sessions and HLS failovers (so
-/// viewers continue), the proxy key (so issued links stay valid), and the media cache
-/// and tuner slots when their settings are unchanged.
+/// viewers continue), the proxy key (so issued links stay valid), each service's
+/// chart history, and the media cache and tuner slots when their settings are unchanged.
 pub(crate) fn build_state(
     config: config::Config,
     store: store::Store,
@@ -90,6 +90,9 @@ pub(crate) fn build_state(
     };
     let http = upstream::Http::new(config.server.max_body_bytes);
     let registry = Arc::new(services::registry::Registry::new(&config, store, http));
+    if let Some(p) = prev {
+        registry.keep_history_of(&p.registry);
+    }
     let guides = guide::Guides::new(registry.clone(), config.guide.clone());
     Ok(AppState {
         config: Arc::new(config),

@@ -243,6 +243,27 @@ async fn reload(fs: &Freesky, token: Option<&str>) -> (u16, Value) {
     (status.as_u16(), body)
 }
 
+/// The `ok` count of service `name`'s chart on the dashboard ("last hour: N ok, ...").
+async fn chart_ok(fs: &Freesky, name: &str) -> u64 {
+    let html = client()
+        .get(format!("{}/", fs.base))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .unwrap();
+    let row = &html[html
+        .find(&format!("data-service=\"{name}\""))
+        .unwrap_or_else(|| panic!("no row of {name} in {html}"))..];
+    let label = &row[row.find("aria-label=\"last hour: ").expect("a chart label")..];
+    label["aria-label=\"last hour: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `/api/services/status` as (name, description) pairs.
 async fn services(fs: &Freesky) -> Vec<(String, String)> {
     let (status, body) = get_json(format!("{}/api/services/status", fs.base)).await;
@@ -371,6 +392,9 @@ async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
         .find(|u| u.contains("/proxy/"))
         .unwrap_or_else(|| panic!("no proxied link in {media}"));
 
+    let charted = chart_ok(&fs, "Origin").await;
+    assert!(charted > 0, "the dashboard charted no call of Origin");
+
     fs.write_config(&config_text(
         dir.path(),
         "",
@@ -407,6 +431,8 @@ async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
     let resp = client().get(&segment_link).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{segment_link}");
     assert_eq!(resp.bytes().await.unwrap().len(), SEGMENT_BYTES);
+    // Origin's chart of the last hour carried over.
+    assert!(chart_ok(&fs, "Origin").await >= charted);
     // The new service's channel is served.
     let second = channel_id(&fs, "Second Live").await;
     let resp = client()

@@ -227,6 +227,27 @@ impl Registry {
     }
 
     /// The last hour of service `name`'s upstream calls, per minute (`None`: no such service).
+    /// After a config reload: each service keeps the last hour of outcomes `prev`
+    /// recorded under its name (the dashboard's chart goes on). Its health starts
+    /// afresh: the circuit closes, so a fixed config is tried at once.
+    pub fn keep_history_of(&self, prev: &Registry) {
+        for e in &self.entries {
+            let Some(old) = prev.entry(&e.cfg.name) else {
+                continue;
+            };
+            let history = old
+                .stats
+                .lock()
+                .expect("stats lock is never poisoned: no panics while held")
+                .history
+                .clone();
+            e.stats
+                .lock()
+                .expect("stats lock is never poisoned: no panics while held")
+                .history = history;
+        }
+    }
+
     pub fn history(&self, name: &str) -> Option<crate::history::Snapshot> {
         let e = self.entry(name)?;
         let s = e
