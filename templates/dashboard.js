@@ -44,7 +44,26 @@
     $(".state", row).textContent = status.enabled ? "enabled" : "disabled";
     $(".toggle", row).textContent = status.enabled ? "disable" : "enable";
     $(".priority-input", row).value = status.priority;
-    if (status.circuit) $(".circuit", row).textContent = status.circuit;
+    if (status.circuit) {
+      const circuit = $(".circuit", row);
+      circuit.textContent = status.circuit;
+      circuit.className = "circuit circuit-" + status.circuit;
+    }
+    if ("latency_ms" in status) {
+      const ms = status.latency_ewma_ms ?? status.latency_ms;
+      $(".latency", row).textContent = ms == null ? "–" : Math.round(ms) + " ms";
+    }
+    if ("last_error" in status) $(".last-error", row).textContent = status.last_error || "";
+    if ("channel_count" in status) $(".channels", row).textContent = String(status.channel_count);
+  }
+  // Every service row from /api/services/status (after a channel test moved them).
+  async function refreshServices() {
+    let all;
+    try { all = await api("GET", "/api/services/status"); } catch (_) { return; }
+    for (const status of all || []) {
+      const row = $$("#services tr[data-service]").find((r) => r.dataset.service === status.name);
+      if (row) showService(row, status);
+    }
   }
   for (const row of $$("#services tr[data-service]")) {
     const name = row.dataset.service;
@@ -145,6 +164,7 @@
       } finally {
         button.disabled = false;
       }
+      refreshServices();
     });
   }
 })();

@@ -861,6 +861,14 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
         class.split_whitespace().any(|c| c == "failed") && text.starts_with("failed: "),
         "the test of Zeta Offline (its playlist answers 404): class {class:?}, text {text:?}"
     );
+    // The service rows follow without a reload: Origin's last error is that 404.
+    wait_for!("Origin's .last-error to show the failed test", {
+        let shown = text_of(c, &format!("{origin_row} .last-error")).await;
+        match shown {
+            Some(t) if t.contains("404") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 
     // g. screenshots: desktop, then phone width without horizontal overflow
     // (Services, channels and both test results in view.)
