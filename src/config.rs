@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Bearer token for admin calls; empty means admin calls from loopback only.
     pub admin_token: Secret,
+    /// The admin token read from a file instead (a container secret); read at load,
+    /// into `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Runtime state (SQLite store, proxy key). Relative paths are relative to the
     /// working directory.
     pub state_dir: PathBuf,
@@ -81,6 +84,7 @@ impl Default for ServerConfig {
             bind: "0.0.0.0:8005".into(),
             public_url: None,
             admin_token: Secret::default(),
+            admin_token_file: None,
             state_dir: PathBuf::from("data"),
             link_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 16 << 20,
@@ -623,6 +627,18 @@ impl<'t> Parse<'t> {
                     "unknown section (expected server, cache, streams, health, guide, hdhomerun or services)"
                         .into(),
                 ),
+            }
+        }
+        if cfg.server.admin_token_file.is_some() {
+            // An empty `admin_token` (an unset `${VAR:-}`) does not clash with the file.
+            let inline = Some(cfg.server.admin_token.clone()).filter(|t| !t.0.is_empty());
+            let file = cfg.server.admin_token_file.clone();
+            if let Some(token) = self.secret(
+                "server",
+                ("admin_token", inline),
+                ("admin_token_file", file),
+            ) {
+                cfg.server.admin_token = token;
             }
         }
         self.validate(&cfg);
@@ -1239,6 +1255,36 @@ mod tests {
             e.iter()
                 .any(|l| l.starts_with("f.toml:4: services[0].idle_timeout")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn admin_token_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin");
+        std::fs::write(&token, "s3cret-admin\n").unwrap();
+        let text = format!(
+            "[server]\nadmin_token = \"\"\nadmin_token_file = '{}'\n",
+            token.display()
+        );
+        let c = Config::parse(&text, "f.toml", &|_| None).unwrap();
+        assert_eq!(c.server.admin_token.expose(), "s3cret-admin");
+
+        let both = format!(
+            "[server]\nadmin_token = \"inline\"\nadmin_token_file = '{}'\n",
+            token.display()
+        );
+        let e = Config::parse(&both, "f.toml", &|_| None).unwrap_err();
+        assert!(
+            e.to_string().contains("f.toml:3: server.admin_token_file: set `admin_token` or `admin_token_file`, not both"),
+            "{e}"
+        );
+        let missing = "[server]\nadmin_token_file = '/nonexistent/admin'\n";
+        let e = Config::parse(missing, "f.toml", &|_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("f.toml:2: server.admin_token_file: cannot read `/nonexistent/admin`"),
+            "{e}"
         );
     }
 
