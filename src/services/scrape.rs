@@ -540,7 +540,11 @@ impl Scrape {
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout)))
                 .map_err(|e| match e {
-                    UpstreamError::Timeout(_) => e,
+                    // Kept a timeout (health and metrics count it as one); the log names the step.
+                    UpstreamError::Timeout(_) => {
+                        tracing::warn!(step = no, of = total, url = %shown, "recipe step timed out");
+                        e
+                    }
                     UpstreamError::Status { status, .. } => fail(format!("HTTP {status}")),
                     UpstreamError::Request { reason, .. } => fail(reason),
                     UpstreamError::TooLarge { limit, .. } => {
