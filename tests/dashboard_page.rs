@@ -9,31 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE};
+use common::{
+    live_playlist, xmltv_at as at, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
 
 const EVIL: &str = "<script>alert(1)</script> TV";
-
-/// XMLTV time `hours` from now, on the hour.
-fn at(hours: i64) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let t = now - now % 3600 + hours * 3600;
-    chrono::DateTime::from_timestamp(t, 0)
-        .unwrap()
-        .format("%Y%m%d%H%M%S +0000")
-        .to_string()
-}
-
-fn live_playlist(names: &[&str]) -> String {
-    let mut s = String::from(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
-    );
-    for n in names {
-        s.push_str("#EXTINF:2.0,\n");
-        s.push_str(n);
-        s.push('\n');
-    }
-    s
-}
 
 /// An M3U service with three channels in two groups (one named with markup) and a
 /// guide for one of them, and the demo service.
@@ -338,6 +318,15 @@ async fn q_and_group_filter_the_channels_on_the_server() {
     assert_eq!(names(&page(&app, "/?q=&group=").await).len(), 4);
 }
 
+/// The `.viewers` cell of channel `id` on the page.
+fn viewers_of(html: &str, id: &str) -> String {
+    rows(html, "data-channel")
+        .into_iter()
+        .find(|(cid, _)| *cid == id)
+        .map(|(_, r)| text(r, "viewers"))
+        .unwrap_or_else(|| panic!("no row of {id}"))
+}
+
 #[tokio::test]
 async fn streaming_shows_in_the_chart_and_the_viewer_count() {
     let (app, up) = setup().await;
@@ -370,21 +359,14 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
         .expect("a chunk")
         .expect("bytes");
     assert!(!first.is_empty());
-    let viewers_of = |html: &str| {
-        rows(html, "data-channel")
-            .into_iter()
-            .find(|(cid, _)| *cid == id)
-            .map(|(_, r)| text(r, "viewers"))
-            .unwrap()
-    };
-    assert_eq!(viewers_of(&page(&app, "/").await), "1");
+    assert_eq!(viewers_of(&page(&app, "/").await, &id), "1");
     assert!(up.hits("/live/index.m3u8") >= 1);
 
     // Gone once it stops reading.
     drop(body);
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
-        if viewers_of(&page(&app, "/").await) == "0" {
+        if viewers_of(&page(&app, "/").await, &id) == "0" {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "viewer never left");
@@ -399,14 +381,7 @@ async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
         .as_str()
         .unwrap()
         .to_string();
-    let viewers_of = |html: &str| {
-        rows(html, "data-channel")
-            .into_iter()
-            .find(|(cid, _)| *cid == id)
-            .map(|(_, r)| text(r, "viewers"))
-            .unwrap()
-    };
-    assert_eq!(viewers_of(&page(&app, "/").await), "0");
+    assert_eq!(viewers_of(&page(&app, "/").await, &id), "0");
 
     // A player loads the channel's playlist, and reloads it: one client address,
     // one viewer.
@@ -414,7 +389,7 @@ async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
         let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(viewers_of(&page(&app, "/").await), "1");
+    assert_eq!(viewers_of(&page(&app, "/").await, &id), "1");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!("freesky_hls_viewers{{channel=\"{id}\"}} 1")),

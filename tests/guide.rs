@@ -11,17 +11,9 @@ use std::sync::{Arc, Mutex};
 use axum::routing::get;
 use serde_json::Value;
 
-use common::{assert_api_error, respond, tv_validate, FakeUpstream, TestApp, M3U_TYPE};
-
-/// XMLTV time `hours` from now, on the hour.
-fn at(hours: i64) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let t = now - now % 3600 + hours * 3600;
-    chrono::DateTime::from_timestamp(t, 0)
-        .unwrap()
-        .format("%Y%m%d%H%M%S +0000")
-        .to_string()
-}
+use common::{
+    assert_api_error, respond, tv_validate, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE,
+};
 
 /// An XMLTV document: `channels` as (id, display-name), `programmes` as
 /// (channel id, hours from now, title).

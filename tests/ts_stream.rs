@@ -11,20 +11,7 @@ use std::time::Duration;
 use axum::routing::get;
 use futures::StreamExt;
 
-use common::{respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE};
-
-/// A live playlist (no ENDLIST) of `names`, 2 s each.
-fn live_playlist(names: &[&str]) -> String {
-    let mut s = String::from(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
-    );
-    for n in names {
-        s.push_str("#EXTINF:2.0,\n");
-        s.push_str(n);
-        s.push('\n');
-    }
-    s
-}
+use common::{live_playlist, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE};
 
 /// Reads from a streaming response until `want` bytes have arrived.
 async fn read_at_least(

@@ -497,6 +497,29 @@ impl FakeBuilder {
     }
 }
 
+/// A live media playlist (no ENDLIST) of `names` (URIs as given), 2 s each.
+pub fn live_playlist(names: &[&str]) -> String {
+    let mut s = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
+    );
+    for n in names {
+        s.push_str("#EXTINF:2.0,\n");
+        s.push_str(n);
+        s.push('\n');
+    }
+    s
+}
+
+/// XMLTV time `hours` from now, on the hour.
+pub fn xmltv_at(hours: i64) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let t = now - now % 3600 + hours * 3600;
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y%m%d%H%M%S +0000")
+        .to_string()
+}
+
 /// A VOD media playlist of `segments` (URIs as given), 2 s each.
 pub fn media_playlist(segments: &[&str]) -> String {
     let mut out = String::from(
