@@ -21,8 +21,9 @@ use serde_json::Value;
 
 use common::{json_of, media_playlist, playlist_uris, respond, FakeUpstream, HANG_GUARD, HLS_TYPE};
 
-/// Every state-changing route of `src/http/*.rs` (the routers' `post`/`patch`), with a
-/// body that would be accepted. `/lineup.post` (HDHomeRun) is a no-op and not listed.
+/// Every state-changing route of `src/http/*.rs` (the routers' `post`/`put`/`patch`),
+/// with a body that would be accepted. `/lineup.post` (HDHomeRun) is a no-op and
+/// `/api/channels/{id}/test` only plays a channel as any viewer may: not listed.
 const ADMIN_CALLS: &[(&str, &str, &str)] = &[
     ("POST", "/api/services/Demo/disable", ""),
     ("POST", "/api/services/Demo/enable", ""),
@@ -31,7 +32,9 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
         "/api/channels/demo",
         r#"{"name":"Hijacked","number":77}"#,
     ),
+    ("PUT", "/api/services/Demo/priority", r#"{"priority":3}"#),
     ("POST", "/api/guide/refresh", ""),
+    ("POST", "/api/config/reload", ""),
 ];
 
 /// The freesky binary serving `config`, its stderr in a file; SIGKILLed on drop.
@@ -179,8 +182,9 @@ async fn assert_refused(resp: reqwest::Response, status: u16, what: &str) {
     );
 }
 
-/// What an admin call could change: Demo's enabled flag and the demo channel.
-async fn snapshot(client: &reqwest::Client, base: &str) -> (Value, Value) {
+/// What an admin call could change: Demo's enabled flag, Demo's priority and the demo
+/// channel.
+async fn snapshot(client: &reqwest::Client, base: &str) -> (Value, Value, Value) {
     let status: Value = client
         .get(format!("{base}/api/services/status"))
         .send()
@@ -202,7 +206,7 @@ async fn snapshot(client: &reqwest::Client, base: &str) -> (Value, Value) {
         .json()
         .await
         .expect("channel json");
-    (demo["enabled"].clone(), channel)
+    (demo["enabled"].clone(), demo["priority"].clone(), channel)
 }
 
 fn demo_config(dir: &Path, extra_server: &str) -> PathBuf {
@@ -257,6 +261,11 @@ async fn a_remote_client_without_token_changes_nothing() {
         )
         .await;
     }
+    assert!(
+        !app.log_text().contains("config reloaded"),
+        "a refused reload reloaded:\n{}",
+        app.log_text()
+    );
     // The disabled state is kept against a remote enable too.
     let resp = call(&local, &local_base, ADMIN_CALLS[0], None).await;
     assert_eq!(resp.status(), 200, "loopback disable");
@@ -283,7 +292,10 @@ async fn a_remote_client_without_token_changes_nothing() {
             resp.text().await.unwrap()
         );
     }
-    assert_eq!(snapshot(&local, &local_base).await.1["name"], "Hijacked");
+    let after = snapshot(&local, &local_base).await;
+    assert_eq!(after.2["name"], "Hijacked");
+    assert_eq!(after.1, 3);
+    assert!(app.log_text().contains("config reloaded"));
 }
 
 #[tokio::test]
@@ -392,6 +404,12 @@ async fn a_non_loopback_peer_is_refused_in_process() {
     let local = serve(dir.path(), SocketAddr::from(([127, 0, 0, 1], 40_000))).await;
     for &c in ADMIN_CALLS {
         let resp = call(&client, &local, c, None).await;
+        if c.1 == "/api/config/reload" {
+            // Past the admin check: only a server started with `freesky::serve` can
+            // reload (tests/lifecycle.rs and the real-connection test above do).
+            assert_refused(resp, 500, "reload from loopback, in-process").await;
+            continue;
+        }
         assert_eq!(resp.status(), 200, "{} {} from loopback", c.0, c.1);
     }
 }
