@@ -19,7 +19,8 @@ timed() {
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# (with a font: --no-install-recommends would leave Chromium's screenshots without text)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   stage "installing ${missing[*]} with apt-get"
