@@ -29,7 +29,6 @@ use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use axum::Router;
-use futures::StreamExt as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service as TowerService;
@@ -343,6 +342,41 @@ fn end_on_stop(response: Response, stop: CancellationToken) -> Response {
     if response.body().size_hint().exact().is_some() {
         return response;
     }
-    response
-        .map(|body| Body::from_stream(body.into_data_stream().take_until(stop.cancelled_owned())))
+    response.map(|inner| {
+        Body::new(EndOnStop {
+            inner,
+            stop: Box::pin(stop.cancelled_owned()),
+        })
+    })
+}
+
+/// `inner`, ended when `stop` resolves. A thin `http_body::Body` wrapper: frames pass
+/// through as they are (`into_data_stream().take_until(..)` and `Body::from_stream`
+/// re-framed every chunk of every proxied segment; BENCHMARKS.md, "Graceful stop").
+struct EndOnStop {
+    inner: Body,
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl axum::body::HttpBody for EndOnStop {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
