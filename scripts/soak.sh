@@ -16,6 +16,9 @@
 # Usage: bash scripts/soak.sh
 # Environment (defaults in brackets):
 #   VIEWERS [1000]  CHANNELS [20]  DURATION [600] seconds  SETTLE [10] seconds
+#   RELOAD_EVERY [0] seconds: >0 changes the config file (the service's description)
+#                   and POSTs /api/config/reload that often while the viewers watch;
+#                   every reload must answer 200 and no viewer may notice
 #   SKIP_BUILD [0]  1: use the already built binaries
 #   KEEP [0]        1: keep the work dir (configs, logs, samples) and print its path
 #   CARGO_TARGET_DIR is respected.
@@ -26,6 +29,7 @@ VIEWERS=${VIEWERS:-1000}
 CHANNELS=${CHANNELS:-20}
 DURATION=${DURATION:-600}
 SETTLE=${SETTLE:-10}
+RELOAD_EVERY=${RELOAD_EVERY:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 
@@ -177,6 +181,7 @@ state_dir = "$WORK/fs/state"
 [[services]]
 name = "Soak"
 kind = "m3u"
+description = "soak"
 url = "http://127.0.0.1:$ORIGIN/lists/soak.m3u"
 EOF
 RUST_LOG=${RUST_LOG:-warn} "$FREESKY" serve --config "$WORK/fs/freesky.toml" >"$WORK/fs/log" 2>&1 &
@@ -208,8 +213,27 @@ stage "$VIEWERS viewers across $CHANNELS channels for $DURATION s (RSS $(mb "$RS
 ) >"$WORK/samples.txt" 2>/dev/null &
 SAMPLER=$!
 PIDS+=("$SAMPLER")
+if ((RELOAD_EVERY > 0)); then
+  # Live reloads while the viewers watch: each a real change (the description).
+  (
+    n=0 ok=0 until=$((SECONDS + DURATION - RELOAD_EVERY))
+    while ((SECONDS < until)); do
+      sleep "$RELOAD_EVERY"
+      n=$((n + 1))
+      sed -i "s/^description = .*/description = \"soak reload $n\"/" "$WORK/fs/freesky.toml"
+      code=$(curl -s -o /dev/null -w '%{http_code}' -X POST --max-time 10 "http://127.0.0.1:$FS/api/config/reload" || true)
+      [ "$code" = 200 ] && ok=$((ok + 1))
+      echo "$n $ok" >"$WORK/reloads.txt"
+    done
+  ) &
+  RELOADER=$!
+  PIDS+=("$RELOADER")
+fi
 rc=0
 "$VIEWERS_BIN" "$URLS" "$VIEWERS" "$DURATION" >"$WORK/viewers.txt" 2>&1 || rc=$?
+if ((RELOAD_EVERY > 0)); then
+  wait "$RELOADER" || true
+fi
 sleep "$SETTLE"
 kill -0 "$FS_PID" 2>/dev/null || die "freesky died during the soak: $(tail -5 "$WORK/fs/log")"
 RSS_END=$(rss_kb)
@@ -232,9 +256,22 @@ soak: $VIEWERS viewers across $CHANNELS channels for $DURATION s (ts_viewers exi
   client errors: $client_errors (no data: $((VIEWERS - ${with_data:-0})), errors: ${errors:-?}, ended early: ${ended:-?}, misaligned: ${sync_bad:-?})
   freesky RSS: start $(mb "$RSS_START"), peak $(mb "$RSS_PEAK"), end $(mb "$RSS_END") (${SETTLE} s after the viewers left)
   freesky open fds: start $FD_START, peak $FD_PEAK, end $FD_END
+EOF
+reloads_failed=0
+if ((RELOAD_EVERY > 0)); then
+  read -r reloads reloads_ok <"$WORK/reloads.txt" || { reloads=0 reloads_ok=0; }
+  reloads_failed=$((reloads - reloads_ok))
+  ((reloads > 0)) || reloads_failed=1
+  echo "  config reloads while watching: $reloads_ok of $reloads answered 200 (one every $RELOAD_EVERY s)"
+fi
+cat <<EOF
   warnings in the freesky log: $(grep -c -i 'warn\|error' "$WORK/fs/log" || true)
 EOF
 if [ "$rc" -ne 0 ] || [ "$client_errors" -ne 0 ]; then
   echo "FAIL: client errors" >&2
+  exit 1
+fi
+if [ "$reloads_failed" -ne 0 ]; then
+  echo "FAIL: config reloads" >&2
   exit 1
 fi
