@@ -324,3 +324,70 @@ async fn racing_takes_the_fast_secondary_and_drops_the_slow_primary() {
     let f = app.service_status("Fast").await;
     assert_eq!(f["successes"].as_u64().unwrap(), fast_before + 1, "{f:#}");
 }
+
+#[tokio::test]
+async fn a_failing_service_keeps_its_last_channels_and_is_not_asked_while_open() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let up = FakeUpstream::bind().await;
+    let b = up.base();
+    let list = format!("#EXTM3U\n#EXTINF:-1,Kept Channel\n{b}/kept/index.m3u8\n");
+    let up = up
+        .route(
+            "/list.m3u",
+            get(move || {
+                let ok = flag.load(Ordering::SeqCst);
+                let list = list.clone();
+                async move {
+                    if ok {
+                        respond(200, M3U_TYPE, list)
+                    } else {
+                        respond(503, "text/plain", "down")
+                    }
+                }
+            }),
+        )
+        .start();
+    // No probes: every list request below comes from a lineup rebuild. Lists and the
+    // lineup expire after 300 ms; an open circuit stays open for an hour.
+    let config = format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[health]\ninterval = \"0s\"\nopen_after = 2\nbackoff = \"1h\"\nbackoff_max = \"1h\"\n\n{}",
+        m3u_service("Flaky", 1, &up)
+    );
+    let app = TestApp::spawn(&config).await;
+    assert!(app
+        .get_text_ok("/playlist.m3u")
+        .await
+        .contains("Kept Channel"));
+
+    // The list fails from now on: each rebuild asks again until the circuit opens,
+    // and every playlist meanwhile still lists the channel.
+    healthy.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let playlist = app.get_text_ok("/playlist.m3u").await;
+        assert!(playlist.contains("Kept Channel"), "{playlist}");
+        let status = app.service_status("Flaky").await;
+        if status["circuit"] == "open" {
+            assert!(
+                status["last_error"].as_str().unwrap().contains("503"),
+                "{status:#}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never opened: {status:#}"
+        );
+    }
+
+    // While open, rebuilds keep the last list and do not ask the upstream.
+    let asked = up.hits("/list.m3u");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let playlist = app.get_text_ok("/playlist.m3u").await;
+        assert!(playlist.contains("Kept Channel"), "{playlist}");
+    }
+    assert_eq!(up.hits("/list.m3u"), asked, "an open circuit was asked");
+}

@@ -9,7 +9,7 @@
 //! Runtime changes (enable/disable, the channel mapping) go to the store first, then
 //! take effect; the config file is never written.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -139,6 +139,9 @@ pub struct Registry {
     /// Notified each time `lineup` builds a new lineup: the guide looks then for
     /// services whose channels changed (`Guides::spawn_refresh`).
     rebuilt: Arc<tokio::sync::Notify>,
+    /// Each service's last channel list that loaded: the lineup keeps a service's
+    /// channels through an outage (its status says why) instead of dropping them.
+    last_good: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
 }
 
 impl Registry {
@@ -174,6 +177,7 @@ impl Registry {
             channels_ttl: cfg.cache.channels_ttl,
             race: cfg.streams.race.max(1),
             rebuilt: Arc::default(),
+            last_good: Mutex::default(),
         }
     }
 
@@ -362,6 +366,15 @@ impl Registry {
             .permit(Instant::now())
     }
 
+    fn is_open(&self, e: &Entry) -> bool {
+        e.stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held")
+            .health
+            .state(Instant::now())
+            == CircuitState::Open
+    }
+
     fn is_closed(&self, e: &Entry) -> bool {
         e.stats
             .lock()
@@ -475,7 +488,9 @@ impl Registry {
     }
 
     /// The merged lineup of every enabled service. A service that fails contributes
-    /// nothing (its status says why); the lineup is then retried sooner.
+    /// its last channel list that loaded, or nothing if none did (its status says
+    /// why); the lineup is then retried sooner. A service whose circuit is open is not
+    /// asked until its backoff is over.
     pub async fn lineup(&self) -> Result<Arc<Lineup>, AppError> {
         self.lineup_observed(None).await
     }
@@ -494,19 +509,42 @@ impl Registry {
             self.entries.iter().filter(|e| self.enabled(e)).collect();
         enabled.sort_by_key(|e| self.priority(e));
         let lists = futures::future::join_all(enabled.iter().map(|e| async move {
-            let list = self.channels_of(&e.cfg.name).await;
+            let name = &e.cfg.name;
+            // An open circuit (backoff not over) is not asked: the lineup would wait
+            // for a service known to fail. Its trial comes from a probe or a stream.
+            let list = match self.channels.get(name).await {
+                Some(list) => Ok(list),
+                None if self.is_open(e) => Err(UpstreamError::Invalid(
+                    "circuit open: not asked until its next trial".into(),
+                )),
+                None => self.channels_of(name).await,
+            };
             if let Some(observe) = observe {
-                observe(&e.cfg.name, Step::Channels(list.as_ref().map(|l| l.len())));
+                observe(name, Step::Channels(list.as_ref().map(|l| l.len())));
             }
             list
         }))
         .await;
         let degraded = lists.iter().any(Result::is_err);
-        let empty = Arc::new(Vec::new());
-        let lists: Vec<Arc<Vec<Channel>>> = lists
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|_| empty.clone()))
-            .collect();
+        let lists: Vec<Arc<Vec<Channel>>> = {
+            let mut last_good = self
+                .last_good
+                .lock()
+                .expect("last_good lock is never poisoned");
+            enabled
+                .iter()
+                .zip(lists)
+                .map(|(e, r)| match r {
+                    Ok(list) => {
+                        last_good.insert(e.cfg.name.clone(), list.clone());
+                        list
+                    }
+                    // Failing now: its channels as last listed (a player's channel list
+                    // does not shrink through an outage); none if it never listed.
+                    Err(_) => last_good.get(&e.cfg.name).cloned().unwrap_or_default(),
+                })
+                .collect()
+        };
         let inputs: Vec<ServiceChannels<'_>> = enabled
             .iter()
             .zip(&lists)
