@@ -2,6 +2,13 @@
 //! SiliconDust's UDP discover protocol (what Jellyfin's auto-detect and libhdhomerun
 //! broadcast to port 65001) and SSDP (what Plex listens for on 239.255.255.250:1900).
 //!
+//! Every device is advertised: the whole tuner at `{base}` and, when `[hdhomerun]
+//! max_channels` splits the lineup, each virtual tuner n at `{base}/tuners/{n}` with its
+//! own DeviceID (`http::hdhr`), one discover reply and one set of SSDP USNs each. The
+//! virtual tuners are worked out in the background from the registry's lineup and
+//! published; an answer takes what was last published and never waits for a lineup
+//! (none published yet: the whole tuner only).
+//!
 //! The packet and message functions are pure; `spawn` binds the sockets and answers.
 //! Discovery only points clients at the HTTP endpoints of `http::hdhr`; it never serves
 //! a channel, and a socket that cannot be bound is a warning, never a failed start.
@@ -18,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::http::AppState;
@@ -359,9 +367,93 @@ pub fn notify_alive(nt: &str, usn: &str, location: &str, port: u16) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
+// the devices advertised: the tuner and its virtual tuners (pure)
+
+/// One device discovery advertises: the whole tuner, or virtual tuner n.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: u32,
+    /// `device_id` as device.xml spells it, for SSDP USNs.
+    pub device_id_hex: String,
+    /// Where its HTTP endpoints are below the base URL: `""` for the whole tuner,
+    /// `/tuners/{n}` for virtual tuner n.
+    pub path: String,
+}
+
+impl Device {
+    /// The device with DeviceID `id_hex` (8 hex digits) under `path`; `None` if the id
+    /// is not 8 hex digits.
+    pub fn new(id_hex: &str, path: String) -> Option<Device> {
+        let ok = id_hex.len() == 8 && id_hex.bytes().all(|b| b.is_ascii_hexdigit());
+        Some(Device {
+            device_id: u32::from_str_radix(id_hex, 16).ok().filter(|_| ok)?,
+            device_id_hex: id_hex.to_string(),
+            path,
+        })
+    }
+}
+
+/// The virtual tuners 1..=n for their DeviceIDs in order (`Tuner::virtual_ids`), each
+/// under `/tuners/{n}` as `http::hdhr` serves it; an id that is not 8 hex digits is
+/// left out.
+pub fn virtual_devices(ids: &[String]) -> Vec<Device> {
+    ids.iter()
+        .enumerate()
+        .filter_map(|(i, id)| Device::new(id, format!("/tuners/{}", i + 1)))
+        .collect()
+}
+
+/// The replies to `req`: one per device it asks for (the wildcard: every one), in
+/// order, each pointing at `{base}{path}`.
+pub fn discover_replies(
+    req: &DiscoverRequest,
+    devices: &[Device],
+    base: &str,
+    tuner_count: u8,
+    device_auth: &str,
+) -> Vec<DiscoverReply> {
+    devices
+        .iter()
+        .filter(|d| req.matches(d.device_id))
+        .map(|d| {
+            let base_url = format!("{base}{}", d.path);
+            DiscoverReply {
+                device_type: DEVICE_TYPE_TUNER,
+                device_id: d.device_id,
+                tuner_count,
+                lineup_url: format!("{base_url}/lineup.json"),
+                base_url,
+                device_auth: device_auth.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The (ST or NT, USN, LOCATION) triples that answer search target `st`: each
+/// device's `ssdp_targets`, with LOCATION `{base}{path}/device.xml`.
+pub fn ssdp_answers(st: &str, devices: &[Device], base: &str) -> Vec<(String, String, String)> {
+    devices
+        .iter()
+        .flat_map(|d| {
+            let location = format!("{base}{}/device.xml", d.path);
+            ssdp_targets(st, &d.device_id_hex)
+                .into_iter()
+                .map(move |(st, usn)| (st, usn, location.clone()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
 // the running responders
 
-/// What every answer carries, fixed at start.
+/// How long NOTIFY waits for the virtual tuners to be worked out before advertising
+/// what is known (it is not an answer, but it must not wait on a slow upstream).
+const NOTIFY_WAIT: Duration = Duration::from_secs(5);
+/// The least time between two computations of the virtual tuners: a flood of
+/// requests costs one lineup read a second at most.
+const REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// What every answer carries: fixed at start, but for the virtual tuners.
 struct Advert {
     /// `server.public_url`, trimmed; when set, the base URL of every answer.
     public_url: Option<String>,
@@ -369,11 +461,15 @@ struct Advert {
     bind_ip: Option<IpAddr>,
     /// The port the HTTP listener actually got (`server.bind` may say 0).
     http_port: u16,
-    device_id: u32,
-    /// `device_id` as device.xml spells it, for SSDP USNs.
-    device_id_hex: String,
+    /// The whole tuner.
+    main: Device,
     device_auth: String,
     tuner_count: u8,
+    /// The virtual tuners as last worked out (`refresh_virtual`); empty until the
+    /// lineup has loaded, and while `max_channels = 0`.
+    virtual_tuners: watch::Receiver<Arc<Vec<Device>>>,
+    /// Asks `refresh_virtual` to work them out again (after the answer in hand).
+    refresh: Arc<Notify>,
 }
 
 impl Advert {
@@ -390,15 +486,17 @@ impl Advert {
         Some(format!("http://{}", SocketAddr::new(ip, self.http_port)))
     }
 
-    fn reply(&self, base: String) -> DiscoverReply {
-        DiscoverReply {
-            device_type: DEVICE_TYPE_TUNER,
-            device_id: self.device_id,
-            tuner_count: self.tuner_count,
-            lineup_url: format!("{base}/lineup.json"),
-            base_url: base,
-            device_auth: self.device_auth.clone(),
-        }
+    /// Every device to advertise now, the whole tuner first, without waiting for
+    /// anything.
+    fn devices(&self) -> Vec<Device> {
+        let mut all = vec![self.main.clone()];
+        all.extend(self.virtual_tuners.borrow().iter().cloned());
+        all
+    }
+
+    /// Asks for the virtual tuners to be worked out again, for the next answer.
+    fn kick(&self) {
+        self.refresh.notify_one();
     }
 }
 
@@ -432,12 +530,25 @@ impl Drop for Discovery {
 /// handle is dropped. `None` when discovery is off. `http` is the address the HTTP
 /// listener got. Must be called inside the tokio runtime. A socket that cannot be
 /// bound (port taken, no permission) is logged and skipped; HTTP serving goes on.
+/// The virtual tuners advertised are those of `state`; see `spawn_with`.
 pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
+    let fixed = state.clone();
+    spawn_with(state, http, move || fixed.clone())
+}
+
+/// `spawn`, with the virtual tuners worked out from the state `current` returns each
+/// time (the reloaded one, after a config reload): its `max_channels` and its
+/// lineup as cached. Sockets, ports, `public_url` and `tuner_count` stay `state`'s.
+pub fn spawn_with(
+    state: &AppState,
+    http: SocketAddr,
+    current: impl Fn() -> AppState + Send + Sync + 'static,
+) -> Option<Discovery> {
     let cfg = &state.config;
     if !cfg.hdhomerun.enabled || !cfg.hdhomerun.discovery {
         return None;
     }
-    let Ok(device_id) = u32::from_str_radix(&state.tuner.device_id, 16) else {
+    let Some(main) = Device::new(&state.tuner.device_id, String::new()) else {
         tracing::warn!(
             device_id = %state.tuner.device_id,
             "LAN discovery off: the stored tuner DeviceID is not 8 hex digits"
@@ -449,6 +560,8 @@ pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
         .bind
         .parse::<SocketAddr>()
         .map_or(http.ip(), |a| a.ip());
+    let (virtual_tx, virtual_rx) = watch::channel(Arc::new(Vec::new()));
+    let refresh = Arc::new(Notify::new());
     let advert = Arc::new(Advert {
         public_url: cfg
             .server
@@ -458,10 +571,11 @@ pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
             .map(|u| u.trim_end_matches('/').to_string()),
         bind_ip: (!bind_ip.is_unspecified()).then_some(bind_ip),
         http_port: http.port(),
-        device_id,
-        device_id_hex: state.tuner.device_id.clone(),
+        main,
         device_auth: state.tuner.device_auth.clone(),
         tuner_count: u8::try_from(cfg.hdhomerun.tuner_count).unwrap_or(u8::MAX),
+        virtual_tuners: virtual_rx,
+        refresh: refresh.clone(),
     });
     // Broadcasts and multicasts only reach sockets on the unspecified address; a
     // loopback-only server gets loopback-only discovery.
@@ -472,7 +586,7 @@ pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(refresh_virtual(current, virtual_tx, refresh))];
     let port = cfg.hdhomerun.discovery_port;
     if port != 0 {
         if let Some(sock) = bind_udp("HDHomeRun discover", SocketAddr::new(listen_ip, port)) {
@@ -501,6 +615,44 @@ pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
     Some(Discovery { tasks })
 }
 
+/// Works out the virtual tuners (as `http::hdhr` splits the lineup) at start and
+/// again whenever asked, at most once per `REFRESH_GAP`, and publishes them. Answers
+/// never wait for this: they take what was last published. The lineup is the
+/// registry's cached one; only when that is stale does reading it fetch upstream,
+/// here in the background.
+async fn refresh_virtual(
+    current: impl Fn() -> AppState,
+    tx: watch::Sender<Arc<Vec<Device>>>,
+    asked: Arc<Notify>,
+) {
+    loop {
+        let state = current();
+        let hdhr = &state.config.hdhomerun;
+        let max = hdhr.max_channels as usize;
+        let devices = if !hdhr.enabled || max == 0 {
+            Some(Vec::new())
+        } else {
+            match state.registry.lineup().await {
+                Ok(lineup) => {
+                    let count = crate::http::hdhr::pack(&lineup.channels, max).len();
+                    Some(virtual_devices(&state.tuner.virtual_ids(count)))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "discovery: no lineup; the virtual tuners stay as they were");
+                    None
+                }
+            }
+        };
+        drop(state);
+        if let Some(devices) = devices {
+            // Always sent, changed or not: NOTIFY waits for a fresh value.
+            tx.send_replace(Arc::new(devices));
+        }
+        tokio::time::sleep(REFRESH_GAP).await;
+        asked.notified().await;
+    }
+}
+
 /// A UDP socket on `addr` with SO_REUSEADDR (Plex or minissdpd on the same host hold
 /// 1900 too), or `None` after a warning.
 fn bind_udp(what: &str, addr: SocketAddr) -> Option<UdpSocket> {
@@ -521,7 +673,8 @@ fn bind_udp(what: &str, addr: SocketAddr) -> Option<UdpSocket> {
     }
 }
 
-/// Answers discover requests for our device id (or the wildcard); ignores the rest.
+/// Answers discover requests with one reply per device asked for (the wildcard: the
+/// tuner and every virtual tuner); ignores the rest.
 async fn serve_hdhr(sock: UdpSocket, advert: Arc<Advert>) {
     let mut buf = [0u8; MAX_PACKET + 64];
     loop {
@@ -540,7 +693,11 @@ async fn serve_hdhr(sock: UdpSocket, advert: Arc<Advert>) {
                 continue;
             }
         };
-        if !req.matches(advert.device_id) {
+        // Any tuner discovery, even for an id not known yet (a virtual tuner the
+        // lineup just grew), is worth a fresh look for the next one.
+        advert.kick();
+        let devices = advert.devices();
+        if !devices.iter().any(|d| req.matches(d.device_id)) {
             tracing::debug!(%peer, ?req, "HDHomeRun discover: not for this tuner");
             continue;
         }
@@ -548,17 +705,28 @@ async fn serve_hdhr(sock: UdpSocket, advert: Arc<Advert>) {
             tracing::debug!(%peer, "HDHomeRun discover: no route back to the asker");
             continue;
         };
-        let Some(frame) = advert.reply(base).encode() else {
-            tracing::warn!("HDHomeRun discover: the reply does not fit in a packet (server.public_url too long?)");
-            continue;
-        };
-        if let Err(e) = sock.send_to(&frame, peer).await {
-            tracing::debug!(%peer, error = %e, "HDHomeRun discover: reply not sent");
+        let replies = discover_replies(
+            &req,
+            &devices,
+            &base,
+            advert.tuner_count,
+            &advert.device_auth,
+        );
+        for reply in replies {
+            let Some(frame) = reply.encode() else {
+                tracing::warn!("HDHomeRun discover: the reply does not fit in a packet (server.public_url too long?)");
+                break;
+            };
+            if let Err(e) = sock.send_to(&frame, peer).await {
+                tracing::debug!(%peer, error = %e, "HDHomeRun discover: reply not sent");
+                break;
+            }
         }
     }
 }
 
-/// Answers M-SEARCH for the root device, our uuid, MediaServer:1 and `ssdp:all`.
+/// Answers M-SEARCH for the root device, each device's uuid, MediaServer:1 and
+/// `ssdp:all`, for the tuner and every virtual tuner.
 async fn serve_ssdp(sock: Arc<UdpSocket>, advert: Arc<Advert>) {
     let mut buf = [0u8; 2048];
     loop {
@@ -573,16 +741,20 @@ async fn serve_ssdp(sock: Arc<UdpSocket>, advert: Arc<Advert>) {
             // NOTIFYs of every other device on the LAN land here too.
             continue;
         };
-        let targets = ssdp_targets(st, &advert.device_id_hex);
-        if targets.is_empty() {
+        let devices = advert.devices();
+        if devices
+            .iter()
+            .all(|d| ssdp_targets(st, &d.device_id_hex).is_empty())
+        {
+            // Other devices' searches (DIAL, printers) do not refresh anything.
             continue;
         }
+        advert.kick();
         let Some(base) = advert.base_url(peer) else {
             tracing::debug!(%peer, "SSDP: no route back to the asker");
             continue;
         };
-        let location = format!("{base}/device.xml");
-        for (st, usn) in targets {
+        for (st, usn, location) in ssdp_answers(st, &devices, &base) {
             let msg = msearch_response(&st, &usn, &location);
             if let Err(e) = sock.send_to(msg.as_bytes(), peer).await {
                 tracing::debug!(%peer, error = %e, "SSDP: response not sent");
@@ -591,18 +763,41 @@ async fn serve_ssdp(sock: Arc<UdpSocket>, advert: Arc<Advert>) {
     }
 }
 
-/// NOTIFY ssdp:alive to the group at start, then every half max-age.
+/// NOTIFY ssdp:alive for every device to the group at start and every half max-age,
+/// and for all of them again as soon as the set of virtual tuners changes.
 async fn advertise_ssdp(sock: Arc<UdpSocket>, advert: Arc<Advert>, port: u16) {
     let group = SocketAddr::new(IpAddr::V4(SSDP_GROUP), port);
     let mut every = tokio::time::interval(SSDP_MAX_AGE / 2);
+    let mut changes = advert.virtual_tuners.clone();
+    let mut advertised: Option<Vec<u32>> = None;
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {
+                // A fresh look at the virtual tuners first, bounded.
+                changes.mark_unchanged();
+                advert.kick();
+                let _ = tokio::time::timeout(NOTIFY_WAIT, changes.changed()).await;
+            }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The refresher is gone: discovery is stopping.
+                    return;
+                }
+                let ids: Vec<u32> = changes.borrow_and_update().iter().map(|d| d.device_id).collect();
+                let before = advertised.as_ref().map(|a| &a[1..]);
+                if before.is_none_or(|b| b == ids.as_slice()) {
+                    continue;
+                }
+            }
+        }
         let Some(base) = advert.base_url(group) else {
             tracing::debug!("SSDP: no route to {group}; NOTIFY skipped");
             continue;
         };
-        let location = format!("{base}/device.xml");
-        for (nt, usn) in ssdp_targets("ssdp:all", &advert.device_id_hex) {
+        let mut all = vec![advert.main.clone()];
+        all.extend(changes.borrow_and_update().iter().cloned());
+        advertised = Some(all.iter().map(|d| d.device_id).collect());
+        for (nt, usn, location) in ssdp_answers("ssdp:all", &all, &base) {
             let msg = notify_alive(&nt, &usn, &location, port);
             if let Err(e) = sock.send_to(msg.as_bytes(), group).await {
                 tracing::debug!(error = %e, "SSDP: NOTIFY not sent");
@@ -781,7 +976,7 @@ mod tests {
     }
 
     #[test]
-    fn ssdp_answers() {
+    fn ssdp_targets_and_messages() {
         let id = "10103C5B";
         assert_eq!(ssdp_targets("ssdp:all", id).len(), 3);
         assert_eq!(
@@ -823,14 +1018,16 @@ mod tests {
 
     #[test]
     fn base_urls() {
+        let (_tx, virtual_tuners) = watch::channel(Arc::new(Vec::new()));
         let mut a = Advert {
             public_url: Some("https://tv.example.org".into()),
             bind_ip: None,
             http_port: 8005,
-            device_id: 1,
-            device_id_hex: "00000001".into(),
+            main: Device::new("00000001", String::new()).unwrap(),
             device_auth: String::new(),
             tuner_count: 1,
+            virtual_tuners,
+            refresh: Arc::default(),
         };
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         assert_eq!(a.base_url(peer).as_deref(), Some("https://tv.example.org"));
@@ -845,5 +1042,124 @@ mod tests {
         // Bound to 0.0.0.0: the address the asker is routed from.
         a.bind_ip = None;
         assert_eq!(a.base_url(peer).as_deref(), Some("http://127.0.0.1:8005"));
+    }
+
+    fn three_devices() -> Vec<Device> {
+        let mut all = vec![Device::new("10103C5B", String::new()).unwrap()];
+        all.extend(virtual_devices(&[
+            "2A0F33E1".to_string(),
+            "not hex!".to_string(),
+            "0B77D02C".to_string(),
+        ]));
+        all
+    }
+
+    #[test]
+    fn devices_and_their_paths() {
+        let all = three_devices();
+        let got: Vec<(u32, &str, &str)> = all
+            .iter()
+            .map(|d| (d.device_id, d.device_id_hex.as_str(), d.path.as_str()))
+            .collect();
+        // A bad id is left out; the others keep their tuner numbers.
+        assert_eq!(
+            got,
+            [
+                (0x1010_3C5B, "10103C5B", ""),
+                (0x2A0F_33E1, "2A0F33E1", "/tuners/1"),
+                (0x0B77_D02C, "0B77D02C", "/tuners/3"),
+            ]
+        );
+        assert_eq!(Device::new("+1234567", String::new()), None);
+        assert_eq!(Device::new("123456789", String::new()), None);
+        assert!(virtual_devices(&[]).is_empty());
+    }
+
+    #[test]
+    fn one_reply_per_device_asked_for() {
+        let all = three_devices();
+        let base = "http://192.168.1.20:8005";
+        let wildcard = DiscoverRequest {
+            device_types: vec![WILDCARD],
+            device_id: Some(WILDCARD),
+        };
+        let replies = discover_replies(&wildcard, &all, base, 4, "auth");
+        let got: Vec<(u32, &str, &str)> = replies
+            .iter()
+            .map(|r| (r.device_id, r.base_url.as_str(), r.lineup_url.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0x1010_3C5B, base, "http://192.168.1.20:8005/lineup.json"),
+                (
+                    0x2A0F_33E1,
+                    "http://192.168.1.20:8005/tuners/1",
+                    "http://192.168.1.20:8005/tuners/1/lineup.json"
+                ),
+                (
+                    0x0B77_D02C,
+                    "http://192.168.1.20:8005/tuners/3",
+                    "http://192.168.1.20:8005/tuners/3/lineup.json"
+                ),
+            ]
+        );
+        for r in &replies {
+            assert_eq!(
+                (r.device_type, r.tuner_count, r.device_auth.as_str()),
+                (DEVICE_TYPE_TUNER, 4, "auth")
+            );
+            assert_eq!(parse_discover_reply(&r.encode().unwrap()).unwrap(), *r);
+        }
+        // One device by id: only that one; storage only or another id: none.
+        let one = DiscoverRequest {
+            device_types: vec![DEVICE_TYPE_TUNER],
+            device_id: Some(0x0B77_D02C),
+        };
+        let replies = discover_replies(&one, &all, base, 4, "auth");
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].base_url, "http://192.168.1.20:8005/tuners/3");
+        let storage = DiscoverRequest {
+            device_types: vec![5],
+            device_id: None,
+        };
+        assert!(discover_replies(&storage, &all, base, 4, "").is_empty());
+        let other = DiscoverRequest {
+            device_types: vec![],
+            device_id: Some(0x0B77_D02D),
+        };
+        assert!(discover_replies(&other, &all, base, 4, "").is_empty());
+    }
+
+    #[test]
+    fn ssdp_answers_per_device() {
+        let all = three_devices();
+        let base = "http://h:1";
+        let root = ssdp_answers("upnp:rootdevice", &all, base);
+        assert_eq!(
+            root,
+            [
+                (
+                    "upnp:rootdevice".to_string(),
+                    "uuid:10103C5B::upnp:rootdevice".to_string(),
+                    "http://h:1/device.xml".to_string()
+                ),
+                (
+                    "upnp:rootdevice".to_string(),
+                    "uuid:2A0F33E1::upnp:rootdevice".to_string(),
+                    "http://h:1/tuners/1/device.xml".to_string()
+                ),
+                (
+                    "upnp:rootdevice".to_string(),
+                    "uuid:0B77D02C::upnp:rootdevice".to_string(),
+                    "http://h:1/tuners/3/device.xml".to_string()
+                ),
+            ]
+        );
+        assert_eq!(ssdp_answers("ssdp:all", &all, base).len(), 9);
+        let one = ssdp_answers("uuid:2A0F33E1", &all, base);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].2, "http://h:1/tuners/1/device.xml");
+        assert!(ssdp_answers("uuid:00000000", &all, base).is_empty());
     }
 }

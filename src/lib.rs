@@ -134,7 +134,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = reloader.state();
     // LAN discovery when configured; its sockets close when serving ends.
-    let _discovery = discovery::spawn(&state, listener.local_addr()?);
+    let _discovery = discovery::spawn_with(&state, listener.local_addr()?, {
+        let r = reloader.clone();
+        move || r.state()
+    });
     let listener = limits::Limited::new(listener, state.config.server.max_connections);
     drop(state);
     let stop = CancellationToken::new();

@@ -1,18 +1,21 @@
 //! LAN discovery (`[hdhomerun] discovery`): a real SiliconDust discover request and a
 //! real SSDP M-SEARCH sent over UDP to freesky on 127.0.0.1, answered with where the
-//! tuner is; malformed packets ignored; and nothing bound when discovery is off.
+//! tuner is; malformed packets ignored; and nothing bound when discovery is off. With
+//! `max_channels` splitting the lineup, every virtual tuner is advertised as a device of
+//! its own, and a lineup still loading never holds up an answer.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use common::{TestApp, HANG_GUARD};
+use common::{FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
 use freesky::discovery::{
-    parse_discover_reply, seal_frame, DiscoverRequest, DEVICE_TYPE_TUNER, TYPE_DISCOVER_REQ,
-    WILDCARD,
+    parse_discover_reply, seal_frame, DiscoverReply, DiscoverRequest, DEVICE_TYPE_TUNER,
+    TYPE_DISCOVER_REQ, WILDCARD,
 };
 
 /// Jellyfin's discover broadcast, byte for byte (see `discovery::tests`).
@@ -281,4 +284,243 @@ async fn discovery_is_off_by_default() {
         std::net::UdpSocket::bind(local(port))
             .unwrap_or_else(|e| panic!("port {port} is held with discovery off: {e}"));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// virtual tuners
+
+/// Five channels in three groups (A 2, B 2, C 1) from an M3U upstream, split at two
+/// channels a tuner: three virtual tuners, with discovery on.
+async fn app_with_virtual_tuners(upstream: &FakeUpstream, timeout: &str) -> (TestApp, Ports) {
+    let ports = free_udp_ports();
+    let app = TestApp::spawn(&format!(
+        r#"
+[hdhomerun]
+tuner_count = 2
+max_channels = 2
+discovery = true
+discovery_port = {}
+ssdp_port = {}
+
+[[services]]
+name = "P"
+kind = "m3u"
+url = "{}/list.m3u"
+timeout = "{timeout}"
+"#,
+        ports.hdhr,
+        ports.ssdp,
+        upstream.base()
+    ))
+    .await;
+    assert_eq!(app.get("/health").await.status(), 200);
+    (app, ports)
+}
+
+async fn split_upstream() -> FakeUpstream {
+    let mut m3u = String::from("#EXTM3U\n");
+    for (group, name) in [
+        ("A", "A1"),
+        ("A", "A2"),
+        ("B", "B1"),
+        ("B", "B2"),
+        ("C", "C1"),
+    ] {
+        m3u.push_str(&format!(
+            "#EXTINF:-1 group-title=\"{group}\",{name}\nhttp://127.0.0.1:9/{name}.m3u8\n"
+        ));
+    }
+    FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u)
+        .start()
+}
+
+/// The devices as the HTTP API tells them: (DeviceID, base URL), the whole tuner first.
+async fn devices_over_http(app: &TestApp) -> Vec<(u32, String)> {
+    let hex =
+        |v: &serde_json::Value| u32::from_str_radix(v.as_str().expect("id"), 16).expect("hex");
+    let (status, d) = app.get_json("/discover.json").await;
+    assert_eq!(status, 200, "{d}");
+    let mut all = vec![(hex(&d["DeviceID"]), app.base.clone())];
+    let (status, list) = app.get_json("/api/tuners").await;
+    assert_eq!(status, 200, "{list}");
+    for t in list.as_array().expect("a list") {
+        all.push((
+            hex(&t["device_id"]),
+            t["url"].as_str().expect("url").to_string(),
+        ));
+    }
+    all
+}
+
+/// Every reply to one `request`, asked again (UDP may drop one, and the virtual tuners
+/// are worked out after the lineup loads) until there are `want` of them, bounded by
+/// HANG_GUARD.
+async fn replies(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    request: &[u8],
+    want: usize,
+) -> Vec<DiscoverReply> {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let first = ask(sock, to, request).await;
+        let mut got = vec![first];
+        got.extend(drain(sock).await);
+        let got: Vec<DiscoverReply> = got
+            .iter()
+            .map(|r| parse_discover_reply(r).expect("a well-formed reply"))
+            .collect();
+        if got.len() >= want || tokio::time::Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_virtual_tuner_answers_discover_as_a_device_of_its_own() {
+    let upstream = split_upstream().await;
+    let (app, ports) = app_with_virtual_tuners(&upstream, "10s").await;
+    let devices = devices_over_http(&app).await;
+    assert_eq!(
+        devices.len(),
+        4,
+        "the tuner and three virtual tuners: {devices:?}"
+    );
+    let sock = client().await;
+    let to = local(ports.hdhr);
+
+    // The wildcard: one reply per device, each where that device is served.
+    let got = replies(&sock, to, &JELLYFIN_REQUEST, devices.len()).await;
+    let got_set: BTreeSet<(u32, String, String)> = got
+        .iter()
+        .map(|r| (r.device_id, r.base_url.clone(), r.lineup_url.clone()))
+        .collect();
+    let want: BTreeSet<(u32, String, String)> = devices
+        .iter()
+        .map(|(id, base)| (*id, base.clone(), format!("{base}/lineup.json")))
+        .collect();
+    assert_eq!(got.len(), devices.len(), "{got:#?}");
+    assert_eq!(got_set, want);
+    assert_eq!(
+        devices[1].1,
+        app.url("/tuners/1"),
+        "virtual tuner 1 is served under /tuners/1"
+    );
+    for r in &got {
+        assert_eq!(
+            (r.device_type, r.tuner_count),
+            (DEVICE_TYPE_TUNER, 2),
+            "{r:?}"
+        );
+        // Each base URL is that very device.
+        let (status, d) = app.get_json(&format!("{}/discover.json", r.base_url)).await;
+        assert_eq!(status, 200, "{d}");
+        assert_eq!(d["DeviceID"], format!("{:08X}", r.device_id));
+        assert_eq!(d["LineupURL"], r.lineup_url.as_str());
+        assert_eq!(d["DeviceAuth"], r.device_auth.as_str());
+    }
+
+    // A request naming one device gets that one only: a virtual tuner, then the tuner.
+    for (id, base) in [&devices[2], &devices[0]] {
+        let req = DiscoverRequest {
+            device_types: vec![DEVICE_TYPE_TUNER],
+            device_id: Some(*id),
+        };
+        let got = replies(&sock, to, &req.encode().unwrap(), 1).await;
+        let got: Vec<(u32, &str)> = got
+            .iter()
+            .map(|r| (r.device_id, r.base_url.as_str()))
+            .collect();
+        assert_eq!(got, [(*id, base.as_str())]);
+    }
+}
+
+#[tokio::test]
+async fn ssdp_msearch_gets_a_location_per_virtual_tuner() {
+    let upstream = split_upstream().await;
+    let (app, ports) = app_with_virtual_tuners(&upstream, "10s").await;
+    let devices = devices_over_http(&app).await;
+    let sock = client().await;
+    let to = local(ports.ssdp);
+
+    let want: BTreeSet<(String, String)> = devices
+        .iter()
+        .map(|(id, base)| {
+            (
+                format!("uuid:{id:08X}::upnp:rootdevice"),
+                format!("{base}/device.xml"),
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    let got = loop {
+        let mut answers = vec![ask(&sock, to, &msearch("upnp:rootdevice")).await];
+        answers.extend(drain(&sock).await);
+        let got: BTreeSet<(String, String)> = answers
+            .iter()
+            .map(|a| {
+                let a = String::from_utf8_lossy(a);
+                assert_eq!(header(&a, "ST"), Some("upnp:rootdevice"), "{a}");
+                let usn = header(&a, "USN").expect("USN").to_string();
+                (usn, header(&a, "LOCATION").expect("LOCATION").to_string())
+            })
+            .collect();
+        if got.len() >= want.len() || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+    };
+    assert_eq!(got, want);
+    // Each LOCATION describes the device its USN names.
+    for (usn, location) in &got {
+        let uuid = usn.split("::").next().unwrap();
+        let xml = app.get_text_ok(location).await;
+        assert!(
+            xml.contains(&format!("<UDN>{uuid}</UDN>")),
+            "{location}: {xml}"
+        );
+    }
+
+    // A search for one virtual tuner's uuid: that one only.
+    let (id, base) = &devices[3];
+    let mut answers = vec![ask(&sock, to, &msearch(&format!("uuid:{id:08X}"))).await];
+    answers.extend(drain(&sock).await);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let a = String::from_utf8_lossy(&answers[0]);
+    assert_eq!(
+        header(&a, "LOCATION"),
+        Some(format!("{base}/device.xml").as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_lineup_still_loading_holds_up_no_answer() {
+    // The channel list never comes (for a minute): the lineup is not loaded.
+    let upstream = FakeUpstream::bind().await.hang("/list.m3u").start();
+    let (app, ports) = app_with_virtual_tuners(&upstream, "60s").await;
+    // The lineup load has asked the upstream: it is under way, and stays so.
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while upstream.hits("/list.m3u") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lineup load never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, d) = app.get_json("/discover.json").await;
+    let main = u32::from_str_radix(d["DeviceID"].as_str().expect("DeviceID"), 16).expect("hex");
+
+    let sock = client().await;
+    let reply = ask(&sock, local(ports.hdhr), &JELLYFIN_REQUEST).await;
+    let more = drain(&sock).await;
+    let r = parse_discover_reply(&reply).expect("reply");
+    assert_eq!(
+        (r.device_id, r.base_url.as_str()),
+        (main, app.base.as_str())
+    );
+    assert!(
+        more.is_empty(),
+        "only the tuner until the lineup is in: {more:?}"
+    );
 }
