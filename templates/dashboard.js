@@ -40,10 +40,11 @@
   }
 
   // Services: enable/disable and priority.
-  function showService(row, status) {
+  // `keepPriority`: a periodic refresh leaves the priority box to the user.
+  function showService(row, status, keepPriority) {
     $(".state", row).textContent = status.enabled ? "enabled" : "disabled";
     $(".toggle", row).textContent = status.enabled ? "disable" : "enable";
-    $(".priority-input", row).value = status.priority;
+    if (!keepPriority) $(".priority-input", row).value = status.priority;
     if (status.circuit) {
       const circuit = $(".circuit", row);
       circuit.textContent = status.circuit;
@@ -56,15 +57,17 @@
     if ("last_error" in status) $(".last-error", row).textContent = status.last_error || "";
     if ("channel_count" in status) $(".channels", row).textContent = String(status.channel_count);
   }
-  // Every service row from /api/services/status (after a channel test moved them).
+  // Every service row from /api/services/status: after a channel test, and every
+  // few seconds while the page is visible (changes made elsewhere show up).
   async function refreshServices() {
     let all;
     try { all = await api("GET", "/api/services/status"); } catch (_) { return; }
     for (const status of all || []) {
       const row = $$("#services tr[data-service]").find((r) => r.dataset.service === status.name);
-      if (row) showService(row, status);
+      if (row) showService(row, status, true);
     }
   }
+  setInterval(() => { if (!document.hidden) refreshServices(); }, 3000);
   for (const row of $$("#services tr[data-service]")) {
     const name = row.dataset.service;
     const base = "/api/services/" + encodeURIComponent(name);

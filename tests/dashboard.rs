@@ -812,6 +812,40 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
         "the API after the second click"
     );
 
+    // A change made elsewhere (another admin, a script) shows without a reload: the
+    // page refreshes the service rows every few seconds.
+    let http = reqwest::Client::new();
+    let disabled = http
+        .post(app.url("/api/services/Origin/disable"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("disable through the API");
+    assert_eq!(disabled.status(), 200);
+    wait_for!("Origin's row to follow a disable made through the API", {
+        let state = text_of(c, &format!("{origin_row} .state")).await;
+        if state.as_deref() == Some("disabled") {
+            Ok(())
+        } else {
+            Err(format!(".state {state:?}"))
+        }
+    });
+    let enabled = http
+        .post(app.url("/api/services/Origin/enable"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("enable through the API");
+    assert_eq!(enabled.status(), 200);
+    wait_for!("Origin's row to follow an enable made through the API", {
+        let state = text_of(c, &format!("{origin_row} .state")).await;
+        if state.as_deref() == Some("enabled") {
+            Ok(())
+        } else {
+            Err(format!(".state {state:?}"))
+        }
+    });
+
     // e. priority
     let input = find(c, &format!("{origin_row} .priority-input")).await;
     assert_eq!(input.prop("value").await.unwrap().as_deref(), Some("10"));
