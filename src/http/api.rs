@@ -227,8 +227,34 @@ async fn channel(
     Ok(Json(s.registry.channel(&id).await?))
 }
 
-/// Changes a channel's mapping (admin). The body is read by hand so that a malformed
-/// one is a JSON 400 like every other error, naming what is wrong.
+/// An admin call's body: a JSON object (at most `MAX_PATCH_BYTES`) read as `T`. Read
+/// by hand so that a malformed one is a JSON 400 like every other error, saying what
+/// was `expected` and what is wrong; serde alone would also read a struct from an
+/// array (`[]`, `[5]`), which is refused.
+async fn json_object_body<T: serde::de::DeserializeOwned>(
+    req: Request,
+    expected: &str,
+) -> Result<T, AppError> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_PATCH_BYTES)
+        .await
+        .map_err(|e| AppError::BadRequest(format!("unreadable body: {e}")))?;
+    let bad = |why: String| AppError::BadRequest(format!("body must be {expected}: {why}"));
+    let value: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    let got = match &value {
+        Value::Object(_) => None,
+        Value::Array(_) => Some("an array"),
+        Value::String(_) => Some("a string"),
+        Value::Number(_) => Some("a number"),
+        Value::Bool(_) => Some("a boolean"),
+        Value::Null => Some("null"),
+    };
+    if let Some(got) = got {
+        return Err(bad(format!("got {got}")));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+/// Changes a channel's mapping (admin).
 #[utoipa::path(
     patch,
     path = "/api/channels/{id}",
@@ -251,28 +277,11 @@ async fn map_channel(
     req: Request,
 ) -> Result<Json<ChannelDetail>, AppError> {
     check_admin(&s.config, &req)?;
-    let body = axum::body::to_bytes(req.into_body(), MAX_PATCH_BYTES)
-        .await
-        .map_err(|e| AppError::BadRequest(format!("unreadable body: {e}")))?;
-    let bad = |why: String| {
-        AppError::BadRequest(format!(
-            "body must be a JSON object of name, number, group, hidden, tvg_id, logo, sources: {why}"
-        ))
-    };
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-    // serde would also read a struct from an array (`[]` = change nothing): refuse it.
-    let got = match &value {
-        Value::Object(_) => None,
-        Value::Array(_) => Some("an array"),
-        Value::String(_) => Some("a string"),
-        Value::Number(_) => Some("a number"),
-        Value::Bool(_) => Some("a boolean"),
-        Value::Null => Some("null"),
-    };
-    if let Some(got) = got {
-        return Err(bad(format!("got {got}")));
-    }
-    let patch: ChannelPatch = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    let patch: ChannelPatch = json_object_body(
+        req,
+        "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
+    )
+    .await?;
     let before = s.registry.channel(&id).await?.channel.guide_id;
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide
@@ -315,21 +324,8 @@ async fn set_priority(
     req: Request,
 ) -> Result<Json<ServiceEntry>, AppError> {
     check_admin(&s.config, &req)?;
-    let body = axum::body::to_bytes(req.into_body(), MAX_PATCH_BYTES)
-        .await
-        .map_err(|e| AppError::BadRequest(format!("unreadable body: {e}")))?;
-    let bad = |why: String| {
-        AppError::BadRequest(format!(
-            "body must be a JSON object {{\"priority\": <integer>}}: {why}"
-        ))
-    };
-    let value: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-    // serde would also read the struct from an array (`[5]`): refuse it.
-    if !value.is_object() {
-        return Err(bad("not an object".into()));
-    }
     let PriorityBody { priority } =
-        serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        json_object_body(req, "a JSON object {\"priority\": <integer>}").await?;
     let service = s.registry.set_priority(&name, priority).await?;
     // The guide merges programmes by priority too.
     s.guides.lineup_changed(false).await;
