@@ -223,6 +223,41 @@ macro_rules! wait_for {
     }};
 }
 
+/// Waits until service row `row` shows `.state` `state` and the matching `.toggle`
+/// text (`disable` when enabled, `enable` when disabled), after `after`.
+async fn wait_row_state(c: &Client, row: &str, state: &str, after: &str) {
+    let want_button = if state == "enabled" {
+        "disable"
+    } else {
+        "enable"
+    };
+    wait_for!(
+        format!("{row} to show .state `{state}` and .toggle `{want_button}` after {after}"),
+        {
+            let shown = text_of(c, &format!("{row} .state")).await;
+            let button = text_of(c, &format!("{row} .toggle")).await;
+            if shown.as_deref() == Some(state) && button.as_deref() == Some(want_button) {
+                Ok(())
+            } else {
+                Err(format!(
+                    ".state {shown:?}, .toggle {button:?}, #message {:?}",
+                    text_of(c, "#message").await
+                ))
+            }
+        }
+    );
+}
+
+/// Clicks service row `row`'s `.toggle` and waits for the row to show `state`.
+async fn click_toggle_and_see(c: &Client, row: &str, state: &str, what: &str) {
+    find(c, &format!("{row} .toggle"))
+        .await
+        .click()
+        .await
+        .expect("click .toggle");
+    wait_row_state(c, row, state, what).await;
+}
+
 /// Runs `script` (a function body; `arguments` available) in the page.
 async fn js(c: &Client, script: &str, args: Vec<Value>) -> Value {
     c.execute(script, args)
@@ -767,45 +802,13 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
         .send_keys(TOKEN)
         .await
         .expect("type the token");
-    find(c, &format!("{origin_row} .toggle"))
-        .await
-        .click()
-        .await
-        .expect("click .toggle");
-    wait_for!("Origin's .state `disabled` and .toggle `enable`", {
-        let state = text_of(c, &format!("{origin_row} .state")).await;
-        let button = text_of(c, &format!("{origin_row} .toggle")).await;
-        if state.as_deref() == Some("disabled") && button.as_deref() == Some("enable") {
-            Ok(())
-        } else {
-            Err(format!(
-                ".state {state:?}, .toggle {button:?}, #message {:?}",
-                text_of(c, "#message").await
-            ))
-        }
-    });
+    click_toggle_and_see(c, origin_row, "disabled", "the click").await;
     assert_eq!(
         app.service_status("Origin").await["enabled"],
         false,
         "the API after the click"
     );
-    find(c, &format!("{origin_row} .toggle"))
-        .await
-        .click()
-        .await
-        .expect("click .toggle");
-    wait_for!("Origin's .state `enabled` again", {
-        let state = text_of(c, &format!("{origin_row} .state")).await;
-        let button = text_of(c, &format!("{origin_row} .toggle")).await;
-        if state.as_deref() == Some("enabled") && button.as_deref() == Some("disable") {
-            Ok(())
-        } else {
-            Err(format!(
-                ".state {state:?}, .toggle {button:?}, #message {:?}",
-                text_of(c, "#message").await
-            ))
-        }
-    });
+    click_toggle_and_see(c, origin_row, "enabled", "the second click").await;
     assert_eq!(
         app.service_status("Origin").await["enabled"],
         true,
@@ -815,36 +818,16 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     // A change made elsewhere (another admin, a script) shows without a reload: the
     // page refreshes the service rows every few seconds.
     let http = reqwest::Client::new();
-    let disabled = http
-        .post(app.url("/api/services/Origin/disable"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("disable through the API");
-    assert_eq!(disabled.status(), 200);
-    wait_for!("Origin's row to follow a disable made through the API", {
-        let state = text_of(c, &format!("{origin_row} .state")).await;
-        if state.as_deref() == Some("disabled") {
-            Ok(())
-        } else {
-            Err(format!(".state {state:?}"))
-        }
-    });
-    let enabled = http
-        .post(app.url("/api/services/Origin/enable"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("enable through the API");
-    assert_eq!(enabled.status(), 200);
-    wait_for!("Origin's row to follow an enable made through the API", {
-        let state = text_of(c, &format!("{origin_row} .state")).await;
-        if state.as_deref() == Some("enabled") {
-            Ok(())
-        } else {
-            Err(format!(".state {state:?}"))
-        }
-    });
+    for (action, state) in [("disable", "disabled"), ("enable", "enabled")] {
+        let resp = http
+            .post(app.url(&format!("/api/services/Origin/{action}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{action} through the API: {e}"));
+        assert_eq!(resp.status(), 200);
+        wait_row_state(c, origin_row, state, &format!("`{action}` through the API")).await;
+    }
 
     // e. priority
     let input = find(c, &format!("{origin_row} .priority-input")).await;

@@ -74,6 +74,33 @@ async fn upstream(name: &str, playlist: axum::routing::MethodRouter) -> FakeUpst
     .start()
 }
 
+/// An m3u upstream whose `/list.m3u` lists one channel `name` while the returned flag
+/// is true (it starts as `healthy`) and answers 503 while it is false.
+async fn switchable_list(name: &str, healthy: bool) -> (FakeUpstream, Arc<AtomicBool>) {
+    let healthy = Arc::new(AtomicBool::new(healthy));
+    let flag = healthy.clone();
+    let up = FakeUpstream::bind().await;
+    let b = up.base();
+    let list = format!("#EXTM3U\n#EXTINF:-1,{name}\n{b}/channel/index.m3u8\n");
+    let up = up
+        .route(
+            "/list.m3u",
+            get(move || {
+                let ok = flag.load(Ordering::SeqCst);
+                let list = list.clone();
+                async move {
+                    if ok {
+                        respond(200, M3U_TYPE, list)
+                    } else {
+                        respond(503, "text/plain", "down")
+                    }
+                }
+            }),
+        )
+        .start();
+    (up, healthy)
+}
+
 fn m3u_service(name: &str, priority: u32, up: &FakeUpstream) -> String {
     format!(
         "[[services]]\nname = \"{name}\"\nkind = \"m3u\"\npriority = {priority}\nurl = \"{}/list.m3u\"\n\n",
@@ -221,27 +248,7 @@ async fn a_failed_trial_doubles_the_backoff() {
 
 #[tokio::test]
 async fn the_background_probe_opens_and_closes_the_circuit_without_traffic() {
-    let healthy = Arc::new(AtomicBool::new(false));
-    let flag = healthy.clone();
-    let up = FakeUpstream::bind().await;
-    let b = up.base();
-    let list = format!("#EXTM3U\n#EXTINF:-1,Probed\n{b}/probed/index.m3u8\n");
-    let up = up
-        .route(
-            "/list.m3u",
-            get(move || {
-                let ok = flag.load(Ordering::SeqCst);
-                let list = list.clone();
-                async move {
-                    if ok {
-                        respond(200, M3U_TYPE, list)
-                    } else {
-                        respond(503, "text/plain", "down")
-                    }
-                }
-            }),
-        )
-        .start();
+    let (up, healthy) = switchable_list("Probed", false).await;
     let config = format!(
         "[health]\ninterval = \"50ms\"\nopen_after = 2\nbackoff = \"200ms\"\nbackoff_max = \"400ms\"\n\n{}",
         m3u_service("Flaky", 1, &up)
@@ -327,27 +334,7 @@ async fn racing_takes_the_fast_secondary_and_drops_the_slow_primary() {
 
 #[tokio::test]
 async fn a_failing_service_keeps_its_last_channels_and_is_not_asked_while_open() {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let flag = healthy.clone();
-    let up = FakeUpstream::bind().await;
-    let b = up.base();
-    let list = format!("#EXTM3U\n#EXTINF:-1,Kept Channel\n{b}/kept/index.m3u8\n");
-    let up = up
-        .route(
-            "/list.m3u",
-            get(move || {
-                let ok = flag.load(Ordering::SeqCst);
-                let list = list.clone();
-                async move {
-                    if ok {
-                        respond(200, M3U_TYPE, list)
-                    } else {
-                        respond(503, "text/plain", "down")
-                    }
-                }
-            }),
-        )
-        .start();
+    let (up, healthy) = switchable_list("Kept Channel", true).await;
     // No probes: every list request below comes from a lineup rebuild. Lists and the
     // lineup expire after 300 ms; an open circuit stays open for an hour.
     let config = format!(

@@ -369,6 +369,25 @@ impl Viewer {
     }
 }
 
+/// freesky serving the live origin as service `Origin`, with `server.shutdown_grace`
+/// = `grace`. The origin and the directory live as long as the caller keeps them.
+async fn start_with_grace(grace: &str) -> (FakeUpstream, tempfile::TempDir, Freesky) {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let extra = format!("shutdown_grace = \"{grace}\"");
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), &extra, &one));
+    (origin, dir, fs)
+}
+
+/// A `.ts` viewer of the live channel that has received its first bytes.
+async fn watch_live(fs: &Freesky) -> Viewer {
+    let id = channel_id(fs, "Live").await;
+    let viewer = Viewer::open(fs, &id).await;
+    viewer.wait_past(0).await;
+    viewer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
     let origin = live_origin().await;
@@ -593,16 +612,8 @@ async fn without_a_file_reload_applies_the_builtin_config_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_connections_ends_streams_after_the_grace_and_exits_0() {
-    let origin = live_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let one = [("Origin", origin.url("/list.m3u"), "first")];
-    let mut fs = Freesky::start(
-        dir.path(),
-        &config_text(dir.path(), "shutdown_grace = \"3s\"", &one),
-    );
-    let id = channel_id(&fs, "Live").await;
-    let viewer = Viewer::open(&fs, &id).await;
-    viewer.wait_past(0).await;
+    let (_origin, _dir, mut fs) = start_with_grace("3s").await;
+    let viewer = watch_live(&fs).await;
 
     fs.signal("TERM");
     let at_signal = viewer.bytes();
@@ -650,14 +661,8 @@ async fn sigterm_refuses_new_connections_ends_streams_after_the_grace_and_exits_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_without_viewers_exits_0_without_waiting_for_the_grace() {
-    let origin = live_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let one = [("Origin", origin.url("/list.m3u"), "first")];
     // A grace far beyond the hang guard: waiting for it would fail the test.
-    let mut fs = Freesky::start(
-        dir.path(),
-        &config_text(dir.path(), "shutdown_grace = \"1h\"", &one),
-    );
+    let (_origin, _dir, mut fs) = start_with_grace("1h").await;
     // An idle keep-alive connection must not hold the shutdown.
     let keep = client();
     let resp = keep
@@ -682,16 +687,8 @@ async fn sigint_without_viewers_exits_0_without_waiting_for_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_during_the_grace_exits_at_once() {
-    let origin = live_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let one = [("Origin", origin.url("/list.m3u"), "first")];
-    let mut fs = Freesky::start(
-        dir.path(),
-        &config_text(dir.path(), "shutdown_grace = \"1h\"", &one),
-    );
-    let id = channel_id(&fs, "Live").await;
-    let viewer = Viewer::open(&fs, &id).await;
-    viewer.wait_past(0).await;
+    let (_origin, _dir, mut fs) = start_with_grace("1h").await;
+    let viewer = watch_live(&fs).await;
 
     fs.signal("TERM");
     fs.wait_log("shutting down", HANG_GUARD).await;

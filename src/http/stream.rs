@@ -671,12 +671,7 @@ pub(super) async fn test_channel(s: &AppState, id: &str) -> Result<ChannelTest, 
     test.resolve_ms = ms(at - started);
     test.service = Some(src.service_name.clone());
     let headers = &src.resolved.headers;
-    let timeout = s
-        .config
-        .services
-        .iter()
-        .find(|c| c.name == src.service_name)
-        .map_or(std::time::Duration::from_secs(10), |c| c.timeout);
+    let timeout = src.service.http().timeout;
     let first = match &*doc {
         Document::Media { url } => {
             let ts = url.path().ends_with(".ts") || url.path().ends_with(".mpegts");
