@@ -29,15 +29,8 @@ async fn put_priority(
     body: &str,
     auth: Option<&str>,
 ) -> reqwest::Response {
-    let mut req = app
-        .client
-        .put(app.url(&format!("/api/services/{name}/priority")))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    req.send().await.expect("PUT priority")
+    let path = format!("/api/services/{name}/priority");
+    app.send_json(reqwest::Method::PUT, &path, body, auth).await
 }
 
 /// An origin listing one channel (tvg-id `Same.fr`) whose playlist is `{tag}/index.m3u8`

@@ -79,15 +79,9 @@ async fn patch_auth(
     body: &str,
     authorization: Option<&str>,
 ) -> reqwest::Response {
-    let mut req = app
-        .client
-        .patch(app.url(&format!("/api/channels/{id}")))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
-    req.send().await.expect("PATCH")
+    let path = format!("/api/channels/{id}");
+    app.send_json(reqwest::Method::PATCH, &path, body, authorization)
+        .await
 }
 
 /// PATCH that must answer 200; returns the channel.

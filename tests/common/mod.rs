@@ -170,6 +170,27 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
+    /// `method path` with a JSON `body` and an optional raw `Authorization` header value.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+        authorization: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method.clone(), self.url(path))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        req.send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     /// GET `path` and parse the body as JSON (panics with the body when it is not).
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
         json_of(self.get(path).await).await
