@@ -1,5 +1,5 @@
 //! The dashboard at `/` as a browser without JavaScript sees it: the server-rendered
-//! HTML (DOM contract in the engineers' brief, README "Dashboard"): every service row
+//! HTML (DOM contract in the engineers' brief, docs/src/dashboard.md): every service row
 //! with its chart, every channel row with sources, guide now/next and viewers, the
 //! copyable URLs, server-side filtering by `?q=` and `?group=`, and upstream text
 //! escaped. Upstreams are real HTTP servers on 127.0.0.1 (an M3U list, its XMLTV
