@@ -54,6 +54,24 @@ if command -v rustup >/dev/null 2>&1; then
   done
 fi
 
+# --- the book (docs/, mdBook): mdbook pinned, installed with cargo when missing
+# (only the search feature: no `serve`/`watch` server to compile). The build fails
+# on a SUMMARY entry without its file, a bad {{#include}}, or (checked below) any
+# warning such as unclosed HTML; links and anchors are checked by tests/docs.rs. ---
+MDBOOK_VERSION=0.5.4
+if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+  stage "installing mdbook $MDBOOK_VERSION with cargo install"
+  timed cargo install mdbook --locked --version "$MDBOOK_VERSION" --no-default-features --features search
+fi
+stage "mdbook build docs"
+t=$SECONDS
+book_log=$(mdbook build docs 2>&1) || { printf '%s\n' "$book_log" >&2; exit 1; }
+if grep -E '(WARN|ERROR)' <<<"$book_log" >&2; then
+  echo "error: mdbook build docs warned (above)" >&2
+  exit 1
+fi
+printf '    (%ss)\n' "$((SECONDS - t))"
+
 stage "cargo fmt --check"
 timed cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"
