@@ -3,18 +3,25 @@
 //!
 //! - Playlists (the body and the URL it was fetched from after redirects) live in moka
 //!   for `cache.playlist_ttl`, cut to half the target duration of a live playlist and
-//!   raised to `segment_ttl` for a finished (VOD) one. Concurrent requests for the same
-//!   playlist wait for one fetch (`try_get_with`).
+//!   raised to `segment_ttl` for a finished (VOD) one, weighed by their size
+//!   (`playlist_cache_mb`). Concurrent requests for the same playlist wait for one
+//!   fetch (`try_get_with`). A playlist listing more than `max_playlist_uris` URIs, or
+//!   fetched from a URL longer than `proxy::MAX_URL_BYTES`, is refused: every URI
+//!   becomes a link that repeats that URL, so both bound what serving it costs.
 //! - Segments, keys and init maps stream to the client as they arrive. The first
 //!   request for one starts a fetch in the background; every request for it made
 //!   while that fetch runs reads the same growing buffer, so N viewers cause one
 //!   upstream request and nobody waits for the whole body. A complete body is then
 //!   kept in a size-weighted moka cache (`segment_cache_mb`, `segment_ttl`).
+//! - A shared fetch is bounded: it ends at `segment_timeout` whatever the upstream
+//!   does, it stops (closing the upstream connection) as soon as no reader is left, and
+//!   past the largest body the cache keeps it only holds the chunks its slowest reader
+//!   has not read yet, pausing the upstream read while that window is full.
 //!
 //! Keys are the service, the upstream URL and the stream's headers: two channels
 //! that need different headers for one URL never share an entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,16 +89,38 @@ pub struct MediaCache {
     vod_ttl: Duration,
     /// Bodies larger than this are streamed but not kept.
     max_entry: usize,
+    /// Playlists listing more URIs are refused (`cache.max_playlist_uris`).
+    max_uris: usize,
+    /// The whole of one segment fetch, head to last byte (`cache.segment_timeout`).
+    segment_timeout: Duration,
+}
+
+/// How many bytes a shared fetch may hold unread once its body is too large to keep
+/// whole (at least; the largest cacheable body when that is more): enough for readers
+/// a little apart to share one upstream read.
+const WINDOW: usize = 4 << 20;
+
+/// The playlist cache: entries weigh their body and URL, up to `max_bytes` in all.
+fn playlist_cache(max_bytes: u64) -> Cache<String, CachedDoc> {
+    Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|k: &String, v: &CachedDoc| {
+            let size = k.len()
+                + match &*v.doc {
+                    Document::Playlist { url, body } => url.as_str().len() + body.len(),
+                    Document::Media { url } => url.as_str().len(),
+                };
+            u32::try_from(size).unwrap_or(u32::MAX)
+        })
+        .expire_after(DocExpiry)
+        .build()
 }
 
 impl MediaCache {
     pub fn new(cfg: &CacheConfig) -> Self {
         let capacity = cfg.segment_cache_mb.saturating_mul(1 << 20);
         Self {
-            playlists: Cache::builder()
-                .max_capacity(10_000)
-                .expire_after(DocExpiry)
-                .build(),
+            playlists: playlist_cache(cfg.playlist_cache_mb.saturating_mul(1 << 20)),
             segments: Cache::builder()
                 .max_capacity(capacity)
                 .weigher(|_k, v: &Segment| u32::try_from(v.bytes.len()).unwrap_or(u32::MAX))
@@ -101,6 +130,8 @@ impl MediaCache {
             playlist_ttl: cfg.playlist_ttl,
             vod_ttl: cfg.segment_ttl.max(cfg.playlist_ttl),
             max_entry: usize::try_from(capacity / 8).unwrap_or(usize::MAX),
+            max_uris: cfg.max_playlist_uris,
+            segment_timeout: cfg.segment_timeout,
         }
     }
 
@@ -123,7 +154,7 @@ impl MediaCache {
             .playlists
             .try_get_with(key, async {
                 fetched.store(true, std::sync::atomic::Ordering::Relaxed);
-                let doc = fetch_document(service, url, headers, limit).await?;
+                let doc = fetch_document(service, url, headers, limit, self.max_uris).await?;
                 let ttl = match &doc {
                     Document::Playlist { body, .. } => self.playlist_lifetime(body),
                     Document::Media { .. } => self.playlist_ttl,
@@ -169,7 +200,7 @@ impl MediaCache {
             crate::metrics::get().cache("segment", Lookup::Hit);
             return Ok(Body::Cached(hit));
         }
-        let flight = {
+        let share = {
             let mut map = self
                 .inflight
                 .lock()
@@ -177,14 +208,18 @@ impl MediaCache {
             match map.get(&key) {
                 Some(f) => {
                     crate::metrics::get().cache("segment", Lookup::Coalesced);
-                    f.clone()
+                    // Under the map's lock: a pump ending for want of readers takes its
+                    // flight out of the map under it too, so this share is never orphaned.
+                    f.join()
                 }
                 None => {
                     crate::metrics::get().cache("segment", Lookup::Miss);
                     let f = Arc::new(Inflight::default());
                     map.insert(key.clone(), f.clone());
+                    // Joined before the pump starts: it stops when no reader is left.
+                    let share = f.join();
                     tokio::spawn(pump(
-                        f.clone(),
+                        f,
                         Pump {
                             service,
                             url: url.clone(),
@@ -193,17 +228,18 @@ impl MediaCache {
                             cache: self.segments.clone(),
                             inflight: self.inflight.clone(),
                             max_entry: self.max_entry,
+                            timeout: self.segment_timeout,
                         },
                     ));
-                    f
+                    share
                 }
             }
         };
-        let head = flight.head().await?;
+        let head = share.flight.head().await?;
         Ok(Body::Streaming {
             content_type: head.content_type,
             content_length: head.content_length,
-            body: reader(flight),
+            body: reader(share),
         })
     }
 
@@ -237,6 +273,7 @@ async fn fetch_document(
     url: &Url,
     headers: &Headers,
     limit: usize,
+    max_uris: usize,
 ) -> Result<Document, UpstreamError> {
     let timeout = service.http().timeout;
     let work = async {
@@ -250,12 +287,26 @@ async fn fetch_document(
             return Ok(Document::Media { url: fetched.url });
         }
         let final_url = fetched.url.clone();
+        let url_len = final_url.as_str().len();
+        if url_len > crate::proxy::MAX_URL_BYTES {
+            return Err(UpstreamError::Invalid(format!(
+                "{} is a playlist URL of {url_len} bytes; at most {} are followed",
+                service.shown_url(&final_url),
+                crate::proxy::MAX_URL_BYTES
+            )));
+        }
         let body = fetched.text(limit).await?;
         if !hls::is_hls(&body) {
             return Err(UpstreamError::Invalid(format!(
                 "{} answered `{}` content, not an HLS playlist",
                 service.shown_url(&final_url),
                 if ctype.is_empty() { "untyped" } else { &ctype }
+            )));
+        }
+        if hls::count_uris(&body, max_uris) > max_uris {
+            return Err(UpstreamError::Invalid(format!(
+                "{} lists more than {max_uris} URIs (the cap is [cache] max_playlist_uris = {max_uris})",
+                service.shown_url(&final_url)
             )));
         }
         Ok(Document::Playlist {
@@ -283,7 +334,7 @@ struct Head {
     content_length: Option<u64>,
 }
 
-/// A fetch in progress: its head, the chunks so far and how it ended.
+/// A fetch in progress: its head, the chunks its readers still need, and how it ended.
 #[derive(Default)]
 struct Inflight {
     state: Mutex<FlightState>,
@@ -293,14 +344,51 @@ struct Inflight {
 #[derive(Default)]
 struct FlightState {
     head: Option<Result<Head, UpstreamError>>,
-    chunks: Vec<Bytes>,
+    /// Chunks from number `first` on; earlier ones were read by every reader and
+    /// dropped (only once the body is no longer kept `whole`).
+    chunks: VecDeque<Bytes>,
+    first: usize,
+    /// Bytes in `chunks`.
+    buffered: usize,
+    /// Past the cacheable size: chunks every reader has read are dropped, and the
+    /// flight is out of the in-flight map (a late reader could not start at byte 0).
+    partial: bool,
+    /// The next chunk number of each reader, by reader id: who still needs what.
+    positions: HashMap<u64, usize>,
+    next_reader: u64,
     end: Option<Result<(), UpstreamError>>,
+}
+
+impl FlightState {
+    /// Drops the chunks every reader has read, once the body is not kept whole.
+    fn trim(&mut self) {
+        if !self.partial {
+            return;
+        }
+        let read = self
+            .positions
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.first + self.chunks.len());
+        while self.first < read {
+            let Some(c) = self.chunks.pop_front() else {
+                break;
+            };
+            self.buffered -= c.len();
+            self.first += 1;
+        }
+    }
 }
 
 impl Inflight {
     fn update(&self, f: impl FnOnce(&mut FlightState)) {
-        f(&mut self.state.lock().expect("flight lock is never poisoned"));
+        f(&mut self.lock());
         self.changed.notify_waiters();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightState> {
+        self.state.lock().expect("flight lock is never poisoned")
     }
 
     /// Waits until `look` finds something in the state.
@@ -311,7 +399,7 @@ impl Inflight {
             // Registered before looking, so an update between the look and the await
             // still wakes us.
             notified.as_mut().enable();
-            if let Some(t) = look(&self.state.lock().expect("flight lock is never poisoned")) {
+            if let Some(t) = look(&self.lock()) {
                 return t;
             }
             notified.await;
@@ -321,30 +409,79 @@ impl Inflight {
     async fn head(&self) -> Result<Head, UpstreamError> {
         self.wait(|s| s.head.clone()).await
     }
+
+    /// A new reader from the first byte. Called under the in-flight map's lock.
+    fn join(self: &Arc<Self>) -> Share {
+        let mut s = self.lock();
+        let id = s.next_reader;
+        s.next_reader += 1;
+        s.positions.insert(id, 0);
+        Share {
+            flight: self.clone(),
+            id,
+        }
+    }
+}
+
+/// One reader's hold on a flight: while any exists, the fetch goes on.
+struct Share {
+    flight: Arc<Inflight>,
+    id: u64,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.flight.update(|s| {
+            s.positions.remove(&self.id);
+            s.trim();
+        });
+    }
 }
 
 /// The bytes of a flight from the start, as they arrive.
-fn reader(flight: Arc<Inflight>) -> BodyStream {
+fn reader(share: Share) -> BodyStream {
     Box::pin(futures::stream::unfold(
-        (flight, 0usize, false),
-        |(flight, next, done)| async move {
+        (share, 0usize, false),
+        |(share, next, done)| async move {
             if done {
                 return None;
             }
-            let item = flight
-                .wait(|s| match s.chunks.get(next) {
-                    Some(chunk) => Some(Some(Ok(chunk.clone()))),
-                    None => match &s.end {
-                        None => None,
-                        Some(Ok(())) => Some(None),
-                        Some(Err(e)) => Some(Some(Err(e.clone()))),
-                    },
+            let item = share
+                .flight
+                .wait(|s| {
+                    if next < s.first {
+                        // Unreachable: a reader's chunks are kept until it read them.
+                        return Some(Some(Err(UpstreamError::Invalid(
+                            "the segment is too large to share".into(),
+                        ))));
+                    }
+                    match s.chunks.get(next - s.first) {
+                        Some(chunk) => Some(Some(Ok(chunk.clone()))),
+                        None => match &s.end {
+                            None => None,
+                            Some(Ok(())) => Some(None),
+                            Some(Err(e)) => Some(Some(Err(e.clone()))),
+                        },
+                    }
                 })
                 .await;
             match item {
                 None => None,
-                Some(Ok(chunk)) => Some((Ok(chunk), (flight, next + 1, false))),
-                Some(Err(e)) => Some((Err(e), (flight, next, true))),
+                Some(Ok(chunk)) => {
+                    let freed = {
+                        let mut s = share.flight.lock();
+                        s.positions.insert(share.id, next + 1);
+                        let before = s.buffered;
+                        s.trim();
+                        s.buffered < before
+                    };
+                    if freed {
+                        // The pump may be waiting for room.
+                        share.flight.changed.notify_waiters();
+                    }
+                    Some((Ok(chunk), (share, next + 1, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (share, next, true))),
             }
         },
     ))
@@ -358,22 +495,52 @@ struct Pump {
     cache: Cache<String, Segment>,
     inflight: Arc<Mutex<HashMap<String, Arc<Inflight>>>>,
     max_entry: usize,
+    timeout: Duration,
 }
 
-/// Ends a flight that did not finish (its task was cancelled) so readers never wait
-/// forever, and always takes it out of the in-flight map.
+impl Pump {
+    /// Takes `flight` out of the in-flight map (if it is still the one there): later
+    /// requests for the resource start a fetch of their own.
+    fn forget(&self, map: &mut HashMap<String, Arc<Inflight>>, flight: &Arc<Inflight>) {
+        if map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            map.remove(&self.key);
+        }
+    }
+
+    /// Resolves once no reader is left, with the flight out of the map so that nobody
+    /// joins it afterwards (joining happens under the map's lock too).
+    async fn deserted(&self, flight: &Arc<Inflight>) {
+        loop {
+            flight.wait(|s| s.positions.is_empty().then_some(())).await;
+            let mut map = self
+                .inflight
+                .lock()
+                .expect("inflight lock is never poisoned");
+            if flight.lock().positions.is_empty() {
+                self.forget(&mut map, flight);
+                return;
+            }
+        }
+    }
+}
+
+/// Ends a flight that did not finish (timed out, deserted or cancelled) so readers
+/// never wait forever, and always takes it out of the in-flight map.
 struct FlightGuard<'a> {
-    flight: &'a Inflight,
+    flight: &'a Arc<Inflight>,
     pump: &'a Pump,
 }
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        self.pump
-            .inflight
-            .lock()
-            .expect("inflight lock is never poisoned")
-            .remove(&self.pump.key);
+        self.pump.forget(
+            &mut self
+                .pump
+                .inflight
+                .lock()
+                .expect("inflight lock is never poisoned"),
+            self.flight,
+        );
         self.flight.update(|s| {
             let stopped = || UpstreamError::Invalid("the upstream fetch was stopped".into());
             if s.head.is_none() {
@@ -386,13 +553,34 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
-/// Runs one upstream fetch into `flight`, then keeps the body if it is complete and
-/// small enough.
+/// Runs one upstream fetch into `flight` within the segment deadline, stopping early
+/// when every reader has gone; dropping the body closes the upstream connection.
 async fn pump(flight: Arc<Inflight>, p: Pump) {
     let _guard = FlightGuard {
         flight: &flight,
         pump: &p,
     };
+    tokio::select! {
+        outcome = tokio::time::timeout(p.timeout, fetch_into(&flight, &p)) => {
+            if outcome.is_err() {
+                flight.update(|s| {
+                    let late = UpstreamError::Timeout(p.timeout);
+                    if s.head.is_none() {
+                        s.head = Some(Err(late.clone()));
+                    }
+                    if s.end.is_none() {
+                        s.end = Some(Err(late));
+                    }
+                });
+            }
+        }
+        () = p.deserted(&flight) => {}
+    }
+}
+
+/// The fetch itself: head, chunks (waiting for room once the body is too large to
+/// keep), then the complete body into the cache when it is small enough.
+async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
     let fetched = match p.service.fetch(&p.url, &p.headers, None).await {
         Ok(f) => f,
         Err(e) => {
@@ -410,13 +598,34 @@ async fn pump(flight: Arc<Inflight>, p: Pump) {
             content_length: fetched.content_length,
         }))
     });
+    let room = p.max_entry.max(WINDOW);
     let mut body = fetched.body;
     let mut size = 0usize;
-    while let Some(chunk) = body.next().await {
+    loop {
+        // Whole bodies stay within max_entry by themselves; past it, wait for the
+        // slowest reader to make room.
+        flight
+            .wait(|s| (!s.partial || s.buffered < room).then_some(()))
+            .await;
+        let Some(chunk) = body.next().await else {
+            break;
+        };
         match chunk {
             Ok(chunk) => {
-                size += chunk.len();
-                flight.update(|s| s.chunks.push(chunk));
+                size = size.saturating_add(chunk.len());
+                let partial = size > p.max_entry;
+                if partial {
+                    p.forget(
+                        &mut p.inflight.lock().expect("inflight lock is never poisoned"),
+                        flight,
+                    );
+                }
+                flight.update(|s| {
+                    s.buffered += chunk.len();
+                    s.chunks.push_back(chunk);
+                    s.partial |= partial;
+                    s.trim();
+                });
             }
             Err(e) => {
                 flight.update(|s| s.end = Some(Err(e)));
@@ -426,12 +635,7 @@ async fn pump(flight: Arc<Inflight>, p: Pump) {
     }
     if size <= p.max_entry {
         let mut whole = BytesMut::with_capacity(size);
-        for c in &flight
-            .state
-            .lock()
-            .expect("flight lock is never poisoned")
-            .chunks
-        {
+        for c in &flight.lock().chunks {
             whole.extend_from_slice(c);
         }
         p.cache
@@ -446,4 +650,41 @@ async fn pump(flight: Arc<Inflight>, p: Pump) {
     }
     // In the cache before the flight ends: a request arriving now finds one or the other.
     flight.update(|s| s.end = Some(Ok(())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(n: usize) -> CachedDoc {
+        CachedDoc {
+            doc: Arc::new(Document::Playlist {
+                url: Url::parse("http://up.example/a.m3u8").expect("a URL"),
+                body: "#".repeat(n),
+            }),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_playlist_cache_is_bounded_by_bytes_not_entries() {
+        let cache = playlist_cache(4 << 20);
+        for i in 0..10 {
+            cache.insert(format!("big-{i}"), doc(1 << 20)).await;
+        }
+        cache.run_pending_tasks().await;
+        assert!(
+            cache.weighted_size() <= 4 << 20,
+            "{} bytes kept",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 4, "{} entries", cache.entry_count());
+        // Small playlists still fit by the thousand.
+        let cache = playlist_cache(4 << 20);
+        for i in 0..1000 {
+            cache.insert(format!("small-{i}"), doc(1000)).await;
+        }
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 1000);
+    }
 }

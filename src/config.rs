@@ -108,6 +108,16 @@ pub struct CacheConfig {
     pub segment_cache_mb: u64,
     #[serde(deserialize_with = "de_duration")]
     pub channels_ttl: Duration,
+    /// Bytes (in MiB) of playlist bodies kept at once; a few huge playlists must not
+    /// hold the memory of thousands of small ones.
+    pub playlist_cache_mb: u64,
+    /// The most URIs (URI lines and `URI=` attributes) an upstream playlist may list:
+    /// each becomes a sealed link many times its size, so a longer playlist is refused.
+    pub max_playlist_uris: usize,
+    /// The longest one segment, key or init map fetch may take, head to last byte;
+    /// an upstream that never ends a segment is cut off after it.
+    #[serde(deserialize_with = "de_duration")]
+    pub segment_timeout: Duration,
 }
 
 impl Default for CacheConfig {
@@ -118,6 +128,9 @@ impl Default for CacheConfig {
             segment_ttl: Duration::from_secs(120),
             segment_cache_mb: 256,
             channels_ttl: Duration::from_secs(900),
+            playlist_cache_mb: 64,
+            max_playlist_uris: 20_000,
+            segment_timeout: Duration::from_secs(60),
         }
     }
 }

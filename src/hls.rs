@@ -171,6 +171,29 @@ pub fn rewrite_refs_sized(
     Ok(out)
 }
 
+/// How many URIs `body` lists (URI lines, and `URI=` attributes of tag lines other than
+/// `#EXTINF`), counting no further than `stop_after + 1`: enough to tell whether a
+/// playlist is over a cap without reading the rest. Each URI becomes a proxy link many
+/// times its size, so this is what bounds a rewrite's output.
+pub fn count_uris(body: &str, stop_after: usize) -> usize {
+    let mut n = 0usize;
+    for line in body.lines() {
+        let line = line.trim_matches(is_pad);
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            n += 1;
+        } else if line.starts_with("#EXT") && !line.starts_with("#EXTINF") {
+            n += line.matches("URI=").count();
+        }
+        if n > stop_after {
+            return n;
+        }
+    }
+    n
+}
+
 /// True when a URI reference, resolved against an http(s) playlist URL, is something
 /// freesky fetches: not blank, and relative or with an http/https scheme (`skd://`
 /// FairPlay keys and `data:` URIs are the player's business).

@@ -14,6 +14,12 @@
 //! links) and clients never see upstream URLs, paths or headers. Service credentials
 //! are never in a link: they are added when fetching. Sealing a URI costs one small
 //! AEAD over the URI alone, so rewriting a 5,000-segment playlist stays cheap.
+//!
+//! Every link repeats its playlist's context, so a rewrite's output grows with the
+//! number of URIs times the context's size. Both are bounded: the URL and headers that
+//! go into a context ([`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`]), and the output of one
+//! rewrite ([`MAX_REWRITTEN_BYTES`]); the number of URIs per playlist is capped where
+//! playlists are fetched (`cache`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +36,30 @@ use crate::model::Headers;
 
 const XNONCE_LEN: usize = 24;
 const FORMAT: u8 = 1;
+
+/// The longest playlist URL a context carries (and a playlist may be fetched from):
+/// far above real CDN URLs with tokens, far below what would make each link huge.
+pub const MAX_URL_BYTES: usize = 4096;
+/// The most bytes of stream headers (names and values) a context carries.
+pub const MAX_HEADER_BYTES: usize = 8192;
+/// The most a rewritten playlist may take; past it the rewrite is refused rather than
+/// holding a copy of the context per URI in memory.
+pub const MAX_REWRITTEN_BYTES: usize = 64 << 20;
+
+/// Why links cannot be made for a playlist.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LinkError {
+    #[error("the playlist URL is {len} bytes long; proxy links carry URLs of at most {max} bytes")]
+    UrlTooLong { len: usize, max: usize },
+    #[error(
+        "the stream's headers take {len} bytes; proxy links carry at most {max} bytes of headers"
+    )]
+    HeadersTooLarge { len: usize, max: usize },
+    #[error("the rewritten playlist would be larger than {max} bytes (too many or too long URIs)")]
+    OutputTooLarge { max: usize },
+    #[error(transparent)]
+    Rewrite(#[from] crate::hls::RewriteError),
+}
 
 /// What a proxy link points at.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +183,24 @@ impl Signer {
         channel: &str,
         base: &Url,
         headers: &Headers,
-    ) -> PlaylistSealer {
+    ) -> Result<PlaylistSealer, LinkError> {
+        let len = base.as_str().len();
+        if len > MAX_URL_BYTES {
+            return Err(LinkError::UrlTooLong {
+                len,
+                max: MAX_URL_BYTES,
+            });
+        }
+        let len = headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>();
+        if len > MAX_HEADER_BYTES {
+            return Err(LinkError::HeadersTooLarge {
+                len,
+                max: MAX_HEADER_BYTES,
+            });
+        }
         let item_key = XChaCha20Poly1305::generate_key(&mut OsRng);
         let mut plain = Vec::with_capacity(64 + base.as_str().len());
         plain.push(FORMAT);
@@ -162,8 +209,9 @@ impl Signer {
         put(&mut plain, service.as_bytes());
         put(&mut plain, channel.as_bytes());
         put(&mut plain, base.as_str().as_bytes());
+        // Within MAX_HEADER_BYTES, so fewer than 2^16 headers.
         plain.extend_from_slice(&u16::try_from(headers.len()).unwrap_or(0).to_be_bytes());
-        for (name, value) in headers.iter().take(usize::from(u16::MAX)) {
+        for (name, value) in headers {
             put(&mut plain, name.as_bytes());
             put(&mut plain, value.as_bytes());
         }
@@ -175,20 +223,26 @@ impl Signer {
         let mut raw = Vec::with_capacity(XNONCE_LEN + sealed.len());
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&sealed);
-        PlaylistSealer {
+        Ok(PlaylistSealer {
             context: URL_SAFE_NO_PAD.encode(raw),
             items: item_cipher(&item_key),
             counter: 0,
             exhausted: false,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// The `{context}/{item}` path of a link to `url` itself (not from a playlist).
-    pub fn seal(&self, service: &str, url: &Url, kind: Kind, headers: &Headers) -> String {
-        let mut sealer = self.sealer(service, "", url, headers);
+    pub fn seal(
+        &self,
+        service: &str,
+        url: &Url,
+        kind: Kind,
+        headers: &Headers,
+    ) -> Result<String, LinkError> {
+        let mut sealer = self.sealer(service, "", url, headers)?;
         let item = sealer.item(url.as_str(), kind);
-        format!("{}/{item}", sealer.context())
+        Ok(format!("{}/{item}", sealer.context()))
     }
 
     /// The target of a link's two sealed parts, or why it is refused.
@@ -249,7 +303,8 @@ impl Signer {
 }
 
 /// `body`, fetched from `playlist_url`, with every fetchable URI replaced by a link
-/// under `public_base` (`http://host:port`) that carries `headers`.
+/// under `public_base` (`http://host:port`) that carries `headers`. Refused when the
+/// output would pass [`MAX_REWRITTEN_BYTES`].
 pub fn rewrite_playlist(
     signer: &Signer,
     public_base: &str,
@@ -258,14 +313,24 @@ pub fn rewrite_playlist(
     headers: &Headers,
     playlist_url: &Url,
     body: &str,
-) -> Result<String, crate::hls::RewriteError> {
-    let mut sealer = signer.sealer(service, channel, playlist_url, headers);
-    // Every line could be a link: its fixed part, and an item about 4/3 of the line.
-    let lines = body.bytes().filter(|&b| b == b'\n').count() + 1;
+) -> Result<String, LinkError> {
+    let mut sealer = signer.sealer(service, channel, playlist_url, headers)?;
+    // Sized from what the links will take (each about its fixed part plus 4/3 of its
+    // URI), never more than the output may grow to: an untrusted count must not
+    // reserve memory by itself.
+    let uris = crate::hls::count_uris(body, MAX_REWRITTEN_BYTES);
     let fixed = public_base.len() + "/proxy/".len() + sealer.context.len() + 48;
-    let capacity = body.len() * 3 + lines * fixed;
-    crate::hls::rewrite_refs_sized(body, capacity, |out, reference, kind| {
-        if !crate::hls::is_fetchable_ref(reference) {
+    let capacity = uris
+        .saturating_mul(fixed)
+        .saturating_add(body.len().saturating_mul(2))
+        .min(MAX_REWRITTEN_BYTES);
+    let mut over = false;
+    let out = crate::hls::rewrite_refs_sized(body, capacity, |out, reference, kind| {
+        if over || !crate::hls::is_fetchable_ref(reference) {
+            return false;
+        }
+        if out.len() > MAX_REWRITTEN_BYTES {
+            over = true;
             return false;
         }
         let reference = reference.trim();
@@ -278,7 +343,13 @@ pub fn rewrite_playlist(
         out.push('/');
         push_file_name(out, reference, kind);
         true
-    })
+    })?;
+    if over {
+        return Err(LinkError::OutputTooLarge {
+            max: MAX_REWRITTEN_BYTES,
+        });
+    }
+    Ok(out)
 }
 
 /// Seals the URIs of one playlist (see the module doc).
@@ -466,8 +537,8 @@ mod tests {
     fn items_of_one_playlist_do_not_open_with_another_context() {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let base = Url::parse("https://cdn.example/live/index.m3u8?k=1").unwrap();
-        let mut a = s.sealer("A", "", &base, &vec![]);
-        let mut b = s.sealer("B", "", &base, &vec![]);
+        let mut a = s.sealer("A", "", &base, &vec![]).unwrap();
+        let mut b = s.sealer("B", "", &base, &vec![]).unwrap();
         let item_a = a.item("seg1.ts", Kind::Segment);
         let item_b = b.item("../../other/secret.ts", Kind::Segment);
         let t = s.open(a.context(), &item_a).unwrap();
@@ -486,7 +557,7 @@ mod tests {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let url = Url::parse("https://cdn.example/a/b.ts?t=1").unwrap();
         let headers = vec![("Referer".to_string(), "https://site.example/".to_string())];
-        let token = s.seal("Svc", &url, Kind::Segment, &headers);
+        let token = s.seal("Svc", &url, Kind::Segment, &headers).unwrap();
         let t = open(&s, &token).unwrap();
         assert_eq!(
             (t.service.as_str(), t.url.as_str(), t.kind, &t.headers),
@@ -512,12 +583,14 @@ mod tests {
     #[test]
     fn expired_links_are_refused() {
         let s = Signer::ephemeral(Duration::ZERO);
-        let token = s.seal(
-            "Svc",
-            &Url::parse("http://x.example/").unwrap(),
-            Kind::Playlist,
-            &vec![],
-        );
+        let token = s
+            .seal(
+                "Svc",
+                &Url::parse("http://x.example/").unwrap(),
+                Kind::Playlist,
+                &vec![],
+            )
+            .unwrap();
         // expires == now: still valid this second; forge an older one via a fresh signer is not possible,
         // so check the boundary through `open` after the second has passed.
         std::thread::sleep(Duration::from_millis(1100));
@@ -531,12 +604,14 @@ mod tests {
     fn key_persists() {
         let dir = tempfile::tempdir().unwrap();
         let a = Signer::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();
-        let token = a.seal(
-            "S",
-            &Url::parse("http://x.example/").unwrap(),
-            Kind::Key,
-            &vec![],
-        );
+        let token = a
+            .seal(
+                "S",
+                &Url::parse("http://x.example/").unwrap(),
+                Kind::Key,
+                &vec![],
+            )
+            .unwrap();
         let b = Signer::load_or_create(dir.path(), Duration::from_secs(60)).unwrap();
         assert!(open(&b, &token).is_ok());
     }

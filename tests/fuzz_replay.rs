@@ -84,7 +84,7 @@ fn write_proxy_url_seeds() {
         ("Referer".to_string(), "http://up.example/".to_string()),
         ("User-Agent".to_string(), "Mozilla/5.0 (X11)".to_string()),
     ];
-    let mut sealer = signer.sealer("svc", "bbc-one", &base, &headers);
+    let mut sealer = signer.sealer("svc", "bbc-one", &base, &headers).unwrap();
     let seeds = [
         (
             "seg",
@@ -112,12 +112,14 @@ fn write_proxy_url_seeds() {
         fuzz_support::open_plain(sealer.context()),
     )
     .unwrap();
-    let single = signer.seal(
-        "svc",
-        &url::Url::parse("http://up.example/chan.ts").unwrap(),
-        Kind::Media,
-        &vec![],
-    );
+    let single = signer
+        .seal(
+            "svc",
+            &url::Url::parse("http://up.example/chan.ts").unwrap(),
+            Kind::Media,
+            &vec![],
+        )
+        .unwrap();
     let plain = fuzz_support::open_plain(single.split('/').next().unwrap());
     std::fs::write(dir.join("plain-context-no-headers"), plain).unwrap();
     std::fs::write(dir.join("link-media"), single).unwrap();

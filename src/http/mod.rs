@@ -48,7 +48,10 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())
-        .fallback(|| async { AppError::NotFound("no such endpoint".into()) })
+        .fallback(|uri: axum::http::Uri| async move {
+            stream::unrouted(uri.path())
+                .unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
+        })
         .layer(axum::middleware::from_fn(metrics::count))
         // Outermost: oversized requests are refused before routing and counting.
         .layer(axum::middleware::from_fn_with_state(

@@ -122,7 +122,10 @@ async fn channel_stream(
             )
         }
         Document::Media { url } => {
-            let token = s.signer.seal(&service, url, Kind::Media, &stream_headers);
+            let token = s
+                .signer
+                .seal(&service, url, Kind::Media, &stream_headers)
+                .map_err(|e| AppError::Upstream(UpstreamError::Invalid(e.to_string())))?;
             let name = file_name(url.as_str(), Kind::Media);
             Ok(Redirect::temporary(&format!("{base}/proxy/{token}/{name}")).into_response())
         }
@@ -143,10 +146,22 @@ async fn ts_stream(s: &AppState, id: &str, only: Option<&str>) -> Result<Respons
             (header::CONTENT_TYPE, "video/MP2T"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
+        PASSIVE,
         Body::from_stream(session::viewer_stream(rx, id)),
     )
         .into_response())
 }
+
+/// On every body that carries upstream bytes: browsers must neither guess another type
+/// nor run anything in it, whatever an upstream put there (freesky's origin also serves
+/// the dashboard and the admin API).
+const PASSIVE: [(header::HeaderName, &str); 2] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "sandbox; default-src 'none'",
+    ),
+];
 
 /// Rewrites `body` so every URI is a signed proxy link carrying the stream's headers.
 fn playlist_response(
@@ -165,6 +180,7 @@ fn playlist_response(
             (header::CONTENT_TYPE, M3U8),
             (header::CACHE_CONTROL, "no-cache"),
         ],
+        PASSIVE,
         rewritten,
     )
         .into_response())
@@ -179,6 +195,17 @@ fn playlist_response(
     responses((status = 403, description = "Always: not a whole proxy link", body = ErrorBody))
 )]
 async fn malformed_link() -> AppError {
+    malformed()
+}
+
+/// What the router's fallback answers under `/proxy` (no proxy route matched: too many
+/// parts, empty ones): the same 403 as any other link that does not open, never a 404
+/// that would tell a probe which paths exist. `None` for other paths.
+pub(super) fn unrouted(path: &str) -> Option<AppError> {
+    (path == "/proxy" || path.starts_with("/proxy/")).then(malformed)
+}
+
+fn malformed() -> AppError {
     AppError::Forbidden("malformed proxy link".into())
 }
 
@@ -263,10 +290,7 @@ async fn proxy(
         let status = StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK);
         return Ok(media_response(
             status,
-            fetched
-                .content_type
-                .as_deref()
-                .unwrap_or(default_type(target.kind)),
+            media_type(fetched.content_type.as_deref(), target.kind),
             fetched.content_length,
             fetched.content_range.as_deref(),
             Body::from_stream(fetched.body),
@@ -287,10 +311,7 @@ async fn proxy(
     let body = body?;
     Ok(match body {
         cache::Body::Cached(seg) => {
-            let ctype = seg
-                .content_type
-                .as_deref()
-                .unwrap_or(default_type(target.kind));
+            let ctype = media_type(seg.content_type.as_deref(), target.kind);
             match range.and_then(|r| byte_range(r, seg.bytes.len())) {
                 Some(Ok((from, to))) => media_response(
                     StatusCode::PARTIAL_CONTENT,
@@ -325,7 +346,7 @@ async fn proxy(
             body,
         } => media_response(
             StatusCode::OK,
-            content_type.as_deref().unwrap_or(default_type(target.kind)),
+            media_type(content_type.as_deref(), target.kind),
             content_length,
             None,
             Body::from_stream(body),
@@ -529,6 +550,9 @@ fn media_response(
     if let Some(v) = content_range.and_then(|r| HeaderValue::try_from(r).ok()) {
         h.insert(header::CONTENT_RANGE, v);
     }
+    for (name, value) in PASSIVE {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CACHE_CONTROL,
@@ -566,6 +590,29 @@ fn byte_range(header: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
         (from, to)
     };
     Some(Ok(range))
+}
+
+/// The type a proxied segment, key, map or media file is served with: the upstream's
+/// when it is a media type (so fMP4, AAC or WebVTT keep theirs), else the kind's own.
+/// Anything a browser would render or run (HTML, SVG, XML, scripts) never passes.
+fn media_type(upstream: Option<&str>, kind: Kind) -> &str {
+    let allowed = upstream.filter(|t| {
+        let essence = t.split(';').next().unwrap_or_default().trim();
+        let (top, sub) = essence.split_once('/').unwrap_or_default();
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+        };
+        token(top)
+            && token(sub)
+            && (top.eq_ignore_ascii_case("video")
+                || top.eq_ignore_ascii_case("audio")
+                || ["application/octet-stream", "application/mp4", "text/vtt"]
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(essence)))
+    });
+    allowed.unwrap_or(default_type(kind))
 }
 
 fn default_type(kind: Kind) -> &'static str {

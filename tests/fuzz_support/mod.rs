@@ -460,7 +460,15 @@ pub fn proxy_roundtrip(
     headers: &[(String, String)],
 ) {
     let headers = headers.to_vec();
-    let mut sealer = signer().sealer(service, channel, base, &headers);
+    let Ok(mut sealer) = signer().sealer(service, channel, base, &headers) else {
+        let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        assert!(
+            base.as_str().len() > freesky::proxy::MAX_URL_BYTES
+                || header_bytes > freesky::proxy::MAX_HEADER_BYTES,
+            "a context within the caps was refused"
+        );
+        return;
+    };
     let item = sealer.item(reference, Kind::Segment);
     let expected = base.join(reference);
     match (signer().open(sealer.context(), &item), expected) {
