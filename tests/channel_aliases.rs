@@ -90,6 +90,27 @@ impl Origin {
     }
 }
 
+/// Opens every `.ts` stream of `paths`, then lets the segments out and checks that
+/// each viewer got all three. Returns the open streams (the viewers stay while held).
+async fn watch_all(
+    app: &TestApp,
+    origin: &Origin,
+    paths: &[String],
+) -> Vec<impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin> {
+    let mut viewers = Vec::new();
+    for path in paths {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        viewers.push(resp.bytes_stream());
+    }
+    origin.release();
+    for (path, v) in paths.iter().zip(&mut viewers) {
+        let got = read_at_least(v, "<s1><s2><s3>".len()).await;
+        assert_eq!(String::from_utf8_lossy(&got), "<s1><s2><s3>", "{path}");
+    }
+    viewers
+}
+
 /// The `/metrics` lines of metric `name` that carry a `channel` label, as
 /// (channel, value).
 async fn channel_samples(app: &TestApp, name: &str) -> Vec<(String, f64)> {
@@ -127,17 +148,7 @@ async fn ts_viewers_of_every_alias_share_one_session_and_one_label() {
         format!("/auto/v0{n}"),
         format!("/auto/v{n}"),
     ];
-    let mut viewers = Vec::new();
-    for path in &paths {
-        let resp = app.get(path).await;
-        assert_eq!(resp.status(), 200, "{path}");
-        viewers.push(resp.bytes_stream());
-    }
-    origin.release();
-    for (path, v) in paths.iter().zip(&mut viewers) {
-        let got = read_at_least(v, "<s1><s2><s3>".len()).await;
-        assert_eq!(String::from_utf8_lossy(&got), "<s1><s2><s3>", "{path}");
-    }
+    let _viewers = watch_all(&app, &origin, &paths).await;
 
     assert_eq!(
         gauge(&app, "freesky_ts_sessions").await,
@@ -186,16 +197,7 @@ async fn a_service_id_and_the_channel_pinned_to_that_service_share_one_session()
         format!("/api/stream/Origin:{source}.ts"),
         format!("/api/stream/{slug}.ts?service=Origin"),
     ];
-    let mut viewers = Vec::new();
-    for path in &paths {
-        let resp = app.get(path).await;
-        assert_eq!(resp.status(), 200, "{path}");
-        viewers.push(resp.bytes_stream());
-    }
-    origin.release();
-    for v in &mut viewers {
-        read_at_least(v, "<s1><s2><s3>".len()).await;
-    }
+    let _viewers = watch_all(&app, &origin, &paths).await;
     assert_eq!(gauge(&app, "freesky_ts_sessions").await, 1.0);
     let labels: Vec<_> = channel_samples(&app, "freesky_active_viewers")
         .await
