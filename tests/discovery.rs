@@ -8,14 +8,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
 use common::{FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE};
 use freesky::discovery::{
-    parse_discover_reply, seal_frame, DiscoverReply, DiscoverRequest, DEVICE_TYPE_TUNER,
-    TYPE_DISCOVER_REQ, WILDCARD,
+    parse_discover_reply, seal_frame, DiscoverReply, DiscoverRequest, ASKER_BURST, ASKER_RATE,
+    DEVICE_TYPE_TUNER, TYPE_DISCOVER_REQ, WILDCARD,
 };
 
 /// Jellyfin's discover broadcast, byte for byte (see `discovery::tests`).
@@ -524,3 +524,41 @@ async fn a_lineup_still_loading_holds_up_no_answer() {
         "only the tuner until the lineup is in: {more:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// who gets an answer
+
+#[tokio::test]
+async fn a_flood_from_one_asker_gets_its_burst_and_rate_only() {
+    let (_app, ports) = app_with_discovery().await;
+    for (what, port, request) in [
+        ("HDHomeRun discover", ports.hdhr, JELLYFIN_REQUEST.to_vec()),
+        ("SSDP", ports.ssdp, msearch("upnp:rootdevice")),
+    ] {
+        let to = local(port);
+        let flooder = client().await;
+        let started = Instant::now();
+        for _ in 0..FLOOD {
+            flooder.send_to(&request, to).await.expect("send");
+        }
+        let got = drain(&flooder).await;
+        // Each of these requests is answered with one datagram (no virtual tuners);
+        // the bucket refills while the flood and the drain last.
+        let refilled = (f64::from(ASKER_RATE) * started.elapsed().as_secs_f64()).ceil() as usize;
+        let most = ASKER_BURST as usize + refilled;
+        assert!(
+            !got.is_empty() && got.len() <= most,
+            "{what}: {} answers to {FLOOD} requests, at most {most} allowed",
+            got.len()
+        );
+        // Another asker on this host has a bucket of its own: answered at once.
+        let other = UdpSocket::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let answer = ask(&other, to, &request).await;
+        assert!(!answer.is_empty(), "{what}");
+    }
+}
+
+/// Requests a flooding asker sends in a row.
+const FLOOD: usize = 100;

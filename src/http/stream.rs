@@ -79,18 +79,27 @@ struct StreamQuery {
 async fn channel_stream(
     State(s): State<AppState>,
     Path(file): Path<String>,
-    Query(q): Query<StreamQuery>,
+    Query(mut q): Query<StreamQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(id) = file.strip_suffix(".ts") {
+    let (id, ts) = match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
+        (Some(id), _) => (id, true),
+        (None, Some(id)) => (id, false),
+        (None, None) => {
+            return Err(AppError::NotFound(format!(
+                "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
+            )))
+        }
+    };
+    // Aliases of one channel (`5`, `05`, the slug) share its session, viewer count and
+    // metric labels.
+    let (id, only) = s.registry.canonical(id, q.service.as_deref()).await?;
+    let id = id.as_str();
+    q.service = only;
+    if ts {
         return ts_stream(&s, id, q.service.as_deref()).await;
     }
-    let Some(id) = file.strip_suffix(".m3u8") else {
-        return Err(AppError::NotFound(format!(
-            "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
-        )));
-    };
     let limit = s.config.server.max_body_bytes;
     let media = &s.media;
     let (service, stream_headers, doc) = s

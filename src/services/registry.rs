@@ -683,6 +683,50 @@ impl Registry {
         e.service.release(channel_id).await;
     }
 
+    /// Channel `id` as a viewer asked for it (slug, a number written any way `u32`
+    /// parses it: `5`, `05`, `+5`, or `SERVICE:ID`), with the service filter `only`,
+    /// in the one form every way of naming the same stream shares: the lineup channel's
+    /// slug, and for `SERVICE:ID` that slug pinned to the service. Sessions, viewer
+    /// counts and metric labels are keyed by it, so aliases share one upstream
+    /// connection and one label. An id naming no lineup channel (or a `SERVICE:ID` that
+    /// is not exactly one source of one) comes back as it was: `open` then refuses it
+    /// or opens it as before.
+    pub async fn canonical(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<(String, Option<String>), AppError> {
+        let unchanged = || Ok((id.to_string(), only.map(str::to_string)));
+        let lineup = self.lineup().await?;
+        let source = id
+            .split_once(':')
+            .filter(|(service, _)| self.entry(service).is_some());
+        if let Some((service, channel_id)) = source {
+            if only.is_some_and(|o| o != service) {
+                // `sources` explains the conflict.
+                return unchanged();
+            }
+            // The lineup channel this source belongs to, if it is that channel's only
+            // source from `service`: then pinning the channel to `service` plays the
+            // very same source.
+            let owner = lineup.channels.iter().chain(lineup.hidden()).find(|c| {
+                let mut of_service = c.sources.iter().filter(|s| s.service == service);
+                of_service
+                    .next()
+                    .is_some_and(|s| s.channel_id == channel_id)
+                    && of_service.next().is_none()
+            });
+            return match owner {
+                Some(c) => Ok((c.id.clone(), Some(service.to_string()))),
+                None => unchanged(),
+            };
+        }
+        match lineup.get(id) {
+            Some(c) => Ok((c.id.clone(), only.map(str::to_string))),
+            None => unchanged(),
+        }
+    }
+
     /// The sources to try for a channel id (lineup slug or number, or `SERVICE:ID`),
     /// optionally only those of service `only`.
     async fn sources(
