@@ -1,8 +1,14 @@
 //! The merged guide: fetches each enabled service's XMLTV (plain or gzipped, URL or
-//! file) as a stream, keeps the programmes of lineup channels, merges them by service
-//! priority (the first service with programmes for a channel wins), and renders
-//! `/epg.xml` and `/epg.xml.gz` once per refresh. A service whose refresh fails keeps
-//! its last good guide; its status says what went wrong.
+//! file) as a stream, keeps the programmes of lineup channels, merges them, and
+//! renders `/epg.xml` and `/epg.xml.gz` once per refresh. A service whose refresh
+//! fails keeps its last good guide; its status says what went wrong.
+//!
+//! A lineup channel takes the programmes of exactly one guide channel, never a blend
+//! of overlapping listings: of the guides with programmes for it, one that knows it by
+//! id (the service's tvg-id or the channel's guide id) first, then the service with
+//! the higher priority, then the better name match (the display name as written before
+//! one equal only once normalised), then the first listed. Within one guide, the other
+//! guide channels that matched it are ignored and counted (`ignored_duplicate_channels`).
 //!
 //! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
 //! a mapping change or a service switch re-renders the kept guides against the new
@@ -35,7 +41,7 @@ use crate::error::AppError;
 use crate::lineup::{normalise, Lineup};
 use crate::model::Channel;
 use crate::services::registry::{Observer, Registry, Step};
-use crate::xmltv::{self, ChannelMap, OutChannel, ServiceGuide};
+use crate::xmltv::{self, ChannelMap, Match, OutChannel, ServiceGuide};
 
 /// One guide download may take this long in all (its reads are also idle-bounded by
 /// the service timeout).
@@ -62,8 +68,13 @@ pub struct GuideStatus {
     /// Why the last refresh failed; `None` after a success. The last good guide
     /// stays served meanwhile.
     pub last_error: Option<String>,
+    /// Lineup channels this guide has a guide channel for.
     pub channels: usize,
     pub programmes: usize,
+    /// Guide channels ignored because another guide channel of this guide matched the
+    /// same lineup channel better (a channel listed under several ids: regional
+    /// feeds, SD and HD copies).
+    pub ignored_duplicate_channels: usize,
     /// Programmes dropped for bad data (bad times, no title), with the first reason.
     pub skipped: usize,
     pub first_skip: Option<String>,
@@ -135,37 +146,52 @@ impl Guides {
 
     /// The titles of the programme on now and the one after it, by lineup channel id,
     /// from the guides already kept (never fetches; empty before the first read). Each
-    /// channel's programmes come from the first service in `order` (names, priority
-    /// order) that has some, as in `/epg.xml`; `now` in unix seconds.
+    /// channel's programmes come from the guide `/epg.xml` takes them from, among the
+    /// services in `order` (names, priority order); `now` in unix seconds.
     pub fn now_next(
         &self,
         order: &[String],
         now: i64,
     ) -> HashMap<String, (Option<String>, Option<String>)> {
         let good = self.last_good.lock().expect("guide lock").clone();
+        let priority: HashMap<String, i64> = self
+            .registry
+            .status()
+            .into_iter()
+            .map(|s| (s.name, s.priority))
+            .collect();
+        let ranked: Vec<Ranked<'_>> = order
+            .iter()
+            .filter_map(|name| {
+                let guide = good.get(name)?;
+                Some((priority.get(name).copied().unwrap_or_default(), &**guide))
+            })
+            .collect();
+        let channels: BTreeSet<&String> = ranked
+            .iter()
+            .flat_map(|(_, g)| g.programmes.keys())
+            .collect();
         let mut out: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
-        for guide in order.iter().filter_map(|name| good.get(name)) {
-            for (channel, programmes) in &guide.programmes {
-                if out.contains_key(channel) || programmes.is_empty() {
-                    continue;
-                }
-                let mut sorted: Vec<&xmltv::Programme> = programmes.iter().collect();
-                sorted.sort_by_key(|p| p.start);
-                let current = sorted
-                    .iter()
-                    .position(|p| p.start <= now && p.stop.is_none_or(|stop| now < stop));
-                let next = match current {
-                    Some(i) => sorted.get(i + 1),
-                    None => sorted.iter().find(|p| p.start > now),
-                };
-                out.insert(
-                    channel.clone(),
-                    (
-                        current.map(|i| sorted[i].title.to_string()),
-                        next.map(|p| p.title.to_string()),
-                    ),
-                );
-            }
+        for channel in channels {
+            let Some(programmes) = pick(&ranked, channel) else {
+                continue;
+            };
+            let mut sorted: Vec<&xmltv::Programme> = programmes.iter().collect();
+            sorted.sort_by_key(|p| p.start);
+            let current = sorted
+                .iter()
+                .position(|p| p.start <= now && p.stop.is_none_or(|stop| now < stop));
+            let next = match current {
+                Some(i) => sorted.get(i + 1),
+                None => sorted.iter().find(|p| p.start > now),
+            };
+            out.insert(
+                channel.clone(),
+                (
+                    current.map(|i| sorted[i].title.to_string()),
+                    next.map(|p| p.title.to_string()),
+                ),
+            );
         }
         out
     }
@@ -365,6 +391,7 @@ impl Guides {
                             last_error: None,
                             channels: guide.channels_matched,
                             programmes: guide.programme_count(),
+                            ignored_duplicate_channels: guide.ignored_duplicates,
                             skipped: guide.skipped,
                             first_skip: guide.first_skip.clone(),
                         },
@@ -460,15 +487,15 @@ impl Guides {
         to: i64,
     ) -> Rendered {
         let good = self.last_good.lock().expect("guide lock").clone();
-        let ordered: Vec<&ServiceGuide> = services
+        let ranked: Vec<Ranked<'_>> = services
             .iter()
-            .filter_map(|s| good.get(&s.name).map(|g| &**g))
+            .filter_map(|s| good.get(&s.name).map(|g| (s.priority, &**g)))
             .collect();
         let block = self.cfg.placeholder_length.as_secs() as i64;
         let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
         if self.cfg.placeholders {
             for c in &lineup.channels {
-                if !ordered.iter().any(|g| g.programmes.contains_key(&c.id)) {
+                if pick(&ranked, &c.id).is_none() {
                     let now = chrono::Utc::now().timestamp();
                     fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
                 }
@@ -481,11 +508,9 @@ impl Guides {
                 id: &c.guide_id,
                 name: &c.name,
                 logo: &c.logo,
-                programmes: ordered
-                    .iter()
-                    .find_map(|g| g.programmes.get(&c.id))
-                    .or_else(|| fillers.get(c.id.as_str()))
-                    .map_or(&[][..], Vec::as_slice),
+                programmes: pick(&ranked, &c.id)
+                    .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
+                    .unwrap_or_default(),
             })
             .collect();
         let programmes = out.iter().map(|c| c.programmes.len()).sum();
@@ -505,6 +530,31 @@ impl Guides {
             gz: gz.into(),
         }
     }
+}
+
+/// A service's kept guide with the service's priority (lower first).
+type Ranked<'a> = (i64, &'a ServiceGuide);
+
+/// The programmes lineup channel `id` takes from `guides` (in priority order): of
+/// those with programmes for it, one that matched it by id first, then the higher
+/// priority, then the better name match, then the first.
+fn pick<'a>(guides: &[Ranked<'a>], id: &str) -> Option<&'a [xmltv::Programme]> {
+    guides
+        .iter()
+        .filter_map(|(priority, g)| {
+            let programmes = g.programmes.get(id).filter(|p| !p.is_empty())?;
+            let how = g
+                .matched_by
+                .get(id)
+                .copied()
+                .unwrap_or(Match::NormalisedName);
+            Some((
+                (how != Match::Id, *priority, std::cmp::Reverse(how)),
+                programmes,
+            ))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, programmes)| programmes.as_slice())
 }
 
 /// The lineup channels (ids, hidden ones included) with a source of `service`.
@@ -602,11 +652,12 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkupGap<R> {
 }
 
 /// Which lineup channel (by id) a guide channel is: the tvg-id this service lists for
-/// it, then a guide id in the lineup, then the display name normalised as the lineup
-/// normalises channel names. Hidden channels are mapped too, so that unhiding one
-/// shows its programmes without a fetch.
+/// it, then a guide id in the lineup (both `Match::Id`), then a display name as
+/// written, then one normalised as the lineup normalises channel names. Hidden
+/// channels are mapped too, so that unhiding one shows its programmes without a fetch.
 struct Mapping {
     by_tvg: HashMap<String, String>,
+    by_exact_name: HashMap<String, String>,
     by_name: HashMap<String, String>,
 }
 
@@ -618,11 +669,15 @@ impl Mapping {
             .map(|c| (c.id.as_str(), c.tvg_id.trim()))
             .collect();
         let mut by_tvg = HashMap::new();
+        let mut by_exact_name = HashMap::new();
         let mut by_name = HashMap::new();
         // Listed channels first: they win a name or guide id a hidden one shares.
         for c in lineup.channels.iter().chain(lineup.hidden()) {
             by_tvg
                 .entry(c.guide_id.to_lowercase())
+                .or_insert_with(|| c.id.clone());
+            by_exact_name
+                .entry(c.name.trim().to_string())
                 .or_insert_with(|| c.id.clone());
             by_name
                 .entry(normalise(&c.name))
@@ -632,21 +687,34 @@ impl Mapping {
                     // This service's own tvg-id wins over another channel's guide id.
                     by_tvg.insert(tvg.to_lowercase(), c.id.clone());
                 }
+                by_exact_name
+                    .entry(s.name.trim().to_string())
+                    .or_insert_with(|| c.id.clone());
                 by_name
                     .entry(normalise(&s.name))
                     .or_insert_with(|| c.id.clone());
             }
         }
-        Self { by_tvg, by_name }
+        Self {
+            by_tvg,
+            by_exact_name,
+            by_name,
+        }
     }
 }
 
 impl ChannelMap for Mapping {
-    fn map(&self, xml_id: &str, names: &[String]) -> Option<String> {
-        self.by_tvg
-            .get(&xml_id.trim().to_lowercase())
-            .or_else(|| names.iter().find_map(|n| self.by_name.get(&normalise(n))))
-            .cloned()
+    fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)> {
+        let by_id = self.by_tvg.get(&xml_id.trim().to_lowercase());
+        let (id, how) = if let Some(id) = by_id {
+            (id, Match::Id)
+        } else if let Some(id) = names.iter().find_map(|n| self.by_exact_name.get(n.trim())) {
+            (id, Match::ExactName)
+        } else {
+            let id = names.iter().find_map(|n| self.by_name.get(&normalise(n)))?;
+            (id, Match::NormalisedName)
+        };
+        Some((id.clone(), how))
     }
 }
 

@@ -61,12 +61,31 @@ pub struct Programme {
     pub sub_title: Option<Box<str>>,
 }
 
+/// How a guide channel matched one of our channels; a better match is greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Match {
+    /// A display name equal to ours once both are normalised.
+    NormalisedName,
+    /// A display name equal to ours as written.
+    ExactName,
+    /// The guide channel's id is one we know the channel by.
+    Id,
+}
+
 /// What one guide gave, keyed by what the `ChannelMap` returned (the lineup channel id).
+/// Each of our channels takes the programmes of one guide channel only: a guide that
+/// lists a channel under several ids (regional feeds, SD and HD copies) would else
+/// pour overlapping programmes into it.
 #[derive(Debug, Default)]
 pub struct ServiceGuide {
     pub programmes: HashMap<String, Vec<Programme>>,
-    /// Guide channels that matched a lineup channel.
+    /// How the guide channel each of our channels took matched it.
+    pub matched_by: HashMap<String, Match>,
+    /// Our channels that a guide channel matched.
     pub channels_matched: usize,
+    /// Guide channels that matched one of our channels another guide channel of this
+    /// guide matched better (or as well, listed earlier): their programmes are dropped.
+    pub ignored_duplicates: usize,
     /// Programmes dropped for bad data (a bad time, no title), with the first reason.
     pub skipped: usize,
     pub first_skip: Option<String>,
@@ -78,9 +97,55 @@ impl ServiceGuide {
     }
 }
 
-/// Maps a guide's channel (its id and display names) to one of our channels.
+/// Maps a guide's channel (its id and display names) to one of our channels, saying
+/// how it matched.
 pub trait ChannelMap: Sync {
-    fn map(&self, xml_id: &str, names: &[String]) -> Option<String>;
+    fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)>;
+}
+
+/// Which guide channel each of our channels takes, decided as the guide's channels are
+/// read: the best match, the first listed among equals.
+#[derive(Default)]
+struct Choice {
+    /// Guide channel id → our id, for every guide channel seen (`None`: not ours).
+    ids: HashMap<String, Option<String>>,
+    /// Our id → (how, guide channel id) of the guide channel it takes.
+    taken: HashMap<String, (Match, String)>,
+}
+
+impl Choice {
+    /// Maps guide channel `id` the first time it is seen, and lets it take our
+    /// channel when it matches better than the one taken so far.
+    fn offer(&mut self, id: &str, names: &[String], map: &dyn ChannelMap, out: &mut ServiceGuide) {
+        if self.ids.contains_key(id) {
+            return;
+        }
+        let mapped = map.map(id, names);
+        self.ids.insert(
+            id.to_string(),
+            mapped.as_ref().map(|(ours, _)| ours.clone()),
+        );
+        let Some((ours, how)) = mapped else { return };
+        match self.taken.get(&ours) {
+            Some((held, _)) if *held >= how => out.ignored_duplicates += 1,
+            held => {
+                if held.is_some() {
+                    out.ignored_duplicates += 1;
+                    // Only a guide that lists channels after their programmes has
+                    // programmes of the replaced channel here.
+                    out.programmes.remove(&ours);
+                }
+                self.taken.insert(ours, (how, id.to_string()));
+            }
+        }
+    }
+
+    /// Our channel whose programmes guide channel `id` gives, if it is the one taken.
+    fn owner(&self, id: &str) -> Option<&String> {
+        let ours = self.ids.get(id)?.as_ref()?;
+        let (_, taken) = self.taken.get(ours)?;
+        (taken == id).then_some(ours)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +170,7 @@ pub async fn read<R: AsyncBufRead + Unpin>(
     reader.config_mut().trim_text(false);
     let mut buf = Vec::new();
     let mut out = ServiceGuide::default();
-    // Guide channel id → our id (None: seen, not ours).
-    let mut ids: HashMap<String, Option<String>> = HashMap::new();
+    let mut choice = Choice::default();
     let mut root_seen = false;
     let mut depth = 0usize;
     loop {
@@ -137,20 +201,15 @@ pub async fn read<R: AsyncBufRead + Unpin>(
                     "channel" => {
                         let names = read_channel(&mut reader, &mut buf).await?;
                         if let Some(id) = attr(&attrs, "id") {
-                            let ours = map.map(id, &names);
-                            if ours.is_some() {
-                                out.channels_matched += 1;
-                            }
-                            ids.insert(id.to_string(), ours);
+                            choice.offer(id, &names, map, &mut out);
                         }
                     }
                     "programme" => {
-                        let channel = attr(&attrs, "channel").unwrap_or_default().to_string();
-                        let ours = ids
-                            .entry(channel.clone())
-                            .or_insert_with(|| map.map(&channel, &[]))
-                            .clone();
-                        let Some(ours) = ours else {
+                        let channel = attr(&attrs, "channel").unwrap_or_default();
+                        // A programme of a channel the guide never listed: its id
+                        // alone can match.
+                        choice.offer(channel, &[], map, &mut out);
+                        let Some(ours) = choice.owner(channel).cloned() else {
                             skip_element(&mut reader, &mut buf, "programme").await?;
                             continue;
                         };
@@ -202,6 +261,12 @@ pub async fn read<R: AsyncBufRead + Unpin>(
     for list in out.programmes.values_mut() {
         list.sort_by_key(|p| p.start);
     }
+    out.channels_matched = choice.taken.len();
+    out.matched_by = choice
+        .taken
+        .into_iter()
+        .map(|(ours, (how, _))| (ours, how))
+        .collect();
     Ok(out)
 }
 
@@ -663,9 +728,11 @@ mod tests {
 
     struct ById;
     impl ChannelMap for ById {
-        fn map(&self, id: &str, names: &[String]) -> Option<String> {
-            if id == "one.example" || names.iter().any(|n| n == "Two") {
-                Some(format!("ours:{id}"))
+        fn map(&self, id: &str, names: &[String]) -> Option<(String, Match)> {
+            if id == "one.example" {
+                Some((format!("ours:{id}"), Match::Id))
+            } else if names.iter().any(|n| n == "Two") {
+                Some((format!("ours:{id}"), Match::ExactName))
             } else {
                 None
             }
@@ -786,12 +853,81 @@ mod tests {
         // What we write, we read back.
         struct Same;
         impl ChannelMap for Same {
-            fn map(&self, id: &str, _: &[String]) -> Option<String> {
-                Some(id.to_string())
+            fn map(&self, id: &str, _: &[String]) -> Option<(String, Match)> {
+                Some((id.to_string(), Match::Id))
             }
         }
         let again = read(out.as_bytes(), &Same, 0, i64::MAX).await.unwrap();
         assert_eq!(again.programmes["one.example"], *list);
+    }
+
+    /// "News" by id `news`, exactly by the name "News", or by a normalised "news".
+    struct OneChannel;
+    impl ChannelMap for OneChannel {
+        fn map(&self, id: &str, names: &[String]) -> Option<(String, Match)> {
+            let how = if id == "news" {
+                Match::Id
+            } else if names.iter().any(|n| n == "News") {
+                Match::ExactName
+            } else if names.iter().any(|n| n.eq_ignore_ascii_case("news")) {
+                Match::NormalisedName
+            } else {
+                return None;
+            };
+            Some(("ours".into(), how))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_channel_takes_the_programmes_of_one_guide_channel_the_best_match() {
+        let prog = |ch: &str, title: &str| {
+            format!("<programme start=\"20261124180000\" channel=\"{ch}\"><title>{title}</title></programme>")
+        };
+        let guide = |channels: &str, programmes: &[String]| {
+            format!("<tv>{channels}{}</tv>", programmes.concat())
+        };
+        let all = [
+            prog("lower", "normalised"),
+            prog("exact-1", "exact 1"),
+            prog("exact-2", "exact 2"),
+            prog("news", "by id"),
+        ];
+        let titles = |g: &ServiceGuide| -> Vec<String> {
+            g.programmes["ours"]
+                .iter()
+                .map(|p| p.title.to_string())
+                .collect()
+        };
+        let names = "<channel id=\"lower\"><display-name>NEWS</display-name></channel>\
+             <channel id=\"exact-1\"><display-name>News</display-name></channel>\
+             <channel id=\"exact-2\"><display-name>News</display-name></channel>";
+        // Names only: the exact one listed first.
+        let g = read(guide(names, &all[..3]).as_bytes(), &OneChannel, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(titles(&g), ["exact 1"]);
+        assert_eq!((g.channels_matched, g.ignored_duplicates), (1, 2));
+        assert_eq!(g.matched_by["ours"], Match::ExactName);
+        // An id listed last still wins.
+        let with_id =
+            format!("{names}<channel id=\"news\"><display-name>Other</display-name></channel>");
+        let g = read(guide(&with_id, &all).as_bytes(), &OneChannel, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(titles(&g), ["by id"]);
+        assert_eq!((g.channels_matched, g.ignored_duplicates), (1, 3));
+        assert_eq!(g.matched_by["ours"], Match::Id);
+        // Channels listed after programmes: the better one still replaces what was kept.
+        let late = format!(
+            "<tv><channel id=\"exact-1\"><display-name>News</display-name></channel>{}\
+             <channel id=\"news\"/>{}</tv>",
+            all[1], all[3]
+        );
+        let g = read(late.as_bytes(), &OneChannel, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(titles(&g), ["by id"]);
+        assert_eq!((g.channels_matched, g.ignored_duplicates), (1, 1));
     }
 
     #[test]

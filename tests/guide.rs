@@ -495,3 +495,147 @@ async fn mapping_edits_and_service_switches_show_in_the_guide_at_once_and_after_
     let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
     assert_eq!(titles_of(&progs, "Two.example"), ["Two show"]);
 }
+
+/// The start times of `channel`'s programmes in a guide, in document order.
+fn starts_of(xml: &str, channel: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut starts = Vec::new();
+    loop {
+        match r.read_event().expect("well-formed guide") {
+            Event::Start(e) if e.local_name().as_ref() == "programme" => {
+                let attr = |k: &str| e.try_get_attribute(k).unwrap().map(|a| a.value.to_string());
+                if attr("channel").as_deref() == Some(channel) {
+                    starts.push(attr("start").unwrap());
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    starts
+}
+
+/// `(id, hour, "{id} {hour}")` for each id and hour: programmes that overlap id by id.
+fn schedules(ids: &[&str], hours: std::ops::Range<i64>) -> Vec<(String, i64, String)> {
+    ids.iter()
+        .flat_map(|id| {
+            hours
+                .clone()
+                .map(move |h| (id.to_string(), h, format!("{id} {h}")))
+        })
+        .collect()
+}
+
+fn xmltv_owned(channels: &[(&str, &str)], programmes: &[(String, i64, String)]) -> String {
+    let borrowed: Vec<(&str, i64, &str)> = programmes
+        .iter()
+        .map(|(c, h, t)| (c.as_str(), *h, t.as_str()))
+        .collect();
+    xmltv(channels, &borrowed)
+}
+
+#[tokio::test]
+async fn a_channel_listed_under_several_ids_takes_the_programmes_of_one() {
+    // One channel under three ids, as guide sites list regional feeds and SD/HD copies:
+    // every hour three overlapping programmes. The display name as written beats the
+    // one equal only once normalised; among equals the first listed wins.
+    let ids = ["news-sd", "news-hd", "news-east"];
+    let guide = xmltv_owned(
+        &[
+            ("news-sd", "NEWS"),
+            ("news-hd", "News"),
+            ("news-east", "News"),
+        ],
+        &schedules(&ids, 0..3),
+    );
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1,News\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .text("/guide.xml", "application/xml", guide)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let xml = app.get_text_ok("/epg.xml").await;
+    tv_validate(xml.as_bytes());
+    let (channels, progs) = guide_facts(&xml);
+    assert_eq!(channels.len(), 1, "{xml}");
+    let news = channels.first().unwrap();
+    let starts = starts_of(&xml, news);
+    let slots: BTreeSet<&String> = starts.iter().collect();
+    assert_eq!(starts.len(), 3, "one programme per hour: {xml}");
+    assert_eq!(slots.len(), 3, "{starts:?}");
+    assert_eq!(
+        titles_of(&progs, news),
+        ["news-hd 0", "news-hd 1", "news-hd 2"]
+    );
+
+    let (status, s) = app.get_json("/api/guide/status").await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["services"]["P"]["ignored_duplicate_channels"], 2, "{s}");
+    assert_eq!(s["services"]["P"]["channels"], 1, "{s}");
+    assert_eq!(s["services"]["P"]["programmes"], 3, "{s}");
+    assert_eq!(s["ignored_duplicate_channels"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn a_guide_channel_matched_by_id_beats_one_matched_by_name() {
+    // A (priority 1) knows the channel by name only; B (priority 2) by name and, listed
+    // later, by the channel's tvg-id: B's id match wins over A's priority and over B's
+    // own name match.
+    let a = FakeUpstream::bind().await;
+    let b = FakeUpstream::bind().await;
+    let a = a
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"News.example\",News\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .text(
+            "/a.xml",
+            "application/xml",
+            xmltv_owned(&[("a-news", "News")], &schedules(&["a-news"], 0..2)),
+        )
+        .start();
+    let b = b
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1,Other\nhttp://127.0.0.1:9/2.m3u8\n",
+        )
+        .text(
+            "/b.xml",
+            "application/xml",
+            xmltv_owned(
+                &[("b-news", "News"), ("News.example", "Newsroom")],
+                &schedules(&["b-news", "News.example"], 0..2),
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{0}/a.m3u\"\nepg_url = \"{0}/a.xml\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{1}/b.m3u\"\nepg_url = \"{1}/b.xml\"\n",
+        a.base(),
+        b.base()
+    ))
+    .await;
+    let xml = app.get_text_ok("/epg.xml").await;
+    tv_validate(xml.as_bytes());
+    let (_, progs) = guide_facts(&xml);
+    assert_eq!(
+        titles_of(&progs, "News.example"),
+        ["News.example 0", "News.example 1"],
+        "{xml}"
+    );
+    let (_, s) = app.get_json("/api/guide/status").await;
+    assert_eq!(s["services"]["A"]["ignored_duplicate_channels"], 0, "{s}");
+    assert_eq!(s["services"]["B"]["ignored_duplicate_channels"], 1, "{s}");
+    assert_eq!(s["ignored_duplicate_channels"], 1, "{s}");
+}

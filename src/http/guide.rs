@@ -38,6 +38,9 @@ struct GuideSummary {
     channels: Option<usize>,
     /// Programmes in the served guide.
     programmes: Option<usize>,
+    /// Guide channels ignored, summed over the services, because another guide
+    /// channel of the same guide matched the same lineup channel better.
+    ignored_duplicate_channels: usize,
     /// Per service with a guide, what its last refresh did.
     services: BTreeMap<String, GuideStatus>,
 }
@@ -50,9 +53,14 @@ fn summary(s: &AppState, guide: Option<&Rendered>) -> Value {
         .into_iter()
         .filter_map(|svc| s.guides.status_of(&svc.name).map(|g| (svc.name, g)))
         .collect();
+    let ignored: usize = services
+        .values()
+        .map(|g| g.ignored_duplicate_channels)
+        .sum();
     json!({
         "channels": guide.map(|g| g.channels),
         "programmes": guide.map(|g| g.programmes),
+        "ignored_duplicate_channels": ignored,
         "services": services,
     })
 }

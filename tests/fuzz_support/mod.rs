@@ -312,8 +312,8 @@ fn hls_target(data: &[u8]) {
 struct Same;
 
 impl ChannelMap for Same {
-    fn map(&self, xml_id: &str, _names: &[String]) -> Option<String> {
-        Some(xml_id.to_string())
+    fn map(&self, xml_id: &str, _names: &[String]) -> Option<(String, xmltv::Match)> {
+        Some((xml_id.to_string(), xmltv::Match::Id))
     }
 }
 
