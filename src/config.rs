@@ -76,6 +76,24 @@ pub struct ServerConfig {
     /// itself) may keep running after new ones are refused; then their bodies end.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// How long a client has to send a complete request head, counted from the moment
+    /// its connection opens (or from the first byte of a later request on a kept-alive
+    /// one); then the connection is closed. Silent connections must not hold slots.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection with no request in flight waits for the next
+    /// request to begin before it is closed. A response still streaming is never idle.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// Open connections from one client address at most (0: no cap), so one client
+    /// cannot take every `max_connections` slot; beyond it a new connection gets a
+    /// 429 and is closed.
+    pub max_connections_per_client: usize,
+    /// Host names (`Host` header) freesky answers to besides its own names (IP
+    /// literals, `localhost`, this machine's name, `public_url`'s host): `tv.example`,
+    /// `*.example` for every subdomain, `*` for any name. Other names are refused, so
+    /// a web page cannot reach freesky through a rebound DNS name.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +110,10 @@ impl Default for ServerConfig {
             max_header_bytes: 16 << 10,
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections_per_client: 256,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -957,6 +979,31 @@ impl<'t> Parse<'t> {
         }
         if cfg.server.shutdown_grace > Duration::from_secs(3600) {
             self.problem("server.shutdown_grace", "must be at most 1h".into());
+        }
+        for (key, value) in [
+            ("server.header_timeout", cfg.server.header_timeout),
+            ("server.idle_timeout", cfg.server.idle_timeout),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(3600) {
+                self.problem(key, "must be more than 0 and at most 1h".into());
+            }
+        }
+        for host in &cfg.server.allowed_hosts {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let valid = host == "*"
+                || (!name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+            if !valid {
+                self.problem(
+                    "server.allowed_hosts",
+                    format!(
+                        "`{host}` is not a host name like tv.example.lan, *.example.lan or * \
+                         (no scheme, port or path)"
+                    ),
+                );
+            }
         }
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());

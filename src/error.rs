@@ -106,6 +106,10 @@ pub enum AppError {
         channel: String,
         tried: Vec<Attempt>,
     },
+    /// The client address already holds `server.max_connections_per_client`
+    /// connections: 429.
+    #[error("{0}")]
+    TooManyConnections(String),
     /// The request line's target is longer than `server.max_uri_bytes`: 414.
     #[error("{0}")]
     UriTooLong(String),
@@ -130,6 +134,7 @@ impl AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -19,6 +19,8 @@
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
 //! - `reload`: live config reload (the Router swapped whole) and the served connections.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod config;
 pub mod discovery;
@@ -42,7 +44,7 @@ pub mod store;
 pub mod upstream;
 pub mod xmltv;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,30 +140,44 @@ pub async fn serve(
         let r = reloader.clone();
         move || r.state()
     });
-    let listener = limits::Limited::new(listener, state.config.server.max_connections);
+    let server = &state.config.server;
+    let mut listener = limits::Limited::new(
+        listener,
+        server.max_connections,
+        server.max_connections_per_client,
+    );
     drop(state);
+    // `stop`: the grace is over, streaming bodies end; `closing`: no new requests on
+    // open connections (each closes once its response in flight is done).
     let stop = CancellationToken::new();
-    let (connections, open) = reloader.connections(stop.clone());
-    let (began_tx, began) = tokio::sync::oneshot::channel();
-    let server = axum::serve(listener, connections)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = began_tx.send(());
-        })
-        .into_future();
-    tokio::pin!(server, force);
-    tokio::select! {
-        result = &mut server => return result,
-        _ = began => {}
+    let closing = CancellationToken::new();
+    let open = reload::OpenCount::default();
+    // Every connection task holds a receiver: all are gone when `closed()` resolves.
+    let (all_closed, conn_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown, force);
+    loop {
+        tokio::select! {
+            (io, remote) = listener.accept() => {
+                let conn = reloader.conn(remote, stop.clone(), &open);
+                let config = reloader.state().config;
+                tokio::spawn(serve_connection(io, conn, config, closing.clone(), conn_rx.clone()));
+            }
+            () = &mut shutdown => break,
+        }
     }
+    drop(listener);
+    drop(conn_rx);
+    closing.cancel();
     let grace = reloader.state().config.server.shutdown_grace;
     tracing::info!(
         open_connections = open.get(),
         grace = %humantime::format_duration(grace),
         "shutting down: no new connections; open ones may run until the grace is over"
     );
+    let closed = all_closed.closed();
+    tokio::pin!(closed);
     tokio::select! {
-        result = &mut server => return result,
+        () = &mut closed => return Ok(()),
         () = &mut force => {
             tracing::warn!(open_connections = open.get(), "second signal: stopping at once");
             return Ok(());
@@ -174,11 +190,40 @@ pub async fn serve(
     );
     stop.cancel();
     tokio::select! {
-        result = &mut server => result,
-        () = &mut force => Ok(()),
+        () = &mut closed => {}
+        () = &mut force => {}
         () = tokio::time::sleep(CLOSE_WAIT) => {
             tracing::warn!(open_connections = open.get(), "connections still open; they close with the process");
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// Serves one client connection over HTTP/1.1 (hyper's server directly: it is what
+/// bounds the wait for a request head) until it closes, or until `closing` and its
+/// response in flight is done.
+async fn serve_connection(
+    io: limits::Counted,
+    conn: reload::Conn,
+    config: Arc<config::Config>,
+    closing: CancellationToken,
+    _alive: tokio::sync::watch::Receiver<()>,
+) {
+    let timer = io.timer(config.server.idle_timeout);
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(timer)
+        .header_read_timeout(config.server.header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), conn);
+    drop(config);
+    tokio::pin!(served);
+    let result = tokio::select! {
+        result = served.as_mut() => result,
+        () = closing.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "client connection ended with an error");
     }
 }

@@ -1,16 +1,23 @@
 //! Request limits at the edge: the request target and header size (a middleware
-//! answering 414 / 431 with the JSON error body) and the number of open client
-//! connections (a listener that stops accepting at `server.max_connections`; further
-//! connections wait in the kernel's listen backlog until one closes).
+//! answering 414 / 431 with the JSON error body); the number of open client
+//! connections (a listener that stops accepting at `server.max_connections`, further
+//! connections waiting in the kernel's listen backlog until one closes) and per client
+//! address (`server.max_connections_per_client`: the next one is answered 429 and
+//! closed); and how long a connection may take to send a request head or sit idle
+//! between requests (`ConnTimer`, hyper's timer for one connection).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -50,64 +57,95 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-/// A TCP listener that holds at most `max` connections open: `accept` waits for a
-/// connection to close before taking the next one from the backlog.
+/// How long a connection refused for its client's cap has to send its request head
+/// before it is closed without an answer.
+const REFUSE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Refused connections answered at once at most; beyond that they are closed at once,
+/// so a flood of refused connections holds nothing.
+const REFUSING_AT_ONCE: usize = 64;
+
+/// A TCP listener that holds at most `max` connections open (`accept` waits for a
+/// connection to close before taking the next one from the backlog) and at most
+/// `per_client` from one client address (0: no such cap).
 pub struct Limited {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     max: usize,
+    per_client: usize,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    refusing: Arc<Semaphore>,
     warned: Option<Instant>,
+    warned_client: Option<Instant>,
 }
 
 impl Limited {
-    pub fn new(inner: TcpListener, max: usize) -> Self {
+    pub fn new(inner: TcpListener, max: usize, per_client: usize) -> Self {
         let max = max.max(1);
         Self {
             inner,
             slots: Arc::new(Semaphore::new(max)),
             max,
+            per_client,
+            clients: Arc::default(),
+            refusing: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
             warned: None,
+            warned_client: None,
         }
     }
-}
 
-impl axum::serve::Listener for Limited {
-    type Io = Counted;
-    type Addr = SocketAddr;
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // At most one line a minute while the cap is hit.
-                if self
-                    .warned
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
-                {
-                    self.warned = Some(Instant::now());
-                    tracing::warn!(
-                        max_connections = self.max,
-                        "connection limit reached; new connections wait until one closes"
-                    );
-                }
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed")
-            }
-        };
+    /// The next connection to serve. One whose client address is at its cap is
+    /// answered 429 (on a task of its own) and not returned.
+    pub async fn accept(&mut self) -> (Counted, SocketAddr) {
         loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
+            let permit = self.slot().await;
+            let (stream, addr) = self.accept_any().await;
+            match self.client_slot(addr.ip()) {
+                Some(client) => {
                     return (
                         Counted {
                             stream,
+                            activity: Arc::default(),
+                            _client: client,
                             _permit: permit,
                         },
                         addr,
                     )
                 }
+                None => {
+                    drop(permit);
+                    self.refuse(stream, addr);
+                }
+            }
+        }
+    }
+
+    async fn slot(&mut self) -> OwnedSemaphorePermit {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return p;
+        }
+        // At most one line a minute while the cap is hit.
+        if once_a_minute(&mut self.warned) {
+            tracing::warn!(
+                max_connections = self.max,
+                "connection limit reached; new connections wait until one closes"
+            );
+        }
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    async fn accept_any(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok(accepted) => return accepted,
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
                     // Out of file descriptors and the like: back off as axum's own
@@ -119,9 +157,70 @@ impl axum::serve::Listener for Limited {
         }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+    /// Counts one more connection of `ip`, unless it is at its cap.
+    fn client_slot(&self, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = ip.to_canonical();
+        if self.per_client > 0 {
+            let mut clients = self
+                .clients
+                .lock()
+                .expect("client counts lock is never poisoned");
+            let open = clients.entry(ip).or_default();
+            if *open >= self.per_client {
+                return None;
+            }
+            *open += 1;
+        }
+        Some(ClientSlot {
+            clients: (self.per_client > 0).then(|| self.clients.clone()),
+            ip,
+        })
     }
+
+    /// Answers the request of a connection over its client's cap with a 429 and
+    /// closes it; closes it at once when many are being answered already.
+    fn refuse(&mut self, stream: TcpStream, addr: SocketAddr) {
+        if once_a_minute(&mut self.warned_client) {
+            tracing::warn!(
+                client = %addr.ip(),
+                max_connections_per_client = self.per_client,
+                "a client is at its connection cap; its new connections are refused"
+            );
+        }
+        let Ok(permit) = self.refusing.clone().try_acquire_owned() else {
+            return;
+        };
+        let per_client = self.per_client;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answer = hyper::service::service_fn(move |_req| async move {
+                let mut response = crate::error::AppError::TooManyConnections(format!(
+                    "this client address has {per_client} connections open already \
+                     (server.max_connections_per_client); close one and retry"
+                ))
+                .into_response();
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REFUSE_WITHIN)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), answer);
+            let _ = tokio::time::timeout(REFUSE_WITHIN * 2, conn).await;
+        });
+    }
+}
+
+fn once_a_minute(last: &mut Option<Instant>) -> bool {
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -133,10 +232,53 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// An accepted connection; its slot frees when it is dropped.
+/// One open connection of a client address; counted down when dropped.
+struct ClientSlot {
+    /// `None` when there is no per-client cap (nothing is counted).
+    clients: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(clients) = &self.clients else {
+            return;
+        };
+        let mut clients = clients
+            .lock()
+            .expect("client counts lock is never poisoned");
+        if let Some(open) = clients.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                clients.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An accepted connection; its slots free when it is dropped.
 pub struct Counted {
     stream: TcpStream,
+    activity: Arc<Activity>,
+    _client: ClientSlot,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    /// The timer to serve this connection with (`ConnTimer`).
+    pub fn timer(&self, idle_timeout: Duration) -> ConnTimer {
+        ConnTimer {
+            activity: self.activity.clone(),
+            idle_timeout,
+        }
+    }
+}
+
+/// What a connection has read so far, for its `ConnTimer`.
+#[derive(Default)]
+struct Activity {
+    /// Bytes read from the client since the connection opened.
+    read: AtomicU64,
 }
 
 impl AsyncRead for Counted {
@@ -145,7 +287,13 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.activity.read.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
     }
 }
 
@@ -178,3 +326,77 @@ impl AsyncWrite for Counted {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+/// hyper's timer for one HTTP/1 connection. hyper asks it for one deadline only: the
+/// request-head timeout (`header_read_timeout`, set to `server.header_timeout`), which
+/// it starts whenever it waits for a request head, on a fresh connection and between
+/// requests on a kept-alive one alike, and never while a response is being written.
+/// On a fresh connection that deadline is used as it is: a client that connects and
+/// sends no complete head in time is closed. On a kept-alive connection (bytes were
+/// read before) the wait is first for the next request to begin, up to
+/// `idle_timeout`; its first byte starts the `header_timeout` for the rest of the head.
+#[derive(Clone)]
+pub struct ConnTimer {
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(plain_sleep(duration))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let read = self.activity.read.load(Ordering::Relaxed);
+        if read == 0 {
+            return Box::pin(plain_sleep(
+                deadline.saturating_duration_since(Instant::now()),
+            ));
+        }
+        let header_timeout = deadline.saturating_duration_since(Instant::now());
+        Box::pin(HeadSleep {
+            sleep: Box::pin(tokio::time::sleep(self.idle_timeout)),
+            activity: self.activity.clone(),
+            idle_since: Some(read),
+            header_timeout,
+        })
+    }
+}
+
+fn plain_sleep(after: Duration) -> HeadSleep {
+    HeadSleep {
+        sleep: Box::pin(tokio::time::sleep(after)),
+        activity: Arc::default(),
+        idle_since: None,
+        header_timeout: after,
+    }
+}
+
+/// A request-head deadline; while `idle_since` is set, the idle wait before it.
+struct HeadSleep {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    activity: Arc<Activity>,
+    /// The connection's bytes read when the idle wait began; `None` once the head's
+    /// first byte came (or for a fresh connection).
+    idle_since: Option<u64>,
+    header_timeout: Duration,
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // hyper polls this after each read that left the head incomplete, so a new
+        // byte is seen here as soon as it arrives.
+        if let Some(since) = self.idle_since {
+            if self.activity.read.load(Ordering::Relaxed) != since {
+                self.idle_since = None;
+                let deadline = tokio::time::Instant::now() + self.header_timeout;
+                self.sleep.as_mut().reset(deadline);
+            }
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}

@@ -1,6 +1,8 @@
 //! The `freesky` command: parse the CLI, set up logging, load the config, then serve
 //! or run a one-shot command. Everything else lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

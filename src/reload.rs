@@ -10,7 +10,8 @@
 //! viewer sees a gap. An invalid file changes nothing.
 //!
 //! Settings bound at start (the listen address, the state directory, the connection
-//! cap, LAN discovery) are kept as they are and named in `restart_required`.
+//! caps, LAN discovery) are kept as they are and named in `restart_required`. The
+//! request-head and idle timeouts apply to connections opened after a reload.
 //!
 //! `Conn` also counts open connections and, once the shutdown grace is over (`stop`),
 //! ends every response body still streaming so its connection closes cleanly.
@@ -190,17 +191,21 @@ impl Reloader {
         Ok(reloaded)
     }
 
-    /// The make-service `axum::serve` takes: one `Conn` per accepted connection.
-    pub fn connections(self: &Arc<Self>, stop: CancellationToken) -> (Connections, OpenCount) {
-        let open = OpenCount(Arc::default());
-        (
-            Connections {
-                reloader: self.clone(),
-                stop,
-                open: open.clone(),
-            },
-            open,
-        )
+    /// The service serving one client connection from `remote`, counted in `open`
+    /// while it lives; `stop` ends its streaming bodies.
+    pub fn conn(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+        stop: CancellationToken,
+        open: &OpenCount,
+    ) -> Conn {
+        open.0.fetch_add(1, Ordering::Relaxed);
+        Conn {
+            reloader: self.clone(),
+            remote,
+            stop,
+            _open: Arc::new(Open(open.clone())),
+        }
     }
 }
 
@@ -235,9 +240,14 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
         "server.max_connections",
         o.max_connections != n.max_connections,
     );
+    keep(
+        "server.max_connections_per_client",
+        o.max_connections_per_client != n.max_connections_per_client,
+    );
     n.bind.clone_from(&o.bind);
     n.state_dir.clone_from(&o.state_dir);
     n.max_connections = o.max_connections;
+    n.max_connections_per_client = o.max_connections_per_client;
     // LAN discovery binds its sockets and builds its advert once, at start.
     let (o, n) = (&old.hdhomerun, &mut new.hdhomerun);
     keep("hdhomerun.discovery", o.discovery != n.discovery);
@@ -253,7 +263,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
 }
 
 /// How many client connections are open.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct OpenCount(Arc<AtomicUsize>);
 
 impl OpenCount {
@@ -271,37 +281,6 @@ impl Drop for Open {
     }
 }
 
-/// Makes one `Conn` per accepted connection.
-pub struct Connections {
-    reloader: Arc<Reloader>,
-    /// Cancelled when the shutdown grace is over.
-    stop: CancellationToken,
-    open: OpenCount,
-}
-
-impl<L> TowerService<axum::serve::IncomingStream<'_, L>> for Connections
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    type Response = Conn;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Conn, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: axum::serve::IncomingStream<'_, L>) -> Self::Future {
-        self.open.0.fetch_add(1, Ordering::Relaxed);
-        std::future::ready(Ok(Conn {
-            reloader: self.reloader.clone(),
-            remote: *stream.remote_addr(),
-            stop: self.stop.clone(),
-            _open: Arc::new(Open(self.open.clone())),
-        }))
-    }
-}
-
 /// Serves one connection's requests, each with the Router current when it arrives.
 #[derive(Clone)]
 pub struct Conn {
@@ -312,16 +291,13 @@ pub struct Conn {
     _open: Arc<Open>,
 }
 
-impl TowerService<Request> for Conn {
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Conn {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut req: Request = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(self.remote));
         // For `POST /api/config/reload`.
         req.extensions_mut().insert(self.reloader.clone());

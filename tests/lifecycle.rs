@@ -2,7 +2,8 @@
 //! config file without cutting a running `.ts` viewer or an HLS player's links; an
 //! invalid file is refused with every problem and the old config keeps serving;
 //! SIGTERM/SIGINT refuse new connections at once, let a viewer run until
-//! `server.shutdown_grace`, end its stream and exit 0; a second signal exits at once.
+//! `server.shutdown_grace`, end its stream and exit 0; a second signal exits at once;
+//! a streaming response is never cut by `server.idle_timeout` or `header_timeout`.
 //!
 //! Signals are sent with `kill(1)`; the upstream is a live HLS origin on 127.0.0.1.
 
@@ -699,4 +700,20 @@ async fn a_second_signal_during_the_grace_exits_at_once() {
     assert_eq!(status.code(), Some(0), "{}", fs.log());
     assert!(fs.log().contains("second signal"), "{}", fs.log());
     viewer.wait_end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_outlives_the_idle_and_head_timeouts() {
+    // The live origin adds a segment a second: the `.ts` body has gaps of about a
+    // second, each several times both timeouts. Neither may cut the open response.
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let extra = "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"";
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), extra, &one));
+    let viewer = watch_live(&fs).await;
+    let first = viewer.bytes();
+    // Three more segments: three gaps of about a second each.
+    viewer.wait_past(first + 3 * SEGMENT_BYTES).await;
+    assert_eq!(viewer.ended(), None);
 }

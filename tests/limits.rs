@@ -1,6 +1,9 @@
 //! SPEC 5, request limits: an over-long request target gets 414 and oversized headers
 //! 431, both with the JSON error body; at `server.max_connections` new connections
-//! wait (in the listen backlog) until one closes, while open ones keep being served.
+//! wait (in the listen backlog) until one closes, while open ones keep being served;
+//! one client address holds at most `max_connections_per_client` (the next gets 429);
+//! a connection that sends no complete request head within `header_timeout`, or sits
+//! idle between requests for `idle_timeout`, is closed.
 
 mod common;
 
@@ -21,7 +24,7 @@ fn config(server_extra: &str) -> String {
 
 /// Sends one HTTP/1.1 request on `stream` and reads one response: (status, body).
 async fn exchange(stream: &mut TcpStream, target: &str, headers: &str) -> (u16, String) {
-    let req = format!("GET {target} HTTP/1.1\r\nHost: freesky.test\r\n{headers}\r\n");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n");
     stream
         .write_all(req.as_bytes())
         .await
@@ -181,7 +184,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .await
         .unwrap()
         .unwrap();
-    let req = "GET /health HTTP/1.1\r\nHost: freesky.test\r\n\r\n";
+    let req = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     fifth.write_all(req.as_bytes()).await.unwrap();
     let mut byte = [0u8; 1];
     assert!(
@@ -225,4 +228,163 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         timeout(step, app.get("/health")).await.unwrap().status(),
         200
     );
+}
+
+/// `GET /health` on `stream` answers 200 (bounded).
+async fn health_ok(stream: &mut TcpStream) {
+    let (status, body) = timeout(Duration::from_secs(10), exchange(stream, "/health", ""))
+        .await
+        .expect("answer in time");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Reads until the server closes `stream` (end of file or a reset), bounded by `bound`;
+/// returns what was read, or `None` if it was still open when the bound passed.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    timeout(bound, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.x).
+async fn connect_from(from: [u8; 4], addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .unwrap_or_else(|e| panic!("bind {from:?}: {e}"));
+    timeout(
+        Duration::from_secs(10),
+        socket.connect(addr.parse().unwrap()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+#[tokio::test]
+async fn a_client_sending_no_complete_head_is_closed_after_header_timeout() {
+    // The idle timeout is long: what closes these connections is the head timeout.
+    let app = TestApp::spawn(&config("header_timeout = \"300ms\"\nidle_timeout = \"1h\"")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // The default is 30 s: a close within 10 s is this setting's doing.
+    let bound = Duration::from_secs(10);
+
+    // Connects and sends nothing.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let got = closed_within(&mut silent, bound)
+        .await
+        .expect("a silent connection is closed");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+
+    // Sends half a request head, then nothing.
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0")
+        .await
+        .unwrap();
+    closed_within(&mut half, bound)
+        .await
+        .expect("a half-sent head is closed");
+
+    // The control: a complete head in time is served.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    health_ok(&mut s).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let app = TestApp::spawn(&config("header_timeout = \"1h\"\nidle_timeout = \"300ms\"")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let bound = Duration::from_secs(10);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    health_ok(&mut s).await;
+    let got = closed_within(&mut s, bound)
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+}
+
+#[tokio::test]
+async fn idle_and_head_timeouts_are_separate() {
+    // A short head timeout does not close a kept-alive connection that is merely idle
+    // for longer than it (nginx's client_header_timeout / keepalive_timeout split).
+    let app = TestApp::spawn(&config("header_timeout = \"200ms\"\nidle_timeout = \"1h\"")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let bound = Duration::from_secs(10);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    health_ok(&mut s).await;
+    // Several head timeouts long, idle: still open (a bounded wait for something
+    // that must not happen).
+    assert!(
+        closed_within(&mut s, Duration::from_millis(1200))
+            .await
+            .is_none(),
+        "an idle connection was closed by the head timeout"
+    );
+    health_ok(&mut s).await;
+    // The next head, begun and not finished, is held to the head timeout.
+    s.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    closed_within(&mut s, bound)
+        .await
+        .expect("a half-sent second head is closed");
+}
+
+#[tokio::test]
+async fn a_client_address_over_its_cap_is_refused_while_others_are_served() {
+    let app = TestApp::spawn(&config("max_connections_per_client = 2")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let bound = Duration::from_secs(10);
+
+    // Two kept-alive connections from 127.0.0.1, each served.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from([127, 0, 0, 1], &addr).await;
+        health_ok(&mut s).await;
+        open.push(s);
+    }
+
+    // A third from the same address: 429 with the JSON error body, then closed.
+    let mut third = connect_from([127, 0, 0, 1], &addr).await;
+    let (status, body) = timeout(bound, exchange(&mut third, "/health", ""))
+        .await
+        .unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert_error_body(&body, "max_connections_per_client");
+    closed_within(&mut third, bound)
+        .await
+        .expect("the refused connection is closed");
+
+    // Another address is served meanwhile, and the two open ones keep working.
+    let mut other = connect_from([127, 0, 0, 2], &addr).await;
+    health_ok(&mut other).await;
+    health_ok(&mut open[1]).await;
+
+    // One of the two closes: the address is served again (once the server has seen
+    // the close).
+    drop(open.remove(0));
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let mut s = connect_from([127, 0, 0, 1], &addr).await;
+        let (status, body) = timeout(bound, exchange(&mut s, "/health", ""))
+            .await
+            .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the address stayed refused after a connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
