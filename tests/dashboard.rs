@@ -138,6 +138,17 @@ impl Driver {
 
     /// A new headless Chromium session (its own empty profile), `width`x`height`.
     async fn session(&self, width: u32, height: u32, javascript: bool) -> Client {
+        self.session_with(width, height, javascript, &[]).await
+    }
+
+    /// `session`, with Chromium's command line extended by `extra`.
+    async fn session_with(
+        &self,
+        width: u32,
+        height: u32,
+        javascript: bool,
+        extra: &[&str],
+    ) -> Client {
         let profile = tempfile::Builder::new()
             .prefix("chromium-profile")
             .tempdir_in(self.profiles.path())
@@ -160,6 +171,9 @@ impl Driver {
                 format!("--window-size={width},{height}"),
             ],
         });
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|a| json!(a)));
+        }
         if !javascript {
             options["prefs"] = json!({ "webkit.webprefs.javascript_enabled": false });
         }
@@ -548,6 +562,204 @@ async fn the_dashboard_in_headless_chromium() {
     let _ = no_js.close().await;
     outcome.expect("the JavaScript-off session did not finish in time");
     drop(driver);
+}
+
+/// Bound on the player reaching a state (hls.js loaded, the playlist and the first
+/// segments fetched, decoding started): a live stream of 2 s segments is playing
+/// within a few seconds; reaching this is a failure, not slowness.
+const PLAY_WAIT: Duration = Duration::from_secs(30);
+/// The hls.js the dashboard serves (`assets/vendor/hls.js/`).
+const HLS_JS_VERSION: &str = "1.5.20";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_previews_a_channel_in_headless_chromium() {
+    let origin = origin().await;
+    let app = app(&origin).await;
+    let driver = Driver::start().await;
+    // Headless Chromium would refuse autoplay even muted without a real gesture.
+    let browser = driver
+        .session_with(
+            1280,
+            900,
+            true,
+            &["--autoplay-policy=no-user-gesture-required"],
+        )
+        .await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, play(&app, &browser)).await;
+    let _ = browser.close().await;
+    outcome.unwrap_or_else(|_| {
+        panic!(
+            "the player test did not finish within {WHOLE_TEST:?}; chromedriver log:\n{}",
+            driver.log_text()
+        )
+    });
+    drop(driver);
+}
+
+/// The player's state: `[data-state, #player-status text, its class, hidden,
+/// video.currentTime, video.error code, data-fragments, #player-log lines]`.
+async fn player_state(c: &Client) -> Value {
+    js(
+        c,
+        "const p = document.querySelector('#player'), v = document.querySelector('#player-video'),
+               s = document.querySelector('#player-status');
+         return { state: p.dataset.state || '', status: s.textContent.trim(), class: s.className,
+                  hidden: p.hidden, time: v.currentTime, error: v.error ? v.error.code : null,
+                  fragments: Number(p.dataset.fragments || 0),
+                  log: Array.from(document.querySelectorAll('#player-log li')).map(l => l.textContent) };",
+        vec![],
+    )
+    .await
+}
+
+/// Clicks *play* in the row of channel `id`.
+async fn click_play(c: &Client, id: &str) {
+    find(
+        c,
+        &format!("#channels tr[data-channel=\"{id}\"] button.play"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap_or_else(|e| panic!("click play on {id}: {e}"));
+}
+
+/// Polls the player until `done` says so, for at most `PLAY_WAIT`.
+async fn wait_player(c: &Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PLAY_WAIT;
+    loop {
+        let state = player_state(c).await;
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {PLAY_WAIT:?} for the player: {what}; last seen: {state:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn play(app: &TestApp, c: &Client) {
+    wait_for!("the lineup with the demo channel", {
+        let list = app.channels().await;
+        if list.len() == CHANNELS.len() + 1 {
+            Ok(())
+        } else {
+            Err(format!("{} channels", list.len()))
+        }
+    });
+    c.goto(&app.url("/")).await.expect("load /");
+    let before = player_state(c).await;
+    assert_eq!(
+        before["hidden"], true,
+        "the player shows before any play: {before}"
+    );
+
+    // hls.js is served by freesky itself, pinned and cached for long.
+    let resp = reqwest::Client::new()
+        .get(app.url(&format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}")))
+        .send()
+        .await
+        .expect("GET hls.js");
+    assert_eq!(resp.status(), 200);
+    let cache = resp.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cache.contains("immutable"),
+        "hls.js cache-control {cache:?}"
+    );
+
+    // What this Chromium can do: the test says so when it fails.
+    let caps = js(
+        c,
+        "return { native: document.createElement('video').canPlayType('application/vnd.apple.mpegurl'),
+                  mse_h264_aac: window.MediaSource ? MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42c01e,mp4a.40.2\"') : null };",
+        vec![],
+    )
+    .await;
+    eprintln!(
+        "chromium: native HLS {:?}, MSE H.264+AAC {}",
+        caps["native"], caps["mse_h264_aac"]
+    );
+
+    // a. the demo channel plays: currentTime advances by more than a second.
+    click_play(c, "demo").await;
+    let started = wait_player(c, "currentTime > 0.5 on the demo channel", |s| {
+        s["time"].as_f64().unwrap_or(0.0) > 0.5 && s["state"] == "playing"
+    })
+    .await;
+    let t0 = started["time"].as_f64().unwrap();
+    let playing = wait_player(c, "currentTime advancing by 1.5 s", |s| {
+        s["time"].as_f64().unwrap_or(0.0) > t0 + 1.5
+    })
+    .await;
+    assert_eq!(playing["hidden"], false);
+    assert_eq!(playing["state"], "playing", "{playing:#}");
+    assert_eq!(playing["class"], "ok", "{playing:#}");
+    assert_eq!(playing["error"], Value::Null, "{playing:#}");
+    let log = playing["log"].to_string();
+    assert!(
+        log.contains("sources, in the order they are tried: Demo"),
+        "{log}"
+    );
+    // Chromium has Media Source Extensions: hls.js played it, segment by segment.
+    assert!(log.contains(&format!("hls.js {HLS_JS_VERSION}")), "{log}");
+    assert!(log.contains("playlist loaded"), "{log}");
+    assert!(
+        playing["fragments"].as_u64().unwrap_or(0) >= 1,
+        "{playing:#}"
+    );
+    eprintln!(
+        "hls.js played the demo channel to {} s; player log {log}",
+        playing["time"]
+    );
+
+    // b. without Media Source Extensions (older iPhones) the browser's own HLS plays
+    // it, where there is one (this Chromium has one when canPlayType says so).
+    if !caps["native"].as_str().unwrap_or_default().is_empty() {
+        js(
+            c,
+            "window.MediaSource = undefined; window.ManagedMediaSource = undefined; window.WebKitMediaSource = undefined;",
+            vec![],
+        )
+        .await;
+        click_play(c, "demo").await;
+        let native = wait_player(c, "the browser's own HLS: currentTime > 1.5", |s| {
+            s["log"].to_string().contains("the browser's own HLS")
+                && s["time"].as_f64().unwrap_or(0.0) > 1.5
+        })
+        .await;
+        assert_eq!(native["state"], "playing", "{native:#}");
+        // Back to a page with Media Source Extensions.
+        c.goto(&app.url("/")).await.expect("reload /");
+    }
+
+    // c. a channel whose every source fails shows why, with the HTTP status and the
+    // API's error.
+    let zeta = app.channel_named("Zeta Offline").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    click_play(c, &zeta).await;
+    let failed = wait_player(c, "an error for the offline channel", |s| {
+        s["state"] == "error"
+    })
+    .await;
+    let status = failed["status"].as_str().unwrap_or_default();
+    assert_eq!(failed["class"], "error", "{failed:#}");
+    eprintln!("the offline channel: {status}");
+    assert!(
+        status.contains("HTTP 502") && status.contains("Origin"),
+        "the offline channel's error lacks the status or the failing source: {failed:#}"
+    );
+
+    // d. close stops and hides it.
+    find(c, "#player-close").await.click().await.expect("close");
+    let closed = wait_player(c, "closed", |s| s["hidden"] == true).await;
+    assert_eq!(closed["state"], "closed");
 }
 
 async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
