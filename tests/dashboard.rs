@@ -1,8 +1,10 @@
 //! The dashboard (`GET /`, SPEC "dashboard", issue #7) driven in real headless Chromium
 //! through Debian's `chromedriver` (WebDriver over loopback HTTP, fantoccini): load,
 //! search as you type, group filter, enable/disable and priority with the admin token
-//! (refused without it), the channel test button, a phone-width layout, and server-side
-//! search that works without JavaScript. Screenshots land in
+//! (refused without it), the channel test button, a phone-width layout, server-side
+//! search that works without JavaScript, and the player: the demo channel (H.264+AAC in
+//! MPEG-TS) played through hls.js and through Chromium's own HLS with `currentTime`
+//! advancing, an offline channel's error, and a failover during playback. Screenshots land in
 //! `target/test-artifacts/dashboard.png` and `dashboard-phone.png`.
 //!
 //! The page is only reached through its DOM contract (the ids, classes and data
@@ -15,12 +17,14 @@ use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use common::{json_of, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use common::{json_of, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
 
 const TOKEN: &str = "dash-board-admin-token";
 /// Bound on each thing the browser is waited for (a page load, a fetch and a DOM
@@ -139,6 +143,28 @@ impl Driver {
     /// A new headless Chromium session (its own empty profile), `width`x`height`.
     async fn session(&self, width: u32, height: u32, javascript: bool) -> Client {
         self.session_with(width, height, javascript, &[]).await
+    }
+
+    /// A 1280x900 session whose videos may start without a click (headless Chromium
+    /// refuses autoplay without a real gesture, even muted).
+    async fn player_session(&self) -> Client {
+        self.session_with(
+            1280,
+            900,
+            true,
+            &["--autoplay-policy=no-user-gesture-required"],
+        )
+        .await
+    }
+
+    /// Fails `what` with chromedriver's log unless it finished in time; then stops
+    /// chromedriver and its Chromium.
+    fn finished(self, in_time: bool, what: &str) {
+        assert!(
+            in_time,
+            "{what} did not finish within {WHOLE_TEST:?}; chromedriver log:\n{}",
+            self.log_text()
+        );
     }
 
     /// `session`, with Chromium's command line extended by `extra`.
@@ -576,24 +602,10 @@ async fn the_player_previews_a_channel_in_headless_chromium() {
     let origin = origin().await;
     let app = app(&origin).await;
     let driver = Driver::start().await;
-    // Headless Chromium would refuse autoplay even muted without a real gesture.
-    let browser = driver
-        .session_with(
-            1280,
-            900,
-            true,
-            &["--autoplay-policy=no-user-gesture-required"],
-        )
-        .await;
+    let browser = driver.player_session().await;
     let outcome = tokio::time::timeout(WHOLE_TEST, play(&app, &browser)).await;
     let _ = browser.close().await;
-    outcome.unwrap_or_else(|_| {
-        panic!(
-            "the player test did not finish within {WHOLE_TEST:?}; chromedriver log:\n{}",
-            driver.log_text()
-        )
-    });
-    drop(driver);
+    driver.finished(outcome.is_ok(), "the player test");
 }
 
 /// The player's state: `[data-state, #player-status text, its class, hidden,
@@ -760,6 +772,153 @@ async fn play(app: &TestApp, c: &Client) {
     find(c, "#player-close").await.click().await.expect("close");
     let closed = wait_player(c, "closed", |s| s["hidden"] == true).await;
     assert_eq!(closed["state"], "closed");
+}
+
+/// A second source of the demo channel: an origin serving the demo's own live stream
+/// (a master playlist, the clock-following media playlist, the real H.264+AAC
+/// segments) until `down` is set, then 404 for everything of the stream.
+async fn demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
+    let segments: [&'static [u8]; 4] = [
+        include_bytes!("../assets/demo/seg0.ts"),
+        include_bytes!("../assets/demo/seg1.ts"),
+        include_bytes!("../assets/demo/seg2.ts"),
+        include_bytes!("../assets/demo/seg3.ts"),
+    ];
+    let up = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 group-title=\"Demo\",Demo\n{}\n",
+        up.url("/demo.m3u8")
+    );
+    let (down_list, down_segment) = (down.clone(), down);
+    up.text("/list.m3u", M3U_TYPE, list)
+        .text(
+            "/demo.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=320x180\nlive.m3u8\n",
+        )
+        .route(
+            "/live.m3u8",
+            axum::routing::get(move || {
+                let down = down_list.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(404, "text/plain", "gone");
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    respond(200, HLS_TYPE, freesky::services::demo::live_playlist(now))
+                }
+            }),
+        )
+        .route(
+            "/live/{file}",
+            axum::routing::get(move |axum::extract::Path(file): axum::extract::Path<String>| {
+                let down = down_segment.load(Ordering::SeqCst);
+                async move {
+                    let seq = file.strip_suffix(".ts").and_then(|n| n.parse::<usize>().ok());
+                    match seq {
+                        Some(seq) if !down => respond(200, "video/mp2t", segments[seq % segments.len()]),
+                        _ => respond(404, "text/plain", "gone"),
+                    }
+                }
+            }),
+        )
+        .start()
+}
+
+/// e. failover during playback shows in the player: the demo channel from an origin
+/// first, then (the origin gone) from the built-in demo after a discontinuity, while
+/// the video keeps playing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_shows_a_failover_in_headless_chromium() {
+    let down = Arc::new(AtomicBool::new(false));
+    let origin = demo_origin(down.clone()).await;
+    let app = TestApp::spawn(&format!(
+        r#"[server]
+bind = "127.0.0.1:0"
+state_dir = '{{state_dir}}'
+
+[streams]
+failover_after = 2
+
+[[services]]
+name = "Origin"
+kind = "m3u"
+url = "{}"
+priority = 10
+
+[[services]]
+name = "Demo"
+kind = "demo"
+priority = 50
+"#,
+        origin.url("/list.m3u")
+    ))
+    .await;
+    let driver = Driver::start().await;
+    let browser = driver.player_session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, failover(&app, &down, &browser)).await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the failover test");
+}
+
+async fn failover(app: &TestApp, down: &AtomicBool, c: &Client) {
+    let demo = wait_for!("one Demo channel with the sources Origin, Demo", {
+        let list = app.channels().await;
+        let sources: Vec<Value> = list
+            .iter()
+            .flat_map(|ch| ch["sources"].as_array().cloned().unwrap_or_default())
+            .map(|s| s["service"].clone())
+            .collect();
+        if list.len() == 1 && sources == [json!("Origin"), json!("Demo")] {
+            Ok(list[0]["id"].as_str().unwrap_or_default().to_string())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    });
+    c.goto(&app.url("/")).await.expect("load /");
+    click_play(c, &demo).await;
+    let before = wait_player(c, "the origin's stream playing for a second", |s| {
+        s["state"] == "playing" && s["time"].as_f64().unwrap_or(0.0) > 1.0
+    })
+    .await;
+    assert!(
+        before["log"]
+            .to_string()
+            .contains("sources, in the order they are tried: Origin, Demo"),
+        "{before:#}"
+    );
+    let hits_before = app.get_text_ok("/metrics").await;
+    down.store(true, Ordering::SeqCst);
+    let t = before["time"].as_f64().unwrap_or(0.0);
+    // The log is newest first: the origin's failure shows, then the switch, then
+    // segments of the next source, while the video plays on.
+    let position = |log: &[Value], what: &str| {
+        log.iter()
+            .position(|l| l.as_str().unwrap_or_default().contains(what))
+    };
+    let after = wait_player(
+        c,
+        "the failure, a discontinuity after it and 2 more seconds played",
+        |s| {
+            let log = s["log"].as_array().cloned().unwrap_or_default();
+            let failed = position(&log, "HTTP 502");
+            let switched = position(&log, "discontinuity");
+            let segment = position(&log, "loaded (");
+            matches!((failed, switched, segment), (Some(f), Some(d), Some(g)) if g < d && d < f)
+                && s["time"].as_f64().unwrap_or(0.0) > t + 2.0
+        },
+    )
+    .await;
+    assert_eq!(after["error"], Value::Null, "{after:#}");
+    assert_ne!(after["state"], "error", "{after:#}");
+    let metrics = app.get_text_ok("/metrics").await;
+    assert!(
+        metrics.contains(&format!("freesky_failovers_total{{channel=\"{demo}\"}}")),
+        "freesky counted no failover of {demo}:\nbefore:\n{hits_before}\nafter:\n{metrics}"
+    );
+    eprintln!("failover shown: {}", after["log"]);
 }
 
 async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
