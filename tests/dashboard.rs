@@ -1,8 +1,10 @@
 //! The dashboard (`GET /`, SPEC "dashboard", issue #7) driven in real headless Chromium
 //! through Debian's `chromedriver` (WebDriver over loopback HTTP, fantoccini): load,
 //! search as you type, group filter, enable/disable and priority with the admin token
-//! (refused without it), the channel test button, a phone-width layout, and server-side
-//! search that works without JavaScript. Screenshots land in
+//! (refused without it), the channel test button, a phone-width layout, server-side
+//! search that works without JavaScript, and the player: the demo channel (H.264+AAC in
+//! MPEG-TS) played through hls.js and through Chromium's own HLS with `currentTime`
+//! advancing, an offline channel's error, and a failover during playback. Screenshots land in
 //! `target/test-artifacts/dashboard.png` and `dashboard-phone.png`.
 //!
 //! The page is only reached through its DOM contract (the ids, classes and data
@@ -15,12 +17,14 @@ use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use common::{json_of, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use common::{json_of, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
 
 const TOKEN: &str = "dash-board-admin-token";
 /// Bound on each thing the browser is waited for (a page load, a fetch and a DOM
@@ -138,6 +142,39 @@ impl Driver {
 
     /// A new headless Chromium session (its own empty profile), `width`x`height`.
     async fn session(&self, width: u32, height: u32, javascript: bool) -> Client {
+        self.session_with(width, height, javascript, &[]).await
+    }
+
+    /// A 1280x900 session whose videos may start without a click (headless Chromium
+    /// refuses autoplay without a real gesture, even muted).
+    async fn player_session(&self) -> Client {
+        self.session_with(
+            1280,
+            900,
+            true,
+            &["--autoplay-policy=no-user-gesture-required"],
+        )
+        .await
+    }
+
+    /// Fails `what` with chromedriver's log unless it finished in time; then stops
+    /// chromedriver and its Chromium.
+    fn finished(self, in_time: bool, what: &str) {
+        assert!(
+            in_time,
+            "{what} did not finish within {WHOLE_TEST:?}; chromedriver log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// `session`, with Chromium's command line extended by `extra`.
+    async fn session_with(
+        &self,
+        width: u32,
+        height: u32,
+        javascript: bool,
+        extra: &[&str],
+    ) -> Client {
         let profile = tempfile::Builder::new()
             .prefix("chromium-profile")
             .tempdir_in(self.profiles.path())
@@ -160,6 +197,9 @@ impl Driver {
                 format!("--window-size={width},{height}"),
             ],
         });
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|a| json!(a)));
+        }
         if !javascript {
             options["prefs"] = json!({ "webkit.webprefs.javascript_enabled": false });
         }
@@ -548,6 +588,337 @@ async fn the_dashboard_in_headless_chromium() {
     let _ = no_js.close().await;
     outcome.expect("the JavaScript-off session did not finish in time");
     drop(driver);
+}
+
+/// Bound on the player reaching a state (hls.js loaded, the playlist and the first
+/// segments fetched, decoding started): a live stream of 2 s segments is playing
+/// within a few seconds; reaching this is a failure, not slowness.
+const PLAY_WAIT: Duration = Duration::from_secs(30);
+/// The hls.js the dashboard serves (`assets/vendor/hls.js/`).
+const HLS_JS_VERSION: &str = "1.5.20";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_previews_a_channel_in_headless_chromium() {
+    let origin = origin().await;
+    let app = app(&origin).await;
+    let driver = Driver::start().await;
+    let browser = driver.player_session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, play(&app, &browser)).await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the player test");
+}
+
+/// The player's state: `[data-state, #player-status text, its class, hidden,
+/// video.currentTime, video.error code, data-fragments, #player-log lines]`.
+async fn player_state(c: &Client) -> Value {
+    js(
+        c,
+        "const p = document.querySelector('#player'), v = document.querySelector('#player-video'),
+               s = document.querySelector('#player-status');
+         return { state: p.dataset.state || '', status: s.textContent.trim(), class: s.className,
+                  hidden: p.hidden, time: v.currentTime, error: v.error ? v.error.code : null,
+                  fragments: Number(p.dataset.fragments || 0),
+                  log: Array.from(document.querySelectorAll('#player-log li')).map(l => l.textContent) };",
+        vec![],
+    )
+    .await
+}
+
+/// Clicks *play* in the row of channel `id`.
+async fn click_play(c: &Client, id: &str) {
+    find(
+        c,
+        &format!("#channels tr[data-channel=\"{id}\"] button.play"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap_or_else(|e| panic!("click play on {id}: {e}"));
+}
+
+/// Polls the player until `done` says so, for at most `PLAY_WAIT`.
+async fn wait_player(c: &Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PLAY_WAIT;
+    loop {
+        let state = player_state(c).await;
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {PLAY_WAIT:?} for the player: {what}; last seen: {state:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn play(app: &TestApp, c: &Client) {
+    wait_for!("the lineup with the demo channel", {
+        let list = app.channels().await;
+        if list.len() == CHANNELS.len() + 1 {
+            Ok(())
+        } else {
+            Err(format!("{} channels", list.len()))
+        }
+    });
+    c.goto(&app.url("/")).await.expect("load /");
+    let before = player_state(c).await;
+    assert_eq!(
+        before["hidden"], true,
+        "the player shows before any play: {before}"
+    );
+
+    // hls.js is served by freesky itself, pinned and cached for long.
+    let resp = reqwest::Client::new()
+        .get(app.url(&format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}")))
+        .send()
+        .await
+        .expect("GET hls.js");
+    assert_eq!(resp.status(), 200);
+    let cache = resp.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cache.contains("immutable"),
+        "hls.js cache-control {cache:?}"
+    );
+
+    // What this Chromium can do: the test says so when it fails.
+    let caps = js(
+        c,
+        "return { native: document.createElement('video').canPlayType('application/vnd.apple.mpegurl'),
+                  mse_h264_aac: window.MediaSource ? MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42c01e,mp4a.40.2\"') : null };",
+        vec![],
+    )
+    .await;
+    eprintln!(
+        "chromium: native HLS {:?}, MSE H.264+AAC {}",
+        caps["native"], caps["mse_h264_aac"]
+    );
+
+    // a. the demo channel plays: currentTime advances by more than a second.
+    click_play(c, "demo").await;
+    let started = wait_player(c, "currentTime > 0.5 on the demo channel", |s| {
+        s["time"].as_f64().unwrap_or(0.0) > 0.5 && s["state"] == "playing"
+    })
+    .await;
+    let t0 = started["time"].as_f64().unwrap();
+    let playing = wait_player(c, "currentTime advancing by 1.5 s", |s| {
+        s["time"].as_f64().unwrap_or(0.0) > t0 + 1.5
+    })
+    .await;
+    assert_eq!(playing["hidden"], false);
+    assert_eq!(playing["state"], "playing", "{playing:#}");
+    assert_eq!(playing["class"], "ok", "{playing:#}");
+    assert_eq!(playing["error"], Value::Null, "{playing:#}");
+    let log = playing["log"].to_string();
+    assert!(
+        log.contains("sources, in the order they are tried: Demo"),
+        "{log}"
+    );
+    // Chromium has Media Source Extensions: hls.js played it, segment by segment.
+    assert!(log.contains(&format!("hls.js {HLS_JS_VERSION}")), "{log}");
+    assert!(log.contains("playlist loaded"), "{log}");
+    assert!(
+        playing["fragments"].as_u64().unwrap_or(0) >= 1,
+        "{playing:#}"
+    );
+    eprintln!(
+        "hls.js played the demo channel to {} s; player log {log}",
+        playing["time"]
+    );
+
+    // b. without Media Source Extensions (older iPhones) the browser's own HLS plays
+    // it, where there is one (this Chromium has one when canPlayType says so).
+    if !caps["native"].as_str().unwrap_or_default().is_empty() {
+        js(
+            c,
+            "window.MediaSource = undefined; window.ManagedMediaSource = undefined; window.WebKitMediaSource = undefined;",
+            vec![],
+        )
+        .await;
+        click_play(c, "demo").await;
+        let native = wait_player(c, "the browser's own HLS: currentTime > 1.5", |s| {
+            s["log"].to_string().contains("the browser's own HLS")
+                && s["time"].as_f64().unwrap_or(0.0) > 1.5
+        })
+        .await;
+        assert_eq!(native["state"], "playing", "{native:#}");
+        // Back to a page with Media Source Extensions.
+        c.goto(&app.url("/")).await.expect("reload /");
+    }
+
+    // c. a channel whose every source fails shows why, with the HTTP status and the
+    // API's error.
+    let zeta = app.channel_named("Zeta Offline").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    click_play(c, &zeta).await;
+    let failed = wait_player(c, "an error for the offline channel", |s| {
+        s["state"] == "error"
+    })
+    .await;
+    let status = failed["status"].as_str().unwrap_or_default();
+    assert_eq!(failed["class"], "error", "{failed:#}");
+    eprintln!("the offline channel: {status}");
+    assert!(
+        status.contains("HTTP 502") && status.contains("Origin"),
+        "the offline channel's error lacks the status or the failing source: {failed:#}"
+    );
+
+    // d. close stops and hides it.
+    find(c, "#player-close").await.click().await.expect("close");
+    let closed = wait_player(c, "closed", |s| s["hidden"] == true).await;
+    assert_eq!(closed["state"], "closed");
+}
+
+/// A second source of the demo channel: an origin serving the demo's own live stream
+/// (a master playlist, the clock-following media playlist, the real H.264+AAC
+/// segments) until `down` is set, then 404 for everything of the stream.
+async fn demo_origin(down: Arc<AtomicBool>) -> FakeUpstream {
+    let segments: [&'static [u8]; 4] = [
+        include_bytes!("../assets/demo/seg0.ts"),
+        include_bytes!("../assets/demo/seg1.ts"),
+        include_bytes!("../assets/demo/seg2.ts"),
+        include_bytes!("../assets/demo/seg3.ts"),
+    ];
+    let up = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 group-title=\"Demo\",Demo\n{}\n",
+        up.url("/demo.m3u8")
+    );
+    let (down_list, down_segment) = (down.clone(), down);
+    up.text("/list.m3u", M3U_TYPE, list)
+        .text(
+            "/demo.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=320x180\nlive.m3u8\n",
+        )
+        .route(
+            "/live.m3u8",
+            axum::routing::get(move || {
+                let down = down_list.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(404, "text/plain", "gone");
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    respond(200, HLS_TYPE, freesky::services::demo::live_playlist(now))
+                }
+            }),
+        )
+        .route(
+            "/live/{file}",
+            axum::routing::get(move |axum::extract::Path(file): axum::extract::Path<String>| {
+                let down = down_segment.load(Ordering::SeqCst);
+                async move {
+                    let seq = file.strip_suffix(".ts").and_then(|n| n.parse::<usize>().ok());
+                    match seq {
+                        Some(seq) if !down => respond(200, "video/mp2t", segments[seq % segments.len()]),
+                        _ => respond(404, "text/plain", "gone"),
+                    }
+                }
+            }),
+        )
+        .start()
+}
+
+/// e. failover during playback shows in the player: the demo channel from an origin
+/// first, then (the origin gone) from the built-in demo after a discontinuity, while
+/// the video keeps playing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_shows_a_failover_in_headless_chromium() {
+    let down = Arc::new(AtomicBool::new(false));
+    let origin = demo_origin(down.clone()).await;
+    let app = TestApp::spawn(&format!(
+        r#"[server]
+bind = "127.0.0.1:0"
+state_dir = '{{state_dir}}'
+
+[streams]
+failover_after = 2
+
+[[services]]
+name = "Origin"
+kind = "m3u"
+url = "{}"
+priority = 10
+
+[[services]]
+name = "Demo"
+kind = "demo"
+priority = 50
+"#,
+        origin.url("/list.m3u")
+    ))
+    .await;
+    let driver = Driver::start().await;
+    let browser = driver.player_session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, failover(&app, &down, &browser)).await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the failover test");
+}
+
+async fn failover(app: &TestApp, down: &AtomicBool, c: &Client) {
+    let demo = wait_for!("one Demo channel with the sources Origin, Demo", {
+        let list = app.channels().await;
+        let sources: Vec<Value> = list
+            .iter()
+            .flat_map(|ch| ch["sources"].as_array().cloned().unwrap_or_default())
+            .map(|s| s["service"].clone())
+            .collect();
+        if list.len() == 1 && sources == [json!("Origin"), json!("Demo")] {
+            Ok(list[0]["id"].as_str().unwrap_or_default().to_string())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    });
+    c.goto(&app.url("/")).await.expect("load /");
+    click_play(c, &demo).await;
+    let before = wait_player(c, "the origin's stream playing for a second", |s| {
+        s["state"] == "playing" && s["time"].as_f64().unwrap_or(0.0) > 1.0
+    })
+    .await;
+    assert!(
+        before["log"]
+            .to_string()
+            .contains("sources, in the order they are tried: Origin, Demo"),
+        "{before:#}"
+    );
+    let hits_before = app.get_text_ok("/metrics").await;
+    down.store(true, Ordering::SeqCst);
+    let t = before["time"].as_f64().unwrap_or(0.0);
+    // The log is newest first: the origin's failure shows, then the switch, then
+    // segments of the next source, while the video plays on.
+    let position = |log: &[Value], what: &str| {
+        log.iter()
+            .position(|l| l.as_str().unwrap_or_default().contains(what))
+    };
+    let after = wait_player(
+        c,
+        "the failure, a discontinuity after it and 2 more seconds played",
+        |s| {
+            let log = s["log"].as_array().cloned().unwrap_or_default();
+            let failed = position(&log, "HTTP 502");
+            let switched = position(&log, "discontinuity");
+            let segment = position(&log, "loaded (");
+            matches!((failed, switched, segment), (Some(f), Some(d), Some(g)) if g < d && d < f)
+                && s["time"].as_f64().unwrap_or(0.0) > t + 2.0
+        },
+    )
+    .await;
+    assert_eq!(after["error"], Value::Null, "{after:#}");
+    assert_ne!(after["state"], "error", "{after:#}");
+    let metrics = app.get_text_ok("/metrics").await;
+    assert!(
+        metrics.contains(&format!("freesky_failovers_total{{channel=\"{demo}\"}}")),
+        "freesky counted no failover of {demo}:\nbefore:\n{hits_before}\nafter:\n{metrics}"
+    );
+    eprintln!("failover shown: {}", after["log"]);
 }
 
 async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {

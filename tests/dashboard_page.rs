@@ -263,6 +263,63 @@ async fn the_page_shows_services_channels_urls_and_guide_without_javascript() {
     assert!(js.text().await.unwrap().contains("textContent"));
 }
 
+/// The player: every channel row has a play button, the page names the vendored
+/// hls.js by its version, and freesky serves exactly that file (no CDN), cached long.
+#[tokio::test]
+async fn the_page_names_the_vendored_hls_js_and_freesky_serves_it() {
+    let (app, _up) = setup().await;
+    let html = page(&app, "/").await;
+    let channels = rows(&html, "data-channel");
+    assert_eq!(channels.len(), 4, "{html}");
+    for (id, row) in &channels {
+        assert!(
+            row.contains("<button type=\"button\" class=\"play\""),
+            "channel {id} has no play button: {row}"
+        );
+    }
+    let vendored: &[u8] = include_bytes!("../assets/vendor/hls.js/hls.light.min.js");
+    let version = "1.5.20";
+    let src = format!("/assets/hls.light.min.js?v={version}");
+    assert!(
+        html.contains(&format!(
+            "<section id=\"player\" hidden data-hls-js=\"{src}\">"
+        )),
+        "no hidden player naming {src}: {html}"
+    );
+    assert!(
+        !html.contains("<script src=\"http"),
+        "the page loads a script from elsewhere"
+    );
+    let resp = app.get(&src).await;
+    assert_eq!(resp.status(), 200);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(header("content-type").starts_with("text/javascript"));
+    assert_eq!(
+        header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    let body = resp.bytes().await.expect("hls.js body");
+    assert!(
+        body == vendored,
+        "/assets/hls.light.min.js is not the vendored file"
+    );
+    assert!(
+        String::from_utf8_lossy(&body).contains(&format!("\"{version}\"")),
+        "the vendored hls.js is not version {version}"
+    );
+    let licence = include_str!("../assets/vendor/hls.js/LICENSE");
+    assert!(
+        licence.contains("Apache License"),
+        "hls.js's licence is not kept beside it"
+    );
+}
+
 #[tokio::test]
 async fn upstream_markup_is_escaped_never_a_live_tag() {
     let (app, _up) = setup().await;

@@ -5,7 +5,9 @@
 //! playlist, guide and tuner URLs, and the channels (sources, guide now/next, active
 //! viewers) filtered by `?q=` and `?group=`. A small script (`/dashboard.js`) adds the
 //! controls (admin calls on the JSON API), filtering as you type, copy buttons and the
-//! per-channel test; the CSS is `/dashboard.css`.
+//! per-channel test and the in-page player; the CSS is `/dashboard.css`. The player
+//! uses hls.js (vendored in `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`)
+//! where the browser has no native HLS.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,17 +27,26 @@ const CSS: &str = include_str!("../../templates/dashboard.css");
 const JS: &str = include_str!("../../templates/dashboard.js");
 /// Assets are named with the version (`?v=`), so a long cache is safe.
 const ASSET_CACHE: &str = "public, max-age=86400";
+/// hls.js, pinned: the npm package's `dist/hls.light.min.js`, unchanged (version,
+/// checksum and licence in `assets/vendor/hls.js/`). Served by freesky itself: the
+/// dashboard works without reaching any CDN.
+const HLS_JS: &str = include_str!("../../assets/vendor/hls.js/hls.light.min.js");
+const HLS_JS_VERSION: &str = "1.5.20";
+/// The page asks for `?v={HLS_JS_VERSION}`: a new version is a new URL, so this one
+/// never changes and browsers may keep it a year without asking again.
+const HLS_JS_CACHE: &str = "public, max-age=31536000, immutable";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(dashboard))
         .route("/dashboard.css", get(css))
         .route("/dashboard.js", get(js))
+        .route("/assets/hls.light.min.js", get(hls_js))
 }
 
 /// The dashboard's routes, for `/api/openapi.json`.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(dashboard, css, js))]
+#[openapi(paths(dashboard, css, js, hls_js))]
 pub(crate) struct Doc;
 
 /// `?q=` (search in names, groups and tags, accents and case ignored) and `?group=`
@@ -108,6 +119,8 @@ struct Page {
     url_guide: String,
     url_tuner: String,
     admin_token_set: bool,
+    /// Where the player loads hls.js from, versioned.
+    hls_js_url: String,
 }
 
 /// The dashboard page.
@@ -220,6 +233,7 @@ async fn dashboard(
         url_guide: format!("{base}/epg.xml"),
         url_tuner: base,
         admin_token_set: !s.config.server.admin_token.expose().is_empty(),
+        hls_js_url: format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}"),
     };
     let html = page
         .render()
@@ -265,13 +279,7 @@ fn channel_row(
     responses((status = 200, description = "The dashboard's stylesheet", content_type = "text/css"))
 )]
 async fn css() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, ASSET_CACHE),
-        ],
-        CSS,
-    )
+    asset("text/css; charset=utf-8", ASSET_CACHE, CSS)
 }
 
 /// The dashboard's script (controls, filtering as you type, copy, channel test).
@@ -282,11 +290,30 @@ async fn css() -> impl IntoResponse {
     responses((status = 200, description = "The dashboard's script", content_type = "text/javascript"))
 )]
 async fn js() -> impl IntoResponse {
+    asset(JAVASCRIPT, ASSET_CACHE, JS)
+}
+
+/// hls.js, which the dashboard's player loads on the first *play* in a browser
+/// without native HLS.
+#[utoipa::path(
+    get,
+    path = "/assets/hls.light.min.js",
+    tag = "dashboard",
+    responses((status = 200, description = "hls.js 1.5.20 (light build, Apache-2.0), for the dashboard's player; cached for a year", content_type = "text/javascript"))
+)]
+async fn hls_js() -> impl IntoResponse {
+    asset(JAVASCRIPT, HLS_JS_CACHE, HLS_JS)
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// A static file of the page: its type and how long browsers may keep it.
+fn asset(content_type: &'static str, cache: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, ASSET_CACHE),
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
         ],
-        JS,
+        body,
     )
 }
