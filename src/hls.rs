@@ -898,4 +898,14 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
             let _ = media_info(body, &base);
         }
     }
+
+    #[test]
+    fn count_uris_counts_uri_lines_and_attributes_and_stops_past_the_cap() {
+        let body = "#EXTM3U\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n\
+                    #EXTINF:2,URI=\"a title, not a URI\"\na.ts\n\n  b.ts  \n# URI=\"comment\"\n";
+        assert_eq!(count_uris(body, 100), 4);
+        assert_eq!(count_uris(body, 1), 2, "stops one past the cap");
+        let huge = "#EXTM3U\n#EXTINF:1,\n".to_string() + &"a\n".repeat(1_000_000);
+        assert_eq!(count_uris(&huge, 20_000), 20_001);
+    }
 }

@@ -630,4 +630,38 @@ mod tests {
         );
         assert_eq!(file_name(u("http://x/k"), Kind::Key), "key.bin");
     }
+
+    #[test]
+    fn contexts_and_rewrites_are_bounded() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        let long = Url::parse(&format!(
+            "http://x.example/?t={}",
+            "a".repeat(MAX_URL_BYTES)
+        ))
+        .unwrap();
+        assert!(matches!(
+            s.sealer("S", "", &long, &vec![]),
+            Err(LinkError::UrlTooLong { .. })
+        ));
+        let base = Url::parse("http://x.example/live/index.m3u8").unwrap();
+        let cookie = vec![("Cookie".to_string(), "c".repeat(MAX_HEADER_BYTES))];
+        assert!(matches!(
+            s.seal("S", &base, Kind::Segment, &cookie),
+            Err(LinkError::HeadersTooLarge { .. })
+        ));
+        // Within both caps, but enough URIs that the links would pass the output cap.
+        let url = Url::parse(&format!("http://x.example/?t={}", "a".repeat(3000))).unwrap();
+        let body = "#EXTM3U\n#EXTINF:1,\n".to_string() + &"a\n".repeat(20_000);
+        let out = rewrite_playlist(&s, "http://fs", "S", "", &vec![], &url, &body);
+        assert_eq!(
+            out.unwrap_err(),
+            LinkError::OutputTooLarge {
+                max: MAX_REWRITTEN_BYTES
+            }
+        );
+        // A usual playlist is rewritten whole.
+        let body = "#EXTM3U\n#EXTINF:1,\n".to_string() + &"seg.ts\n".repeat(1000);
+        let out = rewrite_playlist(&s, "http://fs", "S", "", &vec![], &base, &body).unwrap();
+        assert_eq!(out.matches("http://fs/proxy/").count(), 1000);
+    }
 }

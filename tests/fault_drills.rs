@@ -39,6 +39,10 @@ const MEMORY_BOUND_MB: u64 = 200;
 const GIGABYTE: u64 = 1 << 30;
 /// What the gzip bomb inflates to: members of 1 MiB of zeros.
 const BOMB_MIB: usize = 8 * 1024;
+/// The amplification playlist: exactly the default `max_body_bytes` of one-character
+/// URI lines, served from a URL this long (every link would repeat it).
+const AMPLIFY_BYTES: usize = 16 << 20;
+const AMPLIFY_URL_BYTES: usize = 3000;
 
 fn vm_hwm_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -91,12 +95,23 @@ fn gzip_bomb() -> Bytes {
     Bytes::from(out)
 }
 
+/// A media playlist of `AMPLIFY_BYTES`: a head, then `a` lines (8 million URIs).
+fn amplifying_playlist() -> Bytes {
+    let mut body = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n".to_vec();
+    while body.len() + 2 <= AMPLIFY_BYTES {
+        body.extend_from_slice(b"a\n");
+    }
+    body.resize(AMPLIFY_BYTES, b'\n');
+    Bytes::from(body)
+}
+
 const GOOD_PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n\
 #EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.000,\nseg0.ts\n#EXT-X-ENDLIST\n";
 
 /// The HTTP faults, one route each.
 async fn faulty_router() -> FakeUpstream {
     let bomb = gzip_bomb();
+    let amplify = amplifying_playlist();
     let mut bad_utf8 = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,caf\xe9 \xff\xfe\n".to_vec();
     bad_utf8.extend_from_slice(b"seg\xc3\x28.ts\n#EXT-X-ENDLIST\n");
     let bad_list = b"#EXTM3U\n#EXTINF:-1 tvg-id=\"\xff\xfe\",Caf\xe9 \xc3\x28 Channel\n\
@@ -189,6 +204,25 @@ http://127.0.0.1:9/x.m3u8\n#EXTINF:-1,Plain\nhttp://127.0.0.1:9/y.m3u8\n"
                     .header(header::LOCATION, "/redirect-loop")
                     .body(Body::empty())
                     .expect("response")
+            }),
+        )
+        .route(
+            "/amplify",
+            get(|| async {
+                // A redirect to a multi-KB URL: the base every link's context carries.
+                let pad = "p".repeat(AMPLIFY_URL_BYTES);
+                Response::builder()
+                    .status(302)
+                    .header(header::LOCATION, format!("/amplified.m3u8?pad={pad}"))
+                    .body(Body::empty())
+                    .expect("response")
+            }),
+        )
+        .route(
+            "/amplified.m3u8",
+            get(move || {
+                let body = amplify.clone();
+                async move { respond(200, HLS_TYPE, body) }
             }),
         )
         .text(
@@ -293,6 +327,8 @@ enum Place {
 enum Expect {
     /// A JSON error `{"error", "detail"}` with this status.
     Error(u16),
+    /// The same, and the body names this (the cap that refused it).
+    ErrorNaming(u16, &'static str),
     /// A JSON error with a 5xx status (502 or 504, depending on how the fault ends).
     UpstreamError,
     /// 200 with an HLS playlist (a fallback, or a lossy but valid playlist).
@@ -351,6 +387,13 @@ fn drills() -> Vec<Drill> {
         d("trickle 1 byte/s", "/trickle", Stream, Error(504), false),
         d("endless body", "/endless", Stream, UpstreamError, true),
         d("1 GB playlist", "/gigabyte", Stream, Error(502), true),
+        d(
+            "16 MiB URIs via long URL",
+            "/amplify",
+            Stream,
+            ErrorNaming(502, "max_playlist_uris"),
+            true,
+        ),
         d("redirect loop", "/redirect-loop", Stream, Error(502), false),
         d("HTML with 200", "/html", Stream, Error(502), false),
         d(
@@ -508,11 +551,12 @@ async fn run(drill: &Drill, faulty: &FakeUpstream, raw: &str) -> Result<Outcome,
     let text = String::from_utf8_lossy(&body);
     let short = |t: &str| t.chars().take(300).collect::<String>();
     match drill.expect {
-        Expect::Error(_) | Expect::UpstreamError => {
+        Expect::Error(_) | Expect::ErrorNaming(..) | Expect::UpstreamError => {
             let json: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|_| format!("{status} is not JSON ({ctype}): {}", short(&text)))?;
             let wanted = match drill.expect {
                 Expect::Error(s) => status == s,
+                Expect::ErrorNaming(s, named) => status == s && text.contains(named),
                 _ => matches!(status, 502 | 504),
             };
             if !wanted

@@ -485,3 +485,132 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
         assert_eq!(r.header("user-agent"), Some("TestPlayer/1.0"), "{}", r.path);
     }
 }
+
+/// The headers of a proxied body that keep a browser from running it.
+fn assert_passive(resp: &reqwest::Response, what: &str) {
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(
+        h("content-security-policy"),
+        "sandbox; default-src 'none'",
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn active_content_from_an_upstream_is_served_as_media_that_cannot_run() {
+    const HTML: &str = "<!doctype html><script>fetch('/api/services')</script>";
+    const SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"/>";
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"key.html\"\n\
+#EXTINF:2.0,\npage.ts\n#EXTINF:2.0,\npicture.ts\n#EXTINF:2.0,\nfine.m4s\n#EXT-X-ENDLIST\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/a/index.m3u8", HLS_TYPE, playlist)
+        .text("/a/page.ts", "text/html; charset=utf-8", HTML)
+        .text("/a/picture.ts", "image/svg+xml", SVG)
+        .text("/a/key.html", "text/html", HTML)
+        .bytes("/a/fine.m4s", "video/mp4", b"fMP4".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/a/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 200);
+    assert_passive(&resp, "the playlist");
+    let playlist = resp.text().await.unwrap();
+    let uris = assert_all_proxied(&app, &playlist);
+    let [key, page, picture, fine] = &uris[..] else {
+        panic!("four links expected: {uris:?}");
+    };
+    let expected = [
+        (key, "application/octet-stream", HTML),
+        (page, "video/mp2t", HTML),
+        (picture, "video/mp2t", SVG),
+        (fine, "video/mp4", "fMP4"),
+    ];
+    // Twice: the first answer streams from the upstream, the second from the cache.
+    for round in ["streamed", "cached"] {
+        for (link, ctype, body) in expected {
+            let resp = app.get(link).await;
+            assert_eq!(resp.status(), 200, "{link}");
+            let got = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert_eq!(got, ctype, "{round} {link}");
+            assert_passive(&resp, link);
+            // The bytes themselves pass untouched: only how a browser treats them changes.
+            assert_eq!(resp.text().await.unwrap(), body);
+        }
+    }
+    // A byte range of a cached segment too.
+    let resp = app
+        .client
+        .get(page)
+        .header("range", "bytes=0-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_passive(&resp, "a range");
+    assert_eq!(resp.headers()["content-type"], "video/mp2t");
+}
+
+#[tokio::test]
+async fn every_path_under_proxy_that_is_not_a_sealed_link_is_403_without_an_upstream_request() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/x/index.m3u8", HLS_TYPE, media_playlist(&["x.ts"]))
+        .bytes("/x/x.ts", "video/mp2t", b"X".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/x/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let link = seg.strip_prefix(&app.base).unwrap().to_string();
+    let before = origin.requests().len();
+    let parts: Vec<&str> = link.trim_start_matches("/proxy/").split('/').collect();
+    let [context, item, name] = parts[..] else {
+        panic!("three parts expected: {link}");
+    };
+    let target = urlencode(&origin.url("/x/x.ts"));
+    let paths = [
+        "/proxy".to_string(),
+        "/proxy/".to_string(),
+        format!("/proxy/{context}"),
+        format!("/proxy/{context}/{item}"),
+        format!("/proxy/{context}/{item}/"),
+        format!("/proxy/{context}//{name}"),
+        format!("/proxy/{context}/{item}/{name}/more"),
+        format!("/proxy/{context}/{item}/a/b/c/d"),
+        format!("/proxy/{item}/{context}/{name}"),
+        format!("/proxy/!!!/{item}/{name}"),
+        format!("/proxy/{context}/%%%/{name}"),
+        format!("/proxy/{target}"),
+        format!("/proxy/{target}/{target}/x.ts"),
+    ];
+    for path in &paths {
+        let body = assert_api_error(app.get(path).await, 403).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("proxy"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(origin.requests().len(), before, "{:?}", origin.paths());
+    // The link itself still plays.
+    assert_eq!(app.get(&link).await.status(), 200);
+}
