@@ -140,8 +140,10 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// Loads `dir/proxy.key`, creating it (mode 0600) on first start, so links stay
-    /// valid across restarts.
+    /// Loads `dir/proxy.key`, creating it (mode 0600, in a 0700 `dir` when that is
+    /// new) on first start, so links stay valid across restarts. A key that group or
+    /// others can read (anyone who has it can seal links) is used, with a warning
+    /// naming the fix.
     pub fn load_or_create(dir: &Path, ttl: Duration) -> Result<Self, KeyError> {
         let path = dir.join("proxy.key");
         let io = |source| KeyError::Io {
@@ -149,9 +151,16 @@ impl Signer {
             source,
         };
         let key = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+            Ok(bytes) => {
+                let loose = crate::store::mode_of(&path)
+                    .and_then(|mode| crate::store::loose_permissions(&path, mode, 0o600));
+                if let Some(warning) = loose {
+                    tracing::warn!("{warning}");
+                }
+                bytes
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
+                crate::store::create_private_dir(dir).map_err(io)?;
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng).to_vec();
                 write_private(&path, &key).map_err(io)?;
                 key

@@ -7,6 +7,11 @@
 //! after the answer loses nothing. The config file is the user's: this module never
 //! touches it. Reads come from an in-memory mirror loaded at open; writes go through
 //! `spawn_blocking` so the async runtime never waits on the disk.
+//!
+//! `state_dir` holds secrets (the proxy key, the tuner's DeviceAuth): it is created
+//! readable by its owner only (0700, `create_private_dir`), and one that group or
+//! others can open is reported at start (`loose_permissions`), never changed: the
+//! directory is the user's.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,53 @@ pub enum StoreError {
     /// the caller's fault, nothing was written.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only (0700 on Unix).
+/// Returns whether it was created; an existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    Ok(true)
+}
+
+/// The permission bits of `path` (Unix; `None` elsewhere or when unreadable).
+pub fn mode_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The warning for a secret-holding `path` whose permission bits `mode` let group or
+/// others in, naming the file and the fix (`chmod {private:o}`); `None` when only the
+/// owner has access.
+pub fn loose_permissions(path: &Path, mode: u32, private: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        let path = path.display();
+        format!(
+            "{path} is open to group or others (mode {:03o}) but holds secrets (the proxy key \
+             signs every stream link): run `chmod {private:o} {path}`",
+            mode & 0o777
+        )
+    })
 }
 
 /// A runtime override of one service's config (`None`: the config decides).
@@ -99,9 +151,14 @@ CREATE TABLE IF NOT EXISTS channel_mapping (
 ";
 
 impl Store {
-    /// Opens (creating) `dir/freesky.db`.
+    /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
+    /// an existing `dir` is open to group or others.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        if !create_private_dir(dir)? {
+            if let Some(warning) = mode_of(dir).and_then(|m| loose_permissions(dir, m, 0o700)) {
+                tracing::warn!("{warning}");
+            }
+        }
         let path = dir.join("freesky.db");
         let conn = Connection::open(&path)?;
         Self::init(conn, Some(path))
@@ -461,6 +518,42 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_open_to_group_or_others_get_a_warning_naming_the_fix() {
+        let key = Path::new("/var/lib/freesky/proxy.key");
+        let w = loose_permissions(key, 0o644, 0o600).expect("a warning");
+        assert!(w.contains("/var/lib/freesky/proxy.key"), "{w}");
+        assert!(w.contains("mode 644"), "{w}");
+        assert!(w.contains("chmod 600 /var/lib/freesky/proxy.key"), "{w}");
+        for mode in [0o640, 0o604, 0o660, 0o602, 0o610] {
+            assert!(loose_permissions(key, mode, 0o600).is_some(), "{mode:o}");
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            assert_eq!(loose_permissions(key, mode, 0o600), None, "{mode:o}");
+        }
+        let dir = Path::new("/srv/state");
+        let w = loose_permissions(dir, 0o755, 0o700).expect("a warning");
+        assert!(w.contains("chmod 700 /srv/state"), "{w}");
+        assert_eq!(loose_permissions(dir, 0o700, 0o700), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fresh_state_dir_is_owner_only_and_an_existing_one_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b/state");
+        Store::open(&fresh).unwrap();
+        assert_eq!(mode_of(&fresh), Some(0o700));
+        assert_eq!(mode_of(&root.path().join("a")), Some(0o700));
+
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&shared).unwrap();
+        assert_eq!(mode_of(&shared), Some(0o755), "warned about, not changed");
+    }
 
     #[tokio::test]
     async fn identities_are_stable_and_unique() {
