@@ -6,6 +6,9 @@
 //! others: the file is parsed into a spanned tree, strings are interpolated in place,
 //! then each section and each service is deserialized on its own. Kind-specific keys
 //! are handed to `services::KindConfig`, the only place that knows the kinds.
+//! serde stops at the first unknown key (or bad value) of a table, so each key it
+//! stops at is reported, taken out, and the rest deserialized again (`every_key`):
+//! a file with five typos gets five lines, each with the keys that table accepts.
 //! This module reads the file; it never writes it (runtime changes go to `store`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -715,18 +718,81 @@ impl<'t> Parse<'t> {
     fn section<T: for<'de> Deserialize<'de> + Default>(
         &mut self,
         path: &str,
-        value: Spanned<DeValue<'_>>,
+        value: Spanned<DeValue<'t>>,
     ) -> Option<T> {
-        match T::deserialize(ValueDeserializer::from(value)) {
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            self.push(Some(span), path, "must be a table".into());
+            return Some(T::default());
+        };
+        let parsed = self.every_key(path, span, table, None, T::deserialize, |e| Some(e));
+        match parsed {
             Ok(v) => Some(v),
-            Err(e) => {
+            Err(Left::Failed(e)) => {
                 self.de_error(path, e);
                 Some(T::default())
             }
+            Err(Left::Reported) => Some(T::default()),
         }
     }
 
-    fn services(&mut self, value: Spanned<DeValue<'_>>) -> Vec<ServiceConfig> {
+    /// Deserializes `table` (at `path`) with `de`, reporting the problem of every key
+    /// serde stops at, not only the first (serde stops at one unknown key per table):
+    /// each such key is recorded, taken out, and the rest deserialized again, until
+    /// it deserializes, or fails in a way no key explains (`Left::Failed`: the caller
+    /// reports it). `kind` names the service kind whose own keys `table` holds: its
+    /// unknown keys also list the keys every service has.
+    fn every_key<T, E>(
+        &mut self,
+        path: &str,
+        span: Range<usize>,
+        mut table: DeTable<'t>,
+        kind: Option<&str>,
+        de: impl Fn(ValueDeserializer<'t>) -> Result<T, E>,
+        as_toml: fn(&E) -> Option<&toml::de::Error>,
+    ) -> Result<T, Left<E>> {
+        // Keys taken out for a bad value: the "missing field" that may follow is no
+        // news.
+        let mut taken = HashSet::new();
+        loop {
+            let value = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+            let e = match de(ValueDeserializer::from(value)) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let Some(te) = as_toml(&e) else {
+                return Err(Left::Failed(e));
+            };
+            let message = te.message().trim().replace('\n', " ");
+            if let Some(missing) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                if taken.contains(missing) {
+                    return Err(Left::Reported);
+                }
+            }
+            let Some(at) = te.span() else {
+                return Err(Left::Failed(e));
+            };
+            let Some((field, key)) = take_key(&mut table, path, at.start) else {
+                return Err(Left::Failed(e));
+            };
+            let message = match unknown_field(&message) {
+                Some(expected) => {
+                    let top = field == format!("{path}.{key}");
+                    unknown_field_message(&expected, kind.filter(|_| top))
+                }
+                None => {
+                    taken.insert(key);
+                    message
+                }
+            };
+            self.push(Some(at), &field, message);
+        }
+    }
+
+    fn services(&mut self, value: Spanned<DeValue<'t>>) -> Vec<ServiceConfig> {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {
             self.push(
@@ -794,7 +860,7 @@ impl<'t> Parse<'t> {
         }
     }
 
-    fn service(&mut self, path: &str, item: Spanned<DeValue<'_>>) -> Option<ServiceConfig> {
+    fn service(&mut self, path: &str, item: Spanned<DeValue<'t>>) -> Option<ServiceConfig> {
         let span = item.span();
         let DeValue::Table(table) = item.into_inner() else {
             self.push(Some(span), path, "a service must be a table".into());
@@ -821,24 +887,37 @@ impl<'t> Parse<'t> {
                 own.insert(k, v);
             }
         }
-        let common = CommonKeys::deserialize(ValueDeserializer::from(Spanned::new(
+        let common = self.every_key(
+            path,
             span.clone(),
-            DeValue::Table(common),
-        )));
-        let own = KindConfig::parse(
-            &kind,
-            ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(own))),
+            common,
+            None,
+            CommonKeys::deserialize,
+            |e| Some(e),
+        );
+        let own = self.every_key(
+            path,
+            span.clone(),
+            own,
+            Some(&kind),
+            |keys| KindConfig::parse(&kind, keys),
+            |e| match e {
+                KindError::Toml(e) => Some(e),
+                KindError::Unknown => None,
+            },
         );
         let common = match common {
             Ok(c) => Some(c),
-            Err(e) => {
+            Err(Left::Failed(e)) => {
                 self.de_error(path, e);
                 None
             }
+            Err(Left::Reported) => None,
         };
         let own = match own {
             Ok(o) => Some(o),
-            Err(KindError::Unknown) => {
+            Err(Left::Reported) => None,
+            Err(Left::Failed(KindError::Unknown)) => {
                 self.push(
                     self.spans.get(&format!("{path}.kind")).cloned(),
                     &format!("{path}.kind"),
@@ -849,7 +928,7 @@ impl<'t> Parse<'t> {
                 );
                 None
             }
-            Err(KindError::Toml(e)) => {
+            Err(Left::Failed(KindError::Toml(e))) => {
                 self.de_error(path, e);
                 None
             }
@@ -1094,6 +1173,84 @@ impl<'t> Parse<'t> {
     }
 }
 
+/// How `Parse::every_key` ends when the table does not deserialize.
+enum Left<E> {
+    /// A failure no single key explains (a missing key, ...), not yet reported.
+    Failed(E),
+    /// Every problem is reported already.
+    Reported,
+}
+
+/// Takes out of `table` (at `path`) the key that error offset `at` falls in: the key
+/// itself, or its value when that is not a table (a string, a number, an array of
+/// them), however deep. Returns the key's path and name.
+fn take_key(table: &mut DeTable<'_>, path: &str, at: usize) -> Option<(String, String)> {
+    let mut hit = None;
+    for (k, v) in table.iter_mut() {
+        let here = format!("{path}.{}", k.get_ref());
+        let inner = match v.get_mut() {
+            DeValue::Table(inner) => take_key(inner, &here, at),
+            DeValue::Array(items) => items.iter_mut().enumerate().find_map(|(i, item)| match item
+                .get_mut()
+            {
+                DeValue::Table(inner) => take_key(inner, &format!("{here}[{i}]"), at),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        let in_leaf = match v.get_ref() {
+            DeValue::Table(_) => false,
+            DeValue::Array(items) => items
+                .iter()
+                .any(|i| !matches!(i.get_ref(), DeValue::Table(_)) && i.span().contains(&at)),
+            _ => v.span().contains(&at),
+        };
+        if k.span().contains(&at) || in_leaf {
+            hit = Some((here, k.clone()));
+            break;
+        }
+    }
+    let (field, key) = hit?;
+    table.remove(&key);
+    Some((field, key.into_inner().into_owned()))
+}
+
+/// The names serde's "unknown field `x`, expected ..." lists (none for "there are
+/// no fields"); `None` for another message.
+fn unknown_field(message: &str) -> Option<Vec<String>> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (_, expected) = rest.split_once('`')?;
+    Some(
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// "unknown field, expected one of: ...": the table's keys, and for a key at the top
+/// of a service (`kind`), the keys of that kind and the keys every service has.
+fn unknown_field_message(expected: &[String], kind: Option<&str>) -> String {
+    let list = expected.join(", ");
+    match kind {
+        None if expected.is_empty() => "unknown field, this table has no keys".into(),
+        None => format!("unknown field, expected one of: {list}"),
+        Some(kind) => {
+            let common = COMMON_KEYS.join(", ");
+            if expected.is_empty() {
+                format!("unknown field, expected one of: {common} (every service; kind {kind} has no keys of its own)")
+            } else {
+                format!("unknown field, expected one of: {list} (kind {kind}) or {common} (every service)")
+            }
+        }
+    }
+}
+
 /// Why a kind's own keys did not parse.
 pub enum KindError {
     Unknown,
@@ -1248,6 +1405,62 @@ mod tests {
         assert!(
             e.iter()
                 .any(|l| l.starts_with("f.toml:5:") && l.contains("urll")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn every_bad_key_of_a_table_is_reported_once() {
+        let e = errors(
+            "[server]\nbind = 5\nstte = \"y\"\nmax_connections = \"many\"\n\n\
+             [[services]]\nname = 7\nkind = \"m3u\"\nurl = \"http://x/\"\nurll = 2\ntimeout = \"soon\"\n\n\
+             [[services]]\nname = \"Api\"\nkind = \"json_api\"\nbase_url = \"http://a/\"\n\
+             [services.channels]\npath = \"c\"\nnmae = \"/t\"\nnmae2 = \"/t\"\n\
+             [services.stream]\npath = \"s/{channel_id}\"\nurl = \"/u\"\n",
+        );
+        let got: Vec<&str> = e
+            .iter()
+            .map(|l| l.splitn(3, ": ").take(1).next().unwrap_or_default())
+            .collect();
+        let fields: Vec<String> = e
+            .iter()
+            .map(|l| l.split(": ").nth(1).unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "server.bind",
+                "server.stte",
+                "server.max_connections",
+                "services[0].name",
+                "services[0].urll",
+                "services[0].timeout",
+                "services[1].channels.nmae",
+                "services[1].channels.nmae2",
+            ],
+            "{e:?}"
+        );
+        assert_eq!(
+            got,
+            [
+                "f.toml:2",
+                "f.toml:3",
+                "f.toml:4",
+                "f.toml:7",
+                "f.toml:10",
+                "f.toml:11",
+                "f.toml:19",
+                "f.toml:20"
+            ],
+            "{e:?}"
+        );
+        // A key of the kind lists the kind's keys, then the shared ones.
+        assert!(
+            e[4].ends_with("expected one of: url, epg_url (kind m3u) or name, kind, enabled, priority, timeout, connect_timeout, idle_timeout, headers, rate_limit, max_concurrent, description, auth (every service)"),
+            "{e:?}"
+        );
+        assert!(
+            e[6].ends_with("expected one of: path, list, id, name, logo, group, tags, tvg_id"),
             "{e:?}"
         );
     }

@@ -437,7 +437,8 @@ pub struct OutEntry<'a> {
 
 /// `#EXTM3U url-tvg="..." x-tvg-url="..."` (header attrs only when `url_tvg` is Some)
 /// then per entry `#EXTINF:-1 tvg-id="" tvg-name="" tvg-logo="" tvg-chno="N"
-/// group-title="",Name` and the URL line. Lines end with "\n".
+/// group-title="",Name` (`tvg-logo` only when there is a logo) and the URL line.
+/// Lines end with "\n".
 ///
 /// Values come from upstreams, so they are made unable to break the format: `"`
 /// becomes `'` and CR/LF become spaces in attributes and names. URLs are written as
@@ -464,10 +465,16 @@ pub fn render<'a>(
         push_clean(&mut out, entry.tvg_id);
         out.push_str("\" tvg-name=\"");
         push_clean(&mut out, entry.tvg_name);
-        out.push_str("\" tvg-logo=\"");
-        push_clean(&mut out, entry.tvg_logo);
+        out.push('"');
+        // No logo, no attribute: some players show an empty `tvg-logo=""` as a
+        // broken image instead of their own placeholder.
+        if !entry.tvg_logo.trim().is_empty() {
+            out.push_str(" tvg-logo=\"");
+            push_clean(&mut out, entry.tvg_logo);
+            out.push('"');
+        }
         // Writing to a String cannot fail.
-        let _ = write!(out, "\" tvg-chno=\"{}\" group-title=\"", entry.tvg_chno);
+        let _ = write!(out, " tvg-chno=\"{}\" group-title=\"", entry.tvg_chno);
         push_clean(&mut out, entry.group);
         out.push_str("\",");
         push_clean(&mut out, entry.name);
@@ -795,7 +802,7 @@ mod tests {
             "#EXTM3U url-tvg=\"http://freesky/epg.xml\" x-tvg-url=\"http://freesky/epg.xml\"\n\
              #EXTINF:-1 tvg-id=\"CNN.us\" tvg-name=\"CNN\" tvg-logo=\"http://l/cnn.png\" tvg-chno=\"1\" group-title=\"News\",CNN\n\
              http://freesky/stream/1\n\
-             #EXTINF:-1 tvg-id=\"\" tvg-name=\"\" tvg-logo=\"\" tvg-chno=\"20\" group-title=\"\",Empty\n\
+             #EXTINF:-1 tvg-id=\"\" tvg-name=\"\" tvg-chno=\"20\" group-title=\"\",Empty\n\
              http://freesky/stream/20\n"
         );
         assert_eq!(render(None, []), "#EXTM3U\n");
@@ -818,7 +825,7 @@ mod tests {
         assert_eq!(
             out,
             "#EXTM3U\n\
-             #EXTINF:-1 tvg-id=\"a'b\" tvg-name=\"x  y\" tvg-logo=\"\" tvg-chno=\"3\" group-title=\"G '1'\",Name, 'quoted' #EXTINF:-1,Injected\n\
+             #EXTINF:-1 tvg-id=\"a'b\" tvg-name=\"x  y\" tvg-chno=\"3\" group-title=\"G '1'\",Name, 'quoted' #EXTINF:-1,Injected\n\
              http://h/a?b=\"c\"%0Ahttp://evil\n"
         );
         // What we render, we parse back to the same channel.

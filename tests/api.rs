@@ -1452,11 +1452,11 @@ url = "@UP@/list.m3u"
             c["name"].as_str().unwrap(),
             "{attrs}"
         );
-        assert_eq!(
-            attr(attrs, "tvg-logo"),
-            c["logo"].as_str().unwrap(),
-            "{attrs}"
-        );
+        // A channel without a logo has no `tvg-logo` at all, not an empty one.
+        match c["logo"].as_str().unwrap() {
+            "" => assert!(!attrs.contains("tvg-logo"), "{attrs}"),
+            logo => assert_eq!(attr(attrs, "tvg-logo"), logo, "{attrs}"),
+        }
         assert_eq!(attr(attrs, "tvg-chno"), c["number"].to_string(), "{attrs}");
         assert_eq!(
             attr(attrs, "group-title"),
@@ -1468,6 +1468,8 @@ url = "@UP@/list.m3u"
     let news_one = got.iter().find(|e| e.1 == "News One").unwrap();
     assert_eq!(attr(&news_one.0, "tvg-id"), "NewsOne.fr");
     assert_eq!(attr(&news_one.0, "tvg-logo"), "http://logo.example/n1.png");
+    let news_two = got.iter().find(|e| e.1 == "News Two").unwrap();
+    assert!(!news_two.0.contains("tvg-logo"), "{text}");
 
     // The URLs in it really play.
     let demo_url = &got.iter().find(|e| e.1 == "Demo").unwrap().2;

@@ -400,7 +400,9 @@ fn check_json_lists_problems_as_objects() {
     assert!(
         problems.iter().any(|p| p["line"] == 3
             && p["field"] == "server.bnd"
-            && p["message"].as_str().is_some_and(|m| m.contains("bnd"))),
+            && p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown field") && m.contains("bind"))),
         "{}",
         show(&out)
     );
@@ -440,4 +442,69 @@ fn channels_on_a_terminal_shows_progress_per_service() {
         !screen.contains("NAME"),
         "the table went to the terminal: {screen:?}"
     );
+}
+
+/// A config with unknown keys: serde alone stops at the first of a table.
+type Unknown = (
+    &'static str,
+    &'static [(usize, &'static str)],
+    &'static [&'static str],
+);
+
+/// `(config, [(line, field)] of its unknown keys, keys the message must list)`.
+const UNKNOWN_KEYS: &[Unknown] = &[
+    (
+        "[server]\nbind = \"127.0.0.1:0\"\nbnd = \"x\"\nstte = \"y\"\nfoo = 1\n",
+        &[(3, "server.bnd"), (4, "server.stte"), (5, "server.foo")],
+        &["bind", "public_url", "state_dir"],
+    ),
+    (
+        "[[services]]\nname = \"Demo\"\nkind = \"demo\"\nbogus = 1\nalso = 2\n",
+        &[(4, "services[0].bogus"), (5, "services[0].also")],
+        &["name", "kind", "timeout", "priority"],
+    ),
+];
+
+#[test]
+fn check_reports_every_unknown_key_on_its_own_line_with_the_valid_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (config, unknown, valid)) in UNKNOWN_KEYS.iter().enumerate() {
+        let path = write(dir.path(), &format!("unknown-{i}.toml"), config);
+        let file = path.display().to_string();
+        let out = run(freesky().args(["check", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("{file}:")))
+            .collect();
+        assert_eq!(problems.len(), unknown.len(), "{}", show(&out));
+        for (line, field) in *unknown {
+            let prefix = format!("{file}:{line}: {field}: unknown field, expected one of: ");
+            let found = problems
+                .iter()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(&out)));
+            let listed: Vec<&str> = found[prefix.len()..]
+                .split([',', ' ', '(', ')'])
+                .filter(|w| !w.is_empty())
+                .collect();
+            for key in *valid {
+                assert!(listed.contains(key), "{found:?} should list {key:?}");
+            }
+        }
+
+        let out = run(freesky().args(["check", "--json", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let problems: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+        let got: Vec<(u64, &str)> = problems
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .map(|p| (p["line"].as_u64().unwrap(), p["field"].as_str().unwrap()))
+            .collect();
+        let want: Vec<(u64, &str)> = unknown.iter().map(|(l, f)| (*l as u64, *f)).collect();
+        assert_eq!(got, want, "{}", show(&out));
+    }
 }
