@@ -12,8 +12,10 @@
 //! - `metrics`: Prometheus counters and gauges, rendered by `GET /metrics`.
 //! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
-//! - `http`: the axum routes; `error`: the one place errors become statuses.
-//! - `limits`: request target / header size limits and the connection cap.
+//! - `http`: the axum routes (`http::access`: who may call what); `error`: the one place
+//!   errors become statuses.
+//! - `limits`: request target / header size limits, the connection caps (in all, per
+//!   client address) and the request-head / idle timeouts of a connection.
 //! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
 //! - `health`: each service's success rate, latency and circuit breaker (pure).
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).

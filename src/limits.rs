@@ -70,11 +70,15 @@ const REFUSING_AT_ONCE: usize = 64;
 /// `per_client` from one client address (0: no such cap).
 pub struct Limited {
     inner: TcpListener,
+    /// One permit per open connection, `max` in all.
     slots: Arc<Semaphore>,
     max: usize,
     per_client: usize,
+    /// Open connections per client address (addresses with none are removed).
     clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Refused connections being answered (`REFUSING_AT_ONCE` at most).
     refusing: Arc<Semaphore>,
+    /// When the cap warnings were last logged (at most one line a minute each).
     warned: Option<Instant>,
     warned_client: Option<Instant>,
 }
@@ -92,10 +96,6 @@ impl Limited {
             warned: None,
             warned_client: None,
         }
-    }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
     }
 
     /// The next connection to serve. One whose client address is at its cap is

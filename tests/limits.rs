@@ -157,6 +157,19 @@ fn limits_below_their_minimum_are_config_errors() {
         err.contains("bad.toml:3: server.max_uri_bytes: must be at least 256"),
         "{err}"
     );
+    let text = "[server]\nheader_timeout = \"0s\"\nidle_timeout = \"2h\"\n\
+                allowed_hosts = [\"http://tv.example:8005/\", \"ok.example\", \"*.ok.example\"]\n";
+    let err = freesky::config::Config::parse(text, "bad.toml", &|_| None)
+        .expect_err("must not load")
+        .to_string();
+    for want in [
+        "bad.toml:2: server.header_timeout: must be more than 0 and at most 1h",
+        "bad.toml:3: server.idle_timeout: must be more than 0 and at most 1h",
+        "server.allowed_hosts: `http://tv.example:8005/` is not a host name",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    assert_eq!(err.matches("allowed_hosts").count(), 1, "{err}");
 }
 
 #[tokio::test]

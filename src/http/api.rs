@@ -10,8 +10,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::access::Admin;
 use super::stream::ChannelTest;
-use super::{check_admin, AppState};
+use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::guide::GuideStatus;
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
@@ -116,7 +117,7 @@ async fn status(State(s): State<AppState>) -> Json<Vec<ServiceEntry>> {
     responses(
         (status = 200, description = "The service's status now", body = ServiceEntry),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -124,9 +125,8 @@ async fn status(State(s): State<AppState>) -> Json<Vec<ServiceEntry>> {
 async fn enable(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    req: Request,
+    _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    check_admin(&s.config, &req)?;
     let service = s.registry.set_enabled(&name, true).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
     s.guides.lineup_changed(true).await;
@@ -143,7 +143,7 @@ async fn enable(
     responses(
         (status = 200, description = "The service's status now", body = ServiceEntry),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -151,9 +151,8 @@ async fn enable(
 async fn disable(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    req: Request,
+    _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    check_admin(&s.config, &req)?;
     let service = s.registry.set_enabled(&name, false).await?;
     s.guides.lineup_changed(false).await;
     Ok(Json(entry(&s, service)))
@@ -266,7 +265,7 @@ async fn json_object_body<T: serde::de::DeserializeOwned>(
         (status = 200, description = "The channel and its mapping now", body = ChannelDetail),
         (status = 400, description = "Malformed body, unknown field or invalid value", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 404, description = "No such channel", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -274,9 +273,9 @@ async fn json_object_body<T: serde::de::DeserializeOwned>(
 async fn map_channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    _admin: Admin,
     req: Request,
 ) -> Result<Json<ChannelDetail>, AppError> {
-    check_admin(&s.config, &req)?;
     let patch: ChannelPatch = json_object_body(
         req,
         "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
@@ -313,7 +312,7 @@ struct PriorityBody {
         (status = 200, description = "The service's status now", body = ServiceEntry),
         (status = 400, description = "The body is not `{\"priority\": <integer>}`", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -321,9 +320,9 @@ struct PriorityBody {
 async fn set_priority(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    _admin: Admin,
     req: Request,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    check_admin(&s.config, &req)?;
     let PriorityBody { priority } =
         json_object_body(req, "a JSON object {\"priority\": <integer>}").await?;
     let service = s.registry.set_priority(&name, priority).await?;

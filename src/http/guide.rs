@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{check_admin, AppState};
+use super::access::Admin;
+use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::guide::{GuideStatus, Rendered};
 
@@ -92,12 +93,11 @@ async fn status(State(s): State<AppState>) -> Result<Json<Value>, AppError> {
     responses(
         (status = 200, description = "The guide's status after the refresh", body = GuideSummary),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 500, description = "The guide could not be built", body = ErrorBody)
     )
 )]
-async fn refresh(State(s): State<AppState>, req: Request) -> Result<Json<Value>, AppError> {
-    check_admin(&s.config, &req)?;
+async fn refresh(State(s): State<AppState>, _admin: Admin) -> Result<Json<Value>, AppError> {
     let guide = s.guides.refresh().await?;
     Ok(Json(summary(&s, Some(&guide))))
 }

@@ -1,12 +1,11 @@
 //! The HTTP surface: `app(state)` builds the router; each file owns one area and
 //! exposes `routes()`. Handlers return `Result<_, AppError>` and never pick a status
-//! for an error themselves.
+//! for an error themselves. Who may call what (the Host and cross-site checks, the
+//! `Admin` extractor) is `access`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, Request};
+use axum::http::{header, HeaderMap};
 use axum::Router;
 
 use crate::config::Config;
@@ -14,6 +13,7 @@ use crate::error::AppError;
 use crate::proxy::Signer;
 use crate::services::registry::Registry;
 
+mod access;
 mod api;
 mod dashboard;
 mod guide;
@@ -38,6 +38,7 @@ pub struct AppState {
 }
 
 pub fn app(state: AppState) -> Router {
+    let access = Arc::new(access::Access::new(&state.config));
     Router::new()
         .merge(api::routes())
         .merge(dashboard::routes())
@@ -52,6 +53,8 @@ pub fn app(state: AppState) -> Router {
             stream::unrouted(uri.path())
                 .unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
         })
+        // Refused hosts and cross-site calls are counted too.
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::from_fn(metrics::count))
         // Outermost: oversized requests are refused before routing and counting.
         .layer(axum::middleware::from_fn_with_state(
@@ -82,41 +85,6 @@ pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
         })
         .unwrap_or("127.0.0.1:8005");
     format!("http://{host}")
-}
-
-/// Admin calls need the bearer token when one is set, else must come from loopback.
-pub fn check_admin<B>(config: &Config, req: &Request<B>) -> Result<(), AppError> {
-    let token = config.server.admin_token.expose();
-    if !token.is_empty() {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                AppError::Unauthorized(
-                    "admin calls need `Authorization: Bearer <admin_token>`".into(),
-                )
-            })?;
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            return Err(AppError::Forbidden("wrong admin token".into()));
-        }
-        return Ok(());
-    }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    match peer {
-        Some(ip) if ip.is_loopback() => Ok(()),
-        _ => Err(AppError::Forbidden(
-            "admin calls are accepted from loopback only when no admin_token is set".into(),
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The merged M3U playlist of `lineup` with stream links under `base` (for `freesky playlist`).

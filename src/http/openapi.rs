@@ -31,7 +31,12 @@ pub fn routes() -> Router<AppState> {
             source, an XMLTV guide and an emulated HDHomeRun tuner. Every error answers \
             `ErrorBody` (`{\"error\": ..., \"detail\": ...}`). Admin operations (security \
             `admin`) need `Authorization: Bearer <server.admin_token>` when a token is set, \
-            else must come from loopback."
+            else must come from loopback. State-changing calls from another site's page \
+            (`Sec-Fetch-Site: cross-site`, or an `Origin` other than freesky's own) are \
+            refused with 403, and so is every request but the media routes (`/api/stream/`, \
+            `/proxy/`, `/auto/`, `/tuners/{n}/auto/`) whose `Host` is not one of freesky's \
+            names (an IP address, `localhost`, this machine's name, `public_url`'s host, \
+            `server.allowed_hosts`)."
     ),
     paths(document),
     tags(

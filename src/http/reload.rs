@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::routing::post;
 use axum::{Json, Router};
 
-use super::{check_admin, AppState};
+use super::access::Admin;
+use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::reload::{ReloadError, Reloaded, Reloader};
 
@@ -32,13 +33,12 @@ pub(crate) struct Doc;
     responses(
         (status = 200, description = "The new config applies to new requests", body = Reloaded),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or no token set and the caller is not on loopback", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 422, description = "The file does not load; nothing changed. `detail` lists every problem as `file:line: field: message`", body = ErrorBody),
         (status = 500, description = "The new state could not be built (proxy key or store); nothing changed", body = ErrorBody)
     )
 )]
-async fn reload(State(s): State<AppState>, req: Request) -> Result<Json<Reloaded>, AppError> {
-    check_admin(&s.config, &req)?;
+async fn reload(_admin: Admin, req: Request) -> Result<Json<Reloaded>, AppError> {
     // Put there by the connection serving the request (`crate::reload::Conn`); absent
     // only when the Router is served some other way (a test calling `app` directly).
     let reloader = req
