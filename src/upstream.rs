@@ -85,7 +85,7 @@ impl Http {
                     .user_agent(concat!("freesky/", env!("CARGO_PKG_VERSION")));
                 let builder = match reach {
                     Reach::Any => builder,
-                    Reach::Public => builder.dns_resolver(PublicOnly),
+                    Reach::Public => builder.dns_resolver(PublicOnly::from_env()),
                 };
                 builder
                     .build()
@@ -712,14 +712,44 @@ pub fn private_kind(ip: IpAddr) -> Option<&'static str> {
 /// The resolver of the clients that reach public addresses only: the system's lookup,
 /// then every non-public address dropped. A name with only such addresses fails with
 /// `PrivateName`, so no connection is attempted.
-struct PublicOnly;
+struct PublicOnly {
+    /// The hosts of the HTTP proxies the environment configures (`HTTPS_PROXY`...):
+    /// reqwest resolves those names instead of the target's, and a proxy on the LAN
+    /// is the operator's choice.
+    proxies: Arc<[String]>,
+}
+
+impl PublicOnly {
+    fn from_env() -> Self {
+        let proxies: Vec<String> = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+            .into_iter()
+            .flat_map(|v| [v.to_string(), v.to_ascii_lowercase()])
+            .filter_map(|v| std::env::var(v).ok())
+            .filter_map(|p| {
+                let p = if p.contains("://") {
+                    p
+                } else {
+                    format!("http://{p}")
+                };
+                Some(Url::parse(&p).ok()?.host_str()?.to_ascii_lowercase())
+            })
+            .collect();
+        Self {
+            proxies: proxies.into(),
+        }
+    }
+}
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let proxy = self.proxies.contains(&host.to_ascii_lowercase());
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if proxy {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
+            }
             let (public, private): (Vec<_>, Vec<_>) = found
                 .into_iter()
                 .partition(|a| private_kind(a.ip()).is_none());
