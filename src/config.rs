@@ -316,6 +316,10 @@ pub struct ServiceConfig {
     pub max_concurrent: usize,
     pub description: String,
     pub auth: Option<Auth>,
+    /// URLs that upstream data supplies (playlist lines, redirects, stream URLs) may
+    /// reach loopback, private, link-local and CGNAT addresses on any host, not only on
+    /// the hosts the service's config names (a LAN engine or panel). Default false.
+    pub allow_private: bool,
     pub kind: KindConfig,
 }
 
@@ -346,6 +350,8 @@ struct CommonKeys {
     description: String,
     #[serde(default)]
     auth: Option<AuthKeys>,
+    #[serde(default)]
+    allow_private: bool,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -361,6 +367,7 @@ const COMMON_KEYS: &[&str] = &[
     "max_concurrent",
     "description",
     "auth",
+    "allow_private",
 ];
 
 fn yes() -> bool {
@@ -858,6 +865,11 @@ impl<'t> Parse<'t> {
         for (field, message) in s.kind.validate() {
             self.problem(&format!("{path}.{field}"), message);
         }
+        if s.auth.is_some() {
+            if let Some(message) = s.kind.auth_without_origin() {
+                self.problem(&format!("{path}.auth"), message);
+            }
+        }
     }
 
     fn service(&mut self, path: &str, item: Spanned<DeValue<'t>>) -> Option<ServiceConfig> {
@@ -952,6 +964,7 @@ impl<'t> Parse<'t> {
             max_concurrent: c.max_concurrent,
             description: c.description,
             auth,
+            allow_private: c.allow_private,
             kind,
         })
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 /// Something an upstream did (or failed to do). Messages never contain credentials:
-/// URLs are shown without their query string.
+/// URLs are shown through `redact` (no query, no userinfo, only the last path segment).
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum UpstreamError {
     #[error("timed out after {}", humantime::format_duration(*.0))]
@@ -36,6 +36,12 @@ pub enum UpstreamError {
     /// No URL, so no credentials a kind carries in its paths.
     #[error("HTTP {status}, retry after {} s", ceil_secs(*.retry_after))]
     Throttled { status: u16, retry_after: Duration },
+    /// A URL that upstream data supplied (a playlist line, a redirect, a scraped or
+    /// JSON stream URL, a guide URL) points at a loopback, private, link-local, CGNAT
+    /// or unspecified address of a host that is not the service's configured origin.
+    /// Refused before any connection is opened.
+    #[error("refused {url}: {reason}; upstream-supplied URLs may reach such addresses only on the hosts the service's config names, unless the service sets `allow_private = true`")]
+    PrivateAddress { url: String, reason: String },
 }
 
 /// Whole seconds, rounded up (a pause of 200 ms is "1 s", not "0 s").
@@ -49,19 +55,62 @@ impl UpstreamError {
     }
 }
 
-/// A URL fit for messages and logs: scheme, host and path, no query (where API keys
-/// and tokens live) and no userinfo.
+/// A URL fit for messages and logs: scheme, host, port and the last path segment only.
+/// Queries (API keys, tokens) and userinfo are dropped, and so is the rest of the path,
+/// where panels put credentials (`/live/{user}/{password}/1.ts`, `/{user}/{password}/7`):
+/// `http://host/…/1.ts`, with `?…` when there was a query.
 pub fn redact(url: &url::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    let had_query = u.query().is_some();
-    u.set_query(None);
-    u.set_fragment(None);
-    if had_query {
-        format!("{u}?…")
-    } else {
-        u.to_string()
+    /// A last segment longer than this is cut: a token-bearing file name stays unreadable.
+    const MAX_LAST: usize = 64;
+    if url.cannot_be_a_base() {
+        return format!("{}:…", url.scheme());
+    }
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let segments: Vec<&str> = url.path_segments().map_or(Vec::new(), Iterator::collect);
+    match segments.as_slice() {
+        [] => out.push('/'),
+        [only] => {
+            out.push('/');
+            push_cut(&mut out, only, MAX_LAST);
+        }
+        [.., last] => {
+            out.push_str("/…/");
+            push_cut(&mut out, last, MAX_LAST);
+        }
+    }
+    if url.query().is_some() {
+        out.push_str("?…");
+    }
+    out
+}
+
+/// Any string that should be a URL, for messages and logs: `redact` when it parses;
+/// otherwise only what precedes the first `:` or `/` (its scheme or first word), since
+/// the rest may hold credentials.
+pub fn redact_str(s: &str) -> String {
+    match url::Url::parse(s.trim()) {
+        Ok(u) => redact(&u),
+        Err(_) => {
+            let head: String = s
+                .trim()
+                .chars()
+                .take_while(|c| !matches!(c, ':' | '/' | '?' | '@'))
+                .take(32)
+                .collect();
+            format!("{head}…")
+        }
+    }
+}
+
+/// Appends at most `max` characters of `s`, then `…` when it was longer.
+fn push_cut(out: &mut String, s: &str, max: usize) {
+    let mut chars = s.chars();
+    out.extend(chars.by_ref().take(max));
+    if chars.next().is_some() {
+        out.push('…');
     }
 }
 
@@ -177,5 +226,42 @@ impl IntoResponse for AppError {
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: &str) {
+        let url = url::Url::parse(input).unwrap();
+        assert_eq!(redact(&url), expected, "{input}");
+    }
+
+    #[test]
+    fn redact_keeps_scheme_host_and_last_segment_only() {
+        check("http://host/", "http://host/");
+        check("http://host:8080/list.m3u", "http://host:8080/list.m3u");
+        check("http://u:pw@host/live/USER/PASS/1.ts", "http://host/…/1.ts");
+        check("http://host/movie/USER/PASS/9.mp4", "http://host/…/9.mp4");
+        check("http://host/series/USER/PASS/3.mkv", "http://host/…/3.mkv");
+        check("http://host:8000/USER/PASS/123", "http://host:8000/…/123");
+        check(
+            "https://cdn/a/b.m3u8?token=SECRET#x",
+            "https://cdn/…/b.m3u8?…",
+        );
+        check("http://[::1]:9/x/", "http://[::1]:9/…/");
+        check("data:text/plain,SECRET", "data:…");
+        let long = format!("http://h/{}", "a".repeat(100));
+        assert_eq!(
+            redact(&url::Url::parse(&long).unwrap()),
+            format!("http://h/{}…", "a".repeat(64))
+        );
+    }
+
+    #[test]
+    fn redact_str_of_non_urls_keeps_only_the_head() {
+        assert_eq!(redact_str("rtmp://u:pw@h/app/key"), "rtmp://h/…/key");
+        assert_eq!(redact_str("not a url/USER/PASS"), "not a url…");
     }
 }

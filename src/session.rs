@@ -516,7 +516,7 @@ impl Task {
         }
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
-            tracing::debug!(bytes = partial.len(), %url, "segment ended inside an MPEG-TS packet");
+            tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(url), "segment ended inside an MPEG-TS packet");
             let _ = self.session.tx.send(partial);
         }
         Ok(())

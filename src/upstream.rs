@@ -5,8 +5,19 @@
 //! Politeness towards one upstream lives here too, shared by every clone of a
 //! service's `ServiceHttp`: the `rate_limit` token bucket, the `max_concurrent` cap
 //! on requests in flight, and the pause a 429/503 with `Retry-After` asks for.
+//!
+//! So does the guard against requests forged by upstream data. The config is trusted;
+//! every URL an upstream supplies (playlist lines, redirects, scraped or JSON stream
+//! URLs, guide URLs) is not. Such a URL may reach a loopback, private, link-local,
+//! CGNAT or unspecified address only on a host the service's config names (its
+//! `url`, `base_url`, `engine_url`, `epg_url`...) or when the service sets
+//! `allow_private = true`. Every request (each redirect hop included) picks its client
+//! by that rule: the unrestricted one, or one whose DNS resolver drops such addresses
+//! (so the check holds after DNS, at connect time); an IP literal, which never reaches
+//! a resolver, is checked before the request.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -27,13 +38,23 @@ const MAX_REDIRECTS: usize = 8;
 /// front of it) must not switch a service off for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// Which addresses a client's connections may reach.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Reach {
+    /// Any address: for the hosts the config names, and services with `allow_private`.
+    Any,
+    /// Public addresses only: its resolver drops the others (`PublicOnly`).
+    Public,
+}
+
 /// The shared HTTP clients. Cheap to clone.
 #[derive(Clone)]
 pub struct Http {
-    /// One `reqwest` client (and so one connection pool) per connect timeout: reqwest
-    /// sets that bound per client, not per request, and services with the same bound
-    /// share a pool.
-    clients: Arc<Mutex<HashMap<Duration, reqwest::Client>>>,
+    /// One `reqwest` client (and so one connection pool) per connect timeout and reach:
+    /// reqwest sets both per client (the timeout, the DNS resolver), not per request.
+    /// Services with the same bound share a pool, and a host always goes through the
+    /// same client of a service, so its connections are reused.
+    clients: Arc<Mutex<HashMap<(Duration, Reach), reqwest::Client>>>,
     /// Largest text body (playlist, page, JSON, channel list) accepted.
     pub max_body: usize,
 }
@@ -46,22 +67,27 @@ impl Http {
         }
     }
 
-    /// The client whose connections give up after `connect_timeout`.
-    fn client(&self, connect_timeout: Duration) -> reqwest::Client {
+    /// The client whose connections give up after `connect_timeout` and reach `reach`.
+    fn client(&self, connect_timeout: Duration, reach: Reach) -> reqwest::Client {
         let mut clients = self
             .clients
             .lock()
             .expect("client map lock is never poisoned: no panics while held");
         clients
-            .entry(connect_timeout)
+            .entry((connect_timeout, reach))
             .or_insert_with(|| {
-                reqwest::Client::builder()
+                let builder = reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .referer(false)
                     .connect_timeout(connect_timeout)
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(90))
-                    .user_agent(concat!("freesky/", env!("CARGO_PKG_VERSION")))
+                    .user_agent(concat!("freesky/", env!("CARGO_PKG_VERSION")));
+                let builder = match reach {
+                    Reach::Any => builder,
+                    Reach::Public => builder.dns_resolver(PublicOnly::from_env()),
+                };
+                builder
                     .build()
                     .expect("a reqwest client with these static settings always builds")
             })
@@ -80,8 +106,15 @@ pub struct ServiceHttp {
     pub timeout: Duration,
     /// Bound on each gap between body chunks.
     pub idle_timeout: Duration,
-    /// The client with this service's connect timeout.
-    client: reqwest::Client,
+    /// The client with this service's connect timeout that reaches any address: for
+    /// the hosts in `own_hosts`, or every request with `allow_private`.
+    client_any: reqwest::Client,
+    /// The same, reaching public addresses only: for every other host.
+    client_public: reqwest::Client,
+    /// Hosts the service's config names (lowercase): they may be private addresses.
+    own_hosts: Arc<[String]>,
+    /// The service's `allow_private`: every host may be a private address.
+    allow_private: bool,
     headers: BTreeMap<String, String>,
     auth: Option<Auth>,
     /// Credentials go only to this origin (the service's own API), never to the CDNs
@@ -221,8 +254,17 @@ impl Fetched {
 
 impl ServiceHttp {
     pub fn new(http: Http, cfg: &ServiceConfig, auth_origin: Option<&Url>) -> Self {
+        let own_hosts: Vec<String> = cfg
+            .kind
+            .configured_urls()
+            .iter()
+            .filter_map(|u| u.host_str().map(str::to_ascii_lowercase))
+            .collect();
         Self {
-            client: http.client(cfg.connect_timeout),
+            client_any: http.client(cfg.connect_timeout, Reach::Any),
+            client_public: http.client(cfg.connect_timeout, Reach::Public),
+            own_hosts: own_hosts.into(),
+            allow_private: cfg.allow_private,
             http,
             service: cfg.name.clone(),
             timeout: cfg.timeout,
@@ -279,7 +321,8 @@ impl ServiceHttp {
         let mut hops = 0;
         let resp = loop {
             let same_origin = current.origin() == first_origin;
-            let req = self.request(&current, extra, range, same_origin);
+            let client = self.client_for(&current)?;
+            let req = self.request(client, &current, extra, range, same_origin);
             let resp = match tokio::time::timeout(self.timeout, req.send()).await {
                 Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
                 Ok(Err(e)) => return Err(request_error(&current, &e)),
@@ -363,6 +406,7 @@ impl ServiceHttp {
     /// asked for; otherwise credentials carried in `extra` are dropped too.
     fn request(
         &self,
+        client: &reqwest::Client,
         url: &Url,
         extra: &Headers,
         range: Option<&str>,
@@ -386,7 +430,6 @@ impl ServiceHttp {
                 headers.insert(reqwest::header::RANGE, v);
             }
         }
-        let client = &self.client;
         let mut basic = None;
         if same_origin && self.auth_applies(url) {
             match &self.auth {
@@ -434,6 +477,38 @@ impl ServiceHttp {
         tokio::time::timeout(self.timeout, work)
             .await
             .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
+    }
+
+    /// The client a request to `url` goes through: the unrestricted one for the
+    /// service's own hosts (or every host with `allow_private`), else the one that
+    /// connects to public addresses only. An IP literal skips DNS, so a private one is
+    /// refused here, before any connection.
+    fn client_for(&self, url: &Url) -> Result<&reqwest::Client, UpstreamError> {
+        let host = url.host_str().map(str::to_ascii_lowercase);
+        if self.allow_private || host.is_some_and(|h| self.own_hosts.contains(&h)) {
+            return Ok(&self.client_any);
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some((ip, kind)) = literal.and_then(|ip| Some((ip, private_kind(ip)?))) {
+            return Err(UpstreamError::PrivateAddress {
+                url: redact(url),
+                reason: format!("{ip} is a {kind} address and not {}", self.own_hosts_text()),
+            });
+        }
+        Ok(&self.client_public)
+    }
+
+    /// "the service's own host (a, b)", for refusals.
+    fn own_hosts_text(&self) -> String {
+        if self.own_hosts.is_empty() {
+            "a host the service's config names (it names none)".to_string()
+        } else {
+            format!("the service's own host ({})", self.own_hosts.join(", "))
+        }
     }
 
     fn auth_applies(&self, url: &Url) -> bool {
@@ -544,6 +619,16 @@ where
 }
 
 fn request_error(url: &Url, e: &reqwest::Error) -> UpstreamError {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if let Some(refused) = s.downcast_ref::<PrivateName>() {
+            return UpstreamError::PrivateAddress {
+                url: redact(url),
+                reason: refused.to_string(),
+            };
+        }
+        src = s.source();
+    }
     request_error_str(&redact(url), e)
 }
 
@@ -577,10 +662,164 @@ fn request_error_str(url: &str, e: &reqwest::Error) -> UpstreamError {
     }
 }
 
+/// What kind of non-public address `ip` is (loopback, private, link-local, CGNAT,
+/// unspecified...), or `None` for a public one. IPv4 inside IPv6 (mapped, compatible,
+/// NAT64 `64:ff9b::/96`) counts as the IPv4 address it carries.
+pub fn private_kind(ip: IpAddr) -> Option<&'static str> {
+    fn v4(ip: Ipv4Addr) -> Option<&'static str> {
+        let o = ip.octets();
+        if ip.is_loopback() {
+            Some("loopback")
+        } else if ip.is_private() {
+            Some("private (RFC 1918)")
+        } else if ip.is_link_local() {
+            Some("link-local")
+        } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+            Some("CGNAT (100.64.0.0/10)")
+        } else if o[0] == 0 {
+            Some("unspecified")
+        } else if ip.is_broadcast() {
+            Some("broadcast")
+        } else {
+            None
+        }
+    }
+    match ip.to_canonical() {
+        IpAddr::V4(ip) => v4(ip),
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            let embedded =
+                || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+            if ip.is_loopback() {
+                Some("loopback")
+            } else if ip.is_unspecified() {
+                Some("unspecified")
+            } else if (s[0] & 0xfe00) == 0xfc00 {
+                Some("private (fc00::/7)")
+            } else if (s[0] & 0xffc0) == 0xfe80 {
+                Some("link-local")
+            } else if (s[0] & 0xffc0) == 0xfec0 {
+                Some("site-local")
+            } else if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                v4(embedded())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The resolver of the clients that reach public addresses only: the system's lookup,
+/// then every non-public address dropped. A name with only such addresses fails with
+/// `PrivateName`, so no connection is attempted.
+struct PublicOnly {
+    /// The hosts of the HTTP proxies the environment configures (`HTTPS_PROXY`...):
+    /// reqwest resolves those names instead of the target's, and a proxy on the LAN
+    /// is the operator's choice.
+    proxies: Arc<[String]>,
+}
+
+impl PublicOnly {
+    fn from_env() -> Self {
+        let proxies: Vec<String> = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+            .into_iter()
+            .flat_map(|v| [v.to_string(), v.to_ascii_lowercase()])
+            .filter_map(|v| std::env::var(v).ok())
+            .filter_map(|p| {
+                let p = if p.contains("://") {
+                    p
+                } else {
+                    format!("http://{p}")
+                };
+                Some(Url::parse(&p).ok()?.host_str()?.to_ascii_lowercase())
+            })
+            .collect();
+        Self {
+            proxies: proxies.into(),
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let proxy = self.proxies.contains(&host.to_ascii_lowercase());
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if proxy {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
+            }
+            let (public, private): (Vec<_>, Vec<_>) = found
+                .into_iter()
+                .partition(|a| private_kind(a.ip()).is_none());
+            if public.is_empty() && !private.is_empty() {
+                let addrs = private.iter().map(|a| a.ip()).collect();
+                return Err(Box::new(PrivateName { host, addrs }) as _);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// A name that resolved to non-public addresses only, refused by `PublicOnly`.
+#[derive(Debug)]
+struct PrivateName {
+    host: String,
+    addrs: Vec<IpAddr>,
+}
+
+impl std::fmt::Display for PrivateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|ip| format!("{ip} {}", private_kind(*ip).unwrap_or("public")))
+            .collect();
+        write!(
+            f,
+            "`{}` resolves only to non-public addresses ({})",
+            self.host,
+            addrs.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for PrivateName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RateLimit;
+
+    #[test]
+    fn private_kinds() {
+        let kind = |s: &str| private_kind(s.parse().unwrap());
+        for (ip, want) in [
+            ("127.0.0.2", Some("loopback")),
+            ("10.1.2.3", Some("private (RFC 1918)")),
+            ("172.16.0.1", Some("private (RFC 1918)")),
+            ("192.168.1.50", Some("private (RFC 1918)")),
+            ("169.254.169.254", Some("link-local")),
+            ("100.64.0.1", Some("CGNAT (100.64.0.0/10)")),
+            ("100.127.255.255", Some("CGNAT (100.64.0.0/10)")),
+            ("0.0.0.0", Some("unspecified")),
+            ("::", Some("unspecified")),
+            ("::1", Some("loopback")),
+            ("fd00::1", Some("private (fc00::/7)")),
+            ("fe80::1", Some("link-local")),
+            ("::ffff:192.168.0.1", Some("private (RFC 1918)")),
+            ("::ffff:127.0.0.1", Some("loopback")),
+            ("64:ff9b::a9fe:a9fe", Some("link-local")),
+            ("100.128.0.1", None),
+            ("8.8.8.8", None),
+            ("172.32.0.1", None),
+            ("2001:4860:4860::8888", None),
+            ("64:ff9b::808:808", None),
+        ] {
+            assert_eq!(kind(ip), want, "{ip}");
+        }
+    }
 
     #[test]
     fn token_bucket_bursts_then_paces_and_refuses_long_waits() {

@@ -871,6 +871,10 @@ const QUERY_ENV: &str = "qu3ry Val/Env+tq&x=1";
 const QUERY_FILE: &str = "qu3ry-Val-File-rq";
 const XUSER: &str = "xuser";
 const XPASS: &str = "xtr3am Pw/Env+sq";
+/// A panel's M3U export carries its account in every stream path
+/// (`/live/{user}/{password}/1.ts`, `/movie/...`, `/series/...`, `/{user}/{password}/7`).
+const PUSER: &str = "pan3luser-pq";
+const PPASS: &str = "pan3l-Pw-oq";
 
 /// Every form a secret could leak in: as is, percent- and form-encoded, base64.
 fn forms(secret: &str) -> Vec<String> {
@@ -907,6 +911,8 @@ fn all_forms() -> Vec<(String, String)> {
         QUERY_ENV,
         QUERY_FILE,
         XPASS,
+        PUSER,
+        PPASS,
     ] {
         for f in forms(s) {
             out.push((s.to_string(), f));
@@ -995,6 +1001,16 @@ async fn upstream() -> FakeUpstream {
         respond(200, "application/json", body.to_string())
     };
     let xlive = |UrlPath((user, pass, file)): UrlPath<(String, String, String)>| async move {
+        if user == PUSER && pass == PPASS {
+            // The panel's channel 1 plays, its segments under the same credentials; the
+            // second ends inside a packet (the `.ts` relay logs that, at debug).
+            return match file.as_str() {
+                "1.m3u8" => respond(200, HLS_TYPE, media_playlist(&["1_0.ts", "1_1.ts"])),
+                "1_0.ts" => respond(200, "video/mp2t", vec![0x47u8; 188]),
+                "1_1.ts" => respond(200, "video/mp2t", vec![0x47u8; 100]),
+                _ => respond(404, "text/plain", "no such stream"),
+            };
+        }
         if user != XUSER || pass != XPASS {
             return respond(403, "text/plain", "bad credentials");
         }
@@ -1004,7 +1020,25 @@ async fn upstream() -> FakeUpstream {
             respond(404, "text/plain", "no such stream")
         }
     };
+    let panel_base = fake.base();
+    let panel = move || {
+        let o = panel_base.clone();
+        async move {
+            let mut list = String::from("#EXTM3U\n");
+            for (name, path) in [
+                ("Panel Live", format!("/live/{PUSER}/{PPASS}/1.m3u8")),
+                ("Panel Gone", format!("/live/{PUSER}/{PPASS}/404.ts")),
+                ("Panel Movie", format!("/movie/{PUSER}/{PPASS}/7.mp4")),
+                ("Panel Series", format!("/series/{PUSER}/{PPASS}/8.mkv")),
+                ("Panel Short", format!("/{PUSER}/{PPASS}/123")),
+            ] {
+                list.push_str(&format!("#EXTINF:-1,{name}\n{o}{path}\n"));
+            }
+            respond(200, "audio/x-mpegurl", list)
+        }
+    };
     fake.route("/list/{file}", get(list))
+        .route("/get.php", get(panel))
         .route(
             "/hls/{file}",
             get(|| async {
@@ -1091,6 +1125,11 @@ url = "{o}/list/queryfile.m3u"
 query = {{ name = "key", value_file = '{query_file}' }}
 
 [[services]]
+name = "Panel"
+kind = "m3u"
+url = "{o}/get.php?username={PUSER}&password={PPASS}&type=m3u_plus"
+
+[[services]]
 name = "Xtream"
 kind = "xtream"
 base_url = "{o}"
@@ -1146,6 +1185,8 @@ password = "${{FS_SEC_XPASS}}"
         "Ok queryenv",
         "Ok queryfile",
         "X News",
+        "Panel Live",
+        "Panel Short",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -1186,8 +1227,16 @@ password = "${{FS_SEC_XPASS}}"
         }
     }
     assert!(
-        played >= 7 && failed >= 7,
+        played >= 8 && failed >= 11,
         "played {played}, failed {failed}"
+    );
+    // The panel channel as one `.ts` stream: both segments relayed (the session ends
+    // after the playlist's ENDLIST).
+    let (status, ts) = get("/api/stream/panel-live.ts".into()).await;
+    assert_eq!(
+        (status, ts.len()),
+        (200, 288),
+        "the .ts relay of the panel channel"
     );
     // Tampered links, wrong admin tokens: error bodies too.
     for path in ["/proxy/AAAA/BBBB/seg.ts", "/api/stream/nope.m3u8"] {
@@ -1213,6 +1262,11 @@ password = "${{FS_SEC_XPASS}}"
     seen.push(("disable".into(), resp.text().await.unwrap()));
     let (_, body) = get("/api/services/status".into()).await;
     seen.push(("/api/services/status after".into(), body));
+    for path in ["/", "/metrics"] {
+        let (status, body) = get(path.into()).await;
+        assert_eq!(status, 200, "{path}");
+        seen.push((format!("{path} after"), body));
+    }
 
     for (what, text) in &seen {
         assert_clean(what, text);
@@ -1220,7 +1274,10 @@ password = "${{FS_SEC_XPASS}}"
     // The debug log saw the traffic and none of the secrets.
     let log = app.log_text();
     assert!(
-        log.contains("DEBUG") && log.contains("Xtream") && log.contains("QueryEnv"),
+        log.contains("DEBUG")
+            && log.contains("Xtream")
+            && log.contains("QueryEnv")
+            && log.contains("segment ended inside an MPEG-TS packet"),
         "the debug log does not show the traffic:\n{log}"
     );
     assert_clean("the debug log", &log);

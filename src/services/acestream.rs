@@ -101,6 +101,15 @@ pub fn content_id(s: &str) -> Option<String> {
 }
 
 impl AceStreamConfig {
+    /// `engine_url` and `channels_url` (when not a file).
+    pub fn configured_urls(&self) -> Vec<&str> {
+        std::iter::once(&self.engine_url)
+            .chain(self.channels_url.as_ref())
+            .map(String::as_str)
+            .filter(|u| u.contains("://"))
+            .collect()
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         check_http_url("engine_url", &self.engine_url, &mut out);
@@ -362,7 +371,7 @@ impl AceStream {
         let mut out = Vec::with_capacity(playlist.entries.len());
         for e in playlist.entries {
             let Some(id) = content_id(&e.url) else {
-                tracing::warn!(service = %self.shared.name, line = e.line, "skipped in M3U: `{}` is not an AceStream content id", e.url);
+                tracing::warn!(service = %self.shared.name, line = e.line, "skipped in M3U: `{}` is not an AceStream content id", crate::error::redact_str(&e.url));
                 continue;
             };
             let name = if e.name.is_empty() {

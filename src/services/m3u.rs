@@ -25,6 +25,11 @@ pub struct M3uConfig {
     /// list header's `url-tvg` / `x-tvg-url`.
     #[serde(default)]
     pub epg_url: Option<String>,
+    /// The origin `[services.auth]` credentials go to (`https://panel.example`).
+    /// Default: `url`'s origin; required with credentials when `url` is a file, since
+    /// they would otherwise go to whatever hosts the file names.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl M3uConfig {
@@ -40,7 +45,38 @@ impl M3uConfig {
                 check_http_url("epg_url", e, &mut out);
             }
         }
+        if let Some(o) = &self.origin {
+            check_http_url("origin", o, &mut out);
+        }
         out
+    }
+
+    /// `url` (when not a file), `origin` and `epg_url` (when not a file).
+    pub fn configured_urls(&self) -> Vec<&str> {
+        [Some(&self.url), self.origin.as_ref(), self.epg_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|u| u.contains("://"))
+            .collect()
+    }
+
+    /// Where credentials go: `origin`, else `url` when it is an http(s) URL.
+    fn auth_origin(&self) -> Option<Url> {
+        self.origin
+            .as_deref()
+            .or_else(|| self.url.contains("://").then_some(self.url.as_str()))
+            .and_then(|u| Url::parse(u).ok())
+    }
+
+    pub fn auth_without_origin(&self) -> Option<String> {
+        self.auth_origin().is_none().then(|| {
+            format!(
+                "`url` is a file ({}), so set `origin = \"https://...\"` on the service: \
+                 credentials go only to that origin, never to the hosts the file lists",
+                self.url
+            )
+        })
     }
 }
 
@@ -56,7 +92,7 @@ pub struct M3u {
 
 impl M3u {
     pub fn new(cfg: &ServiceConfig, kind: &M3uConfig, ctx: &BuildContext) -> Self {
-        let origin = Url::parse(&kind.url).ok();
+        let origin = kind.auth_origin();
         Self {
             name: cfg.name.clone(),
             source: kind.url.clone(),
@@ -119,7 +155,7 @@ impl Service for M3u {
             {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => u,
                 _ => {
-                    tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", e.url);
+                    tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", crate::error::redact_str(&e.url));
                     continue;
                 }
             };
@@ -177,5 +213,37 @@ impl Service for M3u {
                 .expect("guide lock is never poisoned")
                 .clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const FILE_WITH_AUTH: &str = "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = \"/srv/tv/list.m3u\"\n@ORIGIN@\n[services.auth]\nbearer = \"tok\"\n";
+
+    #[test]
+    fn a_list_read_from_a_file_takes_credentials_only_with_an_origin() {
+        let text = FILE_WITH_AUTH.replace("@ORIGIN@", "");
+        let err = Config::parse(&text, "f.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "f.toml:6: services[0].auth: `url` is a file (/srv/tv/list.m3u), so set `origin"
+            ),
+            "{err}"
+        );
+        let text = FILE_WITH_AUTH.replace("@ORIGIN@", "origin = \"https://panel.example\"");
+        let c = Config::parse(&text, "f.toml", &|_| None).unwrap();
+        let urls = c.services[0].kind.configured_urls();
+        assert_eq!(urls.len(), 1);
+        assert_eq!(urls[0].as_str(), "https://panel.example/");
+        // An origin must be an http(s) URL.
+        let text = FILE_WITH_AUTH.replace("@ORIGIN@", "origin = \"panel.example\"");
+        let err = Config::parse(&text, "f.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services[0].origin"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! This module and its kind files are the only code that knows which kinds exist.
 //! Adding a kind means: one file here, one `KindConfig` variant, one arm in each of
-//! the three `match`es below, the example config and its tests.
+//! the `match`es below, the example config and its tests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +124,33 @@ impl KindConfig {
             Self::Scrape(_) => "scrape",
             Self::Xtream(_) => "xtream",
             Self::AceStream(_) => "acestream",
+        }
+    }
+
+    /// The absolute URLs the service's config names (its origin, engine, guide...).
+    /// Their hosts are trusted: URLs that upstream data supplies may reach a private
+    /// address on them (and on no other host, unless `allow_private`).
+    pub fn configured_urls(&self) -> Vec<Url> {
+        let urls = match self {
+            Self::Demo(_) => Vec::new(),
+            Self::M3u(c) => c.configured_urls(),
+            Self::JsonApi(c) => vec![c.base_url.as_str()],
+            Self::Scrape(c) => c.configured_urls(),
+            Self::Xtream(c) => vec![c.base_url.as_str()],
+            Self::AceStream(c) => c.configured_urls(),
+        };
+        urls.into_iter()
+            .filter_map(|u| Url::parse(u.trim()).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .collect()
+    }
+
+    /// Why `[services.auth]` cannot be used with this config (it names no origin the
+    /// credentials could be kept to), or `None` when it can.
+    pub fn auth_without_origin(&self) -> Option<String> {
+        match self {
+            Self::M3u(c) => c.auth_without_origin(),
+            _ => None,
         }
     }
 

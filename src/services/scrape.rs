@@ -116,6 +116,18 @@ pub struct StreamPage {
 }
 
 impl ScrapeConfig {
+    /// `base_url` and the recipe steps' absolute URLs (a host that is a template
+    /// placeholder names no host).
+    pub fn configured_urls(&self) -> Vec<&str> {
+        std::iter::once(self.base_url.as_str())
+            .chain(self.steps.iter().flatten().map(|s| s.url.as_str()))
+            .filter(|u| {
+                u.split_once("://")
+                    .is_some_and(|(_, rest)| !rest.split('/').next().unwrap_or("").contains('{'))
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         check_http_url("base_url", &self.base_url, &mut out);
