@@ -184,7 +184,7 @@ async fn a_three_step_recipe_plays_and_a_failing_step_is_named() {
     );
 
     // Channel two: step 2's page has no token. A 502 naming the step and its URL
-    // (redacted: no query), and step 3 is never tried.
+    // (redacted: host and last path segment, no query), and step 3 is never tried.
     let two = app.channel_named("Recipe Two").await;
     let body = assert_api_error(
         app.get(&format!("/api/stream/{}.m3u8", id_of(&two))).await,
@@ -194,7 +194,7 @@ async fn a_three_step_recipe_plays_and_a_failing_step_is_named() {
     let text = body.to_string();
     assert!(
         text.contains(&format!(
-            "step 2 of 3 ({w}/embed/two?…): pattern matched nothing"
+            "step 2 of 3 ({w}/…/two?…): pattern matched nothing"
         )),
         "{body:#}"
     );
