@@ -129,7 +129,20 @@ async fn a_100_mb_guide_is_merged_with_bounded_memory() {
     .await;
     assert_eq!(app.channels().await.len(), LISTED);
     let before = vm_hwm_kb();
-    let (status, s) = common::json_of(app.get("/api/guide/status").await).await;
+    // Reading 100 MB of XML in a debug build takes ~15 s on an idle 2-core machine and
+    // much longer on a loaded one: this request gets a wider hang guard than the
+    // harness's 20 s (a bound on a hang, not a speed claim).
+    let slow_client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let resp = slow_client
+        .get(app.url("/api/guide/status"))
+        .send()
+        .await
+        .expect("GET /api/guide/status");
+    let (status, s) = common::json_of(resp).await;
     let after = vm_hwm_kb();
     assert_eq!(status, 200, "{s}");
     let sent = sent.load(Ordering::Relaxed);
