@@ -1469,7 +1469,7 @@ mod tests {
         );
         // A key of the kind lists the kind's keys, then the shared ones.
         assert!(
-            e[4].ends_with("expected one of: url, epg_url (kind m3u) or name, kind, enabled, priority, timeout, connect_timeout, idle_timeout, headers, rate_limit, max_concurrent, description, auth (every service)"),
+            e[4].ends_with("expected one of: url, epg_url, origin (kind m3u) or name, kind, enabled, priority, timeout, connect_timeout, idle_timeout, headers, rate_limit, max_concurrent, description, auth, allow_private (every service)"),
             "{e:?}"
         );
         assert!(
