@@ -1,0 +1,79 @@
+//! `${VAR}` and `${VAR:-default}` interpolation of config strings (`$$` is a literal `$`).
+//! Pure: the environment is a function passed in.
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` stays a literal `$`. `Ok(None)` when the
+/// string has nothing to replace.
+pub fn interpolate(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    if !s.contains('$') {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            let expr = &body[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{expr}}}` is not a variable name"));
+            }
+            match (env(var), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                    "environment variable {var} is not set (use ${{{var}:-default}} for a default)"
+                ))
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "KEY" => Some("s3cret".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(
+            interpolate("a${KEY}b", &env).unwrap().as_deref(),
+            Some("as3cretb")
+        );
+        assert_eq!(
+            interpolate("${NOPE:-x}", &env).unwrap().as_deref(),
+            Some("x")
+        );
+        assert_eq!(interpolate("${NOPE:-}", &env).unwrap().as_deref(), Some(""));
+        assert_eq!(interpolate("$$5", &env).unwrap().as_deref(), Some("$5"));
+        assert_eq!(interpolate("plain", &env).unwrap(), None);
+        assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE"));
+        assert!(interpolate("${KEY", &env).is_err());
+    }
+}

@@ -1,0 +1,416 @@
+//! The configuration schema: the serde structs of every section and service, their
+//! defaults, and the value types (durations, rate limits) the file spells as strings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::secrets::{Auth, AuthKeys, Secret};
+use crate::services::KindConfig;
+
+/// The config used when no file is given and `config/freesky.toml` does not exist:
+/// the offline demo channel only.
+pub const BUILTIN: &str = r#"
+[[services]]
+name = "Demo"
+kind = "demo"
+description = "Built-in offline test channel"
+"#;
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/freesky.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (`<built-in>` for the default), for messages.
+    pub source: String,
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub streams: StreamsConfig,
+    pub health: HealthConfig,
+    pub guide: GuideConfig,
+    pub hdhomerun: HdhrConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Base of every URL freesky hands out; `None` derives it from the request's Host.
+    pub public_url: Option<String>,
+    /// Bearer token for admin calls; empty means admin calls from loopback only.
+    pub admin_token: Secret,
+    /// The admin token read from a file instead (a container secret); read at load,
+    /// into `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Runtime state (SQLite store, proxy key). Relative paths are relative to the
+    /// working directory.
+    pub state_dir: PathBuf,
+    /// How long a proxy URL handed to a client stays valid.
+    #[serde(deserialize_with = "de_duration")]
+    pub link_ttl: Duration,
+    /// Largest upstream playlist, page or JSON body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request target (path and query) accepted from a client, in bytes; longer: 414.
+    pub max_uri_bytes: usize,
+    /// Largest total of a request's header names and values (+4 bytes a line), in bytes;
+    /// larger: 431.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; beyond it new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// On SIGTERM/SIGINT, how long open connections (a `.ts` viewer never ends by
+    /// itself) may keep running after new ones are refused; then their bodies end.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// How long a client has to send a complete request head, counted from the moment
+    /// its connection opens (or from the first byte of a later request on a kept-alive
+    /// one); then the connection is closed. Silent connections must not hold slots.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection with no request in flight waits for the next
+    /// request to begin before it is closed. A response still streaming is never idle.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// Open connections from one client address at most (0: no cap), so one client
+    /// cannot take every `max_connections` slot; beyond it a new connection gets a
+    /// 429 and is closed.
+    pub max_connections_per_client: usize,
+    /// Host names (`Host` header) freesky answers to besides its own names (IP
+    /// literals, `localhost`, this machine's name, `public_url`'s host): `tv.example`,
+    /// `*.example` for every subdomain, `*` for any name. Other names are refused, so
+    /// a web page cannot reach freesky through a rebound DNS name.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8005".into(),
+            public_url: None,
+            admin_token: Secret::default(),
+            admin_token_file: None,
+            state_dir: PathBuf::from("data"),
+            link_ttl: Duration::from_secs(24 * 3600),
+            max_body_bytes: 16 << 20,
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 16 << 10,
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections_per_client: 256,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub resolved_ttl: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub playlist_ttl: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub segment_ttl: Duration,
+    pub segment_cache_mb: u64,
+    #[serde(deserialize_with = "de_duration")]
+    pub channels_ttl: Duration,
+    /// Bytes (in MiB) of playlist bodies kept at once; a few huge playlists must not
+    /// hold the memory of thousands of small ones.
+    pub playlist_cache_mb: u64,
+    /// The most URIs (URI lines and `URI=` attributes) an upstream playlist may list:
+    /// each becomes a sealed link many times its size, so a longer playlist is refused.
+    pub max_playlist_uris: usize,
+    /// The longest one segment, key or init map fetch may take, head to last byte;
+    /// an upstream that never ends a segment is cut off after it.
+    #[serde(deserialize_with = "de_duration")]
+    pub segment_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            resolved_ttl: Duration::from_secs(300),
+            playlist_ttl: Duration::from_secs(2),
+            segment_ttl: Duration::from_secs(120),
+            segment_cache_mb: 256,
+            channels_ttl: Duration::from_secs(900),
+            playlist_cache_mb: 64,
+            max_playlist_uris: 20_000,
+            segment_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How shared streams (`.ts` sessions) follow a channel and fail over.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// Consecutive failures of the current source (playlist reloads or segments)
+    /// before the stream moves to the next source.
+    pub failover_after: u32,
+    /// How long a shared stream keeps its upstream going with no viewer left.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_stop: Duration,
+    /// How many segments before the live edge a new stream starts with.
+    pub live_edge_segments: usize,
+    /// How many healthy sources (circuit closed) a stream is opened from at once; the
+    /// first to answer wins and the others are dropped. 1: one after another.
+    pub race: usize,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            failover_after: 3,
+            idle_stop: Duration::from_secs(5),
+            live_edge_segments: 3,
+            race: 1,
+        }
+    }
+}
+
+/// How services are judged (`health`): the circuit breaker and the background probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each enabled service is probed in the background; 0 turns probes off.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Consecutive failures that open a service's circuit (fallback then skips it).
+    pub open_after: u32,
+    /// How long a circuit first stays open; doubled after each failed trial.
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff: Duration,
+    /// The longest a circuit stays open before its next trial.
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let p = crate::health::Policy::default();
+        Self {
+            interval: Duration::from_secs(60),
+            open_after: p.open_after,
+            backoff: p.backoff,
+            backoff_max: p.backoff_max,
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn policy(&self) -> crate::health::Policy {
+        crate::health::Policy {
+            open_after: self.open_after,
+            backoff: self.backoff,
+            backoff_max: self.backoff_max,
+        }
+    }
+}
+
+/// The merged XMLTV guide (`/epg.xml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuideConfig {
+    /// How often every service's guide is fetched again.
+    #[serde(deserialize_with = "de_duration")]
+    pub refresh: Duration,
+    /// Programmes kept: from a day back to this many days ahead.
+    pub days: u32,
+    /// Channels without guide data get blocks titled with the channel name (Plex
+    /// hides channels that have no guide).
+    pub placeholders: bool,
+    #[serde(deserialize_with = "de_duration")]
+    pub placeholder_length: Duration,
+    /// "Title - Sub-title" in the title, for players that show titles only (Plex).
+    pub fold_subtitle: bool,
+}
+
+impl Default for GuideConfig {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(6 * 3600),
+            days: 7,
+            placeholders: false,
+            placeholder_length: Duration::from_secs(3600),
+            fold_subtitle: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HdhrConfig {
+    pub enabled: bool,
+    pub friendly_name: String,
+    pub tuner_count: u32,
+    /// Largest lineup one virtual tuner (`/tuners/{n}/...`) carries; 0 serves no
+    /// virtual tuners. Plex struggles above about 420-480 channels per tuner.
+    pub max_channels: u32,
+    /// Answer LAN discovery (SiliconDust's UDP discover for Jellyfin, SSDP for Plex) so
+    /// media servers find the tuner by themselves. Off by default: it binds
+    /// well-known UDP ports on every interface (see `discovery`).
+    pub discovery: bool,
+    /// UDP port of SiliconDust's discover protocol (65001, what clients broadcast to);
+    /// 0 turns that protocol off. Another port only for tests.
+    pub discovery_port: u16,
+    /// UDP port of SSDP (1900); 0 turns SSDP off. Another port only for tests.
+    pub ssdp_port: u16,
+}
+
+impl Default for HdhrConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            friendly_name: "freesky".into(),
+            tuner_count: 4,
+            max_channels: 0,
+            discovery: false,
+            discovery_port: 65001,
+            ssdp_port: 1900,
+        }
+    }
+}
+
+/// One `[[services]]` entry.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Enabled at start, unless the store remembers a runtime change.
+    pub enabled: bool,
+    /// Lower tries first; ties keep config order.
+    pub priority: i64,
+    /// Bound on each upstream request of this service until its response head (and on
+    /// one resolve attempt; a body read whole shares it).
+    pub timeout: Duration,
+    /// Bound on opening the TCP (and TLS) connection: a dead host fails fast even when
+    /// `timeout` is long for a slow API. Default min(`timeout`, 10 s).
+    pub connect_timeout: Duration,
+    /// Bound on each gap between body chunks (a trickling or hung upstream). Default
+    /// `timeout`.
+    pub idle_timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+    /// A token bucket: a burst of `requests`, then `requests` per `per`.
+    pub rate_limit: Option<RateLimit>,
+    /// Upstream requests of this service in flight at once (head to end of body);
+    /// 0: unlimited.
+    pub max_concurrent: usize,
+    pub description: String,
+    pub auth: Option<Auth>,
+    /// URLs that upstream data supplies (playlist lines, redirects, stream URLs) may
+    /// reach loopback, private, link-local and CGNAT addresses on any host, not only on
+    /// the hosts the service's config names (a LAN engine or panel). Default false.
+    pub allow_private: bool,
+    pub kind: KindConfig,
+}
+
+/// The keys every kind shares; the rest of the table belongs to the kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommonKeys {
+    pub(super) name: String,
+    #[allow(dead_code)] // read before deserializing, kept here so it is a known key
+    pub(super) kind: String,
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default = "default_priority")]
+    pub(super) priority: i64,
+    #[serde(default = "default_timeout", deserialize_with = "de_duration")]
+    pub(super) timeout: Duration,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) idle_timeout: Option<Duration>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<RateLimit>,
+    #[serde(default = "default_max_concurrent")]
+    pub(super) max_concurrent: usize,
+    #[serde(default)]
+    pub(super) description: String,
+    #[serde(default)]
+    pub(super) auth: Option<AuthKeys>,
+    #[serde(default)]
+    pub(super) allow_private: bool,
+}
+
+pub(super) const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "enabled",
+    "priority",
+    "timeout",
+    "connect_timeout",
+    "idle_timeout",
+    "headers",
+    "rate_limit",
+    "max_concurrent",
+    "description",
+    "auth",
+    "allow_private",
+];
+
+fn yes() -> bool {
+    true
+}
+fn default_priority() -> i64 {
+    100
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_concurrent() -> usize {
+    16
+}
+
+/// `"10/s"`, `"100/m"`: upstream requests per period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rate_limit(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
+    let bad = || format!("`{s}` is not a rate like \"10/s\" or \"100/m\"");
+    let (n, unit) = s.split_once('/').ok_or_else(bad)?;
+    let requests: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(bad()),
+    };
+    if requests == 0 {
+        return Err(format!("`{s}`: the rate must be at least 1"));
+    }
+    Ok(RateLimit { requests, per })
+}
+
+/// Like `de_duration`, for an optional key (`#[serde(default)]` gives `None`).
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+/// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration like \"10s\" or \"5m\" ({e})"
+        ))
+    })
+}
