@@ -17,6 +17,7 @@
 //! - `limits`: request target / header size limits, the connection caps (in all, per
 //!   client address) and the request-head / idle timeouts of a connection.
 //! - `discovery`: optional LAN discovery of the tuner (SiliconDust UDP discover, SSDP).
+//! - `hdhr`: HDHomeRun DeviceIDs, virtual-tuner packing and `device.xml` (pure); served by `http::hdhr`.
 //! - `health`: each service's success rate, latency and circuit breaker (pure).
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
 //! - `reload`: live config reload (the Router swapped whole) and the served connections.
@@ -29,6 +30,7 @@ pub mod discovery;
 pub mod error;
 pub mod failover;
 pub mod guide;
+pub mod hdhr;
 pub mod health;
 pub mod history;
 pub mod hls;

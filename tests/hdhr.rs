@@ -77,7 +77,7 @@ async fn discover_and_lineup_carry_what_media_servers_read() {
     }
     // Jellyfin appends ?transcode= to stream URLs of "HDTC" models; we are not one.
     assert!(!d["ModelNumber"].as_str().unwrap().contains("HDTC"));
-    assert!(freesky::http::hdhr::is_valid_device_id(device_id_of(&d)));
+    assert!(freesky::hdhr::is_valid_device_id(device_id_of(&d)));
     assert_eq!(d["BaseURL"], app.base.as_str());
     assert_eq!(d["LineupURL"], app.url("/lineup.json"));
     assert_eq!(d["TunerCount"], 2);
@@ -471,7 +471,7 @@ async fn a_big_lineup_is_split_by_group_into_virtual_tuners() {
         let (status, d) = app.get_json(&format!("/tuners/{n}/discover.json")).await;
         assert_eq!(status, 200, "{d}");
         assert_eq!(d["FriendlyName"], format!("Living room {n}"));
-        assert!(freesky::http::hdhr::is_valid_device_id(device_id_of(&d)));
+        assert!(freesky::hdhr::is_valid_device_id(device_id_of(&d)));
         assert_eq!(d["DeviceID"], t["device_id"]);
         assert!(
             ids.insert(d["DeviceID"].as_str().unwrap().to_string()),

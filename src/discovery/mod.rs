@@ -4,7 +4,7 @@
 //!
 //! Every device is advertised: the whole tuner at `{base}` and, when `[hdhomerun]
 //! max_channels` splits the lineup, each virtual tuner n at `{base}/tuners/{n}` with its
-//! own DeviceID (`http::hdhr`), one discover reply and one set of SSDP USNs each. The
+//! own DeviceID (`hdhr`), one discover reply and one set of SSDP USNs each. The
 //! virtual tuners are worked out in the background from the registry's lineup and
 //! published; an answer takes what was last published and never waits for a lineup
 //! (none published yet: the whole tuner only).

@@ -11,8 +11,10 @@
 //! FriendlyName. The top-level endpoints keep serving the whole lineup. Channel
 //! numbers are unique across tuners, so every `auto/v{number}` plays any channel, and
 //! all tuners share the `tuner_count` slots.
+//!
+//! Only the handlers, the tuner identity kept in `store` and the tuner slots live here;
+//! DeviceID maths, group packing and `device.xml` are the pure `crate::hdhr`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -30,6 +32,7 @@ use tokio::sync::Semaphore;
 
 use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
+use crate::hdhr;
 use crate::lineup::Lineup;
 use crate::model::LineupChannel;
 use crate::session;
@@ -46,7 +49,7 @@ impl Tuner {
     /// The identity kept in `store` (made on first start), with `tuners` tuners.
     pub fn load(store: &crate::store::Store, tuners: u32) -> anyhow::Result<Self> {
         let device_id = store.setting_or_init("hdhr_device_id", || {
-            format!("{:08X}", valid_device_id(OsRng.next_u32()))
+            format!("{:08X}", hdhr::valid_device_id(OsRng.next_u32()))
         })?;
         let device_auth = store.setting_or_init("hdhr_device_auth", || {
             let mut raw = [0u8; 18];
@@ -65,98 +68,11 @@ impl Tuner {
     /// list for `count` is the start of the list for `count + 1`.
     pub fn virtual_ids(&self, count: usize) -> Vec<String> {
         let main = u32::from_str_radix(&self.device_id, 16).unwrap_or_default();
-        derived_ids(main, count)
+        hdhr::derived_ids(main, count)
             .into_iter()
             .map(|id| format!("{id:08X}"))
             .collect()
     }
-}
-
-/// Virtual tuner n's id: the first 32 bits of SHA-256("freesky virtual tuner {main}
-/// {n} {salt}") with the check digit fixed, salt counting up past a clash (with ours,
-/// an earlier tuner's, or the all-zeros and wildcard ids).
-fn derived_ids(main: u32, count: usize) -> Vec<u32> {
-    let mut ids: Vec<u32> = Vec::with_capacity(count);
-    for n in 1..=count {
-        for salt in 0u32.. {
-            let seed = format!("freesky virtual tuner {main:08X} {n} {salt}");
-            let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
-            let head: [u8; 4] = digest.as_ref()[..4]
-                .try_into()
-                .expect("SHA-256 is 32 bytes");
-            let id = valid_device_id(u32::from_be_bytes(head));
-            if id != main && id != 0 && id != u32::MAX && !ids.contains(&id) {
-                ids.push(id);
-                break;
-            }
-        }
-    }
-    ids
-}
-
-/// Splits `channels` into virtual tuners of at most `max` channels each, as indices
-/// into `channels`. Channels go in number order, grouped by `group` (channels without
-/// one form a group too), groups in the order of their lowest number. A group joins
-/// the current tuner when it fits there, else it starts the next one; a group larger
-/// than `max` fills as many tuners as it needs, in number order, and the next group
-/// may join its last one. There is always one tuner, empty when `channels` is.
-pub fn pack(channels: &[LineupChannel], max: usize) -> Vec<Vec<usize>> {
-    let max = max.max(1);
-    let mut order: Vec<usize> = (0..channels.len()).collect();
-    order.sort_by_key(|&i| channels[i].number);
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for i in order {
-        let g = *group_of
-            .entry(channels[i].group.as_str())
-            .or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-        groups[g].push(i);
-    }
-    let mut tuners: Vec<Vec<usize>> = vec![Vec::new()];
-    for members in groups {
-        let open = tuners.last().map_or(0, Vec::len);
-        if open > 0 && open + members.len() > max {
-            tuners.push(Vec::new());
-        }
-        for i in members {
-            if tuners.last().is_none_or(|t| t.len() >= max) {
-                tuners.push(Vec::new());
-            }
-            tuners.last_mut().expect("a tuner was just ensured").push(i);
-        }
-    }
-    tuners
-}
-
-/// SiliconDust's check: the XOR of the nibbles, every other one through a lookup
-/// table, is zero (libhdhomerun `hdhomerun_discover_validate_device_id`).
-pub fn is_valid_device_id(id: u32) -> bool {
-    checksum(id) == 0
-}
-
-const LOOKUP: [u32; 16] = [
-    0xA, 0x5, 0xF, 0x6, 0x7, 0xC, 0x1, 0xB, 0x9, 0x2, 0x8, 0xD, 0x4, 0x3, 0xE, 0x0,
-];
-
-fn checksum(id: u32) -> u32 {
-    let nibble = |shift: u32| (id >> shift) & 0xF;
-    LOOKUP[nibble(28) as usize]
-        ^ nibble(24)
-        ^ LOOKUP[nibble(20) as usize]
-        ^ nibble(16)
-        ^ LOOKUP[nibble(12) as usize]
-        ^ nibble(8)
-        ^ LOOKUP[nibble(4) as usize]
-        ^ nibble(0)
-}
-
-/// `raw` with its last nibble replaced by the check digit.
-fn valid_device_id(raw: u32) -> u32 {
-    let id = raw & !0xF;
-    id | checksum(id)
 }
 
 pub fn routes() -> Router<AppState> {
@@ -303,7 +219,7 @@ async fn split(s: &AppState) -> Result<Split, AppError> {
         ));
     }
     let lineup = s.registry.lineup().await?;
-    let tuners = pack(&lineup.channels, max as usize);
+    let tuners = hdhr::pack(&lineup.channels, max as usize);
     Ok(Split { lineup, tuners })
 }
 
@@ -432,26 +348,7 @@ async fn device_xml(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let d = device(&s, &headers, n.as_deref()).await?;
-    let base = &d.base;
-    let name = xml_escape(&d.friendly_name);
-    let id = &d.device_id;
-    let xml = format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<root xmlns="urn:schemas-upnp-org:device-1-0">
-  <specVersion><major>1</major><minor>0</minor></specVersion>
-  <URLBase>{base}</URLBase>
-  <device>
-    <deviceType>urn:schemas-upnp-org:device:MediaServer:1</deviceType>
-    <friendlyName>{name}</friendlyName>
-    <manufacturer>Silicondust</manufacturer>
-    <modelName>HDHR5-4US</modelName>
-    <modelNumber>HDHR5-4US</modelNumber>
-    <serialNumber>{id}</serialNumber>
-    <UDN>uuid:{id}</UDN>
-  </device>
-</root>
-"#
-    );
+    let xml = hdhr::device_xml(&d.base, &d.friendly_name, &d.device_id);
     Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
 }
 
@@ -723,13 +620,6 @@ async fn tuner_lineup_post(
     lineup_post(s, Some(n), headers).await
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners.
 #[utoipa::path(
     get,
@@ -830,92 +720,4 @@ async fn tune_on(
         Body::from_stream(body),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_ids_get_a_valid_check_digit() {
-        for raw in [0u32, 0x1234_5678, 0xFFFF_FFFF, 0xDEAD_BEEF, 0x1010_3C50] {
-            let id = valid_device_id(raw);
-            assert!(is_valid_device_id(id), "{id:08X}");
-            assert_eq!(id & !0xF, raw & !0xF);
-            assert!(!is_valid_device_id(id ^ 0x1), "{id:08X}");
-        }
-    }
-
-    #[test]
-    fn virtual_device_ids_are_valid_distinct_and_stable() {
-        let main = valid_device_id(0x1234_5678);
-        let ids = derived_ids(main, 40);
-        assert_eq!(ids.len(), 40);
-        for (i, id) in ids.iter().enumerate() {
-            assert!(is_valid_device_id(*id), "{id:08X}");
-            assert_ne!(*id, main);
-            assert!(!ids[..i].contains(id), "{id:08X} twice");
-        }
-        assert_eq!(
-            derived_ids(main, 3),
-            ids[..3],
-            "a longer list starts the same"
-        );
-        assert_ne!(derived_ids(valid_device_id(0xABCD_EF00), 3), ids[..3]);
-    }
-
-    /// `pack` of channels given as (number, group), as the numbers per tuner.
-    fn check(channels: &[(u32, &str)], max: usize, expected: &[&[u32]]) {
-        let channels: Vec<LineupChannel> = channels
-            .iter()
-            .map(|&(number, group)| LineupChannel {
-                id: format!("c{number}"),
-                number,
-                name: format!("C{number}"),
-                logo: String::new(),
-                group: group.into(),
-                tags: vec![],
-                guide_id: String::new(),
-                sources: vec![],
-            })
-            .collect();
-        let got: Vec<Vec<u32>> = pack(&channels, max)
-            .iter()
-            .map(|t| t.iter().map(|&i| channels[i].number).collect())
-            .collect();
-        assert_eq!(got, expected, "{channels:?}");
-    }
-
-    #[test]
-    fn packing_keeps_groups_whole_and_splits_only_big_ones() {
-        // Groups in the order of their lowest number, whatever the input order.
-        let a = [(25, "A"), (1, "A"), (2, "A"), (24, "A")];
-        let b: Vec<(u32, &str)> = (3..=14).map(|n| (n, "B")).collect();
-        let c: Vec<(u32, &str)> = (15..=23).map(|n| (n, "C")).collect();
-        let all: Vec<(u32, &str)> = [&c[..], &a, &b].concat();
-        check(
-            &all,
-            10,
-            &[
-                &[1, 2, 24, 25],
-                &[3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
-                &[13, 14],
-                &[15, 16, 17, 18, 19, 20, 21, 22, 23],
-            ],
-        );
-        // Small groups share a tuner while they fit; channels without a group are one.
-        check(
-            &[(1, "X"), (2, ""), (3, "Y"), (4, ""), (5, "X"), (6, "Z")],
-            4,
-            &[&[1, 5, 2, 4], &[3, 6]],
-        );
-        // A big group's last tuner takes the next group when it fits.
-        check(
-            &[(1, "B"), (2, "B"), (3, "B"), (4, "S")],
-            2,
-            &[&[1, 2], &[3, 4]],
-        );
-        check(&[], 5, &[&[]]);
-        check(&[(1, ""), (2, "")], 0, &[&[1], &[2]]);
-    }
 }
