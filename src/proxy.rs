@@ -399,7 +399,7 @@ pub fn rewrite_playlist(
     // URI), never more than the output may grow to: an untrusted count must not
     // reserve memory by itself.
     let uris = crate::hls::count_uris(body, MAX_REWRITTEN_BYTES);
-    let fixed = public_base.len() + "/proxy/".len() + sealer.context.len() + 48;
+    let fixed = public_base.len() + "/proxy/".len() + sealer.context.len() + 60;
     let capacity = uris
         .saturating_mul(fixed)
         .saturating_add(body.len().saturating_mul(2))
