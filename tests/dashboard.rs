@@ -595,7 +595,7 @@ async fn the_dashboard_in_headless_chromium() {
 /// within a few seconds; reaching this is a failure, not slowness.
 const PLAY_WAIT: Duration = Duration::from_secs(30);
 /// The hls.js the dashboard serves (`assets/vendor/hls.js/`).
-const HLS_JS_VERSION: &str = "1.5.20";
+const HLS_JS_VERSION: &str = "1.6.19";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_previews_a_channel_in_headless_chromium() {

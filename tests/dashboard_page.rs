@@ -278,7 +278,7 @@ async fn the_page_names_the_vendored_hls_js_and_freesky_serves_it() {
         );
     }
     let vendored: &[u8] = include_bytes!("../assets/vendor/hls.js/hls.light.min.js");
-    let version = "1.5.20";
+    let version = "1.6.19";
     let src = format!("/assets/hls.light.min.js?v={version}");
     assert!(
         html.contains(&format!(

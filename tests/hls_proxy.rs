@@ -614,3 +614,73 @@ async fn every_path_under_proxy_that_is_not_a_sealed_link_is_403_without_an_upst
     // The link itself still plays.
     assert_eq!(app.get(&link).await.status(), 200);
 }
+
+/// The `#EXT-X-MEDIA-SEQUENCE` of a media playlist and its segment URIs, keyed by
+/// media sequence number.
+fn segments_by_sequence(playlist: &str) -> Vec<(u64, String)> {
+    let first: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence:\n{playlist}"));
+    playlist_uris(playlist)
+        .into_iter()
+        .enumerate()
+        .map(|(i, uri)| (first + i as u64, uri))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_segment_keeps_its_link_across_reloads_of_a_live_playlist() {
+    // hls.js (from 1.6 on) refuses a reload that gives a media sequence number another
+    // URI; the demo's media playlist slides one segment every 2 s.
+    let app = TestApp::spawn(
+        "[cache]\nplaylist_ttl = \"500ms\"\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+    )
+    .await;
+    let master = app.get_text_ok("/api/stream/demo.m3u8").await;
+    let variant = assert_all_proxied(&app, &master).remove(0);
+    let media = |app: &TestApp, url: String| {
+        let client = app.client.clone();
+        async move {
+            let resp = client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}");
+            resp.text().await.unwrap()
+        }
+    };
+    let first = media(&app, variant.clone()).await;
+    assert_all_proxied(&app, &first);
+    let first = segments_by_sequence(&first);
+    let newest = first.last().unwrap().0;
+
+    // Reload until the window has slid (bounded: the demo slides every 2 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        let again = app.get_text_ok("/api/stream/demo.m3u8").await;
+        assert_eq!(
+            assert_all_proxied(&app, &again),
+            std::slice::from_ref(&variant),
+            "the variant link changed"
+        );
+        let second = segments_by_sequence(&media(&app, variant.clone()).await);
+        if second.last().unwrap().0 > newest {
+            break second;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo playlist did not slide"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut shared = 0;
+    for (seq, uri) in &second {
+        if let Some((_, before)) = first.iter().find(|(s, _)| s == seq) {
+            assert_eq!(uri, before, "segment {seq} changed its link across reloads");
+            shared += 1;
+        }
+    }
+    assert!(
+        shared > 0,
+        "no segment in both renders: {first:?} {second:?}"
+    );
+}

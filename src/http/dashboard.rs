@@ -31,7 +31,7 @@ const ASSET_CACHE: &str = "public, max-age=86400";
 /// checksum and licence in `assets/vendor/hls.js/`). Served by freesky itself: the
 /// dashboard works without reaching any CDN.
 const HLS_JS: &str = include_str!("../../assets/vendor/hls.js/hls.light.min.js");
-const HLS_JS_VERSION: &str = "1.5.20";
+const HLS_JS_VERSION: &str = "1.6.19";
 /// The page asks for `?v={HLS_JS_VERSION}`: a new version is a new URL, so this one
 /// never changes and browsers may keep it a year without asking again.
 const HLS_JS_CACHE: &str = "public, max-age=31536000, immutable";
@@ -299,7 +299,7 @@ async fn js() -> impl IntoResponse {
     get,
     path = "/assets/hls.light.min.js",
     tag = "dashboard",
-    responses((status = 200, description = "hls.js 1.5.20 (light build, Apache-2.0), for the dashboard's player; cached for a year", content_type = "text/javascript"))
+    responses((status = 200, description = "hls.js 1.6.19 (light build, Apache-2.0), for the dashboard's player; cached for a year", content_type = "text/javascript"))
 )]
 async fn hls_js() -> impl IntoResponse {
     asset(JAVASCRIPT, HLS_JS_CACHE, HLS_JS)
