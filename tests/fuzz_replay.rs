@@ -54,6 +54,16 @@ fn proxy_url_corpus() {
     replay("proxy_url");
 }
 
+#[test]
+fn playlist_rewrite_corpus() {
+    replay("playlist_rewrite");
+}
+
+#[test]
+fn upstream_json_corpus() {
+    replay("upstream_json");
+}
+
 /// The committed links must still open (they were sealed with the fixed test key for
 /// 100 years), or the proxy corpus would only exercise the signature check.
 #[test]
