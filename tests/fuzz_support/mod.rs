@@ -241,8 +241,13 @@ pub fn target(name: &str) -> &'static Target {
 
 /// The committed inputs of `target`, sorted by file name.
 pub fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    inputs("fuzz/corpus", target)
+}
+
+/// The inputs in `{root}/{target}/` (`root` relative to the repository), sorted.
+pub fn inputs(root: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join(root)
         .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -855,10 +860,14 @@ fn json_stream_answer(body: &str, json: Option<serde_json::Value>) {
             "path": "stream/{channel_id}", "url": "/url",
         }))
         .expect("a valid stream endpoint");
-    let patterns = [
-        regex::Regex::new(r#""(?:src|file)"\s*:\s*"([^"]+)""#).expect("a valid regex"),
-        regex::Regex::new(r#"https?://[^\s"'<>]+\.m3u8[^\s"'<>]*"#).expect("a valid regex"),
-    ];
+    // Compiled once: a regex per input would be most of the target's time.
+    static PATTERNS: OnceLock<[regex::Regex; 2]> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        [
+            regex::Regex::new(r#""(?:src|file)"\s*:\s*"([^"]+)""#).expect("a valid regex"),
+            regex::Regex::new(r#"https?://[^\s"'<>]+\.m3u8[^\s"'<>]*"#).expect("a valid regex"),
+        ]
+    });
     let from = Url::parse("http://api.example/v1/stream/1").expect("a valid URL");
     for patterns in [&patterns[..], &[]] {
         if let Ok(url) =
