@@ -72,6 +72,29 @@ if grep -E '(WARN|ERROR)' <<<"$book_log" >&2; then
 fi
 printf '    (%ss)\n' "$((SECONDS - t))"
 
+# cargo-deny: supply chain (advisories, licences, duplicate versions, sources; deny.toml).
+# Pinned, so a new release cannot change what passes.
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.2$'; then
+  stage "installing cargo-deny 0.20.2 with cargo install (a few minutes)"
+  cargo install --locked cargo-deny@0.20.2
+fi
+
+stage "cargo deny --offline check"
+# The RustSec database is an offline snapshot (a git bundle in the shared data beside
+# the repository; ADVISORY_DB_BUNDLE overrides), refreshed from the bundle every run
+# into the folder cargo-deny names for the default database URL.
+advisory_bundle=${ADVISORY_DB_BUNDLE:-../shared/data/rustsec/advisory-db.bundle}
+advisory_db=target/advisory-db/advisory-db-3157b0e258782691
+[ -f "$advisory_bundle" ] || { echo "error: advisory database bundle $advisory_bundle missing" >&2; exit 1; }
+if [ -d "$advisory_db/.git" ]; then
+  git -C "$advisory_db" fetch -q "$(realpath "$advisory_bundle")" HEAD
+  git -C "$advisory_db" reset -q --hard FETCH_HEAD
+else
+  mkdir -p target/advisory-db
+  git clone -q "$advisory_bundle" "$advisory_db"
+fi
+timed cargo deny --offline check
+
 stage "cargo fmt --check"
 timed cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"

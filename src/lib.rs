@@ -57,6 +57,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use http::{app, AppState};
 
+/// The pure readers of upstream answers (Xtream `player_api.php`, `json_api` lists and
+/// stream answers), for the fuzz targets (`fuzz/`, `tests/fuzz_support`) that feed them
+/// arbitrary bytes without an HTTP round trip. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::services::json_api::events::{guide as events_guide, parse as parse_events};
+    pub use crate::services::json_api::{channel_list, stream_in_answer};
+    pub use crate::services::xtream::{category_names, live_channels, parse_account};
+    pub use crate::services::{base_url, endpoint, find_stream_url};
+}
+
 /// After the shutdown grace, how long the connections whose bodies were ended get to
 /// close before serving returns anyway (the process exit then closes them).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);

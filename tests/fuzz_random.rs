@@ -240,3 +240,13 @@ fn config() {
 fn proxy_url() {
     fuzz("proxy_url", 3000);
 }
+
+#[test]
+fn playlist_rewrite() {
+    fuzz("playlist_rewrite", 2000);
+}
+
+#[test]
+fn upstream_json() {
+    fuzz("upstream_json", 3000);
+}

@@ -8,7 +8,7 @@
 //! programmes as its own guide, in-process like the demo's (`fetch` answers
 //! `http://events.freesky.invalid/guide.xml`).
 
-mod events;
+pub(crate) mod events;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -206,55 +206,7 @@ impl JsonApi {
         let (_, _, json) = self.get_json(&url).await?;
         let json =
             json.ok_or_else(|| UpstreamError::Invalid("channel list is not valid JSON".into()))?;
-        let items = json
-            .pointer(&c.list)
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                UpstreamError::Invalid(format!(
-                    "channels.list `{}` does not point to an array",
-                    c.list
-                ))
-            })?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut skipped = 0;
-        for (i, item) in items.iter().enumerate() {
-            let (Some(id), Some(name)) = (text_at(item, &c.id), text_at(item, &c.name)) else {
-                tracing::warn!(service = %self.name, index = i, "skipped channel: no `{}` or `{}` in it", c.id, c.name);
-                skipped += 1;
-                continue;
-            };
-            if id.is_empty() || name.is_empty() || !ids.insert(id.clone()) {
-                skipped += 1;
-                continue;
-            }
-            let opt = |p: &Option<String>| {
-                p.as_deref()
-                    .and_then(|p| text_at(item, p))
-                    .unwrap_or_default()
-            };
-            out.push(Channel {
-                id,
-                name,
-                logo: opt(&c.logo),
-                group: opt(&c.group),
-                tags: c
-                    .tags
-                    .as_deref()
-                    .map(|p| tags_at(item, p))
-                    .unwrap_or_default(),
-                tvg_id: opt(&c.tvg_id),
-                service: self.name.clone(),
-                headers: Vec::new(),
-                url: None,
-            });
-        }
-        if out.is_empty() && skipped > 0 {
-            return Err(UpstreamError::Invalid(format!(
-                "none of the {skipped} channel entries has both channels.id `{}` and channels.name `{}`",
-                c.id, c.name
-            )));
-        }
-        Ok(out)
+        channel_list(&json, c, &self.name, ids)
     }
 
     /// The events of `[services.events]` that are channels now; remembers them for
@@ -298,6 +250,98 @@ impl JsonApi {
         let json = serde_json::from_str(&text).ok();
         Ok((final_url, text, json))
     }
+}
+
+/// The channels of a channel-list answer, read with `c`'s pointers; entries without an
+/// id or a name, or whose id is in `ids` already, are skipped (`ids` gains the rest).
+pub fn channel_list(
+    json: &Value,
+    c: &ChannelsEndpoint,
+    service: &str,
+    ids: &mut HashSet<String>,
+) -> Result<Vec<Channel>, UpstreamError> {
+    let items = json
+        .pointer(&c.list)
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            UpstreamError::Invalid(format!(
+                "channels.list `{}` does not point to an array",
+                c.list
+            ))
+        })?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut skipped = 0;
+    for (i, item) in items.iter().enumerate() {
+        let (Some(id), Some(name)) = (text_at(item, &c.id), text_at(item, &c.name)) else {
+            tracing::warn!(
+                service,
+                index = i,
+                "skipped channel: no `{}` or `{}` in it",
+                c.id,
+                c.name
+            );
+            skipped += 1;
+            continue;
+        };
+        if id.is_empty() || name.is_empty() || !ids.insert(id.clone()) {
+            skipped += 1;
+            continue;
+        }
+        let opt = |p: &Option<String>| {
+            p.as_deref()
+                .and_then(|p| text_at(item, p))
+                .unwrap_or_default()
+        };
+        out.push(Channel {
+            id,
+            name,
+            logo: opt(&c.logo),
+            group: opt(&c.group),
+            tags: c
+                .tags
+                .as_deref()
+                .map(|p| tags_at(item, p))
+                .unwrap_or_default(),
+            tvg_id: opt(&c.tvg_id),
+            service: service.to_string(),
+            headers: Vec::new(),
+            url: None,
+        });
+    }
+    if out.is_empty() && skipped > 0 {
+        return Err(UpstreamError::Invalid(format!(
+            "none of the {skipped} channel entries has both channels.id `{}` and channels.name `{}`",
+            c.id, c.name
+        )));
+    }
+    Ok(out)
+}
+
+/// The stream URL in a stream answer (`body`, read from `final_url`; `json` when it
+/// parsed): at `s.url` in the JSON, else the first match of `patterns`; http(s) only.
+pub fn stream_in_answer(
+    s: &StreamEndpoint,
+    patterns: &[Regex],
+    final_url: &Url,
+    body: &str,
+    json: Option<Value>,
+    upstream_id: &str,
+) -> Result<Url, UpstreamError> {
+    let found = match (&s.url, json) {
+        (Some(p), Some(json)) => text_at(&json, p).and_then(|u| final_url.join(&u).ok()),
+        (Some(p), None) if patterns.is_empty() => {
+            return Err(UpstreamError::Invalid(format!(
+                "stream answer is not JSON, so stream.url `{p}` cannot apply"
+            )))
+        }
+        _ => None,
+    };
+    let found = found.or_else(|| find_stream_url(body, patterns, final_url));
+    found
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            UpstreamError::Invalid(format!("no stream URL in the answer for `{upstream_id}`"))
+        })
 }
 
 /// A pointer's value as text: strings as they are, numbers printed.
@@ -371,21 +415,7 @@ impl Service for JsonApi {
         })?;
         let url = endpoint(&self.base, &s.path, Some(upstream_id))?;
         let (final_url, body, json) = self.get_json(&url).await?;
-        let found = match (&s.url, json) {
-            (Some(p), Some(json)) => text_at(&json, p).and_then(|u| final_url.join(&u).ok()),
-            (Some(p), None) if self.patterns.is_empty() => {
-                return Err(UpstreamError::Invalid(format!(
-                    "stream answer is not JSON, so stream.url `{p}` cannot apply"
-                )))
-            }
-            _ => None,
-        };
-        let found = found.or_else(|| find_stream_url(&body, &self.patterns, &final_url));
-        let stream = found
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                UpstreamError::Invalid(format!("no stream URL in the answer for `{upstream_id}`"))
-            })?;
+        let stream = stream_in_answer(s, &self.patterns, &final_url, &body, json, upstream_id)?;
         Ok(ResolvedStream::new(stream, headers, self.resolved_ttl))
     }
 

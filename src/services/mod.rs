@@ -206,7 +206,7 @@ pub(crate) fn check_http_url(field: &str, value: &str, out: &mut Vec<(String, St
 /// The first stream URL found in `body` by the first pattern that matches: capture
 /// group 1 when the pattern has one, else the whole match. JSON and HTML escapes
 /// (`\/`, `&amp;`) are undone and relative URLs resolve against `base`.
-pub(crate) fn find_stream_url(body: &str, patterns: &[Regex], base: &Url) -> Option<Url> {
+pub fn find_stream_url(body: &str, patterns: &[Regex], base: &Url) -> Option<Url> {
     // JSON may escape slashes (`https:\/\/cdn...`); patterns are written for plain URLs.
     let body: std::borrow::Cow<'_, str> = if body.contains("\\/") {
         body.replace("\\/", "/").into()
@@ -224,12 +224,15 @@ pub(crate) fn find_stream_url(body: &str, patterns: &[Regex], base: &Url) -> Opt
 
 /// `path` (possibly with `{channel_id}`) joined to `base`. The id is percent-encoded
 /// so an upstream id cannot change the path's shape.
-pub(crate) fn endpoint(
-    base: &Url,
-    path: &str,
-    channel_id: Option<&str>,
-) -> Result<Url, UpstreamError> {
+pub fn endpoint(base: &Url, path: &str, channel_id: Option<&str>) -> Result<Url, UpstreamError> {
     let path = match channel_id {
+        // A whole segment of `.` or `..` would walk the path, encoded or not (URL
+        // parsers read `%2e` as a dot): such an id names no channel.
+        Some(id @ ("." | "..")) => {
+            return Err(UpstreamError::Invalid(format!(
+                "channel id `{id}` cannot be put in a path"
+            )))
+        }
         Some(id) => {
             // form encoding writes a space as `+` and a real `+` as `%2B`; paths want `%20`.
             let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
@@ -243,7 +246,7 @@ pub(crate) fn endpoint(
 
 /// A base URL with a trailing slash, so `join("api/x")` appends instead of replacing
 /// the last segment.
-pub(crate) fn base_url(s: &str) -> Option<Url> {
+pub fn base_url(s: &str) -> Option<Url> {
     let mut u = Url::parse(s).ok()?;
     if !u.path().ends_with('/') {
         let p = format!("{}/", u.path());
@@ -313,6 +316,16 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "http://api.example/v1/stream/a%2Fb%20c"
+        );
+        // Dots are a path walk, not an id (a fuzzed channel list found `..`).
+        for id in [".", ".."] {
+            assert!(endpoint(&base, "stream/{channel_id}/play", Some(id)).is_err());
+        }
+        assert_eq!(
+            endpoint(&base, "stream/{channel_id}/play", Some("..."))
+                .unwrap()
+                .as_str(),
+            "http://api.example/v1/stream/.../play"
         );
         assert_eq!(
             endpoint(&base, "channels", None).unwrap().as_str(),

@@ -76,7 +76,7 @@ impl XtreamConfig {
 
 /// The account as the panel last described it.
 #[derive(Debug, Clone, Default)]
-struct Account {
+pub struct Account {
     status: String,
     /// Unix seconds; `None`: never expires (or not said).
     exp_date: Option<u64>,
@@ -193,7 +193,7 @@ impl Xtream {
 }
 
 /// The account facts of a `player_api.php` answer without `action`, or why it refuses.
-fn parse_account(v: &Value) -> Result<Account, UpstreamError> {
+pub fn parse_account(v: &Value) -> Result<Account, UpstreamError> {
     let user = v.get("user_info").ok_or_else(|| {
         UpstreamError::Invalid(
             "xtream login refused: player_api.php has no user_info (check username and password)"
@@ -245,7 +245,7 @@ fn as_text(v: &Value) -> Option<String> {
 }
 
 /// `get_live_categories`: category id → name.
-fn category_names(v: &Value) -> HashMap<String, String> {
+pub fn category_names(v: &Value) -> HashMap<String, String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -260,7 +260,7 @@ fn category_names(v: &Value) -> HashMap<String, String> {
 
 /// `get_live_streams` as channels (with their `num`, for ordering), skipping entries
 /// without an id or a name and those outside `keep` (lowercased names; empty: all).
-fn live_channels(
+pub fn live_channels(
     service: &str,
     streams: &Value,
     categories: &HashMap<String, String>,

@@ -144,12 +144,81 @@ pub const TARGETS: &[Target] = &[
         run: proxy_url_target,
         dictionary: &[b"/", b"A", b"_", b"-", b"=", b"%2F", b"index.m3u8"],
     },
+    Target {
+        name: "playlist_rewrite",
+        run: playlist_rewrite_target,
+        dictionary: &[
+            b"\0",
+            b"#EXTM3U\n",
+            b"#EXTINF:1,\n",
+            b"#EXT-X-STREAM-INF:BANDWIDTH=1\n",
+            b"#EXT-X-KEY:METHOD=AES-128,URI=\"",
+            b"#EXT-X-MAP:URI=\"",
+            b"URI=\"",
+            b"\"",
+            b"\n",
+            b"a\n",
+            b"seg.ts\n",
+            b"../",
+            b"//other.example/",
+            b"http://[::1]/",
+            b"?token=",
+            b"Referer",
+            b"User-Agent",
+            b"%",
+        ],
+    },
+    Target {
+        name: "upstream_json",
+        run: upstream_json_target,
+        dictionary: &[
+            b"\0",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b":",
+            b",",
+            b"null",
+            b"1e999",
+            b"-1",
+            b"18446744073709551616",
+            b"\"user_info\":{",
+            b"\"auth\":1",
+            b"\"status\":\"Active\"",
+            b"\"max_connections\":\"",
+            b"\"exp_date\":",
+            b"\"category_id\":\"",
+            b"\"category_name\":\"",
+            b"\"category_ids\":[",
+            b"\"stream_id\":",
+            b"\"name\":\"",
+            b"\"num\":",
+            b"\"epg_channel_id\":\"",
+            b"\"channels\":[",
+            b"\"id\":\"",
+            b"\"tags\":[",
+            b"\"events\":[",
+            b"\"title\":\"",
+            b"\"start\":\"2026-05-01T19:45:00Z\"",
+            b"\"end\":1777665900",
+            b"\"league\":\"",
+            b"\"stream\":\"",
+            b"\"url\":\"",
+            b"https:\\/\\/cdn.example\\/live.m3u8",
+            b"..",
+            b"%2e",
+            b"/",
+            b"\\u0000",
+        ],
+    },
 ];
 
 /// Inputs that got past the first check (a list with entries, HLS, a guide read, a
 /// config accepted, a link opened), per target in [`TARGETS`] order: the share of
 /// mutants that reach the deeper code.
-pub static DEEP: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+pub static DEEP: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 
 fn deep(i: usize) {
     DEEP[i].fetch_add(1, Ordering::Relaxed);
@@ -172,8 +241,13 @@ pub fn target(name: &str) -> &'static Target {
 
 /// The committed inputs of `target`, sorted by file name.
 pub fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    inputs("fuzz/corpus", target)
+}
+
+/// The inputs in `{root}/{target}/` (`root` relative to the repository), sorted.
+pub fn inputs(root: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join(root)
         .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -276,9 +350,8 @@ fn hls_target(data: &[u8]) {
 
     // The proxy's rewrite: every link it hands out must be authentic to its own signer.
     let headers = vec![("Referer".to_string(), "http://up.example/".to_string())];
-    let signer = signer();
     let Ok(out) = freesky::proxy::rewrite_playlist(
-        signer,
+        signer(),
         PUBLIC_BASE,
         "svc",
         "chan",
@@ -290,17 +363,26 @@ fn hls_target(data: &[u8]) {
         return;
     };
     assert!(hls::is_hls(&out));
+    check_links(&out, &headers);
+}
+
+/// Every proxy link in `out` is one our signer made (for a playlist proxied with
+/// `headers`).
+fn check_links(out: &str, headers: &[(String, String)]) {
     let prefix = format!("{PUBLIC_BASE}/proxy/");
     for (at, _) in out.match_indices(&prefix) {
         let mut parts = out[at + prefix.len()..].split(['/', '"', '\n', '\r', ',']);
         let (Some(context), Some(item)) = (parts.next(), parts.next()) else {
             panic!("a proxy link without its two parts");
         };
-        if let Err(e) = signer.open(context, item) {
-            assert_ne!(
+        // A reference that resolves to no URL makes a link that opens to "malformed";
+        // a link that fails its signature would be one we did not make.
+        match signer().open(context, item) {
+            Ok(target) => assert_eq!(target.headers, headers, "a link lost its headers"),
+            Err(e) => assert_ne!(
                 e, "proxy token signature does not match",
                 "a link we made does not open"
-            );
+            ),
         }
     }
 }
@@ -538,5 +620,269 @@ fn proxy_plain_target(plain: &[u8]) {
         deep(4);
         assert!(Url::parse(&target.url).is_ok(), "opened to a bad URL");
         assert_eq!(target.kind, Kind::Segment);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The sealing rewrite of proxied playlists, with arbitrary upstream URL and headers
+
+/// How much longer than its input a rewritten playlist may be: a link per line plus a
+/// fixed part per link, never a copy of the whole context (base URL, headers) per line.
+/// A 16 MiB playlist must not ask for gigabytes.
+pub const REWRITE_GROWTH: usize = 16;
+/// The fixed part a link adds whatever its input: the public base, `/proxy/`, the
+/// sealing overhead and the file name.
+pub const REWRITE_LINK_OVERHEAD: usize = 256;
+
+/// The bytes are `{base URL tail}\0{header name}\0{header value}\0{playlist}` (missing
+/// parts take defaults): the playlist as an upstream served it from that URL, proxied
+/// with those headers. No panic, HLS stays HLS with its lines, every link opens, and
+/// the output is bounded by the input (see [`REWRITE_GROWTH`]).
+fn playlist_rewrite_target(data: &[u8]) {
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let (a, b, c, d) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let (base_tail, name, value, body) = match (a, b, c, d) {
+        (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+        (Some(a), Some(b), _, None) => (a, &b"Referer"[..], &b""[..], b),
+        _ => (&b""[..], &b""[..], &b""[..], data),
+    };
+    let root = Url::parse("http://up.example/live/").expect("a valid URL");
+    let base = root
+        .join(&String::from_utf8_lossy(base_tail))
+        .unwrap_or(root);
+    let headers: Vec<(String, String)> = if name.is_empty() {
+        Vec::new()
+    } else {
+        vec![(
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        )]
+    };
+    let text = String::from_utf8_lossy(body);
+    let Ok(out) = freesky::proxy::rewrite_playlist(
+        signer(),
+        PUBLIC_BASE,
+        "svc",
+        "chan",
+        &headers,
+        &base,
+        &text,
+    ) else {
+        // Refused: not HLS, or over a size cap; either way nothing was written.
+        return;
+    };
+    assert!(hls::is_hls(&text), "rewrote a body that is not HLS");
+    deep(5);
+    assert!(hls::is_hls(&out), "rewritten HLS is no longer HLS");
+    assert_eq!(
+        out.matches('\n').count(),
+        text.matches('\n').count(),
+        "rewriting changed the number of lines"
+    );
+    let prefix = format!("{PUBLIC_BASE}/proxy/");
+    let links = out.matches(&prefix).count();
+    let input = data.len() + base.as_str().len();
+    let bound = REWRITE_GROWTH * input + links * REWRITE_LINK_OVERHEAD;
+    assert!(
+        out.len() <= bound,
+        "{} input bytes (base URL {} bytes, headers {} bytes) became {} bytes in {links} \
+         links (bound {bound})",
+        data.len(),
+        base.as_str().len(),
+        name.len() + value.len(),
+        out.len()
+    );
+    check_links(&out, &headers);
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream JSON: Xtream `player_api.php` answers, json_api lists and stream answers
+
+/// The bytes are a mode byte, then documents separated by NUL (which JSON text never
+/// holds raw): 0 = Xtream account, categories, streams; 1 = a json_api channel list;
+/// 2 = a json_api event list; 3 = a json_api stream answer.
+fn upstream_json_target(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut docs = rest.split(|&b| b == 0);
+    let mut next = || -> (String, Option<serde_json::Value>) {
+        let bytes = docs.next().unwrap_or(&[]);
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let json = serde_json::from_str(&text).ok();
+        (text, json)
+    };
+    match mode % 4 {
+        0 => xtream_answers(next().1, next().1, next().1),
+        1 => json_channel_list(next().1),
+        2 => json_event_list(next().1),
+        _ => {
+            let (text, json) = next();
+            json_stream_answer(&text, json);
+        }
+    }
+}
+
+fn json_base() -> Url {
+    freesky::fuzzing::base_url("http://api.example/v1").expect("a valid base URL")
+}
+
+/// An id from upstream data put in a configured path stays one path segment under the
+/// base: it cannot walk out of the configured path or add segments.
+fn check_endpoint(id: &str) {
+    let base = json_base();
+    let Ok(url) = freesky::fuzzing::endpoint(&base, "stream/{channel_id}/play", Some(id)) else {
+        assert!(matches!(id, "." | ".."), "id {id:?} made no URL");
+        return;
+    };
+    let path = url.path();
+    let inner = path
+        .strip_prefix("/v1/stream/")
+        .and_then(|p| p.strip_suffix("/play"))
+        .unwrap_or_else(|| panic!("id {id:?} changed the path's shape: {url}"));
+    assert!(
+        !inner.contains('/') && !inner.is_empty() || id.is_empty(),
+        "id {id:?} changed the path's shape: {url}"
+    );
+    assert_eq!(
+        url.host_str(),
+        base.host_str(),
+        "id {id:?} changed the host"
+    );
+}
+
+fn check_channels(channels: &[freesky::model::Channel], items: usize) {
+    assert!(channels.len() <= items, "more channels than entries");
+    let mut ids = std::collections::HashSet::new();
+    for c in channels {
+        assert!(!c.id.is_empty() && !c.name.is_empty(), "{c:?}");
+        assert!(ids.insert(&c.id), "duplicate id {:?}", c.id);
+        check_endpoint(&c.id);
+    }
+}
+
+fn xtream_answers(
+    account: Option<serde_json::Value>,
+    categories: Option<serde_json::Value>,
+    streams: Option<serde_json::Value>,
+) {
+    use freesky::fuzzing::{category_names, live_channels, parse_account};
+    if let Some(a) = &account {
+        let _ = format!("{:?}", parse_account(a));
+    }
+    let categories = categories.map(|c| category_names(&c)).unwrap_or_default();
+    let Some(streams) = streams else { return };
+    let items = streams.as_array().map_or(0, Vec::len);
+    let Ok(all) = live_channels("svc", &streams, &categories, &[]) else {
+        assert!(!streams.is_array(), "an array of streams refused");
+        return;
+    };
+    deep(6);
+    check_channels(&all, items);
+    for c in &all {
+        assert!(
+            c.group.is_empty() || categories.values().any(|n| *n == c.group),
+            "group {:?} is no category",
+            c.group
+        );
+    }
+    // Keeping one category keeps exactly the channels in it.
+    if let Some(keep) = categories.values().next() {
+        let keep = keep.to_lowercase();
+        let kept = live_channels("svc", &streams, &categories, std::slice::from_ref(&keep))
+            .expect("the same array");
+        let expected = all
+            .iter()
+            .filter(|c| c.group.to_lowercase() == keep)
+            .count();
+        assert_eq!(kept.len(), expected, "the category filter kept others");
+    }
+}
+
+fn json_channel_list(json: Option<serde_json::Value>) {
+    let Some(json) = json else { return };
+    let cfg: freesky::services::json_api::ChannelsEndpoint =
+        serde_json::from_value(serde_json::json!({
+            "path": "channels", "list": "/channels", "logo": "/logo", "group": "/group",
+            "tags": "/tags", "tvg_id": "/tvg_id",
+        }))
+        .expect("a valid channels endpoint");
+    let items = json
+        .pointer("/channels")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    let mut ids = std::collections::HashSet::new();
+    if let Ok(channels) = freesky::fuzzing::channel_list(&json, &cfg, "svc", &mut ids) {
+        deep(6);
+        check_channels(&channels, items);
+        assert_eq!(ids.len(), channels.len());
+    }
+}
+
+fn json_event_list(json: Option<serde_json::Value>) {
+    let Some(json) = json else { return };
+    let cfg: freesky::services::json_api::EventsConfig =
+        serde_json::from_value(serde_json::json!({
+            "path": "events", "list": "/events", "league": "/league", "logo": "/logo",
+            "stream": "/stream", "lead": "1h", "tail": "2h",
+        }))
+        .expect("a valid events config");
+    let base = json_base();
+    let Ok((events, skipped)) = freesky::fuzzing::parse_events(&json, &cfg, &base) else {
+        return;
+    };
+    let items = json
+        .pointer("/events")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    assert_eq!(
+        events.len() + skipped.len(),
+        items,
+        "entries lost or invented"
+    );
+    if !events.is_empty() {
+        deep(6);
+    }
+    for e in &events {
+        assert!(e.end > e.start, "an event that ends before it starts");
+        let _ = e.listed_at(e.start, &cfg);
+        let c = e.channel("svc", &cfg);
+        assert!(!c.id.is_empty() && !c.name.is_empty(), "{c:?}");
+        if let Some(u) = &c.url {
+            let u = Url::parse(u).unwrap_or_else(|e| panic!("stream {u:?}: {e}"));
+            assert!(matches!(u.scheme(), "http" | "https"), "stream {u}");
+        }
+        check_endpoint(&e.id);
+    }
+    // The events' guide is XMLTV we read back whole.
+    let guide = freesky::fuzzing::events_guide(&events, "svc");
+    let read =
+        futures::executor::block_on(xmltv::read(guide.as_bytes(), &Same, i64::MIN, i64::MAX))
+            .unwrap_or_else(|e| panic!("the events guide does not read back: {e}\n{guide}"));
+    assert_eq!(read.programme_count(), events.len(), "{guide}");
+}
+
+fn json_stream_answer(body: &str, json: Option<serde_json::Value>) {
+    let cfg: freesky::services::json_api::StreamEndpoint =
+        serde_json::from_value(serde_json::json!({
+            "path": "stream/{channel_id}", "url": "/url",
+        }))
+        .expect("a valid stream endpoint");
+    // Compiled once: a regex per input would be most of the target's time.
+    static PATTERNS: OnceLock<[regex::Regex; 2]> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        [
+            regex::Regex::new(r#""(?:src|file)"\s*:\s*"([^"]+)""#).expect("a valid regex"),
+            regex::Regex::new(r#"https?://[^\s"'<>]+\.m3u8[^\s"'<>]*"#).expect("a valid regex"),
+        ]
+    });
+    let from = Url::parse("http://api.example/v1/stream/1").expect("a valid URL");
+    for patterns in [&patterns[..], &[]] {
+        if let Ok(url) =
+            freesky::fuzzing::stream_in_answer(&cfg, patterns, &from, body, json.clone(), "1")
+        {
+            deep(6);
+            assert!(matches!(url.scheme(), "http" | "https"), "stream {url}");
+        }
     }
 }

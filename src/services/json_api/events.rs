@@ -259,11 +259,16 @@ pub fn parse_time(v: &Value) -> Option<i64> {
         _ => return None,
     };
     // Seconds reach 1e11 only in the year 5138: such values are milliseconds.
-    Some(if n.abs() >= 100_000_000_000 {
+    let secs = if n.abs() >= 100_000_000_000 {
         n / 1000
     } else {
         n
-    })
+    };
+    // Only times an XMLTV guide can write (years 1 to 9999): past them the guide's
+    // programme would stop in 1970 or carry a year of six digits.
+    (-62_135_596_800..=253_402_300_799)
+        .contains(&secs)
+        .then_some(secs)
 }
 
 /// The XMLTV guide of `events` (those listed now): one channel and one programme each.
@@ -318,6 +323,10 @@ mod tests {
         check(json!(1_777_664_700_000_i64), Some(1_777_664_700));
         check(json!("tomorrow"), None);
         check(json!(true), None);
+        // Past what a guide can write (a fuzzed event list found the first one).
+        check(json!(1_777_611_111_111_172_800_i64), None);
+        check(json!(-99_999_999_999_i64), None);
+        check(json!("9999-12-31T23:59:59Z"), Some(253_402_300_799));
     }
 
     #[test]
