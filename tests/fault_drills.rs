@@ -44,15 +44,6 @@ const BOMB_MIB: usize = 8 * 1024;
 const AMPLIFY_BYTES: usize = 16 << 20;
 const AMPLIFY_URL_BYTES: usize = 3000;
 
-fn vm_hwm_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
-}
-
 // ---------------------------------------------------------------------------------------
 // the misbehaving upstream
 
@@ -517,7 +508,7 @@ async fn run(drill: &Drill, faulty: &FakeUpstream, raw: &str) -> Result<Outcome,
     let app = TestApp::spawn(&config(drill.place, &fault, &list, "/good.m3u")).await;
     let bound = TIMEOUT + MARGIN;
 
-    let hwm_before = vm_hwm_kb();
+    let hwm_before = common::vm_hwm_kb();
     let started = Instant::now();
     let path = match drill.place {
         Place::Stream | Place::StreamWithFallback => "/api/stream/faulty.m3u8",
@@ -613,7 +604,9 @@ async fn run(drill: &Drill, faulty: &FakeUpstream, raw: &str) -> Result<Outcome,
             println!("  guide error: {}", s["guide"]["last_error"]);
         }
     }
-    let hwm_growth_kb = drill.big.then(|| vm_hwm_kb().saturating_sub(hwm_before));
+    let hwm_growth_kb = drill
+        .big
+        .then(|| common::vm_hwm_kb().saturating_sub(hwm_before));
     if let Some(g) = hwm_growth_kb {
         if g > MEMORY_BOUND_MB << 10 {
             return Err(format!(

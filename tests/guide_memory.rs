@@ -26,15 +26,6 @@ const GUIDE_BYTES: u64 = 100 << 20;
 /// guide is read and merged.
 const BOUND_MB: u64 = 64;
 
-fn vm_hwm_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
-}
-
 fn time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .unwrap()
@@ -128,7 +119,7 @@ async fn a_100_mb_guide_is_merged_with_bounded_memory() {
     ))
     .await;
     assert_eq!(app.channels().await.len(), LISTED);
-    let before = vm_hwm_kb();
+    let before = common::vm_hwm_kb();
     // Reading 100 MB of XML in a debug build takes ~15 s on an idle 2-core machine and
     // much longer on a loaded one: this request gets a wider hang guard than the
     // harness's 20 s (a bound on a hang, not a speed claim).
@@ -143,7 +134,7 @@ async fn a_100_mb_guide_is_merged_with_bounded_memory() {
         .await
         .expect("GET /api/guide/status");
     let (status, s) = common::json_of(resp).await;
-    let after = vm_hwm_kb();
+    let after = common::vm_hwm_kb();
     assert_eq!(status, 200, "{s}");
     let sent = sent.load(Ordering::Relaxed);
     assert!(sent >= GUIDE_BYTES, "only {sent} bytes of guide were sent");

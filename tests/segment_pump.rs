@@ -29,15 +29,6 @@ const CLOSE_BOUND: Duration = Duration::from_secs(5);
 /// Growth of peak resident memory allowed while an endless segment is read and left.
 const MEMORY_BOUND_MB: u64 = 200;
 
-fn vm_hwm_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
-}
-
 /// What the endless segment's upstream saw: bytes it sent, and whether the body it
 /// was sending was dropped (hyper drops it when the connection closes).
 #[derive(Default)]
@@ -133,7 +124,7 @@ async fn closed_within(seen: &Seen, bound: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_segment_left_by_its_reader_is_closed_upstream_and_memory_stays_flat() {
     let (seen, _origin, _list, app, link) = endless_segment(Duration::from_millis(1), "").await;
-    let before = vm_hwm_kb();
+    let before = common::vm_hwm_kb();
 
     let resp = app.client.get(&link).send().await.expect("segment answers");
     assert_eq!(resp.status(), 200);
@@ -150,7 +141,7 @@ async fn an_endless_segment_left_by_its_reader_is_closed_upstream_and_memory_sta
 
     let closed = closed_within(&seen, CLOSE_BOUND).await;
     let sent = seen.sent.load(Ordering::SeqCst);
-    let growth_mb = vm_hwm_kb().saturating_sub(before) >> 10;
+    let growth_mb = common::vm_hwm_kb().saturating_sub(before) >> 10;
     println!(
         "read {read} bytes; upstream sent {} MB, closed: {closed}; VmHWM +{growth_mb} MB",
         sent >> 20

@@ -603,3 +603,14 @@ pub fn tv_validate(xml: &[u8]) {
         String::from_utf8_lossy(xml)
     );
 }
+
+/// Peak resident memory of this test process (VmHWM), in kB: the memory bounds of the
+/// fault drills read it before and after.
+pub fn vm_hwm_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
