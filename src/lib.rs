@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cache;
 pub mod config;
 pub mod discovery;
@@ -45,6 +46,7 @@ pub mod reload;
 pub mod services;
 pub mod session;
 pub mod store;
+pub mod tuner;
 pub mod upstream;
 pub mod xmltv;
 
@@ -55,7 +57,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use http::{app, AppState};
+pub use app::AppState;
+pub use http::app;
 
 /// The pure readers of upstream answers (Xtream `player_api.php`, `json_api` lists and
 /// stream answers), for the fuzz targets (`fuzz/`, `tests/fuzz_support`) that feed them
@@ -96,10 +99,7 @@ pub(crate) fn build_state(
     };
     let tuner = match same(&|c| c.hdhomerun.tuner_count == config.hdhomerun.tuner_count) {
         Some(p) => p.tuner.clone(),
-        None => Arc::new(http::hdhr::Tuner::load(
-            &store,
-            config.hdhomerun.tuner_count,
-        )?),
+        None => Arc::new(tuner::Tuner::load(&store, config.hdhomerun.tuner_count)?),
     };
     let media = match same(&|c| c.cache == config.cache) {
         Some(p) => p.media.clone(),

@@ -24,8 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::app::AppState;
 use crate::error::AppError;
-use crate::http::AppState;
 
 /// Rejects a request whose target is longer than `server.max_uri_bytes` (414) or whose
 /// headers (names, values and 4 bytes of `: ` and CRLF per line) exceed

@@ -34,8 +34,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service as TowerService;
 
+use crate::app::AppState;
 use crate::config::{Config, ConfigError};
-use crate::http::AppState;
 use crate::services::registry::Monitors;
 
 /// The current state and Router, swapped whole by `reload`.

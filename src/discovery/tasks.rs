@@ -15,7 +15,7 @@ use super::{
     parse_msearch, ssdp_answers, ssdp_targets, virtual_devices, AskerLimit, Device, MAX_PACKET,
     SSDP_GROUP, SSDP_MAX_AGE,
 };
-use crate::http::AppState;
+use crate::app::AppState;
 
 /// How long NOTIFY waits for the virtual tuners to be worked out before advertising
 /// what is known (it is not an answer, but it must not wait on a slow upstream).

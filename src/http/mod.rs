@@ -8,10 +8,9 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap};
 use axum::Router;
 
+pub use crate::app::AppState;
 use crate::config::Config;
 use crate::error::AppError;
-use crate::proxy::Signer;
-use crate::services::registry::Registry;
 
 mod access;
 mod api;
@@ -23,19 +22,6 @@ mod openapi;
 mod playlist;
 pub(crate) mod reload;
 mod stream;
-
-/// Everything a handler needs. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub guides: Arc<crate::guide::Guides>,
-    pub signer: Arc<Signer>,
-    pub media: Arc<crate::cache::MediaCache>,
-    pub sessions: Arc<crate::session::Sessions>,
-    pub failovers: Arc<crate::failover::Failovers>,
-    pub tuner: Arc<hdhr::Tuner>,
-}
 
 pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));

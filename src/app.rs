@@ -1,0 +1,29 @@
+//! `AppState`: the shared handles every part of the server reads (config, registry,
+//! guides, caches, sessions, failovers, link sealer, tuner). A plain struct of `Arc`s,
+//! cheap to clone; built by `crate::state` / `crate::build_state`. It sits below
+//! `http`, so the listener limits, discovery, metrics and reload can take it without
+//! importing the HTTP layer.
+
+use std::sync::Arc;
+
+use crate::cache::MediaCache;
+use crate::config::Config;
+use crate::failover::Failovers;
+use crate::guide::Guides;
+use crate::proxy::Signer;
+use crate::services::registry::Registry;
+use crate::session::Sessions;
+use crate::tuner::Tuner;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub guides: Arc<Guides>,
+    pub signer: Arc<Signer>,
+    pub media: Arc<MediaCache>,
+    pub sessions: Arc<Sessions>,
+    pub failovers: Arc<Failovers>,
+    pub tuner: Arc<Tuner>,
+}
