@@ -223,6 +223,32 @@ impl IntoResponse for AppError {
     }
 }
 
+impl From<crate::services::registry::RegistryError> for AppError {
+    fn from(e: crate::services::registry::RegistryError) -> Self {
+        use crate::services::registry::RegistryError as E;
+        match e {
+            E::UnknownService(_)
+            | E::UnknownChannel(_)
+            | E::ServiceDisabled(_)
+            | E::NoSource { .. } => Self::NotFound(e.to_string()),
+            E::WrongService { .. } | E::Rejected(_) => Self::BadRequest(e.to_string()),
+            E::AllSourcesFailed { channel, tried } => Self::AllSourcesFailed { channel, tried },
+            E::Store(why) => Self::Internal(why),
+        }
+    }
+}
+
+impl From<crate::streams::StreamError> for AppError {
+    fn from(e: crate::streams::StreamError) -> Self {
+        use crate::streams::StreamError as E;
+        match e {
+            E::Registry(e) => e.into(),
+            E::Upstream(e) => Self::Upstream(e),
+            E::SessionGone => Self::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.to_string())

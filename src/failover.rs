@@ -29,10 +29,10 @@ use moka::sync::Cache;
 use url::Url;
 
 use crate::cache::{Document, MediaCache};
-use crate::error::{AppError, UpstreamError};
+use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
-use crate::services::registry::{Registry, SourceCtx};
+use crate::services::registry::{Registry, RegistryError, SourceCtx};
 use crate::services::Service;
 
 /// A playlist link now served from another source.
@@ -189,7 +189,7 @@ impl Failovers {
         link: &str,
         channel: &str,
         tried: Vec<String>,
-    ) -> Result<Arc<Switch>, AppError> {
+    ) -> Result<Arc<Switch>, RegistryError> {
         let skip = tried.clone();
         self.open_switch(
             registry,
@@ -215,7 +215,7 @@ impl Failovers {
         channel: &str,
         service: &str,
         tried: Vec<String>,
-    ) -> Result<Arc<Switch>, AppError> {
+    ) -> Result<Arc<Switch>, RegistryError> {
         self.open_switch(
             registry,
             media,
@@ -238,7 +238,7 @@ impl Failovers {
         channel: &str,
         tried: Vec<String>,
         target: SwitchTo<'_>,
-    ) -> Result<Arc<Switch>, AppError> {
+    ) -> Result<Arc<Switch>, RegistryError> {
         let since = SystemTime::now();
         let skip: &[String] = match target {
             SwitchTo::Next(skip) => skip,

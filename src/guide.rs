@@ -37,9 +37,9 @@ use tokio::sync::Notify;
 use url::Url;
 
 use crate::config::GuideConfig;
-use crate::error::AppError;
 use crate::lineup::{normalise, Lineup};
 use crate::model::Channel;
+use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
 use crate::xmltv::{self, ChannelMap, Match, OutChannel, ServiceGuide};
 
@@ -197,7 +197,7 @@ impl Guides {
     }
 
     /// The current guide; the first call (or one after the lineup was lost) builds it.
-    pub async fn current(&self) -> Result<Arc<Rendered>, AppError> {
+    pub async fn current(&self) -> Result<Arc<Rendered>, RegistryError> {
         if let Some(r) = self.rendered() {
             return Ok(r);
         }
@@ -262,7 +262,7 @@ impl Guides {
     /// re-renders; without such a service, re-renders only when the listed channels
     /// changed since the last render. Never runs beside a full refresh, and does
     /// nothing before the first render.
-    pub async fn refresh_changed(&self) -> Result<(), AppError> {
+    pub async fn refresh_changed(&self) -> Result<(), RegistryError> {
         if self.rendered().is_none() {
             return Ok(());
         }
@@ -322,7 +322,7 @@ impl Guides {
 
     /// Fetches every enabled service's guide again, merges and renders. Concurrent
     /// callers share one refresh.
-    pub async fn refresh(&self) -> Result<Arc<Rendered>, AppError> {
+    pub async fn refresh(&self) -> Result<Arc<Rendered>, RegistryError> {
         self.refresh_observed(None).await
     }
 
@@ -331,7 +331,7 @@ impl Guides {
     pub async fn refresh_observed(
         &self,
         observe: Option<Observer<'_>>,
-    ) -> Result<Arc<Rendered>, AppError> {
+    ) -> Result<Arc<Rendered>, RegistryError> {
         let seen = self.fetches.load(Ordering::Acquire);
         let _one = self.refreshing.lock().await;
         if self.fetches.load(Ordering::Acquire) != seen {
@@ -425,7 +425,7 @@ impl Guides {
 
     /// Merges the kept guides against the lineup as it is now, renders and stores
     /// the result. The caller holds `rendering`.
-    async fn render_locked(&self) -> Result<Arc<Rendered>, AppError> {
+    async fn render_locked(&self) -> Result<Arc<Rendered>, RegistryError> {
         let lineup = self.registry.lineup().await?;
         let services = self.enabled_services();
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;

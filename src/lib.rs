@@ -46,6 +46,7 @@ pub mod reload;
 pub mod services;
 pub mod session;
 pub mod store;
+pub mod streams;
 pub mod tuner;
 pub mod upstream;
 pub mod xmltv;

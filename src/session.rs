@@ -33,12 +33,13 @@ use url::Url;
 
 use crate::cache::{Body, Document, MediaCache};
 use crate::config::StreamsConfig;
-use crate::error::{AppError, UpstreamError};
+use crate::error::UpstreamError;
 use crate::failover::{refresh_due, token_refused};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
 use crate::services::registry::Registry;
 use crate::services::Service;
+use crate::streams::StreamError;
 
 /// Chunks a viewer may fall behind before it skips ahead.
 const BACKLOG: usize = 1024;
@@ -55,7 +56,7 @@ pub struct Deps {
     pub limit: usize,
 }
 
-type Ready = Option<Result<(), AppError>>;
+type Ready = Option<Result<(), StreamError>>;
 
 struct Session {
     tx: broadcast::Sender<Bytes>,
@@ -116,7 +117,7 @@ impl Sessions {
         deps: &Deps,
         id: &str,
         only: Option<&str>,
-    ) -> Result<broadcast::Receiver<Bytes>, AppError> {
+    ) -> Result<broadcast::Receiver<Bytes>, StreamError> {
         let key = format!("{id}\n{}", only.unwrap_or_default());
         let (rx, mut ready) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
@@ -147,11 +148,7 @@ impl Sessions {
             .wait_for(Option::is_some)
             .await
             .map(|r| r.clone())
-            .unwrap_or_else(|_| {
-                Some(Err(AppError::Internal(
-                    "the stream session ended before it started".into(),
-                )))
-            });
+            .unwrap_or(Some(Err(StreamError::SessionGone)));
         match outcome {
             Some(Err(e)) => Err(e),
             _ => Ok(rx),
@@ -301,7 +298,7 @@ impl Task {
 
     /// Opens the channel with the first working source not in `skip`; or, to
     /// `refresh` a token, resolves it afresh from that service.
-    async fn open(&self, skip: &[String], refresh: Option<&str>) -> Result<Source, AppError> {
+    async fn open(&self, skip: &[String], refresh: Option<&str>) -> Result<Source, StreamError> {
         let media = &self.deps.media;
         let limit = self.deps.limit;
         let since = SystemTime::now();
@@ -335,12 +332,10 @@ impl Task {
         };
         let registry = &self.deps.registry;
         match refresh {
-            Some(service) => registry.reopen(&self.id, service, attempt).await,
-            None => {
-                registry
-                    .open_except(&self.id, self.only.as_deref(), skip, attempt)
-                    .await
-            }
+            Some(service) => Ok(registry.reopen(&self.id, service, attempt).await?),
+            None => Ok(registry
+                .open_except(&self.id, self.only.as_deref(), skip, attempt)
+                .await?),
         }
     }
 

@@ -703,7 +703,7 @@ pub(super) async fn test_channel(s: &AppState, id: &str) -> Result<ChannelTest, 
     };
     let (src, doc, at) = match opened {
         Ok(v) => v,
-        Err(AppError::AllSourcesFailed { tried, .. }) => {
+        Err(crate::services::registry::RegistryError::AllSourcesFailed { tried, .. }) => {
             // No resolution in hand: all the time went into trying.
             let at = resolved_at
                 .lock()
@@ -722,7 +722,7 @@ pub(super) async fn test_channel(s: &AppState, id: &str) -> Result<ChannelTest, 
             });
             return Ok(test);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     test.resolve_ms = ms(at - started);
     test.service = Some(src.service_name.clone());

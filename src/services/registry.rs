@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::{build, BuildContext, Service};
 use crate::config::{Config, ServiceConfig};
-use crate::error::{AppError, Attempt, UpstreamError};
+use crate::error::{Attempt, UpstreamError};
 use crate::health::{CircuitState, Health, Permit, Policy};
 use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
 use crate::model::{
@@ -29,6 +29,57 @@ use crate::model::{
 };
 use crate::store::{Store, StoreError};
 use crate::upstream::Http;
+
+/// What the registry can fail with. Where it becomes an HTTP status is `crate::error`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("unknown service `{0}`")]
+    UnknownService(String),
+    /// No lineup channel has this id, slug or number.
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    /// A `SERVICE:ID` asked with a `service` filter naming another service.
+    #[error("`{id}` names service `{service}`, not `{only}`")]
+    WrongService {
+        id: String,
+        service: String,
+        only: String,
+    },
+    #[error("service `{0}` is disabled")]
+    ServiceDisabled(String),
+    /// The channel exists, but none of its sources may be tried (all disabled, or
+    /// none from the one service asked for).
+    #[error("channel `{channel}` has no {}", no_source(.only.as_deref()))]
+    NoSource {
+        channel: String,
+        only: Option<String>,
+    },
+    /// Every source was tried and failed; `tried` says why, in order.
+    #[error("every source of `{channel}` failed")]
+    AllSourcesFailed {
+        channel: String,
+        tried: Vec<Attempt>,
+    },
+    /// A mapping change the stored state refuses (a number already in use).
+    #[error("{0}")]
+    Rejected(String),
+    /// The runtime store failed (its message; `StoreError` is not `Clone`).
+    #[error("{0}")]
+    Store(String),
+}
+
+fn no_source(only: Option<&str>) -> String {
+    match only {
+        Some(o) => format!("source from service `{o}`"),
+        None => "enabled source".to_string(),
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
 
 /// Consecutive failures after which a service shows as unhealthy (its circuit opens
 /// later, at `health.open_after`).
@@ -296,10 +347,14 @@ impl Registry {
     }
 
     /// Enables or disables a service, persisting the choice; the lineup follows at once.
-    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<ServiceStatus, AppError> {
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<ServiceStatus, RegistryError> {
         let e = self
             .entry(name)
-            .ok_or_else(|| AppError::NotFound(format!("unknown service `{name}`")))?;
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_enabled(name, enabled).await?;
         *self.lineup.lock().await = None;
         tracing::info!(service = name, enabled, "service switched");
@@ -308,10 +363,14 @@ impl Registry {
 
     /// Sets a service's priority (lower is tried first), persisting it; the lineup's
     /// source order follows at once.
-    pub async fn set_priority(&self, name: &str, priority: i64) -> Result<ServiceStatus, AppError> {
+    pub async fn set_priority(
+        &self,
+        name: &str,
+        priority: i64,
+    ) -> Result<ServiceStatus, RegistryError> {
         let e = self
             .entry(name)
-            .ok_or_else(|| AppError::NotFound(format!("unknown service `{name}`")))?;
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_priority(name, priority).await?;
         *self.lineup.lock().await = None;
         tracing::info!(service = name, priority, "service priority set");
@@ -491,7 +550,7 @@ impl Registry {
     /// its last channel list that loaded, or nothing if none did (its status says
     /// why); the lineup is then retried sooner. A service whose circuit is open is not
     /// asked until its backoff is over.
-    pub async fn lineup(&self) -> Result<Arc<Lineup>, AppError> {
+    pub async fn lineup(&self) -> Result<Arc<Lineup>, RegistryError> {
         self.lineup_observed(None).await
     }
 
@@ -500,7 +559,7 @@ impl Registry {
     pub async fn lineup_observed(
         &self,
         observe: Option<Observer<'_>>,
-    ) -> Result<Arc<Lineup>, AppError> {
+    ) -> Result<Arc<Lineup>, RegistryError> {
         let mut cached = self.lineup.lock().await;
         if let Some(c) = cached.as_ref().filter(|c| c.fresh_until > Instant::now()) {
             return Ok(c.lineup.clone());
@@ -593,11 +652,11 @@ impl Registry {
     }
 
     /// One lineup channel (slug or number, hidden ones included) with its mapping.
-    pub async fn channel(&self, id: &str) -> Result<ChannelDetail, AppError> {
+    pub async fn channel(&self, id: &str) -> Result<ChannelDetail, RegistryError> {
         self.lineup()
             .await?
             .detail(id)
-            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
     }
 
     /// Applies `patch` to the mapping of channel `id` (slug or number): checked,
@@ -606,13 +665,13 @@ impl Registry {
         &self,
         id: &str,
         patch: &ChannelPatch,
-    ) -> Result<ChannelDetail, AppError> {
+    ) -> Result<ChannelDetail, RegistryError> {
         let slug = self
             .lineup()
             .await?
             .get(id)
             .map(|c| c.id.clone())
-            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))?;
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
         let services: Vec<&str> = self.entries.iter().map(|e| e.cfg.name.as_str()).collect();
         let mapping = self
             .store
@@ -621,7 +680,7 @@ impl Registry {
             })
             .await
             .map_err(|e| match e {
-                StoreError::Rejected(why) => AppError::BadRequest(why),
+                StoreError::Rejected(why) => RegistryError::Rejected(why),
                 e => e.into(),
             })?;
         tracing::info!(channel = %slug, ?mapping, "channel mapping changed");
@@ -642,7 +701,7 @@ impl Registry {
         };
         lineup
             .detail(&slug)
-            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
     }
 
     /// Resolves `channel_id` of `service`, from cache when still valid.
@@ -695,7 +754,7 @@ impl Registry {
         &self,
         id: &str,
         only: Option<&str>,
-    ) -> Result<(String, Option<String>), AppError> {
+    ) -> Result<(String, Option<String>), RegistryError> {
         let unchanged = || Ok((id.to_string(), only.map(str::to_string)));
         let lineup = self.lineup().await?;
         let source = id
@@ -733,24 +792,23 @@ impl Registry {
         &self,
         id: &str,
         only: Option<&str>,
-    ) -> Result<Vec<(Arc<Entry>, String)>, AppError> {
+    ) -> Result<Vec<(Arc<Entry>, String)>, RegistryError> {
         if let Some(name) = only {
             if self.entry(name).is_none() {
-                return Err(AppError::NotFound(format!("unknown service `{name}`")));
+                return Err(RegistryError::UnknownService(name.to_string()));
             }
         }
         if let Some((service, channel_id)) = id.split_once(':') {
             if let Some(e) = self.entry(service) {
                 if only.is_some_and(|o| o != service) {
-                    return Err(AppError::BadRequest(format!(
-                        "`{id}` names service `{service}`, not `{}`",
-                        only.unwrap_or_default()
-                    )));
+                    return Err(RegistryError::WrongService {
+                        id: id.to_string(),
+                        service: service.to_string(),
+                        only: only.unwrap_or_default().to_string(),
+                    });
                 }
                 if !self.enabled(e) {
-                    return Err(AppError::NotFound(format!(
-                        "service `{service}` is disabled"
-                    )));
+                    return Err(RegistryError::ServiceDisabled(service.to_string()));
                 }
                 return Ok(vec![(e.clone(), channel_id.to_string())]);
             }
@@ -758,7 +816,7 @@ impl Registry {
         let lineup = self.lineup().await?;
         let channel = lineup
             .get(id)
-            .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))?;
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
         let sources: Vec<_> = channel
             .sources
             .iter()
@@ -770,11 +828,10 @@ impl Registry {
             })
             .collect();
         if sources.is_empty() {
-            let why = match only {
-                Some(o) => format!("channel `{id}` has no source from service `{o}`"),
-                None => format!("channel `{id}` has no enabled source"),
-            };
-            return Err(AppError::NotFound(why));
+            return Err(RegistryError::NoSource {
+                channel: id.to_string(),
+                only: only.map(str::to_string),
+            });
         }
         Ok(sources)
     }
@@ -793,7 +850,7 @@ impl Registry {
         id: &str,
         only: Option<&str>,
         attempt: F,
-    ) -> Result<T, AppError>
+    ) -> Result<T, RegistryError>
     where
         F: Fn(SourceCtx) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -809,7 +866,7 @@ impl Registry {
         only: Option<&str>,
         skip: &[String],
         attempt: F,
-    ) -> Result<T, AppError>
+    ) -> Result<T, RegistryError>
     where
         F: Fn(SourceCtx) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
@@ -858,7 +915,7 @@ impl Registry {
                 Err(mut failed) => tried.append(&mut failed),
             }
         }
-        Err(AppError::AllSourcesFailed {
+        Err(RegistryError::AllSourcesFailed {
             channel: id.to_string(),
             tried,
         })
@@ -872,7 +929,7 @@ impl Registry {
         id: &str,
         service: &str,
         attempt: F,
-    ) -> Result<T, AppError>
+    ) -> Result<T, RegistryError>
     where
         F: Fn(SourceCtx) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
