@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use crate::cache::MediaCache;
 use crate::config::Config;
-use crate::failover::Failovers;
 use crate::guide::Guides;
 use crate::proxy::Signer;
 use crate::services::registry::Registry;
-use crate::session::Sessions;
+use crate::streams::failover::Failovers;
+use crate::streams::session::Sessions;
 use crate::tuner::Tuner;
 
 /// Everything a handler needs. Cheap to clone.

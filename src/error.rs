@@ -244,6 +244,8 @@ impl From<crate::streams::StreamError> for AppError {
         match e {
             E::Registry(e) => e.into(),
             E::Upstream(e) => Self::Upstream(e),
+            E::BadLink(why) => Self::Forbidden(why),
+            E::ServiceUnavailable(_) => Self::NotFound(e.to_string()),
             E::SessionGone => Self::Internal(e.to_string()),
         }
     }

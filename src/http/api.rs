@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::access::Admin;
-use super::stream::ChannelTest;
 use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::guide::GuideStatus;
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
+use crate::streams::{ChannelTest, Engine};
 
 /// Largest `PATCH /api/channels/{id}` body read (a mapping is a few hundred bytes).
 const MAX_PATCH_BYTES: usize = 64 * 1024;
@@ -350,5 +350,5 @@ async fn test_channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelTest>, AppError> {
-    Ok(Json(super::stream::test_channel(&s, &id).await?))
+    Ok(Json(Engine::of(&s).test_channel(&id).await?))
 }

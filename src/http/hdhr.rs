@@ -32,7 +32,7 @@ use crate::error::{AppError, ErrorBody};
 use crate::hdhr;
 use crate::lineup::Lineup;
 use crate::model::LineupChannel;
-use crate::session;
+use crate::streams::session;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -659,13 +659,10 @@ async fn tune_on(
         ))
         .into_response());
     };
-    let deps = session::Deps {
-        registry: s.registry.clone(),
-        media: s.media.clone(),
-        cfg: s.config.streams.clone(),
-        limit: s.config.server.max_body_bytes,
-    };
-    let rx = s.sessions.join(&deps, &id, None).await?;
+    let rx = s
+        .sessions
+        .join(&crate::streams::Engine::of(&s), &id, None)
+        .await?;
     // The tuner is busy for as long as the client reads.
     let body = session::viewer_stream(rx, &id).map(move |chunk| {
         let _held = &slot;

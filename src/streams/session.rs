@@ -31,30 +31,18 @@ use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 use url::Url;
 
-use crate::cache::{Body, Document, MediaCache};
-use crate::config::StreamsConfig;
+use super::failover::{refresh_due, token_refused};
+use super::{Engine, StreamError};
+use crate::cache::{Body, Document};
 use crate::error::UpstreamError;
-use crate::failover::{refresh_due, token_refused};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
-use crate::services::registry::Registry;
 use crate::services::Service;
-use crate::streams::StreamError;
 
 /// Chunks a viewer may fall behind before it skips ahead.
 const BACKLOG: usize = 1024;
 /// Longest pause between two looks at whether anyone is still watching.
 const IDLE_TICK: Duration = Duration::from_millis(250);
-
-/// What a session needs from the rest of freesky.
-#[derive(Clone)]
-pub struct Deps {
-    pub registry: Arc<Registry>,
-    pub media: Arc<MediaCache>,
-    pub cfg: StreamsConfig,
-    /// Largest playlist body accepted.
-    pub limit: usize,
-}
 
 type Ready = Option<Result<(), StreamError>>;
 
@@ -114,7 +102,7 @@ impl Sessions {
     /// a working source, or the error of every source failing.
     pub async fn join(
         self: &Arc<Self>,
-        deps: &Deps,
+        engine: &Engine,
         id: &str,
         only: Option<&str>,
     ) -> Result<broadcast::Receiver<Bytes>, StreamError> {
@@ -132,7 +120,7 @@ impl Sessions {
                         sessions: self.clone(),
                         session: session.clone(),
                         key,
-                        deps: deps.clone(),
+                        engine: engine.clone(),
                         id: id.to_string(),
                         only: only.map(str::to_string),
                         idle_since: None,
@@ -233,7 +221,7 @@ struct Task {
     sessions: Arc<Sessions>,
     session: Arc<Session>,
     key: String,
-    deps: Deps,
+    engine: Engine,
     id: String,
     only: Option<String>,
     idle_since: Option<Instant>,
@@ -275,7 +263,7 @@ impl Task {
                 Follow::Bytes(url) => self.relay(&source, &url).await,
             };
             // Whatever the reason, this session is done with the source.
-            self.deps
+            self.engine
                 .registry
                 .release(&source.service_name, &source.channel_id)
                 .await;
@@ -299,8 +287,8 @@ impl Task {
     /// Opens the channel with the first working source not in `skip`; or, to
     /// `refresh` a token, resolves it afresh from that service.
     async fn open(&self, skip: &[String], refresh: Option<&str>) -> Result<Source, StreamError> {
-        let media = &self.deps.media;
-        let limit = self.deps.limit;
+        let media = &self.engine.media;
+        let limit = self.engine.settings.max_body_bytes;
         let since = SystemTime::now();
         let attempt = |src: crate::services::registry::SourceCtx| async move {
             let r = &src.resolved;
@@ -330,7 +318,7 @@ impl Task {
                 since,
             })
         };
-        let registry = &self.deps.registry;
+        let registry = &self.engine.registry;
         match refresh {
             Some(service) => Ok(registry.reopen(&self.id, service, attempt).await?),
             None => Ok(registry
@@ -391,7 +379,7 @@ impl Task {
     /// Polls the media playlist and sends each new segment once; refreshes the URL's
     /// token when due.
     async fn follow(&mut self, src: &mut Source, mut url: Url) -> Stop {
-        let threshold = self.deps.cfg.failover_after.max(1);
+        let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
         // The path (no query) of the last segment sent: where a refreshed URL resumes.
@@ -408,14 +396,14 @@ impl Task {
             }
             refused = false;
             let info = self
-                .deps
+                .engine
                 .media
                 .document(
                     &*src.service,
                     &src.service_name,
                     &url,
                     &src.headers,
-                    self.deps.limit,
+                    self.engine.settings.max_body_bytes,
                 )
                 .await
                 .map_err(|e| {
@@ -454,7 +442,7 @@ impl Task {
             let start = match next_seq {
                 // A finished playlist plays from the start; a live one near its edge.
                 None if info.ended => 0,
-                None => count.saturating_sub(self.deps.cfg.live_edge_segments as u64),
+                None => count.saturating_sub(self.engine.settings.live_edge_segments as u64),
                 // Fell behind the window: jump to its start.
                 Some(n) if n < first => 0,
                 Some(n) => n - first,
@@ -496,7 +484,7 @@ impl Task {
 
     async fn send_segment(&self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
         let body = self
-            .deps
+            .engine
             .media
             .segment(src.service.clone(), &src.service_name, url, &src.headers)
             .await?;
@@ -526,7 +514,7 @@ impl Task {
 
     /// Relays a plain media URL; reconnects on failure up to the threshold.
     async fn relay(&mut self, src: &Source, url: &Url) -> Stop {
-        let threshold = self.deps.cfg.failover_after.max(1);
+        let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {
             let why = match src.service.fetch(url, &src.headers, None).await {
@@ -582,7 +570,7 @@ impl Task {
             return false;
         }
         let since = *self.idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.deps.cfg.idle_stop {
+        if since.elapsed() < self.engine.settings.idle_stop {
             return false;
         }
         let mut map = self

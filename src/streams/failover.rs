@@ -28,11 +28,12 @@ use std::time::{Duration, SystemTime};
 use moka::sync::Cache;
 use url::Url;
 
-use crate::cache::{Document, MediaCache};
+use super::Engine;
+use crate::cache::Document;
 use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
-use crate::services::registry::{Registry, RegistryError, SourceCtx};
+use crate::services::registry::{RegistryError, SourceCtx};
 use crate::services::Service;
 
 /// A playlist link now served from another source.
@@ -178,68 +179,46 @@ impl Failovers {
     pub fn switched(&self, link: &str) -> Option<Arc<Switch>> {
         self.switched.get(link)
     }
+}
 
+impl Engine {
     /// Switches playlist link `link` of channel `channel` to its next source, skipping
     /// the services in `tried`.
-    pub async fn switch(
+    pub async fn fail_over(
         &self,
-        registry: &Registry,
-        media: &MediaCache,
-        limit: usize,
         link: &str,
         channel: &str,
         tried: Vec<String>,
     ) -> Result<Arc<Switch>, RegistryError> {
         let skip = tried.clone();
-        self.open_switch(
-            registry,
-            media,
-            limit,
-            link,
-            channel,
-            tried,
-            SwitchTo::Next(&skip),
-        )
-        .await
+        self.open_switch(link, channel, tried, SwitchTo::Next(&skip))
+            .await
     }
 
     /// Refreshes playlist link `link` of channel `channel`: resolves it afresh from
     /// `service` (the one serving the link now) and answers the link from the new URL.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn refresh(
+    pub async fn refresh_link(
         &self,
-        registry: &Registry,
-        media: &MediaCache,
-        limit: usize,
         link: &str,
         channel: &str,
         service: &str,
         tried: Vec<String>,
     ) -> Result<Arc<Switch>, RegistryError> {
-        self.open_switch(
-            registry,
-            media,
-            limit,
-            link,
-            channel,
-            tried,
-            SwitchTo::Refresh(service),
-        )
-        .await
+        self.open_switch(link, channel, tried, SwitchTo::Refresh(service))
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn open_switch(
         &self,
-        registry: &Registry,
-        media: &MediaCache,
-        limit: usize,
         link: &str,
         channel: &str,
         tried: Vec<String>,
         target: SwitchTo<'_>,
     ) -> Result<Arc<Switch>, RegistryError> {
         let since = SystemTime::now();
+        let media = &self.media;
+        let limit = self.settings.max_body_bytes;
+        let registry = &self.registry;
         let skip: &[String] = match target {
             SwitchTo::Next(skip) => skip,
             SwitchTo::Refresh(_) => &[],
@@ -273,7 +252,7 @@ impl Failovers {
             SwitchTo::Next(skip) => registry.open_except(channel, None, skip, attempt).await?,
             SwitchTo::Refresh(service) => registry.reopen(channel, service, attempt).await?,
         };
-        let seen = self.next_seq.get(link);
+        let seen = self.failovers.next_seq.get(link);
         let mut tried = tried;
         let numbers = match target {
             SwitchTo::Next(_) => {
@@ -299,7 +278,9 @@ impl Failovers {
             numbers,
             since,
         });
-        self.switched.insert(link.to_string(), switch.clone());
+        self.failovers
+            .switched
+            .insert(link.to_string(), switch.clone());
         Ok(switch)
     }
 }

@@ -1,0 +1,264 @@
+//! Serving a sealed `/proxy/` link: a nested playlist is fetched and rewritten again
+//! (failing over to the channel's next source, or refreshing an expiring token, see
+//! `failover`), a segment, key or map comes from the segment cache (its outcome
+//! strikes or clears its source), and a direct media file or a byte range of an
+//! uncached segment passes straight through.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use super::failover::{self, Switch};
+use super::open::LinkBase;
+use super::{Engine, StreamError};
+use crate::cache::{self, Document};
+use crate::error::UpstreamError;
+use crate::proxy::{Kind, Target};
+use crate::services::Service;
+use crate::upstream::Fetched;
+
+/// An opened link: what it points at and the service to ask.
+pub struct Link {
+    pub target: Target,
+    pub url: Url,
+    service: Arc<dyn Service>,
+}
+
+/// What a link serves.
+pub enum Served {
+    /// A playlist, every URI a sealed link.
+    Playlist(String),
+    /// A segment, key or map: cached bytes, or a share of the one fetch in flight.
+    Segment(cache::Body),
+    /// The upstream's answer as it is (a whole media file, or a byte range of a
+    /// segment not cached).
+    Passthrough(Fetched),
+}
+
+impl Engine {
+    /// Opens link `context`/`item`: refused when tampered, mixed, expired or
+    /// malformed, or when its service is gone or disabled. Asks no upstream.
+    pub fn open_link(&self, context: &str, item: &str) -> Result<Link, StreamError> {
+        let target = self
+            .signer
+            .open(context, item)
+            .map_err(|why| StreamError::BadLink(why.to_string()))?;
+        let service = self
+            .registry
+            .service(&target.service)
+            .filter(|_| self.registry.is_enabled(&target.service))
+            .ok_or_else(|| StreamError::ServiceUnavailable(target.service.clone()))?;
+        let url = Url::parse(&target.url)
+            .map_err(|_| StreamError::BadLink("malformed proxy token".into()))?;
+        Ok(Link {
+            target,
+            url,
+            service,
+        })
+    }
+
+    /// Serves `link`: a playlist rewritten with links under `base`, else its bytes
+    /// (`range`: the client's `Range` header, passed on when the segment is not cached).
+    pub async fn serve_link(
+        &self,
+        link: Link,
+        range: Option<&str>,
+        base: &str,
+    ) -> Result<Served, StreamError> {
+        let Link {
+            target,
+            url,
+            service,
+        } = link;
+        if target.kind == Kind::Playlist {
+            return Ok(Served::Playlist(
+                self.media_playlist(&target, service, &url, base).await?,
+            ));
+        }
+        if target.kind == Kind::Media
+            || range.is_some_and(|_| {
+                !self
+                    .media
+                    .has_segment(&target.service, &url, &target.headers)
+            })
+        {
+            // Whole files and byte ranges of uncached ones go straight through.
+            let fetched = service.fetch(&url, &target.headers, range).await?;
+            return Ok(Served::Passthrough(fetched));
+        }
+        let body = self
+            .media
+            .segment(service, &target.service, &url, &target.headers)
+            .await;
+        if !target.channel.is_empty() {
+            match &body {
+                Ok(_) => self.failovers.clear(&target.service, &target.channel),
+                Err(_) => {
+                    self.failovers.strike(&target.service, &target.channel);
+                }
+            }
+        }
+        Ok(Served::Segment(body?))
+    }
+
+    /// A playlist link: the upstream playlist rewritten, or, once its source has failed
+    /// `streams.failover_after` times for this channel, the next source's (see `failover`).
+    async fn media_playlist(
+        &self,
+        target: &Target,
+        service: Arc<dyn Service>,
+        url: &Url,
+        base: &str,
+    ) -> Result<String, StreamError> {
+        let limit = self.settings.max_body_bytes;
+        let link = cache::key(&target.service, url, &target.headers);
+        let failover = !target.channel.is_empty();
+        if failover {
+            if let Some(sw) = self.failovers.switched(&link) {
+                return self.switched_playlist(target, &link, sw, base).await;
+            }
+            if failover::token_due(url, self.failovers.first_seen(&link)) {
+                if let Some(sw) = self.refresh(target, &link, &target.service, None).await {
+                    return self.switched_playlist(target, &link, sw, base).await;
+                }
+            }
+        }
+        let threshold = self.settings.failover_after;
+        let fetched = if failover
+            && self.failovers.strikes_of(&target.service, &target.channel) >= threshold
+        {
+            Err(UpstreamError::Invalid(format!(
+                "`{}` failed {threshold} times in a row for this channel",
+                target.service
+            )))
+        } else {
+            self.media
+                .document(&*service, &target.service, url, &target.headers, limit)
+                .await
+                .and_then(|doc| match &*doc {
+                    Document::Playlist { .. } => Ok(doc),
+                    Document::Media { .. } => Err(UpstreamError::Invalid(format!(
+                        "{} is media, not the playlist it was listed as",
+                        service.shown_url(url)
+                    ))),
+                })
+        };
+        match fetched {
+            Ok(doc) => {
+                let Document::Playlist {
+                    url: final_url,
+                    body,
+                } = &*doc
+                else {
+                    unreachable!("checked above");
+                };
+                if failover && !crate::hls::is_master(body) {
+                    self.failovers.note_next_seq(&link, body, final_url);
+                }
+                let links = LinkBase {
+                    base,
+                    service: &target.service,
+                    channel: &target.channel,
+                    headers: &target.headers,
+                };
+                Ok(self.rewrite(&links, final_url, body)?)
+            }
+            Err(e) if !failover => Err(e.into()),
+            Err(e) if failover::token_refused(&e) => {
+                match self.refresh(target, &link, &target.service, None).await {
+                    Some(sw) => self.switched_playlist(target, &link, sw, base).await,
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => {
+                let strikes = self.failovers.strike(&target.service, &target.channel);
+                if strikes < threshold {
+                    return Err(e.into());
+                }
+                match self
+                    .fail_over(&link, &target.channel, vec![target.service.clone()])
+                    .await
+                {
+                    Ok(sw) => self.switched_playlist(target, &link, sw, base).await,
+                    Err(why) => {
+                        tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves the link's channel afresh from `service` (a token refresh, see
+    /// `failover`); `None` (logged) when that fails, and the link goes on as it was.
+    async fn refresh(
+        &self,
+        target: &Target,
+        link: &str,
+        service: &str,
+        current: Option<&Switch>,
+    ) -> Option<Arc<Switch>> {
+        let tried = current.map_or_else(|| vec![target.service.clone()], |sw| sw.tried.clone());
+        self.refresh_link(link, &target.channel, service, tried)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(channel = %target.channel, service, error = %e, "token refresh failed")
+            })
+            .ok()
+    }
+
+    /// The replacement source's media playlist, renumbered for the player of the old one;
+    /// refreshed first when its token is due or refused.
+    async fn switched_playlist(
+        &self,
+        target: &Target,
+        link: &str,
+        mut sw: Arc<Switch>,
+        base: &str,
+    ) -> Result<String, StreamError> {
+        let limit = self.settings.max_body_bytes;
+        if failover::token_due(&sw.url, sw.since) {
+            if let Some(fresh) = self
+                .refresh(target, link, &sw.service_name, Some(&sw))
+                .await
+            {
+                sw = fresh;
+            }
+        }
+        let fetched = self
+            .media
+            .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
+            .await;
+        let doc = match fetched {
+            Err(e) if failover::token_refused(&e) => {
+                let fresh = self
+                    .refresh(target, link, &sw.service_name, Some(&sw))
+                    .await
+                    .ok_or(e)?;
+                sw = fresh;
+                self.media
+                    .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
+                    .await?
+            }
+            other => other?,
+        };
+        let Document::Playlist { url, body } = &*doc else {
+            return Err(UpstreamError::Invalid(
+                "the failover source answered media, not a playlist".into(),
+            )
+            .into());
+        };
+        let body = sw
+            .numbers
+            .renumber(body, url, self.settings.live_edge_segments)
+            .map_err(UpstreamError::Invalid)?;
+        self.failovers.note_next_seq(link, &body, url);
+        let links = LinkBase {
+            base,
+            service: &sw.service_name,
+            channel: &target.channel,
+            headers: &sw.headers,
+        };
+        Ok(self.rewrite(&links, url, &body)?)
+    }
+}

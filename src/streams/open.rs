@@ -1,0 +1,95 @@
+//! Opening a channel for an HLS player: its sources with fallback, then the first
+//! playlist rewritten so every URI is a sealed link.
+
+use url::Url;
+
+use super::{Engine, StreamError};
+use crate::cache::Document;
+use crate::error::UpstreamError;
+use crate::model::Headers;
+use crate::proxy::{self, file_name, Kind};
+
+/// What a channel opened as.
+#[derive(Debug)]
+pub enum Opened {
+    /// Its playlist, every URI a sealed `/proxy/` link.
+    Playlist(String),
+    /// A direct media URL (not HLS): the sealed link to play it through.
+    Media { link: String },
+}
+
+impl Engine {
+    /// Opens channel `id` (already canonical) with its sources in priority order, or
+    /// only service `only`'s: the first playlist that loads, rewritten with links under
+    /// `base`. The links carry the channel (so they can fail over) unless `only` pins
+    /// a service.
+    pub async fn open_playlist(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        base: &str,
+    ) -> Result<Opened, StreamError> {
+        let limit = self.settings.max_body_bytes;
+        let media = &self.media;
+        let (service, stream_headers, doc) = self
+            .registry
+            .open(id, only, |src| async move {
+                let r = &src.resolved;
+                let doc = media
+                    .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                    .await?;
+                Ok((src.service_name, r.headers.clone(), doc))
+            })
+            .await?;
+        match &*doc {
+            Document::Playlist { url, body } => {
+                let channel = if only.is_some() { "" } else { id };
+                let links = LinkBase {
+                    base,
+                    service: &service,
+                    channel,
+                    headers: &stream_headers,
+                };
+                Ok(Opened::Playlist(self.rewrite(&links, url, body)?))
+            }
+            Document::Media { url } => {
+                let token = self
+                    .signer
+                    .seal(&service, url, Kind::Media, &stream_headers)
+                    .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
+                let name = file_name(url.as_str(), Kind::Media);
+                Ok(Opened::Media {
+                    link: format!("{base}/proxy/{token}/{name}"),
+                })
+            }
+        }
+    }
+
+    /// `body` (the playlist at `url`) with every URI a sealed link of `links`.
+    pub(super) fn rewrite(
+        &self,
+        links: &LinkBase<'_>,
+        url: &Url,
+        body: &str,
+    ) -> Result<String, UpstreamError> {
+        proxy::rewrite_playlist(
+            &self.signer,
+            links.base,
+            links.service,
+            links.channel,
+            links.headers,
+            url,
+            body,
+        )
+        .map_err(|e| UpstreamError::Invalid(e.to_string()))
+    }
+}
+
+/// Whom a rewritten playlist's links are for: where they point, the service and
+/// channel they carry (`""`: no failover) and the headers their fetches send.
+pub(super) struct LinkBase<'a> {
+    pub base: &'a str,
+    pub service: &'a str,
+    pub channel: &'a str,
+    pub headers: &'a Headers,
+}
