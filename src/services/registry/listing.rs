@@ -1,0 +1,247 @@
+//! The lineup: each service's channel list (cached, kept through an outage), merged,
+//! numbered from the store and mapped; one channel's detail and mapping edits; and the
+//! canonical form of a channel id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{CachedLineup, Entry, Observer, Registry, RegistryError, Step, DEGRADED_LINEUP_TTL};
+use crate::error::UpstreamError;
+use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
+use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel};
+use crate::store::StoreError;
+
+impl Registry {
+    /// One service's channels, from cache or fetched (concurrent callers share one fetch).
+    pub async fn channels_of(&self, name: &str) -> Result<Arc<Vec<Channel>>, UpstreamError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| UpstreamError::Invalid(format!("unknown service `{name}`")))?
+            .clone();
+        self.channels
+            .try_get_with(name.to_string(), async {
+                let started = Instant::now();
+                // Bounded even if a kind forgets to bound a step.
+                let bound = e.cfg.timeout * 3;
+                let result = tokio::time::timeout(bound, e.service.channels())
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout(bound)));
+                self.record(&e, started, &result);
+                match result {
+                    Ok(list) => {
+                        e.stats.lock().expect("stats lock is never poisoned").channel_count = list.len();
+                        tracing::info!(service = %e.cfg.name, channels = list.len(), "channel list loaded");
+                        Ok(Arc::new(list))
+                    }
+                    Err(err) => {
+                        tracing::warn!(service = %e.cfg.name, error = %err, "channel list failed");
+                        Err(err)
+                    }
+                }
+            })
+            .await
+            .map_err(|e: Arc<UpstreamError>| (*e).clone())
+    }
+
+    /// The merged lineup of every enabled service. A service that fails contributes
+    /// its last channel list that loaded, or nothing if none did (its status says
+    /// why); the lineup is then retried sooner. A service whose circuit is open is not
+    /// asked until its backoff is over.
+    pub async fn lineup(&self) -> Result<Arc<Lineup>, RegistryError> {
+        self.lineup_observed(None).await
+    }
+
+    /// `lineup`, telling `observe` as each service's channel list is in. A fresh cached
+    /// lineup is returned without fetching, so without telling anything.
+    pub async fn lineup_observed(
+        &self,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Arc<Lineup>, RegistryError> {
+        let mut cached = self.lineup.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| c.fresh_until > Instant::now()) {
+            return Ok(c.lineup.clone());
+        }
+        let mut enabled: Vec<&Arc<Entry>> =
+            self.entries.iter().filter(|e| self.enabled(e)).collect();
+        enabled.sort_by_key(|e| self.priority(e));
+        let lists = futures::future::join_all(enabled.iter().map(|e| async move {
+            let name = &e.cfg.name;
+            // An open circuit (backoff not over) is not asked: the lineup would wait
+            // for a service known to fail. Its trial comes from a probe or a stream.
+            let list = match self.channels.get(name).await {
+                Some(list) => Ok(list),
+                None if self.is_open(e) => Err(UpstreamError::Invalid(
+                    "circuit open: not asked until its next trial".into(),
+                )),
+                None => self.channels_of(name).await,
+            };
+            if let Some(observe) = observe {
+                observe(name, Step::Channels(list.as_ref().map(|l| l.len())));
+            }
+            list
+        }))
+        .await;
+        let degraded = lists.iter().any(Result::is_err);
+        let lists: Vec<Arc<Vec<Channel>>> = {
+            let mut last_good = self
+                .last_good
+                .lock()
+                .expect("last_good lock is never poisoned");
+            enabled
+                .iter()
+                .zip(lists)
+                .map(|(e, r)| match r {
+                    Ok(list) => {
+                        last_good.insert(e.cfg.name.clone(), list.clone());
+                        list
+                    }
+                    // Failing now: its channels as last listed (a player's channel list
+                    // does not shrink through an outage); none if it never listed.
+                    Err(_) => last_good.get(&e.cfg.name).cloned().unwrap_or_default(),
+                })
+                .collect()
+        };
+        let inputs: Vec<ServiceChannels<'_>> = enabled
+            .iter()
+            .zip(&lists)
+            .map(|(e, l)| ServiceChannels {
+                service: &e.cfg.name,
+                priority: self.priority(e),
+                channels: l,
+            })
+            .collect();
+        let merged = lineup::merge(&inputs);
+        let keys: Vec<(String, String)> = merged
+            .iter()
+            .map(|m| (m.merge_key.clone(), m.wanted_slug.clone()))
+            .collect();
+        let ids = self.store.identities(&keys).await?;
+        let base: Vec<Unmapped> = merged
+            .into_iter()
+            .zip(ids)
+            .map(|(m, id)| Unmapped {
+                channel: LineupChannel {
+                    guide_id: lineup::guide_id(&m.tvg_id, &id.slug),
+                    id: id.slug,
+                    number: id.number,
+                    name: m.name,
+                    logo: m.logo,
+                    group: m.group,
+                    tags: m.tags,
+                    sources: m.sources,
+                },
+                tvg_id: m.tvg_id,
+            })
+            .collect();
+        let lineup = Arc::new(Lineup::mapped(&base, &self.store.mappings()));
+        let ttl = if degraded {
+            DEGRADED_LINEUP_TTL.min(self.channels_ttl)
+        } else {
+            self.channels_ttl
+        };
+        *cached = Some(CachedLineup {
+            base: Arc::new(base),
+            lineup: lineup.clone(),
+            fresh_until: Instant::now() + ttl,
+        });
+        self.rebuilt.notify_one();
+        Ok(lineup)
+    }
+
+    /// One lineup channel (slug or number, hidden ones included) with its mapping.
+    pub async fn channel(&self, id: &str) -> Result<ChannelDetail, RegistryError> {
+        self.lineup()
+            .await?
+            .detail(id)
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
+    }
+
+    /// Applies `patch` to the mapping of channel `id` (slug or number): checked,
+    /// persisted, then in the lineup at once. Returns the channel as it now is.
+    pub async fn map_channel(
+        &self,
+        id: &str,
+        patch: &ChannelPatch,
+    ) -> Result<ChannelDetail, RegistryError> {
+        let slug = self
+            .lineup()
+            .await?
+            .get(id)
+            .map(|c| c.id.clone())
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
+        let services: Vec<&str> = self.entries.iter().map(|e| e.cfg.name.as_str()).collect();
+        let mapping = self
+            .store
+            .update_mapping(&slug, |current| {
+                lineup::patch_mapping(current, patch, &services)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Rejected(why) => RegistryError::Rejected(why),
+                e => e.into(),
+            })?;
+        tracing::info!(channel = %slug, ?mapping, "channel mapping changed");
+        let lineup = {
+            let mut cached = self.lineup.lock().await;
+            match cached.as_mut() {
+                Some(c) => {
+                    c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
+                    Some(c.lineup.clone())
+                }
+                None => None,
+            }
+        };
+        let lineup = match lineup {
+            Some(l) => l,
+            // Dropped meanwhile (a service was switched): build it afresh.
+            None => self.lineup().await?,
+        };
+        lineup
+            .detail(&slug)
+            .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
+    }
+
+    /// Channel `id` as a viewer asked for it (slug, a number written any way `u32`
+    /// parses it: `5`, `05`, `+5`, or `SERVICE:ID`), with the service filter `only`,
+    /// in the one form every way of naming the same stream shares: the lineup channel's
+    /// slug, and for `SERVICE:ID` that slug pinned to the service. Sessions, viewer
+    /// counts and metric labels are keyed by it, so aliases share one upstream
+    /// connection and one label. An id naming no lineup channel (or a `SERVICE:ID` that
+    /// is not exactly one source of one) comes back as it was: `open` then refuses it
+    /// or opens it as before.
+    pub async fn canonical(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<(String, Option<String>), RegistryError> {
+        let unchanged = || Ok((id.to_string(), only.map(str::to_string)));
+        let lineup = self.lineup().await?;
+        let source = id
+            .split_once(':')
+            .filter(|(service, _)| self.entry(service).is_some());
+        if let Some((service, channel_id)) = source {
+            if only.is_some_and(|o| o != service) {
+                // `sources` explains the conflict.
+                return unchanged();
+            }
+            // The lineup channel this source belongs to, if it is that channel's only
+            // source from `service`: then pinning the channel to `service` plays the
+            // very same source.
+            let owner = lineup.channels.iter().chain(lineup.hidden()).find(|c| {
+                let mut of_service = c.sources.iter().filter(|s| s.service == service);
+                of_service
+                    .next()
+                    .is_some_and(|s| s.channel_id == channel_id)
+                    && of_service.next().is_none()
+            });
+            return match owner {
+                Some(c) => Ok((c.id.clone(), Some(service.to_string()))),
+                None => unchanged(),
+            };
+        }
+        match lineup.get(id) {
+            Some(c) => Ok((c.id.clone(), only.map(str::to_string))),
+            None => unchanged(),
+        }
+    }
+}

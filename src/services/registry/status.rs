@@ -1,0 +1,111 @@
+//! Each service's runtime stats and status (`/api/services/status`, the dashboard's
+//! chart), and the runtime switches (enabled, priority), persisted before they apply.
+
+use std::time::{Instant, SystemTime};
+
+use super::{Entry, Registry, RegistryError, UNHEALTHY_AFTER};
+use crate::health::CircuitState;
+use crate::model::ServiceStatus;
+
+impl Registry {
+    /// Status of every configured service, in config order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.entries.iter().map(|e| self.status_of(e)).collect()
+    }
+
+    pub(super) fn status_of(&self, e: &Entry) -> ServiceStatus {
+        let s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        let now = Instant::now();
+        let circuit = s.health.state(now);
+        ServiceStatus {
+            name: e.cfg.name.clone(),
+            kind: e.cfg.kind.kind_name().to_string(),
+            enabled: self.enabled(e),
+            priority: self.priority(e),
+            description: e.cfg.description.clone(),
+            healthy: circuit == CircuitState::Closed
+                && s.health.consecutive_failures() < UNHEALTHY_AFTER,
+            channel_count: s.channel_count,
+            last_error: s.last_error.clone(),
+            last_checked: s
+                .last_checked
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            latency_ms: s.latency_ms,
+            successes: s.successes,
+            failures: s.failures,
+            circuit: circuit.as_str().to_string(),
+            success_rate: s.health.success_rate(),
+            latency_ewma_ms: s.health.latency_ewma_ms().map(|ms| ms.round() as u64),
+            consecutive_failures: s.health.consecutive_failures(),
+            retry_at: s.health.retry_at(now).map(|at| {
+                humantime::format_rfc3339_millis(SystemTime::now() + (at - now)).to_string()
+            }),
+            account: e.service.account(),
+        }
+    }
+
+    /// After a config reload: each service keeps the last hour of outcomes `prev`
+    /// recorded under its name (the dashboard's chart goes on). Its health starts
+    /// afresh: the circuit closes, so a fixed config is tried at once.
+    pub fn keep_history_of(&self, prev: &Registry) {
+        for e in &self.entries {
+            let Some(old) = prev.entry(&e.cfg.name) else {
+                continue;
+            };
+            let history = old
+                .stats
+                .lock()
+                .expect("stats lock is never poisoned: no panics while held")
+                .history
+                .clone();
+            e.stats
+                .lock()
+                .expect("stats lock is never poisoned: no panics while held")
+                .history = history;
+        }
+    }
+
+    /// The last hour of service `name`'s upstream calls, per minute (`None`: no such service).
+    pub fn history(&self, name: &str) -> Option<crate::history::Snapshot> {
+        let e = self.entry(name)?;
+        let s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        Some(s.history.snapshot(SystemTime::now()))
+    }
+
+    /// Enables or disables a service, persisting the choice; the lineup follows at once.
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<ServiceStatus, RegistryError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        self.store.set_enabled(name, enabled).await?;
+        *self.lineup.lock().await = None;
+        tracing::info!(service = name, enabled, "service switched");
+        Ok(self.status_of(e))
+    }
+
+    /// Sets a service's priority (lower is tried first), persisting it; the lineup's
+    /// source order follows at once.
+    pub async fn set_priority(
+        &self,
+        name: &str,
+        priority: i64,
+    ) -> Result<ServiceStatus, RegistryError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        self.store.set_priority(name, priority).await?;
+        *self.lineup.lock().await = None;
+        tracing::info!(service = name, priority, "service priority set");
+        Ok(self.status_of(e))
+    }
+}
