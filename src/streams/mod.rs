@@ -19,6 +19,8 @@ mod link;
 mod open;
 pub mod session;
 mod test;
+#[cfg(test)]
+mod tests;
 
 pub use failover::Failovers;
 pub use link::{Link, Served};

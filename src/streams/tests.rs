@@ -1,0 +1,119 @@
+//! The engine over the built-in demo service (served in-process: no network): a
+//! channel opens to a rewritten playlist whose links serve the variant playlist and
+//! the segments; bad links and gone services are refused; the channel test times a
+//! whole open.
+
+use super::{Engine, Opened, Served, StreamError};
+use crate::cache;
+use crate::services::registry::RegistryError;
+
+const BASE: &str = "http://freesky.test";
+
+/// The engine of a config with one demo service, on a fresh state directory that
+/// lives as long as the returned guard.
+fn engine() -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let text = format!(
+        "[server]\nstate_dir = {:?}\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+        dir.path().display().to_string()
+    );
+    let cfg = crate::config::Config::parse(&text, "test.toml", &|_| None)
+        .expect("the test config parses");
+    let state = crate::state(cfg).expect("the state builds");
+    (Engine::of(&state), dir)
+}
+
+/// The context and item of the first link in `playlist`.
+fn first_link(playlist: &str) -> (String, String) {
+    let line = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .expect("the playlist lists a URI");
+    let path = line
+        .strip_prefix(&format!("{BASE}/proxy/"))
+        .unwrap_or_else(|| panic!("not a proxy link under the base: {line}"));
+    let mut parts = path.split('/');
+    let context = parts.next().expect("a context").to_string();
+    let item = parts.next().expect("an item").to_string();
+    (context, item)
+}
+
+#[tokio::test]
+async fn a_channel_opens_to_links_that_serve_its_playlist_and_segments() {
+    let (engine, _dir) = engine();
+    let Opened::Playlist(master) = engine.open_playlist("demo", None, BASE).await.unwrap() else {
+        panic!("the demo is HLS");
+    };
+    assert!(master.starts_with("#EXTM3U"), "{master}");
+    // The master's variant: a media playlist, its URIs links again.
+    let (context, item) = first_link(&master);
+    let link = engine.open_link(&context, &item).unwrap();
+    assert_eq!(link.target.service, "Demo");
+    assert_eq!(link.target.channel, "demo", "unpinned links can fail over");
+    let Served::Playlist(media) = engine.serve_link(link, None, BASE).await.unwrap() else {
+        panic!("a variant link serves a playlist");
+    };
+    assert!(media.contains("#EXTINF"), "{media}");
+    // A segment: MPEG-TS bytes.
+    let (context, item) = first_link(&media);
+    let link = engine.open_link(&context, &item).unwrap();
+    let first = match engine.serve_link(link, None, BASE).await.unwrap() {
+        Served::Segment(cache::Body::Cached(seg)) => seg.bytes,
+        Served::Segment(cache::Body::Streaming { mut body, .. }) => {
+            futures::StreamExt::next(&mut body)
+                .await
+                .expect("a first chunk")
+                .unwrap()
+        }
+        _ => panic!("a segment link serves a segment"),
+    };
+    assert_eq!(first.first(), Some(&0x47), "an MPEG-TS sync byte");
+}
+
+#[tokio::test]
+async fn a_pinned_open_hands_out_links_without_the_channel() {
+    let (engine, _dir) = engine();
+    let Opened::Playlist(master) = engine
+        .open_playlist("demo", Some("Demo"), BASE)
+        .await
+        .unwrap()
+    else {
+        panic!("the demo is HLS");
+    };
+    let (context, item) = first_link(&master);
+    assert_eq!(
+        engine.open_link(&context, &item).unwrap().target.channel,
+        ""
+    );
+}
+
+#[tokio::test]
+async fn links_that_do_not_open_are_refused_before_any_upstream() {
+    let (engine, _dir) = engine();
+    let Opened::Playlist(master) = engine.open_playlist("demo", None, BASE).await.unwrap() else {
+        panic!("the demo is HLS");
+    };
+    let (context, item) = first_link(&master);
+    let tampered = format!("A{}", &context[1..]);
+    assert!(matches!(
+        engine.open_link(&tampered, &item),
+        Err(StreamError::BadLink(_))
+    ));
+    engine.registry.set_enabled("Demo", false).await.unwrap();
+    let err = engine.open_link(&context, &item).err().expect("refused");
+    assert_eq!(err.to_string(), "service `Demo` is unknown or disabled");
+}
+
+#[tokio::test]
+async fn the_channel_test_times_a_whole_open() {
+    let (engine, _dir) = engine();
+    let test = engine.test_channel("demo").await.unwrap();
+    assert!(test.ok, "{test:?}");
+    assert_eq!(test.service.as_deref(), Some("Demo"));
+    assert_eq!(test.url_kind.as_deref(), Some("hls"));
+    assert!(test.segment_bytes.is_some_and(|n| n > 0), "{test:?}");
+    assert!(matches!(
+        engine.test_channel("nope").await,
+        Err(StreamError::Registry(RegistryError::UnknownChannel(_)))
+    ));
+}
