@@ -2,8 +2,16 @@
 //!
 //! `UpstreamError` is what talking to an upstream can go wrong with (it knows whether it
 //! was a timeout); `AppError` is what a handler returns and turns itself into the JSON
-//! body of SPEC section 5: `{"error": "...", "detail": ...}`. Errors are logged once,
-//! here, when they become a response.
+//! body every error response has: `{"error": "...", "detail": ...}`. The domain layers
+//! have errors of their own (`RegistryError`, `StreamError`); the `From` impls below
+//! are the only place any of them gets an HTTP status.
+//!
+//! Logging: each error is logged once. One that reaches a client is logged here, by
+//! `into_response` (a 5xx as a warning, a 4xx at debug: the client's mistake); code
+//! that returns an error never logs it too. Code that *handles* an error instead of
+//! returning it (falls back to another source, keeps the last channel list, retries,
+//! switches a link) logs it where it decides, saying what it did: the registry logs
+//! each failed source as it moves on, so a 502's list of attempts is not logged again.
 
 use std::time::Duration;
 
@@ -124,7 +132,7 @@ pub struct Attempt {
     pub timeout: bool,
 }
 
-/// The JSON body of every error response (SPEC section 5), as the OpenAPI document
+/// The JSON body of every error response, as the OpenAPI document
 /// describes it; `AppError::into_response` writes the same two fields.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -214,7 +222,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, detail = %self.detail(), "request failed");
+            // Without `detail`: each source in it was logged as it failed.
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }

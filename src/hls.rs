@@ -7,7 +7,7 @@
 //! We rewrite line by line instead of parsing into `m3u8-rs` and writing back out. m3u8-rs
 //! re-orders unknown tags, drops tags after the last segment (all of LL-HLS: `EXT-X-PART`,
 //! `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`) and drops comments, and players depend on all
-//! of those (see shared/notes/crates.md). Only [`media_info`] uses m3u8-rs, and only to read facts.
+//! of those. Only [`media_info`] uses m3u8-rs, and only to read facts.
 
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! The lineup: channels of every enabled service merged into one list (SPEC section 3).
+//! The lineup: channels of every enabled service merged into one list.
 //!
 //! Pure: takes the channel lists (already in priority order) and returns merged
 //! channels with their sources; stable ids and numbers are assigned by the caller from

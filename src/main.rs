@@ -442,8 +442,17 @@ fn reload_on_hangup(reloader: &std::sync::Arc<freesky::reload::Reloader>) -> any
             while hup.recv().await.is_some() {
                 tracing::info!(signal = "SIGHUP", "signal received: reloading the config");
                 let Some(r) = reloader.upgrade() else { return };
-                // `reload` logs its outcome.
-                let _ = r.reload();
+                // No one else sees a refusal here: it is logged now, each problem on
+                // its own line (`POST /api/config/reload` answers it instead).
+                match r.reload() {
+                    Ok(_) => {}
+                    Err(freesky::reload::ReloadError::Config(e)) => {
+                        for line in e.to_string().lines() {
+                            tracing::error!(problem = line, "config reload refused");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "config reload failed"),
+                }
             }
         });
     }

@@ -121,7 +121,7 @@ impl Reloader {
 
     /// Reads the config file the current state came from again (the built-in config
     /// when it came from none) and, if it loads, serves new requests with it at once.
-    /// Logs the outcome (each problem at error level).
+    /// Logs a reload that took; a refusal is returned, for the caller to report once.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let mut live = self
             .live
@@ -136,21 +136,13 @@ impl Reloader {
         };
         let mut config = match loaded {
             Ok(c) => c,
-            Err(e) => {
-                for line in e.to_string().lines() {
-                    tracing::error!(problem = line, "config reload refused");
-                }
-                return Err(ReloadError::Config(e));
-            }
+            Err(e) => return Err(ReloadError::Config(e)),
         };
         (self.overrides)(&mut config);
         let restart_required = keep_fixed(&old.config, &mut config);
         let state = match crate::build_state(config, old.registry.store().clone(), Some(old)) {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "config reload failed");
-                return Err(ReloadError::Build(format!("{e:#}")));
-            }
+            Err(e) => return Err(ReloadError::Build(format!("{e:#}"))),
         };
         let monitors = start_background(&state);
         *self

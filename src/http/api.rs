@@ -1,4 +1,4 @@
-//! The original design's JSON API: service status and switches, channel listing and
+//! The JSON API: service status and switches, channel listing and
 //! search; and freesky's channel mapping (`GET`/`PATCH /api/channels/{id}`).
 //!
 //! A service's status carries its guide status (`crate::guide`), joined here so that
