@@ -8,9 +8,10 @@
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
-//! - `session`: continuous MPEG-TS, one shared upstream session per channel.
+//! - `streams`: the stream engine: opening a channel, serving sealed links, HLS failover
+//!   (`streams::failover`), the shared `.ts` sessions (`streams::session`), the channel test.
+//! - `app`: `AppState`, the shared handles; `tuner`: the HDHomeRun identity and tuner slots.
 //! - `metrics`: Prometheus counters and gauges, rendered by `GET /metrics`.
-//! - `failover`: switching a playing HLS link to the channel's next source.
 //! - `xmltv` (streaming read, merged write; pure) and `guide` (sources, refresh, merge).
 //! - `http`: the axum routes (`http::access`: who may call what); `error`: the one place
 //!   errors become statuses.
