@@ -1,8 +1,7 @@
-//! Streams: `/api/stream/{id}.m3u8` opens a channel (trying its sources in priority
-//! order) and answers its upstream playlist with every URI rewritten to a signed
-//! `/proxy/...` link; `/proxy/{token}/{name}` serves those links: nested playlists are
-//! rewritten the same way, segments, keys and init maps are streamed through with the
-//! stream's headers.
+//! The stream routes: `/api/stream/{id}.m3u8` and `.ts`, and the sealed
+//! `/proxy/{context}/{item}/{name}` links. The handlers only parse the request (id and
+//! suffix, `service`, `Range`, the base URL) and build the response (media type,
+//! ranges, passive headers); the work is the stream engine's (`crate::streams`).
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
