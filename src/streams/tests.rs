@@ -1,7 +1,7 @@
 //! The engine over the built-in demo service (served in-process: no network): a
 //! channel opens to a rewritten playlist whose links serve the variant playlist and
 //! the segments; bad links and gone services are refused; the channel test times a
-//! whole open.
+//! whole open; and, with two local upstreams, a failing playlist link fails over.
 
 use super::{Engine, Opened, Served, StreamError};
 use crate::cache;
@@ -116,4 +116,83 @@ async fn the_channel_test_times_a_whole_open() {
         engine.test_channel("nope").await,
         Err(StreamError::Registry(RegistryError::UnknownChannel(_)))
     ));
+}
+
+/// An upstream on 127.0.0.1: `/list.m3u` lists channel "News" at `/master.m3u8`, a
+/// master whose one variant `/live.m3u8` is a live media playlist (sequence 7), or a
+/// 500 while `down` is set.
+async fn upstream(
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let list = format!("#EXTM3U\n#EXTINF:-1,News\n{base}/master.m3u8\n");
+    let app = axum::Router::new()
+        .route("/list.m3u", get(move || async move { list }))
+        .route(
+            "/master.m3u8",
+            get(|| async { "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nlive.m3u8\n" }),
+        )
+        .route(
+            "/live.m3u8",
+            get(move || async move {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                Ok(
+                    "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                    #EXTINF:2.0,\na.ts\n#EXTINF:2.0,\nb.ts\n",
+                )
+            }),
+        );
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (base, task)
+}
+
+#[tokio::test]
+async fn a_failing_playlist_link_switches_to_the_next_source_after_its_strikes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let down_a = Arc::new(AtomicBool::new(false));
+    let (a, _a) = upstream(down_a.clone()).await;
+    let (b, _b) = upstream(Arc::new(AtomicBool::new(false))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nstate_dir = {:?}\n[cache]\nplaylist_ttl = \"0s\"\n\
+         [streams]\nfailover_after = 2\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{a}/list.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{b}/list.m3u\"\n",
+        dir.path().display().to_string()
+    );
+    let cfg = crate::config::Config::parse(&text, "test.toml", &|_| None).unwrap();
+    let engine = Engine::of(&crate::state(cfg).unwrap());
+    let Opened::Playlist(master) = engine.open_playlist("news", None, BASE).await.unwrap() else {
+        panic!("the channel is HLS");
+    };
+    let (context, item) = first_link(&master);
+    let serve = || async {
+        let link = engine.open_link(&context, &item).unwrap();
+        engine.serve_link(link, None, BASE).await
+    };
+    let Ok(Served::Playlist(first)) = serve().await else {
+        panic!("A serves the variant");
+    };
+    assert!(!first.contains("DISCONTINUITY"), "{first}");
+    down_a.store(true, Ordering::SeqCst);
+    // One strike: the error is the player's.
+    assert!(matches!(serve().await, Err(StreamError::Upstream(_))));
+    // The second: the link switches to B, numbered on from where A stopped.
+    let Ok(Served::Playlist(switched)) = serve().await else {
+        panic!("B answers the switched link");
+    };
+    assert!(switched.contains("#EXT-X-DISCONTINUITY\n"), "{switched}");
+    let (context, item) = first_link(&switched);
+    assert_eq!(
+        engine.open_link(&context, &item).unwrap().target.service,
+        "B"
+    );
 }
