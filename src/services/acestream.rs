@@ -25,7 +25,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    de_http_url, read_location, with_slash, BuildContext, BuildError, Kind, Location, Service,
+    read_location, with_slash, BuildContext, BuildError, Checked, Kind, Location, Service,
 };
 use crate::config::{de_duration, ServiceConfig};
 use crate::error::{redact, UpstreamError};
@@ -38,14 +38,14 @@ const DEFAULT_ENGINE: &str = "http://127.0.0.1:6878";
 #[serde(deny_unknown_fields)]
 pub struct AceStreamConfig {
     /// The engine's HTTP API.
-    #[serde(default = "default_engine_url", deserialize_with = "de_http_url")]
-    pub engine_url: Url,
+    #[serde(default = "default_engine_url")]
+    pub engine_url: Checked<Url>,
     /// Channels listed in the config itself.
     #[serde(default)]
     pub channels: Vec<AceChannel>,
     /// An M3U (http(s) URL or file path) whose entries are `acestream://<id>` or bare ids.
     #[serde(default)]
-    pub channels_url: Option<Location>,
+    pub channels_url: Option<Checked<Location>>,
     /// What the engine serves: HLS (`manifest.m3u8`) or one MPEG-TS stream (`getstream`).
     #[serde(default)]
     pub mode: Mode,
@@ -54,8 +54,8 @@ pub struct AceStreamConfig {
     pub idle_stop: Duration,
 }
 
-fn default_engine_url() -> Url {
-    Url::parse(DEFAULT_ENGINE).expect("the default engine URL is well-formed")
+fn default_engine_url() -> Checked<Url> {
+    Checked::http_url(DEFAULT_ENGINE)
 }
 
 fn default_idle_stop() -> Duration {
@@ -105,8 +105,11 @@ pub fn content_id(s: &str) -> Option<String> {
 impl Kind for AceStreamConfig {
     /// `engine_url` and `channels_url` (when not a file).
     fn configured_urls(&self) -> Vec<Url> {
-        std::iter::once(&self.engine_url)
-            .chain(self.channels_url.as_ref().and_then(Location::url))
+        let listed = self.channels_url.as_ref().and_then(Checked::get);
+        self.engine_url
+            .get()
+            .into_iter()
+            .chain(listed.and_then(Location::url))
             .cloned()
             .collect()
     }
@@ -116,11 +119,23 @@ impl Kind for AceStreamConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        Ok(Arc::new(AceStream::new(service, self, ctx)))
+        let engine = with_slash(self.engine_url.value("engine_url")?.clone());
+        let channels_url = match &self.channels_url {
+            Some(l) => Some(l.value("channels_url")?.clone()),
+            None => None,
+        };
+        Ok(Arc::new(AceStream::new(
+            service,
+            self,
+            engine,
+            channels_url,
+            ctx,
+        )))
     }
 
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.engine_url.report("engine_url", &mut out);
         if self.channels.is_empty() && self.channels_url.is_none() {
             out.push((
                 "channels".into(),
@@ -146,6 +161,9 @@ impl Kind for AceStreamConfig {
                 )),
                 Some(_) => {}
             }
+        }
+        if let Some(u) = &self.channels_url {
+            u.report("channels_url", &mut out);
         }
         if self.idle_stop.is_zero() {
             out.push(("idle_stop".into(), "must be more than 0s".into()));
@@ -297,8 +315,13 @@ pub struct AceStream {
 }
 
 impl AceStream {
-    pub fn new(cfg: &ServiceConfig, kind: &AceStreamConfig, ctx: &BuildContext) -> Self {
-        let engine = with_slash(kind.engine_url.clone());
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &AceStreamConfig,
+        engine: Url,
+        channels_url: Option<Location>,
+        ctx: &BuildContext,
+    ) -> Self {
         let http = ServiceHttp::new(ctx.http.clone(), cfg, Some(&engine));
         // Random per process: stable while it runs, distinct between instances.
         let mut h = RandomState::new().build_hasher();
@@ -312,7 +335,7 @@ impl AceStream {
             }),
             engine,
             inline: kind.channels.clone(),
-            channels_url: kind.channels_url.clone(),
+            channels_url,
             mode: kind.mode,
             pid: format!("freesky-{:016x}", h.finish()),
             resolved_ttl: ctx.resolved_ttl,

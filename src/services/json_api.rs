@@ -20,7 +20,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    de_http_url, endpoint, find_stream_url, patterns_of, with_slash, BuildContext, BuildError,
+    endpoint, find_stream_url, patterns_of, with_slash, BuildContext, BuildError, Checked,
     GuideSource, Kind, Service,
 };
 use crate::config::ServiceConfig;
@@ -32,8 +32,7 @@ pub use events::EventsConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonApiConfig {
-    #[serde(deserialize_with = "de_http_url")]
-    pub base_url: Url,
+    pub base_url: Checked<Url>,
     /// Fixed channels; optional when `events` lists everything.
     #[serde(default)]
     pub channels: Option<ChannelsEndpoint>,
@@ -111,7 +110,7 @@ impl JsonApiConfig {
 
 impl Kind for JsonApiConfig {
     fn configured_urls(&self) -> Vec<Url> {
-        vec![self.base_url.clone()]
+        self.base_url.get().cloned().into_iter().collect()
     }
 
     fn build(
@@ -119,12 +118,14 @@ impl Kind for JsonApiConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
+        let base = with_slash(self.base_url.value("base_url")?.clone());
         let patterns = self.patterns()?;
-        Ok(Arc::new(JsonApi::new(service, self, patterns, ctx)))
+        Ok(Arc::new(JsonApi::new(service, self, base, patterns, ctx)))
     }
 
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.base_url.report("base_url", &mut out);
         let mut pointers = Vec::new();
         if let Some(c) = &self.channels {
             pointers.extend([
@@ -203,10 +204,10 @@ impl JsonApi {
     fn new(
         cfg: &ServiceConfig,
         kind: &JsonApiConfig,
+        base: Url,
         patterns: Vec<Regex>,
         ctx: &BuildContext,
     ) -> Self {
-        let base = with_slash(kind.base_url.clone());
         Self {
             name: cfg.name.clone(),
             patterns,

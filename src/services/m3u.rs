@@ -11,8 +11,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    de_opt_http_url, de_opt_location, read_location, unique_id, BuildContext, BuildError, GuideSource, Kind,
-    Location, Service,
+    de_opt_location, read_location, unique_id, BuildContext, BuildError, Checked, GuideSource,
+    Kind, Location, Service,
 };
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
@@ -24,37 +24,50 @@ use crate::upstream::ServiceHttp;
 #[serde(deny_unknown_fields)]
 pub struct M3uConfig {
     /// The playlist: `http(s)://...` or a file path.
-    pub url: Location,
+    pub url: Checked<Location>,
     /// XMLTV guide for these channels (URL or file, plain or gzipped); default: the
     /// list header's `url-tvg` / `x-tvg-url`.
     #[serde(default, deserialize_with = "de_opt_location")]
-    pub epg_url: Option<Location>,
+    pub epg_url: Option<Checked<Location>>,
     /// The origin `[services.auth]` credentials go to (`https://panel.example`).
     /// Default: `url`'s origin; required with credentials when `url` is a file, since
     /// they would otherwise go to whatever hosts the file names.
-    #[serde(default, deserialize_with = "de_opt_http_url")]
-    pub origin: Option<Url>,
+    #[serde(default)]
+    pub origin: Option<Checked<Url>>,
 }
 
 impl M3uConfig {
     /// Where credentials go: `origin`, else `url` when it is an http(s) URL.
     fn auth_origin(&self) -> Option<&Url> {
-        self.origin.as_ref().or_else(|| self.url.url())
+        match &self.origin {
+            Some(origin) => origin.get(),
+            None => self.url.get().and_then(Location::url),
+        }
     }
 }
 
 impl Kind for M3uConfig {
     /// `url` (when not a file), `origin` and `epg_url` (when not a file).
     fn configured_urls(&self) -> Vec<Url> {
-        [
-            self.url.url(),
-            self.origin.as_ref(),
-            self.epg_url.as_ref().and_then(Location::url),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect()
+        [Some(&self.url), self.epg_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.get().and_then(Location::url))
+            .chain(self.origin.as_ref().and_then(Checked::get))
+            .cloned()
+            .collect()
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.url.report("url", &mut out);
+        if let Some(e) = &self.epg_url {
+            e.report("epg_url", &mut out);
+        }
+        if let Some(o) = &self.origin {
+            o.report("origin", &mut out);
+        }
+        out
     }
 
     fn auth_without_origin(&self) -> Option<String> {
@@ -62,7 +75,7 @@ impl Kind for M3uConfig {
             format!(
                 "`url` is a file ({}), so set `origin = \"https://...\"` on the service: \
                  credentials go only to that origin, never to the hosts the file lists",
-                self.url
+                self.url.raw()
             )
         })
     }
@@ -72,7 +85,12 @@ impl Kind for M3uConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        Ok(Arc::new(M3u::new(service, self, ctx)))
+        let source = self.url.value("url")?.clone();
+        let epg_url = match &self.epg_url {
+            Some(e) => Some(e.value("epg_url")?.clone()),
+            None => None,
+        };
+        Ok(Arc::new(M3u::new(service, self, source, epg_url, ctx)))
     }
 }
 
@@ -87,11 +105,17 @@ pub struct M3u {
 }
 
 impl M3u {
-    pub fn new(cfg: &ServiceConfig, kind: &M3uConfig, ctx: &BuildContext) -> Self {
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &M3uConfig,
+        source: Location,
+        epg_url: Option<Location>,
+        ctx: &BuildContext,
+    ) -> Self {
         Self {
             name: cfg.name.clone(),
-            source: kind.url.clone(),
-            epg_url: kind.epg_url.clone(),
+            source,
+            epg_url,
             header_guide: std::sync::Mutex::default(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, kind.auth_origin()),
             resolved_ttl: ctx.resolved_ttl,

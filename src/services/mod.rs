@@ -310,10 +310,67 @@ impl std::fmt::Display for Location {
     }
 }
 
-impl<'de> Deserialize<'de> for Location {
+/// A config value parsed once at load, kept with the reason when it does not parse:
+/// the config check reports that reason among the service's other problems (one bad
+/// URL hides nothing else), and `build` refuses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<T> {
+    /// As written (after `${VAR}` interpolation), for messages.
+    raw: String,
+    value: Result<T, String>,
+}
+
+impl<T> Checked<T> {
+    fn parse(raw: String, parse: impl FnOnce(&str) -> Result<T, String>) -> Self {
+        Self {
+            value: parse(&raw),
+            raw,
+        }
+    }
+
+    /// The value, when it parsed.
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref().ok()
+    }
+
+    /// The value as written in the config.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The value, or why config field `field` has none.
+    pub fn value(&self, field: &str) -> Result<&T, BuildError> {
+        self.value
+            .as_ref()
+            .map_err(|why| BuildError::new(field, why.clone()))
+    }
+
+    /// Adds why config field `field` did not parse to a kind's `validate` problems.
+    pub(crate) fn report(&self, field: &str, out: &mut Vec<(String, String)>) {
+        if let Err(e) = self.value(field) {
+            out.push(e.into());
+        }
+    }
+}
+
+impl Checked<Url> {
+    /// `raw` checked to be an absolute http(s) URL.
+    pub fn http_url(raw: &str) -> Self {
+        Self::parse(raw.to_string(), http_url)
+    }
+}
+
+/// An absolute http(s) URL.
+impl<'de> Deserialize<'de> for Checked<Url> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        location(&s).map_err(serde::de::Error::custom)
+        String::deserialize(d).map(|s| Self::parse(s, http_url))
+    }
+}
+
+/// An http(s) URL or a file path, not empty.
+impl<'de> Deserialize<'de> for Checked<Location> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self::parse(s, location))
     }
 }
 
@@ -356,23 +413,9 @@ pub(crate) async fn read_location(
 /// Deserializes an optional `Location` where `""` means none.
 pub(crate) fn de_opt_location<'de, D: Deserializer<'de>>(
     d: D,
-) -> Result<Option<Location>, D::Error> {
+) -> Result<Option<Checked<Location>>, D::Error> {
     let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Ok(None);
-    }
-    location(&s).map(Some).map_err(serde::de::Error::custom)
-}
-
-/// Deserializes an absolute http(s) URL.
-pub(crate) fn de_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
-    let s = String::deserialize(d)?;
-    http_url(&s).map_err(serde::de::Error::custom)
-}
-
-/// Like `de_http_url`, for an optional key (`#[serde(default)]` gives `None`).
-pub(crate) fn de_opt_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
-    de_http_url(d).map(Some)
+    Ok((!s.trim().is_empty()).then(|| Checked::parse(s, location)))
 }
 
 /// `value` as an absolute http(s) URL, or why it is not one.

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    de_http_url, endpoint, find_stream_url, pattern_of, patterns_of, with_slash, BuildContext,
-    BuildError, Kind, Service,
+    endpoint, find_stream_url, pattern_of, patterns_of, with_slash, BuildContext, BuildError,
+    Checked, Kind, Service,
 };
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
@@ -36,8 +36,7 @@ pub const DEFAULT_PATTERNS: [&str; 2] = [
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
-    #[serde(deserialize_with = "de_http_url")]
-    pub base_url: Url,
+    pub base_url: Checked<Url>,
     pub channels: ChannelSource,
     /// The channel's page: required without `steps`; with them it only defines `{page}`.
     #[serde(default)]
@@ -160,7 +159,7 @@ impl Kind for ScrapeConfig {
                     .is_some_and(|(_, rest)| !rest.split('/').next().unwrap_or("").contains('{'))
             })
             .filter_map(|u| Url::parse(u.trim()).ok());
-        std::iter::once(self.base_url.clone()).chain(steps).collect()
+        self.base_url.get().cloned().into_iter().chain(steps).collect()
     }
 
     fn build(
@@ -175,6 +174,7 @@ impl Kind for ScrapeConfig {
         let scrape = Scrape::new(
             service,
             self,
+            with_slash(self.base_url.value("base_url")?.clone()),
             list_pattern,
             self.stream_patterns()?,
             self.recipe()?,
@@ -185,6 +185,7 @@ impl Kind for ScrapeConfig {
 
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.base_url.report("base_url", &mut out);
         let c = &self.channels;
         match (&c.list, &c.path, &c.pattern) {
             (Some(_), None, None) => {}
@@ -472,12 +473,12 @@ impl Scrape {
     fn new(
         cfg: &ServiceConfig,
         kind: &ScrapeConfig,
+        base: Url,
         list_pattern: Option<Regex>,
         patterns: Vec<Regex>,
         steps: Vec<RecipeStep>,
         ctx: &BuildContext,
     ) -> Self {
-        let base = with_slash(kind.base_url.clone());
         Self {
             name: cfg.name.clone(),
             list_pattern,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use url::Url;
 
-use super::{de_http_url, with_slash, BuildContext, BuildError, GuideSource, Kind, Service};
+use super::{with_slash, BuildContext, BuildError, Checked, GuideSource, Kind, Service};
 use crate::config::{Secret, ServiceConfig};
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
@@ -32,8 +32,7 @@ const SLOT_WAIT: Duration = Duration::from_secs(2);
 #[serde(deny_unknown_fields)]
 pub struct XtreamConfig {
     /// The panel, e.g. `http://provider.example:8080`.
-    #[serde(deserialize_with = "de_http_url")]
-    pub base_url: Url,
+    pub base_url: Checked<Url>,
     pub username: Secret,
     pub password: Secret,
     /// What `resolve` asks the panel for: continuous MPEG-TS or HLS.
@@ -63,7 +62,7 @@ impl Output {
 
 impl Kind for XtreamConfig {
     fn configured_urls(&self) -> Vec<Url> {
-        vec![self.base_url.clone()]
+        self.base_url.get().cloned().into_iter().collect()
     }
 
     fn build(
@@ -71,11 +70,13 @@ impl Kind for XtreamConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        Ok(Arc::new(Xtream::new(service, self, ctx)))
+        let base = with_slash(self.base_url.value("base_url")?.clone());
+        Ok(Arc::new(Xtream::new(service, self, base, ctx)))
     }
 
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        self.base_url.report("base_url", &mut out);
         if self.username.is_empty() {
             out.push(("username".into(), "must not be empty".into()));
         }
@@ -115,8 +116,7 @@ pub struct Xtream {
 }
 
 impl Xtream {
-    pub fn new(cfg: &ServiceConfig, kind: &XtreamConfig, ctx: &BuildContext) -> Self {
-        let base = with_slash(kind.base_url.clone());
+    fn new(cfg: &ServiceConfig, kind: &XtreamConfig, base: Url, ctx: &BuildContext) -> Self {
         Self {
             name: cfg.name.clone(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
