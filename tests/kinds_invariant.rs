@@ -25,8 +25,8 @@ fn root() -> &'static Path {
 
 /// The kinds as declared in src/services/mod.rs, read from the source.
 fn declared() -> Vec<Declared> {
-    let text = std::fs::read_to_string(root().join("src/services/mod.rs"))
-        .expect("src/services/mod.rs");
+    let text =
+        std::fs::read_to_string(root().join("src/services/mod.rs")).expect("src/services/mod.rs");
     let start = text
         .find("\nkinds! {")
         .expect("src/services/mod.rs declares the kinds in `kinds! { ... }`");
@@ -45,7 +45,11 @@ fn declared() -> Vec<Declared> {
             Declared {
                 module: module.trim().to_string(),
                 variant: variant.trim().to_string(),
-                name: name.trim().trim_end_matches(',').trim_matches('"').to_string(),
+                name: name
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim_matches('"')
+                    .to_string(),
             }
         })
         .collect()
@@ -76,7 +80,12 @@ fn the_declaration_is_the_list_of_kinds() {
     assert_eq!(names, KindConfig::KINDS, "read from the kinds! declaration");
     for d in &declared {
         let file = root().join("src/services").join(format!("{}.rs", d.module));
-        assert!(file.exists(), "kind `{}` has no file {}", d.name, file.display());
+        assert!(
+            file.exists(),
+            "kind `{}` has no file {}",
+            d.name,
+            file.display()
+        );
     }
 }
 
@@ -139,7 +148,10 @@ fn every_kind_has_an_example_that_loads_and_builds() {
         );
         for s in examples {
             if let Err(e) = try_build(s, &ctx) {
-                panic!("the example `{}` of kind `{kind}` does not build: {e}", s.name);
+                panic!(
+                    "the example `{}` of kind `{kind}` does not build: {e}",
+                    s.name
+                );
             }
         }
     }

@@ -524,6 +524,70 @@ pub(crate) fn unique_id(seen: &mut std::collections::HashSet<String>, wanted: &s
 mod tests {
     use super::*;
 
+    /// A service entry with `kind`'s own keys, as deserialized without the loader's
+    /// checks (the shared keys from the built-in config).
+    fn entry(kind: KindConfig) -> ServiceConfig {
+        let mut cfg = crate::config::Config::builtin().services.remove(0);
+        cfg.kind = kind;
+        cfg
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            http: Http::new(1 << 20),
+            resolved_ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// Whatever `build` refuses, the config check (`validate`) reports with the same
+    /// field and message, so a refused build never reaches a running server.
+    #[tokio::test]
+    async fn what_build_refuses_the_check_reports() {
+        let refused = [
+            KindConfig::Xtream(
+                toml::from_str(
+                    "base_url = \"ftp://panel.example\"\nusername = \"u\"\npassword = \"p\"",
+                )
+                .unwrap(),
+            ),
+            KindConfig::JsonApi(
+                toml::from_str(
+                    "base_url = \"http://api.example/\"\n[channels]\npath = \"c\"\n\
+                     [stream]\npath = \"s/{channel_id}\"\npatterns = [\"ok\", \"(\"]",
+                )
+                .unwrap(),
+            ),
+            KindConfig::Scrape(
+                toml::from_str(
+                    "base_url = \"http://site.example/\"\n[channels]\nlist = []\n\
+                     [[steps]]\nurl = \"/a\"\nregex = \"(?P<url>.+\"",
+                )
+                .unwrap(),
+            ),
+            KindConfig::M3u(toml::from_str("url = \"http://\"").unwrap()),
+            KindConfig::AceStream(
+                toml::from_str("engine_url = \"engine\"\nchannels_url = \"list.m3u\"").unwrap(),
+            ),
+        ];
+        for kind in refused {
+            let problems = kind.validate();
+            let name = kind.kind_name();
+            let Err(e) = try_build(&entry(kind.clone()), &ctx()) else {
+                panic!("{name}: built");
+            };
+            assert!(
+                problems.contains(&(e.field.clone(), e.message.clone())),
+                "{name}: build refused `{e}`, the check said {problems:?}"
+            );
+            // `build` keeps the service, failing with the reason instead of guessing.
+            let service = build(&entry(kind), &ctx());
+            let Err(listing) = service.channels().await else {
+                panic!("{name}: a refused service listed channels");
+            };
+            assert!(listing.to_string().contains(&e.message), "{listing}");
+        }
+    }
+
     fn check(body: &str, patterns: &[&str], expected: Option<&str>) {
         let pats: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
         let res = patterns_of("patterns", &pats).unwrap();
