@@ -301,15 +301,6 @@ impl Location {
     }
 }
 
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Url(u) => write!(f, "{u}"),
-            Self::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
 /// A config value parsed once at load, kept with the reason when it does not parse:
 /// the config check reports that reason among the service's other problems (one bad
 /// URL hides nothing else), and `build` refuses it.
