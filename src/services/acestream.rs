@@ -25,7 +25,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    read_location, with_slash, BuildContext, BuildError, Checked, Kind, Location, Service,
+    read_location, BuildContext, BuildError, Checked, Kind, Location, Service,
 };
 use crate::config::{de_duration, ServiceConfig};
 use crate::error::{redact, UpstreamError};
@@ -119,7 +119,7 @@ impl Kind for AceStreamConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        let engine = with_slash(self.engine_url.value("engine_url")?.clone());
+        let engine = self.engine_url.base("engine_url")?;
         let channels_url = match &self.channels_url {
             Some(l) => Some(l.value("channels_url")?.clone()),
             None => None,

@@ -20,7 +20,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    endpoint, find_stream_url, patterns_of, with_slash, BuildContext, BuildError, Checked,
+    endpoint, find_stream_url, patterns_of, BuildContext, BuildError, Checked,
     GuideSource, Kind, Service,
 };
 use crate::config::ServiceConfig;
@@ -118,7 +118,7 @@ impl Kind for JsonApiConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        let base = with_slash(self.base_url.value("base_url")?.clone());
+        let base = self.base_url.base("base_url")?;
         let patterns = self.patterns()?;
         Ok(Arc::new(JsonApi::new(service, self, base, patterns, ctx)))
     }

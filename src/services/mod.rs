@@ -349,6 +349,11 @@ impl Checked<Url> {
     pub fn http_url(raw: &str) -> Self {
         Self::parse(raw.to_string(), http_url)
     }
+
+    /// The URL as a base to join paths to (see `base_url`), or why field `field` has none.
+    pub fn base(&self, field: &str) -> Result<Url, BuildError> {
+        self.value(field).cloned().map(with_slash)
+    }
 }
 
 /// An absolute http(s) URL.

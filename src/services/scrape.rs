@@ -19,7 +19,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    endpoint, find_stream_url, pattern_of, patterns_of, with_slash, BuildContext, BuildError,
+    endpoint, find_stream_url, pattern_of, patterns_of, BuildContext, BuildError,
     Checked, Kind, Service,
 };
 use crate::config::ServiceConfig;
@@ -174,7 +174,7 @@ impl Kind for ScrapeConfig {
         let scrape = Scrape::new(
             service,
             self,
-            with_slash(self.base_url.value("base_url")?.clone()),
+            self.base_url.base("base_url")?,
             list_pattern,
             self.stream_patterns()?,
             self.recipe()?,

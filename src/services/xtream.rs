@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use url::Url;
 
-use super::{with_slash, BuildContext, BuildError, Checked, GuideSource, Kind, Service};
+use super::{BuildContext, BuildError, Checked, GuideSource, Kind, Service};
 use crate::config::{Secret, ServiceConfig};
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
@@ -70,7 +70,7 @@ impl Kind for XtreamConfig {
         service: &ServiceConfig,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Service>, BuildError> {
-        let base = with_slash(self.base_url.value("base_url")?.clone());
+        let base = self.base_url.base("base_url")?;
         Ok(Arc::new(Xtream::new(service, self, base, ctx)))
     }
 
