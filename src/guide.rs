@@ -34,13 +34,13 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
-use url::Url;
 
 use crate::config::GuideConfig;
 use crate::lineup::{normalise, Lineup};
 use crate::model::Channel;
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
+use crate::services::GuideSource;
 use crate::xmltv::{self, ChannelMap, Match, OutChannel, ServiceGuide};
 
 /// One guide download may take this long in all (its reads are also idle-bounded by
@@ -456,13 +456,14 @@ impl Guides {
         let Some(source) = service.guide_source() else {
             return Ok(None);
         };
-        let shown = match Url::parse(&source) {
-            Ok(u) => service.shown_url(&u),
-            Err(_) => source.clone(),
+        let shown = match &source {
+            GuideSource::Url(u) => service.shown_url(u),
+            GuideSource::File(path) => path.display().to_string(),
+            GuideSource::Inline { shown, .. } => shown.clone(),
         };
         let map = Mapping::new(name, &channels, lineup);
         let work = async {
-            let reader = open(&*service, &source).await?;
+            let reader = open(&*service, source).await?;
             xmltv::read(reader, &map, from, to)
                 .await
                 .map_err(|e| e.to_string())
@@ -575,21 +576,24 @@ fn now_rfc3339() -> String {
 /// The guide's bytes, gunzipped when they are gzip (by content, not name), bounded.
 async fn open(
     service: &dyn crate::services::Service,
-    source: &str,
+    source: GuideSource,
 ) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String> {
-    let raw: Box<dyn AsyncBufRead + Send + Unpin> = if source.contains("://") {
-        let url = Url::parse(source).map_err(|e| format!("bad guide URL: {e}"))?;
-        let fetched = service
-            .fetch(&url, &Vec::new(), None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = fetched.body.map_err(std::io::Error::other);
-        Box::new(tokio_util::io::StreamReader::new(body))
-    } else {
-        let file = tokio::fs::File::open(source)
-            .await
-            .map_err(|e| format!("cannot read {source}: {e}"))?;
-        Box::new(BufReader::new(file))
+    let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
+        GuideSource::Url(url) => {
+            let fetched = service
+                .fetch(&url, &Vec::new(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = fetched.body.map_err(std::io::Error::other);
+            Box::new(tokio_util::io::StreamReader::new(body))
+        }
+        GuideSource::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Box::new(BufReader::new(file))
+        }
+        GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
     };
     let mut raw = raw;
     let head = raw

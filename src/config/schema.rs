@@ -12,12 +12,7 @@ use crate::services::KindConfig;
 
 /// The config used when no file is given and `config/freesky.toml` does not exist:
 /// the offline demo channel only.
-pub const BUILTIN: &str = r#"
-[[services]]
-name = "Demo"
-kind = "demo"
-description = "Built-in offline test channel"
-"#;
+pub const BUILTIN: &str = crate::services::BUILTIN_CONFIG;
 
 /// The default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/freesky.toml";

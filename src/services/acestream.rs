@@ -24,7 +24,9 @@ use futures::StreamExt;
 use serde::Deserialize;
 use url::Url;
 
-use super::{base_url, check_http_url, BuildContext, Service};
+use super::{
+    read_location, BuildContext, BuildError, Checked, Kind, Location, Service,
+};
 use crate::config::{de_duration, ServiceConfig};
 use crate::error::{redact, UpstreamError};
 use crate::model::{Channel, Headers, ResolvedStream};
@@ -37,13 +39,13 @@ const DEFAULT_ENGINE: &str = "http://127.0.0.1:6878";
 pub struct AceStreamConfig {
     /// The engine's HTTP API.
     #[serde(default = "default_engine_url")]
-    pub engine_url: String,
+    pub engine_url: Checked<Url>,
     /// Channels listed in the config itself.
     #[serde(default)]
     pub channels: Vec<AceChannel>,
     /// An M3U (http(s) URL or file path) whose entries are `acestream://<id>` or bare ids.
     #[serde(default)]
-    pub channels_url: Option<String>,
+    pub channels_url: Option<Checked<Location>>,
     /// What the engine serves: HLS (`manifest.m3u8`) or one MPEG-TS stream (`getstream`).
     #[serde(default)]
     pub mode: Mode,
@@ -52,8 +54,8 @@ pub struct AceStreamConfig {
     pub idle_stop: Duration,
 }
 
-fn default_engine_url() -> String {
-    DEFAULT_ENGINE.into()
+fn default_engine_url() -> Checked<Url> {
+    Checked::http_url(DEFAULT_ENGINE)
 }
 
 fn default_idle_stop() -> Duration {
@@ -100,19 +102,40 @@ pub fn content_id(s: &str) -> Option<String> {
         .then(|| raw.to_ascii_lowercase())
 }
 
-impl AceStreamConfig {
+impl Kind for AceStreamConfig {
     /// `engine_url` and `channels_url` (when not a file).
-    pub fn configured_urls(&self) -> Vec<&str> {
-        std::iter::once(&self.engine_url)
-            .chain(self.channels_url.as_ref())
-            .map(String::as_str)
-            .filter(|u| u.contains("://"))
+    fn configured_urls(&self) -> Vec<Url> {
+        let listed = self.channels_url.as_ref().and_then(Checked::get);
+        self.engine_url
+            .get()
+            .into_iter()
+            .chain(listed.and_then(Location::url))
+            .cloned()
             .collect()
     }
 
-    pub fn validate(&self) -> Vec<(String, String)> {
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        let engine = self.engine_url.base("engine_url")?;
+        let channels_url = match &self.channels_url {
+            Some(l) => Some(l.value("channels_url")?.clone()),
+            None => None,
+        };
+        Ok(Arc::new(AceStream::new(
+            service,
+            self,
+            engine,
+            channels_url,
+            ctx,
+        )))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        check_http_url("engine_url", &self.engine_url, &mut out);
+        self.engine_url.report("engine_url", &mut out);
         if self.channels.is_empty() && self.channels_url.is_none() {
             out.push((
                 "channels".into(),
@@ -140,11 +163,7 @@ impl AceStreamConfig {
             }
         }
         if let Some(u) = &self.channels_url {
-            if u.trim().is_empty() {
-                out.push(("channels_url".into(), "must not be empty".into()));
-            } else if u.contains("://") {
-                check_http_url("channels_url", u, &mut out);
-            }
+            u.report("channels_url", &mut out);
         }
         if self.idle_stop.is_zero() {
             out.push(("idle_stop".into(), "must be more than 0s".into()));
@@ -283,9 +302,9 @@ impl Shared {
 
 pub struct AceStream {
     shared: Arc<Shared>,
-    engine: Option<Url>,
+    engine: Url,
     inline: Vec<AceChannel>,
-    channels_url: Option<String>,
+    channels_url: Option<Location>,
     mode: Mode,
     /// Identifies this freesky to the engine, so that asking twice for one channel joins
     /// the same engine session instead of starting another.
@@ -296,9 +315,14 @@ pub struct AceStream {
 }
 
 impl AceStream {
-    pub fn new(cfg: &ServiceConfig, kind: &AceStreamConfig, ctx: &BuildContext) -> Self {
-        let engine = base_url(&kind.engine_url);
-        let http = ServiceHttp::new(ctx.http.clone(), cfg, engine.as_ref());
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &AceStreamConfig,
+        engine: Url,
+        channels_url: Option<Location>,
+        ctx: &BuildContext,
+    ) -> Self {
+        let http = ServiceHttp::new(ctx.http.clone(), cfg, Some(&engine));
         // Random per process: stable while it runs, distinct between instances.
         let mut h = RandomState::new().build_hasher();
         h.write(cfg.name.as_bytes());
@@ -311,7 +335,7 @@ impl AceStream {
             }),
             engine,
             inline: kind.channels.clone(),
-            channels_url: kind.channels_url.clone().filter(|u| !u.trim().is_empty()),
+            channels_url,
             mode: kind.mode,
             pid: format!("freesky-{:016x}", h.finish()),
             resolved_ttl: ctx.resolved_ttl,
@@ -341,24 +365,8 @@ impl AceStream {
     }
 
     /// The channels of `channels_url`.
-    async fn listed(&self, source: &str) -> Result<Vec<Channel>, UpstreamError> {
-        let text = if source.contains("://") {
-            let url =
-                Url::parse(source).map_err(|e| UpstreamError::Invalid(format!("bad url: {e}")))?;
-            self.shared.http.get_text(&url, &Vec::new()).await?.1
-        } else {
-            let limit = self.shared.http.http.max_body;
-            let bytes = tokio::fs::read(source)
-                .await
-                .map_err(|e| UpstreamError::Invalid(format!("cannot read {source}: {e}")))?;
-            if bytes.len() > limit {
-                return Err(UpstreamError::TooLarge {
-                    url: source.to_string(),
-                    limit,
-                });
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
+    async fn listed(&self, source: &Location) -> Result<Vec<Channel>, UpstreamError> {
+        let (_, text) = read_location(&self.shared.http, source).await?;
         let playlist = crate::m3u::parse(&text);
         if playlist.entries.is_empty() && !text.trim_start().starts_with("#EXTM3U") {
             return Err(UpstreamError::Invalid(
@@ -440,10 +448,7 @@ impl Service for AceStream {
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
         let id =
             content_id(&channel.id).ok_or_else(|| UpstreamError::NoChannel(channel.id.clone()))?;
-        let engine = self
-            .engine
-            .as_ref()
-            .ok_or_else(|| UpstreamError::Invalid("engine_url is not a URL".into()))?;
+        let engine = &self.engine;
         let path = match self.mode {
             Mode::Hls => "ace/manifest.m3u8",
             Mode::Ts => "ace/getstream",

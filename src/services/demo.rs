@@ -5,8 +5,9 @@
 //!
 //! The stream lives at `http://demo.freesky.invalid/...`; `fetch` answers those URLs
 //! in-process, so the rest of freesky (rewriting, signing, proxying) treats the demo
-//! like any other upstream.
+//! like any other upstream. Its guide is made in-process too (`GuideSource::Inline`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use url::Url;
 
-use super::{BuildContext, Service};
+use super::{BuildContext, BuildError, GuideSource, Kind, Service};
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
@@ -24,6 +25,16 @@ use crate::upstream::{Fetched, ServiceHttp};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {}
+
+impl Kind for DemoConfig {
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        Ok(Arc::new(Demo::new(service, ctx)))
+    }
+}
 
 const HOST: &str = "demo.freesky.invalid";
 const SEGMENT_SECS: u64 = 2;
@@ -119,8 +130,12 @@ impl Service for Demo {
         }])
     }
 
-    fn guide_source(&self) -> Option<String> {
-        Some(url("guide.xml").to_string())
+    fn guide_source(&self) -> Option<GuideSource> {
+        Some(GuideSource::Inline {
+            // What the guide status has always shown for the demo's guide.
+            shown: format!("http://{HOST}/guide.xml"),
+            xml: guide(unix_now()).into(),
+        })
     }
 
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
@@ -155,11 +170,6 @@ impl Service for Demo {
         const M3U8: &str = "application/vnd.apple.mpegurl";
         match path {
             "master.m3u8" => Ok(Fetched::from_bytes(url.clone(), M3U8, master().into())),
-            "guide.xml" => Ok(Fetched::from_bytes(
-                url.clone(),
-                "application/xml",
-                guide(unix_now()).into(),
-            )),
             "live.m3u8" => Ok(Fetched::from_bytes(
                 url.clone(),
                 M3U8,

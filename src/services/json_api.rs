@@ -5,13 +5,12 @@
 //!
 //! Besides (or instead of) fixed channels, `[services.events]` lists time-bound events
 //! (`events.rs`): each is a channel only around its time, and the service serves their
-//! programmes as its own guide, in-process like the demo's (`fetch` answers
-//! `http://events.freesky.invalid/guide.xml`).
+//! programmes as its own guide, in-process like the demo's (`GuideSource::Inline`).
 
 pub(crate) mod events;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,18 +20,19 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    base_url, check_http_url, compile_patterns, endpoint, find_stream_url, BuildContext, Service,
+    endpoint, find_stream_url, patterns_of, BuildContext, BuildError, Checked,
+    GuideSource, Kind, Service,
 };
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
-use crate::upstream::{Fetched, ServiceHttp};
+use crate::upstream::ServiceHttp;
 pub use events::EventsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonApiConfig {
-    pub base_url: String,
+    pub base_url: Checked<Url>,
     /// Fixed channels; optional when `events` lists everything.
     #[serde(default)]
     pub channels: Option<ChannelsEndpoint>,
@@ -46,7 +46,7 @@ pub struct JsonApiConfig {
     pub events: Option<Box<EventsConfig>>,
 }
 
-/// Where the events' guide is served from, in-process (`Service::fetch`).
+/// What the guide status shows as the source of the events' guide (made in-process).
 const EVENTS_GUIDE: &str = "http://events.freesky.invalid/guide.xml";
 
 /// Where the channel list is and how to read each channel.
@@ -99,9 +99,33 @@ pub struct StreamEndpoint {
 }
 
 impl JsonApiConfig {
-    pub fn validate(&self) -> Vec<(String, String)> {
+    /// `stream.patterns`, compiled.
+    fn patterns(&self) -> Result<Vec<Regex>, BuildError> {
+        match &self.stream {
+            Some(s) => patterns_of("stream.patterns", &s.patterns),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Kind for JsonApiConfig {
+    fn configured_urls(&self) -> Vec<Url> {
+        self.base_url.get().cloned().into_iter().collect()
+    }
+
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        let base = self.base_url.base("base_url")?;
+        let patterns = self.patterns()?;
+        Ok(Arc::new(JsonApi::new(service, self, base, patterns, ctx)))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        check_http_url("base_url", &self.base_url, &mut out);
+        self.base_url.report("base_url", &mut out);
         let mut pointers = Vec::new();
         if let Some(c) = &self.channels {
             pointers.extend([
@@ -157,8 +181,8 @@ impl JsonApiConfig {
                 "needs `url` (a JSON pointer) or `patterns`".into(),
             ));
         }
-        if let Err((i, e)) = compile_patterns(&stream.patterns) {
-            out.push((format!("stream.patterns[{i}]"), format!("bad regex: {e}")));
+        if let Err(e) = self.patterns() {
+            out.push(e.into());
         }
         out
     }
@@ -177,17 +201,16 @@ pub struct JsonApi {
 }
 
 impl JsonApi {
-    pub fn new(cfg: &ServiceConfig, kind: &JsonApiConfig, ctx: &BuildContext) -> Self {
-        // validate() has checked both; fall back to harmless values rather than panic.
-        let base = base_url(&kind.base_url)
-            .unwrap_or_else(|| Url::parse("http://invalid./").expect("static URL"));
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &JsonApiConfig,
+        base: Url,
+        patterns: Vec<Regex>,
+        ctx: &BuildContext,
+    ) -> Self {
         Self {
             name: cfg.name.clone(),
-            patterns: kind
-                .stream
-                .as_ref()
-                .and_then(|s| compile_patterns(&s.patterns).ok())
-                .unwrap_or_default(),
+            patterns,
             http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
             cfg: kind.clone(),
             base,
@@ -423,30 +446,17 @@ impl Service for JsonApi {
         &self.http
     }
 
-    fn guide_source(&self) -> Option<String> {
-        self.cfg.events.as_ref().map(|_| EVENTS_GUIDE.to_string())
-    }
-
-    async fn fetch(
-        &self,
-        url: &Url,
-        headers: &Headers,
-        range: Option<&str>,
-    ) -> Result<Fetched, UpstreamError> {
-        if url.as_str() == EVENTS_GUIDE && self.cfg.events.is_some() {
-            let listed = self
-                .listed_events
-                .lock()
-                .expect("events lock is never poisoned")
-                .clone();
-            let xml = events::guide(&listed, &self.name);
-            return Ok(Fetched::from_bytes(
-                url.clone(),
-                "application/xml",
-                xml.into(),
-            ));
-        }
-        self.http.get(url, headers, range).await
+    fn guide_source(&self) -> Option<GuideSource> {
+        self.cfg.events.as_ref()?;
+        let listed = self
+            .listed_events
+            .lock()
+            .expect("events lock is never poisoned")
+            .clone();
+        Some(GuideSource::Inline {
+            shown: EVENTS_GUIDE.into(),
+            xml: events::guide(&listed, &self.name).into(),
+        })
     }
 }
 

@@ -3,13 +3,17 @@
 //! headers (`#EXTVLCOPT`, `#KODIPROP`, Kodi `|Referer=` suffixes) travel with it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use url::Url;
 
-use super::{check_http_url, unique_id, BuildContext, Service};
+use super::{
+    de_opt_location, read_location, unique_id, BuildContext, BuildError, Checked, GuideSource,
+    Kind, Location, Service,
+};
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
 use crate::lineup::slugify;
@@ -20,114 +24,109 @@ use crate::upstream::ServiceHttp;
 #[serde(deny_unknown_fields)]
 pub struct M3uConfig {
     /// The playlist: `http(s)://...` or a file path.
-    pub url: String,
+    pub url: Checked<Location>,
     /// XMLTV guide for these channels (URL or file, plain or gzipped); default: the
     /// list header's `url-tvg` / `x-tvg-url`.
-    #[serde(default)]
-    pub epg_url: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_location")]
+    pub epg_url: Option<Checked<Location>>,
     /// The origin `[services.auth]` credentials go to (`https://panel.example`).
     /// Default: `url`'s origin; required with credentials when `url` is a file, since
     /// they would otherwise go to whatever hosts the file names.
     #[serde(default)]
-    pub origin: Option<String>,
+    pub origin: Option<Checked<Url>>,
 }
 
 impl M3uConfig {
-    pub fn validate(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if self.url.trim().is_empty() {
-            out.push(("url".into(), "must not be empty".into()));
-        } else if self.url.contains("://") {
-            check_http_url("url", &self.url, &mut out);
+    /// Where credentials go: `origin`, else `url` when it is an http(s) URL.
+    fn auth_origin(&self) -> Option<&Url> {
+        match &self.origin {
+            Some(origin) => origin.get(),
+            None => self.url.get().and_then(Location::url),
         }
+    }
+}
+
+impl Kind for M3uConfig {
+    /// `url` (when not a file), `origin` and `epg_url` (when not a file).
+    fn configured_urls(&self) -> Vec<Url> {
+        [Some(&self.url), self.epg_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.get().and_then(Location::url))
+            .chain(self.origin.as_ref().and_then(Checked::get))
+            .cloned()
+            .collect()
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.url.report("url", &mut out);
         if let Some(e) = &self.epg_url {
-            if e.contains("://") {
-                check_http_url("epg_url", e, &mut out);
-            }
+            e.report("epg_url", &mut out);
         }
         if let Some(o) = &self.origin {
-            check_http_url("origin", o, &mut out);
+            o.report("origin", &mut out);
         }
         out
     }
 
-    /// `url` (when not a file), `origin` and `epg_url` (when not a file).
-    pub fn configured_urls(&self) -> Vec<&str> {
-        [Some(&self.url), self.origin.as_ref(), self.epg_url.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .filter(|u| u.contains("://"))
-            .collect()
-    }
-
-    /// Where credentials go: `origin`, else `url` when it is an http(s) URL.
-    fn auth_origin(&self) -> Option<Url> {
-        self.origin
-            .as_deref()
-            .or_else(|| self.url.contains("://").then_some(self.url.as_str()))
-            .and_then(|u| Url::parse(u).ok())
-    }
-
-    pub fn auth_without_origin(&self) -> Option<String> {
+    fn auth_without_origin(&self) -> Option<String> {
         self.auth_origin().is_none().then(|| {
             format!(
                 "`url` is a file ({}), so set `origin = \"https://...\"` on the service: \
                  credentials go only to that origin, never to the hosts the file lists",
-                self.url
+                self.url.raw()
             )
         })
+    }
+
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        let source = self.url.value("url")?.clone();
+        let epg_url = match &self.epg_url {
+            Some(e) => Some(e.value("epg_url")?.clone()),
+            None => None,
+        };
+        Ok(Arc::new(M3u::new(service, self, source, epg_url, ctx)))
     }
 }
 
 pub struct M3u {
     name: String,
-    source: String,
-    epg_url: Option<String>,
+    source: Location,
+    epg_url: Option<Location>,
     /// The guide the list's header names (`url-tvg`), from the last load.
-    header_guide: std::sync::Mutex<Option<String>>,
+    header_guide: std::sync::Mutex<Option<Url>>,
     http: ServiceHttp,
     resolved_ttl: Duration,
 }
 
 impl M3u {
-    pub fn new(cfg: &ServiceConfig, kind: &M3uConfig, ctx: &BuildContext) -> Self {
-        let origin = kind.auth_origin();
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &M3uConfig,
+        source: Location,
+        epg_url: Option<Location>,
+        ctx: &BuildContext,
+    ) -> Self {
         Self {
             name: cfg.name.clone(),
-            source: kind.url.clone(),
-            epg_url: kind.epg_url.clone().filter(|u| !u.trim().is_empty()),
+            source,
+            epg_url,
             header_guide: std::sync::Mutex::default(),
-            http: ServiceHttp::new(ctx.http.clone(), cfg, origin.as_ref()),
+            http: ServiceHttp::new(ctx.http.clone(), cfg, kind.auth_origin()),
             resolved_ttl: ctx.resolved_ttl,
         }
-    }
-
-    async fn load(&self) -> Result<(Option<Url>, String), UpstreamError> {
-        if self.source.contains("://") {
-            let url = Url::parse(&self.source)
-                .map_err(|e| UpstreamError::Invalid(format!("bad url: {e}")))?;
-            let (final_url, text) = self.http.get_text(&url, &Vec::new()).await?;
-            return Ok((Some(final_url), text));
-        }
-        let limit = self.http.http.max_body;
-        let bytes = tokio::fs::read(&self.source)
-            .await
-            .map_err(|e| UpstreamError::Invalid(format!("cannot read {}: {e}", self.source)))?;
-        if bytes.len() > limit {
-            return Err(UpstreamError::TooLarge {
-                url: self.source.clone(),
-                limit,
-            });
-        }
-        Ok((None, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
 #[async_trait]
 impl Service for M3u {
     async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
-        let (base, text) = self.load().await?;
+        let (base, text) = read_location(&self.http, &self.source).await?;
         let playlist = crate::m3u::parse(&text);
         if playlist.entries.is_empty() && !text.trim_start().starts_with("#EXTM3U") {
             return Err(UpstreamError::Invalid(
@@ -135,8 +134,8 @@ impl Service for M3u {
             ));
         }
         let header_guide = playlist.guide_url().and_then(|g| match &base {
-            Some(b) => b.join(g).ok().map(|u| u.to_string()),
-            None => Url::parse(g).ok().map(|u| u.to_string()),
+            Some(b) => b.join(g).ok(),
+            None => Url::parse(g).ok(),
         });
         *self
             .header_guide
@@ -206,12 +205,13 @@ impl Service for M3u {
         &self.http
     }
 
-    fn guide_source(&self) -> Option<String> {
-        self.epg_url.clone().or_else(|| {
+    fn guide_source(&self) -> Option<GuideSource> {
+        self.epg_url.clone().map(GuideSource::from).or_else(|| {
             self.header_guide
                 .lock()
                 .expect("guide lock is never poisoned")
                 .clone()
+                .map(GuideSource::Url)
         })
     }
 }

@@ -1,16 +1,22 @@
-//! Upstream services: the `Service` trait, the per-kind configuration enum and
-//! `build()`, which turns a `[[services]]` entry into a running service.
+//! Upstream services: the `Service` trait, the kinds of service and `build()`, which
+//! turns a `[[services]]` entry into a running service.
 //!
-//! This module and its kind files are the only code that knows which kinds exist.
-//! Adding a kind means: one file here, one `KindConfig` variant, one arm in each of
-//! the `match`es below, the example config and its tests.
+//! This module and its kind files are the only code that knows which kinds exist:
+//! the `kinds!` declaration below is the one list of them. It generates the kind
+//! modules, the `KindConfig` enum, the names accepted in `kind = "..."` (and listed
+//! in the config check's messages), the parsing of a kind's own keys, the kind name
+//! the status shows and the dispatch to each kind's `Kind` implementation. Adding a
+//! kind means: its own file (a config struct implementing `Kind`, and the service),
+//! one line in `kinds!`, an example in config/freesky.toml and its tests.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use toml::de::ValueDeserializer;
 use url::Url;
 
@@ -19,13 +25,119 @@ use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
 use crate::upstream::{Fetched, Http, ServiceHttp};
 
-pub mod acestream;
-pub mod demo;
-pub mod json_api;
-pub mod m3u;
 pub mod registry;
-pub mod scrape;
-pub mod xtream;
+
+/// Declares every kind: `module::ConfigStruct => Variant = "name",`. The module is the
+/// kind's file; its config struct is what `kind = "name"` entries deserialize into
+/// and implements [`Kind`].
+macro_rules! kinds {
+    ($($module:ident :: $config:ident => $variant:ident = $name:literal,)+) => {
+        $(pub mod $module;)+
+
+        /// The kind-specific part of a `[[services]]` entry.
+        #[derive(Debug, Clone)]
+        pub enum KindConfig {
+            $($variant($module::$config),)+
+        }
+
+        impl KindConfig {
+            /// The kinds this build knows, as written in `kind = "..."`.
+            pub const KINDS: &'static [&'static str] = &[$($name),+];
+
+            /// Deserializes the kind's own keys (everything but the shared ones).
+            pub fn parse(kind: &str, keys: ValueDeserializer<'_>) -> Result<Self, KindError> {
+                match kind {
+                    $($name => $module::$config::deserialize(keys)
+                        .map(Self::$variant)
+                        .map_err(KindError::Toml),)+
+                    _ => Err(KindError::Unknown),
+                }
+            }
+
+            /// The name written in `kind = "..."` (and shown in the service's status).
+            pub fn kind_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)+
+                }
+            }
+
+            /// The kind's own behaviour, for the methods below.
+            fn kind(&self) -> &dyn Kind {
+                match self {
+                    $(Self::$variant(c) => c,)+
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    demo::DemoConfig => Demo = "demo",
+    m3u::M3uConfig => M3u = "m3u",
+    json_api::JsonApiConfig => JsonApi = "json_api",
+    scrape::ScrapeConfig => Scrape = "scrape",
+    xtream::XtreamConfig => Xtream = "xtream",
+    acestream::AceStreamConfig => AceStream = "acestream",
+}
+
+/// The config used when no file is given: the built-in demo service only.
+pub const BUILTIN_CONFIG: &str = r#"
+[[services]]
+name = "Demo"
+kind = "demo"
+description = "Built-in offline test channel"
+"#;
+
+/// What each kind's config struct does; `kinds!` dispatches `KindConfig`'s methods here.
+pub trait Kind {
+    /// Checks serde cannot express: `(field, message)` pairs, field relative to the
+    /// service. Whatever `build` would refuse must be found here, so that the config
+    /// check reports it at its line instead of the server failing at start.
+    fn validate(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// The absolute http(s) URLs the config names (see `KindConfig::configured_urls`).
+    fn configured_urls(&self) -> Vec<Url> {
+        Vec::new()
+    }
+
+    /// Why `[services.auth]` cannot be used with this config, or `None` when it can.
+    fn auth_without_origin(&self) -> Option<String> {
+        None
+    }
+
+    /// The running service of this config (`service` holds the shared keys).
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError>;
+}
+
+/// Why a kind could not build its service: a config value `validate` should have
+/// refused. Reported like a config problem: `field` is relative to the service.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BuildError {
+    pub field: String,
+    pub message: String,
+}
+
+impl BuildError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BuildError> for (String, String) {
+    fn from(e: BuildError) -> Self {
+        (e.field, e.message)
+    }
+}
 
 /// One upstream streaming service (the original design's `BaseStreamer`).
 #[async_trait]
@@ -41,10 +153,9 @@ pub trait Service: Send + Sync {
     /// The service's HTTP identity (headers, credentials, timeout).
     fn http(&self) -> &ServiceHttp;
 
-    /// Where the service's XMLTV guide is (an http(s) URL, fetched with `fetch`, or
-    /// a file path), once known; `None` when it has none. Asked after `channels`,
-    /// since an M3U list names its guide in its header.
-    fn guide_source(&self) -> Option<String> {
+    /// Where the service's XMLTV guide is, once known; `None` when it has none. Asked
+    /// after `channels`, since an M3U list names its guide in its header.
+    fn guide_source(&self) -> Option<GuideSource> {
         None
     }
 
@@ -84,123 +195,253 @@ pub struct BuildContext {
     pub resolved_ttl: Duration,
 }
 
-/// The kind-specific part of a `[[services]]` entry.
-#[derive(Debug, Clone)]
-pub enum KindConfig {
-    Demo(demo::DemoConfig),
-    M3u(m3u::M3uConfig),
-    JsonApi(json_api::JsonApiConfig),
-    Scrape(scrape::ScrapeConfig),
-    Xtream(xtream::XtreamConfig),
-    AceStream(acestream::AceStreamConfig),
-}
-
 impl KindConfig {
-    /// The kinds this build knows, as written in `kind = "..."`.
-    pub const KINDS: &'static [&'static str] =
-        &["demo", "m3u", "json_api", "scrape", "xtream", "acestream"];
-
-    /// Deserializes the kind's own keys (everything but the shared ones).
-    pub fn parse(kind: &str, keys: ValueDeserializer<'_>) -> Result<Self, KindError> {
-        fn de<'a, T: Deserialize<'a>>(keys: ValueDeserializer<'a>) -> Result<T, KindError> {
-            T::deserialize(keys).map_err(KindError::Toml)
-        }
-        Ok(match kind {
-            "demo" => Self::Demo(de(keys)?),
-            "m3u" => Self::M3u(de(keys)?),
-            "json_api" => Self::JsonApi(de(keys)?),
-            "scrape" => Self::Scrape(de(keys)?),
-            "xtream" => Self::Xtream(de(keys)?),
-            "acestream" => Self::AceStream(de(keys)?),
-            _ => return Err(KindError::Unknown),
-        })
-    }
-
-    pub fn kind_name(&self) -> &'static str {
-        match self {
-            Self::Demo(_) => "demo",
-            Self::M3u(_) => "m3u",
-            Self::JsonApi(_) => "json_api",
-            Self::Scrape(_) => "scrape",
-            Self::Xtream(_) => "xtream",
-            Self::AceStream(_) => "acestream",
-        }
-    }
-
     /// The absolute URLs the service's config names (its origin, engine, guide...).
     /// Their hosts are trusted: URLs that upstream data supplies may reach a private
     /// address on them (and on no other host, unless `allow_private`).
     pub fn configured_urls(&self) -> Vec<Url> {
-        let urls = match self {
-            Self::Demo(_) => Vec::new(),
-            Self::M3u(c) => c.configured_urls(),
-            Self::JsonApi(c) => vec![c.base_url.as_str()],
-            Self::Scrape(c) => c.configured_urls(),
-            Self::Xtream(c) => vec![c.base_url.as_str()],
-            Self::AceStream(c) => c.configured_urls(),
-        };
-        urls.into_iter()
-            .filter_map(|u| Url::parse(u.trim()).ok())
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .collect()
+        let mut urls = self.kind().configured_urls();
+        urls.retain(|u| matches!(u.scheme(), "http" | "https"));
+        urls
     }
 
     /// Why `[services.auth]` cannot be used with this config (it names no origin the
     /// credentials could be kept to), or `None` when it can.
     pub fn auth_without_origin(&self) -> Option<String> {
-        match self {
-            Self::M3u(c) => c.auth_without_origin(),
-            _ => None,
-        }
+        self.kind().auth_without_origin()
     }
 
     /// Checks serde cannot express: `(field, message)` pairs, field relative to the service.
     pub fn validate(&self) -> Vec<(String, String)> {
-        match self {
-            Self::Demo(_) => Vec::new(),
-            Self::M3u(c) => c.validate(),
-            Self::JsonApi(c) => c.validate(),
-            Self::Scrape(c) => c.validate(),
-            Self::Xtream(c) => c.validate(),
-            Self::AceStream(c) => c.validate(),
-        }
+        self.kind().validate()
     }
 }
 
 /// Builds the running service of one config entry.
+pub fn try_build(cfg: &ServiceConfig, ctx: &BuildContext) -> Result<Arc<dyn Service>, BuildError> {
+    cfg.kind.kind().build(cfg, ctx)
+}
+
+/// Builds the running service of one config entry that the config check passed. Should
+/// the kind still refuse it (a config made without the loader), the service is kept,
+/// listed with the reason in its status, instead of failing every other service.
 pub fn build(cfg: &ServiceConfig, ctx: &BuildContext) -> Arc<dyn Service> {
-    match &cfg.kind {
-        KindConfig::Demo(_) => Arc::new(demo::Demo::new(cfg, ctx)),
-        KindConfig::M3u(k) => Arc::new(m3u::M3u::new(cfg, k, ctx)),
-        KindConfig::JsonApi(k) => Arc::new(json_api::JsonApi::new(cfg, k, ctx)),
-        KindConfig::Scrape(k) => Arc::new(scrape::Scrape::new(cfg, k, ctx)),
-        KindConfig::Xtream(k) => Arc::new(xtream::Xtream::new(cfg, k, ctx)),
-        KindConfig::AceStream(k) => Arc::new(acestream::AceStream::new(cfg, k, ctx)),
+    try_build(cfg, ctx).unwrap_or_else(|error| {
+        tracing::error!(service = %cfg.name, "cannot build the service: {error}");
+        Arc::new(Unbuilt {
+            http: ServiceHttp::new(ctx.http.clone(), cfg, None),
+            error,
+        })
+    })
+}
+
+/// A service whose config its kind refused: every request fails with the reason.
+struct Unbuilt {
+    http: ServiceHttp,
+    error: BuildError,
+}
+
+impl Unbuilt {
+    fn refused(&self) -> UpstreamError {
+        UpstreamError::Invalid(format!("the service's config is refused: {}", self.error))
+    }
+}
+
+#[async_trait]
+impl Service for Unbuilt {
+    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        Err(self.refused())
+    }
+
+    async fn resolve(&self, _channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
+        Err(self.refused())
+    }
+
+    fn http(&self) -> &ServiceHttp {
+        &self.http
+    }
+}
+
+/// Where a service's XMLTV guide comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GuideSource {
+    /// Fetched with the service's `fetch` (plain or gzipped).
+    Url(Url),
+    /// A local file (plain or gzipped).
+    File(PathBuf),
+    /// Made in-process by the service itself (the demo's, a JSON API's events): the
+    /// XMLTV and what the guide status shows as its source.
+    Inline { shown: String, xml: Bytes },
+}
+
+impl From<Location> for GuideSource {
+    fn from(l: Location) -> Self {
+        match l {
+            Location::Url(u) => Self::Url(u),
+            Location::File(p) => Self::File(p),
+        }
+    }
+}
+
+/// A config value naming an http(s) URL (it has `://`) or a local file (anything else);
+/// parsed once at load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    Url(Url),
+    File(PathBuf),
+}
+
+impl Location {
+    /// The URL, when it is one.
+    pub fn url(&self) -> Option<&Url> {
+        match self {
+            Self::Url(u) => Some(u),
+            Self::File(_) => None,
+        }
+    }
+}
+
+/// A config value parsed once at load, kept with the reason when it does not parse:
+/// the config check reports that reason among the service's other problems (one bad
+/// URL hides nothing else), and `build` refuses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<T> {
+    /// As written (after `${VAR}` interpolation), for messages.
+    raw: String,
+    value: Result<T, String>,
+}
+
+impl<T> Checked<T> {
+    fn parse(raw: String, parse: impl FnOnce(&str) -> Result<T, String>) -> Self {
+        Self {
+            value: parse(&raw),
+            raw,
+        }
+    }
+
+    /// The value, when it parsed.
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref().ok()
+    }
+
+    /// The value as written in the config.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The value, or why config field `field` has none.
+    pub fn value(&self, field: &str) -> Result<&T, BuildError> {
+        self.value
+            .as_ref()
+            .map_err(|why| BuildError::new(field, why.clone()))
+    }
+
+    /// Adds why config field `field` did not parse to a kind's `validate` problems.
+    pub(crate) fn report(&self, field: &str, out: &mut Vec<(String, String)>) {
+        if let Err(e) = self.value(field) {
+            out.push(e.into());
+        }
+    }
+}
+
+impl Checked<Url> {
+    /// `raw` checked to be an absolute http(s) URL.
+    pub fn http_url(raw: &str) -> Self {
+        Self::parse(raw.to_string(), http_url)
+    }
+
+    /// The URL as a base to join paths to (see `base_url`), or why field `field` has none.
+    pub fn base(&self, field: &str) -> Result<Url, BuildError> {
+        self.value(field).cloned().map(with_slash)
+    }
+}
+
+/// An absolute http(s) URL.
+impl<'de> Deserialize<'de> for Checked<Url> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self::parse(s, http_url))
+    }
+}
+
+/// An http(s) URL or a file path, not empty.
+impl<'de> Deserialize<'de> for Checked<Location> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self::parse(s, location))
+    }
+}
+
+fn location(s: &str) -> Result<Location, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else if s.contains("://") {
+        http_url(s).map(Location::Url)
+    } else {
+        Ok(Location::File(PathBuf::from(s)))
+    }
+}
+
+/// The text at `location`: fetched (with the final URL, after redirects) or read from
+/// the file, bounded by the service's `max_body_bytes` either way.
+pub(crate) async fn read_location(
+    http: &ServiceHttp,
+    location: &Location,
+) -> Result<(Option<Url>, String), UpstreamError> {
+    let path = match location {
+        Location::Url(url) => {
+            let (final_url, text) = http.get_text(url, &Vec::new()).await?;
+            return Ok((Some(final_url), text));
+        }
+        Location::File(path) => path,
+    };
+    let limit = http.http.max_body;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| UpstreamError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() > limit {
+        return Err(UpstreamError::TooLarge {
+            url: path.display().to_string(),
+            limit,
+        });
+    }
+    Ok((None, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Deserializes an optional `Location` where `""` means none.
+pub(crate) fn de_opt_location<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Checked<Location>>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.trim().is_empty()).then(|| Checked::parse(s, location)))
+}
+
+/// `value` as an absolute http(s) URL, or why it is not one.
+fn http_url(value: &str) -> Result<Url, String> {
+    match Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+        Ok(_) => Err(format!("`{value}` must be an http(s) URL")),
+        Err(e) => Err(format!("`{value}` is not a URL ({e})")),
     }
 }
 
 // ---- helpers shared by kinds ----
 
-/// Compiles configured regexes, for `validate` and for use.
-pub(crate) fn compile_patterns(patterns: &[String]) -> Result<Vec<Regex>, (usize, String)> {
+/// Compiles the regexes of config field `field` (a list), naming the bad one.
+pub(crate) fn patterns_of(field: &str, patterns: &[String]) -> Result<Vec<Regex>, BuildError> {
     patterns
         .iter()
         .enumerate()
-        .map(|(i, p)| Regex::new(p).map_err(|e| (i, first_line(&e.to_string()))))
+        .map(|(i, p)| pattern_of(&format!("{field}[{i}]"), p))
         .collect()
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().last().unwrap_or(s).trim().to_string()
-}
-
-/// Checks that a config value is an absolute http(s) URL.
-pub(crate) fn check_http_url(field: &str, value: &str, out: &mut Vec<(String, String)>) {
-    match Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(_) => out.push((field.into(), format!("`{value}` must be an http(s) URL"))),
-        Err(e) => out.push((field.into(), format!("`{value}` is not a URL ({e})"))),
-    }
+/// Compiles the regex of config field `field`.
+pub(crate) fn pattern_of(field: &str, pattern: &str) -> Result<Regex, BuildError> {
+    Regex::new(pattern).map_err(|e| {
+        // The last line of regex's message says what is wrong; the rest draws the pattern.
+        let e = e.to_string();
+        let why = e.lines().last().unwrap_or(&e).trim();
+        BuildError::new(field, format!("bad regex: {why}"))
+    })
 }
 
 /// The first stream URL found in `body` by the first pattern that matches: capture
@@ -247,12 +488,16 @@ pub fn endpoint(base: &Url, path: &str, channel_id: Option<&str>) -> Result<Url,
 /// A base URL with a trailing slash, so `join("api/x")` appends instead of replacing
 /// the last segment.
 pub fn base_url(s: &str) -> Option<Url> {
-    let mut u = Url::parse(s).ok()?;
+    Url::parse(s).ok().map(with_slash)
+}
+
+/// `u` with a trailing slash on its path (see `base_url`).
+pub(crate) fn with_slash(mut u: Url) -> Url {
     if !u.path().ends_with('/') {
         let p = format!("{}/", u.path());
         u.set_path(&p);
     }
-    Some(u)
+    u
 }
 
 /// Makes unique ids for entries that have none of their own: `slug`, `slug-2`, ...
@@ -275,9 +520,73 @@ pub(crate) fn unique_id(seen: &mut std::collections::HashSet<String>, wanted: &s
 mod tests {
     use super::*;
 
+    /// A service entry with `kind`'s own keys, as deserialized without the loader's
+    /// checks (the shared keys from the built-in config).
+    fn entry(kind: KindConfig) -> ServiceConfig {
+        let mut cfg = crate::config::Config::builtin().services.remove(0);
+        cfg.kind = kind;
+        cfg
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            http: Http::new(1 << 20),
+            resolved_ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// Whatever `build` refuses, the config check (`validate`) reports with the same
+    /// field and message, so a refused build never reaches a running server.
+    #[tokio::test]
+    async fn what_build_refuses_the_check_reports() {
+        let refused = [
+            KindConfig::Xtream(
+                toml::from_str(
+                    "base_url = \"ftp://panel.example\"\nusername = \"u\"\npassword = \"p\"",
+                )
+                .unwrap(),
+            ),
+            KindConfig::JsonApi(
+                toml::from_str(
+                    "base_url = \"http://api.example/\"\n[channels]\npath = \"c\"\n\
+                     [stream]\npath = \"s/{channel_id}\"\npatterns = [\"ok\", \"(\"]",
+                )
+                .unwrap(),
+            ),
+            KindConfig::Scrape(
+                toml::from_str(
+                    "base_url = \"http://site.example/\"\n[channels]\nlist = []\n\
+                     [[steps]]\nurl = \"/a\"\nregex = \"(?P<url>.+\"",
+                )
+                .unwrap(),
+            ),
+            KindConfig::M3u(toml::from_str("url = \"http://\"").unwrap()),
+            KindConfig::AceStream(
+                toml::from_str("engine_url = \"engine\"\nchannels_url = \"list.m3u\"").unwrap(),
+            ),
+        ];
+        for kind in refused {
+            let problems = kind.validate();
+            let name = kind.kind_name();
+            let Err(e) = try_build(&entry(kind.clone()), &ctx()) else {
+                panic!("{name}: built");
+            };
+            assert!(
+                problems.contains(&(e.field.clone(), e.message.clone())),
+                "{name}: build refused `{e}`, the check said {problems:?}"
+            );
+            // `build` keeps the service, failing with the reason instead of guessing.
+            let service = build(&entry(kind), &ctx());
+            let Err(listing) = service.channels().await else {
+                panic!("{name}: a refused service listed channels");
+            };
+            assert!(listing.to_string().contains(&e.message), "{listing}");
+        }
+    }
+
     fn check(body: &str, patterns: &[&str], expected: Option<&str>) {
         let pats: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
-        let res = compile_patterns(&pats).unwrap();
+        let res = patterns_of("patterns", &pats).unwrap();
         let base = Url::parse("https://site.example/watch/1").unwrap();
         let got = find_stream_url(body, &res, &base).map(|u| u.to_string());
         assert_eq!(got.as_deref(), expected, "body: {body}");

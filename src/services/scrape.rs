@@ -10,6 +10,7 @@
 //! here keeps state between resolves.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    base_url, check_http_url, compile_patterns, endpoint, find_stream_url, BuildContext, Service,
+    endpoint, find_stream_url, pattern_of, patterns_of, BuildContext, BuildError,
+    Checked, Kind, Service,
 };
 use crate::config::ServiceConfig;
 use crate::error::UpstreamError;
@@ -34,7 +36,7 @@ pub const DEFAULT_PATTERNS: [&str; 2] = [
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
-    pub base_url: String,
+    pub base_url: Checked<Url>,
     pub channels: ChannelSource,
     /// The channel's page: required without `steps`; with them it only defines `{page}`.
     #[serde(default)]
@@ -116,25 +118,78 @@ pub struct StreamPage {
 }
 
 impl ScrapeConfig {
+    /// `stream.patterns`, compiled, or the default patterns when none are given.
+    fn stream_patterns(&self) -> Result<Vec<Regex>, BuildError> {
+        match &self.stream {
+            Some(s) if !s.patterns.is_empty() => patterns_of("stream.patterns", &s.patterns),
+            _ => {
+                let defaults = DEFAULT_PATTERNS.map(String::from);
+                patterns_of("stream.patterns", &defaults)
+            }
+        }
+    }
+
+    /// The recipe's steps with their regexes compiled; empty without `steps`.
+    fn recipe(&self) -> Result<Vec<RecipeStep>, BuildError> {
+        self.steps
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(j, s)| {
+                Ok(RecipeStep {
+                    regex: pattern_of(&format!("steps[{j}].regex"), &s.regex)?,
+                    cfg: s.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Kind for ScrapeConfig {
     /// `base_url` and the recipe steps' absolute URLs (a host that is a template
     /// placeholder names no host).
-    pub fn configured_urls(&self) -> Vec<&str> {
-        std::iter::once(self.base_url.as_str())
-            .chain(self.steps.iter().flatten().map(|s| s.url.as_str()))
+    fn configured_urls(&self) -> Vec<Url> {
+        let steps = self
+            .steps
+            .iter()
+            .flatten()
+            .map(|s| s.url.as_str())
             .filter(|u| {
                 u.split_once("://")
                     .is_some_and(|(_, rest)| !rest.split('/').next().unwrap_or("").contains('{'))
             })
-            .collect()
+            .filter_map(|u| Url::parse(u.trim()).ok());
+        self.base_url.get().cloned().into_iter().chain(steps).collect()
     }
 
-    pub fn validate(&self) -> Vec<(String, String)> {
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        let list_pattern = match &self.channels.pattern {
+            Some(p) => Some(pattern_of("channels.pattern", p)?),
+            None => None,
+        };
+        let scrape = Scrape::new(
+            service,
+            self,
+            self.base_url.base("base_url")?,
+            list_pattern,
+            self.stream_patterns()?,
+            self.recipe()?,
+            ctx,
+        );
+        Ok(Arc::new(scrape))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        check_http_url("base_url", &self.base_url, &mut out);
+        self.base_url.report("base_url", &mut out);
         let c = &self.channels;
         match (&c.list, &c.path, &c.pattern) {
             (Some(_), None, None) => {}
-            (None, Some(_), Some(p)) => match Regex::new(p) {
+            (None, Some(_), Some(p)) => match pattern_of("channels.pattern", p) {
                 Ok(re) => {
                     let names: Vec<_> = re.capture_names().flatten().collect();
                     for g in ["id", "name"] {
@@ -146,13 +201,7 @@ impl ScrapeConfig {
                         }
                     }
                 }
-                Err(e) => out.push((
-                    "channels.pattern".into(),
-                    format!(
-                        "bad regex: {}",
-                        e.to_string().lines().last().unwrap_or_default().trim()
-                    ),
-                )),
+                Err(e) => out.push(e.into()),
             },
             _ => out.push((
                 "channels".into(),
@@ -163,8 +212,8 @@ impl ScrapeConfig {
             if !s.page.contains("{channel_id}") {
                 out.push(("stream.page".into(), "must contain `{channel_id}`".into()));
             }
-            if let Err((i, e)) = compile_patterns(&s.patterns) {
-                out.push((format!("stream.patterns[{i}]"), format!("bad regex: {e}")));
+            if let Err(e) = patterns_of("stream.patterns", &s.patterns) {
+                out.push(e.into());
             }
         }
         match (&self.steps, &self.stream) {
@@ -209,6 +258,9 @@ impl ScrapeConfig {
         out
     }
 
+}
+
+impl ScrapeConfig {
     /// Regexes compile, every template variable is a built-in or a named group of an
     /// earlier step, and the last step captures `url`.
     fn validate_steps(&self, steps: &[Step], out: &mut Vec<(String, String)>) {
@@ -263,12 +315,10 @@ impl ScrapeConfig {
             for (name, t) in &step.headers {
                 check(f(&format!("headers.{name}")), t, &defined, out);
             }
-            match compile_patterns(std::slice::from_ref(&step.regex)) {
-                Ok(res) => {
-                    let names: Vec<String> = res
-                        .iter()
-                        .flat_map(|re| re.capture_names().flatten().map(str::to_string))
-                        .collect();
+            match pattern_of(&f("regex"), &step.regex) {
+                Ok(re) => {
+                    let names: Vec<String> =
+                        re.capture_names().flatten().map(str::to_string).collect();
                     if j + 1 == steps.len() && !names.iter().any(|n| n == "url") {
                         out.push((
                             f("regex"),
@@ -278,7 +328,7 @@ impl ScrapeConfig {
                     }
                     defined.extend(names);
                 }
-                Err((_, e)) => out.push((f("regex"), format!("bad regex: {e}"))),
+                Err(e) => out.push(e.into()),
             }
         }
         for (field, v) in [
@@ -292,10 +342,10 @@ impl ScrapeConfig {
     }
 }
 
-/// A step whose regex is compiled (`None` only if validation was bypassed).
+/// A step whose regex is compiled.
 struct RecipeStep {
     cfg: Step,
-    regex: Option<Regex>,
+    regex: Regex,
 }
 
 /// The `{name}` variables of a template, in order. `name` is a letter or `_` then
@@ -420,30 +470,19 @@ pub struct Scrape {
 }
 
 impl Scrape {
-    pub fn new(cfg: &ServiceConfig, kind: &ScrapeConfig, ctx: &BuildContext) -> Self {
-        let base = base_url(&kind.base_url)
-            .unwrap_or_else(|| Url::parse("http://invalid./").expect("static URL"));
-        let patterns = match &kind.stream {
-            Some(s) if !s.patterns.is_empty() => s.patterns.clone(),
-            _ => DEFAULT_PATTERNS.iter().map(|p| p.to_string()).collect(),
-        };
-        let steps = kind
-            .steps
-            .iter()
-            .flatten()
-            .map(|s| RecipeStep {
-                cfg: s.clone(),
-                regex: Regex::new(&s.regex).ok(),
-            })
-            .collect();
+    fn new(
+        cfg: &ServiceConfig,
+        kind: &ScrapeConfig,
+        base: Url,
+        list_pattern: Option<Regex>,
+        patterns: Vec<Regex>,
+        steps: Vec<RecipeStep>,
+        ctx: &BuildContext,
+    ) -> Self {
         Self {
             name: cfg.name.clone(),
-            list_pattern: kind
-                .channels
-                .pattern
-                .as_deref()
-                .and_then(|p| Regex::new(p).ok()),
-            patterns: compile_patterns(&patterns).unwrap_or_default(),
+            list_pattern,
+            patterns,
             steps,
             http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
             cfg: kind.clone(),
@@ -566,9 +605,7 @@ impl Scrape {
                 })?;
             jar.store(&page, &cookies);
 
-            let Some(re) = &step.regex else {
-                return Err(fail("the regex does not compile".into()));
-            };
+            let re = &step.regex;
             let caps = re
                 .captures(&body)
                 .ok_or_else(|| fail("pattern matched nothing".into()))?;

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use url::Url;
 
-use super::{base_url, check_http_url, BuildContext, Service};
+use super::{BuildContext, BuildError, Checked, GuideSource, Kind, Service};
 use crate::config::{Secret, ServiceConfig};
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
@@ -32,7 +32,7 @@ const SLOT_WAIT: Duration = Duration::from_secs(2);
 #[serde(deny_unknown_fields)]
 pub struct XtreamConfig {
     /// The panel, e.g. `http://provider.example:8080`.
-    pub base_url: String,
+    pub base_url: Checked<Url>,
     pub username: Secret,
     pub password: Secret,
     /// What `resolve` asks the panel for: continuous MPEG-TS or HLS.
@@ -60,10 +60,23 @@ impl Output {
     }
 }
 
-impl XtreamConfig {
-    pub fn validate(&self) -> Vec<(String, String)> {
+impl Kind for XtreamConfig {
+    fn configured_urls(&self) -> Vec<Url> {
+        self.base_url.get().cloned().into_iter().collect()
+    }
+
+    fn build(
+        &self,
+        service: &ServiceConfig,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Service>, BuildError> {
+        let base = self.base_url.base("base_url")?;
+        Ok(Arc::new(Xtream::new(service, self, base, ctx)))
+    }
+
+    fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        check_http_url("base_url", &self.base_url, &mut out);
+        self.base_url.report("base_url", &mut out);
         if self.username.is_empty() {
             out.push(("username".into(), "must not be empty".into()));
         }
@@ -103,10 +116,7 @@ pub struct Xtream {
 }
 
 impl Xtream {
-    pub fn new(cfg: &ServiceConfig, kind: &XtreamConfig, ctx: &BuildContext) -> Self {
-        // validate() has checked it; fall back to a harmless value rather than panic.
-        let base = base_url(&kind.base_url)
-            .unwrap_or_else(|| Url::parse("http://invalid./").expect("static URL"));
+    fn new(cfg: &ServiceConfig, kind: &XtreamConfig, base: Url, ctx: &BuildContext) -> Self {
         Self {
             name: cfg.name.clone(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, Some(&base)),
@@ -340,8 +350,8 @@ impl Service for Xtream {
         &self.http
     }
 
-    fn guide_source(&self) -> Option<String> {
-        self.api_url("xmltv.php", &[]).ok().map(String::from)
+    fn guide_source(&self) -> Option<GuideSource> {
+        self.api_url("xmltv.php", &[]).ok().map(GuideSource::Url)
     }
 
     fn shown_url(&self, url: &Url) -> String {
