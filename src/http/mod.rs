@@ -23,6 +23,7 @@ mod openapi;
 mod playlist;
 pub(crate) mod reload;
 mod stream;
+pub mod timeshift;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -43,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(dashboard::routes())
         .merge(stream::routes())
+        .merge(timeshift::routes())
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())

@@ -337,6 +337,7 @@ impl AceStream {
             service: self.shared.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }
     }
 

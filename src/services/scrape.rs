@@ -463,6 +463,7 @@ impl Scrape {
             service: self.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }
     }
 

@@ -295,6 +295,11 @@ pub fn live_channels(
             continue;
         }
         let text = |key: &str| item.get(key).and_then(as_text).unwrap_or_default();
+        let (catchup, problem) =
+            crate::catchup::from_xtream(item.get("tv_archive"), item.get("tv_archive_duration"));
+        if let Some(problem) = problem {
+            tracing::warn!(service, stream_id = %id, "xtream stream: {problem}");
+        }
         out.push((
             item.get("num").and_then(as_u64),
             Channel {
@@ -307,6 +312,7 @@ pub fn live_channels(
                 service: service.to_string(),
                 headers: Vec::new(),
                 url: None,
+                catchup,
             },
         ));
     }
