@@ -134,12 +134,16 @@ async fn play(
         )));
     }
     let base = base_url(&s.config, headers);
+    // Players seek in an archive with byte ranges; the upstream answers them or not.
+    let range = headers
+        .get(axum::http::header::RANGE)
+        .and_then(|v| v.to_str().ok());
     let mut tried = Vec::new();
     for (service, channel_id) in sources(&channel, only.as_deref()) {
         if !s.registry.is_enabled(service) {
             continue;
         }
-        match attempt(s, service, channel_id, &w, &base).await {
+        match attempt(s, service, channel_id, &w, &base, range).await {
             Ok(Some(resp)) => return Ok(resp),
             Ok(None) => {}
             Err(e) => {
@@ -181,6 +185,7 @@ async fn attempt(
     channel_id: &str,
     w: &Window,
     base: &str,
+    range: Option<&str>,
 ) -> Result<Option<Response>, UpstreamError> {
     let Some(service) = s.registry.service(service_name) else {
         return Ok(None);
@@ -202,7 +207,7 @@ async fn attempt(
         let url = catchup::archive_url(archive, live.url.as_str(), w)
             .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
         let url = Url::parse(&url).map_err(|e| UpstreamError::Invalid(e.to_string()))?;
-        let fetched = service.fetch(&url, &live.headers, None).await?;
+        let fetched = service.fetch(&url, &live.headers, range).await?;
         Ok::<_, UpstreamError>((fetched, live.headers))
     };
     let (fetched, stream_headers) = tokio::time::timeout(bound, work)
@@ -229,11 +234,12 @@ async fn attempt(
         .map_err(|e| UpstreamError::Invalid(e.to_string()))?,
         Archive::Media(fetched) => {
             let ctype = media_type(fetched.content_type.as_deref(), Kind::Media).to_string();
+            let status = StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK);
             media_response(
-                StatusCode::OK,
+                status,
                 &ctype,
                 fetched.content_length,
-                None,
+                fetched.content_range.as_deref(),
                 Body::from_stream(fetched.body),
             )
         }
