@@ -12,7 +12,7 @@ use std::path::Path as FsPath;
 use std::process::Stdio;
 use std::time::Duration;
 
-use axum::extract::{Path, Query};
+use axum::extract::Query;
 use axum::routing::get;
 use serde_json::{json, Value};
 
