@@ -167,10 +167,11 @@ fn config(list: &FakeUpstream, panel: &FakeUpstream) -> String {
     )
 }
 
+/// `catchup`, `catchup-days` and `catchup-source` of one playlist entry.
+type CatchupAttrs = (Option<String>, Option<String>, Option<String>);
+
 /// The `catchup*` attributes of each playlist entry, by name.
-fn playlist_catchup(
-    text: &str,
-) -> HashMap<String, (Option<String>, Option<String>, Option<String>)> {
+fn playlist_catchup(text: &str) -> HashMap<String, CatchupAttrs> {
     let list = freesky::m3u::parse(text);
     list.entries
         .iter()
