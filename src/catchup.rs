@@ -13,7 +13,8 @@
 //! - `flussonic` (`fs`, `flussonic-hls`, `flussonic-ts`): `.../index.m3u8` becomes
 //!   `.../index-{utc}-{duration}.m3u8`, `.../mpegts` becomes `.../timeshift_abs-{utc}.ts`.
 //! - `xc` (Xtream Codes): `.../live/U/P/ID.ext` (or `.../U/P/ID`) becomes
-//!   `.../timeshift/U/P/{minutes}/{Y-m-d:H-M}/ID.ts`.
+//!   `.../timeshift/U/P/{minutes}/{Y-m-d:H-M}/ID.ts`, the start in the panel's local
+//!   time (`Catchup::utc_offset`).
 //!
 //! Template placeholders (Kodi IPTV Simple and TiviMate spellings; times in UTC):
 //! `{utc}` `${start}` `{start}` start (unix seconds); `{utcend}` `${end}` `{end}` end;
@@ -95,7 +96,13 @@ pub fn from_m3u<'a>(
             ),
         },
     };
-    (Some(Catchup { kind, days, source }), warning)
+    let catchup = Catchup {
+        kind,
+        days,
+        source,
+        ..Catchup::default()
+    };
+    (Some(catchup), warning)
 }
 
 /// A number of days as lists write it: `7`, `"7"`, `7.0`, ` 7 `. Negative, non-finite
@@ -142,7 +149,7 @@ pub fn from_xtream(
     let catchup = Catchup {
         kind: CatchupKind::Xtream,
         days,
-        source: String::new(),
+        ..Catchup::default()
     };
     (Some(catchup), warning)
 }
@@ -248,7 +255,7 @@ pub fn archive_url(c: &Catchup, live: &str, w: &Window) -> Result<String, Archiv
         CatchupKind::Append if c.source.trim().is_empty() => shift(live, w),
         CatchupKind::Append => append(live, &expand(c.source.trim(), w)),
         CatchupKind::Flussonic => flussonic(live, w)?,
-        CatchupKind::Xtream => xtream(live, w)?,
+        CatchupKind::Xtream => xtream(c, live, w)?,
     };
     url::Url::parse(&url).map_err(|_| ArchiveError::BadUrl(crate::error::redact_str(&url)))?;
     Ok(url)
@@ -288,7 +295,7 @@ fn flussonic(live: &str, w: &Window) -> Result<String, ArchiveError> {
     })
 }
 
-fn xtream(live: &str, w: &Window) -> Result<String, ArchiveError> {
+fn xtream(c: &Catchup, live: &str, w: &Window) -> Result<String, ArchiveError> {
     let unknown = || ArchiveError::UnknownForm(crate::error::redact_str(live), "Xtream");
     let mut url = url::Url::parse(live).map_err(|_| unknown())?;
     let segments: Vec<String> = url
@@ -308,7 +315,7 @@ fn xtream(live: &str, w: &Window) -> Result<String, ArchiveError> {
         return Err(unknown());
     }
     let minutes = w.duration.div_ceil(60).max(1).to_string();
-    let start = format_time(w.start, "Y-m-d:H-M");
+    let start = format_time(w.start + i64::from(c.utc_offset), "Y-m-d:H-M");
     let id = format!("{id}.ts");
     // The segments are kept as written (already percent-encoded), only re-joined.
     let mut path: Vec<&str> = segments[..prefix].iter().map(String::as_str).collect();
@@ -409,6 +416,7 @@ mod tests {
             kind,
             days: 3,
             source: source.into(),
+            ..Catchup::default()
         };
         assert_eq!(archive_url(&c, live, &W).unwrap(), expected);
     }
@@ -499,10 +507,22 @@ mod tests {
             "http://p.example/sub/u/p/1477",
             "http://p.example/sub/timeshift/u/p/60/2025-12-04:13-05/1477.ts",
         );
+        // A panel an hour ahead of UTC reads the start in its own time.
+        let ahead = Catchup {
+            kind: CatchupKind::Xtream,
+            days: 1,
+            utc_offset: 3600,
+            ..Catchup::default()
+        };
+        assert_eq!(
+            archive_url(&ahead, "http://p.example/live/u/p/7.ts", &W).unwrap(),
+            "http://p.example/timeshift/u/p/60/2025-12-04:14-05/7.ts"
+        );
         let c = Catchup {
             kind: CatchupKind::Xtream,
             days: 1,
             source: String::new(),
+            ..Catchup::default()
         };
         assert!(matches!(
             archive_url(&c, "http://p.example/x", &W),
@@ -512,6 +532,7 @@ mod tests {
             kind: CatchupKind::Default,
             days: 1,
             source: "not a url {utc}".into(),
+            ..Catchup::default()
         };
         assert!(matches!(
             archive_url(&c, "http://p.example/x", &W),
@@ -535,6 +556,7 @@ mod tests {
             kind,
             days,
             source: source.into(),
+            ..Catchup::default()
         })
     }
 

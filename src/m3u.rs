@@ -838,6 +838,7 @@ mod tests {
                 kind,
                 days,
                 source: source.into(),
+                ..Catchup::default()
             })
         };
         assert_eq!(

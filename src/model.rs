@@ -64,6 +64,9 @@ pub struct Catchup {
     /// The `catchup-source` template (placeholders such as `{utc}`, `${start}`,
     /// `{duration}`, `{Y}`...); empty when the kind builds the address alone.
     pub source: String,
+    /// Seconds the archive's clock is ahead of UTC, for addresses that write the start
+    /// as a date in the upstream's local time (Xtream panels do).
+    pub utc_offset: i32,
 }
 
 /// One source of a lineup channel: a (service, channel id) pair.

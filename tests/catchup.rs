@@ -32,8 +32,8 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// A fake Xtream panel: News One (stream 10) has 3 days of archive, Sport One (20)
-/// none. `/timeshift/...` answers the demo's MPEG-TS. Its guide has, for both, a
+/// A fake Xtream panel (its clock `PANEL_AHEAD` of UTC): News One (stream 10) has 3
+/// days of archive, Sport One (20) none. `/timeshift/...` answers the demo's MPEG-TS. Its guide has, for both, a
 /// programme two days ago and one now.
 async fn panel() -> FakeUpstream {
     let api = |Query(q): Query<HashMap<String, String>>| async move {
@@ -46,7 +46,8 @@ async fn panel() -> FakeUpstream {
                 None => json!({
                     "user_info": {"username": USER, "password": PASS, "auth": 1,
                         "status": "Active", "exp_date": null, "max_connections": "2"},
-                    "server_info": {"url": "provider.example", "port": "8080"}
+                    "server_info": {"url": "provider.example", "port": "8080",
+                        "timestamp_now": now(), "time_now": panel_time(now())}
                 }),
                 Some("get_live_categories") => json!([
                     {"category_id": "1", "category_name": "News", "parent_id": 0}
@@ -77,6 +78,22 @@ async fn panel() -> FakeUpstream {
         )
         .text("/xmltv.php", "application/xml", panel_guide())
         .start()
+}
+
+/// The panel's clock is an hour ahead of UTC: it writes and reads times as
+/// `YYYY-MM-DD HH:MM` in its own zone.
+const PANEL_AHEAD: i64 = 3600;
+
+/// Unix time `t` as the panel's local time, in `format` (default: `time_now`'s).
+fn panel_time_as(t: i64, format: &str) -> String {
+    chrono::DateTime::from_timestamp(t + PANEL_AHEAD, 0)
+        .unwrap()
+        .format(format)
+        .to_string()
+}
+
+fn panel_time(t: i64) -> String {
+    panel_time_as(t, "%Y-%m-%d %H:%M:%S")
 }
 
 /// Two days ago and now, for each of the panel's channels.
@@ -271,7 +288,7 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
     assert_eq!(asked[0].header("referer"), Some(REFERER));
 
     // The player's `{utc}`/`{utcend}` form, pinned to the panel: its timeshift path,
-    // with minutes and the start in the panel's `YYYY-MM-DD:HH-MM` form.
+    // with minutes and the start in the panel's `YYYY-MM-DD:HH-MM` form, in its zone.
     let end = start + 45 * 60;
     let resp = app
         .get(&format!(
@@ -280,15 +297,16 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), demo_ts());
-    let when = chrono::DateTime::from_timestamp(start, 0)
-        .unwrap()
-        .format("%Y-%m-%d:%H-%M");
+    let when = panel_time_as(start, "%Y-%m-%d:%H-%M");
     let path = format!("/timeshift/{USER}/{PASS}/45/{when}/10.ts");
     assert_eq!(panel.hits(&path), 1, "{:?}", panel.paths());
 
-    // The Xtream start form, and `SERVICE:ID`.
+    // The Xtream start form (UTC on freesky's route), and `SERVICE:ID`.
+    let utc = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap()
+        .format("%Y-%m-%d:%H-%M");
     let resp = app
-        .get(&format!("/api/timeshift/Xt:10.ts?start={when}&duration=15"))
+        .get(&format!("/api/timeshift/Xt:10.ts?start={utc}&duration=15"))
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
@@ -383,9 +401,7 @@ async fn a_failing_archive_falls_back_to_the_next_source_with_one() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), demo_ts());
     assert_eq!(list.hits(&format!("/arch/news-{start}-600.ts")), 1);
-    let when = chrono::DateTime::from_timestamp(start, 0)
-        .unwrap()
-        .format("%Y-%m-%d:%H-%M");
+    let when = panel_time_as(start, "%Y-%m-%d:%H-%M");
     assert_eq!(
         panel.hits(&format!("/timeshift/{USER}/{PASS}/10/{when}/10.ts")),
         1,
