@@ -247,6 +247,13 @@ pub fn covers(days: u32, w: &Window) -> bool {
     days > 0 && w.start >= w.now - i64::from(days) * 86_400
 }
 
+/// True when a programme from `start` to `stop` (unix seconds) can be replayed at
+/// `now` from an archive of `days`: it has ended and its start is within the days
+/// (Xtream's `has_archive` in a short guide).
+pub fn has_archive(days: u32, start: i64, stop: i64, now: i64) -> bool {
+    days > 0 && stop <= now && start >= now - i64::from(days) * 86_400
+}
+
 /// The address of `c`'s archive for window `w`, `live` being the source's live URL.
 pub fn archive_url(c: &Catchup, live: &str, w: &Window) -> Result<String, ArchiveError> {
     let url = match c.kind {
@@ -687,5 +694,12 @@ mod tests {
         };
         assert!(!covers(3, &old));
         assert!(covers(4, &old));
+        assert!(has_archive(1, now - 7200, now - 3600, now));
+        assert!(!has_archive(1, now - 600, now + 600, now), "still on");
+        assert!(
+            !has_archive(1, now - 2 * 86_400, now - 86_000, now),
+            "too old"
+        );
+        assert!(!has_archive(0, now - 7200, now - 3600, now));
     }
 }

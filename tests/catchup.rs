@@ -184,6 +184,21 @@ fn config(list: &FakeUpstream, panel: &FakeUpstream) -> String {
     )
 }
 
+/// The list (its archive working or not), the panel, and freesky over both.
+async fn setup(archive_ok: bool) -> (FakeUpstream, FakeUpstream, TestApp) {
+    let (list, panel) = (m3u(archive_ok).await, panel().await);
+    let app = TestApp::spawn(&config(&list, &panel)).await;
+    (list, panel, app)
+}
+
+/// The lineup id of the channel named `name`.
+async fn id_of(app: &TestApp, name: &str) -> String {
+    app.channel_named(name).await["id"]
+        .as_str()
+        .expect("a channel has an id")
+        .to_string()
+}
+
 /// `catchup`, `catchup-days` and `catchup-source` of one playlist entry.
 type CatchupAttrs = (Option<String>, Option<String>, Option<String>);
 
@@ -204,8 +219,7 @@ fn playlist_catchup(text: &str) -> HashMap<String, CatchupAttrs> {
 
 #[tokio::test]
 async fn the_same_catchup_facts_in_channels_playlist_and_guide() {
-    let (list, panel) = (m3u(true).await, panel().await);
-    let app = TestApp::spawn(&config(&list, &panel)).await;
+    let (_list, _panel, app) = setup(true).await;
 
     // The API: the longest archive of the sources (7 from the list, 3 from the panel).
     let days: HashMap<String, Value> = app
@@ -264,12 +278,8 @@ async fn the_same_catchup_facts_in_channels_playlist_and_guide() {
 
 #[tokio::test]
 async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
-    let (list, panel) = (m3u(true).await, panel().await);
-    let app = TestApp::spawn(&config(&list, &panel)).await;
-    let id = app.channel_named("News One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (list, panel, app) = setup(true).await;
+    let id = id_of(&app, "News One").await;
     let start = now() - 2 * 3600;
 
     // The list's archive first (its priority), its template filled in, its Referer sent.
@@ -343,10 +353,7 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
     assert_api_error(resp, 400).await;
     // An HLS archive (`catchup="append"` on the live URL): its playlist with sealed
     // links, whose segment plays through freesky.
-    let doc = app.channel_named("Doc One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let doc = id_of(&app, "Doc One").await;
     let resp = app
         .get(&format!("/api/timeshift/{doc}.ts?start={start}&duration=5"))
         .await;
@@ -370,10 +377,7 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
     assert_eq!(seg.bytes().await.unwrap().to_vec(), demo_ts());
 
     // A channel without catch-up, an unknown one.
-    let sport = app.channel_named("Sport One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sport = id_of(&app, "Sport One").await;
     let resp = app
         .get(&format!("/api/timeshift/{sport}.ts?start={start}"))
         .await;
@@ -387,12 +391,8 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
 
 #[tokio::test]
 async fn a_failing_archive_falls_back_to_the_next_source_with_one() {
-    let (list, panel) = (m3u(false).await, panel().await);
-    let app = TestApp::spawn(&config(&list, &panel)).await;
-    let id = app.channel_named("News One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (list, panel, app) = setup(false).await;
+    let id = id_of(&app, "News One").await;
     let start = now() - 3600;
 
     let resp = app
@@ -425,12 +425,8 @@ async fn a_failing_archive_falls_back_to_the_next_source_with_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_plays_a_timeshift_through_freesky() {
-    let (list, panel) = (m3u(true).await, panel().await);
-    let app = TestApp::spawn(&config(&list, &panel)).await;
-    let id = app.channel_named("News One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (list, _panel, app) = setup(true).await;
+    let id = id_of(&app, "News One").await;
     let start = now() - 1800;
     let url = app.url(&format!("/api/timeshift/{id}.ts?start={start}&duration=5"));
     let child = tokio::process::Command::new("ffmpeg")
