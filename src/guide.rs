@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::config::GuideConfig;
 use crate::lineup::{normalise, Lineup};
-use crate::model::Channel;
+use crate::model::{Channel, LineupChannel};
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
 use crate::services::GuideSource;
@@ -50,7 +50,8 @@ const GUIDE_DEADLINE: Duration = Duration::from_secs(300);
 const GUIDE_MAX_BYTES: u64 = 2 << 30;
 /// Bytes of a guide read at most without a `<` or `>` (see `MarkupGap`).
 const GUIDE_MAX_GAP: u64 = 4 << 20;
-/// Programmes that ended longer ago than this are dropped.
+/// Programmes that ended longer ago than this are dropped, except on channels with
+/// catch-up: those keep the days their archive reaches back.
 const KEEP_PAST: i64 = 24 * 3600;
 /// Between full refreshes, the lineup is checked for changed services at least this
 /// often (sooner when `cache.channels_ttl` or `guide.refresh` is shorter).
@@ -356,10 +357,35 @@ impl Guides {
         observe: Option<Observer<'_>>,
     ) {
         let now = chrono::Utc::now().timestamp();
-        let (from, to) = (now - KEEP_PAST, now + i64::from(self.cfg.days) * 86_400);
+        let to = now + i64::from(self.cfg.days) * 86_400;
+        // Channels with catch-up keep their past programmes as far back as their
+        // archive reaches (players list what can be replayed from the guide); the
+        // read keeps the widest window, then each channel is cut to its own.
+        let keep_past = |c: &LineupChannel| KEEP_PAST.max(i64::from(c.catchup_days) * 86_400);
+        let widest = lineup
+            .channels
+            .iter()
+            .chain(lineup.hidden())
+            .map(keep_past)
+            .max()
+            .unwrap_or(KEEP_PAST);
+        let past: HashMap<&str, i64> = lineup
+            .channels
+            .iter()
+            .chain(lineup.hidden())
+            .filter(|c| c.catchup_days > 0)
+            .map(|c| (c.id.as_str(), keep_past(c)))
+            .collect();
+        let past = &past;
         let fetches = services.iter().map(|s| async move {
             let name = s.name.clone();
-            let result = self.fetch_one(&name, lineup, from, to).await;
+            let mut result = self.fetch_one(&name, lineup, now - widest, to).await;
+            if let Ok(Some((_, guide))) = &mut result {
+                for (id, programmes) in &mut guide.programmes {
+                    let from = now - past.get(id.as_str()).copied().unwrap_or(KEEP_PAST);
+                    programmes.retain(|p| p.stop.unwrap_or(p.start) >= from);
+                }
+            }
             if let Some(observe) = observe {
                 let step = match &result {
                     Ok(None) => Ok(None),

@@ -170,6 +170,7 @@ mod tests {
                 tags: vec![],
                 guide_id: String::new(),
                 sources: vec![],
+                catchup_days: 0,
             })
             .collect();
         let got: Vec<Vec<u32>> = pack(&channels, max)

@@ -27,6 +27,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod catchup;
 pub mod config;
 pub mod discovery;
 pub mod error;

@@ -39,6 +39,8 @@ pub struct Merged {
     pub tags: Vec<String>,
     pub tvg_id: String,
     pub sources: Vec<Source>,
+    /// The longest archive (days of catch-up) among the sources; 0: none has one.
+    pub catchup_days: u32,
 }
 
 /// Quality and format suffixes that do not make a different channel.
@@ -145,6 +147,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         continue;
                     }
                     m.sources.push(source);
+                    m.catchup_days = m.catchup_days.max(catchup_days(ch));
                     if m.logo.is_empty() {
                         m.logo = ch.logo.clone();
                     }
@@ -176,6 +179,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         tags: ch.tags.clone(),
                         tvg_id: ch.tvg_id.trim().to_string(),
                         sources: vec![source],
+                        catchup_days: catchup_days(ch),
                     });
                     merged.len() - 1
                 }
@@ -187,6 +191,11 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
         }
     }
     merged
+}
+
+/// Days of archive a service channel has (0: none).
+fn catchup_days(ch: &Channel) -> u32 {
+    ch.catchup.as_ref().map_or(0, |c| c.days)
 }
 
 /// A merged channel with its stable id and number, before the user's mapping. The
@@ -509,6 +518,7 @@ mod tests {
             service: service.into(),
             headers: vec![],
             url: None,
+            catchup: None,
         }
     }
 
@@ -597,6 +607,7 @@ mod tests {
                 tags: vec![],
                 guide_id: String::new(),
                 sources: vec![],
+                catchup_days: 0,
             })
             .collect();
         let l = Lineup::new(chans);
@@ -675,6 +686,7 @@ mod tests {
                     src("C", "c1"),
                     src("B", "b2"),
                 ],
+                catchup_days: 0,
             },
             tvg_id: String::new(),
         };

@@ -61,6 +61,9 @@ pub struct Entry {
     /// "User-Agent", "Origin", "Cookie", or the name as given), each name once. Without
     /// them many upstreams answer 403; Jellyfin and Plex never send them themselves.
     pub headers: Vec<(String, String)>,
+    /// The channel's archive (`catchup`, `catchup-days`, `catchup-source`,
+    /// `timeshift`; the header's values are defaults), see `crate::catchup`.
+    pub catchup: Option<crate::model::Catchup>,
 }
 
 impl Entry {
@@ -290,12 +293,20 @@ impl Parser {
             self.warn(line, message);
         }
 
+        let header = &self.playlist.header;
+        let (catchup, problem) =
+            crate::catchup::from_m3u(|k| non_empty(&attrs, k), |k| non_empty(header, k));
+        if let Some(message) = problem {
+            self.warn(pending.line, message);
+        }
+
         self.playlist.entries.push(Entry {
             line: pending.line,
             name: pending.name,
             attrs,
             url: url.to_string(),
             headers,
+            catchup,
         });
     }
 
@@ -305,6 +316,14 @@ impl Parser {
         }
         self.playlist
     }
+}
+
+/// The first non-empty value of attribute `key` (lowercase) in `attrs`.
+fn non_empty<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, v)| k == key && !v.trim().is_empty())
+        .map(|(_, v)| v.as_str())
 }
 
 /// `line` without `tag` at its start, compared ASCII case-insensitively (`#extinf`).
@@ -435,9 +454,19 @@ pub struct OutEntry<'a> {
     pub url: &'a str,
 }
 
+/// The catch-up attributes of one line of the merged playlist.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutCatchup<'a> {
+    /// Days of catch-up (0: none, and no catch-up attributes are written).
+    pub days: u32,
+    /// The URL template players fill in (`catchup-source`).
+    pub source: &'a str,
+}
+
 /// `#EXTM3U url-tvg="..." x-tvg-url="..."` (header attrs only when `url_tvg` is Some)
 /// then per entry `#EXTINF:-1 tvg-id="" tvg-name="" tvg-logo="" tvg-chno="N"
-/// group-title="",Name` (`tvg-logo` only when there is a logo) and the URL line.
+/// group-title="",Name` (`tvg-logo` only when there is a logo; `catchup="default"
+/// catchup-days="N" catchup-source="..."` only with catch-up) and the URL line.
 /// Lines end with "\n".
 ///
 /// Values come from upstreams, so they are made unable to break the format: `"`
@@ -447,6 +476,14 @@ pub struct OutEntry<'a> {
 pub fn render<'a>(
     url_tvg: Option<&str>,
     entries: impl IntoIterator<Item = OutEntry<'a>>,
+) -> String {
+    render_with_catchup(url_tvg, entries.into_iter().map(|e| (e, None)))
+}
+
+/// [`render`] with each entry's catch-up attributes, when it has some.
+pub fn render_with_catchup<'a>(
+    url_tvg: Option<&str>,
+    entries: impl IntoIterator<Item = (OutEntry<'a>, Option<OutCatchup<'a>>)>,
 ) -> String {
     let entries = entries.into_iter();
     // About 200 bytes per entry in practice; avoids most regrowth on 10k entries.
@@ -460,7 +497,7 @@ pub fn render<'a>(
         out.push('"');
     }
     out.push('\n');
-    for entry in entries {
+    for (entry, catchup) in entries {
         out.push_str("#EXTINF:-1 tvg-id=\"");
         push_clean(&mut out, entry.tvg_id);
         out.push_str("\" tvg-name=\"");
@@ -474,7 +511,17 @@ pub fn render<'a>(
             out.push('"');
         }
         // Writing to a String cannot fail.
-        let _ = write!(out, " tvg-chno=\"{}\" group-title=\"", entry.tvg_chno);
+        let _ = write!(out, " tvg-chno=\"{}\"", entry.tvg_chno);
+        if let Some(c) = catchup.filter(|c| c.days > 0) {
+            let _ = write!(
+                out,
+                " catchup=\"default\" catchup-days=\"{}\" catchup-source=\"",
+                c.days
+            );
+            push_clean(&mut out, c.source);
+            out.push('"');
+        }
+        out.push_str(" group-title=\"");
         push_clean(&mut out, entry.group);
         out.push_str("\",");
         push_clean(&mut out, entry.name);
@@ -772,6 +819,76 @@ mod tests {
             attr group-title=Kids
             entry 10 "D" http://h/d
             "#,
+        );
+    }
+
+    #[test]
+    fn catchup_attributes_with_header_defaults_and_bad_values() {
+        use crate::model::{Catchup, CatchupKind};
+        let list = parse(
+            "#EXTM3U catchup=\"shift\" catchup-days=\"2\"\n\
+             #EXTINF:-1 catchup=\"default\" catchup-days=\"7\" catchup-source=\"http://a/{utc}\",A\nhttp://h/a\n\
+             #EXTINF:-1,B\nhttp://h/b\n\
+             #EXTINF:-1 catchup-days=\"lots\",C\nhttp://h/c\n\
+             #EXTINF:-1 catchup=\"vod\",D\nhttp://h/d\n",
+        );
+        let got: Vec<_> = list.entries.iter().map(|e| e.catchup.clone()).collect();
+        let c = |kind, days, source: &str| {
+            Some(Catchup {
+                kind,
+                days,
+                source: source.into(),
+                ..Catchup::default()
+            })
+        };
+        assert_eq!(
+            got,
+            [
+                c(CatchupKind::Default, 7, "http://a/{utc}"),
+                c(CatchupKind::Shift, 2, ""),
+                c(CatchupKind::Shift, crate::catchup::DEFAULT_DAYS, ""),
+                None,
+            ]
+        );
+        // Bad values are warnings on their line; every entry stays.
+        let lines: Vec<_> = list.warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [6, 8], "{:?}", list.warnings);
+    }
+
+    #[test]
+    fn render_with_catchup_attributes() {
+        let entry = OutEntry {
+            tvg_chno: 4,
+            name: "A",
+            url: "http://f/a.m3u8",
+            ..OutEntry::default()
+        };
+        let out = render_with_catchup(
+            None,
+            [
+                (
+                    entry,
+                    Some(OutCatchup {
+                        days: 3,
+                        source: "http://f/t/a.ts?start={utc}&end={utcend}",
+                    }),
+                ),
+                (
+                    entry,
+                    Some(OutCatchup {
+                        days: 0,
+                        source: "x",
+                    }),
+                ),
+            ],
+        );
+        assert_eq!(
+            out,
+            "#EXTM3U\n\
+             #EXTINF:-1 tvg-id=\"\" tvg-name=\"\" tvg-chno=\"4\" catchup=\"default\" catchup-days=\"3\" catchup-source=\"http://f/t/a.ts?start={utc}&end={utcend}\" group-title=\"\",A\n\
+             http://f/a.m3u8\n\
+             #EXTINF:-1 tvg-id=\"\" tvg-name=\"\" tvg-chno=\"4\" group-title=\"\",A\n\
+             http://f/a.m3u8\n"
         );
     }
 

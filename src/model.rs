@@ -31,6 +31,42 @@ pub struct Channel {
     /// service must be asked (`resolve`).
     #[serde(skip)]
     pub url: Option<String>,
+    /// How the service keeps past programmes of this channel (its archive), when it
+    /// does. Kept out of API output: a template may hold upstream details.
+    #[serde(skip)]
+    pub catchup: Option<Catchup>,
+}
+
+/// How a source builds the address of its archive (catch-up, timeshift), as M3U lists
+/// spell it in `catchup="..."`; see `crate::catchup` for each form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchupKind {
+    /// `source` is the whole archive URL template; without one, like `Shift`.
+    #[default]
+    Default,
+    /// `source` (a query or path template) is appended to the live URL.
+    Append,
+    /// `?utc={utc}&lutc={lutc}` appended to the live URL (SIPTV; also `timeshift="N"`).
+    Shift,
+    /// Flussonic: `index.m3u8` becomes `index-{utc}-{duration}.m3u8`, `mpegts` becomes
+    /// `timeshift_abs-{utc}.ts`.
+    Flussonic,
+    /// Xtream Codes: `/live/U/P/ID.ext` becomes `/timeshift/U/P/{minutes}/{Y-m-d:H-M}/ID.ts`.
+    Xtream,
+}
+
+/// A source's archive: how far back it reaches and how its address is made.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catchup {
+    pub kind: CatchupKind,
+    /// Days of past programmes the archive keeps (at least 1).
+    pub days: u32,
+    /// The `catchup-source` template (placeholders such as `{utc}`, `${start}`,
+    /// `{duration}`, `{Y}`...); empty when the kind builds the address alone.
+    pub source: String,
+    /// Seconds the archive's clock is ahead of UTC, for addresses that write the start
+    /// as a date in the upstream's local time (Xtream panels do).
+    pub utc_offset: i32,
 }
 
 /// One source of a lineup channel: a (service, channel id) pair.
@@ -57,6 +93,9 @@ pub struct LineupChannel {
     pub guide_id: String,
     /// Sources ordered by service priority: the order fallback tries them in.
     pub sources: Vec<Source>,
+    /// Days of past programmes the channel can be watched from (catch-up): the
+    /// longest archive among its sources; 0 when none has one.
+    pub catchup_days: u32,
 }
 
 /// A user's overrides of one lineup channel (`PATCH /api/channels/{id}`), persisted by

@@ -22,6 +22,7 @@ mod openapi;
 mod playlist;
 pub(crate) mod reload;
 mod stream;
+pub mod timeshift;
 
 pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));
@@ -29,6 +30,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(dashboard::routes())
         .merge(stream::routes())
+        .merge(timeshift::routes())
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())

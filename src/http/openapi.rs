@@ -15,7 +15,7 @@ use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
-use super::{api, dashboard, guide, hdhr, metrics, playlist, reload, stream, AppState};
+use super::{api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, AppState};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(document))
@@ -66,6 +66,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     let mut doc = Top::openapi();
     doc.merge(api::Doc::openapi());
     doc.merge(stream::Doc::openapi());
+    doc.merge(timeshift::Doc::openapi());
     doc.merge(playlist::Doc::openapi());
     doc.merge(hdhr::Doc::openapi());
     doc.merge(guide::Doc::openapi());

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
-use crate::m3u::{self, OutEntry};
+use crate::m3u::{self, OutCatchup, OutEntry};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -111,17 +111,43 @@ pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
             None => format!("{base}/api/stream/{}.m3u8", c.id),
         })
         .collect();
+    let archives: Vec<String> = chosen
+        .iter()
+        .map(|c| {
+            if c.catchup_days == 0 {
+                return String::new();
+            }
+            let template = super::timeshift::template(base, &c.id);
+            match &f.service {
+                Some(s) => format!(
+                    "{template}&service={}",
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                ),
+                None => template,
+            }
+        })
+        .collect();
     let guide = format!("{base}/epg.xml");
-    m3u::render(
+    m3u::render_with_catchup(
         Some(&guide),
-        chosen.iter().zip(&urls).map(|(c, url)| OutEntry {
-            tvg_id: &c.guide_id,
-            tvg_name: &c.name,
-            tvg_logo: &c.logo,
-            tvg_chno: c.number,
-            group: &c.group,
-            name: &c.name,
-            url,
-        }),
+        chosen
+            .iter()
+            .zip(urls.iter().zip(&archives))
+            .map(|(c, (url, archive))| {
+                let entry = OutEntry {
+                    tvg_id: &c.guide_id,
+                    tvg_name: &c.name,
+                    tvg_logo: &c.logo,
+                    tvg_chno: c.number,
+                    group: &c.group,
+                    name: &c.name,
+                    url,
+                };
+                let catchup = OutCatchup {
+                    days: c.catchup_days,
+                    source: archive,
+                };
+                (entry, Some(catchup))
+            }),
     )
 }

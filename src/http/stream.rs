@@ -134,7 +134,7 @@ const PASSIVE: [(header::HeaderName, &str); 2] = [
 ];
 
 /// A rewritten playlist, as players and browsers must take it.
-fn playlist_response(body: String) -> Response {
+pub(super) fn playlist_response(body: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, M3U8),
@@ -281,7 +281,7 @@ async fn proxy(
     })
 }
 
-fn media_response(
+pub(super) fn media_response(
     status: StatusCode,
     content_type: &str,
     content_length: Option<u64>,
@@ -345,7 +345,7 @@ fn byte_range(header: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
 /// The type a proxied segment, key, map or media file is served with: the upstream's
 /// when it is a media type (so fMP4, AAC or WebVTT keep theirs), else the kind's own.
 /// Anything a browser would render or run (HTML, SVG, XML, scripts) never passes.
-fn media_type(upstream: Option<&str>, kind: Kind) -> &str {
+pub(super) fn media_type(upstream: Option<&str>, kind: Kind) -> &str {
     let allowed = upstream.filter(|t| {
         let essence = t.split(';').next().unwrap_or_default().trim();
         let (top, sub) = essence.split_once('/').unwrap_or_default();

@@ -361,6 +361,7 @@ impl AceStream {
             service: self.shared.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }
     }
 

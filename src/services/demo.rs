@@ -127,6 +127,7 @@ impl Service for Demo {
             service: self.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }])
     }
 

@@ -329,6 +329,7 @@ pub fn channel_list(
             service: service.to_string(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         });
     }
     if out.is_empty() && skipped > 0 {

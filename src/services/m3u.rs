@@ -180,6 +180,7 @@ impl Service for M3u {
                 service: self.name.clone(),
                 headers: e.headers.clone(),
                 url: Some(url.to_string()),
+                catchup: e.catchup.clone(),
                 name,
                 group,
             });

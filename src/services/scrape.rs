@@ -502,6 +502,7 @@ impl Scrape {
             service: self.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }
     }
 

@@ -171,9 +171,11 @@ impl Xtream {
         })
     }
 
-    /// Checks the login and the account, remembering what the panel says about it.
-    async fn check_account(&self) -> Result<(), UpstreamError> {
+    /// Checks the login and the account, remembering what the panel says about it;
+    /// answers the panel's clock offset (see [`clock_offset`]).
+    async fn check_account(&self) -> Result<i32, UpstreamError> {
         let info = self.api(None).await;
+        let offset = info.as_ref().map_or(0, clock_offset);
         let account = info.and_then(|v| parse_account(&v));
         let mut slot = self
             .account
@@ -183,7 +185,7 @@ impl Xtream {
             Ok(a) => {
                 self.slots.set_limit(a.max_connections);
                 *slot = Some(a);
-                Ok(())
+                Ok(offset)
             }
             Err(e) => {
                 *slot = None;
@@ -234,6 +236,31 @@ pub fn parse_account(v: &Value) -> Result<Account, UpstreamError> {
             .filter(|&n| n > 0),
         active_cons: user.get("active_cons").and_then(as_u64),
     })
+}
+
+/// Seconds the panel's clock is ahead of UTC, from its `server_info` (`time_now`, its
+/// local time as `YYYY-MM-DD HH:MM:SS`, against `timestamp_now`), rounded to a quarter
+/// hour: panels read the start of a timeshift URL in their local time. 0 when it does
+/// not say, or says something no time zone is.
+pub fn clock_offset(v: &Value) -> i32 {
+    let info = v.get("server_info");
+    let field = |k: &str| info.and_then(|i| i.get(k));
+    let (Some(utc), Some(local)) = (
+        field("timestamp_now").and_then(as_u64),
+        field("time_now").and_then(as_text),
+    ) else {
+        return 0;
+    };
+    let Ok(local) = chrono::NaiveDateTime::parse_from_str(&local, "%Y-%m-%d %H:%M:%S") else {
+        return 0;
+    };
+    let diff = local.and_utc().timestamp() - utc as i64;
+    let rounded = (diff as f64 / 900.0).round() as i64 * 900;
+    if rounded.abs() <= 14 * 3600 {
+        rounded as i32
+    } else {
+        0
+    }
 }
 
 /// A number the panel may send as a number or as a string.
@@ -305,6 +332,11 @@ pub fn live_channels(
             continue;
         }
         let text = |key: &str| item.get(key).and_then(as_text).unwrap_or_default();
+        let (catchup, problem) =
+            crate::catchup::from_xtream(item.get("tv_archive"), item.get("tv_archive_duration"));
+        if let Some(problem) = problem {
+            tracing::warn!(service, stream_id = %id, "xtream stream: {problem}");
+        }
         out.push((
             item.get("num").and_then(as_u64),
             Channel {
@@ -317,6 +349,7 @@ pub fn live_channels(
                 service: service.to_string(),
                 headers: Vec::new(),
                 url: None,
+                catchup,
             },
         ));
     }
@@ -328,10 +361,14 @@ pub fn live_channels(
 #[async_trait]
 impl Service for Xtream {
     async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
-        self.check_account().await?;
+        let offset = self.check_account().await?;
         let categories = category_names(&self.api(Some("get_live_categories")).await?);
         let streams = self.api(Some("get_live_streams")).await?;
-        live_channels(&self.name, &streams, &categories, &self.categories)
+        let mut channels = live_channels(&self.name, &streams, &categories, &self.categories)?;
+        for archive in channels.iter_mut().filter_map(|c| c.catchup.as_mut()) {
+            archive.utc_offset = offset;
+        }
+        Ok(channels)
     }
 
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
@@ -568,6 +605,26 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_offset_of_the_panel() {
+        // 2025-12-04 15:00:00 UTC, shown as 16:00:02 local: one hour ahead.
+        let info =
+            |time: &str| json!({"server_info": {"timestamp_now": 1_764_860_400, "time_now": time}});
+        assert_eq!(clock_offset(&info("2025-12-04 16:00:02")), 3600);
+        assert_eq!(clock_offset(&info("2025-12-04 09:30:00")), -5 * 3600 - 1800);
+        assert_eq!(clock_offset(&info("2025-12-04 15:00:00")), 0);
+        assert_eq!(
+            clock_offset(&info("2025-12-06 15:00:00")),
+            0,
+            "no zone is 2 days off"
+        );
+        assert_eq!(clock_offset(&info("soon")), 0);
+        assert_eq!(clock_offset(&json!({"user_info": {}})), 0);
+        // Strings for numbers, as panels send them.
+        let v = json!({"server_info": {"timestamp_now": "1764860400", "time_now": "2025-12-04 17:00:00"}});
+        assert_eq!(clock_offset(&v), 7200);
+    }
 
     #[test]
     fn account_refusals_are_clear() {

@@ -160,6 +160,7 @@ impl Event {
             service: service.to_string(),
             headers: Vec::new(),
             url: self.stream.as_ref().map(Url::to_string),
+            catchup: None,
         }
     }
 }

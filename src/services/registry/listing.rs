@@ -129,6 +129,7 @@ impl Registry {
                     group: m.group,
                     tags: m.tags,
                     sources: m.sources,
+                    catchup_days: m.catchup_days,
                 },
                 tvg_id: m.tvg_id,
             })

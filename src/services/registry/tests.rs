@@ -40,6 +40,7 @@ impl Service for Fake {
             service: self.name.clone(),
             headers: Vec::new(),
             url: None,
+            catchup: None,
         }])
     }
 
