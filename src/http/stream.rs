@@ -379,7 +379,7 @@ async fn media_playlist(
         if let Some(sw) = s.failovers.switched(&link) {
             return switched_playlist(s, target, &link, sw, base).await;
         }
-        if failover::token_due(url, s.failovers.first_seen(&link)) {
+        if failover::token_due(url, s.failovers.first_seen(&link), s.failovers.now()) {
             if let Some(sw) = refresh(s, target, &link, &target.service, None).await {
                 return switched_playlist(s, target, &link, sw, base).await;
             }
@@ -498,7 +498,7 @@ async fn switched_playlist(
     base: &str,
 ) -> Result<Response, AppError> {
     let limit = s.config.server.max_body_bytes;
-    if failover::token_due(&sw.url, sw.since) {
+    if failover::token_due(&sw.url, sw.since, s.failovers.now()) {
         if let Some(fresh) = refresh(s, target, link, &sw.service_name, Some(&sw)).await {
             sw = fresh;
         }
