@@ -3,14 +3,15 @@
 //! `.ts` session, exactly one `method=stop` once nobody watches (after the last `.ts`
 //! viewer, and by lease for HLS viewers), engine errors, and content id validation.
 
-
 use std::time::Duration;
 
 use axum::extract::{Path, Query};
 use axum::routing::get;
 use futures::StreamExt;
 
-use crate::common::{assert_api_error, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE};
+use crate::common::{
+    assert_api_error, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
 
 const SPORT: &str = "0123456789abcdef0123456789abcdef01234567";
 const NEWS: &str = "89abcdef0123456789abcdef0123456789abcdef";

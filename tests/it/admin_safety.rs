@@ -12,14 +12,12 @@
 //! client on another address; where namespaces cannot be made, those tests say so on
 //! stderr and check nothing (the in-process test proves the same rule everywhere).
 
-
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query};
 use axum::http::HeaderMap;
@@ -28,8 +26,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::common::{
-    assert_api_error, json_of, media_playlist, playlist_uris, respond, FakeUpstream, TestApp,
-    HANG_GUARD, HLS_TYPE,
+    assert_api_error, freesky_command, freesky_command_via, json_of, media_playlist, playlist_uris,
+    respond, FakeUpstream, Process, TestApp, HANG_GUARD, HLS_TYPE,
 };
 
 /// Every state-changing route of `src/http/*.rs` (the routers' `post`/`put`/`patch`),
@@ -48,12 +46,12 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
     ("POST", "/api/config/reload", ""),
 ];
 
-/// The freesky binary serving `config`, its stderr in a file; SIGKILLed on drop.
+/// The freesky binary serving `config`, its stderr in a file (`common::Process`:
+/// SIGKILLed on drop).
 struct Freesky {
-    child: Child,
-    /// `http://ADDR:PORT` as the server logged it.
+    process: Process,
+    /// The port of its `serving on http://ADDR:PORT` log line.
     port: u16,
-    log: PathBuf,
 }
 
 impl Freesky {
@@ -70,79 +68,27 @@ impl Freesky {
         rust_log: &str,
     ) -> Freesky {
         let log = config.with_extension(format!("{}.log", rand_suffix()));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = match netns {
             // `ip netns exec` execs the binary: the child is freesky itself.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_freesky")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_freesky")),
+            Some(ns) => freesky_command_via(&["ip", "netns", "exec", ns]),
+            None => freesky_command(),
         };
         cmd.arg("--config")
             .arg(config)
             .arg("serve")
             .arg("--bind")
             .arg(bind)
-            .env_remove("FREESKY_ADMIN_TOKEN")
             .env("RUST_LOG", rust_log)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("the freesky binary starts");
-        let mut me = Freesky {
-            child,
-            port: 0,
-            log,
-        };
-        me.port = me.wait_serving();
-        me
-    }
-
-    /// The port of the `serving on http://ADDR:PORT` log line.
-    fn wait_serving(&mut self) -> u16 {
-        let deadline = std::time::Instant::now() + HANG_GUARD;
-        loop {
-            let text = self.log_text();
-            if let Some(i) = text.find("serving on http://") {
-                let rest = &text[i + "serving on http://".len()..];
-                let addr: String = rest
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
-                let port = addr.rsplit(':').next().unwrap_or_default();
-                return port
-                    .parse()
-                    .unwrap_or_else(|e| panic!("port of {addr:?}: {e}"));
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("freesky exited with {status}:\n{text}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "freesky did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(30));
+            .envs(env.iter().copied());
+        let process = Process::serve(cmd, &log);
+        Freesky {
+            port: process.addr.port(),
+            process,
         }
     }
 
     fn log_text(&self) -> String {
-        let mut s = String::new();
-        std::fs::File::open(&self.log)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .expect("read log");
-        s
-    }
-}
-
-impl Drop for Freesky {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_text()
     }
 }
 

@@ -1,7 +1,6 @@
 //! The HTTP API end to end: a real freesky on 127.0.0.1:0 in front of real (fake)
 //! upstreams that record what they receive. See SPEC sections 2 to 5.
 
-
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -11,8 +10,8 @@ use axum::routing::get;
 use serde_json::{json, Value};
 
 use crate::common::{
-    assert_api_error, json_of, media_playlist, playlist_uris, respond, FakeUpstream, TestApp,
-    HLS_TYPE, M3U_TYPE,
+    assert_api_error, json_of, media_playlist, playlist_uris, respond, FakeBuilder, FakeUpstream,
+    TestApp, HLS_TYPE, M3U_TYPE,
 };
 
 /// `text` with each `(placeholder, value)` replaced (config templates stay readable TOML,
@@ -865,158 +864,107 @@ async fn assert_falls_back(bad_service: &str, bad: FakeUpstream) -> (TestApp, Fa
     (app, bad)
 }
 
-#[tokio::test]
-async fn fallback_when_the_first_source_answers_500() {
-    let bad = FakeUpstream::bind().await;
-    let b = bad.base();
-    let bad = bad
-        .text(
-            "/bad.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Fall.fr\",Fallback Bad\n{b}/bad/index.m3u8\n"),
-        )
-        .status("/bad/index.m3u8", 500)
-        .start();
-    let (app, bad) = assert_falls_back(
-        "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\nurl = \"@BAD@/bad.m3u\"\n",
-        bad,
-    )
-    .await;
-    assert_eq!(bad.hits("/bad/index.m3u8"), 1);
-    let status = app.service_status("Bad").await;
-    assert!(
-        status["last_error"].as_str().unwrap().contains("500"),
-        "{status}"
-    );
+/// One way for the first source of a channel to fail: the failing upstream's routes,
+/// its service's config, and what its status and requests show afterwards.
+struct FailingSource {
+    case: &'static str,
+    /// Routes of the failing upstream, given its base URL (for the lists naming it).
+    routes: fn(FakeBuilder, &str) -> FakeBuilder,
+    /// The failing service's config (`@BAD@`: the failing upstream's base URL).
+    service: &'static str,
+    /// What its `last_error` must say.
+    error: &'static str,
+    /// Requests the failing upstream must have received: paths starting with this,
+    /// counted within the range.
+    requests: Option<(&'static str, std::ops::RangeInclusive<usize>)>,
+    /// With only the failing source allowed (`?service=Bad`): the status answered.
+    alone: Option<u16>,
 }
 
-#[tokio::test]
-async fn fallback_when_the_first_source_hangs_past_its_timeout() {
-    let bad = FakeUpstream::bind().await;
-    let b = bad.base();
-    let bad = bad
-        .text(
-            "/bad.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Fall.fr\",Fallback Bad\n{b}/bad/index.m3u8\n"),
-        )
-        .hang("/bad/index.m3u8")
-        .start();
-    let (app, bad) = assert_falls_back(
-        "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"500ms\"\nurl = \"@BAD@/bad.m3u\"\n",
-        bad,
+/// An m3u list of channel `Fall.fr` at `{base}{path}`.
+fn bad_list(b: FakeBuilder, base: &str, path: &str) -> FakeBuilder {
+    b.text(
+        "/bad.m3u",
+        M3U_TYPE,
+        format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Fall.fr\",Fallback Bad\n{base}{path}\n"),
     )
-    .await;
-    assert_eq!(bad.hits("/bad/index.m3u8"), 1);
-    let status = app.service_status("Bad").await;
-    assert!(
-        status["last_error"].as_str().unwrap().contains("timed out"),
-        "{status}"
-    );
-    // With only the hanging source allowed, every try timed out: 504, not 502.
-    let id = id_of(&app.channels().await[0]);
-    let body = assert_api_error(
-        app.get(&format!("/api/stream/{id}.m3u8?service=Bad")).await,
-        504,
-    )
-    .await;
-    let tried = body["detail"].as_array().expect("detail lists the tries");
-    assert_eq!(tried.len(), 1, "{body:#}");
-    assert_eq!(tried[0]["service"], "Bad", "{body:#}");
-    assert!(
-        tried[0]["error"].as_str().unwrap().contains("timed out"),
-        "{body:#}"
-    );
 }
 
-#[tokio::test]
-async fn fallback_when_the_first_source_redirects_forever() {
-    let bad = FakeUpstream::bind().await;
-    let b = bad.base();
-    let bad = bad
-        .text(
-            "/bad.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Fall.fr\",Fallback Bad\n{b}/loop/0\n"),
-        )
-        .route(
-            "/loop/{n}",
-            get(|Path(n): Path<u32>| async move {
-                (
-                    StatusCode::FOUND,
-                    [(header::LOCATION, format!("/loop/{}", n + 1))],
+const BAD_M3U: &str =
+    "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\nurl = \"@BAD@/bad.m3u\"\n";
+const BAD_M3U_500MS: &str = "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"500ms\"\nurl = \"@BAD@/bad.m3u\"\n";
+
+fn failing_sources() -> Vec<FailingSource> {
+    vec![
+        FailingSource {
+            case: "answers 500",
+            routes: |b, base| bad_list(b, base, "/bad/index.m3u8").status("/bad/index.m3u8", 500),
+            service: BAD_M3U,
+            error: "500",
+            requests: Some(("/bad/index.m3u8", 1..=1)),
+            alone: None,
+        },
+        FailingSource {
+            case: "hangs past its timeout",
+            routes: |b, base| bad_list(b, base, "/bad/index.m3u8").hang("/bad/index.m3u8"),
+            service: BAD_M3U_500MS,
+            error: "timed out",
+            requests: Some(("/bad/index.m3u8", 1..=1)),
+            // Every try timed out: 504, not 502.
+            alone: Some(504),
+        },
+        FailingSource {
+            case: "redirects forever",
+            routes: |b, base| {
+                bad_list(b, base, "/loop/0").route(
+                    "/loop/{n}",
+                    get(|Path(n): Path<u32>| async move {
+                        (
+                            StatusCode::FOUND,
+                            [(header::LOCATION, format!("/loop/{}", n + 1))],
+                        )
+                    }),
                 )
-            }),
-        )
-        .start();
-    let (app, bad) = assert_falls_back(
-        "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\nurl = \"@BAD@/bad.m3u\"\n",
-        bad,
-    )
-    .await;
-    // The chain is cut after a bounded number of hops.
-    let hops = bad
-        .requests()
-        .iter()
-        .filter(|r| r.path.starts_with("/loop/"))
-        .count();
-    assert!((2..=10).contains(&hops), "{:?}", bad.paths());
-    let status = app.service_status("Bad").await;
-    assert!(
-        status["last_error"].as_str().unwrap().contains("redirects"),
-        "{status}"
-    );
-}
-
-#[tokio::test]
-async fn fallback_when_the_first_source_trickles_its_playlist() {
-    let bad = FakeUpstream::bind().await;
-    let b = bad.base();
-    let bad = bad
-        .text(
-            "/bad.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Fall.fr\",Fallback Bad\n{b}/bad/index.m3u8\n"),
-        )
-        .route(
-            "/bad/index.m3u8",
-            get(|| async {
-                // One byte every 100 ms, forever: never idle long, never finished.
-                let body = futures::stream::unfold(0u64, |n| async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    Some((
-                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"#")),
-                        n + 1,
-                    ))
-                });
-                respond(200, HLS_TYPE, Body::from_stream(body))
-            }),
-        )
-        .start();
-    let (app, _bad) = assert_falls_back(
-        "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"500ms\"\nurl = \"@BAD@/bad.m3u\"\n",
-        bad,
-    )
-    .await;
-    let status = app.service_status("Bad").await;
-    assert!(
-        status["last_error"].as_str().unwrap().contains("timed out"),
-        "{status}"
-    );
-}
-
-#[tokio::test]
-async fn fallback_when_the_scraped_page_has_no_stream_url() {
-    let bad = FakeUpstream::bind()
-        .await
-        .text(
-            "/page/fall",
-            "text/html",
-            "<html><body>Stream offline, come back later</body></html>",
-        )
-        .start();
-    let (app, bad) = assert_falls_back(
-        r#"
+            },
+            service: BAD_M3U,
+            error: "redirects",
+            // The chain is cut after a bounded number of hops.
+            requests: Some(("/loop/", 2..=10)),
+            alone: None,
+        },
+        FailingSource {
+            case: "trickles its playlist",
+            routes: |b, base| {
+                bad_list(b, base, "/bad/index.m3u8").route(
+                    "/bad/index.m3u8",
+                    get(|| async {
+                        // One byte every 100 ms, forever: never idle long, never finished.
+                        let body = futures::stream::unfold(0u64, |n| async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            Some((
+                                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"#")),
+                                n + 1,
+                            ))
+                        });
+                        respond(200, HLS_TYPE, Body::from_stream(body))
+                    }),
+                )
+            },
+            service: BAD_M3U_500MS,
+            error: "timed out",
+            requests: None,
+            alone: None,
+        },
+        FailingSource {
+            case: "is a scraped page with no stream URL",
+            routes: |b, _| {
+                b.text(
+                    "/page/fall",
+                    "text/html",
+                    "<html><body>Stream offline, come back later</body></html>",
+                )
+            },
+            service: r#"
 [[services]]
 name = "Bad"
 kind = "scrape"
@@ -1027,15 +975,54 @@ list = [{ id = "fall", name = "Fallback Bad", tvg_id = "Fall.fr" }]
 [services.stream]
 page = "page/{channel_id}"
 "#,
-        bad,
-    )
+            error: "pattern",
+            requests: Some(("/page/fall", 1..=1)),
+            alone: None,
+        },
+    ]
+}
+
+/// Each way a first source fails, all at once (each with its own upstreams and
+/// freesky): the stream comes from the second source, and the failing service's status
+/// says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_when_the_first_source_fails() {
+    futures::future::join_all(failing_sources().into_iter().map(|c| async move {
+        let bad = FakeUpstream::bind().await;
+        let base = bad.base();
+        let bad = (c.routes)(bad, &base).start();
+        let (app, bad) = assert_falls_back(c.service, bad).await;
+        let case = c.case;
+        let status = app.service_status("Bad").await;
+        assert!(
+            status["last_error"].as_str().unwrap().contains(c.error),
+            "first source {case}: {status}"
+        );
+        if let Some((prefix, range)) = c.requests {
+            let n = bad
+                .requests()
+                .iter()
+                .filter(|r| r.path.starts_with(prefix))
+                .count();
+            assert!(range.contains(&n), "first source {case}: {:?}", bad.paths());
+        }
+        if let Some(want) = c.alone {
+            let id = id_of(&app.channels().await[0]);
+            let body = assert_api_error(
+                app.get(&format!("/api/stream/{id}.m3u8?service=Bad")).await,
+                want,
+            )
+            .await;
+            let tried = body["detail"].as_array().expect("detail lists the tries");
+            assert_eq!(tried.len(), 1, "first source {case}: {body:#}");
+            assert_eq!(tried[0]["service"], "Bad", "first source {case}: {body:#}");
+            assert!(
+                tried[0]["error"].as_str().unwrap().contains(c.error),
+                "first source {case}: {body:#}"
+            );
+        }
+    }))
     .await;
-    assert_eq!(bad.hits("/page/fall"), 1);
-    let status = app.service_status("Bad").await;
-    assert!(
-        status["last_error"].as_str().unwrap().contains("pattern"),
-        "{status}"
-    );
 }
 
 #[tokio::test]

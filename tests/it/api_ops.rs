@@ -3,7 +3,6 @@
 //! the stream fallback follow at once) and `POST /api/channels/{id}/test` (a viewer-like
 //! open of the channel: playlist, first segment, times).
 
-
 use std::net::SocketAddr;
 use std::path::Path;
 

@@ -3,7 +3,6 @@
 //! merged M3U, `channels` and `guide` print data on stdout and draw progress on stderr
 //! only when it is a terminal.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

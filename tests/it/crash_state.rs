@@ -3,79 +3,27 @@
 //! flight, three times over. Every change answered 200 is there after each restart (a
 //! change in flight at the kill may or may not be), and the store opens cleanly.
 
-
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{FakeUpstream, HANG_GUARD};
+use crate::common::{freesky_command, FakeUpstream, Process, HANG_GUARD};
 
 const CHANNELS: usize = 6;
 const TOGGLED: &[&str] = &["T1", "T2", "T3"];
 const KILLS: usize = 3;
 
-/// The binary on `127.0.0.1:0` with `config`; its stderr in `log`.
-struct Freesky {
-    child: Child,
-    base: String,
-}
-
-impl Freesky {
-    fn start(config: &Path, log: &Path) -> Freesky {
-        let file = std::fs::File::create(log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_freesky"))
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env_remove("FREESKY_ADMIN_TOKEN")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("the freesky binary starts");
-        let deadline = std::time::Instant::now() + HANG_GUARD;
-        loop {
-            let mut text = String::new();
-            std::fs::File::open(log)
-                .and_then(|mut f| f.read_to_string(&mut text))
-                .expect("read log");
-            if let Some(i) = text.find("serving on http://") {
-                let addr: String = text[i + "serving on ".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                return Freesky { child, base: addr };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("freesky exited with {status} (store did not open?):\n{text}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "freesky did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Freesky {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The binary on `127.0.0.1:0` with `config`; its stderr in `log` (`common::Process`:
+/// SIGKILLed by `kill` or on drop).
+fn start(config: &Path, log: &Path) -> Process {
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(config).arg("serve");
+    Process::serve(cmd, log)
 }
 
 /// What the test knows of one key: the value of the last change answered 200, and the
@@ -213,7 +161,7 @@ async fn acknowledged_changes_survive_kill_9_mid_burst() {
         .build()
         .unwrap();
 
-    let mut app = Freesky::start(&config, &log);
+    let mut app = start(&config, &log);
     let all: Value = client
         .get(format!("{}/api/channels/all", app.base))
         .send()
@@ -298,7 +246,7 @@ async fn acknowledged_changes_survive_kill_9_mid_burst() {
 
         // The store opens (the server starts and answers) and holds every acknowledged
         // change; a change in flight at the kill is either there or not.
-        app = Freesky::start(&config, &log);
+        app = start(&config, &log);
         let got = read_state(&client, &app.base, &ids).await;
         let mut l = ledger.lock().unwrap();
         for (key, known) in l.iter_mut() {

@@ -11,14 +11,13 @@
 //! attributes of `templates/dashboard.html` that its script relies on too); every
 //! change it makes is confirmed through the JSON API with reqwest.
 
-
 use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -113,24 +112,19 @@ impl Driver {
             .timeout(WAIT)
             .build()
             .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
+        let what = format!("chromedriver on port {} to be ready", self.port);
+        crate::common::eventually_within(WAIT, &what, || async {
             let last = match client.get(format!("{}/status", self.url())).send().await {
                 Ok(resp) => match resp.json::<Value>().await {
-                    Ok(v) if v["value"]["ready"] == true => return,
+                    Ok(v) if v["value"]["ready"] == true => return Ok(()),
                     Ok(v) => v.to_string(),
                     Err(e) => e.to_string(),
                 },
                 Err(e) => e.to_string(),
             };
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver on port {} was not ready within {WAIT:?} (last: {last}); log:\n{}",
-                self.port,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(format!("{last}; log:\n{}", self.log_text()))
+        })
+        .await
     }
 
     fn log_text(&self) -> String {
@@ -244,21 +238,11 @@ impl Drop for Driver {
 /// `Err(what was seen)`) until it succeeds; after `WAIT`, fails naming `$what`.
 macro_rules! wait_for {
     ($what:expr, $probe:expr) => {{
-        let deadline = Instant::now() + WAIT;
-        loop {
+        crate::common::eventually_within(WAIT, &format!("{}", $what), || async {
             let seen: Result<_, String> = $probe;
-            match seen {
-                Ok(v) => break v,
-                Err(seen) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "waited {WAIT:?} for {}; last seen: {seen}",
-                        $what
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+            seen
+        })
+        .await
     }};
 }
 
@@ -637,18 +621,15 @@ async fn click_play(c: &Client, id: &str) {
 
 /// Polls the player until `done` says so, for at most `PLAY_WAIT`.
 async fn wait_player(c: &Client, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PLAY_WAIT;
-    loop {
+    crate::common::eventually_within(PLAY_WAIT, &format!("the player: {what}"), || async {
         let state = player_state(c).await;
         if done(&state) {
-            return state;
+            Ok(state)
+        } else {
+            Err(format!("{state:#}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "waited {PLAY_WAIT:?} for the player: {what}; last seen: {state:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 async fn play(app: &TestApp, c: &Client) {

@@ -5,9 +5,6 @@
 //! escaped. Upstreams are real HTTP servers on 127.0.0.1 (an M3U list, its XMLTV
 //! guide and an HLS origin) plus the built-in demo service.
 
-
-use std::time::Duration;
-
 use crate::common::{
     live_playlist, xmltv_at as at, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
@@ -420,14 +417,13 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
 
     // Gone once it stops reading.
     drop(body);
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
-        if viewers_of(&page(&app, "/").await, &id) == "0" {
-            break;
+    crate::common::eventually("the viewer to leave", || async {
+        match viewers_of(&page(&app, "/").await, &id) {
+            n if n == "0" => Ok(()),
+            n => Err(format!("{n} viewers")),
         }
-        assert!(tokio::time::Instant::now() < deadline, "viewer never left");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -4,15 +4,14 @@
 //!
 //! ffmpeg must be on PATH: without it this test fails (it does not skip).
 
-
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
 use crate::common::{media_playlist, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use axum::routing::get;
 
 /// Bound on one ffmpeg run; reaching it means a hang (not a speed check).
 const FFMPEG_GUARD: Duration = Duration::from_secs(60);

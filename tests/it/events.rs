@@ -4,7 +4,6 @@
 //! that `tv_validate_file` accepts, and malformed entries are skipped. An event listed
 //! later reaches the guide soon, reading no other service's guide again.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -346,18 +345,19 @@ epg_url = "{}/ext-guide.xml"
     // The next listing has another event (and no longer the first): within a few
     // channel-list lifetimes the guide follows, with no request from anyone.
     later.store(1, Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let xml = loop {
-        let xml = app.get_text_ok("/epg.xml").await;
-        if xml.contains("<title>Late Match</title>") && !xml.contains("Early Match") {
-            break xml;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the later event never reached the guide:\n{xml}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let xml = crate::common::eventually_within(
+        std::time::Duration::from_secs(10),
+        "the later event to reach the guide",
+        || async {
+            let xml = app.get_text_ok("/epg.xml").await;
+            if xml.contains("<title>Late Match</title>") && !xml.contains("Early Match") {
+                Ok(xml)
+            } else {
+                Err(xml)
+            }
+        },
+    )
+    .await;
     tv_validate(xml.as_bytes());
     let late = format!(
         "<programme start=\"{}\" stop=\"{}\" channel=\"202.event-api.event\">",

@@ -4,33 +4,16 @@
 //! it.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-/// How long the server gets to say it is serving.
-const START_GUARD: Duration = Duration::from_secs(30);
-
-/// A running `freesky serve`, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{freesky_command, Process};
 
 /// Starts `freesky serve` with a demo service and `state_dir`, and returns its log
-/// lines up to the one saying it serves.
+/// lines once it serves.
 fn log_until_serving(state_dir: &Path) -> Vec<String> {
-    let config = state_dir
-        .parent()
-        .expect("the state dir has a parent")
-        .join("freesky.toml");
+    let parent = state_dir.parent().expect("the state dir has a parent");
+    let config = parent.join("freesky.toml");
     std::fs::write(
         &config,
         format!(
@@ -39,42 +22,10 @@ fn log_until_serving(state_dir: &Path) -> Vec<String> {
         ),
     )
     .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freesky"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env_remove("FREESKY_CONFIG")
-        .env_remove("FREESKY_ADMIN_TOKEN")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the freesky binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let _server = Server(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_GUARD;
-    let mut lines = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let serving = line.contains("serving on http://");
-                lines.push(line);
-                if serving {
-                    return lines;
-                }
-            }
-            Err(_) => panic!("freesky did not start serving:\n{}", lines.join("\n")),
-        }
-    }
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &parent.join("freesky.log"));
+    server.log_text().lines().map(str::to_string).collect()
 }
 
 fn mode(path: &Path) -> u32 {

@@ -5,13 +5,12 @@
 //! CI runs a small fixed number per target (the seed is fixed, so runs repeat). By hand:
 //!
 //! ```sh
-//! FUZZ_SECONDS=120 cargo test --release --test fuzz_random -- --nocapture --test-threads 1
-//! FUZZ_ITERS=100000 FUZZ_SEED=7 cargo test --release --test fuzz_random hls
+//! FUZZ_SECONDS=120 cargo test --release --test it fuzz_random:: -- --nocapture --test-threads 1
+//! FUZZ_ITERS=100000 FUZZ_SEED=7 cargo test --release --test it fuzz_random::hls
 //! ```
 //!
 //! A failing input is printed in hex and written to `target/fuzz-crashes/`; add it to
 //! `fuzz/corpus/{target}/` once fixed so `tests/fuzz_replay.rs` keeps checking it.
-
 
 use std::time::{Duration, Instant};
 
@@ -201,7 +200,9 @@ fn proxy_roundtrips(rng: &mut Rng, n: u64) -> u64 {
         let base = url::Url::parse(bases[rng.below(bases.len())]).expect("valid base URLs");
         let (service, channel, reference) = (s(rng), s(rng), s(rng));
         let headers: Vec<(String, String)> = (0..rng.below(4)).map(|_| (s(rng), s(rng))).collect();
-        let run = || crate::fuzz_support::proxy_roundtrip(&service, &channel, &base, &reference, &headers);
+        let run = || {
+            crate::fuzz_support::proxy_roundtrip(&service, &channel, &base, &reference, &headers)
+        };
         if std::panic::catch_unwind(run).is_err() {
             eprintln!(
                 "proxy round trip failed: {service:?} {channel:?} {base} {reference:?} {headers:?}"

@@ -2,7 +2,6 @@
 //! panic, and each target's invariants (see `tests/fuzz_support`). A crash found by
 //! `tests/fuzz_random.rs` is added to the corpus as a file, and stays checked here.
 
-
 use crate::fuzz_support::{corpus, hex, inputs, target};
 
 fn replay(name: &str) {
@@ -95,7 +94,7 @@ fn proxy_url_corpus_has_links_that_open() {
     assert!(opened >= 3, "only {opened} committed proxy links open");
 }
 
-/// Writes the proxy_url seeds (`cargo test --test fuzz_replay -- --ignored`); the key
+/// Writes the proxy_url seeds (`cargo test --test it fuzz_replay:: -- --ignored`); the key
 /// is fixed, so the committed files stay valid.
 #[test]
 #[ignore]

@@ -2,7 +2,6 @@
 //! and named by `epg_url`, one plain and named by the list's `url-tvg`; validated by
 //! Debian's `tv_validate_file`; a malformed refresh keeps the last good guide.
 
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -464,18 +463,19 @@ async fn mapping_edits_and_service_switches_show_in_the_guide_at_once_and_after_
     // the background, soon.
     *body.lock().unwrap() = Some(guide);
     patch(&app, "drei", r#"{"tvg_id":"Three.example"}"#).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
-        if titles_of(&progs, "Three.example") == ["Three show"] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the linked guide channel never showed: {progs:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    crate::common::eventually_within(
+        std::time::Duration::from_secs(5),
+        "the linked guide channel to show",
+        || async {
+            let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+            if titles_of(&progs, "Three.example") == ["Three show"] {
+                Ok(())
+            } else {
+                Err(format!("{progs:?}"))
+            }
+        },
+    )
+    .await;
 
     // After a restart (a fresh read), the same.
     app.restart().await;

@@ -2,7 +2,6 @@
 //! the JSON and XML they parse, a DeviceID that survives restarts, and tuner_count
 //! enforced with 503.
 
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

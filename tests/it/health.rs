@@ -3,7 +3,6 @@
 //! by the background probe), and racing sources. Durations are configured small and
 //! every wait is bounded polling, never a fixed long sleep.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,8 +11,8 @@ use axum::routing::get;
 use serde_json::Value;
 
 use crate::common::{
-    assert_api_error, media_playlist, playlist_uris, respond, FakeUpstream, TestApp, HANG_GUARD,
-    HLS_TYPE, M3U_TYPE,
+    assert_api_error, eventually, media_playlist, playlist_uris, respond, FakeUpstream, TestApp,
+    HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
 
 /// Polls service `name`'s status every 25 ms until `done` holds (panics with the last
@@ -24,18 +23,15 @@ async fn wait_status(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = tokio::time::Instant::now() + HANG_GUARD;
-    loop {
+    eventually(&format!("{name} to get {what}"), || async {
         let status = app.service_status(name).await;
         if done(&status) {
-            return status;
+            Ok(status)
+        } else {
+            Err(format!("{status:#}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never got {what}: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 /// An RFC 3339 time of the status.

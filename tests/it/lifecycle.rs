@@ -7,11 +7,8 @@
 //!
 //! Signals are sent with `kill(1)`; the upstream is a live HLS origin on 127.0.0.1.
 
-
-use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +18,10 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::common::{json_of, playlist_uris, respond, FakeUpstream, HANG_GUARD, HLS_TYPE, M3U_TYPE};
+use crate::common::{
+    eventually, freesky_command, json_of, playlist_uris, respond, FakeUpstream, Process,
+    HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
 
 /// MPEG-TS packets per fake segment.
 const PACKETS: usize = 8;
@@ -88,13 +88,23 @@ fn config_text(dir: &Path, extra: &str, services: &[(&str, String, &str)]) -> St
 }
 
 /// The binary serving `--config <dir>/freesky.toml` (or no config at all), its stderr
-/// in `<dir>/freesky.log`.
+/// in `<dir>/freesky.log` (`common::Process`: killed on drop).
 struct Freesky {
-    child: Child,
-    addr: SocketAddr,
-    base: String,
-    log: PathBuf,
+    process: Process,
     config: PathBuf,
+}
+
+impl std::ops::Deref for Freesky {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Freesky {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
 }
 
 impl Freesky {
@@ -109,108 +119,20 @@ impl Freesky {
 
     /// `args` from `dir` as the working directory.
     fn spawn(dir: &Path, args: &[&str]) -> Freesky {
-        let log = dir.join("freesky.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_freesky"))
-            .args(args)
-            .current_dir(dir)
-            .env_remove("FREESKY_CONFIG")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("the freesky binary starts");
-        let mut fs = Freesky {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            base: String::new(),
-            log,
+        let mut cmd = freesky_command();
+        cmd.args(args).current_dir(dir);
+        Freesky {
+            process: Process::serve(cmd, &dir.join("freesky.log")),
             config: dir.join("freesky.toml"),
-        };
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            let text = fs.log();
-            if let Some(i) = text.find("serving on http://") {
-                let addr: String = text[i + "serving on http://".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                fs.addr = addr.parse().expect("a socket address");
-                fs.base = format!("http://{addr}");
-                return fs;
-            }
-            if let Ok(Some(status)) = fs.child.try_wait() {
-                panic!("freesky exited with {status}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "freesky did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn log(&self) -> String {
-        let mut text = String::new();
-        std::fs::File::open(&self.log)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .expect("read log");
-        text
+        self.process.log_text()
     }
 
     fn write_config(&self, text: &str) {
         std::fs::write(&self.config, text).expect("rewrite config");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits (bounded by `bound`, a hang guard) until the log has `needle`.
-    async fn wait_log(&self, needle: &str, bound: Duration) -> String {
-        let deadline = Instant::now() + bound;
-        loop {
-            let text = self.log();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the log never showed {needle:?}:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits (bounded by `bound`, a hang guard) for the process to exit.
-    async fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "freesky did not exit within {bound:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Freesky {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -282,17 +204,15 @@ async fn services(fs: &Freesky) -> Vec<(String, String)> {
 
 /// The lineup id of channel `name`, waiting for the lineup to list it.
 async fn channel_id(fs: &Freesky, name: &str) -> String {
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
+    eventually(&format!("the lineup to list {name:?}"), || async {
         let (status, body) = get_json(format!("{}/api/channels/all", fs.base)).await;
-        if status == 200 {
-            if let Some(c) = body.as_array().unwrap().iter().find(|c| c["name"] == name) {
-                return c["id"].as_str().unwrap().to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "no channel {name:?}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        body.as_array()
+            .filter(|_| status == 200)
+            .and_then(|all| all.iter().find(|c| c["name"] == name))
+            .map(|c| c["id"].as_str().expect("channel id").to_string())
+            .ok_or(body)
+    })
+    .await
 }
 
 /// A `.ts` viewer reading in the background: bytes so far, and how the stream ended.
@@ -342,30 +262,25 @@ impl Viewer {
 
     /// Waits until more than `n` bytes have arrived; panics if the stream ends first.
     async fn wait_past(&self, n: usize) {
-        let deadline = Instant::now() + HANG_GUARD;
-        while self.bytes() <= n {
+        eventually(&format!("bytes past {n}"), || async {
             if let Some(how) = self.ended() {
                 panic!("the stream ended ({how}) after {} bytes", self.bytes());
             }
-            assert!(Instant::now() < deadline, "no bytes past {n}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            match self.bytes() {
+                got if got > n => Ok(()),
+                got => Err(got),
+            }
+        })
+        .await
     }
 
     /// Waits (bounded) until the stream ended; returns how.
     async fn wait_end(&self) -> String {
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            if let Some(how) = self.ended() {
-                return how;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the stream did not end ({} bytes)",
-                self.bytes()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the stream to end", || async {
+            self.ended()
+                .ok_or_else(|| format!("{} bytes so far", self.bytes()))
+        })
+        .await
     }
 }
 
@@ -423,23 +338,19 @@ async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
         ],
     ));
     fs.signal("HUP");
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
+    let want = [
+        ("Origin".to_string(), "renamed".to_string()),
+        ("Second".to_string(), "added".to_string()),
+    ];
+    eventually("the reloaded services", || async {
         let now = services(&fs).await;
-        if now
-            == [
-                ("Origin".to_string(), "renamed".to_string()),
-                ("Second".to_string(), "added".to_string()),
-            ]
-        {
-            break;
+        if now == want {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the reload never showed: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     fs.wait_log("config reloaded", HANG_GUARD).await;
 
     // The viewer kept receiving across the reload, with no end of stream.
@@ -618,21 +529,17 @@ async fn sigterm_refuses_new_connections_ends_streams_after_the_grace_and_exits_
     fs.signal("TERM");
     let at_signal = viewer.bytes();
     // New connections are refused while the process still runs (the grace is not over).
-    let deadline = Instant::now() + HANG_GUARD;
-    loop {
+    eventually("new connections to be refused", || async {
         let refused = std::net::TcpStream::connect_timeout(&fs.addr, Duration::from_secs(1))
             .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
         if refused {
-            assert!(fs.running(), "exited before the grace:\n{}", fs.log());
-            break;
+            Ok(())
+        } else {
+            Err(format!("still accepted; the log:\n{}", fs.log()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "connections still accepted:\n{}",
-            fs.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(fs.running(), "exited before the grace:\n{}", fs.log());
     // The viewer kept receiving during the grace, then its stream ended cleanly.
     let how = viewer.wait_end().await;
     assert_eq!(how, "clean end", "{}", fs.log());

@@ -2,7 +2,6 @@
 //! hidden channels, guide ids, logos and pinned sources show in every output, persist
 //! in state_dir (restart and kill -9), and bad requests are JSON errors.
 
-
 use std::time::Duration;
 
 use futures::StreamExt;

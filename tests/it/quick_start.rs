@@ -14,10 +14,11 @@
 //!
 //! Any other command fails the test until this file learns to run it.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::{freesky_command, Process};
 
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Parser, Tag, TagEnd};
 
@@ -72,81 +73,30 @@ fn readme_commands() -> Vec<String> {
     commands
 }
 
-/// The server `cargo run` starts; killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    addr: String,
-}
-
-impl Server {
-    /// The binary with README's `cargo run` arguments, on a free loopback port.
-    fn start(dir: &Path, readme_args: &[&str]) -> Server {
-        let config_dir = dir.join("config");
-        std::fs::create_dir_all(&config_dir).expect("scratch config dir");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/freesky.toml"),
-            config_dir.join("freesky.toml"),
-        )
-        .expect("copy the shipped config");
-        // `freesky` alone serves; the port goes on `serve`.
-        let mut args: Vec<&str> = readme_args.to_vec();
-        if args.is_empty() {
-            args.push("serve");
-        }
-        assert_eq!(
-            args[0], "serve",
-            "README's `cargo run` runs `{}`: teach this test what that serves",
-            args[0]
-        );
-        args.extend(["--bind", "127.0.0.1:0"]);
-        let log = dir.join("freesky.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_freesky"))
-            .args(&args)
-            .current_dir(dir)
-            .env_remove("FREESKY_CONFIG")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("the freesky binary starts");
-        let mut server = Server {
-            child,
-            log,
-            addr: String::new(),
-        };
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let text = server.log_text();
-            if let Some(i) = text.find("serving on http://") {
-                server.addr = text[i + "serving on http://".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("`cargo run` (freesky {args:?}) exited with {status}:\n{text}");
-            }
-            assert!(Instant::now() < deadline, "freesky did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+/// The server `cargo run` starts: the binary with README's `cargo run` arguments, on a
+/// free loopback port (`common::Process`: killed when dropped).
+fn start_server(dir: &Path, readme_args: &[&str]) -> Process {
+    let config_dir = dir.join("config");
+    std::fs::create_dir_all(&config_dir).expect("scratch config dir");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/freesky.toml"),
+        config_dir.join("freesky.toml"),
+    )
+    .expect("copy the shipped config");
+    // `freesky` alone serves; the port goes on `serve`.
+    let mut args: Vec<&str> = readme_args.to_vec();
+    if args.is_empty() {
+        args.push("serve");
     }
-
-    fn log_text(&self) -> String {
-        let mut text = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut text));
-        text
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    assert_eq!(
+        args[0], "serve",
+        "README's `cargo run` runs `{}`: teach this test what that serves",
+        args[0]
+    );
+    args.extend(["--bind", "127.0.0.1:0"]);
+    let mut cmd = freesky_command();
+    cmd.args(&args).current_dir(dir);
+    Process::serve(cmd, &dir.join("freesky.log"))
 }
 
 /// Runs `line` with `sh -c` in `dir` (bounded); its exit status and output.
@@ -210,13 +160,13 @@ fn the_readme_quick_start_runs_as_written() {
         "README's {SECTIONS:?} have no `cargo run` in an sh block: {commands:?}"
     );
     let dir = tempfile::tempdir().expect("scratch dir");
-    let mut server: Option<Server> = None;
+    let mut server: Option<Process> = None;
     let mut ran = Vec::new();
     for command in &commands {
         let words: Vec<&str> = command.split_whitespace().collect();
         if let Some(rest) = command.strip_prefix("cargo run") {
             let args: Vec<&str> = rest.split_whitespace().skip_while(|w| *w == "--").collect();
-            server = Some(Server::start(dir.path(), &args));
+            server = Some(start_server(dir.path(), &args));
             ran.push(command.clone());
             continue;
         }
@@ -231,8 +181,8 @@ fn the_readme_quick_start_runs_as_written() {
             "`{command}` does not use port {README_PORT}, which `cargo run` serves on"
         );
         let line = command
-            .replace(&format!("127.0.0.1:{README_PORT}"), &s.addr)
-            .replace(&format!("localhost:{README_PORT}"), &s.addr);
+            .replace(&format!("127.0.0.1:{README_PORT}"), &s.addr.to_string())
+            .replace(&format!("localhost:{README_PORT}"), &s.addr.to_string());
         match words[0] {
             "vlc" => {
                 let url = line.split_whitespace().last().unwrap_or_default();

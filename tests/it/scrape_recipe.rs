@@ -2,7 +2,6 @@
 //! cookie, embed page that checks cookie and Referer, token API), a CDN that checks the
 //! configured stream Referer/Origin, and the config errors of bad recipes.
 
-
 use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderMap};
 use axum::response::{AppendHeaders, IntoResponse};

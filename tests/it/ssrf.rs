@@ -8,7 +8,6 @@
 //! the forbidden hosts are another loopback address (`127.0.0.2`) and `localhost`,
 //! which only DNS turns into a loopback address.
 
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

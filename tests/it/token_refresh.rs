@@ -4,7 +4,6 @@
 //! session and HLS players polling their media playlist link keep playing well past
 //! two expiries, without a single refused request and without gaps or repeats.
 
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,6 +56,11 @@ fn markers(bytes: &[u8]) -> Vec<u64> {
 /// window of 4) whose segments carry the same token. Anything with an expired or
 /// missing token is answered 403.
 async fn origin() -> (FakeUpstream, Arc<Counts>) {
+    origin_with(TOKEN_SECS).await
+}
+
+/// `origin`, handing out tokens valid for `token_secs`.
+async fn origin_with(token_secs: u64) -> (FakeUpstream, Arc<Counts>) {
     let counts = Arc::new(Counts::default());
     let fake = FakeUpstream::bind().await;
     let base = fake.base();
@@ -81,7 +85,7 @@ async fn origin() -> (FakeUpstream, Arc<Counts>) {
         let base = base.clone();
         move || {
             counts.resolves.fetch_add(1, Ordering::SeqCst);
-            let url = format!("{base}/hls/master.m3u8?expires={}", unix_now() + TOKEN_SECS);
+            let url = format!("{base}/hls/master.m3u8?expires={}", unix_now() + token_secs);
             async move { axum::Json(serde_json::json!({ "url": url })) }
         }
     };
@@ -280,4 +284,30 @@ async fn an_hls_player_keeps_playing_across_token_expiries() {
         0,
         "freesky used an expired token"
     );
+}
+
+/// Whether a playlist link's upstream token is due is judged by freesky's clock: moved
+/// to a minute before an hour-long token runs out, the next request of the media
+/// playlist link resolves the channel afresh, with no wait and no refused request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_due_by_the_clock_is_refreshed_at_the_next_playlist_request() {
+    const HOUR: u64 = 3600;
+    let (origin, counts) = origin_with(HOUR).await;
+    let app = app_for(&origin).await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .expect("channel id")
+        .to_string();
+    let master = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let media = playlist_uris(&master).remove(0);
+    let resolves = || counts.resolves.load(Ordering::SeqCst);
+    app.get_text_ok(&media).await;
+    app.get_text_ok(&media).await;
+    assert_eq!(resolves(), 1, "a fresh token is not refreshed");
+
+    app.clock.advance(Duration::from_secs(HOUR - 60));
+    let body = app.get_text_ok(&media).await;
+    assert!(body.contains("#EXTINF"), "{body}");
+    assert_eq!(resolves(), 2, "the due token was not refreshed");
+    assert_eq!(counts.refused.load(Ordering::SeqCst), 0);
 }

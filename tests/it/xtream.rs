@@ -2,7 +2,6 @@
 //! the category filter, HLS and `.ts` playback through freesky, a refused login, the
 //! account in the status, credentials never shown, and the connection cap.
 
-
 use std::collections::HashMap;
 use std::time::Duration;
 

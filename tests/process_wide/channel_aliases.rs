@@ -3,15 +3,17 @@
 //! follower), count as viewers of one channel and show under one metric label: the
 //! lineup channel id.
 //!
-//! The viewer metrics are process-wide: each test here uses a channel of its own.
-
+//! The viewer metrics are process-wide: each test here uses a channel of its own and
+//! runs alone (`common::alone`), as `freesky_ts_sessions` counts every session.
 
 use axum::extract::Path;
 use axum::routing::get;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::common::{live_playlist, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE};
+use crate::common::{
+    live_playlist, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
 
 /// Reads from a streaming response until `want` bytes have arrived.
 async fn read_at_least(
@@ -134,6 +136,7 @@ async fn gauge(app: &TestApp, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ts_viewers_of_every_alias_share_one_session_and_one_label() {
+    let _alone = crate::common::alone().await;
     let (app, origin, _list) = app_with_channel("Alias Ts").await;
     let channel = app.channel_named("Alias Ts").await;
     let slug = channel["id"].as_str().expect("id").to_string();
@@ -183,6 +186,7 @@ async fn ts_viewers_of_every_alias_share_one_session_and_one_label() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_id_and_the_channel_pinned_to_that_service_share_one_session() {
+    let _alone = crate::common::alone().await;
     let (app, origin, _list) = app_with_channel("Alias Pinned").await;
     let (status, detail) = app.get_json("/api/channels/alias-pinned").await;
     assert_eq!(status, 200, "{detail}");
@@ -208,6 +212,7 @@ async fn a_service_id_and_the_channel_pinned_to_that_service_share_one_session()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_players_of_every_alias_count_once_under_one_label() {
+    let _alone = crate::common::alone().await;
     let (app, _origin, _list) = app_with_channel("Alias Hls").await;
     let channel = app.channel_named("Alias Hls").await;
     let slug = channel["id"].as_str().expect("id").to_string();

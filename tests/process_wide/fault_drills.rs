@@ -9,7 +9,6 @@
 //! One test runs every drill in turn and prints `N drills, N passed`; it fails at the
 //! end listing every failed drill. RELIABILITY.md states what each drill promises.
 
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -503,6 +502,7 @@ async fn run(drill: &Drill, faulty: &FakeUpstream, raw: &str) -> Result<Outcome,
     let app = TestApp::spawn(&config(drill.place, &fault, &list, "/good.m3u")).await;
     let bound = TIMEOUT + MARGIN;
 
+    crate::common::reset_vm_hwm();
     let hwm_before = crate::common::vm_hwm_kb();
     let started = Instant::now();
     let path = match drill.place {
@@ -640,6 +640,7 @@ async fn run(drill: &Drill, faulty: &FakeUpstream, raw: &str) -> Result<Outcome,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_drill() {
+    let _alone = crate::common::alone().await;
     let faulty = faulty_router().await;
     let (raw, raw_task) = raw_upstream().await;
     let drills = drills();

@@ -1,7 +1,7 @@
 //! A guide of more than 100 MB, generated as it is sent, is merged with bounded
 //! memory: freesky streams it and keeps only the programmes of lineup channels.
-//! Its own file, so the process's peak RSS belongs to this test alone.
-
+//! It runs alone (`common::alone`) from a reset VmHWM, so the process's peak RSS is this
+//! test's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -85,6 +85,7 @@ fn big_guide(sent: Arc<AtomicU64>) -> Body {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_guide_is_merged_with_bounded_memory() {
+    let _alone = crate::common::alone().await;
     let sent = Arc::new(AtomicU64::new(0));
     let counter = sent.clone();
     let mut list = String::from("#EXTM3U\n");
@@ -114,6 +115,7 @@ async fn a_100_mb_guide_is_merged_with_bounded_memory() {
     ))
     .await;
     assert_eq!(app.channels().await.len(), LISTED);
+    crate::common::reset_vm_hwm();
     let before = crate::common::vm_hwm_kb();
     // Reading 100 MB of XML in a debug build takes ~15 s on an idle 2-core machine and
     // much longer on a loaded one: this request gets a wider hang guard than the

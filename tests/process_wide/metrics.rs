@@ -2,9 +2,8 @@
 //! reads line by line, and counters and gauges that move with real traffic through the
 //! demo service (playlists and segments through the proxy, a `.ts` viewer, a 404).
 //!
-//! The metrics are process-wide, so this file holds one test and asserts how values
-//! moved between two scrapes, not absolute values.
-
+//! The metrics are process-wide, so this test runs alone (`common::alone`) and asserts
+//! how values moved between two scrapes, not absolute values.
 
 use std::time::{Duration, Instant};
 
@@ -95,6 +94,7 @@ async fn wait_viewers(app: &TestApp, channel: &str, ok: impl Fn(f64) -> bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_with_traffic() {
+    let _alone = crate::common::alone().await;
     let app = TestApp::spawn(DEMO).await;
     let id = app.channel_named("Demo").await["id"]
         .as_str()

@@ -3,9 +3,8 @@
 //! more than a bounded window of an endless body, and ends at `[cache] segment_timeout`
 //! even while a reader is still there.
 //!
-//! The memory figure is the process's peak (VmHWM), shared by the tests of this binary
-//! running at once; the other tests here hold a few MB at most, far below the bound.
-
+//! The memory figure is the process's peak (VmHWM), reset before it is measured; each
+//! test runs alone (`common::alone`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,7 +117,9 @@ async fn closed_within(seen: &Seen, bound: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_segment_left_by_its_reader_is_closed_upstream_and_memory_stays_flat() {
+    let _alone = crate::common::alone().await;
     let (seen, _origin, _list, app, link) = endless_segment(Duration::from_millis(1), "").await;
+    crate::common::reset_vm_hwm();
     let before = crate::common::vm_hwm_kb();
 
     let resp = app.client.get(&link).send().await.expect("segment answers");
@@ -162,6 +163,7 @@ async fn an_endless_segment_left_by_its_reader_is_closed_upstream_and_memory_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_that_outlasts_segment_timeout_is_cut_off_while_read() {
+    let _alone = crate::common::alone().await;
     // A slow endless segment (16 KiB/s or so), read by a client that stays.
     let (seen, _origin, _list, app, link) = endless_segment(
         Duration::from_millis(250),
@@ -195,6 +197,7 @@ async fn a_segment_that_outlasts_segment_timeout_is_cut_off_while_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_of_an_endless_segment_holds_back_the_upstream_read() {
+    let _alone = crate::common::alone().await;
     // Bodies over 1 MiB are not cached (8 MiB cache / 8), so past that the shared
     // fetch keeps only what its reader has not read yet.
     let (seen, _origin, _list, app, link) =
