@@ -39,6 +39,7 @@ mod openapi;
 mod politeness;
 mod quick_start;
 mod scrape_recipe;
+mod snapshots;
 mod ssrf;
 mod token_refresh;
 mod ts_stream;
