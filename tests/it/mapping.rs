@@ -2,8 +2,6 @@
 //! hidden channels, guide ids, logos and pinned sources show in every output, persist
 //! in state_dir (restart and kill -9), and bad requests are JSON errors.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -597,14 +595,10 @@ async fn a_mapping_survives_kill_9() {
             .expect("the freesky binary starts")
     };
     let ready = |client: reqwest::Client, base: String| async move {
-        let deadline = tokio::time::Instant::now() + HANG_GUARD;
-        while client.get(format!("{base}/health")).send().await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "freesky did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::common::eventually("freesky to answer /health", || async {
+            client.get(format!("{base}/health")).send().await.map(drop)
+        })
+        .await
     };
 
     let mut child = start();

@@ -5,8 +5,6 @@
 //! The metrics are process-wide, so this test runs alone (`common::alone`) and asserts
 //! how values moved between two scrapes, not absolute values.
 
-use std::time::{Duration, Instant};
-
 use futures::StreamExt;
 use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
@@ -77,19 +75,20 @@ fn routes(s: &Scrape) -> Vec<String> {
 
 /// Polls `/metrics` until `ok` holds for the viewers of `channel` (bounded).
 async fn wait_viewers(app: &TestApp, channel: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let until = Instant::now() + HANG_GUARD;
-    loop {
-        let s = scrape(app).await;
-        let v = value(&s, "freesky_active_viewers", &[("channel", channel)]);
-        if ok(v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < until,
-            "freesky_active_viewers{{channel={channel}}} stuck at {v}"
+    let what = format!("freesky_active_viewers{{channel={channel}}} to move");
+    crate::common::eventually(&what, || async {
+        let v = value(
+            &scrape(app).await,
+            "freesky_active_viewers",
+            &[("channel", channel)],
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if ok(v) {
+            Ok(v)
+        } else {
+            Err(v)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
