@@ -25,7 +25,7 @@ cargo +nightly fuzz build "$t"
 mkdir -p "target/work/$t" "artifacts/$t" "target/logs/$t"
 mode=(-jobs=1 -workers=1)
 if [ -n "$(ls -A "known-crashes/$t" 2>/dev/null)" ]; then
-  # A known crash (tests/fuzz_replay.rs, *_known_crashes) must not end the run:
+  # A known crash (tests/it/fuzz_replay.rs, *_known_crashes) must not end the run:
   # fork mode records each crash in artifacts/ and carries on.
   mode=(-fork=1 -ignore_crashes=1)
 fi

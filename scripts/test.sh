@@ -15,7 +15,7 @@ timed() {
 
 # --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback),
 # Debian's XMLTV validator (tv_validate_file, package xmltv-util) and headless
-# Chromium + ChromeDriver (tests/dashboard.rs) ---
+# Chromium + ChromeDriver (tests/it/dashboard.rs) ---
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
@@ -33,7 +33,7 @@ for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -f /usr/share/xmltv/xmltv.dtd ] || { echo "error: /usr/share/xmltv/xmltv.dtd missing (xmltv-util)" >&2; exit 1; }
-# openapi-spec-validator (PyPI) checks /api/openapi.json in tests/openapi.rs.
+# openapi-spec-validator (PyPI) checks /api/openapi.json in tests/it/openapi.rs.
 if ! python3 -m openapi_spec_validator --help >/dev/null 2>&1; then
   stage "installing openapi-spec-validator with pip"
   if [ "$(id -u)" -eq 0 ]; then
@@ -57,7 +57,7 @@ fi
 # --- the book (docs/, mdBook): mdbook pinned, installed with cargo when missing
 # (only the search feature: no `serve`/`watch` server to compile). The build fails
 # on a SUMMARY entry without its file, a bad {{#include}}, or (checked below) any
-# warning such as unclosed HTML; links and anchors are checked by tests/docs.rs. ---
+# warning such as unclosed HTML; links and anchors are checked by tests/it/docs.rs. ---
 MDBOOK_VERSION=0.5.4
 if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
   stage "installing mdbook $MDBOOK_VERSION with cargo install"
@@ -100,5 +100,9 @@ timed cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"
 timed cargo clippy --all-targets --locked -- -D warnings
 stage "cargo test"
+# Two integration binaries: tests/it (every area, one module each) and tests/process_wide
+# (peak memory and process-wide metrics, one test at a time). A snapshot that differs
+# fails here and writes nothing (review changes with INSTA_UPDATE=always locally).
+export INSTA_UPDATE=no
 timed cargo test --all-targets --locked
 printf '\nall checks passed in %ss\n' "$((SECONDS - started))"

@@ -28,6 +28,7 @@
 pub mod app;
 pub mod cache;
 pub mod catchup;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod error;
@@ -81,6 +82,20 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub fn state(config: config::Config) -> anyhow::Result<AppState> {
     let store = store::Store::open(&config.server.state_dir)?;
     build_state(config, store, None)
+}
+
+/// `state`, with link expiry and upstream token lifetimes measured against `clock`
+/// (tests move a `clock::TestClock` forward instead of waiting). A config reload keeps
+/// the clock with the signer and the failovers it carries over.
+pub fn state_with_clock(
+    config: config::Config,
+    clock: Arc<dyn clock::Clock>,
+) -> anyhow::Result<AppState> {
+    let (dir, ttl) = (config.server.state_dir.clone(), config.server.link_ttl);
+    let mut state = state(config)?;
+    state.signer = Arc::new(proxy::Signer::load_or_create(&dir, ttl)?.with_clock(clock.clone()));
+    state.failovers = Arc::new(streams::failover::Failovers::with_clock(clock));
+    Ok(state)
 }
 
 /// The state of `config` on `store`. With `prev` (a config reload), the parts that

@@ -33,7 +33,7 @@
 //! playlists are fetched (`cache`).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -159,6 +159,8 @@ pub struct Signer {
     item_nonce: hmac::Key,
     /// How long a link stays valid, at least.
     ttl: Duration,
+    /// What link expiry is measured against (a test moves it forward).
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 impl Signer {
@@ -214,7 +216,14 @@ impl Signer {
             item_key: mac_key(b"freesky proxy item key"),
             item_nonce: mac_key(b"freesky proxy item nonce"),
             ttl,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// This signer with link expiry measured against `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The expiry of links made at `now`: `now + ttl` rounded up to a bucket boundary,
@@ -245,7 +254,7 @@ impl Signer {
         base: &Url,
         headers: &Headers,
     ) -> Result<PlaylistSealer, LinkError> {
-        self.sealer_at(unix_now(), service, channel, base, headers)
+        self.sealer_at(self.clock.unix_secs(), service, channel, base, headers)
     }
 
     fn sealer_at(
@@ -318,7 +327,7 @@ impl Signer {
 
     /// The target of a link's two sealed parts, or why it is refused.
     pub fn open(&self, context: &str, item: &str) -> Result<Target, &'static str> {
-        self.open_at(unix_now(), context, item)
+        self.open_at(self.clock.unix_secs(), context, item)
     }
 
     fn open_at(&self, now: u64, context: &str, item: &str) -> Result<Target, &'static str> {
@@ -518,10 +527,10 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[cfg(test)]
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    use crate::clock::Clock;
+    crate::clock::SystemClock.unix_secs()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

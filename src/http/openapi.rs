@@ -3,7 +3,7 @@
 //! routes in a `Doc` (`#[derive(utoipa::OpenApi)]`); this file only merges them, adds
 //! the `admin` bearer scheme, and serves the result, built once.
 //!
-//! A route added without an annotation is caught by `tests/openapi.rs`, which reads
+//! A route added without an annotation is caught by `tests/it/openapi.rs`, which reads
 //! every `.route(...)` in `src/http/` and looks for it in the document.
 
 use std::sync::LazyLock;

@@ -30,6 +30,7 @@ use url::Url;
 
 use super::Engine;
 use crate::cache::Document;
+use crate::clock::{Clock, SystemClock};
 use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
@@ -96,9 +97,9 @@ pub fn refresh_due(since: SystemTime, expires: SystemTime, now: SystemTime) -> b
 }
 
 /// True when `url` carries a token ([`url_expires_at`]) handed out at `since` that is
-/// due for a refresh now.
-pub fn token_due(url: &Url, since: SystemTime) -> bool {
-    url_expires_at(url).is_some_and(|exp| refresh_due(since, exp, SystemTime::now()))
+/// due for a refresh at `now`.
+pub fn token_due(url: &Url, since: SystemTime, now: SystemTime) -> bool {
+    url_expires_at(url).is_some_and(|exp| refresh_due(since, exp, now))
 }
 
 /// True when the upstream refused a URL the way an expired or revoked token is refused.
@@ -118,6 +119,8 @@ pub struct Failovers {
     switched: Cache<String, Arc<Switch>>,
     /// When each playlist link was first served: the start of its token's lifetime.
     first_seen: Cache<String, SystemTime>,
+    /// What token lifetimes are measured against (a test moves it forward).
+    clock: Arc<dyn Clock>,
 }
 
 impl Default for Failovers {
@@ -127,11 +130,25 @@ impl Default for Failovers {
             next_seq: idle_cache(600),
             switched: idle_cache(600),
             first_seen: idle_cache(600),
+            clock: Arc::new(SystemClock),
         }
     }
 }
 
 impl Failovers {
+    /// Failovers measuring token lifetimes against `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
+    /// Now, by this state's clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
     fn strikes(&self) -> &Cache<String, Arc<AtomicU32>> {
         &self.strikes
     }
@@ -173,7 +190,8 @@ impl Failovers {
 
     /// When `link` was first served (now, for a link not seen before).
     pub fn first_seen(&self, link: &str) -> SystemTime {
-        self.first_seen.get_with(link.to_string(), SystemTime::now)
+        self.first_seen
+            .get_with(link.to_string(), || self.clock.now())
     }
 
     pub fn switched(&self, link: &str) -> Option<Arc<Switch>> {
@@ -215,7 +233,7 @@ impl Engine {
         tried: Vec<String>,
         target: SwitchTo<'_>,
     ) -> Result<Arc<Switch>, RegistryError> {
-        let since = SystemTime::now();
+        let since = self.failovers.now();
         let media = &self.media;
         let limit = self.settings.max_body_bytes;
         let registry = &self.registry;

@@ -117,7 +117,7 @@ impl Engine {
             if let Some(sw) = self.failovers.switched(&link) {
                 return self.switched_playlist(target, &link, sw, base).await;
             }
-            if failover::token_due(url, self.failovers.first_seen(&link)) {
+            if failover::token_due(url, self.failovers.first_seen(&link), self.failovers.now()) {
                 if let Some(sw) = self.refresh(target, &link, &target.service, None).await {
                     return self.switched_playlist(target, &link, sw, base).await;
                 }
@@ -217,7 +217,7 @@ impl Engine {
         base: &str,
     ) -> Result<String, StreamError> {
         let limit = self.settings.max_body_bytes;
-        if failover::token_due(&sw.url, sw.since) {
+        if failover::token_due(&sw.url, sw.since, self.failovers.now()) {
             if let Some(fresh) = self
                 .refresh(target, link, &sw.service_name, Some(&sw))
                 .await

@@ -2,7 +2,7 @@
 //! (`TestApp`) and real HTTP upstreams (`FakeUpstream`) that record what they received.
 //! Nothing of freesky is mocked: tests talk HTTP to both sides.
 
-// Each test crate uses a different part of this module.
+// Each test binary (`it`, `process_wide`) uses a different part of this module.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ pub const M3U_TYPE: &str = "audio/x-mpegurl";
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
 fn init_logging() {
-    // `RUST_LOG=freesky=debug cargo test --test api -- --nocapture` shows the server's logs.
+    // `RUST_LOG=freesky=debug cargo test --test it api:: -- --nocapture` shows the server's logs.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -59,6 +59,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The config text actually loaded (after `{state_dir}` substitution).
     pub config_text: String,
+    /// The clock of link expiry and upstream token lifetimes: `advance` it instead of
+    /// waiting for an expiry. Kept across restarts.
+    pub clock: Arc<freesky::clock::TestClock>,
     dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -85,6 +88,7 @@ impl TestApp {
             base: String::new(),
             client: client(),
             config_text,
+            clock: Arc::default(),
             dir,
             shutdown: None,
             server: None,
@@ -99,7 +103,8 @@ impl TestApp {
         })
         .unwrap_or_else(|e| panic!("test config does not load:\n{e}\n---\n{}", self.config_text));
         assert_eq!(config.server.state_dir, self.dir.path());
-        let state = freesky::state(config).expect("freesky state builds");
+        let state =
+            freesky::state_with_clock(config, self.clock.clone()).expect("freesky state builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -613,4 +618,239 @@ pub fn vm_hwm_kb() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/self/status")
+}
+
+// ---------------------------------------------------------------------------------------
+// waiting for a condition
+
+/// How often `eventually` looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it answers `Ok`, for at most `bound`; then panics with `what`
+/// and the last `Err` (what was seen instead). For conditions that become true on their
+/// own (a log line, a counter, a closed connection): a bound on a wait, not a speed
+/// assertion.
+pub async fn eventually_within<T, E, F, Fut>(bound: Duration, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: still not so after {bound:?}; last seen: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `eventually_within` bounded by `HANG_GUARD`.
+pub async fn eventually<T, E, F, Fut>(what: &str, check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    eventually_within(HANG_GUARD, what, check).await
+}
+
+/// `eventually` for a plain condition (`what` says what was awaited).
+pub async fn eventually_true<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(what, || {
+        let fut = check();
+        async move {
+            if fut.await {
+                Ok(())
+            } else {
+                Err("false")
+            }
+        }
+    })
+    .await
+}
+
+/// `eventually_within` for code outside an async runtime (threads, `#[test]`).
+pub fn eventually_blocking<T, E: std::fmt::Display>(
+    bound: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let last = match check() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if std::time::Instant::now() >= deadline {
+            panic!("{what}: still not so after {bound:?}; last seen: {last}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the freesky binary
+
+/// `freesky` (the binary cargo built for these tests) with nothing of the caller's
+/// environment that could reach its config: no `FREESKY_CONFIG`, no
+/// `FREESKY_ADMIN_TOKEN`; logs at `info`, without colour.
+pub fn freesky_command() -> std::process::Command {
+    freesky_command_via(&[])
+}
+
+/// `freesky_command` run through `wrapper` (such as `ip netns exec NS`), which must
+/// exec the binary so that the child is freesky itself.
+pub fn freesky_command_via(wrapper: &[&str]) -> std::process::Command {
+    let bin = env!("CARGO_BIN_EXE_freesky");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = std::process::Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    cmd.env_remove("FREESKY_CONFIG")
+        .env_remove("FREESKY_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// A running `freesky` process serving HTTP: its stderr goes to a log file; it is
+/// SIGKILLed on drop (a test that wants a clean exit signals it and `wait_exit`s).
+pub struct Process {
+    pub child: std::process::Child,
+    /// The address of its `serving on http://ADDR` log line.
+    pub addr: SocketAddr,
+    /// `http://ADDR`.
+    pub base: String,
+    pub log: std::path::PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` (from `freesky_command()` plus arguments) with stderr to `log`, and
+    /// waits (bounded) for it to log that it serves; panics with the log when it exits
+    /// first or never does.
+    pub fn serve(mut cmd: std::process::Command, log: &Path) -> Process {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("the freesky binary starts");
+        let mut p = Process {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            base: String::new(),
+            log: log.to_path_buf(),
+        };
+        let addr: String = eventually_blocking(HANG_GUARD, "freesky to serve", || {
+            let text = p.log_text();
+            if let Some(i) = text.find("serving on http://") {
+                return Ok(text[i + "serving on http://".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect());
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("freesky exited with {status}:\n{text}");
+            }
+            Err(format!("the log so far:\n{text}"))
+        });
+        p.addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("the address {addr:?} it serves on: {e}"));
+        p.base = format!("http://{addr}");
+        p
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded by `bound`, a hang guard) until the log has `needle`; the log.
+    pub async fn wait_log(&self, needle: &str, bound: Duration) -> String {
+        eventually_within(bound, &format!("the log to show {needle:?}"), || async {
+            let text = self.log_text();
+            if text.contains(needle) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await
+    }
+
+    /// Waits (bounded by `bound`, a hang guard) for the process to exit.
+    pub async fn wait_exit(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "freesky did not exit within {bound:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGKILL now: no shutdown, no flush.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// process-wide measurements
+
+/// Held by every test of the `process_wide` binary for its whole run: those tests read
+/// what the whole process did (peak memory, the process-wide metrics), which other
+/// tests running at the same time would blur.
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ALONE.lock().await
+}
+
+/// Resets this process's peak resident memory (VmHWM) to what is resident now
+/// (Linux: `/proc/self/clear_refs`), so a later `vm_hwm_kb` is this test's peak, not
+/// one left by a test that ran earlier in the same process.
+pub fn reset_vm_hwm() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM (/proc/self/clear_refs)");
 }

@@ -1,5 +1,5 @@
-//! Fuzz targets on stable Rust, shared by `tests/fuzz_replay.rs` (every committed input
-//! in `fuzz/corpus/{target}/`) and `tests/fuzz_random.rs` (seeded random mutations of
+//! Fuzz targets on stable Rust, shared by `tests/it/fuzz_replay.rs` (every committed input
+//! in `fuzz/corpus/{target}/`) and `tests/it/fuzz_random.rs` (seeded random mutations of
 //! them). cargo-fuzz needs nightly and libFuzzer; this is the coverage-less equivalent:
 //! each target takes raw bytes, calls the code that meets outside data, and panics when
 //! an invariant breaks. See RELIABILITY.md, "Fuzzing".

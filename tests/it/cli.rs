@@ -1,0 +1,508 @@
+//! The `freesky` binary (SPEC section 1): `check` reports every config problem as
+//! `file:line: field: message` with exit code 2 (or as JSON), `playlist` prints the
+//! merged M3U, `channels` and `guide` print data on stdout and draw progress on stderr
+//! only when it is a terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn freesky() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_freesky"));
+    // Only what a test sets explicitly may reach the config.
+    cmd.env_remove("FREESKY_CONFIG")
+        .env_remove("FREESKY_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the freesky binary runs")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+const BAD: &str = r#"[server]
+bind = "127.0.0.1:0"
+bnd = "typo"
+
+[cache]
+segment_ttl = "2 fortnights"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+
+[[services]]
+name = "Weird"
+kind = "ftp"
+
+[[services]]
+name = "List"
+kind = "m3u"
+url = "${FREESKY_CLI_TEST_UNSET_VAR_81F2}"
+timeout = "ten seconds"
+
+[[services]]
+name = "Api"
+kind = "json_api"
+base_url = "http://api.example/"
+[services.channels]
+path = "channels"
+nmae = "/title"
+[services.stream]
+path = "stream/{channel_id}"
+url = "/u"
+"#;
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bad.toml", BAD);
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_VAR_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    let file = path.display().to_string();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{file}:")))
+        .collect();
+    // (line, field, words the message must contain)
+    let expected: &[(usize, &str, &[&str])] = &[
+        (3, "server.bnd", &["unknown field", "bnd"]),
+        (6, "cache.segment_ttl", &["2 fortnights", "duration"]),
+        (13, "services[1].name", &["duplicate", "Demo"]),
+        (18, "services[2].kind", &["unknown kind", "ftp"]),
+        (23, "services[3].url", &["FREESKY_CLI_TEST_UNSET_VAR_81F2"]),
+        (24, "services[3].timeout", &["ten seconds", "duration"]),
+        (32, "services[4].channels.nmae", &["unknown field", "nmae"]),
+    ];
+    for (line, field, words) in expected {
+        let prefix = format!("{file}:{line}: {field}: ");
+        let found = problems
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(&out)));
+        for w in *words {
+            assert!(found.contains(w), "{found:?} should mention {w:?}");
+        }
+    }
+    assert_eq!(
+        problems.len(),
+        expected.len(),
+        "one line per problem, nothing else:\n{}",
+        show(&out)
+    );
+    assert!(!text.contains(": ok"), "{}", show(&out));
+}
+
+#[test]
+fn check_accepts_a_good_config_with_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "good.toml",
+        r#"
+[server]
+bind = "127.0.0.1:8099"
+admin_token = "${FREESKY_CLI_TEST_UNSET_ADMIN_81F2:-}"
+
+[cache]
+resolved_ttl = "800ms"
+channels_ttl = "5m"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+timeout = "10s"
+
+[[services]]
+name = "List"
+kind = "m3u"
+priority = 1
+url = "${FREESKY_CLI_TEST_LIST_URL_81F2}"
+"#,
+    );
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_ADMIN_81F2")
+        .env(
+            "FREESKY_CLI_TEST_LIST_URL_81F2",
+            "http://lists.example/tv.m3u",
+        ));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}",
+        show(&out)
+    );
+
+    // The same file without the variable: exit 2, naming it.
+    let out = run(freesky()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_LIST_URL_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let file = path.display().to_string();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l.starts_with(&format!("{file}:19: services[1].url: "))
+                && l.contains("FREESKY_CLI_TEST_LIST_URL_81F2")),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn the_shipped_config_passes_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = Path::new(root).join("config/freesky.toml");
+    assert!(
+        shipped.exists(),
+        "the repository must ship {}",
+        shipped.display()
+    );
+    let out = run(freesky()
+        .current_dir(root)
+        .args(["check", "--config", "config/freesky.toml"]));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+/// SPEC: the shipped config has "a commented example of every service kind"; with the
+/// examples uncommented it must still be valid.
+#[test]
+fn the_shipped_config_examples_are_valid_when_uncommented() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(Path::new(root).join("config/freesky.toml"))
+        .expect("the shipped config");
+    let uncommented: String = text
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        uncommented, text,
+        "the shipped config has no commented examples"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "examples.toml", &uncommented);
+    let out = run(freesky().args(["check", "--config"]).arg(&path));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n--- checked\n{uncommented}",
+        show(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("(1 services)"),
+        "no example was uncommented: {stdout}"
+    );
+}
+
+#[test]
+fn playlist_prints_the_demo_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let path = write(
+        dir.path(),
+        "demo.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    );
+    let out = run(freesky()
+        .args(["playlist", "--config"])
+        .arg(&path)
+        .args(["--base-url", "http://tv.example:9000/"]));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8 playlist");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("#EXTM3U url-tvg=\"http://tv.example:9000/epg.xml\""),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 3, "one channel: {text}");
+    assert!(lines[1].starts_with("#EXTINF:-1 "), "{text}");
+    for attr in [
+        "tvg-id=\"demo.freesky\"",
+        "tvg-name=\"Demo\"",
+        "tvg-chno=\"1\"",
+        "group-title=\"Demo\"",
+    ] {
+        assert!(lines[1].contains(attr), "{attr} missing: {text}");
+    }
+    assert!(lines[1].ends_with(",Demo"), "{text}");
+    assert_eq!(lines[2], "http://tv.example:9000/api/stream/demo.m3u8");
+    assert!(state.exists(), "state_dir was not used");
+}
+
+/// A config with the demo service only, its state under `dir`.
+fn demo_config(dir: &Path) -> PathBuf {
+    let state = dir.join("state");
+    write(
+        dir,
+        "demo.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    )
+}
+
+/// Piped stderr carries no terminal control sequences (progress redraws, colours).
+fn assert_no_escapes(out: &Output) {
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("\x1b["),
+        "escape codes on piped stderr:\n{}",
+        show(out)
+    );
+}
+
+#[test]
+fn channels_json_lists_the_demo_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let out = run(freesky()
+        .args(["channels", "--json", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    let channels: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+    let channels = channels.as_array().expect("a JSON array");
+    assert_eq!(channels.len(), 1, "{}", show(&out));
+    let demo = &channels[0];
+    assert_eq!(demo["id"], "demo");
+    assert_eq!(demo["name"], "Demo");
+    assert_eq!(demo["number"], 1);
+    assert_eq!(demo["group"], "Demo");
+    assert_eq!(demo["guide_id"], "demo.freesky");
+    assert_eq!(demo["sources"][0]["service"], "Demo");
+    assert_eq!(demo["sources"][0]["channel_id"], "demo");
+}
+
+#[test]
+fn channels_piped_prints_a_table_and_no_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    // The default log level: log lines may appear on stderr, nothing else.
+    let out = run(freesky()
+        .env_remove("RUST_LOG")
+        .args(["channels", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        assert!(
+            line.contains(" INFO ") || line.contains(" WARN "),
+            "not a log line on stderr: {line:?}\n{}",
+            show(&out)
+        );
+    }
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8 table");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one channel:\n{}", show(&out));
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NO.", "NAME", "GROUP", "SOURCES"], "{text}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row, ["1", "Demo", "Demo", "Demo"], "{text}");
+
+    // --search narrows the table.
+    let out = run(freesky()
+        .args(["channels", "--search", "no-such-channel-81f2", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn guide_piped_is_valid_xmltv_without_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let out = run(freesky().args(["guide", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "stderr at RUST_LOG=warn: {}",
+        show(&out)
+    );
+    crate::common::tv_validate(&out.stdout);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("<channel id=\"demo.freesky\">"),
+        "{}",
+        show(&out)
+    );
+
+    let out = run(freesky().args(["guide", "--gzip", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_no_escapes(&out);
+    let mut xml = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&out.stdout[..]), &mut xml)
+        .expect("gzip of UTF-8 XML");
+    assert!(xml.starts_with("<?xml"), "{xml}");
+}
+
+#[test]
+fn check_json_lists_problems_as_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bad.toml", BAD);
+    let out = run(freesky()
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .env_remove("FREESKY_CLI_TEST_UNSET_VAR_81F2"));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let problems: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+    let problems = problems.as_array().expect("a JSON array");
+    assert_eq!(problems.len(), 7, "{}", show(&out));
+    let file = path.display().to_string();
+    assert!(
+        problems.iter().all(|p| p["file"] == file.as_str()),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        problems.iter().any(|p| p["line"] == 3
+            && p["field"] == "server.bnd"
+            && p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown field") && m.contains("bind"))),
+        "{}",
+        show(&out)
+    );
+
+    let good = demo_config(dir.path());
+    let out = run(freesky().args(["check", "--json", "--config"]).arg(&good));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+/// On a terminal, `channels` draws one line per service on stderr (via util-linux
+/// `script`, which gives it a pseudo-terminal); skipped where `script` is missing.
+#[test]
+fn channels_on_a_terminal_shows_progress_per_service() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_config(dir.path());
+    let cmd = format!(
+        "'{}' channels --config '{}' >/dev/null",
+        env!("CARGO_BIN_EXE_freesky"),
+        path.display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("FREESKY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env("TERM", "xterm"));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Only stderr reaches the terminal here: stdout went to /dev/null.
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("Demo"), "{screen:?}");
+    assert!(screen.contains("1 channel ("), "{screen:?}");
+    assert!(
+        !screen.contains("NAME"),
+        "the table went to the terminal: {screen:?}"
+    );
+}
+
+/// A config with unknown keys: serde alone stops at the first of a table.
+type Unknown = (
+    &'static str,
+    &'static [(usize, &'static str)],
+    &'static [&'static str],
+);
+
+/// `(config, [(line, field)] of its unknown keys, keys the message must list)`.
+const UNKNOWN_KEYS: &[Unknown] = &[
+    (
+        "[server]\nbind = \"127.0.0.1:0\"\nbnd = \"x\"\nstte = \"y\"\nfoo = 1\n",
+        &[(3, "server.bnd"), (4, "server.stte"), (5, "server.foo")],
+        &["bind", "public_url", "state_dir"],
+    ),
+    (
+        "[[services]]\nname = \"Demo\"\nkind = \"demo\"\nbogus = 1\nalso = 2\n",
+        &[(4, "services[0].bogus"), (5, "services[0].also")],
+        &["name", "kind", "timeout", "priority"],
+    ),
+];
+
+#[test]
+fn check_reports_every_unknown_key_on_its_own_line_with_the_valid_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (config, unknown, valid)) in UNKNOWN_KEYS.iter().enumerate() {
+        let path = write(dir.path(), &format!("unknown-{i}.toml"), config);
+        let file = path.display().to_string();
+        let out = run(freesky().args(["check", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("{file}:")))
+            .collect();
+        assert_eq!(problems.len(), unknown.len(), "{}", show(&out));
+        for (line, field) in *unknown {
+            let prefix = format!("{file}:{line}: {field}: unknown field, expected one of: ");
+            let found = problems
+                .iter()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(&out)));
+            let listed: Vec<&str> = found[prefix.len()..]
+                .split([',', ' ', '(', ')'])
+                .filter(|w| !w.is_empty())
+                .collect();
+            for key in *valid {
+                assert!(listed.contains(key), "{found:?} should list {key:?}");
+            }
+        }
+
+        let out = run(freesky().args(["check", "--json", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let problems: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&out)));
+        let got: Vec<(u64, &str)> = problems
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .map(|p| (p["line"].as_u64().unwrap(), p["field"].as_str().unwrap()))
+            .collect();
+        let want: Vec<(u64, &str)> = unknown.iter().map(|(l, f)| (*l as u64, *f)).collect();
+        assert_eq!(got, want, "{}", show(&out));
+    }
+}

@@ -1,0 +1,471 @@
+//! A real player end to end: ffmpeg decodes freesky's HLS output for the built-in demo
+//! channel and for an m3u channel whose origin (a real HTTP server here) serves the
+//! demo's real MPEG-TS segments and refuses requests without the configured Referer.
+//!
+//! ffmpeg must be on PATH: without it this test fails (it does not skip).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::{media_playlist, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use axum::routing::get;
+
+/// Bound on one ffmpeg run; reaching it means a hang (not a speed check).
+const FFMPEG_GUARD: Duration = Duration::from_secs(60);
+const REFERER: &str = "http://player.example/embed/42";
+
+/// Decodes up to 3 s of video from `url` with ffmpeg; returns the frames decoded.
+async fn decoded_video_frames(url: &str) -> u64 {
+    let child = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i", url])
+        .args(["-t", "3", "-map", "0:v:0", "-f", "null", "-"])
+        .args(["-progress", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg installed and on PATH")
+        });
+    let out = tokio::time::timeout(FFMPEG_GUARD, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("ffmpeg did not finish within {FFMPEG_GUARD:?} on {url}"))
+        .expect("ffmpeg output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ffmpeg failed on {url}: {:?}\n{stderr}",
+        out.status
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no frame= in ffmpeg's progress for {url}:\n{stdout}\n{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_decodes_the_demo_and_a_proxied_channel() {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let names = ["seg0.ts", "seg1.ts", "seg2.ts", "seg3.ts"];
+    let mut origin = FakeUpstream::bind()
+        .await
+        .require_header("referer", REFERER)
+        .text("/vod/index.m3u8", HLS_TYPE, media_playlist(&names));
+    for name in names {
+        let bytes = std::fs::read(assets.join(name)).expect("demo asset");
+        origin = origin.bytes(&format!("/vod/{name}"), "video/mp2t", bytes);
+    }
+    let origin = origin.start();
+    let portal = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"Origin.example\" group-title=\"Test\",Origin TV\n#EXTVLCOPT:http-referrer={REFERER}\n{}\n",
+                origin.url("/vod/index.m3u8")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[[services]]
+name = "Demo"
+kind = "demo"
+
+[[services]]
+name = "Origin"
+kind = "m3u"
+url = "{}/list.m3u"
+"#,
+        portal.base()
+    ))
+    .await;
+    let channels = app.channels().await;
+    let id = |name: &str| {
+        channels
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["id"].as_str())
+            .unwrap_or_else(|| panic!("no {name} in {channels:#?}"))
+            .to_string()
+    };
+    let demo_url = app.url(&format!("/api/stream/{}.m3u8", id("Demo")));
+    let origin_url = app.url(&format!("/api/stream/{}.m3u8", id("Origin TV")));
+
+    let demo_ts = app.url(&format!("/api/stream/{}.ts", id("Demo")));
+    let origin_ts = app.url(&format!("/api/stream/{}.ts", id("Origin TV")));
+    let origin_number = channels
+        .iter()
+        .find(|c| c["name"] == "Origin TV")
+        .and_then(|c| c["number"].as_u64())
+        .expect("Origin TV has a number");
+    // What Plex and Jellyfin play: the HDHomeRun tuner URL from lineup.json.
+    let (_, lineup) = app.get_json("/lineup.json").await;
+    let tuner_url = lineup
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["GuideName"] == "Origin TV"))
+        .and_then(|e| e["URL"].as_str())
+        .expect("Origin TV in lineup.json")
+        .to_string();
+    assert_eq!(tuner_url, app.url(&format!("/auto/v{origin_number}")));
+
+    let (demo_frames, origin_frames, demo_ts_frames, origin_ts_frames, tuner_frames) = tokio::join!(
+        decoded_video_frames(&demo_url),
+        decoded_video_frames(&origin_url),
+        decoded_video_frames(&demo_ts),
+        decoded_video_frames(&origin_ts),
+        decoded_video_frames(&tuner_url)
+    );
+    assert!(tuner_frames > 0, "no video decoded from the tuner URL");
+    assert!(demo_frames > 0, "no video decoded from the demo channel");
+    assert!(
+        origin_frames > 0,
+        "no video decoded from the proxied channel"
+    );
+    assert!(
+        demo_ts_frames > 0,
+        "no video decoded from the demo's .ts stream"
+    );
+    assert!(
+        origin_ts_frames > 0,
+        "no video decoded from the proxied .ts stream"
+    );
+
+    // ffmpeg got through freesky to the origin, past the first segment, and every
+    // request carried the channel's Referer.
+    let requests = origin.requests();
+    assert!(origin.hits("/vod/index.m3u8") >= 1, "{:?}", origin.paths());
+    let segments: std::collections::BTreeSet<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with(".ts"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(segments.len() >= 2, "segments fetched: {segments:?}");
+    for r in &requests {
+        assert_eq!(
+            r.header("referer"),
+            Some(REFERER),
+            "{} without Referer",
+            r.path
+        );
+    }
+}
+
+/// Runs ffmpeg with `args`, failing the test with its output when it fails.
+fn ffmpeg_make(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("ffmpeg")
+        .current_dir(dir)
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=160x90:rate=10"])
+        .args([
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "10",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-f", "hls", "-hls_time", "1"])
+        .args(["-hls_playlist_type", "vod"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An AES-128 encrypted stream and an fMP4 (EXT-X-MAP) stream, made by ffmpeg here,
+/// served by an origin that wants the channel's Referer, play through freesky.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_plays_aes128_and_fmp4_streams_through_freesky() {
+    let dir = tempfile::tempdir().unwrap();
+    let aes = dir.path().join("aes");
+    let fmp4 = dir.path().join("fmp4");
+    std::fs::create_dir_all(&aes).unwrap();
+    std::fs::create_dir_all(&fmp4).unwrap();
+    std::fs::write(aes.join("enc.key"), b"0123456789abcdef").unwrap();
+    std::fs::write(
+        aes.join("keyinfo"),
+        format!("enc.key\n{}\n", aes.join("enc.key").display()),
+    )
+    .unwrap();
+    ffmpeg_make(&aes, &["-hls_key_info_file", "keyinfo", "index.m3u8"]);
+    ffmpeg_make(
+        &fmp4,
+        &[
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+            "index.m3u8",
+        ],
+    );
+    let aes_playlist = std::fs::read_to_string(aes.join("index.m3u8")).unwrap();
+    assert!(aes_playlist.contains("METHOD=AES-128"), "{aes_playlist}");
+    let fmp4_playlist = std::fs::read_to_string(fmp4.join("index.m3u8")).unwrap();
+    assert!(fmp4_playlist.contains("#EXT-X-MAP"), "{fmp4_playlist}");
+
+    let origin = FakeUpstream::bind()
+        .await
+        .require_header("referer", REFERER)
+        .dir("/aes", &aes)
+        .dir("/fmp4", &fmp4)
+        .start();
+    let portal = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n\
+#EXTINF:-1 tvg-id=\"Aes.example\",Encrypted\n#EXTVLCOPT:http-referrer={REFERER}\n{}\n\
+#EXTINF:-1 tvg-id=\"Fmp4.example\",Fragmented\n#EXTVLCOPT:http-referrer={REFERER}\n{}\n",
+                origin.url("/aes/index.m3u8"),
+                origin.url("/fmp4/index.m3u8")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        portal.url("/list.m3u")
+    ))
+    .await;
+    let id = |c: serde_json::Value| c["id"].as_str().unwrap().to_string();
+    let aes_url = app.url(&format!(
+        "/api/stream/{}.m3u8",
+        id(app.channel_named("Encrypted").await)
+    ));
+    let fmp4_url = app.url(&format!(
+        "/api/stream/{}.m3u8",
+        id(app.channel_named("Fragmented").await)
+    ));
+    let (aes_frames, fmp4_frames) = tokio::join!(
+        decoded_video_frames(&aes_url),
+        decoded_video_frames(&fmp4_url)
+    );
+    assert!(aes_frames > 0, "no video decoded from the AES-128 stream");
+    assert!(fmp4_frames > 0, "no video decoded from the fMP4 stream");
+    let paths = origin.paths();
+    assert!(paths.iter().any(|p| p == "/aes/enc.key"), "{paths:?}");
+    assert!(paths.iter().any(|p| p == "/fmp4/init.mp4"), "{paths:?}");
+    for r in origin.requests() {
+        assert_eq!(
+            r.header("referer"),
+            Some(REFERER),
+            "{} without Referer",
+            r.path
+        );
+    }
+}
+
+/// A live origin looping the demo's real segments: a master playlist with one
+/// variant, whose 3-segment window moves every 2 s and is numbered from `first_seq`.
+/// `down` makes it answer 503 to everything.
+async fn live_demo_origin(down: Arc<AtomicBool>, first_seq: u64) -> FakeUpstream {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let segs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..4)
+            .map(|i| std::fs::read(assets.join(format!("seg{i}.ts"))).expect("demo asset"))
+            .collect(),
+    );
+    let start = std::time::Instant::now();
+    let down2 = down.clone();
+    let down3 = down.clone();
+    FakeUpstream::bind()
+        .await
+        .route(
+            "/live/master.m3u8",
+            get(move || {
+                let down = down3.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    respond(
+                        200,
+                        HLS_TYPE,
+                        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\nindex.m3u8\n",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/live/index.m3u8",
+            get(move || {
+                let n = first_seq + start.elapsed().as_secs() / 2;
+                let down = down.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    let mut s = format!(
+                        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{n}\n"
+                    );
+                    for seq in n..n + 3 {
+                        if (seq - first_seq).is_multiple_of(4) && seq > first_seq {
+                            // The demo loops: its timestamps start over.
+                            s.push_str("#EXT-X-DISCONTINUITY\n");
+                        }
+                        s.push_str(&format!("#EXTINF:2.0,\nseg{seq}.ts\n"));
+                    }
+                    respond(200, HLS_TYPE, s)
+                }
+            }),
+        )
+        .route(
+            "/live/{seg}",
+            get(move |axum::extract::Path(seg): axum::extract::Path<String>| {
+                let segs = segs.clone();
+                let down = down2.load(Ordering::SeqCst);
+                async move {
+                    let seq: usize = seg
+                        .trim_start_matches("seg")
+                        .trim_end_matches(".ts")
+                        .parse()
+                        .unwrap_or(0);
+                    if down {
+                        return respond(503, "text/plain", "down");
+                    }
+                    respond(200, "video/mp2t", segs[(seq - first_seq as usize) % 4].clone())
+                }
+            }),
+        )
+        .start()
+}
+
+/// ffmpeg reads a channel's continuous MPEG-TS; its primary origin goes down midway;
+/// ffmpeg keeps decoding frames from the secondary after the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_keeps_decoding_the_ts_stream_across_a_failover() {
+    keeps_decoding_across_a_failover("ts").await;
+}
+
+/// The same over HLS: the player keeps reloading its media playlist link, which
+/// freesky switches to the secondary (renumbered, with a discontinuity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_keeps_decoding_the_hls_stream_across_a_failover() {
+    keeps_decoding_across_a_failover("m3u8").await;
+}
+
+async fn keeps_decoding_across_a_failover(ext: &str) {
+    let primary_down = Arc::new(AtomicBool::new(false));
+    // Numbered far apart: the player of the primary must not notice the secondary's
+    // own numbers.
+    let primary = live_demo_origin(primary_down.clone(), 5000).await;
+    let secondary = live_demo_origin(Arc::new(AtomicBool::new(false)), 10).await;
+    let list = |origin: &FakeUpstream| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+            origin.url("/live/master.m3u8")
+        )
+    };
+    let one = FakeUpstream::bind()
+        .await
+        .text("/l.m3u", M3U_TYPE, list(&primary))
+        .start();
+    let two = FakeUpstream::bind()
+        .await
+        .text("/l.m3u", M3U_TYPE, list(&secondary))
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[cache]
+playlist_ttl = "500ms"
+
+[streams]
+failover_after = 2
+
+[[services]]
+name = "One"
+kind = "m3u"
+priority = 1
+timeout = "2s"
+url = "{}"
+
+[[services]]
+name = "Two"
+kind = "m3u"
+priority = 2
+url = "{}"
+"#,
+        one.url("/l.m3u"),
+        two.url("/l.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = app.url(&format!("/api/stream/{id}.{ext}"));
+
+    let mut child = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i", &url])
+        .args(["-map", "0:v:0", "-f", "null", "-", "-progress", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    let frames = Arc::new(AtomicU64::new(0));
+    let stdout = child.stdout.take().unwrap();
+    let counter = frames.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(n) = line
+                .strip_prefix("frame=")
+                .and_then(|n| n.trim().parse().ok())
+            {
+                counter.store(n, Ordering::SeqCst);
+            }
+        }
+    });
+    let wait_for = |min: u64, what: &'static str| {
+        let frames = frames.clone();
+        async move {
+            tokio::time::timeout(FFMPEG_GUARD, async {
+                while frames.load(Ordering::SeqCst) < min {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: ffmpeg decoded {} frames, wanted {min}",
+                    frames.load(Ordering::SeqCst)
+                )
+            })
+        }
+    };
+    wait_for(1, "before the failover").await;
+    primary_down.store(true, Ordering::SeqCst);
+    // Once the secondary serves its first segment, everything the primary sent has long
+    // been decoded (the switch takes two failed reloads, seconds): frames decoded from
+    // then on can only come from the secondary.
+    tokio::time::timeout(FFMPEG_GUARD, async {
+        while !secondary.paths().iter().any(|p| p.ends_with(".ts")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no failover: the secondary saw {:?}", secondary.paths()));
+    let at_switch = frames.load(Ordering::SeqCst);
+    // One demo segment is 2 s of video (dozens of frames).
+    wait_for(at_switch + 20, "after the failover").await;
+    let _ = child.kill().await;
+}

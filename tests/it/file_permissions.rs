@@ -1,0 +1,81 @@
+//! The `freesky` binary keeps its secrets private: a state dir it creates is 0700 and
+//! the proxy key it writes 0600; a state dir or key that group or others can open is
+//! used as it is, with a warning in the log naming the file and the `chmod` that fixes
+//! it.
+#![cfg(unix)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common::{freesky_command, Process};
+
+/// Starts `freesky serve` with a demo service and `state_dir`, and returns its log
+/// lines once it serves.
+fn log_until_serving(state_dir: &Path) -> Vec<String> {
+    let parent = state_dir.parent().expect("the state dir has a parent");
+    let config = parent.join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state_dir.display()
+        ),
+    )
+    .expect("write config");
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &parent.join("freesky.log"));
+    server.log_text().lines().map(str::to_string).collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn a_new_state_dir_is_owner_only_and_so_is_the_new_key() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let state = root.path().join("state");
+    let log = log_until_serving(&state);
+    assert_eq!(mode(&state), 0o700, "{}", log.join("\n"));
+    assert_eq!(mode(&state.join("proxy.key")), 0o600);
+    assert!(
+        !log.iter().any(|l| l.contains("chmod")),
+        "no warning for what freesky made itself:\n{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn a_key_and_state_dir_open_to_others_are_warned_about_not_changed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let state = root.path().join("state");
+    std::fs::create_dir(&state).expect("create state dir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = state.join("proxy.key");
+    std::fs::write(&key, [7u8; 32]).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let log = log_until_serving(&state);
+    let all = log.join("\n");
+    let warned = |path: &Path, fix: &str| {
+        log.iter().any(|l| {
+            l.contains("WARN")
+                && l.contains(&path.display().to_string())
+                && l.contains(&format!("chmod {fix} {}", path.display()))
+        })
+    };
+    assert!(warned(&key, "600"), "no warning naming the key:\n{all}");
+    assert!(
+        warned(&state, "700"),
+        "no warning naming the state dir:\n{all}"
+    );
+    // The user's files: warned about, left as they were, and the key is used.
+    assert_eq!(mode(&key), 0o644);
+    assert_eq!(mode(&state), 0o755);
+    assert_eq!(std::fs::read(&key).expect("key"), [7u8; 32]);
+}

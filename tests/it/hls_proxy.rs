@@ -1,0 +1,684 @@
+//! The HLS proxy engine (SPEC section 4, issue "part 2"): every URI of what an origin
+//! sends comes back as a signed freesky link, N viewers cause one upstream fetch,
+//! segment bytes stream as they arrive, and Range requests work.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use crate::common::{
+    assert_api_error, media_playlist, playlist_uris, respond, FakeUpstream, TestApp, HANG_GUARD,
+    HLS_TYPE, M3U_TYPE,
+};
+
+/// An m3u service "Origin" listing one channel "Live" whose stream URL is `stream_path`
+/// on `origin`.
+async fn app_for(origin: &FakeUpstream, stream_path: &str, extra: &str) -> (TestApp, FakeUpstream) {
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+                origin.url(stream_path)
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "{extra}\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    (app, list)
+}
+
+fn assert_all_proxied(app: &TestApp, playlist: &str) -> Vec<String> {
+    let uris = playlist_uris(playlist);
+    assert!(!uris.is_empty(), "{playlist}");
+    for u in &uris {
+        assert!(
+            u.starts_with(&format!("{}/proxy/", app.base)),
+            "not a freesky link: {u}\n{playlist}"
+        );
+    }
+    uris
+}
+
+#[tokio::test]
+async fn every_uri_of_a_master_with_variants_and_an_audio_rendition_is_proxied() {
+    let origin = FakeUpstream::bind().await;
+    let abs = origin.url("/hls/hi/index.m3u8");
+    let master = format!(
+        "#EXTM3U\n\
+#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-SESSION-DATA:DATA-ID=\"com.example.title\",URI=\"meta/title.json\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"aud\"\n\
+lo/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=2400000,RESOLUTION=1280x720,AUDIO=\"aud\"\n\
+{abs}\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"lo/iframes.m3u8\"\n\
+#EXT-X-FUTURE-TAG:KEEP=ME\n"
+    );
+    let media = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"../keys/k1.bin\",IV=0x00000000000000000000000000000001\n\
+#EXT-X-MAP:URI=\"init.mp4\"\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-25T10:00:00.000Z\n\
+#EXTINF:2.0,\nseg5.m4s\n\
+#EXT-X-DISCONTINUITY\n\
+#EXT-X-BYTERANGE:1000@0\n#EXTINF:2.0,\n/hls/lo/big.m4s\n";
+    let origin = origin
+        .text("/hls/master.m3u8", HLS_TYPE, master)
+        .text("/hls/lo/index.m3u8", HLS_TYPE, media)
+        .start();
+    let (app, _list) = app_for(&origin, "/hls/master.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let master_out = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let uris = assert_all_proxied(&app, &master_out);
+    assert_eq!(uris.len(), 5, "{master_out}");
+    // Everything that is not a URI is kept as it came.
+    for keep in [
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        "#EXT-X-FUTURE-TAG:KEEP=ME",
+        "BANDWIDTH=2400000,RESOLUTION=1280x720,AUDIO=\"aud\"",
+        "DATA-ID=\"com.example.title\"",
+    ] {
+        assert!(master_out.contains(keep), "{keep} lost:\n{master_out}");
+    }
+    assert!(!master_out.contains(&origin.base()), "{master_out}");
+
+    // The low variant (relative URI) is served through freesky, itself rewritten.
+    let media_out = app.get_text_ok(&uris[2]).await;
+    assert_eq!(origin.hits("/hls/lo/index.m3u8"), 1);
+    let media_uris = assert_all_proxied(&app, &media_out);
+    assert_eq!(media_uris.len(), 4, "key, map, two segments:\n{media_out}");
+    for keep in [
+        "#EXT-X-MEDIA-SEQUENCE:5",
+        "#EXT-X-DISCONTINUITY",
+        "#EXT-X-BYTERANGE:1000@0",
+        "#EXT-X-PROGRAM-DATE-TIME:2026-11-25T10:00:00.000Z",
+        "IV=0x00000000000000000000000000000001",
+    ] {
+        assert!(media_out.contains(keep), "{keep} lost:\n{media_out}");
+    }
+    // Resolved against the playlist's URL: the key one level up, the rest beside it.
+    let _ = app.get(&media_uris[0]).await;
+    let _ = app.get(&media_uris[1]).await;
+    let _ = app.get(&media_uris[3]).await;
+    let paths = origin.paths();
+    for p in ["/hls/keys/k1.bin", "/hls/lo/init.mp4", "/hls/lo/big.m4s"] {
+        assert!(paths.iter().any(|x| x == p), "{p} not requested: {paths:?}");
+    }
+}
+
+/// 50 players open the same live channel at once: the origin sees one request for the
+/// playlist and one for each segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_viewers_cause_one_upstream_fetch_each() {
+    const VIEWERS: usize = 50;
+    let segment: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let seg_body = bytes::Bytes::from(segment.clone());
+    let live = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:100\n\
+#EXTINF:10.0,\ns100.ts\n#EXTINF:10.0,\ns101.ts\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/live/index.m3u8",
+            get(move || async move {
+                // Slow enough that every viewer asks while the first fetch runs.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                respond(200, HLS_TYPE, live)
+            }),
+        )
+        .route(
+            "/live/{seg}",
+            get(move || {
+                let body = seg_body.clone();
+                async move {
+                    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+                        .chunks(50_000)
+                        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                        .collect();
+                    let slow = futures::stream::iter(chunks).then(|c| async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        c
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(slow))
+                }
+            }),
+        )
+        .start();
+    let (app, _list) = app_for(
+        &origin,
+        "/live/index.m3u8",
+        "[cache]\nplaylist_ttl = \"5s\"\n",
+    )
+    .await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app = Arc::new(app);
+
+    let playlists = futures::future::join_all((0..VIEWERS).map(|_| {
+        let app = app.clone();
+        let id = id.clone();
+        async move { app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await }
+    }))
+    .await;
+    assert_eq!(origin.hits("/live/index.m3u8"), 1, "{:?}", origin.paths());
+
+    // Each viewer fetches both segments through its own (differently sealed) links.
+    let fetched = futures::future::join_all(playlists.iter().flat_map(|p| {
+        let uris = assert_all_proxied(&app, p);
+        assert_eq!(uris.len(), 2);
+        uris.into_iter().map(|u| {
+            let app = app.clone();
+            async move {
+                let resp = app.get(&u).await;
+                assert_eq!(resp.status(), 200, "{u}");
+                assert_eq!(resp.headers()["content-type"], "video/mp2t");
+                resp.bytes().await.expect("segment body").to_vec()
+            }
+        })
+    }))
+    .await;
+    assert_eq!(fetched.len(), VIEWERS * 2);
+    for body in &fetched {
+        assert!(
+            body == &segment,
+            "a viewer got {} bytes, not the segment",
+            body.len()
+        );
+    }
+    assert_eq!(origin.hits("/live/s100.ts"), 1, "{:?}", origin.paths());
+    assert_eq!(origin.hits("/live/s101.ts"), 1, "{:?}", origin.paths());
+}
+
+/// A cache miss streams: the first bytes reach the player while the origin is still
+/// sending the rest.
+#[tokio::test]
+async fn segment_bytes_reach_the_player_before_the_origin_has_finished() {
+    let release = Arc::new(Notify::new());
+    let origin = FakeUpstream::bind().await;
+    let gate = release.clone();
+    let origin = origin
+        .text("/s/index.m3u8", HLS_TYPE, media_playlist(&["a.ts"]))
+        .route(
+            "/s/a.ts",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    let first = futures::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"FIRST-"))
+                    });
+                    let rest = futures::stream::once(async move {
+                        gate.notified().await;
+                        Ok(bytes::Bytes::from_static(b"REST"))
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(first.chain(rest)))
+                }
+            }),
+        )
+        .start();
+    let (app, _list) = app_for(&origin, "/s/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+
+    let resp = app.get(&seg).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    // The origin holds back the rest until we have seen the first chunk: if freesky
+    // waited for the whole body this would never arrive (and the guard fails the test).
+    let first = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .expect("the first bytes did not arrive while the origin was still sending")
+        .expect("a chunk")
+        .expect("chunk ok");
+    assert_eq!(&first[..], b"FIRST-");
+    release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .expect("rest")
+    {
+        rest.extend_from_slice(&chunk.expect("chunk ok"));
+    }
+    assert_eq!(rest, b"REST");
+}
+
+#[tokio::test]
+async fn range_and_head_requests_on_a_segment() {
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    let served = bytes.clone();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/r/index.m3u8", HLS_TYPE, media_playlist(&["r.ts"]))
+        .route(
+            "/r/r.ts",
+            get(move |h: axum::http::HeaderMap| {
+                let all = served.clone();
+                async move { ranged_origin(&h, &all) }
+            }),
+        )
+        .start();
+    let (app, _list) = app_for(&origin, "/r/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+
+    let ranged = |range: &'static str| {
+        let req = app.client.get(&seg).header("range", range);
+        async move { req.send().await.expect("range request") }
+    };
+    // A range of an uncached segment goes to the origin as a range.
+    let resp = ranged("bytes=10-19").await;
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.headers()["content-range"], "bytes 10-19/1000");
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes[10..20].to_vec());
+    assert_eq!(
+        origin.requests_to("/r/r.ts")[0].header("range"),
+        Some("bytes=10-19")
+    );
+
+    // The whole segment, then ranges of it from the cache.
+    let whole = app.get(&seg).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-length"], "1000");
+    assert_eq!(whole.bytes().await.unwrap().to_vec(), bytes);
+    let hits = origin.hits("/r/r.ts");
+    let resp = ranged("bytes=990-").await;
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.headers()["content-range"], "bytes 990-999/1000");
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes[990..].to_vec());
+    let resp = ranged("bytes=-5").await;
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes[995..].to_vec());
+    assert_eq!(ranged("bytes=5000-").await.status(), 416);
+    let head = app.client.head(&seg).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "1000");
+    assert_eq!(head.headers()["content-type"], "video/mp2t");
+    assert_eq!(origin.hits("/r/r.ts"), hits, "served from the cache");
+}
+
+#[tokio::test]
+async fn bad_proxy_links_are_refused_without_any_upstream_request() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/x/index.m3u8", HLS_TYPE, media_playlist(&["x.ts"]))
+        .bytes("/x/x.ts", "video/mp2t", b"X".to_vec())
+        .start();
+    let (app, _list) = app_for(
+        &origin,
+        "/x/index.m3u8",
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\nlink_ttl = \"1s\"\n",
+    )
+    .await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let before = origin.requests().len();
+
+    let (prefix, rest) = seg.split_at(app.base.len() + "/proxy/".len());
+    let (token, name) = rest.split_once('/').unwrap();
+    // Tampered: one character of the token changed, or cut short.
+    let mut t = token.as_bytes().to_vec();
+    let i = t.len() / 3;
+    t[i] = if t[i] == b'x' { b'y' } else { b'x' };
+    let tampered = format!("{prefix}{}/{name}", String::from_utf8(t).unwrap());
+    assert_api_error(app.get(&tampered).await, 403).await;
+    let cut = format!("{prefix}{}/{name}", &token[..token.len() - 4]);
+    assert_api_error(app.get(&cut).await, 403).await;
+    // Unsigned: a plain URL where the token goes.
+    let plain = format!("{prefix}{}/x.ts", urlencode(&origin.url("/x/x.ts")));
+    assert_api_error(app.get(&plain).await, 403).await;
+    // Expired: past link_ttl (1 s) and the expiry bucket it is rounded up to.
+    app.clock.advance(Duration::from_secs(3));
+    let body = assert_api_error(app.get(&seg).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    assert_eq!(origin.requests().len(), before, "{:?}", origin.paths());
+}
+
+/// An origin that honours `Range: bytes=a-b` (only that form, enough here).
+fn ranged_origin(h: &axum::http::HeaderMap, all: &[u8]) -> axum::response::Response {
+    let range = h
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+    match range {
+        Some((a, b)) => {
+            let mut resp = respond(206, "video/mp2t", all[a..=b].to_vec());
+            resp.headers_mut().insert(
+                "content-range",
+                format!("bytes {a}-{b}/{}", all.len()).parse().unwrap(),
+            );
+            resp
+        }
+        None => respond(200, "video/mp2t", all.to_vec()),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Relative, absolute and redirected URIs all resolve against the right base and
+/// reach the origin with the channel's headers.
+#[tokio::test]
+async fn redirected_playlists_resolve_relative_uris_against_the_final_url() {
+    let origin = FakeUpstream::bind().await;
+    let abs = origin.url("/cdn/abs.ts");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let origin = origin
+        .route(
+            "/start.m3u8",
+            get(move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(axum::http::header::LOCATION, "/cdn/edge/live.m3u8")],
+                )
+            }),
+        )
+        .text(
+            "/cdn/edge/live.m3u8",
+            HLS_TYPE,
+            media_playlist(&["rel.ts", "../up.ts", abs.as_str()]),
+        )
+        .bytes("/cdn/edge/rel.ts", "video/mp2t", b"REL".to_vec())
+        .bytes("/cdn/up.ts", "video/mp2t", b"UP".to_vec())
+        .bytes("/cdn/abs.ts", "video/mp2t", b"ABS".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/start.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let uris = assert_all_proxied(&app, &playlist);
+    let mut got = Vec::new();
+    for u in &uris {
+        got.push(app.get(u).await.bytes().await.unwrap().to_vec());
+    }
+    assert_eq!(got, [b"REL".to_vec(), b"UP".to_vec(), b"ABS".to_vec()]);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// A source whose URL is plain MPEG-TS, not HLS: the playlist endpoint redirects to a
+/// signed pass-through link, and the `.ts` endpoint relays it.
+#[tokio::test]
+async fn a_plain_mpeg_ts_source_is_passed_through() {
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let origin = FakeUpstream::bind()
+        .await
+        .require_header("user-agent", "TestPlayer/1.0")
+        .bytes("/raw/stream.ts", "video/mp2t", bytes.clone())
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}|User-Agent=TestPlayer/1.0\n",
+                origin.url("/raw/stream.ts")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Raw").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with(&format!("{}/proxy/", app.base)),
+        "{location}"
+    );
+    assert!(
+        !location.contains("raw"),
+        "the upstream path leaked: {location}"
+    );
+    let through = app.get(&location).await;
+    assert_eq!(through.status(), 200);
+    assert_eq!(through.headers()["content-type"], "video/mp2t");
+    assert_eq!(through.bytes().await.unwrap().to_vec(), bytes);
+
+    let ts = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(ts.status(), 200);
+    assert_eq!(ts.bytes().await.unwrap().to_vec(), bytes);
+    for r in origin.requests() {
+        assert_eq!(r.header("user-agent"), Some("TestPlayer/1.0"), "{}", r.path);
+    }
+}
+
+/// The headers of a proxied body that keep a browser from running it.
+fn assert_passive(resp: &reqwest::Response, what: &str) {
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(
+        h("content-security-policy"),
+        "sandbox; default-src 'none'",
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn active_content_from_an_upstream_is_served_as_media_that_cannot_run() {
+    const HTML: &str = "<!doctype html><script>fetch('/api/services')</script>";
+    const SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"/>";
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"key.html\"\n\
+#EXTINF:2.0,\npage.ts\n#EXTINF:2.0,\npicture.ts\n#EXTINF:2.0,\nfine.m4s\n#EXT-X-ENDLIST\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/a/index.m3u8", HLS_TYPE, playlist)
+        .text("/a/page.ts", "text/html; charset=utf-8", HTML)
+        .text("/a/picture.ts", "image/svg+xml", SVG)
+        .text("/a/key.html", "text/html", HTML)
+        .bytes("/a/fine.m4s", "video/mp4", b"fMP4".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/a/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 200);
+    assert_passive(&resp, "the playlist");
+    let playlist = resp.text().await.unwrap();
+    let uris = assert_all_proxied(&app, &playlist);
+    let [key, page, picture, fine] = &uris[..] else {
+        panic!("four links expected: {uris:?}");
+    };
+    let expected = [
+        (key, "application/octet-stream", HTML),
+        (page, "video/mp2t", HTML),
+        (picture, "video/mp2t", SVG),
+        (fine, "video/mp4", "fMP4"),
+    ];
+    // Twice: the first answer streams from the upstream, the second from the cache.
+    for round in ["streamed", "cached"] {
+        for (link, ctype, body) in expected {
+            let resp = app.get(link).await;
+            assert_eq!(resp.status(), 200, "{link}");
+            let got = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert_eq!(got, ctype, "{round} {link}");
+            assert_passive(&resp, link);
+            // The bytes themselves pass untouched: only how a browser treats them changes.
+            assert_eq!(resp.text().await.unwrap(), body);
+        }
+    }
+    // A byte range of a cached segment too.
+    let resp = app
+        .client
+        .get(page)
+        .header("range", "bytes=0-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_passive(&resp, "a range");
+    assert_eq!(resp.headers()["content-type"], "video/mp2t");
+}
+
+#[tokio::test]
+async fn every_path_under_proxy_that_is_not_a_sealed_link_is_403_without_an_upstream_request() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/x/index.m3u8", HLS_TYPE, media_playlist(&["x.ts"]))
+        .bytes("/x/x.ts", "video/mp2t", b"X".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/x/index.m3u8", "").await;
+    let id = app.channel_named("Live").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let link = seg.strip_prefix(&app.base).unwrap().to_string();
+    let before = origin.requests().len();
+    let parts: Vec<&str> = link.trim_start_matches("/proxy/").split('/').collect();
+    let [context, item, name] = parts[..] else {
+        panic!("three parts expected: {link}");
+    };
+    let target = urlencode(&origin.url("/x/x.ts"));
+    let paths = [
+        "/proxy".to_string(),
+        "/proxy/".to_string(),
+        format!("/proxy/{context}"),
+        format!("/proxy/{context}/{item}"),
+        format!("/proxy/{context}/{item}/"),
+        format!("/proxy/{context}//{name}"),
+        format!("/proxy/{context}/{item}/{name}/more"),
+        format!("/proxy/{context}/{item}/a/b/c/d"),
+        format!("/proxy/{item}/{context}/{name}"),
+        format!("/proxy/!!!/{item}/{name}"),
+        format!("/proxy/{context}/%%%/{name}"),
+        format!("/proxy/{target}"),
+        format!("/proxy/{target}/{target}/x.ts"),
+    ];
+    for path in &paths {
+        let body = assert_api_error(app.get(path).await, 403).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("proxy"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(origin.requests().len(), before, "{:?}", origin.paths());
+    // The link itself still plays.
+    assert_eq!(app.get(&link).await.status(), 200);
+}
+
+/// The `#EXT-X-MEDIA-SEQUENCE` of a media playlist and its segment URIs, keyed by
+/// media sequence number.
+fn segments_by_sequence(playlist: &str) -> Vec<(u64, String)> {
+    let first: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence:\n{playlist}"));
+    playlist_uris(playlist)
+        .into_iter()
+        .enumerate()
+        .map(|(i, uri)| (first + i as u64, uri))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_segment_keeps_its_link_across_reloads_of_a_live_playlist() {
+    // hls.js (from 1.6 on) refuses a reload that gives a media sequence number another
+    // URI; the demo's media playlist slides one segment every 2 s.
+    let app = TestApp::spawn(
+        "[cache]\nplaylist_ttl = \"500ms\"\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+    )
+    .await;
+    let master = app.get_text_ok("/api/stream/demo.m3u8").await;
+    let variant = assert_all_proxied(&app, &master).remove(0);
+    let media = |app: &TestApp, url: String| {
+        let client = app.client.clone();
+        async move {
+            let resp = client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}");
+            resp.text().await.unwrap()
+        }
+    };
+    let first = media(&app, variant.clone()).await;
+    assert_all_proxied(&app, &first);
+    let first = segments_by_sequence(&first);
+    let newest = first.last().unwrap().0;
+
+    // Reload until the window has slid (bounded: the demo slides every 2 s).
+    let second = crate::common::eventually_within(
+        Duration::from_secs(15),
+        "the demo playlist to slide",
+        || async {
+            let again = app.get_text_ok("/api/stream/demo.m3u8").await;
+            assert_eq!(
+                assert_all_proxied(&app, &again),
+                std::slice::from_ref(&variant),
+                "the variant link changed"
+            );
+            let second = segments_by_sequence(&media(&app, variant.clone()).await);
+            match second.last() {
+                Some((seq, _)) if *seq > newest => Ok(second),
+                last => Err(format!("newest segment {last:?}")),
+            }
+        },
+    )
+    .await;
+    let mut shared = 0;
+    for (seq, uri) in &second {
+        if let Some((_, before)) = first.iter().find(|(s, _)| s == seq) {
+            assert_eq!(uri, before, "segment {seq} changed its link across reloads");
+            shared += 1;
+        }
+    }
+    assert!(
+        shared > 0,
+        "no segment in both renders: {first:?} {second:?}"
+    );
+}

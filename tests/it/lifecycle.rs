@@ -1,0 +1,625 @@
+//! The real binary's lifecycle: SIGHUP and `POST /api/config/reload` apply a changed
+//! config file without cutting a running `.ts` viewer or an HLS player's links; an
+//! invalid file is refused with every problem and the old config keeps serving;
+//! SIGTERM/SIGINT refuse new connections at once, let a viewer run until
+//! `server.shutdown_grace`, end its stream and exit 0; a second signal exits at once;
+//! a streaming response is never cut by `server.idle_timeout` or `header_timeout`.
+//!
+//! Signals are sent with `kill(1)`; the upstream is a live HLS origin on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Path as UrlPath;
+use axum::routing::get;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::common::{
+    eventually, freesky_command, json_of, playlist_uris, respond, FakeUpstream, Process,
+    HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
+
+/// MPEG-TS packets per fake segment.
+const PACKETS: usize = 8;
+const SEGMENT_BYTES: usize = 188 * PACKETS;
+
+/// A live HLS origin: a new 1 s segment every second, a window of the last three
+/// (no ENDLIST), each segment `PACKETS` MPEG-TS packets. `/list.m3u` lists it as
+/// channel "Live", `/list2.m3u` as channel "Second Live".
+async fn live_origin() -> FakeUpstream {
+    let started = Instant::now();
+    let builder = FakeUpstream::bind().await;
+    let index = builder.url("/live/index.m3u8");
+    builder
+        .route(
+            "/live/index.m3u8",
+            get(move || async move {
+                let now = started.elapsed().as_secs() + 3;
+                let mut body = format!(
+                    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+                    now - 3
+                );
+                for n in now - 3..now {
+                    body.push_str(&format!("#EXTINF:1.0,\ns{n}.ts\n"));
+                }
+                respond(200, HLS_TYPE, body)
+            }),
+        )
+        .route(
+            "/live/{seg}",
+            get(|UrlPath(_seg): UrlPath<String>| async move {
+                let mut bytes = vec![0u8; SEGMENT_BYTES];
+                for p in bytes.chunks_mut(188) {
+                    p[0] = 0x47;
+                }
+                respond(200, "video/mp2t", bytes)
+            }),
+        )
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{index}\n"),
+        )
+        .text(
+            "/list2.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Second.example\",Second Live\n{index}\n"),
+        )
+        .start()
+}
+
+/// The config file's text: `[server]` lines (`extra`) and one m3u service per
+/// `(name, list URL, description)`.
+fn config_text(dir: &Path, extra: &str, services: &[(&str, String, &str)]) -> String {
+    let mut s = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n{extra}\n[streams]\nidle_stop = \"1s\"\n",
+        dir.join("state").display()
+    );
+    for (name, url, description) in services {
+        s.push_str(&format!(
+            "\n[[services]]\nname = \"{name}\"\nkind = \"m3u\"\nurl = \"{url}\"\ndescription = \"{description}\"\n"
+        ));
+    }
+    s
+}
+
+/// The binary serving `--config <dir>/freesky.toml` (or no config at all), its stderr
+/// in `<dir>/freesky.log` (`common::Process`: killed on drop).
+struct Freesky {
+    process: Process,
+    config: PathBuf,
+}
+
+impl std::ops::Deref for Freesky {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Freesky {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+impl Freesky {
+    fn start(dir: &Path, config: &str) -> Freesky {
+        let path = dir.join("freesky.toml");
+        std::fs::write(&path, config).expect("write config");
+        Self::spawn(
+            dir,
+            &["--config", path.to_str().expect("utf-8 path"), "serve"],
+        )
+    }
+
+    /// `args` from `dir` as the working directory.
+    fn spawn(dir: &Path, args: &[&str]) -> Freesky {
+        let mut cmd = freesky_command();
+        cmd.args(args).current_dir(dir);
+        Freesky {
+            process: Process::serve(cmd, &dir.join("freesky.log")),
+            config: dir.join("freesky.toml"),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.process.log_text()
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("rewrite config");
+    }
+}
+
+/// A client for short exchanges (bounded), and one for a stream that runs as long as
+/// a test watches it (each read bounded instead).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANG_GUARD)
+        .build()
+        .expect("client")
+}
+
+async fn get_json(url: String) -> (reqwest::StatusCode, Value) {
+    let resp = client().get(&url).send().await.expect("GET");
+    let (status, body) = json_of(resp).await;
+    (
+        reqwest::StatusCode::from_u16(status.as_u16()).unwrap(),
+        body,
+    )
+}
+
+/// POST /api/config/reload with an optional bearer token.
+async fn reload(fs: &Freesky, token: Option<&str>) -> (u16, Value) {
+    let mut req = client().post(format!("{}/api/config/reload", fs.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let (status, body) = json_of(req.send().await.expect("POST reload")).await;
+    (status.as_u16(), body)
+}
+
+/// The `ok` count of service `name`'s chart on the dashboard ("last hour: N ok, ...").
+async fn chart_ok(fs: &Freesky, name: &str) -> u64 {
+    let html = client()
+        .get(format!("{}/", fs.base))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .unwrap();
+    let row = &html[html
+        .find(&format!("data-service=\"{name}\""))
+        .unwrap_or_else(|| panic!("no row of {name} in {html}"))..];
+    let label = &row[row.find("aria-label=\"last hour: ").expect("a chart label")..];
+    label["aria-label=\"last hour: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `/api/services/status` as (name, description) pairs.
+async fn services(fs: &Freesky) -> Vec<(String, String)> {
+    let (status, body) = get_json(format!("{}/api/services/status", fs.base)).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["description"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The lineup id of channel `name`, waiting for the lineup to list it.
+async fn channel_id(fs: &Freesky, name: &str) -> String {
+    eventually(&format!("the lineup to list {name:?}"), || async {
+        let (status, body) = get_json(format!("{}/api/channels/all", fs.base)).await;
+        body.as_array()
+            .filter(|_| status == 200)
+            .and_then(|all| all.iter().find(|c| c["name"] == name))
+            .map(|c| c["id"].as_str().expect("channel id").to_string())
+            .ok_or(body)
+    })
+    .await
+}
+
+/// A `.ts` viewer reading in the background: bytes so far, and how the stream ended.
+struct Viewer {
+    bytes: Arc<AtomicUsize>,
+    ended: Arc<Mutex<Option<String>>>,
+}
+
+impl Viewer {
+    async fn open(fs: &Freesky, id: &str) -> Viewer {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}/api/stream/{id}.ts", fs.base))
+            .send()
+            .await
+            .expect("GET .ts");
+        assert_eq!(resp.status(), 200);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(Mutex::new(None));
+        let (b, e) = (bytes.clone(), ended.clone());
+        tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let outcome = loop {
+                match tokio::time::timeout(HANG_GUARD, body.next()).await {
+                    Err(_) => break "stalled".to_string(),
+                    Ok(None) => break "clean end".to_string(),
+                    Ok(Some(Err(err))) => break format!("error: {err}"),
+                    Ok(Some(Ok(chunk))) => {
+                        b.fetch_add(chunk.len(), Ordering::SeqCst);
+                    }
+                }
+            };
+            *e.lock().unwrap() = Some(outcome);
+        });
+        Viewer { bytes, ended }
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    fn ended(&self) -> Option<String> {
+        self.ended.lock().unwrap().clone()
+    }
+
+    /// Waits until more than `n` bytes have arrived; panics if the stream ends first.
+    async fn wait_past(&self, n: usize) {
+        eventually(&format!("bytes past {n}"), || async {
+            if let Some(how) = self.ended() {
+                panic!("the stream ended ({how}) after {} bytes", self.bytes());
+            }
+            match self.bytes() {
+                got if got > n => Ok(()),
+                got => Err(got),
+            }
+        })
+        .await
+    }
+
+    /// Waits (bounded) until the stream ended; returns how.
+    async fn wait_end(&self) -> String {
+        eventually("the stream to end", || async {
+            self.ended()
+                .ok_or_else(|| format!("{} bytes so far", self.bytes()))
+        })
+        .await
+    }
+}
+
+/// freesky serving the live origin as service `Origin`, with `server.shutdown_grace`
+/// = `grace`. The origin and the directory live as long as the caller keeps them.
+async fn start_with_grace(grace: &str) -> (FakeUpstream, tempfile::TempDir, Freesky) {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let extra = format!("shutdown_grace = \"{grace}\"");
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), &extra, &one));
+    (origin, dir, fs)
+}
+
+/// A `.ts` viewer of the live channel that has received its first bytes.
+async fn watch_live(fs: &Freesky) -> Viewer {
+    let id = channel_id(fs, "Live").await;
+    let viewer = Viewer::open(fs, &id).await;
+    viewer.wait_past(0).await;
+    viewer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), "", &one));
+    let id = channel_id(&fs, "Live").await;
+
+    // A .ts viewer, and an HLS player holding a proxied segment link.
+    let viewer = Viewer::open(&fs, &id).await;
+    viewer.wait_past(0).await;
+    let resp = client()
+        .get(format!("{}/api/stream/{id}.m3u8", fs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let media = resp.text().await.unwrap();
+    let segment_link = playlist_uris(&media)
+        .into_iter()
+        .find(|u| u.contains("/proxy/"))
+        .unwrap_or_else(|| panic!("no proxied link in {media}"));
+
+    let charted = chart_ok(&fs, "Origin").await;
+    assert!(charted > 0, "the dashboard charted no call of Origin");
+
+    fs.write_config(&config_text(
+        dir.path(),
+        "",
+        &[
+            ("Origin", origin.url("/list.m3u"), "renamed"),
+            ("Second", origin.url("/list2.m3u"), "added"),
+        ],
+    ));
+    fs.signal("HUP");
+    let want = [
+        ("Origin".to_string(), "renamed".to_string()),
+        ("Second".to_string(), "added".to_string()),
+    ];
+    eventually("the reloaded services", || async {
+        let now = services(&fs).await;
+        if now == want {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+    fs.wait_log("config reloaded", HANG_GUARD).await;
+
+    // The viewer kept receiving across the reload, with no end of stream.
+    let at_reload = viewer.bytes();
+    viewer.wait_past(at_reload + SEGMENT_BYTES).await;
+    assert_eq!(viewer.ended(), None);
+    // The HLS link issued before the reload still plays.
+    let resp = client().get(&segment_link).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{segment_link}");
+    assert_eq!(resp.bytes().await.unwrap().len(), SEGMENT_BYTES);
+    // Origin's chart of the last hour carried over.
+    assert!(chart_ok(&fs, "Origin").await >= charted);
+    // The new service's channel is served.
+    let second = channel_id(&fs, "Second Live").await;
+    let resp = client()
+        .get(format!("{}/api/stream/{second}.m3u8", fs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_is_refused_with_every_problem_and_the_old_config_stays() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let good = config_text(dir.path(), "", &one);
+    let fs = Freesky::start(dir.path(), &good);
+    channel_id(&fs, "Live").await;
+
+    // Two problems: a bad duration in [server], a bad one in the service.
+    let bad = config_text(dir.path(), "shutdown_grace = \"soon\"", &one)
+        .replace("kind = \"m3u\"", "kind = \"m3u\"\ntimeout = \"fast\"");
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    fs.write_config(&bad);
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unchanged"),
+        "{body}"
+    );
+    let detail: Vec<&str> = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("detail is a list: {body}"))
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    // Exactly what `freesky check` prints for the file.
+    let check = Command::new(env!("CARGO_BIN_EXE_freesky"))
+        .arg("--config")
+        .arg(&fs.config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    let printed = String::from_utf8(check.stderr).unwrap();
+    assert_eq!(detail, printed.lines().collect::<Vec<_>>());
+    let file = fs.config.display().to_string();
+    let grace_at = format!("{file}:{}: server.shutdown_grace:", line_of("soon"));
+    let timeout_at = format!("{file}:{}: services[0].timeout:", line_of("fast"));
+    assert_eq!(detail.len(), 2, "{detail:?}");
+    assert!(detail[0].starts_with(&grace_at), "{detail:?} / {grace_at}");
+    assert!(
+        detail[1].starts_with(&timeout_at),
+        "{detail:?} / {timeout_at}"
+    );
+    // The old config still serves.
+    assert_eq!(
+        services(&fs).await,
+        [("Origin".to_string(), "first".to_string())]
+    );
+    channel_id(&fs, "Live").await;
+
+    // SIGHUP with the same file: still serving, the problem logged at error level.
+    fs.signal("HUP");
+    let log = fs.wait_log("services[0].timeout", HANG_GUARD).await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains(&grace_at)),
+        "{log}"
+    );
+    let (status, _) = get_json(format!("{}/health", fs.base)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        services(&fs).await,
+        [("Origin".to_string(), "first".to_string())]
+    );
+
+    // Fixed, it applies.
+    fs.write_config(&good.replace("first", "fixed"));
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        services(&fs).await,
+        [("Origin".to_string(), "fixed".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_is_an_admin_call_and_names_what_needs_a_restart() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let with_token = config_text(dir.path(), "admin_token = \"s3cret\"", &one);
+    let fs = Freesky::start(dir.path(), &with_token);
+
+    // From loopback, but a token is set: the token is needed.
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = reload(&fs, Some("wrong")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = reload(&fs, Some("s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reloaded"], true, "{body}");
+    assert_eq!(body["builtin"], false, "{body}");
+    assert_eq!(body["config"], fs.config.display().to_string(), "{body}");
+    assert_eq!(body["services"], serde_json::json!(["Origin"]), "{body}");
+    assert_eq!(body["restart_required"], serde_json::json!([]), "{body}");
+
+    // A new listen address and state dir wait for a restart; the rest applies.
+    fs.write_config(
+        &with_token
+            .replace("127.0.0.1:0", "127.0.0.1:1")
+            .replace("first", "second")
+            .replace(
+                &format!("{}", dir.path().join("state").display()),
+                "/nonexistent/elsewhere",
+            ),
+    );
+    let (status, body) = reload(&fs, Some("s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["restart_required"],
+        serde_json::json!(["server.bind", "server.state_dir"]),
+        "{body}"
+    );
+    assert_eq!(
+        services(&fs).await,
+        [("Origin".to_string(), "second".to_string())]
+    );
+    assert!(!Path::new("/nonexistent/elsewhere").exists());
+
+    // The new token applies at once.
+    fs.write_config(&with_token.replace("s3cret", "n3w"));
+    let (status, body) = reload(&fs, Some("s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = reload(&fs, Some("s3cret")).await;
+    assert_eq!(status, 403);
+    let (status, _) = reload(&fs, Some("n3w")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_file_reload_applies_the_builtin_config_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // No --config and no config/freesky.toml in the working directory.
+    let fs = Freesky::spawn(dir.path(), &["serve", "--bind", "127.0.0.1:0"]);
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["builtin"], true, "{body}");
+    assert_eq!(body["config"], "<built-in>", "{body}");
+    assert_eq!(body["services"], serde_json::json!(["Demo"]), "{body}");
+    // `--bind` is applied again, not taken for a change of the file.
+    assert_eq!(body["restart_required"], serde_json::json!([]), "{body}");
+    fs.wait_log("built-in default applied again", HANG_GUARD)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_connections_ends_streams_after_the_grace_and_exits_0() {
+    let (_origin, _dir, mut fs) = start_with_grace("3s").await;
+    let viewer = watch_live(&fs).await;
+
+    fs.signal("TERM");
+    let at_signal = viewer.bytes();
+    // New connections are refused while the process still runs (the grace is not over).
+    eventually("new connections to be refused", || async {
+        let refused = std::net::TcpStream::connect_timeout(&fs.addr, Duration::from_secs(1))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused {
+            Ok(())
+        } else {
+            Err(format!("still accepted; the log:\n{}", fs.log()))
+        }
+    })
+    .await;
+    assert!(fs.running(), "exited before the grace:\n{}", fs.log());
+    // The viewer kept receiving during the grace, then its stream ended cleanly.
+    let how = viewer.wait_end().await;
+    assert_eq!(how, "clean end", "{}", fs.log());
+    assert!(
+        viewer.bytes() > at_signal,
+        "nothing arrived during the grace ({at_signal} bytes)"
+    );
+    let status = fs.wait_exit(HANG_GUARD).await;
+    assert_eq!(status.code(), Some(0), "{}", fs.log());
+    let log = fs.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("shutting down"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("grace=3s"), "{line}");
+    let open: usize = line
+        .split("open_connections=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(open >= 1, "{line}");
+    assert!(log.contains("shutdown grace over"), "{log}");
+    assert!(log.trim_end().ends_with("stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_without_viewers_exits_0_without_waiting_for_the_grace() {
+    // A grace far beyond the hang guard: waiting for it would fail the test.
+    let (_origin, _dir, mut fs) = start_with_grace("1h").await;
+    // An idle keep-alive connection must not hold the shutdown.
+    let keep = client();
+    let resp = keep
+        .get(format!("{}/health", fs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+
+    fs.signal("INT");
+    let status = fs.wait_exit(HANG_GUARD).await;
+    assert_eq!(status.code(), Some(0), "{}", fs.log());
+    let log = fs.log();
+    assert!(
+        log.contains("signal=\"SIGINT\"") || log.contains("signal=SIGINT"),
+        "{log}"
+    );
+    assert!(log.trim_end().ends_with("stopped"), "{log}");
+    drop(keep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_grace_exits_at_once() {
+    let (_origin, _dir, mut fs) = start_with_grace("1h").await;
+    let viewer = watch_live(&fs).await;
+
+    fs.signal("TERM");
+    fs.wait_log("shutting down", HANG_GUARD).await;
+    // The viewer holds the server in its (hour-long) grace.
+    assert!(fs.running());
+    fs.signal("TERM");
+    let status = fs.wait_exit(HANG_GUARD).await;
+    assert_eq!(status.code(), Some(0), "{}", fs.log());
+    assert!(fs.log().contains("second signal"), "{}", fs.log());
+    viewer.wait_end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_response_outlives_the_idle_and_head_timeouts() {
+    // The live origin adds a segment a second: the `.ts` body has gaps of about a
+    // second, each several times both timeouts. Neither may cut the open response.
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let extra = "header_timeout = \"200ms\"\nidle_timeout = \"200ms\"";
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), extra, &one));
+    let viewer = watch_live(&fs).await;
+    let first = viewer.bytes();
+    // Three more segments: three gaps of about a second each.
+    viewer.wait_past(first + 3 * SEGMENT_BYTES).await;
+    assert_eq!(viewer.ended(), None);
+}

@@ -1,0 +1,630 @@
+//! Channel mapping (`GET`/`PATCH /api/channels/{id}`): renames, numbers, groups,
+//! hidden channels, guide ids, logos and pinned sources show in every output, persist
+//! in state_dir (restart and kill -9), and bad requests are JSON errors.
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::common::{
+    assert_api_error, json_of, media_playlist, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE,
+    M3U_TYPE,
+};
+
+/// A live media playlist (no ENDLIST: a finished one would be cached for long).
+fn live(segment: &str) -> String {
+    media_playlist(&[segment]).replace("#EXT-X-ENDLIST\n", "")
+}
+
+/// Services A (priority 1) and B (priority 2) both list "News" (tvg-id News.tv), A
+/// also "Sport"; plus the offline Demo. Every stream URL answers a playlist.
+async fn app() -> (TestApp, FakeUpstream) {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let up = up
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"News.tv\" group-title=\"Info\",News\n{o}/a/news.m3u8\n\
+                 #EXTINF:-1 group-title=\"Sports\",Sport\n{o}/a/sport.m3u8\n"
+            ),
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"News.tv\",News HD\n{o}/b/news.m3u8\n"),
+        )
+        .text("/a/news.m3u8", HLS_TYPE, live("a.ts"))
+        .text("/b/news.m3u8", HLS_TYPE, live("b.ts"))
+        .text("/a/sport.m3u8", HLS_TYPE, live("s.ts"))
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[cache]
+playlist_ttl = "1ms"
+
+[[services]]
+name = "A"
+kind = "m3u"
+priority = 1
+url = "{o}/a.m3u"
+
+[[services]]
+name = "B"
+kind = "m3u"
+priority = 2
+url = "{o}/b.m3u"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+priority = 3
+"#
+    ))
+    .await;
+    (app, up)
+}
+
+async fn patch(app: &TestApp, id: &str, body: &str) -> reqwest::Response {
+    patch_auth(app, id, body, None).await
+}
+
+async fn patch_auth(
+    app: &TestApp,
+    id: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    let path = format!("/api/channels/{id}");
+    app.send_json(reqwest::Method::PATCH, &path, body, authorization)
+        .await
+}
+
+/// PATCH that must answer 200; returns the channel.
+async fn patch_ok(app: &TestApp, id: &str, body: Value) -> Value {
+    let (status, got) = json_of(patch(app, id, &body.to_string()).await).await;
+    assert_eq!(status, 200, "PATCH {id} {body}: {got:#}");
+    got
+}
+
+async fn get_channel(app: &TestApp, id: &str) -> Value {
+    let (status, got) = app.get_json(&format!("/api/channels/{id}")).await;
+    assert_eq!(status, 200, "GET /api/channels/{id}: {got:#}");
+    got
+}
+
+fn id_of(c: &Value) -> String {
+    c["id"].as_str().expect("id").to_string()
+}
+
+fn services_of(c: &Value) -> Vec<String> {
+    c["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| s["service"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `#EXTINF` line of the playlist entry whose URL ends with `/{id}.m3u8`.
+fn extinf_of(playlist: &str, id: &str) -> Option<String> {
+    let lines: Vec<&str> = playlist.lines().collect();
+    lines.windows(2).find_map(|w| {
+        w[1].ends_with(&format!("/api/stream/{id}.m3u8"))
+            .then(|| w[0].to_string())
+    })
+}
+
+async fn lineup_json(app: &TestApp) -> Vec<Value> {
+    let (status, body) = app.get_json("/lineup.json").await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn rename_regroup_logo_and_tvg_id_show_everywhere_and_reset_with_null() {
+    let (app, _up) = app().await;
+    let news = app.channel_named("News").await;
+    let id = id_of(&news);
+
+    // GET shows the channel, not hidden, no overrides, and the upstream values.
+    let got = get_channel(&app, &id).await;
+    assert_eq!(got["name"], "News");
+    assert_eq!(got["hidden"], false);
+    assert_eq!(got["mapping"]["name"], Value::Null);
+    assert_eq!(got["upstream"]["tvg_id"], "News.tv");
+    assert_eq!(got["guide_id"], "News.tv");
+    // ... by number too.
+    let by_number = get_channel(&app, &news["number"].to_string()).await;
+    assert_eq!(by_number["id"], id.as_str());
+
+    let got = patch_ok(
+        &app,
+        &id,
+        json!({"name": "World News", "group": "News & Info", "logo": "https://img.example/n.png",
+               "tvg_id": "WorldNews.example"}),
+    )
+    .await;
+    assert_eq!(got["id"], id.as_str(), "the id never changes");
+    assert_eq!(got["name"], "World News");
+    assert_eq!(got["group"], "News & Info");
+    assert_eq!(got["logo"], "https://img.example/n.png");
+    assert_eq!(got["guide_id"], "WorldNews.example");
+    assert_eq!(got["mapping"]["name"], "World News");
+    assert_eq!(got["upstream"]["name"], "News");
+    assert_eq!(got["upstream"]["group"], "Info");
+
+    let listed = app.channel_named("World News").await;
+    assert_eq!(listed["group"], "News & Info");
+    assert_eq!(listed["guide_id"], "WorldNews.example");
+    let (_, found) = app.get_json("/api/channels/search?query=world").await;
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    let line = extinf_of(&playlist, &id).unwrap_or_else(|| panic!("{id} missing:\n{playlist}"));
+    for part in [
+        "tvg-id=\"WorldNews.example\"",
+        "tvg-name=\"World News\"",
+        "tvg-logo=\"https://img.example/n.png\"",
+        "group-title=\"News & Info\"",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    assert!(line.ends_with(",World News"), "{line}");
+    let lineup = lineup_json(&app).await;
+    assert!(
+        lineup.iter().any(|e| e["GuideName"] == "World News"),
+        "{lineup:?}"
+    );
+    // The guide (which lists channels that have programmes: here the demo's) follows
+    // as soon as the PATCH answers, without a refresh; hidden channels leave it and
+    // come back with their programmes.
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(guide.contains("<channel id=\"demo.freesky\">"), "{guide}");
+    patch_ok(
+        &app,
+        "demo",
+        json!({"name": "Loop", "tvg_id": "Loop.example"}),
+    )
+    .await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(
+        guide.contains("<channel id=\"Loop.example\">")
+            && guide.contains("<display-name>Loop</display-name>")
+            && guide.contains("channel=\"Loop.example\"")
+            && !guide.contains("demo.freesky"),
+        "{guide}"
+    );
+    patch_ok(&app, "demo", json!({"hidden": true})).await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(!guide.contains("Loop.example"), "{guide}");
+    patch_ok(&app, "demo", json!({"hidden": null})).await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(guide.contains("channel=\"Loop.example\""), "{guide}");
+
+    // A missing field keeps its override, null resets one.
+    let got = patch_ok(&app, &id, json!({"group": null, "tvg_id": null})).await;
+    assert_eq!(got["name"], "World News");
+    assert_eq!(got["group"], "Info");
+    assert_eq!(got["guide_id"], "News.tv");
+    let got = patch_ok(&app, &id, json!({"name": null, "logo": null})).await;
+    assert_eq!(got["name"], "News");
+    assert_eq!(got["logo"], "");
+    assert_eq!(got["mapping"], get_channel(&app, &id).await["mapping"]);
+    for field in ["name", "number", "group", "tvg_id", "logo", "sources"] {
+        assert_eq!(got["mapping"][field], Value::Null, "{field}: {got:#}");
+    }
+    let line = extinf_of(&app.get_text_ok("/playlist.m3u").await, &id).unwrap();
+    assert!(
+        line.contains("tvg-id=\"News.tv\"") && line.ends_with(",News"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn renumbering_moves_the_tuner_channel_and_a_taken_number_is_refused() {
+    let (app, _up) = app().await;
+    let demo = app.channel_named("Demo").await;
+    let sport = app.channel_named("Sport").await;
+    let old = demo["number"].as_u64().unwrap();
+
+    let got = patch_ok(&app, "demo", json!({"number": 42})).await;
+    assert_eq!(got["number"], 42);
+    assert_eq!(got["upstream"]["number"], old);
+    assert_eq!(app.channel_named("Demo").await["number"], 42);
+    let line = extinf_of(&app.get_text_ok("/playlist.m3u").await, "demo").unwrap();
+    assert!(line.contains("tvg-chno=\"42\""), "{line}");
+
+    let lineup = lineup_json(&app).await;
+    let entry = lineup.iter().find(|e| e["GuideName"] == "Demo").unwrap();
+    assert_eq!(entry["GuideNumber"], "42");
+    assert_eq!(entry["URL"], app.url("/auto/v42"));
+    // The channel list stays ordered by number.
+    let numbers: Vec<u64> = lineup
+        .iter()
+        .map(|e| e["GuideNumber"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+    // The tuner plays it under the new number only.
+    let resp = app.get("/auto/v42").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "video/MP2T");
+    let mut body = Box::pin(resp.bytes_stream());
+    let chunk = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .expect("tuner sent nothing")
+        .expect("tuner stream ended")
+        .expect("tuner chunk");
+    assert_eq!(chunk[0], 0x47, "not MPEG-TS");
+    drop(body);
+    assert_api_error(app.get(&format!("/auto/v{old}")).await, 404).await;
+    // The channel is found by its new number.
+    assert_eq!(get_channel(&app, "42").await["id"], "demo");
+
+    // Another channel's number (current or assigned) is refused with a clear error.
+    let sport_id = id_of(&sport);
+    let body = assert_api_error(patch(&app, &sport_id, r#"{"number":42}"#).await, 400).await;
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("42") && error.contains("demo"), "{body}");
+    let news_number = app.channel_named("News").await["number"].clone();
+    assert_api_error(
+        patch(
+            &app,
+            &sport_id,
+            &json!({ "number": news_number }).to_string(),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(app.channel_named("Sport").await["number"], sport["number"]);
+
+    // Demo's old number is free now; once Sport has it, Demo cannot go back.
+    patch_ok(&app, &sport_id, json!({"number": old})).await;
+    let body = assert_api_error(patch(&app, "demo", r#"{"number":null}"#).await, 400).await;
+    assert!(
+        body["error"].as_str().unwrap().contains(&sport_id),
+        "{body}"
+    );
+    patch_ok(&app, &sport_id, json!({"number": null})).await;
+    let got = patch_ok(&app, "demo", json!({"number": null})).await;
+    assert_eq!(got["number"], old);
+}
+
+#[tokio::test]
+async fn hidden_channels_leave_every_listing_but_stay_reachable() {
+    let (app, _up) = app().await;
+    let sport = app.channel_named("Sport").await;
+    let id = id_of(&sport);
+    let number = sport["number"].as_u64().unwrap();
+
+    let got = patch_ok(&app, &id, json!({"hidden": true})).await;
+    assert_eq!(got["hidden"], true);
+    assert_eq!(got["mapping"]["hidden"], true);
+
+    assert_eq!(app.channel_names().await, ["Demo", "News"]);
+    let (_, found) = app.get_json("/api/channels/search?query=sport").await;
+    assert_eq!(found, json!([]));
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    assert!(!playlist.contains("Sport"), "{playlist}");
+    let lineup = lineup_json(&app).await;
+    assert!(
+        lineup.iter().all(|e| e["GuideName"] != "Sport"),
+        "{lineup:?}"
+    );
+    assert_eq!(lineup.len(), 2);
+
+    // Still shown (to be unhidden), by id and number; its number stays reserved.
+    let got = get_channel(&app, &id).await;
+    assert_eq!(
+        (got["hidden"].clone(), got["name"].clone()),
+        (json!(true), json!("Sport"))
+    );
+    assert_eq!(
+        get_channel(&app, &number.to_string()).await["id"],
+        id.as_str()
+    );
+    assert_api_error(
+        patch(&app, "demo", &json!({ "number": number }).to_string()).await,
+        400,
+    )
+    .await;
+
+    let got = patch_ok(&app, &id, json!({"hidden": null})).await;
+    assert_eq!(got["hidden"], false);
+    assert_eq!(app.channel_names().await, ["Demo", "News", "Sport"]);
+    assert!(app.get_text_ok("/playlist.m3u").await.contains(",Sport"));
+}
+
+#[tokio::test]
+async fn pinned_sources_are_tried_first_and_reset_to_priority_order() {
+    let (app, up) = app().await;
+    let news = app.channel_named("News").await;
+    let id = id_of(&news);
+    assert_eq!(services_of(&news), ["A", "B"]);
+
+    let play = |expect_a: usize, expect_b: usize| {
+        let (app, up, id) = (&app, &up, &id);
+        async move {
+            let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+            assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+            assert_eq!(
+                (up.hits("/a/news.m3u8"), up.hits("/b/news.m3u8")),
+                (expect_a, expect_b),
+                "{:?}",
+                up.paths()
+            );
+        }
+    };
+    play(1, 0).await;
+
+    let got = patch_ok(&app, &id, json!({"sources": ["B"]})).await;
+    assert_eq!(services_of(&got), ["B", "A"]);
+    assert_eq!(got["mapping"]["sources"], json!(["B"]));
+    assert_eq!(services_of(&app.channel_named("News").await), ["B", "A"]);
+    play(1, 1).await;
+    // `?service=` still picks one service.
+    let resp = app.get(&format!("/api/stream/{id}.m3u8?service=A")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.hits("/a/news.m3u8"), 2);
+
+    // Listing every service works too; an empty list or null resets.
+    let got = patch_ok(&app, &id, json!({"sources": ["B", "A"]})).await;
+    assert_eq!(services_of(&got), ["B", "A"]);
+    let got = patch_ok(&app, &id, json!({"sources": []})).await;
+    assert_eq!(services_of(&got), ["A", "B"]);
+    assert_eq!(got["mapping"]["sources"], Value::Null);
+    patch_ok(&app, &id, json!({"sources": ["B"]})).await;
+    let got = patch_ok(&app, &id, json!({"sources": null})).await;
+    assert_eq!(services_of(&got), ["A", "B"]);
+    play(3, 1).await;
+
+    // A configured service that does not carry the channel may be pinned (it applies
+    // when it does); an unknown one may not.
+    let got = patch_ok(&app, &id, json!({"sources": ["Demo", "B"]})).await;
+    assert_eq!(services_of(&got), ["B", "A"]);
+    let body = assert_api_error(patch(&app, &id, r#"{"sources":["Nope"]}"#).await, 400).await;
+    assert!(body["error"].as_str().unwrap().contains("Nope"), "{body}");
+}
+
+#[tokio::test]
+async fn mappings_survive_a_restart_and_new_channels_get_the_next_free_number() {
+    let (mut app, _up) = app().await;
+    let numbers: Vec<u64> = app
+        .channels()
+        .await
+        .iter()
+        .map(|c| c["number"].as_u64().unwrap())
+        .collect();
+    let next = numbers.iter().max().unwrap() + 1;
+    let news = id_of(&app.channel_named("News").await);
+    let sport = id_of(&app.channel_named("Sport").await);
+    patch_ok(
+        &app,
+        "demo",
+        json!({"name": "My Demo", "number": next, "tvg_id": "MyDemo.tv", "group": "Tests"}),
+    )
+    .await;
+    patch_ok(&app, &news, json!({"sources": ["B"]})).await;
+    patch_ok(&app, &sport, json!({"hidden": true})).await;
+    let before = get_channel(&app, "demo").await;
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(
+        guide.contains("<channel id=\"MyDemo.tv\">") && guide.contains("My Demo"),
+        "{}",
+        &guide[..guide.len().min(600)]
+    );
+
+    app.restart().await;
+    assert_eq!(get_channel(&app, "demo").await, before);
+    assert_eq!(services_of(&get_channel(&app, &news).await), ["B", "A"]);
+    assert_eq!(get_channel(&app, &sport).await["hidden"], true);
+    assert_eq!(app.channel_names().await, ["My Demo", "News"]);
+    let line = extinf_of(&app.get_text_ok("/playlist.m3u").await, "demo").unwrap();
+    assert!(
+        line.contains(&format!("tvg-chno=\"{next}\"")) && line.ends_with(",My Demo"),
+        "{line}"
+    );
+    let lineup = lineup_json(&app).await;
+    let entry = lineup.iter().find(|e| e["GuideName"] == "My Demo").unwrap();
+    assert_eq!(entry["GuideNumber"], next.to_string());
+    // The guide, built after the restart, uses the mapped id and name.
+    let guide = app.get_text_ok("/epg.xml").await;
+    assert!(
+        guide.contains("<channel id=\"MyDemo.tv\">") && guide.contains("My Demo"),
+        "{}",
+        &guide[..guide.len().min(600)]
+    );
+    assert!(!guide.contains("Sport"), "a hidden channel is in the guide");
+}
+
+#[tokio::test]
+async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapped_numbers() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let list = Arc::new(Mutex::new(String::new()));
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let entry = |name: &str| format!("#EXTINF:-1,{name}\n{o}/{}.m3u8\n", name.to_lowercase());
+    *list.lock().unwrap() = format!("#EXTM3U\n{}{}", entry("Alpha"), entry("Bravo"));
+    let served = list.clone();
+    let _up = up
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = served.lock().unwrap().clone();
+                async move { body }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{o}/list.m3u\"\n"
+    ))
+    .await;
+    assert_eq!(get_channel(&app, "alpha").await["number"], 1);
+    assert_eq!(get_channel(&app, "bravo").await["number"], 2);
+    // Alpha takes 3, the number the next new channel would have had.
+    patch_ok(&app, "alpha", json!({"number": 3, "name": "Alpha One"})).await;
+
+    // Alpha leaves the upstream, Charlie arrives.
+    *list.lock().unwrap() = format!("#EXTM3U\n{}{}", entry("Bravo"), entry("Charlie"));
+    app.restart().await;
+    assert_api_error(app.get("/api/channels/alpha").await, 404).await;
+    assert_api_error(patch(&app, "alpha", r#"{"name":"x"}"#).await, 404).await;
+    assert_eq!(get_channel(&app, "charlie").await["number"], 4);
+    // Alpha's number stays reserved while it is away.
+    assert_api_error(patch(&app, "charlie", r#"{"number":3}"#).await, 400).await;
+
+    // Alpha comes back with its mapping.
+    *list.lock().unwrap() = format!(
+        "#EXTM3U\n{}{}{}",
+        entry("Bravo"),
+        entry("Charlie"),
+        entry("Alpha")
+    );
+    app.restart().await;
+    let alpha = get_channel(&app, "alpha").await;
+    assert_eq!(
+        (alpha["number"].clone(), alpha["name"].clone()),
+        (json!(3), json!("Alpha One"))
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_unknown_channels_and_fields_are_json_errors() {
+    let (app, _up) = app().await;
+    let news = id_of(&app.channel_named("News").await);
+    for (body, hint) in [
+        ("", "EOF"),
+        ("{", "EOF"),
+        ("[]", "got an array"),
+        ("null", "got null"),
+        ("not json", "expected"),
+        (r#"{"nmae":"x"}"#, "unknown field `nmae`"),
+        (r#"{"number":"7"}"#, "invalid type"),
+        (r#"{"number":-1}"#, "invalid value"),
+        (r#"{"number":0}"#, "at least 1"),
+        (r#"{"hidden":"yes"}"#, "invalid type"),
+        (r#"{"name":""}"#, "must not be empty"),
+        (r#"{"name":"a\nb"}"#, "control characters"),
+        (r#"{"logo":"ftp://x/y.png"}"#, "http(s)"),
+        (r#"{"sources":"A"}"#, "invalid type"),
+        (r#"{"sources":["A","A"]}"#, "twice"),
+        (r#"{"sources":["a"]}"#, "unknown service `a`"),
+    ] {
+        let resp = patch(&app, &news, body).await;
+        assert_eq!(resp.status(), 400, "{body:?} was accepted");
+        let got = assert_api_error(resp, 400).await;
+        let error = got["error"].as_str().unwrap();
+        assert!(error.contains(hint), "{body:?}: {error}");
+    }
+    // Nothing was changed by the refused requests.
+    assert_eq!(
+        get_channel(&app, &news).await["mapping"]["name"],
+        Value::Null
+    );
+
+    for id in ["nope", "999"] {
+        assert_api_error(app.get(&format!("/api/channels/{id}")).await, 404).await;
+        assert_api_error(patch(&app, id, r#"{"name":"x"}"#).await, 404).await;
+    }
+    // The listing routes are not channel ids.
+    assert_eq!(app.get("/api/channels/all").await.status(), 200);
+}
+
+#[tokio::test]
+async fn patch_is_an_admin_call() {
+    let app = TestApp::spawn(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\nadmin_token = \"s3cret\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+    )
+    .await;
+    let body = r#"{"name":"Hacked"}"#;
+    assert_api_error(patch(&app, "demo", body).await, 401).await;
+    assert_api_error(
+        patch_auth(&app, "demo", body, Some("Bearer wrong")).await,
+        403,
+    )
+    .await;
+    // Refused before the body is looked at.
+    assert_api_error(patch(&app, "demo", "{").await, 401).await;
+    assert_eq!(app.channel_named("Demo").await["name"], "Demo");
+    // Reading is not an admin call.
+    assert_eq!(get_channel(&app, "demo").await["name"], "Demo");
+
+    let (status, got) = json_of(patch_auth(&app, "demo", body, Some("Bearer s3cret")).await).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(app.channel_named("Hacked").await["id"], "demo");
+}
+
+/// The real binary, killed with SIGKILL right after a PATCH answered: the change is
+/// there when it starts again (the store commits before answering).
+#[tokio::test]
+async fn a_mapping_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{port}\"\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_freesky"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("FREESKY_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the freesky binary starts")
+    };
+    let ready = |client: reqwest::Client, base: String| async move {
+        crate::common::eventually("freesky to answer /health", || async {
+            client.get(format!("{base}/health")).send().await.map(drop)
+        })
+        .await
+    };
+
+    let mut child = start();
+    ready(client.clone(), base.clone()).await;
+    let resp = client
+        .patch(format!("{base}/api/channels/demo"))
+        .body(r#"{"name":"Durable","number":7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+
+    let mut child = start();
+    ready(client.clone(), base.clone()).await;
+    let got: Value = client
+        .get(format!("{base}/api/channels/demo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(got["name"], "Durable", "{got:#}");
+    assert_eq!(got["number"], 7, "{got:#}");
+}

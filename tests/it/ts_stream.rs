@@ -1,0 +1,301 @@
+//! Continuous MPEG-TS (`/api/stream/{id}.ts`): one shared upstream session per
+//! channel, failover to the next source mid-stream, and no upstream work once the
+//! last viewer has gone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use futures::StreamExt;
+
+use crate::common::{
+    eventually, live_playlist, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+};
+
+/// Reads from a streaming response until `want` bytes have arrived.
+async fn read_at_least(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    want: usize,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let chunk = tokio::time::timeout(HANG_GUARD, body.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {want} bytes arrived: {:?}",
+                    got.len(),
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .unwrap_or_else(|| panic!("stream ended after {} bytes", got.len()))
+            .expect("chunk");
+        got.extend_from_slice(&chunk);
+    }
+    got
+}
+
+async fn list_of(entries: &[(&str, String)]) -> FakeUpstream {
+    let mut m3u = String::from("#EXTM3U\n");
+    for (name, url) in entries {
+        m3u.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"Shared.example\",{name}\n{url}\n"
+        ));
+    }
+    FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u)
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_share_one_session_and_it_stops_after_the_last_leaves() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/live/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts", "s3.ts"]),
+        )
+        .route(
+            "/live/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    // Slow enough that the second viewer joins before the first segment is out.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    respond(200, "video/mp2t", format!("<{seg}>"))
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Shared", origin.url("/live/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[streams]\nidle_stop = \"1s\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Shared").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let open = || async {
+        let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "video/MP2T");
+        resp.bytes_stream()
+    };
+    let mut a = open().await;
+    let mut b = open().await;
+    // The session starts 3 segments before the live edge: s1, s2, s3, in order.
+    let want = "<s1.ts><s2.ts><s3.ts>".len();
+    let (got_a, got_b) = tokio::join!(read_at_least(&mut a, want), read_at_least(&mut b, want));
+    assert_eq!(String::from_utf8_lossy(&got_a), "<s1.ts><s2.ts><s3.ts>");
+    assert_eq!(String::from_utf8_lossy(&got_b), "<s1.ts><s2.ts><s3.ts>");
+    for seg in ["/live/s1.ts", "/live/s2.ts", "/live/s3.ts"] {
+        assert_eq!(origin.hits(seg), 1, "{:?}", origin.paths());
+    }
+    assert_eq!(origin.hits("/live/s0.ts"), 0);
+
+    // The session keeps polling the live playlist while someone watches...
+    let polls = origin.hits("/live/index.m3u8");
+    eventually("the session to poll the live playlist again", || async {
+        if origin.hits("/live/index.m3u8") > polls {
+            Ok(())
+        } else {
+            Err(format!("{:?}", origin.paths()))
+        }
+    })
+    .await;
+
+    // ...and stops within idle_stop (1 s) plus a poll once both viewers are gone: no
+    // upstream request for longer than a poll interval (the playlist's 2 s target
+    // duration), within a bound. A quiet spell can only be waited for.
+    drop(a);
+    drop(b);
+    eventually(
+        "upstream requests to stop after the last viewer left",
+        || async {
+            let before = origin.requests().len();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            if origin.requests().len() == before {
+                Ok(())
+            } else {
+                Err(format!("{:?}", origin.paths()))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_stream_continues_from_the_next_source_when_the_first_fails() {
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
+    let primary = FakeUpstream::bind()
+        .await
+        .route(
+            "/p/index.m3u8",
+            get(move || {
+                let failing = flag.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        respond(503, "text/plain", "down")
+                    } else {
+                        respond(200, HLS_TYPE, live_playlist(&["p0.ts", "p1.ts", "p2.ts"]))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/p/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<primary {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let secondary = FakeUpstream::bind()
+        .await
+        .text(
+            "/s/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts"]),
+        )
+        .route(
+            "/s/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<secondary {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let one = list_of(&[("Shared", primary.url("/p/index.m3u8"))]).await;
+    let two = list_of(&[("Shared", secondary.url("/s/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        r#"
+[cache]
+playlist_ttl = "100ms"
+
+[streams]
+failover_after = 2
+
+[[services]]
+name = "One"
+kind = "m3u"
+priority = 1
+url = "{}"
+
+[[services]]
+name = "Two"
+kind = "m3u"
+priority = 2
+url = "{}"
+"#,
+        one.url("/list.m3u"),
+        two.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Shared").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = read_at_least(&mut body, "<primary p0.ts>".len() * 3).await;
+    assert_eq!(
+        String::from_utf8_lossy(&first),
+        "<primary p0.ts><primary p1.ts><primary p2.ts>"
+    );
+    assert_eq!(secondary.hits("/s/index.m3u8"), 0);
+
+    // The primary goes down: after two failed reloads the stream carries on from Two.
+    broken.store(true, Ordering::SeqCst);
+    let next = read_at_least(&mut body, "<secondary s0.ts>".len()).await;
+    assert!(
+        String::from_utf8_lossy(&next).starts_with("<secondary s0.ts>"),
+        "{:?}",
+        String::from_utf8_lossy(&next)
+    );
+    assert!(primary.hits("/p/index.m3u8") >= 3, "{:?}", primary.paths());
+}
+
+#[tokio::test]
+async fn a_ts_stream_of_an_unknown_channel_or_a_failing_one_is_a_json_error() {
+    let origin = FakeUpstream::bind().await.status("/dead.m3u8", 500).start();
+    let list = list_of(&[("Dead", origin.url("/dead.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    crate::common::assert_api_error(app.get("/api/stream/no-such-channel.ts").await, 404).await;
+    let id = app.channel_named("Dead").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body =
+        crate::common::assert_api_error(app.get(&format!("/api/stream/{id}.ts")).await, 502).await;
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
+}
+
+/// A viewer that stops reading never holds the others back: the session keeps
+/// fetching and the reading viewer gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_does_not_slow_the_others() {
+    const SEGMENTS: usize = 48;
+    const SIZE: usize = 512 * 1024;
+    let names: Vec<String> = (0..SEGMENTS).map(|i| format!("v{i}.ts")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/vod/index.m3u8",
+            HLS_TYPE,
+            crate::common::media_playlist(&refs),
+        )
+        .route(
+            "/vod/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    if seg == "v0.ts" {
+                        // Both viewers are in before the first byte goes out.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    respond(200, "video/mp2t", vec![0x47u8; SIZE])
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Vod", origin.url("/vod/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nsegment_cache_mb = 0\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Vod").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("/api/stream/{id}.ts");
+    // The stalled viewer: opens the stream and never reads it.
+    let stalled = app.get(&url).await;
+    assert_eq!(stalled.status(), 200);
+    let reader = app.get(&url).await;
+    let mut body = reader.bytes_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap_or_else(|_| panic!("the reading viewer stalled after {total} bytes"))
+    {
+        total += chunk.expect("chunk").len();
+    }
+    // 24 MiB is far more than socket buffers hold for the stalled viewer.
+    assert_eq!(total, SEGMENTS * SIZE);
+    assert_eq!(origin.hits("/vod/v47.ts"), 1);
+    drop(stalled);
+}
