@@ -35,6 +35,8 @@ pub struct AppState {
     pub sessions: Arc<crate::session::Sessions>,
     pub failovers: Arc<crate::failover::Failovers>,
     pub tuner: Arc<hdhr::Tuner>,
+    /// Viewer accounts: logins, visibility, live connections (shared across reloads).
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 pub fn app(state: AppState) -> Router {
