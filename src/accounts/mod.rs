@@ -107,9 +107,7 @@ impl Account {
     pub fn sees(&self, c: &LineupChannel) -> bool {
         (self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(&c.group)))
             && (self.services.is_empty()
-                || c.sources
-                    .iter()
-                    .any(|s| self.services.iter().any(|n| *n == s.service)))
+                || c.sources.iter().any(|s| self.services.contains(&s.service)))
     }
 
     /// Refuses an account that is disabled or expired.
@@ -468,6 +466,29 @@ impl Accounts {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         Ok(())
+    }
+
+    /// The tag an account's HLS playlist links carry (`?a=`): the account's name and a
+    /// MAC over it and the channel, so a link passed to another channel or forged for
+    /// another account is ignored. Holds no password.
+    pub fn poll_token(&self, account: &str, channel: &str) -> String {
+        let tag = ring::hmac::sign(&self.mac_key, format!("{account}\0{channel}").as_bytes());
+        let mac: String = tag.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{account}.{mac}")
+    }
+
+    /// A playlist link tagged `token` of `channel` was fetched from `from`: the
+    /// account's HLS connection goes on counting.
+    pub fn hls_polled(&self, token: &str, channel: &str, from: Option<IpAddr>) {
+        let Some((account, _)) = token.rsplit_once('.') else {
+            return;
+        };
+        if self.poll_token(account, channel) == token {
+            self.conns.hls_poll(account, channel, from);
+        }
     }
 
     /// Takes one connection of `a` watching `channel` from `from`, refusing one over its

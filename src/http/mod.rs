@@ -23,6 +23,9 @@ mod openapi;
 mod playlist;
 pub(crate) mod reload;
 mod stream;
+mod users;
+mod viewer;
+mod xtream;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -51,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())
+        .merge(users::routes())
+        .merge(xtream::routes())
         .fallback(|uri: axum::http::Uri| async move {
             stream::unrouted(uri.path())
                 .unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))

@@ -15,7 +15,9 @@ use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
-use super::{api, dashboard, guide, hdhr, metrics, playlist, reload, stream, AppState};
+use super::{
+    api, dashboard, guide, hdhr, metrics, playlist, reload, stream, users, xtream, AppState,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(document))
@@ -48,7 +50,9 @@ pub fn routes() -> Router<AppState> {
         (name = "playlist", description = "The merged M3U playlist"),
         (name = "guide", description = "The merged XMLTV guide"),
         (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
-        (name = "config", description = "The configuration file")
+        (name = "config", description = "The configuration file"),
+        (name = "users", description = "Viewer accounts (admin)"),
+        (name = "xtream", description = "Xtream Codes output for players that log in")
     )
 )]
 struct Top;
@@ -72,6 +76,8 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(metrics::Doc::openapi());
     doc.merge(dashboard::Doc::openapi());
     doc.merge(reload::Doc::openapi());
+    doc.merge(users::Doc::openapi());
+    doc.merge(xtream::Doc::openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

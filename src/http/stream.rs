@@ -79,10 +79,30 @@ struct StreamQuery {
 async fn channel_stream(
     State(s): State<AppState>,
     Path(file): Path<String>,
-    Query(mut q): Query<StreamQuery>,
+    Query(q): Query<StreamQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    viewer: super::viewer::Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let peer = client.map(|Extension(ConnectInfo(p))| p);
+    match viewer.0 {
+        Some(account) => {
+            super::xtream::account_stream(&s, &account, &file, q.service, peer, &headers).await
+        }
+        None => open_stream(&s, &file, q.service, peer, &headers).await,
+    }
+}
+
+/// The answer of `/api/stream/{file}` (`{id}.m3u8` or `{id}.ts`), for any route
+/// that serves a channel (the Xtream `/live/...` ones too).
+pub(super) async fn open_stream(
+    s: &AppState,
+    file: &str,
+    service: Option<String>,
+    client: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let mut q = StreamQuery { service };
     let (id, ts) = match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
         (Some(id), _) => (id, true),
         (None, Some(id)) => (id, false),
@@ -98,7 +118,7 @@ async fn channel_stream(
     let id = id.as_str();
     q.service = only;
     if ts {
-        return ts_stream(&s, id, q.service.as_deref()).await;
+        return ts_stream(s, id, q.service.as_deref()).await;
     }
     let limit = s.config.server.max_body_bytes;
     let media = &s.media;
@@ -112,12 +132,12 @@ async fn channel_stream(
             Ok((src.service_name, r.headers.clone(), doc))
         })
         .await?;
-    let base = base_url(&s.config, &headers);
+    let base = base_url(&s.config, headers);
     match &*doc {
         Document::Playlist { url, body } => {
             // Links carry the channel (for failover) unless the client pinned a service.
             let channel = if q.service.is_some() { "" } else { id };
-            if let Some(Extension(ConnectInfo(peer))) = client {
+            if let Some(peer) = client {
                 s.sessions.hls.seen(id, peer.ip());
             }
             playlist_response(
@@ -195,6 +215,13 @@ fn playlist_response(
         .into_response())
 }
 
+/// The viewer account a playlist link was handed to (`?a=`, added by the account
+/// routes): its fetches keep that account's HLS connection counted.
+#[derive(Deserialize, Default)]
+struct AccountTag {
+    a: Option<String>,
+}
+
 /// Anything under /proxy/ that is not a whole link.
 #[utoipa::path(
     get,
@@ -264,6 +291,7 @@ async fn malformed_link_2() -> AppError {
 async fn proxy(
     State(s): State<AppState>,
     Path((context, item, _name)): Path<(String, String, String)>,
+    Query(account): Query<AccountTag>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -286,6 +314,10 @@ async fn proxy(
     if target.kind == Kind::Playlist {
         if let Some(Extension(ConnectInfo(peer))) = client {
             s.sessions.hls.seen(&target.channel, peer.ip());
+        }
+        if let Some(token) = &account.a {
+            s.accounts
+                .hls_polled(token, &target.channel, client.map(|c| c.0 .0.ip()));
         }
         let base = base_url(&s.config, &req_headers);
         return media_playlist(&s, &target, service, &url, &base).await;
