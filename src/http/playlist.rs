@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use super::viewer::{Login, Viewer};
 use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
@@ -48,6 +49,7 @@ pub struct Filter {
 async fn playlist(
     State(s): State<AppState>,
     Query(f): Query<Filter>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if let Some(name) = &f.service {
@@ -56,7 +58,12 @@ async fn playlist(
         }
     }
     let lineup = s.registry.lineup().await?;
-    let body = render(&lineup, &base_url(&s.config, &headers), &f);
+    let body = render_for(
+        &lineup,
+        &base_url(&s.config, &headers),
+        &f,
+        viewer.0.as_ref(),
+    );
     Ok((
         [(header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8")],
         body,
@@ -79,16 +86,32 @@ async fn playlist(
 async fn playlist_m3u8(
     s: State<AppState>,
     f: Query<Filter>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    playlist(s, f, headers).await
+    playlist(s, f, viewer, headers).await
 }
 
 /// The M3U Plus text of `lineup` for clients reaching us at `base`.
 pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
+    render_for(lineup, base, f, None)
+}
+
+/// `render` for a logged-in viewer: only the channels its account sees, every link
+/// (streams, guide) carrying its login.
+fn render_for(lineup: &Lineup, base: &str, f: &Filter, viewer: Option<&Login>) -> String {
+    let login = viewer.map(|v| {
+        let enc = |t: &str| url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>();
+        format!(
+            "username={}&password={}",
+            enc(&v.account.name),
+            enc(&v.password)
+        )
+    });
     let chosen: Vec<_> = lineup
         .channels
         .iter()
+        .filter(|c| viewer.is_none_or(|v| v.account.sees(c)))
         .filter(|c| {
             f.group
                 .as_deref()
@@ -110,8 +133,16 @@ pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
             ),
             None => format!("{base}/api/stream/{}.m3u8", c.id),
         })
+        .map(|url| match &login {
+            Some(l) if url.contains('?') => format!("{url}&{l}"),
+            Some(l) => format!("{url}?{l}"),
+            None => url,
+        })
         .collect();
-    let guide = format!("{base}/epg.xml");
+    let guide = match &login {
+        Some(l) => format!("{base}/epg.xml?{l}"),
+        None => format!("{base}/epg.xml"),
+    };
     m3u::render(
         Some(&guide),
         chosen.iter().zip(&urls).map(|(c, url)| OutEntry {

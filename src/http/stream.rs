@@ -86,8 +86,9 @@ async fn channel_stream(
 ) -> Result<Response, AppError> {
     let peer = client.map(|Extension(ConnectInfo(p))| p);
     match viewer.0 {
-        Some(account) => {
-            super::xtream::account_stream(&s, &account, &file, q.service, peer, &headers).await
+        Some(login) => {
+            super::xtream::account_stream(&s, &login.account, &file, q.service, peer, &headers)
+                .await
         }
         None => open_stream(&s, &file, q.service, peer, &headers).await,
     }

@@ -17,7 +17,14 @@ use super::AppState;
 use crate::accounts::{self, Account};
 use crate::error::AppError;
 
-pub struct Viewer(pub Option<Arc<Account>>);
+pub struct Viewer(pub Option<Login>);
+
+/// A logged-in viewer; the password as given, so the links of its own playlist can
+/// carry it (players send no basic auth on stream URLs).
+pub struct Login {
+    pub account: Arc<Account>,
+    pub password: String,
+}
 
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = AppError;
@@ -35,7 +42,7 @@ impl FromRequestParts<AppState> for Viewer {
         })?;
         let account = s.accounts.login(&user, &password, peer(parts)).await?;
         account.usable(accounts::now())?;
-        Ok(Viewer(Some(account)))
+        Ok(Viewer(Some(Login { account, password })))
     }
 }
 

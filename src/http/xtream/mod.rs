@@ -230,6 +230,29 @@ pub(super) async fn guide_for(
         .into_response())
 }
 
+/// The merged guide as `account` may see it, gzipped (`/epg.xml.gz` with
+/// `server.require_account`).
+pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Response, AppError> {
+    use std::io::Write;
+    let guide = s.guides.current().await?;
+    let gz = if account.groups.is_empty() && account.services.is_empty() {
+        guide.gz.clone()
+    } else {
+        let lineup = s.registry.lineup().await?;
+        let ids: HashSet<String> = visible(&lineup, account)
+            .iter()
+            .map(|c| quick_xml::escape::escape(c.guide_id.as_str()).into_owned())
+            .collect();
+        let xml = filter_guide(&guide.xml, &ids);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&xml)
+            .and_then(|()| enc.finish())
+            .map_err(|e| AppError::Internal(format!("gzip: {e}")))?
+            .into()
+    };
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
+}
+
 /// `xml` (as `xmltv::render` writes it: each `<channel>` and `<programme>` element
 /// starts and ends on a line of its own, two spaces in; their content is escaped, so
 /// no content line can look like one) without the channels and programmes whose
@@ -346,6 +369,27 @@ async fn plain(
         &headers,
     )
     .await
+}
+
+/// With `server.require_account`, the account the tuner serves (`[hdhomerun]
+/// account`); the tuner is off (404) when none is named or it is not usable.
+/// `None`: accounts are not required.
+pub(crate) fn tuner_account(s: &AppState) -> Result<Option<Arc<Account>>, AppError> {
+    if !s.config.server.require_account {
+        return Ok(None);
+    }
+    let off = |why: String| AppError::NotFound(format!("HDHomeRun emulation is off: {why}"));
+    let name = s.config.hdhomerun.account.as_deref().ok_or_else(|| {
+        off("server.require_account is on and [hdhomerun] account names no account".into())
+    })?;
+    let account = s
+        .accounts
+        .get(name)
+        .ok_or_else(|| off(format!("[hdhomerun] account `{name}` does not exist")))?;
+    account
+        .usable(accounts::now())
+        .map_err(|e| off(e.to_string()))?;
+    Ok(Some(account))
 }
 
 /// A `stream_id` (a lineup channel number); anything else is a 400.
