@@ -350,10 +350,13 @@ async fn wrong_logins_unknown_actions_and_malformed_ids() {
         "/player_api.php?username=alice&password=alice-pw&action=get_vod_info&vod_id=-",
         "/live/alice/alice-pw/1x.ts",
         "/live/alice/alice-pw/1.mkv",
-        "/alice/alice-pw/abc",
     ] {
         assert_api_error(app.get(bad).await, 400).await;
     }
+    // The short form `/U/P/{stream_id}` takes numbers only: other three-part paths stay
+    // unknown endpoints.
+    assert_api_error(app.get("/alice/alice-pw/abc").await, 404).await;
+    assert_api_error(app.get("/api/no/such").await, 404).await;
 }
 
 /// Waits (bounded) until `alice`'s `active_cons` is `n`.

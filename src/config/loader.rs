@@ -1028,6 +1028,50 @@ mod tests {
     }
 
     #[test]
+    fn users_with_every_problem_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!(
+            "[[users]]\nname = \"alice\"\npassword = \"${{PW}}\"\n\n\
+             [[users]]\nname = \"bob\"\npassword_file = '{}'\nmax_connections = 0\ngroups = [\"News\"]\n",
+            file.display()
+        );
+        let c = Config::parse(&text, "f.toml", &|v| (v == "PW").then(|| "s3cret".into())).unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.users[0].password.expose(), "s3cret");
+        assert_eq!(c.users[0].max_connections, 1);
+        assert!(c.users[0].enabled);
+        assert_eq!(c.users[1].password.expose(), "from-file");
+        assert_eq!(c.users[1].max_connections, 0);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "passwords never in Debug output"
+        );
+
+        let e = errors(
+            "[[users]]\nname = \"a b\"\npassword = \"x\"\n\n\
+             [[users]]\nname = \"c\"\npassword = \"x\"\nexpires = \"soon\"\nmax_conns = 2\n\n\
+             [[users]]\nname = \"c\"\npassword = \"x\"\n\n\
+             [[users]]\nname = \"d\"\n",
+        );
+        for want in [
+            "f.toml:2: users[0].name",
+            "f.toml:8: users[1].expires",
+            "f.toml:9: users[1].max_conns",
+            "f.toml:12: users[2].name",
+            "f.toml:15: users[3]",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:?}");
+        }
+        assert!(
+            e.iter().any(|l| l.contains("duplicate user name `c`")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|l| l.contains("missing `password`")), "{e:?}");
+    }
+
+    #[test]
     fn admin_token_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("admin");

@@ -346,19 +346,24 @@ async fn live(
     ),
     responses(
         (status = 200, description = "MPEG-TS", body = Vec<u8>, content_type = "video/mp2t"),
-        (status = 400, description = "The stream id is not a number", body = ErrorBody),
         (status = 401, description = "Wrong user name or password", body = ErrorBody),
         (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
-        (status = 404, description = "No such channel among those the account sees", body = ErrorBody)
+        (status = 404, description = "No such channel among those the account sees, or `file` is not a number (no such endpoint)", body = ErrorBody)
     )
 )]
 async fn plain(
     State(s): State<AppState>,
     Path((user, pass, file)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let number = stream_id(file.strip_suffix(".ts").unwrap_or(&file))?;
+    // Any three-part path lands here: only `{digits}` (or `.ts`) is this route; the
+    // rest answers what an unknown path always does.
+    let Ok(number) = stream_id(file.strip_suffix(".ts").unwrap_or(&file)) else {
+        return Err(super::stream::unrouted(uri.path())
+            .unwrap_or_else(|| AppError::NotFound("no such endpoint".into())));
+    };
     let account = login(&s, Some(&user), Some(&pass), &client).await?;
     account_stream(
         &s,
