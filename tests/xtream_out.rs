@@ -431,6 +431,18 @@ async fn a_connection_limit_counts_players_not_requests() {
     assert_eq!(alice["connections"][0]["kind"], "hls");
     assert_eq!(alice["connections"][0]["channel"], "demo");
     assert!(!users.to_string().contains("alice-pw") && !users.to_string().contains("argon2"));
+    // So does the dashboard's Accounts panel.
+    let page = app.get_text_ok("/").await;
+    let row = page
+        .split("<tr data-account=\"alice\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no account row for alice in the dashboard"));
+    assert!(
+        row.contains("1 / 1") && row.contains("demo (hls, 127.0.0.1)"),
+        "{row}"
+    );
+    assert!(!page.contains("alice-pw"));
 
     // bob (unlimited): a .ts stream counts while open, and no longer once closed.
     let ts = app
@@ -626,7 +638,7 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
     )
     .await;
     let (status, carol) = json_of(resp).await;
-    assert_eq!(status, 201, "{carol}");
+    assert_eq!(status, 200, "{carol}");
     assert_eq!(carol["origin"], "api");
     assert!(!carol.to_string().contains("carol-secret-1"));
     assert_api_error(post(r#"{"name":"carol","password":"x"}"#).await, 400).await;
@@ -700,7 +712,7 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.status(), 200);
     assert_eq!(
         api(&app, ("carol", "new-pass-2"), "").await["user_info"]["auth"],
         0

@@ -449,10 +449,11 @@ impl Accounts {
     }
 
     /// Removes a stored account (admin API); its open connections end as they end.
-    pub async fn delete(&self, name: &str) -> Result<(), AccountError> {
+    pub async fn delete(&self, name: &str) -> Result<AccountView, AccountError> {
         let current = self
             .get(name)
             .ok_or_else(|| AccountError::Unknown(name.into()))?;
+        let view = self.view(&current);
         if current.from_config {
             return Err(AccountError::FromConfig(name.into()));
         }
@@ -465,7 +466,7 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        Ok(())
+        Ok(view)
     }
 
     /// The tag an account's HLS playlist links carry (`?a=`): the account's name and a

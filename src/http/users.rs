@@ -3,7 +3,6 @@
 //! here (the config file is never written). No answer holds a password or its hash.
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -55,7 +54,7 @@ async fn list(State(s): State<AppState>, _admin: Admin) -> Json<Vec<AccountView>
     request_body(content = AccountPatch, example = json!({"name": "bob", "password": "s3cret", "max_connections": 2, "groups": ["News"]})),
     security(("admin" = [])),
     responses(
-        (status = 201, description = "The new account", body = AccountView),
+        (status = 200, description = "The new account", body = AccountView),
         (status = 400, description = "Malformed body, a bad name or expiry, a missing password, or the name is taken", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody),
@@ -66,9 +65,9 @@ async fn create(
     State(s): State<AppState>,
     _admin: Admin,
     req: Request,
-) -> Result<(StatusCode, Json<AccountView>), AppError> {
+) -> Result<Json<AccountView>, AppError> {
     let patch: AccountPatch = json_object_body(req, FIELDS).await?;
-    Ok((StatusCode::CREATED, Json(s.accounts.create(patch).await?)))
+    Ok(Json(s.accounts.create(patch).await?))
 }
 
 /// One viewer account (admin).
@@ -134,7 +133,7 @@ async fn change(
     params(("name" = String, Path, description = "The account's name")),
     security(("admin" = [])),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 200, description = "Deleted: the account as it was", body = AccountView),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token, not on loopback without one, or an account from the config file", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
@@ -145,7 +144,6 @@ async fn remove(
     State(s): State<AppState>,
     Path(name): Path<String>,
     _admin: Admin,
-) -> Result<StatusCode, AppError> {
-    s.accounts.delete(&name).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Json<AccountView>, AppError> {
+    Ok(Json(s.accounts.delete(&name).await?))
 }

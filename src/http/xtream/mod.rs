@@ -361,8 +361,13 @@ async fn plain(
     // Any three-part path lands here: only `{digits}` (or `.ts`) is this route; the
     // rest answers what an unknown path always does.
     let Ok(number) = stream_id(file.strip_suffix(".ts").unwrap_or(&file)) else {
-        return Err(super::stream::unrouted(uri.path())
-            .unwrap_or_else(|| AppError::NotFound("no such endpoint".into())));
+        return Err(super::stream::unrouted(uri.path()).unwrap_or_else(|| {
+            AppError::NotFound(
+                "no such endpoint (the short stream form /USER/PASS/{stream_id} takes a channel \
+                 number)"
+                    .into(),
+            )
+        }));
     };
     let account = login(&s, Some(&user), Some(&pass), &client).await?;
     account_stream(
