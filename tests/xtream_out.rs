@@ -97,6 +97,15 @@ async fn api(app: &TestApp, (u, p): (&str, &str), action: &str) -> Value {
     body
 }
 
+/// Field `key` of every object of the array `v`.
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|c| c[key].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The lineup number of the channel named `name`, from alice's get_live_streams.
 async fn number_of(app: &TestApp, name: &str) -> u64 {
     let streams = api(app, ALICE, "get_live_streams").await;
@@ -270,13 +279,7 @@ async fn what_an_account_does_not_see_it_cannot_list_guide_or_stream() {
     let demo = number_of(&app, "Demo").await;
 
     let streams = api(&app, BOB, "get_live_streams").await;
-    let names: Vec<&str> = streams
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["News One"]);
+    assert_eq!(strings(&streams, "name"), ["News One"]);
     let epg = api(&app, BOB, &format!("get_short_epg&stream_id={sport}")).await;
     assert_eq!(epg, serde_json::json!({ "epg_listings": [] }));
     let creds = format!("username={}&password={}", enc(BOB.0), enc(BOB.1));
@@ -613,13 +616,7 @@ async fn require_account_guards_the_playlist_guide_streams_and_tuner() {
     .await;
     // The tuner serves bob's channels only.
     let (_, lineup) = app.get_json("/lineup.json").await;
-    let names: Vec<&str> = lineup
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["GuideName"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["News One"]);
+    assert_eq!(strings(&lineup, "GuideName"), ["News One"]);
 
     // Without an account for the tuner, it is off.
     let up = upstream().await;
@@ -657,13 +654,7 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
     assert_api_error(resp, 403).await;
 
     let carol_login = ("carol", "carol-secret-1");
-    let names = |v: Value| -> Vec<String> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let names = |v: Value| strings(&v, "name");
     assert_eq!(
         names(api(&app, carol_login, "get_live_streams").await),
         ["Sport One"]

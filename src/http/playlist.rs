@@ -13,6 +13,7 @@ use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::m3u::{self, OutEntry};
+use crate::model::LineupChannel;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -143,9 +144,14 @@ fn render_for(lineup: &Lineup, base: &str, f: &Filter, viewer: Option<&Login>) -
         Some(l) => format!("{base}/epg.xml?{l}"),
         None => format!("{base}/epg.xml"),
     };
+    render_entries(&chosen, &urls, &guide)
+}
+
+/// M3U Plus of `chosen` channels, each with its URL in `urls`, the guide at `guide`.
+pub(super) fn render_entries(chosen: &[&LineupChannel], urls: &[String], guide: &str) -> String {
     m3u::render(
-        Some(&guide),
-        chosen.iter().zip(&urls).map(|(c, url)| OutEntry {
+        Some(guide),
+        chosen.iter().zip(urls).map(|(c, url)| OutEntry {
             tvg_id: &c.guide_id,
             tvg_name: &c.name,
             tvg_logo: &c.logo,

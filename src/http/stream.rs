@@ -104,15 +104,7 @@ pub(super) async fn open_stream(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let mut q = StreamQuery { service };
-    let (id, ts) = match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
-        (Some(id), _) => (id, true),
-        (None, Some(id)) => (id, false),
-        (None, None) => {
-            return Err(AppError::NotFound(format!(
-                "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
-            )))
-        }
-    };
+    let (id, ts) = split_file(file)?;
     // Aliases of one channel (`5`, `05`, the slug) share its session, viewer count and
     // metric labels.
     let (id, only) = s.registry.canonical(id, q.service.as_deref()).await?;
@@ -159,6 +151,17 @@ pub(super) async fn open_stream(
             let name = file_name(url.as_str(), Kind::Media);
             Ok(Redirect::temporary(&format!("{base}/proxy/{token}/{name}")).into_response())
         }
+    }
+}
+
+/// `{id}.ts` (true) or `{id}.m3u8` (false); anything else is no stream (404).
+pub(super) fn split_file(file: &str) -> Result<(&str, bool), AppError> {
+    match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
+        (Some(id), _) => Ok((id, true)),
+        (None, Some(id)) => Ok((id, false)),
+        (None, None) => Err(AppError::NotFound(format!(
+            "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
+        ))),
     }
 }
 

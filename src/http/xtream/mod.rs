@@ -24,7 +24,6 @@ use super::{base_url, AppState};
 use crate::accounts::{self, Account, AccountError};
 use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
-use crate::m3u::{self, OutEntry};
 use crate::model::LineupChannel;
 
 pub fn routes() -> Router<AppState> {
@@ -158,18 +157,7 @@ async fn get_php(
         .map(|c| format!("{base}/live/{u}/{p}/{}.{ext}", c.number))
         .collect();
     let guide = format!("{base}/xmltv.php?username={u}&password={p}");
-    let body = m3u::render(
-        Some(&guide),
-        chosen.iter().zip(&urls).map(|(c, url)| OutEntry {
-            tvg_id: &c.guide_id,
-            tvg_name: &c.name,
-            tvg_logo: &c.logo,
-            tvg_chno: c.number,
-            group: &c.group,
-            name: &c.name,
-            url,
-        }),
-    );
+    let body = super::playlist::render_entries(&chosen, &urls, &guide);
     Ok((
         [
             (header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8"),
@@ -214,14 +202,7 @@ pub(super) async fn guide_for(
     let guide = s.guides.current().await?;
     let xml = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
         None => guide.xml.clone(),
-        Some(a) => {
-            let lineup = s.registry.lineup().await?;
-            let ids: HashSet<String> = visible(&lineup, a)
-                .iter()
-                .map(|c| quick_xml::escape::escape(c.guide_id.as_str()).into_owned())
-                .collect();
-            filter_guide(&guide.xml, &ids).into()
-        }
+        Some(a) => filter_guide(&guide.xml, &guide_ids(s, a).await?).into(),
     };
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
@@ -238,12 +219,7 @@ pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Resp
     let gz = if account.groups.is_empty() && account.services.is_empty() {
         guide.gz.clone()
     } else {
-        let lineup = s.registry.lineup().await?;
-        let ids: HashSet<String> = visible(&lineup, account)
-            .iter()
-            .map(|c| quick_xml::escape::escape(c.guide_id.as_str()).into_owned())
-            .collect();
-        let xml = filter_guide(&guide.xml, &ids);
+        let xml = filter_guide(&guide.xml, &guide_ids(s, account).await?);
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&xml)
             .and_then(|()| enc.finish())
@@ -251,6 +227,15 @@ pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Resp
             .into()
     };
     Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
+}
+
+/// The guide ids of the channels `a` sees, XML-escaped as the guide writes them.
+async fn guide_ids(s: &AppState, a: &Account) -> Result<HashSet<String>, AppError> {
+    let lineup = s.registry.lineup().await?;
+    Ok(visible(&lineup, a)
+        .iter()
+        .map(|c| quick_xml::escape::escape(c.guide_id.as_str()).into_owned())
+        .collect())
 }
 
 /// `xml` (as `xmltv::render` writes it: each `<channel>` and `<programme>` element
@@ -428,15 +413,7 @@ pub(crate) async fn account_stream(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     account.usable(accounts::now())?;
-    let (id, ts) = match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
-        (Some(id), _) => (id, true),
-        (None, Some(id)) => (id, false),
-        (None, None) => {
-            return Err(AppError::NotFound(format!(
-                "`{file}`: streams are served as {{channel_id}}.m3u8 or .ts"
-            )))
-        }
-    };
+    let (id, ts) = super::stream::split_file(file)?;
     let (canonical, only) = s.registry.canonical(id, service.as_deref()).await?;
     let lineup = s.registry.lineup().await?;
     let visible = lineup.get(&canonical).filter(|c| {
