@@ -31,7 +31,8 @@ async fn upstream() -> FakeUpstream {
     let list = format!(
         "#EXTM3U\n\
          #EXTINF:-1 tvg-id=\"NewsOne.example\" group-title=\"News\",News One\n{base}/news.m3u8\n\
-         #EXTINF:-1 tvg-id=\"SportOne.example\" group-title=\"Sport\",Sport One\n{base}/sport.m3u8\n"
+         #EXTINF:-1 tvg-id=\"SportOne.example\" group-title=\"Sport\",Sport One\n{base}/sport.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Gone.example\" group-title=\"Gone\",Gone TV\n{base}/gone.m3u8\n"
     );
     let mut guide = String::from("<?xml version=\"1.0\"?>\n<tv>\n");
     for (id, title) in [
@@ -248,7 +249,7 @@ async fn an_xtream_client_library_logs_in_browses_and_builds_stream_urls() {
     assert!(s["port"].is_string() && s["timestamp_now"].is_i64(), "{s}");
     let cats = api(&app, ALICE, "get_live_categories").await;
     let cats = cats.as_array().unwrap();
-    assert_eq!(cats.len(), 3, "Demo, News, Sport: {cats:?}");
+    assert_eq!(cats.len(), 4, "Demo, Gone, News, Sport: {cats:?}");
     assert!(cats
         .iter()
         .all(|c| c["category_id"].is_string() && c["parent_id"] == 0));
@@ -384,6 +385,15 @@ async fn a_connection_limit_counts_players_not_requests() {
     let app = TestApp::spawn(&config(&up, "")).await;
     let demo = number_of(&app, "Demo").await;
     let news = number_of(&app, "News One").await;
+
+    // A stream that does not open is no connection.
+    let gone = number_of(&app, "Gone TV").await;
+    let status = app
+        .get(&format!("/live/alice/alice-pw/{gone}.m3u8"))
+        .await
+        .status();
+    assert!(status.is_server_error(), "{status}");
+    assert_eq!(api(&app, ALICE, "").await["user_info"]["active_cons"], 0);
 
     // An HLS player: its playlist and the playlists it links count once.
     let m3u8 = format!("/live/alice/alice-pw/{demo}.m3u8");

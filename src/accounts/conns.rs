@@ -48,6 +48,26 @@ struct Inner {
 #[derive(Default)]
 pub struct Conns(Mutex<Inner>);
 
+/// What `Conns::connect` took.
+pub enum Conn {
+    /// A `.ts` connection, held until the guard drops.
+    Ts(ConnGuard),
+    /// A new HLS player (`forget_hls` it again if its stream does not open).
+    HlsNew,
+    /// An HLS player counted already.
+    HlsSeen,
+}
+
+impl Conn {
+    /// The guard of a `.ts` connection.
+    pub fn into_guard(self) -> Option<ConnGuard> {
+        match self {
+            Conn::Ts(g) => Some(g),
+            Conn::HlsNew | Conn::HlsSeen => None,
+        }
+    }
+}
+
 /// Holds one `.ts` connection; dropping it (the body ended) frees it.
 pub struct ConnGuard {
     conns: Arc<Conns>,
@@ -72,7 +92,7 @@ impl Conns {
         channel: &str,
         from: Option<IpAddr>,
         hls: bool,
-    ) -> Result<Option<ConnGuard>, AccountError> {
+    ) -> Result<Conn, AccountError> {
         let mut inner = self.lock();
         let cutoff = Instant::now().checked_sub(HLS_IDLE);
         inner.hls.retain(|_, e| cutoff.is_none_or(|c| e.last >= c));
@@ -80,7 +100,7 @@ impl Conns {
         if hls {
             if let Some(e) = inner.hls.get_mut(&key) {
                 e.last = Instant::now();
-                return Ok(None);
+                return Ok(Conn::HlsSeen);
             }
         }
         let open = inner.ts.values().filter(|e| e.account == a.name).count()
@@ -100,15 +120,22 @@ impl Conns {
         };
         if hls {
             inner.hls.insert(key, entry);
-            return Ok(None);
+            return Ok(Conn::HlsNew);
         }
         inner.next += 1;
         let id = inner.next;
         inner.ts.insert(id, entry);
-        Ok(Some(ConnGuard {
+        Ok(Conn::Ts(ConnGuard {
             conns: self.clone(),
             id,
         }))
+    }
+
+    /// Drops an HLS player just counted whose stream did not open: a failed try is
+    /// no connection.
+    pub fn forget_hls(&self, account: &str, channel: &str, from: Option<IpAddr>) {
+        let key = (account.to_string(), channel.to_string(), from);
+        self.lock().hls.remove(&key);
     }
 
     /// An HLS player of `account` fetched a playlist of `channel` again: it goes on

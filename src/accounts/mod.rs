@@ -23,7 +23,7 @@ use crate::config::UserConfig;
 use crate::model::LineupChannel;
 use crate::store::{Store, StoreError, StoredUser};
 
-pub use conns::{ConnGuard, ConnInfo, Conns};
+pub use conns::{Conn, ConnGuard, ConnInfo, Conns};
 pub use penalty::Penalty;
 
 /// Why a login or a use of an account failed. Mapped to HTTP in `error`.
@@ -501,7 +501,7 @@ impl Accounts {
         channel: &str,
         from: Option<IpAddr>,
         hls: bool,
-    ) -> Result<Option<ConnGuard>, AccountError> {
+    ) -> Result<Conn, AccountError> {
         self.conns.connect(a, channel, from, hls)
     }
 }

@@ -705,7 +705,7 @@ async fn tune_on(
         .ok_or_else(|| AppError::NotFound(format!("no channel number {number}")))?;
     // With `require_account`, the tuner's account's connection limit holds too.
     let conn = match &account {
-        Some(a) => s.accounts.connect(a, &id, None, false)?,
+        Some(a) => s.accounts.connect(a, &id, None, false)?.into_guard(),
         None => None,
     };
     let Ok(slot) = s.tuner.slots.clone().try_acquire_owned() else {

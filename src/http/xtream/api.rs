@@ -88,32 +88,34 @@ pub(super) async fn player_api(
                 None => None,
             };
             let lineup = s.registry.lineup().await?;
-            let out: Vec<Value> = visible(&lineup, &account)
+            // Typed rows serialized straight from the lineup (no JSON tree per channel):
+            // this list is the largest answer players fetch.
+            let out: Vec<LiveStream<'_>> = visible(&lineup, &account)
                 .into_iter()
                 .filter(|c| only.is_none_or(|id| category_id(&c.group) == id))
                 .map(|c| {
                     let cat = category_id(&c.group);
                     let days = archive_days(c);
-                    json!({
-                        "num": c.number,
-                        "name": c.name,
-                        "stream_type": "live",
-                        "stream_id": c.number,
-                        "stream_icon": c.logo,
-                        "epg_channel_id": c.guide_id,
-                        "added": "0",
-                        "is_adult": "0",
-                        "category_id": cat.to_string(),
-                        "category_ids": [cat],
-                        "custom_sid": "",
-                        "tv_archive": u32::from(days > 0),
-                        "direct_source": "",
-                        "tv_archive_duration": days,
-                        "thumbnail": "",
-                    })
+                    LiveStream {
+                        num: c.number,
+                        name: &c.name,
+                        stream_type: "live",
+                        stream_id: c.number,
+                        stream_icon: &c.logo,
+                        epg_channel_id: &c.guide_id,
+                        added: "0",
+                        is_adult: "0",
+                        category_id: cat.to_string(),
+                        category_ids: [cat],
+                        custom_sid: "",
+                        tv_archive: u32::from(days > 0),
+                        direct_source: "",
+                        tv_archive_duration: days,
+                        thumbnail: "",
+                    }
                 })
                 .collect();
-            Value::Array(out)
+            return Ok(Json(out).into_response());
         }
         "get_short_epg" | "get_simple_data_table" if active => {
             let full = action == "get_simple_data_table";
@@ -167,6 +169,26 @@ pub(super) async fn player_api(
         _ => json!([]),
     };
     Ok(Json(value).into_response())
+}
+
+/// One `get_live_streams` entry, typed as panels send it.
+#[derive(serde::Serialize)]
+struct LiveStream<'a> {
+    num: u32,
+    name: &'a str,
+    stream_type: &'static str,
+    stream_id: u32,
+    stream_icon: &'a str,
+    epg_channel_id: &'a str,
+    added: &'static str,
+    is_adult: &'static str,
+    category_id: String,
+    category_ids: [u32; 1],
+    custom_sid: &'static str,
+    tv_archive: u32,
+    direct_source: &'static str,
+    tv_archive_duration: u32,
+    thumbnail: &'static str,
 }
 
 /// A group's name as a category (channels without one share "Uncategorized").

@@ -425,14 +425,24 @@ pub(crate) async fn account_stream(
     let Some(channel) = visible else {
         return Err(AppError::NotFound(format!("unknown channel `{id}`")));
     };
-    let guard = s
-        .accounts
-        .connect(account, &channel.id, client.map(|c| c.ip()), !ts)?;
+    let from = client.map(|c| c.ip());
+    let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
     let ext = if ts { "ts" } else { "m3u8" };
-    let resp =
+    let opened =
         super::stream::open_stream(s, &format!("{}.{ext}", channel.id), only, client, headers)
-            .await?;
-    if let Some(guard) = guard {
+            .await;
+    let resp = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(conn, accounts::Conn::HlsNew) {
+                s.accounts
+                    .conns
+                    .forget_hls(&account.name, &channel.id, from);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(guard) = conn.into_guard() {
         let (parts, body) = resp.into_parts();
         let body = body.into_data_stream().map(move |chunk| {
             let _held = &guard;
