@@ -282,15 +282,20 @@ impl Accounts {
                 tracing::error!(error = %e, "stored accounts unreadable; only [[users]] accounts work")
             }
         }
-        let mut key = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-            .expect("the system random source is available");
+        // Kept across config reloads: the playlist links players already hold carry
+        // tags made with it.
+        let mac_key = prev.map(|p| p.mac_key.clone()).unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .expect("the system random source is available");
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)
+        });
         Self {
             map: RwLock::new(map),
             store,
             dummy: hash_password("freesky dummy password: never a real account's"),
             verified: Mutex::default(),
-            mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            mac_key,
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
         }

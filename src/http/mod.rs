@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap};
 use axum::Router;
 
 use crate::config::Config;
-use crate::error::AppError;
 use crate::proxy::Signer;
 use crate::services::registry::Registry;
 
@@ -56,10 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(reload::routes())
         .merge(users::routes())
         .merge(xtream::routes())
-        .fallback(|uri: axum::http::Uri| async move {
-            stream::unrouted(uri.path())
-                .unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
-        })
+        .fallback(xtream::fallback)
         // Refused hosts and cross-site calls are counted too.
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::from_fn(metrics::count))

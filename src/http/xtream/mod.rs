@@ -32,7 +32,25 @@ pub fn routes() -> Router<AppState> {
         .route("/get.php", get(get_php))
         .route("/xmltv.php", get(xmltv_php))
         .route("/live/{user}/{pass}/{file}", get(live))
+}
+
+/// The main router's fallback: the short stream form `/U/P/{stream_id}`, else what an
+/// unknown path always answers. A route of its own would take every three-part path:
+/// unknown ones would answer 405 to other methods and count under its metric label.
+pub(crate) async fn fallback(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    let mut short = Router::new()
         .route("/{user}/{pass}/{file}", get(plain))
+        .fallback(|uri: axum::http::Uri| async move { unknown(uri.path()) })
+        .with_state(s);
+    match tower_service::Service::call(&mut short, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// An unknown path's answer (under `/proxy/` the 403 of a link that does not open).
+fn unknown(path: &str) -> AppError {
+    super::stream::unrouted(path).unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
 }
 
 /// The Xtream routes' operations, for `/api/openapi.json` (`super::openapi`).
@@ -346,13 +364,14 @@ async fn plain(
     // Any three-part path lands here: only `{digits}` (or `.ts`) is this route; the
     // rest answers what an unknown path always does.
     let Ok(number) = stream_id(file.strip_suffix(".ts").unwrap_or(&file)) else {
-        return Err(super::stream::unrouted(uri.path()).unwrap_or_else(|| {
-            AppError::NotFound(
+        return Err(match super::stream::unrouted(uri.path()) {
+            Some(refused) => refused,
+            None => AppError::NotFound(
                 "no such endpoint (the short stream form /USER/PASS/{stream_id} takes a channel \
                  number)"
                     .into(),
-            )
-        }));
+            ),
+        });
     };
     let account = login(&s, Some(&user), Some(&pass), &client).await?;
     account_stream(
