@@ -687,6 +687,34 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
             || String::from_utf8_lossy(&wal).contains("$argon2id$")
     );
 
+    // Expired: logs in with its status, lists nothing, streams nothing.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"expires":"2000-01-01"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(json_of(resp).await.1["status"], "Expired");
+    let expired = api(&app, carol_login, "").await;
+    assert_eq!(expired["user_info"]["status"], "Expired");
+    assert_eq!(expired["user_info"]["exp_date"], "946771199");
+    assert_eq!(
+        api(&app, carol_login, "get_live_categories").await,
+        serde_json::json!([])
+    );
+    assert_api_error(app.get("/live/carol/carol-secret-1/1.ts").await, 403).await;
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"expires":null}"#,
+            None,
+        )
+        .await;
+    assert_eq!(json_of(resp).await.1["status"], "Active");
+
     let resp = app
         .send_json(
             reqwest::Method::PATCH,
