@@ -22,6 +22,9 @@ command -v tv_validate_file >/dev/null 2>&1 || missing+=(xmltv-util)
 # (with a font: --no-install-recommends would leave Chromium's screenshots without text)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# Node.js + npm: the independent Xtream client library and M3U parser of tests/xtream_out.rs.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   stage "installing ${missing[*]} with apt-get"
   sudo=""
@@ -29,10 +32,16 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver; do
+for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver node npm; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -f /usr/share/xmltv/xmltv.dtd ] || { echo "error: /usr/share/xmltv/xmltv.dtd missing (xmltv-util)" >&2; exit 1; }
+# The npm clients tests/it/xtream_out.rs drives (@iptv/xtream-api, iptv-playlist-parser), pinned by
+# tests/clients/package-lock.json, installed locally into tests/clients/node_modules.
+if ! (cd tests/clients && npm ls --silent >/dev/null 2>&1); then
+  stage "installing tests/clients npm packages"
+  (cd tests/clients && npm ci --no-audit --no-fund --silent)
+fi
 # openapi-spec-validator (PyPI) checks /api/openapi.json in tests/it/openapi.rs.
 if ! python3 -m openapi_spec_validator --help >/dev/null 2>&1; then
   stage "installing openapi-spec-validator with pip"

@@ -26,4 +26,6 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     pub failovers: Arc<Failovers>,
     pub tuner: Arc<Tuner>,
+    /// Viewer accounts: logins, visibility, live connections (shared across reloads).
+    pub accounts: Arc<crate::accounts::Accounts>,
 }

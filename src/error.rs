@@ -260,6 +260,21 @@ impl From<crate::streams::StreamError> for AppError {
     }
 }
 
+impl From<crate::accounts::AccountError> for AppError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as E;
+        match e {
+            E::BadLogin => Self::Unauthorized(e.to_string()),
+            E::Disabled(_) | E::Expired(_) | E::Limit { .. } | E::FromConfig(_) => {
+                Self::Forbidden(e.to_string())
+            }
+            E::Invalid(_) | E::Exists(_) => Self::BadRequest(e.to_string()),
+            E::Unknown(_) => Self::NotFound(e.to_string()),
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.to_string())

@@ -197,6 +197,32 @@ impl Guides {
         out
     }
 
+    /// Lineup channel `channel`'s programmes ending after `from` (unix seconds), in
+    /// start order, from the guide `/epg.xml` takes them from (as `now_next`): what
+    /// the Xtream short EPG lists. Never fetches; empty before the first read.
+    pub fn listings(&self, channel: &str, from: i64) -> Vec<xmltv::Programme> {
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let mut services: Vec<_> = self
+            .registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        let ranked: Vec<Ranked<'_>> = services
+            .iter()
+            .filter_map(|s| Some((s.priority, &**good.get(&s.name)?)))
+            .collect();
+        let mut out: Vec<xmltv::Programme> = pick(&ranked, channel)
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p.stop.unwrap_or(p.start) > from)
+            .cloned()
+            .collect();
+        out.sort_by_key(|p| p.start);
+        out
+    }
+
     /// The current guide; the first call (or one after the lineup was lost) builds it.
     pub async fn current(&self) -> Result<Arc<Rendered>, RegistryError> {
         if let Some(r) = self.rendered() {

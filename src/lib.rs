@@ -21,10 +21,12 @@
 //! - `hdhr`: HDHomeRun DeviceIDs, virtual-tuner packing and `device.xml` (pure); served by `http::hdhr`.
 //! - `health`: each service's success rate, latency and circuit breaker (pure).
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
+//! - `accounts`: viewer accounts (logins, what each sees, live connections).
 //! - `reload`: live config reload (the Router swapped whole) and the served connections.
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod app;
 pub mod cache;
 pub mod catchup;
@@ -127,6 +129,11 @@ pub(crate) fn build_state(
         registry.keep_history_of(&p.registry);
     }
     let guides = guide::Guides::new(registry.clone(), config.guide.clone());
+    let accounts = Arc::new(accounts::Accounts::new(
+        &config.users,
+        registry.store().clone(),
+        prev.map(|p| &*p.accounts),
+    ));
     Ok(AppState {
         config: Arc::new(config),
         registry,
@@ -136,6 +143,7 @@ pub(crate) fn build_state(
         sessions: prev.map(|p| p.sessions.clone()).unwrap_or_default(),
         failovers: prev.map(|p| p.failovers.clone()).unwrap_or_default(),
         tuner,
+        accounts,
     })
 }
 

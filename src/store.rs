@@ -148,7 +148,30 @@ CREATE TABLE IF NOT EXISTS channel_mapping (
     logo     TEXT,
     sources  TEXT  -- JSON array of pinned service names
 );
+CREATE TABLE IF NOT EXISTS viewer_account (
+    name            TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL,  -- salted argon2id, PHC string; never the password
+    max_connections INTEGER NOT NULL,
+    expires         TEXT,
+    groups          TEXT NOT NULL,  -- JSON array
+    services        TEXT NOT NULL,  -- JSON array
+    enabled         INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+);
 ";
+
+/// A viewer account made through the admin API, as stored (the password only as its hash).
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub name: String,
+    pub hash: String,
+    pub max_connections: u32,
+    pub expires: Option<String>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
 
 impl Store {
     /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
@@ -498,6 +521,64 @@ impl Store {
         // A panic while holding the lock cannot leave the mirror half-written (every
         // update is a single insert), so a poisoned lock is still usable.
         self.inner.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The viewer accounts made through the admin API.
+    pub fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
+        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare(
+            "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
+             FROM viewer_account ORDER BY name",
+        )?;
+        let list = |json: String| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default();
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredUser {
+                name: r.get(0)?,
+                hash: r.get(1)?,
+                max_connections: r.get(2)?,
+                expires: r.get(3)?,
+                groups: list(r.get(4)?),
+                services: list(r.get(5)?),
+                enabled: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or replaces a viewer account; returns once it is durable.
+    pub async fn put_user(&self, u: StoredUser) -> Result<(), StoreError> {
+        let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
+        let services = serde_json::to_string(&u.services).unwrap_or_else(|_| "[]".into());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO viewer_account
+                 (name, hash, max_connections, expires, groups, services, enabled, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    u.name,
+                    u.hash,
+                    u.max_connections,
+                    u.expires,
+                    groups,
+                    services,
+                    u.enabled,
+                    u.created_at
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Removes a viewer account; returns once it is durable.
+    pub async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM viewer_account WHERE name = ?1", params![n])
+                .map(drop)
+        })
+        .await
     }
 
     async fn write<F>(&self, f: F) -> Result<(), StoreError>

@@ -61,6 +61,23 @@ pub struct Programme {
     pub sub_title: Option<Box<str>>,
 }
 
+impl Programme {
+    /// The text of its first `<desc>`, unescaped (`None` without one).
+    pub fn desc(&self) -> Option<String> {
+        let (_, xml) = self
+            .children
+            .iter()
+            .find(|(i, _)| KEPT[*i as usize] == "desc")?;
+        let inner = xml.split_once('>')?.1;
+        let inner = inner.rsplit_once("</").map_or(inner, |(text, _)| text);
+        Some(
+            quick_xml::escape::unescape(inner)
+                .map(|t| t.into_owned())
+                .unwrap_or_else(|_| inner.to_string()),
+        )
+    }
+}
+
 /// How a guide channel matched one of our channels; a better match is greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Match {

@@ -142,6 +142,7 @@ impl<'t> Parse<'t> {
             guide: GuideConfig::default(),
             hdhomerun: HdhrConfig::default(),
             services: Vec::new(),
+            users: Vec::new(),
         };
         for (key, value) in root {
             let name = key.get_ref().to_string();
@@ -153,10 +154,11 @@ impl<'t> Parse<'t> {
                 "guide" => cfg.guide = self.section(&name, value)?,
                 "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
+                "users" => cfg.users = self.users(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, streams, health, guide, hdhomerun or services)"
+                    "unknown section (expected server, cache, streams, health, guide, hdhomerun, services or users)"
                         .into(),
                 ),
             }
@@ -320,6 +322,65 @@ impl<'t> Parse<'t> {
                 self.check_service(&path, &svc);
                 out.push(svc);
             }
+        }
+        out
+    }
+
+    /// `[[users]]`: each account deserialized (every bad key reported), its password
+    /// read from `password_file` when given, names checked and unique.
+    fn users(&mut self, value: Spanned<DeValue<'t>>) -> Vec<UserConfig> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.push(
+                Some(span),
+                "users",
+                "must be an array of tables ([[users]])".into(),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("users[{i}]");
+            let span = item.span();
+            let DeValue::Table(table) = item.into_inner() else {
+                self.push(Some(span), &path, "a user must be a table".into());
+                continue;
+            };
+            let parsed = self.every_key(&path, span, table, None, UserConfig::deserialize, |e| {
+                Some(e)
+            });
+            let mut user = match parsed {
+                Ok(u) => u,
+                Err(Left::Failed(e)) => {
+                    self.de_error(&path, e);
+                    continue;
+                }
+                Err(Left::Reported) => continue,
+            };
+            let inline = Some(user.password.clone()).filter(|p| !p.is_empty());
+            match self.secret(
+                &path,
+                ("password", inline),
+                ("password_file", user.password_file.clone()),
+            ) {
+                Some(p) => user.password = p,
+                None => continue,
+            }
+            if let Err(why) = crate::accounts::check_name(&user.name) {
+                self.problem(&format!("{path}.name"), why);
+            } else if !seen.insert(user.name.clone()) {
+                self.problem(
+                    &format!("{path}.name"),
+                    format!("duplicate user name `{}`", user.name),
+                );
+            }
+            if let Some(e) = &user.expires {
+                if let Err(why) = crate::accounts::parse_expiry(e) {
+                    self.problem(&format!("{path}.expires"), why);
+                }
+            }
+            out.push(user);
         }
         out
     }
@@ -964,6 +1025,50 @@ mod tests {
                 .any(|l| l.starts_with("f.toml:4: services[0].idle_timeout")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn users_with_every_problem_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!(
+            "[[users]]\nname = \"alice\"\npassword = \"${{PW}}\"\n\n\
+             [[users]]\nname = \"bob\"\npassword_file = '{}'\nmax_connections = 0\ngroups = [\"News\"]\n",
+            file.display()
+        );
+        let c = Config::parse(&text, "f.toml", &|v| (v == "PW").then(|| "s3cret".into())).unwrap();
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(c.users[0].password.expose(), "s3cret");
+        assert_eq!(c.users[0].max_connections, 1);
+        assert!(c.users[0].enabled);
+        assert_eq!(c.users[1].password.expose(), "from-file");
+        assert_eq!(c.users[1].max_connections, 0);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "passwords never in Debug output"
+        );
+
+        let e = errors(
+            "[[users]]\nname = \"a b\"\npassword = \"x\"\n\n\
+             [[users]]\nname = \"c\"\npassword = \"x\"\nexpires = \"soon\"\nmax_conns = 2\n\n\
+             [[users]]\nname = \"c\"\npassword = \"x\"\n\n\
+             [[users]]\nname = \"d\"\n",
+        );
+        for want in [
+            "f.toml:2: users[0].name",
+            "f.toml:8: users[1].expires",
+            "f.toml:9: users[1].max_conns",
+            "f.toml:12: users[2].name",
+            "f.toml:15: users[3]",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:?}");
+        }
+        assert!(
+            e.iter().any(|l| l.contains("duplicate user name `c`")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|l| l.contains("missing `password`")), "{e:?}");
     }
 
     #[test]

@@ -28,6 +28,41 @@ pub struct Config {
     pub guide: GuideConfig,
     pub hdhomerun: HdhrConfig,
     pub services: Vec<ServiceConfig>,
+    /// Viewer accounts (`[[users]]`), their passwords read (inline, `${VAR}` or
+    /// `password_file`) but not yet hashed: `accounts` hashes them at start.
+    pub users: Vec<UserConfig>,
+}
+
+/// One `[[users]]` entry: a viewer account players log in with (Xtream Codes logins,
+/// and the M3U, guide, stream and tuner routes when `server.require_account` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The password as written; with `password_file` the loader reads the file into it.
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Streams this account may hold open at once; 0 = unlimited.
+    #[serde(default = "one")]
+    pub max_connections: u32,
+    /// RFC 3339 date (`2027-12-31`, the end of that day UTC) or date-time; after it the
+    /// account is refused.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Only channels of these lineup groups (case-insensitive); empty: every group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Only channels with a source from these services; empty: every service.
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +114,10 @@ pub struct ServerConfig {
     /// `*.example` for every subdomain, `*` for any name. Other names are refused, so
     /// a web page cannot reach freesky through a rebound DNS name.
     pub allowed_hosts: Vec<String>,
+    /// Whether `/playlist.m3u`, `/epg.xml`, `/api/stream/...` and the tuner need a
+    /// viewer account (`?username=&password=` or HTTP basic auth); off keeps them open on
+    /// the LAN.
+    pub require_account: bool,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +138,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(75),
             max_connections_per_client: 256,
             allowed_hosts: Vec::new(),
+            require_account: false,
         }
     }
 }
@@ -257,6 +297,9 @@ pub struct HdhrConfig {
     pub discovery_port: u16,
     /// UDP port of SSDP (1900); 0 turns SSDP off. Another port only for tests.
     pub ssdp_port: u16,
+    /// With `server.require_account`: the viewer account whose channels and connection
+    /// limit the tuner serves; unset then turns the tuner off.
+    pub account: Option<String>,
 }
 
 impl Default for HdhrConfig {
@@ -269,6 +312,7 @@ impl Default for HdhrConfig {
             discovery: false,
             discovery_port: 65001,
             ssdp_port: 1900,
+            account: None,
         }
     }
 }

@@ -230,7 +230,7 @@ async fn channel(
 /// by hand so that a malformed one is a JSON 400 like every other error, saying what
 /// was `expected` and what is wrong; serde alone would also read a struct from an
 /// array (`[]`, `[5]`), which is refused.
-async fn json_object_body<T: serde::de::DeserializeOwned>(
+pub(super) async fn json_object_body<T: serde::de::DeserializeOwned>(
     req: Request,
     expected: &str,
 ) -> Result<T, AppError> {

@@ -96,6 +96,16 @@ struct ChannelRow {
     ts: String,
 }
 
+/// One viewer account row (never its password).
+struct AccountRow {
+    name: String,
+    status: &'static str,
+    /// `open / max` (max `∞` for unlimited).
+    connections: String,
+    /// What its open connections watch: `channel (kind, client)`, comma-separated.
+    watching: String,
+}
+
 /// One option of the group filter.
 struct GroupOption {
     name: String,
@@ -121,6 +131,8 @@ struct Page {
     admin_token_set: bool,
     /// Where the player loads hls.js from, versioned.
     hls_js_url: String,
+    /// Viewer accounts and what they watch now (empty: the section is not shown).
+    accounts: Vec<AccountRow>,
 }
 
 /// The dashboard page.
@@ -234,6 +246,32 @@ async fn dashboard(
         url_tuner: base,
         admin_token_set: !s.config.server.admin_token.expose().is_empty(),
         hls_js_url: format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}"),
+        accounts: s
+            .accounts
+            .list()
+            .into_iter()
+            .map(|a| AccountRow {
+                connections: match a.max_connections {
+                    0 => format!("{} / ∞", a.active_cons),
+                    max => format!("{} / {max}", a.active_cons),
+                },
+                watching: a
+                    .connections
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({}, {})",
+                            c.channel,
+                            c.kind,
+                            c.client.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                name: a.name,
+                status: a.status,
+            })
+            .collect(),
     };
     let html = page
         .render()

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::access::Admin;
+use super::viewer::Viewer;
 use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::guide::{GuideStatus, Rendered};
@@ -112,7 +113,10 @@ async fn refresh(State(s): State<AppState>, _admin: Admin) -> Result<Json<Value>
         (status = 500, description = "The guide could not be built", body = ErrorBody)
     )
 )]
-async fn xml(State(s): State<AppState>) -> Result<Response, AppError> {
+async fn xml(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppError> {
+    if let Some(login) = viewer.0 {
+        return super::xtream::guide_for(&s, Some(&login.account)).await;
+    }
     let guide = s.guides.current().await?;
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
@@ -131,7 +135,10 @@ async fn xml(State(s): State<AppState>) -> Result<Response, AppError> {
         (status = 500, description = "The guide could not be built", body = ErrorBody)
     )
 )]
-async fn gz(State(s): State<AppState>) -> Result<Response, AppError> {
+async fn gz(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppError> {
+    if let Some(login) = viewer.0 {
+        return super::xtream::guide_gz_for(&s, &login.account).await;
+    }
     let guide = s.guides.current().await?;
     Ok((
         [

@@ -144,7 +144,7 @@ struct TunerInfo {
 
 fn enabled(s: &AppState) -> Result<(), AppError> {
     if s.config.hdhomerun.enabled {
-        Ok(())
+        super::xtream::tuner_account(s).map(drop)
     } else {
         Err(AppError::NotFound(
             "HDHomeRun emulation is off ([hdhomerun] enabled = false)".into(),
@@ -250,6 +250,8 @@ async fn lineup(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     let d = device(&s, &headers, n.as_deref()).await?;
+    let account = super::xtream::tuner_account(&s)?;
+    let sees = |c: &&LineupChannel| account.as_ref().is_none_or(|a| a.sees(c));
     let entry = |c: &LineupChannel| {
         json!({
             "GuideNumber": c.number.to_string(),
@@ -263,13 +265,19 @@ async fn lineup(
         })
     };
     let entries: Vec<Value> = match &d.only {
-        Some((lineup, only)) => only.iter().map(|&i| entry(&lineup.channels[i])).collect(),
+        Some((lineup, only)) => only
+            .iter()
+            .map(|&i| &lineup.channels[i])
+            .filter(sees)
+            .map(entry)
+            .collect(),
         None => s
             .registry
             .lineup()
             .await?
             .channels
             .iter()
+            .filter(sees)
             .map(entry)
             .collect(),
     };
@@ -645,13 +653,20 @@ async fn tune_on(
             AppError::NotFound(format!("`{channel}`: tuner channels are /auto/v{{number}}"))
         })?;
     // The lineup channel's id, so tuner viewers share the session of .ts viewers.
+    let account = super::xtream::tuner_account(&s)?;
     let id = s
         .registry
         .lineup()
         .await?
         .by_number(number)
+        .filter(|c| account.as_ref().is_none_or(|a| a.sees(c)))
         .map(|c| c.id.clone())
         .ok_or_else(|| AppError::NotFound(format!("no channel number {number}")))?;
+    // With `require_account`, the tuner's account's connection limit holds too.
+    let conn = match &account {
+        Some(a) => s.accounts.connect(a, &id, None, false)?.into_guard(),
+        None => None,
+    };
     let Ok(slot) = s.tuner.slots.clone().try_acquire_owned() else {
         return Ok(AppError::Busy(format!(
             "all {} tuners are in use",
@@ -665,7 +680,7 @@ async fn tune_on(
         .await?;
     // The tuner is busy for as long as the client reads.
     let body = session::viewer_stream(rx, &id).map(move |chunk| {
-        let _held = &slot;
+        let _held = (&slot, &conn);
         chunk
     });
     Ok((

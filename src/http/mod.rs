@@ -10,7 +10,6 @@ use axum::Router;
 
 pub use crate::app::AppState;
 use crate::config::Config;
-use crate::error::AppError;
 
 mod access;
 mod api;
@@ -23,6 +22,9 @@ mod playlist;
 pub(crate) mod reload;
 mod stream;
 pub mod timeshift;
+mod users;
+mod viewer;
+mod xtream;
 
 pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));
@@ -37,10 +39,9 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())
-        .fallback(|uri: axum::http::Uri| async move {
-            stream::unrouted(uri.path())
-                .unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
-        })
+        .merge(users::routes())
+        .merge(xtream::routes())
+        .fallback(xtream::fallback)
         // Refused hosts and cross-site calls are counted too.
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::from_fn(metrics::count))

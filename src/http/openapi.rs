@@ -15,7 +15,10 @@ use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
-use super::{api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, AppState};
+use super::{
+    api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, users, xtream,
+    AppState,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(document))
@@ -48,7 +51,9 @@ pub fn routes() -> Router<AppState> {
         (name = "playlist", description = "The merged M3U playlist"),
         (name = "guide", description = "The merged XMLTV guide"),
         (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
-        (name = "config", description = "The configuration file")
+        (name = "config", description = "The configuration file"),
+        (name = "users", description = "Viewer accounts (admin)"),
+        (name = "xtream", description = "Xtream Codes output for players that log in")
     )
 )]
 struct Top;
@@ -73,6 +78,8 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(metrics::Doc::openapi());
     doc.merge(dashboard::Doc::openapi());
     doc.merge(reload::Doc::openapi());
+    doc.merge(users::Doc::openapi());
+    doc.merge(xtream::Doc::openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

@@ -8,10 +8,12 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use super::viewer::{Login, Viewer};
 use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::m3u::{self, OutCatchup, OutEntry};
+use crate::model::LineupChannel;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,6 +50,7 @@ pub struct Filter {
 async fn playlist(
     State(s): State<AppState>,
     Query(f): Query<Filter>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if let Some(name) = &f.service {
@@ -56,7 +59,12 @@ async fn playlist(
         }
     }
     let lineup = s.registry.lineup().await?;
-    let body = render(&lineup, &base_url(&s.config, &headers), &f);
+    let body = render_for(
+        &lineup,
+        &base_url(&s.config, &headers),
+        &f,
+        viewer.0.as_ref(),
+    );
     Ok((
         [(header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8")],
         body,
@@ -79,16 +87,32 @@ async fn playlist(
 async fn playlist_m3u8(
     s: State<AppState>,
     f: Query<Filter>,
+    viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    playlist(s, f, headers).await
+    playlist(s, f, viewer, headers).await
 }
 
 /// The M3U Plus text of `lineup` for clients reaching us at `base`.
 pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
+    render_for(lineup, base, f, None)
+}
+
+/// `render` for a logged-in viewer: only the channels its account sees, every link
+/// (streams, guide) carrying its login.
+fn render_for(lineup: &Lineup, base: &str, f: &Filter, viewer: Option<&Login>) -> String {
+    let login = viewer.map(|v| {
+        let enc = |t: &str| url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>();
+        format!(
+            "username={}&password={}",
+            enc(&v.account.name),
+            enc(&v.password)
+        )
+    });
     let chosen: Vec<_> = lineup
         .channels
         .iter()
+        .filter(|c| viewer.is_none_or(|v| v.account.sees(c)))
         .filter(|c| {
             f.group
                 .as_deref()
@@ -110,6 +134,11 @@ pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
             ),
             None => format!("{base}/api/stream/{}.m3u8", c.id),
         })
+        .map(|url| match &login {
+            Some(l) if url.contains('?') => format!("{url}&{l}"),
+            Some(l) => format!("{url}?{l}"),
+            None => url,
+        })
         .collect();
     let archives: Vec<String> = chosen
         .iter()
@@ -118,21 +147,39 @@ pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
                 return String::new();
             }
             let template = super::timeshift::template(base, &c.id);
-            match &f.service {
+            let template = match &f.service {
                 Some(s) => format!(
                     "{template}&service={}",
                     url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
                 ),
                 None => template,
+            };
+            match &login {
+                Some(l) => format!("{template}&{l}"),
+                None => template,
             }
         })
         .collect();
-    let guide = format!("{base}/epg.xml");
+    let guide = match &login {
+        Some(l) => format!("{base}/epg.xml?{l}"),
+        None => format!("{base}/epg.xml"),
+    };
+    render_entries(&chosen, &urls, &archives, &guide)
+}
+
+/// M3U Plus of `chosen` channels, each with its URL in `urls` and its catch-up
+/// template in `archives` (empty: none), the guide at `guide`.
+pub(super) fn render_entries(
+    chosen: &[&LineupChannel],
+    urls: &[String],
+    archives: &[String],
+    guide: &str,
+) -> String {
     m3u::render_with_catchup(
-        Some(&guide),
+        Some(guide),
         chosen
             .iter()
-            .zip(urls.iter().zip(&archives))
+            .zip(urls.iter().zip(archives))
             .map(|(c, (url, archive))| {
                 let entry = OutEntry {
                     tvg_id: &c.guide_id,

@@ -72,39 +72,63 @@ struct StreamQuery {
 async fn channel_stream(
     State(s): State<AppState>,
     Path(file): Path<String>,
-    Query(mut q): Query<StreamQuery>,
+    Query(q): Query<StreamQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    viewer: super::viewer::Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (id, ts) = match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
-        (Some(id), _) => (id, true),
-        (None, Some(id)) => (id, false),
-        (None, None) => {
-            return Err(AppError::NotFound(format!(
-                "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
-            )))
+    let peer = client.map(|Extension(ConnectInfo(p))| p);
+    match viewer.0 {
+        Some(login) => {
+            super::xtream::account_stream(&s, &login.account, &file, q.service, peer, &headers)
+                .await
         }
-    };
+        None => open_stream(&s, &file, q.service, peer, &headers).await,
+    }
+}
+
+/// The answer of `/api/stream/{file}` (`{id}.m3u8` or `{id}.ts`), for any route
+/// that serves a channel (the Xtream `/live/...` ones too).
+pub(super) async fn open_stream(
+    s: &AppState,
+    file: &str,
+    service: Option<String>,
+    client: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let mut q = StreamQuery { service };
+    let (id, ts) = split_file(file)?;
     // Aliases of one channel (`5`, `05`, the slug) share its session, viewer count and
     // metric labels.
     let (id, only) = s.registry.canonical(id, q.service.as_deref()).await?;
     let id = id.as_str();
     q.service = only;
     if ts {
-        return ts_stream(&s, id, q.service.as_deref()).await;
+        return ts_stream(s, id, q.service.as_deref()).await;
     }
-    let base = base_url(&s.config, &headers);
-    match Engine::of(&s)
+    let base = base_url(&s.config, headers);
+    match Engine::of(s)
         .open_playlist(id, q.service.as_deref(), &base)
         .await?
     {
         Opened::Playlist(body) => {
-            if let Some(Extension(ConnectInfo(peer))) = client {
+            if let Some(peer) = client {
                 s.sessions.hls.seen(id, peer.ip());
             }
             Ok(playlist_response(body))
         }
         Opened::Media { link } => Ok(Redirect::temporary(&link).into_response()),
+    }
+}
+
+/// `{id}.ts` (true) or `{id}.m3u8` (false); anything else is no stream (404).
+pub(super) fn split_file(file: &str) -> Result<(&str, bool), AppError> {
+    match (file.strip_suffix(".ts"), file.strip_suffix(".m3u8")) {
+        (Some(id), _) => Ok((id, true)),
+        (None, Some(id)) => Ok((id, false)),
+        (None, None) => Err(AppError::NotFound(format!(
+            "`{file}`: streams are served as /api/stream/{{channel_id}}.m3u8 or .ts"
+        ))),
     }
 }
 
@@ -144,6 +168,13 @@ pub(super) fn playlist_response(body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The viewer account a playlist link was handed to (`?a=`, added by the account
+/// routes): its fetches keep that account's HLS connection counted.
+#[derive(Deserialize, Default)]
+struct AccountTag {
+    a: Option<String>,
 }
 
 /// Anything under /proxy/ that is not a whole link.
@@ -215,6 +246,7 @@ async fn malformed_link_2() -> AppError {
 async fn proxy(
     State(s): State<AppState>,
     Path((context, item, _name)): Path<(String, String, String)>,
+    Query(account): Query<AccountTag>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -224,6 +256,10 @@ async fn proxy(
     if kind == Kind::Playlist {
         if let Some(Extension(ConnectInfo(peer))) = client {
             s.sessions.hls.seen(&link.target.channel, peer.ip());
+        }
+        if let Some(token) = &account.a {
+            s.accounts
+                .hls_polled(token, &link.target.channel, client.map(|c| c.0 .0.ip()));
         }
     }
     let base = base_url(&s.config, &req_headers);

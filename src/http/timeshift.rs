@@ -10,11 +10,13 @@
 //! client's `/timeshift/...`) call it with the channel and window they parsed.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use url::Url;
@@ -81,6 +83,8 @@ async fn timeshift_route(
     State(s): State<AppState>,
     Path(file): Path<String>,
     Query(q): Query<TimeshiftQuery>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    viewer: super::viewer::Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let id = [".ts", ".m3u8"]
@@ -90,7 +94,24 @@ async fn timeshift_route(
     let now = chrono::Utc::now().timestamp();
     let w = catchup::window(&q.start, q.duration, q.end.as_deref(), now)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
-    play(&s, id, q.service.as_deref(), w, &headers).await
+    match viewer.0 {
+        // An account sees, and is counted for, only its own channels.
+        Some(login) => {
+            let peer = client.map(|Extension(ConnectInfo(p))| p);
+            let minutes = w.duration.div_ceil(60);
+            super::xtream::account_timeshift(
+                &s,
+                &login.account,
+                id,
+                w.start,
+                minutes,
+                peer,
+                &headers,
+            )
+            .await
+        }
+        None => play(&s, id, q.service.as_deref(), w, &headers).await,
+    }
 }
 
 /// Plays channel `channel` (slug, number, or `SERVICE:ID`) from `start` (unix seconds,

@@ -456,3 +456,127 @@ async fn ffmpeg_plays_a_timeshift_through_freesky() {
     // ffmpeg may ask again with byte ranges while probing; each reached the archive.
     assert!(list.hits(&format!("/arch/news-{start}-300.ts")) >= 1);
 }
+
+/// The Xtream output tells the same catch-up facts (`tv_archive`, `has_archive`,
+/// `get.php`'s `catchup-source`) and plays both Xtream timeshift forms, counted and
+/// limited to what the account sees.
+#[tokio::test]
+async fn xtream_clients_see_the_same_catchup_and_play_it() {
+    let (list, _panel, app) = {
+        let (list, panel) = (m3u(true).await, panel().await);
+        let cfg = format!(
+            "{}\n[[users]]\nname = \"viewer\"\npassword = \"pw-1\"\nmax_connections = 0\n\n\
+             [[users]]\nname = \"movies\"\npassword = \"pw-2\"\ngroups = [\"Nothing\"]\n",
+            config(&list, &panel)
+        );
+        let app = TestApp::spawn(&cfg).await;
+        (list, panel, app)
+    };
+    let news = app.channel_named("News One").await;
+    let number = news["number"].as_u64().expect("a number");
+    let days = news["catchup_days"].as_u64().expect("catchup_days");
+    assert_eq!(days, 7);
+
+    let streams: Value = app
+        .get("/player_api.php?username=viewer&password=pw-1&action=get_live_streams")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let by_name = |n: &str| {
+        streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} in {streams}"))
+    };
+    assert_eq!(by_name("News One")["tv_archive"], 1);
+    assert_eq!(by_name("News One")["tv_archive_duration"], days);
+    assert_eq!(by_name("Movies")["tv_archive"], 0);
+
+    let table: Value = app
+        .get(&format!(
+            "/player_api.php?username=viewer&password=pw-1&action=get_simple_data_table&stream_id={number}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listings = table["epg_listings"].as_array().expect("listings");
+    let old = listings
+        .iter()
+        .find(|l| {
+            l["stop_timestamp"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+                < now() - 86_400
+        })
+        .unwrap_or_else(|| panic!("the programme of two days ago is kept: {table}"));
+    assert_eq!(old["has_archive"], 1, "{old}");
+
+    let m3u = app
+        .get("/get.php?username=viewer&password=pw-1&type=m3u_plus&output=ts")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let attrs = playlist_catchup(&m3u);
+    let (kind, d, source) = &attrs["News One"];
+    assert_eq!(kind.as_deref(), Some("default"));
+    assert_eq!(d.as_deref(), Some("7"));
+    let source = source.as_deref().expect("a catchup-source");
+    assert!(source.contains("username=viewer"), "{source}");
+    assert_eq!(attrs["Movies"].1, None, "no catch-up on Movies");
+
+    // The path form and the query form reach the list's archive.
+    let start = now() - 3 * 3600;
+    let when = chrono::DateTime::from_timestamp(start - start % 60, 0)
+        .unwrap()
+        .format("%Y-%m-%d:%H-%M")
+        .to_string();
+    let resp = app
+        .get(&format!("/timeshift/viewer/pw-1/30/{when}/{number}.ts"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), demo_ts());
+    let minute = start - start % 60;
+    assert_eq!(
+        list.hits(&format!("/arch/news-{minute}-1800.ts")),
+        1,
+        "{:?}",
+        list.paths()
+    );
+    let resp = app
+        .get(&format!(
+            "/streaming/timeshift.php?username=viewer&password=pw-1&stream={number}&start={when}&duration=20"
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(list.hits(&format!("/arch/news-{minute}-1200.ts")), 1);
+
+    // A wrong login, a channel the account does not see, a bad duration.
+    assert_api_error(
+        app.get(&format!("/timeshift/viewer/nope/30/{when}/{number}.ts"))
+            .await,
+        401,
+    )
+    .await;
+    assert_api_error(
+        app.get(&format!("/timeshift/movies/pw-2/30/{when}/{number}.ts"))
+            .await,
+        404,
+    )
+    .await;
+    assert_api_error(
+        app.get(&format!(
+            "/streaming/timeshift.php?username=viewer&password=pw-1&stream={number}&start={when}&duration=0"
+        ))
+        .await,
+        400,
+    )
+    .await;
+}

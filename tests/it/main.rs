@@ -46,3 +46,4 @@ mod ssrf;
 mod token_refresh;
 mod ts_stream;
 mod xtream;
+mod xtream_out;

@@ -1,0 +1,605 @@
+//! Viewer accounts: who may watch what, and how many streams at once.
+//!
+//! Owns the accounts (from `[[users]]` and from the admin API, the latter kept in the
+//! store), logins (argon2 password hashes; a dummy hash verified for unknown names so
+//! both failures cost the same; a per-address penalty after repeated failures), what
+//! an account sees (`groups`, `services`) and its live connections (`conns`). It knows
+//! nothing of HTTP: the handlers in `http::xtream` and `http::users` parse requests and
+//! call it. Passwords never leave this module: neither the plain text (hashed on
+//! arrival, config ones at load) nor the hash appear in any answer or log.
+
+mod conns;
+mod penalty;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+
+use crate::config::UserConfig;
+use crate::model::LineupChannel;
+use crate::store::{Store, StoreError, StoredUser};
+
+pub use conns::{Conn, ConnGuard, ConnInfo, Conns};
+pub use penalty::Penalty;
+
+/// Why a login or a use of an account failed. Mapped to HTTP in `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Unknown name or wrong password: the same answer for both.
+    #[error("wrong user name or password")]
+    BadLogin,
+    #[error("account `{0}` is disabled")]
+    Disabled(String),
+    #[error("account `{0}` has expired")]
+    Expired(String),
+    #[error(
+        "connection limit reached: account `{name}` allows {limit} connection(s) at once \
+         (max_connections) and all are in use"
+    )]
+    Limit { name: String, limit: u32 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no account named `{0}`")]
+    Unknown(String),
+    #[error("account `{0}` comes from the config file; change it there")]
+    FromConfig(String),
+    #[error("account `{0}` exists already")]
+    Exists(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One viewer account as freesky holds it: the password only as its argon2 hash.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    /// The PHC string of the salted argon2id hash.
+    hash: String,
+    /// Streams at once; 0 = unlimited.
+    pub max_connections: u32,
+    /// As written (`2027-12-31` or a date-time), and as unix seconds (the end of a bare date).
+    pub expires: Option<(String, i64)>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+    pub enabled: bool,
+    /// Unix seconds: when the store row was made, or when the config was loaded.
+    pub created_at: i64,
+    /// From `[[users]]` (read only through the API) rather than the store.
+    pub from_config: bool,
+}
+
+/// What an account's status is now, as Xtream panels spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Expired,
+    Disabled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "Active",
+            Status::Expired => "Expired",
+            Status::Disabled => "Disabled",
+        }
+    }
+}
+
+impl Account {
+    pub fn status(&self, now: i64) -> Status {
+        if !self.enabled {
+            Status::Disabled
+        } else if self.expires.as_ref().is_some_and(|(_, at)| now > *at) {
+            Status::Expired
+        } else {
+            Status::Active
+        }
+    }
+
+    /// Whether the account may list, guide and stream `c`: its group is one of
+    /// `groups` (case-insensitive) and one of its sources is from `services` (each
+    /// list empty: no restriction).
+    pub fn sees(&self, c: &LineupChannel) -> bool {
+        (self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(&c.group)))
+            && (self.services.is_empty()
+                || c.sources.iter().any(|s| self.services.contains(&s.service)))
+    }
+
+    /// Refuses an account that is disabled or expired.
+    pub fn usable(&self, now: i64) -> Result<(), AccountError> {
+        match self.status(now) {
+            Status::Active => Ok(()),
+            Status::Disabled => Err(AccountError::Disabled(self.name.clone())),
+            Status::Expired => Err(AccountError::Expired(self.name.clone())),
+        }
+    }
+}
+
+/// An account as the admin API shows it (never its password or hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccountView {
+    pub name: String,
+    pub max_connections: u32,
+    pub expires: Option<String>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+    pub enabled: bool,
+    /// `Active`, `Expired` or `Disabled`.
+    pub status: &'static str,
+    /// `config` (from `[[users]]`, read only here) or `api`.
+    pub origin: &'static str,
+    pub created_at: i64,
+    /// Connections open now.
+    pub active_cons: usize,
+    /// What each open connection watches.
+    pub connections: Vec<ConnInfo>,
+}
+
+/// An account to create, or the fields of one to change (admin API).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountPatch {
+    /// Required when creating; ignored when changing (the path names the account).
+    pub name: Option<String>,
+    /// Required when creating.
+    pub password: Option<String>,
+    pub max_connections: Option<u32>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub expires: Option<Option<String>>,
+    pub groups: Option<Vec<String>>,
+    pub services: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A name players can type in a URL path: letters, digits, `.`, `_`, `-`; 1 to 64.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "`{}` may contain only letters, digits, . _ and -",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// `expires` as unix seconds: an RFC 3339 date-time, or a date (valid to its end, UTC).
+pub fn parse_expiry(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let end = d
+            .and_hms_opt(23, 59, 59)
+            .ok_or_else(|| format!("`{s}` is not a valid date"))?;
+        return Ok(end.and_utc().timestamp());
+    }
+    Err(format!(
+        "`{}` is not an RFC 3339 date (2027-12-31) or date-time (2027-12-31T23:00:00Z)",
+        s.escape_debug()
+    ))
+}
+
+/// A salted argon2id hash (PHC string) of `password`.
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .expect("the system random source is available");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes any password with default parameters")
+        .to_string()
+}
+
+fn verify_hash(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every account, the logins and the live connections. Cheap to share (`Arc`).
+pub struct Accounts {
+    /// By name: config accounts first, store ones added where the name is free.
+    map: RwLock<HashMap<String, Arc<Account>>>,
+    store: Store,
+    /// Verified for unknown names, so an unknown name costs what a wrong password does.
+    dummy: String,
+    /// Per account, a keyed MAC of the last password that verified against its
+    /// current hash: later requests (every `/live/U/P/...` carries the password)
+    /// compare MACs instead of running argon2 again. Never the password itself.
+    verified: Mutex<HashMap<String, (String, ring::hmac::Tag)>>,
+    mac_key: ring::hmac::Key,
+    pub conns: Arc<Conns>,
+    pub penalty: Arc<Penalty>,
+}
+
+impl Accounts {
+    /// The accounts of `users` (hashed now) and of the store; `prev` (a config
+    /// reload) lends its live connections and login penalties so they carry on.
+    pub fn new(users: &[UserConfig], store: Store, prev: Option<&Accounts>) -> Self {
+        let created = now();
+        let mut map = HashMap::new();
+        for u in users {
+            let expires = u
+                .expires
+                .as_ref()
+                .and_then(|e| parse_expiry(e).ok().map(|at| (e.clone(), at)));
+            map.insert(
+                u.name.clone(),
+                Arc::new(Account {
+                    name: u.name.clone(),
+                    hash: hash_password(u.password.expose()),
+                    max_connections: u.max_connections,
+                    expires,
+                    groups: u.groups.clone(),
+                    services: u.services.clone(),
+                    enabled: u.enabled,
+                    created_at: created,
+                    from_config: true,
+                }),
+            );
+        }
+        match store.users() {
+            Ok(rows) => {
+                for row in rows {
+                    if map.contains_key(&row.name) {
+                        tracing::warn!(user = %row.name, "a stored account has the name of a [[users]] entry; the config's wins");
+                        continue;
+                    }
+                    map.insert(row.name.clone(), Arc::new(from_row(row)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stored accounts unreadable; only [[users]] accounts work")
+            }
+        }
+        // Kept across config reloads: the playlist links players already hold carry
+        // tags made with it.
+        let mac_key = prev.map(|p| p.mac_key.clone()).unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .expect("the system random source is available");
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)
+        });
+        Self {
+            map: RwLock::new(map),
+            store,
+            dummy: hash_password("freesky dummy password: never a real account's"),
+            verified: Mutex::default(),
+            mac_key,
+            conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
+            penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Account>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The account named `name`, without a password check (the tuner's own account).
+    pub fn get(&self, name: &str) -> Option<Arc<Account>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Checks a login. Failures from `from` are counted, and once there are several in
+    /// a row, each later attempt from there waits first (`Penalty`). A disabled or
+    /// expired account with the right password logs in (its status says so); using it
+    /// is refused by `Account::usable`.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Arc<Account>, AccountError> {
+        if let Some(ip) = from {
+            self.penalty.wait(ip).await;
+        }
+        let account = self.get(name);
+        let mac = ring::hmac::sign(&self.mac_key, password.as_bytes());
+        if let Some(a) = &account {
+            let cached = self
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .filter(|(hash, _)| *hash == a.hash)
+                .is_some_and(|(_, tag)| {
+                    ring::hmac::verify(&self.mac_key, password.as_bytes(), tag.as_ref()).is_ok()
+                });
+            if cached {
+                if let Some(ip) = from {
+                    self.penalty.success(ip);
+                }
+                return Ok(a.clone());
+            }
+        }
+        let hash = account
+            .as_ref()
+            .map_or(self.dummy.clone(), |a| a.hash.clone());
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &pw))
+            .await
+            .unwrap_or(false);
+        match account {
+            Some(a) if ok => {
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(a.name.clone(), (a.hash.clone(), mac));
+                if let Some(ip) = from {
+                    self.penalty.success(ip);
+                }
+                Ok(a)
+            }
+            _ => {
+                if let Some(ip) = from {
+                    self.penalty.failure(ip);
+                }
+                Err(AccountError::BadLogin)
+            }
+        }
+    }
+
+    /// Every account, by name, as the admin API shows them.
+    pub fn list(&self) -> Vec<AccountView> {
+        let mut all: Vec<Arc<Account>> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.iter().map(|a| self.view(a)).collect()
+    }
+
+    pub fn view(&self, a: &Account) -> AccountView {
+        let connections = self.conns.of(&a.name);
+        AccountView {
+            name: a.name.clone(),
+            max_connections: a.max_connections,
+            expires: a.expires.as_ref().map(|(s, _)| s.clone()),
+            groups: a.groups.clone(),
+            services: a.services.clone(),
+            enabled: a.enabled,
+            status: a.status(now()).as_str(),
+            origin: if a.from_config { "config" } else { "api" },
+            created_at: a.created_at,
+            active_cons: connections.len(),
+            connections,
+        }
+    }
+
+    /// Creates a stored account (admin API).
+    pub async fn create(&self, p: AccountPatch) -> Result<AccountView, AccountError> {
+        let name = p
+            .name
+            .clone()
+            .ok_or_else(|| AccountError::Invalid("`name` is required".into()))?;
+        check_name(&name).map_err(|w| AccountError::Invalid(format!("name: {w}")))?;
+        if self.get(&name).is_some() {
+            return Err(AccountError::Exists(name));
+        }
+        let password = p
+            .password
+            .clone()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| AccountError::Invalid("`password` is required".into()))?;
+        let base = Account {
+            name: name.clone(),
+            hash: String::new(),
+            max_connections: 1,
+            expires: None,
+            groups: Vec::new(),
+            services: Vec::new(),
+            enabled: true,
+            created_at: now(),
+            from_config: false,
+        };
+        let account = apply(base, p, Some(password)).await?;
+        self.save(account).await
+    }
+
+    /// Changes a stored account (admin API); a config account is refused.
+    pub async fn change(&self, name: &str, p: AccountPatch) -> Result<AccountView, AccountError> {
+        let current = self
+            .get(name)
+            .ok_or_else(|| AccountError::Unknown(name.into()))?;
+        if current.from_config {
+            return Err(AccountError::FromConfig(name.into()));
+        }
+        let password = p.password.clone();
+        if password.as_deref() == Some("") {
+            return Err(AccountError::Invalid("`password` must not be empty".into()));
+        }
+        let account = apply((*current).clone(), p, password).await?;
+        self.save(account).await
+    }
+
+    async fn save(&self, a: Account) -> Result<AccountView, AccountError> {
+        self.store.put_user(to_row(&a)).await?;
+        let view = self.view(&a);
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(a.name.clone(), Arc::new(a));
+        Ok(view)
+    }
+
+    /// Removes a stored account (admin API); its open connections end as they end.
+    pub async fn delete(&self, name: &str) -> Result<AccountView, AccountError> {
+        let current = self
+            .get(name)
+            .ok_or_else(|| AccountError::Unknown(name.into()))?;
+        let view = self.view(&current);
+        if current.from_config {
+            return Err(AccountError::FromConfig(name.into()));
+        }
+        self.store.delete_user(name).await?;
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(view)
+    }
+
+    /// The tag an account's HLS playlist links carry (`?a=`): the account's name and a
+    /// MAC over it and the channel, so a link passed to another channel or forged for
+    /// another account is ignored. Holds no password.
+    pub fn poll_token(&self, account: &str, channel: &str) -> String {
+        let tag = ring::hmac::sign(&self.mac_key, format!("{account}\0{channel}").as_bytes());
+        let mac: String = tag.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{account}.{mac}")
+    }
+
+    /// A playlist link tagged `token` of `channel` was fetched from `from`: the
+    /// account's HLS connection goes on counting.
+    pub fn hls_polled(&self, token: &str, channel: &str, from: Option<IpAddr>) {
+        let Some((account, _)) = token.rsplit_once('.') else {
+            return;
+        };
+        if self.poll_token(account, channel) == token {
+            self.conns.hls_poll(account, channel, from);
+        }
+    }
+
+    /// Takes one connection of `a` watching `channel` from `from`, refusing one over its
+    /// limit. An HLS player (`hls`) already counted for this channel and address is the
+    /// same connection, not a new one. A `.ts` connection lasts as long as the guard.
+    pub fn connect(
+        &self,
+        a: &Account,
+        channel: &str,
+        from: Option<IpAddr>,
+        hls: bool,
+    ) -> Result<Conn, AccountError> {
+        self.conns.connect(a, channel, from, hls)
+    }
+}
+
+/// Applies `p` to `a`, hashing a new password (off the async threads: argon2 is slow
+/// on purpose).
+async fn apply(
+    mut a: Account,
+    p: AccountPatch,
+    password: Option<String>,
+) -> Result<Account, AccountError> {
+    if let Some(m) = p.max_connections {
+        a.max_connections = m;
+    }
+    if let Some(e) = p.expires {
+        a.expires = match e {
+            Some(e) => {
+                let at =
+                    parse_expiry(&e).map_err(|w| AccountError::Invalid(format!("expires: {w}")))?;
+                Some((e, at))
+            }
+            None => None,
+        };
+    }
+    if let Some(g) = p.groups {
+        a.groups = g;
+    }
+    if let Some(s) = p.services {
+        a.services = s;
+    }
+    if let Some(e) = p.enabled {
+        a.enabled = e;
+    }
+    if let Some(pw) = password {
+        a.hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| AccountError::Store(StoreError::Join(e.to_string())))?;
+    }
+    Ok(a)
+}
+
+fn from_row(r: StoredUser) -> Account {
+    let expires = r
+        .expires
+        .and_then(|e| parse_expiry(&e).ok().map(|at| (e, at)));
+    Account {
+        name: r.name,
+        hash: r.hash,
+        max_connections: r.max_connections,
+        expires,
+        groups: r.groups,
+        services: r.services,
+        enabled: r.enabled,
+        created_at: r.created_at,
+        from_config: false,
+    }
+}
+
+fn to_row(a: &Account) -> StoredUser {
+    StoredUser {
+        name: a.name.clone(),
+        hash: a.hash.clone(),
+        max_connections: a.max_connections,
+        expires: a.expires.as_ref().map(|(s, _)| s.clone()),
+        groups: a.groups.clone(),
+        services: a.services.clone(),
+        enabled: a.enabled,
+        created_at: a.created_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_expiry() {
+        assert!(check_name("alice.b_c-1").is_ok());
+        for bad in ["", "a b", "a/b", "ä", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_expiry("1970-01-02").unwrap(), 86400 + 86399);
+        assert_eq!(parse_expiry("1970-01-01T00:01:00Z").unwrap(), 60);
+        assert!(parse_expiry("tomorrow").is_err());
+    }
+
+    #[test]
+    fn hashes_are_salted_and_verify() {
+        let a = hash_password("pw");
+        let b = hash_password("pw");
+        assert_ne!(a, b);
+        assert!(a.starts_with("$argon2id$"));
+        assert!(verify_hash(&a, "pw"));
+        assert!(!verify_hash(&a, "pW"));
+    }
+}

@@ -1,0 +1,67 @@
+//! The `Viewer` extractor: with `server.require_account`, the viewer account a request
+//! logs in as (`?username=&password=`, else HTTP basic auth) on the routes that were
+//! open on the LAN (`/playlist.m3u`, `/epg.xml`, `/api/stream/...`); without it,
+//! nobody (`Viewer(None)`: those routes behave as before). Wrong logins are 401 and
+//! count towards the address's login penalty.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+
+use super::access::peer;
+use super::AppState;
+use crate::accounts::{self, Account};
+use crate::error::AppError;
+
+pub struct Viewer(pub Option<Login>);
+
+/// A logged-in viewer; the password as given, so the links of its own playlist can
+/// carry it (players send no basic auth on stream URLs).
+pub struct Login {
+    pub account: Arc<Account>,
+    pub password: String,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, AppError> {
+        if !s.config.server.require_account {
+            return Ok(Viewer(None));
+        }
+        let (user, password) = credentials(parts).ok_or_else(|| {
+            AppError::Unauthorized(
+                "this server needs a viewer account: add ?username=...&password=... or use \
+                 HTTP basic auth"
+                    .into(),
+            )
+        })?;
+        let account = s.accounts.login(&user, &password, peer(parts)).await?;
+        account.usable(accounts::now())?;
+        Ok(Viewer(Some(Login { account, password })))
+    }
+}
+
+/// The login a request carries: `username` and `password` query parameters, else an
+/// `Authorization: Basic` header.
+pub fn credentials(parts: &Parts) -> Option<(String, String)> {
+    if let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
+        if let (Some(u), Some(p)) = (q.get("username"), q.get("password")) {
+            return Some((u.clone(), p.clone()));
+        }
+    }
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}

@@ -1,0 +1,599 @@
+//! The Xtream Codes output players log in to (TiviMate, IPTV Smarters, iMPlayer, Kodi):
+//! `/player_api.php` (`api`), `/get.php` (the account's M3U Plus), `/xmltv.php` (its
+//! guide), and the stream paths `/live/U/P/{stream_id}.ts|.m3u8` and `/U/P/{stream_id}`.
+//! A `stream_id` is the lineup channel number. Handlers only parse requests and shape
+//! answers: logins, visibility and connection counting are `crate::accounts`'.
+//! Every answer holds only what the account sees; a viewer's password appears only
+//! in that viewer's own answers (as panels echo it), never in logs.
+
+mod api;
+mod timeshift;
+
+pub(super) use timeshift::account_timeshift;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures::StreamExt;
+
+use super::{base_url, AppState};
+use crate::accounts::{self, Account, AccountError};
+use crate::error::{AppError, ErrorBody};
+use crate::lineup::Lineup;
+use crate::model::LineupChannel;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/player_api.php", get(api::player_api))
+        .route("/get.php", get(get_php))
+        .route("/xmltv.php", get(xmltv_php))
+        .route("/live/{user}/{pass}/{file}", get(live))
+        .route(
+            "/timeshift/{user}/{pass}/{minutes}/{start}/{file}",
+            get(timeshift::path_form),
+        )
+        .route("/streaming/timeshift.php", get(timeshift::query_form))
+}
+
+/// The main router's fallback: the short stream form `/U/P/{stream_id}`, else what an
+/// unknown path always answers. A route of its own would take every three-part path:
+/// unknown ones would answer 405 to other methods and count under its metric label.
+pub(crate) async fn fallback(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    let mut short = Router::new()
+        .route("/{user}/{pass}/{file}", get(plain))
+        .fallback(|uri: axum::http::Uri| async move { unknown(uri.path()) })
+        .with_state(s);
+    match tower_service::Service::call(&mut short, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// An unknown path's answer (under `/proxy/` the 403 of a link that does not open).
+fn unknown(path: &str) -> AppError {
+    super::stream::unrouted(path).unwrap_or_else(|| AppError::NotFound("no such endpoint".into()))
+}
+
+/// The Xtream routes' operations, for `/api/openapi.json` (`super::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        api::player_api,
+        get_php,
+        xmltv_php,
+        live,
+        plain,
+        timeshift::path_form,
+        timeshift::query_form
+    ),
+    components(schemas(ErrorBody))
+)]
+pub(crate) struct Doc;
+
+type Params = Query<HashMap<String, String>>;
+type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn peer(client: &Client) -> Option<SocketAddr> {
+    client.as_ref().map(|Extension(ConnectInfo(p))| *p)
+}
+
+/// Logs `user` in (401 for a wrong login).
+async fn login(
+    s: &AppState,
+    user: Option<&String>,
+    pass: Option<&String>,
+    client: &Client,
+) -> Result<Arc<Account>, AccountError> {
+    let (Some(user), Some(pass)) = (user, pass) else {
+        return Err(AccountError::BadLogin);
+    };
+    s.accounts
+        .login(user, pass, peer(client).map(|p| p.ip()))
+        .await
+}
+
+/// The listed lineup channels `a` sees, by number.
+fn visible<'l>(lineup: &'l Lineup, a: &Account) -> Vec<&'l LineupChannel> {
+    lineup.channels.iter().filter(|c| a.sees(c)).collect()
+}
+
+/// A stable Xtream category id for a lineup group: derived from the group's name
+/// (FNV-1a, case-insensitive), so it never changes across restarts, reloads and
+/// instances without being stored, and a group that comes back gets its old id.
+pub(crate) fn category_id(group: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in group.to_lowercase().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // Positive in the 31-bit range players parse ids into; never 0.
+    (h & 0x7fff_ffff).max(1)
+}
+
+/// A path segment as players write it into URLs (credentials may hold any character).
+fn segment(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LoginParams {
+    /// The viewer account's name.
+    username: String,
+    /// Its password.
+    password: String,
+    /// `m3u_plus` (default) or `m3u`.
+    r#type: Option<String>,
+    /// Stream URLs as `ts` (default) or `m3u8` (`hls` is taken for `m3u8`).
+    output: Option<String>,
+}
+
+/// The account's M3U Plus: each channel it sees, stream URLs in the Xtream form
+/// `/live/U/P/{stream_id}.ts` (or `.m3u8`), the guide at its `xmltv.php`.
+#[utoipa::path(
+    get,
+    path = "/get.php",
+    tag = "xtream",
+    params(LoginParams),
+    responses(
+        (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
+        (status = 400, description = "Unknown `type` or `output`", body = ErrorBody),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled or expired", body = ErrorBody)
+    )
+)]
+async fn get_php(
+    State(s): State<AppState>,
+    Query(q): Params,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let account = login(&s, q.get("username"), q.get("password"), &client).await?;
+    account.usable(accounts::now())?;
+    match q.get("type").map(String::as_str) {
+        None | Some("m3u_plus" | "m3u") => {}
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "type `{}`: only m3u_plus (or m3u) is served",
+                other.escape_debug()
+            )))
+        }
+    }
+    let ext = match q.get("output").map(String::as_str) {
+        None | Some("" | "ts" | "mpegts") => "ts",
+        Some("m3u8" | "hls") => "m3u8",
+        Some(other) => {
+            return Err(AppError::BadRequest(format!(
+                "output `{}`: use ts or m3u8",
+                other.escape_debug()
+            )))
+        }
+    };
+    let lineup = s.registry.lineup().await?;
+    let base = base_url(&s.config, &headers);
+    let (u, p) = (
+        segment(&account.name),
+        q.get("password").map_or_else(String::new, |p| segment(p)),
+    );
+    let chosen = visible(&lineup, &account);
+    let urls: Vec<String> = chosen
+        .iter()
+        .map(|c| format!("{base}/live/{u}/{p}/{}.{ext}", c.number))
+        .collect();
+    let guide = format!("{base}/xmltv.php?username={u}&password={p}");
+    let archives: Vec<String> = chosen
+        .iter()
+        .map(|c| match c.catchup_days {
+            0 => String::new(),
+            _ => format!(
+                "{}&username={u}&password={p}",
+                super::timeshift::template(&base, &c.id)
+            ),
+        })
+        .collect();
+    let body = super::playlist::render_entries(&chosen, &urls, &archives, &guide);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The account's XMLTV guide: `/epg.xml` with only the channels it sees.
+#[utoipa::path(
+    get,
+    path = "/xmltv.php",
+    tag = "xtream",
+    params(
+        ("username" = String, Query, description = "The viewer account's name"),
+        ("password" = String, Query, description = "Its password")
+    ),
+    responses(
+        (status = 200, description = "XMLTV", body = String, content_type = "application/xml"),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled or expired", body = ErrorBody),
+        (status = 500, description = "The guide could not be built", body = ErrorBody)
+    )
+)]
+async fn xmltv_php(
+    State(s): State<AppState>,
+    Query(q): Params,
+    client: Client,
+) -> Result<Response, AppError> {
+    let account = login(&s, q.get("username"), q.get("password"), &client).await?;
+    account.usable(accounts::now())?;
+    guide_for(&s, Some(&account)).await
+}
+
+/// The merged guide as `account` may see it (all of it for `None`).
+pub(super) async fn guide_for(
+    s: &AppState,
+    account: Option<&Account>,
+) -> Result<Response, AppError> {
+    let guide = s.guides.current().await?;
+    let xml = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
+        None => guide.xml.clone(),
+        Some(a) => filter_guide(&guide.xml, &guide_ids(s, a).await?).into(),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response())
+}
+
+/// The merged guide as `account` may see it, gzipped (`/epg.xml.gz` with
+/// `server.require_account`).
+pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Response, AppError> {
+    use std::io::Write;
+    let guide = s.guides.current().await?;
+    let gz = if account.groups.is_empty() && account.services.is_empty() {
+        guide.gz.clone()
+    } else {
+        let xml = filter_guide(&guide.xml, &guide_ids(s, account).await?);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&xml)
+            .and_then(|()| enc.finish())
+            .map_err(|e| AppError::Internal(format!("gzip: {e}")))?
+            .into()
+    };
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
+}
+
+/// The guide ids of the channels `a` sees, XML-escaped as the guide writes them.
+async fn guide_ids(s: &AppState, a: &Account) -> Result<HashSet<String>, AppError> {
+    let lineup = s.registry.lineup().await?;
+    Ok(visible(&lineup, a)
+        .iter()
+        .map(|c| quick_xml::escape::escape(c.guide_id.as_str()).into_owned())
+        .collect())
+}
+
+/// `xml` (as `xmltv::render` writes it: each `<channel>` and `<programme>` element
+/// starts and ends on a line of its own, two spaces in; their content is escaped, so
+/// no content line can look like one) without the channels and programmes whose
+/// (escaped) id is not in `ids`.
+fn filter_guide(xml: &[u8], ids: &HashSet<String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(xml.len() / 2);
+    let mut keep = true;
+    let text = String::from_utf8_lossy(xml);
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("  <channel id=\"") {
+            keep = rest.split('"').next().is_some_and(|id| ids.contains(id));
+        } else if line.starts_with("  <programme ") {
+            keep = line
+                .split(" channel=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .is_some_and(|id| ids.contains(id));
+        } else if !line.starts_with("    ")
+            && !line.starts_with("  </channel>")
+            && !line.starts_with("  </programme>")
+        {
+            keep = true;
+        }
+        if keep {
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
+    out
+}
+
+/// A channel as Xtream players open it: `{stream_id}.ts` is continuous MPEG-TS, `.m3u8`
+/// HLS (its playlist links carry the account, so its polls keep counting).
+#[utoipa::path(
+    get,
+    path = "/live/{user}/{pass}/{file}",
+    tag = "xtream",
+    params(
+        ("user" = String, Path, description = "The viewer account's name"),
+        ("pass" = String, Path, description = "Its password"),
+        ("file" = String, Path, description = "`{stream_id}.ts` or `{stream_id}.m3u8`")
+    ),
+    responses(
+        (status = 200, description = "MPEG-TS, or the rewritten HLS playlist", content(
+            (Vec<u8> = "video/mp2t"),
+            (String = "application/vnd.apple.mpegurl")
+        )),
+        (status = 400, description = "The stream id is not a number, or not .ts/.m3u8", body = ErrorBody),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
+        (status = 404, description = "No such channel among those the account sees", body = ErrorBody),
+        (status = 502, description = "Every source failed", body = ErrorBody)
+    )
+)]
+async fn live(
+    State(s): State<AppState>,
+    Path((user, pass, file)): Path<(String, String, String)>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (id, ext) = file
+        .rsplit_once('.')
+        .filter(|(_, e)| matches!(*e, "ts" | "m3u8"))
+        .ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "`{}`: live streams are /live/USER/PASS/{{stream_id}}.ts or .m3u8",
+                file.escape_debug()
+            ))
+        })?;
+    let number = stream_id(id)?;
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
+    account_stream(
+        &s,
+        &account,
+        &format!("{number}.{ext}"),
+        None,
+        peer(&client),
+        &headers,
+    )
+    .await
+}
+
+/// The short form some players use: `/U/P/{stream_id}` is the channel's MPEG-TS.
+#[utoipa::path(
+    get,
+    path = "/{user}/{pass}/{file}",
+    tag = "xtream",
+    params(
+        ("user" = String, Path, description = "The viewer account's name"),
+        ("pass" = String, Path, description = "Its password"),
+        ("file" = String, Path, description = "`{stream_id}` (or `{stream_id}.ts`)")
+    ),
+    responses(
+        (status = 200, description = "MPEG-TS", body = Vec<u8>, content_type = "video/mp2t"),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
+        (status = 404, description = "No such channel among those the account sees, or `file` is not a number (no such endpoint)", body = ErrorBody)
+    )
+)]
+async fn plain(
+    State(s): State<AppState>,
+    Path((user, pass, file)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    // Any three-part path lands here: only `{digits}` (or `.ts`) is this route; the
+    // rest answers what an unknown path always does.
+    let Ok(number) = stream_id(file.strip_suffix(".ts").unwrap_or(&file)) else {
+        return Err(match super::stream::unrouted(uri.path()) {
+            Some(refused) => refused,
+            None => AppError::NotFound(
+                "no such endpoint (the short stream form /USER/PASS/{stream_id} takes a channel \
+                 number)"
+                    .into(),
+            ),
+        });
+    };
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
+    account_stream(
+        &s,
+        &account,
+        &format!("{number}.ts"),
+        None,
+        peer(&client),
+        &headers,
+    )
+    .await
+}
+
+/// With `server.require_account`, the account the tuner serves (`[hdhomerun]
+/// account`); the tuner is off (404) when none is named or it is not usable.
+/// `None`: accounts are not required.
+pub(crate) fn tuner_account(s: &AppState) -> Result<Option<Arc<Account>>, AppError> {
+    if !s.config.server.require_account {
+        return Ok(None);
+    }
+    let off = |why: String| AppError::NotFound(format!("HDHomeRun emulation is off: {why}"));
+    let name = s.config.hdhomerun.account.as_deref().ok_or_else(|| {
+        off("server.require_account is on and [hdhomerun] account names no account".into())
+    })?;
+    let account = s
+        .accounts
+        .get(name)
+        .ok_or_else(|| off(format!("[hdhomerun] account `{name}` does not exist")))?;
+    account
+        .usable(accounts::now())
+        .map_err(|e| off(e.to_string()))?;
+    Ok(Some(account))
+}
+
+/// A `stream_id` (a lineup channel number); anything else is a 400.
+fn stream_id(id: &str) -> Result<u32, AppError> {
+    id.parse::<u32>()
+        .ok()
+        .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "stream id `{}` is not a channel number",
+                id.escape_debug()
+            ))
+        })
+}
+
+/// Channel `file` (`{id}.ts` / `{id}.m3u8`) for `account`: refused when the account
+/// is disabled or expired, does not see the channel (404, as for no channel), or is
+/// at its connection limit (403); a `.ts` body holds one connection while open, an
+/// HLS playlist counts one per channel and player address while it is polled.
+pub(crate) async fn account_stream(
+    s: &AppState,
+    account: &Account,
+    file: &str,
+    service: Option<String>,
+    client: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    account.usable(accounts::now())?;
+    let (id, ts) = super::stream::split_file(file)?;
+    let (channel, only) = visible_channel(s, account, id, service.as_deref()).await?;
+    let from = client.map(|c| c.ip());
+    let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
+    let ext = if ts { "ts" } else { "m3u8" };
+    let opened =
+        super::stream::open_stream(s, &format!("{}.{ext}", channel.id), only, client, headers)
+            .await;
+    let resp = match opened {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(conn, accounts::Conn::HlsNew) {
+                s.accounts
+                    .conns
+                    .forget_hls(&account.name, &channel.id, from);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(guard) = conn.into_guard() {
+        return Ok(held(guard, resp));
+    }
+    tag_playlist_links(s, account, &channel.id, resp).await
+}
+
+/// The lineup channel `id` (number, slug or `SERVICE:ID`) if account `a` sees it, with
+/// the service it is pinned to; else 404, as for a channel that does not exist.
+pub(crate) async fn visible_channel(
+    s: &AppState,
+    a: &Account,
+    id: &str,
+    service: Option<&str>,
+) -> Result<(LineupChannel, Option<String>), AppError> {
+    let (canonical, only) = s.registry.canonical(id, service).await?;
+    let lineup = s.registry.lineup().await?;
+    let visible = lineup.get(&canonical).filter(|c| {
+        a.sees(c)
+            && only
+                .as_deref()
+                .is_none_or(|o| a.services.is_empty() || a.services.iter().any(|n| n == o))
+    });
+    match visible {
+        Some(c) => Ok((c.clone(), only)),
+        None => Err(AppError::NotFound(format!("unknown channel `{id}`"))),
+    }
+}
+
+/// `resp` with its body holding `guard`: the connection counts until the body ends.
+pub(crate) fn held(guard: accounts::ConnGuard, resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &guard;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// Appends `?a=<account tag>` to every `/proxy/` playlist link of an HLS answer, so
+/// the player's polls of them keep its connection counted (segment links stay as they
+/// are: shared by every viewer of the channel).
+async fn tag_playlist_links(
+    s: &AppState,
+    account: &Account,
+    channel: &str,
+    resp: Response,
+) -> Result<Response, AppError> {
+    let is_playlist = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"));
+    if !is_playlist {
+        return Ok(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| AppError::Internal(format!("reading our own playlist: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let tag = format!("?a={}", s.accounts.poll_token(&account.name, channel));
+    let tagged = tag_links(&text, &tag);
+    let mut resp = Response::from_parts(parts, Body::from(tagged));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    Ok(resp)
+}
+
+/// `text` with `tag` after every `/proxy/...m3u8` link (in URI lines and `URI="..."`).
+fn tag_links(text: &str, tag: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(at) = rest.find(".m3u8") {
+        let (head, tail) = rest.split_at(at + ".m3u8".len());
+        out.push_str(head);
+        let link_start = head.rfind(['\n', '"', ' ']).map_or(0, |i| i + 1);
+        let at_end = tail.is_empty() || tail.starts_with(['\n', '\r', '"']);
+        if head[link_start..].contains("/proxy/") && at_end {
+            out.push_str(tag);
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn category_ids_are_stable_positive_and_case_blind() {
+        assert_eq!(category_id("News"), category_id("news"));
+        assert_ne!(category_id("News"), category_id("Sport"));
+        assert!(category_id("") > 0);
+        // Pinned: players store these ids; a change would scatter their favourites.
+        assert_eq!(category_id("News"), 1_271_381_062);
+    }
+
+    #[test]
+    fn tags_only_proxy_playlist_links() {
+        let body = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"http://h/proxy/c/i/a.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\nhttp://h/proxy/c/j/v.m3u8\nhttp://h/proxy/c/k/s.ts\nhttp://other/x.m3u8\n";
+        let out = tag_links(body, "?a=T");
+        assert!(
+            out.contains("URI=\"http://h/proxy/c/i/a.m3u8?a=T\""),
+            "{out}"
+        );
+        assert!(out.contains("\nhttp://h/proxy/c/j/v.m3u8?a=T\n"), "{out}");
+        assert!(out.contains("\nhttp://h/proxy/c/k/s.ts\n"), "{out}");
+        assert!(out.contains("\nhttp://other/x.m3u8\n"), "{out}");
+    }
+
+    #[test]
+    fn guide_filter_keeps_only_the_named_channels() {
+        let xml = "<?xml version=\"1.0\"?>\n<tv>\n  <channel id=\"a.x\">\n    <display-name>A</display-name>\n  </channel>\n  <channel id=\"b.x\">\n    <display-name>B</display-name>\n  </channel>\n  <programme start=\"1\" channel=\"a.x\">\n    <title>TA</title>\n  </programme>\n  <programme start=\"1\" channel=\"b.x\">\n    <title>TB</title>\n  </programme>\n</tv>\n";
+        let ids: HashSet<String> = ["a.x".to_string()].into();
+        let out = String::from_utf8(filter_guide(xml.as_bytes(), &ids)).unwrap();
+        assert!(out.contains(">A<") && out.contains(">TA<"), "{out}");
+        assert!(!out.contains(">B<") && !out.contains(">TB<"), "{out}");
+        assert!(out.ends_with("</tv>\n"), "{out}");
+    }
+}

@@ -1,0 +1,756 @@
+//! The Xtream Codes output and viewer accounts, driven by real clients: the npm client
+//! library `@iptv/xtream-api` (unmodified) logs in, browses and builds stream URLs;
+//! ffmpeg decodes `/live/U/P/N.ts` and `.m3u8`; `tv_validate_file` checks `xmltv.php`;
+//! the npm parser `iptv-playlist-parser` reads `get.php`. Accounts' visibility,
+//! connection limits, wrong logins and bad input are checked on every route.
+//!
+//! node (with tests/clients' packages, installed by scripts/test.sh), ffmpeg and
+//! tv_validate_file must be installed: without them these tests fail (they do not skip).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{
+    assert_api_error, json_of, xmltv_at, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE,
+};
+use serde_json::Value;
+
+/// Bound on one external client run; reaching it means a hang, not slowness.
+const CLIENT_GUARD: Duration = Duration::from_secs(60);
+
+const ALICE: (&str, &str) = ("alice", "alice-pw");
+/// A password that needs escaping in URLs (not `&`: the client library puts
+/// credentials into its query strings unescaped).
+const BOB: (&str, &str) = ("bob", "b0b pw");
+
+/// An m3u service with a News and a Sport channel (guide included) beside the demo.
+async fn upstream() -> FakeUpstream {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let list = format!(
+        "#EXTM3U\n\
+         #EXTINF:-1 tvg-id=\"NewsOne.example\" group-title=\"News\",News One\n{base}/news.m3u8\n\
+         #EXTINF:-1 tvg-id=\"SportOne.example\" group-title=\"Sport\",Sport One\n{base}/sport.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Gone.example\" group-title=\"Gone\",Gone TV\n{base}/gone.m3u8\n"
+    );
+    let mut guide = String::from("<?xml version=\"1.0\"?>\n<tv>\n");
+    for (id, title) in [
+        ("NewsOne.example", "Headlines"),
+        ("SportOne.example", "Match"),
+    ] {
+        guide.push_str(&format!(
+            "<channel id=\"{id}\"><display-name>{id}</display-name></channel>\n"
+        ));
+        for h in -1..3 {
+            guide.push_str(&format!(
+                "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{title} {h}</title><desc>About {title} é {h}</desc></programme>\n",
+                xmltv_at(h),
+                xmltv_at(h + 1)
+            ));
+        }
+    }
+    guide.push_str("</tv>\n");
+    fake.text("/list.m3u", M3U_TYPE, list)
+        .text("/epg.xml", "application/xml", guide)
+        .text(
+            "/news.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["n0.ts"]),
+        )
+        .text(
+            "/sport.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["s0.ts"]),
+        )
+        .start()
+}
+
+fn config(upstream: &FakeUpstream, extra_server: &str) -> String {
+    format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n{extra_server}\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\npriority = 1\n\n\
+         [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\npriority = 2\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/epg.xml\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 1\nexpires = \"2999-12-31\"\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"b0b pw\"\ngroups = [\"News\"]\nmax_connections = 0\n",
+        upstream.base()
+    )
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A path segment for a credential (`/live/U/P/...`).
+fn seg(s: &str) -> String {
+    enc(s).replace('+', "%20")
+}
+
+async fn api(app: &TestApp, (u, p): (&str, &str), action: &str) -> Value {
+    let (status, body) = app
+        .get_json(&format!(
+            "/player_api.php?username={}&password={}&action={action}",
+            enc(u),
+            enc(p)
+        ))
+        .await;
+    assert_eq!(status, 200, "{action}: {body}");
+    body
+}
+
+/// Field `key` of every object of the array `v`.
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|c| c[key].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The lineup number of the channel named `name`, from alice's get_live_streams.
+async fn number_of(app: &TestApp, name: &str) -> u64 {
+    let streams = api(app, ALICE, "get_live_streams").await;
+    streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {streams}"))["stream_id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Runs `node tests/clients/SCRIPT args...` (stdin from `input`); its stdout as JSON.
+async fn node(script: &str, args: &[&str], input: Option<&[u8]>) -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    assert!(
+        dir.join("node_modules/@iptv/xtream-api").is_dir()
+            && dir.join("node_modules/iptv-playlist-parser").is_dir(),
+        "tests/clients/node_modules is missing: run scripts/test.sh (it runs `npm ci` there)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `node` ({e}): these tests need Node.js on PATH"));
+    if let Some(bytes) = input {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(bytes).await.unwrap();
+        drop(stdin);
+    }
+    let out = tokio::time::timeout(CLIENT_GUARD, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("node {script} did not finish within {CLIENT_GUARD:?}"))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "node {script} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "node {script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xtream_client_library_logs_in_browses_and_builds_stream_urls() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let news = number_of(&app, "News One").await;
+
+    // bob sees only News: the library lists what the account sees.
+    let out = node(
+        "xtream_client.mjs",
+        &[&app.base, BOB.0, BOB.1, "m3u8"],
+        None,
+    )
+    .await;
+    let profile = &out["profile"];
+    assert_eq!(profile["username"], "bob");
+    assert_eq!(profile["status"], "Active");
+    assert_eq!(profile["maxConnections"], 0);
+    assert_eq!(
+        profile["allowedOutputFormats"],
+        serde_json::json!(["m3u8", "ts"])
+    );
+    assert_eq!(out["serverInfo"]["serverProtocol"], "http");
+    let cats = out["categories"].as_array().unwrap();
+    assert_eq!(cats.len(), 1, "{cats:?}");
+    assert_eq!(cats[0]["name"], "News");
+    let channels = out["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    assert_eq!(channels[0]["name"], "News One");
+    assert_eq!(channels[0]["id"], news.to_string());
+    assert_eq!(channels[0]["epgId"], "NewsOne.example");
+    assert_eq!(channels[0]["tvArchive"], false);
+    assert_eq!(out["byCategory"], out["channels"]);
+    // The short EPG: base64 titles decoded by the library, from the one on now.
+    let epg = out["shortEpg"].as_array().unwrap();
+    assert_eq!(epg.len(), 2, "{epg:?}");
+    assert_eq!(epg[0]["title"], "Headlines 0");
+    assert_eq!(epg[1]["title"], "Headlines 1");
+    let full = out["fullEpg"].as_array().unwrap();
+    assert_eq!(full.len(), 4, "{full:?}");
+    assert_eq!(full.iter().filter(|p| p["nowPlaying"] == true).count(), 1);
+    assert_eq!(out["movieCategories"], serde_json::json!([]));
+    assert_eq!(out["showCategories"], serde_json::json!([]));
+    // The URLs it builds play.
+    // (in the preferred format; the library writes the password into the path as is)
+    let url = out["streamUrlM3u8"].as_str().unwrap();
+    assert_eq!(url, format!("{}/live/bob/{}/{news}.m3u8", app.base, BOB.1));
+    let resp = app.get(url).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("/proxy/"));
+
+    // The raw answers carry the types real panels send (numbers as strings here,
+    // numbers there) that players parse.
+    let raw = &out["rawChannels"][0];
+    assert!(raw["num"].is_u64() && raw["stream_id"].is_u64(), "{raw}");
+    assert!(
+        raw["category_id"].is_string() && raw["category_ids"][0].is_u64(),
+        "{raw}"
+    );
+    assert_eq!(raw["stream_type"], "live");
+    assert_eq!(raw["tv_archive"], 0);
+    assert_eq!(raw["tv_archive_duration"], 0);
+    assert_eq!(raw["direct_source"], "");
+    let login = api(&app, ALICE, "").await;
+    let u = &login["user_info"];
+    assert_eq!(u["auth"], 1);
+    assert_eq!(
+        u["password"], ALICE.1,
+        "a viewer's own answer echoes its login, as panels do"
+    );
+    assert!(
+        u["exp_date"]
+            .as_str()
+            .is_some_and(|e| e.parse::<i64>().is_ok()),
+        "{u}"
+    );
+    assert_eq!(u["max_connections"], "1");
+    assert_eq!(u["is_trial"], "0");
+    assert_eq!(u["active_cons"], 0);
+    assert!(u["created_at"].is_string());
+    let s = &login["server_info"];
+    assert!(s["port"].is_string() && s["timestamp_now"].is_i64(), "{s}");
+    let cats = api(&app, ALICE, "get_live_categories").await;
+    let cats = cats.as_array().unwrap();
+    assert_eq!(cats.len(), 4, "Demo, Gone, News, Sport: {cats:?}");
+    assert!(cats
+        .iter()
+        .all(|c| c["category_id"].is_string() && c["parent_id"] == 0));
+    let short = api(&app, ALICE, &format!("get_short_epg&stream_id={news}")).await;
+    let first = &short["epg_listings"][0];
+    for key in [
+        "id",
+        "epg_id",
+        "start",
+        "end",
+        "start_timestamp",
+        "stop_timestamp",
+    ] {
+        assert!(first[key].is_string(), "{key}: {first}");
+    }
+    use base64::Engine;
+    let desc = base64::engine::general_purpose::STANDARD
+        .decode(first["description"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(String::from_utf8(desc).unwrap(), "About Headlines é 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_account_does_not_see_it_cannot_list_guide_or_stream() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let sport = number_of(&app, "Sport One").await;
+    let demo = number_of(&app, "Demo").await;
+
+    let streams = api(&app, BOB, "get_live_streams").await;
+    assert_eq!(strings(&streams, "name"), ["News One"]);
+    let epg = api(&app, BOB, &format!("get_short_epg&stream_id={sport}")).await;
+    assert_eq!(epg, serde_json::json!({ "epg_listings": [] }));
+    let creds = format!("username={}&password={}", enc(BOB.0), enc(BOB.1));
+    let m3u = app
+        .get_text_ok(&format!("/get.php?{creds}&type=m3u_plus&output=ts"))
+        .await;
+    assert!(
+        m3u.contains("News One") && !m3u.contains("Sport One") && !m3u.contains("Demo"),
+        "{m3u}"
+    );
+    let xml = app.get_text_ok(&format!("/xmltv.php?{creds}")).await;
+    assert!(
+        xml.contains("NewsOne.example") && !xml.contains("SportOne.example"),
+        "{xml}"
+    );
+    for path in [
+        format!("/live/bob/{}/{sport}.ts", seg(BOB.1)),
+        format!("/live/bob/{}/{demo}.m3u8", seg(BOB.1)),
+        format!("/bob/{}/{sport}", seg(BOB.1)),
+    ] {
+        assert_api_error(app.get(&path).await, 404).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_logins_unknown_actions_and_malformed_ids() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    for (u, p) in [("alice", "bad-pw-1"), ("nobody", "alice-pw"), ("alice", "")] {
+        let body = api(&app, (u, p), "get_live_streams").await;
+        assert_eq!(
+            body,
+            serde_json::json!({ "user_info": { "auth": 0 } }),
+            "{u}/{p}"
+        );
+    }
+    let (status, body) = app.get_json("/player_api.php").await;
+    assert_eq!(
+        (status.as_u16(), body),
+        (200, serde_json::json!({ "user_info": { "auth": 0 } }))
+    );
+    for path in [
+        "/get.php?username=alice&password=bad-pw-1",
+        "/xmltv.php?username=nobody&password=bad-pw-1",
+        "/live/alice/bad-pw-1/1.ts",
+        "/live/nobody/bad-pw-1/1.m3u8",
+        "/alice/bad-pw-1/1",
+    ] {
+        let body = assert_api_error(app.get(path).await, 401).await;
+        assert!(
+            !body.to_string().contains("bad-pw-1"),
+            "the password must not be echoed: {body}"
+        );
+    }
+    assert_eq!(
+        api(&app, ALICE, "no_such_action").await,
+        serde_json::json!([])
+    );
+    for action in ["get_vod_streams", "get_series", "get_vod_categories"] {
+        assert_eq!(
+            api(&app, ALICE, action).await,
+            serde_json::json!([]),
+            "{action}"
+        );
+    }
+    let vod = api(&app, ALICE, "get_vod_info&vod_id=5").await;
+    assert_eq!(vod["info"], serde_json::json!([]));
+    for bad in [
+        "/player_api.php?username=alice&password=alice-pw&action=get_short_epg&stream_id=abc",
+        "/player_api.php?username=alice&password=alice-pw&action=get_live_streams&category_id=x",
+        "/player_api.php?username=alice&password=alice-pw&action=get_vod_info&vod_id=-",
+        "/live/alice/alice-pw/1x.ts",
+        "/live/alice/alice-pw/1.mkv",
+    ] {
+        assert_api_error(app.get(bad).await, 400).await;
+    }
+    // The short form `/U/P/{stream_id}` takes numbers only: other three-part paths stay
+    // unknown endpoints.
+    assert_api_error(app.get("/alice/alice-pw/abc").await, 404).await;
+    assert_api_error(app.get("/api/no/such").await, 404).await;
+}
+
+/// Waits (bounded) until `alice`'s `active_cons` is `n`.
+async fn wait_active_cons(app: &TestApp, n: u64) {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let login = api(app, ALICE, "").await;
+        if login["user_info"]["active_cons"] == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "active_cons never became {n}: {login}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_limit_counts_players_not_requests() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let demo = number_of(&app, "Demo").await;
+    let news = number_of(&app, "News One").await;
+
+    // A stream that does not open is no connection.
+    let gone = number_of(&app, "Gone TV").await;
+    let status = app
+        .get(&format!("/live/alice/alice-pw/{gone}.m3u8"))
+        .await
+        .status();
+    assert!(status.is_server_error(), "{status}");
+    assert_eq!(api(&app, ALICE, "").await["user_info"]["active_cons"], 0);
+
+    // An HLS player: its playlist and the playlists it links count once.
+    let m3u8 = format!("/live/alice/alice-pw/{demo}.m3u8");
+    let body = app.get_text_ok(&m3u8).await;
+    wait_active_cons(&app, 1).await;
+    let body2 = app.get_text_ok(&m3u8).await;
+    assert_eq!(body, body2);
+    for link in crate::common::playlist_uris(&body) {
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 200, "{link}");
+        if link.contains(".m3u8") {
+            assert!(
+                link.contains("?a=alice."),
+                "playlist links carry the account: {link}"
+            );
+            for seg_link in crate::common::playlist_uris(&resp.text().await.unwrap()) {
+                assert!(
+                    !seg_link.contains("?a="),
+                    "segment links stay shared: {seg_link}"
+                );
+            }
+        }
+    }
+    wait_active_cons(&app, 1).await;
+    // One more player is over alice's limit of 1, on every stream route.
+    for path in [
+        format!("/live/alice/alice-pw/{news}.ts"),
+        format!("/live/alice/alice-pw/{news}.m3u8"),
+    ] {
+        let body = assert_api_error(app.get(&path).await, 403).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("allows 1 connection"),
+            "{body}"
+        );
+    }
+    // The admin API shows the connection and what it watches.
+    let (_, users) = app.get_json("/api/users").await;
+    let alice = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["active_cons"], 1, "{alice}");
+    assert_eq!(alice["connections"][0]["kind"], "hls");
+    assert_eq!(alice["connections"][0]["channel"], "demo");
+    assert!(!users.to_string().contains("alice-pw") && !users.to_string().contains("argon2"));
+    // So does the dashboard's Accounts panel.
+    let page = app.get_text_ok("/").await;
+    let row = page
+        .split("<tr data-account=\"alice\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no account row for alice in the dashboard"));
+    assert!(
+        row.contains("1 / 1") && row.contains("demo (hls, 127.0.0.1)"),
+        "{row}"
+    );
+    assert!(!page.contains("alice-pw"));
+
+    // bob (unlimited): a .ts stream counts while open, and no longer once closed.
+    let ts = app
+        .get(&format!("/live/bob/{}/{news}.ts", seg(BOB.1)))
+        .await;
+    assert_eq!(ts.status(), 200);
+    let bob_cons = |users: &Value| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "bob")
+            .unwrap()["active_cons"]
+            .clone()
+    };
+    let (_, users) = app.get_json("/api/users").await;
+    assert_eq!(bob_cons(&users), 1);
+    drop(ts);
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let (_, users) = app.get_json("/api/users").await;
+        if bob_cons(&users) == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed .ts still counts: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Decodes up to 3 s of `url` with ffmpeg; the video frames decoded.
+async fn ffmpeg_frames(url: &str) -> u64 {
+    let child = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-i", url])
+        .args([
+            "-t",
+            "3",
+            "-map",
+            "0:v:0",
+            "-f",
+            "null",
+            "-",
+            "-progress",
+            "pipe:1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    let out = tokio::time::timeout(CLIENT_GUARD, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("ffmpeg did not finish on {url}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ffmpeg failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_plays_live_urls_tv_validate_file_accepts_xmltv_php_and_get_php_parses() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let demo = number_of(&app, "Demo").await;
+    for ext in ["ts", "m3u8"] {
+        let url = app.url(&format!("/live/alice/alice-pw/{demo}.{ext}"));
+        let frames = ffmpeg_frames(&url).await;
+        assert!(frames > 0, "no frames decoded from {url}");
+        if ext == "ts" {
+            // The closed .ts frees alice's one connection for the HLS try (an HLS
+            // player counts until it has not polled for a while).
+            wait_active_cons(&app, 0).await;
+        }
+    }
+
+    let xml = app.get("/xmltv.php?username=alice&password=alice-pw").await;
+    assert_eq!(xml.status(), 200);
+    crate::common::tv_validate(&xml.bytes().await.unwrap());
+    let bob_xml = app
+        .get_text_ok(&format!("/xmltv.php?username=bob&password={}", enc(BOB.1)))
+        .await;
+    crate::common::tv_validate(bob_xml.as_bytes());
+
+    for output in ["ts", "m3u8"] {
+        let text = app
+            .get_text_ok(&format!(
+                "/get.php?username=bob&password={}&type=m3u_plus&output={output}",
+                enc(BOB.1)
+            ))
+            .await;
+        let parsed = node("m3u_parse.mjs", &[], Some(text.as_bytes())).await;
+        let tvg = parsed["header"]["attrs"]["url-tvg"].as_str().unwrap();
+        assert_eq!(
+            tvg,
+            format!(
+                "{}/xmltv.php?username=bob&password={}",
+                app.base,
+                seg(BOB.1)
+            )
+        );
+        let items = parsed["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{parsed}");
+        assert_eq!(items[0]["name"], "News One");
+        assert_eq!(items[0]["tvg"]["id"], "NewsOne.example");
+        assert_eq!(items[0]["group"]["title"], "News");
+        let url = items[0]["url"].as_str().unwrap();
+        assert!(url.ends_with(&format!(".{output}")), "{url}");
+        assert!(url.starts_with(&format!("{}/live/bob/", app.base)), "{url}");
+        // The guide URL the playlist names serves the same account's guide.
+        assert!(app.get_text_ok(tvg).await.contains("NewsOne.example"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_account_guards_the_playlist_guide_streams_and_tuner() {
+    let up = upstream().await;
+    let cfg = config(&up, "require_account = true").replacen(
+        "\n\n[[services]]",
+        "\n\n[hdhomerun]\naccount = \"bob\"\n\n[[services]]",
+        1,
+    );
+    let app = TestApp::spawn(&cfg).await;
+    for path in [
+        "/playlist.m3u",
+        "/epg.xml",
+        "/epg.xml.gz",
+        "/api/stream/demo.m3u8",
+        "/api/stream/demo.ts",
+    ] {
+        assert_api_error(app.get(path).await, 401).await;
+    }
+    let creds = format!("username=bob&password={}", enc(BOB.1));
+    let m3u = app.get_text_ok(&format!("/playlist.m3u?{creds}")).await;
+    assert!(
+        m3u.contains("News One") && !m3u.contains("Sport One"),
+        "{m3u}"
+    );
+    assert!(m3u.contains(&format!("/epg.xml?{creds}")), "{m3u}");
+    let stream_url = m3u.lines().find(|l| l.contains("/api/stream/")).unwrap();
+    assert!(stream_url.contains(&creds), "{stream_url}");
+    assert_eq!(app.get(stream_url).await.status(), 200);
+    let basic = app
+        .client
+        .get(app.url("/epg.xml"))
+        .basic_auth("bob", Some(BOB.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    let xml = basic.text().await.unwrap();
+    assert!(xml.contains("NewsOne.example") && !xml.contains("SportOne.example"));
+    assert_api_error(
+        app.get(&format!("/api/stream/demo.m3u8?{creds}")).await,
+        404,
+    )
+    .await;
+    // The tuner serves bob's channels only.
+    let (_, lineup) = app.get_json("/lineup.json").await;
+    assert_eq!(strings(&lineup, "GuideName"), ["News One"]);
+
+    // Without an account for the tuner, it is off.
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "require_account = true")).await;
+    assert_api_error(app.get("/lineup.json").await, 404).await;
+    assert_api_error(app.get("/discover.json").await, 404).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    let post = |body: &'static str| app.send_json(reqwest::Method::POST, "/api/users", body, None);
+    let resp = post(
+        r#"{"name":"carol","password":"carol-secret-1","groups":["Sport"],"max_connections":2}"#,
+    )
+    .await;
+    let (status, carol) = json_of(resp).await;
+    assert_eq!(status, 200, "{carol}");
+    assert_eq!(carol["origin"], "api");
+    assert!(!carol.to_string().contains("carol-secret-1"));
+    assert_api_error(post(r#"{"name":"carol","password":"x"}"#).await, 400).await;
+    assert_api_error(post(r#"{"name":"bad name","password":"x"}"#).await, 400).await;
+    assert_api_error(post(r#"{"name":"dave"}"#).await, 400).await;
+    assert_api_error(post(r#"[]"#).await, 400).await;
+    // Config accounts are read only here.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/alice",
+            r#"{"enabled":false}"#,
+            None,
+        )
+        .await;
+    assert_api_error(resp, 403).await;
+
+    let carol_login = ("carol", "carol-secret-1");
+    let names = |v: Value| strings(&v, "name");
+    assert_eq!(
+        names(api(&app, carol_login, "get_live_streams").await),
+        ["Sport One"]
+    );
+
+    // Survives a restart; the store holds a salted hash, never the password.
+    app.restart().await;
+    assert_eq!(
+        names(api(&app, carol_login, "get_live_streams").await),
+        ["Sport One"]
+    );
+    let db = std::fs::read(app.state_dir().join("freesky.db")).unwrap();
+    let wal = std::fs::read(app.state_dir().join("freesky.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains("carol-secret-1") && !text.contains("alice-pw"));
+    }
+    assert!(
+        String::from_utf8_lossy(&db).contains("$argon2id$")
+            || String::from_utf8_lossy(&wal).contains("$argon2id$")
+    );
+
+    // Expired: logs in with its status, lists nothing, streams nothing.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"expires":"2000-01-01"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(json_of(resp).await.1["status"], "Expired");
+    let expired = api(&app, carol_login, "").await;
+    assert_eq!(expired["user_info"]["status"], "Expired");
+    assert_eq!(expired["user_info"]["exp_date"], "946771199");
+    assert_eq!(
+        api(&app, carol_login, "get_live_categories").await,
+        serde_json::json!([])
+    );
+    assert_api_error(app.get("/live/carol/carol-secret-1/1.ts").await, 403).await;
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"expires":null}"#,
+            None,
+        )
+        .await;
+    assert_eq!(json_of(resp).await.1["status"], "Active");
+
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"password":"new-pass-2","enabled":false}"#,
+            None,
+        )
+        .await;
+    let (status, changed) = json_of(resp).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["status"], "Disabled");
+    assert_eq!(api(&app, carol_login, "").await["user_info"]["auth"], 0);
+    let disabled = api(&app, ("carol", "new-pass-2"), "").await;
+    assert_eq!(disabled["user_info"]["status"], "Disabled");
+    assert_eq!(
+        api(&app, ("carol", "new-pass-2"), "get_live_streams").await,
+        serde_json::json!([])
+    );
+    assert_api_error(app.get("/live/carol/new-pass-2/1.ts").await, 403).await;
+
+    let resp = app
+        .client
+        .delete(app.url("/api/users/carol"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        api(&app, ("carol", "new-pass-2"), "").await["user_info"]["auth"],
+        0
+    );
+    let resp = app
+        .client
+        .delete(app.url("/api/users/carol"))
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(resp, 404).await;
+}
