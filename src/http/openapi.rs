@@ -53,7 +53,7 @@ pub fn routes() -> Router<AppState> {
         (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
         (name = "config", description = "The configuration file"),
         (name = "users", description = "Viewer accounts (admin)"),
-        (name = "xtream", description = "Xtream Codes output for players that log in")
+        (name = "xtream-output", description = "Xtream Codes output for players that log in")
     )
 )]
 struct Top;

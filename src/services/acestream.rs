@@ -1,5 +1,5 @@
-//! `kind = "acestream"`: channels played through a local AceStream engine (the
-//! original design's Plexus, a P2P service).
+//! `kind = "acestream"`: channels played through a local AceStream engine (a P2P
+//! service).
 //!
 //! Channels are AceStream content ids (40 hex digits), listed inline and/or in an M3U
 //! of `acestream://<id>` (or bare id) entries. `resolve` asks the engine's HTTP API to

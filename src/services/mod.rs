@@ -139,7 +139,8 @@ impl From<BuildError> for (String, String) {
     }
 }
 
-/// One upstream streaming service (the original design's `BaseStreamer`).
+/// One upstream streaming service: lists its channels, resolves one to a stream,
+/// and optionally has a guide.
 #[async_trait]
 pub trait Service: Send + Sync {
     /// Every channel the service offers now. Bad entries are skipped (and logged);

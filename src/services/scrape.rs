@@ -1,6 +1,6 @@
 //! `kind = "scrape"`: web pages whose stream URL is found by regex. Channels come from
 //! an inline list or from a page plus a regex with named groups; a channel's stream is
-//! the first match of `stream.patterns` on its page (the original design's two
+//! the first match of `stream.patterns` on its page (two built-in
 //! defaults when none are configured). The page is sent as Referer of the stream's
 //! own requests unless `referer` says otherwise.
 //!
@@ -27,7 +27,7 @@ use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
 use crate::upstream::ServiceHttp;
 
-/// The original design's patterns: an absolute HLS URL, else an absolute MP4 URL.
+/// The default patterns: an absolute HLS URL, else an absolute MP4 URL.
 pub const DEFAULT_PATTERNS: [&str; 2] = [
     r#"https://[^"']*\.m3u8[^"']*"#,
     r#"https://[^"']*\.mp4[^"']*"#,

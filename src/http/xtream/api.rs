@@ -24,7 +24,7 @@ use crate::http::{base_url, AppState};
 #[utoipa::path(
     get,
     path = "/player_api.php",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("username" = String, Query, description = "The viewer account's name"),
         ("password" = String, Query, description = "Its password"),

@@ -143,7 +143,7 @@ struct LoginParams {
 #[utoipa::path(
     get,
     path = "/get.php",
-    tag = "xtream",
+    tag = "xtream-output",
     params(LoginParams),
     responses(
         (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
@@ -216,7 +216,7 @@ async fn get_php(
 #[utoipa::path(
     get,
     path = "/xmltv.php",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("username" = String, Query, description = "The viewer account's name"),
         ("password" = String, Query, description = "Its password")
@@ -317,7 +317,7 @@ fn filter_guide(xml: &[u8], ids: &HashSet<String>) -> Vec<u8> {
 #[utoipa::path(
     get,
     path = "/live/{user}/{pass}/{file}",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("user" = String, Path, description = "The viewer account's name"),
         ("pass" = String, Path, description = "Its password"),
@@ -367,7 +367,7 @@ async fn live(
 #[utoipa::path(
     get,
     path = "/{user}/{pass}/{file}",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("user" = String, Path, description = "The viewer account's name"),
         ("pass" = String, Path, description = "Its password"),

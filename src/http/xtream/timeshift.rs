@@ -22,7 +22,7 @@ use crate::error::{AppError, ErrorBody};
 #[utoipa::path(
     get,
     path = "/timeshift/{user}/{pass}/{minutes}/{start}/{file}",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("user" = String, Path, description = "The viewer account's name"),
         ("pass" = String, Path, description = "Its password"),
@@ -69,7 +69,7 @@ pub(super) async fn path_form(
 #[utoipa::path(
     get,
     path = "/streaming/timeshift.php",
-    tag = "xtream",
+    tag = "xtream-output",
     params(
         ("username" = String, Query, description = "The viewer account's name"),
         ("password" = String, Query, description = "Its password"),
