@@ -187,9 +187,15 @@ impl Siv {
         }
     }
 
-    fn tag(&self, prefix: &[u8], plain: &[u8]) -> hmac::Tag {
+    /// The MAC state after `prefix`: computed once for all the items of a token.
+    fn keyed(&self, prefix: &[u8]) -> hmac::Context {
         let mut mac = hmac::Context::with_key(&self.mac);
         mac.update(prefix);
+        mac
+    }
+
+    fn tag(mac: &hmac::Context, plain: &[u8]) -> hmac::Tag {
+        let mut mac = mac.clone();
         mac.update(plain);
         mac.sign()
     }
@@ -200,20 +206,20 @@ impl Siv {
     }
 
     /// Seals `buf` in place: its first `tag_len` bytes (reserved by the caller) become
-    /// the tag, the rest (the plaintext) the ciphertext.
-    fn seal_in_place(&self, tag_len: usize, prefix: &[u8], buf: &mut [u8]) {
+    /// the tag, the rest (the plaintext) the ciphertext; `mac` is [`Self::keyed`].
+    fn seal_in_place(&self, tag_len: usize, mac: &hmac::Context, buf: &mut [u8]) {
         let (head, plain) = buf.split_at_mut(tag_len);
-        let tag = self.tag(prefix, plain);
+        let tag = Self::tag(mac, plain);
         head.copy_from_slice(&tag.as_ref()[..tag_len]);
         self.apply_keystream(head, plain);
     }
 
     /// Opens `sealed` in place: the plaintext, or `None` when it was not sealed with
-    /// these keys and `prefix` (or was altered).
+    /// these keys and `mac`'s prefix (or was altered).
     fn open_in_place<'a>(
         &self,
         tag_len: usize,
-        prefix: &[u8],
+        mac: &hmac::Context,
         sealed: &'a mut [u8],
     ) -> Option<&'a [u8]> {
         if sealed.len() < tag_len {
@@ -222,7 +228,7 @@ impl Siv {
         let (tag, body) = sealed.split_at_mut(tag_len);
         self.apply_keystream(tag, body);
         let body: &'a [u8] = body;
-        let expected = self.tag(prefix, body);
+        let expected = Self::tag(mac, body);
         same(&expected.as_ref()[..tag_len], tag).then_some(body)
     }
 }
@@ -353,8 +359,8 @@ impl Signer {
         let expiry = u32::try_from(self.expiry(now)).unwrap_or(u32::MAX);
         Ok(PlaylistSealer {
             items: &self.items,
+            mac: self.item_mac(&tag),
             token,
-            tag,
             expiry: expiry.to_be_bytes(),
             dir,
             buf: Vec::new(),
@@ -367,10 +373,19 @@ impl Signer {
         raw.extend_from_slice(&[0; TOKEN_TAG]);
         raw.push(FORMAT);
         raw.extend_from_slice(body);
-        self.tokens.seal_in_place(TOKEN_TAG, &[], &mut raw);
+        self.tokens
+            .seal_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw);
         let mut tag = [0; TOKEN_TAG];
         tag.copy_from_slice(&raw[..TOKEN_TAG]);
         (URL_SAFE_NO_PAD.encode(raw), tag)
+    }
+
+    /// The MAC state of the items of the token whose tag is `tag`: the tag padded to one
+    /// SHA-256 block, so that it is hashed once per token, not once per item.
+    fn item_mac(&self, tag: &[u8; TOKEN_TAG]) -> hmac::Context {
+        let mut block = [0; 64];
+        block[..TOKEN_TAG].copy_from_slice(tag);
+        self.items.keyed(&block)
     }
 
     /// The `{token}/{item}` path of a link to `url` itself (not from a playlist).
@@ -399,7 +414,7 @@ impl Signer {
         let tag: [u8; TOKEN_TAG] = raw[..TOKEN_TAG].try_into().map_err(|_| MALFORMED)?;
         let plain = self
             .tokens
-            .open_in_place(TOKEN_TAG, &[], &mut raw)
+            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)
             .ok_or(FORGED)?;
         let mut r = Reader(plain);
         if r.take(1) != Some(&[FORMAT][..]) {
@@ -427,7 +442,7 @@ impl Signer {
         }
         let plain = self
             .items
-            .open_in_place(ITEM_TAG, &tag, &mut raw)
+            .open_in_place(ITEM_TAG, &self.item_mac(&tag), &mut raw)
             .ok_or(FORGED)?;
         let (expires, rest) = plain.split_at(4);
         let expires = u64::from(u32::from_be_bytes(
@@ -460,8 +475,8 @@ impl Signer {
         let (token, tag) = self.seal_token(body);
         let mut sealer = PlaylistSealer {
             items: &self.items,
+            mac: self.item_mac(&tag),
             token,
-            tag,
             expiry: u32::MAX.to_be_bytes(),
             dir: Directory::whole(),
             buf: Vec::new(),
@@ -474,7 +489,9 @@ impl Signer {
     #[doc(hidden)]
     pub fn open_raw_token(&self, token: &str) -> Option<Vec<u8>> {
         let mut raw = URL_SAFE_NO_PAD.decode(token).ok()?;
-        let plain = self.tokens.open_in_place(TOKEN_TAG, &[], &mut raw)?;
+        let plain = self
+            .tokens
+            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)?;
         plain.get(1..).map(<[u8]>::to_vec)
     }
 }
@@ -540,8 +557,9 @@ pub struct PlaylistSealer<'a> {
     items: &'a Siv,
     /// The sealed token, the first part of every link of this playlist.
     token: String,
-    /// The token's tag, which every item's tag covers: an item opens under its token only.
-    tag: [u8; TOKEN_TAG],
+    /// The item MAC state after the token's tag, which every item's tag covers: an
+    /// item opens under its token only.
+    mac: hmac::Context,
     /// The expiry of every item sealed here (unix seconds).
     expiry: [u8; 4],
     /// The playlist's URL and its directory, which items are written relative to.
@@ -571,7 +589,7 @@ impl PlaylistSealer<'_> {
         buf.extend_from_slice(&self.expiry);
         buf.push(kind.code());
         buf.extend_from_slice(self.dir.relative(reference).as_bytes());
-        self.items.seal_in_place(ITEM_TAG, &self.tag, buf);
+        self.items.seal_in_place(ITEM_TAG, &self.mac, buf);
         URL_SAFE_NO_PAD.encode_string(&buf[..], out);
     }
 }
