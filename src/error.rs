@@ -31,7 +31,9 @@ pub enum UpstreamError {
     Status { status: u16, url: String },
     #[error("request to {url} failed: {reason}")]
     Request { url: String, reason: String },
-    #[error("response from {url} is larger than {limit} bytes")]
+    #[error(
+        "response from {url} is larger than {limit} bytes (the cap is [server] max_body_bytes)"
+    )]
     TooLarge { url: String, limit: usize },
     /// The upstream answered, but not with what was expected (no pattern matched, JSON
     /// pointer missing, HTML instead of a playlist...).

@@ -1,66 +1,87 @@
 //! Signed proxy links. Every URL freesky hands out for an upstream resource is
-//! `/proxy/{context}/{item}/{name}`:
+//! `/proxy/{token}/{item}/{name}`:
 //!
-//! - `context` is sealed once per playlist served: the service, the lineup channel, the
-//!   playlist's upstream URL, the stream's headers and a bucketed expiry, encrypted and
-//!   authenticated with XChaCha20-Poly1305 under a key derived from the server key kept
-//!   in `state_dir`;
-//! - `item` is one URI of that playlist, exactly as the playlist wrote it (relative or
-//!   absolute) plus what kind of resource it is, sealed with AES-256-GCM (ring) under an
-//!   *item key* derived from the server key and the context.
+//! - `token` names where a playlist lives: the service, the lineup channel, the
+//!   *directory* of the playlist's upstream URL (scheme, userinfo, host, port and the path
+//!   up to its last `/`; never the file name or query) and the stream's headers. It
+//!   carries no expiry, so every link of one playlist, every render of it, every playlist
+//!   of the same directory (a master and its variants, a playlist whose query token
+//!   rotates) and every instance with the same key get the same token: what a load
+//!   balancer hashes on, and sealed once per rewrite.
+//! - `item` is one URI, written relative to the token's directory: as the playlist wrote
+//!   it when it is relative (the usual `seg-1042.ts`), an absolute URL under the same
+//!   directory or host cut to its relative form, anything else whole; with its kind and
+//!   the link's expiry. An item is authenticated together with its token, so it opens
+//!   under that token only.
+//!
+//! Both parts are sealed the same way, a deterministic authenticated encryption in the
+//! SIV style: the tag is an HMAC-SHA256 of the plaintext (cut to 16 bytes for tokens, 12
+//! for items), and the plaintext is encrypted with ChaCha20 under the tag as nonce. The
+//! keys are derived from the server key kept in `state_dir`, one per use.
 //!
 //! Links are deterministic: players (hls.js from 1.6 on) refuse a live playlist whose
 //! reload gives a media sequence number another URI, and shared HTTP caches can only
-//! share a segment whose link does not change. So nothing random goes in: the expiry
-//! is rounded up to a bucket boundary (a link lives at least `link_ttl`), the item key
-//! is an HMAC of the context's plaintext, and both AEADs use synthetic nonces, an HMAC
-//! of their own plaintext (SIV-style): the same plaintext gives the same link on every
-//! render and every instance with the same key, distinct plaintexts get distinct
-//! nonces (the HMAC is collision-resistant), and the link reveals only whether two
-//! plaintexts are equal. Links change when the key rotates or the expiry bucket turns.
+//! share a segment whose link does not change. So nothing random goes in: the expiry is
+//! rounded up to a bucket boundary (a link lives at least `link_ttl`), and the nonce is
+//! the tag of the plaintext itself: the same plaintext gives the same link on every render
+//! and every instance with the same key, distinct plaintexts get distinct nonces (but for
+//! a collision of probability about n^2 / 2^97 among n items), and a link reveals only
+//! whether two plaintexts are equal. Item links change when the expiry bucket turns,
+//! all links when the key rotates.
 //!
-//! A link that was not made with this server's key, was altered, mixes parts of two
-//! playlists, or has expired does not open, so `/proxy/...` is not an open proxy; no
-//! server-side table is needed (instances sharing `proxy.key` accept each other's
-//! links) and clients never see upstream URLs, paths or headers. Service credentials
-//! are never in a link: they are added when fetching. Sealing a URI costs one small
-//! AEAD over the URI alone, so rewriting a 5,000-segment playlist stays cheap.
+//! A link that was not made with this server's key, was altered, mixes the parts of two
+//! links of different directories, or has expired does not open, so `/proxy/...` is not
+//! an open proxy; no server-side table is needed (instances sharing `proxy.key` accept
+//! each other's links) and clients never see upstream URLs, paths or headers. Service
+//! credentials are never in a link: they are added when fetching.
 //!
-//! Every link repeats its playlist's context, so a rewrite's output grows with the
-//! number of URIs times the context's size. Both are bounded: the URL and headers that
-//! go into a context ([`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`]), and the output of one
-//! rewrite ([`MAX_REWRITTEN_BYTES`]); the number of URIs per playlist is capped where
-//! playlists are fetched (`cache`).
+//! Every link repeats its token, so a rewrite's output grows with the number of URIs
+//! times the token's size. Both are bounded: the URL and headers that go into a token
+//! ([`MAX_URL_BYTES`], [`MAX_HEADER_BYTES`]), and the output of one rewrite
+//! ([`MAX_REWRITTEN_BYTES`]); the number of URIs per playlist is capped where playlists
+//! are fetched (`cache`). A token holds a directory, not the playlist's whole URL, so a
+//! long query (the usual shape of a long CDN URL) is never repeated per link.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaCha20;
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::OsRng;
 use ring::hmac;
-use url::Url;
+use url::{Position, Url};
 
 use crate::hls::UriKind;
 use crate::model::Headers;
 
-const XNONCE_LEN: usize = 24;
-/// Bumped whenever the plaintext layout changes; 1 carried a random item key.
-const FORMAT: u8 = 2;
+/// Bumped whenever a plaintext layout changes; 2 sealed a whole context per playlist,
+/// expiry included, and each item under a key derived from it.
+const FORMAT: u8 = 3;
 /// Expiry buckets are `link_ttl` divided by this: links made within one bucket are
 /// equal, and a link lives at most one bucket longer than `link_ttl`.
 const BUCKETS_PER_TTL: u32 = 8;
+/// A token's tag: made once per rewrite, so its length costs little.
+const TOKEN_TAG: usize = 16;
+/// An item's tag: 96 bits, so a forged item opens with probability 2^-96 per try; also
+/// ChaCha20's nonce length.
+const ITEM_TAG: usize = 12;
+const NONCE_LEN: usize = 12;
 
-/// The longest playlist URL a context carries (and a playlist may be fetched from):
+/// The longest playlist URL a token carries (and a playlist may be fetched from):
 /// far above real CDN URLs with tokens, far below what would make each link huge.
 pub const MAX_URL_BYTES: usize = 4096;
-/// The most bytes of stream headers (names and values) a context carries.
+/// The most bytes of stream headers (names and values) a token carries.
 pub const MAX_HEADER_BYTES: usize = 8192;
 /// The most a rewritten playlist may take; past it the rewrite is refused rather than
-/// holding a copy of the context per URI in memory.
+/// holding a copy of the token per URI in memory.
 pub const MAX_REWRITTEN_BYTES: usize = 64 << 20;
+
+const MALFORMED: &str = "malformed proxy token";
+const FORGED: &str = "proxy token signature does not match";
 
 /// Why links cannot be made for a playlist.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -148,15 +169,81 @@ pub enum KeyError {
     Damaged(String),
 }
 
-/// Seals and opens proxy tokens.
+/// Deterministic authenticated encryption of one kind of link part (SIV style, see the
+/// module doc): the tag authenticates a fixed-length prefix and the plaintext, and is
+/// the nonce the plaintext is encrypted under.
+struct Siv {
+    mac: hmac::Key,
+    cipher: chacha20::Key,
+}
+
+impl Siv {
+    /// The keys for `label`, derived from the server key.
+    fn derive(master: &hmac::Key, label: &str) -> Self {
+        let derive = |purpose: &str| hmac::sign(master, format!("{label} {purpose}").as_bytes());
+        Self {
+            mac: hmac::Key::new(hmac::HMAC_SHA256, derive("mac").as_ref()),
+            cipher: *chacha20::Key::from_slice(derive("cipher").as_ref()),
+        }
+    }
+
+    /// The MAC state after `prefix`: computed once for all the items of a token.
+    fn keyed(&self, prefix: &[u8]) -> hmac::Context {
+        let mut mac = hmac::Context::with_key(&self.mac);
+        mac.update(prefix);
+        mac
+    }
+
+    fn tag(mac: &hmac::Context, plain: &[u8]) -> hmac::Tag {
+        let mut mac = mac.clone();
+        mac.update(plain);
+        mac.sign()
+    }
+
+    fn apply_keystream(&self, nonce: &[u8], buf: &mut [u8]) {
+        let nonce = chacha20::Nonce::from_slice(&nonce[..NONCE_LEN]);
+        ChaCha20::new(&self.cipher, nonce).apply_keystream(buf);
+    }
+
+    /// Seals `buf` in place: its first `tag_len` bytes (reserved by the caller) become
+    /// the tag, the rest (the plaintext) the ciphertext; `mac` is [`Self::keyed`].
+    fn seal_in_place(&self, tag_len: usize, mac: &hmac::Context, buf: &mut [u8]) {
+        let (head, plain) = buf.split_at_mut(tag_len);
+        let tag = Self::tag(mac, plain);
+        head.copy_from_slice(&tag.as_ref()[..tag_len]);
+        self.apply_keystream(head, plain);
+    }
+
+    /// Opens `sealed` in place: the plaintext, or `None` when it was not sealed with
+    /// these keys and `mac`'s prefix (or was altered).
+    fn open_in_place<'a>(
+        &self,
+        tag_len: usize,
+        mac: &hmac::Context,
+        sealed: &'a mut [u8],
+    ) -> Option<&'a [u8]> {
+        if sealed.len() < tag_len {
+            return None;
+        }
+        let (tag, body) = sealed.split_at_mut(tag_len);
+        self.apply_keystream(tag, body);
+        let body: &'a [u8] = body;
+        let expected = Self::tag(mac, body);
+        same(&expected.as_ref()[..tag_len], tag).then_some(body)
+    }
+}
+
+/// Compares two tags without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Seals and opens proxy links.
 pub struct Signer {
-    /// Encrypts contexts.
-    cipher: XChaCha20Poly1305,
-    /// Derives a context's synthetic nonce from its plaintext.
-    context_nonce: hmac::Key,
-    /// Derive a context's item key, and the key of its items' synthetic nonces.
-    item_key: hmac::Key,
-    item_nonce: hmac::Key,
+    /// Seals tokens, the per-directory first part of links.
+    tokens: Siv,
+    /// Seals items, each bound to its token's tag.
+    items: Siv,
     /// How long a link stays valid, at least.
     ttl: Duration,
     /// What link expiry is measured against (a test moves it forward).
@@ -185,7 +272,7 @@ impl Signer {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 crate::store::create_private_dir(dir).map_err(io)?;
-                let key = XChaCha20Poly1305::generate_key(&mut OsRng).to_vec();
+                let key = random_key().to_vec();
                 write_private(&path, &key).map_err(io)?;
                 key
             }
@@ -199,22 +286,16 @@ impl Signer {
 
     /// A signer with a fresh random key (tests, and `freesky playlist` which serves nothing).
     pub fn ephemeral(ttl: Duration) -> Self {
-        Self::from_key(&XChaCha20Poly1305::generate_key(&mut OsRng), ttl)
+        Self::from_key(&random_key(), ttl)
     }
 
     /// One independent subkey per use of the server key, so that no key serves two
     /// primitives.
     fn from_key(master: &[u8], ttl: Duration) -> Self {
         let master = hmac::Key::new(hmac::HMAC_SHA256, master);
-        let derive = |label: &[u8]| hmac::sign(&master, label);
-        let mac_key = |label: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, derive(label).as_ref());
         Self {
-            cipher: XChaCha20Poly1305::new(Key::from_slice(
-                derive(b"freesky proxy context cipher").as_ref(),
-            )),
-            context_nonce: mac_key(b"freesky proxy context nonce"),
-            item_key: mac_key(b"freesky proxy item key"),
-            item_nonce: mac_key(b"freesky proxy item nonce"),
+            tokens: Siv::derive(&master, "freesky proxy token"),
+            items: Siv::derive(&master, "freesky proxy item"),
             ttl,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
@@ -227,22 +308,12 @@ impl Signer {
     }
 
     /// The expiry of links made at `now`: `now + ttl` rounded up to a bucket boundary,
-    /// so that every render within one bucket seals the same context.
+    /// so that every render within one bucket seals the same items.
     fn expiry(&self, now: u64) -> u64 {
         let bucket = (self.ttl / BUCKETS_PER_TTL).as_secs().max(1);
         now.saturating_add(self.ttl.as_secs())
             .div_ceil(bucket)
             .saturating_mul(bucket)
-    }
-
-    /// The keys of the items of the context whose plaintext is `plain`.
-    fn item_keys(&self, plain: &[u8]) -> (LessSafeKey, hmac::Key) {
-        let cipher = item_cipher(hmac::sign(&self.item_key, plain).as_ref());
-        let nonce = hmac::Key::new(
-            hmac::HMAC_SHA256,
-            hmac::sign(&self.item_nonce, plain).as_ref(),
-        );
-        (cipher, nonce)
     }
 
     /// The sealer of the links of one playlist fetched from `base` for `service`, as a
@@ -253,7 +324,7 @@ impl Signer {
         channel: &str,
         base: &Url,
         headers: &Headers,
-    ) -> Result<PlaylistSealer, LinkError> {
+    ) -> Result<PlaylistSealer<'_>, LinkError> {
         self.sealer_at(self.clock.unix_secs(), service, channel, base, headers)
     }
 
@@ -264,7 +335,7 @@ impl Signer {
         channel: &str,
         base: &Url,
         headers: &Headers,
-    ) -> Result<PlaylistSealer, LinkError> {
+    ) -> Result<PlaylistSealer<'_>, LinkError> {
         let len = base.as_str().len();
         if len > MAX_URL_BYTES {
             return Err(LinkError::UrlTooLong {
@@ -282,37 +353,51 @@ impl Signer {
                 max: MAX_HEADER_BYTES,
             });
         }
-        let mut plain = Vec::with_capacity(64 + base.as_str().len());
-        plain.push(FORMAT);
-        plain.extend_from_slice(&self.expiry(now).to_be_bytes());
+        let dir = Directory::of(base);
+        let mut plain = Vec::with_capacity(32 + dir.dir.len() + len + 4 * headers.len());
         put(&mut plain, service.as_bytes());
         put(&mut plain, channel.as_bytes());
-        put(&mut plain, base.as_str().as_bytes());
-        // Within MAX_HEADER_BYTES, so fewer than 2^16 headers.
-        plain.extend_from_slice(&u16::try_from(headers.len()).unwrap_or(0).to_be_bytes());
+        put(&mut plain, dir.dir.as_bytes());
+        put_len(&mut plain, headers.len());
         for (name, value) in headers {
             put(&mut plain, name.as_bytes());
             put(&mut plain, value.as_bytes());
         }
-        let tag = hmac::sign(&self.context_nonce, &plain);
-        let nonce = XNonce::from_slice(&tag.as_ref()[..XNONCE_LEN]);
-        let sealed = self
-            .cipher
-            .encrypt(nonce, plain.as_slice())
-            .expect("encryption of a small buffer cannot fail");
-        let mut raw = Vec::with_capacity(XNONCE_LEN + sealed.len());
-        raw.extend_from_slice(nonce);
-        raw.extend_from_slice(&sealed);
-        let (items, item_nonce) = self.item_keys(&plain);
+        let (token, tag) = self.seal_token(&plain);
+        // Past 2106 (or with an absurd ttl) links live until then.
+        let expiry = u32::try_from(self.expiry(now)).unwrap_or(u32::MAX);
         Ok(PlaylistSealer {
-            context: URL_SAFE_NO_PAD.encode(raw),
-            items,
-            item_nonce,
+            items: &self.items,
+            mac: self.item_mac(&tag),
+            token,
+            expiry: expiry.to_be_bytes(),
+            dir,
             buf: Vec::new(),
         })
     }
 
-    /// The `{context}/{item}` path of a link to `url` itself (not from a playlist).
+    /// The token (and its tag) of a plaintext without its format byte.
+    fn seal_token(&self, body: &[u8]) -> (String, [u8; TOKEN_TAG]) {
+        let mut raw = Vec::with_capacity(TOKEN_TAG + 1 + body.len());
+        raw.extend_from_slice(&[0; TOKEN_TAG]);
+        raw.push(FORMAT);
+        raw.extend_from_slice(body);
+        self.tokens
+            .seal_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw);
+        let mut tag = [0; TOKEN_TAG];
+        tag.copy_from_slice(&raw[..TOKEN_TAG]);
+        (URL_SAFE_NO_PAD.encode(raw), tag)
+    }
+
+    /// The MAC state of the items of the token whose tag is `tag`: the tag padded to one
+    /// SHA-256 block, so that it is hashed once per token, not once per item.
+    fn item_mac(&self, tag: &[u8; TOKEN_TAG]) -> hmac::Context {
+        let mut block = [0; 64];
+        block[..TOKEN_TAG].copy_from_slice(tag);
+        self.items.keyed(&block)
+    }
+
+    /// The `{token}/{item}` path of a link to `url` itself (not from a playlist).
     pub fn seal(
         &self,
         service: &str,
@@ -322,73 +407,108 @@ impl Signer {
     ) -> Result<String, LinkError> {
         let mut sealer = self.sealer(service, "", url, headers)?;
         let item = sealer.item(url.as_str(), kind);
-        Ok(format!("{}/{item}", sealer.context()))
+        Ok(format!("{}/{item}", sealer.token))
     }
 
     /// The target of a link's two sealed parts, or why it is refused.
-    pub fn open(&self, context: &str, item: &str) -> Result<Target, &'static str> {
-        self.open_at(self.clock.unix_secs(), context, item)
+    pub fn open(&self, token: &str, item: &str) -> Result<Target, &'static str> {
+        self.open_at(self.clock.unix_secs(), token, item)
     }
 
-    fn open_at(&self, now: u64, context: &str, item: &str) -> Result<Target, &'static str> {
-        const MALFORMED: &str = "malformed proxy token";
-        const FORGED: &str = "proxy token signature does not match";
-        let raw = URL_SAFE_NO_PAD.decode(context).map_err(|_| MALFORMED)?;
-        if raw.len() <= XNONCE_LEN {
+    fn open_at(&self, now: u64, token: &str, item: &str) -> Result<Target, &'static str> {
+        let mut raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| MALFORMED)?;
+        if raw.len() <= TOKEN_TAG {
             return Err(MALFORMED);
         }
-        let (nonce, sealed) = raw.split_at(XNONCE_LEN);
+        let tag: [u8; TOKEN_TAG] = raw[..TOKEN_TAG].try_into().map_err(|_| MALFORMED)?;
         let plain = self
-            .cipher
-            .decrypt(XNonce::from_slice(nonce), sealed)
-            .map_err(|_| FORGED)?;
-        let mut r = Reader(&plain);
+            .tokens
+            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)
+            .ok_or(FORGED)?;
+        let mut r = Reader(plain);
         if r.take(1) != Some(&[FORMAT][..]) {
             return Err(MALFORMED);
         }
-        let expires = u64::from_be_bytes(r.array().ok_or(MALFORMED)?);
-        if expires < now {
-            return Err("proxy link has expired; reload the channel's playlist");
-        }
         let service = r.string().ok_or(MALFORMED)?;
         let channel = r.string().ok_or(MALFORMED)?;
-        let base = r.string().ok_or(MALFORMED)?;
-        let count = u16::from_be_bytes(r.array().ok_or(MALFORMED)?);
-        let mut headers = Vec::with_capacity(usize::from(count));
+        let dir = r.string().ok_or(MALFORMED)?;
+        let count = r.length().ok_or(MALFORMED)?;
+        // Each header takes at least two bytes: a count past that is not from us.
+        if count > r.0.len() / 2 {
+            return Err(MALFORMED);
+        }
+        let mut headers = Vec::with_capacity(count);
         for _ in 0..count {
             headers.push((r.string().ok_or(MALFORMED)?, r.string().ok_or(MALFORMED)?));
         }
-
-        let (items, item_nonce) = self.item_keys(&plain);
-        let mut raw = URL_SAFE_NO_PAD.decode(item).map_err(|_| MALFORMED)?;
-        if raw.len() <= NONCE_LEN {
+        if !r.0.is_empty() {
             return Err(MALFORMED);
         }
-        let (nonce, sealed) = raw.split_at_mut(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| MALFORMED)?;
-        let plain = items
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), sealed)
-            .map_err(|_| FORGED)?;
-        // Only the synthetic nonce of its own plaintext is valid, so every item has
-        // exactly one encoding.
-        if synthetic_nonce(&item_nonce, plain) != nonce {
-            return Err(FORGED);
+
+        let mut raw = URL_SAFE_NO_PAD.decode(item).map_err(|_| MALFORMED)?;
+        if raw.len() < ITEM_TAG + 5 {
+            return Err(MALFORMED);
         }
-        let (&code, reference) = plain.split_first().ok_or(MALFORMED)?;
+        let plain = self
+            .items
+            .open_in_place(ITEM_TAG, &self.item_mac(&tag), &mut raw)
+            .ok_or(FORGED)?;
+        let (expires, rest) = plain.split_at(4);
+        let expires = u64::from(u32::from_be_bytes(
+            expires.try_into().map_err(|_| MALFORMED)?,
+        ));
+        if expires < now {
+            return Err("proxy link has expired; reload the channel's playlist");
+        }
+        let (&code, reference) = rest.split_first().ok_or(MALFORMED)?;
         let kind = Kind::from_code(code).ok_or(MALFORMED)?;
         let reference = std::str::from_utf8(reference).map_err(|_| MALFORMED)?;
-        let url = Url::parse(&base)
-            .and_then(|b| b.join(reference))
+        let url = Url::parse(&dir)
+            .and_then(|d| d.join(reference))
             .map_err(|_| MALFORMED)?;
         Ok(Target {
             service,
             channel,
-            url: url.to_string(),
+            url: url.into(),
             kind,
             headers,
             expires,
         })
     }
+
+    /// A token sealed from an arbitrary plaintext (after the format byte), and an item
+    /// `seg.ts` under it: for fuzzing the reading of token plaintexts, which sealed links
+    /// never reach with anything but what `sealer` wrote. Not an API.
+    #[doc(hidden)]
+    pub fn seal_raw_token(&self, body: &[u8]) -> (String, String) {
+        let (token, tag) = self.seal_token(body);
+        let mut sealer = PlaylistSealer {
+            items: &self.items,
+            mac: self.item_mac(&tag),
+            token,
+            expiry: u32::MAX.to_be_bytes(),
+            dir: Directory::whole(),
+            buf: Vec::new(),
+        };
+        let item = sealer.item("seg.ts", Kind::Segment);
+        (sealer.token, item)
+    }
+
+    /// The plaintext of a token (after the format byte), to write fuzzing seeds. Not an API.
+    #[doc(hidden)]
+    pub fn open_raw_token(&self, token: &str) -> Option<Vec<u8>> {
+        let mut raw = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let plain = self
+            .tokens
+            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)?;
+        plain.get(1..).map(<[u8]>::to_vec)
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0; 32];
+    OsRng.fill_bytes(&mut key);
+    key
 }
 
 /// `body`, fetched from `playlist_url`, with every fetchable URI replaced by a link
@@ -408,7 +528,7 @@ pub fn rewrite_playlist(
     // URI), never more than the output may grow to: an untrusted count must not
     // reserve memory by itself.
     let uris = crate::hls::count_uris(body, MAX_REWRITTEN_BYTES);
-    let fixed = public_base.len() + "/proxy/".len() + sealer.context.len() + 60;
+    let fixed = public_base.len() + "/proxy/".len() + sealer.token.len() + 40;
     let capacity = uris
         .saturating_mul(fixed)
         .saturating_add(body.len().saturating_mul(2))
@@ -426,7 +546,7 @@ pub fn rewrite_playlist(
         let kind = Kind::from(kind);
         out.push_str(public_base);
         out.push_str("/proxy/");
-        out.push_str(&sealer.context);
+        out.push_str(&sealer.token);
         out.push('/');
         sealer.push_item(out, reference, kind);
         out.push('/');
@@ -442,19 +562,25 @@ pub fn rewrite_playlist(
 }
 
 /// Seals the URIs of one playlist (see the module doc).
-pub struct PlaylistSealer {
-    context: String,
-    items: LessSafeKey,
-    /// Keys the synthetic nonce of each item.
-    item_nonce: hmac::Key,
+pub struct PlaylistSealer<'a> {
+    items: &'a Siv,
+    /// The sealed token, the first part of every link of this playlist.
+    token: String,
+    /// The item MAC state after the token's tag, which every item's tag covers: an
+    /// item opens under its token only.
+    mac: hmac::Context,
+    /// The expiry of every item sealed here (unix seconds).
+    expiry: [u8; 4],
+    /// The playlist's URL and its directory, which items are written relative to.
+    dir: Directory,
     /// Reused for every item, so sealing one allocates only when it outgrows the last.
     buf: Vec<u8>,
 }
 
-impl PlaylistSealer {
-    /// The sealed context, the first part of every link of this playlist.
+impl PlaylistSealer<'_> {
+    /// The sealed token, the first part of every link of this playlist.
     pub fn context(&self) -> &str {
-        &self.context
+        &self.token
     }
 
     /// The sealed item part for `reference` (as written in the playlist).
@@ -468,38 +594,159 @@ impl PlaylistSealer {
     pub fn push_item(&mut self, out: &mut String, reference: &str, kind: Kind) {
         let buf = &mut self.buf;
         buf.clear();
-        buf.extend_from_slice(&[0; NONCE_LEN]);
+        buf.extend_from_slice(&[0; ITEM_TAG]);
+        buf.extend_from_slice(&self.expiry);
         buf.push(kind.code());
-        buf.extend_from_slice(reference.as_bytes());
-        let (head, plain) = buf.split_at_mut(NONCE_LEN);
-        let nonce = synthetic_nonce(&self.item_nonce, plain);
-        head.copy_from_slice(&nonce);
-        let tag = self
-            .items
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), plain)
-            .expect("sealing a buffer shorter than 2^36 bytes cannot fail");
-        buf.extend_from_slice(tag.as_ref());
+        buf.extend_from_slice(self.dir.relative(reference).as_bytes());
+        self.items.seal_in_place(ITEM_TAG, &self.mac, buf);
         URL_SAFE_NO_PAD.encode_string(&buf[..], out);
     }
 }
 
-fn item_cipher(key: &[u8]) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key fits AES-256"))
+/// A playlist URL and the directory its links' tokens carry: the URL up to the last
+/// `/` of its path, which is all that resolving a relative reference with a path of its
+/// own needs (a reference that is empty or starts with `?` or `#` also needs the file
+/// name and query: such references are resolved when sealed).
+struct Directory {
+    /// The playlist URL (`None`: references are kept as they are and `dir` is the
+    /// whole URL, for a URL without a hierarchical path).
+    base: Option<Url>,
+    /// The prefix of `base` up to its path's last `/`.
+    dir: String,
+    /// The length of the prefix of `dir` before its path (scheme, userinfo, host, port).
+    origin: usize,
 }
 
-/// The nonce of the item whose plaintext (kind code and reference) is `plain`: equal
-/// plaintexts share it, which is what makes links deterministic, and distinct ones
-/// collide only with probability about n^2 / 2^97 for n items under one item key.
-fn synthetic_nonce(key: &hmac::Key, plain: &[u8]) -> [u8; NONCE_LEN] {
-    let tag = hmac::sign(key, plain);
-    let mut nonce = [0; NONCE_LEN];
-    nonce.copy_from_slice(&tag.as_ref()[..NONCE_LEN]);
-    nonce
+impl Directory {
+    fn of(base: &Url) -> Self {
+        let s = base.as_str();
+        let (path_start, path_end) = (
+            base[..Position::BeforePath].len(),
+            base[..Position::AfterPath].len(),
+        );
+        match s[path_start..path_end].rfind('/') {
+            Some(last) if !base.cannot_be_a_base() => Self {
+                dir: s[..path_start + last + 1].to_string(),
+                origin: path_start,
+                base: Some(base.clone()),
+            },
+            _ => Self {
+                dir: s.to_string(),
+                origin: 0,
+                base: None,
+            },
+        }
+    }
+
+    /// No URL: references are sealed as written (fuzzing seeds).
+    fn whole() -> Self {
+        Self {
+            base: None,
+            dir: String::new(),
+            origin: 0,
+        }
+    }
+
+    /// `reference`, written so that resolving it against `dir` gives what resolving it
+    /// against the playlist URL gives, and no longer than it was.
+    fn relative<'r>(&self, reference: &'r str) -> Cow<'r, str> {
+        let Some(base) = &self.base else {
+            return Cow::Borrowed(reference);
+        };
+        if needs_file(reference, base.scheme()) {
+            return match base.join(reference) {
+                Ok(url) => Cow::Owned(self.shorten(url.as_str()).to_string()),
+                Err(_) => Cow::Borrowed(reference),
+            };
+        }
+        Cow::Borrowed(self.shorten(reference))
+    }
+
+    /// An absolute URL `s` under the directory or its host, cut to the relative form
+    /// that resolves to it against the directory; anything else as it is.
+    fn shorten<'s>(&self, s: &'s str) -> &'s str {
+        // The parser drops tabs and line breaks anywhere, which could turn a cut-off
+        // `/\t/x` into `//x` (another host): such URLs are kept whole.
+        if s.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
+            return s;
+        }
+        if let Some(rest) = s.strip_prefix(self.dir.as_str()) {
+            if in_directory(rest) {
+                return rest;
+            }
+        }
+        if let Some(rest) = s.strip_prefix(&self.dir[..self.origin]) {
+            let b = rest.as_bytes();
+            if b.first() == Some(&b'/') && !matches!(b.get(1), Some(b'/' | b'\\')) {
+                return rest;
+            }
+        }
+        s
+    }
 }
 
-/// Appends `bytes` with a u32 length prefix.
+/// True when resolving `reference` against a URL of `scheme` keeps that URL's file name
+/// (and query): an empty reference, a query or fragment alone, the same with the URL's
+/// own scheme before it (`http:?q` is relative in an `http` URL), or anything with a tab
+/// or line break, which the URL parser drops wherever they are.
+fn needs_file(reference: &str, scheme: &str) -> bool {
+    let b = reference.as_bytes();
+    if b.iter().any(|&c| matches!(c, b'\t' | b'\n' | b'\r')) {
+        return true;
+    }
+    // The parser skips control characters and spaces at either end.
+    let start = b.iter().position(|&c| c > b' ').unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c > b' ').map_or(start, |i| i + 1);
+    let mut r = &b[start..end.max(start)];
+    if r.first().is_some_and(u8::is_ascii_alphabetic) {
+        let end = r
+            .iter()
+            .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')));
+        if let Some(colon) = end.filter(|&i| r[i] == b':') {
+            if !r[..colon].eq_ignore_ascii_case(scheme.as_bytes()) {
+                // Another scheme: an absolute URL.
+                return false;
+            }
+            r = &r[colon + 1..];
+        }
+    }
+    matches!(r.first(), None | Some(b'?' | b'#'))
+}
+
+/// True when `rest`, the part of a URL after its directory, is read back relative to
+/// that directory: not a path from the root (`/`, or `\` which special URLs read as
+/// `/`), nothing the parser would skip at its start, and no scheme (a `:` in its first
+/// segment). A query or fragment alone is fine: the directory has neither.
+fn in_directory(rest: &str) -> bool {
+    let b = rest.as_bytes();
+    if b.first()
+        .is_some_and(|&c| c <= b' ' || c == b'/' || c == b'\\')
+    {
+        return false;
+    }
+    let first_segment = b
+        .iter()
+        .position(|&c| matches!(c, b'/' | b'\\' | b'?' | b'#'))
+        .unwrap_or(b.len());
+    !b[..first_segment].contains(&b':')
+}
+
+/// Appends a LEB128 length.
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+/// Appends `bytes` with a LEB128 length prefix.
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    put_len(out, bytes.len());
     out.extend_from_slice(bytes);
 }
 
@@ -516,13 +763,22 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
+    fn length(&mut self) -> Option<usize> {
+        let mut n: usize = 0;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.0.split_first()?;
+            self.0 = rest;
+            n |= usize::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
     }
 
     fn string(&mut self) -> Option<String> {
-        let len = u32::from_be_bytes(self.array()?);
-        let bytes = self.take(usize::try_from(len).ok()?)?;
+        let len = self.length()?;
+        let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec()).ok()
     }
 }
@@ -613,12 +869,12 @@ mod tests {
     use super::*;
 
     fn open(s: &Signer, link: &str) -> Result<Target, &'static str> {
-        let (context, item) = link.split_once('/').unwrap_or((link, ""));
-        s.open(context, item)
+        let (token, item) = link.split_once('/').unwrap_or((link, ""));
+        s.open(token, item)
     }
 
     #[test]
-    fn items_of_one_playlist_do_not_open_with_another_context() {
+    fn items_of_one_playlist_do_not_open_with_another_token() {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let base = Url::parse("https://cdn.example/live/index.m3u8?k=1").unwrap();
         let mut a = s.sealer("A", "", &base, &vec![]).unwrap();
@@ -628,10 +884,7 @@ mod tests {
         let t = s.open(a.context(), &item_a).unwrap();
         assert_eq!(t.url, "https://cdn.example/live/seg1.ts");
         assert_eq!((t.service.as_str(), t.kind), ("A", Kind::Segment));
-        assert_eq!(
-            s.open(a.context(), &item_b).unwrap_err(),
-            "proxy token signature does not match"
-        );
+        assert_eq!(s.open(a.context(), &item_b).unwrap_err(), FORGED);
     }
 
     #[test]
@@ -651,7 +904,8 @@ mod tests {
         assert_eq!(first.matches("http://fs/proxy/").count(), 4);
         assert_eq!(render(&s), first);
         assert_eq!(render(&other), first);
-        // Within one expiry bucket, later renders give the same links too.
+        // Within one expiry bucket, later renders give the same links too; the token
+        // stays the same across buckets.
         let now = unix_now();
         let bucket = (ttl / BUCKETS_PER_TTL).as_secs();
         let start = now - now % bucket;
@@ -660,23 +914,20 @@ mod tests {
             let item = sealer.item(reference, kind);
             format!("{}/{item}", sealer.context())
         };
+        let token = |link: &str| link.split_once('/').unwrap().0.to_string();
+        let item = |link: &str| link.split_once('/').unwrap().1.to_string();
         let link = seal(start + 1, "seg1.ts", Kind::Segment);
         assert_eq!(seal(start + bucket - 1, "seg1.ts", Kind::Segment), link);
-        assert_ne!(seal(start + bucket + 1, "seg1.ts", Kind::Segment), link);
-        // A different URI or kind is a different item of the same context.
-        let item = |link: &str| link.split_once('/').unwrap().1.to_string();
+        let next_bucket = seal(start + bucket + 1, "seg1.ts", Kind::Segment);
+        assert_ne!(next_bucket, link);
+        assert_eq!(token(&next_bucket), token(&link));
+        // A different URI or kind is a different item of the same token.
         let other_uri = seal(start + 1, "seg2.ts", Kind::Segment);
         let other_kind = seal(start + 1, "seg1.ts", Kind::Map);
-        assert_eq!(
-            other_uri.split_once('/').unwrap().0,
-            link.split_once('/').unwrap().0
-        );
+        assert_eq!(token(&other_uri), token(&link));
         assert_ne!(item(&other_uri), item(&link));
         assert_ne!(item(&other_kind), item(&link));
-        assert_eq!(
-            s.open_at(start + 1, "", "").unwrap_err(),
-            "malformed proxy token"
-        );
+        assert_eq!(s.open_at(start + 1, "", "").unwrap_err(), MALFORMED);
         let t = open(&s, &other_kind).unwrap();
         assert_eq!(
             (t.kind, t.url.as_str()),
@@ -686,40 +937,182 @@ mod tests {
     }
 
     #[test]
-    fn an_item_has_one_valid_nonce() {
+    fn one_token_per_directory_whatever_the_playlist_name_and_query() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        let headers = vec![("Referer".to_string(), "https://site.example/".to_string())];
+        let token = |url: &str| {
+            let url = Url::parse(url).unwrap();
+            s.sealer("S", "ch", &url, &headers)
+                .unwrap()
+                .context()
+                .to_string()
+        };
+        let master = token("https://cdn.example/live/ch/master.m3u8?token=1");
+        assert_eq!(
+            token("https://cdn.example/live/ch/720p.m3u8?token=2"),
+            master
+        );
+        assert_ne!(token("https://cdn.example/live/other/720p.m3u8"), master);
+        assert_ne!(token("https://cdn2.example/live/ch/720p.m3u8"), master);
+        // Service, channel and headers are part of it.
+        let url = Url::parse("https://cdn.example/live/ch/master.m3u8").unwrap();
+        assert_ne!(
+            s.sealer("T", "ch", &url, &headers).unwrap().context(),
+            master
+        );
+        assert_ne!(
+            s.sealer("S", "c2", &url, &headers).unwrap().context(),
+            master
+        );
+        assert_ne!(
+            s.sealer("S", "ch", &url, &vec![]).unwrap().context(),
+            master
+        );
+    }
+
+    #[test]
+    fn links_do_not_repeat_the_playlist_query_or_absolute_urls() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        // A CDN URL whose query is long (a signed token): links stay short.
+        let query = "x".repeat(2000);
+        let base =
+            Url::parse(&format!("https://cdn.example/live/ch/index.m3u8?t={query}")).unwrap();
+        let body =
+            "#EXTM3U\n#EXTINF:2,\nseg-1.ts\n#EXTINF:2,\nhttps://cdn.example/live/ch/seg-2.ts\n\
+                    #EXTINF:2,\n?part=3\n";
+        let out = rewrite_playlist(&s, "http://fs", "S", "", &vec![], &base, body).unwrap();
+        let links: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("http://fs/"))
+            .collect();
+        assert_eq!(links.len(), 3);
+        for link in &links {
+            assert!(link.len() < 200, "{} bytes: {link}", link.len());
+        }
+        let urls: Vec<String> = links
+            .iter()
+            .map(|l| {
+                let path = l.trim_start_matches("http://fs/proxy/");
+                open(&s, path.rsplit_once('/').unwrap().0).unwrap().url
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://cdn.example/live/ch/seg-1.ts".to_string(),
+                "https://cdn.example/live/ch/seg-2.ts".to_string(),
+                "https://cdn.example/live/ch/index.m3u8?part=3".to_string(),
+            ]
+        );
+        // An absolute URL under the playlist's directory takes the room of a relative one.
+        let item_len = |reference: &str| {
+            s.sealer("S", "", &base, &vec![])
+                .unwrap()
+                .item(reference, Kind::Segment)
+                .len()
+        };
+        assert_eq!(
+            item_len("https://cdn.example/live/ch/seg-2.ts"),
+            item_len("seg-2.ts")
+        );
+    }
+
+    /// Items hold references relative to the token's directory: each must resolve to
+    /// what the reference resolved to against the whole playlist URL.
+    #[test]
+    fn relative_references_resolve_as_against_the_playlist_url() {
+        const PIECES: &[&str] = &[
+            "a",
+            "/",
+            "..",
+            ".",
+            "?",
+            "#",
+            "%2e",
+            ":",
+            "@",
+            "\\",
+            "\t",
+            "\n",
+            " ",
+            "\u{1}",
+            "//h",
+            "seg.ts",
+            "http:",
+            "https://",
+            "cdn.example",
+            "live",
+            "é",
+        ];
+        let bases = [
+            "https://cdn.example/live/ch/index.m3u8?t=1#f",
+            "https://u:p@cdn.example:8443/live/",
+            "http://[::1]/x",
+            "http://cdn.example/",
+        ];
+        let mut refs: Vec<String> = vec![
+            String::new(),
+            "?q=1".into(),
+            "#f".into(),
+            " ?q".into(),
+            "\u{1}#x".into(),
+            "https://cdn.example/live/ch/seg.ts".into(),
+            "https://cdn.example/live/ch//x".into(),
+            "https://cdn.example/live/ch/\\x".into(),
+            "https://cdn.example/live/ch/a:b".into(),
+            "https://cdn.example/live/ch/?x".into(),
+            "https://cdn.example/live/ch/".into(),
+            "https://cdn.example/other/seg.ts".into(),
+            "https://cdn.example//evil.example/x".into(),
+            "https://cdn.example/\t/evil.example/x".into(),
+            "https://cdn.example/live/ch/\u{1}x".into(),
+            "https://u:p@cdn.example:8443/live/a/../b".into(),
+            "http://[::1]/y?z".into(),
+        ];
+        // Every combination of up to three pieces.
+        let mut combos = vec![String::new()];
+        for _ in 0..3 {
+            combos = combos
+                .iter()
+                .flat_map(|c| PIECES.iter().map(move |p| format!("{c}{p}")))
+                .collect();
+            refs.extend(combos.iter().cloned());
+        }
+        for base in bases {
+            let base = Url::parse(base).unwrap();
+            let dir = Directory::of(&base);
+            let dir_url = Url::parse(&dir.dir).unwrap();
+            for reference in &refs {
+                let short = dir.relative(reference);
+                let want = base.join(reference).map(String::from);
+                let got = dir_url.join(&short).map(String::from);
+                assert_eq!(
+                    got.ok(),
+                    want.ok(),
+                    "{base} + {reference:?} (sealed as {short:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_item_has_one_encoding() {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let base = Url::parse("https://cdn.example/live/index.m3u8").unwrap();
         let mut sealer = s.sealer("S", "", &base, &vec![]).unwrap();
         let item = sealer.item("seg1.ts", Kind::Segment);
-        let mut raw = URL_SAFE_NO_PAD.decode(&item).unwrap();
         assert!(s.open(sealer.context(), &item).is_ok());
-        // Re-sealed by hand under another nonce with the right item key: still refused.
-        let plain = {
-            let (keys, _) = s.item_keys(&context_plain(&s, sealer.context()));
-            let (nonce, sealed) = raw.split_at_mut(NONCE_LEN);
-            let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().unwrap();
-            keys.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), sealed)
-                .unwrap()
-                .to_vec()
-        };
-        let (keys, _) = s.item_keys(&context_plain(&s, sealer.context()));
-        let mut buf = plain.clone();
-        let nonce = [7; NONCE_LEN];
-        let tag = keys
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
-            .unwrap();
-        let forged = [&nonce[..], &buf, tag.as_ref()].concat();
+        // The same plaintext encrypted by hand under another nonce with the right
+        // cipher key, its tag kept: refused.
+        let mut raw = URL_SAFE_NO_PAD.decode(&item).unwrap();
+        let (tag, body) = raw.split_at_mut(ITEM_TAG);
+        s.items.apply_keystream(tag, body);
+        s.items.apply_keystream(&[7; NONCE_LEN], body);
         assert_eq!(
-            s.open(sealer.context(), &URL_SAFE_NO_PAD.encode(forged))
+            s.open(sealer.context(), &URL_SAFE_NO_PAD.encode(&raw))
                 .unwrap_err(),
-            "proxy token signature does not match"
+            FORGED
         );
-    }
-
-    fn context_plain(s: &Signer, context: &str) -> Vec<u8> {
-        let raw = URL_SAFE_NO_PAD.decode(context).unwrap();
-        let (nonce, sealed) = raw.split_at(XNONCE_LEN);
-        s.cipher.decrypt(XNonce::from_slice(nonce), sealed).unwrap()
     }
 
     #[test]
@@ -758,11 +1151,11 @@ mod tests {
         let base = Url::parse("http://x.example/").unwrap();
         let mut sealer = s.sealer_at(now, "Svc", "", &base, &vec![]).unwrap();
         let item = sealer.item("a.ts", Kind::Segment);
-        let context = sealer.context();
+        let token = sealer.context();
         // A link lives at least the ttl, and at most one bucket (ttl / 8) longer.
-        assert!(s.open_at(now + 800, context, &item).is_ok());
+        assert!(s.open_at(now + 800, token, &item).is_ok());
         assert_eq!(
-            s.open_at(now + 800 + 101, context, &item).unwrap_err(),
+            s.open_at(now + 800 + 101, token, &item).unwrap_err(),
             "proxy link has expired; reload the channel's playlist"
         );
     }
@@ -784,6 +1177,20 @@ mod tests {
     }
 
     #[test]
+    fn raw_tokens_round_trip() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        let base = Url::parse("http://x.example/a/b.m3u8").unwrap();
+        let sealer = s.sealer("S", "c", &base, &vec![]).unwrap();
+        let body = s.open_raw_token(sealer.context()).unwrap();
+        let (token, item) = s.seal_raw_token(&body);
+        assert_eq!(token, sealer.context());
+        assert_eq!(
+            s.open(&token, &item).unwrap().url,
+            "http://x.example/a/seg.ts"
+        );
+    }
+
+    #[test]
     fn file_names() {
         let u = |s: &'static str| s;
         assert_eq!(
@@ -799,7 +1206,7 @@ mod tests {
     }
 
     #[test]
-    fn contexts_and_rewrites_are_bounded() {
+    fn tokens_and_rewrites_are_bounded() {
         let s = Signer::ephemeral(Duration::from_secs(60));
         let long = Url::parse(&format!(
             "http://x.example/?t={}",
@@ -816,8 +1223,9 @@ mod tests {
             s.seal("S", &base, Kind::Segment, &cookie),
             Err(LinkError::HeadersTooLarge { .. })
         ));
-        // Within both caps, but enough URIs that the links would pass the output cap.
-        let url = Url::parse(&format!("http://x.example/?t={}", "a".repeat(3000))).unwrap();
+        // Within both caps (a long directory goes into every link's token), but enough
+        // URIs that the links would pass the output cap.
+        let url = Url::parse(&format!("http://x.example/{}/i.m3u8", "a".repeat(3000))).unwrap();
         let body = "#EXTM3U\n#EXTINF:1,\n".to_string() + &"a\n".repeat(20_000);
         let out = rewrite_playlist(&s, "http://fs", "S", "", &vec![], &url, &body);
         assert_eq!(

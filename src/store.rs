@@ -361,29 +361,35 @@ impl Store {
         keys: &[(String, String)],
     ) -> Result<Vec<ChannelIdentity>, StoreError> {
         let _guard = self.inner.assign.lock().await;
-        let mut fresh = Vec::new();
+        let mut fresh: Vec<(String, String, u32)> = Vec::new();
         {
             let mut m = self.mirror();
             let renumbered: std::collections::HashSet<u32> =
                 m.mappings.values().filter_map(|x| x.number).collect();
+            // Keys assigned in this call, and the next suffix to try per wanted slug: a
+            // first start lists every channel as new (200,000 of them with a big
+            // provider), so neither may be a scan of what came before.
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut suffixes: HashMap<String, u32> = HashMap::new();
             for (key, wanted) in keys {
-                if m.channels.contains_key(key)
-                    || fresh
-                        .iter()
-                        .any(|(k, _, _): &(String, String, u32)| k == key)
-                {
+                if m.channels.contains_key(key) || !seen.insert(key.as_str()) {
                     continue;
                 }
                 let base = if wanted.is_empty() {
-                    "channel".to_string()
+                    "channel"
                 } else {
-                    wanted.clone()
+                    wanted.as_str()
                 };
-                let mut slug = base.clone();
-                let mut n = 2;
-                while m.slugs.contains(&slug) {
-                    slug = format!("{base}-{n}");
-                    n += 1;
+                let mut slug = base.to_string();
+                if m.slugs.contains(&slug) {
+                    let n = suffixes.entry(slug.clone()).or_insert(2);
+                    loop {
+                        slug = format!("{base}-{n}");
+                        *n += 1;
+                        if !m.slugs.contains(&slug) {
+                            break;
+                        }
+                    }
                 }
                 m.slugs.insert(slug.clone());
                 // The next free number: skip those a mapping gave to other channels.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use freesky::config::Config;
 use freesky::proxy::{Kind, Signer};
 use freesky::xmltv::{self, ChannelMap, OutChannel};
-use freesky::{hls, m3u, proxy};
+use freesky::{hls, m3u};
 use url::Url;
 
 /// One fuzz target: its corpus directory name, the function, and tokens the mutator
@@ -566,52 +566,19 @@ pub fn proxy_roundtrip(
     }
 }
 
-/// The `{context}/{item}` of a context plaintext sealed with [`PROXY_KEY`], and an item
-/// `seg.ts` sealed under the item key at plaintext bytes 9..41 (zeros where too short).
+/// The `{token}/{item}` of a token plaintext (after its format byte) sealed with
+/// [`PROXY_KEY`], and an item `seg.ts` under it.
 fn seal_plain(plain: &[u8]) -> (String, String) {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use chacha20poly1305::aead::{Aead, KeyInit};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-
-    let cipher = XChaCha20Poly1305::new((&PROXY_KEY).into());
-    let nonce = [7u8; 24];
-    let sealed = cipher
-        .encrypt(XNonce::from_slice(&nonce), plain)
-        .expect("sealing a small buffer");
-    let context = URL_SAFE_NO_PAD.encode([&nonce[..], &sealed].concat());
-
-    let mut item_key = [0u8; 32];
-    let key_bytes = plain.get(9..).unwrap_or(&[]);
-    let n = key_bytes.len().min(32);
-    item_key[..n].copy_from_slice(&key_bytes[..n]);
-    let items = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &item_key).expect("32 bytes"));
-    let mut buf = b"sseg.ts".to_vec();
-    let tag = items
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::empty(),
-            &mut buf,
-        )
-        .expect("sealing a small buffer");
-    buf.extend_from_slice(tag.as_ref());
-    let item = URL_SAFE_NO_PAD.encode([&[0u8; 4][..], &buf].concat());
-    (context, item)
+    signer().seal_raw_token(plain.get(1..).unwrap_or(&[]))
 }
 
-/// The plaintext of a context sealed with [`PROXY_KEY`] (to write seeds).
+/// The plaintext of a token sealed with [`PROXY_KEY`] (to write seeds), its format byte
+/// as the mode byte 1.
 pub fn open_plain(context: &str) -> Vec<u8> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use chacha20poly1305::aead::{Aead, KeyInit};
-    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-
-    let raw = URL_SAFE_NO_PAD.decode(context).expect("base64");
-    let cipher = XChaCha20Poly1305::new((&PROXY_KEY).into());
-    cipher
-        .decrypt(XNonce::from_slice(&raw[..24]), &raw[24..])
-        .expect("a context sealed with PROXY_KEY")
+    let body = signer()
+        .open_raw_token(context)
+        .expect("a token sealed with PROXY_KEY");
+    [&[1][..], &body].concat()
 }
 
 fn proxy_plain_target(plain: &[u8]) {
@@ -626,13 +593,14 @@ fn proxy_plain_target(plain: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // The sealing rewrite of proxied playlists, with arbitrary upstream URL and headers
 
-/// How much longer than its input a rewritten playlist may be: a link per line plus a
-/// fixed part per link, never a copy of the whole context (base URL, headers) per line.
+/// How much longer than its input a rewritten playlist may be, besides each link's
+/// token and fixed part: a URI is sealed as written (4/3 for base64), or, for a `?query`
+/// or `#fragment` reference, resolved first (percent-encoding: up to 3x).
 /// A 16 MiB playlist must not ask for gigabytes.
-pub const REWRITE_GROWTH: usize = 16;
+pub const REWRITE_GROWTH: usize = 5;
 /// The fixed part a link adds whatever its input: the public base, `/proxy/`, the
-/// sealing overhead and the file name.
-pub const REWRITE_LINK_OVERHEAD: usize = 256;
+/// item's tag, expiry and kind, and the file name.
+pub const REWRITE_LINK_OVERHEAD: usize = 80;
 
 /// The bytes are `{base URL tail}\0{header name}\0{header value}\0{playlist}` (missing
 /// parts take defaults): the playlist as an upstream served it from that URL, proxied
@@ -682,28 +650,41 @@ fn playlist_rewrite_target(data: &[u8]) {
     let prefix = format!("{PUBLIC_BASE}/proxy/");
     let links = out.matches(&prefix).count();
     let input = data.len() + base.as_str().len();
-    // Every link still carries its playlist's sealed context (a shorter per-link
-    // encoding is planned); what holds today is that the context is bounded by the caps
-    // on the URL and headers that go into it, and the rest of a link by its input.
-    let context_len = out
+    // Every link carries its playlist's token, one per rewrite, which holds the
+    // directory of the playlist URL and the headers (not the URL's file name or query);
+    // the rest of a link is bounded by its URI, or, for a reference to the playlist's
+    // own file (`?query`, `#fragment`), by that file name and query.
+    let mut tokens = out
         .split(&prefix)
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .map_or(0, str::len);
-    let context_cap = (proxy::MAX_URL_BYTES + proxy::MAX_HEADER_BYTES + 512) * 4 / 3;
-    assert!(
-        context_len <= context_cap,
-        "a sealed context of {context_len} bytes is over what the URL and header caps allow \
-         ({context_cap})"
+        .skip(1)
+        .map(|rest| rest.split('/').next().unwrap_or(""));
+    let token = tokens.next().unwrap_or("");
+    assert!(tokens.all(|t| t == token), "two tokens in one rewrite");
+    let (path_start, path_end) = (
+        base[..url::Position::BeforePath].len(),
+        base[..url::Position::AfterPath].len(),
     );
-    let bound = REWRITE_GROWTH * input + links * (context_len + REWRITE_LINK_OVERHEAD);
+    let dir = match base.as_str()[path_start..path_end].rfind('/') {
+        Some(i) if !base.cannot_be_a_base() => path_start + i + 1,
+        _ => base.as_str().len(),
+    };
+    let file = base.as_str().len() - dir;
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let token_cap = (dir + header_bytes + 64) * 4 / 3;
+    assert!(
+        token.len() <= token_cap,
+        "a token of {} bytes is more than the directory ({dir} bytes) and headers \
+         ({header_bytes} bytes) it holds ({token_cap})",
+        token.len()
+    );
+    let bound =
+        REWRITE_GROWTH * input + links * (token.len() + file * 4 / 3 + REWRITE_LINK_OVERHEAD);
     assert!(
         out.len() <= bound,
-        "{} input bytes (base URL {} bytes, headers {} bytes) became {} bytes in {links} \
-         links (bound {bound})",
+        "{} input bytes (base URL {} bytes, headers {header_bytes} bytes) became {} bytes \
+         in {links} links (bound {bound})",
         data.len(),
         base.as_str().len(),
-        name.len() + value.len(),
         out.len()
     );
     check_links(&out, &headers);
