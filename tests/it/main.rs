@@ -38,6 +38,7 @@ mod lifecycle;
 mod limits;
 mod mapping;
 mod openapi;
+mod players;
 mod politeness;
 mod quick_start;
 mod scrape_recipe;
