@@ -46,5 +46,6 @@ mod snapshots;
 mod ssrf;
 mod token_refresh;
 mod ts_stream;
+mod viewer_passwords;
 mod xtream;
 mod xtream_out;
