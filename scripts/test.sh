@@ -13,7 +13,7 @@ timed() {
   printf '    (%ss)\n' "$((SECONDS - t))"
 }
 
-# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback),
+# --- tools the tests drive: real ffmpeg/ffprobe (end-to-end playback), VLC and mpv,
 # Debian's XMLTV validator (tv_validate_file, package xmltv-util) and headless
 # Chromium + ChromeDriver (tests/it/dashboard.rs) ---
 missing=()
@@ -25,6 +25,9 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # Node.js + npm: the independent Xtream client library and M3U parser of tests/xtream_out.rs.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# VLC (headless: cvlc) and mpv: the desktop players of tests/it/players.rs.
+command -v cvlc >/dev/null 2>&1 || missing+=(vlc-bin vlc-plugin-base)
+command -v mpv >/dev/null 2>&1 || missing+=(mpv)
 if ((${#missing[@]})); then
   stage "installing ${missing[*]} with apt-get"
   sudo=""
@@ -32,7 +35,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver node npm; do
+for tool in ffmpeg ffprobe tv_validate_file chromium chromedriver node npm cvlc mpv; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -f /usr/share/xmltv/xmltv.dtd ] || { echo "error: /usr/share/xmltv/xmltv.dtd missing (xmltv-util)" >&2; exit 1; }

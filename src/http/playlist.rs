@@ -15,6 +15,12 @@ use crate::lineup::Lineup;
 use crate::m3u::{self, OutCatchup, OutEntry};
 use crate::model::LineupChannel;
 
+/// The Content-Type of every M3U freesky serves. Without parameters: mpv recognises
+/// a playlist by this exact type (a `; charset=utf-8` hides it), and with an
+/// `#EXTM3U url-tvg=...` first line and no `.m3u` in the URL (`get.php`) it has no
+/// other way to tell. The text is UTF-8, as M3U Plus readers assume.
+pub(crate) const M3U_CONTENT_TYPE: &str = "audio/x-mpegurl";
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/playlist.m3u", get(playlist))
@@ -65,11 +71,7 @@ async fn playlist(
         &f,
         viewer.0.as_ref(),
     );
-    Ok((
-        [(header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, M3U_CONTENT_TYPE)], body).into_response())
 }
 
 /// `/playlist.m3u` under the name some players insist on.

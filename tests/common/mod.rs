@@ -698,6 +698,31 @@ pub fn eventually_blocking<T, E: std::fmt::Display>(
 }
 
 // ---------------------------------------------------------------------------------------
+// external programs (real clients)
+
+/// Runs `cmd` (stdin closed, stdout and stderr captured) to its end, bounded by `bound`
+/// (a hang guard: the program is killed and the test fails when reached). `needs` names
+/// what to install when the program cannot start: the test fails, it does not skip.
+pub async fn run_within(
+    cmd: &mut tokio::process::Command,
+    bound: Duration,
+    needs: &str,
+) -> std::process::Output {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): this test needs {needs}"));
+    tokio::time::timeout(bound, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`{program}` did not finish within {bound:?}"))
+        .unwrap_or_else(|e| panic!("`{program}`'s output: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------
 // the freesky binary
 
 /// `freesky` (the binary cargo built for these tests) with nothing of the caller's

@@ -842,7 +842,7 @@ const PUSER: &str = "pan3luser-pq";
 const PPASS: &str = "pan3l-Pw-oq";
 
 /// Every form a secret could leak in: as is, percent- and form-encoded, base64.
-fn forms(secret: &str) -> Vec<String> {
+pub(crate) fn forms(secret: &str) -> Vec<String> {
     let b64 = |s: &str| {
         [
             base64::engine::general_purpose::STANDARD.encode(s),

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{media_playlist, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use crate::common::{
+    media_playlist, respond, run_within, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE,
+};
 use axum::routing::get;
 
 /// Bound on one ffmpeg run; reaching it means a hang (not a speed check).
@@ -19,22 +21,15 @@ const REFERER: &str = "http://player.example/embed/42";
 
 /// Decodes up to 3 s of video from `url` with ffmpeg; returns the frames decoded.
 async fn decoded_video_frames(url: &str) -> u64 {
-    let child = tokio::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-v", "error", "-i", url])
-        .args(["-t", "3", "-map", "0:v:0", "-f", "null", "-"])
-        .args(["-progress", "pipe:1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg installed and on PATH")
-        });
-    let out = tokio::time::timeout(FFMPEG_GUARD, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("ffmpeg did not finish within {FFMPEG_GUARD:?} on {url}"))
-        .expect("ffmpeg output");
+    let out = run_within(
+        tokio::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-i", url])
+            .args(["-t", "3", "-map", "0:v:0", "-f", "null", "-"])
+            .args(["-progress", "pipe:1"]),
+        FFMPEG_GUARD,
+        "ffmpeg installed and on PATH",
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -204,7 +204,7 @@ async fn get_php(
     let body = super::playlist::render_entries(&chosen, &urls, &archives, &guide);
     Ok((
         [
-            (header::CONTENT_TYPE, "audio/x-mpegurl; charset=utf-8"),
+            (header::CONTENT_TYPE, super::playlist::M3U_CONTENT_TYPE),
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,
