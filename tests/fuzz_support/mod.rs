@@ -649,7 +649,8 @@ fn playlist_rewrite_target(data: &[u8]) {
     );
     let prefix = format!("{PUBLIC_BASE}/proxy/");
     let links = out.matches(&prefix).count();
-    let input = data.len() + base.as_str().len();
+    // The rewriter's input is `text`: invalid UTF-8 bytes became three-byte U+FFFDs.
+    let input = text.len() + base.as_str().len();
     // Every link carries its playlist's token, one per rewrite, which holds the
     // directory of the playlist URL and the headers (not the URL's file name or query);
     // the rest of a link is bounded by its URI, or, for a reference to the playlist's
@@ -683,7 +684,7 @@ fn playlist_rewrite_target(data: &[u8]) {
         out.len() <= bound,
         "{} input bytes (base URL {} bytes, headers {header_bytes} bytes) became {} bytes \
          in {links} links (bound {bound})",
-        data.len(),
+        text.len(),
         base.as_str().len(),
         out.len()
     );
