@@ -158,6 +158,22 @@ CREATE TABLE IF NOT EXISTS viewer_account (
     enabled         INTEGER NOT NULL,
     created_at      INTEGER NOT NULL
 );
+-- Generic persisted state of features that need no query beyond all of one kind:
+-- a namespace (guide_match, ...), a key within it, and a JSON value.
+CREATE TABLE IF NOT EXISTS record (
+    ns    TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+-- Stable sequential ids per namespace (movie and series ids...), never reused.
+CREATE TABLE IF NOT EXISTS record_id (
+    ns  TEXT NOT NULL,
+    key TEXT NOT NULL,
+    id  INTEGER NOT NULL,
+    PRIMARY KEY (ns, key),
+    UNIQUE (ns, id)
+);
 ";
 
 /// A viewer account made through the admin API, as stored (the password only as its hash).
@@ -587,6 +603,103 @@ impl Store {
         .await
     }
 
+    /// Every record of namespace `ns`, as (key, JSON value), in key order. Values that
+    /// are no longer valid JSON are skipped with a warning.
+    pub fn records(&self, ns: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare("SELECT key, value FROM record WHERE ns = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([ns], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, value) = row?;
+            match serde_json::from_str(&value) {
+                Ok(v) => out.push((key, v)),
+                Err(e) => tracing::warn!(ns, key, error = %e, "stored record unreadable, ignored"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces record `key` of namespace `ns`; returns once it is durable.
+    pub async fn put_record(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (ns, key, value) = (ns.to_string(), key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO record (ns, key, value) VALUES (?1, ?2, ?3)",
+                params![ns, key, value],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Removes record `key` of namespace `ns` (absent is fine); returns once durable.
+    pub async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM record WHERE ns = ?1 AND key = ?2",
+                params![ns, key],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// The stable id of each key in namespace `ns`, in the order given: ids already
+    /// given keep their value forever; new keys get the next unused ids (from 1), all
+    /// written in one transaction before this returns, so a restart gives the same ids.
+    pub async fn ids(&self, ns: &str, keys: Vec<String>) -> Result<Vec<u64>, StoreError> {
+        let ns = ns.to_string();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u64>, StoreError> {
+            let mut conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction()?;
+            let mut known: HashMap<String, u64> = HashMap::new();
+            let mut next = 1u64;
+            {
+                let mut stmt = tx.prepare("SELECT key, id FROM record_id WHERE ns = ?1")?;
+                let rows =
+                    stmt.query_map([&ns], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (key, id) = row?;
+                    let id = u64::try_from(id).unwrap_or(0);
+                    next = next.max(id + 1);
+                    known.insert(key, id);
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            {
+                let mut insert =
+                    tx.prepare("INSERT INTO record_id (ns, key, id) VALUES (?1, ?2, ?3)")?;
+                for key in keys {
+                    let id = match known.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id = next;
+                            next += 1;
+                            insert.execute(params![ns, key, id as i64])?;
+                            known.insert(key, id);
+                            id
+                        }
+                    };
+                    out.push(id);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
     async fn write<F>(&self, f: F) -> Result<(), StoreError>
     where
         F: FnOnce(&mut Connection) -> Result<(), rusqlite::Error> + Send + 'static,
@@ -640,6 +753,51 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         Store::open(&shared).unwrap();
         assert_eq!(mode_of(&shared), Some(0o755), "warned about, not changed");
+    }
+
+    #[tokio::test]
+    async fn records_and_ids_survive_a_reopen_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_record("m", "b", &serde_json::json!({"x": 1}))
+                .await
+                .unwrap();
+            s.put_record("m", "a", &serde_json::json!("y"))
+                .await
+                .unwrap();
+            s.put_record("other", "a", &serde_json::json!(2))
+                .await
+                .unwrap();
+            s.put_record("m", "b", &serde_json::json!({"x": 3}))
+                .await
+                .unwrap();
+            s.delete_record("other", "a").await.unwrap();
+            let ids = s
+                .ids("movie", vec!["t1".into(), "t2".into(), "t1".into()])
+                .await
+                .unwrap();
+            assert_eq!(ids, vec![1, 2, 1]);
+            assert_eq!(s.ids("series", vec!["t1".into()]).await.unwrap(), vec![1]);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.records("m").unwrap(),
+            vec![
+                ("a".to_string(), serde_json::json!("y")),
+                ("b".to_string(), serde_json::json!({"x": 3}))
+            ]
+        );
+        assert!(s.records("other").unwrap().is_empty());
+        let ids = s
+            .ids("movie", vec!["t3".into(), "t2".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            vec![3, 2],
+            "known keys keep their id, new ones take the next"
+        );
     }
 
     #[tokio::test]
