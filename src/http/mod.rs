@@ -15,7 +15,9 @@ mod access;
 mod api;
 mod dashboard;
 mod guide;
+
 pub mod hdhr;
+pub mod media;
 mod metrics;
 mod openapi;
 mod playlist;

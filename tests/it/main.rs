@@ -37,6 +37,7 @@ mod kinds_invariant;
 mod lifecycle;
 mod limits;
 mod mapping;
+mod media;
 mod openapi;
 mod players;
 mod politeness;
