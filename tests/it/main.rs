@@ -36,6 +36,7 @@ mod hls_proxy;
 mod kinds_invariant;
 mod lifecycle;
 mod limits;
+mod logos;
 mod mapping;
 mod media;
 mod openapi;
