@@ -76,7 +76,8 @@ pub struct Image {
 struct Entry {
     content_type: String,
     size: u64,
-    /// Unix seconds of the last time it was served (what eviction orders by).
+    /// When it was last served: Unix milliseconds, made strictly increasing so that
+    /// eviction has one order (see `Index::tick`).
     used: u64,
     /// Unix seconds of the fetch it came from.
     fetched: u64,
@@ -88,6 +89,20 @@ struct Index {
     entries: HashMap<String, Entry>,
     #[serde(skip)]
     total: u64,
+    /// The last `used` handed out.
+    #[serde(skip)]
+    last_use: u64,
+}
+
+impl Index {
+    /// The `used` mark of a use now: later than every earlier one.
+    fn tick(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_use = now.max(self.last_use + 1);
+        self.last_use
+    }
 }
 
 /// Logos for every output. Cheap to share (`Arc` in `AppState`).
@@ -400,8 +415,9 @@ impl Logos {
     fn cached(&self, key: &str) -> Option<(Image, u64)> {
         let entry = {
             let mut index = self.index.lock().expect("logo index lock");
+            let used = index.tick();
             let e = index.entries.get_mut(key)?;
-            e.used = unix_now();
+            e.used = used;
             e.clone()
         };
         let bytes = std::fs::read(self.dir.join(key)).ok()?;
@@ -430,12 +446,13 @@ impl Logos {
         let now = unix_now();
         let (evicted, snapshot) = {
             let mut index = self.index.lock().expect("logo index lock");
+            let used = index.tick();
             if let Some(old) = index.entries.insert(
                 key.to_string(),
                 Entry {
                     content_type: image.content_type.to_string(),
                     size,
-                    used: now,
+                    used,
                     fetched: now,
                 },
             ) {
@@ -494,6 +511,7 @@ fn load_index(dir: &Path) -> Index {
         .entries
         .retain(|k, e| std::fs::metadata(dir.join(k)).is_ok_and(|m| m.len() == e.size));
     index.total = index.entries.values().map(|e| e.size).sum();
+    index.last_use = index.entries.values().map(|e| e.used).max().unwrap_or(0);
     index
 }
 
@@ -629,6 +647,38 @@ mod tests {
             direct.url("http://fs", "Svc", "http://x/l.png"),
             "http://x/l.png"
         );
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_go_beyond_the_cap_and_the_index_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogosConfig {
+            mode: LogoMode::Cache,
+            cache_max_mb: 1,
+            ..LogosConfig::default()
+        };
+        let signer = Arc::new(Signer::ephemeral(Duration::from_secs(60)));
+        let l = Logos::new(&cfg, dir.path(), signer.clone());
+        let image = |n: u8| Image {
+            content_type: "image/png",
+            bytes: [&b"\x89PNG\r\n\x1a\n"[..], &vec![n; 400_000]]
+                .concat()
+                .into(),
+        };
+        l.keep("a", &image(1)).await;
+        l.keep("b", &image(2)).await;
+        // `a` used after `b`: `b` is the least recently used when `c` needs room.
+        assert!(l.cached("a").is_some());
+        l.keep("c", &image(3)).await;
+        assert!(l.cached("b").is_none());
+        assert!(!dir.path().join("logos/b").exists());
+        let (count, bytes) = l.cache_stats();
+        assert_eq!(count, 2);
+        assert!(bytes <= 1 << 20);
+        // A new start reads the same cache.
+        let again = Logos::new(&cfg, dir.path(), signer);
+        assert_eq!(again.cache_stats(), (2, bytes));
+        assert_eq!(again.cached("c").unwrap().0.bytes, image(3).bytes);
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub async fn play(
             }
             resp
         }
+        Ok(Played::RangeNotSatisfiable) => {
+            let mut resp = media_response(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "application/octet-stream",
+                Some(0),
+                None,
+                Body::empty(),
+            );
+            resp.headers_mut().remove(header::CACHE_CONTROL);
+            resp
+        }
         Ok(Played::File(fetched)) => {
             let ctype = file_type(fetched.content_type.as_deref(), fetched.url.path());
             // A HEAD drops the upstream body unread: its connection closes here.

@@ -39,6 +39,9 @@ pub enum Played {
     Playlist(String),
     /// A progressive file (or the asked byte range of it), head known, body arriving.
     File(Fetched),
+    /// The file's upstream answered 416: the asked range is outside the file. The
+    /// client's mistake, so no other source is tried.
+    RangeNotSatisfiable,
 }
 
 impl Engine {
@@ -98,7 +101,12 @@ impl Engine {
         if is_playlist_path(&url) {
             return self.vod_playlist(src, &url, base).await;
         }
-        let mut fetched = service.fetch(&url, &src.headers, range).await?;
+        let mut fetched = match service.fetch(&url, &src.headers, range).await {
+            Err(UpstreamError::Status { status: 416, .. }) if range.is_some() => {
+                return Ok(Played::RangeNotSatisfiable)
+            }
+            other => other?,
+        };
         let ctype = fetched
             .content_type
             .as_deref()

@@ -240,9 +240,12 @@ async fn ranges_pass_through_with_the_exact_bytes() {
             "{asked}: not the file's bytes"
         );
     }
+    // A range past the end is the client's mistake, answered as such.
+    let past = player.get("m", Some("bytes=900000-")).await;
+    assert_eq!(past.status(), 416);
     // Each request carried the service's headers and the source's own.
     let got = up.requests_to("/movie/7.mkv");
-    assert_eq!(got.len(), 4);
+    assert_eq!(got.len(), 5);
     for r in &got {
         assert_eq!(r.header("user-agent"), Some("movie-agent"));
         assert_eq!(r.header("referer"), Some("http://panel.example/"));
