@@ -288,3 +288,40 @@ async fn a_tampered_logo_link_is_refused() {
         "a refused link reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn proxy_mode_serves_through_freesky_without_a_disk_cache() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up).replace("mode = \"cache\"", "mode = \"proxy\"")).await;
+    let link = logo_of(&app, "One").await;
+    assert!(link.starts_with(&format!("{}/logos/", app.base)), "{link}");
+    for _ in 0..2 {
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.bytes().await.expect("image").as_ref(),
+            png().as_slice()
+        );
+    }
+    // Each request went upstream; nothing was kept.
+    assert_eq!(up.hits("/logo/one.png"), 2);
+    assert!(!app.state_dir().join("logos").exists());
+    drop(up);
+    assert_eq!(app.get(&link).await.status(), 502);
+}
+
+#[tokio::test]
+async fn direct_mode_keeps_the_upstream_urls() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up).replace("mode = \"cache\"", "mode = \"direct\"")).await;
+    assert_eq!(
+        logo_of(&app, "One").await,
+        format!("{}/logo/one.png", up.base())
+    );
+    let m3u = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        m3u.contains(&format!("tvg-logo=\"{}/logo/one.png\"", up.base())),
+        "{m3u}"
+    );
+    assert!(!m3u.contains("/logos/"), "{m3u}");
+}
