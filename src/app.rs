@@ -28,4 +28,6 @@ pub struct AppState {
     pub tuner: Arc<Tuner>,
     /// Viewer accounts: logins, visibility, live connections (shared across reloads).
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// Where outputs point logos and guide icons, and the `/logos/` cache.
+    pub logos: Arc<crate::logos::Logos>,
 }

@@ -262,6 +262,20 @@ impl From<crate::streams::StreamError> for AppError {
     }
 }
 
+impl From<crate::logos::LogoError> for AppError {
+    fn from(e: crate::logos::LogoError) -> Self {
+        use crate::logos::LogoError as E;
+        match e {
+            E::BadLink => Self::Forbidden(e.to_string()),
+            E::Off | E::ServiceUnavailable(_) => Self::NotFound(e.to_string()),
+            E::NotImage { .. } | E::TooLarge { .. } => {
+                Self::Upstream(UpstreamError::Invalid(e.to_string()))
+            }
+            E::Upstream(e) => Self::Upstream(e),
+        }
+    }
+}
+
 impl From<crate::accounts::AccountError> for AppError {
     fn from(e: crate::accounts::AccountError) -> Self {
         use crate::accounts::AccountError as E;

@@ -42,6 +42,7 @@ pub mod hls;
 pub mod http;
 pub mod limits;
 pub mod lineup;
+pub mod logos;
 pub mod m3u;
 pub mod metrics;
 pub mod model;
@@ -123,6 +124,11 @@ pub(crate) fn build_state(
         Some(p) => p.media.clone(),
         None => Arc::new(cache::MediaCache::new(&config.cache)),
     };
+    let logos =
+        match same(&|c| c.logos == config.logos && c.server.state_dir == config.server.state_dir) {
+            Some(p) if Arc::ptr_eq(&p.signer, &signer) => p.logos.clone(),
+            _ => Arc::new(logos::Logos::new(&config.logos, dir, signer.clone())),
+        };
     let http = upstream::Http::new(config.server.max_body_bytes);
     let registry = Arc::new(services::registry::Registry::new(&config, store, http));
     if let Some(p) = prev {
@@ -144,6 +150,7 @@ pub(crate) fn build_state(
         failovers: prev.map(|p| p.failovers.clone()).unwrap_or_default(),
         tuner,
         accounts,
+        logos,
     })
 }
 

@@ -51,6 +51,7 @@ pub struct Metrics {
     coalesced: Family<Labels, Counter>,
     active_viewers: Family<Labels, Gauge>,
     failovers: Family<Labels, Counter>,
+    logo_refused: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -73,6 +74,7 @@ impl Metrics {
             coalesced: Family::default(),
             active_viewers: Family::default(),
             failovers: Family::default(),
+            logo_refused: Family::default(),
         };
         // Counters get their `_total` suffix from the encoder.
         registry.register(
@@ -114,6 +116,11 @@ impl Metrics {
             "freesky_failovers",
             "Switches to the next source during playback, by lineup channel id",
             m.failovers.clone(),
+        );
+        registry.register(
+            "freesky_logo_refused",
+            "Logos refused from upstreams (reason = html|not_image|too_large)",
+            m.logo_refused.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -157,6 +164,13 @@ impl Metrics {
         let l = labels(&[("channel", channel)]);
         self.active_viewers.get_or_create(&l).inc();
         ViewerGuard(l)
+    }
+
+    /// A logo an upstream sent was refused (`reason`: html, not_image, too_large).
+    pub fn logo_refused(&self, reason: &'static str) {
+        self.logo_refused
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
     }
 
     /// Playback of lineup channel `channel` moved to its next source.

@@ -244,6 +244,8 @@ pub struct Signer {
     tokens: Siv,
     /// Seals items, each bound to its token's tag.
     items: Siv,
+    /// Seals the opaque links of other routes (`/logos/`), never mixed with proxy links.
+    blobs: Siv,
     /// How long a link stays valid, at least.
     ttl: Duration,
     /// What link expiry is measured against (a test moves it forward).
@@ -296,6 +298,7 @@ impl Signer {
         Self {
             tokens: Siv::derive(&master, "freesky proxy token"),
             items: Siv::derive(&master, "freesky proxy item"),
+            blobs: Siv::derive(&master, "freesky blob link"),
             ttl,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
@@ -474,6 +477,28 @@ impl Signer {
             headers,
             expires,
         })
+    }
+
+    /// `plain` sealed as one URL-safe link part for routes other than `/proxy/` (the
+    /// logos): deterministic (the same plaintext, the same text) and without expiry,
+    /// under a key of its own, so it opens only with [`Self::open_blob`].
+    pub fn seal_blob(&self, plain: &[u8]) -> String {
+        let mut raw = Vec::with_capacity(TOKEN_TAG + plain.len());
+        raw.extend_from_slice(&[0; TOKEN_TAG]);
+        raw.extend_from_slice(plain);
+        self.blobs
+            .seal_in_place(TOKEN_TAG, &self.blobs.keyed(&[]), &mut raw);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The plaintext of a [`Self::seal_blob`] text, or `None` when it was not sealed
+    /// with this server's key or was altered.
+    pub fn open_blob(&self, sealed: &str) -> Option<Vec<u8>> {
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let plain = self
+            .blobs
+            .open_in_place(TOKEN_TAG, &self.blobs.keyed(&[]), &mut raw)?;
+        Some(plain.to_vec())
     }
 
     /// A token sealed from an arbitrary plaintext (after the format byte), and an item

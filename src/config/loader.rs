@@ -141,6 +141,7 @@ impl<'t> Parse<'t> {
             health: HealthConfig::default(),
             guide: GuideConfig::default(),
             hdhomerun: HdhrConfig::default(),
+            logos: LogosConfig::default(),
             services: Vec::new(),
             users: Vec::new(),
         };
@@ -153,12 +154,13 @@ impl<'t> Parse<'t> {
                 "health" => cfg.health = self.section(&name, value)?,
                 "guide" => cfg.guide = self.section(&name, value)?,
                 "hdhomerun" => cfg.hdhomerun = self.section(&name, value)?,
+                "logos" => cfg.logos = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
                 "users" => cfg.users = self.users(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, streams, health, guide, hdhomerun, services or users)"
+                    "unknown section (expected server, cache, streams, health, guide, hdhomerun, logos, services or users)"
                         .into(),
                 ),
             }
@@ -687,6 +689,9 @@ impl<'t> Parse<'t> {
         }
         if cfg.guide.placeholder_length < Duration::from_secs(300) {
             self.problem("guide.placeholder_length", "must be at least 5m".into());
+        }
+        if cfg.logos.max_bytes == 0 {
+            self.problem("logos.max_bytes", "must be more than 0".into());
         }
     }
 

@@ -27,6 +27,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub guide: GuideConfig,
     pub hdhomerun: HdhrConfig,
+    pub logos: LogosConfig,
     pub services: Vec<ServiceConfig>,
     /// Viewer accounts (`[[users]]`), their passwords read (inline, `${VAR}` or
     /// `password_file`) but not yet hashed: `accounts` hashes them at start.
@@ -277,6 +278,40 @@ impl Default for GuideConfig {
             fold_subtitle: false,
         }
     }
+}
+
+/// Where the channel logos and guide icons that outputs hand out point (`[logos]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogosConfig {
+    /// `direct`: the upstream's URLs as they are; `proxy`: freesky's `/logos/` links,
+    /// fetched on each request; `cache`: the same, kept on disk (players without
+    /// internet access, such as Plex on a closed LAN, still get them).
+    pub mode: LogoMode,
+    /// Largest image accepted from an upstream, in bytes; a larger one is refused.
+    pub max_bytes: usize,
+    /// Disk space of the cache (`state_dir/logos/`), in MiB; the least recently used
+    /// images go first beyond it.
+    pub cache_max_mb: u64,
+}
+
+impl Default for LogosConfig {
+    fn default() -> Self {
+        Self {
+            mode: LogoMode::Direct,
+            max_bytes: 2 << 20,
+            cache_max_mb: 200,
+        }
+    }
+}
+
+/// `[logos] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogoMode {
+    Direct,
+    Proxy,
+    Cache,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -168,8 +168,11 @@ async fn disable(
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
 )]
-async fn all_channels(State(s): State<AppState>) -> Result<Json<Vec<LineupChannel>>, AppError> {
-    let lineup = s.registry.lineup().await?;
+async fn all_channels(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Vec<LineupChannel>>, AppError> {
+    let lineup = super::logos::lineup(&s, &headers).await?;
     Ok(Json(lineup.channels.clone()))
 }
 
@@ -197,13 +200,14 @@ struct SearchQuery {
 async fn search(
     State(s): State<AppState>,
     Query(q): Query<SearchQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Vec<LineupChannel>>, AppError> {
     let query = q.query.or(q.q).ok_or_else(|| {
         AppError::BadRequest(
             "missing `query` parameter, e.g. /api/channels/search?query=news".into(),
         )
     })?;
-    let lineup = s.registry.lineup().await?;
+    let lineup = super::logos::lineup(&s, &headers).await?;
     Ok(Json(lineup.search(&query).into_iter().cloned().collect()))
 }
 
@@ -222,8 +226,17 @@ async fn search(
 async fn channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<ChannelDetail>, AppError> {
-    Ok(Json(s.registry.channel(&id).await?))
+    let mut detail = s.registry.channel(&id).await?;
+    // The channel as outputs show it; `mapping` and `upstream` keep the values as set.
+    let c = &mut detail.channel;
+    let service = c.sources.first().map_or("", |s| s.service.as_str());
+    c.logo = s
+        .logos
+        .url(&super::base_url(&s.config, &headers), service, &c.logo)
+        .into_owned();
+    Ok(Json(detail))
 }
 
 /// An admin call's body: a JSON object (at most `MAX_PATCH_BYTES`) read as `T`. Read

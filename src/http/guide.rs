@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -113,14 +113,18 @@ async fn refresh(State(s): State<AppState>, _admin: Admin) -> Result<Json<Value>
         (status = 500, description = "The guide could not be built", body = ErrorBody)
     )
 )]
-async fn xml(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppError> {
+async fn xml(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     if let Some(login) = viewer.0 {
-        return super::xtream::guide_for(&s, Some(&login.account)).await;
+        return super::xtream::guide_for(&s, Some(&login.account), &headers).await;
     }
     let guide = s.guides.current().await?;
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        guide.xml.clone(),
+        super::logos::guide(&s, &headers, &guide.xml, false).await?,
     )
         .into_response())
 }
@@ -135,9 +139,13 @@ async fn xml(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppE
         (status = 500, description = "The guide could not be built", body = ErrorBody)
     )
 )]
-async fn gz(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppError> {
+async fn gz(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     if let Some(login) = viewer.0 {
-        return super::xtream::guide_gz_for(&s, &login.account).await;
+        return super::xtream::guide_gz_for(&s, &login.account, &headers).await;
     }
     let guide = s.guides.current().await?;
     Ok((
@@ -148,7 +156,7 @@ async fn gz(State(s): State<AppState>, viewer: Viewer) -> Result<Response, AppEr
                 "attachment; filename=\"epg.xml.gz\"",
             ),
         ],
-        guide.gz.clone(),
+        super::logos::guide(&s, &headers, &guide.gz, true).await?,
     )
         .into_response())
 }

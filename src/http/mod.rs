@@ -15,7 +15,10 @@ mod access;
 mod api;
 mod dashboard;
 mod guide;
+pub mod logos;
+
 pub mod hdhr;
+pub mod media;
 mod metrics;
 mod openapi;
 mod playlist;
@@ -36,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())
+        .merge(logos::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, users, xtream,
-    AppState,
+    api, dashboard, guide, hdhr, logos, metrics, playlist, reload, stream, timeshift, users,
+    xtream, AppState,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         (name = "streams", description = "Playing channels: HLS playlists, MPEG-TS, proxied links"),
         (name = "playlist", description = "The merged M3U playlist"),
         (name = "guide", description = "The merged XMLTV guide"),
+        (name = "logos", description = "Channel logos and guide icons served by freesky"),
         (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
         (name = "config", description = "The configuration file"),
         (name = "users", description = "Viewer accounts (admin)"),
@@ -75,6 +76,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(playlist::Doc::openapi());
     doc.merge(hdhr::Doc::openapi());
     doc.merge(guide::Doc::openapi());
+    doc.merge(logos::Doc::openapi());
     doc.merge(metrics::Doc::openapi());
     doc.merge(dashboard::Doc::openapi());
     doc.merge(reload::Doc::openapi());

@@ -64,7 +64,7 @@ async fn playlist(
             return Err(AppError::NotFound(format!("unknown service `{name}`")));
         }
     }
-    let lineup = s.registry.lineup().await?;
+    let lineup = super::logos::lineup(&s, &headers).await?;
     let body = render_for(
         &lineup,
         &base_url(&s.config, &headers),

@@ -16,6 +16,7 @@ use crate::services::registry::{Registry, RegistryError};
 
 pub mod failover;
 mod link;
+pub mod media;
 mod open;
 pub mod session;
 mod test;

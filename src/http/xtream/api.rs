@@ -87,7 +87,7 @@ pub(super) async fn player_api(
                 })?),
                 None => None,
             };
-            let lineup = s.registry.lineup().await?;
+            let lineup = crate::http::logos::lineup(&s, &headers).await?;
             // Typed rows serialized straight from the lineup (no JSON tree per channel):
             // this list is the largest answer players fetch.
             let out: Vec<LiveStream<'_>> = visible(&lineup, &account)

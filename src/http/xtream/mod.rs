@@ -179,7 +179,7 @@ async fn get_php(
             )))
         }
     };
-    let lineup = s.registry.lineup().await?;
+    let lineup = crate::http::logos::lineup(&s, &headers).await?;
     let base = base_url(&s.config, &headers);
     let (u, p) = (
         segment(&account.name),
@@ -232,22 +232,25 @@ async fn xmltv_php(
     State(s): State<AppState>,
     Query(q): Params,
     client: Client,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let account = login(&s, q.get("username"), q.get("password"), &client).await?;
     account.usable(accounts::now())?;
-    guide_for(&s, Some(&account)).await
+    guide_for(&s, Some(&account), &headers).await
 }
 
 /// The merged guide as `account` may see it (all of it for `None`).
 pub(super) async fn guide_for(
     s: &AppState,
     account: Option<&Account>,
+    headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let guide = s.guides.current().await?;
     let xml = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
         None => guide.xml.clone(),
         Some(a) => filter_guide(&guide.xml, &guide_ids(s, a).await?).into(),
     };
+    let xml = crate::http::logos::guide(s, headers, &xml, false).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
         xml,
@@ -257,7 +260,11 @@ pub(super) async fn guide_for(
 
 /// The merged guide as `account` may see it, gzipped (`/epg.xml.gz` with
 /// `server.require_account`).
-pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Response, AppError> {
+pub(super) async fn guide_gz_for(
+    s: &AppState,
+    account: &Account,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
     use std::io::Write;
     let guide = s.guides.current().await?;
     let gz = if account.groups.is_empty() && account.services.is_empty() {
@@ -270,6 +277,7 @@ pub(super) async fn guide_gz_for(s: &AppState, account: &Account) -> Result<Resp
             .map_err(|e| AppError::Internal(format!("gzip: {e}")))?
             .into()
     };
+    let gz = crate::http::logos::guide(s, headers, &gz, true).await?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
 }
 

@@ -1,0 +1,90 @@
+//! `GET /logos/{sealed}`: a channel logo or guide icon served by freesky (`[logos] mode
+//! = "proxy"` or `"cache"`); the work is `crate::logos`'s. Only links freesky sealed
+//! open (403 otherwise); in `direct` mode the route answers 404.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use bytes::Bytes;
+
+use super::{base_url, AppState};
+use crate::config::LogoMode;
+use crate::error::{AppError, ErrorBody};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/logos/{sealed}", get(logo))
+}
+
+/// The logos' operation, for `/api/openapi.json` (`super::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(logo), components(schemas(ErrorBody)))]
+pub(crate) struct Doc;
+
+/// A logo or guide icon, as the playlist, channel API, Xtream output and guide link it
+/// in `proxy` and `cache` mode: fetched through its service, or from the disk cache.
+#[utoipa::path(
+    get,
+    path = "/logos/{sealed}",
+    tag = "logos",
+    params(("sealed" = String, Path, description = "The sealed service and image URL")),
+    responses(
+        (status = 200, description = "The image, as its bytes are", content(
+            (Vec<u8> = "image/png"),
+            (Vec<u8> = "image/jpeg"),
+            (Vec<u8> = "image/gif"),
+            (Vec<u8> = "image/webp")
+        )),
+        (status = 403, description = "Not a link freesky sealed", body = ErrorBody),
+        (status = 404, description = "`[logos] mode` is direct, or the service is gone and nothing is cached", body = ErrorBody),
+        (status = 502, description = "The upstream failed, or sent no image (HTML, too large...)", body = ErrorBody),
+        (status = 504, description = "The upstream timed out", body = ErrorBody)
+    )
+)]
+async fn logo(State(s): State<AppState>, Path(sealed): Path<String>) -> Result<Response, AppError> {
+    let image = s.logos.get(&s.registry, &sealed).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, image.content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'",
+            ),
+        ],
+        image.bytes,
+    )
+        .into_response())
+}
+
+/// The lineup as an output writes it for the client of `headers`: every channel's logo
+/// where `[logos] mode` points it (the hook of the playlist, channel API and Xtream
+/// outputs).
+pub(super) async fn lineup(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::lineup::Lineup>, AppError> {
+    let lineup = s.registry.lineup().await?;
+    Ok(s.logos.lineup(&base_url(&s.config, headers), lineup))
+}
+
+/// Rendered XMLTV (gzipped when `gz`) with every icon where `[logos] mode` points it
+/// (the hook of `/epg.xml`, `/epg.xml.gz` and `xmltv.php`).
+pub(super) async fn guide(
+    s: &AppState,
+    headers: &HeaderMap,
+    xml: &Bytes,
+    gz: bool,
+) -> Result<Bytes, AppError> {
+    if s.logos.mode() == LogoMode::Direct {
+        return Ok(xml.clone());
+    }
+    let lineup = s.registry.lineup().await?;
+    Ok(s.logos
+        .guide(&base_url(&s.config, headers), xml, &lineup, gz))
+}

@@ -1,0 +1,327 @@
+//! Logos that work offline (`[logos] mode = "cache"`): every logo and guide icon in
+//! every output points at freesky's `/logos/`, a logo is served from the disk cache
+//! once the upstream is gone (also after a restart on the same state dir), HTML,
+//! oversized images and private addresses are refused (and counted), and a tampered
+//! link is a 403.
+
+use std::io::Read;
+
+use crate::common::{xmltv_at, FakeUpstream, TestApp};
+
+/// A tiny PNG: the bytes are what matters, not that it decodes.
+fn png() -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    b.extend((0..200).map(|i| i as u8));
+    b
+}
+
+const HTML: &str = "<!DOCTYPE html><html><body>Not found, sorry</body></html>";
+
+/// An M3U service whose channels have a PNG logo, an HTML "logo", an oversized one
+/// and one on a private address that is not the service's host; its guide has channel
+/// and programme icons.
+async fn upstream() -> FakeUpstream {
+    let b = FakeUpstream::bind().await;
+    let base = b.base();
+    let port = b
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .to_string();
+    let m3u = format!(
+        "#EXTM3U\n\
+         #EXTINF:-1 tvg-id=\"One.uk\" tvg-logo=\"{base}/logo/one.png\" group-title=\"News\",One\n{base}/one.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Two.uk\" tvg-logo=\"{base}/logo/page.png\" group-title=\"News\",Two\n{base}/two.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Three.uk\" tvg-logo=\"{base}/logo/huge.png\" group-title=\"News\",Three\n{base}/three.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Four.uk\" tvg-logo=\"http://127.0.0.2:{port}/logo/one.png\" group-title=\"News\",Four\n{base}/four.m3u8\n"
+    );
+    let (a, z) = (xmltv_at(-1), xmltv_at(2));
+    let epg = format!(
+        "<?xml version=\"1.0\"?>\n<tv>\n\
+         <channel id=\"One.uk\"><display-name>One</display-name><icon src=\"{base}/logo/guide-one.png\"/></channel>\n\
+         <channel id=\"Two.uk\"><display-name>Two</display-name></channel>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"One.uk\"><title>News</title><icon src=\"{base}/logo/show.png\"/></programme>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"Two.uk\"><title>Film</title></programme>\n\
+         </tv>\n"
+    );
+    b.text("/list.m3u", "audio/x-mpegurl", m3u)
+        .text("/epg.xml", "application/xml", epg)
+        .bytes("/logo/one.png", "image/png", png())
+        .bytes("/logo/show.png", "image/png", png())
+        .text("/logo/page.png", "text/html", HTML)
+        .bytes("/logo/huge.png", "image/png", {
+            let mut big = png();
+            big.resize(10_000, 7);
+            big
+        })
+        .start()
+}
+
+fn config(up: &FakeUpstream) -> String {
+    format!(
+        "[logos]\nmode = \"cache\"\nmax_bytes = 4096\ncache_max_mb = 1\n\n\
+         [[services]]\nname = \"Up\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/epg.xml\"\n\
+         headers = {{ \"User-Agent\" = \"logo-agent\" }}\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"pw\"\nmax_connections = 0\n",
+        up.base()
+    )
+}
+
+/// Every logo and icon URL an output writes (values of `tvg-logo="..."`,
+/// `<icon src="...">`, JSON `"logo"` and `"stream_icon"`), non-empty ones.
+fn logo_urls(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (start, end) in [
+        ("tvg-logo=\"", '"'),
+        ("<icon src=\"", '"'),
+        ("\"logo\":\"", '"'),
+        ("\"stream_icon\":\"", '"'),
+    ] {
+        for part in text.split(start).skip(1) {
+            let v = part.split(end).next().unwrap_or_default();
+            if !v.is_empty() {
+                out.push(v.replace("\\/", "/").replace("&amp;", "&"));
+            }
+        }
+    }
+    out
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut s)
+        .expect("gzip");
+    s
+}
+
+/// The freesky link of the logo whose channel is `name`, from `/api/channels/all`.
+async fn logo_of(app: &TestApp, name: &str) -> String {
+    app.channel_named(name).await["logo"]
+        .as_str()
+        .expect("logo")
+        .to_string()
+}
+
+#[tokio::test]
+async fn cache_mode_points_every_logo_and_icon_at_freesky() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up)).await;
+    assert_eq!(app.channels().await.len(), 4);
+
+    let creds = "username=alice&password=pw";
+    let mut outputs = Vec::new();
+    for path in [
+        "/playlist.m3u".to_string(),
+        "/api/channels/all".to_string(),
+        "/api/channels/search?q=o".to_string(),
+        "/epg.xml".to_string(),
+        format!("/get.php?{creds}&type=m3u_plus"),
+        format!("/player_api.php?{creds}&action=get_live_streams"),
+        format!("/xmltv.php?{creds}"),
+    ] {
+        outputs.push((path.clone(), app.get_text_ok(&path).await));
+    }
+    let gz = app.get("/epg.xml.gz").await;
+    assert_eq!(gz.status(), 200);
+    outputs.push(("/epg.xml.gz".into(), gunzip(&gz.bytes().await.expect("gz"))));
+    let one = app.channel_named("One").await;
+    let detail = app
+        .get_text_ok(&format!(
+            "/api/channels/{}",
+            one["id"].as_str().expect("id")
+        ))
+        .await;
+    let detail: serde_json::Value = serde_json::from_str(&detail).expect("json");
+    outputs.push((
+        "/api/channels/{id}".into(),
+        format!("\"logo\":\"{}\"", detail["logo"].as_str().unwrap()),
+    ));
+
+    let ours = format!("{}/logos/", app.base);
+    for (path, text) in &outputs {
+        let urls = logo_urls(text);
+        assert!(!urls.is_empty(), "{path} shows no logo:\n{text}");
+        for u in &urls {
+            assert!(
+                u.starts_with(&ours),
+                "{path} points a logo outside freesky: {u}"
+            );
+        }
+        assert!(
+            !text.contains(&format!("{}/logo/", up.base())),
+            "{path} still names the upstream's logo:\n{text}"
+        );
+    }
+    // The guide's programme icon too.
+    let epg = &outputs[3].1;
+    assert_eq!(logo_urls(epg).len(), 3, "{epg}");
+
+    // And the links serve the images (One's logo, the programme's icon; Two's logo
+    // is the HTML page, refused), fetched with the service's headers.
+    let mut served = 0;
+    for link in logo_urls(epg) {
+        let resp = app.get(&link).await;
+        if resp.status() == 200 {
+            assert_eq!(resp.headers()["content-type"], "image/png");
+            assert_eq!(
+                resp.bytes().await.expect("image").as_ref(),
+                png().as_slice()
+            );
+            served += 1;
+        } else {
+            assert_eq!(resp.status(), 502, "{link}");
+        }
+    }
+    assert_eq!(served, 2);
+    assert_eq!(up.hits("/logo/show.png"), 1);
+    for r in up.requests_to("/logo/one.png") {
+        assert_eq!(r.header("user-agent"), Some("logo-agent"));
+    }
+}
+
+#[tokio::test]
+async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up)).await;
+    let link = logo_of(&app, "One").await;
+    let path = link
+        .strip_prefix(&app.base)
+        .expect("freesky link")
+        .to_string();
+
+    let first = app.get(&path).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.bytes().await.expect("image").as_ref(),
+        png().as_slice()
+    );
+    assert_eq!(up.hits("/logo/one.png"), 1);
+    drop(up);
+
+    let again = app.get(&path).await;
+    assert_eq!(again.status(), 200, "not served from the cache");
+    assert_eq!(
+        again.bytes().await.expect("image").as_ref(),
+        png().as_slice()
+    );
+
+    app.restart().await;
+    let after = app.get(&path).await;
+    assert_eq!(after.status(), 200, "the cache did not survive the restart");
+    assert_eq!(after.headers()["content-type"], "image/png");
+    assert_eq!(
+        after.bytes().await.expect("image").as_ref(),
+        png().as_slice()
+    );
+    assert!(app.state_dir().join("logos/index.json").exists());
+}
+
+#[tokio::test]
+async fn html_oversized_and_private_logos_are_refused_and_counted() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up)).await;
+    for (name, why) in [
+        ("Two", "not an image"),
+        ("Three", "larger than 4096"),
+        ("Four", "127.0.0.2"),
+    ] {
+        let link = logo_of(&app, name).await;
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 502, "{name}");
+        let body: serde_json::Value = resp.json().await.expect("json error");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(why),
+            "{name}: {body}"
+        );
+    }
+    // The private address was refused before any connection.
+    assert!(up.requests().iter().all(|r| r
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .is_none_or(|h| !h.starts_with("127.0.0.2"))));
+    let metrics = app.get_text_ok("/metrics").await;
+    for reason in ["html", "too_large"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "freesky_logo_refused_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no refusal counted for {reason}:\n{metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().expect("a number");
+        assert!(n >= 1.0, "{line}");
+    }
+    // Nothing refused went to the cache.
+    let index =
+        std::fs::read_to_string(app.state_dir().join("logos/index.json")).unwrap_or_default();
+    assert!(!index.contains("\"size\""), "{index}");
+}
+
+#[tokio::test]
+async fn a_tampered_logo_link_is_refused() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up)).await;
+    let link = logo_of(&app, "One").await;
+    let (head, sealed) = link.rsplit_once('/').expect("a /logos/ link");
+    let mut bytes = sealed.as_bytes().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{head}/{}", String::from_utf8(bytes).unwrap());
+    for bad in [
+        tampered,
+        format!("{head}/AAAA"),
+        format!("{head}/{sealed}x"),
+    ] {
+        let resp = app.get(&bad).await;
+        assert_eq!(resp.status(), 403, "{bad}");
+    }
+    // Another server's link (another key) does not open here either.
+    let other = TestApp::spawn(&config(&up)).await;
+    let foreign = logo_of(&other, "One").await;
+    let path = foreign.strip_prefix(&other.base).unwrap();
+    assert_eq!(app.get(path).await.status(), 403);
+    assert_eq!(
+        up.hits("/logo/one.png"),
+        0,
+        "a refused link reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn proxy_mode_serves_through_freesky_without_a_disk_cache() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up).replace("mode = \"cache\"", "mode = \"proxy\"")).await;
+    let link = logo_of(&app, "One").await;
+    assert!(link.starts_with(&format!("{}/logos/", app.base)), "{link}");
+    for _ in 0..2 {
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.bytes().await.expect("image").as_ref(),
+            png().as_slice()
+        );
+    }
+    // Each request went upstream; nothing was kept.
+    assert_eq!(up.hits("/logo/one.png"), 2);
+    assert!(!app.state_dir().join("logos").exists());
+    drop(up);
+    assert_eq!(app.get(&link).await.status(), 502);
+}
+
+#[tokio::test]
+async fn direct_mode_keeps_the_upstream_urls() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up).replace("mode = \"cache\"", "mode = \"direct\"")).await;
+    assert_eq!(
+        logo_of(&app, "One").await,
+        format!("{}/logo/one.png", up.base())
+    );
+    let m3u = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        m3u.contains(&format!("tvg-logo=\"{}/logo/one.png\"", up.base())),
+        "{m3u}"
+    );
+    assert!(!m3u.contains("/logos/"), "{m3u}");
+}
