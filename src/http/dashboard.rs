@@ -1,13 +1,16 @@
 //! The web dashboard at `/`: a page rendered on the server from `templates/`
-//! (askama, HTML-escaped: everything shown comes from upstreams), readable without
-//! JavaScript. It shows every service (health, latency, channels, last error, circuit,
-//! the last hour as an inline SVG chart) with enable/disable and priority controls, the
-//! playlist, guide and tuner URLs, and the channels (sources, guide now/next, active
-//! viewers) filtered by `?q=` and `?group=`. A small script (`/dashboard.js`) adds the
-//! controls (admin calls on the JSON API), filtering as you type, copy buttons and the
-//! per-channel test and the in-page player; the CSS is `/dashboard.css`. The player
-//! uses hls.js (vendored in `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`)
-//! where the browser has no native HLS.
+//! (askama, HTML-escaped: everything shown comes from upstreams). It shows every
+//! service (health, latency, channels, last error, circuit, the last hour as an inline
+//! SVG chart) with enable/disable and priority controls, the playlist, guide and tuner
+//! URLs, and the viewer accounts. The page holds no channel rows, so it stays a few
+//! kilobytes whatever the lineup's size: its script (`/dashboard.js`) browses the
+//! channels a page at a time through `GET /api/channels` (search, group filter, counts),
+//! and the movie and series catalogues and the guide matches the same way. Without
+//! JavaScript, a search submitted as a form (`?q=`, `?group=`) is answered on the server
+//! with the first page of matches. The script also adds the admin controls, copy
+//! buttons, the per-channel test and the in-page player, which uses hls.js (vendored in
+//! `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`) where the browser has
+//! no native HLS. The CSS is `/dashboard.css`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -35,6 +38,11 @@ const HLS_JS_VERSION: &str = "1.6.19";
 /// The page asks for `?v={HLS_JS_VERSION}`: a new version is a new URL, so this one
 /// never changes and browsers may keep it a year without asking again.
 const HLS_JS_CACHE: &str = "public, max-age=31536000, immutable";
+/// Channel rows a search without JavaScript shows: the first page of its matches.
+const NO_SCRIPT_ROWS: usize = 50;
+/// Group options written into the page; the script replaces them with the API's
+/// list, so this only bounds the page's size for a lineup of many groups.
+const PAGE_GROUPS: usize = 300;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -117,8 +125,14 @@ struct GroupOption {
 struct Page {
     version: &'static str,
     services: Vec<ServiceRow>,
+    /// The first rows of a search made without JavaScript (`?q=`, `?group=`); none
+    /// without a search: the script fetches the channels itself.
     channels: Vec<ChannelRow>,
-    /// Every group of the lineup, sorted.
+    /// Whether a search was asked for (`?q=` or `?group=` not empty).
+    searched: bool,
+    /// Channels matching that search (more than `channels.len()` when cut).
+    matches: usize,
+    /// The lineup's groups, sorted (at most `PAGE_GROUPS`).
     groups: Vec<GroupOption>,
     q: String,
     /// Channels in the lineup, before the filter.
@@ -141,10 +155,10 @@ struct Page {
     path = "/",
     tag = "dashboard",
     params(
-        ("q" = Option<String>, Query, description = "Only channels whose name, group or tags contain this (accents and case ignored)"),
-        ("group" = Option<String>, Query, description = "Only channels of this group"),
+        ("q" = Option<String>, Query, description = "A search without JavaScript: the page lists the first 50 channels whose name, group or tags contain this (accents and case ignored)"),
+        ("group" = Option<String>, Query, description = "A search without JavaScript: only channels of this group"),
     ),
-    responses((status = 200, description = "The web dashboard (server-rendered HTML, readable without JavaScript)", content_type = "text/html"))
+    responses((status = 200, description = "The web dashboard (server-rendered HTML of a few kilobytes whatever the lineup's size; its script browses channels, movies, series and guide matches through the JSON API)", content_type = "text/html"))
 )]
 async fn dashboard(
     State(s): State<AppState>,
@@ -199,16 +213,10 @@ async fn dashboard(
         })
         .collect();
 
-    // The guide's now/next follows the services' priority, as `/epg.xml` does.
-    statuses.retain(|st| st.enabled);
-    statuses.sort_by_key(|st| st.priority);
-    let order: Vec<String> = statuses.into_iter().map(|st| st.name).collect();
-    let guide = s.guides.now_next(&order, chrono::Utc::now().timestamp());
-    let viewers = s.sessions.viewers();
-
-    let (mut channels, mut groups, mut total, mut lineup_error) =
-        (Vec::new(), BTreeSet::new(), 0, None);
-    match lineup {
+    let searched = !filter.q.trim().is_empty() || !filter.group.is_empty();
+    let (mut channels, mut groups, mut total, mut matches, mut lineup_error) =
+        (Vec::new(), BTreeSet::new(), 0, 0, None);
+    match &lineup {
         Err(e) => lineup_error = Some(e.to_string()),
         Ok(lineup) => {
             total = lineup.channels.len();
@@ -217,25 +225,41 @@ async fn dashboard(
                     .channels
                     .iter()
                     .filter(|c| !c.group.is_empty())
-                    .map(|c| c.group.clone()),
+                    .map(|c| c.group.as_str()),
             );
-            channels = lineup
-                .search(&filter.q)
-                .into_iter()
-                .filter(|c| filter.group.is_empty() || c.group == filter.group)
-                .map(|c| channel_row(c, &base, &guide, &viewers))
-                .collect();
+            if searched {
+                let found: Vec<_> = lineup
+                    .search(&filter.q)
+                    .into_iter()
+                    .filter(|c| filter.group.is_empty() || c.group == filter.group)
+                    .collect();
+                matches = found.len();
+                // The guide's now/next follows the services' priority, as `/epg.xml` does.
+                statuses.retain(|st| st.enabled);
+                statuses.sort_by_key(|st| st.priority);
+                let order: Vec<String> = statuses.into_iter().map(|st| st.name).collect();
+                let guide = s.guides.now_next(&order, chrono::Utc::now().timestamp());
+                let viewers = s.sessions.viewers();
+                channels = found
+                    .into_iter()
+                    .take(NO_SCRIPT_ROWS)
+                    .map(|c| channel_row(c, &base, &guide, &viewers))
+                    .collect();
+            }
+            groups = groups.into_iter().take(PAGE_GROUPS).collect();
         }
     }
     let page = Page {
         version: env!("CARGO_PKG_VERSION"),
         services,
         channels,
+        searched,
+        matches,
         groups: groups
             .into_iter()
             .map(|name| GroupOption {
                 selected: name == filter.group,
-                name,
+                name: name.to_string(),
             })
             .collect(),
         q: filter.q,
