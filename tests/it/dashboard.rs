@@ -23,6 +23,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::common::{json_of, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use crate::dashboard_paging::big_name;
 
 const TOKEN: &str = "dash-board-admin-token";
 /// Bound on each thing the browser is waited for (a page load, a fetch and a DOM
@@ -1397,15 +1398,6 @@ async fn without_javascript(app: &TestApp, c: &Client) {
 /// Channels of the big lineup.
 const BIG: usize = 2000;
 
-/// Channel `i` of the big lineup: every tenth is named with accents.
-fn big_name(i: usize) -> String {
-    if i % 10 == 0 {
-        format!("Télé Matin {i:04}")
-    } else {
-        format!("Channel {i:04}")
-    }
-}
-
 /// The names of the channel rows, in page order.
 async fn row_names(c: &Client) -> Vec<String> {
     let v = js(
@@ -1507,7 +1499,7 @@ async fn browse_big(app: &TestApp, c: &Client) {
         .await
         .expect("type in #search");
     let tele: Vec<String> = (0..BIG)
-        .filter(|i| i % 10 == 0)
+        .filter(|i| i.is_multiple_of(10))
         .take(50)
         .map(big_name)
         .collect();
@@ -1522,8 +1514,11 @@ async fn browse_big(app: &TestApp, c: &Client) {
         .select_by_value("G0")
         .await
         .expect("pick G0 in #group");
-    // Every tenth channel in G0 (i % 7 == 0): every seventieth.
-    let tele_g0: Vec<String> = (0..BIG).filter(|i| i % 70 == 0).map(big_name).collect();
+    // Every tenth channel in G0 (i.is_multiple_of(7)): every seventieth.
+    let tele_g0: Vec<String> = (0..BIG)
+        .filter(|i| i.is_multiple_of(70))
+        .map(big_name)
+        .collect();
     let count = tele_g0.len().to_string();
     wait_page(
         c,
