@@ -84,13 +84,13 @@ struct GroupCount<'a> {
 
 /// A channel's guide now/next and its current viewers.
 #[derive(Serialize, utoipa::ToSchema)]
-struct Live {
+pub(super) struct Live {
     /// The programme on now (`null`: none known).
-    now: Option<String>,
+    pub(super) now: Option<String>,
     /// The programme after it.
-    next: Option<String>,
+    pub(super) next: Option<String>,
     /// Players streaming it now through freesky (`.ts` sessions and HLS players).
-    viewers: usize,
+    pub(super) viewers: usize,
 }
 
 /// A page of the lineup's listed channels, filtered and counted on the server.
@@ -168,26 +168,33 @@ fn number(name: &str, raw: Option<&str>, default: usize, max: usize) -> Result<u
     }
 }
 
-/// Guide now/next and viewers of `items`, by id.
-fn live<'a>(s: &AppState, items: &[&'a LineupChannel]) -> HashMap<&'a str, Live> {
+/// Guide now/next and viewers of `items`, by id. Each channel's programmes are looked
+/// up alone, so a page costs the same whatever the size of the guide.
+pub(super) fn live<'a>(s: &AppState, items: &[&'a LineupChannel]) -> HashMap<&'a str, Live> {
     if items.is_empty() {
         return HashMap::new();
     }
-    // The guide's now/next follows the services' priority, as `/epg.xml` does.
-    let mut statuses = s.registry.status();
-    statuses.retain(|st| st.enabled);
-    statuses.sort_by_key(|st| st.priority);
-    let order: Vec<String> = statuses.into_iter().map(|st| st.name).collect();
-    let mut guide = s.guides.now_next(&order, chrono::Utc::now().timestamp());
+    let now = chrono::Utc::now().timestamp();
     let viewers = s.sessions.viewers();
     items
         .iter()
         .map(|c| {
-            let (now, next) = guide.remove(&c.id).unwrap_or_default();
+            // Programmes ending after now, in start order: the first one started is on.
+            let listings = s.guides.listings(&c.id, now);
+            let on = listings.iter().position(|p| p.start <= now);
+            let next = match on {
+                Some(i) => listings.get(i + 1),
+                None => listings.first(),
+            };
             // `.ts` viewers are joined by id, or by number through `/api/stream/{n}.ts`.
             let viewers = viewers.get(&c.id).copied().unwrap_or(0)
                 + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
-            (c.id.as_str(), Live { now, next, viewers })
+            let live = Live {
+                now: on.map(|i| listings[i].title.to_string()),
+                next: next.map(|p| p.title.to_string()),
+                viewers,
+            };
+            (c.id.as_str(), live)
         })
         .collect()
 }

@@ -12,7 +12,7 @@
 //! `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`) where the browser has
 //! no native HLS. The CSS is `/dashboard.css`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -171,7 +171,7 @@ async fn dashboard(
 
     // The lineup first: building it calls the services, whose status then shows how.
     let lineup = s.registry.lineup().await;
-    let mut statuses = s.registry.status();
+    let statuses = s.registry.status();
     let services = statuses
         .iter()
         .map(|st| {
@@ -234,16 +234,11 @@ async fn dashboard(
                     .filter(|c| filter.group.is_empty() || c.group == filter.group)
                     .collect();
                 matches = found.len();
-                // The guide's now/next follows the services' priority, as `/epg.xml` does.
-                statuses.retain(|st| st.enabled);
-                statuses.sort_by_key(|st| st.priority);
-                let order: Vec<String> = statuses.into_iter().map(|st| st.name).collect();
-                let guide = s.guides.now_next(&order, chrono::Utc::now().timestamp());
-                let viewers = s.sessions.viewers();
-                channels = found
-                    .into_iter()
-                    .take(NO_SCRIPT_ROWS)
-                    .map(|c| channel_row(c, &base, &guide, &viewers))
+                let shown = &found[..found.len().min(NO_SCRIPT_ROWS)];
+                let mut live = super::channels_page::live(&s, shown);
+                channels = shown
+                    .iter()
+                    .map(|c| channel_row(c, &base, live.remove(c.id.as_str())))
                     .collect();
             }
             groups = groups.into_iter().take(PAGE_GROUPS).collect();
@@ -306,19 +301,15 @@ async fn dashboard(
 fn channel_row(
     c: &crate::model::LineupChannel,
     base: &str,
-    guide: &HashMap<String, (Option<String>, Option<String>)>,
-    viewers: &HashMap<String, usize>,
+    live: Option<super::channels_page::Live>,
 ) -> ChannelRow {
-    let (now, next) = guide.get(&c.id).cloned().unwrap_or_default();
     let mut sources: Vec<&str> = Vec::new();
     for src in &c.sources {
         if !sources.contains(&src.service.as_str()) {
             sources.push(&src.service);
         }
     }
-    // `.ts` viewers joined by id, or by number through `/api/stream/{n}.ts`.
-    let viewers = viewers.get(&c.id).copied().unwrap_or(0)
-        + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
+    let (now, next, viewers) = live.map_or((None, None, 0), |l| (l.now, l.next, l.viewers));
     ChannelRow {
         id: c.id.clone(),
         number: c.number,
