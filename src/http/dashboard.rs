@@ -40,9 +40,11 @@ const HLS_JS_VERSION: &str = "1.6.19";
 const HLS_JS_CACHE: &str = "public, max-age=31536000, immutable";
 /// Channel rows a search without JavaScript shows: the first page of its matches.
 const NO_SCRIPT_ROWS: usize = 50;
-/// Group options written into the page; the script replaces them with the API's
-/// list, so this only bounds the page's size for a lineup of many groups.
+/// Group options written into the page, and the bytes of their names at most; the
+/// script replaces them with the API's list, so this only bounds the page's size for
+/// a lineup of many (or long-named) groups.
 const PAGE_GROUPS: usize = 300;
+const PAGE_GROUP_BYTES: usize = 32 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -132,7 +134,7 @@ struct Page {
     searched: bool,
     /// Channels matching that search (more than `channels.len()` when cut).
     matches: usize,
-    /// The lineup's groups, sorted (at most `PAGE_GROUPS`).
+    /// The lineup's groups, sorted (the first `PAGE_GROUPS`, `PAGE_GROUP_BYTES` at most).
     groups: Vec<GroupOption>,
     q: String,
     /// Channels in the lineup, before the filter.
@@ -241,7 +243,15 @@ async fn dashboard(
                     .map(|c| channel_row(c, &base, live.remove(c.id.as_str())))
                     .collect();
             }
-            groups = groups.into_iter().take(PAGE_GROUPS).collect();
+            let mut bytes = 0;
+            groups = groups
+                .into_iter()
+                .take(PAGE_GROUPS)
+                .take_while(|g| {
+                    bytes += g.len();
+                    bytes <= PAGE_GROUP_BYTES
+                })
+                .collect();
         }
     }
     let page = Page {

@@ -271,3 +271,40 @@ async fn bad_paging_parameters_are_json_400s() {
     let p = page(&app, "?limit=500").await;
     assert_eq!(items(&p).len(), 500);
 }
+
+#[tokio::test]
+async fn many_long_group_names_do_not_grow_the_page() {
+    // 400 groups of 1,000-character names: the page offers the first ones only (the
+    // script fills the list from the API).
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let mut list = String::from("#EXTM3U\n");
+    for i in 0..400 {
+        let group = format!("{i:03}{}", "g".repeat(997));
+        list.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"long{i}.example\" group-title=\"{group}\",Long {i}\n{o}/live/{i}.m3u8\n"
+        ));
+    }
+    let _up = up.text("/long.m3u", M3U_TYPE, list).start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Long\"\nkind = \"m3u\"\nurl = \"{o}/long.m3u\"\n"
+    ))
+    .await;
+    assert_eq!(app.channels().await.len(), 400, "the lineup");
+    let html = app.get_text_ok("/").await;
+    assert!(
+        html.len() < 100 * 1024,
+        "/ is {} bytes with 400 groups of 1,000 characters",
+        html.len()
+    );
+    assert!(
+        html.contains("<option value=\"000ggg"),
+        "the first groups are offered"
+    );
+    let p = page(&app, "?limit=0").await;
+    assert_eq!(
+        p["groups"].as_array().expect("groups").len(),
+        400,
+        "the API lists them all"
+    );
+}
