@@ -615,7 +615,8 @@
 
   // Guide matches to review: channels without a guide, or matched with a low score,
   // with one-click confirm, reject, reset or pick among the alternatives (admin
-  // calls). A server without guide matching answers 404: the panel stays hidden.
+  // calls, the listing too). A server without guide matching answers 404: the panel
+  // stays hidden.
   const review = $("#guide-review");
   if (review) {
     const stateSelect = $("#guide-review-state");
@@ -685,7 +686,10 @@
         if (!current() || e.aborted) return;
         if (e.status === 404) { review.hidden = true; return; }
         review.hidden = false;
-        countOut.textContent = "could not load: " + e.message;
+        tbody.replaceChildren();
+        countOut.textContent = e.status === 401 || e.status === 403
+          ? "type the admin token above to review them (" + e.message + ")"
+          : "could not load: " + e.message;
         return;
       }
       if (!current()) return;
@@ -698,6 +702,8 @@
       next.disabled = offset + items.length >= page.total;
     });
     stateSelect.addEventListener("change", () => { offset = 0; load(); });
+    // Listing the matches is an admin call too: a token typed now is tried at once.
+    token.addEventListener("change", load);
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { if (offset + PAGE < total) { offset += PAGE; load(); } });
     load();
