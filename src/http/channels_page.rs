@@ -180,14 +180,14 @@ pub(super) fn live<'a>(s: &AppState, items: &[&'a LineupChannel]) -> HashMap<&'a
         .iter()
         .map(|c| {
             // Programmes ending after now, in start order: the first one started is on.
-            let listings = s.guides.listings(&c.id, now);
+            let listings = s.guides.listings(c.id.as_str(), now);
             let on = listings.iter().position(|p| p.start <= now);
             let next = match on {
                 Some(i) => listings.get(i + 1),
                 None => listings.first(),
             };
             // `.ts` viewers are joined by id, or by number through `/api/stream/{n}.ts`.
-            let viewers = viewers.get(&c.id).copied().unwrap_or(0)
+            let viewers = viewers.get(c.id.as_str()).copied().unwrap_or(0)
                 + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
             let live = Live {
                 now: on.map(|i| listings[i].title.to_string()),

@@ -321,10 +321,10 @@ fn channel_row(
     }
     let (now, next, viewers) = live.map_or((None, None, 0), |l| (l.now, l.next, l.viewers));
     ChannelRow {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         number: c.number,
-        name: c.name.clone(),
-        group: c.group.clone(),
+        name: c.name.to_string(),
+        group: c.group.to_string(),
         sources: sources.join(", "),
         now: now.unwrap_or_default(),
         next: next.unwrap_or_default(),
