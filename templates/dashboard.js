@@ -385,6 +385,7 @@
   if (browser) {
     const search = $("#search");
     const group = $("#group");
+    const service = $("#service");
     const tbody = $("#channels tbody");
     const count = $("#channel-count");
     const shown = $("#channel-range");
@@ -422,6 +423,8 @@
       const params = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
       if (q) params.set("q", q);
       if (group.value) params.set("group", group.value);
+      if (service.value) params.set("service", service.value);
+      const filtered = Boolean(q || group.value || service.value);
       browser.dataset.state = "loading";
       let page;
       try {
@@ -434,12 +437,12 @@
       }
       if (!current()) return;
       total = page.total;
-      if (!q && !group.value) lineupSize = page.total;
+      if (!filtered) lineupSize = page.total;
       tbody.replaceChildren(...page.items.map((c) => channelRow(c, (page.live || {})[c.id])));
       fillSelect(group, "all groups", page.groups);
       shown.textContent = range(page.offset, page.items.length);
       count.textContent = fmt(page.total);
-      lineupTotal.textContent = (q || group.value) && lineupSize !== null ? "· " + fmt(lineupSize) + " in the lineup" : "";
+      lineupTotal.textContent = filtered && lineupSize !== null ? "· " + fmt(lineupSize) + " in the lineup" : "";
       empty.hidden = page.total > 0;
       prev.disabled = page.offset === 0;
       next.disabled = page.offset + page.items.length >= page.total;
@@ -448,6 +451,7 @@
     const fromStart = () => { offset = 0; load(); };
     search.addEventListener("input", debounce(fromStart, 250));
     group.addEventListener("change", fromStart);
+    service.addEventListener("change", fromStart);
     $("#channel-search").addEventListener("submit", (ev) => { ev.preventDefault(); fromStart(); });
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { if (offset + PAGE < total) { offset += PAGE; load(); } });

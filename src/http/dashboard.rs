@@ -67,6 +67,8 @@ struct Filter {
     q: String,
     #[serde(default)]
     group: String,
+    #[serde(default)]
+    service: String,
 }
 
 /// One service row.
@@ -137,6 +139,8 @@ struct Page {
     /// The lineup's groups, sorted (the first `PAGE_GROUPS`, `PAGE_GROUP_BYTES` at most).
     groups: Vec<GroupOption>,
     q: String,
+    /// The service the search keeps channels of (`?service=`; empty: every one).
+    service: String,
     /// Channels in the lineup, before the filter.
     total: usize,
     /// Why the lineup could not be built; the page is shown anyway.
@@ -159,6 +163,7 @@ struct Page {
     params(
         ("q" = Option<String>, Query, description = "A search without JavaScript: the page lists the first 50 channels whose name, group or tags contain this (accents and case ignored)"),
         ("group" = Option<String>, Query, description = "A search without JavaScript: only channels of this group"),
+        ("service" = Option<String>, Query, description = "A search without JavaScript: only channels with a source from this service"),
     ),
     responses((status = 200, description = "The web dashboard (server-rendered HTML of a few kilobytes whatever the lineup's size; its script browses channels, movies, series and guide matches through the JSON API)", content_type = "text/html"))
 )]
@@ -215,7 +220,8 @@ async fn dashboard(
         })
         .collect();
 
-    let searched = !filter.q.trim().is_empty() || !filter.group.is_empty();
+    let searched =
+        !filter.q.trim().is_empty() || !filter.group.is_empty() || !filter.service.is_empty();
     let (mut channels, mut groups, mut total, mut matches, mut lineup_error) =
         (Vec::new(), BTreeSet::new(), 0, 0, None);
     match &lineup {
@@ -234,6 +240,10 @@ async fn dashboard(
                     .search(&filter.q)
                     .into_iter()
                     .filter(|c| filter.group.is_empty() || c.group == filter.group)
+                    .filter(|c| {
+                        filter.service.is_empty()
+                            || c.sources.iter().any(|src| src.service == filter.service)
+                    })
                     .collect();
                 matches = found.len();
                 let shown = &found[..found.len().min(NO_SCRIPT_ROWS)];
@@ -268,6 +278,7 @@ async fn dashboard(
             })
             .collect(),
         q: filter.q,
+        service: filter.service,
         total,
         lineup_error,
         url_playlist: format!("{base}/playlist.m3u"),

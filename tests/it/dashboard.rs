@@ -1131,6 +1131,17 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     wait_visible(c, "#group = Sports", &["Beta Sports", "Delta Goals"]).await;
     group.select_by_value("").await.expect("pick all groups");
     wait_visible(c, "#group = all", &all).await;
+    let service = find(c, "#service").await;
+    service
+        .select_by_value("Demo")
+        .await
+        .expect("pick Demo in #service");
+    wait_visible(c, "#service = Demo", &["Demo"]).await;
+    service
+        .select_by_value("")
+        .await
+        .expect("pick all services");
+    wait_visible(c, "#service = all", &all).await;
 
     // c. toggle without the token: refused, nothing changes
     let origin_row = "#services tr[data-service=\"Origin\"]";

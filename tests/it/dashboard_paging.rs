@@ -134,6 +134,16 @@ async fn the_page_stays_small_and_holds_no_channel_rows() {
         "/?q=channel is {} bytes",
         html.len()
     );
+    let html = app.get_text_ok("/?service=Small").await;
+    assert_eq!(
+        html.matches("<tr data-channel=").count(),
+        SMALL,
+        "rows of /?service=Small"
+    );
+    assert!(
+        html.contains("<option value=\"Small\" selected>"),
+        "the service is kept"
+    );
 }
 
 #[tokio::test]
