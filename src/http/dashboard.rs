@@ -1,15 +1,18 @@
 //! The web dashboard at `/`: a page rendered on the server from `templates/`
-//! (askama, HTML-escaped: everything shown comes from upstreams), readable without
-//! JavaScript. It shows every service (health, latency, channels, last error, circuit,
-//! the last hour as an inline SVG chart) with enable/disable and priority controls, the
-//! playlist, guide and tuner URLs, and the channels (sources, guide now/next, active
-//! viewers) filtered by `?q=` and `?group=`. A small script (`/dashboard.js`) adds the
-//! controls (admin calls on the JSON API), filtering as you type, copy buttons and the
-//! per-channel test and the in-page player; the CSS is `/dashboard.css`. The player
-//! uses hls.js (vendored in `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`)
-//! where the browser has no native HLS.
+//! (askama, HTML-escaped: everything shown comes from upstreams). It shows every
+//! service (health, latency, channels, last error, circuit, the last hour as an inline
+//! SVG chart) with enable/disable and priority controls, the playlist, guide and tuner
+//! URLs, and the viewer accounts. The page holds no channel rows, so it stays a few
+//! kilobytes whatever the lineup's size: its script (`/dashboard.js`) browses the
+//! channels a page at a time through `GET /api/channels` (search, group filter, counts),
+//! and the movie and series catalogues and the guide matches the same way. Without
+//! JavaScript, a search submitted as a form (`?q=`, `?group=`) is answered on the server
+//! with the first page of matches. The script also adds the admin controls, copy
+//! buttons, the per-channel test and the in-page player, which uses hls.js (vendored in
+//! `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`) where the browser has
+//! no native HLS. The CSS is `/dashboard.css`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -35,6 +38,13 @@ const HLS_JS_VERSION: &str = "1.6.19";
 /// The page asks for `?v={HLS_JS_VERSION}`: a new version is a new URL, so this one
 /// never changes and browsers may keep it a year without asking again.
 const HLS_JS_CACHE: &str = "public, max-age=31536000, immutable";
+/// Channel rows a search without JavaScript shows: the first page of its matches.
+const NO_SCRIPT_ROWS: usize = 50;
+/// Group options written into the page, and the bytes of their names at most; the
+/// script replaces them with the API's list, so this only bounds the page's size for
+/// a lineup of many (or long-named) groups.
+const PAGE_GROUPS: usize = 300;
+const PAGE_GROUP_BYTES: usize = 32 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -57,6 +67,8 @@ struct Filter {
     q: String,
     #[serde(default)]
     group: String,
+    #[serde(default)]
+    service: String,
 }
 
 /// One service row.
@@ -117,10 +129,18 @@ struct GroupOption {
 struct Page {
     version: &'static str,
     services: Vec<ServiceRow>,
+    /// The first rows of a search made without JavaScript (`?q=`, `?group=`); none
+    /// without a search: the script fetches the channels itself.
     channels: Vec<ChannelRow>,
-    /// Every group of the lineup, sorted.
+    /// Whether a search was asked for (`?q=` or `?group=` not empty).
+    searched: bool,
+    /// Channels matching that search (more than `channels.len()` when cut).
+    matches: usize,
+    /// The lineup's groups, sorted (the first `PAGE_GROUPS`, `PAGE_GROUP_BYTES` at most).
     groups: Vec<GroupOption>,
     q: String,
+    /// The service the search keeps channels of (`?service=`; empty: every one).
+    service: String,
     /// Channels in the lineup, before the filter.
     total: usize,
     /// Why the lineup could not be built; the page is shown anyway.
@@ -141,10 +161,11 @@ struct Page {
     path = "/",
     tag = "dashboard",
     params(
-        ("q" = Option<String>, Query, description = "Only channels whose name, group or tags contain this (accents and case ignored)"),
-        ("group" = Option<String>, Query, description = "Only channels of this group"),
+        ("q" = Option<String>, Query, description = "A search without JavaScript: the page lists the first 50 channels whose name, group or tags contain this (accents and case ignored)"),
+        ("group" = Option<String>, Query, description = "A search without JavaScript: only channels of this group"),
+        ("service" = Option<String>, Query, description = "A search without JavaScript: only channels with a source from this service"),
     ),
-    responses((status = 200, description = "The web dashboard (server-rendered HTML, readable without JavaScript)", content_type = "text/html"))
+    responses((status = 200, description = "The web dashboard (server-rendered HTML of a few kilobytes whatever the lineup's size; its script browses channels, movies, series and guide matches through the JSON API)", content_type = "text/html"))
 )]
 async fn dashboard(
     State(s): State<AppState>,
@@ -157,7 +178,7 @@ async fn dashboard(
 
     // The lineup first: building it calls the services, whose status then shows how.
     let lineup = s.registry.lineup().await;
-    let mut statuses = s.registry.status();
+    let statuses = s.registry.status();
     let services = statuses
         .iter()
         .map(|st| {
@@ -199,16 +220,11 @@ async fn dashboard(
         })
         .collect();
 
-    // The guide's now/next follows the services' priority, as `/epg.xml` does.
-    statuses.retain(|st| st.enabled);
-    statuses.sort_by_key(|st| st.priority);
-    let order: Vec<String> = statuses.into_iter().map(|st| st.name).collect();
-    let guide = s.guides.now_next(&order, chrono::Utc::now().timestamp());
-    let viewers = s.sessions.viewers();
-
-    let (mut channels, mut groups, mut total, mut lineup_error) =
-        (Vec::new(), BTreeSet::new(), 0, None);
-    match lineup {
+    let searched =
+        !filter.q.trim().is_empty() || !filter.group.is_empty() || !filter.service.is_empty();
+    let (mut channels, mut groups, mut total, mut matches, mut lineup_error) =
+        (Vec::new(), BTreeSet::new(), 0, 0, None);
+    match &lineup {
         Err(e) => lineup_error = Some(e.to_string()),
         Ok(lineup) => {
             total = lineup.channels.len();
@@ -217,13 +233,34 @@ async fn dashboard(
                     .channels
                     .iter()
                     .filter(|c| !c.group.is_empty())
-                    .map(|c| c.group.clone()),
+                    .map(|c| c.group.as_str()),
             );
-            channels = lineup
-                .search(&filter.q)
+            if searched {
+                let found: Vec<_> = lineup
+                    .search(&filter.q)
+                    .into_iter()
+                    .filter(|c| filter.group.is_empty() || c.group == filter.group)
+                    .filter(|c| {
+                        filter.service.is_empty()
+                            || c.sources.iter().any(|src| src.service == filter.service)
+                    })
+                    .collect();
+                matches = found.len();
+                let shown = &found[..found.len().min(NO_SCRIPT_ROWS)];
+                let mut live = super::channels_page::live(&s, shown);
+                channels = shown
+                    .iter()
+                    .map(|c| channel_row(c, &base, live.remove(c.id.as_str())))
+                    .collect();
+            }
+            let mut bytes = 0;
+            groups = groups
                 .into_iter()
-                .filter(|c| filter.group.is_empty() || c.group == filter.group)
-                .map(|c| channel_row(c, &base, &guide, &viewers))
+                .take(PAGE_GROUPS)
+                .take_while(|g| {
+                    bytes += g.len();
+                    bytes <= PAGE_GROUP_BYTES
+                })
                 .collect();
         }
     }
@@ -231,14 +268,17 @@ async fn dashboard(
         version: env!("CARGO_PKG_VERSION"),
         services,
         channels,
+        searched,
+        matches,
         groups: groups
             .into_iter()
             .map(|name| GroupOption {
                 selected: name == filter.group,
-                name,
+                name: name.to_string(),
             })
             .collect(),
         q: filter.q,
+        service: filter.service,
         total,
         lineup_error,
         url_playlist: format!("{base}/playlist.m3u"),
@@ -282,24 +322,20 @@ async fn dashboard(
 fn channel_row(
     c: &crate::model::LineupChannel,
     base: &str,
-    guide: &HashMap<String, (Option<String>, Option<String>)>,
-    viewers: &HashMap<String, usize>,
+    live: Option<super::channels_page::Live>,
 ) -> ChannelRow {
-    let (now, next) = guide.get(&c.id).cloned().unwrap_or_default();
     let mut sources: Vec<&str> = Vec::new();
     for src in &c.sources {
         if !sources.contains(&src.service.as_str()) {
             sources.push(&src.service);
         }
     }
-    // `.ts` viewers joined by id, or by number through `/api/stream/{n}.ts`.
-    let viewers = viewers.get(&c.id).copied().unwrap_or(0)
-        + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
+    let (now, next, viewers) = live.map_or((None, None, 0), |l| (l.now, l.next, l.viewers));
     ChannelRow {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         number: c.number,
-        name: c.name.clone(),
-        group: c.group.clone(),
+        name: c.name.to_string(),
+        group: c.group.to_string(),
         sources: sources.join(", "),
         now: now.unwrap_or_default(),
         next: next.unwrap_or_default(),

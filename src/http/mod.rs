@@ -13,6 +13,7 @@ use crate::config::Config;
 
 mod access;
 mod api;
+mod channels_page;
 mod dashboard;
 mod guide;
 pub mod logos;
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));
     Router::new()
         .merge(api::routes())
+        .merge(channels_page::routes())
         .merge(dashboard::routes())
         .merge(stream::routes())
         .merge(timeshift::routes())

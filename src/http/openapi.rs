@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, dashboard, guide, hdhr, logos, metrics, playlist, reload, stream, timeshift, users,
-    xtream, AppState,
+    api, channels_page, dashboard, guide, hdhr, logos, metrics, playlist, reload, stream,
+    timeshift, users, xtream, AppState,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -71,6 +71,7 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
 pub(crate) fn build() -> utoipa::openapi::OpenApi {
     let mut doc = Top::openapi();
     doc.merge(api::Doc::openapi());
+    doc.merge(channels_page::Doc::openapi());
     doc.merge(stream::Doc::openapi());
     doc.merge(timeshift::Doc::openapi());
     doc.merge(playlist::Doc::openapi());

@@ -23,6 +23,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::common::{json_of, respond, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE};
+use crate::dashboard_paging::big_name;
 
 const TOKEN: &str = "dash-board-admin-token";
 /// Bound on each thing the browser is waited for (a page load, a fetch and a DOM
@@ -336,6 +337,27 @@ async fn channel_test(c: &Client, row: &str) -> (String, String) {
     })
 }
 
+/// Waits until the channel browser has shown its latest page (`data-state="ready"`
+/// on `#channel-browser`, set by the script once the page's rows are in).
+async fn wait_channels_ready(c: &Client) {
+    wait_for!("#channel-browser to show its first page", {
+        let state = js(
+            c,
+            "const b = document.querySelector('#channel-browser'); return b ? (b.dataset.state || '') : null;",
+            vec![],
+        )
+        .await;
+        if state == "ready" {
+            Ok(())
+        } else {
+            Err(format!(
+                "data-state {state}, #message {:?}",
+                text_of(c, "#message").await
+            ))
+        }
+    });
+}
+
 /// Names (`.name` cells) of the channel rows a user sees: not `hidden`, rendered.
 async fn visible_channels(c: &Client) -> Vec<String> {
     let v = js(
@@ -607,16 +629,20 @@ async fn player_state(c: &Client) -> Value {
     .await
 }
 
-/// Clicks *play* in the row of channel `id`.
+/// Clicks *play* in the row of channel `id`, once the script has listed it.
 async fn click_play(c: &Client, id: &str) {
-    find(
-        c,
-        &format!("#channels tr[data-channel=\"{id}\"] button.play"),
-    )
-    .await
-    .click()
-    .await
-    .unwrap_or_else(|e| panic!("click play on {id}: {e}"));
+    let button = format!("#channels tr[data-channel=\"{id}\"] button.play");
+    wait_for!(format!("{button} to be listed"), {
+        match c.find(Locator::Css(&button)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    find(c, &button)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click play on {id}: {e}"));
 }
 
 /// Polls the player until `done` says so, for at most `PLAY_WAIT`.
@@ -925,6 +951,7 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     let alpha = format!("#channels tr[data-channel=\"{}\"]", id_of("Alpha News"));
     wait_for!("Alpha News's .now/.next from the guide after a reload", {
         c.goto(&app.url("/")).await.expect("load /");
+        wait_channels_ready(c).await;
         let now = text_of(c, &format!("{alpha} .now")).await;
         let next = text_of(c, &format!("{alpha} .next")).await;
         if now.as_deref() == Some("Morning Briefing") && next.as_deref() == Some("Market Watch") {
@@ -1104,6 +1131,17 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     wait_visible(c, "#group = Sports", &["Beta Sports", "Delta Goals"]).await;
     group.select_by_value("").await.expect("pick all groups");
     wait_visible(c, "#group = all", &all).await;
+    let service = find(c, "#service").await;
+    service
+        .select_by_value("Demo")
+        .await
+        .expect("pick Demo in #service");
+    wait_visible(c, "#service = Demo", &["Demo"]).await;
+    service
+        .select_by_value("")
+        .await
+        .expect("pick all services");
+    wait_visible(c, "#service = all", &all).await;
 
     // c. toggle without the token: refused, nothing changes
     let origin_row = "#services tr[data-service=\"Origin\"]";
@@ -1277,8 +1315,8 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     eprintln!("screenshots: {} {}", desktop.display(), phone.display());
 }
 
-/// h. reading and searching with JavaScript off: the HTML itself holds the data and
-/// the search form filters on the server.
+/// h. reading and searching with JavaScript off: the HTML itself holds the services and
+/// the lineup's size, and the search form lists the matching channels from the server.
 async fn without_javascript(app: &TestApp, c: &Client) {
     let alpha = app.channel_named("Alpha News").await["id"]
         .as_str()
@@ -1325,15 +1363,17 @@ async fn without_javascript(app: &TestApp, c: &Client) {
         .await
         .unwrap();
     assert_eq!(rows.len(), 2, "#services rows without JavaScript");
+    // No channel rows before a search (the script would list them), but the count.
     let rows = c
         .find_all(Locator::Css("#channels tr[data-channel]"))
         .await
         .unwrap();
     assert_eq!(
         rows.len(),
-        CHANNELS.len() + 1,
-        "#channels rows without JavaScript"
+        0,
+        "#channels rows without JavaScript nor a search"
     );
+    assert_eq!(channel_count(c).await, Some(CHANNELS.len() + 1));
     find(
         c,
         "#channel-search [type=submit], #channel-search button:not([type])",
@@ -1361,4 +1401,192 @@ async fn without_javascript(app: &TestApp, c: &Client) {
             Err(format!("url {url}, rows {ids:?}"))
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// a big lineup, paged
+
+/// Channels of the big lineup.
+const BIG: usize = 2000;
+
+/// The names of the channel rows, in page order.
+async fn row_names(c: &Client) -> Vec<String> {
+    let v = js(
+        c,
+        "return Array.from(document.querySelectorAll('#channels tr[data-channel] .name')).map(n => n.textContent.trim());",
+        vec![],
+    )
+    .await;
+    serde_json::from_value(v).expect("a list of names")
+}
+
+/// Waits until `#channel-range`, `#channel-count` and the rows are `range`, `count`
+/// and `names`.
+async fn wait_page(c: &Client, what: &str, range: &str, count: &str, names: &[String]) {
+    wait_for!(
+        format!(
+            "{what}: #channel-range {range:?}, #channel-count {count:?}, {} rows",
+            names.len()
+        ),
+        {
+            let shown = (
+                text_of(c, "#channel-range").await.unwrap_or_default(),
+                text_of(c, "#channel-count").await.unwrap_or_default(),
+            );
+            let rows = row_names(c).await;
+            if shown == (range.to_string(), count.to_string()) && rows == names {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{shown:?}, rows {:?}",
+                    rows.iter().take(3).collect::<Vec<_>>()
+                ))
+            }
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_browser_pages_a_big_lineup_in_headless_chromium() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let mut list = String::from("#EXTM3U\n");
+    for i in 0..BIG {
+        list.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"big{i}.example\" group-title=\"G{}\",{}\n{o}/live/{i}.m3u8\n",
+            i % 7,
+            big_name(i)
+        ));
+    }
+    let _up = up.text("/big.m3u", M3U_TYPE, list).start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Big\"\nkind = \"m3u\"\nurl = \"{o}/big.m3u\"\n"
+    ))
+    .await;
+    let driver = Driver::start().await;
+    let browser = driver.session(1280, 900, true).await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, browse_big(&app, &browser)).await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the big lineup test");
+}
+
+async fn browse_big(app: &TestApp, c: &Client) {
+    let all: Vec<String> = app
+        .channels()
+        .await
+        .iter()
+        .map(|ch| ch["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(all.len(), BIG, "the lineup");
+
+    // The page loads with the count and the first page of channels, in number order.
+    c.goto(&app.url("/")).await.expect("load /");
+    wait_channels_ready(c).await;
+    wait_page(c, "the first page", "1–50", "2,000", &all[..50]).await;
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelector('#channel-prev').disabled;",
+            vec![]
+        )
+        .await,
+        true,
+        "#channel-prev on the first page"
+    );
+
+    // Next: the second page.
+    find(c, "#channel-next")
+        .await
+        .click()
+        .await
+        .expect("click next");
+    wait_page(c, "after next", "51–100", "2,000", &all[50..100]).await;
+
+    // Typing a search narrows it, on the server (accents and case ignored), from the
+    // first page of the matches.
+    find(c, "#search")
+        .await
+        .send_keys("TELE")
+        .await
+        .expect("type in #search");
+    let tele: Vec<String> = (0..BIG)
+        .filter(|i| i.is_multiple_of(10))
+        .take(50)
+        .map(big_name)
+        .collect();
+    wait_page(c, "typing `TELE`", "1–50", "200", &tele).await;
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/",
+        "typing must not navigate"
+    );
+    let group = find(c, "#group").await;
+    group
+        .select_by_value("G0")
+        .await
+        .expect("pick G0 in #group");
+    // Every tenth channel in G0 (i.is_multiple_of(7)): every seventieth.
+    let tele_g0: Vec<String> = (0..BIG)
+        .filter(|i| i.is_multiple_of(70))
+        .map(big_name)
+        .collect();
+    let count = tele_g0.len().to_string();
+    wait_page(
+        c,
+        "`TELE` in group G0",
+        &format!("1–{count}"),
+        &count,
+        &tele_g0,
+    )
+    .await;
+
+    // The catalogue views and the guide review follow what the server offers: a
+    // server without a catalogue or guide matching says so, or hides the panel.
+    let http = reqwest::Client::new();
+    for (section, api) in [("#movies", "/api/movies"), ("#series", "/api/series")] {
+        let status = http
+            .get(app.url(api))
+            .send()
+            .await
+            .expect("catalogue API")
+            .status();
+        // 404: no catalogue here; another refusal (a viewer login required): an error.
+        let want = match status.as_u16() {
+            404 => "none",
+            200 => "ready",
+            _ => "error",
+        };
+        wait_for!(
+            format!("{section} in state {want} ({api} answers {status})"),
+            {
+                let state = js(
+                    c,
+                    "return document.querySelector(arguments[0]).dataset.state || '';",
+                    vec![json!(section)],
+                )
+                .await;
+                let text = text_of(c, &format!("{section} .cat-status")).await;
+                if state == want && (want != "none" || text.as_deref() == Some("no catalogue")) {
+                    Ok(())
+                } else {
+                    Err(format!("state {state}, .cat-status {text:?}"))
+                }
+            }
+        );
+    }
+    let guide = http
+        .get(app.url("/api/guide/matches?state=all"))
+        .send()
+        .await
+        .expect("guide matches API")
+        .status();
+    if guide == 404 {
+        let hidden = js(
+            c,
+            "return document.querySelector('#guide-review').hidden;",
+            vec![],
+        )
+        .await;
+        assert_eq!(hidden, true, "#guide-review shows without guide matching");
+    }
 }

@@ -1,8 +1,8 @@
 //! The dashboard at `/` as a browser without JavaScript sees it: the server-rendered
 //! HTML (DOM contract in the engineers' brief, docs/src/dashboard.md): every service row
-//! with its chart, every channel row with sources, guide now/next and viewers, the
-//! copyable URLs, server-side filtering by `?q=` and `?group=`, and upstream text
-//! escaped. Upstreams are real HTTP servers on 127.0.0.1 (an M3U list, its XMLTV
+//! with its chart, the copyable URLs, no channel rows until a search (`?q=`, `?group=`)
+//! is submitted, then the matching channel rows with sources, guide now/next and
+//! viewers, and upstream text escaped. Upstreams are real HTTP servers on 127.0.0.1 (an M3U list, its XMLTV
 //! guide and an HLS origin) plus the built-in demo service.
 
 use crate::common::{
@@ -10,6 +10,9 @@ use crate::common::{
 };
 
 const EVIL: &str = "<script>alert(1)</script> TV";
+/// A search without JavaScript that matches every channel of `setup` (each name holds
+/// an "e"): the page then lists them all.
+const ALL: &str = "/?q=e";
 
 /// An M3U service with three channels in two groups (one named with markup) and a
 /// guide for one of them, and the demo service.
@@ -197,7 +200,14 @@ async fn the_page_shows_services_channels_urls_and_guide_without_javascript() {
     assert!(html.contains("<div id=\"message\" role=\"status\"></div>"));
     assert!(html.contains("<input id=\"admin-token\" type=\"password\" autocomplete=\"off\""));
 
-    // Channels: every lineup channel, with its sources, guide and links.
+    // No channel rows until a search: the script pages through them. Then every
+    // matching channel, with its sources, guide and links.
+    assert!(rows(&html, "data-channel").is_empty(), "{html}");
+    assert!(
+        html.contains("<span id=\"channel-count\">4</span>"),
+        "{html}"
+    );
+    let html = page(&app, ALL).await;
     let lineup = app.channels().await;
     let channels = rows(&html, "data-channel");
     assert_eq!(channels.len(), 4, "{html}");
@@ -264,7 +274,7 @@ async fn the_page_shows_services_channels_urls_and_guide_without_javascript() {
 #[tokio::test]
 async fn the_page_names_the_vendored_hls_js_and_freesky_serves_it() {
     let (app, _up) = setup().await;
-    let html = page(&app, "/").await;
+    let html = page(&app, ALL).await;
     let channels = rows(&html, "data-channel");
     assert_eq!(channels.len(), 4, "{html}");
     for (id, row) in &channels {
@@ -319,7 +329,7 @@ async fn the_page_names_the_vendored_hls_js_and_freesky_serves_it() {
 #[tokio::test]
 async fn upstream_markup_is_escaped_never_a_live_tag() {
     let (app, _up) = setup().await;
-    let html = page(&app, "/").await;
+    let html = page(&app, ALL).await;
     assert!(!html.contains("<script>alert"), "{html}");
     // The page's only script is our own.
     assert_eq!(html.matches("<script").count(), 1, "{html}");
@@ -367,8 +377,10 @@ async fn q_and_group_filter_the_channels_on_the_server() {
     for g in ["Demo", "News", "Sport"] {
         assert!(sport.contains(&format!("<option value=\"{g}\"")), "{g}");
     }
-    // An empty filter is no filter.
-    assert_eq!(names(&page(&app, "/?q=&group=").await).len(), 4);
+    // An empty filter is no search: no rows (the script lists them), the lineup's size.
+    let unfiltered = page(&app, "/?q=&group=").await;
+    assert!(names(&unfiltered).is_empty());
+    assert!(unfiltered.contains("<span id=\"channel-count\">4</span>"));
 }
 
 /// The `.viewers` cell of channel `id` on the page.
@@ -412,13 +424,13 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
         .expect("a chunk")
         .expect("bytes");
     assert!(!first.is_empty());
-    assert_eq!(viewers_of(&page(&app, "/").await, &id), "1");
+    assert_eq!(viewers_of(&page(&app, ALL).await, &id), "1");
     assert!(up.hits("/live/index.m3u8") >= 1);
 
     // Gone once it stops reading.
     drop(body);
     crate::common::eventually("the viewer to leave", || async {
-        match viewers_of(&page(&app, "/").await, &id) {
+        match viewers_of(&page(&app, ALL).await, &id) {
             n if n == "0" => Ok(()),
             n => Err(format!("{n} viewers")),
         }
@@ -433,7 +445,7 @@ async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(viewers_of(&page(&app, "/").await, &id), "0");
+    assert_eq!(viewers_of(&page(&app, ALL).await, &id), "0");
 
     // A player loads the channel's playlist, and reloads it: one client address,
     // one viewer.
@@ -441,7 +453,7 @@ async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
         let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(viewers_of(&page(&app, "/").await, &id), "1");
+    assert_eq!(viewers_of(&page(&app, ALL).await, &id), "1");
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!("freesky_hls_viewers{{channel=\"{id}\"}} 1")),

@@ -22,6 +22,7 @@ mod cli;
 mod crash_state;
 mod dashboard;
 mod dashboard_page;
+mod dashboard_paging;
 mod discovery;
 mod docs;
 mod e2e_ffmpeg;
