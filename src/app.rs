@@ -28,4 +28,6 @@ pub struct AppState {
     pub tuner: Arc<Tuner>,
     /// Viewer accounts: logins, visibility, live connections (shared across reloads).
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// The movie and series catalogue (kept across reloads until it refreshes).
+    pub vod: Arc<crate::vod::Library>,
 }
