@@ -286,10 +286,18 @@ impl<'a> TitleRef<'a> {
 /// What to list: a search, a category, and which titles the caller may see.
 #[derive(Default)]
 pub struct Filter<'q> {
-    /// Normalised search words (`lineup::normalise`); empty: all.
+    /// Normalised search words (`lineup::normalise`), each in the name or the year;
+    /// empty: all.
     pub query: String,
     /// Case-insensitive category name; `None`: all.
     pub category: Option<&'q str>,
+}
+
+/// Whether every word of `query` (normalised) is in the item's name, or is its year.
+fn matches(item: &Item, query: &str) -> bool {
+    query
+        .split(' ')
+        .all(|w| item.key.contains(w) || (item.year > 0 && w.parse::<u16>() == Ok(item.year)))
 }
 
 impl Catalogue {
@@ -449,8 +457,7 @@ impl Catalogue {
             filter
                 .category
                 .is_none_or(|c| t.category().eq_ignore_ascii_case(c))
-                && (filter.query.is_empty()
-                    || t.sources().any(|(_, i)| i.key.contains(&filter.query)))
+                && (filter.query.is_empty() || t.sources().any(|(_, i)| matches(i, &filter.query)))
         })
     }
 
