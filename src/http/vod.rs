@@ -36,13 +36,13 @@ const CHUNK: usize = 1000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/movies", get(movies))
-        .route("/api/series", get(series))
-        .route("/api/movies/{id}", get(movie))
-        .route("/api/series/{id}", get(one_series))
+        .route("/api/movies", get(list_movies))
+        .route("/api/series", get(list_series))
+        .route("/api/movies/{id}", get(movie_details))
+        .route("/api/series/{id}", get(series_details))
         .route("/api/movie/{id}", get(movie_media))
         .route("/api/episode/{id}", get(episode_media))
-        .route("/api/vod/refresh", post(refresh))
+        .route("/api/vod/refresh", post(refresh_vod))
         .route("/vod.m3u", get(vod_m3u))
 }
 
@@ -50,13 +50,13 @@ pub fn routes() -> Router<AppState> {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
-        movies,
-        series,
-        movie,
-        one_series,
+        list_movies,
+        list_series,
+        movie_details,
+        series_details,
         movie_media,
         episode_media,
-        refresh,
+        refresh_vod,
         vod_m3u
     ),
     components(schemas(TitlePage, TitleItem, CategoryCount, VodStatus, ErrorBody))
@@ -185,7 +185,7 @@ async fn list(s: &AppState, kind: VodKind, p: ListParams, viewer: &Viewer) -> Re
         (status = 401, description = "`server.require_account` and no or a wrong login", body = ErrorBody)
     )
 )]
-async fn movies(
+async fn list_movies(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
     viewer: Viewer,
@@ -204,7 +204,7 @@ async fn movies(
         (status = 401, description = "`server.require_account` and no or a wrong login", body = ErrorBody)
     )
 )]
-async fn series(
+async fn list_series(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
     viewer: Viewer,
@@ -235,7 +235,7 @@ fn hhmmss(secs: u32) -> String {
         (status = 404, description = "No such movie (or the account does not see it)", body = ErrorBody)
     )
 )]
-async fn movie(
+async fn movie_details(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
@@ -273,7 +273,7 @@ async fn movie(
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
 )]
-async fn one_series(
+async fn series_details(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
@@ -477,7 +477,7 @@ async fn episode_media(
         (status = 403, description = "Not the admin", body = ErrorBody)
     )
 )]
-async fn refresh(State(s): State<AppState>, _admin: Admin) -> Json<Value> {
+async fn refresh_vod(State(s): State<AppState>, _admin: Admin) -> Json<Value> {
     let snap = s.vod.refresh().await;
     let services: serde_json::Map<String, Value> = s
         .registry

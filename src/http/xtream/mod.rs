@@ -35,8 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/get.php", get(get_php))
         .route("/xmltv.php", get(xmltv_php))
         .route("/live/{user}/{pass}/{file}", get(live))
-        .route("/movie/{user}/{pass}/{file}", get(movie))
-        .route("/series/{user}/{pass}/{file}", get(episode))
+        .route("/movie/{user}/{pass}/{file}", get(xtream_movie))
+        .route("/series/{user}/{pass}/{file}", get(xtream_episode))
         .route(
             "/timeshift/{user}/{pass}/{minutes}/{start}/{file}",
             get(timeshift::path_form),
@@ -71,8 +71,8 @@ fn unknown(path: &str) -> AppError {
         get_php,
         xmltv_php,
         live,
-        movie,
-        episode,
+        xtream_movie,
+        xtream_episode,
         plain,
         timeshift::path_form,
         timeshift::query_form
@@ -387,7 +387,7 @@ async fn live(
         (status = 502, description = "Every source failed", body = ErrorBody)
     )
 )]
-async fn movie(
+async fn xtream_movie(
     State(s): State<AppState>,
     Path((user, pass, file)): Path<(String, String, String)>,
     client: Client,
@@ -426,7 +426,7 @@ async fn movie(
         (status = 502, description = "Every source failed", body = ErrorBody)
     )
 )]
-async fn episode(
+async fn xtream_episode(
     State(s): State<AppState>,
     Path((user, pass, file)): Path<(String, String, String)>,
     client: Client,
