@@ -30,4 +30,6 @@ pub struct AppState {
     pub accounts: Arc<crate::accounts::Accounts>,
     /// Where outputs point logos and guide icons, and the `/logos/` cache.
     pub logos: Arc<crate::logos::Logos>,
+    /// The movie and series catalogue (kept across reloads until it refreshes).
+    pub vod: Arc<crate::vod::Library>,
 }

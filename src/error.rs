@@ -291,6 +291,16 @@ impl From<crate::accounts::AccountError> for AppError {
     }
 }
 
+impl From<crate::vod::library::VodError> for AppError {
+    fn from(e: crate::vod::library::VodError) -> Self {
+        use crate::vod::library::VodError;
+        match e {
+            VodError::NotFound(..) => Self::NotFound(e.to_string()),
+            VodError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.to_string())

@@ -53,6 +53,7 @@ pub mod store;
 pub mod streams;
 pub mod tuner;
 pub mod upstream;
+pub mod vod;
 pub mod xmltv;
 
 use std::future::Future;
@@ -140,7 +141,13 @@ pub(crate) fn build_state(
         registry.store().clone(),
         prev.map(|p| &*p.accounts),
     ));
+    let vod = Arc::new(vod::Library::new(
+        registry.clone(),
+        &config.cache,
+        prev.map(|p| &*p.vod),
+    ));
     Ok(AppState {
+        vod,
         config: Arc::new(config),
         registry,
         guides: Arc::new(guides),

@@ -166,6 +166,13 @@ pub struct CacheConfig {
     /// an upstream that never ends a segment is cut off after it.
     #[serde(deserialize_with = "de_duration")]
     pub segment_timeout: Duration,
+    /// How old the movie and series catalogue may get before it is loaded again (in
+    /// the background; answers meanwhile come from the one loaded).
+    #[serde(deserialize_with = "de_duration")]
+    pub vod_ttl: Duration,
+    /// How long a title's details (plot, a series' episodes) are kept once asked for.
+    #[serde(deserialize_with = "de_duration")]
+    pub vod_info_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -179,6 +186,8 @@ impl Default for CacheConfig {
             playlist_cache_mb: 64,
             max_playlist_uris: 20_000,
             segment_timeout: Duration::from_secs(60),
+            vod_ttl: Duration::from_secs(6 * 3600),
+            vod_info_ttl: Duration::from_secs(3600),
         }
     }
 }

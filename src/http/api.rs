@@ -81,11 +81,16 @@ struct ServiceEntry {
     /// `null` while the service has no guide (none configured or listed, or not
     /// tried yet); else what its last guide refresh did, a malformed guide included.
     guide: Option<GuideStatus>,
+    /// Its movie and series catalogue (`vod_error`, `movie_count`, `series_count`...),
+    /// for services that list one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    vod: Option<crate::vod::library::VodStatus>,
 }
 
 fn entry(s: &AppState, service: ServiceStatus) -> ServiceEntry {
     ServiceEntry {
         guide: s.guides.status_of(&service.name),
+        vod: super::vod::status_of(s, &service.name),
         service,
     }
 }

@@ -28,6 +28,7 @@ mod stream;
 pub mod timeshift;
 mod users;
 mod viewer;
+pub(crate) mod vod;
 mod xtream;
 
 pub fn app(state: AppState) -> Router {
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(reload::routes())
         .merge(users::routes())
         .merge(xtream::routes())
+        .merge(vod::routes())
         .fallback(xtream::fallback)
         // Refused hosts and cross-site calls are counted too.
         .layer(axum::middleware::from_fn_with_state(access, access::guard))

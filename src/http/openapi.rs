@@ -54,7 +54,8 @@ pub fn routes() -> Router<AppState> {
         (name = "hdhomerun", description = "HDHomeRun tuner emulation, virtual tuners included"),
         (name = "config", description = "The configuration file"),
         (name = "users", description = "Viewer accounts (admin)"),
-        (name = "xtream-output", description = "Xtream Codes output for players that log in")
+        (name = "xtream-output", description = "Xtream Codes output for players that log in"),
+        (name = "vod", description = "Movies and series: the catalogue, details and media")
     )
 )]
 struct Top;
@@ -83,6 +84,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(reload::Doc::openapi());
     doc.merge(users::Doc::openapi());
     doc.merge(xtream::Doc::openapi());
+    doc.merge(super::vod::Doc::openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

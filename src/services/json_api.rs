@@ -44,6 +44,12 @@ pub struct JsonApiConfig {
     /// have none, and the kind enum stays small).
     #[serde(default)]
     pub events: Option<Box<EventsConfig>>,
+    /// The service's movies (boxed, like `events`).
+    #[serde(default)]
+    pub movies: Option<Box<crate::vod::json_api::VodEndpoint>>,
+    /// The service's series, each with its episodes.
+    #[serde(default)]
+    pub series: Option<Box<crate::vod::json_api::VodEndpoint>>,
 }
 
 /// What the guide status shows as the source of the events' guide (made in-process).
@@ -144,7 +150,15 @@ impl Kind for JsonApiConfig {
         if let Some(s) = &self.stream {
             pointers.push(("stream.url", s.url.as_ref()));
         }
+        if let Some(m) = &self.movies {
+            out.extend(m.validate(crate::vod::VodKind::Movie, "movies"));
+        }
+        if let Some(m) = &self.series {
+            out.extend(m.validate(crate::vod::VodKind::Series, "series"));
+        }
+        let has_vod = self.movies.is_some() || self.series.is_some();
         match (&self.channels, &self.events, &self.stream) {
+            (None, None, _) if has_vod => {}
             (None, None, _) => out.push((
                 "channels".into(),
                 "needs `[services.channels]`, `[services.events]` or both".into(),
@@ -266,6 +280,28 @@ impl JsonApi {
             .lock()
             .expect("events lock is never poisoned") = listed;
         Ok(out)
+    }
+
+    /// One `[services.movies]` / `[services.series]` list and how many entries it skipped.
+    async fn vod_list(
+        &self,
+        kind: crate::vod::VodKind,
+        ep: &crate::vod::json_api::VodEndpoint,
+    ) -> Result<(Vec<crate::vod::Listed>, usize), UpstreamError> {
+        let url = endpoint(&self.base, &ep.path, None)?;
+        let (final_url, _, json) = self.get_json(&url).await?;
+        let json = json.ok_or_else(|| {
+            UpstreamError::Invalid(format!("the {} list is not valid JSON", kind.as_str()))
+        })?;
+        let (listed, skipped) = crate::vod::json_api::listed(&json, ep, kind, &final_url)
+            .map_err(|e| UpstreamError::Invalid(format!("{}.list: {e}", kind.as_str())))?;
+        if listed.is_empty() {
+            return Err(UpstreamError::Invalid(format!(
+                "the {} list has no usable entry",
+                kind.as_str()
+            )));
+        }
+        Ok((listed, skipped))
     }
 
     async fn get_json(&self, url: &Url) -> Result<(Url, String, Option<Value>), UpstreamError> {
@@ -445,6 +481,30 @@ impl Service for JsonApi {
 
     fn http(&self) -> &ServiceHttp {
         &self.http
+    }
+
+    async fn vod(&self) -> Option<crate::vod::VodLists> {
+        if self.cfg.movies.is_none() && self.cfg.series.is_none() {
+            return None;
+        }
+        let mut lists = crate::vod::VodLists::default();
+        for (kind, ep) in [
+            (crate::vod::VodKind::Movie, &self.cfg.movies),
+            (crate::vod::VodKind::Series, &self.cfg.series),
+        ] {
+            let Some(ep) = ep else {
+                continue;
+            };
+            let got = self.vod_list(kind, ep).await.map(|(listed, skipped)| {
+                lists.skipped += skipped;
+                listed
+            });
+            match kind {
+                crate::vod::VodKind::Movie => lists.movies = Some(got),
+                crate::vod::VodKind::Series => lists.series = Some(got),
+            }
+        }
+        Some(lists)
     }
 
     fn guide_source(&self) -> Option<GuideSource> {

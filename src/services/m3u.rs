@@ -163,6 +163,10 @@ impl Service for M3u {
             } else {
                 e.name.clone()
             };
+            // Files (movies, episodes) are the service's catalogue (`vod`), not channels.
+            if crate::vod::m3u::file_kind(url.as_str(), &name).is_some() {
+                continue;
+            }
             if name.is_empty() {
                 tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: entry has no name");
                 continue;
@@ -204,6 +208,10 @@ impl Service for M3u {
 
     fn http(&self) -> &ServiceHttp {
         &self.http
+    }
+
+    async fn vod(&self) -> Option<crate::vod::VodLists> {
+        crate::vod::m3u::lists(&self.http, &self.source, &self.name).await
     }
 
     fn guide_source(&self) -> Option<GuideSource> {

@@ -177,6 +177,28 @@ pub trait Service: Send + Sync {
     /// source. Kinds holding an upstream session per stream (acestream) end it here.
     async fn release(&self, _channel_id: &str) {}
 
+    /// The service's movies and series, for kinds that list them; `None` (the default):
+    /// the service has no catalogue. Asked when the catalogue refreshes.
+    async fn vod(&self) -> Option<crate::vod::VodLists> {
+        None
+    }
+
+    /// What the service says about its title `id` beyond its list entry (plot, a
+    /// series' episodes), for kinds whose lists say little; `None`: nothing more.
+    async fn vod_details(
+        &self,
+        _kind: crate::vod::VodKind,
+        _id: &str,
+    ) -> Option<Result<crate::vod::Details, UpstreamError>> {
+        None
+    }
+
+    /// The media URL of a movie or episode the service listed without one (an Xtream
+    /// panel builds it from the id and the container extension).
+    fn vod_url(&self, _kind: crate::vod::VodKind, _id: &str, _ext: &str) -> Option<Url> {
+        None
+    }
+
     /// Fetches one URL of a resolved stream (playlist, segment, key). Services that
     /// serve streams themselves (demo) override this; everyone else goes over HTTP.
     async fn fetch(

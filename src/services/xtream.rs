@@ -24,6 +24,14 @@ use crate::config::{Secret, ServiceConfig};
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
 use crate::upstream::{Fetched, ServiceHttp};
+use crate::vod::{Listed, VodKind, VodLists};
+
+/// Largest movie or series list accepted from a panel: far above `max_body_bytes`,
+/// since 200,000 titles are tens of megabytes of JSON (read once a refresh, dropped
+/// once parsed).
+const VOD_LIST_MAX: usize = 512 << 20;
+/// A movie or series list may take this many service timeouts to arrive.
+const VOD_LIST_TIMEOUTS: u32 = 6;
 
 /// How long a stream request waits for a free connection slot before failing.
 const SLOT_WAIT: Duration = Duration::from_secs(2);
@@ -158,7 +166,17 @@ impl Xtream {
 
     /// GET one `player_api.php` answer as JSON.
     async fn api(&self, action: Option<&str>) -> Result<Value, UpstreamError> {
-        let extra: Vec<(&str, &str)> = action.map(|a| ("action", a)).into_iter().collect();
+        self.api_with(action, &[]).await
+    }
+
+    /// GET one `player_api.php` answer as JSON, with more query pairs.
+    async fn api_with(
+        &self,
+        action: Option<&str>,
+        more: &[(&str, &str)],
+    ) -> Result<Value, UpstreamError> {
+        let mut extra: Vec<(&str, &str)> = action.map(|a| ("action", a)).into_iter().collect();
+        extra.extend_from_slice(more);
         let url = self.api_url("player_api.php", &extra)?;
         let what = action.unwrap_or("account info");
         let (_, text) = self
@@ -169,6 +187,47 @@ impl Xtream {
         serde_json::from_str(&text).map_err(|_| {
             UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON"))
         })
+    }
+
+    /// One movie or series list (`get_vod_streams`, `get_series`) with its categories'
+    /// names. The list is read up to `VOD_LIST_MAX` within several service timeouts
+    /// (it can be tens of megabytes), then parsed element by element off the async
+    /// threads; HTML, `{}` or `[]` instead of a list is an error naming it.
+    async fn vod_list(&self, kind: VodKind) -> Result<Vec<Listed>, UpstreamError> {
+        let (categories, list) = match kind {
+            VodKind::Movie => ("get_vod_categories", "get_vod_streams"),
+            VodKind::Series => ("get_series_categories", "get_series"),
+        };
+        // Without category names the titles still list, uncategorised.
+        let names = match self.api(Some(categories)).await {
+            Ok(v) => category_names(&v),
+            Err(e) => {
+                tracing::warn!(service = %self.name, "{categories}: {e}");
+                HashMap::new()
+            }
+        };
+        let url = self.api_url("player_api.php", &[("action", list)])?;
+        let work = async {
+            let fetched = self.http.get(&url, &Vec::new(), None).await?;
+            fetched.bytes(VOD_LIST_MAX).await
+        };
+        let body = tokio::time::timeout(self.http.timeout * VOD_LIST_TIMEOUTS, work)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout * VOD_LIST_TIMEOUTS)))
+            .map_err(|e| self.scrub(e))?;
+        let parsed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            crate::vod::xtream::read_list(&body, list, |v| {
+                out.push(match kind {
+                    VodKind::Movie => crate::vod::xtream::movie(&v, &names),
+                    VodKind::Series => crate::vod::xtream::series(&v, &names),
+                })
+            })
+            .map(|_| out)
+        })
+        .await
+        .map_err(|e| UpstreamError::Invalid(format!("{list}: {e}")))?;
+        parsed.map_err(UpstreamError::Invalid)
     }
 
     /// Checks the login and the account, remembering what the panel says about it;
@@ -264,7 +323,7 @@ pub fn clock_offset(v: &Value) -> i32 {
 }
 
 /// A number the panel may send as a number or as a string.
-fn as_u64(v: &Value) -> Option<u64> {
+pub(crate) fn as_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -273,7 +332,7 @@ fn as_u64(v: &Value) -> Option<u64> {
 }
 
 /// A text the panel may send as a string or as a number.
-fn as_text(v: &Value) -> Option<String> {
+pub(crate) fn as_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -385,6 +444,52 @@ impl Service for Xtream {
 
     fn http(&self) -> &ServiceHttp {
         &self.http
+    }
+
+    async fn vod(&self) -> Option<VodLists> {
+        let (movies, series) = tokio::join!(
+            self.vod_list(VodKind::Movie),
+            self.vod_list(VodKind::Series)
+        );
+        Some(VodLists {
+            movies: Some(movies),
+            series: Some(series),
+            skipped: 0,
+        })
+    }
+
+    async fn vod_details(
+        &self,
+        kind: VodKind,
+        id: &str,
+    ) -> Option<Result<crate::vod::Details, UpstreamError>> {
+        let (action, key) = match kind {
+            VodKind::Movie => ("get_vod_info", "vod_id"),
+            VodKind::Series => ("get_series_info", "series_id"),
+        };
+        let answer = self.api_with(Some(action), &[(key, id)]).await;
+        Some(answer.and_then(|v| {
+            match kind {
+                VodKind::Movie => crate::vod::xtream::vod_info(&v),
+                VodKind::Series => crate::vod::xtream::series_info(&v),
+            }
+            .ok_or_else(|| UpstreamError::Invalid(format!("{action}: the panel does not know `{id}`")))
+        }))
+    }
+
+    fn vod_url(&self, kind: VodKind, id: &str, ext: &str) -> Option<Url> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .push(match kind {
+                VodKind::Movie => "movie",
+                VodKind::Series => "series",
+            })
+            .push(self.username.expose())
+            .push(self.password.expose())
+            .push(&format!("{id}.{ext}"));
+        Some(url)
     }
 
     fn guide_source(&self) -> Option<GuideSource> {

@@ -50,5 +50,6 @@ mod ssrf;
 mod token_refresh;
 mod ts_stream;
 mod viewer_passwords;
+mod vod;
 mod xtream;
 mod xtream_out;

@@ -121,7 +121,7 @@ async fn number_of(app: &TestApp, name: &str) -> u64 {
 }
 
 /// Runs `node tests/clients/SCRIPT args...` (stdin from `input`); its stdout as JSON.
-async fn node(script: &str, args: &[&str], input: Option<&[u8]>) -> Value {
+pub(crate) async fn node(script: &str, args: &[&str], input: Option<&[u8]>) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     assert!(
         dir.join("node_modules/@iptv/xtream-api").is_dir()

@@ -20,7 +20,9 @@ use crate::http::{base_url, AppState};
 /// `get_server_info`, which some client libraries send) the login answer
 /// (`user_info`, `server_info`); `get_live_categories`, `get_live_streams`
 /// (`category_id`), `get_short_epg` (`stream_id`, `limit`), `get_simple_data_table`
-/// (`stream_id`); the movie and series actions answer empty lists.
+/// (`stream_id`); the movie and series actions `get_vod_categories`, `get_vod_streams`
+/// (`category_id`), `get_vod_info` (`vod_id`), `get_series_categories`, `get_series`
+/// (`category_id`), `get_series_info` (`series_id`).
 #[utoipa::path(
     get,
     path = "/player_api.php",
@@ -31,7 +33,9 @@ use crate::http::{base_url, AppState};
         ("action" = Option<String>, Query, description = "The action; none: the login answer"),
         ("category_id" = Option<String>, Query, description = "get_live_streams: only this category"),
         ("stream_id" = Option<String>, Query, description = "get_short_epg, get_simple_data_table: the channel"),
-        ("limit" = Option<String>, Query, description = "get_short_epg: programmes at most (default 4)")
+        ("limit" = Option<String>, Query, description = "get_short_epg: programmes at most (default 4)"),
+        ("vod_id" = Option<String>, Query, description = "get_vod_info: the movie"),
+        ("series_id" = Option<String>, Query, description = "get_series_info: the series")
     ),
     responses(
         (status = 200, description = "The action's JSON; `{\"user_info\":{\"auth\":0}}` for a wrong login", body = Object),
@@ -141,29 +145,21 @@ pub(super) async fn player_api(
             };
             json!({ "epg_listings": listings })
         }
-        "get_vod_categories" | "get_series_categories" | "get_vod_streams" | "get_series" => {
+        "get_vod_categories"
+        | "get_series_categories"
+        | "get_vod_streams"
+        | "get_series"
+        | "get_vod_info"
+        | "get_series_info"
+            if active =>
+        {
+            if let Some(answer) = crate::http::vod::xtream_action(&s, &account, action, &q).await {
+                return answer;
+            }
             json!([])
         }
-        "get_vod_info" | "get_series_info" => {
-            let key = if action == "get_vod_info" {
-                "vod_id"
-            } else {
-                "series_id"
-            };
-            if let Some(id) = q.get(key) {
-                if id.parse::<u64>().is_err() {
-                    return Err(AppError::BadRequest(format!(
-                        "{key} `{}` is not a number",
-                        id.escape_debug()
-                    )));
-                }
-            }
-            if action == "get_vod_info" {
-                json!({ "info": [], "movie_data": [] })
-            } else {
-                json!({ "seasons": [], "info": { "name": null }, "episodes": {} })
-            }
-        }
+        "get_vod_info" => json!({ "info": [], "movie_data": [] }),
+        "get_series_info" => json!({ "seasons": [], "info": { "name": null }, "episodes": {} }),
         "get_short_epg" | "get_simple_data_table" => json!({ "epg_listings": [] }),
         "get_live_categories" | "get_live_streams" => json!([]),
         _ => json!([]),

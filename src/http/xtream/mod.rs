@@ -35,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/get.php", get(get_php))
         .route("/xmltv.php", get(xmltv_php))
         .route("/live/{user}/{pass}/{file}", get(live))
+        .route("/movie/{user}/{pass}/{file}", get(xtream_movie))
+        .route("/series/{user}/{pass}/{file}", get(xtream_episode))
         .route(
             "/timeshift/{user}/{pass}/{minutes}/{start}/{file}",
             get(timeshift::path_form),
@@ -69,6 +71,8 @@ fn unknown(path: &str) -> AppError {
         get_php,
         xmltv_php,
         live,
+        xtream_movie,
+        xtream_episode,
         plain,
         timeshift::path_form,
         timeshift::query_form
@@ -369,6 +373,116 @@ async fn live(
         &headers,
     )
     .await
+}
+
+/// A movie as Xtream players open it: `{vod_id}.{ext}`, `Range` passed through so
+/// players seek. Counts one connection of the account while it plays.
+#[utoipa::path(
+    get,
+    path = "/movie/{user}/{pass}/{file}",
+    tag = "xtream-output",
+    params(
+        ("user" = String, Path, description = "The viewer account's name"),
+        ("pass" = String, Path, description = "Its password"),
+        ("file" = String, Path, description = "`{vod_id}.{ext}`")
+    ),
+    responses(
+        (status = 200, description = "The media", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 206, description = "The asked range", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
+        (status = 404, description = "No such movie among those the account sees", body = ErrorBody),
+        (status = 502, description = "Every source failed", body = ErrorBody)
+    )
+)]
+async fn xtream_movie(
+    State(s): State<AppState>,
+    Path((user, pass, file)): Path<(String, String, String)>,
+    client: Client,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
+    title_media(
+        &s,
+        &account,
+        crate::vod::VodKind::Movie,
+        &file,
+        &client,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+/// An episode as Xtream players open it: `{episode_id}.{ext}`, as `/movie/...`.
+#[utoipa::path(
+    get,
+    path = "/series/{user}/{pass}/{file}",
+    tag = "xtream-output",
+    params(
+        ("user" = String, Path, description = "The viewer account's name"),
+        ("pass" = String, Path, description = "Its password"),
+        ("file" = String, Path, description = "`{episode_id}.{ext}`")
+    ),
+    responses(
+        (status = 200, description = "The media", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 206, description = "The asked range", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
+        (status = 404, description = "No such episode among those the account sees", body = ErrorBody),
+        (status = 502, description = "Every source failed", body = ErrorBody)
+    )
+)]
+async fn xtream_episode(
+    State(s): State<AppState>,
+    Path((user, pass, file)): Path<(String, String, String)>,
+    client: Client,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
+    title_media(
+        &s,
+        &account,
+        crate::vod::VodKind::Series,
+        &file,
+        &client,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+/// Plays movie or episode `file` (`{id}.{ext}`) for `account`, counting a connection.
+async fn title_media(
+    s: &AppState,
+    account: &Account,
+    kind: crate::vod::VodKind,
+    file: &str,
+    client: &Client,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    account.usable(accounts::now())?;
+    let id = file.split_once('.').map_or(file, |(id, _)| id);
+    let id: u32 = id.parse().map_err(|_| {
+        AppError::NotFound(format!(
+            "unknown {} `{}`",
+            kind.as_str(),
+            file.escape_debug()
+        ))
+    })?;
+    let sources = super::vod::media_sources(s, kind, id, Some(account)).await?;
+    let what = format!("{}:{id}", kind.as_str());
+    let conn = s
+        .accounts
+        .connect(account, &what, peer(client).map(|p| p.ip()), false)?;
+    let resp = super::vod::play_sources(s, sources, method, headers).await;
+    Ok(match conn.into_guard() {
+        Some(guard) => held(guard, resp),
+        None => resp,
+    })
 }
 
 /// The short form some players use: `/U/P/{stream_id}` is the channel's MPEG-TS.

@@ -1,0 +1,562 @@
+//! The merged movie or series catalogue, compact (pure: values in, values out).
+//!
+//! Each service's list is kept as it loaded (`ServiceList`: one small `Item` per
+//! title, categories and extensions interned per list), so a service that fails keeps
+//! its last good list without copying anyone else's. The merged titles are only
+//! references into those lists (`Title`: an id and the sources in priority order);
+//! a title's name, year, poster and category are its first source's. Nothing here
+//! is cloned per request: answers borrow from the catalogue (`TitleRef`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Listed, ListedEpisode, VodKind};
+use crate::model::Headers;
+
+/// Strings stored once and referred to by index (categories, extensions).
+#[derive(Debug, Default)]
+pub struct Names {
+    list: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl Names {
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    pub fn get(&self, i: u32) -> &str {
+        self.list.get(i as usize).map_or("", |s| s)
+    }
+}
+
+/// One title of one service's list.
+#[derive(Debug)]
+pub struct Item {
+    /// The service's own id.
+    pub id: Box<str>,
+    pub name: Box<str>,
+    /// `name` normalised (lowercase ASCII words): merging and search compare these.
+    pub key: Box<str>,
+    pub poster: Box<str>,
+    pub url: Option<Box<str>>,
+    pub headers: Option<Box<Headers>>,
+    /// A series' episodes when the list carries them.
+    pub episodes: Option<Box<[Episode]>>,
+    /// 0: none.
+    pub tmdb: u32,
+    /// Unix seconds; 0: not said.
+    pub added: u32,
+    /// Out of 10; negative: not said.
+    pub rating: f32,
+    /// 0: not said.
+    pub year: u16,
+    /// In the list's `names`.
+    pub category: u32,
+    /// In the list's `names`.
+    pub ext: u32,
+}
+
+/// One episode a list carries.
+#[derive(Debug)]
+pub struct Episode {
+    pub season: u16,
+    pub episode: u16,
+    pub title: Box<str>,
+    pub id: Box<str>,
+    pub ext: Box<str>,
+    pub url: Option<Box<str>>,
+    pub headers: Option<Box<Headers>>,
+}
+
+impl Episode {
+    pub fn listed(&self) -> ListedEpisode {
+        ListedEpisode {
+            season: self.season,
+            episode: self.episode,
+            title: self.title.to_string(),
+            id: self.id.to_string(),
+            ext: self.ext.to_string(),
+            url: self.url.as_deref().map(str::to_string),
+            headers: self.headers.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// One service's movies or series as they last loaded.
+#[derive(Debug)]
+pub struct ServiceList {
+    pub service: Box<str>,
+    pub items: Vec<Item>,
+    pub names: Names,
+}
+
+impl ServiceList {
+    /// The compact form of `listed`; entries without an id or a name are skipped
+    /// (counted in the second value), an id listed twice is kept once.
+    pub fn new(service: &str, listed: Vec<Listed>) -> (Self, usize) {
+        let mut names = Names::default();
+        names.intern("");
+        let mut seen = std::collections::HashSet::with_capacity(listed.len());
+        let mut items = Vec::with_capacity(listed.len());
+        let mut skipped = 0;
+        for l in listed {
+            let name = l.name.trim();
+            if l.id.is_empty() || name.is_empty() {
+                skipped += 1;
+                continue;
+            }
+            if !seen.insert(l.id.clone()) {
+                continue;
+            }
+            let episodes = (!l.episodes.is_empty()).then(|| {
+                let mut eps: Vec<Episode> = l
+                    .episodes
+                    .into_iter()
+                    .map(|e| Episode {
+                        season: e.season,
+                        episode: e.episode,
+                        title: e.title.into(),
+                        id: e.id.into(),
+                        ext: e.ext.into(),
+                        url: e.url.map(Into::into),
+                        headers: (!e.headers.is_empty()).then(|| Box::new(e.headers)),
+                    })
+                    .collect();
+                eps.sort_by_key(|e| (e.season, e.episode));
+                eps.dedup_by_key(|e| (e.season, e.episode));
+                eps.into_boxed_slice()
+            });
+            items.push(Item {
+                key: crate::lineup::normalise(name).into(),
+                name: name.into(),
+                id: l.id.into(),
+                poster: l.poster.into(),
+                url: l.url.map(Into::into),
+                headers: (!l.headers.is_empty()).then(|| Box::new(l.headers)),
+                episodes,
+                tmdb: l.tmdb.unwrap_or(0),
+                added: l
+                    .added
+                    .and_then(|a| u32::try_from(a).ok())
+                    .unwrap_or_default(),
+                rating: l.rating.unwrap_or(-1.0),
+                year: l.year.unwrap_or(0),
+                category: names.intern(l.category.trim()),
+                ext: names.intern(l.ext.trim()),
+            });
+        }
+        items.shrink_to_fit();
+        (
+            Self {
+                service: service.into(),
+                items,
+                names,
+            },
+            skipped,
+        )
+    }
+
+    /// The item with the service's id `id`.
+    pub fn find(&self, id: &str) -> Option<&Item> {
+        self.items.iter().find(|i| &*i.id == id)
+    }
+}
+
+/// Where a merged title's source is: list `list`'s item `item`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ref {
+    pub list: u16,
+    pub item: u32,
+}
+
+/// A merged title: its stable id and its sources in priority order.
+#[derive(Debug)]
+pub struct Title {
+    pub id: u32,
+    pub sources: Box<[Ref]>,
+}
+
+/// The merged catalogue of one kind.
+#[derive(Debug)]
+pub struct Catalogue {
+    pub kind: VodKind,
+    /// Each service's list, in priority order.
+    pub lists: Vec<Arc<ServiceList>>,
+    /// Sorted by normalised name, then year.
+    titles: Vec<Title>,
+    by_id: HashMap<u32, u32>,
+    /// Category names with how many titles each holds, by name.
+    categories: Vec<(Box<str>, usize)>,
+}
+
+/// A title with the catalogue it belongs to: everything an answer needs, borrowed.
+#[derive(Clone, Copy)]
+pub struct TitleRef<'a> {
+    pub title: &'a Title,
+    cat: &'a Catalogue,
+}
+
+impl<'a> TitleRef<'a> {
+    pub fn id(&self) -> u32 {
+        self.title.id
+    }
+
+    pub fn kind(&self) -> VodKind {
+        self.cat.kind
+    }
+
+    /// The first source's item (the title's facts).
+    pub fn first(&self) -> &'a Item {
+        self.item(self.title.sources[0])
+    }
+
+    fn item(&self, r: Ref) -> &'a Item {
+        &self.cat.lists[r.list as usize].items[r.item as usize]
+    }
+
+    pub fn name(&self) -> &'a str {
+        &self.first().name
+    }
+
+    pub fn year(&self) -> Option<u16> {
+        let first = self.first();
+        (first.year > 0)
+            .then_some(first.year)
+            .or_else(|| self.sources().map(|(_, i)| i.year).find(|&y| y > 0))
+    }
+
+    pub fn tmdb(&self) -> Option<u32> {
+        self.sources().map(|(_, i)| i.tmdb).find(|&t| t > 0)
+    }
+
+    pub fn rating(&self) -> Option<f32> {
+        self.sources().map(|(_, i)| i.rating).find(|&r| r >= 0.0)
+    }
+
+    pub fn poster(&self) -> &'a str {
+        self.sources()
+            .map(|(_, i)| &*i.poster)
+            .find(|p| !p.is_empty())
+            .unwrap_or("")
+    }
+
+    pub fn added(&self) -> u32 {
+        self.first().added
+    }
+
+    /// The first source's category; empty: none.
+    pub fn category(&self) -> &'a str {
+        let r = self.title.sources[0];
+        let list = &self.cat.lists[r.list as usize];
+        list.names.get(list.items[r.item as usize].category)
+    }
+
+    /// The first source's container extension, `mp4` when it does not say.
+    pub fn ext(&self) -> &'a str {
+        let r = self.title.sources[0];
+        let list = &self.cat.lists[r.list as usize];
+        match list.names.get(list.items[r.item as usize].ext) {
+            "" => "mp4",
+            e => e,
+        }
+    }
+
+    /// Each source: its list (service) and item, in priority order.
+    pub fn sources(&self) -> impl Iterator<Item = (&'a ServiceList, &'a Item)> + 'a {
+        let cat = self.cat;
+        self.title.sources.iter().map(move |r| {
+            let list = &cat.lists[r.list as usize];
+            (&**list, &list.items[r.item as usize])
+        })
+    }
+
+    /// The services of the sources, in priority order.
+    pub fn services(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.sources().map(|(l, _)| &*l.service)
+    }
+}
+
+/// What to list: a search, a category, and which titles the caller may see.
+#[derive(Default)]
+pub struct Filter<'q> {
+    /// Normalised search words (`lineup::normalise`), each in the name or the year;
+    /// empty: all.
+    pub query: String,
+    /// Case-insensitive category name; `None`: all.
+    pub category: Option<&'q str>,
+}
+
+/// Whether every word of `query` (normalised) is in the item's name, or is its year.
+fn matches(item: &Item, query: &str) -> bool {
+    query
+        .split(' ')
+        .all(|w| item.key.contains(w) || (item.year > 0 && w.parse::<u16>() == Ok(item.year)))
+}
+
+impl Catalogue {
+    /// An empty catalogue.
+    pub fn empty(kind: VodKind) -> Self {
+        Self {
+            kind,
+            lists: Vec::new(),
+            titles: Vec::new(),
+            by_id: HashMap::new(),
+            categories: Vec::new(),
+        }
+    }
+
+    /// Merges `lists` (in priority order): items with equal TMDB ids are one title;
+    /// else items with equal normalised name and year (unless their TMDB ids differ).
+    /// Returns the catalogue with ids still 0 and each title's identity key, in title
+    /// order, for `with_ids`.
+    pub fn merge(kind: VodKind, lists: Vec<Arc<ServiceList>>) -> (Self, Vec<String>) {
+        let mut titles: Vec<(Vec<Ref>, u32)> = Vec::new();
+        let mut by_tmdb: HashMap<u32, usize> = HashMap::new();
+        let mut by_name: HashMap<(&str, u16), usize> = HashMap::new();
+        for (li, list) in lists.iter().enumerate() {
+            let li = u16::try_from(li).unwrap_or(u16::MAX);
+            for (ii, item) in list.items.iter().enumerate() {
+                let r = Ref {
+                    list: li,
+                    item: u32::try_from(ii).unwrap_or(u32::MAX),
+                };
+                let by_t = (item.tmdb > 0)
+                    .then(|| by_tmdb.get(&item.tmdb).copied())
+                    .flatten();
+                let by_n = by_name.get(&(&*item.key, item.year)).copied().filter(|&t| {
+                    let other = titles[t].1;
+                    other == 0 || item.tmdb == 0 || other == item.tmdb
+                });
+                let merged = by_t.or(by_n).filter(|&t| {
+                    // One title takes one entry per service: a list's own duplicates stay apart.
+                    !titles[t].0.iter().any(|s| s.list == li)
+                });
+                let t = match merged {
+                    Some(t) => {
+                        titles[t].0.push(r);
+                        if titles[t].1 == 0 {
+                            titles[t].1 = item.tmdb;
+                        }
+                        t
+                    }
+                    None => {
+                        titles.push((vec![r], item.tmdb));
+                        titles.len() - 1
+                    }
+                };
+                if item.tmdb > 0 {
+                    by_tmdb.entry(item.tmdb).or_insert(t);
+                }
+                if !item.key.is_empty() {
+                    by_name.entry((&item.key, item.year)).or_insert(t);
+                }
+            }
+        }
+        drop((by_tmdb, by_name));
+        let item = |r: &Ref| &lists[r.list as usize].items[r.item as usize];
+        titles.sort_by(|a, b| {
+            let (x, y) = (item(&a.0[0]), item(&b.0[0]));
+            (&x.key, x.year, &x.name).cmp(&(&y.key, y.year, &y.name))
+        });
+        let keys = titles
+            .iter()
+            .map(|(refs, tmdb)| {
+                let first = item(&refs[0]);
+                match tmdb {
+                    0 => format!("n:{}|{}", first.key, first.year),
+                    t => format!("t:{t}"),
+                }
+            })
+            .collect();
+        let mut counts: HashMap<(usize, u32), usize> = HashMap::new();
+        for (refs, _) in &titles {
+            let r = refs[0];
+            *counts
+                .entry((r.list as usize, item(&r).category))
+                .or_default() += 1;
+        }
+        let mut by_name: HashMap<String, (Box<str>, usize)> = HashMap::new();
+        for ((list, cat), n) in counts {
+            let name = lists[list].names.get(cat);
+            by_name
+                .entry(name.to_lowercase())
+                .or_insert_with(|| (name.into(), 0))
+                .1 += n;
+        }
+        let mut categories: Vec<(Box<str>, usize)> = by_name.into_values().collect();
+        categories.sort();
+        let titles = titles
+            .into_iter()
+            .map(|(refs, _)| Title {
+                id: 0,
+                sources: refs.into_boxed_slice(),
+            })
+            .collect();
+        (
+            Self {
+                kind,
+                lists,
+                titles,
+                by_id: HashMap::new(),
+                categories,
+            },
+            keys,
+        )
+    }
+
+    /// Gives each title its stable id (`ids` in title order, as `merge` gave the keys).
+    pub fn with_ids(mut self, ids: &[u64]) -> Self {
+        self.by_id = HashMap::with_capacity(self.titles.len());
+        for (i, (t, id)) in self.titles.iter_mut().zip(ids).enumerate() {
+            t.id = u32::try_from(*id).unwrap_or(u32::MAX);
+            self.by_id.insert(t.id, i as u32);
+        }
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.titles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.titles.is_empty()
+    }
+
+    fn at(&self, i: usize) -> TitleRef<'_> {
+        TitleRef {
+            title: &self.titles[i],
+            cat: self,
+        }
+    }
+
+    /// The `i`th title by name.
+    pub fn nth(&self, i: usize) -> Option<TitleRef<'_>> {
+        (i < self.titles.len()).then(|| self.at(i))
+    }
+
+    /// The title with stable id `id`.
+    pub fn get(&self, id: u32) -> Option<TitleRef<'_>> {
+        self.by_id.get(&id).map(|&i| self.at(i as usize))
+    }
+
+    /// Every title, by name.
+    pub fn iter(&self) -> impl Iterator<Item = TitleRef<'_>> + '_ {
+        (0..self.titles.len()).map(|i| self.at(i))
+    }
+
+    /// The titles `filter` selects, by name.
+    pub fn select<'s>(&'s self, filter: &'s Filter<'s>) -> impl Iterator<Item = TitleRef<'s>> + 's {
+        self.iter().filter(move |t| {
+            filter
+                .category
+                .is_none_or(|c| t.category().eq_ignore_ascii_case(c))
+                && (filter.query.is_empty() || t.sources().any(|(_, i)| matches(i, &filter.query)))
+        })
+    }
+
+    /// Category names and their title counts, by name.
+    pub fn categories(&self) -> &[(Box<str>, usize)] {
+        &self.categories
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: &str, name: &str, year: Option<u16>, tmdb: Option<u32>) -> Listed {
+        Listed {
+            id: id.into(),
+            name: name.into(),
+            year,
+            tmdb,
+            category: "Drama".into(),
+            ..Listed::default()
+        }
+    }
+
+    fn list(service: &str, items: Vec<Listed>) -> Arc<ServiceList> {
+        Arc::new(ServiceList::new(service, items).0)
+    }
+
+    #[test]
+    fn merges_by_tmdb_else_name_and_year() {
+        let a = list(
+            "A",
+            vec![
+                listed("1", "Amélie", Some(2001), None),
+                listed("2", "Heat", Some(1995), Some(949)),
+                listed("3", "Solaris", Some(1972), None),
+                listed("4", "Twin", Some(2000), Some(10)),
+            ],
+        );
+        let b = list(
+            "B",
+            vec![
+                listed("x", "AMELIE", Some(2001), None),
+                listed("y", "Heat (1995)", None, Some(949)),
+                listed("z", "Solaris", Some(2002), None),
+                listed("w", "Twin", Some(2000), Some(11)),
+            ],
+        );
+        let (cat, keys) = Catalogue::merge(VodKind::Movie, vec![a, b]);
+        let ids: Vec<u64> = (1..=keys.len() as u64).collect();
+        let cat = cat.with_ids(&ids);
+        let titles: Vec<(String, Vec<String>)> = cat
+            .iter()
+            .map(|t| {
+                (
+                    format!("{} {:?}", t.name(), t.year()),
+                    t.sources()
+                        .map(|(l, i)| format!("{}:{}", l.service, i.id))
+                        .collect(),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = titles.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Amélie Some(2001)",
+                "Heat Some(1995)",
+                "Solaris Some(1972)",
+                "Solaris Some(2002)",
+                "Twin Some(2000)",
+                "Twin Some(2000)"
+            ]
+        );
+        assert_eq!(titles[0].1, ["A:1", "B:x"]);
+        assert_eq!(titles[1].1, ["A:2", "B:y"]);
+        assert_eq!(titles[2].1, ["A:3"]);
+        assert!(keys.contains(&"t:949".to_string()));
+        let filter = Filter {
+            query: crate::lineup::normalise("amél"),
+            category: Some("drama"),
+        };
+        assert_eq!(cat.select(&filter).count(), 1);
+        assert_eq!(&*cat.categories()[0].0, "Drama");
+        assert_eq!(cat.categories()[0].1, 6);
+    }
+
+    #[test]
+    fn entries_without_id_or_name_are_skipped_and_counted() {
+        let (l, skipped) = ServiceList::new(
+            "A",
+            vec![
+                listed("", "No id", None, None),
+                listed("1", "  ", None, None),
+                listed("2", "Ok", None, None),
+                listed("2", "Ok twice", None, None),
+            ],
+        );
+        assert_eq!(skipped, 2);
+        assert_eq!(l.items.len(), 1);
+    }
+}

@@ -1,0 +1,556 @@
+//! The running movie and series catalogue: loads every enabled service's lists (in
+//! parallel) when first asked and again once older than `cache.vod_ttl`, keeps each
+//! service's last good list through bad answers (its status says why), merges them
+//! (`catalogue`), gives titles and episodes their stable ids from the store, fetches
+//! a title's details on demand (cached for `cache.vod_info_ttl`) and picks the media
+//! sources of a movie or an episode for an account.
+//!
+//! Episode ids are per series, season and episode number (`{series}/{season}/{episode}`
+//! in the store's `vod.episode` ids), so the same episode of a series merged from two
+//! services is one id whose sources are each service's copy. Which series, season and
+//! episode an id is, is kept as one record per series (`vod.episodes`), read at start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::catalogue::{Catalogue, ServiceList, TitleRef};
+use super::{Details, ListedEpisode, MediaSource, VodKind};
+use crate::accounts::Account;
+use crate::services::registry::Registry;
+use crate::store::{Store, StoreError};
+
+/// Store namespace of the per-series episode records.
+const EPISODES_NS: &str = "vod.episodes";
+/// Store namespace of episode ids.
+const EPISODE_IDS_NS: &str = "vod.episode";
+
+/// Both catalogues as of one refresh.
+pub struct Snapshot {
+    pub movies: Catalogue,
+    pub series: Catalogue,
+    /// When this snapshot was built (`None`: never loaded).
+    pub loaded: Option<Instant>,
+}
+
+impl Snapshot {
+    pub fn of(&self, kind: VodKind) -> &Catalogue {
+        match kind {
+            VodKind::Movie => &self.movies,
+            VodKind::Series => &self.series,
+        }
+    }
+}
+
+/// A service's catalogue status, shown beside its other status fields.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct VodStatus {
+    /// Why the last catalogue refresh of this service failed (its last good lists are
+    /// kept); `null` when it loaded.
+    pub vod_error: Option<String>,
+    pub movie_count: usize,
+    pub series_count: usize,
+    /// Entries skipped at the last refresh (no usable URL, no name...).
+    pub vod_skipped: usize,
+    /// RFC 3339 time of the last catalogue refresh.
+    pub vod_checked: Option<String>,
+}
+
+/// One episode of a merged series.
+#[derive(Debug, Clone)]
+pub struct SeriesEpisode {
+    pub id: u32,
+    pub season: u16,
+    pub episode: u16,
+    pub title: String,
+    pub ext: String,
+}
+
+/// Why a title or its media cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum VodError {
+    /// No such title, or the account does not see it (the same answer for both).
+    #[error("unknown {0} `{1}`")]
+    NotFound(&'static str, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Library {
+    registry: Arc<Registry>,
+    store: Store,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Each service's last good list of each kind.
+    last_good: Mutex<HashMap<(String, VodKind), Arc<ServiceList>>>,
+    status: Mutex<HashMap<String, VodStatus>>,
+    /// Held while refreshing: concurrent askers wait for the one refresh.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+    ttl: Duration,
+    details: moka::future::Cache<(String, VodKind, String), Arc<Details>>,
+    /// Episode id → (series id, season, episode), and back.
+    episodes: RwLock<EpisodeIds>,
+}
+
+#[derive(Default)]
+struct EpisodeIds {
+    by_id: HashMap<u32, (u32, u16, u16)>,
+    by_key: HashMap<(u32, u16, u16), u32>,
+}
+
+impl EpisodeIds {
+    fn insert(&mut self, id: u32, key: (u32, u16, u16)) {
+        self.by_id.insert(id, key);
+        self.by_key.insert(key, id);
+    }
+}
+
+impl Library {
+    /// The catalogue of `registry`'s services; `prev` (a config reload) hands over its
+    /// loaded catalogue and last good lists, so nothing is fetched again at once.
+    pub fn new(
+        registry: Arc<Registry>,
+        cache: &crate::config::CacheConfig,
+        prev: Option<&Library>,
+    ) -> Self {
+        let store = registry.store().clone();
+        let mut episodes = EpisodeIds::default();
+        match store.records(EPISODES_NS) {
+            Ok(records) => {
+                for (series, value) in records {
+                    let Ok(series) = series.parse::<u32>() else {
+                        continue;
+                    };
+                    let rows: Vec<(u32, u16, u16)> =
+                        serde_json::from_value(value).unwrap_or_default();
+                    for (id, season, episode) in rows {
+                        episodes.insert(id, (series, season, episode));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the stored episode ids: {e}"),
+        }
+        let snapshot = prev.map_or_else(
+            || {
+                Arc::new(Snapshot {
+                    movies: Catalogue::empty(VodKind::Movie),
+                    series: Catalogue::empty(VodKind::Series),
+                    loaded: None,
+                })
+            },
+            |p| p.snapshot(),
+        );
+        let last_good = prev
+            .map(|p| p.last_good.lock().expect("no panics while held").clone())
+            .unwrap_or_default();
+        Self {
+            registry,
+            store,
+            snapshot: RwLock::new(snapshot),
+            last_good: Mutex::new(last_good),
+            status: Mutex::default(),
+            refreshing: Arc::default(),
+            ttl: cache.vod_ttl,
+            details: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(cache.vod_info_ttl)
+                .build(),
+            episodes: RwLock::new(episodes),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("no panics while held").clone()
+    }
+
+    /// The catalogue now: loaded first if it never was; refreshed in the background
+    /// when older than `cache.vod_ttl`.
+    pub async fn current(self: &Arc<Self>) -> Arc<Snapshot> {
+        let snap = self.snapshot();
+        match snap.loaded {
+            None => self.load_once().await,
+            Some(at) if at.elapsed() > self.ttl => {
+                if let Ok(guard) = self.refreshing.clone().try_lock_owned() {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        me.refresh_locked().await;
+                    });
+                }
+                snap
+            }
+            Some(_) => snap,
+        }
+    }
+
+    /// Loads the catalogue unless another caller loaded it meanwhile.
+    async fn load_once(&self) -> Arc<Snapshot> {
+        let _guard = self.refreshing.lock().await;
+        let snap = self.snapshot();
+        if snap.loaded.is_some() {
+            return snap;
+        }
+        self.refresh_locked().await
+    }
+
+    /// Loads every enabled service's lists now and swaps in the merged catalogue.
+    pub async fn refresh(&self) -> Arc<Snapshot> {
+        let _guard = self.refreshing.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Arc<Snapshot> {
+        let mut services: Vec<_> = self
+            .registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        let names: Vec<String> = services.into_iter().map(|s| s.name).collect();
+        let fetched = futures::future::join_all(names.iter().map(|name| async move {
+            match self.registry.service(name) {
+                Some(service) => service.vod().await,
+                None => None,
+            }
+        }))
+        .await;
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        for (name, lists) in names.iter().zip(fetched) {
+            let Some(lists) = lists else {
+                continue;
+            };
+            let mut status = VodStatus {
+                vod_skipped: lists.skipped,
+                vod_checked: Some(now.clone()),
+                ..VodStatus::default()
+            };
+            let mut errors = Vec::new();
+            for (kind, got) in [
+                (VodKind::Movie, lists.movies),
+                (VodKind::Series, lists.series),
+            ] {
+                let key = (name.clone(), kind);
+                match got {
+                    None => {
+                        self.last_good
+                            .lock()
+                            .expect("no panics while held")
+                            .remove(&key);
+                    }
+                    Some(Ok(listed)) => {
+                        let (list, skipped) = ServiceList::new(name, listed);
+                        status.vod_skipped += skipped;
+                        if skipped > 0 {
+                            tracing::warn!(service = %name, skipped, "catalogue entries without an id or a name skipped");
+                        }
+                        self.last_good
+                            .lock()
+                            .expect("no panics while held")
+                            .insert(key, Arc::new(list));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(service = %name, "{} list: {e}; keeping the last good one", kind.as_str());
+                        errors.push(format!("{}: {e}", kind.as_str()));
+                    }
+                }
+            }
+            if lists.skipped > 0 {
+                tracing::warn!(service = %name, skipped = lists.skipped, "catalogue entries without a usable URL skipped");
+            }
+            {
+                let good = self.last_good.lock().expect("no panics while held");
+                let count = |k| good.get(&(name.clone(), k)).map_or(0, |l| l.items.len());
+                status.movie_count = count(VodKind::Movie);
+                status.series_count = count(VodKind::Series);
+            }
+            status.vod_error = (!errors.is_empty()).then(|| errors.join("; "));
+            self.status
+                .lock()
+                .expect("no panics while held")
+                .insert(name.clone(), status);
+        }
+        let (movies, series) = {
+            let good = self.last_good.lock().expect("no panics while held");
+            let lists = |k| -> Vec<Arc<ServiceList>> {
+                names
+                    .iter()
+                    .filter_map(|n| good.get(&(n.clone(), k)).cloned())
+                    .collect()
+            };
+            (lists(VodKind::Movie), lists(VodKind::Series))
+        };
+        let movies = self.numbered(VodKind::Movie, movies).await;
+        let series = self.numbered(VodKind::Series, series).await;
+        let snap = Arc::new(Snapshot {
+            movies,
+            series,
+            loaded: Some(Instant::now()),
+        });
+        *self.snapshot.write().expect("no panics while held") = snap.clone();
+        snap
+    }
+
+    /// The merged catalogue of `lists` with each title's stable id. Should the store
+    /// fail, the catalogue is kept as it was (ids must never be made up).
+    async fn numbered(&self, kind: VodKind, lists: Vec<Arc<ServiceList>>) -> Catalogue {
+        let merge = tokio::task::spawn_blocking(move || Catalogue::merge(kind, lists)).await;
+        let Ok((cat, keys)) = merge else {
+            return Catalogue::empty(kind);
+        };
+        match self.store.ids(kind.namespace(), keys).await {
+            Ok(ids) => cat.with_ids(&ids),
+            Err(e) => {
+                tracing::error!("cannot number the {} catalogue: {e}", kind.as_str());
+                Catalogue::empty(kind)
+            }
+        }
+    }
+
+    /// Each service's catalogue status (services without a catalogue are absent).
+    pub fn status_of(&self, service: &str) -> Option<VodStatus> {
+        self.status
+            .lock()
+            .expect("no panics while held")
+            .get(service)
+            .cloned()
+    }
+
+    /// What service `service` says about its title `id` (cached); `None` when it
+    /// says nothing more or cannot be asked now.
+    pub async fn details(&self, kind: VodKind, service: &str, id: &str) -> Option<Arc<Details>> {
+        let key = (service.to_string(), kind, id.to_string());
+        if let Some(d) = self.details.get(&key).await {
+            return Some(d);
+        }
+        let svc = self.registry.service(service)?;
+        match svc.vod_details(kind, id).await? {
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.details.insert(key, d.clone()).await;
+                Some(d)
+            }
+            Err(e) => {
+                tracing::warn!(service, id, "{} details: {e}", kind.as_str());
+                None
+            }
+        }
+    }
+
+    /// The first details any source of `t` (that `a` may use) gives.
+    pub async fn title_details(
+        &self,
+        t: TitleRef<'_>,
+        a: Option<&Account>,
+    ) -> Option<Arc<Details>> {
+        for (list, item) in t.sources().filter(|(l, _)| source_allowed(a, &l.service)) {
+            if let Some(d) = self.details(t.kind(), &list.service, &item.id).await {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// The episodes source `item` of service `service` lists: its own when the list
+    /// carries them, else from the series' details.
+    async fn episodes_of(
+        &self,
+        service: &str,
+        item: &super::catalogue::Item,
+    ) -> Vec<ListedEpisode> {
+        if let Some(eps) = &item.episodes {
+            return eps.iter().map(|e| e.listed()).collect();
+        }
+        self.details(VodKind::Series, service, &item.id)
+            .await
+            .map(|d| d.episodes.clone())
+            .unwrap_or_default()
+    }
+
+    /// The episodes of series `series` (its sources `a` may use), by season and
+    /// number, each with its stable id.
+    pub async fn series_episodes(
+        &self,
+        snap: &Snapshot,
+        series: u32,
+        a: Option<&Account>,
+    ) -> Result<Vec<SeriesEpisode>, VodError> {
+        let t = visible(snap, VodKind::Series, series, a)?;
+        let mut merged: std::collections::BTreeMap<(u16, u16), SeriesEpisode> =
+            std::collections::BTreeMap::new();
+        for (list, item) in t.sources().filter(|(l, _)| source_allowed(a, &l.service)) {
+            for e in self.episodes_of(&list.service, item).await {
+                merged
+                    .entry((e.season, e.episode))
+                    .or_insert(SeriesEpisode {
+                        id: 0,
+                        season: e.season,
+                        episode: e.episode,
+                        title: e.title,
+                        ext: if e.ext.is_empty() {
+                            "mp4".into()
+                        } else {
+                            e.ext
+                        },
+                    });
+            }
+        }
+        let missing: Vec<(u16, u16)> = {
+            let ids = self.episodes.read().expect("no panics while held");
+            merged
+                .keys()
+                .filter(|(s, e)| !ids.by_key.contains_key(&(series, *s, *e)))
+                .copied()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let keys = missing
+                .iter()
+                .map(|(s, e)| format!("{series}/{s}/{e}"))
+                .collect();
+            let got = self.store.ids(EPISODE_IDS_NS, keys).await?;
+            let rows: Vec<(u32, u16, u16)> = {
+                let mut ids = self.episodes.write().expect("no panics while held");
+                for ((s, e), id) in missing.iter().zip(got) {
+                    ids.insert(u32::try_from(id).unwrap_or(u32::MAX), (series, *s, *e));
+                }
+                ids.by_key
+                    .iter()
+                    .filter(|((sr, _, _), _)| *sr == series)
+                    .map(|((_, s, e), id)| (*id, *s, *e))
+                    .collect()
+            };
+            let value = serde_json::to_value(rows).unwrap_or_default();
+            self.store
+                .put_record(EPISODES_NS, &series.to_string(), &value)
+                .await?;
+        }
+        let ids = self.episodes.read().expect("no panics while held");
+        Ok(merged
+            .into_values()
+            .map(|mut e| {
+                e.id = ids
+                    .by_key
+                    .get(&(series, e.season, e.episode))
+                    .copied()
+                    .unwrap_or(0);
+                e
+            })
+            .collect())
+    }
+
+    /// Which series, season and episode episode id `id` is.
+    pub fn episode(&self, id: u32) -> Option<(u32, u16, u16)> {
+        self.episodes
+            .read()
+            .expect("no panics while held")
+            .by_id
+            .get(&id)
+            .copied()
+    }
+
+    /// Where movie `id` plays, in priority order, among the sources `a` may use.
+    pub fn movie_sources(
+        &self,
+        snap: &Snapshot,
+        id: u32,
+        a: Option<&Account>,
+    ) -> Result<Vec<MediaSource>, VodError> {
+        let t = visible(snap, VodKind::Movie, id, a)?;
+        Ok(t.sources()
+            .filter(|(l, _)| source_allowed(a, &l.service))
+            .filter_map(|(list, item)| {
+                let url = match &item.url {
+                    Some(u) => u.to_string(),
+                    None => {
+                        let ext = match list.names.get(item.ext) {
+                            "" => "mp4",
+                            e => e,
+                        };
+                        self.registry
+                            .service(&list.service)?
+                            .vod_url(VodKind::Movie, &item.id, ext)?
+                            .to_string()
+                    }
+                };
+                Some(MediaSource {
+                    service: list.service.to_string(),
+                    url,
+                    headers: item.headers.as_deref().cloned().unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Where episode `id` plays, in priority order, among the sources `a` may use.
+    pub async fn episode_sources(
+        &self,
+        snap: &Snapshot,
+        id: u32,
+        a: Option<&Account>,
+    ) -> Result<Vec<MediaSource>, VodError> {
+        let not_found = || VodError::NotFound("episode", id.to_string());
+        let (series, season, number) = self.episode(id).ok_or_else(not_found)?;
+        let t = visible(snap, VodKind::Series, series, a).map_err(|_| not_found())?;
+        let mut out = Vec::new();
+        for (list, item) in t.sources().filter(|(l, _)| source_allowed(a, &l.service)) {
+            let eps = self.episodes_of(&list.service, item).await;
+            let Some(e) = eps
+                .into_iter()
+                .find(|e| e.season == season && e.episode == number)
+            else {
+                continue;
+            };
+            let url = match e.url {
+                Some(u) => Some(u),
+                None => {
+                    let ext = if e.ext.is_empty() { "mp4" } else { &e.ext };
+                    self.registry
+                        .service(&list.service)
+                        .and_then(|s| s.vod_url(VodKind::Series, &e.id, ext))
+                        .map(|u| u.to_string())
+                }
+            };
+            if let Some(url) = url {
+                out.push(MediaSource {
+                    service: list.service.to_string(),
+                    url,
+                    headers: e.headers,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether `a` (none: no account, everything) may use sources from `service`.
+pub fn source_allowed(a: Option<&Account>, service: &str) -> bool {
+    a.is_none_or(|a| a.services.is_empty() || a.services.iter().any(|s| s == service))
+}
+
+/// Whether `a` sees title `t`: its category is one of the account's `groups` and one
+/// of its sources is from the account's `services` (each empty: no restriction).
+pub fn sees(a: Option<&Account>, t: &TitleRef<'_>) -> bool {
+    let Some(a) = a else {
+        return true;
+    };
+    (a.groups.is_empty()
+        || a.groups
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(t.category())))
+        && t.services().any(|s| source_allowed(Some(a), s))
+}
+
+/// Title `id` of `kind` if `a` sees it; else not found, as for an unknown one.
+pub fn visible<'s>(
+    snap: &'s Snapshot,
+    kind: VodKind,
+    id: u32,
+    a: Option<&Account>,
+) -> Result<TitleRef<'s>, VodError> {
+    snap.of(kind)
+        .get(id)
+        .filter(|t| sees(a, t))
+        .ok_or_else(|| VodError::NotFound(kind.as_str(), id.to_string()))
+}

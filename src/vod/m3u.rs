@@ -1,0 +1,250 @@
+//! M3U entries that are files rather than live streams: an Xtream-style
+//! `/movie/` or `/series/` path, or a media file's extension. A group title alone
+//! does not make an entry a movie (live groups are often called "Movies"). These
+//! entries leave the live lineup and become the service's movies and series;
+//! episodes are grouped into series by the `S01E02` (or `1x02`) in their names.
+//! `lists` reads the service's list for them; the rest is pure.
+
+use std::collections::HashMap;
+
+use super::{Listed, ListedEpisode, VodKind};
+use crate::model::Headers;
+
+/// File extensions of media files (a live stream is `.ts`, `.m3u8` or none).
+const MEDIA_EXTENSIONS: &[&str] = &[
+    "mp4", "mkv", "avi", "mov", "m4v", "wmv", "flv", "webm", "mpg", "mpeg", "divx", "ogv",
+];
+
+/// Whether the entry at `url` named `name` is a file, and which kind; `None`: live.
+pub fn file_kind(url: &str, name: &str) -> Option<VodKind> {
+    // Kodi appends headers after `|`; the query and fragment are not the path.
+    let url = url.split(['|', '?', '#']).next().unwrap_or(url);
+    let path = match url.find("://") {
+        Some(i) => url[i + 3..].find('/').map_or("", |p| &url[i + 3 + p..]),
+        None => url,
+    };
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("/series/") {
+        return Some(VodKind::Series);
+    }
+    if lower.contains("/movie/") || lower.contains("/movies/") {
+        return Some(VodKind::Movie);
+    }
+    let ext = lower.rsplit('/').next()?.rsplit_once('.')?.1;
+    if MEDIA_EXTENSIONS.contains(&ext) {
+        return Some(match episode_marker(name) {
+            Some(_) => VodKind::Series,
+            None => VodKind::Movie,
+        });
+    }
+    None
+}
+
+/// The extension of the file at `url` (`mp4`), empty when it has none.
+pub fn extension(url: &str) -> String {
+    let path = url.split(['|', '?', '#']).next().unwrap_or(url);
+    path.rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .filter(|e| e.len() <= 5 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_default()
+}
+
+/// `(series name, season, episode)` from `Show S01E02`, `Show S01 E02`, `Show 1x02`.
+pub fn episode_marker(name: &str) -> Option<(String, u16, u16)> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r"(?i)^(.*?)[\s._\-]*\b(?:s(\d{1,3})\s*[._\-]?\s*e(\d{1,4})|(\d{1,2})x(\d{1,4}))\b",
+        )
+        .expect("static regex")
+    });
+    let c = re.captures(name)?;
+    let show = c
+        .get(1)?
+        .as_str()
+        .trim()
+        .trim_end_matches(['-', ':', '|'])
+        .trim();
+    let num = |i: usize, j: usize| {
+        c.get(i)
+            .or_else(|| c.get(j))
+            .and_then(|m| m.as_str().parse::<u16>().ok())
+    };
+    let (season, episode) = (num(2, 4)?, num(3, 5)?);
+    (!show.is_empty()).then(|| (show.to_string(), season, episode))
+}
+
+/// The movies and series among the entries of the list at `source`; `None` when it
+/// has no file entries (a live-only list has no catalogue).
+pub async fn lists(
+    http: &crate::upstream::ServiceHttp,
+    source: &crate::services::Location,
+    service: &str,
+) -> Option<super::VodLists> {
+    let (base, text) = match crate::services::read_location(http, source).await {
+        Ok(got) => got,
+        Err(e) => {
+            return Some(super::VodLists {
+                movies: Some(Err(e.clone())),
+                series: Some(Err(e)),
+                skipped: 0,
+            })
+        }
+    };
+    let playlist = crate::m3u::parse(&text);
+    drop(text);
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    for e in playlist.entries {
+        let name = if e.name.is_empty() {
+            e.attr("tvg-name").unwrap_or_default().to_string()
+        } else {
+            e.name.clone()
+        };
+        let Some(kind) = file_kind(&e.url, &name) else {
+            continue;
+        };
+        let url = match base
+            .as_ref()
+            .map_or_else(|| url::Url::parse(&e.url), |b| b.join(&e.url))
+        {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => {
+                tracing::warn!(
+                    service,
+                    line = e.line,
+                    "skipped in M3U: `{}` is not an http(s) media URL",
+                    crate::error::redact_str(&e.url)
+                );
+                skipped += 1;
+                continue;
+            }
+        };
+        files.push(FileEntry {
+            kind,
+            group: e.attr("group-title").unwrap_or_default().to_string(),
+            logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
+            url: url.to_string(),
+            headers: e.headers,
+            name,
+        });
+    }
+    if files.is_empty() && skipped == 0 {
+        return None;
+    }
+    let (movies, series, unnumbered) = catalogue(files);
+    Some(super::VodLists {
+        movies: Some(Ok(movies)),
+        series: Some(Ok(series)),
+        skipped: skipped + unnumbered,
+    })
+}
+
+/// One file entry of a list.
+pub struct FileEntry {
+    pub kind: VodKind,
+    pub name: String,
+    pub group: String,
+    pub logo: String,
+    pub url: String,
+    pub headers: Headers,
+}
+
+/// The movies and series of a list's file entries; entries that are episodes
+/// without a recognisable `S01E02` are skipped (counted in the third value).
+pub fn catalogue(entries: Vec<FileEntry>) -> (Vec<Listed>, Vec<Listed>, usize) {
+    let mut movies = Vec::new();
+    let mut series: Vec<Listed> = Vec::new();
+    let mut by_show: HashMap<String, usize> = HashMap::new();
+    let mut skipped = 0;
+    for e in entries {
+        let ext = extension(&e.url);
+        match e.kind {
+            VodKind::Movie => movies.push(Listed {
+                id: e.url.clone(),
+                year: super::xtream::year_in_name(&e.name),
+                name: e.name,
+                category: e.group,
+                poster: e.logo,
+                ext,
+                url: Some(e.url),
+                headers: e.headers,
+                ..Listed::default()
+            }),
+            VodKind::Series => {
+                let Some((show, season, episode)) = episode_marker(&e.name) else {
+                    skipped += 1;
+                    continue;
+                };
+                let key = crate::lineup::normalise(&show);
+                let i = *by_show.entry(key.clone()).or_insert_with(|| {
+                    series.push(Listed {
+                        id: key,
+                        year: super::xtream::year_in_name(&show),
+                        name: show,
+                        category: e.group.clone(),
+                        poster: e.logo.clone(),
+                        ..Listed::default()
+                    });
+                    series.len() - 1
+                });
+                series[i].episodes.push(ListedEpisode {
+                    season,
+                    episode,
+                    title: e.name,
+                    id: e.url.clone(),
+                    ext,
+                    url: Some(e.url),
+                    headers: e.headers,
+                });
+            }
+        }
+    }
+    (movies, series, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_told_from_live_streams_by_path_or_extension() {
+        let cases = [
+            (
+                "http://p.example/movie/u/p/12.mkv",
+                "Heat",
+                Some(VodKind::Movie),
+            ),
+            (
+                "http://p.example/series/u/p/99.mp4",
+                "Show S01E02",
+                Some(VodKind::Series),
+            ),
+            (
+                "http://cdn.example/films/heat.MP4?token=1",
+                "Heat",
+                Some(VodKind::Movie),
+            ),
+            (
+                "http://cdn.example/tv/show.s01e02.mkv",
+                "Show S01E02",
+                Some(VodKind::Series),
+            ),
+            ("http://p.example/live/u/p/12.ts", "Movies 24/7", None),
+            ("http://cdn.example/hls/index.m3u8", "Cinema", None),
+            ("http://cdn.example/mp4", "Odd", None),
+        ];
+        for (url, name, want) in cases {
+            assert_eq!(file_kind(url, name), want, "{url}");
+        }
+        assert_eq!(extension("http://x/a/b.MKV|Referer=x"), "mkv");
+        assert_eq!(
+            episode_marker("The Show - S02 E10 - Title"),
+            Some(("The Show".into(), 2, 10))
+        );
+        assert_eq!(episode_marker("Show 1x03"), Some(("Show".into(), 1, 3)));
+        assert_eq!(episode_marker("Heat"), None);
+    }
+}

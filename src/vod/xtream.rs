@@ -1,0 +1,308 @@
+//! Readers of an Xtream panel's movie and series answers (pure): `get_vod_streams`,
+//! `get_series` (read element by element, so a list of 200,000 titles is never one
+//! JSON tree), `get_vod_info` and `get_series_info`. Panels mix strings and numbers
+//! for the same field; every reader takes either.
+
+use std::collections::HashMap;
+
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::{Details, Listed, ListedEpisode};
+use crate::services::xtream::{as_text, as_u64};
+
+/// Reads `body`, which must be a non-empty JSON array, calling `each` with every
+/// element; the count, or why the body is not such a list (HTML, `{}`, `[]`...).
+pub fn read_list(body: &[u8], action: &str, each: impl FnMut(Value)) -> Result<usize, String> {
+    let start = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied()
+        .unwrap_or(b' ');
+    match start {
+        b'[' => {}
+        b'{' => {
+            return Err(format!(
+                "{action} answered an object where a list was expected"
+            ))
+        }
+        b'<' => return Err(format!("{action} answered an HTML page, not a list")),
+        b' ' => return Err(format!("{action} answered nothing")),
+        _ => return Err(format!("{action} did not answer JSON")),
+    }
+    struct Each<F>(F);
+    impl<'de, F: FnMut(Value)> Visitor<'de> for Each<F> {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while let Some(v) = seq.next_element::<Value>()? {
+                (self.0)(v);
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let n = de
+        .deserialize_seq(Each(each))
+        .map_err(|e| format!("{action} answered broken JSON ({e})"))?;
+    if n == 0 {
+        return Err(format!("{action} answered an empty list"));
+    }
+    Ok(n)
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(as_text).unwrap_or_default()
+}
+
+fn first_text(v: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| text(v, k))
+        .find(|t| !t.is_empty())
+        .unwrap_or_default()
+}
+
+/// A TMDB id: `tmdb` or `tmdb_id`, a number or a numeric string; 0 is none.
+fn tmdb(v: &Value) -> Option<u32> {
+    ["tmdb", "tmdb_id"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(as_u64))
+        .find(|&t| t > 0)
+        .and_then(|t| u32::try_from(t).ok())
+}
+
+/// A year: `year`, else the start of a release date, else `(1999)` at the end of the name.
+fn year(v: &Value, name: &str) -> Option<u16> {
+    let from = |s: &str| {
+        let digits: String = s.chars().take(4).collect();
+        digits
+            .parse::<u16>()
+            .ok()
+            .filter(|y| (1870..=2200).contains(y))
+    };
+    first_text(v, &["year", "releaseDate", "release_date", "releasedate"])
+        .split_whitespace()
+        .next()
+        .and_then(from)
+        .or_else(|| year_in_name(name))
+}
+
+/// `(1999)` or `- 1999` at the end of a title, as panels often write it.
+pub fn year_in_name(name: &str) -> Option<u16> {
+    let t = name.trim_end().trim_end_matches(')');
+    let split = t.len().checked_sub(4)?;
+    let (before, tail) = (t.get(..split)?, t.get(split..)?);
+    let y = tail
+        .parse::<u16>()
+        .ok()
+        .filter(|y| (1870..=2200).contains(y))?;
+    let before = before.trim_end();
+    (before.ends_with('(') || before.ends_with('-')).then_some(y)
+}
+
+fn rating(v: &Value) -> Option<f32> {
+    let r = |k: &str| {
+        v.get(k)
+            .and_then(as_text)
+            .and_then(|t| t.parse::<f32>().ok())
+    };
+    r("rating")
+        .or_else(|| r("rating_5based").map(|x| x * 2.0))
+        .filter(|x| x.is_finite() && *x >= 0.0)
+}
+
+/// The category of an entry (`category_id`, or the first of `category_ids`) by name.
+fn category(v: &Value, categories: &HashMap<String, String>) -> String {
+    let id = v.get("category_id").and_then(as_text).or_else(|| {
+        v.get("category_ids")
+            .and_then(Value::as_array)
+            .and_then(|ids| ids.first())
+            .and_then(as_text)
+    });
+    id.and_then(|c| categories.get(&c).cloned())
+        .unwrap_or_default()
+}
+
+/// One `get_vod_streams` entry.
+pub fn movie(v: &Value, categories: &HashMap<String, String>) -> Listed {
+    let name = first_text(v, &["name", "title"]);
+    Listed {
+        id: text(v, "stream_id"),
+        year: year(v, &name),
+        category: category(v, categories),
+        poster: text(v, "stream_icon"),
+        tmdb: tmdb(v),
+        rating: rating(v),
+        added: v.get("added").and_then(as_u64),
+        ext: text(v, "container_extension"),
+        name,
+        ..Listed::default()
+    }
+}
+
+/// One `get_series` entry.
+pub fn series(v: &Value, categories: &HashMap<String, String>) -> Listed {
+    let name = first_text(v, &["name", "title"]);
+    Listed {
+        id: text(v, "series_id"),
+        year: year(v, &name),
+        category: category(v, categories),
+        poster: text(v, "cover"),
+        tmdb: tmdb(v),
+        rating: rating(v),
+        added: v.get("last_modified").and_then(as_u64),
+        name,
+        ..Listed::default()
+    }
+}
+
+/// `backdrop_path`: a list of URLs, or one.
+fn backdrop(v: &Value) -> String {
+    match v.get("backdrop_path") {
+        Some(Value::Array(a)) => a.first().and_then(as_text).unwrap_or_default(),
+        Some(other) => as_text(other).unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+fn details_of(info: &Value) -> Details {
+    Details {
+        plot: first_text(info, &["plot", "description"]),
+        genre: text(info, "genre"),
+        cast: first_text(info, &["cast", "actors"]),
+        director: text(info, "director"),
+        release_date: first_text(info, &["releasedate", "releaseDate", "release_date"]),
+        duration_secs: info
+            .get("duration_secs")
+            .and_then(as_u64)
+            .or_else(|| {
+                info.get("episode_run_time")
+                    .and_then(as_u64)
+                    .map(|m| m * 60)
+            })
+            .and_then(|s| u32::try_from(s).ok()),
+        rating: rating(info),
+        tmdb: tmdb(info),
+        backdrop: backdrop(info),
+        episodes: Vec::new(),
+    }
+}
+
+/// A `get_vod_info` answer; `None` when the panel does not know the movie (`info`
+/// empty or missing).
+pub fn vod_info(v: &Value) -> Option<Details> {
+    let info = v.get("info").filter(|i| i.is_object())?;
+    Some(details_of(info))
+}
+
+/// A `get_series_info` answer: the series' facts and its episodes (from `episodes`,
+/// keyed by season as a string, or a plain list); `None` when the panel does not
+/// know the series.
+pub fn series_info(v: &Value) -> Option<Details> {
+    let info = v.get("info").filter(|i| i.is_object());
+    let episodes = v.get("episodes")?;
+    let mut d = info.map(details_of).unwrap_or_default();
+    let all: Vec<(Option<u64>, &Value)> = match episodes {
+        Value::Object(by_season) => by_season
+            .iter()
+            .flat_map(|(season, list)| {
+                let s = season.trim().parse::<u64>().ok();
+                list.as_array().into_iter().flatten().map(move |e| (s, e))
+            })
+            .collect(),
+        Value::Array(list) => list
+            .iter()
+            .flat_map(|l| match l {
+                Value::Array(inner) => inner.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            })
+            .map(|e| (None, e))
+            .collect(),
+        _ => return None,
+    };
+    for (season, e) in all {
+        let id = text(e, "id");
+        let season = e.get("season").and_then(as_u64).or(season).unwrap_or(1);
+        let Some(number) = e.get("episode_num").and_then(as_u64) else {
+            continue;
+        };
+        if id.is_empty() {
+            continue;
+        }
+        d.episodes.push(ListedEpisode {
+            season: u16::try_from(season).unwrap_or(u16::MAX),
+            episode: u16::try_from(number).unwrap_or(u16::MAX),
+            title: text(e, "title"),
+            id,
+            ext: text(e, "container_extension"),
+            url: None,
+            headers: Vec::new(),
+        });
+    }
+    d.episodes.sort_by_key(|e| (e.season, e.episode));
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lists_take_strings_or_numbers_and_refuse_other_shapes() {
+        let cats: HashMap<String, String> = [("7".to_string(), "Drama".to_string())].into();
+        let body = br#"[{"stream_id":"12","name":"Heat (1995)","category_id":7,"tmdb":"949","rating":"7.9","container_extension":"mkv","stream_icon":"http://i/p.jpg"},
+            {"stream_id":13,"name":"X","category_ids":["7"],"rating_5based":4,"tmdb_id":0}, 5]"#;
+        let mut got = Vec::new();
+        assert_eq!(
+            read_list(body, "get_vod_streams", |v| got.push(movie(&v, &cats))),
+            Ok(3)
+        );
+        assert_eq!(got[0].id, "12");
+        assert_eq!(got[0].year, Some(1995));
+        assert_eq!(got[0].tmdb, Some(949));
+        assert_eq!(got[0].category, "Drama");
+        assert_eq!(got[0].ext, "mkv");
+        assert_eq!(got[1].id, "13");
+        assert_eq!(got[1].rating, Some(8.0));
+        assert_eq!(got[1].tmdb, None);
+        assert_eq!(got[1].category, "Drama");
+        assert!(got[2].id.is_empty());
+        for (body, why) in [
+            (&b"{}"[..], "object"),
+            (b"[]", "empty list"),
+            (b"<html>", "HTML"),
+            (b"", "nothing"),
+            (b"[{", "broken"),
+        ] {
+            let e = read_list(body, "get_vod_streams", |_| {}).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn series_info_reads_episodes_keyed_by_season() {
+        let v = json!({
+            "info": {"name": "S", "plot": "p", "backdrop_path": ["b.jpg"], "tmdb": 5},
+            "episodes": {"2": [{"id": "22", "episode_num": "1", "title": "two-one", "container_extension": "mp4"}],
+                         "1": [{"id": 11, "episode_num": 2, "season": 1}, {"id": "", "episode_num": 3}]}
+        });
+        let d = series_info(&v).unwrap();
+        assert_eq!(d.plot, "p");
+        assert_eq!(d.backdrop, "b.jpg");
+        assert_eq!(d.tmdb, Some(5));
+        let eps: Vec<(u16, u16, &str)> = d
+            .episodes
+            .iter()
+            .map(|e| (e.season, e.episode, e.id.as_str()))
+            .collect();
+        assert_eq!(eps, [(1, 2, "11"), (2, 1, "22")]);
+        assert!(vod_info(&json!({"info": [], "movie_data": []})).is_none());
+        assert_eq!(year_in_name("Movie - 2004"), Some(2004));
+        assert_eq!(year_in_name("2001"), None);
+    }
+}
