@@ -217,7 +217,7 @@ async fn dashboard(
                     .channels
                     .iter()
                     .filter(|c| !c.group.is_empty())
-                    .map(|c| c.group.clone()),
+                    .map(|c| c.group.to_string()),
             );
             channels = lineup
                 .search(&filter.q)
@@ -285,7 +285,7 @@ fn channel_row(
     guide: &HashMap<String, (Option<String>, Option<String>)>,
     viewers: &HashMap<String, usize>,
 ) -> ChannelRow {
-    let (now, next) = guide.get(&c.id).cloned().unwrap_or_default();
+    let (now, next) = guide.get(c.id.as_str()).cloned().unwrap_or_default();
     let mut sources: Vec<&str> = Vec::new();
     for src in &c.sources {
         if !sources.contains(&src.service.as_str()) {
@@ -293,13 +293,13 @@ fn channel_row(
         }
     }
     // `.ts` viewers joined by id, or by number through `/api/stream/{n}.ts`.
-    let viewers = viewers.get(&c.id).copied().unwrap_or(0)
+    let viewers = viewers.get(c.id.as_str()).copied().unwrap_or(0)
         + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
     ChannelRow {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         number: c.number,
-        name: c.name.clone(),
-        group: c.group.clone(),
+        name: c.name.to_string(),
+        group: c.group.to_string(),
         sources: sources.join(", "),
         now: now.unwrap_or_default(),
         next: next.unwrap_or_default(),
