@@ -234,21 +234,32 @@ impl Out {
             }
             template
         };
-        let entry = OutEntry {
-            tvg_id: &c.guide_id,
-            tvg_name: &c.name,
-            tvg_logo: &c.logo,
-            tvg_chno: c.number,
-            group: &c.group,
-            name: &c.name,
-            url: &url,
-        };
-        let catchup = OutCatchup {
-            days: c.catchup_days,
-            source: &archive,
-        };
-        m3u::render_entry(buf, &entry, Some(catchup));
+        let (entry, catchup) = out_entry(c, &url, &archive);
+        m3u::render_entry(buf, &entry, catchup);
     }
+}
+
+/// The playlist line of `c`, played at `url`, its catch-up template `archive` (empty:
+/// none).
+fn out_entry<'a>(
+    c: &'a LineupChannel,
+    url: &'a str,
+    archive: &'a str,
+) -> (OutEntry<'a>, Option<OutCatchup<'a>>) {
+    let entry = OutEntry {
+        tvg_id: &c.guide_id,
+        tvg_name: &c.name,
+        tvg_logo: &c.logo,
+        tvg_chno: c.number,
+        group: &c.group,
+        name: &c.name,
+        url,
+    };
+    let catchup = OutCatchup {
+        days: c.catchup_days,
+        source: archive,
+    };
+    (entry, Some(catchup))
 }
 
 /// M3U Plus of `chosen` channels, each with its URL in `urls` and its catch-up
@@ -264,21 +275,6 @@ pub(super) fn render_entries(
         chosen
             .iter()
             .zip(urls.iter().zip(archives))
-            .map(|(c, (url, archive))| {
-                let entry = OutEntry {
-                    tvg_id: &c.guide_id,
-                    tvg_name: &c.name,
-                    tvg_logo: &c.logo,
-                    tvg_chno: c.number,
-                    group: &c.group,
-                    name: &c.name,
-                    url,
-                };
-                let catchup = OutCatchup {
-                    days: c.catchup_days,
-                    source: archive,
-                };
-                (entry, Some(catchup))
-            }),
+            .map(|(c, (url, archive))| out_entry(c, url, archive)),
     )
 }

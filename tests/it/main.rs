@@ -36,6 +36,7 @@ mod hls_proxy;
 mod kinds_invariant;
 mod lifecycle;
 mod limits;
+mod lineup;
 mod mapping;
 mod openapi;
 mod players;
