@@ -209,7 +209,11 @@ enum BodySource {
 
 impl ListBody {
     /// Opens the list, refusing it at once when its size is known and over `limit`.
-    async fn open(http: &ServiceHttp, location: &Location, limit: usize) -> Result<Self, UpstreamError> {
+    async fn open(
+        http: &ServiceHttp,
+        location: &Location,
+        limit: usize,
+    ) -> Result<Self, UpstreamError> {
         match location {
             Location::Url(url) => {
                 let f = http.get(url, &Vec::new(), None).await?;
@@ -225,7 +229,8 @@ impl ListBody {
             }
             Location::File(path) => {
                 let shown = path.display().to_string();
-                let cannot = |e: std::io::Error| UpstreamError::Invalid(format!("cannot read {shown}: {e}"));
+                let cannot =
+                    |e: std::io::Error| UpstreamError::Invalid(format!("cannot read {shown}: {e}"));
                 let file = tokio::fs::File::open(path).await.map_err(cannot)?;
                 let size = file.metadata().await.map_err(cannot)?.len();
                 if size > limit as u64 {
@@ -307,14 +312,11 @@ impl<'a> Listing<'a> {
         }
         let url = String::from(url);
         let hash = self.hasher.hash_one((&name, &url));
+        let same = |c: &Channel| c.name == name && c.url.as_deref() == Some(url.as_str());
         match self.seen.get(&hash) {
-            Some(&i) if self.out[i].name == name && self.out[i].url.as_deref() == Some(&url) => {
-                return;
-            }
+            Some(&i) if same(&self.out[i]) => return,
             // Another pair with the same hash (rare): compare against every channel.
-            Some(_) if self.out.iter().any(|c| c.name == name && c.url.as_deref() == Some(&url)) => {
-                return;
-            }
+            Some(_) if self.out.iter().any(same) => return,
             Some(_) => {}
             None => {
                 self.seen.insert(hash, self.out.len());
