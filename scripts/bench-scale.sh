@@ -11,7 +11,7 @@
 #   serve    `freesky serve`, then the size and time of /playlist.m3u,
 #            /api/channels/all, /lineup.json and the dashboard `/` (each fetched once,
 #            in that order, after the lineup was built by a first /playlist.m3u), and
-#            the server's RSS after them (and its peak)
+#            the server's RSS (and its peak) after the three listings and after `/`
 # and prints one table. Nothing leaves 127.0.0.1; the lists' stream URLs are never
 # fetched.
 #
@@ -185,12 +185,16 @@ for n in $SIZES; do
   done
   read -r _ first < <(fetch /playlist.m3u)
   row "$n entries, \`serve\`: first \`/playlist.m3u\` (builds the lineup)" "$first s" "-"
-  for path in /playlist.m3u /api/channels/all /lineup.json /; do
+  for path in /playlist.m3u /api/channels/all /lineup.json; do
     read -r bytes secs < <(fetch "$path")
     row "$n entries, \`serve\`: \`$path\`" "$secs s" "$(human "$bytes")"
   done
   read -r rss hwm < <(rss_of "$SERVER")
-  row "$n entries, \`serve\`: RSS after those, peak" "-" "$rss MB, peak $hwm MB"
+  row "$n entries, \`serve\`: RSS after the three listings, peak" "-" "$rss MB, peak $hwm MB"
+  read -r bytes secs < <(fetch /)
+  row "$n entries, \`serve\`: \`/\`" "$secs s" "$(human "$bytes")"
+  read -r rss hwm < <(rss_of "$SERVER")
+  row "$n entries, \`serve\`: RSS after \`/\` too, peak" "-" "$rss MB, peak $hwm MB"
   kill "$SERVER"
   wait "$SERVER" 2>/dev/null || true
   SERVER=""

@@ -35,6 +35,15 @@ pub enum UpstreamError {
         "response from {url} is larger than {limit} bytes (the cap is [server] max_body_bytes)"
     )]
     TooLarge { url: String, limit: usize },
+    /// A channel list over `max_body_bytes`: `seen` is its whole size when that was
+    /// known before reading (`whole`), else the bytes read when reading stopped.
+    #[error("{}", list_too_large(url, *limit, *seen, *whole))]
+    ListTooLarge {
+        url: String,
+        limit: usize,
+        seen: u64,
+        whole: bool,
+    },
     /// The upstream answered, but not with what was expected (no pattern matched, JSON
     /// pointer missing, HTML instead of a playlist...).
     #[error("{0}")]
@@ -52,6 +61,21 @@ pub enum UpstreamError {
     /// Refused before any connection is opened.
     #[error("refused {url}: {reason}; upstream-supplied URLs may reach such addresses only on the hosts the service's config names, unless the service sets `allow_private = true`")]
     PrivateAddress { url: String, reason: String },
+}
+
+/// What a list over the limit says: its size, the limit, and the key that raises it.
+fn list_too_large(url: &str, limit: usize, seen: u64, whole: bool) -> String {
+    if whole {
+        format!(
+            "the list at {url} is {seen} bytes, more than the {limit} that `max_body_bytes` \
+             allows: raise `max_body_bytes` in [server] above {seen}"
+        )
+    } else {
+        format!(
+            "the list at {url} is larger than the {limit} bytes that `max_body_bytes` allows \
+             (reading stopped at {seen}): raise `max_body_bytes` in [server]"
+        )
+    }
 }
 
 /// Whole seconds, rounded up (a pause of 200 ms is "1 s", not "0 s").

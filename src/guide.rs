@@ -617,7 +617,7 @@ fn channels_with_source(lineup: &Lineup, service: &str) -> BTreeSet<String> {
         .iter()
         .chain(lineup.hidden())
         .filter(|c| c.sources.iter().any(|s| s.service == service))
-        .map(|c| c.id.clone())
+        .map(|c| c.id.to_string())
         .collect()
 }
 
@@ -731,24 +731,24 @@ impl Mapping {
         for c in lineup.channels.iter().chain(lineup.hidden()) {
             by_tvg
                 .entry(c.guide_id.to_lowercase())
-                .or_insert_with(|| c.id.clone());
+                .or_insert_with(|| c.id.to_string());
             by_exact_name
                 .entry(c.name.trim().to_string())
-                .or_insert_with(|| c.id.clone());
+                .or_insert_with(|| c.id.to_string());
             by_name
                 .entry(normalise(&c.name))
-                .or_insert_with(|| c.id.clone());
+                .or_insert_with(|| c.id.to_string());
             for s in c.sources.iter().filter(|s| s.service == service) {
                 if let Some(tvg) = tvg_of.get(s.channel_id.as_str()) {
                     // This service's own tvg-id wins over another channel's guide id.
-                    by_tvg.insert(tvg.to_lowercase(), c.id.clone());
+                    by_tvg.insert(tvg.to_lowercase(), c.id.to_string());
                 }
                 by_exact_name
                     .entry(s.name.trim().to_string())
-                    .or_insert_with(|| c.id.clone());
+                    .or_insert_with(|| c.id.to_string());
                 by_name
                     .entry(normalise(&s.name))
-                    .or_insert_with(|| c.id.clone());
+                    .or_insert_with(|| c.id.to_string());
             }
         }
         Self {

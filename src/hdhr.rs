@@ -162,13 +162,13 @@ mod tests {
         let channels: Vec<LineupChannel> = channels
             .iter()
             .map(|&(number, group)| LineupChannel {
-                id: format!("c{number}"),
+                id: format!("c{number}").into(),
                 number,
-                name: format!("C{number}"),
-                logo: String::new(),
+                name: format!("C{number}").into(),
+                logo: Default::default(),
                 group: group.into(),
                 tags: vec![],
-                guide_id: String::new(),
+                guide_id: Default::default(),
                 sources: vec![],
                 catchup_days: 0,
             })

@@ -11,12 +11,13 @@
 //! `Lineup::mapped` applies every mapping to the merged channels.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
 
 use crate::model::{
-    Channel, ChannelDetail, ChannelMapping, ChannelPatch, LineupChannel, Source, UpstreamChannel,
+    Channel, ChannelDetail, ChannelMapping, ChannelPatch, Interner, LineupChannel, Source, Text,
+    UpstreamChannel,
 };
 
 /// One service's channels, in the order the lineup should prefer them.
@@ -33,11 +34,11 @@ pub struct Merged {
     pub merge_key: String,
     /// The slug it would like (made unique by the store).
     pub wanted_slug: String,
-    pub name: String,
-    pub logo: String,
-    pub group: String,
+    pub name: Text,
+    pub logo: Text,
+    pub group: Text,
     pub tags: Vec<String>,
-    pub tvg_id: String,
+    pub tvg_id: Text,
     pub sources: Vec<Source>,
     /// The longest archive (days of catch-up) among the sources; 0: none has one.
     pub catchup_days: u32,
@@ -107,13 +108,19 @@ pub fn guide_id(tvg_id: &str, slug: &str) -> String {
 /// Merges service channel lists, given in priority order (lowest `priority` first;
 /// ties keep the given order). The first channel of a group names it; later ones
 /// fill in a missing logo or group and add their tags.
+///
+/// Groups, logos and service names repeat across channels: each distinct one is one
+/// shared [`Text`]. A source's id and name share the channel's slug-like id and name
+/// when they are the same text.
 pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     let mut order: Vec<&ServiceChannels<'_>> = lists.iter().collect();
     order.sort_by_key(|l| l.priority); // stable: ties keep config order
     let mut merged: Vec<Merged> = Vec::new();
     let mut by_tvg: HashMap<String, usize> = HashMap::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut shared = Interner::default();
     for list in order {
+        let service = shared.get(list.service);
         for ch in list.channels {
             let norm = normalise(&ch.name);
             let tvg = ch.tvg_id.trim().to_lowercase();
@@ -130,9 +137,9 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                 })
             };
             let source = Source {
-                service: list.service.to_string(),
-                channel_id: ch.id.clone(),
-                name: ch.name.clone(),
+                service: service.clone(),
+                channel_id: Text::from(&ch.id),
+                name: Text::from(&ch.name),
                 priority: list.priority,
             };
             let i = match found {
@@ -149,13 +156,13 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     m.sources.push(source);
                     m.catchup_days = m.catchup_days.max(catchup_days(ch));
                     if m.logo.is_empty() {
-                        m.logo = ch.logo.clone();
+                        m.logo = shared.get(&ch.logo);
                     }
                     if m.group.is_empty() {
-                        m.group = ch.group.clone();
+                        m.group = shared.get(&ch.group);
                     }
                     if m.tvg_id.is_empty() && !tvg.is_empty() {
-                        m.tvg_id = ch.tvg_id.trim().to_string();
+                        m.tvg_id = Text::from(ch.tvg_id.trim());
                     }
                     for t in &ch.tags {
                         if !m.tags.contains(t) {
@@ -170,14 +177,21 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     } else {
                         format!("tvg:{tvg}")
                     };
+                    let name = ch.name.trim();
+                    // Mostly the same text: then one allocation for both.
+                    let name = if *source.name == *name {
+                        source.name.clone()
+                    } else {
+                        Text::from(name)
+                    };
                     merged.push(Merged {
                         merge_key,
                         wanted_slug: slugify(&ch.name),
-                        name: ch.name.trim().to_string(),
-                        logo: ch.logo.clone(),
-                        group: ch.group.clone(),
+                        name,
+                        logo: shared.get(&ch.logo),
+                        group: shared.get(&ch.group),
                         tags: ch.tags.clone(),
-                        tvg_id: ch.tvg_id.trim().to_string(),
+                        tvg_id: Text::from(ch.tvg_id.trim()),
                         sources: vec![source],
                         catchup_days: catchup_days(ch),
                     });
@@ -204,7 +218,7 @@ fn catchup_days(ch: &Channel) -> u32 {
 pub struct Unmapped {
     pub channel: LineupChannel,
     /// The merged upstream tvg-id (the channel itself carries the guide id made from it).
-    pub tvg_id: String,
+    pub tvg_id: Text,
 }
 
 /// Longest name, group or tvg-id a mapping accepts, in characters.
@@ -310,26 +324,26 @@ fn pins(list: &[String], services: &[&str]) -> Result<Option<Vec<String>>, Strin
 }
 
 /// The channel as clients see it: `base` with the overrides of `m` (except `hidden`,
-/// which decides where the lineup keeps it).
+/// which decides where the lineup keeps it). Its text is shared with `base`.
 pub fn apply(base: &Unmapped, m: &ChannelMapping) -> LineupChannel {
     let mut c = base.channel.clone();
     if let Some(v) = &m.name {
-        c.name.clone_from(v);
+        c.name = Text::from(v);
     }
     if let Some(v) = m.number {
         c.number = v;
     }
     if let Some(v) = &m.group {
-        c.group.clone_from(v);
+        c.group = Text::from(v);
     }
     if let Some(v) = &m.logo {
-        c.logo.clone_from(v);
+        c.logo = Text::from(v);
     }
     if let Some(v) = &m.tvg_id {
         c.guide_id = if v.is_empty() {
-            guide_id("", &c.id)
+            Text::from(guide_id("", &c.id))
         } else {
-            v.clone()
+            Text::from(v)
         };
     }
     if let Some(pinned) = &m.sources {
@@ -350,7 +364,12 @@ pub fn pin(sources: &mut [Source], pinned: &[String]) {
     });
 }
 
-/// The merged lineup with its lookups.
+/// The merged lineup with its lookups: one immutable snapshot, shared (`Arc`) by every
+/// request that reads it; nothing copies it whole.
+///
+/// Per channel it holds the mapped channel (its text shared with the unmapped base it
+/// was made from) and two 4-byte index entries; the upstream values of `detail` are
+/// read from the base when asked for, and only channels with a mapping have one here.
 #[derive(Debug, Default)]
 pub struct Lineup {
     /// The listed channels (not hidden), ordered by number: what every listing shows.
@@ -358,89 +377,146 @@ pub struct Lineup {
     /// Hidden channels, ordered by number: in no listing, but still found by `get`, so
     /// they can be shown, unhidden and played by id.
     hidden: Vec<LineupChannel>,
-    /// The mapping and upstream values of each channel, by slug (empty for `new`).
-    mapped: HashMap<String, (ChannelMapping, UpstreamChannel)>,
-    by_id: HashMap<String, Slot>,
-    by_number: HashMap<u32, Slot>,
+    /// The merged channels before mapping, and for each listed and hidden channel its
+    /// place there (empty for `new`).
+    base: Arc<Vec<Unmapped>>,
+    listed_base: Vec<u32>,
+    hidden_base: Vec<u32>,
+    /// The overrides of the channels that have some, by slug.
+    mappings: HashMap<String, ChannelMapping>,
+    /// Every channel's slot, ordered by id (binary search), a listed channel after a
+    /// hidden one of the same id: the last of equal ids is the one `get` finds.
+    by_id: Vec<Slot>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Listed(usize),
-    Hidden(usize),
+/// A channel's place: listed (`index`) or hidden (`HIDDEN | index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot(u32);
+
+const HIDDEN: u32 = 1 << 31;
+
+impl Slot {
+    fn listed(i: usize) -> Self {
+        Self(i as u32)
+    }
+    fn hidden(i: usize) -> Self {
+        Self(i as u32 | HIDDEN)
+    }
+    fn is_hidden(self) -> bool {
+        self.0 & HIDDEN != 0
+    }
+    fn index(self) -> usize {
+        (self.0 & !HIDDEN) as usize
+    }
 }
 
 impl Lineup {
     /// A lineup of `channels` as they are, none hidden.
     pub fn new(channels: Vec<LineupChannel>) -> Self {
-        Self::build(channels, Vec::new(), HashMap::new())
+        let mut channels = channels;
+        channels.sort_by_key(|c| c.number);
+        Self::build(
+            channels,
+            Vec::new(),
+            Arc::default(),
+            Vec::new(),
+            Vec::new(),
+            HashMap::new(),
+        )
     }
 
     /// The lineup of `base` with each channel's mapping (by slug) applied.
-    pub fn mapped(base: &[Unmapped], mappings: &HashMap<String, ChannelMapping>) -> Self {
+    pub fn mapped(base: &Arc<Vec<Unmapped>>, mappings: &HashMap<String, ChannelMapping>) -> Self {
+        let none = ChannelMapping::default();
         let mut listed = Vec::with_capacity(base.len());
         let mut hidden = Vec::new();
-        let mut mapped = HashMap::with_capacity(base.len());
-        for b in base {
-            let m = mappings.get(&b.channel.id).cloned().unwrap_or_default();
-            let c = apply(b, &m);
+        for (i, b) in base.iter().enumerate() {
+            let m = mappings.get(b.channel.id.as_str()).unwrap_or(&none);
+            let c = apply(b, m);
             if m.hidden {
-                hidden.push(c);
+                hidden.push((c, i as u32));
             } else {
-                listed.push(c);
+                listed.push((c, i as u32));
             }
-            let upstream = UpstreamChannel {
-                number: b.channel.number,
-                name: b.channel.name.clone(),
-                logo: b.channel.logo.clone(),
-                group: b.channel.group.clone(),
-                tvg_id: b.tvg_id.clone(),
-                guide_id: b.channel.guide_id.clone(),
-            };
-            mapped.insert(b.channel.id.clone(), (m, upstream));
         }
-        Self::build(listed, hidden, mapped)
+        // Stable: channels sharing a number keep the base's order, as before.
+        listed.sort_by_key(|(c, _)| c.number);
+        hidden.sort_by_key(|(c, _)| c.number);
+        let (channels, listed_base) = listed.into_iter().unzip();
+        let (hidden, hidden_base) = hidden.into_iter().unzip();
+        Self::build(
+            channels,
+            hidden,
+            base.clone(),
+            listed_base,
+            hidden_base,
+            mappings.clone(),
+        )
     }
 
     fn build(
-        mut channels: Vec<LineupChannel>,
-        mut hidden: Vec<LineupChannel>,
-        mapped: HashMap<String, (ChannelMapping, UpstreamChannel)>,
+        channels: Vec<LineupChannel>,
+        hidden: Vec<LineupChannel>,
+        base: Arc<Vec<Unmapped>>,
+        listed_base: Vec<u32>,
+        hidden_base: Vec<u32>,
+        mappings: HashMap<String, ChannelMapping>,
     ) -> Self {
-        channels.sort_by_key(|c| c.number);
-        hidden.sort_by_key(|c| c.number);
-        let mut by_id = HashMap::with_capacity(channels.len() + hidden.len());
-        let mut by_number = HashMap::with_capacity(channels.len() + hidden.len());
-        // Hidden first, so that listed channels win should two ever share a key.
-        for (i, c) in hidden.iter().enumerate() {
-            by_id.insert(c.id.clone(), Slot::Hidden(i));
-            by_number.insert(c.number, Slot::Hidden(i));
-        }
-        for (i, c) in channels.iter().enumerate() {
-            by_id.insert(c.id.clone(), Slot::Listed(i));
-            by_number.insert(c.number, Slot::Listed(i));
-        }
+        let mut by_id: Vec<Slot> = (0..hidden.len())
+            .map(Slot::hidden)
+            .chain((0..channels.len()).map(Slot::listed))
+            .collect();
+        let id = |s: &Slot| {
+            if s.is_hidden() {
+                hidden[s.index()].id.as_str()
+            } else {
+                channels[s.index()].id.as_str()
+            }
+        };
+        // Stable: hidden before listed, each in number order, among equal ids.
+        by_id.sort_by(|a, b| id(a).cmp(id(b)));
         Self {
             channels,
             hidden,
-            mapped,
+            base,
+            listed_base,
+            hidden_base,
+            mappings,
             by_id,
-            by_number,
         }
     }
 
     fn at(&self, slot: Slot) -> &LineupChannel {
-        match slot {
-            Slot::Listed(i) => &self.channels[i],
-            Slot::Hidden(i) => &self.hidden[i],
+        if slot.is_hidden() {
+            &self.hidden[slot.index()]
+        } else {
+            &self.channels[slot.index()]
         }
     }
 
+    fn by_id(&self, id: &str) -> Option<Slot> {
+        let end = self
+            .by_id
+            .partition_point(|&s| self.at(s).id.as_str() <= id);
+        let last = *self.by_id.get(end.checked_sub(1)?)?;
+        (self.at(last).id == id).then_some(last)
+    }
+
     fn slot(&self, id: &str) -> Option<Slot> {
-        self.by_id
-            .get(id)
-            .or_else(|| id.parse::<u32>().ok().and_then(|n| self.by_number.get(&n)))
-            .copied()
+        self.by_id(id)
+            .or_else(|| id.parse::<u32>().ok().and_then(|n| self.number_slot(n)))
+    }
+
+    /// The channel numbered `n`: a listed one before a hidden one, and of several the
+    /// last in number order.
+    fn number_slot(&self, n: u32) -> Option<Slot> {
+        let last = |list: &[LineupChannel]| {
+            let end = list.partition_point(|c| c.number <= n);
+            end.checked_sub(1).filter(|&i| list[i].number == n)
+        };
+        last(&self.channels)
+            .map(Slot::listed)
+            .or_else(|| last(&self.hidden).map(Slot::hidden))
     }
 
     /// The hidden channels, ordered by number (in no listing; the guide keeps their
@@ -456,27 +532,44 @@ impl Lineup {
 
     /// A channel by its number only (tuner URLs: a numeric slug must not shadow it).
     pub fn by_number(&self, number: u32) -> Option<&LineupChannel> {
-        self.by_number.get(&number).map(|&s| self.at(s))
+        self.number_slot(number).map(|s| self.at(s))
     }
 
     /// A channel (slug or number, hidden ones included) with its mapping.
     pub fn detail(&self, id: &str) -> Option<ChannelDetail> {
         let slot = self.slot(id)?;
         let c = self.at(slot);
-        let (mapping, upstream) = self.mapped.get(&c.id).cloned().unwrap_or_else(|| {
-            let upstream = UpstreamChannel {
+        let origin = if slot.is_hidden() {
+            self.hidden_base.get(slot.index())
+        } else {
+            self.listed_base.get(slot.index())
+        };
+        let upstream = match origin.and_then(|&i| self.base.get(i as usize)) {
+            Some(b) => UpstreamChannel {
+                number: b.channel.number,
+                name: b.channel.name.clone(),
+                logo: b.channel.logo.clone(),
+                group: b.channel.group.clone(),
+                tvg_id: b.tvg_id.clone(),
+                guide_id: b.channel.guide_id.clone(),
+            },
+            None => UpstreamChannel {
                 number: c.number,
                 name: c.name.clone(),
                 logo: c.logo.clone(),
                 group: c.group.clone(),
-                tvg_id: String::new(),
+                tvg_id: Text::default(),
                 guide_id: c.guide_id.clone(),
-            };
-            (ChannelMapping::default(), upstream)
-        });
+            },
+        };
+        let mapping = self
+            .mappings
+            .get(c.id.as_str())
+            .cloned()
+            .unwrap_or_default();
         Some(ChannelDetail {
             channel: c.clone(),
-            hidden: matches!(slot, Slot::Hidden(_)),
+            hidden: slot.is_hidden(),
             mapping,
             upstream,
         })
@@ -595,17 +688,17 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, n)| LineupChannel {
-                id: slugify(n),
+                id: slugify(n).into(),
                 number: i as u32 + 1,
-                name: n.to_string(),
-                logo: String::new(),
+                name: (*n).into(),
+                logo: Text::default(),
                 group: if i == 1 {
                     "Actualités".into()
                 } else {
-                    String::new()
+                    Text::default()
                 },
                 tags: vec![],
-                guide_id: String::new(),
+                guide_id: Text::default(),
                 sources: vec![],
                 catchup_days: 0,
             })
@@ -675,11 +768,11 @@ mod tests {
             channel: LineupChannel {
                 id: slug.into(),
                 number,
-                name: slug.to_uppercase(),
-                logo: String::new(),
+                name: slug.to_uppercase().into(),
+                logo: Text::default(),
                 group: "G".into(),
                 tags: vec![],
-                guide_id: format!("{slug}.freesky"),
+                guide_id: format!("{slug}.freesky").into(),
                 sources: vec![
                     src("A", "a1"),
                     src("B", "b1"),
@@ -688,7 +781,7 @@ mod tests {
                 ],
                 catchup_days: 0,
             },
-            tvg_id: String::new(),
+            tvg_id: Text::default(),
         };
         let mut maps = HashMap::new();
         maps.insert(
@@ -707,7 +800,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let l = Lineup::mapped(&[base("one", 1), base("two", 2), base("three", 3)], &maps);
+        let base = Arc::new(vec![base("one", 1), base("two", 2), base("three", 3)]);
+        let l = Lineup::mapped(&base, &maps);
         let listed: Vec<_> = l
             .channels
             .iter()

@@ -192,7 +192,7 @@ impl Logos {
             .map(|c| {
                 let mut c = c.clone();
                 let service = c.sources.first().map_or("", |s| s.service.as_str());
-                c.logo = self.url(base, service, &c.logo).into_owned();
+                c.logo = self.url(base, service, &c.logo).into_owned().into();
                 c
             })
             .collect();
@@ -698,8 +698,8 @@ mod tests {
             id: "one".into(),
             number: 1,
             name: "One".into(),
-            logo: String::new(),
-            group: String::new(),
+            logo: "".into(),
+            group: "".into(),
             tags: vec![],
             guide_id: "one.fs".into(),
             sources: vec![crate::model::Source {

@@ -88,19 +88,99 @@ pub struct Warning {
 /// Parses an M3U / M3U Plus channel list. Never fails: what cannot be understood is
 /// skipped with a [`Warning`].
 pub fn parse(text: &str) -> Playlist {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // Lines end in LF or CRLF (the CR is trimmed below); a list with CRs but no LF at
-    // all was written with classic-Mac line ends.
-    let separator = if !text.contains('\n') && text.contains('\r') {
-        '\r'
-    } else {
-        '\n'
-    };
-    let mut parser = Parser::default();
-    for (index, line) in text.split(separator).enumerate() {
-        parser.line(index + 1, line);
+    let mut reader = Reader::new();
+    reader.push(text.as_bytes());
+    reader.finish()
+}
+
+/// An M3U list read as it arrives: [`Reader::push`] takes each chunk of bytes, an entry
+/// is ready (in [`Reader::drain`]) as soon as its URL line is read, and
+/// [`Reader::finish`] ends the list. Only the line being read and the entries not yet
+/// drained are held, so a list of many megabytes never sits whole in memory next to
+/// its parsed form. The result is the same as [`parse`] of the whole text.
+#[derive(Default)]
+pub struct Reader {
+    parser: Parser,
+    /// The bytes of a line whose end has not arrived yet; before the first LF, every
+    /// byte read (see `lf_seen`).
+    partial: Vec<u8>,
+    /// Lines passed to the parser so far.
+    lines: usize,
+    /// Lines end in LF (a CR before it is trimmed with the line); a list with CRs but
+    /// no LF at all was written with classic-Mac line ends, which is known only at its
+    /// end. So until the first LF everything is kept.
+    lf_seen: bool,
+}
+
+impl Reader {
+    pub fn new() -> Self {
+        Self::default()
     }
-    parser.finish()
+
+    /// Reads the next `chunk` of the list (any split: a line or a UTF-8 character may
+    /// straddle two chunks).
+    pub fn push(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if !self.lf_seen {
+            if !rest.contains(&b'\n') {
+                self.partial.extend_from_slice(rest);
+                return;
+            }
+            self.lf_seen = true;
+        }
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                self.line(&rest[..i]);
+            } else {
+                self.partial.extend_from_slice(&rest[..i]);
+                let line = std::mem::take(&mut self.partial);
+                self.line(&line);
+                // Keep the buffer's capacity for the next straddling line.
+                self.partial = line;
+                self.partial.clear();
+            }
+            rest = &rest[i + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    /// One line without its LF: UTF-8 decoded lossily (upstream bytes are untrusted; an
+    /// LF never falls inside a UTF-8 sequence, so line by line decodes as the whole
+    /// would), a leading BOM dropped.
+    fn line(&mut self, bytes: &[u8]) {
+        let bytes = match self.lines {
+            0 => bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes),
+            _ => bytes,
+        };
+        self.lines += 1;
+        let text = String::from_utf8_lossy(bytes);
+        self.parser.line(self.lines, &text);
+    }
+
+    /// The entries read so far and not yet drained, in list order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Entry> {
+        self.parser.playlist.entries.drain(..)
+    }
+
+    /// The header's guide URL, once the header line was read (see [`Playlist::guide_url`]).
+    pub fn guide_url(&self) -> Option<&str> {
+        self.parser.playlist.guide_url()
+    }
+
+    /// Ends the list: its last line (or, for a list without LF, all of it) is read. The
+    /// playlist holds the header, the entries not drained, and every warning.
+    pub fn finish(mut self) -> Playlist {
+        let rest = std::mem::take(&mut self.partial);
+        if self.lf_seen {
+            self.line(&rest);
+        } else {
+            let separator = if rest.contains(&b'\r') { b'\r' } else { b'\n' };
+            for line in rest.split(|&b| b == separator) {
+                self.line(line);
+            }
+        }
+        self.parser.finish()
+    }
 }
 
 /// The state between lines: an `#EXTINF` only becomes an [`Entry`] at its URL line, and
@@ -488,54 +568,65 @@ pub fn render_with_catchup<'a>(
     let entries = entries.into_iter();
     // About 200 bytes per entry in practice; avoids most regrowth on 10k entries.
     let mut out = String::with_capacity(64 + entries.size_hint().0 * 200);
+    render_header(&mut out, url_tvg);
+    for (entry, catchup) in entries {
+        render_entry(&mut out, &entry, catchup);
+    }
+    out
+}
+
+/// The first line of [`render`]: `#EXTM3U`, with the guide when there is one.
+pub fn render_header(out: &mut String, url_tvg: Option<&str>) {
     out.push_str("#EXTM3U");
     if let Some(url) = url_tvg {
         out.push_str(" url-tvg=\"");
-        push_clean(&mut out, url);
+        push_clean(out, url);
         out.push_str("\" x-tvg-url=\"");
-        push_clean(&mut out, url);
+        push_clean(out, url);
         out.push('"');
     }
     out.push('\n');
-    for (entry, catchup) in entries {
-        out.push_str("#EXTINF:-1 tvg-id=\"");
-        push_clean(&mut out, entry.tvg_id);
-        out.push_str("\" tvg-name=\"");
-        push_clean(&mut out, entry.tvg_name);
+}
+
+/// One entry of [`render_with_catchup`]: its `#EXTINF` line and its URL line, so that a
+/// long playlist can be written (and sent) a part at a time.
+pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutCatchup<'_>>) {
+    out.push_str("#EXTINF:-1 tvg-id=\"");
+    push_clean(out, entry.tvg_id);
+    out.push_str("\" tvg-name=\"");
+    push_clean(out, entry.tvg_name);
+    out.push('"');
+    // No logo, no attribute: some players show an empty `tvg-logo=""` as a
+    // broken image instead of their own placeholder.
+    if !entry.tvg_logo.trim().is_empty() {
+        out.push_str(" tvg-logo=\"");
+        push_clean(out, entry.tvg_logo);
         out.push('"');
-        // No logo, no attribute: some players show an empty `tvg-logo=""` as a
-        // broken image instead of their own placeholder.
-        if !entry.tvg_logo.trim().is_empty() {
-            out.push_str(" tvg-logo=\"");
-            push_clean(&mut out, entry.tvg_logo);
-            out.push('"');
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(out, " tvg-chno=\"{}\"", entry.tvg_chno);
-        if let Some(c) = catchup.filter(|c| c.days > 0) {
-            let _ = write!(
-                out,
-                " catchup=\"default\" catchup-days=\"{}\" catchup-source=\"",
-                c.days
-            );
-            push_clean(&mut out, c.source);
-            out.push('"');
-        }
-        out.push_str(" group-title=\"");
-        push_clean(&mut out, entry.group);
-        out.push_str("\",");
-        push_clean(&mut out, entry.name);
-        out.push('\n');
-        for c in entry.url.chars() {
-            match c {
-                '\r' => out.push_str("%0D"),
-                '\n' => out.push_str("%0A"),
-                c => out.push(c),
-            }
-        }
-        out.push('\n');
     }
-    out
+    // Writing to a String cannot fail.
+    let _ = write!(out, " tvg-chno=\"{}\"", entry.tvg_chno);
+    if let Some(c) = catchup.filter(|c| c.days > 0) {
+        let _ = write!(
+            out,
+            " catchup=\"default\" catchup-days=\"{}\" catchup-source=\"",
+            c.days
+        );
+        push_clean(out, c.source);
+        out.push('"');
+    }
+    out.push_str(" group-title=\"");
+    push_clean(out, entry.group);
+    out.push_str("\",");
+    push_clean(out, entry.name);
+    out.push('\n');
+    for c in entry.url.chars() {
+        match c {
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
 }
 
 /// Appends `value` so that it can neither close an attribute nor end the line.
@@ -1041,5 +1132,73 @@ mod tests {
         assert!(with_header("Referer") >= 20);
         let bonaire = playlist.entries.iter().find(|e| e.line == 1151);
         assert_eq!(bonaire.map(|e| e.name.as_str()), Some("Nos TV Bonaire"));
+    }
+
+    /// The whole-text parse the reader replaced: the oracle chunked reading must match.
+    fn parse_whole(text: &str) -> Playlist {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let separator = if !text.contains('\n') && text.contains('\r') {
+            '\r'
+        } else {
+            '\n'
+        };
+        let mut parser = Parser::default();
+        for (index, line) in text.split(separator).enumerate() {
+            parser.line(index + 1, line);
+        }
+        parser.finish()
+    }
+
+    /// `bytes` read in chunks of `size`, the entries drained after every chunk.
+    fn read_chunked(bytes: &[u8], size: usize) -> Playlist {
+        let mut reader = Reader::new();
+        let mut entries = Vec::new();
+        for chunk in bytes.chunks(size.max(1)) {
+            reader.push(chunk);
+            entries.extend(reader.drain());
+        }
+        let mut playlist = reader.finish();
+        entries.append(&mut playlist.entries);
+        playlist.entries = entries;
+        playlist
+    }
+
+    #[test]
+    fn reading_in_chunks_parses_as_the_whole_text() {
+        let inputs = [
+            "\u{feff}#EXTM3U url-tvg=\"http://g/x.xml\"\r\n#EXTINF:-1 tvg-id=\"A.a\" group-title=\"Né,ws\",Chaîne \u{1F600}\r\n#EXTVLCOPT:http-referrer=http://r/\r\nhttp://h/1.m3u8|User-Agent=UA\r\n\r\n#EXTINF:-1,Two\r\nhttp://h/2\r\n#EXTINF:-1,Lost\r\n",
+            "#EXTM3U\r#EXTINF:-1,Mac\rhttp://h/mac\r#EXTINF:-1,Mac 2\rhttp://h/mac2",
+            "#EXTINF:-1,No header\nhttp://h/x\nhttp://orphan\n#EXTGRP:G\n#EXTINF:-1,Grouped\nhttp://h/g",
+            "",
+            "\n\n",
+            "#EXTM3U",
+        ];
+        for input in inputs {
+            let want = parse_whole(input);
+            assert_eq!(parse(input), want, "{input:?}");
+            for size in [1, 2, 3, 5, 7, 64] {
+                assert_eq!(
+                    read_chunked(input.as_bytes(), size),
+                    want,
+                    "{input:?} by {size}"
+                );
+            }
+        }
+        // Bytes that are not UTF-8 decode as the whole text would, wherever a chunk ends.
+        let bytes = b"#EXTINF:-1,Bad \xC3\x28 \xE2\x82 name \xC3\xA9\nhttp://h/\xFF\n";
+        let want = parse_whole(&String::from_utf8_lossy(bytes));
+        assert_eq!(want.entries.len(), 1);
+        for size in 1..bytes.len() {
+            assert_eq!(read_chunked(bytes, size), want, "by {size}");
+        }
+        // The real list, read in uneven chunks, entries drained as they come.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/iptv-org-sample.m3u"
+        );
+        let text = std::fs::read_to_string(path).expect("test data file is in the repository");
+        let want = parse_whole(&text);
+        assert!(want.entries.len() > 9_000);
+        assert_eq!(read_chunked(text.as_bytes(), 4093), want);
     }
 }

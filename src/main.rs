@@ -190,7 +190,9 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 Some(q) => lineup.search(q),
                 None => lineup.channels.iter().collect(),
             };
-            let mut out = std::io::stdout().lock();
+            // Buffered: stdout alone is line-buffered, a write call per line (millions
+            // for the JSON of a big lineup).
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             if json {
                 serde_json::to_writer_pretty(&mut out, &chosen)?;
                 writeln!(out)?;
@@ -208,6 +210,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                     )?;
                 }
             }
+            out.flush()?;
             Ok(())
         }
         Command::Guide { gzip } => {

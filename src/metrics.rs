@@ -207,7 +207,7 @@ fn outcome_of(e: &UpstreamError) -> &'static str {
         UpstreamError::Timeout(_) => "timeout",
         UpstreamError::Status { .. } => "http_error",
         UpstreamError::Request { .. } => "request_error",
-        UpstreamError::TooLarge { .. } => "too_large",
+        UpstreamError::TooLarge { .. } | UpstreamError::ListTooLarge { .. } => "too_large",
         UpstreamError::Invalid(_) => "invalid",
         UpstreamError::NoChannel(_) => "no_channel",
         UpstreamError::Throttled { .. } => "throttled",

@@ -2,6 +2,7 @@
 //! lineup shows (`LineupChannel`), and what a resolution yields (`ResolvedStream`).
 //! No IO and no behaviour beyond small accessors.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -69,12 +70,161 @@ pub struct Catchup {
     pub utc_offset: i32,
 }
 
+/// An immutable, cheaply shared string: what the lineup's text fields hold. A lineup of
+/// 150,000 channels is kept in several forms at once (the merged channels with their
+/// ids and numbers, the mapped lineup every output reads, each channel's upstream
+/// values for its detail), and a group, logo or service name repeats across thousands
+/// of channels: one `Text` is one allocation however many of them point at it, and a
+/// clone is a reference count. Reads as a `&str` (`Deref`, `as_str`, `==` with
+/// strings), serializes as one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when both are the very same allocation (not only equal text).
+    pub fn same(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl Default for Text {
+    /// The empty text, shared: most channels have no logo or group.
+    fn default() -> Self {
+        static EMPTY: OnceLock<Text> = OnceLock::new();
+        EMPTY.get_or_init(|| Text(Arc::from(""))).clone()
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`: widths and alignment (`{:<32}`) apply as to a `str`.
+        f.pad(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        if s.is_empty() {
+            return Self::default();
+        }
+        Self(Arc::from(s))
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl From<Text> for String {
+    fn from(t: Text) -> Self {
+        t.as_str().to_string()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Text> for str {
+    fn eq(&self, other: &Text) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        **self == *other.0
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Hands out one shared [`Text`] per distinct string: the lineup's groups, logos and
+/// service names repeat across thousands of channels.
+#[derive(Default)]
+pub struct Interner(std::collections::HashSet<Text>);
+
+impl Interner {
+    pub fn get(&mut self, s: &str) -> Text {
+        if let Some(t) = self.0.get(s) {
+            return t.clone();
+        }
+        let t = Text::from(s);
+        self.0.insert(t.clone());
+        t
+    }
+}
+
 /// One source of a lineup channel: a (service, channel id) pair.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Source {
-    pub service: String,
-    pub channel_id: String,
-    pub name: String,
+    #[schema(value_type = String)]
+    pub service: Text,
+    #[schema(value_type = String)]
+    pub channel_id: Text,
+    #[schema(value_type = String)]
+    pub name: Text,
     pub priority: i64,
 }
 
@@ -82,15 +232,20 @@ pub struct Source {
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LineupChannel {
     /// Stable slug, e.g. `bbc-one`; persisted so it never changes on refresh.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: Text,
     /// Stable channel number (tvg-chno, HDHomeRun GuideNumber); persisted.
     pub number: u32,
-    pub name: String,
-    pub logo: String,
-    pub group: String,
+    #[schema(value_type = String)]
+    pub name: Text,
+    #[schema(value_type = String)]
+    pub logo: Text,
+    #[schema(value_type = String)]
+    pub group: Text,
     pub tags: Vec<String>,
     /// The one id used as playlist `tvg-id` and XMLTV `<channel id>` (`name.domain` form).
-    pub guide_id: String,
+    #[schema(value_type = String)]
+    pub guide_id: Text,
     /// Sources ordered by service priority: the order fallback tries them in.
     pub sources: Vec<Source>,
     /// Days of past programmes the channel can be watched from (catch-up): the
@@ -168,12 +323,17 @@ where
 pub struct UpstreamChannel {
     /// The number assigned when the channel first appeared.
     pub number: u32,
-    pub name: String,
-    pub logo: String,
-    pub group: String,
+    #[schema(value_type = String)]
+    pub name: Text,
+    #[schema(value_type = String)]
+    pub logo: Text,
+    #[schema(value_type = String)]
+    pub group: Text,
     /// The merged upstream tvg-id, empty when no source has one.
-    pub tvg_id: String,
-    pub guide_id: String,
+    #[schema(value_type = String)]
+    pub tvg_id: Text,
+    #[schema(value_type = String)]
+    pub guide_id: Text,
 }
 
 /// One lineup channel with its mapping, as `GET`/`PATCH /api/channels/{id}` show it:

@@ -418,6 +418,9 @@ impl Store {
             }
         }
         if !fresh.is_empty() {
+            // Shared with the writer rather than copied: a first start writes every
+            // channel of the lineup (150,000 with a big provider).
+            let fresh = std::sync::Arc::new(fresh);
             let rows = fresh.clone();
             let written = self
                 .write(move |c| {
@@ -425,13 +428,16 @@ impl Store {
                     {
                         let mut stmt =
                             tx.prepare("INSERT OR IGNORE INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)")?;
-                        for (k, s, n) in &rows {
+                        for (k, s, n) in rows.iter() {
                             stmt.execute(params![k, s, n])?;
                         }
                     }
                     tx.commit()
                 })
                 .await;
+            // The writer's share is gone once `write` returned.
+            let fresh =
+                std::sync::Arc::try_unwrap(fresh).unwrap_or_else(|shared| (*shared).clone());
             let mut m = self.mirror();
             if let Err(e) = written {
                 // Give the slugs and numbers back: nothing was persisted.

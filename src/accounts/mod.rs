@@ -107,7 +107,9 @@ impl Account {
     pub fn sees(&self, c: &LineupChannel) -> bool {
         (self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(&c.group)))
             && (self.services.is_empty()
-                || c.sources.iter().any(|s| self.services.contains(&s.service)))
+                || c.sources
+                    .iter()
+                    .any(|s| self.services.iter().any(|n| *n == s.service)))
     }
 
     /// Refuses an account that is disabled or expired.

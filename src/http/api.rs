@@ -5,6 +5,8 @@
 //! neither the registry nor the guide knows of the other's status.
 
 use axum::extract::{Path, Query, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -176,9 +178,28 @@ async fn disable(
 async fn all_channels(
     State(s): State<AppState>,
     headers: axum::http::HeaderMap,
-) -> Result<Json<Vec<LineupChannel>>, AppError> {
+) -> Result<Response, AppError> {
     let lineup = super::logos::lineup(&s, &headers).await?;
-    Ok(Json(lineup.channels.clone()))
+    let count = lineup.channels.len();
+    // The same bytes `Json` writes, a part at a time from the shared lineup.
+    let body = super::playlist::chunked_body(
+        "[".to_string(),
+        count,
+        move |i, buf| {
+            if i > 0 {
+                buf.push(',');
+            }
+            json_into(buf, &lineup.channels[i]);
+        },
+        "]",
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Appends `value` as compact JSON, as `Json` writes it.
+pub(super) fn json_into(buf: &mut String, value: &impl Serialize) {
+    // Plain structs of strings and numbers: serializing them cannot fail.
+    buf.push_str(&serde_json::to_string(value).expect("serializes to JSON"));
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -240,7 +261,8 @@ async fn channel(
     c.logo = s
         .logos
         .url(&super::base_url(&s.config, &headers), service, &c.logo)
-        .into_owned();
+        .into_owned()
+        .into();
     Ok(Json(detail))
 }
 

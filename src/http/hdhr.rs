@@ -244,44 +244,70 @@ async fn discover(
 }
 
 /// Every lineup channel with its tuner URL.
-async fn lineup(
-    s: AppState,
-    n: Option<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, AppError> {
+async fn lineup(s: AppState, n: Option<String>, headers: HeaderMap) -> Result<Response, AppError> {
     let d = device(&s, &headers, n.as_deref()).await?;
     let account = super::xtream::tuner_account(&s)?;
-    let sees = |c: &&LineupChannel| account.as_ref().is_none_or(|a| a.sees(c));
-    let entry = |c: &LineupChannel| {
-        json!({
-            "GuideNumber": c.number.to_string(),
-            "GuideName": c.name,
-            "URL": format!("{}/auto/v{}", d.base, c.number),
-            "HD": true,
-            "Favorite": false,
-            "DRM": false,
-            "VideoCodec": "H264",
-            "AudioCodec": "AAC",
-        })
+    let sees = move |c: &LineupChannel| account.as_ref().is_none_or(|a| a.sees(c));
+    // One entry as `json!` wrote it: keys in sorted order.
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        #[serde(rename = "AudioCodec")]
+        audio_codec: &'a str,
+        #[serde(rename = "DRM")]
+        drm: bool,
+        #[serde(rename = "Favorite")]
+        favorite: bool,
+        #[serde(rename = "GuideName")]
+        guide_name: &'a str,
+        #[serde(rename = "GuideNumber")]
+        guide_number: String,
+        #[serde(rename = "HD")]
+        hd: bool,
+        #[serde(rename = "URL")]
+        url: String,
+        #[serde(rename = "VideoCodec")]
+        video_codec: &'a str,
+    }
+    let base = d.base;
+    let mut first = true;
+    let mut entry = move |buf: &mut String, c: &LineupChannel| {
+        if !sees(c) {
+            return;
+        }
+        if !std::mem::take(&mut first) {
+            buf.push(',');
+        }
+        let e = Entry {
+            audio_codec: "AAC",
+            drm: false,
+            favorite: false,
+            guide_name: &c.name,
+            guide_number: c.number.to_string(),
+            hd: true,
+            url: format!("{base}/auto/v{}", c.number),
+            video_codec: "H264",
+        };
+        super::api::json_into(buf, &e);
     };
-    let entries: Vec<Value> = match &d.only {
-        Some((lineup, only)) => only
-            .iter()
-            .map(|&i| &lineup.channels[i])
-            .filter(sees)
-            .map(entry)
-            .collect(),
-        None => s
-            .registry
-            .lineup()
-            .await?
-            .channels
-            .iter()
-            .filter(sees)
-            .map(entry)
-            .collect(),
+    // Streamed from the shared lineup (or this tuner's part of it), never whole.
+    let body = match d.only {
+        Some((lineup, only)) => super::playlist::chunked_body(
+            "[".to_string(),
+            only.len(),
+            move |i, buf| entry(buf, &lineup.channels[only[i]]),
+            "]",
+        ),
+        None => {
+            let lineup = s.registry.lineup().await?;
+            super::playlist::chunked_body(
+                "[".to_string(),
+                lineup.channels.len(),
+                move |i, buf| entry(buf, &lineup.channels[i]),
+                "]",
+            )
+        }
     };
-    Ok(Json(Value::Array(entries)))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn lineup_status(
@@ -347,10 +373,7 @@ async fn discover_main(
         (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
     )
 )]
-async fn lineup_main(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, AppError> {
+async fn lineup_main(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
     lineup(s, None, headers).await
 }
 
@@ -503,7 +526,7 @@ async fn tuner_lineup(
     State(s): State<AppState>,
     Path(n): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Response, AppError> {
     lineup(s, Some(n), headers).await
 }
 

@@ -1,11 +1,13 @@
 //! `/playlist.m3u`: the merged lineup as M3U Plus, each entry pointing at the channel's
 //! freesky stream URL. Partial success: a failing service just has no entries.
 
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::viewer::{Login, Viewer};
@@ -32,7 +34,7 @@ pub fn routes() -> Router<AppState> {
 #[openapi(paths(playlist, playlist_m3u8), components(schemas(ErrorBody)))]
 pub(crate) struct Doc;
 
-#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[derive(Deserialize, Default, Clone, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Filter {
     /// Only channels of this group (case-insensitive).
@@ -65,11 +67,20 @@ async fn playlist(
         }
     }
     let lineup = super::logos::lineup(&s, &headers).await?;
-    let body = render_for(
-        &lineup,
-        &base_url(&s.config, &headers),
-        &f,
-        viewer.0.as_ref(),
+    let out = Out::new(&base_url(&s.config, &headers), f, viewer.0);
+    let mut head = String::new();
+    out.head(&mut head);
+    let count = lineup.channels.len();
+    let body = chunked_body(
+        head,
+        count,
+        move |i, buf| {
+            let c = &lineup.channels[i];
+            if out.wanted(c) {
+                out.entry(buf, c);
+            }
+        },
+        "",
     );
     Ok(([(header::CONTENT_TYPE, M3U_CONTENT_TYPE)], body).into_response())
 }
@@ -95,78 +106,160 @@ async fn playlist_m3u8(
     playlist(s, f, viewer, headers).await
 }
 
-/// The M3U Plus text of `lineup` for clients reaching us at `base`.
+/// The M3U Plus text of `lineup` for clients reaching us at `base`, whole.
 pub fn render(lineup: &Lineup, base: &str, f: &Filter) -> String {
-    render_for(lineup, base, f, None)
+    let out = Out::new(base, f.clone(), None);
+    let mut text = String::new();
+    out.head(&mut text);
+    for c in lineup.channels.iter().filter(|c| out.wanted(c)) {
+        out.entry(&mut text, c);
+    }
+    text
 }
 
-/// `render` for a logged-in viewer: only the channels its account sees, every link
-/// (streams, guide) carrying its login.
-fn render_for(lineup: &Lineup, base: &str, f: &Filter, viewer: Option<&Login>) -> String {
-    let login = viewer.map(|v| {
-        let enc = |t: &str| url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>();
-        format!(
-            "username={}&password={}",
-            enc(&v.account.name),
-            enc(&v.password)
-        )
+/// Channels written per chunk of a streamed listing (about 200 bytes each in M3U, 300
+/// in JSON): chunks of tens of kilobytes.
+const BATCH: usize = 256;
+
+/// A response body written `BATCH` items at a time as the client reads it: `head`,
+/// then `write(i, buf)` appending item `i` for each of `0..count`, then `tail`.
+/// Listings of a large lineup are tens of megabytes; made whole, each request would
+/// hold one more copy of the lineup as text. `write` reads the shared lineup snapshot
+/// it holds, not a copy.
+pub(super) fn chunked_body(
+    head: String,
+    count: usize,
+    mut write: impl FnMut(usize, &mut String) + Send + 'static,
+    tail: &'static str,
+) -> Body {
+    let mut head = Some(head);
+    let mut next = 0;
+    let mut done = false;
+    let chunks = std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = head.take().unwrap_or_default();
+        buf.reserve(BATCH * 256);
+        let end = (next + BATCH).min(count);
+        for i in next..end {
+            write(i, &mut buf);
+        }
+        next = end;
+        if next >= count {
+            buf.push_str(tail);
+            done = true;
+        }
+        Some(Ok::<_, std::convert::Infallible>(Bytes::from(buf)))
     });
-    let chosen: Vec<_> = lineup
-        .channels
-        .iter()
-        .filter(|c| viewer.is_none_or(|v| v.account.sees(c)))
-        .filter(|c| {
-            f.group
+    Body::from_stream(futures::stream::iter(chunks))
+}
+
+/// What a playlist request writes: its filter, its links (with the viewer's login,
+/// when a viewer asked) and each line of it.
+struct Out {
+    base: String,
+    filter: Filter,
+    viewer: Option<Login>,
+    /// `username=...&password=...` for a viewer's links.
+    login: Option<String>,
+    /// `service=...` when the playlist is pinned to one service.
+    service: Option<String>,
+}
+
+impl Out {
+    fn new(base: &str, filter: Filter, viewer: Option<Login>) -> Self {
+        let enc = |t: &str| url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>();
+        let login = viewer.as_ref().map(|v| {
+            format!(
+                "username={}&password={}",
+                enc(&v.account.name),
+                enc(&v.password)
+            )
+        });
+        let service = filter
+            .service
+            .as_deref()
+            .map(|s| format!("service={}", enc(s)));
+        Self {
+            base: base.to_string(),
+            filter,
+            viewer,
+            login,
+            service,
+        }
+    }
+
+    /// Whether `c` is in this playlist: seen by the viewer, in the group and service
+    /// asked for.
+    fn wanted(&self, c: &LineupChannel) -> bool {
+        self.viewer.as_ref().is_none_or(|v| v.account.sees(c))
+            && self
+                .filter
+                .group
                 .as_deref()
                 .is_none_or(|g| c.group.eq_ignore_ascii_case(g))
-        })
-        .filter(|c| {
-            f.service
+            && self
+                .filter
+                .service
                 .as_deref()
                 .is_none_or(|s| c.sources.iter().any(|src| src.service == s))
-        })
-        .collect();
-    let urls: Vec<String> = chosen
-        .iter()
-        .map(|c| match &f.service {
-            Some(s) => format!(
-                "{base}/api/stream/{}.m3u8?service={}",
-                c.id,
-                url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-            ),
-            None => format!("{base}/api/stream/{}.m3u8", c.id),
-        })
-        .map(|url| match &login {
-            Some(l) if url.contains('?') => format!("{url}&{l}"),
-            Some(l) => format!("{url}?{l}"),
-            None => url,
-        })
-        .collect();
-    let archives: Vec<String> = chosen
-        .iter()
-        .map(|c| {
-            if c.catchup_days == 0 {
-                return String::new();
+    }
+
+    /// The `#EXTM3U` line, naming the guide.
+    fn head(&self, buf: &mut String) {
+        let guide = match &self.login {
+            Some(l) => format!("{}/epg.xml?{l}", self.base),
+            None => format!("{}/epg.xml", self.base),
+        };
+        m3u::render_header(buf, Some(&guide));
+    }
+
+    /// The entry of `c`: its stream URL and, with catch-up, its archive template.
+    fn entry(&self, buf: &mut String, c: &LineupChannel) {
+        let mut url = format!("{}/api/stream/{}.m3u8", self.base, c.id);
+        let mut sep = '?';
+        for part in [&self.service, &self.login].into_iter().flatten() {
+            url.push(sep);
+            url.push_str(part);
+            sep = '&';
+        }
+        let archive = if c.catchup_days == 0 {
+            String::new()
+        } else {
+            let mut template = super::timeshift::template(&self.base, &c.id);
+            for part in [&self.service, &self.login].into_iter().flatten() {
+                template.push('&');
+                template.push_str(part);
             }
-            let template = super::timeshift::template(base, &c.id);
-            let template = match &f.service {
-                Some(s) => format!(
-                    "{template}&service={}",
-                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-                ),
-                None => template,
-            };
-            match &login {
-                Some(l) => format!("{template}&{l}"),
-                None => template,
-            }
-        })
-        .collect();
-    let guide = match &login {
-        Some(l) => format!("{base}/epg.xml?{l}"),
-        None => format!("{base}/epg.xml"),
+            template
+        };
+        let (entry, catchup) = out_entry(c, &url, &archive);
+        m3u::render_entry(buf, &entry, catchup);
+    }
+}
+
+/// The playlist line of `c`, played at `url`, its catch-up template `archive` (empty:
+/// none).
+fn out_entry<'a>(
+    c: &'a LineupChannel,
+    url: &'a str,
+    archive: &'a str,
+) -> (OutEntry<'a>, Option<OutCatchup<'a>>) {
+    let entry = OutEntry {
+        tvg_id: &c.guide_id,
+        tvg_name: &c.name,
+        tvg_logo: &c.logo,
+        tvg_chno: c.number,
+        group: &c.group,
+        name: &c.name,
+        url,
     };
-    render_entries(&chosen, &urls, &archives, &guide)
+    let catchup = OutCatchup {
+        days: c.catchup_days,
+        source: archive,
+    };
+    (entry, Some(catchup))
 }
 
 /// M3U Plus of `chosen` channels, each with its URL in `urls` and its catch-up
@@ -182,21 +275,6 @@ pub(super) fn render_entries(
         chosen
             .iter()
             .zip(urls.iter().zip(archives))
-            .map(|(c, (url, archive))| {
-                let entry = OutEntry {
-                    tvg_id: &c.guide_id,
-                    tvg_name: &c.name,
-                    tvg_logo: &c.logo,
-                    tvg_chno: c.number,
-                    group: &c.group,
-                    name: &c.name,
-                    url,
-                };
-                let catchup = OutCatchup {
-                    days: c.catchup_days,
-                    source: archive,
-                };
-                (entry, Some(catchup))
-            }),
+            .map(|(c, (url, archive))| out_entry(c, url, archive)),
     )
 }

@@ -2,7 +2,8 @@
 //! Each entry is a channel whose stream URL is in the list itself; per-channel
 //! headers (`#EXTVLCOPT`, `#KODIPROP`, Kodi `|Referer=` suffixes) travel with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use url::Url;
 
+use futures::StreamExt as _;
+
 use super::{
-    de_opt_location, read_location, unique_id, BuildContext, BuildError, Checked, GuideSource,
+    de_opt_location, unique_id, BuildContext, BuildError, Checked, GuideSource,
     Kind, Location, Service,
 };
 use crate::config::ServiceConfig;
@@ -123,17 +126,47 @@ impl M3u {
     }
 }
 
-#[async_trait]
-impl Service for M3u {
-    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
-        let (base, text) = read_location(&self.http, &self.source).await?;
-        let playlist = crate::m3u::parse(&text);
-        if playlist.entries.is_empty() && !text.trim_start().starts_with("#EXTM3U") {
+/// The first bytes of a list kept to tell an empty M3U from something else.
+const HEAD_BYTES: usize = 256;
+
+/// Bytes read from the list at a time.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+impl M3u {
+    /// Reads the list as it arrives and parses it line by line, each entry made a
+    /// channel as soon as its URL line is in: the text is never whole in memory, and
+    /// never beside its parsed entries.
+    async fn read_list(&self) -> Result<Vec<Channel>, UpstreamError> {
+        let limit = self.http.http.max_body;
+        let mut body = ListBody::open(&self.http, &self.source, limit).await?;
+        let mut reader = crate::m3u::Reader::new();
+        let mut list = Listing::new(&self.name, body.base.clone());
+        let mut head: Vec<u8> = Vec::new();
+        let mut read = 0u64;
+        while let Some(chunk) = body.next().await? {
+            read += chunk.len() as u64;
+            if read > limit as u64 {
+                return Err(list_too_large(&body.shown, limit, read, false));
+            }
+            if head.len() < HEAD_BYTES {
+                head.extend_from_slice(&chunk[..chunk.len().min(HEAD_BYTES - head.len())]);
+            }
+            reader.push(&chunk);
+            for e in reader.drain() {
+                list.add(e);
+            }
+        }
+        let mut playlist = reader.finish();
+        for e in playlist.entries.drain(..) {
+            list.add(e);
+        }
+        if list.entries == 0 && !String::from_utf8_lossy(&head).trim_start().starts_with("#EXTM3U")
+        {
             return Err(UpstreamError::Invalid(
                 "not an M3U playlist (no #EXTM3U header, no entries)".into(),
             ));
         }
-        let header_guide = playlist.guide_url().and_then(|g| match &base {
+        let header_guide = playlist.guide_url().and_then(|g| match &body.base {
             Some(b) => b.join(g).ok(),
             None => Url::parse(g).ok(),
         });
@@ -144,52 +177,189 @@ impl Service for M3u {
         for w in &playlist.warnings {
             tracing::warn!(service = %self.name, line = w.line, "skipped in M3U: {}", w.message);
         }
-        let mut ids = HashSet::new();
-        let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(playlist.entries.len());
-        for e in playlist.entries {
-            let url = match base
-                .as_ref()
-                .map_or_else(|| Url::parse(&e.url), |b| b.join(&e.url))
-            {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-                _ => {
-                    tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", crate::error::redact_str(&e.url));
-                    continue;
+        Ok(list.finish())
+    }
+}
+
+/// The error of a list over `max_body_bytes`: the limit, the key that raises it and
+/// the size seen (the whole size when known before reading, else what was read).
+fn list_too_large(shown: &str, limit: usize, seen: u64, whole: bool) -> UpstreamError {
+    UpstreamError::ListTooLarge {
+        url: shown.to_string(),
+        limit,
+        seen,
+        whole,
+    }
+}
+
+/// Where a list's bytes come from: an http(s) response body or a file, in chunks.
+struct ListBody {
+    /// The final URL (after redirects) that relative entries resolve against; `None`
+    /// for a file.
+    base: Option<Url>,
+    /// The list as errors name it (redacted URL, or the path).
+    shown: String,
+    source: BodySource,
+}
+
+enum BodySource {
+    Http(crate::upstream::BodyStream),
+    File(tokio::fs::File),
+}
+
+impl ListBody {
+    /// Opens the list, refusing it at once when its size is known and over `limit`.
+    async fn open(
+        http: &ServiceHttp,
+        location: &Location,
+        limit: usize,
+    ) -> Result<Self, UpstreamError> {
+        match location {
+            Location::Url(url) => {
+                let f = http.get(url, &Vec::new(), None).await?;
+                let shown = crate::error::redact(&f.url);
+                if let Some(n) = f.content_length.filter(|&n| n > limit as u64) {
+                    return Err(list_too_large(&shown, limit, n, true));
                 }
-            };
-            let name = if e.name.is_empty() {
-                e.attr("tvg-name").unwrap_or_default().to_string()
-            } else {
-                e.name.clone()
-            };
-            // Files (movies, episodes) are the service's catalogue (`vod`), not channels.
-            if crate::vod::m3u::file_kind(url.as_str(), &name).is_some() {
-                continue;
+                Ok(Self {
+                    base: Some(f.url),
+                    shown,
+                    source: BodySource::Http(f.body),
+                })
             }
-            if name.is_empty() {
-                tracing::warn!(service = %self.name, line = e.line, "skipped in M3U: entry has no name");
-                continue;
+            Location::File(path) => {
+                let shown = path.display().to_string();
+                let cannot =
+                    |e: std::io::Error| UpstreamError::Invalid(format!("cannot read {shown}: {e}"));
+                let file = tokio::fs::File::open(path).await.map_err(cannot)?;
+                let size = file.metadata().await.map_err(cannot)?.len();
+                if size > limit as u64 {
+                    return Err(list_too_large(&shown, limit, size, true));
+                }
+                Ok(Self {
+                    base: None,
+                    shown,
+                    source: BodySource::File(file),
+                })
             }
-            // The same name and URL twice is one channel listed twice.
-            if !seen.insert((name.clone(), url.to_string())) {
-                continue;
-            }
-            let group = e.attr("group-title").unwrap_or_default().to_string();
-            out.push(Channel {
-                id: unique_id(&mut ids, &slugify(&name)),
-                logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
-                tags: Vec::new(),
-                tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
-                service: self.name.clone(),
-                headers: e.headers.clone(),
-                url: Some(url.to_string()),
-                catchup: e.catchup.clone(),
-                name,
-                group,
-            });
         }
-        Ok(out)
+    }
+
+    /// The next chunk, `None` at the end.
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, UpstreamError> {
+        match &mut self.source {
+            BodySource::Http(body) => body.next().await.transpose(),
+            BodySource::File(file) => {
+                use tokio::io::AsyncReadExt as _;
+                let mut buf = bytes::BytesMut::with_capacity(CHUNK_BYTES);
+                let n = file.read_buf(&mut buf).await.map_err(|e| {
+                    UpstreamError::Invalid(format!("cannot read {}: {e}", self.shown))
+                })?;
+                Ok((n > 0).then(|| buf.freeze()))
+            }
+        }
+    }
+}
+
+/// The channels of a list, made one entry at a time.
+struct Listing<'a> {
+    service: &'a str,
+    base: Option<Url>,
+    out: Vec<Channel>,
+    /// Entries seen, kept or not.
+    entries: usize,
+    ids: HashSet<String>,
+    /// The first channel of each (name, URL) hash: the same name and URL twice is one
+    /// channel listed twice. A hash and an index instead of the two strings again.
+    seen: HashMap<u64, usize>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<'a> Listing<'a> {
+    fn new(service: &'a str, base: Option<Url>) -> Self {
+        Self {
+            service,
+            base,
+            out: Vec::new(),
+            entries: 0,
+            ids: HashSet::new(),
+            seen: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn add(&mut self, e: crate::m3u::Entry) {
+        self.entries += 1;
+        let url = match self
+            .base
+            .as_ref()
+            .map_or_else(|| Url::parse(&e.url), |b| b.join(&e.url))
+        {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => {
+                tracing::warn!(service = %self.service, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", crate::error::redact_str(&e.url));
+                return;
+            }
+        };
+        let name = if e.name.is_empty() {
+            e.attr("tvg-name").unwrap_or_default().to_string()
+        } else {
+            e.name.clone()
+        };
+        // Files (movies, episodes) are the service's catalogue (`vod`), not channels.
+        if crate::vod::m3u::file_kind(url.as_str(), &name).is_some() {
+            return;
+        }
+        if name.is_empty() {
+            tracing::warn!(service = %self.service, line = e.line, "skipped in M3U: entry has no name");
+            return;
+        }
+        let url = String::from(url);
+        let hash = self.hasher.hash_one((&name, &url));
+        let same = |c: &Channel| c.name == name && c.url.as_deref() == Some(url.as_str());
+        match self.seen.get(&hash) {
+            Some(&i) if same(&self.out[i]) => return,
+            // Another pair with the same hash (rare): compare against every channel.
+            Some(_) if self.out.iter().any(same) => return,
+            Some(_) => {}
+            None => {
+                self.seen.insert(hash, self.out.len());
+            }
+        }
+        let group = e.attr("group-title").unwrap_or_default().to_string();
+        self.out.push(Channel {
+            id: unique_id(&mut self.ids, &slugify(&name)),
+            logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
+            tags: Vec::new(),
+            tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
+            service: self.service.to_string(),
+            headers: e.headers,
+            url: Some(url),
+            catchup: e.catchup,
+            name,
+            group,
+        });
+    }
+
+    fn finish(mut self) -> Vec<Channel> {
+        // Grown by doubling while reading: up to half of it would stay unused.
+        self.out.shrink_to_fit();
+        self.out
+    }
+}
+
+#[async_trait]
+impl Service for M3u {
+    async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        let work = self.read_list();
+        match &self.source {
+            // The whole request, body included, within the service timeout, as for
+            // every other upstream document.
+            Location::Url(_) => tokio::time::timeout(self.http.timeout, work)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout))),
+            Location::File(_) => work.await,
+        }
     }
 
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {

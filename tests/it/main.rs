@@ -37,6 +37,7 @@ mod hls_proxy;
 mod kinds_invariant;
 mod lifecycle;
 mod limits;
+mod lineup;
 mod logos;
 mod mapping;
 mod media;

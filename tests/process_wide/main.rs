@@ -11,6 +11,7 @@ mod common;
 mod channel_aliases;
 mod fault_drills;
 mod guide_memory;
+mod lineup_memory;
 mod metrics;
 mod segment_pump;
 

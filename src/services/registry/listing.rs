@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{CachedLineup, Entry, Observer, Registry, RegistryError, Step, DEGRADED_LINEUP_TTL};
 use crate::error::UpstreamError;
 use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
-use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel};
+use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel, Text};
 use crate::store::StoreError;
 
 impl Registry {
@@ -110,30 +110,48 @@ impl Registry {
                 channels: l,
             })
             .collect();
-        let merged = lineup::merge(&inputs);
+        let mut merged = lineup::merge(&inputs);
+        // Moved out, not copied: the store needs them only for this call.
         let keys: Vec<(String, String)> = merged
-            .iter()
-            .map(|m| (m.merge_key.clone(), m.wanted_slug.clone()))
+            .iter_mut()
+            .map(|m| {
+                (
+                    std::mem::take(&mut m.merge_key),
+                    std::mem::take(&mut m.wanted_slug),
+                )
+            })
             .collect();
         let ids = self.store.identities(&keys).await?;
+        drop(keys);
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
-            .map(|(m, id)| Unmapped {
-                channel: LineupChannel {
-                    guide_id: lineup::guide_id(&m.tvg_id, &id.slug),
-                    id: id.slug,
-                    number: id.number,
-                    name: m.name,
-                    logo: m.logo,
-                    group: m.group,
-                    tags: m.tags,
-                    sources: m.sources,
-                    catchup_days: m.catchup_days,
-                },
-                tvg_id: m.tvg_id,
+            .map(|(m, id)| {
+                let slug = Text::from(id.slug);
+                let guide_id = lineup::guide_id(&m.tvg_id, &slug);
+                // Mostly the upstream tvg-id itself: then one allocation for both.
+                let guide_id = if *m.tvg_id == *guide_id {
+                    m.tvg_id.clone()
+                } else {
+                    Text::from(guide_id)
+                };
+                Unmapped {
+                    channel: LineupChannel {
+                        guide_id,
+                        id: slug,
+                        number: id.number,
+                        name: m.name,
+                        logo: m.logo,
+                        group: m.group,
+                        tags: m.tags,
+                        sources: m.sources,
+                        catchup_days: m.catchup_days,
+                    },
+                    tvg_id: m.tvg_id,
+                }
             })
             .collect();
+        let base = Arc::new(base);
         let lineup = Arc::new(Lineup::mapped(&base, &self.store.mappings()));
         let ttl = if degraded {
             DEGRADED_LINEUP_TTL.min(self.channels_ttl)
@@ -141,7 +159,7 @@ impl Registry {
             self.channels_ttl
         };
         *cached = Some(CachedLineup {
-            base: Arc::new(base),
+            base,
             lineup: lineup.clone(),
             fresh_until: Instant::now() + ttl,
         });
@@ -168,7 +186,7 @@ impl Registry {
             .lineup()
             .await?
             .get(id)
-            .map(|c| c.id.clone())
+            .map(|c| c.id.to_string())
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
         let services: Vec<&str> = self.entries.iter().map(|e| e.cfg.name.as_str()).collect();
         let mapping = self
@@ -236,12 +254,12 @@ impl Registry {
                     && of_service.next().is_none()
             });
             return match owner {
-                Some(c) => Ok((c.id.clone(), Some(service.to_string()))),
+                Some(c) => Ok((c.id.to_string(), Some(service.to_string()))),
                 None => unchanged(),
             };
         }
         match lineup.get(id) {
-            Some(c) => Ok((c.id.clone(), only.map(str::to_string))),
+            Some(c) => Ok((c.id.to_string(), only.map(str::to_string))),
             None => unchanged(),
         }
     }

@@ -53,7 +53,7 @@ impl Registry {
             .filter_map(|s| {
                 self.entry(&s.service)
                     .filter(|e| self.enabled(e))
-                    .map(|e| (e.clone(), s.channel_id.clone()))
+                    .map(|e| (e.clone(), s.channel_id.to_string()))
             })
             .collect();
         if sources.is_empty() {

@@ -1,0 +1,94 @@
+//! The lineup at scale, as a user meets it: a channel list over `max_body_bytes`
+//! names its size, the limit and the key that raises it, whether it is a file, a
+//! response that announces its length, or one that does not.
+
+use axum::body::Body;
+use axum::routing::get;
+
+use crate::common::{respond, FakeUpstream, TestApp, M3U_TYPE};
+
+const LIMIT: usize = 1024;
+
+/// An M3U list of `n` channels (about 60 bytes each).
+fn list(n: usize) -> String {
+    let mut text = String::from("#EXTM3U\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "#EXTINF:-1,Channel {i}\nhttp://127.0.0.1:9/{i}.m3u8\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_list_over_max_body_bytes_names_its_size_the_limit_and_the_key() {
+    let text = list(100);
+    let size = text.len();
+    assert!(size > LIMIT);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("list.m3u");
+    std::fs::write(&file, &text).expect("list file");
+    let chunked = text.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, text.clone())
+        .route(
+            "/chunked.m3u",
+            get(move || {
+                let pieces: Vec<Result<String, std::io::Error>> = chunked
+                    .as_bytes()
+                    .chunks(100)
+                    .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+                    .collect();
+                async move {
+                    let mut r = respond(200, M3U_TYPE, "");
+                    *r.body_mut() = Body::from_stream(futures::stream::iter(pieces));
+                    r
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nmax_body_bytes = {LIMIT}\n\n\
+         [[services]]\nname = \"Http\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\n\n\
+         [[services]]\nname = \"File\"\nkind = \"m3u\"\nurl = \"{1}\"\n\n\
+         [[services]]\nname = \"Chunked\"\nkind = \"m3u\"\nurl = \"{0}/chunked.m3u\"\n",
+        up.base(),
+        file.display()
+    ))
+    .await;
+    // The lineup still answers (each failing service just has no channels).
+    assert!(app.channels().await.is_empty());
+    for name in ["Http", "File"] {
+        let status = app.service_status(name).await;
+        let error = status["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let want = format!(
+            "is {size} bytes, more than the {LIMIT} that `max_body_bytes` allows: \
+             raise `max_body_bytes` in [server] above {size}"
+        );
+        assert!(error.contains(&want), "{name}: {error}\nwanted: {want}");
+    }
+    let status = app.service_status("Chunked").await;
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "is larger than the {LIMIT} bytes that `max_body_bytes` allows (reading stopped at "
+        )) && error.ends_with("): raise `max_body_bytes` in [server]"),
+        "{error}"
+    );
+    // Under the limit, the same lists load.
+    let mut roomy = app;
+    roomy.stop().await;
+    drop(roomy);
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nmax_body_bytes = {}\n\n\
+         [[services]]\nname = \"Chunked\"\nkind = \"m3u\"\nurl = \"{}/chunked.m3u\"\n",
+        size + 1,
+        up.base()
+    ))
+    .await;
+    assert_eq!(app.channels().await.len(), 100);
+}
