@@ -37,6 +37,8 @@
 #   SKIP_BUILD [0]  1: use the already built binaries
 #   KEEP [0]        1: keep the work dir (configs, logs, access logs) and print its path
 #   STRICT [0]      1: exit 1 when a target is missed or could not be checked
+#   PROFILE [0]     1: after the measured runs, run fs-miss and fs-playlist once more under
+#                   `perf record` / `perf stat` (not counted) and print freesky's top symbols
 #   CARGO_TARGET_DIR is respected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,7 @@ VIEWER_SECONDS=${VIEWER_SECONDS:-20}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 STRICT=${STRICT:-0}
+PROFILE=${PROFILE:-0}
 REFERER="http://bench.example/"
 
 stage() { printf '\n==> %s\n' "$*" >&2; }
@@ -538,6 +541,39 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
   fi
   for row in "${order[@]}"; do run_row "$rep" "$row"; done
 done
+
+# Profiles: the same wrk load once more with perf attached to freesky (not counted in
+# the results: sampling costs a little).
+profile_row() { # ROW
+  local row=$1 fpid url paths rec st
+  fpid=$(row_freesky_pid "$row")
+  url=$(row_url "$row")
+  paths=$(row_paths "$row")
+  perf record -F 1999 -p "$fpid" -o "$WORK/perf-$row.data" >/dev/null 2>&1 &
+  rec=$!
+  perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$fpid" \
+    -o "$WORK/perfstat-$row.txt" >/dev/null 2>&1 &
+  st=$!
+  sleep 0.5
+  BENCH_PATHS=$paths BENCH_THREADS=$THREADS wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
+    --latency -s "$WORK/rotate.lua" -H "Referer: $REFERER" "$url/" >"$WORK/wrk-profile-$row.txt" 2>&1 || true
+  kill -INT "$rec" "$st" 2>/dev/null || true
+  wait "$rec" "$st" 2>/dev/null || true
+  local reqs
+  reqs=$(awk '/requests in/ { print $1 }' "$WORK/wrk-profile-$row.txt")
+  {
+    echo "== $row under perf: $reqs requests"
+    grep -E 'task-clock|context-switches|cpu-migrations|page-faults' "$WORK/perfstat-$row.txt" || true
+    perf report -i "$WORK/perf-$row.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | head -45
+  } >"$WORK/profile-$row.txt"
+  cat "$WORK/profile-$row.txt" >&2
+}
+if [ "$PROFILE" = 1 ]; then
+  command -v perf >/dev/null || die "PROFILE=1 needs perf"
+  stage "profiles (perf, not counted)"
+  for row in fs-miss fs-playlist; do profile_row "$row"; done
+fi
 
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 MISS_RSS=$(rss_kb "$PID_fs_miss" VmRSS)
