@@ -316,6 +316,8 @@ start_freesky() { # NAME PORT SEGMENT_CACHE_MB
 [server]
 bind = "127.0.0.1:$port"
 state_dir = "$dir/state"
+# Every viewer of the .ts test comes from 127.0.0.1: no per-client cap (default 256).
+max_connections_per_client = 0
 
 [cache]
 segment_cache_mb = $mb
