@@ -256,6 +256,35 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     })
 }
 
+/// Where a media playlist's live window ends: the sequence number the next segment
+/// will get and the last segment's URL. The same facts [`media_info`] gives
+/// (`media_sequence + segments.len()`, `segments.last()`), read by one pass over the
+/// lines, without m3u8-rs and without resolving every segment: for a player's every
+/// poll of a long playlist. `None` for what is not a media playlist, or a last segment
+/// that does not resolve.
+pub fn live_edge(body: &str, base: &Url) -> Option<(u64, Option<Url>)> {
+    if !is_hls(body) || is_master(body) {
+        return None;
+    }
+    let mut sequence = 0u64;
+    let mut count = 0u64;
+    let mut last = None;
+    for line in body.lines() {
+        let line = line.trim_matches(is_pad);
+        if let Some(n) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            sequence = n.trim().parse().ok()?;
+        } else if !line.starts_with('#') && !is_blank_uri(line) {
+            count += 1;
+            last = Some(line);
+        }
+    }
+    let last = match last {
+        Some(uri) => Some(base.join(uri).ok()?),
+        None => None,
+    };
+    Some((sequence.checked_add(count)?, last))
+}
+
 /// `#EXT-X-TARGETDURATION` as a duration, when the playlist declares a sane one.
 pub fn target_duration(body: &str) -> Option<std::time::Duration> {
     declared_target_duration(body)
@@ -487,6 +516,11 @@ fn is_pad(c: char) -> bool {
 /// Splits a line into leading padding, the meaningful text and trailing padding, so the padding
 /// can be copied back unchanged.
 fn split_pad(content: &str) -> (&str, &str, &str) {
+    // The usual line starts and ends with a visible ASCII character: nothing to split.
+    let visible = |b: Option<&u8>| b.is_some_and(|&c| c > b' ' && c < 0x7f);
+    if visible(content.as_bytes().first()) && visible(content.as_bytes().last()) {
+        return ("", content, "");
+    }
     let lead_len = content.len() - content.trim_start_matches(is_pad).len();
     let (lead, rest) = content.split_at_checked(lead_len).unwrap_or(("", content));
     let core_len = rest.trim_end_matches(is_pad).len();
@@ -832,6 +866,30 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
                 ended: false,
             }
         );
+    }
+
+    #[test]
+    fn live_edge_agrees_with_media_info() {
+        let base = Url::parse("https://cdn.example/live/ch/index.m3u8?t=1").unwrap();
+        for body in [
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:41\n#EXTINF:2,\na.ts\n\
+             #EXT-X-DISCONTINUITY\n#EXTINF:2,\n../b/c.ts?x=1\n",
+            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:6\r\n#EXTINF:6,\r\n  seg 1.ts \r\n",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-ENDLIST\n",
+        ] {
+            let info = media_info(body, &base).unwrap();
+            assert_eq!(
+                live_edge(body, &base),
+                Some((
+                    info.media_sequence + info.segments.len() as u64,
+                    info.segments.last().cloned()
+                )),
+                "{body}"
+            );
+        }
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n";
+        assert_eq!(live_edge(master, &base), None);
+        assert_eq!(live_edge("not hls", &base), None);
     }
 
     #[test]

@@ -145,7 +145,15 @@ impl Limited {
     async fn accept_any(&mut self) -> (TcpStream, SocketAddr) {
         loop {
             match self.inner.accept().await {
-                Ok(accepted) => return accepted,
+                Ok(accepted) => {
+                    // Bodies are written chunk by chunk as the upstream sends them: with
+                    // Nagle's algorithm a short last chunk would wait for the client's
+                    // (delayed) acknowledgement of the one before, tens of milliseconds.
+                    if let Err(e) = accepted.0.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    return accepted;
+                }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
                     // Out of file descriptors and the like: back off as axum's own

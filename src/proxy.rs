@@ -238,14 +238,44 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Seals and opens proxy links.
-pub struct Signer {
+/// The subkeys of one server key.
+struct Keys {
     /// Seals tokens, the per-directory first part of links.
     tokens: Siv,
     /// Seals items, each bound to its token's tag.
     items: Siv,
     /// Seals the opaque links of other routes (`/logos/`), never mixed with proxy links.
     blobs: Siv,
+}
+
+impl Keys {
+    /// One independent subkey per use of the server key, so that no key serves two
+    /// primitives.
+    fn derive(master: &[u8]) -> Self {
+        let master = hmac::Key::new(hmac::HMAC_SHA256, master);
+        Self {
+            tokens: Siv::derive(&master, "freesky proxy token"),
+            items: Siv::derive(&master, "freesky proxy item"),
+            blobs: Siv::derive(&master, "freesky blob link"),
+        }
+    }
+
+    /// The MAC state of the items of the token whose tag is `tag`: the tag padded to one
+    /// SHA-256 block, so that it is hashed once per token, not once per item.
+    fn item_mac(&self, tag: &[u8; TOKEN_TAG]) -> hmac::Context {
+        let mut block = [0; 64];
+        block[..TOKEN_TAG].copy_from_slice(tag);
+        self.items.keyed(&block)
+    }
+}
+
+/// Seals and opens proxy links.
+pub struct Signer {
+    /// The server key's subkeys: every link is sealed with them.
+    keys: Keys,
+    /// The subkeys of the key before a rotation: links sealed with it still open (until
+    /// they expire), so players keep playing across the change.
+    previous: Option<Keys>,
     /// How long a link stays valid, at least.
     ttl: Duration,
     /// What link expiry is measured against (a test moves it forward).
@@ -291,14 +321,18 @@ impl Signer {
         Self::from_key(&random_key(), ttl)
     }
 
-    /// One independent subkey per use of the server key, so that no key serves two
-    /// primitives.
+    /// A signer sealing with `current` that also opens links sealed with `previous`
+    /// (the key before a rotation), for instances that share a key file.
+    pub fn from_keys(current: &[u8; 32], previous: Option<&[u8; 32]>, ttl: Duration) -> Self {
+        let mut signer = Self::from_key(current, ttl);
+        signer.previous = previous.map(|k| Keys::derive(k));
+        signer
+    }
+
     fn from_key(master: &[u8], ttl: Duration) -> Self {
-        let master = hmac::Key::new(hmac::HMAC_SHA256, master);
         Self {
-            tokens: Siv::derive(&master, "freesky proxy token"),
-            items: Siv::derive(&master, "freesky proxy item"),
-            blobs: Siv::derive(&master, "freesky blob link"),
+            keys: Keys::derive(master),
+            previous: None,
             ttl,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
@@ -370,8 +404,8 @@ impl Signer {
         // Past 2106 (or with an absurd ttl) links live until then.
         let expiry = u32::try_from(self.expiry(now)).unwrap_or(u32::MAX);
         Ok(PlaylistSealer {
-            items: &self.items,
-            mac: self.item_mac(&tag),
+            items: &self.keys.items,
+            mac: self.keys.item_mac(&tag),
             token,
             expiry: expiry.to_be_bytes(),
             dir,
@@ -385,19 +419,11 @@ impl Signer {
         raw.extend_from_slice(&[0; TOKEN_TAG]);
         raw.push(FORMAT);
         raw.extend_from_slice(body);
-        self.tokens
-            .seal_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw);
+        let tokens = &self.keys.tokens;
+        tokens.seal_in_place(TOKEN_TAG, &tokens.keyed(&[]), &mut raw);
         let mut tag = [0; TOKEN_TAG];
         tag.copy_from_slice(&raw[..TOKEN_TAG]);
         (URL_SAFE_NO_PAD.encode(raw), tag)
-    }
-
-    /// The MAC state of the items of the token whose tag is `tag`: the tag padded to one
-    /// SHA-256 block, so that it is hashed once per token, not once per item.
-    fn item_mac(&self, tag: &[u8; TOKEN_TAG]) -> hmac::Context {
-        let mut block = [0; 64];
-        block[..TOKEN_TAG].copy_from_slice(tag);
-        self.items.keyed(&block)
     }
 
     /// The `{token}/{item}` path of a link to `url` itself (not from a playlist).
@@ -419,14 +445,32 @@ impl Signer {
     }
 
     fn open_at(&self, now: u64, token: &str, item: &str) -> Result<Target, &'static str> {
-        let mut raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| MALFORMED)?;
+        let token = URL_SAFE_NO_PAD.decode(token).map_err(|_| MALFORMED)?;
+        let item = URL_SAFE_NO_PAD.decode(item).map_err(|_| MALFORMED)?;
+        match &self.previous {
+            // Opening works in place: the previous key gets its own copies.
+            Some(previous) => match Self::open_with(&self.keys, now, token.clone(), item.clone()) {
+                Err(FORGED) => Self::open_with(previous, now, token, item),
+                other => other,
+            },
+            None => Self::open_with(&self.keys, now, token, item),
+        }
+    }
+
+    /// Opens the decoded parts of a link with one key's subkeys.
+    fn open_with(
+        keys: &Keys,
+        now: u64,
+        mut raw: Vec<u8>,
+        mut item: Vec<u8>,
+    ) -> Result<Target, &'static str> {
         if raw.len() <= TOKEN_TAG {
             return Err(MALFORMED);
         }
         let tag: [u8; TOKEN_TAG] = raw[..TOKEN_TAG].try_into().map_err(|_| MALFORMED)?;
-        let plain = self
+        let plain = keys
             .tokens
-            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)
+            .open_in_place(TOKEN_TAG, &keys.tokens.keyed(&[]), &mut raw)
             .ok_or(FORGED)?;
         let mut r = Reader(plain);
         if r.take(1) != Some(&[FORMAT][..]) {
@@ -448,13 +492,12 @@ impl Signer {
             return Err(MALFORMED);
         }
 
-        let mut raw = URL_SAFE_NO_PAD.decode(item).map_err(|_| MALFORMED)?;
-        if raw.len() < ITEM_TAG + 5 {
+        if item.len() < ITEM_TAG + 5 {
             return Err(MALFORMED);
         }
-        let plain = self
+        let plain = keys
             .items
-            .open_in_place(ITEM_TAG, &self.item_mac(&tag), &mut raw)
+            .open_in_place(ITEM_TAG, &keys.item_mac(&tag), &mut item)
             .ok_or(FORGED)?;
         let (expires, rest) = plain.split_at(4);
         let expires = u64::from(u32::from_be_bytes(
@@ -486,19 +529,24 @@ impl Signer {
         let mut raw = Vec::with_capacity(TOKEN_TAG + plain.len());
         raw.extend_from_slice(&[0; TOKEN_TAG]);
         raw.extend_from_slice(plain);
-        self.blobs
-            .seal_in_place(TOKEN_TAG, &self.blobs.keyed(&[]), &mut raw);
+        let blobs = &self.keys.blobs;
+        blobs.seal_in_place(TOKEN_TAG, &blobs.keyed(&[]), &mut raw);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// The plaintext of a [`Self::seal_blob`] text, or `None` when it was not sealed
     /// with this server's key or was altered.
     pub fn open_blob(&self, sealed: &str) -> Option<Vec<u8>> {
-        let mut raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        let plain = self
-            .blobs
-            .open_in_place(TOKEN_TAG, &self.blobs.keyed(&[]), &mut raw)?;
-        Some(plain.to_vec())
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        std::iter::once(&self.keys)
+            .chain(self.previous.as_ref())
+            .find_map(|keys| {
+                let mut raw = raw.clone();
+                let plain = keys
+                    .blobs
+                    .open_in_place(TOKEN_TAG, &keys.blobs.keyed(&[]), &mut raw)?;
+                Some(plain.to_vec())
+            })
     }
 
     /// A token sealed from an arbitrary plaintext (after the format byte), and an item
@@ -508,8 +556,8 @@ impl Signer {
     pub fn seal_raw_token(&self, body: &[u8]) -> (String, String) {
         let (token, tag) = self.seal_token(body);
         let mut sealer = PlaylistSealer {
-            items: &self.items,
-            mac: self.item_mac(&tag),
+            items: &self.keys.items,
+            mac: self.keys.item_mac(&tag),
             token,
             expiry: u32::MAX.to_be_bytes(),
             dir: Directory::whole(),
@@ -523,9 +571,8 @@ impl Signer {
     #[doc(hidden)]
     pub fn open_raw_token(&self, token: &str) -> Option<Vec<u8>> {
         let mut raw = URL_SAFE_NO_PAD.decode(token).ok()?;
-        let plain = self
-            .tokens
-            .open_in_place(TOKEN_TAG, &self.tokens.keyed(&[]), &mut raw)?;
+        let tokens = &self.keys.tokens;
+        let plain = tokens.open_in_place(TOKEN_TAG, &tokens.keyed(&[]), &mut raw)?;
         plain.get(1..).map(<[u8]>::to_vec)
     }
 }
@@ -551,8 +598,10 @@ pub fn rewrite_playlist(
     let mut sealer = signer.sealer(service, channel, playlist_url, headers)?;
     // Sized from what the links will take (each about its fixed part plus 4/3 of its
     // URI), never more than the output may grow to: an untrusted count must not
-    // reserve memory by itself.
-    let uris = crate::hls::count_uris(body, MAX_REWRITTEN_BYTES);
+    // reserve memory by itself. The URIs are counted high, as the lines (twice a
+    // media playlist's): counting them exactly is a pass over the body that costs
+    // as much as copying it, and capacity reserved but never written takes no memory.
+    let uris = body.bytes().filter(|&b| b == b'\n').count() + 1;
     let fixed = public_base.len() + "/proxy/".len() + sealer.token.len() + 40;
     let capacity = uris
         .saturating_mul(fixed)
@@ -1131,8 +1180,8 @@ mod tests {
         // cipher key, its tag kept: refused.
         let mut raw = URL_SAFE_NO_PAD.decode(&item).unwrap();
         let (tag, body) = raw.split_at_mut(ITEM_TAG);
-        s.items.apply_keystream(tag, body);
-        s.items.apply_keystream(&[7; NONCE_LEN], body);
+        s.keys.items.apply_keystream(tag, body);
+        s.keys.items.apply_keystream(&[7; NONCE_LEN], body);
         assert_eq!(
             s.open(sealer.context(), &URL_SAFE_NO_PAD.encode(&raw))
                 .unwrap_err(),
@@ -1183,6 +1232,89 @@ mod tests {
             s.open_at(now + 800 + 101, token, &item).unwrap_err(),
             "proxy link has expired; reload the channel's playlist"
         );
+    }
+
+    /// Every byte of both sealed parts is covered: the tags, the token's format byte
+    /// and fields, the item's expiry, kind and reference. Changing any one bit of any
+    /// of them (re-encoded, so the base64 stays valid) is refused.
+    #[test]
+    fn every_byte_of_a_link_is_authenticated() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        let base = Url::parse("https://cdn.example/live/ch/index.m3u8").unwrap();
+        let headers = vec![("Referer".to_string(), "https://site.example/".to_string())];
+        let mut sealer = s.sealer("Svc", "ch", &base, &headers).unwrap();
+        let item = sealer.item("seg-1.ts?t=1", Kind::Segment);
+        let token = sealer.context().to_string();
+        assert!(s.open(&token, &item).is_ok());
+        let token_raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let item_raw = URL_SAFE_NO_PAD.decode(&item).unwrap();
+        // Regions: tag, format byte and the fields after it (token); tag, expiry, kind
+        // and reference (item).
+        assert!(token_raw.len() > TOKEN_TAG + 1 + 20);
+        assert_eq!(item_raw.len(), ITEM_TAG + 4 + 1 + "seg-1.ts?t=1".len());
+        for at in 0..token_raw.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = token_raw.clone();
+                bad[at] ^= bit;
+                let bad = URL_SAFE_NO_PAD.encode(&bad);
+                assert!(s.open(&bad, &item).is_err(), "token byte {at} bit {bit:#x}");
+            }
+        }
+        for at in 0..item_raw.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = item_raw.clone();
+                bad[at] ^= bit;
+                let bad = URL_SAFE_NO_PAD.encode(&bad);
+                assert!(s.open(&token, &bad).is_err(), "item byte {at} bit {bit:#x}");
+            }
+        }
+        // Cut short or lengthened: refused too.
+        let short = URL_SAFE_NO_PAD.encode(&item_raw[..item_raw.len() - 1]);
+        assert!(s.open(&token, &short).is_err());
+        let mut long = item_raw.clone();
+        long.push(b'x');
+        assert!(s.open(&token, &URL_SAFE_NO_PAD.encode(&long)).is_err());
+    }
+
+    /// A signer built with the key before a rotation opens the links sealed with it
+    /// (until they expire) and seals with the new one only; a third key opens neither.
+    #[test]
+    fn rotated_keys_open_links_of_the_previous_key() {
+        let ttl = Duration::from_secs(800);
+        let (k1, k2, k3) = ([1; 32], [2; 32], [3; 32]);
+        let old = Signer::from_keys(&k1, None, ttl);
+        let new = Signer::from_keys(&k2, Some(&k1), ttl);
+        let base = Url::parse("https://cdn.example/live/index.m3u8").unwrap();
+        let now = unix_now();
+        let link = |s: &Signer| {
+            let mut sealer = s.sealer_at(now, "Svc", "ch", &base, &vec![]).unwrap();
+            let item = sealer.item("a.ts", Kind::Segment);
+            (sealer.context().to_string(), item)
+        };
+        let (old_token, old_item) = link(&old);
+        let t = new.open_at(now, &old_token, &old_item).unwrap();
+        assert_eq!(t.url, "https://cdn.example/live/a.ts");
+        // New links are the new key's: the old signer refuses them.
+        let (new_token, new_item) = link(&new);
+        assert_ne!(new_token, old_token);
+        assert!(new.open_at(now, &new_token, &new_item).is_ok());
+        assert_eq!(old.open_at(now, &new_token, &new_item).unwrap_err(), FORGED);
+        // Parts of the two keys do not mix.
+        assert!(new.open_at(now, &old_token, &new_item).is_err());
+        assert!(new.open_at(now, &new_token, &old_item).is_err());
+        // Expiry holds for the previous key's links.
+        assert_eq!(
+            new.open_at(now + 800 + 101, &old_token, &old_item)
+                .unwrap_err(),
+            "proxy link has expired; reload the channel's playlist"
+        );
+        // The key before the previous one: refused.
+        let newer = Signer::from_keys(&k3, Some(&k2), ttl);
+        assert_eq!(
+            newer.open_at(now, &old_token, &old_item).unwrap_err(),
+            FORGED
+        );
+        assert!(newer.open_at(now, &new_token, &new_item).is_ok());
     }
 
     #[test]

@@ -36,7 +36,7 @@ async fn scrape(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts the request under its route template (`/proxy/{context}/{item}/{name}`),
+/// Counts the request under its route template (`/proxy/{token}/{item}/{name}`),
 /// never the raw path, so the label stays bounded; "unmatched" for the fallback.
 pub async fn count(req: Request, next: Next) -> Response {
     let route = req

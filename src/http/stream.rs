@@ -1,5 +1,5 @@
 //! The stream routes: `/api/stream/{id}.m3u8` and `.ts`, and the sealed
-//! `/proxy/{context}/{item}/{name}` links. The handlers only parse the request (id and
+//! `/proxy/{token}/{item}/{name}` links. The handlers only parse the request (id and
 //! suffix, `service`, `Range`, the base URL) and build the response (media type,
 //! ranges, passive headers); the work is the stream engine's (`crate::streams`).
 
@@ -22,7 +22,7 @@ use crate::streams::{session, Engine, Opened, Served};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/stream/{file}", get(channel_stream))
-        .route("/proxy/{context}/{item}/{name}", get(proxy))
+        .route("/proxy/{token}/{item}/{name}", get(proxy))
         .route("/proxy/{a}", get(malformed_link))
         .route("/proxy/{a}/{b}", get(malformed_link_2))
 }
@@ -220,10 +220,10 @@ async fn malformed_link_2() -> AppError {
 /// from the segment cache or streamed through with the stream's headers.
 #[utoipa::path(
     get,
-    path = "/proxy/{context}/{item}/{name}",
+    path = "/proxy/{token}/{item}/{name}",
     tag = "streams",
     params(
-        ("context" = String, Path, description = "The sealed per-playlist context"),
+        ("token" = String, Path, description = "The sealed token: where the playlist lives (the same for every link of one playlist directory)"),
         ("item" = String, Path, description = "The sealed URI"),
         ("name" = String, Path, description = "A file name for players; not read"),
         ("range" = Option<String>, Header, description = "One byte range, for segments")
@@ -245,13 +245,13 @@ async fn malformed_link_2() -> AppError {
 )]
 async fn proxy(
     State(s): State<AppState>,
-    Path((context, item, _name)): Path<(String, String, String)>,
+    Path((token, item, _name)): Path<(String, String, String)>,
     Query(account): Query<AccountTag>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let engine = Engine::of(&s);
-    let link = engine.open_link(&context, &item)?;
+    let link = engine.open_link(&token, &item)?;
     let kind = link.target.kind;
     if kind == Kind::Playlist {
         if let Some(Extension(ConnectInfo(peer))) = client {

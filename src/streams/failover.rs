@@ -177,12 +177,13 @@ impl Failovers {
     /// Remembers which sequence number (and segment path) comes after a media playlist
     /// served for `link`.
     pub fn note_next_seq(&self, link: &str, body: &str, url: &Url) {
-        if let Ok(info) = hls::media_info(body, url) {
+        // A line scan, not a parse: this runs on every poll of the playlist.
+        if let Some((next_seq, last)) = hls::live_edge(body, url) {
             self.next_seq.insert(
                 link.to_string(),
                 Seen {
-                    next_seq: info.media_sequence + info.segments.len() as u64,
-                    last_path: info.segments.last().map(|u| u.path().to_string()),
+                    next_seq,
+                    last_path: last.map(|u| u.path().to_string()),
                 },
             );
         }

@@ -36,12 +36,12 @@ pub enum Served {
 }
 
 impl Engine {
-    /// Opens link `context`/`item`: refused when tampered, mixed, expired or
+    /// Opens link `token`/`item`: refused when tampered, mixed, expired or
     /// malformed, or when its service is gone or disabled. Asks no upstream.
-    pub fn open_link(&self, context: &str, item: &str) -> Result<Link, StreamError> {
+    pub fn open_link(&self, token: &str, item: &str) -> Result<Link, StreamError> {
         let target = self
             .signer
-            .open(context, item)
+            .open(token, item)
             .map_err(|why| StreamError::BadLink(why.to_string()))?;
         let service = self
             .registry

@@ -500,7 +500,7 @@ pub fn signer() -> &'static Signer {
     })
 }
 
-/// The bytes are the path after `/proxy/`: `{context}/{item}[/{name}]`; or, when they
+/// The bytes are the path after `/proxy/`: `{token}/{item}[/{name}]`; or, when they
 /// start with the format byte 1 (never the start of a base64 path), the *plaintext* of a
 /// context: it is sealed here under [`PROXY_KEY`] with an item for its item key, so the
 /// decoder's reading of service, channel, URL and headers meets arbitrary bytes too

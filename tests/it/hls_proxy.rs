@@ -582,22 +582,22 @@ async fn every_path_under_proxy_that_is_not_a_sealed_link_is_403_without_an_upst
     let link = seg.strip_prefix(&app.base).unwrap().to_string();
     let before = origin.requests().len();
     let parts: Vec<&str> = link.trim_start_matches("/proxy/").split('/').collect();
-    let [context, item, name] = parts[..] else {
+    let [token, item, name] = parts[..] else {
         panic!("three parts expected: {link}");
     };
     let target = urlencode(&origin.url("/x/x.ts"));
     let paths = [
         "/proxy".to_string(),
         "/proxy/".to_string(),
-        format!("/proxy/{context}"),
-        format!("/proxy/{context}/{item}"),
-        format!("/proxy/{context}/{item}/"),
-        format!("/proxy/{context}//{name}"),
-        format!("/proxy/{context}/{item}/{name}/more"),
-        format!("/proxy/{context}/{item}/a/b/c/d"),
-        format!("/proxy/{item}/{context}/{name}"),
+        format!("/proxy/{token}"),
+        format!("/proxy/{token}/{item}"),
+        format!("/proxy/{token}/{item}/"),
+        format!("/proxy/{token}//{name}"),
+        format!("/proxy/{token}/{item}/{name}/more"),
+        format!("/proxy/{token}/{item}/a/b/c/d"),
+        format!("/proxy/{item}/{token}/{name}"),
         format!("/proxy/!!!/{item}/{name}"),
-        format!("/proxy/{context}/%%%/{name}"),
+        format!("/proxy/{token}/%%%/{name}"),
         format!("/proxy/{target}"),
         format!("/proxy/{target}/{target}/x.ts"),
     ];

@@ -148,10 +148,7 @@ async fn metrics_parse_and_move_with_traffic() {
     assert!(
         moved(
             requests,
-            &[
-                ("route", "/proxy/{context}/{item}/{name}"),
-                ("status", "200")
-            ]
+            &[("route", "/proxy/{token}/{item}/{name}"), ("status", "200")]
         ) >= 2.0,
         "{:?}",
         routes(&after)
