@@ -28,4 +28,7 @@ pub struct AppState {
     pub tuner: Arc<Tuner>,
     /// Viewer accounts: logins, visibility, live connections (shared across reloads).
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// Whether a balancer should send new viewers here (`GET /ready`; the process's,
+    /// shared across reloads).
+    pub readiness: Arc<crate::ready::Readiness>,
 }

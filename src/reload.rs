@@ -206,14 +206,18 @@ impl Reloader {
 fn start_background(state: &AppState) -> Monitors {
     let registry = state.registry.clone();
     let guides = state.guides.clone();
+    let readiness = state.readiness.clone();
     tokio::spawn(async move {
         if let Err(e) = registry.lineup().await {
             tracing::warn!(error = %e, "initial lineup load failed");
         }
+        readiness.mark_started();
         // The refresh task holds the guides weakly: it ends once a reload dropped them.
         guides.spawn_refresh();
     });
-    state.registry.spawn_monitors(state.config.health.interval)
+    let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
+    monitors.push(state.registry.follow_store());
+    monitors
 }
 
 /// Keeps in `new` the running value of every setting bound at start; returns the

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, users, xtream,
-    AppState,
+    api, dashboard, guide, hdhr, metrics, playlist, ready, reload, stream, timeshift, users,
+    xtream, AppState,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -80,6 +80,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(reload::Doc::openapi());
     doc.merge(users::Doc::openapi());
     doc.merge(xtream::Doc::openapi());
+    doc.merge(ready::Doc::openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

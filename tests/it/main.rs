@@ -40,6 +40,7 @@ mod mapping;
 mod openapi;
 mod players;
 mod politeness;
+mod postgres;
 mod quick_start;
 mod scrape_recipe;
 mod snapshots;
