@@ -232,6 +232,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     let (o, n) = (&old.server, &mut new.server);
     keep("server.bind", o.bind != n.bind);
     keep("server.state_dir", o.state_dir != n.state_dir);
+    keep("server.state", o.state != n.state);
     keep(
         "server.max_connections",
         o.max_connections != n.max_connections,

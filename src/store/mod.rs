@@ -370,25 +370,45 @@ impl Store {
             .expect("the schema applies to an empty in-memory database")
     }
 
-    /// Connects to the PostgreSQL database at `url` (migrating its schema), loads the
-    /// mirror and follows the changes other instances make. Must run inside the async
-    /// runtime (the follower is a task of it).
+    /// Connects to the PostgreSQL database at `url` (migrating its schema), follows the
+    /// changes other instances make, then loads the mirror (in that order, so no change
+    /// falls between the two). Must run inside tokio's multi-threaded runtime: the
+    /// follower is a task of it, and opening waits for it to listen.
     pub fn postgres(url: &str) -> Result<Self, StoreError> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            StoreError::Config("the PostgreSQL store needs the async runtime".into())
-        })?;
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let handle = Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+            .ok_or_else(|| {
+                StoreError::Config(
+                    "the PostgreSQL store needs tokio's multi-threaded runtime".into(),
+                )
+            })?;
         let (backend, listen) = wait(postgres::Postgres::connect(url))?;
-        let store = Self::init(Arc::new(backend), None)?;
-        let weak = Arc::downgrade(&store.inner);
-        let task = handle.spawn(postgres::follow(listen, move |change| {
-            let weak = weak.clone();
-            async move {
-                match weak.upgrade() {
-                    Some(inner) => Store { inner }.apply(change).await,
-                    None => false,
+        // Filled once the store exists; changes heard before are in what it loads.
+        let target: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let (listening, heard) = tokio::sync::oneshot::channel();
+        let task = handle.spawn(postgres::follow(listen, listening, {
+            let target = target.clone();
+            move |change| {
+                let inner = target.get().and_then(std::sync::Weak::upgrade);
+                async move {
+                    if let Some(inner) = inner {
+                        Store { inner }.apply(change).await;
+                    }
                 }
             }
         }));
+        let started =
+            wait(async { tokio::time::timeout(std::time::Duration::from_secs(10), heard).await });
+        if !matches!(started, Ok(Ok(()))) {
+            task.abort();
+            return Err(StoreError::Postgres(
+                "cannot LISTEN for other instances' changes".into(),
+            ));
+        }
+        let store = Self::init(Arc::new(backend), None)?;
+        let _ = target.set(Arc::downgrade(&store.inner));
         *store
             .inner
             .follower

@@ -89,8 +89,21 @@ CREATE TABLE record_id (
 );
 "];
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(e.to_string())
+/// The error and its causes in one line (tokio-postgres says only "db error" at the
+/// top; the server's message is a cause). Never holds the password: errors name no
+/// connection string.
+fn pg(e: impl std::error::Error) -> StoreError {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    StoreError::Postgres(message)
 }
 
 /// A number as stored (BIGINT) back to what the model uses.
@@ -602,23 +615,25 @@ impl Backend for Postgres {
         };
         tokio::time::timeout(Duration::from_secs(2), check)
             .await
-            .map_err(|_| pg("no answer within 2 s"))?
+            .map_err(|_| StoreError::Postgres("no answer within 2 s".into()))?
             .map(drop)
     }
 }
 
 /// Follows the changes other instances announce, for as long as the store lives:
-/// each is handed to `apply` (which reloads it and tells the subscribers). When the
-/// listening connection drops it is made again, and since notifications sent
-/// meanwhile are lost, every part is then applied as changed. `apply` returning
-/// `false` means the store is gone (or the part could not be read: retried with the
-/// next reconnect).
-pub(super) async fn follow<F, Fut>(listen: Listen, apply: F)
-where
+/// each is handed to `apply` (which reloads it and tells the subscribers).
+/// `listening` is told once the first LISTEN is in place. When the listening
+/// connection drops it is made again, and since notifications sent meanwhile are
+/// lost, every part is then applied as changed.
+pub(super) async fn follow<F, Fut>(
+    listen: Listen,
+    listening: tokio::sync::oneshot::Sender<()>,
+    apply: F,
+) where
     F: Fn(Change) -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: Future<Output = ()>,
 {
-    let mut first = true;
+    let mut listening = Some(listening);
     loop {
         match listen.config.connect(listen.tls.clone()).await {
             Ok((client, mut conn)) => {
@@ -642,10 +657,15 @@ where
                 });
                 match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                     Ok(()) => {
-                        if !first {
-                            tracing::info!("state store: change listener connected again");
-                            for change in Change::ALL {
-                                apply(change).await;
+                        match listening.take() {
+                            Some(first) => {
+                                let _ = first.send(());
+                            }
+                            None => {
+                                tracing::info!("state store: change listener connected again");
+                                for change in Change::ALL {
+                                    apply(change).await;
+                                }
                             }
                         }
                         while let Some(payload) = rx.recv().await {
@@ -664,7 +684,6 @@ where
             }
             Err(e) => tracing::warn!(error = %e, "state store: change listener cannot connect"),
         }
-        first = false;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -42,6 +42,7 @@ mod players;
 mod politeness;
 mod postgres;
 mod quick_start;
+mod ready;
 mod scrape_recipe;
 mod snapshots;
 mod ssrf;
