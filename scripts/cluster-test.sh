@@ -214,6 +214,9 @@ ffmpeg -nostdin -v error -rw_timeout 15000000 -i "$lb/api/stream/$channel.m3u8" 
 ff=$!
 pids+=($ff)
 frames() { grep '^frame=' "$tmp/progress" 2>/dev/null | tail -1 | cut -d= -f2 || echo 0; }
+# Samples the decoded frame count every 50 ms (for the longest stall, before and after).
+( while kill -0 "$ff" 2>/dev/null; do echo "$(now_ms) $(frames)"; sleep 0.05; done ) >"$tmp/samples" &
+sampler=$!
 wait_for 30 "ffmpeg decodes" bash -c "[ \"\$(grep '^frame=' $tmp/progress 2>/dev/null | tail -1 | cut -d= -f2)\" -gt 50 ]"
 sleep 2
 before=$(frames)
@@ -234,8 +237,20 @@ after=$(frames)
 [ -n "$first_after" ] || fail "ffmpeg decoded nothing after the kill"
 # 24 s of 25 fps video asked for: nearly all of it decoded, none lost to the kill.
 [ "$after" -ge 550 ] || fail "ffmpeg stopped at frame $after of ~600 (killed at $before)"
-echo "    ok: ffmpeg went on from frame $before to $after; next frame ${first_after} ms after the kill"
-echo "    figure: kill-to-next-frame ${first_after} ms" >>"$tmp/figures"
+wait "$sampler" 2>/dev/null || true
+stalls=$(python3 - "$tmp/samples" "$killed_at" <<'PY'
+import sys
+killed = int(sys.argv[2])
+rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+ups = [t for (t, f), (_, g) in zip(rows[1:], rows) if f > g]
+gaps = [(b - a, a) for a, b in zip(ups, ups[1:])]
+before = max((g for g, a in gaps if a < killed - 3000), default=0)
+around = max((g for g, a in gaps if a >= killed - 3000), default=0)
+print(f"longest stall between decoded frames: {before} ms before the kill, {around} ms around and after it")
+PY
+)
+echo "    ok: ffmpeg went on from frame $before to $after; next frame ${first_after} ms after the kill; $stalls"
+echo "    figure: kill-to-next-frame ${first_after} ms; $stalls" >>"$tmp/figures"
 start_instance "$victim"
 wait_for 60 "instance $victim ready again" ready "$victim"
 # HAProxy puts it back after two good checks.
@@ -295,9 +310,55 @@ echo "    ok"
 # --- 7. the Rust tests of the PostgreSQL backend ---
 if [ "${CLUSTER_SKIP_RUST:-}" != 1 ]; then
   say "7. cargo test --test it postgres:: against this cluster"
-  FREESKY_TEST_POSTGRES="postgresql://postgres@127.0.0.1:$pg_port/freesky_rust_test?sslmode=disable" \
-    cargo test --locked --test it postgres:: 2>&1 | tail -n 5
-  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the PostgreSQL backend's Rust tests"
+  if ! FREESKY_TEST_POSTGRES="postgresql://postgres@127.0.0.1:$pg_port/freesky_rust_test?sslmode=disable" \
+    cargo test --locked --test it postgres:: >"$tmp/rust.log" 2>&1; then
+    cat "$tmp/rust.log" >&2
+    fail "the PostgreSQL backend's Rust tests"
+  fi
+  grep -E '^test |^test result' "$tmp/rust.log"
+fi
+
+# --- 8. figures for BENCHMARKS.md (CLUSTER_BENCH=1; needs wrk) ---
+if [ "${CLUSTER_BENCH:-}" = 1 ]; then
+  say "8. benchmark: segment throughput through HAProxy vs one instance directly"
+  : >"$tmp/paths"
+  for n in $(seq 1 10); do
+    curl -fsS "$lb/api/stream/cluster-$n.m3u8" | grep -v '^#' | sed -E 's#^https?://[^/]+##' | tail -2 >>"$tmp/paths"
+  done
+  while read -r p; do
+    curl -fsS -o /dev/null "$lb$p"
+    curl -fsS -o /dev/null "http://127.0.0.1:${ports[0]}$p"
+  done <"$tmp/paths"
+  bench() { PATHS="$tmp/paths" wrk -t2 -c32 -d10s -s scripts/cluster/rotate.lua "$1" | grep -E 'Requests/sec|Transfer/sec' | tr -s ' ' | tr '\n' ' '; }
+  echo "    figure: wrk -t2 -c32 -d10s, $(wc -l <"$tmp/paths") cached segment links of 10 channels (~50 KB each)" >>"$tmp/figures"
+  echo "    figure: through HAProxy to 3 instances: $(bench "$lb")" >>"$tmp/figures"
+  echo "    figure: one instance directly: $(bench "http://127.0.0.1:${ports[0]}")" >>"$tmp/figures"
+  echo "    figure: load during the runs: $(uptime | sed 's/.*load/load/')" >>"$tmp/figures"
+
+  say "8. benchmark: upstream fetches per segment, channel hashing vs round robin"
+  count_fetches() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+before, after = (json.load(open(p)) for p in sys.argv[1:3])
+segs = {p: n - before.get(p, 0) for p, n in after.items() if p.endswith(".ts")}
+segs = {p: n for p, n in segs.items() if n}
+print(f"{sum(segs.values())} fetches of {len(segs)} segments = {sum(segs.values()) / max(1, len(segs)):.2f} per segment")
+PY
+  }
+  curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/b1"
+  python3 scripts/cluster/viewers.py "$lb" 300 10 4 >/dev/null 2>&1
+  curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/a1"
+  echo "    figure: 300 viewers, channel hashing (deploy/haproxy.cfg): $(count_fetches "$tmp/b1" "$tmp/a1")" >>"$tmp/figures"
+  sed -e 's/^    balance hash.*/    balance roundrobin/' "$tmp/haproxy.cfg" >"$tmp/haproxy-rr.cfg"
+  rr_port=$(free_port)
+  sed -i "s/bind 127.0.0.1:$ha_port/bind 127.0.0.1:$rr_port/" "$tmp/haproxy-rr.cfg"
+  haproxy -db -f "$tmp/haproxy-rr.cfg" >"$tmp/haproxy-rr.log" 2>&1 &
+  pids+=($!)
+  wait_for 10 "round-robin HAProxy answers" curl -fsS "http://127.0.0.1:$rr_port/ready"
+  curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/b2"
+  python3 scripts/cluster/viewers.py "http://127.0.0.1:$rr_port" 300 10 4 >/dev/null 2>&1
+  curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/a2"
+  echo "    figure: 300 viewers, round robin (no hashing): $(count_fetches "$tmp/b2" "$tmp/a2")" >>"$tmp/figures"
 fi
 
 say "figures"

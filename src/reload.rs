@@ -217,7 +217,31 @@ fn start_background(state: &AppState) -> Monitors {
     });
     let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
     monitors.push(state.registry.follow_store());
+    monitors.push(follow_accounts(state));
     monitors
+}
+
+/// Viewer accounts another instance sharing the store made, changed or removed,
+/// read again here (the accounts belong to the state, not to the registry).
+fn follow_accounts(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let mut changes = state.registry.store().subscribe();
+    let accounts = Arc::downgrade(&state.accounts);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match changes.recv().await {
+                Ok(crate::store::Change::Users) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(RecvError::Closed) => return,
+            }
+            let Some(accounts) = accounts.upgrade() else {
+                return;
+            };
+            if let Err(e) = accounts.reload_stored() {
+                tracing::warn!(error = %e, "cannot read the accounts another instance changed");
+            }
+        }
+    })
 }
 
 /// Keeps in `new` the running value of every setting bound at start; returns the
