@@ -739,6 +739,26 @@ impl Store {
     }
 }
 
+/// The id of each of `keys` given the ids `known` already (key -> id): known keys keep
+/// theirs, new ones get the next after the largest known (from 1), a key listed twice
+/// one id. Returns every key's id, in order, and the new (key, id) pairs to persist.
+fn assign_ids(mut known: HashMap<String, u64>, keys: &[String]) -> (Vec<u64>, Vec<(String, u64)>) {
+    let mut next = known.values().max().map_or(1, |m| m + 1);
+    let mut fresh = Vec::new();
+    let ids = keys
+        .iter()
+        .map(|key| {
+            *known.entry(key.clone()).or_insert_with(|| {
+                let id = next;
+                next += 1;
+                fresh.push((key.clone(), id));
+                id
+            })
+        })
+        .collect();
+    (ids, fresh)
+}
+
 /// A panic while holding the lock cannot leave the mirror half-written (every update
 /// is a single insert or replacement), so a poisoned lock is still usable.
 fn lock_mirror(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {

@@ -565,33 +565,16 @@ impl Backend for Postgres {
         )
         .await
         .map_err(pg)?;
-        let mut known: HashMap<String, u64> = HashMap::new();
-        let mut next = 1u64;
-        for r in tx
+        let known: HashMap<String, u64> = tx
             .query("SELECT key, id FROM record_id WHERE ns = $1", &[&ns])
             .await
             .map_err(pg)?
-        {
-            let id = u64::try_from(r.get::<_, i64>(1)).unwrap_or(0);
-            next = next.max(id + 1);
-            known.insert(r.get(0), id);
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        let (mut new_keys, mut new_ids) = (Vec::new(), Vec::new());
-        for key in keys {
-            let id = match known.get(key) {
-                Some(id) => *id,
-                None => {
-                    let id = next;
-                    next += 1;
-                    known.insert(key.clone(), id);
-                    new_keys.push(key.as_str());
-                    new_ids.push(id as i64);
-                    id
-                }
-            };
-            out.push(id);
-        }
+            .iter()
+            .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+            .collect();
+        let (out, fresh) = super::assign_ids(known, keys);
+        let new_keys: Vec<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
+        let new_ids: Vec<i64> = fresh.iter().map(|(_, id)| *id as i64).collect();
         if !new_keys.is_empty() {
             tx.execute(
                 "INSERT INTO record_id (ns, key, id) SELECT $1, * FROM UNNEST($2::text[], $3::bigint[])",

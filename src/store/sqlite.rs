@@ -335,39 +335,26 @@ impl Backend for Sqlite {
     async fn ids(&self, ns: &str, keys: &[String]) -> Result<Vec<u64>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let mut known: HashMap<String, u64> = HashMap::new();
-        let mut next = 1u64;
-        {
+        let known = {
             let mut stmt = tx.prepare("SELECT key, id FROM record_id WHERE ns = ?1")?;
-            let rows =
-                stmt.query_map([ns], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (key, id) = row?;
-                let id = u64::try_from(id).unwrap_or(0);
-                next = next.max(id + 1);
-                known.insert(key, id);
-            }
-        }
-        let mut out = Vec::with_capacity(keys.len());
+            let rows = stmt.query_map([ns], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })?;
+            rows.collect::<Result<HashMap<_, _>, _>>()?
+        };
+        let (ids, fresh) = super::assign_ids(known, keys);
         {
             let mut insert =
                 tx.prepare("INSERT INTO record_id (ns, key, id) VALUES (?1, ?2, ?3)")?;
-            for key in keys {
-                let id = match known.get(key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = next;
-                        next += 1;
-                        insert.execute(params![ns, key, id as i64])?;
-                        known.insert(key.clone(), id);
-                        id
-                    }
-                };
-                out.push(id);
+            for (key, id) in &fresh {
+                insert.execute(params![ns, key, *id as i64])?;
             }
         }
         tx.commit()?;
-        Ok(out)
+        Ok(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
