@@ -6,7 +6,8 @@
 //! - `services`: the `Service` trait, one file per kind, `registry` (the coordinator).
 //! - `lineup`: merging channels across services (pure).
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
-//! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
+//! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state
+//!   (SQLite, or PostgreSQL shared by several instances).
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `streams`: the stream engine: opening a channel, serving sealed links, HLS failover
 //!   (`streams::failover`), the shared `.ts` sessions (`streams::session`), the channel test.
@@ -23,6 +24,8 @@
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
 //! - `accounts`: viewer accounts (logins, what each sees, live connections).
 //! - `reload`: live config reload (the Router swapped whole) and the served connections.
+//! - `ready`: whether a balancer should send new viewers here (`GET /ready`), draining.
+//! - `link_key`: the link key shared by several instances (`proxy_key_file`) and its predecessor.
 
 #![forbid(unsafe_code)]
 

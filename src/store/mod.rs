@@ -334,20 +334,31 @@ where
     }
 }
 
+/// Whether `[server] state` names a backend: `"sqlite"` (or empty), or a PostgreSQL
+/// URL that parses. The reason names no part of the URL (it may hold a password).
+pub fn check_state(state: &str) -> Result<(), String> {
+    let state = state.trim();
+    if state.is_empty() || state == "sqlite" {
+        return Ok(());
+    }
+    if !(state.starts_with("postgres://") || state.starts_with("postgresql://")) {
+        return Err("expected \"sqlite\" or a postgres:// URL".into());
+    }
+    state
+        .parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
 impl Store {
     /// The store `[server] state` names: `"sqlite"` (or empty) for `state_dir/freesky.db`,
     /// a `postgres://` / `postgresql://` URL for a database shared by several instances.
     pub fn open_configured(state: &str, dir: &Path) -> Result<Self, StoreError> {
-        let state = state.trim();
-        if state.is_empty() || state == "sqlite" {
-            return Self::open(dir);
+        check_state(state).map_err(StoreError::Config)?;
+        match state.trim() {
+            "" | "sqlite" => Self::open(dir),
+            url => Self::postgres(url),
         }
-        if state.starts_with("postgres://") || state.starts_with("postgresql://") {
-            return Self::postgres(state);
-        }
-        Err(StoreError::Config(
-            "expected \"sqlite\" or a postgres:// URL".into(),
-        ))
     }
 
     /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
@@ -848,6 +859,22 @@ mod tests {
             vec![3, 2],
             "known keys keep their id, new ones take the next"
         );
+    }
+
+    #[test]
+    fn state_names_sqlite_or_a_postgres_url_and_says_why_not_without_the_url() {
+        for ok in [
+            "",
+            "sqlite",
+            "postgres://u:p@db:5432/freesky",
+            "postgresql://db/x?sslmode=require",
+        ] {
+            assert_eq!(check_state(ok), Ok(()), "{ok}");
+        }
+        let e = check_state("mysql://u:secret@db/x").unwrap_err();
+        assert!(e.contains("expected \"sqlite\""), "{e}");
+        let e = check_state("postgres://u:secret@db:notaport/x").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[tokio::test]
