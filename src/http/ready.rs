@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ready", get(ready))
@@ -21,44 +21,46 @@ pub fn routes() -> Router<AppState> {
 #[openapi(paths(ready))]
 pub(crate) struct Doc;
 
-/// Readiness: 200 `{"status": "ready"}`, or 503 with `status` `starting` (the first
-/// lineup load is not done), `draining` (stopping: new streams go elsewhere) or
-/// `store_unavailable` (the state store does not answer; `detail` says why).
+/// Readiness: 200 `{"status": "ready"}`, or 503 with an `ErrorBody` saying why and
+/// `status` `starting` (the first lineup load is not done), `draining` (stopping: new
+/// streams go elsewhere) or `store_unavailable` (the state store does not answer).
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "meta",
     responses(
         (status = 200, description = "Ready for new viewers", body = inline(ReadyBody)),
-        (status = 503, description = "Starting, draining, or without its state store", body = inline(ReadyBody))
+        (status = 503, description = "Starting, draining, or without its state store; \
+            `status` (beside `error` and `detail`) says which", body = ErrorBody)
     )
 )]
 async fn ready(State(state): State<AppState>) -> Response {
     let r = &state.readiness;
-    let not = |status: &str, detail: Option<String>| {
-        let body = json!({ "status": status, "detail": detail });
+    let not = |status: &str, error: String| {
+        let body = json!({ "error": error, "detail": null, "status": status });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     };
     if r.is_draining() {
-        return not("draining", None);
+        return not(
+            "draining",
+            "stopping: new viewers go to another instance".into(),
+        );
     }
     if !r.is_started() {
-        return not("starting", None);
+        return not("starting", "starting: the lineup is not loaded yet".into());
     }
     if let Err(e) = state.registry.store().ping().await {
-        return not("store_unavailable", Some(e.to_string()));
+        return not("store_unavailable", e.to_string());
     }
     Json(json!({ "status": "ready" })).into_response()
 }
 
-/// `/ready`'s body (documentation only: the handler writes it with `json!`).
+/// `/ready`'s body when ready (documentation only: the handler writes it with `json!`).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct ReadyBody {
-    /// `ready`, `starting`, `draining` or `store_unavailable`.
+    /// `ready`.
     status: String,
-    /// Why the store is unavailable.
-    detail: Option<String>,
 }
 
 /// While draining, a request that would open a new stream is refused (503), so a
