@@ -23,7 +23,8 @@ if [ -z "$static" ]; then
   echo "    (${SECONDS - t}s)"
   static=target/$target/release/freesky
 fi
-if ldd "$static" >/dev/null 2>&1; then
+# A static binary has no program interpreter (ld-linux) to ask for.
+if readelf -l "$static" | grep -q 'program interpreter'; then
   echo "error: $static is dynamically linked" >&2
   exit 1
 fi
