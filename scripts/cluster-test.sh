@@ -321,9 +321,11 @@ fi
 # --- 8. figures for BENCHMARKS.md (CLUSTER_BENCH=1; needs wrk) ---
 if [ "${CLUSTER_BENCH:-}" = 1 ]; then
   say "8. benchmark: segment throughput through HAProxy vs one instance directly"
+  # HAProxy puts the restarted instances back after two good checks.
+  sleep 3
   : >"$tmp/paths"
   for n in $(seq 1 10); do
-    curl -fsS "$lb/api/stream/cluster-$n.m3u8" | grep -v '^#' | sed -E 's#^https?://[^/]+##' | tail -2 >>"$tmp/paths"
+    curl -fsS --retry 10 --retry-all-errors --retry-delay 1 "$lb/api/stream/cluster-$n.m3u8" | grep -v '^#' | sed -E 's#^https?://[^/]+##' | tail -2 >>"$tmp/paths"
   done
   while read -r p; do
     curl -fsS -o /dev/null "$lb$p"
