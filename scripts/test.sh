@@ -105,6 +105,9 @@ else
   mkdir -p target/advisory-db
   git clone -q "$advisory_bundle" "$advisory_db"
 fi
+# Every platform's crates of Cargo.lock, which `cargo deny` reads and a build on this
+# one never downloads (the redox/wasi/apple-only dependencies of new crates).
+cargo fetch --locked --quiet
 timed cargo deny --offline check
 
 stage "cargo fmt --check"
