@@ -105,6 +105,9 @@ else
   mkdir -p target/advisory-db
   git clone -q "$advisory_bundle" "$advisory_db"
 fi
+# Every platform's crates of Cargo.lock, which `cargo deny` reads and a build on this
+# one never downloads (the redox/wasi/apple-only dependencies of new crates).
+cargo fetch --locked --quiet
 timed cargo deny --offline check
 
 stage "cargo fmt --check"
@@ -117,4 +120,12 @@ stage "cargo test"
 # fails here and writes nothing (review changes with INSTA_UPDATE=always locally).
 export INSTA_UPDATE=no
 timed cargo test --all-targets --locked
+# Several instances with the real engines: a throwaway PostgreSQL, HAProxy, three
+# instances, a fake upstream; also runs tests/it/postgres.rs against that cluster.
+stage "scripts/cluster-test.sh"
+timed bash scripts/cluster-test.sh
+# The FROM-scratch image under podman; it needs a static release build, so it runs
+# only with FREESKY_CONTAINER_TEST=1 and otherwise prints why it skipped.
+stage "scripts/container-test.sh"
+timed bash scripts/container-test.sh
 printf '\nall checks passed in %ss\n' "$((SECONDS - started))"

@@ -32,4 +32,7 @@ pub struct AppState {
     pub logos: Arc<crate::logos::Logos>,
     /// The movie and series catalogue (kept across reloads until it refreshes).
     pub vod: Arc<crate::vod::Library>,
+    /// Whether a balancer should send new viewers here (`GET /ready`; the process's,
+    /// shared across reloads).
+    pub readiness: Arc<crate::ready::Readiness>,
 }

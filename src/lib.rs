@@ -6,7 +6,8 @@
 //! - `services`: the `Service` trait, one file per kind, `registry` (the coordinator).
 //! - `lineup`: merging channels across services (pure).
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
-//! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state.
+//! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state
+//!   (SQLite, or PostgreSQL shared by several instances).
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
 //! - `streams`: the stream engine: opening a channel, serving sealed links, HLS failover
 //!   (`streams::failover`), the shared `.ts` sessions (`streams::session`), the channel test.
@@ -23,6 +24,8 @@
 //! - `history`: each service's last hour of outcomes per minute and its SVG chart (pure).
 //! - `accounts`: viewer accounts (logins, what each sees, live connections).
 //! - `reload`: live config reload (the Router swapped whole) and the served connections.
+//! - `ready`: whether a balancer should send new viewers here (`GET /ready`), draining.
+//! - `link_key`: the link key shared by several instances (`proxy_key_file`) and its predecessor.
 
 #![forbid(unsafe_code)]
 
@@ -42,11 +45,13 @@ pub mod hls;
 pub mod http;
 pub mod limits;
 pub mod lineup;
+pub mod link_key;
 pub mod logos;
 pub mod m3u;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod ready;
 pub mod reload;
 pub mod services;
 pub mod store;
@@ -84,8 +89,22 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Builds the shared state from a loaded config: opens the store and the proxy key in
 /// `state_dir` and builds every service.
 pub fn state(config: config::Config) -> anyhow::Result<AppState> {
-    let store = store::Store::open(&config.server.state_dir)?;
+    let store =
+        store::Store::open_configured(config.server.state.expose(), &config.server.state_dir)?;
     build_state(config, store, None)
+}
+
+/// The link sealer of `server`: the shared key file when one is named, else the
+/// instance's own key in `state_dir` (made on first start).
+fn signer(server: &config::ServerConfig) -> anyhow::Result<proxy::Signer> {
+    Ok(match &server.proxy_key_file {
+        Some(file) => link_key::load(
+            file,
+            server.proxy_key_previous_file.as_deref(),
+            server.link_ttl,
+        )?,
+        None => proxy::Signer::load_or_create(&server.state_dir, server.link_ttl)?,
+    })
 }
 
 /// `state`, with link expiry and upstream token lifetimes measured against `clock`
@@ -95,9 +114,9 @@ pub fn state_with_clock(
     config: config::Config,
     clock: Arc<dyn clock::Clock>,
 ) -> anyhow::Result<AppState> {
-    let (dir, ttl) = (config.server.state_dir.clone(), config.server.link_ttl);
+    let server = config.server.clone();
     let mut state = state(config)?;
-    state.signer = Arc::new(proxy::Signer::load_or_create(&dir, ttl)?.with_clock(clock.clone()));
+    state.signer = Arc::new(signer(&server)?.with_clock(clock.clone()));
     state.failovers = Arc::new(streams::failover::Failovers::with_clock(clock));
     Ok(state)
 }
@@ -111,11 +130,15 @@ pub(crate) fn build_state(
     store: store::Store,
     prev: Option<&AppState>,
 ) -> anyhow::Result<AppState> {
-    let dir = &config.server.state_dir;
     let same = |f: &dyn Fn(&config::Config) -> bool| prev.filter(|p| f(&p.config));
-    let signer = match same(&|c| c.server.link_ttl == config.server.link_ttl) {
+    let same_key = |c: &config::Config| {
+        c.server.link_ttl == config.server.link_ttl
+            && c.server.proxy_key_file == config.server.proxy_key_file
+            && c.server.proxy_key_previous_file == config.server.proxy_key_previous_file
+    };
+    let signer = match same(&same_key) {
         Some(p) => p.signer.clone(),
-        None => Arc::new(proxy::Signer::load_or_create(dir, config.server.link_ttl)?),
+        None => Arc::new(signer(&config.server)?),
     };
     let tuner = match same(&|c| c.hdhomerun.tuner_count == config.hdhomerun.tuner_count) {
         Some(p) => p.tuner.clone(),
@@ -128,7 +151,11 @@ pub(crate) fn build_state(
     let logos =
         match same(&|c| c.logos == config.logos && c.server.state_dir == config.server.state_dir) {
             Some(p) if Arc::ptr_eq(&p.signer, &signer) => p.logos.clone(),
-            _ => Arc::new(logos::Logos::new(&config.logos, dir, signer.clone())),
+            _ => Arc::new(logos::Logos::new(
+                &config.logos,
+                &config.server.state_dir,
+                signer.clone(),
+            )),
         };
     let http = upstream::Http::new(config.server.max_body_bytes);
     let registry = Arc::new(services::registry::Registry::new(&config, store, http));
@@ -158,6 +185,7 @@ pub(crate) fn build_state(
         tuner,
         accounts,
         logos,
+        readiness: prev.map(|p| p.readiness.clone()).unwrap_or_default(),
     })
 }
 
@@ -208,14 +236,40 @@ pub async fn serve(
     // Every connection task holds a receiver: all are gone when `closed()` resolves.
     let (all_closed, conn_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown, force);
+    let accept = |io, remote| {
+        let conn = reloader.conn(remote, stop.clone(), &open);
+        let config = reloader.state().config;
+        tokio::spawn(serve_connection(
+            io,
+            conn,
+            config,
+            closing.clone(),
+            conn_rx.clone(),
+        ));
+    };
     loop {
         tokio::select! {
-            (io, remote) = listener.accept() => {
-                let conn = reloader.conn(remote, stop.clone(), &open);
-                let config = reloader.state().config;
-                tokio::spawn(serve_connection(io, conn, config, closing.clone(), conn_rx.clone()));
-            }
+            (io, remote) = listener.accept() => accept(io, remote),
             () = &mut shutdown => break,
+        }
+    }
+    // Draining: `/ready` answers 503 and new streams are refused, while connections
+    // are still taken for `drain_delay`, so a load balancer sees the instance leave
+    // through its health check rather than through refused connections.
+    let state = reloader.state();
+    state.readiness.drain();
+    let delay = state.config.server.drain_delay;
+    drop(state);
+    if !delay.is_zero() {
+        tracing::info!(delay = %humantime::format_duration(delay), "draining: not ready, new streams refused");
+        let until = tokio::time::sleep(delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                (io, remote) = listener.accept() => accept(io, remote),
+                () = &mut until => break,
+                () = &mut force => return Ok(()),
+            }
         }
     }
     drop(listener);

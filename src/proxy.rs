@@ -542,9 +542,9 @@ impl Signer {
             .chain(self.previous.as_ref())
             .find_map(|keys| {
                 let mut raw = raw.clone();
-                let plain = keys
-                    .blobs
-                    .open_in_place(TOKEN_TAG, &keys.blobs.keyed(&[]), &mut raw)?;
+                let plain =
+                    keys.blobs
+                        .open_in_place(TOKEN_TAG, &keys.blobs.keyed(&[]), &mut raw)?;
                 Some(plain.to_vec())
             })
     }

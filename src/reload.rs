@@ -206,14 +206,42 @@ impl Reloader {
 fn start_background(state: &AppState) -> Monitors {
     let registry = state.registry.clone();
     let guides = state.guides.clone();
+    let readiness = state.readiness.clone();
     tokio::spawn(async move {
         if let Err(e) = registry.lineup().await {
             tracing::warn!(error = %e, "initial lineup load failed");
         }
+        readiness.mark_started();
         // The refresh task holds the guides weakly: it ends once a reload dropped them.
         guides.spawn_refresh();
     });
-    state.registry.spawn_monitors(state.config.health.interval)
+    let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
+    monitors.push(state.registry.follow_store());
+    monitors.push(follow_accounts(state));
+    monitors
+}
+
+/// Viewer accounts another instance sharing the store made, changed or removed,
+/// read again here (the accounts belong to the state, not to the registry).
+fn follow_accounts(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let mut changes = state.registry.store().subscribe();
+    let accounts = Arc::downgrade(&state.accounts);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match changes.recv().await {
+                Ok(crate::store::Change::Users) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(RecvError::Closed) => return,
+            }
+            let Some(accounts) = accounts.upgrade() else {
+                return;
+            };
+            if let Err(e) = accounts.reload_stored() {
+                tracing::warn!(error = %e, "cannot read the accounts another instance changed");
+            }
+        }
+    })
 }
 
 /// Keeps in `new` the running value of every setting bound at start; returns the
@@ -228,6 +256,7 @@ fn keep_fixed(old: &Config, new: &mut Config) -> Vec<String> {
     let (o, n) = (&old.server, &mut new.server);
     keep("server.bind", o.bind != n.bind);
     keep("server.state_dir", o.state_dir != n.state_dir);
+    keep("server.state", o.state != n.state);
     keep(
         "server.max_connections",
         o.max_connections != n.max_connections,

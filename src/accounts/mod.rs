@@ -307,6 +307,26 @@ impl Accounts {
         self.read().is_empty()
     }
 
+    /// Reads the stored accounts again (another instance sharing the store changed
+    /// them): stored accounts are replaced, `[[users]]` ones kept; remembered password
+    /// checks are dropped, since a hash may have changed.
+    pub fn reload_stored(&self) -> Result<(), StoreError> {
+        let rows = self.store.users()?;
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, a| a.from_config);
+        for row in rows {
+            if !map.contains_key(&row.name) {
+                map.insert(row.name.clone(), Arc::new(from_row(row)));
+            }
+        }
+        drop(map);
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Account>>> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -622,6 +622,12 @@ impl<'t> Parse<'t> {
         if cfg.server.shutdown_grace > Duration::from_secs(3600) {
             self.problem("server.shutdown_grace", "must be at most 1h".into());
         }
+        if cfg.server.drain_delay > Duration::from_secs(3600) {
+            self.problem("server.drain_delay", "must be at most 1h".into());
+        }
+        if let Err(why) = crate::store::check_state(cfg.server.state.expose()) {
+            self.problem("server.state", why);
+        }
         for (key, value) in [
             ("server.header_timeout", cfg.server.header_timeout),
             ("server.idle_timeout", cfg.server.idle_timeout),

@@ -119,6 +119,22 @@ pub struct ServerConfig {
     /// viewer account (`?username=&password=` or HTTP basic auth); off keeps them open on
     /// the LAN.
     pub require_account: bool,
+    /// Where the runtime state lives: `"sqlite"` (`state_dir/freesky.db`, one
+    /// instance) or a `postgres://` URL shared by several instances (kept out of Debug
+    /// output: it may hold a password).
+    pub state: Secret,
+    /// The key that seals proxy links, read from this file (32 bytes, or 64 hex
+    /// digits); instances sharing it accept each other's links. `None`:
+    /// `state_dir/proxy.key`, made on first start.
+    pub proxy_key_file: Option<PathBuf>,
+    /// The key used before the current one (same format): links it sealed are still
+    /// accepted until they expire, so a key rotation breaks no player.
+    pub proxy_key_previous_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long the instance keeps accepting connections while
+    /// `/ready` answers 503 (and new streams are refused), so a load balancer's health
+    /// check takes it out before its listener closes. 0: close at once.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +156,10 @@ impl Default for ServerConfig {
             max_connections_per_client: 256,
             allowed_hosts: Vec::new(),
             require_account: false,
+            state: Secret("sqlite".into()),
+            proxy_key_file: None,
+            proxy_key_previous_file: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod media;
 mod metrics;
 mod openapi;
 mod playlist;
+mod ready;
 pub(crate) mod reload;
 mod stream;
 pub mod timeshift;
@@ -49,7 +50,12 @@ pub fn app(state: AppState) -> Router {
         .merge(users::routes())
         .merge(xtream::routes())
         .merge(vod::routes())
+        .merge(ready::routes())
         .fallback(xtream::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ready::refuse_new_streams_while_draining,
+        ))
         // Refused hosts and cross-site calls are counted too.
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::from_fn(metrics::count))

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, channels_page, dashboard, guide, hdhr, logos, metrics, playlist, reload, stream,
+    api, channels_page, dashboard, guide, hdhr, logos, metrics, playlist, ready, reload, stream,
     timeshift, users, xtream, AppState,
 };
 
@@ -85,6 +85,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(users::Doc::openapi());
     doc.merge(xtream::Doc::openapi());
     doc.merge(super::vod::Doc::openapi());
+    doc.merge(ready::Doc::openapi());
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(

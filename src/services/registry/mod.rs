@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 mod health;
 mod listing;
 mod open;
+mod shared;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -144,6 +145,13 @@ impl Stats {
 
 /// The background probes of every service; dropping it stops them.
 pub struct Monitors(Vec<JoinHandle<()>>);
+
+impl Monitors {
+    /// Adds one more background task, stopped with the others.
+    pub fn push(&mut self, task: JoinHandle<()>) {
+        self.0.push(task);
+    }
+}
 
 impl Drop for Monitors {
     fn drop(&mut self) {

@@ -1,0 +1,55 @@
+//! Changes other instances made to the shared state store, applied here the way a
+//! local change is: a service switched or re-prioritised drops the cached lineup (the
+//! next request builds it with the new choice, as `set_enabled` does), a mapping
+//! re-applies to the cached lineup at once (as `map_channel` does). New channel
+//! identities need nothing: the store's mirror has them before the next build asks.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::Registry;
+use crate::lineup::Lineup;
+use crate::store::Change;
+
+impl Registry {
+    /// Follows the store's changes from other instances for as long as this registry
+    /// lives (the task holds it weakly, and `Monitors` ends it with a reload).
+    pub fn follow_store(self: &Arc<Self>) -> JoinHandle<()> {
+        let mut changes = self.store.subscribe();
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let changed = match changes.recv().await {
+                    Ok(change) => vec![change],
+                    // Missed some: whatever they were, apply every part.
+                    Err(RecvError::Lagged(_)) => vec![Change::Services, Change::Mappings],
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                for change in changed {
+                    registry.apply_remote(change).await;
+                }
+            }
+        })
+    }
+
+    async fn apply_remote(&self, change: Change) {
+        match change {
+            Change::Services => {
+                *self.lineup.lock().await = None;
+                tracing::info!("services switched by another instance");
+            }
+            Change::Mappings => {
+                if let Some(c) = self.lineup.lock().await.as_mut() {
+                    c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
+                }
+                tracing::info!("channel mapping changed by another instance");
+            }
+            Change::Identities | Change::Users | Change::Records => {}
+        }
+    }
+}

@@ -1,0 +1,980 @@
+//! Persisted runtime state: what a user changed at runtime (services enabled or
+//! disabled, priorities, the channel mapping), the stable slug and number of every
+//! lineup channel, the tuner identity, viewer accounts made through the API, and the
+//! generic records and per-namespace ids of other features.
+//!
+//! Two backends keep it behind one trait (`Backend`): SQLite (`sqlite`, the embedded
+//! default, one instance) and PostgreSQL (`postgres`, `[server] state =
+//! "postgres://..."`, shared by every instance pointed at the same database). Either
+//! way a change is acknowledged only after its transaction committed. The config file
+//! is the user's: this module never touches it.
+//!
+//! Reads of services, identities and mappings come from an in-memory mirror loaded at
+//! open. With SQLite the mirror is the whole truth (one process owns the file). With
+//! PostgreSQL other instances write too: number assignment re-reads what they added
+//! inside one locked transaction (so two instances that meet a new channel at once give
+//! it one number), and every write announces itself (LISTEN/NOTIFY); each instance then
+//! reloads the changed part of its mirror and tells its subscribers (`subscribe`), which
+//! apply it as they apply a local change.
+//!
+//! `state_dir` holds secrets (the proxy key, the tuner's DeviceAuth): it is created
+//! readable by its owner only (0700, `create_private_dir`), and one that group or
+//! others can open is reported at start (`loose_permissions`), never changed: the
+//! directory is the user's.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::model::ChannelMapping;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused or could not be reached (the message never holds the password).
+    #[error("state store (PostgreSQL): {0}")]
+    Postgres(String),
+    #[error("state store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("state store: background task failed: {0}")]
+    Join(String),
+    /// `[server] state` names no backend this build knows.
+    #[error("server.state: {0}")]
+    Config(String),
+    /// A change refused because of what is stored (a channel number already in use);
+    /// the caller's fault, nothing was written.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only (0700 on Unix).
+/// Returns whether it was created; an existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    Ok(true)
+}
+
+/// The permission bits of `path` (Unix; `None` elsewhere or when unreadable).
+pub fn mode_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// The warning for a secret-holding `path` whose permission bits `mode` let group or
+/// others in, naming the file and the fix (`chmod {private:o}`); `None` when only the
+/// owner has access.
+pub fn loose_permissions(path: &Path, mode: u32, private: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        let path = path.display();
+        format!(
+            "{path} is open to group or others (mode {:03o}) but holds secrets (the proxy key \
+             signs every stream link): run `chmod {private:o} {path}`",
+            mode & 0o777
+        )
+    })
+}
+
+/// A runtime override of one service's config (`None`: the config decides).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServiceOverride {
+    pub enabled: Option<bool>,
+    pub priority: Option<i64>,
+}
+
+/// The persisted identity of a lineup channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelIdentity {
+    pub slug: String,
+    pub number: u32,
+}
+
+/// A viewer account made through the admin API, as stored (the password only as its hash).
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub name: String,
+    pub hash: String,
+    pub max_connections: u32,
+    pub expires: Option<String>,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// What another instance changed in the shared store; the mirror already holds it
+/// when subscribers hear of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A service's enabled flag or priority.
+    Services,
+    /// New channel identities.
+    Identities,
+    /// A channel's mapping.
+    Mappings,
+    /// Viewer accounts.
+    Users,
+    /// Generic records or ids.
+    Records,
+}
+
+impl Change {
+    const ALL: [Change; 5] = [
+        Change::Services,
+        Change::Identities,
+        Change::Mappings,
+        Change::Users,
+        Change::Records,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Change::Services => "services",
+            Change::Identities => "identities",
+            Change::Mappings => "mappings",
+            Change::Users => "users",
+            Change::Records => "records",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// A merge key, the slug it gets and its number.
+pub(crate) type IdentityRow = (String, String, u32);
+
+/// One way of keeping the state. Every write is durable when it returns.
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Whether calls block the calling thread (an embedded database): the store then
+    /// runs them on the blocking pool, never on the async runtime.
+    fn blocking(&self) -> bool;
+    async fn services(&self) -> Result<HashMap<String, ServiceOverride>, StoreError>;
+    /// Identities whose number is above `after` (0: all).
+    async fn identities_after(&self, after: u32) -> Result<Vec<IdentityRow>, StoreError>;
+    async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError>;
+    async fn setting_or_init(&self, key: &str, init: String) -> Result<String, StoreError>;
+    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError>;
+    async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError>;
+    /// Gives `keys` unknown to `mirror` an identity (`plan`) and persists them in one
+    /// transaction; returns the new rows (the caller adds them to the mirror). Whatever
+    /// other writers assigned meanwhile is in the mirror first.
+    async fn assign(
+        &self,
+        keys: &[(String, String)],
+        mirror: &Mutex<Mirror>,
+    ) -> Result<Vec<IdentityRow>, StoreError>;
+    /// Writes the mapping of `slug` (an empty one deletes its row).
+    async fn put_mapping(&self, slug: &str, row: &ChannelMapping) -> Result<(), StoreError>;
+    async fn users(&self) -> Result<Vec<StoredUser>, StoreError>;
+    async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError>;
+    async fn delete_user(&self, name: &str) -> Result<(), StoreError>;
+    async fn records(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
+    async fn put_record(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError>;
+    async fn ids(&self, ns: &str, keys: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// Whether the backend answers now (`/ready`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where the database lives; `None` for an in-memory or PostgreSQL store.
+    path: Option<PathBuf>,
+    backend: Arc<dyn Backend>,
+    mirror: Mutex<Mirror>,
+    /// Serialises identity assignment so two lineup builds never give one key two numbers.
+    assign: tokio::sync::Mutex<()>,
+    /// Changes other instances made, after the mirror took them in.
+    changes: tokio::sync::broadcast::Sender<Change>,
+    /// The task following other instances' changes (PostgreSQL); ends with the store.
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.follower.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// The in-memory copy of what every request reads.
+#[derive(Default)]
+pub(crate) struct Mirror {
+    services: HashMap<String, ServiceOverride>,
+    /// merge key -> identity
+    channels: HashMap<String, ChannelIdentity>,
+    /// slugs in use, to keep them unique
+    slugs: HashSet<String>,
+    next_number: u32,
+    /// slug -> the user's overrides (only channels that have some), kept when the
+    /// channel leaves the upstream lists so they apply again when it comes back.
+    mappings: HashMap<String, ChannelMapping>,
+}
+
+impl Mirror {
+    /// Takes in a stored identity (loaded, or assigned by another instance).
+    fn learn(&mut self, key: String, slug: String, number: u32) {
+        self.next_number = self.next_number.max(number.saturating_add(1));
+        self.slugs.insert(slug.clone());
+        self.channels.insert(key, ChannelIdentity { slug, number });
+    }
+
+    /// The highest number assigned so far (0: none).
+    fn last_number(&self) -> u32 {
+        self.next_number.saturating_sub(1)
+    }
+
+    /// Gives each key of `keys` that has no identity yet one: the slug is `wanted` made
+    /// unique, the number the next free one (skipping those a mapping gave to other
+    /// channels, and `taken`). Slugs and numbers are reserved in the mirror; the
+    /// identities themselves are added once persisted.
+    fn plan(&mut self, keys: &[(String, String)], taken: &HashSet<u32>) -> Vec<IdentityRow> {
+        let renumbered: HashSet<u32> = self.mappings.values().filter_map(|x| x.number).collect();
+        // Keys assigned in this call, and the next suffix to try per wanted slug: a
+        // first start lists every channel as new (200,000 of them with a big
+        // provider), so neither may be a scan of what came before.
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut suffixes: HashMap<String, u32> = HashMap::new();
+        let mut fresh = Vec::new();
+        for (key, wanted) in keys {
+            if self.channels.contains_key(key) || !seen.insert(key.as_str()) {
+                continue;
+            }
+            let base = if wanted.is_empty() {
+                "channel"
+            } else {
+                wanted.as_str()
+            };
+            let mut slug = base.to_string();
+            if self.slugs.contains(&slug) {
+                let n = suffixes.entry(slug.clone()).or_insert(2);
+                loop {
+                    slug = format!("{base}-{n}");
+                    *n += 1;
+                    if !self.slugs.contains(&slug) {
+                        break;
+                    }
+                }
+            }
+            self.slugs.insert(slug.clone());
+            let mut number = self.next_number;
+            while renumbered.contains(&number) || taken.contains(&number) {
+                number += 1;
+            }
+            self.next_number = number + 1;
+            fresh.push((key.clone(), slug, number));
+        }
+        fresh
+    }
+
+    /// Gives back the slugs `plan` reserved for rows that were not persisted.
+    fn unreserve(&mut self, rows: &[IdentityRow]) {
+        for (_, s, _) in rows {
+            self.slugs.remove(s);
+        }
+    }
+}
+
+/// Runs `f` to completion on this thread, for the synchronous reads of a backend
+/// that does not block (PostgreSQL): inside a multi-threaded runtime the worker lets
+/// its other tasks move first; elsewhere a helper thread runs it on a runtime of its own.
+fn wait<F>(f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        _ => std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime always builds")
+                    .block_on(f)
+            })
+            .join()
+            .expect("the store's helper thread does not panic")
+        }),
+    }
+}
+
+/// Whether `[server] state` names a backend: `"sqlite"` (or empty), or a PostgreSQL
+/// URL that parses. The reason names no part of the URL (it may hold a password).
+pub fn check_state(state: &str) -> Result<(), String> {
+    let state = state.trim();
+    if state.is_empty() || state == "sqlite" {
+        return Ok(());
+    }
+    if !(state.starts_with("postgres://") || state.starts_with("postgresql://")) {
+        return Err("expected \"sqlite\" or a postgres:// URL".into());
+    }
+    state
+        .parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+impl Store {
+    /// The store `[server] state` names: `"sqlite"` (or empty) for `state_dir/freesky.db`,
+    /// a `postgres://` / `postgresql://` URL for a database shared by several instances.
+    pub fn open_configured(state: &str, dir: &Path) -> Result<Self, StoreError> {
+        check_state(state).map_err(StoreError::Config)?;
+        match state.trim() {
+            "" | "sqlite" => Self::open(dir),
+            url => Self::postgres(url),
+        }
+    }
+
+    /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
+    /// an existing `dir` is open to group or others.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if !create_private_dir(dir)? {
+            if let Some(warning) = mode_of(dir).and_then(|m| loose_permissions(dir, m, 0o700)) {
+                tracing::warn!("{warning}");
+            }
+        }
+        let path = dir.join("freesky.db");
+        let backend = sqlite::Sqlite::open(&path)?;
+        Self::init(Arc::new(backend), Some(path))
+    }
+
+    /// A store that forgets everything when dropped.
+    pub fn in_memory() -> Self {
+        let backend = sqlite::Sqlite::in_memory();
+        Self::init(Arc::new(backend), None)
+            .expect("the schema applies to an empty in-memory database")
+    }
+
+    /// Connects to the PostgreSQL database at `url` (migrating its schema), follows the
+    /// changes other instances make, then loads the mirror (in that order, so no change
+    /// falls between the two). Must run inside tokio's multi-threaded runtime: the
+    /// follower is a task of it, and opening waits for it to listen.
+    pub fn postgres(url: &str) -> Result<Self, StoreError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let handle = Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+            .ok_or_else(|| {
+                StoreError::Config(
+                    "the PostgreSQL store needs tokio's multi-threaded runtime".into(),
+                )
+            })?;
+        let (backend, listen) = wait(postgres::Postgres::connect(url))?;
+        // Filled once the store exists; changes heard before are in what it loads.
+        let target: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let (listening, heard) = tokio::sync::oneshot::channel();
+        let task = handle.spawn(postgres::follow(listen, listening, {
+            let target = target.clone();
+            move |change| {
+                let inner = target.get().and_then(std::sync::Weak::upgrade);
+                async move {
+                    if let Some(inner) = inner {
+                        Store { inner }.apply(change).await;
+                    }
+                }
+            }
+        }));
+        let started =
+            wait(async { tokio::time::timeout(std::time::Duration::from_secs(10), heard).await });
+        if !matches!(started, Ok(Ok(()))) {
+            task.abort();
+            return Err(StoreError::Postgres(
+                "cannot LISTEN for other instances' changes".into(),
+            ));
+        }
+        let store = Self::init(Arc::new(backend), None)?;
+        let _ = target.set(Arc::downgrade(&store.inner));
+        *store
+            .inner
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(store)
+    }
+
+    fn init(backend: Arc<dyn Backend>, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let load = {
+            let b = backend.clone();
+            async move {
+                let services = b.services().await?;
+                let identities = b.identities_after(0).await?;
+                let mappings = b.mappings().await?;
+                Ok::<_, StoreError>((services, identities, mappings))
+            }
+        };
+        let (services, identities, mappings) = if backend.blocking() {
+            futures::executor::block_on(load)?
+        } else {
+            wait(load)?
+        };
+        let mut mirror = Mirror {
+            next_number: 1,
+            services,
+            mappings,
+            ..Default::default()
+        };
+        for (key, slug, number) in identities {
+            mirror.learn(key, slug, number);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                backend,
+                mirror: Mutex::new(mirror),
+                assign: tokio::sync::Mutex::new(()),
+                changes: tokio::sync::broadcast::channel(64).0,
+                follower: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Takes in what another instance changed, then tells the subscribers. `false`
+    /// when the part could not be read again (the follower retries it).
+    async fn apply(&self, change: Change) -> bool {
+        let b = self.inner.backend.clone();
+        let loaded = match change {
+            Change::Services => b.services().await.map(|s| self.mirror().services = s),
+            Change::Mappings => b.mappings().await.map(|m| self.mirror().mappings = m),
+            Change::Identities => {
+                let after = self.mirror().last_number();
+                b.identities_after(after).await.map(|rows| {
+                    let mut m = self.mirror();
+                    for (key, slug, number) in rows {
+                        m.learn(key, slug, number);
+                    }
+                })
+            }
+            // Read from the database on each use: nothing mirrored.
+            Change::Users | Change::Records => Ok(()),
+        };
+        if let Err(e) = loaded {
+            tracing::warn!(error = %e, part = change.name(), "cannot reload a change another instance made");
+            return false;
+        }
+        tracing::debug!(part = change.name(), "change from another instance applied");
+        let _ = self.inner.changes.send(change);
+        true
+    }
+
+    /// The changes other instances make (PostgreSQL), each heard once the mirror
+    /// holds it. A lagging receiver misses some: it should then assume every part changed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Whether the database answers now (always, for SQLite).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|b| async move { b.ping().await }).await
+    }
+
+    /// Whether this store is shared with other instances (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        !self.inner.backend.blocking()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Runs `f` on the backend: on the blocking pool for an embedded database,
+    /// awaited in place otherwise.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<dyn Backend>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let b = self.inner.backend.clone();
+        if b.blocking() {
+            tokio::task::spawn_blocking(move || futures::executor::block_on(f(b)))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))?
+        } else {
+            f(b).await
+        }
+    }
+
+    /// `run` for the synchronous parts of the API.
+    fn run_sync<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<dyn Backend>) -> Fut + Send,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+        T: Send,
+    {
+        let b = self.inner.backend.clone();
+        if b.blocking() {
+            futures::executor::block_on(f(b))
+        } else {
+            wait(f(b))
+        }
+    }
+
+    /// The value of setting `key`, set to `init()` the first time and never changed
+    /// after (identities such as the tuner's DeviceID; with a shared store the first
+    /// instance's value wins). Durable before it returns.
+    pub fn setting_or_init(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        let (key, init) = (key.to_string(), init());
+        self.run_sync(move |b| async move { b.setting_or_init(&key, init).await })
+    }
+
+    pub fn service_override(&self, name: &str) -> ServiceOverride {
+        self.mirror()
+            .services
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Persists a service's enabled flag; returns once it is durable.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.run(move |b| async move { b.set_enabled(&n, enabled).await })
+            .await?;
+        self.mirror()
+            .services
+            .entry(name.to_string())
+            .or_default()
+            .enabled = Some(enabled);
+        Ok(())
+    }
+
+    /// Persists a service's priority; returns once it is durable.
+    pub async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.run(move |b| async move { b.set_priority(&n, priority).await })
+            .await?;
+        self.mirror()
+            .services
+            .entry(name.to_string())
+            .or_default()
+            .priority = Some(priority);
+        Ok(())
+    }
+
+    /// The identity of every merge key, assigning (and persisting) new ones: the slug is
+    /// `wanted` made unique, the number the next free one. Known keys never change.
+    pub async fn identities(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<ChannelIdentity>, StoreError> {
+        let _guard = self.inner.assign.lock().await;
+        let unknown = {
+            let m = self.mirror();
+            keys.iter().any(|(k, _)| !m.channels.contains_key(k))
+        };
+        if unknown {
+            let inner = self.inner.clone();
+            let owned = keys.to_vec();
+            let fresh = self
+                .run(move |b| async move { b.assign(&owned, &inner.mirror).await })
+                .await?;
+            let mut m = self.mirror();
+            for (k, slug, number) in fresh {
+                m.channels.insert(k, ChannelIdentity { slug, number });
+            }
+        }
+        let m = self.mirror();
+        Ok(keys
+            .iter()
+            .map(|(k, _)| {
+                m.channels
+                    .get(k)
+                    .cloned()
+                    .expect("every key was assigned above")
+            })
+            .collect())
+    }
+
+    /// Every channel's overrides, by slug (channels without any are absent).
+    pub fn mappings(&self) -> HashMap<String, ChannelMapping> {
+        self.mirror().mappings.clone()
+    }
+
+    /// Changes the overrides of the channel `slug` to `change(current)`, checking that
+    /// the resulting number is no other channel's (listed upstream right now or not).
+    /// Durable before it returns. `change`'s error and a taken number are `Rejected`.
+    pub async fn update_mapping(
+        &self,
+        slug: &str,
+        change: impl FnOnce(&ChannelMapping) -> Result<ChannelMapping, String>,
+    ) -> Result<ChannelMapping, StoreError> {
+        // The same lock as number assignment: a new channel never takes a number
+        // that is being given to another one here.
+        let _guard = self.inner.assign.lock().await;
+        let next = {
+            let m = self.mirror();
+            let current = m.mappings.get(slug).cloned().unwrap_or_default();
+            let next = change(&current).map_err(StoreError::Rejected)?;
+            let assigned = m
+                .channels
+                .values()
+                .find(|id| id.slug == slug)
+                .map(|id| id.number)
+                .ok_or_else(|| StoreError::Rejected(format!("unknown channel `{slug}`")))?;
+            let number = next.number.unwrap_or(assigned);
+            let holder = m.channels.values().find(|id| {
+                id.slug != slug
+                    && m.mappings
+                        .get(&id.slug)
+                        .and_then(|x| x.number)
+                        .unwrap_or(id.number)
+                        == number
+            });
+            if let Some(holder) = holder {
+                return Err(StoreError::Rejected(if next.number.is_some() {
+                    format!("number {number} is taken by channel `{}`", holder.slug)
+                } else {
+                    format!(
+                        "cannot reset the number to {number}: channel `{}` has it now",
+                        holder.slug
+                    )
+                }));
+            }
+            next
+        };
+        let (row, key) = (next.clone(), slug.to_string());
+        self.run(move |b| async move { b.put_mapping(&key, &row).await })
+            .await?;
+        let mut m = self.mirror();
+        if next.is_empty() {
+            m.mappings.remove(slug);
+        } else {
+            m.mappings.insert(slug.to_string(), next.clone());
+        }
+        Ok(next)
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        lock_mirror(&self.inner.mirror)
+    }
+
+    /// The viewer accounts made through the admin API.
+    pub fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
+        self.run_sync(|b| async move { b.users().await })
+    }
+
+    /// Creates or replaces a viewer account; returns once it is durable.
+    pub async fn put_user(&self, u: StoredUser) -> Result<(), StoreError> {
+        self.run(move |b| async move { b.put_user(&u).await }).await
+    }
+
+    /// Removes a viewer account; returns once it is durable.
+    pub async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        let n = name.to_string();
+        self.run(move |b| async move { b.delete_user(&n).await })
+            .await
+    }
+
+    /// Every record of namespace `ns`, as (key, JSON value), in key order. Values that
+    /// are no longer valid JSON are skipped with a warning.
+    pub fn records(&self, ns: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let owned = ns.to_string();
+        let rows = self.run_sync(move |b| async move { b.records(&owned).await })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            match serde_json::from_str(&value) {
+                Ok(v) => out.push((key, v)),
+                Err(e) => tracing::warn!(ns, key, error = %e, "stored record unreadable, ignored"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces record `key` of namespace `ns`; returns once it is durable.
+    pub async fn put_record(
+        &self,
+        ns: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (ns, key, value) = (ns.to_string(), key.to_string(), value.to_string());
+        self.run(move |b| async move { b.put_record(&ns, &key, &value).await })
+            .await
+    }
+
+    /// Removes record `key` of namespace `ns` (absent is fine); returns once durable.
+    pub async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.run(move |b| async move { b.delete_record(&ns, &key).await })
+            .await
+    }
+
+    /// The stable id of each key in namespace `ns`, in the order given: ids already
+    /// given keep their value forever; new keys get the next unused ids (from 1), all
+    /// written in one transaction before this returns, so a restart gives the same ids
+    /// (and, with a shared store, every instance the same ones).
+    pub async fn ids(&self, ns: &str, keys: Vec<String>) -> Result<Vec<u64>, StoreError> {
+        let ns = ns.to_string();
+        self.run(move |b| async move { b.ids(&ns, &keys).await })
+            .await
+    }
+}
+
+/// The id of each of `keys` given the ids `known` already (key -> id): known keys keep
+/// theirs, new ones get the next after the largest known (from 1), a key listed twice
+/// one id. Returns every key's id, in order, and the new (key, id) pairs to persist.
+fn assign_ids(mut known: HashMap<String, u64>, keys: &[String]) -> (Vec<u64>, Vec<(String, u64)>) {
+    let mut next = known.values().max().map_or(1, |m| m + 1);
+    let mut fresh = Vec::new();
+    let ids = keys
+        .iter()
+        .map(|key| {
+            *known.entry(key.clone()).or_insert_with(|| {
+                let id = next;
+                next += 1;
+                fresh.push((key.clone(), id));
+                id
+            })
+        })
+        .collect();
+    (ids, fresh)
+}
+
+/// A panic while holding the lock cannot leave the mirror half-written (every update
+/// is a single insert or replacement), so a poisoned lock is still usable.
+fn lock_mirror(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_open_to_group_or_others_get_a_warning_naming_the_fix() {
+        let key = Path::new("/var/lib/freesky/proxy.key");
+        let w = loose_permissions(key, 0o644, 0o600).expect("a warning");
+        assert!(w.contains("/var/lib/freesky/proxy.key"), "{w}");
+        assert!(w.contains("mode 644"), "{w}");
+        assert!(w.contains("chmod 600 /var/lib/freesky/proxy.key"), "{w}");
+        for mode in [0o640, 0o604, 0o660, 0o602, 0o610] {
+            assert!(loose_permissions(key, mode, 0o600).is_some(), "{mode:o}");
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            assert_eq!(loose_permissions(key, mode, 0o600), None, "{mode:o}");
+        }
+        let dir = Path::new("/srv/state");
+        let w = loose_permissions(dir, 0o755, 0o700).expect("a warning");
+        assert!(w.contains("chmod 700 /srv/state"), "{w}");
+        assert_eq!(loose_permissions(dir, 0o700, 0o700), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fresh_state_dir_is_owner_only_and_an_existing_one_is_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b/state");
+        Store::open(&fresh).unwrap();
+        assert_eq!(mode_of(&fresh), Some(0o700));
+        assert_eq!(mode_of(&root.path().join("a")), Some(0o700));
+
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&shared).unwrap();
+        assert_eq!(mode_of(&shared), Some(0o755), "warned about, not changed");
+    }
+
+    #[tokio::test]
+    async fn records_and_ids_survive_a_reopen_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_record("m", "b", &serde_json::json!({"x": 1}))
+                .await
+                .unwrap();
+            s.put_record("m", "a", &serde_json::json!("y"))
+                .await
+                .unwrap();
+            s.put_record("other", "a", &serde_json::json!(2))
+                .await
+                .unwrap();
+            s.put_record("m", "b", &serde_json::json!({"x": 3}))
+                .await
+                .unwrap();
+            s.delete_record("other", "a").await.unwrap();
+            let ids = s
+                .ids("movie", vec!["t1".into(), "t2".into(), "t1".into()])
+                .await
+                .unwrap();
+            assert_eq!(ids, vec![1, 2, 1]);
+            assert_eq!(s.ids("series", vec!["t1".into()]).await.unwrap(), vec![1]);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.records("m").unwrap(),
+            vec![
+                ("a".to_string(), serde_json::json!("y")),
+                ("b".to_string(), serde_json::json!({"x": 3}))
+            ]
+        );
+        assert!(s.records("other").unwrap().is_empty());
+        let ids = s
+            .ids("movie", vec!["t3".into(), "t2".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            vec![3, 2],
+            "known keys keep their id, new ones take the next"
+        );
+    }
+
+    #[test]
+    fn state_names_sqlite_or_a_postgres_url_and_says_why_not_without_the_url() {
+        for ok in [
+            "",
+            "sqlite",
+            "postgres://u:p@db:5432/freesky",
+            "postgresql://db/x?sslmode=require",
+        ] {
+            assert_eq!(check_state(ok), Ok(()), "{ok}");
+        }
+        let e = check_state("mysql://u:secret@db/x").unwrap_err();
+        assert!(e.contains("expected \"sqlite\""), "{e}");
+        let e = check_state("postgres://u:secret@db:notaport/x").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn identities_are_stable_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let ids = s
+            .identities(&[
+                ("tvg:a".into(), "news".into()),
+                ("name:news".into(), "news".into()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids[0],
+            ChannelIdentity {
+                slug: "news".into(),
+                number: 1
+            }
+        );
+        assert_eq!(
+            ids[1],
+            ChannelIdentity {
+                slug: "news-2".into(),
+                number: 2
+            }
+        );
+        s.set_enabled("A", false).await.unwrap();
+        drop(s);
+
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.service_override("A").enabled, Some(false));
+        let ids = s
+            .identities(&[
+                ("new".into(), "x".into()),
+                ("name:news".into(), "news".into()),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids[0],
+            ChannelIdentity {
+                slug: "x".into(),
+                number: 3
+            }
+        );
+        assert_eq!(ids[1].number, 2);
+    }
+
+    #[tokio::test]
+    async fn mappings_persist_and_numbers_stay_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.identities(&[("a".into(), "a".into()), ("b".into(), "b".into())])
+            .await
+            .unwrap();
+        let set = |number: Option<u32>| {
+            move |m: &ChannelMapping| {
+                Ok(ChannelMapping {
+                    number,
+                    ..m.clone()
+                })
+            }
+        };
+        // b's number is taken; a free one is fine; then b may take a's old 1.
+        let err = s.update_mapping("a", set(Some(2))).await.unwrap_err();
+        assert!(err.to_string().contains("taken by channel `b`"), "{err}");
+        s.update_mapping("a", set(Some(3))).await.unwrap();
+        s.update_mapping("b", set(Some(1))).await.unwrap();
+        // a cannot go back to 1 now.
+        let err = s.update_mapping("a", set(None)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(_)), "{err}");
+        s.update_mapping("a", |m| {
+            Ok(ChannelMapping {
+                sources: Some(vec!["X".into()]),
+                hidden: true,
+                ..m.clone()
+            })
+        })
+        .await
+        .unwrap();
+        drop(s);
+
+        let s = Store::open(dir.path()).unwrap();
+        let maps = s.mappings();
+        assert_eq!(maps["a"].number, Some(3));
+        assert!(maps["a"].hidden);
+        assert_eq!(maps["a"].sources, Some(vec!["X".to_string()]));
+        assert_eq!(maps["b"].number, Some(1));
+        // The next new channel skips 3 (a's): 4.
+        let ids = s.identities(&[("c".into(), "c".into())]).await.unwrap();
+        assert_eq!(ids[0].number, 4);
+        // Resetting everything removes the row.
+        s.update_mapping("b", |_| Ok(ChannelMapping::default()))
+            .await
+            .unwrap();
+        drop(s);
+        assert!(!Store::open(dir.path())
+            .unwrap()
+            .mappings()
+            .contains_key("b"));
+    }
+}

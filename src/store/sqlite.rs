@@ -1,0 +1,363 @@
+//! The embedded backend: SQLite (bundled) in WAL mode with `synchronous=FULL` in
+//! `state_dir/freesky.db`, one process owning it. A change is acknowledged only after
+//! its transaction committed, so a `kill -9` right after the answer loses nothing.
+//! Every call blocks on the disk: the store runs them on the blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{lock_mirror, Backend, IdentityRow, Mirror, ServiceOverride, StoreError, StoredUser};
+use crate::model::ChannelMapping;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS service_state (
+    name     TEXT PRIMARY KEY,
+    enabled  INTEGER,
+    priority INTEGER
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channel_identity (
+    merge_key TEXT PRIMARY KEY,
+    slug      TEXT NOT NULL UNIQUE,
+    number    INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS channel_mapping (
+    slug     TEXT PRIMARY KEY,
+    name     TEXT,
+    number   INTEGER UNIQUE,
+    grp      TEXT,
+    hidden   INTEGER NOT NULL DEFAULT 0,
+    tvg_id   TEXT,
+    logo     TEXT,
+    sources  TEXT  -- JSON array of pinned service names
+);
+CREATE TABLE IF NOT EXISTS viewer_account (
+    name            TEXT PRIMARY KEY,
+    hash            TEXT NOT NULL,  -- salted argon2id, PHC string; never the password
+    max_connections INTEGER NOT NULL,
+    expires         TEXT,
+    groups          TEXT NOT NULL,  -- JSON array
+    services        TEXT NOT NULL,  -- JSON array
+    enabled         INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+-- Generic persisted state of features that need no query beyond all of one kind:
+-- a namespace (guide_match, ...), a key within it, and a JSON value.
+CREATE TABLE IF NOT EXISTS record (
+    ns    TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+-- Stable sequential ids per namespace (movie and series ids...), never reused.
+CREATE TABLE IF NOT EXISTS record_id (
+    ns  TEXT NOT NULL,
+    key TEXT NOT NULL,
+    id  INTEGER NOT NULL,
+    PRIMARY KEY (ns, key),
+    UNIQUE (ns, id)
+);
+";
+
+pub(super) struct Sqlite {
+    conn: Mutex<Connection>,
+}
+
+impl Sqlite {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    pub(super) fn in_memory() -> Self {
+        let conn = Connection::open_in_memory().expect("an in-memory SQLite database always opens");
+        Self::init(conn).expect("the schema applies to an empty in-memory database")
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A JSON list of strings as stored (an unreadable one is empty).
+fn list(json: String) -> Vec<String> {
+    serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()
+}
+
+/// The pinned sources of `slug` as stored (`None`: none, or unreadable with a warning).
+pub(super) fn sources_of(slug: &str, json: Option<String>) -> Option<Vec<String>> {
+    json.and_then(|json| {
+        serde_json::from_str::<Vec<String>>(&json)
+            .inspect_err(|e| {
+                tracing::warn!(channel = %slug, error = %e, "stored source pins unreadable, ignored");
+            })
+            .ok()
+            .filter(|v| !v.is_empty())
+    })
+}
+
+#[async_trait::async_trait]
+impl Backend for Sqlite {
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    async fn services(&self) -> Result<HashMap<String, ServiceOverride>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, enabled, priority FROM service_state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ServiceOverride {
+                    enabled: r.get(1)?,
+                    priority: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn identities_after(&self, after: u32) -> Result<Vec<IdentityRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT merge_key, slug, number FROM channel_identity WHERE number > ?1")?;
+        let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources FROM channel_mapping",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                ChannelMapping {
+                    name: r.get(1)?,
+                    number: r.get(2)?,
+                    group: r.get(3)?,
+                    hidden: r.get(4)?,
+                    tvg_id: r.get(5)?,
+                    logo: r.get(6)?,
+                    sources: None,
+                },
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (slug, mut mapping, sources) = row?;
+            mapping.sources = sources_of(&slug, sources);
+            out.insert(slug, mapping);
+        }
+        Ok(out)
+    }
+
+    async fn setting_or_init(&self, key: &str, init: String) -> Result<String, StoreError> {
+        let conn = self.conn();
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+            params![key, init],
+        )?;
+        Ok(init)
+    }
+
+    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO service_state (name, enabled) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET enabled = excluded.enabled",
+            params![name, enabled],
+        )?;
+        Ok(())
+    }
+
+    async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO service_state (name, priority) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",
+            params![name, priority],
+        )?;
+        Ok(())
+    }
+
+    async fn assign(
+        &self,
+        keys: &[(String, String)],
+        mirror: &Mutex<Mirror>,
+    ) -> Result<Vec<IdentityRow>, StoreError> {
+        // One process owns the file: the mirror already holds every identity.
+        let fresh = lock_mirror(mirror).plan(keys, &HashSet::new());
+        if fresh.is_empty() {
+            return Ok(fresh);
+        }
+        let written = (|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT OR IGNORE INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)",
+                )?;
+                for (k, s, n) in &fresh {
+                    stmt.execute(params![k, s, n])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = written {
+            // Give the slugs back: nothing was persisted.
+            lock_mirror(mirror).unreserve(&fresh);
+            return Err(e.into());
+        }
+        Ok(fresh)
+    }
+
+    async fn put_mapping(&self, slug: &str, row: &ChannelMapping) -> Result<(), StoreError> {
+        let conn = self.conn();
+        if row.is_empty() {
+            conn.execute("DELETE FROM channel_mapping WHERE slug = ?1", [slug])?;
+            return Ok(());
+        }
+        let sources = row
+            .sources
+            .as_ref()
+            .map(|s| serde_json::to_string(s).expect("a list of strings always serialises"));
+        // An upsert, not INSERT OR REPLACE: a duplicate number must fail, not
+        // silently delete the other channel's row.
+        conn.execute(
+            "INSERT INTO channel_mapping
+             (slug, name, number, grp, hidden, tvg_id, logo, sources)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(slug) DO UPDATE SET name = excluded.name,
+               number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
+               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources",
+            params![
+                slug, row.name, row.number, row.group, row.hidden, row.tvg_id, row.logo, sources
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
+             FROM viewer_account ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredUser {
+                name: r.get(0)?,
+                hash: r.get(1)?,
+                max_connections: r.get(2)?,
+                expires: r.get(3)?,
+                groups: list(r.get(4)?),
+                services: list(r.get(5)?),
+                enabled: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError> {
+        let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
+        let services = serde_json::to_string(&u.services).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "INSERT OR REPLACE INTO viewer_account
+             (name, hash, max_connections, expires, groups, services, enabled, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                u.name,
+                u.hash,
+                u.max_connections,
+                u.expires,
+                groups,
+                services,
+                u.enabled,
+                u.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM viewer_account WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
+    async fn records(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT key, value FROM record WHERE ns = ?1 ORDER BY key")?;
+        let rows = stmt.query_map([ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn put_record(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO record (ns, key, value) VALUES (?1, ?2, ?3)",
+            params![ns, key, value],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM record WHERE ns = ?1 AND key = ?2",
+            params![ns, key],
+        )?;
+        Ok(())
+    }
+
+    async fn ids(&self, ns: &str, keys: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let known = {
+            let mut stmt = tx.prepare("SELECT key, id FROM record_id WHERE ns = ?1")?;
+            let rows = stmt.query_map([ns], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })?;
+            rows.collect::<Result<HashMap<_, _>, _>>()?
+        };
+        let (ids, fresh) = super::assign_ids(known, keys);
+        {
+            let mut insert =
+                tx.prepare("INSERT INTO record_id (ns, key, id) VALUES (?1, ?2, ?3)")?;
+            for (key, id) in &fresh {
+                insert.execute(params![ns, key, *id as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
