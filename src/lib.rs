@@ -35,6 +35,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod guide;
+pub mod guide_match;
 pub mod hdhr;
 pub mod health;
 pub mod history;
