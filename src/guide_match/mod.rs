@@ -5,6 +5,7 @@
 //! records) and `table` puts the exact matches, the decisions and the automatic
 //! matches together into what the guide reads and the API shows.
 
+pub mod eval;
 pub mod features;
 pub mod matcher;
 
