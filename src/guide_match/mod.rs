@@ -8,5 +8,6 @@
 pub mod eval;
 pub mod features;
 pub mod matcher;
+pub mod table;
 
 pub use matcher::{GuideChannel, Index, Outcome, Query, Scored, Settings};
