@@ -26,7 +26,8 @@ fn main() {
         .enumerate()
         .filter(|(i, a)| {
             !a.starts_with("--")
-                && !(*i > 0 && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str()))
+                && !(*i > 0
+                    && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str()))
         })
         .map(|(_, a)| a)
         .collect();
@@ -38,7 +39,8 @@ fn main() {
     let m3u = std::fs::read_to_string(m3u).expect("readable M3U");
     let defaults = Settings::default();
     let settings = Settings {
-        threshold: value("--threshold").map_or(defaults.threshold, |v| v.parse().expect("a number")),
+        threshold: value("--threshold")
+            .map_or(defaults.threshold, |v| v.parse().expect("a number")),
         margin: value("--margin").map_or(defaults.margin, |v| v.parse().expect("a number")),
     };
     if flag("--timing").is_some() {

@@ -20,7 +20,7 @@ pub use interpolate::interpolate;
 pub use loader::{ConfigError, KindError, Problem};
 pub use schema::{
     de_duration, de_opt_duration, CacheConfig, Config, ExtraGuideConfig, GuideConfig, HdhrConfig,
-    HealthConfig,
-    RateLimit, ServerConfig, ServiceConfig, StreamsConfig, UserConfig, BUILTIN, DEFAULT_PATH,
+    HealthConfig, RateLimit, ServerConfig, ServiceConfig, StreamsConfig, UserConfig, BUILTIN,
+    DEFAULT_PATH,
 };
 pub use secrets::{Auth, Secret};

@@ -133,7 +133,13 @@ impl Report {
 }
 
 /// Matches the split's entries (names only) against `guide` and counts.
-pub fn evaluate(guide: &GuideSet, index: &Index, entries: &[Entry], split: Split, settings: Settings) -> Report {
+pub fn evaluate(
+    guide: &GuideSet,
+    index: &Index,
+    entries: &[Entry],
+    split: Split,
+    settings: Settings,
+) -> Report {
     let known: HashSet<&str> = guide
         .answers
         .iter()
@@ -177,9 +183,7 @@ pub fn evaluate(guide: &GuideSet, index: &Index, entries: &[Entry], split: Split
                 match ids {
                     None => r.unverifiable += 1,
                     Some(ids) if ids.is_empty() => r.unverifiable += 1,
-                    Some(ids) if ids.len() == 1 && ids.contains(e.answer.as_str()) => {
-                        r.right += 1
-                    }
+                    Some(ids) if ids.len() == 1 && ids.contains(e.answer.as_str()) => r.right += 1,
                     Some(ids) => {
                         r.wrong += 1;
                         if r.wrong_examples.len() < 50 {

@@ -14,13 +14,13 @@ const QUALITY: &[&str] = &[
 /// "be", "at", "is", "my", "do", "go", "so", "to", "am", "id") are left out on purpose:
 /// "Watch Me" must stay one name.
 const COUNTRIES: &[&str] = &[
-    "uk", "gb", "us", "usa", "ca", "au", "nz", "ie", "de", "ch", "fr", "nl", "es", "pt", "it", "pl",
-    "cz", "sk", "hu", "ro", "bg", "gr", "tr", "ru", "ua", "by", "rs", "hr", "si", "ba", "mk", "al",
-    "se", "dk", "fi", "ee", "lv", "lt", "br", "ar", "mx", "cl", "co", "pe", "ve", "ec", "uy", "py",
-    "bo", "cr", "pa", "gt", "hn", "sv", "ni", "pr", "cu", "pk", "bd", "lk", "np", "za", "ng", "ke",
-    "gh", "eg", "ma", "dz", "tn", "ae", "sa", "qa", "kw", "bh", "om", "jo", "lb", "iq", "ir", "il",
-    "cn", "hk", "tw", "jp", "kr", "th", "vn", "ph", "sg", "kz", "uz", "az", "ge", "cy", "mt", "lu",
-    "af",
+    "uk", "gb", "us", "usa", "ca", "au", "nz", "ie", "de", "ch", "fr", "nl", "es", "pt", "it",
+    "pl", "cz", "sk", "hu", "ro", "bg", "gr", "tr", "ru", "ua", "by", "rs", "hr", "si", "ba", "mk",
+    "al", "se", "dk", "fi", "ee", "lv", "lt", "br", "ar", "mx", "cl", "co", "pe", "ve", "ec", "uy",
+    "py", "bo", "cr", "pa", "gt", "hn", "sv", "ni", "pr", "cu", "pk", "bd", "lk", "np", "za", "ng",
+    "ke", "gh", "eg", "ma", "dz", "tn", "ae", "sa", "qa", "kw", "bh", "om", "jo", "lb", "iq", "ir",
+    "il", "cn", "hk", "tw", "jp", "kr", "th", "vn", "ph", "sg", "kz", "uz", "az", "ge", "cy", "mt",
+    "lu", "af",
 ];
 
 /// Spelled-out numbers read as digits, so "BBC One" and "BBC 1" are the same words.
@@ -306,7 +306,10 @@ mod tests {
 
     #[test]
     fn groups_and_callsigns() {
-        assert_eq!(country_of_group("UK | Entertainment").as_deref(), Some("uk"));
+        assert_eq!(
+            country_of_group("UK | Entertainment").as_deref(),
+            Some("uk")
+        );
         assert_eq!(country_of_group("Sport (DE)").as_deref(), Some("de"));
         assert_eq!(country_of_group("Movies"), None);
         assert_eq!(of_name("ABC 7 (WABC-DT)").callsign.as_deref(), Some("wabc"));

@@ -171,7 +171,10 @@ impl Index {
         let mut by_compact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         for (i, n) in names.iter_mut().enumerate() {
             n.weight = n.words.iter().map(|&w| weights[w as usize]).sum();
-            by_compact.entry(n.compact.clone()).or_default().push(i as u32);
+            by_compact
+                .entry(n.compact.clone())
+                .or_default()
+                .push(i as u32);
         }
         Self {
             names,
@@ -227,14 +230,17 @@ impl Index {
             let score = probes
                 .iter()
                 .filter_map(|p| self.score(p, name))
-                .fold(None, |acc: Option<f32>, s| Some(acc.map_or(s, |a| a.max(s))));
+                .fold(None, |acc: Option<f32>, s| {
+                    Some(acc.map_or(s, |a| a.max(s)))
+                });
             let Some(score) = score else { continue };
             let entry = best.entry(name.channel).or_insert((score, n));
             if score > entry.0 || (score == entry.0 && n < entry.1) {
                 *entry = (score, n);
             }
         }
-        let mut ranked: Vec<(u32, f32, u32)> = best.into_iter().map(|(c, (s, n))| (c, s, n)).collect();
+        let mut ranked: Vec<(u32, f32, u32)> =
+            best.into_iter().map(|(c, (s, n))| (c, s, n)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let alternatives: Vec<Scored> = ranked
             .iter()
@@ -332,7 +338,9 @@ impl Index {
                     let mut ws: Vec<&String> = f.words.iter().collect();
                     ws.sort();
                     ws.dedup();
-                    ws.iter().map(|w| self.words.get(w.as_str()).copied()).collect()
+                    ws.iter()
+                        .map(|w| self.words.get(w.as_str()).copied())
+                        .collect()
                 };
                 // A word no guide has weighs as a word seen once.
                 let rare = (1.0 + self.names.len().max(1) as f32).ln();
@@ -471,7 +479,11 @@ mod tests {
         assert_eq!(chosen(&g, "ITV FHD"), Some(2));
         assert_eq!(chosen(&g, "ITV+1"), Some(3));
         let out = find(&g, "BBC One HD");
-        assert!(out.reason.starts_with("score 1.00, same words"), "{}", out.reason);
+        assert!(
+            out.reason.starts_with("score 1.00, same words"),
+            "{}",
+            out.reason
+        );
     }
 
     #[test]
@@ -488,7 +500,10 @@ mod tests {
         // Country known on one side only: the name decides.
         assert_eq!(chosen(&["Channel 5"], "Channel 5 UK"), Some(0));
         // Two channels of the same name: the one of the same country wins.
-        assert_eq!(chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5 UK"), Some(1));
+        assert_eq!(
+            chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5 UK"),
+            Some(1)
+        );
     }
 
     #[test]
@@ -516,18 +531,33 @@ mod tests {
             tvg_ids: vec!["DasErste.de".into()],
             ..Query::default()
         };
-        assert_eq!(index.find(&q, &HashSet::new(), Settings::default()).chosen.map(|c| c.channel), Some(0));
+        assert_eq!(
+            index
+                .find(&q, &HashSet::new(), Settings::default())
+                .chosen
+                .map(|c| c.channel),
+            Some(0)
+        );
         let q = Query {
             names: vec!["Das Erste".into()],
             group: "DE | Vollprogramm".into(),
             ..Query::default()
         };
-        assert_eq!(index.find(&q, &HashSet::new(), Settings::default()).chosen.map(|c| c.channel), Some(0));
+        assert_eq!(
+            index
+                .find(&q, &HashSet::new(), Settings::default())
+                .chosen
+                .map(|c| c.channel),
+            Some(0)
+        );
     }
 
     #[test]
     fn callsigns_decide() {
-        assert_eq!(chosen(&["WABC-DT", "WCBS-DT"], "ABC 7 New York WABC"), Some(0));
+        assert_eq!(
+            chosen(&["WABC-DT", "WCBS-DT"], "ABC 7 New York WABC"),
+            Some(0)
+        );
         assert_eq!(chosen(&["WCBS"], "WABC"), None);
     }
 }

@@ -11,3 +11,16 @@ pub mod matcher;
 pub mod table;
 
 pub use matcher::{GuideChannel, Index, Outcome, Query, Scored, Settings};
+
+/// Why a match decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum GuideMatchError {
+    #[error("channel `{0}` has no guide channel to confirm")]
+    NothingToConfirm(String),
+    #[error("no guide lists a channel with id `{0}`")]
+    UnknownGuideChannel(String),
+    #[error(transparent)]
+    Registry(#[from] crate::services::registry::RegistryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}

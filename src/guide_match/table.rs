@@ -75,6 +75,9 @@ pub struct ChannelInfo {
     pub guide_id: String,
     /// Its sources' names.
     pub source_names: Vec<String>,
+    /// Its guide id is set by hand (the channel mapping): only a guide channel of
+    /// that id may give it programmes, never a decision or the matcher.
+    pub pinned: bool,
 }
 
 /// One guide's channels: (XMLTV id, display names), in document order.
@@ -142,16 +145,17 @@ pub fn build(
     let index = Index::new(&all);
     let mut taken: HashSet<usize> = HashSet::new();
     let mut entries: Vec<Option<Entry>> = vec![None; channels.len()];
-    let entry = |c: &ChannelInfo, state, guide: Option<(&str, &str)>, score, reason: String| Entry {
-        channel: c.id.clone(),
-        name: c.name.clone(),
-        guide_id: guide.map(|(_, id)| id.to_string()),
-        source: guide.map(|(s, _)| s.to_string()),
-        score,
-        state,
-        reason,
-        alternatives: Vec::new(),
-    };
+    let entry =
+        |c: &ChannelInfo, state, guide: Option<(&str, &str)>, score, reason: String| Entry {
+            channel: c.id.clone(),
+            name: c.name.clone(),
+            guide_id: guide.map(|(_, id)| id.to_string()),
+            source: guide.map(|(s, _)| s.to_string()),
+            score,
+            state,
+            reason,
+            alternatives: Vec::new(),
+        };
     // Matches by id, then decisions, then matches by name.
     for (i, c) in channels.iter().enumerate() {
         let exact = found.get(&c.id);
@@ -166,6 +170,19 @@ pub fn build(
             ));
             continue;
         }
+        if c.pinned {
+            entries[i] = Some(entry(
+                c,
+                State::Unmatched,
+                None,
+                None,
+                format!(
+                    "its guide id `{}` is set by the channel mapping, and no guide lists it",
+                    c.guide_id
+                ),
+            ));
+            continue;
+        }
         match decisions.get(&c.id) {
             Some(Decision::Reject) => {
                 entries[i] = Some(entry(
@@ -176,7 +193,8 @@ pub fn build(
                     "rejected by an admin".into(),
                 ));
             }
-            Some(Decision::Pick { source, guide_id }) | Some(Decision::Confirm { source, guide_id }) => {
+            Some(Decision::Pick { source, guide_id })
+            | Some(Decision::Confirm { source, guide_id }) => {
                 let picked = matches!(decisions.get(&c.id), Some(Decision::Pick { .. }));
                 let (state, what) = if picked {
                     (State::Picked, "picked")
@@ -243,7 +261,9 @@ pub fn build(
     auto.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut winner: HashMap<usize, usize> = HashMap::new();
     for (i, score, guide, outcome) in auto {
-        let Some(e) = entries[i].as_mut() else { continue };
+        let Some(e) = entries[i].as_mut() else {
+            continue;
+        };
         if let Some(&other) = winner.get(&guide) {
             e.reason = format!(
                 "its best guide channel `{}` went to `{}`, a better match",
@@ -315,7 +335,12 @@ mod tests {
         let state = |c: &str| t.get(c).unwrap().state;
         assert_eq!(state("alpha"), State::Exact);
         assert_eq!(state("bbc"), State::Auto);
-        assert_eq!(state("bbc1"), State::Unmatched, "{}", t.get("bbc1").unwrap().reason);
+        assert_eq!(
+            state("bbc1"),
+            State::Unmatched,
+            "{}",
+            t.get("bbc1").unwrap().reason
+        );
         assert_eq!(state("gamma"), State::Rejected);
         assert_eq!(
             t.assigned("s"),

@@ -15,6 +15,7 @@ mod access;
 mod api;
 mod dashboard;
 mod guide;
+mod guide_matches;
 pub mod hdhr;
 mod metrics;
 mod openapi;
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .merge(playlist::routes())
         .merge(hdhr::routes())
         .merge(guide::routes())
+        .merge(guide_matches::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, dashboard, guide, hdhr, metrics, playlist, reload, stream, timeshift, users, xtream,
-    AppState,
+    api, dashboard, guide, guide_matches, hdhr, metrics, playlist, reload, stream, timeshift,
+    users, xtream, AppState,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -75,6 +75,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(playlist::Doc::openapi());
     doc.merge(hdhr::Doc::openapi());
     doc.merge(guide::Doc::openapi());
+    doc.merge(guide_matches::Doc::openapi());
     doc.merge(metrics::Doc::openapi());
     doc.merge(dashboard::Doc::openapi());
     doc.merge(reload::Doc::openapi());
