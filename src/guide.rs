@@ -201,6 +201,14 @@ impl Guides {
         self
     }
 
+    /// Each extra guide's status, once it has been tried, in config order.
+    pub fn extra_status(&self) -> Vec<(String, GuideStatus)> {
+        self.extra
+            .iter()
+            .filter_map(|e| Some((e.cfg.name.clone(), self.status_of(&e.cfg.name)?)))
+            .collect()
+    }
+
     /// The last match table (empty before the first guide read).
     pub fn matches(&self) -> Arc<Table> {
         self.table.read().expect("guide lock").clone()

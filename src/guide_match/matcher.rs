@@ -102,6 +102,9 @@ pub struct Index {
     weights: Vec<f32>,
     by_compact: HashMap<Box<str>, Vec<u32>>,
     channels: usize,
+    /// Each guide channel's source, interned: two channels of one guide with the
+    /// same name are two channels (regional feeds), which makes the name ambiguous.
+    source_of: Vec<u32>,
 }
 
 /// One query name, ready to compare.
@@ -121,7 +124,11 @@ impl Index {
         let mut words: HashMap<Box<str>, u32> = HashMap::new();
         let mut postings: Vec<Vec<u32>> = Vec::new();
         let mut raw: Vec<(u32, Features, Box<str>)> = Vec::new();
+        let mut sources: HashMap<&str, u32> = HashMap::new();
+        let mut source_of = Vec::with_capacity(channels.len());
         for (i, c) in channels.iter().enumerate() {
+            let next = sources.len() as u32;
+            source_of.push(*sources.entry(c.source.as_str()).or_insert(next));
             let mut seen = HashSet::new();
             for n in &c.names {
                 let f = features::of_name(n);
@@ -183,6 +190,7 @@ impl Index {
             weights,
             by_compact,
             channels: channels.len(),
+            source_of,
         }
     }
 
@@ -261,9 +269,12 @@ impl Index {
             let name = &self.names[n as usize];
             (&*name.compact, name.shift)
         };
-        let runner = ranked
-            .iter()
-            .find(|&&(_, _, n)| identity(n) != identity(top_name));
+        // Another channel: another name, or the same name in the same guide (where
+        // it means another channel: a regional feed, another country's).
+        let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
+            identity(n) != identity(top_name)
+                || self.source_of[c as usize] == self.source_of[top as usize]
+        });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
         let runner_text = runner.map_or_else(
@@ -550,6 +561,35 @@ mod tests {
                 .map(|c| c.channel),
             Some(0)
         );
+    }
+
+    #[test]
+    fn one_name_twice_in_one_guide_is_ambiguous() {
+        // Across guides the same name is the same channel; within one, two channels.
+        let mut g = guide(&["MTV", "MTV"]);
+        assert_eq!(
+            Index::new(&g)
+                .find(
+                    &Query {
+                        names: vec!["MTV".into()],
+                        ..Query::default()
+                    },
+                    &HashSet::new(),
+                    Settings::default()
+                )
+                .chosen,
+            None
+        );
+        g[1].source = "other".into();
+        let out = Index::new(&g).find(
+            &Query {
+                names: vec!["MTV".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen.map(|c| c.channel), Some(0));
     }
 
     #[test]
