@@ -178,6 +178,14 @@ impl<'t> Parse<'t> {
             }
         }
         self.validate(&cfg);
+        for (i, g) in cfg.guides.iter().enumerate() {
+            if cfg.services.iter().any(|s| s.name == g.name) {
+                self.problem(
+                    &format!("guides[{i}].name"),
+                    format!("`{}` is a service's name too", g.name),
+                );
+            }
+        }
         Some(cfg)
     }
 

@@ -31,8 +31,8 @@ pub enum Split {
 impl Split {
     fn keeps(self, position: usize) -> bool {
         match self {
-            Split::Tune => position % 2 == 0,
-            Split::HeldOut => position % 2 == 1,
+            Split::Tune => position.is_multiple_of(2),
+            Split::HeldOut => !position.is_multiple_of(2),
             Split::All => true,
         }
     }

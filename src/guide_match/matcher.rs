@@ -3,8 +3,8 @@
 //! the same order) and the same query give the same answer.
 //!
 //! Candidates come from an inverted index on normalised words (rare words first; a
-//! word shared by more than `COMMON` names only finds candidates when the name has
-//! no rarer word), never from comparing every pair. A candidate is refused outright
+//! word shared by more than `COMMON` names finds none) and from the whole spelling,
+//! never from comparing every pair. A candidate is refused outright
 //! when its time shift, its numbers, its callsign or its country (both known) differ
 //! from the query's: "ITV +1" never matches "ITV", "Sky Sports 1" never "Sky Sports 2".
 //! The rest score 1.0 for the same words (spaces aside), else the IDF-weighted Dice
@@ -220,9 +220,11 @@ impl Index {
             }
             let mut known: Vec<u32> = p.words.iter().flatten().copied().collect();
             known.sort_by_key(|&w| self.postings[w as usize].len());
-            for (i, &w) in known.iter().enumerate() {
+            // A name made of common words only ("TV 1") finds candidates by its
+            // whole spelling alone: no word of it could make a clear match.
+            for &w in &known {
                 let posting = &self.postings[w as usize];
-                if i > 0 && posting.len() > COMMON {
+                if posting.len() > COMMON {
                     break;
                 }
                 candidates.extend(posting);

@@ -58,12 +58,14 @@ struct MatchPage {
 #[utoipa::path(
     get,
     path = "/api/guide/matches",
+    operation_id = "guide_matches",
     tag = "guide",
     params(ListQuery),
     security(("admin" = [])),
     responses(
         (status = 200, description = "One page of the match table", body = MatchPage),
         (status = 400, description = "An unknown `state` or a malformed query", body = ErrorBody),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody)
     )
 )]
@@ -123,6 +125,7 @@ struct DecisionBody {
 #[utoipa::path(
     post,
     path = "/api/guide/matches/{channel}",
+    operation_id = "guide_match_decide",
     tag = "guide",
     params(("channel" = String, Path, description = "The lineup channel's id, number or slug")),
     request_body(content = DecisionBody, example = json!({"action": "pick", "guide_id": "BBCOne.uk"})),
@@ -130,6 +133,7 @@ struct DecisionBody {
     responses(
         (status = 200, description = "The channel's line of the match table now", body = Entry),
         (status = 400, description = "A bad body, nothing to confirm, or no guide lists `guide_id`", body = ErrorBody),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; or a cross-site call", body = ErrorBody),
         (status = 404, description = "No such channel", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)

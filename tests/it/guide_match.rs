@@ -308,8 +308,8 @@ async fn extra_guides_supply_programmes_and_a_broken_one_is_reported() {
 async fn extra_guide_config_problems_are_reported_at_their_line() {
     let text = "[[guides]]\nname = \"a\"\n\n[[guides]]\nurl = \"ftp://x/y.xml\"\nfile = \"/tmp/x.xml\"\n\n[[guides]]\nurl = \"http://h/g.xml\"\ntimeout = \"0s\"\nsize = 1\n";
     let err = freesky::config::Config::parse(text, "f.toml", &|_| None)
-        .err()
-        .expect("refused")
+        .map(drop)
+        .expect_err("refused")
         .to_string();
     for needle in [
         "f.toml:1: guides[0]",
