@@ -25,8 +25,8 @@ fn main() {
         .iter()
         .enumerate()
         .filter(|(i, a)| {
-            let value_of_flag = *i > 0
-                && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str());
+            let value_of_flag =
+                *i > 0 && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str());
             !a.starts_with("--") && !value_of_flag
         })
         .map(|(_, a)| a)
