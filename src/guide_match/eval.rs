@@ -207,3 +207,44 @@ fn name_key(name: &str) -> (String, u8, Option<String>) {
     let f = features::of_name(name);
     (f.compact(), f.shift, f.country)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small sample in the public files' shapes: labelled rows, an id-less copy of
+    /// one, a name two channels share, and a +1.
+    const TSV: &str = "site\tlang\tdisplay_name\txmltv_id\n\
+        a.tv\ten\tBBC One HD\tBBCOne.uk@HD\n\
+        b.tv\ten\tBBC One\t\n\
+        a.tv\ten\tITV\tITV.uk\n\
+        a.tv\ten\tChannel 5\tChannel5.uk\n\
+        c.tv\ten\tChannel 5\tChannel5.sg\n\
+        a.tv\ten\tFilm4\tFilm4.uk\n";
+    const M3U: &str = "#EXTM3U\n\
+        #EXTINF:-1 tvg-id=\"BBCOne.uk\",BBC One (1080p)\nhttp://x/1\n\
+        #EXTINF:-1 tvg-id=\"ITV.uk\",ITV +1\nhttp://x/2\n\
+        #EXTINF:-1 tvg-id=\"Channel5.uk\",Channel 5 [Geo-blocked]\nhttp://x/3\n\
+        #EXTINF:-1 tvg-id=\"Film4.uk\",Film 4 (720p)\nhttp://x/4\n\
+        #EXTINF:-1 tvg-id=\"\",Unknown TV\nhttp://x/5\n";
+
+    #[test]
+    fn counts_right_wrong_and_unmatched_by_name() {
+        let guide = guide_set(TSV, None);
+        assert_eq!(guide.answers[0], "BBCOne.uk");
+        let index = Index::new(&guide.channels);
+        let r = evaluate(
+            &guide,
+            &index,
+            &entries(M3U),
+            Split::All,
+            Settings::default(),
+        );
+        assert_eq!(r.with_answer, 4);
+        // BBC One and Film 4 right; "Channel 5" names two channels: wrong; the "+1"
+        // never takes ITV: unmatched.
+        assert_eq!((r.right, r.wrong, r.unmatched), (2, 1, 1), "{r:?}");
+        assert!((r.precision() - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.recall() - 0.5).abs() < 1e-9);
+    }
+}
