@@ -320,3 +320,50 @@ async fn extra_guide_config_problems_are_reported_at_their_line() {
         assert!(err.contains(needle), "{needle} missing in:\n{err}");
     }
 }
+
+#[tokio::test]
+async fn the_mapping_guide_id_override_beats_the_matcher() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let bbc = app.channel_named("BBCOne").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(line(&matches(&app, "").await, "BBCOne")["state"], "auto");
+
+    let patch = |tvg: &'static str| {
+        let app = &app;
+        let path = format!("/api/channels/{bbc}");
+        async move {
+            let body = format!("{{\"tvg_id\":\"{tvg}\"}}");
+            let resp = app
+                .send_json(reqwest::Method::PATCH, &path, &body, None)
+                .await;
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    // A guide id set by hand that no guide lists: no automatic match any more.
+    patch("Custom.id").await;
+    eventually("the override to stop the automatic match", || async {
+        let l = line(&matches(&app, "").await, "BBCOne").clone();
+        (l["state"] == "unmatched" && l["reason"].as_str().unwrap().contains("mapping"))
+            .then_some(())
+            .ok_or(l.to_string())
+    })
+    .await;
+    let (guide_id, titles) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(guide_id, "Custom.id");
+    assert!(titles.is_empty(), "{titles:?}");
+
+    // One a guide lists: matched by id.
+    patch("SportTV.pt").await;
+    eventually("the override's guide channel", || async {
+        let (_, titles) = programmes_of(&app, "BBCOne").await;
+        (titles == ["SportTV.pt show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+    let l = line(&matches(&app, "").await, "BBCOne").clone();
+    assert_eq!(l["state"], "exact", "{l}");
+}
