@@ -331,6 +331,17 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
+impl From<crate::guide_match::GuideMatchError> for AppError {
+    fn from(e: crate::guide_match::GuideMatchError) -> Self {
+        use crate::guide_match::GuideMatchError as E;
+        match e {
+            E::NothingToConfirm(_) | E::UnknownGuideChannel(_) => Self::BadRequest(e.to_string()),
+            E::Registry(e) => e.into(),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

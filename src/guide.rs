@@ -21,8 +21,15 @@
 //! `CHECK_EVERY`, for services with lineup channels their last read did not cover,
 //! reads again the guides of those services only (`refresh_changed`) and re-renders;
 //! a lineup that only lost channels is re-rendered without a read.
+//!
+//! Extra guides (`[[guides]]`) are read like a service's guide and rank after every
+//! service. After the reads, guide matching (`guide_match`) gives lineup channels
+//! that no guide knows by id or display name a guide channel from any guide (an
+//! admin's decision first, else the matcher's automatic match). A read keeps only the
+//! programmes of channels it was told about, so a guide whose assigned channels
+//! changed is read once more right away; later reads keep the assignments.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,12 +42,15 @@ use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
 
-use crate::config::GuideConfig;
+use crate::config::{ExtraGuideConfig, GuideConfig};
+use crate::guide_match::table::{self, Decision, Entry, Table};
+use crate::guide_match::{GuideMatchError, Settings};
 use crate::lineup::{normalise, Lineup};
 use crate::model::{Channel, LineupChannel};
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
 use crate::services::GuideSource;
+use crate::upstream::{Http, ServiceHttp};
 use crate::xmltv::{self, ChannelMap, Match, OutChannel, ServiceGuide};
 
 /// One guide download may take this long in all (its reads are also idle-bounded by
@@ -58,6 +68,30 @@ const KEEP_PAST: i64 = 24 * 3600;
 const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// ... but never more often than this (a zero `channels_ttl` must not spin).
 const CHECK_MIN: Duration = Duration::from_secs(1);
+/// The store's records namespace of the admin's guide match decisions.
+const DECISIONS: &str = "guide_match";
+/// Extra guides rank after every service.
+const EXTRA_PRIORITY: i64 = i64::MAX;
+
+/// An extra guide (`[[guides]]`).
+struct Extra {
+    cfg: ExtraGuideConfig,
+    /// The client of a URL guide (`None` for a file).
+    http: Option<(url::Url, ServiceHttp)>,
+}
+
+/// What a change of the match decisions asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Confirm,
+    Reject,
+    /// This guide channel (of this guide, else of the first that lists it).
+    Pick {
+        guide_id: String,
+        source: Option<String>,
+    },
+    Reset,
+}
 
 /// What the last refresh of one service's guide did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
@@ -117,10 +151,20 @@ pub struct Guides {
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
+    /// The extra guides, in config order.
+    extra: Vec<Extra>,
+    /// The admin's decisions by lineup channel id, as kept in the store.
+    decisions: Mutex<HashMap<String, Decision>>,
+    /// The match table of the last matching.
+    table: RwLock<Arc<Table>>,
+    /// Per guide, the guide channels its last read was told to keep for matched
+    /// lineup channels: a guide whose assignments changed since is read again.
+    read_with: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
 impl Guides {
     pub fn new(registry: Arc<Registry>, cfg: GuideConfig) -> Self {
+        let decisions = load_decisions(&registry);
         Self {
             registry,
             cfg,
@@ -133,6 +177,243 @@ impl Guides {
             wake: Arc::default(),
             read_for: Mutex::default(),
             rendered_for: Mutex::default(),
+            decisions: Mutex::new(decisions),
+            extra: Vec::new(),
+            table: RwLock::default(),
+            read_with: Mutex::default(),
+        }
+    }
+
+    /// Adds the extra guides (`[[guides]]`); URL guides are fetched through `http`
+    /// with the address rules of a service's guide.
+    pub fn with_extra_guides(mut self, guides: &[ExtraGuideConfig], http: &Http) -> Self {
+        self.extra = guides
+            .iter()
+            .map(|g| Extra {
+                http: g.url.as_deref().and_then(|u| {
+                    let url = url::Url::parse(u).ok()?;
+                    let client = ServiceHttp::for_guide(http.clone(), &g.name, &url, g.timeout);
+                    Some((url, client))
+                }),
+                cfg: g.clone(),
+            })
+            .collect();
+        self
+    }
+
+    /// Each extra guide's status, once it has been tried, in config order.
+    pub fn extra_status(&self) -> Vec<(String, GuideStatus)> {
+        self.extra
+            .iter()
+            .filter_map(|e| Some((e.cfg.name.clone(), self.status_of(&e.cfg.name)?)))
+            .collect()
+    }
+
+    /// The last match table (empty before the first guide read).
+    pub fn matches(&self) -> Arc<Table> {
+        self.table.read().expect("guide lock").clone()
+    }
+
+    /// Records an admin's decision about lineup channel `channel` (its id), persisted
+    /// before it takes effect; answers the channel's new line of the table. The guides
+    /// it needs are read again in the background, then the guide is rendered again.
+    pub async fn decide(
+        self: &Arc<Self>,
+        channel: &str,
+        action: Action,
+    ) -> Result<Option<Entry>, GuideMatchError> {
+        let lineup = self.registry.lineup().await?;
+        if self.matches().entries.is_empty() {
+            self.rematch(&lineup);
+        }
+        let decision = match action {
+            Action::Reset => None,
+            Action::Reject => Some(Decision::Reject),
+            Action::Confirm => {
+                let table = self.matches();
+                let e = table.get(channel);
+                match e.and_then(|e| Some((e.source.clone()?, e.guide_id.clone()?))) {
+                    Some((source, guide_id)) => Some(Decision::Confirm { source, guide_id }),
+                    None => return Err(GuideMatchError::NothingToConfirm(channel.to_string())),
+                }
+            }
+            Action::Pick { guide_id, source } => {
+                let good = self.last_good.lock().expect("guide lock").clone();
+                let found = self
+                    .sources()
+                    .into_iter()
+                    .filter(|(name, _)| source.as_deref().is_none_or(|s| s == name))
+                    .find_map(|(name, _)| {
+                        let g = good.get(&name)?;
+                        let (id, _) = g.catalogue.iter().find(|(id, _)| *id == guide_id)?;
+                        Some((name, id.clone()))
+                    });
+                match found {
+                    Some((source, guide_id)) => Some(Decision::Pick { source, guide_id }),
+                    None => return Err(GuideMatchError::UnknownGuideChannel(guide_id)),
+                }
+            }
+        };
+        let store = self.registry.store();
+        match &decision {
+            Some(d) => {
+                let value = serde_json::to_value(d).expect("a decision serializes");
+                store.put_record(DECISIONS, channel, &value).await?;
+            }
+            None => store.delete_record(DECISIONS, channel).await?,
+        }
+        {
+            let mut decisions = self.decisions.lock().expect("guide lock");
+            match decision {
+                Some(d) => decisions.insert(channel.to_string(), d),
+                None => decisions.remove(channel),
+            };
+        }
+        let table = self.rematch(&lineup);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.apply_matches().await {
+                tracing::warn!(error = %e, "guide update after a match decision failed");
+            }
+        });
+        Ok(table.get(channel).cloned())
+    }
+
+    /// Reads again the guides whose assignments changed, then renders again.
+    async fn apply_matches(&self) -> Result<(), RegistryError> {
+        {
+            let _one = self.refreshing.lock().await;
+            let lineup = self.registry.lineup().await?;
+            self.settle(&lineup).await;
+        }
+        let _render = self.rendering.lock().await;
+        self.render_locked().await.map(drop)
+    }
+
+    /// Matches again, reads once more every guide whose assigned guide channels
+    /// changed since its last read, and matches again with what those reads found.
+    /// The caller holds `refreshing`.
+    async fn settle(&self, lineup: &Arc<Lineup>) {
+        self.rematch(lineup);
+        let stale = self.stale_sources();
+        if !stale.is_empty() {
+            tracing::info!(guides = ?stale, "guide matches changed: reading those guides again");
+            self.fetch(&stale, lineup, None).await;
+            self.rematch(lineup);
+        }
+    }
+
+    /// Guides whose assigned guide channels differ from those their last read kept,
+    /// or whose last read matched by name a channel an admin has decided about.
+    fn stale_sources(&self) -> Vec<String> {
+        let table = self.matches();
+        let read_with = self.read_with.lock().expect("guide lock").clone();
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let decisions = self.decisions.lock().expect("guide lock").clone();
+        self.sources()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let Some(g) = good.get(name) else {
+                    return false;
+                };
+                let read = read_with.get(name).cloned().unwrap_or_default();
+                let by_name = g.matched_by.iter().any(|(ours, how)| {
+                    decisions.contains_key(ours)
+                        && matches!(how, Match::ExactName | Match::NormalisedName)
+                });
+                table.assigned(name) != read || by_name
+            })
+            .collect()
+    }
+
+    /// Builds the match table from the kept guides, the lineup and the decisions.
+    fn rematch(&self, lineup: &Lineup) -> Arc<Table> {
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let sources = self.sources();
+        let catalogues: Vec<table::Catalogue<'_>> = sources
+            .iter()
+            .filter_map(|(name, _)| {
+                let g = good.get(name)?;
+                Some(table::Catalogue {
+                    source: name,
+                    channels: &g.catalogue,
+                })
+            })
+            .collect();
+        let mut found = table::Found::new();
+        for (name, _) in &sources {
+            let Some(g) = good.get(name) else { continue };
+            for (ours, how) in &g.matched_by {
+                let Some(id) = g.matched_ids.get(ours) else {
+                    continue;
+                };
+                let by_id = match how {
+                    Match::Chosen => continue,
+                    Match::Id => true,
+                    Match::ExactName | Match::NormalisedName => false,
+                };
+                match found.get(ours) {
+                    Some((_, _, true)) => {}
+                    Some(_) if !by_id => {}
+                    _ => {
+                        found.insert(ours.clone(), (name.clone(), id.clone(), by_id));
+                    }
+                }
+            }
+        }
+        let mappings = self.registry.store().mappings();
+        let channels: Vec<table::ChannelInfo> = lineup
+            .channels
+            .iter()
+            .map(|c| table::ChannelInfo {
+                id: c.id.to_string(),
+                name: c.name.to_string(),
+                group: c.group.to_string(),
+                guide_id: c.guide_id.to_string(),
+                source_names: c
+                    .sources
+                    .iter()
+                    .map(|s| s.name.to_string())
+                    .filter(|n| *n != c.name)
+                    .collect(),
+                pinned: mappings
+                    .get(c.id.as_str())
+                    .is_some_and(|m| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty())),
+            })
+            .collect();
+        let decisions = self.decisions.lock().expect("guide lock").clone();
+        let table = Arc::new(table::build(
+            &channels,
+            &catalogues,
+            &found,
+            &decisions,
+            Settings::default(),
+        ));
+        *self.table.write().expect("guide lock") = table.clone();
+        table
+    }
+
+    /// Every guide source in rank order: enabled services by priority (ties keep
+    /// config order), then the extra guides in config order.
+    fn sources(&self) -> Vec<(String, i64)> {
+        self.enabled_services()
+            .into_iter()
+            .map(|s| (s.name, s.priority))
+            .chain(
+                self.extra
+                    .iter()
+                    .map(|e| (e.cfg.name.clone(), EXTRA_PRIORITY)),
+            )
+            .collect()
+    }
+
+    /// What a read of guide `source` is told: the guide channels matching assigned
+    /// to lineup channels, and the channels whose decisions keep names from matching.
+    fn plan_for(&self, source: &str) -> Plan {
+        Plan {
+            assigned: self.matches().assigned(source),
+            decided: table::decided(&self.decisions.lock().expect("guide lock")),
         }
     }
 
@@ -161,11 +442,14 @@ impl Guides {
             .into_iter()
             .map(|s| (s.name, s.priority))
             .collect();
+        let extras: Vec<String> = self.extra.iter().map(|e| e.cfg.name.clone()).collect();
         let ranked: Vec<Ranked<'_>> = order
             .iter()
+            .chain(&extras)
             .filter_map(|name| {
                 let guide = good.get(name)?;
-                Some((priority.get(name).copied().unwrap_or_default(), &**guide))
+                let rank = priority.get(name).copied().unwrap_or(EXTRA_PRIORITY);
+                Some((rank, &**guide))
             })
             .collect();
         let channels: BTreeSet<&String> = ranked
@@ -202,16 +486,10 @@ impl Guides {
     /// the Xtream short EPG lists. Never fetches; empty before the first read.
     pub fn listings(&self, channel: &str, from: i64) -> Vec<xmltv::Programme> {
         let good = self.last_good.lock().expect("guide lock").clone();
-        let mut services: Vec<_> = self
-            .registry
-            .status()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        services.sort_by_key(|s| s.priority);
-        let ranked: Vec<Ranked<'_>> = services
+        let sources = self.sources();
+        let ranked: Vec<Ranked<'_>> = sources
             .iter()
-            .filter_map(|s| Some((s.priority, &**good.get(&s.name)?)))
+            .filter_map(|(name, priority)| Some((*priority, &**good.get(name)?)))
             .collect();
         let mut out: Vec<xmltv::Programme> = pick(&ranked, channel)
             .unwrap_or_default()
@@ -311,7 +589,9 @@ impl Guides {
             tracing::info!(service = %s.name, "lineup channels changed: reading its guide again");
         }
         if !due.is_empty() {
-            self.fetch(&due, &lineup, None).await;
+            let names: Vec<String> = due.iter().map(|s| s.name.clone()).collect();
+            self.fetch(&names, &lineup, None).await;
+            self.settle(&lineup).await;
         }
         let _render = self.rendering.lock().await;
         if due.is_empty() {
@@ -367,7 +647,9 @@ impl Guides {
             }
         }
         let lineup = self.registry.lineup_observed(observe).await?;
-        self.fetch(&self.enabled_services(), &lineup, observe).await;
+        let names: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
+        self.fetch(&names, &lineup, observe).await;
+        self.settle(&lineup).await;
         self.fetches.fetch_add(1, Ordering::Release);
         let _render = self.rendering.lock().await;
         self.render_locked().await
@@ -378,7 +660,7 @@ impl Guides {
     /// says why in the status. The caller holds `refreshing`.
     async fn fetch(
         &self,
-        services: &[crate::model::ServiceStatus],
+        services: &[String],
         lineup: &Arc<Lineup>,
         observe: Option<Observer<'_>>,
     ) {
@@ -403,8 +685,8 @@ impl Guides {
             .map(|c| (c.id.as_str(), keep_past(c)))
             .collect();
         let past = &past;
-        let fetches = services.iter().map(|s| async move {
-            let name = s.name.clone();
+        let fetches = services.iter().map(|name| async move {
+            let name = name.clone();
             let mut result = self.fetch_one(&name, lineup, now - widest, to).await;
             if let Ok(Some((_, guide))) = &mut result {
                 for (id, programmes) in &mut guide.programmes {
@@ -479,9 +761,9 @@ impl Guides {
     /// the result. The caller holds `rendering`.
     async fn render_locked(&self) -> Result<Arc<Rendered>, RegistryError> {
         let lineup = self.registry.lineup().await?;
-        let services = self.enabled_services();
+        let sources = self.sources();
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
-        let rendered = Arc::new(self.render(&lineup, &services, to));
+        let rendered = Arc::new(self.render(&lineup, &sources, to));
         *self.rendered.write().expect("guide lock is never poisoned") = Some(rendered.clone());
         *self.rendered_for.lock().expect("guide lock") = Some(lineup);
         Ok(rendered)
@@ -495,6 +777,13 @@ impl Guides {
         from: i64,
         to: i64,
     ) -> Result<Option<(String, ServiceGuide)>, (String, String)> {
+        let plan = self.plan_for(name);
+        if let Some(extra) = self.extra.iter().find(|e| e.cfg.name == name) {
+            return self
+                .fetch_extra(extra, lineup, plan, from, to)
+                .await
+                .map(Some);
+        }
         let Some(service) = self.registry.service(name) else {
             return Ok(None);
         };
@@ -513,7 +802,11 @@ impl Guides {
             GuideSource::File(path) => path.display().to_string(),
             GuideSource::Inline { shown, .. } => shown.clone(),
         };
-        let map = Mapping::new(name, &channels, lineup);
+        self.read_with
+            .lock()
+            .expect("guide lock")
+            .insert(name.to_string(), plan.assigned.clone());
+        let map = Mapping::new(name, &channels, lineup, plan);
         let work = async {
             let reader = open(&*service, source).await?;
             xmltv::read(reader, &map, from, to)
@@ -533,16 +826,74 @@ impl Guides {
         }
     }
 
-    fn render(
+    /// Extra guide `extra`'s guide, read as a service's is (bounded in time and by its
+    /// `max_bytes`), with no channel list of its own.
+    async fn fetch_extra(
         &self,
+        extra: &Extra,
         lineup: &Lineup,
-        services: &[crate::model::ServiceStatus],
+        plan: Plan,
+        from: i64,
         to: i64,
-    ) -> Rendered {
+    ) -> Result<(String, ServiceGuide), (String, String)> {
+        let (shown, source) = match (&extra.http, &extra.cfg.file) {
+            (Some((url, _)), _) => (crate::error::redact(url), GuideSource::Url(url.clone())),
+            (None, Some(path)) => (path.display().to_string(), GuideSource::File(path.clone())),
+            (None, None) => return Err((String::new(), "no url or file".into())),
+        };
+        self.read_with
+            .lock()
+            .expect("guide lock")
+            .insert(extra.cfg.name.clone(), plan.assigned.clone());
+        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan);
+        let work = async {
+            let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
+                GuideSource::Url(url) => {
+                    let client = &extra.http.as_ref().expect("a URL guide has a client").1;
+                    let fetched = client
+                        .get(&url, &Vec::new(), None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let body = fetched.body.map_err(std::io::Error::other);
+                    Box::new(tokio_util::io::StreamReader::new(body))
+                }
+                GuideSource::File(path) => {
+                    let file = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    Box::new(BufReader::new(file))
+                }
+                GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
+            };
+            let reader = decompress(raw, extra.cfg.max_bytes).await?;
+            xmltv::read(reader, &map, from, to)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(GUIDE_DEADLINE, work).await {
+            Err(_) => Err((
+                shown,
+                format!(
+                    "took longer than {}",
+                    humantime::format_duration(GUIDE_DEADLINE)
+                ),
+            )),
+            Ok(Err(e)) => Err((shown, e)),
+            Ok(Ok(guide)) => Ok((shown, guide)),
+        }
+    }
+
+    fn render(&self, lineup: &Lineup, sources: &[(String, i64)], to: i64) -> Rendered {
         let good = self.last_good.lock().expect("guide lock").clone();
-        let ranked: Vec<Ranked<'_>> = services
+        let table = self.matches();
+        let rejected = |id: &str| {
+            table
+                .get(id)
+                .is_some_and(|e| e.state == table::State::Rejected)
+        };
+        let ranked: Vec<Ranked<'_>> = sources
             .iter()
-            .filter_map(|s| good.get(&s.name).map(|g| (s.priority, &**g)))
+            .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
             .collect();
         let block = self.cfg.placeholder_length.as_secs() as i64;
         let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
@@ -562,6 +913,7 @@ impl Guides {
                 name: &c.name,
                 logo: &c.logo,
                 programmes: pick(&ranked, &c.id)
+                    .filter(|_| !rejected(&c.id))
                     .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
                     .unwrap_or_default(),
             })
@@ -647,7 +999,14 @@ async fn open(
         }
         GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
     };
-    let mut raw = raw;
+    decompress(raw, GUIDE_MAX_BYTES).await
+}
+
+/// `raw` gunzipped when it is gzip (by content, not name), at most `max` bytes.
+async fn decompress(
+    mut raw: Box<dyn AsyncBufRead + Send + Unpin>,
+    max: u64,
+) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String> {
     let head = raw
         .fill_buf()
         .await
@@ -655,14 +1014,40 @@ async fn open(
     if head.starts_with(&[0x1f, 0x8b]) {
         let mut decoder = GzipDecoder::new(raw);
         decoder.multiple_members(true);
-        Ok(Box::new(BufReader::new(MarkupGap::new(
-            decoder.take(GUIDE_MAX_BYTES),
-        ))))
+        Ok(Box::new(BufReader::new(MarkupGap::new(decoder.take(max)))))
     } else {
-        Ok(Box::new(BufReader::new(MarkupGap::new(
-            raw.take(GUIDE_MAX_BYTES),
-        ))))
+        Ok(Box::new(BufReader::new(MarkupGap::new(raw.take(max)))))
     }
+}
+
+/// Lineup channels whose guide channels decisions and the matcher assigned in one
+/// guide, and the channels whose decisions keep display names from matching them.
+struct Plan {
+    /// Guide channel id (lowercase) → lineup channel id.
+    assigned: BTreeMap<String, String>,
+    decided: BTreeSet<String>,
+}
+
+/// The admin's decisions kept in the store (an unreadable one is skipped with a
+/// warning: the channel is matched as if undecided).
+fn load_decisions(registry: &Registry) -> HashMap<String, Decision> {
+    let records = match registry.store().records(DECISIONS) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "guide match decisions unreadable; matching without them");
+            return HashMap::new();
+        }
+    };
+    records
+        .into_iter()
+        .filter_map(|(channel, value)| match serde_json::from_value(value) {
+            Ok(d) => Some((channel, d)),
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "guide match decision unreadable, ignored");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Fails a guide read when `GUIDE_MAX_GAP` bytes pass without a `<` or `>`. The XML
@@ -715,10 +1100,14 @@ struct Mapping {
     by_tvg: HashMap<String, String>,
     by_exact_name: HashMap<String, String>,
     by_name: HashMap<String, String>,
+    /// Guide channel ids (lowercase) guide matching gave to lineup channels.
+    assigned: BTreeMap<String, String>,
+    /// Lineup channels an admin decided about: display names do not match them.
+    decided: BTreeSet<String>,
 }
 
 impl Mapping {
-    fn new(service: &str, channels: &[Channel], lineup: &Lineup) -> Self {
+    fn new(service: &str, channels: &[Channel], lineup: &Lineup, plan: Plan) -> Self {
         let tvg_of: HashMap<&str, &str> = channels
             .iter()
             .filter(|c| !c.tvg_id.trim().is_empty())
@@ -755,19 +1144,29 @@ impl Mapping {
             by_tvg,
             by_exact_name,
             by_name,
+            assigned: plan.assigned,
+            decided: plan.decided,
         }
     }
 }
 
 impl ChannelMap for Mapping {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)> {
-        let by_id = self.by_tvg.get(&xml_id.trim().to_lowercase());
-        let (id, how) = if let Some(id) = by_id {
+        let key = xml_id.trim().to_lowercase();
+        let open = |id: &&String| !self.decided.contains(*id);
+        let (id, how) = if let Some(id) = self.by_tvg.get(&key) {
             (id, Match::Id)
-        } else if let Some(id) = names.iter().find_map(|n| self.by_exact_name.get(n.trim())) {
+        } else if let Some(id) = self.assigned.get(&key) {
+            (id, Match::Chosen)
+        } else if let Some(id) = names
+            .iter()
+            .find_map(|n| self.by_exact_name.get(n.trim()).filter(open))
+        {
             (id, Match::ExactName)
         } else {
-            let id = names.iter().find_map(|n| self.by_name.get(&normalise(n)))?;
+            let id = names
+                .iter()
+                .find_map(|n| self.by_name.get(&normalise(n)).filter(open))?;
             (id, Match::NormalisedName)
         };
         Some((id.clone(), how))

@@ -38,6 +38,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod guide;
+pub mod guide_match;
 pub mod hdhr;
 pub mod health;
 pub mod history;
@@ -158,11 +159,16 @@ pub(crate) fn build_state(
             )),
         };
     let http = upstream::Http::new(config.server.max_body_bytes);
-    let registry = Arc::new(services::registry::Registry::new(&config, store, http));
+    let registry = Arc::new(services::registry::Registry::new(
+        &config,
+        store,
+        http.clone(),
+    ));
     if let Some(p) = prev {
         registry.keep_history_of(&p.registry);
     }
-    let guides = guide::Guides::new(registry.clone(), config.guide.clone());
+    let guides = guide::Guides::new(registry.clone(), config.guide.clone())
+        .with_extra_guides(&config.guides, &http);
     let accounts = Arc::new(accounts::Accounts::new(
         &config.users,
         registry.store().clone(),

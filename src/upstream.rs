@@ -283,6 +283,36 @@ impl ServiceHttp {
         }
     }
 
+    /// The client of an extra guide (`[[guides]]`): no headers or credentials, no
+    /// politeness limits, `timeout` for the response head and each body gap; the
+    /// guide's own host may be a private address (the config names it), any host a
+    /// redirect leads to must be public, as for a service.
+    pub fn for_guide(http: Http, name: &str, url: &Url, timeout: Duration) -> Self {
+        let own_hosts: Vec<String> = url
+            .host_str()
+            .map(str::to_ascii_lowercase)
+            .into_iter()
+            .collect();
+        let connect = timeout.min(Duration::from_secs(10));
+        Self {
+            client_any: http.client(connect, Reach::Any),
+            client_public: http.client(connect, Reach::Public),
+            own_hosts: own_hosts.into(),
+            allow_private: false,
+            http,
+            service: name.to_string(),
+            timeout,
+            idle_timeout: timeout,
+            headers: BTreeMap::new(),
+            auth: None,
+            auth_origin: None,
+            bucket: None,
+            slots: None,
+            max_concurrent: 0,
+            pause: Arc::default(),
+        }
+    }
+
     /// GET `url` with the service's headers plus `extra` (which win). In order: wait out
     /// a pause the upstream asked for, take a `max_concurrent` slot, take a `rate_limit`
     /// token (each wait at most the service timeout, else a clear error), then wait at

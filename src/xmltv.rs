@@ -85,6 +85,8 @@ pub enum Match {
     NormalisedName,
     /// A display name equal to ours as written.
     ExactName,
+    /// Given to the channel by guide matching (an admin's pick, or the matcher).
+    Chosen,
     /// The guide channel's id is one we know the channel by.
     Id,
 }
@@ -98,6 +100,11 @@ pub struct ServiceGuide {
     pub programmes: HashMap<String, Vec<Programme>>,
     /// How the guide channel each of our channels took matched it.
     pub matched_by: HashMap<String, Match>,
+    /// The guide channel (its XMLTV id) each of our channels took.
+    pub matched_ids: HashMap<String, String>,
+    /// Every `<channel>` of the guide: (id, display names), in document order. Guide
+    /// matching looks for lineup channels without programmes among them.
+    pub catalogue: Vec<(String, Vec<String>)>,
     /// Our channels that a guide channel matched.
     pub channels_matched: usize,
     /// Guide channels that matched one of our channels another guide channel of this
@@ -218,6 +225,9 @@ pub async fn read<R: AsyncBufRead + Unpin>(
                     "channel" => {
                         let names = read_channel(&mut reader, &mut buf).await?;
                         if let Some(id) = attr(&attrs, "id") {
+                            if !names.is_empty() && !choice.ids.contains_key(id) {
+                                out.catalogue.push((id.to_string(), names.clone()));
+                            }
                             choice.offer(id, &names, map, &mut out);
                         }
                     }
@@ -279,6 +289,11 @@ pub async fn read<R: AsyncBufRead + Unpin>(
         list.sort_by_key(|p| p.start);
     }
     out.channels_matched = choice.taken.len();
+    out.matched_ids = choice
+        .taken
+        .iter()
+        .map(|(ours, (_, id))| (ours.clone(), id.clone()))
+        .collect();
     out.matched_by = choice
         .taken
         .into_iter()

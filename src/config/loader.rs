@@ -144,6 +144,7 @@ impl<'t> Parse<'t> {
             logos: LogosConfig::default(),
             services: Vec::new(),
             users: Vec::new(),
+            guides: Vec::new(),
         };
         for (key, value) in root {
             let name = key.get_ref().to_string();
@@ -157,10 +158,11 @@ impl<'t> Parse<'t> {
                 "logos" => cfg.logos = self.section(&name, value)?,
                 "services" => cfg.services = self.services(value),
                 "users" => cfg.users = self.users(value),
+                "guides" => cfg.guides = self.guides(value),
                 other => self.push(
                     Some(key.span()),
                     other,
-                    "unknown section (expected server, cache, streams, health, guide, hdhomerun, logos, services or users)"
+                    "unknown section (expected server, cache, streams, health, guide, hdhomerun, logos, services, users or guides)"
                         .into(),
                 ),
             }
@@ -178,6 +180,14 @@ impl<'t> Parse<'t> {
             }
         }
         self.validate(&cfg);
+        for (i, g) in cfg.guides.iter().enumerate() {
+            if cfg.services.iter().any(|s| s.name == g.name) {
+                self.problem(
+                    &format!("guides[{i}].name"),
+                    format!("`{}` is a service's name too", g.name),
+                );
+            }
+        }
         Some(cfg)
     }
 
@@ -383,6 +393,79 @@ impl<'t> Parse<'t> {
                 }
             }
             out.push(user);
+        }
+        out
+    }
+
+    /// `[[guides]]`: each extra guide deserialized (every bad key reported), with one
+    /// of `url` (http or https) and `file`, a unique name, a timeout and a size bound.
+    fn guides(&mut self, value: Spanned<DeValue<'t>>) -> Vec<ExtraGuideConfig> {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.push(
+                Some(span),
+                "guides",
+                "must be an array of tables ([[guides]])".into(),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("guides[{i}]");
+            let span = item.span();
+            let DeValue::Table(table) = item.into_inner() else {
+                self.push(Some(span), &path, "a guide must be a table".into());
+                continue;
+            };
+            let parsed = self.every_key(
+                &path,
+                span.clone(),
+                table,
+                None,
+                ExtraGuideConfig::deserialize,
+                |e| Some(e),
+            );
+            let mut guide = match parsed {
+                Ok(g) => g,
+                Err(Left::Failed(e)) => {
+                    self.de_error(&path, e);
+                    continue;
+                }
+                Err(Left::Reported) => continue,
+            };
+            if guide.name.trim().is_empty() {
+                guide.name = format!("guide-{}", i + 1);
+            }
+            match (&guide.url, &guide.file) {
+                (Some(_), Some(_)) => self.problem(
+                    &format!("{path}.file"),
+                    "give `url` or `file`, not both".into(),
+                ),
+                (None, None) => self.push(Some(span), &path, "needs `url` or `file`".into()),
+                (Some(u), None) => match url::Url::parse(u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                    Ok(parsed) => self.problem(
+                        &format!("{path}.url"),
+                        format!("`{}` is not an http(s) URL", crate::error::redact(&parsed)),
+                    ),
+                    Err(e) => self.problem(&format!("{path}.url"), format!("not a URL: {e}")),
+                },
+                (None, Some(_)) => {}
+            }
+            if guide.timeout.is_zero() {
+                self.problem(&format!("{path}.timeout"), "must be more than 0".into());
+            }
+            if guide.max_bytes == 0 {
+                self.problem(&format!("{path}.max_bytes"), "must be more than 0".into());
+            }
+            if !seen.insert(guide.name.clone()) {
+                self.problem(
+                    &format!("{path}.name"),
+                    format!("duplicate guide name `{}`", guide.name),
+                );
+            }
+            out.push(guide);
         }
         out
     }

@@ -19,8 +19,8 @@ mod secrets;
 pub use interpolate::interpolate;
 pub use loader::{ConfigError, KindError, Problem};
 pub use schema::{
-    de_duration, de_opt_duration, CacheConfig, Config, GuideConfig, HdhrConfig, HealthConfig,
-    LogoMode, LogosConfig, RateLimit, ServerConfig, ServiceConfig, StreamsConfig, UserConfig,
-    BUILTIN, DEFAULT_PATH,
+    de_duration, de_opt_duration, CacheConfig, Config, ExtraGuideConfig, GuideConfig, HdhrConfig,
+    HealthConfig, LogoMode, LogosConfig, RateLimit, ServerConfig, ServiceConfig, StreamsConfig,
+    UserConfig, BUILTIN, DEFAULT_PATH,
 };
 pub use secrets::{Auth, Secret};

@@ -32,6 +32,38 @@ pub struct Config {
     /// Viewer accounts (`[[users]]`), their passwords read (inline, `${VAR}` or
     /// `password_file`) but not yet hashed: `accounts` hashes them at start.
     pub users: Vec<UserConfig>,
+    /// Extra XMLTV guides that belong to no service (`[[guides]]`): their channels
+    /// are matched to lineup channels by name.
+    pub guides: Vec<ExtraGuideConfig>,
+}
+
+/// One `[[guides]]` entry: an XMLTV guide by URL or file, matched by name.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraGuideConfig {
+    /// Shown in the status and the match reasons; default `guide-N` (1-based).
+    #[serde(default)]
+    pub name: String,
+    /// An http(s) URL of the guide (plain or gzipped).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A local file of the guide (plain or gzipped).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Bound on the response head and on each gap between body chunks.
+    #[serde(default = "default_guide_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Decompressed bytes read at most.
+    #[serde(default = "default_guide_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_guide_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_guide_max_bytes() -> u64 {
+    512 << 20
 }
 
 /// One `[[users]]` entry: a viewer account players log in with (Xtream Codes logins,

@@ -45,6 +45,8 @@ struct GuideSummary {
     ignored_duplicate_channels: usize,
     /// Per service with a guide, what its last refresh did.
     services: BTreeMap<String, GuideStatus>,
+    /// Per extra guide (`[[guides]]`), what its last refresh did.
+    guides: BTreeMap<String, GuideStatus>,
 }
 
 /// The guide's size and every service's guide status.
@@ -59,11 +61,13 @@ fn summary(s: &AppState, guide: Option<&Rendered>) -> Value {
         .values()
         .map(|g| g.ignored_duplicate_channels)
         .sum();
+    let extra: BTreeMap<String, GuideStatus> = s.guides.extra_status().into_iter().collect();
     json!({
         "channels": guide.map(|g| g.channels),
         "programmes": guide.map(|g| g.programmes),
         "ignored_duplicate_channels": ignored,
         "services": services,
+        "guides": extra,
     })
 }
 

@@ -16,9 +16,9 @@ mod api;
 mod channels_page;
 mod dashboard;
 mod guide;
-pub mod logos;
-
+mod guide_matches;
 pub mod hdhr;
+pub mod logos;
 pub mod media;
 mod metrics;
 mod openapi;
@@ -44,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(hdhr::routes())
         .merge(guide::routes())
         .merge(logos::routes())
+        .merge(guide_matches::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
         .merge(reload::routes())

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi as _;
 
 use super::{
-    api, channels_page, dashboard, guide, hdhr, logos, metrics, playlist, ready, reload, stream,
-    timeshift, users, xtream, AppState,
+    api, channels_page, dashboard, guide, guide_matches, hdhr, logos, metrics, playlist, ready,
+    reload, stream, timeshift, users, xtream, AppState,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -79,6 +79,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(hdhr::Doc::openapi());
     doc.merge(guide::Doc::openapi());
     doc.merge(logos::Doc::openapi());
+    doc.merge(guide_matches::Doc::openapi());
     doc.merge(metrics::Doc::openapi());
     doc.merge(dashboard::Doc::openapi());
     doc.merge(reload::Doc::openapi());

@@ -51,6 +51,7 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
     ),
     ("PATCH", "/api/users/intruder", r#"{"enabled":true}"#),
     ("DELETE", "/api/users/intruder", ""),
+    ("POST", "/api/guide/matches/demo", r#"{"action":"reject"}"#),
 ];
 
 /// The freesky binary serving `config`, its stderr in a file (`common::Process`:

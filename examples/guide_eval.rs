@@ -1,0 +1,140 @@
+//! Guide matching measured on public data (see `scripts/bench-guide.sh`):
+//!
+//! ```text
+//! guide_eval TSV M3U [--split tune|held-out|all] [--threshold T] [--margin M] [--show-wrong]
+//! guide_eval --timing TSV M3U
+//! ```
+//!
+//! The first form strips the M3U's tvg-ids, matches each entry's name against every
+//! guide channel of the TSV and prints precision, recall and the wrong matches. The
+//! second times 20,000 lineup channels against 50,000 guide channels (the M3U's names,
+//! twice, the second time with " HD" added; the TSV's first 50,000 rows) and prints
+//! the time and the memory the index and the matching added (peak RSS).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use freesky::guide_match::eval::{self, Split};
+use freesky::guide_match::{Index, Query, Settings};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name);
+    let value = |name: &str| flag(name).and_then(|i| args.get(i + 1)).cloned();
+    let files: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let value_of_flag =
+                *i > 0 && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str());
+            !a.starts_with("--") && !value_of_flag
+        })
+        .map(|(_, a)| a)
+        .collect();
+    let [tsv, m3u] = files[..] else {
+        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--threshold T] [--margin M] [--show-wrong]");
+        std::process::exit(2);
+    };
+    let tsv = std::fs::read_to_string(tsv).expect("readable TSV");
+    let m3u = std::fs::read_to_string(m3u).expect("readable M3U");
+    let defaults = Settings::default();
+    let settings = Settings {
+        threshold: value("--threshold")
+            .map_or(defaults.threshold, |v| v.parse().expect("a number")),
+        margin: value("--margin").map_or(defaults.margin, |v| v.parse().expect("a number")),
+    };
+    if flag("--timing").is_some() {
+        timing(&tsv, &m3u, settings);
+        return;
+    }
+    let split = match value("--split").as_deref() {
+        Some("tune") => Split::Tune,
+        Some("held-out") => Split::HeldOut,
+        _ => Split::All,
+    };
+    let guide = eval::guide_set(&tsv, None);
+    let entries = eval::entries(&m3u);
+    let index = Index::new(&guide.channels);
+    let r = eval::evaluate(&guide, &index, &entries, split, settings);
+    println!(
+        "split {split:?}, threshold {:.2}, margin {:.2}: {} guide channels, {} entries, {} with an answer",
+        settings.threshold,
+        settings.margin,
+        guide.channels.len(),
+        r.entries,
+        r.with_answer
+    );
+    println!(
+        "right {}, wrong {}, unverifiable {}, unmatched {}, matched without an answer {}",
+        r.right, r.wrong, r.unverifiable, r.unmatched, r.matched_without_answer
+    );
+    println!(
+        "strict (the chosen row's own id): right {}, wrong {}, precision {:.2}%",
+        r.strict_right,
+        r.strict_wrong,
+        100.0 * r.strict_precision()
+    );
+    println!(
+        "precision {:.2}%, recall {:.2}%",
+        100.0 * r.precision(),
+        100.0 * r.recall()
+    );
+    if flag("--show-wrong").is_some() {
+        for (name, chosen, right, got) in &r.wrong_examples {
+            println!("wrong: {name:?} -> {chosen:?} ({got}, right: {right})");
+        }
+    }
+}
+
+fn timing(tsv: &str, m3u: &str, settings: Settings) {
+    let guide = eval::guide_set(tsv, Some(50_000));
+    let entries = eval::entries(m3u);
+    let queries: Vec<Query> = entries
+        .iter()
+        .map(|e| e.name.clone())
+        .chain(entries.iter().map(|e| format!("{} HD", e.name)))
+        .chain(entries.iter().map(|e| format!("{} FHD", e.name)))
+        .take(20_000)
+        .map(|n| Query {
+            names: vec![n],
+            ..Query::default()
+        })
+        .collect();
+    let before = rss_kb("VmRSS");
+    let start = Instant::now();
+    let index = Index::new(&guide.channels);
+    let built = start.elapsed();
+    let none = HashSet::new();
+    let matched = queries
+        .iter()
+        .filter(|q| index.find(q, &none, settings).chosen.is_some())
+        .count();
+    let total = start.elapsed();
+    let peak = rss_kb("VmHWM");
+    println!(
+        "{} lineup channels against {} guide channels: index {:.0} ms, total {:.0} ms, {} matched",
+        queries.len(),
+        index.len(),
+        built.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3,
+        matched
+    );
+    println!(
+        "memory: RSS {:.1} MB with the data loaded, peak {:.1} MB after matching: {:.1} MB added",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0
+    );
+}
+
+/// A `/proc/self/status` figure in kB (0 where there is none).
+fn rss_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

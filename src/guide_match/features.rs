@@ -1,0 +1,320 @@
+//! What a channel name says, as the matcher compares it: its words (accents folded,
+//! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`), its
+//! country (a trailing code, a tvg-id's domain, a group's leading code) and a US/CA
+//! callsign. Pure functions of strings.
+
+/// Words that say how a channel is delivered, not which channel it is.
+const QUALITY: &[&str] = &[
+    "hd", "fhd", "uhd", "sd", "4k", "8k", "hdr", "hevc", "h264", "h265", "1080p", "1080i", "720p",
+    "576p", "576i", "540p", "480p", "360p", "240p", "2160p", "backup", "hq", "lq",
+];
+
+/// Country codes (and a few names) recognised as a trailing word or tvg-id domain.
+/// Two-letter codes that are common words in channel names ("tv", "in", "me", "no",
+/// "be", "at", "is", "my", "do", "go", "so", "to", "am", "id") are left out on purpose:
+/// "Watch Me" must stay one name.
+const COUNTRIES: &[&str] = &[
+    "uk", "gb", "us", "usa", "ca", "au", "nz", "ie", "de", "ch", "fr", "nl", "es", "pt", "it",
+    "pl", "cz", "sk", "hu", "ro", "bg", "gr", "tr", "ru", "ua", "by", "rs", "hr", "si", "ba", "mk",
+    "al", "se", "dk", "fi", "ee", "lv", "lt", "br", "ar", "mx", "cl", "co", "pe", "ve", "ec", "uy",
+    "py", "bo", "cr", "pa", "gt", "hn", "sv", "ni", "pr", "cu", "pk", "bd", "lk", "np", "za", "ng",
+    "ke", "gh", "eg", "ma", "dz", "tn", "ae", "sa", "qa", "kw", "bh", "om", "jo", "lb", "iq", "ir",
+    "il", "cn", "hk", "tw", "jp", "kr", "th", "vn", "ph", "sg", "kz", "uz", "az", "ge", "cy", "mt",
+    "lu", "af",
+];
+
+/// Spelled-out numbers read as digits, so "BBC One" and "BBC 1" are the same words.
+const NUMBERS: &[(&str, &str)] = &[
+    ("one", "1"),
+    ("two", "2"),
+    ("three", "3"),
+    ("four", "4"),
+    ("five", "5"),
+    ("six", "6"),
+    ("seven", "7"),
+    ("eight", "8"),
+    ("nine", "9"),
+    ("ten", "10"),
+];
+
+/// The features of one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Words in order, normalised (see the module doc).
+    pub words: Vec<String>,
+    /// Hours of a time-shifted copy (`+1` → 1); 0 for the live channel.
+    pub shift: u8,
+    /// Lowercase country code, when the name or its context says one.
+    pub country: Option<String>,
+    /// A US or Canadian callsign (`WABC`), lowercase, without `-DT`/`-TV` suffixes.
+    pub callsign: Option<String>,
+    compact: String,
+}
+
+impl Features {
+    /// The words as written (numbers not rewritten) joined without spaces: "BBCOne",
+    /// "BBC One" and "bbc-one" agree.
+    pub fn compact(&self) -> String {
+        self.compact.clone()
+    }
+}
+
+/// The features of a display name.
+pub fn of_name(name: &str) -> Features {
+    let callsign = callsign(name);
+    let folded = deunicode::deunicode(name).to_lowercase();
+    let folded = drop_brackets(&folded);
+    let (folded, shift) = take_shift(&folded);
+    let mut words: Vec<String> = Vec::new();
+    let mut raw_words: Vec<String> = Vec::new();
+    for raw in folded.split(|c: char| !c.is_ascii_alphanumeric() && c != '+') {
+        // A `+` left (no hours after it) is part of the name: "Canal+" is "canal plus".
+        for (i, part) in raw.split('+').enumerate() {
+            if i > 0 {
+                words.push("plus".into());
+                raw_words.push("plus".into());
+            }
+            // "BBC1" is "BBC 1": letters and digits are separate words.
+            let runs: Vec<&str> = if QUALITY.contains(&part) {
+                vec![part]
+            } else {
+                digit_runs(part).collect()
+            };
+            for run in runs {
+                words.push(word(run));
+                raw_words.push(run.into());
+            }
+        }
+    }
+    if words.len() > 1 {
+        words.retain(|w| !QUALITY.contains(&w.as_str()));
+        raw_words.retain(|w| !QUALITY.contains(&w.as_str()));
+    }
+    let mut country = None;
+    if words.len() > 1 {
+        if let Some(last) = words.last().filter(|w| COUNTRIES.contains(&w.as_str())) {
+            country = Some(canonical_country(last));
+            words.pop();
+            raw_words.pop();
+        }
+    }
+    Features {
+        words,
+        shift,
+        country,
+        callsign,
+        compact: raw_words.concat(),
+    }
+}
+
+/// The features of a tvg-id (`BBCOne.uk`, `BBCOne.uk@HD`): its name part split at
+/// case changes, its domain as the country when it is one.
+pub fn of_tvg_id(id: &str) -> Option<Features> {
+    let id = id.split('@').next().unwrap_or_default().trim();
+    let (base, domain) = match id.rsplit_once('.') {
+        Some(("", _)) => return None,
+        Some((b, d)) => (b, Some(d.to_ascii_lowercase())),
+        _ => (id, None),
+    };
+    if base.is_empty() {
+        return None;
+    }
+    let mut f = of_name(&split_case(base));
+    if f.words.is_empty() {
+        return None;
+    }
+    if let Some(d) = domain.filter(|d| COUNTRIES.contains(&d.as_str())) {
+        f.country = Some(canonical_country(&d));
+    }
+    Some(f)
+}
+
+/// The country a group name starts or ends with ("UK | Sport", "Sport (DE)",
+/// "US: News"), when it is a code this module knows.
+pub fn country_of_group(group: &str) -> Option<String> {
+    let folded = deunicode::deunicode(group).to_lowercase();
+    let words: Vec<&str> = folded
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let found = [words.first(), words.last()]
+        .into_iter()
+        .flatten()
+        .find(|w| COUNTRIES.contains(*w))
+        .map(|w| canonical_country(w));
+    found
+}
+
+fn canonical_country(code: &str) -> String {
+    match code {
+        "gb" => "uk".into(),
+        "usa" => "us".into(),
+        other => other.into(),
+    }
+}
+
+/// A word as compared: spelled-out numbers as digits, leading zeros dropped.
+fn word(w: &str) -> String {
+    if let Some((_, digit)) = NUMBERS.iter().find(|(n, _)| *n == w) {
+        return (*digit).into();
+    }
+    if w.len() > 1 && w.bytes().all(|b| b.is_ascii_digit()) {
+        let trimmed = w.trim_start_matches('0');
+        return if trimmed.is_empty() { "0" } else { trimmed }.into();
+    }
+    w.into()
+}
+
+/// `part` cut where letters meet digits: "film4" → "film", "4".
+fn digit_runs(part: &str) -> impl Iterator<Item = &str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = part.as_bytes();
+    for i in 1..bytes.len() {
+        if bytes[i].is_ascii_digit() != bytes[i - 1].is_ascii_digit() {
+            out.push(&part[start..i]);
+            start = i;
+        }
+    }
+    if start < part.len() {
+        out.push(&part[start..]);
+    }
+    out.into_iter()
+}
+
+/// Removes `(...)` and `[...]` notes ("(720p)", "[Geo-blocked]").
+fn drop_brackets(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' if depth > 0 => {
+                depth -= 1;
+                out.push(' ');
+            }
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Finds a time shift (`+1`, `+ 2`, `+24`) and removes it.
+fn take_shift(s: &str) -> (String, u8) {
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'+' {
+            continue;
+        }
+        let mut j = i + 1;
+        while j < bytes.len() && bytes[j] == b' ' {
+            j += 1;
+        }
+        let start = j;
+        while j < bytes.len() && bytes[j].is_ascii_digit() {
+            j += 1;
+        }
+        let digits = &s[start..j];
+        let ends = j == bytes.len() || !bytes[j].is_ascii_alphanumeric();
+        if !digits.is_empty() && digits.len() <= 2 && ends {
+            if let Ok(h) = digits.parse::<u8>() {
+                if h > 0 {
+                    let rest = format!("{} {}", &s[..i], &s[j..]);
+                    return (rest, h);
+                }
+            }
+        }
+    }
+    (s.to_string(), 0)
+}
+
+/// `BBCOne` → `BBC One`, `DasErste` → `Das Erste`, `Channel9` → `Channel 9`.
+fn split_case(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        if i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            let boundary = (prev.is_lowercase() && c.is_uppercase())
+                || (prev.is_uppercase() && c.is_uppercase() && next_lower)
+                || (prev.is_alphabetic() && c.is_ascii_digit())
+                || (prev.is_ascii_digit() && c.is_alphabetic());
+            if boundary {
+                out.push(' ');
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A US/Canadian callsign as written in capitals: K or W (C for Canada) and 2–3 more
+/// letters, optionally followed by `-DT`, `-TV`, `-HD`, `-LD`, `-CD`.
+fn callsign(name: &str) -> Option<String> {
+    name.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .filter_map(|w| {
+            let base = w.split('-').next()?;
+            let first = base.chars().next()?;
+            let ok = matches!(first, 'K' | 'W' | 'C')
+                && (4..=4).contains(&base.len())
+                && base.chars().all(|c| c.is_ascii_uppercase());
+            let suffix_ok = w
+                .split_once('-')
+                .is_none_or(|(_, s)| matches!(s, "DT" | "TV" | "HD" | "LD" | "CD" | "DT1" | "DT2"));
+            (ok && suffix_ok).then(|| base.to_ascii_lowercase())
+        })
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(name: &str) -> String {
+        of_name(name).words.join(" ")
+    }
+
+    #[test]
+    fn names_lose_quality_and_notes_but_keep_shift_and_country() {
+        assert_eq!(words("BBC One HD"), "bbc 1");
+        assert_eq!(words("ATV (720p) [Not 24/7]"), "atv");
+        assert_eq!(words("Film4 4K 1080p"), "film 4");
+        assert_eq!(words("Télé-Sport FHD"), "tele sport");
+        let f = of_name("ITV+1");
+        assert_eq!((f.words.join(" "), f.shift), ("itv".into(), 1));
+        let f = of_name("Film4 +2 UK");
+        assert_eq!(f.shift, 2);
+        assert_eq!(f.country.as_deref(), Some("uk"));
+        assert_eq!(of_name("Canal+ Sport").words, ["canal", "plus", "sport"]);
+        assert_eq!(of_name("Channel 005").words, ["channel", "5"]);
+        // A single word is kept even when it looks like a mark.
+        assert_eq!(words("HD"), "hd");
+    }
+
+    #[test]
+    fn tvg_ids_give_words_and_country() {
+        let f = of_tvg_id("BBCOne.uk").unwrap();
+        assert_eq!(f.words, ["bbc", "1"]);
+        assert_eq!(f.country.as_deref(), Some("uk"));
+        let f = of_tvg_id("DasErste.de@HD").unwrap();
+        assert_eq!(f.words, ["das", "erste"]);
+        assert_eq!(of_tvg_id("Channel9.il").unwrap().compact(), "channel9");
+        assert!(of_tvg_id(".uk").is_none());
+    }
+
+    #[test]
+    fn groups_and_callsigns() {
+        assert_eq!(
+            country_of_group("UK | Entertainment").as_deref(),
+            Some("uk")
+        );
+        assert_eq!(country_of_group("Sport (DE)").as_deref(), Some("de"));
+        assert_eq!(country_of_group("Movies"), None);
+        assert_eq!(of_name("ABC 7 (WABC-DT)").callsign.as_deref(), Some("wabc"));
+        assert_eq!(of_name("WABC-DT ABC 7").callsign.as_deref(), Some("wabc"));
+        assert_eq!(of_name("CBS WCBS").callsign.as_deref(), Some("wcbs"));
+        assert_eq!(of_name("CNN").callsign, None);
+    }
+}

@@ -1,0 +1,605 @@
+//! The matcher: an index of every guide channel's display names, and the scoring of
+//! one lineup channel against it. Pure and deterministic: the same guide channels (in
+//! the same order) and the same query give the same answer.
+//!
+//! Candidates come from an inverted index on normalised words (rare words first; a
+//! word shared by more than `COMMON` names finds none) and from the whole spelling,
+//! never from comparing every pair. A candidate is refused outright
+//! when its time shift, its numbers, its callsign or its country (both known) differ
+//! from the query's: "ITV +1" never matches "ITV", "Sky Sports 1" never "Sky Sports 2".
+//! The rest score 1.0 for the same words (spaces aside), else the IDF-weighted Dice
+//! overlap of their words. A match needs `threshold` and a lead of `margin` over the
+//! best candidate that is another channel (another name once normalised).
+
+use std::collections::{HashMap, HashSet};
+
+use super::features::{self, Features};
+
+/// Names sharing a word above this count do not search by it while rarer words exist.
+const COMMON: usize = 2_000;
+/// Alternatives kept per answer.
+const ALTERNATIVES: usize = 5;
+
+/// One guide channel as the matcher sees it.
+#[derive(Debug, Clone)]
+pub struct GuideChannel {
+    /// The guide source (a service's name, or an extra guide's).
+    pub source: String,
+    /// Its XMLTV channel id.
+    pub id: String,
+    /// Its display names.
+    pub names: Vec<String>,
+}
+
+/// What is known of one lineup channel.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Its name, then its sources' names.
+    pub names: Vec<String>,
+    /// Its upstream tvg-ids (`BBCOne.uk`): words and country.
+    pub tvg_ids: Vec<String>,
+    /// Its group ("UK | News"): a country.
+    pub group: String,
+}
+
+/// The settings the evaluation tunes.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub threshold: f32,
+    pub margin: f32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            threshold: 0.9,
+            margin: 0.15,
+        }
+    }
+}
+
+/// One candidate of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// Index of the guide channel in the list the index was built from.
+    pub channel: usize,
+    pub score: f32,
+    /// The display name that scored.
+    pub name: String,
+}
+
+/// The answer for one query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// The match, when one is clearly right.
+    pub chosen: Option<Scored>,
+    /// The best candidates, best first (the chosen one included).
+    pub alternatives: Vec<Scored>,
+    /// Why: the score and the features that decided.
+    pub reason: String,
+}
+
+struct Name {
+    channel: u32,
+    /// Interned words, sorted, deduplicated.
+    words: Box<[u32]>,
+    /// Sum of the words' weights.
+    weight: f32,
+    compact: Box<str>,
+    /// Numbers among the words, sorted ("1", "24").
+    numbers: Box<[u32]>,
+    shift: u8,
+    country: Option<Box<str>>,
+    callsign: Option<Box<str>>,
+    shown: Box<str>,
+}
+
+/// The index of every guide channel's names.
+pub struct Index {
+    names: Vec<Name>,
+    words: HashMap<Box<str>, u32>,
+    postings: Vec<Vec<u32>>,
+    weights: Vec<f32>,
+    by_compact: HashMap<Box<str>, Vec<u32>>,
+    channels: usize,
+    /// Each guide channel's source, interned: two channels of one guide with the
+    /// same name are two channels (regional feeds), which makes the name ambiguous.
+    source_of: Vec<u32>,
+}
+
+/// One query name, ready to compare.
+struct Probe {
+    words: Vec<Option<u32>>,
+    weight: f32,
+    compact: String,
+    numbers: Vec<String>,
+    shift: u8,
+    country: Option<String>,
+    callsign: Option<String>,
+}
+
+impl Index {
+    /// Indexes `channels`' display names (a channel without names cannot match).
+    pub fn new(channels: &[GuideChannel]) -> Self {
+        let mut words: HashMap<Box<str>, u32> = HashMap::new();
+        let mut postings: Vec<Vec<u32>> = Vec::new();
+        let mut raw: Vec<(u32, Features, Box<str>)> = Vec::new();
+        let mut sources: HashMap<&str, u32> = HashMap::new();
+        let mut source_of = Vec::with_capacity(channels.len());
+        for (i, c) in channels.iter().enumerate() {
+            let next = sources.len() as u32;
+            source_of.push(*sources.entry(c.source.as_str()).or_insert(next));
+            let mut seen = HashSet::new();
+            for n in &c.names {
+                let f = features::of_name(n);
+                if f.words.is_empty() || !seen.insert((f.compact(), f.shift, f.country.clone())) {
+                    continue;
+                }
+                raw.push((i as u32, f, n.as_str().into()));
+            }
+        }
+        let mut names = Vec::with_capacity(raw.len());
+        for (channel, f, shown) in raw {
+            let id = names.len() as u32;
+            let mut ids: Vec<u32> = f
+                .words
+                .iter()
+                .map(|w| {
+                    let next = words.len() as u32;
+                    *words.entry(w.as_str().into()).or_insert_with(|| {
+                        postings.push(Vec::new());
+                        next
+                    })
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for &w in &ids {
+                postings[w as usize].push(id);
+            }
+            let numbers = numbers_of(&f.words);
+            names.push(Name {
+                channel,
+                words: ids.into(),
+                weight: 0.0,
+                compact: f.compact().into(),
+                numbers: numbers.iter().filter_map(|n| n.parse().ok()).collect(),
+                shift: f.shift,
+                country: f.country.map(Into::into),
+                callsign: f.callsign.map(Into::into),
+                shown,
+            });
+        }
+        let total = names.len().max(1) as f32;
+        let weights: Vec<f32> = postings
+            .iter()
+            .map(|p| (1.0 + total / p.len().max(1) as f32).ln())
+            .collect();
+        let mut by_compact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        for (i, n) in names.iter_mut().enumerate() {
+            n.weight = n.words.iter().map(|&w| weights[w as usize]).sum();
+            by_compact
+                .entry(n.compact.clone())
+                .or_default()
+                .push(i as u32);
+        }
+        Self {
+            names,
+            words,
+            postings,
+            weights,
+            by_compact,
+            channels: channels.len(),
+            source_of,
+        }
+    }
+
+    /// Guide channels indexed.
+    pub fn len(&self) -> usize {
+        self.channels
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels == 0
+    }
+
+    /// The best guide channels for `query`, skipping those in `taken` (by index), and
+    /// the match when the best is above the threshold and clearly ahead.
+    pub fn find(&self, query: &Query, taken: &HashSet<usize>, settings: Settings) -> Outcome {
+        let probes = self.probes(query);
+        if probes.is_empty() {
+            return Outcome {
+                reason: "no name to match".into(),
+                ..Outcome::default()
+            };
+        }
+        let mut candidates: HashSet<u32> = HashSet::new();
+        for p in &probes {
+            if let Some(ids) = self.by_compact.get(p.compact.as_str()) {
+                candidates.extend(ids);
+            }
+            let mut known: Vec<u32> = p.words.iter().flatten().copied().collect();
+            known.sort_by_key(|&w| self.postings[w as usize].len());
+            // A name made of common words only ("TV 1") finds candidates by its
+            // whole spelling alone: no word of it could make a clear match.
+            for &w in &known {
+                let posting = &self.postings[w as usize];
+                if posting.len() > COMMON {
+                    break;
+                }
+                candidates.extend(posting);
+            }
+        }
+        // Best score per guide channel.
+        let mut best: HashMap<u32, (f32, u32)> = HashMap::new();
+        for &n in &candidates {
+            let name = &self.names[n as usize];
+            if taken.contains(&(name.channel as usize)) {
+                continue;
+            }
+            let score = probes
+                .iter()
+                .filter_map(|p| self.score(p, name))
+                .fold(None, |acc: Option<f32>, s| {
+                    Some(acc.map_or(s, |a| a.max(s)))
+                });
+            let Some(score) = score else { continue };
+            let entry = best.entry(name.channel).or_insert((score, n));
+            if score > entry.0 || (score == entry.0 && n < entry.1) {
+                *entry = (score, n);
+            }
+        }
+        let mut ranked: Vec<(u32, f32, u32)> =
+            best.into_iter().map(|(c, (s, n))| (c, s, n)).collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let alternatives: Vec<Scored> = ranked
+            .iter()
+            .take(ALTERNATIVES)
+            .map(|&(c, s, n)| Scored {
+                channel: c as usize,
+                score: s.min(1.0),
+                name: self.names[n as usize].shown.to_string(),
+            })
+            .collect();
+        let Some(&(top, top_score, top_name)) = ranked.first() else {
+            return Outcome {
+                reason: "no guide channel shares a word with the name".into(),
+                ..Outcome::default()
+            };
+        };
+        let identity = |n: u32| {
+            let name = &self.names[n as usize];
+            (&*name.compact, name.shift)
+        };
+        // Another channel: another name, or the same name in the same guide (where
+        // it means another channel: a regional feed, another country's).
+        let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
+            identity(n) != identity(top_name)
+                || self.source_of[c as usize] == self.source_of[top as usize]
+        });
+        let why = self.why(&probes, &self.names[top_name as usize], top_score);
+        let lead = runner.map_or(top_score, |r| top_score - r.1);
+        let runner_text = runner.map_or_else(
+            || "no other channel close".to_string(),
+            |r| {
+                format!(
+                    "next other channel {:.2} (\"{}\")",
+                    r.1.min(1.0),
+                    self.names[r.2 as usize].shown
+                )
+            },
+        );
+        let chosen = if top_score < settings.threshold {
+            let reason = format!(
+                "best {:.2} (\"{}\") is below the threshold {:.2}; {runner_text}",
+                top_score.min(1.0),
+                self.names[top_name as usize].shown,
+                settings.threshold
+            );
+            return Outcome {
+                chosen: None,
+                alternatives,
+                reason,
+            };
+        } else if runner.is_some() && lead < settings.margin {
+            let reason = format!(
+                "ambiguous: best {:.2} (\"{}\") leads by {lead:.2} only; {runner_text}",
+                top_score.min(1.0),
+                self.names[top_name as usize].shown,
+            );
+            return Outcome {
+                chosen: None,
+                alternatives,
+                reason,
+            };
+        } else {
+            Scored {
+                channel: top as usize,
+                score: top_score.min(1.0),
+                name: self.names[top_name as usize].shown.to_string(),
+            }
+        };
+        Outcome {
+            chosen: Some(chosen),
+            alternatives,
+            reason: format!("{why}; {runner_text}"),
+        }
+    }
+
+    fn probes(&self, q: &Query) -> Vec<Probe> {
+        let group_country = features::country_of_group(&q.group);
+        let mut feats: Vec<Features> = q
+            .names
+            .iter()
+            .map(|n| features::of_name(n))
+            .chain(q.tvg_ids.iter().filter_map(|t| features::of_tvg_id(t)))
+            .filter(|f| !f.words.is_empty())
+            .collect();
+        // What one name or id says holds for all: a country, a time shift, a callsign.
+        let country = feats
+            .iter()
+            .find_map(|f| f.country.clone())
+            .or(group_country);
+        let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
+        let callsign = feats.iter().find_map(|f| f.callsign.clone());
+        let mut seen = HashSet::new();
+        feats.retain(|f| seen.insert(f.compact()));
+        feats
+            .into_iter()
+            .map(|f| {
+                let words: Vec<Option<u32>> = {
+                    let mut ws: Vec<&String> = f.words.iter().collect();
+                    ws.sort();
+                    ws.dedup();
+                    ws.iter()
+                        .map(|w| self.words.get(w.as_str()).copied())
+                        .collect()
+                };
+                // A word no guide has weighs as a word seen once.
+                let rare = (1.0 + self.names.len().max(1) as f32).ln();
+                let weight = words
+                    .iter()
+                    .map(|w| w.map_or(rare, |w| self.weights[w as usize]))
+                    .sum();
+                Probe {
+                    numbers: numbers_of(&f.words),
+                    compact: f.compact(),
+                    words,
+                    weight,
+                    shift,
+                    country: country.clone(),
+                    callsign: callsign.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// `p` against `n`: `None` when a hard feature differs.
+    fn score(&self, p: &Probe, n: &Name) -> Option<f32> {
+        if p.shift != n.shift {
+            return None;
+        }
+        if let (Some(a), Some(b)) = (&p.country, &n.country) {
+            if a.as_str() != &**b {
+                return None;
+            }
+        }
+        let same_callsign = match (&p.callsign, &n.callsign) {
+            (Some(a), Some(b)) if a.as_str() != &**b => return None,
+            (Some(_), Some(_)) => true,
+            _ => false,
+        };
+        let numbers: Vec<u32> = p.numbers.iter().filter_map(|s| s.parse().ok()).collect();
+        let mut score = if p.compact == *n.compact {
+            1.0
+        } else if same_callsign {
+            0.95
+        } else if numbers != *n.numbers {
+            return None;
+        } else {
+            let shared: f32 = p
+                .words
+                .iter()
+                .flatten()
+                .filter(|w| n.words.binary_search(w).is_ok())
+                .map(|&w| self.weights[w as usize])
+                .sum();
+            2.0 * shared / (p.weight + n.weight).max(f32::EPSILON)
+        };
+        if same_callsign {
+            score = score.max(0.95);
+        }
+        if p.country.is_some() && p.country.as_deref() == n.country.as_deref() {
+            // Same country: ahead of an otherwise equal name without one.
+            score += 0.01;
+        }
+        Some(score)
+    }
+
+    /// The features that decided a match, as a reason.
+    fn why(&self, probes: &[Probe], n: &Name, score: f32) -> String {
+        let mut parts = vec![format!("score {:.2}", score.min(1.0))];
+        if probes.iter().any(|p| p.compact == *n.compact) {
+            parts.push(format!("same words as \"{}\"", n.shown));
+        } else {
+            parts.push(format!("words shared with \"{}\"", n.shown));
+        }
+        if n.shift > 0 {
+            parts.push(format!("both +{}", n.shift));
+        }
+        if let Some(c) = n.country.as_deref() {
+            if probes.iter().any(|p| p.country.as_deref() == Some(c)) {
+                parts.push(format!("country {c}"));
+            }
+        }
+        if let Some(c) = n.callsign.as_deref() {
+            if probes.iter().any(|p| p.callsign.as_deref() == Some(c)) {
+                parts.push(format!("callsign {}", c.to_uppercase()));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
+/// The numbers among `words`, sorted: two names with different numbers are different
+/// channels.
+fn numbers_of(words: &[String]) -> Vec<String> {
+    let mut n: Vec<String> = words
+        .iter()
+        .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
+        .cloned()
+        .collect();
+    n.sort_by_key(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+    n.dedup();
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guide(names: &[&str]) -> Vec<GuideChannel> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| GuideChannel {
+                source: "g".into(),
+                id: format!("c{i}"),
+                names: vec![(*n).into()],
+            })
+            .collect()
+    }
+
+    fn find(guide_names: &[&str], name: &str) -> Outcome {
+        let index = Index::new(&guide(guide_names));
+        let q = Query {
+            names: vec![name.into()],
+            ..Query::default()
+        };
+        index.find(&q, &HashSet::new(), Settings::default())
+    }
+
+    fn chosen(guide_names: &[&str], name: &str) -> Option<usize> {
+        find(guide_names, name).chosen.map(|c| c.channel)
+    }
+
+    #[test]
+    fn same_words_match_whatever_the_spelling() {
+        let g = ["BBC One", "BBC Two", "ITV", "ITV +1"];
+        assert_eq!(chosen(&g, "BBC One HD"), Some(0));
+        assert_eq!(chosen(&g, "BBCOne"), Some(0));
+        assert_eq!(chosen(&g, "bbc 1 (720p)"), Some(0));
+        assert_eq!(chosen(&g, "ITV FHD"), Some(2));
+        assert_eq!(chosen(&g, "ITV+1"), Some(3));
+        let out = find(&g, "BBC One HD");
+        assert!(
+            out.reason.starts_with("score 1.00, same words"),
+            "{}",
+            out.reason
+        );
+    }
+
+    #[test]
+    fn a_time_shift_never_matches_its_base() {
+        assert_eq!(chosen(&["ITV", "Film4"], "ITV +1"), None);
+        assert_eq!(chosen(&["ITV +1"], "ITV"), None);
+        assert_eq!(chosen(&["Film4 +2"], "Film4 +1"), None);
+    }
+
+    #[test]
+    fn numbers_and_countries_must_agree() {
+        assert_eq!(chosen(&["Sky Sports 2"], "Sky Sports 1"), None);
+        assert_eq!(chosen(&["Channel 5 SG"], "Channel 5 UK"), None);
+        // Country known on one side only: the name decides.
+        assert_eq!(chosen(&["Channel 5"], "Channel 5 UK"), Some(0));
+        // Two channels of the same name: the one of the same country wins.
+        assert_eq!(
+            chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5 UK"),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn ambiguous_or_weak_names_stay_unmatched() {
+        let out = find(&["Sport TV", "Sport Channel"], "Sport");
+        assert_eq!(out.chosen, None, "{}", out.reason);
+        assert_eq!(out.alternatives.len(), 2);
+        assert_eq!(chosen(&["Discovery Science"], "Discovery"), None);
+    }
+
+    #[test]
+    fn taken_channels_and_tvg_ids_and_groups() {
+        let index = Index::new(&guide(&["BBC One", "BBC One"]));
+        let q = Query {
+            names: vec!["BBC1".into()],
+            ..Query::default()
+        };
+        let taken: HashSet<usize> = [0].into();
+        let out = index.find(&q, &taken, Settings::default());
+        assert_eq!(out.chosen.map(|c| c.channel), Some(1), "{}", out.reason);
+        // The tvg-id speaks when the name is unhelpful; the group gives a country.
+        let index = Index::new(&guide(&["Das Erste DE", "Das Erste CH"]));
+        let q = Query {
+            names: vec!["Erste".into()],
+            tvg_ids: vec!["DasErste.de".into()],
+            ..Query::default()
+        };
+        assert_eq!(
+            index
+                .find(&q, &HashSet::new(), Settings::default())
+                .chosen
+                .map(|c| c.channel),
+            Some(0)
+        );
+        let q = Query {
+            names: vec!["Das Erste".into()],
+            group: "DE | Vollprogramm".into(),
+            ..Query::default()
+        };
+        assert_eq!(
+            index
+                .find(&q, &HashSet::new(), Settings::default())
+                .chosen
+                .map(|c| c.channel),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn one_name_twice_in_one_guide_is_ambiguous() {
+        // Across guides the same name is the same channel; within one, two channels.
+        let mut g = guide(&["MTV", "MTV"]);
+        assert_eq!(
+            Index::new(&g)
+                .find(
+                    &Query {
+                        names: vec!["MTV".into()],
+                        ..Query::default()
+                    },
+                    &HashSet::new(),
+                    Settings::default()
+                )
+                .chosen,
+            None
+        );
+        g[1].source = "other".into();
+        let out = Index::new(&g).find(
+            &Query {
+                names: vec!["MTV".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen.map(|c| c.channel), Some(0));
+    }
+
+    #[test]
+    fn callsigns_decide() {
+        assert_eq!(
+            chosen(&["WABC-DT", "WCBS-DT"], "ABC 7 New York WABC"),
+            Some(0)
+        );
+        assert_eq!(chosen(&["WCBS"], "WABC"), None);
+    }
+}

@@ -1,0 +1,350 @@
+//! The match table: for every lineup channel, which guide channel gives it programmes
+//! and why. Precedence, highest first: a match by id (the channel's tvg-id or guide
+//! id, which the mapping API's guide id override sets), an admin's decision (pick,
+//! reject, confirm), a match by display name in a guide, then the matcher's automatic
+//! match. Pure: built from the guides' channel lists and what their last read matched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::matcher::{GuideChannel, Index, Query, Settings};
+
+/// An admin's decision about one lineup channel, as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Decision {
+    /// Keep this guide channel (the match shown when confirming).
+    Confirm { source: String, guide_id: String },
+    /// No guide channel: the channel gets no programmes from matching.
+    Reject,
+    /// This guide channel, chosen by hand.
+    Pick { source: String, guide_id: String },
+}
+
+/// How a lineup channel got its guide channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// A guide knows it by id or by its display name.
+    Exact,
+    /// The matcher chose it.
+    Auto,
+    Confirmed,
+    Rejected,
+    Picked,
+    Unmatched,
+}
+
+/// One guide channel offered as an alternative.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Alternative {
+    pub guide_id: String,
+    pub name: String,
+    pub score: f32,
+    /// The guide it is in (a service's name, or an extra guide's).
+    pub source: String,
+}
+
+/// One lineup channel's line of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    /// The lineup channel's id (slug).
+    pub channel: String,
+    pub name: String,
+    /// The guide channel's XMLTV id in its guide; `None` when unmatched or rejected.
+    pub guide_id: Option<String>,
+    /// The guide it is in.
+    pub source: Option<String>,
+    /// The matcher's score (1.0 for an exact match); `None` for decisions and
+    /// channels without a match.
+    pub score: Option<f32>,
+    pub state: State,
+    /// Why: the score and the features that decided, or the decision.
+    pub reason: String,
+    /// The best candidates the matcher found, best first.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// What is known of one lineup channel.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelInfo {
+    pub id: String,
+    pub name: String,
+    pub group: String,
+    pub guide_id: String,
+    /// Its sources' names.
+    pub source_names: Vec<String>,
+    /// Its guide id is set by hand (the channel mapping): only a guide channel of
+    /// that id may give it programmes, never a decision or the matcher.
+    pub pinned: bool,
+}
+
+/// One guide's channels: (XMLTV id, display names), in document order.
+pub struct Catalogue<'a> {
+    pub source: &'a str,
+    pub channels: &'a [(String, Vec<String>)],
+}
+
+/// A match found by the guide reads themselves: lineup channel → (source, guide id,
+/// by id rather than by name).
+pub type Found = HashMap<String, (String, String, bool)>;
+
+/// The table, in lineup order.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub entries: Vec<Entry>,
+    by_channel: HashMap<String, usize>,
+}
+
+impl Table {
+    pub fn get(&self, channel: &str) -> Option<&Entry> {
+        self.by_channel.get(channel).map(|&i| &self.entries[i])
+    }
+
+    /// Guide channel id (lowercase) → lineup channel, of `source`'s channels that a
+    /// decision or the matcher gave to a lineup channel: what its next read keeps.
+    pub fn assigned(&self, source: &str) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .filter(|e| {
+                matches!(e.state, State::Auto | State::Confirmed | State::Picked)
+                    && e.source.as_deref() == Some(source)
+            })
+            .filter_map(|e| Some((e.guide_id.as_ref()?.to_lowercase(), e.channel.clone())))
+            .collect()
+    }
+}
+
+/// Builds the table. `catalogues` come in priority order; `found` says what the reads
+/// matched themselves; `decisions` are the admin's.
+pub fn build(
+    channels: &[ChannelInfo],
+    catalogues: &[Catalogue<'_>],
+    found: &Found,
+    decisions: &HashMap<String, Decision>,
+    settings: Settings,
+) -> Table {
+    let mut all: Vec<GuideChannel> = Vec::new();
+    let mut position: HashMap<(&str, String), usize> = HashMap::new();
+    for c in catalogues {
+        for (id, names) in c.channels {
+            position
+                .entry((c.source, id.to_lowercase()))
+                .or_insert(all.len());
+            all.push(GuideChannel {
+                source: c.source.to_string(),
+                id: id.clone(),
+                names: names.clone(),
+            });
+        }
+    }
+    let name_of = |source: &str, id: &str| -> Option<usize> {
+        position.get(&(source, id.to_lowercase())).copied()
+    };
+    let index = Index::new(&all);
+    let mut taken: HashSet<usize> = HashSet::new();
+    let mut entries: Vec<Option<Entry>> = vec![None; channels.len()];
+    let entry =
+        |c: &ChannelInfo, state, guide: Option<(&str, &str)>, score, reason: String| Entry {
+            channel: c.id.clone(),
+            name: c.name.clone(),
+            guide_id: guide.map(|(_, id)| id.to_string()),
+            source: guide.map(|(s, _)| s.to_string()),
+            score,
+            state,
+            reason,
+            alternatives: Vec::new(),
+        };
+    // Matches by id, then decisions, then matches by name.
+    for (i, c) in channels.iter().enumerate() {
+        let exact = found.get(&c.id);
+        if let Some((source, id, true)) = exact {
+            taken.extend(name_of(source, id));
+            entries[i] = Some(entry(
+                c,
+                State::Exact,
+                Some((source, id)),
+                Some(1.0),
+                format!("guide `{source}` lists it by id `{id}`"),
+            ));
+            continue;
+        }
+        if c.pinned {
+            entries[i] = Some(entry(
+                c,
+                State::Unmatched,
+                None,
+                None,
+                format!(
+                    "its guide id `{}` is set by the channel mapping, and no guide lists it",
+                    c.guide_id
+                ),
+            ));
+            continue;
+        }
+        match decisions.get(&c.id) {
+            Some(Decision::Reject) => {
+                entries[i] = Some(entry(
+                    c,
+                    State::Rejected,
+                    None,
+                    None,
+                    "rejected by an admin".into(),
+                ));
+            }
+            Some(Decision::Pick { source, guide_id })
+            | Some(Decision::Confirm { source, guide_id }) => {
+                let picked = matches!(decisions.get(&c.id), Some(Decision::Pick { .. }));
+                let (state, what) = if picked {
+                    (State::Picked, "picked")
+                } else {
+                    (State::Confirmed, "confirmed")
+                };
+                let reason = match name_of(source, guide_id) {
+                    Some(n) => {
+                        taken.insert(n);
+                        format!("{what} by an admin")
+                    }
+                    None => format!("{what} by an admin; guide `{source}` does not list it now"),
+                };
+                entries[i] = Some(entry(c, state, Some((source, guide_id)), None, reason));
+            }
+            None => {
+                if let Some((source, id, false)) = exact {
+                    taken.extend(name_of(source, id));
+                    entries[i] = Some(entry(
+                        c,
+                        State::Exact,
+                        Some((source, id)),
+                        Some(1.0),
+                        format!("guide `{source}` lists it by its display name"),
+                    ));
+                }
+            }
+        }
+    }
+    // The matcher, for the rest; a guide channel goes to one lineup channel only,
+    // the one it scores best for (the first in lineup order among equals).
+    let mut auto: Vec<(usize, f32, usize, super::Outcome)> = Vec::new();
+    for (i, c) in channels.iter().enumerate() {
+        let query = Query {
+            names: std::iter::once(c.name.clone())
+                .chain(c.source_names.iter().cloned())
+                .collect(),
+            tvg_ids: vec![c.guide_id.clone()],
+            group: c.group.clone(),
+        };
+        let outcome = index.find(&query, &taken, settings);
+        let alternatives: Vec<Alternative> = outcome
+            .alternatives
+            .iter()
+            .map(|s| Alternative {
+                guide_id: all[s.channel].id.clone(),
+                name: s.name.clone(),
+                score: round(s.score),
+                source: all[s.channel].source.clone(),
+            })
+            .collect();
+        match &mut entries[i] {
+            Some(e) => e.alternatives = alternatives,
+            slot @ None => {
+                let mut e = entry(c, State::Unmatched, None, None, outcome.reason.clone());
+                e.alternatives = alternatives;
+                *slot = Some(e);
+                if let Some(chosen) = &outcome.chosen {
+                    auto.push((i, chosen.score, chosen.channel, outcome));
+                }
+            }
+        }
+    }
+    auto.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut winner: HashMap<usize, usize> = HashMap::new();
+    for (i, score, guide, outcome) in auto {
+        let Some(e) = entries[i].as_mut() else {
+            continue;
+        };
+        if let Some(&other) = winner.get(&guide) {
+            e.reason = format!(
+                "its best guide channel `{}` went to `{}`, a better match",
+                all[guide].id, channels[other].id
+            );
+            continue;
+        }
+        winner.insert(guide, i);
+        e.state = State::Auto;
+        e.guide_id = Some(all[guide].id.clone());
+        e.source = Some(all[guide].source.clone());
+        e.score = Some(round(score));
+        e.reason = outcome.reason;
+    }
+    let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+    let by_channel = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.channel.clone(), i))
+        .collect();
+    Table {
+        entries,
+        by_channel,
+    }
+}
+
+/// Channels whose decisions keep display names from matching them.
+pub fn decided(decisions: &HashMap<String, Decision>) -> BTreeSet<String> {
+    decisions.keys().cloned().collect()
+}
+
+fn round(score: f32) -> f32 {
+    (score * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, name: &str) -> ChannelInfo {
+        ChannelInfo {
+            id: id.into(),
+            name: name.into(),
+            guide_id: format!("{id}.freesky"),
+            ..ChannelInfo::default()
+        }
+    }
+
+    #[test]
+    fn precedence_and_one_guide_channel_per_lineup_channel() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("a".into(), vec!["Alpha".into()]),
+            ("b".into(), vec!["BBC One HD".into()]),
+            ("c".into(), vec!["Gamma".into()]),
+        ];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+        }];
+        let channels = [
+            info("alpha", "Alpha"),
+            info("bbc", "BBCOne"),
+            info("bbc1", "BBC 1"),
+            info("gamma", "Gamma"),
+        ];
+        let found: Found = [("alpha".to_string(), ("s".into(), "a".into(), true))].into();
+        let decisions: HashMap<String, Decision> = [("gamma".to_string(), Decision::Reject)].into();
+        let t = build(&channels, &cats, &found, &decisions, Settings::default());
+        let state = |c: &str| t.get(c).unwrap().state;
+        assert_eq!(state("alpha"), State::Exact);
+        assert_eq!(state("bbc"), State::Auto);
+        assert_eq!(
+            state("bbc1"),
+            State::Unmatched,
+            "{}",
+            t.get("bbc1").unwrap().reason
+        );
+        assert_eq!(state("gamma"), State::Rejected);
+        assert_eq!(
+            t.assigned("s"),
+            [("b".to_string(), "bbc".to_string())].into()
+        );
+    }
+}

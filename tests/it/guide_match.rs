@@ -1,0 +1,369 @@
+//! Guide matching through the surface: an M3U service whose tvg-ids no guide knows,
+//! its XMLTV and extra `[[guides]]` on 127.0.0.1; automatic matches give programmes
+//! under the lineup channel's guide id (validated by `tv_validate_file`), a "+1" never
+//! takes its base channel's guide, ambiguous names stay unmatched, admin decisions
+//! take effect and survive a restart, and a broken extra guide is reported while the
+//! others keep serving.
+
+use serde_json::Value;
+
+use crate::common::{eventually, tv_validate, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
+
+const XML: &str = "application/xml";
+
+/// An XMLTV document: `channels` as (id, display-name), one programme each, titled
+/// "<id> show".
+fn xmltv(channels: &[(&str, &str)]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
+    for (id, name) in channels {
+        s.push_str(&format!(
+            "<channel id=\"{id}\"><display-name>{name}</display-name></channel>\n"
+        ));
+    }
+    for (id, _) in channels {
+        s.push_str(&format!(
+            "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
+            at(0),
+            at(1)
+        ));
+    }
+    s.push_str("</tv>\n");
+    s
+}
+
+/// An M3U of (tvg-id, name) entries.
+fn m3u(entries: &[(&str, &str)]) -> String {
+    let mut s = String::from("#EXTM3U\n");
+    for (i, (id, name)) in entries.iter().enumerate() {
+        s.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"{id}\" group-title=\"UK | General\",{name}\nhttp://127.0.0.1:9/{i}.m3u8\n"
+        ));
+    }
+    s
+}
+
+/// The provider's list: tvg-ids in its own scheme, names written its own way.
+const ENTRIES: &[(&str, &str)] = &[("p-101", "BBCOne"), ("p-102", "ITV +1"), ("p-103", "Sport")];
+
+/// Its guide: other ids, other spellings, and no "ITV +1".
+const GUIDE: &[(&str, &str)] = &[
+    ("BBCOne.uk", "BBC One HD"),
+    ("ITV.uk", "ITV"),
+    ("SportTV.pt", "Sport TV"),
+    ("SportChannel.us", "Sport Channel"),
+];
+
+async fn upstream() -> FakeUpstream {
+    FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(ENTRIES))
+        .text("/guide.xml", XML, xmltv(GUIDE))
+        .start()
+}
+
+fn config(up: &FakeUpstream, extra: &str) -> String {
+    format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n\n{extra}",
+        up.url("/list.m3u"),
+        up.url("/guide.xml")
+    )
+}
+
+/// (guide id, programme titles) of `channel` (its lineup name) in `/epg.xml`.
+async fn programmes_of(app: &TestApp, name: &str) -> (String, Vec<String>) {
+    let c = app.channel_named(name).await;
+    let guide_id = c["guide_id"].as_str().unwrap().to_string();
+    let xml = app.get_text_ok("/epg.xml").await;
+    let marker = format!("channel=\"{guide_id}\"");
+    let titles = xml
+        .split("<programme ")
+        .skip(1)
+        .filter(|p| p.contains(&marker))
+        .filter_map(|p| {
+            let t = p.split_once("<title")?.1.split_once('>')?.1;
+            Some(t.split_once("</title>")?.0.to_string())
+        })
+        .collect();
+    (guide_id, titles)
+}
+
+async fn matches(app: &TestApp, query: &str) -> Value {
+    let (status, body) = app.get_json(&format!("/api/guide/matches{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// POSTs a decision; asserts 200 and answers the body.
+async fn post(app: &TestApp, channel: &str, body: &str) -> Value {
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{channel}"),
+            body,
+            None,
+        )
+        .await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn line<'a>(page: &'a Value, channel: &str) -> &'a Value {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == channel)
+        .unwrap_or_else(|| panic!("no line for {channel} in {page}"))
+}
+
+#[tokio::test]
+async fn automatic_matches_give_programmes_but_never_a_base_to_its_plus_one_nor_an_ambiguous_name()
+{
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+
+    let (guide_id, titles) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(
+        guide_id,
+        "p-101.freesky".replace("p-101.freesky", &guide_id)
+    );
+    assert_eq!(
+        titles,
+        ["BBCOne.uk show"],
+        "matched by name features, under our guide id"
+    );
+    let (_, titles) = programmes_of(&app, "ITV +1").await;
+    assert!(
+        titles.is_empty(),
+        "a +1 never takes its base channel's guide: {titles:?}"
+    );
+    let (_, titles) = programmes_of(&app, "Sport").await;
+    assert!(
+        titles.is_empty(),
+        "an ambiguous name stays unmatched: {titles:?}"
+    );
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+
+    let page = matches(&app, "").await;
+    assert_eq!(page["total"], 3, "{page}");
+    let bbc = line(&page, "BBCOne");
+    assert_eq!(bbc["state"], "auto", "{bbc}");
+    assert_eq!(bbc["guide_id"], "BBCOne.uk");
+    assert!(bbc["score"].as_f64().unwrap() >= 0.9, "{bbc}");
+    assert!(
+        bbc["reason"].as_str().unwrap().contains("BBC One HD"),
+        "{bbc}"
+    );
+    let itv = line(&page, "ITV +1");
+    assert_eq!(itv["state"], "unmatched", "{itv}");
+    assert!(itv["guide_id"].is_null());
+    let sport = line(&page, "Sport");
+    assert_eq!(sport["state"], "unmatched", "{sport}");
+    assert!(
+        sport["reason"].as_str().unwrap().contains("Sport Channel"),
+        "{sport}"
+    );
+    let alternatives = sport["alternatives"].as_array().unwrap();
+    assert!(alternatives.len() >= 2, "{sport}");
+    assert_eq!(alternatives[0]["source"], "P");
+
+    // Paging and the state filter.
+    let page = matches(&app, "?state=unmatched&offset=1&limit=1").await;
+    assert_eq!(page["total"], 2, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let (status, _) = app.get_json("/api/guide/matches?state=nope").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn admin_decisions_take_effect_and_survive_a_restart() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    matches(&app, "").await;
+    let itv_id = app.channel_named("ITV +1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bbc_id = app.channel_named("BBCOne").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let picked = post(&app, &itv_id, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+    assert_eq!(picked["guide_id"], "ITV.uk");
+    let rejected = post(&app, &bbc_id, r#"{"action":"reject"}"#).await;
+    assert_eq!(rejected["state"], "rejected", "{rejected}");
+
+    eventually("the picked guide channel's programmes", || async {
+        let (_, titles) = programmes_of(&app, "ITV +1").await;
+        (titles == ["ITV.uk show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+    let (_, titles) = programmes_of(&app, "BBCOne").await;
+    assert!(titles.is_empty(), "rejected: {titles:?}");
+
+    // A pick of a guide channel no guide lists, and a bad action, are refused.
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{itv_id}"),
+            r#"{"action":"pick","guide_id":"Nope.uk"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+
+    app.restart().await;
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "ITV +1")["state"], "picked", "{page}");
+    assert_eq!(line(&page, "BBCOne")["state"], "rejected", "{page}");
+    eventually(
+        "programmes after a restart follow the decisions",
+        || async {
+            let (_, itv) = programmes_of(&app, "ITV +1").await;
+            let (_, bbc) = programmes_of(&app, "BBCOne").await;
+            (itv == ["ITV.uk show"] && bbc.is_empty())
+                .then_some(())
+                .ok_or(format!("{itv:?} {bbc:?}"))
+        },
+    )
+    .await;
+
+    // Reset: the automatic match is back.
+    let reset = post(&app, &bbc_id, r#"{"action":"reset"}"#).await;
+    assert_eq!(reset["state"], "auto", "{reset}");
+    eventually("the automatic match's programmes again", || async {
+        let (_, titles) = programmes_of(&app, "BBCOne").await;
+        (titles == ["BBCOne.uk show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn extra_guides_supply_programmes_and_a_broken_one_is_reported() {
+    let up = upstream().await;
+    let extra = FakeUpstream::bind()
+        .await
+        .text(
+            "/extra.xml",
+            XML,
+            xmltv(&[("ITVPlus1.uk", "ITV+1"), ("Film4.uk", "Film Four")]),
+        )
+        .text("/broken.xml", XML, "<tv><channel id=\"x\"><display-name>X")
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("p-102", "ITV +1"), ("p-104", "Film 4")]),
+        )
+        .start();
+    let guides = format!(
+        "[[guides]]\nname = \"extra\"\nurl = \"{}\"\n\n[[guides]]\nurl = \"{}\"\n",
+        extra.url("/extra.xml"),
+        extra.url("/broken.xml")
+    );
+    let cfg = format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n{guides}",
+        list.url("/list.m3u")
+    );
+    let app = TestApp::spawn(&cfg).await;
+    drop(up);
+
+    let (_, titles) = programmes_of(&app, "Film 4").await;
+    assert_eq!(titles, ["Film4.uk show"]);
+    let (_, titles) = programmes_of(&app, "ITV +1").await;
+    assert_eq!(titles, ["ITVPlus1.uk show"], "the +1 of the extra guide");
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+
+    let (status, body) = app.get_json("/api/guide/status").await;
+    assert_eq!(status, 200);
+    let good = &body["guides"]["extra"];
+    assert!(good["last_error"].is_null(), "{body}");
+    let broken = &body["guides"]["guide-2"];
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("XMLTV")
+            || broken["last_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ended"),
+        "{body}"
+    );
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "Film 4")["source"], "extra", "{page}");
+}
+
+#[tokio::test]
+async fn extra_guide_config_problems_are_reported_at_their_line() {
+    let text = "[[guides]]\nname = \"a\"\n\n[[guides]]\nurl = \"ftp://x/y.xml\"\nfile = \"/tmp/x.xml\"\n\n[[guides]]\nurl = \"http://h/g.xml\"\ntimeout = \"0s\"\nsize = 1\n";
+    let err = freesky::config::Config::parse(text, "f.toml", &|_| None)
+        .map(drop)
+        .expect_err("refused")
+        .to_string();
+    for needle in [
+        "f.toml:1: guides[0]",
+        "guides[1].file",
+        "guides[2].timeout",
+        "guides[2].size",
+    ] {
+        assert!(err.contains(needle), "{needle} missing in:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_mapping_guide_id_override_beats_the_matcher() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let bbc = app.channel_named("BBCOne").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(line(&matches(&app, "").await, "BBCOne")["state"], "auto");
+
+    let patch = |tvg: &'static str| {
+        let app = &app;
+        let path = format!("/api/channels/{bbc}");
+        async move {
+            let body = format!("{{\"tvg_id\":\"{tvg}\"}}");
+            let resp = app
+                .send_json(reqwest::Method::PATCH, &path, &body, None)
+                .await;
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    // A guide id set by hand that no guide lists: no automatic match any more.
+    patch("Custom.id").await;
+    eventually("the override to stop the automatic match", || async {
+        let l = line(&matches(&app, "").await, "BBCOne").clone();
+        (l["state"] == "unmatched" && l["reason"].as_str().unwrap().contains("mapping"))
+            .then_some(())
+            .ok_or(l.to_string())
+    })
+    .await;
+    let (guide_id, titles) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(guide_id, "Custom.id");
+    assert!(titles.is_empty(), "{titles:?}");
+
+    // One a guide lists: matched by id.
+    patch("SportTV.pt").await;
+    eventually("the override's guide channel", || async {
+        let (_, titles) = programmes_of(&app, "BBCOne").await;
+        (titles == ["SportTV.pt show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+    let l = line(&matches(&app, "").await, "BBCOne").clone();
+    assert_eq!(l["state"], "exact", "{l}");
+}
