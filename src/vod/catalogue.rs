@@ -365,13 +365,22 @@ impl Catalogue {
             let (x, y) = (item(&a.0[0]), item(&b.0[0]));
             (&x.key, x.year, &x.name).cmp(&(&y.key, y.year, &y.name))
         });
+        // Titles a list holds twice under one name and year keep apart: the second
+        // and later ones are `#2`, `#3`... (in name order, so stable while the list is).
+        let mut seen: HashMap<String, u32> = HashMap::new();
         let keys = titles
             .iter()
             .map(|(refs, tmdb)| {
                 let first = item(&refs[0]);
-                match tmdb {
+                let key = match tmdb {
                     0 => format!("n:{}|{}", first.key, first.year),
                     t => format!("t:{t}"),
+                };
+                let n = seen.entry(key.clone()).or_insert(0);
+                *n += 1;
+                match *n {
+                    1 => key,
+                    n => format!("{key}#{n}"),
                 }
             })
             .collect();
@@ -536,6 +545,19 @@ mod tests {
         assert_eq!(titles[1].1, ["A:2", "B:y"]);
         assert_eq!(titles[2].1, ["A:3"]);
         assert!(keys.contains(&"t:949".to_string()));
+        // Two titles of one list with one name and year keep two keys.
+        assert!(keys.contains(&"n:solaris|1972".to_string()));
+        let (_, keys) = Catalogue::merge(
+            VodKind::Movie,
+            vec![list(
+                "A",
+                vec![
+                    listed("1", "Dup", None, None),
+                    listed("2", "Dup", None, None),
+                ],
+            )],
+        );
+        assert_eq!(keys, ["n:dup|0", "n:dup|0#2"]);
         let filter = Filter {
             query: crate::lineup::normalise("amél"),
             category: Some("drama"),
