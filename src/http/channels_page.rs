@@ -107,6 +107,7 @@ pub(super) struct Live {
 )]
 async fn page(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let Query(query) = query.map_err(|e| AppError::BadRequest(format!("bad query string: {e}")))?;
@@ -115,7 +116,7 @@ async fn page(
     let group = query.group.as_deref().unwrap_or_default();
     let service = query.service.as_deref().unwrap_or_default();
 
-    let lineup = s.registry.lineup().await?;
+    let lineup = super::logos::lineup(&s, &headers).await?;
     let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
     let mut items = Vec::with_capacity(limit.min(1024));
     let mut total = 0;

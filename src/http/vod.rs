@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -313,57 +313,6 @@ async fn series_details(
     Ok(Json(v))
 }
 
-/// Plays `sources` in order.
-// replaced by http::media::play at merge
-async fn play(
-    s: &AppState,
-    sources: Vec<MediaSource>,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let mut last = None;
-    for src in sources {
-        let (Some(service), Ok(url)) =
-            (s.registry.service(&src.service), url::Url::parse(&src.url))
-        else {
-            continue;
-        };
-        match service.fetch(&url, &src.headers, range).await {
-            Ok(f) => {
-                let mut resp = Response::builder()
-                    .status(StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK))
-                    .header(header::ACCEPT_RANGES, "bytes");
-                if let Some(t) = f.content_type.as_deref() {
-                    resp = resp.header(header::CONTENT_TYPE, t);
-                }
-                if let Some(n) = f.content_length {
-                    resp = resp.header(header::CONTENT_LENGTH, n);
-                }
-                if let Some(r) = f.content_range.as_deref() {
-                    resp = resp.header(header::CONTENT_RANGE, r);
-                }
-                let body = if method == Method::HEAD {
-                    Body::empty()
-                } else {
-                    Body::from_stream(f.body)
-                };
-                return resp.body(body).unwrap_or_else(|e| {
-                    AppError::Internal(format!("response: {e}")).into_response()
-                });
-            }
-            Err(e) => {
-                tracing::warn!(service = %src.service, "media source failed: {e}");
-                last = Some(e);
-            }
-        }
-    }
-    match last {
-        Some(e) => AppError::Upstream(e).into_response(),
-        None => AppError::NotFound("the title has no source to play from".into()).into_response(),
-    }
-}
-
 /// The media sources of movie or episode `id` for `a`.
 pub(crate) async fn media_sources(
     s: &AppState,
@@ -385,7 +334,7 @@ pub(crate) async fn play_sources(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    play(s, sources, method, headers).await
+    super::media::play(s, sources, method, headers).await
 }
 
 /// Plays movie or episode `id` for `a` (the media, Range passed through).
@@ -398,7 +347,7 @@ pub(crate) async fn play_title(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let sources = media_sources(s, kind, id, a).await?;
-    Ok(play(s, sources, method, headers).await)
+    Ok(super::media::play(s, sources, method, headers).await)
 }
 
 /// A movie's media: its sources tried in priority order; `Range` is passed through

@@ -115,10 +115,4 @@ pub struct VodLists {
 }
 
 /// One place a movie or episode can be played from, tried in order at play time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaSource {
-    /// The service's configured name (its requests go through that service).
-    pub service: String,
-    pub url: String,
-    pub headers: Headers,
-}
+pub use crate::streams::media::MediaSource;

@@ -114,6 +114,7 @@ async fn cache_mode_points_every_logo_and_icon_at_freesky() {
         "/playlist.m3u".to_string(),
         "/api/channels/all".to_string(),
         "/api/channels/search?q=o".to_string(),
+        "/api/channels?limit=10".to_string(),
         "/epg.xml".to_string(),
         format!("/get.php?{creds}&type=m3u_plus"),
         format!("/player_api.php?{creds}&action=get_live_streams"),
@@ -153,7 +154,11 @@ async fn cache_mode_points_every_logo_and_icon_at_freesky() {
         );
     }
     // The guide's programme icon too.
-    let epg = &outputs[3].1;
+    let epg = &outputs
+        .iter()
+        .find(|(path, _)| path == "/epg.xml")
+        .expect("the guide was read")
+        .1;
     assert_eq!(logo_urls(epg).len(), 3, "{epg}");
 
     // And the links serve the images (One's logo, the programme's icon; Two's logo
