@@ -6,6 +6,7 @@
 //! see is 404 like an unknown one. Long lists are streamed in chunks, never built
 //! whole in memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -102,7 +103,8 @@ pub struct TitleItem<'a> {
     pub year: Option<u16>,
     pub category: &'a str,
     /// Poster image URL; empty: none.
-    pub poster: &'a str,
+    #[schema(value_type = String)]
+    pub poster: Cow<'a, str>,
     /// The services it plays from, in the order they are tried.
     pub sources: Vec<&'a str>,
 }
@@ -113,13 +115,35 @@ pub struct CategoryCount<'a> {
     pub count: usize,
 }
 
-fn item<'a>(t: &TitleRef<'a>, a: Option<&Account>) -> TitleItem<'a> {
+/// Where posters point: the upstream's image, or freesky's `/logos/` link to it when
+/// `[logos]` proxies or caches images.
+#[derive(Clone)]
+struct Posters {
+    logos: Arc<crate::logos::Logos>,
+    base: String,
+}
+
+impl Posters {
+    fn new(s: &AppState, headers: &HeaderMap) -> Self {
+        Self {
+            logos: s.logos.clone(),
+            base: base_url(&s.config, headers),
+        }
+    }
+
+    fn of<'a>(&self, t: &TitleRef<'a>) -> Cow<'a, str> {
+        let (service, poster) = t.poster_source();
+        self.logos.url(&self.base, service, poster)
+    }
+}
+
+fn item<'a>(t: &TitleRef<'a>, a: Option<&Account>, posters: &Posters) -> TitleItem<'a> {
     TitleItem {
         id: t.id(),
         title: t.name(),
         year: t.year(),
         category: t.category(),
-        poster: t.poster(),
+        poster: posters.of(t),
         sources: t
             .services()
             .filter(|s| crate::vod::library::source_allowed(a, s))
@@ -132,6 +156,7 @@ fn page<'a>(
     p: &'a ListParams,
     filter: &'a Filter<'a>,
     a: Option<&Account>,
+    posters: &Posters,
 ) -> TitlePage<'a> {
     let offset = p.offset.unwrap_or(0);
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
@@ -139,7 +164,7 @@ fn page<'a>(
     let mut items = Vec::with_capacity(limit);
     for t in cat.select(filter).filter(|t| sees(a, t)) {
         if total >= offset && items.len() < limit {
-            items.push(item(&t, a));
+            items.push(item(&t, a, posters));
         }
         total += 1;
     }
@@ -165,13 +190,20 @@ fn page<'a>(
     }
 }
 
-async fn list(s: &AppState, kind: VodKind, p: ListParams, viewer: &Viewer) -> Response {
+async fn list(
+    s: &AppState,
+    kind: VodKind,
+    p: ListParams,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+) -> Response {
     let snap = s.vod.current().await;
     let filter = Filter {
         query: crate::lineup::normalise(p.q.as_deref().unwrap_or("")),
         category: p.category.as_deref().filter(|c| !c.is_empty()),
     };
-    Json(page(snap.of(kind), &p, &filter, account(viewer))).into_response()
+    let posters = Posters::new(s, headers);
+    Json(page(snap.of(kind), &p, &filter, account(viewer), &posters)).into_response()
 }
 
 /// One page of movies, by title (search, category, paging).
@@ -189,8 +221,9 @@ async fn list_movies(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
     viewer: Viewer,
+    headers: HeaderMap,
 ) -> Response {
-    list(&s, VodKind::Movie, p, &viewer).await
+    list(&s, VodKind::Movie, p, &viewer, &headers).await
 }
 
 /// One page of series, by title (search, category, paging).
@@ -208,8 +241,9 @@ async fn list_series(
     State(s): State<AppState>,
     Query(p): Query<ListParams>,
     viewer: Viewer,
+    headers: HeaderMap,
 ) -> Response {
-    list(&s, VodKind::Series, p, &viewer).await
+    list(&s, VodKind::Series, p, &viewer, &headers).await
 }
 
 /// A title id in a path, with or without a file extension (`12`, `12.mkv`).
@@ -239,13 +273,15 @@ async fn movie_details(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
+    let posters = Posters::new(&s, &headers);
     let id = title_id(&id)?;
     let a = account(&viewer);
     let snap = s.vod.current().await;
     let t = visible(&snap, VodKind::Movie, id, a)?;
     let d = s.vod.title_details(t, a).await;
-    let mut v = serde_json::to_value(item(&t, a)).unwrap_or_default();
+    let mut v = serde_json::to_value(item(&t, a, &posters)).unwrap_or_default();
     let d = d.as_deref().cloned().unwrap_or_default();
     v["plot"] = json!(d.plot);
     v["genre"] = json!(d.genre);
@@ -277,7 +313,9 @@ async fn series_details(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
+    let posters = Posters::new(&s, &headers);
     let id = title_id(&id)?;
     let a = account(&viewer);
     let snap = s.vod.current().await;
@@ -303,7 +341,7 @@ async fn series_details(
             }));
         }
     }
-    let mut v = serde_json::to_value(item(&t, a)).unwrap_or_default();
+    let mut v = serde_json::to_value(item(&t, a, &posters)).unwrap_or_default();
     v["plot"] = json!(d.plot);
     v["genre"] = json!(d.genre);
     v["cast"] = json!(d.cast);
@@ -492,6 +530,7 @@ use futures::StreamExt as _;
 async fn vod_m3u(State(s): State<AppState>, viewer: Viewer, headers: HeaderMap) -> Response {
     let snap = s.vod.current().await;
     let base = base_url(&s.config, &headers);
+    let posters = Posters::new(&s, &headers);
     let login = viewer.0.as_ref().map(|l| {
         format!(
             "?username={}&password={}",
@@ -517,7 +556,7 @@ async fn vod_m3u(State(s): State<AppState>, viewer: Viewer, headers: HeaderMap) 
             "#EXTINF:-1 tvg-id=\"movie-{id}\" tvg-name=\"{n}\" tvg-logo=\"{logo}\" group-title=\"{g}\",{name}\n{base}/api/movie/{id}.{ext}{suffix}\n",
             id = t.id(),
             n = attr(t.name()),
-            logo = attr(t.poster()),
+            logo = attr(&posters.of(t)),
             g = attr(t.category()),
             ext = t.ext(),
         );
@@ -617,6 +656,7 @@ fn xtream_list(
     kind: VodKind,
     account: Arc<Account>,
     only: Option<u32>,
+    posters: Posters,
 ) -> Response {
     let first = std::sync::atomic::AtomicBool::new(true);
     let body = streamed(snap, kind, Bytes::from_static(b"["), "]", move |t, out| {
@@ -642,7 +682,7 @@ fn xtream_list(
                     year,
                     stream_type: "movie",
                     stream_id: t.id(),
-                    stream_icon: t.poster(),
+                    stream_icon: &posters.of(t),
                     rating: rating_text(r),
                     rating_5based: r.map_or(0.0, |r| (r * 5.0).round() / 10.0),
                     tmdb: opt_text(t.tmdb()),
@@ -665,7 +705,7 @@ fn xtream_list(
                     release_date: year.clone(),
                     year,
                     series_id: t.id(),
-                    cover: t.poster(),
+                    cover: &posters.of(t),
                     plot: "",
                     cast: "",
                     director: "",
@@ -694,7 +734,9 @@ pub(crate) async fn xtream_action(
     account: &Arc<Account>,
     action: &str,
     q: &HashMap<String, String>,
+    headers: &HeaderMap,
 ) -> Option<Result<Response, AppError>> {
+    let posters = Posters::new(s, headers);
     let kind = match action {
         "get_vod_categories" | "get_vod_streams" | "get_vod_info" => VodKind::Movie,
         "get_series_categories" | "get_series" | "get_series_info" => VodKind::Series,
@@ -725,16 +767,16 @@ pub(crate) async fn xtream_action(
             Ok(Json(cats).into_response())
         }
         "get_vod_streams" | "get_series" => match number("category_id") {
-            Ok(only) => Ok(xtream_list(snap, kind, account.clone(), only)),
+            Ok(only) => Ok(xtream_list(snap, kind, account.clone(), only, posters)),
             Err(e) => Err(e),
         },
         "get_vod_info" => match number("vod_id") {
             Err(e) => Err(e),
-            Ok(id) => Ok(Json(vod_info(s, &snap, id, a).await).into_response()),
+            Ok(id) => Ok(Json(vod_info(s, &snap, id, a, &posters).await).into_response()),
         },
         _ => match number("series_id") {
             Err(e) => Err(e),
-            Ok(id) => series_info(s, &snap, id, a)
+            Ok(id) => series_info(s, &snap, id, a, &posters)
                 .await
                 .map(|v| Json(v).into_response()),
         },
@@ -743,7 +785,13 @@ pub(crate) async fn xtream_action(
 
 /// `get_vod_info`: `info` and `movie_data` as panels send them; an unknown (or
 /// unseen) movie is `{"info": [], "movie_data": []}`, as panels answer.
-async fn vod_info(s: &AppState, snap: &Snapshot, id: Option<u32>, a: Option<&Account>) -> Value {
+async fn vod_info(
+    s: &AppState,
+    snap: &Snapshot,
+    id: Option<u32>,
+    a: Option<&Account>,
+    posters: &Posters,
+) -> Value {
     let Some(t) = id.and_then(|id| visible(snap, VodKind::Movie, id, a).ok()) else {
         return json!({ "info": [], "movie_data": [] });
     };
@@ -758,8 +806,8 @@ async fn vod_info(s: &AppState, snap: &Snapshot, id: Option<u32>, a: Option<&Acc
             "tmdb_id": tmdb,
             "name": t.name(),
             "o_name": t.name(),
-            "cover_big": t.poster(),
-            "movie_image": t.poster(),
+            "cover_big": posters.of(&t),
+            "movie_image": posters.of(&t),
             "releasedate": d.release_date,
             "release_date": d.release_date,
             "episode_run_time": (secs / 60).to_string(),
@@ -803,6 +851,7 @@ async fn series_info(
     snap: &Snapshot,
     id: Option<u32>,
     a: Option<&Account>,
+    posters: &Posters,
 ) -> Result<Value, AppError> {
     let Some((id, t)) = id.and_then(|id| Some((id, visible(snap, VodKind::Series, id, a).ok()?)))
     else {
@@ -825,8 +874,8 @@ async fn series_info(
                 "overview": "",
                 "season_number": e.season,
                 "vote_average": 0,
-                "cover": t.poster(),
-                "cover_big": t.poster(),
+                "cover": posters.of(&t),
+                "cover_big": posters.of(&t),
             }));
         }
         let list = by_season
@@ -839,7 +888,7 @@ async fn series_info(
                 "title": if e.title.is_empty() { format!("{} S{:02}E{:02}", t.name(), e.season, e.episode) } else { e.title.clone() },
                 "container_extension": e.ext,
                 "info": {
-                    "movie_image": t.poster(),
+                    "movie_image": posters.of(&t),
                     "plot": "",
                     "releasedate": "",
                     "rating": 0,
@@ -861,7 +910,7 @@ async fn series_info(
             "name": t.name(),
             "title": t.name(),
             "year": year,
-            "cover": t.poster(),
+            "cover": posters.of(&t),
             "plot": d.plot,
             "cast": d.cast,
             "director": d.director,

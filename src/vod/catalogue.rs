@@ -247,6 +247,14 @@ impl<'a> TitleRef<'a> {
             .unwrap_or("")
     }
 
+    /// The poster with the service that lists it (its image is fetched through that
+    /// service); `("", "")`: none.
+    pub fn poster_source(&self) -> (&'a str, &'a str) {
+        self.sources()
+            .find(|(_, i)| !i.poster.is_empty())
+            .map_or(("", ""), |(l, i)| (&*l.service, &*i.poster))
+    }
+
     pub fn added(&self) -> u32 {
         self.first().added
     }

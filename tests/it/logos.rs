@@ -32,7 +32,9 @@ async fn upstream() -> FakeUpstream {
          #EXTINF:-1 tvg-id=\"One.uk\" tvg-logo=\"{base}/logo/one.png\" group-title=\"News\",One\n{base}/one.m3u8\n\
          #EXTINF:-1 tvg-id=\"Two.uk\" tvg-logo=\"{base}/logo/page.png\" group-title=\"News\",Two\n{base}/two.m3u8\n\
          #EXTINF:-1 tvg-id=\"Three.uk\" tvg-logo=\"{base}/logo/huge.png\" group-title=\"News\",Three\n{base}/three.m3u8\n\
-         #EXTINF:-1 tvg-id=\"Four.uk\" tvg-logo=\"http://127.0.0.2:{port}/logo/one.png\" group-title=\"News\",Four\n{base}/four.m3u8\n"
+         #EXTINF:-1 tvg-id=\"Four.uk\" tvg-logo=\"http://127.0.0.2:{port}/logo/one.png\" group-title=\"News\",Four\n{base}/four.m3u8\n\
+         #EXTINF:-1 tvg-logo=\"{base}/logo/poster.png\" group-title=\"Films\",A Film (2020)\n{base}/films/a-film.mp4\n\
+         #EXTINF:-1 tvg-logo=\"{base}/logo/cover.png\" group-title=\"Shows\",A Show S01E01\n{base}/shows/a-show-s01e01.mp4\n"
     );
     let (a, z) = (xmltv_at(-1), xmltv_at(2));
     let epg = format!(
@@ -75,6 +77,8 @@ fn logo_urls(text: &str) -> Vec<String> {
         ("<icon src=\"", '"'),
         ("\"logo\":\"", '"'),
         ("\"stream_icon\":\"", '"'),
+        ("\"poster\":\"", '"'),
+        ("\"cover\":\"", '"'),
     ] {
         for part in text.split(start).skip(1) {
             let v = part.split(end).next().unwrap_or_default();
@@ -119,6 +123,12 @@ async fn cache_mode_points_every_logo_and_icon_at_freesky() {
         format!("/get.php?{creds}&type=m3u_plus"),
         format!("/player_api.php?{creds}&action=get_live_streams"),
         format!("/xmltv.php?{creds}"),
+        // Posters of movies and series.
+        "/api/movies".to_string(),
+        "/api/series".to_string(),
+        format!("/vod.m3u?{creds}"),
+        format!("/player_api.php?{creds}&action=get_vod_streams"),
+        format!("/player_api.php?{creds}&action=get_series"),
     ] {
         outputs.push((path.clone(), app.get_text_ok(&path).await));
     }

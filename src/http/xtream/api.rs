@@ -153,7 +153,9 @@ pub(super) async fn player_api(
         | "get_series_info"
             if active =>
         {
-            if let Some(answer) = crate::http::vod::xtream_action(&s, &account, action, &q).await {
+            if let Some(answer) =
+                crate::http::vod::xtream_action(&s, &account, action, &q, &headers).await
+            {
                 return answer;
             }
             json!([])
