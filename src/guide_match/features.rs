@@ -145,7 +145,8 @@ pub fn country_of_group(group: &str) -> Option<String> {
     found
 }
 
-fn canonical_country(code: &str) -> String {
+/// A country code as compared: "gb" is "uk", "usa" is "us".
+pub fn canonical_country(code: &str) -> String {
     match code {
         "gb" => "uk".into(),
         "usa" => "us".into(),

@@ -29,6 +29,13 @@ pub struct GuideChannel {
     pub id: String,
     /// Its display names.
     pub names: Vec<String>,
+    /// The country the guide gives it (its id's domain, `ATV.tr`; its source's
+    /// country), lowercase, when known: a name shared by channels of two countries
+    /// means two channels.
+    pub country: Option<String>,
+    /// The language of its display names, when the guide says one: the same name in
+    /// guides of two languages is, as often as not, two channels.
+    pub lang: Option<String>,
 }
 
 /// What is known of one lineup channel.
@@ -105,6 +112,10 @@ pub struct Index {
     /// Each guide channel's source, interned: two channels of one guide with the
     /// same name are two channels (regional feeds), which makes the name ambiguous.
     source_of: Vec<u32>,
+    /// Each guide channel's country, when known.
+    country_of: Vec<Option<Box<str>>>,
+    /// Each guide channel's language, interned, when known.
+    lang_of: Vec<Option<u32>>,
 }
 
 /// One query name, ready to compare.
@@ -126,9 +137,22 @@ impl Index {
         let mut raw: Vec<(u32, Features, Box<str>)> = Vec::new();
         let mut sources: HashMap<&str, u32> = HashMap::new();
         let mut source_of = Vec::with_capacity(channels.len());
+        let mut langs: HashMap<String, u32> = HashMap::new();
+        let mut lang_of = Vec::with_capacity(channels.len());
+        let mut country_of = Vec::with_capacity(channels.len());
         for (i, c) in channels.iter().enumerate() {
             let next = sources.len() as u32;
             source_of.push(*sources.entry(c.source.as_str()).or_insert(next));
+            country_of.push(
+                c.country
+                    .as_deref()
+                    .map(|k| features::canonical_country(&k.to_ascii_lowercase()).into()),
+            );
+            lang_of.push(c.lang.as_deref().map(|l| {
+                let l = l.trim().to_ascii_lowercase();
+                let next = langs.len() as u32;
+                *langs.entry(l).or_insert(next)
+            }));
             let mut seen = HashSet::new();
             for n in &c.names {
                 let f = features::of_name(n);
@@ -191,6 +215,8 @@ impl Index {
             by_compact,
             channels: channels.len(),
             source_of,
+            country_of,
+            lang_of,
         }
     }
 
@@ -271,11 +297,13 @@ impl Index {
             let name = &self.names[n as usize];
             (&*name.compact, name.shift)
         };
-        // Another channel: another name, or the same name in the same guide (where
-        // it means another channel: a regional feed, another country's).
+        // Another channel: another name; or the same name in the same guide (where
+        // it means another channel: a regional feed); or the same name given to a
+        // channel of another country or language ("ATV" in Turkey and in Peru).
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
             identity(n) != identity(top_name)
                 || self.source_of[c as usize] == self.source_of[top as usize]
+                || self.conflict(c, top, n, top_name)
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -374,13 +402,33 @@ impl Index {
             .collect()
     }
 
+    /// The country of a name: its own suffix, else its channel's.
+    fn country<'a>(&'a self, n: &'a Name) -> Option<&'a str> {
+        n.country
+            .as_deref()
+            .or(self.country_of[n.channel as usize].as_deref())
+    }
+
+    /// Whether guide channels `a` and `b` (through names `na`, `nb`) are known to
+    /// belong to different countries or to guides of different languages.
+    fn conflict(&self, a: u32, b: u32, na: u32, nb: u32) -> bool {
+        let (na, nb) = (&self.names[na as usize], &self.names[nb as usize]);
+        let countries =
+            matches!((self.country(na), self.country(nb)), (Some(x), Some(y)) if x != y);
+        let langs = matches!(
+            (self.lang_of[a as usize], self.lang_of[b as usize]),
+            (Some(x), Some(y)) if x != y
+        );
+        countries || langs
+    }
+
     /// `p` against `n`: `None` when a hard feature differs.
     fn score(&self, p: &Probe, n: &Name) -> Option<f32> {
         if p.shift != n.shift {
             return None;
         }
-        if let (Some(a), Some(b)) = (&p.country, &n.country) {
-            if a.as_str() != &**b {
+        if let (Some(a), Some(b)) = (&p.country, self.country(n)) {
+            if a.as_str() != b {
                 return None;
             }
         }
@@ -409,7 +457,7 @@ impl Index {
         if same_callsign {
             score = score.max(0.95);
         }
-        if p.country.is_some() && p.country.as_deref() == n.country.as_deref() {
+        if p.country.is_some() && p.country.as_deref() == self.country(n) {
             // Same country: ahead of an otherwise equal name without one.
             score += 0.01;
         }
@@ -427,7 +475,7 @@ impl Index {
         if n.shift > 0 {
             parts.push(format!("both +{}", n.shift));
         }
-        if let Some(c) = n.country.as_deref() {
+        if let Some(c) = self.country(n) {
             if probes.iter().any(|p| p.country.as_deref() == Some(c)) {
                 parts.push(format!("country {c}"));
             }
@@ -466,6 +514,8 @@ mod tests {
                 source: "g".into(),
                 id: format!("c{i}"),
                 names: vec![(*n).into()],
+                country: None,
+                lang: None,
             })
             .collect()
     }
