@@ -17,6 +17,28 @@ use super::features::{self, Features};
 
 /// Names sharing a word above this count do not search by it while rarer words exist.
 const COMMON: usize = 2_000;
+/// Words that name no channel by themselves: a name made of these and numbers only
+/// ("Canal 6", "2TV", "Kanal 11") is used by channels in many countries.
+const GENERIC: &[&str] = &[
+    "canal",
+    "channel",
+    "kanal",
+    "kanali",
+    "tv",
+    "tele",
+    "television",
+    "televizija",
+    "televisao",
+    "televizyon",
+    "telewizja",
+    "televisione",
+    "radio",
+    "plus",
+    "the",
+];
+/// Names this short (letters and digits, spaces aside: "ATV", "A2", "N4") are reused
+/// by channels in many countries.
+const SHORT: usize = 3;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -112,6 +134,8 @@ pub struct Index {
     /// Each guide channel's source, interned: two channels of one guide with the
     /// same name are two channels (regional feeds), which makes the name ambiguous.
     source_of: Vec<u32>,
+    /// Each interned word's spelling.
+    spelling: Vec<Box<str>>,
     /// Each guide channel's country, when known.
     country_of: Vec<Option<Box<str>>>,
     /// Each guide channel's language, interned, when known.
@@ -207,8 +231,13 @@ impl Index {
                 .or_default()
                 .push(i as u32);
         }
+        let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
+        for (w, &i) in &words {
+            spelling[i as usize] = w.clone();
+        }
         Self {
             names,
+            spelling,
             words,
             postings,
             weights,
@@ -317,7 +346,21 @@ impl Index {
                 )
             },
         );
-        let chosen = if top_score < settings.threshold {
+        let chosen = if top_score >= settings.threshold
+            && probes.iter().all(|p| p.country.is_none())
+            && self.generic(&self.names[top_name as usize])
+        {
+            let reason = format!(
+                "best {:.2} (\"{}\") is a name channels of many countries use, and no country is known; {runner_text}",
+                top_score.min(1.0),
+                self.names[top_name as usize].shown,
+            );
+            return Outcome {
+                chosen: None,
+                alternatives,
+                reason,
+            };
+        } else if top_score < settings.threshold {
             let reason = format!(
                 "best {:.2} (\"{}\") is below the threshold {:.2}; {runner_text}",
                 top_score.min(1.0),
@@ -400,6 +443,16 @@ impl Index {
                 }
             })
             .collect()
+    }
+
+    /// Whether a name is too short or too plain to say which country's channel it is.
+    fn generic(&self, n: &Name) -> bool {
+        let short = n.compact.chars().count() <= SHORT;
+        let plain = n.words.iter().all(|&w| {
+            let word = self.spelling[w as usize].as_ref();
+            GENERIC.contains(&word) || word.bytes().all(|b| b.is_ascii_digit())
+        });
+        short || plain
     }
 
     /// The country of a name: its own suffix, else its channel's.
