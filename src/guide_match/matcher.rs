@@ -7,9 +7,15 @@
 //! never from comparing every pair. A candidate is refused outright
 //! when its time shift, its numbers, its callsign or its country (both known) differ
 //! from the query's: "ITV +1" never matches "ITV", "Sky Sports 1" never "Sky Sports 2".
+//! A guide channel's country is its name's trailing code, else the one its guide
+//! gives it (its XMLTV id's domain).
 //! The rest score 1.0 for the same words (spaces aside), else the IDF-weighted Dice
 //! overlap of their words. A match needs `threshold` and a lead of `margin` over the
-//! best candidate that is another channel (another name once normalised).
+//! best candidate that is another channel: another name once normalised, or the same
+//! name in the same guide, or in a guide channel of another country or language (a
+//! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
+//! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
+//! the lineup channel's country is known.
 
 use std::collections::{HashMap, HashSet};
 
@@ -592,8 +598,11 @@ mod tests {
         assert_eq!(chosen(&g, "BBC One HD"), Some(0));
         assert_eq!(chosen(&g, "BBCOne"), Some(0));
         assert_eq!(chosen(&g, "bbc 1 (720p)"), Some(0));
-        assert_eq!(chosen(&g, "ITV FHD"), Some(2));
-        assert_eq!(chosen(&g, "ITV+1"), Some(3));
+        // "ITV" is three letters: used by channels of several countries, it needs
+        // the lineup channel's country to match.
+        assert_eq!(chosen(&g, "ITV FHD"), None);
+        assert_eq!(chosen(&g, "ITV FHD UK"), Some(2));
+        assert_eq!(chosen(&g, "ITV+1 UK"), Some(3));
         let out = find(&g, "BBC One HD");
         assert!(
             out.reason.starts_with("score 1.00, same words"),
@@ -671,12 +680,12 @@ mod tests {
     #[test]
     fn one_name_twice_in_one_guide_is_ambiguous() {
         // Across guides the same name is the same channel; within one, two channels.
-        let mut g = guide(&["MTV", "MTV"]);
+        let mut g = guide(&["Eurosport", "Eurosport"]);
         assert_eq!(
             Index::new(&g)
                 .find(
                     &Query {
-                        names: vec!["MTV".into()],
+                        names: vec!["Eurosport".into()],
                         ..Query::default()
                     },
                     &HashSet::new(),
@@ -688,7 +697,7 @@ mod tests {
         g[1].source = "other".into();
         let out = Index::new(&g).find(
             &Query {
-                names: vec!["MTV".into()],
+                names: vec!["Eurosport".into()],
                 ..Query::default()
             },
             &HashSet::new(),
@@ -704,5 +713,78 @@ mod tests {
             Some(0)
         );
         assert_eq!(chosen(&["WCBS"], "WABC"), None);
+    }
+
+    fn placed(names: &[(&str, Option<&str>, Option<&str>)]) -> Index {
+        let g: Vec<GuideChannel> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (n, country, lang))| GuideChannel {
+                source: format!("g{i}"),
+                id: format!("c{i}"),
+                names: vec![(*n).into()],
+                country: country.map(Into::into),
+                lang: lang.map(Into::into),
+            })
+            .collect();
+        Index::new(&g)
+    }
+
+    fn pick(index: &Index, name: &str, group: &str) -> Option<usize> {
+        let q = Query {
+            names: vec![name.into()],
+            group: group.into(),
+            ..Query::default()
+        };
+        index
+            .find(&q, &HashSet::new(), Settings::default())
+            .chosen
+            .map(|c| c.channel)
+    }
+
+    #[test]
+    fn one_name_in_two_countries_or_languages_is_two_channels() {
+        // Two guides, one name, two countries: ambiguous until the lineup's country
+        // says which.
+        let index = placed(&[
+            ("Kidoodle TV", Some("us"), None),
+            ("Kidoodle TV", Some("ca"), None),
+        ]);
+        assert_eq!(pick(&index, "Kidoodle TV", ""), None);
+        assert_eq!(pick(&index, "Kidoodle TV", "CA | Kids"), Some(1));
+        // A guide channel of another country than the lineup's is no candidate.
+        let index = placed(&[("Kidoodle TV", Some("us"), None)]);
+        assert_eq!(pick(&index, "Kidoodle TV", "CA | Kids"), None);
+        assert_eq!(pick(&index, "Kidoodle TV", ""), Some(0));
+        // Two languages, no country: ambiguous.
+        let index = placed(&[
+            ("Canal Rural", None, Some("es")),
+            ("Canal Rural", None, Some("pt")),
+        ]);
+        assert_eq!(pick(&index, "Canal Rural", ""), None);
+        // One language across guides: one channel.
+        let index = placed(&[
+            ("Canal Rural", None, Some("pt")),
+            ("Canal Rural", None, Some("pt")),
+        ]);
+        assert_eq!(pick(&index, "Canal Rural", ""), Some(0));
+    }
+
+    #[test]
+    fn short_or_plain_names_need_a_country() {
+        let index = placed(&[("ATV", None, None), ("Canal 6", None, None)]);
+        let out = index.find(
+            &Query {
+                names: vec!["ATV (720p)".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen, None);
+        assert!(out.reason.contains("no country is known"), "{}", out.reason);
+        assert_eq!(pick(&index, "Canal 6", ""), None);
+        assert_eq!(pick(&index, "ATV", "TR | Ulusal"), Some(0));
+        assert_eq!(pick(&index, "Canal 6 SV", ""), Some(1));
     }
 }
