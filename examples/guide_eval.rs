@@ -65,8 +65,8 @@ fn main() {
         r.with_answer
     );
     println!(
-        "right {}, wrong {}, unverifiable {}, unmatched {}, matched without an answer {}",
-        r.right, r.wrong, r.unverifiable, r.unmatched, r.matched_without_answer
+        "right {}, wrong {}, unverifiable {}, unmatched {}, matched without an answer {} (of which wrong by their id: {})",
+        r.right, r.wrong, r.unverifiable, r.unmatched, r.matched_without_answer, r.wrong_without_answer
     );
     println!(
         "strict (the chosen row's own id): right {}, wrong {}, precision {:.2}%",

@@ -54,7 +54,7 @@ pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
             break;
         }
         let mut cols = line.split('\t');
-        let (Some(site), Some(_lang), Some(name)) = (cols.next(), cols.next(), cols.next()) else {
+        let (Some(site), Some(lang), Some(name)) = (cols.next(), cols.next(), cols.next()) else {
             continue;
         };
         if name.trim().is_empty() {
@@ -64,10 +64,20 @@ pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
             source: site.to_string(),
             id: format!("{site}:{row}"),
             names: vec![name.to_string()],
+            country: site_country(site),
+            lang: Some(lang.trim().to_string()).filter(|l| !l.is_empty()),
         });
         answers.push(base_id(cols.next().unwrap_or_default()));
     }
     GuideSet { channels, answers }
+}
+
+/// A guide site's country: its domain's last part when that is a country code
+/// (`freeview.co.uk` → uk, `mewatch.sg` → sg; `dstv.com` none). What a site is known
+/// for, as a guide source configured for one country would be; never the answer.
+fn site_country(site: &str) -> Option<String> {
+    let tld = site.rsplit('.').next()?.to_ascii_lowercase();
+    features::of_tvg_id(&format!("X.{tld}")).and_then(|f| f.country)
 }
 
 /// One M3U entry: its name and its (to be stripped) id.
@@ -109,12 +119,15 @@ pub struct Report {
     /// Entries without an answer in the guide set that were matched anyway (cannot be
     /// judged right or wrong).
     pub matched_without_answer: usize,
+    /// Of those, the ones whose entry has an id that the chosen name's labelled rows
+    /// do not carry (they carry others): wrong, though outside the recall's base.
+    pub wrong_without_answer: usize,
     /// Matches whose name no labelled row has.
     pub unverifiable: usize,
     /// Judged by the chosen row's own id alone: right and wrong.
     pub strict_right: usize,
     pub strict_wrong: usize,
-    /// Up to 50 wrong matches: (entry name, guide name chosen, right id, chosen id).
+    /// Up to 100 wrong matches (those without an answer too): (entry name, guide name chosen, right id, chosen id).
     pub wrong_examples: Vec<(String, String, String, String)>,
 }
 
@@ -171,7 +184,24 @@ pub fn evaluate(
         match (out.chosen, has_answer) {
             (None, true) => r.unmatched += 1,
             (None, false) => {}
-            (Some(_), false) => r.matched_without_answer += 1,
+            (Some(c), false) => {
+                r.matched_without_answer += 1;
+                let ids = ids_of_name.get(&name_key(&c.name));
+                if !e.answer.is_empty()
+                    && ids.is_some_and(|ids| !ids.is_empty() && !ids.contains(e.answer.as_str()))
+                {
+                    r.wrong_without_answer += 1;
+                    if r.wrong_examples.len() < 100 {
+                        let got = ids.map(|i| i.iter().copied().collect::<Vec<_>>().join(" "));
+                        r.wrong_examples.push((
+                            e.name.clone(),
+                            c.name,
+                            format!("{} (no row has it)", e.answer),
+                            got.unwrap_or_default(),
+                        ));
+                    }
+                }
+            }
             (Some(c), true) => {
                 let own = &guide.answers[c.channel];
                 if *own == e.answer {
@@ -186,7 +216,7 @@ pub fn evaluate(
                     Some(ids) if ids.len() == 1 && ids.contains(e.answer.as_str()) => r.right += 1,
                     Some(ids) => {
                         r.wrong += 1;
-                        if r.wrong_examples.len() < 50 {
+                        if r.wrong_examples.len() < 100 {
                             let got = ids.iter().copied().collect::<Vec<_>>().join(" ");
                             r.wrong_examples
                                 .push((e.name.clone(), c.name, e.answer.clone(), got));
@@ -218,13 +248,13 @@ mod tests {
         a.tv\ten\tBBC One HD\tBBCOne.uk@HD\n\
         b.tv\ten\tBBC One\t\n\
         a.tv\ten\tITV\tITV.uk\n\
-        a.tv\ten\tChannel 5\tChannel5.uk\n\
-        c.tv\ten\tChannel 5\tChannel5.sg\n\
+        a.tv\ten\tKidoodle TV\tKidoodleTV.ca\n\
+        c.tv\ten\tKidoodle TV\tKidoodleTV.us\n\
         a.tv\ten\tFilm4\tFilm4.uk\n";
     const M3U: &str = "#EXTM3U\n\
         #EXTINF:-1 tvg-id=\"BBCOne.uk\",BBC One (1080p)\nhttp://x/1\n\
         #EXTINF:-1 tvg-id=\"ITV.uk\",ITV +1\nhttp://x/2\n\
-        #EXTINF:-1 tvg-id=\"Channel5.uk\",Channel 5 [Geo-blocked]\nhttp://x/3\n\
+        #EXTINF:-1 tvg-id=\"KidoodleTV.ca\",Kidoodle TV [Geo-blocked]\nhttp://x/3\n\
         #EXTINF:-1 tvg-id=\"Film4.uk\",Film 4 (720p)\nhttp://x/4\n\
         #EXTINF:-1 tvg-id=\"\",Unknown TV\nhttp://x/5\n";
 
@@ -241,7 +271,8 @@ mod tests {
             Settings::default(),
         );
         assert_eq!(r.with_answer, 4);
-        // BBC One and Film 4 right; "Channel 5" names two channels: wrong; the "+1"
+        // BBC One and Film 4 right; "Kidoodle TV" names two channels (in guides of no
+        // known country, one language: the matcher cannot tell): wrong; the "+1"
         // never takes ITV: unmatched.
         assert_eq!((r.right, r.wrong, r.unmatched), (2, 1, 1), "{r:?}");
         assert!((r.precision() - 2.0 / 3.0).abs() < 1e-9);

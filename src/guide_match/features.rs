@@ -63,7 +63,8 @@ impl Features {
 pub fn of_name(name: &str) -> Features {
     let callsign = callsign(name);
     let folded = deunicode::deunicode(name).to_lowercase();
-    let folded = drop_brackets(&folded);
+    // "A&E" and "A and E", "Food & Drink" and "Food and Drink" are one spelling.
+    let folded = drop_brackets(&folded).replace('&', " and ");
     let (folded, shift) = take_shift(&folded);
     let mut words: Vec<String> = Vec::new();
     let mut raw_words: Vec<String> = Vec::new();
@@ -145,7 +146,8 @@ pub fn country_of_group(group: &str) -> Option<String> {
     found
 }
 
-fn canonical_country(code: &str) -> String {
+/// A country code as compared: "gb" is "uk", "usa" is "us".
+pub fn canonical_country(code: &str) -> String {
     match code {
         "gb" => "uk".into(),
         "usa" => "us".into(),
@@ -155,6 +157,13 @@ fn canonical_country(code: &str) -> String {
 
 /// A word as compared: spelled-out numbers as digits, leading zeros dropped.
 fn word(w: &str) -> String {
+    // The long forms of "TV" in the languages guides use most.
+    if matches!(
+        w,
+        "television" | "televisao" | "televizija" | "televizyon" | "telewizja" | "televisione"
+    ) {
+        return "tv".into();
+    }
     if let Some((_, digit)) = NUMBERS.iter().find(|(n, _)| *n == w) {
         return (*digit).into();
     }
@@ -289,6 +298,8 @@ mod tests {
         assert_eq!(f.country.as_deref(), Some("uk"));
         assert_eq!(of_name("Canal+ Sport").words, ["canal", "plus", "sport"]);
         assert_eq!(of_name("Channel 005").words, ["channel", "5"]);
+        assert_eq!(words("Food & Drink"), words("Food and Drink"));
+        assert_eq!(words("Nepal Television"), "nepal tv");
         // A single word is kept even when it looks like a mark.
         assert_eq!(words("HD"), "hd");
     }

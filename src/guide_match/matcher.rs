@@ -7,9 +7,15 @@
 //! never from comparing every pair. A candidate is refused outright
 //! when its time shift, its numbers, its callsign or its country (both known) differ
 //! from the query's: "ITV +1" never matches "ITV", "Sky Sports 1" never "Sky Sports 2".
+//! A guide channel's country is its name's trailing code, else the one its guide
+//! gives it (its XMLTV id's domain).
 //! The rest score 1.0 for the same words (spaces aside), else the IDF-weighted Dice
 //! overlap of their words. A match needs `threshold` and a lead of `margin` over the
-//! best candidate that is another channel (another name once normalised).
+//! best candidate that is another channel: another name once normalised, or the same
+//! name in the same guide, or in a guide channel of another country or language (a
+//! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
+//! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
+//! the lineup channel's country is known.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +23,28 @@ use super::features::{self, Features};
 
 /// Names sharing a word above this count do not search by it while rarer words exist.
 const COMMON: usize = 2_000;
+/// Words that name no channel by themselves: a name made of these and numbers only
+/// ("Canal 6", "2TV", "Kanal 11") is used by channels in many countries.
+const GENERIC: &[&str] = &[
+    "canal",
+    "channel",
+    "kanal",
+    "kanali",
+    "tv",
+    "tele",
+    "television",
+    "televizija",
+    "televisao",
+    "televizyon",
+    "telewizja",
+    "televisione",
+    "radio",
+    "plus",
+    "the",
+];
+/// Names this short (letters and digits, spaces aside: "ATV", "A2", "N4") are reused
+/// by channels in many countries.
+const SHORT: usize = 3;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -29,6 +57,13 @@ pub struct GuideChannel {
     pub id: String,
     /// Its display names.
     pub names: Vec<String>,
+    /// The country the guide gives it (its id's domain, `ATV.tr`; its source's
+    /// country), lowercase, when known: a name shared by channels of two countries
+    /// means two channels.
+    pub country: Option<String>,
+    /// The language of its display names, when the guide says one: the same name in
+    /// guides of two languages is, as often as not, two channels.
+    pub lang: Option<String>,
 }
 
 /// What is known of one lineup channel.
@@ -105,6 +140,12 @@ pub struct Index {
     /// Each guide channel's source, interned: two channels of one guide with the
     /// same name are two channels (regional feeds), which makes the name ambiguous.
     source_of: Vec<u32>,
+    /// Each interned word's spelling.
+    spelling: Vec<Box<str>>,
+    /// Each guide channel's country, when known.
+    country_of: Vec<Option<Box<str>>>,
+    /// Each guide channel's language, interned, when known.
+    lang_of: Vec<Option<u32>>,
 }
 
 /// One query name, ready to compare.
@@ -126,9 +167,22 @@ impl Index {
         let mut raw: Vec<(u32, Features, Box<str>)> = Vec::new();
         let mut sources: HashMap<&str, u32> = HashMap::new();
         let mut source_of = Vec::with_capacity(channels.len());
+        let mut langs: HashMap<String, u32> = HashMap::new();
+        let mut lang_of = Vec::with_capacity(channels.len());
+        let mut country_of = Vec::with_capacity(channels.len());
         for (i, c) in channels.iter().enumerate() {
             let next = sources.len() as u32;
             source_of.push(*sources.entry(c.source.as_str()).or_insert(next));
+            country_of.push(
+                c.country
+                    .as_deref()
+                    .map(|k| features::canonical_country(&k.to_ascii_lowercase()).into()),
+            );
+            lang_of.push(c.lang.as_deref().map(|l| {
+                let l = l.trim().to_ascii_lowercase();
+                let next = langs.len() as u32;
+                *langs.entry(l).or_insert(next)
+            }));
             let mut seen = HashSet::new();
             for n in &c.names {
                 let f = features::of_name(n);
@@ -183,14 +237,21 @@ impl Index {
                 .or_default()
                 .push(i as u32);
         }
+        let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
+        for (w, &i) in &words {
+            spelling[i as usize] = w.clone();
+        }
         Self {
             names,
+            spelling,
             words,
             postings,
             weights,
             by_compact,
             channels: channels.len(),
             source_of,
+            country_of,
+            lang_of,
         }
     }
 
@@ -271,11 +332,13 @@ impl Index {
             let name = &self.names[n as usize];
             (&*name.compact, name.shift)
         };
-        // Another channel: another name, or the same name in the same guide (where
-        // it means another channel: a regional feed, another country's).
+        // Another channel: another name; or the same name in the same guide (where
+        // it means another channel: a regional feed); or the same name given to a
+        // channel of another country or language ("ATV" in Turkey and in Peru).
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
             identity(n) != identity(top_name)
                 || self.source_of[c as usize] == self.source_of[top as usize]
+                || self.conflict(c, top, n, top_name)
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -289,7 +352,21 @@ impl Index {
                 )
             },
         );
-        let chosen = if top_score < settings.threshold {
+        let chosen = if top_score >= settings.threshold
+            && probes.iter().all(|p| p.country.is_none())
+            && self.generic(&self.names[top_name as usize])
+        {
+            let reason = format!(
+                "best {:.2} (\"{}\") is a name channels of many countries use, and no country is known; {runner_text}",
+                top_score.min(1.0),
+                self.names[top_name as usize].shown,
+            );
+            return Outcome {
+                chosen: None,
+                alternatives,
+                reason,
+            };
+        } else if top_score < settings.threshold {
             let reason = format!(
                 "best {:.2} (\"{}\") is below the threshold {:.2}; {runner_text}",
                 top_score.min(1.0),
@@ -374,13 +451,43 @@ impl Index {
             .collect()
     }
 
+    /// Whether a name is too short or too plain to say which country's channel it is.
+    fn generic(&self, n: &Name) -> bool {
+        let short = n.compact.chars().count() <= SHORT;
+        let plain = n.words.iter().all(|&w| {
+            let word = self.spelling[w as usize].as_ref();
+            GENERIC.contains(&word) || word.bytes().all(|b| b.is_ascii_digit())
+        });
+        short || plain
+    }
+
+    /// The country of a name: its own suffix, else its channel's.
+    fn country<'a>(&'a self, n: &'a Name) -> Option<&'a str> {
+        n.country
+            .as_deref()
+            .or(self.country_of[n.channel as usize].as_deref())
+    }
+
+    /// Whether guide channels `a` and `b` (through names `na`, `nb`) are known to
+    /// belong to different countries or to guides of different languages.
+    fn conflict(&self, a: u32, b: u32, na: u32, nb: u32) -> bool {
+        let (na, nb) = (&self.names[na as usize], &self.names[nb as usize]);
+        let countries =
+            matches!((self.country(na), self.country(nb)), (Some(x), Some(y)) if x != y);
+        let langs = matches!(
+            (self.lang_of[a as usize], self.lang_of[b as usize]),
+            (Some(x), Some(y)) if x != y
+        );
+        countries || langs
+    }
+
     /// `p` against `n`: `None` when a hard feature differs.
     fn score(&self, p: &Probe, n: &Name) -> Option<f32> {
         if p.shift != n.shift {
             return None;
         }
-        if let (Some(a), Some(b)) = (&p.country, &n.country) {
-            if a.as_str() != &**b {
+        if let (Some(a), Some(b)) = (&p.country, self.country(n)) {
+            if a.as_str() != b {
                 return None;
             }
         }
@@ -409,7 +516,7 @@ impl Index {
         if same_callsign {
             score = score.max(0.95);
         }
-        if p.country.is_some() && p.country.as_deref() == n.country.as_deref() {
+        if p.country.is_some() && p.country.as_deref() == self.country(n) {
             // Same country: ahead of an otherwise equal name without one.
             score += 0.01;
         }
@@ -427,7 +534,7 @@ impl Index {
         if n.shift > 0 {
             parts.push(format!("both +{}", n.shift));
         }
-        if let Some(c) = n.country.as_deref() {
+        if let Some(c) = self.country(n) {
             if probes.iter().any(|p| p.country.as_deref() == Some(c)) {
                 parts.push(format!("country {c}"));
             }
@@ -466,6 +573,8 @@ mod tests {
                 source: "g".into(),
                 id: format!("c{i}"),
                 names: vec![(*n).into()],
+                country: None,
+                lang: None,
             })
             .collect()
     }
@@ -489,8 +598,11 @@ mod tests {
         assert_eq!(chosen(&g, "BBC One HD"), Some(0));
         assert_eq!(chosen(&g, "BBCOne"), Some(0));
         assert_eq!(chosen(&g, "bbc 1 (720p)"), Some(0));
-        assert_eq!(chosen(&g, "ITV FHD"), Some(2));
-        assert_eq!(chosen(&g, "ITV+1"), Some(3));
+        // "ITV" is three letters: used by channels of several countries, it needs
+        // the lineup channel's country to match.
+        assert_eq!(chosen(&g, "ITV FHD"), None);
+        assert_eq!(chosen(&g, "ITV FHD UK"), Some(2));
+        assert_eq!(chosen(&g, "ITV+1 UK"), Some(3));
         let out = find(&g, "BBC One HD");
         assert!(
             out.reason.starts_with("score 1.00, same words"),
@@ -568,12 +680,12 @@ mod tests {
     #[test]
     fn one_name_twice_in_one_guide_is_ambiguous() {
         // Across guides the same name is the same channel; within one, two channels.
-        let mut g = guide(&["MTV", "MTV"]);
+        let mut g = guide(&["Eurosport", "Eurosport"]);
         assert_eq!(
             Index::new(&g)
                 .find(
                     &Query {
-                        names: vec!["MTV".into()],
+                        names: vec!["Eurosport".into()],
                         ..Query::default()
                     },
                     &HashSet::new(),
@@ -585,7 +697,7 @@ mod tests {
         g[1].source = "other".into();
         let out = Index::new(&g).find(
             &Query {
-                names: vec!["MTV".into()],
+                names: vec!["Eurosport".into()],
                 ..Query::default()
             },
             &HashSet::new(),
@@ -601,5 +713,78 @@ mod tests {
             Some(0)
         );
         assert_eq!(chosen(&["WCBS"], "WABC"), None);
+    }
+
+    fn placed(names: &[(&str, Option<&str>, Option<&str>)]) -> Index {
+        let g: Vec<GuideChannel> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (n, country, lang))| GuideChannel {
+                source: format!("g{i}"),
+                id: format!("c{i}"),
+                names: vec![(*n).into()],
+                country: country.map(Into::into),
+                lang: lang.map(Into::into),
+            })
+            .collect();
+        Index::new(&g)
+    }
+
+    fn pick(index: &Index, name: &str, group: &str) -> Option<usize> {
+        let q = Query {
+            names: vec![name.into()],
+            group: group.into(),
+            ..Query::default()
+        };
+        index
+            .find(&q, &HashSet::new(), Settings::default())
+            .chosen
+            .map(|c| c.channel)
+    }
+
+    #[test]
+    fn one_name_in_two_countries_or_languages_is_two_channels() {
+        // Two guides, one name, two countries: ambiguous until the lineup's country
+        // says which.
+        let index = placed(&[
+            ("Kidoodle TV", Some("us"), None),
+            ("Kidoodle TV", Some("ca"), None),
+        ]);
+        assert_eq!(pick(&index, "Kidoodle TV", ""), None);
+        assert_eq!(pick(&index, "Kidoodle TV", "CA | Kids"), Some(1));
+        // A guide channel of another country than the lineup's is no candidate.
+        let index = placed(&[("Kidoodle TV", Some("us"), None)]);
+        assert_eq!(pick(&index, "Kidoodle TV", "CA | Kids"), None);
+        assert_eq!(pick(&index, "Kidoodle TV", ""), Some(0));
+        // Two languages, no country: ambiguous.
+        let index = placed(&[
+            ("Canal Rural", None, Some("es")),
+            ("Canal Rural", None, Some("pt")),
+        ]);
+        assert_eq!(pick(&index, "Canal Rural", ""), None);
+        // One language across guides: one channel.
+        let index = placed(&[
+            ("Canal Rural", None, Some("pt")),
+            ("Canal Rural", None, Some("pt")),
+        ]);
+        assert_eq!(pick(&index, "Canal Rural", ""), Some(0));
+    }
+
+    #[test]
+    fn short_or_plain_names_need_a_country() {
+        let index = placed(&[("ATV", None, None), ("Canal 6", None, None)]);
+        let out = index.find(
+            &Query {
+                names: vec!["ATV (720p)".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen, None);
+        assert!(out.reason.contains("no country is known"), "{}", out.reason);
+        assert_eq!(pick(&index, "Canal 6", ""), None);
+        assert_eq!(pick(&index, "ATV", "TR | Ulusal"), Some(0));
+        assert_eq!(pick(&index, "Canal 6 SV", ""), Some(1));
     }
 }

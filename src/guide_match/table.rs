@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::features;
 use super::matcher::{GuideChannel, Index, Query, Settings};
 
 /// An admin's decision about one lineup channel, as kept in the store.
@@ -136,6 +137,9 @@ pub fn build(
                 source: c.source.to_string(),
                 id: id.clone(),
                 names: names.clone(),
+                // An XMLTV id's domain is the channel's country (`ATV.tr`).
+                country: features::of_tvg_id(id).and_then(|f| f.country),
+                lang: None,
             });
         }
     }

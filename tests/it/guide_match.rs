@@ -1,7 +1,8 @@
 //! Guide matching through the surface: an M3U service whose tvg-ids no guide knows,
 //! its XMLTV and extra `[[guides]]` on 127.0.0.1; automatic matches give programmes
 //! under the lineup channel's guide id (validated by `tv_validate_file`), a "+1" never
-//! takes its base channel's guide, ambiguous names stay unmatched, admin decisions
+//! takes its base channel's guide, ambiguous names stay unmatched, a guide channel of
+//! another country than the list's is never matched, admin decisions
 //! take effect and survive a restart, and a broken extra guide is reported while the
 //! others keep serving.
 
@@ -45,12 +46,13 @@ fn m3u(entries: &[(&str, &str)]) -> String {
 /// The provider's list: tvg-ids in its own scheme, names written its own way.
 const ENTRIES: &[(&str, &str)] = &[("p-101", "BBCOne"), ("p-102", "ITV +1"), ("p-103", "Sport")];
 
-/// Its guide: other ids, other spellings, and no "ITV +1".
+/// Its guide: other ids, other spellings, and no "ITV +1". All British, as the
+/// list's group says: a guide channel of another country is never a candidate.
 const GUIDE: &[(&str, &str)] = &[
     ("BBCOne.uk", "BBC One HD"),
     ("ITV.uk", "ITV"),
-    ("SportTV.pt", "Sport TV"),
-    ("SportChannel.us", "Sport Channel"),
+    ("SportTV.uk", "Sport TV"),
+    ("SportChannel.uk", "Sport Channel"),
 ];
 
 async fn upstream() -> FakeUpstream {
@@ -356,14 +358,47 @@ async fn the_mapping_guide_id_override_beats_the_matcher() {
     assert!(titles.is_empty(), "{titles:?}");
 
     // One a guide lists: matched by id.
-    patch("SportTV.pt").await;
+    patch("SportTV.uk").await;
     eventually("the override's guide channel", || async {
         let (_, titles) = programmes_of(&app, "BBCOne").await;
-        (titles == ["SportTV.pt show"])
+        (titles == ["SportTV.uk show"])
             .then_some(())
             .ok_or(format!("{titles:?}"))
     })
     .await;
     let l = line(&matches(&app, "").await, "BBCOne").clone();
     assert_eq!(l["state"], "exact", "{l}");
+}
+
+#[tokio::test]
+async fn a_guide_channel_of_another_country_is_never_matched() {
+    // The list is British (its group); the guide's "Kidoodle TV" (spelt otherwise,
+    // so found by the matcher, not by display name) is the US one (its id's
+    // domain): no candidate. Its "Kidoodle Kids" has no country and matches.
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("p-1", "KidoodleTV"), ("p-2", "KidoodleKids")]),
+        )
+        .text(
+            "/guide.xml",
+            XML,
+            xmltv(&[
+                ("KidoodleTV.us", "Kidoodle TV"),
+                ("KidoodleKids", "Kidoodle Kids"),
+            ]),
+        )
+        .start();
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let page = matches(&app, "").await;
+    let us = line(&page, "KidoodleTV");
+    assert_eq!(us["state"], "unmatched", "{us}");
+    assert!(us["guide_id"].is_null(), "{us}");
+    let (_, titles) = programmes_of(&app, "KidoodleTV").await;
+    assert!(titles.is_empty(), "another country's guide: {titles:?}");
+    let kids = line(&page, "KidoodleKids");
+    assert_eq!(kids["state"], "auto", "{kids}");
+    assert_eq!(kids["guide_id"], "KidoodleKids", "{kids}");
 }
