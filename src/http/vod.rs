@@ -365,16 +365,6 @@ pub(crate) async fn media_sources(
     })
 }
 
-/// Plays `sources` in order (for the Xtream paths, which count the connection).
-pub(crate) async fn play_sources(
-    s: &AppState,
-    sources: Vec<MediaSource>,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
-    super::media::play(s, sources, method, headers).await
-}
-
 /// Plays movie or episode `id` for `a` (the media, Range passed through).
 pub(crate) async fn play_title(
     s: &AppState,

@@ -478,7 +478,7 @@ async fn title_media(
     let conn = s
         .accounts
         .connect(account, &what, peer(client).map(|p| p.ip()), false)?;
-    let resp = super::vod::play_sources(s, sources, method, headers).await;
+    let resp = super::media::play(s, sources, method, headers).await;
     Ok(match conn.into_guard() {
         Some(guard) => held(guard, resp),
         None => resp,
