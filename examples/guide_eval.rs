@@ -1,12 +1,15 @@
 //! Guide matching measured on public data (see `scripts/bench-guide.sh`):
 //!
 //! ```text
-//! guide_eval TSV M3U [--split tune|held-out|all] [--threshold T] [--margin M] [--show-wrong]
+//! guide_eval TSV M3U [--split tune|held-out|all] [--country] [--threshold T] [--margin M]
+//!            [--exact-margin E] [--show-wrong] [--show-unmatched]
 //! guide_eval --timing TSV M3U
 //! ```
 //!
-//! The first form strips the M3U's tvg-ids, matches each entry's name against every
-//! guide channel of the TSV and prints precision, recall and the wrong matches. The
+//! The first form strips the M3U's tvg-ids, matches each entry's name (with
+//! `--country`, also the group a playlist sorted by country gives it: its id's country
+//! code) against every guide channel of the TSV and prints precision, recall and the
+//! wrong matches. The
 //! second times 20,000 lineup channels against 50,000 guide channels (the M3U's names,
 //! twice, the second time with " HD" added; the TSV's first 50,000 rows) and prints
 //! the time and the memory the index and the matching added (peak RSS).
@@ -14,7 +17,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use freesky::guide_match::eval::{self, Split};
+use freesky::guide_match::eval::{self, Context, Split};
 use freesky::guide_match::{Index, Query, Settings};
 
 fn main() {
@@ -25,14 +28,15 @@ fn main() {
         .iter()
         .enumerate()
         .filter(|(i, a)| {
-            let value_of_flag =
-                *i > 0 && ["--split", "--threshold", "--margin"].contains(&args[i - 1].as_str());
+            let value_of_flag = *i > 0
+                && ["--split", "--threshold", "--margin", "--exact-margin"]
+                    .contains(&args[i - 1].as_str());
             !a.starts_with("--") && !value_of_flag
         })
         .map(|(_, a)| a)
         .collect();
     let [tsv, m3u] = files[..] else {
-        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--threshold T] [--margin M] [--show-wrong]");
+        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--country] [--threshold T] [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]");
         std::process::exit(2);
     };
     let tsv = std::fs::read_to_string(tsv).expect("readable TSV");
@@ -42,6 +46,8 @@ fn main() {
         threshold: value("--threshold")
             .map_or(defaults.threshold, |v| v.parse().expect("a number")),
         margin: value("--margin").map_or(defaults.margin, |v| v.parse().expect("a number")),
+        exact_margin: value("--exact-margin")
+            .map_or(defaults.exact_margin, |v| v.parse().expect("a number")),
     };
     if flag("--timing").is_some() {
         timing(&tsv, &m3u, settings);
@@ -55,11 +61,17 @@ fn main() {
     let guide = eval::guide_set(&tsv, None);
     let entries = eval::entries(&m3u);
     let index = Index::new(&guide.channels);
-    let r = eval::evaluate(&guide, &index, &entries, split, settings);
+    let context = if flag("--country").is_some() {
+        Context::NameAndCountry
+    } else {
+        Context::Name
+    };
+    let r = eval::evaluate(&guide, &index, &entries, split, context, settings);
     println!(
-        "split {split:?}, threshold {:.2}, margin {:.2}: {} guide channels, {} entries, {} with an answer",
+        "split {split:?}, {context:?}, threshold {:.2}, margin {:.2}, exact margin {:.2}: {} guide channels, {} entries, {} with an answer",
         settings.threshold,
         settings.margin,
+        settings.exact_margin,
         guide.channels.len(),
         r.entries,
         r.with_answer
@@ -69,7 +81,14 @@ fn main() {
         r.right, r.wrong, r.unverifiable, r.unmatched, r.matched_without_answer, r.wrong_without_answer
     );
     println!(
-        "strict (the chosen row's own id): right {}, wrong {}, precision {:.2}%",
+        "by name (every row of the chosen name): right {}, wrong {}, precision {:.2}%, recall {:.2}%",
+        r.by_name_right,
+        r.by_name_wrong,
+        100.0 * r.by_name_precision(),
+        100.0 * r.by_name_recall()
+    );
+    println!(
+        "strict (the chosen row's own id, none wrong): right {}, wrong {}, precision {:.2}%",
         r.strict_right,
         r.strict_wrong,
         100.0 * r.strict_precision()
@@ -79,6 +98,11 @@ fn main() {
         100.0 * r.precision(),
         100.0 * r.recall()
     );
+    if flag("--show-unmatched").is_some() {
+        for (name, reason) in &r.unmatched_examples {
+            println!("unmatched: {name:?}: {reason}");
+        }
+    }
     if flag("--show-wrong").is_some() {
         for (name, chosen, right, got) in &r.wrong_examples {
             println!("wrong: {name:?} -> {chosen:?} ({got}, right: {right})");

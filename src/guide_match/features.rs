@@ -23,6 +23,28 @@ const COUNTRIES: &[&str] = &[
     "lu", "af",
 ];
 
+/// Every ISO 3166-1 code, read where a country code is all a part can be: a tvg-id's
+/// domain (`Formula.ge`) and a group's code written in capitals ("AD | News"). "tv" is
+/// left out (a tvg-id domain and a group word far more often than Tuvalu).
+const ISO_CODES: &[&str] = &[
+    "ad", "ae", "af", "ag", "ai", "al", "am", "ao", "aq", "ar", "as", "at", "au", "aw", "ax", "az",
+    "ba", "bb", "bd", "be", "bf", "bg", "bh", "bi", "bj", "bl", "bm", "bn", "bo", "bq", "br", "bs",
+    "bt", "bv", "bw", "by", "bz", "ca", "cc", "cd", "cf", "cg", "ch", "ci", "ck", "cl", "cm", "cn",
+    "co", "cr", "cu", "cv", "cw", "cx", "cy", "cz", "de", "dj", "dk", "dm", "do", "dz", "ec", "ee",
+    "eg", "eh", "er", "es", "et", "fi", "fj", "fk", "fm", "fo", "fr", "ga", "gb", "gd", "ge", "gf",
+    "gg", "gh", "gi", "gl", "gm", "gn", "gp", "gq", "gr", "gs", "gt", "gu", "gw", "gy", "hk", "hm",
+    "hn", "hr", "ht", "hu", "id", "ie", "il", "im", "in", "io", "iq", "ir", "is", "it", "je", "jm",
+    "jo", "jp", "ke", "kg", "kh", "ki", "km", "kn", "kp", "kr", "kw", "ky", "kz", "la", "lb", "lc",
+    "li", "lk", "lr", "ls", "lt", "lu", "lv", "ly", "ma", "mc", "md", "me", "mf", "mg", "mh", "mk",
+    "ml", "mm", "mn", "mo", "mp", "mq", "mr", "ms", "mt", "mu", "mv", "mw", "mx", "my", "mz", "na",
+    "nc", "ne", "nf", "ng", "ni", "nl", "no", "np", "nr", "nu", "nz", "om", "pa", "pe", "pf", "pg",
+    "ph", "pk", "pl", "pm", "pn", "pr", "ps", "pt", "pw", "py", "qa", "re", "ro", "rs", "ru", "rw",
+    "sa", "sb", "sc", "sd", "se", "sg", "sh", "si", "sj", "sk", "sl", "sm", "sn", "so", "sr", "ss",
+    "st", "sv", "sx", "sy", "sz", "tc", "td", "tf", "tg", "th", "tj", "tk", "tl", "tm", "tn", "to",
+    "tr", "tt", "tw", "tz", "ua", "ug", "uk", "um", "us", "uy", "uz", "va", "vc", "ve", "vg", "vi",
+    "vn", "vu", "wf", "ws", "xk", "ye", "yt", "za", "zm", "zw",
+];
+
 /// Spelled-out numbers read as digits, so "BBC One" and "BBC 1" are the same words.
 const NUMBERS: &[(&str, &str)] = &[
     ("one", "1"),
@@ -49,6 +71,9 @@ pub struct Features {
     /// A US or Canadian callsign (`WABC`), lowercase, without `-DT`/`-TV` suffixes.
     pub callsign: Option<String>,
     compact: String,
+    /// `compact` with the quality marks (and a country suffix) kept: "Band" and
+    /// "Band HD" differ here only.
+    marked: String,
 }
 
 impl Features {
@@ -56,6 +81,11 @@ impl Features {
     /// "BBC One" and "bbc-one" agree.
     pub fn compact(&self) -> String {
         self.compact.clone()
+    }
+
+    /// The words as written, quality marks ("HD") kept, joined without spaces.
+    pub fn marked(&self) -> &str {
+        &self.marked
     }
 }
 
@@ -87,6 +117,7 @@ pub fn of_name(name: &str) -> Features {
             }
         }
     }
+    let marked = raw_words.concat();
     if words.len() > 1 {
         words.retain(|w| !QUALITY.contains(&w.as_str()));
         raw_words.retain(|w| !QUALITY.contains(&w.as_str()));
@@ -105,6 +136,7 @@ pub fn of_name(name: &str) -> Features {
         country,
         callsign,
         compact: raw_words.concat(),
+        marked,
     }
 }
 
@@ -124,16 +156,17 @@ pub fn of_tvg_id(id: &str) -> Option<Features> {
     if f.words.is_empty() {
         return None;
     }
-    if let Some(d) = domain.filter(|d| COUNTRIES.contains(&d.as_str())) {
+    if let Some(d) = domain.filter(|d| ISO_CODES.contains(&d.as_str()) || d == "usa") {
         f.country = Some(canonical_country(&d));
     }
     Some(f)
 }
 
 /// The country a group name starts or ends with ("UK | Sport", "Sport (DE)",
-/// "US: News"), when it is a code this module knows.
+/// "US: News", "AD"), when it is a code this module knows: any ISO code written in
+/// capitals, the common ones in any case.
 pub fn country_of_group(group: &str) -> Option<String> {
-    let folded = deunicode::deunicode(group).to_lowercase();
+    let folded = deunicode::deunicode(group);
     let words: Vec<&str> = folded
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -141,8 +174,13 @@ pub fn country_of_group(group: &str) -> Option<String> {
     let found = [words.first(), words.last()]
         .into_iter()
         .flatten()
-        .find(|w| COUNTRIES.contains(*w))
-        .map(|w| canonical_country(w));
+        .find_map(|w| {
+            let lower = w.to_ascii_lowercase();
+            let capitals = w.len() == 2 && w.bytes().all(|b| b.is_ascii_uppercase());
+            (COUNTRIES.contains(&lower.as_str())
+                || (capitals && ISO_CODES.contains(&lower.as_str())))
+            .then(|| canonical_country(&lower))
+        });
     found
 }
 
@@ -323,6 +361,13 @@ mod tests {
         );
         assert_eq!(country_of_group("Sport (DE)").as_deref(), Some("de"));
         assert_eq!(country_of_group("Movies"), None);
+        assert_eq!(country_of_group("AD").as_deref(), Some("ad"));
+        assert_eq!(country_of_group("Kids TV"), None);
+        assert_eq!(country_of_group("Music in"), None);
+        assert_eq!(
+            of_tvg_id("Formula.ge").unwrap().country.as_deref(),
+            Some("ge")
+        );
         assert_eq!(of_name("ABC 7 (WABC-DT)").callsign.as_deref(), Some("wabc"));
         assert_eq!(of_name("WABC-DT ABC 7").callsign.as_deref(), Some("wabc"));
         assert_eq!(of_name("CBS WCBS").callsign.as_deref(), Some("wcbs"));

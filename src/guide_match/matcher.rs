@@ -64,6 +64,11 @@ pub struct GuideChannel {
     /// The language of its display names, when the guide says one: the same name in
     /// guides of two languages is, as often as not, two channels.
     pub lang: Option<String>,
+    /// The country its guide is made for (where it is watched, not where the channel
+    /// is from: a UK guide lists Al Arabiya), when known. A lineup channel of that
+    /// country prefers it; with the lineup channel's country unknown, the same name in
+    /// guides of two regions is ambiguous.
+    pub region: Option<String>,
 }
 
 /// What is known of one lineup channel.
@@ -81,7 +86,11 @@ pub struct Query {
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub threshold: f32,
+    /// The lead needed over the best other channel.
     pub margin: f32,
+    /// The lead needed when the best has the same words as the lineup channel's name
+    /// and the other channel does not.
+    pub exact_margin: f32,
 }
 
 impl Default for Settings {
@@ -89,6 +98,7 @@ impl Default for Settings {
         Self {
             threshold: 0.9,
             margin: 0.15,
+            exact_margin: 0.05,
         }
     }
 }
@@ -121,6 +131,8 @@ struct Name {
     /// Sum of the words' weights.
     weight: f32,
     compact: Box<str>,
+    /// `compact` with quality marks kept (`Features::marked`).
+    marked: Box<str>,
     /// Numbers among the words, sorted ("1", "24").
     numbers: Box<[u32]>,
     shift: u8,
@@ -146,6 +158,8 @@ pub struct Index {
     country_of: Vec<Option<Box<str>>>,
     /// Each guide channel's language, interned, when known.
     lang_of: Vec<Option<u32>>,
+    /// Each guide channel's guide's region, when known.
+    region_of: Vec<Option<Box<str>>>,
 }
 
 /// One query name, ready to compare.
@@ -170,7 +184,13 @@ impl Index {
         let mut langs: HashMap<String, u32> = HashMap::new();
         let mut lang_of = Vec::with_capacity(channels.len());
         let mut country_of = Vec::with_capacity(channels.len());
+        let mut region_of = Vec::with_capacity(channels.len());
         for (i, c) in channels.iter().enumerate() {
+            region_of.push(
+                c.region
+                    .as_deref()
+                    .map(|k| features::canonical_country(&k.to_ascii_lowercase()).into()),
+            );
             let next = sources.len() as u32;
             source_of.push(*sources.entry(c.source.as_str()).or_insert(next));
             country_of.push(
@@ -217,6 +237,7 @@ impl Index {
                 words: ids.into(),
                 weight: 0.0,
                 compact: f.compact().into(),
+                marked: f.marked().into(),
                 numbers: numbers.iter().filter_map(|n| n.parse().ok()).collect(),
                 shift: f.shift,
                 country: f.country.map(Into::into),
@@ -252,6 +273,7 @@ impl Index {
             source_of,
             country_of,
             lang_of,
+            region_of,
         }
     }
 
@@ -332,27 +354,63 @@ impl Index {
             let name = &self.names[n as usize];
             (&*name.compact, name.shift)
         };
-        // Another channel: another name; or the same name in the same guide (where
-        // it means another channel: a regional feed); or the same name given to a
-        // channel of another country or language ("ATV" in Turkey and in Peru).
+        let query_country = probes.iter().find_map(|p| p.country.as_deref());
+        // Another channel: another name; the same name given to a channel of another
+        // country ("ATV" in Turkey and in Peru); the same name twice in one guide, as
+        // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
+        // two qualities). With the lineup channel's country unknown, also the same name
+        // in guides of two languages or of two regions: nothing says which is meant.
+        // With it known, a guide channel of another country is no candidate at all,
+        // and the same name in another guide is the same channel carried there.
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
             identity(n) != identity(top_name)
-                || self.source_of[c as usize] == self.source_of[top as usize]
-                || self.conflict(c, top, n, top_name)
+                || self.countries_differ(n, top_name)
+                || (self.source_of[c as usize] == self.source_of[top as usize]
+                    && self.names[n as usize].marked == self.names[top_name as usize].marked)
+                || (query_country.is_none() && self.conflict(c, top))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
         let runner_text = runner.map_or_else(
             || "no other channel close".to_string(),
-            |r| {
+            |&(c, s, n)| {
+                let why = if identity(n) != identity(top_name) {
+                    ""
+                } else if self.source_of[c as usize] == self.source_of[top as usize] {
+                    ", the same name twice in one guide"
+                } else if self.countries_differ(n, top_name) {
+                    ", the same name in another country"
+                } else {
+                    ", the same name in a guide of another language"
+                };
                 format!(
-                    "next other channel {:.2} (\"{}\")",
-                    r.1.min(1.0),
-                    self.names[r.2 as usize].shown
+                    "next other channel {:.2} (\"{}\"{why})",
+                    s.min(1.0),
+                    self.names[n as usize].shown
                 )
             },
         );
-        let chosen = if top_score >= settings.threshold
+        let top_n = &self.names[top_name as usize];
+        // A short or plain name with a country known matches only a guide channel of
+        // that country, or one in a guide made for it: "Canal 6" of Honduras is not
+        // the first "Canal 6" of a guide of nowhere in particular.
+        let unplaced = query_country.filter(|&qc| {
+            self.generic(top_n)
+                && self.country(top_n) != Some(qc)
+                && self.region_of[top as usize].as_deref() != Some(qc)
+        });
+        let chosen = if let (true, Some(qc)) = (top_score >= settings.threshold, unplaced) {
+            let reason = format!(
+                "best {:.2} (\"{}\") is a name channels of many countries use, and no guide places it in {qc}; {runner_text}",
+                top_score.min(1.0),
+                top_n.shown,
+            );
+            return Outcome {
+                chosen: None,
+                alternatives,
+                reason,
+            };
+        } else if top_score >= settings.threshold
             && probes.iter().all(|p| p.country.is_none())
             && self.generic(&self.names[top_name as usize])
         {
@@ -378,7 +436,17 @@ impl Index {
                 alternatives,
                 reason,
             };
-        } else if runner.is_some() && lead < settings.margin {
+        } else if runner.is_some_and(|r| {
+            let exact = probes.iter().any(|p| p.compact == *top_n.compact)
+                && !probes
+                    .iter()
+                    .any(|p| p.compact == *self.names[r.2 as usize].compact);
+            lead < if exact {
+                settings.exact_margin
+            } else {
+                settings.margin
+            }
+        }) {
             let reason = format!(
                 "ambiguous: best {:.2} (\"{}\") leads by {lead:.2} only; {runner_text}",
                 top_score.min(1.0),
@@ -468,17 +536,20 @@ impl Index {
             .or(self.country_of[n.channel as usize].as_deref())
     }
 
-    /// Whether guide channels `a` and `b` (through names `na`, `nb`) are known to
-    /// belong to different countries or to guides of different languages.
-    fn conflict(&self, a: u32, b: u32, na: u32, nb: u32) -> bool {
-        let (na, nb) = (&self.names[na as usize], &self.names[nb as usize]);
-        let countries =
-            matches!((self.country(na), self.country(nb)), (Some(x), Some(y)) if x != y);
-        let langs = matches!(
-            (self.lang_of[a as usize], self.lang_of[b as usize]),
-            (Some(x), Some(y)) if x != y
-        );
-        countries || langs
+    /// Whether guide channels `a` and `b` are in guides of different languages or of
+    /// different regions.
+    fn conflict(&self, a: u32, b: u32) -> bool {
+        let differ =
+            |x: Option<&str>, y: Option<&str>| matches!((x, y), (Some(x), Some(y)) if x != y);
+        let (a, b) = (a as usize, b as usize);
+        let langs = matches!((self.lang_of[a], self.lang_of[b]), (Some(x), Some(y)) if x != y);
+        langs || differ(self.region_of[a].as_deref(), self.region_of[b].as_deref())
+    }
+
+    /// Whether names `a` and `b` are known to be of different countries.
+    fn countries_differ(&self, a: u32, b: u32) -> bool {
+        let (a, b) = (&self.names[a as usize], &self.names[b as usize]);
+        matches!((self.country(a), self.country(b)), (Some(x), Some(y)) if x != y)
     }
 
     /// `p` against `n`: `None` when a hard feature differs.
@@ -519,6 +590,13 @@ impl Index {
         if p.country.is_some() && p.country.as_deref() == self.country(n) {
             // Same country: ahead of an otherwise equal name without one.
             score += 0.01;
+        }
+        if p.country.is_some()
+            && p.country.as_deref() == self.region_of[n.channel as usize].as_deref()
+        {
+            // In a guide made for the lineup channel's country: ahead of the same name
+            // in another country's guide.
+            score += 0.005;
         }
         Some(score)
     }
@@ -575,6 +653,7 @@ mod tests {
                 names: vec![(*n).into()],
                 country: None,
                 lang: None,
+                region: None,
             })
             .collect()
     }
@@ -599,10 +678,26 @@ mod tests {
         assert_eq!(chosen(&g, "BBCOne"), Some(0));
         assert_eq!(chosen(&g, "bbc 1 (720p)"), Some(0));
         // "ITV" is three letters: used by channels of several countries, it needs
-        // the lineup channel's country to match.
+        // the lineup channel's country to match, and a guide channel placed there.
         assert_eq!(chosen(&g, "ITV FHD"), None);
-        assert_eq!(chosen(&g, "ITV FHD UK"), Some(2));
-        assert_eq!(chosen(&g, "ITV+1 UK"), Some(3));
+        assert_eq!(chosen(&g, "ITV FHD UK"), None);
+        let mut uk = guide(&g);
+        for c in &mut uk {
+            c.region = Some("uk".into());
+        }
+        let uk = Index::new(&uk);
+        let pick = |name: &str| {
+            let q = Query {
+                names: vec![name.into()],
+                ..Query::default()
+            };
+            uk.find(&q, &HashSet::new(), Settings::default())
+                .chosen
+                .map(|c| c.channel)
+        };
+        assert_eq!(pick("ITV FHD"), None);
+        assert_eq!(pick("ITV FHD UK"), Some(2));
+        assert_eq!(pick("ITV+1 UK"), Some(3));
         let out = find(&g, "BBC One HD");
         assert!(
             out.reason.starts_with("score 1.00, same words"),
@@ -622,8 +717,10 @@ mod tests {
     fn numbers_and_countries_must_agree() {
         assert_eq!(chosen(&["Sky Sports 2"], "Sky Sports 1"), None);
         assert_eq!(chosen(&["Channel 5 SG"], "Channel 5 UK"), None);
-        // Country known on one side only: the name decides.
-        assert_eq!(chosen(&["Channel 5"], "Channel 5 UK"), Some(0));
+        // Country known on one side only: the name decides, unless it is a plain
+        // name ("Channel 5"), which needs a guide channel placed in that country.
+        assert_eq!(chosen(&["Channel 5 Drama"], "Channel 5 Drama UK"), Some(0));
+        assert_eq!(chosen(&["Channel 5"], "Channel 5 UK"), None);
         // Two channels of the same name: the one of the same country wins.
         assert_eq!(
             chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5 UK"),
@@ -725,6 +822,7 @@ mod tests {
                 names: vec![(*n).into()],
                 country: country.map(Into::into),
                 lang: lang.map(Into::into),
+                region: None,
             })
             .collect();
         Index::new(&g)
@@ -784,7 +882,85 @@ mod tests {
         assert_eq!(out.chosen, None);
         assert!(out.reason.contains("no country is known"), "{}", out.reason);
         assert_eq!(pick(&index, "Canal 6", ""), None);
+        // A country known, but no guide places the name there: still unmatched.
+        let q = Query {
+            names: vec!["ATV".into()],
+            group: "TR | Ulusal".into(),
+            ..Query::default()
+        };
+        let out = index.find(&q, &HashSet::new(), Settings::default());
+        assert_eq!(out.chosen, None);
+        assert!(
+            out.reason.contains("no guide places it in tr"),
+            "{}",
+            out.reason
+        );
+        // Placed by the channel's own country, or by its guide's region.
+        let index = placed(&[("ATV", Some("tr"), None), ("Canal 6", None, None)]);
         assert_eq!(pick(&index, "ATV", "TR | Ulusal"), Some(0));
+        assert_eq!(pick(&index, "Canal 6 SV", ""), None);
+        let mut g = guide(&["Canal 6", "Canal 6"]);
+        g[0].source = "hn".into();
+        g[0].region = Some("hn".into());
+        g[1].region = Some("sv".into());
+        let index = Index::new(&g);
         assert_eq!(pick(&index, "Canal 6 SV", ""), Some(1));
+        assert_eq!(pick(&index, "Canal 6", "HN | Nacional"), Some(0));
+        assert_eq!(pick(&index, "Canal 6", ""), None);
+    }
+
+    #[test]
+    fn with_a_country_known_the_same_name_elsewhere_is_the_same_channel() {
+        let mut g = guide(&[
+            "Al Arabiya",
+            "Al Arabiya",
+            "Band",
+            "Band HD",
+            "MBC 1",
+            "MBC 1",
+        ]);
+        g[0].source = "uk guide".into();
+        g[0].region = Some("uk".into());
+        g[0].lang = Some("en".into());
+        g[1].source = "ae guide".into();
+        g[1].region = Some("ae".into());
+        g[1].lang = Some("ar".into());
+        let index = Index::new(&g);
+        // Two regions, two languages, no country known: nothing says which.
+        assert_eq!(pick(&index, "Al Arabiya", ""), None);
+        // Known: a guide made for that country first; else any.
+        assert_eq!(pick(&index, "Al Arabiya", "AE"), Some(1));
+        assert_eq!(pick(&index, "Al Arabiya", "SA"), Some(0));
+        // One guide listing a channel in two qualities: one channel.
+        assert_eq!(pick(&index, "Band", "BR"), Some(2));
+        // One guide listing one name twice as written: two channels.
+        assert_eq!(pick(&index, "MBC 1", "AE"), None);
+    }
+
+    #[test]
+    fn same_words_need_a_smaller_lead_than_shared_words() {
+        let g = guide(&["SIC TV", "SIC HD"]);
+        let out = Index::new(&g).find(
+            &Query {
+                names: vec!["SIC TV (720p)".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen.map(|c| c.channel), Some(0), "{}", out.reason);
+        let strict = Settings {
+            exact_margin: 0.5,
+            ..Settings::default()
+        };
+        let out = Index::new(&g).find(
+            &Query {
+                names: vec!["SIC TV (720p)".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            strict,
+        );
+        assert_eq!(out.chosen, None, "{}", out.reason);
     }
 }

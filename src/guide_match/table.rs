@@ -140,6 +140,7 @@ pub fn build(
                 // An XMLTV id's domain is the channel's country (`ATV.tr`).
                 country: features::of_tvg_id(id).and_then(|f| f.country),
                 lang: None,
+                region: None,
             });
         }
     }
