@@ -29,8 +29,15 @@ fn main() {
         .enumerate()
         .filter(|(i, a)| {
             let value_of_flag = *i > 0
-                && ["--split", "--threshold", "--margin", "--exact-margin"]
-                    .contains(&args[i - 1].as_str());
+                && [
+                    "--split",
+                    "--threshold",
+                    "--margin",
+                    "--exact-margin",
+                    "--explain",
+                    "--group",
+                ]
+                .contains(&args[i - 1].as_str());
             !a.starts_with("--") && !value_of_flag
         })
         .map(|(_, a)| a)
@@ -61,6 +68,24 @@ fn main() {
     let guide = eval::guide_set(&tsv, None);
     let entries = eval::entries(&m3u);
     let index = Index::new(&guide.channels);
+    if let Some(name) = value("--explain") {
+        // One name (and `--group G`) against the guide: every alternative, with its row.
+        let q = Query {
+            names: vec![name],
+            group: value("--group").unwrap_or_default(),
+            ..Query::default()
+        };
+        let out = index.find(&q, &HashSet::new(), settings);
+        println!("{}", out.reason);
+        for a in &out.alternatives {
+            let c = &guide.channels[a.channel];
+            println!(
+                "  {:.3} {:?} {} region {:?} lang {:?} id {:?}",
+                a.score, a.name, c.id, c.region, c.lang, guide.answers[a.channel]
+            );
+        }
+        return;
+    }
     let context = if flag("--country").is_some() {
         Context::NameAndCountry
     } else {

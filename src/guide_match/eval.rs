@@ -55,6 +55,15 @@ pub struct GuideSet {
 pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
     let mut channels = Vec::new();
     let mut answers = Vec::new();
+    // A site whose channels come in more than two languages serves many countries (an
+    // aggregator): its domain says nothing of where its guides are watched.
+    let mut langs: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for line in tsv.lines().skip(1) {
+        let mut cols = line.split('\t');
+        if let (Some(site), Some(lang)) = (cols.next(), cols.next()) {
+            langs.entry(site).or_default().insert(lang.trim());
+        }
+    }
     for (row, line) in tsv.lines().skip(1).enumerate() {
         if limit.is_some_and(|l| channels.len() >= l) {
             break;
@@ -75,7 +84,7 @@ pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
             // A guide's ids are hidden here, so no channel's own country is known;
             // the site's country is where its guide is watched.
             country: None,
-            region: site_country(site),
+            region: site_country(site).filter(|_| langs.get(site).is_some_and(|l| l.len() <= 2)),
             lang: Some(lang.trim().to_string()).filter(|l| !l.is_empty()),
         });
         answers.push(base_id(cols.next().unwrap_or_default()));
@@ -86,6 +95,7 @@ pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
 /// A guide site's country: its domain's last part when that is a country code
 /// (`freeview.co.uk` → uk, `mewatch.sg` → sg; `dstv.com` none). What a site is known
 /// for, as a guide source configured for one country would be; never the answer.
+/// Not used for a site listing channels in more than two languages (`i.mjh.nz`).
 fn site_country(site: &str) -> Option<String> {
     let tld = site.rsplit('.').next()?.to_ascii_lowercase();
     features::of_tvg_id(&format!("X.{tld}")).and_then(|f| f.country)

@@ -140,6 +140,34 @@ pub fn of_name(name: &str) -> Features {
     }
 }
 
+/// Free streaming platforms whose name a playlist puts before the channel's ("Pluto TV
+/// Forensic Files") where a guide of that platform's channels lists "Forensic Files".
+const PLATFORMS: &[&str] = &[
+    "pluto tv",
+    "samsung tv plus",
+    "stirr",
+    "xumo",
+    "plex",
+    "roku",
+    "rakuten tv",
+    "local now",
+    "distrotv",
+    "redbox",
+    "tubi",
+    "lg channels",
+];
+
+/// `name` without a leading platform name, when it has one and more words follow.
+pub fn without_platform(name: &str) -> Option<&str> {
+    let lower = name.to_ascii_lowercase();
+    PLATFORMS.iter().find_map(|p| {
+        let rest = lower.strip_prefix(p)?;
+        let cut = rest.starts_with([' ', ':', '-', '|']);
+        let rest = name[p.len()..].trim_start_matches([' ', ':', '-', '|']);
+        (cut && rest.chars().any(char::is_alphanumeric)).then_some(rest)
+    })
+}
+
 /// The features of a tvg-id (`BBCOne.uk`, `BBCOne.uk@HD`): its name part split at
 /// case changes, its domain as the country when it is one.
 pub fn of_tvg_id(id: &str) -> Option<Features> {
@@ -340,6 +368,17 @@ mod tests {
         assert_eq!(words("Nepal Television"), "nepal tv");
         // A single word is kept even when it looks like a mark.
         assert_eq!(words("HD"), "hd");
+    }
+
+    #[test]
+    fn platform_names_come_off() {
+        assert_eq!(
+            without_platform("Pluto TV Forensic Files (720p)"),
+            Some("Forensic Files (720p)")
+        );
+        assert_eq!(without_platform("STIRR: CineLife"), Some("CineLife"));
+        assert_eq!(without_platform("Pluto TV"), None);
+        assert_eq!(without_platform("Plexus TV"), None);
     }
 
     #[test]

@@ -485,6 +485,18 @@ impl Index {
             .iter()
             .find_map(|f| f.country.clone())
             .or(group_country);
+        if country.is_some() {
+            // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name,
+            // tried only where the country is known (as a short name is).
+            let plain: Vec<Features> = q
+                .names
+                .iter()
+                .filter_map(|n| features::without_platform(n))
+                .map(features::of_name)
+                .filter(|f| !f.words.is_empty())
+                .collect();
+            feats.extend(plain);
+        }
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
         let mut seen = HashSet::new();
