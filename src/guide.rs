@@ -9,6 +9,10 @@
 //! the higher priority, then the better name match (the display name as written before
 //! one equal only once normalised), then the first listed. Within one guide, the other
 //! guide channels that matched it are ignored and counted (`ignored_duplicate_channels`).
+//! A display name never matches across countries (`Mapping`): not when the lineup
+//! channel's and the guide channel's countries are known and differ, nor, for a
+//! lineup channel of unknown country, when guide channels of several countries in one
+//! guide carry it; guide matching then reports it.
 //!
 //! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
 //! a mapping change or a service switch re-renders the kept guides against the new
@@ -43,6 +47,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
 
 use crate::config::{ExtraGuideConfig, GuideConfig};
+use crate::guide_match::features;
 use crate::guide_match::table::{self, Decision, Entry, Table};
 use crate::guide_match::{GuideMatchError, Settings};
 use crate::lineup::{normalise, Lineup};
@@ -1096,7 +1101,15 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkupGap<R> {
 /// it, then a guide id in the lineup (both `Match::Id`), then a display name as
 /// written, then one normalised as the lineup normalises channel names. Hidden
 /// channels are mapped too, so that unhiding one shows its programmes without a fetch.
-struct Mapping {
+///
+/// A display name is no match when the lineup channel's country and the guide
+/// channel's are both known and differ: "Kidoodle TV" of a Canadian list is not the
+/// US guide's "Kidoodle TV" (`KidoodleTV.us`). The lineup channel's country is what
+/// its names, its guide id, this service's tvg-ids for it or its group say (as guide
+/// matching reads them); the guide channel's, its id's domain, else a display name's
+/// suffix. A name that guide channels of several countries carry matches no lineup
+/// channel of unknown country (`ChannelMap::country`): guide matching then lists it.
+struct Mapping<'a> {
     by_tvg: HashMap<String, String>,
     by_exact_name: HashMap<String, String>,
     by_name: HashMap<String, String>,
@@ -1104,10 +1117,15 @@ struct Mapping {
     assigned: BTreeMap<String, String>,
     /// Lineup channels an admin decided about: display names do not match them.
     decided: BTreeSet<String>,
+    /// Lineup channels by id, for their country (read only for a name match).
+    channels: HashMap<&'a str, &'a LineupChannel>,
+    /// This service's tvg-ids by its channel id (also for the country).
+    tvg_of: HashMap<&'a str, &'a str>,
+    service: &'a str,
 }
 
-impl Mapping {
-    fn new(service: &str, channels: &[Channel], lineup: &Lineup, plan: Plan) -> Self {
+impl<'a> Mapping<'a> {
+    fn new(service: &'a str, channels: &'a [Channel], lineup: &'a Lineup, plan: Plan) -> Self {
         let tvg_of: HashMap<&str, &str> = channels
             .iter()
             .filter(|c| !c.tvg_id.trim().is_empty())
@@ -1116,8 +1134,10 @@ impl Mapping {
         let mut by_tvg = HashMap::new();
         let mut by_exact_name = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut by_id = HashMap::new();
         // Listed channels first: they win a name or guide id a hidden one shares.
         for c in lineup.channels.iter().chain(lineup.hidden()) {
+            by_id.entry(c.id.as_str()).or_insert(c);
             by_tvg
                 .entry(c.guide_id.to_lowercase())
                 .or_insert_with(|| c.id.to_string());
@@ -1146,14 +1166,58 @@ impl Mapping {
             by_name,
             assigned: plan.assigned,
             decided: plan.decided,
+            channels: by_id,
+            tvg_of,
+            service,
         }
+    }
+
+    /// The country of lineup channel `id`, when known: a name's suffix ("... CA"),
+    /// else its guide id's or this service's tvg-id's domain (`KidoodleTV.ca`), else
+    /// its group ("CA | Kids").
+    fn lineup_country(&self, id: &str) -> Option<String> {
+        let c = self.channels.get(id)?;
+        let names = std::iter::once(&c.name).chain(c.sources.iter().map(|s| &s.name));
+        let tvg_ids = std::iter::once(c.guide_id.as_str()).chain(
+            c.sources
+                .iter()
+                .filter(|s| s.service == self.service)
+                .filter_map(|s| self.tvg_of.get(s.channel_id.as_str()).copied()),
+        );
+        names
+            .map(|n| features::of_name(n).country)
+            .chain(tvg_ids.map(|t| features::of_tvg_id(t).and_then(|f| f.country)))
+            .find_map(|country| country)
+            .or_else(|| features::country_of_group(&c.group))
     }
 }
 
-impl ChannelMap for Mapping {
+/// The country of a guide channel, when known: its id's domain (`KidoodleTV.us`),
+/// else a display name's suffix ("Kidoodle TV US").
+fn guide_country(xml_id: &str, names: &[String]) -> Option<String> {
+    features::of_tvg_id(xml_id)
+        .and_then(|f| f.country)
+        .or_else(|| names.iter().find_map(|n| features::of_name(n).country))
+}
+
+impl ChannelMap for Mapping<'_> {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)> {
         let key = xml_id.trim().to_lowercase();
-        let open = |id: &&String| !self.decided.contains(*id);
+        let theirs = std::cell::OnceCell::new();
+        // A display name matches a channel no admin decided about, of the guide
+        // channel's country when both are known.
+        let open = |id: &&String| {
+            if self.decided.contains(*id) {
+                return false;
+            }
+            let Some(ours) = self.lineup_country(id) else {
+                return true;
+            };
+            theirs
+                .get_or_init(|| guide_country(xml_id, names))
+                .as_ref()
+                .is_none_or(|theirs| *theirs == ours)
+        };
         let (id, how) = if let Some(id) = self.by_tvg.get(&key) {
             (id, Match::Id)
         } else if let Some(id) = self.assigned.get(&key) {
@@ -1170,6 +1234,10 @@ impl ChannelMap for Mapping {
             (id, Match::NormalisedName)
         };
         Some((id.clone(), how))
+    }
+
+    fn country(&self, xml_id: &str, names: &[String]) -> Option<String> {
+        guide_country(xml_id, names)
     }
 }
 

@@ -6,7 +6,7 @@
 //! inside the time window, each stored as its already-serialized child elements.
 //! A 200 MB guide of which we keep nothing costs a few kilobytes of buffer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
@@ -91,6 +91,13 @@ pub enum Match {
     Id,
 }
 
+impl Match {
+    /// A match by display name (as written or normalised).
+    pub fn by_name(self) -> bool {
+        matches!(self, Match::ExactName | Match::NormalisedName)
+    }
+}
+
 /// What one guide gave, keyed by what the `ChannelMap` returned (the lineup channel id).
 /// Each of our channels takes the programmes of one guide channel only: a guide that
 /// lists a channel under several ids (regional feeds, SD and HD copies) would else
@@ -125,6 +132,14 @@ impl ServiceGuide {
 /// how it matched.
 pub trait ChannelMap: Sync {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)>;
+
+    /// The country of guide channel `xml_id` (named `names`), when known. When guide
+    /// channels of two countries match one of our channels by display name, the name
+    /// does not say which one it is: none of them takes it by name (a match by id or
+    /// a chosen one still does). `None` (the default): never known.
+    fn country(&self, _xml_id: &str, _names: &[String]) -> Option<String> {
+        None
+    }
 }
 
 /// Which guide channel each of our channels takes, decided as the guide's channels are
@@ -135,6 +150,12 @@ struct Choice {
     ids: HashMap<String, Option<String>>,
     /// Our id → (how, guide channel id) of the guide channel it takes.
     taken: HashMap<String, (Match, String)>,
+    /// Our id → the country of the guide channels that matched it by display name so
+    /// far (the first known one).
+    name_country: HashMap<String, String>,
+    /// Our channels that guide channels of different countries matched by display
+    /// name: no display name takes them.
+    split: HashSet<String>,
 }
 
 impl Choice {
@@ -144,7 +165,12 @@ impl Choice {
         if self.ids.contains_key(id) {
             return;
         }
-        let mapped = map.map(id, names);
+        let mapped = match map.map(id, names) {
+            Some((ours, how)) if how.by_name() => self
+                .by_name(id, names, map, out, ours)
+                .map(|ours| (ours, how)),
+            other => other,
+        };
         self.ids.insert(
             id.to_string(),
             mapped.as_ref().map(|(ours, _)| ours.clone()),
@@ -162,6 +188,42 @@ impl Choice {
                 self.taken.insert(ours, (how, id.to_string()));
             }
         }
+    }
+
+    /// Whether guide channel `id` may take `ours` by display name: not when guide
+    /// channels of two countries matched it by name (then the one that took it by
+    /// name, if any, gives it up, with the programmes it gave).
+    fn by_name(
+        &mut self,
+        id: &str,
+        names: &[String],
+        map: &dyn ChannelMap,
+        out: &mut ServiceGuide,
+        ours: String,
+    ) -> Option<String> {
+        if self.split.contains(&ours) {
+            return None;
+        }
+        let Some(country) = map.country(id, names) else {
+            return Some(ours);
+        };
+        let first = self
+            .name_country
+            .entry(ours.clone())
+            .or_insert_with(|| country.clone());
+        if *first == country {
+            return Some(ours);
+        }
+        if self
+            .taken
+            .get(&ours)
+            .is_some_and(|(held, _)| held.by_name())
+        {
+            self.taken.remove(&ours);
+            out.programmes.remove(&ours);
+        }
+        self.split.insert(ours);
+        None
     }
 
     /// Our channel whose programmes guide channel `id` gives, if it is the one taken.
@@ -960,6 +1022,72 @@ mod tests {
             .unwrap();
         assert_eq!(titles(&g), ["by id"]);
         assert_eq!((g.channels_matched, g.ignored_duplicates), (1, 1));
+    }
+
+    /// `OneChannel`, with a guide channel's country the part of its id after a dot.
+    struct Countries;
+    impl ChannelMap for Countries {
+        fn map(&self, id: &str, names: &[String]) -> Option<(String, Match)> {
+            OneChannel.map(id, names)
+        }
+        fn country(&self, id: &str, _: &[String]) -> Option<String> {
+            Some(id.split_once('.')?.1.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_guide_channels_of_two_countries_carry_takes_nothing_but_an_id_still_does() {
+        let channel =
+            |id: &str| format!("<channel id=\"{id}\"><display-name>News</display-name></channel>");
+        let prog = |ch: &str| {
+            format!("<programme start=\"20261124180000\" channel=\"{ch}\"><title>{ch}</title></programme>")
+        };
+        let read_str = |doc: String| async move {
+            read(doc.as_bytes(), &Countries, 0, i64::MAX).await.unwrap()
+        };
+        // One country (or none known) besides: the first listed takes it.
+        let g = read_str(format!(
+            "<tv>{}{}{}{}{}</tv>",
+            channel("a.us"),
+            channel("b"),
+            channel("c.us"),
+            prog("a.us"),
+            prog("c.us")
+        ))
+        .await;
+        assert_eq!(g.matched_ids["ours"], "a.us");
+        // Two countries: neither, nor the one of no known country; even when the
+        // programmes came first.
+        for doc in [
+            format!(
+                "<tv>{}{}{}{}</tv>",
+                channel("b"),
+                channel("a.us"),
+                channel("a.ca"),
+                prog("b")
+            ),
+            format!(
+                "<tv>{}{}{}</tv>",
+                channel("a.us"),
+                prog("a.us"),
+                channel("a.ca")
+            ),
+        ] {
+            let g = read_str(doc.clone()).await;
+            assert!(g.programmes.is_empty(), "{doc}: {:?}", g.programmes);
+            assert!(g.matched_ids.is_empty(), "{doc}");
+        }
+        // An id match is not a name's: it stands.
+        let g = read_str(format!(
+            "<tv>{}{}{}{}</tv>",
+            channel("a.us"),
+            channel("a.ca"),
+            "<channel id=\"news\"/>",
+            prog("news")
+        ))
+        .await;
+        assert_eq!(g.matched_by["ours"], Match::Id);
+        assert_eq!(g.programmes["ours"].len(), 1);
     }
 
     #[test]
