@@ -23,8 +23,12 @@
 //! list) has none until its service's guide is read again. Between full refreshes the
 //! background loop therefore checks, whenever the lineup is rebuilt and at least every
 //! `CHECK_EVERY`, for services with lineup channels their last read did not cover,
-//! reads again the guides of those services only (`refresh_changed`) and re-renders;
-//! a lineup that only lost channels is re-rendered without a read.
+//! and for guides (a service's or an extra one) whose kept channel list names, by id
+//! or display name, a lineup channel their last read did not know; it reads again
+//! those guides only (`refresh_changed`: a guide may be 100 MB) and re-renders; a
+//! lineup that only lost channels is re-rendered without a read. Guide matching runs
+//! again after those reads, so a guide (an extra one too) whose assigned channels
+//! changed is read in the same partial refresh (below).
 //!
 //! Extra guides (`[[guides]]`) are read like a service's guide and rank after every
 //! service. After the reads, guide matching (`guide_match`) gives lineup channels
@@ -33,7 +37,7 @@
 //! programmes of channels it was told about, so a guide whose assigned channels
 //! changed is read once more right away; later reads keep the assignments.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -51,7 +55,7 @@ use crate::guide_match::features;
 use crate::guide_match::table::{self, Decision, Entry, Table};
 use crate::guide_match::{GuideMatchError, Settings};
 use crate::lineup::{normalise, Lineup};
-use crate::model::{Channel, LineupChannel};
+use crate::model::{Channel, LineupChannel, Text};
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
 use crate::services::GuideSource;
@@ -153,6 +157,11 @@ pub struct Guides {
     /// reads that service's guide again. A failed read is retried at the next full
     /// refresh, not at every check.
     read_for: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Per guide (a service's or an extra one), every lineup channel (by id, hidden
+    /// ones included) when it was last read, whether the read worked or not: a guide
+    /// whose kept channel list names a channel missing here (by id or display name)
+    /// could give it programmes, so `refresh_changed` reads it again.
+    lineup_read: Mutex<HashMap<String, HashSet<Text>>>,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
@@ -181,6 +190,7 @@ impl Guides {
             rendering: tokio::sync::Mutex::const_new(()),
             wake: Arc::default(),
             read_for: Mutex::default(),
+            lineup_read: Mutex::default(),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
@@ -568,17 +578,19 @@ impl Guides {
     }
 
     /// Reads again the guides of the enabled services that have lineup channels their
-    /// last read did not cover (and of no other service: a guide may be 100 MB), then
-    /// re-renders; without such a service, re-renders only when the listed channels
-    /// changed since the last render. Never runs beside a full refresh, and does
-    /// nothing before the first render.
+    /// last read did not cover, and the guides (extra ones too) whose kept channel
+    /// list gives a channel to a lineup channel their last read did not know (and no
+    /// other guide: a guide may be 100 MB), matches again (reading the guides whose
+    /// assignments changed), then re-renders; with nothing to read, re-renders only
+    /// when the listed channels changed since the last render. Never runs beside a
+    /// full refresh, and does nothing before the first render.
     pub async fn refresh_changed(&self) -> Result<(), RegistryError> {
         if self.rendered().is_none() {
             return Ok(());
         }
         let _one = self.refreshing.lock().await;
         let lineup = self.registry.lineup().await?;
-        let due: Vec<_> = {
+        let mut due: Vec<String> = {
             let read_for = self.read_for.lock().expect("guide lock");
             self.enabled_services()
                 .into_iter()
@@ -588,14 +600,20 @@ impl Guides {
                         .get(&s.name)
                         .map_or(now.is_empty(), |read| now.is_subset(read))
                 })
+                .map(|s| s.name)
                 .collect()
         };
-        for s in &due {
-            tracing::info!(service = %s.name, "lineup channels changed: reading its guide again");
+        for name in &due {
+            tracing::info!(service = %name, "lineup channels changed: reading its guide again");
+        }
+        for (name, _) in self.sources() {
+            if !due.contains(&name) && self.lists_new_channels(&name, &lineup) {
+                tracing::info!(guide = %name, "the guide lists channels new in the lineup: reading it again");
+                due.push(name);
+            }
         }
         if !due.is_empty() {
-            let names: Vec<String> = due.iter().map(|s| s.name.clone()).collect();
-            self.fetch(&names, &lineup, None).await;
+            self.fetch(&due, &lineup, None).await;
             self.settle(&lineup).await;
         }
         let _render = self.rendering.lock().await;
@@ -611,6 +629,47 @@ impl Guides {
             }
         }
         self.render_locked().await.map(drop)
+    }
+
+    /// Whether the kept channel list of guide `name` has a guide channel that a read
+    /// now would give (by id, a display name or guide matching) to a lineup channel
+    /// its last read did not know. Only what the list names is seen: a guide channel
+    /// with programmes but no `<channel>` (or no display name) waits for the next
+    /// full refresh.
+    fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
+        let Some(guide) = self
+            .last_good
+            .lock()
+            .expect("guide lock")
+            .get(name)
+            .cloned()
+        else {
+            return false;
+        };
+        let new: HashSet<&str> = {
+            let read = self.lineup_read.lock().expect("guide lock");
+            let Some(read) = read.get(name) else {
+                return false;
+            };
+            lineup
+                .channels
+                .iter()
+                .chain(lineup.hidden())
+                .map(|c| c.id.as_str())
+                .filter(|id| !read.contains(*id))
+                .collect()
+        };
+        if new.is_empty() {
+            return false;
+        }
+        // Without the service's tvg-ids (its channel list may be due for a fetch):
+        // they only tell which of its own channels a guide id is, and its own new
+        // channels make it due anyway.
+        let map = Mapping::new(name, &[], lineup, self.plan_for(name));
+        guide.catalogue.iter().any(|(id, names)| {
+            map.map(id, names)
+                .is_some_and(|(ours, _)| new.contains(ours.as_str()))
+        })
     }
 
     /// The lineup changed (a mapping, a service switched): the guide follows at once,
@@ -709,7 +768,17 @@ impl Guides {
             }
             (name, result)
         });
+        let ids: HashSet<Text> = lineup
+            .channels
+            .iter()
+            .chain(lineup.hidden())
+            .map(|c| c.id.clone())
+            .collect();
         for (name, result) in futures::future::join_all(fetches).await {
+            self.lineup_read
+                .lock()
+                .expect("guide lock")
+                .insert(name.clone(), ids.clone());
             self.read_for
                 .lock()
                 .expect("guide lock")

@@ -5,9 +5,13 @@
 //! to channels new in the lineup; and a guide whose assignments change in a refresh
 //! is downloaded once in it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::routing::get;
 use serde_json::Value;
 
-use crate::common::{xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
+use crate::common::{eventually, respond, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
 
 const XML: &str = "application/xml";
 
@@ -184,4 +188,100 @@ async fn a_name_guide_channels_of_two_countries_carry_is_left_to_guide_matching(
     let app = TestApp::spawn(&service(&up)).await;
     assert_eq!(titles(&app, "Kidoodle TV").await, ["KidoodleTV.ca show"]);
     assert_eq!(match_of(&app, "Kidoodle TV").await["state"], "exact");
+}
+
+/// A service `P` whose list (`/list.m3u`) is `lists[stage]`, its guide `/guide.xml`
+/// listing "One"; the upstream and the stage to move it on.
+async fn changing_list(lists: Vec<String>) -> (FakeUpstream, Arc<AtomicUsize>) {
+    let stage = Arc::new(AtomicUsize::new(0));
+    let at_stage = stage.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = lists[at_stage.load(Ordering::SeqCst)].clone();
+                async move { respond(200, M3U_TYPE, body) }
+            }),
+        )
+        .text("/guide.xml", XML, xmltv(&[("One.uk", "One")]))
+        .start();
+    (up, stage)
+}
+
+/// Waits until lineup channel `name` has programmes `want` in `/epg.xml`.
+async fn wait_titles(app: &TestApp, name: &str, want: &[&str]) {
+    eventually(&format!("{name}'s programmes {want:?}"), || async {
+        if !app.channel_names().await.iter().any(|n| n == name) {
+            return Err(format!("{name} not in the lineup yet"));
+        }
+        let got = titles(app, name).await;
+        (got == want).then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels() {
+    let one = ("One.uk", "One", "General");
+    let lists = vec![
+        m3u(&[one]),
+        // "ZDF" only a display name gives (too short a name for guide matching
+        // without a country); then "Film 4", which guide matching gives "Film Four".
+        m3u(&[one, ("p-2", "ZDF", "General")]),
+        m3u(&[
+            one,
+            ("p-2", "ZDF", "General"),
+            ("p-3", "Film 4", "UK | Films"),
+        ]),
+    ];
+    let (up, stage) = changing_list(lists).await;
+    let extra = FakeUpstream::bind()
+        .await
+        .text(
+            "/extra.xml",
+            XML,
+            xmltv(&[("ZDF.de", "ZDF"), ("Film4.uk", "Film Four")]),
+        )
+        .text("/other.xml", XML, xmltv(&[("Other.uk", "Other Channel")]))
+        .start();
+    // No full refresh during the test: only the partial one runs.
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}\n\
+         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n\n[[guides]]\nname = \"other\"\nurl = \"{}\"\n",
+        service(&up),
+        extra.url("/extra.xml"),
+        extra.url("/other.xml")
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    let reads = || (extra.hits("/extra.xml"), extra.hits("/other.xml"));
+    assert_eq!(reads(), (1, 1));
+
+    // A channel the extra guide gives by display name.
+    stage.store(1, Ordering::SeqCst);
+    wait_titles(&app, "ZDF", &["ZDF.de show"]).await;
+    assert_eq!(
+        reads(),
+        (2, 1),
+        "the extra guide listing it read once more, the other not"
+    );
+    assert_eq!(match_of(&app, "ZDF").await["state"], "exact");
+
+    // A channel guide matching gives a channel of the extra guide.
+    stage.store(2, Ordering::SeqCst);
+    wait_titles(&app, "Film 4", &["Film4.uk show"]).await;
+    assert_eq!(reads(), (3, 1));
+    let line = match_of(&app, "Film 4").await;
+    assert_eq!(line["state"], "auto", "{line}");
+    assert_eq!(line["source"], "extra", "{line}");
+    // Nothing new: nothing read.
+    let service_reads = up.hits("/list.m3u");
+    eventually("the list read again", || async {
+        (up.hits("/list.m3u") > service_reads + 1)
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
+    assert_eq!(reads(), (3, 1));
 }
