@@ -28,14 +28,19 @@
 //! those guides only (`refresh_changed`: a guide may be 100 MB) and re-renders; a
 //! lineup that only lost channels is re-rendered without a read. Guide matching runs
 //! again after those reads, so a guide (an extra one too) whose assigned channels
-//! changed is read in the same partial refresh (below).
+//! changed follows in the same partial refresh (below).
 //!
 //! Extra guides (`[[guides]]`) are read like a service's guide and rank after every
 //! service. After the reads, guide matching (`guide_match`) gives lineup channels
 //! that no guide knows by id or display name a guide channel from any guide (an
-//! admin's decision first, else the matcher's automatic match). A read keeps only the
-//! programmes of channels it was told about, so a guide whose assigned channels
-//! changed is read once more right away; later reads keep the assignments.
+//! admin's decision first, else the matcher's automatic match). A read keeps the
+//! programmes of the channels it was told about, and, up to `SPARE_BUDGET` until the
+//! refresh has matched again (`settle`), those of the guide channels no lineup channel
+//! took whose names are made of the lineup's words (`xmltv::Spare`). A guide whose
+//! assigned channels changed takes them from that spare (`ServiceGuide::rechoose`, as a
+//! read with the new assignments would); when the spare lacks one (another guide
+//! channel, the budget ran out, or no read in this refresh: an admin's decision), the
+//! guide is read once more right away. Later reads keep the assignments.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
@@ -81,6 +86,10 @@ const CHECK_MIN: Duration = Duration::from_secs(1);
 const DECISIONS: &str = "guide_match";
 /// Extra guides rank after every service.
 const EXTRA_PRIORITY: i64 = i64::MAX;
+/// Bytes of programmes one read keeps at most besides those of the lineup channels it
+/// was told about, for guide channels guide matching may assign once every guide is
+/// read (`xmltv::Spare`): within it, a changed assignment needs no second download.
+const SPARE_BUDGET: usize = 16 << 20;
 
 /// An extra guide (`[[guides]]`).
 struct Extra {
@@ -174,6 +183,9 @@ pub struct Guides {
     /// Per guide, the guide channels its last read was told to keep for matched
     /// lineup channels: a guide whose assignments changed since is read again.
     read_with: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Per guide, what the reads of the refresh under way kept besides, until it
+    /// settles (`settle` applies changed assignments from it, then drops it).
+    spares: Mutex<HashMap<String, xmltv::Spare>>,
 }
 
 impl Guides {
@@ -196,6 +208,7 @@ impl Guides {
             extra: Vec::new(),
             table: RwLock::default(),
             read_with: Mutex::default(),
+            spares: Mutex::default(),
         }
     }
 
@@ -305,17 +318,87 @@ impl Guides {
         self.render_locked().await.map(drop)
     }
 
-    /// Matches again, reads once more every guide whose assigned guide channels
-    /// changed since its last read, and matches again with what those reads found.
-    /// The caller holds `refreshing`.
+    /// Matches again; every guide whose assigned guide channels changed since its
+    /// last read takes them from what that read kept besides (its spare, when this
+    /// refresh read it and kept them all), else is read once more; then matches again
+    /// with what those guides now give. Drops the spares. The caller holds
+    /// `refreshing`.
     async fn settle(&self, lineup: &Arc<Lineup>) {
         self.rematch(lineup);
         let stale = self.stale_sources();
+        let mut spares = std::mem::take(&mut *self.spares.lock().expect("guide lock"));
+        let mut unread = Vec::new();
+        for name in &stale {
+            let applied = match spares.remove(name) {
+                Some(spare) => self.remap(name, lineup, spare).await,
+                None => false,
+            };
+            if !applied {
+                unread.push(name.clone());
+            }
+        }
+        drop(spares);
+        if !unread.is_empty() {
+            tracing::info!(guides = ?unread, "guide matches changed: reading those guides again");
+            self.fetch(&unread, lineup, None, false).await;
+        }
         if !stale.is_empty() {
-            tracing::info!(guides = ?stale, "guide matches changed: reading those guides again");
-            self.fetch(&stale, lineup, None).await;
             self.rematch(lineup);
         }
+    }
+
+    /// Applies the current plan to guide `name`'s kept guide with what its read kept
+    /// besides (`ServiceGuide::rechoose`), as a read now would; false when that read
+    /// did not keep enough (the guide must be read again).
+    async fn remap(&self, name: &str, lineup: &Lineup, spare: xmltv::Spare) -> bool {
+        let channels = if self.extra.iter().any(|e| e.cfg.name == name) {
+            Arc::default()
+        } else {
+            match self.registry.channels_of(name).await {
+                Ok(c) => c,
+                Err(_) => return false,
+            }
+        };
+        let plan = self.plan_for(name);
+        let assigned = plan.assigned.clone();
+        let map = Mapping::new(name, &channels, lineup, plan);
+        let window = Window::new(lineup, self.cfg.days);
+        let Some(kept) = self
+            .last_good
+            .lock()
+            .expect("guide lock")
+            .get(name)
+            .cloned()
+        else {
+            return false;
+        };
+        let Some(rechosen) = kept.rechoose(&spare, &map) else {
+            return false;
+        };
+        drop(kept);
+        let mut good = self.last_good.lock().expect("guide lock");
+        let Some(kept) = good.remove(name) else {
+            return false;
+        };
+        // A clone only when a render holds the guide right now.
+        let mut guide = Arc::unwrap_or_clone(kept);
+        guide.apply(spare, rechosen);
+        window.trim(&mut guide);
+        let (channels, programmes) = (guide.channels_matched, guide.programme_count());
+        let ignored = guide.ignored_duplicates;
+        good.insert(name.to_string(), Arc::new(guide));
+        drop(good);
+        tracing::info!(guide = %name, programmes, "guide matches changed: applied from the programmes its read kept");
+        if let Some(status) = self.status.lock().expect("guide status lock").get_mut(name) {
+            status.channels = channels;
+            status.programmes = programmes;
+            status.ignored_duplicate_channels = ignored;
+        }
+        self.read_with
+            .lock()
+            .expect("guide lock")
+            .insert(name.to_string(), assigned);
+        true
     }
 
     /// Guides whose assigned guide channels differ from those their last read kept,
@@ -613,7 +696,7 @@ impl Guides {
             }
         }
         if !due.is_empty() {
-            self.fetch(&due, &lineup, None).await;
+            self.fetch(&due, &lineup, None, true).await;
             self.settle(&lineup).await;
         }
         let _render = self.rendering.lock().await;
@@ -712,7 +795,7 @@ impl Guides {
         }
         let lineup = self.registry.lineup_observed(observe).await?;
         let names: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
-        self.fetch(&names, &lineup, observe).await;
+        self.fetch(&names, &lineup, observe, true).await;
         self.settle(&lineup).await;
         self.fetches.fetch_add(1, Ordering::Release);
         let _render = self.rendering.lock().await;
@@ -721,41 +804,30 @@ impl Guides {
 
     /// Reads the guides of `services` at once against `lineup` and keeps the outcome:
     /// a good read replaces the service's last good guide, a failed one keeps it and
-    /// says why in the status. The caller holds `refreshing`.
+    /// says why in the status. With `spare`, each read also keeps (bounded) the
+    /// programmes of guide channels guide matching may assign next (`settle`). The
+    /// caller holds `refreshing`.
     async fn fetch(
         &self,
         services: &[String],
         lineup: &Arc<Lineup>,
         observe: Option<Observer<'_>>,
+        spare: bool,
     ) {
-        let now = chrono::Utc::now().timestamp();
-        let to = now + i64::from(self.cfg.days) * 86_400;
-        // Channels with catch-up keep their past programmes as far back as their
-        // archive reaches (players list what can be replayed from the guide); the
-        // read keeps the widest window, then each channel is cut to its own.
-        let keep_past = |c: &LineupChannel| KEEP_PAST.max(i64::from(c.catchup_days) * 86_400);
-        let widest = lineup
-            .channels
-            .iter()
-            .chain(lineup.hidden())
-            .map(keep_past)
-            .max()
-            .unwrap_or(KEEP_PAST);
-        let past: HashMap<&str, i64> = lineup
-            .channels
-            .iter()
-            .chain(lineup.hidden())
-            .filter(|c| c.catchup_days > 0)
-            .map(|c| (c.id.as_str(), keep_past(c)))
-            .collect();
-        let past = &past;
+        let window = &Window::new(lineup, self.cfg.days);
+        let words = spare.then(|| spare_words(lineup));
+        let words = words.as_ref();
         let fetches = services.iter().map(|name| async move {
             let name = name.clone();
-            let mut result = self.fetch_one(&name, lineup, now - widest, to).await;
+            let mut result = self.fetch_one(&name, lineup, window, words).await;
             if let Ok(Some((_, guide))) = &mut result {
-                for (id, programmes) in &mut guide.programmes {
-                    let from = now - past.get(id.as_str()).copied().unwrap_or(KEEP_PAST);
-                    programmes.retain(|p| p.stop.unwrap_or(p.start) >= from);
+                window.trim(guide);
+                if spare {
+                    let kept = std::mem::take(&mut guide.spare);
+                    self.spares
+                        .lock()
+                        .expect("guide lock")
+                        .insert(name.clone(), kept);
                 }
             }
             if let Some(observe) = observe {
@@ -848,13 +920,13 @@ impl Guides {
         &self,
         name: &str,
         lineup: &Lineup,
-        from: i64,
-        to: i64,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
     ) -> Result<Option<(String, ServiceGuide)>, (String, String)> {
         let plan = self.plan_for(name);
         if let Some(extra) = self.extra.iter().find(|e| e.cfg.name == name) {
             return self
-                .fetch_extra(extra, lineup, plan, from, to)
+                .fetch_extra(extra, lineup, plan, window, spare)
                 .await
                 .map(Some);
         }
@@ -880,12 +952,10 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
-        let map = Mapping::new(name, &channels, lineup, plan);
+        let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
         let work = async {
             let reader = open(&*service, source).await?;
-            xmltv::read(reader, &map, from, to)
-                .await
-                .map_err(|e| e.to_string())
+            window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
             Err(_) => Err((
@@ -907,8 +977,8 @@ impl Guides {
         extra: &Extra,
         lineup: &Lineup,
         plan: Plan,
-        from: i64,
-        to: i64,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
     ) -> Result<(String, ServiceGuide), (String, String)> {
         let (shown, source) = match (&extra.http, &extra.cfg.file) {
             (Some((url, _)), _) => (crate::error::redact(url), GuideSource::Url(url.clone())),
@@ -919,7 +989,7 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
-        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan);
+        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
         let work = async {
             let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
                 GuideSource::Url(url) => {
@@ -940,9 +1010,7 @@ impl Guides {
                 GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
             };
             let reader = decompress(raw, extra.cfg.max_bytes).await?;
-            xmltv::read(reader, &map, from, to)
-                .await
-                .map_err(|e| e.to_string())
+            window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
             Err(_) => Err((
@@ -1045,6 +1113,87 @@ fn channels_with_source(lineup: &Lineup, service: &str) -> BTreeSet<String> {
         .filter(|c| c.sources.iter().any(|s| s.service == service))
         .map(|c| c.id.to_string())
         .collect()
+}
+
+/// The time a refresh keeps programmes of: up to `guide.days` ahead, and back
+/// `KEEP_PAST`, or as far as a channel's catch-up archive reaches (players list what
+/// can be replayed from the guide). A read keeps the widest window; `trim` then cuts
+/// each channel to its own.
+struct Window<'a> {
+    now: i64,
+    to: i64,
+    widest: i64,
+    /// How far back each channel with catch-up keeps, by lineup channel id.
+    past: HashMap<&'a str, i64>,
+}
+
+impl<'a> Window<'a> {
+    fn new(lineup: &'a Lineup, days: u32) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        let keep_past = |c: &LineupChannel| KEEP_PAST.max(i64::from(c.catchup_days) * 86_400);
+        let all = || lineup.channels.iter().chain(lineup.hidden());
+        Self {
+            now,
+            to: now + i64::from(days) * 86_400,
+            widest: all().map(keep_past).max().unwrap_or(KEEP_PAST),
+            past: all()
+                .filter(|c| c.catchup_days > 0)
+                .map(|c| (c.id.as_str(), keep_past(c)))
+                .collect(),
+        }
+    }
+
+    /// Reads a guide with `map` in the widest window, keeping a spare when asked.
+    async fn read(
+        &self,
+        reader: impl AsyncBufRead + Unpin,
+        map: &Mapping<'_>,
+        spare: bool,
+    ) -> Result<ServiceGuide, String> {
+        let budget = if spare { SPARE_BUDGET } else { 0 };
+        xmltv::read_sparing(reader, map, self.now - self.widest, self.to, budget)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Cuts each channel's programmes to its own past.
+    fn trim(&self, guide: &mut ServiceGuide) {
+        for (id, programmes) in &mut guide.programmes {
+            let from = self.now - self.past.get(id.as_str()).copied().unwrap_or(KEEP_PAST);
+            programmes.retain(|p| p.stop.unwrap_or(p.start) >= from);
+        }
+    }
+}
+
+/// The words (and the names written as one word) of the listed lineup channels' names,
+/// their sources' names and guide ids: a guide channel none of whose names is made of
+/// them is no candidate of guide matching worth keeping programmes for.
+fn spare_words(lineup: &Lineup) -> HashSet<String> {
+    let mut words = HashSet::new();
+    for c in &lineup.channels {
+        let names = std::iter::once(&c.name).chain(c.sources.iter().map(|s| &s.name));
+        let features = names
+            .map(|n| features::of_name(n))
+            .chain(features::of_tvg_id(&c.guide_id));
+        for f in features {
+            words.insert(f.compact());
+            words.extend(f.words);
+        }
+    }
+    words
+}
+
+/// Whether guide channel names `names` (or its id) are made of `words` (see
+/// `spare_words`).
+fn made_of(words: &HashSet<String>, xml_id: &str, names: &[String]) -> bool {
+    names
+        .iter()
+        .map(|n| features::of_name(n))
+        .chain(features::of_tvg_id(xml_id))
+        .any(|f| {
+            !f.words.is_empty()
+                && (words.contains(&f.compact()) || f.words.iter().all(|w| words.contains(w)))
+        })
 }
 
 fn now_rfc3339() -> String {
@@ -1191,6 +1340,9 @@ struct Mapping<'a> {
     /// This service's tvg-ids by its channel id (also for the country).
     tvg_of: HashMap<&'a str, &'a str>,
     service: &'a str,
+    /// With a spare (`sparing`): the lineup's words, which say which unmapped guide
+    /// channels' programmes the read keeps besides.
+    spare_words: Option<&'a HashSet<String>>,
 }
 
 impl<'a> Mapping<'a> {
@@ -1238,7 +1390,14 @@ impl<'a> Mapping<'a> {
             channels: by_id,
             tvg_of,
             service,
+            spare_words: None,
         }
+    }
+
+    /// Keeps besides the programmes of guide channels made of `words` (`spare_words`).
+    fn sparing(mut self, words: Option<&'a HashSet<String>>) -> Self {
+        self.spare_words = words;
+        self
     }
 
     /// The country of lineup channel `id`, when known: a name's suffix ("... CA"),
@@ -1307,6 +1466,11 @@ impl ChannelMap for Mapping<'_> {
 
     fn country(&self, xml_id: &str, names: &[String]) -> Option<String> {
         guide_country(xml_id, names)
+    }
+
+    fn spare(&self, xml_id: &str, names: &[String]) -> bool {
+        self.spare_words
+            .is_some_and(|words| made_of(words, xml_id, names))
     }
 }
 

@@ -191,8 +191,8 @@ async fn a_name_guide_channels_of_two_countries_carry_is_left_to_guide_matching(
 }
 
 /// A service `P` whose list (`/list.m3u`) is `lists[stage]`, its guide `/guide.xml`
-/// listing "One"; the upstream and the stage to move it on.
-async fn changing_list(lists: Vec<String>) -> (FakeUpstream, Arc<AtomicUsize>) {
+/// `guide`; the upstream and the stage to move it on.
+async fn changing_list(lists: Vec<String>, guide: String) -> (FakeUpstream, Arc<AtomicUsize>) {
     let stage = Arc::new(AtomicUsize::new(0));
     let at_stage = stage.clone();
     let up = FakeUpstream::bind()
@@ -204,7 +204,7 @@ async fn changing_list(lists: Vec<String>) -> (FakeUpstream, Arc<AtomicUsize>) {
                 async move { respond(200, M3U_TYPE, body) }
             }),
         )
-        .text("/guide.xml", XML, xmltv(&[("One.uk", "One")]))
+        .text("/guide.xml", XML, guide)
         .start();
     (up, stage)
 }
@@ -235,7 +235,7 @@ async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels
             ("p-3", "Film 4", "UK | Films"),
         ]),
     ];
-    let (up, stage) = changing_list(lists).await;
+    let (up, stage) = changing_list(lists, xmltv(&[("One.uk", "One")])).await;
     let extra = FakeUpstream::bind()
         .await
         .text(
@@ -284,4 +284,56 @@ async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels
     })
     .await;
     assert_eq!(reads(), (3, 1));
+}
+
+#[tokio::test]
+async fn a_guide_whose_assignments_change_in_a_refresh_is_downloaded_once_in_it() {
+    let one = ("One.uk", "One", "General");
+    // Guide matching gives "BBCOne" the service's "BBC One HD" once the first read
+    // has shown the guide's channels.
+    let bbc = ("p-1", "BBCOne", "UK | General");
+    let lists = vec![
+        m3u(&[one, bbc]),
+        // At once: "ZDF", which the extra guide gives by display name, and "Film 4",
+        // which guide matching gives the extra guide's "Film Four".
+        m3u(&[
+            one,
+            bbc,
+            ("p-2", "ZDF", "General"),
+            ("p-3", "Film 4", "UK | Films"),
+        ]),
+    ];
+    let guide = xmltv(&[("One.uk", "One"), ("BBCOne.uk", "BBC One HD")]);
+    let (up, stage) = changing_list(lists, guide).await;
+    let extra = FakeUpstream::bind()
+        .await
+        .text(
+            "/extra.xml",
+            XML,
+            xmltv(&[("ZDF.de", "ZDF"), ("Film4.uk", "Film Four")]),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}\n\
+         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n",
+        service(&up),
+        extra.url("/extra.xml"),
+    ))
+    .await;
+    let downloads = || (up.hits("/guide.xml"), extra.hits("/extra.xml"));
+
+    // The first refresh: matched after the reads, applied without a second download.
+    wait_titles(&app, "BBCOne", &["BBCOne.uk show"]).await;
+    assert_eq!(match_of(&app, "BBCOne").await["state"], "auto");
+    assert_eq!(downloads(), (1, 1));
+
+    // A partial refresh reads the service's guide (its new channels) and the extra
+    // one (a name it lists), then matches "Film 4" to the extra guide: no more reads.
+    stage.store(1, Ordering::SeqCst);
+    wait_titles(&app, "ZDF", &["ZDF.de show"]).await;
+    wait_titles(&app, "Film 4", &["Film4.uk show"]).await;
+    let line = match_of(&app, "Film 4").await;
+    assert_eq!(line["state"], "auto", "{line}");
+    assert_eq!(downloads(), (2, 2));
+    assert_eq!(titles(&app, "BBCOne").await, ["BBCOne.uk show"]);
 }
