@@ -714,11 +714,9 @@ impl Guides {
         self.render_locked().await.map(drop)
     }
 
-    /// Whether the kept channel list of guide `name` has a guide channel that a read
-    /// now would give (by id, a display name or guide matching) to a lineup channel
-    /// its last read did not know. Only what the list names is seen: a guide channel
-    /// with programmes but no `<channel>` (or no display name) waits for the next
-    /// full refresh.
+    /// Whether the guide channels the last read of guide `name` saw (its catalogue,
+    /// and those without a display name) have one that a read now would give (by id
+    /// or display name) to a lineup channel that read did not know.
     fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
         let Some(guide) = self
             .last_good
@@ -749,10 +747,16 @@ impl Guides {
         // they only tell which of its own channels a guide id is, and its own new
         // channels make it due anyway.
         let map = Mapping::new(name, &[], lineup, self.plan_for(name));
-        guide.catalogue.iter().any(|(id, names)| {
-            map.map(id, names)
-                .is_some_and(|(ours, _)| new.contains(ours.as_str()))
-        })
+        let unnamed = guide.unnamed().iter().map(|id| (id, &[][..]));
+        guide
+            .catalogue
+            .iter()
+            .map(|(id, names)| (id, names.as_slice()))
+            .chain(unnamed)
+            .any(|(id, names)| {
+                map.map(id, names)
+                    .is_some_and(|(ours, _)| new.contains(ours.as_str()))
+            })
     }
 
     /// The lineup changed (a mapping, a service switched): the guide follows at once,

@@ -148,6 +148,12 @@ impl ServiceGuide {
         self.programmes.values().map(Vec::len).sum()
     }
 
+    /// Guide channels (ids) the read saw without a display name, which only an id
+    /// matches: not in the catalogue.
+    pub fn unnamed(&self) -> &[String] {
+        &self.unnamed
+    }
+
     /// The guide channels a read of the same document with `map` (a plan decided
     /// after this read: other guide channels assigned) would give our channels, when
     /// what this read kept and `spare` (what it kept besides) hold all their

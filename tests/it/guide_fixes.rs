@@ -224,14 +224,17 @@ async fn wait_titles(app: &TestApp, name: &str, want: &[&str]) {
 #[tokio::test]
 async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels() {
     let one = ("One.uk", "One", "General");
+    let shop = ("Qvc.uk", "Shopping", "General");
     let lists = vec![
         m3u(&[one]),
         // "ZDF" only a display name gives (too short a name for guide matching
-        // without a country); then "Film 4", which guide matching gives "Film Four".
-        m3u(&[one, ("p-2", "ZDF", "General")]),
+        // without a country), and "Shopping", whose tvg-id a guide names only in its
+        // programmes; then "Film 4", which guide matching gives "Film Four".
+        m3u(&[one, ("p-2", "ZDF", "General"), shop]),
         m3u(&[
             one,
             ("p-2", "ZDF", "General"),
+            shop,
             ("p-3", "Film 4", "UK | Films"),
         ]),
     ];
@@ -244,34 +247,54 @@ async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels
             xmltv(&[("ZDF.de", "ZDF"), ("Film4.uk", "Film Four")]),
         )
         .text("/other.xml", XML, xmltv(&[("Other.uk", "Other Channel")]))
+        .text(
+            "/ids.xml",
+            XML,
+            format!(
+                "<tv><programme start=\"{}\" stop=\"{}\" channel=\"Qvc.uk\">\
+                 <title>Qvc.uk show</title></programme></tv>",
+                at(0),
+                at(1)
+            ),
+        )
         .start();
     // No full refresh during the test: only the partial one runs.
     let app = TestApp::spawn(&format!(
         "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}\n\
-         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n\n[[guides]]\nname = \"other\"\nurl = \"{}\"\n",
+         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n\n[[guides]]\nname = \"other\"\nurl = \"{}\"\n\n\
+         [[guides]]\nname = \"ids\"\nurl = \"{}\"\n",
         service(&up),
         extra.url("/extra.xml"),
-        extra.url("/other.xml")
+        extra.url("/other.xml"),
+        extra.url("/ids.xml")
     ))
     .await;
     wait_titles(&app, "One", &["One.uk show"]).await;
-    let reads = || (extra.hits("/extra.xml"), extra.hits("/other.xml"));
-    assert_eq!(reads(), (1, 1));
+    let reads = || {
+        (
+            extra.hits("/extra.xml"),
+            extra.hits("/other.xml"),
+            extra.hits("/ids.xml"),
+        )
+    };
+    assert_eq!(reads(), (1, 1, 1));
 
-    // A channel the extra guide gives by display name.
+    // A channel the extra guide gives by display name, and one another guide names
+    // only by id.
     stage.store(1, Ordering::SeqCst);
     wait_titles(&app, "ZDF", &["ZDF.de show"]).await;
+    wait_titles(&app, "Shopping", &["Qvc.uk show"]).await;
     assert_eq!(
         reads(),
-        (2, 1),
-        "the extra guide listing it read once more, the other not"
+        (2, 1, 2),
+        "the guides listing them read once more, the other not"
     );
     assert_eq!(match_of(&app, "ZDF").await["state"], "exact");
 
     // A channel guide matching gives a channel of the extra guide.
     stage.store(2, Ordering::SeqCst);
     wait_titles(&app, "Film 4", &["Film4.uk show"]).await;
-    assert_eq!(reads(), (3, 1));
+    assert_eq!(reads(), (3, 1, 2));
     let line = match_of(&app, "Film 4").await;
     assert_eq!(line["state"], "auto", "{line}");
     assert_eq!(line["source"], "extra", "{line}");
@@ -283,7 +306,7 @@ async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels
             .ok_or("not yet")
     })
     .await;
-    assert_eq!(reads(), (3, 1));
+    assert_eq!(reads(), (3, 1, 2));
 }
 
 #[tokio::test]
