@@ -181,7 +181,8 @@ pub struct Guides {
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
     /// Per guide, the guide channels its last read was told to keep for matched
-    /// lineup channels: a guide whose assignments changed since is read again.
+    /// lineup channels (or `settle` applied since): a guide whose assignments changed
+    /// since is brought up to date (`settle`).
     read_with: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Per guide, what the reads of the refresh under way kept besides, until it
     /// settles (`settle` applies changed assignments from it, then drops it).

@@ -221,8 +221,8 @@ pub struct Rechosen {
 #[derive(Debug, Default, Clone)]
 pub struct Spare {
     programmes: HashMap<String, Vec<Programme>>,
-    /// Guide channels whose programmes (in the window) are all kept, here or with the
-    /// channel of ours that took them, unless `lost`.
+    /// Guide channels whose programmes (in the window) are all kept here, unless
+    /// `lost`.
     wanted: HashSet<String>,
     /// Guide channels that lost programmes to the budget.
     lost: HashSet<String>,
