@@ -167,9 +167,10 @@ pub struct Guides {
     /// refresh, not at every check.
     read_for: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Per guide (a service's or an extra one), every lineup channel (by id, hidden
-    /// ones included) when it was last read, whether the read worked or not: a guide
-    /// whose kept channel list names a channel missing here (by id or display name)
-    /// could give it programmes, so `refresh_changed` reads it again.
+    /// ones included) when it was last read, whether the read worked or not, and
+    /// those checked against its kept channels since: a guide whose kept channels
+    /// give a channel missing here (by id or display name) could give it programmes,
+    /// so `refresh_changed` reads it again.
     lineup_read: Mutex<HashMap<String, HashSet<Text>>>,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
@@ -717,7 +718,8 @@ impl Guides {
 
     /// Whether the guide channels the last read of guide `name` saw (its catalogue,
     /// and those without a display name) have one that a read now would give (by id
-    /// or display name) to a lineup channel that read did not know.
+    /// or display name) to a lineup channel that read did not know. The new channels
+    /// it gives none are not looked at again before the next read.
     fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
         let Some(guide) = self
             .last_good
@@ -728,7 +730,7 @@ impl Guides {
         else {
             return false;
         };
-        let new: HashSet<&str> = {
+        let new: Vec<&Text> = {
             let read = self.lineup_read.lock().expect("guide lock");
             let Some(read) = read.get(name) else {
                 return false;
@@ -737,7 +739,7 @@ impl Guides {
                 .channels
                 .iter()
                 .chain(lineup.hidden())
-                .map(|c| c.id.as_str())
+                .map(|c| &c.id)
                 .filter(|id| !read.contains(*id))
                 .collect()
         };
@@ -748,16 +750,25 @@ impl Guides {
         // they only tell which of its own channels a guide id is, and its own new
         // channels make it due anyway.
         let map = Mapping::new(name, &[], lineup, self.plan_for(name));
+        let is_new: HashSet<&str> = new.iter().map(|id| id.as_str()).collect();
         let unnamed = guide.unnamed().iter().map(|id| (id, &[][..]));
-        guide
+        let lists = guide
             .catalogue
             .iter()
             .map(|(id, names)| (id, names.as_slice()))
             .chain(unnamed)
             .any(|(id, names)| {
                 map.map(id, names)
-                    .is_some_and(|(ours, _)| new.contains(ours.as_str()))
-            })
+                    .is_some_and(|(ours, _)| is_new.contains(ours.as_str()))
+            });
+        if !lists {
+            // Its channels do not change before its next read: these need no second
+            // look (a check costs a mapping of the whole lineup).
+            if let Some(read) = self.lineup_read.lock().expect("guide lock").get_mut(name) {
+                read.extend(new.into_iter().cloned());
+            }
+        }
+        lists
     }
 
     /// The lineup changed (a mapping, a service switched): the guide follows at once,
