@@ -831,7 +831,7 @@ impl Guides {
         spare: bool,
     ) {
         let window = &Window::new(lineup, self.cfg.days);
-        let words = spare.then(|| spare_words(lineup));
+        let words = spare.then(|| spare_words(lineup, &self.matches()));
         let words = words.as_ref();
         let fetches = services.iter().map(|name| async move {
             let name = name.clone();
@@ -1181,12 +1181,17 @@ impl<'a> Window<'a> {
     }
 }
 
-/// The words (and the names written as one word) of the listed lineup channels' names,
-/// their sources' names and guide ids: a guide channel none of whose names is made of
-/// them is no candidate of guide matching worth keeping programmes for.
-fn spare_words(lineup: &Lineup) -> HashSet<String> {
+/// The words (and the names written as one word) of the names, sources' names and
+/// guide ids of the listed lineup channels that guide matching may look for (all but
+/// those the last matching found a guide knows: those rarely change): a guide channel
+/// none of whose names is made of them is no candidate worth keeping programmes for.
+fn spare_words(lineup: &Lineup, last: &Table) -> HashSet<String> {
     let mut words = HashSet::new();
-    for c in &lineup.channels {
+    let open = |c: &&LineupChannel| {
+        last.get(&c.id)
+            .is_none_or(|e| e.state != table::State::Exact)
+    };
+    for c in lineup.channels.iter().filter(open) {
         let names = std::iter::once(&c.name).chain(c.sources.iter().map(|s| &s.name));
         let features = names
             .map(|n| features::of_name(n))
