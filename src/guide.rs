@@ -36,7 +36,8 @@
 //! admin's decision first, else the matcher's automatic match). A read keeps the
 //! programmes of the channels it was told about, and, up to `SPARE_BUDGET` until the
 //! refresh has matched again (`settle`), those of the guide channels no lineup channel
-//! took whose names are made of the lineup's words (`xmltv::Spare`). A guide whose
+//! took whose names are made of the words of the lineup channels guide matching may
+//! look for (`spare_words`, `xmltv::Spare`). A guide whose
 //! assigned channels changed takes them from that spare (`ServiceGuide::rechoose`, as a
 //! read with the new assignments would); when the spare lacks one (another guide
 //! channel, the budget ran out, or no read in this refresh: an admin's decision), the
