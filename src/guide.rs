@@ -9,6 +9,10 @@
 //! the higher priority, then the better name match (the display name as written before
 //! one equal only once normalised), then the first listed. Within one guide, the other
 //! guide channels that matched it are ignored and counted (`ignored_duplicate_channels`).
+//! A display name never matches across countries (`Mapping`): not when the lineup
+//! channel's and the guide channel's countries are known and differ, nor, for a
+//! lineup channel of unknown country, when guide channels of several countries in one
+//! guide carry it; guide matching then reports it.
 //!
 //! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
 //! a mapping change or a service switch re-renders the kept guides against the new
@@ -19,17 +23,27 @@
 //! list) has none until its service's guide is read again. Between full refreshes the
 //! background loop therefore checks, whenever the lineup is rebuilt and at least every
 //! `CHECK_EVERY`, for services with lineup channels their last read did not cover,
-//! reads again the guides of those services only (`refresh_changed`) and re-renders;
-//! a lineup that only lost channels is re-rendered without a read.
+//! and for guides (a service's or an extra one) whose kept channel list names, by id
+//! or display name, a lineup channel their last read did not know; it reads again
+//! those guides only (`refresh_changed`: a guide may be 100 MB) and re-renders; a
+//! lineup that only lost channels is re-rendered without a read. Guide matching runs
+//! again after those reads, so a guide (an extra one too) whose assigned channels
+//! changed follows in the same partial refresh (below).
 //!
 //! Extra guides (`[[guides]]`) are read like a service's guide and rank after every
 //! service. After the reads, guide matching (`guide_match`) gives lineup channels
 //! that no guide knows by id or display name a guide channel from any guide (an
-//! admin's decision first, else the matcher's automatic match). A read keeps only the
-//! programmes of channels it was told about, so a guide whose assigned channels
-//! changed is read once more right away; later reads keep the assignments.
+//! admin's decision first, else the matcher's automatic match). A read keeps the
+//! programmes of the channels it was told about, and, up to `SPARE_BUDGET` until the
+//! refresh has matched again (`settle`), those of the guide channels no lineup channel
+//! took whose names are made of the words of the lineup channels guide matching may
+//! look for (`spare_words`, `xmltv::Spare`). A guide whose
+//! assigned channels changed takes them from that spare (`ServiceGuide::rechoose`, as a
+//! read with the new assignments would); when the spare lacks one (another guide
+//! channel, the budget ran out, or no read in this refresh: an admin's decision), the
+//! guide is read once more right away. Later reads keep the assignments.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,10 +57,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
 
 use crate::config::{ExtraGuideConfig, GuideConfig};
+use crate::guide_match::features;
 use crate::guide_match::table::{self, Decision, Entry, Table};
 use crate::guide_match::{GuideMatchError, Settings};
 use crate::lineup::{normalise, Lineup};
-use crate::model::{Channel, LineupChannel};
+use crate::model::{Channel, LineupChannel, Text};
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
 use crate::services::GuideSource;
@@ -72,6 +87,10 @@ const CHECK_MIN: Duration = Duration::from_secs(1);
 const DECISIONS: &str = "guide_match";
 /// Extra guides rank after every service.
 const EXTRA_PRIORITY: i64 = i64::MAX;
+/// Bytes of programmes one read keeps at most besides those of the lineup channels it
+/// was told about, for guide channels guide matching may assign once every guide is
+/// read (`xmltv::Spare`): within it, a changed assignment needs no second download.
+const SPARE_BUDGET: usize = 16 << 20;
 
 /// An extra guide (`[[guides]]`).
 struct Extra {
@@ -148,6 +167,12 @@ pub struct Guides {
     /// reads that service's guide again. A failed read is retried at the next full
     /// refresh, not at every check.
     read_for: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Per guide (a service's or an extra one), every lineup channel (by id, hidden
+    /// ones included) when it was last read, whether the read worked or not, and
+    /// those checked against its kept channels since: a guide whose kept channels
+    /// give a channel missing here (by id or display name) could give it programmes,
+    /// so `refresh_changed` reads it again.
+    lineup_read: Mutex<HashMap<String, HashSet<Text>>>,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
@@ -158,8 +183,12 @@ pub struct Guides {
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
     /// Per guide, the guide channels its last read was told to keep for matched
-    /// lineup channels: a guide whose assignments changed since is read again.
+    /// lineup channels (or `settle` applied since): a guide whose assignments changed
+    /// since is brought up to date (`settle`).
     read_with: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Per guide, what the reads of the refresh under way kept besides, until it
+    /// settles (`settle` applies changed assignments from it, then drops it).
+    spares: Mutex<HashMap<String, xmltv::Spare>>,
 }
 
 impl Guides {
@@ -176,11 +205,13 @@ impl Guides {
             rendering: tokio::sync::Mutex::const_new(()),
             wake: Arc::default(),
             read_for: Mutex::default(),
+            lineup_read: Mutex::default(),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
             table: RwLock::default(),
             read_with: Mutex::default(),
+            spares: Mutex::default(),
         }
     }
 
@@ -290,17 +321,87 @@ impl Guides {
         self.render_locked().await.map(drop)
     }
 
-    /// Matches again, reads once more every guide whose assigned guide channels
-    /// changed since its last read, and matches again with what those reads found.
-    /// The caller holds `refreshing`.
+    /// Matches again; every guide whose assigned guide channels changed since its
+    /// last read takes them from what that read kept besides (its spare, when this
+    /// refresh read it and kept them all), else is read once more; then matches again
+    /// with what those guides now give. Drops the spares. The caller holds
+    /// `refreshing`.
     async fn settle(&self, lineup: &Arc<Lineup>) {
         self.rematch(lineup);
         let stale = self.stale_sources();
+        let mut spares = std::mem::take(&mut *self.spares.lock().expect("guide lock"));
+        let mut unread = Vec::new();
+        for name in &stale {
+            let applied = match spares.remove(name) {
+                Some(spare) => self.remap(name, lineup, spare).await,
+                None => false,
+            };
+            if !applied {
+                unread.push(name.clone());
+            }
+        }
+        drop(spares);
+        if !unread.is_empty() {
+            tracing::info!(guides = ?unread, "guide matches changed: reading those guides again");
+            self.fetch(&unread, lineup, None, false).await;
+        }
         if !stale.is_empty() {
-            tracing::info!(guides = ?stale, "guide matches changed: reading those guides again");
-            self.fetch(&stale, lineup, None).await;
             self.rematch(lineup);
         }
+    }
+
+    /// Applies the current plan to guide `name`'s kept guide with what its read kept
+    /// besides (`ServiceGuide::rechoose`), as a read now would; false when that read
+    /// did not keep enough (the guide must be read again).
+    async fn remap(&self, name: &str, lineup: &Lineup, spare: xmltv::Spare) -> bool {
+        let channels = if self.extra.iter().any(|e| e.cfg.name == name) {
+            Arc::default()
+        } else {
+            match self.registry.channels_of(name).await {
+                Ok(c) => c,
+                Err(_) => return false,
+            }
+        };
+        let plan = self.plan_for(name);
+        let assigned = plan.assigned.clone();
+        let map = Mapping::new(name, &channels, lineup, plan);
+        let window = Window::new(lineup, self.cfg.days);
+        let Some(kept) = self
+            .last_good
+            .lock()
+            .expect("guide lock")
+            .get(name)
+            .cloned()
+        else {
+            return false;
+        };
+        let Some(rechosen) = kept.rechoose(&spare, &map) else {
+            return false;
+        };
+        drop(kept);
+        let mut good = self.last_good.lock().expect("guide lock");
+        let Some(kept) = good.remove(name) else {
+            return false;
+        };
+        // A clone only when a render holds the guide right now.
+        let mut guide = Arc::unwrap_or_clone(kept);
+        guide.apply(spare, rechosen);
+        window.trim(&mut guide);
+        let (channels, programmes) = (guide.channels_matched, guide.programme_count());
+        let ignored = guide.ignored_duplicates;
+        good.insert(name.to_string(), Arc::new(guide));
+        drop(good);
+        tracing::info!(guide = %name, programmes, "guide matches changed: applied from the programmes its read kept");
+        if let Some(status) = self.status.lock().expect("guide status lock").get_mut(name) {
+            status.channels = channels;
+            status.programmes = programmes;
+            status.ignored_duplicate_channels = ignored;
+        }
+        self.read_with
+            .lock()
+            .expect("guide lock")
+            .insert(name.to_string(), assigned);
+        true
     }
 
     /// Guides whose assigned guide channels differ from those their last read kept,
@@ -563,17 +664,19 @@ impl Guides {
     }
 
     /// Reads again the guides of the enabled services that have lineup channels their
-    /// last read did not cover (and of no other service: a guide may be 100 MB), then
-    /// re-renders; without such a service, re-renders only when the listed channels
-    /// changed since the last render. Never runs beside a full refresh, and does
-    /// nothing before the first render.
+    /// last read did not cover, and the guides (extra ones too) whose kept channel
+    /// list gives a channel to a lineup channel their last read did not know (and no
+    /// other guide: a guide may be 100 MB), matches again (reading the guides whose
+    /// assignments changed), then re-renders; with nothing to read, re-renders only
+    /// when the listed channels changed since the last render. Never runs beside a
+    /// full refresh, and does nothing before the first render.
     pub async fn refresh_changed(&self) -> Result<(), RegistryError> {
         if self.rendered().is_none() {
             return Ok(());
         }
         let _one = self.refreshing.lock().await;
         let lineup = self.registry.lineup().await?;
-        let due: Vec<_> = {
+        let mut due: Vec<String> = {
             let read_for = self.read_for.lock().expect("guide lock");
             self.enabled_services()
                 .into_iter()
@@ -583,14 +686,20 @@ impl Guides {
                         .get(&s.name)
                         .map_or(now.is_empty(), |read| now.is_subset(read))
                 })
+                .map(|s| s.name)
                 .collect()
         };
-        for s in &due {
-            tracing::info!(service = %s.name, "lineup channels changed: reading its guide again");
+        for name in &due {
+            tracing::info!(service = %name, "lineup channels changed: reading its guide again");
+        }
+        for (name, _) in self.sources() {
+            if !due.contains(&name) && self.lists_new_channels(&name, &lineup) {
+                tracing::info!(guide = %name, "the guide lists channels new in the lineup: reading it again");
+                due.push(name);
+            }
         }
         if !due.is_empty() {
-            let names: Vec<String> = due.iter().map(|s| s.name.clone()).collect();
-            self.fetch(&names, &lineup, None).await;
+            self.fetch(&due, &lineup, None, true).await;
             self.settle(&lineup).await;
         }
         let _render = self.rendering.lock().await;
@@ -606,6 +715,61 @@ impl Guides {
             }
         }
         self.render_locked().await.map(drop)
+    }
+
+    /// Whether the guide channels the last read of guide `name` saw (its catalogue,
+    /// and those without a display name) have one that a read now would give (by id
+    /// or display name) to a lineup channel that read did not know. The new channels
+    /// it gives none are not looked at again before the next read.
+    fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
+        let Some(guide) = self
+            .last_good
+            .lock()
+            .expect("guide lock")
+            .get(name)
+            .cloned()
+        else {
+            return false;
+        };
+        let new: Vec<&Text> = {
+            let read = self.lineup_read.lock().expect("guide lock");
+            let Some(read) = read.get(name) else {
+                return false;
+            };
+            lineup
+                .channels
+                .iter()
+                .chain(lineup.hidden())
+                .map(|c| &c.id)
+                .filter(|id| !read.contains(*id))
+                .collect()
+        };
+        if new.is_empty() {
+            return false;
+        }
+        // Without the service's tvg-ids (its channel list may be due for a fetch):
+        // they only tell which of its own channels a guide id is, and its own new
+        // channels make it due anyway.
+        let map = Mapping::new(name, &[], lineup, self.plan_for(name));
+        let is_new: HashSet<&str> = new.iter().map(|id| id.as_str()).collect();
+        let unnamed = guide.unnamed().iter().map(|id| (id, &[][..]));
+        let lists = guide
+            .catalogue
+            .iter()
+            .map(|(id, names)| (id, names.as_slice()))
+            .chain(unnamed)
+            .any(|(id, names)| {
+                map.map(id, names)
+                    .is_some_and(|(ours, _)| is_new.contains(ours.as_str()))
+            });
+        if !lists {
+            // Its channels do not change before its next read: these need no second
+            // look (a check costs a mapping of the whole lineup).
+            if let Some(read) = self.lineup_read.lock().expect("guide lock").get_mut(name) {
+                read.extend(new.into_iter().cloned());
+            }
+        }
+        lists
     }
 
     /// The lineup changed (a mapping, a service switched): the guide follows at once,
@@ -648,7 +812,7 @@ impl Guides {
         }
         let lineup = self.registry.lineup_observed(observe).await?;
         let names: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
-        self.fetch(&names, &lineup, observe).await;
+        self.fetch(&names, &lineup, observe, true).await;
         self.settle(&lineup).await;
         self.fetches.fetch_add(1, Ordering::Release);
         let _render = self.rendering.lock().await;
@@ -657,41 +821,30 @@ impl Guides {
 
     /// Reads the guides of `services` at once against `lineup` and keeps the outcome:
     /// a good read replaces the service's last good guide, a failed one keeps it and
-    /// says why in the status. The caller holds `refreshing`.
+    /// says why in the status. With `spare`, each read also keeps (bounded) the
+    /// programmes of guide channels guide matching may assign next (`settle`). The
+    /// caller holds `refreshing`.
     async fn fetch(
         &self,
         services: &[String],
         lineup: &Arc<Lineup>,
         observe: Option<Observer<'_>>,
+        spare: bool,
     ) {
-        let now = chrono::Utc::now().timestamp();
-        let to = now + i64::from(self.cfg.days) * 86_400;
-        // Channels with catch-up keep their past programmes as far back as their
-        // archive reaches (players list what can be replayed from the guide); the
-        // read keeps the widest window, then each channel is cut to its own.
-        let keep_past = |c: &LineupChannel| KEEP_PAST.max(i64::from(c.catchup_days) * 86_400);
-        let widest = lineup
-            .channels
-            .iter()
-            .chain(lineup.hidden())
-            .map(keep_past)
-            .max()
-            .unwrap_or(KEEP_PAST);
-        let past: HashMap<&str, i64> = lineup
-            .channels
-            .iter()
-            .chain(lineup.hidden())
-            .filter(|c| c.catchup_days > 0)
-            .map(|c| (c.id.as_str(), keep_past(c)))
-            .collect();
-        let past = &past;
+        let window = &Window::new(lineup, self.cfg.days);
+        let words = spare.then(|| spare_words(lineup, &self.matches()));
+        let words = words.as_ref();
         let fetches = services.iter().map(|name| async move {
             let name = name.clone();
-            let mut result = self.fetch_one(&name, lineup, now - widest, to).await;
+            let mut result = self.fetch_one(&name, lineup, window, words).await;
             if let Ok(Some((_, guide))) = &mut result {
-                for (id, programmes) in &mut guide.programmes {
-                    let from = now - past.get(id.as_str()).copied().unwrap_or(KEEP_PAST);
-                    programmes.retain(|p| p.stop.unwrap_or(p.start) >= from);
+                window.trim(guide);
+                if spare {
+                    let kept = std::mem::take(&mut guide.spare);
+                    self.spares
+                        .lock()
+                        .expect("guide lock")
+                        .insert(name.clone(), kept);
                 }
             }
             if let Some(observe) = observe {
@@ -704,7 +857,17 @@ impl Guides {
             }
             (name, result)
         });
+        let ids: HashSet<Text> = lineup
+            .channels
+            .iter()
+            .chain(lineup.hidden())
+            .map(|c| c.id.clone())
+            .collect();
         for (name, result) in futures::future::join_all(fetches).await {
+            self.lineup_read
+                .lock()
+                .expect("guide lock")
+                .insert(name.clone(), ids.clone());
             self.read_for
                 .lock()
                 .expect("guide lock")
@@ -774,13 +937,13 @@ impl Guides {
         &self,
         name: &str,
         lineup: &Lineup,
-        from: i64,
-        to: i64,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
     ) -> Result<Option<(String, ServiceGuide)>, (String, String)> {
         let plan = self.plan_for(name);
         if let Some(extra) = self.extra.iter().find(|e| e.cfg.name == name) {
             return self
-                .fetch_extra(extra, lineup, plan, from, to)
+                .fetch_extra(extra, lineup, plan, window, spare)
                 .await
                 .map(Some);
         }
@@ -806,12 +969,10 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
-        let map = Mapping::new(name, &channels, lineup, plan);
+        let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
         let work = async {
             let reader = open(&*service, source).await?;
-            xmltv::read(reader, &map, from, to)
-                .await
-                .map_err(|e| e.to_string())
+            window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
             Err(_) => Err((
@@ -833,8 +994,8 @@ impl Guides {
         extra: &Extra,
         lineup: &Lineup,
         plan: Plan,
-        from: i64,
-        to: i64,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
     ) -> Result<(String, ServiceGuide), (String, String)> {
         let (shown, source) = match (&extra.http, &extra.cfg.file) {
             (Some((url, _)), _) => (crate::error::redact(url), GuideSource::Url(url.clone())),
@@ -845,7 +1006,7 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
-        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan);
+        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
         let work = async {
             let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
                 GuideSource::Url(url) => {
@@ -866,9 +1027,7 @@ impl Guides {
                 GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
             };
             let reader = decompress(raw, extra.cfg.max_bytes).await?;
-            xmltv::read(reader, &map, from, to)
-                .await
-                .map_err(|e| e.to_string())
+            window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
             Err(_) => Err((
@@ -971,6 +1130,92 @@ fn channels_with_source(lineup: &Lineup, service: &str) -> BTreeSet<String> {
         .filter(|c| c.sources.iter().any(|s| s.service == service))
         .map(|c| c.id.to_string())
         .collect()
+}
+
+/// The time a refresh keeps programmes of: up to `guide.days` ahead, and back
+/// `KEEP_PAST`, or as far as a channel's catch-up archive reaches (players list what
+/// can be replayed from the guide). A read keeps the widest window; `trim` then cuts
+/// each channel to its own.
+struct Window<'a> {
+    now: i64,
+    to: i64,
+    widest: i64,
+    /// How far back each channel with catch-up keeps, by lineup channel id.
+    past: HashMap<&'a str, i64>,
+}
+
+impl<'a> Window<'a> {
+    fn new(lineup: &'a Lineup, days: u32) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        let keep_past = |c: &LineupChannel| KEEP_PAST.max(i64::from(c.catchup_days) * 86_400);
+        let all = || lineup.channels.iter().chain(lineup.hidden());
+        Self {
+            now,
+            to: now + i64::from(days) * 86_400,
+            widest: all().map(keep_past).max().unwrap_or(KEEP_PAST),
+            past: all()
+                .filter(|c| c.catchup_days > 0)
+                .map(|c| (c.id.as_str(), keep_past(c)))
+                .collect(),
+        }
+    }
+
+    /// Reads a guide with `map` in the widest window, keeping a spare when asked.
+    async fn read(
+        &self,
+        reader: impl AsyncBufRead + Unpin,
+        map: &Mapping<'_>,
+        spare: bool,
+    ) -> Result<ServiceGuide, String> {
+        let budget = if spare { SPARE_BUDGET } else { 0 };
+        xmltv::read_sparing(reader, map, self.now - self.widest, self.to, budget)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Cuts each channel's programmes to its own past.
+    fn trim(&self, guide: &mut ServiceGuide) {
+        for (id, programmes) in &mut guide.programmes {
+            let from = self.now - self.past.get(id.as_str()).copied().unwrap_or(KEEP_PAST);
+            programmes.retain(|p| p.stop.unwrap_or(p.start) >= from);
+        }
+    }
+}
+
+/// The words (and the names written as one word) of the names, sources' names and
+/// guide ids of the listed lineup channels that guide matching may look for (all but
+/// those the last matching found a guide knows: those rarely change): a guide channel
+/// none of whose names is made of them is no candidate worth keeping programmes for.
+fn spare_words(lineup: &Lineup, last: &Table) -> HashSet<String> {
+    let mut words = HashSet::new();
+    let open = |c: &&LineupChannel| {
+        last.get(&c.id)
+            .is_none_or(|e| e.state != table::State::Exact)
+    };
+    for c in lineup.channels.iter().filter(open) {
+        let names = std::iter::once(&c.name).chain(c.sources.iter().map(|s| &s.name));
+        let features = names
+            .map(|n| features::of_name(n))
+            .chain(features::of_tvg_id(&c.guide_id));
+        for f in features {
+            words.insert(f.compact());
+            words.extend(f.words);
+        }
+    }
+    words
+}
+
+/// Whether guide channel names `names` (or its id) are made of `words` (see
+/// `spare_words`).
+fn made_of(words: &HashSet<String>, xml_id: &str, names: &[String]) -> bool {
+    names
+        .iter()
+        .map(|n| features::of_name(n))
+        .chain(features::of_tvg_id(xml_id))
+        .any(|f| {
+            !f.words.is_empty()
+                && (words.contains(&f.compact()) || f.words.iter().all(|w| words.contains(w)))
+        })
 }
 
 fn now_rfc3339() -> String {
@@ -1096,7 +1341,15 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkupGap<R> {
 /// it, then a guide id in the lineup (both `Match::Id`), then a display name as
 /// written, then one normalised as the lineup normalises channel names. Hidden
 /// channels are mapped too, so that unhiding one shows its programmes without a fetch.
-struct Mapping {
+///
+/// A display name is no match when the lineup channel's country and the guide
+/// channel's are both known and differ: "Kidoodle TV" of a Canadian list is not the
+/// US guide's "Kidoodle TV" (`KidoodleTV.us`). The lineup channel's country is what
+/// its names, its guide id, this service's tvg-ids for it or its group say (as guide
+/// matching reads them); the guide channel's, its id's domain, else a display name's
+/// suffix. A name that guide channels of several countries carry matches no lineup
+/// channel of unknown country (`ChannelMap::country`): guide matching then lists it.
+struct Mapping<'a> {
     by_tvg: HashMap<String, String>,
     by_exact_name: HashMap<String, String>,
     by_name: HashMap<String, String>,
@@ -1104,10 +1357,18 @@ struct Mapping {
     assigned: BTreeMap<String, String>,
     /// Lineup channels an admin decided about: display names do not match them.
     decided: BTreeSet<String>,
+    /// Lineup channels by id, for their country (read only for a name match).
+    channels: HashMap<&'a str, &'a LineupChannel>,
+    /// This service's tvg-ids by its channel id (also for the country).
+    tvg_of: HashMap<&'a str, &'a str>,
+    service: &'a str,
+    /// With a spare (`sparing`): the lineup's words, which say which unmapped guide
+    /// channels' programmes the read keeps besides.
+    spare_words: Option<&'a HashSet<String>>,
 }
 
-impl Mapping {
-    fn new(service: &str, channels: &[Channel], lineup: &Lineup, plan: Plan) -> Self {
+impl<'a> Mapping<'a> {
+    fn new(service: &'a str, channels: &'a [Channel], lineup: &'a Lineup, plan: Plan) -> Self {
         let tvg_of: HashMap<&str, &str> = channels
             .iter()
             .filter(|c| !c.tvg_id.trim().is_empty())
@@ -1116,8 +1377,10 @@ impl Mapping {
         let mut by_tvg = HashMap::new();
         let mut by_exact_name = HashMap::new();
         let mut by_name = HashMap::new();
+        let mut by_id = HashMap::new();
         // Listed channels first: they win a name or guide id a hidden one shares.
         for c in lineup.channels.iter().chain(lineup.hidden()) {
+            by_id.entry(c.id.as_str()).or_insert(c);
             by_tvg
                 .entry(c.guide_id.to_lowercase())
                 .or_insert_with(|| c.id.to_string());
@@ -1146,14 +1409,65 @@ impl Mapping {
             by_name,
             assigned: plan.assigned,
             decided: plan.decided,
+            channels: by_id,
+            tvg_of,
+            service,
+            spare_words: None,
         }
+    }
+
+    /// Keeps besides the programmes of guide channels made of `words` (`spare_words`).
+    fn sparing(mut self, words: Option<&'a HashSet<String>>) -> Self {
+        self.spare_words = words;
+        self
+    }
+
+    /// The country of lineup channel `id`, when known: a name's suffix ("... CA"),
+    /// else its guide id's or this service's tvg-id's domain (`KidoodleTV.ca`), else
+    /// its group ("CA | Kids").
+    fn lineup_country(&self, id: &str) -> Option<String> {
+        let c = self.channels.get(id)?;
+        let names = std::iter::once(&c.name).chain(c.sources.iter().map(|s| &s.name));
+        let tvg_ids = std::iter::once(c.guide_id.as_str()).chain(
+            c.sources
+                .iter()
+                .filter(|s| s.service == self.service)
+                .filter_map(|s| self.tvg_of.get(s.channel_id.as_str()).copied()),
+        );
+        names
+            .map(|n| features::of_name(n).country)
+            .chain(tvg_ids.map(|t| features::of_tvg_id(t).and_then(|f| f.country)))
+            .find_map(|country| country)
+            .or_else(|| features::country_of_group(&c.group))
     }
 }
 
-impl ChannelMap for Mapping {
+/// The country of a guide channel, when known: its id's domain (`KidoodleTV.us`),
+/// else a display name's suffix ("Kidoodle TV US").
+fn guide_country(xml_id: &str, names: &[String]) -> Option<String> {
+    features::of_tvg_id(xml_id)
+        .and_then(|f| f.country)
+        .or_else(|| names.iter().find_map(|n| features::of_name(n).country))
+}
+
+impl ChannelMap for Mapping<'_> {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)> {
         let key = xml_id.trim().to_lowercase();
-        let open = |id: &&String| !self.decided.contains(*id);
+        let theirs = std::cell::OnceCell::new();
+        // A display name matches a channel no admin decided about, of the guide
+        // channel's country when both are known.
+        let open = |id: &&String| {
+            if self.decided.contains(*id) {
+                return false;
+            }
+            let Some(ours) = self.lineup_country(id) else {
+                return true;
+            };
+            theirs
+                .get_or_init(|| guide_country(xml_id, names))
+                .as_ref()
+                .is_none_or(|theirs| *theirs == ours)
+        };
         let (id, how) = if let Some(id) = self.by_tvg.get(&key) {
             (id, Match::Id)
         } else if let Some(id) = self.assigned.get(&key) {
@@ -1170,6 +1484,15 @@ impl ChannelMap for Mapping {
             (id, Match::NormalisedName)
         };
         Some((id.clone(), how))
+    }
+
+    fn country(&self, xml_id: &str, names: &[String]) -> Option<String> {
+        guide_country(xml_id, names)
+    }
+
+    fn spare(&self, xml_id: &str, names: &[String]) -> bool {
+        self.spare_words
+            .is_some_and(|words| made_of(words, xml_id, names))
     }
 }
 

@@ -4,9 +4,11 @@
 //!
 //! Memory while reading is bounded by what is kept: the programmes of mapped channels
 //! inside the time window, each stored as its already-serialized child elements.
-//! A 200 MB guide of which we keep nothing costs a few kilobytes of buffer.
+//! A 200 MB guide of which we keep nothing costs a few kilobytes of buffer. A read
+//! may also keep, up to a budget of bytes, the programmes of guide channels that a
+//! plan decided after it could give (`read_sparing`, `ServiceGuide::rechoose`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
@@ -62,6 +64,18 @@ pub struct Programme {
 }
 
 impl Programme {
+    /// About the memory it takes.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.title.len()
+            + self.sub_title.as_ref().map_or(0, |s| s.len())
+            + self
+                .children
+                .iter()
+                .map(|(_, c)| c.len() + std::mem::size_of::<(u8, Box<str>)>())
+                .sum::<usize>()
+    }
+
     /// The text of its first `<desc>`, unescaped (`None` without one).
     pub fn desc(&self) -> Option<String> {
         let (_, xml) = self
@@ -91,11 +105,18 @@ pub enum Match {
     Id,
 }
 
+impl Match {
+    /// A match by display name (as written or normalised).
+    pub fn by_name(self) -> bool {
+        matches!(self, Match::ExactName | Match::NormalisedName)
+    }
+}
+
 /// What one guide gave, keyed by what the `ChannelMap` returned (the lineup channel id).
 /// Each of our channels takes the programmes of one guide channel only: a guide that
 /// lists a channel under several ids (regional feeds, SD and HD copies) would else
 /// pour overlapping programmes into it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ServiceGuide {
     pub programmes: HashMap<String, Vec<Programme>>,
     /// How the guide channel each of our channels took matched it.
@@ -113,11 +134,121 @@ pub struct ServiceGuide {
     /// Programmes dropped for bad data (a bad time, no title), with the first reason.
     pub skipped: usize,
     pub first_skip: Option<String>,
+    /// What the read kept besides for a later plan (`rechoose`), empty unless read
+    /// with a budget; the caller takes it out to keep it apart.
+    pub spare: Spare,
+    /// Guide channels offered without a display name (a `<channel>` without one, or
+    /// only named by its programmes), in the order first seen: `rechoose` offers them
+    /// after the catalogue.
+    unnamed: Vec<String>,
 }
 
 impl ServiceGuide {
     pub fn programme_count(&self) -> usize {
         self.programmes.values().map(Vec::len).sum()
+    }
+
+    /// Guide channels (ids) the read saw without a display name, which only an id
+    /// matches: not in the catalogue.
+    pub fn unnamed(&self) -> &[String] {
+        &self.unnamed
+    }
+
+    /// The guide channels a read of the same document with `map` (a plan decided
+    /// after this read: other guide channels assigned) would give our channels, when
+    /// what this read kept and `spare` (what it kept besides) hold all their
+    /// programmes; `None` when one of them was neither mapped nor spared, or lost
+    /// programmes to the spare's budget (then only a read will do). Guide channels
+    /// are offered in catalogue order, then the unnamed ones: a tie between two guide
+    /// channels listed after programmes may go the other way than in the read.
+    pub fn rechoose(&self, spare: &Spare, map: &dyn ChannelMap) -> Option<Rechosen> {
+        let mut counts = ServiceGuide::default();
+        let mut choice = Choice::default();
+        for (id, names) in &self.catalogue {
+            choice.offer(id, names, map, &mut counts);
+        }
+        for id in &self.unnamed {
+            choice.offer(id, &[], map, &mut counts);
+        }
+        let kept: HashSet<&str> = self.matched_ids.values().map(String::as_str).collect();
+        let whole =
+            |id: &str| !spare.lost.contains(id) && (kept.contains(id) || spare.wanted.contains(id));
+        choice
+            .taken
+            .values()
+            .all(|(_, id)| whole(id))
+            .then_some(Rechosen { choice, counts })
+    }
+
+    /// Becomes what that read would have kept (`rechoose`), moving the programmes
+    /// from what this read kept and from `spare`.
+    pub fn apply(&mut self, spare: Spare, rechosen: Rechosen) {
+        let Rechosen {
+            choice,
+            counts: mut out,
+        } = rechosen;
+        let mut by_guide = spare.programmes;
+        for (ours, programmes) in self.programmes.drain() {
+            if let Some(id) = self.matched_ids.get(&ours) {
+                by_guide.insert(id.clone(), programmes);
+            }
+        }
+        for (ours, (_, id)) in &choice.taken {
+            if let Some(programmes) = by_guide.remove(id) {
+                out.programmes.insert(ours.clone(), programmes);
+            }
+        }
+        out.catalogue = std::mem::take(&mut self.catalogue);
+        out.skipped = self.skipped;
+        out.first_skip = self.first_skip.take();
+        finish(choice, &mut out);
+        *self = out;
+    }
+}
+
+/// A choice of guide channels made again (`ServiceGuide::rechoose`), to `apply`.
+pub struct Rechosen {
+    choice: Choice,
+    /// What the choice counted (ignored duplicates) and saw (unnamed channels).
+    counts: ServiceGuide,
+}
+
+/// The programmes a read keeps besides those of our channels: of guide channels the
+/// map gave none of ours but may give later (`ChannelMap::spare`), by guide channel
+/// id, up to `budget` bytes (as `Programme::bytes` counts them). Not those of guide
+/// channels that matched one of ours another one took (SD and HD copies): a plan
+/// that needs them needs a read.
+#[derive(Debug, Default, Clone)]
+pub struct Spare {
+    programmes: HashMap<String, Vec<Programme>>,
+    /// Guide channels whose programmes (in the window) are all kept here, unless
+    /// `lost`.
+    wanted: HashSet<String>,
+    /// Guide channels that lost programmes to the budget.
+    lost: HashSet<String>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl Spare {
+    /// Whether the spare keeps guide channel `id`'s programmes.
+    fn wants(&self, id: &str) -> bool {
+        self.budget > 0 && self.wanted.contains(id)
+    }
+
+    fn keep(&mut self, id: &str, p: Programme) {
+        let size = p.bytes();
+        if self.bytes + size > self.budget {
+            self.lost.insert(id.to_string());
+            return;
+        }
+        self.bytes += size;
+        self.programmes.entry(id.to_string()).or_default().push(p);
+    }
+
+    /// Bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -125,6 +256,21 @@ impl ServiceGuide {
 /// how it matched.
 pub trait ChannelMap: Sync {
     fn map(&self, xml_id: &str, names: &[String]) -> Option<(String, Match)>;
+
+    /// The country of guide channel `xml_id` (named `names`), when known. When guide
+    /// channels of two countries match one of our channels by display name, the name
+    /// does not say which one it is: none of them takes it by name (a match by id or
+    /// a chosen one still does). `None` (the default): never known.
+    fn country(&self, _xml_id: &str, _names: &[String]) -> Option<String> {
+        None
+    }
+
+    /// Whether a read with a spare budget (`read_sparing`) keeps the programmes of
+    /// guide channel `xml_id`, which `map` gave none of our channels: one that a plan
+    /// decided after the read may give. `false` (the default): never.
+    fn spare(&self, _xml_id: &str, _names: &[String]) -> bool {
+        false
+    }
 }
 
 /// Which guide channel each of our channels takes, decided as the guide's channels are
@@ -135,16 +281,35 @@ struct Choice {
     ids: HashMap<String, Option<String>>,
     /// Our id → (how, guide channel id) of the guide channel it takes.
     taken: HashMap<String, (Match, String)>,
+    /// Our id → the country of the guide channels that matched it by display name so
+    /// far (the first known one).
+    name_country: HashMap<String, String>,
+    /// Our channels that guide channels of different countries matched by display
+    /// name: no display name takes them.
+    split: HashSet<String>,
 }
 
 impl Choice {
     /// Maps guide channel `id` the first time it is seen, and lets it take our
-    /// channel when it matches better than the one taken so far.
+    /// channel when it matches better than the one taken so far. With a spare budget,
+    /// notes whether its programmes are wanted besides (`Spare`).
     fn offer(&mut self, id: &str, names: &[String], map: &dyn ChannelMap, out: &mut ServiceGuide) {
         if self.ids.contains_key(id) {
             return;
         }
+        if names.is_empty() {
+            out.unnamed.push(id.to_string());
+        }
         let mapped = map.map(id, names);
+        if out.spare.budget > 0 && mapped.is_none() && map.spare(id, names) {
+            out.spare.wanted.insert(id.to_string());
+        }
+        let mapped = match mapped {
+            Some((ours, how)) if how.by_name() => self
+                .by_name(id, names, map, out, ours)
+                .map(|ours| (ours, how)),
+            other => other,
+        };
         self.ids.insert(
             id.to_string(),
             mapped.as_ref().map(|(ours, _)| ours.clone()),
@@ -162,6 +327,38 @@ impl Choice {
                 self.taken.insert(ours, (how, id.to_string()));
             }
         }
+    }
+
+    /// Whether guide channel `id` may take `ours` by display name: not when guide
+    /// channels of two countries matched it by name (then the one that took it by
+    /// name, if any, gives it up, with the programmes it gave).
+    fn by_name(
+        &mut self,
+        id: &str,
+        names: &[String],
+        map: &dyn ChannelMap,
+        out: &mut ServiceGuide,
+        ours: String,
+    ) -> Option<String> {
+        if self.split.contains(&ours) {
+            return None;
+        }
+        let Some(country) = map.country(id, names) else {
+            return Some(ours);
+        };
+        let first = self
+            .name_country
+            .entry(ours.clone())
+            .or_insert_with(|| country.clone());
+        if *first == country {
+            return Some(ours);
+        }
+        if self.taken.get(&ours).is_some_and(|(how, _)| how.by_name()) {
+            self.taken.remove(&ours);
+            out.programmes.remove(&ours);
+        }
+        self.split.insert(ours);
+        None
     }
 
     /// Our channel whose programmes guide channel `id` gives, if it is the one taken.
@@ -190,10 +387,23 @@ pub async fn read<R: AsyncBufRead + Unpin>(
     not_before: i64,
     not_after: i64,
 ) -> Result<ServiceGuide, XmltvError> {
+    read_sparing(source, map, not_before, not_after, 0).await
+}
+
+/// `read`, also keeping in the guide's `spare`, up to `budget` bytes, the programmes
+/// of guide channels a later plan may give (`ServiceGuide::rechoose`).
+pub async fn read_sparing<R: AsyncBufRead + Unpin>(
+    source: R,
+    map: &dyn ChannelMap,
+    not_before: i64,
+    not_after: i64,
+    budget: usize,
+) -> Result<ServiceGuide, XmltvError> {
     let mut reader = Reader::from_reader(source);
     reader.config_mut().trim_text(false);
     let mut buf = Vec::new();
     let mut out = ServiceGuide::default();
+    out.spare.budget = budget;
     let mut choice = Choice::default();
     let mut root_seen = false;
     let mut depth = 0usize;
@@ -236,22 +446,29 @@ pub async fn read<R: AsyncBufRead + Unpin>(
                         // A programme of a channel the guide never listed: its id
                         // alone can match.
                         choice.offer(channel, &[], map, &mut out);
-                        let Some(ours) = choice.owner(channel).cloned() else {
+                        let owner = choice.owner(channel).cloned();
+                        if owner.is_none() && !out.spare.wants(channel) {
                             skip_element(&mut reader, &mut buf, "programme").await?;
                             continue;
-                        };
+                        }
                         let p = read_programme(&mut reader, &mut buf, &attrs).await?;
-                        match p {
-                            Ok(p) => {
+                        match (p, owner) {
+                            (Ok(p), owner) => {
                                 let end = p.stop.unwrap_or(p.start);
                                 if end >= not_before && p.start < not_after {
-                                    out.programmes.entry(ours).or_default().push(p);
+                                    match owner {
+                                        Some(ours) => {
+                                            out.programmes.entry(ours).or_default().push(p)
+                                        }
+                                        None => out.spare.keep(channel, p),
+                                    }
                                 }
                             }
-                            Err(reason) => {
+                            (Err(reason), Some(_)) => {
                                 out.skipped += 1;
                                 out.first_skip.get_or_insert(reason);
                             }
+                            (Err(_), None) => {}
                         }
                     }
                     other => {
@@ -285,7 +502,17 @@ pub async fn read<R: AsyncBufRead + Unpin>(
         }
         buf.clear();
     }
-    for list in out.programmes.values_mut() {
+    finish(choice, &mut out);
+    Ok(out)
+}
+
+/// Sorts what `out` kept and records which guide channel each of our channels took.
+fn finish(choice: Choice, out: &mut ServiceGuide) {
+    for list in out
+        .programmes
+        .values_mut()
+        .chain(out.spare.programmes.values_mut())
+    {
         list.sort_by_key(|p| p.start);
     }
     out.channels_matched = choice.taken.len();
@@ -299,7 +526,6 @@ pub async fn read<R: AsyncBufRead + Unpin>(
         .into_iter()
         .map(|(ours, (how, _))| (ours, how))
         .collect();
-    Ok(out)
 }
 
 fn malformed<R>(reader: &Reader<R>, e: quick_xml::Error) -> XmltvError {
@@ -960,6 +1186,141 @@ mod tests {
             .unwrap();
         assert_eq!(titles(&g), ["by id"]);
         assert_eq!((g.channels_matched, g.ignored_duplicates), (1, 1));
+    }
+
+    /// `OneChannel`, with a guide channel's country the part of its id after a dot.
+    struct Countries;
+    impl ChannelMap for Countries {
+        fn map(&self, id: &str, names: &[String]) -> Option<(String, Match)> {
+            OneChannel.map(id, names)
+        }
+        fn country(&self, id: &str, _: &[String]) -> Option<String> {
+            Some(id.split_once('.')?.1.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_guide_channels_of_two_countries_carry_takes_nothing_but_an_id_still_does() {
+        let channel =
+            |id: &str| format!("<channel id=\"{id}\"><display-name>News</display-name></channel>");
+        let prog = |ch: &str| {
+            format!("<programme start=\"20261124180000\" channel=\"{ch}\"><title>{ch}</title></programme>")
+        };
+        let read_str = |doc: String| async move {
+            read(doc.as_bytes(), &Countries, 0, i64::MAX).await.unwrap()
+        };
+        // One country (or none known) besides: the first listed takes it.
+        let g = read_str(format!(
+            "<tv>{}{}{}{}{}</tv>",
+            channel("a.us"),
+            channel("b"),
+            channel("c.us"),
+            prog("a.us"),
+            prog("c.us")
+        ))
+        .await;
+        assert_eq!(g.matched_ids["ours"], "a.us");
+        // Two countries: neither, nor the one of no known country; even when the
+        // programmes came first.
+        for doc in [
+            format!(
+                "<tv>{}{}{}{}</tv>",
+                channel("b"),
+                channel("a.us"),
+                channel("a.ca"),
+                prog("b")
+            ),
+            format!(
+                "<tv>{}{}{}</tv>",
+                channel("a.us"),
+                prog("a.us"),
+                channel("a.ca")
+            ),
+        ] {
+            let g = read_str(doc.clone()).await;
+            assert!(g.programmes.is_empty(), "{doc}: {:?}", g.programmes);
+            assert!(g.matched_ids.is_empty(), "{doc}");
+        }
+        // An id match is not a name's: it stands.
+        let g = read_str(format!(
+            "<tv>{}{}{}{}</tv>",
+            channel("a.us"),
+            channel("a.ca"),
+            "<channel id=\"news\"/>",
+            prog("news")
+        ))
+        .await;
+        assert_eq!(g.matched_by["ours"], Match::Id);
+        assert_eq!(g.programmes["ours"].len(), 1);
+    }
+
+    /// Guide channels given by a plan (`Match::Chosen`); those whose id starts with
+    /// `s` are worth sparing.
+    struct Planned(&'static [(&'static str, &'static str)]);
+    impl ChannelMap for Planned {
+        fn map(&self, id: &str, _: &[String]) -> Option<(String, Match)> {
+            let (_, ours) = self.0.iter().find(|(guide, _)| *guide == id)?;
+            Some((ours.to_string(), Match::Chosen))
+        }
+        fn spare(&self, id: &str, _: &[String]) -> bool {
+            id.starts_with('s')
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_plan_is_applied_from_what_the_read_kept_or_refused() {
+        let doc = "<tv><channel id=\"a\"><display-name>A</display-name></channel>\
+             <channel id=\"s1\"><display-name>S</display-name></channel>\
+             <channel id=\"x\"><display-name>X</display-name></channel>\
+             <programme start=\"20261124180000\" channel=\"a\"><title>a</title></programme>\
+             <programme start=\"20261124180000\" channel=\"s1\"><title>s1</title></programme>\
+             <programme start=\"20261124180000\" channel=\"x\"><title>x</title></programme></tv>";
+        let read_with = |budget: usize| async move {
+            read_sparing(doc.as_bytes(), &Planned(&[("a", "A")]), 0, i64::MAX, budget)
+                .await
+                .unwrap()
+        };
+        let titles = |g: &ServiceGuide| -> Vec<(String, String)> {
+            let mut t: Vec<(String, String)> = g
+                .programmes
+                .iter()
+                .flat_map(|(ours, ps)| ps.iter().map(|p| (ours.clone(), p.title.to_string())))
+                .collect();
+            t.sort();
+            t
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // Without a budget nothing is spared: only a plan the read had is applied.
+        // The plan applied from what the read kept, if it can be.
+        let remap = |g: &mut ServiceGuide, map: &Planned| {
+            let spare = std::mem::take(&mut g.spare);
+            match g.rechoose(&spare, map) {
+                Some(r) => {
+                    g.apply(spare, r);
+                    true
+                }
+                None => false,
+            }
+        };
+        let mut g = read_with(0).await;
+        assert_eq!(g.spare.bytes(), 0);
+        assert!(remap(&mut g, &Planned(&[("a", "B")])));
+        assert_eq!(titles(&g), [pair("B", "a")], "taken from another channel");
+        let mut g = read_with(0).await;
+        assert!(!remap(&mut g, &Planned(&[("a", "A"), ("s1", "S")])));
+        // With one: a spared guide channel is given, one not spared is not.
+        let mut g = read_with(1 << 20).await;
+        assert_eq!(titles(&g), [pair("A", "a")]);
+        assert!(g.spare.bytes() > 0);
+        assert!(remap(&mut g, &Planned(&[("a", "A"), ("s1", "S")])));
+        assert_eq!(titles(&g), [pair("A", "a"), pair("S", "s1")]);
+        assert_eq!(g.channels_matched, 2);
+        let mut g = read_with(1 << 20).await;
+        assert!(!remap(&mut g, &Planned(&[("x", "X")])));
+        assert_eq!(titles(&g), [pair("A", "a")], "left as read");
+        // A budget too small loses the spared programmes: that plan needs a read.
+        let mut g = read_with(1).await;
+        assert!(!remap(&mut g, &Planned(&[("a", "A"), ("s1", "S")])));
     }
 
     #[test]

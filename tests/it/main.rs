@@ -31,6 +31,7 @@ mod file_permissions;
 mod fuzz_random;
 mod fuzz_replay;
 mod guide;
+mod guide_fixes;
 mod guide_match;
 mod hdhr;
 mod health;

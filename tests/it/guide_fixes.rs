@@ -1,0 +1,362 @@
+//! Guide reads through the surface, against real XMLTV upstreams on 127.0.0.1: a
+//! display name never gives a lineup channel another country's guide channel, nor
+//! one of several countries' when the channel's own country is unknown; the partial
+//! refresh also reads again the extra guides (`[[guides]]`) that can give programmes
+//! to channels new in the lineup; and a guide whose assignments change in a refresh
+//! is downloaded once in it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::routing::get;
+use serde_json::Value;
+
+use crate::common::{eventually, respond, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
+
+const XML: &str = "application/xml";
+
+/// An XMLTV document: `channels` as (id, display-name), one programme each, titled
+/// "<id> show".
+fn xmltv(channels: &[(&str, &str)]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
+    for (id, name) in channels {
+        s.push_str(&format!(
+            "<channel id=\"{id}\"><display-name>{name}</display-name></channel>\n"
+        ));
+    }
+    for (id, _) in channels {
+        s.push_str(&format!(
+            "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
+            at(0),
+            at(1)
+        ));
+    }
+    s.push_str("</tv>\n");
+    s
+}
+
+/// An M3U of (tvg-id, name, group) entries.
+fn m3u(entries: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from("#EXTM3U\n");
+    for (i, (id, name, group)) in entries.iter().enumerate() {
+        s.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"{id}\" group-title=\"{group}\",{name}\nhttp://127.0.0.1:9/{i}.m3u8\n"
+        ));
+    }
+    s
+}
+
+/// A service `P` reading `/list.m3u` of `up`, its guide `/guide.xml` there.
+fn service(up: &FakeUpstream) -> String {
+    format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n",
+        up.url("/list.m3u"),
+        up.url("/guide.xml")
+    )
+}
+
+/// The programme titles of lineup channel `name` in `/epg.xml`.
+async fn titles(app: &TestApp, name: &str) -> Vec<String> {
+    let c = app.channel_named(name).await;
+    let marker = format!("channel=\"{}\"", c["guide_id"].as_str().unwrap());
+    let xml = app.get_text_ok("/epg.xml").await;
+    xml.split("<programme ")
+        .skip(1)
+        .filter(|p| p.contains(&marker))
+        .filter_map(|p| {
+            let t = p.split_once("<title")?.1.split_once('>')?.1;
+            Some(t.split_once("</title>")?.0.to_string())
+        })
+        .collect()
+}
+
+/// The line of `/api/guide/matches` of lineup channel `name`.
+async fn match_of(app: &TestApp, name: &str) -> Value {
+    let (status, page) = app.get_json("/api/guide/matches?limit=500").await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no line for {name} in {page}"))
+}
+
+#[tokio::test]
+async fn a_display_name_never_gives_a_channel_another_countrys_guide_channel() {
+    // A US guide. The list's channels say their country by tvg-id, by group, or not
+    // at all; "Nick Jr" is American by its group.
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[
+                ("KidoodleTV.ca", "Kidoodle TV", "Kids"),
+                ("p-2", "Toon Time", "CA | Kids"),
+                ("p-3", "Retro Toons", "Kids"),
+                ("p-4", "Nick Jr", "US | Kids"),
+            ]),
+        )
+        .text(
+            "/guide.xml",
+            XML,
+            xmltv(&[
+                ("KidoodleTV.us", "Kidoodle TV"),
+                ("ToonTime.us", "Toon Time"),
+                ("RetroToons.us", "Retro Toons"),
+                ("NickJr.us", "Nick Jr"),
+            ]),
+        )
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+
+    assert_eq!(
+        titles(&app, "Kidoodle TV").await,
+        Vec::<String>::new(),
+        "Canadian by its tvg-id"
+    );
+    assert_eq!(
+        titles(&app, "Toon Time").await,
+        Vec::<String>::new(),
+        "Canadian by its group"
+    );
+    assert_eq!(
+        titles(&app, "Retro Toons").await,
+        ["RetroToons.us show"],
+        "no country known: the name matches"
+    );
+    assert_eq!(
+        titles(&app, "Nick Jr").await,
+        ["NickJr.us show"],
+        "the same country: the name matches"
+    );
+    for name in ["Kidoodle TV", "Toon Time"] {
+        let line = match_of(&app, name).await;
+        assert_eq!(line["state"], "unmatched", "{line}");
+        assert!(line["guide_id"].is_null(), "{line}");
+    }
+    assert_eq!(match_of(&app, "Nick Jr").await["state"], "exact");
+}
+
+#[tokio::test]
+async fn a_name_guide_channels_of_two_countries_carry_is_left_to_guide_matching() {
+    // One guide, one name, two countries; the US one listed first.
+    let guide = xmltv(&[
+        ("KidoodleTV.us", "Kidoodle TV"),
+        ("KidoodleTV.ca", "Kidoodle TV"),
+    ]);
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("p-1", "Kidoodle TV", "Kids")]),
+        )
+        .text("/guide.xml", XML, guide.clone())
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+    assert_eq!(
+        titles(&app, "Kidoodle TV").await,
+        Vec::<String>::new(),
+        "no country known: neither guide channel"
+    );
+    let line = match_of(&app, "Kidoodle TV").await;
+    assert_eq!(line["state"], "unmatched", "{line}");
+    let offered: Vec<&str> = line["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["guide_id"].as_str())
+        .collect();
+    assert!(
+        offered.contains(&"KidoodleTV.us") && offered.contains(&"KidoodleTV.ca"),
+        "an admin is offered both: {line}"
+    );
+
+    // A Canadian list takes the Canadian one by its name, though listed second.
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("p-1", "Kidoodle TV", "CA | Kids")]),
+        )
+        .text("/guide.xml", XML, guide)
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+    assert_eq!(titles(&app, "Kidoodle TV").await, ["KidoodleTV.ca show"]);
+    assert_eq!(match_of(&app, "Kidoodle TV").await["state"], "exact");
+}
+
+/// A service `P` whose list (`/list.m3u`) is `lists[stage]`, its guide `/guide.xml`
+/// `guide`; the upstream and the stage to move it on.
+async fn changing_list(lists: Vec<String>, guide: String) -> (FakeUpstream, Arc<AtomicUsize>) {
+    let stage = Arc::new(AtomicUsize::new(0));
+    let at_stage = stage.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = lists[at_stage.load(Ordering::SeqCst)].clone();
+                async move { respond(200, M3U_TYPE, body) }
+            }),
+        )
+        .text("/guide.xml", XML, guide)
+        .start();
+    (up, stage)
+}
+
+/// Waits until lineup channel `name` has programmes `want` in `/epg.xml`.
+async fn wait_titles(app: &TestApp, name: &str, want: &[&str]) {
+    eventually(&format!("{name}'s programmes {want:?}"), || async {
+        if !app.channel_names().await.iter().any(|n| n == name) {
+            return Err(format!("{name} not in the lineup yet"));
+        }
+        let got = titles(app, name).await;
+        (got == want).then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_partial_refresh_reads_again_the_extra_guides_that_list_new_channels() {
+    let one = ("One.uk", "One", "General");
+    let shop = ("Qvc.uk", "Shopping", "General");
+    let lists = vec![
+        m3u(&[one]),
+        // "ZDF" only a display name gives (too short a name for guide matching
+        // without a country), and "Shopping", whose tvg-id a guide names only in its
+        // programmes; then "Film 4", which guide matching gives "Film Four".
+        m3u(&[one, ("p-2", "ZDF", "General"), shop]),
+        m3u(&[
+            one,
+            ("p-2", "ZDF", "General"),
+            shop,
+            ("p-3", "Film 4", "UK | Films"),
+        ]),
+    ];
+    let (up, stage) = changing_list(lists, xmltv(&[("One.uk", "One")])).await;
+    let extra = FakeUpstream::bind()
+        .await
+        .text(
+            "/extra.xml",
+            XML,
+            xmltv(&[("ZDF.de", "ZDF"), ("Film4.uk", "Film Four")]),
+        )
+        .text("/other.xml", XML, xmltv(&[("Other.uk", "Other Channel")]))
+        .text(
+            "/ids.xml",
+            XML,
+            format!(
+                "<tv><programme start=\"{}\" stop=\"{}\" channel=\"Qvc.uk\">\
+                 <title>Qvc.uk show</title></programme></tv>",
+                at(0),
+                at(1)
+            ),
+        )
+        .start();
+    // No full refresh during the test: only the partial one runs.
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}\n\
+         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n\n[[guides]]\nname = \"other\"\nurl = \"{}\"\n\n\
+         [[guides]]\nname = \"ids\"\nurl = \"{}\"\n",
+        service(&up),
+        extra.url("/extra.xml"),
+        extra.url("/other.xml"),
+        extra.url("/ids.xml")
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    let reads = || {
+        (
+            extra.hits("/extra.xml"),
+            extra.hits("/other.xml"),
+            extra.hits("/ids.xml"),
+        )
+    };
+    assert_eq!(reads(), (1, 1, 1));
+
+    // A channel the extra guide gives by display name, and one another guide names
+    // only by id.
+    stage.store(1, Ordering::SeqCst);
+    wait_titles(&app, "ZDF", &["ZDF.de show"]).await;
+    wait_titles(&app, "Shopping", &["Qvc.uk show"]).await;
+    assert_eq!(
+        reads(),
+        (2, 1, 2),
+        "the guides listing them read once more, the other not"
+    );
+    assert_eq!(match_of(&app, "ZDF").await["state"], "exact");
+
+    // A channel guide matching gives a channel of the extra guide.
+    stage.store(2, Ordering::SeqCst);
+    wait_titles(&app, "Film 4", &["Film4.uk show"]).await;
+    assert_eq!(reads(), (3, 1, 2));
+    let line = match_of(&app, "Film 4").await;
+    assert_eq!(line["state"], "auto", "{line}");
+    assert_eq!(line["source"], "extra", "{line}");
+    // Nothing new: nothing read.
+    let service_reads = up.hits("/list.m3u");
+    eventually("the list read again", || async {
+        (up.hits("/list.m3u") > service_reads + 1)
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
+    assert_eq!(reads(), (3, 1, 2));
+}
+
+#[tokio::test]
+async fn a_guide_whose_assignments_change_in_a_refresh_is_downloaded_once_in_it() {
+    let one = ("One.uk", "One", "General");
+    // Guide matching gives "BBCOne" the service's "BBC One HD" once the first read
+    // has shown the guide's channels.
+    let bbc = ("p-1", "BBCOne", "UK | General");
+    let lists = vec![
+        m3u(&[one, bbc]),
+        // At once: "ZDF", which the extra guide gives by display name, and "Film 4",
+        // which guide matching gives the extra guide's "Film Four".
+        m3u(&[
+            one,
+            bbc,
+            ("p-2", "ZDF", "General"),
+            ("p-3", "Film 4", "UK | Films"),
+        ]),
+    ];
+    let guide = xmltv(&[("One.uk", "One"), ("BBCOne.uk", "BBC One HD")]);
+    let (up, stage) = changing_list(lists, guide).await;
+    let extra = FakeUpstream::bind()
+        .await
+        .text(
+            "/extra.xml",
+            XML,
+            xmltv(&[("ZDF.de", "ZDF"), ("Film4.uk", "Film Four")]),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}\n\
+         [[guides]]\nname = \"extra\"\nurl = \"{}\"\n",
+        service(&up),
+        extra.url("/extra.xml"),
+    ))
+    .await;
+    let downloads = || (up.hits("/guide.xml"), extra.hits("/extra.xml"));
+
+    // The first refresh: matched after the reads, applied without a second download.
+    wait_titles(&app, "BBCOne", &["BBCOne.uk show"]).await;
+    assert_eq!(match_of(&app, "BBCOne").await["state"], "auto");
+    assert_eq!(downloads(), (1, 1));
+
+    // A partial refresh reads the service's guide (its new channels) and the extra
+    // one (a name it lists), then matches "Film 4" to the extra guide: no more reads.
+    stage.store(1, Ordering::SeqCst);
+    wait_titles(&app, "ZDF", &["ZDF.de show"]).await;
+    wait_titles(&app, "Film 4", &["Film4.uk show"]).await;
+    let line = match_of(&app, "Film 4").await;
+    assert_eq!(line["state"], "auto", "{line}");
+    assert_eq!(downloads(), (2, 2));
+    assert_eq!(titles(&app, "BBCOne").await, ["BBCOne.uk show"]);
+}
