@@ -113,6 +113,12 @@ fn main() {
         100.0 * r.by_name_recall()
     );
     println!(
+        "labelled (only chosen rows that carry an id): right {}, wrong {}, precision {:.2}%",
+        r.strict_right,
+        r.labelled_wrong,
+        100.0 * r.labelled_precision()
+    );
+    println!(
         "strict (the chosen row's own id, none wrong): right {}, wrong {}, precision {:.2}%",
         r.strict_right,
         r.strict_wrong,

@@ -436,9 +436,15 @@ impl Guides {
             .iter()
             .filter_map(|(name, _)| {
                 let g = good.get(name)?;
+                let region = self
+                    .extra
+                    .iter()
+                    .find(|e| e.cfg.name == *name)
+                    .and_then(|e| e.cfg.country.as_deref());
                 Some(table::Catalogue {
                     source: name,
                     channels: &g.catalogue,
+                    region,
                 })
             })
             .collect();

@@ -437,6 +437,16 @@ impl<'t> Parse<'t> {
             if guide.name.trim().is_empty() {
                 guide.name = format!("guide-{}", i + 1);
             }
+            if let Some(c) = &mut guide.country {
+                *c = c.trim().to_ascii_lowercase();
+                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_lowercase()) {
+                    let given = c.clone();
+                    self.problem(
+                        &format!("{path}.country"),
+                        format!("`{given}` is not a two-letter country code (\"uk\", \"de\")"),
+                    );
+                }
+            }
             match (&guide.url, &guide.file) {
                 (Some(_), Some(_)) => self.problem(
                     &format!("{path}.file"),

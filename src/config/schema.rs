@@ -56,6 +56,11 @@ pub struct ExtraGuideConfig {
     /// Decompressed bytes read at most.
     #[serde(default = "default_guide_max_bytes")]
     pub max_bytes: u64,
+    /// The country this guide is made for (a two-letter code, "uk"): guide matching
+    /// prefers its channels for lineup channels of that country, and lets a short or
+    /// plain name ("ITV", "Canal 6") match them.
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 fn default_guide_timeout() -> Duration {

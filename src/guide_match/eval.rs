@@ -160,6 +160,9 @@ pub struct Report {
     /// Judged by the chosen row's own id alone: right and wrong.
     pub strict_right: usize,
     pub strict_wrong: usize,
+    /// Of `strict_wrong`, the chosen rows that carry an id (another one): wrong for
+    /// certain, whatever their names.
+    pub labelled_wrong: usize,
     /// Judged by the chosen name alone (every row of that name), even when the chosen
     /// row carries an id: the first rule of this evaluation, kept for comparison.
     pub by_name_right: usize,
@@ -185,6 +188,11 @@ impl Report {
 
     pub fn by_name_recall(&self) -> f64 {
         self.by_name_right as f64 / self.with_answer.max(1) as f64
+    }
+
+    /// Judged only where the chosen row carries an id (right: `strict_right`).
+    pub fn labelled_precision(&self) -> f64 {
+        self.strict_right as f64 / (self.strict_right + self.labelled_wrong).max(1) as f64
     }
 
     pub fn strict_precision(&self) -> f64 {
@@ -276,6 +284,9 @@ pub fn evaluate(
                     r.strict_right += 1;
                 } else {
                     r.strict_wrong += 1;
+                    if !own.is_empty() {
+                        r.labelled_wrong += 1;
+                    }
                 }
                 let ids = ids_of_name.get(&name_key(&c.name));
                 let by_name = match ids {

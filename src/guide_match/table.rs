@@ -85,6 +85,8 @@ pub struct ChannelInfo {
 pub struct Catalogue<'a> {
     pub source: &'a str,
     pub channels: &'a [(String, Vec<String>)],
+    /// The country the guide is made for (`[[guides]] country`), when known.
+    pub region: Option<&'a str>,
 }
 
 /// A match found by the guide reads themselves: lineup channel → (source, guide id,
@@ -140,7 +142,7 @@ pub fn build(
                 // An XMLTV id's domain is the channel's country (`ATV.tr`).
                 country: features::of_tvg_id(id).and_then(|f| f.country),
                 lang: None,
-                region: None,
+                region: c.region.map(str::to_string),
             });
         }
     }
@@ -327,6 +329,7 @@ mod tests {
         let cats = [Catalogue {
             source: "s",
             channels: &g,
+            region: None,
         }];
         let channels = [
             info("alpha", "Alpha"),

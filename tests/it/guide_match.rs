@@ -402,3 +402,67 @@ async fn a_guide_channel_of_another_country_is_never_matched() {
     assert_eq!(kids["state"], "auto", "{kids}");
     assert_eq!(kids["guide_id"], "KidoodleKids", "{kids}");
 }
+
+#[tokio::test]
+async fn an_extra_guides_country_places_short_names_and_is_preferred() {
+    // "Canal 6" is a name channels of many countries use. Two extra guides list it
+    // (spelt "Canal 06", so found by the matcher, not by display name) under ids
+    // without a country; the list says Honduras (its group). With no guide
+    // saying where it is watched, the name stays unmatched; the guide made for
+    // Honduras (`country = "hn"`) takes it, though it is listed second.
+    let guides = FakeUpstream::bind()
+        .await
+        .text("/sv.xml", XML, xmltv(&[("first", "Canal 06")]))
+        .text("/hn.xml", XML, xmltv(&[("second", "Canal 06")]))
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-6\" group-title=\"HN | Nacional\",Canal 6\nhttp://127.0.0.1:9/6.m3u8\n",
+        )
+        .start();
+    let service = format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n",
+        guides.url("/list.m3u")
+    );
+    let unplaced = format!(
+        "{service}[[guides]]\nname = \"sv\"\nurl = \"{}\"\n\n[[guides]]\nname = \"hn\"\nurl = \"{}\"\n",
+        guides.url("/sv.xml"),
+        guides.url("/hn.xml")
+    );
+    let app = TestApp::spawn(&unplaced).await;
+    let l = line(&matches(&app, "").await, "Canal 6").clone();
+    assert_eq!(l["state"], "unmatched", "{l}");
+    assert!(
+        l["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no guide places it in hn"),
+        "{l}"
+    );
+    drop(app);
+
+    let placed = format!(
+        "{service}[[guides]]\nname = \"sv\"\nurl = \"{}\"\ncountry = \"SV\"\n\n[[guides]]\nname = \"hn\"\nurl = \"{}\"\ncountry = \"hn\"\n",
+        guides.url("/sv.xml"),
+        guides.url("/hn.xml")
+    );
+    let app = TestApp::spawn(&placed).await;
+    let l = line(&matches(&app, "").await, "Canal 6").clone();
+    assert_eq!(l["state"], "auto", "{l}");
+    assert_eq!(l["source"], "hn", "{l}");
+    let (_, titles) = programmes_of(&app, "Canal 6").await;
+    assert_eq!(titles, ["second show"]);
+
+    let err = freesky::config::Config::parse(
+        "[[guides]]\nurl = \"http://h/g.xml\"\ncountry = \"Honduras\"\n",
+        "f.toml",
+        &|_| None,
+    )
+    .map(drop)
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("guides[0].country") && err.contains("two-letter"),
+        "{err}"
+    );
+}
