@@ -22,10 +22,12 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/guide_eval
 echo "== load: $(uptime)"
-echo "== tune split"
-"$BIN" "$TSV" "$M3U" --split tune
-echo "== held-out split"
-"$BIN" "$TSV" "$M3U" --split held-out
+for split in tune held-out; do
+    echo "== $split split, names only"
+    "$BIN" "$TSV" "$M3U" --split "$split"
+    echo "== $split split, names and the country group"
+    "$BIN" "$TSV" "$M3U" --split "$split" --country
+done
 echo "== timing"
 "$BIN" --timing "$TSV" "$M3U"
 echo "== load: $(uptime)"
