@@ -20,7 +20,7 @@ const COUNTRIES: &[&str] = &[
     "py", "bo", "cr", "pa", "gt", "hn", "sv", "ni", "pr", "cu", "pk", "bd", "lk", "np", "za", "ng",
     "ke", "gh", "eg", "ma", "dz", "tn", "ae", "sa", "qa", "kw", "bh", "om", "jo", "lb", "iq", "ir",
     "il", "cn", "hk", "tw", "jp", "kr", "th", "vn", "ph", "sg", "kz", "uz", "az", "ge", "cy", "mt",
-    "lu", "af",
+    "lu", "af", "ksa", "uae",
 ];
 
 /// Every ISO 3166-1 code, read where a country code is all a part can be: a tvg-id's
@@ -212,11 +212,13 @@ pub fn country_of_group(group: &str) -> Option<String> {
     found
 }
 
-/// A country code as compared: "gb" is "uk", "usa" is "us".
+/// A country code as compared: "gb" is "uk", "usa" is "us", "ksa" is "sa", "uae" is "ae".
 pub fn canonical_country(code: &str) -> String {
     match code {
         "gb" => "uk".into(),
         "usa" => "us".into(),
+        "ksa" => "sa".into(),
+        "uae" => "ae".into(),
         other => other.into(),
     }
 }
@@ -362,6 +364,11 @@ mod tests {
         let f = of_name("Film4 +2 UK");
         assert_eq!(f.shift, 2);
         assert_eq!(f.country.as_deref(), Some("uk"));
+        let f = of_name("MBC Drama KSA");
+        assert_eq!(
+            (words("MBC Drama KSA"), f.country.as_deref()),
+            ("mbc drama".into(), Some("sa"))
+        );
         assert_eq!(of_name("Canal+ Sport").words, ["canal", "plus", "sport"]);
         assert_eq!(of_name("Channel 005").words, ["channel", "5"]);
         assert_eq!(words("Food & Drink"), words("Food and Drink"));
