@@ -359,7 +359,8 @@ impl Index {
         // country ("ATV" in Turkey and in Peru); the same name twice in one guide, as
         // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
         // two qualities). With the lineup channel's country unknown, also the same name
-        // in guides of two languages or of two regions: nothing says which is meant.
+        // in guides of two languages or of two regions, unless it is distinctive ("Red
+        // Bull TV"): nothing says which is meant.
         // With it known, a guide channel of another country is no candidate at all,
         // and the same name in another guide is the same channel carried there.
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
@@ -367,7 +368,9 @@ impl Index {
                 || self.countries_differ(n, top_name)
                 || (self.source_of[c as usize] == self.source_of[top as usize]
                     && self.names[n as usize].marked == self.names[top_name as usize].marked)
-                || (query_country.is_none() && self.conflict(c, top))
+                || (query_country.is_none()
+                    && !self.distinctive(&self.names[top_name as usize])
+                    && self.conflict(c, top))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -529,6 +532,22 @@ impl Index {
                 }
             })
             .collect()
+    }
+
+    /// Whether a name has two or more words of three letters or more that are neither
+    /// generic nor numbers ("Red Bull TV", "Dubai Zaman"): such a name in guides of two
+    /// languages or regions is, far more often than not, one channel carried in both.
+    fn distinctive(&self, n: &Name) -> bool {
+        n.words
+            .iter()
+            .filter(|&&w| {
+                let word = self.spelling[w as usize].as_ref();
+                !GENERIC.contains(&word)
+                    && !word.bytes().all(|b| b.is_ascii_digit())
+                    && word.len() > 2
+            })
+            .count()
+            >= 2
     }
 
     /// Whether a name is too short or too plain to say which country's channel it is.
@@ -947,6 +966,19 @@ mod tests {
         assert_eq!(pick(&index, "Band", "BR"), Some(2));
         // One guide listing one name twice as written: two channels.
         assert_eq!(pick(&index, "MBC 1", "AE"), None);
+    }
+
+    #[test]
+    fn a_distinctive_name_in_two_languages_is_one_channel_even_without_a_country() {
+        let mut g = guide(&["Red Bull TV", "Red Bull TV", "Kidoodle TV", "Kidoodle TV"]);
+        for (i, c) in g.iter_mut().enumerate() {
+            c.source = format!("g{i}");
+            c.lang = Some(if i % 2 == 0 { "en" } else { "de" }.into());
+        }
+        let index = Index::new(&g);
+        assert_eq!(pick(&index, "Red Bull TV", ""), Some(0));
+        // One word of its own ("TV" is generic): which of the two is unknown.
+        assert_eq!(pick(&index, "Kidoodle TV", ""), None);
     }
 
     #[test]

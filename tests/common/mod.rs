@@ -546,6 +546,26 @@ pub fn xmltv_at(hours: i64) -> String {
         .to_string()
 }
 
+/// An XMLTV document: `channels` as (id, display-name), one programme each, titled
+/// "<id> show".
+pub fn xmltv_guide(channels: &[(&str, &str)]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
+    for (id, name) in channels {
+        s.push_str(&format!(
+            "<channel id=\"{id}\"><display-name>{name}</display-name></channel>\n"
+        ));
+    }
+    for (id, _) in channels {
+        s.push_str(&format!(
+            "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
+            xmltv_at(0),
+            xmltv_at(1)
+        ));
+    }
+    s.push_str("</tv>\n");
+    s
+}
+
 /// A VOD media playlist of `segments` (URIs as given), 2 s each.
 pub fn media_playlist(segments: &[&str]) -> String {
     let mut out = String::from(

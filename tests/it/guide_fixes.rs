@@ -11,29 +11,11 @@ use std::sync::Arc;
 use axum::routing::get;
 use serde_json::Value;
 
-use crate::common::{eventually, respond, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
+use crate::common::{
+    eventually, respond, xmltv_at as at, xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
+};
 
 const XML: &str = "application/xml";
-
-/// An XMLTV document: `channels` as (id, display-name), one programme each, titled
-/// "<id> show".
-fn xmltv(channels: &[(&str, &str)]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
-    for (id, name) in channels {
-        s.push_str(&format!(
-            "<channel id=\"{id}\"><display-name>{name}</display-name></channel>\n"
-        ));
-    }
-    for (id, _) in channels {
-        s.push_str(&format!(
-            "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
-            at(0),
-            at(1)
-        ));
-    }
-    s.push_str("</tv>\n");
-    s
-}
 
 /// An M3U of (tvg-id, name, group) entries.
 fn m3u(entries: &[(&str, &str, &str)]) -> String {

@@ -8,29 +8,11 @@
 
 use serde_json::Value;
 
-use crate::common::{eventually, tv_validate, xmltv_at as at, FakeUpstream, TestApp, M3U_TYPE};
+use crate::common::{
+    eventually, tv_validate, xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
+};
 
 const XML: &str = "application/xml";
-
-/// An XMLTV document: `channels` as (id, display-name), one programme each, titled
-/// "<id> show".
-fn xmltv(channels: &[(&str, &str)]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
-    for (id, name) in channels {
-        s.push_str(&format!(
-            "<channel id=\"{id}\"><display-name>{name}</display-name></channel>\n"
-        ));
-    }
-    for (id, _) in channels {
-        s.push_str(&format!(
-            "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
-            at(0),
-            at(1)
-        ));
-    }
-    s.push_str("</tv>\n");
-    s
-}
 
 /// An M3U of (tvg-id, name) entries.
 fn m3u(entries: &[(&str, &str)]) -> String {
