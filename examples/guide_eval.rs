@@ -1,7 +1,7 @@
 //! Guide matching measured on public data (see `scripts/bench-guide.sh`):
 //!
 //! ```text
-//! guide_eval TSV M3U [--split tune|held-out|all] [--country] [--threshold T] [--margin M]
+//! guide_eval TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--threshold T] [--margin M]
 //!            [--exact-margin E] [--show-wrong] [--show-unmatched]
 //! guide_eval --timing TSV M3U
 //! ```
@@ -43,7 +43,7 @@ fn main() {
         .map(|(_, a)| a)
         .collect();
     let [tsv, m3u] = files[..] else {
-        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--country] [--threshold T] [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]");
+        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--threshold T] [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]");
         std::process::exit(2);
     };
     let tsv = std::fs::read_to_string(tsv).expect("readable TSV");
@@ -65,7 +65,13 @@ fn main() {
         Some("held-out") => Split::HeldOut,
         _ => Split::All,
     };
-    let guide = eval::guide_set(&tsv, None);
+    let mut guide = eval::guide_set(&tsv, None);
+    if flag("--no-lang").is_some() {
+        // As the product reads guides today: no `<display-name lang>`.
+        for c in &mut guide.channels {
+            c.lang = None;
+        }
+    }
     let entries = eval::entries(&m3u);
     let index = Index::new(&guide.channels);
     if let Some(name) = value("--explain") {

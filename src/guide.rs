@@ -444,6 +444,7 @@ impl Guides {
                 Some(table::Catalogue {
                     source: name,
                     channels: &g.catalogue,
+                    langs: &g.langs,
                     region,
                 })
             })

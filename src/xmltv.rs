@@ -126,6 +126,10 @@ pub struct ServiceGuide {
     /// Every `<channel>` of the guide: (id, display names), in document order. Guide
     /// matching looks for lineup channels without programmes among them.
     pub catalogue: Vec<(String, Vec<String>)>,
+    /// The language of catalogue channels whose display name says one
+    /// (`<display-name lang="fr">`; the first that does): guide matching reads the same
+    /// name in guides of two languages as, possibly, two channels.
+    pub langs: HashMap<String, String>,
     /// Our channels that a guide channel matched.
     pub channels_matched: usize,
     /// Guide channels that matched one of our channels another guide channel of this
@@ -199,6 +203,7 @@ impl ServiceGuide {
             }
         }
         out.catalogue = std::mem::take(&mut self.catalogue);
+        out.langs = std::mem::take(&mut self.langs);
         out.skipped = self.skipped;
         out.first_skip = self.first_skip.take();
         finish(choice, &mut out);
@@ -433,10 +438,13 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin>(
                 buf.clear();
                 match name.as_str() {
                     "channel" => {
-                        let names = read_channel(&mut reader, &mut buf).await?;
+                        let (names, lang) = read_channel(&mut reader, &mut buf).await?;
                         if let Some(id) = attr(&attrs, "id") {
                             if !names.is_empty() && !choice.ids.contains_key(id) {
                                 out.catalogue.push((id.to_string(), names.clone()));
+                                if let Some(lang) = lang {
+                                    out.langs.insert(id.to_string(), lang);
+                                }
                             }
                             choice.offer(id, &names, map, &mut out);
                         }
@@ -580,12 +588,14 @@ async fn skip_element<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// The display names of a `<channel>` whose start was just read.
+/// The display names of a `<channel>` whose start was just read, and the first
+/// language one of them gives (lowercase).
 async fn read_channel<R: AsyncBufRead + Unpin>(
     reader: &mut Reader<R>,
     buf: &mut Vec<u8>,
-) -> Result<Vec<String>, XmltvError> {
+) -> Result<(Vec<String>, Option<String>), XmltvError> {
     let mut names = Vec::new();
+    let mut lang: Option<String> = None;
     let mut depth = 1usize;
     let mut in_name = false;
     let mut text = String::new();
@@ -598,6 +608,11 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
             Event::Start(e) => {
                 depth += 1;
                 in_name = depth == 2 && e.local_name().as_ref() == "display-name";
+                if in_name && lang.is_none() {
+                    lang = attr(&attributes(&e), "lang")
+                        .map(|l| l.trim().to_ascii_lowercase())
+                        .filter(|l| !l.is_empty() && l.len() <= 16);
+                }
                 text.clear();
             }
             Event::Text(t) if in_name => text.push_str(&unescaped(&t)),
@@ -615,7 +630,7 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
                 depth -= 1;
                 if depth == 0 {
                     buf.clear();
-                    return Ok(names);
+                    return Ok((names, lang));
                 }
             }
             Event::Eof => return Err(XmltvError::Truncated("channel".into())),

@@ -85,6 +85,8 @@ pub struct ChannelInfo {
 pub struct Catalogue<'a> {
     pub source: &'a str,
     pub channels: &'a [(String, Vec<String>)],
+    /// Each channel's language, where its guide gives one (by id).
+    pub langs: &'a HashMap<String, String>,
     /// The country the guide is made for (`[[guides]] country`), when known.
     pub region: Option<&'a str>,
 }
@@ -141,7 +143,7 @@ pub fn build(
                 names: names.clone(),
                 // An XMLTV id's domain is the channel's country (`ATV.tr`).
                 country: features::of_tvg_id(id).and_then(|f| f.country),
-                lang: None,
+                lang: c.langs.get(id).cloned(),
                 region: c.region.map(str::to_string),
             });
         }
@@ -329,6 +331,7 @@ mod tests {
         let cats = [Catalogue {
             source: "s",
             channels: &g,
+            langs: &HashMap::new(),
             region: None,
         }];
         let channels = [

@@ -448,3 +448,43 @@ async fn an_extra_guides_country_places_short_names_and_is_preferred() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn one_name_in_guides_of_two_languages_waits_for_a_country() {
+    // "Telemax" (one word of its own) in a German guide and a Spanish one, read from
+    // `<display-name lang>`; ids without a country. A list entry "Tele Max" (spelt
+    // otherwise, so found by the matcher, not by display name) without a country
+    // cannot say which is meant: unmatched, both offered to an admin.
+    let doc = |id: &str, lang: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\n<tv><channel id=\"{id}\"><display-name lang=\"{lang}\">Telemax</display-name></channel>\
+             <programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme></tv>\n",
+            crate::common::xmltv_at(0),
+            crate::common::xmltv_at(1)
+        )
+    };
+    let up = FakeUpstream::bind()
+        .await
+        .text("/de.xml", XML, doc("first", "de"))
+        .text("/es.xml", XML, doc("second", "es"))
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Tele Max\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .start();
+    let cfg = format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n[[guides]]\nname = \"de\"\nurl = \"{}\"\n\n[[guides]]\nname = \"es\"\nurl = \"{}\"\n",
+        up.url("/list.m3u"),
+        up.url("/de.xml"),
+        up.url("/es.xml")
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let l = line(&matches(&app, "").await, "Tele Max").clone();
+    assert_eq!(l["state"], "unmatched", "{l}");
+    assert!(
+        l["reason"].as_str().unwrap().contains("another language"),
+        "{l}"
+    );
+    assert_eq!(l["alternatives"].as_array().unwrap().len(), 2, "{l}");
+}
