@@ -17,6 +17,9 @@
 //!   time) that survives restarts. Beyond `cache_max_mb` the least recently used go. A
 //!   cached image is served from disk; after [`REFRESH`] it is fetched again, and the
 //!   disk copy still answers while the upstream fails.
+//! - Requests for one logo that arrive while it is being fetched wait for that fetch
+//!   and share its answer (a player asks for every logo of its list at once): one
+//!   upstream request, in both modes. Disk reads and writes run off the async threads.
 //!
 //! The cache is a local file cache, not runtime state: each instance keeps its own.
 
@@ -42,7 +45,7 @@ use crate::services::registry::Registry;
 pub const REFRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a logo is not served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogoError {
     /// Logos are not served by freesky in `direct` mode.
     #[error("logos are not served by freesky ([logos] mode = \"direct\")")]
@@ -118,7 +121,13 @@ pub struct Logos {
     guide_memo: Mutex<Vec<GuideMemo>>,
     /// Refusals by reason, also counted process-wide in the metrics.
     refused: [AtomicU64; 3],
+    /// Fetches under way, by cache key: a logo asked for by many clients at once (a
+    /// player loading its channel list) is fetched once, and they all get its answer.
+    inflight: Mutex<HashMap<String, Flight>>,
 }
+
+/// One fetch under way; its answer once done.
+type Flight = Arc<tokio::sync::OnceCell<Result<Image, LogoError>>>;
 
 /// A lineup as the registry gave it, the base URL, and the lineup rewritten for it.
 type LineupMemo = (Arc<Lineup>, String, Arc<Lineup>);
@@ -145,6 +154,7 @@ impl Logos {
             lineup_memo: Mutex::default(),
             guide_memo: Mutex::default(),
             refused: Default::default(),
+            inflight: Mutex::default(),
         }
     }
 
@@ -288,19 +298,37 @@ impl Logos {
         let (service, url) = self.open(sealed)?;
         let cache = self.cfg.mode == LogoMode::Cache;
         let key = cache_key(&service, &url);
-        let cached = if cache { self.cached(&key) } else { None };
+        let cached = if cache { self.cached(&key).await } else { None };
         if let Some((image, fetched)) = &cached {
             if unix_now().saturating_sub(*fetched) < REFRESH.as_secs() {
                 return Ok(image.clone());
             }
         }
-        match self.fetch(registry, &service, &url).await {
-            Ok(image) => {
+        let flight = self
+            .inflight
+            .lock()
+            .expect("logo flights lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let fetched = flight
+            .get_or_init(|| async {
+                let image = self.fetch(registry, &service, &url).await?;
                 if cache {
                     self.keep(&key, &image).await;
                 }
                 Ok(image)
+            })
+            .await
+            .clone();
+        {
+            let mut flights = self.inflight.lock().expect("logo flights lock");
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
             }
+        }
+        match fetched {
+            Ok(image) => Ok(image),
             Err(e) => match cached {
                 Some((image, _)) => {
                     tracing::info!(service, url = %redact(&url), error = %e, "logo fetch failed; serving the cached copy");
@@ -412,7 +440,7 @@ impl Logos {
     }
 
     /// A cached image and when it was fetched, marking it used.
-    fn cached(&self, key: &str) -> Option<(Image, u64)> {
+    async fn cached(&self, key: &str) -> Option<(Image, u64)> {
         let entry = {
             let mut index = self.index.lock().expect("logo index lock");
             let used = index.tick();
@@ -420,7 +448,7 @@ impl Logos {
             e.used = used;
             e.clone()
         };
-        let bytes = std::fs::read(self.dir.join(key)).ok()?;
+        let bytes = tokio::fs::read(self.dir.join(key)).await.ok()?;
         let content_type = sniff(&bytes)?;
         Some((
             Image {
@@ -439,7 +467,11 @@ impl Logos {
         if size > cap {
             return;
         }
-        if let Err(e) = write_atomic(&self.dir, key, &image.bytes) {
+        let (dir, name, bytes) = (self.dir.clone(), key.to_string(), image.bytes.clone());
+        let written = tokio::task::spawn_blocking(move || write_atomic(&dir, &name, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write a logo to the cache");
             return;
         }
@@ -477,16 +509,24 @@ impl Logos {
             }
             (evicted, serde_json::to_vec(&*index))
         };
-        for k in evicted {
-            let _ = std::fs::remove_file(self.dir.join(k));
-        }
-        match snapshot {
-            Ok(json) => {
-                if let Err(e) = write_atomic(&self.dir, "index.json", &json) {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the logo cache index");
-                }
+        let json = match snapshot {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the logo cache index");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot encode the logo cache index"),
+        };
+        let dir = self.dir.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            for k in evicted {
+                let _ = std::fs::remove_file(dir.join(k));
+            }
+            write_atomic(&dir, "index.json", &json)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = saved {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the logo cache index");
         }
     }
 
@@ -668,9 +708,9 @@ mod tests {
         l.keep("a", &image(1)).await;
         l.keep("b", &image(2)).await;
         // `a` used after `b`: `b` is the least recently used when `c` needs room.
-        assert!(l.cached("a").is_some());
+        assert!(l.cached("a").await.is_some());
         l.keep("c", &image(3)).await;
-        assert!(l.cached("b").is_none());
+        assert!(l.cached("b").await.is_none());
         assert!(!dir.path().join("logos/b").exists());
         let (count, bytes) = l.cache_stats();
         assert_eq!(count, 2);
@@ -678,7 +718,7 @@ mod tests {
         // A new start reads the same cache.
         let again = Logos::new(&cfg, dir.path(), signer);
         assert_eq!(again.cache_stats(), (2, bytes));
-        assert_eq!(again.cached("c").unwrap().0.bytes, image(3).bytes);
+        assert_eq!(again.cached("c").await.unwrap().0.bytes, image(3).bytes);
     }
 
     #[test]

@@ -340,3 +340,51 @@ async fn direct_mode_keeps_the_upstream_urls() {
     );
     assert!(!m3u.contains("/logos/"), "{m3u}");
 }
+
+#[tokio::test]
+async fn a_logo_many_clients_ask_for_at_once_is_fetched_once() {
+    // A player loading its channel list asks for every logo at once, several clients
+    // too. The upstream answers slowly, so the 20 requests overlap; proxy mode keeps
+    // nothing, so only the shared fetch can make it one upstream request.
+    let b = FakeUpstream::bind().await;
+    let base = b.base();
+    let up = b
+        .text(
+            "/list.m3u",
+            "audio/x-mpegurl",
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-logo=\"{base}/logo/slow.png\",Slow\n{base}/slow.m3u8\n"
+            ),
+        )
+        .route(
+            "/logo/slow.png",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                ([("content-type", "image/png")], png())
+            }),
+        )
+        .start();
+    let cfg = format!(
+        "[logos]\nmode = \"proxy\"\n\n[[services]]\nname = \"Up\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n",
+        up.base()
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let link = logo_of(&app, "Slow").await;
+    let answers = futures::future::join_all((0..20).map(|_| async {
+        let resp = app.get(&link).await;
+        (resp.status(), resp.bytes().await.expect("body"))
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        assert_eq!(body.as_ref(), png().as_slice());
+    }
+    assert_eq!(
+        up.hits("/logo/slow.png"),
+        1,
+        "one fetch for 20 overlapping requests"
+    );
+    // Done: the next request is a fetch of its own (proxy mode keeps nothing).
+    assert_eq!(app.get(&link).await.status(), 200);
+    assert_eq!(up.hits("/logo/slow.png"), 2);
+}
