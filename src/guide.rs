@@ -178,6 +178,8 @@ pub struct Guides {
     rendered_for: Mutex<Option<Arc<Lineup>>>,
     /// The extra guides, in config order.
     extra: Vec<Extra>,
+    /// The country each service's guide is made for (`guide_country`), by service.
+    service_countries: HashMap<String, String>,
     /// The admin's decisions by lineup channel id, as kept in the store.
     decisions: Mutex<HashMap<String, Decision>>,
     /// The match table of the last matching.
@@ -209,10 +211,20 @@ impl Guides {
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
+            service_countries: HashMap::new(),
             table: RwLock::default(),
             read_with: Mutex::default(),
             spares: Mutex::default(),
         }
+    }
+
+    /// Notes the country each service's guide is made for (`guide_country`).
+    pub fn with_service_countries(mut self, services: &[crate::config::ServiceConfig]) -> Self {
+        self.service_countries = services
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.guide_country.clone()?)))
+            .collect();
+        self
     }
 
     /// Adds the extra guides (`[[guides]]`); URL guides are fetched through `http`
@@ -440,7 +452,12 @@ impl Guides {
                     .extra
                     .iter()
                     .find(|e| e.cfg.name == *name)
-                    .and_then(|e| e.cfg.country.as_deref());
+                    .and_then(|e| e.cfg.country.as_deref())
+                    .or_else(|| {
+                        self.service_countries
+                            .get(name.as_str())
+                            .map(String::as_str)
+                    });
                 Some(table::Catalogue {
                     source: name,
                     channels: &g.catalogue,

@@ -168,7 +168,8 @@ pub(crate) fn build_state(
         registry.keep_history_of(&p.registry);
     }
     let guides = guide::Guides::new(registry.clone(), config.guide.clone())
-        .with_extra_guides(&config.guides, &http);
+        .with_extra_guides(&config.guides, &http)
+        .with_service_countries(&config.services);
     let accounts = Arc::new(accounts::Accounts::new(
         &config.users,
         registry.store().clone(),

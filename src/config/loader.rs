@@ -397,6 +397,21 @@ impl<'t> Parse<'t> {
         out
     }
 
+    /// A country code as guide matching compares it (two letters, lowercase); a
+    /// problem at `path` and `None` when `value` is not one.
+    fn country_code(&mut self, path: &str, value: &str) -> Option<String> {
+        let code = value.trim().to_ascii_lowercase();
+        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+            Some(code)
+        } else {
+            self.problem(
+                path,
+                format!("`{value}` is not a two-letter country code (\"uk\", \"de\")"),
+            );
+            None
+        }
+    }
+
     /// `[[guides]]`: each extra guide deserialized (every bad key reported), with one
     /// of `url` (http or https) and `file`, a unique name, a timeout and a size bound.
     fn guides(&mut self, value: Spanned<DeValue<'t>>) -> Vec<ExtraGuideConfig> {
@@ -437,16 +452,10 @@ impl<'t> Parse<'t> {
             if guide.name.trim().is_empty() {
                 guide.name = format!("guide-{}", i + 1);
             }
-            if let Some(c) = &mut guide.country {
-                *c = c.trim().to_ascii_lowercase();
-                if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_lowercase()) {
-                    let given = c.clone();
-                    self.problem(
-                        &format!("{path}.country"),
-                        format!("`{given}` is not a two-letter country code (\"uk\", \"de\")"),
-                    );
-                }
-            }
+            guide.country = guide
+                .country
+                .take()
+                .and_then(|v| self.country_code(&format!("{path}.country"), &v));
             match (&guide.url, &guide.file) {
                 (Some(_), Some(_)) => self.problem(
                     &format!("{path}.file"),
@@ -593,6 +602,10 @@ impl<'t> Parse<'t> {
             Some(keys) => Some(self.auth(&format!("{path}.auth"), keys)?),
             None => None,
         };
+        let guide_country = c
+            .guide_country
+            .as_deref()
+            .and_then(|v| self.country_code(&format!("{path}.guide_country"), v));
         Some(ServiceConfig {
             name: c.name,
             enabled: c.enabled,
@@ -608,6 +621,7 @@ impl<'t> Parse<'t> {
             description: c.description,
             auth,
             allow_private: c.allow_private,
+            guide_country,
             kind,
         })
     }
@@ -1056,7 +1070,7 @@ mod tests {
         );
         // A key of the kind lists the kind's keys, then the shared ones.
         assert!(
-            e[4].ends_with("expected one of: url, epg_url, origin (kind m3u) or name, kind, enabled, priority, timeout, connect_timeout, idle_timeout, headers, rate_limit, max_concurrent, description, auth, allow_private (every service)"),
+            e[4].ends_with("expected one of: url, epg_url, origin (kind m3u) or name, kind, enabled, priority, timeout, connect_timeout, idle_timeout, headers, rate_limit, max_concurrent, description, auth, allow_private, guide_country (every service)"),
             "{e:?}"
         );
         assert!(

@@ -447,6 +447,9 @@ pub struct ServiceConfig {
     /// reach loopback, private, link-local and CGNAT addresses on any host, not only on
     /// the hosts the service's config names (a LAN engine or panel). Default false.
     pub allow_private: bool,
+    /// The country this service's guide is made for (two letters, lowercase), as
+    /// `[[guides]] country` says it of an extra guide.
+    pub guide_country: Option<String>,
     pub kind: KindConfig,
 }
 
@@ -479,6 +482,8 @@ pub(super) struct CommonKeys {
     pub(super) auth: Option<AuthKeys>,
     #[serde(default)]
     pub(super) allow_private: bool,
+    #[serde(default)]
+    pub(super) guide_country: Option<String>,
 }
 
 pub(super) const COMMON_KEYS: &[&str] = &[
@@ -495,6 +500,7 @@ pub(super) const COMMON_KEYS: &[&str] = &[
     "description",
     "auth",
     "allow_private",
+    "guide_country",
 ];
 
 fn yes() -> bool {

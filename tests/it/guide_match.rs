@@ -488,3 +488,48 @@ async fn one_name_in_guides_of_two_languages_waits_for_a_country() {
     );
     assert_eq!(l["alternatives"].as_array().unwrap().len(), 2, "{l}");
 }
+
+#[tokio::test]
+async fn a_services_guide_country_places_its_short_names() {
+    // The service's own guide lists "Canal 06" under an id without a country; its
+    // list says Honduras. Unplaced, the plain name stays unmatched; with the service's
+    // `guide_country = "hn"` its guide's channel matches.
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-6\" group-title=\"HN | Nacional\",Canal 6\nhttp://127.0.0.1:9/6.m3u8\n",
+        )
+        .text("/guide.xml", XML, xmltv(&[("first", "Canal 06")]))
+        .start();
+    let service = |extra: &str| {
+        format!(
+            "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n{extra}",
+            up.url("/list.m3u"),
+            up.url("/guide.xml")
+        )
+    };
+    let app = TestApp::spawn(&service("")).await;
+    let l = line(&matches(&app, "").await, "Canal 6").clone();
+    assert_eq!(l["state"], "unmatched", "{l}");
+    drop(app);
+    let app = TestApp::spawn(&service("guide_country = \"HN\"\n")).await;
+    let l = line(&matches(&app, "").await, "Canal 6").clone();
+    assert_eq!(l["state"], "auto", "{l}");
+    let (_, titles) = programmes_of(&app, "Canal 6").await;
+    assert_eq!(titles, ["first show"]);
+
+    let err = freesky::config::Config::parse(
+        "[[services]]\nname = \"D\"\nkind = \"demo\"\nguide_country = \"Honduras\"\n",
+        "f.toml",
+        &|_| None,
+    )
+    .map(drop)
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("services[0].guide_country") && err.contains("two-letter"),
+        "{err}"
+    );
+}
