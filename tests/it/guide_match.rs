@@ -435,17 +435,9 @@ async fn an_extra_guides_country_places_short_names_and_is_preferred() {
     let (_, titles) = programmes_of(&app, "Canal 6").await;
     assert_eq!(titles, ["second show"]);
 
-    let err = freesky::config::Config::parse(
+    refuses_country(
         "[[guides]]\nurl = \"http://h/g.xml\"\ncountry = \"Honduras\"\n",
-        "f.toml",
-        &|_| None,
-    )
-    .map(drop)
-    .expect_err("refused")
-    .to_string();
-    assert!(
-        err.contains("guides[0].country") && err.contains("two-letter"),
-        "{err}"
+        "guides[0].country",
     );
 }
 
@@ -520,16 +512,18 @@ async fn a_services_guide_country_places_its_short_names() {
     let (_, titles) = programmes_of(&app, "Canal 6").await;
     assert_eq!(titles, ["first show"]);
 
-    let err = freesky::config::Config::parse(
+    refuses_country(
         "[[services]]\nname = \"D\"\nkind = \"demo\"\nguide_country = \"Honduras\"\n",
-        "f.toml",
-        &|_| None,
-    )
-    .map(drop)
-    .expect_err("refused")
-    .to_string();
-    assert!(
-        err.contains("services[0].guide_country") && err.contains("two-letter"),
-        "{err}"
+        "services[0].guide_country",
     );
+}
+
+/// Asserts that `config` is refused with a problem at `field` saying what a country
+/// code is.
+fn refuses_country(config: &str, field: &str) {
+    let err = freesky::config::Config::parse(config, "f.toml", &|_| None)
+        .map(drop)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains(field) && err.contains("two-letter"), "{err}");
 }
