@@ -394,52 +394,22 @@ impl Index {
             },
         );
         let top_n = &self.names[top_name as usize];
-        // A short or plain name with a country known matches only a guide channel of
-        // that country, or one in a guide made for it: "Canal 6" of Honduras is not
-        // the first "Canal 6" of a guide of nowhere in particular.
-        let unplaced = query_country.filter(|&qc| {
-            self.generic(top_n)
-                && self.country(top_n) != Some(qc)
-                && self.region_of[top as usize].as_deref() != Some(qc)
-        });
-        let chosen = if let (true, Some(qc)) = (top_score >= settings.threshold, unplaced) {
-            let reason = format!(
-                "best {:.2} (\"{}\") is a name channels of many countries use, and no guide places it in {qc}; {runner_text}",
-                top_score.min(1.0),
-                top_n.shown,
-            );
-            return Outcome {
-                chosen: None,
-                alternatives,
-                reason,
-            };
-        } else if top_score >= settings.threshold
-            && probes.iter().all(|p| p.country.is_none())
-            && self.generic(&self.names[top_name as usize])
-        {
-            let reason = format!(
-                "best {:.2} (\"{}\") is a name channels of many countries use, and no country is known; {runner_text}",
-                top_score.min(1.0),
-                self.names[top_name as usize].shown,
-            );
-            return Outcome {
-                chosen: None,
-                alternatives,
-                reason,
-            };
-        } else if top_score < settings.threshold {
-            let reason = format!(
-                "best {:.2} (\"{}\") is below the threshold {:.2}; {runner_text}",
-                top_score.min(1.0),
-                self.names[top_name as usize].shown,
-                settings.threshold
-            );
-            return Outcome {
-                chosen: None,
-                alternatives,
-                reason,
-            };
-        } else if runner.is_some_and(|r| {
+        let best = format!("best {:.2} (\"{}\")", top_score.min(1.0), top_n.shown);
+        // A short or plain name needs the lineup channel's country, and then a guide
+        // channel of that country or in a guide made for it: "Canal 6" of Honduras is
+        // not the first "Canal 6" of a guide of nowhere in particular.
+        let unplaced = self
+            .generic(top_n)
+            .then_some(query_country)
+            .and_then(|qc| match qc {
+                None => Some("no country is known".to_string()),
+                Some(qc) => (self.country(top_n) != Some(qc)
+                    && self.region_of[top as usize].as_deref() != Some(qc))
+                .then(|| format!("no guide places it in {qc}")),
+            });
+        let too_close = runner.is_some_and(|r| {
+            // Exactly the channel's words against a runner-up without them: a smaller
+            // lead will do.
             let exact = probes.iter().any(|p| p.compact == *top_n.compact)
                 && !probes
                     .iter()
@@ -449,26 +419,34 @@ impl Index {
             } else {
                 settings.margin
             }
-        }) {
-            let reason = format!(
-                "ambiguous: best {:.2} (\"{}\") leads by {lead:.2} only; {runner_text}",
-                top_score.min(1.0),
-                self.names[top_name as usize].shown,
-            );
+        });
+        let refusal = if top_score < settings.threshold {
+            Some(format!(
+                "{best} is below the threshold {:.2}",
+                settings.threshold
+            ))
+        } else if let Some(why_not) = unplaced {
+            Some(format!(
+                "{best} is a name channels of many countries use, and {why_not}"
+            ))
+        } else if too_close {
+            Some(format!("ambiguous: {best} leads by {lead:.2} only"))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
             return Outcome {
                 chosen: None,
                 alternatives,
-                reason,
+                reason: format!("{refusal}; {runner_text}"),
             };
-        } else {
-            Scored {
+        }
+        Outcome {
+            chosen: Some(Scored {
                 channel: top as usize,
                 score: top_score.min(1.0),
-                name: self.names[top_name as usize].shown.to_string(),
-            }
-        };
-        Outcome {
-            chosen: Some(chosen),
+                name: top_n.shown.to_string(),
+            }),
             alternatives,
             reason: format!("{why}; {runner_text}"),
         }
