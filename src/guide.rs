@@ -995,7 +995,10 @@ impl Guides {
             .insert(name.to_string(), plan.assigned.clone());
         let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
         let work = async {
-            let reader = open(&*service, source).await?;
+            let reader = open(source, GUIDE_MAX_BYTES, |url| async move {
+                service.fetch(&url, &Vec::new(), None).await
+            })
+            .await?;
             window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
@@ -1032,25 +1035,12 @@ impl Guides {
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
         let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
         let work = async {
-            let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
-                GuideSource::Url(url) => {
-                    let client = &extra.http.as_ref().expect("a URL guide has a client").1;
-                    let fetched = client
-                        .get(&url, &Vec::new(), None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let body = fetched.body.map_err(std::io::Error::other);
-                    Box::new(tokio_util::io::StreamReader::new(body))
-                }
-                GuideSource::File(path) => {
-                    let file = tokio::fs::File::open(&path)
-                        .await
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    Box::new(BufReader::new(file))
-                }
-                GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
-            };
-            let reader = decompress(raw, extra.cfg.max_bytes).await?;
+            let client = extra.http.as_ref().map(|(_, c)| c);
+            let reader = open(source, extra.cfg.max_bytes, |url| async move {
+                let client = client.expect("a URL guide has a client");
+                client.get(&url, &Vec::new(), None).await
+            })
+            .await?;
             window.read(reader, &map, spare.is_some()).await
         };
         match tokio::time::timeout(GUIDE_DEADLINE, work).await {
@@ -1246,17 +1236,20 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// The guide's bytes, gunzipped when they are gzip (by content, not name), bounded.
-async fn open(
-    service: &dyn crate::services::Service,
+/// A guide's bytes (a URL through `fetch`, a file, inline XML), gunzipped when they
+/// are gzip (by content, not name), bounded by `max_bytes`.
+async fn open<Fut>(
     source: GuideSource,
-) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String> {
+    max_bytes: u64,
+    fetch: impl FnOnce(url::Url) -> Fut,
+) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String>
+where
+    Fut:
+        std::future::Future<Output = Result<crate::upstream::Fetched, crate::error::UpstreamError>>,
+{
     let raw: Box<dyn AsyncBufRead + Send + Unpin> = match source {
         GuideSource::Url(url) => {
-            let fetched = service
-                .fetch(&url, &Vec::new(), None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let fetched = fetch(url).await.map_err(|e| e.to_string())?;
             let body = fetched.body.map_err(std::io::Error::other);
             Box::new(tokio_util::io::StreamReader::new(body))
         }
@@ -1268,7 +1261,7 @@ async fn open(
         }
         GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
     };
-    decompress(raw, GUIDE_MAX_BYTES).await
+    decompress(raw, max_bytes).await
 }
 
 /// `raw` gunzipped when it is gzip (by content, not name), at most `max` bytes.
