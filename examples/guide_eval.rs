@@ -9,7 +9,7 @@
 //! The first form strips the M3U's tvg-ids, matches each entry's name (with
 //! `--country`, also the group a playlist sorted by country gives it: its id's country
 //! code) against every guide channel of the TSV and prints precision, recall and the
-//! wrong matches. The
+//! wrong matches, and the ceiling of matching by equal names (`eval::ceiling`). The
 //! second times 20,000 lineup channels against 50,000 guide channels (the M3U's names,
 //! twice, the second time with " HD" added; the TSV's first 50,000 rows) and prints
 //! the time and the memory the index and the matching added (peak RSS).
@@ -134,6 +134,18 @@ fn main() {
         "precision {:.2}%, recall {:.2}%",
         100.0 * r.precision(),
         100.0 * r.recall()
+    );
+    let c = eval::ceiling(&guide, &entries, split);
+    let pct = |n: usize| 100.0 * n as f64 / c.with_answer.max(1) as f64;
+    println!(
+        "ceiling of equal names: {} of {} ({:.1}%) have a guide name equal to theirs on a row of their id; {} ({:.1}%) a name no other id carries; {} ({:.1}%) such a name no site lists twice",
+        c.equal,
+        c.with_answer,
+        pct(c.equal),
+        c.sole,
+        pct(c.sole),
+        c.sole_once,
+        pct(c.sole_once)
     );
     if flag("--show-unmatched").is_some() {
         for (name, reason) in &r.unmatched_examples {

@@ -331,6 +331,64 @@ pub fn evaluate(
     r
 }
 
+/// How far matching by equal names could go: of the entries with an answer, how many
+/// have a guide name equal to theirs (as the matcher normalises names) that a row
+/// carrying their id has. No matcher that needs equal names can be right on more.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ceiling {
+    pub with_answer: usize,
+    /// A row with their id has a name equal to theirs.
+    pub equal: usize,
+    /// Of those, names that no row of another id carries.
+    pub sole: usize,
+    /// Of those, names that no site lists twice.
+    pub sole_once: usize,
+}
+
+/// The `Ceiling` of the split's entries against `guide`.
+pub fn ceiling(guide: &GuideSet, entries: &[Entry], split: Split) -> Ceiling {
+    type Key = (String, u8, Option<String>);
+    let mut ids_of_name: HashMap<Key, BTreeSet<&str>> = HashMap::new();
+    let mut rows_of_name: HashMap<(Key, &str), usize> = HashMap::new();
+    for (c, answer) in guide.channels.iter().zip(&guide.answers) {
+        for n in &c.names {
+            let key = name_key(n);
+            *rows_of_name.entry((key.clone(), &c.source)).or_default() += 1;
+            let set = ids_of_name.entry(key).or_default();
+            if !answer.is_empty() {
+                set.insert(answer);
+            }
+        }
+    }
+    let twice: HashSet<&Key> = rows_of_name
+        .iter()
+        .filter(|(_, &rows)| rows > 1)
+        .map(|((key, _), _)| key)
+        .collect();
+    let known: HashSet<&str> = guide.answers.iter().map(String::as_str).collect();
+    let mut c = Ceiling::default();
+    for (pos, e) in entries.iter().enumerate() {
+        if !split.keeps(pos) || e.answer.is_empty() || !known.contains(e.answer.as_str()) {
+            continue;
+        }
+        c.with_answer += 1;
+        let key = name_key(&e.name);
+        let Some(ids) = ids_of_name.get(&key) else {
+            continue;
+        };
+        if ids.contains(e.answer.as_str()) {
+            c.equal += 1;
+            if ids.len() == 1 {
+                c.sole += 1;
+                if !twice.contains(&key) {
+                    c.sole_once += 1;
+                }
+            }
+        }
+    }
+    c
+}
+
 /// What makes two names the same to the matcher.
 fn name_key(name: &str) -> (String, u8, Option<String>) {
     let f = features::of_name(name);
@@ -379,5 +437,23 @@ mod tests {
         assert_eq!((r.by_name_right, r.by_name_wrong), (2, 1), "{r:?}");
         assert!((r.by_name_precision() - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.recall() - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_ceiling_counts_equal_names_carrying_the_answer() {
+        let tsv = format!("{TSV}d.tv\ten\tFilm4\t\nd.tv\ten\tFilm4\t\n");
+        let c = ceiling(&guide_set(&tsv, None), &entries(M3U), Split::All);
+        // BBC One: equal, sole, listed once a site. ITV +1: no "+1" row. Kidoodle TV:
+        // equal, but two ids carry the name. Film 4: equal and sole, but d.tv lists it
+        // twice.
+        assert_eq!(
+            c,
+            Ceiling {
+                with_answer: 4,
+                equal: 3,
+                sole: 2,
+                sole_once: 1
+            }
+        );
     }
 }
