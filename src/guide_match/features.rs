@@ -191,24 +191,41 @@ pub fn of_tvg_id(id: &str) -> Option<Features> {
 }
 
 /// The country a group name starts or ends with ("UK | Sport", "Sport (DE)",
-/// "US: News", "AD"), when it is a code this module knows: any ISO code written in
-/// capitals, the common ones in any case.
+/// "US: News", "AD"), when it is a code this module knows: the common ones in any
+/// case, any other ISO code written in capitals and set apart, by punctuation or by
+/// being all the group says ("MY | Sport" is Malaysia, "MY LIST" and "SPORTS SD" name
+/// no country).
 pub fn country_of_group(group: &str) -> Option<String> {
     let folded = deunicode::deunicode(group);
     let words: Vec<&str> = folded
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
         .collect();
-    let found = [words.first(), words.last()]
-        .into_iter()
-        .flatten()
-        .find_map(|w| {
-            let lower = w.to_ascii_lowercase();
-            let capitals = w.len() == 2 && w.bytes().all(|b| b.is_ascii_uppercase());
-            (COUNTRIES.contains(&lower.as_str())
-                || (capitals && ISO_CODES.contains(&lower.as_str())))
-            .then(|| canonical_country(&lower))
-        });
+    let (&first, &last) = (words.first()?, words.last()?);
+    // What stands next to the first word's end and the last word's start, spaces
+    // skipped: a word, or punctuation (or nothing).
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    let first_end = folded.find(alnum).unwrap_or(0) + first.len();
+    let last_start = folded.rfind(alnum).map_or(0, |i| i + 1) - last.len();
+    let apart = |next: Option<char>| !next.is_some_and(alnum);
+    let found = [
+        (
+            first,
+            apart(folded[first_end..].trim_start().chars().next()),
+        ),
+        (
+            last,
+            apart(folded[..last_start].trim_end().chars().next_back()),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(w, set_apart)| {
+        let lower = w.to_ascii_lowercase();
+        let capitals = w.len() == 2 && w.bytes().all(|b| b.is_ascii_uppercase());
+        (COUNTRIES.contains(&lower.as_str())
+            || (capitals && set_apart && ISO_CODES.contains(&lower.as_str())))
+        .then(|| canonical_country(&lower))
+    });
     found
 }
 
@@ -410,6 +427,16 @@ mod tests {
         assert_eq!(country_of_group("AD").as_deref(), Some("ad"));
         assert_eq!(country_of_group("Kids TV"), None);
         assert_eq!(country_of_group("Music in"), None);
+        // A rare code that is also a word counts only when set apart.
+        assert_eq!(country_of_group("MY LIST"), None);
+        assert_eq!(country_of_group("SPORTS SD"), None);
+        assert_eq!(country_of_group("IN CINEMAS NOW"), None);
+        assert_eq!(country_of_group("MY | Sport").as_deref(), Some("my"));
+        assert_eq!(country_of_group("Sport (SD)").as_deref(), Some("sd"));
+        assert_eq!(country_of_group("[IN] Hindi").as_deref(), Some("in"));
+        assert_eq!(country_of_group("  MY  ").as_deref(), Some("my"));
+        assert_eq!(country_of_group("UK Sport").as_deref(), Some("uk"));
+        assert_eq!(country_of_group(""), None);
         assert_eq!(
             of_tvg_id("Formula.ge").unwrap().country.as_deref(),
             Some("ge")
