@@ -69,6 +69,19 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Creates the empty file `path` for writing, readable by its owner only (0600 on
+/// Unix); fails with `AlreadyExists` when it exists.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
 /// The permission bits of `path` (Unix; `None` elsewhere or when unreadable).
 pub fn mode_of(path: &Path) -> Option<u32> {
     #[cfg(unix)]
@@ -92,8 +105,8 @@ pub fn loose_permissions(path: &Path, mode: u32, private: u32) -> Option<String>
     (mode & 0o077 != 0).then(|| {
         let path = path.display();
         format!(
-            "{path} is open to group or others (mode {:03o}) but holds secrets (the proxy key \
-             signs every stream link): run `chmod {private:o} {path}`",
+            "{path} is open to group or others (mode {:03o}) but holds secrets (the key that \
+             signs every stream link, viewer accounts): run `chmod {private:o} {path}`",
             mode & 0o777
         )
     })
@@ -370,6 +383,17 @@ impl Store {
             }
         }
         let path = dir.join("freesky.db");
+        // Viewer accounts live here: the file is made owner-only before SQLite opens
+        // it (its journal and WAL files take the same mode), whatever the umask.
+        match create_private_file(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Some(w) = mode_of(&path).and_then(|m| loose_permissions(&path, m, 0o600)) {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         let backend = sqlite::Sqlite::open(&path)?;
         Self::init(Arc::new(backend), Some(path))
     }
@@ -807,6 +831,10 @@ mod tests {
         let fresh = root.path().join("a/b/state");
         Store::open(&fresh).unwrap();
         assert_eq!(mode_of(&fresh), Some(0o700));
+        // The database too, whatever the umask; and reopening it keeps it.
+        assert_eq!(mode_of(&fresh.join("freesky.db")), Some(0o600));
+        Store::open(&fresh).unwrap();
+        assert_eq!(mode_of(&fresh.join("freesky.db")), Some(0o600));
         assert_eq!(mode_of(&root.path().join("a")), Some(0o700));
 
         let shared = root.path().join("shared");
