@@ -167,7 +167,7 @@ impl Limited {
 
     /// Counts one more connection of `ip`, unless it is at its cap.
     fn client_slot(&self, ip: IpAddr) -> Option<ClientSlot> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         if self.per_client > 0 {
             let mut clients = self
                 .clients
@@ -220,6 +220,17 @@ impl Limited {
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), answer);
             let _ = tokio::time::timeout(REFUSE_WITHIN * 2, conn).await;
         });
+    }
+}
+
+/// Whom a connection is counted against: its IPv4 address (an IPv4-mapped IPv6 one
+/// read as IPv4), or its IPv6 address's /64 network, the least one host is given: a
+/// client holding a /64 could otherwise open the cap's worth from each of its
+/// addresses.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -408,3 +419,39 @@ impl Future for HeadSleep {
 }
 
 impl hyper::rt::Sleep for HeadSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_its_64_network_and_a_mapped_one_its_ipv4_address() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_a_64_network_as_one_client() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = Limited::new(inner, 100, 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = listener.client_slot(ip("2001:db8::1")).expect("first");
+        let _b = listener.client_slot(ip("2001:db8::2")).expect("second");
+        assert!(
+            listener.client_slot(ip("2001:db8::3")).is_none(),
+            "a third address of one /64"
+        );
+        let _other = listener
+            .client_slot(ip("2001:db8:0:1::1"))
+            .expect("another /64");
+        drop(a);
+        assert!(
+            listener.client_slot(ip("2001:db8::4")).is_some(),
+            "a slot freed"
+        );
+    }
+}
