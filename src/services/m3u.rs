@@ -22,6 +22,7 @@ use crate::error::UpstreamError;
 use crate::lineup::slugify;
 use crate::model::{Channel, ResolvedStream};
 use crate::upstream::ServiceHttp;
+use crate::vod::m3u::{file_kind, FileEntry, Files};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +104,9 @@ pub struct M3u {
     epg_url: Option<Location>,
     /// The guide the list's header names (`url-tvg`), from the last load.
     header_guide: std::sync::Mutex<Option<Url>>,
+    /// The file entries (movies, episodes) of the last read, until `vod` takes them:
+    /// one download of the list serves the lineup and the catalogue.
+    files: std::sync::Mutex<Option<Files>>,
     http: ServiceHttp,
     resolved_ttl: Duration,
 }
@@ -120,6 +124,7 @@ impl M3u {
             source,
             epg_url,
             header_guide: std::sync::Mutex::default(),
+            files: std::sync::Mutex::default(),
             http: ServiceHttp::new(ctx.http.clone(), cfg, kind.auth_origin()),
             resolved_ttl: ctx.resolved_ttl,
         }
@@ -177,7 +182,21 @@ impl M3u {
         for w in &playlist.warnings {
             tracing::warn!(service = %self.name, line = w.line, "skipped in M3U: {}", w.message);
         }
-        Ok(list.finish())
+        let (channels, files) = list.finish();
+        *self.files.lock().expect("files lock is never poisoned") = Some(files);
+        Ok(channels)
+    }
+
+    /// `read_list` within the service timeout when the list is a URL, as for every
+    /// other upstream document (body included).
+    async fn read_list_in_time(&self) -> Result<Vec<Channel>, UpstreamError> {
+        let work = self.read_list();
+        match &self.source {
+            Location::Url(_) => tokio::time::timeout(self.http.timeout, work)
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout))),
+            Location::File(_) => work.await,
+        }
     }
 }
 
@@ -273,6 +292,8 @@ struct Listing<'a> {
     /// channel listed twice. A hash and an index instead of the two strings again.
     seen: HashMap<u64, usize>,
     hasher: std::collections::hash_map::RandomState,
+    /// The entries that are files (movies, episodes): the service's catalogue.
+    files: Files,
 }
 
 impl<'a> Listing<'a> {
@@ -285,11 +306,17 @@ impl<'a> Listing<'a> {
             ids: HashSet::new(),
             seen: HashMap::new(),
             hasher: std::collections::hash_map::RandomState::new(),
+            files: Files::default(),
         }
     }
 
     fn add(&mut self, e: crate::m3u::Entry) {
         self.entries += 1;
+        let name = if e.name.is_empty() {
+            e.attr("tvg-name").unwrap_or_default().to_string()
+        } else {
+            e.name.clone()
+        };
         let url = match self
             .base
             .as_ref()
@@ -297,17 +324,26 @@ impl<'a> Listing<'a> {
         {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
             _ => {
-                tracing::warn!(service = %self.service, line = e.line, "skipped in M3U: `{}` is not an http(s) stream URL", crate::error::redact_str(&e.url));
+                let what = if file_kind(&e.url, &name).is_some() {
+                    self.files.skip();
+                    "media"
+                } else {
+                    "stream"
+                };
+                tracing::warn!(service = %self.service, line = e.line, "skipped in M3U: `{}` is not an http(s) {what} URL", crate::error::redact_str(&e.url));
                 return;
             }
         };
-        let name = if e.name.is_empty() {
-            e.attr("tvg-name").unwrap_or_default().to_string()
-        } else {
-            e.name.clone()
-        };
         // Files (movies, episodes) are the service's catalogue (`vod`), not channels.
-        if crate::vod::m3u::file_kind(url.as_str(), &name).is_some() {
+        if let Some(kind) = file_kind(url.as_str(), &name) {
+            self.files.push(FileEntry {
+                kind,
+                group: e.attr("group-title").unwrap_or_default().to_string(),
+                logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
+                url: url.into(),
+                headers: e.headers,
+                name,
+            });
             return;
         }
         if name.is_empty() {
@@ -341,25 +377,18 @@ impl<'a> Listing<'a> {
         });
     }
 
-    fn finish(mut self) -> Vec<Channel> {
+    /// The channels, and the file entries.
+    fn finish(mut self) -> (Vec<Channel>, Files) {
         // Grown by doubling while reading: up to half of it would stay unused.
         self.out.shrink_to_fit();
-        self.out
+        (self.out, self.files)
     }
 }
 
 #[async_trait]
 impl Service for M3u {
     async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
-        let work = self.read_list();
-        match &self.source {
-            // The whole request, body included, within the service timeout, as for
-            // every other upstream document.
-            Location::Url(_) => tokio::time::timeout(self.http.timeout, work)
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout))),
-            Location::File(_) => work.await,
-        }
+        self.read_list_in_time().await
     }
 
     async fn resolve(&self, channel: &Channel) -> Result<ResolvedStream, UpstreamError> {
@@ -380,8 +409,24 @@ impl Service for M3u {
         &self.http
     }
 
+    /// The file entries of the last read of the list when no catalogue has taken
+    /// them yet (the lineup's refresh read it), else of a read made now.
     async fn vod(&self) -> Option<crate::vod::VodLists> {
-        crate::vod::m3u::lists(&self.http, &self.source, &self.name).await
+        let take = || self.files.lock().expect("files lock is never poisoned").take();
+        let files = match take() {
+            Some(files) => files,
+            None => match self.read_list_in_time().await {
+                Ok(_) => take().unwrap_or_default(),
+                Err(e) => {
+                    return Some(crate::vod::VodLists {
+                        movies: Some(Err(e.clone())),
+                        series: Some(Err(e)),
+                        skipped: 0,
+                    })
+                }
+            },
+        };
+        files.lists()
     }
 
     fn guide_source(&self) -> Option<GuideSource> {

@@ -3,7 +3,8 @@
 //! does not make an entry a movie (live groups are often called "Movies"). These
 //! entries leave the live lineup and become the service's movies and series;
 //! episodes are grouped into series by the `S01E02` (or `1x02`) in their names.
-//! `lists` reads the service's list for them; the rest is pure.
+//! The service reads its list once for both (`Files` collects these entries); the
+//! rest is pure.
 
 use std::collections::HashMap;
 
@@ -76,70 +77,38 @@ pub fn episode_marker(name: &str) -> Option<(String, u16, u16)> {
     (!show.is_empty()).then(|| (show.to_string(), season, episode))
 }
 
-/// The movies and series among the entries of the list at `source`; `None` when it
-/// has no file entries (a live-only list has no catalogue).
-pub async fn lists(
-    http: &crate::upstream::ServiceHttp,
-    source: &crate::services::Location,
-    service: &str,
-) -> Option<super::VodLists> {
-    let (base, text) = match crate::services::read_location(http, source).await {
-        Ok(got) => got,
-        Err(e) => {
-            return Some(super::VodLists {
-                movies: Some(Err(e.clone())),
-                series: Some(Err(e)),
-                skipped: 0,
-            })
+/// The file entries of one read of a list, collected as the list is read for its
+/// live channels (one download serves both).
+#[derive(Default)]
+pub struct Files {
+    entries: Vec<FileEntry>,
+    /// File entries without a usable URL.
+    skipped: usize,
+}
+
+impl Files {
+    pub fn push(&mut self, entry: FileEntry) {
+        self.entries.push(entry);
+    }
+
+    /// Counts a file entry without a usable URL.
+    pub fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// The movies and series; `None` when the list had no file entries (a live-only
+    /// list has no catalogue).
+    pub fn lists(self) -> Option<super::VodLists> {
+        if self.entries.is_empty() && self.skipped == 0 {
+            return None;
         }
-    };
-    let playlist = crate::m3u::parse(&text);
-    drop(text);
-    let mut files = Vec::new();
-    let mut skipped = 0;
-    for e in playlist.entries {
-        let name = if e.name.is_empty() {
-            e.attr("tvg-name").unwrap_or_default().to_string()
-        } else {
-            e.name.clone()
-        };
-        let Some(kind) = file_kind(&e.url, &name) else {
-            continue;
-        };
-        let url = match base
-            .as_ref()
-            .map_or_else(|| url::Url::parse(&e.url), |b| b.join(&e.url))
-        {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-            _ => {
-                tracing::warn!(
-                    service,
-                    line = e.line,
-                    "skipped in M3U: `{}` is not an http(s) media URL",
-                    crate::error::redact_str(&e.url)
-                );
-                skipped += 1;
-                continue;
-            }
-        };
-        files.push(FileEntry {
-            kind,
-            group: e.attr("group-title").unwrap_or_default().to_string(),
-            logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
-            url: url.to_string(),
-            headers: e.headers,
-            name,
-        });
+        let (movies, series, unnumbered) = catalogue(self.entries);
+        Some(super::VodLists {
+            movies: Some(Ok(movies)),
+            series: Some(Ok(series)),
+            skipped: self.skipped + unnumbered,
+        })
     }
-    if files.is_empty() && skipped == 0 {
-        return None;
-    }
-    let (movies, series, unnumbered) = catalogue(files);
-    Some(super::VodLists {
-        movies: Some(Ok(movies)),
-        series: Some(Ok(series)),
-        skipped: skipped + unnumbered,
-    })
 }
 
 /// One file entry of a list.

@@ -191,7 +191,7 @@ struct Setup {
     app: TestApp,
     mode: Mode,
     _panel: FakeUpstream,
-    _files: FakeUpstream,
+    files: FakeUpstream,
 }
 
 async fn setup_with(movie: Vec<u8>) -> Setup {
@@ -203,7 +203,7 @@ async fn setup_with(movie: Vec<u8>) -> Setup {
         app,
         mode,
         _panel: panel,
-        _files: files,
+        files,
     }
 }
 
@@ -257,6 +257,8 @@ async fn movies_and_series_merge_across_a_panel_and_an_m3u_list_and_play() {
     let s = setup().await;
     let app = &s.app;
     let movies = ok_json(app, "/api/movies").await;
+    // The lineup's read of the list served the catalogue too: one download.
+    assert_eq!(s.files.hits("/list.m3u"), 1);
     assert_eq!(
         titles(&movies),
         [
