@@ -185,9 +185,10 @@ pub fn parse(
         .ok_or_else(|| format!("events.list `{}` does not point to an array", cfg.list))?;
     let mut events: Vec<Event> = Vec::with_capacity(items.len());
     let mut skipped = Vec::new();
+    let mut ids = std::collections::HashSet::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match event(item, cfg, base) {
-            Ok(e) if events.iter().any(|o| o.id == e.id) => {
+            Ok(e) if !ids.insert(e.id.clone()) => {
                 skipped.push(format!("event {i} (`{}`): duplicate id", e.id));
             }
             Ok(e) => events.push(e),
@@ -345,6 +346,7 @@ mod tests {
         assert_eq!(skipped.len(), 3, "{skipped:?}");
         assert!(skipped[0].contains("no start"), "{skipped:?}");
         assert!(skipped[1].contains("neither RFC 3339"), "{skipped:?}");
+        assert!(skipped[2].contains("(`1`): duplicate id"), "{skipped:?}");
         let a = &events[0];
         assert_eq!(a.name(), "Cup: A v B");
         assert_eq!(
