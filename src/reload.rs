@@ -218,6 +218,12 @@ fn start_background(state: &AppState) -> Monitors {
     let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
     monitors.push(state.registry.follow_store());
     monitors.push(follow_accounts(state));
+    if state.registry.store().is_shared() {
+        monitors.push(crate::accounts::share_connections(
+            &state.accounts.conns,
+            state.registry.store().clone(),
+        ));
+    }
     monitors
 }
 

@@ -2,8 +2,12 @@
 //! open (a guard held by the body), an HLS player while it keeps fetching the
 //! channel's playlists (one per account, channel and client address, forgotten
 //! `HLS_IDLE` after its last fetch). Segment fetches never count.
+//!
+//! With a shared store (several instances), each instance publishes how many
+//! connections each account holds on it (`share_connections`), and an account's limit counts
+//! those the other instances published too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +47,24 @@ struct Inner {
     ts: HashMap<u64, Entry>,
     /// Keyed by (account, channel, address).
     hls: HashMap<(String, String, Option<IpAddr>), Entry>,
+    /// Open connections per account on the other instances of a shared store, as
+    /// they last published them.
+    elsewhere: HashMap<String, usize>,
+    /// Whether the connections changed since they were last published.
+    changed: bool,
+    /// The key this instance publishes under (`share_connections`); kept across
+    /// reloads with the connections, so a reload leaves no second record behind.
+    instance: Option<String>,
+}
+
+impl Inner {
+    /// Forgets HLS players idle for `HLS_IDLE`.
+    fn prune(&mut self) {
+        let cutoff = Instant::now().checked_sub(HLS_IDLE);
+        let before = self.hls.len();
+        self.hls.retain(|_, e| cutoff.is_none_or(|c| e.last >= c));
+        self.changed |= self.hls.len() != before;
+    }
 }
 
 #[derive(Default)]
@@ -76,7 +98,9 @@ pub struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.conns.lock().ts.remove(&self.id);
+        let mut inner = self.conns.lock();
+        inner.ts.remove(&self.id);
+        inner.changed = true;
     }
 }
 
@@ -94,8 +118,7 @@ impl Conns {
         hls: bool,
     ) -> Result<Conn, AccountError> {
         let mut inner = self.lock();
-        let cutoff = Instant::now().checked_sub(HLS_IDLE);
-        inner.hls.retain(|_, e| cutoff.is_none_or(|c| e.last >= c));
+        inner.prune();
         let key = (a.name.clone(), channel.to_string(), from);
         if hls {
             if let Some(e) = inner.hls.get_mut(&key) {
@@ -104,7 +127,8 @@ impl Conns {
             }
         }
         let open = inner.ts.values().filter(|e| e.account == a.name).count()
-            + inner.hls.keys().filter(|k| k.0 == a.name).count();
+            + inner.hls.keys().filter(|k| k.0 == a.name).count()
+            + inner.elsewhere.get(&a.name).copied().unwrap_or(0);
         if a.max_connections != 0 && open >= a.max_connections as usize {
             return Err(AccountError::Limit {
                 name: a.name.clone(),
@@ -118,6 +142,7 @@ impl Conns {
             since: now(),
             last: Instant::now(),
         };
+        inner.changed = true;
         if hls {
             inner.hls.insert(key, entry);
             return Ok(Conn::HlsNew);
@@ -135,7 +160,8 @@ impl Conns {
     /// no connection.
     pub fn forget_hls(&self, account: &str, channel: &str, from: Option<IpAddr>) {
         let key = (account.to_string(), channel.to_string(), from);
-        self.lock().hls.remove(&key);
+        let mut inner = self.lock();
+        inner.changed |= inner.hls.remove(&key).is_some();
     }
 
     /// An HLS player of `account` fetched a playlist of `channel` again: it goes on
@@ -148,7 +174,25 @@ impl Conns {
         }
     }
 
-    /// The open connections of `account`.
+    /// Open connections per account on this instance, and whether they changed since
+    /// the last call.
+    fn counts(&self) -> (BTreeMap<String, usize>, bool) {
+        let mut inner = self.lock();
+        inner.prune();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let accounts = inner.ts.values().map(|e| &e.account);
+        for a in accounts.chain(inner.hls.keys().map(|k| &k.0)) {
+            *counts.entry(a.clone()).or_default() += 1;
+        }
+        (counts, std::mem::take(&mut inner.changed))
+    }
+
+    /// The connections of `account` open on the other instances of a shared store.
+    pub fn elsewhere(&self, account: &str) -> usize {
+        self.lock().elsewhere.get(account).copied().unwrap_or(0)
+    }
+
+    /// The open connections of `account` on this instance.
     pub fn of(&self, account: &str) -> Vec<ConnInfo> {
         let inner = self.lock();
         let cutoff = Instant::now().checked_sub(HLS_IDLE);
@@ -170,5 +214,120 @@ impl Conns {
             .collect();
         out.sort_by(|a, b| (a.since, &a.channel).cmp(&(b.since, &b.channel)));
         out
+    }
+}
+
+/// Store namespace of each instance's published connection counts.
+const SHARED_NS: &str = "accounts.conns";
+/// How often the counts are published when they changed, and the others' read.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+/// How often they are published unchanged, so the others know this instance lives.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// An instance that published nothing for this long is gone (crashed, stopped): its
+/// connections no longer count.
+const GONE_AFTER_SECS: i64 = 30;
+
+/// Shares `conns` with the other instances of `store` (a shared store): publishes
+/// this instance's counts per account (within `SHARE_EVERY` of a change, every
+/// `HEARTBEAT` regardless) and takes in what the others published, so an account's
+/// limit counts its connections everywhere. Two instances admitting one account's
+/// connections within the same second may both let one in. Ends when `conns` is
+/// dropped; the task's abort (a reload) leaves the record to expire.
+pub fn share_connections(
+    conns: &Arc<Conns>,
+    store: crate::store::Store,
+) -> tokio::task::JoinHandle<()> {
+    let me = conns
+        .lock()
+        .instance
+        .get_or_insert_with(|| {
+            let mut id = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                .expect("the system's random source works");
+            id.iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .clone();
+    let conns = Arc::downgrade(conns);
+    tokio::spawn(async move {
+        let mut published: Option<Instant> = None;
+        let mut tick = tokio::time::interval(SHARE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(c) = conns.upgrade() else { return };
+            let (counts, changed) = c.counts();
+            let now = now();
+            if changed || published.is_none_or(|p| p.elapsed() >= HEARTBEAT) {
+                let record = serde_json::json!({"at": now, "counts": counts});
+                match store.put_record(SHARED_NS, &me, &record).await {
+                    Ok(()) => published = Some(Instant::now()),
+                    Err(e) => {
+                        // Published again on the next tick.
+                        c.lock().changed = true;
+                        tracing::warn!(error = %e, "cannot share viewer connections with the other instances");
+                    }
+                }
+            }
+            let read = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.records(SHARED_NS)).await
+            };
+            let records = match read {
+                Ok(Ok(records)) => records,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the other instances' viewer connections");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            c.lock().elsewhere = elsewhere(&records, &me, now);
+        }
+    })
+}
+
+/// The connections per account of the instances other than `me` that published
+/// within `GONE_AFTER_SECS` of `now`.
+fn elsewhere(
+    records: &[(String, serde_json::Value)],
+    me: &str,
+    now: i64,
+) -> HashMap<String, usize> {
+    let mut out: HashMap<String, usize> = HashMap::new();
+    for (instance, v) in records {
+        let fresh = v["at"]
+            .as_i64()
+            .is_some_and(|at| now - at <= GONE_AFTER_SECS);
+        if instance == me || !fresh {
+            continue;
+        }
+        for (account, n) in v["counts"].as_object().into_iter().flatten() {
+            *out.entry(account.clone()).or_default() += n.as_u64().unwrap_or(0) as usize;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_instances_count_while_they_publish() {
+        let rec =
+            |at: i64, counts: serde_json::Value| serde_json::json!({"at": at, "counts": counts});
+        let records = vec![
+            ("me".to_string(), rec(100, serde_json::json!({"ann": 5}))),
+            (
+                "b".to_string(),
+                rec(95, serde_json::json!({"ann": 1, "bob": 2})),
+            ),
+            ("c".to_string(), rec(71, serde_json::json!({"ann": 1}))),
+            ("gone".to_string(), rec(69, serde_json::json!({"ann": 9}))),
+            ("odd".to_string(), serde_json::json!("not a record")),
+        ];
+        let e = elsewhere(&records, "me", 100);
+        assert_eq!(e.get("ann"), Some(&2));
+        assert_eq!(e.get("bob"), Some(&2));
+        assert_eq!(e.len(), 2);
     }
 }

@@ -23,7 +23,7 @@ use crate::config::UserConfig;
 use crate::model::LineupChannel;
 use crate::store::{Store, StoreError, StoredUser};
 
-pub use conns::{Conn, ConnGuard, ConnInfo, Conns};
+pub use conns::{share_connections, Conn, ConnGuard, ConnInfo, Conns};
 pub use penalty::Penalty;
 
 /// Why a login or a use of an account failed. Mapped to HTTP in `error`.
@@ -136,9 +136,10 @@ pub struct AccountView {
     /// `config` (from `[[users]]`, read only here) or `api`.
     pub origin: &'static str,
     pub created_at: i64,
-    /// Connections open now.
+    /// Connections open now (with a shared store: on every instance, as they last
+    /// published them).
     pub active_cons: usize,
-    /// What each open connection watches.
+    /// What each connection open on this instance watches.
     pub connections: Vec<ConnInfo>,
 }
 
@@ -414,7 +415,7 @@ impl Accounts {
             status: a.status(now()).as_str(),
             origin: if a.from_config { "config" } else { "api" },
             created_at: a.created_at,
-            active_cons: connections.len(),
+            active_cons: connections.len() + self.conns.elsewhere(&a.name),
             connections,
         }
     }

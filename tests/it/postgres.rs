@@ -191,3 +191,60 @@ async fn settings_records_and_ids_are_shared() {
     assert_eq!(all, vec![1, 2, 3]);
     assert!(b.ping().await.is_ok());
 }
+
+/// One viewer account with a limit of one connection, watched through two instances
+/// sharing the database: the second instance counts the first one's connection, and
+/// lets the account in again once it closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accounts_connection_limit_counts_every_instance() {
+    let Some(url) = database() else { return };
+    let user = unique("viewer");
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"{user}\"\npassword = \"limit-pw-1\"\nmax_connections = 1\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    let (_, streams) = a
+        .get_json(&format!(
+            "/player_api.php?username={user}&password=limit-pw-1&action=get_live_streams"
+        ))
+        .await;
+    let id = streams[0]["stream_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stream in {streams}"));
+    let path = format!("/live/{user}/limit-pw-1/{id}.ts");
+
+    // A .ts stream held open on instance A...
+    let mut held = a.get(&path).await;
+    assert_eq!(held.status(), 200);
+    held.chunk().await.expect("stream bytes");
+    // ...is counted by instance B once A has published it.
+    eventually_within(PROPAGATION, "B refusing the second connection", || async {
+        let resp = b.get(&path).await;
+        match resp.status().as_u16() {
+            403 => {
+                let body = resp.text().await.unwrap_or_default();
+                assert!(body.contains("allows 1 connection"), "{body}");
+                Ok(())
+            }
+            other => Err(format!("B answered {other}")),
+        }
+    })
+    .await;
+    let (_, info) = b
+        .get_json(&format!("/player_api.php?username={user}&password=limit-pw-1"))
+        .await;
+    assert_eq!(info["user_info"]["active_cons"], 1, "{info}");
+
+    // Closed on A: B lets the account in again.
+    drop(held);
+    eventually_within(PROPAGATION, "B admitting the account again", || async {
+        match b.get(&path).await.status().as_u16() {
+            200 => Ok(()),
+            other => Err(format!("B answered {other}")),
+        }
+    })
+    .await;
+}

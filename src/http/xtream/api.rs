@@ -213,7 +213,7 @@ fn login_answer(s: &AppState, a: &Account, password: &str, headers: &HeaderMap, 
         .unwrap_or(80);
     let https_port = if scheme == "https" { port } else { 443 };
     let status = a.status(now);
-    let active_cons = s.accounts.conns.of(&a.name).len();
+    let active_cons = s.accounts.conns.of(&a.name).len() + s.accounts.conns.elsewhere(&a.name);
     json!({
         "user_info": {
             "username": a.name,
