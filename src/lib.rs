@@ -159,11 +159,7 @@ pub(crate) fn build_state(
             )),
         };
     let http = upstream::Http::new(config.server.max_body_bytes);
-    let registry = Arc::new(services::registry::Registry::new(
-        &config,
-        store,
-        http.clone(),
-    ));
+    let registry = services::registry::Registry::new(&config, store, http.clone()).shared();
     if let Some(p) = prev {
         registry.keep_history_of(&p.registry);
     }

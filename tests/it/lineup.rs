@@ -92,3 +92,66 @@ async fn a_list_over_max_body_bytes_names_its_size_the_limit_and_the_key() {
     .await;
     assert_eq!(app.channels().await.len(), 100);
 }
+
+/// A service whose list starts to hang once the lineup is built: requests go on
+/// getting the last lineup at once while the next is built in the background, and
+/// never wait for the hanging upstream (its timeout is far longer than the wait
+/// allowed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lineup_is_served_while_a_hanging_service_is_asked_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let hanging = Arc::new(AtomicBool::new(false));
+    let flag = hanging.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/good.m3u", M3U_TYPE, list(3))
+        .route(
+            "/slow.m3u",
+            get(move || {
+                let flag = flag.clone();
+                async move {
+                    if flag.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    respond(
+                        200,
+                        M3U_TYPE,
+                        "#EXTM3U\n#EXTINF:-1,Slow One\nhttp://127.0.0.1:9/s.m3u8\n",
+                    )
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1s\"\n\n\
+         [[services]]\nname = \"Good\"\nkind = \"m3u\"\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"Slow\"\nkind = \"m3u\"\nurl = \"{}\"\ntimeout = \"60s\"\n",
+        up.url("/good.m3u"),
+        up.url("/slow.m3u")
+    ))
+    .await;
+    let first = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        first.contains(",Slow One\n") && first.contains(",Channel 2\n"),
+        "{first}"
+    );
+
+    hanging.store(true, Ordering::SeqCst);
+    // Past channels_ttl the lineup is stale: each request below finds it so (the build
+    // it starts hangs on Slow for a minute) and is answered from it.
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            app.get_text_ok("/playlist.m3u"),
+        )
+        .await
+        .expect("the playlist is answered without waiting for the hanging service");
+        assert_eq!(answer, first);
+    }
+    assert!(
+        up.hits("/slow.m3u") >= 2,
+        "the stale lineup was rebuilt in the background"
+    );
+}

@@ -234,7 +234,9 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     })
     .await;
     let (_, info) = b
-        .get_json(&format!("/player_api.php?username={user}&password=limit-pw-1"))
+        .get_json(&format!(
+            "/player_api.php?username={user}&password=limit-pw-1"
+        ))
         .await;
     assert_eq!(info["user_info"]["active_cons"], 1, "{info}");
 

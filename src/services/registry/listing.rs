@@ -52,15 +52,55 @@ impl Registry {
     }
 
     /// `lineup`, telling `observe` as each service's channel list is in. A fresh cached
-    /// lineup is returned without fetching, so without telling anything.
+    /// lineup is returned without fetching, so without telling anything. A stale one
+    /// is returned at once while a background task builds the next (a service that
+    /// hangs delays that build, never a request); only the first lineup, one a
+    /// service switch dropped, or an observed build is waited for.
     pub async fn lineup_observed(
         &self,
         observe: Option<Observer<'_>>,
     ) -> Result<Arc<Lineup>, RegistryError> {
-        let mut cached = self.lineup.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| c.fresh_until > Instant::now()) {
-            return Ok(c.lineup.clone());
+        let stale = match self.cached() {
+            Ok(fresh) => return Ok(fresh),
+            Err(stale) => stale,
+        };
+        let me = self.me.get().and_then(std::sync::Weak::upgrade);
+        if let (Some(stale), Some(me), None) = (stale, me, observe) {
+            if let Ok(building) = self.building.clone().try_lock_owned() {
+                tokio::spawn(async move {
+                    let _building = building;
+                    if let Err(e) = me.build_lineup(None).await {
+                        tracing::warn!(error = %e, "lineup refresh failed; the last lineup stays");
+                    }
+                });
+            }
+            return Ok(stale);
         }
+        let _building = self.building.lock().await;
+        // Built by another caller while this one waited.
+        if let Ok(fresh) = self.cached() {
+            return Ok(fresh);
+        }
+        self.build_lineup(observe).await
+    }
+
+    /// The cached lineup when fresh; else the stale one, if any.
+    fn cached(&self) -> Result<Arc<Lineup>, Option<Arc<Lineup>>> {
+        let cached = self.lineup.lock().expect("lineup lock is never poisoned");
+        match cached.as_ref() {
+            Some(c) if c.fresh_until > Instant::now() => Ok(c.lineup.clone()),
+            Some(c) => Err(Some(c.lineup.clone())),
+            None => Err(None),
+        }
+    }
+
+    /// Builds the lineup from every enabled service's channels and caches it (unless
+    /// the lineup was dropped meanwhile). The caller holds `building`.
+    async fn build_lineup(
+        &self,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Arc<Lineup>, RegistryError> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let mut enabled: Vec<&Arc<Entry>> =
             self.entries.iter().filter(|e| self.enabled(e)).collect();
         enabled.sort_by_key(|e| self.priority(e));
@@ -158,11 +198,18 @@ impl Registry {
         } else {
             self.channels_ttl
         };
-        *cached = Some(CachedLineup {
-            base,
-            lineup: lineup.clone(),
-            fresh_until: Instant::now() + ttl,
-        });
+        {
+            let mut cached = self.lineup.lock().expect("lineup lock is never poisoned");
+            // A service switched meanwhile: this lineup is of before it.
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                return Ok(lineup);
+            }
+            *cached = Some(CachedLineup {
+                base,
+                lineup: lineup.clone(),
+                fresh_until: Instant::now() + ttl,
+            });
+        }
         self.rebuilt.notify_one();
         Ok(lineup)
     }
@@ -201,7 +248,7 @@ impl Registry {
             })?;
         tracing::info!(channel = %slug, ?mapping, "channel mapping changed");
         let lineup = {
-            let mut cached = self.lineup.lock().await;
+            let mut cached = self.lineup.lock().expect("lineup lock is never poisoned");
             match cached.as_mut() {
                 Some(c) => {
                     c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));

@@ -198,7 +198,17 @@ pub struct Registry {
     store: Store,
     channels: Cache<String, Arc<Vec<Channel>>>,
     resolved: Cache<(String, String), Arc<ResolvedStream>>,
-    lineup: tokio::sync::Mutex<Option<CachedLineup>>,
+    /// The lineup last built; `None` until the first build and after a change that
+    /// must show at once (a service switched). Held only to read or swap it.
+    lineup: Mutex<Option<CachedLineup>>,
+    /// Held while a lineup is built: one build at a time.
+    building: Arc<tokio::sync::Mutex<()>>,
+    /// Counts the changes that drop the lineup: a build that began before one does
+    /// not keep its (older) result.
+    generation: std::sync::atomic::AtomicU64,
+    /// This registry, for building a lineup in the background while the last one is
+    /// served (`shared`); unset (unit tests), a stale lineup is rebuilt in place.
+    me: std::sync::OnceLock<std::sync::Weak<Registry>>,
     channels_ttl: Duration,
     /// How many healthy sources `open` tries at once (`streams.race`).
     race: usize,
@@ -247,12 +257,31 @@ impl Registry {
                 .max_capacity(50_000)
                 .expire_after(ValidFor)
                 .build(),
-            lineup: tokio::sync::Mutex::new(None),
+            lineup: Mutex::new(None),
+            building: Arc::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            me: std::sync::OnceLock::new(),
             channels_ttl: cfg.cache.channels_ttl,
             race: cfg.streams.race.max(1),
             rebuilt: Arc::default(),
             last_good: Mutex::default(),
         }
+    }
+
+    /// This registry shared, able to rebuild a stale lineup in the background while
+    /// it serves the last one.
+    pub fn shared(self) -> Arc<Self> {
+        let me = Arc::new(self);
+        let _ = me.me.set(Arc::downgrade(&me));
+        me
+    }
+
+    /// Drops the lineup, so the next request builds it (with a change that must show
+    /// at once), and any build under way keeps its result to itself.
+    fn drop_lineup(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.lineup.lock().expect("lineup lock is never poisoned") = None;
     }
 
     /// The runtime store, for a config reload to build the next registry on.

@@ -40,11 +40,16 @@ impl Registry {
     async fn apply_remote(&self, change: Change) {
         match change {
             Change::Services => {
-                *self.lineup.lock().await = None;
+                self.drop_lineup();
                 tracing::info!("services switched by another instance");
             }
             Change::Mappings => {
-                if let Some(c) = self.lineup.lock().await.as_mut() {
+                if let Some(c) = self
+                    .lineup
+                    .lock()
+                    .expect("lineup lock is never poisoned")
+                    .as_mut()
+                {
                     c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
                 }
                 tracing::info!("channel mapping changed by another instance");

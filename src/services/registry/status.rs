@@ -88,7 +88,7 @@ impl Registry {
             .entry(name)
             .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_enabled(name, enabled).await?;
-        *self.lineup.lock().await = None;
+        self.drop_lineup();
         tracing::info!(service = name, enabled, "service switched");
         Ok(self.status_of(e))
     }
@@ -104,7 +104,7 @@ impl Registry {
             .entry(name)
             .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_priority(name, priority).await?;
-        *self.lineup.lock().await = None;
+        self.drop_lineup();
         tracing::info!(service = name, priority, "service priority set");
         Ok(self.status_of(e))
     }
