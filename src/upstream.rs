@@ -201,6 +201,9 @@ pub struct Fetched {
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
     pub content_range: Option<String>,
+    /// Whether the upstream takes byte ranges (`Accept-Ranges: bytes`, or it answered
+    /// a range with 206).
+    pub accept_ranges: bool,
     /// The response's `Set-Cookie` values (final hop only), for kinds that keep a
     /// cookie jar across requests (scrape recipes). Nothing keeps cookies globally.
     pub set_cookies: Vec<String>,
@@ -218,6 +221,7 @@ impl Fetched {
             content_type: Some(content_type.to_string()),
             content_length: Some(bytes.len() as u64),
             content_range: None,
+            accept_ranges: false,
             set_cookies: Vec::new(),
             body: Box::pin(futures::stream::once(async move { Ok(bytes) })),
         }
@@ -409,6 +413,9 @@ impl ServiceHttp {
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let content_range = header(reqwest::header::CONTENT_RANGE);
         let content_length = resp.content_length();
+        let accept_ranges = status == 206
+            || header(reqwest::header::ACCEPT_RANGES)
+                .is_some_and(|v| v.to_ascii_lowercase().contains("bytes"));
         let set_cookies = resp
             .headers()
             .get_all(reqwest::header::SET_COOKIE)
@@ -426,6 +433,7 @@ impl ServiceHttp {
             content_type,
             content_length,
             content_range,
+            accept_ranges,
             set_cookies,
             body,
         })

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::stream::{media_response, media_type, playlist_response};
+use super::stream::{media_response, media_type, passthrough_response, playlist_response};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::proxy::Kind;
@@ -54,18 +54,7 @@ pub async fn play(
         Ok(Played::File(fetched)) => {
             let ctype = file_type(fetched.content_type.as_deref(), fetched.url.path());
             // A HEAD drops the upstream body unread: its connection closes here.
-            let body = if head {
-                Body::empty()
-            } else {
-                Body::from_stream(fetched.body)
-            };
-            media_response(
-                StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK),
-                &ctype,
-                fetched.content_length,
-                fetched.content_range.as_deref(),
-                body,
-            )
+            passthrough_response(fetched, &ctype, head)
         }
     }
 }

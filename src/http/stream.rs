@@ -266,13 +266,10 @@ async fn proxy(
     let range = req_headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     Ok(match engine.serve_link(link, range, &base).await? {
         Served::Playlist(body) => playlist_response(body),
-        Served::Passthrough(fetched) => media_response(
-            StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK),
-            media_type(fetched.content_type.as_deref(), kind),
-            fetched.content_length,
-            fetched.content_range.as_deref(),
-            Body::from_stream(fetched.body),
-        ),
+        Served::Passthrough(fetched) => {
+            let ctype = media_type(fetched.content_type.as_deref(), kind).to_string();
+            passthrough_response(fetched, &ctype, false)
+        }
         Served::Segment(cache::Body::Cached(seg)) => {
             let ctype = media_type(seg.content_type.as_deref(), kind);
             match range.and_then(|r| byte_range(r, seg.bytes.len())) {
@@ -315,6 +312,34 @@ async fn proxy(
             Body::from_stream(body),
         ),
     })
+}
+
+/// The response passing `fetched` through (its body unless `head`): its status,
+/// length and range as the upstream sent them, and `Accept-Ranges` only when the
+/// upstream takes ranges (a player told so seeks, and an MP4 whose index is at its end
+/// then fails to open).
+pub(super) fn passthrough_response(
+    fetched: crate::upstream::Fetched,
+    content_type: &str,
+    head: bool,
+) -> Response {
+    let body = if head {
+        // The upstream body dropped unread: its connection closes here.
+        Body::empty()
+    } else {
+        Body::from_stream(fetched.body)
+    };
+    let mut resp = media_response(
+        StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK),
+        content_type,
+        fetched.content_length,
+        fetched.content_range.as_deref(),
+        body,
+    );
+    if !fetched.accept_ranges {
+        resp.headers_mut().remove(header::ACCEPT_RANGES);
+    }
+    resp
 }
 
 pub(super) fn media_response(

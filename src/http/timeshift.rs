@@ -9,11 +9,10 @@
 //! [`timeshift`] is the one entry point: other routes that play catch-up (an Xtream
 //! client's `/timeshift/...`) call it with the channel and window they parsed.
 
-use axum::body::Body;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -21,7 +20,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use url::Url;
 
-use super::stream::{media_response, media_type, playlist_response};
+use super::stream::{media_type, passthrough_response, playlist_response};
 use super::{base_url, AppState};
 use crate::catchup::{self, Window};
 use crate::error::{AppError, Attempt, ErrorBody, UpstreamError};
@@ -257,14 +256,7 @@ async fn attempt(
         ),
         Archive::Media(fetched) => {
             let ctype = media_type(fetched.content_type.as_deref(), Kind::Media).to_string();
-            let status = StatusCode::from_u16(fetched.status).unwrap_or(StatusCode::OK);
-            media_response(
-                status,
-                &ctype,
-                fetched.content_length,
-                fetched.content_range.as_deref(),
-                Body::from_stream(fetched.body),
-            )
+            passthrough_response(fetched, &ctype, false)
         }
     };
     Ok(Some(response))

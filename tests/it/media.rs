@@ -156,10 +156,15 @@ fn file_route(bytes: Arc<Vec<u8>>, ctype: &'static str) -> axum::routing::Method
 
 /// A small MP4 made by ffmpeg (10 s, a keyframe every second), and its bytes.
 fn make_mp4(dir: &Path) -> Vec<u8> {
+    make_mp4_of(dir, "160x90")
+}
+
+/// `make_mp4` in frames of `size` ("1280x720": about half a megabyte).
+fn make_mp4_of(dir: &Path, size: &str) -> Vec<u8> {
     let out = std::process::Command::new("ffmpeg")
         .current_dir(dir)
         .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=160x90:rate=10"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=10")])
         .args([
             "-t",
             "10",
@@ -500,5 +505,68 @@ async fn ffmpeg_seeks_into_a_proxied_mp4() {
     assert!(
         ranges.iter().any(|r| !r.starts_with("bytes=0-")),
         "no seek reached the origin: {ranges:?}"
+    );
+}
+
+/// An origin that ignores `Range` (every answer the whole file, no `Accept-Ranges`),
+/// serving an MP4 whose index is at its end: freesky must not claim ranges it cannot
+/// give, or ffmpeg seeks for the index and the file does not open.
+#[tokio::test]
+async fn a_movie_from_an_origin_without_ranges_opens_in_ffmpeg() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let movie = make_mp4_of(dir.path(), "1280x720");
+    let moov = movie
+        .windows(4)
+        .position(|w| w == b"moov")
+        .expect("an index");
+    let mdat = movie
+        .windows(4)
+        .position(|w| w == b"mdat")
+        .expect("media data");
+    // Past ffmpeg's first read (32 KB): it must seek, or read on, to find it.
+    assert!(
+        moov > mdat && moov > 256 * 1024,
+        "the test needs the index after the media data, far in: at {moov}"
+    );
+    let up = FakeUpstream::bind()
+        .await
+        .bytes("/plain/42.mp4", "video/mp4", movie)
+        .start();
+    let player = Player::start(
+        &up.base(),
+        vec![("m", vec![source("A", up.url("/plain/42.mp4"))])],
+    )
+    .await;
+
+    let whole = player.get("m", None).await;
+    assert_eq!(whole.status(), 200);
+    assert!(
+        whole.headers().get(header::ACCEPT_RANGES).is_none(),
+        "ranges claimed for an origin without them: {:?}",
+        whole.headers()
+    );
+    drop(whole);
+
+    let run = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(player.url("m"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("ffprobe hung")
+        .expect("ffprobe runs");
+    let duration = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && duration.trim().starts_with("10"),
+        "ffprobe could not open the movie through freesky: {duration} {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

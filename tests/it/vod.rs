@@ -256,8 +256,10 @@ fn id_of(page: &Value, title: &str) -> u64 {
 async fn movies_and_series_merge_across_a_panel_and_an_m3u_list_and_play() {
     let s = setup().await;
     let app = &s.app;
+    // The lineup in first (the catalogue is loaded on its first request)...
+    app.get_text_ok("/playlist.m3u").await;
     let movies = ok_json(app, "/api/movies").await;
-    // The lineup's read of the list served the catalogue too: one download.
+    // ...then its read of the list served the catalogue too: one download.
     assert_eq!(s.files.hits("/list.m3u"), 1);
     assert_eq!(
         titles(&movies),
