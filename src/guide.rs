@@ -282,18 +282,30 @@ impl Guides {
             }
             Action::Pick { guide_id, source } => {
                 let good = self.last_good.lock().expect("guide lock").clone();
-                let found = self
+                let listing: Vec<(String, String)> = self
                     .sources()
                     .into_iter()
-                    .filter(|(name, _)| source.as_deref().is_none_or(|s| s == name))
-                    .find_map(|(name, _)| {
+                    .filter_map(|(name, _)| {
                         let g = good.get(&name)?;
                         let (id, _) = g.catalogue.iter().find(|(id, _)| *id == guide_id)?;
                         Some((name, id.clone()))
-                    });
+                    })
+                    .collect();
+                let found = listing
+                    .iter()
+                    .find(|(name, _)| source.as_deref().is_none_or(|s| s == name));
                 match found {
-                    Some((source, guide_id)) => Some(Decision::Pick { source, guide_id }),
-                    None => return Err(GuideMatchError::UnknownGuideChannel(guide_id)),
+                    Some((source, guide_id)) => Some(Decision::Pick {
+                        source: source.clone(),
+                        guide_id: guide_id.clone(),
+                    }),
+                    None => {
+                        return Err(GuideMatchError::UnknownGuideChannel {
+                            guide_id,
+                            named: source,
+                            elsewhere: listing.into_iter().map(|(name, _)| name).collect(),
+                        })
+                    }
                 }
             }
         };

@@ -122,6 +122,9 @@ pub struct Outcome {
     pub alternatives: Vec<Scored>,
     /// Why: the score and the features that decided.
     pub reason: String,
+    /// Unmatched because the best candidate is another lineup channel's already (by
+    /// id, an admin's decision): that candidate.
+    pub taken: Option<Scored>,
 }
 
 struct Name {
@@ -289,6 +292,37 @@ impl Index {
     /// The best guide channels for `query`, skipping those in `taken` (by index), and
     /// the match when the best is above the threshold and clearly ahead.
     pub fn find(&self, query: &Query, taken: &HashSet<usize>, settings: Settings) -> Outcome {
+        let mut best_taken: Option<(f32, u32)> = None;
+        let mut out = self.find_untaken(query, taken, settings, &mut best_taken);
+        // The best candidate is another channel's: say so, rather than why the rest
+        // did not do.
+        if let (None, Some((score, n))) = (&out.chosen, best_taken) {
+            let rest = out.alternatives.first().map_or(0.0, |a| a.score);
+            if score >= settings.threshold && score.min(1.0) > rest {
+                let name = &self.names[n as usize];
+                out.reason = format!(
+                    "its best guide channel \"{}\" ({:.2}) is another lineup channel's; {}",
+                    name.shown,
+                    score.min(1.0),
+                    out.reason
+                );
+                out.taken = Some(Scored {
+                    channel: name.channel as usize,
+                    score: score.min(1.0),
+                    name: name.shown.to_string(),
+                });
+            }
+        }
+        out
+    }
+
+    fn find_untaken(
+        &self,
+        query: &Query,
+        taken: &HashSet<usize>,
+        settings: Settings,
+        best_taken: &mut Option<(f32, u32)>,
+    ) -> Outcome {
         let probes = self.probes(query);
         if probes.is_empty() {
             return Outcome {
@@ -317,9 +351,6 @@ impl Index {
         let mut best: HashMap<u32, (f32, u32)> = HashMap::new();
         for &n in &candidates {
             let name = &self.names[n as usize];
-            if taken.contains(&(name.channel as usize)) {
-                continue;
-            }
             let score = probes
                 .iter()
                 .filter_map(|p| self.score(p, name))
@@ -327,6 +358,12 @@ impl Index {
                     Some(acc.map_or(s, |a| a.max(s)))
                 });
             let Some(score) = score else { continue };
+            if taken.contains(&(name.channel as usize)) {
+                if best_taken.is_none_or(|(s, _)| score > s) {
+                    *best_taken = Some((score, n));
+                }
+                continue;
+            }
             let entry = best.entry(name.channel).or_insert((score, n));
             if score > entry.0 || (score == entry.0 && n < entry.1) {
                 *entry = (score, n);
@@ -439,6 +476,7 @@ impl Index {
                 chosen: None,
                 alternatives,
                 reason: format!("{refusal}; {runner_text}"),
+                taken: None,
             };
         }
         Outcome {
@@ -449,6 +487,7 @@ impl Index {
             }),
             alternatives,
             reason: format!("{why}; {runner_text}"),
+            taken: None,
         }
     }
 

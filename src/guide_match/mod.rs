@@ -17,10 +17,40 @@ pub use matcher::{GuideChannel, Index, Outcome, Query, Scored, Settings};
 pub enum GuideMatchError {
     #[error("channel `{0}` has no guide channel to confirm")]
     NothingToConfirm(String),
-    #[error("no guide lists a channel with id `{0}`")]
-    UnknownGuideChannel(String),
+    #[error("{}", unknown_guide_channel(.guide_id, .named.as_deref(), .elsewhere))]
+    UnknownGuideChannel {
+        guide_id: String,
+        /// The guide (`source`) the pick named, if it named one.
+        named: Option<String>,
+        /// The guides that do list the id (none when no guide does).
+        elsewhere: Vec<String>,
+    },
     #[error(transparent)]
     Registry(#[from] crate::services::registry::RegistryError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+fn unknown_guide_channel(guide_id: &str, source: Option<&str>, elsewhere: &[String]) -> String {
+    match (source, elsewhere) {
+        (Some(source), [_, ..]) => format!(
+            "guide `{source}` lists no channel with id `{guide_id}`; {} {} (give that \
+             `source`, or none)",
+            if elsewhere.len() == 1 {
+                "guide"
+            } else {
+                "guides"
+            },
+            elsewhere
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if elsewhere.len() == 1 { " does" } else { " do" }
+        ),
+        (Some(source), []) => {
+            format!("guide `{source}` lists no channel with id `{guide_id}`, nor does any other")
+        }
+        (None, _) => format!("no guide lists a channel with id `{guide_id}`"),
+    }
 }

@@ -153,6 +153,9 @@ pub fn build(
     };
     let index = Index::new(&all);
     let mut taken: HashSet<usize> = HashSet::new();
+    // Who took each taken guide channel, and how: for the reason of a channel whose
+    // best candidate it was.
+    let mut owner: HashMap<usize, (usize, &'static str)> = HashMap::new();
     let mut entries: Vec<Option<Entry>> = vec![None; channels.len()];
     let entry =
         |c: &ChannelInfo, state, guide: Option<(&str, &str)>, score, reason: String| Entry {
@@ -169,7 +172,10 @@ pub fn build(
     for (i, c) in channels.iter().enumerate() {
         let exact = found.get(&c.id);
         if let Some((source, id, true)) = exact {
-            taken.extend(name_of(source, id));
+            if let Some(n) = name_of(source, id) {
+                taken.insert(n);
+                owner.insert(n, (i, "its guide lists it by id"));
+            }
             entries[i] = Some(entry(
                 c,
                 State::Exact,
@@ -213,6 +219,17 @@ pub fn build(
                 let reason = match name_of(source, guide_id) {
                     Some(n) => {
                         taken.insert(n);
+                        owner.insert(
+                            n,
+                            (
+                                i,
+                                if picked {
+                                    "picked by an admin"
+                                } else {
+                                    "confirmed by an admin"
+                                },
+                            ),
+                        );
                         format!("{what} by an admin")
                     }
                     None => format!("{what} by an admin; guide `{source}` does not list it now"),
@@ -221,7 +238,10 @@ pub fn build(
             }
             None => {
                 if let Some((source, id, false)) = exact {
-                    taken.extend(name_of(source, id));
+                    if let Some(n) = name_of(source, id) {
+                        taken.insert(n);
+                        owner.insert(n, (i, "its guide lists it by that display name"));
+                    }
                     entries[i] = Some(entry(
                         c,
                         State::Exact,
@@ -258,7 +278,18 @@ pub fn build(
         match &mut entries[i] {
             Some(e) => e.alternatives = alternatives,
             slot @ None => {
-                let mut e = entry(c, State::Unmatched, None, None, outcome.reason.clone());
+                let reason = match outcome
+                    .taken
+                    .as_ref()
+                    .and_then(|t| Some((t, owner.get(&t.channel)?)))
+                {
+                    Some((t, &(other, how))) => format!(
+                        "its best guide channel `{}` (\"{}\", score {:.2}) is `{}`'s: {how}",
+                        all[t.channel].id, t.name, t.score, channels[other].id
+                    ),
+                    None => outcome.reason.clone(),
+                };
+                let mut e = entry(c, State::Unmatched, None, None, reason);
                 e.alternatives = alternatives;
                 *slot = Some(e);
                 if let Some(chosen) = &outcome.chosen {
@@ -357,5 +388,45 @@ mod tests {
             t.assigned("s"),
             [("b".to_string(), "bbc".to_string())].into()
         );
+    }
+
+    #[test]
+    fn a_channel_whose_best_guide_channel_was_picked_for_another_says_so() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("BBC1.uk".into(), vec!["BBC One".into()]),
+            ("Other.uk".into(), vec!["Sky Sports".into()]),
+        ];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+            langs: &HashMap::new(),
+            region: None,
+        }];
+        let channels = [
+            info("bbc-one", "BBC One"),
+            info("sky", "Sky Sports Main Event"),
+        ];
+        let decisions: HashMap<String, Decision> = [(
+            "sky".to_string(),
+            Decision::Pick {
+                source: "s".into(),
+                guide_id: "BBC1.uk".into(),
+            },
+        )]
+        .into();
+        let t = build(
+            &channels,
+            &cats,
+            &Found::default(),
+            &decisions,
+            Settings::default(),
+        );
+        let bbc = t.get("bbc-one").unwrap();
+        assert_eq!(bbc.state, State::Unmatched);
+        assert_eq!(
+            bbc.reason,
+            "its best guide channel `BBC1.uk` (\"BBC One\", score 1.00) is `sky`'s: picked by an admin"
+        );
+        assert_eq!(t.get("sky").unwrap().state, State::Picked);
     }
 }

@@ -201,6 +201,22 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
         )
         .await;
     assert_eq!(resp.status(), 400);
+    // One a guide lists, named with another guide: the error says which lists it.
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{itv_id}"),
+            r#"{"action":"pick","guide_id":"ITV.uk","source":"elsewhere"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "guide `elsewhere` lists no channel with id `ITV.uk`; guide `P` does (give that `source`, or none)",
+        "{body}"
+    );
 
     app.restart().await;
     let page = matches(&app, "").await;
