@@ -69,9 +69,11 @@ enum Command {
     },
     /// Write the merged M3U playlist to stdout.
     Playlist {
-        /// Base URL the stream links should use.
-        #[arg(long, default_value = "http://127.0.0.1:8005")]
-        base_url: String,
+        /// Base URL the stream links should use [default: the config's
+        /// `server.public_url`, else `http://` and `server.bind` (127.0.0.1 for an
+        /// unspecified address)].
+        #[arg(long)]
+        base_url: Option<String>,
     },
 }
 
@@ -241,6 +243,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             Ok(())
         }
         Command::Playlist { base_url } => {
+            let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
             let state = freesky::state(config)?;
             let lineup = state.registry.lineup().await?;
             let text = freesky::http::render_playlist(&lineup, base_url.trim_end_matches('/'));

@@ -91,6 +91,32 @@ pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// The base URL freesky is reached at when no request says it (`freesky playlist`):
+/// `server.public_url`, else `http://` and the bind address, an unspecified one
+/// (`0.0.0.0`, `[::]`) read as this machine's loopback.
+pub fn own_base_url(config: &Config) -> String {
+    if let Some(u) = config
+        .server
+        .public_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    {
+        return u.trim_end_matches('/').to_string();
+    }
+    match config.server.bind.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let loopback: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            format!("http://{}", std::net::SocketAddr::new(loopback, a.port()))
+        }
+        Ok(a) => format!("http://{a}"),
+        Err(_) => format!("http://{}", config.server.bind),
+    }
+}
+
 /// The merged M3U playlist of `lineup` with stream links under `base` (for `freesky playlist`).
 pub fn render_playlist(lineup: &crate::lineup::Lineup, base: &str) -> String {
     playlist::render(lineup, base, &playlist::Filter::default())

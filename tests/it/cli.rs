@@ -262,6 +262,33 @@ fn playlist_prints_the_demo_channel() {
     assert!(lines[1].ends_with(",Demo"), "{text}");
     assert_eq!(lines[2], "http://tv.example:9000/api/stream/demo.m3u8");
     assert!(state.exists(), "state_dir was not used");
+
+    // Without --base-url: the config's public_url, else its bind address.
+    for (server, want) in [
+        (
+            "public_url = \"http://tv.lan:9100/\"\nbind = \"0.0.0.0:9100\"\n",
+            "http://tv.lan:9100",
+        ),
+        ("bind = \"0.0.0.0:9100\"\n", "http://127.0.0.1:9100"),
+        ("bind = \"192.0.2.7:8123\"\n", "http://192.0.2.7:8123"),
+    ] {
+        let path = write(
+            dir.path(),
+            "bound.toml",
+            &format!(
+                "[server]\nstate_dir = '{}'\n{server}\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+                state.display()
+            ),
+        );
+        let out = run(freesky().args(["playlist", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let text = String::from_utf8(out.stdout).expect("UTF-8 playlist");
+        assert!(
+            text.starts_with(&format!("#EXTM3U url-tvg=\"{want}/epg.xml\""))
+                && text.contains(&format!("\n{want}/api/stream/demo.m3u8")),
+            "{server}: {text}"
+        );
+    }
 }
 
 /// A config with the demo service only, its state under `dir`.
