@@ -81,6 +81,9 @@ const KEEP_PAST: i64 = 24 * 3600;
 /// Between full refreshes, the lineup is checked for changed services at least this
 /// often (sooner when `cache.channels_ttl` or `guide.refresh` is shorter).
 const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// How long the first guide request waits for the guides before it is answered with
+/// those read so far (a guide that hangs or is huge joins the next render).
+const FIRST_WAIT: Duration = Duration::from_secs(10);
 /// ... but never more often than this (a zero `channels_ttl` must not spin).
 const CHECK_MIN: Duration = Duration::from_secs(1);
 /// The store's records namespace of the admin's guide match decisions.
@@ -638,12 +641,28 @@ impl Guides {
         out
     }
 
-    /// The current guide; the first call (or one after the lineup was lost) builds it.
-    pub async fn current(&self) -> Result<Arc<Rendered>, RegistryError> {
+    /// The current guide; the first call (or one after the lineup was lost) builds it,
+    /// waiting at most `FIRST_WAIT` for the guides: then it renders those read so far,
+    /// and the read goes on (its end renders again with every guide).
+    pub async fn current(self: &Arc<Self>) -> Result<Arc<Rendered>, RegistryError> {
         if let Some(r) = self.rendered() {
             return Ok(r);
         }
-        self.refresh().await
+        let me = self.clone();
+        let full = tokio::spawn(async move { me.refresh().await });
+        // (A refresh that panicked is rendered around too: what was read stays.)
+        if let Ok(Ok(result)) = tokio::time::timeout(FIRST_WAIT, full).await {
+            return result;
+        }
+        let _render = self.rendering.lock().await;
+        if let Some(r) = self.rendered() {
+            return Ok(r);
+        }
+        tracing::info!(
+            "serving the guides read within {}s; the others join when read",
+            FIRST_WAIT.as_secs()
+        );
+        self.render_locked().await
     }
 
     fn rendered(&self) -> Option<Arc<Rendered>> {
@@ -899,7 +918,10 @@ impl Guides {
             .chain(lineup.hidden())
             .map(|c| c.id.clone())
             .collect();
-        for (name, result) in futures::future::join_all(fetches).await {
+        // Each outcome is kept as it arrives: a render meanwhile (the first request's,
+        // `current`) has the guides read so far.
+        let mut fetches: futures::stream::FuturesUnordered<_> = fetches.collect();
+        while let Some((name, result)) = futures::StreamExt::next(&mut fetches).await {
             self.lineup_read
                 .lock()
                 .expect("guide lock")

@@ -374,6 +374,29 @@ async fn the_demo_has_a_guide_and_refresh_is_an_admin_call() {
     assert_eq!(r.status(), 200);
 }
 
+/// An extra guide that never answers (its timeout far longer than the wait allowed
+/// here): the first `/epg.xml` is answered with the guides read meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_guide_does_not_wait_for_a_guide_that_hangs() {
+    let up = FakeUpstream::bind().await.hang("/slow.xml").start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[guides]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"120s\"\n",
+        up.url("/slow.xml")
+    ))
+    .await;
+    let xml = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        app.get_text_ok("/epg.xml"),
+    )
+    .await
+    .expect("the first guide is answered without the guide that hangs");
+    tv_validate(xml.as_bytes());
+    let (_, progs) = guide_facts(&xml);
+    assert!(titles_of(&progs, "demo.freesky").len() >= 24, "{xml}");
+    assert_eq!(up.hits("/slow.xml"), 1, "the slow guide is being read");
+}
+
 /// PATCH /api/channels/{id} that must answer 200.
 async fn patch(app: &TestApp, id: &str, body: &'static str) {
     let resp = app
