@@ -106,12 +106,30 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check { json }) = cli.command {
+        for w in &config.warnings {
+            eprintln!(
+                "warning: {}:{}: {}: {}",
+                config.source, w.line, w.field, w.message
+            );
+        }
         if json {
             println!("[]");
         } else {
-            println!("{}: ok ({} services)", config.source, config.services.len());
+            let warned = match config.warnings.len() {
+                0 => String::new(),
+                1 => ", 1 warning".to_string(),
+                n => format!(", {n} warnings"),
+            };
+            println!(
+                "{}: ok ({} services{warned})",
+                config.source,
+                config.services.len()
+            );
         }
         return ExitCode::SUCCESS;
+    }
+    for w in &config.warnings {
+        tracing::warn!(file = %config.source, line = w.line, field = %w.field, "{}", w.message);
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

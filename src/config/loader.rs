@@ -91,6 +91,7 @@ impl Config {
             text,
             spans: HashMap::new(),
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
         let cfg = p.run(env);
         match cfg {
@@ -115,6 +116,7 @@ struct Parse<'t> {
     text: &'t str,
     spans: HashMap<String, Range<usize>>,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl<'t> Parse<'t> {
@@ -145,6 +147,7 @@ impl<'t> Parse<'t> {
             services: Vec::new(),
             users: Vec::new(),
             guides: Vec::new(),
+            warnings: Vec::new(),
         };
         for (key, value) in root {
             let name = key.get_ref().to_string();
@@ -180,6 +183,8 @@ impl<'t> Parse<'t> {
             }
         }
         self.validate(&cfg);
+        self.missing_files(&cfg);
+        cfg.warnings = std::mem::take(&mut self.warnings);
         for (i, g) in cfg.guides.iter().enumerate() {
             if cfg.services.iter().any(|s| s.name == g.name) {
                 self.problem(
@@ -810,18 +815,58 @@ impl<'t> Parse<'t> {
 
     /// A problem located by field path (its span recorded by `walk`), or the nearest
     /// recorded parent path.
-    fn problem(&mut self, field: &str, message: String) {
+    /// Warns of every file the config names that does not exist now: valid, but
+    /// what reads it fails until it does.
+    fn missing_files(&mut self, cfg: &Config) {
+        let services = cfg.services.iter().enumerate().flat_map(|(i, s)| {
+            s.kind
+                .configured_files()
+                .into_iter()
+                .map(move |(field, path)| (format!("services[{i}].{field}"), path.to_path_buf()))
+        });
+        let guides = cfg
+            .guides
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some((format!("guides[{i}].file"), g.file.clone()?)));
+        let missing: Vec<(String, PathBuf)> = services
+            .chain(guides)
+            .filter(|(_, p)| !p.exists())
+            .collect();
+        for (field, path) in missing {
+            let line = self.line_of_field(&field);
+            self.warnings.push(Problem {
+                line,
+                field,
+                message: format!(
+                    "file {} does not exist: reading it fails until it does",
+                    path.display()
+                ),
+            });
+        }
+    }
+
+    /// The line of `field`, or of the nearest enclosing field recorded.
+    fn line_of_field(&self, field: &str) -> usize {
         let mut probe = field.to_string();
-        let span = loop {
+        loop {
             if let Some(s) = self.spans.get(&probe) {
-                break Some(s.clone());
+                return line_of(self.text, s.start);
             }
             match probe.rfind(['.', '[']) {
                 Some(i) => probe.truncate(i),
-                None => break None,
+                None => return 0,
             }
-        };
-        self.push(span, field, message);
+        }
+    }
+
+    fn problem(&mut self, field: &str, message: String) {
+        let line = self.line_of_field(field);
+        self.problems.push(Problem {
+            line,
+            field: field.to_string(),
+            message,
+        });
     }
 
     /// A serde error: find the deepest recorded field whose span holds the error.

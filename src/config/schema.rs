@@ -35,6 +35,9 @@ pub struct Config {
     /// Extra XMLTV guides that belong to no service (`[[guides]]`): their channels
     /// are matched to lineup channels by name.
     pub guides: Vec<ExtraGuideConfig>,
+    /// What is valid but will not work as it is now (a file that does not exist):
+    /// `check` prints these, `serve` logs them.
+    pub warnings: Vec<super::loader::Problem>,
 }
 
 /// One `[[guides]]` entry: an XMLTV guide by URL or file, matched by name.

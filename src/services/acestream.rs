@@ -103,6 +103,15 @@ pub fn content_id(s: &str) -> Option<String> {
 }
 
 impl Kind for AceStreamConfig {
+    fn configured_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        let listed = self.channels_url.as_ref().and_then(Checked::get);
+        listed
+            .and_then(Location::file)
+            .map(|p| ("channels_url", p))
+            .into_iter()
+            .collect()
+    }
+
     /// `engine_url` and `channels_url` (when not a file).
     fn configured_urls(&self) -> Vec<Url> {
         let listed = self.channels_url.as_ref().and_then(Checked::get);

@@ -62,6 +62,13 @@ impl Kind for M3uConfig {
             .collect()
     }
 
+    fn configured_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        [("url", Some(&self.url)), ("epg_url", self.epg_url.as_ref())]
+            .into_iter()
+            .filter_map(|(field, l)| Some((field, l?.get()?.file()?)))
+            .collect()
+    }
+
     fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         self.url.report("url", &mut out);

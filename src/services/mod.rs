@@ -102,6 +102,11 @@ pub trait Kind {
         Vec::new()
     }
 
+    /// The local files the config names, by field (a list or guide read from disk).
+    fn configured_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        Vec::new()
+    }
+
     /// Why `[services.auth]` cannot be used with this config, or `None` when it can.
     fn auth_without_origin(&self) -> Option<String> {
         None
@@ -228,6 +233,11 @@ impl KindConfig {
         urls
     }
 
+    /// The local files the config names, by field relative to the service.
+    pub fn configured_files(&self) -> Vec<(&'static str, &std::path::Path)> {
+        self.kind().configured_files()
+    }
+
     /// Why `[services.auth]` cannot be used with this config (it names no origin the
     /// credentials could be kept to), or `None` when it can.
     pub fn auth_without_origin(&self) -> Option<String> {
@@ -315,6 +325,14 @@ pub enum Location {
 }
 
 impl Location {
+    /// The file path, when it is one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Url(_) => None,
+            Self::File(p) => Some(p),
+        }
+    }
+
     /// The URL, when it is one.
     pub fn url(&self) -> Option<&Url> {
         match self {
@@ -398,9 +416,29 @@ fn location(s: &str) -> Result<Location, String> {
         Err("must not be empty".into())
     } else if s.contains("://") {
         http_url(s).map(Location::Url)
+    } else if looks_like_a_url(s) {
+        Err(format!(
+            "`{s}` is neither an http(s) URL (`http://host/path`) nor a file path"
+        ))
     } else {
         Ok(Location::File(PathBuf::from(s)))
     }
+}
+
+/// A scheme of two letters or more and a colon, then a slash (`htp:/x`, `http:/x`,
+/// `https:host`): a mistyped URL, not a path (`C:/x` has a one-letter "scheme").
+fn looks_like_a_url(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+        && (rest.starts_with('/')
+            || scheme.eq_ignore_ascii_case("http")
+            || scheme.eq_ignore_ascii_case("https"))
 }
 
 /// The text at `location`: fetched (with the final URL, after redirects) or read from

@@ -121,6 +121,54 @@ fn check_reports_every_problem_with_file_line_and_field() {
 }
 
 #[test]
+fn check_warns_of_missing_files_and_refuses_a_mistyped_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let present = write(dir.path(), "list.m3u", "#EXTM3U\n");
+    let text = format!(
+        "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = '{}'\nepg_url = '{}'\n\n\
+         [[guides]]\nname = \"g\"\nfile = '{}'\n",
+        present.display(),
+        dir.path().join("gone.xml").display(),
+        dir.path().join("nowhere.xml").display()
+    );
+    let path = write(dir.path(), "files.toml", &text);
+    let out = run(freesky().args(["check", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.ends_with(": ok (1 services, 2 warnings)\n"),
+        "{}",
+        show(&out)
+    );
+    let file = path.display();
+    for (line, field, missing) in [
+        (5, "services[0].epg_url", "gone.xml"),
+        (9, "guides[0].file", "nowhere.xml"),
+    ] {
+        let want = format!(
+            "warning: {file}:{line}: {field}: file {} does not exist: reading it fails until it does",
+            dir.path().join(missing).display()
+        );
+        assert!(stderr.contains(&want), "{want}\n{}", show(&out));
+    }
+    assert!(!stderr.contains("services[0].url:"), "{}", show(&out));
+
+    let path = write(
+        dir.path(),
+        "typo.toml",
+        "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = \"htp:/provider.example/list.m3u\"\n",
+    );
+    let out = run(freesky().args(["check", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":4: services[0].url: `htp:/provider.example/list.m3u` is neither an http(s) URL (`http://host/path`) nor a file path"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
 fn check_accepts_a_good_config_with_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(
