@@ -40,6 +40,11 @@ impl fmt::Display for ConfigError {
             // One problem per line, whatever a value quoted in it holds (a multi-line
             // TOML string in a message broke the file:line format; found by fuzzing).
             let one_line = |s: &str| s.replace(['\n', '\r'], " ");
+            // A problem of the whole file (it cannot be read) has no line or field.
+            if p.line == 0 && p.field == "-" {
+                write!(f, "{}: {}", self.file, one_line(&p.message))?;
+                continue;
+            }
             write!(
                 f,
                 "{}:{}: {}: {}",
@@ -276,7 +281,7 @@ impl<'t> Parse<'t> {
             let Some(te) = as_toml(&e) else {
                 return Err(Left::Failed(e));
             };
-            let message = te.message().trim().replace('\n', " ");
+            let message = plain_serde_message(te.message().trim()).replace('\n', " ");
             if let Some(missing) = message
                 .strip_prefix("missing field `")
                 .and_then(|m| m.split('`').next())
@@ -883,7 +888,7 @@ impl<'t> Parse<'t> {
                     .map(|(k, _)| k.clone())
             })
             .unwrap_or_else(|| path.to_string());
-        let message = e.message().trim().replace('\n', " ");
+        let message = plain_serde_message(e.message().trim()).replace('\n', " ");
         self.push(span, &field, message);
     }
 
@@ -982,6 +987,26 @@ pub enum KindError {
 }
 
 /// 1-based line of a byte offset.
+/// serde's type names in words a config's reader knows: "invalid type: string
+/// "three", expected u32" → "found string "three", expected a whole number (0 or
+/// more)".
+fn plain_serde_message(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|m| m.rsplit_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        other => other,
+    };
+    format!("found {found}, expected {expected}")
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()
@@ -1006,6 +1031,28 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(str::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn wrong_types_are_said_in_plain_words() {
+        let e = errors(
+            "[cache]\nresolved_ttl = 5\n\n[streams]\nfailover_after = \"three\"\n\n\
+             [[users]]\nname = \"al\"\npassword = \"al-password-1\"\nmax_connections = -1\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "f.toml:2: cache.resolved_ttl: `5` is not a duration: give its unit, in quotes, like \"5s\" or \"5m\"",
+                "f.toml:5: streams.failover_after: found string \"three\", expected a whole number (0 or more)",
+                "f.toml:10: users[0].max_connections: found integer `-1`, expected a whole number (0 or more)",
+            ]
+        );
+        let gone = Config::load_file(Path::new("/nonexistent/freesky.toml")).unwrap_err();
+        assert!(
+            gone.to_string()
+                .starts_with("/nonexistent/freesky.toml: cannot read: "),
+            "{gone}"
+        );
     }
 
     #[test]

@@ -554,9 +554,33 @@ pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duratio
     de_duration(d).map(Some)
 }
 
-/// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`.
+/// Deserializes `"800ms"`, `"10s"`, `"5m"`, `"1h 30m"`; a bare number is refused
+/// with the quoted form to write instead (`5` → `"5s"`).
 pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration like \"10s\" or \"5m\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
+            Err(E::custom(format!(
+                "`{n}` is not a duration: give its unit, in quotes, like \"{n}s\" or \"{n}m\""
+            )))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<String, E> {
+            self.visit_i64(n.min(i64::MAX as u64) as i64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<String, E> {
+            Err(E::custom(format!(
+                "`{n}` is not a duration: give its unit, in quotes, like \"{n}s\""
+            )))
+        }
+    }
+    let s = d.deserialize_any(Text)?;
     humantime::parse_duration(s.trim()).map_err(|e| {
         serde::de::Error::custom(format!(
             "`{s}` is not a duration like \"10s\" or \"5m\" ({e})"
