@@ -424,6 +424,8 @@ pub struct ServiceStatus {
     pub enabled: bool,
     pub priority: i64,
     pub description: String,
+    /// Its circuit is closed, fewer than 3 calls in a row failed, and it has answered
+    /// at least once (or not been asked yet).
     pub healthy: bool,
     pub channel_count: usize,
     pub last_error: Option<String>,

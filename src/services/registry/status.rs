@@ -26,8 +26,11 @@ impl Registry {
             enabled: self.enabled(e),
             priority: self.priority(e),
             description: e.cfg.description.clone(),
+            // A service that has only ever failed is not healthy, however few
+            // its failures.
             healthy: circuit == CircuitState::Closed
-                && s.health.consecutive_failures() < UNHEALTHY_AFTER,
+                && s.health.consecutive_failures() < UNHEALTHY_AFTER
+                && (s.successes > 0 || s.failures == 0),
             channel_count: s.channel_count,
             last_error: s.last_error.clone(),
             last_checked: s

@@ -24,12 +24,16 @@ struct Fake {
     name: String,
     http: ServiceHttp,
     fail_resolve: AtomicBool,
+    fail_channels: AtomicBool,
     resolves: AtomicUsize,
 }
 
 #[async_trait]
 impl Service for Fake {
     async fn channels(&self) -> Result<Vec<Channel>, UpstreamError> {
+        if self.fail_channels.load(Ordering::SeqCst) {
+            return Err(UpstreamError::Invalid(format!("{} cannot list", self.name)));
+        }
         Ok(vec![Channel {
             id: "news".into(),
             name: "News".into(),
@@ -83,6 +87,7 @@ fn registry() -> (Registry, Vec<Arc<Fake>>, tempfile::TempDir) {
                 name: s.name.clone(),
                 http: ServiceHttp::new(http.clone(), s, None),
                 fail_resolve: AtomicBool::new(false),
+                fail_channels: AtomicBool::new(false),
                 resolves: AtomicUsize::new(0),
             })
         })
@@ -203,4 +208,19 @@ async fn service_id_opens_that_source_only() {
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::AllSourcesFailed { ref tried, .. } if tried.len() == 1));
+}
+
+#[tokio::test]
+async fn a_service_that_has_only_failed_is_not_healthy() {
+    let (reg, fakes, _dir) = registry();
+    fakes[1].fail_channels.store(true, Ordering::SeqCst);
+    reg.lineup().await.expect("a lineup of the other service");
+    let status = reg.status();
+    let b = status.iter().find(|s| s.name == "b").unwrap();
+    assert_eq!(
+        (b.failures, b.consecutive_failures, b.circuit.as_str()),
+        (1, 1, "closed")
+    );
+    assert!(!b.healthy, "{b:?}");
+    assert!(status.iter().find(|s| s.name == "a").unwrap().healthy);
 }
