@@ -21,6 +21,7 @@ use crate::streams::Engine;
 /// timed out) listing each.
 pub async fn play(
     state: &AppState,
+    what: &str,
     sources: Vec<MediaSource>,
     method: &Method,
     headers: &HeaderMap,
@@ -28,7 +29,7 @@ pub async fn play(
     let base = super::base_url(&state.config, headers);
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let played = Engine::of(state)
-        .play_media("title", &sources, range, &base)
+        .play_media(what, &sources, range, &base)
         .await;
     let head = method == Method::HEAD;
     match played {

@@ -375,7 +375,15 @@ pub(crate) async fn play_title(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let sources = media_sources(s, kind, id, a).await?;
-    Ok(super::media::play(s, sources, method, headers).await)
+    Ok(super::media::play(s, &title_label(kind, id), sources, method, headers).await)
+}
+
+/// How errors name movie or episode `id`: "movie 12", "episode 40".
+pub(crate) fn title_label(kind: VodKind, id: u32) -> String {
+    match kind {
+        VodKind::Movie => format!("movie {id}"),
+        VodKind::Series => format!("episode {id}"),
+    }
 }
 
 /// A movie's media: its sources tried in priority order; `Range` is passed through

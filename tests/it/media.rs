@@ -52,24 +52,24 @@ impl Player {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         );
-        let router =
-            Router::new()
-                .route(
-                    "/title/{name}",
-                    any(
-                        move |State(s): State<freesky::app::AppState>,
-                              UrlPath(name): UrlPath<String>,
-                              method: Method,
-                              headers: HeaderMap| {
-                            let sources = titles.get(&name).cloned().unwrap_or_default();
-                            async move {
-                                freesky::http::media::play(&s, sources, &method, &headers).await
-                            }
-                        },
-                    ),
-                )
-                .with_state(state.clone())
-                .merge(freesky::http::app(state));
+        let router = Router::new()
+            .route(
+                "/title/{name}",
+                any(
+                    move |State(s): State<freesky::app::AppState>,
+                          UrlPath(name): UrlPath<String>,
+                          method: Method,
+                          headers: HeaderMap| {
+                        let sources = titles.get(&name).cloned().unwrap_or_default();
+                        async move {
+                            let what = format!("title {name}");
+                            freesky::http::media::play(&s, &what, sources, &method, &headers).await
+                        }
+                    },
+                ),
+            )
+            .with_state(state.clone())
+            .merge(freesky::http::app(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -334,6 +334,10 @@ async fn a_failing_source_falls_back_to_the_next() {
     let resp = player.get("bad", None).await;
     assert_eq!(resp.status(), 502);
     let body: serde_json::Value = resp.json().await.expect("json error");
+    assert_eq!(
+        body["error"], "every source of `title bad` failed",
+        "{body}"
+    );
     let tried = body["detail"].as_array().expect("detail lists the tries");
     assert_eq!(tried.len(), 4, "{body}");
     assert!(

@@ -478,7 +478,8 @@ async fn title_media(
     let conn = s
         .accounts
         .connect(account, &what, peer(client).map(|p| p.ip()), false)?;
-    let resp = super::media::play(s, sources, method, headers).await;
+    let label = super::vod::title_label(kind, id);
+    let resp = super::media::play(s, &label, sources, method, headers).await;
     Ok(match conn.into_guard() {
         Some(guard) => held(guard, resp),
         None => resp,
