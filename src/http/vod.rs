@@ -550,11 +550,17 @@ async fn vod_m3u(State(s): State<AppState>, viewer: Viewer, headers: HeaderMap) 
             }
             let attr = |s: &str| s.replace(['"', '\n', '\r'], " ");
             let name = t.name().replace(['\n', '\r', ','], " ");
+            // As `/playlist.m3u`: no `tvg-logo` rather than an empty one.
+            let poster = posters.of(t);
+            let logo = if poster.is_empty() {
+                String::new()
+            } else {
+                format!(" tvg-logo=\"{}\"", attr(&poster))
+            };
             let line = format!(
-            "#EXTINF:-1 tvg-id=\"movie-{id}\" tvg-name=\"{n}\" tvg-logo=\"{logo}\" group-title=\"{g}\",{name}\n{base}/api/movie/{id}.{ext}{suffix}\n",
+            "#EXTINF:-1 tvg-id=\"movie-{id}\" tvg-name=\"{n}\"{logo} group-title=\"{g}\",{name}\n{base}/api/movie/{id}.{ext}{suffix}\n",
             id = t.id(),
             n = attr(t.name()),
-            logo = attr(&posters.of(t)),
             g = attr(t.category()),
             ext = t.ext(),
         );

@@ -361,6 +361,9 @@ async fn movies_and_series_merge_across_a_panel_and_an_m3u_list_and_play() {
         m3u.contains("group-title=\"Sci-Fi\",Solaris (1972)"),
         "{m3u}"
     );
+    // A title without a poster has no tvg-logo (as /playlist.m3u), one with has it.
+    assert!(!m3u.contains("tvg-logo=\"\""), "{m3u}");
+    assert!(m3u.contains(" tvg-logo=\"http://"), "{m3u}");
     // Unknown titles are 404.
     assert_eq!(app.get("/api/movies/999999").await.status(), 404);
     assert_eq!(app.get("/api/episode/999999").await.status(), 404);
