@@ -252,6 +252,15 @@ impl Accounts {
         let created = now();
         let mut map = HashMap::new();
         for u in users {
+            // When this name was first seen in the config, kept in the store: the same
+            // across reloads and restarts (players show it as the account's creation).
+            let created_at = store
+                .setting_or_init(&format!("users.created_at.{}", u.name), || {
+                    created.to_string()
+                })
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(created);
             let expires = u
                 .expires
                 .as_ref()
@@ -266,7 +275,7 @@ impl Accounts {
                     groups: u.groups.clone(),
                     services: u.services.clone(),
                     enabled: u.enabled,
-                    created_at: created,
+                    created_at,
                     from_config: true,
                 }),
             );

@@ -754,3 +754,17 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
         .unwrap();
     assert_api_error(resp, 404).await;
 }
+
+/// A `[[users]]` account's `created_at` is when its name first appeared in the config:
+/// the same after a restart (it was the start time of each run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_accounts_created_at_survives_a_restart() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    let created = |v: Value| v["user_info"]["created_at"].clone();
+    let first = created(api(&app, ALICE, "").await);
+    assert!(first.is_string(), "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.restart().await;
+    assert_eq!(created(api(&app, ALICE, "").await), first);
+}
