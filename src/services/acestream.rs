@@ -384,7 +384,7 @@ impl AceStream {
             ));
         }
         for w in &playlist.warnings {
-            tracing::warn!(service = %self.shared.name, line = w.line, "skipped in M3U: {}", w.message);
+            tracing::warn!(service = %self.shared.name, line = w.line, "in M3U: {}", w.message);
         }
         let mut out = Vec::with_capacity(playlist.entries.len());
         for e in playlist.entries {

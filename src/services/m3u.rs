@@ -187,7 +187,7 @@ impl M3u {
             .lock()
             .expect("guide lock is never poisoned") = header_guide;
         for w in &playlist.warnings {
-            tracing::warn!(service = %self.name, line = w.line, "skipped in M3U: {}", w.message);
+            tracing::warn!(service = %self.name, line = w.line, "in M3U: {}", w.message);
         }
         let (channels, files) = list.finish();
         *self.files.lock().expect("files lock is never poisoned") = Some(files);
