@@ -255,6 +255,11 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                         eprintln!("warning: guide of {}: {err}", s.name);
                     }
                 }
+                for (name, status) in state.guides.extra_status() {
+                    if let Some(err) = status.last_error {
+                        eprintln!("warning: guide {name} ([[guides]]): {err}");
+                    }
+                }
             }
             let bytes = if gzip { &guide.gz } else { &guide.xml };
             std::io::stdout().lock().write_all(bytes)?;
