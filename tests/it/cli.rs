@@ -452,6 +452,34 @@ fn guide_piped_is_valid_xmltv_without_progress() {
 }
 
 #[test]
+fn guide_warns_of_a_failed_extra_guide() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone.xml");
+    let path = write(
+        dir.path(),
+        "g.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+             [[guides]]\nname = \"gone\"\nfile = '{}'\n",
+            dir.path().join("state").display(),
+            gone.display()
+        ),
+    );
+    let out = run(freesky().args(["guide", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: guide gone ([[guides]]): cannot read {}",
+            gone.display()
+        )),
+        "{}",
+        show(&out)
+    );
+    crate::common::tv_validate(&out.stdout);
+}
+
+#[test]
 fn check_json_lists_problems_as_objects() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "bad.toml", BAD);
