@@ -154,4 +154,19 @@ async fn a_stale_lineup_is_served_while_a_hanging_service_is_asked_again() {
         up.hits("/slow.m3u") >= 2,
         "the stale lineup was rebuilt in the background"
     );
+
+    // The admin disables the hanging service while a build still waits for it: the
+    // next request builds the lineup without it at once, not after that build.
+    let resp = app.post("/api/services/Slow/disable").await;
+    assert_eq!(resp.status(), 200);
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        app.get_text_ok("/playlist.m3u"),
+    )
+    .await
+    .expect("a switch is not queued behind the build stuck on the hanging service");
+    assert!(
+        !answer.contains("Slow One") && answer.contains(",Channel 2\n"),
+        "{answer}"
+    );
 }

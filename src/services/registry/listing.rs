@@ -76,7 +76,22 @@ impl Registry {
             }
             return Ok(stale);
         }
-        let _building = self.building.lock().await;
+        // One build at a time, except that a build begun before a service switch is
+        // not waited for (its result is thrown away; it may be stuck on the very
+        // service just disabled): this one runs beside it.
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let _building = match self.building.clone().try_lock_owned() {
+            Ok(held) => Some(held),
+            Err(_)
+                if self
+                    .building_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    != generation =>
+            {
+                None
+            }
+            Err(_) => Some(self.building.clone().lock_owned().await),
+        };
         // Built by another caller while this one waited.
         if let Ok(fresh) = self.cached() {
             return Ok(fresh);
@@ -95,12 +110,15 @@ impl Registry {
     }
 
     /// Builds the lineup from every enabled service's channels and caches it (unless
-    /// the lineup was dropped meanwhile). The caller holds `building`.
+    /// the lineup was dropped meanwhile). The caller holds `building`, or runs beside
+    /// a build of an older generation.
     async fn build_lineup(
         &self,
         observe: Option<Observer<'_>>,
     ) -> Result<Arc<Lineup>, RegistryError> {
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        self.building_generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
         let mut enabled: Vec<&Arc<Entry>> =
             self.entries.iter().filter(|e| self.enabled(e)).collect();
         enabled.sort_by_key(|e| self.priority(e));
@@ -192,14 +210,16 @@ impl Registry {
             })
             .collect();
         let base = Arc::new(base);
-        let lineup = Arc::new(Lineup::mapped(&base, &self.store.mappings()));
         let ttl = if degraded {
             DEGRADED_LINEUP_TTL.min(self.channels_ttl)
         } else {
             self.channels_ttl
         };
-        {
+        let lineup = {
             let mut cached = self.lineup.lock().expect("lineup lock is never poisoned");
+            // Mapped under the lock, so a mapping edit made during the build (which
+            // remaps the lineup cached then) is not lost by this one replacing it.
+            let lineup = Arc::new(Lineup::mapped(&base, &self.store.mappings()));
             // A service switched meanwhile: this lineup is of before it.
             if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
                 return Ok(lineup);
@@ -209,7 +229,8 @@ impl Registry {
                 lineup: lineup.clone(),
                 fresh_until: Instant::now() + ttl,
             });
-        }
+            lineup
+        };
         self.rebuilt.notify_one();
         Ok(lineup)
     }

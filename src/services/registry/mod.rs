@@ -206,6 +206,8 @@ pub struct Registry {
     /// Counts the changes that drop the lineup: a build that began before one does
     /// not keep its (older) result.
     generation: std::sync::atomic::AtomicU64,
+    /// The generation the latest build began in.
+    building_generation: std::sync::atomic::AtomicU64,
     /// This registry, for building a lineup in the background while the last one is
     /// served (`shared`); unset (unit tests), a stale lineup is rebuilt in place.
     me: std::sync::OnceLock<std::sync::Weak<Registry>>,
@@ -260,6 +262,7 @@ impl Registry {
             lineup: Mutex::new(None),
             building: Arc::default(),
             generation: std::sync::atomic::AtomicU64::new(0),
+            building_generation: std::sync::atomic::AtomicU64::new(0),
             me: std::sync::OnceLock::new(),
             channels_ttl: cfg.cache.channels_ttl,
             race: cfg.streams.race.max(1),
