@@ -222,6 +222,7 @@ fn start_background(state: &AppState) -> Monitors {
         monitors.push(crate::accounts::share_connections(
             &state.accounts.conns,
             state.registry.store().clone(),
+            &state.config.server.state_dir,
         ));
     }
     monitors

@@ -223,33 +223,36 @@ const SHARED_NS: &str = "accounts.conns";
 const SHARE_EVERY: Duration = Duration::from_secs(1);
 /// How often they are published unchanged, so the others know this instance lives.
 const HEARTBEAT: Duration = Duration::from_secs(10);
-/// An instance that published nothing for this long is gone (crashed, stopped): its
-/// connections no longer count.
-const GONE_AFTER_SECS: i64 = 30;
+/// An instance whose record did not change for this long (by this instance's clock)
+/// is gone (crashed, stopped): its connections no longer count. Nor do any when the
+/// records could not be read for this long.
+const GONE_AFTER: Duration = Duration::from_secs(30);
+/// A record this much older than now (by its own clock) is deleted.
+const DELETE_AFTER_SECS: i64 = 3600;
 
 /// Shares `conns` with the other instances of `store` (a shared store): publishes
 /// this instance's counts per account (within `SHARE_EVERY` of a change, every
 /// `HEARTBEAT` regardless) and takes in what the others published, so an account's
 /// limit counts its connections everywhere. Two instances admitting one account's
-/// connections within the same second may both let one in. Ends when `conns` is
-/// dropped; the task's abort (a reload) leaves the record to expire.
+/// connections within the same second may both let one in. The record's key is kept
+/// in `state_dir` (`instance.id`), so a restarted instance replaces its own record at
+/// once. Ends when `conns` is dropped (a reload starts the next task).
 pub fn share_connections(
     conns: &Arc<Conns>,
     store: crate::store::Store,
+    state_dir: &std::path::Path,
 ) -> tokio::task::JoinHandle<()> {
     let me = conns
         .lock()
         .instance
-        .get_or_insert_with(|| {
-            let mut id = [0u8; 8];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-                .expect("the system's random source works");
-            id.iter().map(|b| format!("{b:02x}")).collect()
-        })
+        .get_or_insert_with(|| instance_id(state_dir))
         .clone();
     let conns = Arc::downgrade(conns);
     tokio::spawn(async move {
         let mut published: Option<Instant> = None;
+        let mut read_ok = Instant::now();
+        let mut warned: Option<Instant> = None;
+        let mut seen = Seen::default();
         let mut tick = tokio::time::interval(SHARE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -257,6 +260,7 @@ pub fn share_connections(
             let Some(c) = conns.upgrade() else { return };
             let (counts, changed) = c.counts();
             let now = now();
+            let mut failed = None;
             if changed || published.is_none_or(|p| p.elapsed() >= HEARTBEAT) {
                 let record = serde_json::json!({"at": now, "counts": counts});
                 match store.put_record(SHARED_NS, &me, &record).await {
@@ -264,7 +268,7 @@ pub fn share_connections(
                     Err(e) => {
                         // Published again on the next tick.
                         c.lock().changed = true;
-                        tracing::warn!(error = %e, "cannot share viewer connections with the other instances");
+                        failed = Some(e.to_string());
                     }
                 }
             }
@@ -272,32 +276,107 @@ pub fn share_connections(
                 let store = store.clone();
                 tokio::task::spawn_blocking(move || store.records(SHARED_NS)).await
             };
-            let records = match read {
-                Ok(Ok(records)) => records,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read the other instances' viewer connections");
-                    continue;
+            match read {
+                Ok(Ok(records)) => {
+                    read_ok = Instant::now();
+                    let at_now = Instant::now();
+                    let fresh = |instance: &str, at: i64| seen.fresh(instance, at, now, at_now);
+                    c.lock().elsewhere = elsewhere(&records, &me, fresh);
+                    for (instance, v) in &records {
+                        let at = v["at"].as_i64().unwrap_or(0);
+                        if instance != &me && now - at > DELETE_AFTER_SECS {
+                            let _ = store.delete_record(SHARED_NS, instance).await;
+                            seen.0.remove(instance);
+                        }
+                    }
                 }
-                Err(_) => continue,
-            };
-            c.lock().elsewhere = elsewhere(&records, &me, now);
+                Ok(Err(e)) => failed = Some(e.to_string()),
+                Err(e) => failed = Some(e.to_string()),
+            }
+            if read_ok.elapsed() > GONE_AFTER {
+                // Counts that cannot be checked stop counting: a viewer is not refused
+                // for connections that may have closed long ago.
+                c.lock().elsewhere.clear();
+            }
+            if let Some(e) = failed {
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot share viewer connections with the other instances");
+                }
+            }
         }
     })
 }
 
-/// The connections per account of the instances other than `me` that published
-/// within `GONE_AFTER_SECS` of `now`.
+/// Each other instance's last record time (`at`, by its clock) and when this instance
+/// saw it change (by its own): a record counts while it changed within `GONE_AFTER`,
+/// whatever the two clocks say.
+#[derive(Default)]
+struct Seen(HashMap<String, (i64, Instant)>);
+
+impl Seen {
+    /// Whether `instance`'s record, written at `at`, still counts at `now` (unix
+    /// seconds) and `at_now` (this instance's clock).
+    fn fresh(&mut self, instance: &str, at: i64, now: i64, at_now: Instant) -> bool {
+        let changed = match self.0.get_mut(instance) {
+            Some((last, since)) => {
+                if *last != at {
+                    (*last, *since) = (at, at_now);
+                }
+                *since
+            }
+            None => {
+                // First seen: its own clock says whether it is news (a record left
+                // hours ago is not).
+                let since = if now - at <= GONE_AFTER.as_secs() as i64 {
+                    at_now
+                } else {
+                    at_now.checked_sub(GONE_AFTER * 2).unwrap_or(at_now)
+                };
+                self.0.insert(instance.to_string(), (at, since));
+                since
+            }
+        };
+        at_now.duration_since(changed) <= GONE_AFTER
+    }
+}
+
+/// This instance's key among the published records: kept in `state_dir/instance.id`
+/// (made on first use), so it is the same after a restart; a random one when the file
+/// cannot be read or written.
+fn instance_id(state_dir: &std::path::Path) -> String {
+    let path = state_dir.join("instance.id");
+    if let Some(id) = std::fs::read_to_string(&path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        return id;
+    }
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's random source works");
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Err(e) = std::fs::write(&path, format!("{id}\n")) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep this instance's id; a restart will count its viewers twice for 30 s");
+    }
+    id
+}
+
+/// The connections per account of the instances other than `me` whose records are
+/// `fresh` (given the instance and its record's `at`).
 fn elsewhere(
     records: &[(String, serde_json::Value)],
     me: &str,
-    now: i64,
+    mut fresh: impl FnMut(&str, i64) -> bool,
 ) -> HashMap<String, usize> {
     let mut out: HashMap<String, usize> = HashMap::new();
     for (instance, v) in records {
-        let fresh = v["at"]
-            .as_i64()
-            .is_some_and(|at| now - at <= GONE_AFTER_SECS);
-        if instance == me || !fresh {
+        if instance == me {
+            continue;
+        }
+        let Some(at) = v["at"].as_i64() else { continue };
+        if !fresh(instance, at) {
             continue;
         }
         for (account, n) in v["counts"].as_object().into_iter().flatten() {
@@ -325,9 +404,35 @@ mod tests {
             ("gone".to_string(), rec(69, serde_json::json!({"ann": 9}))),
             ("odd".to_string(), serde_json::json!("not a record")),
         ];
-        let e = elsewhere(&records, "me", 100);
+        let e = elsewhere(&records, "me", |instance, _| instance != "gone");
         assert_eq!(e.get("ann"), Some(&2));
         assert_eq!(e.get("bob"), Some(&2));
         assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn a_record_counts_while_it_changes_by_this_instances_clock() {
+        let mut seen = Seen::default();
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        // Written 5 s ago by its clock: counts; unchanged for 31 s: no longer.
+        assert!(seen.fresh("b", 995, 1000, t0));
+        assert!(seen.fresh("b", 995, 1020, later(20)));
+        assert!(!seen.fresh("b", 995, 1031, later(31)));
+        // Written again: counts again, even if its clock runs an hour behind.
+        assert!(seen.fresh("b", -2600, 1040, later(40)));
+        // A record left an hour ago, first seen now: never counts.
+        assert!(!seen.fresh("c", -2600, 1000, later(40)));
+        assert!(!seen.fresh("c", -2600, 1001, later(41)));
+    }
+
+    #[test]
+    fn an_instance_keeps_its_id_in_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = instance_id(dir.path());
+        assert_eq!(id.len(), 16);
+        assert_eq!(instance_id(dir.path()), id);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(instance_id(other.path()), id);
     }
 }
