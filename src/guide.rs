@@ -642,17 +642,38 @@ impl Guides {
     }
 
     /// The current guide; the first call (or one after the lineup was lost) builds it,
-    /// waiting at most `FIRST_WAIT` for the guides: then it renders those read so far,
-    /// and the read goes on (its end renders again with every guide).
+    /// waiting at least `FIRST_WAIT` for the guides: then, once one guide is read, it
+    /// renders those read so far, and the read goes on (its end renders again with
+    /// every guide).
     pub async fn current(self: &Arc<Self>) -> Result<Arc<Rendered>, RegistryError> {
         if let Some(r) = self.rendered() {
             return Ok(r);
         }
         let me = self.clone();
-        let full = tokio::spawn(async move { me.refresh().await });
-        // (A refresh that panicked is rendered around too: what was read stays.)
-        if let Ok(Ok(result)) = tokio::time::timeout(FIRST_WAIT, full).await {
-            return result;
+        let mut full = tokio::spawn(async move {
+            let result = me.refresh().await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "guide refresh failed");
+            }
+            result
+        });
+        let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+        let mut wake = deadline;
+        loop {
+            tokio::select! {
+                joined = &mut full => match joined {
+                    Ok(result) => return result,
+                    // It panicked: what was read stays, rendered below.
+                    Err(_) => break,
+                },
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            // An empty guide is not served for a partial one: clients keep a guide
+            // for hours.
+            if !self.last_good.lock().expect("guide lock").is_empty() {
+                break;
+            }
+            wake = tokio::time::Instant::now() + Duration::from_millis(500);
         }
         let _render = self.rendering.lock().await;
         if let Some(r) = self.rendered() {
@@ -663,6 +684,15 @@ impl Guides {
             FIRST_WAIT.as_secs()
         );
         self.render_locked().await
+    }
+
+    /// Returns once every guide has been read at least once (the match table needs
+    /// them all; `current` may answer before).
+    pub async fn read_fully(&self) -> Result<(), RegistryError> {
+        if self.fetches.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        self.refresh().await.map(drop)
     }
 
     fn rendered(&self) -> Option<Arc<Rendered>> {

@@ -88,8 +88,8 @@ async fn list(
             )))
         }
     };
-    // The table is built with the guide: the first call reads the guides.
-    s.guides.current().await?;
+    // The table is built with the guides: the first call reads them all.
+    s.guides.read_fully().await?;
     let table = s.guides.matches();
     let lines: Vec<&Entry> = table.entries.iter().filter(|e| keep(e)).collect();
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
@@ -176,7 +176,7 @@ async fn decide(
         }
     };
     let id = s.registry.channel(&channel).await?.channel.id;
-    s.guides.current().await?;
+    s.guides.read_fully().await?;
     let entry = s.guides.decide(&id, action).await?;
     entry
         .map(Json)
