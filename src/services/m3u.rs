@@ -112,8 +112,14 @@ pub struct M3u {
     /// The guide the list's header names (`url-tvg`), from the last load.
     header_guide: std::sync::Mutex<Option<Url>>,
     /// The file entries (movies, episodes) of the last read, until `vod` takes them:
-    /// one download of the list serves the lineup and the catalogue.
+    /// one download of the list serves the lineup and the catalogue. Kept from the
+    /// first read, then only once the catalogue has asked (a live-only user does not
+    /// hold them for nothing).
     files: std::sync::Mutex<Option<Files>>,
+    /// Whether the catalogue asked for the file entries, and whether a read kept them
+    /// already.
+    vod_asked: std::sync::atomic::AtomicBool,
+    kept_once: std::sync::atomic::AtomicBool,
     http: ServiceHttp,
     resolved_ttl: Duration,
 }
@@ -132,6 +138,8 @@ impl M3u {
             epg_url,
             header_guide: std::sync::Mutex::default(),
             files: std::sync::Mutex::default(),
+            vod_asked: std::sync::atomic::AtomicBool::new(false),
+            kept_once: std::sync::atomic::AtomicBool::new(false),
             http: ServiceHttp::new(ctx.http.clone(), cfg, kind.auth_origin()),
             resolved_ttl: ctx.resolved_ttl,
         }
@@ -190,7 +198,9 @@ impl M3u {
             tracing::warn!(service = %self.name, line = w.line, "in M3U: {}", w.message);
         }
         let (channels, files) = list.finish();
-        *self.files.lock().expect("files lock is never poisoned") = Some(files);
+        use std::sync::atomic::Ordering::SeqCst;
+        let keep = self.vod_asked.load(SeqCst) || !self.kept_once.swap(true, SeqCst);
+        *self.files.lock().expect("files lock is never poisoned") = keep.then_some(files);
         Ok(channels)
     }
 
@@ -419,6 +429,8 @@ impl Service for M3u {
     /// The file entries of the last read of the list when no catalogue has taken
     /// them yet (the lineup's refresh read it), else of a read made now.
     async fn vod(&self) -> Option<crate::vod::VodLists> {
+        self.vod_asked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let take = || self.files.lock().expect("files lock is never poisoned").take();
         let files = match take() {
             Some(files) => files,

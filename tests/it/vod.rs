@@ -746,3 +746,39 @@ async fn json_api_movies_and_series_and_their_config_check() {
         "{err}"
     );
 }
+
+/// A live-only setup does not keep a list's movies: after the first read, a read made
+/// before the catalogue was ever asked for drops them, and the first catalogue load
+/// then reads the list itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lists_movies_are_kept_from_its_first_read_only_until_the_catalogue_asks() {
+    let files = files().await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1s\"\n\n[[services]]\nname = \"Files\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n",
+        files.base()
+    ))
+    .await;
+    app.get_text_ok("/playlist.m3u").await;
+    assert_eq!(files.hits("/list.m3u"), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Stale: answered, and read again in the background.
+    app.get_text_ok("/playlist.m3u").await;
+    crate::common::eventually_within(
+        std::time::Duration::from_secs(10),
+        "the second read",
+        || async {
+            match files.hits("/list.m3u") {
+                2 => Ok(()),
+                n => Err(format!("{n} reads")),
+            }
+        },
+    )
+    .await;
+    let movies = ok_json(&app, "/api/movies").await;
+    assert_eq!(movies["total"], 2, "{movies}");
+    assert_eq!(
+        files.hits("/list.m3u"),
+        3,
+        "the catalogue read the list itself"
+    );
+}
