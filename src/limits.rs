@@ -224,12 +224,23 @@ impl Limited {
 }
 
 /// Whom a connection is counted against: its IPv4 address (an IPv4-mapped IPv6 one
-/// read as IPv4), or its IPv6 address's /64 network, the least one host is given: a
-/// client holding a /64 could otherwise open the cap's worth from each of its
-/// addresses.
+/// read as IPv4), or a global IPv6 address's /64 network, the least one host is given:
+/// a client holding a /64 could otherwise open the cap's worth from each of its
+/// addresses. A local IPv6 address (loopback, link-local `fe80::/10`, unique local
+/// `fc00::/7`) stays itself: every device of a home network shares its /64.
 fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let local = v6.is_loopback()
+                || bits >> 118 == 0b11_1111_1010 // fe80::/10
+                || bits >> 121 == 0b111_1110; // fc00::/7
+            if local {
+                IpAddr::V6(v6)
+            } else {
+                IpAddr::V6((bits & !((1u128 << 64) - 1)).into())
+            }
+        }
         v4 => v4,
     }
 }
@@ -431,6 +442,14 @@ mod tests {
         assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2::"));
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        // Home network addresses are each their own client.
+        for (a, b) in [
+            ("fe80::1", "fe80::2"),
+            ("fd12:3456:789a:1::1", "fd12:3456:789a:1::2"),
+        ] {
+            assert_ne!(key(a), key(b), "{a} {b}");
+            assert_eq!(key(a), a.parse::<IpAddr>().unwrap());
+        }
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
     }
 
