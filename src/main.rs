@@ -128,9 +128,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    for w in &config.warnings {
-        tracing::warn!(file = %config.source, line = w.line, field = %w.field, "{}", w.message);
-    }
+    config.log_warnings();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

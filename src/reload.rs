@@ -139,9 +139,7 @@ impl Reloader {
             Err(e) => return Err(ReloadError::Config(e)),
         };
         (self.overrides)(&mut config);
-        for w in &config.warnings {
-            tracing::warn!(file = %config.source, line = w.line, field = %w.field, "{}", w.message);
-        }
+        config.log_warnings();
         let restart_required = keep_fixed(&old.config, &mut config);
         let state = match crate::build_state(config, old.registry.store().clone(), Some(old)) {
             Ok(s) => s,

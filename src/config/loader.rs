@@ -64,6 +64,13 @@ impl Config {
         Self::parse(BUILTIN, "<built-in>", &|_| None).expect("the built-in config is valid")
     }
 
+    /// Logs `warnings` (at start and at each reload).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(file = %self.source, line = w.line, field = %w.field, "{}", w.message);
+        }
+    }
+
     /// Loads `path`, or the default path, or the built-in config, as the CLI does.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
