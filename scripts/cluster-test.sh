@@ -16,7 +16,7 @@
 #   7. the PostgreSQL backend's Rust tests (tests/it/postgres.rs) against this cluster.
 # Installs postgresql, haproxy and ffmpeg with apt-get when missing. Everything it
 # started is stopped on exit, failed or not. Prints timings for BENCHMARKS.md.
-# Uses target/debug/freesky (built when missing; FREESKY_BIN overrides).
+# Uses $CARGO_TARGET_DIR (or target)/debug/freesky (built when missing; FREESKY_BIN overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,7 +43,7 @@ if ((${#missing[@]})); then
 fi
 # The package starts its own cluster as a system service: not ours, left alone.
 
-bin=${FREESKY_BIN:-target/debug/freesky}
+bin=${FREESKY_BIN:-${CARGO_TARGET_DIR:-target}/debug/freesky}
 if [ ! -x "$bin" ]; then
   say "building freesky (debug)"
   cargo build --locked --bin freesky
