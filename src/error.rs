@@ -177,8 +177,13 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// No (or no usable) viewer login: 401 with a `Basic` challenge, which players
+    /// given `http://user:password@host/...` wait for before sending it.
     #[error("{0}")]
     Unauthorized(String),
+    /// An admin call without the admin token: 401 with a `Bearer` challenge.
+    #[error("{0}")]
+    AdminUnauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     /// Every tuner (or other bounded slot) is taken: 503, as a busy HDHomeRun answers.
@@ -214,7 +219,7 @@ impl AppError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::AdminUnauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -254,7 +259,19 @@ impl IntoResponse for AppError {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
         let body = json!({ "error": self.to_string(), "detail": self.detail() });
-        (status, Json(body)).into_response()
+        let challenge = match self {
+            Self::Unauthorized(_) => Some("Basic realm=\"freesky\", charset=\"UTF-8\""),
+            Self::AdminUnauthorized(_) => Some("Bearer realm=\"freesky admin\""),
+            _ => None,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(c) = challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(c),
+            );
+        }
+        response
     }
 }
 

@@ -249,7 +249,7 @@ impl FromRequestParts<AppState> for Admin {
         let token = s.config.server.admin_token.expose();
         if !token.is_empty() {
             let given = bearer(parts).ok_or_else(|| {
-                AppError::Unauthorized(
+                AppError::AdminUnauthorized(
                     "admin calls need `Authorization: Bearer <admin_token>`".into(),
                 )
             })?;
@@ -267,14 +267,21 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The bearer token a request carries (`Authorization: Bearer <token>`), trimmed.
+/// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme
+/// in any case), trimmed.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    parts
+    let value = parts
         .headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.to_str().ok())?;
+    scheme_value(value, "Bearer")
+}
+
+/// The credentials of an `Authorization` value of `scheme` (matched in any case, as
+/// HTTP says), trimmed.
+pub fn scheme_value<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim_start().split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
 /// The address of the connection a request came on (`None` when the router is served

@@ -55,9 +55,7 @@ pub fn credentials(parts: &Parts) -> Option<(String, String)> {
         }
     }
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
+    let encoded = super::access::scheme_value(value, "Basic")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;

@@ -367,9 +367,19 @@ async fn the_demo_has_a_guide_and_refresh_is_an_admin_call() {
     let (ids, progs) = guide_facts(&xml);
     assert_eq!(ids, BTreeSet::from(["demo.freesky".to_string()]));
     assert!(titles_of(&progs, "demo.freesky").len() >= 24);
-    assert_api_error(app.post("/api/guide/refresh").await, 401).await;
+    let refused = app.post("/api/guide/refresh").await;
+    assert_eq!(
+        refused.headers()[reqwest::header::WWW_AUTHENTICATE],
+        "Bearer realm=\"freesky admin\""
+    );
+    assert_api_error(refused, 401).await;
     let r = app
         .post_auth("/api/guide/refresh", Some("Bearer guide-token-7f3"))
+        .await;
+    assert_eq!(r.status(), 200);
+    // The scheme in any case, as HTTP has it.
+    let r = app
+        .post_auth("/api/guide/refresh", Some("bearer guide-token-7f3"))
         .await;
     assert_eq!(r.status(), 200);
 }

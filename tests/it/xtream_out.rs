@@ -619,6 +619,37 @@ async fn require_account_guards_the_playlist_guide_streams_and_tuner() {
     assert_eq!(basic.status(), 200);
     let xml = basic.text().await.unwrap();
     assert!(xml.contains("NewsOne.example") && !xml.contains("SportOne.example"));
+    // Players given `http://user:password@host/...` send the login only once
+    // challenged: the 401 says how (ffprobe then plays).
+    let challenge = app.get("/api/stream/demo.m3u8").await;
+    assert_eq!(
+        challenge.headers()[reqwest::header::WWW_AUTHENTICATE],
+        "Basic realm=\"freesky\", charset=\"UTF-8\""
+    );
+    let url = app
+        .url("/api/stream/demo.m3u8")
+        .replacen("http://", "http://alice:alice-pw@", 1);
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
+        .await
+        .expect("ffprobe hung")
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("video"),
+        "ffprobe with the login in the URL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_api_error(
         app.get(&format!("/api/stream/demo.m3u8?{creds}")).await,
         404,
