@@ -153,6 +153,8 @@ struct Page {
     hls_js_url: String,
     /// Viewer accounts and what they watch now (empty: the section is not shown).
     accounts: Vec<AccountRow>,
+    /// There are accounts, but this request may not see them (not an admin call).
+    accounts_hidden: bool,
 }
 
 /// The dashboard page.
@@ -170,8 +172,11 @@ struct Page {
 async fn dashboard(
     State(s): State<AppState>,
     headers: HeaderMap,
+    admin: Result<super::access::Admin, AppError>,
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Result<Html<String>, AppError> {
+    // Who watches what, and from where, is for whoever may call `/api/users`.
+    let show_accounts = admin.is_ok();
     // A query that is not ours (a repeated `q`...) shows the page unfiltered.
     let filter = filter.map(|Query(f)| f).unwrap_or_default();
     let base = base_url(&s.config, &headers);
@@ -286,10 +291,12 @@ async fn dashboard(
         url_tuner: base,
         admin_token_set: !s.config.server.admin_token.expose().is_empty(),
         hls_js_url: format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}"),
+        accounts_hidden: !show_accounts && !s.accounts.is_empty(),
         accounts: s
             .accounts
             .list()
             .into_iter()
+            .filter(|_| show_accounts)
             .map(|a| AccountRow {
                 connections: match a.max_connections {
                     0 => format!("{} / ∞", a.active_cons),

@@ -482,3 +482,30 @@ async fn a_failing_lineup_still_renders_the_page_with_the_error() {
     );
     assert!(html.contains("<rect class=\"fail\""), "{html}");
 }
+
+/// With an admin token, who watches what (and from where) is not on the public page:
+/// only a request carrying the token sees the accounts, as `/api/users` does.
+#[tokio::test]
+async fn viewer_accounts_show_only_to_admin_callers() {
+    let app = TestApp::spawn(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\nadmin_token = \"dash-token-9q2\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-123\"\n",
+    )
+    .await;
+    let public = page(&app, "/").await;
+    assert!(!public.contains("data-account=\"alice\""), "{public}");
+    assert!(public.contains("shown to admin callers only"), "{public}");
+    let admin = app
+        .client
+        .get(app.url("/"))
+        .header("Authorization", "Bearer dash-token-9q2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(admin.contains("<tr data-account=\"alice\">"), "{admin}");
+    assert!(!admin.contains("shown to admin callers only"));
+}
