@@ -53,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(vod::routes())
         .merge(ready::routes())
         .fallback(xtream::fallback)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ready::refuse_new_streams_while_draining,
@@ -66,6 +67,48 @@ pub fn app(state: AppState) -> Router {
             crate::limits::check,
         ))
         .with_state(state)
+}
+
+/// The errors axum answers by itself (a query string that does not parse: plain
+/// text; a method a path does not take: 405 with no body) in the JSON error body
+/// every other error has.
+async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !status.is_client_error() || !(plain || status == StatusCode::METHOD_NOT_ALLOWED) {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (text.is_empty(), status) {
+        // The router adds the `Allow` header after this layer.
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            format!("this path does not take {method} (the Allow header lists what it takes)")
+        }
+        (true, _) => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase(),
+        (false, _) => text,
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message, "detail": null })),
+    )
+        .into_response()
 }
 
 /// The base URL clients reach us at: `server.public_url`, else `http://<Host>`.

@@ -1568,3 +1568,42 @@ url = "@UP@/good.m3u"
     let (status, health) = app.get_json("/health").await;
     assert_eq!(status, 200, "{health}");
 }
+
+/// The errors axum would answer by itself are JSON like every other: a query string
+/// that does not parse, a method a path does not take.
+#[tokio::test]
+async fn a_bad_query_and_a_wrong_method_get_the_json_error_body() {
+    let app = TestApp::spawn("[[services]]\nname = \"Demo\"\nkind = \"demo\"\n").await;
+    let body = crate::common::assert_api_error(
+        app.get("/api/timeshift/demo.ts?start=2026-01-01T00:00:00Z&duration=abc")
+            .await,
+        400,
+    )
+    .await;
+    assert!(
+        body["error"].as_str().unwrap().contains("duration"),
+        "{body}"
+    );
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/config/reload"),
+        (reqwest::Method::DELETE, "/api/services/Demo/enable"),
+    ] {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()[reqwest::header::ALLOW],
+            "POST",
+            "{method} {path}"
+        );
+        let body = crate::common::assert_api_error(resp, 405).await;
+        assert_eq!(
+            body["error"],
+            format!("this path does not take {method} (the Allow header lists what it takes)"),
+            "{method} {path}"
+        );
+    }
+}
