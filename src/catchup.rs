@@ -174,6 +174,10 @@ impl Window {
 pub enum WindowError {
     #[error("`{0}` is not a start time (unix seconds, YYYY-MM-DD:HH-MM or RFC 3339, in UTC)")]
     BadStart(String),
+    #[error("`{0}` is not an end time (unix seconds, YYYY-MM-DD:HH-MM or RFC 3339, in UTC)")]
+    BadEnd(String),
+    #[error("the end must be after the start")]
+    EndNotAfterStart,
     #[error("the duration must be 1 to {MAX_MINUTES} minutes")]
     BadDuration,
     #[error("the start is in the future; catch-up plays past programmes")]
@@ -226,7 +230,16 @@ pub fn window(
     let start = parse_start(start)?;
     let seconds = match (duration_minutes, end) {
         (Some(m), _) => i64::from(m) * 60,
-        (None, Some(end)) => parse_start(end)? - start,
+        (None, Some(end)) => {
+            let end = parse_start(end).map_err(|e| match e {
+                WindowError::BadStart(v) => WindowError::BadEnd(v),
+                other => other,
+            })?;
+            if end <= start {
+                return Err(WindowError::EndNotAfterStart);
+            }
+            end - start
+        }
         (None, None) => 3600,
     };
     if seconds <= 0 || seconds > i64::from(MAX_MINUTES) * 60 {
@@ -679,6 +692,14 @@ mod tests {
         );
         assert_eq!(
             window("1764853500", None, Some("1764853400"), now),
+            Err(WindowError::EndNotAfterStart)
+        );
+        assert_eq!(
+            window("1764853500", None, Some("xyz"), now),
+            Err(WindowError::BadEnd("xyz".into()))
+        );
+        assert_eq!(
+            window("1764853500", None, Some("1764953500"), now),
             Err(WindowError::BadDuration)
         );
         assert_eq!(

@@ -136,6 +136,9 @@ async fn play(
     w: Window,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
+    if let Some(o) = only.filter(|o| s.registry.service(o).is_none()) {
+        return Err(AppError::NotFound(format!("unknown service `{o}`")));
+    }
     let (id, only) = s.registry.canonical(id, only).await?;
     let lineup = s.registry.lineup().await?;
     let channel = lineup

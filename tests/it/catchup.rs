@@ -335,6 +335,11 @@ async fn a_timeshift_reaches_the_archive_with_its_time_and_headers() {
         .await;
     let body = assert_api_error(resp, 404).await;
     assert!(body.to_string().contains("reaching back"), "{body}");
+    let resp = app
+        .get(&format!("/api/timeshift/{id}.ts?start={five}&service=Nope"))
+        .await;
+    let body = assert_api_error(resp, 404).await;
+    assert_eq!(body["error"], "unknown service `Nope`");
     // Bad requests.
     let future = now() + 3600;
     let resp = app
