@@ -196,6 +196,17 @@ impl<'t> Parse<'t> {
         }
         self.validate(&cfg);
         self.missing_files(&cfg);
+        if cfg.services.is_empty() {
+            // Valid (a config may hold only `[[guides]]` while services are being set
+            // up), but a half-written file reads this way too.
+            self.warnings.push(Problem {
+                line: 1,
+                field: "services".into(),
+                message: "no [[services]]: the lineup is empty (the built-in demo is used \
+                          only when there is no config file at all)"
+                    .into(),
+            });
+        }
         cfg.warnings = std::mem::take(&mut self.warnings);
         for (i, g) in cfg.guides.iter().enumerate() {
             if cfg.services.iter().any(|s| s.name == g.name) {
@@ -1060,6 +1071,15 @@ mod tests {
                 .starts_with("/nonexistent/freesky.toml: cannot read: "),
             "{gone}"
         );
+    }
+
+    #[test]
+    fn a_config_without_services_is_valid_with_a_warning() {
+        let c = Config::parse("", "f.toml", &env).unwrap();
+        assert!(c.services.is_empty());
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].message.starts_with("no [[services]]"));
+        assert!(Config::builtin().warnings.is_empty());
     }
 
     #[test]
