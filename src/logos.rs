@@ -124,7 +124,13 @@ pub struct Logos {
     /// Fetches under way, by cache key: a logo asked for by many clients at once (a
     /// player loading its channel list) is fetched once, and they all get its answer.
     inflight: Mutex<HashMap<String, Flight>>,
+    /// Logos whose last fetch failed (refused or unreachable), by cache key, for
+    /// `FAILED_FOR`: a player loading a lineup does not ask their hosts again each time.
+    failed: moka::sync::Cache<String, LogoError>,
 }
+
+/// How long a failed logo fetch is remembered before the logo is asked for again.
+const FAILED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One fetch under way; its answer once done.
 type Flight = Arc<tokio::sync::OnceCell<Result<Image, LogoError>>>;
@@ -155,6 +161,10 @@ impl Logos {
             guide_memo: Mutex::default(),
             refused: Default::default(),
             inflight: Mutex::default(),
+            failed: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(FAILED_FOR)
+                .build(),
         }
     }
 
@@ -304,29 +314,11 @@ impl Logos {
                 return Ok(image.clone());
             }
         }
-        let flight = self
-            .inflight
-            .lock()
-            .expect("logo flights lock")
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let fetched = flight
-            .get_or_init(|| async {
-                let image = self.fetch(registry, &service, &url).await?;
-                if cache {
-                    self.keep(&key, &image).await;
-                }
-                Ok(image)
-            })
-            .await
-            .clone();
-        {
-            let mut flights = self.inflight.lock().expect("logo flights lock");
-            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(&key);
-            }
-        }
+        let fetched = match self.failed.get(&key) {
+            // Failed lately: not asked again before `FAILED_FOR` is over.
+            Some(e) => Err(e),
+            None => self.fetch_once(registry, &service, &url, &key, cache).await,
+        };
         match fetched {
             Ok(image) => Ok(image),
             Err(e) => match cached {
@@ -337,6 +329,42 @@ impl Logos {
                 None => Err(e),
             },
         }
+    }
+
+    /// One fetch of a logo however many ask at once, kept on disk in `cache` mode; a
+    /// failure is remembered for `FAILED_FOR`.
+    async fn fetch_once(
+        &self,
+        registry: &Registry,
+        service: &str,
+        url: &Url,
+        key: &str,
+        cache: bool,
+    ) -> Result<Image, LogoError> {
+        let flight = self
+            .inflight
+            .lock()
+            .expect("logo flights lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let fetched = flight
+            .get_or_init(|| async {
+                let fetched = self.fetch(registry, service, url).await;
+                match &fetched {
+                    Ok(image) if cache => self.keep(key, image).await,
+                    Ok(_) => {}
+                    Err(e) => self.failed.insert(key.to_string(), e.clone()),
+                }
+                fetched
+            })
+            .await
+            .clone();
+        let mut flights = self.inflight.lock().expect("logo flights lock");
+        if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(key);
+        }
+        fetched
     }
 
     /// The service and URL sealed in a `/logos/` link.

@@ -249,6 +249,18 @@ async fn html_oversized_and_private_logos_are_refused_and_counted() {
             "{name}: {body}"
         );
     }
+    // A refusal is remembered: asked again, the HTML "logo" is not fetched again.
+    let link = logo_of(&app, "Two").await;
+    for _ in 0..3 {
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 502);
+        let body: serde_json::Value = resp.json().await.expect("json error");
+        assert!(
+            body["error"].as_str().unwrap().contains("not an image"),
+            "{body}"
+        );
+    }
+    assert_eq!(up.hits("/logo/page.png"), 1);
     // The private address was refused before any connection.
     assert!(up.requests().iter().all(|r| r
         .headers
