@@ -238,9 +238,19 @@ async fn discover(
         "DeviceAuth": s.tuner.device_auth,
         "BaseURL": base,
         "LineupURL": format!("{base}/lineup.json"),
-        "TunerCount": s.config.hdhomerun.tuner_count,
+        "TunerCount": tuner_count(&s)?,
         "Manufacturer": "freesky",
     })))
+}
+
+/// The tuners a client may use at once: `tuner_count`, or fewer when the tuner's
+/// account allows fewer connections.
+fn tuner_count(s: &AppState) -> Result<u32, AppError> {
+    let n = s.config.hdhomerun.tuner_count;
+    Ok(match super::xtream::tuner_account(s)? {
+        Some(a) if a.max_connections > 0 => n.min(a.max_connections),
+        _ => n,
+    })
 }
 
 /// Every lineup channel with its tuner URL.
@@ -685,16 +695,24 @@ async fn tune_on(
         .filter(|c| account.as_ref().is_none_or(|a| a.sees(c)))
         .map(|c| c.id.clone())
         .ok_or_else(|| AppError::NotFound(format!("no channel number {number}")))?;
-    // With `require_account`, the tuner's account's connection limit holds too.
+    // With `require_account`, the tuner's account's connection limit holds too: at
+    // it, the tuner is busy (503, which Plex and Jellyfin read as "no tuner free").
     let conn = match &account {
-        Some(a) => s.accounts.connect(a, &id, None, false)?.into_guard(),
+        Some(a) => match s.accounts.connect(a, &id, None, false) {
+            Ok(c) => c.into_guard(),
+            Err(e @ crate::accounts::AccountError::Limit { .. }) => {
+                return Ok(AppError::Busy(format!("the tuner is busy: {e}")).into_response())
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let Ok(slot) = s.tuner.slots.clone().try_acquire_owned() else {
-        return Ok(AppError::Busy(format!(
-            "all {} tuners are in use",
-            s.config.hdhomerun.tuner_count
-        ))
+        let n = s.config.hdhomerun.tuner_count;
+        return Ok(AppError::Busy(match n {
+            1 => "the tuner is in use".to_string(),
+            n => format!("all {n} tuners are in use"),
+        })
         .into_response());
     };
     let rx = s

@@ -799,3 +799,31 @@ async fn a_config_accounts_created_at_survives_a_restart() {
     app.restart().await;
     assert_eq!(created(api(&app, ALICE, "").await), first);
 }
+
+/// The tuner's account allows fewer connections than `tuner_count`: the tuner says so
+/// (`TunerCount`) and, at the account's limit, answers as a busy tuner (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tuner_account_limit_is_the_tuner_count_and_busy_at_it() {
+    let up = upstream().await;
+    let cfg = config(&up, "require_account = true").replacen(
+        "\n\n[[services]]",
+        "\n\n[hdhomerun]\naccount = \"alice\"\ntuner_count = 3\n\n[[services]]",
+        1,
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let (_, discover) = app.get_json("/discover.json").await;
+    assert_eq!(discover["TunerCount"], 1, "{discover}");
+    let (_, lineup) = app.get_json("/lineup.json").await;
+    let url = lineup[0]["URL"].as_str().expect("a tuner URL").to_string();
+    let mut held = app.get(&url).await;
+    assert_eq!(held.status(), 200);
+    held.chunk().await.expect("stream bytes");
+    let body = assert_api_error(app.get(&url).await, 503).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the tuner is busy: connection limit reached"),
+        "{body}"
+    );
+}
