@@ -267,7 +267,8 @@ impl Registry {
                 StoreError::Rejected(why) => RegistryError::Rejected(why),
                 e => e.into(),
             })?;
-        tracing::info!(channel = %slug, ?mapping, "channel mapping changed");
+        let shown = serde_json::to_string(&mapping).unwrap_or_default();
+        tracing::info!(channel = %slug, mapping = %shown, "channel mapping changed");
         let lineup = {
             let mut cached = self.lineup.lock().expect("lineup lock is never poisoned");
             match cached.as_mut() {
