@@ -113,13 +113,8 @@ async fn json_errors(
 
 /// The base URL clients reach us at: `server.public_url`, else `http://<Host>`.
 pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
-    if let Some(u) = config
-        .server
-        .public_url
-        .as_deref()
-        .filter(|u| !u.is_empty())
-    {
-        return u.trim_end_matches('/').to_string();
+    if let Some(u) = public_url(config) {
+        return u;
     }
     let host = headers
         .get(header::HOST)
@@ -134,17 +129,22 @@ pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// The base URL freesky is reached at when no request says it (`freesky playlist`):
-/// `server.public_url`, else `http://` and the bind address, an unspecified one
-/// (`0.0.0.0`, `[::]`) read as this machine's loopback.
-pub fn own_base_url(config: &Config) -> String {
-    if let Some(u) = config
+/// `server.public_url` without its trailing slash, when set.
+fn public_url(config: &Config) -> Option<String> {
+    config
         .server
         .public_url
         .as_deref()
         .filter(|u| !u.is_empty())
-    {
-        return u.trim_end_matches('/').to_string();
+        .map(|u| u.trim_end_matches('/').to_string())
+}
+
+/// The base URL freesky is reached at when no request says it (`freesky playlist`):
+/// `server.public_url`, else `http://` and the bind address, an unspecified one
+/// (`0.0.0.0`, `[::]`) read as this machine's loopback.
+pub fn own_base_url(config: &Config) -> String {
+    if let Some(u) = public_url(config) {
+        return u;
     }
     match config.server.bind.parse::<std::net::SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => {
