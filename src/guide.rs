@@ -393,13 +393,7 @@ impl Guides {
         let assigned = plan.assigned.clone();
         let map = Mapping::new(name, &channels, lineup, plan);
         let window = Window::new(lineup, self.cfg.days);
-        let Some(kept) = self
-            .last_good
-            .lock()
-            .expect("guide lock")
-            .get(name)
-            .cloned()
-        else {
+        let Some(kept) = self.kept(name) else {
             return false;
         };
         let Some(rechosen) = kept.rechoose(&spare, &map) else {
@@ -695,6 +689,15 @@ impl Guides {
         self.refresh().await.map(drop)
     }
 
+    /// Guide `name`'s last good read, if any.
+    fn kept(&self, name: &str) -> Option<Arc<ServiceGuide>> {
+        self.last_good
+            .lock()
+            .expect("guide lock")
+            .get(name)
+            .cloned()
+    }
+
     fn rendered(&self) -> Option<Arc<Rendered>> {
         self.rendered
             .read()
@@ -807,13 +810,7 @@ impl Guides {
     /// or display name) to a lineup channel that read did not know. The new channels
     /// it gives none are not looked at again before the next read.
     fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
-        let Some(guide) = self
-            .last_good
-            .lock()
-            .expect("guide lock")
-            .get(name)
-            .cloned()
-        else {
+        let Some(guide) = self.kept(name) else {
             return false;
         };
         let new: Vec<&Text> = {
