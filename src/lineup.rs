@@ -204,6 +204,15 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
             by_name.entry(norm).or_insert(i);
         }
     }
+    // A group's key does not depend on which of its sources came first: a group that
+    // began with a source without a tvg-id and was joined by one with a tvg-id is
+    // keyed by that tvg-id, as it would be had that source come first (so a priority
+    // change keeps the channel's id, number and mapping).
+    for m in &mut merged {
+        if !m.tvg_id.is_empty() && m.merge_key.starts_with("name:") {
+            m.merge_key = format!("tvg:{}", m.tvg_id.to_lowercase());
+        }
+    }
     merged
 }
 
@@ -680,6 +689,37 @@ mod tests {
         // A backup entry of the same service is a second source, not a second channel.
         let ids: Vec<_> = m[2].sources.iter().map(|s| s.channel_id.as_str()).collect();
         assert_eq!(ids, ["z", "z2"]);
+    }
+
+    #[test]
+    fn a_group_is_keyed_by_its_tvg_id_whichever_source_comes_first() {
+        let with_id = [ch("M", "1", "News", "News.test")];
+        let without = [ch("Ace", "n", "News HD", "")];
+        let keys = |first: i64| {
+            merge(&[
+                ServiceChannels {
+                    service: "M",
+                    priority: 10,
+                    channels: &with_id,
+                },
+                ServiceChannels {
+                    service: "Ace",
+                    priority: first,
+                    channels: &without,
+                },
+            ])
+            .into_iter()
+            .map(|m| m.merge_key)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(50), ["tvg:news.test"]);
+        assert_eq!(keys(1), ["tvg:news.test"], "the source without an id first");
+        let alone = merge(&[ServiceChannels {
+            service: "Ace",
+            priority: 1,
+            channels: &without,
+        }]);
+        assert_eq!(alone[0].merge_key, "name:news");
     }
 
     #[test]

@@ -615,6 +615,66 @@ impl Store {
         Ok(())
     }
 
+    /// Moves each key the store has never seen onto the identity the same channel has
+    /// under its other key, so that a channel keeps its id, number and mapping when the
+    /// sources that decide its key change:
+    /// - a `tvg:` key takes the identity of its `name:` key (`name_key(i)`), which a
+    ///   store written before keys stopped depending on source order may hold;
+    /// - a `name:` key takes that of the `tvg:` key whose slug is the one it wants (its
+    ///   sources with a tvg-id were switched off).
+    ///
+    /// Only an identity that no key of `keys` names, and only once.
+    pub fn follow_moved_keys(
+        &self,
+        keys: &mut [(String, String)],
+        name_key: impl Fn(usize) -> String,
+    ) {
+        let moves = {
+            let m = self.mirror();
+            if m.channels.is_empty() {
+                return;
+            }
+            let unknown: Vec<usize> = (0..keys.len())
+                .filter(|&i| !m.channels.contains_key(&keys[i].0))
+                .collect();
+            if unknown.is_empty() {
+                return;
+            }
+            let in_use: HashSet<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+            // Built only when a `name:` key is new: a scan of every identity.
+            let mut by_slug: Option<HashMap<&str, &str>> = None;
+            let mut taken: HashSet<String> = HashSet::new();
+            let mut moves = Vec::new();
+            for i in unknown {
+                let (key, wanted) = &keys[i];
+                let other = if key.starts_with("tvg:") {
+                    Some(name_key(i))
+                } else {
+                    by_slug
+                        .get_or_insert_with(|| {
+                            m.channels
+                                .iter()
+                                .filter(|(k, _)| k.starts_with("tvg:"))
+                                .map(|(k, id)| (id.slug.as_str(), k.as_str()))
+                                .collect()
+                        })
+                        .get(wanted.as_str())
+                        .map(|k| k.to_string())
+                };
+                if let Some(other) = other.filter(|o| {
+                    m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
+                }) {
+                    taken.insert(other.clone());
+                    moves.push((i, other));
+                }
+            }
+            moves
+        };
+        for (i, other) in moves {
+            keys[i].0 = other;
+        }
+    }
+
     /// The identity of every merge key, assigning (and persisting) new ones: the slug is
     /// `wanted` made unique, the number the next free one. Known keys never change.
     pub async fn identities(
@@ -842,6 +902,43 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         Store::open(&shared).unwrap();
         assert_eq!(mode_of(&shared), Some(0o755), "warned about, not changed");
+    }
+
+    #[tokio::test]
+    async fn a_channel_whose_key_moved_keeps_its_identity() {
+        let s = Store::in_memory();
+        let key = |k: &str, slug: &str| (k.to_string(), slug.to_string());
+        let first = s
+            .identities(&[key("name:news", "news"), key("tvg:sport.test", "sport")])
+            .await
+            .unwrap();
+        let name_of = |i: usize| ["name:news", "name:sport", "name:other"][i].to_string();
+
+        // Keyed by name before, by tvg-id now; and by tvg-id before, by name now.
+        let mut keys = vec![
+            key("tvg:news.test", "news"),
+            key("name:sport", "sport"),
+            key("tvg:other.test", "other"),
+        ];
+        s.follow_moved_keys(&mut keys, name_of);
+        assert_eq!(keys[0].0, "name:news");
+        assert_eq!(keys[1].0, "tvg:sport.test");
+        assert_eq!(
+            keys[2].0, "tvg:other.test",
+            "nothing to follow: a new channel"
+        );
+        let ids = s.identities(&keys).await.unwrap();
+        assert_eq!(ids[..2], first[..]);
+
+        // An identity a current key names is not taken from it.
+        let mut keys = vec![key("name:sport", "sport"), key("tvg:sport.test", "sport")];
+        s.follow_moved_keys(&mut keys, name_of);
+        assert_eq!(keys[0].0, "name:sport");
+        // Nor given to two keys.
+        let mut keys = vec![key("name:sport", "sport"), key("name:sports", "sport")];
+        s.follow_moved_keys(&mut keys, name_of);
+        assert_eq!(keys[0].0, "tvg:sport.test");
+        assert_eq!(keys[1].0, "name:sports");
     }
 
     #[tokio::test]

@@ -628,3 +628,86 @@ async fn a_mapping_survives_kill_9() {
     assert_eq!(got["name"], "Durable", "{got:#}");
     assert_eq!(got["number"], 7, "{got:#}");
 }
+
+/// A channel listed with a tvg-id by one service and without one by another keeps its
+/// id, number and mapping when the one without becomes its first source (a priority
+/// change) and when the one with the id is switched off.
+#[tokio::test]
+async fn a_channel_keeps_its_identity_when_its_first_source_changes() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let up = up
+        .text(
+            "/m.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"news.test\",News\n{o}/m/news.m3u8\n"),
+        )
+        .text(
+            "/n.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,News HD\n{o}/n/news.m3u8\n"),
+        )
+        .text("/m/news.m3u8", HLS_TYPE, live("m.ts"))
+        .text("/n/news.m3u8", HLS_TYPE, live("n.ts"))
+        .start();
+    let app = TestApp::spawn(&format!(
+        r#"
+[[services]]
+name = "WithId"
+kind = "m3u"
+priority = 10
+url = "{o}/m.m3u"
+
+[[services]]
+name = "NoId"
+kind = "m3u"
+priority = 50
+url = "{o}/n.m3u"
+"#
+    ))
+    .await;
+    let news = get_channel(&app, "news").await;
+    assert_eq!(services_of(&news), ["WithId", "NoId"]);
+    patch_ok(&app, "news", json!({"number": 101, "name": "My News"})).await;
+
+    let check = |why: &'static str| {
+        let app = &app;
+        async move {
+            let c = get_channel(app, "news").await;
+            assert_eq!(c["number"], 101, "{why}: {c:#}");
+            assert_eq!(c["name"], "My News", "{why}: {c:#}");
+            let lineup = lineup_json(app).await;
+            assert_eq!(lineup.len(), 1, "{why}: one channel, not two: {lineup:#?}");
+            assert_eq!(lineup[0]["GuideNumber"], "101", "{why}");
+            c
+        }
+    };
+    let put = |body: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .send_json(
+                    reqwest::Method::PUT,
+                    "/api/services/NoId/priority",
+                    body,
+                    None,
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    put(r#"{"priority":1}"#).await;
+    let c = check("the source without a tvg-id first").await;
+    assert_eq!(services_of(&c), ["NoId", "WithId"]);
+
+    let r = app.post("/api/services/WithId/disable").await;
+    assert_eq!(r.status(), 200);
+    let c = check("the source with the tvg-id off").await;
+    assert_eq!(services_of(&c), ["NoId"]);
+
+    let r = app.post("/api/services/WithId/enable").await;
+    assert_eq!(r.status(), 200);
+    put(r#"{"priority":50}"#).await;
+    let c = check("back as it was").await;
+    assert_eq!(services_of(&c), ["WithId", "NoId"]);
+}

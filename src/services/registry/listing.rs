@@ -170,7 +170,7 @@ impl Registry {
             .collect();
         let mut merged = lineup::merge(&inputs);
         // Moved out, not copied: the store needs them only for this call.
-        let keys: Vec<(String, String)> = merged
+        let mut keys: Vec<(String, String)> = merged
             .iter_mut()
             .map(|m| {
                 (
@@ -179,6 +179,9 @@ impl Registry {
                 )
             })
             .collect();
+        self.store.follow_moved_keys(&mut keys, |i| {
+            format!("name:{}", lineup::normalise(&merged[i].name))
+        });
         let ids = self.store.identities(&keys).await?;
         drop(keys);
         let base: Vec<Unmapped> = merged
