@@ -636,7 +636,7 @@ async fn a_mapping_survives_kill_9() {
 async fn a_channel_keeps_its_identity_when_its_first_source_changes() {
     let up = FakeUpstream::bind().await;
     let o = up.base();
-    let up = up
+    let _up = up
         .text(
             "/m.m3u",
             M3U_TYPE,
