@@ -30,9 +30,18 @@ pub fn interpolate(
             if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("`${{{expr}}}` is not a variable name"));
             }
-            match (env(var), default) {
+            // As in a shell, `:-` takes the default for an empty variable too. Without
+            // a default an empty one is an error like a missing one: `docker -e KEY=`
+            // and compose files set variables empty, and an empty key or password
+            // would be sent as it is.
+            match (env(var).filter(|v| !v.is_empty()), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
+                (None, None) if env(var).is_some() => {
+                    return Err(format!(
+                        "environment variable {var} is set but empty (use ${{{var}:-}} if empty is meant)"
+                    ))
+                }
                 (None, None) => {
                     return Err(format!(
                     "environment variable {var} is not set (use ${{{var}:-default}} for a default)"
@@ -56,6 +65,7 @@ mod tests {
     fn env(var: &str) -> Option<String> {
         match var {
             "KEY" => Some("s3cret".into()),
+            "EMPTY" => Some(String::new()),
             _ => None,
         }
     }
@@ -75,5 +85,12 @@ mod tests {
         assert_eq!(interpolate("plain", &env).unwrap(), None);
         assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE"));
         assert!(interpolate("${KEY", &env).is_err());
+        let e = interpolate("Bearer ${EMPTY}", &env).unwrap_err();
+        assert!(e.contains("EMPTY is set but empty"), "{e}");
+        assert_eq!(
+            interpolate("${EMPTY:-x}", &env).unwrap().as_deref(),
+            Some("x")
+        );
+        assert_eq!(interpolate("${EMPTY:-}", &env).unwrap().as_deref(), Some(""));
     }
 }
