@@ -948,11 +948,10 @@ fn take_key(table: &mut DeTable<'_>, path: &str, at: usize) -> Option<(String, S
         if inner.is_some() {
             return inner;
         }
+        // In an array, a problem inside one of its tables was found above; what is
+        // left is the array's (say a list where a table belongs) or a plain item's.
         let in_leaf = match v.get_ref() {
             DeValue::Table(_) => false,
-            DeValue::Array(items) => items
-                .iter()
-                .any(|i| !matches!(i.get_ref(), DeValue::Table(_)) && i.span().contains(&at)),
             _ => v.span().contains(&at),
         };
         if k.span().contains(&at) || in_leaf {
@@ -1128,6 +1127,25 @@ mod tests {
                 .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_list_where_a_table_belongs_hides_no_other_problem() {
+        let e = errors(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = \"high\"\ntimeout = 10\nlist = \"data\"\nheaders = [\"x\"]\n",
+        );
+        for (line, field) in [
+            (4, "services[0].priority"),
+            (5, "services[0].timeout"),
+            (7, "services[0].headers"),
+        ] {
+            assert!(
+                e.iter()
+                    .any(|l| l.starts_with(&format!("f.toml:{line}: {field}:"))),
+                "{field}: {e:#?}"
+            );
+        }
+        assert!(e.iter().any(|l| l.contains("list")), "{e:#?}");
     }
 
     #[test]
