@@ -449,6 +449,9 @@ pub struct ServiceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub account: Option<serde_json::Value>,
+    /// The fields set through the API (`"enabled"`, `"priority"`), which win over the
+    /// config's until reset (`POST /api/services/{name}/reset`).
+    pub overridden: Vec<String>,
 }
 
 /// When a service operation started, for latency accounting.

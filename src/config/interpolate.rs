@@ -91,6 +91,9 @@ mod tests {
             interpolate("${EMPTY:-x}", &env).unwrap().as_deref(),
             Some("x")
         );
-        assert_eq!(interpolate("${EMPTY:-}", &env).unwrap().as_deref(), Some(""));
+        assert_eq!(
+            interpolate("${EMPTY:-}", &env).unwrap().as_deref(),
+            Some("")
+        );
     }
 }

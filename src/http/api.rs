@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/channels/search", get(search))
         .route("/api/channels/{id}", get(channel).patch(map_channel))
         .route("/api/services/{name}/priority", put(set_priority))
+        .route("/api/services/{name}/reset", post(reset))
         .route("/api/channels/{id}/test", post(test_channel))
 }
 
@@ -44,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         enable,
         disable,
         set_priority,
+        reset,
         all_channels,
         search,
         channel,
@@ -134,7 +136,7 @@ async fn enable(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    let service = s.registry.set_enabled(&name, true).await?;
+    let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
     s.guides.lineup_changed(true).await;
     Ok(Json(entry(&s, service)))
@@ -160,8 +162,35 @@ async fn disable(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    let service = s.registry.set_enabled(&name, false).await?;
+    let service = s.registry.set_enabled(&name, Some(false)).await?;
     s.guides.lineup_changed(false).await;
+    Ok(Json(entry(&s, service)))
+}
+
+/// Gives a service back its config's `enabled` and `priority` (admin): drops what the
+/// API set, persisted; the lineup follows at once.
+#[utoipa::path(
+    post,
+    path = "/api/services/{name}/reset",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's configured name")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The service's status now", body = ServiceEntry),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn reset(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    _admin: Admin,
+) -> Result<Json<ServiceEntry>, AppError> {
+    s.registry.set_priority(&name, None).await?;
+    let service = s.registry.set_enabled(&name, None).await?;
+    s.guides.lineup_changed(service.enabled).await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -335,12 +364,15 @@ async fn map_channel(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PriorityBody {
-    /// Lower is tried first, as `priority` in the config.
-    priority: i64,
+    /// Lower is tried first, as `priority` in the config; `null`: the config's again.
+    /// Required (`{}` is refused, not read as `null`).
+    #[serde(deserialize_with = "Option::deserialize")]
+    priority: Option<i64>,
 }
 
-/// Sets a service's priority (admin): persisted, overriding the config's; the lineup's
-/// source order follows at once. Answers the service's status like enable/disable.
+/// Sets a service's priority (admin): persisted, overriding the config's until set to
+/// `null`; the lineup's source order follows at once. Answers the service's status like
+/// enable/disable.
 #[utoipa::path(
     put,
     path = "/api/services/{name}/priority",
@@ -350,7 +382,7 @@ struct PriorityBody {
     security(("admin" = [])),
     responses(
         (status = 200, description = "The service's status now", body = ServiceEntry),
-        (status = 400, description = "The body is not `{\"priority\": <integer>}`", body = ErrorBody),
+        (status = 400, description = "The body is not `{\"priority\": <integer or null>}`", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
@@ -364,7 +396,7 @@ async fn set_priority(
     req: Request,
 ) -> Result<Json<ServiceEntry>, AppError> {
     let PriorityBody { priority } =
-        json_object_body(req, "a JSON object {\"priority\": <integer>}").await?;
+        json_object_body(req, "a JSON object {\"priority\": <integer or null>}").await?;
     let service = s.registry.set_priority(&name, priority).await?;
     // The guide merges programmes by priority too.
     s.guides.lineup_changed(false).await;

@@ -193,8 +193,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn identities_after(&self, after: u32) -> Result<Vec<IdentityRow>, StoreError>;
     async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError>;
     async fn setting_or_init(&self, key: &str, init: String) -> Result<String, StoreError>;
-    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError>;
-    async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError>;
+    async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError>;
+    async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError>;
     /// Gives `keys` unknown to `mirror` an identity (`plan`) and persists them in one
     /// transaction; returns the new rows (the caller adds them to the mirror). Whatever
     /// other writers assigned meanwhile is in the mirror first.
@@ -589,8 +589,9 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Persists a service's enabled flag; returns once it is durable.
-    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+    /// Persists a service's enabled flag (`None`: the config's again); returns once it
+    /// is durable.
+    pub async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
         let n = name.to_string();
         self.run(move |b| async move { b.set_enabled(&n, enabled).await })
             .await?;
@@ -598,12 +599,13 @@ impl Store {
             .services
             .entry(name.to_string())
             .or_default()
-            .enabled = Some(enabled);
+            .enabled = enabled;
         Ok(())
     }
 
-    /// Persists a service's priority; returns once it is durable.
-    pub async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+    /// Persists a service's priority (`None`: the config's again); returns once it is
+    /// durable.
+    pub async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
         let n = name.to_string();
         self.run(move |b| async move { b.set_priority(&n, priority).await })
             .await?;
@@ -611,7 +613,7 @@ impl Store {
             .services
             .entry(name.to_string())
             .or_default()
-            .priority = Some(priority);
+            .priority = priority;
         Ok(())
     }
 
@@ -1027,7 +1029,7 @@ mod tests {
                 number: 2
             }
         );
-        s.set_enabled("A", false).await.unwrap();
+        s.set_enabled("A", Some(false)).await.unwrap();
         drop(s);
 
         let s = Store::open(dir.path()).unwrap();

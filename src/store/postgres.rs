@@ -337,7 +337,7 @@ impl Backend for Postgres {
         Ok(row.get(0))
     }
 
-    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+    async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
         self.write(
             Change::Services,
             "INSERT INTO service_state (name, enabled) VALUES ($1, $2)
@@ -347,7 +347,7 @@ impl Backend for Postgres {
         .await
     }
 
-    async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+    async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
         self.write(
             Change::Services,
             "INSERT INTO service_state (name, priority) VALUES ($1, $2)

@@ -186,7 +186,7 @@ impl Backend for Sqlite {
         Ok(init)
     }
 
-    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), StoreError> {
+    async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO service_state (name, enabled) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET enabled = excluded.enabled",
@@ -195,7 +195,7 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn set_priority(&self, name: &str, priority: i64) -> Result<(), StoreError> {
+    async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO service_state (name, priority) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",

@@ -41,6 +41,7 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
         "/api/channels/demo",
         r#"{"name":"Hijacked","number":77}"#,
     ),
+    ("POST", "/api/services/Demo/reset", ""),
     ("PUT", "/api/services/Demo/priority", r#"{"priority":3}"#),
     ("POST", "/api/guide/refresh", ""),
     ("POST", "/api/config/reload", ""),

@@ -105,6 +105,54 @@ async fn a_priority_change_reorders_sources_at_once_and_survives_a_restart() {
     assert_eq!(app.service_status("A").await["priority"], -5);
 }
 
+/// What the API set wins over the config until reset: `{"priority": null}` gives the
+/// config's priority back, `POST .../reset` the config's priority and `enabled`; the
+/// status lists what is overridden, and a reset survives a restart.
+#[tokio::test]
+async fn api_overrides_are_listed_and_reset_to_the_config() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let mut app = TestApp::spawn(&two_services(&a, &b)).await;
+    assert_eq!(app.service_status("B").await["overridden"], json!([]));
+
+    let (status, _) = json_of(put_priority(&app, "B", r#"{"priority": 0}"#, None).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(source_services(&app.channels().await[0]), ["B", "A"]);
+    let (status, body) =
+        json_of(put_priority(&app, "B", r#"{"priority": null}"#, None).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["priority"], 2, "the config's");
+    assert_eq!(body["overridden"], json!([]));
+    assert_eq!(source_services(&app.channels().await[0]), ["A", "B"]);
+
+    put_priority(&app, "B", r#"{"priority": 0}"#, None).await;
+    assert_eq!(app.post("/api/services/B/disable").await.status(), 200);
+    let status = app.service_status("B").await;
+    assert_eq!(
+        status["overridden"],
+        json!(["enabled", "priority"]),
+        "{status}"
+    );
+    app.restart().await;
+    assert_eq!(
+        app.service_status("B").await["overridden"],
+        json!(["enabled", "priority"])
+    );
+
+    let (code, body) = json_of(app.post("/api/services/B/reset").await).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["enabled"], true);
+    assert_eq!(body["priority"], 2);
+    assert_eq!(body["overridden"], json!([]));
+    assert_eq!(source_services(&app.channels().await[0]), ["A", "B"]);
+    app.restart().await;
+    let status = app.service_status("B").await;
+    assert_eq!(
+        (status["enabled"].clone(), status["priority"].clone()),
+        (json!(true), json!(2))
+    );
+    assert_api_error(app.post("/api/services/Nope/reset").await, 404).await;
+}
+
 #[tokio::test]
 async fn a_bad_priority_body_is_a_400_and_an_unknown_service_a_404() {
     let (a, b) = (origin("a").await, origin("b").await);
@@ -117,7 +165,6 @@ async fn a_bad_priority_body_is_a_400_and_an_unknown_service_a_404() {
         "5",
         r#"{"priority": "high"}"#,
         r#"{"priority": 1.5}"#,
-        r#"{"priority": null}"#,
         r#"{"priority": 1, "extra": true}"#,
     ] {
         let err = assert_api_error(put_priority(&app, "B", body, None).await, 400).await;

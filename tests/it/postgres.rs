@@ -82,8 +82,8 @@ async fn a_switch_and_a_mapping_made_through_one_instance_reach_the_others() {
     let mut heard = b.subscribe();
     let service = unique("svc");
     let started = std::time::Instant::now();
-    a.set_enabled(&service, false).await.unwrap();
-    a.set_priority(&service, 7).await.unwrap();
+    a.set_enabled(&service, Some(false)).await.unwrap();
+    a.set_priority(&service, Some(7)).await.unwrap();
     eventually_within(PROPAGATION, "the switch reaches instance b", || async {
         let o = b.service_override(&service);
         (o.enabled == Some(false) && o.priority == Some(7))

@@ -20,6 +20,7 @@ impl Registry {
             .expect("stats lock is never poisoned: no panics while held");
         let now = Instant::now();
         let circuit = s.health.state(now);
+        let set = self.store.service_override(&e.cfg.name);
         ServiceStatus {
             name: e.cfg.name.clone(),
             kind: e.cfg.kind.kind_name().to_string(),
@@ -47,6 +48,13 @@ impl Registry {
                 humantime::format_rfc3339_millis(SystemTime::now() + (at - now)).to_string()
             }),
             account: e.service.account(),
+            overridden: [
+                ("enabled", set.enabled.is_some()),
+                ("priority", set.priority.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(field, set)| set.then(|| field.to_string()))
+            .collect(),
         }
     }
 
@@ -81,34 +89,35 @@ impl Registry {
         Some(s.history.snapshot(SystemTime::now()))
     }
 
-    /// Enables or disables a service, persisting the choice; the lineup follows at once.
+    /// Enables or disables a service, persisting the choice (`None`: back to the
+    /// config's `enabled`); the lineup follows at once.
     pub async fn set_enabled(
         &self,
         name: &str,
-        enabled: bool,
+        enabled: Option<bool>,
     ) -> Result<ServiceStatus, RegistryError> {
         let e = self
             .entry(name)
             .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_enabled(name, enabled).await?;
         self.drop_lineup();
-        tracing::info!(service = name, enabled, "service switched");
+        tracing::info!(service = name, ?enabled, "service switched");
         Ok(self.status_of(e))
     }
 
-    /// Sets a service's priority (lower is tried first), persisting it; the lineup's
-    /// source order follows at once.
+    /// Sets a service's priority (lower is tried first; `None`: back to the config's),
+    /// persisting it; the lineup's source order follows at once.
     pub async fn set_priority(
         &self,
         name: &str,
-        priority: i64,
+        priority: Option<i64>,
     ) -> Result<ServiceStatus, RegistryError> {
         let e = self
             .entry(name)
             .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
         self.store.set_priority(name, priority).await?;
         self.drop_lineup();
-        tracing::info!(service = name, priority, "service priority set");
+        tracing::info!(service = name, ?priority, "service priority set");
         Ok(self.status_of(e))
     }
 }

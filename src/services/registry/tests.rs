@@ -183,13 +183,13 @@ async fn open_names_what_it_cannot_find() {
         err("a:news", Some("b")).await,
         "`a:news` names service `a`, not `b`"
     );
-    r.set_enabled("b", false).await.unwrap();
+    r.set_enabled("b", Some(false)).await.unwrap();
     assert_eq!(err("b:news", None).await, "service `b` is disabled");
     assert_eq!(
         err("news", Some("b")).await,
         "channel `news` has no source from service `b`"
     );
-    r.set_enabled("a", false).await.unwrap();
+    r.set_enabled("a", Some(false)).await.unwrap();
     // Both disabled: the lineup is empty, so the channel is unknown.
     assert_eq!(err("news", None).await, "unknown channel `news`");
 }
