@@ -99,7 +99,11 @@ async fn links_that_do_not_open_are_refused_before_any_upstream() {
         engine.open_link(&tampered, &item),
         Err(StreamError::BadLink(_))
     ));
-    engine.registry.set_enabled("Demo", false).await.unwrap();
+    engine
+        .registry
+        .set_enabled("Demo", Some(false))
+        .await
+        .unwrap();
     let err = engine.open_link(&context, &item).err().expect("refused");
     assert_eq!(err.to_string(), "service `Demo` is unknown or disabled");
 }

@@ -53,7 +53,8 @@ impl Registry {
                 ("priority", set.priority.is_some()),
             ]
             .into_iter()
-            .filter_map(|(field, set)| set.then(|| field.to_string()))
+            .filter(|&(_, set)| set)
+            .map(|(field, _)| field.to_string())
             .collect(),
         }
     }
