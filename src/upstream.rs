@@ -609,6 +609,42 @@ impl ServiceHttp {
 
 /// `Retry-After` as a wait from `now`: delta-seconds (`120`) or an HTTP date (`Wed, 21
 /// Oct 2026 07:28:00 GMT`; one in the past is no wait). `None` when absent or unreadable.
+/// For the error of an answer that should be JSON and is not: where it came from
+/// (without query, fragment or login: they may carry a key) and how it starts.
+pub fn not_json(url: &Url, text: &str) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    format!(" (from {shown}){}", not_json_start(text))
+}
+
+/// How an answer that should be JSON starts, for its error: a login or error page in
+/// place of the API is then plain to see.
+pub fn not_json_start(text: &str) -> String {
+    let t = text.trim_start();
+    if t.is_empty() {
+        return ": the answer is empty".into();
+    }
+    let start: String = t
+        .chars()
+        .take(60)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let more = if t.chars().nth(60).is_some() {
+        "..."
+    } else {
+        ""
+    };
+    let page = if t.starts_with('<') {
+        " (an HTML or XML page, such as a login or error page, not the API)"
+    } else {
+        ""
+    };
+    format!(": it starts with `{start}{more}`{page}")
+}
+
 fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -829,6 +865,27 @@ impl std::error::Error for PrivateName {}
 mod tests {
     use super::*;
     use crate::config::RateLimit;
+
+    #[test]
+    fn an_answer_that_is_not_json_is_shown_by_its_start() {
+        let url = Url::parse("https://u:p@api.example/list?key=secret#x").unwrap();
+        let why = not_json(&url, "\n  <!DOCTYPE html><html><head><title>Log in</title>");
+        assert!(
+            why.starts_with(" (from https://api.example/list): it starts with `<!DOCTYPE html>"),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("(an HTML or XML page, such as a login or error page, not the API)"),
+            "{why}"
+        );
+        assert!(!why.contains("secret") && !why.contains("u:p"), "{why}");
+        assert_eq!(not_json_start("  "), ": the answer is empty");
+        let long = "x".repeat(100);
+        assert_eq!(
+            not_json_start(&long),
+            format!(": it starts with `{}...`", "x".repeat(60))
+        );
+    }
 
     #[test]
     fn private_kinds() {

@@ -240,9 +240,13 @@ impl JsonApi {
         ids: &mut HashSet<String>,
     ) -> Result<Vec<Channel>, UpstreamError> {
         let url = endpoint(&self.base, &c.path, None)?;
-        let (_, _, json) = self.get_json(&url).await?;
-        let json =
-            json.ok_or_else(|| UpstreamError::Invalid("channel list is not valid JSON".into()))?;
+        let (final_url, text, json) = self.get_json(&url).await?;
+        let json = json.ok_or_else(|| {
+            UpstreamError::Invalid(format!(
+                "channel list is not valid JSON{}",
+                crate::upstream::not_json(&final_url, &text)
+            ))
+        })?;
         channel_list(&json, c, &self.name, ids)
     }
 
@@ -254,9 +258,13 @@ impl JsonApi {
         ids: &mut HashSet<String>,
     ) -> Result<Vec<Channel>, UpstreamError> {
         let url = endpoint(&self.base, &e.path, None)?;
-        let (final_url, _, json) = self.get_json(&url).await?;
-        let json =
-            json.ok_or_else(|| UpstreamError::Invalid("event list is not valid JSON".into()))?;
+        let (final_url, text, json) = self.get_json(&url).await?;
+        let json = json.ok_or_else(|| {
+            UpstreamError::Invalid(format!(
+                "event list is not valid JSON{}",
+                crate::upstream::not_json(&final_url, &text)
+            ))
+        })?;
         let (all, skipped) = events::parse(&json, e, &final_url).map_err(UpstreamError::Invalid)?;
         for why in &skipped {
             tracing::warn!(service = %self.name, "skipped {why}");
@@ -289,9 +297,13 @@ impl JsonApi {
         ep: &crate::vod::json_api::VodEndpoint,
     ) -> Result<(Vec<crate::vod::Listed>, usize), UpstreamError> {
         let url = endpoint(&self.base, &ep.path, None)?;
-        let (final_url, _, json) = self.get_json(&url).await?;
+        let (final_url, text, json) = self.get_json(&url).await?;
         let json = json.ok_or_else(|| {
-            UpstreamError::Invalid(format!("the {} list is not valid JSON", kind.as_str()))
+            UpstreamError::Invalid(format!(
+                "the {} list is not valid JSON{}",
+                kind.as_str(),
+                crate::upstream::not_json(&final_url, &text)
+            ))
         })?;
         let (listed, skipped) = crate::vod::json_api::listed(&json, ep, kind, &final_url)
             .map_err(|e| UpstreamError::Invalid(format!("{}.list: {e}", kind.as_str())))?;
@@ -323,8 +335,20 @@ pub fn channel_list(
         .pointer(&c.list)
         .and_then(Value::as_array)
         .ok_or_else(|| {
+            let keys = match json {
+                Value::Object(o) if !o.is_empty() => format!(
+                    " (the answer's top-level keys: {})",
+                    o.keys()
+                        .take(12)
+                        .map(|k| format!("/{k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Value::Array(_) => " (the answer itself is an array: use \"\")".to_string(),
+                _ => String::new(),
+            };
             UpstreamError::Invalid(format!(
-                "channels.list `{}` does not point to an array",
+                "channels.list `{}` does not point to an array{keys}",
                 c.list
             ))
         })?;
@@ -400,7 +424,16 @@ pub fn stream_in_answer(
     found
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| {
-            UpstreamError::Invalid(format!("no stream URL in the answer for `{upstream_id}`"))
+            let looked = match (&s.url, patterns.is_empty()) {
+                (Some(p), true) => format!(": nothing usable at stream.url `{p}` (an http(s) URL)"),
+                (Some(p), false) => format!(
+                    ": nothing usable at stream.url `{p}` (an http(s) URL), and no stream.patterns matched"
+                ),
+                (None, _) => ": no stream.patterns matched".to_string(),
+            };
+            UpstreamError::Invalid(format!(
+                "no stream URL in the answer for `{upstream_id}`{looked}"
+            ))
         })
 }
 
@@ -528,6 +561,41 @@ mod tests {
     fn problems(toml_text: &str) -> Vec<String> {
         let cfg: JsonApiConfig = toml::from_str(toml_text).unwrap();
         cfg.validate().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn a_stream_answer_without_a_usable_url_names_where_it_looked() {
+        let s = StreamEndpoint {
+            path: "s/{channel_id}".into(),
+            url: Some("/data/url".into()),
+            patterns: vec![],
+            referer: None,
+            origin: None,
+        };
+        let at = Url::parse("http://api.example/s/7").unwrap();
+        for body in [r#"{"data": {}}"#, r#"{"data": {"url": "rtmp://x/y"}}"#] {
+            let json = serde_json::from_str(body).ok();
+            let e = stream_in_answer(&s, &[], &at, body, json, "7").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                UpstreamError::Invalid(
+                    "no stream URL in the answer for `7`: nothing usable at stream.url `/data/url` (an http(s) URL)"
+                        .into()
+                )
+                .to_string(),
+                "{body}"
+            );
+        }
+        let found = stream_in_answer(
+            &s,
+            &[],
+            &at,
+            "",
+            Some(serde_json::json!({"data": {"url": "/live/7.m3u8"}})),
+            "7",
+        )
+        .unwrap();
+        assert_eq!(found.as_str(), "http://api.example/live/7.m3u8");
     }
 
     #[test]

@@ -498,11 +498,32 @@ pub(crate) fn patterns_of(field: &str, patterns: &[String]) -> Result<Vec<Regex>
 /// Compiles the regex of config field `field`.
 pub(crate) fn pattern_of(field: &str, pattern: &str) -> Result<Regex, BuildError> {
     Regex::new(pattern).map_err(|e| {
-        // The last line of regex's message says what is wrong; the rest draws the pattern.
+        // regex draws the pattern over several lines, then says what is wrong on the
+        // last; one line is kept, with where it went wrong.
         let e = e.to_string();
         let why = e.lines().last().unwrap_or(&e).trim();
-        BuildError::new(field, format!("bad regex: {why}"))
+        let why = why.strip_prefix("error: ").unwrap_or(why);
+        let at = match position(&e, pattern) {
+            Some(col) => format!(" (at character {col} of `{pattern}`)"),
+            None => String::new(),
+        };
+        BuildError::new(field, format!("bad regex: {why}{at}"))
     })
+}
+
+/// The character of `pattern` that regex's message marks with `^` (1-based), when the
+/// message draws the pattern on one line.
+fn position(message: &str, pattern: &str) -> Option<usize> {
+    let lines: Vec<&str> = message.lines().collect();
+    let marks = lines.iter().position(|l| l.trim_start().starts_with('^'))?;
+    let drawn = lines.get(marks.checked_sub(1)?)?;
+    if drawn.trim_start() != pattern {
+        return None;
+    }
+    // The drawing counts characters (the indent is spaces).
+    let indent = drawn.len() - drawn.trim_start().len();
+    let col = lines[marks].find('^')?.checked_sub(indent)?;
+    (col < pattern.chars().count()).then_some(col + 1)
 }
 
 /// The first stream URL found in `body` by the first pattern that matches: capture
@@ -700,6 +721,25 @@ mod tests {
         assert_eq!(
             endpoint(&base, "channels", None).unwrap().as_str(),
             "http://api.example/v1/channels"
+        );
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    #[test]
+    fn a_bad_regex_says_what_and_where() {
+        let e = super::pattern_of("stream.patterns[0]", "ab(cd")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "stream.patterns[0]: bad regex: unclosed group (at character 3 of `ab(cd`)"
+        );
+        let e = super::pattern_of("p", "é\\q").unwrap_err().to_string();
+        assert!(
+            e.ends_with("unrecognized escape sequence (at character 2 of `é\\q`)"),
+            "{e}"
         );
     }
 }

@@ -738,8 +738,14 @@ impl Service for Scrape {
         let url = endpoint(&self.base, &s.page, Some(&channel.id))?;
         let (page_url, body) = self.http.get_text(&url, &Vec::new()).await?;
         let stream = find_stream_url(&body, &self.patterns, &page_url).ok_or_else(|| {
+            let defaults = if s.patterns.is_empty() {
+                " (the default stream.patterns find only https:// URLs ending in .m3u8 or \
+                 .mp4; set stream.patterns for others)"
+            } else {
+                ""
+            };
             UpstreamError::Invalid(format!(
-                "no stream pattern matched the page of `{}`",
+                "no stream pattern matched the page of `{}`{defaults}",
                 channel.id
             ))
         })?;

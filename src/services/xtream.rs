@@ -185,7 +185,9 @@ impl Xtream {
             .await
             .map_err(|e| self.scrub(e))?;
         serde_json::from_str(&text).map_err(|_| {
-            UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON"))
+            // How the answer starts, not its URL: that carries the account's password.
+            let why = crate::upstream::not_json_start(&text);
+            UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON{why}"))
         })
     }
 
