@@ -35,7 +35,10 @@ struct Advert {
     /// The whole tuner.
     main: Device,
     device_auth: String,
-    tuner_count: u8,
+    /// The tuners a client may use at once, as `discover.json` says: `tuner_count`,
+    /// or fewer when the tuner's account allows fewer connections (of the reloaded
+    /// config, after a reload).
+    tuner_count: Arc<dyn Fn() -> u8 + Send + Sync>,
     /// The virtual tuners as last worked out (`refresh_virtual`); empty until the
     /// lineup has loaded, and while `max_channels = 0`.
     virtual_tuners: watch::Receiver<Arc<Vec<Device>>>,
@@ -109,7 +112,8 @@ pub fn spawn(state: &AppState, http: SocketAddr) -> Option<Discovery> {
 
 /// `spawn`, with the virtual tuners worked out from the state `current` returns each
 /// time (the reloaded one, after a config reload): its `max_channels` and its
-/// lineup as cached. Sockets, ports, `public_url` and `tuner_count` stay `state`'s.
+/// lineup as cached, and its tuner count. Sockets, ports and `public_url` stay
+/// `state`'s.
 pub fn spawn_with(
     state: &AppState,
     http: SocketAddr,
@@ -119,6 +123,7 @@ pub fn spawn_with(
     if !cfg.hdhomerun.enabled || !cfg.hdhomerun.discovery {
         return None;
     }
+    let current: Arc<dyn Fn() -> AppState + Send + Sync> = Arc::new(current);
     let Some(main) = Device::new(&state.tuner.device_id, String::new()) else {
         tracing::warn!(
             device_id = %state.tuner.device_id,
@@ -144,7 +149,15 @@ pub fn spawn_with(
         http_port: http.port(),
         main,
         device_auth: state.tuner.device_auth.clone(),
-        tuner_count: u8::try_from(cfg.hdhomerun.tuner_count).unwrap_or(u8::MAX),
+        tuner_count: {
+            let current = current.clone();
+            Arc::new(move || {
+                let state = current();
+                let n = crate::http::hdhr::tuner_count(&state)
+                    .unwrap_or(state.config.hdhomerun.tuner_count);
+                u8::try_from(n).unwrap_or(u8::MAX)
+            })
+        },
         virtual_tuners: virtual_rx,
         refresh: refresh.clone(),
     });
@@ -157,7 +170,11 @@ pub fn spawn_with(
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
 
-    let mut tasks = vec![tokio::spawn(refresh_virtual(current, virtual_tx, refresh))];
+    let mut tasks = vec![tokio::spawn(refresh_virtual(
+        move || current(),
+        virtual_tx,
+        refresh,
+    ))];
     let port = cfg.hdhomerun.discovery_port;
     if port != 0 {
         if let Some(sock) = bind_udp("HDHomeRun discover", SocketAddr::new(listen_ip, port)) {
@@ -290,7 +307,7 @@ async fn serve_hdhr(sock: UdpSocket, advert: Arc<Advert>) {
             &req,
             &devices,
             &base,
-            advert.tuner_count,
+            (advert.tuner_count)(),
             &advert.device_auth,
         );
         for reply in replies {
@@ -410,7 +427,7 @@ mod tests {
             http_port: 8005,
             main: Device::new("00000001", String::new()).unwrap(),
             device_auth: String::new(),
-            tuner_count: 1,
+            tuner_count: Arc::new(|| 1),
             virtual_tuners,
             refresh: Arc::default(),
         };

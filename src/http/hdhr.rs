@@ -245,7 +245,7 @@ async fn discover(
 
 /// The tuners a client may use at once: `tuner_count`, or fewer when the tuner's
 /// account allows fewer connections.
-fn tuner_count(s: &AppState) -> Result<u32, AppError> {
+pub(crate) fn tuner_count(s: &AppState) -> Result<u32, AppError> {
     let n = s.config.hdhomerun.tuner_count;
     Ok(match super::xtream::tuner_account(s)? {
         Some(a) if a.max_connections > 0 => n.min(a.max_connections),

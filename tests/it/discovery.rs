@@ -17,7 +17,7 @@ use freesky::discovery::{
 };
 
 /// Jellyfin's discover broadcast, byte for byte (see `discovery::tests`).
-const JELLYFIN_REQUEST: [u8; 20] = [
+pub(crate) const JELLYFIN_REQUEST: [u8; 20] = [
     0, 2, 0, 12, 1, 4, 255, 255, 255, 255, 2, 4, 255, 255, 255, 255, 115, 204, 125, 143,
 ];
 
@@ -26,13 +26,13 @@ const JELLYFIN_REQUEST: [u8; 20] = [
 /// this bounds a race the server has already lost; it is not what the test relies on.
 const SILENCE: Duration = Duration::from_millis(300);
 
-struct Ports {
-    hdhr: u16,
-    ssdp: u16,
+pub(crate) struct Ports {
+    pub hdhr: u16,
+    pub ssdp: u16,
 }
 
 /// Two different UDP ports that are free right now on 127.0.0.1.
-fn free_udp_ports() -> Ports {
+pub(crate) fn free_udp_ports() -> Ports {
     let bind = || std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
     let (a, b) = (bind(), bind());
     let port = |s: &std::net::UdpSocket| s.local_addr().expect("local addr").port();
@@ -42,13 +42,13 @@ fn free_udp_ports() -> Ports {
     }
 }
 
-async fn client() -> UdpSocket {
+pub(crate) async fn client() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").await.expect("bind client")
 }
 
 /// Sends `datagram` to `to` until a datagram comes back (UDP may drop one), bounded
 /// by HANG_GUARD.
-async fn ask(sock: &UdpSocket, to: SocketAddr, datagram: &[u8]) -> Vec<u8> {
+pub(crate) async fn ask(sock: &UdpSocket, to: SocketAddr, datagram: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {

@@ -805,14 +805,25 @@ async fn a_config_accounts_created_at_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tuner_account_limit_is_the_tuner_count_and_busy_at_it() {
     let up = upstream().await;
+    let ports = crate::discovery::free_udp_ports();
     let cfg = config(&up, "require_account = true").replacen(
         "\n\n[[services]]",
-        "\n\n[hdhomerun]\naccount = \"alice\"\ntuner_count = 3\n\n[[services]]",
+        &format!(
+            "\n\n[hdhomerun]\naccount = \"alice\"\ntuner_count = 3\ndiscovery = true\n\
+             discovery_port = {}\nssdp_port = {}\n\n[[services]]",
+            ports.hdhr, ports.ssdp
+        ),
         1,
     );
     let app = TestApp::spawn(&cfg).await;
     let (_, discover) = app.get_json("/discover.json").await;
     assert_eq!(discover["TunerCount"], 1, "{discover}");
+    // The LAN discovery reply says the same.
+    let sock = crate::discovery::client().await;
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], ports.hdhr));
+    let reply = crate::discovery::ask(&sock, to, &crate::discovery::JELLYFIN_REQUEST).await;
+    let reply = freesky::discovery::parse_discover_reply(&reply).expect("a discover reply");
+    assert_eq!(reply.tuner_count, 1);
     let (_, lineup) = app.get_json("/lineup.json").await;
     let url = lineup[0]["URL"].as_str().expect("a tuner URL").to_string();
     let mut held = app.get(&url).await;
