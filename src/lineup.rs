@@ -50,22 +50,52 @@ const QUALITY_SUFFIXES: &[&str] = &[
 ];
 
 /// Lowercase ASCII words of `name`, accents folded, punctuation dropped, quality
-/// suffixes removed: `"Télé-Sport  HD"` → `"tele sport"`.
+/// suffixes removed: `"Télé-Sport  HD"` → `"tele sport"`. Bracketed notes like
+/// "(backup)" or "[geo-blocked]" are not part of the name.
+///
+/// Merge keys, and so every channel's stored id and number, are made of this: its
+/// output must never change (`tests::normalise_is_the_regex_reading` holds it to the
+/// first reading, a regex over the folded name). One pass, no regex: it runs for every
+/// entry of every list.
 pub fn normalise(name: &str) -> String {
-    let folded = deunicode::deunicode(name).to_lowercase();
-    // Bracketed notes like "(backup)" or "[geo-blocked]" are not part of the name.
-    static BRACKETS: OnceLock<Regex> = OnceLock::new();
-    let brackets =
-        BRACKETS.get_or_init(|| Regex::new(r"\([^)]*\)|\[[^\]]*\]").expect("static regex"));
-    let folded = brackets.replace_all(&folded, " ");
-    let mut words: Vec<&str> = folded
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '+')
-        .filter(|w| !w.is_empty())
-        .collect();
-    while words.len() > 1 && words.last().is_some_and(|w| QUALITY_SUFFIXES.contains(w)) {
-        words.pop();
+    // ASCII stays as it is (borrowed); the rest becomes ASCII, "[?]" when unknown.
+    let folded = deunicode::deunicode_with_tofu_cow(name, "[?]");
+    let b = folded.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut gap = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        // A note runs to the first closing bracket; without one, the bracket is
+        // punctuation like any other.
+        let close = match c {
+            b'(' => Some(b')'),
+            b'[' => Some(b']'),
+            _ => None,
+        };
+        if let Some(end) = close.and_then(|close| b[i + 1..].iter().position(|&x| x == close)) {
+            gap = true;
+            i += end + 2;
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == b'+' {
+            if gap && !out.is_empty() {
+                out.push(' ');
+            }
+            gap = false;
+            out.push(char::from(c.to_ascii_lowercase()));
+        } else {
+            gap = true;
+        }
+        i += 1;
     }
-    words.join(" ")
+    while let Some(space) = out.rfind(' ') {
+        if !QUALITY_SUFFIXES.contains(&&out[space + 1..]) {
+            break;
+        }
+        out.truncate(space);
+    }
+    out
 }
 
 /// URL- and file-safe id from a name: `"BBC One HD"` → `"bbc-one"`.
@@ -621,6 +651,58 @@ mod tests {
             headers: vec![],
             url: None,
             catchup: None,
+        }
+    }
+
+    /// The first reading of `normalise` (a regex over the folded name), which stored
+    /// merge keys were made with.
+    fn normalise_by_regex(name: &str) -> String {
+        static BRACKETS: OnceLock<Regex> = OnceLock::new();
+        let brackets =
+            BRACKETS.get_or_init(|| Regex::new(r"\([^)]*\)|\[[^\]]*\]").unwrap());
+        let folded = deunicode::deunicode(name).to_lowercase();
+        let folded = brackets.replace_all(&folded, " ");
+        let mut words: Vec<&str> = folded
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '+')
+            .filter(|w| !w.is_empty())
+            .collect();
+        while words.len() > 1 && words.last().is_some_and(|w| QUALITY_SUFFIXES.contains(w)) {
+            words.pop();
+        }
+        words.join(" ")
+    }
+
+    #[test]
+    fn normalise_is_the_regex_reading() {
+        let fixed = [
+            "", " ", "HD", "hd hd", "News HD HD", "News (HD", "News HD)", "((a)b)", "[a(b]c)",
+            "a[b", "]a[", "Canal+ 4K", "Télé-Sport  HD", "北京卫视", "\u{1F600} TV",
+            "\u{E000}x", "a\u{E000}b (c)", "ÆØÅ!!", "x\ny\tz", "\u{7F}A", "BBC ONE FHD",
+            "(only a note)", "[?]", "Sky Sports+ (UK) [720p] HD", "tv (a) (b) hd",
+        ];
+        for name in fixed {
+            assert_eq!(normalise(name), normalise_by_regex(name), "{name:?}");
+        }
+        // Random names over what lists contain: letters, digits, spaces, punctuation,
+        // brackets, accents, CJK, emoji and a private-use character (unknown: "[?]").
+        let alphabet: Vec<char> = "aZ09 +-_.,:|/()[]HDhdfsuk4Kéñø北京\u{1F4FA}\u{E000}\t"
+            .chars()
+            .collect();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let len = next(24);
+            let name: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            assert_eq!(normalise(&name), normalise_by_regex(&name), "{name:?}");
+        }
+        // Quality words as whole words only.
+        for name in ["HD News", "news hdx", "news sd hd 4k", "4k"] {
+            assert_eq!(normalise(name), normalise_by_regex(name), "{name:?}");
         }
     }
 
