@@ -218,6 +218,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     force: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let served = serve_until_stopped(listener, reloader.clone(), shutdown, force).await;
+    // The other instances stop counting this one's viewers now, not when its record
+    // has gone stale.
+    let state = reloader.state();
+    if state.registry.store().is_shared() {
+        accounts::leave_shared_counts(&state.accounts.conns, state.registry.store()).await;
+    }
+    served
+}
+
+async fn serve_until_stopped(
+    listener: TcpListener,
+    reloader: Arc<reload::Reloader>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    force: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let state = reloader.state();
     // LAN discovery when configured; its sockets close when serving ends.
     let _discovery = discovery::spawn_with(&state, listener.local_addr()?, {

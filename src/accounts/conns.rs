@@ -341,6 +341,26 @@ impl Seen {
     }
 }
 
+/// At a clean stop: deletes this instance's published counts, so the other instances
+/// stop counting its viewers at once (not `GONE_AFTER` later). Bounded: a store that
+/// does not answer leaves the record to go stale.
+pub async fn leave_shared_counts(conns: &Arc<Conns>, store: &crate::store::Store) {
+    let Some(me) = conns.lock().instance.clone() else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), store.delete_record(SHARED_NS, &me)).await {
+        Ok(Ok(())) => {
+            tracing::debug!("viewer connection counts withdrawn from the other instances")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot withdraw this instance's viewer counts; the others drop them in 30 s")
+        }
+        Err(_) => tracing::warn!(
+            "withdrawing this instance's viewer counts timed out; the others drop them in 30 s"
+        ),
+    }
+}
+
 /// This instance's key among the published records: kept in `state_dir/instance.id`
 /// (made on first use), so it is the same after a restart; a random one when the file
 /// cannot be read or written.
@@ -357,7 +377,10 @@ fn instance_id(state_dir: &std::path::Path) -> String {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .expect("the system's random source works");
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if let Err(e) = std::fs::write(&path, format!("{id}\n")) {
+    // With PostgreSQL nothing else may have made `state_dir` yet.
+    let written = crate::store::create_private_dir(state_dir)
+        .and_then(|_| std::fs::write(&path, format!("{id}\n")));
+    if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "cannot keep this instance's id; a restart will count its viewers twice for 30 s");
     }
     id
@@ -389,6 +412,15 @@ fn elsewhere(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_id_is_kept_in_a_state_dir_made_for_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("not/made/yet");
+        let id = instance_id(&dir);
+        assert_eq!(id.len(), 16, "{id}");
+        assert_eq!(instance_id(&dir), id, "read back, not made again");
+    }
 
     #[test]
     fn other_instances_count_while_they_publish() {

@@ -23,7 +23,7 @@ use crate::config::UserConfig;
 use crate::model::LineupChannel;
 use crate::store::{Store, StoreError, StoredUser};
 
-pub use conns::{share_connections, Conn, ConnGuard, ConnInfo, Conns};
+pub use conns::{leave_shared_counts, share_connections, Conn, ConnGuard, ConnInfo, Conns};
 pub use penalty::Penalty;
 
 /// Why a login or a use of an account failed. Mapped to HTTP in `error`.

@@ -200,11 +200,12 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     let Some(url) = database() else { return };
     let user = unique("viewer");
     let config = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\
+         shutdown_grace = \"1s\"\n\n\
          [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
          [[users]]\nname = \"{user}\"\npassword = \"limit-pw-1\"\nmax_connections = 1\n"
     );
-    let a = crate::common::TestApp::spawn(&config).await;
+    let mut a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
     let (_, streams) = a
         .get_json(&format!(
@@ -243,6 +244,32 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     // Closed on A: B lets the account in again.
     drop(held);
     eventually_within(PROPAGATION, "B admitting the account again", || async {
+        match b.get(&path).await.status().as_u16() {
+            200 => Ok(()),
+            other => Err(format!("B answered {other}")),
+        }
+    })
+    .await;
+
+    // A stops cleanly while its viewer watches (a rolling restart): B lets the
+    // account in at once, not once A's record has gone stale (30 s).
+    let mut held = a.get(&path).await;
+    assert_eq!(held.status(), 200);
+    held.chunk().await.expect("stream bytes");
+    eventually_within(
+        PROPAGATION,
+        "B refusing while A's viewer watches",
+        || async {
+            match b.get(&path).await.status().as_u16() {
+                403 => Ok(()),
+                other => Err(format!("B answered {other}")),
+            }
+        },
+    )
+    .await;
+    a.stop().await;
+    drop(held);
+    eventually_within(PROPAGATION, "B admitting once A has stopped", || async {
         match b.get(&path).await.status().as_u16() {
             200 => Ok(()),
             other => Err(format!("B answered {other}")),
