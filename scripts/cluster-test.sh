@@ -169,6 +169,17 @@ pids+=($!)
 lb="http://127.0.0.1:$ha_port"
 wait_for 10 "HAProxy answers" curl -fsS "$lb/ready"
 
+# --- 0. one channel number, one instance, whichever route names it ---
+served_by() { curl -sS -o /dev/null -D - --max-time 5 "$lb$1" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-served-by"{print $2}'; }
+say "0. the tuner and the Xtream routes hash on the channel number alike"
+for n in 101 102 103 104 105 106; do
+  # Numbers no channel has: each answer is quick (404, 401); only the routing counts.
+  a=$(served_by "/auto/v$n"); b=$(served_by "/live/nobody/nopass/$n.ts"); c=$(served_by "/nobody/nopass/$n")
+  [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] ||
+    fail "channel number $n went to '$a' (/auto/v$n), '$b' (/live/...), '$c' (/U/P/$n)"
+done
+echo "    ok"
+
 # --- 1. identical lineups ---
 lineup_of() {
   curl -fsS "http://127.0.0.1:${ports[$(($1 - 1))]}/api/channels/all" |
@@ -253,8 +264,17 @@ echo "    ok: ffmpeg went on from frame $before to $after; next frame ${first_af
 echo "    figure: kill-to-next-frame ${first_after} ms; $stalls" >>"$tmp/figures"
 start_instance "$victim"
 wait_for 60 "instance $victim ready again" ready "$victim"
-# HAProxy puts it back after two good checks.
-sleep 2.5
+# HAProxy puts it back after two good checks: wait until it routes to it again (a
+# channel moving back while the viewers below watch would be fetched twice).
+routes_to_victim() {
+  local n
+  for n in $(seq 200 260); do
+    [ "$(served_by "/auto/v$n")" = "freesky$victim" ] && return 0
+  done
+  return 1
+}
+wait_for 20 "HAProxy routing to instance $victim again" routes_to_victim
+sleep 1
 
 # --- 4. one upstream fetch per segment ---
 say "4. 300 viewers over 10 channels through HAProxy: one upstream fetch per segment"
