@@ -658,8 +658,7 @@ mod tests {
     /// merge keys were made with.
     fn normalise_by_regex(name: &str) -> String {
         static BRACKETS: OnceLock<Regex> = OnceLock::new();
-        let brackets =
-            BRACKETS.get_or_init(|| Regex::new(r"\([^)]*\)|\[[^\]]*\]").unwrap());
+        let brackets = BRACKETS.get_or_init(|| Regex::new(r"\([^)]*\)|\[[^\]]*\]").unwrap());
         let folded = deunicode::deunicode(name).to_lowercase();
         let folded = brackets.replace_all(&folded, " ");
         let mut words: Vec<&str> = folded
@@ -675,10 +674,31 @@ mod tests {
     #[test]
     fn normalise_is_the_regex_reading() {
         let fixed = [
-            "", " ", "HD", "hd hd", "News HD HD", "News (HD", "News HD)", "((a)b)", "[a(b]c)",
-            "a[b", "]a[", "Canal+ 4K", "Télé-Sport  HD", "北京卫视", "\u{1F600} TV",
-            "\u{E000}x", "a\u{E000}b (c)", "ÆØÅ!!", "x\ny\tz", "\u{7F}A", "BBC ONE FHD",
-            "(only a note)", "[?]", "Sky Sports+ (UK) [720p] HD", "tv (a) (b) hd",
+            "",
+            " ",
+            "HD",
+            "hd hd",
+            "News HD HD",
+            "News (HD",
+            "News HD)",
+            "((a)b)",
+            "[a(b]c)",
+            "a[b",
+            "]a[",
+            "Canal+ 4K",
+            "Télé-Sport  HD",
+            "北京卫视",
+            "\u{1F600} TV",
+            "\u{E000}x",
+            "a\u{E000}b (c)",
+            "ÆØÅ!!",
+            "x\ny\tz",
+            "\u{7F}A",
+            "BBC ONE FHD",
+            "(only a note)",
+            "[?]",
+            "Sky Sports+ (UK) [720p] HD",
+            "tv (a) (b) hd",
         ];
         for name in fixed {
             assert_eq!(normalise(name), normalise_by_regex(name), "{name:?}");

@@ -102,11 +102,16 @@ pub fn mode_of(path: &Path) -> Option<u32> {
 /// others in, naming the file and the fix (`chmod {private:o}`); `None` when only the
 /// owner has access.
 pub fn loose_permissions(path: &Path, mode: u32, private: u32) -> Option<String> {
+    loose_permissions_of(path, mode, private, "the key that signs every stream link")
+}
+
+/// `loose_permissions` for a file or folder that holds `what`.
+pub fn loose_permissions_of(path: &Path, mode: u32, private: u32, what: &str) -> Option<String> {
     (mode & 0o077 != 0).then(|| {
         let path = path.display();
         format!(
-            "{path} is open to group or others (mode {:03o}) but holds secrets (the key that \
-             signs every stream link, viewer accounts): run `chmod {private:o} {path}`",
+            "{path} is open to group or others (mode {:03o}) but holds secrets ({what}): run \
+             `chmod {private:o} {path}`",
             mode & 0o777
         )
     })
@@ -370,7 +375,18 @@ impl Store {
         check_state(state).map_err(StoreError::Config)?;
         match state.trim() {
             "" | "sqlite" => Self::open(dir),
-            url => Self::postgres(url),
+            url => {
+                let local = dir.join("freesky.db");
+                if local.exists() {
+                    tracing::warn!(
+                        file = %local.display(),
+                        "state_dir holds a SQLite store that server.state (PostgreSQL) does not use: \
+                         its channel numbers, mappings, accounts and tuner identity are not copied \
+                         (see \"Moving to PostgreSQL\" in operations.md)"
+                    );
+                }
+                Self::postgres(url)
+            }
         }
     }
 
@@ -378,7 +394,10 @@ impl Store {
     /// an existing `dir` is open to group or others.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         if !create_private_dir(dir)? {
-            if let Some(warning) = mode_of(dir).and_then(|m| loose_permissions(dir, m, 0o700)) {
+            let holds = "the key that signs every stream link, viewer accounts";
+            if let Some(warning) =
+                mode_of(dir).and_then(|m| loose_permissions_of(dir, m, 0o700, holds))
+            {
                 tracing::warn!("{warning}");
             }
         }
@@ -388,7 +407,10 @@ impl Store {
         match create_private_file(&path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if let Some(w) = mode_of(&path).and_then(|m| loose_permissions(&path, m, 0o600)) {
+                let holds = "viewer accounts";
+                if let Some(w) =
+                    mode_of(&path).and_then(|m| loose_permissions_of(&path, m, 0o600, holds))
+                {
                     tracing::warn!("{w}");
                 }
             }
