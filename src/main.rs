@@ -67,6 +67,10 @@ enum Command {
         #[arg(long)]
         gzip: bool,
     },
+    /// Copy the SQLite store in `state_dir` (channel ids and numbers, mappings, service
+    /// switches, accounts, the tuner's identity) into the PostgreSQL database
+    /// `server.state` names, which must hold no freesky state yet.
+    CopyState,
     /// Write the merged M3U playlist to stdout.
     Playlist {
         /// Base URL the stream links should use [default: the config's
@@ -261,6 +265,22 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             }
             let bytes = if gzip { &guide.gz } else { &guide.xml };
             std::io::stdout().lock().write_all(bytes)?;
+            Ok(())
+        }
+        Command::CopyState => {
+            let url = config.server.state.expose().trim();
+            if url.is_empty() || url == "sqlite" {
+                anyhow::bail!(
+                    "server.state is not a PostgreSQL URL: set it (in {}) to the database to copy into",
+                    config.source
+                );
+            }
+            let dir = &config.server.state_dir;
+            let copied = freesky::store::Store::copy_sqlite_to_postgres(dir, url).await?;
+            println!(
+                "copied {copied} from {} into PostgreSQL",
+                dir.join("freesky.db").display()
+            );
             Ok(())
         }
         Command::Playlist { base_url } => {

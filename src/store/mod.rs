@@ -187,6 +187,64 @@ impl Change {
 /// A merge key, the slug it gets and its number.
 pub(crate) type IdentityRow = (String, String, u32);
 
+/// A `channel_mapping` row as stored: slug, name, number, group, hidden, tvg-id, logo,
+/// pinned sources (JSON).
+pub(crate) type MappingRow = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Every row of a store, table by table, as stored: what `freesky copy-state` moves
+/// from SQLite into PostgreSQL.
+#[derive(Default)]
+pub(crate) struct Dump {
+    /// name, enabled, priority
+    pub services: Vec<(String, Option<bool>, Option<i64>)>,
+    pub settings: Vec<(String, String)>,
+    pub identities: Vec<(String, String, i64)>,
+    pub mappings: Vec<MappingRow>,
+    pub users: Vec<StoredUser>,
+    /// ns, key, value
+    pub records: Vec<(String, String, String)>,
+    /// ns, key, id
+    pub record_ids: Vec<(String, String, i64)>,
+}
+
+/// What `Store::copy_sqlite_to_postgres` copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub channels: usize,
+    pub mappings: usize,
+    pub services: usize,
+    pub accounts: usize,
+    pub settings: usize,
+    pub records: usize,
+    pub ids: usize,
+}
+
+impl std::fmt::Display for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} channel ids and numbers, {} channel mappings, {} service switches, {} viewer accounts, \
+             {} settings, {} records, {} movie and series ids",
+            self.channels,
+            self.mappings,
+            self.services,
+            self.accounts,
+            self.settings,
+            self.records,
+            self.ids
+        )
+    }
+}
+
 /// One way of keeping the state. Every write is durable when it returns.
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -382,7 +440,7 @@ impl Store {
                         file = %local.display(),
                         "state_dir holds a SQLite store that server.state (PostgreSQL) does not use: \
                          its channel numbers, mappings, accounts and tuner identity are not copied \
-                         (see \"Moving to PostgreSQL\" in operations.md)"
+                         (`freesky copy-state` copies it; see operations.md)"
                     );
                 }
                 Self::postgres(url)
@@ -431,6 +489,35 @@ impl Store {
     /// changes other instances make, then loads the mirror (in that order, so no change
     /// falls between the two). Must run inside tokio's multi-threaded runtime: the
     /// follower is a task of it, and opening waits for it to listen.
+    /// Copies the SQLite store of `dir` (`dir/freesky.db`, read only) into the
+    /// PostgreSQL database at `url`, which must hold no freesky state yet (its schema
+    /// is made or upgraded first): every table in one transaction. For moving a
+    /// household's state to a shared database (`freesky copy-state`).
+    pub async fn copy_sqlite_to_postgres(dir: &Path, url: &str) -> Result<Copied, StoreError> {
+        let path = dir.join("freesky.db");
+        if !path.is_file() {
+            return Err(StoreError::Config(format!(
+                "no SQLite store at {}: nothing to copy",
+                path.display()
+            )));
+        }
+        let dump = tokio::task::spawn_blocking(move || sqlite::Sqlite::open_read_only(&path)?.dump())
+            .await
+            .map_err(|e| StoreError::Config(format!("reading the SQLite store: {e}")))??;
+        let copied = Copied {
+            channels: dump.identities.len(),
+            mappings: dump.mappings.len(),
+            services: dump.services.len(),
+            accounts: dump.users.len(),
+            settings: dump.settings.len(),
+            records: dump.records.len(),
+            ids: dump.record_ids.len(),
+        };
+        let (pg, _listen) = postgres::Postgres::connect(url).await?;
+        pg.load(&dump).await?;
+        Ok(copied)
+    }
+
     pub fn postgres(url: &str) -> Result<Self, StoreError> {
         use tokio::runtime::{Handle, RuntimeFlavor};
         let handle = Handle::try_current()

@@ -208,6 +208,129 @@ impl Postgres {
         tx.commit().await.map_err(pg)
     }
 
+    /// Writes every row of `dump` into a database that holds no freesky state yet, in
+    /// one transaction (`Store::copy_sqlite_to_postgres`); refused when it holds some.
+    pub(super) async fn load(&self, dump: &super::Dump) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let held: i64 = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM service_state) + (SELECT count(*) FROM settings)
+                      + (SELECT count(*) FROM channel_identity) + (SELECT count(*) FROM channel_mapping)
+                      + (SELECT count(*) FROM viewer_account) + (SELECT count(*) FROM record)
+                      + (SELECT count(*) FROM record_id)",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if held > 0 {
+            return Err(StoreError::Rejected(format!(
+                "the PostgreSQL database already holds freesky state ({held} rows): copy into an \
+                 empty database, so that nothing there is overwritten"
+            )));
+        }
+        fn col<T: Clone, R>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+            rows.iter().map(f).collect()
+        }
+        let d = dump;
+        tx.execute(
+            "INSERT INTO service_state (name, enabled, priority)
+             SELECT * FROM UNNEST($1::text[], $2::boolean[], $3::bigint[])",
+            &[
+                &col(&d.services, |r| r.0.clone()),
+                &col(&d.services, |r| r.1),
+                &col(&d.services, |r| r.2),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO settings (key, value) SELECT * FROM UNNEST($1::text[], $2::text[])",
+            &[
+                &col(&d.settings, |r| r.0.clone()),
+                &col(&d.settings, |r| r.1.clone()),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO channel_identity (merge_key, slug, number)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])",
+            &[
+                &col(&d.identities, |r| r.0.clone()),
+                &col(&d.identities, |r| r.1.clone()),
+                &col(&d.identities, |r| r.2),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        let m = &d.mappings;
+        tx.execute(
+            "INSERT INTO channel_mapping (slug, name, number, grp, hidden, tvg_id, logo, sources)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::boolean[],
+                                  $6::text[], $7::text[], $8::text[])",
+            &[
+                &col(m, |r| r.0.clone()),
+                &col(m, |r| r.1.clone()),
+                &col(m, |r| r.2),
+                &col(m, |r| r.3.clone()),
+                &col(m, |r| r.4),
+                &col(m, |r| r.5.clone()),
+                &col(m, |r| r.6.clone()),
+                &col(m, |r| r.7.clone()),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        let u = &d.users;
+        tx.execute(
+            "INSERT INTO viewer_account
+             (name, hash, max_connections, expires, groups, services, enabled, created_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                  $6::text[], $7::boolean[], $8::bigint[])",
+            &[
+                &col(u, |r| r.name.clone()),
+                &col(u, |r| r.hash.clone()),
+                &col(u, |r| i64::from(r.max_connections)),
+                &col(u, |r| r.expires.clone()),
+                &col(u, |r| json(&r.groups)),
+                &col(u, |r| json(&r.services)),
+                &col(u, |r| r.enabled),
+                &col(u, |r| r.created_at),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO record (ns, key, value)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+            &[
+                &col(&d.records, |r| r.0.clone()),
+                &col(&d.records, |r| r.1.clone()),
+                &col(&d.records, |r| r.2.clone()),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO record_id (ns, key, id)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])",
+            &[
+                &col(&d.record_ids, |r| r.0.clone()),
+                &col(&d.record_ids, |r| r.1.clone()),
+                &col(&d.record_ids, |r| r.2),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        for change in Change::ALL {
+            self.notify(&tx, change).await?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
     /// Runs `sql` with `params` and announces `change`, in one transaction.
     async fn write(
         &self,

@@ -74,6 +74,84 @@ impl Sqlite {
         Self::init(Connection::open(path)?)
     }
 
+    /// The store at `path`, opened to be read only (`freesky copy-state`): nothing is
+    /// created or changed, and a running freesky may go on writing it.
+    pub(super) fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Every row of every table, read in one transaction (a consistent copy).
+    pub(super) fn dump(&self) -> Result<super::Dump, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut dump = super::Dump::default();
+        {
+            let mut q = tx.prepare("SELECT name, enabled, priority FROM service_state ORDER BY name")?;
+            dump.services = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut q = tx.prepare("SELECT key, value FROM settings ORDER BY key")?;
+            dump.settings = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut q =
+                tx.prepare("SELECT merge_key, slug, number FROM channel_identity ORDER BY number")?;
+            dump.identities = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut q = tx.prepare(
+                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources
+                 FROM channel_mapping ORDER BY slug",
+            )?;
+            dump.mappings = q
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut q = tx.prepare(
+                "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
+                 FROM viewer_account ORDER BY name",
+            )?;
+            dump.users = q
+                .query_map([], |r| {
+                    Ok(StoredUser {
+                        name: r.get(0)?,
+                        hash: r.get(1)?,
+                        max_connections: r.get(2)?,
+                        expires: r.get(3)?,
+                        groups: list(r.get(4)?),
+                        services: list(r.get(5)?),
+                        enabled: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut q = tx.prepare("SELECT ns, key, value FROM record ORDER BY ns, key")?;
+            dump.records = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut q = tx.prepare("SELECT ns, key, id FROM record_id ORDER BY ns, id")?;
+            dump.record_ids = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+        }
+        tx.commit()?;
+        Ok(dump)
+    }
+
     pub(super) fn in_memory() -> Self {
         let conn = Connection::open_in_memory().expect("an in-memory SQLite database always opens");
         Self::init(conn).expect("the schema applies to an empty in-memory database")

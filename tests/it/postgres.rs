@@ -277,3 +277,98 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     })
     .await;
 }
+
+/// A new, empty database on the test server: its URL.
+async fn fresh_database(url: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    let task = tokio::spawn(conn);
+    let name = unique("copy").replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a database");
+    drop(client);
+    task.abort();
+    let (before, after) = url.split_once('?').map_or((url, ""), |(b, a)| (b, a));
+    let base = before.rsplit_once('/').expect("a database in the URL").0;
+    if after.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{after}")
+    }
+}
+
+/// A household's SQLite state (numbers, a mapping, a switched service, an account
+/// made through the API, the tuner's identity) moves into PostgreSQL with
+/// `freesky copy-state`; a second copy into the same database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
+    let Some(url) = database() else { return };
+    let services = "[[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+                    [[services]]\nname = \"Spare\"\nkind = \"demo\"\npriority = 5\n";
+    let mut home = crate::common::TestApp::spawn(services).await;
+    let r = home
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/channels/demo",
+            r#"{"number": 77, "name": "Home Demo"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(home.post("/api/services/Spare/disable").await.status(), 200);
+    let r = home
+        .send_json(
+            reqwest::Method::POST,
+            "/api/users",
+            r#"{"name": "kid", "password": "kid-pw-123"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let (_, discover) = home.get_json("/discover.json").await;
+    home.stop().await;
+
+    let target = fresh_database(&url).await;
+    let config = home.state_dir().join("copy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = '{}'\nstate = \"{target}\"\n\n{services}",
+            home.state_dir().display()
+        ),
+    )
+    .unwrap();
+    let copy = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_freesky"))
+            .args(["--config", config.to_str().unwrap(), "copy-state"])
+            .output()
+            .expect("run freesky copy-state")
+    };
+    let out = copy();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 viewer accounts"), "{said}");
+
+    let shared = crate::common::TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{target}\"\n\n{services}"
+    ))
+    .await;
+    let (_, demo) = shared.get_json("/api/channels/demo").await;
+    assert_eq!(demo["number"], 77, "{demo}");
+    assert_eq!(demo["name"], "Home Demo", "{demo}");
+    assert_eq!(shared.service_status("Spare").await["enabled"], false);
+    let (_, info) = shared
+        .get_json("/player_api.php?username=kid&password=kid-pw-123")
+        .await;
+    assert_eq!(info["user_info"]["auth"], 1, "{info}");
+    let (_, again) = shared.get_json("/discover.json").await;
+    assert_eq!(again["DeviceID"], discover["DeviceID"], "the same tuner for Plex");
+
+    let out = copy();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already holds freesky state"), "{err}");
+}
