@@ -96,7 +96,8 @@ pub fn valid_device_id(raw: u32) -> u32 {
 
 /// `s` safe inside XML text and attribute values.
 pub fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    crate::xmltv::xml_chars(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

@@ -629,12 +629,15 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
     out.push('\n');
 }
 
-/// Appends `value` so that it can neither close an attribute nor end the line.
+/// Appends `value` so that it can neither close an attribute nor end the line, for
+/// any reader: besides CR and LF, the other characters some split lines on (NEL,
+/// U+2028, U+2029, vertical tab, form feed) and the other controls become spaces.
 fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
         out.push(match c {
             '"' => '\'',
-            '\r' | '\n' => ' ',
+            '\t' => '\t',
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => ' ',
             c => c,
         });
     }
@@ -944,6 +947,30 @@ mod tests {
         // Bad values are warnings on their line; every entry stays.
         let lines: Vec<_> = list.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, [6, 8], "{:?}", list.warnings);
+    }
+
+    #[test]
+    fn no_value_can_start_a_line_for_any_reader() {
+        let entry = OutEntry {
+            tvg_chno: 1,
+            name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{0}\u{1b}\u{b}\u{c}B\tC",
+            group: "G\r\nH",
+            url: "http://f/a.m3u8",
+            ..OutEntry::default()
+        };
+        let out = render_with_catchup(None, [(entry, None)]);
+        assert_eq!(out.lines().count(), 3, "{out:?}");
+        assert!(
+            !out.chars().any(|c| matches!(
+                c,
+                '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{0}' | '\u{1b}' | '\u{b}' | '\u{c}'
+            )),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(",A #EXTINF:-1,Forged http://x/     B\tC\n"),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -548,9 +548,24 @@ fn attributes(e: &BytesStart<'_>) -> Vec<(String, String)> {
                 .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .ok()?
                 .into_owned();
-            Some((a.key.local_name().as_ref().to_string(), value))
+            Some((
+                a.key.local_name().as_ref().to_string(),
+                xml_chars(&value).into_owned(),
+            ))
         })
         .collect()
+}
+
+/// `s` without the characters XML 1.0 does not allow anywhere, escaped or not (C0
+/// controls but tab, line feed and carriage return; U+FFFE, U+FFFF): one in a name or
+/// title would make the whole merged guide invalid for every client.
+pub fn xml_chars(s: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}');
+    if s.chars().all(allowed) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.chars().filter(|&c| allowed(c)).collect())
+    }
 }
 
 fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -642,15 +657,20 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
 
 fn unescaped(t: &BytesText<'_>) -> String {
     let raw = t.xml10_content();
-    quick_xml::escape::unescape(&raw)
+    let text = quick_xml::escape::unescape(&raw)
         .map(|c| c.into_owned())
-        .unwrap_or_else(|_| raw.into_owned())
+        .unwrap_or_else(|_| raw.into_owned());
+    match xml_chars(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
+    }
 }
 
 /// `&amp;` and friends, and `&#...;`; other entities (undeclared in XMLTV) are dropped.
 fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Option<char> {
     if let Ok(Some(c)) = r.resolve_char_ref() {
-        return Some(c);
+        // `&#1;` names a character XML cannot hold even escaped: dropped.
+        return (xml_chars(c.encode_utf8(&mut [0; 4])).len() == c.len_utf8()).then_some(c);
     }
     match r.xml10_content().as_ref() {
         "amp" => Some('&'),
@@ -716,7 +736,7 @@ async fn read_programme<R: AsyncBufRead + Unpin>(
             }
             Event::CData(c) => {
                 if let Some((_, w, text)) = current.as_mut() {
-                    let s = c.xml10_content().into_owned();
+                    let s = xml_chars(&c.xml10_content()).into_owned();
                     let _ = w.write_event(Event::Text(BytesText::new(&s)));
                     text.push_str(&s);
                 }
@@ -970,7 +990,7 @@ pub fn render(channels: &[OutChannel<'_>], fold_subtitle: bool) -> Vec<u8> {
 }
 
 fn push_escaped(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(quick_xml::escape::escape(s).as_bytes());
+    out.extend_from_slice(quick_xml::escape::escape(&*xml_chars(s)).as_bytes());
 }
 
 /// Placeholder programmes for a channel without guide data: `block`-second blocks
@@ -1035,6 +1055,44 @@ mod tests {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
         assert_eq!(format_time(1_795_545_000), "20261124183000 +0000");
+    }
+
+    #[tokio::test]
+    async fn characters_xml_cannot_hold_never_reach_the_merged_guide() {
+        let g = read_str(
+            "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\
+             <programme start=\"20261124183000\" channel=\"one.example\">\
+             <title lang=\"e\u{1}n\">ctrl &#1;&#x1b;\u{2}x</title>\
+             <desc><![CDATA[a\u{7}b]]></desc></programme></tv>",
+        )
+        .await
+        .unwrap();
+        let p = &g.programmes["ours:one.example"][0];
+        assert_eq!(&*p.title, "ctrl x");
+        let xml: Vec<&str> = p.children.iter().map(|(_, x)| &**x).collect();
+        assert_eq!(
+            xml,
+            [r#"<title lang="en">ctrl x</title>"#, "<desc>ab</desc>"]
+        );
+        let out = render(
+            &[OutChannel {
+                id: "a\u{0}b",
+                name: "XML <tag> & ]]> \u{1}\u{2} ctrl\u{1b}",
+                logo: "",
+                programmes: std::slice::from_ref(p),
+            }],
+            false,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("<display-name>XML &lt;tag&gt; &amp; ]]&gt;  ctrl</display-name>"),
+            "{out}"
+        );
     }
 
     #[tokio::test]

@@ -501,9 +501,10 @@ impl Store {
                 path.display()
             )));
         }
-        let dump = tokio::task::spawn_blocking(move || sqlite::Sqlite::open_read_only(&path)?.dump())
-            .await
-            .map_err(|e| StoreError::Config(format!("reading the SQLite store: {e}")))??;
+        let dump =
+            tokio::task::spawn_blocking(move || sqlite::Sqlite::open_read_only(&path)?.dump())
+                .await
+                .map_err(|e| StoreError::Config(format!("reading the SQLite store: {e}")))??;
         let copied = Copied {
             channels: dump.identities.len(),
             mappings: dump.mappings.len(),

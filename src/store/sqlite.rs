@@ -90,7 +90,8 @@ impl Sqlite {
         let tx = conn.transaction()?;
         let mut dump = super::Dump::default();
         {
-            let mut q = tx.prepare("SELECT name, enabled, priority FROM service_state ORDER BY name")?;
+            let mut q =
+                tx.prepare("SELECT name, enabled, priority FROM service_state ORDER BY name")?;
             dump.services = q
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;

@@ -349,7 +349,11 @@ async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
     };
     let out = copy();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("1 viewer accounts"), "{said}");
 
     let shared = crate::common::TestApp::spawn(&format!(
@@ -365,7 +369,10 @@ async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
         .await;
     assert_eq!(info["user_info"]["auth"], 1, "{info}");
     let (_, again) = shared.get_json("/discover.json").await;
-    assert_eq!(again["DeviceID"], discover["DeviceID"], "the same tuner for Plex");
+    assert_eq!(
+        again["DeviceID"], discover["DeviceID"],
+        "the same tuner for Plex"
+    );
 
     let out = copy();
     assert!(!out.status.success());
