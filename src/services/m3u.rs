@@ -2,7 +2,7 @@
 //! Each entry is a channel whose stream URL is in the list itself; per-channel
 //! headers (`#EXTVLCOPT`, `#KODIPROP`, Kodi `|Referer=` suffixes) travel with it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use url::Url;
 use futures::StreamExt as _;
 
 use super::{
-    de_opt_location, unique_id, BuildContext, BuildError, Checked, GuideSource,
+    de_opt_location, BuildContext, BuildError, UniqueIds, Checked, GuideSource,
     Kind, Location, Service,
 };
 use crate::config::ServiceConfig;
@@ -304,7 +304,7 @@ struct Listing<'a> {
     out: Vec<Channel>,
     /// Entries seen, kept or not.
     entries: usize,
-    ids: HashSet<String>,
+    ids: UniqueIds,
     /// The first channel of each (name, URL) hash: the same name and URL twice is one
     /// channel listed twice. A hash and an index instead of the two strings again.
     seen: HashMap<u64, usize>,
@@ -320,7 +320,7 @@ impl<'a> Listing<'a> {
             base,
             out: Vec::new(),
             entries: 0,
-            ids: HashSet::new(),
+            ids: UniqueIds::default(),
             seen: HashMap::new(),
             hasher: std::collections::hash_map::RandomState::new(),
             files: Files::default(),
@@ -381,7 +381,7 @@ impl<'a> Listing<'a> {
         }
         let group = e.attr("group-title").unwrap_or_default().to_string();
         self.out.push(Channel {
-            id: unique_id(&mut self.ids, &slugify(&name)),
+            id: self.ids.make(&slugify(&name)),
             logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
             tags: Vec::new(),
             tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
