@@ -228,7 +228,7 @@ impl Limited {
 /// a client holding a /64 could otherwise open the cap's worth from each of its
 /// addresses. A local IPv6 address (loopback, link-local `fe80::/10`, unique local
 /// `fc00::/7`) stays itself: every device of a home network shares its /64.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);

@@ -200,6 +200,18 @@ pub fn parse_expiry(s: &str) -> Result<i64, String> {
     ))
 }
 
+/// Argon2 hashes computed at once, at most: each takes 19 MiB while it runs, so a
+/// burst of logins (wrong ones included: an unknown name is checked against a dummy
+/// hash) must not take memory by the gigabyte. Logins past it queue.
+const HASHES_AT_ONCE: usize = 2;
+
+/// Runs `f` (an argon2 hash or check) on the blocking pool once a hashing slot is free.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHES_AT_ONCE);
+    let _slot = SLOTS.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 /// A salted argon2id hash (PHC string) of `password`.
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
@@ -356,9 +368,6 @@ impl Accounts {
         password: &str,
         from: Option<IpAddr>,
     ) -> Result<Arc<Account>, AccountError> {
-        if let Some(ip) = from {
-            self.penalty.wait(ip).await;
-        }
         let account = self.get(name);
         let mac = ring::hmac::sign(&self.mac_key, password.as_bytes());
         if let Some(a) = &account {
@@ -372,17 +381,18 @@ impl Accounts {
                     ring::hmac::verify(&self.mac_key, password.as_bytes(), tag.as_ref()).is_ok()
                 });
             if cached {
-                if let Some(ip) = from {
-                    self.penalty.success(ip);
-                }
                 return Ok(a.clone());
             }
+        }
+        // Only a login no earlier verification vouches for waits its turn.
+        if let Some(ip) = from {
+            self.penalty.wait(ip).await;
         }
         let hash = account
             .as_ref()
             .map_or(self.dummy.clone(), |a| a.hash.clone());
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &pw))
+        let ok = hashing(move || verify_hash(&hash, &pw))
             .await
             .unwrap_or(false);
         match account {
@@ -391,9 +401,6 @@ impl Accounts {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(a.name.clone(), (a.hash.clone(), mac));
-                if let Some(ip) = from {
-                    self.penalty.success(ip);
-                }
                 Ok(a)
             }
             _ => {
@@ -573,9 +580,9 @@ async fn apply(
         a.enabled = e;
     }
     if let Some(pw) = password {
-        a.hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-            .await
-            .map_err(|e| AccountError::Store(StoreError::Join(e.to_string())))?;
+        a.hash = hashing(move || hash_password(&pw)).await.ok_or_else(|| {
+            AccountError::Store(StoreError::Join("the password hash did not finish".into()))
+        })?;
     }
     Ok(a)
 }
@@ -623,6 +630,31 @@ mod tests {
         assert_eq!(parse_expiry("1970-01-02").unwrap(), 86400 + 86399);
         assert_eq!(parse_expiry("1970-01-01T00:01:00Z").unwrap(), 60);
         assert!(parse_expiry("tomorrow").is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_right_login_does_not_reset_the_wait_for_guesses_at_another_account() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"bob-pw\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Accounts::new(&users, Store::in_memory(), None);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(a.login("bob", "bob-pw", Some(ip)).await.is_ok());
+        for _ in 0..3 {
+            assert!(a.login("alice", "guess", Some(ip)).await.is_err());
+        }
+        assert!(!a.penalty.delay(ip).is_zero());
+        // Bob logs in again (verified before: no wait, no turn taken) and anew.
+        assert!(a.login("bob", "bob-pw", Some(ip)).await.is_ok());
+        assert!(
+            !a.penalty.delay(ip).is_zero(),
+            "a right login clears nothing"
+        );
     }
 
     #[test]
