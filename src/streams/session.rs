@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -124,8 +125,10 @@ impl Sessions {
                         id: id.to_string(),
                         only: only.map(str::to_string),
                         idle_since: None,
+                        ready: ready_tx,
+                        delivered: AtomicU64::new(0),
                     };
-                    tokio::spawn(task.run(ready_tx));
+                    tokio::spawn(task.run());
                     session
                 }
             };
@@ -225,12 +228,32 @@ struct Task {
     id: String,
     only: Option<String>,
     idle_since: Option<Instant>,
+    /// Told once a source opened (viewers then get their 200), or why none did.
+    ready: watch::Sender<Ready>,
+    /// Chunks sent to the viewers so far.
+    delivered: AtomicU64,
 }
 
+/// The longest pause between two tries of a session whose sources fail before sending
+/// anything: each such round doubles the pause from 1 s, so a channel whose segments
+/// all fail costs its upstream a few requests a minute, not thousands a second.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
 impl Task {
-    async fn run(mut self, ready: watch::Sender<Ready>) {
+    fn announced(&self) -> bool {
+        self.ready.borrow().is_some()
+    }
+
+    /// Ends the session before it opened: its viewers get `e`.
+    fn give_up(&self, e: StreamError) {
+        self.remove();
+        self.ready.send_replace(Some(Err(e)));
+    }
+
+    async fn run(mut self) {
         let mut skip: Vec<String> = Vec::new();
-        let mut announced = false;
+        // Rounds in a row in which the source sent nothing before it failed.
+        let mut empty_rounds = 0u32;
         loop {
             if self.idle() {
                 return;
@@ -238,9 +261,8 @@ impl Task {
             let opened = self.open(&skip, None).await;
             let mut source = match opened {
                 Ok(s) => s,
-                Err(e) if !announced => {
-                    self.remove();
-                    let _ = ready.send(Some(Err(e)));
+                Err(e) if !self.announced() => {
+                    self.give_up(e);
                     return;
                 }
                 Err(e) => {
@@ -253,11 +275,11 @@ impl Task {
                     continue;
                 }
             };
-            if !announced {
-                announced = true;
-                let _ = ready.send(Some(Ok(())));
+            if !self.announced() {
+                self.ready.send_replace(Some(Ok(())));
             }
             tracing::info!(channel = %self.id, service = %source.service_name, "ts session following a source");
+            let sent_before = self.delivered.load(Ordering::Relaxed);
             let stop = match source.what.clone() {
                 Follow::Playlist(url) => self.follow(&mut source, url).await,
                 Follow::Bytes(url) => self.relay(&source, &url).await,
@@ -274,10 +296,31 @@ impl Task {
                     return;
                 }
                 Stop::Failed(why) => {
+                    let sent_nothing = self.delivered.load(Ordering::Relaxed) == sent_before;
+                    if self.delivered.load(Ordering::Relaxed) == 0
+                        && skip.contains(&source.service_name)
+                    {
+                        // Every source was tried and none sent a byte: the session ends
+                        // (its viewers' streams end) rather than trying for ever.
+                        tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "no source of the channel sent anything; the stream ends");
+                        self.remove();
+                        return;
+                    }
                     crate::metrics::get().failover(&self.id);
                     tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "source failed during playback; failing over");
                     if !skip.contains(&source.service_name) {
                         skip.push(source.service_name);
+                    }
+                    if sent_nothing {
+                        empty_rounds += 1;
+                        let pause = Duration::from_secs(1)
+                            .saturating_mul(1 << (empty_rounds - 1).min(5))
+                            .min(MAX_RETRY_PAUSE);
+                        if self.pause(pause).await {
+                            return;
+                        }
+                    } else {
+                        empty_rounds = 0;
                     }
                 }
             }
@@ -500,7 +543,7 @@ impl Task {
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
             tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(url), "segment ended inside an MPEG-TS packet");
-            let _ = self.session.tx.send(partial);
+            self.send(partial);
         }
         Ok(())
     }
@@ -508,8 +551,14 @@ impl Task {
     /// Sends `chunk` to every viewer, cut at MPEG-TS packet boundaries.
     fn broadcast(&self, align: &mut TsAligner, chunk: Bytes) {
         if let Some(whole) = align.push(chunk) {
-            let _ = self.session.tx.send(whole);
+            self.send(whole);
         }
+    }
+
+    /// Sends `bytes` to every viewer.
+    fn send(&self, bytes: Bytes) {
+        let _ = self.session.tx.send(bytes);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Relays a plain media URL; reconnects on failure up to the threshold.

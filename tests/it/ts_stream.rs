@@ -299,3 +299,53 @@ async fn a_stalled_viewer_does_not_slow_the_others() {
     assert_eq!(origin.hits("/vod/v47.ts"), 1);
     drop(stalled);
 }
+
+/// A channel whose playlist opens but whose every segment fails (404): the session
+/// does not hammer the upstream (it backs off between tries and gives up once every
+/// source was tried without sending a byte), and the viewer's stream ends instead of
+/// staying open and empty for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/gone/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts"]),
+        )
+        .start();
+    let list = list_of(&[("Gone", origin.url("/gone/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Gone").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = 0usize;
+    loop {
+        let next = tokio::time::timeout(HANG_GUARD, body.next())
+            .await
+            .expect("the stream of a channel that sends nothing ends");
+        match next {
+            Some(Ok(chunk)) => got += chunk.len(),
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert_eq!(got, 0);
+    let segments: usize = ["s0.ts", "s1.ts", "s2.ts"]
+        .iter()
+        .map(|s| origin.hits(&format!("/gone/{s}")))
+        .sum();
+    // Two rounds of `failover_after` (3) failures, a pause between them.
+    assert!(
+        (1..=12).contains(&segments),
+        "{segments} segment requests: {:?}",
+        origin.paths()
+    );
+}
