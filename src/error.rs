@@ -61,6 +61,11 @@ pub enum UpstreamError {
     /// Refused before any connection is opened.
     #[error("refused {url}: {reason}; upstream-supplied URLs may reach such addresses only on the hosts the service's config names, unless the service sets `allow_private = true`")]
     PrivateAddress { url: String, reason: String },
+    /// A URL (from upstream data or a redirect) that points at freesky itself: a
+    /// loopback address on a port it serves on. Refused before any connection: from
+    /// loopback, freesky's own routes would take it for an admin.
+    #[error("refused {url}: it is freesky's own address (a loopback address on the port it serves on); freesky never fetches from itself")]
+    OwnAddress { url: String },
 }
 
 /// What a list over the limit says: its size, the limit, and the key that raises it.

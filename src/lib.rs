@@ -218,6 +218,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     force: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Upstream data pointing at freesky's own port on loopback is refused.
+    let _own = upstream::serving_on(listener.local_addr()?);
     let served = serve_until_stopped(listener, reloader.clone(), shutdown, force).await;
     // The other instances stop counting this one's viewers now, not when its record
     // has gone stale.

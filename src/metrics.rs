@@ -211,7 +211,9 @@ fn outcome_of(e: &UpstreamError) -> &'static str {
         UpstreamError::Invalid(_) => "invalid",
         UpstreamError::NoChannel(_) => "no_channel",
         UpstreamError::Throttled { .. } => "throttled",
-        UpstreamError::PrivateAddress { .. } => "refused_private",
+        UpstreamError::PrivateAddress { .. } | UpstreamError::OwnAddress { .. } => {
+            "refused_private"
+        }
     }
 }
 

@@ -31,6 +31,62 @@ use crate::config::{Auth, ServiceConfig};
 use crate::error::{redact, UpstreamError};
 use crate::model::Headers;
 
+/// The ports this process serves HTTP on (`serving_on`): a loopback URL on one of them
+/// is freesky itself, never an upstream. Upstream data pointing there would otherwise
+/// reach freesky's own routes from loopback, which without an admin token is an admin.
+static OWN_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// Keeps `addr`'s port as freesky's own until the returned guard is dropped.
+pub fn serving_on(addr: SocketAddr) -> ServingGuard {
+    OWN_PORTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(addr.port());
+    ServingGuard(addr.port())
+}
+
+/// See [`serving_on`].
+pub struct ServingGuard(u16);
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        let mut ports = OWN_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = ports.iter().position(|&p| p == self.0) {
+            ports.swap_remove(i);
+        }
+    }
+}
+
+/// True when `url` is a loopback (or unspecified) address, or `localhost`, on a port
+/// this process serves on.
+fn is_freesky_itself(url: &Url) -> bool {
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    if !OWN_PORTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&port)
+    {
+        return false;
+    }
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// Redirects followed before giving up (a redirect loop is an upstream error).
 const MAX_REDIRECTS: usize = 8;
 
@@ -522,6 +578,9 @@ impl ServiceHttp {
     /// connects to public addresses only. An IP literal skips DNS, so a private one is
     /// refused here, before any connection.
     fn client_for(&self, url: &Url) -> Result<&reqwest::Client, UpstreamError> {
+        if is_freesky_itself(url) {
+            return Err(UpstreamError::OwnAddress { url: redact(url) });
+        }
         let host = url.host_str().map(str::to_ascii_lowercase);
         if self.allow_private || host.is_some_and(|h| self.own_hosts.contains(&h)) {
             return Ok(&self.client_any);

@@ -280,3 +280,52 @@ async fn a_list_read_from_a_file_sends_credentials_to_its_origin_only() {
     assert_eq!(auth(&panel), [Some("Bearer s3cret-tok".to_string())]);
     assert_eq!(auth(&cdn), [None]);
 }
+
+/// A segment link pointing at freesky's own port on the service's own host (the fake
+/// upstream's 127.0.0.1): refused, so upstream data cannot make freesky fetch its own
+/// admin routes from loopback (which, without an admin token, would pass as an admin).
+#[tokio::test]
+async fn a_segment_on_freesky_itself_is_refused() {
+    let fake = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+        fake.url("/live.m3u8")
+    );
+    let fake = fake
+        .text("/list.m3u", M3U_TYPE, list)
+        .route(
+            "/live.m3u8",
+            get(|| async {
+                let port = OWN_PORT.load(Ordering::SeqCst);
+                let body = media_playlist(&[
+                    &format!("http://127.0.0.1:{port}/api/users"),
+                    &format!("http://localhost:{port}/api/services/status"),
+                ]);
+                ([(header::CONTENT_TYPE, HLS_TYPE)], body).into_response()
+            }),
+        )
+        .start();
+    let app = m3u_app(&fake.url("/list.m3u"), "").await;
+    let port: u16 = app
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the app's port");
+    OWN_PORT.store(port, Ordering::SeqCst);
+    let id = id_of(&app, "Live").await;
+    let links = segment_links(&app, &id).await;
+    assert_eq!(links.len(), 2);
+    for link in &links {
+        let resp = app.get(link).await;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(status, 502, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("freesky's own address"), "{error}");
+    }
+}
+
+/// The port of the app under test in `a_segment_on_freesky_itself_is_refused` (its
+/// upstream's playlist names it; the app starts after the upstream).
+static OWN_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
