@@ -630,14 +630,14 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
 }
 
 /// Appends `value` so that it can neither close an attribute nor end the line, for
-/// any reader: besides CR and LF, the other characters some split lines on (NEL,
-/// U+2028, U+2029, vertical tab, form feed) and the other controls become spaces.
+/// any reader: CR, LF and the other characters some split lines on (NEL, U+2028,
+/// U+2029, vertical tab, form feed; all white space to the parser, which trims them)
+/// become spaces.
 fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
         out.push(match c {
             '"' => '\'',
-            '\t' => '\t',
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => ' ',
+            '\r' | '\n' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => ' ',
             c => c,
         });
     }
@@ -953,7 +953,7 @@ mod tests {
     fn no_value_can_start_a_line_for_any_reader() {
         let entry = OutEntry {
             tvg_chno: 1,
-            name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{0}\u{1b}\u{b}\u{c}B\tC",
+            name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{b}\u{c}B\tC",
             group: "G\r\nH",
             url: "http://f/a.m3u8",
             ..OutEntry::default()
@@ -961,14 +961,12 @@ mod tests {
         let out = render_with_catchup(None, [(entry, None)]);
         assert_eq!(out.lines().count(), 3, "{out:?}");
         assert!(
-            !out.chars().any(|c| matches!(
-                c,
-                '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{0}' | '\u{1b}' | '\u{b}' | '\u{c}'
-            )),
+            !out.chars()
+                .any(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{b}' | '\u{c}')),
             "{out:?}"
         );
         assert!(
-            out.contains(",A #EXTINF:-1,Forged http://x/     B\tC\n"),
+            out.contains(",A #EXTINF:-1,Forged http://x/   B\tC\n"),
             "{out:?}"
         );
     }
