@@ -53,6 +53,10 @@ pub fn app(state: AppState) -> Router {
         .merge(vod::routes())
         .merge(ready::routes())
         .fallback(xtream::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            viewer::lineup_api_guard,
+        ))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -63,3 +63,33 @@ pub fn credentials(parts: &Parts) -> Option<(String, String)> {
     let (u, p) = text.split_once(':')?;
     Some((u.to_string(), p.to_string()))
 }
+
+/// True for the JSON routes that show the lineup, the services or the guide's state,
+/// or play a channel upstream (`POST /api/channels/{id}/test`): open on the LAN
+/// without `require_account`, an admin's (the dashboard's) with it.
+fn is_lineup_api(path: &str) -> bool {
+    path == "/api/channels"
+        || path.starts_with("/api/channels/")
+        || path == "/api/services/status"
+        || path.starts_with("/api/guide/")
+}
+
+/// With `server.require_account`, the lineup API (`is_lineup_api`) answers the admin
+/// only (the admin token, or loopback without one): it lists every channel, whatever
+/// an account may see. Without it, nothing changes.
+pub async fn lineup_api_guard(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !s.config.server.require_account || !is_lineup_api(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    if let Err(e) = super::access::Admin::from_request_parts(&mut parts, &s).await {
+        return e.into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}

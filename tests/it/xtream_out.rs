@@ -800,6 +800,57 @@ async fn a_config_accounts_created_at_survives_a_restart() {
     assert_eq!(created(api(&app, ALICE, "").await), first);
 }
 
+/// With `require_account`, the lineup API (every channel, whatever an account may
+/// see; the services; the guide's state; a channel test that plays upstream) is the
+/// admin's: 401 without the admin token, a viewer's login is not enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_account_keeps_the_lineup_api_for_the_admin() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(
+        &up,
+        "require_account = true\nadmin_token = \"admin-secret-1\"",
+    ))
+    .await;
+    let calls = [
+        ("GET", "/api/channels/all"),
+        ("GET", "/api/channels?limit=2"),
+        ("GET", "/api/channels/search?query=news"),
+        ("GET", "/api/channels/demo"),
+        ("GET", "/api/services/status"),
+        ("GET", "/api/guide/status"),
+        ("GET", "/api/guide/matches"),
+        ("POST", "/api/channels/demo/test"),
+    ];
+    let send = |method: &'static str, path: &'static str, auth: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            app.send_json(method, path, "", auth).await
+        }
+    };
+    for (method, path) in calls {
+        assert_api_error(send(method, path, None).await, 401).await;
+        let viewer = format!(
+            "{path}{}username=alice&password=alice-pw",
+            if path.contains('?') { "&" } else { "?" }
+        );
+        let viewer: &'static str = Box::leak(viewer.into_boxed_str());
+        assert_api_error(send(method, viewer, None).await, 401).await;
+        let resp = send(method, path, Some("Bearer admin-secret-1")).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "{method} {path}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    // The viewer's own routes stay theirs.
+    let resp = app
+        .get("/playlist.m3u?username=alice&password=alice-pw")
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
 /// The tuner's account allows fewer connections than `tuner_count`: the tuner says so
 /// (`TunerCount`) and, at the account's limit, answers as a busy tuner (503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
