@@ -215,6 +215,17 @@ pub fn is_fetchable_ref(raw: &str) -> bool {
     scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
 }
 
+/// True for a URI reference a player may be handed as the upstream wrote it when
+/// freesky does not fetch it: `data:` (inline keys and maps) and `skd:` (FairPlay
+/// keys). Any other scheme (`file:`, `gopher:`, `ftp:`...) in an upstream playlist
+/// could make the player read its own files or reach hosts on its own network: such
+/// a URI is replaced (`proxy::rewrite_playlist`).
+pub fn is_passed_ref(raw: &str) -> bool {
+    let raw = raw.trim();
+    let lower = |n: usize| raw.get(..n).map(str::to_ascii_lowercase);
+    is_blank_uri(raw) || lower(5).as_deref() == Some("data:") || lower(4).as_deref() == Some("skd:")
+}
+
 /// Minimal facts about a media playlist, read with `m3u8-rs` (reading is what it does well; see
 /// the module doc for why it is not used for rewriting).
 ///

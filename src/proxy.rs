@@ -609,8 +609,16 @@ pub fn rewrite_playlist(
         .min(MAX_REWRITTEN_BYTES);
     let mut over = false;
     let out = crate::hls::rewrite_refs_sized(body, capacity, |out, reference, kind| {
-        if over || !crate::hls::is_fetchable_ref(reference) {
+        if over {
             return false;
+        }
+        if !crate::hls::is_fetchable_ref(reference) {
+            if crate::hls::is_passed_ref(reference) {
+                return false;
+            }
+            // A scheme freesky neither fetches nor passes on: nothing for the player.
+            out.push_str("data:,");
+            return true;
         }
         if out.len() > MAX_REWRITTEN_BYTES {
             over = true;
@@ -1086,6 +1094,31 @@ mod tests {
 
     /// Items hold references relative to the token's directory: each must resolve to
     /// what the reference resolved to against the whole playlist URL.
+    #[test]
+    fn uris_of_other_schemes_never_reach_the_player() {
+        let s = Signer::ephemeral(Duration::from_secs(60));
+        let base = Url::parse("https://cdn.example/live/index.m3u8").unwrap();
+        let body = "#EXTM3U\n#EXT-X-MAP:URI=\"file:///etc/passwd\"\n\
+                    #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://key-1\"\n\
+                    #EXT-X-KEY:METHOD=AES-128,URI=\"data:text/plain;base64,AAAA\"\n\
+                    #EXTINF:2,\ngopher://127.0.0.1:6379/_INFO\n#EXTINF:2,\nFTP://h/x.ts\n\
+                    #EXTINF:2,\nseg.ts\n";
+        let out = rewrite_playlist(&s, "http://fs", "S", "", &vec![], &base, body).unwrap();
+        for gone in ["file:", "gopher:", "FTP:"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("#EXT-X-MAP:URI=\"data:,\""), "{out}");
+        assert!(out.contains("URI=\"skd://key-1\""), "{out}");
+        assert!(out.contains("URI=\"data:text/plain;base64,AAAA\""), "{out}");
+        assert_eq!(out.lines().filter(|l| *l == "data:,").count(), 2, "{out}");
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.starts_with("http://fs/proxy/"))
+                .count(),
+            1
+        );
+    }
+
     #[test]
     fn relative_references_resolve_as_against_the_playlist_url() {
         const PIECES: &[&str] = &[
