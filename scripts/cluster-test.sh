@@ -175,8 +175,9 @@ say "0. the tuner and the Xtream routes hash on the channel number alike"
 for n in 101 102 103 104 105 106; do
   # Numbers no channel has: each answer is quick (404, 401); only the routing counts.
   a=$(served_by "/auto/v$n"); b=$(served_by "/live/nobody/nopass/$n.ts"); c=$(served_by "/nobody/nopass/$n")
-  [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] ||
-    fail "channel number $n went to '$a' (/auto/v$n), '$b' (/live/...), '$c' (/U/P/$n)"
+  d=$(served_by "/tuners/2/auto/v$n")
+  [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$c" ] && [ "$a" = "$d" ] ||
+    fail "channel number $n went to '$a' (/auto/v$n), '$b' (/live/...), '$c' (/U/P/$n), '$d' (/tuners/2/auto/v$n)"
 done
 echo "    ok"
 
@@ -310,6 +311,10 @@ wait "${inst_pid[3]}" 2>/dev/null || true
 echo "    ok: draining instance answered 503 and exited"
 "${run_as[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -m fast stop >/dev/null
 wait_for 10 "instance 1 answers 503 without its store" bash -c "curl -s http://127.0.0.1:${ports[0]}/ready | grep -q store_unavailable"
+# A change meanwhile is refused as unavailable (503, JSON), not as a server bug (500).
+code=$(curl -s -o "$tmp/outage-write" -w '%{http_code}' -X POST "http://127.0.0.1:${ports[0]}/api/services/Cluster/disable")
+[ "$code" = 503 ] && grep -q "nothing was changed" "$tmp/outage-write" ||
+  fail "a change during the outage answered $code: $(cat "$tmp/outage-write")"
 "${run_as[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 30 \
   -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_data -c fsync=off" start >/dev/null
 wait_for 15 "instance 1 ready again with its store back" ready 1

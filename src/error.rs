@@ -349,7 +349,13 @@ impl From<crate::vod::library::VodError> for AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            // Unreachable (an outage, a restart): 503, as `/ready` says, not a bug.
+            crate::store::StoreError::Postgres(_) => Self::Busy(format!(
+                "{e}; nothing was changed: try again once the database answers"
+            )),
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 

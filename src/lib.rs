@@ -225,7 +225,7 @@ pub async fn serve(
     // has gone stale.
     let state = reloader.state();
     if state.registry.store().is_shared() {
-        accounts::leave_shared_counts(&state.accounts.conns, state.registry.store()).await;
+        accounts::leave_shared_counts(&state.accounts.conns).await;
     }
     served
 }

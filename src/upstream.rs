@@ -668,15 +668,16 @@ impl ServiceHttp {
 
 /// `Retry-After` as a wait from `now`: delta-seconds (`120`) or an HTTP date (`Wed, 21
 /// Oct 2026 07:28:00 GMT`; one in the past is no wait). `None` when absent or unreadable.
-/// For the error of an answer that should be JSON and is not: where it came from
-/// (without query, fragment or login: they may carry a key) and how it starts.
+/// For the error of an answer that should be JSON and is not: which host it came from
+/// (not the path, query or login: any may carry a key) and how it starts.
 pub fn not_json(url: &Url, text: &str) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let _ = shown.set_password(None);
-    let _ = shown.set_username("");
-    format!(" (from {shown}){}", not_json_start(text))
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        " (from {}://{host}{port}){}",
+        url.scheme(),
+        not_json_start(text)
+    )
 }
 
 /// How an answer that should be JSON starts, for its error: a login or error page in
@@ -930,7 +931,7 @@ mod tests {
         let url = Url::parse("https://u:p@api.example/list?key=secret#x").unwrap();
         let why = not_json(&url, "\n  <!DOCTYPE html><html><head><title>Log in</title>");
         assert!(
-            why.starts_with(" (from https://api.example/list): it starts with `<!DOCTYPE html>"),
+            why.starts_with(" (from https://api.example): it starts with `<!DOCTYPE html>"),
             "{why}"
         );
         assert!(

@@ -55,6 +55,9 @@ struct Inner {
     /// The key this instance publishes under (`share_connections`); kept across
     /// reloads with the connections, so a reload leaves no second record behind.
     instance: Option<String>,
+    /// Set at a clean stop (`leave_shared_counts`): the sharing task deletes its record,
+    /// publishes nothing more, and tells.
+    leave: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Inner {
@@ -258,6 +261,20 @@ pub fn share_connections(
         loop {
             tick.tick().await;
             let Some(c) = conns.upgrade() else { return };
+            let leaving = c.lock().leave.take();
+            if let Some(done) = leaving {
+                // Here, not beside this loop: no publish of this task can follow it.
+                match store.delete_record(SHARED_NS, &me).await {
+                    Ok(()) => tracing::debug!(
+                        "viewer connection counts withdrawn from the other instances"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot withdraw this instance's viewer counts; the others drop them in 30 s")
+                    }
+                }
+                let _ = done.send(());
+                return;
+            }
             let (counts, changed) = c.counts();
             let now = now();
             let mut failed = None;
@@ -341,23 +358,24 @@ impl Seen {
     }
 }
 
-/// At a clean stop: deletes this instance's published counts, so the other instances
-/// stop counting its viewers at once (not `GONE_AFTER` later). Bounded: a store that
-/// does not answer leaves the record to go stale.
-pub async fn leave_shared_counts(conns: &Arc<Conns>, store: &crate::store::Store) {
-    let Some(me) = conns.lock().instance.clone() else {
-        return;
-    };
-    match tokio::time::timeout(Duration::from_secs(2), store.delete_record(SHARED_NS, &me)).await {
-        Ok(Ok(())) => {
-            tracing::debug!("viewer connection counts withdrawn from the other instances")
+/// At a clean stop: has the sharing task delete this instance's published counts and
+/// end, so the other instances stop counting its viewers at once (not `GONE_AFTER`
+/// later) and no publish follows the delete. Bounded: a store that does not answer
+/// leaves the record to go stale.
+pub async fn leave_shared_counts(conns: &Arc<Conns>) {
+    let (done, left) = tokio::sync::oneshot::channel();
+    {
+        let mut c = conns.lock();
+        if c.instance.is_none() {
+            return;
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot withdraw this instance's viewer counts; the others drop them in 30 s")
-        }
-        Err(_) => tracing::warn!(
+        c.leave = Some(done);
+    }
+    // The sharing task deletes the record at its next tick (within `SHARE_EVERY`).
+    if tokio::time::timeout(SHARE_EVERY * 3, left).await.is_err() {
+        tracing::warn!(
             "withdrawing this instance's viewer counts timed out; the others drop them in 30 s"
-        ),
+        );
     }
 }
 

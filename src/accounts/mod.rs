@@ -208,8 +208,15 @@ const HASHES_AT_ONCE: usize = 2;
 /// Runs `f` (an argon2 hash or check) on the blocking pool once a hashing slot is free.
 async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHES_AT_ONCE);
-    let _slot = SLOTS.acquire().await.ok()?;
-    tokio::task::spawn_blocking(f).await.ok()
+    let slot = SLOTS.acquire().await.ok()?;
+    // The slot goes with the job: a caller that gives up (a client that hangs up)
+    // does not free it while the hash still runs.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+    .ok()
 }
 
 /// A salted argon2id hash (PHC string) of `password`.
@@ -384,9 +391,12 @@ impl Accounts {
                 return Ok(a.clone());
             }
         }
-        // Only a login no earlier verification vouches for waits its turn.
+        // Only a login no earlier verification vouches for waits its turn; with
+        // too many waiting from there already, it is refused unchecked.
         if let Some(ip) = from {
-            self.penalty.wait(ip).await;
+            if !self.penalty.wait(ip).await {
+                return Err(AccountError::BadLogin);
+            }
         }
         let hash = account
             .as_ref()

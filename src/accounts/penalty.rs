@@ -17,6 +17,10 @@ const FREE: u32 = 3;
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 const MAX_WAIT: Duration = Duration::from_secs(4);
 const FORGET: Duration = Duration::from_secs(600);
+/// How far ahead turns are handed out: attempts past it (a burst of them, each hung
+/// up at once) are refused without a check instead of pushing every later login
+/// from the address back by hours.
+const MAX_QUEUE: Duration = Duration::from_secs(16);
 /// Addresses remembered at most (the oldest are forgotten beyond it).
 const MAX_ADDRESSES: usize = 10_000;
 
@@ -46,26 +50,30 @@ impl Penalty {
         (FIRST_WAIT * 2u32.pow(doublings)).min(MAX_WAIT)
     }
 
-    /// How long an attempt from `ip` waits now, taking its turn: the next attempt
-    /// from there waits one spacing more.
-    pub fn reserve(&self, ip: IpAddr) -> Duration {
+    /// How long an attempt from `ip` waits now, taking its turn (the next attempt from
+    /// there waits one spacing more); `None` when turns are handed out `MAX_QUEUE`
+    /// ahead already: the attempt is refused.
+    pub fn reserve(&self, ip: IpAddr) -> Option<Duration> {
         let key = crate::limits::client_key(ip);
         let mut map = self.lock();
         let Some(e) = map.get_mut(&key) else {
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         };
         let now = Instant::now();
         if e.last.elapsed() >= FORGET {
             map.remove(&key);
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         }
         let spacing = Self::spacing(e.failures);
         if spacing.is_zero() {
-            return Duration::ZERO;
+            return Some(Duration::ZERO);
         }
         let slot = (e.next_slot + spacing).max(now + spacing);
+        if slot - now > MAX_QUEUE {
+            return None;
+        }
         e.next_slot = slot;
-        slot - now
+        Some(slot - now)
     }
 
     /// The wait a first attempt from `ip` would get now (no turn taken).
@@ -77,10 +85,15 @@ impl Penalty {
         }
     }
 
-    pub async fn wait(&self, ip: IpAddr) {
-        let d = self.reserve(ip);
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
+    /// Waits for the attempt's turn; false when it is refused (see `reserve`).
+    pub async fn wait(&self, ip: IpAddr) -> bool {
+        match self.reserve(ip) {
+            Some(d) if !d.is_zero() => {
+                tokio::time::sleep(d).await;
+                true
+            }
+            Some(_) => true,
+            None => false,
         }
     }
 
@@ -139,7 +152,7 @@ mod tests {
         for _ in 0..FREE {
             p.failure(ip);
         }
-        let waits: Vec<Duration> = (0..4).map(|_| p.reserve(ip)).collect();
+        let waits: Vec<Duration> = (0..4).map(|_| p.reserve(ip).unwrap()).collect();
         for (i, w) in waits.iter().enumerate() {
             let turn = FIRST_WAIT * (i as u32 + 1);
             assert!(
@@ -147,6 +160,21 @@ mod tests {
                 "attempt {i} waits {w:?}, expected about {turn:?}"
             );
         }
+    }
+
+    #[test]
+    fn turns_are_handed_out_a_bounded_time_ahead() {
+        let p = Penalty::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..FREE {
+            p.failure(ip);
+        }
+        let given = (0..1000).filter(|_| p.reserve(ip).is_some()).count();
+        assert_eq!(
+            given as u32,
+            MAX_QUEUE.as_millis() as u32 / FIRST_WAIT.as_millis() as u32
+        );
+        assert!(p.reserve(ip).is_none());
     }
 
     #[test]

@@ -72,6 +72,8 @@ fn is_lineup_api(path: &str) -> bool {
         || path.starts_with("/api/channels/")
         || path == "/api/services/status"
         || path.starts_with("/api/guide/")
+        || path == "/api/tuners"
+        || path.starts_with("/api/tuners/")
 }
 
 /// With `server.require_account`, the lineup API (`is_lineup_api`) answers the admin

@@ -515,14 +515,15 @@ pub(crate) fn pattern_of(field: &str, pattern: &str) -> Result<Regex, BuildError
 /// message draws the pattern on one line.
 fn position(message: &str, pattern: &str) -> Option<usize> {
     let lines: Vec<&str> = message.lines().collect();
-    let marks = lines.iter().position(|l| l.trim_start().starts_with('^'))?;
-    let drawn = lines.get(marks.checked_sub(1)?)?;
-    if drawn.trim_start() != pattern {
+    // The pattern's own line (which may start with `^` itself), then the marks.
+    let at = lines.iter().position(|l| l.trim_start() == pattern)?;
+    let (drawn, marks) = (lines[at], *lines.get(at + 1)?);
+    if !marks.trim_start().starts_with('^') {
         return None;
     }
     // The drawing counts characters (the indent is spaces).
     let indent = drawn.len() - drawn.trim_start().len();
-    let col = lines[marks].find('^')?.checked_sub(indent)?;
+    let col = marks.find('^')?.checked_sub(indent)?;
     (col < pattern.chars().count()).then_some(col + 1)
 }
 
@@ -778,6 +779,11 @@ mod pattern_tests {
         assert_eq!(
             e,
             "stream.patterns[0]: bad regex: unclosed group (at character 3 of `ab(cd`)"
+        );
+        let e = super::pattern_of("p", "^ab(").unwrap_err().to_string();
+        assert!(
+            e.ends_with("unclosed group (at character 4 of `^ab(`)"),
+            "{e}"
         );
         let e = super::pattern_of("p", "é\\q").unwrap_err().to_string();
         assert!(

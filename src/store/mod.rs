@@ -52,6 +52,12 @@ pub enum StoreError {
     Rejected(String),
 }
 
+/// True for a slug ending in `-<digits>`: the form a slug made unique takes.
+fn ends_with_number(slug: &str) -> bool {
+    slug.rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Creates `dir` (and missing parents) readable by its owner only (0700 on Unix).
 /// Returns whether it was created; an existing directory is left as it is.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<bool> {
@@ -440,7 +446,7 @@ impl Store {
                         file = %local.display(),
                         "state_dir holds a SQLite store that server.state (PostgreSQL) does not use: \
                          its channel numbers, mappings, accounts and tuner identity are not copied \
-                         (`freesky copy-state` copies it; see operations.md)"
+                         (`freesky copy-state` copies it; once copied, move it out of state_dir)"
                     );
                 }
                 Self::postgres(url)
@@ -730,16 +736,18 @@ impl Store {
     /// Moves each key the store has never seen onto the identity the same channel has
     /// under its other key, so that a channel keeps its id, number and mapping when the
     /// sources that decide its key change:
-    /// - a `tvg:` key takes the identity of its `name:` key (`name_key(i)`), which a
-    ///   store written before keys stopped depending on source order may hold;
+    /// - a `tvg:` key takes the identity of one of its `name:` keys (`name_keys(i)`: one
+    ///   per source name), which a store written before keys stopped depending on
+    ///   source order may hold;
     /// - a `name:` key takes that of the `tvg:` key whose slug is the one it wants (its
-    ///   sources with a tvg-id were switched off).
+    ///   sources with a tvg-id were switched off), unless that slug ends in a number
+    ///   (`news-2` may be the second "News" made unique, another channel).
     ///
     /// Only an identity that no key of `keys` names, and only once.
     pub fn follow_moved_keys(
         &self,
         keys: &mut [(String, String)],
-        name_key: impl Fn(usize) -> String,
+        name_keys: impl Fn(usize) -> Vec<String>,
     ) {
         let moves = {
             let m = self.mirror();
@@ -759,8 +767,15 @@ impl Store {
             let mut moves = Vec::new();
             for i in unknown {
                 let (key, wanted) = &keys[i];
+                let free = |o: &String| {
+                    m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
+                };
                 let other = if key.starts_with("tvg:") {
-                    Some(name_key(i))
+                    name_keys(i).into_iter().find(|o| free(o))
+                } else if ends_with_number(wanted) {
+                    // "news-2" may be the slug "news" got as the second "News": another
+                    // channel's, not this one's.
+                    None
                 } else {
                     by_slug
                         .get_or_insert_with(|| {
@@ -772,10 +787,9 @@ impl Store {
                         })
                         .get(wanted.as_str())
                         .map(|k| k.to_string())
+                        .filter(|o| free(o))
                 };
-                if let Some(other) = other.filter(|o| {
-                    m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
-                }) {
+                if let Some(other) = other {
                     taken.insert(other.clone());
                     moves.push((i, other));
                 }
@@ -1024,7 +1038,7 @@ mod tests {
             .identities(&[key("name:news", "news"), key("tvg:sport.test", "sport")])
             .await
             .unwrap();
-        let name_of = |i: usize| ["name:news", "name:sport", "name:other"][i].to_string();
+        let name_of = |i: usize| vec![["name:news", "name:sport", "name:other"][i].to_string()];
 
         // Keyed by name before, by tvg-id now; and by tvg-id before, by name now.
         let mut keys = vec![
@@ -1051,6 +1065,22 @@ mod tests {
         s.follow_moved_keys(&mut keys, name_of);
         assert_eq!(keys[0].0, "tvg:sport.test");
         assert_eq!(keys[1].0, "name:sports");
+
+        // A second "News" stored as `news-2` is not taken by a channel called "News 2".
+        let two = s
+            .identities(&[key("tvg:news.other", "news")])
+            .await
+            .unwrap();
+        assert_eq!(two[0].slug, "news-2");
+        let mut keys = vec![key("name:news 2", "news-2")];
+        s.follow_moved_keys(&mut keys, |_| vec![]);
+        assert_eq!(keys[0].0, "name:news 2");
+        // Any of a group's source names finds the key it had.
+        let mut keys = vec![key("tvg:news.renamed", "news")];
+        s.follow_moved_keys(&mut keys, |_| {
+            vec!["name:bbc one".to_string(), "name:news".to_string()]
+        });
+        assert_eq!(keys[0].0, "name:news");
     }
 
     #[tokio::test]

@@ -213,6 +213,10 @@ impl Postgres {
     pub(super) async fn load(&self, dump: &super::Dump) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        // Two copies at once: the second waits, then finds the rows of the first.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_MIGRATE])
+            .await
+            .map_err(pg)?;
         let held: i64 = tx
             .query_one(
                 "SELECT (SELECT count(*) FROM service_state) + (SELECT count(*) FROM settings)

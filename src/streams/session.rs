@@ -254,6 +254,9 @@ impl Task {
         let mut skip: Vec<String> = Vec::new();
         // Rounds in a row in which the source sent nothing before it failed.
         let mut empty_rounds = 0u32;
+        // Sources that opened and failed before the session sent its first byte (never
+        // cleared, unlike `skip`).
+        let mut tried_silent: Vec<String> = Vec::new();
         loop {
             if self.idle() {
                 return;
@@ -263,6 +266,15 @@ impl Task {
                 Ok(s) => s,
                 Err(e) if !self.announced() => {
                     self.give_up(e);
+                    return;
+                }
+                Err(e)
+                    if self.delivered.load(Ordering::Relaxed) == 0 && !tried_silent.is_empty() =>
+                {
+                    // Nothing was ever sent: the sources that opened failed, the others
+                    // do not open. The viewers' streams end.
+                    tracing::warn!(channel = %self.id, error = %e, "no source of the channel sent anything; the stream ends");
+                    self.remove();
                     return;
                 }
                 Err(e) => {
@@ -297,14 +309,16 @@ impl Task {
                 }
                 Stop::Failed(why) => {
                     let sent_nothing = self.delivered.load(Ordering::Relaxed) == sent_before;
-                    if self.delivered.load(Ordering::Relaxed) == 0
-                        && skip.contains(&source.service_name)
-                    {
+                    let silent = self.delivered.load(Ordering::Relaxed) == 0;
+                    if silent && tried_silent.contains(&source.service_name) {
                         // Every source was tried and none sent a byte: the session ends
                         // (its viewers' streams end) rather than trying for ever.
                         tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "no source of the channel sent anything; the stream ends");
                         self.remove();
                         return;
+                    }
+                    if silent {
+                        tried_silent.push(source.service_name.clone());
                     }
                     crate::metrics::get().failover(&self.id);
                     tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "source failed during playback; failing over");

@@ -349,3 +349,49 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
         origin.paths()
     );
 }
+
+/// The same with a second source that does not even open (its playlist fails): the
+/// session still ends once the one that opened has failed twice without a byte,
+/// instead of going round the two for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/gone/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts"]),
+        )
+        .status("/dead/index.m3u8", 500)
+        .start();
+    let a = list_of(&[("Gone", origin.url("/gone/index.m3u8"))]).await;
+    let b = list_of(&[("Gone", origin.url("/dead/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        a.url("/list.m3u"),
+        b.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Gone").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    loop {
+        let next = tokio::time::timeout(HANG_GUARD, body.next())
+            .await
+            .expect("the stream of a channel that sends nothing ends");
+        match next {
+            Some(Ok(chunk)) => assert!(chunk.is_empty(), "bytes from a failing channel"),
+            Some(Err(_)) | None => break,
+        }
+    }
+    let segments: usize = ["s0.ts", "s1.ts", "s2.ts"]
+        .iter()
+        .map(|s| origin.hits(&format!("/gone/{s}")))
+        .sum();
+    assert!((1..=12).contains(&segments), "{:?}", origin.paths());
+}

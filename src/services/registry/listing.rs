@@ -180,7 +180,12 @@ impl Registry {
             })
             .collect();
         self.store.follow_moved_keys(&mut keys, |i| {
-            format!("name:{}", lineup::normalise(&merged[i].name))
+            let mut names: Vec<String> = std::iter::once(&*merged[i].name)
+                .chain(merged[i].sources.iter().map(|s| &*s.name))
+                .map(|n| format!("name:{}", lineup::normalise(n)))
+                .collect();
+            names.dedup();
+            names
         });
         let ids = self.store.identities(&keys).await?;
         drop(keys);
