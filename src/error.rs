@@ -291,6 +291,9 @@ impl From<crate::services::registry::RegistryError> for AppError {
             E::WrongService { .. } | E::Rejected(_) => Self::BadRequest(e.to_string()),
             E::AllSourcesFailed { channel, tried } => Self::AllSourcesFailed { channel, tried },
             E::Store(why) => Self::Internal(why),
+            E::StoreUnavailable(why) => Self::Busy(format!(
+                "{why}; nothing was changed: try again once the database answers"
+            )),
         }
     }
 }

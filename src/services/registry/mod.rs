@@ -74,6 +74,9 @@ pub enum RegistryError {
     /// The runtime store failed (its message; `StoreError` is not `Clone`).
     #[error("{0}")]
     Store(String),
+    /// The shared store (PostgreSQL) could not be reached: nothing was changed.
+    #[error("{0}")]
+    StoreUnavailable(String),
 }
 
 fn no_source(only: Option<&str>) -> String {
@@ -85,7 +88,10 @@ fn no_source(only: Option<&str>) -> String {
 
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
-        Self::Store(e.to_string())
+        match e {
+            StoreError::Postgres(_) => Self::StoreUnavailable(e.to_string()),
+            e => Self::Store(e.to_string()),
+        }
     }
 }
 
