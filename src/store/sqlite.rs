@@ -122,24 +122,7 @@ impl Sqlite {
                     ))
                 })?
                 .collect::<Result<_, _>>()?;
-            let mut q = tx.prepare(
-                "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
-                 FROM viewer_account ORDER BY name",
-            )?;
-            dump.users = q
-                .query_map([], |r| {
-                    Ok(StoredUser {
-                        name: r.get(0)?,
-                        hash: r.get(1)?,
-                        max_connections: r.get(2)?,
-                        expires: r.get(3)?,
-                        groups: list(r.get(4)?),
-                        services: list(r.get(5)?),
-                        enabled: r.get(6)?,
-                        created_at: r.get(7)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            dump.users = users_of(&tx)?;
             let mut q = tx.prepare("SELECT ns, key, value FROM record ORDER BY ns, key")?;
             dump.records = q
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -171,6 +154,27 @@ impl Sqlite {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Every viewer account made through the API, by name.
+fn users_of(conn: &Connection) -> rusqlite::Result<Vec<StoredUser>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
+         FROM viewer_account ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StoredUser {
+            name: r.get(0)?,
+            hash: r.get(1)?,
+            max_connections: r.get(2)?,
+            expires: r.get(3)?,
+            groups: list(r.get(4)?),
+            services: list(r.get(5)?),
+            enabled: r.get(6)?,
+            created_at: r.get(7)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// A JSON list of strings as stored (an unreadable one is empty).
@@ -341,24 +345,7 @@ impl Backend for Sqlite {
     }
 
     async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT name, hash, max_connections, expires, groups, services, enabled, created_at
-             FROM viewer_account ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredUser {
-                name: r.get(0)?,
-                hash: r.get(1)?,
-                max_connections: r.get(2)?,
-                expires: r.get(3)?,
-                groups: list(r.get(4)?),
-                services: list(r.get(5)?),
-                enabled: r.get(6)?,
-                created_at: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(users_of(&self.conn())?)
     }
 
     async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError> {
