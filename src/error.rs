@@ -254,13 +254,14 @@ impl AppError {
     }
 }
 
+/// The error of a 5xx answer, for the log line that names its request.
+#[derive(Clone)]
+pub struct Failed(pub String);
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            // Without `detail`: each source in it was logged as it failed.
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
-        } else {
+        if !status.is_server_error() {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
         let body = json!({ "error": self.to_string(), "detail": self.detail() });
@@ -269,7 +270,14 @@ impl IntoResponse for AppError {
             Self::AdminUnauthorized(_) => Some("Bearer realm=\"freesky admin\""),
             _ => None,
         };
+        let failed = status.is_server_error().then(|| Failed(self.to_string()));
         let mut response = (status, Json(body)).into_response();
+        // Logged with the request's method and path where those are known
+        // (`http::json_errors`); without `detail`: each source in it was logged as it
+        // failed.
+        if let Some(failed) = failed {
+            response.extensions_mut().insert(failed);
+        }
         if let Some(c) = challenge {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

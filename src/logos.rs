@@ -286,8 +286,13 @@ impl Logos {
             match attr(tag, "src").filter(|_| tag.starts_with("<icon")) {
                 Some((from, to)) => {
                     let original = unescape(&tag[from..to]);
-                    out.push_str(&tag[..from]);
                     let link = self.url(base, service, &original);
+                    // An icon with no link (`javascript:`, not a URL) is left out
+                    // rather than written as `src=""`, when it is an empty element.
+                    if link.is_empty() && tag.ends_with("/>") {
+                        continue;
+                    }
+                    out.push_str(&tag[..from]);
                     out.push_str(&quick_xml::escape::escape(link.as_ref()));
                     out.push_str(&tag[to..]);
                 }
@@ -792,5 +797,13 @@ mod tests {
             .unwrap();
         assert_eq!((s.as_str(), u.as_str()), ("S", "http://x/a.png?a=1&b=2"));
         assert!(out.contains("width=\"2\"/>"), "{out}");
+
+        // An icon that is no link is left out, not written as `src=""`.
+        let xml = "<tv><channel id=\"one.fs\"><display-name>One</display-name><icon src=\"javascript:alert(1)\"/></channel></tv>";
+        let out = l.rewrite_xmltv("http://fs", xml, &lineup);
+        assert_eq!(
+            out,
+            "<tv><channel id=\"one.fs\"><display-name>One</display-name></channel></tv>"
+        );
     }
 }

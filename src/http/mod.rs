@@ -83,8 +83,16 @@ async fn json_errors(
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     let method = req.method().clone();
+    // The route, not the path: Xtream paths carry a viewer's password.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched".to_string(), |m| m.as_str().to_string());
     let resp = next.run(req).await;
     let status = resp.status();
+    if let Some(crate::error::Failed(error)) = resp.extensions().get() {
+        tracing::warn!(status = status.as_u16(), %method, %route, %error, "request failed");
+    }
     let plain = resp
         .headers()
         .get(header::CONTENT_TYPE)

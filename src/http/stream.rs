@@ -263,7 +263,7 @@ async fn proxy(
         }
     }
     let base = base_url(&s.config, &req_headers);
-    let range = req_headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = request_range(&req_headers);
     Ok(match engine.serve_link(link, range, &base).await? {
         Served::Playlist(body) => playlist_response(body),
         Served::Passthrough(fetched) => {
@@ -370,6 +370,21 @@ pub(super) fn media_response(
         HeaderValue::from_static("max-age=60"),
     );
     resp
+}
+
+/// The `Range` header of a request, unless it is one range written backwards
+/// (`bytes=5-2`): RFC 9110 calls that invalid, to be ignored (the whole body, 200),
+/// not unsatisfiable (416).
+pub(crate) fn request_range(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let backwards = value
+        .trim()
+        .strip_prefix("bytes=")
+        .filter(|spec| !spec.contains(','))
+        .and_then(|spec| spec.split_once('-'))
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .is_some_and(|(a, b)| b < a);
+    (!backwards).then_some(value)
 }
 
 /// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range of a body of `len` bytes:

@@ -158,9 +158,7 @@ async fn play(
     }
     let base = base_url(&s.config, headers);
     // Players seek in an archive with byte ranges; the upstream answers them or not.
-    let range = headers
-        .get(axum::http::header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = super::stream::request_range(headers);
     let mut tried = Vec::new();
     for (service, channel_id) in sources(&channel, only.as_deref()) {
         if !s.registry.is_enabled(service) {

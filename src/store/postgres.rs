@@ -744,6 +744,8 @@ pub(super) async fn follow<F, Fut>(
     Fut: Future<Output = ()>,
 {
     let mut listening = Some(listening);
+    // An outage is warned of when it starts, then once a minute, not every second.
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         match listen.config.connect(listen.tls.clone()).await {
             Ok((client, mut conn)) => {
@@ -772,7 +774,8 @@ pub(super) async fn follow<F, Fut>(
                                 let _ = first.send(());
                             }
                             None => {
-                                tracing::info!("state store: change listener connected again");
+                                warned = None;
+                                tracing::info!("state store: change listener connected again; reading every change made meanwhile");
                                 for change in Change::ALL {
                                     apply(change).await;
                                 }
@@ -792,7 +795,14 @@ pub(super) async fn follow<F, Fut>(
                 }
                 driver.abort();
             }
-            Err(e) => tracing::warn!(error = %e, "state store: change listener cannot connect"),
+            Err(e) => {
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, "state store: change listener cannot connect (retried every second; warned again in a minute)");
+                } else {
+                    tracing::debug!(error = %e, "state store: change listener cannot connect");
+                }
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

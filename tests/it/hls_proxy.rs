@@ -311,6 +311,10 @@ async fn range_and_head_requests_on_a_segment() {
     let resp = ranged("bytes=-5").await;
     assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes[995..].to_vec());
     assert_eq!(ranged("bytes=5000-").await.status(), 416);
+    // A range written backwards is invalid, so ignored: the whole segment (RFC 9110).
+    let backwards = ranged("bytes=5-2").await;
+    assert_eq!(backwards.status(), 200);
+    assert_eq!(backwards.bytes().await.unwrap().len(), 1000);
     let head = app.client.head(&seg).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "1000");

@@ -41,7 +41,7 @@ impl Registry {
         match change {
             Change::Services => {
                 self.drop_lineup();
-                tracing::info!("services switched by another instance");
+                tracing::info!("service switches read again: changed by another instance, or after the state store came back");
             }
             Change::Mappings => {
                 if let Some(c) = self
@@ -52,7 +52,7 @@ impl Registry {
                 {
                     c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
                 }
-                tracing::info!("channel mapping changed by another instance");
+                tracing::info!("channel mappings read again: changed by another instance, or after the state store came back");
             }
             Change::Identities | Change::Users | Change::Records => {}
         }
