@@ -27,7 +27,7 @@ pub async fn play(
     headers: &HeaderMap,
 ) -> Response {
     let base = super::base_url(&state.config, headers);
-    let range = super::stream::request_range(&headers);
+    let range = super::stream::request_range(headers);
     let played = Engine::of(state)
         .play_media(what, &sources, range, &base)
         .await;
