@@ -10,7 +10,7 @@
 //! logos, pinned sources) is applied here too: `patch_mapping` checks a change,
 //! `Lineup::mapped` applies every mapping to the merged channels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
@@ -116,6 +116,29 @@ pub fn slugify(name: &str) -> String {
         "channel".to_string()
     } else {
         slug.chars().take(64).collect()
+    }
+}
+
+/// `wanted` (`"channel"` when empty) made unique among `taken` with the first free
+/// suffix (`news`, `news-2`, ...), and added to it. `next` keeps where each base's
+/// suffixes stopped, so many entries of one name take one step each, not a count from
+/// 2 each time (suffixes below it are all taken, and taken ones stay taken).
+pub fn unique_slug(
+    wanted: &str,
+    taken: &mut HashSet<String>,
+    next: &mut HashMap<String, u32>,
+) -> String {
+    let base = if wanted.is_empty() { "channel" } else { wanted };
+    if taken.insert(base.to_string()) {
+        return base.to_string();
+    }
+    let n = next.entry(base.to_string()).or_insert(2);
+    loop {
+        let slug = format!("{base}-{n}");
+        *n += 1;
+        if taken.insert(slug.clone()) {
+            return slug;
+        }
     }
 }
 

@@ -584,8 +584,7 @@ pub(crate) fn with_slash(mut u: Url) -> Url {
 }
 
 /// Makes unique ids for entries that have none of their own: `slug`, `slug-2`, ...
-/// (the first free suffix). Where each base's suffixes stopped is kept, so a list of
-/// 100,000 entries of one name takes one step each, not a count from 2 each time.
+/// (`lineup::unique_slug`).
 #[derive(Default)]
 pub(crate) struct UniqueIds {
     seen: std::collections::HashSet<String>,
@@ -594,19 +593,7 @@ pub(crate) struct UniqueIds {
 
 impl UniqueIds {
     pub(crate) fn make(&mut self, wanted: &str) -> String {
-        let base = if wanted.is_empty() { "channel" } else { wanted };
-        if self.seen.insert(base.to_string()) {
-            return base.to_string();
-        }
-        // Suffixes below `next` were all taken, and taken ids stay taken.
-        let n = self.next.entry(base.to_string()).or_insert(2);
-        loop {
-            let id = format!("{base}-{n}");
-            *n += 1;
-            if self.seen.insert(id.clone()) {
-                return id;
-            }
-        }
+        crate::lineup::unique_slug(wanted, &mut self.seen, &mut self.next)
     }
 }
 

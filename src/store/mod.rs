@@ -354,23 +354,7 @@ impl Mirror {
             if self.channels.contains_key(key) || !seen.insert(key.as_str()) {
                 continue;
             }
-            let base = if wanted.is_empty() {
-                "channel"
-            } else {
-                wanted.as_str()
-            };
-            let mut slug = base.to_string();
-            if self.slugs.contains(&slug) {
-                let n = suffixes.entry(slug.clone()).or_insert(2);
-                loop {
-                    slug = format!("{base}-{n}");
-                    *n += 1;
-                    if !self.slugs.contains(&slug) {
-                        break;
-                    }
-                }
-            }
-            self.slugs.insert(slug.clone());
+            let slug = crate::lineup::unique_slug(wanted, &mut self.slugs, &mut suffixes);
             let mut number = self.next_number;
             while renumbered.contains(&number) || taken.contains(&number) {
                 number += 1;

@@ -324,6 +324,18 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
         .as_str()
         .unwrap()
         .to_string();
+    assert_eq!(bytes_until_the_end(&app, &id).await, 0);
+    let segments = gone_segment_requests(&origin);
+    // Two rounds of `failover_after` (3) failures, a pause between them.
+    assert!(
+        (1..=12).contains(&segments),
+        "{segments} segment requests: {:?}",
+        origin.paths()
+    );
+}
+
+/// The bytes of channel `id`'s `.ts` stream, read until it ends (within HANG_GUARD).
+async fn bytes_until_the_end(app: &TestApp, id: &str) -> usize {
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
@@ -334,20 +346,17 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
             .expect("the stream of a channel that sends nothing ends");
         match next {
             Some(Ok(chunk)) => got += chunk.len(),
-            Some(Err(_)) | None => break,
+            Some(Err(_)) | None => return got,
         }
     }
-    assert_eq!(got, 0);
-    let segments: usize = ["s0.ts", "s1.ts", "s2.ts"]
+}
+
+/// Requests for the segments of `/gone/index.m3u8` the origin got.
+fn gone_segment_requests(origin: &FakeUpstream) -> usize {
+    ["s0.ts", "s1.ts", "s2.ts"]
         .iter()
         .map(|s| origin.hits(&format!("/gone/{s}")))
-        .sum();
-    // Two rounds of `failover_after` (3) failures, a pause between them.
-    assert!(
-        (1..=12).contains(&segments),
-        "{segments} segment requests: {:?}",
-        origin.paths()
-    );
+        .sum()
 }
 
 /// The same with a second source that does not even open (its playlist fails): the
@@ -377,21 +386,11 @@ async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
         .as_str()
         .unwrap()
         .to_string();
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    loop {
-        let next = tokio::time::timeout(HANG_GUARD, body.next())
-            .await
-            .expect("the stream of a channel that sends nothing ends");
-        match next {
-            Some(Ok(chunk)) => assert!(chunk.is_empty(), "bytes from a failing channel"),
-            Some(Err(_)) | None => break,
-        }
-    }
-    let segments: usize = ["s0.ts", "s1.ts", "s2.ts"]
-        .iter()
-        .map(|s| origin.hits(&format!("/gone/{s}")))
-        .sum();
+    assert_eq!(
+        bytes_until_the_end(&app, &id).await,
+        0,
+        "bytes from a failing channel"
+    );
+    let segments = gone_segment_requests(&origin);
     assert!((1..=12).contains(&segments), "{:?}", origin.paths());
 }
