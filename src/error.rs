@@ -338,9 +338,12 @@ impl From<crate::accounts::AccountError> for AppError {
         use crate::accounts::AccountError as E;
         match e {
             E::BadLogin => Self::Unauthorized(e.to_string()),
-            E::Disabled(_) | E::Expired(_) | E::Limit { .. } | E::FromConfig(_) => {
-                Self::Forbidden(e.to_string())
-            }
+            E::Disabled(_)
+            | E::Expired(_)
+            | E::Limit { .. }
+            | E::FromConfig(_)
+            | E::Removed(_)
+            | E::NotAllowed { .. } => Self::Forbidden(e.to_string()),
             E::Invalid(_) | E::Exists(_) => Self::BadRequest(e.to_string()),
             E::Unknown(_) => Self::NotFound(e.to_string()),
             E::Store(s) => s.into(),

@@ -229,25 +229,40 @@ fn start_background(state: &AppState) -> Monitors {
     monitors
 }
 
+/// How often open connections are checked against their accounts (expiry, lineup
+/// changes); a change made through the API is enforced at once.
+const ENFORCE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Viewer accounts another instance sharing the store made, changed or removed,
-/// read again here (the accounts belong to the state, not to the registry).
+/// read again here (the accounts belong to the state, not to the registry); and the
+/// open connections checked against their accounts every `ENFORCE_EVERY` and after
+/// each such change (`Accounts::enforce`).
 fn follow_accounts(state: &AppState) -> tokio::task::JoinHandle<()> {
     let mut changes = state.registry.store().subscribe();
     let accounts = Arc::downgrade(&state.accounts);
+    let registry = Arc::downgrade(&state.registry);
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
+        let mut tick = tokio::time::interval(ENFORCE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match changes.recv().await {
-                Ok(crate::store::Change::Users) | Err(RecvError::Lagged(_)) => {}
-                Ok(_) => continue,
-                Err(RecvError::Closed) => return,
-            }
-            let Some(accounts) = accounts.upgrade() else {
+            let reread = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(crate::store::Change::Users) | Err(RecvError::Lagged(_)) => true,
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick() => false,
+            };
+            let (Some(accounts), Some(registry)) = (accounts.upgrade(), registry.upgrade()) else {
                 return;
             };
-            if let Err(e) = accounts.reload_stored() {
-                tracing::warn!(error = %e, "cannot read the accounts another instance changed");
+            if reread {
+                if let Err(e) = accounts.reload_stored() {
+                    tracing::warn!(error = %e, "cannot read the accounts another instance changed");
+                }
             }
+            accounts.enforce(registry.last_lineup().as_deref());
         }
     })
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ struct Entry {
     from: Option<IpAddr>,
     since: i64,
     last: Instant,
+    /// Set when the account may no longer watch this (`Conns::end_where`); the
+    /// `.ts` body holding the guard ends at its next chunk.
+    ended: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -97,6 +101,14 @@ impl Conn {
 pub struct ConnGuard {
     conns: Arc<Conns>,
     id: u64,
+    ended: Arc<AtomicBool>,
+}
+
+impl ConnGuard {
+    /// Whether the account may no longer watch this: its body should end.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for ConnGuard {
@@ -144,7 +156,9 @@ impl Conns {
             from,
             since: now(),
             last: Instant::now(),
+            ended: Arc::default(),
         };
+        let ended = entry.ended.clone();
         inner.changed = true;
         if hls {
             inner.hls.insert(key, entry);
@@ -156,7 +170,32 @@ impl Conns {
         Ok(Conn::Ts(ConnGuard {
             conns: self.clone(),
             id,
+            ended,
         }))
+    }
+
+    /// Ends every connection `stop(account, channel)` says may not go on: a `.ts`
+    /// body ends at its next chunk (its guard frees it then), an HLS player stops
+    /// counting (its next playlist fetch is refused by the caller's own check).
+    /// Returns the (account, channel) pairs ended now.
+    pub fn end_where(&self, mut stop: impl FnMut(&str, &str) -> bool) -> Vec<(String, String)> {
+        let mut inner = self.lock();
+        let mut ended = Vec::new();
+        for e in inner.ts.values() {
+            if !e.ended.load(Ordering::Relaxed) && stop(&e.account, &e.channel) {
+                e.ended.store(true, Ordering::Relaxed);
+                ended.push((e.account.clone(), e.channel.clone()));
+            }
+        }
+        inner.hls.retain(|(account, channel, _), _| {
+            let end = stop(account, channel);
+            if end {
+                ended.push((account.clone(), channel.clone()));
+            }
+            !end
+        });
+        inner.changed |= !ended.is_empty();
+        ended
     }
 
     /// Drops an HLS player just counted whose stream did not open: a failed try is

@@ -49,6 +49,12 @@ pub enum AccountError {
     FromConfig(String),
     #[error("account `{0}` exists already")]
     Exists(String),
+    /// A link handed to an account that has been removed since.
+    #[error("account `{0}` has been removed")]
+    Removed(String),
+    /// A link handed to an account that no longer sees its channel (groups, services).
+    #[error("account `{name}` may no longer watch `{channel}`")]
+    NotAllowed { name: String, channel: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -502,7 +508,7 @@ impl Accounts {
         Ok(view)
     }
 
-    /// Removes a stored account (admin API); its open connections end as they end.
+    /// Removes a stored account (admin API); `enforce` then ends its connections.
     pub async fn delete(&self, name: &str) -> Result<AccountView, AccountError> {
         let current = self
             .get(name)
@@ -536,13 +542,60 @@ impl Accounts {
     }
 
     /// A playlist link tagged `token` of `channel` was fetched from `from`: the
-    /// account's HLS connection goes on counting.
-    pub fn hls_polled(&self, token: &str, channel: &str, from: Option<IpAddr>) {
+    /// account's HLS connection goes on counting, if the account may still watch
+    /// `channel` (`listed`: the lineup's channel, when the lineup has it). A removed,
+    /// disabled or expired account, or one that no longer sees the channel, is
+    /// refused: its player stops at its next playlist fetch. A tag that does not
+    /// check out is ignored (the link itself is sealed; the tag only counts).
+    pub fn hls_polled(
+        &self,
+        token: &str,
+        channel: &str,
+        listed: Option<&LineupChannel>,
+        from: Option<IpAddr>,
+    ) -> Result<(), AccountError> {
         let Some((account, _)) = token.rsplit_once('.') else {
-            return;
+            return Ok(());
         };
-        if self.poll_token(account, channel) == token {
-            self.conns.hls_poll(account, channel, from);
+        if self.poll_token(account, channel) != token {
+            return Ok(());
+        }
+        let a = self
+            .get(account)
+            .ok_or_else(|| AccountError::Removed(account.to_string()))?;
+        a.usable(now())?;
+        if listed.is_some_and(|c| !a.sees(c)) {
+            return Err(AccountError::NotAllowed {
+                name: a.name.clone(),
+                channel: channel.to_string(),
+            });
+        }
+        self.conns.hls_poll(account, channel, from);
+        Ok(())
+    }
+
+    /// Ends the open connections of accounts that were removed, disabled or have
+    /// expired, and those of channels their account no longer sees (`lineup`, when
+    /// one is built: a channel it lacks is left alone). A `.ts` stream ends at its
+    /// next chunk; an HLS player is refused at its next playlist fetch. Called after
+    /// every change of an account (API, another instance, a reload) and every few
+    /// seconds (expiry, lineup changes).
+    pub fn enforce(&self, lineup: Option<&crate::lineup::Lineup>) {
+        let map = self.read().clone();
+        let at = now();
+        let ended = self
+            .conns
+            .end_where(|account, channel| match map.get(account) {
+                None => true,
+                Some(a) => {
+                    a.usable(at).is_err()
+                        || lineup
+                            .and_then(|l| l.get(channel))
+                            .is_some_and(|c| !a.sees(c))
+                }
+            });
+        for (account, channel) in ended {
+            tracing::info!(user = %account, %channel, "connection ended: the account may no longer watch it");
         }
     }
 

@@ -719,10 +719,11 @@ async fn tune_on(
         .sessions
         .join(&crate::streams::Engine::of(&s), &id, None)
         .await?;
-    // The tuner is busy for as long as the client reads.
-    let body = session::viewer_stream(rx, &id).map(move |chunk| {
-        let _held = (&slot, &conn);
-        chunk
+    // The tuner is busy for as long as the client reads; the stream ends once the
+    // tuner's account may no longer watch the channel (`Accounts::enforce`).
+    let body = session::viewer_stream(rx, &id).take_while(move |_| {
+        let _slot = &slot;
+        std::future::ready(conn.as_ref().is_none_or(|c| !c.is_ended()))
     });
     Ok((
         [

@@ -258,8 +258,14 @@ async fn proxy(
             s.sessions.hls.seen(&link.target.channel, peer.ip());
         }
         if let Some(token) = &account.a {
-            s.accounts
-                .hls_polled(token, &link.target.channel, client.map(|c| c.0 .0.ip()));
+            let lineup = s.registry.lineup().await.ok();
+            let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
+            s.accounts.hls_polled(
+                token,
+                &link.target.channel,
+                listed,
+                client.map(|c| c.0 .0.ip()),
+            )?;
         }
     }
     let base = base_url(&s.config, &req_headers);

@@ -121,11 +121,13 @@ async fn change(
     req: Request,
 ) -> Result<Json<AccountView>, AppError> {
     let patch: AccountPatch = json_object_body(req, FIELDS).await?;
-    Ok(Json(s.accounts.change(&name, patch).await?))
+    let view = s.accounts.change(&name, patch).await?;
+    s.accounts.enforce(s.registry.last_lineup().as_deref());
+    Ok(Json(view))
 }
 
-/// Deletes a viewer account made through this API (admin); its open streams run to
-/// their end, new ones are refused.
+/// Deletes a viewer account made through this API (admin); its open streams end
+/// (a `.ts` stream at once, an HLS player at its next playlist fetch).
 #[utoipa::path(
     delete,
     path = "/api/users/{name}",
@@ -145,5 +147,7 @@ async fn remove(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<AccountView>, AppError> {
-    Ok(Json(s.accounts.delete(&name).await?))
+    let view = s.accounts.delete(&name).await?;
+    s.accounts.enforce(s.registry.last_lineup().as_deref());
+    Ok(Json(view))
 }

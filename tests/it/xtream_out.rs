@@ -892,3 +892,136 @@ async fn a_tuner_account_limit_is_the_tuner_count_and_busy_at_it() {
         "{body}"
     );
 }
+
+/// Reads `resp`'s body to its end; panics if it has not ended within `HANG_GUARD`.
+/// The bytes read.
+async fn read_to_end(mut resp: reqwest::Response, what: &str) -> usize {
+    let mut read = 0;
+    tokio::time::timeout(HANG_GUARD, async {
+        // An error (the client's own timeout, a reset) is no end.
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the stream broke instead of ending: {e}"))
+        {
+            read += chunk.len();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the stream went on after its access was taken away"));
+    read
+}
+
+/// The first playlist link (`?a=` tagged) of an account's HLS answer for `path`.
+async fn tagged_playlist_link(app: &TestApp, path: &str) -> String {
+    let body = app.get_text_ok(path).await;
+    crate::common::playlist_uris(&body)
+        .into_iter()
+        .find(|l| l.contains(".m3u8") && l.contains("?a="))
+        .unwrap_or_else(|| panic!("no tagged playlist link in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_an_accounts_access_away_ends_what_it_watches() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let demo = number_of(&app, "Demo").await;
+    let news = number_of(&app, "News One").await;
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            "/api/users",
+            r#"{"name":"carol","password":"carol-pw","max_connections":0}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let app = &app;
+    let patch = |body: String| async move {
+        app.send_json(reqwest::Method::PATCH, "/api/users/carol", &body, None)
+            .await
+    };
+    let open_ts = |n: u64| async move { app.get(&format!("/live/carol/carol-pw/{n}.ts")).await };
+    let streaming = |resp: reqwest::Response| async move {
+        assert_eq!(resp.status(), 200);
+        let mut resp = resp;
+        let first = tokio::time::timeout(HANG_GUARD, resp.chunk())
+            .await
+            .expect("the first bytes")
+            .unwrap()
+            .expect("a first chunk");
+        assert!(!first.is_empty());
+        resp
+    };
+
+    // Disabled: the open .ts ends, the HLS player's next playlist fetch is refused.
+    let ts = streaming(open_ts(demo).await).await;
+    let link = tagged_playlist_link(app, &format!("/live/carol/carol-pw/{demo}.m3u8")).await;
+    assert_eq!(app.get(&link).await.status(), 200);
+    assert_eq!(patch(r#"{"enabled":false}"#.into()).await.status(), 200);
+    read_to_end(ts, "disabled").await;
+    let body = assert_api_error(app.get(&link).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("disabled"),
+        "{body}"
+    );
+    assert_eq!(
+        api(app, ("carol", "carol-pw"), "").await["user_info"]["active_cons"],
+        0
+    );
+
+    // Its groups changed: a channel it still sees goes on, one it no longer sees ends.
+    assert_eq!(patch(r#"{"enabled":true}"#.into()).await.status(), 200);
+    let mut demo_ts = streaming(open_ts(demo).await).await;
+    let link = tagged_playlist_link(app, &format!("/live/carol/carol-pw/{demo}.m3u8")).await;
+    assert_eq!(
+        patch(r#"{"groups":["Demo","News"]}"#.into()).await.status(),
+        200
+    );
+    for _ in 0..3 {
+        let more = tokio::time::timeout(HANG_GUARD, demo_ts.chunk()).await;
+        assert!(
+            matches!(more, Ok(Ok(Some(ref c))) if !c.is_empty()),
+            "a channel the account still sees goes on: {more:?}"
+        );
+    }
+    assert_eq!(app.get(&link).await.status(), 200);
+    assert_eq!(patch(r#"{"groups":["News"]}"#.into()).await.status(), 200);
+    read_to_end(demo_ts, "groups").await;
+    let body = assert_api_error(app.get(&link).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("no longer watch"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get(&format!("/live/carol/carol-pw/{news}.m3u8"))
+            .await
+            .status(),
+        200
+    );
+
+    // Expiring while it watches: ended by the periodic check, with no API call.
+    assert_eq!(patch(r#"{"groups":[]}"#.into()).await.status(), 200);
+    let demo_ts = streaming(open_ts(demo).await).await;
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    assert_eq!(
+        patch(format!(r#"{{"expires":"{soon}"}}"#)).await.status(),
+        200
+    );
+    read_to_end(demo_ts, "expired").await;
+
+    // Removed: its links are refused.
+    assert_eq!(patch(r#"{"expires":null}"#.into()).await.status(), 200);
+    let ts = streaming(open_ts(demo).await).await;
+    let link = tagged_playlist_link(app, &format!("/live/carol/carol-pw/{demo}.m3u8")).await;
+    let resp = app
+        .send_json(reqwest::Method::DELETE, "/api/users/carol", "", None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    read_to_end(ts, "removed").await;
+    let body = assert_api_error(app.get(&link).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("removed"),
+        "{body}"
+    );
+}

@@ -628,13 +628,14 @@ pub(crate) async fn visible_channel(
     }
 }
 
-/// `resp` with its body holding `guard`: the connection counts until the body ends.
+/// `resp` with its body holding `guard`: the connection counts until the body ends,
+/// and the body ends early, at a chunk, once the account may no longer watch it
+/// (`Accounts::enforce`).
 pub(crate) fn held(guard: accounts::ConnGuard, resp: Response) -> Response {
     let (parts, body) = resp.into_parts();
-    let body = body.into_data_stream().map(move |chunk| {
-        let _held = &guard;
-        chunk
-    });
+    let body = body
+        .into_data_stream()
+        .take_while(move |_| std::future::ready(!guard.is_ended()));
     Response::from_parts(parts, Body::from_stream(body))
 }
 

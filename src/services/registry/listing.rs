@@ -100,6 +100,11 @@ impl Registry {
     }
 
     /// The cached lineup when fresh; else the stale one, if any.
+    /// The last lineup built, fresh or stale, without building one.
+    pub fn last_lineup(&self) -> Option<Arc<Lineup>> {
+        self.cached().map_or_else(|stale| stale, Some)
+    }
+
     fn cached(&self) -> Result<Arc<Lineup>, Option<Arc<Lineup>>> {
         let cached = self.lineup.lock().expect("lineup lock is never poisoned");
         match cached.as_ref() {
