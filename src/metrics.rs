@@ -248,6 +248,33 @@ pub fn render(state: &AppState) -> String {
         hls.get_or_create(&labels(&[("channel", &channel)]))
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    let build: Family<Labels, Gauge> = Family::default();
+    build
+        .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
+        .set(1);
+    now.register(
+        "freesky_build_info",
+        "Always 1; the label names the running version",
+        build,
+    );
+    let ready: Gauge = Gauge::default();
+    ready.set(i64::from(
+        state.readiness.is_started() && !state.readiness.is_draining(),
+    ));
+    now.register(
+        "freesky_started",
+        "1 once the first lineup loaded and while not draining (GET /ready also checks the state store)",
+        ready,
+    );
+    let channels: Gauge = Gauge::default();
+    if let Some(l) = state.registry.last_lineup() {
+        channels.set(i64::try_from(l.channels.len()).unwrap_or(i64::MAX));
+    }
+    now.register(
+        "freesky_lineup_channels",
+        "Listed channels of the last lineup built (0 before the first)",
+        channels,
+    );
     now.register(
         "freesky_circuit_state",
         "Circuit breaker of each service: 0 closed, 1 half-open, 2 open",

@@ -101,6 +101,20 @@ async fn metrics_parse_and_move_with_traffic() {
         .to_string();
 
     let before = scrape(&app).await;
+    assert_eq!(
+        value(
+            &before,
+            "freesky_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert_eq!(value(&before, "freesky_lineup_channels", &[]), 1.0);
+    crate::common::eventually_true("freesky_started is 1 once /ready is", || async {
+        app.get("/ready").await.status() == 200
+            && value(&scrape(&app).await, "freesky_started", &[]) == 1.0
+    })
+    .await;
     // Computed at scrape time from the registry: one sample per service, closed = 0.
     assert!(has(
         &before,
