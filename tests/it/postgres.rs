@@ -239,7 +239,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
             "/player_api.php?username={user}&password=limit-pw-1"
         ))
         .await;
-    assert_eq!(info["user_info"]["active_cons"], 1, "{info}");
+    assert_eq!(info["user_info"]["active_cons"], "1", "{info}");
 
     // Closed on A: B lets the account in again.
     drop(held);

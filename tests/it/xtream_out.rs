@@ -243,7 +243,7 @@ async fn an_xtream_client_library_logs_in_browses_and_builds_stream_urls() {
     );
     assert_eq!(u["max_connections"], "1");
     assert_eq!(u["is_trial"], "0");
-    assert_eq!(u["active_cons"], 0);
+    assert_eq!(u["active_cons"], "0", "a string, as panels send it");
     assert!(u["created_at"].is_string());
     let s = &login["server_info"];
     assert!(s["port"].is_string() && s["timestamp_now"].is_i64(), "{s}");
@@ -348,9 +348,27 @@ async fn wrong_logins_unknown_actions_and_malformed_ids() {
     }
     let vod = api(&app, ALICE, "get_vod_info&vod_id=5").await;
     assert_eq!(vod["info"], serde_json::json!([]));
+    // Parameters as panels read them (PHP's intval): lenient, never an error shape.
+    let epg = api(&app, ALICE, "get_short_epg&stream_id=abc").await;
+    assert_eq!(epg, serde_json::json!({"epg_listings": []}));
+    let epg = api(&app, ALICE, "get_short_epg").await;
+    assert_eq!(epg, serde_json::json!({"epg_listings": []}));
+    assert_eq!(
+        api(&app, ALICE, "get_live_streams&category_id=x").await,
+        api(&app, ALICE, "get_live_streams").await
+    );
+    let news = number_of(&app, "News One").await;
+    for limit in ["0", "x"] {
+        let epg = api(
+            &app,
+            ALICE,
+            &format!("get_short_epg&stream_id={news}&limit={limit}"),
+        )
+        .await;
+        let n = epg["epg_listings"].as_array().map_or(0, Vec::len);
+        assert!(n >= 2, "limit={limit} reads as the default 4: {epg}");
+    }
     for bad in [
-        "/player_api.php?username=alice&password=alice-pw&action=get_short_epg&stream_id=abc",
-        "/player_api.php?username=alice&password=alice-pw&action=get_live_streams&category_id=x",
         "/player_api.php?username=alice&password=alice-pw&action=get_vod_info&vod_id=-",
         "/live/alice/alice-pw/1x.ts",
         "/live/alice/alice-pw/1.mkv",
@@ -368,7 +386,7 @@ async fn wait_active_cons(app: &TestApp, n: u64) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let login = api(app, ALICE, "").await;
-        if login["user_info"]["active_cons"] == n {
+        if login["user_info"]["active_cons"] == n.to_string() {
             return;
         }
         assert!(
@@ -393,7 +411,7 @@ async fn a_connection_limit_counts_players_not_requests() {
         .await
         .status();
     assert!(status.is_server_error(), "{status}");
-    assert_eq!(api(&app, ALICE, "").await["user_info"]["active_cons"], 0);
+    assert_eq!(api(&app, ALICE, "").await["user_info"]["active_cons"], "0");
 
     // An HLS player: its playlist and the playlists it links count once.
     let m3u8 = format!("/live/alice/alice-pw/{demo}.m3u8");
@@ -967,7 +985,7 @@ async fn taking_an_accounts_access_away_ends_what_it_watches() {
     );
     assert_eq!(
         api(app, ("carol", "carol-pw"), "").await["user_info"]["active_cons"],
-        0
+        "0"
     );
 
     // Its groups changed: a channel it still sees goes on, one it no longer sees ends.
@@ -1024,4 +1042,66 @@ async fn taking_an_accounts_access_away_ends_what_it_watches() {
         body["error"].as_str().unwrap().contains("removed"),
         "{body}"
     );
+}
+
+/// POSTs `form` (a URL-encoded form) to `path`.
+async fn post_form(app: &TestApp, path: &str, form: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_calls_also_take_a_posted_form() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let login = format!("username=bob&password={}", enc(BOB.1));
+    // The login and an action, as the IPTV Smarters family posts them.
+    let (status, posted) = json_of(post_form(&app, "/player_api.php", &login).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(posted["user_info"]["auth"], 1, "{posted}");
+    assert_eq!(posted["user_info"]["username"], "bob");
+    let (_, streams) = json_of(
+        post_form(
+            &app,
+            "/player_api.php",
+            &format!("{login}&action=get_live_streams"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(streams, api(&app, BOB, "get_live_streams").await);
+    // A form field wins over the query; a wrong posted password is a wrong login.
+    let (_, refused) = json_of(
+        post_form(
+            &app,
+            &format!("/player_api.php?username=bob&password={}", enc(BOB.1)),
+            "password=wrong-pw",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(refused, serde_json::json!({"user_info": {"auth": 0}}));
+    // get.php and xmltv.php.
+    let m3u = post_form(
+        &app,
+        "/get.php",
+        &format!("{login}&type=m3u_plus&output=ts"),
+    )
+    .await;
+    assert_eq!(m3u.status(), 200);
+    let m3u = m3u.text().await.unwrap();
+    assert!(
+        m3u.starts_with("#EXTM3U") && m3u.contains("News One"),
+        "{m3u}"
+    );
+    let guide = post_form(&app, "/xmltv.php", &login).await;
+    assert_eq!(guide.status(), 200);
+    let guide = guide.bytes().await.unwrap();
+    crate::common::tv_validate(&guide);
+    assert!(String::from_utf8_lossy(&guide).contains("NewsOne.example"));
 }

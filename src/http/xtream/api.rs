@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -45,9 +45,9 @@ use crate::http::{base_url, AppState};
 )]
 pub(super) async fn player_api(
     State(s): State<AppState>,
-    Query(q): Params,
     client: Client,
     headers: HeaderMap,
+    Params(q): Params,
 ) -> Result<Response, AppError> {
     let account = match login(&s, q.get("username"), q.get("password"), &client).await {
         Ok(a) => a,
@@ -82,15 +82,11 @@ pub(super) async fn player_api(
             Value::Array(out)
         }
         "get_live_streams" if active => {
-            let only = match q.get("category_id").filter(|c| !c.is_empty()) {
-                Some(c) => Some(c.parse::<u32>().map_err(|_| {
-                    AppError::BadRequest(format!(
-                        "category_id `{}` is not a number",
-                        c.escape_debug()
-                    ))
-                })?),
-                None => None,
-            };
+            // As panels read it (PHP's intval: not a number, or 0, is every category).
+            let only = q
+                .get("category_id")
+                .and_then(|c| c.trim().parse::<u32>().ok())
+                .filter(|&c| c != 0);
             let lineup = crate::http::logos::lineup(&s, &headers).await?;
             // Typed rows serialized straight from the lineup (no JSON tree per channel):
             // this list is the largest answer players fetch.
@@ -123,22 +119,22 @@ pub(super) async fn player_api(
         }
         "get_short_epg" | "get_simple_data_table" if active => {
             let full = action == "get_simple_data_table";
-            let number = q
-                .get("stream_id")
-                .map(|id| super::stream_id(id))
-                .transpose()?
-                .ok_or_else(|| AppError::BadRequest("stream_id is required".into()))?;
-            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
-                Some(l) => l.parse::<usize>().map_err(|_| {
-                    AppError::BadRequest(format!("limit `{}` is not a number", l.escape_debug()))
-                })?,
-                None => 4,
-            };
+            // As panels read them: a missing or malformed stream_id is no channel (no
+            // listings, still the shape players parse), a limit that is not a positive
+            // number the default 4.
+            let number = q.get("stream_id").and_then(|id| super::stream_id(id).ok());
+            let limit = q
+                .get("limit")
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .filter(|&l| l != 0)
+                .unwrap_or(4);
             let lineup = s.registry.lineup().await?;
-            let channel = lineup
-                .channels
-                .iter()
-                .find(|c| c.number == number && account.sees(c));
+            let channel = number.and_then(|number| {
+                lineup
+                    .channels
+                    .iter()
+                    .find(|c| c.number == number && account.sees(c))
+            });
             let listings = match channel {
                 None => Vec::new(),
                 Some(c) => epg_listings(&s, c, now, full, limit),
@@ -223,7 +219,7 @@ fn login_answer(s: &AppState, a: &Account, password: &str, headers: &HeaderMap, 
             "status": status.as_str(),
             "exp_date": a.expires.as_ref().map(|(_, at)| at.to_string()),
             "is_trial": "0",
-            "active_cons": active_cons,
+            "active_cons": active_cons.to_string(),
             "created_at": a.created_at.to_string(),
             "max_connections": a.max_connections.to_string(),
             "allowed_output_formats": ["m3u8", "ts"],

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,9 +31,12 @@ use crate::model::LineupChannel;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/player_api.php", get(api::player_api))
-        .route("/get.php", get(get_php))
-        .route("/xmltv.php", get(xmltv_php))
+        .route(
+            "/player_api.php",
+            get(api::player_api).post(posted::player_api),
+        )
+        .route("/get.php", get(get_php).post(posted::get_php))
+        .route("/xmltv.php", get(xmltv_php).post(posted::xmltv_php))
         .route("/live/{user}/{pass}/{file}", get(live))
         .route("/movie/{user}/{pass}/{file}", get(xtream_movie))
         .route("/series/{user}/{pass}/{file}", get(xtream_episode))
@@ -70,6 +73,9 @@ fn unknown(path: &str) -> AppError {
         api::player_api,
         get_php,
         xmltv_php,
+        posted::player_api,
+        posted::get_php,
+        posted::xmltv_php,
         live,
         xtream_movie,
         xtream_episode,
@@ -81,7 +87,124 @@ fn unknown(path: &str) -> AppError {
 )]
 pub(crate) struct Doc;
 
-type Params = Query<HashMap<String, String>>;
+/// The `POST` forms of the panel calls: the same handlers, documented apart (one
+/// OpenAPI operation per method).
+pub(super) mod posted {
+    use super::*;
+
+    /// `player_api.php` with its fields (or some of them) in a form body.
+    #[utoipa::path(
+        post,
+        path = "/player_api.php",
+        operation_id = "player_api_post",
+        tag = "xtream-output",
+        request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "The query's fields (username, password, action...) as a form"),
+        responses(
+            (status = 200, description = "As the GET form", body = Object),
+            (status = 400, description = "An unreadable form body", body = ErrorBody)
+        )
+    )]
+    pub(in crate::http) async fn player_api(
+        s: State<AppState>,
+        client: Client,
+        headers: HeaderMap,
+        q: Params,
+    ) -> Result<Response, AppError> {
+        super::api::player_api(s, client, headers, q).await
+    }
+
+    /// `get.php` with its fields in a form body.
+    #[utoipa::path(
+        post,
+        path = "/get.php",
+        operation_id = "get_php_post",
+        tag = "xtream-output",
+        request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "username, password, type, output as a form"),
+        responses(
+            (status = 200, description = "As the GET form", body = String, content_type = "audio/x-mpegurl"),
+            (status = 400, description = "An unreadable form body, or another type or output", body = ErrorBody),
+            (status = 401, description = "A wrong login", body = ErrorBody),
+            (status = 403, description = "The account is disabled or expired", body = ErrorBody)
+        )
+    )]
+    pub(in crate::http) async fn get_php(
+        s: State<AppState>,
+        client: Client,
+        headers: HeaderMap,
+        q: Params,
+    ) -> Result<Response, AppError> {
+        super::get_php(s, client, headers, q).await
+    }
+
+    /// `xmltv.php` with its fields in a form body.
+    #[utoipa::path(
+        post,
+        path = "/xmltv.php",
+        operation_id = "xmltv_php_post",
+        tag = "xtream-output",
+        request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "username, password as a form"),
+        responses(
+            (status = 200, description = "As the GET form", body = String, content_type = "application/xml"),
+            (status = 400, description = "An unreadable form body", body = ErrorBody),
+            (status = 401, description = "A wrong login", body = ErrorBody),
+            (status = 403, description = "The account is disabled or expired", body = ErrorBody)
+        )
+    )]
+    pub(in crate::http) async fn xmltv_php(
+        s: State<AppState>,
+        client: Client,
+        headers: HeaderMap,
+        q: Params,
+    ) -> Result<Response, AppError> {
+        super::xmltv_php(s, client, headers, q).await
+    }
+}
+
+/// The largest form body a `POST` of `player_api.php`, `get.php` or `xmltv.php` may
+/// send: a login and an action's few fields.
+const FORM_LIMIT: usize = 16 * 1024;
+
+/// A request's parameters as panels read them (PHP's `$_REQUEST`): the query, and for
+/// a `POST` its form body (the IPTV Smarters family posts its logins and actions); a
+/// form field wins over the same query parameter. Takes the body: the handler's last
+/// argument.
+pub(super) struct Params(pub HashMap<String, String>);
+
+impl axum::extract::FromRequest<AppState> for Params {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, _: &AppState) -> Result<Self, AppError> {
+        let mut params: HashMap<String, String> = req
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if req.method() == axum::http::Method::POST {
+            // A form, or a body of no stated type (some clients send none).
+            let form = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|t| {
+                    t.split(';').next().is_some_and(|m| {
+                        m.trim()
+                            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                    })
+                });
+            let body = axum::body::to_bytes(req.into_body(), FORM_LIMIT)
+                .await
+                .map_err(|e| AppError::BadRequest(format!("unreadable form body: {e}")))?;
+            if form {
+                params.extend(url::form_urlencoded::parse(&body).into_owned());
+            }
+        }
+        Ok(Params(params))
+    }
+}
 type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 fn peer(client: &Client) -> Option<SocketAddr> {
@@ -158,9 +281,9 @@ struct LoginParams {
 )]
 async fn get_php(
     State(s): State<AppState>,
-    Query(q): Params,
     client: Client,
     headers: HeaderMap,
+    Params(q): Params,
 ) -> Result<Response, AppError> {
     let account = login(&s, q.get("username"), q.get("password"), &client).await?;
     account.usable(accounts::now())?;
@@ -234,9 +357,9 @@ async fn get_php(
 )]
 async fn xmltv_php(
     State(s): State<AppState>,
-    Query(q): Params,
     client: Client,
     headers: HeaderMap,
+    Params(q): Params,
 ) -> Result<Response, AppError> {
     let account = login(&s, q.get("username"), q.get("password"), &client).await?;
     account.usable(accounts::now())?;

@@ -48,7 +48,11 @@ pub(super) async fn path_form(
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let id = file.strip_suffix(".ts").unwrap_or(&file);
+    // `.ts`, or `.m3u8` as newer panels take it: either way what the archive serves.
+    let id = file
+        .strip_suffix(".ts")
+        .or_else(|| file.strip_suffix(".m3u8"))
+        .unwrap_or(&file);
     let number = stream_id(id)?;
     let minutes = parse_minutes(&minutes)?;
     let start = catchup::parse_start(&start).map_err(|e| AppError::BadRequest(e.to_string()))?;
