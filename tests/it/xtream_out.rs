@@ -386,7 +386,7 @@ async fn wait_active_cons(app: &TestApp, n: u64) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
         let login = api(app, ALICE, "").await;
-        if login["user_info"]["active_cons"] == n.to_string() {
+        if login["user_info"]["active_cons"].as_str() == Some(&n.to_string()) {
             return;
         }
         assert!(
