@@ -7,7 +7,7 @@
 //! connections each account holds on it (`share_connections`), and an account's limit counts
 //! those the other instances published too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,50 @@ struct Inner {
 }
 
 impl Inner {
+    /// The connections of `account` open here, as the limit counts them: a player
+    /// (an address) counts once per channel, however many requests it holds (a
+    /// reconnect overlapping its old stream, a second range request); a connection of
+    /// no known address (the tuner's) counts alone; a `.ts` stream ended by
+    /// `end_where` no longer counts.
+    fn players(&self, account: &str) -> usize {
+        let mut anonymous = 0;
+        let mut seen: HashSet<(&str, IpAddr)> = HashSet::new();
+        let ts = self
+            .ts
+            .values()
+            .filter(|e| e.account == account && !e.ended.load(Ordering::Relaxed))
+            .map(|e| (e.channel.as_str(), e.from));
+        let hls = self
+            .hls
+            .keys()
+            .filter(|k| k.0 == account)
+            .map(|k| (k.1.as_str(), k.2));
+        for (channel, from) in ts.chain(hls) {
+            match from {
+                Some(ip) => {
+                    seen.insert((channel, ip));
+                }
+                None => anonymous += 1,
+            }
+        }
+        seen.len() + anonymous
+    }
+
+    /// Whether the player at `from` already counts for `channel` of `account`.
+    fn has_player(&self, account: &str, channel: &str, from: Option<IpAddr>) -> bool {
+        let Some(from) = from else {
+            return false;
+        };
+        self.ts.values().any(|e| {
+            e.account == account
+                && e.channel == channel
+                && e.from == Some(from)
+                && !e.ended.load(Ordering::Relaxed)
+        }) || self
+            .hls
+            .contains_key(&(account.to_string(), channel.to_string(), Some(from)))
+    }
+
     /// Forgets HLS players idle for `HLS_IDLE`.
     fn prune(&mut self) {
         let cutoff = Instant::now().checked_sub(HLS_IDLE);
@@ -141,14 +185,19 @@ impl Conns {
                 return Ok(Conn::HlsSeen);
             }
         }
-        let open = inner.ts.values().filter(|e| e.account == a.name).count()
-            + inner.hls.keys().filter(|k| k.0 == a.name).count()
-            + inner.elsewhere.get(&a.name).copied().unwrap_or(0);
-        if a.max_connections != 0 && open >= a.max_connections as usize {
-            return Err(AccountError::Limit {
-                name: a.name.clone(),
-                limit: a.max_connections,
-            });
+        let same_player = inner.has_player(&a.name, channel, from);
+        let open = inner.players(&a.name) + inner.elsewhere.get(&a.name).copied().unwrap_or(0);
+        if !same_player && a.max_connections != 0 && open >= a.max_connections as usize {
+            // A player switching channels (the same address) takes its own connection
+            // over, as panels end the older one: zapping on a one-connection account.
+            // Another address over the limit is refused.
+            if from.is_none() || !Self::take_over(&mut inner, &a.name, from) {
+                return Err(AccountError::Limit {
+                    name: a.name.clone(),
+                    limit: a.max_connections,
+                });
+            }
+            tracing::info!(user = %a.name, %channel, "the player switched channels: its previous stream ends");
         }
         let entry = Entry {
             account: a.name.clone(),
@@ -198,6 +247,23 @@ impl Conns {
         ended
     }
 
+    /// Ends the connections of `account` from `from` (its player moved to another
+    /// channel); whether there were any.
+    fn take_over(inner: &mut Inner, account: &str, from: Option<IpAddr>) -> bool {
+        let mut any = false;
+        for e in inner.ts.values() {
+            if e.account == account && e.from == from && !e.ended.load(Ordering::Relaxed) {
+                e.ended.store(true, Ordering::Relaxed);
+                any = true;
+            }
+        }
+        let before = inner.hls.len();
+        inner.hls.retain(|k, _| !(k.0 == account && k.2 == from));
+        any |= inner.hls.len() != before;
+        inner.changed |= any;
+        any
+    }
+
     /// Drops an HLS player just counted whose stream did not open: a failed try is
     /// no connection.
     pub fn forget_hls(&self, account: &str, channel: &str, from: Option<IpAddr>) {
@@ -207,26 +273,44 @@ impl Conns {
     }
 
     /// An HLS player of `account` fetched a playlist of `channel` again: it goes on
-    /// counting (only if it still counts; a forgotten one is not brought back over
-    /// the limit by a link it kept).
-    pub fn hls_poll(&self, account: &str, channel: &str, from: Option<IpAddr>) {
+    /// counting. False when it no longer counts (idle, or taken over): the caller
+    /// counts it again or refuses it, so a link it kept does not play uncounted.
+    pub fn hls_poll(&self, account: &str, channel: &str, from: Option<IpAddr>) -> bool {
         let key = (account.to_string(), channel.to_string(), from);
-        if let Some(e) = self.lock().hls.get_mut(&key) {
-            e.last = Instant::now();
+        match self.lock().hls.get_mut(&key) {
+            Some(e) => {
+                e.last = Instant::now();
+                true
+            }
+            None => false,
         }
     }
 
-    /// Open connections per account on this instance, and whether they changed since
-    /// the last call.
+    /// Open connections (players) per account on this instance, and whether they
+    /// changed since the last call.
     fn counts(&self) -> (BTreeMap<String, usize>, bool) {
         let mut inner = self.lock();
         inner.prune();
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        let accounts = inner.ts.values().map(|e| &e.account);
-        for a in accounts.chain(inner.hls.keys().map(|k| &k.0)) {
-            *counts.entry(a.clone()).or_default() += 1;
-        }
+        let accounts: HashSet<&String> = inner
+            .ts
+            .values()
+            .map(|e| &e.account)
+            .chain(inner.hls.keys().map(|k| &k.0))
+            .collect();
+        let counts = accounts
+            .into_iter()
+            .map(|a| (a.clone(), inner.players(a)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
         (counts, std::mem::take(&mut inner.changed))
+    }
+
+    /// The connections (players, as the limit counts them) `account` has open on
+    /// this instance.
+    pub fn open(&self, account: &str) -> usize {
+        let mut inner = self.lock();
+        inner.prune();
+        inner.players(account)
     }
 
     /// The connections of `account` open on the other instances of a shared store.

@@ -447,7 +447,7 @@ impl Accounts {
             status: a.status(now()).as_str(),
             origin: if a.from_config { "config" } else { "api" },
             created_at: a.created_at,
-            active_cons: connections.len() + self.conns.elsewhere(&a.name),
+            active_cons: self.conns.open(&a.name) + self.conns.elsewhere(&a.name),
             connections,
         }
     }
@@ -542,7 +542,8 @@ impl Accounts {
     }
 
     /// A playlist link tagged `token` of `channel` was fetched from `from`: the
-    /// account's HLS connection goes on counting, if the account may still watch
+    /// account's HLS connection goes on counting (or counts again, refused over the
+    /// limit), if the account may still watch
     /// `channel` (`listed`: the lineup's channel, when the lineup has it). A removed,
     /// disabled or expired account, or one that no longer sees the channel, is
     /// refused: its player stops at its next playlist fetch. A tag that does not
@@ -570,7 +571,11 @@ impl Accounts {
                 channel: channel.to_string(),
             });
         }
-        self.conns.hls_poll(account, channel, from);
+        if !self.conns.hls_poll(account, channel, from) {
+            // No longer counted (idle for a while, or its player moved to another
+            // channel): counted again, within the limit.
+            self.conns.connect(&a, channel, from, true)?;
+        }
         Ok(())
     }
 

@@ -58,6 +58,7 @@ async fn upstream() -> FakeUpstream {
             crate::common::HLS_TYPE,
             crate::common::live_playlist(&["n0.ts"]),
         )
+        .bytes("/n0.ts", "video/mp2t", [0x47; 188 * 20].to_vec())
         .text(
             "/sport.m3u8",
             crate::common::HLS_TYPE,
@@ -381,6 +382,22 @@ async fn wrong_logins_unknown_actions_and_malformed_ids() {
     assert_api_error(app.get("/api/no/such").await, 404).await;
 }
 
+/// Another player's address (loopback: the whole 127/8 reaches freesky).
+const OTHER_PLAYER: [u8; 4] = [127, 0, 0, 2];
+
+/// GET `path` from the local address `ip`.
+async fn get_from(app: &TestApp, path: &str, ip: [u8; 4]) -> reqwest::Response {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap()
+        .get(app.url(path))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Waits (bounded) until `alice`'s `active_cons` is `n`.
 async fn wait_active_cons(app: &TestApp, n: u64) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
@@ -436,12 +453,12 @@ async fn a_connection_limit_counts_players_not_requests() {
         }
     }
     wait_active_cons(&app, 1).await;
-    // One more player is over alice's limit of 1, on every stream route.
+    // One more player (another address) is over alice's limit of 1, on every stream route.
     for path in [
         format!("/live/alice/alice-pw/{news}.ts"),
         format!("/live/alice/alice-pw/{news}.m3u8"),
     ] {
-        let body = assert_api_error(app.get(&path).await, 403).await;
+        let body = assert_api_error(get_from(&app, &path, OTHER_PLAYER).await, 403).await;
         assert!(
             body["error"]
                 .as_str()
@@ -474,6 +491,52 @@ async fn a_connection_limit_counts_players_not_requests() {
         "{row}"
     );
     assert!(!page.contains("alice-pw"));
+
+    // The same player switching channels takes its own connection over (zapping on a
+    // one-connection account); a second request of the same channel from it (a
+    // reconnect overlapping the old one) is the same player.
+    let alice_conns = |users: &Value| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .unwrap()
+            .clone()
+    };
+    let mut zapped = app.get(&format!("/live/alice/alice-pw/{news}.ts")).await;
+    assert_eq!(zapped.status(), 200);
+    let first = zapped.chunk().await.unwrap();
+    assert!(first.is_some_and(|c| !c.is_empty()));
+    let (_, users) = app.get_json("/api/users").await;
+    let a = alice_conns(&users);
+    assert_eq!(a["active_cons"], 1, "{a}");
+    assert_eq!(a["connections"].as_array().unwrap().len(), 1, "{a}");
+    assert_eq!(
+        a["connections"][0]["kind"], "ts",
+        "the HLS player was taken over: {a}"
+    );
+    assert_eq!(a["connections"][0]["channel"], "news-one", "{a}");
+    let overlapping = app.get(&format!("/live/alice/alice-pw/{news}.ts")).await;
+    assert_eq!(overlapping.status(), 200);
+    let (_, users) = app.get_json("/api/users").await;
+    assert_eq!(alice_conns(&users)["active_cons"], 1);
+    // ...and another address is still one too many.
+    let body = assert_api_error(
+        get_from(
+            &app,
+            &format!("/live/alice/alice-pw/{demo}.ts"),
+            OTHER_PLAYER,
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("allows 1 connection"));
+    drop((zapped, overlapping));
 
     // bob (unlimited): a .ts stream counts while open, and no longer once closed.
     let ts = app

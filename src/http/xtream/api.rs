@@ -209,7 +209,7 @@ fn login_answer(s: &AppState, a: &Account, password: &str, headers: &HeaderMap, 
         .unwrap_or(80);
     let https_port = if scheme == "https" { port } else { 443 };
     let status = a.status(now);
-    let active_cons = s.accounts.conns.of(&a.name).len() + s.accounts.conns.elsewhere(&a.name);
+    let active_cons = s.accounts.conns.open(&a.name) + s.accounts.conns.elsewhere(&a.name);
     json!({
         "user_info": {
             "username": a.name,
