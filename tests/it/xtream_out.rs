@@ -1168,3 +1168,71 @@ async fn the_panel_calls_also_take_a_posted_form() {
     crate::common::tv_validate(&guide);
     assert!(String::from_utf8_lossy(&guide).contains("NewsOne.example"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_m3u8_of_a_direct_ts_channel_is_served_and_counted_as_ts() {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let list = format!("#EXTM3U\n#EXTINF:-1 group-title=\"News\",Direct TV\n{base}/direct.ts\n");
+    let up = fake
+        .text("/list.m3u", M3U_TYPE, list)
+        .route(
+            "/direct.ts",
+            axum::routing::get(|| async {
+                // An endless MPEG-TS stream, a packet burst every 50 ms.
+                let packets = futures::stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(vec![0x47; 188 * 7])),
+                        (),
+                    ))
+                });
+                (
+                    [("content-type", "video/mp2t")],
+                    axum::body::Body::from_stream(packets),
+                )
+            }),
+        )
+        .start();
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 1\n",
+        up.base()
+    );
+    let app = TestApp::spawn(&config).await;
+    let n = number_of(&app, "Direct TV").await;
+    // Without an account, the channel's .m3u8 is a redirect to its sealed link.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/api/stream/direct-tv.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 307);
+    // An account's .m3u8 is the stream itself, counted as a .ts connection while it plays
+    // (a redirect would play uncounted once the player stopped polling).
+    let mut resp = app.get(&format!("/live/alice/alice-pw/{n}.m3u8")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|t| t.to_str().unwrap().eq_ignore_ascii_case("video/mp2t")));
+    let first = tokio::time::timeout(HANG_GUARD, resp.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_some_and(|c| c.starts_with(&[0x47])));
+    let (_, users) = app.get_json("/api/users").await;
+    let alice = &users[0];
+    assert_eq!(alice["active_cons"], 1, "{alice}");
+    assert_eq!(alice["connections"][0]["kind"], "ts", "{alice}");
+    let body = assert_api_error(
+        get_from(&app, &format!("/live/alice/alice-pw/{n}.ts"), OTHER_PLAYER).await,
+        403,
+    )
+    .await;
+    assert!(body["error"].as_str().unwrap().contains("allows 1"));
+}

@@ -709,6 +709,7 @@ pub(crate) async fn account_stream(
     let from = client.map(|c| c.ip());
     let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
     let ext = if ts { "ts" } else { "m3u8" };
+    let only_again = only.clone();
     let opened =
         super::stream::open_stream(s, &format!("{}.{ext}", channel.id), only, client, headers)
             .await;
@@ -725,6 +726,28 @@ pub(crate) async fn account_stream(
     };
     if let Some(guard) = conn.into_guard() {
         return Ok(held(guard, resp));
+    }
+    if resp.status().is_redirection() {
+        // The channel is a direct media stream (an upstream serving MPEG-TS, not HLS):
+        // the redirect's proxy link would play uncounted once the player stops polling
+        // a playlist, so it is served here as the `.ts` stream it is, counted while it
+        // plays.
+        s.accounts
+            .conns
+            .forget_hls(&account.name, &channel.id, from);
+        let conn = s.accounts.connect(account, &channel.id, from, false)?;
+        let resp = super::stream::open_stream(
+            s,
+            &format!("{}.ts", channel.id),
+            only_again,
+            client,
+            headers,
+        )
+        .await?;
+        return Ok(match conn.into_guard() {
+            Some(guard) => held(guard, resp),
+            None => resp,
+        });
     }
     tag_playlist_links(s, account, &channel.id, resp).await
 }
