@@ -176,8 +176,12 @@ impl MediaCache {
         found.map(|c| c.doc).map_err(|e| (*e).clone())
     }
 
+    /// How long a fetched playlist is kept: a VOD playlist (`#EXT-X-PLAYLIST-TYPE:VOD`
+    /// and `#EXT-X-ENDLIST`) for `vod_ttl`; any other as a live one. A live channel's
+    /// playlist ends with `#EXT-X-ENDLIST` too when its encoder stops: kept long, it
+    /// would answer every tune with the ended stream after the encoder is back.
     fn playlist_lifetime(&self, body: &str) -> Duration {
-        if body.contains("#EXT-X-ENDLIST") {
+        if body.contains("#EXT-X-ENDLIST") && body.contains("#EXT-X-PLAYLIST-TYPE:VOD") {
             return self.vod_ttl;
         }
         match hls::target_duration(body) {
@@ -664,6 +668,19 @@ mod tests {
             }),
             ttl: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn an_ended_live_playlist_is_kept_as_live_a_vod_one_long() {
+        let cache = MediaCache::new(&CacheConfig::default());
+        let live = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6,\na.ts\n";
+        let ended = format!("{live}#EXT-X-ENDLIST\n");
+        let vod = format!("#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n{}", &ended[8..]);
+        assert_eq!(cache.playlist_lifetime(live), Duration::from_secs(2));
+        // An encoder that stopped writes ENDLIST; its restart must be seen as soon.
+        assert_eq!(cache.playlist_lifetime(&ended), Duration::from_secs(2));
+        assert_eq!(cache.playlist_lifetime(&vod), cache.vod_ttl);
+        assert!(cache.vod_ttl > Duration::from_secs(2));
     }
 
     #[tokio::test]

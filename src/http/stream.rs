@@ -270,7 +270,22 @@ async fn proxy(
     }
     let base = base_url(&s.config, &req_headers);
     let range = request_range(&req_headers);
-    Ok(match engine.serve_link(link, range, &base).await? {
+    let served = engine.serve_link(link, range, &base).await?;
+    let mut resp = proxied_response(served, kind, range);
+    // Segment, key and map links are the same for every viewer and render (until the
+    // key or the expiry bucket turns): a shared cache in front may keep them.
+    if kind != Kind::Playlist && resp.status().is_success() {
+        let ttl = s.config.cache.segment_ttl.as_secs();
+        if let Ok(v) = HeaderValue::try_from(format!("public, max-age={ttl}")) {
+            resp.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// The answer to a proxy link from what `Engine::serve_link` served.
+fn proxied_response(served: Served, kind: Kind, range: Option<&str>) -> Response {
+    match served {
         Served::Playlist(body) => playlist_response(body),
         Served::Passthrough(fetched) => {
             let ctype = media_type(fetched.content_type.as_deref(), kind).to_string();
@@ -317,7 +332,7 @@ async fn proxy(
             None,
             Body::from_stream(body),
         ),
-    })
+    }
 }
 
 /// The response passing `fetched` through (its body unless `head`): its status,
