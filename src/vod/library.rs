@@ -66,6 +66,10 @@ pub struct SeriesEpisode {
     pub episode: u16,
     pub title: String,
     pub ext: String,
+    /// The service whose copy these facts are (its images are fetched through it).
+    pub service: String,
+    /// The episode's own facts, when its service gave some.
+    pub info: Option<Box<super::EpisodeInfo>>,
 }
 
 /// Why a title or its media cannot be had.
@@ -393,6 +397,8 @@ impl Library {
                         } else {
                             e.ext
                         },
+                        service: list.service.to_string(),
+                        info: e.info,
                     });
             }
         }
