@@ -199,7 +199,7 @@ fn config(panel: &FakeUpstream, files: &FakeUpstream) -> String {
 struct Setup {
     app: TestApp,
     mode: Mode,
-    _panel: FakeUpstream,
+    panel: FakeUpstream,
     files: FakeUpstream,
 }
 
@@ -211,7 +211,7 @@ async fn setup_with(movie: Vec<u8>) -> Setup {
     Setup {
         app,
         mode,
-        _panel: panel,
+        panel,
         files,
     }
 }
@@ -853,4 +853,109 @@ async fn series_and_episode_facts_pass_through() {
     assert_eq!(e["plot"], "A murder trial.", "{api}");
     assert_eq!(e["duration"], 3720);
     assert_eq!(e["image"], "http://img.example/wire-1.jpg");
+}
+
+/// How many times the panel was asked for its movie list.
+fn movie_list_reads(panel: &FakeUpstream) -> usize {
+    panel
+        .requests_to("/player_api.php")
+        .iter()
+        .filter(|r| {
+            r.query
+                .as_deref()
+                .is_some_and(|q| q.contains("action=get_vod_streams"))
+        })
+        .count()
+}
+
+/// Disabling a service takes its titles out of every list at once (a title another
+/// service also has stays, from that one) and they no longer play; enabling it again
+/// brings them back, same ids, from its kept lists without asking the panel again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_services_titles_leave_the_catalogue_at_once_and_come_back() {
+    let s = setup().await;
+    let app = &s.app;
+    let movies = ok_json(app, "/api/movies").await;
+    let (heat, amelie) = (id_of(&movies, "Heat"), id_of(&movies, "Amélie (2001)"));
+    let wire = id_of(&ok_json(app, "/api/series").await, "The Wire");
+    let reads = movie_list_reads(&s.panel);
+    assert_eq!(reads, 1);
+
+    let r = app.post("/api/services/Panel/disable").await;
+    assert_eq!(r.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    // Amélie stays, named as its one source now names it.
+    assert_eq!(
+        titles(&movies),
+        [
+            ("Amelie (2001)".to_string(), vec!["Files".to_string()]),
+            ("Solaris (1972)".to_string(), vec!["Files".to_string()]),
+        ]
+    );
+    // Its id was its TMDB id's, which only the panel knew: while the panel is off it
+    // is the id of its name and year (as a refresh would give it).
+    let amelie_files = id_of(&movies, "Amelie (2001)");
+    let series = ok_json(app, "/api/series").await;
+    assert_eq!(
+        titles(&series),
+        [("Show".to_string(), vec!["Files".to_string()])]
+    );
+    assert_eq!(
+        names(&xtream(app, "erin", "get_vod_streams").await, "name"),
+        ["Amelie (2001)", "Solaris (1972)"]
+    );
+    assert_eq!(
+        names(&xtream(app, "erin", "get_series").await, "name"),
+        ["Show"]
+    );
+    let m3u = app.get_text_ok("/vod.m3u").await;
+    assert!(!m3u.contains("Heat"), "{m3u}");
+    assert!(m3u.contains("Solaris"), "{m3u}");
+    // Not listed, not played: 404 as an unknown title, not a 502 from a dead source.
+    assert_eq!(bytes_of(app, &format!("/api/movie/{heat}")).await.0, 404);
+    assert_eq!(app.get(&format!("/api/series/{wire}")).await.status(), 404);
+    assert_eq!(
+        bytes_of(app, &format!("/api/movie/{amelie_files}")).await,
+        (200, b"m3u-amelie-bytes".to_vec()),
+        "from the source still enabled"
+    );
+
+    let r = app.post("/api/services/Panel/enable").await;
+    assert_eq!(r.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(
+        titles(&movies)[0],
+        (
+            "Amélie (2001)".to_string(),
+            vec!["Panel".to_string(), "Files".to_string()]
+        )
+    );
+    assert_eq!(id_of(&movies, "Heat"), heat);
+    assert_eq!(id_of(&movies, "Amélie (2001)"), amelie);
+    assert_eq!(
+        bytes_of(app, &format!("/api/movie/{heat}")).await,
+        (200, b"heat-bytes".to_vec())
+    );
+    assert_eq!(id_of(&ok_json(app, "/api/series").await, "The Wire"), wire);
+    assert_eq!(
+        movie_list_reads(&s.panel),
+        reads,
+        "the kept list, not a new read"
+    );
+}
+
+/// A service disabled when the catalogue first loaded, enabled later: its lists are
+/// read then, and its titles join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_enabled_after_the_first_load_is_read_then() {
+    let s = setup().await;
+    let app = &s.app;
+    assert_eq!(app.post("/api/services/Panel/disable").await.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(movies["total"], 2, "{movies}");
+    assert_eq!(movie_list_reads(&s.panel), 0);
+    assert_eq!(app.post("/api/services/Panel/enable").await.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(movies["total"], 3, "{movies}");
+    assert_eq!(movie_list_reads(&s.panel), 1);
 }
