@@ -25,8 +25,8 @@ use super::viewer::Viewer;
 use super::{base_url, AppState};
 use crate::accounts::Account;
 use crate::error::{AppError, ErrorBody};
-use crate::vod::catalogue::{Catalogue, Filter, TitleRef};
-use crate::vod::library::{sees, visible, Snapshot, VodStatus};
+use crate::vod::catalogue::{Catalogue, FactsRef, Filter, TitleRef};
+use crate::vod::library::{sees, visible, SeriesEpisode, Snapshot, VodStatus};
 use crate::vod::{MediaSource, VodKind};
 
 /// Titles per page when `limit` is not given, and at most.
@@ -134,6 +134,14 @@ impl Posters {
     fn of<'a>(&self, t: &TitleRef<'a>) -> Cow<'a, str> {
         let (service, poster) = t.poster_source();
         self.logos.url(&self.base, service, poster)
+    }
+
+    /// An episode's own image (fetched through its service), else the series' poster.
+    fn episode<'a>(&self, t: &TitleRef<'a>, e: &'a SeriesEpisode) -> Cow<'a, str> {
+        match e.info.as_deref().map(|i| i.image.as_str()) {
+            Some(image) if !image.is_empty() => self.logos.url(&self.base, &e.service, image),
+            _ => self.of(t),
+        }
     }
 }
 
@@ -289,6 +297,9 @@ async fn movie_details(
     v["director"] = json!(d.director);
     v["release_date"] = json!(d.release_date);
     v["backdrop"] = json!(d.backdrop);
+    v["country"] = json!(d.country);
+    v["age_rating"] = json!(d.age_rating);
+    v["youtube_trailer"] = json!(d.youtube_trailer);
     v["duration"] = json!(d.duration_secs);
     v["rating"] = json!(d.rating.or(t.rating()));
     v["tmdb"] = json!(t.tmdb().or(d.tmdb));
@@ -332,19 +343,38 @@ async fn series_details(
             seasons.push(json!({ "season": e.season, "episodes": [] }));
         }
         if let Some(Value::Array(list)) = seasons.last_mut().map(|l| &mut l["episodes"]) {
+            let info = e.info.as_deref().cloned().unwrap_or_default();
             list.push(json!({
                 "id": e.id,
                 "episode": e.episode,
                 "title": e.title,
                 "container_extension": e.ext,
+                "plot": info.plot,
+                "image": posters.episode(&t, e),
+                "release_date": info.release_date,
+                "duration": info.duration_secs,
+                "rating": info.rating,
+                "added": info.added,
                 "stream": format!("/api/episode/{}", e.id),
             }));
         }
     }
+    let f = t.facts();
+    let or = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
     let mut v = serde_json::to_value(item(&t, a, &posters)).unwrap_or_default();
     v["plot"] = json!(d.plot);
-    v["genre"] = json!(d.genre);
-    v["cast"] = json!(d.cast);
+    v["genre"] = json!(or(&d.genre, f.genre));
+    v["cast"] = json!(or(&d.cast, f.cast));
+    v["director"] = json!(or(&d.director, f.director));
+    v["release_date"] = json!(or(&d.release_date, f.release_date));
+    v["backdrop"] = json!(d.backdrop);
+    v["episode_run_time"] = json!(run_time(&d, f));
     v["rating"] = json!(d.rating.or(t.rating()));
     v["tmdb"] = json!(t.tmdb().or(d.tmdb));
     v["seasons"] = Value::Array(seasons);
@@ -628,10 +658,12 @@ struct SeriesEntry<'a> {
     year: String,
     series_id: u32,
     cover: &'a str,
+    /// Left empty: plots are long, so the list does not keep them (50,000 series);
+    /// `get_series_info` gives it.
     plot: &'static str,
-    cast: &'static str,
-    director: &'static str,
-    genre: &'static str,
+    cast: &'a str,
+    director: &'a str,
+    genre: &'a str,
     #[serde(rename = "releaseDate")]
     release_date_camel: String,
     release_date: String,
@@ -640,7 +672,7 @@ struct SeriesEntry<'a> {
     rating_5based: f32,
     backdrop_path: [&'static str; 0],
     youtube_trailer: &'static str,
-    episode_run_time: &'static str,
+    episode_run_time: String,
     tmdb: String,
     category_id: String,
     category_ids: [u32; 1],
@@ -652,6 +684,19 @@ fn opt_text<T: ToString>(v: Option<T>) -> String {
 
 fn rating_text(r: Option<f32>) -> String {
     r.map(|r| format!("{r:.1}")).unwrap_or_default()
+}
+
+/// A rating out of 10 as panels' `rating_5based` (out of 5, one decimal); 0: none.
+fn five_based(r: Option<f32>) -> f32 {
+    r.map_or(0.0, |r| (r * 5.0).round() / 10.0)
+}
+
+/// Minutes an episode runs: the details' duration, else the list's; `None`: unknown.
+fn run_time(d: &crate::vod::Details, f: FactsRef<'_>) -> Option<u32> {
+    d.duration_secs
+        .map(|s| s / 60)
+        .filter(|&m| m > 0)
+        .or(f.run_time.map(u32::from))
 }
 
 /// A movie or series list for an Xtream player, streamed (a chunk of titles at a time).
@@ -688,10 +733,10 @@ fn xtream_list(
                     stream_id: t.id(),
                     stream_icon: &posters.of(t),
                     rating: rating_text(r),
-                    rating_5based: r.map_or(0.0, |r| (r * 5.0).round() / 10.0),
+                    rating_5based: five_based(r),
                     tmdb: opt_text(t.tmdb()),
                     added: t.added().to_string(),
-                    is_adult: "0",
+                    is_adult: if t.adult() { "1" } else { "0" },
                     category_id: cat.to_string(),
                     category_ids: [cat],
                     container_extension: t.ext(),
@@ -699,32 +744,40 @@ fn xtream_list(
                     direct_source: "",
                 },
             ),
-            VodKind::Series => serde_json::to_writer(
-                &mut *out,
-                &SeriesEntry {
-                    num: t.id(),
-                    name: t.name(),
-                    title: t.name(),
-                    release_date_camel: year.clone(),
-                    release_date: year.clone(),
-                    year,
-                    series_id: t.id(),
-                    cover: &posters.of(t),
-                    plot: "",
-                    cast: "",
-                    director: "",
-                    genre: "",
-                    last_modified: t.added().to_string(),
-                    rating: rating_text(r),
-                    rating_5based: r.map_or(0.0, |r| (r * 5.0).round() / 10.0),
-                    backdrop_path: [],
-                    youtube_trailer: "",
-                    episode_run_time: "0",
-                    tmdb: opt_text(t.tmdb()),
-                    category_id: cat.to_string(),
-                    category_ids: [cat],
-                },
-            ),
+            VodKind::Series => {
+                let f = t.facts();
+                let date = if f.release_date.is_empty() {
+                    year.clone()
+                } else {
+                    f.release_date.to_string()
+                };
+                serde_json::to_writer(
+                    &mut *out,
+                    &SeriesEntry {
+                        num: t.id(),
+                        name: t.name(),
+                        title: t.name(),
+                        release_date_camel: date.clone(),
+                        release_date: date,
+                        year,
+                        series_id: t.id(),
+                        cover: &posters.of(t),
+                        plot: "",
+                        cast: f.cast,
+                        director: f.director,
+                        genre: f.genre,
+                        last_modified: t.added().to_string(),
+                        rating: rating_text(r),
+                        rating_5based: five_based(r),
+                        backdrop_path: [],
+                        youtube_trailer: "",
+                        episode_run_time: f.run_time.unwrap_or(0).to_string(),
+                        tmdb: opt_text(t.tmdb()),
+                        category_id: cat.to_string(),
+                        category_ids: [cat],
+                    },
+                )
+            }
         };
         written.is_ok()
     });
@@ -815,22 +868,23 @@ async fn vod_info(
             "releasedate": d.release_date,
             "release_date": d.release_date,
             "episode_run_time": (secs / 60).to_string(),
-            "youtube_trailer": "",
+            "youtube_trailer": d.youtube_trailer,
             "director": d.director,
             "actors": d.cast,
             "cast": d.cast,
             "description": d.plot,
             "plot": d.plot,
-            "age": "",
-            "mpaa_rating": "",
+            "age": d.age_rating,
+            "mpaa_rating": d.age_rating,
             "rating_count_kinopoisk": 0,
-            "country": "",
+            "country": d.country,
             "genre": d.genre,
             "backdrop_path": if d.backdrop.is_empty() { vec![] } else { vec![d.backdrop.clone()] },
             "duration_secs": secs,
             "duration": hhmmss(secs),
             "bitrate": 0,
             "rating": rating_text(d.rating.or(t.rating())),
+            "rating_5based": five_based(d.rating.or(t.rating())),
             "subtitles": [],
         },
         "movie_data": {
@@ -886,28 +940,40 @@ async fn series_info(
             .entry(key)
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(list) = list {
+            let info = e.info.as_deref().cloned().unwrap_or_default();
+            let secs = info.duration_secs.unwrap_or(0);
             list.push(json!({
                 "id": e.id.to_string(),
                 "episode_num": e.episode,
                 "title": if e.title.is_empty() { format!("{} S{:02}E{:02}", t.name(), e.season, e.episode) } else { e.title.clone() },
                 "container_extension": e.ext,
                 "info": {
-                    "movie_image": posters.of(&t),
-                    "plot": "",
-                    "releasedate": "",
-                    "rating": 0,
-                    "duration_secs": 0,
-                    "duration": "00:00:00",
+                    "movie_image": posters.episode(&t, e),
+                    "plot": info.plot,
+                    "releasedate": info.release_date,
+                    "rating": info.rating.unwrap_or(0.0),
+                    "duration_secs": secs,
+                    "duration": hhmmss(secs),
                     "bitrate": 0,
                 },
                 "custom_sid": "",
-                "added": "0",
+                "added": info.added.unwrap_or(0).to_string(),
                 "season": e.season,
                 "direct_source": "",
             }));
         }
     }
     let year = opt_text(t.year());
+    let f = t.facts();
+    let or = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let date = or(&or(&d.release_date, f.release_date), &year);
+    let rating = d.rating.or(t.rating());
     Ok(json!({
         "seasons": seasons,
         "info": {
@@ -916,17 +982,17 @@ async fn series_info(
             "year": year,
             "cover": posters.of(&t),
             "plot": d.plot,
-            "cast": d.cast,
-            "director": d.director,
-            "genre": d.genre,
-            "releaseDate": d.release_date,
-            "release_date": d.release_date,
+            "cast": or(&d.cast, f.cast),
+            "director": or(&d.director, f.director),
+            "genre": or(&d.genre, f.genre),
+            "releaseDate": date,
+            "release_date": date,
             "last_modified": t.added().to_string(),
-            "rating": rating_text(d.rating.or(t.rating())),
-            "rating_5based": 0,
+            "rating": rating_text(rating),
+            "rating_5based": five_based(rating),
             "backdrop_path": if d.backdrop.is_empty() { vec![] } else { vec![d.backdrop.clone()] },
-            "youtube_trailer": "",
-            "episode_run_time": "0",
+            "youtube_trailer": d.youtube_trailer,
+            "episode_run_time": run_time(&d, f).unwrap_or(0).to_string(),
             "tmdb": opt_text(t.tmdb().or(d.tmdb)),
             "category_id": cat.to_string(),
             "category_ids": [cat],

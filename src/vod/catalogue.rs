@@ -61,6 +61,31 @@ pub struct Item {
     pub category: u32,
     /// In the list's `names`.
     pub ext: u32,
+    /// Marked for adults (fits in the padding: no cost per item).
+    pub adult: bool,
+}
+
+/// The short facts of an item that has some (`ServiceList::facts`): series lists
+/// carry them, movie lists do not, so items without any cost nothing.
+#[derive(Debug)]
+pub struct Facts {
+    /// In the list's `names` (few genres, many titles).
+    pub genre: u32,
+    /// Minutes an episode runs; 0: not said.
+    pub run_time: u16,
+    pub cast: Box<str>,
+    pub director: Box<str>,
+    pub release_date: Box<str>,
+}
+
+/// `Facts` as answers read them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FactsRef<'a> {
+    pub genre: &'a str,
+    pub cast: &'a str,
+    pub director: &'a str,
+    pub release_date: &'a str,
+    pub run_time: Option<u16>,
 }
 
 /// One episode a list carries.
@@ -85,6 +110,7 @@ impl Episode {
             ext: self.ext.to_string(),
             url: self.url.as_deref().map(str::to_string),
             headers: self.headers.as_deref().cloned().unwrap_or_default(),
+            info: None,
         }
     }
 }
@@ -95,6 +121,8 @@ pub struct ServiceList {
     pub service: Box<str>,
     pub items: Vec<Item>,
     pub names: Names,
+    /// The facts of the items that have some, by item index (ascending).
+    pub facts: Vec<(u32, Facts)>,
 }
 
 impl ServiceList {
@@ -105,6 +133,7 @@ impl ServiceList {
         names.intern("");
         let mut seen = std::collections::HashSet::with_capacity(listed.len());
         let mut items = Vec::with_capacity(listed.len());
+        let mut facts = Vec::new();
         let mut skipped = 0;
         for l in listed {
             let name = l.name.trim();
@@ -133,6 +162,19 @@ impl ServiceList {
                 eps.dedup_by_key(|e| (e.season, e.episode));
                 eps.into_boxed_slice()
             });
+            if !l.facts.is_empty() {
+                let f = l.facts;
+                facts.push((
+                    u32::try_from(items.len()).unwrap_or(u32::MAX),
+                    Facts {
+                        genre: names.intern(f.genre.trim()),
+                        run_time: f.run_time.unwrap_or(0),
+                        cast: f.cast.into(),
+                        director: f.director.into(),
+                        release_date: f.release_date.into(),
+                    },
+                ));
+            }
             items.push(Item {
                 key: crate::lineup::normalise(name).into(),
                 name: name.into(),
@@ -150,17 +192,33 @@ impl ServiceList {
                 year: l.year.unwrap_or(0),
                 category: names.intern(l.category.trim()),
                 ext: names.intern(l.ext.trim()),
+                adult: l.adult,
             });
         }
         items.shrink_to_fit();
+        facts.shrink_to_fit();
         (
             Self {
                 service: service.into(),
                 items,
                 names,
+                facts,
             },
             skipped,
         )
+    }
+
+    /// The facts of item `item` (its index); `None`: it has none.
+    pub fn facts_of(&self, item: u32) -> Option<FactsRef<'_>> {
+        let i = self.facts.binary_search_by_key(&item, |(i, _)| *i).ok()?;
+        let f = &self.facts[i].1;
+        Some(FactsRef {
+            genre: self.names.get(f.genre),
+            cast: &f.cast,
+            director: &f.director,
+            release_date: &f.release_date,
+            run_time: (f.run_time > 0).then_some(f.run_time),
+        })
     }
 
     /// The item with the service's id `id`.
@@ -257,6 +315,20 @@ impl<'a> TitleRef<'a> {
 
     pub fn added(&self) -> u32 {
         self.first().added
+    }
+
+    /// Whether any source marks it for adults.
+    pub fn adult(&self) -> bool {
+        self.sources().any(|(_, i)| i.adult)
+    }
+
+    /// The first source's facts that has any; empty: none.
+    pub fn facts(&self) -> FactsRef<'a> {
+        self.title
+            .sources
+            .iter()
+            .find_map(|r| self.cat.lists[r.list as usize].facts_of(r.item))
+            .unwrap_or_default()
     }
 
     /// The first source's category; empty: none.
@@ -573,6 +645,38 @@ mod tests {
         assert_eq!(cat.select(&filter).count(), 1);
         assert_eq!(&*cat.categories()[0].0, "Drama");
         assert_eq!(cat.categories()[0].1, 6);
+    }
+
+    #[test]
+    fn facts_are_kept_only_for_the_items_that_have_some() {
+        let with = |id: &str, cast: &str| Listed {
+            facts: crate::vod::Facts {
+                cast: cast.into(),
+                genre: "Crime".into(),
+                ..Default::default()
+            },
+            ..listed(id, id, None, None)
+        };
+        let (l, _) = ServiceList::new(
+            "A",
+            vec![
+                listed("", "skipped", None, None),
+                listed("1", "plain", None, None),
+                with("2", "A, B"),
+                listed("3", "plain", None, None),
+                with("4", "C"),
+            ],
+        );
+        assert_eq!(l.facts.len(), 2);
+        assert!(l.facts_of(0).is_none());
+        assert_eq!(l.facts_of(1).unwrap().cast, "A, B");
+        assert_eq!(l.facts_of(1).unwrap().genre, "Crime");
+        assert!(l.facts_of(2).is_none());
+        assert_eq!(l.facts_of(3).unwrap().cast, "C");
+        // 200,000 movies: an item has no room for more (`adult` took padding), and
+        // an item with facts costs one entry beside it (plus its text).
+        assert_eq!(std::mem::size_of::<Item>(), 128);
+        assert_eq!(std::mem::size_of::<(u32, Facts)>(), 64);
     }
 
     #[test]

@@ -176,6 +176,7 @@ pub fn listed(
                         ext: super::m3u::extension(&url),
                         url: Some(url),
                         headers: Vec::new(),
+                        info: None,
                     });
                 }
                 if l.episodes.is_empty() {

@@ -5,6 +5,12 @@
 //! a title's details on demand (cached for `cache.vod_info_ttl`) and picks the media
 //! sources of a movie or an episode for an account.
 //!
+//! The catalogue holds only enabled services' titles, in their priority order: when
+//! a service is switched or re-prioritised (`Registry::generation` moves), the next
+//! request merges the kept lists again, once, without fetching them (a service
+//! enabled whose lists were never read is read first). A disabled service's last
+//! good lists are kept, so enabling it again brings its titles back at once.
+//!
 //! Episode ids are per series, season and episode number (`{series}/{season}/{episode}`
 //! in the store's `vod.episode` ids), so the same episode of a series merged from two
 //! services is one id whose sources are each service's copy. Which series, season and
@@ -66,6 +72,10 @@ pub struct SeriesEpisode {
     pub episode: u16,
     pub title: String,
     pub ext: String,
+    /// The service whose copy these facts are (its images are fetched through it).
+    pub service: String,
+    /// The episode's own facts, when its service gave some.
+    pub info: Option<Box<super::EpisodeInfo>>,
 }
 
 /// Why a title or its media cannot be had.
@@ -87,6 +97,15 @@ pub struct Library {
     status: Mutex<HashMap<String, VodStatus>>,
     /// Held while refreshing: concurrent askers wait for the one refresh.
     refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// Held while merging the kept lists into a snapshot: one merge at a time, so the
+    /// last swapped in is of the latest enabled services.
+    merging: tokio::sync::Mutex<()>,
+    /// The registry's `generation` the snapshot was merged for; `u64::MAX`: none yet
+    /// (or the snapshot a config reload handed over, to merge again for this registry).
+    merged_for: std::sync::atomic::AtomicU64,
+    /// The services whose lists have been asked for (answered or not): a service
+    /// enabled later that is not here has its lists read before the merge.
+    read: Mutex<std::collections::HashSet<String>>,
     ttl: Duration,
     details: moka::future::Cache<(String, VodKind, String), Arc<Details>>,
     /// Episode id → (series id, season, episode), and back.
@@ -144,6 +163,9 @@ impl Library {
         let last_good = prev
             .map(|p| p.last_good.lock().expect("no panics while held").clone())
             .unwrap_or_default();
+        let read = prev
+            .map(|p| p.read.lock().expect("no panics while held").clone())
+            .unwrap_or_default();
         Self {
             registry,
             store,
@@ -151,6 +173,9 @@ impl Library {
             last_good: Mutex::new(last_good),
             status: Mutex::default(),
             refreshing: Arc::default(),
+            merging: tokio::sync::Mutex::default(),
+            merged_for: std::sync::atomic::AtomicU64::new(u64::MAX),
+            read: Mutex::new(read),
             ttl: cache.vod_ttl,
             details: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -167,7 +192,10 @@ impl Library {
     /// The catalogue now: loaded first if it never was; refreshed in the background
     /// when older than `cache.vod_ttl`.
     pub async fn current(self: &Arc<Self>) -> Arc<Snapshot> {
-        let snap = self.snapshot();
+        let mut snap = self.snapshot();
+        if snap.loaded.is_some() && self.stale() {
+            snap = self.remerge().await;
+        }
         match snap.loaded {
             None => self.load_once().await,
             Some(at) if at.elapsed() > self.ttl => {
@@ -182,6 +210,41 @@ impl Library {
             }
             Some(_) => snap,
         }
+    }
+
+    /// Whether the snapshot was merged for other enabled services than now's.
+    fn stale(&self) -> bool {
+        self.merged_for.load(std::sync::atomic::Ordering::SeqCst) != self.registry.generation()
+    }
+
+    /// The catalogue of the services enabled now, from their kept lists (reading
+    /// first those of an enabled service never asked), unless merged meanwhile.
+    async fn remerge(&self) -> Arc<Snapshot> {
+        let unread: Vec<String> = {
+            let read = self.read.lock().expect("no panics while held");
+            self.enabled()
+                .into_iter()
+                .filter(|n| !read.contains(n))
+                .collect()
+        };
+        if !unread.is_empty() {
+            let _guard = self.refreshing.lock().await;
+            self.fetch(&unread).await;
+        }
+        let loaded = self.snapshot().loaded;
+        self.merge(loaded, true).await
+    }
+
+    /// The enabled services' names, in priority order.
+    fn enabled(&self) -> Vec<String> {
+        let mut services: Vec<_> = self
+            .registry
+            .status()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .collect();
+        services.sort_by_key(|s| s.priority);
+        services.into_iter().map(|s| s.name).collect()
     }
 
     /// Loads the catalogue unless another caller loaded it meanwhile.
@@ -201,14 +264,17 @@ impl Library {
     }
 
     async fn refresh_locked(&self) -> Arc<Snapshot> {
-        let mut services: Vec<_> = self
-            .registry
-            .status()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        services.sort_by_key(|s| s.priority);
-        let names: Vec<String> = services.into_iter().map(|s| s.name).collect();
+        self.fetch(&self.enabled()).await;
+        self.merge(Some(Instant::now()), false).await
+    }
+
+    /// Reads the lists of services `names` (in parallel), keeping each good one and
+    /// each service's status.
+    async fn fetch(&self, names: &[String]) {
+        self.read
+            .lock()
+            .expect("no panics while held")
+            .extend(names.iter().cloned());
         let fetched = futures::future::join_all(names.iter().map(|name| async move {
             match self.registry.service(name) {
                 Some(service) => service.vod().await,
@@ -271,6 +337,19 @@ impl Library {
                 .expect("no panics while held")
                 .insert(name.clone(), status);
         }
+    }
+
+    /// Merges the kept lists of the services enabled now (in priority order) and
+    /// swaps the result in, `loaded` being when they were read; with `if_stale`, only
+    /// when no merge since the last switch did.
+    async fn merge(&self, loaded: Option<Instant>, if_stale: bool) -> Arc<Snapshot> {
+        let _guard = self.merging.lock().await;
+        if if_stale && !self.stale() {
+            return self.snapshot();
+        }
+        // Read before the services: a switch after this is merged again next time.
+        let generation = self.registry.generation();
+        let names = self.enabled();
         let (movies, series) = {
             let good = self.last_good.lock().expect("no panics while held");
             let lists = |k| -> Vec<Arc<ServiceList>> {
@@ -286,9 +365,11 @@ impl Library {
         let snap = Arc::new(Snapshot {
             movies,
             series,
-            loaded: Some(Instant::now()),
+            loaded,
         });
         *self.snapshot.write().expect("no panics while held") = snap.clone();
+        self.merged_for
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
         snap
     }
 
@@ -393,6 +474,8 @@ impl Library {
                         } else {
                             e.ext
                         },
+                        service: list.service.to_string(),
+                        info: e.info,
                     });
             }
         }

@@ -167,6 +167,7 @@ pub fn catalogue(entries: Vec<FileEntry>) -> (Vec<Listed>, Vec<Listed>, usize) {
                     ext,
                     url: Some(e.url),
                     headers: e.headers,
+                    info: None,
                 });
             }
         }

@@ -72,6 +72,35 @@ pub struct Listed {
     /// A series' episodes, when the list itself carries them (M3U, json_api); Xtream
     /// panels list them only in the series' details.
     pub episodes: Vec<ListedEpisode>,
+    /// Marked for adults (Xtream `is_adult`), so players can hide it.
+    pub adult: bool,
+    /// The short facts a series list entry carries (Xtream `get_series`); empty for
+    /// the other lists. The plot is left to the details (`Details`).
+    pub facts: Facts,
+}
+
+/// The short facts of a list entry beyond its name and year, kept in the compact
+/// catalogue (`catalogue::Facts`) so a series list answers them without asking the
+/// panel per series. Long text (the plot) is not here: it comes with the details.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub genre: String,
+    pub cast: String,
+    pub director: String,
+    /// The full release date as the service wrote it (`2002-06-02`).
+    pub release_date: String,
+    /// Minutes an episode runs (Xtream `episode_run_time`).
+    pub run_time: Option<u16>,
+}
+
+impl Facts {
+    pub fn is_empty(&self) -> bool {
+        self.genre.is_empty()
+            && self.cast.is_empty()
+            && self.director.is_empty()
+            && self.release_date.is_empty()
+            && self.run_time.is_none()
+    }
 }
 
 /// One episode of a series, as a service lists it.
@@ -85,6 +114,23 @@ pub struct ListedEpisode {
     pub ext: String,
     pub url: Option<String>,
     pub headers: Headers,
+    /// What the service says about the episode itself (Xtream `get_series_info`'s
+    /// per-episode `info` and `added`); `None`: nothing (M3U, json_api).
+    pub info: Option<Box<EpisodeInfo>>,
+}
+
+/// One episode's own facts, as a series' details carry them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeInfo {
+    pub plot: String,
+    /// The episode's still image URL; empty: none (the series' cover stands in).
+    pub image: String,
+    pub release_date: String,
+    pub duration_secs: Option<u32>,
+    /// Out of 10.
+    pub rating: Option<f32>,
+    /// Unix seconds the service added it.
+    pub added: Option<u64>,
 }
 
 /// What a service says about one title beyond its list entry, fetched on demand.
@@ -99,6 +145,10 @@ pub struct Details {
     pub rating: Option<f32>,
     pub tmdb: Option<u32>,
     pub backdrop: String,
+    pub country: String,
+    pub youtube_trailer: String,
+    /// The age rating (Xtream `mpaa_rating`, else `age`).
+    pub age_rating: String,
     /// A series' episodes (empty for movies).
     pub episodes: Vec<ListedEpisode>,
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{Details, Listed, ListedEpisode};
+use super::{Details, EpisodeInfo, Facts, Listed, ListedEpisode};
 use crate::services::xtream::{as_text, as_u64};
 
 /// Reads `body`, which must be a non-empty JSON array, calling `each` with every
@@ -139,6 +139,7 @@ pub fn movie(v: &Value, categories: &HashMap<String, String>) -> Listed {
         rating: rating(v),
         added: v.get("added").and_then(as_u64),
         ext: text(v, "container_extension"),
+        adult: v.get("is_adult").and_then(as_u64).is_some_and(|a| a > 0),
         name,
         ..Listed::default()
     }
@@ -155,9 +156,42 @@ pub fn series(v: &Value, categories: &HashMap<String, String>) -> Listed {
         tmdb: tmdb(v),
         rating: rating(v),
         added: v.get("last_modified").and_then(as_u64),
+        facts: Facts {
+            genre: text(v, "genre"),
+            cast: first_text(v, &["cast", "actors"]),
+            director: text(v, "director"),
+            release_date: first_text(v, &["releaseDate", "release_date", "releasedate"]),
+            run_time: run_time(v),
+        },
         name,
         ..Listed::default()
     }
+}
+
+/// `episode_run_time` in minutes; 0 is not said.
+fn run_time(v: &Value) -> Option<u16> {
+    v.get("episode_run_time")
+        .and_then(as_u64)
+        .filter(|&m| m > 0)
+        .and_then(|m| u16::try_from(m).ok())
+}
+
+/// A running time: `duration_secs`, else `duration` (`HH:MM:SS` or `MM:SS`).
+fn duration_secs(v: &Value) -> Option<u32> {
+    v.get("duration_secs")
+        .and_then(as_u64)
+        .filter(|&s| s > 0)
+        .or_else(|| {
+            let text = v.get("duration").and_then(as_text)?;
+            let mut secs = 0u64;
+            for part in text.split(':') {
+                secs = secs
+                    .checked_mul(60)?
+                    .checked_add(part.trim().parse().ok()?)?;
+            }
+            (secs > 0).then_some(secs)
+        })
+        .and_then(|s| u32::try_from(s).ok())
 }
 
 /// `backdrop_path`: a list of URLs, or one.
@@ -176,18 +210,13 @@ fn details_of(info: &Value) -> Details {
         cast: first_text(info, &["cast", "actors"]),
         director: text(info, "director"),
         release_date: first_text(info, &["releasedate", "releaseDate", "release_date"]),
-        duration_secs: info
-            .get("duration_secs")
-            .and_then(as_u64)
-            .or_else(|| {
-                info.get("episode_run_time")
-                    .and_then(as_u64)
-                    .map(|m| m * 60)
-            })
-            .and_then(|s| u32::try_from(s).ok()),
+        duration_secs: duration_secs(info).or_else(|| run_time(info).map(|m| u32::from(m) * 60)),
         rating: rating(info),
         tmdb: tmdb(info),
         backdrop: backdrop(info),
+        country: text(info, "country"),
+        youtube_trailer: text(info, "youtube_trailer"),
+        age_rating: first_text(info, &["mpaa_rating", "age"]),
         episodes: Vec::new(),
     }
 }
@@ -241,10 +270,29 @@ pub fn series_info(v: &Value) -> Option<Details> {
             ext: text(e, "container_extension"),
             url: None,
             headers: Vec::new(),
+            info: episode_info(e),
         });
     }
     d.episodes.sort_by_key(|e| (e.season, e.episode));
     Some(d)
+}
+
+/// An episode's own `info` (plot, image, date, duration, rating) and `added`; `None`
+/// when it says none of them.
+fn episode_info(e: &Value) -> Option<Box<EpisodeInfo>> {
+    let info = e
+        .get("info")
+        .filter(|i| i.is_object())
+        .unwrap_or(&Value::Null);
+    let got = EpisodeInfo {
+        plot: first_text(info, &["plot", "description"]),
+        image: first_text(info, &["movie_image", "cover_big"]),
+        release_date: first_text(info, &["releasedate", "release_date", "air_date"]),
+        duration_secs: duration_secs(info),
+        rating: rating(info),
+        added: e.get("added").and_then(as_u64).filter(|&a| a > 0),
+    };
+    (got != EpisodeInfo::default()).then(|| Box::new(got))
 }
 
 #[cfg(test)]
@@ -301,8 +349,53 @@ mod tests {
             .map(|e| (e.season, e.episode, e.id.as_str()))
             .collect();
         assert_eq!(eps, [(1, 2, "11"), (2, 1, "22")]);
+        assert_eq!(d.episodes[0].info, None, "nothing said, nothing kept");
         assert!(vod_info(&json!({"info": [], "movie_data": []})).is_none());
         assert_eq!(year_in_name("Movie - 2004"), Some(2004));
         assert_eq!(year_in_name("2001"), None);
+    }
+
+    #[test]
+    fn episode_and_series_facts_are_kept() {
+        let v = json!({
+            "info": {"episode_run_time": "45", "country": "US", "mpaa_rating": "TV-MA"},
+            "episodes": {"1": [{"id": "7", "episode_num": 1, "added": "1600000000",
+                "info": {"plot": "p", "duration": "00:42:30", "movie_image": "http://i/e.jpg",
+                         "rating": 8.1, "releasedate": "2002-06-02"}}]}
+        });
+        let d = series_info(&v).unwrap();
+        assert_eq!(d.duration_secs, Some(45 * 60));
+        assert_eq!((d.country.as_str(), d.age_rating.as_str()), ("US", "TV-MA"));
+        let info = d.episodes[0].info.as_deref().unwrap();
+        assert_eq!(info.plot, "p");
+        assert_eq!(
+            info.duration_secs,
+            Some(2550),
+            "from `duration` when no `duration_secs`"
+        );
+        assert_eq!(info.image, "http://i/e.jpg");
+        assert_eq!(info.rating, Some(8.1));
+        assert_eq!(info.release_date, "2002-06-02");
+        assert_eq!(info.added, Some(1_600_000_000));
+        let cats = HashMap::new();
+        let s = series(
+            &json!({"series_id": 1, "name": "S", "cast": "A, B", "director": "D", "genre": "Crime",
+                    "releaseDate": "2002-06-02", "episode_run_time": 59}),
+            &cats,
+        );
+        assert_eq!(s.facts.cast, "A, B");
+        assert_eq!(s.facts.director, "D");
+        assert_eq!(s.facts.genre, "Crime");
+        assert_eq!(s.facts.release_date, "2002-06-02");
+        assert_eq!(s.facts.run_time, Some(59));
+        assert_eq!(s.year, Some(2002));
+        assert!(
+            movie(
+                &json!({"stream_id": 1, "name": "X", "is_adult": "1"}),
+                &cats
+            )
+            .adult
+        );
+        assert!(!movie(&json!({"stream_id": 1, "name": "X", "is_adult": 0}), &cats).adult);
     }
 }

@@ -77,7 +77,10 @@ async fn panel(mode: Mode, movie: Vec<u8>) -> FakeUpstream {
                 "get_series_categories" => json!([{"category_id": "7", "category_name": "Crime"}]),
                 "get_series" => json!([
                     {"num": 1, "name": "The Wire", "series_id": 201, "cover": "http://img.example/wire.jpg",
-                     "category_id": "7", "releaseDate": "2002-06-02", "rating": "9.3"}
+                     "category_id": "7", "releaseDate": "2002-06-02", "rating": "9.3",
+                     "plot": "Baltimore, seen by its drug dealers and those who hunt them.",
+                     "cast": "Dominic West, Idris Elba", "director": "David Simon", "genre": "Crime, Drama",
+                     "episode_run_time": "59", "last_modified": "1700000000"}
                 ]),
                 "get_vod_info" if q.get("vod_id").map(String::as_str) == Some("101") => json!({
                     "info": {"name": "Amélie", "plot": "A shy waitress.", "duration_secs": 7320,
@@ -88,9 +91,15 @@ async fn panel(mode: Mode, movie: Vec<u8>) -> FakeUpstream {
                 "get_series_info" if q.get("series_id").map(String::as_str) == Some("201") => {
                     json!({
                         "seasons": [],
-                        "info": {"name": "The Wire", "plot": "Baltimore."},
+                        "info": {"name": "The Wire", "plot": "Baltimore.", "rating": "9.3",
+                                 "cast": "Dominic West, Idris Elba", "director": "David Simon",
+                                 "genre": "Crime, Drama", "releaseDate": "2002-06-02", "episode_run_time": "59"},
                         "episodes": {"1": [
-                            {"id": "3001", "episode_num": 1, "title": "The Target", "container_extension": "mp4", "season": 1},
+                            {"id": "3001", "episode_num": 1, "title": "The Target", "container_extension": "mp4", "season": 1,
+                             "added": "1600000123",
+                             "info": {"plot": "A murder trial.", "duration_secs": 3720, "duration": "01:02:00",
+                                      "movie_image": "http://img.example/wire-1.jpg", "rating": 8.1,
+                                      "releasedate": "2002-06-02"}},
                             {"id": 3002, "episode_num": "2", "title": "The Detail", "container_extension": "mp4"}
                         ]}
                     })
@@ -190,7 +199,7 @@ fn config(panel: &FakeUpstream, files: &FakeUpstream) -> String {
 struct Setup {
     app: TestApp,
     mode: Mode,
-    _panel: FakeUpstream,
+    panel: FakeUpstream,
     files: FakeUpstream,
 }
 
@@ -202,7 +211,7 @@ async fn setup_with(movie: Vec<u8>) -> Setup {
     Setup {
         app,
         mode,
-        _panel: panel,
+        panel,
         files,
     }
 }
@@ -781,4 +790,172 @@ async fn a_lists_movies_are_kept_from_its_first_read_only_until_the_catalogue_as
         3,
         "the catalogue read the list itself"
     );
+}
+
+/// What a panel says about a series and its episodes reaches Xtream players and the
+/// API: the list's cast, director, genre, full release date and run time; the
+/// details' per-episode plot, duration, image, rating, date and `added`; ratings
+/// out of 5 from ratings out of 10. An episode the panel says nothing about keeps
+/// the series' cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_and_episode_facts_pass_through() {
+    let s = setup().await;
+    let app = &s.app;
+    let list = xtream(app, "erin", "get_series").await;
+    let wire = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "The Wire")
+        .unwrap_or_else(|| panic!("no The Wire in {list}"))
+        .clone();
+    assert_eq!(wire["cast"], "Dominic West, Idris Elba", "{wire}");
+    assert_eq!(wire["director"], "David Simon");
+    assert_eq!(wire["genre"], "Crime, Drama");
+    assert_eq!(wire["releaseDate"], "2002-06-02");
+    assert_eq!(wire["episode_run_time"], "59");
+    assert_eq!(wire["rating"], "9.3");
+    let five = wire["rating_5based"].as_f64().unwrap();
+    assert!((4.6..=4.7).contains(&five), "{wire}");
+    let id = wire["series_id"].as_u64().unwrap();
+
+    let info = xtream(app, "erin", &format!("get_series_info&series_id={id}")).await;
+    let i = &info["info"];
+    assert_eq!(i["plot"], "Baltimore.", "{info}");
+    assert_eq!(i["cast"], "Dominic West, Idris Elba");
+    assert_eq!(i["director"], "David Simon");
+    assert_eq!(i["genre"], "Crime, Drama");
+    assert_eq!(i["releaseDate"], "2002-06-02");
+    assert_eq!(i["episode_run_time"], "59");
+    let five = i["rating_5based"].as_f64().unwrap();
+    assert!((4.6..=4.7).contains(&five), "{info}");
+    let eps = info["episodes"]["1"].as_array().unwrap();
+    let (e1, e2) = (&eps[0], &eps[1]);
+    assert_eq!(e1["info"]["plot"], "A murder trial.", "{e1}");
+    assert_eq!(e1["info"]["duration_secs"], 3720);
+    assert_eq!(e1["info"]["duration"], "01:02:00");
+    assert_eq!(e1["info"]["movie_image"], "http://img.example/wire-1.jpg");
+    assert!((e1["info"]["rating"].as_f64().unwrap() - 8.1).abs() < 0.01);
+    assert_eq!(e1["info"]["releasedate"], "2002-06-02");
+    assert_eq!(e1["added"], "1600000123");
+    // The panel says nothing of the second: the series' cover, no plot.
+    assert_eq!(
+        e2["info"]["movie_image"], "http://img.example/wire.jpg",
+        "{e2}"
+    );
+    assert_eq!(e2["info"]["plot"], "");
+    assert_eq!(e2["info"]["duration_secs"], 0);
+
+    let api = ok_json(app, &format!("/api/series/{id}")).await;
+    assert_eq!(api["director"], "David Simon", "{api}");
+    assert_eq!(api["release_date"], "2002-06-02");
+    let e = &api["seasons"][0]["episodes"][0];
+    assert_eq!(e["plot"], "A murder trial.", "{api}");
+    assert_eq!(e["duration"], 3720);
+    assert_eq!(e["image"], "http://img.example/wire-1.jpg");
+}
+
+/// How many times the panel was asked for its movie list.
+fn movie_list_reads(panel: &FakeUpstream) -> usize {
+    panel
+        .requests_to("/player_api.php")
+        .iter()
+        .filter(|r| {
+            r.query
+                .as_deref()
+                .is_some_and(|q| q.contains("action=get_vod_streams"))
+        })
+        .count()
+}
+
+/// Disabling a service takes its titles out of every list at once (a title another
+/// service also has stays, from that one) and they no longer play; enabling it again
+/// brings them back, same ids, from its kept lists without asking the panel again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_services_titles_leave_the_catalogue_at_once_and_come_back() {
+    let s = setup().await;
+    let app = &s.app;
+    let movies = ok_json(app, "/api/movies").await;
+    let (heat, amelie) = (id_of(&movies, "Heat"), id_of(&movies, "Amélie (2001)"));
+    let wire = id_of(&ok_json(app, "/api/series").await, "The Wire");
+    let reads = movie_list_reads(&s.panel);
+    assert_eq!(reads, 1);
+
+    let r = app.post("/api/services/Panel/disable").await;
+    assert_eq!(r.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    // Amélie stays, named as its one source now names it.
+    assert_eq!(
+        titles(&movies),
+        [
+            ("Amelie (2001)".to_string(), vec!["Files".to_string()]),
+            ("Solaris (1972)".to_string(), vec!["Files".to_string()]),
+        ]
+    );
+    // Its id was its TMDB id's, which only the panel knew: while the panel is off it
+    // is the id of its name and year (as a refresh would give it).
+    let amelie_files = id_of(&movies, "Amelie (2001)");
+    let series = ok_json(app, "/api/series").await;
+    assert_eq!(
+        titles(&series),
+        [("Show".to_string(), vec!["Files".to_string()])]
+    );
+    assert_eq!(
+        names(&xtream(app, "erin", "get_vod_streams").await, "name"),
+        ["Amelie (2001)", "Solaris (1972)"]
+    );
+    assert_eq!(
+        names(&xtream(app, "erin", "get_series").await, "name"),
+        ["Show"]
+    );
+    let m3u = app.get_text_ok("/vod.m3u").await;
+    assert!(!m3u.contains("Heat"), "{m3u}");
+    assert!(m3u.contains("Solaris"), "{m3u}");
+    // Not listed, not played: 404 as an unknown title, not a 502 from a dead source.
+    assert_eq!(bytes_of(app, &format!("/api/movie/{heat}")).await.0, 404);
+    assert_eq!(app.get(&format!("/api/series/{wire}")).await.status(), 404);
+    assert_eq!(
+        bytes_of(app, &format!("/api/movie/{amelie_files}")).await,
+        (200, b"m3u-amelie-bytes".to_vec()),
+        "from the source still enabled"
+    );
+
+    let r = app.post("/api/services/Panel/enable").await;
+    assert_eq!(r.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(
+        titles(&movies)[0],
+        (
+            "Amélie (2001)".to_string(),
+            vec!["Panel".to_string(), "Files".to_string()]
+        )
+    );
+    assert_eq!(id_of(&movies, "Heat"), heat);
+    assert_eq!(id_of(&movies, "Amélie (2001)"), amelie);
+    assert_eq!(
+        bytes_of(app, &format!("/api/movie/{heat}")).await,
+        (200, b"heat-bytes".to_vec())
+    );
+    assert_eq!(id_of(&ok_json(app, "/api/series").await, "The Wire"), wire);
+    assert_eq!(
+        movie_list_reads(&s.panel),
+        reads,
+        "the kept list, not a new read"
+    );
+}
+
+/// A service disabled when the catalogue first loaded, enabled later: its lists are
+/// read then, and its titles join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_enabled_after_the_first_load_is_read_then() {
+    let s = setup().await;
+    let app = &s.app;
+    assert_eq!(app.post("/api/services/Panel/disable").await.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(movies["total"], 2, "{movies}");
+    assert_eq!(movie_list_reads(&s.panel), 0);
+    assert_eq!(app.post("/api/services/Panel/enable").await.status(), 200);
+    let movies = ok_json(app, "/api/movies").await;
+    assert_eq!(movies["total"], 3, "{movies}");
+    assert_eq!(movie_list_reads(&s.panel), 1);
 }

@@ -293,6 +293,13 @@ impl Registry {
         *self.lineup.lock().expect("lineup lock is never poisoned") = None;
     }
 
+    /// Counts the changes to which services are enabled and their priorities (here or
+    /// from another instance): what is built from the enabled services (the movie
+    /// and series catalogue) builds again when it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The runtime store, for a config reload to build the next registry on.
     pub fn store(&self) -> &Store {
         &self.store
