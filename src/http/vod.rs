@@ -823,10 +823,14 @@ pub(crate) async fn xtream_action(
                 .collect();
             Ok(Json(cats).into_response())
         }
-        "get_vod_streams" | "get_series" => match number("category_id") {
-            Ok(only) => Ok(xtream_list(snap, kind, account.clone(), only, posters)),
-            Err(e) => Err(e),
-        },
+        "get_vod_streams" | "get_series" => {
+            // As panels read it (PHP's intval): not a number, or 0, is every category.
+            let only = q
+                .get("category_id")
+                .and_then(|c| c.trim().parse::<u32>().ok())
+                .filter(|&c| c != 0);
+            Ok(xtream_list(snap, kind, account.clone(), only, posters))
+        }
         "get_vod_info" => match number("vod_id") {
             Err(e) => Err(e),
             Ok(id) => Ok(Json(vod_info(s, &snap, id, a, &posters).await).into_response()),

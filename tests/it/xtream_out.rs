@@ -354,10 +354,13 @@ async fn wrong_logins_unknown_actions_and_malformed_ids() {
     assert_eq!(epg, serde_json::json!({"epg_listings": []}));
     let epg = api(&app, ALICE, "get_short_epg").await;
     assert_eq!(epg, serde_json::json!({"epg_listings": []}));
-    assert_eq!(
-        api(&app, ALICE, "get_live_streams&category_id=x").await,
-        api(&app, ALICE, "get_live_streams").await
-    );
+    for action in ["get_live_streams", "get_vod_streams", "get_series"] {
+        assert_eq!(
+            api(&app, ALICE, &format!("{action}&category_id=x")).await,
+            api(&app, ALICE, action).await,
+            "{action}"
+        );
+    }
     let news = number_of(&app, "News One").await;
     for limit in ["0", "x"] {
         let epg = api(
