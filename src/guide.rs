@@ -1145,6 +1145,7 @@ impl Guides {
             .map(|c| OutChannel {
                 id: &c.guide_id,
                 name: &c.name,
+                number: c.number,
                 logo: &c.logo,
                 programmes: pick(&ranked, &c.id)
                     .filter(|_| !rejected(&c.id))

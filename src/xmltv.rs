@@ -913,6 +913,9 @@ pub fn format_time(t: i64) -> String {
 pub struct OutChannel<'a> {
     pub id: &'a str,
     pub name: &'a str,
+    /// The lineup number, written as a second `<display-name>` (Plex and Jellyfin map
+    /// guide channels to tuner channels by it); 0 writes none.
+    pub number: u32,
     pub logo: &'a str,
     pub programmes: &'a [Programme],
 }
@@ -941,6 +944,11 @@ pub fn render(channels: &[OutChannel<'_>], fold_subtitle: bool) -> Vec<u8> {
         out.extend_from_slice(b"\">\n    <display-name>");
         push_escaped(&mut out, c.name);
         out.extend_from_slice(b"</display-name>\n");
+        if c.number != 0 {
+            out.extend_from_slice(b"    <display-name>");
+            out.extend_from_slice(c.number.to_string().as_bytes());
+            out.extend_from_slice(b"</display-name>\n");
+        }
         if !c.logo.is_empty() {
             out.extend_from_slice(b"    <icon src=\"");
             push_escaped(&mut out, c.logo);
@@ -1076,6 +1084,7 @@ mod tests {
         );
         let out = render(
             &[OutChannel {
+                number: 0,
                 id: "a\u{0}b",
                 name: "XML <tag> & ]]> \u{1}\u{2} ctrl\u{1b}",
                 logo: "",
@@ -1166,6 +1175,7 @@ mod tests {
         let list = &g.programmes["ours:one.example"];
         assert_eq!(list.len(), 1);
         let chans = [OutChannel {
+            number: 0,
             id: "one.example",
             name: "One & Co",
             logo: "http://l/1.png",

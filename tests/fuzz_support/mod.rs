@@ -426,9 +426,11 @@ fn xmltv_target(data: &[u8]) {
     ids.sort();
     let channels: Vec<OutChannel<'_>> = ids
         .iter()
-        .map(|id| OutChannel {
+        .enumerate()
+        .map(|(i, id)| OutChannel {
             id,
             name: id,
+            number: i as u32,
             logo: "",
             programmes: &guide.programmes[*id],
         })
