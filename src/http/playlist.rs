@@ -41,6 +41,10 @@ pub struct Filter {
     pub group: Option<String>,
     /// Only channels that have a source from this service.
     pub service: Option<String>,
+    /// `ts`: stream URLs of the channels' continuous MPEG-TS (`/api/stream/{id}.ts`,
+    /// shared by every viewer of a channel: what Jellyfin's M3U tuner shares); `m3u8`
+    /// or none: their HLS playlists.
+    pub output: Option<String>,
 }
 
 /// The merged lineup as M3U Plus, each entry pointing at the channel's stream URL.
@@ -51,6 +55,7 @@ pub struct Filter {
     params(Filter),
     responses(
         (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
+        (status = 400, description = "`output` is neither `ts` nor `m3u8`", body = ErrorBody),
         (status = 404, description = "`service` names no configured service", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -65,6 +70,16 @@ async fn playlist(
         if s.registry.service(name).is_none() {
             return Err(AppError::NotFound(format!("unknown service `{name}`")));
         }
+    }
+    if let Some(o) = f
+        .output
+        .as_deref()
+        .filter(|o| !matches!(*o, "ts" | "m3u8" | "hls"))
+    {
+        return Err(AppError::BadRequest(format!(
+            "output `{}`: `ts` (MPEG-TS) or `m3u8` (HLS, the default)",
+            o.escape_debug()
+        )));
     }
     let lineup = super::logos::lineup(&s, &headers).await?;
     let out = Out::new(&base_url(&s.config, &headers), f, viewer.0);
@@ -93,6 +108,7 @@ async fn playlist(
     params(Filter),
     responses(
         (status = 200, description = "M3U Plus", body = String, content_type = "audio/x-mpegurl"),
+        (status = 400, description = "`output` is neither `ts` nor `m3u8`", body = ErrorBody),
         (status = 404, description = "`service` names no configured service", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -217,7 +233,12 @@ impl Out {
 
     /// The entry of `c`: its stream URL and, with catch-up, its archive template.
     fn entry(&self, buf: &mut String, c: &LineupChannel) {
-        let mut url = format!("{}/api/stream/{}.m3u8", self.base, c.id);
+        let ext = if self.filter.output.as_deref() == Some("ts") {
+            "ts"
+        } else {
+            "m3u8"
+        };
+        let mut url = format!("{}/api/stream/{}.{ext}", self.base, c.id);
         let mut sep = '?';
         for part in [&self.service, &self.login].into_iter().flatten() {
             url.push(sep);

@@ -1473,6 +1473,27 @@ url = "@UP@/list.m3u"
     assert_eq!(e[0].1, "Demo");
     assert!(e[0].2.ends_with("?service=Demo"), "{demo_only}");
     assert_api_error(app.get("/playlist.m3u?service=Nope").await, 404).await;
+
+    // `output=ts`: the channels' continuous MPEG-TS, what Jellyfin's M3U tuner shares.
+    let ts = app
+        .get_text_ok("/playlist.m3u?output=ts&service=Demo")
+        .await;
+    let e = entries(&ts);
+    assert_eq!(
+        e[0].2,
+        format!("{base}/api/stream/demo.ts?service=Demo"),
+        "{ts}"
+    );
+    let mut demo_ts = app.get(&e[0].2).await;
+    assert_eq!(demo_ts.status(), 200);
+    assert_eq!(demo_ts.headers()["content-type"], "video/MP2T");
+    let first = demo_ts.chunk().await.unwrap().unwrap();
+    assert_eq!(first[0], 0x47, "MPEG-TS");
+    drop(demo_ts);
+    let m3u8 = app.get_text_ok("/playlist.m3u?output=m3u8").await;
+    assert_eq!(m3u8, text);
+    let body = assert_api_error(app.get("/playlist.m3u?output=mp4").await, 400).await;
+    assert!(body["error"].as_str().unwrap().contains("`ts`"), "{body}");
 }
 
 // ---------------------------------------------------------------------------------------
