@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +26,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use super::{base_url, AppState};
 use crate::error::{AppError, ErrorBody};
@@ -638,9 +639,39 @@ async fn tuner_lineup_post(
 async fn tune(
     State(s): State<AppState>,
     Path(channel): Path<String>,
+    Query(q): Query<TuneQuery>,
     headers: HeaderMap,
-) -> Result<Response, AppError> {
-    tune_on(s, None, channel, headers).await
+) -> Response {
+    with_tuner_error(tune_on(s, None, channel, q, headers).await)
+}
+
+/// A tune without `duration` ends when the client goes (a century stands for never).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What a tuner URL may carry besides the channel.
+#[derive(serde::Deserialize, Default)]
+struct TuneQuery {
+    /// Seconds, as a real HDHomeRun takes it: the stream ends after that long
+    /// (recorders rely on it); anything but a positive number is ignored.
+    duration: Option<String>,
+}
+
+/// The answer of a tune, with the `X-HDHomeRun-Error` header a real tuner adds to a
+/// refusal (recorders read it to tell "busy" from "no signal"): 801 for an unknown
+/// channel, 805 when every tuner is in use, 806 when the channel could not be tuned.
+fn with_tuner_error(result: Result<Response, AppError>) -> Response {
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    let code = match resp.status() {
+        StatusCode::NOT_FOUND => "801 Unknown Channel",
+        StatusCode::SERVICE_UNAVAILABLE => "805 All Tuners In Use",
+        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => "806 Tune Failed",
+        _ => return resp,
+    };
+    resp.headers_mut().insert(
+        header::HeaderName::from_static("x-hdhomerun-error"),
+        header::HeaderValue::from_static(code),
+    );
+    resp
 }
 
 /// `/tuners/{n}/auto/v{number}`: the same, on virtual tuner n. Under a virtual tuner
@@ -666,9 +697,10 @@ async fn tune(
 async fn tuner_tune(
     State(s): State<AppState>,
     Path((n, channel)): Path<(String, String)>,
+    Query(q): Query<TuneQuery>,
     headers: HeaderMap,
-) -> Result<Response, AppError> {
-    tune_on(s, Some(n), channel, headers).await
+) -> Response {
+    with_tuner_error(tune_on(s, Some(n), channel, q, headers).await)
 }
 
 /// Channel `channel` (`v{number}`) on the whole tuner or virtual tuner `n`.
@@ -676,6 +708,7 @@ async fn tune_on(
     s: AppState,
     n: Option<String>,
     channel: String,
+    q: TuneQuery,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     device(&s, &headers, n.as_deref()).await?;
@@ -725,6 +758,12 @@ async fn tune_on(
         let _slot = &slot;
         std::future::ready(conn.as_ref().is_none_or(|c| !c.is_ended()))
     });
+    let duration = q
+        .duration
+        .and_then(|d| d.trim().parse::<u64>().ok())
+        .filter(|&d| d > 0)
+        .map_or(NEVER, Duration::from_secs);
+    let body = body.take_until(tokio::time::sleep(duration));
     Ok((
         [
             (header::CONTENT_TYPE, "video/MP2T"),

@@ -123,12 +123,13 @@ async fn json_errors(
         .into_response()
 }
 
-/// The base URL clients reach us at: `server.public_url`, else `http://<Host>`.
+/// The base URL clients reach us at: `server.public_url`, else `http://<Host>`, else
+/// (an HTTP/1.0 request without one) `own_base_url`.
 pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
     if let Some(u) = public_url(config) {
         return u;
     }
-    let host = headers
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         // A Host header is client input: keep only what a host[:port] may contain.
@@ -137,8 +138,7 @@ pub fn base_url(config: &Config, headers: &HeaderMap) -> String {
                 && h.chars()
                     .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
         })
-        .unwrap_or("127.0.0.1:8005");
-    format!("http://{host}")
+        .map_or_else(|| own_base_url(config), |host| format!("http://{host}"))
 }
 
 /// `server.public_url` without its trailing slash, when set.

@@ -218,7 +218,15 @@ async fn a_tuner_beyond_tuner_count_gets_503_and_frees_when_the_viewer_leaves() 
     let first = open_tuner(&app, "/auto/v1").await;
     let second = open_tuner(&app, "/auto/v1").await;
     // Both tuners are taken: a third viewer (any channel) is refused as busy.
-    let body = assert_api_error(app.get("/auto/v1").await, 503).await;
+    let busy = app.get("/auto/v1").await;
+    assert_eq!(
+        busy.headers()
+            .get("x-hdhomerun-error")
+            .map(|v| v.to_str().unwrap()),
+        Some("805 All Tuners In Use"),
+        "as a real tuner says it"
+    );
+    let body = assert_api_error(busy, 503).await;
     assert!(body["error"].as_str().unwrap().contains("tuners"), "{body}");
 
     // The tuner frees once a viewer disconnects (the server notices on its next write).
@@ -257,7 +265,12 @@ async fn open_tuner(
 #[tokio::test]
 async fn bad_tuner_paths_and_a_disabled_tuner_get_404() {
     let (app, _portal) = two_service_app("").await;
-    assert_api_error(app.get("/auto/v999").await, 404).await;
+    let unknown = app.get("/auto/v999").await;
+    assert_eq!(
+        unknown.headers()["x-hdhomerun-error"],
+        "801 Unknown Channel"
+    );
+    assert_api_error(unknown, 404).await;
     assert_api_error(app.get("/auto/ch1").await, 404).await;
     assert_api_error(app.get("/auto/v").await, 404).await;
     // No virtual tuners unless max_channels is set.
@@ -555,4 +568,29 @@ async fn a_big_lineup_is_split_by_group_into_virtual_tuners() {
     let (_, again) = app.get_json("/api/tuners").await;
     assert_eq!(without_url(again.as_array().unwrap()), without_url(&list));
     assert_eq!(again[0]["url"], app.url("/tuners/1"));
+}
+
+#[tokio::test]
+async fn a_tune_with_duration_ends_after_that_many_seconds() {
+    let (app, _portal) = two_service_app("").await;
+    let mut body = open_tuner(&app, "/auto/v1?duration=1").await;
+    // Ends by itself (an endless stream would run into the guard).
+    tokio::time::timeout(HANG_GUARD, async {
+        while let Some(chunk) = body.next().await {
+            chunk.expect("a clean end, not an error");
+        }
+    })
+    .await
+    .expect("the stream ended after its duration");
+    // Without it (or with nonsense) the stream goes on.
+    for path in ["/auto/v1", "/auto/v1?duration=x"] {
+        let mut body = open_tuner(&app, path).await;
+        let more = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(chunk) = body.next().await {
+                chunk.expect("a chunk");
+            }
+        })
+        .await;
+        assert!(more.is_err(), "{path}: still streaming after 2 s");
+    }
 }
