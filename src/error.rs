@@ -161,6 +161,9 @@ pub struct Attempt {
     pub error: String,
     #[serde(skip)]
     pub timeout: bool,
+    /// The service does not list the channel (a `SERVICE:ID` it does not have).
+    #[serde(skip)]
+    pub unlisted: bool,
 }
 
 /// The JSON body of every error response, as the OpenAPI document
@@ -236,6 +239,13 @@ impl AppError {
                 if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>
             {
                 StatusCode::GATEWAY_TIMEOUT
+            }
+            // No source lists the channel asked for (`SERVICE:ID` with an id the
+            // service does not have): an unknown channel, not an upstream failure.
+            Self::AllSourcesFailed { tried, .. }
+                if !tried.is_empty() && tried.iter().all(|a| a.unlisted) =>
+            {
+                StatusCode::NOT_FOUND
             }
             Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,

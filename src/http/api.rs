@@ -283,6 +283,8 @@ async fn channel(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<ChannelDetail>, AppError> {
+    // `SERVICE:ID` names the lineup channel that source belongs to.
+    let (id, _) = s.registry.canonical(&id, None).await?;
     let mut detail = s.registry.channel(&id).await?;
     // The channel as outputs show it; `mapping` and `upstream` keep the values as set.
     let c = &mut detail.channel;
@@ -350,6 +352,7 @@ async fn map_channel(
         "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
     )
     .await?;
+    let (id, _) = s.registry.canonical(&id, None).await?;
     let before = s.registry.channel(&id).await?.channel.guide_id;
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide

@@ -174,6 +174,7 @@ async fn play(
                     channel_id: channel_id.to_string(),
                     timeout: e.is_timeout(),
                     error: e.to_string(),
+                    unlisted: false,
                 });
             }
         }

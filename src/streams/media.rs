@@ -71,6 +71,7 @@ impl Engine {
                         channel_id: redact_str(&src.url),
                         timeout: matches!(e, UpstreamError::Timeout(_)),
                         error: e.to_string(),
+                        unlisted: false,
                     });
                 }
             }

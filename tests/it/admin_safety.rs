@@ -291,6 +291,11 @@ const NOT_ADMIN: &[&str] = &[
     "/lineup.post",
     "/tuners/{n}/lineup.post",
     "/api/channels/{id}/test",
+    // The Xtream panel calls, POSTed by some players: the GET calls' form, a viewer's
+    // login and reads; nothing changes.
+    "/player_api.php",
+    "/get.php",
+    "/xmltv.php",
 ];
 
 /// Whether `path` is an instance of the route template `template` (`{x}` segments).

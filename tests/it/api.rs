@@ -1629,3 +1629,40 @@ async fn a_bad_query_and_a_wrong_method_get_the_json_error_body() {
         );
     }
 }
+
+#[tokio::test]
+async fn service_and_id_name_a_source_on_every_channel_route_and_an_unlisted_one_is_404() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let list = format!("#EXTM3U\n#EXTINF:-1 group-title=\"News\",News One\n{o}/n1.m3u8\n");
+    let _up = up
+        .text("/list.m3u", M3U_TYPE, list)
+        .text("/n1.m3u8", HLS_TYPE, media_playlist(&["a.ts"]))
+        .start();
+    let app = TestApp::spawn(&fill(
+        "[[services]]\nname = \"List\"\nkind = \"m3u\"\nurl = \"@UP@/list.m3u\"\n",
+        &[("@UP@", &o)],
+    ))
+    .await;
+    let news = app.channel_named("News One").await;
+    let source = format!(
+        "List:{}",
+        news["sources"][0]["channel_id"].as_str().unwrap()
+    );
+    let (status, by_source) = app.get_json(&format!("/api/channels/{source}")).await;
+    assert_eq!(status, 200, "{by_source}");
+    assert_eq!(by_source["name"], "News One", "{by_source}");
+
+    // An id the service does not list: an unknown channel (404), not an upstream
+    // failure, and no mark against the service's health.
+    let before = app.service_status("List").await;
+    let body = assert_api_error(app.get("/api/stream/List:no-such-id.m3u8").await, 404).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("no-such-id"),
+        "{body}"
+    );
+    assert_api_error(app.get("/api/channels/List:no-such-id").await, 404).await;
+    let after = app.service_status("List").await;
+    assert_eq!(before["failures"], after["failures"], "{after}");
+    assert_eq!(after["healthy"], true, "{after}");
+}

@@ -276,7 +276,12 @@ impl Registry {
         })
         .await
         .unwrap_or(Err(UpstreamError::Timeout(bound)));
-        self.record(e, started, &result);
+        // A channel the service does not list says nothing of the service's health
+        // (an id mistyped in `SERVICE:ID`): not recorded.
+        let unlisted = matches!(result, Err(UpstreamError::NoChannel(_)));
+        if !unlisted {
+            self.record(e, started, &result);
+        }
         match result {
             Ok(v) => Ok(v),
             Err(err) => {
@@ -290,6 +295,7 @@ impl Registry {
                     channel_id: channel_id.to_string(),
                     timeout: err.is_timeout(),
                     error: err.to_string(),
+                    unlisted,
                 })
             }
         }
