@@ -1239,3 +1239,54 @@ async fn an_m3u8_of_a_direct_ts_channel_is_served_and_counted_as_ts() {
     .await;
     assert!(body["error"].as_str().unwrap().contains("allows 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_limited_to_services_plays_only_their_sources() {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let entry = |path: &str| {
+        format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Shared.example\" group-title=\"News\",Shared\n{base}{path}\n")
+    };
+    let up = fake
+        .text("/a.m3u", M3U_TYPE, entry("/a/live.m3u8"))
+        .text("/b.m3u", M3U_TYPE, entry("/b/live.m3u8"))
+        .text("/c.m3u", M3U_TYPE, entry("/c/live.m3u8"))
+        .text(
+            "/a/live.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["s.ts"]),
+        )
+        .status("/b/live.m3u8", 500)
+        .text(
+            "/c/live.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["s.ts"]),
+        )
+        .start();
+    let mut config = format!("[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n");
+    for (i, name) in ["A", "B", "C"].iter().enumerate() {
+        config.push_str(&format!(
+            "\n[[services]]\nname = \"{name}\"\nkind = \"m3u\"\npriority = {}\nurl = \"{}/{}.m3u\"\n",
+            i + 1,
+            up.base(),
+            name.to_lowercase()
+        ));
+    }
+    config.push_str(
+        "\n[[users]]\nname = \"onlyb\"\npassword = \"pw\"\nservices = [\"B\"]\nmax_connections = 0\n\
+         \n[[users]]\nname = \"bc\"\npassword = \"pw\"\nservices = [\"B\", \"C\"]\nmax_connections = 0\n",
+    );
+    let app = TestApp::spawn(&config).await;
+    let n = app.channel_named("Shared").await["number"]
+        .as_u64()
+        .unwrap();
+    // Only B's source, which fails: not A's (the account may not use A).
+    let body = assert_api_error(app.get(&format!("/live/onlyb/pw/{n}.m3u8")).await, 502).await;
+    assert!(body.to_string().contains("\"B\""), "{body}");
+    assert_eq!(up.hits("/a/live.m3u8"), 0, "A is not the account's");
+    // B then C, both the account's: plays from C.
+    let playlist = app.get_text_ok(&format!("/live/bc/pw/{n}.m3u8")).await;
+    assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
+    assert!(up.hits("/c/live.m3u8") >= 1);
+    assert_eq!(up.hits("/a/live.m3u8"), 0);
+}

@@ -709,10 +709,32 @@ pub(crate) async fn account_stream(
     let from = client.map(|c| c.ip());
     let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
     let ext = if ts { "ts" } else { "m3u8" };
-    let only_again = only.clone();
-    let opened =
-        super::stream::open_stream(s, &format!("{}.{ext}", channel.id), only, client, headers)
-            .await;
+    // An account limited to some services plays only their sources: each of them in
+    // the channel's order, pinned, the next when one fails.
+    let pins: Vec<Option<String>> = match only {
+        Some(o) => vec![Some(o)],
+        None if account.services.is_empty() => vec![None],
+        None => {
+            let mut pins: Vec<Option<String>> = Vec::new();
+            for src in &channel.sources {
+                let allowed = account.services.iter().any(|a| *a == src.service);
+                if allowed && !pins.iter().flatten().any(|p| *p == src.service) {
+                    pins.push(Some(src.service.to_string()));
+                }
+            }
+            pins
+        }
+    };
+    let file = format!("{}.{ext}", channel.id);
+    let mut opened = Err(AppError::NotFound(format!("unknown channel `{id}`")));
+    let mut only_again = None;
+    for pin in pins {
+        opened = super::stream::open_stream(s, &file, pin.clone(), client, headers).await;
+        only_again = pin;
+        if opened.is_ok() {
+            break;
+        }
+    }
     let resp = match opened {
         Ok(r) => r,
         Err(e) => {
