@@ -1263,7 +1263,7 @@ async fn an_account_limited_to_services_plays_only_their_sources() {
             crate::common::live_playlist(&["s.ts"]),
         )
         .start();
-    let mut config = format!("[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n");
+    let mut config = "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\n".to_string();
     for (i, name) in ["A", "B", "C"].iter().enumerate() {
         config.push_str(&format!(
             "\n[[services]]\nname = \"{name}\"\nkind = \"m3u\"\npriority = {}\nurl = \"{}/{}.m3u\"\n",
