@@ -6,6 +6,7 @@
 //! - `services`: the `Service` trait, one file per kind, `registry` (the coordinator).
 //! - `lineup`: merging channels across services (pure).
 //! - `m3u`, `hls`: IPTV list parsing/rendering and HLS playlist rewriting (pure).
+//! - `ts`: joined MPEG-TS segments made one continuous stream (pure), for `.ts` sessions.
 //! - `upstream`: bounded HTTP to upstreams; `proxy`: signed links; `store`: runtime state
 //!   (SQLite, or PostgreSQL shared by several instances).
 //! - `cache`: playlist and segment caches with one shared upstream fetch per key.
@@ -57,6 +58,7 @@ pub mod reload;
 pub mod services;
 pub mod store;
 pub mod streams;
+pub mod ts;
 pub mod tuner;
 pub mod upstream;
 pub mod vod;

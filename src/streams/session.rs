@@ -18,6 +18,9 @@
 //!   410), and follows the new playlist URL from the segment after the last one sent
 //!   (matched by path, without query); when it cannot tell, it starts near the live
 //!   edge like a failover.
+//! - Where segments meet (a loop, an upstream restart, a failover, a refreshed
+//!   token, a reconnection), the bytes are made one continuous MPEG-TS (`ts`):
+//!   continuity counters go on and timestamps keep going forward.
 //! - With no viewer left for `streams.idle_stop`, the task stops and no further
 //!   upstream request is made.
 
@@ -39,6 +42,7 @@ use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
 use crate::services::Service;
+use crate::ts::{self, PACKET as TS_PACKET, SYNC as TS_SYNC};
 
 /// Chunks a viewer may fall behind before it skips ahead.
 const BACKLOG: usize = 1024;
@@ -127,6 +131,7 @@ impl Sessions {
                         idle_since: None,
                         ready: ready_tx,
                         delivered: AtomicU64::new(0),
+                        continuity: ts::Continuity::default(),
                     };
                     tokio::spawn(task.run());
                     session
@@ -232,6 +237,9 @@ struct Task {
     ready: watch::Sender<Ready>,
     /// Chunks sent to the viewers so far.
     delivered: AtomicU64,
+    /// Makes the segments' joins continuous MPEG-TS (counters, timestamps) across
+    /// segments, sources and reconnections.
+    continuity: ts::Continuity,
 }
 
 /// The longest pause between two tries of a session whose sources fail before sending
@@ -539,12 +547,13 @@ impl Task {
         }
     }
 
-    async fn send_segment(&self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
+    async fn send_segment(&mut self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
         let body = self
             .engine
             .media
             .segment(src.service.clone(), &src.service_name, url, &src.headers)
             .await?;
+        self.continuity.join();
         let mut align = TsAligner::default();
         match body {
             Body::Cached(seg) => self.broadcast(&mut align, seg.bytes),
@@ -562,9 +571,11 @@ impl Task {
         Ok(())
     }
 
-    /// Sends `chunk` to every viewer, cut at MPEG-TS packet boundaries.
-    fn broadcast(&self, align: &mut TsAligner, chunk: Bytes) {
+    /// Sends `chunk` to every viewer, cut at MPEG-TS packet boundaries and made
+    /// continuous with what was sent before.
+    fn broadcast(&mut self, align: &mut TsAligner, chunk: Bytes) {
         if let Some(whole) = align.push(chunk) {
+            let whole = self.continuity.apply(whole);
             self.send(whole);
         }
     }
@@ -584,6 +595,7 @@ impl Task {
                 Err(e) => e.to_string(),
                 Ok(fetched) => {
                     let mut body = fetched.body;
+                    self.continuity.join();
                     let mut align = TsAligner::default();
                     loop {
                         if self.idle() {
@@ -670,10 +682,6 @@ impl Task {
         }
     }
 }
-
-/// MPEG-TS packet size and sync byte.
-const TS_PACKET: usize = 188;
-const TS_SYNC: u8 = 0x47;
 
 /// Cuts a byte stream at MPEG-TS packet boundaries, so that every chunk a viewer gets
 /// starts a packet: a viewer that falls behind and skips chunks resumes aligned (a

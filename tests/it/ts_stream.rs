@@ -10,7 +10,8 @@ use axum::routing::get;
 use futures::StreamExt;
 
 use crate::common::{
-    eventually, live_playlist, respond, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+    eventually, live_playlist, respond, run_within, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE,
+    M3U_TYPE,
 };
 
 /// Reads from a streaming response until `want` bytes have arrived.
@@ -393,4 +394,196 @@ async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
     );
     let segments = gone_segment_requests(&origin);
     assert!((1..=12).contains(&segments), "{:?}", origin.paths());
+}
+
+/// Bound on one ffmpeg or ffprobe run; reaching it means a hang (not a speed check).
+const FFMPEG_GUARD: Duration = Duration::from_secs(60);
+
+/// Runs ffmpeg or ffprobe with `args` to its end; its stdout and stderr.
+async fn run_tool(program: &str, args: &[&str]) -> (String, String) {
+    let out = run_within(
+        tokio::process::Command::new(program)
+            .arg("-hide_banner")
+            .args(args),
+        FFMPEG_GUARD,
+        "ffmpeg (with ffprobe) installed and on PATH",
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{program} {args:?} failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// What Plex's transcoder or a DVR reads from a tuner URL: a channel whose segments
+/// are the demo's real ones looped three times (each loop's timestamps going back from
+/// 9.4 s to 1.4 s and every PID's counters restarting, after an
+/// `#EXT-X-DISCONTINUITY`), then one moved 5000 s ahead and the loop again (an upstream
+/// restart, untagged). freesky's `.ts` stream of it is one continuous MPEG-TS: ffmpeg
+/// copying or decoding it reports no corrupt packet and no timestamp out of order, and
+/// ffprobe's decode times only go forward, over the whole length of the segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_segments_make_one_continuous_mpeg_ts() {
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let dir = tempfile::tempdir().unwrap();
+    let seg0 = assets.join("seg0.ts");
+    let ahead = dir.path().join("ahead.ts");
+    run_tool(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            seg0.to_str().unwrap(),
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-output_ts_offset",
+            "5000",
+            "-f",
+            "mpegts",
+            "-y",
+            ahead.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let mut playlist = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
+    );
+    let mut names = Vec::new();
+    for round in 0..3 {
+        if round > 0 {
+            playlist.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        for i in 0..4 {
+            names.push((
+                format!("r{round}s{i}.ts"),
+                assets.join(format!("seg{i}.ts")),
+            ));
+        }
+    }
+    names.push(("ahead.ts".into(), ahead));
+    for i in 1..4 {
+        names.push((format!("r3s{i}.ts"), assets.join(format!("seg{i}.ts"))));
+    }
+    let mut origin = FakeUpstream::bind().await;
+    for (name, file) in &names {
+        playlist.push_str(&format!("#EXTINF:2.000,\n{name}\n"));
+        origin = origin.bytes(
+            &format!("/loop/{name}"),
+            "video/mp2t",
+            std::fs::read(file).expect("segment file"),
+        );
+    }
+    playlist.push_str("#EXT-X-ENDLIST\n");
+    let origin = origin.text("/loop/index.m3u8", HLS_TYPE, playlist).start();
+    let list = list_of(&[("Loop", origin.url("/loop/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_named("Loop").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A finished playlist plays from its start to its end: the whole stream, then EOF.
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .expect("the stream of a finished playlist ends")
+    {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    let sent: usize = names
+        .iter()
+        .map(|(_, f)| std::fs::metadata(f).unwrap().len() as usize)
+        .sum();
+    assert_eq!(bytes.len(), sent, "every segment, whole");
+    let joined = dir.path().join("joined.ts");
+    std::fs::write(&joined, &bytes).unwrap();
+    let joined = joined.to_str().unwrap();
+    let copy = dir.path().join("copy.ts");
+
+    // As Plex's recorder would (`-c copy`), and as its transcoder would (decoding).
+    let (_, copying) = run_tool(
+        "ffmpeg",
+        &[
+            "-nostdin",
+            "-v",
+            "warning",
+            "-i",
+            joined,
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            "-y",
+            copy.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (_, decoding) = run_tool(
+        "ffmpeg",
+        &[
+            "-nostdin", "-v", "warning", "-i", joined, "-map", "0", "-f", "null", "-",
+        ],
+    )
+    .await;
+    for log in [&copying, &decoding] {
+        for bad in [
+            "Packet corrupt",
+            "out of order",
+            "Non-monotonous",
+            "non monotonically",
+        ] {
+            assert!(!log.contains(bad), "ffmpeg says {bad:?}:\n{log}");
+        }
+    }
+
+    // Every stream's decode times only go forward, over all 16 segments (2 s each).
+    let (packets, _) = run_tool(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,dts",
+            "-of",
+            "csv=p=0",
+            joined,
+        ],
+    )
+    .await;
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    let mut first_video = None;
+    let mut video = 0;
+    for line in packets.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split(',');
+        let stream = fields.next().unwrap().to_string();
+        let dts: i64 = fields
+            .next()
+            .and_then(|d| d.trim().parse().ok())
+            .unwrap_or_else(|| panic!("a packet without DTS: {line:?}"));
+        if let Some(prev) = last.insert(stream.clone(), dts) {
+            assert!(dts > prev, "stream {stream}: DTS {prev} then {dts}");
+        }
+        if stream == "0" {
+            first_video.get_or_insert(dts);
+            video = dts;
+        }
+    }
+    let span = (video - first_video.expect("video packets")) as f64 / 90_000.0;
+    assert!(
+        (30.0..33.0).contains(&span),
+        "the video spans {span} s of 16 two-second segments"
+    );
 }

@@ -1,0 +1,76 @@
+//! In-process cost of making joined MPEG-TS segments continuous (`freesky::ts`), which
+//! runs on every packet of every `.ts` session.
+//!
+//! `cargo bench --bench ts`. The baseline, measured in the same run, is a plain copy of
+//! the same buffer (what the session would pay to copy each segment once); read the
+//! other figures as ratios to it. Results: BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use freesky::ts::Continuity;
+
+/// The demo channel's four real segments (8 s of 320x180 H.264 and AAC, 208 KB): one
+/// loop, so each time it is joined to itself its timestamps go back and every counter
+/// restarts.
+fn demo_loop() -> Bytes {
+    let mut v = Vec::new();
+    for seg in [
+        &include_bytes!("../assets/demo/seg0.ts")[..],
+        include_bytes!("../assets/demo/seg1.ts"),
+        include_bytes!("../assets/demo/seg2.ts"),
+        include_bytes!("../assets/demo/seg3.ts"),
+    ] {
+        v.extend_from_slice(seg);
+    }
+    Bytes::from(v)
+}
+
+fn bench_continuity(c: &mut Criterion) {
+    let buf = demo_loop();
+    let mut g = c.benchmark_group("ts_continuity_demo_loop");
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("baseline_copy", |b| {
+        b.iter(|| BytesMut::from(&black_box(&buf)[..]).freeze())
+    });
+    // A stream's first segment, or any that goes on from the last: every packet read,
+    // none changed, the bytes passed on without a copy (the state is made per run here).
+    g.bench_function("unchanged_scan", |b| {
+        b.iter(|| Continuity::default().apply(black_box(buf.clone())))
+    });
+    // Joined to itself: every PTS, DTS, PCR and counter rewritten. Shared with the
+    // segment cache: copied once, then changed.
+    let mut shared = Continuity::default();
+    shared.apply(buf.clone());
+    g.bench_function("rewrite_shared_copy", |b| {
+        b.iter(|| {
+            shared.join();
+            shared.apply(black_box(buf.clone()))
+        })
+    });
+    // The same when nothing else holds the bytes (a streamed chunk): changed in place.
+    let mut unique = Continuity::default();
+    unique.apply(buf.clone());
+    g.bench_function("rewrite_unique_in_place", |b| {
+        b.iter_batched(
+            || Bytes::from(buf.to_vec()),
+            |chunk| {
+                unique.join();
+                unique.apply(chunk)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_continuity
+}
+criterion_main!(benches);

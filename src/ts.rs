@@ -1,0 +1,796 @@
+//! MPEG-TS continuity across joined segments (pure: no IO, no clock).
+//!
+//! A `.ts` session (`streams::session`) sends a channel's HLS segments one after the
+//! other. Each segment is a valid MPEG-TS on its own, but where two meet the stream may
+//! not be: a looping or restarted upstream starts its timestamps over, every PID's
+//! continuity counter starts again, a failover brings another encoder's timeline. A
+//! demuxer reading the joined bytes (Plex's and Jellyfin's ffmpeg, a DVR recording) then
+//! sees corrupt packets and timestamps going backwards. [`Continuity`] rewrites the
+//! packets as they pass so that the joined stream is one continuous MPEG-TS:
+//!
+//! - **Continuity counters**: at each join every PID's counter is re-anchored to go on
+//!   from the last one sent (a packet with payload adds one, an adaptation-only packet
+//!   keeps it); within a segment the upstream's own steps (and so any loss it signals)
+//!   are kept.
+//! - **Timestamps**: when the first timestamp after a join (or any PCR) is not close to
+//!   where that PID left off (behind it, or more than [`FORWARD`] ahead), one offset is
+//!   added to every following PTS, DTS and PCR so the timeline goes on (modulo 2^33; the
+//!   PCR's extension is kept). One offset for all PIDs keeps audio and video in sync.
+//!   The `discontinuity_indicator` is not used: ffmpeg only stops checking counters on
+//!   it; timestamps going backwards still break its muxers.
+//!
+//! It works in place, per 188-byte packet, without allocating: a chunk that needs no
+//! change is passed on as it is (shared with the segment cache); one that does is
+//! copied once (or taken, when nothing else holds it) and changed. Anything that is not
+//! whole, synchronised MPEG-TS packets (fMP4 or AAC segments, a torn chunk) passes
+//! through untouched, and nothing an upstream sends can make it panic.
+
+use bytes::{Bytes, BytesMut};
+
+/// MPEG-TS packet size and sync byte.
+pub const PACKET: usize = 188;
+pub const SYNC: u8 = 0x47;
+
+const NULL_PID: u16 = 0x1FFF;
+const PIDS: usize = 8192;
+/// PTS, DTS and the PCR base count 90 kHz ticks modulo 2^33.
+const WRAP: u64 = 1 << 33;
+const MASK: u64 = WRAP - 1;
+const SECOND: i64 = 90_000;
+/// How far behind where a PID left off its next timestamp may be and still continue
+/// the timeline (the PIDs of one program drift a little apart around a join).
+pub const BACKWARD: i64 = SECOND;
+/// How far ahead of where a PID left off its next timestamp may be and still continue
+/// the timeline: a skipped segment or two leave a gap, an upstream restart is closed.
+pub const FORWARD: i64 = 3 * SECOND;
+/// Timestamps of a PID at most this far apart make it dense: only dense PIDs (video,
+/// audio, the PCR) decide whether the timeline jumped; sparse ones (subtitles,
+/// metadata) only follow.
+const DENSE: i64 = SECOND;
+/// The step assumed after a PID whose step is unknown (a 30 fps frame).
+const DEFAULT_STEP: u64 = 3_000;
+/// PIDs whose timestamps are followed; beyond this, PIDs only follow the offset.
+const MAX_TRACKS: usize = 16;
+
+// Per-PID counter state, packed in a u16.
+const CC_LAST: u16 = 0x000F;
+const CC_DELTA_SHIFT: u16 = 4;
+const CC_SEEN: u16 = 0x0100;
+const CC_ANCHOR: u16 = 0x0200;
+
+/// The state of one continuous output stream: feed it every chunk of whole packets in
+/// order ([`Continuity::apply`]) and say where a new segment (or source) starts
+/// ([`Continuity::join`]).
+pub struct Continuity {
+    /// Per PID: the last counter sent (bits 0-3), what is added to the upstream's
+    /// counter (bits 4-7), seen (bit 8), re-anchor at the next packet (bit 9).
+    cc: Box<[u16]>,
+    clock: Clock,
+}
+
+impl Default for Continuity {
+    fn default() -> Self {
+        Self {
+            cc: vec![0u16; PIDS].into_boxed_slice(),
+            clock: Clock::default(),
+        }
+    }
+}
+
+/// The timestamp offset and where each PID's timeline left off.
+#[derive(Default)]
+struct Clock {
+    /// Added (modulo 2^33) to every PTS, DTS and PCR base.
+    offset: u64,
+    tracks: Vec<Track>,
+    /// The latest PCR sent: the reference for a PCR PID never seen (another source).
+    latest_pcr: Option<u64>,
+    /// A join happened and no dense timestamp has decided about it yet.
+    pending: bool,
+    /// The last decision moved the timeline: each PID's first timestamp after it may
+    /// push the offset forward (never back) so that no PID goes backwards.
+    shifted: bool,
+}
+
+/// One PID's timeline (its PCR, or its PES decode times), as sent.
+struct Track {
+    pid: u16,
+    pcr: bool,
+    last: u64,
+    /// The last step between two of its timestamps (ticks), when one was seen.
+    step: Option<u64>,
+    /// Its last two timestamps were at most [`DENSE`] apart.
+    dense: bool,
+    /// Not seen since the last join.
+    fresh: bool,
+}
+
+/// What one packet needs changed: positions in the packet and new values.
+#[derive(Default, Clone, Copy)]
+struct Edit {
+    cc: Option<u8>,
+    pcr: Option<(usize, u64)>,
+    pts: Option<(usize, u64)>,
+    dts: Option<(usize, u64)>,
+}
+
+impl Edit {
+    fn is_empty(&self) -> bool {
+        self.cc.is_none() && self.pcr.is_none() && self.pts.is_none() && self.dts.is_none()
+    }
+
+    fn write(&self, p: &mut [u8]) {
+        if let Some(cc) = self.cc {
+            p[3] = (p[3] & 0xF0) | cc;
+        }
+        if let Some((at, base)) = self.pcr {
+            write_pcr_base(&mut p[at..at + 6], base);
+        }
+        if let Some((at, t)) = self.pts {
+            write_timestamp(&mut p[at..at + 5], t);
+        }
+        if let Some((at, t)) = self.dts {
+            write_timestamp(&mut p[at..at + 5], t);
+        }
+    }
+}
+
+/// True when `chunk` is whole MPEG-TS packets, each starting with the sync byte.
+pub fn is_ts(chunk: &[u8]) -> bool {
+    !chunk.is_empty()
+        && chunk.len().is_multiple_of(PACKET)
+        && chunk.chunks_exact(PACKET).all(|p| p[0] == SYNC)
+}
+
+/// `a - b` on the 33-bit timestamp circle, in -2^32..2^32.
+fn diff(a: u64, b: u64) -> i64 {
+    let d = a.wrapping_sub(b) & MASK;
+    if d >= WRAP / 2 {
+        d as i64 - WRAP as i64
+    } else {
+        d as i64
+    }
+}
+
+fn read_timestamp(b: &[u8]) -> u64 {
+    (u64::from(b[0] >> 1) & 0x07) << 30
+        | u64::from(b[1]) << 22
+        | u64::from(b[2] >> 1) << 15
+        | u64::from(b[3]) << 7
+        | u64::from(b[4] >> 1)
+}
+
+/// Writes a PTS/DTS field, keeping its 4-bit prefix and marker bits.
+fn write_timestamp(b: &mut [u8], t: u64) {
+    b[0] = (b[0] & 0xF1) | (((t >> 30) & 0x07) as u8) << 1;
+    b[1] = (t >> 22) as u8;
+    b[2] = (b[2] & 0x01) | (((t >> 15) & 0x7F) as u8) << 1;
+    b[3] = (t >> 7) as u8;
+    b[4] = (b[4] & 0x01) | ((t & 0x7F) as u8) << 1;
+}
+
+fn read_pcr_base(b: &[u8]) -> u64 {
+    u64::from(b[0]) << 25
+        | u64::from(b[1]) << 17
+        | u64::from(b[2]) << 9
+        | u64::from(b[3]) << 1
+        | u64::from(b[4] >> 7)
+}
+
+/// Writes a PCR's 33-bit base, keeping its reserved bits and 9-bit extension.
+fn write_pcr_base(b: &mut [u8], base: u64) {
+    b[0] = (base >> 25) as u8;
+    b[1] = (base >> 17) as u8;
+    b[2] = (base >> 9) as u8;
+    b[3] = (base >> 1) as u8;
+    b[4] = (b[4] & 0x7F) | ((base & 1) as u8) << 7;
+}
+
+/// PES stream ids whose header carries the optional fields (PTS, DTS).
+fn has_pes_header(stream_id: u8) -> bool {
+    !matches!(
+        stream_id,
+        0xBC | 0xBE | 0xBF | 0xF0 | 0xF1 | 0xF2 | 0xF8 | 0xFF
+    )
+}
+
+impl Continuity {
+    /// A new segment (or a new source, or a reconnection) starts with the next packet.
+    pub fn join(&mut self) {
+        for s in self.cc.iter_mut() {
+            if *s & CC_SEEN != 0 {
+                *s |= CC_ANCHOR;
+            }
+        }
+        self.clock.join();
+    }
+
+    /// `chunk` made continuous with what came before: the same bytes when nothing needs
+    /// changing or it is not whole MPEG-TS packets, else a changed copy (or the chunk
+    /// itself changed, when nothing else holds it).
+    pub fn apply(&mut self, chunk: Bytes) -> Bytes {
+        if !is_ts(&chunk) {
+            return chunk;
+        }
+        let mut shared = chunk;
+        let mut owned: Option<BytesMut> = None;
+        let len = shared.len();
+        let mut at = 0;
+        while at < len {
+            let range = at..at + PACKET;
+            let edit = match &owned {
+                Some(b) => self.packet(&b[range.clone()]),
+                None => self.packet(&shared[range.clone()]),
+            };
+            if !edit.is_empty() {
+                let buf = owned.get_or_insert_with(|| {
+                    std::mem::take(&mut shared)
+                        .try_into_mut()
+                        .unwrap_or_else(|b| BytesMut::from(&b[..]))
+                });
+                edit.write(&mut buf[range]);
+            }
+            at += PACKET;
+        }
+        owned.map_or(shared, BytesMut::freeze)
+    }
+
+    /// Reads one packet (`p` is 188 bytes starting with the sync byte), updates the state
+    /// and says what to change in it.
+    fn packet(&mut self, p: &[u8]) -> Edit {
+        let mut edit = Edit::default();
+        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        let control = (p[3] >> 4) & 0x03;
+        if pid == NULL_PID || control == 0 {
+            return edit;
+        }
+        let payload = control & 0x01 != 0;
+        edit.cc = self.counter(pid, payload, p[3] & 0x0F);
+        let mut start = 4;
+        if control & 0x02 != 0 {
+            let len = usize::from(p[4]);
+            start = 5 + len;
+            // PCR flag, with the 6 PCR bytes inside the adaptation field.
+            if len >= 7 && p[5] & 0x10 != 0 {
+                let base = read_pcr_base(&p[6..12]);
+                self.clock.see(pid, true, base);
+                edit.pcr = self.clock.shifted_at(6, base);
+            }
+        }
+        let pusi = p[1] & 0x40 != 0;
+        if payload && pusi && start + 9 <= PACKET {
+            let pes = &p[start..];
+            if pes[..3] == [0, 0, 1] && has_pes_header(pes[3]) {
+                // PTS_DTS_flags, and the header's own length: the fields must lie inside.
+                let flags = pes[7] >> 6;
+                let header = usize::from(pes[8]);
+                let pts = (flags & 0x02 != 0 && header >= 5 && pes.len() >= 14)
+                    .then(|| read_timestamp(&pes[9..14]));
+                let dts = (flags == 0x03 && header >= 10 && pes.len() >= 19)
+                    .then(|| read_timestamp(&pes[14..19]));
+                // The decode time orders a PID's timeline (PTS when there is no DTS).
+                if let Some(decode) = dts.or(pts) {
+                    self.clock.see(pid, false, decode);
+                    edit.pts = pts.and_then(|t| self.clock.shifted_at(start + 9, t));
+                    edit.dts = dts.and_then(|t| self.clock.shifted_at(start + 14, t));
+                }
+            }
+        }
+        edit
+    }
+
+    /// The counter to write for a packet of `pid` whose upstream counter is `cc`, if it
+    /// changes.
+    fn counter(&mut self, pid: u16, payload: bool, cc: u8) -> Option<u8> {
+        let slot = &mut self.cc[usize::from(pid)];
+        let state = *slot;
+        if state & CC_SEEN == 0 {
+            *slot = CC_SEEN | u16::from(cc);
+            return None;
+        }
+        let last = (state & CC_LAST) as u8;
+        let mut delta = (state >> CC_DELTA_SHIFT) as u8 & 0x0F;
+        if state & CC_ANCHOR != 0 {
+            let want = if payload { (last + 1) & 0x0F } else { last };
+            delta = want.wrapping_sub(cc) & 0x0F;
+        }
+        let out = (cc + delta) & 0x0F;
+        *slot = CC_SEEN | u16::from(delta) << CC_DELTA_SHIFT | u16::from(out);
+        (out != cc).then_some(out)
+    }
+}
+
+impl Clock {
+    fn join(&mut self) {
+        self.pending = true;
+        self.shifted = false;
+        for t in &mut self.tracks {
+            t.fresh = true;
+        }
+    }
+
+    /// Where to write `t` shifted by the offset (at byte `at`), when the offset moves it.
+    fn shifted_at(&self, at: usize, t: u64) -> Option<(usize, u64)> {
+        (self.offset != 0).then_some((at, (t + self.offset) & MASK))
+    }
+
+    /// Moves the offset so that `from` (as sent now) becomes `to`.
+    fn shift(&mut self, from: u64, to: u64) {
+        self.offset = self.offset.wrapping_add(to.wrapping_sub(from)) & MASK;
+    }
+
+    /// A timestamp `input` (upstream's) of `pid`'s PCR or PES: decides whether the
+    /// timeline jumped, moves the offset if so, and notes where the PID is.
+    fn see(&mut self, pid: u16, pcr: bool, input: u64) {
+        let mut t = (input + self.offset) & MASK;
+        let index = self
+            .tracks
+            .iter()
+            .position(|k| k.pid == pid && k.pcr == pcr);
+        match index.map(|i| &self.tracks[i]) {
+            Some(track) if track.dense && (self.pending || pcr) => {
+                // Where this PID should go on; a PCR is checked on every packet (it is
+                // dense by rule), so a jump inside a segment is caught too.
+                let expected = (track.last + track.step.unwrap_or(DEFAULT_STEP)) & MASK;
+                let d = diff(t, expected);
+                let jumped = !(-BACKWARD..=FORWARD).contains(&d);
+                if self.pending || jumped {
+                    self.pending = false;
+                    self.shifted = jumped;
+                    if jumped {
+                        self.shift(t, expected);
+                        t = expected;
+                        for k in &mut self.tracks {
+                            k.fresh = true;
+                        }
+                    }
+                }
+            }
+            None if self.pending && pcr => {
+                // A PCR PID never seen (another source): it goes on from the latest PCR.
+                self.pending = false;
+                self.shifted = false;
+                if let Some(latest) = self.latest_pcr {
+                    let expected = (latest + DEFAULT_STEP) & MASK;
+                    let d = diff(t, expected);
+                    if !(-BACKWARD..=FORWARD).contains(&d) {
+                        self.shift(t, expected);
+                        t = expected;
+                        self.shifted = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(i) = index {
+            let track = &self.tracks[i];
+            if self.shifted && track.fresh {
+                // The first timestamp of this PID since the timeline moved: the offset
+                // goes forward rather than this PID overlapping what it sent (its last
+                // PES lasts a step: an audio PES often holds several frames).
+                let to = (track.last + track.step.unwrap_or(DEFAULT_STEP)) & MASK;
+                let d = diff(t, to);
+                if d < 0 && d > -BACKWARD {
+                    self.shift(t, to);
+                    t = to;
+                }
+            }
+            let track = &mut self.tracks[i];
+            let step = diff(t, track.last);
+            track.dense = (1..=DENSE).contains(&step);
+            if track.dense {
+                track.step = Some(step as u64);
+            }
+            track.last = t;
+            track.fresh = false;
+        } else if self.tracks.len() < MAX_TRACKS {
+            self.tracks.push(Track {
+                pid,
+                pcr,
+                last: t,
+                step: None,
+                // One timestamp says nothing yet; a PCR is taken as dense at once.
+                dense: pcr,
+                fresh: false,
+            });
+        }
+        if pcr && self.latest_pcr.is_none_or(|l| diff(t, l) > 0) {
+            self.latest_pcr = Some(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One synthetic packet: `pid`, counter `cc`, a payload unless `adaptation_only`, a
+    /// PCR base (extension 123) and a PES header with PTS (and DTS) when given.
+    #[derive(Clone, Copy, Default)]
+    struct P {
+        pid: u16,
+        cc: u8,
+        adaptation_only: bool,
+        pcr: Option<u64>,
+        pts: Option<u64>,
+        dts: Option<u64>,
+    }
+
+    fn packet(p: P) -> [u8; PACKET] {
+        let mut b = [0xFFu8; PACKET];
+        b[0] = SYNC;
+        b[1] = ((p.pid >> 8) as u8 & 0x1F) | if p.pts.is_some() { 0x40 } else { 0 };
+        b[2] = p.pid as u8;
+        let has_af = p.adaptation_only || p.pcr.is_some();
+        let control = match (has_af, p.adaptation_only) {
+            (true, true) => 0x20,
+            (true, false) => 0x30,
+            _ => 0x10,
+        };
+        b[3] = control | (p.cc & 0x0F);
+        let mut at = 4;
+        if has_af {
+            let len = if p.adaptation_only { 183 } else { 7 };
+            b[4] = len as u8;
+            b[5] = if p.pcr.is_some() { 0x10 } else { 0 };
+            if let Some(base) = p.pcr {
+                b[6..12].copy_from_slice(&[0, 0, 0, 0, 0x7E, 123]);
+                write_pcr_base(&mut b[6..12], base);
+            }
+            at = 5 + len;
+        }
+        if let Some(pts) = p.pts {
+            let pes = &mut b[at..];
+            pes[..6].copy_from_slice(&[0, 0, 1, 0xE0, 0, 0]);
+            pes[6] = 0x80;
+            pes[7] = if p.dts.is_some() { 0xC0 } else { 0x80 };
+            pes[8] = if p.dts.is_some() { 10 } else { 5 };
+            pes[9] = if p.dts.is_some() { 0x31 } else { 0x21 };
+            pes[11] = 1;
+            pes[13] = 1;
+            write_timestamp(&mut pes[9..14], pts);
+            if let Some(dts) = p.dts {
+                pes[14] = 0x11;
+                pes[16] = 1;
+                pes[18] = 1;
+                write_timestamp(&mut pes[14..19], dts);
+            }
+        }
+        b
+    }
+
+    fn chunk(ps: &[P]) -> Bytes {
+        let mut v = Vec::with_capacity(ps.len() * PACKET);
+        for p in ps {
+            v.extend_from_slice(&packet(*p));
+        }
+        Bytes::from(v)
+    }
+
+    /// What a packet says: counter, PCR (base, extension), PTS, DTS.
+    type Seen = (u8, Option<(u64, u16)>, Option<u64>, Option<u64>);
+
+    fn read(p: &[u8]) -> Seen {
+        let cc = p[3] & 0x0F;
+        let mut at = 4;
+        let mut pcr = None;
+        if p[3] & 0x20 != 0 {
+            if p[5] & 0x10 != 0 {
+                pcr = Some((
+                    read_pcr_base(&p[6..12]),
+                    u16::from(p[10] & 1) << 8 | u16::from(p[11]),
+                ));
+            }
+            at = 5 + usize::from(p[4]);
+        }
+        let (mut pts, mut dts) = (None, None);
+        if p[1] & 0x40 != 0 && at + 19 <= PACKET {
+            let pes = &p[at..];
+            pts = Some(read_timestamp(&pes[9..14]));
+            if pes[7] >> 6 == 3 {
+                dts = Some(read_timestamp(&pes[14..19]));
+            }
+        }
+        (cc, pcr, pts, dts)
+    }
+
+    fn packets(b: &Bytes) -> Vec<Seen> {
+        b.chunks_exact(PACKET).map(read).collect()
+    }
+
+    /// A segment of `n` video frames 40 ms apart from `t0`: each frame one PES packet
+    /// (PTS 0.1 s after DTS) preceded by a PCR-only packet, counters from `cc0`.
+    fn segment(t0: u64, n: usize, cc0: u8) -> Vec<P> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let t = (t0 + i as u64 * 3600) & MASK;
+            out.push(P {
+                pid: 0x100,
+                cc: (cc0 + i as u8) & 0x0F,
+                adaptation_only: true,
+                pcr: Some(t),
+                ..P::default()
+            });
+            out.push(P {
+                pid: 0x100,
+                cc: (cc0 + i as u8 + 1) & 0x0F,
+                pts: Some((t + 9000) & MASK),
+                dts: Some(t),
+                ..P::default()
+            });
+        }
+        // Counters: the PCR-only packet keeps the previous counter, the PES adds one.
+        for (i, p) in out.iter_mut().enumerate() {
+            p.cc = (cc0 + (i as u8).div_ceil(2)) & 0x0F;
+        }
+        out
+    }
+
+    fn check_continuous(all: &[Seen], ps: &[P]) {
+        let mut last_cc: Option<u8> = None;
+        let mut last_dts: Option<u64> = None;
+        let mut last_pcr: Option<u64> = None;
+        for (got, p) in all.iter().zip(ps) {
+            if let Some(prev) = last_cc {
+                let want = if p.adaptation_only {
+                    prev
+                } else {
+                    (prev + 1) & 0x0F
+                };
+                assert_eq!(got.0, want, "counter");
+            }
+            last_cc = Some(got.0);
+            if let Some(dts) = got.3 {
+                if let Some(prev) = last_dts {
+                    let d = diff(dts, prev);
+                    assert!((1..=FORWARD).contains(&d), "DTS {prev} -> {dts}");
+                }
+                last_dts = Some(dts);
+                let pts = got.2.unwrap();
+                assert_eq!(diff(pts, dts), 9000, "PTS and DTS keep their distance");
+            }
+            if let Some((base, ext)) = got.1 {
+                assert_eq!(ext, 123, "the PCR extension is kept");
+                if let Some(prev) = last_pcr {
+                    assert!(
+                        (1..=FORWARD).contains(&diff(base, prev)),
+                        "PCR {prev} -> {base}"
+                    );
+                }
+                last_pcr = Some(base);
+            }
+        }
+    }
+
+    fn run(c: &mut Continuity, segments: &[Vec<P>]) -> Vec<Seen> {
+        let mut all = Vec::new();
+        for (i, s) in segments.iter().enumerate() {
+            if i > 0 {
+                c.join();
+            }
+            all.extend(packets(&c.apply(chunk(s))));
+        }
+        all
+    }
+
+    #[test]
+    fn a_continuous_stream_passes_unchanged_and_uncopied() {
+        let mut c = Continuity::default();
+        let a = chunk(&segment(90_000, 10, 0));
+        let b = chunk(&segment(90_000 + 36_000, 10, 10));
+        let out = c.apply(a.clone());
+        assert_eq!(out.as_ptr(), a.as_ptr());
+        c.join();
+        let out = c.apply(b.clone());
+        assert_eq!(out.as_ptr(), b.as_ptr(), "no copy when nothing changes");
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn a_loop_back_in_time_goes_on_from_where_it_left() {
+        // The demo: 9.38 s -> 1.42 s, counters restarting.
+        let segs = [
+            segment(127_920, 100, 0),
+            segment(127_920, 100, 0),
+            segment(127_920, 100, 0),
+        ];
+        let mut c = Continuity::default();
+        let all = run(&mut c, &segs);
+        let ps: Vec<P> = segs.concat();
+        check_continuous(&all, &ps);
+        // Exactly one frame after the last: the join is seamless.
+        assert_eq!(all[201].3, Some(127_920 + 100 * 3600));
+        assert_eq!(all[200].1.map(|p| p.0), Some(127_920 + 100 * 3600));
+        assert_eq!(all[401].3, Some(127_920 + 200 * 3600));
+    }
+
+    #[test]
+    fn a_forward_jump_is_closed_and_a_small_gap_kept() {
+        let segs = [
+            segment(0, 10, 5),
+            segment(36_000 + 100 * SECOND as u64, 10, 3),
+        ];
+        let all = run(&mut Continuity::default(), &segs);
+        check_continuous(&all, &segs.concat());
+        assert_eq!(all[21].3, Some(36_000));
+        // Two seconds missing (a skipped segment): the gap stays.
+        let segs = [
+            segment(0, 10, 5),
+            segment(36_000 + 2 * SECOND as u64, 10, 3),
+        ];
+        let all = run(&mut Continuity::default(), &segs);
+        assert_eq!(all[21].3, Some(36_000 + 2 * SECOND as u64));
+    }
+
+    #[test]
+    fn timestamps_wrap_at_33_bits() {
+        // Continuous across the wrap: nothing moves.
+        let start = WRAP - 5 * 3600;
+        let segs = [
+            segment(start, 5, 0),
+            segment((start + 5 * 3600) & MASK, 5, 10),
+        ];
+        let mut c = Continuity::default();
+        let all = run(&mut c, &segs);
+        assert_eq!(all[11].3, Some(0));
+        check_continuous(&all, &segs.concat());
+        // A restart just before the wrap goes on past it.
+        let segs = [
+            segment(start, 5, 0),
+            segment(50_000_000, 5, 0),
+            segment(50_000_000 + 5 * 3600, 5, 0),
+        ];
+        let all = run(&mut Continuity::default(), &segs);
+        check_continuous(&all, &segs.concat());
+        assert_eq!(all[11].3, Some(0));
+        assert_eq!(all[19].3, Some(4 * 3600));
+        assert_eq!(all[21].3, Some(5 * 3600));
+    }
+
+    #[test]
+    fn counters_go_on_across_joins_but_keep_the_upstreams_steps_inside_a_segment() {
+        let mut c = Continuity::default();
+        let p = |cc, adaptation_only| P {
+            pid: 0x101,
+            cc,
+            adaptation_only,
+            ..P::default()
+        };
+        let out = c.apply(chunk(&[p(3, false), p(4, false)]));
+        assert_eq!(
+            packets(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        c.join();
+        // Restarts at 0, then an adaptation-only packet (keeps), then a lost packet (7 -> 9).
+        let out = c.apply(chunk(&[p(0, false), p(0, true), p(1, false), p(3, false)]));
+        assert_eq!(
+            packets(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
+            [5, 5, 6, 8]
+        );
+        c.join();
+        // An adaptation-only packet first after a join keeps the counter.
+        let out = c.apply(chunk(&[p(9, true), p(10, false)]));
+        assert_eq!(
+            packets(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
+            [8, 9]
+        );
+        // Null packets are never touched.
+        c.join();
+        let null = chunk(&[P {
+            pid: NULL_PID,
+            cc: 7,
+            ..P::default()
+        }]);
+        assert_eq!(c.apply(null.clone()), null);
+    }
+
+    #[test]
+    fn a_shared_chunk_is_copied_and_a_unique_one_changed_in_place() {
+        let mut c = Continuity::default();
+        c.apply(chunk(&segment(900_000, 5, 0)));
+        c.join();
+        let shared = chunk(&segment(0, 5, 0));
+        let keep = shared.clone();
+        let out = c.apply(shared);
+        assert_ne!(out, keep);
+        assert_eq!(
+            keep,
+            chunk(&segment(0, 5, 0)),
+            "the cached segment is not changed"
+        );
+        c.join();
+        let unique = chunk(&segment(0, 5, 0));
+        let at = unique.as_ptr();
+        let out = c.apply(unique);
+        assert_eq!(out.as_ptr(), at, "changed where it lies");
+    }
+
+    #[test]
+    fn another_source_with_other_pids_goes_on_from_the_latest_pcr() {
+        let mut other = segment(77_000_000, 10, 9);
+        for p in &mut other {
+            p.pid = 0x200;
+        }
+        let all = run(
+            &mut Continuity::default(),
+            &[segment(900_000, 10, 0), other],
+        );
+        assert_eq!(
+            all[20].1.map(|p| p.0),
+            Some(900_000 + 9 * 3600 + DEFAULT_STEP)
+        );
+        assert_eq!(all[21].3, Some(900_000 + 9 * 3600 + DEFAULT_STEP));
+        // A new PID's counter is its own.
+        assert_eq!(all[20].0, 9);
+    }
+
+    #[test]
+    fn a_pcr_jump_inside_a_segment_is_followed_too() {
+        let mut s = segment(500_000, 10, 0);
+        s.extend(segment(0, 10, 4));
+        let all = run(&mut Continuity::default(), &[s.clone()]);
+        assert_eq!(all[20].1.map(|p| p.0), Some(500_000 + 10 * 3600));
+        assert_eq!(all[21].3, Some(500_000 + 10 * 3600));
+    }
+
+    #[test]
+    fn other_bytes_pass_through_untouched() {
+        let mut c = Continuity::default();
+        c.apply(chunk(&segment(900_000, 5, 0)));
+        c.join();
+        let ts = chunk(&segment(0, 5, 0));
+        let fmp4 = Bytes::from_static(b"\x00\x00\x00\x18ftypiso6\x00\x00\x00\x00iso6mp41");
+        let torn = ts.slice(..PACKET + 100);
+        let mut unsynced = ts.to_vec();
+        unsynced[PACKET * 3] = 0;
+        let unsynced = Bytes::from(unsynced);
+        for b in [fmp4, torn, unsynced, Bytes::new()] {
+            assert_eq!(c.apply(b.clone()), b);
+        }
+    }
+
+    /// Random bytes (some shaped like packets) never make it panic; whatever is not
+    /// whole TS packets comes back as it was; the length never changes.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut c = Continuity::default();
+        for round in 0..3000 {
+            let packets = (next() % 8) as usize;
+            let len = match round % 3 {
+                0 => (next() % 2000) as usize,
+                _ => packets * PACKET,
+            };
+            let mut v: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 != 0 {
+                for p in v.chunks_mut(PACKET) {
+                    p[0] = SYNC;
+                    // Often a PES start right after the header, with flags set.
+                    if next() % 2 == 0 && p.len() > 12 {
+                        p[1] |= 0x40;
+                        p[3] = (p[3] & 0xCF) | 0x10;
+                        p[4..7].copy_from_slice(&[0, 0, 1]);
+                    }
+                }
+            }
+            let b = Bytes::from(v);
+            if next() % 5 == 0 {
+                c.join();
+            }
+            let out = c.apply(b.clone());
+            assert_eq!(out.len(), b.len());
+            if !is_ts(&b) {
+                assert_eq!(out, b);
+            } else {
+                assert!(is_ts(&out));
+            }
+        }
+    }
+}
