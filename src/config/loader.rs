@@ -308,6 +308,10 @@ impl<'t> Parse<'t> {
                     return Err(Left::Reported);
                 }
             }
+            // A table of alternatives left empty by a bad key taken out: no news.
+            if te.message().contains("wanted exactly 1 element, found 0") && !taken.is_empty() {
+                return Err(Left::Reported);
+            }
             let Some(at) = te.span() else {
                 return Err(Left::Failed(e));
             };
@@ -1008,6 +1012,18 @@ pub enum KindError {
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
 /// more)".
 fn plain_serde_message(message: &str) -> String {
+    // A table of alternatives (`[services.auth]`, the one such table) with more or
+    // fewer than one of them.
+    if let Some(rest) = message.strip_prefix("wanted exactly 1 element, ") {
+        let got = if rest.starts_with("found 0") {
+            "none is set"
+        } else {
+            "more than one is set"
+        };
+        return format!(
+            "`[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: {got}"
+        );
+    }
     let Some((found, expected)) = message
         .strip_prefix("invalid type: ")
         .or_else(|| message.strip_prefix("invalid value: "))
@@ -1048,6 +1064,24 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(str::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn an_auth_table_with_two_methods_or_none_says_so_in_words() {
+        let base = "[[services]]\nname = \"X\"\nkind = \"m3u\"\nurl = \"http://h/x.m3u\"\n[services.auth]\n";
+        assert_eq!(
+            errors(&format!("{base}bearer = \"a\"\nbasic = {{ user = \"u\", password = \"p\" }}\n")),
+            ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: more than one is set"]
+        );
+        // A misspelt method is named once, not also as "none is set".
+        assert_eq!(
+            errors(&format!("{base}baerer = \"a\"\n")),
+            ["f.toml:6: services[0].auth.baerer: unknown variant `baerer`, expected one of `bearer`, `basic`, `header`, `query`"]
+        );
+        assert_eq!(
+            errors(&format!("{base}")),
+            ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: none is set"]
+        );
     }
 
     #[test]

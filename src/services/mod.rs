@@ -414,8 +414,20 @@ impl<'de> Deserialize<'de> for Checked<Location> {
 fn location(s: &str) -> Result<Location, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
+    } else if let Some(path) = Url::parse(s)
+        .ok()
+        .filter(|u| u.scheme() == "file")
+        .map(|u| {
+            u.to_file_path().map_err(|()| {
+                format!("`{s}`: a file URL names a path on this machine (`file:///path`)")
+            })
+        })
+    {
+        path.map(Location::File)
     } else if s.contains("://") {
-        http_url(s).map(Location::Url)
+        http_url(s)
+            .map(Location::Url)
+            .map_err(|e| format!("{e} or a file path"))
     } else if looks_like_a_url(s) {
         Err(format!(
             "`{s}` is neither an http(s) URL (`http://host/path`) nor a file path"
@@ -632,6 +644,20 @@ mod unique_id_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_location_is_an_http_url_a_path_or_a_file_url() {
+        assert!(
+            matches!(location("/tmp/x.m3u"), Ok(Location::File(p)) if p == std::path::Path::new("/tmp/x.m3u"))
+        );
+        assert!(
+            matches!(location("file:///tmp/x.m3u"), Ok(Location::File(p)) if p == std::path::Path::new("/tmp/x.m3u"))
+        );
+        assert!(matches!(location("https://h/x.m3u"), Ok(Location::Url(_))));
+        let e = location("ftp://h/x.m3u").unwrap_err();
+        assert!(e.contains("http(s) URL or a file path"), "{e}");
+        assert!(location("file://remote-host/x.m3u").is_err());
+    }
 
     /// A service entry with `kind`'s own keys, as deserialized without the loader's
     /// checks (the shared keys from the built-in config).
