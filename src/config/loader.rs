@@ -1079,7 +1079,7 @@ mod tests {
             ["f.toml:6: services[0].auth.baerer: unknown variant `baerer`, expected one of `bearer`, `basic`, `header`, `query`"]
         );
         assert_eq!(
-            errors(&format!("{base}")),
+            errors(base),
             ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: none is set"]
         );
     }
