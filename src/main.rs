@@ -66,6 +66,10 @@ enum Command {
         /// Gzip the output.
         #[arg(long)]
         gzip: bool,
+        /// Base URL of the `/logos/` links with `[logos] mode = "proxy"` or `"cache"`
+        /// [default: as for `playlist`].
+        #[arg(long)]
+        base_url: Option<String>,
     },
     /// Copy the SQLite store in `state_dir` (channel ids and numbers, mappings, service
     /// switches, accounts, the tuner's identity) into the PostgreSQL database
@@ -235,7 +239,8 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             out.flush()?;
             Ok(())
         }
-        Command::Guide { gzip } => {
+        Command::Guide { gzip, base_url } => {
+            let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
             let state = freesky::state(config)?;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
@@ -263,8 +268,12 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                     }
                 }
             }
+            // Icons where `[logos] mode` points them, as `/epg.xml` writes them.
+            let lineup = state.registry.lineup().await?;
+            let base = base_url.trim_end_matches('/');
             let bytes = if gzip { &guide.gz } else { &guide.xml };
-            std::io::stdout().lock().write_all(bytes)?;
+            let bytes = state.logos.guide(base, bytes, &lineup, gzip);
+            std::io::stdout().lock().write_all(&bytes)?;
             Ok(())
         }
         Command::CopyState => {
@@ -286,8 +295,10 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         Command::Playlist { base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
             let state = freesky::state(config)?;
-            let lineup = state.registry.lineup().await?;
-            let text = freesky::http::render_playlist(&lineup, base_url.trim_end_matches('/'));
+            let base = base_url.trim_end_matches('/');
+            // Logos where `[logos] mode` points them, as `/playlist.m3u` writes them.
+            let lineup = state.logos.lineup(base, state.registry.lineup().await?);
+            let text = freesky::http::render_playlist(&lineup, base);
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(())
         }

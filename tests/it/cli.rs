@@ -609,3 +609,46 @@ fn check_reports_every_unknown_key_on_its_own_line_with_the_valid_keys() {
         assert_eq!(got, want, "{}", show(&out));
     }
 }
+
+#[test]
+fn playlist_and_guide_point_logos_at_freesky_in_proxy_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(
+        dir.path(),
+        "list.m3u",
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\" tvg-logo=\"http://logo.invalid/one.png\",One\nhttp://127.0.0.1:9/one.m3u8\n",
+    );
+    let guide = write(
+        dir.path(),
+        "guide.xml",
+        &format!(
+            "<?xml version=\"1.0\"?>\n<tv><channel id=\"One.example\"><display-name>One</display-name><icon src=\"http://logo.invalid/one-guide.png\"/></channel>\
+             <programme start=\"{}\" stop=\"{}\" channel=\"One.example\"><title>Show</title></programme></tv>\n",
+            crate::common::xmltv_at(0),
+            crate::common::xmltv_at(1)
+        ),
+    );
+    let path = write(
+        dir.path(),
+        "f.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[logos]\nmode = \"proxy\"\n\n\
+             [[services]]\nname = \"List\"\nkind = \"m3u\"\nurl = '{}'\nepg_url = '{}'\n",
+            dir.path().join("state").display(),
+            list.display(),
+            guide.display()
+        ),
+    );
+    for (command, what) in [("playlist", "tvg-logo"), ("guide", "icon")] {
+        let out = run(freesky()
+            .args([command, "--base-url", "http://tv.example:8005", "--config"])
+            .arg(&path));
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("http://tv.example:8005/logos/"),
+            "{command}: the {what} points at freesky: {text}"
+        );
+        assert!(!text.contains("logo.invalid"), "{command}: {text}");
+    }
+}
