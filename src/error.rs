@@ -206,6 +206,9 @@ pub enum AppError {
     /// connections: 429.
     #[error("{0}")]
     TooManyConnections(String),
+    /// A request body larger than its route takes: 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The request line's target is longer than `server.max_uri_bytes`: 414.
     #[error("{0}")]
     UriTooLong(String),
@@ -233,6 +236,7 @@ impl AppError {
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             // Every try timed out: the upstreams are slow, not broken.
             Self::AllSourcesFailed { tried, .. }

@@ -307,7 +307,7 @@ pub(super) async fn json_object_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, AppError> {
     let body = axum::body::to_bytes(req.into_body(), MAX_PATCH_BYTES)
         .await
-        .map_err(|e| AppError::BadRequest(format!("unreadable body: {e}")))?;
+        .map_err(|e| body_error(&e, MAX_PATCH_BYTES))?;
     let bad = |why: String| AppError::BadRequest(format!("body must be {expected}: {why}"));
     let value: Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
     let got = match &value {
@@ -322,6 +322,20 @@ pub(super) async fn json_object_body<T: serde::de::DeserializeOwned>(
         return Err(bad(format!("got {got}")));
     }
     serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+/// Why a request body could not be read: 413 when it is larger than its route takes.
+pub(super) fn body_error(e: &axum::Error, limit: usize) -> AppError {
+    // axum's limit error (`http_body_util::LengthLimitError`), named by its words: the
+    // type is not re-exported.
+    let too_large = e.to_string().contains("length limit exceeded");
+    if too_large {
+        AppError::PayloadTooLarge(format!(
+            "the body is larger than this call takes ({limit} bytes)"
+        ))
+    } else {
+        AppError::BadRequest(format!("unreadable body: {e}"))
+    }
 }
 
 /// Changes a channel's mapping (admin).

@@ -1170,6 +1170,16 @@ async fn the_panel_calls_also_take_a_posted_form() {
     let guide = guide.bytes().await.unwrap();
     crate::common::tv_validate(&guide);
     assert!(String::from_utf8_lossy(&guide).contains("NewsOne.example"));
+    // A form is a login and a few fields: a huge one is refused as too large.
+    let huge = format!("{login}&junk={}", "x".repeat(64 * 1024));
+    let body = assert_api_error(post_form(&app, "/player_api.php", &huge).await, 413).await;
+    assert!(body["error"].as_str().unwrap().contains("larger"), "{body}");
+    // So is a huge admin body (a JSON 413, not a 400).
+    let big = format!(r#"{{"name":"x","password":"{}"}}"#, "p".repeat(3 << 20));
+    let resp = app
+        .send_json(reqwest::Method::POST, "/api/users", &big, None)
+        .await;
+    assert_api_error(resp, 413).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,7 +197,7 @@ impl axum::extract::FromRequest<AppState> for Params {
                 });
             let body = axum::body::to_bytes(req.into_body(), FORM_LIMIT)
                 .await
-                .map_err(|e| AppError::BadRequest(format!("unreadable form body: {e}")))?;
+                .map_err(|e| crate::http::api::body_error(&e, FORM_LIMIT))?;
             if form {
                 params.extend(url::form_urlencoded::parse(&body).into_owned());
             }
