@@ -995,14 +995,7 @@ impl Guides {
 
     /// Enabled services in priority order (ties keep config order).
     fn enabled_services(&self) -> Vec<crate::model::ServiceStatus> {
-        let mut services: Vec<_> = self
-            .registry
-            .status()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        services.sort_by_key(|s| s.priority);
-        services
+        self.registry.enabled_by_priority()
     }
 
     /// Merges the kept guides against the lineup as it is now, renders and stores

@@ -360,13 +360,6 @@ async fn series_details(
         }
     }
     let f = t.facts();
-    let or = |a: &str, b: &str| {
-        if a.is_empty() {
-            b.to_string()
-        } else {
-            a.to_string()
-        }
-    };
     let mut v = serde_json::to_value(item(&t, a, &posters)).unwrap_or_default();
     v["plot"] = json!(d.plot);
     v["genre"] = json!(or(&d.genre, f.genre));
@@ -969,13 +962,6 @@ async fn series_info(
     }
     let year = opt_text(t.year());
     let f = t.facts();
-    let or = |a: &str, b: &str| {
-        if a.is_empty() {
-            b.to_string()
-        } else {
-            a.to_string()
-        }
-    };
     let date = or(&or(&d.release_date, f.release_date), &year);
     let rating = d.rating.or(t.rating());
     Ok(json!({
@@ -1008,4 +994,9 @@ async fn series_info(
 /// A service's catalogue status, for `/api/services/status`.
 pub(crate) fn status_of(s: &AppState, service: &str) -> Option<VodStatus> {
     s.vod.status_of(service)
+}
+
+/// `a`, or `b` when `a` is empty: a title's own fact, else the list's.
+fn or(a: &str, b: &str) -> String {
+    if a.is_empty() { b } else { a }.to_string()
 }

@@ -237,13 +237,7 @@ impl Library {
 
     /// The enabled services' names, in priority order.
     fn enabled(&self) -> Vec<String> {
-        let mut services: Vec<_> = self
-            .registry
-            .status()
-            .into_iter()
-            .filter(|s| s.enabled)
-            .collect();
-        services.sort_by_key(|s| s.priority);
+        let services = self.registry.enabled_by_priority();
         services.into_iter().map(|s| s.name).collect()
     }
 

@@ -13,6 +13,13 @@ impl Registry {
         self.entries.iter().map(|e| self.status_of(e)).collect()
     }
 
+    /// The enabled services' status, in priority order (ties keep config order).
+    pub fn enabled_by_priority(&self) -> Vec<ServiceStatus> {
+        let mut services: Vec<_> = self.status().into_iter().filter(|s| s.enabled).collect();
+        services.sort_by_key(|s| s.priority);
+        services
+    }
+
     pub(super) fn status_of(&self, e: &Entry) -> ServiceStatus {
         let s = e
             .stats
