@@ -176,6 +176,28 @@ impl Conns {
         from: Option<IpAddr>,
         hls: bool,
     ) -> Result<Conn, AccountError> {
+        self.admit(a, channel, from, hls, true)
+    }
+
+    /// Counts again an HLS player that polls a playlist link it kept after it stopped
+    /// counting: within the limit, never taking another connection over.
+    pub fn readmit_hls(
+        self: &Arc<Self>,
+        a: &Account,
+        channel: &str,
+        from: Option<IpAddr>,
+    ) -> Result<(), AccountError> {
+        self.admit(a, channel, from, true, false).map(drop)
+    }
+
+    fn admit(
+        self: &Arc<Self>,
+        a: &Account,
+        channel: &str,
+        from: Option<IpAddr>,
+        hls: bool,
+        may_take_over: bool,
+    ) -> Result<Conn, AccountError> {
         let mut inner = self.lock();
         inner.prune();
         let key = (a.name.clone(), channel.to_string(), from);
@@ -191,7 +213,7 @@ impl Conns {
             // A player switching channels (the same address) takes its own connection
             // over, as panels end the older one: zapping on a one-connection account.
             // Another address over the limit is refused.
-            if from.is_none() || !Self::take_over(&mut inner, &a.name, from) {
+            if from.is_none() || !may_take_over || !Self::take_over(&mut inner, &a.name, from) {
                 return Err(AccountError::Limit {
                     name: a.name.clone(),
                     limit: a.max_connections,

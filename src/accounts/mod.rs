@@ -546,20 +546,21 @@ impl Accounts {
     /// limit), if the account may still watch
     /// `channel` (`listed`: the lineup's channel, when the lineup has it). A removed,
     /// disabled or expired account, or one that no longer sees the channel, is
-    /// refused: its player stops at its next playlist fetch. A tag that does not
-    /// check out is ignored (the link itself is sealed; the tag only counts).
+    /// refused: its player stops at its next playlist fetch. Whether the tag checked
+    /// out: one that does not names no account (the caller decides whether an
+    /// untagged playlist link may play: with `require_account`, only the admin's).
     pub fn hls_polled(
         &self,
         token: &str,
         channel: &str,
         listed: Option<&LineupChannel>,
         from: Option<IpAddr>,
-    ) -> Result<(), AccountError> {
+    ) -> Result<bool, AccountError> {
         let Some((account, _)) = token.rsplit_once('.') else {
-            return Ok(());
+            return Ok(false);
         };
         if self.poll_token(account, channel) != token {
-            return Ok(());
+            return Ok(false);
         }
         let a = self
             .get(account)
@@ -573,10 +574,11 @@ impl Accounts {
         }
         if !self.conns.hls_poll(account, channel, from) {
             // No longer counted (idle for a while, or its player moved to another
-            // channel): counted again, within the limit.
-            self.conns.connect(&a, channel, from, true)?;
+            // channel): counted again, within the limit, and without taking over
+            // (two players at one address polling old links would take turns).
+            self.conns.readmit_hls(&a, channel, from)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Ends the open connections of accounts that were removed, disabled or have

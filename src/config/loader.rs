@@ -792,6 +792,16 @@ impl<'t> Parse<'t> {
                 );
             }
         }
+        for proxy in &cfg.server.trusted_proxies {
+            if crate::http::forwarded::parse_net(proxy).is_none() {
+                self.problem(
+                    "server.trusted_proxies",
+                    format!(
+                        "`{proxy}` is not an address or CIDR block (10.0.0.2, 10.0.0.0/8, ::1)"
+                    ),
+                );
+            }
+        }
         if cfg.hdhomerun.tuner_count == 0 {
             self.problem("hdhomerun.tuner_count", "must be at least 1".into());
         }

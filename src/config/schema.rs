@@ -155,6 +155,10 @@ pub struct ServerConfig {
     /// `*.example` for every subdomain, `*` for any name. Other names are refused, so
     /// a web page cannot reach freesky through a rebound DNS name.
     pub allowed_hosts: Vec<String>,
+    /// Reverse proxies and balancers (addresses or CIDR blocks) whose
+    /// `X-Forwarded-For` names the client: a request from one of them counts, logs in
+    /// and is limited as the address it forwards for. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// Whether `/playlist.m3u`, `/epg.xml`, `/api/stream/...` and the tuner need a
     /// viewer account (`?username=&password=` or HTTP basic auth); off keeps them open on
     /// the LAN.
@@ -195,6 +199,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(75),
             max_connections_per_client: 256,
             allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             require_account: false,
             state: Secret("sqlite".into()),
             proxy_key_file: None,

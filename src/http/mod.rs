@@ -15,6 +15,7 @@ mod access;
 mod api;
 mod channels_page;
 mod dashboard;
+pub(crate) mod forwarded;
 mod guide;
 mod guide_matches;
 pub mod hdhr;
@@ -64,6 +65,13 @@ pub fn app(state: AppState) -> Router {
         ))
         // Refused hosts and cross-site calls are counted too.
         .layer(axum::middleware::from_fn_with_state(access, access::guard))
+        // Before everything that reads the client's address.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(forwarded::Trusted::new(
+                &state.config.server.trusted_proxies,
+            )),
+            forwarded::layer,
+        ))
         .layer(axum::middleware::from_fn(metrics::count))
         // Outermost: oversized requests are refused before routing and counting.
         .layer(axum::middleware::from_fn_with_state(

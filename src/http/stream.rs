@@ -248,6 +248,7 @@ async fn proxy(
     Path((token, item, _name)): Path<(String, String, String)>,
     Query(account): Query<AccountTag>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    admin: Result<super::access::Admin, AppError>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let engine = Engine::of(&s);
@@ -257,15 +258,27 @@ async fn proxy(
         if let Some(Extension(ConnectInfo(peer))) = client {
             s.sessions.hls.seen(&link.target.channel, peer.ip());
         }
-        if let Some(token) = &account.a {
-            let lineup = s.registry.lineup().await.ok();
-            let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
-            s.accounts.hls_polled(
-                token,
-                &link.target.channel,
-                listed,
-                client.map(|c| c.0 .0.ip()),
-            )?;
+        let tagged = match &account.a {
+            Some(token) => {
+                let lineup = s.registry.lineup().await.ok();
+                let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
+                s.accounts.hls_polled(
+                    token,
+                    &link.target.channel,
+                    listed,
+                    client.map(|c| c.0 .0.ip()),
+                )?
+            }
+            None => false,
+        };
+        // With `require_account`, a playlist link plays for the account it was handed
+        // to (its tag), or the admin: stripped of its tag it would play uncounted and
+        // outlive the account.
+        if !tagged && s.config.server.require_account && admin.is_err() {
+            return Err(AppError::Unauthorized(
+                "this playlist link belongs to a viewer account: open the channel again with                  your login (its links carry your account)"
+                    .into(),
+            ));
         }
     }
     let base = base_url(&s.config, &req_headers);

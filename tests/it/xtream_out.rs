@@ -520,6 +520,17 @@ async fn a_connection_limit_counts_players_not_requests() {
         "the HLS player was taken over: {a}"
     );
     assert_eq!(a["connections"][0]["channel"], "news-one", "{a}");
+    // The old channel's playlist link, polled again from that address, does not take the
+    // connection back (two players behind one address would take turns): over the limit.
+    let old_link = crate::common::playlist_uris(&body)
+        .into_iter()
+        .find(|l| l.contains("?a="))
+        .expect("a tagged playlist link");
+    let refused = assert_api_error(app.get(&old_link).await, 403).await;
+    assert!(
+        refused["error"].as_str().unwrap().contains("allows 1"),
+        "{refused}"
+    );
     let overlapping = app.get(&format!("/live/alice/alice-pw/{news}.ts")).await;
     assert_eq!(overlapping.status(), 200);
     let (_, users) = app.get_json("/api/users").await;
@@ -1299,4 +1310,83 @@ async fn an_account_limited_to_services_plays_only_their_sources() {
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
     assert!(up.hits("/c/live.m3u8") >= 1);
     assert_eq!(up.hits("/a/live.m3u8"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(
+        &up,
+        "require_account = true\nadmin_token = \"admin-tok\"",
+    ))
+    .await;
+    let demo = number_of(&app, "Demo").await;
+    let link = tagged_playlist_link(&app, &format!("/live/alice/alice-pw/{demo}.m3u8")).await;
+    assert_eq!(app.get(&link).await.status(), 200);
+    let (bare, tag) = link.split_once("?a=").unwrap();
+    // Stripped of its tag, or with a forged one, it would play uncounted for anyone and
+    // outlive the account.
+    for stolen in [
+        bare.to_string(),
+        format!("{bare}?a=alice.{}", "0".repeat(24)),
+    ] {
+        let body = assert_api_error(app.get(&stolen).await, 401).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("viewer account"),
+            "{body}"
+        );
+    }
+    assert!(tag.starts_with("alice."));
+    // The admin (the dashboard) may open it.
+    let admin = app
+        .client
+        .get(app.url(bare))
+        .header("authorization", "Bearer admin-tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_is_its_own_player() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "trusted_proxies = [\"127.0.0.1\"]")).await;
+    let news = number_of(&app, "News One").await;
+    let open = |client: &'static str| {
+        app.client
+            .get(app.url(&format!("/live/alice/alice-pw/{news}.ts")))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    let mut first = open("198.51.100.1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.chunk().await.unwrap().is_some());
+    let (_, users) = app.get_json("/api/users").await;
+    let alice = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["connections"][0]["client"], "198.51.100.1", "{alice}");
+    // Another viewer behind the same proxy is another player: over alice's limit of 1
+    // (not the same player taking its connection over).
+    let body = assert_api_error(open("198.51.100.2").await.unwrap(), 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("allows 1"),
+        "{body}"
+    );
+    // A peer that is not a trusted proxy cannot choose its address.
+    let direct = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(OTHER_PLAYER))
+        .build()
+        .unwrap()
+        .get(app.url(&format!("/live/alice/alice-pw/{news}.ts")))
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(direct, 403).await;
+    drop(first);
 }
