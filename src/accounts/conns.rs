@@ -354,7 +354,12 @@ impl Conns {
             .chain(hls)
             .filter(|(e, _)| e.account == account)
             .map(|(e, kind)| ConnInfo {
-                channel: e.channel.clone(),
+                // An HLS catch-up's links name no channel.
+                channel: if e.channel.is_empty() {
+                    "catch-up".to_string()
+                } else {
+                    e.channel.clone()
+                },
                 kind,
                 client: e.from.map(|ip| ip.to_string()),
                 since: e.since,

@@ -258,28 +258,32 @@ async fn proxy(
         if let Some(Extension(ConnectInfo(peer))) = client {
             s.sessions.hls.seen(&link.target.channel, peer.ip());
         }
-        let tagged = match &account.a {
-            Some(token) => {
-                let lineup = s.registry.lineup().await.ok();
-                let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
-                s.accounts.hls_polled(
-                    token,
-                    &link.target.channel,
-                    listed,
-                    client.map(|c| c.0 .0.ip()),
-                )?
-            }
-            None => false,
-        };
-        // With `require_account`, a playlist link plays for the account it was handed
-        // to (its tag), or the admin: stripped of its tag it would play uncounted and
-        // outlive the account.
-        if !tagged && s.config.server.require_account && admin.is_err() {
-            return Err(AppError::Unauthorized(
-                "this playlist link belongs to a viewer account: open the channel again with                  your login (its links carry your account)"
-                    .into(),
-            ));
+    }
+    // A link handed to an account (`?a=`: a live player's playlists, every link of a
+    // catch-up playlist) keeps its connection counted, and is refused once the account
+    // may no longer watch the channel.
+    let tagged = match &account.a {
+        Some(token) => {
+            let lineup = s.registry.lineup().await.ok();
+            let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
+            s.accounts.hls_polled(
+                token,
+                &link.target.channel,
+                listed,
+                client.map(|c| c.0 .0.ip()),
+            )?
         }
+        None => false,
+    };
+    // With `require_account`, a playlist link plays for the account it was handed to
+    // (its tag), or the admin: stripped of its tag it would play uncounted and outlive
+    // the account. (Segment links of live channels carry no account: shared.)
+    if kind == Kind::Playlist && !tagged && s.config.server.require_account && admin.is_err() {
+        return Err(AppError::Unauthorized(
+            "this playlist link belongs to a viewer account: open the channel again with your \
+             login (its links carry your account)"
+                .into(),
+        ));
     }
     let base = base_url(&s.config, &req_headers);
     let range = request_range(&req_headers);

@@ -585,3 +585,66 @@ async fn xtream_clients_see_the_same_catchup_and_play_it() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_account() {
+    let (_list, _panel, app) = setup(true).await;
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            "/api/users",
+            r#"{"name":"hls","password":"pw-3","max_connections":1}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let number = app.channel_named("Doc One").await["number"]
+        .as_u64()
+        .unwrap();
+    let start = now() - 3 * 3600;
+    let when = chrono::DateTime::from_timestamp(start - start % 60, 0)
+        .unwrap()
+        .format("%Y-%m-%d:%H-%M")
+        .to_string();
+    let path = format!("/timeshift/hls/pw-3/30/{when}/{number}.m3u8");
+    let playlist = app.get_text_ok(&path).await;
+    let segment = crate::common::playlist_uris(&playlist)
+        .into_iter()
+        .find(|u| u.contains("/proxy/"))
+        .unwrap_or_else(|| panic!("a proxied segment in {playlist}"));
+    assert!(
+        segment.contains("?a=hls."),
+        "the catch-up's links carry the account: {segment}"
+    );
+    // Counted after the playlist was sent (not only while its few bytes were).
+    let (_, login) = app
+        .get_json("/player_api.php?username=hls&password=pw-3")
+        .await;
+    assert_eq!(login["user_info"]["active_cons"], "1", "{login}");
+    assert_eq!(app.get(&segment).await.status(), 200);
+    // Another player is over the limit of 1.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap()
+        .get(app.url(&path))
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(other, 403).await;
+    // Disabled: the segments it still holds are refused.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/hls",
+            r#"{"enabled":false}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = assert_api_error(app.get(&segment).await, 403).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("disabled"),
+        "{body}"
+    );
+}

@@ -816,11 +816,35 @@ async fn tag_playlist_links(
     channel: &str,
     resp: Response,
 ) -> Result<Response, AppError> {
-    let is_playlist = resp
-        .headers()
+    tag_links_of(s, account, channel, resp, Tagged::Playlists).await
+}
+
+/// Which `/proxy/` links of an answer carry the account.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Tagged {
+    /// Nested playlists (a live player polls them; segments stay shared).
+    Playlists,
+    /// Every link (a catch-up playlist, read once: its segments are what is fetched).
+    Every,
+}
+
+/// Whether `resp` is one of freesky's HLS playlists.
+pub(super) fn is_playlist(resp: &Response) -> bool {
+    resp.headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"));
-    if !is_playlist {
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"))
+}
+
+/// `resp` (an HLS playlist; anything else as it is) with `?a=<account tag>` after the
+/// `/proxy/` links `which` names.
+pub(super) async fn tag_links_of(
+    s: &AppState,
+    account: &Account,
+    channel: &str,
+    resp: Response,
+    which: Tagged,
+) -> Result<Response, AppError> {
+    if !is_playlist(&resp) {
         return Ok(resp);
     }
     let (parts, body) = resp.into_parts();
@@ -829,10 +853,48 @@ async fn tag_playlist_links(
         .map_err(|e| AppError::Internal(format!("reading our own playlist: {e}")))?;
     let text = String::from_utf8_lossy(&bytes);
     let tag = format!("?a={}", s.accounts.poll_token(&account.name, channel));
-    let tagged = tag_links(&text, &tag);
+    let tagged = match which {
+        Tagged::Playlists => tag_links(&text, &tag),
+        Tagged::Every => tag_every_link(&text, &tag),
+    };
     let mut resp = Response::from_parts(parts, Body::from(tagged));
     resp.headers_mut().remove(header::CONTENT_LENGTH);
     Ok(resp)
+}
+
+/// `text` with `tag` after every `/proxy/` link: URI lines and `URI="..."` values.
+fn tag_every_link(text: &str, tag: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64 * tag.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (
+                b.strip_suffix('\r').unwrap_or(b),
+                &line[b.trim_end_matches('\r').len()..],
+            ),
+            None => (line, ""),
+        };
+        if body.starts_with('#') {
+            let mut rest = body;
+            while let Some(at) = rest.find("URI=\"") {
+                let (head, tail) = rest.split_at(at + 5);
+                out.push_str(head);
+                let close = tail.find('"').unwrap_or(tail.len());
+                out.push_str(&tail[..close]);
+                if tail[..close].contains("/proxy/") {
+                    out.push_str(tag);
+                }
+                rest = &tail[close..];
+            }
+            out.push_str(rest);
+        } else {
+            out.push_str(body);
+            if body.contains("/proxy/") {
+                out.push_str(tag);
+            }
+        }
+        out.push_str(end);
+    }
+    out
 }
 
 /// `text` with `tag` after every `/proxy/...m3u8` link (in URI lines and `URI="..."`).
@@ -864,6 +926,16 @@ mod tests {
         assert!(category_id("") > 0);
         // Pinned: players store these ids; a change would scatter their favourites.
         assert_eq!(category_id("News"), 1_271_381_062);
+    }
+
+    #[test]
+    fn a_catch_up_playlist_tags_every_proxy_link() {
+        let body = "#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI=\"http://h/proxy/c/k/key.bin\"\r\n#EXT-X-MAP:URI=\"http://other/init.mp4\"\n#EXTINF:2,\nhttp://h/proxy/c/i/s.ts\nhttp://other/x.ts\n#EXT-X-ENDLIST";
+        let out = tag_every_link(body, "?a=T");
+        assert_eq!(
+            out,
+            "#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI=\"http://h/proxy/c/k/key.bin?a=T\"\r\n#EXT-X-MAP:URI=\"http://other/init.mp4\"\n#EXTINF:2,\nhttp://h/proxy/c/i/s.ts?a=T\nhttp://other/x.ts\n#EXT-X-ENDLIST"
+        );
     }
 
     #[test]
