@@ -429,6 +429,8 @@ impl Clock {
                 if behind && d > -BACKWARD {
                     self.shift(t, to);
                     t = to;
+                    // The timeline moved: the PIDs still to come must not overlap either.
+                    self.shifted = true;
                 }
             }
             let track = &mut self.tracks[i];
