@@ -12,18 +12,25 @@
 //!   from the last one sent (a packet with payload adds one, an adaptation-only packet
 //!   keeps it); within a segment the upstream's own steps (and so any loss it signals)
 //!   are kept.
-//! - **Timestamps**: when the first timestamp after a join (or any PCR) is not close to
-//!   where that PID left off (behind it, or more than [`FORWARD`] ahead), one offset is
-//!   added to every following PTS, DTS and PCR so the timeline goes on (modulo 2^33; the
-//!   PCR's extension is kept). One offset for all PIDs keeps audio and video in sync.
+//! - **Timestamps**: when the first timestamp after a join (or any PCR) does not go on
+//!   from where that PID left off (not after it, however little: a DTS going back even
+//!   0.6 s breaks ffmpeg's muxers; or more than [`FORWARD`] ahead), one offset is added
+//!   to every following PTS, DTS and PCR so the timeline goes on (modulo 2^33; the
+//!   PCR's extension is kept). One offset for all PIDs keeps audio and video in sync;
+//!   any other PID whose first timestamp after the join would go back pushes it forward.
+//!   The decode time (DTS, else PTS) is compared: B-frames' PTS go back by design.
 //!   The `discontinuity_indicator` is not used: ffmpeg only stops checking counters on
 //!   it; timestamps going backwards still break its muxers.
 //!
 //! It works in place, per 188-byte packet, without allocating: a chunk that needs no
 //! change is passed on as it is (shared with the segment cache); one that does is
-//! copied once (or taken, when nothing else holds it) and changed. Anything that is not
-//! whole, synchronised MPEG-TS packets (fMP4 or AAC segments, a torn chunk) passes
-//! through untouched, and nothing an upstream sends can make it panic.
+//! copied once (or taken, when nothing else holds it) and changed. Each packet stands
+//! alone: one whose sync byte is damaged, or whose transport_error_indicator is set,
+//! passes as it was while the rest of its segment is rewritten; where sync is lost
+//! (bytes missing, a chunk starting inside a packet) it is found again where sync
+//! bytes recur every 188 bytes. No byte moves. Bytes that are not MPEG-TS (fMP4 or AAC
+//! segments: no run of sync bytes) pass through untouched, and nothing an upstream
+//! sends can make it panic.
 
 use bytes::{Bytes, BytesMut};
 
@@ -37,8 +44,10 @@ const PIDS: usize = 8192;
 const WRAP: u64 = 1 << 33;
 const MASK: u64 = WRAP - 1;
 const SECOND: i64 = 90_000;
-/// How far behind where a PID left off its next timestamp may be and still continue
-/// the timeline (the PIDs of one program drift a little apart around a join).
+/// How far behind the one that decided a join another PID's first timestamp after it
+/// may be for the offset to move forward so that this PID too goes on (the PIDs of one
+/// program drift a little apart around a join); one further behind is not followed, as
+/// it would open a gap in every other PID.
 pub const BACKWARD: i64 = SECOND;
 /// How far ahead of where a PID left off its next timestamp may be and still continue
 /// the timeline: a skipped segment or two leave a gap, an upstream restart is closed.
@@ -135,11 +144,34 @@ impl Edit {
     }
 }
 
-/// True when `chunk` is whole MPEG-TS packets, each starting with the sync byte.
-pub fn is_ts(chunk: &[u8]) -> bool {
-    !chunk.is_empty()
-        && chunk.len().is_multiple_of(PACKET)
-        && chunk.chunks_exact(PACKET).all(|p| p[0] == SYNC)
+/// Sync bytes in a row that find a packet boundary again (a stray 0x47 in other bytes
+/// rarely repeats 188 bytes on, twice).
+const RUN: usize = 3;
+
+/// A packet may start at `q`: a sync byte is there, or the chunk has ended.
+fn boundary(b: &[u8], q: usize) -> bool {
+    b.get(q).is_none_or(|&x| x == SYNC)
+}
+
+/// The first position from `from` where packets start: [`RUN`] sync bytes 188 bytes
+/// apart, or, for a chunk of fewer packets, every one of its packets starting with it
+/// (a lone 0x47 before a chunk's last 188 bytes must not count).
+fn resync(b: &[u8], from: usize) -> Option<usize> {
+    let last = b.len().checked_sub(PACKET)?;
+    let whole = b.len().is_multiple_of(PACKET);
+    (from..=last).find(|&p| {
+        (0..RUN).all(|k| {
+            let q = p + k * PACKET;
+            b.get(q) == Some(&SYNC) || p == 0 && whole && q >= b.len()
+        })
+    })
+}
+
+/// Whether a timestamp `t` that should follow `last` (ideally at `expected`) breaks the
+/// timeline: not after `last` (any step back, however small: a demuxer wants decode
+/// times strictly increasing), or more than [`FORWARD`] past `expected`.
+fn jumped(t: u64, last: u64, expected: u64) -> bool {
+    diff(t, last) <= 0 || diff(t, expected) > FORWARD
 }
 
 /// `a - b` on the 33-bit timestamp circle, in -2^32..2^32.
@@ -206,22 +238,40 @@ impl Continuity {
     }
 
     /// `chunk` made continuous with what came before: the same bytes when nothing needs
-    /// changing or it is not whole MPEG-TS packets, else a changed copy (or the chunk
-    /// itself changed, when nothing else holds it).
+    /// changing or it holds no MPEG-TS packets, else a changed copy (or the chunk itself
+    /// changed, when nothing else holds it).
+    ///
+    /// Works per packet: every whole 188-byte packet that starts with the sync byte is
+    /// read (and changed if need be); a packet whose sync byte is damaged passes as it
+    /// was, and where sync is lost (or the chunk starts inside a packet) it is found
+    /// again where sync bytes recur every 188 bytes. No byte ever moves.
     pub fn apply(&mut self, chunk: Bytes) -> Bytes {
-        if !is_ts(&chunk) {
+        let len = chunk.len();
+        let Some(mut at) = resync(&chunk, 0) else {
             return chunk;
-        }
+        };
         let mut shared = chunk;
         let mut owned: Option<BytesMut> = None;
-        let len = shared.len();
-        let mut at = 0;
-        while at < len {
+        while at + PACKET <= len {
+            let bytes: &[u8] = owned.as_deref().unwrap_or(&shared);
+            let next = at + PACKET;
+            // Still in sync: the next packet (or the one after, if the next one's sync
+            // byte is damaged) starts where it should. Else bytes were lost or added
+            // here: this packet is left as it is and sync looked for again.
+            if !(boundary(bytes, next) || boundary(bytes, next + PACKET)) {
+                match resync(bytes, at + 1) {
+                    Some(found) => at = found,
+                    None => break,
+                }
+                continue;
+            }
+            if bytes[at] != SYNC {
+                // A damaged packet between two good ones passes as it is.
+                at = next;
+                continue;
+            }
             let range = at..at + PACKET;
-            let edit = match &owned {
-                Some(b) => self.packet(&b[range.clone()]),
-                None => self.packet(&shared[range.clone()]),
-            };
+            let edit = self.packet(&bytes[range.clone()]);
             if !edit.is_empty() {
                 let buf = owned.get_or_insert_with(|| {
                     std::mem::take(&mut shared)
@@ -230,7 +280,7 @@ impl Continuity {
                 });
                 edit.write(&mut buf[range]);
             }
-            at += PACKET;
+            at = next;
         }
         owned.map_or(shared, BytesMut::freeze)
     }
@@ -241,7 +291,9 @@ impl Continuity {
         let mut edit = Edit::default();
         let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
         let control = (p[3] >> 4) & 0x03;
-        if pid == NULL_PID || control == 0 {
+        // transport_error_indicator: the demodulator says the packet is damaged; its PID,
+        // counter and timestamps cannot be trusted, so it neither reads nor moves.
+        if pid == NULL_PID || control == 0 || p[1] & 0x80 != 0 {
             return edit;
         }
         let payload = control & 0x01 != 0;
@@ -332,8 +384,7 @@ impl Clock {
                 // Where this PID should go on; a PCR is checked on every packet (it is
                 // dense by rule), so a jump inside a segment is caught too.
                 let expected = (track.last + track.step.unwrap_or(DEFAULT_STEP)) & MASK;
-                let d = diff(t, expected);
-                let jumped = !(-BACKWARD..=FORWARD).contains(&d);
+                let jumped = jumped(t, track.last, expected);
                 if self.pending || jumped {
                     self.pending = false;
                     self.shifted = jumped;
@@ -352,8 +403,7 @@ impl Clock {
                 self.shifted = false;
                 if let Some(latest) = self.latest_pcr {
                     let expected = (latest + DEFAULT_STEP) & MASK;
-                    let d = diff(t, expected);
-                    if !(-BACKWARD..=FORWARD).contains(&d) {
+                    if jumped(t, latest, expected) {
                         self.shift(t, expected);
                         t = expected;
                         self.shifted = true;
@@ -364,15 +414,23 @@ impl Clock {
         }
         if let Some(i) = index {
             let track = &self.tracks[i];
-            if self.shifted && track.fresh {
-                // The first timestamp of this PID since the timeline moved: the offset
-                // goes forward rather than this PID overlapping what it sent (its last
-                // PES lasts a step: an audio PES often holds several frames).
+            if track.fresh {
+                // The first timestamp of this PID since a join: the offset goes forward
+                // rather than this PID going back (whatever decided the join), nor, when
+                // the timeline moved, overlapping what it sent (its last PES lasts a
+                // step: an audio PES often holds several frames).
                 let to = (track.last + track.step.unwrap_or(DEFAULT_STEP)) & MASK;
                 let d = diff(t, to);
-                if d < 0 && d > -BACKWARD {
+                let behind = if self.shifted {
+                    d < 0
+                } else {
+                    diff(t, track.last) <= 0
+                };
+                if behind && d > -BACKWARD {
                     self.shift(t, to);
                     t = to;
+                    // The timeline moved: the PIDs still to come must not overlap either.
+                    self.shifted = true;
                 }
             }
             let track = &mut self.tracks[i];
@@ -734,6 +792,142 @@ mod tests {
         assert_eq!(all[21].3, Some(500_000 + 10 * 3600));
     }
 
+    /// A segment that needs rewriting, with one packet whose sync byte is damaged: every
+    /// other packet is rewritten, the damaged one passes as it was.
+    #[test]
+    fn a_damaged_packet_passes_untouched_and_the_rest_is_rewritten() {
+        let first = segment(900_000, 10, 0);
+        let second = segment(0, 10, 0);
+        let mut c = Continuity::default();
+        c.apply(chunk(&first));
+        c.join();
+        let mut damaged = chunk(&second).to_vec();
+        damaged[5 * PACKET] = 0x46;
+        let damaged = Bytes::from(damaged);
+        let out = c.apply(damaged.clone());
+        assert_eq!(out.len(), damaged.len());
+        assert_eq!(out[5 * PACKET..6 * PACKET], damaged[5 * PACKET..6 * PACKET]);
+        let mut all = packets(&chunk(&first));
+        let mut ps = first.clone();
+        for (i, (got, p)) in packets(&out).into_iter().zip(&second).enumerate() {
+            if i != 5 {
+                all.push(got);
+                ps.push(*p);
+            }
+        }
+        // Packet 5 (a PES, counter +1) is left out: the counters skip it, as upstream's did.
+        check_continuous(&all[..25], &ps[..25]);
+        check_continuous(&all[25..], &ps[25..]);
+        assert_eq!(all[21].3, Some(900_000 + 10 * 3600));
+        assert_eq!(all[26].3, Some(900_000 + 13 * 3600));
+        assert_eq!(
+            all[25].0,
+            (all[24].0 + 1) & 0x0F,
+            "the counter skips the lost PES"
+        );
+    }
+
+    /// A packet the demodulator flags as damaged (transport_error_indicator) is not
+    /// read: its garbled timestamps must not move the timeline.
+    #[test]
+    fn a_packet_flagged_as_damaged_is_not_read() {
+        let mut c = Continuity::default();
+        c.apply(chunk(&segment(900_000, 10, 0)));
+        c.join();
+        let mut flagged = chunk(&segment(50_000_000, 1, 0)).to_vec();
+        flagged[1] |= 0x80;
+        flagged[PACKET + 1] |= 0x80;
+        let flagged = Bytes::from(flagged);
+        assert_eq!(c.apply(flagged.clone()), flagged, "passes as it was");
+        let next = c.apply(chunk(&segment(900_000 + 10 * 3600, 2, 10)));
+        assert_eq!(packets(&next)[1].3, Some(900_000 + 10 * 3600), "no jump");
+    }
+
+    /// Sync lost mid-chunk (a few bytes missing) and a chunk that starts inside a packet:
+    /// found again where sync bytes recur every 188 bytes; the bytes between pass as
+    /// they were and nothing moves.
+    #[test]
+    fn sync_is_found_again_inside_a_chunk() {
+        let first = segment(900_000, 10, 0);
+        let second = segment(0, 10, 0);
+        let mut c = Continuity::default();
+        c.apply(chunk(&first));
+        c.join();
+        let whole = chunk(&second);
+        // 100 bytes of a packet before, 3 bytes lost in packet 7, half a packet after.
+        let mut v = vec![0x47u8; 100];
+        v.extend_from_slice(&whole[..7 * PACKET + 10]);
+        v.extend_from_slice(&whole[7 * PACKET + 13..]);
+        v.extend_from_slice(&whole[..94]);
+        let input = Bytes::from(v);
+        let out = c.apply(input.clone());
+        assert_eq!(out.len(), input.len());
+        assert_eq!(
+            out[..100],
+            input[..100],
+            "bytes before sync pass as they were"
+        );
+        let got: Vec<Seen> = out[100..100 + 7 * PACKET]
+            .chunks_exact(PACKET)
+            .map(read)
+            .collect();
+        check_continuous(&got, &second[..7]);
+        assert_eq!(got[1].3, Some(900_000 + 10 * 3600));
+        // Packet 7 is short (185 bytes): from its start up to packet 8, as it was.
+        let lost = 100 + 7 * PACKET..100 + 8 * PACKET - 3;
+        assert_eq!(out[lost.clone()], input[lost.clone()]);
+        let after: Vec<Seen> = out[lost.end..lost.end + 2 * PACKET]
+            .chunks_exact(PACKET)
+            .map(read)
+            .collect();
+        assert_eq!(after[1].3, Some(900_000 + 14 * 3600));
+        let tail = out.len() - 94;
+        assert_eq!(out[tail..], input[tail..], "a torn packet passes as it was");
+    }
+
+    /// A segment starting 0.6 s before the last one ended: within the old 1 s tolerance,
+    /// but its DTS go back, so it is moved to go on from where the last one left off.
+    #[test]
+    fn a_small_step_back_at_a_join_is_closed() {
+        let segs = [
+            segment(900_000, 10, 0),
+            segment(900_000 + 36_000 - 54_000, 10, 10),
+        ];
+        let all = run(&mut Continuity::default(), &segs);
+        check_continuous(&all, &segs.concat());
+        assert_eq!(all[21].3, Some(900_000 + 36_000));
+        assert_eq!(all[20].1.map(|p| p.0), Some(900_000 + 36_000));
+    }
+
+    /// One PID steps back at a join while the one that decides goes on: the offset moves
+    /// forward so that this PID too only goes forward.
+    #[test]
+    fn a_pid_going_back_at_a_join_pushes_the_offset_forward() {
+        let audio = |t: u64, cc: u8| P {
+            pid: 0x101,
+            cc,
+            pts: Some(t),
+            ..P::default()
+        };
+        let mut a = segment(900_000, 10, 0);
+        a.extend((0..10).map(|i| audio(900_000 + i * 1920, i as u8)));
+        // Video goes on seamlessly; audio starts 0.2 s before its own last frame.
+        let mut b = segment(900_000 + 36_000, 10, 10);
+        let back = 900_000 + 9 * 1920 - 18_000;
+        b.extend((0..10).map(|i| audio(back + i * 1920, 10 + i as u8)));
+        let all = run(&mut Continuity::default(), &[a, b]);
+        let audio_pts: Vec<u64> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (20..30).contains(i) || (50..60).contains(i))
+            .map(|(_, s)| s.2.unwrap())
+            .collect();
+        for w in audio_pts.windows(2) {
+            assert!(diff(w[1], w[0]) > 0, "audio PTS {} then {}", w[0], w[1]);
+        }
+        assert_eq!(audio_pts[10], 900_000 + 10 * 1920);
+    }
+
     #[test]
     fn other_bytes_pass_through_untouched() {
         let mut c = Continuity::default();
@@ -741,11 +935,16 @@ mod tests {
         c.join();
         let ts = chunk(&segment(0, 5, 0));
         let fmp4 = Bytes::from_static(b"\x00\x00\x00\x18ftypiso6\x00\x00\x00\x00iso6mp41");
+        // Too short to find sync in: a packet and a half.
         let torn = ts.slice(..PACKET + 100);
-        let mut unsynced = ts.to_vec();
-        unsynced[PACKET * 3] = 0;
-        let unsynced = Bytes::from(unsynced);
-        for b in [fmp4, torn, unsynced, Bytes::new()] {
+        // A sync byte here and there, never 188 bytes apart three times.
+        let mut sparse = vec![0u8; 4 * PACKET];
+        for at in [0, PACKET, 3 * PACKET - 1, 3 * PACKET] {
+            sparse[at] = SYNC;
+        }
+        // The last 188 bytes, read as a packet, would have their counter re-anchored.
+        sparse[3 * PACKET + 1..3 * PACKET + 4].copy_from_slice(&[0x01, 0x00, 0x10]);
+        for b in [fmp4, torn, Bytes::from(sparse), Bytes::new()] {
             assert_eq!(c.apply(b.clone()), b);
         }
     }
@@ -786,10 +985,8 @@ mod tests {
             }
             let out = c.apply(b.clone());
             assert_eq!(out.len(), b.len());
-            if !is_ts(&b) {
+            if resync(&b, 0).is_none() {
                 assert_eq!(out, b);
-            } else {
-                assert!(is_ts(&out));
             }
         }
     }

@@ -468,8 +468,48 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
     for i in 1..4 {
         names.push((format!("r3s{i}.ts"), assets.join(format!("seg{i}.ts"))));
     }
+    let joined = dir.path().join("joined.ts");
+    let bytes = stream_of(&playlist, &names, &joined).await;
+    let sent: usize = names
+        .iter()
+        .map(|(_, f)| std::fs::metadata(f).unwrap().len() as usize)
+        .sum();
+    assert_eq!(bytes, sent, "every segment, whole");
+    for log in ffmpeg_logs(&joined, dir.path()).await {
+        for bad in [
+            "Packet corrupt",
+            "out of order",
+            "Non-monotonous",
+            "non monotonically",
+        ] {
+            assert!(!log.contains(bad), "ffmpeg says {bad:?}:\n{log}");
+        }
+    }
+    // Every stream's decode times only go forward, over all 16 segments (2 s each).
+    let (first_video, video) = decode_times_go_forward(&joined).await;
+    let span = (video - first_video) as f64 / 90_000.0;
+    assert!(
+        (30.0..33.0).contains(&span),
+        "the video spans {span} s of 16 two-second segments"
+    );
+}
+
+/// Serves `playlist` (each of `names` a segment file, or a tag when it starts with `#`) as a channel's only source, reads
+/// its whole `.ts` stream (a finished playlist plays from its start to its end, then
+/// EOF) into `out` and says how many bytes came.
+async fn stream_of(
+    playlist: &str,
+    names: &[(String, std::path::PathBuf)],
+    out: &std::path::Path,
+) -> usize {
     let mut origin = FakeUpstream::bind().await;
-    for (name, file) in &names {
+    let mut playlist = playlist.to_string();
+    for (name, file) in names {
+        if name.starts_with('#') {
+            // A tag, not a segment.
+            playlist.push_str(&format!("{name}\n"));
+            continue;
+        }
         playlist.push_str(&format!("#EXTINF:2.000,\n{name}\n"));
         origin = origin.bytes(
             &format!("/loop/{name}"),
@@ -489,8 +529,6 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
         .as_str()
         .unwrap()
         .to_string();
-
-    // A finished playlist plays from its start to its end: the whole stream, then EOF.
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
@@ -501,17 +539,15 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
     {
         bytes.extend_from_slice(&chunk.expect("chunk"));
     }
-    let sent: usize = names
-        .iter()
-        .map(|(_, f)| std::fs::metadata(f).unwrap().len() as usize)
-        .sum();
-    assert_eq!(bytes.len(), sent, "every segment, whole");
-    let joined = dir.path().join("joined.ts");
-    std::fs::write(&joined, &bytes).unwrap();
-    let joined = joined.to_str().unwrap();
-    let copy = dir.path().join("copy.ts");
+    std::fs::write(out, &bytes).unwrap();
+    bytes.len()
+}
 
-    // As Plex's recorder would (`-c copy`), and as its transcoder would (decoding).
+/// ffmpeg's warnings reading `joined` as Plex's recorder would (`-c copy`), and as its
+/// transcoder would (decoding).
+async fn ffmpeg_logs(joined: &std::path::Path, dir: &std::path::Path) -> [String; 2] {
+    let joined = joined.to_str().unwrap();
+    let copy = dir.join("copy.ts");
     let (_, copying) = run_tool(
         "ffmpeg",
         &[
@@ -538,18 +574,12 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
         ],
     )
     .await;
-    for log in [&copying, &decoding] {
-        for bad in [
-            "Packet corrupt",
-            "out of order",
-            "Non-monotonous",
-            "non monotonically",
-        ] {
-            assert!(!log.contains(bad), "ffmpeg says {bad:?}:\n{log}");
-        }
-    }
+    [copying, decoding]
+}
 
-    // Every stream's decode times only go forward, over all 16 segments (2 s each).
+/// Asserts that every stream's decode times (ffprobe's) only go forward; the first and
+/// last video DTS.
+async fn decode_times_go_forward(joined: &std::path::Path) -> (i64, i64) {
     let (packets, _) = run_tool(
         "ffprobe",
         &[
@@ -559,7 +589,7 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
             "packet=stream_index,dts",
             "-of",
             "csv=p=0",
-            joined,
+            joined.to_str().unwrap(),
         ],
     )
     .await;
@@ -581,9 +611,92 @@ async fn joined_segments_make_one_continuous_mpeg_ts() {
             video = dts;
         }
     }
-    let span = (video - first_video.expect("video packets")) as f64 / 90_000.0;
+    (first_video.expect("video packets"), video)
+}
+
+/// What a DVB-fed upstream sends on a bad day: the demo's loop, then the same segments
+/// moved so that they start 0.6 s before the last one ended (an encoder that restarted
+/// a little behind: no tag), then the loop again after an `#EXT-X-DISCONTINUITY` with
+/// one packet of one segment damaged (its sync byte lost, as reception errors do). The
+/// step back is closed like any other, and the damaged segment is rewritten like the
+/// others but for that one packet: ffmpeg reports nothing out of order, and the only
+/// corrupt packet it reports is the video frame the damaged packet belonged to (its
+/// 184 bytes of payload are gone whatever we do; a demuxer drops a packet without the
+/// sync byte and flags the frame it was part of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_packet_and_a_small_step_back_still_make_one_continuous_mpeg_ts() {
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for i in 0..4 {
+        names.push((format!("a{i}.ts"), assets.join(format!("seg{i}.ts"))));
+    }
+    // The loop's video runs 1.42 s to 9.42 s; moved by 7.4 s, it starts at 8.82 s.
+    for i in 0..2 {
+        let back = dir.path().join(format!("back{i}.ts"));
+        run_tool(
+            "ffmpeg",
+            &[
+                "-nostdin",
+                "-v",
+                "error",
+                "-copyts",
+                "-i",
+                assets.join(format!("seg{i}.ts")).to_str().unwrap(),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                "-muxdelay",
+                "0",
+                "-muxpreload",
+                "0",
+                "-output_ts_offset",
+                "7.4",
+                "-f",
+                "mpegts",
+                "-y",
+                back.to_str().unwrap(),
+            ],
+        )
+        .await;
+        names.push((format!("back{i}.ts"), back));
+    }
+    // Packet 100 of seg2: a video packet inside a frame (not its first).
+    let mut damaged = std::fs::read(assets.join("seg2.ts")).unwrap();
+    let at = 100 * 188;
+    assert_eq!(damaged[at..at + 3], [0x47, 0x01, 0x00], "a video packet");
+    damaged[at] = 0x00;
+    let damaged_file = dir.path().join("damaged.ts");
+    std::fs::write(&damaged_file, &damaged).unwrap();
+    names.push(("#EXT-X-DISCONTINUITY".into(), Default::default()));
+    names.push(("b0.ts".into(), assets.join("seg0.ts")));
+    names.push(("b1.ts".into(), assets.join("seg1.ts")));
+    names.push(("b2.ts".into(), damaged_file));
+    names.push(("b3.ts".into(), assets.join("seg3.ts")));
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n";
+    let joined = dir.path().join("joined.ts");
+    stream_of(playlist, &names, &joined).await;
+
+    for log in ffmpeg_logs(&joined, dir.path()).await {
+        for bad in ["out of order", "Non-monotonous", "non monotonically"] {
+            assert!(!log.contains(bad), "ffmpeg says {bad:?}:\n{log}");
+        }
+        // ffmpeg names a corrupt packet more than once (its demuxer, then its reader).
+        let corrupt: std::collections::BTreeSet<&str> = log
+            .lines()
+            .filter(|l| l.contains("Packet corrupt"))
+            .map(|l| l.split_once("Packet corrupt").unwrap().1)
+            .collect();
+        assert!(
+            corrupt.len() <= 1 && corrupt.iter().all(|l| l.contains("stream = 0")),
+            "only the damaged video frame may be corrupt:\n{log}"
+        );
+    }
+    let (first_video, video) = decode_times_go_forward(&joined).await;
+    let span = (video - first_video) as f64 / 90_000.0;
     assert!(
-        (30.0..33.0).contains(&span),
-        "the video spans {span} s of 16 two-second segments"
+        (19.0..21.0).contains(&span),
+        "the video spans {span} s of 10 two-second segments"
     );
 }
