@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -639,21 +639,33 @@ async fn tuner_lineup_post(
 async fn tune(
     State(s): State<AppState>,
     Path(channel): Path<String>,
-    Query(q): Query<TuneQuery>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    with_tuner_error(tune_on(s, None, channel, q, headers).await)
+    with_tuner_error(tune_on(s, None, channel, TuneQuery::of(q), headers).await)
 }
 
 /// A tune without `duration` ends when the client goes (a century stands for never).
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// What a tuner URL may carry besides the channel.
-#[derive(serde::Deserialize, Default)]
+/// What a tuner URL may carry besides the channel (read leniently, as a tuner does:
+/// other parameters, repeats and malformed ones are ignored).
+#[derive(Default)]
 struct TuneQuery {
     /// Seconds, as a real HDHomeRun takes it: the stream ends after that long
     /// (recorders rely on it); anything but a positive number is ignored.
     duration: Option<String>,
+}
+
+impl TuneQuery {
+    fn of(query: Option<String>) -> Self {
+        let duration = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "duration")
+                .map(|(_, v)| v.into_owned())
+        });
+        Self { duration }
+    }
 }
 
 /// The answer of a tune, with the `X-HDHomeRun-Error` header a real tuner adds to a
@@ -697,10 +709,10 @@ fn with_tuner_error(result: Result<Response, AppError>) -> Response {
 async fn tuner_tune(
     State(s): State<AppState>,
     Path((n, channel)): Path<(String, String)>,
-    Query(q): Query<TuneQuery>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    with_tuner_error(tune_on(s, Some(n), channel, q, headers).await)
+    with_tuner_error(tune_on(s, Some(n), channel, TuneQuery::of(q), headers).await)
 }
 
 /// Channel `channel` (`v{number}`) on the whole tuner or virtual tuner `n`.

@@ -62,10 +62,15 @@ pub struct Filter {
 )]
 async fn playlist(
     State(s): State<AppState>,
-    Query(f): Query<Filter>,
+    Query(mut f): Query<Filter>,
     viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // Any case; empty is the default.
+    f.output = f
+        .output
+        .map(|o| o.trim().to_ascii_lowercase())
+        .filter(|o| !o.is_empty());
     if let Some(name) = &f.service {
         if s.registry.service(name).is_none() {
             return Err(AppError::NotFound(format!("unknown service `{name}`")));

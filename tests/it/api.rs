@@ -1490,8 +1490,16 @@ url = "@UP@/list.m3u"
     let first = demo_ts.chunk().await.unwrap().unwrap();
     assert_eq!(first[0], 0x47, "MPEG-TS");
     drop(demo_ts);
-    let m3u8 = app.get_text_ok("/playlist.m3u?output=m3u8").await;
-    assert_eq!(m3u8, text);
+    for output in ["m3u8", "", "HLS"] {
+        let m3u8 = app
+            .get_text_ok(&format!("/playlist.m3u?output={output}"))
+            .await;
+        assert_eq!(m3u8, text, "output={output}");
+    }
+    let upper = app
+        .get_text_ok("/playlist.m3u?output=TS&service=Demo")
+        .await;
+    assert_eq!(upper, ts);
     let body = assert_api_error(app.get("/playlist.m3u?output=mp4").await, 400).await;
     assert!(body["error"].as_str().unwrap().contains("`ts`"), "{body}");
 }
