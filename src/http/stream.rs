@@ -248,7 +248,6 @@ async fn proxy(
     Path((token, item, _name)): Path<(String, String, String)>,
     Query(account): Query<AccountTag>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
-    admin: Result<super::access::Admin, AppError>,
     req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let engine = Engine::of(&s);
@@ -278,7 +277,11 @@ async fn proxy(
     // With `require_account`, a playlist link plays for the account it was handed to
     // (its tag), or the admin: stripped of its tag it would play uncounted and outlive
     // the account. (Segment links of live channels carry no account: shared.)
-    if kind == Kind::Playlist && !tagged && s.config.server.require_account && admin.is_err() {
+    if kind == Kind::Playlist
+        && !tagged
+        && s.config.server.require_account
+        && !super::access::is_admin(&s, &req_headers, client.map(|c| c.0 .0.ip()))
+    {
         return Err(AppError::Unauthorized(
             "this playlist link belongs to a viewer account: open the channel again with your \
              login (its links carry your account)"
@@ -292,12 +295,27 @@ async fn proxy(
     // Segment, key and map links are the same for every viewer and render (until the
     // key or the expiry bucket turns): a shared cache in front may keep them.
     if kind != Kind::Playlist && resp.status().is_success() {
-        let ttl = s.config.cache.segment_ttl.as_secs();
-        if let Ok(v) = HeaderValue::try_from(format!("public, max-age={ttl}")) {
-            resp.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, segment_cache_control(&s));
     }
     Ok(resp)
+}
+
+/// `public, max-age=<segment_ttl>`, made once per `segment_ttl` (the config's: one
+/// value per process but for a reload changing it).
+fn segment_cache_control(s: &AppState) -> HeaderValue {
+    static MADE: std::sync::Mutex<Option<(u64, HeaderValue)>> = std::sync::Mutex::new(None);
+    let ttl = s.config.cache.segment_ttl.as_secs();
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    match &*made {
+        Some((t, v)) if *t == ttl => v.clone(),
+        _ => {
+            let v = HeaderValue::try_from(format!("public, max-age={ttl}"))
+                .unwrap_or(HeaderValue::from_static("public"));
+            *made = Some((ttl, v.clone()));
+            v
+        }
+    }
 }
 
 /// The answer to a proxy link from what `Engine::serve_link` served.
