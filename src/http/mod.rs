@@ -35,7 +35,7 @@ mod xtream;
 
 pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));
-    Router::new()
+    let router = Router::new()
         .merge(api::routes())
         .merge(channels_page::routes())
         .merge(dashboard::routes())
@@ -64,14 +64,20 @@ pub fn app(state: AppState) -> Router {
             ready::refuse_new_streams_while_draining,
         ))
         // Refused hosts and cross-site calls are counted too.
-        .layer(axum::middleware::from_fn_with_state(access, access::guard))
-        // Before everything that reads the client's address.
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(axum::middleware::from_fn_with_state(access, access::guard));
+    // Before everything that reads the client's address; only when some proxy is
+    // trusted (a layer costs every request).
+    let router = if state.config.server.trusted_proxies.is_empty() {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn_with_state(
             Arc::new(forwarded::Trusted::new(
                 &state.config.server.trusted_proxies,
             )),
             forwarded::layer,
         ))
+    };
+    router
         .layer(axum::middleware::from_fn(metrics::count))
         // Outermost: oversized requests are refused before routing and counting.
         .layer(axum::middleware::from_fn_with_state(
