@@ -87,6 +87,8 @@ pub struct MediaCache {
     inflight: Arc<Mutex<HashMap<String, Arc<Inflight>>>>,
     playlist_ttl: Duration,
     vod_ttl: Duration,
+    /// `public, max-age=<segment_ttl>`: what segment, key and map answers carry.
+    cache_control: axum::http::HeaderValue,
     /// Bodies larger than this are streamed but not kept.
     max_entry: usize,
     /// Playlists listing more URIs are refused (`cache.max_playlist_uris`).
@@ -129,6 +131,11 @@ impl MediaCache {
             inflight: Arc::default(),
             playlist_ttl: cfg.playlist_ttl,
             vod_ttl: cfg.segment_ttl.max(cfg.playlist_ttl),
+            cache_control: axum::http::HeaderValue::try_from(format!(
+                "public, max-age={}",
+                cfg.segment_ttl.as_secs()
+            ))
+            .expect("digits are a valid header value"),
             max_entry: usize::try_from(capacity / 8).unwrap_or(usize::MAX),
             max_uris: cfg.max_playlist_uris,
             segment_timeout: cfg.segment_timeout,
@@ -174,6 +181,12 @@ impl MediaCache {
         };
         crate::metrics::get().cache("playlist", lookup);
         found.map(|c| c.doc).map_err(|e| (*e).clone())
+    }
+
+    /// The `Cache-Control` of a segment, key or map answer: its links are the same for
+    /// every viewer and render, so a shared cache in front may keep them `segment_ttl`.
+    pub fn segment_cache_control(&self) -> axum::http::HeaderValue {
+        self.cache_control.clone()
     }
 
     /// How long a fetched playlist is kept: a VOD playlist (`#EXT-X-PLAYLIST-TYPE:VOD`

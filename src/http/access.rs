@@ -246,46 +246,42 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, AppError> {
-        let token = s.config.server.admin_token.expose();
-        if !token.is_empty() {
-            let given = bearer(parts).ok_or_else(|| {
-                AppError::AdminUnauthorized(
-                    "admin calls need `Authorization: Bearer <admin_token>`".into(),
-                )
-            })?;
-            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                return Err(AppError::Forbidden("wrong admin token".into()));
-            }
-            return Ok(Admin(()));
-        }
-        match peer(parts) {
-            Some(ip) if ip.is_loopback() => Ok(Admin(())),
-            _ => Err(AppError::Forbidden(
-                "admin calls are accepted from loopback only when no admin_token is set".into(),
-            )),
-        }
+        admin_check(s, &parts.headers, peer(parts)).map(|()| Admin(()))
     }
 }
 
-/// Whether a request with `headers` from `peer` is the admin's (the rule of `Admin`,
-/// without its error): for a check made only on some requests of a hot route.
-pub fn is_admin(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
+/// The admin rule: the bearer token when one is set, else a caller on loopback.
+fn admin_check(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(), AppError> {
     let token = s.config.server.admin_token.expose();
-    if token.is_empty() {
-        return peer.is_some_and(|ip| ip.to_canonical().is_loopback());
+    if !token.is_empty() {
+        let given = bearer(headers).ok_or_else(|| {
+            AppError::AdminUnauthorized(
+                "admin calls need `Authorization: Bearer <admin_token>`".into(),
+            )
+        })?;
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Err(AppError::Forbidden("wrong admin token".into()));
+        }
+        return Ok(());
     }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| scheme_value(v, "Bearer"))
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    match peer {
+        Some(ip) if ip.is_loopback() => Ok(()),
+        _ => Err(AppError::Forbidden(
+            "admin calls are accepted from loopback only when no admin_token is set".into(),
+        )),
+    }
+}
+
+/// Whether a request with `headers` from `peer` is the admin's (`Admin`'s rule, for a
+/// check made only on some requests of a hot route).
+pub fn is_admin(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
+    admin_check(s, headers, peer.map(|ip| ip.to_canonical())).is_ok()
 }
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme
 /// in any case), trimmed.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())?;
     scheme_value(value, "Bearer")

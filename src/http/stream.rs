@@ -296,26 +296,9 @@ async fn proxy(
     // key or the expiry bucket turns): a shared cache in front may keep them.
     if kind != Kind::Playlist && resp.status().is_success() {
         resp.headers_mut()
-            .insert(header::CACHE_CONTROL, segment_cache_control(&s));
+            .insert(header::CACHE_CONTROL, s.media.segment_cache_control());
     }
     Ok(resp)
-}
-
-/// `public, max-age=<segment_ttl>`, made once per `segment_ttl` (the config's: one
-/// value per process but for a reload changing it).
-fn segment_cache_control(s: &AppState) -> HeaderValue {
-    static MADE: std::sync::Mutex<Option<(u64, HeaderValue)>> = std::sync::Mutex::new(None);
-    let ttl = s.config.cache.segment_ttl.as_secs();
-    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
-    match &*made {
-        Some((t, v)) if *t == ttl => v.clone(),
-        _ => {
-            let v = HeaderValue::try_from(format!("public, max-age={ttl}"))
-                .unwrap_or(HeaderValue::from_static("public"));
-            *made = Some((ttl, v.clone()));
-            v
-        }
-    }
 }
 
 /// The answer to a proxy link from what `Engine::serve_link` served.

@@ -899,3 +899,15 @@ pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
 pub fn reset_vm_hwm() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM (/proc/self/clear_refs)");
 }
+
+/// Another player's address (loopback: the whole 127/8 reaches a test server).
+pub const OTHER_PLAYER: [u8; 4] = [127, 0, 0, 2];
+
+/// An HTTP client whose requests come from the local address `ip` (a second player).
+pub fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(HANG_GUARD)
+        .build()
+        .expect("a client")
+}

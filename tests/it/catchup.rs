@@ -623,10 +623,7 @@ async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_accou
     assert_eq!(login["user_info"]["active_cons"], "1", "{login}");
     assert_eq!(app.get(&segment).await.status(), 200);
     // Another player is over the limit of 1.
-    let other = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap()
+    let other = crate::common::client_from(crate::common::OTHER_PLAYER)
         .get(app.url(&path))
         .send()
         .await

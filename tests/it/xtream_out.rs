@@ -12,7 +12,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::{
-    assert_api_error, json_of, xmltv_at, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE,
+    assert_api_error, client_from, json_of, xmltv_at, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE,
+    OTHER_PLAYER,
 };
 use serde_json::Value;
 
@@ -385,20 +386,9 @@ async fn wrong_logins_unknown_actions_and_malformed_ids() {
     assert_api_error(app.get("/api/no/such").await, 404).await;
 }
 
-/// Another player's address (loopback: the whole 127/8 reaches freesky).
-const OTHER_PLAYER: [u8; 4] = [127, 0, 0, 2];
-
 /// GET `path` from the local address `ip`.
 async fn get_from(app: &TestApp, path: &str, ip: [u8; 4]) -> reqwest::Response {
-    reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(ip))
-        .timeout(HANG_GUARD)
-        .build()
-        .unwrap()
-        .get(app.url(path))
-        .send()
-        .await
-        .unwrap()
+    client_from(ip).get(app.url(path)).send().await.unwrap()
 }
 
 /// Waits (bounded) until `alice`'s `active_cons` is `n`.
@@ -1379,10 +1369,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_is_its_own_player() {
         "{body}"
     );
     // A peer that is not a trusted proxy cannot choose its address.
-    let direct = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(OTHER_PLAYER))
-        .build()
-        .unwrap()
+    let direct = client_from(OTHER_PLAYER)
         .get(app.url(&format!("/live/alice/alice-pw/{news}.ts")))
         .header("x-forwarded-for", "198.51.100.1")
         .send()
