@@ -39,6 +39,8 @@ pub struct Merged {
     pub group: Text,
     pub tags: Vec<String>,
     pub tvg_id: Text,
+    /// The upstream channel number of its first source that gives one.
+    pub number: Option<u32>,
     pub sources: Vec<Source>,
     /// The longest archive (days of catch-up) among the sources; 0: none has one.
     pub catchup_days: u32,
@@ -214,6 +216,9 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     if m.group.is_empty() {
                         m.group = shared.get(&ch.group);
                     }
+                    if m.number.is_none() {
+                        m.number = ch.number;
+                    }
                     if m.tvg_id.is_empty() && !tvg.is_empty() {
                         m.tvg_id = Text::from(ch.tvg_id.trim());
                     }
@@ -245,6 +250,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         group: shared.get(&ch.group),
                         tags: ch.tags.clone(),
                         tvg_id: Text::from(ch.tvg_id.trim()),
+                        number: ch.number,
                         sources: vec![source],
                         catchup_days: catchup_days(ch),
                     });
@@ -670,6 +676,7 @@ mod tests {
             group: String::new(),
             tags: vec![],
             tvg_id: tvg.into(),
+            number: None,
             service: service.into(),
             headers: vec![],
             url: None,

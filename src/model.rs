@@ -22,6 +22,10 @@ pub struct Channel {
     pub tags: Vec<String>,
     /// The upstream's XMLTV id, empty when it has none.
     pub tvg_id: String,
+    /// The upstream's channel number (M3U `tvg-chno`, an Xtream panel's `num`), when it
+    /// gives one: a new channel takes it when it is free (see `store::Wanted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
     /// Name of the service that lists it.
     pub service: String,
     /// Headers every request for this channel's stream must carry (from `#EXTVLCOPT`,
@@ -36,6 +40,17 @@ pub struct Channel {
     /// does. Kept out of API output: a template may hold upstream details.
     #[serde(skip)]
     pub catchup: Option<Catchup>,
+}
+
+/// The highest upstream channel number taken as given; a larger one is ignored (a
+/// panel's internal id, not a number anyone dials).
+pub const MAX_UPSTREAM_NUMBER: u32 = 999_999;
+
+/// `n` as an upstream channel number (`Channel::number`): 1 to [`MAX_UPSTREAM_NUMBER`].
+pub fn upstream_number(n: u64) -> Option<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_UPSTREAM_NUMBER).contains(n))
 }
 
 /// How a source builds the address of its archive (catch-up, timeshift), as M3U lists

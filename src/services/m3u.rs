@@ -385,6 +385,11 @@ impl<'a> Listing<'a> {
             logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
             tags: Vec::new(),
             tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
+            number: ["tvg-chno", "channel-number"]
+                .into_iter()
+                .find_map(|a| e.attr(a))
+                .and_then(|n| n.trim().parse().ok())
+                .and_then(crate::model::upstream_number),
             service: self.service.to_string(),
             headers: e.headers,
             url: Some(url),

@@ -398,8 +398,9 @@ pub fn live_channels(
         if let Some(problem) = problem {
             tracing::warn!(service, stream_id = %id, "xtream stream: {problem}");
         }
+        let num = item.get("num").and_then(as_u64);
         out.push((
-            item.get("num").and_then(as_u64),
+            num,
             Channel {
                 id,
                 name,
@@ -407,6 +408,7 @@ pub fn live_channels(
                 group,
                 tags: Vec::new(),
                 tvg_id: text("epg_channel_id"),
+                number: num.and_then(crate::model::upstream_number),
                 service: service.to_string(),
                 headers: Vec::new(),
                 url: None,
@@ -768,6 +770,8 @@ mod tests {
         assert_eq!(all[0].group, "News");
         assert_eq!(all[0].logo, "http://l/n.png");
         assert_eq!(all[0].tvg_id, "news1.example");
+        // The panel's number goes with the channel (a new channel takes it when free).
+        assert_eq!((all[0].number, all[1].number), (Some(1), Some(2)));
         let news = live_channels("X", &streams, &cats, &["news".into()]).unwrap();
         assert_eq!(news.len(), 1);
     }

@@ -193,6 +193,27 @@ impl Change {
 /// A merge key, the slug it gets and its number.
 pub(crate) type IdentityRow = (String, String, u32);
 
+/// What a merged channel asks of the store: the identity of its merge key, and, when
+/// the key is new, the slug it would like (made unique) and the number its upstream
+/// gives it (`tvg-chno`, an Xtream panel's `num`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub key: String,
+    pub slug: String,
+    pub number: Option<u32>,
+}
+
+impl Wanted {
+    /// A key with no upstream number.
+    pub fn new(key: impl Into<String>, slug: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            slug: slug.into(),
+            number: None,
+        }
+    }
+}
+
 /// A `channel_mapping` row as stored: slug, name, number, group, hidden, tvg-id, logo,
 /// pinned sources (JSON).
 pub(crate) type MappingRow = (
@@ -269,7 +290,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// other writers assigned meanwhile is in the mirror first.
     async fn assign(
         &self,
-        keys: &[(String, String)],
+        keys: &[Wanted],
         mirror: &Mutex<Mirror>,
     ) -> Result<Vec<IdentityRow>, StoreError>;
     /// Writes the mapping of `slug` (an empty one deletes its row).
@@ -339,30 +360,58 @@ impl Mirror {
     }
 
     /// Gives each key of `keys` that has no identity yet one: the slug is `wanted` made
-    /// unique, the number the next free one (skipping those a mapping gave to other
-    /// channels, and `taken`). Slugs and numbers are reserved in the mirror; the
-    /// identities themselves are added once persisted.
-    fn plan(&mut self, keys: &[(String, String)], taken: &HashSet<u32>) -> Vec<IdentityRow> {
-        let renumbered: HashSet<u32> = self.mappings.values().filter_map(|x| x.number).collect();
+    /// unique; the number is its upstream's when that is free, else the next free one
+    /// (free: no mapping gave it to another channel, not in `taken`, and above every
+    /// number given before, so a number once given is never given again and each
+    /// batch's numbers are above every earlier one's, which is how other instances
+    /// learn them). Slugs and numbers are reserved in the mirror; the identities
+    /// themselves are added once persisted.
+    fn plan(&mut self, keys: &[Wanted], taken: &HashSet<u32>) -> Vec<IdentityRow> {
+        let mut blocked: HashSet<u32> = self.mappings.values().filter_map(|x| x.number).collect();
+        blocked.extend(taken);
         // Keys assigned in this call, and the next suffix to try per wanted slug: a
         // first start lists every channel as new (200,000 of them with a big
         // provider), so neither may be a scan of what came before.
         let mut seen: HashSet<&str> = HashSet::new();
         let mut suffixes: HashMap<String, u32> = HashMap::new();
-        let mut fresh = Vec::new();
-        for (key, wanted) in keys {
-            if self.channels.contains_key(key) || !seen.insert(key.as_str()) {
+        let mut fresh: Vec<(&Wanted, String)> = Vec::new();
+        for w in keys {
+            if self.channels.contains_key(&w.key) || !seen.insert(w.key.as_str()) {
                 continue;
             }
-            let slug = crate::lineup::unique_slug(wanted, &mut self.slugs, &mut suffixes);
-            let mut number = self.next_number;
-            while renumbered.contains(&number) || taken.contains(&number) {
-                number += 1;
-            }
-            self.next_number = number + 1;
-            fresh.push((key.clone(), slug, number));
+            let slug = crate::lineup::unique_slug(&w.slug, &mut self.slugs, &mut suffixes);
+            fresh.push((w, slug));
         }
-        fresh
+        // Upstream numbers first, so that a channel without one listed earlier does not
+        // take the number a later one brings.
+        let floor = self.next_number.max(1);
+        let upstream: Vec<Option<u32>> = fresh
+            .iter()
+            .map(|(w, _)| {
+                w.number
+                    .filter(|&n| n >= floor && n <= crate::model::MAX_UPSTREAM_NUMBER)
+                    .filter(|&n| blocked.insert(n))
+            })
+            .collect();
+        let mut next = floor;
+        let mut last = self.next_number.saturating_sub(1);
+        let rows: Vec<IdentityRow> = fresh
+            .into_iter()
+            .zip(upstream)
+            .map(|((w, slug), upstream)| {
+                let number = upstream.unwrap_or_else(|| {
+                    while blocked.contains(&next) {
+                        next += 1;
+                    }
+                    next += 1;
+                    next - 1
+                });
+                last = last.max(number);
+                (w.key.clone(), slug, number)
+            })
+            .collect();
+        self.next_number = last + 1;
+        rows
     }
 
     /// Gives back the slugs `plan` reserved for rows that were not persisted.
@@ -728,29 +777,27 @@ impl Store {
     ///   (`news-2` may be the second "News" made unique, another channel).
     ///
     /// Only an identity that no key of `keys` names, and only once.
-    pub fn follow_moved_keys(
-        &self,
-        keys: &mut [(String, String)],
-        name_keys: impl Fn(usize) -> Vec<String>,
-    ) {
+    pub fn follow_moved_keys(&self, keys: &mut [Wanted], name_keys: impl Fn(usize) -> Vec<String>) {
         let moves = {
             let m = self.mirror();
             if m.channels.is_empty() {
                 return;
             }
             let unknown: Vec<usize> = (0..keys.len())
-                .filter(|&i| !m.channels.contains_key(&keys[i].0))
+                .filter(|&i| !m.channels.contains_key(&keys[i].key))
                 .collect();
             if unknown.is_empty() {
                 return;
             }
-            let in_use: HashSet<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+            let in_use: HashSet<&str> = keys.iter().map(|w| w.key.as_str()).collect();
             // Built only when a `name:` key is new: a scan of every identity.
             let mut by_slug: Option<HashMap<&str, &str>> = None;
             let mut taken: HashSet<String> = HashSet::new();
             let mut moves = Vec::new();
             for i in unknown {
-                let (key, wanted) = &keys[i];
+                let Wanted {
+                    key, slug: wanted, ..
+                } = &keys[i];
                 let free = |o: &String| {
                     m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
                 };
@@ -781,20 +828,18 @@ impl Store {
             moves
         };
         for (i, other) in moves {
-            keys[i].0 = other;
+            keys[i].key = other;
         }
     }
 
     /// The identity of every merge key, assigning (and persisting) new ones: the slug is
-    /// `wanted` made unique, the number the next free one. Known keys never change.
-    pub async fn identities(
-        &self,
-        keys: &[(String, String)],
-    ) -> Result<Vec<ChannelIdentity>, StoreError> {
+    /// the wanted one made unique, the number the upstream's when free, else the next
+    /// free one (`Mirror::plan`). Known keys never change.
+    pub async fn identities(&self, keys: &[Wanted]) -> Result<Vec<ChannelIdentity>, StoreError> {
         let _guard = self.inner.assign.lock().await;
         let unknown = {
             let m = self.mirror();
-            keys.iter().any(|(k, _)| !m.channels.contains_key(k))
+            keys.iter().any(|w| !m.channels.contains_key(&w.key))
         };
         if unknown {
             let inner = self.inner.clone();
@@ -810,9 +855,9 @@ impl Store {
         let m = self.mirror();
         Ok(keys
             .iter()
-            .map(|(k, _)| {
+            .map(|w| {
                 m.channels
-                    .get(k)
+                    .get(&w.key)
                     .cloned()
                     .expect("every key was assigned above")
             })
@@ -1017,7 +1062,7 @@ mod tests {
     #[tokio::test]
     async fn a_channel_whose_key_moved_keeps_its_identity() {
         let s = Store::in_memory();
-        let key = |k: &str, slug: &str| (k.to_string(), slug.to_string());
+        let key = Wanted::new;
         let first = s
             .identities(&[key("name:news", "news"), key("tvg:sport.test", "sport")])
             .await
@@ -1031,10 +1076,10 @@ mod tests {
             key("tvg:other.test", "other"),
         ];
         s.follow_moved_keys(&mut keys, name_of);
-        assert_eq!(keys[0].0, "name:news");
-        assert_eq!(keys[1].0, "tvg:sport.test");
+        assert_eq!(keys[0].key, "name:news");
+        assert_eq!(keys[1].key, "tvg:sport.test");
         assert_eq!(
-            keys[2].0, "tvg:other.test",
+            keys[2].key, "tvg:other.test",
             "nothing to follow: a new channel"
         );
         let ids = s.identities(&keys).await.unwrap();
@@ -1043,12 +1088,12 @@ mod tests {
         // An identity a current key names is not taken from it.
         let mut keys = vec![key("name:sport", "sport"), key("tvg:sport.test", "sport")];
         s.follow_moved_keys(&mut keys, name_of);
-        assert_eq!(keys[0].0, "name:sport");
+        assert_eq!(keys[0].key, "name:sport");
         // Nor given to two keys.
         let mut keys = vec![key("name:sport", "sport"), key("name:sports", "sport")];
         s.follow_moved_keys(&mut keys, name_of);
-        assert_eq!(keys[0].0, "tvg:sport.test");
-        assert_eq!(keys[1].0, "name:sports");
+        assert_eq!(keys[0].key, "tvg:sport.test");
+        assert_eq!(keys[1].key, "name:sports");
 
         // A second "News" stored as `news-2` is not taken by a channel called "News 2".
         let two = s
@@ -1058,13 +1103,13 @@ mod tests {
         assert_eq!(two[0].slug, "news-2");
         let mut keys = vec![key("name:news 2", "news-2")];
         s.follow_moved_keys(&mut keys, |_| vec![]);
-        assert_eq!(keys[0].0, "name:news 2");
+        assert_eq!(keys[0].key, "name:news 2");
         // Any of a group's source names finds the key it had.
         let mut keys = vec![key("tvg:news.renamed", "news")];
         s.follow_moved_keys(&mut keys, |_| {
             vec!["name:bbc one".to_string(), "name:news".to_string()]
         });
-        assert_eq!(keys[0].0, "name:news");
+        assert_eq!(keys[0].key, "name:news");
     }
 
     #[tokio::test]
@@ -1134,8 +1179,8 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let ids = s
             .identities(&[
-                ("tvg:a".into(), "news".into()),
-                ("name:news".into(), "news".into()),
+                Wanted::new("tvg:a", "news"),
+                Wanted::new("name:news", "news"),
             ])
             .await
             .unwrap();
@@ -1159,10 +1204,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.service_override("A").enabled, Some(false));
         let ids = s
-            .identities(&[
-                ("new".into(), "x".into()),
-                ("name:news".into(), "news".into()),
-            ])
+            .identities(&[Wanted::new("new", "x"), Wanted::new("name:news", "news")])
             .await
             .unwrap();
         assert_eq!(
@@ -1176,10 +1218,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_channel_takes_its_upstream_number_when_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let w = |k: &str, n: Option<u32>| Wanted {
+            number: n,
+            ..Wanted::new(k, k)
+        };
+        let numbers =
+            |ids: Vec<ChannelIdentity>| ids.into_iter().map(|i| i.number).collect::<Vec<_>>();
+        // A first start: every upstream number is free; a channel without one listed
+        // first does not take the number a later one brings; a number asked twice is
+        // the first one's.
+        let first = s
+            .identities(&[
+                w("a", None),
+                w("b", Some(5)),
+                w("c", None),
+                w("d", Some(5)),
+                w("e", Some(2)),
+                w("f", Some(1_000_000)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(numbers(first), [1, 5, 3, 4, 2, 6]);
+        // Later: a number at or below one given before is never taken (it was given, or
+        // may be another instance's); above, it is; a mapping's number is not.
+        s.identities(&[w("x", None), w("y", None)]).await.unwrap();
+        s.update_mapping("x", |m| {
+            Ok(ChannelMapping {
+                number: Some(20),
+                ..m.clone()
+            })
+        })
+        .await
+        .unwrap();
+        let later = s
+            .identities(&[
+                w("g", Some(3)),
+                w("h", Some(12)),
+                w("i", Some(20)),
+                w("j", None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(numbers(later), [9, 12, 10, 11]);
+        drop(s);
+        // Known keys keep theirs whatever they bring now; the next is above them all.
+        let s = Store::open(dir.path()).unwrap();
+        let again = s
+            .identities(&[w("b", Some(40)), w("k", None), w("l", Some(13))])
+            .await
+            .unwrap();
+        assert_eq!(numbers(again), [5, 14, 13]);
+    }
+
+    #[tokio::test]
     async fn mappings_persist_and_numbers_stay_unique() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.identities(&[("a".into(), "a".into()), ("b".into(), "b".into())])
+        s.identities(&[Wanted::new("a", "a"), Wanted::new("b", "b")])
             .await
             .unwrap();
         let set = |number: Option<u32>| {
@@ -1216,7 +1314,7 @@ mod tests {
         assert_eq!(maps["a"].sources, Some(vec!["X".to_string()]));
         assert_eq!(maps["b"].number, Some(1));
         // The next new channel skips 3 (a's): 4.
-        let ids = s.identities(&[("c".into(), "c".into())]).await.unwrap();
+        let ids = s.identities(&[Wanted::new("c", "c")]).await.unwrap();
         assert_eq!(ids[0].number, 4);
         // Resetting everything removes the row.
         s.update_mapping("b", |_| Ok(ChannelMapping::default()))

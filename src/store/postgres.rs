@@ -486,7 +486,7 @@ impl Backend for Postgres {
 
     async fn assign(
         &self,
-        keys: &[(String, String)],
+        keys: &[super::Wanted],
         mirror: &Mutex<Mirror>,
     ) -> Result<Vec<IdentityRow>, StoreError> {
         let mut client = self.client().await?;

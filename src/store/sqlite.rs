@@ -289,7 +289,7 @@ impl Backend for Sqlite {
 
     async fn assign(
         &self,
-        keys: &[(String, String)],
+        keys: &[super::Wanted],
         mirror: &Mutex<Mirror>,
     ) -> Result<Vec<IdentityRow>, StoreError> {
         // One process owns the file: the mirror already holds every identity.

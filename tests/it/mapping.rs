@@ -711,3 +711,64 @@ url = "{o}/n.m3u"
     let c = check("back as it was").await;
     assert_eq!(services_of(&c), ["WithId", "NoId"]);
 }
+
+/// A provider's numbering (`tvg-chno`) is what a new user sees on first start: each
+/// new channel takes its upstream number when free, the others the next free ones;
+/// a later change of the upstream number does not renumber a known channel.
+#[tokio::test]
+async fn new_channels_take_the_upstream_channel_numbers() {
+    let list = |sport: u32| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-chno=\"101\",News\nhttp://127.0.0.1:9/n.m3u8\n\
+             #EXTINF:-1,Weather\nhttp://127.0.0.1:9/w.m3u8\n\
+             #EXTINF:-1 tvg-chno=\"{sport}\",Sport\nhttp://127.0.0.1:9/s.m3u8\n\
+             #EXTINF:-1 tvg-chno=\"101\",Music\nhttp://127.0.0.1:9/m.m3u8\n\
+             #EXTINF:-1 channel-number=\"7\",Kids\nhttp://127.0.0.1:9/k.m3u8\n\
+             #EXTINF:-1 tvg-chno=\"5.1\",Local\nhttp://127.0.0.1:9/l.m3u8\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("list.m3u");
+    std::fs::write(&file, list(2)).expect("list file");
+    let mut app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1ms\"\n\n[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        file.display()
+    ))
+    .await;
+    let numbers = |all: Vec<Value>| {
+        let mut n: Vec<(String, u64)> = all
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["number"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    let want = |pairs: &[(&str, u64)]| {
+        let mut w: Vec<(String, u64)> = pairs.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+        w.sort();
+        w
+    };
+    let first = want(&[
+        ("News", 101),
+        ("Weather", 1),
+        ("Sport", 2),
+        ("Music", 3),
+        ("Kids", 7),
+        ("Local", 4),
+    ]);
+    assert_eq!(numbers(app.channels().await), first);
+    let tuner = app.get_text_ok("/lineup.json").await;
+    assert!(tuner.contains("\"GuideNumber\":\"101\""), "{tuner}");
+    std::fs::write(&file, list(300)).expect("list file");
+    app.restart().await;
+    assert_eq!(
+        numbers(app.channels().await),
+        first,
+        "known channels keep theirs"
+    );
+}

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use freesky::model::ChannelMapping;
-use freesky::store::{Change, Store};
+use freesky::store::{Change, Store, Wanted};
 
 use crate::common::eventually_within;
 
@@ -45,8 +45,12 @@ async fn two_instances_meeting_new_channels_at_once_give_each_one_number() {
         Store::postgres(&url).unwrap(),
     );
     let run = unique("race");
-    let keys: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("{run}:{i}"), format!("{run}-{i}")))
+    // Half bring an upstream number (taken when above every number given so far).
+    let keys: Vec<Wanted> = (0..200)
+        .map(|i| Wanted {
+            number: (i % 2 == 0).then_some(900_000 + i),
+            ..Wanted::new(format!("{run}:{i}"), format!("{run}-{i}"))
+        })
         .collect();
     // Both see the same new channels at the same moment, many times over.
     let mut tasks = Vec::new();
@@ -107,7 +111,7 @@ async fn a_switch_and_a_mapping_made_through_one_instance_reach_the_others() {
     );
 
     let slug = unique("chan");
-    a.identities(&[(slug.clone(), slug.clone())]).await.unwrap();
+    a.identities(&[Wanted::new(&slug, &slug)]).await.unwrap();
     a.update_mapping(&slug, |m| {
         Ok(ChannelMapping {
             name: Some("Renamed".into()),

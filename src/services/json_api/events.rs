@@ -157,6 +157,7 @@ impl Event {
                 vec![self.league.clone()]
             },
             tvg_id: self.tvg_id(service),
+            number: None,
             service: service.to_string(),
             headers: Vec::new(),
             url: self.stream.as_ref().map(Url::to_string),

@@ -9,7 +9,7 @@ use super::{CachedLineup, Entry, Observer, Registry, RegistryError, Step, DEGRAD
 use crate::error::UpstreamError;
 use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
 use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel, Text};
-use crate::store::StoreError;
+use crate::store::{StoreError, Wanted};
 
 impl Registry {
     /// One service's channels, from cache or fetched (concurrent callers share one fetch).
@@ -175,13 +175,12 @@ impl Registry {
             .collect();
         let mut merged = lineup::merge(&inputs);
         // Moved out, not copied: the store needs them only for this call.
-        let mut keys: Vec<(String, String)> = merged
+        let mut keys: Vec<Wanted> = merged
             .iter_mut()
-            .map(|m| {
-                (
-                    std::mem::take(&mut m.merge_key),
-                    std::mem::take(&mut m.wanted_slug),
-                )
+            .map(|m| Wanted {
+                key: std::mem::take(&mut m.merge_key),
+                slug: std::mem::take(&mut m.wanted_slug),
+                number: m.number,
             })
             .collect();
         self.store.follow_moved_keys(&mut keys, |i| {
