@@ -391,7 +391,7 @@ impl From<crate::guide_match::GuideMatchError> for AppError {
     fn from(e: crate::guide_match::GuideMatchError) -> Self {
         use crate::guide_match::GuideMatchError as E;
         match e {
-            E::NothingToConfirm(_) | E::UnknownGuideChannel { .. } => {
+            E::NothingToConfirm(_) | E::UnknownGuideChannel { .. } | E::HeldById { .. } => {
                 Self::BadRequest(e.to_string())
             }
             E::Registry(e) => e.into(),

@@ -297,6 +297,20 @@ impl Guides {
                 let found = listing
                     .iter()
                     .find(|(name, _)| source.as_deref().is_none_or(|s| s == name));
+                let table = self.matches();
+                let holder = found.and_then(|(source, guide_id)| {
+                    table
+                        .held_by_id(source, guide_id)
+                        .filter(|&h| h != channel)
+                        .map(|h| (source, guide_id, h))
+                });
+                if let Some((source, guide_id, holder)) = holder {
+                    return Err(GuideMatchError::HeldById {
+                        guide: source.clone(),
+                        guide_id: guide_id.clone(),
+                        holder: holder.to_string(),
+                    });
+                }
                 match found {
                     Some((source, guide_id)) => Some(Decision::Pick {
                         source: source.clone(),

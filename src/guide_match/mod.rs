@@ -25,6 +25,17 @@ pub enum GuideMatchError {
         /// The guides that do list the id (none when no guide does).
         elsewhere: Vec<String>,
     },
+    #[error(
+        "guide `{guide}` gives `{guide_id}` to channel `{holder}` by id (its tvg-id or \
+         guide id), and a guide channel goes to one lineup channel only: set another \
+         guide id on `{holder}` first (PATCH /api/channels/{holder} with `tvg_id`), or \
+         give this channel that guide id the same way to share its programmes"
+    )]
+    HeldById {
+        guide: String,
+        guide_id: String,
+        holder: String,
+    },
     #[error(transparent)]
     Registry(#[from] crate::services::registry::RegistryError),
     #[error(transparent)]

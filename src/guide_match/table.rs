@@ -100,11 +100,21 @@ pub type Found = HashMap<String, (String, String, bool)>;
 pub struct Table {
     pub entries: Vec<Entry>,
     by_channel: HashMap<String, usize>,
+    /// (guide, guide channel id lowercase) → the lineup channel its guide gives it to
+    /// by id: no decision can take it from that channel.
+    by_id: HashMap<(String, String), String>,
 }
 
 impl Table {
     pub fn get(&self, channel: &str) -> Option<&Entry> {
         self.by_channel.get(channel).map(|&i| &self.entries[i])
+    }
+
+    /// The lineup channel that guide `source` gives its channel `guide_id` to by id.
+    pub fn held_by_id(&self, source: &str, guide_id: &str) -> Option<&str> {
+        self.by_id
+            .get(&(source.to_string(), guide_id.to_lowercase()))
+            .map(String::as_str)
     }
 
     /// Guide channel id (lowercase) → lineup channel, of `source`'s channels that a
@@ -157,6 +167,7 @@ pub fn build(
     // best candidate it was.
     let mut owner: HashMap<usize, (usize, &'static str)> = HashMap::new();
     let mut entries: Vec<Option<Entry>> = vec![None; channels.len()];
+    let mut by_id: HashMap<(String, String), String> = HashMap::new();
     let entry =
         |c: &ChannelInfo, state, guide: Option<(&str, &str)>, score, reason: String| Entry {
             channel: c.id.clone(),
@@ -172,6 +183,7 @@ pub fn build(
     for (i, c) in channels.iter().enumerate() {
         let exact = found.get(&c.id);
         if let Some((source, id, true)) = exact {
+            by_id.insert((source.clone(), id.to_lowercase()), c.id.clone());
             if let Some(n) = name_of(source, id) {
                 taken.insert(n);
                 owner.insert(n, (i, "its guide lists it by id"));
@@ -327,6 +339,7 @@ pub fn build(
     Table {
         entries,
         by_channel,
+        by_id,
     }
 }
 

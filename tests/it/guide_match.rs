@@ -543,3 +543,52 @@ fn refuses_country(config: &str, field: &str) {
         .to_string();
     assert!(err.contains(field) && err.contains("two-letter"), "{err}");
 }
+
+/// A guide channel its guide gives to another lineup channel by id cannot be picked:
+/// the pick is refused naming that channel and the way out (before, it answered
+/// "picked" and did nothing).
+#[tokio::test]
+async fn a_pick_of_a_guide_channel_another_channel_has_by_id_is_refused_saying_whose() {
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("BBCOne.uk", "BBC One"), ("p-2", "Site News")]),
+        )
+        .text("/guide.xml", XML, xmltv(GUIDE))
+        .start();
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "BBC One")["state"], "exact", "{page}");
+    let holder = app.channel_named("BBC One").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.channel_named("Site News").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{other}"),
+            r#"{"action":"pick","guide_id":"BBCOne.uk"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "guide `P` gives `BBCOne.uk` to channel `{holder}` by id"
+        )) && error.contains(&format!("PATCH /api/channels/{holder}")),
+        "{body}"
+    );
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "Site News")["state"], "unmatched", "{page}");
+    // A free guide channel is still picked.
+    let picked = post(&app, &other, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+}
