@@ -27,9 +27,9 @@ pub enum GuideMatchError {
     },
     #[error(
         "guide `{guide}` gives `{guide_id}` to channel `{holder}` by id (its tvg-id or \
-         guide id), and a guide channel goes to one lineup channel only: set another \
-         guide id on `{holder}` first (PATCH /api/channels/{holder} with `tvg_id`), or \
-         give this channel that guide id the same way to share its programmes"
+         guide id), and a guide channel goes to one lineup channel only: to move it, \
+         set another guide id on `{holder}` first (PATCH /api/channels/{holder} with \
+         `tvg_id`)"
     )]
     HeldById {
         guide: String,
