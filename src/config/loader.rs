@@ -403,14 +403,13 @@ impl<'t> Parse<'t> {
                 Err(Left::Reported) => continue,
             };
             let inline = Some(user.password.clone()).filter(|p| !p.is_empty());
-            match self.secret(
+            // Without a password its other fields are still checked: every problem
+            // is reported at once.
+            let password = self.secret(
                 &path,
                 ("password", inline),
                 ("password_file", user.password_file.clone()),
-            ) {
-                Some(p) => user.password = p,
-                None => continue,
-            }
+            );
             if let Err(why) = crate::accounts::check_name(&user.name) {
                 self.problem(&format!("{path}.name"), why);
             } else if !seen.insert(user.name.clone()) {
@@ -423,6 +422,11 @@ impl<'t> Parse<'t> {
                 if let Err(why) = crate::accounts::parse_expiry(e) {
                     self.problem(&format!("{path}.expires"), why);
                 }
+            }
+            // Kept even without one (the config is refused then), so that later checks
+            // name it by its own index.
+            if let Some(p) = password {
+                user.password = p;
             }
             out.push(user);
         }
@@ -745,8 +749,16 @@ impl<'t> Parse<'t> {
             );
         }
         if let Some(u) = &cfg.server.public_url {
-            if !u.is_empty() && url::Url::parse(u).is_err() {
-                self.problem("server.public_url", format!("`{u}` is not an absolute URL"));
+            match url::Url::parse(u) {
+                _ if u.is_empty() => {}
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(_) => self.problem(
+                    "server.public_url",
+                    format!("`{u}` is not an http(s) URL like http://tv.example.lan:8005"),
+                ),
+                Err(_) => {
+                    self.problem("server.public_url", format!("`{u}` is not an absolute URL"))
+                }
             }
         }
         for (key, value, min) in [
@@ -848,10 +860,26 @@ impl<'t> Parse<'t> {
         if cfg.logos.max_bytes == 0 {
             self.problem("logos.max_bytes", "must be more than 0".into());
         }
+        // An account limited to a service that is not configured sees nothing of it
+        // (names are case-sensitive).
+        let services: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
+        for (i, u) in cfg.users.iter().enumerate() {
+            for name in u
+                .services
+                .iter()
+                .filter(|n| !services.contains(&n.as_str()))
+            {
+                self.problem(
+                    &format!("users[{i}].services"),
+                    format!(
+                        "unknown service `{name}` (configured: {}; names are case-sensitive)",
+                        services.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
-    /// A problem located by field path (its span recorded by `walk`), or the nearest
-    /// recorded parent path.
     /// Warns of every file the config names that does not exist now: valid, but
     /// what reads it fails until it does.
     fn missing_files(&mut self, cfg: &Config) {
@@ -897,6 +925,8 @@ impl<'t> Parse<'t> {
         }
     }
 
+    /// A problem located by field path (its span recorded by `walk`), or the nearest
+    /// recorded parent path.
     fn problem(&mut self, field: &str, message: String) {
         let line = self.line_of_field(field);
         self.problems.push(Problem {
@@ -1368,6 +1398,39 @@ mod tests {
             "{e:?}"
         );
         assert!(e.iter().any(|l| l.contains("missing `password`")), "{e:?}");
+    }
+
+    #[test]
+    fn a_user_without_a_password_still_has_its_other_fields_checked() {
+        let e = errors(
+            "[[services]]\nname = \"L\"\nkind = \"demo\"\n\n\
+             [[users]]\nname = \"bad name\"\nexpires = \"tomorrow\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"p\"\npassword_file = \"/x\"\nexpires = \"soon\"\n\n\
+             [[users]]\nname = \"dave\"\npassword = \"p\"\nservices = [\"l\", \"L\"]\n",
+        );
+        for want in [
+            "f.toml:5: users[0]: missing `password`",
+            "f.toml:6: users[0].name",
+            "f.toml:7: users[0].expires",
+            "f.toml:12: users[1].password_file: set `password` or `password_file`, not both",
+            "f.toml:13: users[1].expires",
+            "f.toml:18: users[2].services: unknown service `l` (configured: L; names are case-sensitive)",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:?}");
+        }
+        assert_eq!(e.len(), 6, "{e:?}");
+    }
+
+    #[test]
+    fn public_url_is_an_http_url() {
+        let e = errors("[server]\npublic_url = \"ftp://x\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l
+                    .starts_with("f.toml:2: server.public_url: `ftp://x` is not an http(s) URL")),
+            "{e:?}"
+        );
+        assert!(errors("[server]\npublic_url = \"https://tv.example.lan\"\n").is_empty());
     }
 
     #[test]

@@ -26,6 +26,24 @@ pub fn routes() -> Router<AppState> {
 )]
 pub(crate) struct Doc;
 
+/// An account limited to a service that is not configured would see nothing of it:
+/// refused, naming the configured ones (names are case-sensitive).
+fn known_services(s: &AppState, patch: &AccountPatch) -> Result<(), AppError> {
+    let names = s.registry.service_names();
+    match patch
+        .services
+        .iter()
+        .flatten()
+        .find(|n| !names.contains(&n.as_str()))
+    {
+        Some(bad) => Err(AppError::BadRequest(format!(
+            "`services`: unknown service `{bad}` (configured: {}; names are case-sensitive)",
+            names.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 const FIELDS: &str =
     "a JSON object of name, password, max_connections, expires, groups, services, enabled";
 
@@ -67,6 +85,7 @@ async fn create(
     req: Request,
 ) -> Result<Json<AccountView>, AppError> {
     let patch: AccountPatch = json_object_body(req, FIELDS).await?;
+    known_services(&s, &patch)?;
     Ok(Json(s.accounts.create(patch).await?))
 }
 
@@ -121,6 +140,7 @@ async fn change(
     req: Request,
 ) -> Result<Json<AccountView>, AppError> {
     let patch: AccountPatch = json_object_body(req, FIELDS).await?;
+    known_services(&s, &patch)?;
     let view = s.accounts.change(&name, patch).await?;
     s.accounts.enforce(s.registry.last_lineup().as_deref());
     Ok(Json(view))

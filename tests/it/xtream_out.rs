@@ -1301,6 +1301,47 @@ async fn an_account_limited_to_services_plays_only_their_sources() {
     assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
     assert!(up.hits("/c/live.m3u8") >= 1);
     assert_eq!(up.hits("/a/live.m3u8"), 0);
+    // An account limited to a service that is not configured (names are
+    // case-sensitive) is refused, not made to see nothing.
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/api/users",
+            r#"{"name":"lower","password":"pw","services":["b"]}"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/api/users/api-made",
+            r#"{"services":["B","Nope"]}"#,
+        ),
+    ] {
+        if method == reqwest::Method::PATCH {
+            let made = app
+                .send_json(
+                    reqwest::Method::POST,
+                    "/api/users",
+                    r#"{"name":"api-made","password":"pw"}"#,
+                    None,
+                )
+                .await;
+            assert_eq!(made.status(), 200);
+        }
+        let body = assert_api_error(app.send_json(method, path, body, None).await, 400).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("`services`: unknown service `"),
+            "{body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("(configured: A, B, C;"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

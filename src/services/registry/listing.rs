@@ -268,7 +268,7 @@ impl Registry {
             .get(id)
             .map(|c| c.id.to_string())
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
-        let services: Vec<&str> = self.entries.iter().map(|e| e.cfg.name.as_str()).collect();
+        let services = self.service_names();
         let mapping = self
             .store
             .update_mapping(&slug, |current| {

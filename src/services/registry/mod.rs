@@ -309,6 +309,11 @@ impl Registry {
         self.entries.iter().find(|e| e.cfg.name == name)
     }
 
+    /// The configured services' names, in config order.
+    pub fn service_names(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| e.cfg.name.as_str()).collect()
+    }
+
     pub fn is_enabled(&self, name: &str) -> bool {
         self.entry(name).is_some_and(|e| self.enabled(e))
     }
