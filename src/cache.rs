@@ -303,6 +303,27 @@ async fn fetch_document(
         if is_media_type(&ctype) {
             return Ok(Document::Media { url: fetched.url });
         }
+        // Media with a wrong type (`text/plain`, a static server's guess from `.ts`):
+        // told by its first bytes, then read on as text when it is not media.
+        let mut fetched = fetched;
+        let mut first = BytesMut::new();
+        let mut ended = false;
+        while first.len() <= crate::ts::PACKET && !ended {
+            match fetched.body.next().await {
+                Some(chunk) => first.extend_from_slice(&chunk?),
+                None => ended = true,
+            }
+        }
+        let first = first.freeze();
+        if looks_like_media(&first) {
+            return Ok(Document::Media { url: fetched.url });
+        }
+        let head = futures::stream::once(async { Ok(first) });
+        fetched.body = if ended {
+            Box::pin(head)
+        } else {
+            Box::pin(head.chain(fetched.body))
+        };
         let final_url = fetched.url.clone();
         let url_len = final_url.as_str().len();
         if url_len > crate::proxy::MAX_URL_BYTES {
@@ -334,6 +355,13 @@ async fn fetch_document(
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(UpstreamError::Timeout(timeout)))
+}
+
+/// MPEG-TS (sync bytes one packet apart) or MP4 (`ftyp`), by a body's first bytes.
+fn looks_like_media(first: &[u8]) -> bool {
+    let ts = first.first() == Some(&crate::ts::SYNC)
+        && first.get(crate::ts::PACKET) == Some(&crate::ts::SYNC);
+    ts || first.get(4..8) == Some(b"ftyp")
 }
 
 fn is_media_type(ctype: &str) -> bool {

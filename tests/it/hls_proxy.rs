@@ -492,6 +492,82 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
     }
 }
 
+/// MPEG-TS served with a text type (`python3 -m http.server` calls `.ts`
+/// `text/vnd.trolltech.linguist`) is told by its bytes and passed through, not refused
+/// as "not an HLS playlist".
+#[tokio::test]
+async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
+    let mut bytes = Vec::new();
+    for i in 0..300u32 {
+        let mut packet = vec![0u8; 188];
+        packet[0] = 0x47;
+        packet[1] = 0x1f; // PID 0x1fff: null packets, nothing to carry on
+        packet[2] = 0xff;
+        packet[3] = 0x10;
+        packet[4] = (i % 256) as u8;
+        bytes.extend_from_slice(&packet);
+    }
+    let origin = FakeUpstream::bind()
+        .await
+        .bytes(
+            "/raw/stream.ts",
+            "text/vnd.trolltech.linguist",
+            bytes.clone(),
+        )
+        .bytes(
+            "/raw/notes.txt",
+            "text/plain",
+            b"Good morning, this is not a stream".to_vec(),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}\n#EXTINF:-1,Text\n{}\n",
+                origin.url("/raw/stream.ts"),
+                origin.url("/raw/notes.txt")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.channel_named(name).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let resp = app
+        .get(&format!("/api/stream/{}.m3u8", id("Raw").await))
+        .await;
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let through = app.get(&location).await;
+    assert_eq!(through.status(), 200);
+    assert_eq!(through.bytes().await.unwrap().to_vec(), bytes);
+    let ts = app
+        .get(&format!("/api/stream/{}.ts", id("Raw").await))
+        .await;
+    assert_eq!(ts.status(), 200);
+    assert_eq!(ts.bytes().await.unwrap().len(), bytes.len());
+    // Text that is neither a playlist nor media is still refused, saying so.
+    let resp = app
+        .get(&format!("/api/stream/{}.m3u8", id("Text").await))
+        .await;
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("not an HLS playlist"), "{body}");
+}
+
 /// The headers of a proxied body that keep a browser from running it.
 fn assert_passive(resp: &reqwest::Response, what: &str) {
     let h = |n: &str| {
