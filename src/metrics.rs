@@ -122,6 +122,17 @@ impl Metrics {
             "Logos refused from upstreams (reason = html|not_image|too_large)",
             m.logo_refused.clone(),
         );
+        // The series whose labels are known up front are there from the start, at 0:
+        // an alert on them sees 0, not "no data", until the first event.
+        for cache in ["playlist", "segment"] {
+            let l = labels(&[("cache", cache)]);
+            for family in [&m.cache_hits, &m.cache_misses, &m.coalesced] {
+                drop(family.get_or_create(&l));
+            }
+        }
+        for reason in ["html", "not_image", "too_large"] {
+            drop(m.logo_refused.get_or_create(&labels(&[("reason", reason)])));
+        }
         Metrics { registry, ..m }
     }
 
@@ -346,6 +357,23 @@ mod tests {
             "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total{k=\"v\"} 1\n\
              # HELP g A gauge.\n# TYPE g gauge\ng 2\n"
         );
+    }
+
+    #[test]
+    fn counters_with_fixed_labels_are_there_at_zero_from_the_start() {
+        let fresh = Metrics::new();
+        let mut out = String::new();
+        encode_registry(&mut out, &fresh.registry).unwrap();
+        let text = to_prometheus_text(&out);
+        for series in [
+            "freesky_cache_hits_total{cache=\"segment\"} 0\n",
+            "freesky_cache_misses_total{cache=\"playlist\"} 0\n",
+            "freesky_coalesced_requests_total{cache=\"segment\"} 0\n",
+            "freesky_logo_refused_total{reason=\"too_large\"} 0\n",
+            "freesky_logo_refused_total{reason=\"html\"} 0\n",
+        ] {
+            assert!(text.contains(series), "{series}: {text}");
+        }
     }
 
     #[test]
