@@ -299,6 +299,20 @@ impl Library {
                             .expect("no panics while held")
                             .remove(&key);
                     }
+                    Some(Ok(listed))
+                        if listed.is_empty()
+                            && self
+                                .last_good
+                                .lock()
+                                .expect("no panics while held")
+                                .get(&key)
+                                .is_some_and(|l| !l.items.is_empty()) =>
+                    {
+                        // A panel's passing hiccup must not empty the catalogue; a
+                        // service that never listed any is simply empty.
+                        tracing::warn!(service = %name, "{} list: answered an empty list; keeping the last good one", kind.as_str());
+                        errors.push(format!("{}: answered an empty list", kind.as_str()));
+                    }
                     Some(Ok(listed)) => {
                         let (list, skipped) = ServiceList::new(name, listed);
                         status.vod_skipped += skipped;

@@ -49,9 +49,6 @@ pub fn read_list(body: &[u8], action: &str, each: impl FnMut(Value)) -> Result<u
     let n = de
         .deserialize_seq(Each(each))
         .map_err(|e| format!("{action} answered broken JSON ({e})"))?;
-    if n == 0 {
-        return Err(format!("{action} answered an empty list"));
-    }
     Ok(n)
 }
 
@@ -322,7 +319,6 @@ mod tests {
         assert!(got[2].id.is_empty());
         for (body, why) in [
             (&b"{}"[..], "object"),
-            (b"[]", "empty list"),
             (b"<html>", "HTML"),
             (b"", "nothing"),
             (b"[{", "broken"),
@@ -330,6 +326,8 @@ mod tests {
             let e = read_list(body, "get_vod_streams", |_| {}).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+        // An empty list is a list (the catalogue keeps a last good one against it).
+        assert_eq!(read_list(b"[]", "get_series", |_| {}), Ok(0));
     }
 
     #[test]

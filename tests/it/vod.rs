@@ -476,7 +476,8 @@ async fn bad_panel_answers_keep_the_last_good_catalogue_and_the_live_lineup() {
             .unwrap_or_else(|| panic!("{mode}: {panel}"));
         assert!(error.contains(reason), "{mode}: {error}");
         assert!(
-            error.contains("get_vod_streams") && error.contains("get_series"),
+            (error.contains("get_vod_streams") && error.contains("get_series"))
+                || (error.contains("movie: ") && error.contains("series: ")),
             "{error}"
         );
         assert_eq!(panel["movie_count"], 2, "{panel}");
@@ -491,6 +492,25 @@ async fn bad_panel_answers_keep_the_last_good_catalogue_and_the_live_lineup() {
     *s.mode.lock().unwrap() = "good";
     app.post("/api/vod/refresh").await;
     assert_eq!(app.service_status("Panel").await["vod_error"], Value::Null);
+}
+
+/// A panel with no titles at its first read is an empty catalogue, not an error; an
+/// empty answer after a good one keeps the good one (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panel_without_titles_is_an_empty_catalogue_not_an_error() {
+    let s = setup().await;
+    *s.mode.lock().unwrap() = "[]";
+    let movies = ok_json(&s.app, "/api/movies").await;
+    assert_eq!(
+        movies["total"], 2,
+        "the file service's movies only: {movies}"
+    );
+    let panel = s.app.service_status("Panel").await;
+    assert_eq!(panel["vod_error"], Value::Null, "{panel}");
+    assert_eq!(panel["movie_count"], 0, "{panel}");
+    *s.mode.lock().unwrap() = "good";
+    s.app.post("/api/vod/refresh").await;
+    assert_eq!(s.app.service_status("Panel").await["movie_count"], 2);
 }
 
 async fn xtream(app: &TestApp, user: &str, action: &str) -> Value {
