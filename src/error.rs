@@ -166,6 +166,21 @@ pub struct Attempt {
     pub unlisted: bool,
 }
 
+/// Why no source played: every one failed, or (a `SERVICE:ID` its service does not
+/// have) none lists the channel, which is no upstream failure.
+fn all_failed(channel: &str, tried: &[Attempt]) -> String {
+    match tried {
+        [a] if a.unlisted => format!(
+            "service `{}` lists no channel `{}`",
+            a.service, a.channel_id
+        ),
+        [_, ..] if tried.iter().all(|a| a.unlisted) => {
+            format!("no service lists a source of `{channel}`")
+        }
+        _ => format!("every source of `{channel}` failed"),
+    }
+}
+
 /// The JSON body of every error response, as the OpenAPI document
 /// describes it; `AppError::into_response` writes the same two fields.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -197,7 +212,7 @@ pub enum AppError {
     /// Every tuner (or other bounded slot) is taken: 503, as a busy HDHomeRun answers.
     #[error("{0}")]
     Busy(String),
-    #[error("every source of `{channel}` failed")]
+    #[error("{}", all_failed(.channel, .tried))]
     AllSourcesFailed {
         channel: String,
         tried: Vec<Attempt>,

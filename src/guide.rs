@@ -998,7 +998,16 @@ impl Guides {
                         .insert(name, Arc::new(guide));
                 }
                 Err((source, err)) => {
-                    tracing::warn!(service = %name, error = %err, "guide refresh failed; keeping the last good guide");
+                    let kept = self
+                        .last_good
+                        .lock()
+                        .expect("guide lock")
+                        .contains_key(&name);
+                    if kept {
+                        tracing::warn!(service = %name, error = %err, "guide refresh failed; keeping the last good guide");
+                    } else {
+                        tracing::warn!(service = %name, error = %err, "guide read failed; no guide from this service until a read succeeds");
+                    }
                     let entry = status.entry(name).or_default();
                     entry.source = source;
                     entry.last_error = Some(err);

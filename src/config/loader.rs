@@ -538,13 +538,14 @@ impl<'t> Parse<'t> {
         if s.timeout.is_zero() {
             self.problem(&format!("{path}.timeout"), "must be more than 0".into());
         }
-        if s.connect_timeout.is_zero() {
+        // Unset, both follow `timeout`: a zero there is reported once, there.
+        if s.connect_timeout.is_zero() && !s.timeout.is_zero() {
             self.problem(
                 &format!("{path}.connect_timeout"),
                 "must be more than 0".into(),
             );
         }
-        if s.idle_timeout.is_zero() {
+        if s.idle_timeout.is_zero() && !s.timeout.is_zero() {
             self.problem(
                 &format!("{path}.idle_timeout"),
                 "must be more than 0".into(),
@@ -1348,6 +1349,9 @@ mod tests {
                 0
             )
         );
+        let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\ntimeout = \"0s\"\n");
+        assert_eq!(e.len(), 1, "only the key written: {e:?}");
+        assert!(e[0].starts_with("f.toml:4: services[0].timeout"), "{e:?}");
         let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\nidle_timeout = \"0s\"\n");
         assert!(
             e.iter()

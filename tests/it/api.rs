@@ -1665,8 +1665,8 @@ async fn service_and_id_name_a_source_on_every_channel_route_and_an_unlisted_one
     // failure, and no mark against the service's health.
     let before = app.service_status("List").await;
     let body = assert_api_error(app.get("/api/stream/List:no-such-id.m3u8").await, 404).await;
-    assert!(
-        body["error"].as_str().unwrap().contains("no-such-id"),
+    assert_eq!(
+        body["error"], "service `List` lists no channel `no-such-id`",
         "{body}"
     );
     assert_api_error(app.get("/api/channels/List:no-such-id").await, 404).await;
