@@ -174,6 +174,8 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     let mut by_tvg: HashMap<String, usize> = HashMap::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
     let mut shared = Interner::default();
+    // (merged channel, service, channel id) of every source given so far.
+    let mut has: HashSet<(usize, Text, Text)> = HashSet::new();
     for list in order {
         let service = shared.get(list.service);
         for ch in list.channels {
@@ -201,11 +203,10 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                 Some(i) => {
                     let m = &mut merged[i];
                     // Two entries of one service with the same name are usually quality
-                    // variants or backups: both stay, as sources tried in turn.
-                    if m.sources
-                        .iter()
-                        .any(|s| s.service == source.service && s.channel_id == source.channel_id)
-                    {
+                    // variants or backups: both stay, as sources tried in turn. A set,
+                    // not a scan of the sources: 200,000 entries of one name must not
+                    // take minutes.
+                    if !has.insert((i, source.service.clone(), source.channel_id.clone())) {
                         continue;
                     }
                     m.sources.push(source);
@@ -242,6 +243,11 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     } else {
                         Text::from(name)
                     };
+                    has.insert((
+                        merged.len(),
+                        source.service.clone(),
+                        source.channel_id.clone(),
+                    ));
                     merged.push(Merged {
                         merge_key,
                         wanted_slug: slugify(&ch.name),

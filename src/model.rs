@@ -410,10 +410,11 @@ pub fn url_expires_at(url: &Url) -> Option<std::time::SystemTime> {
             }
             jwt_exp(&v)
         })
-        // Only plausible unix timestamps (after 2001): `e=5` is not an expiry.
-        .filter(|&ts| ts > 1_000_000_000)
+        // Only plausible unix timestamps (after 2001, before 10000): `e=5` is not an
+        // expiry, and `expires=9223372036854775808` must not overflow the clock.
+        .filter(|&ts| (1_000_000_001..=253_402_300_799).contains(&ts))
         .min()
-        .map(|ts| std::time::UNIX_EPOCH + Duration::from_secs(ts))
+        .and_then(|ts| std::time::UNIX_EPOCH.checked_add(Duration::from_secs(ts)))
 }
 
 /// The `exp` claim of a JWT, unverified.

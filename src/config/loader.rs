@@ -1426,6 +1426,21 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_past_ten_years_is_refused_at_its_line() {
+        let e = errors("[cache]\nsegment_ttl = \"1001y\"\nvod_ttl = \"2000000000000y\"\n");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:2: cache.segment_ttl: `1001y` is longer than")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|l| l.starts_with("f.toml:3: cache.vod_ttl")),
+            "{e:?}"
+        );
+        assert!(errors("[cache]\nvod_ttl = \"10y\"\n").is_empty());
+    }
+
+    #[test]
     fn public_url_is_an_http_url() {
         let e = errors("[server]\npublic_url = \"ftp://x\"\n");
         assert!(

@@ -586,9 +586,20 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         }
     }
     let s = d.deserialize_any(Text)?;
-    humantime::parse_duration(s.trim()).map_err(|e| {
+    let duration = humantime::parse_duration(s.trim()).map_err(|e| {
         serde::de::Error::custom(format!(
             "`{s}` is not a duration like \"10s\" or \"5m\" ({e})"
         ))
-    })
+    })?;
+    // Longer ones overflow clocks and caches (moka refuses TTLs over 1000 years); no
+    // setting needs more.
+    if duration > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is longer than the longest duration taken, 10 years (\"10y\")"
+        )));
+    }
+    Ok(duration)
 }
+
+/// The longest duration any key takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600 + 10 * 6 * 3600);

@@ -496,6 +496,21 @@ mod tests {
             b64(r#"{"sub":"x","exp":1700000200}"#)
         );
         assert_eq!(at(&format!("http://x/a.m3u8?t={jwt}")), t(1_700_000_200));
+        // Values past any clock are no expiry (they panicked adding to the epoch).
+        assert_eq!(at("http://x/a.m3u8?expires=9223372036854775808"), None);
+        assert_eq!(at("http://x/a.m3u8?expires=18446744073709551615"), None);
+        let huge = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"HS256"}"#),
+            b64(r#"{"exp":18446744073709551615}"#)
+        );
+        assert_eq!(at(&format!("http://x/a.m3u8?t={huge}")), None);
+        let resolved = crate::model::ResolvedStream::new(
+            Url::parse("http://x/a.m3u8?exp=18446744073709551615").unwrap(),
+            Vec::new(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(resolved.valid_for, Duration::from_secs(60));
     }
 
     #[test]
