@@ -38,9 +38,10 @@ use url::Url;
 use super::failover::{refresh_due, token_refused};
 use super::{Engine, StreamError};
 use crate::cache::{Body, Document};
-use crate::error::UpstreamError;
+use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
+use crate::services::registry::RegistryError;
 use crate::services::Service;
 use crate::ts::{self, PACKET as TS_PACKET, SYNC as TS_SYNC};
 
@@ -258,13 +259,28 @@ impl Task {
         self.ready.send_replace(Some(Err(e)));
     }
 
+    /// Ends a session none of whose sources sent a byte: viewers still waiting for
+    /// their answer get every source's error (a 502 naming each); none was answered
+    /// yet, as the answer waits for the first bytes.
+    fn end_silent(&self, tried: Vec<Attempt>) {
+        if self.announced() {
+            self.remove();
+        } else {
+            self.give_up(StreamError::Registry(RegistryError::AllSourcesFailed {
+                channel: self.id.clone(),
+                tried,
+            }));
+        }
+    }
+
     async fn run(mut self) {
         let mut skip: Vec<String> = Vec::new();
         // Rounds in a row in which the source sent nothing before it failed.
         let mut empty_rounds = 0u32;
         // Sources that opened and failed before the session sent its first byte (never
-        // cleared, unlike `skip`).
+        // cleared, unlike `skip`), and why: the viewers' error when none sends any.
         let mut tried_silent: Vec<String> = Vec::new();
+        let mut silent_why: Vec<Attempt> = Vec::new();
         loop {
             if self.idle() {
                 return;
@@ -272,17 +288,31 @@ impl Task {
             let opened = self.open(&skip, None).await;
             let mut source = match opened {
                 Ok(s) => s,
-                Err(e) if !self.announced() => {
-                    self.give_up(e);
-                    return;
-                }
                 Err(e)
                     if self.delivered.load(Ordering::Relaxed) == 0 && !tried_silent.is_empty() =>
                 {
                     // Nothing was ever sent: the sources that opened failed, the others
-                    // do not open. The viewers' streams end.
+                    // do not open. The viewers get every source's error.
                     tracing::warn!(channel = %self.id, error = %e, "no source of the channel sent anything; the stream ends");
-                    self.remove();
+                    let mut tried = std::mem::take(&mut silent_why);
+                    match e {
+                        StreamError::Registry(RegistryError::AllSourcesFailed {
+                            tried: more,
+                            ..
+                        }) => tried.extend(more),
+                        e => tried.push(Attempt {
+                            service: String::new(),
+                            channel_id: self.id.clone(),
+                            error: e.to_string(),
+                            timeout: false,
+                            unlisted: false,
+                        }),
+                    }
+                    self.end_silent(tried);
+                    return;
+                }
+                Err(e) if !self.announced() => {
+                    self.give_up(e);
                     return;
                 }
                 Err(e) => {
@@ -295,9 +325,7 @@ impl Task {
                     continue;
                 }
             };
-            if !self.announced() {
-                self.ready.send_replace(Some(Ok(())));
-            }
+            // Announced (its viewers answered 200) with the first bytes sent, in `send`.
             tracing::info!(channel = %self.id, service = %source.service_name, "ts session following a source");
             let sent_before = self.delivered.load(Ordering::Relaxed);
             let stop = match source.what.clone() {
@@ -312,17 +340,35 @@ impl Task {
             match stop {
                 Stop::Idle => return,
                 Stop::Ended => {
-                    self.remove();
+                    // An ended stream that sent nothing (an empty finished playlist)
+                    // is its viewers' error, not an empty 200.
+                    self.end_silent(vec![Attempt {
+                        service: source.service_name.clone(),
+                        channel_id: source.channel_id.clone(),
+                        error: "the stream ended without sending anything".into(),
+                        timeout: false,
+                        unlisted: false,
+                    }]);
                     return;
                 }
                 Stop::Failed(why) => {
                     let sent_nothing = self.delivered.load(Ordering::Relaxed) == sent_before;
                     let silent = self.delivered.load(Ordering::Relaxed) == 0;
+                    if silent {
+                        silent_why.push(Attempt {
+                            service: source.service_name.clone(),
+                            channel_id: source.channel_id.clone(),
+                            error: why.clone(),
+                            timeout: false,
+                            unlisted: false,
+                        });
+                    }
                     if silent && tried_silent.contains(&source.service_name) {
                         // Every source was tried and none sent a byte: the session ends
-                        // (its viewers' streams end) rather than trying for ever.
+                        // (its viewers get every source's error) rather than trying for
+                        // ever.
                         tracing::warn!(channel = %self.id, service = %source.service_name, error = %why, "no source of the channel sent anything; the stream ends");
-                        self.remove();
+                        self.end_silent(std::mem::take(&mut silent_why));
                         return;
                     }
                     if silent {
@@ -580,10 +626,14 @@ impl Task {
         }
     }
 
-    /// Sends `bytes` to every viewer.
+    /// Sends `bytes` to every viewer; the first bytes announce the session (its
+    /// viewers are answered 200 then, not before: a source whose playlist loads but
+    /// whose segments never come is an error, not an empty stream).
     fn send(&self, bytes: Bytes) {
         let _ = self.session.tx.send(bytes);
-        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 && !self.announced() {
+            self.ready.send_replace(Some(Ok(())));
+        }
     }
 
     /// Relays a plain media URL; reconnects on failure up to the threshold.

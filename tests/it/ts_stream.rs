@@ -87,8 +87,8 @@ async fn viewers_share_one_session_and_it_stops_after_the_last_leaves() {
         assert_eq!(resp.headers()["content-type"], "video/MP2T");
         resp.bytes_stream()
     };
-    let mut a = open().await;
-    let mut b = open().await;
+    // Both join before the first bytes (the answers wait for them).
+    let (mut a, mut b) = tokio::join!(open(), open());
     // The session starts 3 segments before the live edge: s1, s2, s3, in order.
     let want = "<s1.ts><s2.ts><s3.ts>".len();
     let (got_a, got_b) = tokio::join!(read_at_least(&mut a, want), read_at_least(&mut b, want));
@@ -244,6 +244,43 @@ async fn a_ts_stream_of_an_unknown_channel_or_a_failing_one_is_a_json_error() {
     assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
 }
 
+/// A source whose playlist loads but whose segments never come (404) is an error for
+/// the `.ts` viewer and the tuner (502 naming the source; the tuner adds `806 Tune
+/// Failed`), not a 200 with an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_segments_never_come_is_a_502_not_an_empty_stream() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/live.m3u8",
+            HLS_TYPE,
+            live_playlist(&["gone-1.ts", "gone-2.ts"]),
+        )
+        .status("/gone-1.ts", 404)
+        .status("/gone-2.ts", 404)
+        .start();
+    let list = list_of(&[("Hollow", origin.url("/live.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[streams]\nfailover_after = 1\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let c = app.channel_named("Hollow").await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("the .ts answer came in time");
+    let body = crate::common::assert_api_error(resp, 502).await;
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
+    assert!(
+        body["detail"][0]["error"].as_str().unwrap().contains("404"),
+        "{body}"
+    );
+    let tuner = app.get(&format!("/auto/v{}", c["number"])).await;
+    assert_eq!(tuner.headers()["x-hdhomerun-error"], "806 Tune Failed");
+    crate::common::assert_api_error(tuner, 502).await;
+}
+
 /// A viewer that stops reading never holds the others back: the session keeps
 /// fetching and the reading viewer gets every byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,10 +320,10 @@ async fn a_stalled_viewer_does_not_slow_the_others() {
         .unwrap()
         .to_string();
     let url = format!("/api/stream/{id}.ts");
-    // The stalled viewer: opens the stream and never reads it.
-    let stalled = app.get(&url).await;
+    // The stalled viewer: opens the stream (with the reader: the answers wait for the
+    // first bytes) and never reads it.
+    let (stalled, reader) = tokio::join!(app.get(&url), app.get(&url));
     assert_eq!(stalled.status(), 200);
-    let reader = app.get(&url).await;
     let mut body = reader.bytes_stream();
     let mut total = 0usize;
     while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
@@ -325,7 +362,8 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(bytes_until_the_end(&app, &id).await, 0);
+    let body = refused_for_sending_nothing(&app, &id).await;
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
     let segments = gone_segment_requests(&origin);
     // Two rounds of `failover_after` (3) failures, a pause between them.
     assert!(
@@ -335,21 +373,13 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
     );
 }
 
-/// The bytes of channel `id`'s `.ts` stream, read until it ends (within HANG_GUARD).
-async fn bytes_until_the_end(app: &TestApp, id: &str) -> usize {
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut got = 0usize;
-    loop {
-        let next = tokio::time::timeout(HANG_GUARD, body.next())
-            .await
-            .expect("the stream of a channel that sends nothing ends");
-        match next {
-            Some(Ok(chunk)) => got += chunk.len(),
-            Some(Err(_)) | None => return got,
-        }
-    }
+/// The `.ts` answer of channel `id`, none of whose sources sends a byte: a 502 naming
+/// each source tried (within HANG_GUARD), never a 200 that sends nothing.
+async fn refused_for_sending_nothing(app: &TestApp, id: &str) -> serde_json::Value {
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("the answer for a channel that sends nothing comes");
+    crate::common::assert_api_error(resp, 502).await
 }
 
 /// Requests for the segments of `/gone/index.m3u8` the origin got.
@@ -387,11 +417,14 @@ async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(
-        bytes_until_the_end(&app, &id).await,
-        0,
-        "bytes from a failing channel"
-    );
+    let body = refused_for_sending_nothing(&app, &id).await;
+    let services: Vec<&str> = body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["service"].as_str())
+        .collect();
+    assert!(services.contains(&"A") && services.contains(&"B"), "{body}");
     let segments = gone_segment_requests(&origin);
     assert!((1..=12).contains(&segments), "{:?}", origin.paths());
 }
