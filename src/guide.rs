@@ -143,6 +143,47 @@ pub struct Rendered {
     pub gz: Bytes,
     pub channels: usize,
     pub programmes: usize,
+    /// Forms of this guide some requests need (an account's channels only; icons
+    /// pointed at the host asked), by what makes them: each made once, off the async
+    /// threads, shared by every request asking meanwhile, and dropped with this guide.
+    derived: moka::future::Cache<String, Bytes>,
+}
+
+impl Rendered {
+    fn new(xml: Bytes, gz: Bytes, channels: usize, programmes: usize) -> Self {
+        // Room for a few forms as big as the guide itself; the least used go first.
+        let room = 2 * (xml.len() + gz.len()) as u64 + (16 << 20);
+        let derived = moka::future::Cache::builder()
+            .weigher(|_: &String, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .max_capacity(room)
+            .time_to_idle(Duration::from_secs(1800))
+            .build();
+        Self {
+            xml,
+            gz,
+            channels,
+            programmes,
+            derived,
+        }
+    }
+
+    /// The form of this guide `key` names, made by `make` on the blocking pool the
+    /// first time (a request for a big guide must not hold an async worker for
+    /// seconds), then kept while this guide is current and room allows.
+    pub async fn derived(
+        &self,
+        key: String,
+        make: impl FnOnce() -> Bytes + Send + 'static,
+    ) -> Result<Bytes, String> {
+        self.derived
+            .try_get_with(key, async move {
+                tokio::task::spawn_blocking(make)
+                    .await
+                    .map_err(|e| format!("making a form of the guide failed: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 pub struct Guides {
@@ -1179,12 +1220,12 @@ impl Guides {
             .write_all(&xml)
             .and_then(|()| gz.finish())
             .unwrap_or_default();
-        Rendered {
-            channels: out.iter().filter(|c| !c.programmes.is_empty()).count(),
+        Rendered::new(
+            xml.into(),
+            gz.into(),
+            out.iter().filter(|c| !c.programmes.is_empty()).count(),
             programmes,
-            xml: xml.into(),
-            gz: gz.into(),
-        }
+        )
     }
 }
 
@@ -1594,6 +1635,34 @@ impl ChannelMap for Mapping<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_derived_form_of_the_guide_is_made_once_per_key() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let guide = Rendered::new(Bytes::from_static(b"<tv/>"), Bytes::new(), 0, 0);
+        let made = Arc::new(AtomicUsize::new(0));
+        let make = |text: &'static str| {
+            let made = made.clone();
+            move || {
+                made.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+                Bytes::from_static(text.as_bytes())
+            }
+        };
+        // Asked at once: one making, shared.
+        let (a, b) = tokio::join!(
+            guide.derived("one".into(), make("1")),
+            guide.derived("one".into(), make("1"))
+        );
+        assert_eq!(
+            (a.unwrap(), b.unwrap()),
+            (Bytes::from("1"), Bytes::from("1"))
+        );
+        assert_eq!(guide.derived("one".into(), make("x")).await.unwrap(), "1");
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert_eq!(guide.derived("two".into(), make("2")).await.unwrap(), "2");
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+    }
 
     async fn read_all(data: Vec<u8>) -> std::io::Result<usize> {
         let mut out = Vec::new();

@@ -117,8 +117,6 @@ pub struct Logos {
     index: Mutex<Index>,
     /// The last lineup rewritten for one base URL: outputs ask for it on every request.
     lineup_memo: Mutex<Option<LineupMemo>>,
-    /// The last guide texts rewritten for one base URL, plain and gzipped.
-    guide_memo: Mutex<Vec<GuideMemo>>,
     /// Refusals by reason, also counted process-wide in the metrics.
     refused: [AtomicU64; 3],
     /// Fetches under way, by cache key: a logo asked for by many clients at once (a
@@ -137,8 +135,6 @@ type Flight = Arc<tokio::sync::OnceCell<Result<Image, LogoError>>>;
 
 /// A lineup as the registry gave it, the base URL, and the lineup rewritten for it.
 type LineupMemo = (Arc<Lineup>, String, Arc<Lineup>);
-/// A rendered guide as given, the base URL, gzipped or not, and its rewrite.
-type GuideMemo = (Bytes, String, bool, Bytes);
 
 /// Refusal reasons, as the metric labels them.
 const REASONS: [&str; 3] = ["html", "not_image", "too_large"];
@@ -158,7 +154,6 @@ impl Logos {
             signer,
             index: Mutex::new(index),
             lineup_memo: Mutex::default(),
-            guide_memo: Mutex::default(),
             refused: Default::default(),
             inflight: Mutex::default(),
             failed: moka::sync::Cache::builder()
@@ -223,19 +218,12 @@ impl Logos {
 
     /// Rendered XMLTV `xml` (plain, or gzipped when `gz`) with every `<icon src>`
     /// written by [`Self::url`], the service being the first source's of the channel
-    /// the icon belongs to (in `lineup`): `xml` itself in `direct` mode.
+    /// the icon belongs to (in `lineup`): `xml` itself in `direct` mode. A whole pass
+    /// over the guide: the server keeps each result with its rendered guide
+    /// (`guide::Rendered::derived`).
     pub fn guide(&self, base: &str, xml: &Bytes, lineup: &Lineup, gz: bool) -> Bytes {
         if self.cfg.mode == LogoMode::Direct {
             return xml.clone();
-        }
-        {
-            let memo = self.guide_memo.lock().expect("logo memo lock");
-            let same = |(from, b, g, _): &&GuideMemo| {
-                from.as_ptr() == xml.as_ptr() && from.len() == xml.len() && b == base && *g == gz
-            };
-            if let Some((.., out)) = memo.iter().find(same) {
-                return out.clone();
-            }
         }
         let plain = if gz { gunzip(xml) } else { Some(xml.to_vec()) };
         let Some(plain) = plain else {
@@ -243,16 +231,11 @@ impl Logos {
         };
         let text = String::from_utf8_lossy(&plain);
         let rewritten = self.rewrite_xmltv(base, &text, lineup);
-        let out: Bytes = if gz {
+        if gz {
             gzip(rewritten.as_bytes()).into()
         } else {
             rewritten.into_bytes().into()
-        };
-        let mut memo = self.guide_memo.lock().expect("logo memo lock");
-        memo.retain(|(from, _, g, _)| *g != gz || from.as_ptr() == xml.as_ptr());
-        memo.truncate(3);
-        memo.push((xml.clone(), base.to_string(), gz, out.clone()));
-        out
+        }
     }
 
     /// `xml` with each `<icon src="...">` rewritten; the service of an icon is that of

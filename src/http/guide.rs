@@ -128,7 +128,7 @@ async fn xml(
     let guide = s.guides.current().await?;
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        super::logos::guide(&s, &headers, &guide.xml, false).await?,
+        super::logos::guide(&s, &headers, &guide, "xml", guide.xml.clone(), false).await?,
     )
         .into_response())
 }
@@ -160,7 +160,7 @@ async fn gz(
                 "attachment; filename=\"epg.xml.gz\"",
             ),
         ],
-        super::logos::guide(&s, &headers, &guide.gz, true).await?,
+        super::logos::guide(&s, &headers, &guide, "gz", guide.gz.clone(), true).await?,
     )
         .into_response())
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::{base_url, AppState};
 use crate::config::LogoMode;
 use crate::error::{AppError, ErrorBody};
+use crate::guide::Rendered;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/logos/{sealed}", get(logo))
@@ -73,18 +74,27 @@ pub(super) async fn lineup(
     Ok(s.logos.lineup(&base_url(&s.config, headers), lineup))
 }
 
-/// Rendered XMLTV (gzipped when `gz`) with every icon where `[logos] mode` points it
-/// (the hook of `/epg.xml`, `/epg.xml.gz` and `xmltv.php`).
+/// `xml`, a form of the rendered `guide` (gzipped when `gz`) that `form` names, with
+/// every icon where `[logos] mode` points it (the hook of `/epg.xml`, `/epg.xml.gz`
+/// and `xmltv.php`): rewritten once per form and host while the guide is current.
 pub(super) async fn guide(
     s: &AppState,
     headers: &HeaderMap,
-    xml: &Bytes,
+    guide: &Rendered,
+    form: &str,
+    xml: Bytes,
     gz: bool,
 ) -> Result<Bytes, AppError> {
     if s.logos.mode() == LogoMode::Direct {
-        return Ok(xml.clone());
+        return Ok(xml);
     }
     let lineup = s.registry.lineup().await?;
-    Ok(s.logos
-        .guide(&base_url(&s.config, headers), xml, &lineup, gz))
+    let base = base_url(&s.config, headers);
+    let logos = s.logos.clone();
+    guide
+        .derived(format!("{form}|icons at {base}"), move || {
+            logos.guide(&base, &xml, &lineup, gz)
+        })
+        .await
+        .map_err(AppError::Internal)
 }

@@ -373,11 +373,20 @@ pub(super) async fn guide_for(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let guide = s.guides.current().await?;
-    let xml = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
-        None => guide.xml.clone(),
-        Some(a) => filter_guide(&guide.xml, &guide_ids(s, a).await?).into(),
+    let (form, xml) = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
+        None => ("xml".to_string(), guide.xml.clone()),
+        Some(a) => {
+            let ids = guide_ids(s, a).await?;
+            let form = format!("xml of {}", fingerprint(&ids));
+            let full = guide.xml.clone();
+            let xml = guide
+                .derived(form.clone(), move || filter_guide(&full, &ids).into())
+                .await
+                .map_err(AppError::Internal)?;
+            (form, xml)
+        }
     };
-    let xml = crate::http::logos::guide(s, headers, &xml, false).await?;
+    let xml = crate::http::logos::guide(s, headers, &guide, &form, xml, false).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
         xml,
@@ -394,18 +403,43 @@ pub(super) async fn guide_gz_for(
 ) -> Result<Response, AppError> {
     use std::io::Write;
     let guide = s.guides.current().await?;
-    let gz = if account.groups.is_empty() && account.services.is_empty() {
-        guide.gz.clone()
+    let (form, gz) = if account.groups.is_empty() && account.services.is_empty() {
+        ("gz".to_string(), guide.gz.clone())
     } else {
-        let xml = filter_guide(&guide.xml, &guide_ids(s, account).await?);
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&xml)
-            .and_then(|()| enc.finish())
-            .map_err(|e| AppError::Internal(format!("gzip: {e}")))?
-            .into()
+        let ids = guide_ids(s, account).await?;
+        let form = format!("gz of {}", fingerprint(&ids));
+        let full = guide.xml.clone();
+        let gz = guide
+            .derived(form.clone(), move || {
+                let xml = filter_guide(&full, &ids);
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                // Writing to memory cannot fail.
+                let _ = enc.write_all(&xml);
+                enc.finish().unwrap_or_default().into()
+            })
+            .await
+            .map_err(AppError::Internal)?;
+        (form, gz)
     };
-    let gz = crate::http::logos::guide(s, headers, &gz, true).await?;
+    let gz = crate::http::logos::guide(s, headers, &guide, &form, gz, true).await?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
+}
+
+/// A name for a set of guide ids, the same for the same set in any order: which
+/// filtered form of the guide a request needs. Order-free: the sum and the xor of the
+/// ids' (fixed-key) hashes, with the count: 128 bits and more.
+fn fingerprint(ids: &HashSet<String>) -> String {
+    use std::hash::{Hash, Hasher};
+    let (mut sum, mut xor) = (0u64, 0u64);
+    for id in ids {
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        let v = h.finish();
+        sum = sum.wrapping_add(v);
+        xor ^= v.rotate_left(17);
+    }
+    format!("{sum:016x}{xor:016x}-{}", ids.len())
 }
 
 /// The guide ids of the channels `a` sees, XML-escaped as the guide writes them.
@@ -959,5 +993,20 @@ mod tests {
         assert!(out.contains(">A<") && out.contains(">TA<"), "{out}");
         assert!(!out.contains(">B<") && !out.contains(">TB<"), "{out}");
         assert!(out.ends_with("</tv>\n"), "{out}");
+    }
+
+    #[test]
+    fn a_set_of_ids_has_one_fingerprint_in_any_order_and_another_set_another() {
+        let set = |ids: &[&str]| -> HashSet<String> { ids.iter().map(|s| s.to_string()).collect() };
+        let a = fingerprint(&set(&["a.x", "b.x", "c.x"]));
+        assert_eq!(a, fingerprint(&set(&["c.x", "a.x", "b.x"])));
+        assert_eq!(
+            a,
+            fingerprint(&set(&["a.x", "b.x", "c.x"])),
+            "stable across calls"
+        );
+        assert_ne!(a, fingerprint(&set(&["a.x", "b.x"])));
+        assert_ne!(a, fingerprint(&set(&["a.x", "b.x", "d.x"])));
+        assert_ne!(fingerprint(&set(&[])), fingerprint(&set(&["a.x"])));
     }
 }
