@@ -1,14 +1,16 @@
 //! The HDHomeRun tuner's identity (DeviceID and DeviceAuth, made once and kept in the
 //! store) and its tuner slots (`hdhomerun.tuner_count`, shared by the main tuner and
-//! every virtual one). Read by the HDHomeRun routes and by LAN discovery.
+//! every virtual one), and the lineup as its virtual tuners split it. Read by the
+//! HDHomeRun routes and by LAN discovery.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
 use tokio::sync::Semaphore;
 
 use crate::hdhr;
+use crate::lineup::Lineup;
 
 /// The tuner's identity and its tuners.
 pub struct Tuner {
@@ -17,7 +19,13 @@ pub struct Tuner {
     pub device_auth: String,
     /// One permit per tuner: a `/auto/v{n}` stream holds one while it plays.
     pub(crate) slots: Arc<Semaphore>,
+    /// The last lineup split into virtual tuners, with the size it was split by: every
+    /// request of a virtual tuner needs the split, and it changes only with them.
+    split: Mutex<Option<SplitMemo>>,
 }
+
+/// A lineup, the size it was split by, and its virtual tuners (indices into it).
+type SplitMemo = (Arc<Lineup>, usize, Arc<Vec<Vec<usize>>>);
 
 impl Tuner {
     /// The identity kept in `store` (made on first start), with `tuners` tuners.
@@ -34,7 +42,22 @@ impl Tuner {
             device_id,
             device_auth,
             slots: Arc::new(Semaphore::new(tuners as usize)),
+            split: Mutex::default(),
         })
+    }
+
+    /// `lineup` split into virtual tuners of at most `max` channels ([`hdhr::pack`]),
+    /// made once per lineup.
+    pub fn split(&self, lineup: &Arc<Lineup>, max: usize) -> Arc<Vec<Vec<usize>>> {
+        let mut memo = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((of, m, tuners)) = &*memo {
+            if Arc::ptr_eq(of, lineup) && *m == max {
+                return tuners.clone();
+            }
+        }
+        let tuners = Arc::new(hdhr::pack(&lineup.channels, max));
+        *memo = Some((lineup.clone(), max, tuners.clone()));
+        tuners
     }
 
     /// The DeviceIDs of virtual tuners 1..=`count`, derived from ours (so stable for

@@ -203,7 +203,7 @@ pub fn spawn_with(
     Some(Discovery { tasks })
 }
 
-/// Works out the virtual tuners (as `hdhr::pack` splits the lineup) at start and
+/// Works out the virtual tuners (as `Tuner::split` splits the lineup) at start and
 /// again whenever asked, at most once per `REFRESH_GAP`, and publishes them. Answers
 /// never wait for this: they take what was last published. The lineup is the
 /// registry's cached one; only when that is stale does reading it fetch upstream,
@@ -222,7 +222,7 @@ async fn refresh_virtual(
         } else {
             match state.registry.lineup().await {
                 Ok(lineup) => {
-                    let count = crate::hdhr::pack(&lineup.channels, max).len();
+                    let count = state.tuner.split(&lineup, max).len();
                     Some(virtual_devices(&state.tuner.virtual_ids(count)))
                 }
                 Err(e) => {

@@ -168,7 +168,7 @@ struct Device {
 struct Split {
     lineup: Arc<Lineup>,
     /// Indices into `lineup.channels`; virtual tuner n is `tuners[n - 1]`.
-    tuners: Vec<Vec<usize>>,
+    tuners: Arc<Vec<Vec<usize>>>,
 }
 
 async fn split(s: &AppState) -> Result<Split, AppError> {
@@ -179,7 +179,7 @@ async fn split(s: &AppState) -> Result<Split, AppError> {
         ));
     }
     let lineup = s.registry.lineup().await?;
-    let tuners = hdhr::pack(&lineup.channels, max as usize);
+    let tuners = s.tuner.split(&lineup, max as usize);
     Ok(Split { lineup, tuners })
 }
 
@@ -212,12 +212,12 @@ async fn device(s: &AppState, headers: &HeaderMap, n: Option<&str>) -> Result<De
         .virtual_ids(k)
         .pop()
         .expect("virtual_ids(k) has k ids, k >= 1");
-    let Split { lineup, mut tuners } = split;
+    let Split { lineup, tuners } = split;
     Ok(Device {
         friendly_name: format!("{name} {k}"),
         device_id,
         base: format!("{base}/tuners/{k}"),
-        only: Some((lineup, tuners.swap_remove(k - 1))),
+        only: Some((lineup, tuners[k - 1].clone())),
     })
 }
 
