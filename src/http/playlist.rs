@@ -1,6 +1,8 @@
 //! `/playlist.m3u`: the merged lineup as M3U Plus, each entry pointing at the channel's
 //! freesky stream URL. Partial success: a failing service just has no entries.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
@@ -288,19 +290,26 @@ fn out_entry<'a>(
     (entry, Some(catchup))
 }
 
-/// M3U Plus of `chosen` channels, each with its URL in `urls` and its catch-up
-/// template in `archives` (empty: none), the guide at `guide`.
-pub(super) fn render_entries(
-    chosen: &[&LineupChannel],
-    urls: &[String],
-    archives: &[String],
+/// M3U Plus of the channels of `lineup` at the indices `chosen`, each with the URL and
+/// catch-up template (empty: none) `links` gives it, the guide at `guide`: streamed,
+/// written batch by batch as the client reads (never the whole text in memory).
+pub(super) fn entries_body(
+    lineup: Arc<Lineup>,
+    chosen: Vec<usize>,
     guide: &str,
-) -> String {
-    m3u::render_with_catchup(
-        Some(guide),
-        chosen
-            .iter()
-            .zip(urls.iter().zip(archives))
-            .map(|(c, (url, archive))| out_entry(c, url, archive)),
+    links: impl Fn(&LineupChannel) -> (String, String) + Send + 'static,
+) -> Body {
+    let mut head = String::new();
+    m3u::render_header(&mut head, Some(guide));
+    chunked_body(
+        head,
+        chosen.len(),
+        move |i, buf| {
+            let c = &lineup.channels[chosen[i]];
+            let (url, archive) = links(c);
+            let (entry, catchup) = out_entry(c, &url, &archive);
+            m3u::render_entry(buf, &entry, catchup);
+        },
+        "",
     )
 }

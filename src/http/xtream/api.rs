@@ -88,15 +88,23 @@ pub(super) async fn player_api(
                 .and_then(|c| c.trim().parse::<u32>().ok())
                 .filter(|&c| c != 0);
             let lineup = crate::http::logos::lineup(&s, &headers).await?;
-            // Typed rows serialized straight from the lineup (no JSON tree per channel):
-            // this list is the largest answer players fetch.
-            let out: Vec<LiveStream<'_>> = visible(&lineup, &account)
-                .into_iter()
-                .filter(|c| only.is_none_or(|id| category_id(&c.group) == id))
-                .map(|c| {
+            // Typed rows serialized straight from the lineup (no JSON tree per channel)
+            // and streamed batch by batch: this list is the largest answer players
+            // fetch, and many may fetch it at once.
+            let chosen = super::visible_at(&lineup, &account, |c| {
+                only.is_none_or(|id| category_id(&c.group) == id)
+            });
+            let body = crate::http::playlist::chunked_body(
+                "[".to_string(),
+                chosen.len(),
+                move |i, buf| {
+                    if i > 0 {
+                        buf.push(',');
+                    }
+                    let c = &lineup.channels[chosen[i]];
                     let cat = category_id(&c.group);
                     let days = c.catchup_days;
-                    LiveStream {
+                    let row = LiveStream {
                         num: c.number,
                         name: &c.name,
                         stream_type: "live",
@@ -112,10 +120,16 @@ pub(super) async fn player_api(
                         direct_source: "",
                         tv_archive_duration: days,
                         thumbnail: "",
-                    }
-                })
-                .collect();
-            return Ok(Json(out).into_response());
+                    };
+                    crate::http::api::json_into(buf, &row);
+                },
+                "]",
+            );
+            return Ok((
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response());
         }
         "get_short_epg" | "get_simple_data_table" if active => {
             let full = action == "get_simple_data_table";

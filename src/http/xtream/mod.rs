@@ -231,6 +231,18 @@ fn visible<'l>(lineup: &'l Lineup, a: &Account) -> Vec<&'l LineupChannel> {
     lineup.channels.iter().filter(|c| a.sees(c)).collect()
 }
 
+/// The indices of the listed channels `a` sees that `keep` keeps: what a streamed
+/// answer holds on to while it is written.
+fn visible_at(lineup: &Lineup, a: &Account, keep: impl Fn(&LineupChannel) -> bool) -> Vec<usize> {
+    lineup
+        .channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| a.sees(c) && keep(c))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A stable Xtream category id for a lineup group: derived from the group's name
 /// (FNV-1a, case-insensitive), so it never changes across restarts, reloads and
 /// instances without being stored, and a group that comes back gets its old id.
@@ -312,23 +324,19 @@ async fn get_php(
         segment(&account.name),
         q.get("password").map_or_else(String::new, |p| segment(p)),
     );
-    let chosen = visible(&lineup, &account);
-    let urls: Vec<String> = chosen
-        .iter()
-        .map(|c| format!("{base}/live/{u}/{p}/{}.{ext}", c.number))
-        .collect();
+    let chosen = visible_at(&lineup, &account, |_| true);
     let guide = format!("{base}/xmltv.php?username={u}&password={p}");
-    let archives: Vec<String> = chosen
-        .iter()
-        .map(|c| match c.catchup_days {
+    let body = super::playlist::entries_body(lineup, chosen, &guide, move |c| {
+        let url = format!("{base}/live/{u}/{p}/{}.{ext}", c.number);
+        let archive = match c.catchup_days {
             0 => String::new(),
             _ => format!(
                 "{}&username={u}&password={p}",
                 super::timeshift::template(&base, &c.id)
             ),
-        })
-        .collect();
-    let body = super::playlist::render_entries(&chosen, &urls, &archives, &guide);
+        };
+        (url, archive)
+    });
     Ok((
         [
             (header::CONTENT_TYPE, super::playlist::M3U_CONTENT_TYPE),
