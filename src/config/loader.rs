@@ -82,13 +82,26 @@ impl Config {
 
     pub fn load_file(path: &Path) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let one = |line: usize, field: String, message: String| ConfigError {
             file: name.clone(),
             problems: vec![Problem {
-                line: 0,
-                field: "-".into(),
-                message: format!("cannot read: {e}"),
+                line,
+                field,
+                message,
             }],
+        };
+        let bytes =
+            std::fs::read(path).map_err(|e| one(0, "-".into(), format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // Located where the text stops being UTF-8.
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let good = String::from_utf8_lossy(good);
+            let line = line_of(&good, good.len());
+            one(
+                line,
+                field_at(&good, line),
+                "not UTF-8 text (save the file as UTF-8)".into(),
+            )
         })?;
         Self::parse(&text, &name, &|var| std::env::var(var).ok())
     }
@@ -136,7 +149,10 @@ impl<'t> Parse<'t> {
         let root = match DeTable::parse(self.text) {
             Ok(root) => root,
             Err(e) => {
-                self.push(e.span(), "-", e.message().to_string());
+                // A syntax error names no field: the key written on its line does.
+                let line = e.span().map_or(0, |s| line_of(self.text, s.start));
+                let field = field_at(self.text, line);
+                self.push(e.span(), &field, e.message().to_string());
                 return None;
             }
         };
@@ -1073,12 +1089,56 @@ fn plain_serde_message(message: &str) -> String {
         return message.to_string();
     };
     let expected = match expected {
-        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "u128" | "usize" => "a whole number (0 or more)",
         "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         other => other,
     };
     format!("found {found}, expected {expected}")
+}
+
+/// The field written on 1-based `line` of TOML `text`, as a problem names it: the key
+/// before its `=` under the last table header above it (`server.bind`), or that header
+/// itself; `-` when the line is neither.
+fn field_at(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    // `[[services]]` headers seen so far, by name: the next one is `services[n]`.
+    let mut arrays: HashMap<String, usize> = HashMap::new();
+    for (i, l) in text.lines().enumerate().take(line) {
+        let l = l.trim();
+        let array = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+        let header = array
+            .map(|h| {
+                let n = arrays.entry(h.trim().to_string()).or_default();
+                *n += 1;
+                format!("{}[{}]", h.trim(), *n - 1)
+            })
+            .or_else(|| {
+                l.strip_prefix('[')
+                    .and_then(|r| r.split(']').next())
+                    .map(|h| h.trim().to_string())
+            });
+        if let Some(h) = header {
+            table = h;
+            if i + 1 == line {
+                return table;
+            }
+            continue;
+        }
+        if i + 1 == line {
+            let key = l.split('=').next().unwrap_or("").trim().trim_matches('"');
+            return match (table.is_empty(), key.is_empty() || !l.contains('=')) {
+                (_, true) if table.is_empty() => "-".into(),
+                (_, true) => table,
+                (true, false) => key.to_string(),
+                (false, false) => format!("{table}.{key}"),
+            };
+        }
+    }
+    "-".into()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -1135,8 +1195,8 @@ mod tests {
             e,
             [
                 "f.toml:2: cache.resolved_ttl: `5` is not a duration: give its unit, in quotes, like \"5s\" or \"5m\"",
-                "f.toml:5: streams.failover_after: found string \"three\", expected a whole number (0 or more)",
-                "f.toml:10: users[0].max_connections: found integer `-1`, expected a whole number (0 or more)",
+                "f.toml:5: streams.failover_after: found string \"three\", expected a whole number from 0 to 4294967295",
+                "f.toml:10: users[0].max_connections: found integer `-1`, expected a whole number from 0 to 4294967295",
             ]
         );
         let gone = Config::load_file(Path::new("/nonexistent/freesky.toml")).unwrap_err();
@@ -1438,6 +1498,38 @@ mod tests {
             "{e:?}"
         );
         assert!(errors("[cache]\nvod_ttl = \"10y\"\n").is_empty());
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_key_of_its_line_and_ranges_are_said() {
+        let e = errors("[server]\nbind = \"127.0.0.1:1\"\nbind = \"127.0.0.1:2\"\n");
+        assert!(
+            e[0].starts_with("f.toml:3: server.bind: duplicate key"),
+            "{e:?}"
+        );
+        let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\npriority = = 1\n");
+        assert!(
+            e[0].starts_with("f.toml:4: services[0].priority: "),
+            "{e:?}"
+        );
+        let e = errors("[server\n");
+        assert!(e[0].starts_with("f.toml:1: server: "), "{e:?}");
+        let e = errors("[hdhomerun]\ndiscovery_port = 70000\n");
+        assert!(
+            e[0].ends_with("hdhomerun.discovery_port: found integer `70000`, expected a whole number from 0 to 65535"),
+            "{e:?}"
+        );
+        assert_eq!(field_at("a = 1\n\n[t]\n", 2), "-");
+        assert_eq!(field_at("a = 1\n", 1), "a");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, b"[server]\nbind = \"\xff\xfe\"\n").unwrap();
+        let e = Config::load_file(&file).unwrap_err().to_string();
+        assert!(e.contains("bad.toml:2: server.bind: not UTF-8 text"), "{e}");
     }
 
     #[test]
