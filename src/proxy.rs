@@ -89,6 +89,10 @@ pub enum LinkError {
     #[error("the playlist URL is {len} bytes long; proxy links carry URLs of at most {max} bytes")]
     UrlTooLong { len: usize, max: usize },
     #[error(
+        "the playlist lists a URI of {len} bytes; proxy links carry URIs of at most {max} bytes"
+    )]
+    UriTooLong { len: usize, max: usize },
+    #[error(
         "the stream's headers take {len} bytes; proxy links carry at most {max} bytes of headers"
     )]
     HeadersTooLarge { len: usize, max: usize },
@@ -608,6 +612,7 @@ pub fn rewrite_playlist(
         .saturating_add(body.len().saturating_mul(2))
         .min(MAX_REWRITTEN_BYTES);
     let mut over = false;
+    let mut too_long = 0;
     let out = crate::hls::rewrite_refs_sized(body, capacity, |out, reference, kind| {
         if over {
             return false;
@@ -625,6 +630,11 @@ pub fn rewrite_playlist(
             return false;
         }
         let reference = reference.trim();
+        // A link to it would be longer than a request freesky takes back.
+        if reference.len() > MAX_URL_BYTES {
+            too_long = too_long.max(reference.len());
+            return false;
+        }
         let kind = Kind::from(kind);
         out.push_str(public_base);
         out.push_str("/proxy/");
@@ -638,6 +648,12 @@ pub fn rewrite_playlist(
     if over {
         return Err(LinkError::OutputTooLarge {
             max: MAX_REWRITTEN_BYTES,
+        });
+    }
+    if too_long > 0 {
+        return Err(LinkError::UriTooLong {
+            len: too_long,
+            max: MAX_URL_BYTES,
         });
     }
     Ok(out)
@@ -1401,6 +1417,16 @@ mod tests {
             Err(LinkError::UrlTooLong { .. })
         ));
         let base = Url::parse("http://x.example/live/index.m3u8").unwrap();
+        // A URI in the playlist as long: refused, not made into a link no request
+        // could carry back.
+        let body = format!(
+            "#EXTM3U\n#EXTINF:2,\nseg.ts?t={}\n",
+            "b".repeat(MAX_URL_BYTES)
+        );
+        assert!(matches!(
+            rewrite_playlist(&s, "http://fs", "S", "", &vec![], &base, &body),
+            Err(LinkError::UriTooLong { .. })
+        ));
         let cookie = vec![("Cookie".to_string(), "c".repeat(MAX_HEADER_BYTES))];
         assert!(matches!(
             s.seal("S", &base, Kind::Segment, &cookie),
