@@ -1068,7 +1068,17 @@ impl Guides {
         let lineup = self.registry.lineup().await?;
         let sources = self.sources();
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
-        let rendered = Arc::new(self.render(&lineup, &sources, to));
+        // Inputs taken now; the merge and the text (seconds for a big guide) made on the
+        // blocking pool, not on an async worker every other request needs.
+        let good = self.last_good.lock().expect("guide lock").clone();
+        let table = self.matches();
+        let cfg = self.cfg.clone();
+        let of = lineup.clone();
+        let rendered =
+            tokio::task::spawn_blocking(move || render(&cfg, &good, &table, &of, &sources, to))
+                .await
+                .map_err(|e| RegistryError::Store(format!("rendering the guide failed: {e}")))?;
+        let rendered = Arc::new(rendered);
         *self.rendered.write().expect("guide lock is never poisoned") = Some(rendered.clone());
         *self.rendered_for.lock().expect("guide lock") = Some(lineup);
         Ok(rendered)
@@ -1173,60 +1183,67 @@ impl Guides {
             Ok(Ok(guide)) => Ok((shown, guide)),
         }
     }
+}
 
-    fn render(&self, lineup: &Lineup, sources: &[(String, i64)], to: i64) -> Rendered {
-        let good = self.last_good.lock().expect("guide lock").clone();
-        let table = self.matches();
-        let rejected = |id: &str| {
-            table
-                .get(id)
-                .is_some_and(|e| e.state == table::State::Rejected)
-        };
-        let ranked: Vec<Ranked<'_>> = sources
-            .iter()
-            .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
-            .collect();
-        let block = self.cfg.placeholder_length.as_secs() as i64;
-        let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
-        if self.cfg.placeholders {
-            for c in &lineup.channels {
-                if pick(&ranked, &c.id).is_none() {
-                    let now = chrono::Utc::now().timestamp();
-                    fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
-                }
+/// The guide of `lineup` from the services' kept guides `good` (in the order and with
+/// the priorities of `sources`), the match decisions of `table`, up to `to`.
+fn render(
+    cfg: &GuideConfig,
+    good: &HashMap<String, Arc<ServiceGuide>>,
+    table: &Table,
+    lineup: &Lineup,
+    sources: &[(String, i64)],
+    to: i64,
+) -> Rendered {
+    let rejected = |id: &str| {
+        table
+            .get(id)
+            .is_some_and(|e| e.state == table::State::Rejected)
+    };
+    let ranked: Vec<Ranked<'_>> = sources
+        .iter()
+        .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
+        .collect();
+    let block = cfg.placeholder_length.as_secs() as i64;
+    let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
+    if cfg.placeholders {
+        for c in &lineup.channels {
+            if pick(&ranked, &c.id).is_none() {
+                let now = chrono::Utc::now().timestamp();
+                fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
             }
         }
-        let out: Vec<OutChannel<'_>> = lineup
-            .channels
-            .iter()
-            .map(|c| OutChannel {
-                id: &c.guide_id,
-                name: &c.name,
-                number: c.number,
-                logo: &c.logo,
-                programmes: pick(&ranked, &c.id)
-                    .filter(|_| !rejected(&c.id))
-                    .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
-                    .unwrap_or_default(),
-            })
-            .collect();
-        let programmes = out.iter().map(|c| c.programmes.len()).sum();
-        let xml = xmltv::render(&out, self.cfg.fold_subtitle);
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(xml.len() / 6),
-            flate2::Compression::fast(),
-        );
-        let gz = gz
-            .write_all(&xml)
-            .and_then(|()| gz.finish())
-            .unwrap_or_default();
-        Rendered::new(
-            xml.into(),
-            gz.into(),
-            out.iter().filter(|c| !c.programmes.is_empty()).count(),
-            programmes,
-        )
     }
+    let out: Vec<OutChannel<'_>> = lineup
+        .channels
+        .iter()
+        .map(|c| OutChannel {
+            id: &c.guide_id,
+            name: &c.name,
+            number: c.number,
+            logo: &c.logo,
+            programmes: pick(&ranked, &c.id)
+                .filter(|_| !rejected(&c.id))
+                .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let programmes = out.iter().map(|c| c.programmes.len()).sum();
+    let xml = xmltv::render(&out, cfg.fold_subtitle);
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(xml.len() / 6),
+        flate2::Compression::fast(),
+    );
+    let gz = gz
+        .write_all(&xml)
+        .and_then(|()| gz.finish())
+        .unwrap_or_default();
+    Rendered::new(
+        xml.into(),
+        gz.into(),
+        out.iter().filter(|c| !c.programmes.is_empty()).count(),
+        programmes,
+    )
 }
 
 /// A service's kept guide with the service's priority (lower first).
