@@ -7,10 +7,10 @@
 #   1. the three start together and list identical channel ids and numbers;
 #   2. a service disabled through instance 1 is disabled on 2 and 3 within 5 s
 #      (and enabled again the same way);
-#   3. ffmpeg playing a channel through HAProxy keeps decoding while the instance
-#      serving it is killed (kill -9);
-#   4. 300 concurrent HLS viewers over 10 channels through HAProxy: exactly one
+#   3. 300 concurrent HLS viewers over 10 channels through HAProxy: exactly one
 #      upstream fetch per segment in total;
+#   4. ffmpeg playing a channel through HAProxy keeps decoding while the instance
+#      serving it is killed (kill -9);
 #   5. /ready: 503 while draining (SIGTERM) and while PostgreSQL is down;
 #   6. after all instances restart, every channel keeps its id and number;
 #   7. the PostgreSQL backend's Rust tests (tests/it/postgres.rs) against this cluster.
@@ -215,8 +215,33 @@ for i in 1 2 3; do
 done
 echo "    ok: enabled again through instance 2, seen by 1 and 3"
 
-# --- 3. ffmpeg through HAProxy while its instance dies ---
-say "3. ffmpeg through HAProxy; the serving instance is killed"
+# --- 3. one upstream fetch per segment (before any instance restarts: a channel that
+# moves back to a restarted instance while viewers watch is fetched by both) ---
+say "3. 300 viewers over 10 channels through HAProxy: one upstream fetch per segment"
+curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/stats.before"
+t0=$(now_ms)
+python3 scripts/cluster/viewers.py "$lb" 300 10 4 >"$tmp/viewers.json" 2>"$tmp/viewers.log" || fail "viewers: $(cat "$tmp/viewers.log")"
+elapsed=$(($(now_ms) - t0))
+curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/stats.after"
+python3 - "$tmp/stats.before" "$tmp/stats.after" "$tmp/viewers.json" <<'PY' || fail "segment fetch count"
+import json, sys
+before, after, viewers = (json.load(open(p)) for p in sys.argv[1:4])
+segs = {p: n - before.get(p, 0) for p, n in after.items() if p.endswith(".ts")}
+segs = {p: n for p, n in segs.items() if n}
+over = {p: n for p, n in segs.items() if n > 1}
+print(f"    viewers: {viewers}; upstream segment paths fetched: {len(segs)}, fetches: {sum(segs.values())}")
+if viewers["failures"]:
+    sys.exit(f"{viewers['failures']} viewer requests failed")
+if viewers["segments"] < 300 * 4:
+    sys.exit(f"only {viewers['segments']} segments served")
+if over:
+    sys.exit(f"segments fetched more than once upstream: {over}")
+PY
+echo "    ok (${elapsed} ms)"
+echo "    figure: 300 viewers, 10 channels: $(cat "$tmp/viewers.json") in ${elapsed} ms" >>"$tmp/figures"
+
+# --- 4. ffmpeg through HAProxy while its instance dies ---
+say "4. ffmpeg through HAProxy; the serving instance is killed"
 channel=cluster-3
 served_by=$(curl -fsS -D - -o /dev/null "$lb/api/stream/$channel.m3u8" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-served-by"{print $2}')
 victim=${served_by#freesky}
@@ -276,30 +301,6 @@ routes_to_victim() {
 }
 wait_for 20 "HAProxy routing to instance $victim again" routes_to_victim
 sleep 1
-
-# --- 4. one upstream fetch per segment ---
-say "4. 300 viewers over 10 channels through HAProxy: one upstream fetch per segment"
-curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/stats.before"
-t0=$(now_ms)
-python3 scripts/cluster/viewers.py "$lb" 300 10 4 >"$tmp/viewers.json" 2>"$tmp/viewers.log" || fail "viewers: $(cat "$tmp/viewers.log")"
-elapsed=$(($(now_ms) - t0))
-curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/stats.after"
-python3 - "$tmp/stats.before" "$tmp/stats.after" "$tmp/viewers.json" <<'PY' || fail "segment fetch count"
-import json, sys
-before, after, viewers = (json.load(open(p)) for p in sys.argv[1:4])
-segs = {p: n - before.get(p, 0) for p, n in after.items() if p.endswith(".ts")}
-segs = {p: n for p, n in segs.items() if n}
-over = {p: n for p, n in segs.items() if n > 1}
-print(f"    viewers: {viewers}; upstream segment paths fetched: {len(segs)}, fetches: {sum(segs.values())}")
-if viewers["failures"]:
-    sys.exit(f"{viewers['failures']} viewer requests failed")
-if viewers["segments"] < 300 * 4:
-    sys.exit(f"only {viewers['segments']} segments served")
-if over:
-    sys.exit(f"segments fetched more than once upstream: {over}")
-PY
-echo "    ok (${elapsed} ms)"
-echo "    figure: 300 viewers, 10 channels: $(cat "$tmp/viewers.json") in ${elapsed} ms" >>"$tmp/figures"
 
 # --- 5. /ready while draining, and without PostgreSQL ---
 say "5. /ready: 503 while draining, and while PostgreSQL is down"

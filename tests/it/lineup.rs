@@ -170,3 +170,66 @@ async fn a_stale_lineup_is_served_while_a_hanging_service_is_asked_again() {
         "{answer}"
     );
 }
+
+/// While a service switch rebuilds the lineup (here: the enabled service's list is
+/// held back by the test), other requests are answered from the lineup of before it
+/// instead of waiting; the switch's own call answers once the new lineup is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_rebuilds_the_lineup_while_other_requests_get_the_one_before() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1,Alpha\nhttp://127.0.0.1:9/a.m3u8\n".to_string(),
+        )
+        .route(
+            "/b.m3u",
+            get(move || {
+                let held = held.clone();
+                async move {
+                    held.notified().await;
+                    respond(
+                        200,
+                        M3U_TYPE,
+                        "#EXTM3U\n#EXTINF:-1,Beta\nhttp://127.0.0.1:9/b.m3u8\n",
+                    )
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{0}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\nenabled = false\ntimeout = \"60s\"\nurl = \"{0}/b.m3u\"\n",
+        up.base()
+    ))
+    .await;
+    assert_eq!(app.channel_names().await, ["Alpha"]);
+    let switch = {
+        let client = reqwest::Client::new();
+        let url = format!("{}/api/services/B/enable", app.base);
+        tokio::spawn(async move { client.post(url).send().await.map(|r| r.status()) })
+    };
+    // The switch is under way (B's list is asked for), and waits for it.
+    crate::common::eventually("the switch to ask for B's list", || async {
+        (up.hits("/b.m3u") > 0).then_some(()).ok_or("not yet")
+    })
+    .await;
+    assert!(!switch.is_finished(), "the switch waits for its lineup");
+    // Meanwhile a request is answered at once, from the lineup of before.
+    let names = tokio::time::timeout(crate::common::HANG_GUARD, app.channel_names())
+        .await
+        .expect("a request during a switch is not held up by it");
+    assert_eq!(names, ["Alpha"]);
+    release.notify_waiters();
+    release.notify_one();
+    let status = switch.await.unwrap().expect("the switch answered");
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.channel_names().await,
+        ["Alpha", "Beta"],
+        "right after the switch"
+    );
+}

@@ -53,9 +53,10 @@ impl Registry {
 
     /// `lineup`, telling `observe` as each service's channel list is in. A fresh cached
     /// lineup is returned without fetching, so without telling anything. A stale one
-    /// is returned at once while a background task builds the next (a service that
-    /// hangs delays that build, never a request); only the first lineup, one a
-    /// service switch dropped, or an observed build is waited for.
+    /// (old, or of before a service switch) is returned at once while a background
+    /// task builds the next (a service that hangs delays that build, never a
+    /// request); only the first lineup or an observed build is waited for, and a
+    /// switch waits for its own (`built_now`).
     pub async fn lineup_observed(
         &self,
         observe: Option<Observer<'_>>,
@@ -76,6 +77,14 @@ impl Registry {
             }
             return Ok(stale);
         }
+        self.built_now(observe).await
+    }
+
+    /// A lineup built from now's services (one being built is waited for), cached.
+    pub(super) async fn built_now(
+        &self,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Arc<Lineup>, RegistryError> {
         // One build at a time, except that a build begun before a service switch is
         // not waited for (its result is thrown away; it may be stuck on the very
         // service just disabled): this one runs beside it.

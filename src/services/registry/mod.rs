@@ -285,12 +285,20 @@ impl Registry {
         me
     }
 
-    /// Drops the lineup, so the next request builds it (with a change that must show
-    /// at once), and any build under way keeps its result to itself.
+    /// Marks the lineup as of before a switch: requests meanwhile are answered from it
+    /// while the next is built (a 200,000-channel rebuild takes seconds); the switch's
+    /// own call waits for the new one (`built_now`).
     fn drop_lineup(&self) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        *self.lineup.lock().expect("lineup lock is never poisoned") = None;
+        if let Some(c) = self
+            .lineup
+            .lock()
+            .expect("lineup lock is never poisoned")
+            .as_mut()
+        {
+            c.fresh_until = Instant::now();
+        }
     }
 
     /// Counts the changes to which services are enabled and their priorities (here or

@@ -110,6 +110,7 @@ impl Registry {
         self.store.set_enabled(name, enabled).await?;
         self.drop_lineup();
         tracing::info!(service = name, ?enabled, "service switched");
+        self.follow_switch().await;
         Ok(self.status_of(e))
     }
 
@@ -126,6 +127,15 @@ impl Registry {
         self.store.set_priority(name, priority).await?;
         self.drop_lineup();
         tracing::info!(service = name, ?priority, "service priority set");
+        self.follow_switch().await;
         Ok(self.status_of(e))
+    }
+
+    /// Builds the lineup of after a switch before the switch's call answers, so that
+    /// what its caller asks next sees it; other requests meanwhile get the one before.
+    async fn follow_switch(&self) {
+        if let Err(e) = self.built_now(None).await {
+            tracing::warn!(error = %e, "lineup after a service switch failed; the next request builds it");
+        }
     }
 }
