@@ -951,9 +951,12 @@ impl Guides {
         let names: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
         self.fetch(&names, &lineup, observe, true).await;
         self.settle(&lineup).await;
-        self.fetches.fetch_add(1, Ordering::Release);
         let _render = self.rendering.lock().await;
-        self.render_locked().await
+        let rendered = self.render_locked().await;
+        // Counted once rendered: a caller that arrives while this one renders (which
+        // takes a while off the async threads) shares this refresh, not starts another.
+        self.fetches.fetch_add(1, Ordering::Release);
+        rendered
     }
 
     /// Reads the guides of `services` at once against `lineup` and keeps the outcome:
@@ -1313,7 +1316,7 @@ impl<'a> Window<'a> {
     /// Reads a guide with `map` in the widest window, keeping a spare when asked.
     async fn read(
         &self,
-        reader: impl AsyncBufRead + Unpin,
+        reader: impl AsyncBufRead + Unpin + Send,
         map: &Mapping<'_>,
         spare: bool,
     ) -> Result<ServiceGuide, String> {

@@ -384,9 +384,77 @@ pub enum XmltvError {
     Truncated(String),
 }
 
+/// A byte source decoded to UTF-8 as it is read.
+type Transcoded<'a> = tokio_util::io::StreamReader<
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'a>>,
+    bytes::Bytes,
+>;
+
+/// `source` as UTF-8, which is what the reader and every kept programme are: a guide
+/// in another encoding (a UTF-16 byte-order mark, or an XML declaration naming one:
+/// ISO-8859-1, Windows-1252...) is decoded as it is read; UTF-8, or no declaration,
+/// passes as it is.
+async fn as_utf8<'a, R: AsyncBufRead + Unpin + Send + 'a>(
+    mut source: R,
+) -> std::io::Result<tokio_util::either::Either<R, Transcoded<'a>>> {
+    use futures::StreamExt;
+    use tokio::io::AsyncBufReadExt;
+    let Some(encoding) = declared_encoding(source.fill_buf().await?) else {
+        return Ok(tokio_util::either::Either::Left(source));
+    };
+    let decoder = encoding.new_decoder_with_bom_removal();
+    let chunks = futures::stream::unfold(Some((source, decoder)), |state| async move {
+        let (mut source, mut decoder) = state?;
+        let chunk = match source.fill_buf().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Some((Err(e), None)),
+        };
+        source.consume(chunk.len());
+        let last = chunk.is_empty();
+        let room = decoder
+            .max_utf8_buffer_length(chunk.len())
+            .unwrap_or(chunk.len().saturating_mul(3) + 16);
+        let mut out = String::with_capacity(room);
+        // Bytes that mean nothing in the encoding become U+FFFD, as a browser shows them.
+        let _ = decoder.decode_to_string(&chunk, &mut out, last);
+        let next = (!last).then_some((source, decoder));
+        Some((Ok(bytes::Bytes::from(out)), next))
+    });
+    Ok(tokio_util::either::Either::Right(
+        tokio_util::io::StreamReader::new(chunks.boxed()),
+    ))
+}
+
+/// The encoding the first bytes of an XML document say it is in, when not UTF-8: a
+/// UTF-16 byte-order mark, or `encoding="..."` in its declaration.
+fn declared_encoding(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(head) {
+        return (encoding != encoding_rs::UTF_8).then_some(encoding);
+    }
+    let head = &head[..head.len().min(512)];
+    let decl = head.strip_prefix(b"<?xml")?;
+    let end = decl.windows(2).position(|w| w == b"?>")?;
+    let decl = &decl[..end];
+    let at = decl.windows(8).position(|w| w == b"encoding")?;
+    let rest = &decl[at + 8..];
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
+    let quote = *rest.first().filter(|q| matches!(q, b'"' | b'\''))?;
+    let value = &rest[1..];
+    let label = &value[..value.iter().position(|&b| b == quote)?];
+    let encoding = encoding_rs::Encoding::for_label(label)?;
+    // A declaration readable as ASCII cannot be UTF-16 (its bytes would be).
+    (encoding != encoding_rs::UTF_8
+        && encoding != encoding_rs::UTF_16LE
+        && encoding != encoding_rs::UTF_16BE)
+        .then_some(encoding)
+}
+
 /// Reads an XMLTV document as a stream, keeping programmes of mapped channels whose
 /// time overlaps `[not_before, not_after)` (UTC seconds).
-pub async fn read<R: AsyncBufRead + Unpin>(
+pub async fn read<R: AsyncBufRead + Unpin + Send>(
     source: R,
     map: &dyn ChannelMap,
     not_before: i64,
@@ -397,13 +465,16 @@ pub async fn read<R: AsyncBufRead + Unpin>(
 
 /// `read`, also keeping in the guide's `spare`, up to `budget` bytes, the programmes
 /// of guide channels a later plan may give (`ServiceGuide::rechoose`).
-pub async fn read_sparing<R: AsyncBufRead + Unpin>(
+pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
     source: R,
     map: &dyn ChannelMap,
     not_before: i64,
     not_after: i64,
     budget: usize,
 ) -> Result<ServiceGuide, XmltvError> {
+    let source = as_utf8(source)
+        .await
+        .map_err(|e| XmltvError::Malformed(format!("cannot read: {e}")))?;
     let mut reader = Reader::from_reader(source);
     reader.config_mut().trim_text(false);
     let mut buf = Vec::new();
@@ -1042,6 +1113,50 @@ mod tests {
 
     async fn read_str(xml: &str) -> Result<ServiceGuide, XmltvError> {
         read(xml.as_bytes(), &ById, 0, i64::MAX).await
+    }
+
+    #[tokio::test]
+    async fn a_guide_in_another_encoding_is_read_as_the_text_it_is() {
+        let doc = |decl: &str| {
+            format!(
+                "{decl}<tv><channel id=\"one.example\"><display-name>Télé</display-name></channel>\
+                 <programme start=\"20261124183000 +0000\" channel=\"one.example\"><title>Café crème</title></programme></tv>"
+            )
+        };
+        let title = |g: &ServiceGuide| g.programmes["ours:one.example"][0].title.to_string();
+        // ISO-8859-1 (read as Windows-1252, as browsers do), declared.
+        let text = doc("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n");
+        let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode(&text);
+        assert!(std::str::from_utf8(&latin1).is_err(), "not UTF-8 bytes");
+        let g = read(&latin1[..], &ById, 0, i64::MAX).await.unwrap();
+        assert_eq!(title(&g), "Café crème");
+        // UTF-16 with its byte-order mark, either way round.
+        let text = doc("<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n");
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for bytes in [le, be] {
+            let g = read(&bytes[..], &ById, 0, i64::MAX).await.unwrap();
+            assert_eq!(title(&g), "Café crème");
+        }
+        // UTF-8, declared or not, with or without its byte-order mark: as it is.
+        for decl in ["", "<?xml version=\"1.0\" encoding='utf-8'?>", "\u{feff}"] {
+            let g = read_str(&doc(decl)).await.unwrap();
+            assert_eq!(title(&g), "Café crème");
+        }
+        assert_eq!(
+            declared_encoding(b"<?xml version=\"1.0\" encoding = 'windows-1251' ?><tv/>"),
+            Some(encoding_rs::WINDOWS_1251)
+        );
+        assert_eq!(
+            declared_encoding(b"<?xml version=\"1.0\" encoding=\"nonsense\"?>"),
+            None
+        );
     }
 
     #[test]

@@ -269,7 +269,7 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
 
     let truncated = good[..good.len() / 2].to_string();
     let latin1 = {
-        // Declares ISO-8859-1 and sends Latin-1 bytes (é = 0xE9): not UTF-8.
+        // Declares ISO-8859-1 and sends Latin-1 bytes (é = 0xE9), not UTF-8.
         let mut v = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<tv><channel id=\"One.example\"><display-name>One</display-name></channel><programme start=\"".to_vec();
         v.extend_from_slice(at(0).as_bytes());
         v.extend_from_slice(b"\" channel=\"One.example\"><title>Caf\xe9</title></programme></tv>");
@@ -281,7 +281,6 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
             "html",
             b"<html><body>Service unavailable</body></html>".to_vec(),
         ),
-        ("latin-1", latin1),
     ] {
         *body.lock().unwrap() = bad;
         let r = app.post("/api/guide/refresh").await;
@@ -300,6 +299,15 @@ async fn a_malformed_refresh_is_reported_and_the_last_good_guide_stays() {
         let served = app.get_text_ok("/epg.xml").await;
         assert_eq!(served, first, "{what}: the last good guide was not kept");
     }
+
+    // A guide in Latin-1 that says so is read as the text it is (it was refused as
+    // not UTF-8), and the merged guide is UTF-8.
+    *body.lock().unwrap() = latin1;
+    let (_, s) = crate::common::json_of(app.post("/api/guide/refresh").await).await;
+    assert!(s["services"]["P"]["last_error"].is_null(), "{s}");
+    let served = app.get_text_ok("/epg.xml").await;
+    assert!(served.contains("<title>Café</title>"), "{served}");
+    tv_validate(served.as_bytes());
 
     // Bad dates lose only their programmes, and say so.
     *body.lock().unwrap() = xmltv(&[("One.example", "One")], &[("One.example", 1, "Later show")])
