@@ -170,19 +170,33 @@ impl Rendered {
     /// The form of this guide `key` names, made by `make` on the blocking pool the
     /// first time (a request for a big guide must not hold an async worker for
     /// seconds), then kept while this guide is current and room allows.
+    ///
+    /// At most two forms are made at once, whatever asks (each is a pass over the
+    /// whole guide with buffers as big as it), and a form once begun is finished and
+    /// kept even when the request that asked for it has gone.
     pub async fn derived(
         &self,
         key: String,
         make: impl FnOnce() -> Bytes + Send + 'static,
     ) -> Result<Bytes, String> {
-        self.derived
-            .try_get_with(key, async move {
-                tokio::task::spawn_blocking(make)
-                    .await
-                    .map_err(|e| format!("making a form of the guide failed: {e}"))
-            })
-            .await
-            .map_err(|e| e.to_string())
+        static MAKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let forms = self.derived.clone();
+        let work = tokio::spawn(async move {
+            forms
+                .try_get_with(key, async move {
+                    let _turn = MAKING
+                        .acquire()
+                        .await
+                        .map_err(|e| format!("making a form of the guide: {e}"))?;
+                    tokio::task::spawn_blocking(make)
+                        .await
+                        .map_err(|e| format!("making a form of the guide failed: {e}"))
+                })
+                .await
+                .map_err(|e| e.to_string())
+        });
+        work.await
+            .map_err(|e| format!("making a form of the guide failed: {e}"))?
     }
 }
 
@@ -1682,6 +1696,14 @@ mod tests {
         assert_eq!(made.load(Ordering::SeqCst), 1);
         assert_eq!(guide.derived("two".into(), make("2")).await.unwrap(), "2");
         assert_eq!(made.load(Ordering::SeqCst), 2);
+        // Asked, then given up before it is made: the making goes on and is kept.
+        let asked = guide.derived("three".into(), make("3"));
+        assert!(tokio::time::timeout(Duration::from_millis(5), asked)
+            .await
+            .is_err());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(guide.derived("three".into(), make("x")).await.unwrap(), "3");
+        assert_eq!(made.load(Ordering::SeqCst), 3);
     }
 
     async fn read_all(data: Vec<u8>) -> std::io::Result<usize> {

@@ -512,7 +512,10 @@ impl Service for Xtream {
             .clone()?;
         let expires = account
             .exp_date
-            .map(|t| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)))
+            // A date a clock can hold (a panel's huge `exp_date` panicked the addition).
+            .filter(|&t| t <= 253_402_300_799)
+            .and_then(|t| UNIX_EPOCH.checked_add(Duration::from_secs(t)))
+            .map(humantime::format_rfc3339_seconds)
             .map(|t| t.to_string());
         Some(json!({
             "status": account.status,

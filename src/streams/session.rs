@@ -52,6 +52,11 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 
 type Ready = Option<Result<(), StreamError>>;
 
+/// How long a `.ts` viewer waits for the session's first bytes before it is answered
+/// 504 (a hanging segment fails over after `segment_timeout`; this bounds a source that
+/// answers but never sends any).
+const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
+
 struct Session {
     tx: broadcast::Sender<Bytes>,
     ready: watch::Receiver<Ready>,
@@ -141,11 +146,18 @@ impl Sessions {
             // Subscribed under the lock: the task cannot decide it is idle in between.
             (session.tx.subscribe(), session.ready.clone())
         };
-        let outcome = ready
-            .wait_for(Option::is_some)
-            .await
-            .map(|r| r.clone())
-            .unwrap_or(Some(Err(StreamError::SessionGone)));
+        // Answered with the first bytes; a source that loads but never sends any (a
+        // live playlist without segments, empty segments) is not waited for past
+        // FIRST_BYTES_WAIT (the session goes on for the viewers that stay).
+        let outcome =
+            match tokio::time::timeout(FIRST_BYTES_WAIT, ready.wait_for(Option::is_some)).await {
+                Ok(r) => r
+                    .map(|r| r.clone())
+                    .unwrap_or(Some(Err(StreamError::SessionGone))),
+                Err(_) => Some(Err(StreamError::Upstream(UpstreamError::Timeout(
+                    FIRST_BYTES_WAIT,
+                )))),
+            };
         match outcome {
             Some(Err(e)) => Err(e),
             _ => Ok(rx),
@@ -337,18 +349,18 @@ impl Task {
                 .registry
                 .release(&source.service_name, &source.channel_id)
                 .await;
+            // A source that ended before the session sent anything failed, as far as
+            // its viewers go: the next source is tried.
+            let stop = match stop {
+                Stop::Ended if self.delivered.load(Ordering::Relaxed) == 0 => {
+                    Stop::Failed("its stream ended without sending anything".into())
+                }
+                stop => stop,
+            };
             match stop {
                 Stop::Idle => return,
                 Stop::Ended => {
-                    // An ended stream that sent nothing (an empty finished playlist)
-                    // is its viewers' error, not an empty 200.
-                    self.end_silent(vec![Attempt {
-                        service: source.service_name.clone(),
-                        channel_id: source.channel_id.clone(),
-                        error: "the stream ended without sending anything".into(),
-                        timeout: false,
-                        unlisted: false,
-                    }]);
+                    self.remove();
                     return;
                 }
                 Stop::Failed(why) => {
@@ -580,7 +592,9 @@ impl Task {
                     return Stop::Idle;
                 }
             }
-            if info.ended && next_seq.is_some_and(|n| n >= first + count) {
+            // Finished: every segment sent, or none to send (an empty finished list
+            // would otherwise be polled for ever).
+            if info.ended && (count == 0 || next_seq.is_some_and(|n| n >= first + count)) {
                 return Stop::Ended;
             }
             if refused {

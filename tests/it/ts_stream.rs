@@ -281,6 +281,61 @@ async fn a_source_whose_segments_never_come_is_a_502_not_an_empty_stream() {
     crate::common::assert_api_error(tuner, 502).await;
 }
 
+/// A source that ends without sending anything (a finished playlist without
+/// segments, or whose one segment fails) is a failed source: the next one plays. Before,
+/// the first hung the viewer (polled for ever, no answer) and the second was a 502
+/// without trying the next source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_ends_without_a_byte_hands_over_to_the_next() {
+    let finished = |segments: &[&str]| {
+        let mut p = live_playlist(segments);
+        p.push_str("#EXT-X-ENDLIST\n");
+        p
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/empty/index.m3u8", HLS_TYPE, finished(&[]))
+        .text("/gone/index.m3u8", HLS_TYPE, finished(&["s0.ts"]))
+        .status("/gone/s0.ts", 404)
+        .text(
+            "/good/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["g0.ts", "g1.ts"]),
+        )
+        .route(
+            "/good/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<good>") }),
+        )
+        .start();
+    for first in ["/empty/index.m3u8", "/gone/index.m3u8"] {
+        let a = list_of(&[("Shared", origin.url(first))]).await;
+        let b = list_of(&[("Shared", origin.url("/good/index.m3u8"))]).await;
+        let app = TestApp::spawn(&format!(
+            "[streams]\nfailover_after = 1\n\n\
+             [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+             [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+            a.url("/list.m3u"),
+            b.url("/list.m3u")
+        ))
+        .await;
+        let id = app.channel_named("Shared").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+            .await
+            .unwrap_or_else(|_| panic!("{first}: no answer"));
+        assert_eq!(resp.status(), 200, "{first}");
+        let mut body = resp.bytes_stream();
+        let got = read_at_least(&mut body, "<good>".len()).await;
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("<good>"),
+            "{first}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+}
+
 /// A viewer that stops reading never holds the others back: the session keeps
 /// fetching and the reading viewer gets every byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
