@@ -98,13 +98,41 @@ async fn watch_all(
     origin: &Origin,
     paths: &[String],
 ) -> Vec<impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin> {
+    // The answers come with the first bytes: every viewer asks at once, and the
+    // segments are let out once all of them have joined the session.
+    let asked: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let client = reqwest::Client::new();
+            let url = format!("{}{path}", app.base);
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    let (_, one) = app
+        .get_json(&format!(
+            "/api/channels/{}",
+            paths[0]
+                .trim_start_matches("/api/stream/")
+                .trim_end_matches(".ts")
+        ))
+        .await;
+    let slug = one["id"].as_str().expect("the channel's id").to_string();
+    crate::common::eventually("every viewer to join the session", || async {
+        let (status, page) = app.get_json("/api/channels?limit=500").await;
+        assert_eq!(status, 200, "{page}");
+        let joined = page["live"][slug.as_str()]["viewers"].as_u64().unwrap_or(0);
+        (joined as usize >= paths.len())
+            .then_some(())
+            .ok_or(format!("{joined} of {} joined", paths.len()))
+    })
+    .await;
+    origin.release();
     let mut viewers = Vec::new();
-    for path in paths {
-        let resp = app.get(path).await;
+    for (path, resp) in paths.iter().zip(asked) {
+        let resp = resp.await.expect("the request ran").expect("an answer");
         assert_eq!(resp.status(), 200, "{path}");
         viewers.push(resp.bytes_stream());
     }
-    origin.release();
     for (path, v) in paths.iter().zip(&mut viewers) {
         let got = read_at_least(v, "<s1><s2><s3>".len()).await;
         assert_eq!(String::from_utf8_lossy(&got), "<s1><s2><s3>", "{path}");
