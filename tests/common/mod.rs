@@ -229,6 +229,14 @@ impl TestApp {
         names
     }
 
+    /// The id (slug) of the lineup channel called `name`.
+    pub async fn channel_id(&self, name: &str) -> String {
+        self.channel_named(name).await["id"]
+            .as_str()
+            .expect("a channel id")
+            .to_string()
+    }
+
     /// The lineup channel called `name` (panics listing the lineup when absent).
     pub async fn channel_named(&self, name: &str) -> Value {
         let all = self.channels().await;

@@ -202,10 +202,7 @@ async fn ts_viewer_gets_mpegts_and_the_engine_is_stopped_once_after_the_last_vie
         service(&engine, "idle_stop = \"5m\"")
     ))
     .await;
-    let id = app.channel_named("Ace Sport").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Ace Sport").await;
 
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);

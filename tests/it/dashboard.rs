@@ -757,10 +757,7 @@ async fn play(app: &TestApp, c: &Client) {
 
     // c. a channel whose every source fails shows why, with the HTTP status and the
     // API's error.
-    let zeta = app.channel_named("Zeta Offline").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let zeta = app.channel_id("Zeta Offline").await;
     click_play(c, &zeta).await;
     let failed = wait_player(c, "an error for the offline channel", |s| {
         s["state"] == "error"
@@ -1318,14 +1315,8 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
 /// h. reading and searching with JavaScript off: the HTML itself holds the services and
 /// the lineup's size, and the search form lists the matching channels from the server.
 async fn without_javascript(app: &TestApp, c: &Client) {
-    let alpha = app.channel_named("Alpha News").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let beta = app.channel_named("Beta Sports").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let alpha = app.channel_id("Alpha News").await;
+    let beta = app.channel_id("Beta Sports").await;
 
     // Plain HTTP first: the server filters.
     let html = app.get_text_ok("/?q=alpha").await;

@@ -397,10 +397,7 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
     let (app, up) = setup().await;
     let before = page(&app, "/").await;
     let demo_before = ok_count(&chart_label(&before, "Demo"));
-    let id = app.channel_named("News One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("News One").await;
 
     // An HLS request is an upstream call of the Demo service: its chart counts it.
     let resp = app.get("/api/stream/demo.m3u8").await;
@@ -441,10 +438,7 @@ async fn streaming_shows_in_the_chart_and_the_viewer_count() {
 #[tokio::test]
 async fn an_hls_player_counts_as_one_viewer_while_it_fetches_playlists() {
     let (app, _up) = setup().await;
-    let id = app.channel_named("News One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("News One").await;
     assert_eq!(viewers_of(&page(&app, ALL).await, &id), "0");
 
     // A player loads the channel's playlist, and reloads it: one client address,

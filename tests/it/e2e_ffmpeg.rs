@@ -400,10 +400,7 @@ url = "{}"
         two.url("/l.m3u")
     ))
     .await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let url = app.url(&format!("/api/stream/{id}.{ext}"));
 
     let mut child = tokio::process::Command::new("ffmpeg")

@@ -79,6 +79,11 @@ async fn matches(app: &TestApp, query: &str) -> Value {
 
 /// POSTs a decision; asserts 200 and answers the body.
 async fn post(app: &TestApp, channel: &str, body: &str) -> Value {
+    post_answered(app, channel, body, 200).await
+}
+
+/// POSTs a decision; asserts the answer's status and answers its (JSON) body.
+async fn post_answered(app: &TestApp, channel: &str, body: &str, want: u16) -> Value {
     let resp = app
         .send_json(
             reqwest::Method::POST,
@@ -89,7 +94,7 @@ async fn post(app: &TestApp, channel: &str, body: &str) -> Value {
         .await;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, want, "{body}");
     body
 }
 
@@ -166,14 +171,8 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
     let up = upstream().await;
     let mut app = TestApp::spawn(&config(&up, "")).await;
     matches(&app, "").await;
-    let itv_id = app.channel_named("ITV +1").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bbc_id = app.channel_named("BBCOne").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let itv_id = app.channel_id("ITV +1").await;
+    let bbc_id = app.channel_id("BBCOne").await;
 
     let picked = post(&app, &itv_id, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
     assert_eq!(picked["state"], "picked", "{picked}");
@@ -195,26 +194,20 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
     .await;
 
     // A pick of a guide channel no guide lists, and a bad action, are refused.
-    let resp = app
-        .send_json(
-            reqwest::Method::POST,
-            &format!("/api/guide/matches/{itv_id}"),
-            r#"{"action":"pick","guide_id":"Nope.uk"}"#,
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    // One a guide lists, named with another guide: the error says which lists it.
-    let resp = app
-        .send_json(
-            reqwest::Method::POST,
-            &format!("/api/guide/matches/{itv_id}"),
-            r#"{"action":"pick","guide_id":"ITV.uk","source":"elsewhere"}"#,
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    let body: serde_json::Value = resp.json().await.unwrap();
+    post_answered(
+        &app,
+        &itv_id,
+        r#"{"action":"pick","guide_id":"Nope.uk"}"#,
+        400,
+    )
+    .await; // One a guide lists, named with another guide: the error says which lists it.
+    let body = post_answered(
+        &app,
+        &itv_id,
+        r#"{"action":"pick","guide_id":"ITV.uk","source":"elsewhere"}"#,
+        400,
+    )
+    .await;
     assert_eq!(
         body["error"],
         "guide `elsewhere` lists no channel with id `ITV.uk`; guide `P` does (give that `source`, or none)",
@@ -328,10 +321,7 @@ async fn extra_guide_config_problems_are_reported_at_their_line() {
 async fn the_mapping_guide_id_override_beats_the_matcher() {
     let up = upstream().await;
     let app = TestApp::spawn(&config(&up, "")).await;
-    let bbc = app.channel_named("BBCOne").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bbc = app.channel_id("BBCOne").await;
     assert_eq!(line(&matches(&app, "").await, "BBCOne")["state"], "auto");
 
     let patch = |tvg: &'static str| {
@@ -564,24 +554,15 @@ async fn a_pick_of_a_guide_channel_another_channel_has_by_id_is_refused_saying_w
     let app = TestApp::spawn(&config(&up, "")).await;
     let page = matches(&app, "").await;
     assert_eq!(line(&page, "BBC One")["state"], "exact", "{page}");
-    let holder = app.channel_named("BBC One").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = app.channel_named("Site News").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let resp = app
-        .send_json(
-            reqwest::Method::POST,
-            &format!("/api/guide/matches/{other}"),
-            r#"{"action":"pick","guide_id":"BBCOne.uk"}"#,
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
+    let holder = app.channel_id("BBC One").await;
+    let other = app.channel_id("Site News").await;
+    let body = post_answered(
+        &app,
+        &other,
+        r#"{"action":"pick","guide_id":"BBCOne.uk"}"#,
+        400,
+    )
+    .await;
     let error = body["error"].as_str().unwrap();
     assert!(
         error.starts_with(&format!(

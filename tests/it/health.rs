@@ -215,10 +215,7 @@ async fn a_failed_trial_doubles_the_backoff() {
         m3u_service("Bad", 1, &bad)
     );
     let app = TestApp::spawn(&config).await;
-    let id = app.channel_named("Same bad").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Same bad").await;
     for _ in 0..2 {
         assert_api_error(app.get(&format!("/api/stream/{id}.m3u8")).await, 502).await;
     }

@@ -78,10 +78,7 @@ lo/index.m3u8\n\
         .text("/hls/lo/index.m3u8", HLS_TYPE, media)
         .start();
     let (app, _list) = app_for(&origin, "/hls/master.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
 
     let master_out = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let uris = assert_all_proxied(&app, &master_out);
@@ -164,10 +161,7 @@ async fn fifty_concurrent_viewers_cause_one_upstream_fetch_each() {
         "[cache]\nplaylist_ttl = \"5s\"\n",
     )
     .await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let app = Arc::new(app);
 
     let playlists = futures::future::join_all((0..VIEWERS).map(|_| {
@@ -232,10 +226,7 @@ async fn segment_bytes_reach_the_player_before_the_origin_has_finished() {
         )
         .start();
     let (app, _list) = app_for(&origin, "/s/index.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let seg = assert_all_proxied(&app, &playlist).remove(0);
 
@@ -277,10 +268,7 @@ async fn range_and_head_requests_on_a_segment() {
         )
         .start();
     let (app, _list) = app_for(&origin, "/r/index.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let seg = assert_all_proxied(&app, &playlist).remove(0);
 
@@ -339,10 +327,7 @@ async fn bad_proxy_links_are_refused_without_any_upstream_request() {
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\nlink_ttl = \"1s\"\n",
     )
     .await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let seg = assert_all_proxied(&app, &playlist).remove(0);
     let before = origin.requests().len();
@@ -424,10 +409,7 @@ async fn redirected_playlists_resolve_relative_uris_against_the_final_url() {
         .bytes("/cdn/abs.ts", "video/mp2t", b"ABS".to_vec())
         .start();
     let (app, _list) = app_for(&origin, "/start.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let uris = assert_all_proxied(&app, &playlist);
     let mut got = Vec::new();
@@ -464,10 +446,7 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Raw").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Raw").await;
     let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
     assert_eq!(resp.status(), 307);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
@@ -539,12 +518,7 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
     .await;
     let id = |name: &'static str| {
         let app = &app;
-        async move {
-            app.channel_named(name).await["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
+        async move { app.channel_id(name).await }
     };
     let resp = app
         .get(&format!("/api/stream/{}.m3u8", id("Raw").await))
@@ -601,10 +575,7 @@ async fn active_content_from_an_upstream_is_served_as_media_that_cannot_run() {
         .bytes("/a/fine.m4s", "video/mp4", b"fMP4".to_vec())
         .start();
     let (app, _list) = app_for(&origin, "/a/index.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
     assert_eq!(resp.status(), 200);
     assert_passive(&resp, "the playlist");
@@ -657,10 +628,7 @@ async fn every_path_under_proxy_that_is_not_a_sealed_link_is_403_without_an_upst
         .bytes("/x/x.ts", "video/mp2t", b"X".to_vec())
         .start();
     let (app, _list) = app_for(&origin, "/x/index.m3u8", "").await;
-    let id = app.channel_named("Live").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let seg = assert_all_proxied(&app, &playlist).remove(0);
     let link = seg.strip_prefix(&app.base).unwrap().to_string();

@@ -50,6 +50,27 @@ async fn list_of(entries: &[(&str, String)]) -> FakeUpstream {
         .start()
 }
 
+/// freesky (`extra` config first) with services A (priority 1) and B (priority 2),
+/// each listing channel `name` at one of `urls`; the lists (kept serving) and the
+/// channel's id.
+async fn two_sources(
+    name: &str,
+    urls: [String; 2],
+    extra: &str,
+) -> (TestApp, [FakeUpstream; 2], String) {
+    let [a, b] = urls;
+    let lists = [list_of(&[(name, a)]).await, list_of(&[(name, b)]).await];
+    let app = TestApp::spawn(&format!(
+        "{extra}\n[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        lists[0].url("/list.m3u"),
+        lists[1].url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id(name).await;
+    (app, lists, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_share_one_session_and_it_stops_after_the_last_leaves() {
     let origin = FakeUpstream::bind()
@@ -76,10 +97,7 @@ async fn viewers_share_one_session_and_it_stops_after_the_last_leaves() {
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Shared").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Shared").await;
 
     let open = || async {
         let resp = app.get(&format!("/api/stream/{id}.ts")).await;
@@ -200,10 +218,7 @@ url = "{}"
         two.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Shared").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Shared").await;
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
@@ -235,10 +250,7 @@ async fn a_ts_stream_of_an_unknown_channel_or_a_failing_one_is_a_json_error() {
     ))
     .await;
     crate::common::assert_api_error(app.get("/api/stream/no-such-channel.ts").await, 404).await;
-    let id = app.channel_named("Dead").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Dead").await;
     let body =
         crate::common::assert_api_error(app.get(&format!("/api/stream/{id}.ts")).await, 502).await;
     assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
@@ -308,20 +320,12 @@ async fn a_source_that_ends_without_a_byte_hands_over_to_the_next() {
         )
         .start();
     for first in ["/empty/index.m3u8", "/gone/index.m3u8"] {
-        let a = list_of(&[("Shared", origin.url(first))]).await;
-        let b = list_of(&[("Shared", origin.url("/good/index.m3u8"))]).await;
-        let app = TestApp::spawn(&format!(
-            "[streams]\nfailover_after = 1\n\n\
-             [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
-             [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
-            a.url("/list.m3u"),
-            b.url("/list.m3u")
-        ))
+        let (app, _lists, id) = two_sources(
+            "Shared",
+            [origin.url(first), origin.url("/good/index.m3u8")],
+            "[streams]\nfailover_after = 1\n",
+        )
         .await;
-        let id = app.channel_named("Shared").await["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
         let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
             .await
             .unwrap_or_else(|_| panic!("{first}: no answer"));
@@ -370,10 +374,7 @@ async fn a_stalled_viewer_does_not_slow_the_others() {
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Vod").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Vod").await;
     let url = format!("/api/stream/{id}.ts");
     // The stalled viewer: opens the stream (with the reader: the answers wait for the
     // first bytes) and never reads it.
@@ -413,10 +414,7 @@ async fn a_channel_whose_segments_all_fail_ends_without_hammering_the_upstream()
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Gone").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Gone").await;
     let body = refused_for_sending_nothing(&app, &id).await;
     assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
     let segments = gone_segment_requests(&origin);
@@ -459,19 +457,15 @@ async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
         )
         .status("/dead/index.m3u8", 500)
         .start();
-    let a = list_of(&[("Gone", origin.url("/gone/index.m3u8"))]).await;
-    let b = list_of(&[("Gone", origin.url("/dead/index.m3u8"))]).await;
-    let app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
-        a.url("/list.m3u"),
-        b.url("/list.m3u")
-    ))
+    let (app, _lists, id) = two_sources(
+        "Gone",
+        [
+            origin.url("/gone/index.m3u8"),
+            origin.url("/dead/index.m3u8"),
+        ],
+        "",
+    )
     .await;
-    let id = app.channel_named("Gone").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let body = refused_for_sending_nothing(&app, &id).await;
     let services: Vec<&str> = body["detail"]
         .as_array()
@@ -613,10 +607,7 @@ async fn stream_of(
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_named("Loop").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Loop").await;
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();

@@ -95,10 +95,7 @@ async fn wait_viewers(app: &TestApp, channel: &str, ok: impl Fn(f64) -> bool) ->
 async fn metrics_parse_and_move_with_traffic() {
     let _alone = crate::common::alone().await;
     let app = TestApp::spawn(DEMO).await;
-    let id = app.channel_named("Demo").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.channel_id("Demo").await;
 
     let before = scrape(&app).await;
     assert_eq!(
