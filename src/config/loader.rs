@@ -1119,7 +1119,7 @@ fn field_at(text: &str, line: usize) -> String {
             .or_else(|| {
                 l.strip_prefix('[')
                     .and_then(|r| r.split(']').next())
-                    .map(|h| h.trim().to_string())
+                    .map(|h| in_array(h.trim(), &arrays))
             });
         if let Some(h) = header {
             table = h;
@@ -1139,6 +1139,19 @@ fn field_at(text: &str, line: usize) -> String {
         }
     }
     "-".into()
+}
+
+/// A `[services.auth]` header names a table of the last `[[services]]` entry:
+/// `services[n].auth`.
+fn in_array(header: &str, arrays: &HashMap<String, usize>) -> String {
+    arrays
+        .iter()
+        .filter_map(|(array, n)| {
+            let rest = header.strip_prefix(array.as_str())?.strip_prefix('.')?;
+            Some((array.len(), format!("{array}[{}].{rest}", n - 1)))
+        })
+        .max()
+        .map_or_else(|| header.to_string(), |(_, path)| path)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -1519,6 +1532,13 @@ mod tests {
             e[0].ends_with("hdhomerun.discovery_port: found integer `70000`, expected a whole number from 0 to 65535"),
             "{e:?}"
         );
+        let two = "[[services]]\nname = \"A\"\n[[services]]\nname = \"B\"\n[services.auth]\n";
+        let e = errors(&format!("{two}header = = 1\n"));
+        assert!(
+            e[0].starts_with("f.toml:6: services[1].auth.header: "),
+            "{e:?}"
+        );
+        assert_eq!(field_at(&format!("{two}[servicesx]\n"), 6), "servicesx");
         assert_eq!(field_at("a = 1\n\n[t]\n", 2), "-");
         assert_eq!(field_at("a = 1\n", 1), "a");
     }

@@ -188,8 +188,7 @@ async fn reset(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
-    s.registry.set_priority(&name, None).await?;
-    let service = s.registry.set_enabled(&name, None).await?;
+    let service = s.registry.reset(&name).await?;
     s.guides.lineup_changed(service.enabled).await;
     Ok(Json(entry(&s, service)))
 }

@@ -131,6 +131,20 @@ impl Registry {
         Ok(self.status_of(e))
     }
 
+    /// Gives a service back its config's `enabled` and `priority`, persisted; the
+    /// lineup follows at once, built once for both.
+    pub async fn reset(&self, name: &str) -> Result<ServiceStatus, RegistryError> {
+        let e = self
+            .entry(name)
+            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        self.store.set_priority(name, None).await?;
+        self.store.set_enabled(name, None).await?;
+        self.drop_lineup();
+        tracing::info!(service = name, "service reset to its config");
+        self.follow_switch().await;
+        Ok(self.status_of(e))
+    }
+
     /// Builds the lineup of after a switch before the switch's call answers, so that
     /// what its caller asks next sees it; other requests meanwhile get the one before.
     async fn follow_switch(&self) {
