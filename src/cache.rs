@@ -300,11 +300,10 @@ async fn fetch_document(
             .clone()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if is_media_type(&ctype) {
-            return Ok(Document::Media { url: fetched.url });
-        }
-        // Media with a wrong type (`text/plain`, a static server's guess from `.ts`):
-        // told by its first bytes, then read on as text when it is not media.
+        // The first bytes decide: media with a text type (`text/plain`, a static
+        // server's guess from `.ts`), and playlists with a media type (`audio/mpegurl`,
+        // RFC 8216's other name for HLS, or `application/octet-stream`); then read on
+        // as text when it is not media.
         let mut fetched = fetched;
         let mut first = BytesMut::new();
         let mut ended = false;
@@ -315,7 +314,7 @@ async fn fetch_document(
             }
         }
         let first = first.freeze();
-        if looks_like_media(&first) {
+        if looks_like_media(&first) || (is_media_type(&ctype) && !looks_like_playlist(&first)) {
             return Ok(Document::Media { url: fetched.url });
         }
         let head = futures::stream::once(async { Ok(first) });
@@ -362,6 +361,12 @@ fn looks_like_media(first: &[u8]) -> bool {
     let ts = first.first() == Some(&crate::ts::SYNC)
         && first.get(crate::ts::PACKET) == Some(&crate::ts::SYNC);
     ts || first.get(4..8) == Some(b"ftyp")
+}
+
+/// Text starting `#EXTM3U` (after a byte-order mark or blank space).
+fn looks_like_playlist(first: &[u8]) -> bool {
+    let text = first.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(first);
+    text.trim_ascii_start().starts_with(b"#EXTM3U")
 }
 
 fn is_media_type(ctype: &str) -> bool {

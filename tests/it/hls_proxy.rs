@@ -12,8 +12,8 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use crate::common::{
-    assert_api_error, media_playlist, playlist_uris, respond, FakeUpstream, TestApp, HANG_GUARD,
-    HLS_TYPE, M3U_TYPE,
+    assert_api_error, live_playlist, media_playlist, playlist_uris, respond, FakeUpstream, TestApp,
+    HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
 
 /// An m3u service "Origin" listing one channel "Live" whose stream URL is `stream_path`
@@ -540,6 +540,53 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(body.contains("not an HLS playlist"), "{body}");
+}
+
+/// A playlist served with a media type (RFC 8216 lets HLS be `audio/mpegurl`; static
+/// servers call `.m3u` that, and some call anything `application/octet-stream`) is told
+/// by its first bytes and rewritten, not passed through as media.
+#[tokio::test]
+async fn a_playlist_with_a_media_type_is_still_rewritten() {
+    let types = [
+        "audio/mpegurl",
+        "audio/x-mpegurl",
+        "application/octet-stream",
+    ];
+    let mut origin = FakeUpstream::bind().await;
+    for (i, t) in types.iter().enumerate() {
+        origin = origin.text(
+            &format!("/p{i}/index.m3u8"),
+            t,
+            format!("\u{feff}\n{}", live_playlist(&["s1.ts", "s2.ts"])),
+        );
+    }
+    let origin = origin.start();
+    let mut list = String::from("#EXTM3U\n");
+    for i in 0..types.len() {
+        list.push_str(&format!(
+            "#EXTINF:-1,Typed {i}\n{}\n",
+            origin.url(&format!("/p{i}/index.m3u8"))
+        ));
+    }
+    let list = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, list)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    for (i, t) in types.iter().enumerate() {
+        let id = app.channel_id(&format!("Typed {i}")).await;
+        let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+        assert_eq!(resp.status(), 200, "{t}");
+        let body = resp.text().await.unwrap();
+        let uris = playlist_uris(&body);
+        assert_eq!(uris.len(), 2, "{t}: {body}");
+        assert!(uris.iter().all(|u| u.contains("/proxy/")), "{t}: {body}");
+        assert!(!body.contains(&origin.url("")), "{t}: {body}");
+    }
 }
 
 /// The headers of a proxied body that keep a browser from running it.
