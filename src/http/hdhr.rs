@@ -781,6 +781,7 @@ async fn tune_on(
             (header::CONTENT_TYPE, "video/MP2T"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
+        super::stream::PASSIVE,
         Body::from_stream(body),
     )
         .into_response())

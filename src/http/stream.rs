@@ -149,7 +149,7 @@ async fn ts_stream(s: &AppState, id: &str, only: Option<&str>) -> Result<Respons
 /// On every body that carries upstream bytes: browsers must neither guess another type
 /// nor run anything in it, whatever an upstream put there (freesky's origin also serves
 /// the dashboard and the admin API).
-const PASSIVE: [(header::HeaderName, &str); 2] = [
+pub(super) const PASSIVE: [(header::HeaderName, &str); 2] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (
         header::CONTENT_SECURITY_POLICY,

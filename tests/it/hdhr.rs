@@ -252,6 +252,12 @@ async fn open_tuner(
     let resp = app.get(path).await;
     assert_eq!(resp.status(), 200, "{path}");
     assert_eq!(resp.headers()["content-type"], "video/MP2T");
+    // Upstream bytes: a browser must neither sniff nor run them (endpoints.md).
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "sandbox; default-src 'none'"
+    );
     let mut body = Box::pin(resp.bytes_stream());
     let chunk = tokio::time::timeout(HANG_GUARD, body.next())
         .await
