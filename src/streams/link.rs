@@ -75,11 +75,14 @@ impl Engine {
                 self.media_playlist(&target, service, &url, base).await?,
             ));
         }
+        // `bytes=0-` (what ffmpeg, mpv and VLC ask of every segment) is the whole
+        // segment: it is shared with every other viewer like a request without a range.
         if target.kind == Kind::Media
-            || range.is_some_and(|_| {
-                !self
-                    .media
-                    .has_segment(&target.service, &url, &target.headers)
+            || range.is_some_and(|r| {
+                !whole(r)
+                    && !self
+                        .media
+                        .has_segment(&target.service, &url, &target.headers)
             })
         {
             // Whole files and byte ranges of uncached ones go straight through.
@@ -261,4 +264,12 @@ impl Engine {
         };
         Ok(self.rewrite(&links, url, &body)?)
     }
+}
+
+/// A `Range` header asking for every byte (`bytes=0-`).
+fn whole(range: &str) -> bool {
+    range
+        .trim()
+        .strip_prefix("bytes=")
+        .is_some_and(|r| r.trim() == "0-")
 }

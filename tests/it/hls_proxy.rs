@@ -314,6 +314,49 @@ async fn range_and_head_requests_on_a_segment() {
     assert_eq!(origin.hits("/r/r.ts"), hits, "served from the cache");
 }
 
+/// ffmpeg, mpv and VLC ask every segment with `Range: bytes=0-`: that is the whole
+/// segment, fetched once however many players ask.
+#[tokio::test]
+async fn players_asking_bytes_0_share_one_segment_fetch() {
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    let served = bytes.clone();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/r/index.m3u8", HLS_TYPE, media_playlist(&["r.ts"]))
+        .route(
+            "/r/r.ts",
+            get(move |h: axum::http::HeaderMap| {
+                let all = served.clone();
+                async move { ranged_origin(&h, &all) }
+            }),
+        )
+        .start();
+    let (app, _list) = app_for(&origin, "/r/index.m3u8", "").await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let asks = (0..4).map(|_| {
+        let req = app.client.get(&seg).header("range", "bytes=0-");
+        async move {
+            let resp = req.send().await.expect("range request");
+            assert!([200, 206].contains(&resp.status().as_u16()), "{resp:?}");
+            resp.bytes().await.unwrap().to_vec()
+        }
+    });
+    for got in futures::future::join_all(asks).await {
+        assert_eq!(got, bytes);
+    }
+    let resp = app
+        .client
+        .get(&seg)
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes);
+    assert_eq!(origin.hits("/r/r.ts"), 1, "{:?}", origin.paths());
+}
+
 #[tokio::test]
 async fn bad_proxy_links_are_refused_without_any_upstream_request() {
     let origin = FakeUpstream::bind()
