@@ -91,9 +91,11 @@ pub fn is_master(body: &str) -> bool {
 ///
 /// Each URI is resolved against `base` (the playlist's final URL after redirects) with
 /// [`Url::join`], then passed to `f` with its kind; the returned string replaces it (so it must not
-/// contain a `"` or a line break, which a serialized [`Url`] never does). Everything else is kept
-/// byte for byte (tag order, unknown tags, comments, blank lines, LL-HLS tags), and line endings
-/// are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays missing).
+/// contain a `"` or a line break, which a serialized [`Url`] never does). Lines are kept
+/// byte for byte (tag order, unknown tags, blank lines) but for those [`kept_tag`] takes
+/// out (comments, low-latency tags, content steering, interstitial asset lists), and
+/// line endings are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays
+/// missing).
 ///
 /// URIs that do not resolve to http/https (e.g. `skd://` FairPlay keys, `data:` URIs) are kept
 /// unchanged and `f` is not called: the player handles those itself.
@@ -151,7 +153,14 @@ pub fn rewrite_refs_sized(
             {
                 after_stream_inf = true;
             }
-            rewrite_tag(core, &mut f, &mut out);
+            match kept_tag(core) {
+                Kept::Line => rewrite_tag(core, &mut f, &mut out),
+                Kept::As(line) => rewrite_tag(&line, &mut f, &mut out),
+                Kept::Dropped => {
+                    out.truncate(out.len() - lead.len());
+                    continue;
+                }
+            }
         } else {
             let kind = if master || after_stream_inf {
                 UriKind::Playlist
@@ -169,6 +178,52 @@ pub fn rewrite_refs_sized(
         out.push_str(ending);
     }
     Ok(out)
+}
+
+/// `body` with its `#EXT-X-DEFINE` variables substituted (`{$name}` in every later
+/// line), for playlists that define any: a `NAME` with its `VALUE`, or a `QUERYPARAM`
+/// taken from `url`'s query (RFC 8216bis 4.4.2.3). Proxy links carry each URI sealed, so
+/// a player could no longer substitute in them. The definitions are taken out; an
+/// `IMPORT` (a value from the master playlist, which freesky does not keep) stays as
+/// it is, with its references. `None` when nothing is defined.
+pub fn substitute_defines(body: &str, url: &Url) -> Option<String> {
+    if !body.contains("#EXT-X-DEFINE:") {
+        return None;
+    }
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut out = String::with_capacity(body.len());
+    for piece in body.split_inclusive('\n') {
+        let trimmed = piece.trim_matches(is_pad);
+        if let Some(list) = trimmed.strip_prefix("#EXT-X-DEFINE:") {
+            let attrs = parse_attributes(list);
+            let attr = |n: &str| attrs.iter().find(|a| a.name == n).map(|a| a.value);
+            let defined = match (attr("NAME"), attr("VALUE"), attr("QUERYPARAM")) {
+                (Some(name), Some(value), _) => Some((name.to_string(), value.to_string())),
+                (_, _, Some(param)) => url
+                    .query_pairs()
+                    .find(|(k, _)| k == param)
+                    .map(|(_, v)| (param.to_string(), v.into_owned())),
+                _ => None,
+            };
+            if let Some((name, value)) = defined {
+                vars.retain(|(n, _)| *n != name);
+                vars.push((name, value));
+                continue;
+            }
+            out.push_str(piece);
+            continue;
+        }
+        if vars.is_empty() || !piece.contains("{$") {
+            out.push_str(piece);
+            continue;
+        }
+        let mut line = piece.to_string();
+        for (name, value) in &vars {
+            line = line.replace(&format!("{{${name}}}"), value);
+        }
+        out.push_str(&line);
+    }
+    Some(out)
 }
 
 /// How many URIs `body` lists (URI lines, and `URI=` attributes of tag lines other than
@@ -345,6 +400,79 @@ fn describe_parse_error(text: &str) -> String {
     }
 }
 
+/// What becomes of a `#` line in a rewritten playlist.
+enum Kept {
+    Line,
+    /// Kept with some attributes taken out.
+    As(String),
+    Dropped,
+}
+
+/// Low-latency HLS tags: freesky serves playlists from its cache and does not hold a
+/// reload until a part exists (`CAN-BLOCK-RELOAD`), so it serves the segments only,
+/// as regular-latency HLS, which every LL-HLS player also plays.
+const LOW_LATENCY: &[&str] = &[
+    "#EXT-X-PART",
+    "#EXT-X-PART-INF",
+    "#EXT-X-PRELOAD-HINT",
+    "#EXT-X-RENDITION-REPORT",
+    "#EXT-X-SKIP",
+];
+
+/// Which tags a rewritten playlist keeps. Out: comments (not `#EXT`: they may name
+/// upstream URLs), low-latency tags ([`LOW_LATENCY`]) and the server-control
+/// attributes that promise them, content steering (its manifest lists other hosts'
+/// addresses for the player to use), and interstitials given as an asset list (a
+/// JSON document of URIs freesky does not rewrite). An interstitial's `X-ASSET-URI`
+/// is kept and rewritten like a `URI`.
+fn kept_tag(line: &str) -> Kept {
+    if !line.starts_with("#EXT") {
+        return Kept::Dropped;
+    }
+    let name = tag_name(line).unwrap_or(line);
+    if LOW_LATENCY.contains(&name) || name == "#EXT-X-CONTENT-STEERING" {
+        return Kept::Dropped;
+    }
+    let Some((_, list)) = line.split_once(':') else {
+        return Kept::Line;
+    };
+    match name {
+        "#EXT-X-DATERANGE"
+            if parse_attributes(list)
+                .iter()
+                .any(|a| a.name == "X-ASSET-LIST") =>
+        {
+            Kept::Dropped
+        }
+        "#EXT-X-SERVER-CONTROL" => {
+            const PROMISES: &[&str] = &[
+                "CAN-BLOCK-RELOAD",
+                "CAN-SKIP-UNTIL",
+                "CAN-SKIP-DATERANGES",
+                "PART-HOLD-BACK",
+            ];
+            let attrs = parse_attributes(list);
+            if !attrs.iter().any(|a| PROMISES.contains(&a.name)) {
+                return Kept::Line;
+            }
+            let kept: Vec<&str> = attrs
+                .iter()
+                .filter(|a| !PROMISES.contains(&a.name))
+                .filter_map(|a| {
+                    let start = list[..a.span.start].rfind(a.name)?;
+                    list.get(start..a.span.end)
+                })
+                .collect();
+            if kept.is_empty() {
+                Kept::Dropped
+            } else {
+                Kept::As(format!("{name}:{}", kept.join(",")))
+            }
+        }
+        _ => Kept::Line,
+    }
+}
+
 /// Rewrites the `URI` attributes of one tag line (already trimmed) into `out`.
 fn rewrite_tag(
     line: &str,
@@ -371,7 +499,9 @@ fn rewrite_tag(
     out.push_str(name);
     out.push(':');
     let mut copied = 0;
-    for attr in attrs.iter().filter(|a| a.name == "URI") {
+    let is_uri =
+        |a: &&Attr<'_>| a.name == "URI" || (a.name == "X-ASSET-URI" && name == "#EXT-X-DATERANGE");
+    for attr in attrs.iter().filter(is_uri) {
         let Some(before) = list.get(copied..attr.span.start) else {
             continue;
         };
@@ -391,7 +521,10 @@ fn rewrite_tag(
 /// Which kind of resource a tag's `URI` attribute names.
 fn tag_kind(name: &str, attrs: &[Attr<'_>]) -> UriKind {
     match name {
-        "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" => UriKind::Key,
+        // SESSION-DATA names a JSON file: served as bytes (`key.bin`,
+        // `application/octet-stream`), not as a segment.
+        "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" | "#EXT-X-SESSION-DATA" => UriKind::Key,
+        "#EXT-X-DATERANGE" => UriKind::Playlist,
         "#EXT-X-MAP" => UriKind::Map,
         "#EXT-X-PRELOAD-HINT"
             if attrs
@@ -403,8 +536,9 @@ fn tag_kind(name: &str, attrs: &[Attr<'_>]) -> UriKind {
         "#EXT-X-MEDIA" | "#EXT-X-RENDITION-REPORT" => UriKind::Playlist,
         // I-FRAME-STREAM-INF, and vendor variants such as Roku's IMAGE-STREAM-INF: all playlists.
         n if n.ends_with("STREAM-INF") => UriKind::Playlist,
-        // EXT-X-PART, PRELOAD-HINT of TYPE=PART, SESSION-DATA (a JSON file) and tags we don't
-        // know: fetched as bytes, and the proxy sniffs bodies anyway.
+        // PRELOAD-HINT of TYPE=PART (kept only by `rewrite_refs` callers that keep
+        // LL-HLS tags) and tags we don't know: fetched as bytes, and the proxy sniffs
+        // bodies anyway.
         _ => UriKind::Segment,
     }
 }
@@ -599,7 +733,7 @@ https://other.example.net/hi/index.m3u8?token=abc
 #EXT-X-VERSION:6
 #EXT-X-INDEPENDENT-SEGMENTS
 #EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI="P[Key]https://cdn.example.com/live/chan/keys/session.key",KEYFORMAT="identity"
-#EXT-X-SESSION-DATA:DATA-ID="com.example.lyrics",URI="P[Segment]https://cdn.example.com/live/chan/lyrics.json"
+#EXT-X-SESSION-DATA:DATA-ID="com.example.lyrics",URI="P[Key]https://cdn.example.com/live/chan/lyrics.json"
 #EXT-X-SESSION-DATA:DATA-ID="com.example.title",VALUE="News, URI=fake.ts, more"
 #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="English",DEFAULT=YES,URI="P[Playlist]https://cdn.example.com/live/chan/audio/en.m3u8"
 #EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",URI="P[Playlist]https://cdn.example.com/subs/en.m3u8"
@@ -647,7 +781,6 @@ http://plain.example.org/seg1045.ts
 #EXT-X-TARGETDURATION:6
 #EXT-X-MEDIA-SEQUENCE:1042
 #EXT-X-DISCONTINUITY-SEQUENCE:3
-## a comment with URI="comment.ts"
 #EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4",BYTERANGE="720@0"
 #EXT-X-KEY:METHOD=AES-128,URI="P[Key]https://keys.example.com/k?id=7",IV=0x0123456789abcdef0123456789abcdef
 #EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:00:00.000Z
@@ -671,19 +804,21 @@ P[Segment]http://plain.example.org/seg1045.ts
     }
 
     #[test]
-    fn low_latency_tags_are_kept_and_rewritten() {
+    fn low_latency_tags_are_taken_out() {
         check(
             r#"#EXTM3U
 #EXT-X-TARGETDURATION:4
 #EXT-X-VERSION:9
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0,CAN-SKIP-UNTIL=24.0
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES, HOLD-BACK=12.0,CAN-SKIP-DATERANGES=YES
 #EXT-X-PART-INF:PART-TARGET=0.33334
 #EXT-X-MEDIA-SEQUENCE:266
 #EXT-X-MAP:URI="init.mp4"
+#EXT-X-SKIP:SKIPPED-SEGMENTS=3
 #EXTINF:4.00008,
 fileSequence266.mp4
 #EXT-X-PART:DURATION=0.33334,URI="filePart267.0.mp4",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.33334,URI="filePart267.1.mp4",BYTERANGE=1000@0
+  #EXT-X-PART:DURATION=0.33334,URI="filePart267.1.mp4",BYTERANGE=1000@0
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI="filePart267.2.mp4"
 #EXT-X-PRELOAD-HINT:TYPE=MAP,URI="init2.mp4"
 #EXT-X-RENDITION-REPORT:URI="../1M/waitForMSN.php",LAST-MSN=273,LAST-PART=2
@@ -691,18 +826,50 @@ fileSequence266.mp4
             r#"#EXTM3U
 #EXT-X-TARGETDURATION:4
 #EXT-X-VERSION:9
-#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0,CAN-SKIP-UNTIL=24.0
-#EXT-X-PART-INF:PART-TARGET=0.33334
+#EXT-X-SERVER-CONTROL:HOLD-BACK=12.0
 #EXT-X-MEDIA-SEQUENCE:266
 #EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4"
 #EXTINF:4.00008,
 P[Segment]https://cdn.example.com/live/chan/fileSequence266.mp4
-#EXT-X-PART:DURATION=0.33334,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.0.mp4",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.33334,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.1.mp4",BYTERANGE=1000@0
-#EXT-X-PRELOAD-HINT:TYPE=PART,URI="P[Segment]https://cdn.example.com/live/chan/filePart267.2.mp4"
-#EXT-X-PRELOAD-HINT:TYPE=MAP,URI="P[Map]https://cdn.example.com/live/chan/init2.mp4"
-#EXT-X-RENDITION-REPORT:URI="P[Playlist]https://cdn.example.com/live/1M/waitForMSN.php",LAST-MSN=273,LAST-PART=2
-#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES"#,
+"#,
+        );
+    }
+
+    #[test]
+    fn steering_asset_lists_and_comments_are_taken_out_and_asset_uris_rewritten() {
+        check(
+            r#"#EXTM3U
+#EXT-X-CONTENT-STEERING:SERVER-URI="http://192.168.1.1/steer.json",PATHWAY-ID="CDN"
+# made by http://origin.example/packager
+#EXT-X-TARGETDURATION:4
+#EXT-X-DATERANGE:ID="ad",CLASS="com.apple.hls.interstitial",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="ad/ad.m3u8"
+#EXT-X-DATERANGE:ID="ad2",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="http://192.168.1.1/a",X-ASSET-LIST="http://192.168.1.1/list"
+#EXTINF:4,
+s.ts
+"#,
+            r#"#EXTM3U
+#EXT-X-TARGETDURATION:4
+#EXT-X-DATERANGE:ID="ad",CLASS="com.apple.hls.interstitial",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="P[Playlist]https://cdn.example.com/live/chan/ad/ad.m3u8"
+#EXTINF:4,
+P[Segment]https://cdn.example.com/live/chan/s.ts
+"#,
+        );
+    }
+
+    #[test]
+    fn defined_variables_are_substituted() {
+        let url = Url::parse("https://cdn.example.com/live/index.m3u8?tok=a%20b&x=1").unwrap();
+        let body = "#EXTM3U\n#EXT-X-DEFINE:NAME=\"p\",VALUE=\"s00\"\n\
+                    #EXT-X-DEFINE:QUERYPARAM=\"tok\"\n#EXT-X-DEFINE:IMPORT=\"m\"\n\
+                    #EXT-X-MAP:URI=\"{$p}-init.mp4?t={$tok}\"\n#EXTINF:2,\n{$p}0.ts?m={$m}\n";
+        assert_eq!(
+            substitute_defines(body, &url).unwrap(),
+            "#EXTM3U\n#EXT-X-DEFINE:IMPORT=\"m\"\n\
+             #EXT-X-MAP:URI=\"s00-init.mp4?t=a b\"\n#EXTINF:2,\ns000.ts?m={$m}\n"
+        );
+        assert_eq!(
+            substitute_defines("#EXTM3U\n#EXTINF:2,\na.ts\n", &url),
+            None
         );
     }
 
@@ -759,7 +926,7 @@ s.ts
 #EXT-X-KEY:METHOD=AES-128,URI="P[Key]https://cdn.example.com/live/chan/unquoted.key",IV=0x01
 #EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/ok.mp4",BYTERANGE="1@0",BROKEN="never closed
 #EXT-X-FOO:junk without attributes URI="x"
-#EXT-X-SESSION-DATA:DATA-ID="d",URI="P[Segment]https://cdn.example.com/live/chan/one.json",URI="P[Segment]https://cdn.example.com/live/chan/two.json"
+#EXT-X-SESSION-DATA:DATA-ID="d",URI="P[Key]https://cdn.example.com/live/chan/one.json",URI="P[Key]https://cdn.example.com/live/chan/two.json"
 #EXT-X-IMAGE-STREAM-INF:BANDWIDTH=1,URI="P[Playlist]https://cdn.example.com/live/chan/thumbs.m3u8"
 #EXT-X-CUSTOM:URI="P[Segment]https://cdn.example.com/live/chan/custom.bin"
 #EXTINF:5,

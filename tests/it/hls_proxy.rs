@@ -314,6 +314,37 @@ async fn range_and_head_requests_on_a_segment() {
     assert_eq!(origin.hits("/r/r.ts"), hits, "served from the cache");
 }
 
+/// A playlist's `#EXT-X-DEFINE` variables are substituted before its URIs are sealed
+/// (a player cannot substitute inside a proxy link), and low-latency tags, content
+/// steering and comments never reach the player.
+#[tokio::test]
+async fn defines_are_substituted_and_low_latency_and_steering_taken_out() {
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:11\n#EXT-X-TARGETDURATION:2\n\
+        #EXT-X-DEFINE:NAME=\"p\",VALUE=\"s00\"\n#EXT-X-DEFINE:QUERYPARAM=\"tok\"\n\
+        #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.0\n\
+        #EXT-X-PART-INF:PART-TARGET=1.0\n# packaged at http://origin.internal/\n\
+        #EXTINF:2.0,\n{$p}0.ts?t={$tok}\n\
+        #EXT-X-PART:DURATION=1.0,URI=\"part1.ts\"\n\
+        #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part2.ts\"\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/d/index.m3u8", HLS_TYPE, playlist)
+        .bytes("/d/s000.ts", "video/mp2t", b"SEGMENT".to_vec())
+        .start();
+    let (app, _list) = app_for(&origin, "/d/index.m3u8?tok=abc", "").await;
+    let id = app.channel_id("Live").await;
+    let out = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    for gone in ["DEFINE", "PART", "SERVER-CONTROL", "origin.internal", "{$"] {
+        assert!(!out.contains(gone), "{gone}: {out}");
+    }
+    let seg = assert_all_proxied(&app, &out).remove(0);
+    let resp = app.get(&seg).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), b"SEGMENT");
+    let asked = origin.requests_to("/d/s000.ts");
+    assert_eq!(asked.len(), 1, "{:?}", origin.paths());
+}
+
 /// ffmpeg, mpv and VLC ask every segment with `Range: bytes=0-`: that is the whole
 /// segment, fetched once however many players ask.
 #[tokio::test]
