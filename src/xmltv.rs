@@ -52,6 +52,10 @@ fn valid_xmltv_ns(s: &str) -> bool {
         })
 }
 
+/// Programmes kept per channel at most, within the guide's days (a real channel has a
+/// few dozen a day): a guide listing millions for one channel must not fill memory.
+pub const MAX_PER_CHANNEL: usize = 10_000;
+
 /// One programme, ready to write: times in UTC seconds, children as XML.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Programme {
@@ -537,7 +541,17 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
                                 if end >= not_before && p.start < not_after {
                                     match owner {
                                         Some(ours) => {
-                                            out.programmes.entry(ours).or_default().push(p)
+                                            let kept = out.programmes.entry(ours).or_default();
+                                            if kept.len() < MAX_PER_CHANNEL {
+                                                kept.push(p);
+                                            } else {
+                                                out.skipped += 1;
+                                                out.first_skip.get_or_insert_with(|| {
+                                                    format!(
+                                                        "guide channel `{channel}` has more than {MAX_PER_CHANNEL} programmes in the guide's days; the rest are dropped"
+                                                    )
+                                                });
+                                            }
                                         }
                                         None => out.spare.keep(channel, p),
                                     }
@@ -1216,6 +1230,33 @@ mod tests {
         assert!(
             out.contains("<display-name>XML &lt;tag&gt; &amp; ]]&gt;  ctrl</display-name>"),
             "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_keeps_at_most_max_per_channel_programmes() {
+        let mut xml = String::from(
+            "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\n",
+        );
+        let start = parse_time("20261124000000").unwrap();
+        for i in 0..MAX_PER_CHANNEL as i64 + 5 {
+            let at = chrono::DateTime::from_timestamp(start + i * 60, 0).unwrap();
+            xml.push_str(&format!(
+                "<programme start=\"{} +0000\" channel=\"one.example\"><title>P{i}</title></programme>\n",
+                at.format("%Y%m%d%H%M%S")
+            ));
+        }
+        xml.push_str("</tv>");
+        let g = read_str(&xml).await.unwrap();
+        assert_eq!(g.programme_count(), MAX_PER_CHANNEL);
+        assert_eq!(g.skipped, 5);
+        assert!(
+            g.first_skip
+                .as_deref()
+                .unwrap()
+                .contains("more than 10000 programmes"),
+            "{:?}",
+            g.first_skip
         );
     }
 
