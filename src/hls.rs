@@ -93,8 +93,8 @@ pub fn is_master(body: &str) -> bool {
 /// [`Url::join`], then passed to `f` with its kind; the returned string replaces it (so it must not
 /// contain a `"` or a line break, which a serialized [`Url`] never does). Lines are kept
 /// byte for byte (tag order, unknown tags, blank lines) but for those [`kept_tag`] takes
-/// out (comments, low-latency tags, content steering, interstitial asset lists), and
-/// line endings are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays
+/// out (comments, low-latency tags, content steering, interstitial asset lists), which
+/// become blank lines, so every line keeps its number; line endings are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays
 /// missing).
 ///
 /// URIs that do not resolve to http/https (e.g. `skd://` FairPlay keys, `data:` URIs) are kept
@@ -156,8 +156,10 @@ pub fn rewrite_refs_sized(
             match kept_tag(core) {
                 Kept::Line => rewrite_tag(core, &mut f, &mut out),
                 Kept::As(line) => rewrite_tag(&line, &mut f, &mut out),
+                // A blank line (which players skip): lines keep their numbers.
                 Kept::Dropped => {
                     out.truncate(out.len() - lead.len());
+                    out.push_str(ending);
                     continue;
                 }
             }
@@ -781,6 +783,7 @@ http://plain.example.org/seg1045.ts
 #EXT-X-TARGETDURATION:6
 #EXT-X-MEDIA-SEQUENCE:1042
 #EXT-X-DISCONTINUITY-SEQUENCE:3
+
 #EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4",BYTERANGE="720@0"
 #EXT-X-KEY:METHOD=AES-128,URI="P[Key]https://keys.example.com/k?id=7",IV=0x0123456789abcdef0123456789abcdef
 #EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:00:00.000Z
@@ -826,11 +829,19 @@ fileSequence266.mp4
             r#"#EXTM3U
 #EXT-X-TARGETDURATION:4
 #EXT-X-VERSION:9
+
 #EXT-X-SERVER-CONTROL:HOLD-BACK=12.0
+
 #EXT-X-MEDIA-SEQUENCE:266
 #EXT-X-MAP:URI="P[Map]https://cdn.example.com/live/chan/init.mp4"
+
 #EXTINF:4.00008,
 P[Segment]https://cdn.example.com/live/chan/fileSequence266.mp4
+
+
+
+
+
 "#,
         );
     }
@@ -848,8 +859,11 @@ P[Segment]https://cdn.example.com/live/chan/fileSequence266.mp4
 s.ts
 "#,
             r#"#EXTM3U
+
+
 #EXT-X-TARGETDURATION:4
 #EXT-X-DATERANGE:ID="ad",CLASS="com.apple.hls.interstitial",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="P[Playlist]https://cdn.example.com/live/chan/ad/ad.m3u8"
+
 #EXTINF:4,
 P[Segment]https://cdn.example.com/live/chan/s.ts
 "#,
