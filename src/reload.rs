@@ -76,7 +76,8 @@ pub struct Reloaded {
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The file does not load: every problem, file:line: field: message.
+    /// The file does not load (or lists no service while some run): every problem,
+    /// file:line: field: message.
     #[error("{0}")]
     Config(ConfigError),
     /// The new state could not be built (the proxy key or store could not be read).
@@ -139,6 +140,21 @@ impl Reloader {
             Err(e) => return Err(ReloadError::Config(e)),
         };
         (self.overrides)(&mut config);
+        // A half-written file reads this way: taking it would empty every lineup.
+        if config.services.is_empty() && !old.config.services.is_empty() {
+            return Err(ReloadError::Config(crate::config::ConfigError {
+                file: config.source.clone(),
+                problems: vec![crate::config::Problem {
+                    line: 1,
+                    field: "services".into(),
+                    message: format!(
+                        "no [[services]] while {} are running (a half-written file?); a reload \
+                         never empties the lineup: restart freesky to run without services",
+                        old.config.services.len()
+                    ),
+                }],
+            }));
+        }
         config.log_warnings();
         let restart_required = keep_fixed(&old.config, &mut config);
         let state = match crate::build_state(config, old.registry.store().clone(), Some(old)) {

@@ -505,6 +505,71 @@ async fn reload_is_an_admin_call_and_names_what_needs_a_restart() {
     assert_eq!(status, 200);
 }
 
+/// A service down during a reload keeps its last listed channels (as it does between
+/// reloads), and a file that lists no service (a half-written one reads so) is refused
+/// rather than emptying the lineup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_services() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    let list = FakeUpstream::bind().await;
+    let stream = list.url("/live/index.m3u8");
+    let list = list
+        .route(
+            "/list.m3u",
+            get(move || {
+                let down = flag.load(Ordering::SeqCst);
+                let body = format!("#EXTM3U\n#EXTINF:-1,Live\n{stream}\n");
+                async move {
+                    if down {
+                        respond(503, "text/plain", "down")
+                    } else {
+                        respond(200, M3U_TYPE, body)
+                    }
+                }
+            }),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_text(dir.path(), "", &[("Origin", list.url("/list.m3u"), "one")]);
+    let fs = Freesky::start(dir.path(), &config);
+    let names = || async {
+        let (status, body) = get_json(format!("{}/api/channels/all", fs.base)).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names().await, ["Live"]);
+
+    down.store(true, Ordering::SeqCst);
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        names().await,
+        ["Live"],
+        "the channel left the lineup on reload"
+    );
+
+    fs.write_config(config.split("[[services]]").next().unwrap());
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"][0]
+            .as_str()
+            .unwrap()
+            .contains("services: no [[services]] while 1 are running"),
+        "{body}"
+    );
+    assert_eq!(
+        services(&fs).await,
+        [("Origin".to_string(), "one".to_string())]
+    );
+    assert_eq!(names().await, ["Live"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_file_reload_applies_the_builtin_config_again() {
     let dir = tempfile::tempdir().unwrap();

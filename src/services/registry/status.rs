@@ -67,13 +67,29 @@ impl Registry {
     }
 
     /// After a config reload: each service keeps the last hour of outcomes `prev`
-    /// recorded under its name (the dashboard's chart goes on). Its health starts
+    /// recorded under its name (the dashboard's chart goes on), and, when its config is
+    /// unchanged, its last channel list that loaded (a service down during a reload
+    /// keeps its channels in the lineup, as it does between reloads). Its health starts
     /// afresh: the circuit closes, so a fixed config is tried at once.
     pub fn keep_history_of(&self, prev: &Registry) {
         for e in &self.entries {
             let Some(old) = prev.entry(&e.cfg.name) else {
                 continue;
             };
+            if format!("{:?}", old.cfg) == format!("{:?}", e.cfg) {
+                let list = prev
+                    .last_good
+                    .lock()
+                    .expect("last_good lock is never poisoned")
+                    .get(&e.cfg.name)
+                    .cloned();
+                if let Some(list) = list {
+                    self.last_good
+                        .lock()
+                        .expect("last_good lock is never poisoned")
+                        .insert(e.cfg.name.clone(), list);
+                }
+            }
             let history = old
                 .stats
                 .lock()
