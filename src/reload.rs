@@ -221,6 +221,8 @@ impl Reloader {
 /// The lineup loaded once in the background (so the first client does not wait for
 /// every upstream), then the guides on their schedule; and the health probes.
 fn start_background(state: &AppState) -> Monitors {
+    // Before the first lineup: a service down at start lists what it last listed.
+    state.registry.keep_lists_in(&state.config.server.state_dir);
     let registry = state.registry.clone();
     let guides = state.guides.clone();
     let readiness = state.readiness.clone();

@@ -570,6 +570,88 @@ async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_serv
     assert_eq!(names().await, ["Live"]);
 }
 
+/// A service down at start lists what it last listed before the restart (kept in
+/// `state_dir/lists/`), unless it now lists from elsewhere (another URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_down_at_a_restart_keeps_its_last_listed_channels() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    let list = FakeUpstream::bind().await;
+    let stream = list.url("/live/index.m3u8");
+    let list = list
+        .route(
+            "/list.m3u",
+            get(move || {
+                let down = flag.load(Ordering::SeqCst);
+                let body = format!(
+                    "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\" catchup=\"shift\" catchup-days=\"2\",Live\n\
+                     #EXTVLCOPT:http-referrer=http://ref.example/\n{stream}\n"
+                );
+                async move {
+                    if down {
+                        respond(503, "text/plain", "down")
+                    } else {
+                        respond(200, M3U_TYPE, body)
+                    }
+                }
+            }),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_text(dir.path(), "", &[("Origin", list.url("/list.m3u"), "one")]);
+    let channels = |fs: &Freesky| {
+        let url = format!("{}/api/channels/all", fs.base);
+        async move {
+            let (status, body) = get_json(url).await;
+            assert_eq!(status, 200, "{body}");
+            body.as_array().unwrap().clone()
+        }
+    };
+    let fs = Freesky::start(dir.path(), &config);
+    let before = channels(&fs).await;
+    assert_eq!(before.len(), 1);
+    let lists = dir.path().join("state").join("lists");
+    eventually("the list kept in state_dir/lists", || {
+        let lists = lists.clone();
+        async move {
+            let kept = std::fs::read_dir(&lists)
+                .map(|d| {
+                    d.flatten()
+                        .any(|f| f.file_name().to_string_lossy().ends_with(".json"))
+                })
+                .unwrap_or(false);
+            if kept {
+                Ok(())
+            } else {
+                Err("no list file yet")
+            }
+        }
+    })
+    .await;
+    drop(fs);
+
+    down.store(true, Ordering::SeqCst);
+    let fs = Freesky::start(dir.path(), &config);
+    assert_eq!(
+        channels(&fs).await,
+        before,
+        "the channel left the lineup on restart"
+    );
+    let (status, detail) = get_json(format!(
+        "{}/api/channels/{}",
+        fs.base,
+        before[0]["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(status, 200, "{detail}");
+    drop(fs);
+
+    // The same name listing from another URL starts without the old list.
+    let elsewhere = config.replace("/list.m3u", "/list.m3u?v=2");
+    let fs = Freesky::start(dir.path(), &elsewhere);
+    assert_eq!(channels(&fs).await, Vec::<Value>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_file_reload_applies_the_builtin_config_again() {
     let dir = tempfile::tempdir().unwrap();

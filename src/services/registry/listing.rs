@@ -164,6 +164,7 @@ impl Registry {
                 .zip(lists)
                 .map(|(e, r)| match r {
                     Ok(list) => {
+                        self.keep_list(&e.cfg.name, &list);
                         last_good.insert(e.cfg.name.clone(), list.clone());
                         list
                     }

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 mod health;
 mod listing;
 mod open;
+mod saved;
 mod shared;
 mod status;
 #[cfg(test)]
@@ -226,6 +227,11 @@ pub struct Registry {
     /// Each service's last channel list that loaded: the lineup keeps a service's
     /// channels through an outage (its status says why) instead of dropping them.
     last_good: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    /// Where a serving instance keeps each service's last good list (`saved`), once
+    /// `keep_lists_in` says so.
+    lists_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// The list kept on disk of each service, as last written or read.
+    saved: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
 }
 
 impl Registry {
@@ -274,6 +280,8 @@ impl Registry {
             race: cfg.streams.race.max(1),
             rebuilt: Arc::default(),
             last_good: Mutex::default(),
+            lists_dir: std::sync::OnceLock::new(),
+            saved: Mutex::default(),
         }
     }
 

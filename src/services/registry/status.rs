@@ -67,8 +67,8 @@ impl Registry {
     }
 
     /// After a config reload: each service keeps the last hour of outcomes `prev`
-    /// recorded under its name (the dashboard's chart goes on), and, when its config is
-    /// unchanged, its last channel list that loaded (a service down during a reload
+    /// recorded under its name (the dashboard's chart goes on), and, when it lists from
+    /// the same place (`saved::list_config`), its last channel list that loaded (a service down during a reload
     /// keeps its channels in the lineup, as it does between reloads). Its health starts
     /// afresh: the circuit closes, so a fixed config is tried at once.
     pub fn keep_history_of(&self, prev: &Registry) {
@@ -76,7 +76,7 @@ impl Registry {
             let Some(old) = prev.entry(&e.cfg.name) else {
                 continue;
             };
-            if format!("{:?}", old.cfg) == format!("{:?}", e.cfg) {
+            if super::saved::list_config(&old.cfg) == super::saved::list_config(&e.cfg) {
                 let list = prev
                     .last_good
                     .lock()
@@ -88,6 +88,18 @@ impl Registry {
                         .lock()
                         .expect("last_good lock is never poisoned")
                         .insert(e.cfg.name.clone(), list);
+                }
+                let saved = prev
+                    .saved
+                    .lock()
+                    .expect("saved lock is never poisoned")
+                    .get(&e.cfg.name)
+                    .cloned();
+                if let Some(saved) = saved {
+                    self.saved
+                        .lock()
+                        .expect("saved lock is never poisoned")
+                        .insert(e.cfg.name.clone(), saved);
                 }
             }
             let history = old

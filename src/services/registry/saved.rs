@@ -1,0 +1,262 @@
+//! Each service's last channel list that loaded, kept on disk (`state_dir/lists/`) by
+//! a serving instance, so that a restart during an outage starts with that service's
+//! channels, as the lineup keeps them between restarts (see `last_good`).
+//!
+//! One file per service, named by hashes of its name and of what its list depends on
+//! (`list_config`): a list is taken back only by a service of the same name listing
+//! from the same place (another URL, other credentials or headers are another list). A file is written (on the blocking
+//! pool, whole and renamed into place, 0600) only when a list that loaded differs from
+//! the one on disk; files of the service's earlier configs are removed then.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Entry, Registry};
+use crate::config::ServiceConfig;
+use crate::model::{Catchup, CatchupKind, Channel, Headers};
+
+const DIR: &str = "lists";
+
+#[derive(Serialize, Deserialize)]
+struct SavedList {
+    service: String,
+    channels: Vec<SavedChannel>,
+}
+
+/// A `Channel` with every field, those kept out of API output too.
+#[derive(Serialize, Deserialize)]
+struct SavedChannel {
+    id: String,
+    name: String,
+    logo: String,
+    group: String,
+    tags: Vec<String>,
+    tvg_id: String,
+    number: Option<u32>,
+    headers: Headers,
+    url: Option<String>,
+    catchup: Option<SavedCatchup>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedCatchup {
+    kind: u8,
+    days: u32,
+    source: String,
+    utc_offset: i32,
+}
+
+const KINDS: [CatchupKind; 5] = [
+    CatchupKind::Default,
+    CatchupKind::Append,
+    CatchupKind::Shift,
+    CatchupKind::Flussonic,
+    CatchupKind::Xtream,
+];
+
+impl SavedChannel {
+    fn of(c: &Channel) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            logo: c.logo.clone(),
+            group: c.group.clone(),
+            tags: c.tags.clone(),
+            tvg_id: c.tvg_id.clone(),
+            number: c.number,
+            headers: c.headers.clone(),
+            url: c.url.clone(),
+            catchup: c.catchup.as_ref().map(|k| SavedCatchup {
+                kind: KINDS.iter().position(|x| *x == k.kind).unwrap_or(0) as u8,
+                days: k.days,
+                source: k.source.clone(),
+                utc_offset: k.utc_offset,
+            }),
+        }
+    }
+
+    fn channel(self, service: &str) -> Channel {
+        Channel {
+            id: self.id,
+            name: self.name,
+            logo: self.logo,
+            group: self.group,
+            tags: self.tags,
+            tvg_id: self.tvg_id,
+            number: self.number,
+            service: service.to_string(),
+            headers: self.headers,
+            url: self.url,
+            catchup: self.catchup.map(|k| Catchup {
+                kind: KINDS.get(k.kind as usize).copied().unwrap_or_default(),
+                days: k.days,
+                source: k.source,
+                utc_offset: k.utc_offset,
+            }),
+        }
+    }
+}
+
+fn hex16(text: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a service's channel list depends on: its kind's keys (URL, credentials...),
+/// headers, auth and `allow_private`; not its description, priority or timeouts.
+pub(super) fn list_config(cfg: &ServiceConfig) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{}",
+        cfg.kind, cfg.headers, cfg.auth, cfg.allow_private
+    )
+}
+
+/// `lists/{name hash}.{list config hash}.json` of `e`.
+fn file_of(dir: &Path, e: &Entry) -> (String, PathBuf) {
+    let prefix = format!("{}.", hex16(&e.cfg.name));
+    let file = format!("{prefix}{}.json", hex16(&list_config(&e.cfg)));
+    (prefix, dir.join(DIR).join(file))
+}
+
+impl Registry {
+    /// From now on, keeps each service's last good list in `state_dir/lists/`; first
+    /// takes back the lists kept there for services that have none yet (a start).
+    pub fn keep_lists_in(&self, state_dir: &Path) {
+        let _ = self.lists_dir.set(state_dir.to_path_buf());
+        for e in &self.entries {
+            if self
+                .last_good
+                .lock()
+                .expect("last_good lock is never poisoned")
+                .contains_key(&e.cfg.name)
+            {
+                continue;
+            }
+            let (_, path) = file_of(state_dir, e);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<SavedList>(&bytes) {
+                Ok(saved) if saved.service == e.cfg.name => {
+                    let list: Vec<Channel> = saved
+                        .channels
+                        .into_iter()
+                        .map(|c| c.channel(&e.cfg.name))
+                        .collect();
+                    tracing::info!(service = %e.cfg.name, channels = list.len(), "last listed channels taken back from the state dir");
+                    let list = Arc::new(list);
+                    self.saved
+                        .lock()
+                        .expect("saved lock is never poisoned")
+                        .insert(e.cfg.name.clone(), list.clone());
+                    self.last_good
+                        .lock()
+                        .expect("last_good lock is never poisoned")
+                        .insert(e.cfg.name.clone(), list);
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), error = %err, "a kept channel list does not read; ignored")
+                }
+            }
+        }
+    }
+
+    /// Writes `list`, which service `name` just listed, unless it is the one kept.
+    pub(super) fn keep_list(&self, name: &str, list: &Arc<Vec<Channel>>) {
+        let Some(dir) = self.lists_dir.get() else {
+            return;
+        };
+        let Some(e) = self.entry(name) else { return };
+        {
+            let mut saved = self.saved.lock().expect("saved lock is never poisoned");
+            if saved
+                .get(name)
+                .is_some_and(|s| Arc::ptr_eq(s, list) || **s == **list)
+            {
+                return;
+            }
+            saved.insert(name.to_string(), list.clone());
+        }
+        let (prefix, path) = file_of(dir, e);
+        let list = list.clone();
+        let service = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = write(&path, &prefix, &service, &list) {
+                tracing::warn!(file = %path.display(), error = %err, "keeping the channel list failed");
+            }
+        });
+    }
+}
+
+fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a file in lists/");
+    if !dir.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.recursive(true).create(dir)?;
+    }
+    let saved = SavedList {
+        service: service.to_string(),
+        channels: list.iter().map(SavedChannel::of).collect(),
+    };
+    let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut f = crate::store::create_private_file(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // The lists of this service's earlier configs.
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    for old in std::fs::read_dir(dir)?.flatten() {
+        let n = old.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(prefix) && n.ends_with(".json") && n != name {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_channel_reads_back_whole() {
+        for kind in KINDS {
+            let c = Channel {
+                id: "7".into(),
+                name: "Seven".into(),
+                logo: "http://logo.example/7.png".into(),
+                group: "News".into(),
+                tags: vec!["hd".into()],
+                tvg_id: "Seven.uk".into(),
+                number: Some(7),
+                service: "S".into(),
+                headers: vec![("Referer".into(), "http://ref.example/".into())],
+                url: Some("http://up.example/7.m3u8".into()),
+                catchup: Some(Catchup {
+                    kind,
+                    days: 3,
+                    source: "?utc={utc}".into(),
+                    utc_offset: 3600,
+                }),
+            };
+            let json = serde_json::to_vec(&SavedChannel::of(&c)).unwrap();
+            let back: SavedChannel = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back.channel("S"), c);
+        }
+    }
+}
