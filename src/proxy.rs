@@ -1,7 +1,8 @@
 //! Signed proxy links. Every URL freesky hands out for an upstream resource is
 //! `/proxy/{token}/{item}/{name}`:
 //!
-//! - `token` names where a playlist lives: the service, the lineup channel, the
+//! - `token` names where a playlist lives: the service, the lineup channel (and whether
+//!   its links fail over to the channel's other sources), the
 //!   *directory* of the playlist's upstream URL (scheme, userinfo, host, port and the path
 //!   up to its last `/`; never the file name or query) and the stream's headers. It
 //!   carries no expiry, so every link of one playlist, every render of it, every playlist
@@ -59,8 +60,12 @@ use crate::hls::UriKind;
 use crate::model::Headers;
 
 /// Bumped whenever a plaintext layout changes; 2 sealed a whole context per playlist,
-/// expiry included, and each item under a key derived from it.
-const FORMAT: u8 = 3;
+/// expiry included, and each item under a key derived from it; 3 had no failover byte
+/// (a link failed over whenever it named a channel). Links of format 3 still open, so
+/// instances of both versions sharing a key accept each other's links during an upgrade.
+const FORMAT: u8 = 4;
+/// The format before the failover byte (see [`FORMAT`]).
+const FORMAT_3: u8 = 3;
 /// Expiry buckets are `link_ttl` divided by this: links made within one bucket are
 /// equal, and a link lives at most one bucket longer than `link_ttl`.
 const BUCKETS_PER_TTL: u32 = 8;
@@ -106,14 +111,47 @@ pub enum LinkError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub service: String,
-    /// The lineup channel the link was handed out for ("" when none: no failover).
+    /// The lineup channel the link was handed out for ("" when none: then no failover).
+    /// A pinned link names its channel too: an account's tag (`?a=`) is checked
+    /// against it.
     pub channel: String,
+    /// Whether the link may fail over to the channel's other sources (false when the
+    /// stream was pinned to one service: `?service=`, an account limited to services).
+    pub failover: bool,
     /// The resolved upstream URL.
     pub url: String,
     pub kind: Kind,
     pub headers: Headers,
     /// Unix seconds after which the link is refused.
     pub expires: u64,
+}
+
+/// The lineup channel a playlist's links are handed out for, and whether they may fail
+/// over to its other sources. A bare `&str` is a channel that fails over (`""`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkChannel<'a> {
+    pub id: &'a str,
+    pub failover: bool,
+}
+
+impl<'a> LinkChannel<'a> {
+    /// Channel `id` played from one service only: its links name it (so an account's
+    /// tag is checked against it) but never fail over.
+    pub fn pinned(id: &'a str) -> Self {
+        Self {
+            id,
+            failover: false,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for LinkChannel<'a> {
+    fn from(id: &'a str) -> Self {
+        Self {
+            id,
+            failover: !id.is_empty(),
+        }
+    }
 }
 
 /// How `/proxy` serves the target: playlists are rewritten, everything else streamed.
@@ -359,21 +397,27 @@ impl Signer {
 
     /// The sealer of the links of one playlist fetched from `base` for `service`, as a
     /// source of lineup channel `channel` ("" for none).
-    pub fn sealer(
+    pub fn sealer<'c>(
         &self,
         service: &str,
-        channel: &str,
+        channel: impl Into<LinkChannel<'c>>,
         base: &Url,
         headers: &Headers,
     ) -> Result<PlaylistSealer<'_>, LinkError> {
-        self.sealer_at(self.clock.unix_secs(), service, channel, base, headers)
+        self.sealer_at(
+            self.clock.unix_secs(),
+            service,
+            channel.into(),
+            base,
+            headers,
+        )
     }
 
     fn sealer_at(
         &self,
         now: u64,
         service: &str,
-        channel: &str,
+        channel: LinkChannel<'_>,
         base: &Url,
         headers: &Headers,
     ) -> Result<PlaylistSealer<'_>, LinkError> {
@@ -397,7 +441,8 @@ impl Signer {
         let dir = Directory::of(base);
         let mut plain = Vec::with_capacity(32 + dir.dir.len() + len + 4 * headers.len());
         put(&mut plain, service.as_bytes());
-        put(&mut plain, channel.as_bytes());
+        put(&mut plain, channel.id.as_bytes());
+        plain.push(u8::from(channel.failover));
         put(&mut plain, dir.dir.as_bytes());
         put_len(&mut plain, headers.len());
         for (name, value) in headers {
@@ -477,11 +522,21 @@ impl Signer {
             .open_in_place(TOKEN_TAG, &keys.tokens.keyed(&[]), &mut raw)
             .ok_or(FORGED)?;
         let mut r = Reader(plain);
-        if r.take(1) != Some(&[FORMAT][..]) {
-            return Err(MALFORMED);
-        }
+        let format = match r.take(1) {
+            Some(&[f]) if f == FORMAT || f == FORMAT_3 => f,
+            _ => return Err(MALFORMED),
+        };
         let service = r.string().ok_or(MALFORMED)?;
         let channel = r.string().ok_or(MALFORMED)?;
+        let failover = if format == FORMAT_3 {
+            !channel.is_empty()
+        } else {
+            match r.take(1).ok_or(MALFORMED)? {
+                [0] => false,
+                [1] => true,
+                _ => return Err(MALFORMED),
+            }
+        };
         let dir = r.string().ok_or(MALFORMED)?;
         let count = r.length().ok_or(MALFORMED)?;
         // Each header takes at least two bytes: a count past that is not from us.
@@ -519,6 +574,7 @@ impl Signer {
         Ok(Target {
             service,
             channel,
+            failover,
             url: url.into(),
             kind,
             headers,
@@ -590,11 +646,11 @@ fn random_key() -> [u8; 32] {
 /// `body`, fetched from `playlist_url`, with every fetchable URI replaced by a link
 /// under `public_base` (`http://host:port`) that carries `headers`. Refused when the
 /// output would pass [`MAX_REWRITTEN_BYTES`].
-pub fn rewrite_playlist(
+pub fn rewrite_playlist<'c>(
     signer: &Signer,
     public_base: &str,
     service: &str,
-    channel: &str,
+    channel: impl Into<LinkChannel<'c>>,
     headers: &Headers,
     playlist_url: &Url,
     body: &str,
@@ -1001,7 +1057,7 @@ mod tests {
         let bucket = (ttl / BUCKETS_PER_TTL).as_secs();
         let start = now - now % bucket;
         let seal = |at: u64, reference: &str, kind: Kind| {
-            let mut sealer = s.sealer_at(at, "S", "ch", &base, &headers).unwrap();
+            let mut sealer = s.sealer_at(at, "S", "ch".into(), &base, &headers).unwrap();
             let item = sealer.item(reference, kind);
             format!("{}/{item}", sealer.context())
         };
@@ -1025,6 +1081,44 @@ mod tests {
             (Kind::Map, "https://cdn.example/live/seg1.ts")
         );
         assert_eq!((t.channel.as_str(), &t.headers), ("ch", &headers));
+        assert!(t.failover);
+    }
+
+    #[test]
+    fn a_pinned_link_names_its_channel_but_does_not_fail_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Signer::load_or_create(dir.path(), Duration::from_secs(3600)).unwrap();
+        let base = Url::parse("https://cdn.example/live/master.m3u8").unwrap();
+        let link = |channel: LinkChannel<'_>| {
+            let mut sealer = s.sealer("S", channel, &base, &vec![]).unwrap();
+            let item = sealer.item("v1/index.m3u8", Kind::Playlist);
+            format!("{}/{item}", sealer.context())
+        };
+        let pinned = open(&s, &link(LinkChannel::pinned("ch"))).unwrap();
+        assert_eq!((pinned.channel.as_str(), pinned.failover), ("ch", false));
+        let free = open(&s, &link("ch".into())).unwrap();
+        assert_eq!((free.channel.as_str(), free.failover), ("ch", true));
+        let none = open(&s, &link("".into())).unwrap();
+        assert_eq!((none.channel.as_str(), none.failover), ("", false));
+        // A link of the format before the failover byte (an older instance sharing the
+        // key) still opens, failing over when it names a channel.
+        let mut plain = vec![FORMAT_3];
+        put(&mut plain, b"S");
+        put(&mut plain, b"ch");
+        put(&mut plain, Directory::of(&base).dir.as_bytes());
+        put_len(&mut plain, 0);
+        let mut raw = vec![0; TOKEN_TAG];
+        raw.extend_from_slice(&plain);
+        let tokens = &s.keys.tokens;
+        tokens.seal_in_place(TOKEN_TAG, &tokens.keyed(&[]), &mut raw);
+        let mut tag = [0; TOKEN_TAG];
+        tag.copy_from_slice(&raw[..TOKEN_TAG]);
+        let mut sealer = s.sealer("S", "ch", &base, &vec![]).unwrap();
+        sealer.mac = s.keys.item_mac(&tag);
+        let item = sealer.item("v1/index.m3u8", Kind::Playlist);
+        let old = open(&s, &format!("{}/{item}", URL_SAFE_NO_PAD.encode(raw))).unwrap();
+        assert_eq!((old.channel.as_str(), old.failover), ("ch", true));
+        assert_eq!(old.url, "https://cdn.example/live/v1/index.m3u8");
     }
 
     #[test]
@@ -1265,7 +1359,7 @@ mod tests {
         let s = Signer::ephemeral(ttl);
         let now = unix_now();
         let base = Url::parse("http://x.example/").unwrap();
-        let mut sealer = s.sealer_at(now, "Svc", "", &base, &vec![]).unwrap();
+        let mut sealer = s.sealer_at(now, "Svc", "".into(), &base, &vec![]).unwrap();
         let item = sealer.item("a.ts", Kind::Segment);
         let token = sealer.context();
         // A link lives at least the ttl, and at most one bucket (ttl / 8) longer.
@@ -1329,7 +1423,9 @@ mod tests {
         let base = Url::parse("https://cdn.example/live/index.m3u8").unwrap();
         let now = unix_now();
         let link = |s: &Signer| {
-            let mut sealer = s.sealer_at(now, "Svc", "ch", &base, &vec![]).unwrap();
+            let mut sealer = s
+                .sealer_at(now, "Svc", "ch".into(), &base, &vec![])
+                .unwrap();
             let item = sealer.item("a.ts", Kind::Segment);
             (sealer.context().to_string(), item)
         };

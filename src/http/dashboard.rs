@@ -10,7 +10,8 @@
 //! with the first page of matches. The script also adds the admin controls, copy
 //! buttons, the per-channel test and the in-page player, which uses hls.js (vendored in
 //! `assets/vendor/hls.js/`, served at `/assets/hls.light.min.js`) where the browser has
-//! no native HLS. The CSS is `/dashboard.css`.
+//! no native HLS. The CSS is `/dashboard.css`. With `server.require_account` the services
+//! and the lineup are the admin's (as the lineup API is): others get the page without them.
 
 use std::collections::BTreeSet;
 
@@ -155,6 +156,9 @@ struct Page {
     accounts: Vec<AccountRow>,
     /// There are accounts, but this request may not see them (not an admin call).
     accounts_hidden: bool,
+    /// With `require_account`, the services and the lineup are the admin's (as the
+    /// lineup API is): a caller without the admin token gets the page without them.
+    lineup_hidden: bool,
 }
 
 /// The dashboard page.
@@ -177,13 +181,24 @@ async fn dashboard(
 ) -> Result<Html<String>, AppError> {
     // Who watches what, and from where, is for whoever may call `/api/users`.
     let show_accounts = admin.is_ok();
+    // With `require_account` the lineup API answers the admin only
+    // (`viewer::lineup_api_guard`): the page shows the same to the same callers.
+    let lineup_hidden = s.config.server.require_account && admin.is_err();
     // A query that is not ours (a repeated `q`...) shows the page unfiltered.
     let filter = filter.map(|Query(f)| f).unwrap_or_default();
     let base = base_url(&s.config, &headers);
 
     // The lineup first: building it calls the services, whose status then shows how.
-    let lineup = s.registry.lineup().await;
-    let statuses = s.registry.status();
+    let lineup = if lineup_hidden {
+        None
+    } else {
+        Some(s.registry.lineup().await)
+    };
+    let statuses = if lineup_hidden {
+        Vec::new()
+    } else {
+        s.registry.status()
+    };
     let services = statuses
         .iter()
         .map(|st| {
@@ -230,8 +245,9 @@ async fn dashboard(
     let (mut channels, mut groups, mut total, mut matches, mut lineup_error) =
         (Vec::new(), BTreeSet::new(), 0, 0, None);
     match &lineup {
-        Err(e) => lineup_error = Some(e.to_string()),
-        Ok(lineup) => {
+        None => {}
+        Some(Err(e)) => lineup_error = Some(e.to_string()),
+        Some(Ok(lineup)) => {
             total = lineup.channels.len();
             groups.extend(
                 lineup
@@ -292,6 +308,7 @@ async fn dashboard(
         admin_token_set: !s.config.server.admin_token.expose().is_empty(),
         hls_js_url: format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}"),
         accounts_hidden: !show_accounts && !s.accounts.is_empty(),
+        lineup_hidden,
         accounts: s
             .accounts
             .list()

@@ -13,7 +13,7 @@ use super::open::LinkBase;
 use super::{Engine, StreamError};
 use crate::cache::{self, Document};
 use crate::error::UpstreamError;
-use crate::proxy::{Kind, Target};
+use crate::proxy::{Kind, LinkChannel, Target};
 use crate::services::Service;
 use crate::upstream::Fetched;
 
@@ -93,7 +93,7 @@ impl Engine {
             .media
             .segment(service, &target.service, &url, &target.headers)
             .await;
-        if !target.channel.is_empty() {
+        if target.failover {
             match &body {
                 Ok(_) => self.failovers.clear(&target.service, &target.channel),
                 Err(_) => {
@@ -115,7 +115,7 @@ impl Engine {
     ) -> Result<String, StreamError> {
         let limit = self.settings.max_body_bytes;
         let link = cache::key(&target.service, url, &target.headers);
-        let failover = !target.channel.is_empty();
+        let failover = target.failover;
         if failover {
             if let Some(sw) = self.failovers.switched(&link) {
                 return self.switched_playlist(target, &link, sw, base).await;
@@ -161,7 +161,7 @@ impl Engine {
                 let links = LinkBase {
                     base,
                     service: &target.service,
-                    channel: &target.channel,
+                    channel: link_channel(target),
                     headers: &target.headers,
                 };
                 Ok(self.rewrite(&links, final_url, body)?)
@@ -259,10 +259,19 @@ impl Engine {
         let links = LinkBase {
             base,
             service: &sw.service_name,
-            channel: &target.channel,
+            channel: link_channel(target),
             headers: &sw.headers,
         };
         Ok(self.rewrite(&links, url, &body)?)
+    }
+}
+
+/// The channel a link's playlist hands on to its own links: the same, failing over
+/// or pinned alike.
+fn link_channel(target: &Target) -> LinkChannel<'_> {
+    LinkChannel {
+        id: &target.channel,
+        failover: target.failover,
     }
 }
 

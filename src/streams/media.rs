@@ -163,7 +163,7 @@ impl Engine {
                 let links = LinkBase {
                     base,
                     service: &src.service,
-                    channel: "",
+                    channel: "".into(),
                     headers: &src.headers,
                 };
                 Ok(Played::Playlist(self.rewrite(&links, url, body)?))

@@ -7,7 +7,7 @@ use super::{Engine, StreamError};
 use crate::cache::Document;
 use crate::error::UpstreamError;
 use crate::model::Headers;
-use crate::proxy::{self, file_name, Kind};
+use crate::proxy::{self, file_name, Kind, LinkChannel};
 
 /// What a channel opened as.
 #[derive(Debug)]
@@ -21,8 +21,8 @@ pub enum Opened {
 impl Engine {
     /// Opens channel `id` (already canonical) with its sources in priority order, or
     /// only service `only`'s: the first playlist that loads, rewritten with links under
-    /// `base`. The links carry the channel (so they can fail over) unless `only` pins
-    /// a service.
+    /// `base`. The links carry the channel; they fail over unless `only` pins a
+    /// service.
     pub async fn open_playlist(
         &self,
         id: &str,
@@ -43,7 +43,12 @@ impl Engine {
             .await?;
         match &*doc {
             Document::Playlist { url, body } => {
-                let channel = if only.is_some() { "" } else { id };
+                // Pinned links name the channel too (an account's tag is checked
+                // against it) but never fail over to the other services' sources.
+                let channel = match only {
+                    Some(_) => LinkChannel::pinned(id),
+                    None => LinkChannel::from(id),
+                };
                 let links = LinkBase {
                     base,
                     service: &service,
@@ -86,10 +91,10 @@ impl Engine {
 }
 
 /// Whom a rewritten playlist's links are for: where they point, the service and
-/// channel they carry (`""`: no failover) and the headers their fetches send.
+/// channel they carry (and whether they fail over) and the headers their fetches send.
 pub(super) struct LinkBase<'a> {
     pub base: &'a str,
     pub service: &'a str,
-    pub channel: &'a str,
+    pub channel: LinkChannel<'a>,
     pub headers: &'a Headers,
 }

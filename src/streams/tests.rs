@@ -71,7 +71,7 @@ async fn a_channel_opens_to_links_that_serve_its_playlist_and_segments() {
 }
 
 #[tokio::test]
-async fn a_pinned_open_hands_out_links_without_the_channel() {
+async fn a_pinned_open_hands_out_links_that_name_the_channel_but_do_not_fail_over() {
     let (engine, _dir) = engine();
     let Opened::Playlist(master) = engine
         .open_playlist("demo", Some("Demo"), BASE)
@@ -81,10 +81,10 @@ async fn a_pinned_open_hands_out_links_without_the_channel() {
         panic!("the demo is HLS");
     };
     let (context, item) = first_link(&master);
-    assert_eq!(
-        engine.open_link(&context, &item).unwrap().target.channel,
-        ""
-    );
+    let target = engine.open_link(&context, &item).unwrap().target;
+    // The channel is named (an account's `?a=` tag is checked against it), but the
+    // links stay on the pinned service.
+    assert_eq!((target.channel.as_str(), target.failover), ("demo", false));
 }
 
 #[tokio::test]

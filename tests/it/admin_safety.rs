@@ -1271,3 +1271,28 @@ password = "${{FS_SEC_XPASS}}"
         .iter()
         .any(|r| r.query.as_deref().is_some_and(|q| q.contains("key="))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_forwarded_client_from_a_trusted_loopback_proxy_is_no_admin() {
+    // A loopback reverse proxy, no admin token: only loopback clients are admins.
+    let app = TestApp::spawn(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{state_dir}'\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+    )
+    .await;
+    let users = |xff: Option<&'static str>| {
+        let mut req = app.client.get(app.url("/api/users"));
+        if let Some(v) = xff {
+            req = req.header("x-forwarded-for", v);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    // The proxy's own requests, and a loopback client it names, are the admin's.
+    assert_eq!(users(None).await, 200);
+    assert_eq!(users(Some("127.0.0.1")).await, 200);
+    // A client it cannot name is not the proxy itself.
+    for xff in ["unknown", "unix:", "10.1.1.1 127.0.0.1", "fe80::1%eth0"] {
+        assert_eq!(users(Some(xff)).await, 403, "{xff}");
+    }
+    assert_eq!(users(Some("[2001:db8::1]")).await, 403);
+}

@@ -503,3 +503,85 @@ async fn viewer_accounts_show_only_to_admin_callers() {
     assert!(admin.contains("<tr data-account=\"alice\">"), "{admin}");
     assert!(!admin.contains("shown to admin callers only"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_account_only_the_admin_sees_services_and_channels() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let _up = up
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 group-title=\"Hidden Group\",Secret Channel\n{o}/live/index.m3u8\n"),
+        )
+        .text("/live/index.m3u8", HLS_TYPE, live_playlist(&["s0.ts"]))
+        .status("/broken.m3u", 500)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\
+         require_account = true\nadmin_token = \"dash-token-9q2\"\n\n\
+         [[services]]\nname = \"List\"\nkind = \"m3u\"\nurl = \"{o}/list.m3u\"\n\n\
+         [[services]]\nname = \"Broken\"\nkind = \"m3u\"\nurl = \"{o}/broken.m3u\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw-123\"\n"
+    ))
+    .await;
+    let as_admin = |path: &'static str| {
+        let req = app
+            .client
+            .get(app.url(path))
+            .header("Authorization", "Bearer dash-token-9q2");
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    // The admin sees the lineup, the services and their errors (which the lineup API
+    // shows the admin too).
+    let admin = as_admin("/?q=secret").await;
+    for shown in [
+        "Secret Channel",
+        "Hidden Group",
+        "data-service=\"List\"",
+        "data-service=\"Broken\"",
+        "500",
+    ] {
+        assert!(admin.contains(shown), "{shown}: {admin}");
+    }
+    assert!(!admin.contains("id=\"lineup-hidden\""), "{admin}");
+    // Anyone else (a viewer's login is not enough, as on /api/channels) gets the page
+    // without them, whatever it asks.
+    for path in [
+        "/",
+        "/?q=secret",
+        "/?group=Hidden%20Group",
+        "/?service=List",
+        "/?q=e&group=Hidden%20Group&service=List",
+        "/?username=alice&password=alice-pw-123&q=secret",
+    ] {
+        let public = page(&app, path).await;
+        for hidden in [
+            "Secret Channel",
+            "Hidden Group",
+            "data-service=",
+            "List",
+            "Broken",
+            "500",
+        ] {
+            assert!(!public.contains(hidden), "{path} shows {hidden}: {public}");
+        }
+        assert!(public.contains("id=\"lineup-hidden\""), "{path}: {public}");
+    }
+    let viewer = app
+        .client
+        .get(app.url("/?q=secret"))
+        .basic_auth("alice", Some("alice-pw-123"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!viewer.contains("Secret Channel"), "{viewer}");
+    // The page's assets hold no lineup data.
+    for asset in ["/dashboard.css", "/dashboard.js"] {
+        let body = app.get_text_ok(asset).await;
+        assert!(!body.contains("Secret Channel") && !body.contains("Hidden Group"));
+    }
+}

@@ -1419,3 +1419,96 @@ async fn behind_a_trusted_proxy_each_forwarded_client_is_its_own_player() {
     assert_api_error(direct, 403).await;
     drop(first);
 }
+
+/// An m3u service whose one channel is a master playlist of two variants (each in its
+/// own directory), with real MPEG-TS segments.
+async fn master_upstream() -> FakeUpstream {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"Multi.example\" group-title=\"News\",Multi\n{base}/multi/master.m3u8\n"
+    );
+    let master = "#EXTM3U\n#EXT-X-VERSION:3\n\
+                  #EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=320x180\nlow/index.m3u8\n\
+                  #EXT-X-STREAM-INF:BANDWIDTH=400000,RESOLUTION=320x180\nhigh/index.m3u8\n";
+    let seg = |i: usize| {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("assets/demo/seg{i}.ts")))
+            .unwrap()
+    };
+    fake.text("/list.m3u", M3U_TYPE, list)
+        .text("/multi/master.m3u8", crate::common::HLS_TYPE, master)
+        .text(
+            "/multi/low/index.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["s0.ts", "s1.ts"]),
+        )
+        .text(
+            "/multi/high/index.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["s0.ts", "s1.ts"]),
+        )
+        .bytes("/multi/low/s0.ts", "video/mp2t", seg(0))
+        .bytes("/multi/low/s1.ts", "video/mp2t", seg(1))
+        .bytes("/multi/high/s0.ts", "video/mp2t", seg(0))
+        .bytes("/multi/high/s1.ts", "video/mp2t", seg(1))
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_account_a_masters_variant_links_play_pinned_or_not() {
+    let up = master_upstream().await;
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\
+         require_account = true\nadmin_token = \"admin-tok\"\n\n\
+         [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 0\n\n\
+         [[users]]\nname = \"carol\"\npassword = \"carol-pw\"\nmax_connections = 0\nservices = [\"IPTV\"]\n",
+        up.base()
+    ))
+    .await;
+    let number = number_of(&app, "Multi").await;
+    // Every way a viewer opens the master: unpinned, pinned by `service`, pinned by an
+    // account limited to services (Xtream and /api/stream alike).
+    let masters = [
+        format!("/live/alice/alice-pw/{number}.m3u8"),
+        format!("/api/stream/{number}.m3u8?username=alice&password=alice-pw&service=IPTV"),
+        format!("/live/carol/carol-pw/{number}.m3u8"),
+        format!("/api/stream/{number}.m3u8?username=carol&password=carol-pw"),
+    ];
+    for master in &masters {
+        let body = app.get_text_ok(master).await;
+        let variants: Vec<String> = crate::common::playlist_uris(&body);
+        assert_eq!(variants.len(), 2, "{master}: {body}");
+        for variant in &variants {
+            let (bare, tag) = variant
+                .split_once("?a=")
+                .unwrap_or_else(|| panic!("{master}: an untagged variant link in {body}"));
+            let media = app.get(variant).await;
+            assert_eq!(media.status(), 200, "{master}: {variant}");
+            let media = media.text().await.unwrap();
+            let segments = crate::common::playlist_uris(&media);
+            assert_eq!(segments.len(), 2, "{media}");
+            for segment in segments {
+                let resp = app.get(&segment).await;
+                assert_eq!(resp.status(), 200, "{segment}");
+                assert_eq!(resp.bytes().await.unwrap().first(), Some(&0x47));
+            }
+            // Stripped of its tag, or with a forged one, it is still refused.
+            let (name, _) = tag.split_once('.').unwrap();
+            for stolen in [
+                bare.to_string(),
+                format!("{bare}?a={name}.{}", "0".repeat(24)),
+            ] {
+                let body = assert_api_error(app.get(&stolen).await, 401).await;
+                assert!(
+                    body["error"].as_str().unwrap().contains("viewer account"),
+                    "{body}"
+                );
+            }
+        }
+    }
+    // A player follows the master into its variants and decodes them.
+    for master in [&masters[0], &masters[2]] {
+        assert!(ffmpeg_frames(&app.url(master)).await > 0, "{master}");
+    }
+}
