@@ -168,11 +168,14 @@ pub(crate) fn build_state(
     let guides = guide::Guides::new(registry.clone(), config.guide.clone())
         .with_extra_guides(&config.guides, &http)
         .with_service_countries(&config.services);
-    let accounts = Arc::new(accounts::Accounts::new(
-        &config.users,
-        registry.store().clone(),
-        prev.map(|p| &*p.accounts),
-    ));
+    let accounts = Arc::new(
+        accounts::Accounts::new(
+            &config.users,
+            registry.store().clone(),
+            prev.map(|p| &*p.accounts),
+        )
+        .with_tag_key(signer.account_tag_key()),
+    );
     let vod = Arc::new(vod::Library::new(
         registry.clone(),
         &config.cache,

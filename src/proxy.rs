@@ -288,6 +288,9 @@ struct Keys {
     items: Siv,
     /// Seals the opaque links of other routes (`/logos/`), never mixed with proxy links.
     blobs: Siv,
+    /// Tags the playlist links handed to a viewer account (`?a=`), so that every
+    /// instance sharing the key knows them.
+    account_tags: hmac::Key,
 }
 
 impl Keys {
@@ -299,6 +302,10 @@ impl Keys {
             tokens: Siv::derive(&master, "freesky proxy token"),
             items: Siv::derive(&master, "freesky proxy item"),
             blobs: Siv::derive(&master, "freesky blob link"),
+            account_tags: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                hmac::sign(&master, b"freesky account tag").as_ref(),
+            ),
         }
     }
 
@@ -378,6 +385,12 @@ impl Signer {
             ttl,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// The key of the account tags of playlist links (`?a=`): derived from the link
+    /// key, so instances sharing it accept each other's tagged links.
+    pub fn account_tag_key(&self) -> hmac::Key {
+        self.keys.account_tags.clone()
     }
 
     /// This signer with link expiry measured against `clock`.

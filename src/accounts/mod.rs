@@ -266,6 +266,9 @@ pub struct Accounts {
     /// compare MACs instead of running argon2 again. Never the password itself.
     verified: Mutex<HashMap<String, (String, ring::hmac::Tag)>>,
     mac_key: ring::hmac::Key,
+    /// Tags the playlist links handed to an account (`poll_token`): the link key's
+    /// (`Signer::account_tag_key`), shared by every instance that shares that key.
+    tag_key: ring::hmac::Key,
     pub conns: Arc<Conns>,
     pub penalty: Arc<Penalty>,
 }
@@ -273,6 +276,13 @@ pub struct Accounts {
 impl Accounts {
     /// The accounts of `users` (hashed now) and of the store; `prev` (a config
     /// reload) lends its live connections and login penalties so they carry on.
+    /// These accounts tagging playlist links with `key` (`Signer::account_tag_key`);
+    /// without, with a key of this process.
+    pub fn with_tag_key(mut self, key: ring::hmac::Key) -> Self {
+        self.tag_key = key;
+        self
+    }
+
     pub fn new(users: &[UserConfig], store: Store, prev: Option<&Accounts>) -> Self {
         let created = now();
         let mut map = HashMap::new();
@@ -332,6 +342,7 @@ impl Accounts {
             store,
             dummy: hash_password("freesky dummy password: never a real account's"),
             verified: Mutex::default(),
+            tag_key: mac_key.clone(),
             mac_key,
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
@@ -533,7 +544,7 @@ impl Accounts {
     /// MAC over it and the channel, so a link passed to another channel or forged for
     /// another account is ignored. Holds no password.
     pub fn poll_token(&self, account: &str, channel: &str) -> String {
-        let tag = ring::hmac::sign(&self.mac_key, format!("{account}\0{channel}").as_bytes());
+        let tag = ring::hmac::sign(&self.tag_key, format!("{account}\0{channel}").as_bytes());
         let mac: String = tag.as_ref()[..12]
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -1380,6 +1380,35 @@ async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag()
     assert_eq!(admin.status(), 200);
 }
 
+/// Instances sharing the link key (`proxy_key_file`, behind a load balancer) accept
+/// each other's account-tagged playlist links: a player's next playlist fetch may go to
+/// another instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_tagged_link_plays_on_every_instance_sharing_the_link_key() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("link.key");
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra = format!(
+        "require_account = true\nadmin_token = \"admin-tok\"\nproxy_key_file = '{}'",
+        key.display()
+    );
+    let one = TestApp::spawn(&config(&up, &extra)).await;
+    let two = TestApp::spawn(&config(&up, &extra)).await;
+    let demo = number_of(&one, "Demo").await;
+    let link = tagged_playlist_link(&one, &format!("/live/alice/alice-pw/{demo}.m3u8")).await;
+    assert_eq!(one.get(&link).await.status(), 200);
+    let on_two = link.replacen(&one.base, &two.base, 1);
+    assert_ne!(on_two, link);
+    let resp = two.get(&on_two).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_each_forwarded_client_is_its_own_player() {
     let up = upstream().await;
