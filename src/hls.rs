@@ -39,10 +39,47 @@ pub struct MediaInfo {
     pub target_duration: f64,
     /// `EXT-X-MEDIA-SEQUENCE`: the sequence number of `segments[0]`, to tell new segments from seen ones.
     pub media_sequence: u64,
-    /// Segment URLs in playlist order, resolved against the playlist's URL.
-    pub segments: Vec<Url>,
+    /// The segments in playlist order, resolved against the playlist's URL.
+    pub segments: Vec<Segment>,
     /// `EXT-X-ENDLIST` was present: no more segments will come, so stop reloading.
     pub ended: bool,
+}
+
+/// One segment of a media playlist: its URL and the tags that say how to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub url: Url,
+    /// `EXT-X-BYTERANGE`: the segment is only these bytes of `url`.
+    pub range: Option<ByteRange>,
+}
+
+/// A sub-range of a resource (`EXT-X-BYTERANGE`, an `EXT-X-MAP`'s `BYTERANGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The HTTP `Range` header asking for it (`bytes=first-last`); `None` for an empty range.
+    pub fn header(&self) -> Option<String> {
+        let last = self.offset.checked_add(self.length.checked_sub(1)?)?;
+        Some(format!("bytes={}-{last}", self.offset))
+    }
+
+    /// `<length>[@<offset>]`; without an offset it starts at `next` (where the
+    /// previous one ended). `None` when malformed.
+    fn parse(value: &str, next: u64) -> Option<Self> {
+        let value = value.trim().trim_matches('"');
+        let (length, offset) = match value.split_once('@') {
+            Some((l, o)) => (l, Some(o.trim().parse().ok()?)),
+            None => (value, None),
+        };
+        Some(Self {
+            length: length.trim().parse().ok()?,
+            offset: offset.unwrap_or(next),
+        })
+    }
 }
 
 /// Some origins (and editors on Windows) put a UTF-8 byte order mark before `#EXTM3U`.
@@ -235,6 +272,9 @@ pub fn is_passed_ref(raw: &str) -> bool {
 /// and the segments are the URI lines, exactly the lines [`rewrite`] treats as segments, so a
 /// session can match what it sees here with what the player was sent.
 ///
+/// Each segment comes with its `EXT-X-BYTERANGE` (an offset left out goes on from the previous
+/// range of the same resource; a malformed one is left out).
+///
 /// Fails on a body that is not HLS, on a master playlist, on a body m3u8-rs rejects, and on a
 /// segment URI that cannot be resolved against `base` (skipping one would shift every later
 /// sequence number).
@@ -249,15 +289,7 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     let text = body.trim_start_matches(BOM).trim_start();
     let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes())
         .map_err(|e| describe_parse_error(&e.to_string()))?;
-    let segments = body
-        .lines()
-        .map(|line| line.trim_matches(is_pad))
-        .filter(|line| !line.starts_with('#') && !is_blank_uri(line))
-        .map(|uri| {
-            base.join(uri)
-                .map_err(|e| format!("segment URI {uri:?} does not resolve: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let segments = read_segments(body, base)?;
     Ok(MediaInfo {
         // m3u8-rs's value is whole seconds, which any f64 holds exactly.
         target_duration: declared_target_duration(body).unwrap_or(playlist.target_duration as f64),
@@ -265,6 +297,40 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
         segments,
         ended: playlist.end_list,
     })
+}
+
+/// The URI lines of a media playlist, each with the tags that apply to it.
+fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
+    let mut segments: Vec<Segment> = Vec::new();
+    // `EXT-X-BYTERANGE` applies to the next URI; kept unparsed until its URL is known
+    // (a range without an offset goes on from the previous one of the same resource).
+    let mut range: Option<&str> = None;
+    for line in body.lines() {
+        let line = line.trim_matches(is_pad);
+        if let Some(value) = line.strip_prefix("#EXT-X-BYTERANGE:") {
+            range = Some(value);
+            continue;
+        }
+        if line.starts_with('#') || is_blank_uri(line) {
+            continue;
+        }
+        let url = base
+            .join(line)
+            .map_err(|e| format!("segment URI {line:?} does not resolve: {e}"))?;
+        let range = range.take().and_then(|value| {
+            let next = match segments.last() {
+                Some(Segment {
+                    url: prev,
+                    range: Some(r),
+                    ..
+                }) if *prev == url => r.offset.saturating_add(r.length),
+                _ => 0,
+            };
+            ByteRange::parse(value, next)
+        });
+        segments.push(Segment { url, range });
+    }
+    Ok(segments)
 }
 
 /// Where a media playlist's live window ends: the sequence number the next segment
@@ -869,11 +935,16 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
             MediaInfo {
                 target_duration: 6.0,
                 media_sequence: 1042,
-                segments: vec![
-                    Url::parse("https://cdn.example.com/live/chan/seg1042.ts").expect("valid"),
-                    Url::parse("https://cdn.example.com/abs/seg1043.ts").expect("valid"),
-                    Url::parse("https://o.example.net/seg1044.ts").expect("valid"),
-                ],
+                segments: [
+                    "https://cdn.example.com/live/chan/seg1042.ts",
+                    "https://cdn.example.com/abs/seg1043.ts",
+                    "https://o.example.net/seg1044.ts",
+                ]
+                .map(|u| Segment {
+                    url: Url::parse(u).expect("valid"),
+                    range: None,
+                })
+                .to_vec(),
                 ended: false,
             }
         );
@@ -893,7 +964,7 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
                 live_edge(body, &base),
                 Some((
                     info.media_sequence + info.segments.len() as u64,
-                    info.segments.last().cloned()
+                    info.segments.last().map(|s| s.url.clone())
                 )),
                 "{body}"
             );
@@ -922,9 +993,34 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
         assert_eq!(info.target_duration, 6.5);
         assert_eq!(info.media_sequence, 7);
         assert_eq!(
-            info.segments,
-            vec![Url::parse("https://cdn.example.com/live/chan/a.ts").expect("valid")]
+            info.segments[0].url.as_str(),
+            "https://cdn.example.com/live/chan/a.ts"
         );
+        assert_eq!(info.segments.len(), 1);
+    }
+
+    #[test]
+    fn media_info_reads_byte_ranges() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n#EXT-X-BYTERANGE:100@0\nall.ts\n\
+                    #EXTINF:1,\n#EXT-X-BYTERANGE:50\nall.ts\n#EXTINF:1,\n#EXT-X-BYTERANGE:7\nother.ts\n\
+                    #EXTINF:1,\nwhole.ts\n#EXT-X-BYTERANGE:x@1\n#EXTINF:1,\nbad.ts\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        let ranges: Vec<_> = info
+            .segments
+            .iter()
+            .map(|s| s.range.map(|r| (r.length, r.offset)))
+            .collect();
+        assert_eq!(
+            ranges,
+            [Some((100, 0)), Some((50, 100)), Some((7, 0)), None, None]
+        );
+        let r = info.segments[1].range.unwrap();
+        assert_eq!(r.header().as_deref(), Some("bytes=100-149"));
+        let empty = ByteRange {
+            offset: 5,
+            length: 0,
+        };
+        assert_eq!(empty.header(), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! The first viewer starts a session: a task that opens the channel (sources in
 //! priority order), follows its media playlist (the highest-bandwidth variant of a
 //! master), fetches each new segment once through the media cache (so HLS viewers
-//! of the same channel share those fetches too) and broadcasts the bytes to every
-//! viewer. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
+//! of the same channel share those fetches too; a segment that is a byte range of a
+//! larger resource, `EXT-X-BYTERANGE`, only that range: `segment`) and broadcasts
+//! the bytes to every viewer. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
 //!
 //! - A slow viewer never slows the others: the broadcast keeps a bounded backlog,
 //!   and a viewer that falls behind it skips ahead to what is still there (MPEG-TS
@@ -36,8 +37,8 @@ use tokio::sync::{broadcast, watch};
 use url::Url;
 
 use super::failover::{refresh_due, token_refused};
-use super::{Engine, StreamError};
-use crate::cache::{Body, Document};
+use super::{segment, Engine, StreamError};
+use crate::cache::Document;
 use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
@@ -556,7 +557,7 @@ impl Task {
                 // A new URL: its numbering may differ; the last segment's path tells.
                 let at = last_path
                     .as_deref()
-                    .and_then(|p| info.segments.iter().position(|u| u.path() == p));
+                    .and_then(|p| info.segments.iter().position(|s| s.url.path() == p));
                 next_seq = at.map(|i| first + i as u64 + 1);
                 if at.is_none() {
                     tracing::debug!(channel = %self.id, "refreshed playlist does not list the last segment: restarting near the live edge");
@@ -587,7 +588,7 @@ impl Task {
                     }
                 }
                 next_seq = Some(first + i as u64 + 1);
-                last_path = Some(seg.path().to_string());
+                last_path = Some(seg.url.path().to_string());
                 if self.idle() {
                     return Stop::Idle;
                 }
@@ -607,25 +608,27 @@ impl Task {
         }
     }
 
-    async fn send_segment(&mut self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
-        let body = self
-            .engine
-            .media
-            .segment(src.service.clone(), &src.service_name, url, &src.headers)
-            .await?;
+    /// Sends segment `seg` (only its byte range, when it has one).
+    async fn send_segment(
+        &mut self,
+        src: &Source,
+        seg: &hls::Segment,
+    ) -> Result<(), UpstreamError> {
+        let upstream = segment::Upstream {
+            media: &self.engine.media,
+            service: &src.service,
+            service_name: &src.service_name,
+            headers: &src.headers,
+        };
+        let mut body = upstream.fetch(&seg.url, seg.range).await?;
         self.continuity.join();
         let mut align = TsAligner::default();
-        match body {
-            Body::Cached(seg) => self.broadcast(&mut align, seg.bytes),
-            Body::Streaming { mut body, .. } => {
-                while let Some(chunk) = body.next().await {
-                    self.broadcast(&mut align, chunk?);
-                }
-            }
+        while let Some(chunk) = body.next().await {
+            self.broadcast(&mut align, chunk?);
         }
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
-            tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(url), "segment ended inside an MPEG-TS packet");
+            tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(&seg.url), "segment ended inside an MPEG-TS packet");
             self.send(partial);
         }
         Ok(())

@@ -779,3 +779,149 @@ async fn a_damaged_packet_and_a_small_step_back_still_make_one_continuous_mpeg_t
         "the video spans {span} s of 10 two-second segments"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// upstream kinds: byte ranges, AES-128, fMP4, separate audio renditions
+
+/// Makes a 4 s HLS stream (160x120 test pattern and a sine tone, H.264 and AAC, a key
+/// frame every 0.4 s) with ffmpeg in `dir`: `index.m3u8` and what `args` (the HLS
+/// muxer's options) make of it.
+async fn make_hls(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = run_within(
+        tokio::process::Command::new("ffmpeg")
+            .current_dir(dir)
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine", "-t", "4"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "10"])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args(["-f", "hls", "-hls_time", "0.4", "-hls_playlist_type", "vod"])
+            .args(args)
+            .arg("index.m3u8"),
+        FFMPEG_GUARD,
+        "ffmpeg installed and on PATH",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("index.m3u8")).expect("ffmpeg's playlist")
+}
+
+/// GET answers `file` whole (200), or the one `Range: bytes=a-b` asked (206), as a
+/// static file server does.
+fn ranged_file(file: Vec<u8>) -> axum::routing::MethodRouter {
+    let file = bytes::Bytes::from(file);
+    get(move |headers: axum::http::HeaderMap| {
+        let file = file.clone();
+        async move {
+            let range = headers
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+            match range {
+                Some((a, b)) if a <= b && b < file.len() => axum::response::Response::builder()
+                    .status(206)
+                    .header("content-type", "video/mp2t")
+                    .header("content-range", format!("bytes {a}-{b}/{}", file.len()))
+                    .body(axum::body::Body::from(file.slice(a..=b)))
+                    .unwrap(),
+                _ => respond(200, "video/mp2t", file),
+            }
+        }
+    })
+}
+
+/// freesky with one service listing `channels` (name, stream URL), each its own channel.
+async fn app_listing(channels: &[(&str, String)]) -> (TestApp, FakeUpstream) {
+    let mut m3u = String::from("#EXTM3U\n");
+    for (name, url) in channels {
+        m3u.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"{name}.example\",{name}\n{url}\n"
+        ));
+    }
+    let list = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    (app, list)
+}
+
+/// The whole `.ts` stream of channel `name` (a finished playlist plays to its end),
+/// and its content type.
+async fn whole_stream(app: &TestApp, name: &str) -> (String, Vec<u8>) {
+    let id = app.channel_id(name).await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer"));
+    assert_eq!(resp.status(), 200, "{name}");
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the stream of a finished playlist ends"))
+    {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    (ctype, bytes)
+}
+
+/// `bytes=a-b` of each `#EXT-X-BYTERANGE:len@off` of `playlist`, in order.
+fn byte_ranges(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-BYTERANGE:"))
+        .map(|r| {
+            let (len, off) = r.split_once('@').expect("ffmpeg writes len@off");
+            let (len, off): (u64, u64) = (len.parse().unwrap(), off.parse().unwrap());
+            format!("bytes={off}-{}", off + len - 1)
+        })
+        .collect()
+}
+
+/// ffmpeg's `-hls_flags single_file`: each segment is a byte range of one file. The
+/// `.ts` stream sends each range once, so the file once (it sent the whole file once
+/// per segment), asking the upstream for just that range; from an upstream that
+/// ignores `Range` (the whole file each time) it cuts the range out itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_range_segments_send_only_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let playlist = make_hls(dir.path(), &["-hls_flags", "single_file"]).await;
+    let ranges = byte_ranges(&playlist);
+    assert_eq!(ranges.len(), 10, "{playlist}");
+    let file = std::fs::read(dir.path().join("index.ts")).unwrap();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/ranged/index.m3u8", HLS_TYPE, playlist.clone())
+        .route("/ranged/index.ts", ranged_file(file.clone()))
+        .text("/whole/index.m3u8", HLS_TYPE, playlist.clone())
+        .bytes("/whole/index.ts", "video/mp2t", file.clone())
+        .start();
+    let (app, _list) = app_listing(&[
+        ("Ranged", origin.url("/ranged/index.m3u8")),
+        ("Whole", origin.url("/whole/index.m3u8")),
+    ])
+    .await;
+    for name in ["Ranged", "Whole"] {
+        let (ctype, got) = whole_stream(&app, name).await;
+        assert_eq!(ctype, "video/MP2T");
+        assert_eq!(got.len(), file.len(), "{name}: the file's bytes, once");
+        assert!(got == file, "{name}: the ranges in order are the file");
+    }
+    let asked: Vec<String> = origin
+        .requests_to("/ranged/index.ts")
+        .iter()
+        .map(|r| r.header("range").unwrap_or("(whole)").to_string())
+        .collect();
+    assert_eq!(asked, ranges, "one request per segment, for its range");
+}
