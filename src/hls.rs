@@ -51,6 +51,69 @@ pub struct Segment {
     pub url: Url,
     /// `EXT-X-BYTERANGE`: the segment is only these bytes of `url`.
     pub range: Option<ByteRange>,
+    /// The `EXT-X-KEY` in effect: how its bytes are encrypted (`None`: they are not).
+    pub key: Option<Encryption>,
+}
+
+/// How a segment's bytes are encrypted (`EXT-X-KEY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// AES-128-CBC of the whole segment, PKCS#7 padded: the key's URL, and the IV when
+    /// the tag gives one (else it is the segment's media sequence number, big-endian).
+    Aes128 { key: Url, iv: Option<[u8; 16]> },
+    /// What freesky cannot decrypt (SAMPLE-AES, a DRM key format, a key that is not
+    /// fetched over HTTP, a malformed IV): what it is.
+    Unsupported(String),
+}
+
+impl Encryption {
+    /// The `EXT-X-KEY` attribute list `list`; `None` for `METHOD=NONE`.
+    fn parse(list: &str, base: &Url) -> Option<Self> {
+        let attrs = parse_attributes(list);
+        let get = |name: &str| {
+            attrs
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.value.trim())
+        };
+        let method = get("METHOD").unwrap_or_default();
+        if method == "NONE" {
+            return None;
+        }
+        let unsupported = |what: String| Some(Self::Unsupported(what));
+        if let Some(format) = get("KEYFORMAT").filter(|f| *f != "identity") {
+            return unsupported(format!("{method} (KEYFORMAT {format:?})"));
+        }
+        if method != "AES-128" {
+            return unsupported(if method.is_empty() {
+                "a key without METHOD".into()
+            } else {
+                method.to_string()
+            });
+        }
+        let Some(key) = get("URI").and_then(|u| resolve(base, u)) else {
+            return unsupported("AES-128 with a key URI that is not http(s)".into());
+        };
+        let iv = match get("IV") {
+            None => None,
+            Some(v) => match parse_iv(v) {
+                Some(iv) => Some(iv),
+                None => return unsupported(format!("AES-128 with a malformed IV {v:?}")),
+            },
+        };
+        Some(Self::Aes128 { key, iv })
+    }
+}
+
+/// An `IV` attribute: `0x` and up to 32 hex digits, a 128-bit big-endian number.
+fn parse_iv(value: &str) -> Option<[u8; 16]> {
+    let hex = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))?;
+    if hex.is_empty() || hex.len() > 32 {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok().map(u128::to_be_bytes)
 }
 
 /// A sub-range of a resource (`EXT-X-BYTERANGE`, an `EXT-X-MAP`'s `BYTERANGE`).
@@ -273,7 +336,7 @@ pub fn is_passed_ref(raw: &str) -> bool {
 /// session can match what it sees here with what the player was sent.
 ///
 /// Each segment comes with its `EXT-X-BYTERANGE` (an offset left out goes on from the previous
-/// range of the same resource; a malformed one is left out).
+/// range of the same resource; a malformed one is left out) and the `EXT-X-KEY` in effect.
 ///
 /// Fails on a body that is not HLS, on a master playlist, on a body m3u8-rs rejects, and on a
 /// segment URI that cannot be resolved against `base` (skipping one would shift every later
@@ -305,15 +368,31 @@ fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
     // `EXT-X-BYTERANGE` applies to the next URI; kept unparsed until its URL is known
     // (a range without an offset goes on from the previous one of the same resource).
     let mut range: Option<&str> = None;
+    // `EXT-X-KEY` applies until the next one. Of several before one segment (one per
+    // KEYFORMAT, for different players), the plain (identity) key is the one read.
+    let mut key: Option<Encryption> = None;
+    let mut identity_key = false;
     for line in body.lines() {
         let line = line.trim_matches(is_pad);
         if let Some(value) = line.strip_prefix("#EXT-X-BYTERANGE:") {
             range = Some(value);
             continue;
         }
+        if let Some(list) = line.strip_prefix("#EXT-X-KEY:") {
+            let identity = parse_attributes(list)
+                .iter()
+                .find(|a| a.name == "KEYFORMAT")
+                .is_none_or(|a| a.value.trim() == "identity");
+            if identity || !identity_key {
+                key = Encryption::parse(list, base);
+                identity_key |= identity;
+            }
+            continue;
+        }
         if line.starts_with('#') || is_blank_uri(line) {
             continue;
         }
+        identity_key = false;
         let url = base
             .join(line)
             .map_err(|e| format!("segment URI {line:?} does not resolve: {e}"))?;
@@ -328,7 +407,11 @@ fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
             };
             ByteRange::parse(value, next)
         });
-        segments.push(Segment { url, range });
+        segments.push(Segment {
+            url,
+            range,
+            key: key.clone(),
+        });
     }
     Ok(segments)
 }
@@ -943,6 +1026,10 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
                 .map(|u| Segment {
                     url: Url::parse(u).expect("valid"),
                     range: None,
+                    key: Some(Encryption::Aes128 {
+                        key: Url::parse("https://cdn.example.com/live/chan/k.key").unwrap(),
+                        iv: None,
+                    }),
                 })
                 .to_vec(),
                 ended: false,
@@ -997,6 +1084,42 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
             "https://cdn.example.com/live/chan/a.ts"
         );
         assert_eq!(info.segments.len(), 1);
+    }
+
+    #[test]
+    fn media_info_reads_keys_and_their_rotation() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:9\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"a.key\",IV=0x000102030405060708090A0B0C0D0E0F\n#EXTINF:1,\n0.ts\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"/b.key\"\n#EXTINF:1,\n1.ts\n#EXTINF:1,\n2.ts\n\
+            #EXT-X-KEY:METHOD=NONE\n#EXTINF:1,\n3.ts\n\
+            #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"c.key\"\n#EXTINF:1,\n4.ts\n\
+            #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://x\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"d.key\",IV=0x1\n#EXTINF:1,\n5.ts\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"e.key\",IV=0xZZ\n#EXTINF:1,\n6.ts\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        let aes = |key: &str, iv: Option<[u8; 16]>| {
+            Some(Encryption::Aes128 {
+                key: base().join(key).unwrap(),
+                iv,
+            })
+        };
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        let keys: Vec<_> = info.segments.iter().map(|s| s.key.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                aes("a.key", Some(std::array::from_fn(|i| i as u8))),
+                aes("/b.key", None),
+                aes("/b.key", None),
+                None,
+                Some(Encryption::Unsupported("SAMPLE-AES".into())),
+                aes("d.key", Some(one)),
+                Some(Encryption::Unsupported(
+                    "AES-128 with a malformed IV \"0xZZ\"".into()
+                )),
+            ]
+        );
     }
 
     #[test]

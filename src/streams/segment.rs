@@ -1,15 +1,25 @@
 //! One segment's bytes as a `.ts` session sends them: the whole resource, or only
 //! its byte range (`EXT-X-BYTERANGE`, as ffmpeg's `-hls_flags single_file` writes:
-//! every segment a range of one file).
+//! every segment a range of one file), decrypted when it is AES-128 (`EXT-X-KEY`).
 //!
 //! A range is served the way the HLS proxy serves a player's `Range`
 //! (`Engine::serve_link`): cut from the resource when the segment cache holds it
 //! whole, else asked of the upstream with a `Range` header. An upstream that ignores
 //! the header and answers the whole resource (200) has the range cut out of its
 //! answer, which is dropped once the range is read.
+//!
+//! AES-128 segments are decrypted as they arrive (AES-128-CBC, PKCS#7 padding; the
+//! RustCrypto `aes` and `cbc` crates): every whole block but the last goes on at once,
+//! the last is held until the end to take its padding off. A segment that is not a
+//! whole number of blocks, or whose padding is wrong (the wrong key or IV), is an
+//! error. Keys come through the media cache like segments (the source's headers, one
+//! fetch shared with HLS players) and must be 16 bytes.
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{Array, BlockModeDecrypt, KeyIvInit};
 use futures::StreamExt;
 use url::Url;
 
@@ -68,6 +78,33 @@ impl Upstream<'_> {
         Ok(window(fetched.body, skip, range.length))
     }
 
+    /// The AES-128 key at `url`: 16 bytes, else an error naming it.
+    pub async fn key(&self, url: &Url) -> Result<[u8; 16], UpstreamError> {
+        // Enough to tell a key from something else; not more.
+        const LIMIT: usize = 1024;
+        let bytes = match self.whole(url).await? {
+            Body::Cached(seg) => seg.bytes,
+            Body::Streaming { mut body, .. } => {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = body.next().await {
+                    buf.extend_from_slice(&chunk?);
+                    if buf.len() > LIMIT {
+                        break;
+                    }
+                }
+                buf.freeze()
+            }
+        };
+        <[u8; 16]>::try_from(&bytes[..]).map_err(|_| {
+            UpstreamError::Invalid(format!(
+                "the AES-128 key {} is {}{} bytes, not 16",
+                self.service.shown_url(url),
+                if bytes.len() > LIMIT { "over " } else { "" },
+                bytes.len().min(LIMIT)
+            ))
+        })
+    }
+
     async fn whole(&self, url: &Url) -> Result<Body, UpstreamError> {
         self.media
             .segment(self.service.clone(), self.service_name, url, self.headers)
@@ -75,7 +112,50 @@ impl Upstream<'_> {
     }
 }
 
-fn once(bytes: bytes::Bytes) -> BodyStream {
+type Aes128Cbc = cbc::Decryptor<aes::Aes128>;
+
+/// `body` (AES-128-CBC with `key` and `iv`, PKCS#7 padded) decrypted as it arrives.
+pub(super) fn decrypt(body: BodyStream, key: &[u8; 16], iv: &[u8; 16]) -> BodyStream {
+    let cipher = Aes128Cbc::new(&(*key).into(), &(*iv).into());
+    Box::pin(futures::stream::try_unfold(
+        Some((body, cipher, BytesMut::new())),
+        |state| async move {
+            let Some((mut body, mut cipher, mut held)) = state else {
+                return Ok(None);
+            };
+            loop {
+                let Some(chunk) = body.next().await else {
+                    // The last block: decrypted and its padding taken off.
+                    let mut last = held;
+                    let why = if last.len() % 16 == 0 {
+                        "wrong padding (the wrong key or IV?)"
+                    } else {
+                        "not a whole number of 16-byte blocks"
+                    };
+                    let plain = cipher.decrypt_padded::<Pkcs7>(&mut last).map_err(|_| {
+                        UpstreamError::Invalid(format!(
+                            "the AES-128 segment does not decrypt: {why}"
+                        ))
+                    })?;
+                    let plain = Bytes::copy_from_slice(plain);
+                    return Ok(Some((plain, None)));
+                };
+                held.extend_from_slice(&chunk?);
+                // Every whole block but the last (which may carry the padding).
+                let ready = held.len().saturating_sub(1) / 16 * 16;
+                if ready == 0 {
+                    continue;
+                }
+                let mut out = held.split_to(ready);
+                let (blocks, _) = Array::slice_as_chunks_mut(&mut out);
+                cipher.decrypt_blocks(blocks);
+                return Ok(Some((out.freeze(), Some((body, cipher, held)))));
+            }
+        },
+    ))
+}
+
+fn once(bytes: Bytes) -> BodyStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
 }
 
@@ -110,7 +190,6 @@ fn window(body: BodyStream, skip: u64, take: u64) -> BodyStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     async fn collect(s: BodyStream) -> Result<Vec<u8>, UpstreamError> {
         let mut out = Vec::new();
@@ -127,6 +206,32 @@ mod tests {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         Box::pin(futures::stream::iter(parts))
+    }
+
+    #[tokio::test]
+    async fn aes_128_segments_decrypt_in_any_chunking() {
+        use cbc::cipher::BlockModeEncrypt;
+        let (key, iv) = ([7u8; 16], [9u8; 16]);
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut buf = vec![0u8; len + 16];
+            buf[..len].copy_from_slice(&plain);
+            let sealed = cbc::Encryptor::<aes::Aes128>::new(&key.into(), &iv.into())
+                .encrypt_padded::<Pkcs7>(&mut buf, len)
+                .unwrap()
+                .to_vec();
+            for size in [1, 5, 16, 33, 4096] {
+                let got = collect(decrypt(chunks(&sealed, size), &key, &iv)).await;
+                assert_eq!(got.unwrap(), plain, "{len} bytes in chunks of {size}");
+            }
+            let wrong = collect(decrypt(chunks(&sealed, 16), &[8u8; 16], &iv)).await;
+            // A wrong key is caught by the padding (nearly always: 1 in 256 passes).
+            if let Err(e) = wrong {
+                assert!(e.to_string().contains("wrong padding"), "{e}");
+            }
+        }
+        let cut = collect(decrypt(chunks(&[1u8; 20], 7), &key, &iv)).await;
+        assert!(cut.unwrap_err().to_string().contains("whole number"));
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //! priority order), follows its media playlist (the highest-bandwidth variant of a
 //! master), fetches each new segment once through the media cache (so HLS viewers
 //! of the same channel share those fetches too; a segment that is a byte range of a
-//! larger resource, `EXT-X-BYTERANGE`, only that range: `segment`) and broadcasts
-//! the bytes to every viewer. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
+//! larger resource, `EXT-X-BYTERANGE`, only that range; an AES-128 one decrypted:
+//! `segment`) and broadcasts the bytes to every viewer. A source whose segments are
+//! encrypted otherwise (SAMPLE-AES, DRM) fails at once, for the next source. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
 //!
 //! - A slow viewer never slows the others: the broadcast keeps a bounded backlog,
 //!   and a viewer that falls behind it skips ahead to what is still there (MPEG-TS
@@ -139,6 +140,7 @@ impl Sessions {
                         ready: ready_tx,
                         delivered: AtomicU64::new(0),
                         continuity: ts::Continuity::default(),
+                        keys: HashMap::new(),
                     };
                     tokio::spawn(task.run());
                     session
@@ -254,7 +256,13 @@ struct Task {
     /// Makes the segments' joins continuous MPEG-TS (counters, timestamps) across
     /// segments, sources and reconnections.
     continuity: ts::Continuity,
+    /// AES-128 keys fetched, by service and URL (at most `MAX_KEYS`): one fetch per
+    /// key however many segments it opens.
+    keys: HashMap<(String, Url), [u8; 16]>,
 }
+
+/// Keys a session remembers (a rotating upstream names a new one every few segments).
+const MAX_KEYS: usize = 16;
 
 /// The longest pause between two tries of a session whose sources fail before sending
 /// anything: each such round doubles the pause from 1 s, so a channel whose segments
@@ -572,7 +580,13 @@ impl Task {
                 Some(n) => n - first,
             };
             for (i, seg) in info.segments.iter().enumerate().skip(start as usize) {
-                match self.send_segment(src, seg).await {
+                if let Some(hls::Encryption::Unsupported(what)) = &seg.key {
+                    // Never playable from this source: the next one is tried at once.
+                    return Stop::Failed(format!(
+                        "its segments are encrypted with {what}, which a .ts stream cannot decrypt"
+                    ));
+                }
+                match self.send_segment(src, seg, first + i as u64).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");
@@ -608,11 +622,13 @@ impl Task {
         }
     }
 
-    /// Sends segment `seg` (only its byte range, when it has one).
+    /// Sends segment `seg`, number `seq` (only its byte range, when it has one;
+    /// decrypted, when it is AES-128).
     async fn send_segment(
         &mut self,
         src: &Source,
         seg: &hls::Segment,
+        seq: u64,
     ) -> Result<(), UpstreamError> {
         let upstream = segment::Upstream {
             media: &self.engine.media,
@@ -621,6 +637,23 @@ impl Task {
             headers: &src.headers,
         };
         let mut body = upstream.fetch(&seg.url, seg.range).await?;
+        if let Some(hls::Encryption::Aes128 { key, iv }) = &seg.key {
+            let memo = (src.service_name.clone(), key.clone());
+            let key = match self.keys.get(&memo) {
+                Some(k) => *k,
+                None => {
+                    let k = upstream.key(key).await?;
+                    if self.keys.len() >= MAX_KEYS {
+                        self.keys.clear();
+                    }
+                    self.keys.insert(memo, k);
+                    k
+                }
+            };
+            // Without an IV, the segment's media sequence number is the IV.
+            let iv = iv.unwrap_or_else(|| u128::from(seq).to_be_bytes());
+            body = segment::decrypt(body, &key, &iv);
+        }
         self.continuity.join();
         let mut align = TsAligner::default();
         while let Some(chunk) = body.next().await {

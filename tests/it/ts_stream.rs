@@ -925,3 +925,163 @@ async fn byte_range_segments_send_only_their_range() {
         .collect();
     assert_eq!(asked, ranges, "one request per segment, for its range");
 }
+
+/// `plain` AES-128-CBC encrypted with `key` and `iv`, PKCS#7 padded (as `openssl
+/// aes-128-cbc` and ffmpeg's HLS muxer do).
+fn aes_128(plain: &[u8], key: &[u8; 16], iv: &[u8; 16]) -> Vec<u8> {
+    use cbc::cipher::{block_padding::Pkcs7, BlockModeEncrypt, KeyIvInit};
+    let mut buf = vec![0u8; plain.len() + 16];
+    buf[..plain.len()].copy_from_slice(plain);
+    cbc::Encryptor::<aes::Aes128>::new(&(*key).into(), &(*iv).into())
+        .encrypt_padded::<Pkcs7>(&mut buf, plain.len())
+        .expect("room for the padding")
+        .to_vec()
+}
+
+/// ffmpeg's 10 segments of `make_hls` in `dir` (`index0.ts`...), and a playlist of them
+/// numbered from `first` with `tags[i]` before segment `i`.
+fn playlist_with(
+    dir: &std::path::Path,
+    first: u64,
+    tags: &[(usize, String)],
+) -> (String, Vec<Vec<u8>>) {
+    let segments: Vec<Vec<u8>> = (0..10)
+        .map(|i| std::fs::read(dir.join(format!("index{i}.ts"))).expect("ffmpeg's segment"))
+        .collect();
+    let mut p = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+    );
+    for i in 0..segments.len() {
+        for (_, tag) in tags.iter().filter(|(at, _)| *at == i) {
+            p.push_str(tag);
+            p.push('\n');
+        }
+        p.push_str(&format!("#EXTINF:0.4,\nindex{i}.ts\n"));
+    }
+    p.push_str("#EXT-X-ENDLIST\n");
+    (p, segments)
+}
+
+/// AES-128 segments (`#EXT-X-KEY:METHOD=AES-128`) are decrypted before they join the
+/// stream: a key with an explicit IV, then a rotated key without one (the IV is the
+/// segment's media sequence number), then clear segments (`METHOD=NONE`), then the
+/// first key again. The `.ts` stream is byte for byte that of the same segments
+/// unencrypted (it passed the ciphertext through), each key fetched once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_128_segments_are_decrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls(dir.path(), &[]).await;
+    let (a, b) = (*b"0123456789abcdef", *b"fedcba9876543210");
+    let iv_a: [u8; 16] = std::array::from_fn(|i| 0xA0 + i as u8);
+    let first = 7u64;
+    let tags = [
+        (
+            0,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"keys/a.key\",IV=0xA0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+                .to_string(),
+        ),
+        (
+            3,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"/enc/keys/b.key\"".to_string(),
+        ),
+        (6, "#EXT-X-KEY:METHOD=NONE".to_string()),
+        (
+            8,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"keys/a.key\",IV=0xA0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+                .to_string(),
+        ),
+    ];
+    let (encrypted, segments) = playlist_with(dir.path(), first, &tags);
+    let (plain, _) = playlist_with(dir.path(), first, &[]);
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/enc/index.m3u8", HLS_TYPE, encrypted)
+        .text("/plain/index.m3u8", HLS_TYPE, plain)
+        .bytes("/enc/keys/a.key", "application/octet-stream", a.to_vec())
+        .bytes("/enc/keys/b.key", "application/octet-stream", b.to_vec());
+    for (i, seg) in segments.iter().enumerate() {
+        let sealed = match i {
+            0..=2 | 8..=9 => aes_128(seg, &a, &iv_a),
+            3..=5 => aes_128(seg, &b, &u128::from(first + i as u64).to_be_bytes()),
+            _ => seg.clone(),
+        };
+        origin = origin
+            .bytes(&format!("/enc/index{i}.ts"), "video/mp2t", sealed)
+            .bytes(&format!("/plain/index{i}.ts"), "video/mp2t", seg.clone());
+    }
+    let origin = origin.start();
+    let (app, _list) = app_listing(&[
+        ("Encrypted", origin.url("/enc/index.m3u8")),
+        ("Plain", origin.url("/plain/index.m3u8")),
+    ])
+    .await;
+    let (_, want) = whole_stream(&app, "Plain").await;
+    let (ctype, got) = whole_stream(&app, "Encrypted").await;
+    assert_eq!(ctype, "video/MP2T");
+    assert_eq!(got.len(), want.len(), "the decrypted length");
+    assert!(got == want, "the decrypted stream is the clear one");
+    assert_eq!(origin.hits("/enc/keys/a.key"), 1, "{:?}", origin.paths());
+    assert_eq!(origin.hits("/enc/keys/b.key"), 1, "{:?}", origin.paths());
+}
+
+/// What a `.ts` stream cannot decrypt fails its source with a clear error rather than
+/// sending ciphertext: a SAMPLE-AES source hands over to the next at once (none of its
+/// segments fetched), and a key that is not 16 bytes is a 502 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_segments_fail_the_source_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls(dir.path(), &[]).await;
+    let sample_aes = [(
+        0,
+        "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"k.key\",KEYFORMAT=\"identity\"".to_string(),
+    )];
+    let (sample, segments) = playlist_with(dir.path(), 0, &sample_aes);
+    let short_key = [(0, "#EXT-X-KEY:METHOD=AES-128,URI=\"k.key\"".to_string())];
+    let (short, _) = playlist_with(dir.path(), 0, &short_key);
+    let (plain, _) = playlist_with(dir.path(), 0, &[]);
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/sample/index.m3u8", HLS_TYPE, sample)
+        .text("/short/index.m3u8", HLS_TYPE, short)
+        .bytes(
+            "/short/k.key",
+            "application/octet-stream",
+            b"fifteen bytes!!".to_vec(),
+        )
+        .text("/plain/index.m3u8", HLS_TYPE, plain);
+    for (i, seg) in segments.iter().enumerate() {
+        for at in ["sample", "short", "plain"] {
+            origin = origin.bytes(&format!("/{at}/index{i}.ts"), "video/mp2t", seg.clone());
+        }
+    }
+    let origin = origin.start();
+    let (app, _lists, id) = two_sources(
+        "Sampled",
+        [
+            origin.url("/sample/index.m3u8"),
+            origin.url("/plain/index.m3u8"),
+        ],
+        "",
+    )
+    .await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let got = read_at_least(&mut body, segments[0].len()).await;
+    assert!(
+        got[..segments[0].len()] == segments[0][..],
+        "the clear source plays"
+    );
+    assert_eq!(origin.hits("/sample/index0.ts"), 0, "{:?}", origin.paths());
+
+    let (app, _list) = app_listing(&[("Short", origin.url("/short/index.m3u8"))]).await;
+    let id = app.channel_id("Short").await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    let body = crate::common::assert_api_error(resp, 502).await;
+    let error = body["detail"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is 15 bytes, not 16"), "{body}");
+}
