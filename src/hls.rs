@@ -53,6 +53,27 @@ pub struct Segment {
     pub range: Option<ByteRange>,
     /// The `EXT-X-KEY` in effect: how its bytes are encrypted (`None`: they are not).
     pub key: Option<Encryption>,
+    /// The `EXT-X-MAP` in effect: the init section it needs (fMP4).
+    pub map: Option<Map>,
+}
+
+/// An init section (`EXT-X-MAP`): the resource, or a byte range of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    pub url: Url,
+    pub range: Option<ByteRange>,
+}
+
+impl Map {
+    /// The `EXT-X-MAP` attribute list `list`; `None` without a usable (http/https) URI.
+    fn parse(list: &str, base: &Url) -> Option<Self> {
+        let attrs = parse_attributes(list);
+        let get = |name: &str| attrs.iter().find(|a| a.name == name).map(|a| a.value);
+        Some(Self {
+            url: resolve(base, get("URI")?)?,
+            range: get("BYTERANGE").and_then(|r| ByteRange::parse(r, 0)),
+        })
+    }
 }
 
 /// How a segment's bytes are encrypted (`EXT-X-KEY`).
@@ -336,7 +357,8 @@ pub fn is_passed_ref(raw: &str) -> bool {
 /// session can match what it sees here with what the player was sent.
 ///
 /// Each segment comes with its `EXT-X-BYTERANGE` (an offset left out goes on from the previous
-/// range of the same resource; a malformed one is left out) and the `EXT-X-KEY` in effect.
+/// range of the same resource; a malformed one is left out) and the `EXT-X-KEY` and `EXT-X-MAP`
+/// in effect.
 ///
 /// Fails on a body that is not HLS, on a master playlist, on a body m3u8-rs rejects, and on a
 /// segment URI that cannot be resolved against `base` (skipping one would shift every later
@@ -372,10 +394,16 @@ fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
     // KEYFORMAT, for different players), the plain (identity) key is the one read.
     let mut key: Option<Encryption> = None;
     let mut identity_key = false;
+    // `EXT-X-MAP` applies until the next one.
+    let mut map: Option<Map> = None;
     for line in body.lines() {
         let line = line.trim_matches(is_pad);
         if let Some(value) = line.strip_prefix("#EXT-X-BYTERANGE:") {
             range = Some(value);
+            continue;
+        }
+        if let Some(list) = line.strip_prefix("#EXT-X-MAP:") {
+            map = Map::parse(list, base);
             continue;
         }
         if let Some(list) = line.strip_prefix("#EXT-X-KEY:") {
@@ -411,6 +439,7 @@ fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
             url,
             range,
             key: key.clone(),
+            map: map.clone(),
         });
     }
     Ok(segments)
@@ -1030,6 +1059,7 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
                         key: Url::parse("https://cdn.example.com/live/chan/k.key").unwrap(),
                         iv: None,
                     }),
+                    map: None,
                 })
                 .to_vec(),
                 ended: false,
@@ -1136,6 +1166,29 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
         assert_eq!(
             ranges,
             [Some((100, 0)), Some((50, 100)), Some((7, 0)), None, None]
+        );
+        let maps = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\na.m4s\n\
+                    #EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"720@8\"\n#EXTINF:1,\nb.m4s\n\
+                    #EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"other.mp4\"\n#EXTINF:1,\nc.m4s\n";
+        let info_maps = media_info(maps, &base()).expect("valid media playlist");
+        let got: Vec<_> = info_maps
+            .segments
+            .iter()
+            .map(|s| s.map.as_ref().map(|m| (m.url.path().to_string(), m.range)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                None,
+                Some((
+                    "/live/chan/init.mp4".into(),
+                    Some(ByteRange {
+                        offset: 8,
+                        length: 720
+                    })
+                )),
+                Some(("/live/chan/other.mp4".into(), None)),
+            ]
         );
         let r = info.segments[1].range.unwrap();
         assert_eq!(r.header().as_deref(), Some("bytes=100-149"));

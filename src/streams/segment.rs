@@ -78,6 +78,23 @@ impl Upstream<'_> {
         Ok(window(fetched.body, skip, range.length))
     }
 
+    /// The init section (`EXT-X-MAP`) at `url` (`range` of it), whole: at most
+    /// `MAX_INIT` bytes.
+    pub async fn init(&self, url: &Url, range: Option<ByteRange>) -> Result<Bytes, UpstreamError> {
+        let mut body = self.fetch(url, range).await?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk?);
+            if buf.len() > MAX_INIT {
+                return Err(UpstreamError::Invalid(format!(
+                    "the init section {} is over {MAX_INIT} bytes",
+                    self.service.shown_url(url)
+                )));
+            }
+        }
+        Ok(buf.freeze())
+    }
+
     /// The AES-128 key at `url`: 16 bytes, else an error naming it.
     pub async fn key(&self, url: &Url) -> Result<[u8; 16], UpstreamError> {
         // Enough to tell a key from something else; not more.
@@ -111,6 +128,10 @@ impl Upstream<'_> {
             .await
     }
 }
+
+/// The largest init section taken (a real one is a few kilobytes: codec parameters
+/// and track headers).
+const MAX_INIT: usize = 4 << 20;
 
 type Aes128Cbc = cbc::Decryptor<aes::Aes128>;
 

@@ -62,6 +62,31 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
 struct Session {
     tx: broadcast::Sender<Bytes>,
     ready: watch::Receiver<Ready>,
+    /// The init section of the fMP4 stream being sent (`EXT-X-MAP`), which a viewer
+    /// joining midway gets first; `None` while the stream is MPEG-TS. Changed (and the
+    /// new one broadcast) under its lock, which `join` subscribes under.
+    init: Mutex<Option<Bytes>>,
+}
+
+/// A viewer's place in a session: what `viewer_stream` reads.
+pub struct Joined {
+    rx: broadcast::Receiver<Bytes>,
+    /// The init section sent before the viewer joined, which it needs first.
+    init: Option<Bytes>,
+    /// The stream is fragmented MP4 (an fMP4 source), not MPEG-TS.
+    mp4: bool,
+}
+
+impl Joined {
+    /// The response's media type: `video/mp4` for an fMP4 source (as its first bytes
+    /// said), else `video/MP2T`.
+    pub fn content_type(&self) -> &'static str {
+        if self.mp4 {
+            "video/mp4"
+        } else {
+            "video/MP2T"
+        }
+    }
 }
 
 /// The running sessions, by channel (and service filter), and the HLS players seen
@@ -118,16 +143,20 @@ impl Sessions {
         engine: &Engine,
         id: &str,
         only: Option<&str>,
-    ) -> Result<broadcast::Receiver<Bytes>, StreamError> {
+    ) -> Result<Joined, StreamError> {
         let key = format!("{id}\n{}", only.unwrap_or_default());
-        let (rx, mut ready) = {
+        let (rx, init, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
                     let (tx, _) = broadcast::channel(BACKLOG);
                     let (ready_tx, ready) = watch::channel(None);
-                    let session = Arc::new(Session { tx, ready });
+                    let session = Arc::new(Session {
+                        tx,
+                        ready,
+                        init: Mutex::new(None),
+                    });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
                         sessions: self.clone(),
@@ -141,13 +170,20 @@ impl Sessions {
                         delivered: AtomicU64::new(0),
                         continuity: ts::Continuity::default(),
                         keys: HashMap::new(),
+                        sent_map: None,
                     };
                     tokio::spawn(task.run());
                     session
                 }
             };
-            // Subscribed under the lock: the task cannot decide it is idle in between.
-            (session.tx.subscribe(), session.ready.clone())
+            // Subscribed under the lock: the task cannot decide it is idle in between;
+            // and under the init's: the viewer gets the init section sent before it
+            // joined, or the next one in the broadcast.
+            let init = session.init.lock().expect("init lock is never poisoned");
+            let rx = session.tx.subscribe();
+            let sent = init.clone();
+            drop(init);
+            (rx, sent, session.ready.clone(), session)
         };
         // Answered with the first bytes; a source that loads but never sends any (a
         // live playlist without segments, empty segments) is not waited for past
@@ -163,7 +199,15 @@ impl Sessions {
             };
         match outcome {
             Some(Err(e)) => Err(e),
-            _ => Ok(rx),
+            _ => Ok(Joined {
+                rx,
+                init,
+                mp4: session
+                    .init
+                    .lock()
+                    .expect("init lock is never poisoned")
+                    .is_some(),
+            }),
         }
     }
 
@@ -192,21 +236,26 @@ impl Sessions {
 /// A viewer's byte stream: the broadcast, skipping ahead when it fell behind. The
 /// viewer counts in `freesky_active_viewers{channel}` until the stream is dropped.
 pub fn viewer_stream(
-    rx: broadcast::Receiver<Bytes>,
+    joined: Joined,
     channel: &str,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let viewer = crate::metrics::get().viewer(channel);
-    futures::stream::unfold((rx, viewer), |(mut rx, viewer)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(chunk) => return Some((Ok(chunk), (rx, viewer))),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
+    let Joined { rx, init, .. } = joined;
+    let init = futures::stream::iter(init.map(Ok));
+    init.chain(futures::stream::unfold(
+        (rx, viewer),
+        |(mut rx, viewer)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(chunk) => return Some((Ok(chunk), (rx, viewer))),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    })
+        },
+    ))
 }
 
 /// The source a session is following.
@@ -253,6 +302,8 @@ struct Task {
     ready: watch::Sender<Ready>,
     /// Chunks sent to the viewers so far.
     delivered: AtomicU64,
+    /// The init section (`EXT-X-MAP`) last sent from the current source.
+    sent_map: Option<hls::Map>,
     /// Makes the segments' joins continuous MPEG-TS (counters, timestamps) across
     /// segments, sources and reconnections.
     continuity: ts::Continuity,
@@ -511,6 +562,8 @@ impl Task {
     /// Polls the media playlist and sends each new segment once; refreshes the URL's
     /// token when due.
     async fn follow(&mut self, src: &mut Source, mut url: Url) -> Stop {
+        // A new source sends its init section again, whatever the last one sent.
+        self.sent_map = None;
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
@@ -636,6 +689,16 @@ impl Task {
             service_name: &src.service_name,
             headers: &src.headers,
         };
+        if seg.map != self.sent_map {
+            // Before the first fragment, and again when the map changes (a new source,
+            // a discontinuity): the init section, whole, then its fragments.
+            let init = match &seg.map {
+                Some(map) => Some(upstream.init(&map.url, map.range).await?),
+                None => None,
+            };
+            self.set_init(init);
+            self.sent_map = seg.map.clone();
+        }
         let mut body = upstream.fetch(&seg.url, seg.range).await?;
         if let Some(hls::Encryption::Aes128 { key, iv }) = &seg.key {
             let memo = (src.service_name.clone(), key.clone());
@@ -686,8 +749,24 @@ impl Task {
         }
     }
 
+    /// Makes `init` the stream's init section (fMP4; `None`: MPEG-TS from now on)
+    /// and sends it, so that viewers have it before the fragments that need it.
+    fn set_init(&self, init: Option<Bytes>) {
+        let mut current = self
+            .session
+            .init
+            .lock()
+            .expect("init lock is never poisoned");
+        current.clone_from(&init);
+        if let Some(init) = init {
+            self.send(init);
+        }
+    }
+
     /// Relays a plain media URL; reconnects on failure up to the threshold.
     async fn relay(&mut self, src: &Source, url: &Url) -> Stop {
+        self.sent_map = None;
+        self.set_init(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {

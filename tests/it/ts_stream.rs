@@ -1085,3 +1085,107 @@ async fn undecryptable_segments_fail_the_source_with_a_clear_error() {
     let error = body["detail"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("is 15 bytes, not 16"), "{body}");
 }
+
+/// fMP4 HLS (`EXT-X-MAP`): the stream is the init section, then the fragments, a
+/// valid fragmented MP4 that ffprobe reads whole (`video/mp4`, not `video/MP2T`; it
+/// sent the fragments without their init section). The init section goes again when
+/// the map changes (after a discontinuity), and one that is a byte range of the
+/// media file (ffmpeg's fMP4 `single_file`) is sent as that range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fmp4_streams_carry_their_init_section() {
+    let split = tempfile::tempdir().unwrap();
+    let fmp4 = ["-hls_segment_type", "fmp4"];
+    make_hls(
+        split.path(),
+        &[&fmp4[..], &["-hls_fmp4_init_filename", "init.mp4"]].concat(),
+    )
+    .await;
+    let single = tempfile::tempdir().unwrap();
+    let single_playlist = make_hls(
+        single.path(),
+        &[&fmp4[..], &["-hls_flags", "single_file"]].concat(),
+    )
+    .await;
+    assert!(
+        single_playlist.contains("#EXT-X-MAP:URI=\"index.m4s\",BYTERANGE="),
+        "{single_playlist}"
+    );
+    let single_file = std::fs::read(single.path().join("index.m4s")).unwrap();
+    let init = std::fs::read(split.path().join("init.mp4")).unwrap();
+    let frags: Vec<Vec<u8>> = (0..10)
+        .map(|i| std::fs::read(split.path().join(format!("index{i}.m4s"))).unwrap())
+        .collect();
+    let mut changed = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+    );
+    for i in 0..10 {
+        if i == 5 {
+            changed.push_str("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"again/init.mp4\"\n");
+        }
+        changed.push_str(&format!("#EXTINF:0.4,\nindex{i}.m4s\n"));
+    }
+    changed.push_str("#EXT-X-ENDLIST\n");
+    let mut origin = FakeUpstream::bind()
+        .await
+        .dir("/split", split.path())
+        .text("/changed/index.m3u8", HLS_TYPE, changed)
+        .bytes("/changed/init.mp4", "video/mp4", init.clone())
+        .bytes("/changed/again/init.mp4", "video/mp4", init.clone())
+        .text("/single/index.m3u8", HLS_TYPE, single_playlist)
+        .route("/single/index.m4s", ranged_file(single_file.clone()));
+    for (i, frag) in frags.iter().enumerate() {
+        origin = origin.bytes(&format!("/changed/index{i}.m4s"), "video/mp4", frag.clone());
+    }
+    let origin = origin.start();
+    let (app, _list) = app_listing(&[
+        ("Fragmented", origin.url("/split/index.m3u8")),
+        ("Remapped", origin.url("/changed/index.m3u8")),
+        ("Single", origin.url("/single/index.m3u8")),
+    ])
+    .await;
+
+    let (ctype, got) = whole_stream(&app, "Fragmented").await;
+    assert_eq!(ctype, "video/mp4");
+    let want = [&init[..], &frags.concat()].concat();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the init section, then every fragment"
+    );
+    assert!(got == want, "the init section, then every fragment");
+    let file = split.path().join("joined.mp4");
+    std::fs::write(&file, &got).unwrap();
+    let (streams, _) = run_tool(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "stream=codec_type,nb_read_packets",
+            "-of",
+            "csv=p=0",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let streams: Vec<&str> = streams.lines().map(str::trim).collect();
+    assert!(streams.contains(&"video,100"), "4 s at 25 fps: {streams:?}");
+    assert!(
+        streams.iter().any(|s| s.starts_with("audio,")),
+        "{streams:?}"
+    );
+
+    let (_, got) = whole_stream(&app, "Remapped").await;
+    let want = [&init[..], &frags[..5].concat(), &init, &frags[5..].concat()].concat();
+    assert!(got == want, "the init section again where the map changed");
+
+    let (ctype, got) = whole_stream(&app, "Single").await;
+    assert_eq!(ctype, "video/mp4");
+    assert_eq!(
+        got.len(),
+        single_file.len(),
+        "the init range and each fragment's, once"
+    );
+    assert!(got == single_file);
+}
