@@ -499,6 +499,44 @@ pub fn best_variant(body: &str, base: &Url) -> Option<Url> {
         .map(|(_, u)| u)
 }
 
+/// The variant of a master playlist a single continuous stream (a `.ts` session)
+/// should follow, resolved against `base`: the highest-bandwidth one among those that
+/// carry their audio in their own segments (no `AUDIO` group, or one whose renditions
+/// have no `URI`), since a session follows one media playlist and a variant whose
+/// audio is a separate `EXT-X-MEDIA TYPE=AUDIO` rendition plays silent. When every
+/// variant needs a separate audio rendition, the highest-bandwidth one, and `true`
+/// (it will be silent). `None` when the body is not a master or lists no usable variant.
+pub fn muxed_variant(body: &str, base: &Url) -> Option<(Url, bool)> {
+    if !is_master(body) {
+        return None;
+    }
+    let text = body.trim_start_matches(BOM).trim_start();
+    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).ok()?;
+    let separate_audio = |v: &m3u8_rs::VariantStream| {
+        v.audio.as_deref().is_some_and(|group| {
+            master.alternatives.iter().any(|m| {
+                m.media_type == m3u8_rs::AlternativeMediaType::Audio
+                    && m.group_id == group
+                    && m.uri.is_some()
+            })
+        })
+    };
+    let best = |muxed_only: bool| {
+        master
+            .variants
+            .iter()
+            .filter(|v| !v.is_i_frame)
+            .filter(|v| !muxed_only || !separate_audio(v))
+            .filter_map(|v| resolve(base, &v.uri).map(|u| (v.bandwidth, u)))
+            .max_by_key(|(bandwidth, _)| *bandwidth)
+            .map(|(_, u)| u)
+    };
+    match best(true) {
+        Some(url) => Some((url, false)),
+        None => best(false).map(|url| (url, true)),
+    }
+}
+
 /// The value of `#EXT-X-TARGETDURATION`, fractional or not, when it is a sane number.
 fn declared_target_duration(body: &str) -> Option<f64> {
     body.lines()
@@ -730,6 +768,28 @@ mod tests {
             "http://o.example/live/hi/index.m3u8"
         );
         assert_eq!(best_variant("#EXTM3U\n#EXTINF:2,\na.ts\n", &base), None);
+    }
+
+    #[test]
+    fn the_muxed_variant_is_preferred_to_one_with_separate_audio() {
+        let base = Url::parse("http://o.example/live/master.m3u8").unwrap();
+        let master = "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/en.m3u8\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"in\",NAME=\"Main\",DEFAULT=YES\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,AUDIO=\"aud\"\nvideo-only.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000\nlo.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1600000,AUDIO=\"in\"\nmid.m3u8\n";
+        let (url, silent) = muxed_variant(master, &base).unwrap();
+        assert_eq!(url.as_str(), "http://o.example/live/mid.m3u8");
+        assert!(!silent);
+        let only_separate = "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",URI=\"en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=500,AUDIO=\"aud\"\nlo.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=900,AUDIO=\"aud\"\nhi.m3u8\n";
+        let (url, silent) = muxed_variant(only_separate, &base).unwrap();
+        assert_eq!(url.as_str(), "http://o.example/live/hi.m3u8");
+        assert!(silent);
+        assert_eq!(muxed_variant("#EXTM3U\n#EXTINF:2,\na.ts\n", &base), None);
     }
 
     use super::*;

@@ -1,8 +1,8 @@
 //! Continuous MPEG-TS (`/api/stream/{id}.ts`): one shared session per channel.
 //!
 //! The first viewer starts a session: a task that opens the channel (sources in
-//! priority order), follows its media playlist (the highest-bandwidth variant of a
-//! master), fetches each new segment once through the media cache (so HLS viewers
+//! priority order), follows its media playlist (of a master, the highest-bandwidth
+//! variant whose audio is in its own segments: `hls::muxed_variant`), fetches each new segment once through the media cache (so HLS viewers
 //! of the same channel share those fetches too; a segment that is a byte range of a
 //! larger resource, `EXT-X-BYTERANGE`, only that range; an AES-128 one decrypted:
 //! `segment`) and broadcasts the bytes to every viewer. A source whose segments are
@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -171,6 +171,7 @@ impl Sessions {
                         continuity: ts::Continuity::default(),
                         keys: HashMap::new(),
                         sent_map: None,
+                        warned_silent: AtomicBool::new(false),
                     };
                     tokio::spawn(task.run());
                     session
@@ -302,6 +303,8 @@ struct Task {
     ready: watch::Sender<Ready>,
     /// Chunks sent to the viewers so far.
     delivered: AtomicU64,
+    /// Whether the session said that its source's audio is a separate rendition (once).
+    warned_silent: AtomicBool,
     /// The init section (`EXT-X-MAP`) last sent from the current source.
     sent_map: Option<hls::Map>,
     /// Makes the segments' joins continuous MPEG-TS (counters, timestamps) across
@@ -481,9 +484,13 @@ impl Task {
             let what = match &*doc {
                 Document::Media { url } => Follow::Bytes(url.clone()),
                 Document::Playlist { url, body } if hls::is_master(body) => {
-                    Follow::Playlist(hls::best_variant(body, url).ok_or_else(|| {
+                    let (variant, silent) = hls::muxed_variant(body, url).ok_or_else(|| {
                         UpstreamError::Invalid("the master playlist lists no variant".into())
-                    })?)
+                    })?;
+                    if silent && !self.warned_silent.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(channel = %self.id, service = %src.service_name, "every variant of the master playlist takes its audio from a separate rendition, which a .ts stream cannot carry: it has no sound");
+                    }
+                    Follow::Playlist(variant)
                 }
                 Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
             };

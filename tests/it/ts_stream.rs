@@ -1189,3 +1189,72 @@ async fn fmp4_streams_carry_their_init_section() {
     );
     assert!(got == single_file);
 }
+
+/// A master playlist whose best variant takes its audio from a separate
+/// `EXT-X-MEDIA TYPE=AUDIO` rendition (a URI of its own): the `.ts` stream follows
+/// the best variant with its audio muxed in instead (it followed the highest, video
+/// only: silent). When every variant needs a separate rendition it still plays the
+/// highest (silent; freesky warns once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_separate_audio_plays_a_variant_with_its_audio_in() {
+    let master = |muxed: bool| {
+        let mut m = String::from(
+            "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/index.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,CODECS=\"avc1.64001f\",AUDIO=\"aud\"\nhi/index.m3u8\n",
+        );
+        m.push_str(if muxed {
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.42e01e,mp4a.40.2\"\nlo/index.m3u8\n"
+        } else {
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"aud\"\nlo/index.m3u8\n"
+        });
+        m
+    };
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/muxed/master.m3u8", HLS_TYPE, master(true))
+        .text("/separate/master.m3u8", HLS_TYPE, master(false));
+    for at in ["muxed", "separate"] {
+        for v in ["hi", "lo", "audio"] {
+            origin = origin.text(
+                &format!("/{at}/{v}/index.m3u8"),
+                HLS_TYPE,
+                live_playlist(&["s0.ts", "s1.ts"]),
+            );
+        }
+    }
+    let origin =
+        origin
+            .route(
+                "/{at}/{v}/{seg}",
+                get(
+                    |axum::extract::Path((_, v, _)): axum::extract::Path<(
+                        String,
+                        String,
+                        String,
+                    )>| async move { respond(200, "video/mp2t", format!("<{v}>")) },
+                ),
+            )
+            .start();
+    let (app, _list) = app_listing(&[
+        ("Muxed", origin.url("/muxed/master.m3u8")),
+        ("Separate", origin.url("/separate/master.m3u8")),
+    ])
+    .await;
+    for (name, want) in [("Muxed", "<lo>"), ("Separate", "<hi>")] {
+        let id = app.channel_id(name).await;
+        let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), 200, "{name}");
+        let mut body = resp.bytes_stream();
+        let got = read_at_least(&mut body, want.len()).await;
+        assert_eq!(&got[..want.len()], want.as_bytes(), "{name}");
+    }
+    assert_eq!(
+        origin.hits("/muxed/hi/index.m3u8"),
+        0,
+        "{:?}",
+        origin.paths()
+    );
+}
