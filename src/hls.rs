@@ -39,10 +39,131 @@ pub struct MediaInfo {
     pub target_duration: f64,
     /// `EXT-X-MEDIA-SEQUENCE`: the sequence number of `segments[0]`, to tell new segments from seen ones.
     pub media_sequence: u64,
-    /// Segment URLs in playlist order, resolved against the playlist's URL.
-    pub segments: Vec<Url>,
+    /// The segments in playlist order, resolved against the playlist's URL.
+    pub segments: Vec<Segment>,
     /// `EXT-X-ENDLIST` was present: no more segments will come, so stop reloading.
     pub ended: bool,
+}
+
+/// One segment of a media playlist: its URL and the tags that say how to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub url: Url,
+    /// `EXT-X-BYTERANGE`: the segment is only these bytes of `url`.
+    pub range: Option<ByteRange>,
+    /// The `EXT-X-KEY` in effect: how its bytes are encrypted (`None`: they are not).
+    pub key: Option<Encryption>,
+    /// The `EXT-X-MAP` in effect: the init section it needs (fMP4).
+    pub map: Option<Map>,
+}
+
+/// An init section (`EXT-X-MAP`): the resource, or a byte range of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    pub url: Url,
+    pub range: Option<ByteRange>,
+}
+
+impl Map {
+    /// The `EXT-X-MAP` attribute list `list`; `None` without a usable (http/https) URI.
+    fn parse(list: &str, base: &Url) -> Option<Self> {
+        let attrs = parse_attributes(list);
+        let get = |name: &str| attrs.iter().find(|a| a.name == name).map(|a| a.value);
+        Some(Self {
+            url: resolve(base, get("URI")?)?,
+            range: get("BYTERANGE").and_then(|r| ByteRange::parse(r, 0)),
+        })
+    }
+}
+
+/// How a segment's bytes are encrypted (`EXT-X-KEY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// AES-128-CBC of the whole segment, PKCS#7 padded: the key's URL, and the IV when
+    /// the tag gives one (else it is the segment's media sequence number, big-endian).
+    Aes128 { key: Url, iv: Option<[u8; 16]> },
+    /// What freesky cannot decrypt (SAMPLE-AES, a DRM key format, a key that is not
+    /// fetched over HTTP, a malformed IV): what it is.
+    Unsupported(String),
+}
+
+impl Encryption {
+    /// The `EXT-X-KEY` attribute list `list`; `None` for `METHOD=NONE`.
+    fn parse(list: &str, base: &Url) -> Option<Self> {
+        let attrs = parse_attributes(list);
+        let get = |name: &str| {
+            attrs
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.value.trim())
+        };
+        let method = get("METHOD").unwrap_or_default();
+        if method == "NONE" {
+            return None;
+        }
+        let unsupported = |what: String| Some(Self::Unsupported(what));
+        if let Some(format) = get("KEYFORMAT").filter(|f| *f != "identity") {
+            return unsupported(format!("{method} (KEYFORMAT {format:?})"));
+        }
+        if method != "AES-128" {
+            return unsupported(if method.is_empty() {
+                "a key without METHOD".into()
+            } else {
+                method.to_string()
+            });
+        }
+        let Some(key) = get("URI").and_then(|u| resolve(base, u)) else {
+            return unsupported("AES-128 with a key URI that is not http(s)".into());
+        };
+        let iv = match get("IV") {
+            None => None,
+            Some(v) => match parse_iv(v) {
+                Some(iv) => Some(iv),
+                None => return unsupported(format!("AES-128 with a malformed IV {v:?}")),
+            },
+        };
+        Some(Self::Aes128 { key, iv })
+    }
+}
+
+/// An `IV` attribute: `0x` and up to 32 hex digits, a 128-bit big-endian number.
+fn parse_iv(value: &str) -> Option<[u8; 16]> {
+    let hex = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))?;
+    if hex.is_empty() || hex.len() > 32 {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok().map(u128::to_be_bytes)
+}
+
+/// A sub-range of a resource (`EXT-X-BYTERANGE`, an `EXT-X-MAP`'s `BYTERANGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The HTTP `Range` header asking for it (`bytes=first-last`); `None` for an empty range.
+    pub fn header(&self) -> Option<String> {
+        let last = self.offset.checked_add(self.length.checked_sub(1)?)?;
+        Some(format!("bytes={}-{last}", self.offset))
+    }
+
+    /// `<length>[@<offset>]`; without an offset it starts at `next` (where the
+    /// previous one ended). `None` when malformed.
+    fn parse(value: &str, next: u64) -> Option<Self> {
+        let value = value.trim().trim_matches('"');
+        let (length, offset) = match value.split_once('@') {
+            Some((l, o)) => (l, Some(o.trim().parse().ok()?)),
+            None => (value, None),
+        };
+        Some(Self {
+            length: length.trim().parse().ok()?,
+            offset: offset.unwrap_or(next),
+        })
+    }
 }
 
 /// Some origins (and editors on Windows) put a UTF-8 byte order mark before `#EXTM3U`.
@@ -292,6 +413,10 @@ pub fn is_passed_ref(raw: &str) -> bool {
 /// and the segments are the URI lines, exactly the lines [`rewrite`] treats as segments, so a
 /// session can match what it sees here with what the player was sent.
 ///
+/// Each segment comes with its `EXT-X-BYTERANGE` (an offset left out goes on from the previous
+/// range of the same resource; a malformed one is left out) and the `EXT-X-KEY` and `EXT-X-MAP`
+/// in effect.
+///
 /// Fails on a body that is not HLS, on a master playlist, on a body m3u8-rs rejects, and on a
 /// segment URI that cannot be resolved against `base` (skipping one would shift every later
 /// sequence number).
@@ -306,15 +431,7 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     let text = body.trim_start_matches(BOM).trim_start();
     let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes())
         .map_err(|e| describe_parse_error(&e.to_string()))?;
-    let segments = body
-        .lines()
-        .map(|line| line.trim_matches(is_pad))
-        .filter(|line| !line.starts_with('#') && !is_blank_uri(line))
-        .map(|uri| {
-            base.join(uri)
-                .map_err(|e| format!("segment URI {uri:?} does not resolve: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let segments = read_segments(body, base)?;
     Ok(MediaInfo {
         // m3u8-rs's value is whole seconds, which any f64 holds exactly.
         target_duration: declared_target_duration(body).unwrap_or(playlist.target_duration as f64),
@@ -322,6 +439,67 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
         segments,
         ended: playlist.end_list,
     })
+}
+
+/// The URI lines of a media playlist, each with the tags that apply to it.
+fn read_segments(body: &str, base: &Url) -> Result<Vec<Segment>, String> {
+    let mut segments: Vec<Segment> = Vec::new();
+    // `EXT-X-BYTERANGE` applies to the next URI; kept unparsed until its URL is known
+    // (a range without an offset goes on from the previous one of the same resource).
+    let mut range: Option<&str> = None;
+    // `EXT-X-KEY` applies until the next one. Of several before one segment (one per
+    // KEYFORMAT, for different players), the plain (identity) key is the one read.
+    let mut key: Option<Encryption> = None;
+    let mut identity_key = false;
+    // `EXT-X-MAP` applies until the next one.
+    let mut map: Option<Map> = None;
+    for line in body.lines() {
+        let line = line.trim_matches(is_pad);
+        if let Some(value) = line.strip_prefix("#EXT-X-BYTERANGE:") {
+            range = Some(value);
+            continue;
+        }
+        if let Some(list) = line.strip_prefix("#EXT-X-MAP:") {
+            map = Map::parse(list, base);
+            continue;
+        }
+        if let Some(list) = line.strip_prefix("#EXT-X-KEY:") {
+            let identity = parse_attributes(list)
+                .iter()
+                .find(|a| a.name == "KEYFORMAT")
+                .is_none_or(|a| a.value.trim() == "identity");
+            if identity || !identity_key {
+                key = Encryption::parse(list, base);
+                identity_key |= identity;
+            }
+            continue;
+        }
+        if line.starts_with('#') || is_blank_uri(line) {
+            continue;
+        }
+        identity_key = false;
+        let url = base
+            .join(line)
+            .map_err(|e| format!("segment URI {line:?} does not resolve: {e}"))?;
+        let range = range.take().and_then(|value| {
+            let next = match segments.last() {
+                Some(Segment {
+                    url: prev,
+                    range: Some(r),
+                    ..
+                }) if *prev == url => r.offset.saturating_add(r.length),
+                _ => 0,
+            };
+            ByteRange::parse(value, next)
+        });
+        segments.push(Segment {
+            url,
+            range,
+            key: key.clone(),
+            map: map.clone(),
+        });
+    }
+    Ok(segments)
 }
 
 /// Where a media playlist's live window ends: the sequence number the next segment
@@ -376,6 +554,44 @@ pub fn best_variant(body: &str, base: &Url) -> Option<Url> {
         .filter_map(|v| resolve(base, &v.uri).map(|u| (v.bandwidth, u)))
         .max_by_key(|(bandwidth, _)| *bandwidth)
         .map(|(_, u)| u)
+}
+
+/// The variant of a master playlist a single continuous stream (a `.ts` session)
+/// should follow, resolved against `base`: the highest-bandwidth one among those that
+/// carry their audio in their own segments (no `AUDIO` group, or one whose renditions
+/// have no `URI`), since a session follows one media playlist and a variant whose
+/// audio is a separate `EXT-X-MEDIA TYPE=AUDIO` rendition plays silent. When every
+/// variant needs a separate audio rendition, the highest-bandwidth one, and `true`
+/// (it will be silent). `None` when the body is not a master or lists no usable variant.
+pub fn muxed_variant(body: &str, base: &Url) -> Option<(Url, bool)> {
+    if !is_master(body) {
+        return None;
+    }
+    let text = body.trim_start_matches(BOM).trim_start();
+    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).ok()?;
+    let separate_audio = |v: &m3u8_rs::VariantStream| {
+        v.audio.as_deref().is_some_and(|group| {
+            master.alternatives.iter().any(|m| {
+                m.media_type == m3u8_rs::AlternativeMediaType::Audio
+                    && m.group_id == group
+                    && m.uri.is_some()
+            })
+        })
+    };
+    let best = |muxed_only: bool| {
+        master
+            .variants
+            .iter()
+            .filter(|v| !v.is_i_frame)
+            .filter(|v| !muxed_only || !separate_audio(v))
+            .filter_map(|v| resolve(base, &v.uri).map(|u| (v.bandwidth, u)))
+            .max_by_key(|(bandwidth, _)| *bandwidth)
+            .map(|(_, u)| u)
+    };
+    match best(true) {
+        Some(url) => Some((url, false)),
+        None => best(false).map(|url| (url, true)),
+    }
 }
 
 /// The value of `#EXT-X-TARGETDURATION`, fractional or not, when it is a sane number.
@@ -688,6 +904,28 @@ mod tests {
             "http://o.example/live/hi/index.m3u8"
         );
         assert_eq!(best_variant("#EXTM3U\n#EXTINF:2,\na.ts\n", &base), None);
+    }
+
+    #[test]
+    fn the_muxed_variant_is_preferred_to_one_with_separate_audio() {
+        let base = Url::parse("http://o.example/live/master.m3u8").unwrap();
+        let master = "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/en.m3u8\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"in\",NAME=\"Main\",DEFAULT=YES\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,AUDIO=\"aud\"\nvideo-only.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000\nlo.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1600000,AUDIO=\"in\"\nmid.m3u8\n";
+        let (url, silent) = muxed_variant(master, &base).unwrap();
+        assert_eq!(url.as_str(), "http://o.example/live/mid.m3u8");
+        assert!(!silent);
+        let only_separate = "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",URI=\"en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=500,AUDIO=\"aud\"\nlo.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=900,AUDIO=\"aud\"\nhi.m3u8\n";
+        let (url, silent) = muxed_variant(only_separate, &base).unwrap();
+        assert_eq!(url.as_str(), "http://o.example/live/hi.m3u8");
+        assert!(silent);
+        assert_eq!(muxed_variant("#EXTM3U\n#EXTINF:2,\na.ts\n", &base), None);
     }
 
     use super::*;
@@ -1050,11 +1288,21 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
             MediaInfo {
                 target_duration: 6.0,
                 media_sequence: 1042,
-                segments: vec![
-                    Url::parse("https://cdn.example.com/live/chan/seg1042.ts").expect("valid"),
-                    Url::parse("https://cdn.example.com/abs/seg1043.ts").expect("valid"),
-                    Url::parse("https://o.example.net/seg1044.ts").expect("valid"),
-                ],
+                segments: [
+                    "https://cdn.example.com/live/chan/seg1042.ts",
+                    "https://cdn.example.com/abs/seg1043.ts",
+                    "https://o.example.net/seg1044.ts",
+                ]
+                .map(|u| Segment {
+                    url: Url::parse(u).expect("valid"),
+                    range: None,
+                    key: Some(Encryption::Aes128 {
+                        key: Url::parse("https://cdn.example.com/live/chan/k.key").unwrap(),
+                        iv: None,
+                    }),
+                    map: None,
+                })
+                .to_vec(),
                 ended: false,
             }
         );
@@ -1074,7 +1322,7 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
                 live_edge(body, &base),
                 Some((
                     info.media_sequence + info.segments.len() as u64,
-                    info.segments.last().cloned()
+                    info.segments.last().map(|s| s.url.clone())
                 )),
                 "{body}"
             );
@@ -1103,9 +1351,93 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
         assert_eq!(info.target_duration, 6.5);
         assert_eq!(info.media_sequence, 7);
         assert_eq!(
-            info.segments,
-            vec![Url::parse("https://cdn.example.com/live/chan/a.ts").expect("valid")]
+            info.segments[0].url.as_str(),
+            "https://cdn.example.com/live/chan/a.ts"
         );
+        assert_eq!(info.segments.len(), 1);
+    }
+
+    #[test]
+    fn media_info_reads_keys_and_their_rotation() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:9\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"a.key\",IV=0x000102030405060708090A0B0C0D0E0F\n#EXTINF:1,\n0.ts\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"/b.key\"\n#EXTINF:1,\n1.ts\n#EXTINF:1,\n2.ts\n\
+            #EXT-X-KEY:METHOD=NONE\n#EXTINF:1,\n3.ts\n\
+            #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"c.key\"\n#EXTINF:1,\n4.ts\n\
+            #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://x\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"d.key\",IV=0x1\n#EXTINF:1,\n5.ts\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"e.key\",IV=0xZZ\n#EXTINF:1,\n6.ts\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        let aes = |key: &str, iv: Option<[u8; 16]>| {
+            Some(Encryption::Aes128 {
+                key: base().join(key).unwrap(),
+                iv,
+            })
+        };
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        let keys: Vec<_> = info.segments.iter().map(|s| s.key.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                aes("a.key", Some(std::array::from_fn(|i| i as u8))),
+                aes("/b.key", None),
+                aes("/b.key", None),
+                None,
+                Some(Encryption::Unsupported("SAMPLE-AES".into())),
+                aes("d.key", Some(one)),
+                Some(Encryption::Unsupported(
+                    "AES-128 with a malformed IV \"0xZZ\"".into()
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn media_info_reads_byte_ranges() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n#EXT-X-BYTERANGE:100@0\nall.ts\n\
+                    #EXTINF:1,\n#EXT-X-BYTERANGE:50\nall.ts\n#EXTINF:1,\n#EXT-X-BYTERANGE:7\nother.ts\n\
+                    #EXTINF:1,\nwhole.ts\n#EXT-X-BYTERANGE:x@1\n#EXTINF:1,\nbad.ts\n";
+        let info = media_info(body, &base()).expect("valid media playlist");
+        let ranges: Vec<_> = info
+            .segments
+            .iter()
+            .map(|s| s.range.map(|r| (r.length, r.offset)))
+            .collect();
+        assert_eq!(
+            ranges,
+            [Some((100, 0)), Some((50, 100)), Some((7, 0)), None, None]
+        );
+        let maps = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\na.m4s\n\
+                    #EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"720@8\"\n#EXTINF:1,\nb.m4s\n\
+                    #EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"other.mp4\"\n#EXTINF:1,\nc.m4s\n";
+        let info_maps = media_info(maps, &base()).expect("valid media playlist");
+        let got: Vec<_> = info_maps
+            .segments
+            .iter()
+            .map(|s| s.map.as_ref().map(|m| (m.url.path().to_string(), m.range)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                None,
+                Some((
+                    "/live/chan/init.mp4".into(),
+                    Some(ByteRange {
+                        offset: 8,
+                        length: 720
+                    })
+                )),
+                Some(("/live/chan/other.mp4".into(), None)),
+            ]
+        );
+        let r = info.segments[1].range.unwrap();
+        assert_eq!(r.header().as_deref(), Some("bytes=100-149"));
+        let empty = ByteRange {
+            offset: 5,
+            length: 0,
+        };
+        assert_eq!(empty.header(), None);
     }
 
     #[test]

@@ -760,13 +760,14 @@ async fn tune_on(
         })
         .into_response());
     };
-    let rx = s
+    let joined = s
         .sessions
         .join(&crate::streams::Engine::of(&s), &id, None)
         .await?;
     // The tuner is busy for as long as the client reads; the stream ends once the
     // tuner's account may no longer watch the channel (`Accounts::enforce`).
-    let body = session::viewer_stream(rx, &id).take_while(move |_| {
+    let content_type = joined.content_type();
+    let body = session::viewer_stream(joined, &id).take_while(move |_| {
         let _slot = &slot;
         std::future::ready(conn.as_ref().is_none_or(|c| !c.is_ended()))
     });
@@ -778,7 +779,7 @@ async fn tune_on(
     let body = body.take_until(tokio::time::sleep(duration));
     Ok((
         [
-            (header::CONTENT_TYPE, "video/MP2T"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         super::stream::PASSIVE,

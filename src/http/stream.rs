@@ -132,16 +132,17 @@ pub(super) fn split_file(file: &str) -> Result<(&str, bool), AppError> {
     }
 }
 
-/// Continuous MPEG-TS from the channel's shared session.
+/// Continuous MPEG-TS from the channel's shared session (fragmented MP4, `video/mp4`,
+/// when its source is fMP4 HLS).
 async fn ts_stream(s: &AppState, id: &str, only: Option<&str>) -> Result<Response, AppError> {
-    let rx = s.sessions.join(&Engine::of(s), id, only).await?;
+    let joined = s.sessions.join(&Engine::of(s), id, only).await?;
     Ok((
         [
-            (header::CONTENT_TYPE, "video/MP2T"),
+            (header::CONTENT_TYPE, joined.content_type()),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         PASSIVE,
-        Body::from_stream(session::viewer_stream(rx, id)),
+        Body::from_stream(session::viewer_stream(joined, id)),
     )
         .into_response())
 }

@@ -344,7 +344,7 @@ impl Renumber {
                     .start_seq
                     .zip(self.after.as_deref())
                     .and_then(|(next, after)| {
-                        let i = info.segments.iter().position(|u| u.path() == after)?;
+                        let i = info.segments.iter().position(|s| s.url.path() == after)?;
                         Some((next, i as u64))
                     });
                 if let Some((next, i)) = found {

@@ -1,10 +1,12 @@
 //! Continuous MPEG-TS (`/api/stream/{id}.ts`): one shared session per channel.
 //!
 //! The first viewer starts a session: a task that opens the channel (sources in
-//! priority order), follows its media playlist (the highest-bandwidth variant of a
-//! master), fetches each new segment once through the media cache (so HLS viewers
-//! of the same channel share those fetches too) and broadcasts the bytes to every
-//! viewer. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
+//! priority order), follows its media playlist (of a master, the highest-bandwidth
+//! variant whose audio is in its own segments: `hls::muxed_variant`), fetches each new segment once through the media cache (so HLS viewers
+//! of the same channel share those fetches too; a segment that is a byte range of a
+//! larger resource, `EXT-X-BYTERANGE`, only that range; an AES-128 one decrypted:
+//! `segment`) and broadcasts the bytes to every viewer. A source whose segments are
+//! encrypted otherwise (SAMPLE-AES, DRM) fails at once, for the next source. A source that is plain MPEG-TS rather than HLS is relayed as it comes.
 //!
 //! - A slow viewer never slows the others: the broadcast keeps a bounded backlog,
 //!   and a viewer that falls behind it skips ahead to what is still there (MPEG-TS
@@ -26,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,8 +38,8 @@ use tokio::sync::{broadcast, watch};
 use url::Url;
 
 use super::failover::{refresh_due, token_refused};
-use super::{Engine, StreamError};
-use crate::cache::{Body, Document};
+use super::{segment, Engine, StreamError};
+use crate::cache::Document;
 use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
@@ -60,6 +62,31 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
 struct Session {
     tx: broadcast::Sender<Bytes>,
     ready: watch::Receiver<Ready>,
+    /// The init section of the fMP4 stream being sent (`EXT-X-MAP`), which a viewer
+    /// joining midway gets first; `None` while the stream is MPEG-TS. Changed (and the
+    /// new one broadcast) under its lock, which `join` subscribes under.
+    init: Mutex<Option<Bytes>>,
+}
+
+/// A viewer's place in a session: what `viewer_stream` reads.
+pub struct Joined {
+    rx: broadcast::Receiver<Bytes>,
+    /// The init section sent before the viewer joined, which it needs first.
+    init: Option<Bytes>,
+    /// The stream is fragmented MP4 (an fMP4 source), not MPEG-TS.
+    mp4: bool,
+}
+
+impl Joined {
+    /// The response's media type: `video/mp4` for an fMP4 source (as its first bytes
+    /// said), else `video/MP2T`.
+    pub fn content_type(&self) -> &'static str {
+        if self.mp4 {
+            "video/mp4"
+        } else {
+            "video/MP2T"
+        }
+    }
 }
 
 /// The running sessions, by channel (and service filter), and the HLS players seen
@@ -116,16 +143,20 @@ impl Sessions {
         engine: &Engine,
         id: &str,
         only: Option<&str>,
-    ) -> Result<broadcast::Receiver<Bytes>, StreamError> {
+    ) -> Result<Joined, StreamError> {
         let key = format!("{id}\n{}", only.unwrap_or_default());
-        let (rx, mut ready) = {
+        let (rx, init, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
                 Some(s) => s.clone(),
                 None => {
                     let (tx, _) = broadcast::channel(BACKLOG);
                     let (ready_tx, ready) = watch::channel(None);
-                    let session = Arc::new(Session { tx, ready });
+                    let session = Arc::new(Session {
+                        tx,
+                        ready,
+                        init: Mutex::new(None),
+                    });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
                         sessions: self.clone(),
@@ -138,13 +169,22 @@ impl Sessions {
                         ready: ready_tx,
                         delivered: AtomicU64::new(0),
                         continuity: ts::Continuity::default(),
+                        keys: HashMap::new(),
+                        sent_map: None,
+                        warned_silent: AtomicBool::new(false),
                     };
                     tokio::spawn(task.run());
                     session
                 }
             };
-            // Subscribed under the lock: the task cannot decide it is idle in between.
-            (session.tx.subscribe(), session.ready.clone())
+            // Subscribed under the lock: the task cannot decide it is idle in between;
+            // and under the init's: the viewer gets the init section sent before it
+            // joined, or the next one in the broadcast.
+            let init = session.init.lock().expect("init lock is never poisoned");
+            let rx = session.tx.subscribe();
+            let sent = init.clone();
+            drop(init);
+            (rx, sent, session.ready.clone(), session)
         };
         // Answered with the first bytes; a source that loads but never sends any (a
         // live playlist without segments, empty segments) is not waited for past
@@ -160,7 +200,15 @@ impl Sessions {
             };
         match outcome {
             Some(Err(e)) => Err(e),
-            _ => Ok(rx),
+            _ => Ok(Joined {
+                rx,
+                init,
+                mp4: session
+                    .init
+                    .lock()
+                    .expect("init lock is never poisoned")
+                    .is_some(),
+            }),
         }
     }
 
@@ -189,21 +237,26 @@ impl Sessions {
 /// A viewer's byte stream: the broadcast, skipping ahead when it fell behind. The
 /// viewer counts in `freesky_active_viewers{channel}` until the stream is dropped.
 pub fn viewer_stream(
-    rx: broadcast::Receiver<Bytes>,
+    joined: Joined,
     channel: &str,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let viewer = crate::metrics::get().viewer(channel);
-    futures::stream::unfold((rx, viewer), |(mut rx, viewer)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(chunk) => return Some((Ok(chunk), (rx, viewer))),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
+    let Joined { rx, init, .. } = joined;
+    let init = futures::stream::iter(init.map(Ok));
+    init.chain(futures::stream::unfold(
+        (rx, viewer),
+        |(mut rx, viewer)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(chunk) => return Some((Ok(chunk), (rx, viewer))),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(skipped = n, "slow .ts viewer skipped ahead");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    })
+        },
+    ))
 }
 
 /// The source a session is following.
@@ -250,10 +303,20 @@ struct Task {
     ready: watch::Sender<Ready>,
     /// Chunks sent to the viewers so far.
     delivered: AtomicU64,
+    /// Whether the session said that its source's audio is a separate rendition (once).
+    warned_silent: AtomicBool,
+    /// The init section (`EXT-X-MAP`) last sent from the current source.
+    sent_map: Option<hls::Map>,
     /// Makes the segments' joins continuous MPEG-TS (counters, timestamps) across
     /// segments, sources and reconnections.
     continuity: ts::Continuity,
+    /// AES-128 keys fetched, by service and URL (at most `MAX_KEYS`): one fetch per
+    /// key however many segments it opens.
+    keys: HashMap<(String, Url), [u8; 16]>,
 }
+
+/// Keys a session remembers (a rotating upstream names a new one every few segments).
+const MAX_KEYS: usize = 16;
 
 /// The longest pause between two tries of a session whose sources fail before sending
 /// anything: each such round doubles the pause from 1 s, so a channel whose segments
@@ -421,9 +484,13 @@ impl Task {
             let what = match &*doc {
                 Document::Media { url } => Follow::Bytes(url.clone()),
                 Document::Playlist { url, body } if hls::is_master(body) => {
-                    Follow::Playlist(hls::best_variant(body, url).ok_or_else(|| {
+                    let (variant, silent) = hls::muxed_variant(body, url).ok_or_else(|| {
                         UpstreamError::Invalid("the master playlist lists no variant".into())
-                    })?)
+                    })?;
+                    if silent && !self.warned_silent.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(channel = %self.id, service = %src.service_name, "every variant of the master playlist takes its audio from a separate rendition, which a .ts stream cannot carry: it has no sound");
+                    }
+                    Follow::Playlist(variant)
                 }
                 Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
             };
@@ -502,6 +569,8 @@ impl Task {
     /// Polls the media playlist and sends each new segment once; refreshes the URL's
     /// token when due.
     async fn follow(&mut self, src: &mut Source, mut url: Url) -> Stop {
+        // A new source sends its init section again, whatever the last one sent.
+        self.sent_map = None;
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
@@ -556,7 +625,7 @@ impl Task {
                 // A new URL: its numbering may differ; the last segment's path tells.
                 let at = last_path
                     .as_deref()
-                    .and_then(|p| info.segments.iter().position(|u| u.path() == p));
+                    .and_then(|p| info.segments.iter().position(|s| s.url.path() == p));
                 next_seq = at.map(|i| first + i as u64 + 1);
                 if at.is_none() {
                     tracing::debug!(channel = %self.id, "refreshed playlist does not list the last segment: restarting near the live edge");
@@ -571,7 +640,13 @@ impl Task {
                 Some(n) => n - first,
             };
             for (i, seg) in info.segments.iter().enumerate().skip(start as usize) {
-                match self.send_segment(src, seg).await {
+                if let Some(hls::Encryption::Unsupported(what)) = &seg.key {
+                    // Never playable from this source: the next one is tried at once.
+                    return Stop::Failed(format!(
+                        "its segments are encrypted with {what}, which a .ts stream cannot decrypt"
+                    ));
+                }
+                match self.send_segment(src, seg, first + i as u64).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");
@@ -587,7 +662,7 @@ impl Task {
                     }
                 }
                 next_seq = Some(first + i as u64 + 1);
-                last_path = Some(seg.path().to_string());
+                last_path = Some(seg.url.path().to_string());
                 if self.idle() {
                     return Stop::Idle;
                 }
@@ -607,25 +682,56 @@ impl Task {
         }
     }
 
-    async fn send_segment(&mut self, src: &Source, url: &Url) -> Result<(), UpstreamError> {
-        let body = self
-            .engine
-            .media
-            .segment(src.service.clone(), &src.service_name, url, &src.headers)
-            .await?;
+    /// Sends segment `seg`, number `seq` (only its byte range, when it has one;
+    /// decrypted, when it is AES-128).
+    async fn send_segment(
+        &mut self,
+        src: &Source,
+        seg: &hls::Segment,
+        seq: u64,
+    ) -> Result<(), UpstreamError> {
+        let upstream = segment::Upstream {
+            media: &self.engine.media,
+            service: &src.service,
+            service_name: &src.service_name,
+            headers: &src.headers,
+        };
+        if seg.map != self.sent_map {
+            // Before the first fragment, and again when the map changes (a new source,
+            // a discontinuity): the init section, whole, then its fragments.
+            let init = match &seg.map {
+                Some(map) => Some(upstream.init(&map.url, map.range).await?),
+                None => None,
+            };
+            self.set_init(init);
+            self.sent_map = seg.map.clone();
+        }
+        let mut body = upstream.fetch(&seg.url, seg.range).await?;
+        if let Some(hls::Encryption::Aes128 { key, iv }) = &seg.key {
+            let memo = (src.service_name.clone(), key.clone());
+            let key = match self.keys.get(&memo) {
+                Some(k) => *k,
+                None => {
+                    let k = upstream.key(key).await?;
+                    if self.keys.len() >= MAX_KEYS {
+                        self.keys.clear();
+                    }
+                    self.keys.insert(memo, k);
+                    k
+                }
+            };
+            // Without an IV, the segment's media sequence number is the IV.
+            let iv = iv.unwrap_or_else(|| u128::from(seq).to_be_bytes());
+            body = segment::decrypt(body, &key, &iv);
+        }
         self.continuity.join();
         let mut align = TsAligner::default();
-        match body {
-            Body::Cached(seg) => self.broadcast(&mut align, seg.bytes),
-            Body::Streaming { mut body, .. } => {
-                while let Some(chunk) = body.next().await {
-                    self.broadcast(&mut align, chunk?);
-                }
-            }
+        while let Some(chunk) = body.next().await {
+            self.broadcast(&mut align, chunk?);
         }
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
-            tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(url), "segment ended inside an MPEG-TS packet");
+            tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(&seg.url), "segment ended inside an MPEG-TS packet");
             self.send(partial);
         }
         Ok(())
@@ -650,8 +756,24 @@ impl Task {
         }
     }
 
+    /// Makes `init` the stream's init section (fMP4; `None`: MPEG-TS from now on)
+    /// and sends it, so that viewers have it before the fragments that need it.
+    fn set_init(&self, init: Option<Bytes>) {
+        let mut current = self
+            .session
+            .init
+            .lock()
+            .expect("init lock is never poisoned");
+        current.clone_from(&init);
+        if let Some(init) = init {
+            self.send(init);
+        }
+    }
+
     /// Relays a plain media URL; reconnects on failure up to the threshold.
     async fn relay(&mut self, src: &Source, url: &Url) -> Stop {
+        self.sent_map = None;
+        self.set_init(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {

@@ -139,6 +139,7 @@ impl Engine {
                         .segments
                         .into_iter()
                         .next()
+                        .map(|s| s.url)
                         .ok_or_else(|| "the media playlist lists no segment".to_string())
                 })
             }

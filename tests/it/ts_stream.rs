@@ -779,3 +779,482 @@ async fn a_damaged_packet_and_a_small_step_back_still_make_one_continuous_mpeg_t
         "the video spans {span} s of 10 two-second segments"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// upstream kinds: byte ranges, AES-128, fMP4, separate audio renditions
+
+/// Makes a 4 s HLS stream (160x120 test pattern and a sine tone, H.264 and AAC, a key
+/// frame every 0.4 s) with ffmpeg in `dir`: `index.m3u8` and what `args` (the HLS
+/// muxer's options) make of it.
+async fn make_hls(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = run_within(
+        tokio::process::Command::new("ffmpeg")
+            .current_dir(dir)
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine", "-t", "4"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "10"])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args(["-f", "hls", "-hls_time", "0.4", "-hls_playlist_type", "vod"])
+            .args(args)
+            .arg("index.m3u8"),
+        FFMPEG_GUARD,
+        "ffmpeg installed and on PATH",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("index.m3u8")).expect("ffmpeg's playlist")
+}
+
+/// GET answers `file` whole (200), or the one `Range: bytes=a-b` asked (206), as a
+/// static file server does.
+fn ranged_file(file: Vec<u8>) -> axum::routing::MethodRouter {
+    let file = bytes::Bytes::from(file);
+    get(move |headers: axum::http::HeaderMap| {
+        let file = file.clone();
+        async move {
+            let range = headers
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+            match range {
+                Some((a, b)) if a <= b && b < file.len() => axum::response::Response::builder()
+                    .status(206)
+                    .header("content-type", "video/mp2t")
+                    .header("content-range", format!("bytes {a}-{b}/{}", file.len()))
+                    .body(axum::body::Body::from(file.slice(a..=b)))
+                    .unwrap(),
+                _ => respond(200, "video/mp2t", file),
+            }
+        }
+    })
+}
+
+/// freesky with one service listing `channels` (name, stream URL), each its own channel.
+async fn app_listing(channels: &[(&str, String)]) -> (TestApp, FakeUpstream) {
+    let mut m3u = String::from("#EXTM3U\n");
+    for (name, url) in channels {
+        m3u.push_str(&format!(
+            "#EXTINF:-1 tvg-id=\"{name}.example\",{name}\n{url}\n"
+        ));
+    }
+    let list = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    (app, list)
+}
+
+/// The whole `.ts` stream of channel `name` (a finished playlist plays to its end),
+/// and its content type.
+async fn whole_stream(app: &TestApp, name: &str) -> (String, Vec<u8>) {
+    let id = app.channel_id(name).await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no answer"));
+    assert_eq!(resp.status(), 200, "{name}");
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(HANG_GUARD, body.next())
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the stream of a finished playlist ends"))
+    {
+        bytes.extend_from_slice(&chunk.expect("chunk"));
+    }
+    (ctype, bytes)
+}
+
+/// `bytes=a-b` of each `#EXT-X-BYTERANGE:len@off` of `playlist`, in order.
+fn byte_ranges(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-BYTERANGE:"))
+        .map(|r| {
+            let (len, off) = r.split_once('@').expect("ffmpeg writes len@off");
+            let (len, off): (u64, u64) = (len.parse().unwrap(), off.parse().unwrap());
+            format!("bytes={off}-{}", off + len - 1)
+        })
+        .collect()
+}
+
+/// ffmpeg's `-hls_flags single_file`: each segment is a byte range of one file. The
+/// `.ts` stream sends each range once, so the file once (it sent the whole file once
+/// per segment), asking the upstream for just that range; from an upstream that
+/// ignores `Range` (the whole file each time) it cuts the range out itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_range_segments_send_only_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let playlist = make_hls(dir.path(), &["-hls_flags", "single_file"]).await;
+    let ranges = byte_ranges(&playlist);
+    assert_eq!(ranges.len(), 10, "{playlist}");
+    let file = std::fs::read(dir.path().join("index.ts")).unwrap();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/ranged/index.m3u8", HLS_TYPE, playlist.clone())
+        .route("/ranged/index.ts", ranged_file(file.clone()))
+        .text("/whole/index.m3u8", HLS_TYPE, playlist.clone())
+        .bytes("/whole/index.ts", "video/mp2t", file.clone())
+        .start();
+    let (app, _list) = app_listing(&[
+        ("Ranged", origin.url("/ranged/index.m3u8")),
+        ("Whole", origin.url("/whole/index.m3u8")),
+    ])
+    .await;
+    for name in ["Ranged", "Whole"] {
+        let (ctype, got) = whole_stream(&app, name).await;
+        assert_eq!(ctype, "video/MP2T");
+        assert_eq!(got.len(), file.len(), "{name}: the file's bytes, once");
+        assert!(got == file, "{name}: the ranges in order are the file");
+    }
+    let asked: Vec<String> = origin
+        .requests_to("/ranged/index.ts")
+        .iter()
+        .map(|r| r.header("range").unwrap_or("(whole)").to_string())
+        .collect();
+    assert_eq!(asked, ranges, "one request per segment, for its range");
+}
+
+/// `plain` AES-128-CBC encrypted with `key` and `iv`, PKCS#7 padded (as `openssl
+/// aes-128-cbc` and ffmpeg's HLS muxer do).
+fn aes_128(plain: &[u8], key: &[u8; 16], iv: &[u8; 16]) -> Vec<u8> {
+    use cbc::cipher::{block_padding::Pkcs7, BlockModeEncrypt, KeyIvInit};
+    let mut buf = vec![0u8; plain.len() + 16];
+    buf[..plain.len()].copy_from_slice(plain);
+    cbc::Encryptor::<aes::Aes128>::new(&(*key).into(), &(*iv).into())
+        .encrypt_padded::<Pkcs7>(&mut buf, plain.len())
+        .expect("room for the padding")
+        .to_vec()
+}
+
+/// ffmpeg's 10 segments of `make_hls` in `dir` (`index0.ts`...), and a playlist of them
+/// numbered from `first` with `tags[i]` before segment `i`.
+fn playlist_with(
+    dir: &std::path::Path,
+    first: u64,
+    tags: &[(usize, String)],
+) -> (String, Vec<Vec<u8>>) {
+    let segments: Vec<Vec<u8>> = (0..10)
+        .map(|i| std::fs::read(dir.join(format!("index{i}.ts"))).expect("ffmpeg's segment"))
+        .collect();
+    let mut p = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+    );
+    for i in 0..segments.len() {
+        for (_, tag) in tags.iter().filter(|(at, _)| *at == i) {
+            p.push_str(tag);
+            p.push('\n');
+        }
+        p.push_str(&format!("#EXTINF:0.4,\nindex{i}.ts\n"));
+    }
+    p.push_str("#EXT-X-ENDLIST\n");
+    (p, segments)
+}
+
+/// AES-128 segments (`#EXT-X-KEY:METHOD=AES-128`) are decrypted before they join the
+/// stream: a key with an explicit IV, then a rotated key without one (the IV is the
+/// segment's media sequence number), then clear segments (`METHOD=NONE`), then the
+/// first key again. The `.ts` stream is byte for byte that of the same segments
+/// unencrypted (it passed the ciphertext through), each key fetched once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_128_segments_are_decrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls(dir.path(), &[]).await;
+    let (a, b) = (*b"0123456789abcdef", *b"fedcba9876543210");
+    let iv_a: [u8; 16] = std::array::from_fn(|i| 0xA0 + i as u8);
+    let first = 7u64;
+    let tags = [
+        (
+            0,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"keys/a.key\",IV=0xA0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+                .to_string(),
+        ),
+        (
+            3,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"/enc/keys/b.key\"".to_string(),
+        ),
+        (6, "#EXT-X-KEY:METHOD=NONE".to_string()),
+        (
+            8,
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"keys/a.key\",IV=0xA0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+                .to_string(),
+        ),
+    ];
+    let (encrypted, segments) = playlist_with(dir.path(), first, &tags);
+    let (plain, _) = playlist_with(dir.path(), first, &[]);
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/enc/index.m3u8", HLS_TYPE, encrypted)
+        .text("/plain/index.m3u8", HLS_TYPE, plain)
+        .bytes("/enc/keys/a.key", "application/octet-stream", a.to_vec())
+        .bytes("/enc/keys/b.key", "application/octet-stream", b.to_vec());
+    for (i, seg) in segments.iter().enumerate() {
+        let sealed = match i {
+            0..=2 | 8..=9 => aes_128(seg, &a, &iv_a),
+            3..=5 => aes_128(seg, &b, &u128::from(first + i as u64).to_be_bytes()),
+            _ => seg.clone(),
+        };
+        origin = origin
+            .bytes(&format!("/enc/index{i}.ts"), "video/mp2t", sealed)
+            .bytes(&format!("/plain/index{i}.ts"), "video/mp2t", seg.clone());
+    }
+    let origin = origin.start();
+    let (app, _list) = app_listing(&[
+        ("Encrypted", origin.url("/enc/index.m3u8")),
+        ("Plain", origin.url("/plain/index.m3u8")),
+    ])
+    .await;
+    let (_, want) = whole_stream(&app, "Plain").await;
+    let (ctype, got) = whole_stream(&app, "Encrypted").await;
+    assert_eq!(ctype, "video/MP2T");
+    assert_eq!(got.len(), want.len(), "the decrypted length");
+    assert!(got == want, "the decrypted stream is the clear one");
+    assert_eq!(origin.hits("/enc/keys/a.key"), 1, "{:?}", origin.paths());
+    assert_eq!(origin.hits("/enc/keys/b.key"), 1, "{:?}", origin.paths());
+}
+
+/// What a `.ts` stream cannot decrypt fails its source with a clear error rather than
+/// sending ciphertext: a SAMPLE-AES source hands over to the next at once (none of its
+/// segments fetched), and a key that is not 16 bytes is a 502 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_segments_fail_the_source_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls(dir.path(), &[]).await;
+    let sample_aes = [(
+        0,
+        "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"k.key\",KEYFORMAT=\"identity\"".to_string(),
+    )];
+    let (sample, segments) = playlist_with(dir.path(), 0, &sample_aes);
+    let short_key = [(0, "#EXT-X-KEY:METHOD=AES-128,URI=\"k.key\"".to_string())];
+    let (short, _) = playlist_with(dir.path(), 0, &short_key);
+    let (plain, _) = playlist_with(dir.path(), 0, &[]);
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/sample/index.m3u8", HLS_TYPE, sample)
+        .text("/short/index.m3u8", HLS_TYPE, short)
+        .bytes(
+            "/short/k.key",
+            "application/octet-stream",
+            b"fifteen bytes!!".to_vec(),
+        )
+        .text("/plain/index.m3u8", HLS_TYPE, plain);
+    for (i, seg) in segments.iter().enumerate() {
+        for at in ["sample", "short", "plain"] {
+            origin = origin.bytes(&format!("/{at}/index{i}.ts"), "video/mp2t", seg.clone());
+        }
+    }
+    let origin = origin.start();
+    let (app, _lists, id) = two_sources(
+        "Sampled",
+        [
+            origin.url("/sample/index.m3u8"),
+            origin.url("/plain/index.m3u8"),
+        ],
+        "",
+    )
+    .await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let got = read_at_least(&mut body, segments[0].len()).await;
+    assert!(
+        got[..segments[0].len()] == segments[0][..],
+        "the clear source plays"
+    );
+    assert_eq!(origin.hits("/sample/index0.ts"), 0, "{:?}", origin.paths());
+
+    let (app, _list) = app_listing(&[("Short", origin.url("/short/index.m3u8"))]).await;
+    let id = app.channel_id("Short").await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    let body = crate::common::assert_api_error(resp, 502).await;
+    let error = body["detail"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is 15 bytes, not 16"), "{body}");
+}
+
+/// fMP4 HLS (`EXT-X-MAP`): the stream is the init section, then the fragments, a
+/// valid fragmented MP4 that ffprobe reads whole (`video/mp4`, not `video/MP2T`; it
+/// sent the fragments without their init section). The init section goes again when
+/// the map changes (after a discontinuity), and one that is a byte range of the
+/// media file (ffmpeg's fMP4 `single_file`) is sent as that range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fmp4_streams_carry_their_init_section() {
+    let split = tempfile::tempdir().unwrap();
+    let fmp4 = ["-hls_segment_type", "fmp4"];
+    make_hls(
+        split.path(),
+        &[&fmp4[..], &["-hls_fmp4_init_filename", "init.mp4"]].concat(),
+    )
+    .await;
+    let single = tempfile::tempdir().unwrap();
+    let single_playlist = make_hls(
+        single.path(),
+        &[&fmp4[..], &["-hls_flags", "single_file"]].concat(),
+    )
+    .await;
+    assert!(
+        single_playlist.contains("#EXT-X-MAP:URI=\"index.m4s\",BYTERANGE="),
+        "{single_playlist}"
+    );
+    let single_file = std::fs::read(single.path().join("index.m4s")).unwrap();
+    let init = std::fs::read(split.path().join("init.mp4")).unwrap();
+    let frags: Vec<Vec<u8>> = (0..10)
+        .map(|i| std::fs::read(split.path().join(format!("index{i}.m4s"))).unwrap())
+        .collect();
+    let mut changed = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+    );
+    for i in 0..10 {
+        if i == 5 {
+            changed.push_str("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"again/init.mp4\"\n");
+        }
+        changed.push_str(&format!("#EXTINF:0.4,\nindex{i}.m4s\n"));
+    }
+    changed.push_str("#EXT-X-ENDLIST\n");
+    let mut origin = FakeUpstream::bind()
+        .await
+        .dir("/split", split.path())
+        .text("/changed/index.m3u8", HLS_TYPE, changed)
+        .bytes("/changed/init.mp4", "video/mp4", init.clone())
+        .bytes("/changed/again/init.mp4", "video/mp4", init.clone())
+        .text("/single/index.m3u8", HLS_TYPE, single_playlist)
+        .route("/single/index.m4s", ranged_file(single_file.clone()));
+    for (i, frag) in frags.iter().enumerate() {
+        origin = origin.bytes(&format!("/changed/index{i}.m4s"), "video/mp4", frag.clone());
+    }
+    let origin = origin.start();
+    let (app, _list) = app_listing(&[
+        ("Fragmented", origin.url("/split/index.m3u8")),
+        ("Remapped", origin.url("/changed/index.m3u8")),
+        ("Single", origin.url("/single/index.m3u8")),
+    ])
+    .await;
+
+    let (ctype, got) = whole_stream(&app, "Fragmented").await;
+    assert_eq!(ctype, "video/mp4");
+    let want = [&init[..], &frags.concat()].concat();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the init section, then every fragment"
+    );
+    assert!(got == want, "the init section, then every fragment");
+    let file = split.path().join("joined.mp4");
+    std::fs::write(&file, &got).unwrap();
+    let (streams, _) = run_tool(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-count_packets",
+            "-show_entries",
+            "stream=codec_type,nb_read_packets",
+            "-of",
+            "csv=p=0",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let streams: Vec<&str> = streams.lines().map(str::trim).collect();
+    assert!(streams.contains(&"video,100"), "4 s at 25 fps: {streams:?}");
+    assert!(
+        streams.iter().any(|s| s.starts_with("audio,")),
+        "{streams:?}"
+    );
+
+    let (_, got) = whole_stream(&app, "Remapped").await;
+    let want = [&init[..], &frags[..5].concat(), &init, &frags[5..].concat()].concat();
+    assert!(got == want, "the init section again where the map changed");
+
+    let (ctype, got) = whole_stream(&app, "Single").await;
+    assert_eq!(ctype, "video/mp4");
+    assert_eq!(
+        got.len(),
+        single_file.len(),
+        "the init range and each fragment's, once"
+    );
+    assert!(got == single_file);
+}
+
+/// A master playlist whose best variant takes its audio from a separate
+/// `EXT-X-MEDIA TYPE=AUDIO` rendition (a URI of its own): the `.ts` stream follows
+/// the best variant with its audio muxed in instead (it followed the highest, video
+/// only: silent). When every variant needs a separate rendition it still plays the
+/// highest (silent; freesky warns once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_separate_audio_plays_a_variant_with_its_audio_in() {
+    let master = |muxed: bool| {
+        let mut m = String::from(
+            "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/index.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,CODECS=\"avc1.64001f\",AUDIO=\"aud\"\nhi/index.m3u8\n",
+        );
+        m.push_str(if muxed {
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.42e01e,mp4a.40.2\"\nlo/index.m3u8\n"
+        } else {
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"aud\"\nlo/index.m3u8\n"
+        });
+        m
+    };
+    let mut origin = FakeUpstream::bind()
+        .await
+        .text("/muxed/master.m3u8", HLS_TYPE, master(true))
+        .text("/separate/master.m3u8", HLS_TYPE, master(false));
+    for at in ["muxed", "separate"] {
+        for v in ["hi", "lo", "audio"] {
+            origin = origin.text(
+                &format!("/{at}/{v}/index.m3u8"),
+                HLS_TYPE,
+                live_playlist(&["s0.ts", "s1.ts"]),
+            );
+        }
+    }
+    let origin =
+        origin
+            .route(
+                "/{at}/{v}/{seg}",
+                get(
+                    |axum::extract::Path((_, v, _)): axum::extract::Path<(
+                        String,
+                        String,
+                        String,
+                    )>| async move { respond(200, "video/mp2t", format!("<{v}>")) },
+                ),
+            )
+            .start();
+    let (app, _list) = app_listing(&[
+        ("Muxed", origin.url("/muxed/master.m3u8")),
+        ("Separate", origin.url("/separate/master.m3u8")),
+    ])
+    .await;
+    for (name, want) in [("Muxed", "<lo>"), ("Separate", "<hi>")] {
+        let id = app.channel_id(name).await;
+        let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), 200, "{name}");
+        let mut body = resp.bytes_stream();
+        let got = read_at_least(&mut body, want.len()).await;
+        assert_eq!(&got[..want.len()], want.as_bytes(), "{name}");
+    }
+    assert_eq!(
+        origin.hits("/muxed/hi/index.m3u8"),
+        0,
+        "{:?}",
+        origin.paths()
+    );
+}
