@@ -181,6 +181,8 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             overrides(&mut config);
             let bind = config.server.bind.clone();
             tracing::info!(config = %config.source, services = config.services.len(), "starting");
+            // Held until the process ends.
+            let _lock = lock_state_dir(&config)?;
             let state = freesky::state(config)?;
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
@@ -196,7 +198,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Check { .. } => Ok(()),
         Command::Channels { search, json } => {
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -241,7 +243,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Guide { gzip, base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -294,7 +296,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Playlist { base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let base = base_url.trim_end_matches('/');
             // Logos where `[logos] mode` points them, as `/playlist.m3u` writes them.
             let lineup = state.logos.lineup(base, state.registry.lineup().await?);
@@ -303,6 +305,43 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+/// With the SQLite store, the state_dir lock (`StateLock`) for as long as the server
+/// runs: a second server on the same state_dir is refused, naming the first.
+fn lock_state_dir(config: &Config) -> anyhow::Result<Option<freesky::store::StateLock>> {
+    if !freesky::store::uses_sqlite(config.server.state.expose()) {
+        return Ok(None);
+    }
+    let dir = &config.server.state_dir;
+    match freesky::store::StateLock::acquire(dir)? {
+        Ok(lock) => Ok(Some(lock)),
+        Err(holder) => anyhow::bail!(
+            "state_dir {} is in use by another server ({holder}): stop it, or give \
+             this one a state_dir of its own (two servers on one SQLite store would give \
+             channels conflicting numbers)",
+            dir.display()
+        ),
+    }
+}
+
+/// The state of a one-shot command (`channels`, `playlist`, `guide`). Beside a running
+/// server on the same SQLite state_dir the store is opened for display only (said on
+/// stderr): new channels get numbers here that are not kept, and the server's are the
+/// ones that last.
+fn command_state(config: Config) -> anyhow::Result<freesky::AppState> {
+    if freesky::store::uses_sqlite(config.server.state.expose()) {
+        let dir = &config.server.state_dir;
+        if let Some(holder) = freesky::store::StateLock::holder(dir)? {
+            eprintln!(
+                "note: a server ({holder}) uses this state_dir ({}): new channels are \
+                 numbered here for display only",
+                dir.display()
+            );
+            return freesky::state_display_only(config);
+        }
+    }
+    freesky::state(config)
 }
 
 /// The progress lines while they are drawn: log lines are written through them (see

@@ -22,8 +22,11 @@
 //! others can open is reported at start (`loose_permissions`), never changed: the
 //! directory is the user's.
 
+mod lock;
 mod postgres;
 mod sqlite;
+
+pub use lock::{Holder, StateLock, LOCK_FILE};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -46,10 +49,23 @@ pub enum StoreError {
     /// `[server] state` names no backend this build knows.
     #[error("server.state: {0}")]
     Config(String),
+    /// A file or folder of the store that cannot be used: its path and what to do.
+    #[error("state store {path}: {message}")]
+    Path { path: String, message: String },
     /// A change refused because of what is stored (a channel number already in use);
     /// the caller's fault, nothing was written.
     #[error("{0}")]
     Rejected(String),
+}
+
+impl StoreError {
+    /// The error `e` about the store's file or folder `path`.
+    pub(crate) fn at(path: &str, e: impl std::fmt::Display) -> Self {
+        StoreError::Path {
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// True for a slug ending in `-<digits>`: the form a slug made unique takes.
@@ -314,6 +330,9 @@ pub struct Store {
 struct Inner {
     /// Where the database lives; `None` for an in-memory or PostgreSQL store.
     path: Option<PathBuf>,
+    /// Opened beside the server that owns the file (`open_display_only`): new channel
+    /// identities live in the mirror only, and the database is opened read-only.
+    display_only: bool,
     backend: Arc<dyn Backend>,
     mirror: Mutex<Mirror>,
     /// Serialises identity assignment so two lineup builds never give one key two numbers.
@@ -449,6 +468,12 @@ where
     }
 }
 
+/// Whether `[server] state` names the SQLite store (`"sqlite"` or empty), which one
+/// process owns (`StateLock`).
+pub fn uses_sqlite(state: &str) -> bool {
+    matches!(state.trim(), "" | "sqlite")
+}
+
 /// Whether `[server] state` names a backend: `"sqlite"` (or empty), or a PostgreSQL
 /// URL that parses. The reason names no part of the URL (it may hold a password).
 pub fn check_state(state: &str) -> Result<(), String> {
@@ -514,13 +539,22 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let backend = sqlite::Sqlite::open(&path)?;
-        Self::init(Arc::new(backend), Some(path))
+        Self::init(Arc::new(backend), Some(path), false)
+    }
+
+    /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
+    /// `StateLock`): read-only, and the channels it has never seen get a slug and a
+    /// number in memory only, for display (the server gives them theirs for good).
+    pub fn open_display_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("freesky.db");
+        let backend = sqlite::Sqlite::open_read_only(&path)?;
+        Self::init(Arc::new(backend), Some(path), true)
     }
 
     /// A store that forgets everything when dropped.
     pub fn in_memory() -> Self {
         let backend = sqlite::Sqlite::in_memory();
-        Self::init(Arc::new(backend), None)
+        Self::init(Arc::new(backend), None, false)
             .expect("the schema applies to an empty in-memory database")
     }
 
@@ -591,7 +625,7 @@ impl Store {
                 "cannot LISTEN for other instances' changes".into(),
             ));
         }
-        let store = Self::init(Arc::new(backend), None)?;
+        let store = Self::init(Arc::new(backend), None, false)?;
         let _ = target.set(Arc::downgrade(&store.inner));
         *store
             .inner
@@ -601,7 +635,11 @@ impl Store {
         Ok(store)
     }
 
-    fn init(backend: Arc<dyn Backend>, path: Option<PathBuf>) -> Result<Self, StoreError> {
+    fn init(
+        backend: Arc<dyn Backend>,
+        path: Option<PathBuf>,
+        display_only: bool,
+    ) -> Result<Self, StoreError> {
         let load = {
             let b = backend.clone();
             async move {
@@ -628,6 +666,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                display_only,
                 backend,
                 mirror: Mutex::new(mirror),
                 assign: tokio::sync::Mutex::new(()),
@@ -841,7 +880,12 @@ impl Store {
             let m = self.mirror();
             keys.iter().any(|w| !m.channels.contains_key(&w.key))
         };
-        if unknown {
+        if unknown && self.inner.display_only {
+            let mut m = self.mirror();
+            for (k, slug, number) in m.plan(keys, &HashSet::new()) {
+                m.channels.insert(k, ChannelIdentity { slug, number });
+            }
+        } else if unknown {
             let inner = self.inner.clone();
             let owned = keys.to_vec();
             let fresh = self
@@ -1271,6 +1315,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(numbers(again), [5, 14, 13]);
+    }
+
+    #[tokio::test]
+    async fn a_number_another_process_wrote_fails_the_write_and_is_learnt() {
+        // Two stores on one file: what a `freesky channels` beside a server did before
+        // the state_dir lock.
+        let dir = tempfile::tempdir().unwrap();
+        let server = Store::open(dir.path()).unwrap();
+        let other = Store::open(dir.path()).unwrap();
+        let theirs = other.identities(&[Wanted::new("name:a", "a")]).await;
+        assert_eq!(theirs.unwrap()[0].number, 1);
+        let err = server
+            .identities(&[Wanted::new("name:b", "b")])
+            .await
+            .expect_err("number 1 is the other process's: the write fails");
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+        // The next build plans around what the file holds: b is 2, a keeps 1.
+        let ids = server
+            .identities(&[Wanted::new("name:a", "a"), Wanted::new("name:b", "b")])
+            .await
+            .unwrap();
+        assert_eq!((ids[0].number, ids[1].number), (1, 2));
+        drop((server, other));
+        let reopened = Store::open(dir.path()).unwrap();
+        let ids = reopened
+            .identities(&[Wanted::new("name:b", "b")])
+            .await
+            .unwrap();
+        assert_eq!(ids[0].number, 2, "served as 2, stored as 2");
     }
 
     #[tokio::test]

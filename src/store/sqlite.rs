@@ -177,6 +177,14 @@ fn users_of(conn: &Connection) -> rusqlite::Result<Vec<StoredUser>> {
     rows.collect()
 }
 
+/// The channel identities whose number is above `after` (0: all).
+fn identities_of(conn: &Connection, after: u32) -> rusqlite::Result<Vec<IdentityRow>> {
+    let mut stmt =
+        conn.prepare("SELECT merge_key, slug, number FROM channel_identity WHERE number > ?1")?;
+    let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
 /// A JSON list of strings as stored (an unreadable one is empty).
 fn list(json: String) -> Vec<String> {
     serde_json::from_str::<Vec<String>>(&json).unwrap_or_default()
@@ -216,11 +224,7 @@ impl Backend for Sqlite {
     }
 
     async fn identities_after(&self, after: u32) -> Result<Vec<IdentityRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT merge_key, slug, number FROM channel_identity WHERE number > ?1")?;
-        let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(identities_of(&self.conn(), after)?)
     }
 
     async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError> {
@@ -301,8 +305,11 @@ impl Backend for Sqlite {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             {
+                // Not `OR IGNORE`: a number or slug another process wrote meanwhile
+                // must fail the batch, not leave this mirror serving a number the file
+                // gives another channel.
                 let mut stmt = tx.prepare(
-                    "INSERT OR IGNORE INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)",
                 )?;
                 for (k, s, n) in &fresh {
                     stmt.execute(params![k, s, n])?;
@@ -311,8 +318,22 @@ impl Backend for Sqlite {
             tx.commit()
         })();
         if let Err(e) = written {
-            // Give the slugs back: nothing was persisted.
-            lock_mirror(mirror).unreserve(&fresh);
+            // Nothing was persisted: give the slugs back, and take in what the file
+            // holds that the mirror lacks (rows another process wrote, when one wrote
+            // against the lock), so the next build plans around them.
+            let stored = identities_of(&self.conn(), 0);
+            let mut m = lock_mirror(mirror);
+            m.unreserve(&fresh);
+            match stored {
+                Ok(rows) => {
+                    for (key, slug, number) in rows {
+                        if !m.channels.contains_key(&key) {
+                            m.learn(key, slug, number);
+                        }
+                    }
+                }
+                Err(re) => tracing::warn!(error = %re, "cannot read the channel identities again"),
+            }
             return Err(e.into());
         }
         Ok(fresh)

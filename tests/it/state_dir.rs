@@ -1,0 +1,114 @@
+//! The state_dir under the real binary: one server owns a SQLite state_dir (a second
+//! one is refused, naming the first), and a one-shot command beside it numbers new
+//! channels for display only, writing nothing (SPEC §3: numbers never change).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use crate::common::{freesky_command, run_within, FakeUpstream, Process, HANG_GUARD};
+
+/// An M3U list of channels `names`.
+fn list(names: &[&str]) -> String {
+    let mut s = String::from("#EXTM3U\n");
+    for n in names {
+        s.push_str(&format!("#EXTINF:-1,{n}\nhttp://127.0.0.1:9/{n}.m3u8\n"));
+    }
+    s
+}
+
+/// A config on `127.0.0.1:0` with state in `dir/state`, one m3u service reading `url`.
+fn config(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("freesky.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\n\
+             [[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{url}\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The merge keys stored in `state/freesky.db`, read without writing.
+fn stored_keys(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("state/freesky.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = conn
+        .prepare("SELECT merge_key FROM channel_identity ORDER BY number")
+        .unwrap();
+    let keys = q.query_map([], |r| r.get(0)).unwrap();
+    keys.collect::<Result<_, _>>().unwrap()
+}
+
+async fn run(cmd: std::process::Command) -> std::process::Output {
+    let mut cmd = tokio::process::Command::from(cmd);
+    run_within(&mut cmd, HANG_GUARD, "the freesky binary").await
+}
+
+#[tokio::test]
+async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let all: Value = reqwest::get(format!("{}/api/channels/all", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all[0]["number"], 1, "{all}");
+
+    // A new channel upstream, seen first by a one-shot command.
+    std::fs::write(lists.join("list.m3u"), list(&["One", "New"])).unwrap();
+    let mut cmd = freesky_command();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["channels", "--json"]);
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pid = format!("pid {}", server.child.id());
+    assert!(
+        stderr.contains(&pid) && stderr.contains("numbered here for display only"),
+        "{stderr}"
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "New")
+        .expect("the new channel is shown");
+    assert_eq!(new["number"], 2, "{shown}");
+    assert_eq!(
+        stored_keys(dir.path()),
+        ["name:one"],
+        "the command wrote no identity: the server numbers `New` itself"
+    );
+
+    // A second server on the same state_dir is refused, naming the dir and the first.
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let state = dir.path().join("state");
+    assert!(
+        stderr.contains(&format!("state_dir {} is in use", state.display()))
+            && stderr.contains(&pid),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving on"), "{stderr}");
+}
