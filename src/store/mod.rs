@@ -433,11 +433,16 @@ impl Mirror {
         rows
     }
 
-    /// Gives back the slugs `plan` reserved for rows that were not persisted.
-    fn unreserve(&mut self, rows: &[IdentityRow]) {
+    /// Gives back what `plan` reserved for rows that were not persisted: their slugs,
+    /// and their numbers (the next free number is again `next_before`, the one before
+    /// `plan`, unless an identity learnt meanwhile is above it), so a write that failed
+    /// (a full disk) uses up no number.
+    fn unreserve(&mut self, rows: &[IdentityRow], next_before: u32) {
         for (_, s, _) in rows {
             self.slugs.remove(s);
         }
+        let known = self.channels.values().map(|c| c.number).max().unwrap_or(0);
+        self.next_number = next_before.max(known.saturating_add(1));
     }
 }
 
@@ -1344,6 +1349,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids[0].number, 2, "served as 2, stored as 2");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_uses_up_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let known = [Wanted::new("name:a", "a"), Wanted::new("name:b", "b")];
+        s.identities(&known).await.unwrap();
+        // The disk fills up: every write of the new channel fails, build after build.
+        let raw = rusqlite::Connection::open(dir.path().join("freesky.db")).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER full BEFORE INSERT ON channel_identity
+             BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+        )
+        .unwrap();
+        let wanted = [
+            known[0].clone(),
+            known[1].clone(),
+            Wanted::new("name:new", "new"),
+        ];
+        for _ in 0..3 {
+            let err = s.identities(&wanted).await.unwrap_err();
+            assert!(err.to_string().contains("disk is full"), "{err}");
+        }
+        // Space again: the new channel gets the next free number, and its own slug.
+        raw.execute_batch("DROP TRIGGER full").unwrap();
+        let ids = s.identities(&wanted).await.unwrap();
+        assert_eq!(
+            ids[2],
+            ChannelIdentity {
+                slug: "new".into(),
+                number: 3
+            }
+        );
     }
 
     #[tokio::test]

@@ -297,7 +297,11 @@ impl Backend for Sqlite {
         mirror: &Mutex<Mirror>,
     ) -> Result<Vec<IdentityRow>, StoreError> {
         // One process owns the file: the mirror already holds every identity.
-        let fresh = lock_mirror(mirror).plan(keys, &HashSet::new());
+        let (fresh, next_before) = {
+            let mut m = lock_mirror(mirror);
+            let before = m.next_number;
+            (m.plan(keys, &HashSet::new()), before)
+        };
         if fresh.is_empty() {
             return Ok(fresh);
         }
@@ -323,7 +327,7 @@ impl Backend for Sqlite {
             // against the lock), so the next build plans around them.
             let stored = identities_of(&self.conn(), 0);
             let mut m = lock_mirror(mirror);
-            m.unreserve(&fresh);
+            m.unreserve(&fresh, next_before);
             match stored {
                 Ok(rows) => {
                     for (key, slug, number) in rows {
