@@ -170,6 +170,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()> {
+    survive_file_size_limit()?;
     match command.unwrap_or(Command::Serve { bind: None }) {
         Command::Serve { bind } => {
             // Applied again to each reloaded config.
@@ -524,6 +525,28 @@ fn stop_signals() -> anyhow::Result<(
         }
     };
     Ok((wait(first), wait(second)))
+}
+
+/// SIGXFSZ, sent when a write goes past the file-size limit (`ulimit -f`), is handled
+/// (and logged) instead of killing the process: the write then fails with `EFBIG`
+/// ("File too large") and takes the path of any failed write (an error answered, the
+/// last good state kept). tokio keeps the handler for the life of the process.
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut xfsz =
+            signal(SignalKind::from_raw(libc::SIGXFSZ)).context("cannot handle SIGXFSZ")?;
+        tokio::spawn(async move {
+            while xfsz.recv().await.is_some() {
+                tracing::warn!(
+                    signal = "SIGXFSZ",
+                    "a write went past the file-size limit (ulimit -f): it fails, freesky goes on"
+                );
+            }
+        });
+    }
+    Ok(())
 }
 
 /// SIGHUP reloads the config file (as `POST /api/config/reload` does; a refused file

@@ -5,7 +5,9 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-use crate::common::{freesky_command, run_within, FakeUpstream, Process, HANG_GUARD};
+use crate::common::{
+    freesky_command, freesky_command_via, run_within, FakeUpstream, Process, HANG_GUARD,
+};
 
 /// An M3U list of channels `names`.
 fn list(names: &[&str]) -> String {
@@ -111,4 +113,49 @@ async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() 
         "{stderr}"
     );
     assert!(!stderr.contains("serving on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_write_past_the_file_size_limit_fails_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    // Thousands of channels: their identities are far more than the limit allows.
+    let names: Vec<String> = (0..8000)
+        .map(|i| format!("Channel number {i} of a long list"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    std::fs::write(lists.join("list.m3u"), list(&names)).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+
+    // 400 KiB per file written, the log included.
+    let mut cmd = freesky_command_via(&["bash", "-c", "ulimit -f 400 && exec \"$0\" \"$@\""]);
+    cmd.arg("--config").arg(&config).arg("serve");
+    let mut server = Process::serve(cmd, &dir.path().join("server.log"));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let playlist = client
+        .get(format!("{}/playlist.m3u", server.base))
+        .send()
+        .await
+        .expect("answered, not cut by the process dying");
+    assert_eq!(playlist.status(), 500, "{}", server.log_text());
+    assert!(server.running(), "{}", server.log_text());
+    let health = client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let log = server
+        .wait_log("past the file-size limit", HANG_GUARD)
+        .await;
+    assert!(
+        log.contains("state store: disk I/O error"),
+        "the failed write is logged: {log}"
+    );
 }
