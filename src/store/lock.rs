@@ -44,7 +44,7 @@ impl std::fmt::Display for Holder {
 }
 
 fn open(dir: &Path) -> Result<(File, PathBuf), StoreError> {
-    create_private_dir(dir).map_err(|e| StoreError::at(&dir.display().to_string(), e))?;
+    create_private_dir(dir).map_err(|e| super::dir_error(dir, e))?;
     let path = dir.join(LOCK_FILE);
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);

@@ -68,6 +68,62 @@ impl StoreError {
     }
 }
 
+/// What to do with a damaged database file.
+const MOVE_IT_AWAY: &str = "move it away (with any freesky.db-wal and freesky.db-shm beside it) \
+     to start with an empty state, or restore a backup";
+
+/// The error of `state_dir` `dir` that cannot be made or used as a folder.
+pub(crate) fn dir_error(dir: &Path, e: std::io::Error) -> StoreError {
+    let message = match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+            "exists and is not a folder; set server.state_dir to a folder, or move this file away"
+                .to_string()
+        }
+        _ => format!(
+            "cannot make or use this folder ({e}); server.state_dir must be a folder the user \
+             running freesky can write"
+        ),
+    };
+    StoreError::at(&dir.display().to_string(), message)
+}
+
+/// A failed open of the SQLite store `path` in `dir` as one line: the file (or folder),
+/// what is wrong with it and what to do; never the same message twice (the error has
+/// no source for a report to repeat).
+fn open_error(dir: &Path, path: &Path, e: StoreError) -> StoreError {
+    use rusqlite::ErrorCode;
+    let at = |message: String| StoreError::at(&path.display().to_string(), message);
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) => {
+            let what = match f.code {
+                // rusqlite adds the path, which the line names already.
+                ErrorCode::CannotOpen => "unable to open database file".to_string(),
+                _ => msg.unwrap_or_else(|| f.to_string()),
+            };
+            match f.code {
+                ErrorCode::NotADatabase => {
+                    at(format!("file is not a database (damaged?); {MOVE_IT_AWAY}"))
+                }
+                ErrorCode::DatabaseCorrupt => {
+                    at(format!("the database is damaged ({what}); {MOVE_IT_AWAY}"))
+                }
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                    at(format!(
+                        "cannot open it for writing ({what}): it must be a file the user running \
+                         freesky can read and write, in a folder ({}) it can write",
+                        dir.display()
+                    ))
+                }
+                ErrorCode::DiskFull => at(format!("{what}; free some space on its disk")),
+                _ => at(what),
+            }
+        }
+        StoreError::Sqlite(other) => at(other.to_string()),
+        StoreError::Io(io) => at(io.to_string()),
+        other => other,
+    }
+}
+
 /// True for a slug ending in `-<digits>`: the form a slug made unique takes.
 fn ends_with_number(slug: &str) -> bool {
     slug.rsplit_once('-')
@@ -519,8 +575,15 @@ impl Store {
 
     /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
     /// an existing `dir` is open to group or others.
+    ///
+    /// Each error is one line naming the file or folder and what to do (`open_error`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        if !create_private_dir(dir)? {
+        let path = dir.join("freesky.db");
+        Self::open_at(dir, &path).map_err(|e| open_error(dir, &path, e))
+    }
+
+    fn open_at(dir: &Path, path: &Path) -> Result<Self, StoreError> {
+        if !create_private_dir(dir).map_err(|e| dir_error(dir, e))? {
             let holds = "the key that signs every stream link, viewer accounts";
             if let Some(warning) =
                 mode_of(dir).and_then(|m| loose_permissions_of(dir, m, 0o700, holds))
@@ -528,23 +591,29 @@ impl Store {
                 tracing::warn!("{warning}");
             }
         }
-        let path = dir.join("freesky.db");
         // Viewer accounts live here: the file is made owner-only before SQLite opens
         // it (its journal and WAL files take the same mode), whatever the umask.
-        match create_private_file(&path) {
-            Ok(_) => {}
+        let created = match create_private_file(path) {
+            Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let holds = "viewer accounts";
                 if let Some(w) =
-                    mode_of(&path).and_then(|m| loose_permissions_of(&path, m, 0o600, holds))
+                    mode_of(path).and_then(|m| loose_permissions_of(path, m, 0o600, holds))
                 {
                     tracing::warn!("{w}");
                 }
+                false
             }
             Err(e) => return Err(e.into()),
+        };
+        let backend = sqlite::Sqlite::open(path)?;
+        let store = Self::init(Arc::new(backend), Some(path.to_path_buf()), false)?;
+        if created {
+            // Worth noticing when it was not expected: a lost or moved state_dir means
+            // new channel numbers, a new tuner identity, no API-made accounts.
+            tracing::info!(file = %path.display(), "created a new state store at {}", path.display());
         }
-        let backend = sqlite::Sqlite::open(&path)?;
-        Self::init(Arc::new(backend), Some(path), false)
+        Ok(store)
     }
 
     /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
@@ -552,8 +621,9 @@ impl Store {
     /// number in memory only, for display (the server gives them theirs for good).
     pub fn open_display_only(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("freesky.db");
-        let backend = sqlite::Sqlite::open_read_only(&path)?;
-        Self::init(Arc::new(backend), Some(path), true)
+        sqlite::Sqlite::open_read_only(&path)
+            .and_then(|backend| Self::init(Arc::new(backend), Some(path.clone()), true))
+            .map_err(|e| open_error(dir, &path, e))
     }
 
     /// A store that forgets everything when dropped.
@@ -1349,6 +1419,74 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids[0].number, 2, "served as 2, stored as 2");
+    }
+
+    /// The report `main` prints of `e`: every error of the chain.
+    fn reported(e: StoreError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_open_says_which_file_and_what_to_do_once() {
+        let root = tempfile::tempdir().unwrap();
+        // state_dir is a file.
+        let file = root.path().join("state-file");
+        std::fs::write(&file, "x").unwrap();
+        let e = reported(Store::open(&file).err().expect("refused"));
+        assert_eq!(
+            e,
+            format!(
+                "state store {}: exists and is not a folder; set server.state_dir to a folder, \
+                 or move this file away",
+                file.display()
+            )
+        );
+        // freesky.db is not a database.
+        let dir = root.path().join("garbage");
+        std::fs::create_dir(&dir).unwrap();
+        let db = dir.join("freesky.db");
+        std::fs::write(&db, vec![b'x'; 8192]).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert!(
+            e.starts_with(&format!(
+                "state store {}: file is not a database (damaged?); move it away",
+                db.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("or restore a backup"), "{e}");
+        // freesky.db damaged inside: a table's page overwritten.
+        let dir = root.path().join("damaged");
+        {
+            let s = Store::open(&dir).unwrap();
+            s.set_enabled("A", Some(false)).await.unwrap();
+        }
+        let db = dir.join("freesky.db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 3 * 4096, "several pages");
+        bytes[4096..3 * 4096].fill(0xa5);
+        std::fs::write(&db, bytes).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert_eq!(
+            e,
+            format!(
+                "state store {}: the database is damaged (database disk image is malformed); \
+                 {MOVE_IT_AWAY}",
+                db.display()
+            )
+        );
+        // freesky.db is a folder: SQLite cannot open it.
+        let dir = root.path().join("folder");
+        std::fs::create_dir_all(dir.join("freesky.db")).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert!(
+            e.starts_with(&format!(
+                "state store {}: cannot open it for writing (unable to open database file): ",
+                dir.join("freesky.db").display()
+            )),
+            "{e}"
+        );
+        assert_eq!(e.matches("unable to open database file").count(), 1, "{e}");
     }
 
     #[tokio::test]

@@ -64,6 +64,15 @@ async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() 
     let mut cmd = freesky_command();
     cmd.arg("--config").arg(&config).arg("serve");
     let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let created = format!(
+        "created a new state store at {}",
+        dir.path().join("state/freesky.db").display()
+    );
+    assert!(
+        server.log_text().contains(&created),
+        "{}",
+        server.log_text()
+    );
     let all: Value = reqwest::get(format!("{}/api/channels/all", server.base))
         .await
         .unwrap()
@@ -158,4 +167,29 @@ async fn a_write_past_the_file_size_limit_fails_and_the_server_lives_on() {
         log.contains("state store: disk I/O error"),
         "the failed write is logged: {log}"
     );
+}
+
+#[tokio::test]
+async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let state = dir.path().join("state");
+    std::fs::write(&state, "not a folder").unwrap();
+    for command in ["serve", "playlist"] {
+        let mut cmd = freesky_command();
+        cmd.arg("--config").arg(&config).arg(command);
+        let out = run(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "error: state store {}: exists and is not a folder; set server.state_dir to a \
+                 folder, or move this file away",
+                state.display()
+            )],
+            "{command}: {stderr}"
+        );
+    }
 }
