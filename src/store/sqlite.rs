@@ -4,7 +4,8 @@
 //! Every call blocks on the disk: the store runs them on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -67,11 +68,53 @@ CREATE TABLE IF NOT EXISTS record_id (
 
 pub(super) struct Sqlite {
     conn: Mutex<Connection>,
+    /// The database file as opened, to tell when it was deleted or replaced under the
+    /// running process (writes would then go to a file no one will open again);
+    /// `None` in memory.
+    file: Option<FileId>,
+    /// Whether that was logged (once).
+    gone_logged: AtomicBool,
+}
+
+/// A file's path and identity (device and inode) when it was opened.
+struct FileId {
+    path: PathBuf,
+    #[cfg(unix)]
+    id: (u64, u64),
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path)?;
+            (m.dev(), m.ino())
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            #[cfg(unix)]
+            id,
+        })
+    }
+
+    /// Whether `path` is still the file that was opened.
+    fn still_there(&self) -> bool {
+        match FileId::of(&self.path) {
+            #[cfg(unix)]
+            Ok(now) => now.id == self.id,
+            #[cfg(not(unix))]
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        let mut store = Self::init(Connection::open(path)?)?;
+        store.file = Some(FileId::of(path)?);
+        Ok(store)
     }
 
     /// The store at `path`, opened to be read only (`freesky copy-state`): nothing is
@@ -81,6 +124,8 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            file: None,
+            gone_logged: AtomicBool::new(false),
         })
     }
 
@@ -148,6 +193,8 @@ impl Sqlite {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            file: None,
+            gone_logged: AtomicBool::new(false),
         })
     }
 
@@ -448,7 +495,20 @@ impl Backend for Sqlite {
         Ok(ids)
     }
 
+    /// The file is still where it was opened: deleted (a lost or removed state_dir)
+    /// or replaced, everything written from then on is lost at the next start.
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        let Some(file) = self.file.as_ref().filter(|f| !f.still_there()) else {
+            return Ok(());
+        };
+        let e = StoreError::at(
+            &file.path.display().to_string(),
+            "was deleted or replaced while freesky runs: what is changed from now on is lost \
+             at the next start; put the state_dir back (or restore a backup) and restart freesky",
+        );
+        if !self.gone_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("{e}");
+        }
+        Err(e)
     }
 }

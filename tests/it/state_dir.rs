@@ -193,3 +193,53 @@ async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let ready = || async {
+        let resp = reqwest::get(format!("{}/ready", server.base))
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    crate::common::eventually("ready", || async {
+        match ready().await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let state = dir.path().join("state");
+    std::fs::remove_dir_all(&state).unwrap();
+    let db = state.join("freesky.db");
+    // Noticed by the periodic check (every 10 s), before anyone asks.
+    server.wait_log("was deleted or replaced", HANG_GUARD).await;
+    for _ in 0..2 {
+        let (status, body) = ready().await;
+        assert_eq!(status, 503, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "store_unavailable", "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("state store {}: was deleted", db.display())),
+            "{error}"
+        );
+    }
+    let log = server.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("was deleted or replaced"))
+        .collect();
+    assert_eq!(errors.len(), 1, "logged once: {log}");
+    assert!(errors[0].contains(&db.display().to_string()), "{log}");
+}
