@@ -97,6 +97,15 @@ pub fn state(config: config::Config) -> anyhow::Result<AppState> {
     build_state(config, store, None)
 }
 
+/// `state` for a one-shot command (`channels`, `playlist`, `guide`) while a server owns
+/// the SQLite store of `state_dir` (holds `store::StateLock`): the store is opened
+/// read-only and channels it has never seen are numbered in memory only, so the
+/// command never gives out a number the server does not know of.
+pub fn state_display_only(config: config::Config) -> anyhow::Result<AppState> {
+    let store = store::Store::open_display_only(&config.server.state_dir)?;
+    build_state(config, store, None)
+}
+
 /// The link sealer of `server`: the shared key file when one is named, else the
 /// instance's own key in `state_dir` (made on first start).
 fn signer(server: &config::ServerConfig) -> anyhow::Result<proxy::Signer> {

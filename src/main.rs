@@ -170,6 +170,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()> {
+    survive_file_size_limit()?;
     match command.unwrap_or(Command::Serve { bind: None }) {
         Command::Serve { bind } => {
             // Applied again to each reloaded config.
@@ -181,6 +182,8 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             overrides(&mut config);
             let bind = config.server.bind.clone();
             tracing::info!(config = %config.source, services = config.services.len(), "starting");
+            // Held until the process ends.
+            let _lock = lock_state_dir(&config)?;
             let state = freesky::state(config)?;
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
@@ -196,7 +199,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Check { .. } => Ok(()),
         Command::Channels { search, json } => {
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -241,7 +244,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Guide { gzip, base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -294,7 +297,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Playlist { base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = freesky::state(config)?;
+            let state = command_state(config)?;
             let base = base_url.trim_end_matches('/');
             // Logos where `[logos] mode` points them, as `/playlist.m3u` writes them.
             let lineup = state.logos.lineup(base, state.registry.lineup().await?);
@@ -303,6 +306,43 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+/// With the SQLite store, the state_dir lock (`StateLock`) for as long as the server
+/// runs: a second server on the same state_dir is refused, naming the first.
+fn lock_state_dir(config: &Config) -> anyhow::Result<Option<freesky::store::StateLock>> {
+    if !freesky::store::uses_sqlite(config.server.state.expose()) {
+        return Ok(None);
+    }
+    let dir = &config.server.state_dir;
+    match freesky::store::StateLock::acquire(dir)? {
+        Ok(lock) => Ok(Some(lock)),
+        Err(holder) => anyhow::bail!(
+            "state_dir {} is in use by another server ({holder}): stop it, or give \
+             this one a state_dir of its own (two servers on one SQLite store would give \
+             channels conflicting numbers)",
+            dir.display()
+        ),
+    }
+}
+
+/// The state of a one-shot command (`channels`, `playlist`, `guide`). Beside a running
+/// server on the same SQLite state_dir the store is opened for display only (said on
+/// stderr): new channels get numbers here that are not kept, and the server's are the
+/// ones that last.
+fn command_state(config: Config) -> anyhow::Result<freesky::AppState> {
+    if freesky::store::uses_sqlite(config.server.state.expose()) {
+        let dir = &config.server.state_dir;
+        if let Some(holder) = freesky::store::StateLock::holder(dir)? {
+            eprintln!(
+                "note: a server ({holder}) uses this state_dir ({}): new channels are \
+                 numbered here for display only",
+                dir.display()
+            );
+            return freesky::state_display_only(config);
+        }
+    }
+    freesky::state(config)
 }
 
 /// The progress lines while they are drawn: log lines are written through them (see
@@ -485,6 +525,28 @@ fn stop_signals() -> anyhow::Result<(
         }
     };
     Ok((wait(first), wait(second)))
+}
+
+/// SIGXFSZ, sent when a write goes past the file-size limit (`ulimit -f`), is handled
+/// (and logged) instead of killing the process: the write then fails with `EFBIG`
+/// ("File too large") and takes the path of any failed write (an error answered, the
+/// last good state kept). tokio keeps the handler for the life of the process.
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut xfsz =
+            signal(SignalKind::from_raw(libc::SIGXFSZ)).context("cannot handle SIGXFSZ")?;
+        tokio::spawn(async move {
+            while xfsz.recv().await.is_some() {
+                tracing::warn!(
+                    signal = "SIGXFSZ",
+                    "a write went past the file-size limit (ulimit -f): it fails, freesky goes on"
+                );
+            }
+        });
+    }
+    Ok(())
 }
 
 /// SIGHUP reloads the config file (as `POST /api/config/reload` does; a refused file

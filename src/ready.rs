@@ -5,7 +5,8 @@
 //! balancer does not send players to an instance with no channels yet), while
 //! draining (a stop signal arrived: requests that would open a new stream are refused
 //! so the balancer sends them elsewhere, while streams already playing go on for the
-//! shutdown grace), and while the state store does not answer.
+//! shutdown grace), and while the state store does not answer (or its SQLite file was
+//! deleted or replaced under the running process).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

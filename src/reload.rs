@@ -237,6 +237,9 @@ fn start_background(state: &AppState) -> Monitors {
     let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
     monitors.push(state.registry.follow_store());
     monitors.push(follow_accounts(state));
+    if !state.registry.store().is_shared() {
+        monitors.push(watch_store_file(state));
+    }
     if state.registry.store().is_shared() {
         monitors.push(crate::accounts::share_connections(
             &state.accounts.conns,
@@ -245,6 +248,28 @@ fn start_background(state: &AppState) -> Monitors {
         ));
     }
     monitors
+}
+
+/// How often the SQLite store's file is checked to be still there (`Store::ping`).
+const STORE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Checks every `STORE_CHECK_EVERY` that the SQLite store's file was not deleted or
+/// replaced (a removed state_dir): the store logs it at error level once, and `/ready`
+/// answers 503 from then on (its own check is the same ping).
+fn watch_store_file(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let registry = Arc::downgrade(&state.registry);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            // The error is the store's to log (once).
+            let _ = registry.store().ping().await;
+        }
+    })
 }
 
 /// How often open connections are checked against their accounts (expiry, lineup

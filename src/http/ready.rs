@@ -23,7 +23,8 @@ pub(crate) struct Doc;
 
 /// Readiness: 200 `{"status": "ready"}`, or 503 with an `ErrorBody` saying why and
 /// `status` `starting` (the first lineup load is not done), `draining` (stopping: new
-/// streams go elsewhere) or `store_unavailable` (the state store does not answer).
+/// streams go elsewhere) or `store_unavailable` (the state store does not answer, or its SQLite file was deleted
+/// or replaced).
 #[utoipa::path(
     get,
     path = "/ready",

@@ -22,8 +22,11 @@
 //! others can open is reported at start (`loose_permissions`), never changed: the
 //! directory is the user's.
 
+mod lock;
 mod postgres;
 mod sqlite;
+
+pub use lock::{Holder, StateLock, LOCK_FILE};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -46,10 +49,79 @@ pub enum StoreError {
     /// `[server] state` names no backend this build knows.
     #[error("server.state: {0}")]
     Config(String),
+    /// A file or folder of the store that cannot be used: its path and what to do.
+    #[error("state store {path}: {message}")]
+    Path { path: String, message: String },
     /// A change refused because of what is stored (a channel number already in use);
     /// the caller's fault, nothing was written.
     #[error("{0}")]
     Rejected(String),
+}
+
+impl StoreError {
+    /// The error `e` about the store's file or folder `path`.
+    pub(crate) fn at(path: &str, e: impl std::fmt::Display) -> Self {
+        StoreError::Path {
+            path: path.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What to do with a damaged database file.
+const MOVE_IT_AWAY: &str = "move it away (with any freesky.db-wal and freesky.db-shm beside it) \
+     to start with an empty state, or restore a backup";
+
+/// The error of `state_dir` `dir` that cannot be made or used as a folder.
+pub(crate) fn dir_error(dir: &Path, e: std::io::Error) -> StoreError {
+    let message = match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+            "exists and is not a folder; set server.state_dir to a folder, or move this file away"
+                .to_string()
+        }
+        _ => format!(
+            "cannot make or use this folder ({e}); server.state_dir must be a folder the user \
+             running freesky can write"
+        ),
+    };
+    StoreError::at(&dir.display().to_string(), message)
+}
+
+/// A failed open of the SQLite store `path` in `dir` as one line: the file (or folder),
+/// what is wrong with it and what to do; never the same message twice (the error has
+/// no source for a report to repeat).
+fn open_error(dir: &Path, path: &Path, e: StoreError) -> StoreError {
+    use rusqlite::ErrorCode;
+    let at = |message: String| StoreError::at(&path.display().to_string(), message);
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, msg)) => {
+            let what = match f.code {
+                // rusqlite adds the path, which the line names already.
+                ErrorCode::CannotOpen => "unable to open database file".to_string(),
+                _ => msg.unwrap_or_else(|| f.to_string()),
+            };
+            match f.code {
+                ErrorCode::NotADatabase => {
+                    at(format!("file is not a database (damaged?); {MOVE_IT_AWAY}"))
+                }
+                ErrorCode::DatabaseCorrupt => {
+                    at(format!("the database is damaged ({what}); {MOVE_IT_AWAY}"))
+                }
+                ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly => {
+                    at(format!(
+                        "cannot open it for writing ({what}): it must be a file the user running \
+                         freesky can read and write, in a folder ({}) it can write",
+                        dir.display()
+                    ))
+                }
+                ErrorCode::DiskFull => at(format!("{what}; free some space on its disk")),
+                _ => at(what),
+            }
+        }
+        StoreError::Sqlite(other) => at(other.to_string()),
+        StoreError::Io(io) => at(io.to_string()),
+        other => other,
+    }
 }
 
 /// True for a slug ending in `-<digits>`: the form a slug made unique takes.
@@ -314,6 +386,9 @@ pub struct Store {
 struct Inner {
     /// Where the database lives; `None` for an in-memory or PostgreSQL store.
     path: Option<PathBuf>,
+    /// Opened beside the server that owns the file (`open_display_only`): new channel
+    /// identities live in the mirror only, and the database is opened read-only.
+    display_only: bool,
     backend: Arc<dyn Backend>,
     mirror: Mutex<Mirror>,
     /// Serialises identity assignment so two lineup builds never give one key two numbers.
@@ -414,11 +489,16 @@ impl Mirror {
         rows
     }
 
-    /// Gives back the slugs `plan` reserved for rows that were not persisted.
-    fn unreserve(&mut self, rows: &[IdentityRow]) {
+    /// Gives back what `plan` reserved for rows that were not persisted: their slugs,
+    /// and their numbers (the next free number is again `next_before`, the one before
+    /// `plan`, unless an identity learnt meanwhile is above it), so a write that failed
+    /// (a full disk) uses up no number.
+    fn unreserve(&mut self, rows: &[IdentityRow], next_before: u32) {
         for (_, s, _) in rows {
             self.slugs.remove(s);
         }
+        let known = self.channels.values().map(|c| c.number).max().unwrap_or(0);
+        self.next_number = next_before.max(known.saturating_add(1));
     }
 }
 
@@ -447,6 +527,12 @@ where
             .expect("the store's helper thread does not panic")
         }),
     }
+}
+
+/// Whether `[server] state` names the SQLite store (`"sqlite"` or empty), which one
+/// process owns (`StateLock`).
+pub fn uses_sqlite(state: &str) -> bool {
+    matches!(state.trim(), "" | "sqlite")
 }
 
 /// Whether `[server] state` names a backend: `"sqlite"` (or empty), or a PostgreSQL
@@ -489,8 +575,15 @@ impl Store {
 
     /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
     /// an existing `dir` is open to group or others.
+    ///
+    /// Each error is one line naming the file or folder and what to do (`open_error`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        if !create_private_dir(dir)? {
+        let path = dir.join("freesky.db");
+        Self::open_at(dir, &path).map_err(|e| open_error(dir, &path, e))
+    }
+
+    fn open_at(dir: &Path, path: &Path) -> Result<Self, StoreError> {
+        if !create_private_dir(dir).map_err(|e| dir_error(dir, e))? {
             let holds = "the key that signs every stream link, viewer accounts";
             if let Some(warning) =
                 mode_of(dir).and_then(|m| loose_permissions_of(dir, m, 0o700, holds))
@@ -498,29 +591,45 @@ impl Store {
                 tracing::warn!("{warning}");
             }
         }
-        let path = dir.join("freesky.db");
         // Viewer accounts live here: the file is made owner-only before SQLite opens
         // it (its journal and WAL files take the same mode), whatever the umask.
-        match create_private_file(&path) {
-            Ok(_) => {}
+        let created = match create_private_file(path) {
+            Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let holds = "viewer accounts";
                 if let Some(w) =
-                    mode_of(&path).and_then(|m| loose_permissions_of(&path, m, 0o600, holds))
+                    mode_of(path).and_then(|m| loose_permissions_of(path, m, 0o600, holds))
                 {
                     tracing::warn!("{w}");
                 }
+                false
             }
             Err(e) => return Err(e.into()),
+        };
+        let backend = sqlite::Sqlite::open(path)?;
+        let store = Self::init(Arc::new(backend), Some(path.to_path_buf()), false)?;
+        if created {
+            // Worth noticing when it was not expected: a lost or moved state_dir means
+            // new channel numbers, a new tuner identity, no API-made accounts.
+            tracing::info!(file = %path.display(), "created a new state store at {}", path.display());
         }
-        let backend = sqlite::Sqlite::open(&path)?;
-        Self::init(Arc::new(backend), Some(path))
+        Ok(store)
+    }
+
+    /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
+    /// `StateLock`): read-only, and the channels it has never seen get a slug and a
+    /// number in memory only, for display (the server gives them theirs for good).
+    pub fn open_display_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("freesky.db");
+        sqlite::Sqlite::open_read_only(&path)
+            .and_then(|backend| Self::init(Arc::new(backend), Some(path.clone()), true))
+            .map_err(|e| open_error(dir, &path, e))
     }
 
     /// A store that forgets everything when dropped.
     pub fn in_memory() -> Self {
         let backend = sqlite::Sqlite::in_memory();
-        Self::init(Arc::new(backend), None)
+        Self::init(Arc::new(backend), None, false)
             .expect("the schema applies to an empty in-memory database")
     }
 
@@ -591,7 +700,7 @@ impl Store {
                 "cannot LISTEN for other instances' changes".into(),
             ));
         }
-        let store = Self::init(Arc::new(backend), None)?;
+        let store = Self::init(Arc::new(backend), None, false)?;
         let _ = target.set(Arc::downgrade(&store.inner));
         *store
             .inner
@@ -601,7 +710,11 @@ impl Store {
         Ok(store)
     }
 
-    fn init(backend: Arc<dyn Backend>, path: Option<PathBuf>) -> Result<Self, StoreError> {
+    fn init(
+        backend: Arc<dyn Backend>,
+        path: Option<PathBuf>,
+        display_only: bool,
+    ) -> Result<Self, StoreError> {
         let load = {
             let b = backend.clone();
             async move {
@@ -628,6 +741,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                display_only,
                 backend,
                 mirror: Mutex::new(mirror),
                 assign: tokio::sync::Mutex::new(()),
@@ -841,7 +955,12 @@ impl Store {
             let m = self.mirror();
             keys.iter().any(|w| !m.channels.contains_key(&w.key))
         };
-        if unknown {
+        if unknown && self.inner.display_only {
+            let mut m = self.mirror();
+            for (k, slug, number) in m.plan(keys, &HashSet::new()) {
+                m.channels.insert(k, ChannelIdentity { slug, number });
+            }
+        } else if unknown {
             let inner = self.inner.clone();
             let owned = keys.to_vec();
             let fresh = self
@@ -1271,6 +1390,137 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(numbers(again), [5, 14, 13]);
+    }
+
+    #[tokio::test]
+    async fn a_number_another_process_wrote_fails_the_write_and_is_learnt() {
+        // Two stores on one file: what a `freesky channels` beside a server did before
+        // the state_dir lock.
+        let dir = tempfile::tempdir().unwrap();
+        let server = Store::open(dir.path()).unwrap();
+        let other = Store::open(dir.path()).unwrap();
+        let theirs = other.identities(&[Wanted::new("name:a", "a")]).await;
+        assert_eq!(theirs.unwrap()[0].number, 1);
+        let err = server
+            .identities(&[Wanted::new("name:b", "b")])
+            .await
+            .expect_err("number 1 is the other process's: the write fails");
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+        // The next build plans around what the file holds: b is 2, a keeps 1.
+        let ids = server
+            .identities(&[Wanted::new("name:a", "a"), Wanted::new("name:b", "b")])
+            .await
+            .unwrap();
+        assert_eq!((ids[0].number, ids[1].number), (1, 2));
+        drop((server, other));
+        let reopened = Store::open(dir.path()).unwrap();
+        let ids = reopened
+            .identities(&[Wanted::new("name:b", "b")])
+            .await
+            .unwrap();
+        assert_eq!(ids[0].number, 2, "served as 2, stored as 2");
+    }
+
+    /// The report `main` prints of `e`: every error of the chain.
+    fn reported(e: StoreError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_open_says_which_file_and_what_to_do_once() {
+        let root = tempfile::tempdir().unwrap();
+        // state_dir is a file.
+        let file = root.path().join("state-file");
+        std::fs::write(&file, "x").unwrap();
+        let e = reported(Store::open(&file).err().expect("refused"));
+        assert_eq!(
+            e,
+            format!(
+                "state store {}: exists and is not a folder; set server.state_dir to a folder, \
+                 or move this file away",
+                file.display()
+            )
+        );
+        // freesky.db is not a database.
+        let dir = root.path().join("garbage");
+        std::fs::create_dir(&dir).unwrap();
+        let db = dir.join("freesky.db");
+        std::fs::write(&db, vec![b'x'; 8192]).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert!(
+            e.starts_with(&format!(
+                "state store {}: file is not a database (damaged?); move it away",
+                db.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("or restore a backup"), "{e}");
+        // freesky.db damaged inside: a table's page overwritten.
+        let dir = root.path().join("damaged");
+        {
+            let s = Store::open(&dir).unwrap();
+            s.set_enabled("A", Some(false)).await.unwrap();
+        }
+        let db = dir.join("freesky.db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        assert!(bytes.len() > 3 * 4096, "several pages");
+        bytes[4096..3 * 4096].fill(0xa5);
+        std::fs::write(&db, bytes).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert_eq!(
+            e,
+            format!(
+                "state store {}: the database is damaged (database disk image is malformed); \
+                 {MOVE_IT_AWAY}",
+                db.display()
+            )
+        );
+        // freesky.db is a folder: SQLite cannot open it.
+        let dir = root.path().join("folder");
+        std::fs::create_dir_all(dir.join("freesky.db")).unwrap();
+        let e = reported(Store::open(&dir).err().expect("refused"));
+        assert!(
+            e.starts_with(&format!(
+                "state store {}: cannot open it for writing (unable to open database file): ",
+                dir.join("freesky.db").display()
+            )),
+            "{e}"
+        );
+        assert_eq!(e.matches("unable to open database file").count(), 1, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_uses_up_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let known = [Wanted::new("name:a", "a"), Wanted::new("name:b", "b")];
+        s.identities(&known).await.unwrap();
+        // The disk fills up: every write of the new channel fails, build after build.
+        let raw = rusqlite::Connection::open(dir.path().join("freesky.db")).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER full BEFORE INSERT ON channel_identity
+             BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+        )
+        .unwrap();
+        let wanted = [
+            known[0].clone(),
+            known[1].clone(),
+            Wanted::new("name:new", "new"),
+        ];
+        for _ in 0..3 {
+            let err = s.identities(&wanted).await.unwrap_err();
+            assert!(err.to_string().contains("disk is full"), "{err}");
+        }
+        // Space again: the new channel gets the next free number, and its own slug.
+        raw.execute_batch("DROP TRIGGER full").unwrap();
+        let ids = s.identities(&wanted).await.unwrap();
+        assert_eq!(
+            ids[2],
+            ChannelIdentity {
+                slug: "new".into(),
+                number: 3
+            }
+        );
     }
 
     #[tokio::test]

@@ -514,12 +514,13 @@ impl Backend for Postgres {
             .iter()
             .map(|r| number(r.get(0)))
             .collect();
-        let fresh = {
+        let (fresh, next_before) = {
             let mut m = lock_mirror(mirror);
             for r in &theirs {
                 m.learn(r.get(0), r.get(1), number(r.get(2)));
             }
-            m.plan(keys, &taken)
+            let before = m.next_number;
+            (m.plan(keys, &taken), before)
         };
         if fresh.is_empty() {
             tx.commit().await.map_err(pg)?;
@@ -545,7 +546,7 @@ impl Backend for Postgres {
         }
         .await;
         if let Err(e) = written {
-            lock_mirror(mirror).unreserve(&fresh);
+            lock_mirror(mirror).unreserve(&fresh, next_before);
             return Err(e);
         }
         Ok(fresh)

@@ -4,7 +4,8 @@
 //! Every call blocks on the disk: the store runs them on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -67,11 +68,53 @@ CREATE TABLE IF NOT EXISTS record_id (
 
 pub(super) struct Sqlite {
     conn: Mutex<Connection>,
+    /// The database file as opened, to tell when it was deleted or replaced under the
+    /// running process (writes would then go to a file no one will open again);
+    /// `None` in memory.
+    file: Option<FileId>,
+    /// Whether that was logged (once).
+    gone_logged: AtomicBool,
+}
+
+/// A file's path and identity (device and inode) when it was opened.
+struct FileId {
+    path: PathBuf,
+    #[cfg(unix)]
+    id: (u64, u64),
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path)?;
+            (m.dev(), m.ino())
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            #[cfg(unix)]
+            id,
+        })
+    }
+
+    /// Whether `path` is still the file that was opened.
+    fn still_there(&self) -> bool {
+        match FileId::of(&self.path) {
+            #[cfg(unix)]
+            Ok(now) => now.id == self.id,
+            #[cfg(not(unix))]
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::init(Connection::open(path)?)
+        let mut store = Self::init(Connection::open(path)?)?;
+        store.file = Some(FileId::of(path)?);
+        Ok(store)
     }
 
     /// The store at `path`, opened to be read only (`freesky copy-state`): nothing is
@@ -81,6 +124,8 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            file: None,
+            gone_logged: AtomicBool::new(false),
         })
     }
 
@@ -148,6 +193,8 @@ impl Sqlite {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            file: None,
+            gone_logged: AtomicBool::new(false),
         })
     }
 
@@ -174,6 +221,14 @@ fn users_of(conn: &Connection) -> rusqlite::Result<Vec<StoredUser>> {
             created_at: r.get(7)?,
         })
     })?;
+    rows.collect()
+}
+
+/// The channel identities whose number is above `after` (0: all).
+fn identities_of(conn: &Connection, after: u32) -> rusqlite::Result<Vec<IdentityRow>> {
+    let mut stmt =
+        conn.prepare("SELECT merge_key, slug, number FROM channel_identity WHERE number > ?1")?;
+    let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.collect()
 }
 
@@ -216,11 +271,7 @@ impl Backend for Sqlite {
     }
 
     async fn identities_after(&self, after: u32) -> Result<Vec<IdentityRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT merge_key, slug, number FROM channel_identity WHERE number > ?1")?;
-        let rows = stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(identities_of(&self.conn(), after)?)
     }
 
     async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError> {
@@ -293,7 +344,11 @@ impl Backend for Sqlite {
         mirror: &Mutex<Mirror>,
     ) -> Result<Vec<IdentityRow>, StoreError> {
         // One process owns the file: the mirror already holds every identity.
-        let fresh = lock_mirror(mirror).plan(keys, &HashSet::new());
+        let (fresh, next_before) = {
+            let mut m = lock_mirror(mirror);
+            let before = m.next_number;
+            (m.plan(keys, &HashSet::new()), before)
+        };
         if fresh.is_empty() {
             return Ok(fresh);
         }
@@ -301,8 +356,11 @@ impl Backend for Sqlite {
             let mut conn = self.conn();
             let tx = conn.transaction()?;
             {
+                // Not `OR IGNORE`: a number or slug another process wrote meanwhile
+                // must fail the batch, not leave this mirror serving a number the file
+                // gives another channel.
                 let mut stmt = tx.prepare(
-                    "INSERT OR IGNORE INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO channel_identity (merge_key, slug, number) VALUES (?1, ?2, ?3)",
                 )?;
                 for (k, s, n) in &fresh {
                     stmt.execute(params![k, s, n])?;
@@ -311,8 +369,22 @@ impl Backend for Sqlite {
             tx.commit()
         })();
         if let Err(e) = written {
-            // Give the slugs back: nothing was persisted.
-            lock_mirror(mirror).unreserve(&fresh);
+            // Nothing was persisted: give the slugs back, and take in what the file
+            // holds that the mirror lacks (rows another process wrote, when one wrote
+            // against the lock), so the next build plans around them.
+            let stored = identities_of(&self.conn(), 0);
+            let mut m = lock_mirror(mirror);
+            m.unreserve(&fresh, next_before);
+            match stored {
+                Ok(rows) => {
+                    for (key, slug, number) in rows {
+                        if !m.channels.contains_key(&key) {
+                            m.learn(key, slug, number);
+                        }
+                    }
+                }
+                Err(re) => tracing::warn!(error = %re, "cannot read the channel identities again"),
+            }
             return Err(e.into());
         }
         Ok(fresh)
@@ -423,7 +495,20 @@ impl Backend for Sqlite {
         Ok(ids)
     }
 
+    /// The file is still where it was opened: deleted (a lost or removed state_dir)
+    /// or replaced, everything written from then on is lost at the next start.
     async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+        let Some(file) = self.file.as_ref().filter(|f| !f.still_there()) else {
+            return Ok(());
+        };
+        let e = StoreError::at(
+            &file.path.display().to_string(),
+            "was deleted or replaced while freesky runs: what is changed from now on is lost \
+             at the next start; put the state_dir back (or restore a backup) and restart freesky",
+        );
+        if !self.gone_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("{e}");
+        }
+        Err(e)
     }
 }

@@ -52,6 +52,7 @@ mod ready;
 mod scrape_recipe;
 mod snapshots;
 mod ssrf;
+mod state_dir;
 mod token_refresh;
 mod ts_stream;
 mod viewer_passwords;

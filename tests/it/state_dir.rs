@@ -1,0 +1,245 @@
+//! The state_dir under the real binary: one server owns a SQLite state_dir (a second
+//! one is refused, naming the first), and a one-shot command beside it numbers new
+//! channels for display only, writing nothing (SPEC §3: numbers never change).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use crate::common::{
+    freesky_command, freesky_command_via, run_within, FakeUpstream, Process, HANG_GUARD,
+};
+
+/// An M3U list of channels `names`.
+fn list(names: &[&str]) -> String {
+    let mut s = String::from("#EXTM3U\n");
+    for n in names {
+        s.push_str(&format!("#EXTINF:-1,{n}\nhttp://127.0.0.1:9/{n}.m3u8\n"));
+    }
+    s
+}
+
+/// A config on `127.0.0.1:0` with state in `dir/state`, one m3u service reading `url`.
+fn config(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("freesky.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\n\
+             [[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{url}\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The merge keys stored in `state/freesky.db`, read without writing.
+fn stored_keys(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("state/freesky.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = conn
+        .prepare("SELECT merge_key FROM channel_identity ORDER BY number")
+        .unwrap();
+    let keys = q.query_map([], |r| r.get(0)).unwrap();
+    keys.collect::<Result<_, _>>().unwrap()
+}
+
+async fn run(cmd: std::process::Command) -> std::process::Output {
+    let mut cmd = tokio::process::Command::from(cmd);
+    run_within(&mut cmd, HANG_GUARD, "the freesky binary").await
+}
+
+#[tokio::test]
+async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let created = format!(
+        "created a new state store at {}",
+        dir.path().join("state/freesky.db").display()
+    );
+    assert!(
+        server.log_text().contains(&created),
+        "{}",
+        server.log_text()
+    );
+    let all: Value = reqwest::get(format!("{}/api/channels/all", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all[0]["number"], 1, "{all}");
+
+    // A new channel upstream, seen first by a one-shot command.
+    std::fs::write(lists.join("list.m3u"), list(&["One", "New"])).unwrap();
+    let mut cmd = freesky_command();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["channels", "--json"]);
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pid = format!("pid {}", server.child.id());
+    assert!(
+        stderr.contains(&pid) && stderr.contains("numbered here for display only"),
+        "{stderr}"
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "New")
+        .expect("the new channel is shown");
+    assert_eq!(new["number"], 2, "{shown}");
+    assert_eq!(
+        stored_keys(dir.path()),
+        ["name:one"],
+        "the command wrote no identity: the server numbers `New` itself"
+    );
+
+    // A second server on the same state_dir is refused, naming the dir and the first.
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let state = dir.path().join("state");
+    assert!(
+        stderr.contains(&format!("state_dir {} is in use", state.display()))
+            && stderr.contains(&pid),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_write_past_the_file_size_limit_fails_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    // Thousands of channels: their identities are far more than the limit allows.
+    let names: Vec<String> = (0..8000)
+        .map(|i| format!("Channel number {i} of a long list"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    std::fs::write(lists.join("list.m3u"), list(&names)).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+
+    // 400 KiB per file written, the log included.
+    let mut cmd = freesky_command_via(&["bash", "-c", "ulimit -f 400 && exec \"$0\" \"$@\""]);
+    cmd.arg("--config").arg(&config).arg("serve");
+    let mut server = Process::serve(cmd, &dir.path().join("server.log"));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let playlist = client
+        .get(format!("{}/playlist.m3u", server.base))
+        .send()
+        .await
+        .expect("answered, not cut by the process dying");
+    assert_eq!(playlist.status(), 500, "{}", server.log_text());
+    assert!(server.running(), "{}", server.log_text());
+    let health = client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let log = server
+        .wait_log("past the file-size limit", HANG_GUARD)
+        .await;
+    assert!(
+        log.contains("state store: disk I/O error"),
+        "the failed write is logged: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let state = dir.path().join("state");
+    std::fs::write(&state, "not a folder").unwrap();
+    for command in ["serve", "playlist"] {
+        let mut cmd = freesky_command();
+        cmd.arg("--config").arg(&config).arg(command);
+        let out = run(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "error: state store {}: exists and is not a folder; set server.state_dir to a \
+                 folder, or move this file away",
+                state.display()
+            )],
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let ready = || async {
+        let resp = reqwest::get(format!("{}/ready", server.base))
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    crate::common::eventually("ready", || async {
+        match ready().await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let state = dir.path().join("state");
+    std::fs::remove_dir_all(&state).unwrap();
+    let db = state.join("freesky.db");
+    // Noticed by the periodic check (every 10 s), before anyone asks.
+    server.wait_log("was deleted or replaced", HANG_GUARD).await;
+    for _ in 0..2 {
+        let (status, body) = ready().await;
+        assert_eq!(status, 503, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "store_unavailable", "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("state store {}: was deleted", db.display())),
+            "{error}"
+        );
+    }
+    let log = server.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("was deleted or replaced"))
+        .collect();
+    assert_eq!(errors.len(), 1, "logged once: {log}");
+    assert!(errors[0].contains(&db.display().to_string()), "{log}");
+}
