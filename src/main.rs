@@ -128,11 +128,11 @@ fn main() -> ExitCode {
                 1 => ", 1 warning".to_string(),
                 n => format!(", {n} warnings"),
             };
-            println!(
-                "{}: ok ({} services{warned})",
-                config.source,
-                config.services.len()
-            );
+            let services = match config.services.len() {
+                1 => "1 service".to_string(),
+                n => format!("{n} services"),
+            };
+            println!("{}: ok ({services}{warned})", config.source);
         }
         return ExitCode::SUCCESS;
     }

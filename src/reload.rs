@@ -223,6 +223,17 @@ impl Reloader {
 fn start_background(state: &AppState) -> Monitors {
     // Before the first lineup: a service down at start lists what it last listed.
     state.registry.keep_lists_in(&state.config.server.state_dir);
+    // Accounts made through the API that name a service renamed or removed since (the
+    // config's own are checked with it): said once per start or reload.
+    let known = state.registry.service_names();
+    for (account, unknown) in state.accounts.unknown_services(&known) {
+        tracing::warn!(
+            account = %account,
+            services = ?unknown,
+            configured = ?known,
+            "an account names services that are not configured (renamed or removed?): it sees nothing of them; rename them back, or change its `services` (PATCH /api/users/{account})"
+        );
+    }
     let registry = state.registry.clone();
     let guides = state.guides.clone();
     let readiness = state.readiness.clone();

@@ -439,6 +439,27 @@ impl Accounts {
         }
     }
 
+    /// The accounts whose `services` name a service not among `known` (a service
+    /// renamed or removed from the config), with those names, by account name: such an
+    /// account sees nothing of them.
+    pub fn unknown_services(&self, known: &[&str]) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .read()
+            .values()
+            .filter_map(|a| {
+                let unknown: Vec<String> = a
+                    .services
+                    .iter()
+                    .filter(|s| !known.contains(&s.as_str()))
+                    .cloned()
+                    .collect();
+                (!unknown.is_empty()).then(|| (a.name.clone(), unknown))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every account, by name, as the admin API shows them.
     pub fn list(&self) -> Vec<AccountView> {
         let mut all: Vec<Arc<Account>> = self.read().values().cloned().collect();
@@ -735,6 +756,29 @@ mod tests {
         assert!(
             !a.penalty.delay(ip).is_zero(),
             "a right login clears nothing"
+        );
+    }
+
+    #[test]
+    fn accounts_naming_a_service_no_longer_configured_are_found() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[services]]\nname = \"A\"\nkind = \"demo\"\n\n\
+             [[services]]\nname = \"B\"\nkind = \"demo\"\n\n\
+             [[users]]\nname = \"alice\"\npassword = \"pw\"\nservices = [\"A\", \"B\"]\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"pw\"\nservices = [\"A\"]\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Accounts::new(&users, Store::in_memory(), None);
+        assert!(a.unknown_services(&["A", "B"]).is_empty());
+        assert_eq!(
+            a.unknown_services(&["A2", "B"]),
+            [
+                ("alice".to_string(), vec!["A".to_string()]),
+                ("bob".to_string(), vec!["A".to_string()])
+            ]
         );
     }
 

@@ -137,7 +137,7 @@ fn check_warns_of_missing_files_and_refuses_a_mistyped_url() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.ends_with(": ok (1 services, 2 warnings)\n"),
+        stdout.ends_with(": ok (1 service, 2 warnings)\n"),
         "{}",
         show(&out)
     );
@@ -269,7 +269,7 @@ fn the_shipped_config_examples_are_valid_when_uncommented() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !stdout.contains("(1 services)"),
+        !stdout.contains("(1 service)"),
         "no example was uncommented: {stdout}"
     );
 }
