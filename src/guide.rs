@@ -1123,7 +1123,7 @@ impl Guides {
         // tvg-ids this service uses for which lineup channel.
         let channels = self
             .registry
-            .channels_of(name)
+            .channels_or_recent_failure(name)
             .await
             .map_err(|e| (String::new(), format!("channel list: {e}")))?;
         let Some(source) = service.guide_source() else {

@@ -342,3 +342,43 @@ async fn a_guide_whose_assignments_change_in_a_refresh_is_downloaded_once_in_it(
     assert_eq!(downloads(), (2, 2));
     assert_eq!(titles(&app, "BBCOne").await, ["BBCOne.uk show"]);
 }
+
+/// A service whose channel list fails at start is asked once: the guide, reading right
+/// after the lineup asked, takes that failure for its answer instead of waiting for
+/// the same failing upstream again.
+#[tokio::test]
+async fn a_list_that_failed_at_start_is_not_asked_again_by_the_guide() {
+    let good = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .text(
+            "/guide.xml",
+            XML,
+            xmltv(&[("One.uk", "One")]).replace("</tv>", &format!(
+                "<programme start=\"{}\" stop=\"{}\" channel=\"One.uk\"><title>News</title></programme></tv>",
+                at(0),
+                at(1)
+            )),
+        )
+        .start();
+    let bad = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(|| async { respond(503, "text/plain", "down") }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Good\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n\n\
+         [[services]]\nname = \"Bad\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n",
+        good.url("/list.m3u"),
+        good.url("/guide.xml"),
+        bad.url("/list.m3u"),
+        good.url("/guide.xml"),
+    ))
+    .await;
+    let epg = app.get_text_ok("/epg.xml").await;
+    assert!(epg.contains("News"), "{epg}");
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert_eq!(bad.hits("/list.m3u"), 1, "{status}");
+}

@@ -35,12 +35,40 @@ impl Registry {
                     }
                     Err(err) => {
                         tracing::warn!(service = %e.cfg.name, error = %err, "channel list failed");
+                        self.list_failed
+                            .lock()
+                            .expect("list_failed lock is never poisoned")
+                            .insert(e.cfg.name.clone(), (Instant::now(), err.clone()));
                         Err(err)
                     }
                 }
             })
             .await
             .map_err(|e: Arc<UpstreamError>| (*e).clone())
+    }
+
+    /// `channels_of` for a reader that may take a recent failure for an answer (the
+    /// guide, right after the lineup asked): a list that failed less than
+    /// `DEGRADED_LINEUP_TTL` ago is not asked again, so a failing service is not
+    /// waited for twice at start.
+    pub async fn channels_or_recent_failure(
+        &self,
+        name: &str,
+    ) -> Result<Arc<Vec<Channel>>, UpstreamError> {
+        if let Some(list) = self.channels.get(name).await {
+            return Ok(list);
+        }
+        let recent = self
+            .list_failed
+            .lock()
+            .expect("list_failed lock is never poisoned")
+            .get(name)
+            .filter(|(at, _)| at.elapsed() < DEGRADED_LINEUP_TTL)
+            .map(|(_, err)| err.clone());
+        match recent {
+            Some(err) => Err(err),
+            None => self.channels_of(name).await,
+        }
     }
 
     /// The merged lineup of every enabled service. A service that fails contributes

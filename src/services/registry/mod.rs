@@ -232,6 +232,8 @@ pub struct Registry {
     lists_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// The list kept on disk of each service, as last written or read.
     saved: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    /// When each service's channel list last failed, and why.
+    list_failed: Mutex<HashMap<String, (Instant, UpstreamError)>>,
 }
 
 impl Registry {
@@ -282,6 +284,7 @@ impl Registry {
             last_good: Mutex::default(),
             lists_dir: std::sync::OnceLock::new(),
             saved: Mutex::default(),
+            list_failed: Mutex::default(),
         }
     }
 
