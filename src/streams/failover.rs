@@ -253,10 +253,14 @@ impl Engine {
                 .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
                 .await?;
             let url = match &*doc {
+                // The player follows one media playlist from here on: one whose
+                // audio is in its own segments when the master has one.
                 Document::Playlist { url, body } if hls::is_master(body) => {
-                    hls::best_variant(body, url).ok_or_else(|| {
-                        UpstreamError::Invalid("the master lists no variant".into())
-                    })?
+                    hls::muxed_variant(body, url)
+                        .map(|(variant, _)| variant)
+                        .ok_or_else(|| {
+                            UpstreamError::Invalid("the master lists no variant".into())
+                        })?
                 }
                 Document::Playlist { url, .. } => url.clone(),
                 Document::Media { .. } => {

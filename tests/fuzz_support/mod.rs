@@ -325,6 +325,7 @@ fn hls_target(data: &[u8]) {
     let _ = hls::target_duration(&text);
     let _ = hls::media_info(&text, &base);
     let _ = hls::best_variant(&text, &base);
+    let _ = hls::muxed_variant(&text, &base);
 
     let out = hls::rewrite_refs(&text, |out, raw, _| {
         if hls::is_fetchable_ref(raw) {
