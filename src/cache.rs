@@ -605,15 +605,34 @@ impl Drop for FlightGuard<'_> {
 }
 
 /// Runs one upstream fetch into `flight` within the segment deadline, stopping early
-/// when every reader has gone; dropping the body closes the upstream connection.
+/// when every reader has gone; dropping the body closes the upstream connection. A
+/// body past a cache entry's size (a long media file listed as one segment: a movie
+/// of a VOD playlist) is no segment to cut off: past the deadline it goes on, bounded
+/// by the service's idle timeout between chunks.
 async fn pump(flight: Arc<Inflight>, p: Pump) {
     let _guard = FlightGuard {
         flight: &flight,
         pump: &p,
     };
-    tokio::select! {
-        outcome = tokio::time::timeout(p.timeout, fetch_into(&flight, &p)) => {
-            if outcome.is_err() {
+    let fetch = fetch_into(&flight, &p);
+    tokio::pin!(fetch);
+    let deadline = tokio::time::sleep(p.timeout);
+    tokio::pin!(deadline);
+    let mut bounded = true;
+    loop {
+        tokio::select! {
+            () = &mut fetch => return,
+            () = &mut deadline, if bounded => {
+                let long = {
+                    let s = flight.lock();
+                    s.partial
+                        || matches!(&s.head, Some(Ok(h)) if h.content_length
+                            .is_some_and(|n| n > p.max_entry as u64))
+                };
+                if long {
+                    bounded = false;
+                    continue;
+                }
                 flight.update(|s| {
                     let late = UpstreamError::Timeout(p.timeout);
                     if s.head.is_none() {
@@ -623,9 +642,10 @@ async fn pump(flight: Arc<Inflight>, p: Pump) {
                         s.end = Some(Err(late));
                     }
                 });
+                return;
             }
+            () = p.deserted(&flight) => return,
         }
-        () = p.deserted(&flight) => {}
     }
 }
 

@@ -626,20 +626,12 @@ enum Kept {
     Dropped,
 }
 
-/// Low-latency HLS tags: freesky serves playlists from its cache and does not hold a
-/// reload until a part exists (`CAN-BLOCK-RELOAD`), so it serves the segments only,
-/// as regular-latency HLS, which every LL-HLS player also plays.
-const LOW_LATENCY: &[&str] = &[
-    "#EXT-X-PART",
-    "#EXT-X-PART-INF",
-    "#EXT-X-PRELOAD-HINT",
-    "#EXT-X-RENDITION-REPORT",
-    "#EXT-X-SKIP",
-];
-
 /// Which tags a rewritten playlist keeps. Out: comments (not `#EXT`: they may name
-/// upstream URLs), low-latency tags ([`LOW_LATENCY`]) and the server-control
-/// attributes that promise them, content steering (its manifest lists other hosts'
+/// upstream URLs); low-latency tags (parts, preload hints, rendition reports, skips)
+/// and the server-control attributes that promise them, since freesky serves
+/// playlists from its cache and does not hold a reload until a part exists
+/// (`CAN-BLOCK-RELOAD`): it serves the segments, as regular-latency HLS, which every
+/// LL-HLS player also plays; content steering (its manifest lists other hosts'
 /// addresses for the player to use), and interstitials given as an asset list (a
 /// JSON document of URIs freesky does not rewrite). An interstitial's `X-ASSET-URI`
 /// is kept and rewritten like a `URI`.
@@ -647,14 +639,19 @@ fn kept_tag(line: &str) -> Kept {
     if !line.starts_with("#EXT") {
         return Kept::Dropped;
     }
-    let name = tag_name(line).unwrap_or(line);
-    if LOW_LATENCY.contains(&name) || name == "#EXT-X-CONTENT-STEERING" {
-        return Kept::Dropped;
-    }
-    let Some((_, list)) = line.split_once(':') else {
+    // The line of every segment: decided without looking further.
+    if line.starts_with("#EXTINF") {
         return Kept::Line;
-    };
+    }
+    let name = tag_name(line).unwrap_or(line);
+    let list = line.split_once(':').map_or("", |(_, list)| list);
     match name {
+        "#EXT-X-PART"
+        | "#EXT-X-PART-INF"
+        | "#EXT-X-PRELOAD-HINT"
+        | "#EXT-X-RENDITION-REPORT"
+        | "#EXT-X-SKIP"
+        | "#EXT-X-CONTENT-STEERING" => Kept::Dropped,
         "#EXT-X-DATERANGE"
             if parse_attributes(list)
                 .iter()

@@ -388,6 +388,62 @@ async fn players_asking_bytes_0_share_one_segment_fetch() {
     assert_eq!(origin.hits("/r/r.ts"), 1, "{:?}", origin.paths());
 }
 
+/// A long media file listed as one segment (a VOD playlist's movie) is larger than a
+/// cache entry: a player's `bytes=0-` request shares the fetch and is not cut off at
+/// `segment_timeout` (it was, once such requests joined the shared fetch).
+#[tokio::test]
+async fn a_segment_larger_than_a_cache_entry_is_not_cut_off_at_the_segment_timeout() {
+    let body: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    let served = body.clone();
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/v/index.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:7200\n#EXTINF:7200,\nmovie.ts\n#EXT-X-ENDLIST\n",
+        )
+        .route(
+            "/v/movie.ts",
+            get(move || {
+                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = served
+                    .chunks(50_000)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect();
+                async move {
+                    // 8 chunks, 150 ms apart: past the cache entry after 3, past the
+                    // 1 s segment timeout before the end.
+                    let slow = futures::stream::iter(chunks).then(|c| async {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        c
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(slow))
+                }
+            }),
+        )
+        .start();
+    // A cache entry is an eighth of the segment cache: 128 KiB here.
+    let (app, _list) = app_for(
+        &origin,
+        "/v/index.m3u8",
+        "[cache]\nsegment_cache_mb = 1\nsegment_timeout = \"1s\"\n",
+    )
+    .await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let resp = app
+        .client
+        .get(&seg)
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    assert!([200, 206].contains(&resp.status().as_u16()), "{resp:?}");
+    let got = resp.bytes().await.expect("the whole body, not cut off");
+    assert_eq!(got.len(), body.len());
+    assert_eq!(got.to_vec(), body);
+}
+
 #[tokio::test]
 async fn bad_proxy_links_are_refused_without_any_upstream_request() {
     let origin = FakeUpstream::bind()
