@@ -340,7 +340,15 @@ async fn fetch_document(
                 if ctype.is_empty() { "untyped" } else { &ctype }
             )));
         }
-        let body = hls::substitute_defines(&body, &final_url).unwrap_or(body);
+        let body = match hls::substitute_defines(&body, &final_url, limit) {
+            Ok(substituted) => substituted.unwrap_or(body),
+            Err(why) => {
+                return Err(UpstreamError::Invalid(format!(
+                    "{}: {why}",
+                    service.shown_url(&final_url)
+                )))
+            }
+        };
         if hls::count_uris(&body, max_uris) > max_uris {
             return Err(UpstreamError::Invalid(format!(
                 "{} lists more than {max_uris} URIs (the cap is [cache] max_playlist_uris = {max_uris})",

@@ -306,17 +306,21 @@ pub fn rewrite_refs_sized(
 /// `body` with its `#EXT-X-DEFINE` variables substituted (`{$name}` in every later
 /// line), for playlists that define any: a `NAME` with its `VALUE`, or a `QUERYPARAM`
 /// taken from `url`'s query (RFC 8216bis 4.4.2.3). Proxy links carry each URI sealed, so
-/// a player could no longer substitute in them. The definitions are taken out; an
-/// `IMPORT` (a value from the master playlist, which freesky does not keep) stays as
-/// it is, with its references. `None` when nothing is defined.
-pub fn substitute_defines(body: &str, url: &Url) -> Option<String> {
+/// a player could no longer substitute in them. The definitions become blank lines (so
+/// lines keep their numbers); an `IMPORT` (a value from the master playlist, which
+/// freesky does not keep) stays as it is, with its references, and so does a
+/// definition whose value holds a quote or a control character. One pass per line: an
+/// inserted value is never read again for references. `Ok(None)` when nothing is
+/// defined; an error when the result would pass `limit` bytes.
+pub fn substitute_defines(body: &str, url: &Url, limit: usize) -> Result<Option<String>, String> {
     if !body.contains("#EXT-X-DEFINE:") {
-        return None;
+        return Ok(None);
     }
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut out = String::with_capacity(body.len());
     for piece in body.split_inclusive('\n') {
-        let trimmed = piece.trim_matches(is_pad);
+        let (content, ending) = split_ending(piece);
+        let trimmed = content.trim_matches(is_pad);
         if let Some(list) = trimmed.strip_prefix("#EXT-X-DEFINE:") {
             let attrs = parse_attributes(list);
             let attr = |n: &str| attrs.iter().find(|a| a.name == n).map(|a| a.value);
@@ -328,25 +332,46 @@ pub fn substitute_defines(body: &str, url: &Url) -> Option<String> {
                     .map(|(_, v)| (param.to_string(), v.into_owned())),
                 _ => None,
             };
-            if let Some((name, value)) = defined {
-                vars.retain(|(n, _)| *n != name);
-                vars.push((name, value));
-                continue;
+            match defined {
+                Some((name, value)) if !value.chars().any(|c| c == '"' || c.is_control()) => {
+                    vars.insert(name, value);
+                    out.push_str(ending);
+                }
+                _ => out.push_str(piece),
             }
+        } else if vars.is_empty() || !piece.contains("{$") {
             out.push_str(piece);
-            continue;
+        } else {
+            let mut rest = piece;
+            while let Some(at) = rest.find("{$") {
+                out.push_str(&rest[..at]);
+                let after = &rest[at + 2..];
+                match after
+                    .find('}')
+                    .and_then(|end| vars.get(&after[..end]).map(|v| (end, v)))
+                {
+                    Some((end, value)) => {
+                        out.push_str(value);
+                        rest = &after[end + 1..];
+                    }
+                    None => {
+                        out.push_str("{$");
+                        rest = after;
+                    }
+                }
+                if out.len() > limit {
+                    break;
+                }
+            }
+            out.push_str(rest);
         }
-        if vars.is_empty() || !piece.contains("{$") {
-            out.push_str(piece);
-            continue;
+        if out.len() > limit {
+            return Err(format!(
+                "its EXT-X-DEFINE variables make it longer than {limit} bytes"
+            ));
         }
-        let mut line = piece.to_string();
-        for (name, value) in &vars {
-            line = line.replace(&format!("{{${name}}}"), value);
-        }
-        out.push_str(&line);
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// How many URIs `body` lists (URI lines, and `URI=` attributes of tag lines other than
@@ -1107,19 +1132,46 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
 
     #[test]
     fn defined_variables_are_substituted() {
-        let url = Url::parse("https://cdn.example.com/live/index.m3u8?tok=a%20b&x=1").unwrap();
+        let url =
+            Url::parse("https://cdn.example.com/live/index.m3u8?tok=a%20b&x=1&bad=%0A").unwrap();
         let body = "#EXTM3U\n#EXT-X-DEFINE:NAME=\"p\",VALUE=\"s00\"\n\
                     #EXT-X-DEFINE:QUERYPARAM=\"tok\"\n#EXT-X-DEFINE:IMPORT=\"m\"\n\
-                    #EXT-X-MAP:URI=\"{$p}-init.mp4?t={$tok}\"\n#EXTINF:2,\n{$p}0.ts?m={$m}\n";
+                    #EXT-X-DEFINE:QUERYPARAM=\"bad\"\n\
+                    #EXT-X-MAP:URI=\"{$p}-init.mp4?t={$tok}\"\n#EXTINF:2,\n{$p}0.ts?m={$m}&b={$bad}\n";
         assert_eq!(
-            substitute_defines(body, &url).unwrap(),
-            "#EXTM3U\n#EXT-X-DEFINE:IMPORT=\"m\"\n\
-             #EXT-X-MAP:URI=\"s00-init.mp4?t=a b\"\n#EXTINF:2,\ns000.ts?m={$m}\n"
+            substitute_defines(body, &url, 1 << 20).unwrap().unwrap(),
+            "#EXTM3U\n\n\n#EXT-X-DEFINE:IMPORT=\"m\"\n#EXT-X-DEFINE:QUERYPARAM=\"bad\"\n\
+             #EXT-X-MAP:URI=\"s00-init.mp4?t=a b\"\n#EXTINF:2,\ns000.ts?m={$m}&b={$bad}\n"
         );
         assert_eq!(
-            substitute_defines("#EXTM3U\n#EXTINF:2,\na.ts\n", &url),
-            None
+            substitute_defines("#EXTM3U\n#EXTINF:2,\na.ts\n", &url, 1 << 20),
+            Ok(None)
         );
+    }
+
+    #[test]
+    fn defined_variables_never_grow_past_the_limit() {
+        let url = Url::parse("https://cdn.example.com/live/index.m3u8").unwrap();
+        // Each value refers to the next: read again, it would double 40 times.
+        let mut chain = String::from("#EXTM3U\n");
+        for i in 0..40 {
+            chain.push_str(&format!(
+                "#EXT-X-DEFINE:NAME=\"v{i}\",VALUE=\"{{$v{}}}{{$v{}}}\"\n",
+                i + 1,
+                i + 1
+            ));
+        }
+        chain.push_str("#EXTINF:2,\n{$v0}.ts\n");
+        let out = substitute_defines(&chain, &url, 1 << 20).unwrap().unwrap();
+        assert!(out.ends_with("{$v1}{$v1}.ts\n"), "{out}");
+        // One long value referred to many times.
+        let big = format!(
+            "#EXTM3U\n#EXT-X-DEFINE:NAME=\"a\",VALUE=\"{}\"\n#EXTINF:2,\n{}.ts\n",
+            "x".repeat(20_000),
+            "{$a}".repeat(5_000)
+        );
+        let err = substitute_defines(&big, &url, 1 << 20).unwrap_err();
+        assert!(err.contains("longer than 1048576 bytes"), "{err}");
     }
 
     #[test]

@@ -326,6 +326,9 @@ fn hls_target(data: &[u8]) {
     let _ = hls::media_info(&text, &base);
     let _ = hls::best_variant(&text, &base);
     let _ = hls::muxed_variant(&text, &base);
+    if let Ok(Some(out)) = hls::substitute_defines(&text, &base, 1 << 16) {
+        assert!(out.len() <= 1 << 16, "defines grew past their limit");
+    }
 
     let out = hls::rewrite_refs(&text, |out, raw, _| {
         if hls::is_fetchable_ref(raw) {
