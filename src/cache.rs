@@ -183,6 +183,11 @@ impl MediaCache {
         found.map(|c| c.doc).map_err(|e| (*e).clone())
     }
 
+    /// The most one segment fetch may take, head to last byte (`cache.segment_timeout`).
+    pub fn segment_timeout(&self) -> Duration {
+        self.segment_timeout
+    }
+
     /// The `Cache-Control` of a segment, key or map answer: its links are the same for
     /// every viewer and render, so a shared cache in front may keep them `segment_ttl`.
     pub fn segment_cache_control(&self) -> axum::http::HeaderValue {

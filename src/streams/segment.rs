@@ -75,7 +75,12 @@ impl Upstream<'_> {
         } else {
             range.offset
         };
-        Ok(window(fetched.body, skip, range.length))
+        // Bounded as a shared fetch is: a trickling range must fail the segment (and
+        // so, in time, the source), not stall the session.
+        Ok(bounded(
+            window(fetched.body, skip, range.length),
+            self.media.segment_timeout(),
+        ))
     }
 
     /// The init section (`EXT-X-MAP`) at `url` (`range` of it), whole: at most
@@ -176,6 +181,22 @@ pub(super) fn decrypt(body: BodyStream, key: &[u8; 16], iv: &[u8; 16]) -> BodySt
     ))
 }
 
+/// `body`, ended with a timeout error once `within` has passed since now.
+fn bounded(body: BodyStream, within: std::time::Duration) -> BodyStream {
+    let end = tokio::time::Instant::now() + within;
+    Box::pin(futures::stream::unfold(
+        Some(body),
+        move |state| async move {
+            let mut body = state?;
+            match tokio::time::timeout_at(end, body.next()).await {
+                Ok(Some(item)) => Some((item, Some(body))),
+                Ok(None) => None,
+                Err(_) => Some((Err(UpstreamError::Timeout(within)), None)),
+            }
+        },
+    ))
+}
+
 fn once(bytes: Bytes) -> BodyStream {
     Box::pin(futures::stream::once(async move { Ok(bytes) }))
 }
@@ -253,6 +274,28 @@ mod tests {
         }
         let cut = collect(decrypt(chunks(&[1u8; 20], 7), &key, &iv)).await;
         assert!(cut.unwrap_err().to_string().contains("whole number"));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_body_ends_with_a_timeout_error() {
+        // Endless: only the bound ends it.
+        let slow: BodyStream = Box::pin(futures::stream::unfold(0u8, |n| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Some((Ok(Bytes::from(vec![n])), n.wrapping_add(1)))
+        }));
+        let mut body = bounded(slow, std::time::Duration::from_millis(200));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(item) = body.next().await {
+                if let Err(e) = item {
+                    return Some(e);
+                }
+            }
+            None
+        })
+        .await
+        .expect("the bound ended the body");
+        assert!(ended.is_some_and(|e| e.is_timeout()));
+        assert!(body.next().await.is_none());
     }
 
     #[tokio::test]

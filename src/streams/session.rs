@@ -569,8 +569,10 @@ impl Task {
     /// Polls the media playlist and sends each new segment once; refreshes the URL's
     /// token when due.
     async fn follow(&mut self, src: &mut Source, mut url: Url) -> Stop {
-        // A new source sends its init section again, whatever the last one sent.
+        // A new source sends its init section again, whatever the last one sent; and
+        // one without (MPEG-TS after fMP4) leaves no init for viewers who join now.
         self.sent_map = None;
+        self.set_init(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;

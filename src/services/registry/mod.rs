@@ -231,7 +231,7 @@ pub struct Registry {
     /// `keep_lists_in` says so.
     lists_dir: std::sync::OnceLock<std::path::PathBuf>,
     /// The list kept on disk of each service, as last written or read.
-    saved: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    saved: Arc<Mutex<HashMap<String, Arc<Vec<Channel>>>>>,
     /// When each service's channel list last failed, and why.
     list_failed: Mutex<HashMap<String, (Instant, UpstreamError)>>,
 }
@@ -283,7 +283,7 @@ impl Registry {
             rebuilt: Arc::default(),
             last_good: Mutex::default(),
             lists_dir: std::sync::OnceLock::new(),
-            saved: Mutex::default(),
+            saved: Arc::default(),
             list_failed: Mutex::default(),
         }
     }

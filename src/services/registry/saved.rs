@@ -183,7 +183,20 @@ impl Registry {
         let (prefix, path) = file_of(dir, e);
         let list = list.clone();
         let service = name.to_string();
+        let newest = self.saved.clone();
         tokio::task::spawn_blocking(move || {
+            // One write at a time, and only of the newest list: two writes finishing
+            // out of order would leave the older list on disk.
+            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+            let still_newest = newest
+                .lock()
+                .expect("saved lock is never poisoned")
+                .get(&service)
+                .is_some_and(|s| Arc::ptr_eq(s, &list));
+            if !still_newest {
+                return;
+            }
             if let Err(err) = write(&path, &prefix, &service, &list) {
                 tracing::warn!(file = %path.display(), error = %err, "keeping the channel list failed");
             }
