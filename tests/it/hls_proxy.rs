@@ -252,8 +252,9 @@ async fn segment_bytes_reach_the_player_before_the_origin_has_finished() {
     assert_eq!(rest, b"REST");
 }
 
-#[tokio::test]
-async fn range_and_head_requests_on_a_segment() {
+/// A channel of one 1,000-byte segment from an origin that honours ranges: the bytes,
+/// the origin, the app, its list, and the segment's proxy link.
+async fn one_ranged_segment() -> (Vec<u8>, FakeUpstream, TestApp, FakeUpstream, String) {
     let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
     let served = bytes.clone();
     let origin = FakeUpstream::bind()
@@ -271,6 +272,12 @@ async fn range_and_head_requests_on_a_segment() {
     let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let seg = assert_all_proxied(&app, &playlist).remove(0);
+    (bytes, origin, app, _list, seg)
+}
+
+#[tokio::test]
+async fn range_and_head_requests_on_a_segment() {
+    let (bytes, origin, app, _list, seg) = one_ranged_segment().await;
 
     let ranged = |range: &'static str| {
         let req = app.client.get(&seg).header("range", range);
@@ -349,23 +356,7 @@ async fn defines_are_substituted_and_low_latency_and_steering_taken_out() {
 /// segment, fetched once however many players ask.
 #[tokio::test]
 async fn players_asking_bytes_0_share_one_segment_fetch() {
-    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
-    let served = bytes.clone();
-    let origin = FakeUpstream::bind()
-        .await
-        .text("/r/index.m3u8", HLS_TYPE, media_playlist(&["r.ts"]))
-        .route(
-            "/r/r.ts",
-            get(move |h: axum::http::HeaderMap| {
-                let all = served.clone();
-                async move { ranged_origin(&h, &all) }
-            }),
-        )
-        .start();
-    let (app, _list) = app_for(&origin, "/r/index.m3u8", "").await;
-    let id = app.channel_id("Live").await;
-    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
-    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    let (bytes, origin, app, _list, seg) = one_ranged_segment().await;
     let asks = (0..4).map(|_| {
         let req = app.client.get(&seg).header("range", "bytes=0-");
         async move {

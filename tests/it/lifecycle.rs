@@ -505,21 +505,19 @@ async fn reload_is_an_admin_call_and_names_what_needs_a_restart() {
     assert_eq!(status, 200);
 }
 
-/// A service down during a reload keeps its last listed channels (as it does between
-/// reloads), and a file that lists no service (a half-written one reads so) is refused
-/// rather than emptying the lineup.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_services() {
+/// `/list.m3u`: `#EXTM3U`, then `entry`'s lines and a stream URL; 503 once the flag
+/// returned is set.
+async fn list_that_goes_down(entry: &str) -> (FakeUpstream, Arc<std::sync::atomic::AtomicBool>) {
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = down.clone();
     let list = FakeUpstream::bind().await;
-    let stream = list.url("/live/index.m3u8");
+    let body = format!("#EXTM3U\n{entry}\n{}\n", list.url("/live/index.m3u8"));
     let list = list
         .route(
             "/list.m3u",
             get(move || {
                 let down = flag.load(Ordering::SeqCst);
-                let body = format!("#EXTM3U\n#EXTINF:-1,Live\n{stream}\n");
+                let body = body.clone();
                 async move {
                     if down {
                         respond(503, "text/plain", "down")
@@ -530,6 +528,15 @@ async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_serv
             }),
         )
         .start();
+    (list, down)
+}
+
+/// A service down during a reload keeps its last listed channels (as it does between
+/// reloads), and a file that lists no service (a half-written one reads so) is refused
+/// rather than emptying the lineup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_services() {
+    let (list, down) = list_that_goes_down("#EXTINF:-1,Live").await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_text(dir.path(), "", &[("Origin", list.url("/list.m3u"), "one")]);
     let fs = Freesky::start(dir.path(), &config);
@@ -574,29 +581,11 @@ async fn a_reload_keeps_a_down_services_channels_and_refuses_a_file_without_serv
 /// `state_dir/lists/`), unless it now lists from elsewhere (another URL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_down_at_a_restart_keeps_its_last_listed_channels() {
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = down.clone();
-    let list = FakeUpstream::bind().await;
-    let stream = list.url("/live/index.m3u8");
-    let list = list
-        .route(
-            "/list.m3u",
-            get(move || {
-                let down = flag.load(Ordering::SeqCst);
-                let body = format!(
-                    "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\" catchup=\"shift\" catchup-days=\"2\",Live\n\
-                     #EXTVLCOPT:http-referrer=http://ref.example/\n{stream}\n"
-                );
-                async move {
-                    if down {
-                        respond(503, "text/plain", "down")
-                    } else {
-                        respond(200, M3U_TYPE, body)
-                    }
-                }
-            }),
-        )
-        .start();
+    let (list, down) = list_that_goes_down(
+        "#EXTINF:-1 tvg-id=\"Live.example\" catchup=\"shift\" catchup-days=\"2\",Live\n\
+         #EXTVLCOPT:http-referrer=http://ref.example/",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_text(dir.path(), "", &[("Origin", list.url("/list.m3u"), "one")]);
     let channels = |fs: &Freesky| {
