@@ -141,17 +141,7 @@ async fn fifty_concurrent_viewers_cause_one_upstream_fetch_each() {
             "/live/{seg}",
             get(move || {
                 let body = seg_body.clone();
-                async move {
-                    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
-                        .chunks(50_000)
-                        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                        .collect();
-                    let slow = futures::stream::iter(chunks).then(|c| async {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        c
-                    });
-                    respond(200, "video/mp2t", Body::from_stream(slow))
-                }
+                async move { respond(200, "video/mp2t", trickled(&body, 50_000, 50)) }
             }),
         )
         .start();
@@ -395,20 +385,11 @@ async fn a_segment_larger_than_a_cache_entry_is_not_cut_off_at_the_segment_timeo
         )
         .route(
             "/v/movie.ts",
+            // 8 chunks, 150 ms apart: past the cache entry after 3, past the 1 s
+            // segment timeout before the end.
             get(move || {
-                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = served
-                    .chunks(50_000)
-                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                    .collect();
-                async move {
-                    // 8 chunks, 150 ms apart: past the cache entry after 3, past the
-                    // 1 s segment timeout before the end.
-                    let slow = futures::stream::iter(chunks).then(|c| async {
-                        tokio::time::sleep(Duration::from_millis(150)).await;
-                        c
-                    });
-                    respond(200, "video/mp2t", Body::from_stream(slow))
-                }
+                let body = served.clone();
+                async move { respond(200, "video/mp2t", trickled(&body, 50_000, 150)) }
             }),
         )
         .start();
@@ -708,6 +689,18 @@ async fn a_playlist_with_a_media_type_is_still_rewritten() {
         assert!(uris.iter().all(|u| u.contains("/proxy/")), "{t}: {body}");
         assert!(!body.contains(&origin.url("")), "{t}: {body}");
     }
+}
+
+/// `bytes` as a body of `chunk`-byte chunks, each sent `ms` milliseconds after the last.
+fn trickled(bytes: &[u8], chunk: usize, ms: u64) -> Body {
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+        .chunks(chunk)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    Body::from_stream(futures::stream::iter(chunks).then(move |c| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        c
+    }))
 }
 
 /// The headers of a proxied body that keep a browser from running it.

@@ -47,6 +47,18 @@ fn stored_keys(dir: &Path) -> Vec<String> {
     keys.collect::<Result<_, _>>().unwrap()
 }
 
+/// A temp dir whose `lists/list.m3u` (served by the returned upstream) lists channel
+/// "One", and a config there naming it: (dir, lists folder, upstream, config file).
+async fn one_channel() -> (tempfile::TempDir, PathBuf, FakeUpstream, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
+    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
+    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+    (dir, lists, origin, config)
+}
+
 async fn run(cmd: std::process::Command) -> std::process::Output {
     let mut cmd = tokio::process::Command::from(cmd);
     run_within(&mut cmd, HANG_GUARD, "the freesky binary").await
@@ -54,12 +66,7 @@ async fn run(cmd: std::process::Command) -> std::process::Output {
 
 #[tokio::test]
 async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() {
-    let dir = tempfile::tempdir().unwrap();
-    let lists = dir.path().join("lists");
-    std::fs::create_dir(&lists).unwrap();
-    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
-    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
-    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+    let (dir, lists, _origin, config) = one_channel().await;
 
     let mut cmd = freesky_command();
     cmd.arg("--config").arg(&config).arg("serve");
@@ -196,12 +203,7 @@ async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
 
 #[tokio::test]
 async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let lists = dir.path().join("lists");
-    std::fs::create_dir(&lists).unwrap();
-    std::fs::write(lists.join("list.m3u"), list(&["One"])).unwrap();
-    let origin = FakeUpstream::bind().await.dir("/l", &lists).start();
-    let config = config(dir.path(), &origin.url("/l/list.m3u"));
+    let (dir, _lists, _origin, config) = one_channel().await;
     let mut cmd = freesky_command();
     cmd.arg("--config").arg(&config).arg("serve");
     let server = Process::serve(cmd, &dir.path().join("server.log"));

@@ -1,11 +1,13 @@
 //! Each service's runtime stats and status (`/api/services/status`, the dashboard's
 //! chart), and the runtime switches (enabled, priority), persisted before they apply.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::{Entry, Registry, RegistryError, UNHEALTHY_AFTER};
 use crate::health::CircuitState;
-use crate::model::ServiceStatus;
+use crate::model::{Channel, ServiceStatus};
 
 impl Registry {
     /// Status of every configured service, in config order.
@@ -68,8 +70,9 @@ impl Registry {
 
     /// After a config reload: each service keeps the last hour of outcomes `prev`
     /// recorded under its name (the dashboard's chart goes on), and, when it lists from
-    /// the same place (`saved::list_config`), its last channel list that loaded (a service down during a reload
-    /// keeps its channels in the lineup, as it does between reloads). Its health starts
+    /// the same place (`saved::list_config`), its last channel list that loaded and the
+    /// one kept on disk (a service down during a reload keeps its channels in the
+    /// lineup, as it does between reloads). Its health starts
     /// afresh: the circuit closes, so a fixed config is tried at once.
     pub fn keep_history_of(&self, prev: &Registry) {
         for e in &self.entries {
@@ -77,30 +80,8 @@ impl Registry {
                 continue;
             };
             if super::saved::list_config(&old.cfg) == super::saved::list_config(&e.cfg) {
-                let list = prev
-                    .last_good
-                    .lock()
-                    .expect("last_good lock is never poisoned")
-                    .get(&e.cfg.name)
-                    .cloned();
-                if let Some(list) = list {
-                    self.last_good
-                        .lock()
-                        .expect("last_good lock is never poisoned")
-                        .insert(e.cfg.name.clone(), list);
-                }
-                let saved = prev
-                    .saved
-                    .lock()
-                    .expect("saved lock is never poisoned")
-                    .get(&e.cfg.name)
-                    .cloned();
-                if let Some(saved) = saved {
-                    self.saved
-                        .lock()
-                        .expect("saved lock is never poisoned")
-                        .insert(e.cfg.name.clone(), saved);
-                }
+                carry(&prev.last_good, &self.last_good, &e.cfg.name);
+                carry(&prev.saved, &self.saved, &e.cfg.name);
             }
             let history = old
                 .stats
@@ -179,5 +160,23 @@ impl Registry {
         if let Err(e) = self.built_now(None).await {
             tracing::warn!(error = %e, "lineup after a service switch failed; the next request builds it");
         }
+    }
+}
+
+/// `name`'s list in `from`, if any, put in `to`.
+fn carry(
+    from: &Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    to: &Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    name: &str,
+) {
+    let list = from
+        .lock()
+        .expect("list lock is never poisoned")
+        .get(name)
+        .cloned();
+    if let Some(list) = list {
+        to.lock()
+            .expect("list lock is never poisoned")
+            .insert(name.to_string(), list);
     }
 }
