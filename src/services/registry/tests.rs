@@ -225,3 +225,21 @@ async fn a_service_that_has_only_failed_is_not_healthy() {
     assert!(!b.healthy, "{b:?}");
     assert!(status.iter().find(|s| s.name == "a").unwrap().healthy);
 }
+
+#[tokio::test]
+async fn a_reload_carries_the_last_listed_channels_of_a_service_listing_from_the_same_place() {
+    let (prev, _, _dir) = registry();
+    let before = prev.lineup().await.expect("a lineup").channels.len();
+    assert!(before > 0);
+    let (next, fakes, _dir2) = registry();
+    for f in &fakes {
+        f.fail_channels.store(true, Ordering::SeqCst);
+    }
+    next.keep_history_of(&prev);
+    let after = next.lineup().await.expect("a lineup");
+    assert_eq!(
+        after.channels.len(),
+        before,
+        "the down services' channels stay"
+    );
+}
