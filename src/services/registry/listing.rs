@@ -29,6 +29,10 @@ impl Registry {
                 self.record(&e, started, &result);
                 match result {
                     Ok(list) => {
+                        self.list_failed
+                            .lock()
+                            .expect("list_failed lock is never poisoned")
+                            .remove(&e.cfg.name);
                         e.stats.lock().expect("stats lock is never poisoned").channel_count = list.len();
                         tracing::info!(service = %e.cfg.name, channels = list.len(), "channel list loaded");
                         Ok(Arc::new(list))
