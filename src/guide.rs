@@ -923,12 +923,13 @@ impl Guides {
         lists
     }
 
-    /// The lineup changed (a mapping, a service switched): the guide follows at once,
-    /// re-rendered from the guides already fetched. `refetch` also asks the background
-    /// refresh to fetch them again soon, for what only a new read can find: a guide
-    /// channel that a new guide id now matches, the guide of a service just enabled.
-    /// Requests made while a refresh runs share one more refresh.
-    pub async fn lineup_changed(&self, refetch: bool) {
+    /// The lineup changed (a mapping, a service switched): the match table and the
+    /// guide follow at once, matched again and re-rendered from the guides already
+    /// fetched. `refetch` also asks the background refresh to fetch them again soon,
+    /// for what only a new read can find: a guide channel that a new guide id now
+    /// matches, the guide of a service just enabled. Requests made while a refresh
+    /// runs share one more refresh.
+    pub async fn lineup_changed(self: &Arc<Self>, refetch: bool) {
         if refetch {
             self.wake.notify_one();
         }
@@ -936,6 +937,19 @@ impl Guides {
         // Nothing rendered yet: the first request builds the guide from this lineup.
         if self.rendered().is_none() {
             return;
+        }
+        // The render places programmes by the table: one made for the old lineup
+        // would give a channel whose guide id was just set by hand its old match.
+        let lineup = match self.registry.lineup().await {
+            Ok(lineup) => lineup,
+            Err(e) => {
+                tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
+                return;
+            }
+        };
+        let me = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || me.rematch(&lineup)).await {
+            tracing::warn!(error = %e, "matching the guide again failed");
         }
         if let Err(e) = self.render_locked().await {
             tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
@@ -1212,20 +1226,24 @@ fn render(
     sources: &[(String, i64)],
     to: i64,
 ) -> Rendered {
+    // The table says which channels have a guide: a read planned with an older
+    // table (before a rejection, or a guide id set by hand that no guide lists)
+    // keeps programmes the channel no longer takes.
     let rejected = |id: &str| {
         table
             .get(id)
-            .is_some_and(|e| e.state == table::State::Rejected)
+            .is_some_and(|e| matches!(e.state, table::State::Rejected | table::State::Unmatched))
     };
     let ranked: Vec<Ranked<'_>> = sources
         .iter()
         .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
         .collect();
+    let shown = |id: &str| pick(&ranked, id).filter(|_| !rejected(id));
     let block = cfg.placeholder_length.as_secs() as i64;
     let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
     if cfg.placeholders {
         for c in &lineup.channels {
-            if pick(&ranked, &c.id).is_none() {
+            if shown(&c.id).is_none() {
                 let now = chrono::Utc::now().timestamp();
                 fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
             }
@@ -1239,8 +1257,7 @@ fn render(
             name: &c.name,
             number: c.number,
             logo: &c.logo,
-            programmes: pick(&ranked, &c.id)
-                .filter(|_| !rejected(&c.id))
+            programmes: shown(&c.id)
                 .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
                 .unwrap_or_default(),
         })

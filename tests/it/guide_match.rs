@@ -319,7 +319,27 @@ async fn extra_guide_config_problems_are_reported_at_their_line() {
 
 #[tokio::test]
 async fn the_mapping_guide_id_override_beats_the_matcher() {
-    let up = upstream().await;
+    // The guide answers its first read; later ones wait until `open` says so, so
+    // that what the guide shows before a new read is seen.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let body = xmltv(GUIDE);
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(ENTRIES))
+        .route(
+            "/guide.xml",
+            axum::routing::get(move || {
+                let (body, mut gate, reads) = (body.clone(), gate.clone(), reads.clone());
+                async move {
+                    if reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
+                    ([(axum::http::header::CONTENT_TYPE, XML)], body)
+                }
+            }),
+        )
+        .start();
     let app = TestApp::spawn(&config(&up, "")).await;
     let bbc = app.channel_id("BBCOne").await;
     assert_eq!(line(&matches(&app, "").await, "BBCOne")["state"], "auto");
@@ -335,20 +355,19 @@ async fn the_mapping_guide_id_override_beats_the_matcher() {
             assert_eq!(resp.status(), 200);
         }
     };
-    // A guide id set by hand that no guide lists: no automatic match any more.
+    // A guide id set by hand that no guide lists: no automatic match any more, in
+    // the table and in the guide as soon as the change is answered (the guides are
+    // read again meanwhile; the programmes that read kept for the old match go).
     patch("Custom.id").await;
-    eventually("the override to stop the automatic match", || async {
-        let l = line(&matches(&app, "").await, "BBCOne").clone();
-        (l["state"] == "unmatched" && l["reason"].as_str().unwrap().contains("mapping"))
-            .then_some(())
-            .ok_or(l.to_string())
-    })
-    .await;
+    let l = line(&matches(&app, "").await, "BBCOne").clone();
+    assert_eq!(l["state"], "unmatched", "{l}");
+    assert!(l["reason"].as_str().unwrap().contains("mapping"), "{l}");
     let (guide_id, titles) = programmes_of(&app, "BBCOne").await;
     assert_eq!(guide_id, "Custom.id");
     assert!(titles.is_empty(), "{titles:?}");
 
-    // One a guide lists: matched by id.
+    // One a guide lists: matched by id once the guide is read again.
+    open.send_replace(true);
     patch("SportTV.uk").await;
     eventually("the override's guide channel", || async {
         let (_, titles) = programmes_of(&app, "BBCOne").await;
