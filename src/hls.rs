@@ -187,6 +187,12 @@ pub fn is_hls(body: &str) -> bool {
     lines.any(|l| l.starts_with("#EXT-X-") || l.starts_with("#EXTINF"))
 }
 
+/// True when the playlist has ended (`#EXT-X-ENDLIST`): a player reads it once.
+pub fn is_ended(body: &str) -> bool {
+    body.lines()
+        .any(|l| l.trim_matches(is_pad) == "#EXT-X-ENDLIST")
+}
+
 /// True when the playlist is a master (multivariant) playlist: it is HLS (see [`is_hls`]), has an
 /// `#EXT-X-STREAM-INF`, `#EXT-X-I-FRAME-STREAM-INF` or `#EXT-X-MEDIA` tag, and no `#EXTINF`
 /// (a master never lists segments, so an `#EXTINF` means media playlist whatever else is there).

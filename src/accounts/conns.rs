@@ -354,12 +354,7 @@ impl Conns {
             .chain(hls)
             .filter(|(e, _)| e.account == account)
             .map(|(e, kind)| ConnInfo {
-                // An HLS catch-up's links name no channel.
-                channel: if e.channel.is_empty() {
-                    "catch-up".to_string()
-                } else {
-                    e.channel.clone()
-                },
+                channel: e.channel.clone(),
                 kind,
                 client: e.from.map(|ip| ip.to_string()),
                 since: e.since,

@@ -291,7 +291,16 @@ async fn proxy(
     }
     let base = base_url(&s.config, &req_headers);
     let range = request_range(&req_headers);
-    let served = engine.serve_link(link, range, &base).await?;
+    let mut served = engine.serve_link(link, range, &base).await?;
+    // A tagged link's playlist that is read once (a title's or an archive's, ended):
+    // its links carry the tag on, so its segment fetches keep the account counted
+    // and end once it may no longer watch. A live playlist's segments stay shared.
+    if let (true, Some(token), Served::Playlist(body)) = (tagged, &account.a, &served) {
+        if crate::hls::is_ended(body) {
+            let body = super::xtream::tag_every_link(body, &format!("?a={token}"));
+            served = Served::Playlist(body);
+        }
+    }
     let mut resp = proxied_response(served, kind, range);
     // Segment, key and map links are the same for every viewer and render (until the
     // key or the expiry bucket turns): a shared cache in front may keep them.

@@ -164,7 +164,7 @@ async fn play(
         if !s.registry.is_enabled(service) {
             continue;
         }
-        match attempt(s, service, channel_id, &w, &base, range).await {
+        match attempt(s, &id, service, channel_id, &w, &base, range).await {
             Ok(Some(resp)) => return Ok(resp),
             Ok(None) => {}
             Err(e) => {
@@ -200,9 +200,13 @@ fn sources<'a>(
         .map(|src| (src.service.as_str(), src.channel_id.as_str()))
 }
 
-/// One source's archive: `Ok(None)` when it has none for this window (not a failure).
+/// One source's archive of lineup channel `lineup_id`: `Ok(None)` when it has none
+/// for this window (not a failure). An HLS archive's links name the channel, pinned (a
+/// catch-up does not fail over to the live sources; an account's tag on them is made
+/// for the channel, so it is refused once the account may no longer watch it).
 async fn attempt(
     s: &AppState,
+    lineup_id: &str,
     service_name: &str,
     channel_id: &str,
     w: &Window,
@@ -249,7 +253,7 @@ async fn attempt(
                 &s.signer,
                 base,
                 service_name,
-                "",
+                crate::proxy::LinkChannel::pinned(lineup_id),
                 &stream_headers,
                 &url,
                 &body,

@@ -19,6 +19,7 @@ use super::{Engine, StreamError};
 use crate::cache::Document;
 use crate::error::{redact_str, Attempt, UpstreamError};
 use crate::model::Headers;
+use crate::proxy::LinkChannel;
 use crate::services::registry::RegistryError;
 use crate::upstream::Fetched;
 
@@ -48,6 +49,7 @@ impl Engine {
     /// Opens the first of `sources` that answers with media. `range` (the client's
     /// `Range` header) goes to file sources as it is; playlists get links under `base`.
     /// When every source fails: `AllSourcesFailed` naming `title`, each source's reason.
+    /// An HLS source's links name `title` as their channel (see `vod_playlist`).
     pub async fn play_media(
         &self,
         title: &str,
@@ -57,7 +59,7 @@ impl Engine {
     ) -> Result<Played, StreamError> {
         let mut tried = Vec::new();
         for src in sources {
-            match self.play_one(src, range, base).await {
+            match self.play_one(title, src, range, base).await {
                 Ok(played) => return Ok(played),
                 Err(e) => {
                     tracing::info!(
@@ -85,6 +87,7 @@ impl Engine {
 
     async fn play_one(
         &self,
+        title: &str,
         src: &MediaSource,
         range: Option<&str>,
         base: &str,
@@ -100,7 +103,7 @@ impl Engine {
             UpstreamError::Invalid(format!("`{}` is not a URL", redact_str(&src.url)))
         })?;
         if is_playlist_path(&url) {
-            return self.vod_playlist(src, &url, base).await;
+            return self.vod_playlist(title, src, &url, base).await;
         }
         let mut fetched = match service.fetch(&url, &src.headers, range).await {
             Err(UpstreamError::Status { status: 416, .. }) if range.is_some() => {
@@ -114,7 +117,7 @@ impl Engine {
             .unwrap_or_default()
             .to_ascii_lowercase();
         if ctype.contains("mpegurl") {
-            return self.vod_playlist(src, &url, base).await;
+            return self.vod_playlist(title, src, &url, base).await;
         }
         if ctype.starts_with("text/html") || ctype.starts_with("application/xhtml") {
             return Err(not_media(&fetched, &ctype));
@@ -129,7 +132,7 @@ impl Engine {
             return Err(not_media(&fetched, "HTML"));
         }
         if range.is_none() && first.starts_with(b"#EXTM3U") {
-            return self.vod_playlist(src, &url, base).await;
+            return self.vod_playlist(title, src, &url, base).await;
         }
         let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
         fetched.body = Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest));
@@ -137,9 +140,11 @@ impl Engine {
     }
 
     /// An HLS VOD source: fetched through the playlist cache and rewritten as a
-    /// channel's playlist is (no channel: a title's links do not fail over).
+    /// channel's playlist is, its links naming `title` pinned (a title's links do not
+    /// fail over; an account's tag on them is made for the title).
     async fn vod_playlist(
         &self,
+        title: &str,
         src: &MediaSource,
         url: &Url,
         base: &str,
@@ -163,7 +168,7 @@ impl Engine {
                 let links = LinkBase {
                     base,
                     service: &src.service,
-                    channel: "".into(),
+                    channel: LinkChannel::pinned(title),
                     headers: &src.headers,
                 };
                 Ok(Played::Playlist(self.rewrite(&links, url, body)?))

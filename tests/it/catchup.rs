@@ -645,3 +645,52 @@ async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_accou
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hls_catch_up_stops_once_its_account_no_longer_sees_the_channel() {
+    let (_list, _panel, app) = setup(true).await;
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            "/api/users",
+            r#"{"name":"narrow","password":"pw-4"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let number = app.channel_named("Doc One").await["number"]
+        .as_u64()
+        .unwrap();
+    let start = now() - 3 * 3600;
+    let when = chrono::DateTime::from_timestamp(start - start % 60, 0)
+        .unwrap()
+        .format("%Y-%m-%d:%H-%M")
+        .to_string();
+    let playlist = app
+        .get_text_ok(&format!("/timeshift/narrow/pw-4/30/{when}/{number}.m3u8"))
+        .await;
+    let segment = crate::common::playlist_uris(&playlist)
+        .into_iter()
+        .find(|u| u.contains("/proxy/"))
+        .unwrap_or_else(|| panic!("a proxied segment in {playlist}"));
+    assert_eq!(app.get(&segment).await.status(), 200);
+    // Limited to the panel, which has no Doc One: the catch-up it still holds is
+    // refused at its next segment, as a live channel's playlist would be.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/narrow",
+            r#"{"services":["Xt"]}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = assert_api_error(app.get(&segment).await, 403).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`narrow` may no longer watch"),
+        "{body}"
+    );
+}

@@ -979,3 +979,92 @@ async fn a_service_enabled_after_the_first_load_is_read_then() {
     assert_eq!(movies["total"], 3, "{movies}");
     assert_eq!(movie_list_reads(&s.panel), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hls_movie_plays_for_its_account_under_require_account() {
+    // A movie whose file is an HLS master: the player reads the master from
+    // `/movie/`, then the variant and segments through `/proxy/` links. With
+    // `require_account` a playlist link must carry the account, or it is refused.
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let fake = FakeUpstream::bind().await;
+    let b = fake.base();
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 group-title=\"Drama\",Film (2010)\n{b}/movies/film/master.m3u8\n"
+    );
+    let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv.m3u8\n";
+    let variant = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+                   #EXTINF:4.0,\n/demo/seg0.ts\n#EXTINF:4.0,\n/demo/seg1.ts\n#EXT-X-ENDLIST\n";
+    let up = fake
+        .text("/list.m3u", M3U_TYPE, list)
+        .text("/movies/film/master.m3u8", HLS_TYPE, master)
+        .text("/movies/film/v.m3u8", HLS_TYPE, variant)
+        .dir("/demo", &demo)
+        .start();
+    let cfg = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nrequire_account = true\nadmin_token = \"vod-admin-7f3\"\n\n\
+         [[services]]\nname = \"Files\"\nkind = \"m3u\"\nurl = \"{}\"\n\n\
+         [[users]]\nname = \"erin\"\npassword = \"erin-pw\"\n",
+        up.url("/list.m3u")
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let movies = xtream(&app, "erin", "get_vod_streams").await;
+    let id = movies[0]["stream_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{movies}"));
+    let url = app.url(&format!("/movie/erin/erin-pw/{id}.m3u8"));
+
+    // The master's variant link carries the account; stripped of it, refused.
+    let master = app
+        .get(&format!("/movie/erin/erin-pw/{id}.m3u8"))
+        .await
+        .text()
+        .await
+        .expect("master");
+    let variant = master
+        .lines()
+        .find(|l| l.contains("/proxy/"))
+        .unwrap_or_else(|| panic!("no variant link in {master}"));
+    assert!(variant.contains("?a=erin."), "{master}");
+    let bare = variant.split_once('?').unwrap().0;
+    let refused = reqwest::get(bare).await.expect("variant");
+    assert_eq!(
+        refused.status(),
+        401,
+        "an untagged variant link under require_account"
+    );
+    // The variant is read once: its segment links carry the account on, so the
+    // player's segment fetches keep it counted.
+    let segments = reqwest::get(variant)
+        .await
+        .expect("variant")
+        .text()
+        .await
+        .expect("variant body");
+    let links: Vec<&str> = segments.lines().filter(|l| l.contains("/proxy/")).collect();
+    assert_eq!(links.len(), 2, "{segments}");
+    assert!(links.iter().all(|l| l.contains("?a=erin.")), "{segments}");
+
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "json",
+        ])
+        .arg(&url)
+        .kill_on_drop(true)
+        .output();
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
+        .await
+        .expect("ffprobe hung")
+        .expect("ffprobe runs");
+    let probed: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        probed["streams"][0]["codec_type"],
+        "video",
+        "{probed} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+}

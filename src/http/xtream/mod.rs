@@ -645,6 +645,15 @@ async fn title_media(
         .connect(account, &what, peer(client).map(|p| p.ip()), false)?;
     let label = super::vod::title_label(kind, id);
     let resp = super::media::play(s, &label, sources, method, headers).await;
+    if is_playlist(&resp) {
+        // An HLS title: as a catch-up, every link of its playlists carries the
+        // account (its links name the title), so each fetch keeps it counted, and a
+        // playlist link plays under `require_account`.
+        drop(conn);
+        s.accounts
+            .connect(account, &label, peer(client).map(|p| p.ip()), true)?;
+        return tag_links_of(s, account, &label, resp, Tagged::Every).await;
+    }
     Ok(match conn.into_guard() {
         Some(guard) => held(guard, resp),
         None => resp,
@@ -905,7 +914,7 @@ pub(super) async fn tag_links_of(
 }
 
 /// `text` with `tag` after every `/proxy/` link: URI lines and `URI="..."` values.
-fn tag_every_link(text: &str, tag: &str) -> String {
+pub(in crate::http) fn tag_every_link(text: &str, tag: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64 * tag.len());
     for line in text.split_inclusive('\n') {
         let (body, end) = match line.strip_suffix('\n') {

@@ -132,10 +132,6 @@ fn parse_minutes(text: &str) -> Result<u32, AppError> {
         })
 }
 
-/// The channel an HLS catch-up's links are sealed with (none), and so what its
-/// connection counts under.
-const CATCH_UP: &str = "";
-
 /// Channel `id` from `start` (unix seconds) for `minutes`, for `account`: refused
 /// when it does not see the channel or is at its limit; counted while the answer streams.
 pub(crate) async fn account_timeshift(
@@ -159,12 +155,12 @@ pub(crate) async fn account_timeshift(
         // playlist carries the account, so each segment it fetches keeps it counted,
         // and is refused once the account may no longer watch (a guard on the
         // playlist's few bytes would count nothing).
-        // Its links are sealed without a channel (a catch-up does not fail over to the
-        // live sources), so it counts, and its tag is made, under that empty channel.
+        // Its links name the channel (pinned: a catch-up does not fail over to the
+        // live sources), so its tag is made for the channel.
         drop(conn);
         let from = client.map(|p| p.ip());
-        s.accounts.connect(account, CATCH_UP, from, true)?;
-        return super::tag_links_of(s, account, CATCH_UP, resp, super::Tagged::Every).await;
+        s.accounts.connect(account, &channel.id, from, true)?;
+        return super::tag_links_of(s, account, &channel.id, resp, super::Tagged::Every).await;
     }
     Ok(match conn.into_guard() {
         Some(guard) => held(guard, resp),
