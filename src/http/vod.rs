@@ -388,16 +388,15 @@ pub(crate) async fn media_sources(
     })
 }
 
-/// Plays movie or episode `id` for `a` (the media, Range passed through).
+/// Plays movie or episode `id` for no account (the media, Range passed through).
 pub(crate) async fn play_title(
     s: &AppState,
     kind: VodKind,
     id: u32,
-    a: Option<&Account>,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
-    let sources = media_sources(s, kind, id, a).await?;
+    let sources = media_sources(s, kind, id, None).await?;
     Ok(super::media::play(s, &title_label(kind, id), sources, method, headers).await)
 }
 
@@ -419,6 +418,8 @@ pub(crate) fn title_label(kind: VodKind, id: u32) -> String {
     responses(
         (status = 200, description = "The media", body = Vec<u8>, content_type = "video/mp4"),
         (status = 206, description = "The asked range", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 401, description = "`server.require_account` and no or a wrong login", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
         (status = 404, description = "No such movie (or the account does not see it)", body = ErrorBody),
         (status = 502, description = "Every source failed", body = ErrorBody)
     )
@@ -427,18 +428,24 @@ async fn movie_media(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
+    client: super::xtream::Client,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    play_title(
-        &s,
-        VodKind::Movie,
-        title_id(&id)?,
-        account(&viewer),
-        &method,
-        &headers,
-    )
-    .await
+    // An account's title counts as one of its connections, as on the Xtream routes.
+    if let Some(login) = &viewer.0 {
+        return super::xtream::title_media(
+            &s,
+            &login.account,
+            VodKind::Movie,
+            &id,
+            &client,
+            &method,
+            &headers,
+        )
+        .await;
+    }
+    play_title(&s, VodKind::Movie, title_id(&id)?, &method, &headers).await
 }
 
 /// An episode's media, as `/api/movie/{id}`.
@@ -450,6 +457,8 @@ async fn movie_media(
     responses(
         (status = 200, description = "The media", body = Vec<u8>, content_type = "video/mp4"),
         (status = 206, description = "The asked range", body = Vec<u8>, content_type = "video/mp4"),
+        (status = 401, description = "`server.require_account` and no or a wrong login", body = ErrorBody),
+        (status = 403, description = "The account is disabled, expired, or at its connection limit", body = ErrorBody),
         (status = 404, description = "No such episode (or the account does not see it)", body = ErrorBody),
         (status = 502, description = "Every source failed", body = ErrorBody)
     )
@@ -458,18 +467,24 @@ async fn episode_media(
     State(s): State<AppState>,
     Path(id): Path<String>,
     viewer: Viewer,
+    client: super::xtream::Client,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    play_title(
-        &s,
-        VodKind::Series,
-        title_id(&id)?,
-        account(&viewer),
-        &method,
-        &headers,
-    )
-    .await
+    // An account's title counts as one of its connections, as on the Xtream routes.
+    if let Some(login) = &viewer.0 {
+        return super::xtream::title_media(
+            &s,
+            &login.account,
+            VodKind::Series,
+            &id,
+            &client,
+            &method,
+            &headers,
+        )
+        .await;
+    }
+    play_title(&s, VodKind::Series, title_id(&id)?, &method, &headers).await
 }
 
 /// Loads every service's movies and series again now (admin); answers each

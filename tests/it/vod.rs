@@ -1044,27 +1044,33 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
     assert_eq!(links.len(), 2, "{segments}");
     assert!(links.iter().all(|l| l.contains("?a=erin.")), "{segments}");
 
-    let probe = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type",
-            "-of",
-            "json",
-        ])
-        .arg(&url)
-        .kill_on_drop(true)
-        .output();
-    let probe = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
-        .await
-        .expect("ffprobe hung")
-        .expect("ffprobe runs");
-    let probed: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
-    assert_eq!(
-        probed["streams"][0]["codec_type"],
-        "video",
-        "{probed} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    // ffprobe reads it whole through freesky: from the Xtream route and from the API's.
+    let api = app.url(&format!(
+        "/api/movie/{id}.m3u8?username=erin&password=erin-pw"
+    ));
+    for url in [url, api] {
+        let probe = tokio::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_type",
+                "-of",
+                "json",
+            ])
+            .arg(&url)
+            .kill_on_drop(true)
+            .output();
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
+            .await
+            .expect("ffprobe hung")
+            .expect("ffprobe runs");
+        let probed: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+        assert_eq!(
+            probed["streams"][0]["codec_type"],
+            "video",
+            "{url}: {probed} {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
 }

@@ -205,7 +205,7 @@ impl axum::extract::FromRequest<AppState> for Params {
         Ok(Params(params))
     }
 }
-type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+pub(in crate::http) type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
 fn peer(client: &Client) -> Option<SocketAddr> {
     client.as_ref().map(|Extension(ConnectInfo(p))| *p)
@@ -619,8 +619,9 @@ async fn xtream_episode(
     .await
 }
 
-/// Plays movie or episode `file` (`{id}.{ext}`) for `account`, counting a connection.
-async fn title_media(
+/// Plays movie or episode `file` (`{id}.{ext}`) for `account`, counting a connection
+/// (also `/api/movie/`, `/api/episode/` with `require_account`).
+pub(in crate::http) async fn title_media(
     s: &AppState,
     account: &Account,
     kind: crate::vod::VodKind,
