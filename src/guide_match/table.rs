@@ -197,7 +197,10 @@ pub fn build(
             ));
             continue;
         }
-        if c.pinned {
+        // A hand-set guide id no guide lists: the matcher does not guess for it, but
+        // a guide channel carrying its display name still gives it programmes (a
+        // guide read maps it so).
+        if c.pinned && !matches!(exact, Some((_, _, false))) {
             entries[i] = Some(entry(
                 c,
                 State::Unmatched,
@@ -210,7 +213,7 @@ pub fn build(
             ));
             continue;
         }
-        match decisions.get(&c.id) {
+        match decisions.get(&c.id).filter(|_| !c.pinned) {
             Some(Decision::Reject) => {
                 entries[i] = Some(entry(
                     c,
@@ -401,6 +404,43 @@ mod tests {
             t.assigned("s"),
             [("b".to_string(), "bbc".to_string())].into()
         );
+    }
+
+    #[test]
+    fn a_hand_set_guide_id_keeps_a_display_name_match_but_no_guess_nor_decision() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("d".into(), vec!["Demo".into()]),
+            ("b".into(), vec!["BBC One HD".into()]),
+        ];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+            langs: &HashMap::new(),
+            region: None,
+        }];
+        let pinned = |id: &str, name: &str| ChannelInfo {
+            pinned: true,
+            ..info(id, name)
+        };
+        let channels = [pinned("demo", "Demo"), pinned("bbc", "BBCOne")];
+        // The read gave "demo" its guide channel by display name.
+        let found: Found = [("demo".to_string(), ("s".into(), "d".into(), false))].into();
+        let decisions: HashMap<String, Decision> = [(
+            "bbc".to_string(),
+            Decision::Pick {
+                source: "s".into(),
+                guide_id: "b".into(),
+            },
+        )]
+        .into();
+        let t = build(&channels, &cats, &found, &decisions, Settings::default());
+        let demo = t.get("demo").unwrap();
+        assert_eq!(demo.state, State::Exact, "{}", demo.reason);
+        assert_eq!(demo.guide_id.as_deref(), Some("d"));
+        let bbc = t.get("bbc").unwrap();
+        assert_eq!(bbc.state, State::Unmatched, "{}", bbc.reason);
+        assert!(bbc.reason.contains("channel mapping"), "{}", bbc.reason);
+        assert!(t.assigned("s").is_empty());
     }
 
     #[test]
