@@ -234,6 +234,23 @@ fn start_background(state: &AppState) -> Monitors {
             "an account names services that are not configured (renamed or removed?): it sees nothing of them; rename them back, or change its `services` (PATCH /api/users/{account})"
         );
     }
+    // The same for the state's service switches, priorities and channel pins.
+    let (switched, pinned) = state.registry.store().unknown_services(&known);
+    if !switched.is_empty() {
+        tracing::warn!(
+            services = ?switched,
+            configured = ?known,
+            "the state keeps a switch or priority for services that are not configured (renamed or removed?): it applies again only under that name"
+        );
+    }
+    for (channel, unknown) in pinned {
+        tracing::warn!(
+            channel = %channel,
+            services = ?unknown,
+            configured = ?known,
+            "a channel's pinned sources name services that are not configured (renamed or removed?): they are skipped; change its `sources` (PATCH /api/channels/{channel})"
+        );
+    }
     let registry = state.registry.clone();
     let guides = state.guides.clone();
     let readiness = state.readiness.clone();

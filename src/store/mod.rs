@@ -983,6 +983,37 @@ impl Store {
             .collect())
     }
 
+    /// What the state says of services not in `known` (renamed or removed since):
+    /// the names with a stored switch or priority, and each channel (slug) whose
+    /// pinned `sources` name some, with those names; sorted.
+    pub fn unknown_services(&self, known: &[&str]) -> (Vec<String>, Vec<(String, Vec<String>)>) {
+        let m = self.mirror();
+        let unknown = |n: &String| !known.contains(&n.as_str());
+        let mut switched: Vec<String> = m
+            .services
+            .iter()
+            .filter(|(n, o)| unknown(n) && (o.enabled.is_some() || o.priority.is_some()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        switched.sort();
+        let mut pinned: Vec<(String, Vec<String>)> = m
+            .mappings
+            .iter()
+            .filter_map(|(slug, mapping)| {
+                let names: Vec<String> = mapping
+                    .sources
+                    .iter()
+                    .flatten()
+                    .filter(|n| unknown(n))
+                    .cloned()
+                    .collect();
+                (!names.is_empty()).then(|| (slug.clone(), names))
+            })
+            .collect();
+        pinned.sort();
+        (switched, pinned)
+    }
+
     /// Every channel's overrides, by slug (channels without any are absent).
     pub fn mappings(&self) -> HashMap<String, ChannelMapping> {
         self.mirror().mappings.clone()
@@ -1176,6 +1207,30 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         Store::open(&shared).unwrap();
         assert_eq!(mode_of(&shared), Some(0o755), "warned about, not changed");
+    }
+
+    #[tokio::test]
+    async fn services_the_state_names_but_the_config_lacks_are_found() {
+        let s = Store::in_memory();
+        s.set_enabled("Old", Some(false)).await.unwrap();
+        s.set_priority("A", Some(3)).await.unwrap();
+        s.set_priority("Gone", Some(2)).await.unwrap();
+        s.set_priority("Gone", None).await.unwrap();
+        s.identities(&[Wanted::new("name:news", "news")])
+            .await
+            .unwrap();
+        s.update_mapping("news", |m| {
+            Ok(ChannelMapping {
+                sources: Some(vec!["A".into(), "Old".into()]),
+                ..m.clone()
+            })
+        })
+        .await
+        .unwrap();
+        let (switched, pinned) = s.unknown_services(&["A"]);
+        assert_eq!(switched, ["Old"]);
+        assert_eq!(pinned, [("news".to_string(), vec!["Old".to_string()])]);
+        assert_eq!(s.unknown_services(&["A", "Old"]), (vec![], vec![]));
     }
 
     #[tokio::test]

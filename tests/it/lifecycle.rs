@@ -759,3 +759,57 @@ async fn a_streaming_response_outlives_the_idle_and_head_timeouts() {
     viewer.wait_past(first + 3 * SEGMENT_BYTES).await;
     assert_eq!(viewer.ended(), None);
 }
+
+/// A service renamed in the config: the state's switch for its old name and a
+/// channel's pinned sources naming it are said at the reload (and at a start), each
+/// with what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_naming_a_renamed_service_is_warned_about() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let two = [
+        ("A", origin.url("/list.m3u"), "a"),
+        ("B", origin.url("/list.m3u"), "b"),
+    ];
+    let fs = Freesky::start(dir.path(), &config_text(dir.path(), "", &two));
+    let (status, body) = get_json(format!("{}/api/channels/all", fs.base)).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body[0]["id"].as_str().unwrap().to_string();
+    let resp = client()
+        .patch(format!("{}/api/channels/{id}", fs.base))
+        .body(r#"{"sources":["B"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client()
+        .post(format!("{}/api/services/B/disable", fs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let renamed = [
+        ("A", origin.url("/list.m3u"), "a"),
+        ("B2", origin.url("/list.m3u"), "b"),
+    ];
+    fs.write_config(&config_text(dir.path(), "", &renamed));
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    let log = fs
+        .wait_log(
+            "pinned sources name services that are not configured",
+            HANG_GUARD,
+        )
+        .await;
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{log}"))
+            .to_string()
+    };
+    let pin = line("pinned sources name services");
+    assert!(pin.contains(&id) && pin.contains("\"B\""), "{pin}");
+    let switch = line("keeps a switch or priority for services");
+    assert!(switch.contains("[\"B\"]"), "{switch}");
+}
