@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
@@ -178,7 +178,7 @@ async fn dashboard(
     headers: HeaderMap,
     admin: Result<super::access::Admin, AppError>,
     filter: Result<Query<Filter>, QueryRejection>,
-) -> Result<Html<String>, AppError> {
+) -> Result<impl IntoResponse, AppError> {
     // Who watches what, and from where, is for whoever may call `/api/users`.
     let show_accounts = admin.is_ok();
     // With `require_account` the lineup API answers the admin only
@@ -187,6 +187,7 @@ async fn dashboard(
     // A query that is not ours (a repeated `q`...) shows the page unfiltered.
     let filter = filter.map(|Query(f)| f).unwrap_or_default();
     let base = base_url(&s.config, &headers);
+    let csp = policy(&base);
 
     // The lineup first: building it calls the services, whose status then shows how.
     let lineup = if lineup_hidden {
@@ -340,7 +341,33 @@ async fn dashboard(
     let html = page
         .render()
         .map_err(|e| AppError::Internal(format!("dashboard template: {e}")))?;
-    Ok(Html(html))
+    Ok(([(header::CONTENT_SECURITY_POLICY, csp)], Html(html)))
+}
+
+/// The page's Content-Security-Policy: its own script and stylesheet only (no inline
+/// script or style, no `eval`), logos from anywhere (they are the providers' in
+/// `direct` mode), and streams from freesky as the links name it (`base`: the public
+/// URL may be another origin than the page's), played through Media Source buffers.
+fn policy(base: &str) -> HeaderValue {
+    let streams = url::Url::parse(base)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+        .filter(|o| o != "null")
+        .unwrap_or_default();
+    let text = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; \
+         img-src 'self' http: https: data:; media-src 'self' blob: {streams}; \
+         connect-src 'self' {streams}; worker-src 'self' blob:; object-src 'none'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; \
+             img-src 'self' http: https: data:; media-src 'self' blob:; \
+             worker-src 'self' blob:; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        )
+    })
 }
 
 fn channel_row(

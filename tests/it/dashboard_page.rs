@@ -345,6 +345,23 @@ async fn upstream_markup_is_escaped_never_a_live_tag() {
     let html = page(&app, "/?q=%22%3E%3Cscript%3Ex").await;
     assert!(!html.contains("\"><script>x"), "{html}");
     assert_eq!(input_value(&html, "search"), "\"><script>x");
+    // Were one to get through, the browser would not run it: only the page's own
+    // script files run (the players in headless Chromium play under this policy).
+    let resp = app.get("/").await;
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'self'",
+        "script-src 'self';",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{part} not in {csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
 }
 
 #[tokio::test]
