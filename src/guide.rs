@@ -217,7 +217,8 @@ pub struct Guides {
     /// stored last saw the newest lineup, so a slow refresh cannot undo a mapping
     /// change rendered meanwhile.
     rendering: tokio::sync::Mutex<()>,
-    /// Wakes the background refresh before its time (`lineup_changed`).
+    /// Wakes the background check for guides to read again (`refresh_changed`)
+    /// before its time (`lineup_changed`).
     wake: Arc<Notify>,
     /// Per service, the lineup channels (by id, hidden ones included) with a source
     /// of it when its guide was last read, whether the read worked or not: a channel
@@ -231,6 +232,11 @@ pub struct Guides {
     /// give a channel missing here (by id or display name) could give it programmes,
     /// so `refresh_changed` reads it again.
     lineup_read: Mutex<HashMap<String, HashSet<Text>>>,
+    /// Lineup channels given another guide id, and services enabled, since the last
+    /// `refresh_changed`: it reads again the guides they may need. Kept apart from
+    /// `lineup_read` and `read_for`, which a read in flight sets when it ends.
+    again_channels: Mutex<HashSet<String>>,
+    again_services: Mutex<HashSet<String>>,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
@@ -266,6 +272,8 @@ impl Guides {
             wake: Arc::default(),
             read_for: Mutex::default(),
             lineup_read: Mutex::default(),
+            again_channels: Mutex::default(),
+            again_services: Mutex::default(),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
@@ -806,8 +814,8 @@ impl Guides {
                 loop {
                     tokio::select! {
                         biased;
-                        () = wake.notified() => break,
                         () = tokio::time::sleep_until(due) => break,
+                        () = wake.notified() => {}
                         () = rebuilt.notified() => {}
                         () = tokio::time::sleep(check) => {}
                     }
@@ -818,6 +826,24 @@ impl Guides {
                 }
             }
         });
+    }
+
+    /// Lineup channel `id` got another guide id: the next check reads again the guides
+    /// whose kept channels now give it one (by id or display name), and only those.
+    pub fn read_again_for_channel(&self, id: &str) {
+        self.again_channels
+            .lock()
+            .expect("guide lock")
+            .insert(id.to_string());
+    }
+
+    /// Service `name` was enabled: the next check reads its guide again (what was
+    /// kept from before it was disabled may be old), and no other.
+    pub fn read_again_for_service(&self, name: &str) {
+        self.again_services
+            .lock()
+            .expect("guide lock")
+            .insert(name.to_string());
     }
 
     /// Reads again the guides of the enabled services that have lineup channels their
@@ -832,16 +858,35 @@ impl Guides {
             return Ok(());
         }
         let _one = self.refreshing.lock().await;
-        let lineup = self.registry.lineup().await?;
+        // Taken once no read is in flight (`refreshing`): what it recorded at its end
+        // does not hide them. And before the lineup is read: each was changed before
+        // it was noted, so that lineup has the change.
+        let again_services = std::mem::take(&mut *self.again_services.lock().expect("guide lock"));
+        let again_channels = std::mem::take(&mut *self.again_channels.lock().expect("guide lock"));
+        let lineup = match self.registry.lineup().await {
+            Ok(lineup) => lineup,
+            Err(e) => {
+                self.again_services
+                    .lock()
+                    .expect("guide lock")
+                    .extend(again_services);
+                self.again_channels
+                    .lock()
+                    .expect("guide lock")
+                    .extend(again_channels);
+                return Err(e);
+            }
+        };
         let mut due: Vec<String> = {
             let read_for = self.read_for.lock().expect("guide lock");
             self.enabled_services()
                 .into_iter()
                 .filter(|s| {
                     let now = channels_with_source(&lineup, &s.name);
-                    !read_for
-                        .get(&s.name)
-                        .map_or(now.is_empty(), |read| now.is_subset(read))
+                    again_services.contains(&s.name)
+                        || !read_for
+                            .get(&s.name)
+                            .map_or(now.is_empty(), |read| now.is_subset(read))
                 })
                 .map(|s| s.name)
                 .collect()
@@ -850,7 +895,7 @@ impl Guides {
             tracing::info!(service = %name, "lineup channels changed: reading its guide again");
         }
         for (name, _) in self.sources() {
-            if !due.contains(&name) && self.lists_new_channels(&name, &lineup) {
+            if !due.contains(&name) && self.lists_new_channels(&name, &lineup, &again_channels) {
                 tracing::info!(guide = %name, "the guide lists channels new in the lineup: reading it again");
                 due.push(name);
             }
@@ -876,9 +921,10 @@ impl Guides {
 
     /// Whether the guide channels the last read of guide `name` saw (its catalogue,
     /// and those without a display name) have one that a read now would give (by id
-    /// or display name) to a lineup channel that read did not know. The new channels
-    /// it gives none are not looked at again before the next read.
-    fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
+    /// or display name) to a lineup channel that read did not know, or to one of
+    /// `again` (given another guide id since). The new channels it gives none are not
+    /// looked at again before the next read.
+    fn lists_new_channels(&self, name: &str, lineup: &Lineup, again: &HashSet<String>) -> bool {
         let Some(guide) = self.kept(name) else {
             return false;
         };
@@ -892,7 +938,7 @@ impl Guides {
                 .iter()
                 .chain(lineup.hidden())
                 .map(|c| &c.id)
-                .filter(|id| !read.contains(*id))
+                .filter(|id| !read.contains(*id) || again.contains(id.as_str()))
                 .collect()
         };
         if new.is_empty() {
@@ -925,10 +971,9 @@ impl Guides {
 
     /// The lineup changed (a mapping, a service switched): the match table and the
     /// guide follow at once, matched again and re-rendered from the guides already
-    /// fetched. `refetch` also asks the background refresh to fetch them again soon,
-    /// for what only a new read can find: a guide channel that a new guide id now
-    /// matches, the guide of a service just enabled. Requests made while a refresh
-    /// runs share one more refresh.
+    /// fetched. `refetch` also asks the background check (`refresh_changed`) to read
+    /// soon the guides that may give something only a new read finds (see
+    /// `read_again_for_channel`, `read_again_for_service`); no other guide is read.
     pub async fn lineup_changed(self: &Arc<Self>, refetch: bool) {
         if refetch {
             self.wake.notify_one();

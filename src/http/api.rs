@@ -138,6 +138,7 @@ async fn enable(
 ) -> Result<Json<ServiceEntry>, AppError> {
     let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
+    s.guides.read_again_for_service(&name);
     s.guides.lineup_changed(true).await;
     Ok(Json(entry(&s, service)))
 }
@@ -189,6 +190,9 @@ async fn reset(
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
     let service = s.registry.reset(&name).await?;
+    if service.enabled {
+        s.guides.read_again_for_service(&name);
+    }
     s.guides.lineup_changed(service.enabled).await;
     Ok(Json(entry(&s, service)))
 }
@@ -370,9 +374,11 @@ async fn map_channel(
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide
     // channel that the last read dropped, which only a new read finds.
-    s.guides
-        .lineup_changed(detail.channel.guide_id != before)
-        .await;
+    let new_guide_id = detail.channel.guide_id != before;
+    if new_guide_id {
+        s.guides.read_again_for_channel(&id);
+    }
+    s.guides.lineup_changed(new_guide_id).await;
     Ok(Json(detail))
 }
 
