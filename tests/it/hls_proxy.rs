@@ -2,7 +2,7 @@
 //! sends comes back as a signed freesky link, N viewers cause one upstream fetch,
 //! segment bytes stream as they arrive, and Range requests work.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -894,4 +894,125 @@ async fn a_segment_keeps_its_link_across_reloads_of_a_live_playlist() {
         shared > 0,
         "no segment in both renders: {first:?} {second:?}"
     );
+}
+
+/// HLS failover into a master: a player holds the variant link of source A (a master
+/// of one variant) and keeps reloading it; once A has failed `failover_after` times,
+/// the link is answered from source B, whose master lists first a higher variant whose
+/// audio is a separate `EXT-X-MEDIA` rendition (`hi`) and then one with its audio
+/// muxed in (`lo`). The player, following that one media playlist, gets `lo`'s
+/// segments (`hi`'s alone would play silent: nothing fetches the audio rendition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_into_a_master_follows_the_variant_with_its_audio_muxed_in() {
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let a = FakeUpstream::bind()
+        .await
+        .text(
+            "/a/master.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000000\nlive.m3u8\n",
+        )
+        .route(
+            "/a/live.m3u8",
+            get(move || {
+                let failing = flag.load(Ordering::SeqCst);
+                async move {
+                    if failing {
+                        respond(500, "text/plain", "down")
+                    } else {
+                        respond(200, HLS_TYPE, live_playlist(&["a0.ts", "a1.ts", "a2.ts"]))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/a/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<a {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let mut b = FakeUpstream::bind().await.text(
+        "/b/master.m3u8",
+        HLS_TYPE,
+        "#EXTM3U\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"English\",DEFAULT=YES,URI=\"audio/index.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aud\"\nhi/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.42e01e,mp4a.40.2\"\nlo/index.m3u8\n",
+    );
+    for v in ["hi", "lo", "audio"] {
+        b = b.text(
+            &format!("/b/{v}/index.m3u8"),
+            HLS_TYPE,
+            live_playlist(&[&format!("{v}0.ts"), &format!("{v}1.ts")]),
+        );
+    }
+    let b = b
+        .route(
+            "/b/{v}/{seg}",
+            get(
+                |axum::extract::Path((v, seg)): axum::extract::Path<(String, String)>| async move {
+                    respond(200, "video/mp2t", format!("<{v} {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let list = |origin: &FakeUpstream, path: &str| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+            origin.url(path)
+        )
+    };
+    let one = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, list(&a, "/a/master.m3u8"))
+        .start();
+    let two = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, list(&b, "/b/master.m3u8"))
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        one.url("/list.m3u"),
+        two.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Live").await;
+
+    let master = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let variant = assert_all_proxied(&app, &master).remove(0);
+    let before = app.get_text_ok(&variant).await;
+    let first = assert_all_proxied(&app, &before).remove(0);
+    assert_eq!(app.get_text_ok(&first).await, "<a a0.ts>");
+    assert_eq!(b.requests().len(), 0, "{:?}", b.paths());
+
+    // A goes down; the player keeps reloading its variant link until it is answered
+    // from B (the first failed reloads are the player's errors).
+    down.store(true, Ordering::SeqCst);
+    let switched = crate::common::eventually("the variant link to fail over to B", || async {
+        let resp = app.get(&variant).await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        if status == 200 && body.contains("#EXT-X-DISCONTINUITY") {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
+    })
+    .await;
+    assert!(
+        b.hits("/b/lo/index.m3u8") >= 1 && b.hits("/b/hi/index.m3u8") == 0,
+        "the switched link follows B's variant with muxed audio (lo), not hi: {:?}",
+        b.paths()
+    );
+    // Its segments are lo's.
+    for segment in assert_all_proxied(&app, &switched) {
+        let got = app.get_text_ok(&segment).await;
+        assert!(got.starts_with("<lo lo"), "{got}:\n{switched}");
+    }
 }

@@ -1190,6 +1190,159 @@ async fn fmp4_streams_carry_their_init_section() {
     assert!(got == single_file);
 }
 
+/// A `.ts` session that fails over from an fMP4 source to an MPEG-TS one changes
+/// format midway: a viewer joining after the failover gets MPEG-TS from its first
+/// byte, labelled `video/MP2T`, not the fMP4 source's init section first (the session
+/// used to keep A's init section and send it to every viewer who joined later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_after_a_failover_from_fmp4_to_mpeg_ts_gets_no_init_section() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls(
+        dir.path(),
+        &[
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+        ],
+    )
+    .await;
+    let init = std::fs::read(dir.path().join("init.mp4")).unwrap();
+    assert_eq!(
+        &init[4..8],
+        b"ftyp",
+        "ffmpeg's init section starts with ftyp"
+    );
+    let frags: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(dir.path().join(format!("index{i}.m4s"))).unwrap())
+        .collect();
+    // Source A: a live fMP4 playlist of three fragments, answering 500 once broken.
+    let mut live_fmp4 = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-MAP:URI=\"init.mp4\"\n",
+    );
+    for i in 0..3 {
+        live_fmp4.push_str(&format!("#EXTINF:0.4,\nindex{i}.m4s\n"));
+    }
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
+    let fmp4 = FakeUpstream::bind()
+        .await
+        .route(
+            "/f/live.m3u8",
+            get(move || {
+                let failing = flag.load(Ordering::SeqCst);
+                let body = live_fmp4.clone();
+                async move {
+                    if failing {
+                        respond(500, "text/plain", "down")
+                    } else {
+                        respond(200, HLS_TYPE, body)
+                    }
+                }
+            }),
+        )
+        .dir("/f", dir.path())
+        .start();
+    // Source B: a live MPEG-TS playlist (the demo's segments, round and round) whose
+    // window moves on a segment every 0.5 s, so that a viewer joining late gets new
+    // segments.
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let segs: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..4)
+            .map(|i| {
+                std::fs::read(demo.join(format!("seg{i}.ts")))
+                    .unwrap()
+                    .into()
+            })
+            .collect(),
+    );
+    let start = std::time::Instant::now();
+    let mpeg_ts = FakeUpstream::bind()
+        .await
+        .route(
+            "/m/live.m3u8",
+            get(move || async move {
+                let n = start.elapsed().as_millis() / 500;
+                let mut body = format!(
+                    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{n}\n"
+                );
+                for k in n..n + 3 {
+                    body.push_str(&format!("#EXTINF:0.5,\ns{k}.ts\n"));
+                }
+                respond(200, HLS_TYPE, body)
+            }),
+        )
+        .route(
+            "/m/{seg}",
+            get(
+                move |axum::extract::Path(seg): axum::extract::Path<String>| {
+                    let segs = segs.clone();
+                    async move {
+                        let k: usize = seg
+                            .strip_prefix('s')
+                            .and_then(|s| s.strip_suffix(".ts"))
+                            .and_then(|k| k.parse().ok())
+                            .unwrap_or_default();
+                        respond(200, "video/mp2t", segs[k % segs.len()].clone())
+                    }
+                },
+            ),
+        )
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [fmp4.url("/f/live.m3u8"), mpeg_ts.url("/m/live.m3u8")],
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n",
+    )
+    .await;
+
+    let first = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "video/mp4");
+    let mut first = first.bytes_stream();
+    let fmp4_part = [&init[..], &frags.concat()].concat();
+    let mut got = read_at_least(&mut first, fmp4_part.len()).await;
+    assert!(
+        got[..fmp4_part.len()] == fmp4_part[..],
+        "the init section, then the three fragments"
+    );
+
+    // A fails: after two failed reloads the session carries on from B, MPEG-TS packets
+    // right after the fragments.
+    broken.store(true, Ordering::SeqCst);
+    let want = (fmp4_part.len() + 3 * 188).saturating_sub(got.len());
+    got.extend(read_at_least(&mut first, want).await);
+    let after = &got[fmp4_part.len()..];
+    assert!(
+        (0..3).all(|k| after[k * 188] == 0x47),
+        "MPEG-TS packets from B after A's fragments: {:02x?}",
+        &after[..16]
+    );
+
+    // Joining now: MPEG-TS from the first byte.
+    let second = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(second.status(), 200);
+    let ctype = second.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut second = second.bytes_stream();
+    let got = read_at_least(&mut second, 3 * 188).await;
+    assert_ne!(
+        &got[4..8],
+        b"ftyp",
+        "a viewer joining after the failover was sent A's fMP4 init section first"
+    );
+    assert!(
+        (0..3).all(|k| got[k * 188] == 0x47),
+        "a viewer joining after the failover gets MPEG-TS packets first: {:02x?}",
+        &got[..16]
+    );
+    assert_eq!(ctype, "video/MP2T");
+    drop(first);
+}
+
 /// A master playlist whose best variant takes its audio from a separate
 /// `EXT-X-MEDIA TYPE=AUDIO` rendition (a URI of its own): the `.ts` stream follows
 /// the best variant with its audio muxed in instead (it followed the highest, video
