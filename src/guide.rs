@@ -248,6 +248,9 @@ pub struct Guides {
     decisions: Mutex<HashMap<String, Decision>>,
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
+    /// The lineup the table was built for: a render of another (a refresh that
+    /// matched against the lineup of its start, then a mapping changed) matches again.
+    table_for: Mutex<Option<Arc<Lineup>>>,
     /// Per guide, the guide channels its last read was told to keep for matched
     /// lineup channels (or `settle` applied since): a guide whose assignments changed
     /// since is brought up to date (`settle`).
@@ -279,6 +282,7 @@ impl Guides {
             extra: Vec::new(),
             service_countries: HashMap::new(),
             table: RwLock::default(),
+            table_for: Mutex::default(),
             read_with: Mutex::default(),
             spares: Mutex::default(),
         }
@@ -527,7 +531,7 @@ impl Guides {
     }
 
     /// Builds the match table from the kept guides, the lineup and the decisions.
-    fn rematch(&self, lineup: &Lineup) -> Arc<Table> {
+    fn rematch(&self, lineup: &Arc<Lineup>) -> Arc<Table> {
         let good = self.last_good.lock().expect("guide lock").clone();
         let sources = self.sources();
         let catalogues: Vec<table::Catalogue<'_>> = sources
@@ -602,6 +606,7 @@ impl Guides {
             Settings::default(),
         ));
         *self.table.write().expect("guide lock") = table.clone();
+        *self.table_for.lock().expect("guide lock") = Some(lineup.clone());
         table
     }
 
@@ -622,9 +627,20 @@ impl Guides {
     /// What a read of guide `source` is told: the guide channels matching assigned
     /// to lineup channels, and the channels whose decisions keep names from matching.
     fn plan_for(&self, source: &str) -> Plan {
+        // A channel with a hand-set guide id takes no decision (the table ignores
+        // it): its display names match as they would without one.
+        let mut decided = table::decided(&self.decisions.lock().expect("guide lock"));
+        if !decided.is_empty() {
+            let mappings = self.registry.store().mappings();
+            decided.retain(|c| {
+                mappings
+                    .get(c)
+                    .is_none_or(|m| m.tvg_id.as_deref().is_none_or(str::is_empty))
+            });
+        }
         Plan {
             assigned: self.matches().assigned(source),
-            decided: table::decided(&self.decisions.lock().expect("guide lock")),
+            decided,
         }
     }
 
@@ -928,18 +944,23 @@ impl Guides {
         let Some(guide) = self.kept(name) else {
             return false;
         };
-        let new: Vec<&Text> = {
+        // A channel the read knew, given another guide id since, is looked at for a
+        // guide channel of that id only: one its display name matched, the read kept.
+        let (new, by_id_only): (Vec<&Text>, HashSet<&str>) = {
             let read = self.lineup_read.lock().expect("guide lock");
             let Some(read) = read.get(name) else {
                 return false;
             };
-            lineup
-                .channels
-                .iter()
-                .chain(lineup.hidden())
-                .map(|c| &c.id)
+            let ids = lineup.channels.iter().chain(lineup.hidden()).map(|c| &c.id);
+            let new = ids
                 .filter(|id| !read.contains(*id) || again.contains(id.as_str()))
-                .collect()
+                .collect::<Vec<_>>();
+            let known = new
+                .iter()
+                .filter(|id| read.contains(**id))
+                .map(|id| id.as_str())
+                .collect();
+            (new, known)
         };
         if new.is_empty() {
             return false;
@@ -956,8 +977,10 @@ impl Guides {
             .map(|(id, names)| (id, names.as_slice()))
             .chain(unnamed)
             .any(|(id, names)| {
-                map.map(id, names)
-                    .is_some_and(|(ours, _)| is_new.contains(ours.as_str()))
+                map.map(id, names).is_some_and(|(ours, how)| {
+                    is_new.contains(ours.as_str())
+                        && (how == Match::Id || !by_id_only.contains(ours.as_str()))
+                })
             });
         if !lists {
             // Its channels do not change before its next read: these need no second
@@ -995,6 +1018,16 @@ impl Guides {
         let me = self.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || me.rematch(&lineup)).await {
             tracing::warn!(error = %e, "matching the guide again failed");
+        }
+        // The change may have moved automatic matches (a rename, a switch): the
+        // guides whose assignments changed give them, as after a decision.
+        if !self.stale_sources().is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.apply_matches().await {
+                    tracing::warn!(error = %e, "guide update after a lineup change failed");
+                }
+            });
         }
         if let Err(e) = self.render_locked().await {
             tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
@@ -1142,6 +1175,15 @@ impl Guides {
     /// the result. The caller holds `rendering`.
     async fn render_locked(&self) -> Result<Arc<Rendered>, RegistryError> {
         let lineup = self.registry.lineup().await?;
+        let other = self
+            .table_for
+            .lock()
+            .expect("guide lock")
+            .as_ref()
+            .is_some_and(|t| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
+        if other {
+            self.rematch(&lineup);
+        }
         let sources = self.sources();
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
         // Inputs taken now; the merge and the text (seconds for a big guide) made on the

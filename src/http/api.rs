@@ -136,10 +136,13 @@ async fn enable(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
+    let was = s.registry.is_enabled(&name);
     let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
-    s.guides.read_again_for_service(&name);
-    s.guides.lineup_changed(true).await;
+    if !was {
+        s.guides.read_again_for_service(&name);
+    }
+    s.guides.lineup_changed(!was).await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -189,11 +192,13 @@ async fn reset(
     Path(name): Path<String>,
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
+    let was = s.registry.is_enabled(&name);
     let service = s.registry.reset(&name).await?;
-    if service.enabled {
+    let enabled_now = service.enabled && !was;
+    if enabled_now {
         s.guides.read_again_for_service(&name);
     }
-    s.guides.lineup_changed(service.enabled).await;
+    s.guides.lineup_changed(enabled_now).await;
     Ok(Json(entry(&s, service)))
 }
 

@@ -254,9 +254,13 @@ async fn proxy(
     let engine = Engine::of(&s);
     let link = engine.open_link(&token, &item)?;
     let kind = link.target.kind;
-    if kind == Kind::Playlist {
+    // A lineup channel's player (a title's links name the title: not a channel).
+    if kind == Kind::Playlist && !link.target.channel.is_empty() {
         if let Some(Extension(ConnectInfo(peer))) = client {
-            s.sessions.hls.seen(&link.target.channel, peer.ip());
+            let listed = s.registry.lineup().await.ok();
+            if listed.is_some_and(|l| l.get(&link.target.channel).is_some()) {
+                s.sessions.hls.seen(&link.target.channel, peer.ip());
+            }
         }
     }
     // A link handed to an account (`?a=`: a live player's playlists, every link of a
@@ -304,7 +308,13 @@ async fn proxy(
     let mut resp = proxied_response(served, kind, range);
     // Segment, key and map links are the same for every viewer and render (until the
     // key or the expiry bucket turns): a shared cache in front may keep them.
-    if kind != Kind::Playlist && resp.status().is_success() {
+    // A tagged link is one account's: kept by no shared cache.
+    if tagged && kind != Kind::Playlist {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=60"),
+        );
+    } else if kind != Kind::Playlist && resp.status().is_success() {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, s.media.segment_cache_control());
     }

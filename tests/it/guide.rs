@@ -584,6 +584,9 @@ async fn an_admin_change_reads_again_only_the_guides_it_needs() {
     // An id no guide lists: nothing to read. Then one the extra guide lists (its read
     // dropped that guide channel: no lineup channel had it): that guide only.
     patch(&app, "drei", r#"{"tvg_id":"Nowhere.example"}"#).await;
+    // (Nothing to wait for: what would be read is read at once, well within this.)
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(reads(), before, "guides read (own, extra, other)");
     patch(&app, "drei", r#"{"tvg_id":"Three.example"}"#).await;
     crate::common::eventually("the linked guide channel to show", || async {
         let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);

@@ -595,3 +595,37 @@ async fn a_pick_of_a_guide_channel_another_channel_has_by_id_is_refused_saying_w
     let picked = post(&app, &other, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
     assert_eq!(picked["state"], "picked", "{picked}");
 }
+
+#[tokio::test]
+async fn a_renamed_channel_takes_the_guide_its_new_name_matches_without_a_refresh() {
+    // "Sport" is ambiguous (Sport TV, Sport Channel): unmatched. Renamed "Sport TV",
+    // the matcher gives it that guide channel, whose programmes the last read dropped:
+    // the guide is read again (or remapped from what it kept) for it, not left to the
+    // next full refresh hours later.
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let sport = app.channel_id("Sport").await;
+    assert_eq!(
+        line(&matches(&app, "").await, "Sport")["state"],
+        "unmatched"
+    );
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{sport}"),
+            r#"{"name":"Sport TV"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    eventually("the renamed channel's programmes", || async {
+        let (_, titles) = programmes_of(&app, "Sport TV").await;
+        (titles == ["SportTV.uk show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+    let l = line(&matches(&app, "").await, "Sport TV").clone();
+    assert_eq!(l["state"], "auto", "{l}");
+    assert_eq!(l["guide_id"], "SportTV.uk", "{l}");
+}

@@ -1043,6 +1043,10 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
     let links: Vec<&str> = segments.lines().filter(|l| l.contains("/proxy/")).collect();
     assert_eq!(links.len(), 2, "{segments}");
     assert!(links.iter().all(|l| l.contains("?a=erin.")), "{segments}");
+    // One account's link: no shared cache keeps it.
+    let segment = reqwest::get(links[0]).await.expect("segment");
+    assert_eq!(segment.status(), 200);
+    assert_eq!(segment.headers()["cache-control"], "private, max-age=60");
 
     // ffprobe reads it whole through freesky: from the Xtream route and from the API's.
     let api = app.url(&format!(
