@@ -586,18 +586,19 @@ async fn xtream_clients_see_the_same_catchup_and_play_it() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_account() {
-    let (_list, _panel, app) = setup(true).await;
+/// Makes the account `user` (a `POST /api/users` body with `name` and `password`),
+/// opens Doc One's HLS catch-up of 3 hours ago for it through the Xtream timeshift
+/// path: that path, and the first `/proxy/` segment link of the playlist.
+async fn hls_catch_up_for(app: &TestApp, user: &str) -> (String, String) {
     let resp = app
-        .send_json(
-            reqwest::Method::POST,
-            "/api/users",
-            r#"{"name":"hls","password":"pw-3","max_connections":1}"#,
-            None,
-        )
+        .send_json(reqwest::Method::POST, "/api/users", user, None)
         .await;
     assert_eq!(resp.status(), 200);
+    let login: Value = serde_json::from_str(user).unwrap();
+    let (name, password) = (
+        login["name"].as_str().unwrap(),
+        login["password"].as_str().unwrap(),
+    );
     let number = app.channel_named("Doc One").await["number"]
         .as_u64()
         .unwrap();
@@ -606,12 +607,23 @@ async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_accou
         .unwrap()
         .format("%Y-%m-%d:%H-%M")
         .to_string();
-    let path = format!("/timeshift/hls/pw-3/30/{when}/{number}.m3u8");
+    let path = format!("/timeshift/{name}/{password}/30/{when}/{number}.m3u8");
     let playlist = app.get_text_ok(&path).await;
     let segment = crate::common::playlist_uris(&playlist)
         .into_iter()
         .find(|u| u.contains("/proxy/"))
         .unwrap_or_else(|| panic!("a proxied segment in {playlist}"));
+    (path, segment)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_account() {
+    let (_list, _panel, app) = setup(true).await;
+    let (path, segment) = hls_catch_up_for(
+        &app,
+        r#"{"name":"hls","password":"pw-3","max_connections":1}"#,
+    )
+    .await;
     assert!(
         segment.contains("?a=hls."),
         "the catch-up's links carry the account: {segment}"
@@ -649,30 +661,7 @@ async fn an_hls_catch_up_counts_while_its_segments_play_and_stops_with_its_accou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hls_catch_up_stops_once_its_account_no_longer_sees_the_channel() {
     let (_list, _panel, app) = setup(true).await;
-    let resp = app
-        .send_json(
-            reqwest::Method::POST,
-            "/api/users",
-            r#"{"name":"narrow","password":"pw-4"}"#,
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let number = app.channel_named("Doc One").await["number"]
-        .as_u64()
-        .unwrap();
-    let start = now() - 3 * 3600;
-    let when = chrono::DateTime::from_timestamp(start - start % 60, 0)
-        .unwrap()
-        .format("%Y-%m-%d:%H-%M")
-        .to_string();
-    let playlist = app
-        .get_text_ok(&format!("/timeshift/narrow/pw-4/30/{when}/{number}.m3u8"))
-        .await;
-    let segment = crate::common::playlist_uris(&playlist)
-        .into_iter()
-        .find(|u| u.contains("/proxy/"))
-        .unwrap_or_else(|| panic!("a proxied segment in {playlist}"));
+    let (_, segment) = hls_catch_up_for(&app, r#"{"name":"narrow","password":"pw-4"}"#).await;
     assert_eq!(app.get(&segment).await.status(), 200);
     // Limited to the panel, which has no Doc One: the catch-up it still holds is
     // refused at its next segment, as a live channel's playlist would be.
