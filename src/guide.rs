@@ -683,9 +683,12 @@ impl Guides {
             .iter()
             .flat_map(|(_, g)| g.programmes.keys())
             .collect();
+        let table = self.matches();
         let mut out: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
         for channel in channels {
-            let Some(programmes) = pick(&ranked, channel) else {
+            let Some(programmes) =
+                pick(&ranked, channel).filter(|_| takes_programmes(&table, channel))
+            else {
                 continue;
             };
             let mut sorted: Vec<&xmltv::Programme> = programmes.iter().collect();
@@ -719,6 +722,7 @@ impl Guides {
             .filter_map(|(name, priority)| Some((*priority, &**good.get(name)?)))
             .collect();
         let mut out: Vec<xmltv::Programme> = pick(&ranked, channel)
+            .filter(|_| takes_programmes(&self.matches(), channel))
             .unwrap_or_default()
             .iter()
             .filter(|p| p.stop.unwrap_or(p.start) > from)
@@ -1305,6 +1309,16 @@ impl Guides {
 
 /// The guide of `lineup` from the services' kept guides `good` (in the order and with
 /// the priorities of `sources`), the match decisions of `table`, up to `to`.
+/// Whether lineup channel `id` shows the programmes a read kept for it: the table
+/// says which channels have a guide, and a read planned with an older table (before a
+/// rejection, or a guide id set by hand that no guide lists) keeps programmes the
+/// channel no longer takes. `/epg.xml`, now/next and the Xtream short EPG agree.
+fn takes_programmes(table: &Table, id: &str) -> bool {
+    !table
+        .get(id)
+        .is_some_and(|e| matches!(e.state, table::State::Rejected | table::State::Unmatched))
+}
+
 fn render(
     cfg: &GuideConfig,
     good: &HashMap<String, Arc<ServiceGuide>>,
@@ -1313,14 +1327,7 @@ fn render(
     sources: &[(String, i64)],
     to: i64,
 ) -> Rendered {
-    // The table says which channels have a guide: a read planned with an older
-    // table (before a rejection, or a guide id set by hand that no guide lists)
-    // keeps programmes the channel no longer takes.
-    let rejected = |id: &str| {
-        table
-            .get(id)
-            .is_some_and(|e| matches!(e.state, table::State::Rejected | table::State::Unmatched))
-    };
+    let rejected = |id: &str| !takes_programmes(table, id);
     let ranked: Vec<Ranked<'_>> = sources
         .iter()
         .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))

@@ -343,6 +343,8 @@ async fn the_mapping_guide_id_override_beats_the_matcher() {
     let app = TestApp::spawn(&config(&up, "")).await;
     let bbc = app.channel_id("BBCOne").await;
     assert_eq!(line(&matches(&app, "").await, "BBCOne")["state"], "auto");
+    let (_, page) = app.get_json("/api/channels?q=BBCOne").await;
+    assert_eq!(page["live"][&bbc]["now"], "BBCOne.uk show", "{page}");
 
     let patch = |tvg: &'static str| {
         let app = &app;
@@ -365,6 +367,10 @@ async fn the_mapping_guide_id_override_beats_the_matcher() {
     let (guide_id, titles) = programmes_of(&app, "BBCOne").await;
     assert_eq!(guide_id, "Custom.id");
     assert!(titles.is_empty(), "{titles:?}");
+    // Nor the channel list's now/next (the dashboard's; the Xtream short EPG reads
+    // the same listings).
+    let (_, page) = app.get_json("/api/channels?q=BBCOne").await;
+    assert!(page["live"][&bbc]["now"].is_null(), "{page}");
 
     // One a guide lists: matched by id once the guide is read again.
     open.send_replace(true);
