@@ -1047,6 +1047,12 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
     let segment = reqwest::get(links[0]).await.expect("segment");
     assert_eq!(segment.status(), 200);
     assert_eq!(segment.headers()["cache-control"], "private, max-age=60");
+    // Counted as the account's connection while the player fetches its links, not
+    // only while the master's few bytes were sent.
+    let (_, login) = app
+        .get_json("/player_api.php?username=erin&password=erin-pw")
+        .await;
+    assert_eq!(login["user_info"]["active_cons"], "1", "{login}");
 
     // ffprobe reads it whole through freesky: from the Xtream route and from the API's.
     let api = app.url(&format!(
