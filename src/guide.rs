@@ -337,7 +337,7 @@ impl Guides {
     ) -> Result<Option<Entry>, GuideMatchError> {
         let lineup = self.registry.lineup().await?;
         if self.matches().entries.is_empty() {
-            self.rematch(&lineup);
+            self.rematch(&lineup).await;
         }
         let decision = match action {
             Action::Reset => None,
@@ -408,7 +408,7 @@ impl Guides {
                 None => decisions.remove(channel),
             };
         }
-        let table = self.rematch(&lineup);
+        let table = self.rematch(&lineup).await;
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.apply_matches().await {
@@ -435,7 +435,7 @@ impl Guides {
     /// with what those guides now give. Drops the spares. The caller holds
     /// `refreshing`.
     async fn settle(&self, lineup: &Arc<Lineup>) {
-        self.rematch(lineup);
+        self.rematch(lineup).await;
         let stale = self.stale_sources();
         let mut spares = std::mem::take(&mut *self.spares.lock().expect("guide lock"));
         let mut unread = Vec::new();
@@ -454,7 +454,7 @@ impl Guides {
             self.fetch(&unread, lineup, None, false).await;
         }
         if !stale.is_empty() {
-            self.rematch(lineup);
+            self.rematch(lineup).await;
         }
     }
 
@@ -530,81 +530,45 @@ impl Guides {
             .collect()
     }
 
-    /// Builds the match table from the kept guides, the lineup and the decisions.
-    fn rematch(&self, lineup: &Arc<Lineup>) -> Arc<Table> {
-        let good = self.last_good.lock().expect("guide lock").clone();
-        let sources = self.sources();
-        let catalogues: Vec<table::Catalogue<'_>> = sources
-            .iter()
-            .filter_map(|(name, _)| {
-                let g = good.get(name)?;
+    /// Builds the match table from the kept guides, the lineup and the decisions, on
+    /// the blocking pool (the matcher takes about a second for 20,000 channels against
+    /// 50,000 guide channels), and keeps it. A build that panicked keeps the last.
+    async fn rematch(&self, lineup: &Arc<Lineup>) -> Arc<Table> {
+        let sources = self
+            .sources()
+            .into_iter()
+            .map(|(name, _)| {
                 let region = self
                     .extra
                     .iter()
-                    .find(|e| e.cfg.name == *name)
-                    .and_then(|e| e.cfg.country.as_deref())
-                    .or_else(|| {
-                        self.service_countries
-                            .get(name.as_str())
-                            .map(String::as_str)
-                    });
-                Some(table::Catalogue {
-                    source: name,
-                    channels: &g.catalogue,
-                    langs: &g.langs,
-                    region,
-                })
+                    .find(|e| e.cfg.name == name)
+                    .and_then(|e| e.cfg.country.clone())
+                    .or_else(|| self.service_countries.get(name.as_str()).cloned());
+                (name, region)
             })
             .collect();
-        let mut found = table::Found::new();
-        for (name, _) in &sources {
-            let Some(g) = good.get(name) else { continue };
-            for (ours, how) in &g.matched_by {
-                let Some(id) = g.matched_ids.get(ours) else {
-                    continue;
-                };
-                let by_id = match how {
-                    Match::Chosen => continue,
-                    Match::Id => true,
-                    Match::ExactName | Match::NormalisedName => false,
-                };
-                match found.get(ours) {
-                    Some((_, _, true)) => {}
-                    Some(_) if !by_id => {}
-                    _ => {
-                        found.insert(ours.clone(), (name.clone(), id.clone(), by_id));
-                    }
-                }
+        let pinned = self
+            .registry
+            .store()
+            .mappings()
+            .into_iter()
+            .filter(|(_, m)| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty()))
+            .map(|(id, _)| id)
+            .collect();
+        let inputs = MatchInputs {
+            good: self.last_good.lock().expect("guide lock").clone(),
+            sources,
+            lineup: lineup.clone(),
+            pinned,
+            decisions: self.decisions.lock().expect("guide lock").clone(),
+        };
+        let table = match tokio::task::spawn_blocking(move || inputs.build()).await {
+            Ok(table) => Arc::new(table),
+            Err(e) => {
+                tracing::warn!(error = %e, "guide matching failed; the last match table stays");
+                return self.matches();
             }
-        }
-        let mappings = self.registry.store().mappings();
-        let channels: Vec<table::ChannelInfo> = lineup
-            .channels
-            .iter()
-            .map(|c| table::ChannelInfo {
-                id: c.id.to_string(),
-                name: c.name.to_string(),
-                group: c.group.to_string(),
-                guide_id: c.guide_id.to_string(),
-                source_names: c
-                    .sources
-                    .iter()
-                    .map(|s| s.name.to_string())
-                    .filter(|n| *n != c.name)
-                    .collect(),
-                pinned: mappings
-                    .get(c.id.as_str())
-                    .is_some_and(|m| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty())),
-            })
-            .collect();
-        let decisions = self.decisions.lock().expect("guide lock").clone();
-        let table = Arc::new(table::build(
-            &channels,
-            &catalogues,
-            &found,
-            &decisions,
-            Settings::default(),
-        ));
+        };
         *self.table.write().expect("guide lock") = table.clone();
         *self.table_for.lock().expect("guide lock") = Some(lineup.clone());
         table
@@ -1019,10 +983,7 @@ impl Guides {
                 return;
             }
         };
-        let me = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || me.rematch(&lineup)).await {
-            tracing::warn!(error = %e, "matching the guide again failed");
-        }
+        self.rematch(&lineup).await;
         // The change may have moved automatic matches (a rename, a switch): the
         // guides whose assignments changed give them, as after a decision.
         if !self.stale_sources().is_empty() {
@@ -1186,7 +1147,7 @@ impl Guides {
             .as_ref()
             .is_some_and(|t| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
         if other {
-            self.rematch(&lineup);
+            self.rematch(&lineup).await;
         }
         let sources = self.sources();
         let to = chrono::Utc::now().timestamp() + i64::from(self.cfg.days) * 86_400;
@@ -1309,6 +1270,82 @@ impl Guides {
 
 /// The guide of `lineup` from the services' kept guides `good` (in the order and with
 /// the priorities of `sources`), the match decisions of `table`, up to `to`.
+/// What guide matching reads, owned (built on the blocking pool).
+struct MatchInputs {
+    good: HashMap<String, Arc<ServiceGuide>>,
+    /// Guide sources in rank order, with the country their short names belong to.
+    sources: Vec<(String, Option<String>)>,
+    lineup: Arc<Lineup>,
+    /// Lineup channels whose guide id is set by hand.
+    pinned: HashSet<String>,
+    decisions: HashMap<String, table::Decision>,
+}
+
+impl MatchInputs {
+    fn build(&self) -> Table {
+        let good = &self.good;
+        let catalogues: Vec<table::Catalogue<'_>> = self
+            .sources
+            .iter()
+            .filter_map(|(name, region)| {
+                let g = good.get(name)?;
+                Some(table::Catalogue {
+                    source: name,
+                    channels: &g.catalogue,
+                    langs: &g.langs,
+                    region: region.as_deref(),
+                })
+            })
+            .collect();
+        let mut found = table::Found::new();
+        for (name, _) in &self.sources {
+            let Some(g) = good.get(name) else { continue };
+            for (ours, how) in &g.matched_by {
+                let Some(id) = g.matched_ids.get(ours) else {
+                    continue;
+                };
+                let by_id = match how {
+                    Match::Chosen => continue,
+                    Match::Id => true,
+                    Match::ExactName | Match::NormalisedName => false,
+                };
+                match found.get(ours) {
+                    Some((_, _, true)) => {}
+                    Some(_) if !by_id => {}
+                    _ => {
+                        found.insert(ours.clone(), (name.clone(), id.clone(), by_id));
+                    }
+                }
+            }
+        }
+        let channels: Vec<table::ChannelInfo> = self
+            .lineup
+            .channels
+            .iter()
+            .map(|c| table::ChannelInfo {
+                id: c.id.to_string(),
+                name: c.name.to_string(),
+                group: c.group.to_string(),
+                guide_id: c.guide_id.to_string(),
+                source_names: c
+                    .sources
+                    .iter()
+                    .map(|s| s.name.to_string())
+                    .filter(|n| *n != c.name)
+                    .collect(),
+                pinned: self.pinned.contains(c.id.as_str()),
+            })
+            .collect();
+        table::build(
+            &channels,
+            &catalogues,
+            &found,
+            &self.decisions,
+            Settings::default(),
+        )
+    }
+}
+
 /// Whether lineup channel `id` shows the programmes a read kept for it: the table
 /// says which channels have a guide, and a read planned with an older table (before a
 /// rejection, or a guide id set by hand that no guide lists) keeps programmes the
