@@ -617,6 +617,15 @@ async fn an_admin_change_reads_again_only_the_guides_it_needs() {
         (before.0, before.1 + 1, before.2 + 1),
         "guides read (own, extra, other)"
     );
+
+    // Enabling it again while it is enabled changes nothing: nothing is read.
+    assert_eq!(app.post("/api/services/Q/enable").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        reads(),
+        (before.0, before.1 + 1, before.2 + 1),
+        "guides read (own, extra, other)"
+    );
 }
 
 /// The start times of `channel`'s programmes in a guide, in document order.

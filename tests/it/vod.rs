@@ -1053,6 +1053,12 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
         .get_json("/player_api.php?username=erin&password=erin-pw")
         .await;
     assert_eq!(login["user_info"]["active_cons"], "1", "{login}");
+    // A title is not a live channel: no HLS viewer series of its own in the metrics.
+    let metrics = app.get_text_ok("/metrics").await;
+    assert!(
+        !metrics.contains(&format!("channel=\"movie {id}\"")),
+        "{metrics}"
+    );
 
     // ffprobe reads it whole through freesky: from the Xtream route and from the API's.
     let api = app.url(&format!(
