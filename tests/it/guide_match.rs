@@ -635,3 +635,45 @@ async fn a_renamed_channel_takes_the_guide_its_new_name_matches_without_a_refres
     assert_eq!(l["state"], "auto", "{l}");
     assert_eq!(l["guide_id"], "SportTV.uk", "{l}");
 }
+
+#[tokio::test]
+async fn a_hand_set_guide_id_lifts_an_old_decision_and_keeps_the_display_name_match() {
+    // "Film Four" is in the guide under that display name. An admin rejected the
+    // match; then the channel is given a guide id by hand that no guide lists. The
+    // hand-set id beats decisions (channels.md): the display name gives it its
+    // programmes again, at the next read.
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("p-1", "Film Four")]))
+        .text("/guide.xml", XML, xmltv(&[("Film4.uk", "Film Four")]))
+        .start();
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let film = app.channel_id("Film Four").await;
+    assert_eq!(
+        line(&matches(&app, "").await, "Film Four")["state"],
+        "exact"
+    );
+    post(&app, &film, r#"{"action":"reject"}"#).await;
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{film}"),
+            r#"{"tvg_id":"Custom.example"}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.post("/api/guide/refresh").await.status(), 200);
+    eventually(
+        "the display name's programmes under the hand-set id",
+        || async {
+            let (guide_id, titles) = programmes_of(&app, "Film Four").await;
+            (guide_id == "Custom.example" && titles == ["Film4.uk show"])
+                .then_some(())
+                .ok_or(format!("{guide_id}: {titles:?}"))
+        },
+    )
+    .await;
+    let l = line(&matches(&app, "").await, "Film Four").clone();
+    assert_eq!(l["state"], "exact", "{l}");
+}
