@@ -683,6 +683,17 @@ async fn an_xtream_client_library_lists_and_plays_movies_and_episodes() {
 
     // The movie URL the library built is a real video through freesky.
     let url = out["movie"]["url"].as_str().unwrap().to_string();
+    let (probed, stderr) = probe_streams(&url).await;
+    assert_eq!(
+        probed["streams"][0]["codec_type"], "video",
+        "{probed} {stderr}"
+    );
+    assert_eq!(probed["streams"][0]["width"], 64);
+}
+
+/// ffprobe's streams of `url` (`codec_type`, `width`; `null` when it could not open
+/// it), and its stderr.
+async fn probe_streams(url: &str) -> (Value, String) {
     let probe = tokio::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -692,18 +703,15 @@ async fn an_xtream_client_library_lists_and_plays_movies_and_episodes() {
             "-of",
             "json",
         ])
-        .arg(&url)
-        .output()
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
         .await
+        .expect("ffprobe hung")
         .expect("ffprobe runs");
-    let probed: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
-    assert_eq!(
-        probed["streams"][0]["codec_type"],
-        "video",
-        "{probed} {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    assert_eq!(probed["streams"][0]["width"], 64);
+    let probed = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+    (probed, String::from_utf8_lossy(&probe.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1065,28 +1073,10 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
         "/api/movie/{id}.m3u8?username=erin&password=erin-pw"
     ));
     for url in [url, api] {
-        let probe = tokio::process::Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "stream=codec_type",
-                "-of",
-                "json",
-            ])
-            .arg(&url)
-            .kill_on_drop(true)
-            .output();
-        let probe = tokio::time::timeout(std::time::Duration::from_secs(60), probe)
-            .await
-            .expect("ffprobe hung")
-            .expect("ffprobe runs");
-        let probed: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+        let (probed, stderr) = probe_streams(&url).await;
         assert_eq!(
-            probed["streams"][0]["codec_type"],
-            "video",
-            "{url}: {probed} {}",
-            String::from_utf8_lossy(&probe.stderr)
+            probed["streams"][0]["codec_type"], "video",
+            "{url}: {probed} {stderr}"
         );
     }
 }
