@@ -388,14 +388,23 @@ pub(crate) async fn media_sources(
     })
 }
 
-/// Plays movie or episode `id` for no account (the media, Range passed through).
-pub(crate) async fn play_title(
+/// Plays movie or episode `file` (`{id}` or `{id}.{ext}`) to `viewer` (the media,
+/// Range passed through): a viewer account's counts as one of its connections, as on
+/// the Xtream routes.
+async fn play_title(
     s: &AppState,
     kind: VodKind,
-    id: u32,
+    file: &str,
+    viewer: &Viewer,
+    client: &super::xtream::Client,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
+    if let Some(login) = &viewer.0 {
+        return super::xtream::title_media(s, &login.account, kind, file, client, method, headers)
+            .await;
+    }
+    let id = title_id(file)?;
     let sources = media_sources(s, kind, id, None).await?;
     Ok(super::media::play(s, &title_label(kind, id), sources, method, headers).await)
 }
@@ -432,20 +441,7 @@ async fn movie_media(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    // An account's title counts as one of its connections, as on the Xtream routes.
-    if let Some(login) = &viewer.0 {
-        return super::xtream::title_media(
-            &s,
-            &login.account,
-            VodKind::Movie,
-            &id,
-            &client,
-            &method,
-            &headers,
-        )
-        .await;
-    }
-    play_title(&s, VodKind::Movie, title_id(&id)?, &method, &headers).await
+    play_title(&s, VodKind::Movie, &id, &viewer, &client, &method, &headers).await
 }
 
 /// An episode's media, as `/api/movie/{id}`.
@@ -471,20 +467,16 @@ async fn episode_media(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    // An account's title counts as one of its connections, as on the Xtream routes.
-    if let Some(login) = &viewer.0 {
-        return super::xtream::title_media(
-            &s,
-            &login.account,
-            VodKind::Series,
-            &id,
-            &client,
-            &method,
-            &headers,
-        )
-        .await;
-    }
-    play_title(&s, VodKind::Series, title_id(&id)?, &method, &headers).await
+    play_title(
+        &s,
+        VodKind::Series,
+        &id,
+        &viewer,
+        &client,
+        &method,
+        &headers,
+    )
+    .await
 }
 
 /// Loads every service's movies and series again now (admin); answers each
