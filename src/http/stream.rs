@@ -254,30 +254,30 @@ async fn proxy(
     let engine = Engine::of(&s);
     let link = engine.open_link(&token, &item)?;
     let kind = link.target.kind;
-    // The lineup channel the link names (a title's links name the title: none), read
-    // once for a playlist or a tagged link.
-    let lineup = if kind == Kind::Playlist || account.a.is_some() {
-        s.registry.lineup().await.ok()
-    } else {
-        None
-    };
-    let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
-    // A lineup channel's player.
-    if kind == Kind::Playlist && listed.is_some() {
+    // A lineup channel's player (a title's links name the title: not a channel). From
+    // the last lineup built: a playlist answer never waits for a rebuild.
+    if kind == Kind::Playlist {
         if let Some(Extension(ConnectInfo(peer))) = client {
-            s.sessions.hls.seen(&link.target.channel, peer.ip());
+            let last = s.registry.last_lineup();
+            if last.is_some_and(|l| l.get(&link.target.channel).is_some()) {
+                s.sessions.hls.seen(&link.target.channel, peer.ip());
+            }
         }
     }
     // A link handed to an account (`?a=`: a live player's playlists, every link of a
     // catch-up playlist) keeps its connection counted, and is refused once the account
     // may no longer watch the channel.
     let tagged = match &account.a {
-        Some(token) => s.accounts.hls_polled(
-            token,
-            &link.target.channel,
-            listed,
-            client.map(|c| c.0 .0.ip()),
-        )?,
+        Some(token) => {
+            let lineup = s.registry.lineup().await.ok();
+            let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
+            s.accounts.hls_polled(
+                token,
+                &link.target.channel,
+                listed,
+                client.map(|c| c.0 .0.ip()),
+            )?
+        }
         None => false,
     };
     // With `require_account`, a playlist link plays for the account it was handed to
