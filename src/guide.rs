@@ -217,7 +217,8 @@ pub struct Guides {
     /// stored last saw the newest lineup, so a slow refresh cannot undo a mapping
     /// change rendered meanwhile.
     rendering: tokio::sync::Mutex<()>,
-    /// Wakes the background refresh before its time (`lineup_changed`).
+    /// Wakes the background check for guides to read again (`refresh_changed`)
+    /// before its time (`lineup_changed`).
     wake: Arc<Notify>,
     /// Per service, the lineup channels (by id, hidden ones included) with a source
     /// of it when its guide was last read, whether the read worked or not: a channel
@@ -231,6 +232,11 @@ pub struct Guides {
     /// give a channel missing here (by id or display name) could give it programmes,
     /// so `refresh_changed` reads it again.
     lineup_read: Mutex<HashMap<String, HashSet<Text>>>,
+    /// Lineup channels given another guide id, and services enabled, since the last
+    /// `refresh_changed`: it reads again the guides they may need. Kept apart from
+    /// `lineup_read` and `read_for`, which a read in flight sets when it ends.
+    again_channels: Mutex<HashSet<String>>,
+    again_services: Mutex<HashSet<String>>,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
@@ -242,10 +248,9 @@ pub struct Guides {
     decisions: Mutex<HashMap<String, Decision>>,
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
-    /// The lineup and the kept guides the table was built from: a render of others
-    /// matches again (a refresh matched against the lineup of its start, then a
-    /// mapping changed; a rematch from older guides was stored after a newer one).
-    table_for: Mutex<Option<(Arc<Lineup>, KeptGuides)>>,
+    /// The lineup the table was built for: a render of another (a refresh that
+    /// matched against the lineup of its start, then a mapping changed) matches again.
+    table_for: Mutex<Option<Arc<Lineup>>>,
     /// Per guide, the guide channels its last read was told to keep for matched
     /// lineup channels (or `settle` applied since): a guide whose assignments changed
     /// since is brought up to date (`settle`).
@@ -270,6 +275,8 @@ impl Guides {
             wake: Arc::default(),
             read_for: Mutex::default(),
             lineup_read: Mutex::default(),
+            again_channels: Mutex::default(),
+            again_services: Mutex::default(),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
@@ -540,7 +547,14 @@ impl Guides {
                 (name, region)
             })
             .collect();
-        let pinned = self.pinned();
+        let pinned = self
+            .registry
+            .store()
+            .mappings()
+            .into_iter()
+            .filter(|(_, m)| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty()))
+            .map(|(id, _)| id)
+            .collect();
         let inputs = MatchInputs {
             good: self.last_good.lock().expect("guide lock").clone(),
             sources,
@@ -548,7 +562,6 @@ impl Guides {
             pinned,
             decisions: self.decisions.lock().expect("guide lock").clone(),
         };
-        let used = inputs.good.clone();
         let table = match tokio::task::spawn_blocking(move || inputs.build()).await {
             Ok(table) => Arc::new(table),
             Err(e) => {
@@ -557,7 +570,7 @@ impl Guides {
             }
         };
         *self.table.write().expect("guide lock") = table.clone();
-        *self.table_for.lock().expect("guide lock") = Some((lineup.clone(), used));
+        *self.table_for.lock().expect("guide lock") = Some(lineup.clone());
         table
     }
 
@@ -575,17 +588,6 @@ impl Guides {
             .collect()
     }
 
-    /// Lineup channels whose guide id is set by hand (the channel mapping's `tvg_id`).
-    fn pinned(&self) -> HashSet<String> {
-        self.registry
-            .store()
-            .mappings()
-            .into_iter()
-            .filter(|(_, m)| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty()))
-            .map(|(id, _)| id)
-            .collect()
-    }
-
     /// What a read of guide `source` is told: the guide channels matching assigned
     /// to lineup channels, and the channels whose decisions keep names from matching.
     fn plan_for(&self, source: &str) -> Plan {
@@ -593,8 +595,12 @@ impl Guides {
         // it): its display names match as they would without one.
         let mut decided = table::decided(&self.decisions.lock().expect("guide lock"));
         if !decided.is_empty() {
-            let pinned = self.pinned();
-            decided.retain(|c| !pinned.contains(c));
+            let mappings = self.registry.store().mappings();
+            decided.retain(|c| {
+                mappings
+                    .get(c)
+                    .is_none_or(|m| m.tvg_id.as_deref().is_none_or(str::is_empty))
+            });
         }
         Plan {
             assigned: self.matches().assigned(source),
@@ -792,8 +798,8 @@ impl Guides {
                 loop {
                     tokio::select! {
                         biased;
-                        () = wake.notified() => break,
                         () = tokio::time::sleep_until(due) => break,
+                        () = wake.notified() => {}
                         () = rebuilt.notified() => {}
                         () = tokio::time::sleep(check) => {}
                     }
@@ -804,6 +810,24 @@ impl Guides {
                 }
             }
         });
+    }
+
+    /// Lineup channel `id` got another guide id: the next check reads again the guides
+    /// whose kept channels now give it one (by id or display name), and only those.
+    pub fn read_again_for_channel(&self, id: &str) {
+        self.again_channels
+            .lock()
+            .expect("guide lock")
+            .insert(id.to_string());
+    }
+
+    /// Service `name` was enabled: the next check reads its guide again (what was
+    /// kept from before it was disabled may be old), and no other.
+    pub fn read_again_for_service(&self, name: &str) {
+        self.again_services
+            .lock()
+            .expect("guide lock")
+            .insert(name.to_string());
     }
 
     /// Reads again the guides of the enabled services that have lineup channels their
@@ -818,16 +842,35 @@ impl Guides {
             return Ok(());
         }
         let _one = self.refreshing.lock().await;
-        let lineup = self.registry.lineup().await?;
+        // Taken once no read is in flight (`refreshing`): what it recorded at its end
+        // does not hide them. And before the lineup is read: each was changed before
+        // it was noted, so that lineup has the change.
+        let again_services = std::mem::take(&mut *self.again_services.lock().expect("guide lock"));
+        let again_channels = std::mem::take(&mut *self.again_channels.lock().expect("guide lock"));
+        let lineup = match self.registry.lineup().await {
+            Ok(lineup) => lineup,
+            Err(e) => {
+                self.again_services
+                    .lock()
+                    .expect("guide lock")
+                    .extend(again_services);
+                self.again_channels
+                    .lock()
+                    .expect("guide lock")
+                    .extend(again_channels);
+                return Err(e);
+            }
+        };
         let mut due: Vec<String> = {
             let read_for = self.read_for.lock().expect("guide lock");
             self.enabled_services()
                 .into_iter()
                 .filter(|s| {
                     let now = channels_with_source(&lineup, &s.name);
-                    !read_for
-                        .get(&s.name)
-                        .map_or(now.is_empty(), |read| now.is_subset(read))
+                    again_services.contains(&s.name)
+                        || !read_for
+                            .get(&s.name)
+                            .map_or(now.is_empty(), |read| now.is_subset(read))
                 })
                 .map(|s| s.name)
                 .collect()
@@ -836,7 +879,7 @@ impl Guides {
             tracing::info!(service = %name, "lineup channels changed: reading its guide again");
         }
         for (name, _) in self.sources() {
-            if !due.contains(&name) && self.lists_new_channels(&name, &lineup) {
+            if !due.contains(&name) && self.lists_new_channels(&name, &lineup, &again_channels) {
                 tracing::info!(guide = %name, "the guide lists channels new in the lineup: reading it again");
                 due.push(name);
             }
@@ -862,24 +905,30 @@ impl Guides {
 
     /// Whether the guide channels the last read of guide `name` saw (its catalogue,
     /// and those without a display name) have one that a read now would give (by id
-    /// or display name) to a lineup channel that read did not know. The new channels
-    /// it gives none are not looked at again before the next read.
-    fn lists_new_channels(&self, name: &str, lineup: &Lineup) -> bool {
+    /// or display name) to a lineup channel that read did not know, or to one of
+    /// `again` (given another guide id since). The new channels it gives none are not
+    /// looked at again before the next read.
+    fn lists_new_channels(&self, name: &str, lineup: &Lineup, again: &HashSet<String>) -> bool {
         let Some(guide) = self.kept(name) else {
             return false;
         };
-        let new: Vec<&Text> = {
+        // A channel the read knew, given another guide id since, is looked at for a
+        // guide channel of that id only: one its display name matched, the read kept.
+        let (new, by_id_only): (Vec<&Text>, HashSet<&str>) = {
             let read = self.lineup_read.lock().expect("guide lock");
             let Some(read) = read.get(name) else {
                 return false;
             };
-            lineup
-                .channels
+            let ids = lineup.channels.iter().chain(lineup.hidden()).map(|c| &c.id);
+            let new = ids
+                .filter(|id| !read.contains(*id) || again.contains(id.as_str()))
+                .collect::<Vec<_>>();
+            let known = new
                 .iter()
-                .chain(lineup.hidden())
-                .map(|c| &c.id)
-                .filter(|id| !read.contains(*id))
-                .collect()
+                .filter(|id| read.contains(**id))
+                .map(|id| id.as_str())
+                .collect();
+            (new, known)
         };
         if new.is_empty() {
             return false;
@@ -896,8 +945,10 @@ impl Guides {
             .map(|(id, names)| (id, names.as_slice()))
             .chain(unnamed)
             .any(|(id, names)| {
-                map.map(id, names)
-                    .is_some_and(|(ours, _)| is_new.contains(ours.as_str()))
+                map.map(id, names).is_some_and(|(ours, how)| {
+                    is_new.contains(ours.as_str())
+                        && (how == Match::Id || !by_id_only.contains(ours.as_str()))
+                })
             });
         if !lists {
             // Its channels do not change before its next read: these need no second
@@ -911,10 +962,9 @@ impl Guides {
 
     /// The lineup changed (a mapping, a service switched): the match table and the
     /// guide follow at once, matched again and re-rendered from the guides already
-    /// fetched. `refetch` also asks the background refresh to fetch them again soon,
-    /// for what only a new read can find: a guide channel that a new guide id now
-    /// matches, the guide of a service just enabled. Requests made while a refresh
-    /// runs share one more refresh.
+    /// fetched. `refetch` also asks the background check (`refresh_changed`) to read
+    /// soon the guides that may give something only a new read finds (see
+    /// `read_again_for_channel`, `read_again_for_service`); no other guide is read.
     pub async fn lineup_changed(self: &Arc<Self>, refetch: bool) {
         if refetch {
             self.wake.notify_one();
@@ -1090,19 +1140,12 @@ impl Guides {
     /// the result. The caller holds `rendering`.
     async fn render_locked(&self) -> Result<Arc<Rendered>, RegistryError> {
         let lineup = self.registry.lineup().await?;
-        let kept_now = self.last_good.lock().expect("guide lock").clone();
         let other = self
             .table_for
             .lock()
             .expect("guide lock")
             .as_ref()
-            .is_some_and(|(l, g)| {
-                (!Arc::ptr_eq(l, &lineup) && l.channels != lineup.channels)
-                    || g.len() != kept_now.len()
-                    || g.iter().any(|(name, kept)| {
-                        kept_now.get(name).is_none_or(|now| !Arc::ptr_eq(kept, now))
-                    })
-            });
+            .is_some_and(|t| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
         if other {
             self.rematch(&lineup).await;
         }
@@ -1225,9 +1268,8 @@ impl Guides {
     }
 }
 
-/// Each guide's last good read, by guide name.
-type KeptGuides = HashMap<String, Arc<ServiceGuide>>;
-
+/// The guide of `lineup` from the services' kept guides `good` (in the order and with
+/// the priorities of `sources`), the match decisions of `table`, up to `to`.
 /// What guide matching reads, owned (built on the blocking pool).
 struct MatchInputs {
     good: HashMap<String, Arc<ServiceGuide>>,
@@ -1314,8 +1356,6 @@ fn takes_programmes(table: &Table, id: &str) -> bool {
         .is_some_and(|e| matches!(e.state, table::State::Rejected | table::State::Unmatched))
 }
 
-/// The guide of `lineup` from the services' kept guides `good` (in the order and with
-/// the priorities of `sources`), the match decisions of `table`, up to `to`.
 fn render(
     cfg: &GuideConfig,
     good: &HashMap<String, Arc<ServiceGuide>>,

@@ -139,6 +139,9 @@ async fn enable(
     let was = s.registry.is_enabled(&name);
     let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
+    if !was {
+        s.guides.read_again_for_service(&name);
+    }
     s.guides.lineup_changed(!was).await;
     Ok(Json(entry(&s, service)))
 }
@@ -191,7 +194,11 @@ async fn reset(
 ) -> Result<Json<ServiceEntry>, AppError> {
     let was = s.registry.is_enabled(&name);
     let service = s.registry.reset(&name).await?;
-    s.guides.lineup_changed(service.enabled && !was).await;
+    let enabled_now = service.enabled && !was;
+    if enabled_now {
+        s.guides.read_again_for_service(&name);
+    }
+    s.guides.lineup_changed(enabled_now).await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -372,9 +379,11 @@ async fn map_channel(
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide
     // channel that the last read dropped, which only a new read finds.
-    s.guides
-        .lineup_changed(detail.channel.guide_id != before)
-        .await;
+    let new_guide_id = detail.channel.guide_id != before;
+    if new_guide_id {
+        s.guides.read_again_for_channel(&id);
+    }
+    s.guides.lineup_changed(new_guide_id).await;
     Ok(Json(detail))
 }
 

@@ -532,42 +532,100 @@ async fn mapping_edits_and_service_switches_show_in_the_guide_at_once_and_after_
     assert_eq!(titles_of(&progs, "Two.example"), ["Two show"]);
 }
 
-/// Enabling a service that is enabled changes nothing: no guide is fetched again (a
-/// guide may be 100 MB, and providers limit downloads). Enabling a disabled one reads
-/// the guides again.
+/// An admin change reads again only the guides it may need: a new guide id, the
+/// guides whose channels give it one (none when no guide lists it); an enabled
+/// service, its own guide. A guide may be 100 MB, and providers limit downloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enabling_an_enabled_service_reads_no_guide() {
+async fn an_admin_change_reads_again_only_the_guides_it_needs() {
     let own = xmltv(&[("One.example", "One")], &[("One.example", 0, "One show")]);
+    let extra = xmltv(
+        &[("Three.example", "Third")],
+        &[("Three.example", 0, "Three show")],
+    );
     let up = FakeUpstream::bind()
         .await
         .text(
             "/list.m3u",
             M3U_TYPE,
-            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n",
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n\
+             #EXTINF:-1,Drei\nhttp://127.0.0.1:9/3.m3u8\n",
         )
         .text("/own.xml", "application/xml", own)
+        .text("/extra.xml", "application/xml", extra)
+        .text(
+            "/other.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1,Other\nhttp://127.0.0.1:9/o.m3u8\n",
+        )
+        .text("/other.xml", "application/xml", xmltv(&[], &[]))
         .start();
     let app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/own.xml\"\n",
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/own.xml\"\n\n\
+         [[services]]\nname = \"Q\"\nkind = \"m3u\"\nurl = \"{0}/other.m3u\"\nepg_url = \"{0}/other.xml\"\n\n\
+         [[guides]]\nname = \"X\"\nurl = \"{0}/extra.xml\"\n",
         up.base()
     ))
     .await;
     let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
     assert_eq!(titles_of(&progs, "One.example"), ["One show"]);
-    let before = up.hits("/own.xml");
-    assert_eq!(app.post("/api/services/P/enable").await.status(), 200);
-    // (Nothing to wait for: a read asked for starts at once, well within this.)
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(up.hits("/own.xml"), before, "the guide was fetched again");
+    let reads = || {
+        (
+            up.hits("/own.xml"),
+            up.hits("/extra.xml"),
+            up.hits("/other.xml"),
+        )
+    };
+    let before = reads();
+    assert!(
+        before.0 >= 1 && before.1 >= 1 && before.2 >= 1,
+        "{before:?}"
+    );
 
-    assert_eq!(app.post("/api/services/P/disable").await.status(), 200);
-    assert_eq!(app.post("/api/services/P/enable").await.status(), 200);
-    crate::common::eventually("the guide to be read again", || async {
-        (up.hits("/own.xml") > before)
+    // An id no guide lists: nothing to read. Then one the extra guide lists (its read
+    // dropped that guide channel: no lineup channel had it): that guide only.
+    patch(&app, "drei", r#"{"tvg_id":"Nowhere.example"}"#).await;
+    // (Nothing to wait for: what would be read is read at once, well within this.)
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(reads(), before, "guides read (own, extra, other)");
+    patch(&app, "drei", r#"{"tvg_id":"Three.example"}"#).await;
+    crate::common::eventually("the linked guide channel to show", || async {
+        let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+        (titles_of(&progs, "Three.example") == ["Three show"])
             .then_some(())
-            .ok_or(format!("{} reads", up.hits("/own.xml")))
+            .ok_or(format!("{progs:?}"))
     })
     .await;
+    assert_eq!(
+        reads(),
+        (before.0, before.1 + 1, before.2),
+        "guides read (own, extra, other)"
+    );
+
+    // Q disabled, then enabled: its own guide is read again, and no other.
+    assert_eq!(app.post("/api/services/Q/disable").await.status(), 200);
+    assert_eq!(app.post("/api/services/Q/enable").await.status(), 200);
+    crate::common::eventually("Q's guide to be read again", || async {
+        (up.hits("/other.xml") == before.2 + 1)
+            .then_some(())
+            .ok_or(format!("{:?}", reads()))
+    })
+    .await;
+    let (_, progs) = guide_facts(&app.get_text_ok("/epg.xml").await);
+    assert_eq!(titles_of(&progs, "Three.example"), ["Three show"]);
+    assert_eq!(
+        reads(),
+        (before.0, before.1 + 1, before.2 + 1),
+        "guides read (own, extra, other)"
+    );
+
+    // Enabling it again while it is enabled changes nothing: nothing is read.
+    assert_eq!(app.post("/api/services/Q/enable").await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        reads(),
+        (before.0, before.1 + 1, before.2 + 1),
+        "guides read (own, extra, other)"
+    );
 }
 
 /// The start times of `channel`'s programmes in a guide, in document order.
