@@ -248,9 +248,15 @@ pub struct Guides {
     decisions: Mutex<HashMap<String, Decision>>,
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
-    /// The lineup the table was built for: a render of another (a refresh that
-    /// matched against the lineup of its start, then a mapping changed) matches again.
-    table_for: Mutex<Option<Arc<Lineup>>>,
+    /// Numbers each matching as its inputs are taken (under this lock): a later number
+    /// saw every input an earlier one saw, or newer.
+    match_seq: Mutex<u64>,
+    /// The number of the matching the table is and the lineup it was built for. A
+    /// matching finished after a later-numbered one is dropped (under load, one from
+    /// older kept guides could be stored after a refresh's, and the guide then dropped
+    /// what that refresh read); a render of another lineup (a refresh that matched
+    /// against the lineup of its start, then a mapping changed) matches again.
+    table_for: Mutex<Option<(u64, Arc<Lineup>)>>,
     /// Per guide, the guide channels its last read was told to keep for matched
     /// lineup channels (or `settle` applied since): a guide whose assignments changed
     /// since is brought up to date (`settle`).
@@ -282,6 +288,7 @@ impl Guides {
             extra: Vec::new(),
             service_countries: HashMap::new(),
             table: RwLock::default(),
+            match_seq: Mutex::default(),
             table_for: Mutex::default(),
             read_with: Mutex::default(),
             spares: Mutex::default(),
@@ -532,35 +539,33 @@ impl Guides {
 
     /// Builds the match table from the kept guides, the lineup and the decisions, on
     /// the blocking pool (the matcher takes about a second for 20,000 channels against
-    /// 50,000 guide channels), and keeps it. A build that panicked keeps the last.
+    /// 50,000 guide channels), and keeps it unless a matching begun later was kept
+    /// first; answers the table kept. A build that panicked keeps the last.
     async fn rematch(&self, lineup: &Arc<Lineup>) -> Arc<Table> {
-        let sources = self
-            .sources()
-            .into_iter()
-            .map(|(name, _)| {
-                let region = self
-                    .extra
-                    .iter()
-                    .find(|e| e.cfg.name == name)
-                    .and_then(|e| e.cfg.country.clone())
-                    .or_else(|| self.service_countries.get(name.as_str()).cloned());
-                (name, region)
-            })
-            .collect();
-        let pinned = self
-            .registry
-            .store()
-            .mappings()
-            .into_iter()
-            .filter(|(_, m)| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty()))
-            .map(|(id, _)| id)
-            .collect();
-        let inputs = MatchInputs {
-            good: self.last_good.lock().expect("guide lock").clone(),
-            sources,
-            lineup: lineup.clone(),
-            pinned,
-            decisions: self.decisions.lock().expect("guide lock").clone(),
+        let (seq, inputs) = {
+            let mut seq = self.match_seq.lock().expect("guide lock");
+            *seq += 1;
+            let sources = self
+                .sources()
+                .into_iter()
+                .map(|(name, _)| {
+                    let region = self
+                        .extra
+                        .iter()
+                        .find(|e| e.cfg.name == name)
+                        .and_then(|e| e.cfg.country.clone())
+                        .or_else(|| self.service_countries.get(name.as_str()).cloned());
+                    (name, region)
+                })
+                .collect();
+            let inputs = MatchInputs {
+                good: self.last_good.lock().expect("guide lock").clone(),
+                sources,
+                lineup: lineup.clone(),
+                pinned: self.pinned(),
+                decisions: self.decisions.lock().expect("guide lock").clone(),
+            };
+            (*seq, inputs)
         };
         let table = match tokio::task::spawn_blocking(move || inputs.build()).await {
             Ok(table) => Arc::new(table),
@@ -569,9 +574,24 @@ impl Guides {
                 return self.matches();
             }
         };
+        let mut kept = self.table_for.lock().expect("guide lock");
+        if kept.as_ref().is_some_and(|(newer, _)| *newer > seq) {
+            return self.matches();
+        }
         *self.table.write().expect("guide lock") = table.clone();
-        *self.table_for.lock().expect("guide lock") = Some(lineup.clone());
+        *kept = Some((seq, lineup.clone()));
         table
+    }
+
+    /// Lineup channels whose guide id is set by hand (the channel mapping's `tvg_id`).
+    fn pinned(&self) -> HashSet<String> {
+        self.registry
+            .store()
+            .mappings()
+            .into_iter()
+            .filter(|(_, m)| m.tvg_id.as_deref().is_some_and(|t| !t.is_empty()))
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Every guide source in rank order: enabled services by priority (ties keep
@@ -595,12 +615,8 @@ impl Guides {
         // it): its display names match as they would without one.
         let mut decided = table::decided(&self.decisions.lock().expect("guide lock"));
         if !decided.is_empty() {
-            let mappings = self.registry.store().mappings();
-            decided.retain(|c| {
-                mappings
-                    .get(c)
-                    .is_none_or(|m| m.tvg_id.as_deref().is_none_or(str::is_empty))
-            });
+            let pinned = self.pinned();
+            decided.retain(|c| !pinned.contains(c));
         }
         Plan {
             assigned: self.matches().assigned(source),
@@ -1145,7 +1161,7 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .as_ref()
-            .is_some_and(|t| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
+            .is_some_and(|(_, t)| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
         if other {
             self.rematch(&lineup).await;
         }
@@ -1268,8 +1284,6 @@ impl Guides {
     }
 }
 
-/// The guide of `lineup` from the services' kept guides `good` (in the order and with
-/// the priorities of `sources`), the match decisions of `table`, up to `to`.
 /// What guide matching reads, owned (built on the blocking pool).
 struct MatchInputs {
     good: HashMap<String, Arc<ServiceGuide>>,
@@ -1356,6 +1370,8 @@ fn takes_programmes(table: &Table, id: &str) -> bool {
         .is_some_and(|e| matches!(e.state, table::State::Rejected | table::State::Unmatched))
 }
 
+/// The guide of `lineup` from the services' kept guides `good` (in the order and with
+/// the priorities of `sources`), the match decisions of `table`, up to `to`.
 fn render(
     cfg: &GuideConfig,
     good: &HashMap<String, Arc<ServiceGuide>>,
