@@ -683,8 +683,10 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
         }))
     });
     let room = p.max_entry.max(WINDOW);
+    let declared = fetched.content_length;
     let mut body = fetched.body;
     let mut size = 0usize;
+    let mut kept = false;
     loop {
         // Whole bodies stay within max_entry by themselves; past it, wait for the
         // slowest reader to make room.
@@ -704,6 +706,14 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
                         flight,
                     );
                 }
+                // The last byte of a declared length: into the cache before any reader
+                // has it. A reader's HTTP response ends at its `Content-Length`, and
+                // with the last reader gone the pump stops (`deserted`), maybe before
+                // the upstream's end is seen: the next viewer fetched the segment again.
+                if !partial && declared == Some(size as u64) {
+                    keep(flight, p, content_type.clone(), Some(chunk.clone())).await;
+                    kept = true;
+                }
                 flight.update(|s| {
                     s.buffered += chunk.len();
                     s.chunks.push_back(chunk);
@@ -717,23 +727,32 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
             }
         }
     }
-    if size <= p.max_entry {
-        let mut whole = BytesMut::with_capacity(size);
-        for c in &flight.lock().chunks {
-            whole.extend_from_slice(c);
-        }
-        p.cache
-            .insert(
-                p.key.clone(),
-                Segment {
-                    content_type,
-                    bytes: whole.freeze(),
-                },
-            )
-            .await;
+    if size <= p.max_entry && !kept {
+        keep(flight, p, content_type, None).await;
     }
     // In the cache before the flight ends: a request arriving now finds one or the other.
     flight.update(|s| s.end = Some(Ok(())));
+}
+
+/// Puts the flight's whole body (its chunks, then `last` when given) into the cache.
+async fn keep(flight: &Inflight, p: &Pump, content_type: Option<String>, last: Option<Bytes>) {
+    let bytes = {
+        let s = flight.lock();
+        let mut whole = BytesMut::with_capacity(s.buffered + last.as_ref().map_or(0, Bytes::len));
+        for c in s.chunks.iter().chain(&last) {
+            whole.extend_from_slice(c);
+        }
+        whole.freeze()
+    };
+    p.cache
+        .insert(
+            p.key.clone(),
+            Segment {
+                content_type,
+                bytes,
+            },
+        )
+        .await;
 }
 
 #[cfg(test)]
@@ -748,6 +767,101 @@ mod tests {
             }),
             ttl: Duration::from_secs(60),
         }
+    }
+
+    /// An upstream whose body gives its declared length in one chunk, then holds the
+    /// connection until `end` is notified (its end seen late, as under load).
+    struct LateEnd {
+        http: crate::upstream::ServiceHttp,
+        end: Arc<Notify>,
+        fetches: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Service for LateEnd {
+        async fn channels(&self) -> Result<Vec<crate::model::Channel>, UpstreamError> {
+            Ok(Vec::new())
+        }
+        async fn resolve(
+            &self,
+            _: &crate::model::Channel,
+        ) -> Result<crate::model::ResolvedStream, UpstreamError> {
+            Err(UpstreamError::Invalid("not resolved here".into()))
+        }
+        fn http(&self) -> &crate::upstream::ServiceHttp {
+            &self.http
+        }
+        async fn fetch(
+            &self,
+            url: &Url,
+            _: &Headers,
+            _: Option<&str>,
+        ) -> Result<crate::upstream::Fetched, UpstreamError> {
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let end = self.end.clone();
+            let body = futures::stream::once(async { Ok(Bytes::from_static(&[7u8; 1000])) })
+                .chain(futures::stream::once(async move {
+                    end.notified().await;
+                    Ok(Bytes::new())
+                }))
+                .filter(|c: &Result<Bytes, UpstreamError>| {
+                    futures::future::ready(c.as_ref().map_or(true, |b| !b.is_empty()))
+                });
+            Ok(crate::upstream::Fetched {
+                url: url.clone(),
+                status: 200,
+                content_type: Some("video/mp2t".into()),
+                content_length: Some(1000),
+                content_range: None,
+                accept_ranges: false,
+                set_cookies: Vec::new(),
+                body: Box::pin(body),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_segment_read_whole_is_kept_though_its_reader_left_before_the_upstream_ended() {
+        let text = "[[services]]\nname = \"up\"\nkind = \"demo\"\n";
+        let cfg = crate::config::Config::parse(text, "t.toml", &|_| None).expect("a config");
+        let http = crate::upstream::Http::new(cfg.server.max_body_bytes);
+        let up = Arc::new(LateEnd {
+            http: crate::upstream::ServiceHttp::new(http, &cfg.services[0], None),
+            end: Arc::default(),
+            fetches: Default::default(),
+        });
+        let cache = MediaCache::new(&CacheConfig::default());
+        let url = Url::parse("http://up.test/seg1.ts").expect("a URL");
+        let Body::Streaming { mut body, .. } = cache
+            .segment(up.clone(), "up", &url, &Vec::new())
+            .await
+            .expect("the segment")
+        else {
+            panic!("a first request streams");
+        };
+        // What an HTTP response with `Content-Length: 1000` does: it reads that many
+        // bytes, then drops the body without waiting for its end.
+        let first = body.next().await.expect("a chunk").expect("bytes");
+        assert_eq!(first.len(), 1000);
+        drop(body);
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        up.end.notify_waiters();
+        let second = cache
+            .segment(up.clone(), "up", &url, &Vec::new())
+            .await
+            .expect("the segment again");
+        assert!(
+            matches!(second, Body::Cached(ref s) if s.bytes.len() == 1000),
+            "the second viewer is served from the cache"
+        );
+        assert_eq!(
+            up.fetches.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one upstream fetch"
+        );
     }
 
     #[test]
