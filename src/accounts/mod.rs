@@ -65,6 +65,12 @@ pub struct Account {
     pub name: String,
     /// The PHC string of the salted argon2id hash.
     hash: String,
+    /// Changes with the password, the same on every instance: what the tags of the
+    /// account's links are made over besides its name (`Accounts::poll_token`), so a
+    /// new password ends the old links. A stored account's hash (shared through the
+    /// store, salted anew by each change); a `[[users]]` account's, whose hash each
+    /// start salts anew, a digest of its password.
+    stamp: String,
     /// Streams at once; 0 = unlimited.
     pub max_connections: u32,
     /// As written (`2027-12-31` or a date-time), and as unix seconds (the end of a bare date).
@@ -305,6 +311,7 @@ impl Accounts {
                 Arc::new(Account {
                     name: u.name.clone(),
                     hash: hash_password(u.password.expose()),
+                    stamp: config_stamp(u.password.expose()),
                     max_connections: u.max_connections,
                     expires,
                     groups: u.groups.clone(),
@@ -502,6 +509,7 @@ impl Accounts {
         let base = Account {
             name: name.clone(),
             hash: String::new(),
+            stamp: String::new(),
             max_connections: 1,
             expires: None,
             groups: Vec::new(),
@@ -562,15 +570,18 @@ impl Accounts {
     }
 
     /// The tag an account's HLS playlist links carry (`?a=`): the account's name and a
-    /// MAC over it and the channel, so a link passed to another channel or forged for
-    /// another account is ignored. Holds no password.
-    pub fn poll_token(&self, account: &str, channel: &str) -> String {
-        let tag = ring::hmac::sign(&self.tag_key, format!("{account}\0{channel}").as_bytes());
+    /// MAC over it, its password's stamp and the channel, so a link passed to another
+    /// channel, forged for another account or handed out before the password changed
+    /// is ignored. Holds no password.
+    pub fn poll_token(&self, account: &Account, channel: &str) -> String {
+        let name = &account.name;
+        let signed = format!("{name}\0{}\0{channel}", account.stamp);
+        let tag = ring::hmac::sign(&self.tag_key, signed.as_bytes());
         let mac: String = tag.as_ref()[..12]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        format!("{account}.{mac}")
+        format!("{name}.{mac}")
     }
 
     /// A playlist link tagged `token` of `channel` was fetched from `from`: the
@@ -591,12 +602,14 @@ impl Accounts {
         let Some((account, _)) = token.rsplit_once('.') else {
             return Ok(false);
         };
-        if self.poll_token(account, channel) != token {
-            return Ok(false);
-        }
+        // A tag naming no account now (removed, or never made) is refused: its MAC
+        // cannot be checked without the account's stamp.
         let a = self
             .get(account)
             .ok_or_else(|| AccountError::Removed(account.to_string()))?;
+        if self.poll_token(&a, channel) != token {
+            return Ok(false);
+        }
         a.usable(now())?;
         if listed.is_some_and(|c| !a.sees(c)) {
             return Err(AccountError::NotAllowed {
@@ -685,8 +698,19 @@ async fn apply(
         a.hash = hashing(move || hash_password(&pw)).await.ok_or_else(|| {
             AccountError::Store(StoreError::Join("the password hash did not finish".into()))
         })?;
+        a.stamp = a.hash.clone();
     }
     Ok(a)
+}
+
+/// A `[[users]]` account's stamp: a digest of its password (never shown; link tags
+/// are MACs over it), the same on every instance with that config.
+fn config_stamp(password: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("freesky account stamp\0{password}").as_bytes(),
+    );
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_row(r: StoredUser) -> Account {
@@ -695,6 +719,7 @@ fn from_row(r: StoredUser) -> Account {
         .and_then(|e| parse_expiry(&e).ok().map(|at| (e, at)));
     Account {
         name: r.name,
+        stamp: r.hash.clone(),
         hash: r.hash,
         max_connections: r.max_connections,
         expires,

@@ -1380,6 +1380,69 @@ async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag()
     assert_eq!(admin.status(), 200);
 }
 
+/// A new password ends the links handed out with the old one: a shared password is
+/// revoked by changing it, and a player that kept an old playlist link must log in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_the_links_tagged_before_it() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(
+        &up,
+        "require_account = true\nadmin_token = \"admin-tok\"",
+    ))
+    .await;
+    let admin = |method: reqwest::Method, path: &'static str, body: &'static str| {
+        app.client
+            .request(method, app.url(path))
+            .header("authorization", "Bearer admin-tok")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = admin(
+        reqwest::Method::POST,
+        "/api/users",
+        r#"{"name":"dave","password":"old-pw","max_connections":0}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let demo = number_of(&app, "Demo").await;
+    let old = tagged_playlist_link(&app, &format!("/live/dave/old-pw/{demo}.m3u8")).await;
+    assert_eq!(app.get(&old).await.status(), 200);
+    // Other changes keep the links.
+    let resp = admin(
+        reqwest::Method::PATCH,
+        "/api/users/dave",
+        r#"{"max_connections":3}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.get(&old).await.status(), 200);
+    let resp = admin(
+        reqwest::Method::PATCH,
+        "/api/users/dave",
+        r#"{"password":"new-pw"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = assert_api_error(app.get(&old).await, 401).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("viewer account"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get(&format!("/live/dave/old-pw/{demo}.m3u8"))
+            .await
+            .status(),
+        401
+    );
+    let new = tagged_playlist_link(&app, &format!("/live/dave/new-pw/{demo}.m3u8")).await;
+    assert_ne!(new, old);
+    assert_eq!(app.get(&new).await.status(), 200);
+}
+
 /// Instances sharing the link key (`proxy_key_file`, behind a load balancer) accept
 /// each other's account-tagged playlist links: a player's next playlist fetch may go to
 /// another instance.

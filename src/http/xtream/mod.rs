@@ -904,7 +904,7 @@ pub(super) async fn tag_links_of(
         .await
         .map_err(|e| AppError::Internal(format!("reading our own playlist: {e}")))?;
     let text = String::from_utf8_lossy(&bytes);
-    let tag = format!("?a={}", s.accounts.poll_token(&account.name, channel));
+    let tag = format!("?a={}", s.accounts.poll_token(account, channel));
     let tagged = match which {
         Tagged::Playlists => tag_links(&text, &tag),
         Tagged::Every => tag_every_link(&text, &tag),
