@@ -140,6 +140,7 @@ ssdp_port = 0
 name = "Cluster"
 kind = "m3u"
 url = "http://127.0.0.1:$up_port/list.m3u"
+headers = { "X-Instance" = "freesky$i" }
 TOML
 }
 declare -A inst_pid
@@ -223,9 +224,10 @@ t0=$(now_ms)
 python3 scripts/cluster/viewers.py "$lb" 300 10 4 >"$tmp/viewers.json" 2>"$tmp/viewers.log" || fail "viewers: $(cat "$tmp/viewers.log")"
 elapsed=$(($(now_ms) - t0))
 curl -fsS "http://127.0.0.1:$up_port/stats" >"$tmp/stats.after"
-python3 - "$tmp/stats.before" "$tmp/stats.after" "$tmp/viewers.json" <<'PY' || fail "segment fetch count"
+curl -fsS "http://127.0.0.1:$up_port/fetchers" >"$tmp/fetchers"
+python3 - "$tmp/stats.before" "$tmp/stats.after" "$tmp/viewers.json" "$tmp/fetchers" <<'PY' || fail "segment fetch count"
 import json, sys
-before, after, viewers = (json.load(open(p)) for p in sys.argv[1:4])
+before, after, viewers, fetchers = (json.load(open(p)) for p in sys.argv[1:5])
 segs = {p: n - before.get(p, 0) for p, n in after.items() if p.endswith(".ts")}
 segs = {p: n for p, n in segs.items() if n}
 over = {p: n for p, n in segs.items() if n > 1}
@@ -235,7 +237,8 @@ if viewers["failures"]:
 if viewers["segments"] < 300 * 4:
     sys.exit(f"only {viewers['segments']} segments served")
 if over:
-    sys.exit(f"segments fetched more than once upstream: {over}")
+    who = {p: fetchers.get(p) for p in over}
+    sys.exit(f"segments fetched more than once upstream: {over}; by (instance@time): {who}")
 PY
 echo "    ok (${elapsed} ms)"
 echo "    figure: 300 viewers, 10 channels: $(cat "$tmp/viewers.json") in ${elapsed} ms" >>"$tmp/figures"

@@ -16,6 +16,10 @@ SEG = 2.0
 SEGMENTS = [open(f"{ASSETS}/seg{i}.ts", "rb").read() for i in range(4)]
 START = time.time()
 counts = {}
+# Per segment path, who fetched it and when: the X-Instance header the freesky
+# instances send (cluster-test.sh sets one per instance) and seconds since start.
+fetchers = {}
+started = time.monotonic()
 lock = threading.Lock()
 
 
@@ -48,9 +52,16 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         with lock:
             counts[path] = counts.get(path, 0) + 1
+            if path.endswith(".ts"):
+                who = self.headers.get("X-Instance", "?")
+                fetchers.setdefault(path, []).append(f"{who}@{time.monotonic() - started:.2f}s")
         if path == "/stats":
             with lock:
                 body = json.dumps(counts).encode()
+            return self.send(200, "application/json", body)
+        if path == "/fetchers":
+            with lock:
+                body = json.dumps(fetchers).encode()
             return self.send(200, "application/json", body)
         if path == "/list.m3u":
             out = ["#EXTM3U"]
