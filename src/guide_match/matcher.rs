@@ -45,6 +45,9 @@ const GENERIC: &[&str] = &[
 /// Names this short (letters and digits, spaces aside: "ATV", "A2", "N4") are reused
 /// by channels in many countries.
 const SHORT: usize = 3;
+/// Words of its own (`own_word`) a name without its platform ("Pluto TV Black Ink
+/// Crew" → "Black Ink Crew") needs to be tried when no country is known.
+const PLAIN_OWN_WORDS: usize = 3;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -505,18 +508,22 @@ impl Index {
             .iter()
             .find_map(|f| f.country.clone())
             .or(group_country);
-        if country.is_some() {
-            // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name,
-            // tried only where the country is known (as a short name is).
-            let plain: Vec<Features> = q
-                .names
-                .iter()
-                .filter_map(|n| features::without_platform(n))
-                .map(features::of_name)
-                .filter(|f| !f.words.is_empty())
-                .collect();
-            feats.extend(plain);
-        }
+        // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name, tried
+        // where the country is known (as a short name is), or where what is left has
+        // three words of its own ("Black Ink Crew"): "Classic Movies" of Pluto TV is
+        // not the "Classic Movies" of a Hong Kong guide.
+        let plain: Vec<Features> = q
+            .names
+            .iter()
+            .filter_map(|n| features::without_platform(n))
+            .map(features::of_name)
+            .filter(|f| {
+                !f.words.is_empty()
+                    && (country.is_some()
+                        || f.words.iter().filter(|w| own_word(w)).count() >= PLAIN_OWN_WORDS)
+            })
+            .collect();
+        feats.extend(plain);
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
         let mut seen = HashSet::new();
@@ -557,12 +564,7 @@ impl Index {
     fn distinctive(&self, n: &Name) -> bool {
         n.words
             .iter()
-            .filter(|&&w| {
-                let word = self.spelling[w as usize].as_ref();
-                !GENERIC.contains(&word)
-                    && !word.bytes().all(|b| b.is_ascii_digit())
-                    && word.len() > 2
-            })
+            .filter(|&&w| own_word(&self.spelling[w as usize]))
             .count()
             >= 2
     }
@@ -672,6 +674,12 @@ impl Index {
         }
         parts.join(", ")
     }
+}
+
+/// Whether a word names something of its own: three letters or more, neither generic
+/// ("TV", "Canal") nor a number.
+fn own_word(word: &str) -> bool {
+    !GENERIC.contains(&word) && !word.bytes().all(|b| b.is_ascii_digit()) && word.len() > 2
 }
 
 /// The numbers among `words`, sorted: two names with different numbers are different
@@ -996,6 +1004,16 @@ mod tests {
         assert_eq!(pick(&index, "Red Bull TV", ""), Some(0));
         // One word of its own ("TV" is generic): which of the two is unknown.
         assert_eq!(pick(&index, "Kidoodle TV", ""), None);
+    }
+
+    #[test]
+    fn a_platform_name_comes_off_a_long_enough_name_without_a_country() {
+        let g = ["Black Ink Crew", "Classic Movies"];
+        assert_eq!(chosen(&g, "Pluto TV Black Ink Crew (720p)"), Some(0));
+        // Two words of its own: another platform's or country's channel as often.
+        assert_eq!(chosen(&g, "Pluto TV Classic Movies"), None);
+        let index = placed(&[("Classic Movies", None, None)]);
+        assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
     }
 
     #[test]
