@@ -1,7 +1,7 @@
 //! What a channel name says, as the matcher compares it: its words (accents folded,
-//! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`), its
-//! country (a trailing code, a tvg-id's domain, a group's leading code) and a US/CA
-//! callsign. Pure functions of strings.
+//! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`, also
+//! written as a note: `(+2)`), its country (a trailing code, a tvg-id's domain, a
+//! group's leading code) and a US/CA callsign. Pure functions of strings.
 
 /// Words that say how a channel is delivered, not which channel it is.
 const QUALITY: &[&str] = &[

@@ -15,7 +15,10 @@
 //! name in the same guide, or in a guide channel of another country or language (a
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
-//! the lineup channel's country is known.
+//! the lineup channel's country is known. Without that country, a distinctive name
+//! ("Red Bull TV") is one channel across guides of two languages or regions, and a
+//! branded one ("Indosiar": a word no other name uses) across guides of two languages;
+//! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
 
 use std::collections::{HashMap, HashSet};
 
