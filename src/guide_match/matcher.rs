@@ -16,8 +16,7 @@
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
 //! the lineup channel's country is known. Without that country, a distinctive name
-//! ("Red Bull TV") is one channel across guides of two languages or regions, and a
-//! branded one ("Indosiar": a word no other name uses) across guides of two languages;
+//! ("Red Bull TV") is one channel across guides of two languages or regions, and
 //! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
 
 use std::collections::{HashMap, HashSet};
@@ -53,8 +52,6 @@ const SHORT: usize = 3;
 const PLAIN_OWN_WORDS: usize = 3;
 /// Or two, one of them used by names of at most this many spellings (`Index::spellings_of`).
 const PLAIN_RARE: u32 = 10;
-/// Letters a word needs to make a name branded (`Index::branded`).
-const BRAND: usize = 4;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -420,8 +417,7 @@ impl Index {
         // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
         // two qualities). With the lineup channel's country unknown, also the same name
         // in guides of two languages or of two regions, unless it is distinctive ("Red
-        // Bull TV"), or branded ("Indosiar") and the guides differ in language only:
-        // nothing says which is meant.
+        // Bull TV"): nothing says which is meant.
         // With it known, a guide channel of another country is no candidate at all,
         // and the same name in another guide is the same channel carried there.
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
@@ -431,11 +427,7 @@ impl Index {
                     && self.names[n as usize].marked == self.names[top_name as usize].marked)
                 || (query_country.is_none()
                     && !self.distinctive(&self.names[top_name as usize])
-                    && if self.branded(&self.names[top_name as usize]) {
-                        self.regions_differ(c, top)
-                    } else {
-                        self.conflict(c, top)
-                    })
+                    && self.conflict(c, top))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -601,27 +593,6 @@ impl Index {
             .filter(|&&w| own_word(&self.spelling[w as usize]))
             .count()
             >= 2
-    }
-
-    /// Whether a name has a word of its own, of `BRAND` letters or more, that no other
-    /// name uses ("Indosiar", "Kompas TV": every guide name with "kompas" is "Kompas
-    /// TV"): such a name in guides of two languages is one channel carried in both.
-    /// Not in guides of two regions: "Kidoodle TV" of a US and of a Canadian guide are
-    /// two feeds.
-    fn branded(&self, n: &Name) -> bool {
-        n.words.iter().any(|&w| {
-            let word = &self.spelling[w as usize];
-            own_word(word) && word.len() >= BRAND && self.spellings_of[w as usize] == 1
-        })
-    }
-
-    /// Whether guide channels `a` and `b` are in guides made for different regions.
-    fn regions_differ(&self, a: u32, b: u32) -> bool {
-        let (a, b) = (a as usize, b as usize);
-        matches!(
-            (self.region_of[a].as_deref(), self.region_of[b].as_deref()),
-            (Some(x), Some(y)) if x != y
-        )
     }
 
     /// Whether a name is too short or too plain to say which country's channel it is.
@@ -965,12 +936,10 @@ mod tests {
         let index = placed(&[("Kidoodle TV", Some("us"), None)]);
         assert_eq!(pick(&index, "Kidoodle TV", "CA | Kids"), None);
         assert_eq!(pick(&index, "Kidoodle TV", ""), Some(0));
-        // Two languages, no country: ambiguous (unless branded: "rural" is another
-        // name's word too).
+        // Two languages, no country: ambiguous.
         let index = placed(&[
             ("Canal Rural", None, Some("es")),
             ("Canal Rural", None, Some("pt")),
-            ("Rural TV", None, Some("pt")),
         ]);
         assert_eq!(pick(&index, "Canal Rural", ""), None);
         // One language across guides: one channel.
@@ -1052,21 +1021,14 @@ mod tests {
 
     #[test]
     fn a_distinctive_name_in_two_languages_is_one_channel_even_without_a_country() {
-        let mut g = guide(&[
-            "Red Bull TV",
-            "Red Bull TV",
-            "Kidoodle TV",
-            "Kidoodle TV",
-            "Kidoodle Junior",
-        ]);
+        let mut g = guide(&["Red Bull TV", "Red Bull TV", "Kidoodle TV", "Kidoodle TV"]);
         for (i, c) in g.iter_mut().enumerate() {
             c.source = format!("g{i}");
             c.lang = Some(if i % 2 == 0 { "en" } else { "de" }.into());
         }
         let index = Index::new(&g);
         assert_eq!(pick(&index, "Red Bull TV", ""), Some(0));
-        // One word of its own ("TV" is generic), and another name uses it: which of
-        // the two is unknown.
+        // One word of its own ("TV" is generic): which of the two is unknown.
         assert_eq!(pick(&index, "Kidoodle TV", ""), None);
     }
 
@@ -1085,32 +1047,6 @@ mod tests {
         assert_eq!(chosen(&g, "Pluto TV Classic Movies"), None);
         let index = placed(&[("Classic Movies", None, None)]);
         assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
-    }
-
-    #[test]
-    fn a_branded_name_in_two_languages_is_one_channel_but_not_in_two_regions() {
-        let mut g = guide(&[
-            "Indosiar",
-            "INDOSIAR HD",
-            "Canal Rural",
-            "Canal Rural",
-            "Rural TV",
-            "Kidoodle TV",
-            "Kidoodle TV",
-        ]);
-        for (i, c) in g.iter_mut().enumerate() {
-            c.source = format!("g{i}");
-            c.lang = Some(if i % 2 == 0 { "en" } else { "id" }.into());
-        }
-        g[5].region = Some("us".into());
-        g[6].region = Some("ca".into());
-        let index = Index::new(&g);
-        // No other name has "indosiar": one channel whatever the guide's language.
-        assert_eq!(pick(&index, "Indosiar (480p)", ""), Some(0));
-        // "Rural" is another channel's word too: which "Canal Rural" is unknown.
-        assert_eq!(pick(&index, "Canal Rural", ""), None);
-        // Guides of two regions: two feeds.
-        assert_eq!(pick(&index, "Kidoodle TV", ""), None);
     }
 
     #[test]
