@@ -50,8 +50,10 @@ const SHORT: usize = 3;
 /// Words of its own (`own_word`) a name without its platform ("Pluto TV Black Ink
 /// Crew" → "Black Ink Crew") needs to be tried when no country is known.
 const PLAIN_OWN_WORDS: usize = 3;
-/// Or two, one of them used by names of at most this many spellings (`Index::spellings_of`).
-const PLAIN_RARE: u32 = 10;
+/// Or two, one of them rare: used by one name in this many or fewer (names spelled
+/// alike counted once, `Index::spellings_of`). A frequency, not a count: in a few small
+/// guides every word is rare, and the rule is off below this many names.
+const PLAIN_RARE_ONE_IN: usize = 7_000;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -530,25 +532,26 @@ impl Index {
         // three words of its own ("Black Ink Crew"), or two of which one few guide
         // names use ("Forensic Files"): "Classic Movies" of Pluto TV is not the
         // "Classic Movies" of a Hong Kong guide.
-        let plain: Vec<Features> =
-            q.names
-                .iter()
-                .filter_map(|n| features::without_platform(n))
-                .map(features::of_name)
-                .filter(|f| {
-                    !f.words.is_empty()
-                        && (country.is_some() || {
-                            let own = f.words.iter().filter(|w| own_word(w)).count();
-                            let rare = f.words.iter().any(|w| {
-                                own_word(w)
-                                    && self.words.get(w.as_str()).is_some_and(|&i| {
-                                        self.spellings_of[i as usize] <= PLAIN_RARE
-                                    })
-                            });
-                            own >= PLAIN_OWN_WORDS || (own >= 2 && rare)
-                        })
-                })
-                .collect();
+        let plain: Vec<Features> = q
+            .names
+            .iter()
+            .filter_map(|n| features::without_platform(n))
+            .map(features::of_name)
+            .filter(|f| {
+                !f.words.is_empty()
+                    && (country.is_some() || {
+                        let own = f.words.iter().filter(|w| own_word(w)).count();
+                        let rare = f.words.iter().any(|w| {
+                            own_word(w)
+                                && self.words.get(w.as_str()).is_some_and(|&i| {
+                                    self.spellings_of[i as usize] as usize * PLAIN_RARE_ONE_IN
+                                        <= self.names.len()
+                                })
+                        });
+                        own >= PLAIN_OWN_WORDS || (own >= 2 && rare)
+                    })
+            })
+            .collect();
         feats.extend(plain);
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
@@ -1034,17 +1037,18 @@ mod tests {
 
     #[test]
     fn a_platform_name_comes_off_a_long_enough_name_without_a_country() {
-        let mut g = vec!["Black Ink Crew", "Classic Movies", "Forensic Files"];
-        // Words many names use ("Classic Hits", "Movies 24", ...).
-        let common: Vec<String> = (0..12)
-            .flat_map(|i| [format!("Classic {i}x"), format!("Movies {i}y")])
-            .collect();
-        g.extend(common.iter().map(String::as_str));
+        let g = ["Black Ink Crew", "Classic Movies", "Forensic Files"];
         assert_eq!(chosen(&g, "Pluto TV Black Ink Crew (720p)"), Some(0));
-        // Two words of its own, one of them rare: "Forensic Files".
-        assert_eq!(chosen(&g, "Pluto TV Forensic Files"), Some(2));
-        // Two common words: another platform's or country's channel as often.
-        assert_eq!(chosen(&g, "Pluto TV Classic Movies"), None);
+        // Two words of its own: in three names, nothing says either is rare.
+        assert_eq!(chosen(&g, "Pluto TV Forensic Files"), None);
+        // In 14,000 names, "forensic" is rare (one name), not "classic" nor "movies"
+        // (three each).
+        let filler: Vec<String> = (0..14_000).map(|i| format!("Filler {i}")).collect();
+        let mut big: Vec<&str> = g.to_vec();
+        big.extend(["Classic Hits", "Classic Rock", "Movies 24", "Action Movies"]);
+        big.extend(filler.iter().map(String::as_str));
+        assert_eq!(chosen(&big, "Pluto TV Forensic Files"), Some(2));
+        assert_eq!(chosen(&big, "Pluto TV Classic Movies"), None);
         let index = placed(&[("Classic Movies", None, None)]);
         assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
     }
