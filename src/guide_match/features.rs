@@ -1,7 +1,7 @@
 //! What a channel name says, as the matcher compares it: its words (accents folded,
-//! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`), its
-//! country (a trailing code, a tvg-id's domain, a group's leading code) and a US/CA
-//! callsign. Pure functions of strings.
+//! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`, also
+//! written as a note: `(+2)`), its country (a trailing code, a tvg-id's domain, a
+//! group's leading code) and a US/CA callsign. Pure functions of strings.
 
 /// Words that say how a channel is delivered, not which channel it is.
 const QUALITY: &[&str] = &[
@@ -276,22 +276,39 @@ fn digit_runs(part: &str) -> impl Iterator<Item = &str> {
     out.into_iter()
 }
 
-/// Removes `(...)` and `[...]` notes ("(720p)", "[Geo-blocked]").
+/// Removes `(...)` and `[...]` notes ("(720p)", "[Geo-blocked]"), except a time shift
+/// written as one ("Звезда (+2)" is "Звезда +2", another feed than "Звезда").
 fn drop_brackets(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut depth = 0usize;
+    let mut note = String::new();
     for c in s.chars() {
         match c {
-            '(' | '[' => depth += 1,
+            '(' | '[' => {
+                depth += 1;
+                note.clear();
+            }
             ')' | ']' if depth > 0 => {
                 depth -= 1;
                 out.push(' ');
+                if depth == 0 && is_shift(&note) {
+                    out.push_str(note.trim());
+                    out.push(' ');
+                }
             }
             _ if depth == 0 => out.push(c),
-            _ => {}
+            _ => note.push(c),
         }
     }
     out
+}
+
+/// Whether a bracketed note is a time shift only: `+2`, `+ 24`.
+fn is_shift(note: &str) -> bool {
+    note.trim()
+        .strip_prefix('+')
+        .map(str::trim_start)
+        .is_some_and(|h| (1..=2).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Finds a time shift (`+1`, `+ 2`, `+24`) and removes it.
@@ -378,6 +395,10 @@ mod tests {
         assert_eq!(words("Télé-Sport FHD"), "tele sport");
         let f = of_name("ITV+1");
         assert_eq!((f.words.join(" "), f.shift), ("itv".into(), 1));
+        // A shift written as a note is still a shift.
+        let f = of_name("Звезда (+2)");
+        assert_eq!((f.words.join(" "), f.shift), ("zvezda".into(), 2));
+        assert_eq!(of_name("Win (Win+)").shift, 0);
         let f = of_name("Film4 +2 UK");
         assert_eq!(f.shift, 2);
         assert_eq!(f.country.as_deref(), Some("uk"));

@@ -15,7 +15,9 @@
 //! name in the same guide, or in a guide channel of another country or language (a
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
-//! the lineup channel's country is known.
+//! the lineup channel's country is known. Without that country, a distinctive name
+//! ("Red Bull TV") is one channel across guides of two languages or regions, and
+//! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,6 +47,13 @@ const GENERIC: &[&str] = &[
 /// Names this short (letters and digits, spaces aside: "ATV", "A2", "N4") are reused
 /// by channels in many countries.
 const SHORT: usize = 3;
+/// Words of its own (`own_word`) a name without its platform ("Pluto TV Black Ink
+/// Crew" → "Black Ink Crew") needs to be tried when no country is known.
+const PLAIN_OWN_WORDS: usize = 3;
+/// Or two, one of them rare: used by one name in this many or fewer (names spelled
+/// alike counted once, `Index::spellings_of`). A frequency, not a count: in a few small
+/// guides every word is rare, and the rule is off below this many names.
+const PLAIN_RARE_ONE_IN: usize = 7_000;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -163,6 +172,9 @@ pub struct Index {
     lang_of: Vec<Option<u32>>,
     /// Each guide channel's guide's region, when known.
     region_of: Vec<Option<Box<str>>>,
+    /// Each interned word's count of names using it, names spelled alike
+    /// (`compact`) counted once.
+    spellings_of: Vec<u32>,
 }
 
 /// One query name, ready to compare.
@@ -261,6 +273,15 @@ impl Index {
                 .or_default()
                 .push(i as u32);
         }
+        let spellings_of: Vec<u32> = postings
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|&n| &*names[n as usize].compact)
+                    .collect::<HashSet<&str>>()
+                    .len() as u32
+            })
+            .collect();
         let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
         for (w, &i) in &words {
             spelling[i as usize] = w.clone();
@@ -277,6 +298,7 @@ impl Index {
             country_of,
             lang_of,
             region_of,
+            spellings_of,
         }
     }
 
@@ -505,18 +527,32 @@ impl Index {
             .iter()
             .find_map(|f| f.country.clone())
             .or(group_country);
-        if country.is_some() {
-            // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name,
-            // tried only where the country is known (as a short name is).
-            let plain: Vec<Features> = q
-                .names
-                .iter()
-                .filter_map(|n| features::without_platform(n))
-                .map(features::of_name)
-                .filter(|f| !f.words.is_empty())
-                .collect();
-            feats.extend(plain);
-        }
+        // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name, tried
+        // where the country is known (as a short name is), or where what is left has
+        // three words of its own ("Black Ink Crew"), or two of which one few guide
+        // names use ("Forensic Files"): "Classic Movies" of Pluto TV is not the
+        // "Classic Movies" of a Hong Kong guide.
+        let plain: Vec<Features> = q
+            .names
+            .iter()
+            .filter_map(|n| features::without_platform(n))
+            .map(features::of_name)
+            .filter(|f| {
+                !f.words.is_empty()
+                    && (country.is_some() || {
+                        let own = f.words.iter().filter(|w| own_word(w)).count();
+                        let rare = f.words.iter().any(|w| {
+                            own_word(w)
+                                && self.words.get(w.as_str()).is_some_and(|&i| {
+                                    self.spellings_of[i as usize] as usize * PLAIN_RARE_ONE_IN
+                                        <= self.names.len()
+                                })
+                        });
+                        own >= PLAIN_OWN_WORDS || (own >= 2 && rare)
+                    })
+            })
+            .collect();
+        feats.extend(plain);
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
         let mut seen = HashSet::new();
@@ -557,12 +593,7 @@ impl Index {
     fn distinctive(&self, n: &Name) -> bool {
         n.words
             .iter()
-            .filter(|&&w| {
-                let word = self.spelling[w as usize].as_ref();
-                !GENERIC.contains(&word)
-                    && !word.bytes().all(|b| b.is_ascii_digit())
-                    && word.len() > 2
-            })
+            .filter(|&&w| own_word(&self.spelling[w as usize]))
             .count()
             >= 2
     }
@@ -672,6 +703,12 @@ impl Index {
         }
         parts.join(", ")
     }
+}
+
+/// Whether a word names something of its own: three letters or more, neither generic
+/// ("TV", "Canal") nor a number.
+fn own_word(word: &str) -> bool {
+    !GENERIC.contains(&word) && !word.bytes().all(|b| b.is_ascii_digit()) && word.len() > 2
 }
 
 /// The numbers among `words`, sorted: two names with different numbers are different
@@ -996,6 +1033,24 @@ mod tests {
         assert_eq!(pick(&index, "Red Bull TV", ""), Some(0));
         // One word of its own ("TV" is generic): which of the two is unknown.
         assert_eq!(pick(&index, "Kidoodle TV", ""), None);
+    }
+
+    #[test]
+    fn a_platform_name_comes_off_a_long_enough_name_without_a_country() {
+        let g = ["Black Ink Crew", "Classic Movies", "Forensic Files"];
+        assert_eq!(chosen(&g, "Pluto TV Black Ink Crew (720p)"), Some(0));
+        // Two words of its own: in three names, nothing says either is rare.
+        assert_eq!(chosen(&g, "Pluto TV Forensic Files"), None);
+        // In 14,000 names, "forensic" is rare (one name), not "classic" nor "movies"
+        // (three each).
+        let filler: Vec<String> = (0..14_000).map(|i| format!("Filler {i}")).collect();
+        let mut big: Vec<&str> = g.to_vec();
+        big.extend(["Classic Hits", "Classic Rock", "Movies 24", "Action Movies"]);
+        big.extend(filler.iter().map(String::as_str));
+        assert_eq!(chosen(&big, "Pluto TV Forensic Files"), Some(2));
+        assert_eq!(chosen(&big, "Pluto TV Classic Movies"), None);
+        let index = placed(&[("Classic Movies", None, None)]);
+        assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
     }
 
     #[test]
