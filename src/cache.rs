@@ -218,43 +218,15 @@ impl MediaCache {
         headers: &Headers,
     ) -> Result<Body, UpstreamError> {
         let key = key(service_name, url, headers);
-        if let Some(hit) = self.segments.get(&key).await {
-            crate::metrics::get().cache("segment", Lookup::Hit);
-            return Ok(Body::Cached(hit));
-        }
-        let share = {
-            let mut map = self
-                .inflight
-                .lock()
-                .expect("inflight lock is never poisoned");
-            match map.get(&key) {
-                Some(f) => {
-                    crate::metrics::get().cache("segment", Lookup::Coalesced);
-                    // Under the map's lock: a pump ending for want of readers takes its
-                    // flight out of the map under it too, so this share is never orphaned.
-                    f.join()
-                }
-                None => {
-                    crate::metrics::get().cache("segment", Lookup::Miss);
-                    let f = Arc::new(Inflight::default());
-                    map.insert(key.clone(), f.clone());
-                    // Joined before the pump starts: it stops when no reader is left.
-                    let share = f.join();
-                    tokio::spawn(pump(
-                        f,
-                        Pump {
-                            service,
-                            url: url.clone(),
-                            headers: headers.clone(),
-                            key,
-                            cache: self.segments.clone(),
-                            inflight: self.inflight.clone(),
-                            max_entry: self.max_entry,
-                            timeout: self.segment_timeout,
-                        },
-                    ));
-                    share
-                }
+        let mut looked_again = false;
+        let share = loop {
+            if let Some(hit) = self.segments.get(&key).await {
+                crate::metrics::get().cache("segment", Lookup::Hit);
+                return Ok(Body::Cached(hit));
+            }
+            match self.join_or_start(&key, &service, url, headers, !looked_again) {
+                Some(share) => break share,
+                None => looked_again = true,
             }
         };
         let head = share.flight.head().await?;
@@ -263,6 +235,53 @@ impl MediaCache {
             content_length: head.content_length,
             body: reader(share),
         })
+    }
+
+    /// After a cache miss: joins the fetch of `key` running, or starts one; `None` when
+    /// `look_again` and the cache has it now. A flight leaves the in-flight map only
+    /// once its body is in the cache, so one that ended between the caller's look and
+    /// this lock is found there (under load that window spanned a whole fetch, and the
+    /// next viewer fetched the segment again).
+    fn join_or_start(
+        &self,
+        key: &str,
+        service: &Arc<dyn Service>,
+        url: &Url,
+        headers: &Headers,
+        look_again: bool,
+    ) -> Option<Share> {
+        let mut map = self
+            .inflight
+            .lock()
+            .expect("inflight lock is never poisoned");
+        if let Some(f) = map.get(key) {
+            crate::metrics::get().cache("segment", Lookup::Coalesced);
+            // Under the map's lock: a pump ending for want of readers takes its
+            // flight out of the map under it too, so this share is never orphaned.
+            return Some(f.join());
+        }
+        if look_again && self.segments.contains_key(key) {
+            return None;
+        }
+        crate::metrics::get().cache("segment", Lookup::Miss);
+        let f = Arc::new(Inflight::default());
+        map.insert(key.to_string(), f.clone());
+        // Joined before the pump starts: it stops when no reader is left.
+        let share = f.join();
+        tokio::spawn(pump(
+            f,
+            Pump {
+                service: service.clone(),
+                url: url.clone(),
+                headers: headers.clone(),
+                key: key.to_string(),
+                cache: self.segments.clone(),
+                inflight: self.inflight.clone(),
+                max_entry: self.max_entry,
+                timeout: self.segment_timeout,
+            },
+        ));
+        Some(share)
     }
 
     /// True when the segment is complete in the cache.
@@ -862,6 +881,47 @@ mod tests {
             1,
             "one upstream fetch"
         );
+    }
+
+    #[tokio::test]
+    async fn a_miss_whose_fetch_ended_meanwhile_finds_the_cache_not_a_new_fetch() {
+        let text = "[[services]]\nname = \"up\"\nkind = \"demo\"\n";
+        let cfg = crate::config::Config::parse(text, "t.toml", &|_| None).expect("a config");
+        let http = crate::upstream::Http::new(cfg.server.max_body_bytes);
+        let up = Arc::new(LateEnd {
+            http: crate::upstream::ServiceHttp::new(http, &cfg.services[0], None),
+            end: Arc::default(),
+            fetches: Default::default(),
+        });
+        let cache = MediaCache::new(&CacheConfig::default());
+        let url = Url::parse("http://up.test/seg2.ts").expect("a URL");
+        let Body::Streaming { mut body, .. } = cache
+            .segment(up.clone(), "up", &url, &Vec::new())
+            .await
+            .expect("the segment")
+        else {
+            panic!("a first request streams");
+        };
+        body.next().await.expect("a chunk").expect("bytes");
+        up.end.notify_waiters();
+        assert!(body.next().await.is_none(), "the body ends");
+        drop(body);
+        let key = key("up", &url, &Vec::new());
+        for _ in 0..100 {
+            if !cache.inflight.lock().unwrap().contains_key(&key) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // A viewer that missed the cache before that fetch ended takes the lock now.
+        let service: Arc<dyn Service> = up.clone();
+        assert!(
+            cache
+                .join_or_start(&key, &service, &url, &Vec::new(), true)
+                .is_none(),
+            "the cache has it: no new fetch"
+        );
+        assert_eq!(up.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
