@@ -372,6 +372,7 @@ impl From<crate::accounts::AccountError> for AppError {
             | E::Limit { .. }
             | E::FromConfig(_)
             | E::Removed(_)
+            | E::PasswordChanged(_)
             | E::NotAllowed { .. } => Self::Forbidden(e.to_string()),
             E::Invalid(_) | E::Exists(_) => Self::BadRequest(e.to_string()),
             E::Unknown(_) => Self::NotFound(e.to_string()),

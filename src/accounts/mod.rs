@@ -55,12 +55,15 @@ pub enum AccountError {
     /// A link handed to an account that no longer sees its channel (groups, services).
     #[error("account `{name}` may no longer watch `{channel}`")]
     NotAllowed { name: String, channel: String },
+    /// A link handed to an account before its password changed.
+    #[error("account `{0}`'s password has changed since this link was handed out: log in again")]
+    PasswordChanged(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// One viewer account as freesky holds it: the password only as its argon2 hash.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Account {
     pub name: String,
     /// The PHC string of the salted argon2id hash.
@@ -99,6 +102,22 @@ impl Status {
             Status::Expired => "Expired",
             Status::Disabled => "Disabled",
         }
+    }
+}
+
+/// Without the hash and the stamp: nothing derived from the password is printed.
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name)
+            .field("max_connections", &self.max_connections)
+            .field("expires", &self.expires)
+            .field("groups", &self.groups)
+            .field("services", &self.services)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .field("from_config", &self.from_config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -569,29 +588,42 @@ impl Accounts {
         Ok(view)
     }
 
-    /// The tag an account's HLS playlist links carry (`?a=`): the account's name and a
-    /// MAC over it, its password's stamp and the channel, so a link passed to another
-    /// channel, forged for another account or handed out before the password changed
-    /// is ignored. Holds no password.
+    /// The tag an account's HLS playlist links carry (`?a=`): the account's name, a
+    /// MAC over it and the channel (so a link passed to another channel or forged for
+    /// another account is ignored), then a MAC over those and its password's stamp (so
+    /// a link handed out before the password changed is refused). Holds no password.
     pub fn poll_token(&self, account: &Account, channel: &str) -> String {
         let name = &account.name;
-        let signed = format!("{name}\0{}\0{channel}", account.stamp);
+        format!(
+            "{name}.{}{}",
+            self.tag_mac(name, channel),
+            self.stamp_mac(account, channel)
+        )
+    }
+
+    /// The first part of a tag's MAC: name and channel (the whole MAC of the tags made
+    /// before the stamp was added; those are still taken).
+    fn tag_mac(&self, name: &str, channel: &str) -> String {
+        let tag = ring::hmac::sign(&self.tag_key, format!("{name}\0{channel}").as_bytes());
+        hex(&tag.as_ref()[..12])
+    }
+
+    /// The second part: name, stamp and channel.
+    fn stamp_mac(&self, account: &Account, channel: &str) -> String {
+        let signed = format!("{}\0{}\0{channel}", account.name, account.stamp);
         let tag = ring::hmac::sign(&self.tag_key, signed.as_bytes());
-        let mac: String = tag.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{name}.{mac}")
+        hex(&tag.as_ref()[..8])
     }
 
     /// A playlist link tagged `token` of `channel` was fetched from `from`: the
     /// account's HLS connection goes on counting (or counts again, refused over the
     /// limit), if the account may still watch
     /// `channel` (`listed`: the lineup's channel, when the lineup has it). A removed,
-    /// disabled or expired account, or one that no longer sees the channel, is
-    /// refused: its player stops at its next playlist fetch. Whether the tag checked
-    /// out: one that does not names no account (the caller decides whether an
-    /// untagged playlist link may play: with `require_account`, only the admin's).
+    /// disabled or expired account, one that no longer sees the channel, or a tag made
+    /// before the account's password changed, is refused: its player stops at its next
+    /// playlist fetch. Whether the tag checked out: one that does not names no account
+    /// (the caller decides whether an untagged playlist link may play: with
+    /// `require_account`, only the admin's).
     pub fn hls_polled(
         &self,
         token: &str,
@@ -599,16 +631,23 @@ impl Accounts {
         listed: Option<&LineupChannel>,
         from: Option<IpAddr>,
     ) -> Result<bool, AccountError> {
-        let Some((account, _)) = token.rsplit_once('.') else {
+        let Some((account, macs)) = token.rsplit_once('.') else {
             return Ok(false);
         };
-        // A tag naming no account now (removed, or never made) is refused: its MAC
-        // cannot be checked without the account's stamp.
+        // 24 hex digits, then 16 more (tags made before the stamp have only the 24).
+        let (first, second) = macs.split_at(macs.len().min(24));
+        if !matches!(second.len(), 0 | 16)
+            || !constant_time_eq(first.as_bytes(), self.tag_mac(account, channel).as_bytes())
+        {
+            return Ok(false);
+        }
         let a = self
             .get(account)
             .ok_or_else(|| AccountError::Removed(account.to_string()))?;
-        if self.poll_token(&a, channel) != token {
-            return Ok(false);
+        if !second.is_empty()
+            && !constant_time_eq(second.as_bytes(), self.stamp_mac(&a, channel).as_bytes())
+        {
+            return Err(AccountError::PasswordChanged(a.name.clone()));
         }
         a.usable(now())?;
         if listed.is_some_and(|c| !a.sees(c)) {
@@ -703,6 +742,15 @@ async fn apply(
     Ok(a)
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A `[[users]]` account's stamp: a digest of its password (never shown; link tags
 /// are MACs over it), the same on every instance with that config.
 fn config_stamp(password: &str) -> String {
@@ -757,6 +805,43 @@ mod tests {
         assert_eq!(parse_expiry("1970-01-02").unwrap(), 86400 + 86399);
         assert_eq!(parse_expiry("1970-01-01T00:01:00Z").unwrap(), 60);
         assert!(parse_expiry("tomorrow").is_err());
+    }
+
+    #[test]
+    fn tags_check_the_channel_the_stamp_and_take_the_form_made_before_the_stamp() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 0\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Accounts::new(&users, Store::in_memory(), None);
+        let alice = a.get("alice").unwrap();
+        let tag = a.poll_token(&alice, "news");
+        assert_eq!(tag.len(), "alice.".len() + 40);
+        assert!(matches!(a.hls_polled(&tag, "news", None, None), Ok(true)));
+        // Another channel's link, a garbled or unknown one: no account (as untagged).
+        assert!(matches!(a.hls_polled(&tag, "sport", None, None), Ok(false)));
+        let garbled = format!("nobody.{}", &tag["alice.".len()..]);
+        assert!(matches!(a.hls_polled(&garbled, "news", None, None), Ok(false)));
+        // A tag of the version before the stamp (its first MAC alone) still plays.
+        let before = &tag[..tag.len() - 16];
+        assert!(matches!(a.hls_polled(before, "news", None, None), Ok(true)));
+        // The same name with another password: the second MAC no longer checks out.
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"alice\"\npassword = \"new-pw\"\nmax_connections = 0\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let b = Accounts::new(&users, Store::in_memory(), None).with_tag_key(a.tag_key.clone());
+        assert!(matches!(
+            b.hls_polled(&tag, "news", None, None),
+            Err(AccountError::PasswordChanged(_))
+        ));
+        assert!(!format!("{alice:?}").contains(&alice.stamp));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1381,13 +1381,20 @@ async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag()
 }
 
 /// A new password ends the links handed out with the old one: a shared password is
-/// revoked by changing it, and a player that kept an old playlist link must log in again.
+/// revoked by changing it, and a player that kept an old playlist link must log in
+/// again (with `require_account` or without).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_change_ends_the_links_tagged_before_it() {
+    for required in ["true", "false"] {
+        password_change_ends_links(required).await;
+    }
+}
+
+async fn password_change_ends_links(required: &str) {
     let up = upstream().await;
     let app = TestApp::spawn(&config(
         &up,
-        "require_account = true\nadmin_token = \"admin-tok\"",
+        &format!("require_account = {required}\nadmin_token = \"admin-tok\""),
     ))
     .await;
     let admin = |method: reqwest::Method, path: &'static str, body: &'static str| {
@@ -1427,9 +1434,12 @@ async fn a_password_change_ends_the_links_tagged_before_it() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 200);
-    let body = assert_api_error(app.get(&old).await, 401).await;
+    let body = assert_api_error(app.get(&old).await, 403).await;
     assert!(
-        body["error"].as_str().unwrap().contains("viewer account"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("password has changed"),
         "{body}"
     );
     assert_eq!(
@@ -1441,6 +1451,12 @@ async fn a_password_change_ends_the_links_tagged_before_it() {
     let new = tagged_playlist_link(&app, &format!("/live/dave/new-pw/{demo}.m3u8")).await;
     assert_ne!(new, old);
     assert_eq!(app.get(&new).await.status(), 200);
+    // A garbled tag names no account, as before: with `require_account` refused as
+    // untagged, without it played (uncounted).
+    let (bare, _) = new.split_once("?a=").unwrap();
+    let garbled = format!("{bare}?a=nobody.{}", "0".repeat(40));
+    let expected = if required == "true" { 401 } else { 200 };
+    assert_eq!(app.get(&garbled).await.status(), expected);
 }
 
 /// Instances sharing the link key (`proxy_key_file`, behind a load balancer) accept
