@@ -303,12 +303,17 @@ fn drop_brackets(s: &str) -> String {
     out
 }
 
-/// Whether a bracketed note is a time shift only: `+2`, `+ 24`.
+/// Whether a bracketed note is a time shift only: `+1` to `+12` (`+ 2`). Not `+0` (the
+/// base feed, as Russian lists mark it) nor `+16`, `+18` (age marks).
 fn is_shift(note: &str) -> bool {
     note.trim()
         .strip_prefix('+')
         .map(str::trim_start)
-        .is_some_and(|h| (1..=2).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(|h| {
+            h.len() <= 2
+                && h.bytes().all(|b| b.is_ascii_digit())
+                && h.parse::<u8>().is_ok_and(|h| (1..=12).contains(&h))
+        })
 }
 
 /// Finds a time shift (`+1`, `+ 2`, `+24`) and removes it.
@@ -399,6 +404,10 @@ mod tests {
         let f = of_name("Звезда (+2)");
         assert_eq!((f.words.join(" "), f.shift), ("zvezda".into(), 2));
         assert_eq!(of_name("Win (Win+)").shift, 0);
+        // The base feed's mark and an age mark are notes, dropped.
+        assert_eq!(of_name("Первый канал (+0)").words, ["pervyi", "kanal"]);
+        let f = of_name("Playboy TV (+18)");
+        assert_eq!((f.words.join(" "), f.shift), ("playboy tv".into(), 0));
         let f = of_name("Film4 +2 UK");
         assert_eq!(f.shift, 2);
         assert_eq!(f.country.as_deref(), Some("uk"));
