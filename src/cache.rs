@@ -729,7 +729,7 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
                 // has it. A reader's HTTP response ends at its `Content-Length`, and
                 // with the last reader gone the pump stops (`deserted`), maybe before
                 // the upstream's end is seen: the next viewer fetched the segment again.
-                if !partial && declared == Some(size as u64) {
+                if !kept && !partial && declared == Some(size as u64) {
                     keep(flight, p, content_type.clone(), Some(chunk.clone())).await;
                     kept = true;
                 }
@@ -748,6 +748,10 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
     }
     if size <= p.max_entry && !kept {
         keep(flight, p, content_type, None).await;
+    } else if kept && declared != Some(size as u64) {
+        // More than the declared length came (no HTTP body does): what was kept is a
+        // part of it.
+        p.cache.invalidate(&p.key).await;
     }
     // In the cache before the flight ends: a request arriving now finds one or the other.
     flight.update(|s| s.end = Some(Ok(())));

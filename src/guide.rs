@@ -249,13 +249,16 @@ pub struct Guides {
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
     /// Numbers each matching as its inputs are taken (under this lock): a later number
-    /// saw every input an earlier one saw, or newer.
+    /// saw the kept guides and decisions an earlier one saw, or newer. Not the lineup:
+    /// each caller passes its own (a refresh matches against the lineup of its start),
+    /// which `render_locked` checks.
     match_seq: Mutex<u64>,
     /// The number of the matching the table is and the lineup it was built for. A
     /// matching finished after a later-numbered one is dropped (under load, one from
     /// older kept guides could be stored after a refresh's, and the guide then dropped
     /// what that refresh read); a render of another lineup (a refresh that matched
-    /// against the lineup of its start, then a mapping changed) matches again.
+    /// against the lineup of its start, then a mapping changed; or a later-numbered
+    /// matching of an older lineup kept) matches again.
     table_for: Mutex<Option<(u64, Arc<Lineup>)>>,
     /// Per guide, the guide channels its last read was told to keep for matched
     /// lineup channels (or `settle` applied since): a guide whose assignments changed
