@@ -461,6 +461,11 @@ pub struct Lineup {
     /// Every channel's slot, ordered by id (binary search), a listed channel after a
     /// hidden one of the same id: the last of equal ids is the one `get` finds.
     by_id: Vec<Slot>,
+    /// Per listed channel, its name, group and tags folded (`fold`) and joined by NUL,
+    /// all in one string, with where each channel's part ends: what `search` looks in,
+    /// made at the first search of this lineup rather than at every one (a dashboard
+    /// search folded every channel's text per request).
+    search_text: std::sync::OnceLock<(String, Vec<u32>)>,
 }
 
 /// A channel's place: listed (`index`) or hidden (`HIDDEN | index`).
@@ -557,6 +562,7 @@ impl Lineup {
             hidden_base,
             mappings,
             by_id,
+            search_text: std::sync::OnceLock::new(),
         }
     }
 
@@ -653,14 +659,47 @@ impl Lineup {
     pub fn search(&self, query: &str) -> Vec<&LineupChannel> {
         let q = fold(query);
         let q = q.trim();
+        if q.is_empty() {
+            return self.channels.iter().collect();
+        }
+        if q.contains('\0') {
+            // The separator of the joined text: looked for field by field.
+            return self
+                .channels
+                .iter()
+                .filter(|c| {
+                    [c.name.as_str(), c.group.as_str()]
+                        .into_iter()
+                        .chain(c.tags.iter().map(String::as_str))
+                        .any(|t| fold(t).contains(q))
+                })
+                .collect();
+        }
+        let (text, ends) = self.search_text.get_or_init(|| {
+            let mut text = String::new();
+            let mut ends = Vec::with_capacity(self.channels.len());
+            for c in &self.channels {
+                text.push_str(&fold(&c.name));
+                let fields =
+                    std::iter::once(c.group.as_str()).chain(c.tags.iter().map(String::as_str));
+                for field in fields {
+                    text.push('\0');
+                    text.push_str(&fold(field));
+                }
+                ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            }
+            (text, ends)
+        });
+        let mut start = 0;
         self.channels
             .iter()
-            .filter(|c| {
-                q.is_empty()
-                    || fold(&c.name).contains(q)
-                    || fold(&c.group).contains(q)
-                    || c.tags.iter().any(|t| fold(t).contains(q))
+            .zip(ends)
+            .filter(|(_, &end)| {
+                let part = text.get(start..end as usize).unwrap_or_default();
+                start = end as usize;
+                part.contains(q)
             })
+            .map(|(c, _)| c)
             .collect()
     }
 }
@@ -884,6 +923,12 @@ mod tests {
         let l = Lineup::new(chans);
         assert_eq!(l.search("TELE").len(), 1);
         assert_eq!(l.search("actualites")[0].name, "News");
+        // Asked again (from the text made at the first search), and never across
+        // two fields: a name's end and a group's start are not one word.
+        assert_eq!(l.search("actualites")[0].name, "News");
+        assert!(l.search("newsactu").is_empty());
+        assert!(l.search("news\0actu").is_empty());
+        assert_eq!(l.search("  ").len(), 2);
         assert_eq!(l.get("2").map(|c| c.name.as_str()), Some("News"));
         assert_eq!(l.get("tele-matin").map(|c| c.number), Some(1));
     }
