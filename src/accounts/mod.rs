@@ -824,7 +824,10 @@ mod tests {
         // Another channel's link, a garbled or unknown one: no account (as untagged).
         assert!(matches!(a.hls_polled(&tag, "sport", None, None), Ok(false)));
         let garbled = format!("nobody.{}", &tag["alice.".len()..]);
-        assert!(matches!(a.hls_polled(&garbled, "news", None, None), Ok(false)));
+        assert!(matches!(
+            a.hls_polled(&garbled, "news", None, None),
+            Ok(false)
+        ));
         // A tag of the version before the stamp (its first MAC alone) still plays.
         let before = &tag[..tag.len() - 16];
         assert!(matches!(a.hls_polled(before, "news", None, None), Ok(true)));
