@@ -844,8 +844,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_segment_read_whole_is_kept_though_its_reader_left_before_the_upstream_ended() {
+    /// A `LateEnd` upstream, a cache, and the streaming body of a first request for
+    /// segment `name` of it.
+    async fn first_request(name: &str) -> (Arc<LateEnd>, MediaCache, Url, BodyStream) {
         let text = "[[services]]\nname = \"up\"\nkind = \"demo\"\n";
         let cfg = crate::config::Config::parse(text, "t.toml", &|_| None).expect("a config");
         let http = crate::upstream::Http::new(cfg.server.max_body_bytes);
@@ -855,14 +856,20 @@ mod tests {
             fetches: Default::default(),
         });
         let cache = MediaCache::new(&CacheConfig::default());
-        let url = Url::parse("http://up.test/seg1.ts").expect("a URL");
-        let Body::Streaming { mut body, .. } = cache
+        let url = Url::parse(&format!("http://up.test/{name}.ts")).expect("a URL");
+        let Body::Streaming { body, .. } = cache
             .segment(up.clone(), "up", &url, &Vec::new())
             .await
             .expect("the segment")
         else {
             panic!("a first request streams");
         };
+        (up, cache, url, body)
+    }
+
+    #[tokio::test]
+    async fn a_segment_read_whole_is_kept_though_its_reader_left_before_the_upstream_ended() {
+        let (up, cache, url, mut body) = first_request("seg1").await;
         // What an HTTP response with `Content-Length: 1000` does: it reads that many
         // bytes, then drops the body without waiting for its end.
         let first = body.next().await.expect("a chunk").expect("bytes");
@@ -889,23 +896,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_miss_whose_fetch_ended_meanwhile_finds_the_cache_not_a_new_fetch() {
-        let text = "[[services]]\nname = \"up\"\nkind = \"demo\"\n";
-        let cfg = crate::config::Config::parse(text, "t.toml", &|_| None).expect("a config");
-        let http = crate::upstream::Http::new(cfg.server.max_body_bytes);
-        let up = Arc::new(LateEnd {
-            http: crate::upstream::ServiceHttp::new(http, &cfg.services[0], None),
-            end: Arc::default(),
-            fetches: Default::default(),
-        });
-        let cache = MediaCache::new(&CacheConfig::default());
-        let url = Url::parse("http://up.test/seg2.ts").expect("a URL");
-        let Body::Streaming { mut body, .. } = cache
-            .segment(up.clone(), "up", &url, &Vec::new())
-            .await
-            .expect("the segment")
-        else {
-            panic!("a first request streams");
-        };
+        let (up, cache, url, mut body) = first_request("seg2").await;
         body.next().await.expect("a chunk").expect("bytes");
         up.end.notify_waiters();
         assert!(body.next().await.is_none(), "the body ends");
