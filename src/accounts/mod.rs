@@ -635,6 +635,10 @@ impl Accounts {
             return Ok(false);
         };
         // 24 hex digits, then 16 more (tags made before the stamp have only the 24).
+        // A tag is the client's: cut only where a character starts.
+        if !macs.is_ascii() {
+            return Ok(false);
+        }
         let (first, second) = macs.split_at(macs.len().min(24));
         if !matches!(second.len(), 0 | 16)
             || !constant_time_eq(first.as_bytes(), self.tag_mac(account, channel).as_bytes())
@@ -823,6 +827,17 @@ mod tests {
         assert!(matches!(a.hls_polled(&tag, "news", None, None), Ok(true)));
         // Another channel's link, a garbled or unknown one: no account (as untagged).
         assert!(matches!(a.hls_polled(&tag, "sport", None, None), Ok(false)));
+        for odd in [
+            "alice.",
+            "alice",
+            "alice.é",
+            &format!("alice.{}é", "0".repeat(23)),
+        ] {
+            assert!(
+                matches!(a.hls_polled(odd, "news", None, None), Ok(false)),
+                "{odd}"
+            );
+        }
         let garbled = format!("nobody.{}", &tag["alice.".len()..]);
         assert!(matches!(
             a.hls_polled(&garbled, "news", None, None),
