@@ -115,6 +115,20 @@ pub enum Action {
     Reset,
 }
 
+/// What a lineup change needs read again, besides matching and rendering at once
+/// from the kept guides (`Guides::lineup_changed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reread<'a> {
+    /// Nothing: the kept guides have it (a rename, a number, a priority, a disable).
+    Nothing,
+    /// Service `name` was enabled: its own guide (what was kept from before it was
+    /// disabled may be old), and no other.
+    Service(&'a str),
+    /// Lineup channel `id` got another guide id: the guides whose kept channels now
+    /// give it one (by id or display name), and only those.
+    Channel(&'a str),
+}
+
 /// What the last refresh of one service's guide did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct GuideStatus {
@@ -831,24 +845,6 @@ impl Guides {
         });
     }
 
-    /// Lineup channel `id` got another guide id: the next check reads again the guides
-    /// whose kept channels now give it one (by id or display name), and only those.
-    pub fn read_again_for_channel(&self, id: &str) {
-        self.again_channels
-            .lock()
-            .expect("guide lock")
-            .insert(id.to_string());
-    }
-
-    /// Service `name` was enabled: the next check reads its guide again (what was
-    /// kept from before it was disabled may be old), and no other.
-    pub fn read_again_for_service(&self, name: &str) {
-        self.again_services
-            .lock()
-            .expect("guide lock")
-            .insert(name.to_string());
-    }
-
     /// Reads again the guides of the enabled services that have lineup channels their
     /// last read did not cover, and the guides (extra ones too) whose kept channel
     /// list gives a channel to a lineup channel their last read did not know (and no
@@ -981,11 +977,17 @@ impl Guides {
 
     /// The lineup changed (a mapping, a service switched): the match table and the
     /// guide follow at once, matched again and re-rendered from the guides already
-    /// fetched. `refetch` also asks the background check (`refresh_changed`) to read
-    /// soon the guides that may give something only a new read finds (see
-    /// `read_again_for_channel`, `read_again_for_service`); no other guide is read.
-    pub async fn lineup_changed(self: &Arc<Self>, refetch: bool) {
-        if refetch {
+    /// fetched. `reread` also asks the background check (`refresh_changed`) to read
+    /// soon the guides that may give something only a new read finds; no other guide
+    /// is read.
+    pub async fn lineup_changed(self: &Arc<Self>, reread: Reread<'_>) {
+        let again = match reread {
+            Reread::Nothing => None,
+            Reread::Service(name) => Some((&self.again_services, name)),
+            Reread::Channel(id) => Some((&self.again_channels, id)),
+        };
+        if let Some((set, key)) = again {
+            set.lock().expect("guide lock").insert(key.to_string());
             self.wake.notify_one();
         }
         let _one = self.rendering.lock().await;

@@ -640,17 +640,13 @@ impl Accounts {
             return Ok(false);
         }
         let (first, second) = macs.split_at(macs.len().min(24));
-        if !matches!(second.len(), 0 | 16)
-            || !constant_time_eq(first.as_bytes(), self.tag_mac(account, channel).as_bytes())
-        {
+        if !matches!(second.len(), 0 | 16) || !ct_eq(first, &self.tag_mac(account, channel)) {
             return Ok(false);
         }
         let a = self
             .get(account)
             .ok_or_else(|| AccountError::Removed(account.to_string()))?;
-        if !second.is_empty()
-            && !constant_time_eq(second.as_bytes(), self.stamp_mac(&a, channel).as_bytes())
-        {
+        if !second.is_empty() && !ct_eq(second, &self.stamp_mac(&a, channel)) {
             return Err(AccountError::PasswordChanged(a.name.clone()));
         }
         a.usable(now())?;
@@ -751,8 +747,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn ct_eq(a: &str, b: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
 }
 
 /// A `[[users]]` account's stamp: a digest of its password (never shown; link tags
@@ -762,7 +758,7 @@ fn config_stamp(password: &str) -> String {
         &ring::digest::SHA256,
         format!("freesky account stamp\0{password}").as_bytes(),
     );
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(d.as_ref())
 }
 
 fn from_row(r: StoredUser) -> Account {

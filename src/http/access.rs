@@ -259,7 +259,10 @@ fn admin_check(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Resul
                 "admin calls need `Authorization: Bearer <admin_token>`".into(),
             )
         })?;
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            token.as_bytes(),
+        )) {
             return Err(AppError::Forbidden("wrong admin token".into()));
         }
         return Ok(());
@@ -301,10 +304,6 @@ pub fn peer(parts: &Parts) -> Option<IpAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_canonical())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

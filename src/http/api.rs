@@ -16,6 +16,7 @@ use super::access::Admin;
 use super::AppState;
 use crate::error::{AppError, ErrorBody};
 use crate::guide::GuideStatus;
+use crate::guide::Reread;
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
 use crate::streams::{ChannelTest, Engine};
 
@@ -139,10 +140,7 @@ async fn enable(
     let was = s.registry.is_enabled(&name);
     let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
-    if !was {
-        s.guides.read_again_for_service(&name);
-    }
-    s.guides.lineup_changed(!was).await;
+    s.guides.lineup_changed(enabled_now(&name, was, true)).await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -167,7 +165,7 @@ async fn disable(
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
     let service = s.registry.set_enabled(&name, Some(false)).await?;
-    s.guides.lineup_changed(false).await;
+    s.guides.lineup_changed(Reread::Nothing).await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -194,11 +192,9 @@ async fn reset(
 ) -> Result<Json<ServiceEntry>, AppError> {
     let was = s.registry.is_enabled(&name);
     let service = s.registry.reset(&name).await?;
-    let enabled_now = service.enabled && !was;
-    if enabled_now {
-        s.guides.read_again_for_service(&name);
-    }
-    s.guides.lineup_changed(enabled_now).await;
+    s.guides
+        .lineup_changed(enabled_now(&name, was, service.enabled))
+        .await;
     Ok(Json(entry(&s, service)))
 }
 
@@ -346,6 +342,16 @@ pub(super) fn body_error(e: &axum::Error, limit: usize) -> AppError {
     }
 }
 
+/// What a switch of service `name` needs read again: its guide when it was off
+/// (`was`) and is on now.
+fn enabled_now(name: &str, was: bool, now: bool) -> Reread<'_> {
+    if now && !was {
+        Reread::Service(name)
+    } else {
+        Reread::Nothing
+    }
+}
+
 /// Changes a channel's mapping (admin).
 #[utoipa::path(
     patch,
@@ -379,11 +385,12 @@ async fn map_channel(
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide
     // channel that the last read dropped, which only a new read finds.
-    let new_guide_id = detail.channel.guide_id != before;
-    if new_guide_id {
-        s.guides.read_again_for_channel(&id);
-    }
-    s.guides.lineup_changed(new_guide_id).await;
+    let reread = if detail.channel.guide_id != before {
+        Reread::Channel(&id)
+    } else {
+        Reread::Nothing
+    };
+    s.guides.lineup_changed(reread).await;
     Ok(Json(detail))
 }
 
@@ -426,7 +433,7 @@ async fn set_priority(
         json_object_body(req, "a JSON object {\"priority\": <integer or null>}").await?;
     let service = s.registry.set_priority(&name, priority).await?;
     // The guide merges programmes by priority too.
-    s.guides.lineup_changed(false).await;
+    s.guides.lineup_changed(Reread::Nothing).await;
     Ok(Json(entry(&s, service)))
 }
 
