@@ -667,23 +667,17 @@ impl Lineup {
             return self
                 .channels
                 .iter()
-                .filter(|c| {
-                    [c.name.as_str(), c.group.as_str()]
-                        .into_iter()
-                        .chain(c.tags.iter().map(String::as_str))
-                        .any(|t| fold(t).contains(q))
-                })
+                .filter(|c| searched_fields(c).any(|t| fold(t).contains(q)))
                 .collect();
         }
         let (text, ends) = self.search_text.get_or_init(|| {
             let mut text = String::new();
             let mut ends = Vec::with_capacity(self.channels.len());
             for c in &self.channels {
-                text.push_str(&fold(&c.name));
-                let fields =
-                    std::iter::once(c.group.as_str()).chain(c.tags.iter().map(String::as_str));
-                for field in fields {
-                    text.push('\0');
+                for (i, field) in searched_fields(c).enumerate() {
+                    if i > 0 {
+                        text.push('\0');
+                    }
                     text.push_str(&fold(field));
                 }
                 ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
@@ -702,6 +696,13 @@ impl Lineup {
             .map(|(c, _)| c)
             .collect()
     }
+}
+
+/// What a search looks in: a channel's name, group and tags.
+fn searched_fields(c: &LineupChannel) -> impl Iterator<Item = &str> {
+    [c.name.as_str(), c.group.as_str()]
+        .into_iter()
+        .chain(c.tags.iter().map(String::as_str))
 }
 
 /// Lowercase with accents folded, for matching.
