@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::AppState;
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 /// Rejects a request whose target is longer than `server.max_uri_bytes` (414) or whose
 /// headers (names, values and 4 bytes of `: ` and CRLF per line) exceed
@@ -202,7 +202,7 @@ impl Limited {
         tokio::spawn(async move {
             let _permit = permit;
             let answer = hyper::service::service_fn(move |_req| async move {
-                let mut response = crate::error::AppError::TooManyConnections(format!(
+                let mut response = crate::http::error::AppError::TooManyConnections(format!(
                     "this client address has {per_client} connections open already \
                      (server.max_connections_per_client); close one and retry"
                 ))

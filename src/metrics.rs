@@ -8,7 +8,8 @@
 //! share counters: tests assert how a counter *moved*, never its absolute value.
 //!
 //! What is known at scrape time (circuit state, guide refreshes, running `.ts`
-//! sessions) is not kept here but read from the state in [`render`], so it is never stale.
+//! sessions) is not kept here: `http::metrics` reads it at each scrape into a [`Now`]
+//! that [`render`] writes, so it is never stale.
 //!
 //! Labels are bounded: routes are axum route templates (never the raw path), services
 //! come from the config, channels are lineup channel ids. Nothing secret is exported.
@@ -23,7 +24,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
 use crate::error::UpstreamError;
 
 /// The content type of `/metrics`.
@@ -237,27 +237,42 @@ fn circuit_value(circuit: &str) -> i64 {
     }
 }
 
-/// The whole `/metrics` text: the recorded metrics, then those read from `state` now.
-pub fn render(state: &AppState) -> String {
+/// What `/metrics` reads from the running server at each scrape (`http::metrics`).
+pub struct Now {
+    /// Per service: its name, its circuit (`closed`, `half-open`, `open`), and whether
+    /// its last guide refresh worked (`None` before its guide was tried).
+    pub services: Vec<(String, String, Option<bool>)>,
+    /// Running `.ts` sessions.
+    pub ts_sessions: usize,
+    /// HLS viewers by channel.
+    pub hls_viewers: Vec<(String, usize)>,
+    /// Started and not draining.
+    pub started: bool,
+    /// Listed channels of the last lineup built.
+    pub lineup_channels: Option<usize>,
+}
+
+/// The whole `/metrics` text: the recorded metrics, then those read `now`.
+pub fn render(read: &Now) -> String {
     let mut now = Registry::default();
     let circuit: Family<Labels, Gauge> = Family::default();
     let guide_ok: Family<Labels, Gauge> = Family::default();
     let sessions: Gauge = Gauge::default();
-    for s in state.registry.status() {
+    for (name, state, guide) in &read.services {
         circuit
-            .get_or_create(&labels(&[("service", &s.name)]))
-            .set(circuit_value(&s.circuit));
-        if let Some(g) = state.guides.status_of(&s.name) {
+            .get_or_create(&labels(&[("service", name)]))
+            .set(circuit_value(state));
+        if let Some(ok) = guide {
             guide_ok
-                .get_or_create(&labels(&[("service", &s.name)]))
-                .set(i64::from(g.last_error.is_none() && g.last_ok.is_some()));
+                .get_or_create(&labels(&[("service", name)]))
+                .set(i64::from(*ok));
         }
     }
-    sessions.set(i64::try_from(state.sessions.active()).unwrap_or(i64::MAX));
+    sessions.set(i64::try_from(read.ts_sessions).unwrap_or(i64::MAX));
     let hls: Family<Labels, Gauge> = Family::default();
-    for (channel, n) in state.sessions.hls.counts() {
-        hls.get_or_create(&labels(&[("channel", &channel)]))
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    for (channel, n) in &read.hls_viewers {
+        hls.get_or_create(&labels(&[("channel", channel)]))
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
     }
     let build: Family<Labels, Gauge> = Family::default();
     build
@@ -269,17 +284,15 @@ pub fn render(state: &AppState) -> String {
         build,
     );
     let ready: Gauge = Gauge::default();
-    ready.set(i64::from(
-        state.readiness.is_started() && !state.readiness.is_draining(),
-    ));
+    ready.set(i64::from(read.started));
     now.register(
         "freesky_started",
         "1 once the first lineup loaded and while not draining (GET /ready also checks the state store)",
         ready,
     );
     let channels: Gauge = Gauge::default();
-    if let Some(l) = state.registry.last_lineup() {
-        channels.set(i64::try_from(l.channels.len()).unwrap_or(i64::MAX));
+    if let Some(n) = read.lineup_channels {
+        channels.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     now.register(
         "freesky_lineup_channels",

@@ -3,7 +3,6 @@
 //! of a table included) reported at once as `file:line: field: message`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,50 +12,10 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::interpolate::interpolate;
+use super::problem::{ConfigError, Problem};
 use super::schema::*;
 use super::secrets::*;
 use crate::services::KindConfig;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
-    pub line: usize,
-    pub field: String,
-    pub message: String,
-}
-
-/// Every problem of one config file; `Display` prints one `file:line: field: message` per line.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            // One problem per line, whatever a value quoted in it holds (a multi-line
-            // TOML string in a message broke the file:line format; found by fuzzing).
-            let one_line = |s: &str| s.replace(['\n', '\r'], " ");
-            // A problem of the whole file (it cannot be read) has no line or field.
-            if p.line == 0 && p.field == "-" {
-                write!(f, "{}: {}", self.file, one_line(&p.message))?;
-                continue;
-            }
-            write!(
-                f,
-                "{}:{}: {}: {}",
-                self.file,
-                p.line,
-                one_line(&p.field),
-                one_line(&p.message)
-            )?;
-        }
-        Ok(())
-    }
-}
 
 impl Config {
     /// The built-in default: the demo service only.

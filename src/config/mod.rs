@@ -13,11 +13,13 @@
 
 mod interpolate;
 mod loader;
+mod problem;
 mod schema;
 mod secrets;
 
 pub use interpolate::interpolate;
-pub use loader::{ConfigError, KindError, Problem};
+pub use loader::KindError;
+pub use problem::{ConfigError, Problem};
 pub use schema::{
     de_duration, de_opt_duration, CacheConfig, Config, ExtraGuideConfig, GuideConfig, HdhrConfig,
     HealthConfig, LogoMode, LogosConfig, RateLimit, ServerConfig, ServiceConfig, StreamsConfig,

@@ -37,7 +37,7 @@ pub struct Config {
     pub guides: Vec<ExtraGuideConfig>,
     /// What is valid but will not work as it is now (a file that does not exist):
     /// `check` prints these, `serve` logs them.
-    pub warnings: Vec<super::loader::Problem>,
+    pub warnings: Vec<super::problem::Problem>,
 }
 
 /// One `[[guides]]` entry: an XMLTV guide by URL or file, matched by name.

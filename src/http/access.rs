@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::config::Config;
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 /// The names and origin freesky answers as, from its config and this machine.
 pub struct Access {

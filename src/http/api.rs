@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 
 use super::access::Admin;
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
 use crate::guide::GuideStatus;
 use crate::guide::Reread;
+use crate::http::error::{AppError, ErrorBody};
 use crate::model::{ChannelDetail, ChannelPatch, LineupChannel, ServiceStatus};
 use crate::streams::{ChannelTest, Engine};
 

@@ -18,7 +18,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::model::LineupChannel;
 
 /// Channels per page when `limit` is not given.

@@ -25,7 +25,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::{base_url, AppState};
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 const CSS: &str = include_str!("../../templates/dashboard.css");
 const JS: &str = include_str!("../../templates/dashboard.js");

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::access::Admin;
 use super::viewer::Viewer;
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
 use crate::guide::{GuideStatus, Rendered};
+use crate::http::error::{AppError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::access::Admin;
 use super::api::json_object_body;
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
 use crate::guide::Action;
 use crate::guide_match::table::{Alternative, Entry, State as MatchState};
+use crate::http::error::{AppError, ErrorBody};
 
 /// Items per page unless `limit` says otherwise, and the most it may say.
 const DEFAULT_LIMIT: usize = 100;

@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use super::{base_url, AppState};
-use crate::error::{AppError, ErrorBody};
 use crate::hdhr;
+use crate::http::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::model::LineupChannel;
 use crate::streams::session;

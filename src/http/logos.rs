@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use super::{base_url, AppState};
 use crate::config::LogoMode;
-use crate::error::{AppError, ErrorBody};
 use crate::guide::Rendered;
+use crate::http::error::{AppError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/logos/{sealed}", get(logo))

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::stream::{media_response, media_type, passthrough_response, playlist_response};
 use crate::app::AppState;
-use crate::error::AppError;
+use crate::http::error::AppError;
 use crate::proxy::Kind;
 use crate::streams::media::{MediaSource, Played};
 use crate::streams::Engine;

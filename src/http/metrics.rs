@@ -31,9 +31,31 @@ pub(crate) struct Doc;
 async fn scrape(State(s): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&s),
+        metrics::render(&now(&s)),
     )
         .into_response()
+}
+
+/// What the scrape reads from the running server.
+fn now(s: &AppState) -> metrics::Now {
+    metrics::Now {
+        services: s
+            .registry
+            .status()
+            .into_iter()
+            .map(|st| {
+                let guide = s
+                    .guides
+                    .status_of(&st.name)
+                    .map(|g| g.last_error.is_none() && g.last_ok.is_some());
+                (st.name, st.circuit, guide)
+            })
+            .collect(),
+        ts_sessions: s.sessions.active(),
+        hls_viewers: s.sessions.hls.counts().into_iter().collect(),
+        started: s.readiness.is_started() && !s.readiness.is_draining(),
+        lineup_channels: s.registry.last_lineup().map(|l| l.channels.len()),
+    }
 }
 
 /// Counts the request under its route template (`/proxy/{token}/{item}/{name}`),

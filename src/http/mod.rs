@@ -15,6 +15,7 @@ mod access;
 mod api;
 mod channels_page;
 mod dashboard;
+pub mod error;
 pub(crate) mod forwarded;
 mod guide;
 mod guide_matches;
@@ -104,7 +105,7 @@ async fn json_errors(
         .map_or("unmatched".to_string(), |m| m.as_str().to_string());
     let resp = next.run(req).await;
     let status = resp.status();
-    if let Some(crate::error::Failed(error)) = resp.extensions().get() {
+    if let Some(crate::http::error::Failed(error)) = resp.extensions().get() {
         tracing::warn!(status = status.as_u16(), %method, %route, %error, "request failed");
     }
     let plain = resp

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::viewer::{Login, Viewer};
 use super::{base_url, AppState};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::m3u::{self, OutCatchup, OutEntry};
 use crate::model::LineupChannel;

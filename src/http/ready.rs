@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ready", get(ready))

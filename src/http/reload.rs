@@ -10,7 +10,7 @@ use axum::{Json, Router};
 
 use super::access::Admin;
 use super::AppState;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::reload::{ReloadError, Reloaded, Reloader};
 
 pub fn routes() -> Router<AppState> {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use super::{base_url, AppState};
 use crate::cache;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::proxy::Kind;
 use crate::streams::{session, Engine, Opened, Served};
 

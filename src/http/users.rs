@@ -10,7 +10,7 @@ use super::access::Admin;
 use super::api::json_object_body;
 use super::AppState;
 use crate::accounts::{AccountError, AccountPatch, AccountView, ConnInfo};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -15,7 +15,7 @@ use base64::Engine;
 use super::access::peer;
 use super::AppState;
 use crate::accounts::{self, Account};
-use crate::error::AppError;
+use crate::http::error::AppError;
 
 pub struct Viewer(pub Option<Login>);
 

@@ -24,7 +24,7 @@ use super::access::Admin;
 use super::viewer::Viewer;
 use super::{base_url, AppState};
 use crate::accounts::Account;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::vod::catalogue::{Catalogue, FactsRef, Filter, TitleRef};
 use crate::vod::library::{sees, visible, SeriesEpisode, Snapshot, VodStatus};
 use crate::vod::{MediaSource, VodKind};

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{category_id, login, visible, Client, Params};
 use crate::accounts::{self, Account, AccountError, Status};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::http::{base_url, AppState};
 
 /// Xtream Codes' player API: without `action` (or with `get_profile` /

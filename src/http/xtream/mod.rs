@@ -25,7 +25,7 @@ use futures::StreamExt;
 
 use super::{base_url, AppState};
 use crate::accounts::{self, Account, AccountError};
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::lineup::Lineup;
 use crate::model::LineupChannel;
 

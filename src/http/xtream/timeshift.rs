@@ -16,7 +16,7 @@ use super::{held, login, peer, stream_id, visible_channel, Client};
 use crate::accounts;
 use crate::app::AppState;
 use crate::catchup;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 
 /// A past window of a channel, in the path form Xtream players build.
 #[utoipa::path(

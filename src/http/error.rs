@@ -1,0 +1,267 @@
+//! What a handler returns, and the one place that decides the HTTP status of each
+//! error: `AppError` turns itself into the JSON body every error response has,
+//! `{"error": "...", "detail": ...}`. The domain layers have errors of their own
+//! (`UpstreamError` in `crate::error`, `RegistryError`, `StreamError`, ...); the `From`
+//! impls below are the only place any of them gets an HTTP status. Kept under `http/`
+//! so that no domain module imports the HTTP layer, nor it them through `crate::error`.
+//!
+//! Logging: each error is logged once. One that reaches a client is logged here, by
+//! `into_response` (a 5xx as a warning, a 4xx at debug: the client's mistake); code
+//! that returns an error never logs it too.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{Attempt, UpstreamError};
+/// Why no source played: every one failed, or (a `SERVICE:ID` its service does not
+/// have) none lists the channel, which is no upstream failure.
+fn all_failed(channel: &str, tried: &[Attempt]) -> String {
+    match tried {
+        [a] if a.unlisted => format!(
+            "service `{}` lists no channel `{}`",
+            a.service, a.channel_id
+        ),
+        [_, ..] if tried.iter().all(|a| a.unlisted) => {
+            format!("no service lists a source of `{channel}`")
+        }
+        _ => format!("every source of `{channel}` failed"),
+    }
+}
+
+/// The JSON body of every error response, as the OpenAPI document
+/// describes it; `AppError::into_response` writes the same two fields.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in words (URLs without queries or credentials).
+    pub error: String,
+    /// `null`, or for a 502/504 from a stream open, every source tried: a list of
+    /// `{"service", "channel_id", "error"}`.
+    #[schema(value_type = Option<Vec<Attempt>>, required = true)]
+    pub detail: serde_json::Value,
+}
+
+/// What a handler can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// No (or no usable) viewer login: 401 with a `Basic` challenge, which players
+    /// given `http://user:password@host/...` wait for before sending it.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// An admin call without the admin token: 401 with a `Bearer` challenge.
+    #[error("{0}")]
+    AdminUnauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Every tuner (or other bounded slot) is taken: 503, as a busy HDHomeRun answers.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{}", all_failed(.channel, .tried))]
+    AllSourcesFailed {
+        channel: String,
+        tried: Vec<Attempt>,
+    },
+    /// The client address already holds `server.max_connections_per_client`
+    /// connections: 429.
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// A request body larger than its route takes: 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request line's target is longer than `server.max_uri_bytes`: 414.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's headers are larger than `server.max_header_bytes`: 431.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A config file that does not load (`POST /api/config/reload`): 422, the
+    /// detail lists every problem as `file:line: field: message`.
+    #[error("{} has {} problem(s); the running config is unchanged", .0.file, .0.problems.len())]
+    InvalidConfig(crate::config::ConfigError),
+    #[error("upstream failed: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) | Self::AdminUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // Every try timed out: the upstreams are slow, not broken.
+            Self::AllSourcesFailed { tried, .. }
+                if !tried.is_empty() && tried.iter().all(|a| a.timeout) =>
+            {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            // No source lists the channel asked for (`SERVICE:ID` with an id the
+            // service does not have): an unknown channel, not an upstream failure.
+            Self::AllSourcesFailed { tried, .. }
+                if !tried.is_empty() && tried.iter().all(|a| a.unlisted) =>
+            {
+                StatusCode::NOT_FOUND
+            }
+            Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            Self::AllSourcesFailed { tried, .. } => json!(tried),
+            // One line per problem, exactly as `freesky check` prints them.
+            Self::InvalidConfig(e) => json!(e.to_string().lines().collect::<Vec<_>>()),
+            _ => serde_json::Value::Null,
+        }
+    }
+}
+
+/// The error of a 5xx answer, for the log line that names its request.
+#[derive(Clone)]
+pub struct Failed(pub String);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if !status.is_server_error() {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let body = json!({ "error": self.to_string(), "detail": self.detail() });
+        let challenge = match self {
+            Self::Unauthorized(_) => Some("Basic realm=\"freesky\", charset=\"UTF-8\""),
+            Self::AdminUnauthorized(_) => Some("Bearer realm=\"freesky admin\""),
+            _ => None,
+        };
+        let failed = status.is_server_error().then(|| Failed(self.to_string()));
+        let mut response = (status, Json(body)).into_response();
+        // Logged with the request's method and path where those are known
+        // (`http::json_errors`); without `detail`: each source in it was logged as it
+        // failed.
+        if let Some(failed) = failed {
+            response.extensions_mut().insert(failed);
+        }
+        if let Some(c) = challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(c),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::services::registry::RegistryError> for AppError {
+    fn from(e: crate::services::registry::RegistryError) -> Self {
+        use crate::services::registry::RegistryError as E;
+        match e {
+            E::UnknownService(_)
+            | E::UnknownChannel(_)
+            | E::ServiceDisabled(_)
+            | E::NoSource { .. } => Self::NotFound(e.to_string()),
+            E::WrongService { .. } | E::Rejected(_) => Self::BadRequest(e.to_string()),
+            E::AllSourcesFailed { channel, tried } => Self::AllSourcesFailed { channel, tried },
+            E::Store(why) => Self::Internal(why),
+            E::StoreUnavailable(why) => Self::Busy(format!(
+                "{why}; nothing was changed: try again once the database answers"
+            )),
+        }
+    }
+}
+
+impl From<crate::streams::StreamError> for AppError {
+    fn from(e: crate::streams::StreamError) -> Self {
+        use crate::streams::StreamError as E;
+        match e {
+            E::Registry(e) => e.into(),
+            E::Upstream(e) => Self::Upstream(e),
+            E::BadLink(why) => Self::Forbidden(why),
+            E::ServiceUnavailable(_) => Self::NotFound(e.to_string()),
+            E::SessionGone => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::logos::LogoError> for AppError {
+    fn from(e: crate::logos::LogoError) -> Self {
+        use crate::logos::LogoError as E;
+        match e {
+            E::BadLink => Self::Forbidden(e.to_string()),
+            E::Off | E::ServiceUnavailable(_) => Self::NotFound(e.to_string()),
+            E::NotImage { .. } | E::TooLarge { .. } => {
+                Self::Upstream(UpstreamError::Invalid(e.to_string()))
+            }
+            E::Upstream(e) => Self::Upstream(e),
+        }
+    }
+}
+
+impl From<crate::accounts::AccountError> for AppError {
+    fn from(e: crate::accounts::AccountError) -> Self {
+        use crate::accounts::AccountError as E;
+        match e {
+            E::BadLogin => Self::Unauthorized(e.to_string()),
+            E::Disabled(_)
+            | E::Expired(_)
+            | E::Limit { .. }
+            | E::FromConfig(_)
+            | E::Removed(_)
+            | E::PasswordChanged(_)
+            | E::NotAllowed { .. } => Self::Forbidden(e.to_string()),
+            E::Invalid(_) | E::Exists(_) => Self::BadRequest(e.to_string()),
+            E::Unknown(_) => Self::NotFound(e.to_string()),
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::vod::library::VodError> for AppError {
+    fn from(e: crate::vod::library::VodError) -> Self {
+        use crate::vod::library::VodError;
+        match e {
+            VodError::NotFound(..) => Self::NotFound(e.to_string()),
+            VodError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            // Unreachable (an outage, a restart): 503, as `/ready` says, not a bug.
+            crate::store::StoreError::Postgres(_) => Self::Busy(format!(
+                "{e}; nothing was changed: try again once the database answers"
+            )),
+            e => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::guide_match::GuideMatchError> for AppError {
+    fn from(e: crate::guide_match::GuideMatchError) -> Self {
+        use crate::guide_match::GuideMatchError as E;
+        match e {
+            E::NothingToConfirm(_) | E::UnknownGuideChannel { .. } | E::HeldById { .. } => {
+                Self::BadRequest(e.to_string())
+            }
+            E::Registry(e) => e.into(),
+            E::Store(e) => e.into(),
+        }
+    }
+}
