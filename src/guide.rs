@@ -351,6 +351,26 @@ impl Guides {
         self.table.read().expect("guide lock").clone()
     }
 
+    /// The match table of the lineup as it is now: the last one, matched again first
+    /// when it was built for other channels (a refresh matches against the lineup of
+    /// its start, and its table may be kept after a lineup change's until it renders).
+    pub async fn matches_now(&self) -> Result<Arc<Table>, RegistryError> {
+        let lineup = self.registry.lineup().await?;
+        if self.built_for_other(&lineup) {
+            return Ok(self.rematch(&lineup).await);
+        }
+        Ok(self.matches())
+    }
+
+    /// Whether the last match table was built for a lineup listing other channels.
+    fn built_for_other(&self, lineup: &Arc<Lineup>) -> bool {
+        self.table_for
+            .lock()
+            .expect("guide lock")
+            .as_ref()
+            .is_some_and(|(_, t)| !Arc::ptr_eq(t, lineup) && t.channels != lineup.channels)
+    }
+
     /// Records an admin's decision about lineup channel `channel` (its id), persisted
     /// before it takes effect; answers the channel's new line of the table. The guides
     /// it needs are read again in the background, then the guide is rendered again.
@@ -360,7 +380,8 @@ impl Guides {
         action: Action,
     ) -> Result<Option<Entry>, GuideMatchError> {
         let lineup = self.registry.lineup().await?;
-        if self.matches().entries.is_empty() {
+        // A confirmation takes the line the admin saw: the table of this lineup.
+        if self.matches().entries.is_empty() || self.built_for_other(&lineup) {
             self.rematch(&lineup).await;
         }
         let decision = match action {
@@ -1161,13 +1182,7 @@ impl Guides {
     /// the result. The caller holds `rendering`.
     async fn render_locked(&self) -> Result<Arc<Rendered>, RegistryError> {
         let lineup = self.registry.lineup().await?;
-        let other = self
-            .table_for
-            .lock()
-            .expect("guide lock")
-            .as_ref()
-            .is_some_and(|(_, t)| !Arc::ptr_eq(t, &lineup) && t.channels != lineup.channels);
-        if other {
+        if self.built_for_other(&lineup) {
             self.rematch(&lineup).await;
         }
         let sources = self.sources();

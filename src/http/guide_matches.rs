@@ -90,7 +90,7 @@ async fn list(
     };
     // The table is built with the guides: the first call reads them all.
     s.guides.read_fully().await?;
-    let table = s.guides.matches();
+    let table = s.guides.matches_now().await?;
     let lines: Vec<&Entry> = table.entries.iter().filter(|e| keep(e)).collect();
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let items = lines

@@ -3,7 +3,8 @@
 //! one of several countries' when the channel's own country is unknown; the partial
 //! refresh also reads again the extra guides (`[[guides]]`) that can give programmes
 //! to channels new in the lineup; and a guide whose assignments change in a refresh
-//! is downloaded once in it.
+//! is downloaded once in it; the match list follows a lineup change made while a
+//! refresh still reads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -381,4 +382,84 @@ async fn a_list_that_failed_at_start_is_not_asked_again_by_the_guide() {
     assert!(epg.contains("News"), "{epg}");
     let (_, status) = app.get_json("/api/guide/status").await;
     assert_eq!(bad.hits("/list.m3u"), 1, "{status}");
+}
+
+#[tokio::test]
+async fn the_match_list_follows_a_lineup_change_made_while_a_refresh_still_reads() {
+    // A refresh matches against the lineup of its start, and its table was kept until
+    // its render. While it still reads (its guide hangs), a channel joins the list:
+    // `/api/guide/matches` lists it at once, not after that refresh ends.
+    let one = ("One.uk", "One", "General");
+    let lists = [m3u(&[one]), m3u(&[one, ("p-2", "Two", "General")])];
+    let stage = Arc::new(AtomicUsize::new(0));
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (at_stage, held, opened) = (stage.clone(), hold.clone(), gate.clone());
+    let guide = xmltv(&[("One.uk", "One")]);
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = lists[at_stage.load(Ordering::SeqCst)].clone();
+                async move { respond(200, M3U_TYPE, body) }
+            }),
+        )
+        .route(
+            "/guide.xml",
+            get(move || {
+                let (held, opened, guide) = (held.clone(), opened.clone(), guide.clone());
+                async move {
+                    if held.load(Ordering::SeqCst) {
+                        drop(opened.acquire().await);
+                    }
+                    respond(200, XML, guide)
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}",
+        service(&up)
+    ))
+    .await;
+    assert_eq!(match_of(&app, "One").await["state"], "exact");
+
+    hold.store(true, Ordering::SeqCst);
+    let reads = up.hits("/guide.xml");
+    let refresh = tokio::spawn({
+        let url = app.url("/api/guide/refresh");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    eventually("the refresh reading the guide", || async {
+        (up.hits("/guide.xml") > reads)
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
+
+    stage.store(1, Ordering::SeqCst);
+    eventually("Two in the lineup", || async {
+        let names = app.channel_names().await;
+        names
+            .iter()
+            .any(|n| n == "Two")
+            .then_some(())
+            .ok_or(format!("{names:?}"))
+    })
+    .await;
+    let two = match_of(&app, "Two").await;
+    assert_eq!(two["state"], "unmatched", "{two}");
+    assert!(!refresh.is_finished(), "the refresh ended before the check");
+
+    gate.add_permits(16);
+    assert_eq!(refresh.await.unwrap(), 200);
+    assert_eq!(match_of(&app, "Two").await["state"], "unmatched");
 }
