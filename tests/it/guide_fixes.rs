@@ -177,19 +177,20 @@ async fn a_name_guide_channels_of_two_countries_carry_is_left_to_guide_matching(
 /// `guide`; the upstream and the stage to move it on.
 async fn changing_list(lists: Vec<String>, guide: String) -> (FakeUpstream, Arc<AtomicUsize>) {
     let stage = Arc::new(AtomicUsize::new(0));
-    let at_stage = stage.clone();
     let up = FakeUpstream::bind()
         .await
-        .route(
-            "/list.m3u",
-            get(move || {
-                let body = lists[at_stage.load(Ordering::SeqCst)].clone();
-                async move { respond(200, M3U_TYPE, body) }
-            }),
-        )
+        .route("/list.m3u", list_at(lists, stage.clone()))
         .text("/guide.xml", XML, guide)
         .start();
     (up, stage)
+}
+
+/// A list route answering `lists[stage]`.
+fn list_at(lists: Vec<String>, stage: Arc<AtomicUsize>) -> axum::routing::MethodRouter {
+    get(move || {
+        let body = lists[stage.load(Ordering::SeqCst)].clone();
+        async move { respond(200, M3U_TYPE, body) }
+    })
 }
 
 /// Waits until lineup channel `name` has programmes `want` in `/epg.xml`.
@@ -390,21 +391,15 @@ async fn the_match_list_follows_a_lineup_change_made_while_a_refresh_still_reads
     // its render. While it still reads (its guide hangs), a channel joins the list:
     // `/api/guide/matches` lists it at once, not after that refresh ends.
     let one = ("One.uk", "One", "General");
-    let lists = [m3u(&[one]), m3u(&[one, ("p-2", "Two", "General")])];
+    let lists = vec![m3u(&[one]), m3u(&[one, ("p-2", "Two", "General")])];
     let stage = Arc::new(AtomicUsize::new(0));
     let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (at_stage, held, opened) = (stage.clone(), hold.clone(), gate.clone());
+    let (held, opened) = (hold.clone(), gate.clone());
     let guide = xmltv(&[("One.uk", "One")]);
     let up = FakeUpstream::bind()
         .await
-        .route(
-            "/list.m3u",
-            get(move || {
-                let body = lists[at_stage.load(Ordering::SeqCst)].clone();
-                async move { respond(200, M3U_TYPE, body) }
-            }),
-        )
+        .route("/list.m3u", list_at(lists, stage.clone()))
         .route(
             "/guide.xml",
             get(move || {
