@@ -251,6 +251,12 @@ pub struct Guides {
     /// `lineup_read` and `read_for`, which a read in flight sets when it ends.
     again_channels: Mutex<HashSet<String>>,
     again_services: Mutex<HashSet<String>>,
+    /// Lineup changes told (`lineup_changed`), and how many of them the match table and
+    /// the render have followed (`catch_up`): a change is followed once, by the next
+    /// reader of the guide or by the background task, not by the admin call that made
+    /// it, so a run of edits on a big lineup is matched once, not once each.
+    changes: AtomicU64,
+    followed: AtomicU64,
     /// The lineup the stored render followed: `refresh_changed` renders again when
     /// the listed channels differ (one that left the lineup leaves the guide).
     rendered_for: Mutex<Option<Arc<Lineup>>>,
@@ -300,6 +306,8 @@ impl Guides {
             lineup_read: Mutex::default(),
             again_channels: Mutex::default(),
             again_services: Mutex::default(),
+            changes: AtomicU64::new(0),
+            followed: AtomicU64::new(0),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
             extra: Vec::new(),
@@ -354,7 +362,8 @@ impl Guides {
     /// The match table of the lineup as it is now: the last one, matched again first
     /// when it was built for other channels (a refresh matches against the lineup of
     /// its start, and its table may be kept after a lineup change's until it renders).
-    pub async fn matches_now(&self) -> Result<Arc<Table>, RegistryError> {
+    pub async fn matches_now(self: &Arc<Self>) -> Result<Arc<Table>, RegistryError> {
+        self.catch_up().await;
         let lineup = self.registry.lineup().await?;
         if self.built_for_other(&lineup) {
             return Ok(self.rematch(&lineup).await);
@@ -671,68 +680,12 @@ impl Guides {
             .cloned()
     }
 
-    /// The titles of the programme on now and the one after it, by lineup channel id,
-    /// from the guides already kept (never fetches; empty before the first read). Each
-    /// channel's programmes come from the guide `/epg.xml` takes them from, among the
-    /// services in `order` (names, priority order); `now` in unix seconds.
-    pub fn now_next(
-        &self,
-        order: &[String],
-        now: i64,
-    ) -> HashMap<String, (Option<String>, Option<String>)> {
-        let good = self.last_good.lock().expect("guide lock").clone();
-        let priority: HashMap<String, i64> = self
-            .registry
-            .status()
-            .into_iter()
-            .map(|s| (s.name, s.priority))
-            .collect();
-        let extras: Vec<String> = self.extra.iter().map(|e| e.cfg.name.clone()).collect();
-        let ranked: Vec<Ranked<'_>> = order
-            .iter()
-            .chain(&extras)
-            .filter_map(|name| {
-                let guide = good.get(name)?;
-                let rank = priority.get(name).copied().unwrap_or(EXTRA_PRIORITY);
-                Some((rank, &**guide))
-            })
-            .collect();
-        let channels: BTreeSet<&String> = ranked
-            .iter()
-            .flat_map(|(_, g)| g.programmes.keys())
-            .collect();
-        let table = self.matches();
-        let mut out: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
-        for channel in channels {
-            let Some(programmes) =
-                pick(&ranked, channel).filter(|_| takes_programmes(&table, channel))
-            else {
-                continue;
-            };
-            let mut sorted: Vec<&xmltv::Programme> = programmes.iter().collect();
-            sorted.sort_by_key(|p| p.start);
-            let current = sorted
-                .iter()
-                .position(|p| p.start <= now && p.stop.is_none_or(|stop| now < stop));
-            let next = match current {
-                Some(i) => sorted.get(i + 1),
-                None => sorted.iter().find(|p| p.start > now),
-            };
-            out.insert(
-                channel.clone(),
-                (
-                    current.map(|i| sorted[i].title.to_string()),
-                    next.map(|p| p.title.to_string()),
-                ),
-            );
-        }
-        out
-    }
-
     /// Lineup channel `channel`'s programmes ending after `from` (unix seconds), in
-    /// start order, from the guide `/epg.xml` takes them from (as `now_next`): what
-    /// the Xtream short EPG lists. Never fetches; empty before the first read.
-    pub fn listings(&self, channel: &str, from: i64) -> Vec<xmltv::Programme> {
+    /// start order, from the guide `/epg.xml` takes them from: what
+    /// the Xtream short EPG lists, once the lineup changes told so far are followed
+    /// (`catch_up`). Never fetches; empty before the first read.
+    pub async fn listings(self: &Arc<Self>, channel: &str, from: i64) -> Vec<xmltv::Programme> {
+        self.catch_up().await;
         let good = self.last_good.lock().expect("guide lock").clone();
         let sources = self.sources();
         let ranked: Vec<Ranked<'_>> = sources
@@ -755,6 +708,7 @@ impl Guides {
     /// renders those read so far, and the read goes on (its end renders again with
     /// every guide).
     pub async fn current(self: &Arc<Self>) -> Result<Arc<Rendered>, RegistryError> {
+        self.catch_up().await;
         if let Some(r) = self.rendered() {
             return Ok(r);
         }
@@ -858,6 +812,7 @@ impl Guides {
                         () = tokio::time::sleep(check) => {}
                     }
                     let Some(guides) = weak.upgrade() else { return };
+                    guides.catch_up().await;
                     if let Err(e) = guides.refresh_changed().await {
                         tracing::warn!(error = %e, "guide check for changed channels failed");
                     }
@@ -997,11 +952,12 @@ impl Guides {
     }
 
     /// The lineup changed (a mapping, a service switched): the match table and the
-    /// guide follow at once, matched again and re-rendered from the guides already
-    /// fetched. `reread` also asks the background check (`refresh_changed`) to read
-    /// soon the guides that may give something only a new read finds; no other guide
-    /// is read.
-    pub async fn lineup_changed(self: &Arc<Self>, reread: Reread<'_>) {
+    /// guide follow, matched again and re-rendered from the guides already fetched,
+    /// before any reader of the guide or of the matches is answered (`catch_up`), and
+    /// soon by the background task; the caller does not wait for it. `reread` also
+    /// asks the background check (`refresh_changed`) to read soon the guides that may
+    /// give something only a new read finds; no other guide is read.
+    pub fn lineup_changed(&self, reread: Reread<'_>) {
         let again = match reread {
             Reread::Nothing => None,
             Reread::Service(name) => Some((&self.again_services, name)),
@@ -1009,13 +965,33 @@ impl Guides {
         };
         if let Some((set, key)) = again {
             set.lock().expect("guide lock").insert(key.to_string());
-            self.wake.notify_one();
         }
-        let _one = self.rendering.lock().await;
-        // Nothing rendered yet: the first request builds the guide from this lineup.
-        if self.rendered().is_none() {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// Follows the lineup changes told so far, unless followed already: matches again,
+    /// brings the guides whose assignments moved up to date (in the background) and
+    /// renders again. Nothing before the first render: the first request builds the
+    /// guide from the lineup of then.
+    pub async fn catch_up(self: &Arc<Self>) {
+        if self.followed.load(Ordering::Acquire) >= self.changes.load(Ordering::Acquire) {
             return;
         }
+        let _one = self.rendering.lock().await;
+        // Every change told before the lineup is read below is in it.
+        let told = self.changes.load(Ordering::Acquire);
+        if self.followed.load(Ordering::Acquire) >= told {
+            return;
+        }
+        if self.rendered().is_some() {
+            self.follow_lineup().await;
+        }
+        self.followed.fetch_max(told, Ordering::AcqRel);
+    }
+
+    /// `catch_up`'s work; the caller holds `rendering`.
+    async fn follow_lineup(self: &Arc<Self>) {
         // The render places programmes by the table: one made for the old lineup
         // would give a channel whose guide id was just set by hand its old match.
         let lineup = match self.registry.lineup().await {

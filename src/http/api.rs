@@ -140,7 +140,7 @@ async fn enable(
     let was = s.registry.is_enabled(&name);
     let service = s.registry.set_enabled(&name, Some(true)).await?;
     // Its channels are in the guide at once; its programmes after a fetch.
-    s.guides.lineup_changed(enabled_now(&name, was, true)).await;
+    s.guides.lineup_changed(enabled_now(&name, was, true));
     Ok(Json(entry(&s, service)))
 }
 
@@ -165,7 +165,7 @@ async fn disable(
     _admin: Admin,
 ) -> Result<Json<ServiceEntry>, AppError> {
     let service = s.registry.set_enabled(&name, Some(false)).await?;
-    s.guides.lineup_changed(Reread::Nothing).await;
+    s.guides.lineup_changed(Reread::Nothing);
     Ok(Json(entry(&s, service)))
 }
 
@@ -193,8 +193,7 @@ async fn reset(
     let was = s.registry.is_enabled(&name);
     let service = s.registry.reset(&name).await?;
     s.guides
-        .lineup_changed(enabled_now(&name, was, service.enabled))
-        .await;
+        .lineup_changed(enabled_now(&name, was, service.enabled));
     Ok(Json(entry(&s, service)))
 }
 
@@ -390,7 +389,7 @@ async fn map_channel(
     } else {
         Reread::Nothing
     };
-    s.guides.lineup_changed(reread).await;
+    s.guides.lineup_changed(reread);
     Ok(Json(detail))
 }
 
@@ -433,7 +432,7 @@ async fn set_priority(
         json_object_body(req, "a JSON object {\"priority\": <integer or null>}").await?;
     let service = s.registry.set_priority(&name, priority).await?;
     // The guide merges programmes by priority too.
-    s.guides.lineup_changed(Reread::Nothing).await;
+    s.guides.lineup_changed(Reread::Nothing);
     Ok(Json(entry(&s, service)))
 }
 

@@ -135,7 +135,7 @@ async fn page(
         }
         total += 1;
     }
-    let live = live(&s, &items);
+    let live = live(&s, &items).await;
     let body = ChannelPage {
         total,
         offset,
@@ -171,31 +171,27 @@ fn number(name: &str, raw: Option<&str>, default: usize, max: usize) -> Result<u
 
 /// Guide now/next and viewers of `items`, by id. Each channel's programmes are looked
 /// up alone, so a page costs the same whatever the size of the guide.
-pub(super) fn live<'a>(s: &AppState, items: &[&'a LineupChannel]) -> HashMap<&'a str, Live> {
-    if items.is_empty() {
-        return HashMap::new();
-    }
+pub(super) async fn live<'a>(s: &AppState, items: &[&'a LineupChannel]) -> HashMap<&'a str, Live> {
     let now = chrono::Utc::now().timestamp();
     let viewers = s.sessions.viewers();
-    items
-        .iter()
-        .map(|c| {
-            // Programmes ending after now, in start order: the first one started is on.
-            let listings = s.guides.listings(c.id.as_str(), now);
-            let on = listings.iter().position(|p| p.start <= now);
-            let next = match on {
-                Some(i) => listings.get(i + 1),
-                None => listings.first(),
-            };
-            // `.ts` viewers are joined by id, or by number through `/api/stream/{n}.ts`.
-            let viewers = viewers.get(c.id.as_str()).copied().unwrap_or(0)
-                + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
-            let live = Live {
-                now: on.map(|i| listings[i].title.to_string()),
-                next: next.map(|p| p.title.to_string()),
-                viewers,
-            };
-            (c.id.as_str(), live)
-        })
-        .collect()
+    let mut out = HashMap::with_capacity(items.len());
+    for c in items {
+        // Programmes ending after now, in start order: the first one started is on.
+        let listings = s.guides.listings(c.id.as_str(), now).await;
+        let on = listings.iter().position(|p| p.start <= now);
+        let next = match on {
+            Some(i) => listings.get(i + 1),
+            None => listings.first(),
+        };
+        // `.ts` viewers are joined by id, or by number through `/api/stream/{n}.ts`.
+        let viewers = viewers.get(c.id.as_str()).copied().unwrap_or(0)
+            + viewers.get(&c.number.to_string()).copied().unwrap_or(0);
+        let live = Live {
+            now: on.map(|i| listings[i].title.to_string()),
+            next: next.map(|p| p.title.to_string()),
+            viewers,
+        };
+        out.insert(c.id.as_str(), live);
+    }
+    out
 }

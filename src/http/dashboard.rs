@@ -269,7 +269,7 @@ async fn dashboard(
                     .collect();
                 matches = found.len();
                 let shown = &found[..found.len().min(NO_SCRIPT_ROWS)];
-                let mut live = super::channels_page::live(&s, shown);
+                let mut live = super::channels_page::live(&s, shown).await;
                 channels = shown
                     .iter()
                     .map(|c| channel_row(c, &base, live.remove(c.id.as_str())))

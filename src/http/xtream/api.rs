@@ -151,7 +151,7 @@ pub(super) async fn player_api(
             });
             let listings = match channel {
                 None => Vec::new(),
-                Some(c) => epg_listings(&s, c, now, full, limit),
+                Some(c) => epg_listings(&s, c, now, full, limit).await,
             };
             json!({ "epg_listings": listings })
         }
@@ -261,7 +261,7 @@ fn time_text(t: i64) -> String {
 
 /// The channel's programmes: from the one on now, at most `limit` (short EPG); or
 /// every kept one with `now_playing` (the full table).
-fn epg_listings(
+async fn epg_listings(
     s: &AppState,
     c: &crate::model::LineupChannel,
     now: i64,
@@ -271,7 +271,7 @@ fn epg_listings(
     let from = if full { i64::MIN } else { now };
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
     let days = c.catchup_days;
-    let programmes = s.guides.listings(&c.id, from);
+    let programmes = s.guides.listings(&c.id, from).await;
     let take = if full { programmes.len() } else { limit };
     programmes
         .iter()
