@@ -1201,7 +1201,7 @@ impl Guides {
         // tvg-ids this service uses for which lineup channel.
         let channels = self
             .registry
-            .channels_or_recent_failure(name)
+            .channels_or_last_good(name)
             .await
             .map_err(|e| (String::new(), format!("channel list: {e}")))?;
         let Some(source) = service.guide_source() else {

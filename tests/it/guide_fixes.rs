@@ -4,7 +4,8 @@
 //! refresh also reads again the extra guides (`[[guides]]`) that can give programmes
 //! to channels new in the lineup; and a guide whose assignments change in a refresh
 //! is downloaded once in it; the match list follows a lineup change made while a
-//! refresh still reads.
+//! refresh still reads; a list down at a restart still gets its guide for the
+//! channels last listed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -457,4 +458,48 @@ async fn the_match_list_follows_a_lineup_change_made_while_a_refresh_still_reads
     gate.add_permits(16);
     assert_eq!(refresh.await.unwrap(), 200);
     assert_eq!(match_of(&app, "Two").await["state"], "unmatched");
+}
+
+#[tokio::test]
+async fn a_list_down_at_a_restart_still_gets_its_guide_for_the_channels_last_listed() {
+    // The lineup keeps a failing service's channels as last listed (across a restart,
+    // from `state_dir/lists/`); its guide, whose URL answers, gives them programmes
+    // too, rather than waiting for the list until the next full refresh.
+    let down = Arc::new(AtomicUsize::new(0));
+    let list = m3u(&[("One.uk", "One", "UK")]);
+    let is_down = down.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let status = if is_down.load(Ordering::SeqCst) == 1 {
+                    404
+                } else {
+                    200
+                };
+                let body = list.clone();
+                async move { respond(status, M3U_TYPE, body) }
+            }),
+        )
+        .text("/guide.xml", XML, xmltv(&[("One.uk", "One")]))
+        .start();
+    let mut app = TestApp::spawn(&format!("[guide]\nrefresh = \"6h\"\n\n{}", service(&up))).await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+
+    down.store(1, Ordering::SeqCst);
+    let lists = up.hits("/list.m3u");
+    app.restart().await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    assert!(
+        up.hits("/list.m3u") > lists,
+        "the list was asked after the restart"
+    );
+    let (_, status) = app.get_json("/api/guide/status").await;
+    let p = &status["services"]["P"];
+    assert_eq!(
+        (&p["last_error"], &p["programmes"]),
+        (&Value::Null, &Value::from(1)),
+        "{status}"
+    );
 }

@@ -54,8 +54,11 @@ impl Registry {
     /// `channels_of` for a reader that may take a recent failure for an answer (the
     /// guide, right after the lineup asked): a list that failed less than
     /// `DEGRADED_LINEUP_TTL` ago is not asked again, so a failing service is not
-    /// waited for twice at start.
-    pub async fn channels_or_recent_failure(
+    /// waited for twice at start. A failing list answers its channels as last listed
+    /// (kept in `state_dir/lists/` across a restart), as the lineup does: the guide
+    /// of a service whose list is down at a start still gives them programmes. The
+    /// error only when it never listed.
+    pub async fn channels_or_last_good(
         &self,
         name: &str,
     ) -> Result<Arc<Vec<Channel>>, UpstreamError> {
@@ -69,10 +72,18 @@ impl Registry {
             .get(name)
             .filter(|(at, _)| at.elapsed() < DEGRADED_LINEUP_TTL)
             .map(|(_, err)| err.clone());
-        match recent {
+        let result = match recent {
             Some(err) => Err(err),
             None => self.channels_of(name).await,
-        }
+        };
+        result.or_else(|err| {
+            self.last_good
+                .lock()
+                .expect("last_good lock is never poisoned")
+                .get(name)
+                .cloned()
+                .ok_or(err)
+        })
     }
 
     /// The merged lineup of every enabled service. A service that fails contributes
