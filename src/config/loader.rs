@@ -837,9 +837,14 @@ impl<'t> Parse<'t> {
             self.problem("logos.max_bytes", "must be more than 0".into());
         }
         // An account limited to a service that is not configured sees nothing of it
-        // (names are case-sensitive).
+        // (names are case-sensitive). Not told while a service has problems of its
+        // own: the list to tell it against is not whole.
         let services: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
-        for (i, u) in cfg.users.iter().enumerate() {
+        let services_whole = !self
+            .problems
+            .iter()
+            .any(|p| p.field == "services" || p.field.starts_with("services["));
+        for (i, u) in cfg.users.iter().enumerate().filter(|_| services_whole) {
             for name in u
                 .services
                 .iter()
@@ -1434,6 +1439,19 @@ mod tests {
             "{e:?}"
         );
         assert!(e.iter().any(|l| l.contains("missing `password`")), "{e:?}");
+    }
+
+    #[test]
+    fn an_accounts_services_are_not_told_unknown_while_a_service_has_problems() {
+        let e = errors(
+            "[[services]]\nname = \"Alpha\"\nkind = \"m3u\"\nurl = 5\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"p\"\nservices = [\"Alpha\"]\n",
+        );
+        assert!(
+            e.iter().any(|l| l.starts_with("f.toml:4: services[0].url")),
+            "{e:?}"
+        );
+        assert!(!e.iter().any(|l| l.contains("unknown service")), "{e:?}");
     }
 
     #[test]
