@@ -50,10 +50,10 @@ const SHORT: usize = 3;
 /// Words of its own (`own_word`) a name without its platform ("Pluto TV Black Ink
 /// Crew" → "Black Ink Crew") needs to be tried when no country is known.
 const PLAIN_OWN_WORDS: usize = 3;
-/// Or two, one of them rare: used by one name in this many or fewer (names spelled
-/// alike counted once, `Index::spellings_of`). A frequency, not a count: in a few small
-/// guides every word is rare, and the rule is off below this many names.
-const PLAIN_RARE_ONE_IN: usize = 7_000;
+/// Or one that is rare: used by one name in this many or fewer (names spelled alike
+/// counted once, `Index::spellings_of`). A frequency, not a count: in a few small
+/// guides every word is rare, and the rules using it are off below this many names.
+const RARE_ONE_IN: usize = 7_000;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -529,8 +529,8 @@ impl Index {
             .or(group_country);
         // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name, tried
         // where the country is known (as a short name is), or where what is left has
-        // three words of its own ("Black Ink Crew"), or two of which one few guide
-        // names use ("Forensic Files"): "Classic Movies" of Pluto TV is not the
+        // three words of its own ("Black Ink Crew"), or one that few guide names use
+        // ("Forensic Files", "Naruto"): "Classic Movies" of Pluto TV is not the
         // "Classic Movies" of a Hong Kong guide.
         let plain: Vec<Features> = q
             .names
@@ -542,13 +542,9 @@ impl Index {
                     && (country.is_some() || {
                         let own = f.words.iter().filter(|w| own_word(w)).count();
                         let rare = f.words.iter().any(|w| {
-                            own_word(w)
-                                && self.words.get(w.as_str()).is_some_and(|&i| {
-                                    self.spellings_of[i as usize] as usize * PLAIN_RARE_ONE_IN
-                                        <= self.names.len()
-                                })
+                            own_word(w) && self.words.get(w.as_str()).is_some_and(|&i| self.rare(i))
                         });
-                        own >= PLAIN_OWN_WORDS || (own >= 2 && rare)
+                        own >= PLAIN_OWN_WORDS || rare
                     })
             })
             .collect();
@@ -596,6 +592,11 @@ impl Index {
             .filter(|&&w| own_word(&self.spelling[w as usize]))
             .count()
             >= 2
+    }
+
+    /// Whether interned word `w` is rare: used by one name in `RARE_ONE_IN` or fewer.
+    fn rare(&self, w: u32) -> bool {
+        self.spellings_of[w as usize] as usize * RARE_ONE_IN <= self.names.len()
     }
 
     /// Whether a name is too short or too plain to say which country's channel it is.
@@ -1051,6 +1052,11 @@ mod tests {
         assert_eq!(chosen(&big, "Pluto TV Classic Movies"), None);
         let index = placed(&[("Classic Movies", None, None)]);
         assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
+        // One word of its own will do when it is rare: "naruto" (one name), not
+        // "movies".
+        big.push("Naruto");
+        assert_eq!(chosen(&big, "Pluto TV Naruto (720p)"), Some(big.len() - 1));
+        assert_eq!(chosen(&big, "Pluto TV Movies"), None);
     }
 
     #[test]
