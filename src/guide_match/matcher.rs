@@ -16,7 +16,8 @@
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
 //! the lineup channel's country is known. Without that country, a distinctive name
-//! ("Red Bull TV") is one channel across guides of two languages or regions, and
+//! ("Red Bull TV") is one channel across guides of two languages or regions, as is a
+//! name with a rare word that guides of four languages or more list ("Arirang"), and
 //! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
 
 use std::collections::{HashMap, HashSet};
@@ -54,6 +55,11 @@ const PLAIN_OWN_WORDS: usize = 3;
 /// counted once, `Index::spellings_of`). A frequency, not a count: in a few small
 /// guides every word is rare, and the rules using it are off below this many names.
 const RARE_ONE_IN: usize = 7_000;
+/// Guides of this many languages listing one name, a rare word of its own among its
+/// words ("Arirang", "CBeebies"), make it one channel carried abroad, not two
+/// channels that happen to share a name ("Canal Rural" of Argentina and of Brazil:
+/// two languages).
+const INTERNATIONAL_LANGS: u32 = 4;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -175,6 +181,9 @@ pub struct Index {
     /// Each interned word's count of names using it, names spelled alike
     /// (`compact`) counted once.
     spellings_of: Vec<u32>,
+    /// Each name's count of guide languages listing it (names alike: same spelling
+    /// and shift).
+    langs_of_name: Vec<u32>,
 }
 
 /// One query name, ready to compare.
@@ -282,6 +291,24 @@ impl Index {
                     .len() as u32
             })
             .collect();
+        let mut langs_by_spelling: HashMap<(&str, u8), HashSet<u32>> = HashMap::new();
+        for n in &names {
+            if let Some(l) = lang_of[n.channel as usize] {
+                langs_by_spelling
+                    .entry((&n.compact, n.shift))
+                    .or_default()
+                    .insert(l);
+            }
+        }
+        let langs_of_name: Vec<u32> = names
+            .iter()
+            .map(|n| {
+                langs_by_spelling
+                    .get(&(&*n.compact, n.shift))
+                    .map_or(0, |l| l.len() as u32)
+            })
+            .collect();
+        drop(langs_by_spelling);
         let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
         for (w, &i) in &words {
             spelling[i as usize] = w.clone();
@@ -299,6 +326,7 @@ impl Index {
             lang_of,
             region_of,
             spellings_of,
+            langs_of_name,
         }
     }
 
@@ -419,7 +447,8 @@ impl Index {
         // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
         // two qualities). With the lineup channel's country unknown, also the same name
         // in guides of two languages or of two regions, unless it is distinctive ("Red
-        // Bull TV"): nothing says which is meant.
+        // Bull TV") or international (`Index::international`): nothing says which is
+        // meant.
         // With it known, a guide channel of another country is no candidate at all,
         // and the same name in another guide is the same channel carried there.
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
@@ -429,6 +458,7 @@ impl Index {
                     && self.names[n as usize].marked == self.names[top_name as usize].marked)
                 || (query_country.is_none()
                     && !self.distinctive(&self.names[top_name as usize])
+                    && !self.international(top_name)
                     && self.conflict(c, top))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
@@ -597,6 +627,17 @@ impl Index {
     /// Whether interned word `w` is rare: used by one name in `RARE_ONE_IN` or fewer.
     fn rare(&self, w: u32) -> bool {
         self.spellings_of[w as usize] as usize * RARE_ONE_IN <= self.names.len()
+    }
+
+    /// Whether name `n` is listed by guides of `INTERNATIONAL_LANGS` languages or more
+    /// and has a rare word of its own ("Arirang", "CBeebies"; not "Power TV", "Star"):
+    /// a channel carried abroad, one channel across those guides.
+    fn international(&self, n: u32) -> bool {
+        self.langs_of_name[n as usize] >= INTERNATIONAL_LANGS
+            && self.names[n as usize]
+                .words
+                .iter()
+                .any(|&w| own_word(&self.spelling[w as usize]) && self.rare(w))
     }
 
     /// Whether a name is too short or too plain to say which country's channel it is.
@@ -1057,6 +1098,54 @@ mod tests {
         big.push("Naruto");
         assert_eq!(chosen(&big, "Pluto TV Naruto (720p)"), Some(big.len() - 1));
         assert_eq!(chosen(&big, "Pluto TV Movies"), None);
+    }
+
+    #[test]
+    fn a_rare_name_in_guides_of_many_languages_is_one_channel_carried_abroad() {
+        // 14,000 other names: "arirang" (one name) is rare, "power" (four) is not.
+        let filler: Vec<String> = (0..14_000).map(|i| format!("Filler {i}")).collect();
+        let build = |name: &str, langs: &[&str]| {
+            let mut g: Vec<GuideChannel> = langs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| GuideChannel {
+                    source: format!("g{i}"),
+                    id: format!("c{i}"),
+                    names: vec![name.into()],
+                    country: None,
+                    lang: Some((*l).into()),
+                    region: None,
+                })
+                .collect();
+            let rest =
+                filler
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["Power Turk", "Power Love", "Power HD"]);
+            g.extend(rest.enumerate().map(|(i, n)| GuideChannel {
+                source: "filler".into(),
+                id: format!("f{i}"),
+                names: vec![n.into()],
+                country: None,
+                lang: None,
+                region: None,
+            }));
+            Index::new(&g)
+        };
+        let four = ["en", "de", "fr", "es"];
+        assert_eq!(
+            pick(&build("Arirang", &four), "Arirang (720p)", ""),
+            Some(0)
+        );
+        // Three languages: perhaps two channels sharing a name.
+        assert_eq!(pick(&build("Arirang", &four[..3]), "Arirang", ""), None);
+        // A common word: perhaps channels of many countries.
+        assert_eq!(pick(&build("Power TV", &four), "Power TV", ""), None);
+        // The lineup channel's country known: as before, any guide will do.
+        assert_eq!(
+            pick(&build("Arirang", &four[..3]), "Arirang", "KR"),
+            Some(0)
+        );
     }
 
     #[test]
