@@ -15,7 +15,9 @@
 //! name in the same guide, or in a guide channel of another country or language (a
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
-//! the lineup channel's country is known. Without that country, a distinctive name
+//! the lineup channel's country is known; with it, one guide's two listings of a
+//! name under two languages are told apart by that country's languages
+//! (`languages_of`). Without that country, a distinctive name
 //! ("Red Bull TV") is one channel across guides of two languages or regions, as is a
 //! name with a rare word that guides of four languages or more list ("Arirang"), and
 //! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
@@ -184,6 +186,8 @@ pub struct Index {
     /// Each name's count of guide languages listing it (names alike: same spelling
     /// and shift).
     langs_of_name: Vec<u32>,
+    /// Each interned language's spelling (lowercase).
+    lang_names: Vec<Box<str>>,
 }
 
 /// One query name, ready to compare.
@@ -309,6 +313,10 @@ impl Index {
             })
             .collect();
         drop(langs_by_spelling);
+        let mut lang_names: Vec<Box<str>> = vec!["".into(); langs.len()];
+        for (l, &i) in &langs {
+            lang_names[i as usize] = l.as_str().into();
+        }
         let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
         for (w, &i) in &words {
             spelling[i as usize] = w.clone();
@@ -327,6 +335,7 @@ impl Index {
             region_of,
             spellings_of,
             langs_of_name,
+            lang_names,
         }
     }
 
@@ -451,11 +460,23 @@ impl Index {
         // meant.
         // With it known, a guide channel of another country is no candidate at all,
         // and the same name in another guide is the same channel carried there.
+        // The same name twice in one guide, under two languages, with the lineup
+        // channel's country known: the one in a language of that country is its
+        // channel, the other the guide's listing for another country ("Rai 4" in an
+        // aggregator's German and Italian lists, for an Italian channel).
+        let spoken = query_country.map_or(&[][..], languages_of);
+        let fits = |c: u32| {
+            self.lang_of[c as usize].map(|l| spoken.contains(&&*self.lang_names[l as usize]))
+        };
+        let twin = |c: u32, n: u32| {
+            self.source_of[c as usize] == self.source_of[top as usize]
+                && self.names[n as usize].marked == self.names[top_name as usize].marked
+                && !matches!((fits(top), fits(c)), (Some(a), Some(b)) if a != b)
+        };
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
             identity(n) != identity(top_name)
                 || self.countries_differ(n, top_name)
-                || (self.source_of[c as usize] == self.source_of[top as usize]
-                    && self.names[n as usize].marked == self.names[top_name as usize].marked)
+                || twin(c, n)
                 || (query_country.is_none()
                     && !self.distinctive(&self.names[top_name as usize])
                     && !self.international(top_name)
@@ -531,6 +552,18 @@ impl Index {
                 taken: None,
             };
         }
+        // The twin in the country's language, when the best is the other one.
+        let (top, top_n) = ranked
+            .iter()
+            .filter(|_| fits(top) == Some(false))
+            .find(|&&(c, s, n)| {
+                s >= top_score
+                    && fits(c) == Some(true)
+                    && identity(n) == identity(top_name)
+                    && self.source_of[c as usize] == self.source_of[top as usize]
+                    && self.names[n as usize].marked == top_n.marked
+            })
+            .map_or((top, top_n), |&(c, _, n)| (c, &self.names[n as usize]));
         Outcome {
             chosen: Some(Scored {
                 channel: top as usize,
@@ -744,6 +777,68 @@ impl Index {
             }
         }
         parts.join(", ")
+    }
+}
+
+/// The languages (as `<display-name lang>` writes them) of a country's own channels;
+/// none for a country not listed.
+fn languages_of(country: &str) -> &'static [&'static str] {
+    match country {
+        "uk" | "us" | "ie" | "au" | "nz" => &["en"],
+        "ca" => &["en", "fr"],
+        "de" | "at" => &["de"],
+        "ch" => &["de", "fr", "it"],
+        "fr" | "mc" => &["fr"],
+        "be" => &["fr", "nl"],
+        "lu" => &["lb", "fr", "de"],
+        "nl" => &["nl"],
+        "es" => &["es", "ca", "gl", "eu"],
+        "ad" => &["ca"],
+        "pt" | "br" | "ao" | "mz" => &["pt"],
+        "mx" | "ar" | "cl" | "co" | "pe" | "ve" | "ec" | "uy" | "py" | "bo" | "cr" | "pa"
+        | "gt" | "hn" | "sv" | "ni" | "do" | "cu" | "pr" => &["es"],
+        "it" | "sm" | "va" => &["it"],
+        "pl" => &["pl"],
+        "cz" => &["cs"],
+        "sk" => &["sk"],
+        "hu" => &["hu"],
+        "ro" | "md" => &["ro"],
+        "bg" => &["bg"],
+        "gr" | "cy" => &["el"],
+        "tr" => &["tr"],
+        "ru" => &["ru"],
+        "ua" => &["uk"],
+        "by" => &["be", "ru"],
+        "rs" | "me" => &["sr"],
+        "hr" => &["hr"],
+        "ba" => &["bs", "hr", "sr"],
+        "si" => &["sl"],
+        "mk" => &["mk"],
+        "al" | "xk" => &["sq"],
+        "se" => &["sv"],
+        "no" => &["no", "nb", "nn"],
+        "dk" => &["da"],
+        "fi" => &["fi"],
+        "is" => &["is"],
+        "ee" => &["et"],
+        "lv" => &["lv"],
+        "lt" => &["lt"],
+        "il" => &["he"],
+        "ae" | "sa" | "eg" | "qa" | "kw" | "bh" | "om" | "jo" | "lb" | "iq" | "ma" | "dz"
+        | "tn" | "ly" | "sy" | "ye" | "sd" | "ps" => &["ar"],
+        "ir" => &["fa"],
+        "cn" | "tw" | "hk" | "mo" => &["zh"],
+        "jp" => &["ja"],
+        "kr" => &["ko"],
+        "th" => &["th"],
+        "vn" => &["vi"],
+        "id" => &["id"],
+        "my" => &["ms"],
+        "kz" => &["kk"],
+        "ge" => &["ka"],
+        "am" => &["hy"],
+        "az" => &["az"],
+        _ => &[],
     }
 }
 
@@ -1146,6 +1241,23 @@ mod tests {
             pick(&build("Arirang", &four[..3]), "Arirang", "KR"),
             Some(0)
         );
+    }
+
+    #[test]
+    fn twins_in_one_guide_are_told_apart_by_the_countrys_language() {
+        let mut g = guide(&["Rai 4", "Rai 4", "Rotana Cinema", "Rotana Cinema"]);
+        for (c, l) in g.iter_mut().zip(["de", "it", "ar", "ar"]) {
+            c.lang = Some(l.into());
+        }
+        let index = Index::new(&g);
+        // The Italian list's "Rai 4" for an Italian channel, though the German one
+        // comes first.
+        assert_eq!(pick(&index, "Rai 4", "IT"), Some(1));
+        assert_eq!(pick(&index, "Rai 4", "DE"), Some(0));
+        // Neither language the country's, or both: two channels still.
+        assert_eq!(pick(&index, "Rai 4", "FR"), None);
+        assert_eq!(pick(&index, "Rai 4", ""), None);
+        assert_eq!(pick(&index, "Rotana Cinema", "EG"), None);
     }
 
     #[test]
