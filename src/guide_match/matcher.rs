@@ -15,8 +15,11 @@
 //! name in the same guide, or in a guide channel of another country or language (a
 //! name is not a channel: "ATV" is Turkish, Peruvian, Hungarian...). A name of three
 //! letters or fewer, or of plain words and numbers only ("Canal 6"), matches only when
-//! the lineup channel's country is known. Without that country, a distinctive name
-//! ("Red Bull TV") is one channel across guides of two languages or regions, and
+//! the lineup channel's country is known; with it, one guide's two listings of a
+//! name under two languages are told apart by that country's languages
+//! (`languages_of`). Without that country, a distinctive name
+//! ("Red Bull TV") is one channel across guides of two languages or regions, as is a
+//! name with a rare word that guides of four languages or more list ("Arirang"), and
 //! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
 
 use std::collections::{HashMap, HashSet};
@@ -50,10 +53,15 @@ const SHORT: usize = 3;
 /// Words of its own (`own_word`) a name without its platform ("Pluto TV Black Ink
 /// Crew" → "Black Ink Crew") needs to be tried when no country is known.
 const PLAIN_OWN_WORDS: usize = 3;
-/// Or two, one of them rare: used by one name in this many or fewer (names spelled
-/// alike counted once, `Index::spellings_of`). A frequency, not a count: in a few small
-/// guides every word is rare, and the rule is off below this many names.
-const PLAIN_RARE_ONE_IN: usize = 7_000;
+/// Or one that is rare: used by one name in this many or fewer (names spelled alike
+/// counted once, `Index::spellings_of`). A frequency, not a count: in a few small
+/// guides every word is rare, and the rules using it are off below this many names.
+const RARE_ONE_IN: usize = 7_000;
+/// Guides of this many languages listing one name, a rare word of its own among its
+/// words ("Arirang", "CBeebies"), make it one channel carried abroad, not two
+/// channels that happen to share a name ("Canal Rural" of Argentina and of Brazil:
+/// two languages).
+const INTERNATIONAL_LANGS: u32 = 4;
 /// Alternatives kept per answer.
 const ALTERNATIVES: usize = 5;
 
@@ -175,6 +183,11 @@ pub struct Index {
     /// Each interned word's count of names using it, names spelled alike
     /// (`compact`) counted once.
     spellings_of: Vec<u32>,
+    /// Each name's count of guide languages listing it (names alike: same spelling
+    /// and shift).
+    langs_of_name: Vec<u32>,
+    /// Each interned language's spelling (lowercase).
+    lang_names: Vec<Box<str>>,
 }
 
 /// One query name, ready to compare.
@@ -282,6 +295,28 @@ impl Index {
                     .len() as u32
             })
             .collect();
+        let mut langs_by_spelling: HashMap<(&str, u8), HashSet<u32>> = HashMap::new();
+        for n in &names {
+            if let Some(l) = lang_of[n.channel as usize] {
+                langs_by_spelling
+                    .entry((&n.compact, n.shift))
+                    .or_default()
+                    .insert(l);
+            }
+        }
+        let langs_of_name: Vec<u32> = names
+            .iter()
+            .map(|n| {
+                langs_by_spelling
+                    .get(&(&*n.compact, n.shift))
+                    .map_or(0, |l| l.len() as u32)
+            })
+            .collect();
+        drop(langs_by_spelling);
+        let mut lang_names: Vec<Box<str>> = vec!["".into(); langs.len()];
+        for (l, &i) in &langs {
+            lang_names[i as usize] = l.as_str().into();
+        }
         let mut spelling: Vec<Box<str>> = vec!["".into(); words.len()];
         for (w, &i) in &words {
             spelling[i as usize] = w.clone();
@@ -299,6 +334,8 @@ impl Index {
             lang_of,
             region_of,
             spellings_of,
+            langs_of_name,
+            lang_names,
         }
     }
 
@@ -419,16 +456,30 @@ impl Index {
         // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
         // two qualities). With the lineup channel's country unknown, also the same name
         // in guides of two languages or of two regions, unless it is distinctive ("Red
-        // Bull TV"): nothing says which is meant.
+        // Bull TV") or international (`Index::international`): nothing says which is
+        // meant.
         // With it known, a guide channel of another country is no candidate at all,
         // and the same name in another guide is the same channel carried there.
+        // The same name twice in one guide, under two languages, with the lineup
+        // channel's country known: the one in a language of that country is its
+        // channel, the other the guide's listing for another country ("Rai 4" in an
+        // aggregator's German and Italian lists, for an Italian channel).
+        let spoken = query_country.map_or(&[][..], languages_of);
+        let fits = |c: u32| {
+            self.lang_of[c as usize].map(|l| spoken.contains(&&*self.lang_names[l as usize]))
+        };
+        let twin = |c: u32, n: u32| {
+            self.source_of[c as usize] == self.source_of[top as usize]
+                && self.names[n as usize].marked == self.names[top_name as usize].marked
+                && !matches!((fits(top), fits(c)), (Some(a), Some(b)) if a != b)
+        };
         let runner = ranked.iter().skip(1).find(|&&(c, _, n)| {
             identity(n) != identity(top_name)
                 || self.countries_differ(n, top_name)
-                || (self.source_of[c as usize] == self.source_of[top as usize]
-                    && self.names[n as usize].marked == self.names[top_name as usize].marked)
+                || twin(c, n)
                 || (query_country.is_none()
                     && !self.distinctive(&self.names[top_name as usize])
+                    && !self.international(top_name)
                     && self.conflict(c, top))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
@@ -501,6 +552,18 @@ impl Index {
                 taken: None,
             };
         }
+        // The twin in the country's language, when the best is the other one.
+        let (top, top_n) = ranked
+            .iter()
+            .filter(|_| fits(top) == Some(false))
+            .find(|&&(c, s, n)| {
+                s >= top_score
+                    && fits(c) == Some(true)
+                    && identity(n) == identity(top_name)
+                    && self.source_of[c as usize] == self.source_of[top as usize]
+                    && self.names[n as usize].marked == top_n.marked
+            })
+            .map_or((top, top_n), |&(c, _, n)| (c, &self.names[n as usize]));
         Outcome {
             chosen: Some(Scored {
                 channel: top as usize,
@@ -529,8 +592,8 @@ impl Index {
             .or(group_country);
         // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name, tried
         // where the country is known (as a short name is), or where what is left has
-        // three words of its own ("Black Ink Crew"), or two of which one few guide
-        // names use ("Forensic Files"): "Classic Movies" of Pluto TV is not the
+        // three words of its own ("Black Ink Crew"), or one that few guide names use
+        // ("Forensic Files", "Naruto"): "Classic Movies" of Pluto TV is not the
         // "Classic Movies" of a Hong Kong guide.
         let plain: Vec<Features> = q
             .names
@@ -542,13 +605,9 @@ impl Index {
                     && (country.is_some() || {
                         let own = f.words.iter().filter(|w| own_word(w)).count();
                         let rare = f.words.iter().any(|w| {
-                            own_word(w)
-                                && self.words.get(w.as_str()).is_some_and(|&i| {
-                                    self.spellings_of[i as usize] as usize * PLAIN_RARE_ONE_IN
-                                        <= self.names.len()
-                                })
+                            own_word(w) && self.words.get(w.as_str()).is_some_and(|&i| self.rare(i))
                         });
-                        own >= PLAIN_OWN_WORDS || (own >= 2 && rare)
+                        own >= PLAIN_OWN_WORDS || rare
                     })
             })
             .collect();
@@ -596,6 +655,22 @@ impl Index {
             .filter(|&&w| own_word(&self.spelling[w as usize]))
             .count()
             >= 2
+    }
+
+    /// Whether interned word `w` is rare: used by one name in `RARE_ONE_IN` or fewer.
+    fn rare(&self, w: u32) -> bool {
+        self.spellings_of[w as usize] as usize * RARE_ONE_IN <= self.names.len()
+    }
+
+    /// Whether name `n` is listed by guides of `INTERNATIONAL_LANGS` languages or more
+    /// and has a rare word of its own ("Arirang", "CBeebies"; not "Power TV", "Star"):
+    /// a channel carried abroad, one channel across those guides.
+    fn international(&self, n: u32) -> bool {
+        self.langs_of_name[n as usize] >= INTERNATIONAL_LANGS
+            && self.names[n as usize]
+                .words
+                .iter()
+                .any(|&w| own_word(&self.spelling[w as usize]) && self.rare(w))
     }
 
     /// Whether a name is too short or too plain to say which country's channel it is.
@@ -702,6 +777,68 @@ impl Index {
             }
         }
         parts.join(", ")
+    }
+}
+
+/// The languages (as `<display-name lang>` writes them) of a country's own channels;
+/// none for a country not listed.
+fn languages_of(country: &str) -> &'static [&'static str] {
+    match country {
+        "uk" | "us" | "ie" | "au" | "nz" => &["en"],
+        "ca" => &["en", "fr"],
+        "de" | "at" => &["de"],
+        "ch" => &["de", "fr", "it"],
+        "fr" | "mc" => &["fr"],
+        "be" => &["fr", "nl"],
+        "lu" => &["lb", "fr", "de"],
+        "nl" => &["nl"],
+        "es" => &["es", "ca", "gl", "eu"],
+        "ad" => &["ca"],
+        "pt" | "br" | "ao" | "mz" => &["pt"],
+        "mx" | "ar" | "cl" | "co" | "pe" | "ve" | "ec" | "uy" | "py" | "bo" | "cr" | "pa"
+        | "gt" | "hn" | "sv" | "ni" | "do" | "cu" | "pr" => &["es"],
+        "it" | "sm" | "va" => &["it"],
+        "pl" => &["pl"],
+        "cz" => &["cs"],
+        "sk" => &["sk"],
+        "hu" => &["hu"],
+        "ro" | "md" => &["ro"],
+        "bg" => &["bg"],
+        "gr" | "cy" => &["el"],
+        "tr" => &["tr"],
+        "ru" => &["ru"],
+        "ua" => &["uk"],
+        "by" => &["be", "ru"],
+        "rs" | "me" => &["sr"],
+        "hr" => &["hr"],
+        "ba" => &["bs", "hr", "sr"],
+        "si" => &["sl"],
+        "mk" => &["mk"],
+        "al" | "xk" => &["sq"],
+        "se" => &["sv"],
+        "no" => &["no", "nb", "nn"],
+        "dk" => &["da"],
+        "fi" => &["fi"],
+        "is" => &["is"],
+        "ee" => &["et"],
+        "lv" => &["lv"],
+        "lt" => &["lt"],
+        "il" => &["he"],
+        "ae" | "sa" | "eg" | "qa" | "kw" | "bh" | "om" | "jo" | "lb" | "iq" | "ma" | "dz"
+        | "tn" | "ly" | "sy" | "ye" | "sd" | "ps" => &["ar"],
+        "ir" => &["fa"],
+        "cn" | "tw" | "hk" | "mo" => &["zh"],
+        "jp" => &["ja"],
+        "kr" => &["ko"],
+        "th" => &["th"],
+        "vn" => &["vi"],
+        "id" => &["id"],
+        "my" => &["ms"],
+        "kz" => &["kk"],
+        "ge" => &["ka"],
+        "am" => &["hy"],
+        "az" => &["az"],
+        _ => &[],
     }
 }
 
@@ -1051,6 +1188,76 @@ mod tests {
         assert_eq!(chosen(&big, "Pluto TV Classic Movies"), None);
         let index = placed(&[("Classic Movies", None, None)]);
         assert_eq!(pick(&index, "Pluto TV Classic Movies", "US"), Some(0));
+        // One word of its own will do when it is rare: "naruto" (one name), not
+        // "movies".
+        big.push("Naruto");
+        assert_eq!(chosen(&big, "Pluto TV Naruto (720p)"), Some(big.len() - 1));
+        assert_eq!(chosen(&big, "Pluto TV Movies"), None);
+    }
+
+    #[test]
+    fn a_rare_name_in_guides_of_many_languages_is_one_channel_carried_abroad() {
+        // 14,000 other names: "arirang" (one name) is rare, "power" (four) is not.
+        let filler: Vec<String> = (0..14_000).map(|i| format!("Filler {i}")).collect();
+        let build = |name: &str, langs: &[&str]| {
+            let mut g: Vec<GuideChannel> = langs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| GuideChannel {
+                    source: format!("g{i}"),
+                    id: format!("c{i}"),
+                    names: vec![name.into()],
+                    country: None,
+                    lang: Some((*l).into()),
+                    region: None,
+                })
+                .collect();
+            let rest =
+                filler
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["Power Turk", "Power Love", "Power HD"]);
+            g.extend(rest.enumerate().map(|(i, n)| GuideChannel {
+                source: "filler".into(),
+                id: format!("f{i}"),
+                names: vec![n.into()],
+                country: None,
+                lang: None,
+                region: None,
+            }));
+            Index::new(&g)
+        };
+        let four = ["en", "de", "fr", "es"];
+        assert_eq!(
+            pick(&build("Arirang", &four), "Arirang (720p)", ""),
+            Some(0)
+        );
+        // Three languages: perhaps two channels sharing a name.
+        assert_eq!(pick(&build("Arirang", &four[..3]), "Arirang", ""), None);
+        // A common word: perhaps channels of many countries.
+        assert_eq!(pick(&build("Power TV", &four), "Power TV", ""), None);
+        // The lineup channel's country known: as before, any guide will do.
+        assert_eq!(
+            pick(&build("Arirang", &four[..3]), "Arirang", "KR"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn twins_in_one_guide_are_told_apart_by_the_countrys_language() {
+        let mut g = guide(&["Rai 4", "Rai 4", "Rotana Cinema", "Rotana Cinema"]);
+        for (c, l) in g.iter_mut().zip(["de", "it", "ar", "ar"]) {
+            c.lang = Some(l.into());
+        }
+        let index = Index::new(&g);
+        // The Italian list's "Rai 4" for an Italian channel, though the German one
+        // comes first.
+        assert_eq!(pick(&index, "Rai 4", "IT"), Some(1));
+        assert_eq!(pick(&index, "Rai 4", "DE"), Some(0));
+        // Neither language the country's, or both: two channels still.
+        assert_eq!(pick(&index, "Rai 4", "FR"), None);
+        assert_eq!(pick(&index, "Rai 4", ""), None);
+        assert_eq!(pick(&index, "Rotana Cinema", "EG"), None);
     }
 
     #[test]
