@@ -442,7 +442,7 @@ impl Index {
             .collect();
         let Some(&(top, top_score, top_name)) = ranked.first() else {
             return Outcome {
-                reason: "no guide channel shares a word with the name".into(),
+                reason: self.why_none(&probes, &candidates),
                 ..Outcome::default()
             };
         };
@@ -755,6 +755,49 @@ impl Index {
         Some(score)
     }
 
+    /// Why no candidate scored: a guide channel of the same name that a hard feature
+    /// keeps apart (a time shift, a country), else that none shares a word.
+    fn why_none(&self, probes: &[Probe], candidates: &HashSet<u32>) -> String {
+        let mut same: Vec<&Name> = candidates
+            .iter()
+            .map(|&n| &self.names[n as usize])
+            .filter(|n| probes.iter().any(|p| p.compact == *n.compact))
+            .collect();
+        same.sort_by(|a, b| a.shown.cmp(&b.shown));
+        let shift = |s: u8| match s {
+            0 => "the live feed".to_string(),
+            s => format!("+{s}"),
+        };
+        for n in &same {
+            if let Some(p) = probes.iter().find(|p| p.shift != n.shift) {
+                return format!(
+                    "\"{}\" has the same name but is {} and this channel {}: a time-shifted feed never takes the guide of another",
+                    n.shown,
+                    shift(n.shift),
+                    shift(p.shift)
+                );
+            }
+        }
+        for n in &same {
+            let Some(theirs) = self.country(n) else {
+                continue;
+            };
+            if let Some(ours) = probes.iter().find_map(|p| p.country.as_deref()) {
+                if ours != theirs {
+                    return format!(
+                        "\"{}\" has the same name but is of another country ({theirs}, this channel {ours})",
+                        n.shown
+                    );
+                }
+            }
+        }
+        if candidates.is_empty() {
+            "no guide channel shares a word with the name".into()
+        } else {
+            "no guide channel sharing a word with the name can be it (other numbers, callsign or country)".into()
+        }
+    }
+
     /// The features that decided a match, as a reason.
     fn why(&self, probes: &[Probe], n: &Name, score: f32) -> String {
         let mut parts = vec![format!("score {:.2}", score.min(1.0))];
@@ -933,6 +976,21 @@ mod tests {
         assert_eq!(chosen(&["ITV", "Film4"], "ITV +1"), None);
         assert_eq!(chosen(&["ITV +1"], "ITV"), None);
         assert_eq!(chosen(&["Film4 +2"], "Film4 +1"), None);
+        // The reason says so, not that no name is alike.
+        let why = |g: &[&str], name: &str| find(g, name).reason;
+        assert_eq!(
+            why(&["Fox News"], "Fox News +1"),
+            "\"Fox News\" has the same name but is the live feed and this channel +1: a time-shifted feed never takes the guide of another"
+        );
+        assert!(why(&["ITV +1"], "ITV HD").contains("is +1 and this channel the live feed"));
+        assert_eq!(
+            why(&["Channel 5 SG"], "Channel 5 UK"),
+            "\"Channel 5 SG\" has the same name but is of another country (sg, this channel uk)"
+        );
+        assert_eq!(
+            why(&["Film4"], "Dave"),
+            "no guide channel shares a word with the name"
+        );
     }
 
     #[test]

@@ -148,6 +148,13 @@ async fn automatic_matches_give_programmes_but_never_a_base_to_its_plus_one_nor_
     let itv = line(&page, "ITV +1");
     assert_eq!(itv["state"], "unmatched", "{itv}");
     assert!(itv["guide_id"].is_null());
+    assert!(
+        itv["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a time-shifted feed never takes the guide of another"),
+        "{itv}"
+    );
     let sport = line(&page, "Sport");
     assert_eq!(sport["state"], "unmatched", "{sport}");
     assert!(
