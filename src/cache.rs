@@ -358,8 +358,19 @@ async fn fetch_document(
         }
         let body = fetched.text(limit).await?;
         if !hls::is_hls(&body) {
+            let start = body.trim_start().as_bytes();
+            let starts = |with: &[u8]| {
+                start
+                    .get(..with.len())
+                    .is_some_and(|b| b.eq_ignore_ascii_case(with))
+            };
+            let looks = if starts(b"<html") || starts(b"<!doctype") {
+                "an HTML page"
+            } else {
+                "a body that does not start with #EXTM3U"
+            };
             return Err(UpstreamError::Invalid(format!(
-                "{} answered `{}` content, not an HLS playlist",
+                "{} answered {looks} (typed `{}`), not an HLS playlist",
                 service.shown_url(&final_url),
                 if ctype.is_empty() { "untyped" } else { &ctype }
             )));

@@ -575,7 +575,8 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
 
 /// MPEG-TS served with a text type (`python3 -m http.server` calls `.ts`
 /// `text/vnd.trolltech.linguist`) is told by its bytes and passed through, not refused
-/// as "not an HLS playlist".
+/// as "not an HLS playlist"; text that is neither is refused saying what it looks like
+/// (an HTML page under a playlist type is called one).
 #[tokio::test]
 async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
     let mut bytes = Vec::new();
@@ -600,6 +601,11 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
             "text/plain",
             b"Good morning, this is not a stream".to_vec(),
         )
+        .bytes(
+            "/raw/page.m3u8",
+            "application/vnd.apple.mpegurl",
+            b"\n<!DOCTYPE html><html><body>Sign in</body></html>".to_vec(),
+        )
         .start();
     let list = FakeUpstream::bind()
         .await
@@ -607,9 +613,10 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
             "/list.m3u",
             M3U_TYPE,
             format!(
-                "#EXTM3U\n#EXTINF:-1,Raw\n{}\n#EXTINF:-1,Text\n{}\n",
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}\n#EXTINF:-1,Text\n{}\n#EXTINF:-1,Page\n{}\n",
                 origin.url("/raw/stream.ts"),
-                origin.url("/raw/notes.txt")
+                origin.url("/raw/notes.txt"),
+                origin.url("/raw/page.m3u8")
             ),
         )
         .start();
@@ -641,7 +648,20 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
         .await;
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
-    assert!(body.contains("not an HLS playlist"), "{body}");
+    assert!(
+        body.contains("answered a body that does not start with #EXTM3U (typed `text/plain`), not an HLS playlist"),
+        "{body}"
+    );
+    // An HTML page under a playlist's type (a login or error page) is told as such.
+    let resp = app
+        .get(&format!("/api/stream/{}.m3u8", id("Page").await))
+        .await;
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("answered an HTML page (typed `application/vnd.apple.mpegurl`)"),
+        "{body}"
+    );
 }
 
 /// A playlist served with a media type (RFC 8216 lets HLS be `audio/mpegurl`; static
