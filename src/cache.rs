@@ -397,7 +397,12 @@ async fn fetch_document(
     };
     tokio::time::timeout(timeout, work)
         .await
-        .unwrap_or(Err(UpstreamError::Timeout(timeout)))
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::TimedOut {
+                url: service.shown_url(url),
+                after: timeout,
+            })
+        })
 }
 
 /// MPEG-TS (sync bytes one packet apart) or MP4 (`ftyp`), by a body's first bytes.

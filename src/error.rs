@@ -18,6 +18,10 @@ use serde::Serialize;
 pub enum UpstreamError {
     #[error("timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// A timeout where the URL is known (`url` through `redact`): the same to every
+    /// check (`is_timeout`), only its message names the URL.
+    #[error("{url} timed out after {}", humantime::format_duration(*after))]
+    TimedOut { url: String, after: Duration },
     #[error("HTTP {status} from {url}")]
     Status { status: u16, url: String },
     #[error("request to {url} failed: {reason}")]
@@ -81,7 +85,7 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout(_))
+        matches!(self, Self::Timeout(_) | Self::TimedOut { .. })
     }
 }
 

@@ -215,7 +215,7 @@ impl Drop for ViewerGuard {
 /// The `outcome` label of a failed upstream call.
 fn outcome_of(e: &UpstreamError) -> &'static str {
     match e {
-        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Timeout(_) | UpstreamError::TimedOut { .. } => "timeout",
         UpstreamError::Status { .. } => "http_error",
         UpstreamError::Request { .. } => "request_error",
         UpstreamError::TooLarge { .. } | UpstreamError::ListTooLarge { .. } => "too_large",

@@ -414,7 +414,12 @@ impl ServiceHttp {
             let client = self.client_for(&current)?;
             let req = self.request(client, &current, extra, range, same_origin);
             let resp = match tokio::time::timeout(self.timeout, req.send()).await {
-                Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+                Err(_) => {
+                    return Err(UpstreamError::TimedOut {
+                        url: redact(&current),
+                        after: self.timeout,
+                    })
+                }
                 Ok(Err(e)) => return Err(request_error(&current, &e)),
                 Ok(Ok(r)) => r,
             };
@@ -570,7 +575,12 @@ impl ServiceHttp {
         };
         tokio::time::timeout(self.timeout, work)
             .await
-            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::TimedOut {
+                    url: redact(url),
+                    after: self.timeout,
+                })
+            })
     }
 
     /// The client a request to `url` goes through: the unrestricted one for the

@@ -209,9 +209,14 @@ impl M3u {
     async fn read_list_in_time(&self) -> Result<Vec<Channel>, UpstreamError> {
         let work = self.read_list();
         match &self.source {
-            Location::Url(_) => tokio::time::timeout(self.http.timeout, work)
+            Location::Url(url) => tokio::time::timeout(self.http.timeout, work)
                 .await
-                .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout))),
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::TimedOut {
+                        url: crate::error::redact(url),
+                        after: self.http.timeout,
+                    })
+                }),
             Location::File(_) => work.await,
         }
     }

@@ -71,7 +71,7 @@ impl Engine {
                     tried.push(Attempt {
                         service: src.service.clone(),
                         channel_id: redact_str(&src.url),
-                        timeout: matches!(e, UpstreamError::Timeout(_)),
+                        timeout: e.is_timeout(),
                         error: e.to_string(),
                         unlisted: false,
                     });

@@ -908,7 +908,8 @@ fn failing_sources() -> Vec<FailingSource> {
             case: "hangs past its timeout",
             routes: |b, base| bad_list(b, base, "/bad/index.m3u8").hang("/bad/index.m3u8"),
             service: BAD_M3U_500MS,
-            error: "timed out",
+            // Naming what did not answer.
+            error: "/…/index.m3u8 timed out after 500ms",
             requests: Some(("/bad/index.m3u8", 1..=1)),
             // Every try timed out: 504, not 502.
             alone: Some(504),
@@ -951,7 +952,7 @@ fn failing_sources() -> Vec<FailingSource> {
                 )
             },
             service: BAD_M3U_500MS,
-            error: "timed out",
+            error: "/…/index.m3u8 timed out after 500ms",
             requests: None,
             alone: None,
         },
