@@ -443,6 +443,8 @@ pub struct ServiceStatus {
     /// Its circuit is closed, fewer than 3 calls in a row failed, and it has answered
     /// at least once (or not been asked yet).
     pub healthy: bool,
+    /// The channels it gives the lineup: its last list that loaded, in this run or,
+    /// after a restart, as kept in `state_dir/lists/` (while its list fails too).
     pub channel_count: usize,
     pub last_error: Option<String>,
     /// RFC 3339 time of the last upstream call, `None` before the first.

@@ -496,6 +496,8 @@ async fn a_list_down_at_a_restart_still_gets_its_guide_for_the_channels_last_lis
         "the list was asked after the restart"
     );
     let (_, status) = app.get_json("/api/guide/status").await;
+    // Its status counts the channels it gives the lineup, though its list is down.
+    assert_eq!(app.service_status("P").await["channel_count"], 1);
     let p = &status["services"]["P"];
     assert_eq!(
         (&p["last_error"], &p["programmes"]),
