@@ -291,7 +291,23 @@ pub fn build(
             })
             .collect();
         match &mut entries[i] {
-            Some(e) => e.alternatives = alternatives,
+            Some(e) => {
+                // A decision keeps the score the matcher gives its guide channel
+                // (the best taken one when it is that: the decision took it).
+                if e.score.is_none() {
+                    let own = e
+                        .source
+                        .as_deref()
+                        .zip(e.guide_id.as_deref())
+                        .and_then(|(s, g)| name_of(s, g));
+                    e.score = outcome
+                        .taken
+                        .as_ref()
+                        .filter(|t| own == Some(t.channel))
+                        .map(|t| round(t.score));
+                }
+                e.alternatives = alternatives;
+            }
             slot @ None => {
                 let reason = match outcome
                     .taken
@@ -333,7 +349,14 @@ pub fn build(
         e.score = Some(round(score));
         e.reason = outcome.reason;
     }
-    let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+    let mut entries: Vec<Entry> = entries.into_iter().flatten().collect();
+    // The alternatives are the others: not the guide channel the entry has.
+    for e in &mut entries {
+        let (source, guide_id) = (e.source.clone(), e.guide_id.clone());
+        e.alternatives.retain(|a| {
+            Some(&a.source) != source.as_ref() || Some(&a.guide_id) != guide_id.as_ref()
+        });
+    }
     let by_channel = entries
         .iter()
         .enumerate()

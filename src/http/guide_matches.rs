@@ -175,7 +175,14 @@ async fn decide(
             )))
         }
     };
-    let id = s.registry.channel(&channel).await?.channel.id;
+    let detail = s.registry.channel(&channel).await?;
+    let id = detail.channel.id;
+    if detail.hidden {
+        // Nothing is kept for it: the table lines up listed channels only.
+        return Err(AppError::NotFound(format!(
+            "channel `{id}` is hidden: guide matching is for listed channels (unhide it first)"
+        )));
+    }
     s.guides.read_fully().await?;
     let entry = s.guides.decide(&id, action).await?;
     entry

@@ -237,9 +237,19 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
     )
     .await;
 
-    // Reset: the automatic match is back.
+    // Reset: the automatic match is back; its alternatives are the other guide
+    // channels, not its own.
     let reset = post(&app, &bbc_id, r#"{"action":"reset"}"#).await;
     assert_eq!(reset["state"], "auto", "{reset}");
+    let score = reset["score"].as_f64().unwrap();
+    let own = |e: &Value| {
+        e["alternatives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["guide_id"] == e["guide_id"])
+    };
+    assert!(!own(&reset), "{reset}");
     eventually("the automatic match's programmes again", || async {
         let (_, titles) = programmes_of(&app, "BBCOne").await;
         (titles == ["BBCOne.uk show"])
@@ -247,6 +257,28 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
             .ok_or(format!("{titles:?}"))
     })
     .await;
+    // Confirmed, it keeps its score.
+    let confirmed = post(&app, &bbc_id, r#"{"action":"confirm"}"#).await;
+    assert_eq!(confirmed["state"], "confirmed", "{confirmed}");
+    assert_eq!(confirmed["score"].as_f64(), Some(score), "{confirmed}");
+    assert!(!own(&confirmed), "{confirmed}");
+
+    // A hidden channel is no line of the table: a decision about it says so.
+    let sport = app.channel_id("Sport").await;
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{sport}"),
+            r#"{"hidden":true}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = post_answered(&app, &sport, r#"{"action":"reject"}"#, 404).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("is hidden"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
