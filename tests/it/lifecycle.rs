@@ -19,8 +19,8 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::common::{
-    eventually, freesky_command, json_of, playlist_uris, respond, FakeUpstream, Process,
-    HANG_GUARD, HLS_TYPE, M3U_TYPE,
+    eventually, eventually_true, freesky_command, json_of, playlist_uris, respond, FakeUpstream,
+    Process, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
 
 /// MPEG-TS packets per fake segment.
@@ -812,4 +812,60 @@ async fn state_naming_a_renamed_service_is_warned_about() {
     assert!(pin.contains(&id) && pin.contains("\"B\""), "{pin}");
     let switch = line("keeps a switch or priority for services");
     assert!(switch.contains("[\"B\"]"), "{switch}");
+}
+
+/// At a start, a service whose list hangs, with channels kept from before
+/// (`state_dir/lists/`), does not hold the first lineup for its whole timeout: its
+/// kept channels stand in, and the playlist answers long before that timeout.
+#[tokio::test]
+async fn a_service_hanging_at_a_restart_does_not_hold_the_first_lineup() {
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hangs = hang.clone();
+    let list = FakeUpstream::bind().await;
+    let body = format!(
+        "#EXTM3U\n#EXTINF:-1,Live\n{}\n",
+        list.url("/live/index.m3u8")
+    );
+    let list = list
+        .route(
+            "/list.m3u",
+            get(move || {
+                let (hangs, body) = (hangs.load(Ordering::SeqCst), body.clone());
+                async move {
+                    if hangs {
+                        std::future::pending::<()>().await;
+                    }
+                    respond(200, M3U_TYPE, body)
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\ntimeout = \"2m\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    assert_eq!(app.channel_names().await, ["Live"]);
+    let lists = app.state_dir().join("lists");
+    eventually_true("the list kept in state_dir/lists", || {
+        let lists = lists.clone();
+        async move { std::fs::read_dir(&lists).is_ok_and(|mut d| d.next().is_some()) }
+    })
+    .await;
+
+    hang.store(true, Ordering::SeqCst);
+    app.restart().await;
+    // Well under the service's 2 minutes (its kept channels stand in after 2 s).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(app.url("/playlist.m3u"))
+        .send()
+        .await
+        .expect("the first lineup waited for the hanging service");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(",Live\n"), "{text}");
 }

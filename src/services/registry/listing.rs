@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{CachedLineup, Entry, Observer, Registry, RegistryError, Step, DEGRADED_LINEUP_TTL};
+use super::{
+    CachedLineup, Entry, Observer, Registry, RegistryError, Step, DEGRADED_LINEUP_TTL, KEPT_WAIT,
+};
 use crate::error::UpstreamError;
 use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
 use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel, Text};
@@ -49,6 +51,36 @@ impl Registry {
             })
             .await
             .map_err(|e: Arc<UpstreamError>| (*e).clone())
+    }
+
+    /// Whether service `name` has channels kept from an earlier list.
+    fn has_kept(&self, name: &str) -> bool {
+        self.last_good
+            .lock()
+            .expect("last_good lock is never poisoned")
+            .contains_key(name)
+    }
+
+    /// `channels_of`, waited for `wait` at most; the list goes on loading (and is
+    /// cached, and its outcome recorded) when it takes longer.
+    async fn channels_within(
+        &self,
+        name: &str,
+        wait: std::time::Duration,
+    ) -> Result<Arc<Vec<Channel>>, UpstreamError> {
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return self.channels_of(name).await;
+        };
+        let owned = name.to_string();
+        let mut loading = tokio::spawn(async move { me.channels_of(&owned).await });
+        match tokio::time::timeout(wait, &mut loading).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => Err(UpstreamError::Invalid(format!("channel list: {e}"))),
+            Err(_) => {
+                tracing::info!(service = %name, "channel list slow at start: its kept channels stand in until it loads");
+                Err(UpstreamError::Timeout(wait))
+            }
+        }
     }
 
     /// `channels_of` for a reader that may take a recent failure for an answer (the
@@ -179,6 +211,7 @@ impl Registry {
         let mut enabled: Vec<&Arc<Entry>> =
             self.entries.iter().filter(|e| self.enabled(e)).collect();
         enabled.sort_by_key(|e| self.priority(e));
+        let first = self.last_lineup().is_none();
         let lists = futures::future::join_all(enabled.iter().map(|e| async move {
             let name = &e.cfg.name;
             // An open circuit (backoff not over) is not asked: the lineup would wait
@@ -188,6 +221,11 @@ impl Registry {
                 None if self.is_open(e) => Err(UpstreamError::Invalid(
                     "circuit open: not asked until its next trial".into(),
                 )),
+                // The first lineup (requests wait for it) waits at most `KEPT_WAIT`
+                // for a service whose channels are kept from before (`state_dir/lists/`),
+                // not its whole timeout: they stand in while its list goes on loading,
+                // and a build after `DEGRADED_LINEUP_TTL` takes it.
+                None if first && self.has_kept(name) => self.channels_within(name, KEPT_WAIT).await,
                 None => self.channels_of(name).await,
             };
             if let Some(observe) = observe {

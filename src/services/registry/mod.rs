@@ -101,6 +101,9 @@ impl From<StoreError> for RegistryError {
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long a lineup built while some service failed is kept before trying again.
 const DEGRADED_LINEUP_TTL: Duration = Duration::from_secs(30);
+/// How long the first lineup waits for a service whose channels are kept from before
+/// a restart (`state_dir/lists/`) before they stand in for its list.
+const KEPT_WAIT: Duration = Duration::from_secs(2);
 
 /// How one service's part of a fetch of every service ended, told as it ends: the
 /// CLI (`freesky channels`, `freesky guide`) draws a progress line per service from it.
