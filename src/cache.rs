@@ -358,7 +358,7 @@ async fn fetch_document(
         }
         let body = fetched.text(limit).await?;
         if !hls::is_hls(&body) {
-            let start = body.trim_start().as_bytes();
+            let start = body.trim_start_matches('\u{feff}').trim_start().as_bytes();
             let starts = |with: &[u8]| {
                 start
                     .get(..with.len())
@@ -366,6 +366,8 @@ async fn fetch_document(
             };
             let looks = if starts(b"<html") || starts(b"<!doctype") {
                 "an HTML page"
+            } else if starts(b"#EXTM3U") {
+                "an M3U without HLS tags (no #EXTINF or #EXT-X- line)"
             } else {
                 "a body that does not start with #EXTM3U"
             };

@@ -135,7 +135,7 @@ struct DecisionBody {
         (status = 400, description = "A bad body, nothing to confirm, or no guide lists `guide_id`", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; or a cross-site call", body = ErrorBody),
-        (status = 404, description = "No such channel", body = ErrorBody),
+        (status = 404, description = "No such channel, or a hidden one (nothing is stored)", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
 )]

@@ -594,7 +594,7 @@ impl Scrape {
                 .unwrap_or(Err(UpstreamError::Timeout(self.http.timeout)))
                 .map_err(|e| match e {
                     // Kept a timeout (health and metrics count it as one); the log names the step.
-                    UpstreamError::Timeout(_) => {
+                    e if e.is_timeout() => {
                         tracing::warn!(step = no, of = total, url = %shown, "recipe step timed out");
                         e
                     }

@@ -980,6 +980,26 @@ page = "page/{channel_id}"
             requests: Some(("/page/fall", 1..=1)),
             alone: None,
         },
+        FailingSource {
+            case: "is a scraped page that hangs",
+            routes: |b, _| b.hang("/page/fall"),
+            service: r#"
+[[services]]
+name = "Bad"
+kind = "scrape"
+priority = 1
+timeout = "500ms"
+base_url = "@BAD@"
+[services.channels]
+list = [{ id = "fall", name = "Fallback Bad", tvg_id = "Fall.fr" }]
+[services.stream]
+page = "page/{channel_id}"
+"#,
+            error: "timed out after 500ms",
+            requests: Some(("/page/fall", 1..=1)),
+            // A timeout, as any other kind's: 504, not 502.
+            alone: Some(504),
+        },
     ]
 }
 

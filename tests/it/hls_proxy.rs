@@ -606,6 +606,11 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
             "application/vnd.apple.mpegurl",
             b"\n<!DOCTYPE html><html><body>Sign in</body></html>".to_vec(),
         )
+        .bytes(
+            "/raw/bare.m3u8",
+            "application/vnd.apple.mpegurl",
+            b"\xef\xbb\xbf#EXTM3U\n".to_vec(),
+        )
         .start();
     let list = FakeUpstream::bind()
         .await
@@ -613,10 +618,11 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
             "/list.m3u",
             M3U_TYPE,
             format!(
-                "#EXTM3U\n#EXTINF:-1,Raw\n{}\n#EXTINF:-1,Text\n{}\n#EXTINF:-1,Page\n{}\n",
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}\n#EXTINF:-1,Text\n{}\n#EXTINF:-1,Page\n{}\n#EXTINF:-1,Bare\n{}\n",
                 origin.url("/raw/stream.ts"),
                 origin.url("/raw/notes.txt"),
-                origin.url("/raw/page.m3u8")
+                origin.url("/raw/page.m3u8"),
+                origin.url("/raw/bare.m3u8")
             ),
         )
         .start();
@@ -662,6 +668,13 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
         body.contains("answered an HTML page (typed `application/vnd.apple.mpegurl`)"),
         "{body}"
     );
+    // A bare `#EXTM3U` (an offline channel's answer) is no playlist either, told so.
+    let resp = app
+        .get(&format!("/api/stream/{}.m3u8", id("Bare").await))
+        .await;
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("answered an M3U without HLS tags"), "{body}");
 }
 
 /// A playlist served with a media type (RFC 8216 lets HLS be `audio/mpegurl`; static

@@ -147,10 +147,6 @@ impl Registry {
                         .collect();
                     tracing::info!(service = %e.cfg.name, channels = list.len(), "last listed channels taken back from the state dir");
                     let list = Arc::new(list);
-                    e.stats
-                        .lock()
-                        .expect("stats lock is never poisoned")
-                        .channel_count = list.len();
                     self.saved
                         .lock()
                         .expect("saved lock is never poisoned")

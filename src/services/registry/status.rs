@@ -41,7 +41,17 @@ impl Registry {
             healthy: circuit == CircuitState::Closed
                 && s.health.consecutive_failures() < UNHEALTHY_AFTER
                 && (s.successes > 0 || s.failures == 0),
-            channel_count: s.channel_count,
+            // No list loaded in this registry (a start or a reload while it fails, or
+            // an empty one): the channels it gives the lineup are the last listed.
+            channel_count: if s.channel_count > 0 {
+                s.channel_count
+            } else {
+                self.last_good
+                    .lock()
+                    .expect("last_good lock is never poisoned")
+                    .get(&e.cfg.name)
+                    .map_or(s.channel_count, |l| l.len())
+            },
             last_error: s.last_error.clone(),
             last_checked: s
                 .last_checked
