@@ -16,7 +16,8 @@
 //!
 //! Programmes are kept by lineup channel *id* (which never changes), not by guide id:
 //! a mapping change or a service switch re-renders the kept guides against the new
-//! lineup at once (`lineup_changed`), without fetching anything.
+//! lineup before the guide is next read (`lineup_changed`, `catch_up`), without
+//! fetching anything.
 //!
 //! A read keeps only the programmes of the lineup channels it was given, so a channel
 //! that joins the lineup later (an event listed around its time, a new entry in an M3U
@@ -115,8 +116,8 @@ pub enum Action {
     Reset,
 }
 
-/// What a lineup change needs read again, besides matching and rendering at once
-/// from the kept guides (`Guides::lineup_changed`).
+/// What a lineup change needs read again, besides matching and rendering again from
+/// the kept guides before the guide is next read (`Guides::lineup_changed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reread<'a> {
     /// Nothing: the kept guides have it (a rename, a number, a priority, a disable).
@@ -366,7 +367,11 @@ impl Guides {
         self.catch_up().await;
         let lineup = self.registry.lineup().await?;
         if self.built_for_other(&lineup) {
-            return Ok(self.rematch(&lineup).await);
+            // One matching for every asker at once.
+            let _one = self.rendering.lock().await;
+            if self.built_for_other(&lineup) {
+                return Ok(self.rematch(&lineup).await);
+            }
         }
         Ok(self.matches())
     }
@@ -388,10 +393,12 @@ impl Guides {
         channel: &str,
         action: Action,
     ) -> Result<Option<Entry>, GuideMatchError> {
-        let lineup = self.registry.lineup().await?;
         // A confirmation takes the line the admin saw: the table of this lineup.
-        if self.matches().entries.is_empty() || self.built_for_other(&lineup) {
+        let lineup = self.registry.lineup().await?;
+        if self.matches().entries.is_empty() {
             self.rematch(&lineup).await;
+        } else {
+            self.matches_now().await?;
         }
         let decision = match action {
             Action::Reset => None,
@@ -516,10 +523,14 @@ impl Guides {
     /// besides (`ServiceGuide::rechoose`), as a read now would; false when that read
     /// did not keep enough (the guide must be read again).
     async fn remap(&self, name: &str, lineup: &Lineup, spare: xmltv::Spare) -> bool {
+        if self.kept(name).is_none() {
+            return false;
+        }
         let channels = if self.extra.iter().any(|e| e.cfg.name == name) {
             Arc::default()
         } else {
-            match self.registry.channels_of(name).await {
+            // As its read took them: a failing list is not asked again here.
+            match self.registry.channels_or_last_good(name).await {
                 Ok(c) => c,
                 Err(_) => return false,
             }
@@ -683,7 +694,8 @@ impl Guides {
     /// Lineup channel `channel`'s programmes ending after `from` (unix seconds), in
     /// start order, from the guide `/epg.xml` takes them from: what
     /// the Xtream short EPG lists, once the lineup changes told so far are followed
-    /// (`catch_up`). Never fetches; empty before the first read.
+    /// (`catch_up`, which may start reads in the background). Reads nothing itself;
+    /// empty before the first read.
     pub async fn listings(self: &Arc<Self>, channel: &str, from: i64) -> Vec<xmltv::Programme> {
         self.catch_up().await;
         let good = self.last_good.lock().expect("guide lock").clone();
@@ -984,21 +996,22 @@ impl Guides {
         if self.followed.load(Ordering::Acquire) >= told {
             return;
         }
-        if self.rendered().is_some() {
-            self.follow_lineup().await;
+        // Followed once done; a failed try leaves them for the next reader.
+        if self.rendered().is_none() || self.follow_lineup().await {
+            self.followed.fetch_max(told, Ordering::AcqRel);
         }
-        self.followed.fetch_max(told, Ordering::AcqRel);
     }
 
-    /// `catch_up`'s work; the caller holds `rendering`.
-    async fn follow_lineup(self: &Arc<Self>) {
+    /// `catch_up`'s work; the caller holds `rendering`. False when the lineup could
+    /// not be read or the guide not rendered (the last guide stays).
+    async fn follow_lineup(self: &Arc<Self>) -> bool {
         // The render places programmes by the table: one made for the old lineup
         // would give a channel whose guide id was just set by hand its old match.
         let lineup = match self.registry.lineup().await {
             Ok(lineup) => lineup,
             Err(e) => {
                 tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
-                return;
+                return false;
             }
         };
         self.rematch(&lineup).await;
@@ -1012,8 +1025,12 @@ impl Guides {
                 }
             });
         }
-        if let Err(e) = self.render_locked().await {
-            tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
+        match self.render_locked().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "guide re-render failed; the last guide stays");
+                false
+            }
         }
     }
 

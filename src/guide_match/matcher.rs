@@ -375,6 +375,19 @@ impl Index {
         out
     }
 
+    /// The score `query` gives guide channel `channel` (its best name), as `find`
+    /// scores candidates; `None` when a hard feature keeps them apart. For a channel
+    /// an admin decided on: its score, though the decision took it from the matcher.
+    pub fn score_of(&self, query: &Query, channel: usize) -> Option<f32> {
+        let probes = self.probes(query);
+        self.names
+            .iter()
+            .filter(|n| n.channel as usize == channel)
+            .flat_map(|n| probes.iter().filter_map(move |p| self.score(p, n)))
+            .reduce(f32::max)
+            .map(|s| s.min(1.0))
+    }
+
     fn find_untaken(
         &self,
         query: &Query,
@@ -552,18 +565,20 @@ impl Index {
                 taken: None,
             };
         }
-        // The twin in the country's language, when the best is the other one.
-        let (top, top_n) = ranked
+        // The twin in the country's language, when the best is the other one: the
+        // runner-up check above let it pass for that (`twin`), whatever its score.
+        let (top, top_n, top_score) = ranked
             .iter()
             .filter(|_| fits(top) == Some(false))
-            .find(|&&(c, s, n)| {
-                s >= top_score
-                    && fits(c) == Some(true)
+            .find(|&&(c, _, n)| {
+                fits(c) == Some(true)
                     && identity(n) == identity(top_name)
                     && self.source_of[c as usize] == self.source_of[top as usize]
                     && self.names[n as usize].marked == top_n.marked
             })
-            .map_or((top, top_n), |&(c, _, n)| (c, &self.names[n as usize]));
+            .map_or((top, top_n, top_score), |&(c, s, n)| {
+                (c, &self.names[n as usize], s)
+            });
         Outcome {
             chosen: Some(Scored {
                 channel: top as usize,
@@ -969,6 +984,19 @@ mod tests {
             "{}",
             out.reason
         );
+    }
+
+    #[test]
+    fn a_decided_channel_is_scored_as_find_scores_it() {
+        let index = Index::new(&guide(&["BBC One", "BBC One Scotland", "ITV +1"]));
+        let q = |n: &str| Query {
+            names: vec![n.into()],
+            ..Query::default()
+        };
+        assert_eq!(index.score_of(&q("BBC One HD"), 0), Some(1.0));
+        let regional = index.score_of(&q("BBC One HD"), 1).unwrap();
+        assert!(regional > 0.0 && regional < 1.0, "{regional}");
+        assert_eq!(index.score_of(&q("ITV"), 2), None);
     }
 
     #[test]

@@ -292,19 +292,14 @@ pub fn build(
             .collect();
         match &mut entries[i] {
             Some(e) => {
-                // A decision keeps the score the matcher gives its guide channel
-                // (the best taken one when it is that: the decision took it).
+                // A decision keeps the score the matcher gives its guide channel.
                 if e.score.is_none() {
                     let own = e
                         .source
                         .as_deref()
                         .zip(e.guide_id.as_deref())
                         .and_then(|(s, g)| name_of(s, g));
-                    e.score = outcome
-                        .taken
-                        .as_ref()
-                        .filter(|t| own == Some(t.channel))
-                        .map(|t| round(t.score));
+                    e.score = own.and_then(|n| index.score_of(&query, n)).map(round);
                 }
                 e.alternatives = alternatives;
             }

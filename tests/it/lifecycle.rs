@@ -855,7 +855,7 @@ async fn a_service_hanging_at_a_restart_does_not_hold_the_first_lineup() {
 
     hang.store(true, Ordering::SeqCst);
     app.restart().await;
-    // Well under the service's 2 minutes (its kept channels stand in after 2 s).
+    // Well under the service's 2 minutes (its kept channels stand in after 5 s).
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

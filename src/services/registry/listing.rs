@@ -221,7 +221,8 @@ impl Registry {
                 None if self.is_open(e) => Err(UpstreamError::Invalid(
                     "circuit open: not asked until its next trial".into(),
                 )),
-                // The first lineup (requests wait for it) waits at most `KEPT_WAIT`
+                // The first lineup (requests wait for it; a start's or a reload's)
+                // waits at most `KEPT_WAIT`
                 // for a service whose channels are kept from before (`state_dir/lists/`),
                 // not its whole timeout: they stand in while its list goes on loading,
                 // and a build after `DEGRADED_LINEUP_TTL` takes it.

@@ -101,9 +101,11 @@ impl From<StoreError> for RegistryError {
 const UNHEALTHY_AFTER: u32 = 3;
 /// How long a lineup built while some service failed is kept before trying again.
 const DEGRADED_LINEUP_TTL: Duration = Duration::from_secs(30);
-/// How long the first lineup waits for a service whose channels are kept from before
-/// a restart (`state_dir/lists/`) before they stand in for its list.
-const KEPT_WAIT: Duration = Duration::from_secs(2);
+/// How long the first lineup (of a start or a reload) waits for a service whose
+/// channels are kept from before (`state_dir/lists/`, or carried by the reload) before
+/// they stand in for its list: longer than a big panel's usual answer, shorter than a
+/// hanging one's timeout.
+const KEPT_WAIT: Duration = Duration::from_secs(5);
 
 /// How one service's part of a fetch of every service ended, told as it ends: the
 /// CLI (`freesky channels`, `freesky guide`) draws a progress line per service from it.
