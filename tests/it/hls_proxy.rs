@@ -648,33 +648,27 @@ async fn mpeg_ts_with_a_text_type_is_still_passed_through() {
         .await;
     assert_eq!(ts.status(), 200);
     assert_eq!(ts.bytes().await.unwrap().len(), bytes.len());
-    // Text that is neither a playlist nor media is still refused, saying so.
-    let resp = app
-        .get(&format!("/api/stream/{}.m3u8", id("Text").await))
-        .await;
-    assert_eq!(resp.status(), 502);
-    let body = resp.text().await.unwrap();
-    assert!(
-        body.contains("answered a body that does not start with #EXTM3U (typed `text/plain`), not an HLS playlist"),
-        "{body}"
-    );
-    // An HTML page under a playlist's type (a login or error page) is told as such.
-    let resp = app
-        .get(&format!("/api/stream/{}.m3u8", id("Page").await))
-        .await;
-    assert_eq!(resp.status(), 502);
-    let body = resp.text().await.unwrap();
-    assert!(
-        body.contains("answered an HTML page (typed `application/vnd.apple.mpegurl`)"),
-        "{body}"
-    );
-    // A bare `#EXTM3U` (an offline channel's answer) is no playlist either, told so.
-    let resp = app
-        .get(&format!("/api/stream/{}.m3u8", id("Bare").await))
-        .await;
-    assert_eq!(resp.status(), 502);
-    let body = resp.text().await.unwrap();
-    assert!(body.contains("answered an M3U without HLS tags"), "{body}");
+    // What is neither a playlist nor media is still refused, saying what it looks like:
+    // text, an HTML page under a playlist's type (a login or error page), a bare
+    // `#EXTM3U` (an offline channel's answer).
+    for (name, says) in [
+        (
+            "Text",
+            "answered a body that does not start with #EXTM3U (typed `text/plain`), not an HLS playlist",
+        ),
+        (
+            "Page",
+            "answered an HTML page (typed `application/vnd.apple.mpegurl`)",
+        ),
+        ("Bare", "answered an M3U without HLS tags"),
+    ] {
+        let resp = app
+            .get(&format!("/api/stream/{}.m3u8", id(name).await))
+            .await;
+        assert_eq!(resp.status(), 502, "{name}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(says), "{name}: {body}");
+    }
 }
 
 /// A playlist served with a media type (RFC 8216 lets HLS be `audio/mpegurl`; static
