@@ -1216,11 +1216,13 @@ impl Guides {
         };
         // The channel list first: it says where an M3U list's guide is, and which
         // tvg-ids this service uses for which lineup channel.
-        let channels = self
-            .registry
-            .channels_or_last_good(name)
-            .await
-            .map_err(|e| (String::new(), format!("channel list: {e}")))?;
+        let channels = match self.registry.channels_or_last_good(name).await {
+            Ok(channels) => channels,
+            // No guide known without the list (none configured, and an M3U list's
+            // header is unread): nothing failed as far as a guide goes.
+            Err(_) if service.guide_source().is_none() => return Ok(None),
+            Err(e) => return Err((String::new(), format!("channel list: {e}"))),
+        };
         let Some(source) = service.guide_source() else {
             return Ok(None);
         };

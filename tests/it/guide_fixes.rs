@@ -5,7 +5,7 @@
 //! to channels new in the lineup; and a guide whose assignments change in a refresh
 //! is downloaded once in it; the match list follows a lineup change made while a
 //! refresh still reads; a list down at a restart still gets its guide for the
-//! channels last listed.
+//! channels last listed; a service with no guide whose list fails reports none.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -504,4 +504,26 @@ async fn a_list_down_at_a_restart_still_gets_its_guide_for_the_channels_last_lis
         (&Value::Null, &Value::from(1)),
         "{status}"
     );
+}
+
+#[tokio::test]
+async fn a_service_with_no_guide_whose_list_fails_reports_no_guide_failure() {
+    // No `epg_url`, and its list (whose header could name a guide) never loaded: no
+    // guide is known, so none failed; its guide status stays empty, not an error.
+    let good = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .text("/guide.xml", XML, xmltv(&[("One.uk", "One")]))
+        .start();
+    let down = FakeUpstream::bind().await.status("/list.m3u", 503).start();
+    let app = TestApp::spawn(&format!(
+        "{}\n[[services]]\nname = \"Down\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        service(&good),
+        down.url("/list.m3u")
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert!(status["services"]["P"]["last_error"].is_null(), "{status}");
+    assert!(status["services"].get("Down").is_none(), "{status}");
 }
