@@ -358,15 +358,13 @@ async fn fetch_document(
         }
         let body = fetched.text(limit).await?;
         if !hls::is_hls(&body) {
-            let start = body.trim_start_matches('\u{feff}').trim_start().as_bytes();
-            let starts = |with: &[u8]| {
-                start
-                    .get(..with.len())
-                    .is_some_and(|b| b.eq_ignore_ascii_case(with))
-            };
-            let looks = if starts(b"<html") || starts(b"<!doctype") {
+            let looks = if crate::upstream::looks_like_html(body.as_bytes()) {
                 "an HTML page"
-            } else if starts(b"#EXTM3U") {
+            } else if body
+                .trim_start_matches('\u{feff}')
+                .trim_start()
+                .starts_with("#EXTM3U")
+            {
                 "an M3U without HLS tags (no #EXTINF or #EXT-X- line)"
             } else {
                 "a body that does not start with #EXTM3U"

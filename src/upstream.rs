@@ -931,10 +931,44 @@ impl std::fmt::Display for PrivateName {
 
 impl std::error::Error for PrivateName {}
 
+/// An HTML document's start (after whitespace and a byte order mark): a login or error
+/// page where a playlist or media was expected.
+pub fn looks_like_html(first: &[u8]) -> bool {
+    let start = first
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(first)
+        .trim_ascii_start();
+    let head = &start[..start.len().min(15)];
+    let lower = head.to_ascii_lowercase();
+    lower.starts_with(b"<!doctype html")
+        || lower.starts_with(b"<html")
+        || lower.starts_with(b"<head")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RateLimit;
+
+    #[test]
+    fn html_is_told_from_media() {
+        for html in [
+            &b"<!DOCTYPE html><html>"[..],
+            b"  \n<html lang=en>",
+            b"\xEF\xBB\xBF<!doctype HTML>",
+            b"<HEAD>",
+        ] {
+            assert!(looks_like_html(html), "{html:?}");
+        }
+        for media in [
+            &b"\0\0\0\x20ftypisom"[..],
+            b"\x47\x40\x00",
+            b"\x1A\x45\xDF\xA3",
+            b"",
+        ] {
+            assert!(!looks_like_html(media), "{media:?}");
+        }
+    }
 
     #[test]
     fn an_answer_that_is_not_json_is_shown_by_its_start() {

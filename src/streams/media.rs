@@ -21,7 +21,7 @@ use crate::error::{redact_str, Attempt, UpstreamError};
 use crate::model::Headers;
 use crate::proxy::LinkChannel;
 use crate::services::registry::RegistryError;
-use crate::upstream::Fetched;
+use crate::upstream::{looks_like_html, Fetched};
 
 /// One place a title can be played from.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,19 +187,6 @@ fn is_playlist_path(url: &Url) -> bool {
     path.ends_with(".m3u8") || path.ends_with(".m3u")
 }
 
-/// An HTML document's start (after whitespace and a byte order mark).
-fn looks_like_html(first: &[u8]) -> bool {
-    let start = first
-        .strip_prefix(b"\xEF\xBB\xBF")
-        .unwrap_or(first)
-        .trim_ascii_start();
-    let head = &start[..start.len().min(15)];
-    let lower = head.to_ascii_lowercase();
-    lower.starts_with(b"<!doctype html")
-        || lower.starts_with(b"<html")
-        || lower.starts_with(b"<head")
-}
-
 fn not_media(fetched: &Fetched, what: &str) -> UpstreamError {
     UpstreamError::Invalid(format!(
         "{} answered {what}, not media",
@@ -210,26 +197,6 @@ fn not_media(fetched: &Fetched, what: &str) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn html_is_told_from_media() {
-        for html in [
-            &b"<!DOCTYPE html><html>"[..],
-            b"  \n<html lang=en>",
-            b"\xEF\xBB\xBF<!doctype HTML>",
-            b"<HEAD>",
-        ] {
-            assert!(looks_like_html(html), "{html:?}");
-        }
-        for media in [
-            &b"\0\0\0\x20ftypisom"[..],
-            b"\x47\x40\x00",
-            b"\x1A\x45\xDF\xA3",
-            b"",
-        ] {
-            assert!(!looks_like_html(media), "{media:?}");
-        }
-    }
 
     #[test]
     fn playlist_paths() {

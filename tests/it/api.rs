@@ -894,6 +894,20 @@ const BAD_M3U: &str =
     "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\nurl = \"@BAD@/bad.m3u\"\n";
 const BAD_M3U_500MS: &str = "[[services]]\nname = \"Bad\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"500ms\"\nurl = \"@BAD@/bad.m3u\"\n";
 
+/// A scrape service `Bad` whose channel `fall` plays the page `@BAD@/page/fall`; the
+/// literal given adds keys of its own.
+macro_rules! bad_scrape {
+    ($keys:literal) => {
+        concat!(
+            "[[services]]\nname = \"Bad\"\nkind = \"scrape\"\npriority = 1\n",
+            $keys,
+            "base_url = \"@BAD@\"\n[services.channels]\n",
+            "list = [{ id = \"fall\", name = \"Fallback Bad\", tvg_id = \"Fall.fr\" }]\n",
+            "[services.stream]\npage = \"page/{channel_id}\"\n"
+        )
+    };
+}
+
 fn failing_sources() -> Vec<FailingSource> {
     vec![
         FailingSource {
@@ -965,17 +979,7 @@ fn failing_sources() -> Vec<FailingSource> {
                     "<html><body>Stream offline, come back later</body></html>",
                 )
             },
-            service: r#"
-[[services]]
-name = "Bad"
-kind = "scrape"
-priority = 1
-base_url = "@BAD@"
-[services.channels]
-list = [{ id = "fall", name = "Fallback Bad", tvg_id = "Fall.fr" }]
-[services.stream]
-page = "page/{channel_id}"
-"#,
+            service: bad_scrape!(""),
             error: "pattern",
             requests: Some(("/page/fall", 1..=1)),
             alone: None,
@@ -983,18 +987,7 @@ page = "page/{channel_id}"
         FailingSource {
             case: "is a scraped page that hangs",
             routes: |b, _| b.hang("/page/fall"),
-            service: r#"
-[[services]]
-name = "Bad"
-kind = "scrape"
-priority = 1
-timeout = "500ms"
-base_url = "@BAD@"
-[services.channels]
-list = [{ id = "fall", name = "Fallback Bad", tvg_id = "Fall.fr" }]
-[services.stream]
-page = "page/{channel_id}"
-"#,
+            service: bad_scrape!("timeout = \"500ms\"\n"),
             error: "timed out after 500ms",
             requests: Some(("/page/fall", 1..=1)),
             // A timeout, as any other kind's: 504, not 502.

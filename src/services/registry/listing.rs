@@ -53,12 +53,14 @@ impl Registry {
             .map_err(|e: Arc<UpstreamError>| (*e).clone())
     }
 
-    /// Whether service `name` has channels kept from an earlier list.
-    fn has_kept(&self, name: &str) -> bool {
+    /// Service `name`'s channels as last listed (in this registry, carried by a
+    /// reload, or kept in `state_dir/lists/`): what the lineup holds while it fails.
+    pub(super) fn last_listed(&self, name: &str) -> Option<Arc<Vec<Channel>>> {
         self.last_good
             .lock()
             .expect("last_good lock is never poisoned")
-            .contains_key(name)
+            .get(name)
+            .cloned()
     }
 
     /// `channels_of`, waited for `wait` at most; the list goes on loading (and is
@@ -108,14 +110,7 @@ impl Registry {
             Some(err) => Err(err),
             None => self.channels_of(name).await,
         };
-        result.or_else(|err| {
-            self.last_good
-                .lock()
-                .expect("last_good lock is never poisoned")
-                .get(name)
-                .cloned()
-                .ok_or(err)
-        })
+        result.or_else(|err| self.last_listed(name).ok_or(err))
     }
 
     /// The merged lineup of every enabled service. A service that fails contributes
@@ -226,7 +221,9 @@ impl Registry {
                 // for a service whose channels are kept from before (`state_dir/lists/`),
                 // not its whole timeout: they stand in while its list goes on loading,
                 // and a build after `DEGRADED_LINEUP_TTL` takes it.
-                None if first && self.has_kept(name) => self.channels_within(name, KEPT_WAIT).await,
+                None if first && self.last_listed(name).is_some() => {
+                    self.channels_within(name, KEPT_WAIT).await
+                }
                 None => self.channels_of(name).await,
             };
             if let Some(observe) = observe {

@@ -46,10 +46,7 @@ impl Registry {
             channel_count: if s.channel_count > 0 {
                 s.channel_count
             } else {
-                self.last_good
-                    .lock()
-                    .expect("last_good lock is never poisoned")
-                    .get(&e.cfg.name)
+                self.last_listed(&e.cfg.name)
                     .map_or(s.channel_count, |l| l.len())
             },
             last_error: s.last_error.clone(),
