@@ -547,7 +547,17 @@ pub fn live_playlist(names: &[&str]) -> String {
 /// XMLTV time `hours` from now, on the hour.
 pub fn xmltv_at(hours: i64) -> String {
     let now = chrono::Utc::now().timestamp();
-    let t = now - now % 3600 + hours * 3600;
+    xmltv_time(now - now % 3600 + hours * 3600)
+}
+
+/// As `xmltv_at`, but hour 0 starts half an hour ago: the programme "on now" is still
+/// on for half an hour, whenever the test runs (with `xmltv_at`, one that builds its
+/// guide just before the top of an hour finds the next programme on when it asks).
+pub fn xmltv_around(hours: i64) -> String {
+    xmltv_time(chrono::Utc::now().timestamp() - 1800 + hours * 3600)
+}
+
+fn xmltv_time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .unwrap()
         .format("%Y%m%d%H%M%S +0000")

@@ -6,7 +6,7 @@
 //! guide and an HLS origin) plus the built-in demo service.
 
 use crate::common::{
-    live_playlist, xmltv_at as at, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
+    live_playlist, xmltv_around as at, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
 
 const EVIL: &str = "<script>alert(1)</script> TV";

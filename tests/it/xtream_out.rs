@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::{
-    assert_api_error, client_from, json_of, xmltv_at, FakeUpstream, TestApp, HANG_GUARD, M3U_TYPE,
-    OTHER_PLAYER,
+    assert_api_error, client_from, json_of, xmltv_around, FakeUpstream, TestApp, HANG_GUARD,
+    M3U_TYPE, OTHER_PLAYER,
 };
 use serde_json::Value;
 
@@ -46,8 +46,8 @@ async fn upstream() -> FakeUpstream {
         for h in -1..3 {
             guide.push_str(&format!(
                 "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{title} {h}</title><desc>About {title} é {h}</desc></programme>\n",
-                xmltv_at(h),
-                xmltv_at(h + 1)
+                xmltv_around(h),
+                xmltv_around(h + 1)
             ));
         }
     }
