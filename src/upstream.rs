@@ -595,12 +595,7 @@ impl ServiceHttp {
         if self.allow_private || host.is_some_and(|h| self.own_hosts.contains(&h)) {
             return Ok(&self.client_any);
         }
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some((ip, kind)) = literal.and_then(|ip| Some((ip, private_kind(ip)?))) {
+        if let Some((ip, kind)) = literal_ip(url).and_then(|ip| Some((ip, private_kind(ip)?))) {
             return Err(UpstreamError::PrivateAddress {
                 url: redact(url),
                 reason: format!("{ip} is a {kind} address and not {}", self.own_hosts_text()),
@@ -803,6 +798,29 @@ fn request_error_str(url: &str, e: &reqwest::Error) -> UpstreamError {
     UpstreamError::Request {
         url: url.to_string(),
         reason,
+    }
+}
+
+/// `url`'s host when it is an IP address.
+fn literal_ip(url: &Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// What kind of non-public address `url`'s host is when that is known without DNS: an
+/// IP literal (`private_kind`), or `localhost`. A request there from upstream data is
+/// refused unless the host is the service's own (`ServiceHttp::client_for`).
+pub fn private_host(url: &Url) -> Option<&'static str> {
+    match url.host_str()? {
+        h if h.eq_ignore_ascii_case("localhost")
+            || h.to_ascii_lowercase().ends_with(".localhost") =>
+        {
+            Some("loopback")
+        }
+        _ => private_kind(literal_ip(url)?),
     }
 }
 

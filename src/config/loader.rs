@@ -861,8 +861,9 @@ impl<'t> Parse<'t> {
         }
     }
 
-    /// Warns of every file the config names that does not exist now: valid, but
-    /// what reads it fails until it does.
+    /// Warns of every file the config names that does not exist now (valid, but what
+    /// reads it fails until it does), and of what each service's kind says will not
+    /// work as configured (`Kind::warnings`).
     fn missing_files(&mut self, cfg: &Config) {
         let services = cfg.services.iter().enumerate().flat_map(|(i, s)| {
             s.kind
@@ -889,6 +890,17 @@ impl<'t> Parse<'t> {
                     path.display()
                 ),
             });
+        }
+        for (i, s) in cfg.services.iter().enumerate() {
+            for (field, message) in s.kind.warnings(s.allow_private) {
+                let field = format!("services[{i}].{field}");
+                let line = self.line_of_field(&field);
+                self.warnings.push(Problem {
+                    line,
+                    field,
+                    message,
+                });
+            }
         }
     }
 

@@ -81,6 +81,48 @@ impl Kind for M3uConfig {
         out
     }
 
+    /// A list file naming streams on loopback or private addresses: freesky refuses
+    /// them (they are upstream data, and the file names no host of the service's
+    /// config) unless the service sets `allow_private`. Reads the file's first 16 MiB.
+    fn warnings(&self, allow_private: bool) -> Vec<(String, String)> {
+        let Some(path) = self.url.get().and_then(Location::file) else {
+            return Vec::new();
+        };
+        if allow_private {
+            return Vec::new();
+        }
+        let mut text = Vec::new();
+        let read = std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 16 << 20), &mut text));
+        if read.is_err() {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&text);
+        let mut private = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| Url::parse(l.split('|').next().unwrap_or(l)).ok())
+            .filter(|u| crate::upstream::private_host(u).is_some());
+        let Some(first) = private.next() else {
+            return Vec::new();
+        };
+        let others = private.count();
+        vec![(
+            "url".into(),
+            format!(
+                "the list file names {} on a loopback or private address ({first}{}): freesky \
+                 refuses them unless the service sets `allow_private = true`",
+                if others == 0 { "a stream" } else { "streams" },
+                match others {
+                    0 => String::new(),
+                    1 => " and 1 other".into(),
+                    n => format!(" and {n} others"),
+                }
+            ),
+        )]
+    }
+
     fn auth_without_origin(&self) -> Option<String> {
         self.auth_origin().is_none().then(|| {
             format!(

@@ -107,6 +107,14 @@ pub trait Kind {
         Vec::new()
     }
 
+    /// What is valid but will not work as configured: `(field, message)` pairs, field
+    /// relative to the service (read at every load, so bounded and quick).
+    /// `allow_private` is the service's.
+    fn warnings(&self, allow_private: bool) -> Vec<(String, String)> {
+        let _ = allow_private;
+        Vec::new()
+    }
+
     /// Why `[services.auth]` cannot be used with this config, or `None` when it can.
     fn auth_without_origin(&self) -> Option<String> {
         None
@@ -247,6 +255,11 @@ impl KindConfig {
     /// Checks serde cannot express: `(field, message)` pairs, field relative to the service.
     pub fn validate(&self) -> Vec<(String, String)> {
         self.kind().validate()
+    }
+
+    /// What is valid but will not work as configured (`Kind::warnings`).
+    pub fn warnings(&self, allow_private: bool) -> Vec<(String, String)> {
+        self.kind().warnings(allow_private)
     }
 }
 

@@ -169,6 +169,41 @@ fn check_warns_of_missing_files_and_refuses_a_mistyped_url() {
 }
 
 #[test]
+fn check_warns_that_a_list_files_private_streams_need_allow_private() {
+    // A list file is upstream data: its loopback and LAN streams are refused at play
+    // time unless the service allows them. `check` says so before anyone presses play.
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(
+        dir.path(),
+        "list.m3u",
+        "#EXTM3U\n#EXTINF:-1,Public\nhttp://tv.example/a.m3u8\n\
+         #EXTINF:-1,Here\nhttp://127.0.0.1:8080/b.m3u8|Referer=http://x.example/\n\
+         #EXTINF:-1,Box\nhttp://192.168.1.20/c.m3u8\n#EXTINF:-1,Named\nhttp://localhost/d.m3u8\n",
+    );
+    for (allow, warned) in [("false", true), ("true", false)] {
+        let path = write(
+            dir.path(),
+            "f.toml",
+            &format!(
+                "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = '{}'\nallow_private = {allow}\n",
+                list.display()
+            ),
+        );
+        let out = run(freesky().args(["check", "--config"]).arg(&path));
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!(
+            "warning: {}:4: services[0].url: the list file names streams on a loopback or \
+             private address (http://127.0.0.1:8080/b.m3u8 and 2 others): freesky refuses \
+             them unless the service sets `allow_private = true`",
+            path.display()
+        );
+        assert_eq!(stderr.contains(&want), warned, "{want}\n{}", show(&out));
+        assert_eq!(stderr.contains("warning:"), warned, "{}", show(&out));
+    }
+}
+
+#[test]
 fn check_accepts_a_good_config_with_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(
