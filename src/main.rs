@@ -182,12 +182,18 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             overrides(&mut config);
             let bind = config.server.bind.clone();
             tracing::info!(config = %config.source, services = config.services.len(), "starting");
+            // Bound first: a busy port leaves no state_dir behind.
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {bind} (another server there? `serve --bind \
+                         0.0.0.0:8006` or `[server] bind` gives this one another port)"
+                    )
+                })?;
             // Held until the process ends.
             let _lock = lock_state_dir(&config)?;
             let state = freesky::state(config)?;
-            let listener = tokio::net::TcpListener::bind(&bind)
-                .await
-                .with_context(|| format!("cannot listen on {bind}"))?;
             // Installed before serving: from here on a signal is handled, not fatal.
             let (first, second) = stop_signals()?;
             let reloader = freesky::reload::Reloader::start(state, overrides);

@@ -245,3 +245,23 @@ async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
     assert_eq!(errors.len(), 1, "logged once: {log}");
     assert!(errors[0].contains(&db.display().to_string()), "{log}");
 }
+
+#[tokio::test]
+async fn a_busy_port_is_named_and_leaves_no_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let mut cmd = freesky_command();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["serve", "--bind", &bind]);
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {bind} (another server there?")),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("state").exists(), "{stderr}");
+}
