@@ -111,14 +111,15 @@ impl Kind for M3uConfig {
         vec![(
             "url".into(),
             format!(
-                "the list file names {} on a loopback or private address ({first}{}): freesky \
-                 refuses them unless the service sets `allow_private = true`",
+                "the list file names {} on a loopback or private address ({first}{}), which \
+                 {} refused unless the service sets `allow_private = true`",
                 if others == 0 { "a stream" } else { "streams" },
                 match others {
                     0 => String::new(),
                     1 => " and 1 other".into(),
                     n => format!(" and {n} others"),
-                }
+                },
+                if others == 0 { "is" } else { "are" },
             ),
         )]
     }

@@ -194,8 +194,8 @@ fn check_warns_that_a_list_files_private_streams_need_allow_private() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let want = format!(
             "warning: {}:4: services[0].url: the list file names streams on a loopback or \
-             private address (http://127.0.0.1:8080/b.m3u8 and 2 others): freesky refuses \
-             them unless the service sets `allow_private = true`",
+             private address (http://127.0.0.1:8080/b.m3u8 and 2 others), which are \
+             refused unless the service sets `allow_private = true`",
             path.display()
         );
         assert_eq!(stderr.contains(&want), warned, "{want}\n{}", show(&out));
