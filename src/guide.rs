@@ -704,7 +704,15 @@ impl Guides {
             .iter()
             .filter_map(|(name, priority)| Some((*priority, &**good.get(name)?)))
             .collect();
-        let mut out: Vec<xmltv::Programme> = pick(&ranked, channel)
+        // The channel in the lineup the table was made for (`catch_up` made it).
+        let lineup = self
+            .table_for
+            .lock()
+            .expect("guide lock")
+            .as_ref()
+            .map(|(_, lineup)| lineup.clone());
+        let now = lineup.as_ref().and_then(|l| l.get(channel));
+        let mut out: Vec<xmltv::Programme> = pick(&ranked, channel, now)
             .filter(|_| takes_programmes(&self.matches(), channel))
             .unwrap_or_default()
             .iter()
@@ -950,7 +958,7 @@ impl Guides {
             .any(|(id, names)| {
                 map.map(id, names).is_some_and(|(ours, how)| {
                     is_new.contains(ours.as_str())
-                        && (how == Match::Id || !by_id_only.contains(ours.as_str()))
+                        && (how.by_id() || !by_id_only.contains(ours.as_str()))
                 })
             });
         if !lists {
@@ -1333,9 +1341,16 @@ impl MatchInputs {
                 let Some(id) = g.matched_ids.get(ours) else {
                     continue;
                 };
+                let how = match self.lineup.get(ours) {
+                    Some(c) => match now_by(g, c) {
+                        Some(how) => how,
+                        None => continue,
+                    },
+                    None => *how,
+                };
                 let by_id = match how {
                     Match::Chosen => continue,
-                    Match::Id => true,
+                    Match::Id | Match::GuideId => true,
                     Match::ExactName | Match::NormalisedName => false,
                 };
                 match found.get(ours) {
@@ -1400,12 +1415,12 @@ fn render(
         .iter()
         .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
         .collect();
-    let shown = |id: &str| pick(&ranked, id).filter(|_| !rejected(id));
+    let shown = |c: &LineupChannel| pick(&ranked, &c.id, Some(c)).filter(|_| !rejected(&c.id));
     let block = cfg.placeholder_length.as_secs() as i64;
     let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
     if cfg.placeholders {
         for c in &lineup.channels {
-            if shown(&c.id).is_none() {
+            if shown(c).is_none() {
                 let now = chrono::Utc::now().timestamp();
                 fillers.insert(&c.id, xmltv::placeholders(&c.name, now - 3600, to, block));
             }
@@ -1419,7 +1434,7 @@ fn render(
             name: &c.name,
             number: c.number,
             logo: &c.logo,
-            programmes: shown(&c.id)
+            programmes: shown(c)
                 .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
                 .unwrap_or_default(),
         })
@@ -1445,21 +1460,55 @@ fn render(
 /// A service's kept guide with the service's priority (lower first).
 type Ranked<'a> = (i64, &'a ServiceGuide);
 
+/// How guide `g`'s read matched lineup channel `c` as `c` is now: as the read said,
+/// unless the read matched it by a guide id a mapping has changed since (which would
+/// else keep its old programmes until the next read). Then by display name if that
+/// guide channel carries one of `c`'s names (as a read would match it now), else not
+/// at all (`None`).
+fn now_by(g: &ServiceGuide, c: &LineupChannel) -> Option<Match> {
+    let how = *g.matched_by.get(c.id.as_str())?;
+    let id = g.matched_ids.get(c.id.as_str())?;
+    if how != Match::GuideId || id.eq_ignore_ascii_case(&c.guide_id) {
+        return Some(how);
+    }
+    let (_, theirs) = g.catalogue.iter().find(|(x, _)| x == id)?;
+    let ours: Vec<&str> = std::iter::once(&*c.name)
+        .chain(c.sources.iter().map(|s| &*s.name))
+        .map(str::trim)
+        .collect();
+    if theirs.iter().any(|n| ours.contains(&n.trim())) {
+        return Some(Match::ExactName);
+    }
+    let ours: HashSet<String> = ours.into_iter().map(normalise).collect();
+    theirs
+        .iter()
+        .any(|n| ours.contains(&normalise(n)))
+        .then_some(Match::NormalisedName)
+}
+
 /// The programmes lineup channel `id` takes from `guides` (in priority order): of
-/// those with programmes for it, one that matched it by id first, then the higher
-/// priority, then the better name match, then the first.
-fn pick<'a>(guides: &[Ranked<'a>], id: &str) -> Option<&'a [xmltv::Programme]> {
+/// those with programmes for it (that still hold for the channel `now`, when known:
+/// `now_by`), one that matched it by id first, then the higher priority, then the
+/// better name match, then the first.
+fn pick<'a>(
+    guides: &[Ranked<'a>],
+    id: &str,
+    now: Option<&LineupChannel>,
+) -> Option<&'a [xmltv::Programme]> {
     guides
         .iter()
         .filter_map(|(priority, g)| {
             let programmes = g.programmes.get(id).filter(|p| !p.is_empty())?;
-            let how = g
-                .matched_by
-                .get(id)
-                .copied()
-                .unwrap_or(Match::NormalisedName);
+            let how = match now {
+                Some(c) => now_by(g, c)?,
+                None => g
+                    .matched_by
+                    .get(id)
+                    .copied()
+                    .unwrap_or(Match::NormalisedName),
+            };
             Some((
-                (how != Match::Id, *priority, std::cmp::Reverse(how)),
+                (!how.by_id(), *priority, std::cmp::Reverse(how)),
                 programmes,
             ))
         })
@@ -1699,7 +1748,9 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for MarkupGap<R> {
 /// suffix. A name that guide channels of several countries carry matches no lineup
 /// channel of unknown country (`ChannelMap::country`): guide matching then lists it.
 struct Mapping<'a> {
-    by_tvg: HashMap<String, String>,
+    /// By lowercase id: the lineup channel this service lists under that tvg-id
+    /// (`Match::Id`), else the one of that guide id (`Match::GuideId`).
+    by_tvg: HashMap<String, (String, Match)>,
     by_exact_name: HashMap<String, String>,
     by_name: HashMap<String, String>,
     /// Guide channel ids (lowercase) guide matching gave to lineup channels.
@@ -1723,7 +1774,7 @@ impl<'a> Mapping<'a> {
             .filter(|c| !c.tvg_id.trim().is_empty())
             .map(|c| (c.id.as_str(), c.tvg_id.trim()))
             .collect();
-        let mut by_tvg = HashMap::new();
+        let mut by_tvg: HashMap<String, (String, Match)> = HashMap::new();
         let mut by_exact_name = HashMap::new();
         let mut by_name = HashMap::new();
         let mut by_id = HashMap::new();
@@ -1732,7 +1783,7 @@ impl<'a> Mapping<'a> {
             by_id.entry(c.id.as_str()).or_insert(c);
             by_tvg
                 .entry(c.guide_id.to_lowercase())
-                .or_insert_with(|| c.id.to_string());
+                .or_insert_with(|| (c.id.to_string(), Match::GuideId));
             by_exact_name
                 .entry(c.name.trim().to_string())
                 .or_insert_with(|| c.id.to_string());
@@ -1742,7 +1793,7 @@ impl<'a> Mapping<'a> {
             for s in c.sources.iter().filter(|s| s.service == service) {
                 if let Some(tvg) = tvg_of.get(s.channel_id.as_str()) {
                     // This service's own tvg-id wins over another channel's guide id.
-                    by_tvg.insert(tvg.to_lowercase(), c.id.to_string());
+                    by_tvg.insert(tvg.to_lowercase(), (c.id.to_string(), Match::Id));
                 }
                 by_exact_name
                     .entry(s.name.trim().to_string())
@@ -1817,8 +1868,8 @@ impl ChannelMap for Mapping<'_> {
                 .as_ref()
                 .is_none_or(|theirs| *theirs == ours)
         };
-        let (id, how) = if let Some(id) = self.by_tvg.get(&key) {
-            (id, Match::Id)
+        let (id, how) = if let Some((id, how)) = self.by_tvg.get(&key) {
+            (id, *how)
         } else if let Some(id) = self.assigned.get(&key) {
             (id, Match::Chosen)
         } else if let Some(id) = names

@@ -105,14 +105,23 @@ pub enum Match {
     ExactName,
     /// Given to the channel by guide matching (an admin's pick, or the matcher).
     Chosen,
-    /// The guide channel's id is one we know the channel by.
+    /// The guide channel's id is one we know the channel by (the tvg-id its service
+    /// lists it under).
     Id,
+    /// The guide channel's id is the channel's guide id, which a mapping may set
+    /// (what such a match is worth once it has: `guide::now_by`).
+    GuideId,
 }
 
 impl Match {
     /// A match by display name (as written or normalised).
     pub fn by_name(self) -> bool {
         matches!(self, Match::ExactName | Match::NormalisedName)
+    }
+
+    /// A match by id (the service's tvg-id or the channel's guide id).
+    pub fn by_id(self) -> bool {
+        matches!(self, Match::Id | Match::GuideId)
     }
 }
 

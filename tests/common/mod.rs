@@ -565,7 +565,7 @@ fn xmltv_time(t: i64) -> String {
 }
 
 /// An XMLTV document: `channels` as (id, display-name), one programme each, titled
-/// "<id> show".
+/// "<id> show", on now (`xmltv_around`).
 pub fn xmltv_guide(channels: &[(&str, &str)]) -> String {
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n");
     for (id, name) in channels {
@@ -576,8 +576,8 @@ pub fn xmltv_guide(channels: &[(&str, &str)]) -> String {
     for (id, _) in channels {
         s.push_str(&format!(
             "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme>\n",
-            xmltv_at(0),
-            xmltv_at(1)
+            xmltv_around(0),
+            xmltv_around(1)
         ));
     }
     s.push_str("</tv>\n");

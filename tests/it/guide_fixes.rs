@@ -527,3 +527,105 @@ async fn a_service_with_no_guide_whose_list_fails_reports_no_guide_failure() {
     assert!(status["services"]["P"]["last_error"].is_null(), "{status}");
     assert!(status["services"].get("Down").is_none(), "{status}");
 }
+
+#[tokio::test]
+async fn a_guide_id_set_by_an_admin_shows_in_the_next_listing() {
+    // An edit answers before the guide follows it (`Guides::lineup_changed`); what is
+    // on, asked right after (`/api/channels`' `live`, from `Guides::listings`, as the
+    // Xtream short EPG), and `/epg.xml` already follow the lineup as it is now. A
+    // guide id set by hand gives programmes once the guide listing it is read again
+    // (in the background); then one no guide lists gives none at once, and either of
+    // the first two gives its own again at once (their programmes kept): never those
+    // of an id the channel had before, from either guide.
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("", "Mine", "")]))
+        .text("/guide.xml", XML, xmltv(&[("A.example", "Alpha")]))
+        .text("/other.xml", XML, xmltv(&[("B.example", "Beta")]))
+        .start();
+    let cfg = format!(
+        "{}\n[[guides]]\nname = \"X\"\nurl = \"{}\"\n",
+        service(&up),
+        up.url("/other.xml")
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let id = app.channel_id("Mine").await;
+    let path = format!("/api/channels/{id}");
+    let on = |(status, page): (reqwest::StatusCode, Value)| {
+        assert_eq!(status, 200, "{page}");
+        page["live"][id.as_str()]["now"]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!(on(app.get_json("/api/channels").await), None);
+    let set = |guide_id: &str| format!("{{\"tvg_id\": \"{guide_id}\"}}");
+    for guide_id in ["A.example", "B.example"] {
+        let resp = app
+            .send_json(reqwest::Method::PATCH, &path, &set(guide_id), None)
+            .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let want = format!("{guide_id} show");
+        eventually("the guide listing it to be read again", || async {
+            match on(app.get_json("/api/channels").await) {
+                Some(now) if now == want => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    for (guide_id, want) in [
+        ("Z.example", None),
+        ("A.example", Some("A.example show")),
+        ("B.example", Some("B.example show")),
+        ("A.example", Some("A.example show")),
+    ] {
+        let resp = app
+            .send_json(reqwest::Method::PATCH, &path, &set(guide_id), None)
+            .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let want = want.map(str::to_string);
+        assert_eq!(on(app.get_json("/api/channels").await), want, "{guide_id}");
+        let matched = match_of(&app, "Mine").await;
+        let took = want.as_ref().map(|_| guide_id);
+        assert_eq!(matched["guide_id"].as_str(), took, "{matched}");
+        assert_eq!(
+            titles(&app, "Mine").await,
+            Vec::from_iter(want),
+            "{guide_id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_guide_id_set_by_hand_wins_over_the_services_tvg_id_in_one_guide() {
+    // The list says `A.example`; the admin says `B.example`; the guide lists both,
+    // `A.example` first. The admin's id gives the programmes.
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("A.example", "Mine", "")]))
+        .text(
+            "/guide.xml",
+            XML,
+            xmltv(&[("A.example", "Alpha"), ("B.example", "Beta")]),
+        )
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+    let id = app.channel_id("Mine").await;
+    assert_eq!(titles(&app, "Mine").await, ["A.example show"]);
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{id}"),
+            "{\"tvg_id\": \"B.example\"}",
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    eventually("the guide to be read again", || async {
+        match titles(&app, "Mine").await.as_slice() {
+            [t] if t == "B.example show" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
