@@ -31,9 +31,24 @@ impl Engine {
     ) -> Result<Opened, StreamError> {
         let limit = self.settings.max_body_bytes;
         let media = &self.media;
+        // A player of a channel whose stream URL is a media playlist reloads this very
+        // request: a source whose segments failed `failover_after` times in a row for
+        // the channel is skipped, unless no other is left (its strikes lapse a minute
+        // after nobody plays it).
+        let threshold = self.settings.failover_after;
+        let failed: Vec<String> = match only {
+            Some(_) => Vec::new(),
+            None => self
+                .registry
+                .service_names()
+                .into_iter()
+                .filter(|s| self.failovers.strikes_of(s, id) >= threshold)
+                .map(str::to_string)
+                .collect(),
+        };
         let (service, stream_headers, doc) = self
             .registry
-            .open(id, only, |src| async move {
+            .open_except(id, only, &failed, |src| async move {
                 let r = &src.resolved;
                 let doc = media
                     .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)

@@ -1043,3 +1043,69 @@ async fn a_failover_into_a_master_follows_the_variant_with_its_audio_muxed_in() 
         assert!(got.starts_with("<lo lo"), "{got}:\n{switched}");
     }
 }
+
+/// Failover when the channel's stream URL is itself a media playlist (the common M3U
+/// entry): the player reloads `/api/stream/{id}.m3u8` itself. Source A's playlist
+/// loads but each of its segments fails; once `failover_after` have, the reload is
+/// answered from source B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route(
+            "/a/{seg}",
+            get(|| async { respond(403, "text/plain", "no") }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/b/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<b {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let list = |origin: &FakeUpstream, path: &str| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
+            origin.url(path)
+        )
+    };
+    let one = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, list(&a, "/a/live.m3u8"))
+        .start();
+    let two = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, list(&b, "/b/live.m3u8"))
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        one.url("/list.m3u"),
+        two.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &playlist);
+    assert_eq!(segments.len(), 2, "{playlist}");
+    for s in &segments {
+        let status = app.get(s).await.status();
+        assert!(status.is_server_error(), "{s}: {status}");
+    }
+    assert_eq!(b.requests().len(), 0, "{:?}", b.paths());
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &reloaded);
+    assert_eq!(
+        app.get_text_ok(&segments[0]).await,
+        "<b b0.ts>",
+        "{reloaded}"
+    );
+}
