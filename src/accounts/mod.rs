@@ -178,7 +178,8 @@ pub struct AccountView {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountPatch {
-    /// Required when creating; ignored when changing (the path names the account).
+    /// Required when creating; when changing, the path names the account and another
+    /// name here is refused (400).
     pub name: Option<String>,
     /// Required when creating.
     pub password: Option<String>,

@@ -140,6 +140,12 @@ async fn change(
     req: Request,
 ) -> Result<Json<AccountView>, AppError> {
     let patch: AccountPatch = json_object_body(req, FIELDS).await?;
+    if let Some(new) = patch.name.as_deref().filter(|n| *n != name) {
+        return Err(AppError::BadRequest(format!(
+            "an account's name cannot be changed (`{name}` to `{new}`): create `{new}` \
+             (POST /api/users) and delete `{name}`"
+        )));
+    }
     known_services(&s, &patch)?;
     let view = s.accounts.change(&name, patch).await?;
     s.accounts.enforce(s.registry.last_lineup().as_deref());

@@ -831,6 +831,27 @@ async fn the_account_api_creates_changes_and_deletes_and_keeps_only_hashes() {
         .await;
     assert_eq!(json_of(resp).await.1["status"], "Active");
 
+    // A name is not changed by a PATCH: refused, not ignored.
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/users/carol",
+            r#"{"name":"dave","enabled":false}"#,
+            None,
+        )
+        .await;
+    let body = assert_api_error(resp, 400).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("name cannot be changed"),
+        "{body}"
+    );
+    assert_eq!(
+        api(&app, carol_login, "").await["user_info"]["status"],
+        "Active"
+    );
     let resp = app
         .send_json(
             reqwest::Method::PATCH,
