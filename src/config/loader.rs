@@ -790,8 +790,14 @@ impl<'t> Parse<'t> {
                 );
             }
         }
-        if cfg.hdhomerun.tuner_count == 0 {
-            self.problem("hdhomerun.tuner_count", "must be at least 1".into());
+        if !(1..=255).contains(&cfg.hdhomerun.tuner_count) {
+            self.problem(
+                "hdhomerun.tuner_count",
+                format!(
+                    "must be 1 to 255 (LAN discovery carries it in one byte), got {}",
+                    cfg.hdhomerun.tuner_count
+                ),
+            );
         }
         let h = &cfg.hdhomerun;
         if h.discovery && !h.enabled {
@@ -1085,7 +1091,8 @@ fn field_at(text: &str, line: usize) -> String {
     let mut arrays: HashMap<String, usize> = HashMap::new();
     for (i, l) in text.lines().enumerate().take(line) {
         let l = l.trim();
-        let array = l.strip_prefix("[[").and_then(|r| r.split("]]").next());
+        // Up to the first `]`: a header missing one of its two still names its table.
+        let array = l.strip_prefix("[[").and_then(|r| r.split(']').next());
         let header = array
             .map(|h| {
                 let n = arrays.entry(h.trim().to_string()).or_default();
@@ -1172,6 +1179,27 @@ mod tests {
             errors(base),
             ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: none is set"]
         );
+    }
+
+    #[test]
+    fn a_tuner_count_fits_lan_discovery() {
+        for (n, ok) in [
+            ("0", false),
+            ("1", true),
+            ("255", true),
+            ("256", false),
+            ("4294967295", false),
+        ] {
+            let e = errors(&format!("[hdhomerun]\ntuner_count = {n}\n"));
+            if ok {
+                assert!(e.is_empty(), "{n}: {e:?}");
+            } else {
+                assert_eq!(
+                    e,
+                    [format!("f.toml:2: hdhomerun.tuner_count: must be 1 to 255 (LAN discovery carries it in one byte), got {n}")]
+                );
+            }
+        }
     }
 
     #[test]
@@ -1343,7 +1371,10 @@ mod tests {
     #[test]
     fn syntax_error_has_a_line() {
         let e = errors("[server]\nbind = \n");
-        assert!(e[0].starts_with("f.toml:2:"), "{e:?}");
+        assert!(e[0].starts_with("f.toml:2: server.bind: "), "{e:?}");
+        // A header missing a bracket names its table, not the bracket.
+        let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\n[[services]\nname = \"B\"\n");
+        assert!(e[0].starts_with("f.toml:4: services[1]: "), "{e:?}");
     }
 
     #[test]
