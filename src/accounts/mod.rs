@@ -554,8 +554,17 @@ impl Accounts {
         if password.as_deref() == Some("") {
             return Err(AccountError::Invalid("`password` must not be empty".into()));
         }
+        let new_password = password.is_some();
         let account = apply((*current).clone(), p, password).await?;
-        self.save(account).await
+        let view = self.save(account).await?;
+        if new_password {
+            // A new password throws out whoever used the old one: its `.ts` streams
+            // end now (its HLS links are refused at their next fetch).
+            for (account, channel) in self.conns.end_where(|account, _| account == name) {
+                tracing::info!(user = %account, %channel, "connection ended: the account's password changed");
+            }
+        }
+        Ok(view)
     }
 
     async fn save(&self, a: Account) -> Result<AccountView, AccountError> {

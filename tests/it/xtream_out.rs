@@ -1116,8 +1116,17 @@ async fn taking_an_accounts_access_away_ends_what_it_watches() {
     );
     read_to_end(demo_ts, "expired").await;
 
-    // Removed: its links are refused.
+    // A new password (even the same one) throws out whoever watches: the open .ts
+    // ends; the account plays again at once.
     assert_eq!(patch(r#"{"expires":null}"#.into()).await.status(), 200);
+    let ts = streaming(open_ts(demo).await).await;
+    assert_eq!(
+        patch(r#"{"password":"carol-pw"}"#.into()).await.status(),
+        200
+    );
+    read_to_end(ts, "a new password").await;
+
+    // Removed: its links are refused.
     let ts = streaming(open_ts(demo).await).await;
     let link = tagged_playlist_link(app, &format!("/live/carol/carol-pw/{demo}.m3u8")).await;
     let resp = app
