@@ -282,6 +282,13 @@ enum Follow {
 }
 
 /// Why following a source stopped.
+/// A live playlist that lists no new segment for this many target durations (within
+/// `STALE_MIN` and `STALE_MAX` seconds), while its source has sent nothing or its last
+/// segment failed, has stopped: the session tries the next source.
+const STALE_AFTER: f64 = 3.0;
+const STALE_MIN: f64 = 6.0;
+const STALE_MAX: f64 = 60.0;
+
 enum Stop {
     /// No viewer left: the session is over.
     Idle,
@@ -581,6 +588,13 @@ impl Task {
         let mut refused = false;
         let mut retry_at = None;
         let mut resume = false;
+        // When the live playlist last listed a segment not seen before: one that lists
+        // none for `STALE_AFTER` target durations, while this source has sent nothing
+        // or its last segment failed, is a source that stopped (a frozen list whose
+        // segments fail would else be polled for ever, nothing sent). One whose last
+        // segment came is waited for, as before: a live encoder may pause.
+        let mut last_new = Instant::now();
+        let mut sent_any = false;
         loop {
             if self.idle() {
                 return Stop::Idle;
@@ -641,6 +655,20 @@ impl Task {
                 Some(n) if n < first => 0,
                 Some(n) => n - first,
             };
+            if (start as usize) < info.segments.len() {
+                last_new = Instant::now();
+            } else if !info.ended && (!sent_any || failures > 0) {
+                let stale = Duration::from_secs_f64(
+                    (STALE_AFTER * info.target_duration).clamp(STALE_MIN, STALE_MAX),
+                );
+                if last_new.elapsed() >= stale {
+                    return Stop::Failed(format!(
+                        "its live playlist {} listed no new segment for {}s",
+                        src.service.shown_url(&url),
+                        stale.as_secs()
+                    ));
+                }
+            }
             for (i, seg) in info.segments.iter().enumerate().skip(start as usize) {
                 if let Some(hls::Encryption::Unsupported(what)) = &seg.key {
                     // Never playable from this source: the next one is tried at once.
@@ -649,7 +677,10 @@ impl Task {
                     ));
                 }
                 match self.send_segment(src, seg, first + i as u64).await {
-                    Ok(()) => failures = 0,
+                    Ok(()) => {
+                        failures = 0;
+                        sent_any = true;
+                    }
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");
                         failures += 1;

@@ -1411,3 +1411,63 @@ async fn a_master_with_separate_audio_plays_a_variant_with_its_audio_in() {
         origin.paths()
     );
 }
+
+/// A live playlist that stops moving while its segments fail (fewer than
+/// `failover_after`): the source has stopped. After `3 x` its target duration (6 s at
+/// least) without a new segment the next source plays; alone, a 502 says why. Before,
+/// the viewer waited for the first bytes' 60 s bound and got a 504, the backup untried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_live_playlist_whose_segments_fail_hands_over_to_the_next() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/frozen.m3u8",
+            HLS_TYPE,
+            live_playlist(&["nope7.ts", "nope8.ts"]),
+        )
+        .status("/nope7.ts", 404)
+        .status("/nope8.ts", 404)
+        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
+        .route(
+            "/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<good>") }),
+        )
+        .start();
+    let bound = std::time::Duration::from_secs(30);
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [origin.url("/frozen.m3u8"), origin.url("/good.m3u8")],
+        "",
+    )
+    .await;
+    let resp = tokio::time::timeout(bound, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer before the first bytes' bound");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let got = read_at_least(&mut body, "<good>".len()).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("<good>"),
+        "{got:?}"
+    );
+
+    let list = list_of(&[("Frozen", origin.url("/frozen.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Frozen").await;
+    let resp = tokio::time::timeout(bound, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer before the first bytes' bound");
+    let body = crate::common::assert_api_error(resp, 502).await;
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
+    assert!(
+        body["detail"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("listed no new segment for 6s"),
+        "{body}"
+    );
+}
