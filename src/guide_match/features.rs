@@ -1,8 +1,9 @@
 //! What a channel name says, as the matcher compares it: its words (accents folded,
 //! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`, also
 //! written as a note: `(+2)`), its country (a trailing code, a tvg-id's domain, a
-//! group's leading code) and a US/CA callsign; and the country a stream's address
-//! hints (`country_of_url`). Pure functions of strings.
+//! group's leading code) and a US/CA callsign; the country a stream's address hints
+//! (`country_of_url`) and the languages a name's script hints (`languages_of_script`).
+//! Pure functions of strings.
 
 use std::collections::{HashMap, HashSet};
 
@@ -284,6 +285,45 @@ pub fn provider_hosts<'a>(urls: impl IntoIterator<Item = &'a str>) -> HashSet<St
         .collect()
 }
 
+/// The languages (as `<display-name lang>` writes them) written in the script most of
+/// a name's letters are in, when that script is used by few languages: "Рен ТВ" is
+/// Cyrillic (ru, uk, be, bg, sr, mk, kk...), "Ελληνικά" Greek (el). None for the Latin
+/// script, a mix, or no letters.
+pub fn languages_of_script(name: &str) -> &'static [&'static str] {
+    const SCRIPTS: &[(u32, u32, &[&str])] = &[
+        (0x0370, 0x03FF, &["el"]),
+        (
+            0x0400,
+            0x052F,
+            &["ru", "uk", "be", "bg", "sr", "mk", "kk", "ky", "mn", "tg"],
+        ),
+        (0x0530, 0x058F, &["hy"]),
+        (0x0590, 0x05FF, &["he", "yi"]),
+        (0x0600, 0x06FF, &["ar", "fa", "ur", "ps", "ku"]),
+        (0x0900, 0x097F, &["hi", "mr", "ne"]),
+        (0x0E00, 0x0E7F, &["th"]),
+        (0x10A0, 0x10FF, &["ka"]),
+        (0x3040, 0x30FF, &["ja"]),
+        (0x4E00, 0x9FFF, &["zh", "ja"]),
+        (0xAC00, 0xD7AF, &["ko"]),
+    ];
+    let mut letters = 0;
+    let mut counts = [0usize; SCRIPTS.len()];
+    for c in drop_brackets(name).chars().filter(|c| c.is_alphabetic()) {
+        letters += 1;
+        if let Some(i) = SCRIPTS
+            .iter()
+            .position(|&(lo, hi, _)| (lo..=hi).contains(&(c as u32)))
+        {
+            counts[i] += 1;
+        }
+    }
+    counts
+        .iter()
+        .position(|&n| n > 0 && 2 * n > letters)
+        .map_or(&[], |i| SCRIPTS[i].2)
+}
+
 /// A country code as compared: "gb" is "uk", "usa" is "us", "ksa" is "sa", "uae" is "ae".
 pub fn canonical_country(code: &str) -> String {
     match code {
@@ -543,6 +583,21 @@ mod tests {
         // Half or fewer, or a short list: broadcasters' own hosts.
         assert!(provider_hosts(urls[5..].iter().map(String::as_str)).is_empty());
         assert!(provider_hosts(urls[..15].iter().map(String::as_str)).is_empty());
+    }
+
+    #[test]
+    fn a_names_script_gives_its_languages() {
+        assert!(languages_of_script("Рен ТВ (540p)").contains(&"ru"));
+        assert!(languages_of_script("НТВ HD").contains(&"bg"));
+        assert_eq!(languages_of_script("Ελληνική Τηλεόραση 1"), ["el"]);
+        assert_eq!(
+            languages_of_script("قناة الجزيرة"),
+            ["ar", "fa", "ur", "ps", "ku"]
+        );
+        // Latin, a Latin name with a note in another script, no letters: none.
+        assert!(languages_of_script("REN TV").is_empty());
+        assert!(languages_of_script("TVBS News (TVBS新聞台)").is_empty());
+        assert!(languages_of_script("24").is_empty());
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! without it, the country its stream's address hints (`Query::urls`) is a weak
 //! preference: among one name's guide channels of different languages or regions, the
 //! one placed there or in its language; a short or plain name placed there matches.
+//! Where that says nothing, so is a listing in a language of the script its name is
+//! written in ("Рен ТВ": a Russian guide's, not a Hebrew one's "REN TV").
 
 use std::collections::{HashMap, HashSet};
 
@@ -208,6 +210,10 @@ struct Probe {
     /// The country the lineup channel's stream addresses hint, when its own is
     /// unknown.
     hint: Option<String>,
+    /// The languages written in its name's script (`features::languages_of_script`),
+    /// when its country is unknown: "Рен ТВ" is more likely a Russian guide's than a
+    /// Hebrew one's.
+    written: &'static [&'static str],
 }
 
 impl Index {
@@ -477,10 +483,16 @@ impl Index {
         // hints (`stream_country`): a guide channel placed there or in one of its
         // languages is preferred, never required.
         let hint = probes.iter().find_map(|p| p.hint.as_deref());
+        // Then, where that says nothing, a guide listing in a language of its
+        // name's script.
+        let written = probes.first().map_or(&[][..], |p| p.written);
         let hinted = |c: u32, n: u32| {
-            hint.is_some_and(|h| {
-                self.placed_in(c, n, h) || self.speaks(c, languages_of(h)) == Some(true)
-            })
+            (
+                hint.is_some_and(|h| {
+                    self.placed_in(c, n, h) || self.speaks(c, languages_of(h)) == Some(true)
+                }),
+                self.speaks(c, written) == Some(true),
+            )
         };
         // Another channel: another name; the same name given to a channel of another
         // country ("ATV" in Turkey and in Peru); the same name twice in one guide, as
@@ -513,8 +525,9 @@ impl Index {
                     && !self.international(top_name)
                     && self.conflict(c, top)
                     // Unless the stream's address hints the best's country or
-                    // language, not this one's.
-                    && (!hinted(top, top_name) || hinted(c, n)))
+                    // language, not this one's (or, hinting both or neither, the
+                    // name's script the best's language, not this one's).
+                    && hinted(top, top_name) <= hinted(c, n))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -653,6 +666,10 @@ impl Index {
         feats.extend(plain);
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
         let hint = country.is_none().then(|| stream_country(q)).flatten();
+        let written = match (&country, q.names.first()) {
+            (None, Some(n)) => features::languages_of_script(n),
+            _ => &[],
+        };
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
         let mut seen = HashSet::new();
         feats.retain(|f| seen.insert(f.compact()));
@@ -682,6 +699,7 @@ impl Index {
                     country: country.clone(),
                     callsign: callsign.clone(),
                     hint: hint.clone(),
+                    written,
                 }
             })
             .collect()
@@ -818,6 +836,10 @@ impl Index {
                 score += 0.002;
             }
         }
+        if self.speaks(n.channel, p.written) == Some(true) {
+            // Listed in a language of the name's script: after the address's hint.
+            score += 0.001;
+        }
         Some(score)
     }
 
@@ -887,6 +909,10 @@ impl Index {
             {
                 parts.push(format!("its stream's address hints {h}"));
             }
+        }
+        let written = probes.first().map_or(&[][..], |p| p.written);
+        if self.speaks(n.channel, written) == Some(true) {
+            parts.push("listed in a language of its name's script".into());
         }
         if let Some(c) = n.callsign.as_deref() {
             if probes.iter().any(|p| p.callsign.as_deref() == Some(c)) {
@@ -1497,6 +1523,27 @@ mod tests {
         let index = placed(&[("Red Bull TV", Some("at"), Some("de"))]);
         assert_eq!(
             pick_streamed(&index, "Red Bull TV", "https://rbtv.example.fr/x"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_name_written_in_a_script_prefers_a_listing_in_its_languages() {
+        let index = placed(&[
+            ("REN TV", None, Some("he")),
+            ("Рен ТВ", None, Some("ru")),
+            ("Prima", None, Some("cs")),
+            ("Prima", None, Some("ro")),
+        ]);
+        assert_eq!(pick(&index, "РЕН ТВ (540p)", ""), Some(1));
+        // Written in Latin: nothing says which.
+        assert_eq!(pick(&index, "REN TV", ""), None);
+        assert_eq!(pick(&index, "Prima", ""), None);
+        // Neither listing in a language of the script: still two channels.
+        assert_eq!(pick(&index, "Прима", ""), None);
+        // The stream's address speaks first: a Hebrew guide's for an Israeli host.
+        assert_eq!(
+            pick_streamed(&index, "РЕН ТВ", "https://tv.example.il/ren"),
             Some(0)
         );
     }
