@@ -1,17 +1,21 @@
 //! Guide matching measured on public data (see `scripts/bench-guide.sh`):
 //!
 //! ```text
-//! guide_eval TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--threshold T] [--margin M]
-//!            [--exact-margin E] [--show-wrong] [--show-unmatched]
+//! guide_eval TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--no-url] [--threshold T]
+//!            [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]
 //! guide_eval --timing TSV M3U
+//! guide_eval TSV M3U --explain NAME [--group G] [--url U]
 //! ```
 //!
 //! The first form strips the M3U's tvg-ids, matches each entry's name (with
 //! `--country`, also the group a playlist sorted by country gives it: its id's country
 //! code) against every guide channel of the TSV and prints precision, recall and the
-//! wrong matches, and the ceiling of matching by equal names (`eval::ceiling`). The
+//! wrong matches, and the ceiling of matching by equal names (`eval::ceiling`); each
+//! entry's stream address is given too (`Query::urls`: its domain may hint a country;
+//! `--no-url`: names only, as before the fifth pass). The
 //! second times 20,000 lineup channels against 50,000 guide channels (the M3U's names,
-//! twice, the second time with " HD" added; the TSV's first 50,000 rows) and prints
+//! three times, with " HD" and " FHD" added the second and third, each with its stream
+//! address; the TSV's first 50,000 rows) and prints
 //! the time and the memory the index and the matching added (peak RSS).
 
 use std::collections::HashSet;
@@ -36,6 +40,7 @@ fn main() {
                     "--exact-margin",
                     "--explain",
                     "--group",
+                    "--url",
                 ]
                 .contains(&args[i - 1].as_str());
             !a.starts_with("--") && !value_of_flag
@@ -43,7 +48,7 @@ fn main() {
         .map(|(_, a)| a)
         .collect();
     let [tsv, m3u] = files[..] else {
-        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--threshold T] [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]");
+        eprintln!("usage: guide_eval [--timing] TSV M3U [--split tune|held-out|all] [--country] [--no-lang] [--no-url] [--threshold T] [--margin M] [--exact-margin E] [--show-wrong] [--show-unmatched]");
         std::process::exit(2);
     };
     let tsv = std::fs::read_to_string(tsv).expect("readable TSV");
@@ -72,13 +77,19 @@ fn main() {
             c.lang = None;
         }
     }
-    let entries = eval::entries(&m3u);
+    let mut entries = eval::entries(&m3u);
+    if flag("--no-url").is_some() {
+        for e in &mut entries {
+            e.url.clear();
+        }
+    }
     let index = Index::new(&guide.channels);
     if let Some(name) = value("--explain") {
         // One name (and `--group G`) against the guide: every alternative, with its row.
         let q = Query {
             names: vec![name],
             group: value("--group").unwrap_or_default(),
+            urls: value("--url").into_iter().collect(),
             ..Query::default()
         };
         let out = index.find(&q, &HashSet::new(), settings);
@@ -164,12 +175,13 @@ fn timing(tsv: &str, m3u: &str, settings: Settings) {
     let entries = eval::entries(m3u);
     let queries: Vec<Query> = entries
         .iter()
-        .map(|e| e.name.clone())
-        .chain(entries.iter().map(|e| format!("{} HD", e.name)))
-        .chain(entries.iter().map(|e| format!("{} FHD", e.name)))
+        .map(|e| (e.name.clone(), &e.url))
+        .chain(entries.iter().map(|e| (format!("{} HD", e.name), &e.url)))
+        .chain(entries.iter().map(|e| (format!("{} FHD", e.name), &e.url)))
         .take(20_000)
-        .map(|n| Query {
+        .map(|(n, url)| Query {
             names: vec![n],
+            urls: vec![url.clone()],
             ..Query::default()
         })
         .collect();

@@ -622,6 +622,15 @@ impl Guides {
                 lineup: lineup.clone(),
                 pinned: self.pinned(),
                 decisions: self.decisions.lock().expect("guide lock").clone(),
+                lists: lineup
+                    .channels
+                    .iter()
+                    .flat_map(|c| &c.sources)
+                    .map(|s| s.service.as_ref())
+                    .collect::<HashSet<&str>>()
+                    .into_iter()
+                    .filter_map(|s| Some((s.to_string(), self.registry.last_listed(s)?)))
+                    .collect(),
             };
             (*seq, inputs)
         };
@@ -1316,6 +1325,9 @@ struct MatchInputs {
     /// Lineup channels whose guide id is set by hand.
     pinned: HashSet<String>,
     decisions: HashMap<String, table::Decision>,
+    /// The lineup's services' channels as last listed: their stream addresses hint
+    /// their countries to the matcher.
+    lists: HashMap<String, Arc<Vec<Channel>>>,
 }
 
 impl MatchInputs {
@@ -1362,6 +1374,25 @@ impl MatchInputs {
                 }
             }
         }
+        // Each service's stream addresses by its channel id (those its listing gives),
+        // but for a reseller's host serving most of them (`features::provider_hosts`).
+        let urls: HashMap<&str, HashMap<&str, &str>> = self
+            .lists
+            .iter()
+            .map(|(service, list)| {
+                let provider =
+                    features::provider_hosts(list.iter().filter_map(|c| c.url.as_deref()));
+                let by_id = list
+                    .iter()
+                    .filter_map(|c| Some((c.id.as_str(), c.url.as_deref()?)))
+                    .filter(|(_, u)| {
+                        features::host_of(u)
+                            .is_some_and(|h| !provider.contains(&h.to_ascii_lowercase()))
+                    })
+                    .collect();
+                (service.as_str(), by_id)
+            })
+            .collect();
         let channels: Vec<table::ChannelInfo> = self
             .lineup
             .channels
@@ -1376,6 +1407,12 @@ impl MatchInputs {
                     .iter()
                     .map(|s| s.name.to_string())
                     .filter(|n| *n != c.name)
+                    .collect(),
+                urls: c
+                    .sources
+                    .iter()
+                    .filter_map(|s| urls.get(s.service.as_ref())?.get(s.channel_id.as_ref()))
+                    .map(|u| u.to_string())
                     .collect(),
                 pinned: self.pinned.contains(c.id.as_str()),
             })

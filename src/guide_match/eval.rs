@@ -101,10 +101,12 @@ fn site_country(site: &str) -> Option<String> {
     features::of_tvg_id(&format!("X.{tld}")).and_then(|f| f.country)
 }
 
-/// One M3U entry: its name and its (to be stripped) id.
+/// One M3U entry: its name, its (to be stripped) id and its stream's address.
 pub struct Entry {
     pub name: String,
     pub answer: String,
+    /// The first address line after its `#EXTINF` (empty when none).
+    pub url: String,
 }
 
 impl Entry {
@@ -119,20 +121,33 @@ impl Entry {
     }
 }
 
-/// The `#EXTINF` entries of an M3U: the name after the last comma, the `tvg-id`.
+/// The `#EXTINF` entries of an M3U: the name after the last comma, the `tvg-id`, and
+/// the address on the first line after it that is neither a tag nor empty.
 pub fn entries(m3u: &str) -> Vec<Entry> {
-    m3u.lines()
-        .filter_map(|l| l.strip_prefix("#EXTINF"))
-        .map(|l| {
+    let mut out: Vec<Entry> = Vec::new();
+    let mut open = false;
+    for line in m3u.lines().map(str::trim) {
+        if let Some(l) = line.strip_prefix("#EXTINF") {
             let answer = l
                 .split_once("tvg-id=\"")
                 .and_then(|(_, rest)| rest.split_once('"'))
                 .map(|(id, _)| base_id(id))
                 .unwrap_or_default();
             let name = l.rsplit_once(',').map_or("", |(_, n)| n).trim().to_string();
-            Entry { name, answer }
-        })
-        .collect()
+            out.push(Entry {
+                name,
+                answer,
+                url: String::new(),
+            });
+            open = true;
+        } else if open && !line.is_empty() && !line.starts_with('#') {
+            if let Some(e) = out.last_mut() {
+                e.url = line.to_string();
+            }
+            open = false;
+        }
+    }
+    out
 }
 
 fn base_id(id: &str) -> String {
@@ -167,7 +182,7 @@ pub struct Report {
     /// row carries an id: the first rule of this evaluation, kept for comparison.
     pub by_name_right: usize,
     pub by_name_wrong: usize,
-    /// Wrong matches (up to 500, and up to 50 of those without an answer): (entry name, guide name chosen, right id, chosen id).
+    /// Wrong matches (up to 500, those without an answer among them): (entry name, guide name chosen, right id, chosen id).
     pub wrong_examples: Vec<(String, String, String, String)>,
     /// Entries with an answer left unmatched: (entry name, the matcher's reason).
     pub unmatched_examples: Vec<(String, String)>,
@@ -237,6 +252,7 @@ pub fn evaluate(
         }
     }
     let none = HashSet::new();
+    let provider = features::provider_hosts(entries.iter().map(|e| e.url.as_str()));
     let mut r = Report::default();
     for (pos, e) in entries.iter().enumerate() {
         if !split.keeps(pos) {
@@ -250,6 +266,12 @@ pub fn evaluate(
                 Context::Name => String::new(),
                 Context::NameAndCountry => e.country_group(),
             },
+            // The stream's address, as a product reading the playlist sees it (unless
+            // a reseller's host serves most of the playlist: none here).
+            urls: features::host_of(&e.url)
+                .filter(|h| !provider.contains(&h.to_ascii_lowercase()))
+                .map(|_| vec![e.url.clone()])
+                .unwrap_or_default(),
             ..Query::default()
         };
         let out = index.find(&q, &none, settings);
@@ -267,7 +289,7 @@ pub fn evaluate(
                     && ids.is_some_and(|ids| !ids.is_empty() && !ids.contains(e.answer.as_str()))
                 {
                     r.wrong_without_answer += 1;
-                    if r.wrong_examples.len() < 50 {
+                    if r.wrong_examples.len() < 500 {
                         let got = ids.map(|i| i.iter().copied().collect::<Vec<_>>().join(" "));
                         r.wrong_examples.push((
                             e.name.clone(),
@@ -410,7 +432,7 @@ mod tests {
         a.tv\ten\tFilm4\tFilm4.uk\n";
     const M3U: &str = "#EXTM3U\n\
         #EXTINF:-1 tvg-id=\"BBCOne.uk\",BBC One (1080p)\nhttp://x/1\n\
-        #EXTINF:-1 tvg-id=\"ITV.uk\",ITV +1\nhttp://x/2\n\
+        #EXTINF:-1 tvg-id=\"ITV.uk\",ITV +1\n#EXTVLCOPT:http-referrer=http://y/\n\nhttp://x/2\n\
         #EXTINF:-1 tvg-id=\"KidoodleTV.ca\",Kidoodle TV [Geo-blocked]\nhttp://x/3\n\
         #EXTINF:-1 tvg-id=\"Film4.uk\",Film 4 (720p)\nhttp://x/4\n\
         #EXTINF:-1 tvg-id=\"\",Unknown TV\nhttp://x/5\n";
@@ -419,6 +441,9 @@ mod tests {
     fn counts_right_wrong_and_unmatched_by_name() {
         let guide = guide_set(TSV, None);
         assert_eq!(guide.answers[0], "BBCOne.uk");
+        // Each entry's address: the first line after its `#EXTINF` that is no tag.
+        let urls: Vec<String> = entries(M3U).into_iter().map(|e| e.url).collect();
+        assert_eq!(urls[..2], ["http://x/1", "http://x/2"]);
         let index = Index::new(&guide.channels);
         let r = evaluate(
             &guide,

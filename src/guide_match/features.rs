@@ -1,7 +1,11 @@
 //! What a channel name says, as the matcher compares it: its words (accents folded,
 //! lowercase, bracketed notes and quality marks dropped), its time shift (`+1`, also
 //! written as a note: `(+2)`), its country (a trailing code, a tvg-id's domain, a
-//! group's leading code) and a US/CA callsign. Pure functions of strings.
+//! group's leading code) and a US/CA callsign; the country a stream's address hints
+//! (`country_of_url`) and the languages a name's script hints (`languages_of_script`).
+//! Pure functions of strings.
+
+use std::collections::{HashMap, HashSet};
 
 /// Words that say how a channel is delivered, not which channel it is.
 const QUALITY: &[&str] = &[
@@ -227,6 +231,97 @@ pub fn country_of_group(group: &str) -> Option<String> {
         .then(|| canonical_country(&lower))
     });
     found
+}
+
+/// Country-code domains sold to anyone as words ("twitch.tv", "radio.fm", "app.io"),
+/// or given away free: a stream served under one says nothing of where it is from.
+const VANITY_DOMAINS: &[&str] = &[
+    "ac", "ag", "ai", "am", "bz", "cc", "cf", "co", "cx", "fm", "ga", "gg", "gq", "gs", "im", "io",
+    "is", "la", "li", "ly", "md", "me", "ml", "ms", "nu", "pw", "sh", "st", "tk", "to", "tv", "vc",
+    "ws",
+];
+
+/// The country a stream's address hints, from its host's country-code domain
+/// (`videos.rtva.ad` → ad, `x.com.br` → br, `cdn.co.uk` → uk): a hint, not the
+/// channel's country (a Kazakh channel served from a Russian host). None for a generic
+/// domain (`.com`), a vanity one (`.tv`, `.me`, `.io`: `VANITY_DOMAINS`), an IP address
+/// or no host.
+pub fn country_of_url(url: &str) -> Option<String> {
+    let host = host_of(url)?;
+    let tld = host.rsplit_once('.')?.1.to_ascii_lowercase();
+    (tld.len() == 2 && ISO_CODES.contains(&tld.as_str()) && !VANITY_DOMAINS.contains(&tld.as_str()))
+        .then(|| canonical_country(&tld))
+}
+
+/// The host of a stream's address, as written (no port, no user); None for an IPv6
+/// address or none.
+pub fn host_of(url: &str) -> Option<&str> {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.starts_with('[') {
+        return None;
+    }
+    let host = host.split(':').next()?.trim_end_matches('.');
+    (!host.is_empty()).then_some(host)
+}
+
+/// Of one playlist's stream addresses, the hosts serving more than half of them (of
+/// 20 or more): a reseller's server, not each channel's broadcaster, so their domain
+/// hints nothing of the channels' countries (`country_of_url`). Lowercase.
+pub fn provider_hosts<'a>(urls: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    for u in urls {
+        total += 1;
+        if let Some(h) = host_of(u) {
+            *count.entry(h.to_ascii_lowercase()).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .filter(|&(_, n)| total >= 20 && 2 * n > total)
+        .map(|(h, _)| h)
+        .collect()
+}
+
+/// The languages (as `<display-name lang>` writes them) written in the script most of
+/// a name's letters are in, when that script is used by few languages: "Рен ТВ" is
+/// Cyrillic (ru, uk, be, bg, sr, mk, kk...), "Ελληνικά" Greek (el). None for the Latin
+/// script, a mix, or no letters.
+pub fn languages_of_script(name: &str) -> &'static [&'static str] {
+    const SCRIPTS: &[(u32, u32, &[&str])] = &[
+        (0x0370, 0x03FF, &["el"]),
+        (
+            0x0400,
+            0x052F,
+            &["ru", "uk", "be", "bg", "sr", "mk", "kk", "ky", "mn", "tg"],
+        ),
+        (0x0530, 0x058F, &["hy"]),
+        (0x0590, 0x05FF, &["he", "yi"]),
+        (0x0600, 0x06FF, &["ar", "fa", "ur", "ps", "ku"]),
+        (0x0900, 0x097F, &["hi", "mr", "ne"]),
+        (0x0E00, 0x0E7F, &["th"]),
+        (0x10A0, 0x10FF, &["ka"]),
+        (0x3040, 0x30FF, &["ja"]),
+        (0x4E00, 0x9FFF, &["zh", "ja"]),
+        (0xAC00, 0xD7AF, &["ko"]),
+    ];
+    let mut letters = 0;
+    let mut counts = [0usize; SCRIPTS.len()];
+    for c in drop_brackets(name).chars().filter(|c| c.is_alphabetic()) {
+        letters += 1;
+        if let Some(i) = SCRIPTS
+            .iter()
+            .position(|&(lo, hi, _)| (lo..=hi).contains(&(c as u32)))
+        {
+            counts[i] += 1;
+        }
+    }
+    counts
+        .iter()
+        .position(|&n| n > 0 && 2 * n > letters)
+        .map_or(&[], |i| SCRIPTS[i].2)
 }
 
 /// A country code as compared: "gb" is "uk", "usa" is "us", "ksa" is "sa", "uae" is "ae".
@@ -475,5 +570,62 @@ mod tests {
         assert_eq!(of_name("WABC-DT ABC 7").callsign.as_deref(), Some("wabc"));
         assert_eq!(of_name("CBS WCBS").callsign.as_deref(), Some("wcbs"));
         assert_eq!(of_name("CNN").callsign, None);
+    }
+
+    #[test]
+    fn a_host_serving_most_of_a_playlist_is_a_providers() {
+        let mut urls: Vec<String> = (0..15)
+            .map(|i| format!("http://Iptv.Example.de:8080/{i}"))
+            .collect();
+        urls.extend((0..10).map(|i| format!("https://tv{i}.example.fr/live")));
+        let hosts = provider_hosts(urls.iter().map(String::as_str));
+        assert_eq!(hosts, ["iptv.example.de".to_string()].into());
+        // Half or fewer, or a short list: broadcasters' own hosts.
+        assert!(provider_hosts(urls[5..].iter().map(String::as_str)).is_empty());
+        assert!(provider_hosts(urls[..15].iter().map(String::as_str)).is_empty());
+    }
+
+    #[test]
+    fn a_names_script_gives_its_languages() {
+        assert!(languages_of_script("Рен ТВ (540p)").contains(&"ru"));
+        assert!(languages_of_script("НТВ HD").contains(&"bg"));
+        assert_eq!(languages_of_script("Ελληνική Τηλεόραση 1"), ["el"]);
+        assert_eq!(
+            languages_of_script("قناة الجزيرة"),
+            ["ar", "fa", "ur", "ps", "ku"]
+        );
+        // Latin, a Latin name with a note in another script, no letters: none.
+        assert!(languages_of_script("REN TV").is_empty());
+        assert!(languages_of_script("TVBS News (TVBS新聞台)").is_empty());
+        assert!(languages_of_script("24").is_empty());
+    }
+
+    #[test]
+    fn a_stream_address_hints_its_country_domain() {
+        let hint = |u: &str| country_of_url(u);
+        assert_eq!(
+            hint("https://videos.rtva.ad/live/rtva/playlist.m3u8").as_deref(),
+            Some("ad")
+        );
+        assert_eq!(
+            hint("http://cdn.example.com.br:8080/a.m3u8").as_deref(),
+            Some("br")
+        );
+        assert_eq!(
+            hint("https://user:pw@live.bbc.co.uk/x").as_deref(),
+            Some("uk")
+        );
+        assert_eq!(hint("https://stream.example.gb./x").as_deref(), Some("uk"));
+        assert_eq!(hint("rtmp://live.fm100.gr/hls").as_deref(), Some("gr"));
+        // Generic and vanity domains, addresses and no host say nothing.
+        assert_eq!(hint("https://cdn.example.com/live.m3u8"), None);
+        assert_eq!(hint("https://live.example.tv/a.m3u8"), None);
+        assert_eq!(hint("https://stream.radio.fm/a"), None);
+        assert_eq!(hint("https://my.channel.me/a"), None);
+        assert_eq!(hint("https://app.io/x"), None);
+        assert_eq!(hint("http://10.0.0.1:8000/live"), None);
+        assert_eq!(hint("http://[::1]:80/live"), None);
+        assert_eq!(hint("localhost"), None);
+        assert_eq!(hint(""), None);
     }
 }

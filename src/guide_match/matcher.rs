@@ -20,7 +20,12 @@
 //! (`languages_of`). Without that country, a distinctive name
 //! ("Red Bull TV") is one channel across guides of two languages or regions, as is a
 //! name with a rare word that guides of four languages or more list ("Arirang"), and
-//! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`).
+//! "Pluto TV X" is also tried as "X" when X is long or rare enough (`probes`). Also
+//! without it, the country its stream's address hints (`Query::urls`) is a weak
+//! preference: among one name's guide channels of different languages or regions, the
+//! one placed there or in its language; a short or plain name placed there matches.
+//! Where that says nothing, so is a listing in a language of the script its name is
+//! written in ("Рен ТВ": a Russian guide's, not a Hebrew one's "REN TV").
 
 use std::collections::{HashMap, HashSet};
 
@@ -97,6 +102,9 @@ pub struct Query {
     pub tvg_ids: Vec<String>,
     /// Its group ("UK | News"): a country.
     pub group: String,
+    /// Its sources' stream addresses: a country-code domain (`videos.rtva.ad`) hints
+    /// its country (`features::country_of_url`), weakly: a hint, never a country.
+    pub urls: Vec<String>,
 }
 
 /// The settings the evaluation tunes.
@@ -199,6 +207,13 @@ struct Probe {
     shift: u8,
     country: Option<String>,
     callsign: Option<String>,
+    /// The country the lineup channel's stream addresses hint, when its own is
+    /// unknown.
+    hint: Option<String>,
+    /// The languages written in its name's script (`features::languages_of_script`),
+    /// when its country is unknown: "Рен ТВ" is more likely a Russian guide's than a
+    /// Hebrew one's.
+    written: &'static [&'static str],
 }
 
 impl Index {
@@ -464,6 +479,21 @@ impl Index {
             (&*name.compact, name.shift)
         };
         let query_country = probes.iter().find_map(|p| p.country.as_deref());
+        // With the lineup channel's country unknown, the one its stream's address
+        // hints (`stream_country`): a guide channel placed there or in one of its
+        // languages is preferred, never required.
+        let hint = probes.iter().find_map(|p| p.hint.as_deref());
+        // Then, where that says nothing, a guide listing in a language of its
+        // name's script.
+        let written = probes.first().map_or(&[][..], |p| p.written);
+        let hinted = |c: u32, n: u32| {
+            (
+                hint.is_some_and(|h| {
+                    self.placed_in(c, n, h) || self.speaks(c, languages_of(h)) == Some(true)
+                }),
+                self.speaks(c, written) == Some(true),
+            )
+        };
         // Another channel: another name; the same name given to a channel of another
         // country ("ATV" in Turkey and in Peru); the same name twice in one guide, as
         // written (regional feeds; "Band" and "Band HD" in one guide are one channel in
@@ -477,10 +507,10 @@ impl Index {
         // channel's country known: the one in a language of that country is its
         // channel, the other the guide's listing for another country ("Rai 4" in an
         // aggregator's German and Italian lists, for an Italian channel).
-        let spoken = query_country.map_or(&[][..], languages_of);
-        let fits = |c: u32| {
-            self.lang_of[c as usize].map(|l| spoken.contains(&&*self.lang_names[l as usize]))
-        };
+        // So, with none known, are they by the languages of the country the stream's
+        // address hints.
+        let spoken = query_country.or(hint).map_or(&[][..], languages_of);
+        let fits = |c: u32| self.speaks(c, spoken);
         let twin = |c: u32, n: u32| {
             self.source_of[c as usize] == self.source_of[top as usize]
                 && self.names[n as usize].marked == self.names[top_name as usize].marked
@@ -493,7 +523,11 @@ impl Index {
                 || (query_country.is_none()
                     && !self.distinctive(&self.names[top_name as usize])
                     && !self.international(top_name)
-                    && self.conflict(c, top))
+                    && self.conflict(c, top)
+                    // Unless the stream's address hints the best's country or
+                    // language, not this one's (or, hinting both or neither, the
+                    // name's script the best's language, not this one's).
+                    && hinted(top, top_name) <= hinted(c, n))
         });
         let why = self.why(&probes, &self.names[top_name as usize], top_score);
         let lead = runner.map_or(top_score, |r| top_score - r.1);
@@ -525,6 +559,9 @@ impl Index {
             .generic(top_n)
             .then_some(query_country)
             .and_then(|qc| match qc {
+                // Or the country its stream's address hints, when a guide places it
+                // there.
+                None if hint.is_some_and(|h| self.placed_in(top, top_name, h)) => None,
                 None => Some("no country is known".to_string()),
                 Some(qc) => (self.country(top_n) != Some(qc)
                     && self.region_of[top as usize].as_deref() != Some(qc))
@@ -628,6 +665,11 @@ impl Index {
             .collect();
         feats.extend(plain);
         let shift = feats.iter().map(|f| f.shift).max().unwrap_or(0);
+        let hint = country.is_none().then(|| stream_country(q)).flatten();
+        let written = match (&country, q.names.first()) {
+            (None, Some(n)) => features::languages_of_script(n),
+            _ => &[],
+        };
         let callsign = feats.iter().find_map(|f| f.callsign.clone());
         let mut seen = HashSet::new();
         feats.retain(|f| seen.insert(f.compact()));
@@ -656,6 +698,8 @@ impl Index {
                     shift,
                     country: country.clone(),
                     callsign: callsign.clone(),
+                    hint: hint.clone(),
+                    written,
                 }
             })
             .collect()
@@ -703,6 +747,19 @@ impl Index {
         n.country
             .as_deref()
             .or(self.country_of[n.channel as usize].as_deref())
+    }
+
+    /// Whether guide channel `c` (its name `n`) is placed in `country`: its name's or
+    /// its own country, or its guide's region.
+    fn placed_in(&self, c: u32, n: u32, country: &str) -> bool {
+        self.country(&self.names[n as usize]) == Some(country)
+            || self.region_of[c as usize].as_deref() == Some(country)
+    }
+
+    /// Whether guide channel `c` is listed in one of `languages`; `None` when its
+    /// guide gives no language.
+    fn speaks(&self, c: u32, languages: &[&str]) -> Option<bool> {
+        self.lang_of[c as usize].map(|l| languages.contains(&&*self.lang_names[l as usize]))
     }
 
     /// Whether guide channels `a` and `b` are in guides of different languages or of
@@ -767,6 +824,22 @@ impl Index {
             // in another country's guide.
             score += 0.005;
         }
+        if let Some(hint) = p.hint.as_deref() {
+            // Placed in the country the stream's address hints, or in a guide in one
+            // of its languages: ahead of the same name elsewhere.
+            if self.region_of[n.channel as usize].as_deref() == Some(hint)
+                || self.country(n) == Some(hint)
+            {
+                score += 0.003;
+            }
+            if self.speaks(n.channel, languages_of(hint)) == Some(true) {
+                score += 0.002;
+            }
+        }
+        if self.speaks(n.channel, p.written) == Some(true) {
+            // Listed in a language of the name's script: after the address's hint.
+            score += 0.001;
+        }
         Some(score)
     }
 
@@ -829,6 +902,18 @@ impl Index {
                 parts.push(format!("country {c}"));
             }
         }
+        if let Some(h) = probes.iter().find_map(|p| p.hint.as_deref()) {
+            if self.country(n) == Some(h)
+                || self.region_of[n.channel as usize].as_deref() == Some(h)
+                || self.speaks(n.channel, languages_of(h)) == Some(true)
+            {
+                parts.push(format!("its stream's address hints {h}"));
+            }
+        }
+        let written = probes.first().map_or(&[][..], |p| p.written);
+        if self.speaks(n.channel, written) == Some(true) {
+            parts.push("listed in a language of its name's script".into());
+        }
         if let Some(c) = n.callsign.as_deref() {
             if probes.iter().any(|p| p.callsign.as_deref() == Some(c)) {
                 parts.push(format!("callsign {}", c.to_uppercase()));
@@ -836,6 +921,14 @@ impl Index {
         }
         parts.join(", ")
     }
+}
+
+/// The country the query's stream addresses hint (`features::country_of_url`), when
+/// they agree.
+fn stream_country(q: &Query) -> Option<String> {
+    let mut found = q.urls.iter().filter_map(|u| features::country_of_url(u));
+    let first = found.next()?;
+    found.all(|c| c == first).then_some(first)
 }
 
 /// The languages (as `<display-name lang>` writes them) of a country's own channels;
@@ -1344,6 +1437,115 @@ mod tests {
         assert_eq!(pick(&index, "Rai 4", "FR"), None);
         assert_eq!(pick(&index, "Rai 4", ""), None);
         assert_eq!(pick(&index, "Rotana Cinema", "EG"), None);
+    }
+
+    /// `index`'s choice for `name` streamed from `url`, no country known.
+    fn pick_streamed(index: &Index, name: &str, url: &str) -> Option<usize> {
+        let q = Query {
+            names: vec![name.into()],
+            urls: vec![url.into()],
+            ..Query::default()
+        };
+        index
+            .find(&q, &HashSet::new(), Settings::default())
+            .chosen
+            .map(|c| c.channel)
+    }
+
+    #[test]
+    fn a_stream_address_hints_a_country_without_requiring_it() {
+        // One name in guides of two languages: the one in the language of the
+        // country the stream's address hints.
+        let index = placed(&[("Telemax", None, Some("de")), ("Telemax", None, Some("es"))]);
+        assert_eq!(pick(&index, "Telemax", ""), None);
+        assert_eq!(
+            pick_streamed(&index, "Telemax", "https://live.telemax.ar/a.m3u8"),
+            Some(1)
+        );
+        assert_eq!(
+            pick_streamed(&index, "Telemax", "https://cdn.telemax.de/a.m3u8"),
+            Some(0)
+        );
+        // A generic or vanity domain hints nothing; nor do two addresses that disagree.
+        assert_eq!(
+            pick_streamed(&index, "Telemax", "https://telemax.com/a"),
+            None
+        );
+        assert_eq!(
+            pick_streamed(&index, "Telemax", "https://telemax.tv/a"),
+            None
+        );
+        let q = Query {
+            names: vec!["Telemax".into()],
+            urls: vec![
+                "https://a.telemax.ar/".into(),
+                "https://b.telemax.de/".into(),
+            ],
+            ..Query::default()
+        };
+        assert_eq!(
+            index.find(&q, &HashSet::new(), Settings::default()).chosen,
+            None
+        );
+        // One guide's listings under two languages: as with a country known.
+        let mut g = guide(&["Rai 4", "Rai 4"]);
+        for (c, l) in g.iter_mut().zip(["de", "it"]) {
+            c.lang = Some(l.into());
+        }
+        let index = Index::new(&g);
+        assert_eq!(pick(&index, "Rai 4", ""), None);
+        assert_eq!(pick_streamed(&index, "Rai 4", "https://rai.it/4"), Some(1));
+        // A short name placed in that country by its guide.
+        let mut g = guide(&["ATV", "ATV"]);
+        g[1].source = "other".into();
+        g[0].region = Some("tr".into());
+        g[1].region = Some("ad".into());
+        let index = Index::new(&g);
+        assert_eq!(pick(&index, "ATV", ""), None);
+        let out = index.find(
+            &Query {
+                names: vec!["ATV (720p)".into()],
+                urls: vec!["https://videos.rtva.ad/live/rtva/playlist.m3u8".into()],
+                ..Query::default()
+            },
+            &HashSet::new(),
+            Settings::default(),
+        );
+        assert_eq!(out.chosen.map(|c| c.channel), Some(1), "{}", out.reason);
+        assert!(
+            out.reason.contains("its stream's address hints ad"),
+            "{}",
+            out.reason
+        );
+        assert_eq!(pick_streamed(&index, "ATV", "https://atv.hu/live"), None);
+        // A hint, never a country: a guide channel of another country still matches
+        // ("Red Bull TV" streamed from a French host).
+        let index = placed(&[("Red Bull TV", Some("at"), Some("de"))]);
+        assert_eq!(
+            pick_streamed(&index, "Red Bull TV", "https://rbtv.example.fr/x"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_name_written_in_a_script_prefers_a_listing_in_its_languages() {
+        let index = placed(&[
+            ("REN TV", None, Some("he")),
+            ("Рен ТВ", None, Some("ru")),
+            ("Prima", None, Some("cs")),
+            ("Prima", None, Some("ro")),
+        ]);
+        assert_eq!(pick(&index, "РЕН ТВ (540p)", ""), Some(1));
+        // Written in Latin: nothing says which.
+        assert_eq!(pick(&index, "REN TV", ""), None);
+        assert_eq!(pick(&index, "Prima", ""), None);
+        // Neither listing in a language of the script: still two channels.
+        assert_eq!(pick(&index, "Прима", ""), None);
+        // The stream's address speaks first: a Hebrew guide's for an Israeli host.
+        assert_eq!(
+            pick_streamed(&index, "РЕН ТВ", "https://tv.example.il/ren"),
+            Some(0)
+        );
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct ChannelInfo {
     pub guide_id: String,
     /// Its sources' names.
     pub source_names: Vec<String>,
+    /// Its sources' stream addresses, where their listings give them (M3U): a
+    /// country-code domain hints its country (`Query::urls`).
+    pub urls: Vec<String>,
     /// Its guide id is set by hand (the channel mapping): only a guide channel of
     /// that id may give it programmes, never a decision or the matcher.
     pub pinned: bool,
@@ -278,6 +281,7 @@ pub fn build(
                 .collect(),
             tvg_ids: vec![c.guide_id.clone()],
             group: c.group.clone(),
+            urls: c.urls.clone(),
         };
         let outcome = index.find(&query, &taken, settings);
         let alternatives: Vec<Alternative> = outcome

@@ -55,7 +55,7 @@ impl Registry {
 
     /// Service `name`'s channels as last listed (in this registry, carried by a
     /// reload, or kept in `state_dir/lists/`): what the lineup holds while it fails.
-    pub(super) fn last_listed(&self, name: &str) -> Option<Arc<Vec<Channel>>> {
+    pub fn last_listed(&self, name: &str) -> Option<Arc<Vec<Channel>>> {
         self.last_good
             .lock()
             .expect("last_good lock is never poisoned")
