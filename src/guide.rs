@@ -1375,20 +1375,17 @@ impl MatchInputs {
             }
         }
         // Each service's stream addresses by its channel id (those its listing gives),
-        // but for a reseller's host serving most of them (`features::provider_hosts`).
+        // but for a reseller's servers serving most of them (`features::Providers`).
         let urls: HashMap<&str, HashMap<&str, &str>> = self
             .lists
             .iter()
             .map(|(service, list)| {
-                let provider =
-                    features::provider_hosts(list.iter().filter_map(|c| c.url.as_deref()));
+                let providers =
+                    features::Providers::of(list.iter().filter_map(|c| c.url.as_deref()));
                 let by_id = list
                     .iter()
                     .filter_map(|c| Some((c.id.as_str(), c.url.as_deref()?)))
-                    .filter(|(_, u)| {
-                        features::host_of(u)
-                            .is_some_and(|h| !provider.contains(&h.to_ascii_lowercase()))
-                    })
+                    .filter(|(_, u)| providers.hints(u))
                     .collect();
                 (service.as_str(), by_id)
             })

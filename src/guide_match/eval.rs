@@ -252,7 +252,7 @@ pub fn evaluate(
         }
     }
     let none = HashSet::new();
-    let provider = features::provider_hosts(entries.iter().map(|e| e.url.as_str()));
+    let providers = features::Providers::of(entries.iter().map(|e| e.url.as_str()));
     let mut r = Report::default();
     for (pos, e) in entries.iter().enumerate() {
         if !split.keeps(pos) {
@@ -267,11 +267,12 @@ pub fn evaluate(
                 Context::NameAndCountry => e.country_group(),
             },
             // The stream's address, as a product reading the playlist sees it (unless
-            // a reseller's host serves most of the playlist: none here).
-            urls: features::host_of(&e.url)
-                .filter(|h| !provider.contains(&h.to_ascii_lowercase()))
-                .map(|_| vec![e.url.clone()])
-                .unwrap_or_default(),
+            // a reseller's site serves most of the playlist: none here).
+            urls: if providers.hints(&e.url) {
+                vec![e.url.clone()]
+            } else {
+                Vec::new()
+            },
             ..Query::default()
         };
         let out = index.find(&q, &none, settings);

@@ -266,23 +266,57 @@ pub fn host_of(url: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-/// Of one playlist's stream addresses, the hosts serving more than half of them (of
-/// 20 or more): a reseller's server, not each channel's broadcaster, so their domain
-/// hints nothing of the channels' countries (`country_of_url`). Lowercase.
-pub fn provider_hosts<'a>(urls: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
-    let mut count: HashMap<String, usize> = HashMap::new();
-    let mut total = 0;
-    for u in urls {
-        total += 1;
-        if let Some(h) = host_of(u) {
-            *count.entry(h.to_ascii_lowercase()).or_default() += 1;
-        }
+/// The site a host belongs to, as a reseller's servers share it: its last two labels
+/// (`s1.provider.de` → `provider.de`), three under a country's second level
+/// (`tv.provider.co.uk` → `provider.co.uk`); an IP address whole. Lowercase.
+pub fn site_of(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return host;
     }
-    count
-        .into_iter()
-        .filter(|&(_, n)| total >= 20 && 2 * n > total)
-        .map(|(h, _)| h)
-        .collect()
+    let labels: Vec<&str> = host.split('.').collect();
+    let second_level = |l: &str| {
+        matches!(
+            l,
+            "co" | "com" | "net" | "org" | "gov" | "edu" | "ac" | "or" | "ne" | "go" | "gob"
+        )
+    };
+    let keep = match labels.as_slice() {
+        [.., sld, tld] if tld.len() == 2 && second_level(sld) => 3,
+        _ => 2,
+    };
+    labels[labels.len().saturating_sub(keep)..].join(".")
+}
+
+/// Of one playlist's stream addresses, the sites (`site_of`) serving more than half of
+/// them (of 20 or more): a reseller's servers, not each channel's broadcaster, so
+/// their domain hints nothing of the channels' countries (`country_of_url`).
+#[derive(Debug, Default)]
+pub struct Providers(HashSet<String>);
+
+impl Providers {
+    pub fn of<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut count: HashMap<String, usize> = HashMap::new();
+        let mut total = 0;
+        for u in urls {
+            total += 1;
+            if let Some(h) = host_of(u) {
+                *count.entry(site_of(h)).or_default() += 1;
+            }
+        }
+        Self(
+            count
+                .into_iter()
+                .filter(|&(_, n)| total >= 20 && 2 * n > total)
+                .map(|(site, _)| site)
+                .collect(),
+        )
+    }
+
+    /// Whether `url`'s host may hint a country: it has one, and no reseller serves it.
+    pub fn hints(&self, url: &str) -> bool {
+        host_of(url).is_some_and(|h| !self.0.contains(&site_of(h)))
+    }
 }
 
 /// The languages (as `<display-name lang>` writes them) written in the script most of
@@ -573,16 +607,23 @@ mod tests {
     }
 
     #[test]
-    fn a_host_serving_most_of_a_playlist_is_a_providers() {
+    fn a_site_serving_most_of_a_playlist_is_a_providers() {
+        // One reseller's servers, under one site; ten broadcasters' own.
         let mut urls: Vec<String> = (0..15)
-            .map(|i| format!("http://Iptv.Example.de:8080/{i}"))
+            .map(|i| format!("http://S{}.Example.de:8080/{i}", i % 3))
             .collect();
-        urls.extend((0..10).map(|i| format!("https://tv{i}.example.fr/live")));
-        let hosts = provider_hosts(urls.iter().map(String::as_str));
-        assert_eq!(hosts, ["iptv.example.de".to_string()].into());
+        urls.extend((0..10).map(|i| format!("https://tv{i}.example{i}.fr/live")));
+        let providers = Providers::of(urls.iter().map(String::as_str));
+        assert!(!providers.hints("http://s7.example.de/x"));
+        assert!(providers.hints("https://tv1.example1.fr/live"));
+        assert!(!providers.hints("http://[::1]/x"));
         // Half or fewer, or a short list: broadcasters' own hosts.
-        assert!(provider_hosts(urls[5..].iter().map(String::as_str)).is_empty());
-        assert!(provider_hosts(urls[..15].iter().map(String::as_str)).is_empty());
+        assert!(Providers::of(urls[5..].iter().map(String::as_str)).hints(&urls[0]));
+        assert!(Providers::of(urls[..15].iter().map(String::as_str)).hints(&urls[0]));
+        assert_eq!(site_of("tv.provider.co.uk"), "provider.co.uk");
+        assert_eq!(site_of("a.b.provider.com.br"), "provider.com.br");
+        assert_eq!(site_of("provider.de"), "provider.de");
+        assert_eq!(site_of("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]

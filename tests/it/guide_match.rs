@@ -716,3 +716,58 @@ async fn a_hand_set_guide_id_lifts_an_old_decision_and_keeps_the_display_name_ma
     let l = line(&matches(&app, "").await, "Film Four").clone();
     assert_eq!(l["state"], "exact", "{l}");
 }
+
+/// A stream's address says where the channel is from when nothing else does: "Tele
+/// Max" (spelt otherwise than the guides, so found by the matcher), which a German
+/// guide and a Spanish one list as "Telemax", streamed from a `.es` host takes the
+/// Spanish listing; from a `.com` host it stays unmatched, both offered.
+#[tokio::test]
+async fn a_streams_country_domain_hints_which_listing_it_is() {
+    let doc = |id: &str, lang: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\n<tv><channel id=\"{id}\"><display-name lang=\"{lang}\">Telemax</display-name></channel>\
+             <programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme></tv>\n",
+            crate::common::xmltv_around(0),
+            crate::common::xmltv_around(1)
+        )
+    };
+    for (host, state) in [
+        ("live.example.es", "auto"),
+        ("live.example.com", "unmatched"),
+    ] {
+        let up = FakeUpstream::bind()
+            .await
+            .text("/de.xml", XML, doc("first", "de"))
+            .text("/es.xml", XML, doc("second", "es"))
+            .text(
+                "/list.m3u",
+                M3U_TYPE,
+                format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Tele Max\nhttp://{host}/1.m3u8\n"),
+            )
+            .start();
+        let app = TestApp::spawn(&format!(
+            "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n\
+             [[guides]]\nname = \"de\"\nurl = \"{}\"\n\n[[guides]]\nname = \"es\"\nurl = \"{}\"\n",
+            up.url("/list.m3u"),
+            up.url("/de.xml"),
+            up.url("/es.xml")
+        ))
+        .await;
+        let l = line(&matches(&app, "").await, "Tele Max").clone();
+        assert_eq!(l["state"], state, "{host}: {l}");
+        if state == "auto" {
+            assert_eq!(l["guide_id"], "second", "{l}");
+            assert!(
+                l["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("its stream's address hints es"),
+                "{l}"
+            );
+            let (_, titles) = programmes_of(&app, "Tele Max").await;
+            assert_eq!(titles, ["second show"]);
+        } else {
+            assert_eq!(l["alternatives"].as_array().unwrap().len(), 2, "{l}");
+        }
+    }
+}
