@@ -150,6 +150,9 @@ pub struct GuideStatus {
     /// Programmes dropped for bad data (bad times, no title), with the first reason.
     pub skipped: usize,
     pub first_skip: Option<String>,
+    /// While a read of this guide goes on: when it began (RFC 3339). A read is cut
+    /// after `GUIDE_DEADLINE` (5 minutes); other reads of guides wait for it.
+    pub reading_since: Option<String>,
 }
 
 /// The rendered guide, as served.
@@ -1099,6 +1102,12 @@ impl Guides {
         let words = words.as_ref();
         let fetches = services.iter().map(|name| async move {
             let name = name.clone();
+            self.status
+                .lock()
+                .expect("guide status lock")
+                .entry(name.clone())
+                .or_default()
+                .reading_since = Some(now_rfc3339());
             let mut result = self.fetch_one(&name, lineup, window, words).await;
             if let Ok(Some((_, guide))) = &mut result {
                 window.trim(guide);
@@ -1157,6 +1166,7 @@ impl Guides {
                             ignored_duplicate_channels: guide.ignored_duplicates,
                             skipped: guide.skipped,
                             first_skip: guide.first_skip.clone(),
+                            reading_since: None,
                         },
                     );
                     self.last_good
@@ -1178,6 +1188,7 @@ impl Guides {
                     let entry = status.entry(name).or_default();
                     entry.source = source;
                     entry.last_error = Some(err);
+                    entry.reading_since = None;
                 }
             }
         }

@@ -629,3 +629,64 @@ async fn a_guide_id_set_by_hand_wins_over_the_services_tvg_id_in_one_guide() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_guide_read_in_progress_shows_in_the_status() {
+    // Other guides' reads wait for a slow one (at most five minutes): the status says
+    // which read goes on, and since when.
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, opened) = (hold.clone(), gate.clone());
+    let guide = xmltv(&[("One.uk", "One")]);
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "")]))
+        .route(
+            "/guide.xml",
+            get(move || {
+                let (held, opened, guide) = (held.clone(), opened.clone(), guide.clone());
+                async move {
+                    if held.load(Ordering::SeqCst) {
+                        drop(opened.acquire().await);
+                    }
+                    respond(200, XML, guide)
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+    let reading = |s: &Value| {
+        s["services"]["P"]["reading_since"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert!(status["services"]["P"]["last_ok"].is_string(), "{status}");
+    assert_eq!(reading(&status), None, "{status}");
+
+    hold.store(true, Ordering::SeqCst);
+    let refresh = tokio::spawn({
+        let url = app.url("/api/guide/refresh");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let since = eventually("the read to show", || async {
+        let (_, s) = app.get_json("/api/guide/status").await;
+        reading(&s).ok_or(s)
+    })
+    .await;
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&since).is_ok(),
+        "{since}"
+    );
+    gate.add_permits(1);
+    assert_eq!(refresh.await.unwrap(), 200);
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert_eq!(reading(&status), None, "{status}");
+}
