@@ -394,25 +394,11 @@ async fn the_match_list_follows_a_lineup_change_made_while_a_refresh_still_reads
     let one = ("One.uk", "One", "General");
     let lists = vec![m3u(&[one]), m3u(&[one, ("p-2", "Two", "General")])];
     let stage = Arc::new(AtomicUsize::new(0));
-    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (held, opened) = (hold.clone(), gate.clone());
-    let guide = xmltv(&[("One.uk", "One")]);
+    let (held_guide, hold, gate) = held(xmltv(&[("One.uk", "One")]));
     let up = FakeUpstream::bind()
         .await
         .route("/list.m3u", list_at(lists, stage.clone()))
-        .route(
-            "/guide.xml",
-            get(move || {
-                let (held, opened, guide) = (held.clone(), opened.clone(), guide.clone());
-                async move {
-                    if held.load(Ordering::SeqCst) {
-                        drop(opened.acquire().await);
-                    }
-                    respond(200, XML, guide)
-                }
-            }),
-        )
+        .route("/guide.xml", held_guide)
         .start();
     let app = TestApp::spawn(&format!(
         "[cache]\nchannels_ttl = \"300ms\"\n\n[guide]\nrefresh = \"6h\"\n\n{}",
@@ -634,25 +620,11 @@ async fn a_guide_id_set_by_hand_wins_over_the_services_tvg_id_in_one_guide() {
 async fn a_guide_read_in_progress_shows_in_the_status() {
     // Other guides' reads wait for a slow one (at most five minutes): the status says
     // which read goes on, and since when.
-    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let (held, opened) = (hold.clone(), gate.clone());
-    let guide = xmltv(&[("One.uk", "One")]);
+    let (held_guide, hold, gate) = held(xmltv(&[("One.uk", "One")]));
     let up = FakeUpstream::bind()
         .await
         .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "")]))
-        .route(
-            "/guide.xml",
-            get(move || {
-                let (held, opened, guide) = (held.clone(), opened.clone(), guide.clone());
-                async move {
-                    if held.load(Ordering::SeqCst) {
-                        drop(opened.acquire().await);
-                    }
-                    respond(200, XML, guide)
-                }
-            }),
-        )
+        .route("/guide.xml", held_guide)
         .start();
     let app = TestApp::spawn(&service(&up)).await;
     let reading = |s: &Value| {
@@ -689,4 +661,27 @@ async fn a_guide_read_in_progress_shows_in_the_status() {
     assert_eq!(refresh.await.unwrap(), 200);
     let (_, status) = app.get_json("/api/guide/status").await;
     assert_eq!(reading(&status), None, "{status}");
+}
+
+/// A route answering `guide`, once `hold` is set only as `gate` gives permits.
+fn held(
+    guide: String,
+) -> (
+    axum::routing::MethodRouter,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (held, opened) = (hold.clone(), gate.clone());
+    let route = get(move || {
+        let (held, opened, guide) = (held.clone(), opened.clone(), guide.clone());
+        async move {
+            if held.load(Ordering::SeqCst) {
+                drop(opened.acquire().await);
+            }
+            respond(200, XML, guide)
+        }
+    });
+    (route, hold, gate)
 }

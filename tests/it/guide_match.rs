@@ -520,14 +520,7 @@ async fn one_name_in_guides_of_two_languages_waits_for_a_country() {
     // `<display-name lang>`; ids without a country. A list entry "Tele Max" (spelt
     // otherwise, so found by the matcher, not by display name) without a country
     // cannot say which is meant: unmatched, both offered to an admin.
-    let doc = |id: &str, lang: &str| {
-        format!(
-            "<?xml version=\"1.0\"?>\n<tv><channel id=\"{id}\"><display-name lang=\"{lang}\">Telemax</display-name></channel>\
-             <programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme></tv>\n",
-            crate::common::xmltv_at(0),
-            crate::common::xmltv_at(1)
-        )
-    };
+    let doc = telemax;
     let up = FakeUpstream::bind()
         .await
         .text("/de.xml", XML, doc("first", "de"))
@@ -723,14 +716,7 @@ async fn a_hand_set_guide_id_lifts_an_old_decision_and_keeps_the_display_name_ma
 /// Spanish listing; from a `.com` host it stays unmatched, both offered.
 #[tokio::test]
 async fn a_streams_country_domain_hints_which_listing_it_is() {
-    let doc = |id: &str, lang: &str| {
-        format!(
-            "<?xml version=\"1.0\"?>\n<tv><channel id=\"{id}\"><display-name lang=\"{lang}\">Telemax</display-name></channel>\
-             <programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme></tv>\n",
-            crate::common::xmltv_around(0),
-            crate::common::xmltv_around(1)
-        )
-    };
+    let doc = telemax;
     for (host, state) in [
         ("live.example.es", "auto"),
         ("live.example.com", "unmatched"),
@@ -770,4 +756,15 @@ async fn a_streams_country_domain_hints_which_listing_it_is() {
             assert_eq!(l["alternatives"].as_array().unwrap().len(), 2, "{l}");
         }
     }
+}
+
+/// A guide listing one channel `id`, "Telemax" in language `lang`, with one programme
+/// on now, titled "<id> show".
+fn telemax(id: &str, lang: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<tv><channel id=\"{id}\"><display-name lang=\"{lang}\">Telemax</display-name></channel>\
+         <programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{id} show</title></programme></tv>\n",
+        crate::common::xmltv_around(0),
+        crate::common::xmltv_around(1)
+    )
 }

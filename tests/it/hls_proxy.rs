@@ -987,28 +987,7 @@ async fn a_failover_into_a_master_follows_the_variant_with_its_audio_muxed_in() 
             ),
         )
         .start();
-    let list = |origin: &FakeUpstream, path: &str| {
-        format!(
-            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
-            origin.url(path)
-        )
-    };
-    let one = FakeUpstream::bind()
-        .await
-        .text("/list.m3u", M3U_TYPE, list(&a, "/a/master.m3u8"))
-        .start();
-    let two = FakeUpstream::bind()
-        .await
-        .text("/list.m3u", M3U_TYPE, list(&b, "/b/master.m3u8"))
-        .start();
-    let app = TestApp::spawn(&format!(
-        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
-        one.url("/list.m3u"),
-        two.url("/list.m3u")
-    ))
-    .await;
+    let (app, _lists) = failing_over(a.url("/a/master.m3u8"), b.url("/b/master.m3u8")).await;
     let id = app.channel_id("Live").await;
 
     let master = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
@@ -1070,28 +1049,7 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
             ),
         )
         .start();
-    let list = |origin: &FakeUpstream, path: &str| {
-        format!(
-            "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
-            origin.url(path)
-        )
-    };
-    let one = FakeUpstream::bind()
-        .await
-        .text("/list.m3u", M3U_TYPE, list(&a, "/a/live.m3u8"))
-        .start();
-    let two = FakeUpstream::bind()
-        .await
-        .text("/list.m3u", M3U_TYPE, list(&b, "/b/live.m3u8"))
-        .start();
-    let app = TestApp::spawn(&format!(
-        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
-        one.url("/list.m3u"),
-        two.url("/list.m3u")
-    ))
-    .await;
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
     let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     let segments = assert_all_proxied(&app, &playlist);
@@ -1108,4 +1066,29 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
         "<b b0.ts>",
         "{reloaded}"
     );
+}
+
+/// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
+/// at one of `urls`, failing over after 2 strikes; and the lists' upstreams.
+async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
+    let list = |url: String| async move {
+        FakeUpstream::bind()
+            .await
+            .text(
+                "/list.m3u",
+                M3U_TYPE,
+                format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{url}\n"),
+            )
+            .start()
+    };
+    let lists = [list(a).await, list(b).await];
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        lists[0].url("/list.m3u"),
+        lists[1].url("/list.m3u")
+    ))
+    .await;
+    (app, lists)
 }
