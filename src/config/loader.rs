@@ -718,6 +718,17 @@ impl<'t> Parse<'t> {
 
     /// Cross-field checks that serde cannot express.
     fn validate(&mut self, cfg: &Config) {
+        let state_dir = &cfg.server.state_dir;
+        if state_dir.exists() && !state_dir.is_dir() {
+            self.problem(
+                "server.state_dir",
+                format!(
+                    "{} exists and is not a folder: give a folder (made when missing), or \
+                     move this file away",
+                    state_dir.display()
+                ),
+            );
+        }
         if cfg.server.bind.parse::<std::net::SocketAddr>().is_err() {
             self.problem(
                 "server.bind",
@@ -1179,6 +1190,27 @@ mod tests {
             errors(base),
             ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: none is set"]
         );
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_file_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, "").unwrap();
+        let e = errors(&format!("[server]\nstate_dir = '{}'\n", file.display()));
+        assert_eq!(
+            e,
+            [format!(
+                "f.toml:2: server.state_dir: {} exists and is not a folder: give a folder \
+                 (made when missing), or move this file away",
+                file.display()
+            )]
+        );
+        let e = errors(&format!(
+            "[server]\nstate_dir = '{}'\n",
+            dir.path().join("new").display()
+        ));
+        assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]

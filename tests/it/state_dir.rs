@@ -182,18 +182,20 @@ async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
     let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
     let state = dir.path().join("state");
     std::fs::write(&state, "not a folder").unwrap();
-    for command in ["serve", "playlist"] {
+    // Found by the config check, at the line that sets it: `check` fails too.
+    for command in ["serve", "playlist", "check"] {
         let mut cmd = freesky_command();
         cmd.arg("--config").arg(&config).arg(command);
         let out = run(cmd).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(
-            errors,
+            lines,
             [format!(
-                "error: state store {}: exists and is not a folder; set server.state_dir to a \
-                 folder, or move this file away",
+                "{}:3: server.state_dir: {} exists and is not a folder: give a folder (made \
+                 when missing), or move this file away",
+                config.display(),
                 state.display()
             )],
             "{command}: {stderr}"
