@@ -281,14 +281,14 @@ enum Follow {
     Bytes(Url),
 }
 
-/// Why following a source stopped.
 /// A live playlist that lists no new segment for this many target durations (within
-/// `STALE_MIN` and `STALE_MAX` seconds), while its source has sent nothing or its last
-/// segment failed, has stopped: the session tries the next source.
+/// `STALE_MIN` and `STALE_MAX` seconds), while its segments failed and none came, has
+/// stopped: the session tries the next source.
 const STALE_AFTER: f64 = 3.0;
 const STALE_MIN: f64 = 6.0;
 const STALE_MAX: f64 = 60.0;
 
+/// Why following a source stopped.
 enum Stop {
     /// No viewer left: the session is over.
     Idle,
@@ -589,10 +589,12 @@ impl Task {
         let mut retry_at = None;
         let mut resume = false;
         // When the live playlist last listed a segment not seen before: one that lists
-        // none for `STALE_AFTER` target durations, while this source has sent nothing
-        // or its last segment failed, is a source that stopped (a frozen list whose
-        // segments fail would else be polled for ever, nothing sent). One whose last
-        // segment came is waited for, as before: a live encoder may pause.
+        // none for `STALE_AFTER` target durations, while its segments failed and none
+        // came from it, is a source that stopped (a frozen list whose segments fail
+        // would else be polled until the first bytes' bound, the next source untried).
+        // A list that has listed nothing yet (an upstream starting on demand) and a
+        // source that has sent (a live encoder may pause; a reopen would send its
+        // window again) are waited for, as before.
         let mut last_new = Instant::now();
         let mut sent_any = false;
         loop {
@@ -657,7 +659,7 @@ impl Task {
             };
             if (start as usize) < info.segments.len() {
                 last_new = Instant::now();
-            } else if !info.ended && (!sent_any || failures > 0) {
+            } else if !info.ended && !sent_any && failures > 0 {
                 let stale = Duration::from_secs_f64(
                     (STALE_AFTER * info.target_duration).clamp(STALE_MIN, STALE_MAX),
                 );

@@ -1471,3 +1471,71 @@ async fn a_frozen_live_playlist_whose_segments_fail_hands_over_to_the_next() {
         "{body}"
     );
 }
+
+/// What the stale rule above leaves alone, watched together for 15 s: a source that
+/// has sent its window and whose next segment fails is waited for (not reopened,
+/// which would send the window again and again), and a live playlist that has listed
+/// nothing yet (an upstream starting on demand) is waited for up to the first bytes'
+/// bound, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
+    let packet = |b: u8| {
+        let mut p = vec![0u8; 188];
+        p[0] = 0x47;
+        p[4] = b;
+        p.repeat(10)
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/sent.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts"]),
+        )
+        .bytes("/s0.ts", "video/mp2t", packet(0))
+        .bytes("/s1.ts", "video/mp2t", packet(1))
+        .status("/s2.ts", 404)
+        .text("/empty.m3u8", HLS_TYPE, live_playlist(&[]))
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Sent\n{}\n#EXTINF:-1,Empty\n{}\n",
+                origin.url("/sent.m3u8"),
+                origin.url("/empty.m3u8")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let (sent, empty) = (app.channel_id("Sent").await, app.channel_id("Empty").await);
+    let watch = std::time::Duration::from_secs(15);
+    let sent = async {
+        let resp = app.get(&format!("/api/stream/{sent}.ts")).await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let mut got = 0;
+        let _ = tokio::time::timeout(watch, async {
+            while let Some(Ok(chunk)) = body.next().await {
+                got += chunk.len();
+            }
+        })
+        .await;
+        got
+    };
+    let empty_path = format!("/api/stream/{empty}.ts");
+    let empty = tokio::time::timeout(watch, app.get(&empty_path));
+    let (got, empty) = tokio::join!(sent, empty);
+    assert_eq!(got, 2 * 1880, "the window once, not again");
+    assert!(
+        empty.is_err(),
+        "still waiting for a first segment: {:?}",
+        empty.map(|r| r.status())
+    );
+}
