@@ -1480,7 +1480,7 @@ async fn a_frozen_live_playlist_whose_segments_fail_hands_over_to_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
     let packet = |b: u8| {
-        let mut p = vec![0u8; 188];
+        let mut p = [0u8; 188];
         p[0] = 0x47;
         p[4] = b;
         p.repeat(10)
