@@ -113,12 +113,19 @@ pub fn token_refused(err: &UpstreamError) -> bool {
     )
 }
 
+/// How long a failed source is skipped by a reloaded channel URL before it is tried
+/// again (`Failovers::skipped`).
+pub const RETRY_SKIPPED: Duration = Duration::from_secs(60);
+
 pub struct Failovers {
     strikes: Cache<String, Arc<AtomicU32>>,
     next_seq: Cache<String, Seen>,
     switched: Cache<String, Arc<Switch>>,
     /// When each playlist link was first served: the start of its token's lifetime.
     first_seen: Cache<String, SystemTime>,
+    /// Since when each source (by `source_key`) is skipped by the channel URL a player
+    /// reloads (`skipped`).
+    skipped: Cache<String, SystemTime>,
     /// What token lifetimes are measured against (a test moves it forward).
     clock: Arc<dyn Clock>,
 }
@@ -130,6 +137,7 @@ impl Default for Failovers {
             next_seq: idle_cache(600),
             switched: idle_cache(600),
             first_seen: idle_cache(600),
+            skipped: idle_cache(600),
             clock: Arc::new(SystemClock),
         }
     }
@@ -166,6 +174,27 @@ impl Failovers {
             .strikes()
             .get_with(source_key(service, channel), Arc::default);
         n.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether `service` is skipped as a source of `channel` where a player reloads
+    /// the channel's own URL (a media-playlist channel: `Engine::open_playlist`): it
+    /// failed `threshold` times in a row, less than `RETRY_SKIPPED` ago. Then its
+    /// strikes are forgotten and it is tried again (its segments are no longer asked
+    /// for, so nothing else would clear them).
+    pub fn skipped(&self, service: &str, channel: &str, threshold: u32) -> bool {
+        let key = source_key(service, channel);
+        if self.strikes_of(service, channel) < threshold {
+            self.skipped.invalidate(&key);
+            return false;
+        }
+        let now = self.now();
+        let since = self.skipped.get_with(key.clone(), || now);
+        if now.duration_since(since).unwrap_or_default() < RETRY_SKIPPED {
+            return true;
+        }
+        self.skipped.invalidate(&key);
+        self.clear(service, channel);
+        false
     }
 
     pub fn clear(&self, service: &str, channel: &str) {

@@ -33,8 +33,7 @@ impl Engine {
         let media = &self.media;
         // A player of a channel whose stream URL is a media playlist reloads this very
         // request: a source whose segments failed `failover_after` times in a row for
-        // the channel is skipped, unless no other is left (its strikes lapse a minute
-        // after nobody plays it).
+        // the channel is skipped for a minute, unless no other is left.
         let threshold = self.settings.failover_after;
         let failed: Vec<String> = match only {
             Some(_) => Vec::new(),
@@ -42,7 +41,7 @@ impl Engine {
                 .registry
                 .service_names()
                 .into_iter()
-                .filter(|s| self.failovers.strikes_of(s, id) >= threshold)
+                .filter(|s| self.failovers.skipped(s, id, threshold))
                 .map(str::to_string)
                 .collect(),
         };

@@ -1029,12 +1029,23 @@ async fn a_failover_into_a_master_follows_the_variant_with_its_audio_muxed_in() 
 /// answered from source B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
+    let up = Arc::new(AtomicBool::new(false));
+    let a_up = up.clone();
     let a = FakeUpstream::bind()
         .await
         .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
         .route(
             "/a/{seg}",
-            get(|| async { respond(403, "text/plain", "no") }),
+            get(move || {
+                let up = a_up.load(Ordering::SeqCst);
+                async move {
+                    if up {
+                        respond(200, "video/mp2t", "<a>")
+                    } else {
+                        respond(403, "text/plain", "no")
+                    }
+                }
+            }),
         )
         .start();
     let b = FakeUpstream::bind()
@@ -1059,13 +1070,19 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
         assert!(status.is_server_error(), "{s}: {status}");
     }
     assert_eq!(b.requests().len(), 0, "{:?}", b.paths());
-    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
-    let segments = assert_all_proxied(&app, &reloaded);
-    assert_eq!(
-        app.get_text_ok(&segments[0]).await,
-        "<b b0.ts>",
-        "{reloaded}"
-    );
+    let first_segment = || async {
+        let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+        let segments = assert_all_proxied(&app, &reloaded);
+        app.get_text_ok(&segments[0]).await
+    };
+    assert_eq!(first_segment().await, "<b b0.ts>");
+    // A recovers. Reloaded within the minute, the channel stays on B (its reloads do
+    // not keep A skipped for ever); a minute on, A is tried again.
+    up.store(true, Ordering::SeqCst);
+    assert_eq!(first_segment().await, "<b b0.ts>");
+    app.clock
+        .advance(freesky::streams::failover::RETRY_SKIPPED + Duration::from_secs(1));
+    assert_eq!(first_segment().await, "<a>");
 }
 
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
