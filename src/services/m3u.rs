@@ -98,12 +98,20 @@ impl Kind for M3uConfig {
             return Vec::new();
         }
         let text = String::from_utf8_lossy(&text);
+        // The hosts the config names (`epg_url`, `origin`) are the service's own: its
+        // streams may reach them.
+        let own: Vec<String> = self
+            .configured_urls()
+            .iter()
+            .filter_map(|u| u.host_str().map(str::to_ascii_lowercase))
+            .collect();
         let mut private = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .filter_map(|l| Url::parse(l.split('|').next().unwrap_or(l)).ok())
-            .filter(|u| crate::upstream::private_host(u).is_some());
+            .filter(|u| crate::upstream::private_host(u).is_some())
+            .filter(|u| !u.host_str().is_some_and(|h| own.contains(&h.to_ascii_lowercase())));
         let Some(first) = private.next() else {
             return Vec::new();
         };

@@ -201,6 +201,22 @@ fn check_warns_that_a_list_files_private_streams_need_allow_private() {
         assert_eq!(stderr.contains(&want), warned, "{want}\n{}", show(&out));
         assert_eq!(stderr.contains("warning:"), warned, "{}", show(&out));
     }
+    // A host the service's config names (here its `origin`) is its own: not counted.
+    let path = write(
+        dir.path(),
+        "own.toml",
+        &format!(
+            "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = '{}'\norigin = \"http://192.168.1.20\"\n",
+            list.display()
+        ),
+    );
+    let out = run(freesky().args(["check", "--config"]).arg(&path));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("(http://127.0.0.1:8080/b.m3u8 and 1 other), which are refused"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
