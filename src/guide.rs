@@ -1516,7 +1516,7 @@ fn now_by(g: &ServiceGuide, c: &LineupChannel) -> Option<Match> {
     if how != Match::GuideId || id.eq_ignore_ascii_case(&c.guide_id) {
         return Some(how);
     }
-    let (_, theirs) = g.catalogue.iter().find(|(x, _)| x == id)?;
+    let theirs = g.names_of(id)?;
     let ours: Vec<&str> = std::iter::once(&*c.name)
         .chain(c.sources.iter().map(|s| &*s.name))
         .map(str::trim)

@@ -158,11 +158,25 @@ pub struct ServiceGuide {
     /// only named by its programmes), in the order first seen: `rechoose` offers them
     /// after the catalogue.
     unnamed: Vec<String>,
+    /// `catalogue`'s positions by id, made at the first `names_of`.
+    catalogue_at: std::sync::OnceLock<HashMap<String, usize>>,
 }
 
 impl ServiceGuide {
     pub fn programme_count(&self) -> usize {
         self.programmes.values().map(Vec::len).sum()
+    }
+
+    /// The display names of catalogue channel `id` (as the document writes it).
+    pub fn names_of(&self, id: &str) -> Option<&[String]> {
+        let at = self.catalogue_at.get_or_init(|| {
+            let mut at = HashMap::with_capacity(self.catalogue.len());
+            for (i, (id, _)) in self.catalogue.iter().enumerate() {
+                at.entry(id.clone()).or_insert(i);
+            }
+            at
+        });
+        Some(&self.catalogue[*at.get(id)?].1)
     }
 
     /// Guide channels (ids) the read saw without a display name, which only an id
