@@ -1507,14 +1507,18 @@ type Ranked<'a> = (i64, &'a ServiceGuide);
 
 /// How guide `g`'s read matched lineup channel `c` as `c` is now: as the read said,
 /// unless the read matched it by a guide id a mapping has changed since (which would
-/// else keep its old programmes until the next read). Then by display name if that
-/// guide channel carries one of `c`'s names (as a read would match it now), else not
-/// at all (`None`).
+/// else keep its old programmes until the next read). Then not at all (`None`) when
+/// the guide lists the new id (its read, begun with the change, gives that one), else
+/// by display name if that guide channel carries one of `c`'s names (as a read would
+/// match it now).
 fn now_by(g: &ServiceGuide, c: &LineupChannel) -> Option<Match> {
     let how = *g.matched_by.get(c.id.as_str())?;
     let id = g.matched_ids.get(c.id.as_str())?;
     if how != Match::GuideId || id.eq_ignore_ascii_case(&c.guide_id) {
         return Some(how);
+    }
+    if g.names_of(&c.guide_id).is_some() {
+        return None;
     }
     let theirs = g.names_of(id)?;
     let ours: Vec<&str> = std::iter::once(&*c.name)

@@ -158,7 +158,7 @@ pub struct ServiceGuide {
     /// only named by its programmes), in the order first seen: `rechoose` offers them
     /// after the catalogue.
     unnamed: Vec<String>,
-    /// `catalogue`'s positions by id, made at the first `names_of`.
+    /// `catalogue`'s positions by lowercase id, made at the first `names_of`.
     catalogue_at: std::sync::OnceLock<HashMap<String, usize>>,
 }
 
@@ -167,16 +167,16 @@ impl ServiceGuide {
         self.programmes.values().map(Vec::len).sum()
     }
 
-    /// The display names of catalogue channel `id` (as the document writes it).
+    /// The display names of catalogue channel `id` (case ignored, as ids are matched).
     pub fn names_of(&self, id: &str) -> Option<&[String]> {
         let at = self.catalogue_at.get_or_init(|| {
             let mut at = HashMap::with_capacity(self.catalogue.len());
             for (i, (id, _)) in self.catalogue.iter().enumerate() {
-                at.entry(id.clone()).or_insert(i);
+                at.entry(id.to_lowercase()).or_insert(i);
             }
             at
         });
-        Some(&self.catalogue[*at.get(id)?].1)
+        Some(&self.catalogue[*at.get(&id.to_lowercase())?].1)
     }
 
     /// Guide channels (ids) the read saw without a display name, which only an id

@@ -685,3 +685,52 @@ fn held(
     });
     (route, hold, gate)
 }
+
+#[tokio::test]
+async fn a_new_guide_id_its_guide_lists_does_not_keep_the_old_one_by_name_meanwhile() {
+    // "Mine" takes `Old.x` by the guide id set by hand; that guide channel also carries
+    // its name. Set to `New.x`, which the same guide lists: while that guide is read
+    // again (held here), the channel shows nothing, not the old programmes by name;
+    // then the new ones.
+    let (held_guide, hold, gate) = held(xmltv(&[("Old.x", "Mine"), ("New.x", "Other")]));
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("", "Mine", "")]))
+        .route("/guide.xml", held_guide)
+        .start();
+    let app = TestApp::spawn(&service(&up)).await;
+    let id = app.channel_id("Mine").await;
+    let path = format!("/api/channels/{id}");
+    let set = |guide_id: &str| format!("{{\"tvg_id\": \"{guide_id}\"}}");
+    let on = |(status, page): (reqwest::StatusCode, Value)| {
+        assert_eq!(status, 200, "{page}");
+        page["live"][id.as_str()]["now"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let resp = app
+        .send_json(reqwest::Method::PATCH, &path, &set("Old.x"), None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    eventually("the old id's programmes", || async {
+        match on(app.get_json("/api/channels").await) {
+            Some(now) if now == "Old.x show" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    hold.store(true, Ordering::SeqCst);
+    let resp = app
+        .send_json(reqwest::Method::PATCH, &path, &set("New.x"), None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(on(app.get_json("/api/channels").await), None);
+    gate.add_permits(10);
+    eventually("the new id's programmes", || async {
+        match on(app.get_json("/api/channels").await) {
+            Some(now) if now == "New.x show" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
