@@ -801,6 +801,14 @@ impl<'t> Parse<'t> {
                 );
             }
         }
+        if cfg.streams.live_edge_segments == 0 {
+            self.problem(
+                "streams.live_edge_segments",
+                "must be at least 1 (a viewer starts that many segments before the live \
+                 edge)"
+                    .into(),
+            );
+        }
         if !(1..=255).contains(&cfg.hdhomerun.tuner_count) {
             self.problem(
                 "hdhomerun.tuner_count",
@@ -1211,6 +1219,15 @@ mod tests {
             dir.path().join("new").display()
         ));
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn a_viewer_starts_at_least_one_segment_before_the_live_edge() {
+        assert_eq!(
+            errors("[streams]\nlive_edge_segments = 0\n"),
+            ["f.toml:2: streams.live_edge_segments: must be at least 1 (a viewer starts that many segments before the live edge)"]
+        );
+        assert!(errors("[streams]\nlive_edge_segments = 1\n").is_empty());
     }
 
     #[test]

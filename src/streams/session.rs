@@ -655,6 +655,14 @@ impl Task {
                 None => count.saturating_sub(self.engine.settings.live_edge_segments as u64),
                 // Fell behind the window: jump to its start.
                 Some(n) if n < first => 0,
+                // Numbered far below what was sent: the upstream started its numbering
+                // again (an encoder restart). Waiting for it to catch up would send
+                // nothing for as long; a lag of a few segments (a CDN's older copy) is
+                // waited out.
+                Some(n) if n > first + count + count.max(3) => {
+                    tracing::info!(channel = %self.id, expected = n, first, "the live playlist's numbering started again: going on from its live edge");
+                    count.saturating_sub(self.engine.settings.live_edge_segments as u64)
+                }
                 Some(n) => n - first,
             };
             if (start as usize) < info.segments.len() {

@@ -2,7 +2,7 @@
 //! channel, failover to the next source mid-stream, and no upstream work once the
 //! last viewer has gone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1537,5 +1537,79 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
         empty.is_err(),
         "still waiting for a first segment: {:?}",
         empty.map(|r| r.status())
+    );
+}
+
+/// A live upstream that starts its numbering again (an encoder restart: sequence 100,
+/// then 0): the viewer goes on with the new segments from its live edge. Before, it
+/// waited for the numbering to reach 103 again, sending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_numbered_again_from_zero_goes_on() {
+    let packets = |b: u8| {
+        let mut p = [0u8; 188];
+        p[0] = 0x47;
+        p[4] = b;
+        p.repeat(10)
+    };
+    let polls = Arc::new(AtomicUsize::new(0));
+    let seen = polls.clone();
+    let playlist = move |first: u64, prefix: &str| {
+        let mut s = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+        );
+        for i in first..first + 3 {
+            s.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
+        }
+        s
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/live.m3u8",
+            get(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let body = if n < 2 {
+                    playlist(100, "a")
+                } else {
+                    playlist(0, "b")
+                };
+                async move { respond(200, HLS_TYPE, body) }
+            }),
+        )
+        .route(
+            "/{seg}",
+            get(
+                move |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    let marker = if seg.starts_with('b') { 0xbb } else { 0xaa };
+                    respond(200, "video/mp2t", packets(marker))
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Restarted", origin.url("/live.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Restarted").await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        let mut got = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            got.extend_from_slice(&chunk);
+            if got.chunks(188).any(|p| p.get(4) == Some(&0xbb)) {
+                return got.len();
+            }
+        }
+        0
+    })
+    .await;
+    assert!(
+        found.is_ok_and(|n| n > 0),
+        "the new numbering's segments come ({} playlist polls)",
+        polls.load(Ordering::SeqCst)
     );
 }
