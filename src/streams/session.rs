@@ -436,7 +436,12 @@ impl Task {
                 Stop::Failed(why) => {
                     let sent_nothing = self.delivered.load(Ordering::Relaxed) == sent_before;
                     let silent = self.delivered.load(Ordering::Relaxed) == 0;
-                    if silent {
+                    // One line per source and reason: a source tried twice for the
+                    // same reason is listed once.
+                    let listed = silent_why
+                        .iter()
+                        .any(|a| a.service == source.service_name && a.error == why);
+                    if silent && !listed {
                         silent_why.push(Attempt {
                             service: source.service_name.clone(),
                             channel_id: source.channel_id.clone(),

@@ -1470,6 +1470,11 @@ async fn a_frozen_live_playlist_whose_segments_fail_hands_over_to_the_next() {
             .contains("listed no new segment for 6s"),
         "{body}"
     );
+    assert_eq!(
+        body["detail"].as_array().unwrap().len(),
+        1,
+        "tried twice for one reason, listed once: {body}"
+    );
 }
 
 /// What the stale rule above leaves alone, watched together for 15 s: a source that
