@@ -69,9 +69,6 @@ use crate::services::GuideSource;
 use crate::upstream::{Http, ServiceHttp};
 use crate::xmltv::{self, ChannelMap, Match, OutChannel, ServiceGuide};
 
-/// One guide download may take this long in all (its reads are also idle-bounded by
-/// the service timeout).
-const GUIDE_DEADLINE: Duration = Duration::from_secs(300);
 /// Decompressed bytes read from one guide at most (a gzip bomb stops here).
 const GUIDE_MAX_BYTES: u64 = 2 << 30;
 /// Bytes of a guide read at most without a `<` or `>` (see `MarkupGap`).
@@ -151,7 +148,7 @@ pub struct GuideStatus {
     pub skipped: usize,
     pub first_skip: Option<String>,
     /// While a read of this guide goes on: when it began (RFC 3339). A read is cut
-    /// after `GUIDE_DEADLINE` (5 minutes); other reads of guides wait for it.
+    /// after `[guide] read_timeout` (5 minutes); other reads of guides wait for it.
     pub reading_since: Option<String>,
 }
 
@@ -1271,12 +1268,12 @@ impl Guides {
             .await?;
             window.read(reader, &map, spare.is_some()).await
         };
-        match tokio::time::timeout(GUIDE_DEADLINE, work).await {
+        match tokio::time::timeout(self.cfg.read_timeout, work).await {
             Err(_) => Err((
                 shown,
                 format!(
                     "took longer than {}",
-                    humantime::format_duration(GUIDE_DEADLINE)
+                    humantime::format_duration(self.cfg.read_timeout)
                 ),
             )),
             Ok(Err(e)) => Err((shown, e)),
@@ -1313,12 +1310,12 @@ impl Guides {
             .await?;
             window.read(reader, &map, spare.is_some()).await
         };
-        match tokio::time::timeout(GUIDE_DEADLINE, work).await {
+        match tokio::time::timeout(self.cfg.read_timeout, work).await {
             Err(_) => Err((
                 shown,
                 format!(
                     "took longer than {}",
-                    humantime::format_duration(GUIDE_DEADLINE)
+                    humantime::format_duration(self.cfg.read_timeout)
                 ),
             )),
             Ok(Err(e)) => Err((shown, e)),

@@ -855,6 +855,11 @@ impl<'t> Parse<'t> {
         if !(1..=31).contains(&cfg.guide.days) {
             self.problem("guide.days", "must be between 1 and 31".into());
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3 * 3600))
+            .contains(&cfg.guide.read_timeout)
+        {
+            self.problem("guide.read_timeout", "must be 1s to 3h".into());
+        }
         if cfg.guide.placeholder_length < Duration::from_secs(300) {
             self.problem("guide.placeholder_length", "must be at least 5m".into());
         }
@@ -1228,6 +1233,23 @@ mod tests {
             ["f.toml:2: streams.live_edge_segments: must be at least 1 (a viewer starts that many segments before the live edge)"]
         );
         assert!(errors("[streams]\nlive_edge_segments = 1\n").is_empty());
+    }
+
+    #[test]
+    fn a_guide_read_timeout_is_bounded() {
+        for (v, ok) in [
+            ("\"0s\"", false),
+            ("\"1s\"", true),
+            ("\"20m\"", true),
+            ("\"4h\"", false),
+        ] {
+            let e = errors(&format!("[guide]\nread_timeout = {v}\n"));
+            if ok {
+                assert!(e.is_empty(), "{v}: {e:?}");
+            } else {
+                assert_eq!(e, ["f.toml:2: guide.read_timeout: must be 1s to 3h"], "{v}");
+            }
+        }
     }
 
     #[test]

@@ -340,6 +340,10 @@ pub struct GuideConfig {
     pub placeholder_length: Duration,
     /// "Title - Sub-title" in the title, for players that show titles only (Plex).
     pub fold_subtitle: bool,
+    /// One guide's read (download and parse) is cut after this long; the last good
+    /// guide stays. Other reads of guides wait for it.
+    #[serde(deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
 }
 
 impl Default for GuideConfig {
@@ -350,6 +354,7 @@ impl Default for GuideConfig {
             placeholders: false,
             placeholder_length: Duration::from_secs(3600),
             fold_subtitle: false,
+            read_timeout: Duration::from_secs(300),
         }
     }
 }

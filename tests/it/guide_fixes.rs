@@ -734,3 +734,34 @@ async fn a_new_guide_id_its_guide_lists_does_not_keep_the_old_one_by_name_meanwh
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_guide_read_longer_than_read_timeout_is_cut() {
+    // `[guide] read_timeout` bounds one guide's read (default 5 minutes: a slow line's
+    // big guide needs more, an impatient household less).
+    let (held_guide, hold, gate) = held(xmltv(&[("One.uk", "One")]));
+    hold.store(true, Ordering::SeqCst);
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "")]))
+        .route("/guide.xml", held_guide)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"1s\"\n\n{}",
+        service(&up)
+    ))
+    .await;
+    let status = eventually("the read to be cut", || async {
+        let (_, s) = app.get_json("/api/guide/status").await;
+        match s["services"]["P"]["last_error"].as_str() {
+            Some(e) if e.contains("took longer than 1s") => Ok(s),
+            _ => Err(s),
+        }
+    })
+    .await;
+    assert!(
+        status["services"]["P"]["reading_since"].is_null(),
+        "{status}"
+    );
+    gate.add_permits(10);
+}
