@@ -1230,11 +1230,18 @@ mod tests {
     }
 
     fn pick(index: &Index, name: &str, group: &str) -> Option<usize> {
-        let q = Query {
-            names: vec![name.into()],
-            group: group.into(),
-            ..Query::default()
-        };
+        choice_of(
+            index,
+            Query {
+                names: vec![name.into()],
+                group: group.into(),
+                ..Query::default()
+            },
+        )
+    }
+
+    /// The guide channel `index` chooses for `q`, nothing taken.
+    fn choice_of(index: &Index, q: Query) -> Option<usize> {
         index
             .find(&q, &HashSet::new(), Settings::default())
             .chosen
@@ -1441,15 +1448,14 @@ mod tests {
 
     /// `index`'s choice for `name` streamed from `url`, no country known.
     fn pick_streamed(index: &Index, name: &str, url: &str) -> Option<usize> {
-        let q = Query {
-            names: vec![name.into()],
-            urls: vec![url.into()],
-            ..Query::default()
-        };
-        index
-            .find(&q, &HashSet::new(), Settings::default())
-            .chosen
-            .map(|c| c.channel)
+        choice_of(
+            index,
+            Query {
+                names: vec![name.into()],
+                urls: vec![url.into()],
+                ..Query::default()
+            },
+        )
     }
 
     #[test]
@@ -1483,10 +1489,7 @@ mod tests {
             ],
             ..Query::default()
         };
-        assert_eq!(
-            index.find(&q, &HashSet::new(), Settings::default()).chosen,
-            None
-        );
+        assert_eq!(choice_of(&index, q), None);
         // One guide's listings under two languages: as with a country known.
         let mut g = guide(&["Rai 4", "Rai 4"]);
         for (c, l) in g.iter_mut().zip(["de", "it"]) {

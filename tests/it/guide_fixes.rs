@@ -536,28 +536,10 @@ async fn a_guide_id_set_by_an_admin_shows_in_the_next_listing() {
     );
     let app = TestApp::spawn(&cfg).await;
     let id = app.channel_id("Mine").await;
-    let path = format!("/api/channels/{id}");
-    let on = |(status, page): (reqwest::StatusCode, Value)| {
-        assert_eq!(status, 200, "{page}");
-        page["live"][id.as_str()]["now"]
-            .as_str()
-            .map(str::to_string)
-    };
-    assert_eq!(on(app.get_json("/api/channels").await), None);
-    let set = |guide_id: &str| format!("{{\"tvg_id\": \"{guide_id}\"}}");
+    assert_eq!(on_now(&app, &id).await, None);
     for guide_id in ["A.example", "B.example"] {
-        let resp = app
-            .send_json(reqwest::Method::PATCH, &path, &set(guide_id), None)
-            .await;
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        let want = format!("{guide_id} show");
-        eventually("the guide listing it to be read again", || async {
-            match on(app.get_json("/api/channels").await) {
-                Some(now) if now == want => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        set_guide_id(&app, &id, guide_id).await;
+        wait_on_now(&app, &id, &format!("{guide_id} show")).await;
     }
     for (guide_id, want) in [
         ("Z.example", None),
@@ -565,12 +547,9 @@ async fn a_guide_id_set_by_an_admin_shows_in_the_next_listing() {
         ("B.example", Some("B.example show")),
         ("A.example", Some("A.example show")),
     ] {
-        let resp = app
-            .send_json(reqwest::Method::PATCH, &path, &set(guide_id), None)
-            .await;
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        set_guide_id(&app, &id, guide_id).await;
         let want = want.map(str::to_string);
-        assert_eq!(on(app.get_json("/api/channels").await), want, "{guide_id}");
+        assert_eq!(on_now(&app, &id).await, want, "{guide_id}");
         let matched = match_of(&app, "Mine").await;
         let took = want.as_ref().map(|_| guide_id);
         assert_eq!(matched["guide_id"].as_str(), took, "{matched}");
@@ -598,15 +577,7 @@ async fn a_guide_id_set_by_hand_wins_over_the_services_tvg_id_in_one_guide() {
     let app = TestApp::spawn(&service(&up)).await;
     let id = app.channel_id("Mine").await;
     assert_eq!(titles(&app, "Mine").await, ["A.example show"]);
-    let resp = app
-        .send_json(
-            reqwest::Method::PATCH,
-            &format!("/api/channels/{id}"),
-            "{\"tvg_id\": \"B.example\"}",
-            None,
-        )
-        .await;
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    set_guide_id(&app, &id, "B.example").await;
     eventually("the guide to be read again", || async {
         match titles(&app, "Mine").await.as_slice() {
             [t] if t == "B.example show" => Ok(()),
@@ -700,39 +671,13 @@ async fn a_new_guide_id_its_guide_lists_does_not_keep_the_old_one_by_name_meanwh
         .start();
     let app = TestApp::spawn(&service(&up)).await;
     let id = app.channel_id("Mine").await;
-    let path = format!("/api/channels/{id}");
-    let set = |guide_id: &str| format!("{{\"tvg_id\": \"{guide_id}\"}}");
-    let on = |(status, page): (reqwest::StatusCode, Value)| {
-        assert_eq!(status, 200, "{page}");
-        page["live"][id.as_str()]["now"]
-            .as_str()
-            .map(str::to_string)
-    };
-    let resp = app
-        .send_json(reqwest::Method::PATCH, &path, &set("Old.x"), None)
-        .await;
-    assert_eq!(resp.status(), 200);
-    eventually("the old id's programmes", || async {
-        match on(app.get_json("/api/channels").await) {
-            Some(now) if now == "Old.x show" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    set_guide_id(&app, &id, "Old.x").await;
+    wait_on_now(&app, &id, "Old.x show").await;
     hold.store(true, Ordering::SeqCst);
-    let resp = app
-        .send_json(reqwest::Method::PATCH, &path, &set("New.x"), None)
-        .await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(on(app.get_json("/api/channels").await), None);
+    set_guide_id(&app, &id, "New.x").await;
+    assert_eq!(on_now(&app, &id).await, None);
     gate.add_permits(10);
-    eventually("the new id's programmes", || async {
-        match on(app.get_json("/api/channels").await) {
-            Some(now) if now == "New.x show" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_on_now(&app, &id, "New.x show").await;
 }
 
 #[tokio::test]
@@ -764,4 +709,35 @@ async fn a_guide_read_longer_than_read_timeout_is_cut() {
         "{status}"
     );
     gate.add_permits(10);
+}
+
+/// Sets lineup channel `id`'s guide id by hand (`PATCH /api/channels/{id}`).
+async fn set_guide_id(app: &TestApp, id: &str, guide_id: &str) {
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{id}"),
+            &format!("{{\"tvg_id\": \"{guide_id}\"}}"),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// The title on now for lineup channel `id`, as `/api/channels`' `live` says it.
+async fn on_now(app: &TestApp, id: &str) -> Option<String> {
+    let (status, page) = app.get_json("/api/channels").await;
+    assert_eq!(status, 200, "{page}");
+    page["live"][id]["now"].as_str().map(str::to_string)
+}
+
+/// Waits until `want` is on now for lineup channel `id` (a guide read in between).
+async fn wait_on_now(app: &TestApp, id: &str, want: &str) {
+    eventually(&format!("{want} on now"), || async {
+        match on_now(app, id).await {
+            Some(now) if now == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }

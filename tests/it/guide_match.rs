@@ -520,24 +520,7 @@ async fn one_name_in_guides_of_two_languages_waits_for_a_country() {
     // `<display-name lang>`; ids without a country. A list entry "Tele Max" (spelt
     // otherwise, so found by the matcher, not by display name) without a country
     // cannot say which is meant: unmatched, both offered to an admin.
-    let doc = telemax;
-    let up = FakeUpstream::bind()
-        .await
-        .text("/de.xml", XML, doc("first", "de"))
-        .text("/es.xml", XML, doc("second", "es"))
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Tele Max\nhttp://127.0.0.1:9/1.m3u8\n",
-        )
-        .start();
-    let cfg = format!(
-        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n[[guides]]\nname = \"de\"\nurl = \"{}\"\n\n[[guides]]\nname = \"es\"\nurl = \"{}\"\n",
-        up.url("/list.m3u"),
-        up.url("/de.xml"),
-        up.url("/es.xml")
-    );
-    let app = TestApp::spawn(&cfg).await;
+    let (app, _up) = telemax_app("http://127.0.0.1:9/1.m3u8").await;
     let l = line(&matches(&app, "").await, "Tele Max").clone();
     assert_eq!(l["state"], "unmatched", "{l}");
     assert!(
@@ -716,29 +699,11 @@ async fn a_hand_set_guide_id_lifts_an_old_decision_and_keeps_the_display_name_ma
 /// Spanish listing; from a `.com` host it stays unmatched, both offered.
 #[tokio::test]
 async fn a_streams_country_domain_hints_which_listing_it_is() {
-    let doc = telemax;
     for (host, state) in [
         ("live.example.es", "auto"),
         ("live.example.com", "unmatched"),
     ] {
-        let up = FakeUpstream::bind()
-            .await
-            .text("/de.xml", XML, doc("first", "de"))
-            .text("/es.xml", XML, doc("second", "es"))
-            .text(
-                "/list.m3u",
-                M3U_TYPE,
-                format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Tele Max\nhttp://{host}/1.m3u8\n"),
-            )
-            .start();
-        let app = TestApp::spawn(&format!(
-            "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n\
-             [[guides]]\nname = \"de\"\nurl = \"{}\"\n\n[[guides]]\nname = \"es\"\nurl = \"{}\"\n",
-            up.url("/list.m3u"),
-            up.url("/de.xml"),
-            up.url("/es.xml")
-        ))
-        .await;
+        let (app, _up) = telemax_app(&format!("http://{host}/1.m3u8")).await;
         let l = line(&matches(&app, "").await, "Tele Max").clone();
         assert_eq!(l["state"], state, "{host}: {l}");
         if state == "auto" {
@@ -756,6 +721,31 @@ async fn a_streams_country_domain_hints_which_listing_it_is() {
             assert_eq!(l["alternatives"].as_array().unwrap().len(), 2, "{l}");
         }
     }
+}
+
+/// freesky with a list "Tele Max" streamed from `stream` (spelt otherwise than the
+/// guides, so found by the matcher, not by display name) and two extra guides listing
+/// "Telemax": `de` (id `first`, in German) and `es` (id `second`, in Spanish).
+async fn telemax_app(stream: &str) -> (TestApp, FakeUpstream) {
+    let up = FakeUpstream::bind()
+        .await
+        .text("/de.xml", XML, telemax("first", "de"))
+        .text("/es.xml", XML, telemax("second", "es"))
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Tele Max\n{stream}\n"),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n\n\
+         [[guides]]\nname = \"de\"\nurl = \"{}\"\n\n[[guides]]\nname = \"es\"\nurl = \"{}\"\n",
+        up.url("/list.m3u"),
+        up.url("/de.xml"),
+        up.url("/es.xml")
+    ))
+    .await;
+    (app, up)
 }
 
 /// A guide listing one channel `id`, "Telemax" in language `lang`, with one programme

@@ -1484,12 +1484,6 @@ async fn a_frozen_live_playlist_whose_segments_fail_hands_over_to_the_next() {
 /// bound, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
-    let packet = |b: u8| {
-        let mut p = [0u8; 188];
-        p[0] = 0x47;
-        p[4] = b;
-        p.repeat(10)
-    };
     let origin = FakeUpstream::bind()
         .await
         .text(
@@ -1497,8 +1491,8 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
             HLS_TYPE,
             live_playlist(&["s0.ts", "s1.ts", "s2.ts"]),
         )
-        .bytes("/s0.ts", "video/mp2t", packet(0))
-        .bytes("/s1.ts", "video/mp2t", packet(1))
+        .bytes("/s0.ts", "video/mp2t", ten_packets(0))
+        .bytes("/s1.ts", "video/mp2t", ten_packets(1))
         .status("/s2.ts", 404)
         .text("/empty.m3u8", HLS_TYPE, live_playlist(&[]))
         .start();
@@ -1550,12 +1544,6 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
 /// waited for the numbering to reach 103 again, sending nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_playlist_numbered_again_from_zero_goes_on() {
-    let packets = |b: u8| {
-        let mut p = [0u8; 188];
-        p[0] = 0x47;
-        p[4] = b;
-        p.repeat(10)
-    };
     let polls = Arc::new(AtomicUsize::new(0));
     let seen = polls.clone();
     let playlist = move |first: u64, prefix: &str| {
@@ -1586,7 +1574,7 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
             get(
                 move |axum::extract::Path(seg): axum::extract::Path<String>| async move {
                     let marker = if seg.starts_with('b') { 0xbb } else { 0xaa };
-                    respond(200, "video/mp2t", packets(marker))
+                    respond(200, "video/mp2t", ten_packets(marker))
                 },
             ),
         )
@@ -1617,4 +1605,13 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
         "the new numbering's segments come ({} playlist polls)",
         polls.load(Ordering::SeqCst)
     );
+}
+
+/// Ten 188-byte MPEG-TS packets (a sync byte, zeros) whose fifth byte is `marker`: a
+/// segment a test can tell apart in the joined stream (1,880 bytes).
+fn ten_packets(marker: u8) -> Vec<u8> {
+    let mut p = [0u8; 188];
+    p[0] = 0x47;
+    p[4] = marker;
+    p.repeat(10)
 }
