@@ -126,6 +126,9 @@ pub struct Failovers {
     /// Since when each source (by `source_key`) is skipped by the channel URL a player
     /// reloads (`skipped`).
     skipped: Cache<String, SystemTime>,
+    /// Per channel, the source its own URL last answered with a media playlist, and
+    /// how that source's numbers were shifted (`channel_numbers`).
+    by_channel: Cache<String, Arc<ChannelNumbers>>,
     /// What token lifetimes are measured against (a test moves it forward).
     clock: Arc<dyn Clock>,
 }
@@ -138,6 +141,7 @@ impl Default for Failovers {
             switched: idle_cache(600),
             first_seen: idle_cache(600),
             skipped: idle_cache(600),
+            by_channel: idle_cache(600),
             clock: Arc::new(SystemClock),
         }
     }
@@ -195,6 +199,48 @@ impl Failovers {
         self.skipped.invalidate(&key);
         self.clear(service, channel);
         false
+    }
+
+    /// Whether channel `channel`'s own URL last answered with a media playlist (a
+    /// player reloads it; `channel_numbers`).
+    pub fn channel_was_media(&self, channel: &str) -> bool {
+        self.by_channel.contains_key(channel)
+    }
+
+    /// How a media playlist of `service` answering channel `channel`'s own URL
+    /// (`Engine::open_playlist`, which the player reloads) is numbered: as the source
+    /// gives it, until another source answers; from then on shifted to go on where
+    /// the player stopped, with a discontinuity before its first segment (as a switched
+    /// link's, `Renumber`). Every viewer of the URL reloads the same playlists, so this
+    /// is kept per channel.
+    pub fn channel_numbers(&self, channel: &str, service: &str) -> Option<Arc<Renumber>> {
+        let mut numbers = None;
+        // One decision per switch, however many viewers reload at once.
+        self.by_channel
+            .entry(channel.to_string())
+            .and_compute_with(|last| match last.map(|e| e.into_value()) {
+                Some(last) if last.service == service => {
+                    numbers.clone_from(&last.numbers);
+                    moka::ops::compute::Op::Nop
+                }
+                last => {
+                    numbers = last.map(|_| {
+                        let seen = self.next_seq.get(&channel_key(channel));
+                        Arc::new(Renumber::new(seen.map(|s| s.next_seq)))
+                    });
+                    moka::ops::compute::Op::Put(Arc::new(ChannelNumbers {
+                        service: service.to_string(),
+                        numbers: numbers.clone(),
+                    }))
+                }
+            });
+        numbers
+    }
+
+    /// Remembers which sequence number comes after the media playlist `body` that
+    /// channel `channel`'s own URL answered with (as numbered for the player).
+    pub fn note_channel_seq(&self, channel: &str, body: &str, url: &Url) {
+        self.note_next_seq(&channel_key(channel), body, url);
     }
 
     pub fn clear(&self, service: &str, channel: &str) {
@@ -346,6 +392,19 @@ fn idle_cache<V: Clone + Send + Sync + 'static>(idle_secs: u64) -> Cache<String,
 
 fn source_key(service: &str, channel: &str) -> String {
     format!("{service}\n{channel}")
+}
+
+/// `next_seq`'s key for a channel's own URL (never a link's: those are cache keys,
+/// which hold no NUL).
+fn channel_key(channel: &str) -> String {
+    format!("\0channel\n{channel}")
+}
+
+/// The source a channel's own URL last answered from (`Failovers::channel_numbers`).
+struct ChannelNumbers {
+    service: String,
+    /// `None` while the URL has only ever answered from this source (nothing shifted).
+    numbers: Option<Arc<Renumber>>,
 }
 
 impl Renumber {

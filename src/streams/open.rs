@@ -1,11 +1,14 @@
 //! Opening a channel for an HLS player: its sources with fallback, then the first
 //! playlist rewritten so every URI is a sealed link.
 
+use std::borrow::Cow;
+
 use url::Url;
 
 use super::{Engine, StreamError};
 use crate::cache::Document;
 use crate::error::UpstreamError;
+use crate::hls;
 use crate::model::Headers;
 use crate::proxy::{self, file_name, Kind, LinkChannel};
 
@@ -22,7 +25,8 @@ impl Engine {
     /// Opens channel `id` (already canonical) with its sources in priority order, or
     /// only service `only`'s: the first playlist that loads, rewritten with links under
     /// `base`. The links carry the channel; they fail over unless `only` pins a
-    /// service.
+    /// service. A media playlist from another source than this URL's last one is
+    /// numbered on from it (`Failovers::channel_numbers`): the player reloads it.
     pub async fn open_playlist(
         &self,
         id: &str,
@@ -45,13 +49,38 @@ impl Engine {
                 .map(str::to_string)
                 .collect(),
         };
+        // A player that was given a media playlist here reloads it: a source that
+        // answers with a master now gives the media playlist it would switch to.
+        let was_media = only.is_none() && self.failovers.channel_was_media(id);
         let (service, stream_headers, doc) = self
             .registry
             .open_except(id, only, &failed, |src| async move {
                 let r = &src.resolved;
-                let doc = media
+                let mut doc = media
                     .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
                     .await?;
+                if was_media {
+                    let variant = match &*doc {
+                        Document::Playlist { url, body } if hls::is_master(body) => {
+                            let (variant, _) = hls::muxed_variant(body, url).ok_or_else(|| {
+                                UpstreamError::Invalid("the master lists no variant".into())
+                            })?;
+                            Some(variant)
+                        }
+                        _ => None,
+                    };
+                    if let Some(variant) = variant {
+                        doc = media
+                            .document(
+                                &*src.service,
+                                &src.service_name,
+                                &variant,
+                                &r.headers,
+                                limit,
+                            )
+                            .await?;
+                    }
+                }
                 Ok((src.service_name, r.headers.clone(), doc))
             })
             .await?;
@@ -69,7 +98,20 @@ impl Engine {
                     channel,
                     headers: &stream_headers,
                 };
-                Ok(Opened::Playlist(self.rewrite(&links, url, body)?))
+                if only.is_some() || hls::is_master(body) {
+                    return Ok(Opened::Playlist(self.rewrite(&links, url, body)?));
+                }
+                // Another source than last time goes on where the player stopped.
+                let body = match self.failovers.channel_numbers(id, &service) {
+                    Some(numbers) => Cow::Owned(
+                        numbers
+                            .renumber(body, url, self.settings.live_edge_segments)
+                            .map_err(UpstreamError::Invalid)?,
+                    ),
+                    None => Cow::Borrowed(body.as_str()),
+                };
+                self.failovers.note_channel_seq(id, &body, url);
+                Ok(Opened::Playlist(self.rewrite(&links, url, &body)?))
             }
             Document::Media { url } => {
                 let token = self

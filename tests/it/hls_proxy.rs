@@ -1033,7 +1033,11 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
     let a_up = up.clone();
     let a = FakeUpstream::bind()
         .await
-        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .text(
+            "/a/live.m3u8",
+            HLS_TYPE,
+            live_playlist(&["a0.ts", "a1.ts"]).replace("SEQUENCE:0", "SEQUENCE:1000"),
+        )
         .route(
             "/a/{seg}",
             get(move || {
@@ -1063,6 +1067,11 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
     let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
     let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    assert!(
+        playlist.contains("#EXT-X-MEDIA-SEQUENCE:1000\n"),
+        "{playlist}"
+    );
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
     let segments = assert_all_proxied(&app, &playlist);
     assert_eq!(segments.len(), 2, "{playlist}");
     for s in &segments {
@@ -1070,19 +1079,80 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
         assert!(status.is_server_error(), "{s}: {status}");
     }
     assert_eq!(b.requests().len(), 0, "{:?}", b.paths());
-    let first_segment = || async {
+    // The source that answers a reload, by its first segment, and where the reload
+    // numbers it: each switch goes on where the player stopped (A listed 1000 and
+    // 1001), after a discontinuity, however the new source numbers its own.
+    let reload = || async {
         let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
         let segments = assert_all_proxied(&app, &reloaded);
-        app.get_text_ok(&segments[0]).await
+        let first = app.get_text_ok(&segments[0]).await;
+        let seq = reloaded
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .map(str::to_string);
+        let before_first = reloaded.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\n");
+        (first, seq, before_first)
     };
-    assert_eq!(first_segment().await, "<b b0.ts>");
+    let on_b = ("<b b0.ts>".to_string(), Some("1002".to_string()), true);
+    assert_eq!(reload().await, on_b);
     // A recovers. Reloaded within the minute, the channel stays on B (its reloads do
     // not keep A skipped for ever); a minute on, A is tried again.
     up.store(true, Ordering::SeqCst);
-    assert_eq!(first_segment().await, "<b b0.ts>");
+    assert_eq!(reload().await, on_b);
     app.clock
         .advance(freesky::streams::failover::RETRY_SKIPPED + Duration::from_secs(1));
-    assert_eq!(first_segment().await, "<a>");
+    assert_eq!(
+        reload().await,
+        ("<a>".to_string(), Some("1004".to_string()), true)
+    );
+}
+
+/// A player given a media playlist by the channel URL reloads that URL: when the next
+/// source's stream URL is a master, the reload answers with its variant's media
+/// playlist (a master there would end playback), numbered on from A's.
+#[tokio::test]
+async fn a_reloaded_media_playlist_falls_back_to_a_masters_variant() {
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route(
+            "/a/{seg}",
+            get(|| async { respond(403, "text/plain", "no") }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text(
+            "/b/master.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nv/live.m3u8\n",
+        )
+        .text(
+            "/b/v/live.m3u8",
+            HLS_TYPE,
+            live_playlist(&["b0.ts", "b1.ts"]),
+        )
+        .route(
+            "/b/v/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<b {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/master.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    for s in assert_all_proxied(&app, &playlist) {
+        assert!(app.get(&s).await.status().is_server_error(), "{s}");
+    }
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    assert!(!reloaded.contains("#EXT-X-STREAM-INF"), "{reloaded}");
+    assert!(reloaded.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{reloaded}");
+    assert!(reloaded.contains("#EXT-X-DISCONTINUITY\n"), "{reloaded}");
+    let segments = assert_all_proxied(&app, &reloaded);
+    assert_eq!(app.get_text_ok(&segments[0]).await, "<b b0.ts>");
 }
 
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
