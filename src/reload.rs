@@ -161,6 +161,7 @@ impl Reloader {
             Ok(s) => s,
             Err(e) => return Err(ReloadError::Build(format!("{e:#}"))),
         };
+        state.accounts.end_new_passwords(&old.accounts);
         let monitors = start_background(&state);
         *self
             .router

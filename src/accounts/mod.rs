@@ -11,7 +11,7 @@
 mod conns;
 mod penalty;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -373,6 +373,31 @@ impl Accounts {
             mac_key,
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// After a config reload, ends the streams of the `[[users]]` accounts whose
+    /// password `prev` (the accounts before it) had otherwise, as a new password set
+    /// through the API does: a household throws out a leaked login by editing the
+    /// file. Their HLS links are refused by the stamp already.
+    pub fn end_new_passwords(&self, prev: &Accounts) {
+        let changed: HashSet<String> = {
+            let (now, before) = (self.read(), prev.read());
+            now.values()
+                .filter(|a| {
+                    a.from_config
+                        && before
+                            .get(&a.name)
+                            .is_some_and(|b| b.from_config && b.stamp != a.stamp)
+                })
+                .map(|a| a.name.clone())
+                .collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
+        for (account, channel) in self.conns.end_where(|account, _| changed.contains(account)) {
+            tracing::info!(user = %account, %channel, "connection ended: the account's password changed in the config");
         }
     }
 

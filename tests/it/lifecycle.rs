@@ -223,11 +223,16 @@ struct Viewer {
 
 impl Viewer {
     async fn open(fs: &Freesky, id: &str) -> Viewer {
+        Self::open_at(fs, &format!("/api/stream/{id}.ts")).await
+    }
+
+    /// A viewer of `path` (a `.ts` URL).
+    async fn open_at(fs: &Freesky, path: &str) -> Viewer {
         let resp = reqwest::Client::builder()
             .no_proxy()
             .build()
             .unwrap()
-            .get(format!("{}/api/stream/{id}.ts", fs.base))
+            .get(format!("{}{path}", fs.base))
             .send()
             .await
             .expect("GET .ts");
@@ -371,6 +376,44 @@ async fn sighup_applies_a_changed_file_while_viewers_keep_playing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// A household throws out a leaked login by giving the account a new password in the
+/// file: a reload ends that account's running `.ts` streams at once (as the API's
+/// change does), and no other account's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_in_the_file_ends_that_accounts_streams_at_the_reload() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let users = |alice: &str| {
+        format!(
+            "{}\n[[users]]\nname = \"alice\"\npassword = \"{alice}\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"bob-pw\"\n",
+            config_text(dir.path(), "", &one)
+        )
+    };
+    let fs = Freesky::start(dir.path(), &users("old-pw"));
+    let id = channel_id(&fs, "Live").await;
+    let (_, all) = get_json(format!("{}/api/channels/all", fs.base)).await;
+    let number = all
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == id.as_str()))
+        .and_then(|c| c["number"].as_u64())
+        .unwrap_or_else(|| panic!("no number for {id} in {all}"));
+    let alice = Viewer::open_at(&fs, &format!("/live/alice/old-pw/{number}.ts")).await;
+    let bob = Viewer::open_at(&fs, &format!("/live/bob/bob-pw/{number}.ts")).await;
+    alice.wait_past(0).await;
+    bob.wait_past(0).await;
+
+    fs.write_config(&users("new-pw"));
+    assert_eq!(reload(&fs, None).await.0, 200);
+    assert_eq!(alice.wait_end().await, "clean end");
+    let at_reload = bob.bytes();
+    bob.wait_past(at_reload + SEGMENT_BYTES).await;
+    assert_eq!(bob.ended(), None);
+    fs.wait_log("password changed in the config", HANG_GUARD)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
