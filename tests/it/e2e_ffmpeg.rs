@@ -355,7 +355,20 @@ async fn ffmpeg_keeps_decoding_the_hls_stream_across_a_failover() {
     keeps_decoding_across_a_failover("m3u8").await;
 }
 
+/// Over HLS when the channel's stream URL is a media playlist: ffmpeg reloads the
+/// channel URL itself, which answers from the secondary, numbered on from the
+/// primary's (its own numbers, far lower, would have ffmpeg wait for them to catch up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_keeps_decoding_a_media_playlist_channel_across_a_failover() {
+    keeps_decoding_across_a_failover_of("m3u8", "/live/index.m3u8").await;
+}
+
 async fn keeps_decoding_across_a_failover(ext: &str) {
+    keeps_decoding_across_a_failover_of(ext, "/live/master.m3u8").await;
+}
+
+/// ffmpeg plays `/api/stream/{id}.{ext}` of a channel listed at `entry` on two origins.
+async fn keeps_decoding_across_a_failover_of(ext: &str, entry: &str) {
     let primary_down = Arc::new(AtomicBool::new(false));
     // Numbered far apart: the player of the primary must not notice the secondary's
     // own numbers.
@@ -364,7 +377,7 @@ async fn keeps_decoding_across_a_failover(ext: &str) {
     let list = |origin: &FakeUpstream| {
         format!(
             "#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{}\n",
-            origin.url("/live/master.m3u8")
+            origin.url(entry)
         )
     };
     let one = FakeUpstream::bind()
