@@ -171,6 +171,7 @@ impl Sessions {
                         continuity: ts::Continuity::default(),
                         keys: HashMap::new(),
                         sent_map: None,
+                        sent_last: HashMap::new(),
                         warned_silent: AtomicBool::new(false),
                     };
                     tokio::spawn(task.run());
@@ -288,6 +289,14 @@ const STALE_AFTER: f64 = 3.0;
 const STALE_MIN: f64 = 6.0;
 const STALE_MAX: f64 = 60.0;
 
+/// A live playlist that has sent and then lists no new segment for this many target
+/// durations (within `FROZEN_MIN` and `STALE_MAX` seconds) has frozen (an encoder
+/// that died behind a playlist still served): the session tries the channel's next
+/// source, when it has one. Alone, it is waited for (a reopen would send its window
+/// again).
+const FROZEN_AFTER: f64 = 5.0;
+const FROZEN_MIN: f64 = 10.0;
+
 /// Why following a source stopped.
 enum Stop {
     /// No viewer left: the session is over.
@@ -320,6 +329,10 @@ struct Task {
     /// AES-128 keys fetched, by service and URL (at most `MAX_KEYS`): one fetch per
     /// key however many segments it opens.
     keys: HashMap<(String, Url), [u8; 16]>,
+    /// Per service, the path (no query) of the last segment sent from it: a source
+    /// opened again (after the others failed) goes on after it while its playlist
+    /// lists it, rather than sending its window again.
+    sent_last: HashMap<String, String>,
 }
 
 /// Keys a session remembers (a rotating upstream names a new one every few segments).
@@ -482,6 +495,16 @@ impl Task {
         }
     }
 
+    /// Whether the channel has a source of another service than `service` to fail
+    /// over to (never for a session pinned to one service).
+    fn has_other_source(&self, service: &str) -> bool {
+        self.only.is_none()
+            && self.engine.registry.last_lineup().is_some_and(|l| {
+                l.get(&self.id)
+                    .is_some_and(|c| c.sources.iter().any(|s| *s.service != *service))
+            })
+    }
+
     /// Opens the channel with the first working source not in `skip`; or, to
     /// `refresh` a token, resolves it afresh from that service.
     async fn open(&self, skip: &[String], refresh: Option<&str>) -> Result<Source, StreamError> {
@@ -588,20 +611,23 @@ impl Task {
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
-        // The path (no query) of the last segment sent: where a refreshed URL resumes.
-        let mut last_path: Option<String> = None;
+        // The path (no query) of the last segment sent: where a refreshed URL, or this
+        // source opened again, resumes.
+        let mut last_path: Option<String> = self.sent_last.get(&src.service_name).cloned();
         let mut refused = false;
         let mut retry_at = None;
-        let mut resume = false;
+        let mut resume = last_path.is_some();
         // When the live playlist last listed a segment not seen before: one that lists
         // none for `STALE_AFTER` target durations, while its segments failed and none
         // came from it, is a source that stopped (a frozen list whose segments fail
         // would else be polled until the first bytes' bound, the next source untried).
-        // A list that has listed nothing yet (an upstream starting on demand) and a
-        // source that has sent (a live encoder may pause; a reopen would send its
-        // window again) are waited for, as before.
+        // A list that has listed nothing yet (an upstream starting on demand) is waited
+        // for, as before. One that has sent and lists nothing new for `FROZEN_AFTER`
+        // target durations has frozen: the next source plays when the channel has one;
+        // alone, it is waited for (a live encoder may pause).
         let mut last_new = Instant::now();
-        let mut sent_any = false;
+        // A source opened again has sent before.
+        let mut sent_any = resume;
         loop {
             if self.idle() {
                 return Stop::Idle;
@@ -672,16 +698,23 @@ impl Task {
             };
             if (start as usize) < info.segments.len() {
                 last_new = Instant::now();
-            } else if !info.ended && !sent_any && failures > 0 {
-                let stale = Duration::from_secs_f64(
-                    (STALE_AFTER * info.target_duration).clamp(STALE_MIN, STALE_MAX),
-                );
-                if last_new.elapsed() >= stale {
-                    return Stop::Failed(format!(
-                        "its live playlist {} listed no new segment for {}s",
-                        src.service.shown_url(&url),
-                        stale.as_secs()
-                    ));
+            } else if !info.ended {
+                let stale = match (sent_any, failures) {
+                    (false, 1..) => Some((STALE_AFTER, STALE_MIN)),
+                    (true, _) => Some((FROZEN_AFTER, FROZEN_MIN)),
+                    (false, 0) => None,
+                };
+                let stale = stale.map(|(after, min)| {
+                    Duration::from_secs_f64((after * info.target_duration).clamp(min, STALE_MAX))
+                });
+                if let Some(stale) = stale.filter(|s| last_new.elapsed() >= *s) {
+                    if !sent_any || self.has_other_source(&src.service_name) {
+                        return Stop::Failed(format!(
+                            "its live playlist {} listed no new segment for {}s",
+                            src.service.shown_url(&url),
+                            stale.as_secs()
+                        ));
+                    }
                 }
             }
             for (i, seg) in info.segments.iter().enumerate().skip(start as usize) {
@@ -695,6 +728,8 @@ impl Task {
                     Ok(()) => {
                         failures = 0;
                         sent_any = true;
+                        self.sent_last
+                            .insert(src.service_name.clone(), seg.url.path().to_string());
                     }
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");

@@ -1539,6 +1539,99 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
     );
 }
 
+/// A live playlist that has sent and then freezes (an encoder that died behind a
+/// playlist still served, its old segments still there) hands the viewer over to the
+/// channel's next source after five target durations (10 s here), rather than keeping
+/// it on a still picture for ever; alone, it is waited for (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/froze.m3u8",
+            HLS_TYPE,
+            live_playlist(&["f0.ts", "f1.ts", "f2.ts"]),
+        )
+        .bytes("/f0.ts", "video/mp2t", ten_packets(0xaa))
+        .bytes("/f1.ts", "video/mp2t", ten_packets(0xaa))
+        .bytes("/f2.ts", "video/mp2t", ten_packets(0xaa))
+        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
+        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
+        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [origin.url("/froze.m3u8"), origin.url("/good.m3u8")],
+        "",
+    )
+    .await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got: Vec<u8> = Vec::new();
+    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
+    tokio::time::timeout(std::time::Duration::from_secs(40), async {
+        while !markers(&got).contains(&0xbb) {
+            match body.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still on the frozen source: {:?}", markers(&got)));
+    let m = markers(&got);
+    let first_b = m.iter().position(|&x| x == 0xbb).unwrap();
+    assert_eq!(
+        first_b, 30,
+        "the frozen source's window once, then the next: {m:?}"
+    );
+}
+
+/// The same frozen source when the next one is down too: the session goes back to
+/// it after the next one fails, and goes on after the last segment it sent, rather
+/// than sending its window again (a 6 s clip looping every 12 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_source_opened_again_does_not_send_its_window_again() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/froze.m3u8",
+            HLS_TYPE,
+            live_playlist(&["f0.ts", "f1.ts", "f2.ts"]),
+        )
+        .bytes("/f0.ts", "video/mp2t", ten_packets(0xaa))
+        .bytes("/f1.ts", "video/mp2t", ten_packets(0xaa))
+        .bytes("/f2.ts", "video/mp2t", ten_packets(0xaa))
+        .status("/down.m3u8", 404)
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [origin.url("/froze.m3u8"), origin.url("/down.m3u8")],
+        "",
+    )
+    .await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(18), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            got += chunk.len();
+        }
+    })
+    .await;
+    // The frozen source was given up and opened again meanwhile (after 10 s, then the
+    // next source's 404).
+    let tried_next = origin.paths().iter().filter(|p| *p == "/down.m3u8").count();
+    assert!(
+        tried_next >= 1,
+        "the next source was never tried: {:?}",
+        origin.paths()
+    );
+    assert_eq!(got, 3 * 1880, "the window once, not again");
+}
+
 /// A live upstream that starts its numbering again (an encoder restart: sequence 100,
 /// then 0): the viewer goes on with the new segments from its live edge. Before, it
 /// waited for the numbering to reach 103 again, sending nothing.
