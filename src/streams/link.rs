@@ -17,11 +17,12 @@ use crate::proxy::{Kind, LinkChannel, Target};
 use crate::services::Service;
 use crate::upstream::Fetched;
 
-/// An opened link: what it points at and the service to ask.
+/// An opened link: what it points at and the service to ask (`None`: a playlist
+/// link of a channel whose service was disabled or removed since, which fails over).
 pub struct Link {
     pub target: Target,
     pub url: Url,
-    service: Arc<dyn Service>,
+    service: Option<Arc<dyn Service>>,
 }
 
 /// What a link serves.
@@ -37,7 +38,8 @@ pub enum Served {
 
 impl Engine {
     /// Opens link `token`/`item`: refused when tampered, mixed, expired or
-    /// malformed, or when its service is gone or disabled. Asks no upstream.
+    /// malformed, or when its service is gone or disabled (but a playlist link that
+    /// fails over goes on with the channel's next source). Asks no upstream.
     pub fn open_link(&self, token: &str, item: &str) -> Result<Link, StreamError> {
         let target = self
             .signer
@@ -46,8 +48,10 @@ impl Engine {
         let service = self
             .registry
             .service(&target.service)
-            .filter(|_| self.registry.is_enabled(&target.service))
-            .ok_or_else(|| StreamError::ServiceUnavailable(target.service.clone()))?;
+            .filter(|_| self.registry.is_enabled(&target.service));
+        if service.is_none() && !(target.kind == Kind::Playlist && target.failover) {
+            return Err(StreamError::ServiceUnavailable(target.service.clone()));
+        }
         let url = Url::parse(&target.url)
             .map_err(|_| StreamError::BadLink("malformed proxy token".into()))?;
         Ok(Link {
@@ -70,6 +74,11 @@ impl Engine {
             url,
             service,
         } = link;
+        let Some(service) = service else {
+            return Ok(Served::Playlist(
+                self.gone_playlist(&target, &url, base).await?,
+            ));
+        };
         if target.kind == Kind::Playlist {
             return Ok(Served::Playlist(
                 self.media_playlist(&target, service, &url, base).await?,
@@ -190,6 +199,29 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A playlist link whose service was disabled or removed since it was handed out:
+    /// answered from the channel's next source, as after a failure (its switch, once
+    /// made, serves the link from then on).
+    async fn gone_playlist(
+        &self,
+        target: &Target,
+        url: &Url,
+        base: &str,
+    ) -> Result<String, StreamError> {
+        let link = cache::key(&target.service, url, &target.headers);
+        let sw = match self.failovers.switched(&link) {
+            Some(sw) => sw,
+            None => self
+                .fail_over(&link, &target.channel, vec![target.service.clone()])
+                .await
+                .map_err(|why| {
+                    tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
+                    StreamError::ServiceUnavailable(target.service.clone())
+                })?,
+        };
+        self.switched_playlist(target, &link, sw, base).await
     }
 
     /// Resolves the link's channel afresh from `service` (a token refresh, see

@@ -632,6 +632,9 @@ impl Task {
             if self.idle() {
                 return Stop::Idle;
             }
+            if let Some(stop) = self.disabled(src) {
+                return stop;
+            }
             if self.refresh(src, &mut url, refused, &mut retry_at).await {
                 resume = true;
             }
@@ -866,9 +869,16 @@ impl Task {
                     let mut body = fetched.body;
                     self.continuity.join();
                     let mut align = TsAligner::default();
+                    let mut checked = Instant::now();
                     loop {
                         if self.idle() {
                             return Stop::Idle;
+                        }
+                        if checked.elapsed() >= IDLE_TICK {
+                            checked = Instant::now();
+                            if let Some(stop) = self.disabled(src) {
+                                return stop;
+                            }
                         }
                         match body.next().await {
                             Some(Ok(chunk)) => {
@@ -889,6 +899,17 @@ impl Task {
                 return Stop::Idle;
             }
         }
+    }
+
+    /// A failure when `src`'s service was disabled while it played: a disabled
+    /// service's titles are not played, so the channel's next source takes over.
+    fn disabled(&self, src: &Source) -> Option<Stop> {
+        (!self.engine.registry.is_enabled(&src.service_name)).then(|| {
+            Stop::Failed(format!(
+                "service `{}` was disabled while it played",
+                src.service_name
+            ))
+        })
     }
 
     /// Sleeps for `d`, looking at the audience meanwhile; true when the session

@@ -104,7 +104,16 @@ async fn links_that_do_not_open_are_refused_before_any_upstream() {
         .set_enabled("Demo", Some(false))
         .await
         .unwrap();
-    let err = engine.open_link(&context, &item).err().expect("refused");
+    // A playlist link that fails over opens, and is answered from the channel's next
+    // source: the demo has none.
+    let link = engine
+        .open_link(&context, &item)
+        .expect("a failing-over playlist link");
+    let err = engine
+        .serve_link(link, None, BASE)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(err.to_string(), "service `Demo` is unknown or disabled");
 }
 

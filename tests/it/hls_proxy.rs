@@ -1155,6 +1155,57 @@ async fn a_reloaded_media_playlist_falls_back_to_a_masters_variant() {
     assert_eq!(app.get_text_ok(&segments[0]).await, "<b b0.ts>");
 }
 
+/// An HLS player holding a variant link of service A when an admin disables A: its
+/// next reload of that link answers from the channel's next source (numbered on,
+/// after a discontinuity), not a 404 that ends playback.
+#[tokio::test]
+async fn a_playlist_link_of_a_service_disabled_meanwhile_goes_on_with_the_next_source() {
+    let a = FakeUpstream::bind()
+        .await
+        .text(
+            "/a/master.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv.m3u8\n",
+        )
+        .text(
+            "/a/v.m3u8",
+            HLS_TYPE,
+            live_playlist(&["a0.ts", "a1.ts"]).replace("SEQUENCE:0", "SEQUENCE:500"),
+        )
+        .route(
+            "/a/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<a>") }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/b/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<b>") }),
+        )
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/master.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let master = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let variant = assert_all_proxied(&app, &master).remove(0);
+    let media = app.get_text_ok(&variant).await;
+    let app = &app;
+    let first = |media: String| async move {
+        let segments = assert_all_proxied(app, &media);
+        app.get_text_ok(&segments[0]).await
+    };
+    assert_eq!(first(media).await, "<a>");
+    let resp = app
+        .send_json(reqwest::Method::POST, "/api/services/A/disable", "", None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let media = app.get_text_ok(&variant).await;
+    assert_eq!(first(media.clone()).await, "<b>", "{media}");
+    assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:502\n"), "{media}");
+    assert!(media.contains("#EXT-X-DISCONTINUITY\n"), "{media}");
+}
+
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
 /// at one of `urls`, failing over after 2 strikes; and the lists' upstreams.
 async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {

@@ -1632,6 +1632,64 @@ async fn a_frozen_source_opened_again_does_not_send_its_window_again() {
     assert_eq!(got, 3 * 1880, "the window once, not again");
 }
 
+/// A `.ts` viewer of a channel playing from service A when an admin disables A: the
+/// session goes on with the channel's next source (a disabled service's titles are
+/// not played), not on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_disabled_while_it_plays_hands_over_to_the_next() {
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/a.m3u8",
+            get(|| async {
+                // A live list that moves on every second.
+                let n = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let mut s =
+                    format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{n}\n");
+                for i in n..n + 3 {
+                    s.push_str(&format!("#EXTINF:1.0,\na{i}.ts\n"));
+                }
+                respond(200, HLS_TYPE, s)
+            }),
+        )
+        .route(
+            "/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    let marker = if seg.starts_with('a') { 0xaa } else { 0xbb };
+                    respond(200, "video/mp2t", ten_packets(marker))
+                },
+            ),
+        )
+        .text("/b.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .start();
+    let (app, _lists, id) =
+        two_sources("Shared", [origin.url("/a.m3u8"), origin.url("/b.m3u8")], "").await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = read_at_least(&mut body, 188).await;
+    assert_eq!(first[4], 0xaa);
+    let resp = app
+        .send_json(reqwest::Method::POST, "/api/services/A/disable", "", None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut got: Vec<u8> = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while !got.chunks(188).any(|p| p[4] == 0xbb) {
+            match body.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("still playing from the disabled service");
+}
+
 /// A live upstream that starts its numbering again (an encoder restart: sequence 100,
 /// then 0): the viewer goes on with the new segments from its live edge. Before, it
 /// waited for the numbering to reach 103 again, sending nothing.
