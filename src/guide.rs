@@ -330,6 +330,34 @@ impl Guides {
         self
     }
 
+    /// Takes over from `prev` (the guides before a config reload) the last good guide
+    /// and status of each guide still configured under its name: a guide whose upstream
+    /// fails at the reload keeps its programmes, as it would at a refresh. Call after
+    /// `with_extra_guides`.
+    pub fn keep_guides_of(self, prev: &Guides, services: &[crate::config::ServiceConfig]) -> Self {
+        let names: HashSet<&str> = services
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.extra.iter().map(|e| e.cfg.name.as_str()))
+            .collect();
+        let good = prev.last_good.lock().expect("guide lock").clone();
+        let status = prev.status.lock().expect("guide status lock").clone();
+        *self.last_good.lock().expect("guide lock") = good
+            .into_iter()
+            .filter(|(name, _)| names.contains(name.as_str()))
+            .collect();
+        *self.status.lock().expect("guide status lock") = status
+            .into_iter()
+            .filter(|(name, _)| names.contains(name.as_str()))
+            .map(|(name, mut s)| {
+                // A read in flight belongs to the old state: it ends there.
+                s.reading_since = None;
+                (name, s)
+            })
+            .collect();
+        self
+    }
+
     /// Adds the extra guides (`[[guides]]`); URL guides are fetched through `http`
     /// with the address rules of a service's guide.
     pub fn with_extra_guides(mut self, guides: &[ExtraGuideConfig], http: &Http) -> Self {

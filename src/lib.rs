@@ -174,9 +174,12 @@ pub(crate) fn build_state(
     if let Some(p) = prev {
         registry.keep_history_of(&p.registry);
     }
-    let guides = guide::Guides::new(registry.clone(), config.guide.clone())
+    let mut guides = guide::Guides::new(registry.clone(), config.guide.clone())
         .with_extra_guides(&config.guides, &http)
         .with_service_countries(&config.services);
+    if let Some(p) = prev {
+        guides = guides.keep_guides_of(&p.guides, &config.services);
+    }
     let accounts = Arc::new(
         accounts::Accounts::new(
             &config.users,

@@ -416,6 +416,78 @@ async fn a_new_password_in_the_file_ends_that_accounts_streams_at_the_reload() {
         .await;
 }
 
+/// A reload keeps each service's last good guide: when the guide's upstream fails at
+/// the reload (or after it), the channels keep their programmes, as at a refresh.
+/// Before, a reload of even the same file emptied them until a read succeeded (6 h).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_last_good_guide_of_a_guide_that_fails() {
+    let origin = live_origin().await;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = failing.clone();
+    let guide = FakeUpstream::bind()
+        .await
+        .route(
+            "/guide.xml",
+            get(move || {
+                let fail = fails.load(Ordering::SeqCst);
+                async move {
+                    if fail {
+                        respond(500, "text/plain", "down")
+                    } else {
+                        respond(
+                            200,
+                            "application/xml",
+                            crate::common::xmltv_guide(&[("Live.example", "Live")]),
+                        )
+                    }
+                }
+            }),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}epg_url = \"{}\"\n",
+        config_text(
+            dir.path(),
+            "",
+            &[("Origin", origin.url("/list.m3u"), "first")]
+        ),
+        guide.url("/guide.xml")
+    );
+    let fs = Freesky::start(dir.path(), &text);
+    channel_id(&fs, "Live").await;
+    let programmes = || async {
+        let epg = client()
+            .get(format!("{}/epg.xml", fs.base))
+            .send()
+            .await
+            .expect("GET /epg.xml")
+            .text()
+            .await
+            .unwrap();
+        epg.matches("<programme ").count()
+    };
+    assert_eq!(programmes().await, 1);
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(reload(&fs, None).await.0, 200);
+    let refreshed = client()
+        .post(format!("{}/api/guide/refresh", fs.base))
+        .send()
+        .await
+        .expect("POST /api/guide/refresh");
+    let (status, body) = json_of(refreshed).await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    assert!(
+        body["services"]["Origin"]["last_error"].is_string(),
+        "the read after the reload failed: {body}"
+    );
+    assert_eq!(
+        programmes().await,
+        1,
+        "the last good guide went with the reload"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_is_refused_with_every_problem_and_the_old_config_stays() {
     let origin = live_origin().await;
