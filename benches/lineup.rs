@@ -38,6 +38,7 @@ fn channels() -> Vec<LineupChannel> {
                 number: i as u32 + 1,
                 name: name.into(),
                 logo: Default::default(),
+                logo_from: Default::default(),
                 group: format!("{country} | {kind}").into(),
                 tags: if i % 5 == 0 {
                     vec!["Ünterhaltung".into()]

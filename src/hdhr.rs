@@ -167,6 +167,7 @@ mod tests {
                 number,
                 name: format!("C{number}").into(),
                 logo: Default::default(),
+                logo_from: Default::default(),
                 group: group.into(),
                 tags: vec![],
                 guide_id: Default::default(),

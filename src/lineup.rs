@@ -36,6 +36,8 @@ pub struct Merged {
     pub wanted_slug: String,
     pub name: Text,
     pub logo: Text,
+    /// The service whose channel gave `logo`.
+    pub logo_from: Text,
     pub group: Text,
     pub tags: Vec<String>,
     pub tvg_id: Text,
@@ -211,8 +213,9 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     }
                     m.sources.push(source);
                     m.catchup_days = m.catchup_days.max(catchup_days(ch));
-                    if m.logo.is_empty() {
+                    if m.logo.is_empty() && !ch.logo.is_empty() {
                         m.logo = shared.get(&ch.logo);
+                        m.logo_from = service.clone();
                     }
                     if m.group.is_empty() {
                         m.group = shared.get(&ch.group);
@@ -253,6 +256,11 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         wanted_slug: slugify(&ch.name),
                         name,
                         logo: shared.get(&ch.logo),
+                        logo_from: if ch.logo.is_empty() {
+                            Text::default()
+                        } else {
+                            service.clone()
+                        },
                         group: shared.get(&ch.group),
                         tags: ch.tags.clone(),
                         tvg_id: Text::from(ch.tvg_id.trim()),
@@ -412,6 +420,7 @@ pub fn apply(base: &Unmapped, m: &ChannelMapping) -> LineupChannel {
     }
     if let Some(v) = &m.logo {
         c.logo = Text::from(v);
+        c.logo_from = Text::default();
     }
     if let Some(v) = &m.tvg_id {
         c.guide_id = if v.is_empty() {
@@ -910,6 +919,7 @@ mod tests {
                 number: i as u32 + 1,
                 name: (*n).into(),
                 logo: Text::default(),
+                logo_from: Text::default(),
                 group: if i == 1 {
                     "Actualités".into()
                 } else {
@@ -994,6 +1004,7 @@ mod tests {
                 number,
                 name: slug.to_uppercase().into(),
                 logo: Text::default(),
+                logo_from: Text::default(),
                 group: "G".into(),
                 tags: vec![],
                 guide_id: format!("{slug}.freesky").into(),

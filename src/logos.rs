@@ -188,9 +188,9 @@ impl Logos {
         Cow::Owned(format!("{base}/logos/{}", self.signer.seal_blob(&plain)))
     }
 
-    /// `lineup` with every channel's logo written by [`Self::url`] (the service of its
-    /// first source): the same `Arc` in `direct` mode; the last one made is reused
-    /// while the lineup and base are the same.
+    /// `lineup` with every channel's logo written by [`Self::url`] (under the service
+    /// that gave it, [`logo_service`]): the same `Arc` in `direct` mode; the last one
+    /// made is reused while the lineup and base are the same.
     pub fn lineup(&self, base: &str, lineup: Arc<Lineup>) -> Arc<Lineup> {
         if self.cfg.mode == LogoMode::Direct {
             return lineup;
@@ -206,8 +206,10 @@ impl Logos {
             .iter()
             .map(|c| {
                 let mut c = c.clone();
-                let service = c.sources.first().map_or("", |s| s.service.as_str());
-                c.logo = self.url(base, service, &c.logo).into_owned().into();
+                c.logo = self
+                    .url(base, logo_service(&c), &c.logo)
+                    .into_owned()
+                    .into();
                 c
             })
             .collect();
@@ -217,8 +219,8 @@ impl Logos {
     }
 
     /// Rendered XMLTV `xml` (plain, or gzipped when `gz`) with every `<icon src>`
-    /// written by [`Self::url`], the service being the first source's of the channel
-    /// the icon belongs to (in `lineup`): `xml` itself in `direct` mode. A whole pass
+    /// written by [`Self::url`], the service being [`logo_service`] of the channel the
+    /// icon belongs to (in `lineup`): `xml` itself in `direct` mode. A whole pass
     /// over the guide: the server keeps each result with its rendered guide
     /// (`guide::Rendered::derived`).
     pub fn guide(&self, base: &str, xml: &Bytes, lineup: &Lineup, gz: bool) -> Bytes {
@@ -244,7 +246,7 @@ impl Logos {
         let services: HashMap<&str, &str> = lineup
             .channels
             .iter()
-            .filter_map(|c| Some((c.guide_id.as_str(), c.sources.first()?.service.as_str())))
+            .map(|c| (c.guide_id.as_str(), logo_service(c)))
             .collect();
         let mut out = String::with_capacity(xml.len() + xml.len() / 8);
         let mut service = "";
@@ -571,6 +573,17 @@ fn load_index(dir: &Path) -> Index {
     index
 }
 
+/// The service a channel's logo and icons are fetched through (and their links sealed
+/// under): the one whose channel gave the logo, which stays while priorities and
+/// pinning change; for a logo an admin set (or none), the first source's.
+fn logo_service(c: &crate::model::LineupChannel) -> &str {
+    if c.logo_from.is_empty() {
+        c.sources.first().map_or("", |s| s.service.as_str())
+    } else {
+        c.logo_from.as_str()
+    }
+}
+
 /// The cache file name of a logo: a SHA-256 of its service and URL, in hex.
 fn cache_key(service: &str, url: &Url) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -755,6 +768,7 @@ mod tests {
             number: 1,
             name: "One".into(),
             logo: "".into(),
+            logo_from: "".into(),
             group: "".into(),
             tags: vec![],
             guide_id: "one.fs".into(),

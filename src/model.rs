@@ -255,6 +255,11 @@ pub struct LineupChannel {
     pub name: Text,
     #[schema(value_type = String)]
     pub logo: Text,
+    /// The service whose channel gave `logo` (its headers fetch it, `/logos/` links are
+    /// sealed under it); empty for a logo an admin set, or none.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub logo_from: Text,
     #[schema(value_type = String)]
     pub group: Text,
     pub tags: Vec<String>,

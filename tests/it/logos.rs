@@ -231,6 +231,74 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
     assert!(app.state_dir().join("logos/index.json").exists());
 }
 
+/// A channel two services list, whose logo only the second gives: its link is sealed
+/// under that service (fetched with its headers, not the first source's), and stays
+/// the same when an admin pins or reorders the sources (a link that changed would
+/// miss the disk copy while the image host is down).
+#[tokio::test]
+async fn a_logo_is_fetched_through_the_service_that_gave_it_and_its_link_stays() {
+    let up = upstream().await;
+    let plain = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            "audio/x-mpegurl",
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.uk\" group-title=\"News\",One\n{}/one.m3u8\n",
+                up.base()
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[logos]\nmode = \"cache\"\n\n\
+         [[services]]\nname = \"First\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}/list.m3u\"\n\
+         headers = {{ \"User-Agent\" = \"first-agent\" }}\n\n\
+         [[services]]\nname = \"Up\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}/list.m3u\"\n\
+         headers = {{ \"User-Agent\" = \"logo-agent\" }}\n",
+        plain.base(),
+        up.base()
+    ))
+    .await;
+    let id = app.channel_named("One").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let link = logo_of(&app, "One").await;
+    let path = link
+        .strip_prefix(&app.base)
+        .expect("freesky link")
+        .to_string();
+    assert_eq!(app.get(&path).await.status(), 200);
+    let fetched: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/logo/one.png")
+        .collect();
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(fetched[0].header("user-agent"), Some("logo-agent"));
+
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{id}"),
+            r#"{"sources":["Up"]}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(logo_of(&app, "One").await, link, "pinning changed the link");
+    let resp = app
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{id}"),
+            r#"{"sources":null}"#,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(logo_of(&app, "One").await, link);
+}
+
 #[tokio::test]
 async fn html_oversized_and_private_logos_are_refused_and_counted() {
     let up = upstream().await;

@@ -301,6 +301,7 @@ impl Registry {
                         number: id.number,
                         name: m.name,
                         logo: m.logo,
+                        logo_from: m.logo_from,
                         group: m.group,
                         tags: m.tags,
                         sources: m.sources,
