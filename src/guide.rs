@@ -428,6 +428,32 @@ impl Guides {
         } else {
             self.matches_now().await?;
         }
+        // A channel its guide gives a guide channel by id takes that one whatever an
+        // admin decides: a pick or a reject would be kept and do nothing.
+        if matches!(action, Action::Pick { .. } | Action::Reject) {
+            let table = self.matches();
+            let by_id = table.get(channel).and_then(|e| {
+                let (source, guide_id) = (e.source.as_deref()?, e.guide_id.as_deref()?);
+                (table.held_by_id(source, guide_id) == Some(channel)).then_some((source, guide_id))
+            });
+            let same = |(source, guide_id): (&str, &str)| match &action {
+                Action::Pick {
+                    guide_id: picked,
+                    source: named,
+                } => {
+                    picked.eq_ignore_ascii_case(guide_id)
+                        && named.as_deref().is_none_or(|n| n == source)
+                }
+                _ => false,
+            };
+            if let Some((source, guide_id)) = by_id.filter(|&b| !same(b)) {
+                return Err(GuideMatchError::TakesById {
+                    channel: channel.to_string(),
+                    guide: source.to_string(),
+                    guide_id: guide_id.to_string(),
+                });
+            }
+        }
         let decision = match action {
             Action::Reset => None,
             Action::Reject => Some(Decision::Reject),

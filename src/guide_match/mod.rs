@@ -36,6 +36,16 @@ pub enum GuideMatchError {
         guide_id: String,
         holder: String,
     },
+    #[error(
+        "channel `{channel}` takes `{guide_id}` from guide `{guide}` by id (its tvg-id or \
+         guide id), which no decision overrides: to give it another guide channel, or \
+         none, set its guide id (PATCH /api/channels/{channel} with `tvg_id`)"
+    )]
+    TakesById {
+        channel: String,
+        guide: String,
+        guide_id: String,
+    },
     #[error(transparent)]
     Registry(#[from] crate::services::registry::RegistryError),
     #[error(transparent)]

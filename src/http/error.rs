@@ -257,9 +257,10 @@ impl From<crate::guide_match::GuideMatchError> for AppError {
     fn from(e: crate::guide_match::GuideMatchError) -> Self {
         use crate::guide_match::GuideMatchError as E;
         match e {
-            E::NothingToConfirm(_) | E::UnknownGuideChannel { .. } | E::HeldById { .. } => {
-                Self::BadRequest(e.to_string())
-            }
+            E::NothingToConfirm(_)
+            | E::UnknownGuideChannel { .. }
+            | E::HeldById { .. }
+            | E::TakesById { .. } => Self::BadRequest(e.to_string()),
             E::Registry(e) => e.into(),
             E::Store(e) => e.into(),
         }

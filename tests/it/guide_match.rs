@@ -615,6 +615,27 @@ async fn a_pick_of_a_guide_channel_another_channel_has_by_id_is_refused_saying_w
     // A free guide channel is still picked.
     let picked = post(&app, &other, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
     assert_eq!(picked["state"], "picked", "{picked}");
+
+    // The holder itself takes its guide channel by id whatever is decided: a pick of
+    // another one or a reject is refused (it was kept and did nothing), saying how to
+    // change it; a pick of the one it has, or a confirm, is taken.
+    for body in [
+        r#"{"action":"pick","guide_id":"SportTV.uk"}"#,
+        r#"{"action":"reject"}"#,
+    ] {
+        let refused = post_answered(&app, &holder, body, 400).await;
+        let error = refused["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!(
+                "channel `{holder}` takes `BBCOne.uk` from guide `P` by id"
+            )) && error.contains(&format!("PATCH /api/channels/{holder}")),
+            "{refused}"
+        );
+    }
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "BBC One")["state"], "exact", "{page}");
+    post(&app, &holder, r#"{"action":"pick","guide_id":"BBCOne.uk"}"#).await;
+    post(&app, &holder, r#"{"action":"confirm"}"#).await;
 }
 
 #[tokio::test]
