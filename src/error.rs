@@ -45,6 +45,11 @@ pub enum UpstreamError {
     Invalid(String),
     #[error("channel `{0}` is not listed by this service")]
     NoChannel(String),
+    /// A limit of freesky's own was reached before any request (the connections an
+    /// Xtream account allows, all in use): not the upstream's failure, so not counted
+    /// against the service's health.
+    #[error("{0}")]
+    Busy(String),
     /// The upstream answered 429 or 503 with `Retry-After`: the service is paused until
     /// then, and requests that would wait longer than its timeout fail with this too.
     /// No URL, so no credentials a kind carries in its paths.

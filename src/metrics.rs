@@ -221,6 +221,7 @@ fn outcome_of(e: &UpstreamError) -> &'static str {
         UpstreamError::TooLarge { .. } | UpstreamError::ListTooLarge { .. } => "too_large",
         UpstreamError::Invalid(_) => "invalid",
         UpstreamError::NoChannel(_) => "no_channel",
+        UpstreamError::Busy(_) => "busy",
         UpstreamError::Throttled { .. } => "throttled",
         UpstreamError::PrivateAddress { .. } | UpstreamError::OwnAddress { .. } => {
             "refused_private"

@@ -547,7 +547,7 @@ impl Service for Xtream {
             .take(SLOT_WAIT.min(self.http.timeout))
             .await
             .map_err(|limit| {
-                UpstreamError::Invalid(format!(
+                UpstreamError::Busy(format!(
                     "xtream account allows {limit} connection{}, all in use",
                     if limit == 1 { "" } else { "s" }
                 ))

@@ -291,6 +291,16 @@ async fn connection_cap_refuses_a_second_channel_while_the_first_plays() {
         "{body:#}"
     );
     assert_eq!(up.hits(&format!("/live/{USER}/{PASS}/20.ts")), 0);
+    // Refused by freesky before asking the panel, again and again (a household with
+    // more TVs than the line allows): not the panel's failure, so its circuit stays
+    // closed and fallback keeps trying it (5 failures in a row would open it).
+    for _ in 0..4 {
+        let again = app.get("/api/stream/Xt:20.ts").await;
+        assert_eq!(again.status(), 502);
+    }
+    let status = app.service_status("Xt").await;
+    assert_eq!(status["circuit"], "closed", "{status:#}");
+    assert_eq!(status["healthy"], true, "{status:#}");
 
     // The first keeps flowing.
     read_at_least(&mut first, 4 * 188 * 10).await;

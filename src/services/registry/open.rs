@@ -276,10 +276,11 @@ impl Registry {
         })
         .await
         .unwrap_or(Err(UpstreamError::Timeout(bound)));
-        // A channel the service does not list says nothing of the service's health
-        // (an id mistyped in `SERVICE:ID`): not recorded.
+        // A channel the service does not list (an id mistyped in `SERVICE:ID`), or a
+        // limit of freesky's own reached before asking it, says nothing of the
+        // service's health: not recorded.
         let unlisted = matches!(result, Err(UpstreamError::NoChannel(_)));
-        if !unlisted {
+        if !unlisted && !matches!(result, Err(UpstreamError::Busy(_))) {
             self.record(e, started, &result);
         }
         match result {
