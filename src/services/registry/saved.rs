@@ -56,27 +56,63 @@ const KINDS: [CatchupKind; 5] = [
     CatchupKind::Xtream,
 ];
 
-impl SavedChannel {
-    fn of(c: &Channel) -> Self {
-        Self {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            logo: c.logo.clone(),
-            group: c.group.clone(),
-            tags: c.tags.clone(),
-            tvg_id: c.tvg_id.clone(),
-            number: c.number,
-            headers: c.headers.clone(),
-            url: c.url.clone(),
-            catchup: c.catchup.as_ref().map(|k| SavedCatchup {
-                kind: KINDS.iter().position(|x| *x == k.kind).unwrap_or(0) as u8,
-                days: k.days,
-                source: k.source.clone(),
-                utc_offset: k.utc_offset,
-            }),
-        }
-    }
+/// `SavedList` as written: borrowed from the list, the same JSON.
+#[derive(Serialize)]
+struct ListOut<'a> {
+    service: &'a str,
+    channels: Channels<'a>,
+}
 
+struct Channels<'a>(&'a [Channel]);
+
+impl Serialize for Channels<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ChannelOut))
+    }
+}
+
+/// `SavedChannel` as written, borrowed from a `Channel`.
+struct ChannelOut<'a>(&'a Channel);
+
+impl Serialize for ChannelOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let mut out = s.serialize_struct("SavedChannel", 10)?;
+        out.serialize_field("id", &c.id)?;
+        out.serialize_field("name", &c.name)?;
+        out.serialize_field("logo", &c.logo)?;
+        out.serialize_field("group", &c.group)?;
+        out.serialize_field("tags", &c.tags)?;
+        out.serialize_field("tvg_id", &c.tvg_id)?;
+        out.serialize_field("number", &c.number)?;
+        out.serialize_field("headers", &c.headers)?;
+        out.serialize_field("url", &c.url)?;
+        out.serialize_field("catchup", &c.catchup.as_ref().map(CatchupOut))?;
+        out.end()
+    }
+}
+
+struct CatchupOut<'a>(&'a Catchup);
+
+impl Serialize for CatchupOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let k = self.0;
+        let mut out = s.serialize_struct("SavedCatchup", 4)?;
+        out.serialize_field("kind", &kind_index(k.kind))?;
+        out.serialize_field("days", &k.days)?;
+        out.serialize_field("source", &k.source)?;
+        out.serialize_field("utc_offset", &k.utc_offset)?;
+        out.end()
+    }
+}
+
+fn kind_index(kind: CatchupKind) -> u8 {
+    KINDS.iter().position(|x| *x == kind).unwrap_or(0) as u8
+}
+
+impl SavedChannel {
     fn channel(self, service: &str) -> Channel {
         Channel {
             id: self.id,
@@ -212,19 +248,22 @@ fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io:
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
         b.recursive(true).create(dir)?;
     }
-    let saved = SavedList {
-        service: service.to_string(),
-        channels: list.iter().map(SavedChannel::of).collect(),
-    };
-    let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     {
         use std::io::Write;
-        let mut f = crate::store::create_private_file(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
+        // Written as it is serialized, from the list itself: a copy of a big list, or
+        // its whole JSON in memory, would double the memory a lineup build takes.
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 16, crate::store::create_private_file(&tmp)?);
+        let saved = ListOut {
+            service,
+            channels: Channels(list),
+        };
+        serde_json::to_writer(&mut f, &saved).map_err(std::io::Error::other)?;
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
     // The lists of this service's earlier configs.
@@ -267,7 +306,7 @@ mod tests {
                     utc_offset: 3600,
                 }),
             };
-            let json = serde_json::to_vec(&SavedChannel::of(&c)).unwrap();
+            let json = serde_json::to_vec(&ChannelOut(&c)).unwrap();
             let back: SavedChannel = serde_json::from_slice(&json).unwrap();
             assert_eq!(back.channel("S"), c);
         }
