@@ -562,6 +562,23 @@ pub fn live_edge(body: &str, base: &Url) -> Option<(u64, Option<Url>)> {
     Some((sequence.checked_add(count)?, last))
 }
 
+/// A media playlist's `EXT-X-DISCONTINUITY-SEQUENCE` (0 when it has none), and the
+/// discontinuity sequence a playlist listing none of its segments would carry: that
+/// plus its `EXT-X-DISCONTINUITY` tags. A line scan.
+pub fn discontinuities(body: &str) -> (u64, u64) {
+    let mut first = 0u64;
+    let mut tags = 0u64;
+    for line in body.lines() {
+        let line = line.trim_matches(is_pad);
+        if let Some(n) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            first = n.trim().parse().unwrap_or(0);
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            tags += 1;
+        }
+    }
+    (first, first.saturating_add(tags))
+}
+
 /// `#EXT-X-TARGETDURATION` as a duration, when the playlist declares a sane one.
 pub fn target_duration(body: &str) -> Option<std::time::Duration> {
     declared_target_duration(body)

@@ -54,6 +54,9 @@ pub struct Switch {
 pub struct Renumber {
     /// The sequence number the player expects next, where the new source starts.
     start_seq: Option<u64>,
+    /// The discontinuity sequence a playlist starting there carries for the player:
+    /// it never goes down (HLS players order their timelines by it).
+    start_dseq: u64,
     /// A refresh: the path (no query) of the segment the player got last, which the
     /// new playlist continues from when it lists it.
     after: Option<String>,
@@ -69,6 +72,8 @@ struct SeqMap {
     first: u64,
     /// An `#EXT-X-DISCONTINUITY` goes before `first` (not when a refresh continues).
     discontinuity: bool,
+    /// Added to the new source's own discontinuity sequence.
+    dseq_offset: i128,
 }
 
 /// What the player was last given on a link: the sequence number after it, and the
@@ -77,6 +82,8 @@ struct SeqMap {
 struct Seen {
     next_seq: u64,
     last_path: Option<String>,
+    /// The discontinuity sequence after it (`hls::discontinuities`).
+    next_dseq: u64,
 }
 
 /// How a playlist link is switched.
@@ -226,7 +233,7 @@ impl Failovers {
                 last => {
                     numbers = last.map(|_| {
                         let seen = self.next_seq.get(&channel_key(channel));
-                        Arc::new(Renumber::new(seen.map(|s| s.next_seq)))
+                        Arc::new(Renumber::after(seen.as_ref()))
                     });
                     moka::ops::compute::Op::Put(Arc::new(ChannelNumbers {
                         service: service.to_string(),
@@ -259,6 +266,7 @@ impl Failovers {
                 Seen {
                     next_seq,
                     last_path: last.map(|u| u.path().to_string()),
+                    next_dseq: hls::discontinuities(body).1,
                 },
             );
         }
@@ -357,14 +365,17 @@ impl Engine {
                 tracing::warn!(channel, from = %tried.join(","), to = %service_name, "HLS playback failing over");
                 crate::metrics::get().failover(channel);
                 tried.push(service_name.clone());
-                Renumber::new(seen.map(|s| s.next_seq))
+                Renumber::after(seen.as_ref())
             }
             SwitchTo::Refresh(_) => {
                 tracing::info!(channel, service = %service_name, "HLS link refreshed: the upstream token was about to expire");
-                Renumber::continuing(
-                    seen.as_ref().map(|s| s.next_seq),
-                    seen.and_then(|s| s.last_path),
-                )
+                Renumber {
+                    start_dseq: seen.as_ref().map_or(0, |s| s.next_dseq),
+                    ..Renumber::continuing(
+                        seen.as_ref().map(|s| s.next_seq),
+                        seen.and_then(|s| s.last_path),
+                    )
+                }
             }
         };
         let switch = Arc::new(Switch {
@@ -412,11 +423,21 @@ impl Renumber {
         Self::continuing(start_seq, None)
     }
 
+    /// Going on from what a player was last given (`seen`): its next sequence number
+    /// and discontinuity sequence.
+    fn after(seen: Option<&Seen>) -> Self {
+        Self {
+            start_dseq: seen.map_or(0, |s| s.next_dseq),
+            ..Self::new(seen.map(|s| s.next_seq))
+        }
+    }
+
     /// For a refresh: continues without a discontinuity from the segment at path
     /// `after` when the new playlist lists it.
     pub fn continuing(start_seq: Option<u64>, after: Option<String>) -> Self {
         Self {
             start_seq,
+            start_dseq: 0,
             after,
             map: Mutex::new(None),
         }
@@ -429,6 +450,7 @@ impl Renumber {
     pub fn renumber(&self, body: &str, url: &Url, live_edge: usize) -> Result<String, String> {
         let info = hls::media_info(body, url)?;
         let count = info.segments.len() as u64;
+        let own_dseq = hls::discontinuities(body).0;
         let map = {
             let mut m = self.map.lock().expect("switch lock is never poisoned");
             *m.get_or_insert_with(|| {
@@ -445,6 +467,7 @@ impl Renumber {
                         offset: i128::from(next) - 1 - i128::from(info.media_sequence + i),
                         first: next,
                         discontinuity: false,
+                        dseq_offset: 0,
                     };
                 }
                 let start_index = if info.ended {
@@ -457,6 +480,7 @@ impl Renumber {
                     offset: i128::from(first) - i128::from(info.media_sequence + start_index),
                     first,
                     discontinuity: true,
+                    dseq_offset: i128::from(self.start_dseq) - i128::from(own_dseq),
                 }
             })
         };
@@ -471,6 +495,12 @@ impl Renumber {
             .filter(|i| *i < count && map.discontinuity)
             .map(|i| i as usize);
         let disc_passed = map.discontinuity && mapped_first > map.first;
+        // The player's discontinuity sequence for a source value `n`.
+        let dseq = |n: u64| {
+            u64::try_from((i128::from(n) + map.dseq_offset).max(0)).unwrap_or(0)
+                + u64::from(disc_passed)
+        };
+        let has_dseq = body.contains("#EXT-X-DISCONTINUITY-SEQUENCE:");
 
         let mut out = String::with_capacity(body.len() + 64);
         let mut segment = 0usize;
@@ -480,18 +510,15 @@ impl Renumber {
             let line = piece.trim();
             if line.starts_with("#EXT-X-MEDIA-SEQUENCE:") {
                 out.push_str(&format!("#EXT-X-MEDIA-SEQUENCE:{mapped_first}\n"));
-                if disc_passed && !body.contains("#EXT-X-DISCONTINUITY-SEQUENCE:") {
-                    out.push_str("#EXT-X-DISCONTINUITY-SEQUENCE:1\n");
+                if !has_dseq && dseq(0) > 0 {
+                    out.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", dseq(0)));
                     wrote_dseq = true;
                 }
                 continue;
             }
             if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
                 let n: u64 = v.trim().parse().unwrap_or(0);
-                out.push_str(&format!(
-                    "#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-                    n + u64::from(disc_passed)
-                ));
+                out.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", dseq(n)));
                 wrote_dseq = true;
                 continue;
             }
@@ -516,8 +543,8 @@ impl Renumber {
         if !body.contains("#EXT-X-MEDIA-SEQUENCE:") {
             // Default sequence 0: state ours right after the header.
             let mut head = format!("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:{mapped_first}\n");
-            if disc_passed && !wrote_dseq {
-                head.push_str("#EXT-X-DISCONTINUITY-SEQUENCE:1\n");
+            if !wrote_dseq && dseq(0) > 0 {
+                head.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", dseq(0)));
             }
             let rest = out
                 .trim_start_matches('\u{feff}')
@@ -541,6 +568,35 @@ mod tests {
             s.push_str(&format!("#EXTINF:2.0,\nb{i}.ts\n"));
         }
         s
+    }
+
+    #[test]
+    fn the_discontinuity_sequence_goes_on_from_the_players() {
+        let url = Url::parse("http://up.example/live.m3u8").unwrap();
+        let seen = Seen {
+            next_seq: 1000,
+            last_path: None,
+            next_dseq: 5,
+        };
+        // The new source's own sequence (2, then 3 after one of its own
+        // discontinuities has passed) maps onto the player's, from 5 on.
+        let body = |d: u64| {
+            live(7, 3).replace(
+                "SEQUENCE:7\n",
+                &format!("SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:{d}\n"),
+            )
+        };
+        let r = Renumber::after(Some(&seen));
+        let out = r.renumber(&body(2), &url, 3).unwrap();
+        assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:5\n"), "{out}");
+        let out = r.renumber(&body(3), &url, 3).unwrap();
+        assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:6\n"), "{out}");
+        // Without a tag of its own, the player's is written.
+        let out = Renumber::after(Some(&seen))
+            .renumber(&live(7, 3), &url, 3)
+            .unwrap();
+        assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:5\n"), "{out}");
+        assert_eq!(hls::discontinuities(&out), (5, 6));
     }
 
     #[test]

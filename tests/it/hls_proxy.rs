@@ -1091,9 +1091,14 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
             .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
             .map(str::to_string);
         let before_first = reloaded.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\n");
-        (first, seq, before_first)
+        // Never lower than the last answer's (HLS players order timelines by it).
+        let dseq = reloaded
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+            .map_or(0, |n| n.parse::<u64>().unwrap());
+        (first, seq, before_first, dseq)
     };
-    let on_b = ("<b b0.ts>".to_string(), Some("1002".to_string()), true);
+    let on_b = ("<b b0.ts>".to_string(), Some("1002".to_string()), true, 0);
     assert_eq!(reload().await, on_b);
     // A recovers. Reloaded within the minute, the channel stays on B (its reloads do
     // not keep A skipped for ever); a minute on, A is tried again.
@@ -1101,9 +1106,10 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
     assert_eq!(reload().await, on_b);
     app.clock
         .advance(freesky::streams::failover::RETRY_SKIPPED + Duration::from_secs(1));
+    // B's answer carried one discontinuity, which has left the window: A's counts it.
     assert_eq!(
         reload().await,
-        ("<a>".to_string(), Some("1004".to_string()), true)
+        ("<a>".to_string(), Some("1004".to_string()), true, 1)
     );
 }
 
