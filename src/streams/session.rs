@@ -171,7 +171,7 @@ impl Sessions {
                         continuity: ts::Continuity::default(),
                         keys: HashMap::new(),
                         sent_map: None,
-                        sent_last: HashMap::new(),
+                        sent_last: None,
                         warned_silent: AtomicBool::new(false),
                     };
                     tokio::spawn(task.run());
@@ -329,10 +329,12 @@ struct Task {
     /// AES-128 keys fetched, by service and URL (at most `MAX_KEYS`): one fetch per
     /// key however many segments it opens.
     keys: HashMap<(String, Url), [u8; 16]>,
-    /// Per service, the path (no query) of the last segment sent from it: a source
-    /// opened again (after the others failed) goes on after it while its playlist
-    /// lists it, rather than sending its window again.
-    sent_last: HashMap<String, String>,
+    /// The source (service, its channel id) that sent last and the path (no query) of
+    /// its last segment: that source opened again (the others failed meanwhile,
+    /// sending nothing) goes on after it while its playlist lists it, rather than
+    /// sending its window again. Another source that sends replaces it: a source
+    /// opened after another played starts near its live edge.
+    sent_last: Option<(String, String, String)>,
 }
 
 /// Keys a session remembers (a rotating upstream names a new one every few segments).
@@ -613,7 +615,13 @@ impl Task {
         let mut next_seq: Option<u64> = None;
         // The path (no query) of the last segment sent: where a refreshed URL, or this
         // source opened again, resumes.
-        let mut last_path: Option<String> = self.sent_last.get(&src.service_name).cloned();
+        let mut last_path: Option<String> = self
+            .sent_last
+            .as_ref()
+            .filter(|(service, channel, _)| {
+                *service == src.service_name && *channel == src.channel_id
+            })
+            .map(|(_, _, path)| path.clone());
         let mut refused = false;
         let mut retry_at = None;
         let mut resume = last_path.is_some();
@@ -731,8 +739,11 @@ impl Task {
                     Ok(()) => {
                         failures = 0;
                         sent_any = true;
-                        self.sent_last
-                            .insert(src.service_name.clone(), seg.url.path().to_string());
+                        self.sent_last = Some((
+                            src.service_name.clone(),
+                            src.channel_id.clone(),
+                            seg.url.path().to_string(),
+                        ));
                     }
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");

@@ -1690,6 +1690,132 @@ async fn a_service_disabled_while_it_plays_hands_over_to_the_next() {
     .expect("still playing from the disabled service");
 }
 
+/// A source opened again after another has played (A, then B, then A) starts near its
+/// live edge: it does not resume after the segment it sent before B (its long window
+/// still lists it), which would replay what B showed and stay behind live (diff review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_opened_again_after_another_played_starts_near_live() {
+    use std::sync::atomic::AtomicU8;
+    let phase = Arc::new(AtomicU8::new(0));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let (pa, pb) = (phase.clone(), phase.clone());
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/a.m3u8",
+            get(move || async move {
+                // A long window (20 s), moving on every second.
+                let n = now();
+                let mut s = format!(
+                    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+                    n - 19
+                );
+                for i in n - 19..=n {
+                    s.push_str(&format!("#EXTINF:1.0,\na{i}.ts\n"));
+                }
+                respond(200, HLS_TYPE, s)
+            }),
+        )
+        .route(
+            "/b.m3u8",
+            get(move || async move {
+                let n = now();
+                let mut s = format!(
+                    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+                    n - 2
+                );
+                for i in n - 2..=n {
+                    s.push_str(&format!("#EXTINF:1.0,\nb{i}.ts\n"));
+                }
+                respond(200, HLS_TYPE, s)
+            }),
+        )
+        .route(
+            "/{seg}",
+            get(
+                move |axum::extract::Path(seg): axum::extract::Path<String>| {
+                    let p = if seg.starts_with('a') {
+                        pa.load(Ordering::SeqCst)
+                    } else {
+                        pb.load(Ordering::SeqCst)
+                    };
+                    async move {
+                        if seg.starts_with('a') {
+                            if p == 1 {
+                                return respond(404, "text/plain", "no");
+                            }
+                            let n: u64 = seg[1..seg.len() - 3].parse().unwrap();
+                            respond(200, "video/mp2t", ten_packets((n % 100) as u8))
+                        } else {
+                            if p == 2 {
+                                return respond(404, "text/plain", "no");
+                            }
+                            respond(200, "video/mp2t", ten_packets(0xEE))
+                        }
+                    }
+                },
+            ),
+        )
+        .start();
+    let (app, _lists, id) =
+        two_sources("Shared", [origin.url("/a.m3u8"), origin.url("/b.m3u8")], "").await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got: Vec<u8> = Vec::new();
+    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
+    // Phase 0: A plays for 3 s.
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(c)) = body.next().await {
+            got.extend_from_slice(&c);
+        }
+    })
+    .await;
+    // Phase 1: A's segments fail; B takes over and plays 8 s.
+    phase.store(1, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !markers(&got).contains(&0xEE) {
+            got.extend_from_slice(&body.next().await.unwrap().unwrap());
+        }
+    })
+    .await
+    .expect("B never played");
+    let _ = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Some(Ok(c)) = body.next().await {
+            got.extend_from_slice(&c);
+        }
+    })
+    .await;
+    // Phase 2: B fails, A is back.
+    phase.store(2, Ordering::SeqCst);
+    let seen = markers(&got).len();
+    let live = now();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !markers(&got)[seen..].iter().any(|&m| m != 0xEE) {
+            got.extend_from_slice(&body.next().await.unwrap().unwrap());
+        }
+    })
+    .await
+    .expect("A never came back");
+    let m = markers(&got);
+    let first_a = *m[seen..].iter().find(|&&x| x != 0xEE).unwrap() as u64;
+    // Seconds behind live, mod 100 (a segment newer than `live` is ahead: negative).
+    let behind = match ((live % 100) as i64 - first_a as i64).rem_euclid(100) {
+        d if d > 50 => d - 100,
+        d => d,
+    };
+    assert!(
+        behind <= 4,
+        "A resumed {behind} s behind live (replaying what B showed): live {} first {first_a}; {m:?}",
+        live % 100
+    );
+}
+
 /// A live upstream that starts its numbering again (an encoder restart: sequence 100,
 /// then 0): the viewer goes on with the new segments from its live edge. Before, it
 /// waited for the numbering to reach 103 again, sending nothing.
