@@ -52,7 +52,7 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
     ),
     ("PATCH", "/api/users/intruder", r#"{"enabled":true}"#),
     ("DELETE", "/api/users/intruder", ""),
-    ("POST", "/api/guide/matches/demo", r#"{"action":"reject"}"#),
+    ("POST", "/api/guide/matches/demo", r#"{"action":"confirm"}"#),
     ("POST", "/api/vod/refresh", ""),
 ];
 
