@@ -252,6 +252,23 @@ impl Engine {
         base: &str,
     ) -> Result<String, StreamError> {
         let limit = self.settings.max_body_bytes;
+        if !self.registry.is_enabled(&sw.service_name) {
+            // The service switched to was disabled or removed since: its segments would
+            // be refused. The next source, skipping the services no longer enabled.
+            let skip: Vec<String> = sw
+                .tried
+                .iter()
+                .filter(|s| **s == sw.service_name || !self.registry.is_enabled(s))
+                .cloned()
+                .collect();
+            sw = self
+                .fail_over(link, &target.channel, skip)
+                .await
+                .map_err(|why| {
+                    tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
+                    StreamError::ServiceUnavailable(sw.service_name.clone())
+                })?;
+        }
         if failover::token_due(&sw.url, sw.since, self.failovers.now()) {
             if let Some(fresh) = self
                 .refresh(target, link, &sw.service_name, Some(&sw))

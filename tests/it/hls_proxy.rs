@@ -1212,6 +1212,69 @@ async fn a_playlist_link_of_a_service_disabled_meanwhile_goes_on_with_the_next_s
     assert!(media.contains("#EXT-X-DISCONTINUITY\n"), "{media}");
 }
 
+/// A playlist link already switched to B, when an admin then disables B: its next
+/// reload fails over again (A works again), rather than answering from B, whose
+/// segments are refused (diff review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_switched_to_a_service_disabled_meanwhile_fails_over_again() {
+    let up = Arc::new(AtomicBool::new(false));
+    let u = up.clone();
+    let a = FakeUpstream::bind()
+        .await
+        .text(
+            "/a/master.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv.m3u8\n",
+        )
+        .text("/a/v.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route(
+            "/a/{seg}",
+            get(move || {
+                let up = u.load(Ordering::SeqCst);
+                async move {
+                    if up {
+                        respond(200, "video/mp2t", "<a>")
+                    } else {
+                        respond(403, "text/plain", "no")
+                    }
+                }
+            }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/b/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<b>") }),
+        )
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/master.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let master = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let variant = assert_all_proxied(&app, &master).remove(0);
+    let media = app.get_text_ok(&variant).await;
+    for s in assert_all_proxied(&app, &media) {
+        assert!(app.get(&s).await.status().is_server_error());
+    }
+    let media = app.get_text_ok(&variant).await;
+    let segs = assert_all_proxied(&app, &media);
+    assert_eq!(app.get_text_ok(&segs[0]).await, "<b>", "{media}");
+    // A works again; B is disabled by an admin.
+    up.store(true, Ordering::SeqCst);
+    let resp = app
+        .send_json(reqwest::Method::POST, "/api/services/B/disable", "", None)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let media = app.get_text_ok(&variant).await;
+    let segs = assert_all_proxied(&app, &media);
+    let status = app.get(&segs[segs.len() - 1]).await.status();
+    assert!(
+        status.is_success(),
+        "the reloaded playlist's segments are refused: {status}\n{media}"
+    );
+}
+
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
 /// at one of `urls`, failing over after 2 strikes; and the lists' upstreams.
 async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
