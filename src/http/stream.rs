@@ -108,7 +108,7 @@ pub(super) async fn open_stream(
     }
     let base = base_url(&s.config, headers);
     match Engine::of(s)
-        .open_playlist(id, q.service.as_deref(), &base)
+        .open_playlist(id, q.service.as_deref(), &base, client.map(|c| c.ip()))
         .await?
     {
         Opened::Playlist(body) => {

@@ -21,6 +21,7 @@
 //! This is in-memory state (a cache, not a security table): links stay verifiable
 //! by the signature alone, and after a restart a switched link simply starts over.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -136,6 +137,9 @@ pub struct Failovers {
     /// Per channel, the source its own URL last answered with a media playlist, and
     /// how that source's numbers were shifted (`channel_numbers`).
     by_channel: Cache<String, Arc<ChannelNumbers>>,
+    /// (channel, client address) pairs the channel's own URL answered with a media
+    /// playlist lately: that client reloads it (`channel_was_media`).
+    media_players: Cache<String, ()>,
     /// What token lifetimes are measured against (a test moves it forward).
     clock: Arc<dyn Clock>,
 }
@@ -149,6 +153,7 @@ impl Default for Failovers {
             first_seen: idle_cache(600),
             skipped: idle_cache(600),
             by_channel: idle_cache(600),
+            media_players: idle_cache(MEDIA_PLAYER_IDLE),
             clock: Arc::new(SystemClock),
         }
     }
@@ -208,10 +213,19 @@ impl Failovers {
         false
     }
 
-    /// Whether channel `channel`'s own URL last answered with a media playlist (a
-    /// player reloads it; `channel_numbers`).
-    pub fn channel_was_media(&self, channel: &str) -> bool {
-        self.by_channel.contains_key(channel)
+    /// Whether channel `channel`'s own URL answered client `client` with a media
+    /// playlist lately (in the last `MEDIA_PLAYER_IDLE` seconds): that player reloads
+    /// it, and a master would end its playback. Another client (a new player) is
+    /// answered as the source gives it, a master included.
+    pub fn channel_was_media(&self, channel: &str, client: Option<IpAddr>) -> bool {
+        client.is_some_and(|ip| self.media_players.contains_key(&player_key(channel, ip)))
+    }
+
+    /// Channel `channel`'s own URL answered client `client` with a media playlist.
+    pub fn note_media_player(&self, channel: &str, client: Option<IpAddr>) {
+        if let Some(ip) = client {
+            self.media_players.insert(player_key(channel, ip), ());
+        }
     }
 
     /// How a media playlist of `service` answering channel `channel`'s own URL
@@ -403,6 +417,14 @@ fn idle_cache<V: Clone + Send + Sync + 'static>(idle_secs: u64) -> Cache<String,
 
 fn source_key(service: &str, channel: &str) -> String {
     format!("{service}\n{channel}")
+}
+
+/// How long a client that reloads a channel's own URL as a media playlist counts as
+/// doing so after its last request, in seconds (players reload every 2 to 10 s).
+const MEDIA_PLAYER_IDLE: u64 = 60;
+
+fn player_key(channel: &str, ip: IpAddr) -> String {
+    format!("{channel}\n{ip}")
 }
 
 /// `next_seq`'s key for a channel's own URL (never a link's: those are cache keys,

@@ -32,6 +32,7 @@ impl Engine {
         id: &str,
         only: Option<&str>,
         base: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Opened, StreamError> {
         let limit = self.settings.max_body_bytes;
         let media = &self.media;
@@ -51,7 +52,7 @@ impl Engine {
         };
         // A player that was given a media playlist here reloads it: a source that
         // answers with a master now gives the media playlist it would switch to.
-        let was_media = only.is_none() && self.failovers.channel_was_media(id);
+        let was_media = only.is_none() && self.failovers.channel_was_media(id, client);
         let (service, stream_headers, doc) = self
             .registry
             .open_except(id, only, &failed, |src| async move {
@@ -111,6 +112,7 @@ impl Engine {
                     None => Cow::Borrowed(body.as_str()),
                 };
                 self.failovers.note_channel_seq(id, &body, url);
+                self.failovers.note_media_player(id, client);
                 Ok(Opened::Playlist(self.rewrite(&links, url, &body)?))
             }
             Document::Media { url } => {

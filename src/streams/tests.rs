@@ -41,7 +41,11 @@ fn first_link(playlist: &str) -> (String, String) {
 #[tokio::test]
 async fn a_channel_opens_to_links_that_serve_its_playlist_and_segments() {
     let (engine, _dir) = engine();
-    let Opened::Playlist(master) = engine.open_playlist("demo", None, BASE).await.unwrap() else {
+    let Opened::Playlist(master) = engine
+        .open_playlist("demo", None, BASE, None)
+        .await
+        .unwrap()
+    else {
         panic!("the demo is HLS");
     };
     assert!(master.starts_with("#EXTM3U"), "{master}");
@@ -74,7 +78,7 @@ async fn a_channel_opens_to_links_that_serve_its_playlist_and_segments() {
 async fn a_pinned_open_hands_out_links_that_name_the_channel_but_do_not_fail_over() {
     let (engine, _dir) = engine();
     let Opened::Playlist(master) = engine
-        .open_playlist("demo", Some("Demo"), BASE)
+        .open_playlist("demo", Some("Demo"), BASE, None)
         .await
         .unwrap()
     else {
@@ -90,7 +94,11 @@ async fn a_pinned_open_hands_out_links_that_name_the_channel_but_do_not_fail_ove
 #[tokio::test]
 async fn links_that_do_not_open_are_refused_before_any_upstream() {
     let (engine, _dir) = engine();
-    let Opened::Playlist(master) = engine.open_playlist("demo", None, BASE).await.unwrap() else {
+    let Opened::Playlist(master) = engine
+        .open_playlist("demo", None, BASE, None)
+        .await
+        .unwrap()
+    else {
         panic!("the demo is HLS");
     };
     let (context, item) = first_link(&master);
@@ -183,7 +191,11 @@ async fn a_failing_playlist_link_switches_to_the_next_source_after_its_strikes()
     );
     let cfg = crate::config::Config::parse(&text, "test.toml", &|_| None).unwrap();
     let engine = Engine::of(&crate::state(cfg).unwrap());
-    let Opened::Playlist(master) = engine.open_playlist("news", None, BASE).await.unwrap() else {
+    let Opened::Playlist(master) = engine
+        .open_playlist("news", None, BASE, None)
+        .await
+        .unwrap()
+    else {
         panic!("the channel is HLS");
     };
     let (context, item) = first_link(&master);

@@ -1275,6 +1275,65 @@ async fn a_link_switched_to_a_service_disabled_meanwhile_fails_over_again() {
     );
 }
 
+/// After the channel URL answered a player a media playlist (a one-off fallback to B),
+/// a new player (another address) of a channel whose primary A is a master gets the
+/// master (its variants to choose from), while the first player, which reloads the URL
+/// as a media playlist, gets A's variant numbered on (diff review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_player_gets_the_master_after_a_one_off_fallback() {
+    let down = Arc::new(AtomicBool::new(true));
+    let d = down.clone();
+    let a = FakeUpstream::bind()
+        .await
+        .route(
+            "/a/master.m3u8",
+            get(move || {
+                let down = d.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        respond(404, "text/plain", "no")
+                    } else {
+                        respond(
+                            200,
+                            HLS_TYPE,
+                            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nlo.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhi.m3u8\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .text("/a/hi.m3u8", HLS_TYPE, live_playlist(&["h0.ts", "h1.ts"]))
+        .text("/a/lo.m3u8", HLS_TYPE, live_playlist(&["l0.ts", "l1.ts"]))
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/master.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    // A is down once: the channel URL answers B's media playlist.
+    let first = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    assert!(!first.contains("#EXT-X-STREAM-INF"), "{first}");
+    // A is back; a new viewer (a TV switched to the channel) asks for it.
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = crate::common::client_from(crate::common::OTHER_PLAYER)
+        .get(app.url(&format!("/api/stream/{id}.m3u8")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        fresh.contains("#EXT-X-STREAM-INF"),
+        "a new player lost the master (no ABR choice): {fresh}"
+    );
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    assert!(!reloaded.contains("#EXT-X-STREAM-INF"), "{reloaded}");
+    assert!(reloaded.contains("#EXT-X-DISCONTINUITY\n"), "{reloaded}");
+}
+
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
 /// at one of `urls`, failing over after 2 strikes; and the lists' upstreams.
 async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
