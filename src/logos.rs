@@ -576,7 +576,7 @@ fn load_index(dir: &Path) -> Index {
 /// The service a channel's logo and icons are fetched through (and their links sealed
 /// under): the one whose channel gave the logo, which stays while priorities and
 /// pinning change; for a logo an admin set (or none), the first source's.
-fn logo_service(c: &crate::model::LineupChannel) -> &str {
+pub fn logo_service(c: &crate::model::LineupChannel) -> &str {
     if c.logo_from.is_empty() {
         c.sources.first().map_or("", |s| s.service.as_str())
     } else {

@@ -291,10 +291,13 @@ async fn channel(
     let mut detail = s.registry.channel(&id).await?;
     // The channel as outputs show it; `mapping` and `upstream` keep the values as set.
     let c = &mut detail.channel;
-    let service = c.sources.first().map_or("", |s| s.service.as_str());
     c.logo = s
         .logos
-        .url(&super::base_url(&s.config, &headers), service, &c.logo)
+        .url(
+            &super::base_url(&s.config, &headers),
+            crate::logos::logo_service(c),
+            &c.logo,
+        )
         .into_owned()
         .into();
     Ok(Json(detail))

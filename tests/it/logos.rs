@@ -276,6 +276,9 @@ async fn a_logo_is_fetched_through_the_service_that_gave_it_and_its_link_stays()
         .collect();
     assert_eq!(fetched.len(), 1);
     assert_eq!(fetched[0].header("user-agent"), Some("logo-agent"));
+    // The channel's own page gives the same link.
+    let (_, detail) = app.get_json(&format!("/api/channels/{id}")).await;
+    assert_eq!(detail["logo"], link.as_str(), "{detail}");
 
     let resp = app
         .send_json(
