@@ -161,13 +161,15 @@ impl Reloader {
             Ok(s) => s,
             Err(e) => return Err(ReloadError::Build(format!("{e:#}"))),
         };
-        state.accounts.end_new_passwords(&old.accounts);
         let monitors = start_background(&state);
         *self
             .router
             .write()
             .expect("router lock is never poisoned: nothing panics while held") =
             crate::http::app(state.clone());
+        // Once the new accounts answer logins: a player reconnecting at once with the
+        // old password is refused, not let in by the old state.
+        state.accounts.end_new_passwords(&old.accounts);
         let reloaded = Reloaded {
             reloaded: true,
             config: state.config.source.clone(),
