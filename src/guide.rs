@@ -330,15 +330,30 @@ impl Guides {
         self
     }
 
-    /// Takes over from `prev` (the guides before a config reload) the last good guide
-    /// and status of each guide still configured under its name: a guide whose upstream
-    /// fails at the reload keeps its programmes, as it would at a refresh. Call after
-    /// `with_extra_guides`.
-    pub fn keep_guides_of(self, prev: &Guides, services: &[crate::config::ServiceConfig]) -> Self {
-        let names: HashSet<&str> = services
+    /// Takes over from `prev` (the guides before a config reload, whose services were
+    /// `before`) the last good guide and status of each guide still configured under
+    /// its name and read from the same place (a service's kind settings, headers and
+    /// auth; an extra guide's whole entry): a guide whose upstream fails at the reload
+    /// keeps its programmes, as it would at a refresh. Call after `with_extra_guides`.
+    pub fn keep_guides_of(
+        self,
+        prev: &Guides,
+        before: &[crate::config::ServiceConfig],
+        services: &[crate::config::ServiceConfig],
+    ) -> Self {
+        use crate::services::registry::list_config;
+        let same_service = services.iter().filter(|s| {
+            before
+                .iter()
+                .any(|b| b.name == s.name && list_config(b) == list_config(s))
+        });
+        let same_extra = self
+            .extra
             .iter()
+            .filter(|e| prev.extra.iter().any(|p| p.cfg == e.cfg));
+        let names: HashSet<&str> = same_service
             .map(|s| s.name.as_str())
-            .chain(self.extra.iter().map(|e| e.cfg.name.as_str()))
+            .chain(same_extra.map(|e| e.cfg.name.as_str()))
             .collect();
         let good = prev.last_good.lock().expect("guide lock").clone();
         let status = prev.status.lock().expect("guide status lock").clone();

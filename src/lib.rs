@@ -178,7 +178,7 @@ pub(crate) fn build_state(
         .with_extra_guides(&config.guides, &http)
         .with_service_countries(&config.services);
     if let Some(p) = prev {
-        guides = guides.keep_guides_of(&p.guides, &config.services);
+        guides = guides.keep_guides_of(&p.guides, &p.config.services, &config.services);
     }
     let accounts = Arc::new(
         accounts::Accounts::new(

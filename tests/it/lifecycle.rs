@@ -486,6 +486,17 @@ async fn a_reload_keeps_the_last_good_guide_of_a_guide_that_fails() {
         1,
         "the last good guide went with the reload"
     );
+
+    // A guide read from another place now is not the old one: nothing carried over.
+    fs.write_config(&text.replace("/guide.xml", "/moved.xml"));
+    assert_eq!(reload(&fs, None).await.0, 200);
+    let refreshed = client()
+        .post(format!("{}/api/guide/refresh", fs.base))
+        .send()
+        .await
+        .expect("POST /api/guide/refresh");
+    assert_eq!(refreshed.status().as_u16(), 200);
+    assert_eq!(programmes().await, 0, "the old place's guide was kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

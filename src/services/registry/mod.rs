@@ -25,6 +25,7 @@ mod health;
 mod listing;
 mod open;
 mod saved;
+pub(crate) use saved::list_config;
 mod shared;
 mod status;
 #[cfg(test)]

@@ -142,7 +142,7 @@ fn hex16(text: &str) -> String {
 
 /// What a service's channel list depends on: its kind's keys (URL, credentials...),
 /// headers, auth and `allow_private`; not its description, priority or timeouts.
-pub(super) fn list_config(cfg: &ServiceConfig) -> String {
+pub(crate) fn list_config(cfg: &ServiceConfig) -> String {
     format!(
         "{:?}|{:?}|{:?}|{}",
         cfg.kind, cfg.headers, cfg.auth, cfg.allow_private
