@@ -412,6 +412,18 @@ impl Task {
                     self.give_up(e);
                     return;
                 }
+                Err(e)
+                    if self
+                        .only
+                        .as_deref()
+                        .is_some_and(|s| !self.engine.registry.is_enabled(s)) =>
+                {
+                    // Pinned to a service disabled (or removed) meanwhile: nothing will
+                    // play, so the stream ends rather than holding its viewers.
+                    tracing::info!(channel = %self.id, error = %e, "the stream's service was disabled; the stream ends");
+                    self.remove();
+                    return;
+                }
                 Err(e) => {
                     // Mid-stream, every source failed: keep trying while anyone watches.
                     tracing::warn!(channel = %self.id, error = %e, "no source works; retrying");

@@ -1673,10 +1673,28 @@ async fn a_service_disabled_while_it_plays_hands_over_to_the_next() {
     let mut body = resp.bytes_stream();
     let first = read_at_least(&mut body, 188).await;
     assert_eq!(first[4], 0xaa);
+    // A viewer pinned to A (`?service=A`): nothing else may play for it.
+    let pinned = app.get(&format!("/api/stream/{id}.ts?service=A")).await;
+    assert_eq!(pinned.status(), 200);
+    let mut pinned = pinned.bytes_stream();
+    read_at_least(&mut pinned, 188).await;
     let resp = app
         .send_json(reqwest::Method::POST, "/api/services/A/disable", "", None)
         .await;
     assert_eq!(resp.status(), 200);
+    // The pinned stream ends rather than holding its viewer with nothing to send.
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while let Some(chunk) = pinned.next().await {
+            if let Ok(c) = chunk {
+                assert!(
+                    c.chunks(188).all(|p| p[4] == 0xaa),
+                    "the pinned stream played B"
+                );
+            }
+        }
+    })
+    .await
+    .expect("the stream pinned to the disabled service went on");
     let mut got: Vec<u8> = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(15), async {
         while !got.chunks(188).any(|p| p[4] == 0xbb) {
