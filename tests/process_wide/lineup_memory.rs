@@ -18,11 +18,11 @@ const LISTINGS_BOUND_MB: u64 = 24;
 /// The bound on the growth of peak resident memory while the list (about 9 MB) is
 /// read and the lineup built and kept (the service's channel list, the merged lineup,
 /// the store's identities, the list kept on disk): about 2 KB a channel. Measured
-/// 69-82 MB when written; 90-102 MB on 2026-12-05 (the lineup carries more since),
-/// up to about 15 MB more in a CI run beside other work. The write of the kept list
-/// used to copy the list and hold its whole JSON (35-45 MB more, 113-145 MB: this
-/// test failed); it is written as it is serialized now.
-const BUILD_BOUND_MB: u64 = 125;
+/// 69-82 MB when written; 85-102 MB on 2026-12-05 (the lineup carries more since;
+/// runs differ by 10-20 MB, beside CPU hogs too). The write of the kept list used to
+/// copy the list and hold its whole JSON (113-145 MB: this test failed); it is
+/// written as it is serialized now. 115 fails that copy in all but its lowest runs.
+const BUILD_BOUND_MB: u64 = 115;
 
 /// The list, a chunk at a time, so the fake upstream never holds it whole.
 fn big_list() -> Body {
