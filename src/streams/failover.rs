@@ -80,7 +80,7 @@ struct SeqMap {
 /// What the player was last given on a link: the sequence number after it, and the
 /// path of its last segment.
 #[derive(Clone)]
-struct Seen {
+pub struct Seen {
     next_seq: u64,
     last_path: Option<String>,
     /// The discontinuity sequence after it (`hls::discontinuities`).
@@ -221,10 +221,14 @@ impl Failovers {
         client.is_some_and(|ip| self.media_players.contains_key(&player_key(channel, ip)))
     }
 
-    /// Channel `channel`'s own URL answered client `client` with a media playlist.
+    /// Channel `channel`'s own URL answered client `client` with a media playlist
+    /// (a read, which keeps the entry alive, when it is known already).
     pub fn note_media_player(&self, channel: &str, client: Option<IpAddr>) {
         if let Some(ip) = client {
-            self.media_players.insert(player_key(channel, ip), ());
+            let key = player_key(channel, ip);
+            if self.media_players.get(&key).is_none() {
+                self.media_players.insert(key, ());
+            }
         }
     }
 
@@ -233,35 +237,34 @@ impl Failovers {
     /// gives it, until another source answers; from then on shifted to go on where
     /// the player stopped, with a discontinuity before its first segment (as a switched
     /// link's, `Renumber`). Every viewer of the URL reloads the same playlists, so this
-    /// is kept per channel.
-    pub fn channel_numbers(&self, channel: &str, service: &str) -> Option<Arc<Renumber>> {
-        let mut numbers = None;
+    /// is kept per channel; the answer notes what it served (`ChannelNumbers::note`).
+    pub fn channel_numbers(&self, channel: &str, service: &str) -> Arc<ChannelNumbers> {
+        // The common case, a reload answered by the same source: one read.
+        if let Some(last) = self.by_channel.get(channel) {
+            if last.service == service {
+                return last;
+            }
+        }
         // One decision per switch, however many viewers reload at once.
         self.by_channel
             .entry(channel.to_string())
             .and_compute_with(|last| match last.map(|e| e.into_value()) {
-                Some(last) if last.service == service => {
-                    numbers.clone_from(&last.numbers);
-                    moka::ops::compute::Op::Nop
-                }
+                Some(last) if last.service == service => moka::ops::compute::Op::Nop,
                 last => {
-                    numbers = last.map(|_| {
-                        let seen = self.next_seq.get(&channel_key(channel));
+                    let numbers = last.map(|last| {
+                        let seen = last.seen.lock().expect("seen lock").clone();
                         Arc::new(Renumber::after(seen.as_ref()))
                     });
                     moka::ops::compute::Op::Put(Arc::new(ChannelNumbers {
                         service: service.to_string(),
-                        numbers: numbers.clone(),
+                        numbers,
+                        seen: Mutex::default(),
                     }))
                 }
-            });
-        numbers
-    }
-
-    /// Remembers which sequence number comes after the media playlist `body` that
-    /// channel `channel`'s own URL answered with (as numbered for the player).
-    pub fn note_channel_seq(&self, channel: &str, body: &str, url: &Url) {
-        self.note_next_seq(&channel_key(channel), body, url);
+            })
+            .into_entry()
+            .map(|e| e.into_value())
+            .expect("the entry was kept or put")
     }
 
     pub fn clear(&self, service: &str, channel: &str) {
@@ -427,17 +430,27 @@ fn player_key(channel: &str, ip: IpAddr) -> String {
     format!("{channel}\n{ip}")
 }
 
-/// `next_seq`'s key for a channel's own URL (never a link's: those are cache keys,
-/// which hold no NUL).
-fn channel_key(channel: &str) -> String {
-    format!("\0channel\n{channel}")
-}
-
 /// The source a channel's own URL last answered from (`Failovers::channel_numbers`).
-struct ChannelNumbers {
+pub struct ChannelNumbers {
     service: String,
     /// `None` while the URL has only ever answered from this source (nothing shifted).
-    numbers: Option<Arc<Renumber>>,
+    pub numbers: Option<Arc<Renumber>>,
+    /// What the player was last given: where the next source's numbers start.
+    seen: Mutex<Option<Seen>>,
+}
+
+impl ChannelNumbers {
+    /// Remembers which sequence number (and discontinuity sequence) comes after the
+    /// media playlist `body` the channel's URL answered with, as numbered for the player.
+    pub fn note(&self, body: &str, url: &Url) {
+        if let Some((next_seq, last)) = hls::live_edge(body, url) {
+            *self.seen.lock().expect("seen lock") = Some(Seen {
+                next_seq,
+                last_path: last.map(|u| u.path().to_string()),
+                next_dseq: hls::discontinuities(body).1,
+            });
+        }
+    }
 }
 
 impl Renumber {

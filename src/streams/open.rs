@@ -103,7 +103,8 @@ impl Engine {
                     return Ok(Opened::Playlist(self.rewrite(&links, url, body)?));
                 }
                 // Another source than last time goes on where the player stopped.
-                let body = match self.failovers.channel_numbers(id, &service) {
+                let numbers = self.failovers.channel_numbers(id, &service);
+                let body = match &numbers.numbers {
                     Some(numbers) => Cow::Owned(
                         numbers
                             .renumber(body, url, self.settings.live_edge_segments)
@@ -111,7 +112,7 @@ impl Engine {
                     ),
                     None => Cow::Borrowed(body.as_str()),
                 };
-                self.failovers.note_channel_seq(id, &body, url);
+                numbers.note(&body, url);
                 self.failovers.note_media_player(id, client);
                 Ok(Opened::Playlist(self.rewrite(&links, url, &body)?))
             }
