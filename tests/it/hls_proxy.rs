@@ -1038,19 +1038,7 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
             HLS_TYPE,
             live_playlist(&["a0.ts", "a1.ts"]).replace("SEQUENCE:0", "SEQUENCE:1000"),
         )
-        .route(
-            "/a/{seg}",
-            get(move || {
-                let up = a_up.load(Ordering::SeqCst);
-                async move {
-                    if up {
-                        respond(200, "video/mp2t", "<a>")
-                    } else {
-                        respond(403, "text/plain", "no")
-                    }
-                }
-            }),
-        )
+        .route("/a/{seg}", segments_while(a_up))
         .start();
     let b = FakeUpstream::bind()
         .await
@@ -1227,19 +1215,7 @@ async fn a_link_switched_to_a_service_disabled_meanwhile_fails_over_again() {
             "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv.m3u8\n",
         )
         .text("/a/v.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
-        .route(
-            "/a/{seg}",
-            get(move || {
-                let up = u.load(Ordering::SeqCst);
-                async move {
-                    if up {
-                        respond(200, "video/mp2t", "<a>")
-                    } else {
-                        respond(403, "text/plain", "no")
-                    }
-                }
-            }),
-        )
+        .route("/a/{seg}", segments_while(u))
         .start();
     let b = FakeUpstream::bind()
         .await
@@ -1332,6 +1308,20 @@ async fn a_new_player_gets_the_master_after_a_one_off_fallback() {
     let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
     assert!(!reloaded.contains("#EXT-X-STREAM-INF"), "{reloaded}");
     assert!(reloaded.contains("#EXT-X-DISCONTINUITY\n"), "{reloaded}");
+}
+
+/// Segments answered `<a>` while `up`, else refused (403).
+fn segments_while(up: Arc<AtomicBool>) -> axum::routing::MethodRouter {
+    get(move || {
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            if up {
+                respond(200, "video/mp2t", "<a>")
+            } else {
+                respond(403, "text/plain", "no")
+            }
+        }
+    })
 }
 
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"

@@ -1545,16 +1545,7 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
 /// it on a still picture for ever; alone, it is waited for (the test above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
-    let origin = FakeUpstream::bind()
-        .await
-        .text(
-            "/froze.m3u8",
-            HLS_TYPE,
-            live_playlist(&["f0.ts", "f1.ts", "f2.ts"]),
-        )
-        .bytes("/f0.ts", "video/mp2t", ten_packets(0xaa))
-        .bytes("/f1.ts", "video/mp2t", ten_packets(0xaa))
-        .bytes("/f2.ts", "video/mp2t", ten_packets(0xaa))
+    let origin = frozen(FakeUpstream::bind().await)
         .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
         .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
         .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
@@ -1593,16 +1584,7 @@ async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
 /// than sending its window again (a 6 s clip looping every 12 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_source_opened_again_does_not_send_its_window_again() {
-    let origin = FakeUpstream::bind()
-        .await
-        .text(
-            "/froze.m3u8",
-            HLS_TYPE,
-            live_playlist(&["f0.ts", "f1.ts", "f2.ts"]),
-        )
-        .bytes("/f0.ts", "video/mp2t", ten_packets(0xaa))
-        .bytes("/f1.ts", "video/mp2t", ten_packets(0xaa))
-        .bytes("/f2.ts", "video/mp2t", ten_packets(0xaa))
+    let origin = frozen(FakeUpstream::bind().await)
         .status("/down.m3u8", 404)
         .start();
     let (app, _lists, id) = two_sources(
@@ -1900,6 +1882,19 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
         "the new numbering's segments come ({} playlist polls)",
         polls.load(Ordering::SeqCst)
     );
+}
+
+/// `/froze.m3u8`: a live playlist that lists three segments (marked 0xaa) and never
+/// moves on.
+fn frozen(b: crate::common::FakeBuilder) -> crate::common::FakeBuilder {
+    b.text(
+        "/froze.m3u8",
+        HLS_TYPE,
+        live_playlist(&["f0.ts", "f1.ts", "f2.ts"]),
+    )
+    .bytes("/f0.ts", "video/mp2t", ten_packets(0xaa))
+    .bytes("/f1.ts", "video/mp2t", ten_packets(0xaa))
+    .bytes("/f2.ts", "video/mp2t", ten_packets(0xaa))
 }
 
 /// Ten 188-byte MPEG-TS packets (a sync byte, zeros) whose fifth byte is `marker`: a
