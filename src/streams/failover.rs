@@ -276,16 +276,8 @@ impl Failovers {
     /// Remembers which sequence number (and segment path) comes after a media playlist
     /// served for `link`.
     pub fn note_next_seq(&self, link: &str, body: &str, url: &Url) {
-        // A line scan, not a parse: this runs on every poll of the playlist.
-        if let Some((next_seq, last)) = hls::live_edge(body, url) {
-            self.next_seq.insert(
-                link.to_string(),
-                Seen {
-                    next_seq,
-                    last_path: last.map(|u| u.path().to_string()),
-                    next_dseq: hls::discontinuities(body).1,
-                },
-            );
+        if let Some(seen) = Seen::of(body, url) {
+            self.next_seq.insert(link.to_string(), seen);
         }
     }
 
@@ -443,13 +435,22 @@ impl ChannelNumbers {
     /// Remembers which sequence number (and discontinuity sequence) comes after the
     /// media playlist `body` the channel's URL answered with, as numbered for the player.
     pub fn note(&self, body: &str, url: &Url) {
-        if let Some((next_seq, last)) = hls::live_edge(body, url) {
-            *self.seen.lock().expect("seen lock") = Some(Seen {
-                next_seq,
-                last_path: last.map(|u| u.path().to_string()),
-                next_dseq: hls::discontinuities(body).1,
-            });
+        if let Some(seen) = Seen::of(body, url) {
+            *self.seen.lock().expect("seen lock") = Some(seen);
         }
+    }
+}
+
+impl Seen {
+    /// What a player given media playlist `body` (at `url`) expects next; `None` for
+    /// a master or no HLS. Line scans, not a parse: this runs on every poll.
+    fn of(body: &str, url: &Url) -> Option<Self> {
+        let (next_seq, last) = hls::live_edge(body, url)?;
+        Some(Self {
+            next_seq,
+            last_path: last.map(|u| u.path().to_string()),
+            next_dseq: hls::discontinuities(body).1,
+        })
     }
 }
 

@@ -213,15 +213,35 @@ impl Engine {
         let link = cache::key(&target.service, url, &target.headers);
         let sw = match self.failovers.switched(&link) {
             Some(sw) => sw,
-            None => self
-                .fail_over(&link, &target.channel, vec![target.service.clone()])
-                .await
-                .map_err(|why| {
-                    tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
-                    StreamError::ServiceUnavailable(target.service.clone())
-                })?,
+            None => {
+                self.fail_over_from_gone(
+                    &link,
+                    target,
+                    vec![target.service.clone()],
+                    &target.service,
+                )
+                .await?
+            }
         };
         self.switched_playlist(target, &link, sw, base).await
+    }
+
+    /// Switches `link` to the channel's next source, skipping `skip`, because service
+    /// `gone` is disabled or removed; with none left, the link's answer is that `gone`
+    /// is unavailable (logged).
+    async fn fail_over_from_gone(
+        &self,
+        link: &str,
+        target: &Target,
+        skip: Vec<String>,
+        gone: &str,
+    ) -> Result<Arc<Switch>, StreamError> {
+        self.fail_over(link, &target.channel, skip)
+            .await
+            .map_err(|why| {
+                tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
+                StreamError::ServiceUnavailable(gone.to_string())
+            })
     }
 
     /// Resolves the link's channel afresh from `service` (a token refresh, see
@@ -262,12 +282,8 @@ impl Engine {
                 .cloned()
                 .collect();
             sw = self
-                .fail_over(link, &target.channel, skip)
-                .await
-                .map_err(|why| {
-                    tracing::warn!(channel = %target.channel, error = %why, "no source to fail over to");
-                    StreamError::ServiceUnavailable(sw.service_name.clone())
-                })?;
+                .fail_over_from_gone(link, target, skip, &sw.service_name)
+                .await?;
         }
         if failover::token_due(&sw.url, sw.since, self.failovers.now()) {
             if let Some(fresh) = self

@@ -1621,22 +1621,7 @@ async fn a_frozen_source_opened_again_does_not_send_its_window_again() {
 async fn a_service_disabled_while_it_plays_hands_over_to_the_next() {
     let origin = FakeUpstream::bind()
         .await
-        .route(
-            "/a.m3u8",
-            get(|| async {
-                // A live list that moves on every second.
-                let n = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                let mut s =
-                    format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{n}\n");
-                for i in n..n + 3 {
-                    s.push_str(&format!("#EXTINF:1.0,\na{i}.ts\n"));
-                }
-                respond(200, HLS_TYPE, s)
-            }),
-        )
+        .route("/a.m3u8", clock_playlist("a", 3))
         .route(
             "/{seg}",
             get(
@@ -1697,44 +1682,12 @@ async fn a_service_disabled_while_it_plays_hands_over_to_the_next() {
 async fn a_source_opened_again_after_another_played_starts_near_live() {
     use std::sync::atomic::AtomicU8;
     let phase = Arc::new(AtomicU8::new(0));
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
     let (pa, pb) = (phase.clone(), phase.clone());
     let origin = FakeUpstream::bind()
         .await
-        .route(
-            "/a.m3u8",
-            get(move || async move {
-                // A long window (20 s), moving on every second.
-                let n = now();
-                let mut s = format!(
-                    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-                    n - 19
-                );
-                for i in n - 19..=n {
-                    s.push_str(&format!("#EXTINF:1.0,\na{i}.ts\n"));
-                }
-                respond(200, HLS_TYPE, s)
-            }),
-        )
-        .route(
-            "/b.m3u8",
-            get(move || async move {
-                let n = now();
-                let mut s = format!(
-                    "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{}\n",
-                    n - 2
-                );
-                for i in n - 2..=n {
-                    s.push_str(&format!("#EXTINF:1.0,\nb{i}.ts\n"));
-                }
-                respond(200, HLS_TYPE, s)
-            }),
-        )
+        // A long window (20 s) and a short one, both moving on every second.
+        .route("/a.m3u8", clock_playlist("a", 20))
+        .route("/b.m3u8", clock_playlist("b", 3))
         .route(
             "/{seg}",
             get(
@@ -1794,7 +1747,7 @@ async fn a_source_opened_again_after_another_played_starts_near_live() {
     // Phase 2: B fails, A is back.
     phase.store(2, Ordering::SeqCst);
     let seen = markers(&got).len();
-    let live = now();
+    let live = unix_secs();
     tokio::time::timeout(Duration::from_secs(20), async {
         while !markers(&got)[seen..].iter().any(|&m| m != 0xEE) {
             got.extend_from_slice(&body.next().await.unwrap().unwrap());
@@ -1882,6 +1835,28 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
         "the new numbering's segments come ({} playlist polls)",
         polls.load(Ordering::SeqCst)
     );
+}
+
+/// Seconds since the Unix epoch.
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A live playlist moving on every second: the last `window` 1 s segments, each named
+/// `{prefix}{its second}.ts`, numbered by that second.
+fn clock_playlist(prefix: &'static str, window: u64) -> axum::routing::MethodRouter {
+    get(move || async move {
+        let n = unix_secs();
+        let first = n + 1 - window;
+        let mut s = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+        for i in first..=n {
+            s.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
+        }
+        respond(200, HLS_TYPE, s)
+    })
 }
 
 /// `/froze.m3u8`: a live playlist that lists three segments (marked 0xaa) and never
