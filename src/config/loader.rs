@@ -20,7 +20,7 @@ use crate::services::KindConfig;
 impl Config {
     /// The built-in default: the demo service only.
     pub fn builtin() -> Self {
-        Self::parse(BUILTIN, "<built-in>", &|_| None).expect("the built-in config is valid")
+        Self::parse(BUILTIN, BUILTIN_SOURCE, &|_| None).expect("the built-in config is valid")
     }
 
     /// Logs `warnings` (at start and at each reload).
@@ -35,7 +35,24 @@ impl Config {
         match path {
             Some(p) => Self::load_file(p),
             None if Path::new(DEFAULT_PATH).exists() => Self::load_file(Path::new(DEFAULT_PATH)),
-            None => Ok(Self::builtin()),
+            None => {
+                let builtin = Self::builtin();
+                match state_dir_unusable(&builtin.server.state_dir) {
+                    None => Ok(builtin),
+                    Some(why) => Err(ConfigError {
+                        file: builtin.source,
+                        problems: vec![Problem {
+                            line: 0,
+                            field: "-".into(),
+                            message: format!(
+                                "server.state_dir: {why} (the built-in config keeps its state \
+                                 in ./{} of the folder freesky runs in)",
+                                builtin.server.state_dir.display()
+                            ),
+                        }],
+                    }),
+                }
+            }
         }
     }
 
@@ -78,6 +95,15 @@ impl Config {
             warnings: Vec::new(),
         };
         let cfg = p.run(env);
+        // Of the file's own folder: the built-in config's is checked by `load`, where
+        // a problem is an error, not a panic of `builtin`.
+        if let Some(why) = cfg
+            .as_ref()
+            .filter(|_| file != BUILTIN_SOURCE)
+            .and_then(|c| state_dir_unusable(&c.server.state_dir))
+        {
+            p.problem("server.state_dir", why);
+        }
         match cfg {
             Some(mut cfg) if p.problems.is_empty() => {
                 cfg.source = file.to_string();
@@ -93,6 +119,9 @@ impl Config {
         }
     }
 }
+
+/// The `source` of the built-in config.
+const BUILTIN_SOURCE: &str = "<built-in>";
 
 /// State of one parse: the text (for line numbers), the span of every field path seen,
 /// and the problems found so far.
@@ -718,17 +747,6 @@ impl<'t> Parse<'t> {
 
     /// Cross-field checks that serde cannot express.
     fn validate(&mut self, cfg: &Config) {
-        let state_dir = &cfg.server.state_dir;
-        if state_dir.exists() && !state_dir.is_dir() {
-            self.problem(
-                "server.state_dir",
-                format!(
-                    "{} exists and is not a folder: give a folder (made when missing), or \
-                     move this file away",
-                    state_dir.display()
-                ),
-            );
-        }
         if cfg.server.bind.parse::<std::net::SocketAddr>().is_err() {
             self.problem(
                 "server.bind",
@@ -984,6 +1002,70 @@ impl<'t> Parse<'t> {
             field: field.to_string(),
             message,
         });
+    }
+}
+
+/// Why `state_dir` cannot be used: it is a file or not writable, or what exists
+/// nearest above it is a file or a folder this user cannot write (`check` says so, not
+/// only `serve` when it opens the store). Nothing is made but a probe file, removed.
+fn state_dir_unusable(state_dir: &Path) -> Option<String> {
+    if state_dir.exists() {
+        if !state_dir.is_dir() {
+            return Some(format!(
+                "{} exists and is not a folder: give a folder (made when missing), or move \
+                 this file away",
+                state_dir.display()
+            ));
+        }
+        return (!writable(state_dir)).then(|| {
+            format!(
+                "{} is not writable by the user running freesky: give it that user, or \
+                 another folder",
+                state_dir.display()
+            )
+        });
+    }
+    // The parent of a bare `state` is `""`: the working directory.
+    let above = state_dir
+        .ancestors()
+        .skip(1)
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())?;
+    if !above.is_dir() {
+        return Some(format!(
+            "{} cannot be made: {} is a file, not a folder",
+            state_dir.display(),
+            above.display()
+        ));
+    }
+    (!writable(above)).then(|| {
+        format!(
+            "{} cannot be made: {} is not writable by the user running freesky",
+            state_dir.display(),
+            above.display()
+        )
+    })
+}
+
+/// True when this process may make entries in folder `dir`: a file is made there and
+/// removed (std has no access(2), and the crate forbids `unsafe`).
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join(format!(".freesky-write-test-{}", std::process::id()));
+    match std::fs::File::create_new(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        ),
     }
 }
 

@@ -275,9 +275,16 @@ impl Failovers {
 
     /// Remembers which sequence number (and segment path) comes after a media playlist
     /// served for `link`.
+    /// Two reloads answered at once may note out of order: the later numbers are kept
+    /// (a switch numbered from the earlier would go back under what the player has).
     pub fn note_next_seq(&self, link: &str, body: &str, url: &Url) {
         if let Some(seen) = Seen::of(body, url) {
-            self.next_seq.insert(link.to_string(), seen);
+            self.next_seq
+                .entry(link.to_string())
+                .and_compute_with(|kept| match kept {
+                    Some(kept) if kept.value().is_after(&seen) => moka::ops::compute::Op::Nop,
+                    _ => moka::ops::compute::Op::Put(seen),
+                });
         }
     }
 
@@ -436,7 +443,11 @@ impl ChannelNumbers {
     /// media playlist `body` the channel's URL answered with, as numbered for the player.
     pub fn note(&self, body: &str, url: &Url) {
         if let Some(seen) = Seen::of(body, url) {
-            *self.seen.lock().expect("seen lock") = Some(seen);
+            let mut kept = self.seen.lock().expect("seen lock");
+            // Concurrent reloads may note out of order: the later numbers stay.
+            if !kept.as_ref().is_some_and(|k| k.is_after(&seen)) {
+                *kept = Some(seen);
+            }
         }
     }
 }
@@ -451,6 +462,11 @@ impl Seen {
             last_path: last.map(|u| u.path().to_string()),
             next_dseq: hls::discontinuities(body).1,
         })
+    }
+
+    /// True when this was given after `other`: further on in either sequence.
+    fn is_after(&self, other: &Seen) -> bool {
+        (self.next_dseq, self.next_seq) > (other.next_dseq, other.next_seq)
     }
 }
 
@@ -633,6 +649,28 @@ mod tests {
             .unwrap();
         assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:5\n"), "{out}");
         assert_eq!(hls::discontinuities(&out), (5, 6));
+    }
+
+    #[test]
+    fn reloads_noted_out_of_order_keep_the_later_numbers() {
+        let url = Url::parse("http://up.example/live.m3u8").unwrap();
+        let failovers = Failovers::default();
+        // The reload answered second (1000-1002) is noted first; the earlier one
+        // (999-1001) must not take the player's numbers back.
+        failovers.note_next_seq("k", &live(1000, 3), &url);
+        failovers.note_next_seq("k", &live(999, 3), &url);
+        assert_eq!(failovers.next_seq.get("k").unwrap().next_seq, 1003);
+        failovers.note_next_seq("k", &live(1001, 3), &url);
+        assert_eq!(failovers.next_seq.get("k").unwrap().next_seq, 1004);
+        let numbers = ChannelNumbers {
+            service: "a".into(),
+            numbers: None,
+            seen: Mutex::default(),
+        };
+        numbers.note(&live(1000, 3), &url);
+        numbers.note(&live(999, 3), &url);
+        let seen = numbers.seen.lock().unwrap().clone().unwrap();
+        assert_eq!(seen.next_seq, 1003);
     }
 
     #[test]

@@ -204,6 +204,62 @@ async fn a_state_dir_that_is_a_file_is_one_error_line_naming_it_and_the_fix() {
 }
 
 #[tokio::test]
+async fn a_state_dir_under_a_file_is_found_by_check_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let state = blocker.join("state");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &dir.path().join("state").display().to_string(),
+        &state.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    for command in ["check", "serve"] {
+        let mut cmd = freesky_command();
+        cmd.arg("--config").arg(&config).arg(command);
+        let out = run(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "{}:3: server.state_dir: {} cannot be made: {} is a file, not a folder",
+                config.display(),
+                state.display(),
+                blocker.display()
+            )],
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_built_in_configs_state_dir_that_is_a_file_is_an_error_not_a_panic() {
+    // No config file: the built-in one keeps its state in ./data.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data"), "not a folder").unwrap();
+    for command in ["check", "serve"] {
+        let mut cmd = freesky_command();
+        cmd.current_dir(dir.path()).arg(command);
+        let out = run(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines,
+            [
+                "<built-in>: server.state_dir: data exists and is not a folder: give a folder \
+                 (made when missing), or move this file away (the built-in config keeps its \
+                 state in ./data of the folder freesky runs in)"
+            ],
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
     let (dir, _lists, _origin, config) = one_channel().await;
     let mut cmd = freesky_command();
