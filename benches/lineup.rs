@@ -46,6 +46,7 @@ fn channels() -> Vec<LineupChannel> {
                     vec![]
                 },
                 guide_id: Default::default(),
+                station_id: Default::default(),
                 sources: vec![],
                 catchup_days: 0,
             }

@@ -173,6 +173,7 @@ mod tests {
                 guide_id: Default::default(),
                 sources: vec![],
                 catchup_days: 0,
+                station_id: Default::default(),
             })
             .collect();
         let got: Vec<Vec<u32>> = pack(&channels, max)

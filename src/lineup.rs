@@ -41,6 +41,8 @@ pub struct Merged {
     pub group: Text,
     pub tags: Vec<String>,
     pub tvg_id: Text,
+    /// The Gracenote station id of its first source that gives one.
+    pub station_id: Text,
     /// The upstream channel number of its first source that gives one.
     pub number: Option<u32>,
     pub sources: Vec<Source>,
@@ -226,6 +228,9 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     if m.tvg_id.is_empty() && !tvg.is_empty() {
                         m.tvg_id = Text::from(ch.tvg_id.trim());
                     }
+                    if m.station_id.is_empty() {
+                        m.station_id = Text::from(&ch.station_id);
+                    }
                     for t in &ch.tags {
                         if !m.tags.contains(t) {
                             m.tags.push(t.clone());
@@ -264,6 +269,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         group: shared.get(&ch.group),
                         tags: ch.tags.clone(),
                         tvg_id: Text::from(ch.tvg_id.trim()),
+                        station_id: Text::from(&ch.station_id),
                         number: ch.number,
                         sources: vec![source],
                         catchup_days: catchup_days(ch),
@@ -328,6 +334,9 @@ pub fn patch_mapping(
     if let Some(v) = &patch.logo {
         m.logo = v.as_deref().map(logo).transpose()?;
     }
+    if let Some(v) = &patch.station_id {
+        m.station_id = v.as_deref().map(station_id).transpose()?;
+    }
     if let Some(v) = patch.number {
         if v == Some(0) {
             return Err("`number` must be at least 1".into());
@@ -370,6 +379,18 @@ fn tvg_id(value: &str) -> Result<String, String> {
         return Err("`tvg_id` must not contain `\"`".into());
     }
     Ok(v)
+}
+
+/// A station id is empty (none) or Gracenote's: digits, as Channels DVR's guide
+/// search shows them.
+fn station_id(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(
+            "`station_id` must be a Gracenote station id: digits only (\"\" for none)".into(),
+        );
+    }
+    Ok(v.to_string())
 }
 
 /// A logo is empty (none) or an http(s) URL.
@@ -421,6 +442,9 @@ pub fn apply(base: &Unmapped, m: &ChannelMapping) -> LineupChannel {
     if let Some(v) = &m.logo {
         c.logo = Text::from(v);
         c.logo_from = Text::default();
+    }
+    if let Some(v) = &m.station_id {
+        c.station_id = Text::from(v);
     }
     if let Some(v) = &m.tvg_id {
         c.guide_id = if v.is_empty() {
@@ -641,6 +665,7 @@ impl Lineup {
                 group: b.channel.group.clone(),
                 tvg_id: b.tvg_id.clone(),
                 guide_id: b.channel.guide_id.clone(),
+                station_id: b.channel.station_id.clone(),
             },
             None => UpstreamChannel {
                 number: c.number,
@@ -649,6 +674,7 @@ impl Lineup {
                 group: c.group.clone(),
                 tvg_id: Text::default(),
                 guide_id: c.guide_id.clone(),
+                station_id: c.station_id.clone(),
             },
         };
         let mapping = self
@@ -731,6 +757,7 @@ mod tests {
             group: String::new(),
             tags: vec![],
             tvg_id: tvg.into(),
+            station_id: String::new(),
             number: None,
             service: service.into(),
             headers: vec![],
@@ -929,6 +956,7 @@ mod tests {
                 guide_id: Text::default(),
                 sources: vec![],
                 catchup_days: 0,
+                station_id: Text::default(),
             })
             .collect();
         let l = Lineup::new(chans);
@@ -1015,6 +1043,7 @@ mod tests {
                     src("B", "b2"),
                 ],
                 catchup_days: 0,
+                station_id: Text::default(),
             },
             tvg_id: Text::default(),
         };

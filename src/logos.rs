@@ -779,6 +779,7 @@ mod tests {
                 priority: 1,
             }],
             catchup_days: 0,
+            station_id: "".into(),
         }]);
         let xml = "<tv>\n  <channel id=\"one.fs\">\n    <icon src=\"http://x/a.png?a=1&amp;b=2\"/>\n  </channel>\n  <programme start=\"1\" channel=\"one.fs\">\n    <icon src=\"http://x/p.jpg\" width=\"2\"/>\n  </programme>\n</tv>\n";
         let out = l.rewrite_xmltv("http://fs", xml, &lineup);

@@ -529,6 +529,8 @@ pub struct OutEntry<'a> {
     pub tvg_name: &'a str,
     pub tvg_logo: &'a str,
     pub tvg_chno: u32,
+    /// `tvc-guide-stationid` (Channels DVR), written only when not empty.
+    pub station_id: &'a str,
     pub group: &'a str,
     pub name: &'a str,
     pub url: &'a str,
@@ -545,8 +547,9 @@ pub struct OutCatchup<'a> {
 
 /// `#EXTM3U url-tvg="..." x-tvg-url="..."` (header attrs only when `url_tvg` is Some)
 /// then per entry `#EXTINF:-1 tvg-id="" tvg-name="" tvg-logo="" tvg-chno="N"
-/// group-title="",Name` (`tvg-logo` only when there is a logo; `catchup="default"
-/// catchup-days="N" catchup-source="..."` only with catch-up) and the URL line.
+/// tvc-guide-stationid="" group-title="",Name` (`tvg-logo` and `tvc-guide-stationid`
+/// only when there is one; `catchup="default" catchup-days="N" catchup-source="..."`
+/// only with catch-up) and the URL line.
 /// Lines end with "\n".
 ///
 /// Values come from upstreams, so they are made unable to break the format: `"`
@@ -605,6 +608,11 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
     }
     // Writing to a String cannot fail.
     let _ = write!(out, " tvg-chno=\"{}\"", entry.tvg_chno);
+    if !entry.station_id.is_empty() {
+        out.push_str(" tvc-guide-stationid=\"");
+        push_clean(out, entry.station_id);
+        out.push('"');
+    }
     if let Some(c) = catchup.filter(|c| c.days > 0) {
         let _ = write!(
             out,
@@ -953,6 +961,7 @@ mod tests {
     fn no_value_can_start_a_line_for_any_reader() {
         let entry = OutEntry {
             tvg_chno: 1,
+            station_id: "",
             name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{b}\u{c}B\tC",
             group: "G\r\nH",
             url: "http://f/a.m3u8",
@@ -975,6 +984,7 @@ mod tests {
     fn render_with_catchup_attributes() {
         let entry = OutEntry {
             tvg_chno: 4,
+            station_id: "",
             name: "A",
             url: "http://f/a.m3u8",
             ..OutEntry::default()
@@ -1018,12 +1028,14 @@ mod tests {
                     tvg_name: "CNN",
                     tvg_logo: "http://l/cnn.png",
                     tvg_chno: 1,
+                    station_id: "",
                     group: "News",
                     name: "CNN",
                     url: "http://freesky/stream/1",
                 },
                 OutEntry {
                     tvg_chno: 20,
+                    station_id: "",
                     name: "Empty",
                     url: "http://freesky/stream/20",
                     ..OutEntry::default()
@@ -1050,6 +1062,7 @@ mod tests {
                 tvg_name: "x\r\ny",
                 tvg_logo: "",
                 tvg_chno: 3,
+                station_id: "",
                 group: "G \"1\"",
                 name: "Name, \"quoted\"\n#EXTINF:-1,Injected",
                 url: "http://h/a?b=\"c\"\nhttp://evil",

@@ -22,6 +22,10 @@ pub struct Channel {
     pub tags: Vec<String>,
     /// The upstream's XMLTV id, empty when it has none.
     pub tvg_id: String,
+    /// The channel's Gracenote station id (M3U `tvc-guide-stationid`, which Channels
+    /// DVR reads to find its guide), empty when the upstream gives none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub station_id: String,
     /// The upstream's channel number (M3U `tvg-chno`, an Xtream panel's `num`), when it
     /// gives one: a new channel takes it when it is free (see `store::Wanted`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,6 +270,10 @@ pub struct LineupChannel {
     /// The one id used as playlist `tvg-id` and XMLTV `<channel id>` (`name.domain` form).
     #[schema(value_type = String)]
     pub guide_id: Text,
+    /// Gracenote station id, written as the playlist's `tvc-guide-stationid` (Channels
+    /// DVR); empty when neither a source nor the mapping gives one.
+    #[schema(value_type = String)]
+    pub station_id: Text,
     /// Sources ordered by service priority: the order fallback tries them in.
     pub sources: Vec<Source>,
     /// Days of past programmes the channel can be watched from (catch-up): the
@@ -288,6 +296,9 @@ pub struct ChannelMapping {
     /// id derived from the slug.
     pub tvg_id: Option<String>,
     pub logo: Option<String>,
+    /// The Gracenote station id (`tvc-guide-stationid`); `""`: none, whatever the
+    /// sources give.
+    pub station_id: Option<String>,
     /// Services whose sources come first, in this order (pinning); the rest follow in
     /// priority order. Never `Some(empty)`.
     pub sources: Option<Vec<String>>,
@@ -324,6 +335,9 @@ pub struct ChannelPatch {
     #[schema(value_type = Option<String>, nullable)]
     pub logo: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub station_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>, nullable)]
     pub sources: Option<Option<Vec<String>>>,
 }
@@ -354,6 +368,9 @@ pub struct UpstreamChannel {
     pub tvg_id: Text,
     #[schema(value_type = String)]
     pub guide_id: Text,
+    /// The first source's station id that gives one, empty when none does.
+    #[schema(value_type = String)]
+    pub station_id: Text,
 }
 
 /// One lineup channel with its mapping, as `GET`/`PATCH /api/channels/{id}` show it:

@@ -279,6 +279,7 @@ fn out_entry<'a>(
         tvg_name: &c.name,
         tvg_logo: &c.logo,
         tvg_chno: c.number,
+        station_id: &c.station_id,
         group: &c.group,
         name: &c.name,
         url,

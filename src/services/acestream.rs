@@ -367,6 +367,7 @@ impl AceStream {
             group,
             tags: Vec::new(),
             tvg_id,
+            station_id: String::new(),
             number: None,
             service: self.shared.name.clone(),
             headers: Vec::new(),

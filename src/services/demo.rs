@@ -124,6 +124,7 @@ impl Service for Demo {
             group: "Demo".into(),
             tags: vec!["test".into()],
             tvg_id: String::new(),
+            station_id: String::new(),
             number: None,
             service: self.name.clone(),
             headers: Vec::new(),

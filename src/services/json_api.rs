@@ -386,6 +386,7 @@ pub fn channel_list(
                 .map(|p| tags_at(item, p))
                 .unwrap_or_default(),
             tvg_id: opt(&c.tvg_id),
+            station_id: String::new(),
             number: None,
             service: service.to_string(),
             headers: Vec::new(),

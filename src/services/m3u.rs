@@ -441,6 +441,11 @@ impl<'a> Listing<'a> {
             logo: e.attr("tvg-logo").unwrap_or_default().to_string(),
             tags: Vec::new(),
             tvg_id: e.attr("tvg-id").unwrap_or_default().to_string(),
+            station_id: e
+                .attr("tvc-guide-stationid")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
             number: ["tvg-chno", "channel-number"]
                 .into_iter()
                 .find_map(|a| e.attr(a))

@@ -499,6 +499,7 @@ impl Scrape {
             group: String::new(),
             tags: Vec::new(),
             tvg_id: String::new(),
+            station_id: String::new(),
             number: None,
             service: self.name.clone(),
             headers: Vec::new(),
@@ -683,6 +684,7 @@ impl Service for Scrape {
                     group: c.group.clone(),
                     tags: c.tags.clone(),
                     tvg_id: c.tvg_id.clone(),
+                    station_id: String::new(),
                     number: None,
                     ..self.channel(c.id.clone(), c.name.clone())
                 })

@@ -408,6 +408,7 @@ pub fn live_channels(
                 group,
                 tags: Vec::new(),
                 tvg_id: text("epg_channel_id"),
+                station_id: String::new(),
                 number: num.and_then(crate::model::upstream_number),
                 service: service.to_string(),
                 headers: Vec::new(),

@@ -287,13 +287,14 @@ impl Wanted {
 }
 
 /// A `channel_mapping` row as stored: slug, name, number, group, hidden, tvg-id, logo,
-/// pinned sources (JSON).
+/// pinned sources (JSON), station id.
 pub(crate) type MappingRow = (
     String,
     Option<String>,
     Option<i64>,
     Option<String>,
     bool,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -1576,6 +1577,37 @@ mod tests {
                 number: 3
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_made_before_station_ids_gets_the_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The table as it was first made, with a mapping in it.
+            let old = rusqlite::Connection::open(dir.path().join("freesky.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE channel_mapping (slug TEXT PRIMARY KEY, name TEXT,
+                 number INTEGER UNIQUE, grp TEXT, hidden INTEGER NOT NULL DEFAULT 0,
+                 tvg_id TEXT, logo TEXT, sources TEXT);
+                 INSERT INTO channel_mapping (slug, name) VALUES ('a', 'Renamed');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.mappings()["a"].name.as_deref(), Some("Renamed"));
+        s.identities(&[Wanted::new("a", "a")]).await.unwrap();
+        s.update_mapping("a", |m| {
+            Ok(ChannelMapping {
+                station_id: Some("10021".into()),
+                ..m.clone()
+            })
+        })
+        .await
+        .unwrap();
+        drop(s);
+        let maps = Store::open(dir.path()).unwrap().mappings();
+        assert_eq!(maps["a"].station_id.as_deref(), Some("10021"));
+        assert_eq!(maps["a"].name.as_deref(), Some("Renamed"));
     }
 
     #[tokio::test]

@@ -39,7 +39,8 @@ const LOCK_NUMBERS: i64 = 0x6672_6565_736b_7902;
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// The schema, one entry per version; applied in order, each once.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE service_state (
     name     TEXT PRIMARY KEY,
     enabled  BOOLEAN,
@@ -87,7 +88,11 @@ CREATE TABLE record_id (
     PRIMARY KEY (ns, key),
     UNIQUE (ns, id)
 );
-"];
+",
+    "
+ALTER TABLE channel_mapping ADD COLUMN station_id TEXT;
+",
+];
 
 /// The error and its causes in one line (tokio-postgres says only "db error" at the
 /// top; the server's message is a cause). Never holds the password: errors name no
@@ -271,9 +276,10 @@ impl Postgres {
         .map_err(pg)?;
         let m = &d.mappings;
         tx.execute(
-            "INSERT INTO channel_mapping (slug, name, number, grp, hidden, tvg_id, logo, sources)
+            "INSERT INTO channel_mapping
+             (slug, name, number, grp, hidden, tvg_id, logo, sources, station_id)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::boolean[],
-                                  $6::text[], $7::text[], $8::text[])",
+                                  $6::text[], $7::text[], $8::text[], $9::text[])",
             &[
                 &col(m, |r| r.0.clone()),
                 &col(m, |r| r.1.clone()),
@@ -283,6 +289,7 @@ impl Postgres {
                 &col(m, |r| r.5.clone()),
                 &col(m, |r| r.6.clone()),
                 &col(m, |r| r.7.clone()),
+                &col(m, |r| r.8.clone()),
             ],
         )
         .await
@@ -424,7 +431,8 @@ impl Backend for Postgres {
             .client()
             .await?
             .query(
-                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources FROM channel_mapping",
+                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources, station_id
+                 FROM channel_mapping",
                 &[],
             )
             .await
@@ -440,6 +448,7 @@ impl Backend for Postgres {
                     hidden: r.get(4),
                     tvg_id: r.get(5),
                     logo: r.get(6),
+                    station_id: r.get(8),
                     sources: super::sqlite::sources_of(&slug, r.get(7)),
                 };
                 (slug, mapping)
@@ -570,11 +579,12 @@ impl Backend for Postgres {
         self.write(
             Change::Mappings,
             "INSERT INTO channel_mapping
-             (slug, name, number, grp, hidden, tvg_id, logo, sources)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             (slug, name, number, grp, hidden, tvg_id, logo, sources, station_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (slug) DO UPDATE SET name = excluded.name,
                number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
-               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources",
+               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources,
+               station_id = excluded.station_id",
             &[
                 &slug,
                 &row.name,
@@ -584,6 +594,7 @@ impl Backend for Postgres {
                 &row.tvg_id,
                 &row.logo,
                 &sources,
+                &row.station_id,
             ],
         )
         .await

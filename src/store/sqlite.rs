@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS channel_mapping (
     hidden   INTEGER NOT NULL DEFAULT 0,
     tvg_id   TEXT,
     logo     TEXT,
-    sources  TEXT  -- JSON array of pinned service names
+    sources  TEXT,  -- JSON array of pinned service names
+    station_id TEXT
 );
 CREATE TABLE IF NOT EXISTS viewer_account (
     name            TEXT PRIMARY KEY,
@@ -149,10 +150,16 @@ impl Sqlite {
             dump.identities = q
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut q = tx.prepare(
-                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources
-                 FROM channel_mapping ORDER BY slug",
-            )?;
+            // Read only: a store made before a column was added is read without it.
+            let station_id = if has_column(&tx, "channel_mapping", "station_id")? {
+                "station_id"
+            } else {
+                "NULL"
+            };
+            let mut q = tx.prepare(&format!(
+                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources, {station_id}
+                 FROM channel_mapping ORDER BY slug"
+            ))?;
             dump.mappings = q
                 .query_map([], |r| {
                     Ok((
@@ -164,6 +171,7 @@ impl Sqlite {
                         r.get(5)?,
                         r.get(6)?,
                         r.get(7)?,
+                        r.get(8)?,
                     ))
                 })?
                 .collect::<Result<_, _>>()?;
@@ -191,6 +199,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_columns(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             file: None,
@@ -201,6 +210,24 @@ impl Sqlite {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Columns added since the table was first made, added to a store made before them.
+fn add_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in [("channel_mapping", "station_id", "TEXT")] {
+        if !has_column(conn, table, column)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )
 }
 
 /// Every viewer account made through the API, by name.
@@ -277,7 +304,8 @@ impl Backend for Sqlite {
     async fn mappings(&self) -> Result<HashMap<String, ChannelMapping>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources FROM channel_mapping",
+            "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources, station_id
+             FROM channel_mapping",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -289,6 +317,7 @@ impl Backend for Sqlite {
                     hidden: r.get(4)?,
                     tvg_id: r.get(5)?,
                     logo: r.get(6)?,
+                    station_id: r.get(8)?,
                     sources: None,
                 },
                 r.get::<_, Option<String>>(7)?,
@@ -404,13 +433,22 @@ impl Backend for Sqlite {
         // silently delete the other channel's row.
         conn.execute(
             "INSERT INTO channel_mapping
-             (slug, name, number, grp, hidden, tvg_id, logo, sources)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             (slug, name, number, grp, hidden, tvg_id, logo, sources, station_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(slug) DO UPDATE SET name = excluded.name,
                number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
-               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources",
+               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources,
+               station_id = excluded.station_id",
             params![
-                slug, row.name, row.number, row.group, row.hidden, row.tvg_id, row.logo, sources
+                slug,
+                row.name,
+                row.number,
+                row.group,
+                row.hidden,
+                row.tvg_id,
+                row.logo,
+                sources,
+                row.station_id
             ],
         )?;
         Ok(())

@@ -298,6 +298,7 @@ fn m3u_target(data: &[u8]) {
             tvg_name: e.attr("tvg-name").unwrap_or(""),
             tvg_logo: e.attr("tvg-logo").unwrap_or(""),
             tvg_chno: 1,
+            station_id: e.attr("tvc-guide-stationid").unwrap_or(""),
             group: e.attr("group-title").unwrap_or(""),
             name: &e.name,
             url: &e.url,

@@ -772,3 +772,85 @@ async fn new_channels_take_the_upstream_channel_numbers() {
         "known channels keep theirs"
     );
 }
+
+#[tokio::test]
+async fn a_station_id_comes_from_the_list_can_be_set_and_survives_a_restart() {
+    // Channels DVR finds a channel's guide by the playlist's `tvc-guide-stationid`.
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let up = up
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"News.tv\" tvc-guide-stationid=\" 10021 \",News\n\
+                 {o}/a/news.m3u8\n#EXTINF:-1,Sport\n{o}/a/sport.m3u8\n"
+            ),
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"Sport.tv\" tvc-guide-stationid=\"30303\",Sport\n\
+                 {o}/b/sport.m3u8\n"
+            ),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    ))
+    .await;
+    let news = id_of(&app.channel_named("News").await);
+    let sport = id_of(&app.channel_named("Sport").await);
+    let line = |playlist: &str, id: &str| {
+        extinf_of(playlist, id).unwrap_or_else(|| panic!("{id} missing:\n{playlist}"))
+    };
+
+    // From the list (trimmed); a channel whose first source has none takes the next's.
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        line(&playlist, &news).contains(" tvc-guide-stationid=\"10021\" "),
+        "{playlist}"
+    );
+    assert!(
+        line(&playlist, &sport).contains(" tvc-guide-stationid=\"30303\" "),
+        "{playlist}"
+    );
+    let got = get_channel(&app, &news).await;
+    assert_eq!(got["station_id"], "10021");
+    assert_eq!(got["upstream"]["station_id"], "10021");
+    assert_eq!(got["mapping"]["station_id"], Value::Null);
+
+    // Set by hand: it wins, and after a restart.
+    let got = patch_ok(&app, &news, json!({"station_id": "20456"})).await;
+    assert_eq!(got["station_id"], "20456");
+    assert_eq!(got["upstream"]["station_id"], "10021");
+    patch_ok(&app, &sport, json!({"station_id": ""})).await;
+    app.restart().await;
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    assert!(
+        line(&playlist, &news).contains(" tvc-guide-stationid=\"20456\" "),
+        "{playlist}"
+    );
+    assert!(
+        !line(&playlist, &sport).contains("tvc-guide-stationid"),
+        "\"\" is none, whatever the list gives: {playlist}"
+    );
+
+    // Not a Gracenote id: a JSON error naming the field, nothing changed.
+    for bad in [r#"{"station_id": "abc"}"#, r#"{"station_id": "1\"2"}"#] {
+        let resp = patch(&app, &news, bad).await;
+        let body = assert_api_error(resp, 400).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("station_id"),
+            "{body}"
+        );
+    }
+    assert_eq!(get_channel(&app, &news).await["station_id"], "20456");
+
+    // `null` goes back to the list's.
+    let got = patch_ok(&app, &news, json!({"station_id": null})).await;
+    assert_eq!(got["station_id"], "10021");
+    drop(up);
+}

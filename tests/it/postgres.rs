@@ -116,6 +116,7 @@ async fn a_switch_and_a_mapping_made_through_one_instance_reach_the_others() {
         Ok(ChannelMapping {
             name: Some("Renamed".into()),
             hidden: true,
+            station_id: Some("10021".into()),
             ..m.clone()
         })
     })
@@ -123,7 +124,13 @@ async fn a_switch_and_a_mapping_made_through_one_instance_reach_the_others() {
     .unwrap();
     eventually_within(PROPAGATION, "the mapping reaches instance b", || async {
         match b.mappings().get(&slug) {
-            Some(m) if m.name.as_deref() == Some("Renamed") && m.hidden => Ok(()),
+            Some(m)
+                if m.name.as_deref() == Some("Renamed")
+                    && m.hidden
+                    && m.station_id.as_deref() == Some("10021") =>
+            {
+                Ok(())
+            }
             other => Err(format!("{other:?}")),
         }
     })
@@ -324,7 +331,7 @@ async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
         .send_json(
             reqwest::Method::PATCH,
             "/api/channels/demo",
-            r#"{"number": 77, "name": "Home Demo"}"#,
+            r#"{"number": 77, "name": "Home Demo", "station_id": "10021"}"#,
             None,
         )
         .await;
@@ -374,6 +381,7 @@ async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
     let (_, demo) = shared.get_json("/api/channels/demo").await;
     assert_eq!(demo["number"], 77, "{demo}");
     assert_eq!(demo["name"], "Home Demo", "{demo}");
+    assert_eq!(demo["station_id"], "10021", "{demo}");
     assert_eq!(shared.service_status("Spare").await["enabled"], false);
     let (_, info) = shared
         .get_json("/player_api.php?username=kid&password=kid-pw-123")

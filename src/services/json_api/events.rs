@@ -157,6 +157,7 @@ impl Event {
                 vec![self.league.clone()]
             },
             tvg_id: self.tvg_id(service),
+            station_id: String::new(),
             number: None,
             service: service.to_string(),
             headers: Vec::new(),

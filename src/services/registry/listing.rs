@@ -306,6 +306,7 @@ impl Registry {
                         tags: m.tags,
                         sources: m.sources,
                         catchup_days: m.catchup_days,
+                        station_id: m.station_id,
                     },
                     tvg_id: m.tvg_id,
                 }

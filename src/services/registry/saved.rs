@@ -34,6 +34,9 @@ struct SavedChannel {
     group: String,
     tags: Vec<String>,
     tvg_id: String,
+    /// Lists written before station ids have none.
+    #[serde(default)]
+    station_id: String,
     number: Option<u32>,
     headers: Headers,
     url: Option<String>,
@@ -78,13 +81,14 @@ impl Serialize for ChannelOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let c = self.0;
-        let mut out = s.serialize_struct("SavedChannel", 10)?;
+        let mut out = s.serialize_struct("SavedChannel", 11)?;
         out.serialize_field("id", &c.id)?;
         out.serialize_field("name", &c.name)?;
         out.serialize_field("logo", &c.logo)?;
         out.serialize_field("group", &c.group)?;
         out.serialize_field("tags", &c.tags)?;
         out.serialize_field("tvg_id", &c.tvg_id)?;
+        out.serialize_field("station_id", &c.station_id)?;
         out.serialize_field("number", &c.number)?;
         out.serialize_field("headers", &c.headers)?;
         out.serialize_field("url", &c.url)?;
@@ -121,6 +125,7 @@ impl SavedChannel {
             group: self.group,
             tags: self.tags,
             tvg_id: self.tvg_id,
+            station_id: self.station_id,
             number: self.number,
             service: service.to_string(),
             headers: self.headers,
@@ -295,6 +300,7 @@ mod tests {
                 group: "News".into(),
                 tags: vec!["hd".into()],
                 tvg_id: "Seven.uk".into(),
+                station_id: "12345".into(),
                 number: Some(7),
                 service: "S".into(),
                 headers: vec![("Referer".into(), "http://ref.example/".into())],

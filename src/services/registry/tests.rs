@@ -41,6 +41,7 @@ impl Service for Fake {
             group: String::new(),
             tags: Vec::new(),
             tvg_id: String::new(),
+            station_id: String::new(),
             number: None,
             service: self.name.clone(),
             headers: Vec::new(),
