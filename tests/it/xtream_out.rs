@@ -1650,3 +1650,68 @@ async fn with_require_account_a_masters_variant_links_play_pinned_or_not() {
         assert!(ffmpeg_frames(&app.url(master)).await > 0, "{master}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_id_is_the_channel_number_even_when_a_channel_is_named_like_one() {
+    // Channel 5 is "Real Five"; the channel named "5" (its id `5`) is number 7.
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let up = fake
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-chno=\"5\",Real Five\n{base}/real.m3u8\n\
+                 #EXTINF:-1 tvg-chno=\"7\",5\n{base}/named.m3u8\n"
+            ),
+        )
+        .text(
+            "/real.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["real-five.ts"]),
+        )
+        .text(
+            "/named.m3u8",
+            crate::common::HLS_TYPE,
+            crate::common::live_playlist(&["named-five.ts"]),
+        )
+        .bytes("/real-five.ts", "video/mp2t", b"real-five".to_vec())
+        .bytes("/named-five.ts", "video/mp2t", b"named-five".to_vec())
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{base}/list.m3u\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\n"
+    ))
+    .await;
+    assert_eq!(number_of(&app, "Real Five").await, 5);
+    assert_eq!(number_of(&app, "5").await, 7);
+    // What a stream id plays: its playlist's segment, through freesky.
+    let segment = |number: u32| {
+        let app = &app;
+        async move {
+            let body = app
+                .get_text_ok(&format!("/live/alice/alice-pw/{number}.m3u8"))
+                .await;
+            let link = body.lines().rfind(|l| l.starts_with("http")).unwrap();
+            let path = &link[link.find("/proxy/").unwrap()..];
+            app.get_text_ok(path).await
+        }
+    };
+    assert_eq!(segment(5).await, "real-five");
+    assert_eq!(segment(7).await, "named-five");
+    // Renumbered, the channel named "5" plays as its new number; its old one is
+    // nobody's.
+    let r = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/channels/5",
+            r#"{"number": 9}"#,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(segment(9).await, "named-five");
+    assert_api_error(app.get("/live/alice/alice-pw/7.m3u8").await, 404).await;
+    drop(up);
+}

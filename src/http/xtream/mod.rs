@@ -532,7 +532,7 @@ async fn live(
     account_stream(
         &s,
         &account,
-        &format!("{number}.{ext}"),
+        &format!("{}.{ext}", slug_of(&s, number).await?),
         None,
         peer(&client),
         &headers,
@@ -701,7 +701,7 @@ async fn plain(
     account_stream(
         &s,
         &account,
-        &format!("{number}.ts"),
+        &format!("{}.ts", slug_of(&s, number).await?),
         None,
         peer(&client),
         &headers,
@@ -731,6 +731,17 @@ pub(crate) fn tuner_account(s: &AppState) -> Result<Option<Arc<Account>>, AppErr
 }
 
 /// A `stream_id` (a lineup channel number); anything else is a 400.
+/// The id of the channel numbered `number` (an Xtream `stream_id`): a number, never
+/// read as a slug, so that a channel named "5" does not play for channel 5. 404 as for
+/// a channel the account does not see.
+pub(crate) async fn slug_of(s: &AppState, number: u32) -> Result<String, AppError> {
+    let lineup = s.registry.lineup().await?;
+    lineup
+        .by_number(number)
+        .map(|c| c.id.to_string())
+        .ok_or_else(|| AppError::NotFound(format!("unknown channel `{number}`")))
+}
+
 fn stream_id(id: &str) -> Result<u32, AppError> {
     id.parse::<u32>()
         .ok()

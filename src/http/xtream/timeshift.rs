@@ -60,7 +60,7 @@ pub(super) async fn path_form(
     account_timeshift(
         &s,
         &account,
-        &number.to_string(),
+        &super::slug_of(&s, number).await?,
         start,
         minutes,
         peer(&client),
@@ -111,7 +111,7 @@ pub(super) async fn query_form(
     account_timeshift(
         &s,
         &account,
-        &number.to_string(),
+        &super::slug_of(&s, number).await?,
         start,
         minutes,
         peer(&client),
