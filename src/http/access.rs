@@ -41,6 +41,9 @@ pub struct Access {
     any: bool,
     /// `public_url`'s origin (scheme, host, port), when one is set.
     public: Option<(String, String, u16)>,
+    /// Host names refused lately, so that each is logged once in a while, not per
+    /// request (a player retrying, or a scan, would flood the log).
+    refused: moka::sync::Cache<String, ()>,
 }
 
 impl Access {
@@ -75,6 +78,10 @@ impl Access {
             suffixes,
             any,
             public,
+            refused: moka::sync::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
         }
     }
 
@@ -170,6 +177,17 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 .map(|a| a.host().to_string())
                 .unwrap_or_else(|_| h.to_string());
             if !access.allows(&name) {
+                // Players show "login failed", never this answer: the log says why.
+                if !access.refused.contains_key(&name) {
+                    access.refused.insert(name.clone(), ());
+                    tracing::warn!(
+                        host = %name.escape_debug(),
+                        path = %req.uri().path(),
+                        "refused a request for a host name that is not this server's \
+                         (logged once per name every 10 min): add it to server.allowed_hosts \
+                         if clients use it"
+                    );
+                }
                 return AppError::Forbidden(format!(
                     "host not allowed: `{}` is not a name of this freesky server; add it to \
                      server.allowed_hosts (or set server.public_url to the address clients use)",

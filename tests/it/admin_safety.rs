@@ -1296,3 +1296,46 @@ async fn an_unreadable_forwarded_client_from_a_trusted_loopback_proxy_is_no_admi
     }
     assert_eq!(users(Some("[2001:db8::1]")).await, 403);
 }
+
+#[tokio::test]
+async fn a_refused_host_name_is_logged_once_not_per_request() {
+    // A player that is refused shows "login failed": the operator reads why in the log.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\n{DEMO}",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let client = reqwest::Client::new();
+    let get = |host: &'static str| {
+        client
+            .get(format!(
+                "{}/player_api.php?username=a&password=b",
+                server.base
+            ))
+            .header("host", host)
+            .send()
+    };
+    for host in ["tv.example.lan", "tv.example.lan:8005", "other.example"] {
+        assert_eq!(get(host).await.unwrap().status(), 403, "{host}");
+    }
+    let log = server.wait_log("host=other.example", HANG_GUARD).await;
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused a request for a host name"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "one line per name: {log}");
+    assert!(
+        refusals[0].contains("host=tv.example.lan")
+            && refusals[0].contains("path=/player_api.php")
+            && refusals[0].contains("allowed_hosts"),
+        "{log}"
+    );
+}
