@@ -638,7 +638,7 @@ struct VodStream<'a> {
     stream_id: u32,
     stream_icon: &'a str,
     rating: String,
-    rating_5based: f32,
+    rating_5based: f64,
     tmdb: String,
     added: String,
     is_adult: &'static str,
@@ -669,7 +669,7 @@ struct SeriesEntry<'a> {
     release_date: String,
     last_modified: String,
     rating: String,
-    rating_5based: f32,
+    rating_5based: f64,
     backdrop_path: [&'static str; 0],
     youtube_trailer: &'static str,
     episode_run_time: String,
@@ -687,8 +687,8 @@ fn rating_text(r: Option<f32>) -> String {
 }
 
 /// A rating out of 10 as panels' `rating_5based` (out of 5, one decimal); 0: none.
-fn five_based(r: Option<f32>) -> f32 {
-    r.map_or(0.0, |r| (r * 5.0).round() / 10.0)
+fn five_based(r: Option<f32>) -> f64 {
+    r.map_or(0.0, |r| (f64::from(r) * 5.0).round() / 10.0)
 }
 
 /// Minutes an episode runs: the details' duration, else the list's; `None`: unknown.
