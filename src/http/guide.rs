@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -122,15 +122,8 @@ async fn xml(
     viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(login) = viewer.0 {
-        return super::xtream::guide_for(&s, Some(&login.account), &headers).await;
-    }
-    let guide = s.guides.current().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        super::logos::guide(&s, &headers, &guide, "xml", guide.xml.clone(), false).await?,
-    )
-        .into_response())
+    let account = viewer.0.as_ref().map(|l| &*l.account);
+    super::xtream::guide_negotiated(&s, account, &headers).await
 }
 
 /// The merged XMLTV guide, gzipped.
@@ -148,19 +141,11 @@ async fn gz(
     viewer: Viewer,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(login) = viewer.0 {
-        return super::xtream::guide_gz_for(&s, &login.account, &headers).await;
-    }
-    let guide = s.guides.current().await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/gzip"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"epg.xml.gz\"",
-            ),
-        ],
-        super::logos::guide(&s, &headers, &guide, "gz", guide.gz.clone(), true).await?,
-    )
-        .into_response())
+    let account = viewer.0.as_ref().map(|l| &*l.account);
+    let mut resp = super::xtream::guide_gz_for(&s, account, &headers).await?;
+    resp.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"epg.xml.gz\""),
+    );
+    Ok(resp)
 }

@@ -771,3 +771,55 @@ async fn a_guide_channel_matched_by_id_beats_one_matched_by_name() {
     assert_eq!(s["services"]["B"]["ignored_duplicate_channels"], 1, "{s}");
     assert_eq!(s["ignored_duplicate_channels"], 1, "{s}");
 }
+
+#[tokio::test]
+async fn the_guide_is_gzipped_for_a_client_that_accepts_it() {
+    let app = TestApp::spawn(
+        "[[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"ann\"\npassword = \"ann-pw-1\"\n",
+    )
+    .await;
+    // A client that unpacks nothing itself, so the bytes on the wire are seen.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let get = |path: &str, encoding: Option<&'static str>| {
+        let mut req = raw.get(app.url(path));
+        if let Some(e) = encoding {
+            req = req.header("accept-encoding", e);
+        }
+        req.send()
+    };
+    for path in ["/epg.xml", "/xmltv.php?username=ann&password=ann-pw-1"] {
+        let plain = get(path, None).await.unwrap();
+        assert_eq!(plain.status(), 200, "{path}");
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let plain = plain.bytes().await.unwrap();
+        assert!(plain.starts_with(b"<?xml"), "{path}");
+        for refused in ["identity", "gzip;q=0", "br, deflate"] {
+            let resp = get(path, Some(refused)).await.unwrap();
+            assert!(
+                resp.headers().get("content-encoding").is_none(),
+                "{refused}"
+            );
+            assert_eq!(resp.bytes().await.unwrap(), plain, "{path} {refused}");
+        }
+        for accepted in ["gzip", "br, GZIP;q=0.5", "deflate, gzip, br"] {
+            let resp = get(path, Some(accepted)).await.unwrap();
+            let h = resp.headers();
+            assert_eq!(h["content-encoding"], "gzip", "{path} {accepted}");
+            assert_eq!(h["vary"], "Accept-Encoding", "{path}");
+            assert!(
+                h["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/xml"),
+                "{path}"
+            );
+            let gz = resp.bytes().await.unwrap();
+            let mut xml = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut xml)
+                .unwrap();
+            assert_eq!(xml, plain, "{path} {accepted}: the same guide");
+        }
+    }
+}

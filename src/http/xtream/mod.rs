@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -371,7 +371,55 @@ async fn xmltv_php(
 ) -> Result<Response, AppError> {
     let account = login(&s, q.get("username"), q.get("password"), &client).await?;
     account.usable(accounts::now())?;
-    guide_for(&s, Some(&account), &headers).await
+    guide_negotiated(&s, Some(&account), &headers).await
+}
+
+/// `guide_for`, gzipped (`Content-Encoding: gzip`) when the client accepts it: a big
+/// guide is a tenth of the bytes (TiviMate's and most players' HTTP stacks ask for
+/// gzip and unpack it themselves). The gzipped form is made once per guide.
+pub(crate) async fn guide_negotiated(
+    s: &AppState,
+    account: Option<&Account>,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let mut resp = if accepts_gzip(headers) {
+        let mut resp = guide_gz_for(s, account, headers).await?;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        resp
+    } else {
+        guide_for(s, account, headers).await?
+    };
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Ok(resp)
+}
+
+/// Whether `Accept-Encoding` takes gzip (`gzip` or `x-gzip`, or `*`, without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            !refused
+                && ["gzip", "x-gzip", "*"]
+                    .iter()
+                    .any(|c| coding.eq_ignore_ascii_case(c))
+        })
 }
 
 /// The merged guide as `account` may see it (all of it for `None`).
@@ -402,18 +450,16 @@ pub(super) async fn guide_for(
         .into_response())
 }
 
-/// The merged guide as `account` may see it, gzipped (`/epg.xml.gz` with
-/// `server.require_account`).
+/// The merged guide as `account` may see it (all of it for `None`), gzipped.
 pub(super) async fn guide_gz_for(
     s: &AppState,
-    account: &Account,
+    account: Option<&Account>,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     use std::io::Write;
     let guide = s.guides.current().await?;
-    let (form, gz) = if account.groups.is_empty() && account.services.is_empty() {
-        ("gz".to_string(), guide.gz.clone())
-    } else {
+    let account = account.filter(|a| !a.groups.is_empty() || !a.services.is_empty());
+    let (form, gz) = if let Some(account) = account {
         let ids = guide_ids(s, account).await?;
         let form = format!("gz of {}", fingerprint(&ids));
         let full = guide.xml.clone();
@@ -429,6 +475,8 @@ pub(super) async fn guide_gz_for(
             .await
             .map_err(AppError::Internal)?;
         (form, gz)
+    } else {
+        ("gz".to_string(), guide.gz.clone())
     };
     let gz = crate::http::logos::guide(s, headers, &guide, &form, gz, true).await?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
