@@ -889,3 +889,49 @@ async fn a_channel_given_a_new_tvg_id_keeps_its_number_and_mapping() {
     assert_eq!(after["guide_id"], "SportB.fake", "{after}");
     assert_eq!(app.channels().await.len(), 2);
 }
+
+#[tokio::test]
+async fn two_channels_never_share_a_guide_id() {
+    // `a_b` and `a-b` both read `a-b.freesky`; tvg-id `sport` reads as the slug form
+    // of the channel "Sport", which has none.
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/l.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"a_b\",Chan AB\nhttp://127.0.0.1:9/1.m3u8\n\
+             #EXTINF:-1 tvg-id=\"a-b\",Chan A-B\nhttp://127.0.0.1:9/2.m3u8\n\
+             #EXTINF:-1,Sport\nhttp://127.0.0.1:9/3.m3u8\n\
+             #EXTINF:-1 tvg-id=\"sport\",Sport Extra\nhttp://127.0.0.1:9/4.m3u8\n",
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        up.url("/l.m3u")
+    ))
+    .await;
+    let channels = app.channels().await;
+    let ids: std::collections::BTreeMap<String, String> = channels
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["guide_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "{channels:?}");
+    let distinct: std::collections::BTreeSet<&String> = ids.values().collect();
+    assert_eq!(distinct.len(), 4, "one guide id each: {ids:?}");
+    // The first listed keeps the id its tvg-id reads as; the other takes its slug's.
+    assert_eq!(ids["Chan AB"], "a-b.freesky");
+    assert_eq!(ids["Chan A-B"], "chan-a-b.freesky");
+    assert_eq!(ids["Sport"], "sport.freesky");
+    assert_eq!(ids["Sport Extra"], "sport-extra.freesky");
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    assert_eq!(
+        playlist.matches("tvg-id=\"a-b.freesky\"").count(),
+        1,
+        "{playlist}"
+    );
+}

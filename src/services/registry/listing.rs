@@ -2,6 +2,7 @@
 //! numbered from the store and mapped; one channel's detail and mapping edits; and the
 //! canonical form of a channel id.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -282,18 +283,32 @@ impl Registry {
         });
         let ids = self.store.identities(&keys).await?;
         drop(keys);
+        // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both
+        // `a-b.freesky`), or one made into a channel's slug form, would give two
+        // channels one guide channel.
+        let mut given: HashSet<Text> = HashSet::with_capacity(merged.len());
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
             .map(|(m, id)| {
                 let slug = Text::from(id.slug);
-                let guide_id = lineup::guide_id(&m.tvg_id, &slug);
+                let mut guide_id = lineup::guide_id(&m.tvg_id, &slug);
+                let mut n = 1;
+                while given.contains(guide_id.as_str()) {
+                    n += 1;
+                    guide_id = if n == 2 {
+                        lineup::guide_id("", &slug)
+                    } else {
+                        format!("{slug}-{n}.freesky")
+                    };
+                }
                 // Mostly the upstream tvg-id itself: then one allocation for both.
                 let guide_id = if *m.tvg_id == *guide_id {
                     m.tvg_id.clone()
                 } else {
                     Text::from(guide_id)
                 };
+                given.insert(guide_id.clone());
                 Unmapped {
                     channel: LineupChannel {
                         guide_id,
