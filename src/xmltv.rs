@@ -504,6 +504,10 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
         .map_err(|e| XmltvError::Malformed(format!("cannot read: {e}")))?;
     let mut reader = Reader::from_reader(source);
     reader.config_mut().trim_text(false);
+    // The reader would keep the name of every open element to check its end: an
+    // upstream's `<a><a><a>...` took gigabytes. Depth is counted here instead, and
+    // bounded (`MAX_DEPTH`).
+    reader.config_mut().check_end_names = false;
     let mut buf = Vec::new();
     let mut out = ServiceGuide::default();
     out.spare.budget = budget;
@@ -529,6 +533,7 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
                 }
                 if depth != 1 {
                     depth += 1;
+                    deep_enough(&reader, depth)?;
                     buf.clear();
                     continue;
                 }
@@ -644,6 +649,20 @@ fn finish(choice: Choice, out: &mut ServiceGuide) {
         .collect();
 }
 
+/// How deep a guide may nest elements: XMLTV needs four (`tv`, `programme`, `credits`,
+/// `actor`); an upstream nesting deeper is broken or hostile.
+const MAX_DEPTH: usize = 64;
+
+fn deep_enough<R>(reader: &Reader<R>, depth: usize) -> Result<(), XmltvError> {
+    if depth <= MAX_DEPTH {
+        return Ok(());
+    }
+    Err(XmltvError::Malformed(format!(
+        "elements nested more than {MAX_DEPTH} deep (near byte {}): not an XMLTV guide",
+        reader.buffer_position()
+    )))
+}
+
 fn malformed<R>(reader: &Reader<R>, e: quick_xml::Error) -> XmltvError {
     XmltvError::Malformed(format!("{e} (near byte {})", reader.buffer_position()))
 }
@@ -696,7 +715,10 @@ async fn skip_element<R: AsyncBufRead + Unpin>(
             .await
             .map_err(|e| malformed(reader, e))?;
         match ev {
-            Event::Start(_) => depth += 1,
+            Event::Start(_) => {
+                depth += 1;
+                deep_enough(reader, depth)?;
+            }
             Event::End(_) => {
                 depth -= 1;
                 if depth == 0 {
@@ -730,6 +752,7 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
         match ev {
             Event::Start(e) => {
                 depth += 1;
+                deep_enough(reader, depth)?;
                 in_name = depth == 2 && e.local_name().as_ref() == "display-name";
                 if in_name && lang.is_none() {
                     lang = attr(&attributes(&e), "lang")
@@ -812,6 +835,7 @@ async fn read_programme<R: AsyncBufRead + Unpin>(
             Event::Eof => return Err(XmltvError::Truncated("programme".into())),
             Event::Start(e) => {
                 depth += 1;
+                deep_enough(reader, depth)?;
                 if depth == 2 {
                     let name = e.local_name().as_ref().to_string();
                     current = KEPT.iter().position(|k| *k == name).map(|i| {
@@ -1334,7 +1358,26 @@ mod tests {
             ),
             ("<html><body>oops</body></html>", "not XMLTV"),
             ("", "not XMLTV"),
-            ("<tv><channel id=\"a\"></tv>", "not XMLTV"),
+            // End names are not checked (that kept every open name): `</tv>` ends the
+            // channel, and the guide is cut short.
+            ("<tv><channel id=\"a\"></tv>", "truncated"),
+            // Nesting is bounded, at the top, in a skipped programme and in a kept one.
+            (
+                &format!("<tv>{}", "<a>".repeat(100_000)),
+                "nested more than 64 deep",
+            ),
+            (
+                &format!("<tv><programme channel=\"x\">{}", "<a>".repeat(100)),
+                "nested more than 64 deep",
+            ),
+            (
+                &format!(
+                    "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\
+                     <programme start=\"20261124183000\" channel=\"one.example\"><desc>{}",
+                    "<a>".repeat(100)
+                ),
+                "nested more than 64 deep",
+            ),
         ] {
             let err = read_str(xml).await.expect_err(xml).to_string();
             assert!(err.contains(want), "{xml}: {err}");
