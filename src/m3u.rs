@@ -499,6 +499,11 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) -> R
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(format!("invalid header name {name:?}; header dropped"));
     }
+    if !crate::upstream::forwardable(name) {
+        return Err(format!(
+            "{name} header not forwarded (freesky's HTTP client sets it); header dropped"
+        ));
+    }
     if value
         .chars()
         .any(|c| (c.is_control() && c != '\t') || c == '\u{7f}')

@@ -513,7 +513,8 @@ impl ServiceHttp {
     ) -> reqwest::RequestBuilder {
         let mut target = url.clone();
         let mut headers = HeaderMap::new();
-        for (k, v) in self.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+        let given = extra.iter().filter(|(k, _)| forwardable(k));
+        for (k, v) in self.headers.iter().chain(given.map(|(k, v)| (k, v))) {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::try_from(k.as_str()),
                 HeaderValue::try_from(v.as_str()),
@@ -722,6 +723,30 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let at = SystemTime::from(at.with_timezone(&chrono::Utc));
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Whether a header an upstream gave (a list line's `|Header=`, `#EXTVLCOPT`, a
+/// resolution) may be sent: not the ones that frame or route the request, which are
+/// the HTTP client's (a `Content-Length: 5` on a GET desyncs a kept-alive connection,
+/// a `Host` sends the service's credentials to another virtual host, an
+/// `Accept-Encoding` of its own stops the client unpacking the body).
+pub fn forwardable(name: &str) -> bool {
+    const FRAMING: [&str; 13] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "range",
+        "proxy-authorization",
+    ];
+    !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
 }
 
 /// Headers that carry credentials: never sent on to another origin.

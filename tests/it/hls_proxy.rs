@@ -538,7 +538,9 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
             "/list.m3u",
             M3U_TYPE,
             format!(
-                "#EXTM3U\n#EXTINF:-1,Raw\n{}|User-Agent=TestPlayer/1.0\n",
+                // Headers that frame or route a request are not a list's to set.
+                "#EXTM3U\n#EXTINF:-1,Raw\n{}|User-Agent=TestPlayer/1.0&Host=evil.example\
+                 &Content-Length=5&Accept-Encoding=br&Connection=upgrade\n",
                 origin.url("/raw/stream.ts")
             ),
         )
@@ -568,8 +570,13 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
     let ts = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(ts.status(), 200);
     assert_eq!(ts.bytes().await.unwrap().to_vec(), bytes);
+    let host = origin.base().trim_start_matches("http://").to_string();
     for r in origin.requests() {
         assert_eq!(r.header("user-agent"), Some("TestPlayer/1.0"), "{}", r.path);
+        assert_eq!(r.header("host"), Some(host.as_str()), "{}", r.path);
+        assert_eq!(r.header("content-length"), None, "{}", r.path);
+        assert_ne!(r.header("accept-encoding"), Some("br"), "{}", r.path);
+        assert_ne!(r.header("connection"), Some("upgrade"), "{}", r.path);
     }
 }
 
