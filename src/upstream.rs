@@ -731,22 +731,23 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// a `Host` sends the service's credentials to another virtual host, an
 /// `Accept-Encoding` of its own stops the client unpacking the body).
 pub fn forwardable(name: &str) -> bool {
-    const FRAMING: [&str; 13] = [
+    const FRAMING: [&str; 11] = [
         "host",
         "content-length",
         "transfer-encoding",
         "connection",
         "keep-alive",
-        "proxy-connection",
         "te",
         "trailer",
         "upgrade",
         "expect",
         "accept-encoding",
         "range",
-        "proxy-authorization",
     ];
-    !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
+    let proxy = name
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"));
+    !proxy && !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f))
 }
 
 /// Headers that carry credentials: never sent on to another origin.
