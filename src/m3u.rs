@@ -645,12 +645,14 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
 /// Appends `value` so that it can neither close an attribute nor end the line, for
 /// any reader: CR, LF and the other characters some split lines on (NEL, U+2028,
 /// U+2029, vertical tab, form feed; all white space to the parser, which trims them)
-/// become spaces.
+/// become spaces, and so does every other control character (an upstream's terminal
+/// escapes would reach `freesky playlist`'s terminal).
 fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
         out.push(match c {
             '"' => '\'',
-            '\r' | '\n' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => ' ',
+            '\u{2028}' | '\u{2029}' => ' ',
+            c if c.is_control() => ' ',
             c => c,
         });
     }
@@ -967,7 +969,7 @@ mod tests {
         let entry = OutEntry {
             tvg_chno: 1,
             station_id: "",
-            name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{b}\u{c}B\tC",
+            name: "A\u{85}#EXTINF:-1,Forged\u{2028}http://x/\u{2029}\u{b}\u{c}B\tC\u{1b}[31mD\u{7}",
             group: "G\r\nH",
             url: "http://f/a.m3u8",
             ..OutEntry::default()
@@ -976,11 +978,12 @@ mod tests {
         assert_eq!(out.lines().count(), 3, "{out:?}");
         assert!(
             !out.chars()
-                .any(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{b}' | '\u{c}')),
-            "{out:?}"
+                .any(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
+                    || (c.is_control() && c != '\n')),
+            "no control character but the line ends (a terminal's escapes neither): {out:?}"
         );
         assert!(
-            out.contains(",A #EXTINF:-1,Forged http://x/   B\tC\n"),
+            out.contains(",A #EXTINF:-1,Forged http://x/   B C [31mD \n"),
             "{out:?}"
         );
     }

@@ -212,6 +212,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
             name.escape_debug()
         ));
     }
+    // `/live/../PASS/1.ts` is `/PASS/1.ts` to every HTTP client.
+    if name.bytes().all(|b| b == b'.') {
+        return Err("must not be made only of dots (`.` and `..` are path steps in URLs)".into());
+    }
     Ok(())
 }
 
@@ -834,7 +838,7 @@ mod tests {
     #[test]
     fn names_and_expiry() {
         assert!(check_name("alice.b_c-1").is_ok());
-        for bad in ["", "a b", "a/b", "ä", &"x".repeat(65)] {
+        for bad in ["", "a b", "a/b", "ä", &"x".repeat(65), ".", "..", "..."] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_expiry("1970-01-02").unwrap(), 86400 + 86399);

@@ -792,6 +792,21 @@ impl<'t> Parse<'t> {
                 self.problem(key, "must be more than 0 and at most 1h".into());
             }
         }
+        // A player reloads a playlist for as long as it plays: links that expire in
+        // seconds stop every stream (valid, for a test of expiry; said).
+        if cfg.server.link_ttl < Duration::from_secs(600) {
+            let line = self.line_of_field("server.link_ttl");
+            self.warnings.push(Problem {
+                line,
+                field: "server.link_ttl".into(),
+                message: "under 10m: a player keeps its links for as long as it plays, and \
+                          one that expires stops the stream (the default is 24h)"
+                    .into(),
+            });
+        }
+        if cfg.server.link_ttl.is_zero() {
+            self.problem("server.link_ttl", "must be more than 0".into());
+        }
         for host in &cfg.server.allowed_hosts {
             let name = host.strip_prefix("*.").unwrap_or(host);
             let valid = host == "*"
@@ -1374,6 +1389,40 @@ mod tests {
             gone.to_string()
                 .starts_with("/nonexistent/freesky.toml: cannot read: "),
             "{gone}"
+        );
+    }
+
+    #[test]
+    fn a_link_ttl_players_cannot_live_with_is_said() {
+        let demo = "\n[[services]]\nname = \"D\"\nkind = \"demo\"\n";
+        let c = Config::parse(
+            &format!("[server]\nlink_ttl = \"1s\"\n{demo}"),
+            "f.toml",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(
+            (c.warnings[0].line, c.warnings[0].field.as_str()),
+            (2, "server.link_ttl")
+        );
+        let c = Config::parse(
+            &format!("[server]\nlink_ttl = \"10m\"\n{demo}"),
+            "f.toml",
+            &env,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let err = Config::parse(
+            &format!("[server]\nlink_ttl = \"0s\"\n{demo}"),
+            "f.toml",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("f.toml:2: server.link_ttl: must be more than 0"),
+            "{err}"
         );
     }
 
