@@ -399,3 +399,39 @@ async fn a_client_address_over_its_cap_is_refused_while_others_are_served() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn one_request_tries_a_bounded_number_of_a_channels_sources() {
+    // A list that gives one channel 30 entries, every one of them dead.
+    let mut list = String::from("#EXTM3U\n");
+    let up = crate::common::FakeUpstream::bind().await;
+    let base = up.base();
+    for i in 0..30 {
+        list.push_str(&format!("#EXTINF:-1,Same\n{base}/dead/{i}.m3u8\n"));
+    }
+    let up = up
+        .text("/list.m3u", crate::common::M3U_TYPE, list)
+        .route(
+            "/dead/{n}",
+            axum::routing::get(|| async { axum::http::StatusCode::NOT_FOUND }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{base}/list.m3u\"\n"
+    ))
+    .await;
+    let id = app.channel_id("Same").await;
+    let body = assert_api_error(app.get(&format!("/api/stream/{id}.m3u8")).await, 502).await;
+    let dead = || {
+        up.paths()
+            .iter()
+            .filter(|p| p.starts_with("/dead/"))
+            .count()
+    };
+    assert_eq!(dead(), 8, "8 of one service's sources a request: {body}");
+    assert_eq!(
+        body["detail"].as_array().map(Vec::len),
+        Some(8),
+        "the answer lists what was tried: {body}"
+    );
+}

@@ -2,7 +2,7 @@
 //! (cached for as long as the resolution says) and tried in priority order, open
 //! circuits last, the leading healthy ones raced when `streams.race` > 1.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +13,12 @@ use super::{Entry, Registry, RegistryError, SourceCtx};
 use crate::error::{Attempt, UpstreamError};
 use crate::health::Permit;
 use crate::model::ResolvedStream;
+
+/// Sources of one service a request tries at most (a list's many entries of one name
+/// are mostly copies of one failing stream).
+pub const MAX_TRIES_PER_SERVICE: usize = 8;
+/// Sources a request tries at most, all services together.
+pub const MAX_TRIES: usize = 24;
 
 impl Registry {
     /// The sources to try for a channel id (lineup slug or number, or `SERVICE:ID`),
@@ -129,6 +135,16 @@ impl Registry {
         if sources.iter().any(|(e, _)| !skip.contains(&e.cfg.name)) {
             sources.retain(|(e, _)| !skip.contains(&e.cfg.name));
         }
+        // A list may give one channel a thousand entries: one request tries a few of
+        // each service's, and a bounded number in all (each try waits up to the
+        // service's timeout, and asks its upstream).
+        let mut per_service: HashMap<String, usize> = HashMap::new();
+        sources.retain(|(e, _)| {
+            let n = per_service.entry(e.cfg.name.clone()).or_default();
+            *n += 1;
+            *n <= MAX_TRIES_PER_SERVICE
+        });
+        sources.truncate(MAX_TRIES);
         if self.race > 1 {
             self.order_by_latency(&mut sources);
         }
