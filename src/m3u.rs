@@ -251,12 +251,14 @@ impl Parser {
         let rest =
             rest.trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.'));
         let (attrs, name) = scan_attributes(rest, true);
-        let mut name = name.map(str::trim).unwrap_or_default();
+        // Control characters at the ends are no name (a name of only those, rendered,
+        // is spaces: `push_clean`).
+        let mut name = name.map(trim_name).unwrap_or_default();
         if name.is_empty() {
             name = attrs
                 .iter()
-                .find(|(k, v)| k == "tvg-name" && !v.trim().is_empty())
-                .map(|(_, v)| v.trim())
+                .find(|(k, v)| k == "tvg-name" && !trim_name(v).is_empty())
+                .map(|(_, v)| trim_name(v))
                 .unwrap_or_default();
         }
         self.pending = Some(Pending {
@@ -469,6 +471,11 @@ fn scan_attributes(text: &str, name_after_comma: bool) -> (Vec<(String, String)>
         }
         rest = after_value;
     }
+}
+
+/// `s` without white space or control characters at its ends.
+fn trim_name(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || c.is_control())
 }
 
 /// The usual spelling of the headers upstreams ask for; other names are kept as given.
