@@ -15,27 +15,33 @@ use crate::proxy::Signer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkKeyError {
-    #[error("cannot read the proxy key {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message, not a `source`: printed with its chain it read
+    // "...: No such file or directory (os error 2): No such file or directory (os error 2)".
+    #[error("cannot read the proxy key {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("the proxy key {0} is not 32 bytes or 64 hex digits")]
     Malformed(String),
 }
 
-/// The 32-byte key in `path`.
+/// The 32-byte key in `path`, saying when group or others can read it.
 pub fn read_key(path: &Path) -> Result<Vec<u8>, LinkKeyError> {
-    let shown = || path.display().to_string();
-    let raw = std::fs::read(path).map_err(|source| LinkKeyError::Io {
-        path: shown(),
-        source,
-    })?;
+    let key = key_in(path)?;
     if let Some(warning) = crate::store::mode_of(path)
         .and_then(|mode| crate::store::loose_permissions(path, mode, 0o600))
     {
         tracing::warn!("{warning}");
     }
+    Ok(key)
+}
+
+/// The 32-byte key in `path` (the config check reads it so, a file that would stop
+/// the start being its problem).
+pub fn key_in(path: &Path) -> Result<Vec<u8>, LinkKeyError> {
+    let shown = || path.display().to_string();
+    let raw = std::fs::read(path).map_err(|error| LinkKeyError::Io {
+        path: shown(),
+        error,
+    })?;
     if raw.len() == 32 {
         return Ok(raw);
     }

@@ -792,6 +792,18 @@ impl<'t> Parse<'t> {
                 self.problem(key, "must be more than 0 and at most 1h".into());
             }
         }
+        // Read as a start reads them: a key file that would stop it is the config's problem.
+        for (field, file) in [
+            ("server.proxy_key_file", &cfg.server.proxy_key_file),
+            (
+                "server.proxy_key_previous_file",
+                &cfg.server.proxy_key_previous_file,
+            ),
+        ] {
+            if let Some(Err(e)) = file.as_deref().map(crate::link_key::key_in) {
+                self.problem(field, e.to_string());
+            }
+        }
         // A player reloads a playlist for as long as it plays: links that expire in
         // seconds stop every stream (valid, for a test of expiry; said).
         if cfg.server.link_ttl < Duration::from_secs(600) {
@@ -1389,6 +1401,41 @@ mod tests {
             gone.to_string()
                 .starts_with("/nonexistent/freesky.toml: cannot read: "),
             "{gone}"
+        );
+    }
+
+    #[test]
+    fn a_proxy_key_file_that_would_stop_the_start_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, [7u8; 31]).unwrap();
+        let good = dir.path().join("good.key");
+        std::fs::write(&good, "ab".repeat(32) + "\n").unwrap();
+        let config = |key: &Path| {
+            format!(
+                "[server]\nproxy_key_file = '{}'\n\n[[services]]\nname = \"D\"\nkind = \"demo\"\n",
+                key.display()
+            )
+        };
+        assert!(Config::parse(&config(&good), "f.toml", &env).is_ok());
+        let err = Config::parse(&config(&short), "f.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "f.toml:2: server.proxy_key_file: the proxy key {} is not 32 bytes or 64 hex digits",
+                short.display()
+            )
+        );
+        let missing = dir.path().join("missing.key");
+        let err = Config::parse(&config(&missing), "f.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.toml:2: server.proxy_key_file: cannot read the proxy key")
+                && err.matches("No such file").count() == 1,
+            "{err}"
         );
     }
 
