@@ -515,6 +515,9 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
     let mut root_seen = false;
     let mut depth = 0usize;
     loop {
+        // A guide read from memory (unpacked, buffered) never waits: without this, one
+        // huge guide held every other guide read polled with it, and its own timeout.
+        tokio::task::consume_budget().await;
         let ev = reader
             .read_event_into_async(&mut buf)
             .await
@@ -710,6 +713,7 @@ async fn skip_element<R: AsyncBufRead + Unpin>(
 ) -> Result<(), XmltvError> {
     let mut depth = 1usize;
     loop {
+        tokio::task::consume_budget().await;
         let ev = reader
             .read_event_into_async(buf)
             .await
@@ -745,6 +749,7 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
     let mut in_name = false;
     let mut text = String::new();
     loop {
+        tokio::task::consume_budget().await;
         let ev = reader
             .read_event_into_async(buf)
             .await
@@ -827,6 +832,7 @@ async fn read_programme<R: AsyncBufRead + Unpin>(
     // The child being copied: its KEPT position, writer, and plain text (for titles).
     let mut current: Option<(u8, Writer<Vec<u8>>, String)> = None;
     loop {
+        tokio::task::consume_budget().await;
         let ev = reader
             .read_event_into_async(buf)
             .await
@@ -1347,6 +1353,23 @@ mod tests {
             ]
         );
         assert_eq!(&*g.programmes["ours:x"][0].title, "Two's");
+    }
+
+    #[tokio::test]
+    async fn a_long_read_from_memory_lets_its_timeout_and_other_reads_run() {
+        // Read from memory, nothing ever waits: the read must still give the runtime
+        // back now and then, or a timeout around it fires only when it is done (and
+        // guide reads polled with it wait for it).
+        let mut xml = String::from("<tv>");
+        for i in 0..200_000 {
+            xml.push_str(&format!(
+                "<programme channel=\"c{i}\"><title>x</title></programme>"
+            ));
+        }
+        xml.push_str("</tv>");
+        let read = read(xml.as_bytes(), &ById, 0, i64::MAX);
+        let timed = tokio::time::timeout(std::time::Duration::from_millis(5), read).await;
+        assert!(timed.is_err(), "the timeout fired before the read ended");
     }
 
     #[tokio::test]
