@@ -264,7 +264,25 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, AppError> {
-        admin_check(s, &parts.headers, peer(parts)).map(|()| Admin(()))
+        let peer = peer(parts);
+        // A token given where one is set is a guess until it matches: wrong ones from
+        // an address make its next tries wait, as wrong viewer logins do (`Penalty`).
+        let guess =
+            !s.config.server.admin_token.expose().is_empty() && bearer(&parts.headers).is_some();
+        let penalised = peer.filter(|_| guess);
+        if let Some(ip) = penalised {
+            if !s.accounts.penalty.wait(ip).await {
+                return Err(AppError::Forbidden(
+                    "too many wrong admin tokens from this address: try again in a few minutes"
+                        .into(),
+                ));
+            }
+        }
+        let checked = admin_check(s, &parts.headers, peer);
+        if let (Some(ip), Err(_)) = (penalised, &checked) {
+            s.accounts.penalty.failure(ip);
+        }
+        checked.map(|()| Admin(()))
     }
 }
 

@@ -194,9 +194,13 @@ async fn with_a_token_every_admin_call_needs_it_from_loopback_too() {
     let right = format!("Bearer {token}");
 
     let before = snapshot(&local, &local_base).await;
-    for &c in ADMIN_CALLS {
+    for (i, &c) in ADMIN_CALLS.iter().enumerate() {
         let what = format!("{} {}", c.0, c.1);
         assert_refused(call(&local, &local_base, c, None).await, 401, &what).await;
+        // Each route's guesses from an address of their own: three wrong tokens from one
+        // address are free, more make it wait (`wrong_admin_tokens_make_...`).
+        let octet = u8::try_from(10 + i).expect("fewer than 245 admin calls");
+        let local = crate::common::client_from([127, 0, 0, octet]);
         for wrong in [
             "Bearer wrong",
             &format!("Bearer {token}x"),
@@ -1338,4 +1342,31 @@ async fn a_refused_host_name_is_logged_once_not_per_request() {
             && refusals[0].contains("allowed_hosts"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn wrong_admin_tokens_make_the_next_tries_from_there_wait() {
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nadmin_token = \"right-one\"\n\n{DEMO}"
+    ))
+    .await;
+    let path = "/api/services/Demo/enable";
+    // Three are free (a typo or two).
+    for _ in 0..3 {
+        assert_api_error(app.post_auth(path, Some("Bearer guess")).await, 403).await;
+    }
+    // The next guess waits its turn first: a quarter of a second, doubling.
+    let start = std::time::Instant::now();
+    assert_api_error(app.post_auth(path, Some("Bearer guess")).await, 403).await;
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(240),
+        "waited {:?}",
+        start.elapsed()
+    );
+    // The right token still works (after its turn).
+    assert_eq!(
+        app.post_auth(path, Some("Bearer right-one")).await.status(),
+        200
+    );
+    assert_api_error(app.post_auth(path, None).await, 401).await;
 }
