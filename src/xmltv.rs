@@ -504,10 +504,9 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
         .map_err(|e| XmltvError::Malformed(format!("cannot read: {e}")))?;
     let mut reader = Reader::from_reader(source);
     reader.config_mut().trim_text(false);
-    // The reader would keep the name of every open element to check its end: an
-    // upstream's `<a><a><a>...` took gigabytes. Depth is counted here instead, and
-    // bounded (`MAX_DEPTH`).
-    reader.config_mut().check_end_names = false;
+    // The reader keeps the name of every open element (to check its end: a guide with
+    // `<title>X</desc>` would be copied into ours as broken XML): an upstream's
+    // `<a><a><a>...` took gigabytes. Depth is bounded here (`MAX_DEPTH`).
     let mut buf = Vec::new();
     let mut out = ServiceGuide::default();
     out.spare.budget = budget;
@@ -1381,9 +1380,14 @@ mod tests {
             ),
             ("<html><body>oops</body></html>", "not XMLTV"),
             ("", "not XMLTV"),
-            // End names are not checked (that kept every open name): `</tv>` ends the
-            // channel, and the guide is cut short.
-            ("<tv><channel id=\"a\"></tv>", "truncated"),
+            ("<tv><channel id=\"a\"></tv>", "not XMLTV"),
+            // A programme's end tags must match: its parts are copied into our guide.
+            (
+                "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\
+                 <programme start=\"20261124183000\" channel=\"one.example\"><title>X</desc>\
+                 </programme></tv>",
+                "not XMLTV",
+            ),
             // Nesting is bounded, at the top, in a skipped programme and in a kept one.
             (
                 &format!("<tv>{}", "<a>".repeat(100_000)),

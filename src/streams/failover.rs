@@ -464,9 +464,12 @@ impl Seen {
         })
     }
 
-    /// True when this was given after `other`: further on in either sequence.
+    /// True when this was given after `other`: further on in the media sequence (the
+    /// discontinuity sequence only between equals: an upstream that writes no
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` has it go down when a discontinuity leaves its
+    /// window).
     fn is_after(&self, other: &Seen) -> bool {
-        (self.next_dseq, self.next_seq) > (other.next_dseq, other.next_seq)
+        (self.next_seq, self.next_dseq) > (other.next_seq, other.next_dseq)
     }
 }
 
@@ -662,6 +665,15 @@ mod tests {
         assert_eq!(failovers.next_seq.get("k").unwrap().next_seq, 1003);
         failovers.note_next_seq("k", &live(1001, 3), &url);
         assert_eq!(failovers.next_seq.get("k").unwrap().next_seq, 1004);
+        // A discontinuity leaving the window of an upstream that writes no
+        // discontinuity sequence: later all the same.
+        let with_break = live(1002, 3).replace(
+            "#EXTINF:2.0,\nb1003",
+            "#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\nb1003",
+        );
+        failovers.note_next_seq("k", &with_break, &url);
+        failovers.note_next_seq("k", &live(1010, 3), &url);
+        assert_eq!(failovers.next_seq.get("k").unwrap().next_seq, 1013);
         let numbers = ChannelNumbers {
             service: "a".into(),
             numbers: None,
