@@ -889,10 +889,7 @@ impl Store {
     ///   source order may hold;
     /// - a `name:` key takes that of the `tvg:` key whose slug is the one it wants (its
     ///   sources with a tvg-id were switched off), unless that slug ends in a number
-    ///   and its stem is a slug too (`news-2` beside `news` may be the second "News"
-    ///   made unique, another channel);
-    /// - so does a `tvg:` key that found no `name:` key: the provider gave the same
-    ///   channel another tvg-id (it changed guide sources), and the old one is gone.
+    ///   (`news-2` may be the second "News" made unique, another channel).
     ///
     /// Only an identity that no key of `keys` names, and only once.
     pub fn follow_moved_keys(&self, keys: &mut [Wanted], name_keys: impl Fn(usize) -> Vec<String>) {
@@ -919,20 +916,12 @@ impl Store {
                 let free = |o: &String| {
                     m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
                 };
-                let by_name = if key.starts_with("tvg:") {
+                let other = if key.starts_with("tvg:") {
                     name_keys(i).into_iter().find(|o| free(o))
-                } else {
+                } else if ends_with_number(wanted) {
+                    // "news-2" may be the slug "news" got as the second "News": another
+                    // channel's, not this one's.
                     None
-                };
-                // "news-2" may be the slug the second "News" got, "news" being taken:
-                // another channel's, not this one's ("sport-1" without a "sport" is
-                // the channel "Sport 1").
-                let twin = ends_with_number(wanted)
-                    && wanted
-                        .rsplit_once('-')
-                        .is_some_and(|(base, _)| m.slugs.contains(base));
-                let other = if by_name.is_some() || twin {
-                    by_name
                 } else {
                     by_slug
                         .get_or_insert_with(|| {
@@ -1296,17 +1285,6 @@ mod tests {
             vec!["name:bbc one".to_string(), "name:news".to_string()]
         });
         assert_eq!(keys[0].key, "name:news");
-        // A provider's new tvg-id for a channel whose old one is gone: its identity.
-        let mut keys = vec![key("tvg:sport.new", "sport")];
-        s.follow_moved_keys(&mut keys, |_| vec!["name:sport".to_string()]);
-        assert_eq!(keys[0].key, "tvg:sport.test");
-        // Not while the old one is still listed (two channels of one name).
-        let mut keys = vec![
-            key("tvg:sport.new", "sport"),
-            key("tvg:sport.test", "sport"),
-        ];
-        s.follow_moved_keys(&mut keys, |_| vec!["name:sport".to_string()]);
-        assert_eq!(keys[0].key, "tvg:sport.new");
     }
 
     #[tokio::test]

@@ -856,41 +856,6 @@ async fn a_station_id_comes_from_the_list_can_be_set_and_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn a_channel_given_a_new_tvg_id_keeps_its_number_and_mapping() {
-    // Providers re-id their channels when they change guide sources.
-    let lists = tempfile::tempdir().unwrap();
-    let write = |sport_id: &str| {
-        std::fs::write(
-            lists.path().join("list.m3u"),
-            format!(
-                "#EXTM3U\n#EXTINF:-1 tvg-id=\"{sport_id}\",Sport 1\nhttp://127.0.0.1:9/s.m3u8\n\
-                 #EXTINF:-1 tvg-id=\"News.fake\",News\nhttp://127.0.0.1:9/n.m3u8\n"
-            ),
-        )
-        .unwrap();
-    };
-    write("SportA.fake");
-    let up = FakeUpstream::bind().await.dir("/l", lists.path()).start();
-    let mut app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
-        up.url("/l/list.m3u")
-    ))
-    .await;
-    let before = app.channel_named("Sport 1").await;
-    let id = id_of(&before);
-    patch_ok(&app, &id, json!({"group": "Mine"})).await;
-
-    write("SportB.fake");
-    app.restart().await;
-    let after = app.channel_named("Sport 1").await;
-    assert_eq!(after["id"], before["id"], "{after}");
-    assert_eq!(after["number"], before["number"], "{after}");
-    assert_eq!(after["group"], "Mine", "the mapping stays: {after}");
-    assert_eq!(after["guide_id"], "SportB.fake", "{after}");
-    assert_eq!(app.channels().await.len(), 2);
-}
-
-#[tokio::test]
 async fn two_channels_never_share_a_guide_id() {
     // `a_b` and `a-b` both read `a-b.freesky`; tvg-id `sport` reads as the slug form
     // of the channel "Sport", which has none.
