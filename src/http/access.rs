@@ -177,8 +177,9 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 .map(|a| a.host().to_string())
                 .unwrap_or_else(|_| h.to_string());
             if !access.allows(&name) {
-                // Players show "login failed", never this answer: the log says why.
-                if !access.refused.contains_key(&name) {
+                // Players show "login failed", never this answer: the log says why (a
+                // few names at a time: random names are a scan, not a player).
+                if !access.refused.contains_key(&name) && access.refused.entry_count() < 20 {
                     access.refused.insert(name.clone(), ());
                     tracing::warn!(
                         host = %name.escape_debug(),

@@ -399,27 +399,30 @@ pub(crate) async fn guide_negotiated(
     Ok(resp)
 }
 
-/// Whether `Accept-Encoding` takes gzip (`gzip` or `x-gzip`, or `*`, without `q=0`).
+/// Whether `Accept-Encoding` takes gzip: `gzip` or `x-gzip` without `q=0`, or `*`
+/// without `q=0` when gzip is not refused by name (`gzip;q=0, *`).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let items: Vec<(String, bool)> = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
+        .map(|item| {
             let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let refused = parts.any(|p| {
                 p.trim()
                     .strip_prefix("q=")
                     .and_then(|q| q.trim().parse::<f32>().ok())
                     .is_some_and(|q| q <= 0.0)
             });
-            !refused
-                && ["gzip", "x-gzip", "*"]
-                    .iter()
-                    .any(|c| coding.eq_ignore_ascii_case(c))
+            (coding, !refused)
         })
+        .collect();
+    match items.iter().find(|(c, _)| c == "gzip" || c == "x-gzip") {
+        Some((_, ok)) => *ok,
+        None => items.iter().any(|(c, ok)| c == "*" && *ok),
+    }
 }
 
 /// The merged guide as `account` may see it (all of it for `None`).

@@ -144,7 +144,6 @@ impl Registry {
             *n += 1;
             *n <= MAX_TRIES_PER_SERVICE
         });
-        sources.truncate(MAX_TRIES);
         if self.race > 1 {
             self.order_by_latency(&mut sources);
         }
@@ -174,8 +173,17 @@ impl Registry {
                 Ok(v) => return Ok(v),
                 Err(mut failed) => tried.append(&mut failed),
             }
+            // Counted as tried, not as listed: sources skipped for an open circuit
+            // leave room for the others.
+            if tried.len() >= MAX_TRIES {
+                last_resort.clear();
+                break;
+            }
         }
         for source in last_resort {
+            if tried.len() >= MAX_TRIES {
+                break;
+            }
             tracing::info!(service = %source.0.cfg.name, channel = %source.1, "circuit open, but no other source is left: trying it");
             match self
                 .try_batch(std::slice::from_ref(&source), &attempt)
