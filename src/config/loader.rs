@@ -94,15 +94,24 @@ impl Config {
             problems: Vec::new(),
             warnings: Vec::new(),
         };
-        let cfg = p.run(env);
-        // Of the file's own folder: the built-in config's is checked by `load`, where
-        // a problem is an error, not a panic of `builtin`.
-        if let Some(why) = cfg
-            .as_ref()
-            .filter(|_| file != BUILTIN_SOURCE)
-            .and_then(|c| state_dir_unusable(&c.server.state_dir))
-        {
-            p.problem("server.state_dir", why);
+        let mut cfg = p.run(env);
+        // Of the file's own folder (the built-in config's is checked by `load`, where a
+        // problem is an error, not a panic of `builtin`). A file where the folder goes
+        // stops every start; a folder that cannot be made or written may be so only for
+        // whoever runs `check` (an admin, a CI job): said, not refused.
+        if let Some(c) = cfg.as_mut().filter(|_| file != BUILTIN_SOURCE) {
+            if let Some(why) = state_dir_unusable(&c.server.state_dir) {
+                let dir = &c.server.state_dir;
+                if dir.exists() && !dir.is_dir() {
+                    p.problem("server.state_dir", why);
+                } else {
+                    c.warnings.push(Problem {
+                        line: p.line_of_field("server.state_dir"),
+                        field: "server.state_dir".into(),
+                        message: why,
+                    });
+                }
+            }
         }
         match cfg {
             Some(mut cfg) if p.problems.is_empty() => {
@@ -792,7 +801,8 @@ impl<'t> Parse<'t> {
                 self.problem(key, "must be more than 0 and at most 1h".into());
             }
         }
-        // Read as a start reads them: a key file that would stop it is the config's problem.
+        // Read as a start reads them: a key file that would stop it is said (a warning:
+        // a secret may be readable only by the user that serves, or mounted only then).
         for (field, file) in [
             ("server.proxy_key_file", &cfg.server.proxy_key_file),
             (
@@ -801,7 +811,12 @@ impl<'t> Parse<'t> {
             ),
         ] {
             if let Some(Err(e)) = file.as_deref().map(crate::link_key::key_in) {
-                self.problem(field, e.to_string());
+                let line = self.line_of_field(field);
+                self.warnings.push(Problem {
+                    line,
+                    field: field.into(),
+                    message: format!("{e}: serving stops here until it can be read"),
+                });
             }
         }
         // A player reloads a playlist for as long as it plays: links that expire in
@@ -1405,7 +1420,7 @@ mod tests {
     }
 
     #[test]
-    fn a_proxy_key_file_that_would_stop_the_start_is_a_problem() {
+    fn a_proxy_key_file_that_would_stop_the_start_is_warned_about() {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short.key");
         std::fs::write(&short, [7u8; 31]).unwrap();
@@ -1417,25 +1432,28 @@ mod tests {
                 key.display()
             )
         };
-        assert!(Config::parse(&config(&good), "f.toml", &env).is_ok());
-        let err = Config::parse(&config(&short), "f.toml", &env)
-            .unwrap_err()
-            .to_string();
+        let warned = |key: &Path| {
+            let c = Config::parse(&config(key), "f.toml", &env).unwrap();
+            c.warnings
+                .iter()
+                .map(|w| format!("{}: {}: {}", w.line, w.field, w.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(warned(&good).is_empty());
         assert_eq!(
-            err,
-            format!(
-                "f.toml:2: server.proxy_key_file: the proxy key {} is not 32 bytes or 64 hex digits",
+            warned(&short),
+            [format!(
+                "2: server.proxy_key_file: the proxy key {} is not 32 bytes or 64 hex digits: \
+                 serving stops here until it can be read",
                 short.display()
-            )
+            )]
         );
-        let missing = dir.path().join("missing.key");
-        let err = Config::parse(&config(&missing), "f.toml", &env)
-            .unwrap_err()
-            .to_string();
+        let missing = warned(&dir.path().join("missing.key"));
         assert!(
-            err.starts_with("f.toml:2: server.proxy_key_file: cannot read the proxy key")
-                && err.matches("No such file").count() == 1,
-            "{err}"
+            missing.len() == 1
+                && missing[0].starts_with("2: server.proxy_key_file: cannot read the proxy key")
+                && missing[0].matches("No such file").count() == 1,
+            "{missing:?}"
         );
     }
 
