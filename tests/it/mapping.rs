@@ -859,36 +859,41 @@ async fn a_station_id_comes_from_the_list_can_be_set_and_survives_a_restart() {
 async fn two_channels_never_share_a_guide_id() {
     // `a_b` and `a-b` both read `a-b.freesky`; tvg-id `sport` reads as the slug form
     // of the channel "Sport", which has none.
-    let up = FakeUpstream::bind()
-        .await
-        .text(
-            "/l.m3u",
-            M3U_TYPE,
-            "#EXTM3U\n#EXTINF:-1 tvg-id=\"a_b\",Chan AB\nhttp://127.0.0.1:9/1.m3u8\n\
-             #EXTINF:-1 tvg-id=\"a-b\",Chan A-B\nhttp://127.0.0.1:9/2.m3u8\n\
-             #EXTINF:-1,Sport\nhttp://127.0.0.1:9/3.m3u8\n\
-             #EXTINF:-1 tvg-id=\"sport\",Sport Extra\nhttp://127.0.0.1:9/4.m3u8\n",
-        )
-        .start();
-    let app = TestApp::spawn(&format!(
+    let entries = [
+        "#EXTINF:-1 tvg-id=\"a_b\",Chan AB\nhttp://127.0.0.1:9/1.m3u8\n",
+        "#EXTINF:-1 tvg-id=\"a-b\",Chan A-B\nhttp://127.0.0.1:9/2.m3u8\n",
+        "#EXTINF:-1,Sport\nhttp://127.0.0.1:9/3.m3u8\n",
+        "#EXTINF:-1 tvg-id=\"sport\",Sport Extra\nhttp://127.0.0.1:9/4.m3u8\n",
+    ];
+    let lists = tempfile::tempdir().unwrap();
+    let write = |order: &[usize]| {
+        let body: String = order.iter().map(|&i| entries[i]).collect();
+        std::fs::write(lists.path().join("l.m3u"), format!("#EXTM3U\n{body}")).unwrap();
+    };
+    write(&[0, 1, 2, 3]);
+    let up = FakeUpstream::bind().await.dir("/d", lists.path()).start();
+    let mut app = TestApp::spawn(&format!(
         "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
-        up.url("/l.m3u")
+        up.url("/d/l.m3u")
     ))
     .await;
-    let channels = app.channels().await;
-    let ids: std::collections::BTreeMap<String, String> = channels
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                c["guide_id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(ids.len(), 4, "{channels:?}");
+    let guide_ids = |channels: Vec<Value>| -> std::collections::BTreeMap<String, String> {
+        channels
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["guide_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let ids = guide_ids(app.channels().await);
+    assert_eq!(ids.len(), 4, "{ids:?}");
     let distinct: std::collections::BTreeSet<&String> = ids.values().collect();
     assert_eq!(distinct.len(), 4, "one guide id each: {ids:?}");
-    // The first listed keeps the id its tvg-id reads as; the other takes its slug's.
+    // The lower number keeps the id its tvg-id (or slug) reads as; the other takes
+    // its slug's.
     assert_eq!(ids["Chan AB"], "a-b.freesky");
     assert_eq!(ids["Chan A-B"], "chan-a-b.freesky");
     assert_eq!(ids["Sport"], "sport.freesky");
@@ -899,4 +904,9 @@ async fn two_channels_never_share_a_guide_id() {
         1,
         "{playlist}"
     );
+    // The list in another order: each channel keeps its guide id (Plex and Jellyfin
+    // map guide channels by it).
+    write(&[3, 1, 2, 0]);
+    app.restart().await;
+    assert_eq!(guide_ids(app.channels().await), ids);
 }

@@ -2,7 +2,7 @@
 //! numbered from the store and mapped; one channel's detail and mapping edits; and the
 //! canonical form of a channel id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -285,16 +285,40 @@ impl Registry {
         drop(keys);
         // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both
         // `a-b.freesky`), or one made into a channel's slug form, would give two
-        // channels one guide channel.
-        let mut given: HashSet<Text> = HashSet::with_capacity(merged.len());
+        // channels one guide channel. The id goes to the channel whose tvg-id it is
+        // verbatim, else to the lowest number: never to whichever a list gives first
+        // (a reorder would swap two channels' guides).
+        let wanted: Vec<String> = merged
+            .iter()
+            .zip(&ids)
+            .map(|(m, id)| lineup::guide_id(&m.tvg_id, &id.slug))
+            .collect();
+        let mut owner: HashMap<&str, usize> = HashMap::with_capacity(wanted.len());
+        let rank = |i: usize| {
+            (
+                *merged[i].tvg_id == *wanted[i],
+                std::cmp::Reverse(ids[i].number),
+            )
+        };
+        for (i, w) in wanted.iter().enumerate() {
+            let o = owner.entry(w.as_str()).or_insert(i);
+            if rank(i) > rank(*o) {
+                *o = i;
+            }
+        }
+        let owned: Vec<bool> = (0..wanted.len())
+            .map(|i| owner[wanted[i].as_str()] == i)
+            .collect();
+        let mut given: HashSet<String> = owner.into_keys().map(str::to_string).collect();
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
-            .map(|(m, id)| {
+            .zip(wanted.into_iter().zip(owned))
+            .map(|((m, id), (wanted, owned))| {
                 let slug = Text::from(id.slug);
-                let mut guide_id = lineup::guide_id(&m.tvg_id, &slug);
+                let mut guide_id = wanted;
                 let mut n = 1;
-                while given.contains(guide_id.as_str()) {
+                while !owned && given.contains(guide_id.as_str()) {
                     n += 1;
                     guide_id = if n == 2 {
                         lineup::guide_id("", &slug)
@@ -302,13 +326,15 @@ impl Registry {
                         format!("{slug}-{n}.freesky")
                     };
                 }
+                if !owned {
+                    given.insert(guide_id.clone());
+                }
                 // Mostly the upstream tvg-id itself: then one allocation for both.
                 let guide_id = if *m.tvg_id == *guide_id {
                     m.tvg_id.clone()
                 } else {
                     Text::from(guide_id)
                 };
-                given.insert(guide_id.clone());
                 Unmapped {
                     channel: LineupChannel {
                         guide_id,
