@@ -599,7 +599,15 @@ impl ServiceHttp {
         if let Some((ip, kind)) = literal_ip(url).and_then(|ip| Some((ip, private_kind(ip)?))) {
             return Err(UpstreamError::PrivateAddress {
                 url: redact(url),
-                reason: format!("{ip} is a {kind} address and not {}", self.own_hosts_text()),
+                reason: format!(
+                    "{ip} is {} {kind} address and not {}",
+                    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                        "an"
+                    } else {
+                        "a"
+                    },
+                    self.own_hosts_text()
+                ),
             });
         }
         Ok(&self.client_public)
