@@ -656,12 +656,17 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
 /// escapes would reach `freesky playlist`'s terminal).
 fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
-        out.push(match c {
-            '"' => '\'',
-            '\u{2028}' | '\u{2029}' => ' ',
-            c if c.is_control() => ' ',
-            c => c,
-        });
+        out.push(if c == '"' { '\'' } else { printable(c) });
+    }
+}
+
+/// `c`, or a space for a character that ends a line for some reader or controls a
+/// terminal: what upstream text may show as (`freesky channels`' table too).
+pub fn printable(c: char) -> char {
+    if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+        ' '
+    } else {
+        c
     }
 }
 

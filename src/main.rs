@@ -235,11 +235,8 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 writeln!(out, "{:>5}  {:<32} {:<20} SOURCES", "NO.", "NAME", "GROUP")?;
                 // Upstream text: its control characters (terminal escapes) are not
                 // the terminal's to read.
-                let clean = |s: &str| -> String {
-                    s.chars()
-                        .map(|c| if c.is_control() { ' ' } else { c })
-                        .collect()
-                };
+                let clean =
+                    |s: &str| -> String { s.chars().map(freesky::m3u::printable).collect() };
                 for c in chosen {
                     let sources: Vec<_> = c.sources.iter().map(|s| s.service.as_str()).collect();
                     writeln!(

@@ -288,47 +288,53 @@ impl Registry {
         // channels one guide channel. The id goes to the channel whose tvg-id it is
         // verbatim, else to the lowest number: never to whichever a list gives first
         // (a reorder would swap two channels' guides).
-        let wanted: Vec<String> = merged
+        let mut wanted: Vec<String> = merged
             .iter()
             .zip(&ids)
             .map(|(m, id)| lineup::guide_id(&m.tvg_id, &id.slug))
             .collect();
-        let mut owner: HashMap<&str, usize> = HashMap::with_capacity(wanted.len());
-        let rank = |i: usize| {
-            (
-                *merged[i].tvg_id == *wanted[i],
-                std::cmp::Reverse(ids[i].number),
-            )
-        };
-        for (i, w) in wanted.iter().enumerate() {
-            let o = owner.entry(w.as_str()).or_insert(i);
-            if rank(i) > rank(*o) {
-                *o = i;
+        let moved: Vec<(usize, String)> = {
+            let mut owner: HashMap<&str, usize> = HashMap::with_capacity(wanted.len());
+            let rank = |i: usize| {
+                (
+                    *merged[i].tvg_id == *wanted[i],
+                    std::cmp::Reverse(ids[i].number),
+                )
+            };
+            for (i, w) in wanted.iter().enumerate() {
+                let o = owner.entry(w.as_str()).or_insert(i);
+                if rank(i) > rank(*o) {
+                    *o = i;
+                }
             }
+            // The others (rare) take their slug's form, made unique.
+            let mut taken: HashSet<String> = HashSet::new();
+            let mut moved = Vec::new();
+            for (i, w) in wanted.iter().enumerate() {
+                if owner[w.as_str()] == i {
+                    continue;
+                }
+                let slug = &ids[i].slug;
+                let mut id = lineup::guide_id("", slug);
+                let mut n = 2;
+                while owner.contains_key(id.as_str()) || taken.contains(&id) {
+                    n += 1;
+                    id = format!("{slug}-{n}.freesky");
+                }
+                taken.insert(id.clone());
+                moved.push((i, id));
+            }
+            moved
+        };
+        for (i, id) in moved {
+            wanted[i] = id;
         }
-        let owned: Vec<bool> = (0..wanted.len())
-            .map(|i| owner[wanted[i].as_str()] == i)
-            .collect();
-        let mut given: HashSet<String> = owner.into_keys().map(str::to_string).collect();
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
-            .zip(wanted.into_iter().zip(owned))
-            .map(|((m, id), (wanted, owned))| {
+            .zip(wanted)
+            .map(|((m, id), guide_id)| {
                 let slug = Text::from(id.slug);
-                let mut guide_id = wanted;
-                let mut n = 1;
-                while !owned && given.contains(guide_id.as_str()) {
-                    n += 1;
-                    guide_id = if n == 2 {
-                        lineup::guide_id("", &slug)
-                    } else {
-                        format!("{slug}-{n}.freesky")
-                    };
-                }
-                if !owned {
-                    given.insert(guide_id.clone());
-                }
                 // Mostly the upstream tvg-id itself: then one allocation for both.
                 let guide_id = if *m.tvg_id == *guide_id {
                     m.tvg_id.clone()
