@@ -1,5 +1,7 @@
 //! In-process cost of making joined MPEG-TS segments continuous (`freesky::ts`), which
-//! runs on every packet of every `.ts` session.
+//! runs on every packet of every `.ts` session, and of cutting a plain MPEG-TS stream
+//! into HLS segments (`freesky::segmenter`), which runs on every packet of a packaged
+//! channel.
 //!
 //! `cargo bench --bench ts`. The baseline, measured in the same run, is a plain copy of
 //! the same buffer (what the session would pay to copy each segment once); read the
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use freesky::segmenter::Segmenter;
 use freesky::ts::Continuity;
 
 /// The demo channel's four real segments (8 s of 320x180 H.264 and AAC, 208 KB): one
@@ -66,11 +69,34 @@ fn bench_continuity(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_segmenter(c: &mut Criterion) {
+    let buf = demo_loop();
+    let mut g = c.benchmark_group("ts_segmenter_demo_loop");
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("baseline_copy", |b| {
+        b.iter(|| BytesMut::from(&black_box(&buf)[..]).freeze())
+    });
+    // The loop as a session sends it (64 KiB chunks), cut at key frames every 2 s:
+    // every packet read and copied once into its segment.
+    g.bench_function("cut_2s_segments", |b| {
+        b.iter(|| {
+            let mut cutter = Segmenter::new(Duration::from_secs(2));
+            let mut out = Vec::new();
+            for chunk in black_box(&buf).chunks(64 << 10) {
+                cutter.push(chunk, &mut out);
+            }
+            out.extend(cutter.finish());
+            out
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_continuity
+    targets = bench_continuity, bench_segmenter
 }
 criterion_main!(benches);

@@ -55,6 +55,7 @@ pub mod model;
 pub mod proxy;
 pub mod ready;
 pub mod reload;
+pub mod segmenter;
 pub mod services;
 pub mod store;
 pub mod streams;

@@ -156,7 +156,7 @@ fn boundary(b: &[u8], q: usize) -> bool {
 /// The first position from `from` where packets start: [`RUN`] sync bytes 188 bytes
 /// apart, or, for a chunk of fewer packets, every one of its packets starting with it
 /// (a lone 0x47 before a chunk's last 188 bytes must not count).
-fn resync(b: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn resync(b: &[u8], from: usize) -> Option<usize> {
     let last = b.len().checked_sub(PACKET)?;
     let whole = b.len().is_multiple_of(PACKET);
     (from..=last).find(|&p| {
@@ -175,7 +175,7 @@ fn jumped(t: u64, last: u64, expected: u64) -> bool {
 }
 
 /// `a - b` on the 33-bit timestamp circle, in -2^32..2^32.
-fn diff(a: u64, b: u64) -> i64 {
+pub(crate) fn diff(a: u64, b: u64) -> i64 {
     let d = a.wrapping_sub(b) & MASK;
     if d >= WRAP / 2 {
         d as i64 - WRAP as i64
@@ -184,7 +184,7 @@ fn diff(a: u64, b: u64) -> i64 {
     }
 }
 
-fn read_timestamp(b: &[u8]) -> u64 {
+pub(crate) fn read_timestamp(b: &[u8]) -> u64 {
     (u64::from(b[0] >> 1) & 0x07) << 30
         | u64::from(b[1]) << 22
         | u64::from(b[2] >> 1) << 15

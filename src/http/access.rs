@@ -10,7 +10,7 @@
 //!   bearer token when one is set, else a caller on loopback. Viewer accounts take the
 //!   same shape: an extractor of their own over `bearer` and `peer`.
 //!
-//! The media routes players fetch (`/api/stream/`, `/api/timeshift/`, `/proxy/`, `/live/`, `/auto/`,
+//! The media routes players fetch (`/api/stream/`, `/api/timeshift/`, `/proxy/`, `/packaged/`, `/live/`, `/auto/`,
 //! `/tuners/{n}/auto/`) skip the Host check and the frame headers: they change
 //! nothing and show no settings (any page may already load them by IP as media), and
 //! a player or DVR that stored stream URLs under a name keeps playing while the
@@ -153,6 +153,7 @@ fn is_media(path: &str) -> bool {
     if path.starts_with("/api/stream/")
         || path.starts_with("/api/timeshift/")
         || path.starts_with("/proxy/")
+        || path.starts_with("/packaged/")
         || path.starts_with("/live/")
     {
         return true;
@@ -414,6 +415,7 @@ mod tests {
             "/api/stream/bbc.m3u8",
             "/api/timeshift/bbc.ts",
             "/proxy/a/b/c.ts",
+            "/packaged/t/5.ts",
             "/live/u/p/5.ts",
             "/auto/v5",
             "/tuners/2/auto/v5",

@@ -17,6 +17,7 @@ use super::{base_url, AppState};
 use crate::cache;
 use crate::http::error::{AppError, ErrorBody};
 use crate::proxy::Kind;
+use crate::streams::packaged::{self, PackageError};
 use crate::streams::{session, Engine, Opened, Served};
 
 pub fn routes() -> Router<AppState> {
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/proxy/{token}/{item}/{name}", get(proxy))
         .route("/proxy/{a}", get(malformed_link))
         .route("/proxy/{a}/{b}", get(malformed_link_2))
+        .route("/packaged/{token}/{file}", get(packaged_segment))
 }
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -32,7 +34,13 @@ const M3U8: &str = "application/vnd.apple.mpegurl";
 /// The streams' operations, for `/api/openapi.json` (`super::openapi`).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(channel_stream, proxy, malformed_link, malformed_link_2),
+    paths(
+        channel_stream,
+        proxy,
+        malformed_link,
+        malformed_link_2,
+        packaged_segment
+    ),
     components(schemas(ErrorBody))
 )]
 pub(crate) struct Doc;
@@ -45,8 +53,10 @@ struct StreamQuery {
 }
 
 /// A channel's stream: `{id}.m3u8` is its upstream HLS playlist with every URI a
-/// sealed `/proxy/...` link (a direct media URL redirects to one); `{id}.ts` is the
-/// channel's shared continuous MPEG-TS session. Sources are tried in priority order.
+/// sealed `/proxy/...` link (a direct MPEG-TS stream: a live playlist of segments
+/// cut from its `.ts` session, `/packaged/...` links; other direct media redirects
+/// to its link); `{id}.ts` is the channel's shared continuous MPEG-TS session.
+/// Sources are tried in priority order.
 #[utoipa::path(
     get,
     path = "/api/stream/{file}",
@@ -60,7 +70,7 @@ struct StreamQuery {
             (String = "application/vnd.apple.mpegurl"),
             (Vec<u8> = "video/mp2t")
         )),
-        (status = 307, description = "The stream is a direct media file: its sealed proxy link",
+        (status = 307, description = "The stream is a direct media file that is not MPEG-TS: its sealed proxy link",
             headers(("location" = String, description = "The /proxy/... link"))),
         (status = 400, description = "The id names another service than `service`", body = ErrorBody),
         (status = 404, description = "Unknown channel or service, no enabled source, or not .m3u8/.ts", body = ErrorBody),
@@ -107,6 +117,18 @@ pub(super) async fn open_stream(
         return ts_stream(s, id, q.service.as_deref()).await;
     }
     let base = base_url(&s.config, headers);
+    let link = packaged_link(s, &base);
+    // A player reloading a playlist cut from a plain MPEG-TS stream: from memory.
+    if let Some(body) = s
+        .sessions
+        .packaged
+        .live_playlist(id, q.service.as_deref(), &link)
+    {
+        if let Some(peer) = client {
+            s.sessions.hls.seen(id, peer.ip());
+        }
+        return Ok(playlist_response(body));
+    }
     match Engine::of(s)
         .open_playlist(id, q.service.as_deref(), &base, client.map(|c| c.ip()))
         .await?
@@ -117,8 +139,78 @@ pub(super) async fn open_stream(
             }
             Ok(playlist_response(body))
         }
-        Opened::Media { link } => Ok(Redirect::temporary(&link).into_response()),
+        Opened::Media { link: media } => {
+            // A live playlist cut from the channel's `.ts` session (`streams::packaged`).
+            let packaged = s
+                .sessions
+                .packaged
+                .playlist(&s.sessions, &Engine::of(s), id, q.service.as_deref(), &link)
+                .await;
+            match packaged {
+                Ok(body) => {
+                    if let Some(peer) = client {
+                        s.sessions.hls.seen(id, peer.ip());
+                    }
+                    Ok(playlist_response(body))
+                }
+                Err(PackageError::NotTs) => Ok(Redirect::temporary(&media).into_response()),
+                Err(PackageError::Stream(e)) => Err(e.into()),
+            }
+        }
     }
+}
+
+/// The URL of segment `n` of packager `key`: a sealed `/packaged/...` link under `base`.
+fn packaged_link<'a>(s: &'a AppState, base: &'a str) -> impl Fn(&str, u64) -> String + 'a {
+    let ttl = s.config.server.link_ttl;
+    let now = std::time::SystemTime::now();
+    move |key, n| {
+        format!(
+            "{base}/packaged/{}/{n}.ts",
+            packaged::seal_key(&s.signer, key, now, ttl)
+        )
+    }
+}
+
+/// A segment of a live playlist cut from a channel's MPEG-TS stream (see
+/// `/api/stream/{file}`): served from memory while it is in the playlist's window.
+#[utoipa::path(
+    get,
+    path = "/packaged/{token}/{file}",
+    tag = "streams",
+    params(
+        ("token" = String, Path, description = "The sealed channel the playlist was cut from"),
+        ("file" = String, Path, description = "`{n}.ts`: the segment's media sequence number")
+    ),
+    responses(
+        (status = 200, description = "The segment", body = Vec<u8>, content_type = "video/mp2t"),
+        (status = 403, description = "Tampered or expired link", body = ErrorBody),
+        (status = 404, description = "The segment left the playlist's window, or nobody plays the channel any more", body = ErrorBody)
+    )
+)]
+async fn packaged_segment(
+    State(s): State<AppState>,
+    Path((token, file)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let key = packaged::open_key(&s.signer, &token, std::time::SystemTime::now())?;
+    let n = file
+        .strip_suffix(".ts")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| AppError::NotFound(format!("`{file}`: a segment is `{{n}}.ts`")))?;
+    let bytes = s.sessions.packaged.segment(&key, n).ok_or_else(|| {
+        AppError::NotFound(format!(
+            "segment {n} is no longer (or not yet) in the channel's playlist: reload it"
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t")),
+            (header::CACHE_CONTROL, s.media.segment_cache_control()),
+        ],
+        PASSIVE,
+        bytes,
+    )
+        .into_response())
 }
 
 /// `{id}.ts` (true) or `{id}.m3u8` (false); anything else is no stream (404).

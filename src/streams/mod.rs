@@ -18,6 +18,7 @@ pub mod failover;
 mod link;
 pub mod media;
 mod open;
+pub mod packaged;
 mod segment;
 pub mod session;
 mod test;

@@ -57,7 +57,7 @@ type Ready = Option<Result<(), StreamError>>;
 /// How long a `.ts` viewer waits for the session's first bytes before it is answered
 /// 504 (a hanging segment fails over after `segment_timeout`; this bounds a source that
 /// answers but never sends any).
-const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
+pub(super) const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
 
 struct Session {
     tx: broadcast::Sender<Bytes>,
@@ -87,6 +87,24 @@ impl Joined {
             "video/MP2T"
         }
     }
+
+    /// The stream is fragmented MP4, not MPEG-TS.
+    pub fn is_mp4(&self) -> bool {
+        self.mp4
+    }
+
+    /// The next chunk (the init section first, if any); `Err(n)` when this reader fell
+    /// behind and `n` chunks were skipped; `None` once the session ended.
+    pub async fn next(&mut self) -> Option<Result<Bytes, u64>> {
+        if let Some(init) = self.init.take() {
+            return Some(Ok(init));
+        }
+        match self.rx.recv().await {
+            Ok(chunk) => Some(Ok(chunk)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
 }
 
 /// The running sessions, by channel (and service filter), and the HLS players seen
@@ -95,11 +113,13 @@ impl Joined {
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     pub hls: HlsViewers,
+    /// HLS cut from sessions of channels whose source is plain MPEG-TS.
+    pub packaged: super::packaged::Packagers,
 }
 
 /// How long an HLS player counts as watching after its last playlist fetch. Players
 /// reload a live media playlist about every target duration (2 to 10 s).
-const HLS_IDLE: Duration = Duration::from_secs(30);
+pub(super) const HLS_IDLE: Duration = Duration::from_secs(30);
 
 /// HLS players watching, by channel. An HLS viewer holds no connection: one counts
 /// (once per client address) while it keeps fetching the channel's playlists, and
@@ -144,7 +164,7 @@ impl Sessions {
         id: &str,
         only: Option<&str>,
     ) -> Result<Joined, StreamError> {
-        let key = format!("{id}\n{}", only.unwrap_or_default());
+        let key = super::packaged::session_key(id, only);
         let (rx, init, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
@@ -218,10 +238,14 @@ impl Sessions {
     /// channel pinned to different services add up), plus the HLS players seen lately.
     pub fn viewers(&self) -> HashMap<String, usize> {
         let mut out = self.hls.counts();
+        // A packager reads a session for its HLS players (counted above), not as one.
+        let packagers = self.packaged.keys();
         let map = self.map.lock().expect("sessions lock is never poisoned");
         for (key, session) in map.iter() {
             let id = key.split_once('\n').map_or(key.as_str(), |(id, _)| id);
-            *out.entry(id.to_string()).or_default() += session.tx.receiver_count();
+            let readers = session.tx.receiver_count();
+            let viewers = readers.saturating_sub(usize::from(packagers.contains(key)));
+            *out.entry(id.to_string()).or_default() += viewers;
         }
         out
     }

@@ -617,6 +617,66 @@ pub fn playlist_uris(body: &str) -> Vec<String> {
     out
 }
 
+/// `seconds` of real MPEG-TS (H.264 with a key frame every second, AAC), made by
+/// ffmpeg, which must be on PATH.
+pub fn mpeg_ts_clip(seconds: u32) -> Arc<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new("ffmpeg")
+        .current_dir(dir.path())
+        .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=160x90:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "clip.ts",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the test clip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Arc::new(std::fs::read(dir.path().join("clip.ts")).expect("the clip"))
+}
+
+/// A route sending `file` as a live MPEG-TS encoder would: an 80th of it every 100 ms
+/// (an 8 s clip in real time, a 16 s one at twice real time), once, or over and over
+/// when `looped` (an endless stream).
+pub fn paced_mpeg_ts(file: Arc<Vec<u8>>, looped: bool) -> MethodRouter {
+    get(move || {
+        let file = file.clone();
+        async move {
+            let step = (file.len() / 80).max(188);
+            let chunks = futures::stream::unfold(0usize, move |mut at| {
+                let file = file.clone();
+                async move {
+                    if at >= file.len() {
+                        if !looped {
+                            return None;
+                        }
+                        at = 0;
+                    }
+                    if at > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let end = (at + step).min(file.len());
+                    let chunk = bytes::Bytes::copy_from_slice(&file[at..end]);
+                    Some((Ok::<_, std::convert::Infallible>(chunk), end))
+                }
+            });
+            respond(200, "video/mp2t", Body::from_stream(chunks))
+        }
+    })
+}
+
 /// A body the fake answers with `status`, for custom handlers.
 pub fn respond(status: u16, content_type: &'static str, body: impl Into<Body>) -> Response {
     Response::builder()

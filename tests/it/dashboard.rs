@@ -946,6 +946,62 @@ async fn failover(app: &TestApp, down: &AtomicBool, c: &Client) {
     eprintln!("failover shown: {}", after["history"]);
 }
 
+/// f. a channel whose source is one endless MPEG-TS stream (no HLS upstream) plays in
+/// the page's hls.js: its `.m3u8` is a live playlist cut from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_plays_a_plain_mpeg_ts_channel_in_headless_chromium() {
+    let clip = crate::common::mpeg_ts_clip(8);
+    let origin = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1,Plain TS\n{}\n",
+        origin.url("/tv/live.ts")
+    );
+    let origin = origin
+        .text("/list.m3u", M3U_TYPE, list)
+        .route("/tv/live.ts", crate::common::paced_mpeg_ts(clip, true))
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        origin.url("/list.m3u")
+    ))
+    .await;
+    let driver = Driver::start().await;
+    let browser = driver.player_session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, async {
+        let id = app.channel_id("Plain TS").await;
+        browser.goto(&app.url("/")).await.expect("load /");
+        record_player_log(&browser).await;
+        click_play(&browser, &id).await;
+        let started = wait_player(&browser, "the TS channel playing", |s| {
+            s["state"] == "playing" && s["time"].as_f64().unwrap_or(0.0) > 0.5
+        })
+        .await;
+        let t0 = started["time"].as_f64().unwrap();
+        // Past the first segment (about 4 s): the playlist was reloaded and the next
+        // segment cut and played.
+        let playing = wait_player(&browser, "currentTime advancing by 5 s", |s| {
+            s["time"].as_f64().unwrap_or(0.0) > t0 + 5.0
+        })
+        .await;
+        assert_eq!(playing["error"], Value::Null, "{playing:#}");
+        assert_eq!(playing["class"], "ok", "{playing:#}");
+        let log = playing["history"].to_string();
+        assert!(log.contains(&format!("hls.js {HLS_JS_VERSION}")), "{log}");
+        assert!(
+            playing["fragments"].as_u64().unwrap_or(0) >= 2,
+            "{playing:#}"
+        );
+        eprintln!(
+            "hls.js played the plain TS channel to {} s; log {log}",
+            playing["time"]
+        );
+    })
+    .await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the plain MPEG-TS player test");
+}
+
 async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     // The lineup the page must show, from the API.
     let channels = wait_for!("the lineup of Demo + Origin (6 channels)", {

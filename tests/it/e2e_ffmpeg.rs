@@ -21,10 +21,16 @@ const REFERER: &str = "http://player.example/embed/42";
 
 /// Decodes up to 3 s of video from `url` with ffmpeg; returns the frames decoded.
 async fn decoded_video_frames(url: &str) -> u64 {
+    decoded_frames_of(url, 3).await
+}
+
+/// Decodes up to `seconds` of video from `url` with ffmpeg; returns the frames decoded.
+async fn decoded_frames_of(url: &str, seconds: u32) -> u64 {
+    let seconds = seconds.to_string();
     let out = run_within(
         tokio::process::Command::new("ffmpeg")
             .args(["-nostdin", "-hide_banner", "-v", "error", "-i", url])
-            .args(["-t", "3", "-map", "0:v:0", "-f", "null", "-"])
+            .args(["-t", &seconds, "-map", "0:v:0", "-f", "null", "-"])
             .args(["-progress", "pipe:1"]),
         FFMPEG_GUARD,
         "ffmpeg installed and on PATH",
@@ -473,4 +479,91 @@ url = "{}"
     // One demo segment is 2 s of video (dozens of frames).
     wait_for(at_switch + 20, "after the failover").await;
     let _ = child.kill().await;
+}
+
+/// A channel whose source is plain MPEG-TS (an Xtream panel set to TS, a `.ts` URL in
+/// a list) plays as real HLS at its `.m3u8` URL: a live playlist of segments cut at key
+/// frames from the channel's one upstream connection, which ffmpeg's HLS demuxer (the
+/// way AVPlayer, hls.js and ExoPlayer take an `.m3u8`) decodes. Its segment links are
+/// sealed like every other link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mpeg_ts_channel_plays_as_hls() {
+    // 16 s, sent at twice real time.
+    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(16), false);
+    let origin = FakeUpstream::bind()
+        .await
+        .route("/tv/live.ts", paced)
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Plain TS\n{}\n",
+                origin.url("/tv/live.ts")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Plain\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Plain TS").await;
+    let url = app.url(&format!("/api/stream/{id}.m3u8"));
+
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/vnd.apple.mpegurl"));
+    let playlist = resp.text().await.unwrap();
+    assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:"), "{playlist}");
+    let links: Vec<&str> = playlist.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!links.is_empty(), "{playlist}");
+    for l in &links {
+        assert!(
+            l.starts_with(&format!("{}/packaged/", app.base)),
+            "{playlist}"
+        );
+        assert!(
+            !l.contains("live.ts") && !l.contains(&origin.base()),
+            "{playlist}"
+        );
+    }
+
+    // A segment alone is decodable MPEG-TS: it starts with the programme tables.
+    let segment = app.get(links[0]).await;
+    assert_eq!(segment.status(), 200);
+    assert_eq!(segment.headers()["content-type"], "video/mp2t");
+    let bytes = segment.bytes().await.unwrap();
+    assert_eq!(bytes.len() % 188, 0);
+    assert_eq!(
+        (bytes[0], bytes[1] & 0x1F, bytes[2]),
+        (0x47, 0, 0),
+        "PAT first"
+    );
+
+    // Tampered, and a number outside the window: refused, as JSON.
+    let (head, tail) = links[0].rsplit_once('/').unwrap();
+    let token = head.rsplit_once('/').unwrap().1;
+    let mut forged = token.to_string().into_bytes();
+    forged[5] = if forged[5] == b'A' { b'B' } else { b'A' };
+    let forged = head.replace(token, std::str::from_utf8(&forged).unwrap());
+    crate::common::assert_api_error(app.get(&format!("{forged}/{tail}")).await, 403).await;
+    crate::common::assert_api_error(app.get(&format!("{head}/1.ts")).await, 404).await;
+
+    // 10 s of a stream that arrives at twice real time: ffmpeg reloads the playlist
+    // as new segments are cut, and decodes across them.
+    let frames = decoded_frames_of(&url, 10).await;
+    assert!(
+        frames >= 240,
+        "ffmpeg decoded only {frames} frames of the packaged HLS"
+    );
+    // The first look that told it is media, then one connection for the playlist's
+    // player and the direct fetches alike.
+    assert_eq!(origin.hits("/tv/live.ts"), 2, "{:?}", origin.paths());
 }

@@ -1214,27 +1214,41 @@ async fn the_panel_calls_also_take_a_posted_form() {
     assert_api_error(resp, 413).await;
 }
 
+/// A channel whose source is plain MPEG-TS: its `.m3u8` is a live HLS playlist cut
+/// from the stream (players that take `.m3u8` as HLS only can play it), counted as an
+/// HLS player of the account while it polls. A direct stream that is not MPEG-TS
+/// cannot be cut: an account's `.m3u8` is the stream itself, counted as a `.ts`
+/// connection while it plays (a redirect would play uncounted once the player stopped
+/// polling); without an account it redirects to the stream's sealed link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_m3u8_of_a_direct_ts_channel_is_served_and_counted_as_ts() {
+async fn an_m3u8_of_a_direct_stream_is_hls_when_it_is_mpeg_ts_else_the_stream_counted_as_ts() {
     let fake = FakeUpstream::bind().await;
     let base = fake.base();
-    let list = format!("#EXTM3U\n#EXTINF:-1 group-title=\"News\",Direct TV\n{base}/direct.ts\n");
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 group-title=\"News\",Direct TV\n{base}/direct.ts\n\
+         #EXTINF:-1 group-title=\"News\",Direct Other\n{base}/direct.bin\n"
+    );
     let up = fake
         .text("/list.m3u", M3U_TYPE, list)
         .route(
             "/direct.ts",
+            crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(8), true),
+        )
+        .route(
+            "/direct.bin",
             axum::routing::get(|| async {
-                // An endless MPEG-TS stream, a packet burst every 50 ms.
-                let packets = futures::stream::unfold((), |()| async {
+                // An endless stream of something else, a burst every 50 ms.
+                let chunks = futures::stream::unfold(0u32, |i| async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    let bytes: Vec<u8> = (0..188 * 40u32).map(|b| ((i + b) % 253) as u8).collect();
                     Some((
-                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(vec![0x47; 188 * 7])),
-                        (),
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes)),
+                        i + 1,
                     ))
                 });
                 (
                     [("content-type", "video/mp2t")],
-                    axum::body::Body::from_stream(packets),
+                    axum::body::Body::from_stream(chunks),
                 )
             }),
         )
@@ -1242,24 +1256,62 @@ async fn an_m3u8_of_a_direct_ts_channel_is_served_and_counted_as_ts() {
     let config = format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
          [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n\n\
-         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 1\n",
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 1\n\n\
+         [[users]]\nname = \"bob\"\npassword = \"bob-pw\"\nmax_connections = 1\n",
         up.base()
     );
     let app = TestApp::spawn(&config).await;
-    let n = number_of(&app, "Direct TV").await;
-    // Without an account, the channel's .m3u8 is a redirect to its sealed link.
-    let plain = reqwest::Client::builder()
+    let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
+        .unwrap();
+
+    // MPEG-TS: HLS, for an account and without one.
+    let n = number_of(&app, "Direct TV").await;
+    let playlist = app
+        .get_text_ok(&format!("/live/alice/alice-pw/{n}.m3u8"))
+        .await;
+    let segments: Vec<&str> = playlist.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(playlist.contains("#EXTINF:"), "{playlist}");
+    assert!(
+        !segments.is_empty() && segments.iter().all(|l| l.contains("/packaged/")),
+        "{playlist}"
+    );
+    let segment = app.get(segments[0]).await;
+    assert_eq!(segment.status(), 200);
+    assert_eq!(segment.bytes().await.unwrap()[0], 0x47);
+    let (_, users) = app.get_json("/api/users").await;
+    let alice = users
+        .as_array()
         .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["active_cons"], 1, "{alice}");
+    assert_eq!(alice["connections"][0]["kind"], "hls", "{alice}");
+    let body = assert_api_error(
+        get_from(&app, &format!("/live/alice/alice-pw/{n}.ts"), OTHER_PLAYER).await,
+        403,
+    )
+    .await;
+    assert!(body["error"].as_str().unwrap().contains("allows 1"));
+    let plain = no_redirects
         .get(app.url("/api/stream/direct-tv.m3u8"))
         .send()
         .await
         .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.text().await.unwrap().contains("/packaged/"));
+
+    // Something else: the stream's link without an account, the stream itself with one.
+    let plain = no_redirects
+        .get(app.url("/api/stream/direct-other.m3u8"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(plain.status(), 307);
-    // An account's .m3u8 is the stream itself, counted as a .ts connection while it plays
-    // (a redirect would play uncounted once the player stopped polling).
-    let mut resp = app.get(&format!("/live/alice/alice-pw/{n}.m3u8")).await;
+    let m = number_of(&app, "Direct Other").await;
+    let mut resp = app.get(&format!("/live/bob/bob-pw/{m}.m3u8")).await;
     assert_eq!(resp.status(), 200);
     assert!(resp
         .headers()
@@ -1269,17 +1321,16 @@ async fn an_m3u8_of_a_direct_ts_channel_is_served_and_counted_as_ts() {
         .await
         .unwrap()
         .unwrap();
-    assert!(first.is_some_and(|c| c.starts_with(&[0x47])));
+    assert!(first.is_some_and(|c| !c.is_empty()));
     let (_, users) = app.get_json("/api/users").await;
-    let alice = &users[0];
-    assert_eq!(alice["active_cons"], 1, "{alice}");
-    assert_eq!(alice["connections"][0]["kind"], "ts", "{alice}");
-    let body = assert_api_error(
-        get_from(&app, &format!("/live/alice/alice-pw/{n}.ts"), OTHER_PLAYER).await,
-        403,
-    )
-    .await;
-    assert!(body["error"].as_str().unwrap().contains("allows 1"));
+    let bob = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .unwrap();
+    assert_eq!(bob["active_cons"], 1, "{bob}");
+    assert_eq!(bob["connections"][0]["kind"], "ts", "{bob}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
