@@ -3,9 +3,9 @@
 //!
 //! This module owns the messy real-world dialect: `#EXTINF` attributes whose quoted
 //! values hold commas, the request headers a channel needs (`#EXTVLCOPT`, `#KODIPROP`,
-//! Kodi `url|Referer=...` suffixes, header-like attributes), BOMs, CRLF, missing
-//! headers. It is pure: no IO, no network, no async. It is not about HLS media
-//! playlists (`#EXT-X-...`); those belong to `hls.rs`.
+//! Kodi `url|Referer=...` suffixes, header-like attributes), BOMs, CR, LF and CRLF
+//! line ends (mixed in one file), missing headers. It is pure: no IO, no network, no
+//! async. It is not about HLS media playlists (`#EXT-X-...`); those belong to `hls.rs`.
 //!
 //! Input is untrusted and never fails as a whole: a bad entry becomes a [`Warning`]
 //! naming its line, and parsing goes on. No input may panic, and the work is linear in
@@ -101,15 +101,14 @@ pub fn parse(text: &str) -> Playlist {
 #[derive(Default)]
 pub struct Reader {
     parser: Parser,
-    /// The bytes of a line whose end has not arrived yet; before the first LF, every
-    /// byte read (see `lf_seen`).
+    /// The bytes of a line whose end has not arrived yet.
     partial: Vec<u8>,
     /// Lines passed to the parser so far.
     lines: usize,
-    /// Lines end in LF (a CR before it is trimmed with the line); a list with CRs but
-    /// no LF at all was written with classic-Mac line ends, which is known only at its
-    /// end. So until the first LF everything is kept.
-    lf_seen: bool,
+    /// The last chunk ended in a CR. A line ends at CR, LF or CRLF wherever it is (lists
+    /// edited by hand mix classic-Mac, Unix and DOS ends in one file), so an LF opening
+    /// the next chunk is the rest of that CRLF, not an empty line.
+    after_cr: bool,
 }
 
 impl Reader {
@@ -121,32 +120,38 @@ impl Reader {
     /// straddle two chunks).
     pub fn push(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
-        if !self.lf_seen {
-            if !rest.contains(&b'\n') {
-                self.partial.extend_from_slice(rest);
-                return;
-            }
-            self.lf_seen = true;
+        if self.after_cr && !rest.is_empty() {
+            self.after_cr = false;
+            rest = rest.strip_prefix(b"\n").unwrap_or(rest);
         }
-        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(i) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, end) = rest.split_at(i);
             if self.partial.is_empty() {
-                self.line(&rest[..i]);
+                self.line(line);
             } else {
-                self.partial.extend_from_slice(&rest[..i]);
+                self.partial.extend_from_slice(line);
                 let line = std::mem::take(&mut self.partial);
                 self.line(&line);
                 // Keep the buffer's capacity for the next straddling line.
                 self.partial = line;
                 self.partial.clear();
             }
-            rest = &rest[i + 1..];
+            rest = match end {
+                [b'\r', b'\n', tail @ ..] => tail,
+                [b'\r'] => {
+                    self.after_cr = true;
+                    &[]
+                }
+                [_, tail @ ..] => tail,
+                [] => &[],
+            };
         }
         self.partial.extend_from_slice(rest);
     }
 
-    /// One line without its LF: UTF-8 decoded lossily (upstream bytes are untrusted; an
-    /// LF never falls inside a UTF-8 sequence, so line by line decodes as the whole
-    /// would), a leading BOM dropped.
+    /// One line without its end: UTF-8 decoded lossily (upstream bytes are untrusted; a
+    /// CR or LF never falls inside a UTF-8 sequence, so line by line decodes as the
+    /// whole would), a leading BOM dropped.
     fn line(&mut self, bytes: &[u8]) {
         let bytes = match self.lines {
             0 => bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes),
@@ -167,18 +172,11 @@ impl Reader {
         self.parser.playlist.guide_url()
     }
 
-    /// Ends the list: its last line (or, for a list without LF, all of it) is read. The
-    /// playlist holds the header, the entries not drained, and every warning.
+    /// Ends the list: its last line is read. The playlist holds the header, the entries
+    /// not drained, and every warning.
     pub fn finish(mut self) -> Playlist {
         let rest = std::mem::take(&mut self.partial);
-        if self.lf_seen {
-            self.line(&rest);
-        } else {
-            let separator = if rest.contains(&b'\r') { b'\r' } else { b'\n' };
-            for line in rest.split(|&b| b == separator) {
-                self.line(line);
-            }
-        }
+        self.line(&rest);
         self.parser.finish()
     }
 }
@@ -1192,16 +1190,51 @@ mod tests {
         assert_eq!(bonaire.map(|e| e.name.as_str()), Some("Nos TV Bonaire"));
     }
 
+    /// A list whose first entries end in CR alone and later ones in LF or CRLF (an
+    /// edited file) keeps every entry: each CR, LF or CRLF ends a line wherever it is,
+    /// and a CRLF split between two chunks is one line end, not an empty line.
+    #[test]
+    fn mixed_line_ends_keep_every_entry() {
+        let text = "#EXTM3U\r#EXTINF:-1,One\rhttp://h/1\r#EXTINF:-1,Two\rhttp://h/2\r\
+                    #EXTINF:-1,Three\nhttp://h/3\n#EXTINF:-1,Four\r\nhttp://h/4\r\n\
+                    #EXTINF:-1,Five\rhttp://h/5\n#EXTINF:-1,Six\r\nhttp://h/6";
+        let want = [
+            (2, "One", "http://h/1"),
+            (4, "Two", "http://h/2"),
+            (6, "Three", "http://h/3"),
+            (8, "Four", "http://h/4"),
+            (10, "Five", "http://h/5"),
+            (12, "Six", "http://h/6"),
+        ];
+        let entries = |playlist: &Playlist| {
+            assert_eq!(playlist.warnings, vec![]);
+            playlist
+                .entries
+                .iter()
+                .map(|e| (e.line, e.name.clone(), e.url.clone()))
+                .collect::<Vec<_>>()
+        };
+        let want: Vec<_> = want
+            .iter()
+            .map(|&(line, name, url)| (line, name.to_string(), url.to_string()))
+            .collect();
+        assert_eq!(entries(&parse(text)), want);
+        for size in 1..text.len() {
+            assert_eq!(
+                entries(&read_chunked(text.as_bytes(), size)),
+                want,
+                "by {size}"
+            );
+        }
+    }
+
     /// The whole-text parse the reader replaced: the oracle chunked reading must match.
+    /// CR, LF and CRLF each end a line.
     fn parse_whole(text: &str) -> Playlist {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let separator = if !text.contains('\n') && text.contains('\r') {
-            '\r'
-        } else {
-            '\n'
-        };
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
         let mut parser = Parser::default();
-        for (index, line) in text.split(separator).enumerate() {
+        for (index, line) in text.split('\n').enumerate() {
             parser.line(index + 1, line);
         }
         parser.finish()
@@ -1226,6 +1259,7 @@ mod tests {
         let inputs = [
             "\u{feff}#EXTM3U url-tvg=\"http://g/x.xml\"\r\n#EXTINF:-1 tvg-id=\"A.a\" group-title=\"Né,ws\",Chaîne \u{1F600}\r\n#EXTVLCOPT:http-referrer=http://r/\r\nhttp://h/1.m3u8|User-Agent=UA\r\n\r\n#EXTINF:-1,Two\r\nhttp://h/2\r\n#EXTINF:-1,Lost\r\n",
             "#EXTM3U\r#EXTINF:-1,Mac\rhttp://h/mac\r#EXTINF:-1,Mac 2\rhttp://h/mac2",
+            "#EXTM3U\r#EXTINF:-1,Mac\rhttp://h/mac\r\r\n#EXTINF:-1,Dos\r\nhttp://h/dos\n\r#EXTINF:-1,Unix\nhttp://h/unix\r",
             "#EXTINF:-1,No header\nhttp://h/x\nhttp://orphan\n#EXTGRP:G\n#EXTINF:-1,Grouped\nhttp://h/g",
             "",
             "\n\n",
