@@ -54,7 +54,7 @@ use async_compression::tokio::bufread::GzipDecoder;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::Serialize;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
 use crate::config::{ExtraGuideConfig, GuideConfig};
@@ -1772,9 +1772,52 @@ async fn decompress(
     if head.starts_with(&[0x1f, 0x8b]) {
         let mut decoder = GzipDecoder::new(raw);
         decoder.multiple_members(true);
-        Ok(Box::new(BufReader::new(MarkupGap::new(decoder.take(max)))))
+        let capped = Capped::new(decoder, max, true);
+        Ok(Box::new(BufReader::new(MarkupGap::new(capped))))
     } else {
-        Ok(Box::new(BufReader::new(MarkupGap::new(raw.take(max)))))
+        let capped = Capped::new(raw, max, false);
+        Ok(Box::new(BufReader::new(MarkupGap::new(capped))))
+    }
+}
+
+/// Fails a guide read past `cap` bytes with [`xmltv::TooLarge`]. A plain `take` would
+/// end the guide there instead, and the read would blame the XML cut in the middle
+/// (`tag not closed`, `ended early`) rather than the cap the admin can raise.
+struct Capped<R> {
+    inner: R,
+    /// What the read says when the cap is hit.
+    cap: xmltv::TooLarge,
+    /// Bytes read so far.
+    read: u64,
+}
+
+impl<R> Capped<R> {
+    fn new(inner: R, cap: u64, decompressed: bool) -> Self {
+        Self {
+            inner,
+            cap: xmltv::TooLarge { cap, decompressed },
+            read: 0,
+        }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Capped<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            self.read += (buf.filled().len() - before) as u64;
+            if self.read > self.cap.cap {
+                // An error read nothing (the `AsyncRead` contract).
+                buf.set_filled(before);
+                return std::task::Poll::Ready(Err(std::io::Error::other(self.cap)));
+            }
+        }
+        polled
     }
 }
 
@@ -2014,6 +2057,7 @@ impl ChannelMap for Mapping<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_derived_form_of_the_guide_is_made_once_per_key() {
@@ -2049,6 +2093,72 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(guide.derived("three".into(), make("x")).await.unwrap(), "3");
         assert_eq!(made.load(Ordering::SeqCst), 3);
+    }
+
+    /// Maps no guide channel: the read only walks the XML.
+    struct NoChannels;
+    impl ChannelMap for NoChannels {
+        fn map(&self, _: &str, _: &[String]) -> Option<(String, Match)> {
+            None
+        }
+    }
+
+    /// A guide of `xml` read through `open` with a cap of `max` bytes.
+    async fn read_capped(xml: Vec<u8>, max: u64) -> Result<ServiceGuide, String> {
+        let source = GuideSource::Inline {
+            shown: "test".into(),
+            xml: Bytes::from(xml),
+        };
+        let reader = open(source, max, |_| async {
+            unreachable!("an inline guide is not fetched")
+        })
+        .await?;
+        xmltv::read(reader, &NoChannels, 0, i64::MAX)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A guide larger than its cap (`max_bytes`, or `GUIDE_MAX_BYTES`) is reported as
+    /// that, plain or gzipped, wherever the cap falls (inside a tag, between
+    /// programmes): not as the broken XML the cut would make of it.
+    #[tokio::test]
+    async fn a_guide_over_its_cap_says_so() {
+        let mut xml =
+            String::from("<tv><channel id=\"a\"><display-name>A</display-name></channel>");
+        // Larger than the readers' buffers: the cap is hit at the first read or later.
+        for i in 0..2_000 {
+            xml.push_str(&format!(
+                "<programme start=\"20261124{:02}0000\" channel=\"a\"><title>T{i}</title></programme>",
+                i % 24
+            ));
+        }
+        xml.push_str("</tv>");
+        let plain = xml.into_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).expect("writing to a Vec");
+        let gzipped = gz.finish().expect("writing to a Vec");
+        // Decoded as it is read (another encoding than UTF-8): the cap still says so.
+        let mut latin1 = b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n".to_vec();
+        latin1.extend_from_slice(&plain);
+        for (body, len, unpacked) in [
+            (&plain, plain.len() as u64, ""),
+            (&gzipped, plain.len() as u64, " once decompressed"),
+            (&latin1, latin1.len() as u64, ""),
+        ] {
+            // Exactly the cap: read whole.
+            assert!(read_capped(body.clone(), len).await.is_ok());
+            for cap in [len - 1, len - 6, len / 2, 70, 10] {
+                let err = read_capped(body.clone(), cap).await.unwrap_err();
+                assert_eq!(
+                    err,
+                    format!("the guide is larger than the cap of {cap} bytes{unpacked}")
+                );
+                assert!(
+                    !err.contains("XMLTV") && !err.contains("truncated"),
+                    "{err}"
+                );
+            }
+        }
     }
 
     async fn read_all(data: Vec<u8>) -> std::io::Result<usize> {

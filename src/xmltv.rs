@@ -409,6 +409,29 @@ pub enum XmltvError {
     NotTv(String),
     #[error("the guide ended early (truncated?) inside <{0}>")]
     Truncated(String),
+    /// The reader stopped the guide at its size cap: said as such, not as the broken
+    /// XML the cut leaves (a tag not closed, an element not ended).
+    #[error("{0}")]
+    TooLarge(TooLarge),
+}
+
+/// Raised inside an `io::Error` by a reader that stops a guide at a size cap
+/// (`guide::open`), so that the read reports the cap ([`XmltvError::TooLarge`]).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error(
+    "the guide is larger than the cap of {cap} bytes{}",
+    if *.decompressed { " once decompressed" } else { "" }
+)]
+pub struct TooLarge {
+    /// The cap, in bytes read (decompressed ones for a gzipped guide).
+    pub cap: u64,
+    /// The guide was gzipped: its cap counts what it unpacks to.
+    pub decompressed: bool,
+}
+
+/// The cap a reader's error says the guide hit, if that is what it is.
+fn too_large(e: &std::io::Error) -> Option<TooLarge> {
+    e.get_ref()?.downcast_ref::<TooLarge>().copied()
 }
 
 /// A byte source decoded to UTF-8 as it is read.
@@ -499,9 +522,10 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
     not_after: i64,
     budget: usize,
 ) -> Result<ServiceGuide, XmltvError> {
-    let source = as_utf8(source)
-        .await
-        .map_err(|e| XmltvError::Malformed(format!("cannot read: {e}")))?;
+    let source = as_utf8(source).await.map_err(|e| match too_large(&e) {
+        Some(cap) => XmltvError::TooLarge(cap),
+        None => XmltvError::Malformed(format!("cannot read: {e}")),
+    })?;
     let mut reader = Reader::from_reader(source);
     reader.config_mut().trim_text(false);
     // The reader keeps the name of every open element (to check its end: a guide with
@@ -666,6 +690,11 @@ fn deep_enough<R>(reader: &Reader<R>, depth: usize) -> Result<(), XmltvError> {
 }
 
 fn malformed<R>(reader: &Reader<R>, e: quick_xml::Error) -> XmltvError {
+    if let quick_xml::Error::Io(io) = &e {
+        if let Some(cap) = too_large(io) {
+            return XmltvError::TooLarge(cap);
+        }
+    }
     XmltvError::Malformed(format!("{e} (near byte {})", reader.buffer_position()))
 }
 
