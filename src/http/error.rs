@@ -38,7 +38,8 @@ pub struct ErrorBody {
     /// What went wrong, in words (URLs without queries or credentials).
     pub error: String,
     /// `null`, or for a 502/504 from a stream open, every source tried: a list of
-    /// `{"service", "channel_id", "error"}`.
+    /// `{"service", "channel_id", "error"}`; from a `/proxy/` link, its one upstream
+    /// try in the same form.
     #[schema(value_type = Option<Vec<Attempt>>, required = true)]
     pub detail: serde_json::Value,
 }
@@ -86,6 +87,18 @@ pub enum AppError {
     InvalidConfig(crate::config::ConfigError),
     #[error("upstream failed: {0}")]
     Upstream(#[from] UpstreamError),
+    /// A `/proxy/` link's one upstream request failed (a link is served from its own
+    /// source only). Answered as `Upstream`, with the try in `detail` as a stream open
+    /// lists its sources: without it a client saw `"detail": null` there only.
+    #[error("upstream failed: {error}")]
+    LinkFailed {
+        error: UpstreamError,
+        /// The link's service.
+        service: String,
+        /// The lineup channel the link was handed out for, else (a title's link) its
+        /// redacted upstream URL, as a title's sources are listed.
+        channel_id: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -117,8 +130,10 @@ impl AppError {
                 StatusCode::NOT_FOUND
             }
             Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
-            Self::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Upstream(e) | Self::LinkFailed { error: e, .. } if e.is_timeout() => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::Upstream(_) | Self::LinkFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +141,17 @@ impl AppError {
     fn detail(&self) -> serde_json::Value {
         match self {
             Self::AllSourcesFailed { tried, .. } => json!(tried),
+            Self::LinkFailed {
+                error,
+                service,
+                channel_id,
+            } => json!([Attempt {
+                service: service.clone(),
+                channel_id: channel_id.clone(),
+                error: error.to_string(),
+                timeout: error.is_timeout(),
+                unlisted: false,
+            }]),
             // One line per problem, exactly as `freesky check` prints them.
             Self::InvalidConfig(e) => json!(e.to_string().lines().collect::<Vec<_>>()),
             _ => serde_json::Value::Null,

@@ -18,7 +18,7 @@ use crate::cache;
 use crate::http::error::{AppError, ErrorBody};
 use crate::proxy::Kind;
 use crate::streams::packaged::{self, PackageError};
-use crate::streams::{session, Engine, Opened, Served};
+use crate::streams::{session, Engine, Opened, Served, StreamError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -332,8 +332,8 @@ async fn malformed_link_2() -> AppError {
         (status = 403, description = "Tampered, mixed or expired link", body = ErrorBody),
         (status = 404, description = "The link's service is unknown or disabled", body = ErrorBody),
         (status = 416, description = "The range is outside the segment"),
-        (status = 502, description = "The upstream failed (for a stream open: every source; `detail` lists each)", body = ErrorBody),
-        (status = 504, description = "The upstream timed out (for a stream open: every source did)", body = ErrorBody)
+        (status = 502, description = "The upstream failed (for a segment, key, map or media link, `detail` lists its one try; for a playlist that failed over, each source tried)", body = ErrorBody),
+        (status = 504, description = "The upstream timed out (`detail` as for 502)", body = ErrorBody)
     )
 )]
 async fn proxy(
@@ -388,7 +388,25 @@ async fn proxy(
     }
     let base = base_url(&s.config, &req_headers);
     let range = request_range(&req_headers);
-    let mut served = engine.serve_link(link, range, &base).await?;
+    // A segment, key, map or media link asks its own service's upstream once: its
+    // failure is that one try, listed in `detail`. (A playlist link may have failed
+    // over to another source: its errors say so themselves.)
+    let service = link.target.service.clone();
+    let channel_id = match link.target.channel.as_str() {
+        "" => crate::error::redact(&link.url),
+        channel => channel.to_string(),
+    };
+    let mut served = engine
+        .serve_link(link, range, &base)
+        .await
+        .map_err(|e| match e {
+            StreamError::Upstream(error) if kind != Kind::Playlist => AppError::LinkFailed {
+                error,
+                service,
+                channel_id,
+            },
+            e => e.into(),
+        })?;
     // A tagged link's playlist that is read once (a title's or an archive's, ended):
     // its links carry the tag on, so its segment fetches keep the account counted
     // and end once it may no longer watch. A live playlist's segments stay shared.

@@ -457,6 +457,54 @@ async fn bad_proxy_links_are_refused_without_any_upstream_request() {
     assert_eq!(origin.requests().len(), before, "{:?}", origin.paths());
 }
 
+/// A key, map or segment link whose upstream fails answers, as a stream open does, with
+/// the try in `detail`: the service, the channel and the upstream's answer (redacted:
+/// no query). A timeout is a 504.
+#[tokio::test]
+async fn a_failing_key_map_or_segment_link_says_why_in_detail() {
+    let media = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"k.bin?token=SECRET\"\n\
+#EXT-X-MAP:URI=\"init.mp4\"\n\
+#EXTINF:2.0,\nseg0.m4s\n#EXTINF:2.0,\nslow.m4s\n#EXT-X-ENDLIST\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/x/index.m3u8", HLS_TYPE, media)
+        .status("/x/k.bin", 403)
+        .status("/x/init.mp4", 404)
+        .status("/x/seg0.m4s", 500)
+        .hang("/x/slow.m4s")
+        .start();
+    let (app, _list) = app_for(
+        &origin,
+        "/x/index.m3u8",
+        "[cache]\nsegment_timeout = \"1s\"\n",
+    )
+    .await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let links = assert_all_proxied(&app, &playlist);
+    assert_eq!(links.len(), 4, "{playlist}");
+    for (link, status, says) in [
+        (&links[0], 502, "HTTP 403 from "),
+        (&links[1], 502, "HTTP 404 from "),
+        (&links[2], 502, "HTTP 500 from "),
+        (&links[3], 504, "timed out after 1s"),
+    ] {
+        let body = assert_api_error(app.get(link).await, status).await;
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body:#}");
+        let tried = body["detail"]
+            .as_array()
+            .unwrap_or_else(|| panic!("detail lists the try: {body:#}"));
+        assert_eq!(tried.len(), 1, "{body:#}");
+        assert_eq!(tried[0]["service"], "Origin", "{body:#}");
+        assert_eq!(tried[0]["channel_id"], id.as_str(), "{body:#}");
+        let why = tried[0]["error"].as_str().unwrap_or_default();
+        assert!(why.contains(says), "{body:#}");
+        assert!(!body.to_string().contains("SECRET"), "{body:#}");
+    }
+}
+
 /// An origin that honours `Range: bytes=a-b` (only that form, enough here).
 fn ranged_origin(h: &axum::http::HeaderMap, all: &[u8]) -> axum::response::Response {
     let range = h
