@@ -202,9 +202,25 @@ impl<'t> Parse<'t> {
             if let Some(token) = self.secret(
                 "server",
                 ("admin_token", inline),
-                ("admin_token_file", file),
+                ("admin_token_file", file.clone()),
             ) {
                 cfg.server.admin_token = token;
+                // Anyone who can read the file is the admin: said as the proxy key's
+                // loose permissions are, at the file's line (used all the same).
+                let loose = file.as_deref().and_then(|f| {
+                    crate::store::mode_of(f).and_then(|mode| {
+                        crate::store::loose_permissions_of(f, mode, 0o600, "the admin token")
+                    })
+                });
+                if let Some(message) = loose {
+                    let field = "server.admin_token_file";
+                    let line = self.line_of_field(field);
+                    self.warnings.push(Problem {
+                        line,
+                        field: field.into(),
+                        message,
+                    });
+                }
             }
         }
         self.validate(&cfg);
@@ -1879,6 +1895,41 @@ mod tests {
                 .contains("f.toml:2: server.admin_token_file: cannot read `/nonexistent/admin`"),
             "{e}"
         );
+    }
+
+    /// An admin token file that group or others can read is said, as the proxy key's
+    /// is: anyone who reads it is the admin.
+    #[cfg(unix)]
+    #[test]
+    fn an_admin_token_file_open_to_others_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("admin");
+        std::fs::write(&token, "s3cret-admin\n").unwrap();
+        let warned = |mode: u32| {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+            let text = format!(
+                "[server]\nadmin_token_file = '{}'\n\n[[services]]\nname = \"D\"\nkind = \"demo\"\n",
+                token.display()
+            );
+            let c = Config::parse(&text, "f.toml", &|_| None).unwrap();
+            assert_eq!(c.server.admin_token.expose(), "s3cret-admin");
+            c.warnings
+                .iter()
+                .map(|w| format!("{}: {}: {}", w.line, w.field, w.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(warned(0o600).is_empty());
+        assert!(warned(0o400).is_empty());
+        let t = token.display();
+        assert_eq!(
+            warned(0o644),
+            [format!(
+                "2: server.admin_token_file: {t} is open to group or others (mode 644) but holds \
+                 secrets (the admin token): run `chmod 600 {t}`"
+            )]
+        );
+        assert_eq!(warned(0o640).len(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `freesky` binary keeps its secrets private: a state dir it creates is 0700 and
-//! the proxy key it writes 0600; a state dir or key that group or others can open is
-//! used as it is, with a warning in the log naming the file and the `chmod` that fixes
-//! it.
+//! the proxy key it writes 0600; a state dir, key or admin token file that group or
+//! others can open is used as it is, with a warning in the log naming the file and the
+//! `chmod` that fixes it.
 #![cfg(unix)]
 
 use std::os::unix::fs::PermissionsExt;
@@ -12,12 +12,17 @@ use crate::common::{freesky_command, Process};
 /// Starts `freesky serve` with a demo service and `state_dir`, and returns its log
 /// lines once it serves.
 fn log_until_serving(state_dir: &Path) -> Vec<String> {
+    log_until_serving_with(state_dir, "")
+}
+
+/// `log_until_serving` with more `[server]` lines.
+fn log_until_serving_with(state_dir: &Path, server: &str) -> Vec<String> {
     let parent = state_dir.parent().expect("the state dir has a parent");
     let config = parent.join("freesky.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n{server}\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
             state_dir.display()
         ),
     )
@@ -78,4 +83,27 @@ fn a_key_and_state_dir_open_to_others_are_warned_about_not_changed() {
     assert_eq!(mode(&key), 0o644);
     assert_eq!(mode(&state), 0o755);
     assert_eq!(std::fs::read(&key).expect("key"), [7u8; 32]);
+}
+
+#[test]
+fn an_admin_token_file_open_to_others_is_warned_about_not_changed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let token = root.path().join("admin.token");
+    std::fs::write(&token, "s3cret-admin\n").expect("write token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let server = format!("admin_token_file = '{}'\n", token.display());
+
+    let log = log_until_serving_with(&root.path().join("state"), &server);
+    let all = log.join("\n");
+    assert!(
+        log.iter().any(|l| l.contains("WARN")
+            && l.contains("admin_token_file")
+            && l.contains(&format!("chmod 600 {}", token.display()))),
+        "no warning naming the admin token file:\n{all}"
+    );
+    assert!(
+        !all.contains("s3cret-admin"),
+        "the token was logged:\n{all}"
+    );
+    assert_eq!(mode(&token), 0o644);
 }
