@@ -426,18 +426,14 @@ impl ServiceHttp {
             if !resp.status().is_redirection() {
                 break resp;
             }
-            let next = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|loc| current.join(loc).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"));
-            let Some(next) = next else {
-                return Err(UpstreamError::Request {
-                    url: redact(&current),
-                    reason: format!("HTTP {} without a usable Location", resp.status().as_u16()),
-                });
-            };
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            let next =
+                redirect_target(&current, resp.status().as_u16(), location).map_err(|reason| {
+                    UpstreamError::Request {
+                        url: redact(&current),
+                        reason,
+                    }
+                })?;
             hops += 1;
             if hops > MAX_REDIRECTS {
                 return Err(UpstreamError::Request {
@@ -791,6 +787,33 @@ where
     ))
 }
 
+/// Where a redirect from `current` (answered `status`) leads, or why it is not
+/// followed: no Location that makes a URL, or one of another scheme than http(s)
+/// (`file:`, `gopher:`...), which is refused and said so by its scheme only (the rest
+/// of it is the upstream's, and may be anything).
+fn redirect_target(
+    current: &Url,
+    status: u16,
+    location: Option<&HeaderValue>,
+) -> Result<Url, String> {
+    let next = location
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| current.join(loc).ok())
+        .ok_or_else(|| format!("HTTP {status} without a usable Location"))?;
+    match next.scheme() {
+        "http" | "https" => Ok(next),
+        // A scheme is ASCII letters, digits and `+-.`, but of any length.
+        scheme => Err(format!(
+            "HTTP {status} redirect to a non-HTTP URL (`{}:`) refused: only http and https \
+             are followed",
+            match scheme.get(..16) {
+                Some(start) if scheme.len() > 16 => format!("{start}…"),
+                _ => scheme.to_string(),
+            }
+        )),
+    }
+}
+
 fn request_error(url: &Url, e: &reqwest::Error) -> UpstreamError {
     let mut src: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = src {
@@ -1125,6 +1148,33 @@ mod tests {
         assert_eq!(check("soon"), None);
         assert_eq!(check("-5"), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_redirect_is_followed_to_http_only_and_a_refusal_names_the_scheme() {
+        let current = Url::parse("http://h/live/a.m3u8").unwrap();
+        let go = |location: Option<&str>| {
+            let value = location.map(|l| HeaderValue::from_str(l).unwrap());
+            redirect_target(&current, 302, value.as_ref()).map(|u| u.to_string())
+        };
+        assert_eq!(go(Some("b.m3u8")).as_deref(), Ok("http://h/live/b.m3u8"));
+        assert_eq!(go(Some("https://o/x")).as_deref(), Ok("https://o/x"));
+        let refused = |scheme: &str| {
+            format!(
+                "HTTP 302 redirect to a non-HTTP URL (`{scheme}:`) refused: only http and https \
+                 are followed"
+            )
+        };
+        assert_eq!(go(Some("file:///etc/passwd")), Err(refused("file")));
+        assert_eq!(go(Some("GOPHER://h:70/1x")), Err(refused("gopher")));
+        let long = format!("{}:x", "s".repeat(100));
+        assert_eq!(
+            go(Some(&long)),
+            Err(refused(&format!("{}…", "s".repeat(16))))
+        );
+        let unusable = Err("HTTP 302 without a usable Location".to_string());
+        assert_eq!(go(None), unusable);
+        assert_eq!(go(Some("http://[bad")), unusable);
     }
 
     #[test]

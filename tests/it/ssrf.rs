@@ -229,6 +229,42 @@ async fn a_redirect_hop_to_a_private_host_is_refused_without_a_connection() {
     assert_eq!(other.accepted(), 0, "the redirect reached the refused host");
 }
 
+/// A redirect to a URL freesky does not fetch (`file:`, `gopher:`) is refused, and the
+/// error names its scheme: not "without a usable Location", which reads as a broken
+/// upstream. No part of the target is shown.
+#[tokio::test]
+async fn a_redirect_to_a_file_or_gopher_url_is_refused_by_its_scheme() {
+    let to = |target: &'static str| {
+        get(move || async move {
+            (axum::http::StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
+        })
+    };
+    let (app, fake, id) = app_with(media_playlist(&["/file.ts", "/gopher.ts"]), "", |f| {
+        f.route("/file.ts", to("file:///etc/passwd"))
+            .route("/gopher.ts", to("gopher://127.0.0.1:70/1secret"))
+    })
+    .await;
+    let links = segment_links(&app, &id).await;
+    for (link, scheme) in links.iter().zip(["file", "gopher"]) {
+        let resp = app.get(link).await;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(status, 502, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!(
+                "HTTP 302 redirect to a non-HTTP URL (`{scheme}:`) refused"
+            )),
+            "{error}"
+        );
+        assert!(
+            !error.contains("passwd") && !error.contains("secret"),
+            "{error}"
+        );
+    }
+    assert_eq!(fake.hits("/file.ts") + fake.hits("/gopher.ts"), 2);
+}
+
 #[tokio::test]
 async fn a_name_that_resolves_to_loopback_is_refused_after_dns() {
     // `localhost` is a name, not an address: only the resolver sees it is loopback.
