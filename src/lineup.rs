@@ -295,6 +295,46 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     merged
 }
 
+/// The channels one service now lists under another tvg-id than in its previous list
+/// `old`, as (new merge key, old merge key): the same name (normalised, once in each
+/// list) with a tvg-id in both, the old tvg-id no longer in `new` and the new one not
+/// in `old`. A provider that renames its ids (`BBCOne.uk` to `bbc-one.uk`) thus keeps
+/// the channel's identity (`Store::follow_moved_keys`); another service's channel of
+/// the same name, a swap of two ids, or a name listed twice is no move.
+pub fn moved_tvg_ids(old: &[Channel], new: &[Channel]) -> Vec<(String, String)> {
+    fn by_name(list: &[Channel]) -> (HashMap<String, Option<String>>, HashSet<String>) {
+        let mut names: HashMap<String, Option<String>> = HashMap::with_capacity(list.len());
+        let mut ids = HashSet::with_capacity(list.len());
+        for ch in list {
+            let tvg = ch.tvg_id.trim().to_lowercase();
+            if !tvg.is_empty() {
+                ids.insert(tvg.clone());
+            }
+            names
+                .entry(normalise(&ch.name))
+                .and_modify(|t| *t = None)
+                .or_insert((!tvg.is_empty()).then_some(tvg));
+        }
+        (names, ids)
+    }
+    if old.is_empty() || new.is_empty() {
+        return Vec::new();
+    }
+    let (before, before_ids) = by_name(old);
+    let (now, now_ids) = by_name(new);
+    let mut moves: Vec<(String, String)> = now
+        .iter()
+        .filter_map(|(name, tvg)| {
+            let tvg = tvg.as_ref()?;
+            let was = before.get(name)?.as_ref()?;
+            (was != tvg && !now_ids.contains(was) && !before_ids.contains(tvg))
+                .then(|| (format!("tvg:{tvg}"), format!("tvg:{was}")))
+        })
+        .collect();
+    moves.sort();
+    moves
+}
+
 /// Days of archive a service channel has (0: none).
 fn catchup_days(ch: &Channel) -> u32 {
     ch.catchup.as_ref().map_or(0, |c| c.days)
@@ -764,6 +804,51 @@ mod tests {
             url: None,
             catchup: None,
         }
+    }
+
+    #[test]
+    fn a_services_renamed_tvg_id_is_a_move_and_nothing_else_is() {
+        let list = |entries: &[(&str, &str)]| -> Vec<Channel> {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (name, tvg))| ch("S", &i.to_string(), name, tvg))
+                .collect()
+        };
+        let old = list(&[
+            ("BBC One HD", "BBCOne.uk"),
+            ("Sport", "sport.a"),
+            ("Film", "film.a"),
+            ("Swap A", "swap.a"),
+            ("Swap B", "swap.b"),
+            ("Twice", "twice.1"),
+            ("Twice", "twice.2"),
+            ("Plain", ""),
+            ("Gone", "gone.a"),
+        ]);
+        let new = list(&[
+            // Renamed (and only the case of the name changed).
+            ("BBC ONE HD", "bbc-one.uk"),
+            // Unchanged, and the same id in another case: no move.
+            ("Sport", "SPORT.A"),
+            // The new id was listed before (under another name): no move.
+            ("Film", "swap.a"),
+            // Two ids swapped: each old id is still listed.
+            ("Swap A", "swap.b"),
+            ("Swap B", "film.a"),
+            // A name listed twice: which is which is unknown.
+            ("Twice", "twice.3"),
+            ("Twice", "twice.4"),
+            // Gaining an id is the existing name-to-tvg follow, not this.
+            ("Plain", "plain.a"),
+            ("New", "new.a"),
+        ]);
+        assert_eq!(
+            moved_tvg_ids(&old, &new),
+            vec![("tvg:bbc-one.uk".to_string(), "tvg:bbcone.uk".to_string())]
+        );
+        assert!(moved_tvg_ids(&[], &new).is_empty());
+        assert!(moved_tvg_ids(&new, &new).is_empty());
     }
 
     /// The first reading of `normalise` (a regex over the folded name), which stored

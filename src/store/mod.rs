@@ -891,8 +891,17 @@ impl Store {
     ///   sources with a tvg-id were switched off), unless that slug ends in a number
     ///   (`news-2` may be the second "News" made unique, another channel).
     ///
+    /// - a `tvg:` key that a service moved a channel to from another (`moved`: new key
+    ///   -> old key, `lineup::moved_tvg_ids`, followed through later moves) takes that
+    ///   key's identity, when no `name:` key gave one.
+    ///
     /// Only an identity that no key of `keys` names, and only once.
-    pub fn follow_moved_keys(&self, keys: &mut [Wanted], name_keys: impl Fn(usize) -> Vec<String>) {
+    pub fn follow_moved_keys(
+        &self,
+        keys: &mut [Wanted],
+        name_keys: impl Fn(usize) -> Vec<String>,
+        moved: &HashMap<String, String>,
+    ) {
         let moves = {
             let m = self.mirror();
             if m.channels.is_empty() {
@@ -917,7 +926,17 @@ impl Store {
                     m.channels.contains_key(o) && !in_use.contains(o.as_str()) && !taken.contains(o)
                 };
                 let other = if key.starts_with("tvg:") {
-                    name_keys(i).into_iter().find(|o| free(o))
+                    name_keys(i).into_iter().find(|o| free(o)).or_else(|| {
+                        // A chain of renames ends at the key the store knows.
+                        let mut at = moved.get(key)?;
+                        for _ in 0..16 {
+                            if m.channels.contains_key(at) {
+                                break;
+                            }
+                            at = moved.get(at)?;
+                        }
+                        Some(at.clone()).filter(|o| free(o))
+                    })
                 } else if ends_with_number(wanted) {
                     // "news-2" may be the slug "news" got as the second "News": another
                     // channel's, not this one's.
@@ -1250,7 +1269,7 @@ mod tests {
             key("name:sport", "sport"),
             key("tvg:other.test", "other"),
         ];
-        s.follow_moved_keys(&mut keys, name_of);
+        s.follow_moved_keys(&mut keys, name_of, &HashMap::new());
         assert_eq!(keys[0].key, "name:news");
         assert_eq!(keys[1].key, "tvg:sport.test");
         assert_eq!(
@@ -1262,11 +1281,11 @@ mod tests {
 
         // An identity a current key names is not taken from it.
         let mut keys = vec![key("name:sport", "sport"), key("tvg:sport.test", "sport")];
-        s.follow_moved_keys(&mut keys, name_of);
+        s.follow_moved_keys(&mut keys, name_of, &HashMap::new());
         assert_eq!(keys[0].key, "name:sport");
         // Nor given to two keys.
         let mut keys = vec![key("name:sport", "sport"), key("name:sports", "sport")];
-        s.follow_moved_keys(&mut keys, name_of);
+        s.follow_moved_keys(&mut keys, name_of, &HashMap::new());
         assert_eq!(keys[0].key, "tvg:sport.test");
         assert_eq!(keys[1].key, "name:sports");
 
@@ -1277,14 +1296,36 @@ mod tests {
             .unwrap();
         assert_eq!(two[0].slug, "news-2");
         let mut keys = vec![key("name:news 2", "news-2")];
-        s.follow_moved_keys(&mut keys, |_| vec![]);
+        s.follow_moved_keys(&mut keys, |_| vec![], &HashMap::new());
         assert_eq!(keys[0].key, "name:news 2");
         // Any of a group's source names finds the key it had.
         let mut keys = vec![key("tvg:news.renamed", "news")];
-        s.follow_moved_keys(&mut keys, |_| {
-            vec!["name:bbc one".to_string(), "name:news".to_string()]
-        });
+        s.follow_moved_keys(
+            &mut keys,
+            |_| vec!["name:bbc one".to_string(), "name:news".to_string()],
+            &HashMap::new(),
+        );
         assert_eq!(keys[0].key, "name:news");
+        // A service's renamed tvg-id, through a chain of renames, finds the key the
+        // store knows; one whose end is unknown or in use finds nothing.
+        let moved: HashMap<String, String> = [
+            ("tvg:c", "tvg:b"),
+            ("tvg:b", "tvg:sport.test"),
+            ("tvg:x", "tvg:y"),
+            ("tvg:in-use", "tvg:sport.test"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let mut keys = vec![key("tvg:c", "sport")];
+        s.follow_moved_keys(&mut keys, |_| vec![], &moved);
+        assert_eq!(keys[0].key, "tvg:sport.test");
+        let mut keys = vec![key("tvg:x", "x")];
+        s.follow_moved_keys(&mut keys, |_| vec![], &moved);
+        assert_eq!(keys[0].key, "tvg:x");
+        let mut keys = vec![key("tvg:in-use", "n"), key("tvg:sport.test", "sport")];
+        s.follow_moved_keys(&mut keys, |_| vec![], &moved);
+        assert_eq!(keys[0].key, "tvg:in-use");
     }
 
     #[tokio::test]

@@ -910,3 +910,95 @@ async fn two_channels_never_share_a_guide_id() {
     app.restart().await;
     assert_eq!(guide_ids(app.channels().await), ids);
 }
+
+/// A provider that changes a channel's tvg-id (`BBCOne.uk` becomes `bbc-one.uk`, same
+/// name) does not give it a new number: the channel keeps its id, number and mapping,
+/// after the change and after later restarts. Another service's channel of the same
+/// name is never taken for it: switching a service off and on moves nobody.
+#[tokio::test]
+async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let list = Arc::new(Mutex::new(String::new()));
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let entry = |tvg: &str, name: &str, path: &str| {
+        format!("#EXTINF:-1 tvg-id=\"{tvg}\",{name}\n{o}/{path}.m3u8\n")
+    };
+    let a_list = |bbc_id: &str| {
+        format!(
+            "#EXTM3U\n{}{}",
+            entry(bbc_id, "BBC One", "a/bbc"),
+            entry("sport.a", "Sport", "a/sport")
+        )
+    };
+    *list.lock().unwrap() = a_list("BBCOne.uk");
+    let served = list.clone();
+    let _up = up
+        .route(
+            "/a.m3u",
+            get(move || {
+                let body = served.lock().unwrap().clone();
+                async move { body }
+            }),
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n{}", entry("sport.b", "Sport", "b/sport")),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    ))
+    .await;
+    let bbc = get_channel(&app, "bbc-one").await;
+    let number = bbc["number"].clone();
+    patch_ok(&app, "bbc-one", json!({"number": 101, "name": "My BBC"})).await;
+    let sports: Vec<(String, Value)> = {
+        let mut v: Vec<(String, Value)> = app
+            .channels()
+            .await
+            .into_iter()
+            .filter(|c| c["name"] == "Sport")
+            .map(|c| (id_of(&c), c["number"].clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(sports.len(), 2, "{sports:?}");
+    assert_ne!(number, json!(101));
+
+    // The provider renames the id; the next start reads the new list.
+    *list.lock().unwrap() = a_list("bbc-one.uk");
+    for why in ["the start that saw the new id", "a later start"] {
+        app.restart().await;
+        let channels = app.channels().await;
+        assert_eq!(channels.len(), 3, "{why}: {channels:#?}");
+        let c = get_channel(&app, "bbc-one").await;
+        assert_eq!(c["number"], 101, "{why}: {c:#}");
+        assert_eq!(c["name"], "My BBC", "{why}: {c:#}");
+        assert!(c.to_string().contains("bbc-one.uk"), "{why}: {c:#}");
+    }
+
+    // Service A off and on: B's Sport stays B's, A's comes back as it was.
+    for path in ["/api/services/A/disable", "/api/services/A/enable"] {
+        assert_eq!(app.post(path).await.status(), 200, "{path}");
+        let mut now: Vec<(String, Value)> = app
+            .channels()
+            .await
+            .into_iter()
+            .filter(|c| c["name"] == "Sport")
+            .map(|c| (id_of(&c), c["number"].clone()))
+            .collect();
+        now.sort_by(|a, b| a.0.cmp(&b.0));
+        for pair in &now {
+            assert!(sports.contains(pair), "{path}: {now:?} vs {sports:?}");
+        }
+    }
+    let c = get_channel(&app, "bbc-one").await;
+    assert_eq!(c["number"], 101, "{c:#}");
+}

@@ -14,6 +14,9 @@ use crate::lineup::{self, Lineup, ServiceChannels, Unmapped};
 use crate::model::{Channel, ChannelDetail, ChannelPatch, LineupChannel, Text};
 use crate::store::{StoreError, Wanted};
 
+/// The store's namespace of channels moved to another tvg-id (new merge key -> old).
+pub const MOVED_KEYS: &str = "moved-keys";
+
 impl Registry {
     /// One service's channels, from cache or fetched (concurrent callers share one fetch).
     pub async fn channels_of(&self, name: &str) -> Result<Arc<Vec<Channel>>, UpstreamError> {
@@ -197,6 +200,70 @@ impl Registry {
     /// Builds the lineup from every enabled service's channels and caches it (unless
     /// the lineup was dropped meanwhile). The caller holds `building`, or runs beside
     /// a build of an older generation.
+    /// Every channel a service moved to another tvg-id (new merge key -> old): read
+    /// from the store at the first build, with `new` ones added and kept (a store that
+    /// cannot keep them, a display-only one, keeps them for this run).
+    async fn moved_keys(&self, new: Vec<(String, String)>) -> HashMap<String, String> {
+        let loaded = self
+            .moved_keys
+            .lock()
+            .expect("moved_keys lock is never poisoned")
+            .is_some();
+        if !loaded {
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.records(MOVED_KEYS)).await;
+            let kept: HashMap<String, String> = match read {
+                Ok(Ok(records)) => records
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "moved channel ids unreadable; channels whose tvg-id a provider changed may get new numbers");
+                    HashMap::new()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading moved channel ids failed");
+                    HashMap::new()
+                }
+            };
+            let mut m = self
+                .moved_keys
+                .lock()
+                .expect("moved_keys lock is never poisoned");
+            m.get_or_insert(kept);
+        }
+        for (to, from) in new {
+            let known = self
+                .moved_keys
+                .lock()
+                .expect("moved_keys lock is never poisoned")
+                .as_ref()
+                .and_then(|m| m.get(&to))
+                == Some(&from);
+            if known {
+                continue;
+            }
+            tracing::info!(from = %from, to = %to, "a service moved a channel to another tvg-id: it keeps its number and mapping");
+            if let Err(e) = self
+                .store
+                .put_record(MOVED_KEYS, &to, &serde_json::Value::String(from.clone()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not keep a moved channel id; kept for this run");
+            }
+            self.moved_keys
+                .lock()
+                .expect("moved_keys lock is never poisoned")
+                .get_or_insert_with(HashMap::new)
+                .insert(to, from);
+        }
+        self.moved_keys
+            .lock()
+            .expect("moved_keys lock is never poisoned")
+            .clone()
+            .unwrap_or_default()
+    }
+
     async fn build_lineup(
         &self,
         observe: Option<Observer<'_>>,
@@ -234,6 +301,7 @@ impl Registry {
         }))
         .await;
         let degraded = lists.iter().any(Result::is_err);
+        let mut moves = Vec::new();
         let lists: Vec<Arc<Vec<Channel>>> = {
             let mut last_good = self
                 .last_good
@@ -245,7 +313,11 @@ impl Registry {
                 .map(|(e, r)| match r {
                     Ok(list) => {
                         self.keep_list(&e.cfg.name, &list);
-                        last_good.insert(e.cfg.name.clone(), list.clone());
+                        if let Some(before) = last_good.insert(e.cfg.name.clone(), list.clone()) {
+                            if !Arc::ptr_eq(&before, &list) {
+                                moves.extend(lineup::moved_tvg_ids(&before, &list));
+                            }
+                        }
                         list
                     }
                     // Failing now: its channels as last listed (a player's channel list
@@ -273,14 +345,19 @@ impl Registry {
                 number: m.number,
             })
             .collect();
-        self.store.follow_moved_keys(&mut keys, |i| {
-            let mut names: Vec<String> = std::iter::once(&*merged[i].name)
-                .chain(merged[i].sources.iter().map(|s| &*s.name))
-                .map(|n| format!("name:{}", lineup::normalise(n)))
-                .collect();
-            names.dedup();
-            names
-        });
+        let moved = self.moved_keys(moves).await;
+        self.store.follow_moved_keys(
+            &mut keys,
+            |i| {
+                let mut names: Vec<String> = std::iter::once(&*merged[i].name)
+                    .chain(merged[i].sources.iter().map(|s| &*s.name))
+                    .map(|n| format!("name:{}", lineup::normalise(n)))
+                    .collect();
+                names.dedup();
+                names
+            },
+            &moved,
+        );
         let ids = self.store.identities(&keys).await?;
         drop(keys);
         // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both

@@ -233,6 +233,10 @@ pub struct Registry {
     /// Each service's last channel list that loaded: the lineup keeps a service's
     /// channels through an outage (its status says why) instead of dropping them.
     last_good: Mutex<HashMap<String, Arc<Vec<Channel>>>>,
+    /// Channels a service moved to another tvg-id (new merge key -> old), kept in the
+    /// store (`MOVED_KEYS`) so the channel keeps its identity after a restart and on
+    /// every instance; `None` until read from the store.
+    moved_keys: Mutex<Option<HashMap<String, String>>>,
     /// Where a serving instance keeps each service's last good list (`saved`), once
     /// `keep_lists_in` says so.
     lists_dir: std::sync::OnceLock<std::path::PathBuf>,
@@ -288,6 +292,7 @@ impl Registry {
             race: cfg.streams.race.max(1),
             rebuilt: Arc::default(),
             last_good: Mutex::default(),
+            moved_keys: Mutex::default(),
             lists_dir: std::sync::OnceLock::new(),
             saved: Arc::default(),
             list_failed: Mutex::default(),
