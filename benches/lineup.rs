@@ -1,5 +1,8 @@
 //! In-process cost of a channel search (`Lineup::search`: `/api/channels/search`, the
-//! dashboard's `?q=` and its channel pages), on a lineup of 100,000 channels.
+//! dashboard's `?q=` and its channel pages), on a lineup of 100,000 channels; and of
+//! finding the channels a service moved to another tvg-id when its list is refreshed
+//! (`lineup::moved_tvg_ids`), beside merging the same list (`lineup::merge`, which
+//! every lineup build does), on the real 9,943-entry list in `../shared/data/`.
 //!
 //! `cargo bench --bench lineup`. The baseline, measured in the same run, is the search
 //! as it was before the lineup kept its folded text: every channel's name, group and
@@ -119,5 +122,65 @@ fn bench_search(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_search);
+/// The real list's entries as one service's channels.
+fn real_list() -> Vec<freesky::model::Channel> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/iptv-org-all-2023-01-31.m3u"
+    );
+    let text = std::fs::read_to_string(path).expect("the shared 9,943-entry list");
+    freesky::m3u::parse(&text)
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| freesky::model::Channel {
+            id: i.to_string(),
+            tvg_id: e
+                .attrs
+                .iter()
+                .find(|(k, _)| k == "tvg-id")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+            name: e.name,
+            logo: String::new(),
+            group: String::new(),
+            tags: vec![],
+            station_id: String::new(),
+            number: None,
+            service: "S".into(),
+            headers: vec![],
+            url: None,
+            catchup: None,
+        })
+        .collect()
+}
+
+fn bench_moves(c: &mut Criterion) {
+    let old = real_list();
+    // The refreshed list: every 100th channel under a new tvg-id.
+    let mut new = old.clone();
+    for (i, ch) in new.iter_mut().enumerate() {
+        if i % 100 == 0 && !ch.tvg_id.is_empty() {
+            ch.tvg_id = format!("renamed-{i}.tv");
+        }
+    }
+    let moves = freesky::lineup::moved_tvg_ids(&old, &new);
+    assert!(moves.len() > 10, "{} moves", moves.len());
+    let inputs = [freesky::lineup::ServiceChannels {
+        service: "S",
+        priority: 0,
+        channels: &new,
+    }];
+    let mut g = c.benchmark_group("lineup_list_refresh_9943");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    g.bench_function("baseline_merge", |b| {
+        b.iter(|| black_box(freesky::lineup::merge(black_box(&inputs))).len())
+    });
+    g.bench_function("moved_tvg_ids", |b| {
+        b.iter(|| freesky::lineup::moved_tvg_ids(black_box(&old), black_box(&new)).len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_search, bench_moves);
 criterion_main!(benches);

@@ -21,7 +21,8 @@
 //!   unless `.ts` viewers remain). When the session ends (a finite source), the
 //!   playlist ends (`EXT-X-ENDLIST`) and the next new player starts a new one.
 //! - A stream that is not MPEG-TS (an MP4 file, an fMP4 session) cannot be cut:
-//!   [`PackageError::NotTs`], and the caller answers as before (the stream's link).
+//!   [`PackageError::NotTs`], and the caller answers as before (the stream's link);
+//!   for [`UNCUT_FOR`] after, its `.m3u8` answers so at once.
 //!
 //! Media sequence numbers start from the packager's start time (ten a second), so
 //! a later packager of the same channel never hands out a number an earlier one used:
@@ -65,7 +66,15 @@ pub enum PackageError {
 #[derive(Default)]
 pub struct Packagers {
     map: Mutex<HashMap<String, Arc<Packaged>>>,
+    /// Keys whose stream could not be cut lately, and when: their `.m3u8` answers at
+    /// once (as it is) instead of starting a session to find out again.
+    uncut: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a stream found not cuttable is served as it is without another look.
+const UNCUT_FOR: Duration = Duration::from_secs(600);
+/// Keys remembered as not cuttable at most (older ones are forgotten first).
+const UNCUT_MAX: usize = 10_000;
 
 struct Packaged {
     window: Mutex<Window>,
@@ -115,6 +124,9 @@ impl Packagers {
         link: impl Fn(&str, u64) -> String,
     ) -> Result<String, PackageError> {
         let key = session_key(id, only);
+        if self.uncut_lately(&key) {
+            return Err(PackageError::NotTs);
+        }
         let packaged = {
             let mut map = self.map.lock().expect("packagers lock is never poisoned");
             let running = map
@@ -161,7 +173,10 @@ impl Packagers {
         match state {
             State::Starting | State::Live => Ok(packaged.render(false, |n| link(&key, n))),
             State::Ended => Ok(packaged.render(true, |n| link(&key, n))),
-            State::NotTs => Err(PackageError::NotTs),
+            State::NotTs => {
+                self.note_uncut(&key);
+                Err(PackageError::NotTs)
+            }
             State::Failed(e) => Err(PackageError::Stream(e)),
         }
     }
@@ -204,6 +219,25 @@ impl Packagers {
             .expect("window lock is never poisoned");
         let at = usize::try_from(n.checked_sub(w.first)?).ok()?;
         w.segments.get(at).map(|(s, _)| s.bytes.clone())
+    }
+
+    fn uncut_lately(&self, key: &str) -> bool {
+        self.uncut
+            .lock()
+            .expect("uncut lock is never poisoned")
+            .get(key)
+            .is_some_and(|at| at.elapsed() < UNCUT_FOR)
+    }
+
+    fn note_uncut(&self, key: &str) {
+        let mut uncut = self.uncut.lock().expect("uncut lock is never poisoned");
+        if uncut.len() >= UNCUT_MAX {
+            uncut.retain(|_, at| at.elapsed() < UNCUT_FOR);
+            if uncut.len() >= UNCUT_MAX {
+                uncut.clear();
+            }
+        }
+        uncut.insert(key.to_string(), Instant::now());
     }
 
     fn remove(&self, key: &str, p: &Arc<Packaged>) {

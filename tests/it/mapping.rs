@@ -911,6 +911,19 @@ async fn two_channels_never_share_a_guide_id() {
     assert_eq!(guide_ids(app.channels().await), ids);
 }
 
+/// Each channel named `name`: (id, number), by id.
+async fn ids_and_numbers_named(app: &TestApp, name: &str) -> Vec<(String, Value)> {
+    let mut v: Vec<(String, Value)> = app
+        .channels()
+        .await
+        .into_iter()
+        .filter(|c| c["name"] == name)
+        .map(|c| (id_of(&c), c["number"].clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// A provider that changes a channel's tvg-id (`BBCOne.uk` becomes `bbc-one.uk`, same
 /// name) does not give it a new number: the channel keeps its id, number and mapping,
 /// after the change and after later restarts. Another service's channel of the same
@@ -958,17 +971,7 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
     let bbc = get_channel(&app, "bbc-one").await;
     let number = bbc["number"].clone();
     patch_ok(&app, "bbc-one", json!({"number": 101, "name": "My BBC"})).await;
-    let sports: Vec<(String, Value)> = {
-        let mut v: Vec<(String, Value)> = app
-            .channels()
-            .await
-            .into_iter()
-            .filter(|c| c["name"] == "Sport")
-            .map(|c| (id_of(&c), c["number"].clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
+    let sports = ids_and_numbers_named(&app, "Sport").await;
     assert_eq!(sports.len(), 2, "{sports:?}");
     assert_ne!(number, json!(101));
 
@@ -987,14 +990,7 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
     // Service A off and on: B's Sport stays B's, A's comes back as it was.
     for path in ["/api/services/A/disable", "/api/services/A/enable"] {
         assert_eq!(app.post(path).await.status(), 200, "{path}");
-        let mut now: Vec<(String, Value)> = app
-            .channels()
-            .await
-            .into_iter()
-            .filter(|c| c["name"] == "Sport")
-            .map(|c| (id_of(&c), c["number"].clone()))
-            .collect();
-        now.sort_by(|a, b| a.0.cmp(&b.0));
+        let now = ids_and_numbers_named(&app, "Sport").await;
         for pair in &now {
             assert!(sports.contains(pair), "{path}: {now:?} vs {sports:?}");
         }
