@@ -44,8 +44,9 @@ use crate::upstream::BodyStream;
 pub enum Document {
     /// An HLS playlist: the URL it came from (after redirects) and its text.
     Playlist { url: Url, body: String },
-    /// Not HLS but media (an MP4 or TS URL), to be passed through as bytes.
-    Media { url: Url },
+    /// Not HLS but media (an MP4 or TS URL), to be passed through as bytes;
+    /// `mpeg_ts` when its first bytes are MPEG-TS packets (sync bytes 188 apart).
+    Media { url: Url, mpeg_ts: bool },
 }
 
 /// A segment, key or init map.
@@ -110,7 +111,7 @@ fn playlist_cache(max_bytes: u64) -> Cache<String, CachedDoc> {
             let size = k.len()
                 + match &*v.doc {
                     Document::Playlist { url, body } => url.as_str().len() + body.len(),
-                    Document::Media { url } => url.as_str().len(),
+                    Document::Media { url, .. } => url.as_str().len(),
                 };
             u32::try_from(size).unwrap_or(u32::MAX)
         })
@@ -339,7 +340,10 @@ async fn fetch_document(
         }
         let first = first.freeze();
         if looks_like_media(&first) || (is_media_type(&ctype) && !looks_like_playlist(&first)) {
-            return Ok(Document::Media { url: fetched.url });
+            return Ok(Document::Media {
+                url: fetched.url,
+                mpeg_ts: looks_like_mpeg_ts(&first),
+            });
         }
         let head = futures::stream::once(async { Ok(first) });
         fetched.body = if ended {
@@ -407,9 +411,13 @@ async fn fetch_document(
 
 /// MPEG-TS (sync bytes one packet apart) or MP4 (`ftyp`), by a body's first bytes.
 fn looks_like_media(first: &[u8]) -> bool {
-    let ts = first.first() == Some(&crate::ts::SYNC)
-        && first.get(crate::ts::PACKET) == Some(&crate::ts::SYNC);
-    ts || first.get(4..8) == Some(b"ftyp")
+    looks_like_mpeg_ts(first) || first.get(4..8) == Some(b"ftyp")
+}
+
+/// MPEG-TS packets from the first byte: sync bytes at 0 and 188.
+fn looks_like_mpeg_ts(first: &[u8]) -> bool {
+    first.first() == Some(&crate::ts::SYNC)
+        && first.get(crate::ts::PACKET) == Some(&crate::ts::SYNC)
 }
 
 /// Text starting `#EXTM3U` (after a byte-order mark or blank space).

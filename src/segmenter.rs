@@ -10,21 +10,26 @@
 //! - **Where**: a segment starts at a random access point of the *clock* stream (the
 //!   first video stream of the programme, else its first audio stream): a packet that
 //!   starts a PES with the adaptation field's `random_access_indicator` set, or whose
-//!   first bytes carry an H.264 IDR or SPS, an HEVC IRAP or parameter set, or an MPEG-2
-//!   sequence header (encoders that never set the indicator). Bytes before the first
-//!   one, and before the programme tables were seen, are dropped: every segment can be
-//!   decoded on its own.
+//!   first bytes carry an H.264 IDR, an HEVC IRAP picture or an MPEG-2 sequence header
+//!   (encoders that never set the indicator). Bytes before the first one, and before
+//!   the programme tables were seen, are dropped: every segment can be decoded on its
+//!   own. A stream in which no random access point shows for [`Segmenter::limit`]
+//!   starts at a PES start anyway (intra refresh, codecs whose pictures are not read).
 //! - **When**: at the first such point once the segment holds [`Segmenter::new`]'s
 //!   target duration (by the clock stream's decode times, DTS else PTS); a stream whose
-//!   random access points are far apart gets longer segments, up to three targets,
-//!   after which it is cut at the next PES start of the clock stream whatever it is.
-//!   An audio-only clock is cut at any PES start.
+//!   random access points are farther apart is cut at the PES start of the clock stream
+//!   after which, at the pace of its last frames, it would hold more than the limit
+//!   (1.5 targets), whatever it is: no segment is longer than the target duration a
+//!   playlist declares ([`Segmenter::declared_target`], which never changes), but for
+//!   frames that come far less regularly than half a second. An audio-only clock is cut
+//!   at any PES start.
 //! - **What**: each segment starts with the latest PAT and PMT (a player may start
 //!   at any segment) followed by every packet from the cut on, unchanged. Its
 //!   duration is the decode-time distance to the next cut.
-//! - **Timeline breaks** (a decode time going back, or more than [`JUMP`] ahead, or
-//!   bytes lost: [`Segmenter::gap`]) end the segment there and mark the next one as a
-//!   discontinuity; the shared session already makes most joins continuous (`ts`).
+//! - **Timeline breaks** (a decode time going back, or more than [`JUMP`] ahead, a
+//!   new programme layout, or bytes lost: [`Segmenter::gap`]) end the segment there
+//!   and mark the next one as a discontinuity; the shared session already makes most
+//!   joins continuous (`ts`).
 //! - **Bounds**: a segment never grows past [`MAX_SEGMENT`] bytes (it is cut where it
 //!   is, as if bytes were lost); bytes in which no MPEG-TS packet is found within
 //!   [`SNIFF`] bytes, or no programme of video or audio within [`NO_TABLES`], make
@@ -37,16 +42,16 @@ use crate::ts::{diff, read_timestamp, resync, PACKET, SYNC};
 const SECOND: u64 = 90_000;
 /// A decode time this far past the last one is a break in the timeline, not a gap.
 pub const JUMP: i64 = 10 * SECOND as i64;
-/// The most bytes one segment holds (about 20 s at 12 Mbit/s).
-pub const MAX_SEGMENT: usize = 32 << 20;
+/// The most bytes one segment holds (6 s at over 20 Mbit/s): a packager keeps 10.
+pub const MAX_SEGMENT: usize = 16 << 20;
 /// Bytes read without finding MPEG-TS packets before the stream counts as not MPEG-TS.
 pub const SNIFF: usize = 64 << 10;
 /// Bytes of packets read without a programme that has video or audio before the
 /// stream counts as not one to cut (encoders repeat the tables every 100 ms or so).
 pub const NO_TABLES: usize = 1 << 20;
-/// A segment may wait this many targets for a random access point before it is cut at
-/// a PES start that is none.
-const PATIENCE: u64 = 3;
+/// A segment may wait this many halves of the target for a random access point
+/// before it is cut at a PES start that is none (so 1.5 targets).
+const PATIENCE_HALVES: u64 = 3;
 
 /// One finished segment.
 #[derive(Debug, Clone)]
@@ -62,6 +67,13 @@ pub struct Segment {
 /// The cutting state of one stream: feed it every chunk in order ([`Self::push`]).
 pub struct Segmenter {
     target: u64,
+    /// The longest a segment gets (ticks): cut at any PES start from there.
+    limit: u64,
+    /// The decode time of the first clock-stream PES seen with the tables known
+    /// while no segment was being built: how long a random access point is awaited.
+    waiting: Option<u64>,
+    /// A segment was finished: a new programme layout is a break from it.
+    emitted: bool,
     /// The end of the last chunk that did not make a whole packet.
     carry: Vec<u8>,
     /// Bytes seen in total, until the programme's clock stream was known.
@@ -109,6 +121,9 @@ impl Segmenter {
     pub fn new(target: std::time::Duration) -> Self {
         Self {
             target: (target.as_millis() as u64 * 90).max(SECOND),
+            limit: (target.as_millis() as u64 * 90).max(SECOND) * PATIENCE_HALVES / 2,
+            waiting: None,
+            emitted: false,
             carry: Vec::new(),
             sniffed: 0,
             in_sync: false,
@@ -121,6 +136,12 @@ impl Segmenter {
             building: None,
             broken: false,
         }
+    }
+
+    /// The `EXT-X-TARGETDURATION` (whole seconds): the limit rounded up. A segment's
+    /// duration, rounded to the nearest second as RFC 8216 compares them, is never more.
+    pub fn declared_target(&self) -> u64 {
+        self.limit.div_ceil(SECOND)
     }
 
     /// No MPEG-TS packet was found in the first [`SNIFF`] bytes: the stream is
@@ -149,13 +170,7 @@ impl Segmenter {
     /// The stream ended: the segment being built, if it holds any time.
     pub fn finish(&mut self) -> Option<Segment> {
         self.carry.clear();
-        let b = self.building.take()?;
-        let ticks = diff(b.last, b.start).max(0) as u64;
-        (ticks > 0).then(|| Segment {
-            bytes: Bytes::from(b.bytes),
-            duration: ticks as f64 / SECOND as f64,
-            discontinuity: b.discontinuity,
-        })
+        finished(self.building.take()?, None)
     }
 
     /// Reads `chunk`; every segment it finished is pushed to `out`.
@@ -204,6 +219,16 @@ impl Segmenter {
         }
     }
 
+    /// Another programme layout (a new PMT PID, another clock stream): what is being
+    /// built no longer fits it, and the next segment starts a new timeline.
+    fn relayout(&mut self) {
+        self.building = None;
+        self.waiting = None;
+        if self.emitted {
+            self.broken = true;
+        }
+    }
+
     /// Sync was lost inside the stream: like a gap, but the caller goes on.
     fn lost(&mut self) {
         if self.building.take().is_some() {
@@ -228,6 +253,9 @@ impl Segmenter {
                 if let Some(pmt) = pat_pmt_pid(section) {
                     self.pat = Some(*p);
                     if self.pmt_pid != Some(pmt) {
+                        if self.pmt_pid.is_some() {
+                            self.relayout();
+                        }
                         self.pmt_pid = Some(pmt);
                         self.pmt.clear();
                         self.pmt_reading.clear();
@@ -260,23 +288,34 @@ impl Segmenter {
 
     /// A PES start of the clock stream at decode time `t`: where a segment may end.
     fn clock_pes(&mut self, p: &[u8; PACKET], t: u64, key: bool, out: &mut Vec<Segment>) {
-        let target = self.target;
+        let (target, limit) = (self.target, self.limit);
         let cut = match &mut self.building {
-            None => key,
+            None => {
+                // No random access point for the limit: start at this PES anyway.
+                let since = *self.waiting.get_or_insert(t);
+                let waited = diff(t, since);
+                if !(0..=JUMP).contains(&waited) {
+                    // The timeline moved under the wait: count from here.
+                    self.waiting = Some(t);
+                }
+                key || (limit as i64..=JUMP).contains(&waited)
+            }
             Some(b) => {
                 let step = diff(t, b.last);
                 if step <= 0 && t != b.last || step > JUMP {
                     // The timeline broke: the segment ends at its last frame.
                     let b = self.building.take().expect("matched Some");
-                    push_segment(out, b, None);
+                    self.emit(out, b, None);
                     self.broken = true;
+                    self.waiting = None;
                     if key {
                         self.start_segment(p, t);
                     }
                     return;
                 }
+                // Cut here when the next frame, at this pace, would pass the limit.
                 let held = diff(t, b.start).max(0) as u64;
-                let cut = held >= target && (key || held >= PATIENCE * target);
+                let cut = held >= target && key || held + step.max(0) as u64 > limit;
                 if !cut {
                     b.last = t;
                     b.bytes.extend_from_slice(p);
@@ -286,9 +325,18 @@ impl Segmenter {
         };
         if cut {
             if let Some(b) = self.building.take() {
-                push_segment(out, b, Some(t));
+                self.emit(out, b, Some(t));
             }
             self.start_segment(p, t);
+        }
+    }
+
+    /// Finishes segment `b`, which ends where the next starts (`next`) or at its last
+    /// frame.
+    fn emit(&mut self, out: &mut Vec<Segment>, b: Building, next: Option<u64>) {
+        if let Some(s) = finished(b, next) {
+            self.emitted = true;
+            out.push(s);
         }
     }
 
@@ -303,6 +351,7 @@ impl Segmenter {
         bytes.extend_from_slice(pat);
         bytes.extend_from_slice(&self.pmt);
         bytes.extend_from_slice(p);
+        self.waiting = None;
         self.building = Some(Building {
             bytes,
             start: t,
@@ -351,10 +400,7 @@ impl Segmenter {
         }
         if let Some(clock) = pmt_clock(&section[..3 + len]) {
             if self.clock.is_some_and(|c| c != clock) {
-                // Another programme layout: what is being built no longer fits it.
-                if self.building.take().is_some() {
-                    self.broken = true;
-                }
+                self.relayout();
             }
             self.clock = Some(clock);
             self.pmt = std::mem::take(&mut self.pmt_reading);
@@ -364,17 +410,19 @@ impl Segmenter {
     }
 }
 
-fn push_segment(out: &mut Vec<Segment>, b: Building, next: Option<u64>) {
+/// Segment `b` finished, ending at `next` (the next one's start) or its last frame;
+/// none when it holds no time.
+fn finished(b: Building, next: Option<u64>) -> Option<Segment> {
     let end = next.unwrap_or(b.last);
     let ticks = diff(end, b.start).max(0) as u64;
-    if ticks == 0 {
-        return;
-    }
-    out.push(Segment {
-        bytes: Bytes::from(b.bytes),
+    let mut bytes = b.bytes;
+    // Kept for the playlist's window: no spare capacity with it.
+    bytes.shrink_to_fit();
+    (ticks > 0).then(|| Segment {
+        bytes: Bytes::from(bytes),
         duration: ticks as f64 / SECOND as f64,
         discontinuity: b.discontinuity,
-    });
+    })
 }
 
 /// `section_length` of a PSI section (after its table id), if the header is there.
@@ -461,8 +509,8 @@ fn starts_access_unit(codec: Codec, pes: &[u8]) -> bool {
         .map(|w| w[3]);
     match codec {
         Codec::Audio => true,
-        Codec::H264 => units.any(|n| matches!(n & 0x1F, 5 | 7)),
-        Codec::Hevc => units.any(|n| matches!((n >> 1) & 0x3F, 16..=21 | 32..=34)),
+        Codec::H264 => units.any(|n| n & 0x1F == 5),
+        Codec::Hevc => units.any(|n| matches!((n >> 1) & 0x3F, 16..=21)),
         Codec::Mpeg2 => units.any(|n| n == 0xB3),
         Codec::OtherVideo => false,
     }
@@ -551,7 +599,8 @@ mod tests {
     }
 
     /// `seconds` of a stream: tables every second, 25 frames a second (each a PES
-    /// start and one more packet), a key frame every `gop` frames, audio beside.
+    /// start and one more packet), a key frame every `gop` frames (none: 0), audio
+    /// beside.
     fn stream(from: u64, seconds: u64, gop: u64) -> Vec<u8> {
         let mut v = Vec::new();
         let frame = SECOND / 25;
@@ -561,7 +610,7 @@ mod tests {
                 v.extend_from_slice(&pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]));
             }
             let t = from + f * frame;
-            v.extend_from_slice(&pes(VIDEO, t, f % gop == 0));
+            v.extend_from_slice(&pes(VIDEO, t, gop > 0 && f % gop == 0));
             v.extend_from_slice(&filler(VIDEO));
             v.extend_from_slice(&pes(AUDIO, t, false));
         }
@@ -582,7 +631,12 @@ mod tests {
         let bytes = stream(0, 20, 50);
         let segs = cut(&bytes, 188 * 64, 4);
         // Key frames every 2 s: cuts at 4 s, 8 s, ... the last segment stays open.
-        assert_eq!(segs.len(), 4, "{segs:?}");
+        assert_eq!(
+            segs.len(),
+            4,
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+        );
         for s in &segs {
             assert!((s.duration - 4.0).abs() < 1e-9, "{}", s.duration);
             assert!(!s.discontinuity);
@@ -623,20 +677,78 @@ mod tests {
     }
 
     #[test]
-    fn far_apart_key_frames_make_longer_segments_up_to_a_bound() {
-        // A key frame every 6 s with a 2 s target: cut at each key frame.
-        let segs = cut(&stream(0, 20, 150), 188 * 100, 2);
+    fn far_apart_key_frames_make_longer_segments_up_to_the_declared_target() {
+        let cutter = Segmenter::new(Duration::from_secs(4));
+        assert_eq!(cutter.declared_target(), 6);
+        // A key frame every 5 s with a 4 s target: cut at each key frame.
+        let segs = cut(&stream(0, 30, 125), 188 * 100, 4);
+        assert!(segs.len() >= 4);
+        assert!(
+            segs.iter().all(|s| (s.duration - 5.0).abs() < 1e-9),
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+        );
+        // Only the first frame is a key: cut where the next frame would pass 6 s.
+        let segs = cut(&stream(0, 30, 100_000), 188 * 100, 4);
+        assert!(segs.len() >= 3);
         assert!(
             segs.iter().all(|s| (s.duration - 6.0).abs() < 1e-9),
-            "{segs:?}"
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
         );
-        // Only the first frame is a key: cut at three targets, at any frame.
-        let segs = cut(&stream(0, 20, 100_000), 188 * 100, 2);
-        assert!(segs.len() >= 2);
+        // No key frame that shows at all (intra refresh): the first segment starts
+        // after 6 s of waiting, at a frame that is none.
+        let segs = cut(&stream(0, 30, 0), 188 * 100, 4);
+        assert_eq!(
+            segs.len(),
+            3,
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+        );
         assert!(
             segs.iter().all(|s| (s.duration - 6.0).abs() < 1e-9),
-            "{segs:?}"
+            "{:?}",
+            segs.iter().map(|s| s.duration).collect::<Vec<_>>()
         );
+        for segs in [
+            cut(&stream(0, 30, 7), 188, 4),
+            cut(&stream(0, 30, 0), 1000, 4),
+        ] {
+            assert!(
+                segs.iter().all(|s| s.duration.round() as u64 <= 6),
+                "{:?}",
+                segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_programme_layout_is_a_discontinuity() {
+        let mut bytes = stream(0, 9, 25);
+        // The upstream restarts with its PMT on another PID, its timeline going on.
+        let other = 0x1001;
+        let moved: Vec<u8> = stream(9 * SECOND, 9, 25)
+            .chunks(PACKET)
+            .flat_map(|p| {
+                let mut p = p.to_vec();
+                let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+                if pid == 0 {
+                    // PAT: the programme's PMT PID is 0x1001 now.
+                    p[5 + 10] = (p[5 + 10] & 0xE0) | (other >> 8) as u8;
+                    p[5 + 11] = other as u8;
+                } else if pid == PMT {
+                    p[1] = (p[1] & 0xE0) | (other >> 8) as u8;
+                    p[2] = other as u8;
+                }
+                p
+            })
+            .collect();
+        bytes.extend(moved);
+        let segs = cut(&bytes, 188 * 10, 2);
+        let marked: Vec<usize> = (0..segs.len()).filter(|&i| segs[i].discontinuity).collect();
+        let durations: Vec<f64> = segs.iter().map(|s| s.duration).collect();
+        assert_eq!(marked.len(), 1, "{durations:?}");
+        assert!(marked[0] >= 3, "{marked:?}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/proxy/{token}/{item}/{name}", get(proxy))
         .route("/proxy/{a}", get(malformed_link))
         .route("/proxy/{a}/{b}", get(malformed_link_2))
-        .route("/packaged/{token}/{file}", get(packaged_segment))
+        .route("/packaged/{channel}/{token}/{file}", get(packaged_segment))
 }
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -93,53 +93,63 @@ async fn channel_stream(
             super::xtream::account_stream(&s, &login.account, &file, q.service, peer, &headers)
                 .await
         }
-        None => open_stream(&s, &file, q.service, peer, &headers).await,
+        None => open_stream(&s, &file, None, q.service, peer, &headers).await,
     }
 }
 
 /// The answer of `/api/stream/{file}` (`{id}.m3u8` or `{id}.ts`), for any route
-/// that serves a channel (the Xtream `/live/...` ones too).
+/// that serves a channel (the Xtream `/live/...` ones too). `routed`: the channel as
+/// the route's URL names it, when not as `file` does (what a balancer in front hashed:
+/// packaged segment links carry it).
 pub(super) async fn open_stream(
     s: &AppState,
     file: &str,
+    routed: Option<&str>,
     service: Option<String>,
     client: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let mut q = StreamQuery { service };
-    let (id, ts) = split_file(file)?;
+    let (asked, ts) = split_file(file)?;
+    let routed = routed.unwrap_or(asked);
     // Aliases of one channel (`5`, `05`, the slug) share its session, viewer count and
     // metric labels.
-    let (id, only) = s.registry.canonical(id, q.service.as_deref()).await?;
+    let (id, only) = s.registry.canonical(asked, q.service.as_deref()).await?;
     let id = id.as_str();
     q.service = only;
     if ts {
         return ts_stream(s, id, q.service.as_deref()).await;
     }
     let base = base_url(&s.config, headers);
-    let link = packaged_link(s, &base);
-    // A player reloading a playlist cut from a plain MPEG-TS stream: from memory.
-    if let Some(body) = s
-        .sessions
-        .packaged
-        .live_playlist(id, q.service.as_deref(), &link)
-    {
+    let link = packaged_link(s, &base, routed);
+    // An HLS player's playlist: it counts as watching.
+    let playlist = |body: String| {
         if let Some(peer) = client {
             s.sessions.hls.seen(id, peer.ip());
         }
-        return Ok(playlist_response(body));
+        playlist_response(body)
+    };
+    // A player reloading a playlist cut from a plain MPEG-TS stream (or one that came
+    // while the first waits for it): from memory.
+    match s
+        .sessions
+        .packaged
+        .live_playlist(id, q.service.as_deref(), &link)
+        .await
+    {
+        Some(Ok(body)) => return Ok(playlist(body)),
+        Some(Err(PackageError::Stream(e))) => return Err(e.into()),
+        Some(Err(PackageError::NotTs)) | None => {}
     }
     match Engine::of(s)
         .open_playlist(id, q.service.as_deref(), &base, client.map(|c| c.ip()))
         .await?
     {
-        Opened::Playlist(body) => {
-            if let Some(peer) = client {
-                s.sessions.hls.seen(id, peer.ip());
-            }
-            Ok(playlist_response(body))
-        }
-        Opened::Media { link: media } => {
+        Opened::Playlist(body) => Ok(playlist(body)),
+        Opened::Media {
+            link: media,
+            mpeg_ts: true,
+        } => {
             // A live playlist cut from the channel's `.ts` session (`streams::packaged`).
             let packaged = s
                 .sessions
@@ -147,27 +157,29 @@ pub(super) async fn open_stream(
                 .playlist(&s.sessions, &Engine::of(s), id, q.service.as_deref(), &link)
                 .await;
             match packaged {
-                Ok(body) => {
-                    if let Some(peer) = client {
-                        s.sessions.hls.seen(id, peer.ip());
-                    }
-                    Ok(playlist_response(body))
-                }
+                Ok(body) => Ok(playlist(body)),
                 Err(PackageError::NotTs) => Ok(Redirect::temporary(&media).into_response()),
                 Err(PackageError::Stream(e)) => Err(e.into()),
             }
         }
+        Opened::Media { link, .. } => Ok(Redirect::temporary(&link).into_response()),
     }
 }
 
-/// The URL of segment `n` of packager `key`: a sealed `/packaged/...` link under `base`.
-fn packaged_link<'a>(s: &'a AppState, base: &'a str) -> impl Fn(&str, u64) -> String + 'a {
-    let ttl = s.config.server.link_ttl;
-    let now = std::time::SystemTime::now();
-    move |key, n| {
+/// The link of segment `n` (cut at `cut`) of packager `key`:
+/// `/packaged/{routed}/{sealed}/{n}.ts` under `base`, `routed` being the channel as
+/// the player's URL named it (a balancer in front hashes it, as it hashed the
+/// playlist's URL).
+fn packaged_link<'a>(
+    s: &'a AppState,
+    base: &'a str,
+    routed: &'a str,
+) -> impl Fn(&str, u64, u64) -> String + 'a {
+    let routed: String = url::form_urlencoded::byte_serialize(routed.as_bytes()).collect();
+    move |key, n, cut| {
         format!(
-            "{base}/packaged/{}/{n}.ts",
-            packaged::seal_key(&s.signer, key, now, ttl)
+            "{base}/packaged/{routed}/{}/{n}.ts",
+            packaged::seal_segment(&s.signer, key, n, cut)
         )
     }
 }
@@ -176,9 +188,10 @@ fn packaged_link<'a>(s: &'a AppState, base: &'a str) -> impl Fn(&str, u64) -> St
 /// `/api/stream/{file}`): served from memory while it is in the playlist's window.
 #[utoipa::path(
     get,
-    path = "/packaged/{token}/{file}",
+    path = "/packaged/{channel}/{token}/{file}",
     tag = "streams",
     params(
+        ("channel" = String, Path, description = "The channel as the player named it (what a balancer in front hashes); not read"),
         ("token" = String, Path, description = "The sealed channel the playlist was cut from"),
         ("file" = String, Path, description = "`{n}.ts`: the segment's media sequence number")
     ),
@@ -190,13 +203,19 @@ fn packaged_link<'a>(s: &'a AppState, base: &'a str) -> impl Fn(&str, u64) -> St
 )]
 async fn packaged_segment(
     State(s): State<AppState>,
-    Path((token, file)): Path<(String, String)>,
+    Path((_channel, token, file)): Path<(String, String, String)>,
 ) -> Result<Response, AppError> {
-    let key = packaged::open_key(&s.signer, &token, std::time::SystemTime::now())?;
+    let (key, sealed) = packaged::open_segment(&s.signer, &token, std::time::SystemTime::now())?;
     let n = file
         .strip_suffix(".ts")
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse::<u64>().ok())
         .ok_or_else(|| AppError::NotFound(format!("`{file}`: a segment is `{{n}}.ts`")))?;
+    if n != sealed {
+        return Err(AppError::Forbidden(format!(
+            "this link is segment {sealed}'s, not segment {n}'s: reload the playlist"
+        )));
+    }
     let bytes = s.sessions.packaged.segment(&key, n).ok_or_else(|| {
         AppError::NotFound(format!(
             "segment {n} is no longer (or not yet) in the channel's playlist: reload it"

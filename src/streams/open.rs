@@ -17,8 +17,9 @@ use crate::proxy::{self, file_name, Kind, LinkChannel};
 pub enum Opened {
     /// Its playlist, every URI a sealed `/proxy/` link.
     Playlist(String),
-    /// A direct media URL (not HLS): the sealed link to play it through.
-    Media { link: String },
+    /// A direct media URL (not HLS): the sealed link to play it through; `mpeg_ts`
+    /// when its first bytes were MPEG-TS (it may be cut into HLS: `packaged`).
+    Media { link: String, mpeg_ts: bool },
 }
 
 impl Engine {
@@ -116,7 +117,7 @@ impl Engine {
                 self.failovers.note_media_player(id, client);
                 Ok(Opened::Playlist(self.rewrite(&links, url, &body)?))
             }
-            Document::Media { url } => {
+            Document::Media { url, mpeg_ts } => {
                 let token = self
                     .signer
                     .seal(&service, url, Kind::Media, &stream_headers)
@@ -124,6 +125,7 @@ impl Engine {
                 let name = file_name(url.as_str(), Kind::Media);
                 Ok(Opened::Media {
                     link: format!("{base}/proxy/{token}/{name}"),
+                    mpeg_ts: *mpeg_ts,
                 })
             }
         }

@@ -12,23 +12,37 @@
 //!   (`segmenter`), and keeps the last [`KEPT`] of them in memory. The request is
 //!   answered once the first segment is cut (or with every source's error).
 //! - The playlist lists the last [`LISTED`] segments, each a link
-//!   `/packaged/{sealed}/{n}.ts` that carries a seal of the channel (and its service
-//!   pin) with an expiry (`server.link_ttl`, in whole hours so links stay the same
-//!   for an hour), like every other link freesky hands out. A segment is served from
-//!   memory; one that left the window is 404.
-//! - A packager lives while players ask: with no playlist or segment request for
-//!   `HLS_IDLE` it lets go of the session (which then stops after `streams.idle_stop`
-//!   unless `.ts` viewers remain). When the session ends (a finite source), the
-//!   playlist ends (`EXT-X-ENDLIST`) and the next new player starts a new one.
-//! - A stream that is not MPEG-TS (an MP4 file, an fMP4 session) cannot be cut:
-//!   [`PackageError::NotTs`], and the caller answers as before (the stream's link);
-//!   for [`UNCUT_FOR`] after, its `.m3u8` answers so at once.
+//!   `/packaged/{channel}/{sealed}/{n}.ts`: `channel` is the id as the player asked
+//!   for it (what a balancer in front hashes, so segments reach the instance whose
+//!   memory holds them), `sealed` a seal of the channel, its service pin, the
+//!   segment's number and an expiry ([`LINK_TTL`] after it was cut): the same link in
+//!   every playlist that lists the segment (hls.js refuses a playlist whose segment
+//!   changed its URI), and one segment per link. A segment is served from memory; one that left the window
+//!   is 404. `EXT-X-TARGETDURATION` is the segmenter's bound, the same for the
+//!   packager's life.
+//! - A packager lives while players reload its playlist (a segment fetch alone does
+//!   not keep it: it is not counted or checked against an account): with no playlist
+//!   request for `HLS_IDLE` it lets go of the session (which then stops after
+//!   `streams.idle_stop` unless `.ts` viewers remain). While it waits for its first
+//!   segment it is never idle; it settles within the session's wait for first bytes
+//!   and [`FIRST_SEGMENT_WAIT`], and on any way out (`Settle`).
+//! - When the session ends (an upstream that closes the connection, a finite file),
+//!   the packager joins it again: the playlist goes on, numbers unchanged, after an
+//!   `EXT-X-DISCONTINUITY`. It ends (`EXT-X-ENDLIST`, kept [`ENDED_LINGER`] for the
+//!   players finishing it) when the source cannot be joined again or its sessions keep
+//!   ending at once.
+//! - A stream that is not MPEG-TS is never given to a packager (`Opened::Media`'s
+//!   `mpeg_ts`: its first bytes); one whose bytes turn out not cuttable (an fMP4
+//!   session, no programme with video or audio) is [`PackageError::NotTs`], the caller
+//!   answers as before (the stream's link), and for [`UNCUT_FOR`] after its `.m3u8`
+//!   answers so at once.
 //!
 //! Media sequence numbers start from the packager's start time (ten a second), so
 //! a later packager of the same channel never hands out a number an earlier one used:
 //! a cache in front never mixes their segments.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,18 +59,29 @@ use crate::segmenter::{Segment, Segmenter};
 pub const LISTED: usize = 6;
 /// Segments kept: the listed ones and a few a slow player may still fetch.
 pub const KEPT: usize = 10;
-/// The segment duration aimed at.
+/// The segment duration aimed at; no segment is longer than 1.5 times it, and
+/// playlists declare that (`Segmenter::declared_target`: 6 s) from the start.
 pub const TARGET: Duration = Duration::from_secs(4);
-/// How long a first playlist request waits for the first segment once the session
-/// sends (a source whose key frames never come).
+/// How long a packager waits, once the session sends, for its first segment (a
+/// source whose key frames or time stamps never come).
 const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(30);
+/// How long an ended playlist (`EXT-X-ENDLIST`) is kept for the players that poll it;
+/// after, a new player starts over.
+const ENDED_LINGER: Duration = Duration::from_secs(10);
+/// A session that ends sooner than this after it was joined counts as a short one;
+/// after [`SHORT_SESSIONS`] of them in a row the playlist ends.
+const SHORT_SESSION: Duration = Duration::from_secs(3);
+const SHORT_SESSIONS: u32 = 5;
 /// What a sealed segment link starts with: it opens on no other route.
 const LINK_TAG: &[u8] = b"packaged\0";
+/// How long a segment link stays valid: a player reloads the playlist every few
+/// seconds, and segments are kept for less than a minute.
+const LINK_TTL: Duration = Duration::from_secs(600);
 
 /// Why a channel cannot be packaged.
 #[derive(Debug)]
 pub enum PackageError {
-    /// Its stream is not MPEG-TS (or ended before a whole segment): serve it as it is.
+    /// Its stream is not MPEG-TS that can be cut: serve it as it is.
     NotTs,
     /// Its sources failed (or sent no segment in time).
     Stream(StreamError),
@@ -66,8 +91,8 @@ pub enum PackageError {
 #[derive(Default)]
 pub struct Packagers {
     map: Mutex<HashMap<String, Arc<Packaged>>>,
-    /// Keys whose stream could not be cut lately, and when: their `.m3u8` answers at
-    /// once (as it is) instead of starting a session to find out again.
+    /// Keys whose stream was found not cuttable lately, and when: their `.m3u8`
+    /// answers at once (as it is) instead of starting a session to find out again.
     uncut: Mutex<HashMap<String, Instant>>,
 }
 
@@ -80,48 +105,59 @@ struct Packaged {
     window: Mutex<Window>,
     state: watch::Sender<State>,
     asked: Mutex<Instant>,
+    /// It holds a receiver of its session (which `Sessions::viewers` does not count).
+    reading: AtomicBool,
 }
 
 #[derive(Clone)]
 enum State {
     Starting,
     Live,
+    /// The source could not be joined again: the playlist ends.
     Ended,
-    NotTs,
+    /// Not cuttable; `for_sure` when the bytes said so (remembered for `UNCUT_FOR`),
+    /// not when the stream ended before they could.
+    NotTs {
+        for_sure: bool,
+    },
     Failed(StreamError),
 }
 
 struct Window {
     /// The media sequence number of `segments[0]`.
     first: u64,
-    /// Each with the discontinuity sequence number it belongs to.
-    segments: VecDeque<(Segment, u64)>,
+    /// Each with the discontinuity sequence number it belongs to, and when it was cut
+    /// (Unix seconds: its link's expiry counts from there, so the link is the same in
+    /// every playlist that lists it, as players require).
+    segments: VecDeque<(Segment, u64, u64)>,
     discontinuities: u64,
-    /// `EXT-X-TARGETDURATION`: never lowered, as players expect it to stay.
+    /// `EXT-X-TARGETDURATION`, the same for the packager's life.
     target: u64,
 }
 
 impl Packagers {
-    /// The keys of running packagers: each holds one receiver of its session, which
-    /// is no viewer.
+    /// The keys of packagers reading their session: each holds one receiver of it,
+    /// which is no viewer.
     pub fn keys(&self) -> HashSet<String> {
         self.map
             .lock()
             .expect("packagers lock is never poisoned")
-            .keys()
-            .cloned()
+            .iter()
+            .filter(|(_, p)| p.reading.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone())
             .collect()
     }
 
     /// The live playlist of channel `id` (canonical; `only` its service pin),
-    /// starting its packager if none runs; `link(key, n)` is segment `n`'s URL.
+    /// starting its packager if none runs; `link(key, n, cut)` is the URL of segment
+    /// `n`, cut at `cut` (Unix seconds).
     pub async fn playlist(
         &self,
         sessions: &Arc<Sessions>,
         engine: &Engine,
         id: &str,
         only: Option<&str>,
-        link: impl Fn(&str, u64) -> String,
+        link: impl Fn(&str, u64, u64) -> String,
     ) -> Result<String, PackageError> {
         let key = session_key(id, only);
         if self.uncut_lately(&key) {
@@ -135,15 +171,17 @@ impl Packagers {
             match running {
                 Some(p) => p.clone(),
                 None => {
+                    let target = Segmenter::new(TARGET).declared_target();
                     let p = Arc::new(Packaged {
                         window: Mutex::new(Window {
                             first: first_sequence(SystemTime::now()),
                             segments: VecDeque::new(),
                             discontinuities: 0,
-                            target: TARGET.as_secs(),
+                            target,
                         }),
                         state: watch::channel(State::Starting).0,
                         asked: Mutex::new(Instant::now()),
+                        reading: AtomicBool::new(false),
                     });
                     map.insert(key.clone(), p.clone());
                     tokio::spawn(run(
@@ -159,9 +197,19 @@ impl Packagers {
             }
         };
         packaged.touch();
+        self.settle(&packaged, &key, link).await
+    }
+
+    /// The playlist of `packaged` once it is past starting, or why there is none.
+    async fn settle(
+        &self,
+        packaged: &Packaged,
+        key: &str,
+        link: impl Fn(&str, u64, u64) -> String,
+    ) -> Result<String, PackageError> {
         let mut state = packaged.state.subscribe();
-        // The session's own wait for first bytes bounds the start; this one bounds a
-        // stream that sends but never gives a segment.
+        // The packager always settles (its session's wait for first bytes, then
+        // FIRST_SEGMENT_WAIT, and a guard on every way out); this bound is a backstop.
         let bound = super::session::FIRST_BYTES_WAIT + FIRST_SEGMENT_WAIT + Duration::from_secs(5);
         let outcome =
             tokio::time::timeout(bound, state.wait_for(|s| !matches!(s, State::Starting))).await;
@@ -171,25 +219,29 @@ impl Packagers {
             Err(_) => State::Failed(StreamError::Upstream(UpstreamError::Timeout(bound))),
         };
         match state {
-            State::Starting | State::Live => Ok(packaged.render(false, |n| link(&key, n))),
-            State::Ended => Ok(packaged.render(true, |n| link(&key, n))),
-            State::NotTs => {
-                self.note_uncut(&key);
+            State::Starting | State::Live => Ok(packaged.render(false, |n, at| link(key, n, at))),
+            State::Ended => Ok(packaged.render(true, |n, at| link(key, n, at))),
+            State::NotTs { for_sure } => {
+                if for_sure {
+                    self.note_uncut(key);
+                }
                 Err(PackageError::NotTs)
             }
             State::Failed(e) => Err(PackageError::Stream(e)),
         }
     }
 
-    /// The playlist of channel `id`'s packager (`only` its service pin) if one is
-    /// running and has segments: a player's reload, answered without asking the
-    /// upstream anything (a provider that allows one connection would see a second).
-    pub fn live_playlist(
+    /// The playlist of channel `id`'s packager (`only` its service pin) if one runs:
+    /// a player's reload, or a player that came while the first one waits for the first
+    /// segment, answered without asking the upstream anything (a provider that allows
+    /// one connection would see a second). `None` when there is none, or it could not
+    /// cut the stream (the caller opens the channel and finds out how to answer).
+    pub async fn live_playlist(
         &self,
         id: &str,
         only: Option<&str>,
-        link: impl Fn(&str, u64) -> String,
-    ) -> Option<String> {
+        link: impl Fn(&str, u64, u64) -> String,
+    ) -> Option<Result<String, PackageError>> {
         let key = session_key(id, only);
         let packaged = self
             .map
@@ -197,14 +249,25 @@ impl Packagers {
             .expect("packagers lock is never poisoned")
             .get(&key)
             .cloned()?;
-        if !matches!(*packaged.state.borrow(), State::Live) {
-            return None;
-        }
+        let ended = match *packaged.state.borrow() {
+            State::Starting => None,
+            State::Live => Some(false),
+            State::Ended => Some(true),
+            _ => return None,
+        };
         packaged.touch();
-        Some(packaged.render(false, |n| link(&key, n)))
+        match ended {
+            Some(ended) => Some(Ok(packaged.render(ended, |n, at| link(&key, n, at)))),
+            None => match self.settle(&packaged, &key, link).await {
+                Err(PackageError::NotTs) => None,
+                other => Some(other),
+            },
+        }
     }
 
-    /// Segment `n` of the packager `key`, if it is still kept.
+    /// Segment `n` of the packager `key`, if it is still kept. A segment fetch does
+    /// not keep the packager going: only players that reload the playlist (counted,
+    /// and checked against their account) do.
     pub fn segment(&self, key: &str, n: u64) -> Option<Bytes> {
         let packaged = self
             .map
@@ -212,13 +275,12 @@ impl Packagers {
             .expect("packagers lock is never poisoned")
             .get(key)
             .cloned()?;
-        packaged.touch();
         let w = packaged
             .window
             .lock()
             .expect("window lock is never poisoned");
         let at = usize::try_from(n.checked_sub(w.first)?).ok()?;
-        w.segments.get(at).map(|(s, _)| s.bytes.clone())
+        w.segments.get(at).map(|(s, _, _)| s.bytes.clone())
     }
 
     fn uncut_lately(&self, key: &str) -> bool {
@@ -264,49 +326,83 @@ impl Packaged {
         *self.asked.lock().expect("asked lock is never poisoned") = Instant::now();
     }
 
-    fn idle(&self) -> bool {
+    /// No player asked for `after`.
+    fn idle_for(&self, after: Duration) -> bool {
         self.asked
             .lock()
             .expect("asked lock is never poisoned")
             .elapsed()
-            >= HLS_IDLE
+            >= after
     }
 
-    fn add(&self, segment: Segment) {
-        let mut w = self.window.lock().expect("window lock is never poisoned");
-        if segment.discontinuity {
-            w.discontinuities += 1;
-        }
-        w.target = w.target.max(segment.duration.ceil() as u64);
-        let d = w.discontinuities;
-        w.segments.push_back((segment, d));
-        while w.segments.len() > KEPT {
-            w.segments.pop_front();
-            w.first += 1;
-        }
+    fn is_starting(&self) -> bool {
+        matches!(*self.state.borrow(), State::Starting)
     }
 
-    fn render(&self, ended: bool, link: impl Fn(u64) -> String) -> String {
+    fn has_segments(&self) -> bool {
+        !self
+            .window
+            .lock()
+            .expect("window lock is never poisoned")
+            .segments
+            .is_empty()
+    }
+
+    /// Adds `cut` segments to the window; the first makes the packager live.
+    fn add(&self, cut: &mut Vec<Segment>) {
+        if cut.is_empty() {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        {
+            let mut w = self.window.lock().expect("window lock is never poisoned");
+            for segment in cut.drain(..) {
+                if segment.discontinuity {
+                    w.discontinuities += 1;
+                }
+                let d = w.discontinuities;
+                w.segments.push_back((segment, d, now));
+                while w.segments.len() > KEPT {
+                    w.segments.pop_front();
+                    w.first += 1;
+                }
+            }
+        }
+        self.state.send_if_modified(|s| {
+            let starting = matches!(s, State::Starting);
+            if starting {
+                *s = State::Live;
+            }
+            starting
+        });
+    }
+
+    /// The playlist, segment `n` (cut at `cut`) at `link(n, cut)`.
+    fn render(&self, ended: bool, link: impl Fn(u64, u64) -> String) -> String {
+        use std::fmt::Write;
         let w = self.window.lock().expect("window lock is never poisoned");
         let skip = w.segments.len().saturating_sub(LISTED);
         let first = w.first + skip as u64;
         let listed = w.segments.iter().skip(skip);
-        let discontinuity_sequence = w.segments.get(skip).map_or(0, |(_, d)| *d);
+        let discontinuity_sequence = w.segments.get(skip).map_or(0, |(_, d, _)| *d);
         let mut out = format!(
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
              #EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n",
             w.target
         );
-        for (i, (s, _)) in listed.enumerate() {
+        for (i, (s, _, cut)) in listed.enumerate() {
             // The first listed segment's break is already counted in the sequence.
             if s.discontinuity && i > 0 {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            out.push_str(&format!(
+            let _ = write!(
+                out,
                 "#EXTINF:{:.3},\n{}\n",
                 s.duration,
-                link(first + i as u64)
-            ));
+                link(first + i as u64, *cut)
+            );
         }
         if ended {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -315,8 +411,33 @@ impl Packaged {
     }
 }
 
-/// A packager's task: joins the session, cuts segments until nobody asks for
-/// `HLS_IDLE` or the session ends.
+/// Settles a packager whatever way its task ends (a `break`, a panic): a state still
+/// `Starting` becomes a failure, so no request waits on it; the packager leaves the
+/// map.
+struct Settle {
+    p: Arc<Packaged>,
+    sessions: Arc<Sessions>,
+    key: String,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.p.reading.store(false, Ordering::Relaxed);
+        self.p.state.send_if_modified(|s| {
+            let starting = matches!(s, State::Starting);
+            if starting {
+                *s = State::Failed(StreamError::SessionGone);
+            }
+            starting
+        });
+        self.sessions.packaged.remove(&self.key, &self.p);
+    }
+}
+
+/// A packager's task: joins the session and cuts segments until nobody asks for
+/// `HLS_IDLE`. When the session ends (an upstream that closes the connection), it
+/// joins again: the playlist goes on after an `EXT-X-DISCONTINUITY`, its numbers
+/// unchanged; it ends (`EXT-X-ENDLIST`) only when the source cannot be joined again.
 async fn run(
     p: Arc<Packaged>,
     sessions: Arc<Sessions>,
@@ -325,129 +446,156 @@ async fn run(
     id: String,
     only: Option<String>,
 ) {
-    let mut joined = match sessions.join(&engine, &id, only.as_deref()).await {
-        Ok(j) => j,
-        Err(e) => {
-            p.state.send_replace(State::Failed(e));
-            sessions.packaged.remove(&key, &p);
-            return;
-        }
+    let _settle = Settle {
+        p: p.clone(),
+        sessions: sessions.clone(),
+        key,
     };
-    if joined.is_mp4() {
-        p.state.send_replace(State::NotTs);
-        sessions.packaged.remove(&key, &p);
-        return;
-    }
     let mut cutter = Segmenter::new(TARGET);
     let mut cut = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let joined_at = Instant::now();
+    let mut short = 0;
     loop {
-        tokio::select! {
-            next = joined.next() => match next {
-                Some(Ok(bytes)) => {
-                    cutter.push(&bytes, &mut cut);
-                    if cutter.not_ts() {
-                        tracing::info!(channel = %id, "the stream is not MPEG-TS: its .m3u8 is the stream's link");
-                        p.state.send_replace(State::NotTs);
-                        break;
-                    }
-                }
-                Some(Err(skipped)) => {
-                    tracing::debug!(channel = %id, skipped, "packager fell behind its session");
-                    cutter.gap();
-                }
-                None => {
-                    cut.extend(cutter.finish());
-                    let none = cut.is_empty() && p.window.lock().expect("window lock is never poisoned").segments.is_empty();
-                    if none {
-                        // Not MPEG-TS, or too short for a segment: as it is.
-                        p.state.send_replace(State::NotTs);
-                        break;
-                    }
-                    for s in cut.drain(..) {
-                        p.add(s);
-                    }
-                    p.state.send_replace(State::Ended);
-                    // Players finish what is listed; a new one starts a new packager.
-                    drop(joined);
-                    while !p.idle() {
-                        tick.tick().await;
-                    }
-                    break;
-                }
-            },
-            _ = tick.tick() => {
-                if p.idle() {
-                    tracing::info!(channel = %id, "packaged HLS stopped: no players");
-                    break;
-                }
-                if matches!(*p.state.borrow(), State::Starting) && joined_at.elapsed() > FIRST_SEGMENT_WAIT {
-                    // Bytes came but no segment: without a programme table it is not
-                    // something to cut (served as it is), with one its source failed.
-                    let why = if cutter.has_programme() {
-                        State::Failed(StreamError::Upstream(UpstreamError::Invalid(format!(
-                            "the stream gave no segment (no key frame or time stamps) in {} s",
-                            FIRST_SEGMENT_WAIT.as_secs()
-                        ))))
-                    } else {
-                        State::NotTs
-                    };
-                    p.state.send_replace(why);
-                    break;
-                }
+        let mut joined = match sessions.join(&engine, &id, only.as_deref()).await {
+            Ok(j) => j,
+            Err(e) => {
+                let end = if p.has_segments() {
+                    tracing::info!(channel = %id, error = %e, "packaged HLS ended: its source could not be joined again");
+                    State::Ended
+                } else {
+                    State::Failed(e)
+                };
+                p.state.send_replace(end);
+                break;
             }
+        };
+        if joined.is_mp4() {
+            p.state.send_replace(State::NotTs { for_sure: true });
+            return;
         }
-        if !cut.is_empty() {
-            for s in cut.drain(..) {
-                p.add(s);
-            }
-            p.state.send_if_modified(|s| {
-                let was = matches!(s, State::Starting);
-                if was {
-                    *s = State::Live;
+        p.reading.store(true, Ordering::Relaxed);
+        let joined_at = Instant::now();
+        let stop = loop {
+            tokio::select! {
+                next = joined.next() => match next {
+                    Some(Ok(bytes)) => {
+                        cutter.push(&bytes, &mut cut);
+                        if cutter.not_ts() {
+                            tracing::info!(channel = %id, "the stream is not MPEG-TS with a programme: its .m3u8 is the stream's link");
+                            p.state.send_replace(State::NotTs { for_sure: true });
+                            return;
+                        }
+                    }
+                    Some(Err(skipped)) => {
+                        tracing::debug!(channel = %id, skipped, "packager fell behind its session");
+                        cutter.gap();
+                    }
+                    None => break false,
+                },
+                _ = tick.tick() => {
+                    // A first request waits on a starting packager: it is not idle.
+                    if !p.is_starting() && p.idle_for(HLS_IDLE) {
+                        tracing::info!(channel = %id, "packaged HLS stopped: no players");
+                        break true;
+                    }
+                    if p.is_starting() && joined_at.elapsed() > FIRST_SEGMENT_WAIT {
+                        // Bytes came but no segment: without a programme table it is
+                        // not something to cut (served as it is), with one its source
+                        // failed.
+                        let why = if cutter.has_programme() {
+                            State::Failed(StreamError::Upstream(UpstreamError::Invalid(format!(
+                                "the stream gave no segment (no time stamps) in {} s",
+                                FIRST_SEGMENT_WAIT.as_secs()
+                            ))))
+                        } else {
+                            State::NotTs { for_sure: true }
+                        };
+                        p.state.send_replace(why);
+                        return;
+                    }
                 }
-                was
+            }
+            p.add(&mut cut);
+        };
+        drop(joined);
+        p.reading.store(false, Ordering::Relaxed);
+        if stop {
+            return;
+        }
+        // The session ended: what was cut so far is kept, the next session's bytes
+        // start a new timeline.
+        cut.extend(cutter.finish());
+        p.add(&mut cut);
+        cutter.gap();
+        if !p.has_segments() && !cutter.has_programme() {
+            // Too short to tell (or not MPEG-TS): as it is, this time.
+            p.state.send_replace(State::NotTs { for_sure: false });
+            return;
+        }
+        short = if joined_at.elapsed() < SHORT_SESSION {
+            short + 1
+        } else {
+            0
+        };
+        if short >= SHORT_SESSIONS || (!p.is_starting() && p.idle_for(HLS_IDLE)) {
+            p.state.send_replace(if p.has_segments() {
+                State::Ended
+            } else {
+                State::Failed(StreamError::SessionGone)
             });
+            break;
+        }
+        if short > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
-    sessions.packaged.remove(&key, &p);
+    // Ended: kept for the players finishing the playlist.
+    while !p.idle_for(ENDED_LINGER) {
+        tick.tick().await;
+    }
 }
 
-/// The sealed part of segment links of packager `key`, valid until `ttl` after `now`
-/// rounded up to the hour (the same text for an hour of playlists).
-pub fn seal_key(signer: &Signer, key: &str, now: SystemTime, ttl: Duration) -> String {
-    let until = now
-        .checked_add(ttl)
-        .unwrap_or(now)
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let until = until.div_ceil(3600).saturating_mul(3600);
-    let mut plain = Vec::with_capacity(LINK_TAG.len() + 8 + key.len());
+/// The sealed part of the link of segment `n` of packager `key`, cut at `cut` (Unix
+/// seconds): valid for [`LINK_TTL`] from then, and for that segment only, so the
+/// same text in every playlist that lists it, and a player whose account is taken
+/// away cannot go on counting up segment numbers.
+pub fn seal_segment(signer: &Signer, key: &str, n: u64, cut: u64) -> String {
+    let until = cut.saturating_add(LINK_TTL.as_secs());
+    let mut plain = Vec::with_capacity(LINK_TAG.len() + 16 + key.len());
     plain.extend_from_slice(LINK_TAG);
     plain.extend_from_slice(&until.to_be_bytes());
+    plain.extend_from_slice(&n.to_be_bytes());
     plain.extend_from_slice(key.as_bytes());
     signer.seal_blob(&plain)
 }
 
-/// The packager key a segment link's sealed part names, or why it does not open.
-pub fn open_key(signer: &Signer, sealed: &str, now: SystemTime) -> Result<String, StreamError> {
+/// The packager key and the segment number a segment link's sealed part names, or
+/// why it does not open.
+pub fn open_segment(
+    signer: &Signer,
+    sealed: &str,
+    now: SystemTime,
+) -> Result<(String, u64), StreamError> {
     let plain = signer
         .open_blob(sealed)
         .ok_or_else(|| StreamError::BadLink("tampered or foreign segment link".into()))?;
     let rest = plain
         .strip_prefix(LINK_TAG)
-        .filter(|r| r.len() >= 8)
+        .filter(|r| r.len() >= 16)
         .ok_or_else(|| StreamError::BadLink("not a segment link".into()))?;
-    let (until, key) = rest.split_at(8);
+    let (until, rest) = rest.split_at(8);
+    let (n, key) = rest.split_at(8);
     let until = u64::from_be_bytes(until.try_into().expect("8 bytes"));
+    let n = u64::from_be_bytes(n.try_into().expect("8 bytes"));
     let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     if now > until {
         return Err(StreamError::BadLink(
             "this segment link has expired: reload the channel's playlist".into(),
         ));
     }
-    String::from_utf8(key.to_vec()).map_err(|_| StreamError::BadLink("not a segment link".into()))
+    let key = String::from_utf8(key.to_vec())
+        .map_err(|_| StreamError::BadLink("not a segment link".into()))?;
+    Ok((key, n))
 }
 
 #[cfg(test)]
@@ -468,10 +616,11 @@ mod tests {
                 first: 100,
                 segments: VecDeque::new(),
                 discontinuities: 0,
-                target: 4,
+                target: 6,
             }),
             state: watch::channel(State::Starting).0,
             asked: Mutex::new(Instant::now()),
+            reading: AtomicBool::new(false),
         }
     }
 
@@ -479,15 +628,19 @@ mod tests {
     fn the_playlist_lists_the_last_segments_with_their_sequence_numbers() {
         let p = packaged();
         for i in 0..12 {
-            p.add(seg(if i == 3 { 7.2 } else { 4.0 }, i == 5 || i == 9));
+            p.add(&mut vec![seg(
+                if i == 3 { 5.9 } else { 4.0 },
+                i == 5 || i == 9,
+            )]);
         }
-        let text = p.render(false, |n| format!("s/{n}.ts"));
+        assert!(matches!(*p.state.borrow(), State::Live));
+        let text = p.render(false, |n, _| format!("s/{n}.ts"));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
         // 12 added, 10 kept (102..=111), 6 listed (106..=111).
         assert!(lines.contains(&"#EXT-X-MEDIA-SEQUENCE:106"), "{text}");
-        // Never lowered: a 7.2 s segment made it 8 even after it left.
-        assert!(lines.contains(&"#EXT-X-TARGETDURATION:8"), "{text}");
+        // The packager's, whatever the segments.
+        assert!(lines.contains(&"#EXT-X-TARGETDURATION:6"), "{text}");
         // Segment 5's break is before the window: counted; segment 9's is tagged.
         assert!(lines.contains(&"#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{text}");
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
@@ -504,7 +657,7 @@ mod tests {
         assert!(text[before..].starts_with("#EXT-X-DISCONTINUITY\n#EXTINF:4.000,\ns/109.ts"));
         assert!(!text.contains("ENDLIST"));
         assert!(p
-            .render(true, |n| n.to_string())
+            .render(true, |_, _| String::new())
             .ends_with("#EXT-X-ENDLIST\n"));
         // The kept but unlisted ones still play; older ones are gone.
         let map = Packagers::default();
@@ -518,27 +671,29 @@ mod tests {
     #[test]
     fn segment_links_open_only_unchanged_and_unexpired() {
         let signer = Signer::ephemeral(Duration::from_secs(3600));
-        let now = UNIX_EPOCH + Duration::from_secs(1_000 * 3600);
-        let sealed = seal_key(&signer, "5\nIPTV", now, Duration::from_secs(600));
-        assert_eq!(open_key(&signer, &sealed, now).unwrap(), "5\nIPTV");
-        // Valid to the hour after the ttl: the same text for an hour of playlists.
-        let later = now + Duration::from_secs(300);
+        let cut = 1_000 * 3600;
+        let now = UNIX_EPOCH + Duration::from_secs(cut + 5);
+        let sealed = seal_segment(&signer, "5\nIPTV", 42, cut);
         assert_eq!(
-            seal_key(&signer, "5\nIPTV", later, Duration::from_secs(600)),
-            sealed
+            open_segment(&signer, &sealed, now).unwrap(),
+            ("5\nIPTV".to_string(), 42)
         );
-        let past = now + Duration::from_secs(2 * 3600);
-        assert!(open_key(&signer, &sealed, past).is_err());
+        // The same text every time the segment is listed.
+        assert_eq!(seal_segment(&signer, "5\nIPTV", 42, cut), sealed);
+        assert_ne!(seal_segment(&signer, "5\nIPTV", 43, cut), sealed);
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        assert!(open_segment(&signer, &sealed, at(cut + LINK_TTL.as_secs())).is_ok());
+        assert!(open_segment(&signer, &sealed, at(cut + LINK_TTL.as_secs() + 1)).is_err());
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert!(open_key(&signer, &tampered, now).is_err());
+        assert!(open_segment(&signer, &tampered, now).is_err());
         // A blob sealed for another route (a logo) does not open here.
         let logo = signer.seal_blob(b"http://example.invalid/logo.png");
-        assert!(open_key(&signer, &logo, now).is_err());
+        assert!(open_segment(&signer, &logo, now).is_err());
         // Another server's key does not open it.
         let other = Signer::ephemeral(Duration::from_secs(3600));
-        assert!(open_key(&other, &sealed, now).is_err());
+        assert!(open_segment(&other, &sealed, now).is_err());
     }
 }

@@ -555,7 +555,7 @@ impl Task {
                 .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
                 .await?;
             let what = match &*doc {
-                Document::Media { url } => Follow::Bytes(url.clone()),
+                Document::Media { url, .. } => Follow::Bytes(url.clone()),
                 Document::Playlist { url, body } if hls::is_master(body) => {
                     let (variant, silent) = hls::muxed_variant(body, url).ok_or_else(|| {
                         UpstreamError::Invalid("the master playlist lists no variant".into())

@@ -107,7 +107,7 @@ impl Engine {
         let headers = &src.resolved.headers;
         let timeout = src.service.http().timeout;
         let first = match &*doc {
-            Document::Media { url } => {
+            Document::Media { url, .. } => {
                 let ts = url.path().ends_with(".ts") || url.path().ends_with(".mpegts");
                 test.url_kind = Some(if ts { "ts" } else { "media" }.to_string());
                 Ok(url.clone())

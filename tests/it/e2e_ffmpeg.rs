@@ -488,8 +488,8 @@ url = "{}"
 /// sealed like every other link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_mpeg_ts_channel_plays_as_hls() {
-    // 16 s, sent at twice real time.
-    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(16), false);
+    // 16 s, sent at twice real time, over and over: one endless stream.
+    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(16), true);
     let origin = FakeUpstream::bind()
         .await
         .route("/tv/live.ts", paced)
@@ -513,7 +513,10 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
     let id = app.channel_id("Plain TS").await;
     let url = app.url(&format!("/api/stream/{id}.m3u8"));
 
-    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    // Two players at once: one packager, one upstream connection.
+    let path = format!("/api/stream/{id}.m3u8");
+    let (resp, other) = tokio::join!(app.get(&path), app.get(&path));
+    assert_eq!(other.status(), 200);
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -521,7 +524,7 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
         .starts_with("application/vnd.apple.mpegurl"));
     let playlist = resp.text().await.unwrap();
     assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
-    assert!(playlist.contains("#EXT-X-TARGETDURATION:"), "{playlist}");
+    assert!(playlist.contains("#EXT-X-TARGETDURATION:6\n"), "{playlist}");
     let links: Vec<&str> = playlist.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(!links.is_empty(), "{playlist}");
     for l in &links {
@@ -547,14 +550,22 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
         "PAT first"
     );
 
-    // Tampered, and a number outside the window: refused, as JSON.
+    // Tampered, and another segment's number under this link: refused, as JSON (a
+    // link opens its own segment only: counting up numbers leads nowhere).
     let (head, tail) = links[0].rsplit_once('/').unwrap();
     let token = head.rsplit_once('/').unwrap().1;
     let mut forged = token.to_string().into_bytes();
     forged[5] = if forged[5] == b'A' { b'B' } else { b'A' };
     let forged = head.replace(token, std::str::from_utf8(&forged).unwrap());
     crate::common::assert_api_error(app.get(&format!("{forged}/{tail}")).await, 403).await;
-    crate::common::assert_api_error(app.get(&format!("{head}/1.ts")).await, 404).await;
+    let n: u64 = tail.trim_end_matches(".ts").parse().unwrap();
+    crate::common::assert_api_error(app.get(&format!("{head}/{}.ts", n + 1)).await, 403).await;
+    // A link is the same in every playlist that lists its segment (hls.js requires it).
+    let again = app.get_text_ok(&path).await;
+    assert!(
+        again.contains(links[0]) || !again.contains(&format!("/{n}.ts")),
+        "{again}"
+    );
 
     // 10 s of a stream that arrives at twice real time: ffmpeg reloads the playlist
     // as new segments are cut, and decodes across them.
@@ -566,4 +577,62 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
     // The first look that told it is media, then one connection for the playlist's
     // player and the direct fetches alike.
     assert_eq!(origin.hits("/tv/live.ts"), 2, "{:?}", origin.paths());
+}
+
+/// An upstream that closes its MPEG-TS stream (a provider dropping the connection, a
+/// finite file) does not end the channel's HLS: the packager opens it again and the
+/// playlist goes on, its numbers never going back, after a discontinuity, and ffmpeg
+/// decodes across it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
+    // 8 s sent at real time, then the connection closes.
+    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(8), false);
+    let origin = FakeUpstream::bind()
+        .await
+        .route("/tv/once.ts", paced)
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,Once\n{}\n", origin.url("/tv/once.ts")),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Plain\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Once").await;
+    let path = format!("/api/stream/{id}.m3u8");
+    // A player's reloads for 14 s: past the first stream's end.
+    let mut sequences = Vec::new();
+    let mut seen_break = false;
+    for _ in 0..28 {
+        let text = app.get_text_ok(&path).await;
+        assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:6\n"), "{text}");
+        let tag = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        sequences.push(tag("#EXT-X-MEDIA-SEQUENCE:"));
+        seen_break |=
+            text.contains("#EXT-X-DISCONTINUITY\n") || tag("#EXT-X-DISCONTINUITY-SEQUENCE:") > 0;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(sequences.windows(2).all(|w| w[0] <= w[1]), "{sequences:?}");
+    assert!(
+        seen_break,
+        "no discontinuity after the stream closed: {sequences:?}"
+    );
+    assert!(origin.hits("/tv/once.ts") >= 3, "{:?}", origin.paths());
+    let frames = decoded_frames_of(&app.url(&path), 10).await;
+    assert!(
+        frames >= 200,
+        "ffmpeg decoded only {frames} frames across the reopen"
+    );
 }

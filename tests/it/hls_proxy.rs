@@ -601,6 +601,9 @@ async fn a_plain_mpeg_ts_source_is_passed_through() {
     let id = app.channel_id("Raw").await;
     let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
     assert_eq!(resp.status(), 307);
+    // Its first bytes said it is not MPEG-TS: nothing more was opened to find out (a
+    // provider that allows one connection would refuse the player's).
+    assert_eq!(origin.hits("/raw/stream.ts"), 1);
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     assert!(
         location.starts_with(&format!("{}/proxy/", app.base)),

@@ -843,7 +843,7 @@ pub(crate) async fn account_stream(
     let mut opened = Err(AppError::NotFound(format!("unknown channel `{id}`")));
     let mut only_again = None;
     for pin in pins {
-        opened = super::stream::open_stream(s, &file, pin.clone(), client, headers).await;
+        opened = super::stream::open_stream(s, &file, Some(id), pin.clone(), client, headers).await;
         only_again = pin;
         if opened.is_ok() {
             break;
@@ -875,6 +875,7 @@ pub(crate) async fn account_stream(
         let resp = super::stream::open_stream(
             s,
             &format!("{}.ts", channel.id),
+            Some(id),
             only_again,
             client,
             headers,
