@@ -302,26 +302,35 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
 /// the channel's identity (`Store::follow_moved_keys`); another service's channel of
 /// the same name, a swap of two ids, or a name listed twice is no move.
 pub fn moved_tvg_ids(old: &[Channel], new: &[Channel]) -> Vec<(String, String)> {
-    fn by_name(list: &[Channel]) -> (HashMap<String, Option<String>>, HashSet<String>) {
+    fn ids(list: &[Channel]) -> HashSet<String> {
+        list.iter()
+            .map(|ch| ch.tvg_id.trim().to_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+    fn by_name(list: &[Channel]) -> HashMap<String, Option<String>> {
         let mut names: HashMap<String, Option<String>> = HashMap::with_capacity(list.len());
-        let mut ids = HashSet::with_capacity(list.len());
         for ch in list {
             let tvg = ch.tvg_id.trim().to_lowercase();
-            if !tvg.is_empty() {
-                ids.insert(tvg.clone());
-            }
             names
                 .entry(normalise(&ch.name))
                 .and_modify(|t| *t = None)
                 .or_insert((!tvg.is_empty()).then_some(tvg));
         }
-        (names, ids)
+        names
     }
     if old.is_empty() || new.is_empty() {
         return Vec::new();
     }
-    let (before, before_ids) = by_name(old);
-    let (now, now_ids) = by_name(new);
+    // A move needs a tvg-id the old list did not have: the common refresh has none,
+    // and costs no more than the two sets of ids.
+    let before_ids = ids(old);
+    let now_ids = ids(new);
+    if now_ids.is_subset(&before_ids) {
+        return Vec::new();
+    }
+    let before = by_name(old);
+    let now = by_name(new);
     let mut moves: Vec<(String, String)> = now
         .iter()
         .filter_map(|(name, tvg)| {

@@ -902,6 +902,7 @@ impl Store {
         name_keys: impl Fn(usize) -> Vec<String>,
         moved: &HashMap<String, String>,
     ) {
+        self.keep_moved_identities(keys, moved);
         let moves = {
             let m = self.mirror();
             if m.channels.is_empty() {
@@ -963,6 +964,51 @@ impl Store {
         };
         for (i, other) in moves {
             keys[i].key = other;
+        }
+    }
+
+    /// A channel a service moved away from a tvg-id keeps that id's identity even when
+    /// another channel lists the old tvg-id again (a provider reusing it, or swapping
+    /// two ids over two refreshes): the one listing it now is keyed apart, under the key
+    /// its own earlier move came from when there is one, else a key of its own
+    /// (`{old}\u{1}reused`, the same at every build while the move is kept).
+    fn keep_moved_identities(&self, keys: &mut [Wanted], moved: &HashMap<String, String>) {
+        if moved.is_empty() {
+            return;
+        }
+        let rekey = {
+            let m = self.mirror();
+            // Where a chain of moves from `key` reaches a key the store knows.
+            let end = |key: &str| -> Option<String> {
+                let mut at = moved.get(key)?;
+                for _ in 0..16 {
+                    if m.channels.contains_key(at) {
+                        return Some(at.clone());
+                    }
+                    at = moved.get(at)?;
+                }
+                None
+            };
+            let present: HashMap<&str, usize> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.key.as_str(), i))
+                .collect();
+            let mut rekey = Vec::new();
+            for w in keys.iter() {
+                if !w.key.starts_with("tvg:") || m.channels.contains_key(&w.key) {
+                    continue;
+                }
+                let Some(old) = end(&w.key) else { continue };
+                if let Some(&j) = present.get(old.as_str()) {
+                    let own = end(&keys[j].key).filter(|o| !present.contains_key(o.as_str()));
+                    rekey.push((j, own.unwrap_or_else(|| format!("{old}\u{1}reused"))));
+                }
+            }
+            rekey
+        };
+        for (j, key) in rekey {
+            keys[j].key = key;
         }
     }
 
@@ -1307,12 +1353,11 @@ mod tests {
         );
         assert_eq!(keys[0].key, "name:news");
         // A service's renamed tvg-id, through a chain of renames, finds the key the
-        // store knows; one whose end is unknown or in use finds nothing.
+        // store knows; one whose end is unknown finds nothing.
         let moved: HashMap<String, String> = [
             ("tvg:c", "tvg:b"),
             ("tvg:b", "tvg:sport.test"),
             ("tvg:x", "tvg:y"),
-            ("tvg:in-use", "tvg:sport.test"),
         ]
         .into_iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -1323,9 +1368,50 @@ mod tests {
         let mut keys = vec![key("tvg:x", "x")];
         s.follow_moved_keys(&mut keys, |_| vec![], &moved);
         assert_eq!(keys[0].key, "tvg:x");
-        let mut keys = vec![key("tvg:in-use", "n"), key("tvg:sport.test", "sport")];
-        s.follow_moved_keys(&mut keys, |_| vec![], &moved);
-        assert_eq!(keys[0].key, "tvg:in-use");
+    }
+
+    #[tokio::test]
+    async fn a_moved_channel_keeps_its_identity_when_its_old_id_is_listed_again() {
+        let s = Store::in_memory();
+        let key = Wanted::new;
+        let first = s
+            .identities(&[key("tvg:a", "news"), key("tvg:b", "sport")])
+            .await
+            .unwrap();
+        let moved = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        // News moved a -> x; another channel lists `a` again: News keeps its
+        // identity, the newcomer gets one of its own.
+        let mut keys = vec![key("tvg:x", "news"), key("tvg:a", "other")];
+        s.follow_moved_keys(&mut keys, |_| vec![], &moved(&[("tvg:x", "tvg:a")]));
+        assert_eq!(keys[0].key, "tvg:a");
+        assert_eq!(keys[1].key, "tvg:a\u{1}reused");
+        let ids = s.identities(&keys).await.unwrap();
+        assert_eq!(ids[0], first[0]);
+        assert_ne!(ids[1].number, first[0].number);
+        assert_ne!(ids[1].number, first[1].number);
+        // Over two refreshes News moved a -> x and Sport b -> a: each keeps its own.
+        let mut keys = vec![key("tvg:x", "news"), key("tvg:a", "sport")];
+        s.follow_moved_keys(
+            &mut keys,
+            |_| vec![],
+            &moved(&[("tvg:x", "tvg:a"), ("tvg:a", "tvg:b")]),
+        );
+        assert_eq!(
+            (keys[0].key.as_str(), keys[1].key.as_str()),
+            ("tvg:a", "tvg:b")
+        );
+        // Without moves, nothing changes.
+        let mut keys = vec![key("tvg:x", "news"), key("tvg:a", "other")];
+        s.follow_moved_keys(&mut keys, |_| vec![], &HashMap::new());
+        assert_eq!(
+            (keys[0].key.as_str(), keys[1].key.as_str()),
+            ("tvg:x", "tvg:a")
+        );
     }
 
     #[tokio::test]

@@ -927,13 +927,13 @@ async fn ids_and_numbers_named(app: &TestApp, name: &str) -> Vec<(String, Value)
 /// A provider that changes a channel's tvg-id (`BBCOne.uk` becomes `bbc-one.uk`, same
 /// name) does not give it a new number: the channel keeps its id, number and mapping,
 /// after the change and after later restarts. Another service's channel of the same
-/// name is never taken for it: switching a service off and on moves nobody.
+/// name is never taken for it: a service that starts listing "BBC One" under its own
+/// id while the first is switched off gets a channel of its own.
 #[tokio::test]
 async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
     use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
-    let list = Arc::new(Mutex::new(String::new()));
     let up = FakeUpstream::bind().await;
     let o = up.base();
     let entry = |tvg: &str, name: &str, path: &str| {
@@ -946,21 +946,19 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
             entry("sport.a", "Sport", "a/sport")
         )
     };
-    *list.lock().unwrap() = a_list("BBCOne.uk");
-    let served = list.clone();
+    let b_sport = format!("#EXTM3U\n{}", entry("sport.b", "Sport", "b/sport"));
+    let a = Arc::new(Mutex::new(a_list("BBCOne.uk")));
+    let b = Arc::new(Mutex::new(b_sport.clone()));
+    let served = |list: &Arc<Mutex<String>>| {
+        let list = list.clone();
+        get(move || {
+            let body = list.lock().unwrap().clone();
+            async move { body }
+        })
+    };
     let _up = up
-        .route(
-            "/a.m3u",
-            get(move || {
-                let body = served.lock().unwrap().clone();
-                async move { body }
-            }),
-        )
-        .text(
-            "/b.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n{}", entry("sport.b", "Sport", "b/sport")),
-        )
+        .route("/a.m3u", served(&a))
+        .route("/b.m3u", served(&b))
         .start();
     let mut app = TestApp::spawn(&format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
@@ -968,15 +966,14 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
          [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
     ))
     .await;
-    let bbc = get_channel(&app, "bbc-one").await;
-    let number = bbc["number"].clone();
+    let number = get_channel(&app, "bbc-one").await["number"].clone();
     patch_ok(&app, "bbc-one", json!({"number": 101, "name": "My BBC"})).await;
+    assert_ne!(number, json!(101));
     let sports = ids_and_numbers_named(&app, "Sport").await;
     assert_eq!(sports.len(), 2, "{sports:?}");
-    assert_ne!(number, json!(101));
 
     // The provider renames the id; the next start reads the new list.
-    *list.lock().unwrap() = a_list("bbc-one.uk");
+    *a.lock().unwrap() = a_list("bbc-one.uk");
     for why in ["the start that saw the new id", "a later start"] {
         app.restart().await;
         let channels = app.channels().await;
@@ -987,14 +984,25 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
         assert!(c.to_string().contains("bbc-one.uk"), "{why}: {c:#}");
     }
 
-    // Service A off and on: B's Sport stays B's, A's comes back as it was.
-    for path in ["/api/services/A/disable", "/api/services/A/enable"] {
-        assert_eq!(app.post(path).await.status(), 200, "{path}");
-        let now = ids_and_numbers_named(&app, "Sport").await;
-        for pair in &now {
-            assert!(sports.contains(pair), "{path}: {now:?} vs {sports:?}");
-        }
-    }
+    // A switched off; B starts listing "BBC One" under its own id: to a comparison of
+    // the lineup before and after, A's channel moved to B's id. It is B's own channel.
+    assert_eq!(app.post("/api/services/A/disable").await.status(), 200);
+    *b.lock().unwrap() = format!("{b_sport}{}", entry("bbc.b", "BBC One", "b/bbc"));
+    app.restart().await;
+    let b_bbc = app.channel_named("BBC One").await;
+    assert_ne!(b_bbc["number"], 101, "{b_bbc:#}");
+    assert_ne!(id_of(&b_bbc), "bbc-one", "{b_bbc:#}");
+    assert_api_error(app.get("/api/channels/bbc-one").await, 404).await;
+    // A back: its channel is as it was, B's keeps its own.
+    assert_eq!(app.post("/api/services/A/enable").await.status(), 200);
     let c = get_channel(&app, "bbc-one").await;
-    assert_eq!(c["number"], 101, "{c:#}");
+    assert_eq!(
+        (c["number"].clone(), c["name"].clone()),
+        (json!(101), json!("My BBC"))
+    );
+    let again = get_channel(&app, &id_of(&b_bbc)).await;
+    assert_eq!(again["number"], b_bbc["number"], "{again:#}");
+    for pair in ids_and_numbers_named(&app, "Sport").await {
+        assert!(sports.contains(&pair), "{pair:?} vs {sports:?}");
+    }
 }

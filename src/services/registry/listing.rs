@@ -197,12 +197,18 @@ impl Registry {
         }
     }
 
-    /// Builds the lineup from every enabled service's channels and caches it (unless
-    /// the lineup was dropped meanwhile). The caller holds `building`, or runs beside
-    /// a build of an older generation.
+    /// Makes the next build read the moved tvg-ids from the store again.
+    pub(super) fn forget_moved_keys(&self) {
+        *self
+            .moved_keys
+            .lock()
+            .expect("moved_keys lock is never poisoned") = None;
+    }
+
     /// Every channel a service moved to another tvg-id (new merge key -> old): read
-    /// from the store at the first build, with `new` ones added and kept (a store that
-    /// cannot keep them, a display-only one, keeps them for this run).
+    /// from the store at the first build (and again after another instance changed
+    /// records, `shared`), with `new` ones added and kept (a store that cannot keep
+    /// them, a display-only one, keeps them for this run).
     async fn moved_keys(&self, new: Vec<(String, String)>) -> HashMap<String, String> {
         let loaded = self
             .moved_keys
@@ -232,6 +238,9 @@ impl Registry {
                 .expect("moved_keys lock is never poisoned");
             m.get_or_insert(kept);
         }
+        if !new.is_empty() {
+            tracing::info!(count = new.len(), first = ?new.first(), "a service moved channels to other tvg-ids: they keep their numbers and mappings");
+        }
         for (to, from) in new {
             let known = self
                 .moved_keys
@@ -243,7 +252,6 @@ impl Registry {
             if known {
                 continue;
             }
-            tracing::info!(from = %from, to = %to, "a service moved a channel to another tvg-id: it keeps its number and mapping");
             if let Err(e) = self
                 .store
                 .put_record(MOVED_KEYS, &to, &serde_json::Value::String(from.clone()))
@@ -264,6 +272,9 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Builds the lineup from every enabled service's channels and caches it (unless
+    /// the lineup was dropped meanwhile). The caller holds `building`, or runs beside
+    /// a build of an older generation.
     async fn build_lineup(
         &self,
         observe: Option<Observer<'_>>,
@@ -301,7 +312,9 @@ impl Registry {
         }))
         .await;
         let degraded = lists.iter().any(Result::is_err);
-        let mut moves = Vec::new();
+        // Each refreshed list beside the one before it: the channels its service moved
+        // to another tvg-id (outside the lock).
+        let mut compared = Vec::new();
         let lists: Vec<Arc<Vec<Channel>>> = {
             let mut last_good = self
                 .last_good
@@ -315,7 +328,7 @@ impl Registry {
                         self.keep_list(&e.cfg.name, &list);
                         if let Some(before) = last_good.insert(e.cfg.name.clone(), list.clone()) {
                             if !Arc::ptr_eq(&before, &list) {
-                                moves.extend(lineup::moved_tvg_ids(&before, &list));
+                                compared.push((before, list.clone()));
                             }
                         }
                         list
@@ -345,6 +358,11 @@ impl Registry {
                 number: m.number,
             })
             .collect();
+        let moves = compared
+            .iter()
+            .flat_map(|(before, now)| lineup::moved_tvg_ids(before, now))
+            .collect();
+        drop(compared);
         let moved = self.moved_keys(moves).await;
         self.store.follow_moved_keys(
             &mut keys,

@@ -54,7 +54,11 @@ impl Registry {
                 }
                 tracing::info!("channel mappings read again: changed by another instance, or after the state store came back");
             }
-            Change::Identities | Change::Users | Change::Records => {}
+            Change::Records => {
+                // Another instance may have seen a channel move to another tvg-id.
+                self.forget_moved_keys();
+            }
+            Change::Identities | Change::Users => {}
         }
     }
 }
