@@ -213,12 +213,28 @@ pub const TARGETS: &[Target] = &[
             b"\\u0000",
         ],
     },
+    Target {
+        name: "segmenter",
+        run: segmenter_target,
+        dictionary: &[
+            // A PAT naming PMT 0x1000, a PMT with H.264 on 0x100 and AAC on 0x101.
+            b"\x47\x40\x00\x10\x00\x00\xb0\x0d\x00\x01\xc1\x00\x00\x00\x01\xf0\x00",
+            b"\x47\x50\x00\x10\x00\x02\xb0\x17\x00\x01\xc1\x00\x00\xe1\x00\xf0\x00\x1b\xe1\x00\xf0\x00\x0f\xe1\x01\xf0\x00",
+            // A key-frame PES start on 0x100: random access, PTS, an IDR.
+            b"\x47\x41\x00\x30\x01\x40\x00\x00\x01\xe0\x00\x00\x80\x80\x05\x21\x00\x01\x00\x01\x00\x00\x01\x65",
+            b"\x47\x41\x00\x10\x00\x00\x01\xe0\x00\x00\x80\xc0\x0a\x31",
+            b"\x47\x1f\xff\x10",
+            b"\x47",
+            b"\x00\x00\x01",
+            b"\xff\xff\xff\xff",
+        ],
+    },
 ];
 
 /// Inputs that got past the first check (a list with entries, HLS, a guide read, a
 /// config accepted, a link opened), per target in [`TARGETS`] order: the share of
 /// mutants that reach the deeper code.
-pub static DEEP: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+pub static DEEP: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 fn deep(i: usize) {
     DEEP[i].fetch_add(1, Ordering::Relaxed);
@@ -897,5 +913,45 @@ fn json_stream_answer(body: &str, json: Option<serde_json::Value>) {
             deep(6);
             assert!(matches!(url.scheme(), "http" | "https"), "stream {url}");
         }
+    }
+}
+
+/// The bytes (the first one picks the chunk size) cut into segments, as a packager
+/// does: every segment is whole packets starting with the PAT, with a duration, and
+/// the counters stay sane.
+fn segmenter_target(data: &[u8]) {
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let chunk = [1, 7, 188, 189, 1000, 4096, 65536][usize::from(pick) % 7];
+    let mut cutter = freesky::segmenter::Segmenter::new(Duration::from_secs(2));
+    let mut out = Vec::new();
+    for c in bytes.chunks(chunk) {
+        cutter.push(c, &mut out);
+    }
+    if pick & 0x80 != 0 {
+        cutter.gap();
+        cutter.push(bytes, &mut out);
+    }
+    out.extend(cutter.finish());
+    if !out.is_empty() {
+        deep(7);
+    }
+    for s in &out {
+        assert_eq!(s.bytes.len() % 188, 0, "a segment of part packets");
+        assert!(
+            s.bytes.len() >= 3 * 188,
+            "a segment without tables and a frame"
+        );
+        assert_eq!(
+            (s.bytes[0], s.bytes[1] & 0x1f, s.bytes[2]),
+            (0x47, 0, 0),
+            "not PAT first"
+        );
+        assert!(
+            s.duration > 0.0 && s.duration < 30.0,
+            "duration {}",
+            s.duration
+        );
     }
 }

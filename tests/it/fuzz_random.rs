@@ -250,3 +250,8 @@ fn playlist_rewrite() {
 fn upstream_json() {
     fuzz("upstream_json", 3000);
 }
+
+#[test]
+fn segmenter() {
+    fuzz("segmenter", 1500);
+}

@@ -152,3 +152,8 @@ fn write_proxy_url_seeds() {
     .unwrap();
     std::fs::write(dir.join("garbage-not-base64"), "!!!/***/x.ts").unwrap();
 }
+
+#[test]
+fn segmenter_corpus() {
+    replay("segmenter");
+}
