@@ -176,8 +176,14 @@ fn bench_moves(c: &mut Criterion) {
     g.bench_function("baseline_merge", |b| {
         b.iter(|| black_box(freesky::lineup::merge(black_box(&inputs))).len())
     });
+    // A refresh where every 100th channel has a new tvg-id: names compared.
     g.bench_function("moved_tvg_ids", |b| {
         b.iter(|| freesky::lineup::moved_tvg_ids(black_box(&old), black_box(&new)).len())
+    });
+    // The common refresh, no new tvg-id: two sets of ids, no name work.
+    let same = old.clone();
+    g.bench_function("moved_tvg_ids_unchanged", |b| {
+        b.iter(|| freesky::lineup::moved_tvg_ids(black_box(&old), black_box(&same)).len())
     });
     g.finish();
 }

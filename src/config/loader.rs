@@ -205,22 +205,6 @@ impl<'t> Parse<'t> {
                 ("admin_token_file", file.clone()),
             ) {
                 cfg.server.admin_token = token;
-                // Anyone who can read the file is the admin: said as the proxy key's
-                // loose permissions are, at the file's line (used all the same).
-                let loose = file.as_deref().and_then(|f| {
-                    crate::store::mode_of(f).and_then(|mode| {
-                        crate::store::loose_permissions_of(f, mode, 0o600, "the admin token")
-                    })
-                });
-                if let Some(message) = loose {
-                    let field = "server.admin_token_file";
-                    let line = self.line_of_field(field);
-                    self.warnings.push(Problem {
-                        line,
-                        field: field.into(),
-                        message,
-                    });
-                }
             }
         }
         self.validate(&cfg);
@@ -750,7 +734,29 @@ impl<'t> Parse<'t> {
         match (inline.1, file.1) {
             (Some(s), None) => Some(s),
             (None, Some(f)) => match read_secret_file(&f) {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    // Anyone who can read the file has the secret: said as the proxy
+                    // key's loose permissions are, at the file's line (used all the
+                    // same).
+                    let what = if file.0 == "admin_token_file" {
+                        "the admin token".to_string()
+                    } else {
+                        format!("the secret of {path}")
+                    };
+                    let loose = crate::store::mode_of(&f).and_then(|mode| {
+                        crate::store::loose_permissions_of(&f, mode, 0o600, &what)
+                    });
+                    if let Some(message) = loose {
+                        let field = format!("{path}.{}", file.0);
+                        let line = self.line_of_field(&field);
+                        self.warnings.push(Problem {
+                            line,
+                            field,
+                            message,
+                        });
+                    }
+                    Some(s)
+                }
                 Err(msg) => {
                     self.problem(&format!("{path}.{}", file.0), msg);
                     None
@@ -1930,6 +1936,25 @@ mod tests {
             )]
         );
         assert_eq!(warned(0o640).len(), 1);
+        // Every other secret read from a file: a service's token, a viewer's password.
+        let text = format!(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\n\
+             auth = {{ bearer = {{ token_file = '{t}' }} }}\n"
+        );
+        let c = Config::parse(&text, "f.toml", &|_| None).unwrap();
+        let lines: Vec<String> = c
+            .warnings
+            .iter()
+            .map(|w| format!("{}: {}: {}", w.line, w.field, w.message))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("5: services[0].auth.bearer.token_file: ")
+                    && l.contains("(the secret of services[0].auth.bearer)")
+                    && l.contains(&format!("chmod 600 {t}"))),
+            "{lines:?}"
+        );
     }
 
     #[test]
