@@ -481,15 +481,11 @@ url = "{}"
     let _ = child.kill().await;
 }
 
-/// A channel whose source is plain MPEG-TS (an Xtream panel set to TS, a `.ts` URL in
-/// a list) plays as real HLS at its `.m3u8` URL: a live playlist of segments cut at key
-/// frames from the channel's one upstream connection, which ffmpeg's HLS demuxer (the
-/// way AVPlayer, hls.js and ExoPlayer take an `.m3u8`) decodes. Its segment links are
-/// sealed like every other link.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_mpeg_ts_channel_plays_as_hls() {
-    // 16 s, sent at twice real time, over and over: one endless stream.
-    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(16), true);
+/// freesky listing one channel, "Plain TS", whose source is a `seconds` clip of MPEG-TS
+/// sent as a live encoder would (`paced_mpeg_ts`), `looped` or once per connection;
+/// with the origin (its `/tv/live.ts`) and the list's server.
+async fn plain_ts_channel(seconds: u32, looped: bool) -> (TestApp, FakeUpstream, FakeUpstream) {
+    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(seconds), looped);
     let origin = FakeUpstream::bind()
         .await
         .route("/tv/live.ts", paced)
@@ -510,6 +506,18 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
         list.url("/list.m3u")
     ))
     .await;
+    (app, origin, list)
+}
+
+/// A channel whose source is plain MPEG-TS (an Xtream panel set to TS, a `.ts` URL in
+/// a list) plays as real HLS at its `.m3u8` URL: a live playlist of segments cut at key
+/// frames from the channel's one upstream connection, which ffmpeg's HLS demuxer (the
+/// way AVPlayer, hls.js and ExoPlayer take an `.m3u8`) decodes. Its segment links are
+/// sealed like every other link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mpeg_ts_channel_plays_as_hls() {
+    // 16 s, sent at twice real time, over and over: one endless stream.
+    let (app, origin, _list) = plain_ts_channel(16, true).await;
     let id = app.channel_id("Plain TS").await;
     let url = app.url(&format!("/api/stream/{id}.m3u8"));
 
@@ -586,25 +594,8 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
     // 8 s sent at real time, then the connection closes.
-    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(8), false);
-    let origin = FakeUpstream::bind()
-        .await
-        .route("/tv/once.ts", paced)
-        .start();
-    let list = FakeUpstream::bind()
-        .await
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1,Once\n{}\n", origin.url("/tv/once.ts")),
-        )
-        .start();
-    let app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"Plain\"\nkind = \"m3u\"\nurl = \"{}\"\n",
-        list.url("/list.m3u")
-    ))
-    .await;
-    let id = app.channel_id("Once").await;
+    let (app, origin, _list) = plain_ts_channel(8, false).await;
+    let id = app.channel_id("Plain TS").await;
     let path = format!("/api/stream/{id}.m3u8");
     // A player's reloads for 14 s: past the first stream's end.
     let mut sequences = Vec::new();
@@ -629,7 +620,7 @@ async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
         seen_break,
         "no discontinuity after the stream closed: {sequences:?}"
     );
-    assert!(origin.hits("/tv/once.ts") >= 3, "{:?}", origin.paths());
+    assert!(origin.hits("/tv/live.ts") >= 3, "{:?}", origin.paths());
     let frames = decoded_frames_of(&app.url(&path), 10).await;
     assert!(
         frames >= 200,
