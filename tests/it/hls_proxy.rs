@@ -1406,3 +1406,105 @@ async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
     .await;
     (app, lists)
 }
+
+/// One 188-byte packet of `pid` carrying `payload` (a PSI section after its pointer
+/// field when `pusi`), padded with 0xFF.
+fn ts_packet(pid: u16, pusi: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0xFF; 188];
+    p[0] = 0x47;
+    p[1] = ((pid >> 8) as u8 & 0x1F) | if pusi { 0x40 } else { 0 };
+    p[2] = pid as u8;
+    p[3] = 0x10;
+    p[4..4 + payload.len()].copy_from_slice(payload);
+    p
+}
+
+/// A channel whose MPEG-TS has a programme (H.264 video) but no time stamps cannot be
+/// cut: its `.m3u8` is answered within the bounded wait (30 s after the first bytes)
+/// with a clear 502, not left hanging until a vague timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_gives_a_segment_is_a_clear_502_within_the_bound() {
+    // PAT -> PMT 0x1000 -> H.264 on 0x100; then PES starts without a PTS, forever.
+    let pat = ts_packet(
+        0,
+        true,
+        &[
+            0, 0x00, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0x00, 0, 0, 0, 0,
+        ],
+    );
+    let pmt = ts_packet(
+        0x1000,
+        true,
+        &[
+            0, 0x02, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0, 0x1B, 0xE1, 0x00, 0xF0, 0, 0,
+            0, 0, 0,
+        ],
+    );
+    let pes = ts_packet(
+        0x100,
+        true,
+        &[0, 0, 1, 0xE0, 0, 0, 0x80, 0x00, 0x00, 0, 0, 1, 0x65],
+    );
+    let mut second = Vec::new();
+    for _ in 0..10 {
+        second.extend_from_slice(&pat);
+        second.extend_from_slice(&pmt);
+        for _ in 0..20 {
+            second.extend_from_slice(&pes);
+        }
+    }
+    let second = bytes::Bytes::from(second);
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/tv/stamps.ts",
+            get(move || {
+                let second = second.clone();
+                async move {
+                    let chunks = futures::stream::unfold((), move |()| {
+                        let second = second.clone();
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            Some((Ok::<_, std::convert::Infallible>(second), ()))
+                        }
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(chunks))
+                }
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,No Stamps\n{}\n",
+                origin.url("/tv/stamps.ts")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("No Stamps").await;
+    let started = std::time::Instant::now();
+    // Past this harness's usual 20 s request bound: the answer comes at about 30 s.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(75))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(app.url(&format!("/api/stream/{id}.m3u8")))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_api_error(resp, 502).await;
+    let waited = started.elapsed();
+    assert!(
+        body.to_string().contains("gave no segment"),
+        "{body} after {waited:?}"
+    );
+}
