@@ -4,6 +4,8 @@
 #   tune      precision and recall on the even M3U entries (where the threshold and
 #             margin were chosen)
 #   held-out  the same on the odd entries (reported)
+#             each also with --merge-ids: a site's rows of one id as one guide channel,
+#             as the site's XMLTV guide lists it
 #   timing    20,000 lineup channels against 50,000 guide channels: index and match
 #             time, and the memory they added (peak RSS)
 # The data: ../shared/data/guide-eval/guide-channels-a-m.tsv (guide channel lists with
@@ -27,6 +29,10 @@ for split in tune held-out; do
     "$BIN" "$TSV" "$M3U" --split "$split"
     echo "== $split split, names and the country group"
     "$BIN" "$TSV" "$M3U" --split "$split" --country
+    echo "== $split split, one guide channel per id per site (--merge-ids), names only"
+    "$BIN" "$TSV" "$M3U" --split "$split" --merge-ids
+    echo "== $split split, one guide channel per id per site (--merge-ids), with the country group"
+    "$BIN" "$TSV" "$M3U" --split "$split" --merge-ids --country
 done
 echo "== timing"
 "$BIN" --timing "$TSV" "$M3U"

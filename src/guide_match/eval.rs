@@ -92,6 +92,36 @@ pub fn guide_set(tsv: &str, limit: Option<usize>) -> GuideSet {
     GuideSet { channels, answers }
 }
 
+/// One site's rows that carry the same id as one guide channel, as that site's XMLTV
+/// guide holds it: a guide lists a channel id once, with every name the site gives it
+/// (`i.mjh.nz` lists "Outside TV" under Plex and under Samsung, both `OutsideTV.us`).
+/// Rows without an id stay one channel each, as listed. The matcher still sees no id:
+/// only a guide's shape, one `<channel>` per channel.
+pub fn one_channel_per_id(guide: GuideSet) -> GuideSet {
+    let mut at: HashMap<(String, String), usize> = HashMap::new();
+    let mut out = GuideSet {
+        channels: Vec::with_capacity(guide.channels.len()),
+        answers: Vec::with_capacity(guide.answers.len()),
+    };
+    for (c, answer) in guide.channels.into_iter().zip(guide.answers) {
+        if !answer.is_empty() {
+            if let Some(&i) = at.get(&(c.source.clone(), answer.clone())) {
+                let names = &mut out.channels[i].names;
+                for n in c.names {
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+                continue;
+            }
+            at.insert((c.source.clone(), answer.clone()), out.channels.len());
+        }
+        out.channels.push(c);
+        out.answers.push(answer);
+    }
+    out
+}
+
 /// A guide site's country: its domain's last part when that is a country code
 /// (`freeview.co.uk` → uk, `mewatch.sg` → sg; `dstv.com` none). What a site is known
 /// for, as a guide source configured for one country would be; never the answer.
@@ -481,5 +511,31 @@ mod tests {
                 sole_once: 1
             }
         );
+    }
+
+    #[test]
+    fn a_sites_rows_of_one_id_are_one_guide_channel() {
+        let tsv = "site\tlang\tdisplay_name\txmltv_id\n\
+            m.nz\ten\tOutside TV\tOutsideTV.us\n\
+            m.nz\ten\tOutside TV\tOutsideTV.us@East\n\
+            m.nz\ten\tOutside\tOutsideTV.us\n\
+            n.tv\ten\tOutside TV\tOutsideTV.us\n\
+            m.nz\ten\tCircle\t\n\
+            m.nz\ten\tCircle\t\n";
+        let guide = one_channel_per_id(guide_set(tsv, None));
+        // One channel for m.nz's three rows of the id (every name once), one for
+        // n.tv's; rows without an id stay as listed.
+        let names: Vec<_> = guide.channels.iter().map(|c| c.names.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                vec!["Outside TV".to_string(), "Outside".to_string()],
+                vec!["Outside TV".to_string()],
+                vec!["Circle".to_string()],
+                vec!["Circle".to_string()],
+            ]
+        );
+        assert_eq!(guide.answers, ["OutsideTV.us", "OutsideTV.us", "", ""]);
+        assert_eq!(guide.channels[1].source, "n.tv");
     }
 }
