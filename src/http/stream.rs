@@ -90,8 +90,16 @@ async fn channel_stream(
     let peer = client.map(|Extension(ConnectInfo(p))| p);
     match viewer.0 {
         Some(login) => {
-            super::xtream::account_stream(&s, &login.account, &file, q.service, peer, &headers)
-                .await
+            super::xtream::account_stream(
+                &s,
+                &login.account,
+                &file,
+                q.service,
+                None,
+                peer,
+                &headers,
+            )
+            .await
         }
         None => open_stream(&s, &file, None, q.service, peer, &headers).await,
     }

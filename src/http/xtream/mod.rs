@@ -585,6 +585,7 @@ async fn live(
         &account,
         &format!("{}.{ext}", slug_of(&s, number).await?),
         None,
+        Some(id),
         peer(&client),
         &headers,
     )
@@ -754,6 +755,7 @@ async fn plain(
         &account,
         &format!("{}.ts", slug_of(&s, number).await?),
         None,
+        file.split('.').next(),
         peer(&client),
         &headers,
     )
@@ -809,11 +811,15 @@ fn stream_id(id: &str) -> Result<u32, AppError> {
 /// is disabled or expired, does not see the channel (404, as for no channel), or is
 /// at its connection limit (403); a `.ts` body holds one connection while open, an
 /// HLS playlist counts one per channel and player address while it is polled.
+/// `routed`: the channel as the request's URL named it, which a balancer hashes
+/// (`/live/U/P/7.m3u8`: "7"), when not `file`'s id; links the answer makes (a plain
+/// MPEG-TS channel's segments) name it too, to reach this instance.
 pub(crate) async fn account_stream(
     s: &AppState,
     account: &Account,
     file: &str,
     service: Option<String>,
+    routed: Option<&str>,
     client: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -843,7 +849,15 @@ pub(crate) async fn account_stream(
     let mut opened = Err(AppError::NotFound(format!("unknown channel `{id}`")));
     let mut only_again = None;
     for pin in pins {
-        opened = super::stream::open_stream(s, &file, Some(id), pin.clone(), client, headers).await;
+        opened = super::stream::open_stream(
+            s,
+            &file,
+            Some(routed.unwrap_or(id)),
+            pin.clone(),
+            client,
+            headers,
+        )
+        .await;
         only_again = pin;
         if opened.is_ok() {
             break;
