@@ -68,6 +68,10 @@ const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(30);
 /// How long an ended playlist (`EXT-X-ENDLIST`) is kept for the players that poll it;
 /// after, a new player starts over.
 const ENDED_LINGER: Duration = Duration::from_secs(10);
+/// A playlist that got no new segment for this long (its session's sources failing,
+/// retried) ends (`EXT-X-ENDLIST`): its players stop, rather than reloading a frozen
+/// playlist.
+const STALLED: Duration = Duration::from_secs(30);
 /// A session that ends sooner than this after it was joined counts as a short one;
 /// after [`SHORT_SESSIONS`] of them in a row the playlist ends.
 const SHORT_SESSION: Duration = Duration::from_secs(3);
@@ -455,7 +459,8 @@ async fn run(
     let mut cut = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut short = 0;
-    loop {
+    let mut last_cut = Instant::now();
+    'sessions: loop {
         let mut joined = match sessions.join(&engine, &id, only.as_deref()).await {
             Ok(j) => j,
             Err(e) => {
@@ -498,6 +503,11 @@ async fn run(
                         tracing::info!(channel = %id, "packaged HLS stopped: no players");
                         break true;
                     }
+                    if !p.is_starting() && last_cut.elapsed() > STALLED {
+                        tracing::warn!(channel = %id, "packaged HLS ended: no new segment for {} s", STALLED.as_secs());
+                        p.state.send_replace(State::Ended);
+                        break 'sessions;
+                    }
                     if p.is_starting() && joined_at.elapsed() > FIRST_SEGMENT_WAIT {
                         // Bytes came but no segment: without a programme table it is
                         // not something to cut (served as it is), with one its source
@@ -514,6 +524,9 @@ async fn run(
                         return;
                     }
                 }
+            }
+            if !cut.is_empty() {
+                last_cut = Instant::now();
             }
             p.add(&mut cut);
         };

@@ -369,6 +369,13 @@ const MAX_KEYS: usize = 16;
 /// all fail costs its upstream a few requests a minute, not thousands a second.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
+/// Mid-stream, with every source failing to open, the session tries again after 2 s,
+/// then doubling up to `MAX_RETRY_PAUSE`, for this long; then it ends, its viewers'
+/// streams with it (a player reconnects when it wants). A dead channel watched for
+/// hours costs its service a handful of failures, not one every 2 s (which would open
+/// the service's circuit for all its channels).
+const MIDSTREAM_RETRY_FOR: Duration = Duration::from_secs(120);
+
 impl Task {
     fn announced(&self) -> bool {
         self.ready.borrow().is_some()
@@ -402,11 +409,16 @@ impl Task {
         // cleared, unlike `skip`), and why: the viewers' error when none sends any.
         let mut tried_silent: Vec<String> = Vec::new();
         let mut silent_why: Vec<Attempt> = Vec::new();
+        // Since when no source opens mid-stream, and the rounds so far.
+        let mut failing: Option<(Instant, u32)> = None;
         loop {
             if self.idle() {
                 return;
             }
             let opened = self.open(&skip, None).await;
+            if opened.is_ok() {
+                failing = None;
+            }
             let mut source = match opened {
                 Ok(s) => s,
                 Err(e)
@@ -449,10 +461,21 @@ impl Task {
                     return;
                 }
                 Err(e) => {
-                    // Mid-stream, every source failed: keep trying while anyone watches.
-                    tracing::warn!(channel = %self.id, error = %e, "no source works; retrying");
+                    // Mid-stream, every source failed: try again, less and less often,
+                    // for a while.
+                    let (since, rounds) = failing.get_or_insert((Instant::now(), 0));
+                    if since.elapsed() >= MIDSTREAM_RETRY_FOR {
+                        tracing::warn!(channel = %self.id, error = %e, "no source of the channel opened for {} s; the stream ends", MIDSTREAM_RETRY_FOR.as_secs());
+                        self.remove();
+                        return;
+                    }
+                    let pause = Duration::from_secs(2)
+                        .saturating_mul(1 << (*rounds).min(4))
+                        .min(MAX_RETRY_PAUSE);
+                    *rounds += 1;
+                    tracing::warn!(channel = %self.id, error = %e, "no source works; retrying in {} s", pause.as_secs());
                     skip.clear();
-                    if self.pause(Duration::from_secs(2)).await {
+                    if self.pause(pause).await {
                         return;
                     }
                     continue;

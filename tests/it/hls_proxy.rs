@@ -1508,3 +1508,94 @@ async fn a_stream_that_never_gives_a_segment_is_a_clear_502_within_the_bound() {
         "{body} after {waited:?}"
     );
 }
+
+/// A packaged channel whose upstream dies mid-stream (its connection cut, then every
+/// new one refused) ends its playlist (`#EXT-X-ENDLIST`) once no new segment came for
+/// 30 s, rather than freezing for as long as players reload it; and its session tries
+/// the dead upstream less and less often, not every 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packaged_channel_whose_upstream_dies_ends_its_playlist() {
+    let clip = crate::common::mpeg_ts_clip(8);
+    let dead = Arc::new(AtomicBool::new(false));
+    let hits_after = Arc::new(AtomicUsize::new(0));
+    let (d, h) = (dead.clone(), hits_after.clone());
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/tv/live.ts",
+            get(move || {
+                let (clip, dead, hits_after) = (clip.clone(), d.clone(), h.clone());
+                async move {
+                    if dead.load(Ordering::SeqCst) {
+                        hits_after.fetch_add(1, Ordering::SeqCst);
+                        return respond(503, "text/plain", "down");
+                    }
+                    // The clip over and over at real time, until the upstream dies: then
+                    // the connection breaks.
+                    let step = (clip.len() / 80).max(188);
+                    let chunks = futures::stream::unfold(0usize, move |at| {
+                        let (clip, dead) = (clip.clone(), dead.clone());
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if dead.load(Ordering::SeqCst) {
+                                return Some((Err(std::io::Error::other("died")), at));
+                            }
+                            let at = if at >= clip.len() { 0 } else { at };
+                            let end = (at + step).min(clip.len());
+                            Some((Ok(bytes::Bytes::copy_from_slice(&clip[at..end])), end))
+                        }
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(chunks))
+                }
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,Dies\n{}\n", origin.url("/tv/live.ts")),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Dies").await;
+    let path = format!("/api/stream/{id}.m3u8");
+    // Playing: segments listed.
+    let mut segments = 0;
+    for _ in 0..40 {
+        let text = app.get_text_ok(&path).await;
+        segments = text.lines().filter(|l| l.contains("/packaged/")).count();
+        if segments >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(segments >= 2, "the channel never listed two segments");
+    dead.store(true, Ordering::SeqCst);
+    let died = std::time::Instant::now();
+    // A player's reloads, every second: the playlist ends.
+    let mut last = String::new();
+    while died.elapsed() < Duration::from_secs(75) {
+        last = app.get_text_ok(&path).await;
+        if last.contains("#EXT-X-ENDLIST") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        last.contains("#EXT-X-ENDLIST"),
+        "still no end {:?} after the upstream died: {last}",
+        died.elapsed()
+    );
+    let hits = hits_after.load(Ordering::SeqCst);
+    assert!(
+        hits <= 10,
+        "the dead upstream was asked {hits} times in {:?}",
+        died.elapsed()
+    );
+}
