@@ -82,7 +82,32 @@ impl moka::Expiry<String, CachedDoc> for DocExpiry {
     }
 }
 
+/// Which media responses a document fetch keeps for the session about to play them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Park {
+    /// None: the probe's connection closes at once.
+    No,
+    /// MPEG-TS only (an `.m3u8` request, which packages TS and redirects the rest).
+    MpegTs,
+    /// Any media (a `.ts` session, which relays what it is).
+    Media,
+}
+
+/// How long a parked media response waits for its session before it is closed.
+const PARK_FOR: Duration = Duration::from_secs(5);
+
+/// Media responses a document fetch read the first bytes of, kept unread (first bytes
+/// put back) for the session that plays them next: the upstream sees one connection,
+/// not a probe and then a second one (a panel that allows one refuses the second while
+/// it has not noticed the first close). By cache key; each closed after `PARK_FOR`.
+#[derive(Default)]
+struct ParkedBodies {
+    bodies: Mutex<HashMap<String, (u64, BodyStream)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
 pub struct MediaCache {
+    parked: Arc<ParkedBodies>,
     playlists: Cache<String, CachedDoc>,
     segments: Cache<String, Segment>,
     inflight: Arc<Mutex<HashMap<String, Arc<Inflight>>>>,
@@ -123,6 +148,7 @@ impl MediaCache {
     pub fn new(cfg: &CacheConfig) -> Self {
         let capacity = cfg.segment_cache_mb.saturating_mul(1 << 20);
         Self {
+            parked: Arc::default(),
             playlists: playlist_cache(cfg.playlist_cache_mb.saturating_mul(1 << 20)),
             segments: Cache::builder()
                 .max_capacity(capacity)
@@ -153,6 +179,21 @@ impl MediaCache {
         headers: &Headers,
         limit: usize,
     ) -> Result<Arc<Document>, UpstreamError> {
+        self.document_to_play(service, service_name, url, headers, limit, Park::No)
+            .await
+    }
+
+    /// `document`, keeping the media response it fetched (if it fetched one, of the
+    /// kind `park` names) for `take_parked` by the session about to play it.
+    pub async fn document_to_play(
+        &self,
+        service: &dyn Service,
+        service_name: &str,
+        url: &Url,
+        headers: &Headers,
+        limit: usize,
+        park: Park,
+    ) -> Result<Arc<Document>, UpstreamError> {
         let key = key(service_name, url, headers);
         // For the metrics: an entry present now is a hit; else this call either runs
         // the fetch (a miss) or waits for one already running (coalesced).
@@ -162,7 +203,13 @@ impl MediaCache {
             .playlists
             .try_get_with(key, async {
                 fetched.store(true, std::sync::atomic::Ordering::Relaxed);
-                let doc = fetch_document(service, url, headers, limit, self.max_uris).await?;
+                let (doc, body) =
+                    fetch_document(service, url, headers, limit, self.max_uris).await?;
+                if let (Document::Media { url, mpeg_ts }, Some(body)) = (&doc, body) {
+                    if park == Park::Media || (park == Park::MpegTs && *mpeg_ts) {
+                        self.park(self::key(service_name, url, headers), body);
+                    }
+                }
                 let ttl = match &doc {
                     Document::Playlist { body, .. } => self.playlist_lifetime(body),
                     Document::Media { .. } => self.playlist_ttl,
@@ -182,6 +229,42 @@ impl MediaCache {
         };
         crate::metrics::get().cache("playlist", lookup);
         found.map(|c| c.doc).map_err(|e| (*e).clone())
+    }
+
+    /// Keeps `body` under `key` for `PARK_FOR` (replacing one kept there).
+    fn park(&self, key: String, body: BodyStream) {
+        let parked = self.parked.clone();
+        let n = parked
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        parked
+            .bodies
+            .lock()
+            .expect("parked lock is never poisoned")
+            .insert(key.clone(), (n, body));
+        tokio::spawn(async move {
+            tokio::time::sleep(PARK_FOR).await;
+            let mut bodies = parked.bodies.lock().expect("parked lock is never poisoned");
+            if bodies.get(&key).is_some_and(|(m, _)| *m == n) {
+                bodies.remove(&key);
+            }
+        });
+    }
+
+    /// The media response a `document_to_play` of `url` (after redirects) kept, first
+    /// bytes included, if it is still there: read it instead of fetching `url` again.
+    pub fn take_parked(
+        &self,
+        service_name: &str,
+        url: &Url,
+        headers: &Headers,
+    ) -> Option<BodyStream> {
+        self.parked
+            .bodies
+            .lock()
+            .expect("parked lock is never poisoned")
+            .remove(&key(service_name, url, headers))
+            .map(|(_, body)| body)
     }
 
     /// The most one segment fetch may take, head to last byte (`cache.segment_timeout`).
@@ -316,7 +399,7 @@ async fn fetch_document(
     headers: &Headers,
     limit: usize,
     max_uris: usize,
-) -> Result<Document, UpstreamError> {
+) -> Result<(Document, Option<BodyStream>), UpstreamError> {
     let timeout = service.http().timeout;
     let work = async {
         let fetched = service.fetch(url, headers, None).await?;
@@ -340,10 +423,22 @@ async fn fetch_document(
         }
         let first = first.freeze();
         if looks_like_media(&first) || (is_media_type(&ctype) && !looks_like_playlist(&first)) {
-            return Ok(Document::Media {
-                url: fetched.url,
-                mpeg_ts: looks_like_mpeg_ts(&first),
-            });
+            let mpeg_ts = looks_like_mpeg_ts(&first);
+            // The response as it came, first bytes put back: the session about to
+            // play it may read it (`MediaCache::take_parked`).
+            let head = futures::stream::once(async { Ok(first) });
+            let body: BodyStream = if ended {
+                Box::pin(head)
+            } else {
+                Box::pin(head.chain(fetched.body))
+            };
+            return Ok((
+                Document::Media {
+                    url: fetched.url,
+                    mpeg_ts,
+                },
+                Some(body),
+            ));
         }
         let head = futures::stream::once(async { Ok(first) });
         fetched.body = if ended {
@@ -394,10 +489,13 @@ async fn fetch_document(
                 service.shown_url(&final_url)
             )));
         }
-        Ok(Document::Playlist {
-            url: final_url,
-            body,
-        })
+        Ok((
+            Document::Playlist {
+                url: final_url,
+                body,
+            },
+            None,
+        ))
     };
     tokio::time::timeout(timeout, work)
         .await

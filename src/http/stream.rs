@@ -149,6 +149,21 @@ pub(super) async fn open_stream(
         Some(Err(PackageError::Stream(e))) => return Err(e.into()),
         Some(Err(PackageError::NotTs)) | None => {}
     }
+    // The channel plays as `.ts` already, from a plain MPEG-TS source: cut from that
+    // session, its upstream is not asked again (a panel that allows one connection
+    // would refuse a second).
+    if s.sessions.relays_mpeg_ts(id, q.service.as_deref()) {
+        let packaged = s
+            .sessions
+            .packaged
+            .playlist(&s.sessions, &Engine::of(s), id, q.service.as_deref(), &link)
+            .await;
+        match packaged {
+            Ok(body) => return Ok(playlist(body)),
+            Err(PackageError::Stream(e)) => return Err(e.into()),
+            Err(PackageError::NotTs) => {}
+        }
+    }
     match Engine::of(s)
         .open_playlist(id, q.service.as_deref(), &base, client.map(|c| c.ip()))
         .await?

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use url::Url;
 
 use super::{Engine, StreamError};
-use crate::cache::Document;
+use crate::cache::{Document, Park};
 use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::Headers;
@@ -58,8 +58,17 @@ impl Engine {
             .registry
             .open_except(id, only, &failed, |src| async move {
                 let r = &src.resolved;
+                // Plain MPEG-TS is packaged from the session about to start: it reads
+                // this response rather than opening another.
                 let mut doc = media
-                    .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                    .document_to_play(
+                        &*src.service,
+                        &src.service_name,
+                        &r.url,
+                        &r.headers,
+                        limit,
+                        Park::MpegTs,
+                    )
                     .await?;
                 if was_media {
                     let variant = match &*doc {

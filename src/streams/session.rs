@@ -39,7 +39,7 @@ use url::Url;
 
 use super::failover::{refresh_due, token_refused};
 use super::{segment, Engine, StreamError};
-use crate::cache::Document;
+use crate::cache::{Document, Park};
 use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
@@ -66,6 +66,8 @@ struct Session {
     /// joining midway gets first; `None` while the stream is MPEG-TS. Changed (and the
     /// new one broadcast) under its lock, which `join` subscribes under.
     init: Mutex<Option<Bytes>>,
+    /// Relaying a source whose bytes are plain MPEG-TS (not following a playlist).
+    relays_mpeg_ts: AtomicBool,
 }
 
 /// A viewer's place in a session: what `viewer_stream` reads.
@@ -176,6 +178,7 @@ impl Sessions {
                         tx,
                         ready,
                         init: Mutex::new(None),
+                        relays_mpeg_ts: AtomicBool::new(false),
                     });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
@@ -250,6 +253,16 @@ impl Sessions {
         out
     }
 
+    /// Whether the session of channel `id` (and service filter) runs, relaying a
+    /// plain MPEG-TS source: an `.m3u8` is cut from it, without asking the upstream.
+    pub fn relays_mpeg_ts(&self, id: &str, only: Option<&str>) -> bool {
+        self.map
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .get(&super::packaged::session_key(id, only))
+            .is_some_and(|s| s.relays_mpeg_ts.load(Ordering::Relaxed))
+    }
+
     /// How many sessions are running.
     pub fn active(&self) -> usize {
         self.map
@@ -302,8 +315,9 @@ struct Source {
 enum Follow {
     /// A media playlist to poll.
     Playlist(Url),
-    /// A plain MPEG-TS (or other media) URL to relay.
-    Bytes(Url),
+    /// A plain MPEG-TS (or other media) URL to relay; true when its first bytes
+    /// were MPEG-TS.
+    Bytes(Url, bool),
 }
 
 /// A live playlist that lists no new segment for this many target durations (within
@@ -486,7 +500,15 @@ impl Task {
             let sent_before = self.delivered.load(Ordering::Relaxed);
             let stop = match source.what.clone() {
                 Follow::Playlist(url) => self.follow(&mut source, url).await,
-                Follow::Bytes(url) => self.relay(&source, &url).await,
+                Follow::Bytes(url, mpeg_ts) => {
+                    // An `.m3u8` of the channel is cut from this session meanwhile.
+                    self.session
+                        .relays_mpeg_ts
+                        .store(mpeg_ts, Ordering::Relaxed);
+                    let stop = self.relay(&source, &url).await;
+                    self.session.relays_mpeg_ts.store(false, Ordering::Relaxed);
+                    stop
+                }
             };
             // Whatever the reason, this session is done with the source.
             self.engine
@@ -575,10 +597,17 @@ impl Task {
         let attempt = |src: crate::services::registry::SourceCtx| async move {
             let r = &src.resolved;
             let doc = media
-                .document(&*src.service, &src.service_name, &r.url, &r.headers, limit)
+                .document_to_play(
+                    &*src.service,
+                    &src.service_name,
+                    &r.url,
+                    &r.headers,
+                    limit,
+                    Park::Media,
+                )
                 .await?;
             let what = match &*doc {
-                Document::Media { url, .. } => Follow::Bytes(url.clone()),
+                Document::Media { url, mpeg_ts } => Follow::Bytes(url.clone(), *mpeg_ts),
                 Document::Playlist { url, body } if hls::is_master(body) => {
                     let (variant, silent) = hls::muxed_variant(body, url).ok_or_else(|| {
                         UpstreamError::Invalid("the master playlist lists no variant".into())
@@ -591,7 +620,7 @@ impl Task {
                 Document::Playlist { url, .. } => Follow::Playlist(url.clone()),
             };
             let followed = match &what {
-                Follow::Playlist(u) | Follow::Bytes(u) => url_expires_at(u),
+                Follow::Playlist(u) | Follow::Bytes(u, _) => url_expires_at(u),
             };
             let expires = url_expires_at(&r.url).into_iter().chain(followed).min();
             Ok(Source {
@@ -933,10 +962,23 @@ impl Task {
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {
-            let why = match src.service.fetch(url, &src.headers, None).await {
+            // The response the source's opening read the first bytes of, when it is
+            // still kept: no second connection.
+            let parked = self
+                .engine
+                .media
+                .take_parked(&src.service_name, url, &src.headers);
+            let fetched = match parked {
+                Some(body) => Ok(body),
+                None => src
+                    .service
+                    .fetch(url, &src.headers, None)
+                    .await
+                    .map(|f| f.body),
+            };
+            let why = match fetched {
                 Err(e) => e.to_string(),
-                Ok(fetched) => {
-                    let mut body = fetched.body;
+                Ok(mut body) => {
                     self.continuity.join();
                     let mut align = TsAligner::default();
                     let mut checked = Instant::now();

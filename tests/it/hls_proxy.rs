@@ -1599,3 +1599,114 @@ async fn a_packaged_channel_whose_upstream_dies_ends_its_playlist() {
         died.elapsed()
     );
 }
+
+/// An upstream that allows one connection at a time (as most panels do for an
+/// account): a channel whose source is plain MPEG-TS plays as `.ts` and as `.m3u8` at
+/// once, on the one connection. The first bytes that tell what the stream is are read
+/// from the connection that then plays, not from a probe closed just before the real
+/// one opens (a panel refuses the second while it has not noticed the first close),
+/// and an `.m3u8` of a channel already playing as `.ts` is cut from that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection() {
+    /// Decrements the open-connection count when the response body is dropped.
+    struct Open(Arc<AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let clip = crate::common::mpeg_ts_clip(8);
+    let open = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (o, h, r) = (open.clone(), hits.clone(), refused.clone());
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/tv/one.ts",
+            get(move || {
+                let (clip, open, hits, refused) = (clip.clone(), o.clone(), h.clone(), r.clone());
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if open.fetch_add(1, Ordering::SeqCst) > 0 {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return respond(403, "text/plain", "one connection at a time");
+                    }
+                    let guard = Arc::new(Open(open));
+                    let step = (clip.len() / 80).max(188);
+                    let chunks = futures::stream::unfold(0usize, move |at| {
+                        let (clip, guard) = (clip.clone(), guard.clone());
+                        async move {
+                            let _held = guard;
+                            if at > 0 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            let at = if at >= clip.len() { 0 } else { at };
+                            let end = (at + step).min(clip.len());
+                            Some((
+                                Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(
+                                    &clip[at..end],
+                                )),
+                                end,
+                            ))
+                        }
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(chunks))
+                }
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,One\n{}\n", origin.url("/tv/one.ts")),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("One").await;
+
+    // A .ts viewer first: its bytes come on the connection that told what it is.
+    let mut viewer = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(viewer.status(), 200);
+    let mut got = 0;
+    while got < 188 * 100 {
+        got += viewer
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream goes on")
+            .len();
+    }
+    assert_eq!(
+        (hits.load(Ordering::SeqCst), refused.load(Ordering::SeqCst)),
+        (1, 0),
+        "the .ts viewer's start asked the upstream more than once"
+    );
+    // Then, past the first look's cache (`playlist_ttl`), an HLS player of the same
+    // channel: segments from the same session.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let path = format!("/api/stream/{id}.m3u8");
+    let mut segments = 0;
+    for _ in 0..40 {
+        let text = app.get_text_ok(&path).await;
+        segments = text.lines().filter(|l| l.contains("/packaged/")).count();
+        if segments >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(segments >= 1, "the .m3u8 listed no segment");
+    assert_eq!(
+        (hits.load(Ordering::SeqCst), refused.load(Ordering::SeqCst)),
+        (1, 0),
+        "the .m3u8 of a channel playing as .ts asked the upstream again"
+    );
+    drop(viewer);
+}
