@@ -652,6 +652,26 @@ impl<'t> Parse<'t> {
             Some(keys) => Some(self.auth(&format!("{path}.auth"), keys)?),
             None => None,
         };
+        // Headers are checked here: one that HTTP cannot carry would otherwise be
+        // left out of every request without a word.
+        let mut headers_ok = true;
+        for (name, value) in &c.headers {
+            headers_ok &= self.header_ok(&format!("{path}.headers.{name}"), name, value);
+        }
+        headers_ok &= match &auth {
+            Some(Auth::Bearer(token)) => self.header_ok(
+                &format!("{path}.auth.bearer"),
+                "Authorization",
+                &format!("Bearer {}", token.expose()),
+            ),
+            Some(Auth::Header { name, value }) => {
+                self.header_ok(&format!("{path}.auth.header"), name, value.expose())
+            }
+            _ => true,
+        };
+        if !headers_ok {
+            return None;
+        }
         let guide_country = c
             .guide_country
             .as_deref()
@@ -674,6 +694,26 @@ impl<'t> Parse<'t> {
             guide_country,
             kind,
         })
+    }
+
+    /// Whether `name: value` can go in an HTTP request; a problem at `path` if not (the
+    /// value itself is not quoted: it may be a secret).
+    fn header_ok(&mut self, path: &str, name: &str, value: &str) -> bool {
+        let why = if reqwest::header::HeaderName::try_from(name).is_err() {
+            format!(
+                "`{}` is not a valid HTTP header name (letters, digits and `-`, no spaces)",
+                name.escape_debug()
+            )
+        } else if reqwest::header::HeaderValue::try_from(value).is_err() {
+            format!(
+                "the value of header `{name}` is not valid in HTTP (a line break or other \
+                 control character)"
+            )
+        } else {
+            return true;
+        };
+        self.problem(path, why);
+        false
     }
 
     /// `[services.auth]` with its secret files read; `None` after recording a problem.
@@ -1331,6 +1371,27 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(str::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_are_errors_at_their_lines() {
+        let base = "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"http://x/\"\n";
+        assert_eq!(
+            errors(&format!("{base}headers = {{ \"Bad Header\" = \"x\", \"X-Ok\" = \"a\\nb\" }}\n")),
+            [
+                "f.toml:5: services[0].headers.Bad Header: `Bad Header` is not a valid HTTP header name (letters, digits and `-`, no spaces)",
+                "f.toml:5: services[0].headers.X-Ok: the value of header `X-Ok` is not valid in HTTP (a line break or other control character)",
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{base}[services.auth]\nheader = {{ name = \"X Api Key\", value = \"k\" }}\n")),
+            ["f.toml:6: services[0].auth.header: `X Api Key` is not a valid HTTP header name (letters, digits and `-`, no spaces)"]
+        );
+        assert_eq!(
+            errors(&format!("{base}[services.auth]\nbearer = \"tok\\nen\"\n")),
+            ["f.toml:6: services[0].auth.bearer: the value of header `Authorization` is not valid in HTTP (a line break or other control character)"]
+        );
+        assert!(errors(&format!("{base}headers = {{ \"X-Ok\" = \"a b\" }}\n")).is_empty());
     }
 
     #[test]
