@@ -415,14 +415,30 @@ async fn fetch_document(
         let mut fetched = fetched;
         let mut first = BytesMut::new();
         let mut ended = false;
-        while first.len() <= crate::ts::PACKET && !ended {
+        // A packet and a byte; then, for what is none of media, a playlist or a page
+        // yet, up to `PROBE_MAX`: MPEG-TS joined mid-packet or behind some junk is
+        // found by its sync bytes.
+        let undecided = |first: &[u8]| {
+            first.len() <= crate::ts::PACKET
+                || (first.len() < PROBE_MAX
+                    && !looks_like_media(first)
+                    && !looks_like_playlist(first)
+                    && !crate::upstream::looks_like_html(first))
+        };
+        while !ended && undecided(&first) {
             match fetched.body.next().await {
                 Some(chunk) => first.extend_from_slice(&chunk?),
                 None => ended = true,
             }
         }
         let first = first.freeze();
-        if looks_like_media(&first) || (is_media_type(&ctype) && !looks_like_playlist(&first)) {
+        // A page typed as media (a panel's error page served as `video/mp2t`) is no
+        // stream: it is read as text below, and refused as a page.
+        if looks_like_media(&first)
+            || (is_media_type(&ctype)
+                && !looks_like_playlist(&first)
+                && !crate::upstream::looks_like_html(&first))
+        {
             let mpeg_ts = looks_like_mpeg_ts(&first);
             // The response as it came, first bytes put back: the session about to
             // play it may read it (`MediaCache::take_parked`).
@@ -512,10 +528,19 @@ fn looks_like_media(first: &[u8]) -> bool {
     looks_like_mpeg_ts(first) || first.get(4..8) == Some(b"ftyp")
 }
 
-/// MPEG-TS packets from the first byte: sync bytes at 0 and 188.
+/// How much of a body's start is read to tell MPEG-TS that does not start at its
+/// first byte.
+const PROBE_MAX: usize = 8 << 10;
+
+/// MPEG-TS packets: sync bytes at 0 and 188, or, from a later offset (a stream
+/// joined mid-packet, junk in front), at four offsets 188 apart.
 fn looks_like_mpeg_ts(first: &[u8]) -> bool {
-    first.first() == Some(&crate::ts::SYNC)
-        && first.get(crate::ts::PACKET) == Some(&crate::ts::SYNC)
+    use crate::ts::{PACKET, SYNC};
+    if first.first() == Some(&SYNC) && first.get(PACKET) == Some(&SYNC) {
+        return true;
+    }
+    (1..first.len().saturating_sub(3 * PACKET))
+        .any(|o| (0..4).all(|k| first[o + k * PACKET] == SYNC))
 }
 
 /// Text starting `#EXTM3U` (after a byte-order mark or blank space).
@@ -903,6 +928,27 @@ async fn keep(flight: &Inflight, p: &Pump, content_type: Option<String>, last: O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mpeg_ts_is_told_from_its_first_byte_mid_packet_or_behind_junk() {
+        let packets: Vec<u8> = (0..8)
+            .flat_map(|_| {
+                let mut p = vec![0u8; 188];
+                p[0] = 0x47;
+                p
+            })
+            .collect();
+        assert!(looks_like_mpeg_ts(&packets[..189]));
+        // Joined mid-packet, or behind a kilobyte of junk: found by four sync bytes.
+        assert!(looks_like_mpeg_ts(&packets[77..]));
+        let mut junk = vec![b'x'; 1000];
+        junk.extend_from_slice(&packets);
+        assert!(looks_like_mpeg_ts(&junk));
+        // Three in a row, a text, an MP4: not MPEG-TS.
+        assert!(!looks_like_mpeg_ts(&packets[77..77 + 3 * 188]));
+        assert!(!looks_like_mpeg_ts(b"#EXTM3U\n#EXTINF:-1,GGGG\n"));
+        assert!(!looks_like_mpeg_ts(b"\0\0\0\x20ftypisom"));
+    }
 
     fn doc(n: usize) -> CachedDoc {
         CachedDoc {

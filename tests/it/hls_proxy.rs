@@ -1710,3 +1710,60 @@ async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection(
     );
     drop(viewer);
 }
+
+/// A plain MPEG-TS stream joined mid-packet (a relay that starts wherever its reader
+/// is) plays as HLS like any other: its `.m3u8` is cut into segments, not redirected
+/// to the raw stream an HLS-only player cannot play. A page typed `video/mp2t` (a
+/// panel's error page) is refused as the page it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpeg_ts_joined_mid_packet_is_cut_and_a_page_typed_as_ts_is_refused() {
+    let clip = crate::common::mpeg_ts_clip(8);
+    let mid: Arc<Vec<u8>> = Arc::new(clip[188 * 10 + 77..].to_vec());
+    let origin = FakeUpstream::bind()
+        .await
+        .route("/tv/mid.ts", crate::common::paced_mpeg_ts(mid, true))
+        .route(
+            "/tv/page.ts",
+            get(|| async {
+                respond(
+                    200,
+                    "video/mp2t",
+                    "<!DOCTYPE html><html><body>Account expired</body></html>",
+                )
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1,Mid\n{}\n#EXTINF:-1,Page\n{}\n",
+                origin.url("/tv/mid.ts"),
+                origin.url("/tv/page.ts")
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let mid = app.channel_id("Mid").await;
+    let text = app.get_text_ok(&format!("/api/stream/{mid}.m3u8")).await;
+    let segments: Vec<&str> = text.lines().filter(|l| l.contains("/packaged/")).collect();
+    assert!(!segments.is_empty(), "{text}");
+    let segment = app.get(segments[0]).await;
+    assert_eq!(segment.status(), 200);
+    let bytes = segment.bytes().await.unwrap();
+    assert_eq!(
+        (bytes[0], bytes.len() % 188),
+        (0x47, 0),
+        "a segment of whole packets"
+    );
+
+    let page = app.channel_id("Page").await;
+    let body = assert_api_error(app.get(&format!("/api/stream/{page}.m3u8")).await, 502).await;
+    assert!(body.to_string().contains("an HTML page"), "{body}");
+}
