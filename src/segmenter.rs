@@ -30,8 +30,9 @@
 //!   new programme layout, or bytes lost: [`Segmenter::gap`]) end the segment there
 //!   and mark the next one as a discontinuity; the shared session already makes most
 //!   joins continuous (`ts`).
-//! - **Bounds**: a segment never grows past [`MAX_SEGMENT`] bytes (it is cut where it
-//!   is, as if bytes were lost); bytes in which no MPEG-TS packet is found within
+//! - **Bounds**: past [`SIZE_CUT`] bytes a segment is cut at the next frame of the
+//!   clock stream, key or not; it never grows past [`MAX_SEGMENT`] bytes (without a
+//!   frame start by then, it is dropped, as if its bytes were lost); bytes in which no MPEG-TS packet is found within
 //!   [`SNIFF`] bytes, or no programme of video or audio within [`NO_TABLES`], make
 //!   [`Segmenter::not_ts`] true; nothing an upstream sends can make it panic.
 
@@ -44,6 +45,9 @@ const SECOND: u64 = 90_000;
 pub const JUMP: i64 = 10 * SECOND as i64;
 /// The most bytes one segment holds (6 s at over 20 Mbit/s): a packager keeps 10.
 pub const MAX_SEGMENT: usize = 16 << 20;
+/// A segment this large is cut at the clock stream's next PES start, key frame or
+/// not (a stream of over 20 Mbit/s makes shorter segments than the target).
+pub const SIZE_CUT: usize = 12 << 20;
 /// Bytes read without finding MPEG-TS packets before the stream counts as not MPEG-TS.
 pub const SNIFF: usize = 64 << 10;
 /// Bytes of packets read without a programme that has video or audio before the
@@ -315,7 +319,11 @@ impl Segmenter {
                 }
                 // Cut here when the next frame, at this pace, would pass the limit.
                 let held = diff(t, b.start).max(0) as u64;
-                let cut = held >= target && key || held + step.max(0) as u64 > limit;
+                // And, past `SIZE_CUT` bytes (a stream of over 20 Mbit/s), at this frame:
+                // the segment stays under `MAX_SEGMENT`, shorter than the target.
+                let cut = held >= target && key
+                    || held + step.max(0) as u64 > limit
+                    || b.bytes.len() >= SIZE_CUT && held > 0;
                 if !cut {
                     b.last = t;
                     b.bytes.extend_from_slice(p);
@@ -602,6 +610,11 @@ mod tests {
     /// start and one more packet), a key frame every `gop` frames (none: 0), audio
     /// beside.
     fn stream(from: u64, seconds: u64, gop: u64) -> Vec<u8> {
+        stream_of(from, seconds, gop, 1)
+    }
+
+    /// `stream`, each video frame `fill` packets after its PES start.
+    fn stream_of(from: u64, seconds: u64, gop: u64, fill: usize) -> Vec<u8> {
         let mut v = Vec::new();
         let frame = SECOND / 25;
         for f in 0..seconds * 25 {
@@ -611,7 +624,9 @@ mod tests {
             }
             let t = from + f * frame;
             v.extend_from_slice(&pes(VIDEO, t, gop > 0 && f % gop == 0));
-            v.extend_from_slice(&filler(VIDEO));
+            for _ in 0..fill {
+                v.extend_from_slice(&filler(VIDEO));
+            }
             v.extend_from_slice(&pes(AUDIO, t, false));
         }
         v
@@ -659,6 +674,29 @@ mod tests {
             .collect();
         let first_key = 2 * PACKET; // the stream starts with PAT, PMT, then a key frame
         assert_eq!(&joined[..], &bytes[first_key..first_key + joined.len()]);
+    }
+
+    #[test]
+    fn a_high_bitrate_stream_is_cut_by_size_not_dropped() {
+        // About 32 Mbit/s (850 packets a frame), a key frame every 6 s: 6 s would be
+        // 24 MB. Segments are cut at a frame past SIZE_CUT instead, and none is lost.
+        let bytes = stream_of(0, 12, 150, 850);
+        let segs = cut(&bytes, 188 * 1000, 4);
+        assert!(segs.len() >= 3, "{} segments", segs.len());
+        let mut covered = 0;
+        for s in &segs {
+            assert!(s.bytes.len() <= MAX_SEGMENT, "{} bytes", s.bytes.len());
+            assert!(s.duration > 0.0 && s.duration < 6.0, "{}", s.duration);
+            assert!(!s.discontinuity);
+            covered += s.bytes.len() - 2 * PACKET;
+        }
+        // Every packet from the first cut to the last one, in segments.
+        let first_key = 2 * PACKET;
+        let joined: Vec<u8> = segs
+            .iter()
+            .flat_map(|s| s.bytes[2 * PACKET..].to_vec())
+            .collect();
+        assert_eq!(&joined[..], &bytes[first_key..first_key + covered]);
     }
 
     #[test]
