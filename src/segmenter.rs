@@ -480,7 +480,13 @@ fn pmt_clock(s: &[u8]) -> Option<Clock> {
         if let Some(codec) = codec {
             return Some(Clock { pid, codec });
         }
-        if audio.is_none() && matches!(kind, 0x03 | 0x04 | 0x0F | 0x11 | 0x1C | 0x81 | 0x87) {
+        let descriptors = s
+            .get(at + 5..(at + 5 + es_info).min(end))
+            .unwrap_or_default();
+        if audio.is_none()
+            && (matches!(kind, 0x03 | 0x04 | 0x0F | 0x11 | 0x1C | 0x81 | 0x87)
+                || kind == 0x06 && dvb_audio(descriptors))
+        {
             audio = Some(Clock {
                 pid,
                 codec: Codec::Audio,
@@ -489,6 +495,29 @@ fn pmt_clock(s: &[u8]) -> Option<Clock> {
         at += 5 + es_info;
     }
     audio
+}
+
+/// Whether the descriptors of a private-data stream (type 0x06, as DVB carries AC-3,
+/// E-AC-3, DTS and AAC) say it is audio: an AC-3, E-AC-3, DTS or AAC descriptor, or a
+/// registration of "AC-3", "EAC3" or a "DTS" format.
+fn dvb_audio(mut d: &[u8]) -> bool {
+    while let [tag, len, rest @ ..] = d {
+        let len = usize::from(*len);
+        let Some(body) = rest.get(..len) else { break };
+        match tag {
+            0x6A | 0x7A | 0x7B | 0x7C => return true,
+            0x05 if matches!(
+                body.get(..4),
+                Some(b"AC-3" | b"EAC3" | b"DTS1" | b"DTS2" | b"DTS3")
+            ) =>
+            {
+                return true
+            }
+            _ => {}
+        }
+        d = &rest[len..];
+    }
+    false
 }
 
 /// The decode time (DTS, else PTS) of the PES that `pes` starts, if its header has one.
@@ -697,6 +726,23 @@ mod tests {
             .flat_map(|s| s.bytes[2 * PACKET..].to_vec())
             .collect();
         assert_eq!(&joined[..], &bytes[first_key..first_key + covered]);
+    }
+
+    #[test]
+    fn dvb_audio_is_told_by_its_descriptors() {
+        assert!(dvb_audio(&[0x6A, 1, 0]));
+        assert!(dvb_audio(&[0x0A, 4, b'e', b'n', b'g', 0, 0x7A, 0]));
+        assert!(dvb_audio(&[0x05, 4, b'A', b'C', b'-', b'3']));
+        // Subtitles, teletext, a cut descriptor: not audio.
+        assert!(!dvb_audio(&[0x59, 8, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!dvb_audio(&[0x56, 5, 0, 0, 0, 0, 0]));
+        assert!(!dvb_audio(&[0x6A, 9, 0]));
+        // An audio-only programme whose AC-3 is a private stream has a clock.
+        let mut s = vec![0x02, 0xB0, 0, 0, 1, 0xC1, 0, 0, 0xE1, 0x00, 0xF0, 0];
+        s.extend_from_slice(&[0x06, 0xE1, 0x01, 0xF0, 3, 0x6A, 1, 0]);
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        let clock = pmt_clock(&s).expect("a clock");
+        assert_eq!((clock.pid, clock.codec), (0x101, Codec::Audio));
     }
 
     #[test]

@@ -518,6 +518,7 @@ async fn run(
                                 FIRST_SEGMENT_WAIT.as_secs()
                             ))))
                         } else {
+                            tracing::info!(channel = %id, "no programme with video or audio found in {} s: its .m3u8 is the stream's link", FIRST_SEGMENT_WAIT.as_secs());
                             State::NotTs { for_sure: true }
                         };
                         p.state.send_replace(why);
