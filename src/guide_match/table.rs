@@ -373,13 +373,26 @@ pub fn decided(decisions: &HashMap<String, Decision>) -> BTreeSet<String> {
     decisions.keys().cloned().collect()
 }
 
+/// Two decimals, never below 0 (nor `-0.0`, which JSON shows as such).
 fn round(score: f32) -> f32 {
-    (score * 100.0).round() / 100.0
+    let r = (score * 100.0).round() / 100.0;
+    if r > 0.0 {
+        r
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_show_two_decimals_never_below_zero() {
+        assert_eq!(round(0.8765), 0.88);
+        assert_eq!(round(-0.001).to_string(), "0");
+        assert_eq!(round(-0.3).to_string(), "0");
+    }
 
     fn info(id: &str, name: &str) -> ChannelInfo {
         ChannelInfo {
