@@ -267,6 +267,18 @@ impl MediaCache {
             .map(|(_, body)| body)
     }
 
+    /// Closes the response kept under `key`, if any: nothing will play it (its stream
+    /// is served through another link).
+    pub fn discard_parked(&self, key: &str) {
+        let gone = self
+            .parked
+            .bodies
+            .lock()
+            .expect("parked lock is never poisoned")
+            .remove(key);
+        drop(gone);
+    }
+
     /// The most one segment fetch may take, head to last byte (`cache.segment_timeout`).
     pub fn segment_timeout(&self) -> Duration {
         self.segment_timeout

@@ -172,6 +172,7 @@ pub(super) async fn open_stream(
         Opened::Media {
             link: media,
             mpeg_ts: true,
+            parked,
         } => {
             // A live playlist cut from the channel's `.ts` session (`streams::packaged`).
             let packaged = s
@@ -181,7 +182,12 @@ pub(super) async fn open_stream(
                 .await;
             match packaged {
                 Ok(body) => Ok(playlist(body)),
-                Err(PackageError::NotTs) => Ok(Redirect::temporary(&media).into_response()),
+                Err(PackageError::NotTs) => {
+                    // Played through its link: the response that told it closes now, or
+                    // the player's fetch would be a second connection.
+                    s.media.discard_parked(&parked);
+                    Ok(Redirect::temporary(&media).into_response())
+                }
                 Err(PackageError::Stream(e)) => Err(e.into()),
             }
         }

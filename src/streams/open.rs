@@ -19,7 +19,13 @@ pub enum Opened {
     Playlist(String),
     /// A direct media URL (not HLS): the sealed link to play it through; `mpeg_ts`
     /// when its first bytes were MPEG-TS (it may be cut into HLS: `packaged`).
-    Media { link: String, mpeg_ts: bool },
+    /// `parked`: the cache key under which the response that told it is kept for the
+    /// session about to play it (`MediaCache::take_parked`), if this open fetched it.
+    Media {
+        link: String,
+        mpeg_ts: bool,
+        parked: String,
+    },
 }
 
 impl Engine {
@@ -135,6 +141,7 @@ impl Engine {
                 Ok(Opened::Media {
                     link: format!("{base}/proxy/{token}/{name}"),
                     mpeg_ts: *mpeg_ts,
+                    parked: crate::cache::key(&service, url, &stream_headers),
                 })
             }
         }

@@ -1767,3 +1767,84 @@ async fn mpeg_ts_joined_mid_packet_is_cut_and_a_page_typed_as_ts_is_refused() {
     let body = assert_api_error(app.get(&format!("/api/stream/{page}.m3u8")).await, 502).await;
     assert!(body.to_string().contains("an HTML page"), "{body}");
 }
+
+/// A stream of MPEG-TS packets without a programme is not cut: its `.m3u8` is a 307
+/// to its pass-through link, at once once that is known. The look that tells it is
+/// MPEG-TS then closes before the player's own fetch, which a one-connection upstream
+/// would otherwise refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connection() {
+    struct Open(Arc<AtomicUsize>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    // Packets of one PID, no tables: never a programme.
+    let mut packet = [0xFFu8; 188];
+    packet[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
+    let burst = bytes::Bytes::from(packet.repeat(1000));
+    let open = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (o, r) = (open.clone(), refused.clone());
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/tv/raw.ts",
+            get(move || {
+                let (burst, open, refused) = (burst.clone(), o.clone(), r.clone());
+                async move {
+                    if open.fetch_add(1, Ordering::SeqCst) > 0 {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return respond(403, "text/plain", "one connection at a time");
+                    }
+                    let guard = Arc::new(Open(open));
+                    let chunks = futures::stream::unfold((), move |()| {
+                        let (burst, guard) = (burst.clone(), guard.clone());
+                        async move {
+                            let _held = guard;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Some((Ok::<_, std::convert::Infallible>(burst), ()))
+                        }
+                    });
+                    respond(200, "video/mp2t", Body::from_stream(chunks))
+                }
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,Raw\n{}\n", origin.url("/tv/raw.ts")),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Raw").await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let m3u8 = app.url(&format!("/api/stream/{id}.m3u8"));
+    let first = no_redirects.get(&m3u8).send().await.unwrap();
+    assert_eq!(first.status(), 307);
+    // Its session gone (idle), the first look's answer expired: asked again, at once.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let again = no_redirects.get(&m3u8).send().await.unwrap();
+    assert_eq!(again.status(), 307);
+    let link = again.headers()["location"].to_str().unwrap().to_string();
+    let played = app.get(&link).await;
+    assert_eq!(
+        played.status(),
+        200,
+        "the pass-through was refused: {} refused connections",
+        refused.load(Ordering::SeqCst)
+    );
+    drop(played);
+}
