@@ -394,6 +394,8 @@ struct Inner {
     mirror: Mutex<Mirror>,
     /// Serialises identity assignment so two lineup builds never give one key two numbers.
     assign: tokio::sync::Mutex<()>,
+    /// Serialises a service's enabled flag and priority writes with their mirror copy.
+    service_writes: tokio::sync::Mutex<()>,
     /// Changes other instances made, after the mirror took them in.
     changes: tokio::sync::broadcast::Sender<Change>,
     /// The task following other instances' changes (PostgreSQL); ends with the store.
@@ -746,6 +748,7 @@ impl Store {
                 backend,
                 mirror: Mutex::new(mirror),
                 assign: tokio::sync::Mutex::new(()),
+                service_writes: tokio::sync::Mutex::new(()),
                 changes: tokio::sync::broadcast::channel(64).0,
                 follower: Mutex::new(None),
             }),
@@ -856,6 +859,9 @@ impl Store {
     /// Persists a service's enabled flag (`None`: the config's again); returns once it
     /// is durable.
     pub async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
+        // The write and the mirror's copy in one order for concurrent calls: what the
+        // API shows last is what the store holds.
+        let _one = self.inner.service_writes.lock().await;
         let n = name.to_string();
         self.run(move |b| async move { b.set_enabled(&n, enabled).await })
             .await?;
@@ -870,6 +876,7 @@ impl Store {
     /// Persists a service's priority (`None`: the config's again); returns once it is
     /// durable.
     pub async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
+        let _one = self.inner.service_writes.lock().await;
         let n = name.to_string();
         self.run(move |b| async move { b.set_priority(&n, priority).await })
             .await?;
@@ -1412,6 +1419,34 @@ mod tests {
             (keys[0].key.as_str(), keys[1].key.as_str()),
             ("tvg:x", "tvg:a")
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_service_changes_leave_the_store_as_the_api_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..100 {
+            let s = Store::open(dir.path()).unwrap();
+            let calls: Vec<_> = (0..40i64)
+                .map(|i| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        s.set_enabled("A", Some(i % 2 == 0)).await.unwrap();
+                        s.set_priority("A", Some(100 + i)).await.unwrap();
+                    })
+                })
+                .collect();
+            for c in calls {
+                c.await.unwrap();
+            }
+            let shown = s.service_override("A");
+            drop(s);
+            let kept = Store::open(dir.path()).unwrap().service_override("A");
+            assert_eq!(
+                (kept.enabled, kept.priority),
+                (shown.enabled, shown.priority),
+                "round {round}"
+            );
+        }
     }
 
     #[tokio::test]
