@@ -79,6 +79,11 @@ const KEEP_PAST: i64 = 24 * 3600;
 /// Between full refreshes, the lineup is checked for changed services at least this
 /// often (sooner when `cache.channels_ttl` or `guide.refresh` is shorter).
 const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// A guide whose read failed is read again after this (or a quarter of `[guide]
+/// refresh`, if shorter), then twice as long after each failure in a row, up to
+/// `[guide] refresh`: a guide down at start is back within
+/// minutes, not at the next full refresh hours later.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// How long the first guide request waits for the guides before it is answered with
 /// those read so far (a guide that hangs or is huge joins the next render).
 const FIRST_WAIT: Duration = Duration::from_secs(10);
@@ -222,6 +227,9 @@ pub struct Guides {
     /// re-render merges again.
     last_good: Mutex<HashMap<String, Arc<ServiceGuide>>>,
     status: Mutex<HashMap<String, GuideStatus>>,
+    /// Guides whose last read failed: when to read each again, and its failures in a
+    /// row (`RETRY_FAILED`).
+    retry: Mutex<HashMap<String, (tokio::time::Instant, u32)>>,
     rendered: RwLock<Option<Arc<Rendered>>>,
     /// One fetch of every guide at a time.
     refreshing: tokio::sync::Mutex<()>,
@@ -298,6 +306,7 @@ impl Guides {
             cfg,
             last_good: Mutex::default(),
             status: Mutex::default(),
+            retry: Mutex::default(),
             rendered: RwLock::default(),
             refreshing: tokio::sync::Mutex::const_new(()),
             fetches: AtomicU64::new(0),
@@ -830,8 +839,15 @@ impl Guides {
                 () = tokio::time::sleep_until(wake) => {}
             }
             // An empty guide is not served for a partial one: clients keep a guide
-            // for hours.
-            if !self.last_good.lock().expect("guide lock").is_empty() {
+            // for hours. Nor is one made of guides without a programme (a panel's
+            // valid but empty `xmltv.php` read first).
+            if self
+                .last_good
+                .lock()
+                .expect("guide lock")
+                .values()
+                .any(|g| g.programme_count() > 0)
+            {
                 break;
             }
             wake = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -966,6 +982,20 @@ impl Guides {
         };
         for name in &due {
             tracing::info!(service = %name, "lineup channels changed: reading its guide again");
+        }
+        // Guides whose last read failed, when their retry is due.
+        let now = tokio::time::Instant::now();
+        for (name, _) in self.sources() {
+            let retry = self
+                .retry
+                .lock()
+                .expect("guide lock")
+                .get(&name)
+                .is_some_and(|(at, _)| *at <= now);
+            if retry && !due.contains(&name) {
+                tracing::info!(guide = %name, "its last read failed: reading it again");
+                due.push(name);
+            }
         }
         for (name, _) in self.sources() {
             if !due.contains(&name) && self.lists_new_channels(&name, &lineup, &again_channels) {
@@ -1214,6 +1244,19 @@ impl Guides {
                 .expect("guide lock")
                 .insert(name.clone(), channels_with_source(lineup, &name));
             let mut status = self.status.lock().expect("guide status lock");
+            {
+                let mut retry = self.retry.lock().expect("guide lock");
+                if result.is_err() {
+                    let fails = retry.get(&name).map_or(0, |r| r.1) + 1;
+                    let wait = RETRY_FAILED
+                        .min(self.cfg.refresh / 4)
+                        .saturating_mul(1 << (fails - 1).min(10))
+                        .min(self.cfg.refresh);
+                    retry.insert(name.clone(), (tokio::time::Instant::now() + wait, fails));
+                } else {
+                    retry.remove(&name);
+                }
+            }
             match result {
                 Ok(None) => {
                     status.remove(&name);

@@ -823,3 +823,104 @@ async fn the_guide_is_gzipped_for_a_client_that_accepts_it() {
         }
     }
 }
+
+/// A guide that cannot be read at start (its server down) is read again within
+/// minutes, not at the next full refresh hours later: its programmes come without a
+/// manual refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guide_that_failed_at_start_is_read_again_soon() {
+    let good = xmltv(
+        &[("One.example", "One")],
+        &[("One.example", 0, "Back show")],
+    );
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let serving = down.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .route(
+            "/guide.xml",
+            get(move || {
+                let (good, down) = (good.clone(), serving.clone());
+                async move {
+                    if down.load(std::sync::atomic::Ordering::SeqCst) {
+                        respond(503, "text/plain", "down for maintenance")
+                    } else {
+                        respond(200, "application/xml", good)
+                    }
+                }
+            }),
+        )
+        .start();
+    // A full refresh every 2 minutes: the retry comes after 30 s (a quarter of it).
+    let app = TestApp::spawn(&format!(
+        "[guide]\nrefresh = \"120s\"\n\n[cache]\nchannels_ttl = \"2s\"\n\n\
+         [[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let first = app.get_text_ok("/epg.xml").await;
+    assert!(!first.contains("Back show"), "{first}");
+    assert!(app.service_status("P").await["guide"]["last_error"].is_string());
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut guide = String::new();
+    while started.elapsed() < std::time::Duration::from_secs(80) {
+        guide = app.get_text_ok("/epg.xml").await;
+        if guide.contains("Back show") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(
+        guide.contains("Back show"),
+        "the guide was not read again in {:?}",
+        started.elapsed()
+    );
+}
+
+/// The first guide request after a start does not get a guide made only of guides
+/// without a programme (a panel's valid but empty `xmltv.php`, read first) while
+/// another service's guide is still being read: players keep a guide for hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_guide_is_not_one_without_programmes_while_another_is_read() {
+    let empty = xmltv(&[("A.example", "A")], &[]);
+    let full = xmltv(&[("B.example", "B")], &[("B.example", 0, "Slow show")]);
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"A.example\",A\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"B.example\",B\nhttp://127.0.0.1:9/2.m3u8\n",
+        )
+        .text("/a.xml", "application/xml", empty)
+        .route(
+            "/b.xml",
+            get(move || {
+                let full = full.clone();
+                async move {
+                    // Past the first request's 10 s wait.
+                    tokio::time::sleep(std::time::Duration::from_secs(13)).await;
+                    respond(200, "application/xml", full)
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{0}/a.m3u\"\nepg_url = \"{0}/a.xml\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\nurl = \"{0}/b.m3u\"\nepg_url = \"{0}/b.xml\"\ntimeout = \"30s\"\n",
+        up.base()
+    ))
+    .await;
+    let first = app.get_text_ok("/epg.xml").await;
+    assert!(first.contains("Slow show"), "{first}");
+}
