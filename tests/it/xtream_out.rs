@@ -521,10 +521,15 @@ async fn a_connection_limit_counts_players_not_requests() {
         refused["error"].as_str().unwrap().contains("allows 1"),
         "{refused}"
     );
-    let overlapping = app.get(&format!("/live/alice/alice-pw/{news}.ts")).await;
+    // (Without an extension, or with `.TS`, it is the stream too, as panels take it.)
+    let overlapping = app.get(&format!("/live/alice/alice-pw/{news}")).await;
     assert_eq!(overlapping.status(), 200);
+    assert_eq!(overlapping.headers()["content-type"], "video/MP2T");
+    let upper = app.get(&format!("/live/alice/alice-pw/{news}.TS")).await;
+    assert_eq!(upper.status(), 200);
     let (_, users) = app.get_json("/api/users").await;
     assert_eq!(alice_conns(&users)["active_cons"], 1);
+    drop(upper);
     // ...and another address is still one too many.
     let body = assert_api_error(
         get_from(

@@ -569,8 +569,12 @@ async fn live(
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (id, ext) = file
-        .rsplit_once('.')
+    // No extension is the stream (`ts`), as panels take it; either case.
+    let (id, ext) = match file.rsplit_once('.') {
+        Some((id, e)) => (id, e.to_ascii_lowercase()),
+        None => (file.as_str(), "ts".to_string()),
+    };
+    let (id, ext) = Some((id, ext.as_str()))
         .filter(|(_, e)| matches!(*e, "ts" | "m3u8"))
         .ok_or_else(|| {
             AppError::BadRequest(format!(
