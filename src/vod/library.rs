@@ -28,6 +28,51 @@ use crate::accounts::Account;
 use crate::services::registry::Registry;
 use crate::store::{Store, StoreError};
 
+/// Under `state_dir`: each service's last good movie and series lists.
+const KEPT_DIR: &str = "vod";
+
+/// Writes `listed` to `path` whole (a temporary file renamed into place, 0600; its
+/// directory 0700); files of the same service's earlier configs are removed.
+fn write_kept(path: &std::path::Path, listed: &[super::Listed]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a file in vod/");
+    if !dir.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.recursive(true).create(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f =
+            std::io::BufWriter::with_capacity(1 << 16, crate::store::create_private_file(&tmp)?);
+        serde_json::to_writer(&mut f, listed).map_err(std::io::Error::other)?;
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    // `{name hash}.{config hash}.{kind}.json`: the same service and kind, another config.
+    let mut parts = name.split('.');
+    let (Some(service), Some(_), Some(kind)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(());
+    };
+    for old in std::fs::read_dir(dir)?.flatten() {
+        let n = old.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&format!("{service}."))
+            && n.ends_with(&format!(".{kind}.json"))
+            && n != name
+        {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    Ok(())
+}
+
 /// Store namespace of the per-series episode records.
 const EPISODES_NS: &str = "vod.episodes";
 /// Store namespace of episode ids.
@@ -107,6 +152,8 @@ pub struct Library {
     /// enabled later that is not here has its lists read before the merge.
     read: Mutex<std::collections::HashSet<String>>,
     ttl: Duration,
+    /// The catalogue was taken back from the state dir: refreshed at the next request.
+    due: std::sync::atomic::AtomicBool,
     details: moka::future::Cache<(String, VodKind, String), Arc<Details>>,
     /// Episode id → (series id, season, episode), and back.
     episodes: RwLock<EpisodeIds>,
@@ -177,6 +224,7 @@ impl Library {
             merged_for: std::sync::atomic::AtomicU64::new(u64::MAX),
             read: Mutex::new(read),
             ttl: cache.vod_ttl,
+            due: std::sync::atomic::AtomicBool::new(false),
             details: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(cache.vod_info_ttl)
@@ -196,20 +244,23 @@ impl Library {
         if snap.loaded.is_some() && self.stale() {
             snap = self.remerge().await;
         }
-        match snap.loaded {
-            None => self.load_once().await,
-            Some(at) if at.elapsed() > self.ttl => {
-                if let Ok(guard) = self.refreshing.clone().try_lock_owned() {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        me.refresh_locked().await;
-                    });
-                }
-                snap
-            }
-            Some(_) => snap,
+        if snap.loaded.is_none() {
+            // Read now, or taken back from the state dir (then due for a refresh).
+            snap = self.load_once().await;
         }
+        let due = snap.loaded.is_some_and(|at| at.elapsed() > self.ttl)
+            || self.due.load(std::sync::atomic::Ordering::SeqCst);
+        if due {
+            if let Ok(guard) = self.refreshing.clone().try_lock_owned() {
+                self.due.store(false, std::sync::atomic::Ordering::SeqCst);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    me.refresh_locked().await;
+                });
+            }
+        }
+        snap
     }
 
     /// Whether the snapshot was merged for other enabled services than now's.
@@ -244,6 +295,12 @@ impl Library {
     /// Loads the catalogue unless another caller loaded it meanwhile.
     async fn load_once(&self) -> Arc<Snapshot> {
         let _guard = self.refreshing.lock().await;
+        let snap = self.snapshot();
+        if snap.loaded.is_some() {
+            return snap;
+        }
+        // The lists kept in the state dir, if the start has not taken them back yet.
+        self.take_back_kept().await;
         let snap = self.snapshot();
         if snap.loaded.is_some() {
             return snap;
@@ -314,6 +371,7 @@ impl Library {
                         errors.push(format!("{}: answered an empty list", kind.as_str()));
                     }
                     Some(Ok(listed)) => {
+                        self.keep(name, kind, &listed);
                         let (list, skipped) = ServiceList::new(name, listed);
                         status.vod_skipped += skipped;
                         if skipped > 0 {
@@ -344,6 +402,91 @@ impl Library {
                 .lock()
                 .expect("no panics while held")
                 .insert(name.clone(), status);
+        }
+    }
+
+    /// `state_dir/vod/{service key}.{kind}.json`: where service `name`'s last good
+    /// list of `kind` is kept (`None` before `keep_lists_in`).
+    fn kept_file(&self, name: &str, kind: VodKind) -> Option<std::path::PathBuf> {
+        let dir = self.registry.kept_dir()?;
+        let key = self.registry.kept_key(name)?;
+        Some(
+            dir.join(KEPT_DIR)
+                .join(format!("{key}.{}.json", kind.as_str())),
+        )
+    }
+
+    /// Writes `listed`, which service `name` just listed, to its kept file (on the
+    /// blocking pool, whole and renamed into place, 0600): a restart while the
+    /// service is down starts with it, as channel lists do (`state_dir/lists/`).
+    fn keep(&self, name: &str, kind: VodKind, listed: &[super::Listed]) {
+        let Some(path) = self.kept_file(name, kind) else {
+            return;
+        };
+        let listed = listed.to_vec();
+        tokio::task::spawn_blocking(move || {
+            // One write at a time: two refreshes' writes never interleave.
+            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(err) = write_kept(&path, &listed) {
+                tracing::warn!(file = %path.display(), error = %err, "keeping the movie or series list failed");
+            }
+        });
+    }
+
+    /// At a start: takes back the lists kept in `state_dir/vod/` of the services that
+    /// have none yet, and serves them at once as a catalogue due for a refresh (which
+    /// the first request starts in the background): players list movies and series
+    /// while a panel is down, without waiting for it.
+    pub async fn take_back_kept(&self) {
+        let mut any = false;
+        let names: Vec<String> = self
+            .registry
+            .service_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for name in names {
+            for kind in [VodKind::Movie, VodKind::Series] {
+                let key = (name.clone(), kind);
+                if self
+                    .last_good
+                    .lock()
+                    .expect("no panics while held")
+                    .contains_key(&key)
+                {
+                    continue;
+                }
+                let Some(path) = self.kept_file(&name, kind) else {
+                    continue;
+                };
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                match serde_json::from_slice::<Vec<super::Listed>>(&bytes) {
+                    Ok(listed) => {
+                        let (list, _) = ServiceList::new(&name, listed);
+                        tracing::info!(service = %name, titles = list.items.len(), "last {} list taken back from the state dir", kind.as_str());
+                        self.last_good
+                            .lock()
+                            .expect("no panics while held")
+                            .insert(key, Arc::new(list));
+                        self.read
+                            .lock()
+                            .expect("no panics while held")
+                            .insert(name.clone());
+                        any = true;
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %path.display(), error = %err, "a kept movie or series list does not read; ignored");
+                    }
+                }
+            }
+        }
+        if any && self.snapshot().loaded.is_none() {
+            // Served as it is; the first request also starts a refresh.
+            self.due.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.merge(Some(Instant::now()), false).await;
         }
     }
 

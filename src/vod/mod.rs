@@ -47,7 +47,8 @@ impl VodKind {
 
 /// One title as a service lists it, read once per refresh and then kept compact
 /// (`catalogue::Item`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Listed {
     /// The service's own id (Xtream `stream_id` / `series_id`, an M3U entry's URL...).
     pub id: String,
@@ -82,7 +83,8 @@ pub struct Listed {
 /// The short facts of a list entry beyond its name and year, kept in the compact
 /// catalogue (`catalogue::Facts`) so a series list answers them without asking the
 /// panel per series. Long text (the plot) is not here: it comes with the details.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Facts {
     pub genre: String,
     pub cast: String,
@@ -104,7 +106,8 @@ impl Facts {
 }
 
 /// One episode of a series, as a service lists it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ListedEpisode {
     pub season: u16,
     pub episode: u16,
@@ -120,7 +123,8 @@ pub struct ListedEpisode {
 }
 
 /// One episode's own facts, as a series' details carry them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct EpisodeInfo {
     pub plot: String,
     /// The episode's still image URL; empty: none (the series' cover stands in).

@@ -456,6 +456,47 @@ async fn ids_stay_the_same_after_a_restart() {
     assert_eq!(again["seasons"], detail["seasons"]);
 }
 
+/// A restart while the panel cannot list its titles starts with the movies and
+/// series it last listed (kept in `state_dir/vod/`), as live channel lists are kept,
+/// and answers at once: players do not show an empty catalogue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_panel_is_down_keeps_its_movies_and_series() {
+    let mut s = setup().await;
+    let movies = ok_json(&s.app, "/api/movies").await;
+    let series = ok_json(&s.app, "/api/series").await;
+    assert_eq!(movies["total"], 3, "{movies}");
+    // Written in the background: each service's two lists.
+    let kept = s.app.state_dir().join("vod");
+    for _ in 0..50 {
+        let files = std::fs::read_dir(&kept).map_or(0, |d| d.count());
+        if files >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    *s.mode.lock().unwrap() = "html";
+    s.app.restart().await;
+    let again = ok_json(&s.app, "/api/movies").await;
+    assert_eq!(again["items"], movies["items"]);
+    assert_eq!(
+        ok_json(&s.app, "/api/series").await["items"],
+        series["items"]
+    );
+    // The refresh the first request started says why the panel's lists are old.
+    let mut error = Value::Null;
+    for _ in 0..50 {
+        error = s.app.service_status("Panel").await["vod_error"].clone();
+        if error.is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        error.as_str().is_some_and(|e| e.contains("HTML")),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_panel_answers_keep_the_last_good_catalogue_and_the_live_lineup() {
     let s = setup().await;

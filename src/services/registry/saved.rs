@@ -162,6 +162,22 @@ fn file_of(dir: &Path, e: &Entry) -> (String, PathBuf) {
 }
 
 impl Registry {
+    /// Where kept lists go (`state_dir`), once `keep_lists_in` said.
+    pub(crate) fn kept_dir(&self) -> Option<&Path> {
+        self.lists_dir.get().map(PathBuf::as_path)
+    }
+
+    /// `{name hash}.{list config hash}` of service `name`: what a file kept for its
+    /// lists is named after, so another config's lists are never taken back.
+    pub(crate) fn kept_key(&self, name: &str) -> Option<String> {
+        let e = self.entry(name)?;
+        Some(format!(
+            "{}.{}",
+            hex16(&e.cfg.name),
+            hex16(&list_config(&e.cfg))
+        ))
+    }
+
     /// From now on, keeps each service's last good list in `state_dir/lists/`; first
     /// takes back the lists kept there for services that have none yet (a start).
     pub fn keep_lists_in(&self, state_dir: &Path) {
