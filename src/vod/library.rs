@@ -34,23 +34,10 @@ const KEPT_DIR: &str = "vod";
 /// Writes `listed` to `path` whole (a temporary file renamed into place, 0600; its
 /// directory 0700); files of the same service's earlier configs are removed.
 fn write_kept(path: &std::path::Path, listed: &[super::Listed]) -> std::io::Result<()> {
-    use std::io::Write;
     let dir = path.parent().expect("a file in vod/");
-    if !dir.exists() {
-        let mut b = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.recursive(true).create(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut f =
-            std::io::BufWriter::with_capacity(1 << 16, crate::store::create_private_file(&tmp)?);
-        serde_json::to_writer(&mut f, listed).map_err(std::io::Error::other)?;
-        f.flush()?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    crate::services::registry::write_whole(path, |f| {
+        serde_json::to_writer(f, listed).map_err(std::io::Error::other)
+    })?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -1600,32 +1600,50 @@ async fn a_packaged_channel_whose_upstream_dies_ends_its_playlist() {
     );
 }
 
-/// An upstream that allows one connection at a time (as most panels do for an
-/// account): a channel whose source is plain MPEG-TS plays as `.ts` and as `.m3u8` at
-/// once, on the one connection. The first bytes that tell what the stream is are read
-/// from the connection that then plays, not from a probe closed just before the real
-/// one opens (a panel refuses the second while it has not noticed the first close),
-/// and an `.m3u8` of a channel already playing as `.ts` is cut from that session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection() {
-    /// Decrements the open-connection count when the response body is dropped.
+/// What a one-connection origin saw: requests, and those refused (403) because
+/// another of its connections was open.
+struct OneConnection {
+    hits: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    _list: FakeUpstream,
+    _origin: FakeUpstream,
+}
+
+impl OneConnection {
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.hits.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A channel `name` whose source allows one connection at a time (as most panels do
+/// for an account: a second one while one is open is a 403), sending as `video/mp2t`
+/// chunk after chunk, `chunk(n)` the n-th, one every `pace`.
+async fn one_connection_channel(
+    name: &str,
+    pace: Duration,
+    chunk: impl Fn(usize) -> bytes::Bytes + Clone + Send + Sync + 'static,
+) -> (TestApp, OneConnection) {
+    /// Counts the connection closed when the response body is dropped.
     struct Open(Arc<AtomicUsize>);
     impl Drop for Open {
         fn drop(&mut self) {
             self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    let clip = crate::common::mpeg_ts_clip(8);
     let open = Arc::new(AtomicUsize::new(0));
     let hits = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
-    let (o, h, r) = (open.clone(), hits.clone(), refused.clone());
+    let (h, r) = (hits.clone(), refused.clone());
     let origin = FakeUpstream::bind()
         .await
         .route(
             "/tv/one.ts",
             get(move || {
-                let (clip, open, hits, refused) = (clip.clone(), o.clone(), h.clone(), r.clone());
+                let (chunk, open, hits, refused) =
+                    (chunk.clone(), open.clone(), h.clone(), r.clone());
                 async move {
                     hits.fetch_add(1, Ordering::SeqCst);
                     if open.fetch_add(1, Ordering::SeqCst) > 0 {
@@ -1634,22 +1652,14 @@ async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection(
                         return respond(403, "text/plain", "one connection at a time");
                     }
                     let guard = Arc::new(Open(open));
-                    let step = (clip.len() / 80).max(188);
-                    let chunks = futures::stream::unfold(0usize, move |at| {
-                        let (clip, guard) = (clip.clone(), guard.clone());
+                    let chunks = futures::stream::unfold(0usize, move |n| {
+                        let (chunk, guard) = (chunk.clone(), guard.clone());
                         async move {
                             let _held = guard;
-                            if at > 0 {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            if n > 0 {
+                                tokio::time::sleep(pace).await;
                             }
-                            let at = if at >= clip.len() { 0 } else { at };
-                            let end = (at + step).min(clip.len());
-                            Some((
-                                Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(
-                                    &clip[at..end],
-                                )),
-                                end,
-                            ))
+                            Some((Ok::<_, std::convert::Infallible>(chunk(n)), n + 1))
                         }
                     });
                     respond(200, "video/mp2t", Body::from_stream(chunks))
@@ -1662,13 +1672,40 @@ async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection(
         .text(
             "/list.m3u",
             M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1,One\n{}\n", origin.url("/tv/one.ts")),
+            format!("#EXTM3U\n#EXTINF:-1,{name}\n{}\n", origin.url("/tv/one.ts")),
         )
         .start();
     let app = TestApp::spawn(&format!(
         "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
         list.url("/list.m3u")
     ))
+    .await;
+    (
+        app,
+        OneConnection {
+            hits,
+            refused,
+            _list: list,
+            _origin: origin,
+        },
+    )
+}
+
+/// An upstream that allows one connection at a time (as most panels do for an
+/// account): a channel whose source is plain MPEG-TS plays as `.ts` and as `.m3u8` at
+/// once, on the one connection. The first bytes that tell what the stream is are read
+/// from the connection that then plays, not from a probe closed just before the real
+/// one opens (a panel refuses the second while it has not noticed the first close),
+/// and an `.m3u8` of a channel already playing as `.ts` is cut from that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection() {
+    // The clip over and over at real time (an 80th every 100 ms).
+    let clip = crate::common::mpeg_ts_clip(8);
+    let step = (clip.len() / 80).max(188);
+    let (app, origin) = one_connection_channel("One", Duration::from_millis(100), move |n| {
+        let at = (n * step) % clip.len();
+        bytes::Bytes::copy_from_slice(&clip[at..(at + step).min(clip.len())])
+    })
     .await;
     let id = app.channel_id("One").await;
 
@@ -1685,7 +1722,7 @@ async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection(
             .len();
     }
     assert_eq!(
-        (hits.load(Ordering::SeqCst), refused.load(Ordering::SeqCst)),
+        origin.counts(),
         (1, 0),
         "the .ts viewer's start asked the upstream more than once"
     );
@@ -1704,7 +1741,7 @@ async fn a_plain_mpeg_ts_channel_plays_as_ts_and_hls_on_one_upstream_connection(
     }
     assert!(segments >= 1, "the .m3u8 listed no segment");
     assert_eq!(
-        (hits.load(Ordering::SeqCst), refused.load(Ordering::SeqCst)),
+        origin.counts(),
         (1, 0),
         "the .m3u8 of a channel playing as .ts asked the upstream again"
     );
@@ -1774,58 +1811,12 @@ async fn mpeg_ts_joined_mid_packet_is_cut_and_a_page_typed_as_ts_is_refused() {
 /// would otherwise refuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connection() {
-    struct Open(Arc<AtomicUsize>);
-    impl Drop for Open {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
     // Packets of one PID, no tables: never a programme.
     let mut packet = [0xFFu8; 188];
     packet[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
     let burst = bytes::Bytes::from(packet.repeat(1000));
-    let open = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let (o, r) = (open.clone(), refused.clone());
-    let origin = FakeUpstream::bind()
-        .await
-        .route(
-            "/tv/raw.ts",
-            get(move || {
-                let (burst, open, refused) = (burst.clone(), o.clone(), r.clone());
-                async move {
-                    if open.fetch_add(1, Ordering::SeqCst) > 0 {
-                        open.fetch_sub(1, Ordering::SeqCst);
-                        refused.fetch_add(1, Ordering::SeqCst);
-                        return respond(403, "text/plain", "one connection at a time");
-                    }
-                    let guard = Arc::new(Open(open));
-                    let chunks = futures::stream::unfold((), move |()| {
-                        let (burst, guard) = (burst.clone(), guard.clone());
-                        async move {
-                            let _held = guard;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Some((Ok::<_, std::convert::Infallible>(burst), ()))
-                        }
-                    });
-                    respond(200, "video/mp2t", Body::from_stream(chunks))
-                }
-            }),
-        )
-        .start();
-    let list = FakeUpstream::bind()
-        .await
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            format!("#EXTM3U\n#EXTINF:-1,Raw\n{}\n", origin.url("/tv/raw.ts")),
-        )
-        .start();
-    let app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
-        list.url("/list.m3u")
-    ))
-    .await;
+    let (app, origin) =
+        one_connection_channel("Raw", Duration::from_millis(20), move |_| burst.clone()).await;
     let id = app.channel_id("Raw").await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -1844,7 +1835,7 @@ async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connecti
         played.status(),
         200,
         "the pass-through was refused: {} refused connections",
-        refused.load(Ordering::SeqCst)
+        origin.counts().1
     );
     drop(played);
 }

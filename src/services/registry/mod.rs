@@ -26,6 +26,7 @@ mod listing;
 mod open;
 mod saved;
 pub(crate) use saved::list_config;
+pub(crate) use saved::write_whole;
 mod shared;
 mod status;
 #[cfg(test)]

@@ -261,8 +261,14 @@ impl Registry {
     }
 }
 
-fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io::Result<()> {
-    let dir = path.parent().expect("a file in lists/");
+/// Writes a file whole: `body` into a temporary file beside `path` (0600; the
+/// directory made 0700 if missing), synced, then renamed into place, so a reader never
+/// sees half a file. Shared by the kept channel and movie lists.
+pub(crate) fn write_whole(
+    path: &Path,
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().expect("a file in a directory");
     if !dir.exists() {
         let mut b = std::fs::DirBuilder::new();
         #[cfg(unix)]
@@ -274,19 +280,26 @@ fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io:
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     {
         use std::io::Write;
-        // Written as it is serialized, from the list itself: a copy of a big list, or
-        // its whole JSON in memory, would double the memory a lineup build takes.
         let mut f =
             std::io::BufWriter::with_capacity(1 << 16, crate::store::create_private_file(&tmp)?);
+        body(&mut f)?;
+        f.flush()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io::Result<()> {
+    let dir = path.parent().expect("a file in lists/");
+    // Written as it is serialized, from the list itself: a copy of a big list, or its
+    // whole JSON in memory, would double the memory a lineup build takes.
+    write_whole(path, |f| {
         let saved = ListOut {
             service,
             channels: Channels(list),
         };
-        serde_json::to_writer(&mut f, &saved).map_err(std::io::Error::other)?;
-        f.flush()?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+        serde_json::to_writer(f, &saved).map_err(std::io::Error::other)
+    })?;
     // The lists of this service's earlier configs.
     let name = path
         .file_name()
