@@ -545,7 +545,9 @@ fn looks_like_media(first: &[u8]) -> bool {
 const PROBE_MAX: usize = 8 << 10;
 
 /// MPEG-TS packets: sync bytes at 0 and 188, or, from a later offset (a stream
-/// joined mid-packet, junk in front), at four offsets 188 apart.
+/// joined mid-packet, junk in front), at four offsets 188 apart: one more than
+/// `ts::resync` asks of a stream already known to be MPEG-TS, as here any body may be
+/// tested.
 fn looks_like_mpeg_ts(first: &[u8]) -> bool {
     use crate::ts::{PACKET, SYNC};
     if first.first() == Some(&SYNC) && first.get(PACKET) == Some(&SYNC) {

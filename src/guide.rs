@@ -983,22 +983,23 @@ impl Guides {
         for name in &due {
             tracing::info!(service = %name, "lineup channels changed: reading its guide again");
         }
-        // Guides whose last read failed, when their retry is due.
+        // Guides whose last read failed, when their retry is due; and those that list
+        // channels new in the lineup.
         let now = tokio::time::Instant::now();
         for (name, _) in self.sources() {
+            if due.contains(&name) {
+                continue;
+            }
             let retry = self
                 .retry
                 .lock()
                 .expect("guide lock")
                 .get(&name)
                 .is_some_and(|(at, _)| *at <= now);
-            if retry && !due.contains(&name) {
+            if retry {
                 tracing::info!(guide = %name, "its last read failed: reading it again");
                 due.push(name);
-            }
-        }
-        for (name, _) in self.sources() {
-            if !due.contains(&name) && self.lists_new_channels(&name, &lineup, &again_channels) {
+            } else if self.lists_new_channels(&name, &lineup, &again_channels) {
                 tracing::info!(guide = %name, "the guide lists channels new in the lineup: reading it again");
                 due.push(name);
             }

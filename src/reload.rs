@@ -226,9 +226,6 @@ impl Reloader {
 fn start_background(state: &AppState) -> Monitors {
     // Before the first lineup: a service down at start lists what it last listed.
     state.registry.keep_lists_in(&state.config.server.state_dir);
-    // And the movie and series lists, served at once as due for a refresh.
-    let vod = state.vod.clone();
-    tokio::spawn(async move { vod.take_back_kept().await });
     // Accounts made through the API that name a service renamed or removed since (the
     // config's own are checked with it): said once per start or reload.
     let known = state.registry.service_names();

@@ -137,34 +137,38 @@ pub(super) async fn open_stream(
         }
         playlist_response(body)
     };
+    // A playlist cut from the channel's `.ts` session (`streams::packaged`) as an
+    // answer; `None` when the stream is not one to cut.
+    let answer = |cut: Result<String, PackageError>| match cut {
+        Ok(body) => Some(Ok(playlist(body))),
+        Err(PackageError::Stream(e)) => Some(Err(AppError::from(e))),
+        Err(PackageError::NotTs) => None,
+    };
+    let engine = Engine::of(s);
+    let package = || {
+        s.sessions
+            .packaged
+            .playlist(&s.sessions, &engine, id, q.service.as_deref(), &link)
+    };
     // A player reloading a playlist cut from a plain MPEG-TS stream (or one that came
     // while the first waits for it): from memory.
-    match s
+    let reload = s
         .sessions
         .packaged
         .live_playlist(id, q.service.as_deref(), &link)
-        .await
-    {
-        Some(Ok(body)) => return Ok(playlist(body)),
-        Some(Err(PackageError::Stream(e))) => return Err(e.into()),
-        Some(Err(PackageError::NotTs)) | None => {}
+        .await;
+    if let Some(answered) = reload.and_then(answer) {
+        return answered;
     }
     // The channel plays as `.ts` already, from a plain MPEG-TS source: cut from that
     // session, its upstream is not asked again (a panel that allows one connection
     // would refuse a second).
     if s.sessions.relays_mpeg_ts(id, q.service.as_deref()) {
-        let packaged = s
-            .sessions
-            .packaged
-            .playlist(&s.sessions, &Engine::of(s), id, q.service.as_deref(), &link)
-            .await;
-        match packaged {
-            Ok(body) => return Ok(playlist(body)),
-            Err(PackageError::Stream(e)) => return Err(e.into()),
-            Err(PackageError::NotTs) => {}
+        if let Some(answered) = answer(package().await) {
+            return answered;
         }
     }
-    match Engine::of(s)
+    match engine
         .open_playlist(id, q.service.as_deref(), &base, client.map(|c| c.ip()))
         .await?
     {
@@ -173,24 +177,12 @@ pub(super) async fn open_stream(
             link: media,
             mpeg_ts: true,
             parked,
-        } => {
-            // A live playlist cut from the channel's `.ts` session (`streams::packaged`).
-            let packaged = s
-                .sessions
-                .packaged
-                .playlist(&s.sessions, &Engine::of(s), id, q.service.as_deref(), &link)
-                .await;
-            match packaged {
-                Ok(body) => Ok(playlist(body)),
-                Err(PackageError::NotTs) => {
-                    // Played through its link: the response that told it closes now, or
-                    // the player's fetch would be a second connection.
-                    s.media.discard_parked(&parked);
-                    Ok(Redirect::temporary(&media).into_response())
-                }
-                Err(PackageError::Stream(e)) => Err(e.into()),
-            }
-        }
+        } => answer(package().await).unwrap_or_else(|| {
+            // Played through its link: the response that told it closes now, or the
+            // player's fetch would be a second connection.
+            s.media.discard_parked(&parked);
+            Ok(Redirect::temporary(&media).into_response())
+        }),
         Opened::Media { link, .. } => Ok(Redirect::temporary(&link).into_response()),
     }
 }

@@ -421,11 +421,11 @@ impl Library {
         });
     }
 
-    /// At a start: takes back the lists kept in `state_dir/vod/` of the services that
-    /// have none yet, and serves them at once as a catalogue due for a refresh (which
-    /// the first request starts in the background): players list movies and series
-    /// while a panel is down, without waiting for it.
-    pub async fn take_back_kept(&self) {
+    /// At the first load (`load_once`): takes back the lists kept in `state_dir/vod/`
+    /// of the services that have none yet, and serves them at once as a catalogue due
+    /// for a refresh (which that request starts in the background): players list
+    /// movies and series while a panel is down, without waiting for it.
+    async fn take_back_kept(&self) {
         let mut any = false;
         let names: Vec<String> = self
             .registry
