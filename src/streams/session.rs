@@ -117,6 +117,9 @@ pub struct Sessions {
     pub hls: HlsViewers,
     /// HLS cut from sessions of channels whose source is plain MPEG-TS.
     pub packaged: super::packaged::Packagers,
+    /// Sessions relaying plain MPEG-TS now: while none does, `relays_mpeg_ts` answers
+    /// without a lock (every `.m3u8` request asks it).
+    relaying_mpeg_ts: std::sync::atomic::AtomicUsize,
 }
 
 /// How long an HLS player counts as watching after its last playlist fetch. Players
@@ -256,6 +259,9 @@ impl Sessions {
     /// Whether the session of channel `id` (and service filter) runs, relaying a
     /// plain MPEG-TS source: an `.m3u8` is cut from it, without asking the upstream.
     pub fn relays_mpeg_ts(&self, id: &str, only: Option<&str>) -> bool {
+        if self.relaying_mpeg_ts.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         self.map
             .lock()
             .expect("sessions lock is never poisoned")
@@ -505,7 +511,16 @@ impl Task {
                     self.session
                         .relays_mpeg_ts
                         .store(mpeg_ts, Ordering::Relaxed);
+                    let relaying = &self.sessions.relaying_mpeg_ts;
+                    if mpeg_ts {
+                        relaying.fetch_add(1, Ordering::Relaxed);
+                    }
                     let stop = self.relay(&source, &url).await;
+                    if mpeg_ts {
+                        self.sessions
+                            .relaying_mpeg_ts
+                            .fetch_sub(1, Ordering::Relaxed);
+                    }
                     self.session.relays_mpeg_ts.store(false, Ordering::Relaxed);
                     stop
                 }
