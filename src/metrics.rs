@@ -216,7 +216,7 @@ impl Drop for ViewerGuard {
 fn outcome_of(e: &UpstreamError) -> &'static str {
     match e {
         UpstreamError::Timeout(_) | UpstreamError::TimedOut { .. } => "timeout",
-        UpstreamError::Status { .. } => "http_error",
+        UpstreamError::Status { .. } | UpstreamError::RangeNotSatisfiable { .. } => "http_error",
         UpstreamError::Request { .. } => "request_error",
         UpstreamError::TooLarge { .. } | UpstreamError::ListTooLarge { .. } => "too_large",
         UpstreamError::Invalid(_) => "invalid",

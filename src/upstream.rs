@@ -455,6 +455,14 @@ impl ServiceHttp {
                 });
             }
         }
+        if status == 416 && range.is_some() {
+            let content_range = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return Err(UpstreamError::RangeNotSatisfiable { content_range });
+        }
         if !resp.status().is_success() {
             return Err(UpstreamError::Status {
                 status,

@@ -130,6 +130,12 @@ impl AppError {
                 StatusCode::NOT_FOUND
             }
             Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
+            // A range outside the file, passed on from the upstream: the client's.
+            Self::Upstream(UpstreamError::RangeNotSatisfiable { .. })
+            | Self::LinkFailed {
+                error: UpstreamError::RangeNotSatisfiable { .. },
+                ..
+            } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Upstream(e) | Self::LinkFailed { error: e, .. } if e.is_timeout() => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -176,12 +182,27 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let failed = status.is_server_error().then(|| Failed(self.to_string()));
+        let content_range = match &self {
+            Self::Upstream(UpstreamError::RangeNotSatisfiable { content_range })
+            | Self::LinkFailed {
+                error: UpstreamError::RangeNotSatisfiable { content_range },
+                ..
+            } => content_range
+                .as_deref()
+                .and_then(|v| axum::http::HeaderValue::from_str(v).ok()),
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
         // Logged with the request's method and path where those are known
         // (`http::json_errors`); without `detail`: each source in it was logged as it
         // failed.
         if let Some(failed) = failed {
             response.extensions_mut().insert(failed);
+        }
+        if let Some(v) = content_range {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_RANGE, v);
         }
         if let Some(c) = challenge {
             response.headers_mut().insert(

@@ -41,12 +41,12 @@ pub async fn play(
             }
             resp
         }
-        Ok(Played::RangeNotSatisfiable) => {
+        Ok(Played::RangeNotSatisfiable(content_range)) => {
             let mut resp = media_response(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "application/octet-stream",
                 Some(0),
-                None,
+                content_range.as_deref(),
                 Body::empty(),
             );
             resp.headers_mut().remove(header::CACHE_CONTROL);

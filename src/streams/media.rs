@@ -41,8 +41,9 @@ pub enum Played {
     /// A progressive file (or the asked byte range of it), head known, body arriving.
     File(Fetched),
     /// The file's upstream answered 416: the asked range is outside the file. The
-    /// client's mistake, so no other source is tried.
-    RangeNotSatisfiable,
+    /// client's mistake, so no other source is tried. With the upstream's
+    /// `Content-Range: bytes */{length}` when it sent one.
+    RangeNotSatisfiable(Option<String>),
 }
 
 impl Engine {
@@ -106,8 +107,13 @@ impl Engine {
             return self.vod_playlist(title, src, &url, base).await;
         }
         let mut fetched = match service.fetch(&url, &src.headers, range).await {
-            Err(UpstreamError::Status { status: 416, .. }) if range.is_some() => {
-                return Ok(Played::RangeNotSatisfiable)
+            Err(UpstreamError::RangeNotSatisfiable { content_range }) => {
+                // Only the form RFC 9110 gives a 416 is passed on.
+                let length_only = content_range.filter(|v| {
+                    v.strip_prefix("bytes */")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                });
+                return Ok(Played::RangeNotSatisfiable(length_only));
             }
             other => other?,
         };

@@ -282,6 +282,10 @@ async fn range_and_head_requests_on_a_segment() {
         origin.requests_to("/r/r.ts")[0].header("range"),
         Some("bytes=10-19")
     );
+    // A range past its end is the origin's 416, passed on with the length it gave.
+    let past = ranged("bytes=5000-5009").await;
+    assert_eq!(past.status(), 416);
+    assert_eq!(past.headers()["content-range"], "bytes */1000");
 
     // The whole segment, then ranges of it from the cache.
     let whole = app.get(&seg).await;
@@ -514,6 +518,14 @@ fn ranged_origin(h: &axum::http::HeaderMap, all: &[u8]) -> axum::response::Respo
         .and_then(|r| r.split_once('-'))
         .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
     match range {
+        Some((a, _)) if a >= all.len() => {
+            let mut resp = respond(416, "text/plain", Vec::new());
+            resp.headers_mut().insert(
+                "content-range",
+                format!("bytes */{}", all.len()).parse().unwrap(),
+            );
+            resp
+        }
         Some((a, b)) => {
             let mut resp = respond(206, "video/mp2t", all[a..=b].to_vec());
             resp.headers_mut().insert(

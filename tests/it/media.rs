@@ -146,6 +146,7 @@ fn file_route(bytes: Arc<Vec<u8>>, ctype: &'static str) -> axum::routing::Method
                     .expect("response"),
                 Some(_) => builder
                     .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{len}"))
                     .body(Body::empty())
                     .expect("response"),
                 None => builder.body(Body::from(bytes.to_vec())).expect("response"),
@@ -248,6 +249,11 @@ async fn ranges_pass_through_with_the_exact_bytes() {
     // A range past the end is the client's mistake, answered as such.
     let past = player.get("m", Some("bytes=900000-")).await;
     assert_eq!(past.status(), 416);
+    // With the file's length, as RFC 9110 asks, so the player can ask again.
+    assert_eq!(
+        past.headers()[header::CONTENT_RANGE],
+        format!("bytes */{}", file.len()).as_str()
+    );
     // Each request carried the service's headers and the source's own.
     let got = up.requests_to("/movie/7.mkv");
     assert_eq!(got.len(), 5);
