@@ -35,8 +35,12 @@ pub async fn play(
     match played {
         Err(e) => AppError::from(e).into_response(),
         Ok(Played::Playlist(body)) => {
+            let len = body.len();
             let mut resp = playlist_response(body);
             if head {
+                // The length a `GET` would have, not the empty body's.
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
                 *resp.body_mut() = Body::empty();
             }
             resp

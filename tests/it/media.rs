@@ -459,6 +459,18 @@ async fn an_hls_vod_source_is_rewritten_through_the_hls_engine() {
     assert_eq!(resp.headers()[header::CONTENT_TYPE], HLS_TYPE);
     let body = resp.text().await.expect("playlist");
     assert!(body.contains("#EXT-X-ENDLIST"), "{body}");
+    // A `HEAD` says the playlist's length, not the empty body's.
+    let head = player
+        .client
+        .head(player.url("m"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()[header::CONTENT_LENGTH],
+        body.len().to_string().as_str()
+    );
     let uris = playlist_uris(&body);
     assert_eq!(uris.len(), 2, "{body}");
     for u in &uris {

@@ -527,6 +527,20 @@ async fn a_connection_limit_counts_players_not_requests() {
     assert_eq!(overlapping.headers()["content-type"], "video/MP2T");
     let upper = app.get(&format!("/live/alice/alice-pw/{news}.TS")).await;
     assert_eq!(upper.status(), 200);
+    // A `HEAD` of the short form announces a stream, not an empty file, as `/live/` does.
+    for path in [
+        format!("/alice/alice-pw/{news}"),
+        format!("/live/alice/alice-pw/{news}.ts"),
+    ] {
+        let head = app.client.head(app.url(&path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(head.headers()["content-type"], "video/MP2T", "{path}");
+        assert!(
+            head.headers().get("content-length").is_none(),
+            "{path}: {:?}",
+            head.headers()
+        );
+    }
     let (_, users) = app.get_json("/api/users").await;
     assert_eq!(alice_conns(&users)["active_cons"], 1);
     drop(upper);

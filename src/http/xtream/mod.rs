@@ -55,10 +55,20 @@ pub(crate) async fn fallback(State(s): State<AppState>, req: axum::extract::Requ
         .route("/{user}/{pass}/{file}", get(plain))
         .fallback(|uri: axum::http::Uri| async move { unknown(uri.path()) })
         .with_state(s);
-    match tower_service::Service::call(&mut short, req).await {
+    let head = req.method() == axum::http::Method::HEAD;
+    let mut resp = match tower_service::Service::call(&mut short, req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
+    };
+    // The inner router answered a `HEAD` with its body already dropped: an empty body
+    // of known size, which the outer router would announce as `Content-Length: 0`.
+    // A stream's answer has no length (it never ends), as `/live/` says.
+    if head && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        *resp.body_mut() = axum::body::Body::from_stream(futures::stream::empty::<
+            Result<bytes::Bytes, std::convert::Infallible>,
+        >());
     }
+    resp
 }
 
 /// An unknown path's answer (under `/proxy/` the 403 of a link that does not open).
