@@ -59,7 +59,7 @@ use tokio::sync::Notify;
 
 use crate::config::{ExtraGuideConfig, GuideConfig};
 use crate::guide_match::features;
-use crate::guide_match::table::{self, Decision, Entry, Table};
+use crate::guide_match::table::{self, same_guide_channel, Decision, Entry, Table};
 use crate::guide_match::{GuideMatchError, Settings};
 use crate::lineup::{normalise, Lineup};
 use crate::model::{Channel, LineupChannel, Text};
@@ -532,6 +532,24 @@ impl Guides {
                 }
             }
         };
+        // A guide channel goes to one lineup channel: this decision takes it from
+        // another channel an earlier pick or confirmation gave it to (that channel goes
+        // back to the matcher, whose reason then names the taker).
+        let displaced: Vec<String> = match decision.as_ref().and_then(Decision::guide_channel) {
+            Some(taken) => self
+                .decisions
+                .lock()
+                .expect("guide lock")
+                .iter()
+                .filter(|(other, d)| {
+                    other.as_str() != channel
+                        && d.guide_channel()
+                            .is_some_and(|g| same_guide_channel(g, taken))
+                })
+                .map(|(other, _)| other.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         let store = self.registry.store();
         match &decision {
             Some(d) => {
@@ -540,8 +558,14 @@ impl Guides {
             }
             None => store.delete_record(DECISIONS, channel).await?,
         }
+        for other in &displaced {
+            store.delete_record(DECISIONS, other).await?;
+        }
         {
             let mut decisions = self.decisions.lock().expect("guide lock");
+            for other in &displaced {
+                decisions.remove(other);
+            }
             match decision {
                 Some(d) => decisions.insert(channel.to_string(), d),
                 None => decisions.remove(channel),

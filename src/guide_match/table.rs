@@ -23,6 +23,24 @@ pub enum Decision {
     Pick { source: String, guide_id: String },
 }
 
+impl Decision {
+    /// The guide channel (its guide, its id) a confirmation or a pick gives.
+    pub fn guide_channel(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Confirm { source, guide_id } | Self::Pick { source, guide_id } => {
+                Some((source, guide_id))
+            }
+            Self::Reject => None,
+        }
+    }
+}
+
+/// Whether two (guide, guide id) pairs name one guide channel (ids in any case, as
+/// guides are read).
+pub fn same_guide_channel(a: (&str, &str), b: (&str, &str)) -> bool {
+    a.0 == b.0 && a.1.eq_ignore_ascii_case(b.1)
+}
+
 /// How a lineup channel got its guide channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -182,7 +200,8 @@ pub fn build(
             reason,
             alternatives: Vec::new(),
         };
-    // Matches by id, then decisions, then matches by name.
+    // Matches by id, then decisions, then matches by name: each pass over the whole
+    // lineup, so a guide channel that goes by id goes so wherever its channel stands.
     for (i, c) in channels.iter().enumerate() {
         let exact = found.get(&c.id);
         if let Some((source, id, true)) = exact {
@@ -214,10 +233,15 @@ pub fn build(
                     c.guide_id
                 ),
             ));
+        }
+    }
+    for (i, c) in channels.iter().enumerate() {
+        if entries[i].is_some() || c.pinned {
             continue;
         }
-        match decisions.get(&c.id).filter(|_| !c.pinned) {
-            Some(Decision::Reject) => {
+        let decision = decisions.get(&c.id);
+        let Some((source, guide_id)) = decision.and_then(Decision::guide_channel) else {
+            if decision == Some(&Decision::Reject) {
                 entries[i] = Some(entry(
                     c,
                     State::Rejected,
@@ -226,49 +250,80 @@ pub fn build(
                     "rejected by an admin".into(),
                 ));
             }
-            Some(Decision::Pick { source, guide_id })
-            | Some(Decision::Confirm { source, guide_id }) => {
-                let picked = matches!(decisions.get(&c.id), Some(Decision::Pick { .. }));
-                let (state, what) = if picked {
-                    (State::Picked, "picked")
-                } else {
-                    (State::Confirmed, "confirmed")
-                };
-                let reason = match name_of(source, guide_id) {
-                    Some(n) => {
-                        taken.insert(n);
-                        owner.insert(
-                            n,
-                            (
-                                i,
-                                if picked {
-                                    "picked by an admin"
-                                } else {
-                                    "confirmed by an admin"
-                                },
-                            ),
-                        );
-                        format!("{what} by an admin")
-                    }
-                    None => format!("{what} by an admin; guide `{source}` does not list it now"),
-                };
-                entries[i] = Some(entry(c, state, Some((source, guide_id)), None, reason));
+            continue;
+        };
+        let picked = matches!(decision, Some(Decision::Pick { .. }));
+        let (state, what) = if picked {
+            (State::Picked, "picked")
+        } else {
+            (State::Confirmed, "confirmed")
+        };
+        let n = name_of(source, guide_id);
+        // Another channel has it already (by id, or an earlier decision kept from
+        // before a pick took decisions over): this one waits, unassigned, saying why.
+        if let Some((n, &(other, how))) = n.and_then(|n| Some((n, owner.get(&n)?))) {
+            entries[i] = Some(entry(
+                c,
+                State::Unmatched,
+                None,
+                None,
+                format!(
+                    "{what} by an admin as `{}` of guide `{source}`, which is `{}`'s: {how}",
+                    all[n].id, channels[other].id
+                ),
+            ));
+            continue;
+        }
+        let reason = match n {
+            Some(n) => {
+                taken.insert(n);
+                owner.insert(
+                    n,
+                    (
+                        i,
+                        if picked {
+                            "picked by an admin"
+                        } else {
+                            "confirmed by an admin"
+                        },
+                    ),
+                );
+                format!("{what} by an admin")
             }
-            None => {
-                if let Some((source, id, false)) = exact {
-                    if let Some(n) = name_of(source, id) {
-                        taken.insert(n);
-                        owner.insert(n, (i, "its guide lists it by that display name"));
-                    }
-                    entries[i] = Some(entry(
-                        c,
-                        State::Exact,
-                        Some((source, id)),
-                        Some(1.0),
-                        format!("guide `{source}` lists it by its display name"),
-                    ));
-                }
+            None => format!("{what} by an admin; guide `{source}` does not list it now"),
+        };
+        entries[i] = Some(entry(c, state, Some((source, guide_id)), None, reason));
+    }
+    for (i, c) in channels.iter().enumerate() {
+        if entries[i].is_some() || (!c.pinned && decisions.contains_key(&c.id)) {
+            continue;
+        }
+        if let Some((source, id, false)) = found.get(&c.id) {
+            let n = name_of(source, id);
+            if let Some((n, &(other, how))) = n.and_then(|n| Some((n, owner.get(&n)?))) {
+                entries[i] = Some(entry(
+                    c,
+                    State::Unmatched,
+                    None,
+                    None,
+                    format!(
+                        "its guide `{source}` lists `{}` by its display name, which is `{}`'s: {how}",
+                        all[n].id, channels[other].id
+                    ),
+                ));
+                continue;
             }
+            if let Some(n) = n {
+                taken.insert(n);
+                owner.insert(n, (i, "its guide lists it by that display name"));
+            }
+            entries[i] = Some(entry(
+                c,
+                State::Exact,
+                Some((source, id)),
+                Some(1.0),
+                format!("guide `{source}` lists it by its display name"),
+            ));
         }
     }
     // The matcher, for the rest; a guide channel goes to one lineup channel only,
@@ -438,6 +493,60 @@ mod tests {
         assert_eq!(
             t.assigned("s"),
             [("b".to_string(), "bbc".to_string())].into()
+        );
+    }
+
+    #[test]
+    fn a_guide_channel_two_decisions_or_an_id_claim_goes_to_one_channel() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("a".into(), vec!["Alpha".into()]),
+            ("b".into(), vec!["Beta".into()]),
+        ];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+            langs: &HashMap::new(),
+            region: None,
+        }];
+        let pick = |id: &str| Decision::Pick {
+            source: "s".into(),
+            guide_id: id.into(),
+        };
+        // Two stored decisions of "a" (kept from before a pick took others' over), and
+        // a pick of "b", which a channel later in the lineup has by id.
+        let channels = [
+            info("one", "One"),
+            info("two", "Two"),
+            info("three", "Three"),
+            info("four", "Four"),
+        ];
+        let found: Found = [("four".to_string(), ("s".into(), "B".into(), true))].into();
+        let decisions: HashMap<String, Decision> = [
+            ("one".to_string(), pick("b")),
+            ("two".to_string(), pick("a")),
+            (
+                "three".to_string(),
+                Decision::Confirm {
+                    source: "s".into(),
+                    guide_id: "A".into(),
+                },
+            ),
+        ]
+        .into();
+        let t = build(&channels, &cats, &found, &decisions, Settings::default());
+        let line = |c: &str| t.get(c).unwrap();
+        assert_eq!(line("two").state, State::Picked);
+        assert_eq!(line("four").state, State::Exact);
+        for (waits, holder) in [("one", "four"), ("three", "two")] {
+            let e = line(waits);
+            assert_eq!(e.state, State::Unmatched, "{waits}: {}", e.reason);
+            assert!(e.guide_id.is_none(), "{waits}");
+            assert!(e.reason.contains(&format!("`{holder}`'s")), "{}", e.reason);
+        }
+        // (What a guide lists by id it maps itself: not an assignment.)
+        assert_eq!(
+            t.assigned("s"),
+            [("a".to_string(), "two".to_string())].into()
         );
     }
 

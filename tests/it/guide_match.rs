@@ -281,6 +281,64 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
     );
 }
 
+/// A guide channel goes to one lineup channel: a pick takes it from the channel an
+/// earlier confirmation or pick gave it to, wherever the two stand in the lineup, and
+/// that channel's line names the taker. Kept across a restart.
+#[tokio::test]
+async fn a_pick_takes_a_guide_channel_from_an_earlier_decision() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    matches(&app, "").await;
+    let bbc = app.channel_id("BBCOne").await;
+    let itv = app.channel_id("ITV +1").await;
+    let sport = app.channel_id("Sport").await;
+
+    // BBCOne's match confirmed, then its guide channel picked for "ITV +1" (later):
+    // BBCOne's line names the taker.
+    let confirmed = post(&app, &bbc, r#"{"action":"confirm"}"#).await;
+    assert_eq!(confirmed["guide_id"], "BBCOne.uk", "{confirmed}");
+    let picked = post(&app, &itv, r#"{"action":"pick","guide_id":"BBCOne.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+    let page = matches(&app, "?state=all").await;
+    let bbc_line = line(&page, "BBCOne");
+    assert_eq!(bbc_line["state"], "unmatched", "{bbc_line}");
+    assert!(
+        bbc_line["reason"].as_str().unwrap().contains(itv.as_str()),
+        "the taker is named: {bbc_line}"
+    );
+    // "ITV.uk" picked for Sport, then for "ITV +1" (earlier in the lineup), which lets
+    // "BBCOne.uk" go back to BBCOne.
+    post(&app, &sport, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    let picked = post(&app, &itv, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+
+    for round in ["before", "after"] {
+        let page = matches(&app, "?state=all").await;
+        let sport_line = line(&page, "Sport");
+        assert_ne!(sport_line["state"], "picked", "{round} a restart: {page}");
+        assert!(sport_line["guide_id"].is_null(), "{round}: {sport_line}");
+        assert_eq!(line(&page, "ITV +1")["guide_id"], "ITV.uk", "{round}");
+        assert_eq!(line(&page, "BBCOne")["guide_id"], "BBCOne.uk", "{round}");
+        eventually(
+            "each guide channel's programmes on its taker only",
+            || async {
+                let got = (
+                    programmes_of(&app, "BBCOne").await.1,
+                    programmes_of(&app, "ITV +1").await.1,
+                    programmes_of(&app, "Sport").await.1,
+                );
+                (got.0 == ["BBCOne.uk show"] && got.1 == ["ITV.uk show"] && got.2.is_empty())
+                    .then_some(())
+                    .ok_or(format!("{got:?}"))
+            },
+        )
+        .await;
+        if round == "before" {
+            app.restart().await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn extra_guides_supply_programmes_and_a_broken_one_is_reported() {
     let up = upstream().await;
