@@ -27,7 +27,7 @@ use crate::accounts::Account;
 use crate::http::error::{AppError, ErrorBody};
 use crate::vod::catalogue::{Catalogue, FactsRef, Filter, TitleRef};
 use crate::vod::library::{sees, visible, SeriesEpisode, Snapshot, VodStatus};
-use crate::vod::{MediaSource, VodKind};
+use crate::vod::{Details, MediaSource, VodKind};
 
 /// Titles per page when `limit` is not given, and at most.
 const DEFAULT_LIMIT: usize = 50;
@@ -134,6 +134,30 @@ impl Posters {
     fn of<'a>(&self, t: &TitleRef<'a>) -> Cow<'a, str> {
         let (service, poster) = t.poster_source();
         self.logos.url(&self.base, service, poster)
+    }
+
+    /// The title's poster: its list's, else the one its details give.
+    fn of_detailed<'a>(&self, t: &TitleRef<'a>, d: &'a Details) -> Cow<'a, str> {
+        match self.of(t) {
+            p if p.is_empty() && !d.image.is_empty() => {
+                self.logos.url(&self.base, &d.service, &d.image)
+            }
+            p => p,
+        }
+    }
+
+    /// The details' backdrop, as logos and posters are written (`[logos]`).
+    fn backdrop<'a>(&self, d: &'a Details) -> Cow<'a, str> {
+        self.logos.url(&self.base, &d.service, &d.backdrop)
+    }
+
+    /// `backdrop_path`: the backdrop in a list, empty when there is none.
+    fn backdrop_path(&self, d: &Details) -> Vec<String> {
+        Some(self.backdrop(d))
+            .filter(|b| !b.is_empty())
+            .map(Cow::into_owned)
+            .into_iter()
+            .collect()
     }
 
     /// An episode's own image (fetched through its service), else the series' poster.
@@ -296,7 +320,8 @@ async fn movie_details(
     v["cast"] = json!(d.cast);
     v["director"] = json!(d.director);
     v["release_date"] = json!(d.release_date);
-    v["backdrop"] = json!(d.backdrop);
+    v["backdrop"] = json!(posters.backdrop(&d));
+    v["poster"] = json!(posters.of_detailed(&t, &d));
     v["country"] = json!(d.country);
     v["age_rating"] = json!(d.age_rating);
     v["youtube_trailer"] = json!(d.youtube_trailer);
@@ -366,7 +391,8 @@ async fn series_details(
     v["cast"] = json!(or(&d.cast, f.cast));
     v["director"] = json!(or(&d.director, f.director));
     v["release_date"] = json!(or(&d.release_date, f.release_date));
-    v["backdrop"] = json!(d.backdrop);
+    v["backdrop"] = json!(posters.backdrop(&d));
+    v["poster"] = json!(posters.of_detailed(&t, &d));
     v["episode_run_time"] = json!(run_time(&d, f));
     v["rating"] = json!(d.rating.or(t.rating()));
     v["tmdb"] = json!(t.tmdb().or(d.tmdb));
@@ -867,8 +893,8 @@ async fn vod_info(
             "tmdb_id": tmdb,
             "name": t.name(),
             "o_name": t.name(),
-            "cover_big": posters.of(&t),
-            "movie_image": posters.of(&t),
+            "cover_big": posters.of_detailed(&t, &d),
+            "movie_image": posters.of_detailed(&t, &d),
             "releasedate": d.release_date,
             "release_date": d.release_date,
             "episode_run_time": (secs / 60).to_string(),
@@ -883,7 +909,7 @@ async fn vod_info(
             "rating_count_kinopoisk": 0,
             "country": d.country,
             "genre": d.genre,
-            "backdrop_path": if d.backdrop.is_empty() { vec![] } else { vec![d.backdrop.clone()] },
+            "backdrop_path": posters.backdrop_path(&d),
             "duration_secs": secs,
             "duration": hhmmss(secs),
             "bitrate": 0,
@@ -936,8 +962,8 @@ async fn series_info(
                 "overview": "",
                 "season_number": e.season,
                 "vote_average": 0,
-                "cover": posters.of(&t),
-                "cover_big": posters.of(&t),
+                "cover": posters.of_detailed(&t, &d),
+                "cover_big": posters.of_detailed(&t, &d),
             }));
         }
         let list = by_season
@@ -977,7 +1003,7 @@ async fn series_info(
             "name": t.name(),
             "title": t.name(),
             "year": year,
-            "cover": posters.of(&t),
+            "cover": posters.of_detailed(&t, &d),
             "plot": d.plot,
             "cast": or(&d.cast, f.cast),
             "director": or(&d.director, f.director),
@@ -987,7 +1013,7 @@ async fn series_info(
             "last_modified": t.added().to_string(),
             "rating": rating_text(rating),
             "rating_5based": five_based(rating),
-            "backdrop_path": if d.backdrop.is_empty() { vec![] } else { vec![d.backdrop.clone()] },
+            "backdrop_path": posters.backdrop_path(&d),
             "youtube_trailer": d.youtube_trailer,
             "episode_run_time": run_time(&d, f).unwrap_or(0).to_string(),
             "tmdb": opt_text(t.tmdb().or(d.tmdb)),

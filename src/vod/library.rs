@@ -545,7 +545,8 @@ impl Library {
         }
         let svc = self.registry.service(service)?;
         match svc.vod_details(kind, id).await? {
-            Ok(d) => {
+            Ok(mut d) => {
+                d.service = service.to_string();
                 let d = Arc::new(d);
                 self.details.insert(key, d.clone()).await;
                 Some(d)

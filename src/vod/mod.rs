@@ -149,6 +149,12 @@ pub struct Details {
     pub rating: Option<f32>,
     pub tmdb: Option<u32>,
     pub backdrop: String,
+    /// The title's own poster as the details give it (Xtream `movie_image`,
+    /// `cover_big`, `cover`); empty: none. Shown when the list gave no poster.
+    pub image: String,
+    /// The service the details came from: images in them are fetched with its
+    /// headers (`[logos]`).
+    pub service: String,
     pub country: String,
     pub youtube_trailer: String,
     /// The age rating (Xtream `mpaa_rating`, else `age`).

@@ -211,6 +211,8 @@ fn details_of(info: &Value) -> Details {
         rating: rating(info),
         tmdb: tmdb(info),
         backdrop: backdrop(info),
+        image: first_text(info, &["movie_image", "cover_big", "cover"]),
+        service: String::new(),
         country: text(info, "country"),
         youtube_trailer: text(info, "youtube_trailer"),
         age_rating: first_text(info, &["mpaa_rating", "age"]),

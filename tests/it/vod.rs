@@ -87,11 +87,17 @@ async fn panel(mode: Mode, movie: Vec<u8>) -> FakeUpstream {
                              "genre": "Comedy", "tmdb_id": "194", "backdrop_path": ["http://img.example/b.jpg"]},
                     "movie_data": {"stream_id": 101, "container_extension": "mp4"}
                 }),
+                // Heat's list entry has no poster; its details do.
+                "get_vod_info" if q.get("vod_id").map(String::as_str) == Some("102") => json!({
+                    "info": {"name": "Heat", "movie_image": "http://img.example/heat.jpg"},
+                    "movie_data": {"stream_id": 102, "container_extension": "mkv"}
+                }),
                 "get_vod_info" => json!({"info": [], "movie_data": []}),
                 "get_series_info" if q.get("series_id").map(String::as_str) == Some("201") => {
                     json!({
                         "seasons": [],
                         "info": {"name": "The Wire", "plot": "Baltimore.", "rating": "9.3",
+                                 "backdrop_path": "http://img.example/wire-b.jpg",
                                  "cast": "Dominic West, Idris Elba", "director": "David Simon",
                                  "genre": "Crime, Drama", "releaseDate": "2002-06-02", "episode_run_time": "59"},
                         "episodes": {"1": [
@@ -921,6 +927,74 @@ async fn series_and_episode_facts_pass_through() {
     assert_eq!(e["plot"], "A murder trial.", "{api}");
     assert_eq!(e["duration"], 3720);
     assert_eq!(e["image"], "http://img.example/wire-1.jpg");
+}
+
+/// The images a title's details carry (backdrops, a poster the list lacks) are
+/// shown, and with `[logos] mode = "cache"` written as freesky's links, as posters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detail_images_are_shown_and_go_through_freesky_in_cache_mode() {
+    let panel = panel(Arc::new(Mutex::new("good")), b"movie".to_vec()).await;
+    let files = files().await;
+    for cache in [false, true] {
+        let mut config = config(&panel, &files);
+        if cache {
+            config = format!("[logos]\nmode = \"cache\"\n\n{config}");
+        }
+        let app = TestApp::spawn(&config).await;
+        let mine = format!("{}/logos/", app.base);
+        let image = |v: &Value, upstream: &str| {
+            let v = v
+                .as_str()
+                .unwrap_or_else(|| panic!("no image for {upstream}: {v}"));
+            if cache {
+                assert!(v.starts_with(&mine), "{v} is not freesky's");
+            } else {
+                assert_eq!(v, upstream);
+            }
+        };
+        let movies = xtream(&app, "erin", "get_vod_streams").await;
+        let id_of = |name: &str| {
+            movies
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} in {movies}"))["stream_id"]
+                .as_u64()
+                .unwrap()
+        };
+        let amelie = id_of("Amélie (2001)");
+        let info = xtream(&app, "erin", &format!("get_vod_info&vod_id={amelie}")).await;
+        image(
+            &info["info"]["backdrop_path"][0],
+            "http://img.example/b.jpg",
+        );
+        let api = ok_json(&app, &format!("/api/movies/{amelie}")).await;
+        image(&api["backdrop"], "http://img.example/b.jpg");
+        let heat = id_of("Heat");
+        let info = xtream(&app, "erin", &format!("get_vod_info&vod_id={heat}")).await;
+        image(&info["info"]["movie_image"], "http://img.example/heat.jpg");
+        image(&info["info"]["cover_big"], "http://img.example/heat.jpg");
+        let api = ok_json(&app, &format!("/api/movies/{heat}")).await;
+        image(&api["poster"], "http://img.example/heat.jpg");
+
+        let series = xtream(&app, "erin", "get_series").await;
+        let wire = series
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "The Wire")
+            .unwrap_or_else(|| panic!("no The Wire in {series}"))["series_id"]
+            .as_u64()
+            .unwrap();
+        let info = xtream(&app, "erin", &format!("get_series_info&series_id={wire}")).await;
+        image(
+            &info["info"]["backdrop_path"][0],
+            "http://img.example/wire-b.jpg",
+        );
+        let api = ok_json(&app, &format!("/api/series/{wire}")).await;
+        image(&api["backdrop"], "http://img.example/wire-b.jpg");
+    }
 }
 
 /// How many times the panel was asked for its movie list.
