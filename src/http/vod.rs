@@ -753,7 +753,7 @@ fn xtream_list(
                 &VodStream {
                     num: t.id(),
                     name: t.name(),
-                    title: t.name(),
+                    title: t.title(),
                     year,
                     stream_type: "movie",
                     stream_id: t.id(),
@@ -782,7 +782,7 @@ fn xtream_list(
                     &SeriesEntry {
                         num: t.id(),
                         name: t.name(),
-                        title: t.name(),
+                        title: t.title(),
                         release_date_camel: date.clone(),
                         release_date: date,
                         year,
@@ -920,7 +920,7 @@ async fn vod_info(
         "movie_data": {
             "stream_id": t.id(),
             "name": t.name(),
-            "title": t.name(),
+            "title": t.title(),
             "year": opt_text(t.year()),
             "added": t.added().to_string(),
             "category_id": cat.to_string(),
@@ -1001,7 +1001,7 @@ async fn series_info(
         "seasons": seasons,
         "info": {
             "name": t.name(),
-            "title": t.name(),
+            "title": t.title(),
             "year": year,
             "cover": posters.of_detailed(&t, &d),
             "plot": d.plot,

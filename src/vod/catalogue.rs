@@ -313,8 +313,17 @@ impl<'a> TitleRef<'a> {
             .map_or(("", ""), |(l, i)| (&*l.service, &*i.poster))
     }
 
+    /// When the first source that says added it (Unix seconds); 0: none says.
     pub fn added(&self) -> u32 {
-        self.first().added
+        self.sources()
+            .map(|(_, i)| i.added)
+            .find(|&a| a > 0)
+            .unwrap_or(0)
+    }
+
+    /// The name without a year at its end, as panels send `title`.
+    pub fn title(&self) -> &'a str {
+        super::xtream::without_year(self.name())
     }
 
     /// Whether any source marks it for adults.

@@ -101,6 +101,27 @@ pub fn year_in_name(name: &str) -> Option<u16> {
     (before.ends_with('(') || before.ends_with('-')).then_some(y)
 }
 
+/// `name` without the year [`year_in_name`] finds at its end: what panels send as a
+/// title's `title` ("Heat (1995)" → "Heat").
+pub fn without_year(name: &str) -> &str {
+    if year_in_name(name).is_none() {
+        return name;
+    }
+    let t = name.trim_end();
+    let cut = t.trim_end_matches(')');
+    let cut = cut[..cut.len() - 4].trim_end();
+    let cut = cut
+        .strip_suffix('(')
+        .or_else(|| cut.strip_suffix('-'))
+        .unwrap_or(cut)
+        .trim_end();
+    if cut.is_empty() {
+        name
+    } else {
+        cut
+    }
+}
+
 fn rating(v: &Value) -> Option<f32> {
     let r = |k: &str| {
         v.get(k)
@@ -296,6 +317,17 @@ fn episode_info(e: &Value) -> Option<Box<EpisodeInfo>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_title_is_its_name_without_the_year() {
+        assert_eq!(without_year("Heat (1995)"), "Heat");
+        assert_eq!(without_year("Heat - 1995"), "Heat");
+        assert_eq!(without_year("Heat 1995"), "Heat 1995");
+        assert_eq!(without_year("Blade Runner 2049"), "Blade Runner 2049");
+        assert_eq!(without_year("(1995)"), "(1995)");
+        assert_eq!(without_year("Amélie (2001) "), "Amélie");
+    }
+
     use super::*;
     use serde_json::json;
 

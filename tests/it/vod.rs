@@ -997,6 +997,36 @@ async fn detail_images_are_shown_and_go_through_freesky_in_cache_mode() {
     }
 }
 
+/// A title merged from a list that says nothing of when it was added and a panel
+/// that does keeps the panel's date; Xtream `title` is the name without its year.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_title_keeps_a_sources_added_date_and_its_title_drops_the_year() {
+    let panel = panel(Arc::new(Mutex::new("good")), b"movie".to_vec()).await;
+    let files = files().await;
+    // The M3U list first: its Amélie ("Amelie") has no date.
+    let config = config(&panel, &files).replace("priority = 1\n", "priority = 3\n");
+    let app = TestApp::spawn(&config).await;
+    let movies = xtream(&app, "erin", "get_vod_streams").await;
+    let amelie = movies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "Amelie (2001)")
+        .unwrap_or_else(|| panic!("no Amelie in {movies}"))
+        .clone();
+    assert_eq!(amelie["added"], "1600000000", "{amelie}");
+    assert_eq!(amelie["title"], "Amelie", "{amelie}");
+    let info = xtream(
+        &app,
+        "erin",
+        &format!("get_vod_info&vod_id={}", amelie["stream_id"]),
+    )
+    .await;
+    assert_eq!(info["movie_data"]["added"], "1600000000", "{info}");
+    assert_eq!(info["movie_data"]["title"], "Amelie", "{info}");
+    assert_eq!(info["movie_data"]["name"], "Amelie (2001)", "{info}");
+}
+
 /// How many times the panel was asked for its movie list.
 fn movie_list_reads(panel: &FakeUpstream) -> usize {
     panel
