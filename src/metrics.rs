@@ -52,6 +52,7 @@ pub struct Metrics {
     active_viewers: Family<Labels, Gauge>,
     failovers: Family<Labels, Counter>,
     logo_refused: Family<Labels, Counter>,
+    upstream_refused: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -75,6 +76,7 @@ impl Metrics {
             active_viewers: Family::default(),
             failovers: Family::default(),
             logo_refused: Family::default(),
+            upstream_refused: Family::default(),
         };
         // Counters get their `_total` suffix from the encoder.
         registry.register(
@@ -121,6 +123,13 @@ impl Metrics {
             "freesky_logo_refused",
             "Logos refused from upstreams (reason = html|not_image|too_large)",
             m.logo_refused.clone(),
+        );
+        registry.register(
+            "freesky_upstream_refused",
+            "Upstream fetches refused before connecting, by service: a loopback, private \
+             or link-local address not the service's own, or freesky's own address (every \
+             fetch: lists, guides, streams, segments, movies, logos)",
+            m.upstream_refused.clone(),
         );
         // The series whose labels are known up front are there from the start, at 0:
         // an alert on them sees 0, not "no data", until the first event.
@@ -181,6 +190,14 @@ impl Metrics {
     pub fn logo_refused(&self, reason: &'static str) {
         self.logo_refused
             .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// A fetch of `service` was refused before connecting (a private or freesky's own
+    /// address).
+    pub fn upstream_refused(&self, service: &str) {
+        self.upstream_refused
+            .get_or_create(&labels(&[("service", service)]))
             .inc();
     }
 

@@ -384,6 +384,19 @@ impl ServiceHttp {
         extra: &Headers,
         range: Option<&str>,
     ) -> Result<Fetched, UpstreamError> {
+        let got = self.get_uncounted(url, extra, range).await;
+        if let Err(UpstreamError::PrivateAddress { .. } | UpstreamError::OwnAddress { .. }) = &got {
+            crate::metrics::get().upstream_refused(&self.service);
+        }
+        got
+    }
+
+    async fn get_uncounted(
+        &self,
+        url: &Url,
+        extra: &Headers,
+        range: Option<&str>,
+    ) -> Result<Fetched, UpstreamError> {
         self.wait_pause().await?;
         let permit = match &self.slots {
             None => None,

@@ -61,7 +61,7 @@ async fn upstream() -> FakeUpstream {
 fn config(up: &FakeUpstream) -> String {
     format!(
         "[logos]\nmode = \"cache\"\nmax_bytes = 4096\ncache_max_mb = 1\n\n\
-         [[services]]\nname = \"Up\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/epg.xml\"\n\
+         [[services]]\nname = \"LogoUp\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/epg.xml\"\n\
          headers = {{ \"User-Agent\" = \"logo-agent\" }}\n\n\
          [[users]]\nname = \"alice\"\npassword = \"pw\"\nmax_connections = 0\n",
         up.base()
@@ -351,6 +351,13 @@ async fn html_oversized_and_private_logos_are_refused_and_counted() {
         let n: f64 = line.rsplit(' ').next().unwrap().parse().expect("a number");
         assert!(n >= 1.0, "{line}");
     }
+    // The private address's refusal is counted under its service (named only here).
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("freesky_upstream_refused_total{service=\"LogoUp\"}"))
+        .unwrap_or_else(|| panic!("no private refusal counted:\n{metrics}"));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().expect("a number");
+    assert!(n >= 1.0, "{line}");
     // Nothing refused went to the cache.
     let index =
         std::fs::read_to_string(app.state_dir().join("logos/index.json")).unwrap_or_default();
