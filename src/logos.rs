@@ -555,12 +555,15 @@ impl Logos {
     }
 }
 
-/// The index in `dir`, without entries whose file is missing or of another size.
+/// The index in `dir`, without entries whose file is missing or of another size, and
+/// with every image file it does not list taken back (an index lost or unreadable
+/// after a crash keeps the images on disk, and counted under `cache_max_mb`). Files
+/// that are neither are deleted: leftover temporary files, or what is no image.
 fn load_index(dir: &Path) -> Index {
     let path = dir.join("index.json");
     let mut index: Index = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e, "logo cache index unreadable; starting empty");
+            tracing::warn!(path = %path.display(), error = %e, "logo cache index unreadable; taking back the images on disk");
             Index::default()
         }),
         Err(_) => Index::default(),
@@ -568,9 +571,57 @@ fn load_index(dir: &Path) -> Index {
     index
         .entries
         .retain(|k, e| std::fs::metadata(dir.join(k)).is_ok_and(|m| m.len() == e.size));
+    let mut taken_back = 0;
+    for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        if name == "index.json" || index.entries.contains_key(&name) {
+            continue;
+        }
+        let is_key = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        match is_key.then(|| adopt(&file.path())).flatten() {
+            Some(entry) => {
+                index.entries.insert(name, entry);
+                taken_back += 1;
+            }
+            None => {
+                if let Err(e) = std::fs::remove_file(file.path()) {
+                    tracing::debug!(file = %file.path().display(), error = %e, "stray logo cache file not removed");
+                }
+            }
+        }
+    }
+    if taken_back > 0 {
+        tracing::info!(
+            images = taken_back,
+            "logo cache: images the index did not list taken back"
+        );
+    }
     index.total = index.entries.values().map(|e| e.size).sum();
     index.last_use = index.entries.values().map(|e| e.used).max().unwrap_or(0);
     index
+}
+
+/// The index entry of a cached image file the index lost: its type from its first
+/// bytes, its use and fetch times from its modification time (so it is fetched again
+/// when that is old). `None`: not an image (or unreadable).
+fn adopt(path: &Path) -> Option<Entry> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path).ok()?;
+    let n = f.read(&mut head).ok()?;
+    let content_type = sniff(&head[..n])?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    Some(Entry {
+        content_type: content_type.to_string(),
+        size: meta.len(),
+        used: modified.as_millis() as u64,
+        fetched: modified.as_secs(),
+    })
 }
 
 /// The service a channel's logo and icons are fetched through (and their links sealed

@@ -97,7 +97,7 @@ impl TestApp {
         app
     }
 
-    async fn start(&mut self) {
+    pub async fn start(&mut self) {
         let config = freesky::config::Config::parse(&self.config_text, "test.toml", &|k| {
             std::env::var(k).ok()
         })

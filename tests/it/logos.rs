@@ -229,6 +229,26 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
         png().as_slice()
     );
     assert!(app.state_dir().join("logos/index.json").exists());
+
+    // An index a crash left unreadable loses no image: the files on disk are taken
+    // back (a stray temporary file is removed).
+    app.stop().await;
+    let dir = app.state_dir().join("logos");
+    std::fs::write(dir.join("index.json"), b"{\"entries\":{\"broken").expect("write");
+    std::fs::write(dir.join(".x.1.2.tmp"), b"half").expect("write");
+    app.start().await;
+    let after = app.get(&path).await;
+    assert_eq!(
+        after.status(),
+        200,
+        "the image on disk was lost with its index"
+    );
+    assert_eq!(after.headers()["content-type"], "image/png");
+    assert_eq!(
+        after.bytes().await.expect("image").as_ref(),
+        png().as_slice()
+    );
+    assert!(!dir.join(".x.1.2.tmp").exists());
 }
 
 /// A channel two services list, whose logo only the second gives: its link is sealed
