@@ -37,7 +37,7 @@ use crate::hls;
 use crate::metrics::Lookup;
 use crate::model::Headers;
 use crate::services::Service;
-use crate::upstream::BodyStream;
+use crate::upstream::{BodyStream, Fetched};
 
 /// What the first fetch of a stream URL or nested playlist gave.
 #[derive(Debug)]
@@ -87,9 +87,8 @@ impl moka::Expiry<String, CachedDoc> for DocExpiry {
 pub enum Park {
     /// None: the probe's connection closes at once.
     No,
-    /// MPEG-TS only (an `.m3u8` request, which packages TS and redirects the rest).
-    MpegTs,
-    /// Any media (a `.ts` session, which relays what it is).
+    /// Any media: a `.ts` session relays it, an `.m3u8` request packages it or hands
+    /// it to the player's fetch of its link.
     Media,
 }
 
@@ -102,7 +101,7 @@ const PARK_FOR: Duration = Duration::from_secs(5);
 /// it has not noticed the first close). By cache key; each closed after `PARK_FOR`.
 #[derive(Default)]
 struct ParkedBodies {
-    bodies: Mutex<HashMap<String, (u64, BodyStream)>>,
+    bodies: Mutex<HashMap<String, (u64, Fetched)>>,
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -205,8 +204,8 @@ impl MediaCache {
                 fetched.store(true, std::sync::atomic::Ordering::Relaxed);
                 let (doc, body) =
                     fetch_document(service, url, headers, limit, self.max_uris).await?;
-                if let (Document::Media { url, mpeg_ts }, Some(body)) = (&doc, body) {
-                    if park == Park::Media || (park == Park::MpegTs && *mpeg_ts) {
+                if let (Document::Media { url, .. }, Some(body)) = (&doc, body) {
+                    if park == Park::Media {
                         self.park(self::key(service_name, url, headers), body);
                     }
                 }
@@ -232,7 +231,7 @@ impl MediaCache {
     }
 
     /// Keeps `body` under `key` for `PARK_FOR` (replacing one kept there).
-    fn park(&self, key: String, body: BodyStream) {
+    fn park(&self, key: String, body: Fetched) {
         let parked = self.parked.clone();
         let n = parked
             .next
@@ -253,30 +252,13 @@ impl MediaCache {
 
     /// The media response a `document_to_play` of `url` (after redirects) kept, first
     /// bytes included, if it is still there: read it instead of fetching `url` again.
-    pub fn take_parked(
-        &self,
-        service_name: &str,
-        url: &Url,
-        headers: &Headers,
-    ) -> Option<BodyStream> {
+    pub fn take_parked(&self, service_name: &str, url: &Url, headers: &Headers) -> Option<Fetched> {
         self.parked
             .bodies
             .lock()
             .expect("parked lock is never poisoned")
             .remove(&key(service_name, url, headers))
             .map(|(_, body)| body)
-    }
-
-    /// Closes the response kept under `key`, if any: nothing will play it (its stream
-    /// is served through another link).
-    pub fn discard_parked(&self, key: &str) {
-        let gone = self
-            .parked
-            .bodies
-            .lock()
-            .expect("parked lock is never poisoned")
-            .remove(key);
-        drop(gone);
     }
 
     /// The most one segment fetch may take, head to last byte (`cache.segment_timeout`).
@@ -411,7 +393,7 @@ async fn fetch_document(
     headers: &Headers,
     limit: usize,
     max_uris: usize,
-) -> Result<(Document, Option<BodyStream>), UpstreamError> {
+) -> Result<(Document, Option<Fetched>), UpstreamError> {
     let timeout = service.http().timeout;
     let work = async {
         let fetched = service.fetch(url, headers, None).await?;
@@ -455,17 +437,18 @@ async fn fetch_document(
             // The response as it came, first bytes put back: the session about to
             // play it may read it (`MediaCache::take_parked`).
             let head = futures::stream::once(async { Ok(first) });
-            let body: BodyStream = if ended {
+            let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
+            fetched.body = if ended {
                 Box::pin(head)
             } else {
-                Box::pin(head.chain(fetched.body))
+                Box::pin(head.chain(rest))
             };
             return Ok((
                 Document::Media {
-                    url: fetched.url,
+                    url: fetched.url.clone(),
                     mpeg_ts,
                 },
-                Some(body),
+                Some(fetched),
             ));
         }
         let head = futures::stream::once(async { Ok(first) });

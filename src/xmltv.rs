@@ -80,6 +80,20 @@ impl Programme {
                 .sum::<usize>()
     }
 
+    /// The `lang` of its first `<title>` (`None` without one).
+    pub fn lang(&self) -> Option<&str> {
+        let (_, xml) = self
+            .children
+            .iter()
+            .find(|(i, _)| KEPT[*i as usize] == "title")?;
+        let start_tag = xml.split_once('>')?.0;
+        let (quote, rest) = [" lang=\"", " lang='"]
+            .iter()
+            .find_map(|a| Some((a.chars().last()?, start_tag.split_once(a)?.1)))?;
+        let lang = rest.split(quote).next()?;
+        (!lang.is_empty()).then_some(lang)
+    }
+
     /// The text of its first `<desc>`, unescaped (`None` without one).
     pub fn desc(&self) -> Option<String> {
         let (_, xml) = self

@@ -173,16 +173,13 @@ pub(super) async fn open_stream(
         .await?
     {
         Opened::Playlist(body) => Ok(playlist(body)),
+        // Not cut: played through its link, whose fetch reads the response that told
+        // it (a second connection would be refused by a panel that allows one).
         Opened::Media {
             link: media,
             mpeg_ts: true,
-            parked,
-        } => answer(package().await).unwrap_or_else(|| {
-            // Played through its link: the response that told it closes now, or the
-            // player's fetch would be a second connection.
-            s.media.discard_parked(&parked);
-            Ok(Redirect::temporary(&media).into_response())
-        }),
+        } => answer(package().await)
+            .unwrap_or_else(|| Ok(Redirect::temporary(&media).into_response())),
         Opened::Media { link, .. } => Ok(Redirect::temporary(&link).into_response()),
     }
 }

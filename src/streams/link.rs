@@ -94,6 +94,16 @@ impl Engine {
                         .has_segment(&target.service, &url, &target.headers)
             })
         {
+            // The whole stream an `.m3u8` open just looked at (and redirected here):
+            // its response, kept for this fetch, not a second connection.
+            if target.kind == Kind::Media && range.is_none_or(whole) {
+                if let Some(parked) = self
+                    .media
+                    .take_parked(&target.service, &url, &target.headers)
+                {
+                    return Ok(Served::Passthrough(parked));
+                }
+            }
             // Whole files and byte ranges of uncached ones go straight through.
             let fetched = service.fetch(&url, &target.headers, range).await?;
             return Ok(Served::Passthrough(fetched));

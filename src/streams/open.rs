@@ -18,14 +18,11 @@ pub enum Opened {
     /// Its playlist, every URI a sealed `/proxy/` link.
     Playlist(String),
     /// A direct media URL (not HLS): the sealed link to play it through; `mpeg_ts`
-    /// when its first bytes were MPEG-TS (it may be cut into HLS: `packaged`).
-    /// `parked`: the cache key under which the response that told it is kept for the
-    /// session about to play it (`MediaCache::take_parked`), if this open fetched it.
-    Media {
-        link: String,
-        mpeg_ts: bool,
-        parked: String,
-    },
+    /// when its first bytes were MPEG-TS (it may be cut into HLS: `packaged`). The
+    /// response that told it is kept a few seconds (`MediaCache::take_parked`) for
+    /// whichever plays it first: the packager's session, or the player's fetch of
+    /// `link`.
+    Media { link: String, mpeg_ts: bool },
 }
 
 impl Engine {
@@ -64,8 +61,9 @@ impl Engine {
             .registry
             .open_except(id, only, &failed, |src| async move {
                 let r = &src.resolved;
-                // Plain MPEG-TS is packaged from the session about to start: it reads
-                // this response rather than opening another.
+                // Plain MPEG-TS is packaged from the session about to start, and other
+                // media played through its link: either reads this response rather
+                // than opening another.
                 let mut doc = media
                     .document_to_play(
                         &*src.service,
@@ -73,7 +71,7 @@ impl Engine {
                         &r.url,
                         &r.headers,
                         limit,
-                        Park::MpegTs,
+                        Park::Media,
                     )
                     .await?;
                 if was_media {
@@ -141,7 +139,6 @@ impl Engine {
                 Ok(Opened::Media {
                     link: format!("{base}/proxy/{token}/{name}"),
                     mpeg_ts: *mpeg_ts,
-                    parked: crate::cache::key(&service, url, &stream_headers),
                 })
             }
         }

@@ -984,7 +984,7 @@ impl Task {
                 .media
                 .take_parked(&src.service_name, url, &src.headers);
             let fetched = match parked {
-                Some(body) => Ok(body),
+                Some(parked) => Ok(parked.body),
                 None => src
                     .service
                     .fetch(url, &src.headers, None)

@@ -1818,9 +1818,9 @@ async fn mpeg_ts_joined_mid_packet_is_cut_and_a_page_typed_as_ts_is_refused() {
 }
 
 /// A stream of MPEG-TS packets without a programme is not cut: its `.m3u8` is a 307
-/// to its pass-through link, at once once that is known. The look that tells it is
-/// MPEG-TS then closes before the player's own fetch, which a one-connection upstream
-/// would otherwise refuse.
+/// to its pass-through link, at once once that is known. The player's fetch of that
+/// link reads the response of the look that told it is MPEG-TS: one connection, which
+/// a one-connection upstream allows (it may not have noticed a closed one yet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connection() {
     // Packets of one PID, no tables: never a programme.
@@ -1842,6 +1842,7 @@ async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connecti
     let again = no_redirects.get(&m3u8).send().await.unwrap();
     assert_eq!(again.status(), 307);
     let link = again.headers()["location"].to_str().unwrap().to_string();
+    let looked = origin.counts().0;
     let played = app.get(&link).await;
     assert_eq!(
         played.status(),
@@ -1849,5 +1850,7 @@ async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connecti
         "the pass-through was refused: {} refused connections",
         origin.counts().1
     );
+    // The player's fetch read the response the look kept: no request of its own.
+    assert_eq!(origin.counts().0, looked, "the link asked the origin again");
     drop(played);
 }

@@ -45,7 +45,7 @@ async fn upstream() -> FakeUpstream {
         ));
         for h in -1..3 {
             guide.push_str(&format!(
-                "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title>{title} {h}</title><desc>About {title} é {h}</desc></programme>\n",
+                "<programme start=\"{}\" stop=\"{}\" channel=\"{id}\"><title lang=\"en\">{title} {h}</title><desc>About {title} é {h}</desc></programme>\n",
                 xmltv_around(h),
                 xmltv_around(h + 1)
             ));
@@ -272,6 +272,7 @@ async fn an_xtream_client_library_logs_in_browses_and_builds_stream_urls() {
         .decode(first["description"].as_str().unwrap())
         .unwrap();
     assert_eq!(String::from_utf8(desc).unwrap(), "About Headlines é 0");
+    assert_eq!(first["lang"], "en", "{first}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

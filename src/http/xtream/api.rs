@@ -282,7 +282,7 @@ async fn epg_listings(
                 "id": format!("{}{}", c.number, p.start),
                 "epg_id": c.number.to_string(),
                 "title": b64(&p.title),
-                "lang": "",
+                "lang": p.lang().unwrap_or_default(),
                 "start": time_text(p.start),
                 "end": time_text(stop),
                 "description": b64(&p.desc().unwrap_or_default()),
