@@ -714,7 +714,12 @@ fn rating_text(r: Option<f32>) -> String {
 
 /// A rating out of 10 as panels' `rating_5based` (out of 5, one decimal); 0: none.
 fn five_based(r: Option<f32>) -> f64 {
-    r.map_or(0.0, |r| (f64::from(r) * 5.0).round() / 10.0)
+    // Through two decimals first: 7.1 as an f32 is 7.0999999, which would halve to
+    // 3.5 where the panel's 7.1 means 3.6 (3.55 rounded up).
+    r.map_or(0.0, |r| {
+        let r = (f64::from(r) * 100.0).round() / 100.0;
+        (r * 5.0).round() / 10.0
+    })
 }
 
 /// Minutes an episode runs: the details' duration, else the list's; `None`: unknown.
@@ -1032,4 +1037,16 @@ pub(crate) fn status_of(s: &AppState, service: &str) -> Option<VodStatus> {
 /// `a`, or `b` when `a` is empty: a title's own fact, else the list's.
 fn or(a: &str, b: &str) -> String {
     if a.is_empty() { b } else { a }.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn five_based_ratings_round_the_written_tenths_half_up() {
+        assert_eq!(super::five_based(Some(7.1)), 3.6);
+        assert_eq!(super::five_based(Some(9.3)), 4.7);
+        assert_eq!(super::five_based(Some(8.0)), 4.0);
+        assert_eq!(super::five_based(Some(0.1)), 0.1);
+        assert_eq!(super::five_based(None), 0.0);
+    }
 }
