@@ -71,6 +71,9 @@ pub struct Segment {
 /// The cutting state of one stream: feed it every chunk in order ([`Self::push`]).
 pub struct Segmenter {
     target: u64,
+    /// Segments still to cut at [`Self::with_quick_start`]'s shorter target.
+    quick: u32,
+    quick_target: u64,
     /// The longest a segment gets (ticks): cut at any PES start from there.
     limit: u64,
     /// The decode time of the first clock-stream PES seen with the tables known
@@ -125,6 +128,8 @@ impl Segmenter {
     pub fn new(target: std::time::Duration) -> Self {
         Self {
             target: (target.as_millis() as u64 * 90).max(SECOND),
+            quick: 0,
+            quick_target: 0,
             limit: (target.as_millis() as u64 * 90).max(SECOND) * PATIENCE_HALVES / 2,
             waiting: None,
             emitted: false,
@@ -140,6 +145,21 @@ impl Segmenter {
             building: None,
             broken: false,
         }
+    }
+
+    /// The same, but the first `count` segments are cut at the first key frame after
+    /// `first` (a second or more) rather than after `target`: a player starts sooner,
+    /// and is given more than one segment to start from. The declared target and the
+    /// limit stay `target`'s.
+    pub fn with_quick_start(
+        target: std::time::Duration,
+        count: u32,
+        first: std::time::Duration,
+    ) -> Self {
+        let mut s = Self::new(target);
+        s.quick = count;
+        s.quick_target = (first.as_millis() as u64 * 90).clamp(SECOND, s.target);
+        s
     }
 
     /// The `EXT-X-TARGETDURATION` (whole seconds): the limit rounded up. A segment's
@@ -292,7 +312,12 @@ impl Segmenter {
 
     /// A PES start of the clock stream at decode time `t`: where a segment may end.
     fn clock_pes(&mut self, p: &[u8; PACKET], t: u64, key: bool, out: &mut Vec<Segment>) {
-        let (target, limit) = (self.target, self.limit);
+        let target = if self.quick > 0 {
+            self.quick_target
+        } else {
+            self.target
+        };
+        let limit = self.limit;
         let cut = match &mut self.building {
             None => {
                 // No random access point for the limit: start at this PES anyway.
@@ -344,6 +369,7 @@ impl Segmenter {
     fn emit(&mut self, out: &mut Vec<Segment>, b: Building, next: Option<u64>) {
         if let Some(s) = finished(b, next) {
             self.emitted = true;
+            self.quick = self.quick.saturating_sub(1);
             out.push(s);
         }
     }
@@ -703,6 +729,25 @@ mod tests {
             .collect();
         let first_key = 2 * PACKET; // the stream starts with PAT, PMT, then a key frame
         assert_eq!(&joined[..], &bytes[first_key..first_key + joined.len()]);
+    }
+
+    #[test]
+    fn a_quick_start_cuts_its_first_segments_at_the_first_key_frame_after_a_second() {
+        let bytes = stream(0, 20, 50);
+        let mut s = Segmenter::with_quick_start(Duration::from_secs(4), 2, Duration::from_secs(1));
+        let mut segs = Vec::new();
+        for c in bytes.chunks(188 * 64) {
+            s.push(c, &mut segs);
+        }
+        // Key frames every 2 s: the first two segments end at the first key frame past
+        // a second (2 s each), the rest past 4 s; the declared target is unchanged.
+        let durations: Vec<f64> = segs.iter().map(|s| s.duration).collect();
+        assert_eq!(durations.len(), 5, "{durations:?}");
+        for (i, d) in durations.iter().enumerate() {
+            let want = if i < 2 { 2.0 } else { 4.0 };
+            assert!((d - want).abs() < 0.1, "segment {i}: {durations:?}");
+        }
+        assert_eq!(s.declared_target(), 6);
     }
 
     #[test]

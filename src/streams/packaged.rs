@@ -9,8 +9,10 @@
 //! - The first playlist request starts a *packager*: a task that joins the channel's
 //!   `.ts` session (`session`: one upstream connection however many `.ts` viewers and
 //!   packaged players), cuts what it sends into segments at key frames
-//!   (`segmenter`), and keeps the last [`KEPT`] of them in memory. The request is
-//!   answered once the first segment is cut (or with every source's error).
+//!   (`segmenter`), and keeps the last [`KEPT`] of them in memory. Its first
+//!   [`QUICK_START`] segments are cut short (at the first key frame past
+//!   [`QUICK_TARGET`]), and the request is answered once they are cut, or [`TARGET`]
+//!   of media is (or with every source's error).
 //! - The playlist lists the last [`LISTED`] segments, each a link
 //!   `/packaged/{channel}/{sealed}/{n}.ts`: `channel` is the id as the player asked
 //!   for it (what a balancer in front hashes, so segments reach the instance whose
@@ -62,6 +64,12 @@ pub const KEPT: usize = 10;
 /// The segment duration aimed at; no segment is longer than 1.5 times it, and
 /// playlists declare that (`Segmenter::declared_target`: 6 s) from the start.
 pub const TARGET: Duration = Duration::from_secs(4);
+/// The first segments of a packager are cut at the first key frame past
+/// [`QUICK_TARGET`] (a stream with key frames every second or two starts in two to
+/// four seconds, not four to six), and the first playlist waits for them (or for
+/// [`TARGET`] of media): a player is given more than one segment to start from.
+const QUICK_START: u32 = 2;
+const QUICK_TARGET: Duration = Duration::from_secs(1);
 /// How long a packager waits, once the session sends, for its first segment (a
 /// source whose key frames or time stamps never come).
 const FIRST_SEGMENT_WAIT: Duration = Duration::from_secs(30);
@@ -352,7 +360,8 @@ impl Packaged {
             .is_empty()
     }
 
-    /// Adds `cut` segments to the window; the first makes the packager live.
+    /// Adds `cut` segments to the window. The packager is live (its first playlist
+    /// answered) once it holds [`QUICK_START`] segments or [`TARGET`] of media.
     fn add(&self, cut: &mut Vec<Segment>) {
         if cut.is_empty() {
             return;
@@ -360,7 +369,7 @@ impl Packaged {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        {
+        let ready = {
             let mut w = self.window.lock().expect("window lock is never poisoned");
             for segment in cut.drain(..) {
                 if segment.discontinuity {
@@ -373,7 +382,17 @@ impl Packaged {
                     w.first += 1;
                 }
             }
+            w.segments.len() >= QUICK_START as usize
+                || w.segments.iter().map(|(s, _, _)| s.duration).sum::<f64>()
+                    >= TARGET.as_secs_f64()
+        };
+        if ready {
+            self.go_live();
         }
+    }
+
+    /// A starting packager is live: its first playlist is answered.
+    fn go_live(&self) {
         self.state.send_if_modified(|s| {
             let starting = matches!(s, State::Starting);
             if starting {
@@ -455,7 +474,7 @@ async fn run(
         sessions: sessions.clone(),
         key,
     };
-    let mut cutter = Segmenter::new(TARGET);
+    let mut cutter = Segmenter::with_quick_start(TARGET, QUICK_START, QUICK_TARGET);
     let mut cut = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut short = 0;
@@ -508,6 +527,10 @@ async fn run(
                         p.state.send_replace(State::Ended);
                         break 'sessions;
                     }
+                    // One quick segment and no second for a while: it is served.
+                    if p.is_starting() && p.has_segments() && last_cut.elapsed() >= TARGET {
+                        p.go_live();
+                    }
                     if p.is_starting() && joined_at.elapsed() > FIRST_SEGMENT_WAIT {
                         // Bytes came but no segment: without a programme table it is
                         // not something to cut (served as it is), with one its source
@@ -540,6 +563,9 @@ async fn run(
         // start a new timeline.
         cut.extend(cutter.finish());
         p.add(&mut cut);
+        if p.has_segments() {
+            p.go_live();
+        }
         cutter.gap();
         if !p.has_segments() && !cutter.has_programme() {
             // Too short to tell (or not MPEG-TS): as it is, this time.

@@ -978,8 +978,8 @@ async fn the_player_plays_a_plain_mpeg_ts_channel_in_headless_chromium() {
         })
         .await;
         let t0 = started["time"].as_f64().unwrap();
-        // Past the first segment (about 4 s): the playlist was reloaded and the next
-        // segment cut and played.
+        // Past the first segments (two short ones, then about 4 s each): the playlist
+        // was reloaded and the next segments cut and played.
         let playing = wait_player(&browser, "currentTime advancing by 5 s", |s| {
             s["time"].as_f64().unwrap_or(0.0) > t0 + 5.0
         })

@@ -534,7 +534,14 @@ async fn a_plain_mpeg_ts_channel_plays_as_hls() {
     assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
     assert!(playlist.contains("#EXT-X-TARGETDURATION:6\n"), "{playlist}");
     let links: Vec<&str> = playlist.lines().filter(|l| !l.starts_with('#')).collect();
-    assert!(!links.is_empty(), "{playlist}");
+    // Key frames every second: the first playlist already lists two short segments.
+    assert!(links.len() >= 2, "{playlist}");
+    let first: f64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXTINF:"))
+        .and_then(|d| d.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no EXTINF in {playlist}"));
+    assert!(first < 2.5, "a quick first segment: {playlist}");
     for l in &links {
         assert!(
             l.starts_with(&format!("{}/packaged/", app.base)),
@@ -597,10 +604,11 @@ async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
     let (app, origin, _list) = plain_ts_channel(8, false).await;
     let id = app.channel_id("Plain TS").await;
     let path = format!("/api/stream/{id}.m3u8");
-    // A player's reloads for 14 s: past the first stream's end.
+    // A player's reloads for 17 s: past the second stream's end (the first playlist
+    // comes 2 to 4 s after the stream's start).
     let mut sequences = Vec::new();
     let mut seen_break = false;
-    for _ in 0..28 {
+    for _ in 0..34 {
         let text = app.get_text_ok(&path).await;
         assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:6\n"), "{text}");
