@@ -261,17 +261,9 @@ pub fn build(
         let n = name_of(source, guide_id);
         // Another channel has it already (by id, or an earlier decision kept from
         // before a pick took decisions over): this one waits, unassigned, saying why.
-        if let Some((n, &(other, how))) = n.and_then(|n| Some((n, owner.get(&n)?))) {
-            entries[i] = Some(entry(
-                c,
-                State::Unmatched,
-                None,
-                None,
-                format!(
-                    "{what} by an admin as `{}` of guide `{source}`, which is `{}`'s: {how}",
-                    all[n].id, channels[other].id
-                ),
-            ));
+        if let Some(whose) = n.and_then(|n| whose(&owner, channels, n)) {
+            let why = format!("{what} by an admin as `{guide_id}` of guide `{source}`, {whose}");
+            entries[i] = Some(entry(c, State::Unmatched, None, None, why));
             continue;
         }
         let reason = match n {
@@ -300,17 +292,9 @@ pub fn build(
         }
         if let Some((source, id, false)) = found.get(&c.id) {
             let n = name_of(source, id);
-            if let Some((n, &(other, how))) = n.and_then(|n| Some((n, owner.get(&n)?))) {
-                entries[i] = Some(entry(
-                    c,
-                    State::Unmatched,
-                    None,
-                    None,
-                    format!(
-                        "its guide `{source}` lists `{}` by its display name, which is `{}`'s: {how}",
-                        all[n].id, channels[other].id
-                    ),
-                ));
+            if let Some(whose) = n.and_then(|n| whose(&owner, channels, n)) {
+                let why = format!("its guide `{source}` lists `{id}` by its display name, {whose}");
+                entries[i] = Some(entry(c, State::Unmatched, None, None, why));
                 continue;
             }
             if let Some(n) = n {
@@ -421,6 +405,16 @@ pub fn build(
         by_channel,
         by_id,
     }
+}
+
+/// "which is `{channel}`'s: {how}" of guide channel `n` when a lineup channel took it.
+fn whose(
+    owner: &HashMap<usize, (usize, &'static str)>,
+    channels: &[ChannelInfo],
+    n: usize,
+) -> Option<String> {
+    let &(other, how) = owner.get(&n)?;
+    Some(format!("which is `{}`'s: {how}", channels[other].id))
 }
 
 /// Channels whose decisions keep display names from matching them.
