@@ -500,8 +500,9 @@ impl Renumber {
 
     /// The new source's media playlist `body`, renumbered for the player: the
     /// segment the player expects next is a few segments before the live edge, with
-    /// a discontinuity before it; older ones keep smaller numbers (the player has
-    /// moved past them).
+    /// a discontinuity before it. Older ones are left out: their numbers were the old
+    /// source's segments, and a player given one number for two URIs stops (hls.js
+    /// 1.6: "media sequence mismatch").
     pub fn renumber(&self, body: &str, url: &Url, live_edge: usize) -> Result<String, String> {
         let info = hls::media_info(body, url)?;
         let count = info.segments.len() as u64;
@@ -550,10 +551,20 @@ impl Renumber {
             .filter(|i| *i < count && map.discontinuity)
             .map(|i| i as usize);
         let disc_passed = map.discontinuity && mapped_first > map.first;
+        // The segments numbered below `map.first` (the old source's numbers), left
+        // out, and the discontinuities of the source's own among them.
+        let dropped = match disc_index {
+            Some(i) => i,
+            None if map.discontinuity && mapped_first < map.first => count as usize,
+            None => 0,
+        };
+        let dropped_discontinuities = own_discontinuities_before(body, dropped);
+        let listed_first = mapped_first + dropped as u64;
         // The player's discontinuity sequence for a source value `n`.
         let dseq = |n: u64| {
             u64::try_from((i128::from(n) + map.dseq_offset).max(0)).unwrap_or(0)
                 + u64::from(disc_passed)
+                + dropped_discontinuities
         };
         let has_dseq = body.contains("#EXT-X-DISCONTINUITY-SEQUENCE:");
 
@@ -564,7 +575,7 @@ impl Renumber {
         for piece in body.split_inclusive('\n') {
             let line = piece.trim();
             if line.starts_with("#EXT-X-MEDIA-SEQUENCE:") {
-                out.push_str(&format!("#EXT-X-MEDIA-SEQUENCE:{mapped_first}\n"));
+                out.push_str(&format!("#EXT-X-MEDIA-SEQUENCE:{listed_first}\n"));
                 if !has_dseq && dseq(0) > 0 {
                     out.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", dseq(0)));
                     wrote_dseq = true;
@@ -578,6 +589,20 @@ impl Renumber {
                 continue;
             }
             let is_uri = !line.is_empty() && !line.starts_with('#');
+            if segment < dropped {
+                // A left-out segment: its URI and its own tags go; the tags that hold
+                // for the segments after it (keys, maps) stay.
+                if is_uri {
+                    segment += 1;
+                    in_segment_tags = false;
+                } else if line.is_empty() || !is_own_tag(line) {
+                    out.push_str(piece);
+                    if !piece.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+                continue;
+            }
             let is_segment_tag =
                 line.starts_with("#EXTINF") || line.starts_with("#EXT-X-BYTERANGE");
             if is_segment_tag && !in_segment_tags {
@@ -597,7 +622,7 @@ impl Renumber {
         }
         if !body.contains("#EXT-X-MEDIA-SEQUENCE:") {
             // Default sequence 0: state ours right after the header.
-            let mut head = format!("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:{mapped_first}\n");
+            let mut head = format!("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:{listed_first}\n");
             if !wrote_dseq && dseq(0) > 0 {
                 head.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", dseq(0)));
             }
@@ -611,6 +636,40 @@ impl Renumber {
         }
         Ok(out)
     }
+}
+
+/// A tag that belongs to the one segment after it (left out with it), not to every
+/// segment after (keys, maps, which stay).
+fn is_own_tag(line: &str) -> bool {
+    [
+        "#EXTINF",
+        "#EXT-X-BYTERANGE",
+        "#EXT-X-DISCONTINUITY",
+        "#EXT-X-PROGRAM-DATE-TIME",
+        "#EXT-X-GAP",
+        "#EXT-X-BITRATE",
+        "#EXT-X-CUE",
+        "#EXT-OATCLS",
+    ]
+    .iter()
+    .any(|t| line.starts_with(t) && !line.starts_with("#EXT-X-DISCONTINUITY-SEQUENCE"))
+}
+
+/// How many `#EXT-X-DISCONTINUITY` tags come before the `n`th segment's URI.
+fn own_discontinuities_before(body: &str, n: usize) -> u64 {
+    let mut seen = 0;
+    let mut found = 0;
+    for line in body.lines().map(str::trim) {
+        if seen >= n {
+            break;
+        }
+        if line == "#EXT-X-DISCONTINUITY" {
+            found += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            seen += 1;
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -748,16 +807,37 @@ mod tests {
     }
 
     #[test]
+    fn left_out_segments_keep_their_keys_and_count_their_discontinuities() {
+        let sw = Renumber::new(Some(1000));
+        let url = Url::parse("http://b.example/live.m3u8").unwrap();
+        let body = live(7, 5)
+            .replace("#EXTINF:2.0,\nb7.ts", "#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXTINF:2.0,\nb7.ts")
+            .replace("#EXTINF:2.0,\nb8.ts", "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00Z\n#EXTINF:2.0,\nb8.ts");
+        let out = sw.renumber(&body, &url, 3).unwrap();
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:1000\n"), "{out}");
+        assert!(out.contains("#EXT-X-KEY:METHOD=AES-128"), "{out}");
+        assert!(
+            !out.contains("PROGRAM-DATE-TIME") && !out.contains("b8.ts"),
+            "{out}"
+        );
+        // The source's discontinuity before b8 was left out: counted in the sequence.
+        assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{out}");
+        assert_eq!(hls::discontinuities(&out), (1, 2));
+    }
+
+    #[test]
     fn the_new_source_continues_the_old_numbering_after_a_discontinuity() {
         let sw = Renumber::new(Some(1000));
         let url = Url::parse("http://b.example/live.m3u8").unwrap();
-        // New source at 7..12; live edge 3: b9 becomes 1000, with a discontinuity.
+        // New source at 7..12; live edge 3: b9 becomes 1000, with a discontinuity;
+        // b7 and b8 would take 998 and 999, the old source's: they are left out.
         let out = sw.renumber(&live(7, 5), &url, 3).unwrap();
-        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:998\n"), "{out}");
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:1000\n"), "{out}");
         assert!(
-            out.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\nb9.ts"),
+            out.contains("#EXT-X-MEDIA-SEQUENCE:1000\n#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\nb9.ts"),
             "{out}"
         );
+        assert!(!out.contains("b7.ts") && !out.contains("b8.ts"), "{out}");
         assert_eq!(out.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{out}");
         // The window moves on; the mapping stays.
         let out = sw.renumber(&live(9, 5), &url, 3).unwrap();
