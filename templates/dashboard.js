@@ -643,6 +643,8 @@
         out.textContent = what;
         out.className = "decision ok";
         say(row.dataset.channel + ": " + what, true);
+        // A decision may take a guide channel from another row: the page is listed again.
+        load();
       } catch (e) {
         out.textContent = "failed: " + e.message;
         out.className = "decision failed";
@@ -661,7 +663,10 @@
       const alternatives = el("td", { className: "alternatives", dataset: { label: "alternatives" } });
       for (const a of m.alternatives || []) {
         const label = (a.name || a.guide_id) + " (" + a.guide_id + ") " + score(a.score) + (a.source ? " · " + a.source : "");
-        const b = button("pick", label, { action: "pick", guide_id: a.guide_id }, "picked " + a.guide_id);
+        // The guide that lists it too: another guide may list the same id.
+        const pick = { action: "pick", guide_id: a.guide_id };
+        if (a.source) pick.source = a.source;
+        const b = button("pick", label, pick, "picked " + a.guide_id + (a.source ? " · " + a.source : ""));
         b.dataset.guideId = a.guide_id;
         alternatives.append(b, " ");
       }

@@ -1539,6 +1539,120 @@ async fn the_channel_browser_pages_a_big_lineup_in_headless_chromium() {
     driver.finished(outcome.is_ok(), "the big lineup test");
 }
 
+/// The guide review's one-click pick names the guide its button shows: two extra
+/// guides list one id, a channel already has the first guide's by an admin's pick,
+/// and a click on the second guide's alternative for another channel gives that
+/// channel the second guide's, leaving the first pick alone; the page then shows both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium() {
+    let epg = |name: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\n<tv>\n<channel id=\"Sport.x\"><display-name>{name}</display-name></channel>\n</tv>\n"
+        )
+    };
+    let up = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Sport Feed\n{0}/1.m3u8\n#EXTINF:-1 tvg-id=\"p-2\",Other\n{0}/2.m3u8\n",
+        up.base()
+    );
+    let up = up
+        .text("/list.m3u", M3U_TYPE, list)
+        .text("/g1.xml", "application/xml", epg("Sport Feed Extra"))
+        .text("/g2.xml", "application/xml", epg("Sport Feed Extra"))
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\n\n\
+         [[guides]]\nname = \"g1\"\nurl = \"{0}/g1.xml\"\n\n[[guides]]\nname = \"g2\"\nurl = \"{0}/g2.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let sport = app.channel_id("Sport Feed").await;
+    let other = app.channel_id("Other").await;
+    let decide = |channel: String, body: &'static str| {
+        let app = &app;
+        async move {
+            let resp = app
+                .send_json(
+                    reqwest::Method::POST,
+                    &format!("/api/guide/matches/{channel}"),
+                    body,
+                    None,
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{body}");
+        }
+    };
+    decide(
+        other.clone(),
+        r#"{"action":"pick","guide_id":"Sport.x","source":"g1"}"#,
+    )
+    .await;
+    let line = |page: &Value, id: &str| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["channel"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no line for {id} in {page}"))
+    };
+    let (_, page) = app.get_json("/api/guide/matches?state=all").await;
+    let alternatives = line(&page, &sport)["alternatives"].to_string();
+    assert!(alternatives.contains("\"g2\""), "{page}");
+
+    let driver = Driver::start().await;
+    let c = driver.session(1280, 900, true).await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, async {
+        c.goto(&app.url("/")).await.expect("load /");
+        let button = format!("#guide-matches tr[data-channel='{sport}'] button.pick");
+        let clicked = wait_for!("the g2 alternative's button on the Sport row", {
+            let done = js(
+                &c,
+                "const b = [...document.querySelectorAll(arguments[0])]\
+                   .find((b) => b.textContent.includes('· g2'));\
+                 if (!b) return false; b.click(); return true;",
+                vec![json!(button)],
+            )
+            .await;
+            if done == json!(true) {
+                Ok(())
+            } else {
+                Err("no such button yet".to_string())
+            }
+        });
+        let _ = clicked;
+        wait_for!("Sport picked from g2, Other still from g1", {
+            let (_, page) = app.get_json("/api/guide/matches?state=all").await;
+            let (s, o) = (line(&page, &sport), line(&page, &other));
+            if s["state"] == "picked"
+                && s["source"] == "g2"
+                && o["state"] == "picked"
+                && o["source"] == "g1"
+            {
+                Ok(())
+            } else {
+                Err(format!("{s}\n{o}"))
+            }
+        });
+        // The listing was read again: the Sport row (unmatched, shown by default) has
+        // left it, or shows its pick.
+        wait_for!("the Sport row gone from the review, or picked", {
+            let state = text_of(
+                &c,
+                &format!("#guide-matches tr[data-channel='{sport}'] .state"),
+            )
+            .await;
+            match state.as_deref() {
+                None | Some("picked") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    })
+    .await;
+    let _ = c.close().await;
+    driver.finished(outcome.is_ok(), "the guide review test");
+}
+
 async fn browse_big(app: &TestApp, c: &Client) {
     let all: Vec<String> = app
         .channels()
