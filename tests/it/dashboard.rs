@@ -1605,7 +1605,7 @@ async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium(
     let outcome = tokio::time::timeout(WHOLE_TEST, async {
         c.goto(&app.url("/")).await.expect("load /");
         let button = format!("#guide-matches tr[data-channel='{sport}'] button.pick");
-        let clicked = wait_for!("the g2 alternative's button on the Sport row", {
+        wait_for!("the g2 alternative's button on the Sport row", {
             let done = js(
                 &c,
                 "const b = [...document.querySelectorAll(arguments[0])]\
@@ -1620,7 +1620,6 @@ async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium(
                 Err("no such button yet".to_string())
             }
         });
-        let _ = clicked;
         wait_for!("Sport picked from g2, Other still from g1", {
             let (_, page) = app.get_json("/api/guide/matches?state=all").await;
             let (s, o) = (line(&page, &sport), line(&page, &other));
