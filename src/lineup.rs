@@ -390,6 +390,14 @@ pub fn patch_mapping(
         if v == Some(0) {
             return Err("`number` must be at least 1".into());
         }
+        // A number people dial, which every player (Xtream's 32-bit `stream_id`,
+        // Plex's guide numbers) holds.
+        if v.is_some_and(|n| n > crate::model::MAX_UPSTREAM_NUMBER) {
+            return Err(format!(
+                "`number` must be at most {}",
+                crate::model::MAX_UPSTREAM_NUMBER
+            ));
+        }
         m.number = v;
     }
     if let Some(v) = patch.hidden {

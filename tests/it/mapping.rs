@@ -506,6 +506,8 @@ async fn bad_bodies_unknown_channels_and_fields_are_json_errors() {
         (r#"{"number":"7"}"#, "invalid type"),
         (r#"{"number":-1}"#, "invalid value"),
         (r#"{"number":0}"#, "at least 1"),
+        (r#"{"number":1000000}"#, "at most 999999"),
+        (r#"{"number":4294967295}"#, "at most 999999"),
         (r#"{"hidden":"yes"}"#, "invalid type"),
         (r#"{"name":""}"#, "must not be empty"),
         (r#"{"name":"a\nb"}"#, "control characters"),
