@@ -92,8 +92,10 @@
     });
     $(".priority-save", row).addEventListener("click", async (ev) => {
       const input = $(".priority-input", row);
-      const priority = Number.parseInt(input.value, 10);
-      if (!Number.isInteger(priority)) {
+      // Whole numbers as typed only: parseInt would take "1.9" or "1e3" for 1.
+      const typed = input.value.trim();
+      const priority = /^-?\d+$/.test(typed) ? Number(typed) : NaN;
+      if (!Number.isSafeInteger(priority)) {
         say("priority must be a whole number", false);
         return;
       }

@@ -1296,6 +1296,23 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client) {
     // e. priority
     let input = find(c, &format!("{origin_row} .priority-input")).await;
     assert_eq!(input.prop("value").await.unwrap().as_deref(), Some("10"));
+    // A number that is not whole is refused as typed, not cut to 1.
+    input.clear().await.expect("clear .priority-input");
+    input.send_keys("1.9").await.expect("type a priority");
+    find(c, &format!("{origin_row} .priority-save"))
+        .await
+        .click()
+        .await
+        .expect("click .priority-save");
+    wait_for!("the refusal of 1.9", {
+        let message = text_of(c, "#message").await.unwrap_or_default();
+        if message.contains("whole number") {
+            Ok(())
+        } else {
+            Err(message)
+        }
+    });
+    assert_eq!(app.service_status("Origin").await["priority"], 10);
     input.clear().await.expect("clear .priority-input");
     input.send_keys("7").await.expect("type a priority");
     find(c, &format!("{origin_row} .priority-save"))
