@@ -174,8 +174,9 @@ impl Engine {
 }
 
 /// Fetches `url` and counts its bytes: up to `TEST_READ_BYTES`, only the first chunk of
-/// a `direct` stream (it never ends), and what came within `timeout` (the service's)
-/// when that runs out after some bytes.
+/// a `direct` stream (it never ends). A segment neither whole nor `TEST_READ_BYTES`
+/// long when `timeout` (the service's) runs out is a failure: a source that trickles
+/// cannot be played live.
 async fn read_some(
     service: &dyn Service,
     url: &Url,
@@ -193,7 +194,12 @@ async fn read_some(
         match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await {
             Ok(Some(chunk)) => n += chunk?.len(),
             Ok(None) => return Ok(n),
-            Err(_) if n > 0 => return Ok(n),
+            Err(_) if n > 0 => {
+                return Err(UpstreamError::Invalid(format!(
+                    "only {n} bytes came in {}: too slow to play",
+                    humantime::format_duration(timeout)
+                )))
+            }
             Err(_) => return Err(UpstreamError::Timeout(timeout)),
         }
         if n >= TEST_READ_BYTES || (direct && n > 0) {

@@ -411,6 +411,40 @@ async fn a_channel_test_against_an_origin_answering_500_is_ok_false_with_the_err
     assert!(origin.hits("/live/index.m3u8") >= 1);
 }
 
+/// A segment that trickles (a byte every 200 ms: never idle, never done within the
+/// service's timeout) is a failed test: such a source cannot be played live.
+#[tokio::test]
+async fn a_channel_test_whose_segment_trickles_is_not_ok() {
+    let origin = listing("/live/index.m3u8", |o| {
+        o.text("/live/index.m3u8", HLS_TYPE, media_playlist(&["s0.ts"]))
+            .route(
+                "/live/s0.ts",
+                axum::routing::get(|| async {
+                    let chunks = futures::stream::unfold(0u8, |n| async move {
+                        if n > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        Some((
+                            Ok::<_, std::convert::Infallible>(vec![0x47u8]),
+                            n.wrapping_add(1).max(1),
+                        ))
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "video/mp2t")
+                        .body(axum::body::Body::from_stream(chunks))
+                        .unwrap()
+                }),
+            )
+    })
+    .await;
+    let app = TestApp::spawn(&format!("{}timeout = \"1s\"\n", one_service(&origin))).await;
+    let id = app.channels().await[0]["id"].as_str().unwrap().to_string();
+    let test = run_test(&app, &id).await;
+    assert_eq!(test["ok"], false, "{test:#}");
+    let error = test["error"].as_str().expect("an error");
+    assert!(error.contains("too slow"), "{error}");
+}
+
 #[tokio::test]
 async fn a_channel_test_whose_segment_answers_500_names_the_segment() {
     let origin = listing("/live/index.m3u8?token=SECRET-TOKEN", |o| {
