@@ -137,7 +137,8 @@ pub fn state_with_clock(
 /// The state of `config` on `store`. With `prev` (a config reload), the parts that
 /// must outlive a reload are carried over: the `.ts` sessions and HLS failovers (so
 /// viewers continue), the proxy key (so issued links stay valid), each service's
-/// chart history, and the media cache and tuner slots when their settings are unchanged.
+/// chart history, the tuner and its slots (a new `tuner_count` applied to them), and
+/// the media cache when its settings are unchanged.
 pub(crate) fn build_state(
     config: config::Config,
     store: store::Store,
@@ -153,8 +154,14 @@ pub(crate) fn build_state(
         Some(p) => p.signer.clone(),
         None => Arc::new(signer(&config.server)?),
     };
-    let tuner = match same(&|c| c.hdhomerun.tuner_count == config.hdhomerun.tuner_count) {
-        Some(p) => p.tuner.clone(),
+    // The tuner and its slots outlive a reload: streams holding a slot go on, and a
+    // new count applies to them too (`Tuner::resize`).
+    let tuner = match prev {
+        Some(p) => {
+            let (from, to) = (p.config.hdhomerun.tuner_count, config.hdhomerun.tuner_count);
+            p.tuner.resize(from, to);
+            p.tuner.clone()
+        }
         None => Arc::new(tuner::Tuner::load(&store, config.hdhomerun.tuner_count)?),
     };
     let media = match same(&|c| c.cache == config.cache) {

@@ -46,6 +46,23 @@ impl Tuner {
         })
     }
 
+    /// `tuner_count` changed from `from` to `to` on a reload: the slots (and the
+    /// streams holding them) are kept. More tuners are free at once; fewer are taken
+    /// out as the streams playing now end, so no more than `to` play from then on.
+    pub fn resize(&self, from: u32, to: u32) {
+        if to > from {
+            self.slots.add_permits((to - from) as usize);
+        } else if from > to {
+            let slots = self.slots.clone();
+            let fewer = from - to;
+            tokio::spawn(async move {
+                if let Ok(taken) = slots.acquire_many_owned(fewer).await {
+                    taken.forget();
+                }
+            });
+        }
+    }
+
     /// `lineup` split into virtual tuners of at most `max` channels ([`hdhr::pack`]),
     /// made once per lineup.
     pub fn split(&self, lineup: &Arc<Lineup>, max: usize) -> Arc<Vec<Vec<usize>>> {

@@ -629,6 +629,69 @@ async fn reload_is_an_admin_call_and_names_what_needs_a_restart() {
     assert_eq!(status, 200);
 }
 
+/// A reload that lowers `tuner_count` holds for the tuner streams playing then: no
+/// new one while they fill the new count, and the new count once they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_tuner_count_at_a_reload_counts_the_streams_already_playing() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let one = [("Origin", origin.url("/list.m3u"), "first")];
+    let with = |n: u32| {
+        format!(
+            "{}\n[hdhomerun]\nenabled = true\ntuner_count = {n}\n",
+            config_text(dir.path(), "", &one)
+        )
+    };
+    let fs = Freesky::start(dir.path(), &with(2));
+    eventually("the lineup", || async {
+        let (_, all) = get_json(format!("{}/api/channels/all", fs.base)).await;
+        all.as_array()
+            .filter(|a| !a.is_empty())
+            .map(|_| ())
+            .ok_or("empty")
+    })
+    .await;
+    let (_, all) = get_json(format!("{}/api/channels/all", fs.base)).await;
+    let tune = format!("{}/auto/v{}", fs.base, all[0]["number"]);
+    let open = || async {
+        let mut resp = client().get(&tune).send().await.expect("tune");
+        let status = resp.status().as_u16();
+        if status == 200 {
+            resp.chunk()
+                .await
+                .expect("first bytes")
+                .expect("some bytes");
+        }
+        (status, resp)
+    };
+    let (a, first) = open().await;
+    let (b, second) = open().await;
+    assert_eq!((a, b), (200, 200));
+
+    fs.write_config(&with(1));
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    // Two play on a one-tuner device now: a third is refused, and so is one after
+    // the first of them ends.
+    assert_eq!(open().await.0, 503, "a third stream on one tuner");
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(open().await.0, 503, "a second stream on one tuner");
+    // Both ended: one plays, not two.
+    drop(second);
+    let playing = eventually("a tuner freed", || async {
+        let (status, resp) = open().await;
+        if status == 200 {
+            Ok(resp)
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert_eq!(open().await.0, 503, "a second stream on one tuner");
+    drop(playing);
+}
+
 /// `/list.m3u`: `#EXTM3U`, then `entry`'s lines and a stream URL; 503 once the flag
 /// returned is set.
 async fn list_that_goes_down(entry: &str) -> (FakeUpstream, Arc<std::sync::atomic::AtomicBool>) {
