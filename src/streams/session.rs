@@ -728,6 +728,10 @@ impl Task {
         let mut refused = false;
         let mut retry_at = None;
         let mut resume = last_path.is_some();
+        // The first sequence number of a playlist numbered far below what was sent,
+        // seen at the last poll: a restart is followed once a second poll confirms it
+        // (two out-of-step origins behind one name would else be followed by turns).
+        let mut restart_seen: Option<u64> = None;
         // When the live playlist last listed a segment not seen before: one that lists
         // none for `STALE_AFTER` target durations, while its segments failed and none
         // came from it, is a source that stopped (a frozen list whose segments fail
@@ -794,6 +798,7 @@ impl Task {
                     tracing::debug!(channel = %self.id, "refreshed playlist does not list the last segment: restarting near the live edge");
                 }
             }
+            let restarted = restart_seen.take();
             let start = match next_seq {
                 // A finished playlist plays from the start; a live one near its edge.
                 None if info.ended => 0,
@@ -803,10 +808,16 @@ impl Task {
                 // Numbered far below what was sent: the upstream started its numbering
                 // again (an encoder restart). Waiting for it to catch up would send
                 // nothing for as long; a lag of a few segments (a CDN's older copy) is
-                // waited out.
+                // waited out. Followed when the poll before said so too, its numbers
+                // not going back: an origin flapping between two timelines is not.
                 Some(n) if n > first + count + count.max(3) => {
-                    tracing::info!(channel = %self.id, expected = n, first, "the live playlist's numbering started again: going on from its live edge");
-                    count.saturating_sub(self.engine.settings.live_edge_segments as u64)
+                    if restarted.is_some_and(|r| first >= r) {
+                        tracing::info!(channel = %self.id, expected = n, first, "the live playlist's numbering started again: going on from its live edge");
+                        count.saturating_sub(self.engine.settings.live_edge_segments as u64)
+                    } else {
+                        restart_seen = Some(first);
+                        count
+                    }
                 }
                 Some(n) => n - first,
             };

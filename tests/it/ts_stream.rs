@@ -1837,6 +1837,75 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
     );
 }
 
+/// Two origins out of step behind one name (each poll answered by the other: sequence
+/// 100, then 40, then 100...): the viewer is not sent the lower timeline by turns, as
+/// it would be if each poll were a restart of the numbering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_flapping_between_two_numberings_is_not_followed_by_turns() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let seen = polls.clone();
+    let playlist = move |first: u64, prefix: &str| {
+        let mut s = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+        );
+        for i in first..first + 3 {
+            s.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
+        }
+        s
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/live.m3u8",
+            get(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let body = if n.is_multiple_of(2) {
+                    playlist(100, "a")
+                } else {
+                    playlist(40, "b")
+                };
+                async move { respond(200, HLS_TYPE, body) }
+            }),
+        )
+        .route(
+            "/{seg}",
+            get(
+                move |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    let marker = if seg.starts_with('b') { 0xbb } else { 0xaa };
+                    respond(200, "video/mp2t", ten_packets(marker))
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Flapping", origin.url("/live.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Flapping").await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), async {
+        while let Some(Ok(chunk)) = body.next().await {
+            got.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    let polled = polls.load(Ordering::SeqCst);
+    assert!(polled >= 6, "only {polled} playlist polls");
+    assert!(
+        got.chunks(188).any(|p| p.get(4) == Some(&0xaa)),
+        "nothing of the first numbering came"
+    );
+    assert!(
+        !got.chunks(188).any(|p| p.get(4) == Some(&0xbb)),
+        "the other origin's segments were sent ({polled} polls)"
+    );
+}
+
 /// Seconds since the Unix epoch.
 fn unix_secs() -> u64 {
     std::time::SystemTime::now()
