@@ -1769,33 +1769,33 @@ async fn a_source_opened_again_after_another_played_starts_near_live() {
     );
 }
 
-/// A live upstream that starts its numbering again (an encoder restart: sequence 100,
-/// then 0): the viewer goes on with the new segments from its live edge. Before, it
-/// waited for the numbering to reach 103 again, sending nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_playlist_numbered_again_from_zero_goes_on() {
+/// freesky with one channel, `name`, whose live playlist's poll `n` (from 0) is three
+/// 1 s segments numbered from `which(n).0`, named `{which(n).1}{number}.ts`; a segment
+/// whose name starts with `b` is ten packets marked 0xbb, any other 0xaa. Answers the
+/// app, the channel's `.ts` body, and the poll count.
+async fn numbered_live(
+    name: &str,
+    which: fn(usize) -> (u64, &'static str),
+) -> (
+    TestApp,
+    impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>,
+    Arc<AtomicUsize>,
+    [FakeUpstream; 2],
+) {
     let polls = Arc::new(AtomicUsize::new(0));
     let seen = polls.clone();
-    let playlist = move |first: u64, prefix: &str| {
-        let mut s = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
-        );
-        for i in first..first + 3 {
-            s.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
-        }
-        s
-    };
     let origin = FakeUpstream::bind()
         .await
         .route(
             "/live.m3u8",
             get(move || {
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                let body = if n < 2 {
-                    playlist(100, "a")
-                } else {
-                    playlist(0, "b")
-                };
+                let (first, prefix) = which(seen.fetch_add(1, Ordering::SeqCst));
+                let mut body = format!(
+                    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+                );
+                for i in first..first + 3 {
+                    body.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
+                }
                 async move { respond(200, HLS_TYPE, body) }
             }),
         )
@@ -1809,16 +1809,26 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
             ),
         )
         .start();
-    let list = list_of(&[("Restarted", origin.url("/live.m3u8"))]).await;
+    let list = list_of(&[(name, origin.url("/live.m3u8"))]).await;
     let app = TestApp::spawn(&format!(
         "[cache]\nplaylist_ttl = \"100ms\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
         list.url("/list.m3u")
     ))
     .await;
-    let id = app.channel_id("Restarted").await;
+    let id = app.channel_id(name).await;
     let resp = app.get(&format!("/api/stream/{id}.ts")).await;
     assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
+    (app, resp.bytes_stream(), polls, [origin, list])
+}
+
+/// A live upstream that starts its numbering again (an encoder restart: sequence 100,
+/// then 0): the viewer goes on with the new segments from its live edge. Before, it
+/// waited for the numbering to reach 103 again, sending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_numbered_again_from_zero_goes_on() {
+    let (_app, body, polls, _up) =
+        numbered_live("Restarted", |n| if n < 2 { (100, "a") } else { (0, "b") }).await;
+    let mut body = std::pin::pin!(body);
     let found = tokio::time::timeout(std::time::Duration::from_secs(15), async {
         let mut got = Vec::new();
         while let Some(Ok(chunk)) = body.next().await {
@@ -1842,51 +1852,15 @@ async fn a_live_playlist_numbered_again_from_zero_goes_on() {
 /// it would be if each poll were a restart of the numbering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_playlist_flapping_between_two_numberings_is_not_followed_by_turns() {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let seen = polls.clone();
-    let playlist = move |first: u64, prefix: &str| {
-        let mut s = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
-        );
-        for i in first..first + 3 {
-            s.push_str(&format!("#EXTINF:1.0,\n{prefix}{i}.ts\n"));
+    let (_app, body, polls, _up) = numbered_live("Flapping", |n| {
+        if n.is_multiple_of(2) {
+            (100, "a")
+        } else {
+            (40, "b")
         }
-        s
-    };
-    let origin = FakeUpstream::bind()
-        .await
-        .route(
-            "/live.m3u8",
-            get(move || {
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                let body = if n.is_multiple_of(2) {
-                    playlist(100, "a")
-                } else {
-                    playlist(40, "b")
-                };
-                async move { respond(200, HLS_TYPE, body) }
-            }),
-        )
-        .route(
-            "/{seg}",
-            get(
-                move |axum::extract::Path(seg): axum::extract::Path<String>| async move {
-                    let marker = if seg.starts_with('b') { 0xbb } else { 0xaa };
-                    respond(200, "video/mp2t", ten_packets(marker))
-                },
-            ),
-        )
-        .start();
-    let list = list_of(&[("Flapping", origin.url("/live.m3u8"))]).await;
-    let app = TestApp::spawn(&format!(
-        "[cache]\nplaylist_ttl = \"100ms\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
-        list.url("/list.m3u")
-    ))
+    })
     .await;
-    let id = app.channel_id("Flapping").await;
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
+    let mut body = std::pin::pin!(body);
     let mut got = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(6), async {
         while let Some(Ok(chunk)) = body.next().await {
