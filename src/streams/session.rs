@@ -54,6 +54,14 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 
 type Ready = Option<Result<(), StreamError>>;
 
+/// How long a source's first segment may take while nothing was sent from it and the
+/// channel has another source: three of its target durations, 6 s to 30 s (a segment
+/// that comes slower than it plays cannot be played live; `segment_timeout`, 60 s by
+/// default, would keep a waiting viewer past [`FIRST_BYTES_WAIT`]).
+fn first_segment_deadline(target_duration: f64) -> Duration {
+    Duration::from_secs_f64((3.0 * target_duration).clamp(6.0, 30.0))
+}
+
 /// How long a `.ts` viewer waits for the session's first bytes before it is answered
 /// 504 (a hanging segment fails over after `segment_timeout`; this bounds a source that
 /// answers but never sends any).
@@ -849,7 +857,29 @@ impl Task {
                         "its segments are encrypted with {what}, which a .ts stream cannot decrypt"
                     ));
                 }
-                match self.send_segment(src, seg, first + i as u64).await {
+                // Nothing sent from this source yet and another to try: its first
+                // segment must come about as fast as it plays, or the viewer, still
+                // waiting for any byte, is better served by the next source.
+                let first_deadline = (!sent_any && self.has_other_source(&src.service_name))
+                    .then(|| first_segment_deadline(info.target_duration));
+                let sent = match first_deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout(
+                            deadline,
+                            self.send_segment(src, seg, first + i as u64),
+                        )
+                        .await
+                        {
+                            Ok(sent) => sent,
+                            Err(_) => return Stop::Failed(format!(
+                                "its first segment did not come within {} s: too slow to play live",
+                                deadline.as_secs()
+                            )),
+                        }
+                    }
+                    None => self.send_segment(src, seg, first + i as u64).await,
+                };
+                match sent {
                     Ok(()) => {
                         failures = 0;
                         sent_any = true;

@@ -1614,6 +1614,61 @@ async fn a_frozen_source_opened_again_does_not_send_its_window_again() {
     assert_eq!(got, 3 * 1880, "the window once, not again");
 }
 
+/// A first source whose segments trickle (a byte every 200 ms: never idle, never
+/// done) is given up for the next one within a few target durations, while the viewer
+/// still waits for its first bytes, not after `segment_timeout` (60 s, a 504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_source_whose_segments_trickle_hands_over_to_the_next_in_time() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/a.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route(
+            "/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    if seg.starts_with('b') {
+                        return respond(200, "video/mp2t", ten_packets(0xbb));
+                    }
+                    let trickle = futures::stream::unfold(0u32, |n| async move {
+                        if n > 0 {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        Some((Ok::<_, std::convert::Infallible>(vec![0x47u8]), n + 1))
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "video/mp2t")
+                        .body(axum::body::Body::from_stream(trickle))
+                        .unwrap()
+                },
+            ),
+        )
+        .text("/b.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .start();
+    let (app, _lists, id) =
+        two_sources("Shared", [origin.url("/a.m3u8"), origin.url("/b.m3u8")], "").await;
+    let started = std::time::Instant::now();
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut got = Vec::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            got.extend_from_slice(&chunk);
+            if got.contains(&0xbb) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        found == Ok(true),
+        "the next source's bytes did not come within 20 s ({:?}): {:?}",
+        started.elapsed(),
+        origin.paths()
+    );
+}
+
 /// A `.ts` viewer of a channel playing from service A when an admin disables A: the
 /// session goes on with the channel's next source (a disabled service's titles are
 /// not played), not on A.
