@@ -871,10 +871,12 @@ impl Task {
                         .await
                         {
                             Ok(sent) => sent,
-                            Err(_) => return Stop::Failed(format!(
+                            Err(_) => {
+                                return Stop::Failed(format!(
                                 "its first segment did not come within {} s: too slow to play live",
                                 deadline.as_secs()
-                            )),
+                            ))
+                            }
                         }
                     }
                     None => self.send_segment(src, seg, first + i as u64).await,
