@@ -82,16 +82,6 @@ impl moka::Expiry<String, CachedDoc> for DocExpiry {
     }
 }
 
-/// Which media responses a document fetch keeps for the session about to play them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Park {
-    /// None: the probe's connection closes at once.
-    No,
-    /// Any media: a `.ts` session relays it, an `.m3u8` request packages it or hands
-    /// it to the player's fetch of its link.
-    Media,
-}
-
 /// How long a parked media response waits for its session before it is closed.
 const PARK_FOR: Duration = Duration::from_secs(5);
 
@@ -178,12 +168,13 @@ impl MediaCache {
         headers: &Headers,
         limit: usize,
     ) -> Result<Arc<Document>, UpstreamError> {
-        self.document_to_play(service, service_name, url, headers, limit, Park::No)
+        self.fetch_or_share(service, service_name, url, headers, limit, false)
             .await
     }
 
-    /// `document`, keeping the media response it fetched (if it fetched one, of the
-    /// kind `park` names) for `take_parked` by the session about to play it.
+    /// `document`, keeping the media response it fetched (if it fetched one) for
+    /// `take_parked` by whichever plays it next: a `.ts` session, a packager's
+    /// session, or the player's fetch of the link an `.m3u8` redirected to.
     pub async fn document_to_play(
         &self,
         service: &dyn Service,
@@ -191,7 +182,20 @@ impl MediaCache {
         url: &Url,
         headers: &Headers,
         limit: usize,
-        park: Park,
+    ) -> Result<Arc<Document>, UpstreamError> {
+        self.fetch_or_share(service, service_name, url, headers, limit, true)
+            .await
+    }
+
+    /// `document`, its media response kept when `park`.
+    async fn fetch_or_share(
+        &self,
+        service: &dyn Service,
+        service_name: &str,
+        url: &Url,
+        headers: &Headers,
+        limit: usize,
+        park: bool,
     ) -> Result<Arc<Document>, UpstreamError> {
         let key = key(service_name, url, headers);
         // For the metrics: an entry present now is a hit; else this call either runs
@@ -204,10 +208,8 @@ impl MediaCache {
                 fetched.store(true, std::sync::atomic::Ordering::Relaxed);
                 let (doc, body) =
                     fetch_document(service, url, headers, limit, self.max_uris).await?;
-                if let (Document::Media { url, .. }, Some(body)) = (&doc, body) {
-                    if park == Park::Media {
-                        self.park(self::key(service_name, url, headers), body);
-                    }
+                if let (Document::Media { url, .. }, Some(body), true) = (&doc, body, park) {
+                    self.park(self::key(service_name, url, headers), body);
                 }
                 let ttl = match &doc {
                     Document::Playlist { body, .. } => self.playlist_lifetime(body),
@@ -428,21 +430,20 @@ async fn fetch_document(
         let first = first.freeze();
         // A page typed as media (a panel's error page served as `video/mp2t`) is no
         // stream: it is read as text below, and refused as a page.
-        if looks_like_media(&first)
+        let media = looks_like_media(&first)
             || (is_media_type(&ctype)
                 && !looks_like_playlist(&first)
-                && !crate::upstream::looks_like_html(&first))
-        {
-            let mpeg_ts = looks_like_mpeg_ts(&first);
-            // The response as it came, first bytes put back: the session about to
-            // play it may read it (`MediaCache::take_parked`).
-            let head = futures::stream::once(async { Ok(first) });
-            let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
-            fetched.body = if ended {
-                Box::pin(head)
-            } else {
-                Box::pin(head.chain(rest))
-            };
+                && !crate::upstream::looks_like_html(&first));
+        let mpeg_ts = media && looks_like_mpeg_ts(&first);
+        // The response as it came, first bytes put back: media for whoever plays it
+        // next (`MediaCache::take_parked`), text to read on.
+        let head = futures::stream::once(async { Ok(first) });
+        fetched.body = if ended {
+            Box::pin(head)
+        } else {
+            Box::pin(head.chain(fetched.body))
+        };
+        if media {
             return Ok((
                 Document::Media {
                     url: fetched.url.clone(),
@@ -451,12 +452,6 @@ async fn fetch_document(
                 Some(fetched),
             ));
         }
-        let head = futures::stream::once(async { Ok(first) });
-        fetched.body = if ended {
-            Box::pin(head)
-        } else {
-            Box::pin(head.chain(fetched.body))
-        };
         let final_url = fetched.url.clone();
         let url_len = final_url.as_str().len();
         if url_len > crate::proxy::MAX_URL_BYTES {

@@ -26,7 +26,8 @@ pub enum UpstreamError {
     Status { status: u16, url: String },
     /// The upstream answered 416 to a request with a `Range`: the range is outside the
     /// file, the client's mistake. `content_range` is the upstream's `Content-Range`
-    /// (`bytes */{length}`), passed on so the client learns the file's length.
+    /// when it has the form `bytes */{length}`, passed on so the client learns the
+    /// file's length.
     #[error("HTTP 416: the asked range is outside the file")]
     RangeNotSatisfiable { content_range: Option<String> },
     #[error("request to {url} failed: {reason}")]

@@ -57,6 +57,7 @@ pub mod ready;
 pub mod reload;
 pub mod segmenter;
 pub mod services;
+pub mod slots;
 pub mod store;
 pub mod streams;
 pub mod ts;
@@ -158,8 +159,7 @@ pub(crate) fn build_state(
     // new count applies to them too (`Tuner::resize`).
     let tuner = match prev {
         Some(p) => {
-            let (from, to) = (p.config.hdhomerun.tuner_count, config.hdhomerun.tuner_count);
-            p.tuner.resize(from, to);
+            p.tuner.resize(config.hdhomerun.tuner_count);
             p.tuner.clone()
         }
         None => Arc::new(tuner::Tuner::load(&store, config.hdhomerun.tuner_count)?),

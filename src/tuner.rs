@@ -7,18 +7,18 @@ use std::sync::{Arc, Mutex};
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
-use tokio::sync::Semaphore;
 
 use crate::hdhr;
 use crate::lineup::Lineup;
+use crate::slots::Slots;
 
 /// The tuner's identity and its tuners.
 pub struct Tuner {
     /// 8 hex digits with a valid SiliconDust check digit; stable per state_dir.
     pub device_id: String,
     pub device_auth: String,
-    /// One permit per tuner: a `/auto/v{n}` stream holds one while it plays.
-    pub(crate) slots: Arc<Semaphore>,
+    /// One slot per tuner: a `/auto/v{n}` stream holds one while it plays.
+    pub(crate) slots: Arc<Slots>,
     /// The last lineup split into virtual tuners, with the size it was split by: every
     /// request of a virtual tuner needs the split, and it changes only with them.
     split: Mutex<Option<SplitMemo>>,
@@ -41,26 +41,19 @@ impl Tuner {
         Ok(Self {
             device_id,
             device_auth,
-            slots: Arc::new(Semaphore::new(tuners as usize)),
+            slots: {
+                let slots = Arc::new(Slots::default());
+                slots.set_limit(Some(tuners as usize));
+                slots
+            },
             split: Mutex::default(),
         })
     }
 
-    /// `tuner_count` changed from `from` to `to` on a reload: the slots (and the
-    /// streams holding them) are kept. More tuners are free at once; fewer are taken
-    /// out as the streams playing now end, so no more than `to` play from then on.
-    pub fn resize(&self, from: u32, to: u32) {
-        if to > from {
-            self.slots.add_permits((to - from) as usize);
-        } else if from > to {
-            let slots = self.slots.clone();
-            let fewer = from - to;
-            tokio::spawn(async move {
-                if let Ok(taken) = slots.acquire_many_owned(fewer).await {
-                    taken.forget();
-                }
-            });
-        }
+    /// `tuner_count` is `tuners` after a reload: the slots (and the streams holding
+    /// them) are kept, and counted against the new number.
+    pub fn resize(&self, tuners: u32) {
+        self.slots.set_limit(Some(tuners as usize));
     }
 
     /// `lineup` split into virtual tuners of at most `max` channels ([`hdhr::pack`]),

@@ -469,10 +469,15 @@ impl ServiceHttp {
             }
         }
         if status == 416 && range.is_some() {
+            // Only the form RFC 9110 gives a 416 is passed on.
             let content_range = resp
                 .headers()
                 .get(reqwest::header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
+                .filter(|v| {
+                    v.strip_prefix("bytes */")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
                 .map(str::to_string);
             return Err(UpstreamError::RangeNotSatisfiable { content_range });
         }

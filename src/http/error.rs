@@ -131,16 +131,24 @@ impl AppError {
             }
             Self::AllSourcesFailed { .. } => StatusCode::BAD_GATEWAY,
             // A range outside the file, passed on from the upstream: the client's.
-            Self::Upstream(UpstreamError::RangeNotSatisfiable { .. })
-            | Self::LinkFailed {
-                error: UpstreamError::RangeNotSatisfiable { .. },
-                ..
-            } => StatusCode::RANGE_NOT_SATISFIABLE,
+            _ if self.unsatisfiable_range().is_some() => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Upstream(e) | Self::LinkFailed { error: e, .. } if e.is_timeout() => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::Upstream(_) | Self::LinkFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The upstream's 416 this passes on, with its `Content-Range` when it gave one.
+    fn unsatisfiable_range(&self) -> Option<Option<&str>> {
+        match self {
+            Self::Upstream(UpstreamError::RangeNotSatisfiable { content_range })
+            | Self::LinkFailed {
+                error: UpstreamError::RangeNotSatisfiable { content_range },
+                ..
+            } => Some(content_range.as_deref()),
+            _ => None,
         }
     }
 
@@ -182,16 +190,10 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let failed = status.is_server_error().then(|| Failed(self.to_string()));
-        let content_range = match &self {
-            Self::Upstream(UpstreamError::RangeNotSatisfiable { content_range })
-            | Self::LinkFailed {
-                error: UpstreamError::RangeNotSatisfiable { content_range },
-                ..
-            } => content_range
-                .as_deref()
-                .and_then(|v| axum::http::HeaderValue::from_str(v).ok()),
-            _ => None,
-        };
+        let content_range = self
+            .unsatisfiable_range()
+            .flatten()
+            .and_then(|v| axum::http::HeaderValue::from_str(v).ok());
         let mut response = (status, Json(body)).into_response();
         // Logged with the request's method and path where those are known
         // (`http::json_errors`); without `detail`: each source in it was logged as it

@@ -752,7 +752,7 @@ async fn tune_on(
         },
         None => None,
     };
-    let Ok(slot) = s.tuner.slots.clone().try_acquire_owned() else {
+    let Ok(slot) = s.tuner.slots.try_take() else {
         let n = s.config.hdhomerun.tuner_count;
         return Ok(AppError::Busy(match n {
             1 => "the tuner is in use".to_string(),

@@ -16,13 +16,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 use url::Url;
 
 use super::{BuildContext, BuildError, Checked, GuideSource, Kind, Service};
 use crate::config::{Secret, ServiceConfig};
 use crate::error::UpstreamError;
 use crate::model::{Channel, Headers, ResolvedStream};
+use crate::slots::Slots;
 use crate::upstream::{Fetched, ServiceHttp};
 use crate::vod::{Listed, VodKind, VodLists};
 
@@ -640,79 +640,6 @@ fn path_segment(raw: &str) -> String {
         segments.pop_if_empty().push(raw);
     }
     u.path().trim_start_matches('/').to_string()
-}
-
-/// Connection slots of one account: at most `limit` held at once (no limit while the
-/// panel has not said one). The limit follows each account refresh.
-#[derive(Default)]
-struct Slots {
-    state: Mutex<SlotState>,
-    freed: Notify,
-}
-
-#[derive(Default)]
-struct SlotState {
-    limit: Option<usize>,
-    in_use: usize,
-}
-
-/// One held slot; dropping it frees the slot.
-struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        {
-            let mut s = self.0.lock();
-            s.in_use = s.in_use.saturating_sub(1);
-        }
-        self.0.freed.notify_waiters();
-    }
-}
-
-impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state
-            .lock()
-            .expect("slots lock is never poisoned: no panics while held")
-    }
-
-    fn set_limit(&self, limit: Option<usize>) {
-        self.lock().limit = limit;
-        self.freed.notify_waiters();
-    }
-
-    fn in_use(&self) -> usize {
-        self.lock().in_use
-    }
-
-    fn try_take(self: &Arc<Self>) -> Result<Slot, usize> {
-        let mut s = self.lock();
-        match s.limit {
-            Some(limit) if s.in_use >= limit => Err(limit),
-            _ => {
-                s.in_use += 1;
-                Ok(Slot(self.clone()))
-            }
-        }
-    }
-
-    /// A slot, waiting up to `wait` for one to be freed; else the limit.
-    async fn take(self: &Arc<Self>, wait: Duration) -> Result<Slot, usize> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered before looking, so a slot freed in between is not missed.
-            freed.as_mut().enable();
-            let limit = match self.try_take() {
-                Ok(slot) => return Ok(slot),
-                Err(limit) => limit,
-            };
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(limit);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -108,12 +108,7 @@ impl Engine {
         }
         let mut fetched = match service.fetch(&url, &src.headers, range).await {
             Err(UpstreamError::RangeNotSatisfiable { content_range }) => {
-                // Only the form RFC 9110 gives a 416 is passed on.
-                let length_only = content_range.filter(|v| {
-                    v.strip_prefix("bytes */")
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                });
-                return Ok(Played::RangeNotSatisfiable(length_only));
+                return Ok(Played::RangeNotSatisfiable(content_range))
             }
             other => other?,
         };

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use url::Url;
 
 use super::{Engine, StreamError};
-use crate::cache::{Document, Park};
+use crate::cache::Document;
 use crate::error::UpstreamError;
 use crate::hls;
 use crate::model::Headers;
@@ -65,14 +65,7 @@ impl Engine {
                 // media played through its link: either reads this response rather
                 // than opening another.
                 let mut doc = media
-                    .document_to_play(
-                        &*src.service,
-                        &src.service_name,
-                        &r.url,
-                        &r.headers,
-                        limit,
-                        Park::Media,
-                    )
+                    .document_to_play(&*src.service, &src.service_name, &r.url, &r.headers, limit)
                     .await?;
                 if was_media {
                     let variant = match &*doc {

@@ -39,7 +39,7 @@ use url::Url;
 
 use super::failover::{refresh_due, token_refused};
 use super::{segment, Engine, StreamError};
-use crate::cache::{Document, Park};
+use crate::cache::Document;
 use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
@@ -620,14 +620,7 @@ impl Task {
         let attempt = |src: crate::services::registry::SourceCtx| async move {
             let r = &src.resolved;
             let doc = media
-                .document_to_play(
-                    &*src.service,
-                    &src.service_name,
-                    &r.url,
-                    &r.headers,
-                    limit,
-                    Park::Media,
-                )
+                .document_to_play(&*src.service, &src.service_name, &r.url, &r.headers, limit)
                 .await?;
             let what = match &*doc {
                 Document::Media { url, mpeg_ts } => Follow::Bytes(url.clone(), *mpeg_ts),
