@@ -56,19 +56,62 @@ const QUALITY_SUFFIXES: &[&str] = &[
 ];
 
 /// Lowercase ASCII words of `name`, accents folded, punctuation dropped, quality
-/// suffixes removed: `"Télé-Sport  HD"` → `"tele sport"`. Bracketed notes like
-/// "(backup)" or "[geo-blocked]" are not part of the name.
+/// suffixes removed: `"Télé-Sport  HD"` → `"tele sport"`. A bracketed note that only
+/// tells the format or state ("(720p)", "[Not 24/7]", "[Geo-blocked]", "(backup)") is
+/// not part of the name; any other note is ("BBC One (Scotland)" → `"bbc one
+/// scotland"`: another channel than "BBC One (Wales)").
 ///
 /// Merge keys, and so every channel's stored id and number, are made of this: its
-/// output must never change (`tests::normalise_is_the_regex_reading` holds it to the
-/// first reading, a regex over the folded name). One pass, no regex: it runs for every
-/// entry of every list.
+/// output must not change without a way back (`Store::follow_moved_keys` tries a new
+/// `name:` key's former reading, [`normalise_without_notes`]).
+/// `tests::normalise_is_the_regex_reading` holds it to a regex over the folded name.
+/// One pass, no regex: it runs for every entry of every list.
 pub fn normalise(name: &str) -> String {
+    normalise_notes(name, true)
+}
+
+/// [`normalise`] with every bracketed note dropped (`"Heat (1995)"` → `"heat"`): titles'
+/// keys and search words (a movie's year is its own field), and the reading channel
+/// merge keys had until notes other than format notes counted.
+pub fn normalise_without_notes(name: &str) -> String {
+    normalise_notes(name, false)
+}
+
+/// Words of a bracketed note that say nothing of which channel it is.
+const FORMAT_NOTE_WORDS: &[&str] = &["not", "24", "7", "geo", "blocked", "timeout", "offline"];
+
+/// Whether a bracketed note's words all tell a format or state: quality words, a
+/// resolution ("720p", "576i"), "Not 24/7", "Geo-blocked".
+fn is_format_note(note: &[u8]) -> bool {
+    note.split(|c| !c.is_ascii_alphanumeric() && *c != b'+')
+        .filter(|w| !w.is_empty())
+        .all(|w| {
+            QUALITY_SUFFIXES
+                .iter()
+                .chain(FORMAT_NOTE_WORDS)
+                .any(|q| q.as_bytes().eq_ignore_ascii_case(w))
+                || matches!(w, [digits @ .., b'p' | b'P' | b'i' | b'I']
+                    if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+        })
+}
+
+fn normalise_notes(name: &str, keep_notes: bool) -> String {
     // ASCII stays as it is (borrowed); the rest becomes ASCII, "[?]" when unknown.
     let folded = deunicode::deunicode_with_tofu_cow(name, "[?]");
     let b = folded.as_bytes();
     let mut out = String::with_capacity(b.len());
     let mut gap = false;
+    let word = |c: u8, gap: &mut bool, out: &mut String| {
+        if c.is_ascii_alphanumeric() || c == b'+' {
+            if *gap && !out.is_empty() {
+                out.push(' ');
+            }
+            *gap = false;
+            out.push(char::from(c.to_ascii_lowercase()));
+        } else {
+            *gap = true;
+        }
+    };
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -80,19 +123,19 @@ pub fn normalise(name: &str) -> String {
             _ => None,
         };
         if let Some(end) = close.and_then(|close| b[i + 1..].iter().position(|&x| x == close)) {
+            let note = &b[i + 1..i + 1 + end];
             gap = true;
+            if keep_notes && !is_format_note(note) {
+                // Its words count; brackets inside it are punctuation.
+                for &c in note {
+                    word(c, &mut gap, &mut out);
+                }
+                gap = true;
+            }
             i += end + 2;
             continue;
         }
-        if c.is_ascii_alphanumeric() || c == b'+' {
-            if gap && !out.is_empty() {
-                out.push(' ');
-            }
-            gap = false;
-            out.push(char::from(c.to_ascii_lowercase()));
-        } else {
-            gap = true;
-        }
+        word(c, &mut gap, &mut out);
         i += 1;
     }
     while let Some(space) = out.rfind(' ') {
@@ -868,13 +911,31 @@ mod tests {
         assert!(moved_tvg_ids(&new, &new).is_empty());
     }
 
-    /// The first reading of `normalise` (a regex over the folded name), which stored
-    /// merge keys were made with.
-    fn normalise_by_regex(name: &str) -> String {
+    /// `normalise` as a regex over the folded name; `keep_notes: false` is the first
+    /// reading (`normalise_without_notes`), which stored merge keys were made with.
+    fn normalise_by_regex(name: &str, keep_notes: bool) -> String {
         static BRACKETS: OnceLock<Regex> = OnceLock::new();
-        let brackets = BRACKETS.get_or_init(|| Regex::new(r"\([^)]*\)|\[[^\]]*\]").unwrap());
+        static FORMAT: OnceLock<Regex> = OnceLock::new();
+        let brackets = BRACKETS.get_or_init(|| Regex::new(r"\(([^)]*)\)|\[([^\]]*)\]").unwrap());
+        let format = FORMAT.get_or_init(|| {
+            Regex::new(
+                r"^(hd|fhd|uhd|4k|sd|hevc|h265|1080p|720p|backup|not|24|7|geo|blocked|timeout|offline|[0-9]+[pi])$",
+            )
+            .unwrap()
+        });
         let folded = deunicode::deunicode(name).to_lowercase();
-        let folded = brackets.replace_all(&folded, " ");
+        let folded = brackets.replace_all(&folded, |c: &regex::Captures<'_>| {
+            let note = c.get(1).or(c.get(2)).map_or("", |m| m.as_str());
+            let only_format = note
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '+')
+                .filter(|w| !w.is_empty())
+                .all(|w| format.is_match(w));
+            if keep_notes && !only_format {
+                format!(" {note} ")
+            } else {
+                " ".to_string()
+            }
+        });
         let mut words: Vec<&str> = folded
             .split(|c: char| !c.is_ascii_alphanumeric() && c != '+')
             .filter(|w| !w.is_empty())
@@ -912,14 +973,25 @@ mod tests {
             "(only a note)",
             "[?]",
             "Sky Sports+ (UK) [720p] HD",
+            "BBC One (Scotland)",
+            "News (720p) [Not 24/7]",
+            "X [Geo-blocked] (576i)",
+            "Ch (+1)",
+            "News (backup 2)",
+            "a (b [c) d]",
             "tv (a) (b) hd",
         ];
         for name in fixed {
-            assert_eq!(normalise(name), normalise_by_regex(name), "{name:?}");
+            assert_eq!(normalise(name), normalise_by_regex(name, true), "{name:?}");
+            assert_eq!(
+                normalise_without_notes(name),
+                normalise_by_regex(name, false),
+                "{name:?}"
+            );
         }
         // Random names over what lists contain: letters, digits, spaces, punctuation,
         // brackets, accents, CJK, emoji and a private-use character (unknown: "[?]").
-        let alphabet: Vec<char> = "aZ09 +-_.,:|/()[]HDhdfsuk4Kéñø北京\u{1F4FA}\u{E000}\t"
+        let alphabet: Vec<char> = "aZ09 +-_.,:|/()[]HDhdfsuk4Kpi7éñø北京\u{1F4FA}\u{E000}\t"
             .chars()
             .collect();
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -932,11 +1004,25 @@ mod tests {
         for _ in 0..20_000 {
             let len = next(24);
             let name: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
-            assert_eq!(normalise(&name), normalise_by_regex(&name), "{name:?}");
+            assert_eq!(
+                normalise(&name),
+                normalise_by_regex(&name, true),
+                "{name:?}"
+            );
+            assert_eq!(
+                normalise_without_notes(&name),
+                normalise_by_regex(&name, false),
+                "{name:?}"
+            );
         }
         // Quality words as whole words only.
         for name in ["HD News", "news hdx", "news sd hd 4k", "4k"] {
-            assert_eq!(normalise(name), normalise_by_regex(name), "{name:?}");
+            assert_eq!(normalise(name), normalise_by_regex(name, true), "{name:?}");
+            assert_eq!(
+                normalise_without_notes(name),
+                normalise_by_regex(name, false),
+                "{name:?}"
+            );
         }
     }
 
@@ -948,6 +1034,10 @@ mod tests {
             ("bbc.one", "bbc one"),
             ("Canal+ 4K", "canal+"),
             ("News (backup)", "news"),
+            ("News (720p) [Not 24/7] [Geo-blocked]", "news"),
+            ("BBC One (Scotland)", "bbc one scotland"),
+            ("Quran TV (Mecca) (1080p)", "quran tv mecca"),
+            ("Movies (+1)", "movies +1"),
             ("HD", "hd"),
         ] {
             assert_eq!(normalise(input), want, "{input}");

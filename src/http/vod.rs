@@ -231,7 +231,7 @@ async fn list(
 ) -> Response {
     let snap = s.vod.current().await;
     let filter = Filter {
-        query: crate::lineup::normalise(p.q.as_deref().unwrap_or("")),
+        query: crate::lineup::normalise_without_notes(p.q.as_deref().unwrap_or("")),
         category: p.category.as_deref().filter(|c| !c.is_empty()),
     };
     let posters = Posters::new(s, headers);

@@ -894,9 +894,12 @@ impl Store {
     /// - a `tvg:` key takes the identity of one of its `name:` keys (`name_keys(i)`: one
     ///   per source name), which a store written before keys stopped depending on
     ///   source order may hold;
-    /// - a `name:` key takes that of the `tvg:` key whose slug is the one it wants (its
-    ///   sources with a tvg-id were switched off), unless that slug ends in a number
-    ///   (`news-2` may be the second "News" made unique, another channel).
+    /// - a `name:` key takes that of one of its `name_keys(i)` (a name's former
+    ///   reading, `lineup::normalise_without_notes`, under which one channel held names
+    ///   that differ only in a bracketed note), else that of the `tvg:` key whose slug
+    ///   is the one it wants (its sources with a tvg-id were switched off), unless that
+    ///   slug ends in a number (`news-2` may be the second "News" made unique, another
+    ///   channel).
     ///
     /// - a `tvg:` key that a service moved a channel to from another (`moved`: new key
     ///   -> old key, `lineup::moved_tvg_ids`, followed through later moves) takes that
@@ -945,6 +948,10 @@ impl Store {
                         }
                         Some(at.clone()).filter(|o| free(o))
                     })
+                } else if let Some(former) = name_keys(i).into_iter().find(|o| free(o)) {
+                    // The key a former reading of its names gave ("BBC One
+                    // (Scotland)" was "name:bbc one"): the first channel to want it.
+                    Some(former)
                 } else if ends_with_number(wanted) {
                     // "news-2" may be the slug "news" got as the second "News": another
                     // channel's, not this one's.
@@ -1334,13 +1341,30 @@ mod tests {
 
         // An identity a current key names is not taken from it.
         let mut keys = vec![key("name:sport", "sport"), key("tvg:sport.test", "sport")];
-        s.follow_moved_keys(&mut keys, name_of, &HashMap::new());
+        s.follow_moved_keys(&mut keys, |_| vec![], &HashMap::new());
         assert_eq!(keys[0].key, "name:sport");
         // Nor given to two keys.
         let mut keys = vec![key("name:sport", "sport"), key("name:sports", "sport")];
-        s.follow_moved_keys(&mut keys, name_of, &HashMap::new());
+        s.follow_moved_keys(&mut keys, |_| vec![], &HashMap::new());
         assert_eq!(keys[0].key, "tvg:sport.test");
         assert_eq!(keys[1].key, "name:sports");
+        // A name's former reading: the first of two names that read as it takes it.
+        let mut keys = vec![
+            key("name:news scotland", "news-scotland"),
+            key("name:news wales", "news-wales"),
+        ];
+        s.follow_moved_keys(
+            &mut keys,
+            |i| {
+                vec![
+                    ["name:news scotland", "name:news wales"][i].into(),
+                    "name:news".into(),
+                ]
+            },
+            &HashMap::new(),
+        );
+        assert_eq!(keys[0].key, "name:news");
+        assert_eq!(keys[1].key, "name:news wales");
 
         // A second "News" stored as `news-2` is not taken by a channel called "News 2".
         let two = s

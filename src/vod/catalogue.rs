@@ -176,7 +176,7 @@ impl ServiceList {
                 ));
             }
             items.push(Item {
-                key: crate::lineup::normalise(name).into(),
+                key: crate::lineup::normalise_without_notes(name).into(),
                 name: name.into(),
                 id: l.id.into(),
                 poster: l.poster.into(),
@@ -375,7 +375,7 @@ impl<'a> TitleRef<'a> {
 /// What to list: a search, a category, and which titles the caller may see.
 #[derive(Default)]
 pub struct Filter<'q> {
-    /// Normalised search words (`lineup::normalise`), each in the name or the year;
+    /// Normalised search words (`lineup::normalise_without_notes`), each in the name or the year;
     /// empty: all.
     pub query: String,
     /// Case-insensitive category name; `None`: all.
@@ -648,7 +648,7 @@ mod tests {
         );
         assert_eq!(keys, ["n:dup|0", "n:dup|0#2"]);
         let filter = Filter {
-            query: crate::lineup::normalise("amél"),
+            query: crate::lineup::normalise_without_notes("amél"),
             category: Some("drama"),
         };
         assert_eq!(cat.select(&filter).count(), 1);

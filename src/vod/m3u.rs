@@ -147,7 +147,7 @@ pub fn catalogue(entries: Vec<FileEntry>) -> (Vec<Listed>, Vec<Listed>, usize) {
                     skipped += 1;
                     continue;
                 };
-                let key = crate::lineup::normalise(&show);
+                let key = crate::lineup::normalise_without_notes(&show);
                 let i = *by_show.entry(key.clone()).or_insert_with(|| {
                     series.push(Listed {
                         id: key,

@@ -1008,3 +1008,75 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
         assert!(sports.contains(&pair), "{pair:?} vs {sports:?}");
     }
 }
+
+/// Two channels whose names differ only in a bracketed note that is not a format note
+/// ("BBC One (Scotland)", "BBC One (Wales)") are two channels, while format notes
+/// ("(1080p)", "[Geo-blocked]") still merge. A channel whose provider adds such a note
+/// to its name keeps its id, number and mapping (its key's former reading).
+#[tokio::test]
+async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let entry = |name: &str, path: &str| format!("#EXTINF:-1,{name}\n{o}/{path}.m3u8\n");
+    let a = Arc::new(Mutex::new(format!(
+        "#EXTM3U\n{}{}",
+        entry("BBC One", "a/bbc"),
+        entry("Sport", "a/sport")
+    )));
+    let b = format!(
+        "#EXTM3U\n{}",
+        entry("Sport (1080p) [Geo-blocked]", "b/sport")
+    );
+    let list = a.clone();
+    let _up = up
+        .route(
+            "/a.m3u",
+            get(move || {
+                let body = list.lock().unwrap().clone();
+                async move { body }
+            }),
+        )
+        .text("/b.m3u", M3U_TYPE, b)
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    ))
+    .await;
+    let sport = get_channel(&app, "sport").await;
+    assert_eq!(
+        services_of(&sport),
+        ["A", "B"],
+        "format notes merge: {sport:#}"
+    );
+    patch_ok(&app, "bbc-one", json!({"number": 101, "name": "My BBC"})).await;
+
+    *a.lock().unwrap() = format!(
+        "#EXTM3U\n{}{}{}",
+        entry("BBC One (Scotland)", "a/scotland"),
+        entry("BBC One (Wales)", "a/wales"),
+        entry("Sport", "a/sport")
+    );
+    for why in ["the start that saw the notes", "a later start"] {
+        app.restart().await;
+        let channels = app.channels().await;
+        assert_eq!(channels.len(), 3, "{why}: {channels:#?}");
+        let c = get_channel(&app, "bbc-one").await;
+        assert_eq!(c["number"], 101, "{why}: {c:#}");
+        assert_eq!(c["name"], "My BBC", "{why}: {c:#}");
+        assert_eq!(c["sources"].as_array().unwrap().len(), 1, "{why}: {c:#}");
+        assert_eq!(
+            c["sources"][0]["name"], "BBC One (Scotland)",
+            "{why}: {c:#}"
+        );
+        let wales = app.channel_named("BBC One (Wales)").await;
+        assert_ne!(id_of(&wales), "bbc-one", "{why}: {wales:#}");
+        assert_ne!(wales["number"], 101, "{why}: {wales:#}");
+        let sport = get_channel(&app, "sport").await;
+        assert_eq!(services_of(&sport), ["A", "B"], "{why}: {sport:#}");
+    }
+}

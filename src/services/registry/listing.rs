@@ -367,12 +367,18 @@ impl Registry {
         self.store.follow_moved_keys(
             &mut keys,
             |i| {
-                let mut names: Vec<String> = std::iter::once(&*merged[i].name)
-                    .chain(merged[i].sources.iter().map(|s| &*s.name))
+                // Each name as it reads now, then as it read before bracketed notes
+                // counted (the key a store written then holds).
+                let names = || {
+                    std::iter::once(&*merged[i].name)
+                        .chain(merged[i].sources.iter().map(|s| &*s.name))
+                };
+                let mut keys: Vec<String> = names()
                     .map(|n| format!("name:{}", lineup::normalise(n)))
+                    .chain(names().map(|n| format!("name:{}", lineup::normalise_without_notes(n))))
                     .collect();
-                names.dedup();
-                names
+                keys.dedup();
+                keys
             },
             &moved,
         );
