@@ -22,15 +22,28 @@
     try { sessionStorage.setItem(TOKEN_KEY, token.value); } catch (_) { /* storage off */ }
   });
 
+  // The admin token's header for a request to this server (never to another host);
+  // none when no token is typed.
+  function authHeaders(url) {
+    const headers = {};
+    if (token.value && new URL(url, location.href).origin === location.origin) {
+      headers["Authorization"] = "Bearer " + token.value;
+    }
+    return headers;
+  }
+  // Every request of the script sends the token only, never the browser's stored
+  // logins (`credentials: "omit"`), so a 401 of a route that wants a viewer account
+  // (`require_account`) is an error shown in the page, not the browser's login dialog.
+  const OWN = { credentials: "omit" };
+
   // Calls the JSON API; resolves to the parsed body, or throws the API's `error` text
   // (with `status`, the HTTP status, or `aborted` when `signal` cancelled the call).
   async function api(method, path, body, signal) {
-    const headers = {};
-    if (token.value) headers["Authorization"] = "Bearer " + token.value;
+    const headers = authHeaders(path);
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let res;
     try {
-      res = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(path, { ...OWN, method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       const err = new Error("network error: " + e.message);
       err.aborted = e.name === "AbortError";
@@ -75,7 +88,7 @@
     }
   }
   setInterval(() => { if (!document.hidden) refreshServices(); }, 3000);
-  for (const row of $$("#services tr[data-service]")) {
+  function bindService(row) {
     const name = row.dataset.service;
     const base = "/api/services/" + encodeURIComponent(name);
     $(".toggle", row).addEventListener("click", async (ev) => {
@@ -110,6 +123,43 @@
       }
     });
   }
+  $$("#services tr[data-service]").forEach(bindService);
+
+  // What shows the lineup again once the admin token is typed (`revealAdminParts`).
+  const reloaders = [];
+  // With `require_account` the page came without the services, the channels and the
+  // accounts (its request carried no token): once a token is typed, the page is asked
+  // for again with it, those parts are put in, and the lists are loaded again.
+  async function revealAdminParts() {
+    const lineupNote = $("#lineup-hidden");
+    const accountsNote = $("#accounts-hidden");
+    if (token.value && (lineupNote || accountsNote)) {
+      let doc = null;
+      try {
+        const res = await fetch(location.pathname, { ...OWN, headers: authHeaders(location.href) });
+        if (res.ok) doc = new DOMParser().parseFromString(await res.text(), "text/html");
+      } catch (_) { /* the lists below say what failed */ }
+      if (doc && lineupNote && !$("#lineup-hidden", doc)) {
+        const rows = $$("#services tbody tr[data-service]", doc).map((r) => document.adoptNode(r));
+        $("#services tbody").replaceChildren(...rows);
+        rows.forEach(bindService);
+        const ours = $("#service");
+        const theirs = $("#service", doc);
+        if (ours && theirs) {
+          ours.replaceChildren(...Array.from(theirs.children).map((o) => document.adoptNode(o)));
+          ours.value = ""; // all services, as before the token
+        }
+        lineupNote.remove();
+      }
+      if (doc && accountsNote && !$("#accounts-hidden", doc)) {
+        const table = $("#accounts", doc);
+        if (table) accountsNote.replaceWith(document.adoptNode(table.closest("section")));
+        else accountsNote.remove();
+      }
+    }
+    for (const reload of reloaders) reload();
+  }
+  token.addEventListener("change", revealAdminParts);
 
   // Copy buttons: the clipboard API, else select() and execCommand.
   for (const button of $$("button.copy")) {
@@ -187,7 +237,7 @@
     out.textContent = "testing…";
     const started = performance.now();
     try {
-      const res = await fetch(url, { method: "HEAD", headers: { Range: "bytes=0-0" } });
+      const res = await fetch(url, { ...OWN, method: "HEAD", headers: { ...authHeaders(url), Range: "bytes=0-0" } });
       const ms = Math.round(performance.now() - started);
       const parts = [res.ok ? "ok" : "failed", "HTTP " + res.status, ms + " ms"];
       const type = res.headers.get("content-type");
@@ -246,7 +296,7 @@
     // source tried (`detail` of a 502/504). A media file is only asked for its head.
     async function explain(url, method) {
       let res;
-      try { res = await fetch(url, { method }); } catch (e) { return "network error: " + e.message; }
+      try { res = await fetch(url, { ...OWN, method, headers: authHeaders(url) }); } catch (e) { return "network error: " + e.message; }
       if (res.ok) {
         const type = res.headers.get("content-type");
         return "HTTP " + res.status + (type ? " (" + type + ")" : "") +
@@ -279,7 +329,7 @@
     // Whether `url` is HLS, from the type its head answers (a media file is not read).
     async function isHls(url) {
       try {
-        const res = await fetch(url, { method: "HEAD", headers: { Range: "bytes=0-0" } });
+        const res = await fetch(url, { ...OWN, method: "HEAD", headers: { ...authHeaders(url), Range: "bytes=0-0" } });
         return /mpegurl/i.test(res.headers.get("content-type") || "");
       } catch (_) {
         return false;
@@ -323,7 +373,14 @@
           video.src = url;
         } else {
           note("hls.js " + Hls.version);
-          const h = new Hls();
+          // Its requests carry the admin token too: with `require_account` the admin
+          // plays every channel.
+          const h = new Hls({
+            xhrSetup(xhr, u) {
+              const auth = authHeaders(u).Authorization;
+              if (auth) xhr.setRequestHeader("Authorization", auth);
+            },
+          });
           hls = h;
           let discontinuity = null;
           let mediaRecoveries = 0;
@@ -457,6 +514,7 @@
     $("#channel-search").addEventListener("submit", (ev) => { ev.preventDefault(); fromStart(); });
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { if (offset + PAGE < total) { offset += PAGE; load(); } });
+    reloaders.push(load);
 
     // Channel test: a resolve and a first-segment fetch, with timings.
     async function testChannel(row, button, out) {
@@ -616,6 +674,7 @@
     $(".cat-search", section).addEventListener("submit", (ev) => { ev.preventDefault(); fromStart(); });
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { if (offset + PAGE < total) { offset += PAGE; load(); } });
+    reloaders.push(load);
     load();
   }
 
@@ -714,7 +773,7 @@
     });
     stateSelect.addEventListener("change", () => { offset = 0; load(); });
     // Listing the matches is an admin call too: a token typed now is tried at once.
-    token.addEventListener("change", load);
+    reloaders.push(load);
     prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); load(); });
     next.addEventListener("click", () => { if (offset + PAGE < total) { offset += PAGE; load(); } });
     load();

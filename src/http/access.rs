@@ -321,7 +321,7 @@ pub fn is_admin(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> bool
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme
 /// in any case), trimmed.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())?;

@@ -1,8 +1,9 @@
 //! The `Viewer` extractor: with `server.require_account`, the viewer account a request
 //! logs in as (`?username=&password=`, else HTTP basic auth) on the routes that were
 //! open on the LAN (`/playlist.m3u`, `/epg.xml`, `/api/stream/...`); without it,
-//! nobody (`Viewer(None)`: those routes behave as before). Wrong logins are 401 and
-//! count towards the address's login penalty.
+//! nobody (`Viewer(None)`: those routes behave as before), nor with it for a request
+//! carrying the admin token and no login. Wrong logins are 401 and count towards the
+//! address's login penalty.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,13 +34,23 @@ impl FromRequestParts<AppState> for Viewer {
         if !s.config.server.require_account {
             return Ok(Viewer(None));
         }
-        let (user, password) = credentials(parts).ok_or_else(|| {
-            AppError::Unauthorized(
+        let Some((user, password)) = credentials(parts) else {
+            // The admin token (the dashboard's lists and player) sees and plays every
+            // channel, uncounted, as without `require_account`. Loopback without a
+            // token does not: behind a reverse proxy on the same box every viewer
+            // would come from loopback.
+            if super::access::bearer(&parts.headers).is_some()
+                && !s.config.server.admin_token.expose().is_empty()
+            {
+                super::access::Admin::from_request_parts(parts, s).await?;
+                return Ok(Viewer(None));
+            }
+            return Err(AppError::Unauthorized(
                 "this server needs a viewer account: add ?username=...&password=... or use \
                  HTTP basic auth"
                     .into(),
-            )
-        })?;
+            ));
+        };
         let account = s.accounts.login(&user, &password, peer(parts)).await?;
         account.usable(accounts::now())?;
         Ok(Viewer(Some(Login { account, password })))

@@ -1789,3 +1789,124 @@ async fn browse_big(app: &TestApp, c: &Client) {
         assert_eq!(hidden, true, "#guide-review shows without guide matching");
     }
 }
+
+/// With `require_account` and an admin token, the page a browser loads without the
+/// token hides the services, the channels and the accounts, and the movie list says why
+/// it cannot load (in the page: the script's requests carry no stored login, so no
+/// login dialog). Typing the token shows them without a reload: the services' rows
+/// (whose buttons work), the channel list, the accounts; and the player plays a channel
+/// with it (hls.js sends the token on each request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_lineup_once_the_token_is_typed_with_require_account() {
+    let origin = origin().await;
+    let app = TestApp::spawn(&format!(
+        r#"[server]
+bind = "127.0.0.1:0"
+state_dir = '{{state_dir}}'
+admin_token = "{TOKEN}"
+require_account = true
+
+[[users]]
+name = "alice"
+password = "alice-secret-1"
+
+[[services]]
+name = "Demo"
+kind = "demo"
+priority = 50
+
+[[services]]
+name = "Origin"
+kind = "m3u"
+url = "{}"
+priority = 10
+"#,
+        origin.url("/list.m3u"),
+    ))
+    .await;
+    let driver = Driver::start().await;
+    let browser = driver.player_session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, with_accounts(&app, &browser)).await;
+    let _ = browser.close().await;
+    driver.finished(outcome.is_ok(), "the require_account dashboard test");
+}
+
+async fn with_accounts(app: &TestApp, c: &Client) {
+    let admin = reqwest::Client::new();
+    wait_for!("the lineup of Demo + Origin through the admin API", {
+        let resp = admin
+            .get(app.url("/api/channels"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let page: Value = resp.json().await.map_err(|e| e.to_string())?;
+        if page["total"] == CHANNELS.len() + 1 {
+            Ok(())
+        } else {
+            Err(page.to_string())
+        }
+    });
+    c.goto(&app.url("/")).await.expect("load /");
+    let counts = "return { hidden: !!document.querySelector('#lineup-hidden'),
+                           accountsHidden: !!document.querySelector('#accounts-hidden'),
+                           services: document.querySelectorAll('#services tr[data-service]').length,
+                           channels: document.querySelectorAll('#channels tr[data-channel]').length,
+                           accounts: document.querySelectorAll('#accounts tr[data-account]').length,
+                           names: Array.from(document.querySelectorAll('#channels tr[data-channel]')).map(r => r.dataset.channel),
+                           total: document.querySelector('#channel-count').textContent,
+                           service: document.querySelector('#service').value,
+                           movies: document.querySelector('#movies').dataset.state || '',
+                           moviesStatus: document.querySelector('#movies .cat-status').textContent };";
+    let before = wait_for!("the movie list's answer without the token", {
+        let seen = js(c, counts, vec![]).await;
+        if seen["movies"] == "error" {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    });
+    assert_eq!(before["hidden"], true, "{before:#}");
+    assert_eq!(before["accountsHidden"], true, "{before:#}");
+    assert_eq!(before["services"], 0, "{before:#}");
+    assert_eq!(before["channels"], 0, "{before:#}");
+    assert!(
+        before["moviesStatus"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("viewer account"),
+        "{before:#}"
+    );
+
+    find(c, "#admin-token")
+        .await
+        .send_keys(&format!("{TOKEN}\u{E004}"))
+        .await
+        .expect("type the token and leave the field");
+    let after = wait_for!("the services, channels and accounts after the token", {
+        let seen = js(c, counts, vec![]).await;
+        if seen["hidden"] == false
+            && seen["services"] == 2
+            && seen["channels"] == CHANNELS.len() + 1
+            && seen["accounts"] == 1
+            && seen["service"] == ""
+            && seen["movies"] != "error"
+        {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    });
+    assert_eq!(after["accountsHidden"], false, "{after:#}");
+    // The rows put in work: a toggle is an admin call with the token.
+    let origin_row = "#services tr[data-service=\"Origin\"]";
+    click_toggle_and_see(c, origin_row, "disabled", "the click").await;
+    click_toggle_and_see(c, origin_row, "enabled", "the second click").await;
+
+    click_play(c, "demo").await;
+    let playing = wait_player(c, "the demo channel plays with the token", |s| {
+        s["time"].as_f64().unwrap_or(0.0) > 0.5 && s["state"] == "playing"
+    })
+    .await;
+    assert_eq!(playing["error"], Value::Null, "{playing:#}");
+}

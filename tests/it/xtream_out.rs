@@ -978,6 +978,22 @@ async fn require_account_keeps_the_lineup_api_for_the_admin() {
         .get("/playlist.m3u?username=alice&password=alice-pw")
         .await;
     assert_eq!(resp.status(), 200);
+    // The admin token plays and lists every channel there too (the dashboard's player
+    // and lists); a wrong one is refused as an admin call, with no login challenge.
+    for path in ["/api/stream/demo.m3u8", "/playlist.m3u", "/api/movies"] {
+        let resp = send("GET", path, Some("Bearer admin-secret-1")).await;
+        assert_eq!(resp.status(), 200, "{path}: {}", resp.text().await.unwrap());
+        let resp = send("GET", path, Some("Bearer wrong")).await;
+        assert!(resp.headers().get("www-authenticate").is_none(), "{path}");
+        assert_api_error(resp, 403).await;
+        let resp = send("GET", path, None).await;
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(challenge.starts_with("Basic "), "{path}: {challenge}");
+        assert_api_error(resp, 401).await;
+    }
 }
 
 /// The tuner's account allows fewer connections than `tuner_count`: the tuner says so
