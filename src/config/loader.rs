@@ -93,6 +93,7 @@ impl Config {
             spans: HashMap::new(),
             problems: Vec::new(),
             warnings: Vec::new(),
+            service_names: Some(Vec::new()),
         };
         let mut cfg = p.run(env);
         // Of the file's own folder (the built-in config's is checked by `load`, where a
@@ -101,8 +102,21 @@ impl Config {
         // whoever runs `check` (an admin, a CI job): said, not refused.
         if let Some(c) = cfg.as_mut().filter(|_| file != BUILTIN_SOURCE) {
             if let Some(why) = state_dir_unusable(&c.server.state_dir) {
-                let dir = &c.server.state_dir;
-                if dir.exists() && !dir.is_dir() {
+                // A file where the folder, or one above it, would be.
+                let in_the_way = c
+                    .server
+                    .state_dir
+                    .ancestors()
+                    .map(|a| {
+                        if a.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            a
+                        }
+                    })
+                    .find(|a| a.exists())
+                    .is_some_and(|a| !a.is_dir());
+                if in_the_way {
                     p.problem("server.state_dir", why);
                 } else {
                     c.warnings.push(Problem {
@@ -139,6 +153,9 @@ struct Parse<'t> {
     spans: HashMap<String, Range<usize>>,
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
+    /// Every `[[services]]` name as written, a service with problems too; `None` when
+    /// one has no name that is a string (the list is not whole).
+    service_names: Option<Vec<String>>,
 }
 
 impl<'t> Parse<'t> {
@@ -367,6 +384,10 @@ impl<'t> Parse<'t> {
                     .and_then(|v| v.get_ref().as_str().map(str::to_string)),
                 _ => None,
             };
+            match (&raw_name, self.service_names.as_mut()) {
+                (Some(name), Some(names)) => names.push(name.clone()),
+                _ => self.service_names = None,
+            }
             if let Some(name) = raw_name {
                 if !name.trim().is_empty() && !seen.insert(name.clone()) {
                     self.problem(
@@ -863,8 +884,9 @@ impl<'t> Parse<'t> {
                 self.problem(key, "must be more than 0 and at most 1h".into());
             }
         }
-        // Read as a start reads them: a key file that would stop it is said (a warning:
-        // a secret may be readable only by the user that serves, or mounted only then).
+        // Read as a start reads them: a key file that would stop it is said: a problem
+        // when it is there and no key, a warning when it cannot be read (a secret may
+        // be readable only by the user that serves, or mounted only then).
         for (field, file) in [
             ("server.proxy_key_file", &cfg.server.proxy_key_file),
             (
@@ -873,6 +895,11 @@ impl<'t> Parse<'t> {
             ),
         ] {
             if let Some(Err(e)) = file.as_deref().map(crate::link_key::key_in) {
+                // A file that is there but is no key is wrong for every user.
+                if matches!(e, crate::link_key::LinkKeyError::Malformed(_)) {
+                    self.problem(field, e.to_string());
+                    continue;
+                }
                 let line = self.line_of_field(field);
                 self.warnings.push(Problem {
                     line,
@@ -959,6 +986,26 @@ impl<'t> Parse<'t> {
                 format!("must differ from discovery_port ({})", h.discovery_port),
             );
         }
+        // The tuner's account: an account made with the admin API is not known here,
+        // so a name no `[[users]]` entry has is a warning (a typo leaves the tuner off).
+        if let Some(account) = &cfg.hdhomerun.account {
+            let line = self.line_of_field("hdhomerun.account");
+            let warn = |message: String| Problem {
+                line,
+                field: "hdhomerun.account".into(),
+                message,
+            };
+            if !cfg.server.require_account {
+                self.warnings.push(warn(
+                    "ignored: the tuner serves every channel without server.require_account".into(),
+                ));
+            } else if !cfg.users.iter().any(|u| u.name == *account) {
+                self.warnings.push(warn(format!(
+                    "no [[users]] entry is named `{account}`: the tuner stays off unless an \
+                     account of that name is made with the admin API (names are case-sensitive)"
+                )));
+            }
+        }
         if cfg.streams.race == 0 {
             self.problem("streams.race", "must be at least 1".into());
         }
@@ -989,14 +1036,11 @@ impl<'t> Parse<'t> {
             self.problem("logos.max_bytes", "must be more than 0".into());
         }
         // An account limited to a service that is not configured sees nothing of it
-        // (names are case-sensitive). Not told while a service has problems of its
-        // own: the list to tell it against is not whole.
-        let services: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
-        let services_whole = !self
-            .problems
-            .iter()
-            .any(|p| p.field == "services" || p.field.starts_with("services["));
-        for (i, u) in cfg.users.iter().enumerate().filter(|_| services_whole) {
+        // (names are case-sensitive). Told against the names as written, beside the
+        // services' own problems; not when a service's name is missing or no string.
+        let written = self.service_names.clone();
+        let services: Vec<&str> = written.iter().flatten().map(String::as_str).collect();
+        for (i, u) in cfg.users.iter().enumerate().filter(|_| written.is_some()) {
             for name in u
                 .services
                 .iter()
@@ -1426,6 +1470,19 @@ mod tests {
                 file.display()
             )]
         );
+        // A file above it: no start can make it either.
+        let e = errors(&format!(
+            "[server]\nstate_dir = '{}'\n",
+            file.join("sub").display()
+        ));
+        assert_eq!(
+            e,
+            [format!(
+                "f.toml:2: server.state_dir: {} cannot be made: {} is a file, not a folder",
+                file.join("sub").display(),
+                file.display()
+            )]
+        );
         let e = errors(&format!(
             "[server]\nstate_dir = '{}'\n",
             dir.path().join("new").display()
@@ -1503,7 +1560,7 @@ mod tests {
     }
 
     #[test]
-    fn a_proxy_key_file_that_would_stop_the_start_is_warned_about() {
+    fn a_proxy_key_file_that_would_stop_the_start_is_said() {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short.key");
         std::fs::write(&short, [7u8; 31]).unwrap();
@@ -1523,13 +1580,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(warned(&good).is_empty());
+        // There but no key: wrong whoever reads it, a problem.
+        let e = Config::parse(&config(&short), "f.toml", &env).unwrap_err();
         assert_eq!(
-            warned(&short),
-            [format!(
-                "2: server.proxy_key_file: the proxy key {} is not 32 bytes or 64 hex digits: \
-                 serving stops here until it can be read",
+            e.to_string(),
+            format!(
+                "f.toml:2: server.proxy_key_file: the proxy key {} is not 32 bytes or 64 hex \
+                 digits",
                 short.display()
-            )]
+            )
         );
         let missing = warned(&dir.path().join("missing.key"));
         assert!(
@@ -1835,16 +1894,68 @@ mod tests {
     }
 
     #[test]
-    fn an_accounts_services_are_not_told_unknown_while_a_service_has_problems() {
+    fn an_accounts_services_are_told_against_the_names_as_written() {
+        // A service with a problem of its own is still a service an account may name,
+        // and an unknown one is told beside that problem.
         let e = errors(
-            "[[services]]\nname = \"Alpha\"\nkind = \"m3u\"\nurl = 5\n\n\
-             [[users]]\nname = \"bob\"\npassword = \"p\"\nservices = [\"Alpha\"]\n",
+            "[[services]]\nname = \"Alpha\"\nkind = \"m3u\"\nurl = 5\nbogus = 1\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"p\"\nservices = [\"Alpha\", \"Ghost\"]\n",
         );
         assert!(
             e.iter().any(|l| l.starts_with("f.toml:4: services[0].url")),
             "{e:?}"
         );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("f.toml:5: services[0].bogus")),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.iter().filter(|l| l.contains("unknown service")).collect::<Vec<_>>(),
+            ["f.toml:10: users[0].services: unknown service `Ghost` (configured: Alpha; names are case-sensitive)"],
+            "{e:?}"
+        );
+        // A service without a name: the list is not whole, nothing is told unknown.
+        let e = errors(
+            "[[services]]\nkind = \"demo\"\n\n\
+             [[users]]\nname = \"bob\"\npassword = \"p\"\nservices = [\"Ghost\"]\n",
+        );
         assert!(!e.iter().any(|l| l.contains("unknown service")), "{e:?}");
+    }
+
+    #[test]
+    fn a_tuner_account_no_user_has_is_warned_about() {
+        let warned = |text: &str| {
+            Config::parse(text, "f.toml", &env)
+                .unwrap()
+                .warnings
+                .iter()
+                .filter(|w| w.field == "hdhomerun.account")
+                .map(|w| format!("{}: {}: {}", w.line, w.field, w.message))
+                .collect::<Vec<_>>()
+        };
+        let users = "[[users]]\nname = \"alice\"\npassword = \"p\"\n";
+        assert_eq!(
+            warned(&format!(
+                "[server]\nrequire_account = true\n\n[hdhomerun]\naccount = \"ghost\"\n\n{users}"
+            )),
+            [
+                "5: hdhomerun.account: no [[users]] entry is named `ghost`: the tuner stays off \
+              unless an account of that name is made with the admin API (names are \
+              case-sensitive)"
+            ]
+        );
+        assert!(warned(&format!(
+            "[server]\nrequire_account = true\n\n[hdhomerun]\naccount = \"alice\"\n\n{users}"
+        ))
+        .is_empty());
+        assert_eq!(
+            warned(&format!("[hdhomerun]\naccount = \"alice\"\n\n{users}")),
+            [
+                "2: hdhomerun.account: ignored: the tuner serves every channel without \
+              server.require_account"
+            ]
+        );
     }
 
     #[test]

@@ -74,12 +74,24 @@ const MOVE_IT_AWAY: &str = "move it away (with any freesky.db-wal and freesky.db
 
 /// The error of `state_dir` `dir` that cannot be made or used as a folder.
 pub(crate) fn dir_error(dir: &Path, e: std::io::Error) -> StoreError {
-    let message = match e.kind() {
-        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+    // The file in the way: the folder itself, or what exists nearest above it.
+    let in_the_way = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir() && *a != dir);
+    let message = match (e.kind(), in_the_way) {
+        (std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory, Some(file)) => {
+            format!(
+                "cannot be made: {} is a file, not a folder; set server.state_dir to a folder, \
+                 or move that file away",
+                file.display()
+            )
+        }
+        (std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory, None) => {
             "exists and is not a folder; set server.state_dir to a folder, or move this file away"
                 .to_string()
         }
-        _ => format!(
+        (_, _) => format!(
             "cannot make or use this folder ({e}); server.state_dir must be a folder the user \
              running freesky can write"
         ),
@@ -1680,6 +1692,17 @@ mod tests {
             format!(
                 "state store {}: exists and is not a folder; set server.state_dir to a folder, \
                  or move this file away",
+                file.display()
+            )
+        );
+        // A file above it.
+        let e = reported(Store::open(&file.join("sub")).err().expect("refused"));
+        assert_eq!(
+            e,
+            format!(
+                "state store {}: cannot be made: {} is a file, not a folder; set \
+                 server.state_dir to a folder, or move that file away",
+                file.join("sub").display(),
                 file.display()
             )
         );
