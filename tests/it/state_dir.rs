@@ -215,9 +215,9 @@ async fn a_state_dir_under_a_file_is_found_by_check_too() {
         &state.display().to_string(),
     );
     std::fs::write(&config, text).unwrap();
-    // A warning (who runs `check` may not be who serves); `serve` cannot start.
-    let warning = format!(
-        "warning: {}:3: server.state_dir: {} cannot be made: {} is a file, not a folder",
+    // A problem, whoever runs `check`: no start can make it; `serve` cannot start.
+    let problem = format!(
+        "{}:3: server.state_dir: {} cannot be made: {} is a file, not a folder",
         config.display(),
         state.display(),
         blocker.display()
@@ -226,8 +226,8 @@ async fn a_state_dir_under_a_file_is_found_by_check_too() {
     cmd.arg("--config").arg(&config).arg("check");
     let out = run(cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.lines().any(|l| l == warning), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.lines().any(|l| l == problem), "{stderr}");
     let mut cmd = freesky_command();
     cmd.arg("--config").arg(&config).arg("serve");
     let out = run(cmd).await;
