@@ -218,6 +218,73 @@ fn write_pcr_base(b: &mut [u8], base: u64) {
     b[4] = (b[4] & 0x7F) | ((base & 1) as u8) << 7;
 }
 
+/// Where one packet's fields are (`p`: 188 bytes starting with the sync byte).
+pub(crate) struct Fields {
+    pub pid: u16,
+    /// It carries a payload (its counter counts).
+    pub payload: bool,
+    /// The offsets of its PCR (6 bytes), PTS and DTS (5 bytes each), when present.
+    pub pcr: Option<usize>,
+    pub pts: Option<usize>,
+    pub dts: Option<usize>,
+}
+
+/// `p`'s fields; `None` for a null packet, one without payload or adaptation field, or
+/// one its demodulator marked damaged (transport_error_indicator): its PID, counter and
+/// timestamps cannot be trusted.
+pub(crate) fn fields(p: &[u8]) -> Option<Fields> {
+    let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+    let control = (p[3] >> 4) & 0x03;
+    if pid == NULL_PID || control == 0 || p[1] & 0x80 != 0 {
+        return None;
+    }
+    let payload = control & 0x01 != 0;
+    let pusi = p[1] & 0x40 != 0;
+    let mut f = Fields {
+        pid,
+        payload,
+        pcr: None,
+        pts: None,
+        dts: None,
+    };
+    let mut start = 4;
+    if control & 0x02 != 0 {
+        let len = usize::from(p[4]);
+        start = 5 + len;
+        // PCR flag, with the 6 PCR bytes inside the adaptation field.
+        if len >= 7 && p[5] & 0x10 != 0 {
+            f.pcr = Some(6);
+        }
+    }
+    if payload && pusi && start + 9 <= PACKET {
+        let pes = &p[start..];
+        if pes[..3] == [0, 0, 1] && has_pes_header(pes[3]) {
+            // PTS_DTS_flags, and the header's own length: the fields must lie inside.
+            let flags = pes[7] >> 6;
+            let header = usize::from(pes[8]);
+            if flags & 0x02 != 0 && header >= 5 && pes.len() >= 14 {
+                f.pts = Some(start + 9);
+            }
+            if flags == 0x03 && header >= 10 && pes.len() >= 19 {
+                f.dts = Some(start + 14);
+            }
+        }
+    }
+    Some(f)
+}
+
+/// Adds `ticks` (modulo 2^33) to the PCR, PTS and DTS packet `p` carries.
+pub(crate) fn shift_timestamps(p: &mut [u8], f: &Fields, ticks: u64) {
+    if let Some(at) = f.pcr {
+        let base = read_pcr_base(&p[at..at + 6]);
+        write_pcr_base(&mut p[at..at + 6], (base + ticks) & MASK);
+    }
+    for at in [f.pts, f.dts].into_iter().flatten() {
+        let t = read_timestamp(&p[at..at + 5]);
+        write_timestamp(&mut p[at..at + 5], (t + ticks) & MASK);
+    }
+}
+
 /// PES stream ids whose header carries the optional fields (PTS, DTS).
 fn has_pes_header(stream_id: u8) -> bool {
     !matches!(
@@ -289,44 +356,23 @@ impl Continuity {
     /// and says what to change in it.
     fn packet(&mut self, p: &[u8]) -> Edit {
         let mut edit = Edit::default();
-        let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
-        let control = (p[3] >> 4) & 0x03;
-        // transport_error_indicator: the demodulator says the packet is damaged; its PID,
-        // counter and timestamps cannot be trusted, so it neither reads nor moves.
-        if pid == NULL_PID || control == 0 || p[1] & 0x80 != 0 {
+        // A damaged packet neither reads nor moves.
+        let Some(f) = fields(p) else {
             return edit;
+        };
+        edit.cc = self.counter(f.pid, f.payload, p[3] & 0x0F);
+        if let Some(at) = f.pcr {
+            let base = read_pcr_base(&p[at..at + 6]);
+            self.clock.see(f.pid, true, base);
+            edit.pcr = self.clock.shifted_at(at, base);
         }
-        let payload = control & 0x01 != 0;
-        edit.cc = self.counter(pid, payload, p[3] & 0x0F);
-        let mut start = 4;
-        if control & 0x02 != 0 {
-            let len = usize::from(p[4]);
-            start = 5 + len;
-            // PCR flag, with the 6 PCR bytes inside the adaptation field.
-            if len >= 7 && p[5] & 0x10 != 0 {
-                let base = read_pcr_base(&p[6..12]);
-                self.clock.see(pid, true, base);
-                edit.pcr = self.clock.shifted_at(6, base);
-            }
-        }
-        let pusi = p[1] & 0x40 != 0;
-        if payload && pusi && start + 9 <= PACKET {
-            let pes = &p[start..];
-            if pes[..3] == [0, 0, 1] && has_pes_header(pes[3]) {
-                // PTS_DTS_flags, and the header's own length: the fields must lie inside.
-                let flags = pes[7] >> 6;
-                let header = usize::from(pes[8]);
-                let pts = (flags & 0x02 != 0 && header >= 5 && pes.len() >= 14)
-                    .then(|| read_timestamp(&pes[9..14]));
-                let dts = (flags == 0x03 && header >= 10 && pes.len() >= 19)
-                    .then(|| read_timestamp(&pes[14..19]));
-                // The decode time orders a PID's timeline (PTS when there is no DTS).
-                if let Some(decode) = dts.or(pts) {
-                    self.clock.see(pid, false, decode);
-                    edit.pts = pts.and_then(|t| self.clock.shifted_at(start + 9, t));
-                    edit.dts = dts.and_then(|t| self.clock.shifted_at(start + 14, t));
-                }
-            }
+        let pts = f.pts.map(|at| (at, read_timestamp(&p[at..at + 5])));
+        let dts = f.dts.map(|at| (at, read_timestamp(&p[at..at + 5])));
+        // The decode time orders a PID's timeline (PTS when there is no DTS).
+        if let Some((_, decode)) = dts.or(pts) {
+            self.clock.see(f.pid, false, decode);
+            edit.pts = pts.and_then(|(at, t)| self.clock.shifted_at(at, t));
+            edit.dts = dts.and_then(|(at, t)| self.clock.shifted_at(at, t));
         }
         edit
     }
