@@ -43,7 +43,7 @@ enum Command {
     /// Run the server (the default).
     Serve {
         /// Listen address, overriding `server.bind`.
-        #[arg(long)]
+        #[arg(long, value_parser = listen_address)]
         bind: Option<String>,
     },
     /// Validate the config without serving; exit 2 with one line per problem.
@@ -68,7 +68,7 @@ enum Command {
         gzip: bool,
         /// Base URL of the `/logos/` links with `[logos] mode = "proxy"` or `"cache"`
         /// [default: as for `playlist`].
-        #[arg(long)]
+        #[arg(long, value_parser = base_url)]
         base_url: Option<String>,
     },
     /// Copy the SQLite store in `state_dir` (channel ids and numbers, mappings, service
@@ -80,9 +80,24 @@ enum Command {
         /// Base URL the stream links should use [default: the config's
         /// `server.public_url`, else `http://` and `server.bind` (127.0.0.1 for an
         /// unspecified address)].
-        #[arg(long)]
+        #[arg(long, value_parser = base_url)]
         base_url: Option<String>,
     },
+}
+
+/// `--bind`: an address and port, as `server.bind` must be (no name to look up).
+fn listen_address(s: &str) -> Result<String, String> {
+    s.parse::<std::net::SocketAddr>()
+        .map(|_| s.to_string())
+        .map_err(|_| format!("`{s}` is not an address like 0.0.0.0:8005"))
+}
+
+/// `--base-url`: an http(s) URL with a host, as players will be given it.
+fn base_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(s.to_string()),
+        _ => Err(format!("`{s}` is not a URL like http://192.168.1.10:8005")),
+    }
 }
 
 /// mimalloc, not glibc malloc: see the note on the dependency in Cargo.toml.

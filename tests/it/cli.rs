@@ -703,3 +703,39 @@ fn playlist_and_guide_point_logos_at_freesky_in_proxy_mode() {
         assert!(!text.contains("logo.invalid"), "{command}: {text}");
     }
 }
+
+/// `--bind` and `--base-url` are checked as the config's `bind` and `public_url` are:
+/// exit 2 naming the value, before anything is fetched or listened on (no name lookup
+/// for a bind address, no playlist of links to "not a url/...").
+#[test]
+fn bad_bind_and_base_url_flags_exit_2_naming_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path());
+    for (args, said) in [
+        (
+            &["serve", "--bind", "999.1.1.1:1"][..],
+            "`999.1.1.1:1` is not an address like 0.0.0.0:8005",
+        ),
+        (
+            &["serve", "--bind", "localhost:8005"][..],
+            "`localhost:8005` is not an address like 0.0.0.0:8005",
+        ),
+        (
+            &["playlist", "--base-url", "not a url"][..],
+            "`not a url` is not a URL like http://192.168.1.10:8005",
+        ),
+        (
+            &["guide", "--base-url", "ftp://x/"][..],
+            "`ftp://x/` is not a URL like http://192.168.1.10:8005",
+        ),
+    ] {
+        let out = run(freesky().arg("--config").arg(&config).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(said),
+            "{args:?}: {}",
+            show(&out)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: {}", show(&out));
+    }
+}
