@@ -171,6 +171,26 @@ fn is_media(path: &str) -> bool {
 pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
     let media = is_media(req.uri().path());
     let host = request_host(&req);
+    // A Host no client could have been given (a port past 65535, spaces, quotes) would
+    // be written into every link of the answer: refused on every route.
+    if let Some(h) = host.as_deref().filter(|h| !h.is_empty()) {
+        // (`Authority::port` is `None` for a port that is no u16, as for none.)
+        let well_formed = h.parse::<axum::http::uri::Authority>().is_ok_and(|a| {
+            let has_port = a
+                .as_str()
+                .rsplit(']')
+                .next()
+                .is_some_and(|r| r.contains(':'));
+            !has_port || a.port_u16().is_some()
+        });
+        if !well_formed {
+            return AppError::BadRequest(format!(
+                "malformed Host header `{}`: a host name or address, and a port up to 65535",
+                shown(h)
+            ))
+            .into_response();
+        }
+    }
     if !media {
         if let Some(h) = host.as_deref() {
             let name = h
@@ -193,7 +213,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                 return AppError::Forbidden(format!(
                     "host not allowed: `{}` is not a name of this freesky server; add it to \
                      server.allowed_hosts (or set server.public_url to the address clients use)",
-                    name.escape_debug()
+                    shown(&name)
                 ))
                 .into_response();
             }
@@ -222,6 +242,15 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
 /// The name the request was sent to: its `Host` header, else the authority of an
 /// absolute request target; `None` for a request naming neither (HTTP/1.0; no browser
 /// sends such a request, so it cannot come from a rebound name).
+/// A header value as an error message shows it: control characters as `?` (the JSON
+/// body escapes the rest once).
+fn shown(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn request_host(req: &Request) -> Option<String> {
     match req.headers().get(header::HOST) {
         Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),

@@ -535,6 +535,23 @@ async fn a_name_that_is_not_freeskys_own_is_refused() {
     // The media routes players fetch are not checked (see `access`).
     let resp = get_as(&app, "evil.example", "/api/stream/demo.m3u8").await;
     assert_eq!(resp.status(), 200);
+    // A Host no client was given is refused on every route, not written into links;
+    // the message shows it as it came (escaped once, by JSON).
+    for path in ["/playlist.m3u", "/api/stream/demo.m3u8", "/"] {
+        for host in ["127.0.0.1:99999", "127.0.0.1:1\"><x"] {
+            let body = assert_api_error(get_as(&app, host, path).await, 400).await;
+            assert_eq!(
+                body["error"],
+                format!(
+                    "malformed Host header `{host}`: a host name or address, and a port up \
+                     to 65535"
+                ),
+                "{path}"
+            );
+        }
+    }
+    let body = assert_api_error(get_as(&app, "evil\"x", "/").await, 400).await;
+    assert!(body.to_string().contains(r#"`evil\"x`"#), "{body}");
 }
 
 #[tokio::test]
