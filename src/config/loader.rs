@@ -94,6 +94,7 @@ impl Config {
             problems: Vec::new(),
             warnings: Vec::new(),
             service_names: Some(Vec::new()),
+            unresolved: HashSet::new(),
         };
         let mut cfg = p.run(env);
         // Of the file's own folder (the built-in config's is checked by `load`, where a
@@ -156,6 +157,9 @@ struct Parse<'t> {
     /// Every `[[services]]` name as written, a service with problems too; `None` when
     /// one has no name that is a string (the list is not whole).
     service_names: Option<Vec<String>>,
+    /// Fields whose `${VAR}` could not be filled in: their value is not the user's, so
+    /// what the checks would say of it is not said.
+    unresolved: HashSet<String>,
 }
 
 impl<'t> Parse<'t> {
@@ -263,7 +267,10 @@ impl<'t> Parse<'t> {
             DeValue::String(s) => match interpolate(s, env) {
                 Ok(Some(new)) => *s = new.into(),
                 Ok(None) => {}
-                Err(msg) => self.push(Some(span), path, msg),
+                Err(msg) => {
+                    self.unresolved.insert(path.to_string());
+                    self.push(Some(span), path, msg);
+                }
             },
             DeValue::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -1117,6 +1124,9 @@ impl<'t> Parse<'t> {
     /// A problem located by field path (its span recorded by `walk`), or the nearest
     /// recorded parent path.
     fn problem(&mut self, field: &str, message: String) {
+        if self.unresolved.contains(field) {
+            return;
+        }
         let line = self.line_of_field(field);
         self.problems.push(Problem {
             line,
@@ -1921,6 +1931,24 @@ mod tests {
              [[users]]\nname = \"bob\"\npassword = \"p\"\nservices = [\"Ghost\"]\n",
         );
         assert!(!e.iter().any(|l| l.contains("unknown service")), "{e:?}");
+    }
+
+    #[test]
+    fn an_unset_variable_is_the_one_problem_of_its_field() {
+        let e = errors("[server]\nstate = \"${FREESKY_TEST_UNSET_DB}\"\nbind = \"${FREESKY_TEST_UNSET_BIND}\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "f.toml:2: server.state: environment variable FREESKY_TEST_UNSET_DB is not set"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with(
+                "f.toml:3: server.bind: environment variable FREESKY_TEST_UNSET_BIND is not set"
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
