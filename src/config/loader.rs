@@ -1085,11 +1085,24 @@ impl<'t> Parse<'t> {
             .collect();
         for (field, path) in missing {
             let line = self.line_of_field(&field);
+            // A relative path is read from the folder freesky runs in, not the config's.
+            let looked = if path.is_relative() {
+                std::env::current_dir()
+                    .map(|d| {
+                        format!(
+                            " (relative: looked for in {}, where freesky runs)",
+                            d.display()
+                        )
+                    })
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             self.warnings.push(Problem {
                 line,
                 field,
                 message: format!(
-                    "file {} does not exist: reading it fails until it does",
+                    "file {} does not exist{looked}: reading it fails until it does",
                     path.display()
                 ),
             });

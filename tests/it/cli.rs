@@ -154,6 +154,28 @@ fn check_warns_of_missing_files_and_refuses_a_mistyped_url() {
     }
     assert!(!stderr.contains("services[0].url:"), "{}", show(&out));
 
+    // A relative path says where it was looked for: where freesky runs.
+    let path = write(
+        dir.path(),
+        "relative.toml",
+        "[[services]]\nname = \"F\"\nkind = \"m3u\"\nurl = \"lists/mine.m3u\"\n",
+    );
+    let out = run(freesky()
+        .current_dir(dir.path())
+        .args(["check", "--config"])
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let want = format!(
+        "services[0].url: file lists/mine.m3u does not exist (relative: looked for in {}, \
+         where freesky runs): reading it fails until it does",
+        std::fs::canonicalize(dir.path()).unwrap().display()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&want),
+        "{want}\n{}",
+        show(&out)
+    );
+
     let path = write(
         dir.path(),
         "typo.toml",
