@@ -108,6 +108,15 @@ pub fn state_display_only(config: config::Config) -> anyhow::Result<AppState> {
     build_state(config, store, None)
 }
 
+/// What stops a start that can be known before anything is made in `state_dir`: a
+/// shared proxy key file that cannot be read or is no key (`state` reads it again).
+pub fn preflight(config: &config::Config) -> anyhow::Result<()> {
+    if config.server.proxy_key_file.is_some() {
+        signer(&config.server)?;
+    }
+    Ok(())
+}
+
 /// The link sealer of `server`: the shared key file when one is named, else the
 /// instance's own key in `state_dir` (made on first start).
 fn signer(server: &config::ServerConfig) -> anyhow::Result<proxy::Signer> {

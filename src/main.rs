@@ -197,7 +197,9 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             overrides(&mut config);
             let bind = config.server.bind.clone();
             tracing::info!(config = %config.source, services = config.services.len(), "starting");
-            // Bound first: a busy port leaves no state_dir behind.
+            // Checked and bound first: a bad key or a busy port leaves no state_dir
+            // behind.
+            freesky::preflight(&config)?;
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .with_context(|| {
@@ -220,7 +222,8 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Check { .. } => Ok(()),
         Command::Channels { search, json } => {
-            let state = command_state(config)?;
+            let command = CommandState::open(config)?;
+            let state = &command.state;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -265,11 +268,13 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 }
             }
             out.flush()?;
+            command.note();
             Ok(())
         }
         Command::Guide { gzip, base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = command_state(config)?;
+            let command = CommandState::open(config)?;
+            let state = &command.state;
             let progress = Progress::start(&state.registry, "fetching channels");
             let observe = |name: &str, step: Step<'_>| {
                 if let Some(p) = &progress {
@@ -302,6 +307,7 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
             let bytes = if gzip { &guide.gz } else { &guide.xml };
             let bytes = state.logos.guide(base, bytes, &lineup, gzip);
             std::io::stdout().lock().write_all(&bytes)?;
+            command.note();
             Ok(())
         }
         Command::CopyState => {
@@ -322,12 +328,14 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
         }
         Command::Playlist { base_url } => {
             let base_url = base_url.unwrap_or_else(|| freesky::http::own_base_url(&config));
-            let state = command_state(config)?;
+            let command = CommandState::open(config)?;
+            let state = &command.state;
             let base = base_url.trim_end_matches('/');
             // Logos where `[logos] mode` points them, as `/playlist.m3u` writes them.
             let lineup = state.logos.lineup(base, state.registry.lineup().await?);
             let text = freesky::http::render_playlist(&lineup, base);
             std::io::stdout().lock().write_all(text.as_bytes())?;
+            command.note();
             Ok(())
         }
     }
@@ -352,22 +360,44 @@ fn lock_state_dir(config: &Config) -> anyhow::Result<Option<freesky::store::Stat
 }
 
 /// The state of a one-shot command (`channels`, `playlist`, `guide`). Beside a running
-/// server on the same SQLite state_dir the store is opened for display only (said on
-/// stderr): new channels get numbers here that are not kept, and the server's are the
-/// ones that last.
-fn command_state(config: Config) -> anyhow::Result<freesky::AppState> {
-    if freesky::store::uses_sqlite(config.server.state.expose()) {
-        let dir = &config.server.state_dir;
-        if let Some(holder) = freesky::store::StateLock::holder(dir)? {
+/// server on the same SQLite state_dir the store is opened for display only: new
+/// channels get numbers here that are not kept, and the server's are the ones that
+/// last (`CommandState::note` says so when it happened).
+struct CommandState {
+    state: freesky::AppState,
+    /// The server that holds the state_dir, and the state_dir.
+    beside: Option<(String, std::path::PathBuf)>,
+}
+
+impl CommandState {
+    fn open(config: Config) -> anyhow::Result<CommandState> {
+        if freesky::store::uses_sqlite(config.server.state.expose()) {
+            let dir = config.server.state_dir.clone();
+            if let Some(holder) = freesky::store::StateLock::holder(&dir)? {
+                return Ok(CommandState {
+                    state: freesky::state_display_only(config)?,
+                    beside: Some((holder.to_string(), dir)),
+                });
+            }
+        }
+        Ok(CommandState {
+            state: freesky::state(config)?,
+            beside: None,
+        })
+    }
+
+    /// On stderr, when channels were numbered for display only.
+    fn note(&self) {
+        let numbered = self.state.registry.store().numbered_for_display();
+        if let (Some((holder, dir)), 1..) = (&self.beside, numbered) {
             eprintln!(
-                "note: a server ({holder}) uses this state_dir ({}): new channels are \
-                 numbered here for display only",
+                "note: a server ({holder}) uses this state_dir ({}): {numbered} channel(s) it \
+                 has not seen yet are numbered here for display only; the server numbers \
+                 them when it lists them",
                 dir.display()
             );
-            return freesky::state_display_only(config);
         }
     }
-    freesky::state(config)
 }
 
 /// The progress lines while they are drawn: log lines are written through them (see

@@ -402,6 +402,8 @@ struct Inner {
     /// Opened beside the server that owns the file (`open_display_only`): new channel
     /// identities live in the mirror only, and the database is opened read-only.
     display_only: bool,
+    /// Channels numbered so, in the mirror only.
+    numbered_for_display: std::sync::atomic::AtomicUsize,
     backend: Arc<dyn Backend>,
     mirror: Mutex<Mirror>,
     /// Serialises identity assignment so two lineup builds never give one key two numbers.
@@ -634,6 +636,14 @@ impl Store {
     /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
     /// `StateLock`): read-only, and the channels it has never seen get a slug and a
     /// number in memory only, for display (the server gives them theirs for good).
+    /// How many channels a display-only store (`open_display_only`) has numbered in
+    /// memory only: numbers the server does not know and will not keep.
+    pub fn numbered_for_display(&self) -> usize {
+        self.inner
+            .numbered_for_display
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn open_display_only(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("freesky.db");
         sqlite::Sqlite::open_read_only(&path)
@@ -757,6 +767,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 display_only,
+                numbered_for_display: Default::default(),
                 backend,
                 mirror: Mutex::new(mirror),
                 assign: tokio::sync::Mutex::new(()),
@@ -1051,6 +1062,9 @@ impl Store {
             let mut m = self.mirror();
             for (k, slug, number) in m.plan(keys, &HashSet::new()) {
                 m.channels.insert(k, ChannelIdentity { slug, number });
+                self.inner
+                    .numbered_for_display
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         } else if unknown {
             let inner = self.inner.clone();

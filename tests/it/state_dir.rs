@@ -88,6 +88,16 @@ async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() 
         .unwrap();
     assert_eq!(all[0]["number"], 1, "{all}");
 
+    // Nothing new: the command beside the server has nothing to say of numbers.
+    let mut cmd = freesky_command();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["channels", "--json"]);
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("display only"), "{stderr}");
+
     // A new channel upstream, seen first by a one-shot command.
     std::fs::write(lists.join("list.m3u"), list(&["One", "New"])).unwrap();
     let mut cmd = freesky_command();
@@ -99,7 +109,9 @@ async fn a_second_server_is_refused_and_a_command_beside_one_writes_no_number() 
     assert!(out.status.success(), "{stderr}");
     let pid = format!("pid {}", server.child.id());
     assert!(
-        stderr.contains(&pid) && stderr.contains("numbered here for display only"),
+        stderr.contains(&pid)
+            && stderr
+                .contains("1 channel(s) it has not seen yet are numbered here for display only"),
         "{stderr}"
     );
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -325,5 +337,27 @@ async fn a_busy_port_is_named_and_leaves_no_state_dir() {
         stderr.contains(&format!("cannot listen on {bind} (another server there?")),
         "{stderr}"
     );
+    assert!(!dir.path().join("state").exists(), "{stderr}");
+}
+
+/// A start that fails on its shared proxy key makes nothing in state_dir first.
+#[tokio::test]
+async fn a_start_refused_for_its_proxy_key_leaves_no_state_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[server]\n",
+        &format!(
+            "[server]\nproxy_key_file = '{}'\n",
+            dir.path().join("missing.key").display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot read the proxy key"), "{stderr}");
     assert!(!dir.path().join("state").exists(), "{stderr}");
 }
