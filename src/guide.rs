@@ -581,6 +581,52 @@ impl Guides {
         Ok(table.get(channel).cloned())
     }
 
+    /// Follows the match decisions other instances sharing the store make, for as long
+    /// as these guides live (held weakly: a reload's new guides follow on their own):
+    /// read again after each records change another instance made, and when they
+    /// differ, matched and applied as a local decision is.
+    pub fn follow_decisions(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut changes = self.registry.store().subscribe();
+        let guides = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(crate::store::Change::Records) | Err(RecvError::Lagged(_)) => {}
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+                let Some(guides) = guides.upgrade() else {
+                    return;
+                };
+                guides.take_stored_decisions().await;
+            }
+        })
+    }
+
+    /// The decisions as the store now holds them, applied when they changed.
+    async fn take_stored_decisions(self: &Arc<Self>) {
+        // Unreadable now (the database away): what is known is kept.
+        let Ok(stored) = stored_decisions(&self.registry) else {
+            return;
+        };
+        {
+            let mut decisions = self.decisions.lock().expect("guide lock");
+            if *decisions == stored {
+                return;
+            }
+            *decisions = stored;
+        }
+        tracing::info!("guide match decisions read again: changed by another instance");
+        let Ok(lineup) = self.registry.lineup().await else {
+            return;
+        };
+        self.rematch(&lineup).await;
+        if let Err(e) = self.apply_matches().await {
+            tracing::warn!(error = %e, "guide update after another instance's match decision failed");
+        }
+    }
+
     /// Reads again the guides whose assignments changed, then renders again.
     async fn apply_matches(&self) -> Result<(), RegistryError> {
         {
@@ -1900,14 +1946,20 @@ struct Plan {
 /// The admin's decisions kept in the store (an unreadable one is skipped with a
 /// warning: the channel is matched as if undecided).
 fn load_decisions(registry: &Registry) -> HashMap<String, Decision> {
-    let records = match registry.store().records(DECISIONS) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "guide match decisions unreadable; matching without them");
-            return HashMap::new();
-        }
-    };
-    records
+    stored_decisions(registry).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "guide match decisions unreadable; matching without them");
+        HashMap::new()
+    })
+}
+
+/// The admin's decisions kept in the store, each unreadable one skipped with a
+/// warning; an error when the store cannot be read.
+fn stored_decisions(
+    registry: &Registry,
+) -> Result<HashMap<String, Decision>, crate::store::StoreError> {
+    Ok(registry
+        .store()
+        .records(DECISIONS)?
         .into_iter()
         .filter_map(|(channel, value)| match serde_json::from_value(value) {
             Ok(d) => Some((channel, d)),
@@ -1916,7 +1968,7 @@ fn load_decisions(registry: &Registry) -> HashMap<String, Decision> {
                 None
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Fails a guide read when `GUIDE_MAX_GAP` bytes pass without a `<` or `>`. The XML

@@ -268,6 +268,7 @@ fn start_background(state: &AppState) -> Monitors {
     let mut monitors = state.registry.spawn_monitors(state.config.health.interval);
     monitors.push(state.registry.follow_store());
     monitors.push(follow_accounts(state));
+    monitors.push(state.guides.follow_decisions());
     if !state.registry.store().is_shared() {
         monitors.push(watch_store_file(state));
     }

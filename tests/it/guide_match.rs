@@ -37,7 +37,7 @@ const GUIDE: &[(&str, &str)] = &[
     ("SportChannel.uk", "Sport Channel"),
 ];
 
-async fn upstream() -> FakeUpstream {
+pub(crate) async fn upstream() -> FakeUpstream {
     FakeUpstream::bind()
         .await
         .text("/list.m3u", M3U_TYPE, m3u(ENTRIES))
@@ -45,7 +45,7 @@ async fn upstream() -> FakeUpstream {
         .start()
 }
 
-fn config(up: &FakeUpstream, extra: &str) -> String {
+pub(crate) fn config(up: &FakeUpstream, extra: &str) -> String {
     format!(
         "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n\n{extra}",
         up.url("/list.m3u"),
@@ -54,7 +54,7 @@ fn config(up: &FakeUpstream, extra: &str) -> String {
 }
 
 /// (guide id, programme titles) of `channel` (its lineup name) in `/epg.xml`.
-async fn programmes_of(app: &TestApp, name: &str) -> (String, Vec<String>) {
+pub(crate) async fn programmes_of(app: &TestApp, name: &str) -> (String, Vec<String>) {
     let c = app.channel_named(name).await;
     let guide_id = c["guide_id"].as_str().unwrap().to_string();
     let xml = app.get_text_ok("/epg.xml").await;
@@ -71,14 +71,14 @@ async fn programmes_of(app: &TestApp, name: &str) -> (String, Vec<String>) {
     (guide_id, titles)
 }
 
-async fn matches(app: &TestApp, query: &str) -> Value {
+pub(crate) async fn matches(app: &TestApp, query: &str) -> Value {
     let (status, body) = app.get_json(&format!("/api/guide/matches{query}")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 /// POSTs a decision; asserts 200 and answers the body.
-async fn post(app: &TestApp, channel: &str, body: &str) -> Value {
+pub(crate) async fn post(app: &TestApp, channel: &str, body: &str) -> Value {
     post_answered(app, channel, body, 200).await
 }
 
@@ -98,7 +98,7 @@ async fn post_answered(app: &TestApp, channel: &str, body: &str, want: u16) -> V
     body
 }
 
-fn line<'a>(page: &'a Value, channel: &str) -> &'a Value {
+pub(crate) fn line<'a>(page: &'a Value, channel: &str) -> &'a Value {
     page["items"]
         .as_array()
         .unwrap()

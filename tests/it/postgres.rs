@@ -16,7 +16,7 @@ use crate::common::eventually_within;
 /// "within a second"; the bound leaves room for a loaded CI machine).
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-fn database() -> Option<String> {
+pub(crate) fn database() -> Option<String> {
     match std::env::var("FREESKY_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -297,7 +297,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
 }
 
 /// A new, empty database on the test server: its URL.
-async fn fresh_database(url: &str) -> String {
+pub(crate) async fn fresh_database(url: &str) -> String {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to the test database");
@@ -397,4 +397,40 @@ async fn copy_state_moves_a_households_sqlite_state_into_postgres() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already holds freesky state"), "{err}");
+}
+
+/// Two instances sharing PostgreSQL: a decision made through one reaches the other's
+/// matches and guide (as a local decision does), within the store's propagation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_made_through_one_instance_reaches_the_others() {
+    let Some(url) = database() else {
+        return;
+    };
+    let url = fresh_database(&url).await;
+    let up = crate::guide_match::upstream().await;
+    let cfg = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n{}",
+        crate::guide_match::config(&up, "")
+    );
+    let a = crate::common::TestApp::spawn(&cfg).await;
+    let b = crate::common::TestApp::spawn(&cfg).await;
+    crate::guide_match::matches(&b, "").await;
+    let itv_id = a.channel_id("ITV +1").await;
+    assert_eq!(b.channel_id("ITV +1").await, itv_id);
+    let picked =
+        crate::guide_match::post(&a, &itv_id, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+    eventually_within(
+        PROPAGATION,
+        "B showing A's pick and its programmes",
+        || async {
+            let page = crate::guide_match::matches(&b, "").await;
+            let seen = crate::guide_match::line(&page, "ITV +1").clone();
+            let (_, itv) = crate::guide_match::programmes_of(&b, "ITV +1").await;
+            (seen["state"] == "picked" && itv == ["ITV.uk show"])
+                .then_some(())
+                .ok_or(format!("{seen} {itv:?}"))
+        },
+    )
+    .await;
 }
