@@ -301,7 +301,12 @@ pub struct Accounts {
     tag_key: ring::hmac::Key,
     pub conns: Arc<Conns>,
     pub penalty: Arc<Penalty>,
+    /// The admin API's writes here, one at a time (each reads the account it changes).
+    writes: tokio::sync::Mutex<()>,
 }
+
+/// How often an account change is made again on the row another instance wrote first.
+const TRIES: usize = 5;
 
 impl Accounts {
     /// The accounts of `users` (hashed now) and of the store; `prev` (a config
@@ -377,6 +382,7 @@ impl Accounts {
             mac_key,
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
+            writes: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -547,6 +553,7 @@ impl Accounts {
             .clone()
             .ok_or_else(|| AccountError::Invalid("`name` is required".into()))?;
         check_name(&name).map_err(|w| AccountError::Invalid(format!("name: {w}")))?;
+        let _one = self.writes.lock().await;
         if self.get(&name).is_some() {
             return Err(AccountError::Exists(name));
         }
@@ -568,12 +575,17 @@ impl Accounts {
             from_config: false,
         };
         let account = apply(base, p, Some(password)).await?;
-        self.save(account).await
+        // Another instance sharing the store may make the same name meanwhile.
+        if !self.store.put_user_if(None, to_row(&account)).await? {
+            return Err(AccountError::Exists(name));
+        }
+        Ok(self.keep(account))
     }
 
     /// Changes a stored account (admin API); a config account is refused.
     pub async fn change(&self, name: &str, p: AccountPatch) -> Result<AccountView, AccountError> {
-        let current = self
+        let _one = self.writes.lock().await;
+        let mut current = self
             .get(name)
             .ok_or_else(|| AccountError::Unknown(name.into()))?;
         if current.from_config {
@@ -584,8 +596,29 @@ impl Accounts {
             return Err(AccountError::Invalid("`password` must not be empty".into()));
         }
         let new_password = password.is_some();
-        let account = apply((*current).clone(), p, password).await?;
-        let view = self.save(account).await?;
+        // Written only over the account as this change read it: when another instance
+        // sharing the store changed it first, the change is made again on its row.
+        let mut tries = 0;
+        let view = loop {
+            let account = apply((*current).clone(), p.clone(), password.clone()).await?;
+            if self
+                .store
+                .put_user_if(Some(to_row(&current)), to_row(&account))
+                .await?
+            {
+                break self.keep(account);
+            }
+            tries += 1;
+            if tries == TRIES {
+                return Err(AccountError::Store(crate::store::StoreError::Contended(
+                    format!("account `{name}` kept changing through other instances: try again"),
+                )));
+            }
+            current = match self.store.user(name).await? {
+                Some(row) => Arc::new(from_row(row)),
+                None => return Err(AccountError::Unknown(name.into())),
+            };
+        };
         if new_password {
             // A new password throws out whoever used the old one: its `.ts` streams
             // end now (its HLS links are refused at their next fetch).
@@ -596,18 +629,19 @@ impl Accounts {
         Ok(view)
     }
 
-    async fn save(&self, a: Account) -> Result<AccountView, AccountError> {
-        self.store.put_user(to_row(&a)).await?;
+    /// Keeps `a`, as now stored, in the running accounts.
+    fn keep(&self, a: Account) -> AccountView {
         let view = self.view(&a);
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(a.name.clone(), Arc::new(a));
-        Ok(view)
+        view
     }
 
     /// Removes a stored account (admin API); `enforce` then ends its connections.
     pub async fn delete(&self, name: &str) -> Result<AccountView, AccountError> {
+        let _one = self.writes.lock().await;
         let current = self
             .get(name)
             .ok_or_else(|| AccountError::Unknown(name.into()))?;

@@ -297,6 +297,9 @@ impl From<crate::store::StoreError> for AppError {
             crate::store::StoreError::Postgres(_) => Self::Busy(format!(
                 "{e}; nothing was changed: try again once the database answers"
             )),
+            crate::store::StoreError::Contended(_) => {
+                Self::Busy(format!("{e}; nothing was changed"))
+            }
             e => Self::Internal(e.to_string()),
         }
     }

@@ -56,6 +56,10 @@ pub enum StoreError {
     /// the caller's fault, nothing was written.
     #[error("{0}")]
     Rejected(String),
+    /// Other instances kept changing the same row: nothing was written; trying again
+    /// is right.
+    #[error("{0}")]
+    Contended(String),
 }
 
 impl StoreError {
@@ -67,6 +71,9 @@ impl StoreError {
         }
     }
 }
+
+/// How often a mapping change is made again on the row another instance wrote first.
+const MAPPING_TRIES: usize = 5;
 
 /// What to do with a damaged database file.
 const MOVE_IT_AWAY: &str = "move it away (with any freesky.db-wal and freesky.db-shm beside it) \
@@ -222,7 +229,7 @@ pub struct ChannelIdentity {
 }
 
 /// A viewer account made through the admin API, as stored (the password only as its hash).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredUser {
     pub name: String,
     pub hash: String,
@@ -380,8 +387,36 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<IdentityRow>, StoreError>;
     /// Writes the mapping of `slug` (an empty one deletes its row).
     async fn put_mapping(&self, slug: &str, row: &ChannelMapping) -> Result<(), StoreError>;
+    /// `put_mapping` only while the stored mapping is `expected` (none stored reads as
+    /// the default); `false`, nothing written, when another writer got there first.
+    /// One process writing alone (SQLite) has nobody to meet: the default writes.
+    async fn put_mapping_if(
+        &self,
+        slug: &str,
+        _expected: &ChannelMapping,
+        row: &ChannelMapping,
+    ) -> Result<bool, StoreError> {
+        self.put_mapping(slug, row).await.map(|()| true)
+    }
+    /// The mapping of `slug` as stored now (the default when none is).
+    async fn mapping(&self, slug: &str) -> Result<ChannelMapping, StoreError> {
+        Ok(self.mappings().await?.remove(slug).unwrap_or_default())
+    }
     async fn users(&self) -> Result<Vec<StoredUser>, StoreError>;
     async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError>;
+    /// `put_user` only while the stored account of that name is `expected` (`None`:
+    /// none is); `false`, nothing written, when another writer got there first. The
+    /// default (one process writing alone) checks only that a new account is new.
+    async fn put_user_if(
+        &self,
+        expected: Option<&StoredUser>,
+        u: &StoredUser,
+    ) -> Result<bool, StoreError> {
+        if expected.is_none() && self.users().await?.iter().any(|o| o.name == u.name) {
+            return Ok(false);
+        }
+        self.put_user(u).await.map(|()| true)
+    }
     async fn delete_user(&self, name: &str) -> Result<(), StoreError>;
     async fn records(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
     async fn put_record(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError>;
@@ -1131,50 +1166,79 @@ impl Store {
     pub async fn update_mapping(
         &self,
         slug: &str,
-        change: impl FnOnce(&ChannelMapping) -> Result<ChannelMapping, String>,
+        change: impl Fn(&ChannelMapping) -> Result<ChannelMapping, String>,
     ) -> Result<ChannelMapping, StoreError> {
         // The same lock as number assignment: a new channel never takes a number
         // that is being given to another one here.
         let _guard = self.inner.assign.lock().await;
-        let next = {
-            let m = self.mirror();
-            let current = m.mappings.get(slug).cloned().unwrap_or_default();
-            let next = change(&current).map_err(StoreError::Rejected)?;
-            let assigned = m
-                .channels
-                .values()
-                .find(|id| id.slug == slug)
-                .map(|id| id.number)
-                .ok_or_else(|| StoreError::Rejected(format!("unknown channel `{slug}`")))?;
-            let number = next.number.unwrap_or(assigned);
-            let holder = m.channels.values().find(|id| {
-                id.slug != slug
-                    && m.mappings
-                        .get(&id.slug)
-                        .and_then(|x| x.number)
-                        .unwrap_or(id.number)
-                        == number
-            });
-            if let Some(holder) = holder {
-                return Err(StoreError::Rejected(if next.number.is_some() {
-                    format!("number {number} is taken by channel `{}`", holder.slug)
+        let mut current = self
+            .mirror()
+            .mappings
+            .get(slug)
+            .cloned()
+            .unwrap_or_default();
+        // Another instance sharing the store may change the same mapping meanwhile:
+        // the write holds only while the stored row is the one changed, else the
+        // change is made again on the row as stored now.
+        for _ in 0..MAPPING_TRIES {
+            let next = self.checked_mapping(slug, &current, &change)?;
+            let (expected, row, key) = (current.clone(), next.clone(), slug.to_string());
+            let written = self
+                .run(move |b| async move { b.put_mapping_if(&key, &expected, &row).await })
+                .await?;
+            if written {
+                let mut m = self.mirror();
+                if next.is_empty() {
+                    m.mappings.remove(slug);
                 } else {
-                    format!(
-                        "cannot reset the number to {number}: channel `{}` has it now",
-                        holder.slug
-                    )
-                }));
+                    m.mappings.insert(slug.to_string(), next.clone());
+                }
+                return Ok(next);
             }
-            next
-        };
-        let (row, key) = (next.clone(), slug.to_string());
-        self.run(move |b| async move { b.put_mapping(&key, &row).await })
-            .await?;
-        let mut m = self.mirror();
-        if next.is_empty() {
-            m.mappings.remove(slug);
-        } else {
-            m.mappings.insert(slug.to_string(), next.clone());
+            let key = slug.to_string();
+            current = self
+                .run(move |b| async move { b.mapping(&key).await })
+                .await?;
+        }
+        Err(StoreError::Contended(format!(
+            "the mapping of `{slug}` kept changing through other instances: try again"
+        )))
+    }
+
+    /// `change` applied to `current`, refused when the number it leaves the channel
+    /// is another channel's.
+    fn checked_mapping(
+        &self,
+        slug: &str,
+        current: &ChannelMapping,
+        change: impl Fn(&ChannelMapping) -> Result<ChannelMapping, String>,
+    ) -> Result<ChannelMapping, StoreError> {
+        let m = self.mirror();
+        let next = change(current).map_err(StoreError::Rejected)?;
+        let assigned = m
+            .channels
+            .values()
+            .find(|id| id.slug == slug)
+            .map(|id| id.number)
+            .ok_or_else(|| StoreError::Rejected(format!("unknown channel `{slug}`")))?;
+        let number = next.number.unwrap_or(assigned);
+        let holder = m.channels.values().find(|id| {
+            id.slug != slug
+                && m.mappings
+                    .get(&id.slug)
+                    .and_then(|x| x.number)
+                    .unwrap_or(id.number)
+                    == number
+        });
+        if let Some(holder) = holder {
+            return Err(StoreError::Rejected(if next.number.is_some() {
+                format!("number {number} is taken by channel `{}`", holder.slug)
+            } else {
+                format!(
+                    "cannot reset the number to {number}: channel `{}` has it now",
+                    holder.slug
+                )
+            }));
         }
         Ok(next)
     }
@@ -1191,6 +1255,25 @@ impl Store {
     /// Creates or replaces a viewer account; returns once it is durable.
     pub async fn put_user(&self, u: StoredUser) -> Result<(), StoreError> {
         self.run(move |b| async move { b.put_user(&u).await }).await
+    }
+
+    /// The viewer account `name` as stored now.
+    pub async fn user(&self, name: &str) -> Result<Option<StoredUser>, StoreError> {
+        let name = name.to_string();
+        self.run(move |b| async move { Ok(b.users().await?.into_iter().find(|u| u.name == name)) })
+            .await
+    }
+
+    /// Writes account `u` only while the stored one is `expected` (`None`: there is
+    /// none): `false` when another instance changed (or made) it first; returns once
+    /// it is durable.
+    pub async fn put_user_if(
+        &self,
+        expected: Option<StoredUser>,
+        u: StoredUser,
+    ) -> Result<bool, StoreError> {
+        self.run(move |b| async move { b.put_user_if(expected.as_ref(), &u).await })
+            .await
     }
 
     /// Removes a viewer account; returns once it is durable.

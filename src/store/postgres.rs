@@ -356,6 +356,126 @@ impl Postgres {
         tx.commit().await.map_err(pg)
     }
 
+    /// Writes mapping `row` of `slug` (an empty one: removes it); with `expected`, only
+    /// while the stored one is that (`false`, nothing written, otherwise). Writers of
+    /// one slug take turns on an advisory lock, so the check and the write are one step
+    /// for every instance.
+    async fn put_mapping_if_inner(
+        &self,
+        slug: &str,
+        expected: Option<&ChannelMapping>,
+        row: &ChannelMapping,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        if let Some(expected) = expected {
+            take_turn(&tx, "channel_mapping", slug).await?;
+            let stored = tx
+                .query_opt(
+                    "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources, station_id
+                     FROM channel_mapping WHERE slug = $1",
+                    &[&slug],
+                )
+                .await
+                .map_err(pg)?
+                .map(|r| mapping_of(slug, &r))
+                .unwrap_or_default();
+            if stored != *expected {
+                return Ok(false);
+            }
+        }
+        if row.is_empty() {
+            tx.execute("DELETE FROM channel_mapping WHERE slug = $1", &[&slug])
+                .await
+                .map_err(pg)?;
+        } else {
+            let sources = row
+                .sources
+                .as_ref()
+                .map(|s| serde_json::to_string(s).expect("a list of strings always serialises"));
+            let number = row.number.map(i64::from);
+            tx.execute(
+                "INSERT INTO channel_mapping
+                 (slug, name, number, grp, hidden, tvg_id, logo, sources, station_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (slug) DO UPDATE SET name = excluded.name,
+                   number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
+                   tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources,
+                   station_id = excluded.station_id",
+                &[
+                    &slug,
+                    &row.name,
+                    &number,
+                    &row.group,
+                    &row.hidden,
+                    &row.tvg_id,
+                    &row.logo,
+                    &sources,
+                    &row.station_id,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        self.notify(&tx, Change::Mappings).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
+    /// Writes account `u`; with `expected`, only while the stored account of its name
+    /// is that (`Some(None)`: while there is none), else `false` and nothing written
+    /// (see `put_mapping_if_inner`).
+    async fn put_user_if_inner(
+        &self,
+        expected: Option<Option<&StoredUser>>,
+        u: &StoredUser,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        if let Some(expected) = expected {
+            take_turn(&tx, "viewer_account", &u.name).await?;
+            let stored = tx
+                .query_opt(
+                    "SELECT name, hash, max_connections, expires, groups, services, enabled,
+                       created_at
+                     FROM viewer_account WHERE name = $1",
+                    &[&u.name],
+                )
+                .await
+                .map_err(pg)?
+                .map(|r| user_of(&r));
+            if stored.as_ref() != expected {
+                return Ok(false);
+            }
+        }
+        let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
+        let services = serde_json::to_string(&u.services).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "INSERT INTO viewer_account
+             (name, hash, max_connections, expires, groups, services, enabled, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (name) DO UPDATE SET hash = excluded.hash,
+               max_connections = excluded.max_connections, expires = excluded.expires,
+               groups = excluded.groups, services = excluded.services,
+               enabled = excluded.enabled, created_at = excluded.created_at",
+            &[
+                &u.name,
+                &u.hash,
+                &i64::from(u.max_connections),
+                &u.expires,
+                &groups,
+                &services,
+                &u.enabled,
+                &u.created_at,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        self.notify(&tx, Change::Users).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
     async fn notify(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -366,6 +486,53 @@ impl Postgres {
             .await
             .map_err(pg)?;
         Ok(())
+    }
+}
+
+/// Waits, in transaction `tx`, for the other writers of `key` in `table` to finish
+/// (an advisory lock held until `tx` ends): a read and a write after it are one step.
+async fn take_turn(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("{table}\u{1}{key}")],
+    )
+    .await
+    .map_err(pg)
+    .map(drop)
+}
+
+/// A `channel_mapping` row read as `SELECT slug, name, number, grp, hidden, tvg_id,
+/// logo, sources, station_id`.
+fn mapping_of(slug: &str, r: &tokio_postgres::Row) -> ChannelMapping {
+    ChannelMapping {
+        name: r.get(1),
+        number: r.get::<_, Option<i64>>(2).map(number),
+        group: r.get(3),
+        hidden: r.get(4),
+        tvg_id: r.get(5),
+        logo: r.get(6),
+        station_id: r.get(8),
+        sources: super::sqlite::sources_of(slug, r.get(7)),
+    }
+}
+
+/// A `viewer_account` row read as `SELECT name, hash, max_connections, expires, groups,
+/// services, enabled, created_at`.
+fn user_of(r: &tokio_postgres::Row) -> StoredUser {
+    let list = |json: String| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default();
+    StoredUser {
+        name: r.get(0),
+        hash: r.get(1),
+        max_connections: number(r.get(2)),
+        expires: r.get(3),
+        groups: list(r.get(4)),
+        services: list(r.get(5)),
+        enabled: r.get(6),
+        created_at: r.get(7),
     }
 }
 
@@ -441,16 +608,7 @@ impl Backend for Postgres {
             .iter()
             .map(|r| {
                 let slug: String = r.get(0);
-                let mapping = ChannelMapping {
-                    name: r.get(1),
-                    number: r.get::<_, Option<i64>>(2).map(number),
-                    group: r.get(3),
-                    hidden: r.get(4),
-                    tvg_id: r.get(5),
-                    logo: r.get(6),
-                    station_id: r.get(8),
-                    sources: super::sqlite::sources_of(&slug, r.get(7)),
-                };
+                let mapping = mapping_of(&slug, r);
                 (slug, mapping)
             })
             .collect())
@@ -562,42 +720,30 @@ impl Backend for Postgres {
     }
 
     async fn put_mapping(&self, slug: &str, row: &ChannelMapping) -> Result<(), StoreError> {
-        if row.is_empty() {
-            return self
-                .write(
-                    Change::Mappings,
-                    "DELETE FROM channel_mapping WHERE slug = $1",
-                    &[&slug],
-                )
-                .await;
-        }
-        let sources = row
-            .sources
-            .as_ref()
-            .map(|s| serde_json::to_string(s).expect("a list of strings always serialises"));
-        let number = row.number.map(i64::from);
-        self.write(
-            Change::Mappings,
-            "INSERT INTO channel_mapping
-             (slug, name, number, grp, hidden, tvg_id, logo, sources, station_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (slug) DO UPDATE SET name = excluded.name,
-               number = excluded.number, grp = excluded.grp, hidden = excluded.hidden,
-               tvg_id = excluded.tvg_id, logo = excluded.logo, sources = excluded.sources,
-               station_id = excluded.station_id",
-            &[
-                &slug,
-                &row.name,
-                &number,
-                &row.group,
-                &row.hidden,
-                &row.tvg_id,
-                &row.logo,
-                &sources,
-                &row.station_id,
-            ],
-        )
-        .await
+        self.put_mapping_if_inner(slug, None, row).await.map(drop)
+    }
+
+    async fn put_mapping_if(
+        &self,
+        slug: &str,
+        expected: &ChannelMapping,
+        row: &ChannelMapping,
+    ) -> Result<bool, StoreError> {
+        self.put_mapping_if_inner(slug, Some(expected), row).await
+    }
+
+    async fn mapping(&self, slug: &str) -> Result<ChannelMapping, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT slug, name, number, grp, hidden, tvg_id, logo, sources, station_id
+                 FROM channel_mapping WHERE slug = $1",
+                &[&slug],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| mapping_of(slug, &r)).unwrap_or_default())
     }
 
     async fn users(&self) -> Result<Vec<StoredUser>, StoreError> {
@@ -611,46 +757,19 @@ impl Backend for Postgres {
             )
             .await
             .map_err(pg)?;
-        let list = |json: String| serde_json::from_str::<Vec<String>>(&json).unwrap_or_default();
-        Ok(rows
-            .iter()
-            .map(|r| StoredUser {
-                name: r.get(0),
-                hash: r.get(1),
-                max_connections: number(r.get(2)),
-                expires: r.get(3),
-                groups: list(r.get(4)),
-                services: list(r.get(5)),
-                enabled: r.get(6),
-                created_at: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(user_of).collect())
     }
 
     async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError> {
-        let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
-        let services = serde_json::to_string(&u.services).unwrap_or_else(|_| "[]".into());
-        self.write(
-            Change::Users,
-            "INSERT INTO viewer_account
-             (name, hash, max_connections, expires, groups, services, enabled, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (name) DO UPDATE SET hash = excluded.hash,
-               max_connections = excluded.max_connections, expires = excluded.expires,
-               groups = excluded.groups, services = excluded.services,
-               enabled = excluded.enabled, created_at = excluded.created_at",
-            &[
-                &u.name,
-                &u.hash,
-                &i64::from(u.max_connections),
-                &u.expires,
-                &groups,
-                &services,
-                &u.enabled,
-                &u.created_at,
-            ],
-        )
-        .await
+        self.put_user_if_inner(None, u).await.map(drop)
+    }
+
+    async fn put_user_if(
+        &self,
+        expected: Option<&StoredUser>,
+        u: &StoredUser,
+    ) -> Result<bool, StoreError> {
+        self.put_user_if_inner(Some(expected), u).await
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), StoreError> {

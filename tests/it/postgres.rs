@@ -434,3 +434,107 @@ async fn a_decision_made_through_one_instance_reaches_the_others() {
     )
     .await;
 }
+
+/// Edits of one account and of one channel's mapping made at the same moment through
+/// two instances sharing PostgreSQL: both are kept (the second is made again on the
+/// row the first wrote), and a name two instances create at once is given once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edits_of_one_row_through_two_instances_at_once_are_all_kept() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    let created = send(
+        &a,
+        "POST",
+        "/api/users",
+        r#"{"name":"both","password":"both-pw-1"}"#.into(),
+    )
+    .await;
+    assert_eq!(created.status(), 200);
+    for round in 1..=10u32 {
+        let (one, two, three, four) = tokio::join!(
+            send(
+                &a,
+                "PATCH",
+                "/api/users/both",
+                format!(r#"{{"max_connections":{round}}}"#)
+            ),
+            send(
+                &b,
+                "PATCH",
+                "/api/users/both",
+                format!(r#"{{"enabled":{}}}"#, round % 2 == 0)
+            ),
+            send(
+                &a,
+                "PATCH",
+                "/api/channels/demo",
+                format!(r#"{{"name":"Demo {round}"}}"#)
+            ),
+            send(
+                &b,
+                "PATCH",
+                "/api/channels/demo",
+                format!(r#"{{"group":"Group {round}"}}"#)
+            ),
+        );
+        for r in [one, two, three, four] {
+            assert_eq!(
+                r.status(),
+                200,
+                "round {round}: {}",
+                r.text().await.unwrap()
+            );
+        }
+        for app in [&a, &b] {
+            eventually_within(PROPAGATION, "both edits everywhere", || async {
+                let (_, user) = app.get_json("/api/users/both").await;
+                let (_, demo) = app.get_json("/api/channels/demo").await;
+                let want_enabled = round % 2 == 0;
+                (user["max_connections"] == round
+                    && user["enabled"] == want_enabled
+                    && demo["name"] == format!("Demo {round}")
+                    && demo["group"] == format!("Group {round}"))
+                .then_some(())
+                .ok_or(format!("round {round}: {user} {demo}"))
+            })
+            .await;
+        }
+    }
+    let (one, two) = tokio::join!(
+        send(
+            &a,
+            "POST",
+            "/api/users",
+            r#"{"name":"twice","password":"twice-pw-a"}"#.into()
+        ),
+        send(
+            &b,
+            "POST",
+            "/api/users",
+            r#"{"name":"twice","password":"twice-pw-b"}"#.into()
+        ),
+    );
+    let mut statuses = [one.status().as_u16(), two.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 400],
+        "one instance makes it, the other is told it exists"
+    );
+}
+
+async fn send(
+    app: &crate::common::TestApp,
+    method: &str,
+    path: &str,
+    body: String,
+) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    app.send_json(method, path, &body, None).await
+}

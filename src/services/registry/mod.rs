@@ -92,7 +92,9 @@ fn no_source(only: Option<&str>) -> String {
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Postgres(_) => Self::StoreUnavailable(e.to_string()),
+            StoreError::Postgres(_) | StoreError::Contended(_) => {
+                Self::StoreUnavailable(e.to_string())
+            }
             e => Self::Store(e.to_string()),
         }
     }
