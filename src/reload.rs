@@ -167,6 +167,12 @@ impl Reloader {
             .write()
             .expect("router lock is never poisoned: nothing panics while held") =
             crate::http::app(state.clone());
+        // Accounts the admin API wrote through the old state after the new one read
+        // them, and before its follower (`start_background`) listened: read again.
+        // Later ones reach it as changes (`Store::users_changed_here`).
+        if let Err(e) = state.accounts.reload_stored() {
+            tracing::warn!(error = %e, "cannot read the accounts again after the reload");
+        }
         // Once the new accounts answer logins: a player reconnecting at once with the
         // old password is refused, not let in by the old state.
         state.accounts.end_new_passwords(&old.accounts);

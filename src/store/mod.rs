@@ -445,7 +445,8 @@ struct Inner {
     assign: tokio::sync::Mutex<()>,
     /// Serialises a service's enabled flag and priority writes with their mirror copy.
     service_writes: tokio::sync::Mutex<()>,
-    /// Changes other instances made, after the mirror took them in.
+    /// Changes other instances made, after the mirror took them in (and this
+    /// process's own account writes: `users_changed_here`).
     changes: tokio::sync::broadcast::Sender<Change>,
     /// The task following other instances' changes (PostgreSQL); ends with the store.
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -1254,7 +1255,18 @@ impl Store {
 
     /// Creates or replaces a viewer account; returns once it is durable.
     pub async fn put_user(&self, u: StoredUser) -> Result<(), StoreError> {
-        self.run(move |b| async move { b.put_user(&u).await }).await
+        self.run(move |b| async move { b.put_user(&u).await })
+            .await?;
+        self.users_changed_here();
+        Ok(())
+    }
+
+    /// Tells this process's followers of the accounts (`Change::Users`) that they
+    /// changed here: the running accounts of a state a config reload has just put in
+    /// place read them again, where a write still going on the state before would
+    /// else be missing there until the next change.
+    fn users_changed_here(&self) {
+        let _ = self.inner.changes.send(Change::Users);
     }
 
     /// The viewer account `name` as stored now.
@@ -1272,15 +1284,22 @@ impl Store {
         expected: Option<StoredUser>,
         u: StoredUser,
     ) -> Result<bool, StoreError> {
-        self.run(move |b| async move { b.put_user_if(expected.as_ref(), &u).await })
-            .await
+        let written = self
+            .run(move |b| async move { b.put_user_if(expected.as_ref(), &u).await })
+            .await?;
+        if written {
+            self.users_changed_here();
+        }
+        Ok(written)
     }
 
     /// Removes a viewer account; returns once it is durable.
     pub async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
         let n = name.to_string();
         self.run(move |b| async move { b.delete_user(&n).await })
-            .await
+            .await?;
+        self.users_changed_here();
+        Ok(())
     }
 
     /// Every record of namespace `ns`, as (key, JSON value), in key order. Values that

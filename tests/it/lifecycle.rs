@@ -1056,3 +1056,75 @@ async fn a_service_hanging_at_a_restart_does_not_hold_the_first_lineup() {
     let text = resp.text().await.unwrap();
     assert!(text.contains(",Live\n"), "{text}");
 }
+
+/// Accounts made through the API while the config is reloaded again and again are all
+/// there afterwards: each one answered 200 is listed, shown and logs in (before, one
+/// written on the state a reload was replacing was in the store but missing from the
+/// running accounts until the next reload, and its name could be created over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounts_made_during_reloads_are_all_there() {
+    let origin = live_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Freesky::start(
+        dir.path(),
+        &config_text(dir.path(), "", &[("Origin", origin.url("/list.m3u"), "x")]),
+    );
+    channel_id(&fs, "Live").await;
+    let base = fs.base.clone();
+    let creating = (0..8).map(|worker| {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut made = Vec::new();
+            for i in 0..12 {
+                let name = format!("u{worker}x{i}");
+                let resp = client()
+                    .post(format!("{base}/api/users"))
+                    .json(&serde_json::json!({"name": name, "password": format!("{name}-pw")}))
+                    .send()
+                    .await
+                    .expect("POST /api/users");
+                if resp.status() == 200 {
+                    made.push(name);
+                }
+            }
+            made
+        })
+    });
+    let creating: Vec<_> = creating.collect();
+    // Reloads back to back for as long as accounts are being made.
+    let mut made = Vec::new();
+    let mut reloads = 0;
+    for task in creating {
+        tokio::pin!(task);
+        loop {
+            tokio::select! {
+                done = &mut task => {
+                    made.extend(done.unwrap());
+                    break;
+                }
+                (status, _) = reload(&fs, None) => {
+                    assert_eq!(status, 200);
+                    reloads += 1;
+                }
+            }
+        }
+    }
+    assert!(reloads >= 10, "{reloads} reloads");
+    assert_eq!(made.len(), 96, "every create answered 200: {made:?}");
+    for name in &made {
+        let (status, body) = get_json(format!("{base}/api/users/{name}")).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let (_, info) = get_json(format!(
+            "{base}/player_api.php?username={name}&password={name}-pw"
+        ))
+        .await;
+        assert_eq!(info["user_info"]["auth"], 1, "{name}: {info}");
+        let again = client()
+            .post(format!("{base}/api/users"))
+            .json(&serde_json::json!({"name": name, "password": "other-pw"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 400, "{name} made twice");
+    }
+}
