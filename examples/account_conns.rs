@@ -72,7 +72,8 @@ fn main() {
     )
     .expect("config");
     let store = freesky::store::Store::open(dir.path()).expect("store");
-    let accounts = freesky::accounts::Accounts::new(&config.users, store, None);
+    let accounts =
+        freesky::accounts::Accounts::new(&config.users, store, None).expect("the accounts");
     let account = accounts.get("bench-viewer").expect("the account");
     // Made before the first reading: the caller's strings are not the connections'.
     let channels: Vec<String> = (0..n).map(|i| format!("channel-{i:05}")).collect();

@@ -203,6 +203,7 @@ pub(crate) fn build_state(
             registry.store().clone(),
             prev.map(|p| &*p.accounts),
         )
+        .map_err(|e| anyhow::anyhow!("the stored viewer accounts cannot be read: {e}"))?
         .with_tag_key(signer.account_tag_key()),
     );
     let vod = Arc::new(vod::Library::new(

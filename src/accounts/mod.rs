@@ -318,7 +318,14 @@ impl Accounts {
         self
     }
 
-    pub fn new(users: &[UserConfig], store: Store, prev: Option<&Accounts>) -> Self {
+    /// The stored accounts that cannot be read: at a start, an error (a store that
+    /// hides accounts must not serve as if it had none); at a reload, the ones `prev`
+    /// read are kept (the database away for a moment, a damaged page).
+    pub fn new(
+        users: &[UserConfig],
+        store: Store,
+        prev: Option<&Accounts>,
+    ) -> Result<Self, StoreError> {
         let created = now();
         let mut map = HashMap::new();
         for u in users {
@@ -361,9 +368,17 @@ impl Accounts {
                     map.insert(row.name.clone(), Arc::new(from_row(row)));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "stored accounts unreadable; only [[users]] accounts work")
-            }
+            Err(e) => match prev {
+                Some(prev) => {
+                    tracing::error!(error = %e, "stored accounts unreadable now; the ones read before are kept");
+                    for (name, a) in prev.read().iter().filter(|(_, a)| !a.from_config) {
+                        if !map.contains_key(name) {
+                            map.insert(name.clone(), a.clone());
+                        }
+                    }
+                }
+                None => return Err(e),
+            },
         }
         // Kept across config reloads: the playlist links players already hold carry
         // tags made with it.
@@ -373,7 +388,7 @@ impl Accounts {
                 .expect("the system random source is available");
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)
         });
-        Self {
+        Ok(Self {
             map: RwLock::new(map),
             store,
             dummy: hash_password("freesky dummy password: never a real account's"),
@@ -383,7 +398,7 @@ impl Accounts {
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
             writes: tokio::sync::Mutex::const_new(()),
-        }
+        })
     }
 
     /// After a config reload, ends the streams of the `[[users]]` accounts whose
@@ -889,7 +904,7 @@ mod tests {
         )
         .unwrap()
         .users;
-        let a = Accounts::new(&users, Store::in_memory(), None);
+        let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let alice = a.get("alice").unwrap();
         let tag = a.poll_token(&alice, "news");
         assert_eq!(tag.len(), "alice.".len() + 40);
@@ -923,7 +938,9 @@ mod tests {
         )
         .unwrap()
         .users;
-        let b = Accounts::new(&users, Store::in_memory(), None).with_tag_key(a.tag_key.clone());
+        let b = Accounts::new(&users, Store::in_memory(), None)
+            .unwrap()
+            .with_tag_key(a.tag_key.clone());
         assert!(matches!(
             b.hls_polled(&tag, "news", None, None),
             Err(AccountError::PasswordChanged(_))
@@ -941,7 +958,7 @@ mod tests {
         )
         .unwrap()
         .users;
-        let a = Accounts::new(&users, Store::in_memory(), None);
+        let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(a.login("bob", "bob-pw", Some(ip)).await.is_ok());
         for _ in 0..3 {
@@ -968,7 +985,7 @@ mod tests {
         )
         .unwrap()
         .users;
-        let a = Accounts::new(&users, Store::in_memory(), None);
+        let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         assert!(a.unknown_services(&["A", "B"]).is_empty());
         assert_eq!(
             a.unknown_services(&["A2", "B"]),

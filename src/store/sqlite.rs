@@ -113,7 +113,16 @@ impl FileId {
 
 impl Sqlite {
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut store = Self::init(Connection::open(path)?)?;
+        let conn = Connection::open(path)?;
+        // SQLite opens a file it may not write read-only, silently: every change
+        // would then fail. Said at the open instead (`open_error`).
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the file is not writable by this user".into()),
+            )));
+        }
+        let mut store = Self::init(conn)?;
         store.file = Some(FileId::of(path)?);
         Ok(store)
     }

@@ -361,3 +361,87 @@ async fn a_start_refused_for_its_proxy_key_leaves_no_state_behind() {
     assert!(stderr.contains("cannot read the proxy key"), "{stderr}");
     assert!(!dir.path().join("state").exists(), "{stderr}");
 }
+
+/// A `freesky.db` its user may read but not write: the start says so (SQLite would
+/// open it read-only, silently, and every change would fail later).
+#[tokio::test]
+async fn a_store_file_the_user_cannot_write_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The store made by a first run.
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("channels");
+    let out = run(cmd).await;
+    let db = dir.path().join("state/freesky.db");
+    assert!(db.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    // As root, the start runs as `nobody`, who owns the folder and may only read the file.
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let wrapper: &[&str] = if as_root {
+        &[
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+        ]
+    } else {
+        &[]
+    };
+    if as_root {
+        let nobody = 65534;
+        for entry in std::fs::read_dir(dir.path().join("state")).unwrap() {
+            std::os::unix::fs::chown(entry.unwrap().path(), Some(nobody), Some(nobody)).unwrap();
+        }
+        std::os::unix::fs::chown(dir.path().join("state"), Some(nobody), Some(nobody)).unwrap();
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let mut cmd = crate::common::freesky_command_via(wrapper);
+    cmd.arg("--config").arg(&config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "state store {}: cannot open it for writing (the file is not writable by this user)",
+            db.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Stored viewer accounts that cannot be read stop a start: serving as if there
+/// were none would refuse every viewer who has one, with no word why.
+#[tokio::test]
+async fn stored_accounts_that_cannot_be_read_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("channels");
+    let out = run(cmd).await;
+    let db = dir.path().join("state/freesky.db");
+    assert!(db.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A row whose connection limit is a word, as a hand edit might leave it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO viewer_account
+         (name, hash, max_connections, expires, groups, services, enabled, created_at)
+         VALUES ('amy', 'x', 'lots', NULL, '[]', '[]', 1, 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the stored viewer accounts cannot be read")
+            && stderr.contains("max_connections"),
+        "{stderr}"
+    );
+}
