@@ -459,6 +459,20 @@ impl Accounts {
         self.read().get(name).cloned()
     }
 
+    /// The account named `name` for the admin API: the running one, else the stored
+    /// row (made through another instance sharing the store a moment ago, before the
+    /// news reached this one: the admin's next call may land here).
+    pub async fn current(&self, name: &str) -> Result<Option<Arc<Account>>, AccountError> {
+        if let Some(a) = self.get(name) {
+            return Ok(Some(a));
+        }
+        Ok(self
+            .store
+            .user(name)
+            .await?
+            .map(|row| Arc::new(from_row(row))))
+    }
+
     /// Checks a login. Failures from `from` are counted, and once there are several in
     /// a row, each later attempt from there waits first (`Penalty`). A disabled or
     /// expired account with the right password logs in (its status says so); using it
@@ -601,7 +615,8 @@ impl Accounts {
     pub async fn change(&self, name: &str, p: AccountPatch) -> Result<AccountView, AccountError> {
         let _one = self.writes.lock().await;
         let mut current = self
-            .get(name)
+            .current(name)
+            .await?
             .ok_or_else(|| AccountError::Unknown(name.into()))?;
         if current.from_config {
             return Err(AccountError::FromConfig(name.into()));
@@ -658,7 +673,8 @@ impl Accounts {
     pub async fn delete(&self, name: &str) -> Result<AccountView, AccountError> {
         let _one = self.writes.lock().await;
         let current = self
-            .get(name)
+            .current(name)
+            .await?
             .ok_or_else(|| AccountError::Unknown(name.into()))?;
         let view = self.view(&current);
         if current.from_config {

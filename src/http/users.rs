@@ -110,7 +110,8 @@ async fn show(
 ) -> Result<Json<AccountView>, AppError> {
     let a = s
         .accounts
-        .get(&name)
+        .current(&name)
+        .await?
         .ok_or_else(|| AccountError::Unknown(name.clone()))?;
     Ok(Json(s.accounts.view(&a)))
 }

@@ -415,7 +415,17 @@ impl Postgres {
                 ],
             )
             .await
-            .map_err(pg)?;
+            .map_err(|e| match (e.code(), number) {
+                // Another instance gave the number to another channel after this
+                // one's check: the caller's choice is taken, as a check here would say.
+                (Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION), Some(n)) => {
+                    StoreError::Rejected(format!(
+                        "number {n} is already another channel's (given to it through \
+                         another instance a moment ago); choose another"
+                    ))
+                }
+                _ => pg(e),
+            })?;
         }
         self.notify(&tx, Change::Mappings).await?;
         tx.commit().await.map_err(pg)?;

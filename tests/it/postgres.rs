@@ -529,6 +529,96 @@ async fn edits_of_one_row_through_two_instances_at_once_are_all_kept() {
     );
 }
 
+/// An account made through one instance is there for the admin's very next call
+/// through another (HAProxy may send it anywhere), before the news of it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_made_through_one_instance_is_there_at_once_through_another() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    for i in 0..8 {
+        let name = format!("at-once-{i}");
+        let body = format!(r#"{{"name":"{name}","password":"pw-{i}-long"}}"#);
+        let created = send(&a, "POST", "/api/users", body).await;
+        assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+        let path = format!("/api/users/{name}");
+        let (status, shown) = b.get_json(&path).await;
+        assert_eq!(status, 200, "{i}: {shown}");
+        let changed = send(&b, "PATCH", &path, r#"{"max_connections":3}"#.into()).await;
+        assert_eq!(
+            changed.status(),
+            200,
+            "{i}: {}",
+            changed.text().await.unwrap()
+        );
+        let other = format!("gone-{i}");
+        let body = format!(r#"{{"name":"{other}","password":"pw-{i}-long"}}"#);
+        assert_eq!(send(&a, "POST", "/api/users", body).await.status(), 200);
+        let deleted = send(&b, "DELETE", &format!("/api/users/{other}"), String::new()).await;
+        assert_eq!(
+            deleted.status(),
+            200,
+            "{i}: {}",
+            deleted.text().await.unwrap()
+        );
+    }
+}
+
+/// Two instances give one number to two channels at the same moment: one is set, the
+/// other told the number is taken (400), as one instance would say, never a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_number_given_to_two_channels_through_two_instances_is_one_400() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.m3u");
+    std::fs::write(
+        &list,
+        "#EXTM3U\n#EXTINF:-1,Left\nhttp://127.0.0.1:9/l.m3u8\n\
+         #EXTINF:-1,Right\nhttp://127.0.0.1:9/r.m3u8\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = '{}'\n",
+        list.display()
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    for round in 0..10u32 {
+        let number = 500 + round;
+        let (one, two) = tokio::join!(
+            send(
+                &a,
+                "PATCH",
+                "/api/channels/left",
+                format!(r#"{{"number":{number}}}"#)
+            ),
+            send(
+                &b,
+                "PATCH",
+                "/api/channels/right",
+                format!(r#"{{"number":{number}}}"#)
+            ),
+        );
+        let (s1, s2) = (one.status().as_u16(), two.status().as_u16());
+        let bodies = (one.text().await.unwrap(), two.text().await.unwrap());
+        let mut statuses = [s1, s2];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400], "round {round}: {bodies:?}");
+        let refusal = if s1 == 400 { &bodies.0 } else { &bodies.1 };
+        assert!(
+            refusal.contains(&number.to_string()),
+            "round {round}: {refusal}"
+        );
+    }
+}
+
 async fn send(
     app: &crate::common::TestApp,
     method: &str,
