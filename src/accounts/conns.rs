@@ -4,8 +4,9 @@
 //! `HLS_IDLE` after its last fetch). Segment fetches never count.
 //!
 //! With a shared store (several instances), each instance publishes how many
-//! connections each account holds on it (`share_connections`), and an account's limit counts
-//! those the other instances published too.
+//! connections each account holds on it, and when each started (`share_connections`);
+//! an account's limit counts those the other instances published too, and when two
+//! instances let one in at the same moment, the one that started last ends (`settle`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{now, Account, AccountError};
+use super::{now, now_ms, Account, AccountError};
 
 /// How long an HLS player counts after its last playlist fetch; players reload a live
 /// playlist every target duration (2 to 10 s).
@@ -39,6 +40,10 @@ struct Entry {
     channel: String,
     from: Option<IpAddr>,
     since: i64,
+    /// Unix milliseconds: when it started, as published to the other instances.
+    started_ms: i64,
+    /// The account's `max_connections` when it was let in.
+    limit: u32,
     last: Instant,
     /// Set when the account may no longer watch this (`Conns::end_where`); the
     /// `.ts` body holding the guard ends at its next chunk.
@@ -64,7 +69,84 @@ struct Inner {
     leave: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// One player as the limit counts it (see `Inner::players`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Player {
+    /// A channel watched from an address (however many requests).
+    At(String, IpAddr),
+    /// A `.ts` connection of no known address.
+    Ts(u64),
+    /// An HLS player of no known address, on a channel.
+    Hls(String),
+}
+
 impl Inner {
+    /// The players of `account` open here (as `players` counts them), each with when
+    /// it started (its earliest connection), and the account's limit as last let in.
+    fn player_starts(&self, account: &str) -> (Vec<(i64, Player)>, u32) {
+        let mut starts: HashMap<Player, i64> = HashMap::new();
+        let mut limit: Option<(i64, u32)> = None;
+        let ts = self
+            .ts
+            .iter()
+            .filter(|(_, e)| e.account == account && !e.ended.load(Ordering::Relaxed))
+            .map(|(id, e)| {
+                (
+                    e,
+                    e.from
+                        .map_or(Player::Ts(*id), |ip| Player::At(e.channel.clone(), ip)),
+                )
+            });
+        let hls = self.hls.values().filter(|e| e.account == account).map(|e| {
+            (
+                e,
+                e.from.map_or(Player::Hls(e.channel.clone()), |ip| {
+                    Player::At(e.channel.clone(), ip)
+                }),
+            )
+        });
+        for (e, player) in ts.chain(hls) {
+            let start = starts.entry(player).or_insert(e.started_ms);
+            *start = (*start).min(e.started_ms);
+            if limit.is_none_or(|(at, _)| e.started_ms >= at) {
+                limit = Some((e.started_ms, e.limit));
+            }
+        }
+        let mut out: Vec<(i64, Player)> = starts.into_iter().map(|(p, t)| (t, p)).collect();
+        out.sort_by_key(|(t, _)| *t);
+        (out, limit.map_or(0, |(_, l)| l))
+    }
+
+    /// Ends `player` of `account`: its `.ts` bodies at their next chunk, its HLS count
+    /// at once. The channel it watched.
+    fn end_player(&mut self, account: &str, player: &Player) -> String {
+        let matches = |e: &Entry, id: Option<u64>| {
+            e.account == account
+                && match player {
+                    Player::At(channel, ip) => e.channel == *channel && e.from == Some(*ip),
+                    Player::Ts(want) => id == Some(*want),
+                    Player::Hls(channel) => {
+                        id.is_none() && e.from.is_none() && e.channel == *channel
+                    }
+                }
+        };
+        for (id, e) in &self.ts {
+            if matches(e, Some(*id)) {
+                e.ended.store(true, Ordering::Relaxed);
+            }
+        }
+        self.hls.retain(|_, e| !matches(e, None));
+        self.changed = true;
+        match player {
+            Player::At(channel, _) | Player::Hls(channel) => channel.clone(),
+            Player::Ts(id) => self
+                .ts
+                .get(id)
+                .map(|e| e.channel.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The connections of `account` open here, as the limit counts them: a player
     /// (an address) counts once per channel, however many requests it holds (a
     /// reconnect overlapping its old stream, a second range request); a connection of
@@ -226,6 +308,8 @@ impl Conns {
             channel: channel.to_string(),
             from,
             since: now(),
+            started_ms: now_ms(),
+            limit: a.max_connections,
             last: Instant::now(),
             ended: Arc::default(),
         };
@@ -308,9 +392,9 @@ impl Conns {
         }
     }
 
-    /// Open connections (players) per account on this instance, and whether they
-    /// changed since the last call.
-    fn counts(&self) -> (BTreeMap<String, usize>, bool) {
+    /// Open connections (players) per account on this instance with when each
+    /// started (unix ms, oldest first), and whether they changed since the last call.
+    fn counts(&self) -> (BTreeMap<String, Vec<i64>>, bool) {
         let mut inner = self.lock();
         inner.prune();
         let accounts: HashSet<&String> = inner
@@ -321,10 +405,53 @@ impl Conns {
             .collect();
         let counts = accounts
             .into_iter()
-            .map(|a| (a.clone(), inner.players(a)))
-            .filter(|(_, n)| *n > 0)
+            .map(|a| {
+                let starts = inner.player_starts(a).0;
+                (
+                    a.clone(),
+                    starts.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, starts)| !starts.is_empty())
             .collect();
         (counts, std::mem::take(&mut inner.changed))
+    }
+
+    /// Two instances that let one account in at the same moment (before either had
+    /// published) may hold more than its limit between them: given the players the
+    /// other instances published (`others`: per account, each player's start and its
+    /// instance), ends this instance's players beyond the limit when all are ordered
+    /// by start (then instance key), so every instance, reading the same records,
+    /// ends the same ones: the latest. Returns the (account, channel) pairs ended.
+    fn settle(
+        &self,
+        others: &HashMap<String, Vec<(i64, String)>>,
+        me: &str,
+    ) -> Vec<(String, String)> {
+        let mut inner = self.lock();
+        let mut ended = Vec::new();
+        for (account, theirs) in others {
+            let (mine, limit) = inner.player_starts(account);
+            if limit == 0 || mine.is_empty() || mine.len() + theirs.len() <= limit as usize {
+                continue;
+            }
+            let mut all: Vec<(i64, &str, Option<&Player>)> = mine
+                .iter()
+                .map(|(t, p)| (*t, me, Some(p)))
+                .chain(theirs.iter().map(|(t, i)| (*t, i.as_str(), None)))
+                .collect();
+            all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            let over: Vec<Player> = all
+                .into_iter()
+                .skip(limit as usize)
+                .filter_map(|(_, _, p)| p.cloned())
+                .collect();
+            for player in over {
+                let channel = inner.end_player(account, &player);
+                ended.push((account.clone(), channel));
+            }
+        }
+        ended
     }
 
     /// The connections (players, as the limit counts them) `account` has open on
@@ -382,7 +509,8 @@ const DELETE_AFTER_SECS: i64 = 3600;
 /// this instance's counts per account (within `SHARE_EVERY` of a change, every
 /// `HEARTBEAT` regardless) and takes in what the others published, so an account's
 /// limit counts its connections everywhere. Two instances admitting one account's
-/// connections within the same second may both let one in. The record's key is kept
+/// connections within the same second may both let one in; `settle` then ends the one
+/// that started last. The record's key is kept
 /// in `state_dir` (`instance.id`), so a restarted instance replaces its own record at
 /// once. Ends when `conns` is dropped (a reload starts the next task).
 pub fn share_connections(
@@ -420,11 +548,11 @@ pub fn share_connections(
                 let _ = done.send(());
                 return;
             }
-            let (counts, changed) = c.counts();
+            let (starts, changed) = c.counts();
             let now = now();
             let mut failed = None;
             if changed || published.is_none_or(|p| p.elapsed() >= HEARTBEAT) {
-                let record = serde_json::json!({"at": now, "counts": counts});
+                let record = record(now, &starts);
                 match store.put_record(SHARED_NS, &me, &record).await {
                     Ok(()) => published = Some(Instant::now()),
                     Err(e) => {
@@ -442,8 +570,20 @@ pub fn share_connections(
                 Ok(Ok(records)) => {
                     read_ok = Instant::now();
                     let at_now = Instant::now();
-                    let fresh = |instance: &str, at: i64| seen.fresh(instance, at, now, at_now);
+                    let live: HashSet<&str> = records
+                        .iter()
+                        .filter(|(i, v)| {
+                            v["at"]
+                                .as_i64()
+                                .is_some_and(|at| seen.fresh(i, at, now, at_now))
+                        })
+                        .map(|(i, _)| i.as_str())
+                        .collect();
+                    let fresh = |instance: &str, _at: i64| live.contains(instance);
                     c.lock().elsewhere = elsewhere(&records, &me, fresh);
+                    for (user, channel) in c.settle(&others_starts(&records, &me, fresh), &me) {
+                        tracing::info!(%user, %channel, "connection ended: another instance let the account in at the same moment, and its limit is reached");
+                    }
                     for (instance, v) in &records {
                         let at = v["at"].as_i64().unwrap_or(0);
                         if instance != &me && now - at > DELETE_AFTER_SECS {
@@ -549,6 +689,43 @@ fn instance_id(state_dir: &std::path::Path) -> String {
     id
 }
 
+/// What an instance publishes at `at`: its players per account (a count, read by
+/// every version) and when each started.
+fn record(at: i64, starts: &BTreeMap<String, Vec<i64>>) -> serde_json::Value {
+    let counts: BTreeMap<&String, usize> = starts.iter().map(|(a, s)| (a, s.len())).collect();
+    serde_json::json!({"at": at, "counts": counts, "starts": starts})
+}
+
+/// Each player of each account on the instances other than `me` whose records are
+/// `fresh`: when it started and on which instance. A record without starts (an older
+/// freesky) gives its players the oldest start: they are never the ones ended.
+fn others_starts(
+    records: &[(String, serde_json::Value)],
+    me: &str,
+    fresh: impl Fn(&str, i64) -> bool,
+) -> HashMap<String, Vec<(i64, String)>> {
+    let mut out: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for (instance, v) in records {
+        let Some(at) = v["at"].as_i64() else { continue };
+        if instance == me || !fresh(instance, at) {
+            continue;
+        }
+        for (account, n) in v["counts"].as_object().into_iter().flatten() {
+            let n = n.as_u64().unwrap_or(0) as usize;
+            let listed = v["starts"][account].as_array();
+            let starts = (0..n).map(|i| {
+                listed
+                    .and_then(|l| l.get(i))
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(i64::MIN)
+            });
+            let players = out.entry(account.clone()).or_default();
+            players.extend(starts.map(|t| (t, instance.clone())));
+        }
+    }
+    out
+}
+
 /// The connections per account of the instances other than `me` whose records are
 /// `fresh` (given the instance and its record's `at`).
 fn elsewhere(
@@ -603,6 +780,64 @@ mod tests {
         assert_eq!(e.get("ann"), Some(&2));
         assert_eq!(e.get("bob"), Some(&2));
         assert_eq!(e.len(), 2);
+    }
+
+    /// Two instances let one-connection accounts in at the same moment: reading each
+    /// other's records, they end the same connection, the one that started last, and
+    /// only it; a record of an older freesky (counts, no starts) is never the one ended.
+    #[test]
+    fn two_instances_over_an_accounts_limit_end_the_latest_connection_only() {
+        let account = |name: &str, max: u32| Account {
+            name: name.into(),
+            hash: String::new(),
+            stamp: String::new(),
+            max_connections: max,
+            expires: None,
+            groups: Vec::new(),
+            services: Vec::new(),
+            enabled: true,
+            created_at: 0,
+            from_config: true,
+        };
+        let (ann, bob) = (account("ann", 1), account("bob", 2));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (a, b) = (Arc::new(Conns::default()), Arc::new(Conns::default()));
+        let first = a.connect(&ann, "news", ip("192.0.2.1"), false).unwrap();
+        let bob_a = a.connect(&bob, "news", ip("192.0.2.5"), true).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let second = b.connect(&ann, "film", ip("192.0.2.2"), false).unwrap();
+        let bob_b = b.connect(&bob, "film", ip("192.0.2.6"), false).unwrap();
+        let published = |c: &Conns, at: i64| record(at, &c.counts().0);
+        let records = vec![
+            ("a".to_string(), published(&a, 100)),
+            ("b".to_string(), published(&b, 100)),
+        ];
+        let all = |_: &str, _: i64| true;
+        assert!(a.settle(&others_starts(&records, "a", all), "a").is_empty());
+        assert_eq!(
+            b.settle(&others_starts(&records, "b", all), "b"),
+            vec![("ann".to_string(), "film".to_string())]
+        );
+        let (first, second) = (first.into_guard().unwrap(), second.into_guard().unwrap());
+        assert!(!first.is_ended() && second.is_ended());
+        // bob holds two of two: nothing ends.
+        let bob_b = bob_b.into_guard().unwrap();
+        assert!(!bob_b.is_ended());
+        assert!(matches!(bob_a, Conn::HlsNew));
+        assert_eq!((a.open("bob"), b.open("bob")), (1, 1));
+        // Settled: read again, nothing more ends.
+        let records = vec![("a".to_string(), published(&a, 101))];
+        assert!(b.settle(&others_starts(&records, "b", all), "b").is_empty());
+        // An older instance's record (no starts) counts as the oldest.
+        let old = vec![(
+            "z".to_string(),
+            serde_json::json!({"at": 100, "counts": {"ann": 1}}),
+        )];
+        assert_eq!(
+            a.settle(&others_starts(&old, "a", all), "a"),
+            vec![("ann".to_string(), "news".to_string())]
+        );
+        assert!(first.is_ended());
     }
 
     #[test]

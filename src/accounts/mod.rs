@@ -284,6 +284,13 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Every account, the logins and the live connections. Cheap to share (`Arc`).
 pub struct Accounts {
     /// By name: config accounts first, store ones added where the name is free.

@@ -296,6 +296,62 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     .await;
 }
 
+/// Two viewers of a one-connection account let in at the same moment by two
+/// instances (before either published): within seconds the instances agree and the
+/// stream that started last ends; the other plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_letting_one_account_in_at_once_end_one_of_the_streams() {
+    let Some(url) = database() else { return };
+    let user = unique("viewer");
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\
+         trusted_proxies = [\"127.0.0.1\"]\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"{user}\"\npassword = \"limit-pw-2\"\nmax_connections = 1\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    let (_, streams) = a
+        .get_json(&format!(
+            "/player_api.php?username={user}&password=limit-pw-2&action=get_live_streams"
+        ))
+        .await;
+    let id = streams[0]["stream_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stream in {streams}"));
+    let path = format!("/live/{user}/limit-pw-2/{id}.ts");
+    let open = |app: &crate::common::TestApp, viewer: &'static str| {
+        app.client
+            .get(app.url(&path))
+            .header("x-forwarded-for", viewer)
+            .send()
+    };
+    // Both let in: the instances publish once a second, so opened together they are.
+    let (one, two) = tokio::join!(open(&a, "192.0.2.1"), open(&b, "192.0.2.2"));
+    let (mut one, mut two) = (one.unwrap(), two.unwrap());
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+    // Read both until one ends (the instances settle within about 2 s).
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            tokio::select! {
+                c = one.chunk() => if !matches!(c, Ok(Some(_))) { return 1 },
+                c = two.chunk() => if !matches!(c, Ok(Some(_))) { return 2 },
+            }
+        }
+    })
+    .await
+    .expect("one of the two streams ends within 15 s");
+    let survivor = if ended == 1 { &mut two } else { &mut one };
+    // The other plays on, well past the moment the instances settled.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), survivor.chunk())
+            .await
+            .expect("the other stream keeps sending");
+        assert!(matches!(chunk, Ok(Some(_))), "the other stream ended too");
+    }
+}
+
 /// A new, empty database on the test server: its URL.
 pub(crate) async fn fresh_database(url: &str) -> String {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
