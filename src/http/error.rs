@@ -300,6 +300,11 @@ impl From<crate::store::StoreError> for AppError {
             crate::store::StoreError::Contended(_) => {
                 Self::Busy(format!("{e}; nothing was changed"))
             }
+            // A full disk or a file locked by another program: the state is as it was
+            // and the same call works once there is room; not a bug.
+            ref s if s.is_out_of_room() => Self::Busy(format!(
+                "{e}; nothing was changed: free space where state_dir is, then try again"
+            )),
             e => Self::Internal(e.to_string()),
         }
     }
@@ -316,5 +321,32 @@ impl From<crate::guide_match::GuideMatchError> for AppError {
             E::Registry(e) => e.into(),
             E::Store(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_out_of_room_is_a_503_that_says_what_to_do() {
+        let full = crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        let e = AppError::from(full);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.to_string().contains("free space where state_dir is"),
+            "{e}"
+        );
+        let other = crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        ));
+        assert_eq!(
+            AppError::from(other).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -63,6 +63,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A write refused for want of room (the disk or its quota is full).
+    pub fn is_out_of_room(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
     /// The error `e` about the store's file or folder `path`.
     pub(crate) fn at(path: &str, e: impl std::fmt::Display) -> Self {
         StoreError::Path {

@@ -559,3 +559,29 @@ impl Backend for Sqlite {
         Err(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write SQLite refuses for want of room is told as such (the API answers 503
+    /// "free space", not a 500).
+    #[tokio::test]
+    async fn a_full_database_is_told_as_out_of_room() {
+        let s = Sqlite::in_memory();
+        let pages: i64 = s
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.conn()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let e = s
+            .put_record("test", "big", &big)
+            .await
+            .expect_err("no page is left for it");
+        assert!(e.is_out_of_room(), "{e:?}");
+        assert!(!StoreError::Rejected("taken".into()).is_out_of_room());
+    }
+}
