@@ -218,15 +218,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     );
     let mut a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
-    let (_, streams) = a
-        .get_json(&format!(
-            "/player_api.php?username={user}&password=limit-pw-1&action=get_live_streams"
-        ))
-        .await;
-    let id = streams[0]["stream_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no stream in {streams}"));
-    let path = format!("/live/{user}/limit-pw-1/{id}.ts");
+    let path = demo_ts_path(&a, &user, "limit-pw-1").await;
 
     // A .ts stream held open on instance A...
     let mut held = a.get(&path).await;
@@ -311,15 +303,7 @@ async fn two_instances_letting_one_account_in_at_once_end_one_of_the_streams() {
     );
     let a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
-    let (_, streams) = a
-        .get_json(&format!(
-            "/player_api.php?username={user}&password=limit-pw-2&action=get_live_streams"
-        ))
-        .await;
-    let id = streams[0]["stream_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no stream in {streams}"));
-    let path = format!("/live/{user}/limit-pw-2/{id}.ts");
+    let path = demo_ts_path(&a, &user, "limit-pw-2").await;
     let open = |app: &crate::common::TestApp, viewer: &'static str| {
         app.client
             .get(app.url(&path))
@@ -350,6 +334,19 @@ async fn two_instances_letting_one_account_in_at_once_end_one_of_the_streams() {
             .expect("the other stream keeps sending");
         assert!(matches!(chunk, Ok(Some(_))), "the other stream ended too");
     }
+}
+
+/// The Xtream `.ts` path of the demo channel for account `user`.
+async fn demo_ts_path(app: &crate::common::TestApp, user: &str, password: &str) -> String {
+    let (_, streams) = app
+        .get_json(&format!(
+            "/player_api.php?username={user}&password={password}&action=get_live_streams"
+        ))
+        .await;
+    let id = streams[0]["stream_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stream in {streams}"));
+    format!("/live/{user}/{password}/{id}.ts")
 }
 
 /// A new, empty database on the test server: its URL.

@@ -59,6 +59,26 @@ async fn one_channel() -> (tempfile::TempDir, PathBuf, FakeUpstream, PathBuf) {
     (dir, lists, origin, config)
 }
 
+/// A config in `dir` and the store a first run (`freesky channels`) made there.
+async fn first_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let config = config(dir, "http://127.0.0.1:9/list.m3u");
+    let mut cmd = freesky_command();
+    cmd.arg("--config").arg(&config).arg("channels");
+    let out = run(cmd).await;
+    let db = dir.join("state/freesky.db");
+    assert!(db.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    (config, db)
+}
+
+/// `freesky serve` with `config` through `cmd`, which must fail: its stderr.
+async fn refused_start(mut cmd: std::process::Command, config: &Path) -> String {
+    cmd.arg("--config").arg(config).arg("serve");
+    let out = run(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
+}
+
 async fn run(cmd: std::process::Command) -> std::process::Output {
     let mut cmd = tokio::process::Command::from(cmd);
     run_within(&mut cmd, HANG_GUARD, "the freesky binary").await
@@ -369,14 +389,8 @@ async fn a_store_file_the_user_cannot_write_stops_the_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
+    let (config, db) = first_run(dir.path()).await;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    // The store made by a first run.
-    let mut cmd = freesky_command();
-    cmd.arg("--config").arg(&config).arg("channels");
-    let out = run(cmd).await;
-    let db = dir.path().join("state/freesky.db");
-    assert!(db.exists(), "{}", String::from_utf8_lossy(&out.stderr));
     // As root, the start runs as `nobody`, who owns the folder and may only read the file.
     let as_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
@@ -399,11 +413,7 @@ async fn a_store_file_the_user_cannot_write_stops_the_start() {
         std::os::unix::fs::chown(dir.path().join("state"), Some(nobody), Some(nobody)).unwrap();
     }
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let mut cmd = crate::common::freesky_command_via(wrapper);
-    cmd.arg("--config").arg(&config).arg("serve");
-    let out = run(cmd).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_start(crate::common::freesky_command_via(wrapper), &config).await;
     assert!(
         stderr.contains(&format!(
             "state store {}: cannot open it for writing (the file is not writable by this user)",
@@ -418,12 +428,7 @@ async fn a_store_file_the_user_cannot_write_stops_the_start() {
 #[tokio::test]
 async fn stored_accounts_that_cannot_be_read_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "http://127.0.0.1:9/list.m3u");
-    let mut cmd = freesky_command();
-    cmd.arg("--config").arg(&config).arg("channels");
-    let out = run(cmd).await;
-    let db = dir.path().join("state/freesky.db");
-    assert!(db.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (config, db) = first_run(dir.path()).await;
     // A row whose connection limit is a word, as a hand edit might leave it.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute(
@@ -434,11 +439,7 @@ async fn stored_accounts_that_cannot_be_read_stop_the_start() {
     )
     .unwrap();
     drop(conn);
-    let mut cmd = freesky_command();
-    cmd.arg("--config").arg(&config).arg("serve");
-    let out = run(cmd).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_start(freesky_command(), &config).await;
     assert!(
         stderr.contains("the stored viewer accounts cannot be read")
             && stderr.contains("max_connections"),
