@@ -245,6 +245,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                 channel_id: Text::from(&ch.id),
                 name: Text::from(&ch.name),
                 priority: list.priority,
+                catchup_days: catchup_days(ch),
             };
             let i = match found {
                 Some(i) => {
@@ -256,8 +257,8 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                     if !has.insert((i, source.service.clone(), source.channel_id.clone())) {
                         continue;
                     }
+                    m.catchup_days = m.catchup_days.max(source.catchup_days);
                     m.sources.push(source);
-                    m.catchup_days = m.catchup_days.max(catchup_days(ch));
                     if m.logo.is_empty() && !ch.logo.is_empty() {
                         m.logo = shared.get(&ch.logo);
                         m.logo_from = service.clone();
@@ -1217,6 +1218,7 @@ mod tests {
             channel_id: id.into(),
             name: id.into(),
             priority: 0,
+            catchup_days: 0,
         };
         let base = |slug: &str, number: u32| Unmapped {
             channel: LineupChannel {

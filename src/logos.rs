@@ -828,6 +828,7 @@ mod tests {
                 channel_id: "1".into(),
                 name: "One".into(),
                 priority: 1,
+                catchup_days: 0,
             }],
             catchup_days: 0,
             station_id: "".into(),

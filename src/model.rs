@@ -245,6 +245,11 @@ pub struct Source {
     #[schema(value_type = String)]
     pub name: Text,
     pub priority: i64,
+    /// Days of programmes this source's archive keeps (0: none); the channel's
+    /// `catchup_days` is the most of its sources'.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub catchup_days: u32,
 }
 
 /// A channel of the merged lineup, as clients see it.
@@ -279,6 +284,18 @@ pub struct LineupChannel {
     /// Days of past programmes the channel can be watched from (catch-up): the
     /// longest archive among its sources; 0 when none has one.
     pub catchup_days: u32,
+}
+
+impl LineupChannel {
+    /// The days of catch-up kept by this channel's sources of the services `uses` allows.
+    pub fn catchup_days_of(&self, uses: impl Fn(&str) -> bool) -> u32 {
+        self.sources
+            .iter()
+            .filter(|s| uses(&s.service))
+            .map(|s| s.catchup_days)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A user's overrides of one lineup channel (`PATCH /api/channels/{id}`), persisted by

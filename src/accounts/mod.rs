@@ -137,10 +137,20 @@ impl Account {
     /// list empty: no restriction).
     pub fn sees(&self, c: &LineupChannel) -> bool {
         (self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(&c.group)))
-            && (self.services.is_empty()
-                || c.sources
-                    .iter()
-                    .any(|s| self.services.iter().any(|n| *n == s.service)))
+            && (self.services.is_empty() || c.sources.iter().any(|s| self.uses(&s.service)))
+    }
+
+    /// Whether this account may play `service`'s sources (`services` empty: every one).
+    pub fn uses(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|n| n == service)
+    }
+
+    /// The days of catch-up `c` keeps from the sources this account may play.
+    pub fn catchup_days(&self, c: &LineupChannel) -> u32 {
+        if self.services.is_empty() {
+            return c.catchup_days;
+        }
+        c.catchup_days_of(|s| self.uses(s))
     }
 
     /// Refuses an account that is disabled or expired.

@@ -252,7 +252,14 @@ impl Out {
             url.push_str(part);
             sep = '&';
         }
-        let archive = if c.catchup_days == 0 {
+        // An account, or a playlist of one service, gets the days its sources keep.
+        let days = match (&self.viewer, self.filter.service.as_deref()) {
+            (None, None) => c.catchup_days,
+            (viewer, only) => c.catchup_days_of(|s| {
+                viewer.as_ref().is_none_or(|v| v.account.uses(s)) && only.is_none_or(|o| o == s)
+            }),
+        };
+        let archive = if days == 0 {
             String::new()
         } else {
             let mut template = super::timeshift::template(&self.base, &c.id);
@@ -262,17 +269,18 @@ impl Out {
             }
             template
         };
-        let (entry, catchup) = out_entry(c, &url, &archive);
+        let (entry, catchup) = out_entry(c, &url, &archive, days);
         m3u::render_entry(buf, &entry, catchup);
     }
 }
 
 /// The playlist line of `c`, played at `url`, its catch-up template `archive` (empty:
-/// none).
+/// none) of `days`.
 fn out_entry<'a>(
     c: &'a LineupChannel,
     url: &'a str,
     archive: &'a str,
+    days: u32,
 ) -> (OutEntry<'a>, Option<OutCatchup<'a>>) {
     let entry = OutEntry {
         tvg_id: &c.guide_id,
@@ -285,20 +293,20 @@ fn out_entry<'a>(
         url,
     };
     let catchup = OutCatchup {
-        days: c.catchup_days,
+        days,
         source: archive,
     };
     (entry, Some(catchup))
 }
 
-/// M3U Plus of the channels of `lineup` at the indices `chosen`, each with the URL and
-/// catch-up template (empty: none) `links` gives it, the guide at `guide`: streamed,
+/// M3U Plus of the channels of `lineup` at the indices `chosen`, each with the URL,
+/// catch-up template (empty: none) and its days `links` gives it, the guide at `guide`: streamed,
 /// written batch by batch as the client reads (never the whole text in memory).
 pub(super) fn entries_body(
     lineup: Arc<Lineup>,
     chosen: Vec<usize>,
     guide: &str,
-    links: impl Fn(&LineupChannel) -> (String, String) + Send + 'static,
+    links: impl Fn(&LineupChannel) -> (String, String, u32) + Send + 'static,
 ) -> Body {
     let mut head = String::new();
     m3u::render_header(&mut head, Some(guide));
@@ -307,8 +315,8 @@ pub(super) fn entries_body(
         chosen.len(),
         move |i, buf| {
             let c = &lineup.channels[chosen[i]];
-            let (url, archive) = links(c);
-            let (entry, catchup) = out_entry(c, &url, &archive);
+            let (url, archive, days) = links(c);
+            let (entry, catchup) = out_entry(c, &url, &archive, days);
             m3u::render_entry(buf, &entry, catchup);
         },
         "",

@@ -110,30 +110,35 @@ async fn timeshift_route(
             )
             .await
         }
-        None => play(&s, id, q.service.as_deref(), w, &headers).await,
+        None => play(&s, id, q.service.as_deref(), None, w, &headers).await,
     }
 }
 
 /// Plays channel `channel` (slug, number, or `SERVICE:ID`) from `start` (unix seconds,
-/// UTC) for `minutes`, from its sources' archives: what every catch-up route calls.
-/// `headers` are the client's request headers (for the address of sealed links).
+/// UTC) for `minutes`, from the archives of its sources `account` may play: what every
+/// account's catch-up route calls. `headers` are the client's request headers (for the
+/// address of sealed links).
 pub async fn timeshift(
     s: &AppState,
     channel: &str,
     start: i64,
     minutes: u32,
+    account: &crate::accounts::Account,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let now = chrono::Utc::now().timestamp();
     let w = catchup::window(&start.to_string(), Some(minutes), None, now)
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
-    play(s, channel, None, w, headers).await
+    play(s, channel, None, Some(account), w, headers).await
 }
 
+/// The catch-up of channel `id`: from `only`'s source when given, and from the
+/// sources `account` may play when given.
 async fn play(
     s: &AppState,
     id: &str,
     only: Option<&str>,
+    account: Option<&crate::accounts::Account>,
     w: Window,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
@@ -146,15 +151,20 @@ async fn play(
         .get(&id)
         .ok_or_else(|| AppError::NotFound(format!("unknown channel `{id}`")))?
         .clone();
-    if channel.catchup_days == 0 {
+    let days = account.map_or(channel.catchup_days, |a| a.catchup_days(&channel));
+    if days == 0 {
         return Err(AppError::NotFound(format!(
-            "channel `{id}` has no catch-up: none of its sources keeps an archive"
+            "channel `{id}` has no catch-up: none of its sources{} keeps an archive",
+            if account.is_some() {
+                " this account may play"
+            } else {
+                ""
+            }
         )));
     }
-    if !catchup::covers(channel.catchup_days, &w) {
+    if !catchup::covers(days, &w) {
         return Err(AppError::NotFound(format!(
-            "channel `{id}` keeps {} day(s) of programmes; the start asked is older",
-            channel.catchup_days
+            "channel `{id}` keeps {days} day(s) of programmes; the start asked is older"
         )));
     }
     let base = base_url(&s.config, headers);
@@ -162,7 +172,7 @@ async fn play(
     let range = super::stream::request_range(headers);
     let mut tried = Vec::new();
     for (service, channel_id) in sources(&channel, only.as_deref()) {
-        if !s.registry.is_enabled(service) {
+        if !s.registry.is_enabled(service) || account.is_some_and(|a| !a.uses(service)) {
             continue;
         }
         match attempt(s, &id, service, channel_id, &w, &base, range).await {

@@ -683,3 +683,124 @@ async fn an_hls_catch_up_stops_once_its_account_no_longer_sees_the_channel() {
         "{body}"
     );
 }
+
+/// An account limited to some services plays catch-up only from their archives, and
+/// is told only the days those keep: News One keeps 7 days in the list, 3 in the panel.
+#[tokio::test]
+async fn an_account_limited_to_a_service_plays_catch_up_from_its_archive_only() {
+    let (list, panel) = (m3u(true).await, panel().await);
+    let cfg = format!(
+        "{}\n[[users]]\nname = \"xt-only\"\npassword = \"pw-x\"\nservices = [\"Xt\"]\n\n\
+         [[users]]\nname = \"list-only\"\npassword = \"pw-l\"\nservices = [\"List\"]\n",
+        config(&list, &panel)
+    );
+    let app = TestApp::spawn(&cfg).await;
+    let number = app.channel_named("News One").await["number"]
+        .as_u64()
+        .expect("a number");
+    let days_for = |user: &'static str, pass: &'static str| {
+        let app = &app;
+        async move {
+            let streams: Value = app
+                .get(&format!(
+                    "/player_api.php?username={user}&password={pass}&action=get_live_streams"
+                ))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let news = streams
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "News One")
+                .cloned()
+                .unwrap_or_else(|| panic!("News One in {streams}"));
+            let m3u = app
+                .get(&format!(
+                    "/get.php?username={user}&password={pass}&type=m3u_plus"
+                ))
+                .await
+                .text()
+                .await
+                .unwrap();
+            let told = playlist_catchup(&m3u)["News One"].1.clone();
+            (news["tv_archive_duration"].clone(), told)
+        }
+    };
+    assert_eq!(
+        days_for("xt-only", "pw-x").await,
+        (json!(3), Some("3".into()))
+    );
+    assert_eq!(
+        days_for("list-only", "pw-l").await,
+        (json!(7), Some("7".into()))
+    );
+    // A playlist of one service says what that service keeps.
+    for (query, days) in [("service=Xt", "3"), ("service=List", "7"), ("", "7")] {
+        let m3u = app
+            .get(&format!("/playlist.m3u?{query}"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let told = playlist_catchup(&m3u)["News One"].1.clone();
+        assert_eq!(told.as_deref(), Some(days), "{query}");
+    }
+
+    let when = |ago: i64| {
+        let t = now() - ago;
+        chrono::DateTime::from_timestamp(t - t % 60, 0)
+            .unwrap()
+            .format("%Y-%m-%d:%H-%M")
+            .to_string()
+    };
+    let archived = |up: &FakeUpstream, prefix: &str| {
+        up.paths().iter().filter(|p| p.starts_with(prefix)).count()
+    };
+    // Three hours ago: each account reaches its own service's archive, never the other.
+    let resp = app
+        .get(&format!(
+            "/timeshift/xt-only/pw-x/30/{}/{number}.ts",
+            when(3 * 3600)
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), demo_ts());
+    assert_eq!(
+        (archived(&panel, "/timeshift/"), archived(&list, "/arch/")),
+        (1, 0)
+    );
+    let resp = app
+        .get(&format!(
+            "/streaming/timeshift.php?username=list-only&password=pw-l&stream={number}&start={}&duration=20",
+            when(3 * 3600)
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        (archived(&panel, "/timeshift/"), archived(&list, "/arch/")),
+        (1, 1)
+    );
+    // Five days ago: the list keeps it, the panel does not.
+    assert_api_error(
+        app.get(&format!(
+            "/timeshift/xt-only/pw-x/30/{}/{number}.ts",
+            when(5 * 86_400)
+        ))
+        .await,
+        404,
+    )
+    .await;
+    let resp = app
+        .get(&format!(
+            "/timeshift/list-only/pw-l/30/{}/{number}.ts",
+            when(5 * 86_400)
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        (archived(&panel, "/timeshift/"), archived(&list, "/arch/")),
+        (1, 2)
+    );
+}

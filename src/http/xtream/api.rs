@@ -94,6 +94,7 @@ pub(super) async fn player_api(
             let chosen = super::visible_at(&lineup, &account, |c| {
                 only.is_none_or(|id| category_id(&c.group) == id)
             });
+            let viewer = account.clone();
             let body = crate::http::playlist::chunked_body(
                 "[".to_string(),
                 chosen.len(),
@@ -103,7 +104,7 @@ pub(super) async fn player_api(
                     }
                     let c = &lineup.channels[chosen[i]];
                     let cat = category_id(&c.group);
-                    let days = c.catchup_days;
+                    let days = viewer.catchup_days(c);
                     let row = LiveStream {
                         num: c.number,
                         name: &c.name,
@@ -151,7 +152,7 @@ pub(super) async fn player_api(
             });
             let listings = match channel {
                 None => Vec::new(),
-                Some(c) => epg_listings(&s, c, now, full, limit).await,
+                Some(c) => epg_listings(&s, c, account.catchup_days(c), now, full, limit).await,
             };
             json!({ "epg_listings": listings })
         }
@@ -264,13 +265,13 @@ fn time_text(t: i64) -> String {
 async fn epg_listings(
     s: &AppState,
     c: &crate::model::LineupChannel,
+    days: u32,
     now: i64,
     full: bool,
     limit: usize,
 ) -> Vec<Value> {
     let from = if full { i64::MIN } else { now };
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
-    let days = c.catchup_days;
     let programmes = s.guides.listings(&c.id, from).await;
     let take = if full { programmes.len() } else { limit };
     programmes

@@ -335,17 +335,19 @@ async fn get_php(
         q.get("password").map_or_else(String::new, |p| segment(p)),
     );
     let chosen = visible_at(&lineup, &account, |_| true);
+    let viewer = account.clone();
     let guide = format!("{base}/xmltv.php?username={u}&password={p}");
     let body = super::playlist::entries_body(lineup, chosen, &guide, move |c| {
         let url = format!("{base}/live/{u}/{p}/{}.{ext}", c.number);
-        let archive = match c.catchup_days {
+        let days = viewer.catchup_days(c);
+        let archive = match days {
             0 => String::new(),
             _ => format!(
                 "{}&username={u}&password={p}",
                 super::timeshift::template(&base, &c.id)
             ),
         };
-        (url, archive)
+        (url, archive, days)
     });
     Ok((
         [
@@ -851,8 +853,7 @@ pub(crate) async fn account_stream(
         None => {
             let mut pins: Vec<Option<String>> = Vec::new();
             for src in &channel.sources {
-                let allowed = account.services.iter().any(|a| *a == src.service);
-                if allowed && !pins.iter().flatten().any(|p| *p == src.service) {
+                if account.uses(&src.service) && !pins.iter().flatten().any(|p| *p == src.service) {
                     pins.push(Some(src.service.to_string()));
                 }
             }
@@ -927,12 +928,9 @@ pub(crate) async fn visible_channel(
 ) -> Result<(LineupChannel, Option<String>), AppError> {
     let (canonical, only) = s.registry.canonical(id, service).await?;
     let lineup = s.registry.lineup().await?;
-    let visible = lineup.get(&canonical).filter(|c| {
-        a.sees(c)
-            && only
-                .as_deref()
-                .is_none_or(|o| a.services.is_empty() || a.services.iter().any(|n| n == o))
-    });
+    let visible = lineup
+        .get(&canonical)
+        .filter(|c| a.sees(c) && only.as_deref().is_none_or(|o| a.uses(o)));
     match visible {
         Some(c) => Ok((c.clone(), only)),
         None => Err(AppError::NotFound(format!("unknown channel `{id}`"))),

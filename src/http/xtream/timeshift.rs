@@ -148,7 +148,8 @@ pub(crate) async fn account_timeshift(
     let conn = s
         .accounts
         .connect(account, &channel.id, client.map(|p| p.ip()), false)?;
-    let resp = crate::http::timeshift::timeshift(s, &channel.id, start, minutes, headers).await?;
+    let resp =
+        crate::http::timeshift::timeshift(s, &channel.id, start, minutes, account, headers).await?;
     if super::is_playlist(&resp) {
         // An HLS archive: the player reads the playlist once, then its segments. It
         // counts as the channel's HLS player of this account, and every link of the
