@@ -183,6 +183,35 @@ fn item<'a>(t: &TitleRef<'a>, a: Option<&Account>, posters: &Posters) -> TitleIt
     }
 }
 
+/// The categories of `cat` that `a` sees titles in, by name, each with how many: an
+/// account limited to some services sees only the categories (and counts) of their
+/// titles, not the others' catalogue.
+fn seen_categories<'c>(cat: &'c Catalogue, a: Option<&Account>) -> Vec<CategoryCount<'c>> {
+    let in_groups = |name: &str| {
+        a.is_none_or(|a| {
+            a.groups.is_empty() || a.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
+        })
+    };
+    let counts: Option<HashMap<&str, usize>> = a.filter(|a| !a.services.is_empty()).map(|_| {
+        let mut counts = HashMap::new();
+        for t in cat.iter().filter(|t| sees(a, t)) {
+            *counts.entry(t.category()).or_insert(0) += 1;
+        }
+        counts
+    });
+    cat.categories()
+        .iter()
+        .filter(|(name, _)| in_groups(name))
+        .filter_map(|(name, count)| {
+            let count = match &counts {
+                None => *count,
+                Some(seen) => *seen.get(&**name).filter(|&&n| n > 0)?,
+            };
+            Some(CategoryCount { name, count })
+        })
+        .collect()
+}
+
 fn page<'a>(
     cat: &'a Catalogue,
     p: &'a ListParams,
@@ -200,19 +229,7 @@ fn page<'a>(
         }
         total += 1;
     }
-    let categories = cat
-        .categories()
-        .iter()
-        .filter(|(name, _)| {
-            a.is_none_or(|a| {
-                a.groups.is_empty() || a.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
-            })
-        })
-        .map(|(name, count)| CategoryCount {
-            name,
-            count: *count,
-        })
-        .collect();
+    let categories = seen_categories(cat, a);
     TitlePage {
         total,
         offset,
@@ -842,15 +859,9 @@ pub(crate) async fn xtream_action(
     let snap = s.vod.current().await;
     Some(match action {
         "get_vod_categories" | "get_series_categories" => {
-            let cats: Vec<Value> = snap
-                .of(kind)
-                .categories()
+            let cats: Vec<Value> = seen_categories(snap.of(kind), a)
                 .iter()
-                .filter(|(name, _)| {
-                    account.groups.is_empty()
-                        || account.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
-                })
-                .map(|(name, _)| category_entry(name))
+                .map(|c| category_entry(c.name))
                 .collect();
             Ok(Json(cats).into_response())
         }

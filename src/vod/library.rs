@@ -748,7 +748,7 @@ impl Library {
 
 /// Whether `a` (none: no account, everything) may use sources from `service`.
 pub fn source_allowed(a: Option<&Account>, service: &str) -> bool {
-    a.is_none_or(|a| a.services.is_empty() || a.services.iter().any(|s| s == service))
+    a.is_none_or(|a| a.uses(service))
 }
 
 /// Whether `a` sees title `t`: its category is one of the account's `groups` and one

@@ -651,6 +651,22 @@ async fn accounts_see_only_their_groups_and_services() {
         names(&xtream(app, "dave", "get_series").await, "name"),
         ["Show"]
     );
+    // Only the categories of what dave sees: not the panel's Action (Heat) nor Crime
+    // (The Wire), which erin sees.
+    let categories = |user: &'static str, action: &'static str| async move {
+        names(&xtream(app, user, action).await, "category_name")
+    };
+    assert_eq!(
+        categories("dave", "get_vod_categories").await,
+        ["Drama", "Sci-Fi"]
+    );
+    assert_eq!(categories("dave", "get_series_categories").await, ["Shows"]);
+    assert!(categories("erin", "get_vod_categories")
+        .await
+        .contains(&"Action".to_string()));
+    assert!(categories("erin", "get_series_categories")
+        .await
+        .contains(&"Crime".to_string()));
     // A wrong password is refused on the media paths.
     assert_eq!(
         app.get(&format!("/movie/dave/nope/{heat_id}.mkv"))
