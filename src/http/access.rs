@@ -301,14 +301,16 @@ impl FromRequestParts<AppState> for Admin {
         let guess =
             !s.config.server.admin_token.expose().is_empty() && bearer(&parts.headers).is_some();
         let penalised = peer.filter(|_| guess);
-        if let Some(ip) = penalised {
-            if !s.accounts.penalty.wait(ip).await {
-                return Err(AppError::Forbidden(
+        // Held until a failure is recorded: a guess being checked counts for the next.
+        let _turn = match penalised {
+            Some(ip) => Some(s.accounts.penalty.wait(ip).await.ok_or_else(|| {
+                AppError::Forbidden(
                     "too many wrong admin tokens from this address: try again in a few minutes"
                         .into(),
-                ));
-            }
-        }
+                )
+            })?),
+            None => None,
+        };
         let checked = admin_check(s, &parts.headers, peer);
         if let (Some(ip), Err(_)) = (penalised, &checked) {
             s.accounts.penalty.failure(ip);

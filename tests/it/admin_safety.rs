@@ -1387,3 +1387,36 @@ async fn wrong_admin_tokens_make_the_next_tries_from_there_wait() {
     );
     assert_api_error(app.post_auth(path, None).await, 401).await;
 }
+
+/// Guesses sent all at once from a fresh address go no faster than one after another:
+/// each still being checked counts as a failure for the ones after it.
+#[tokio::test]
+async fn a_first_burst_of_password_guesses_waits_in_turn() {
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n{DEMO}\n\
+         [[users]]\nname = \"viewer\"\npassword = \"the-right-one\"\n"
+    ))
+    .await;
+    let start = std::time::Instant::now();
+    let guesses = (0..6).map(|i| {
+        let app = &app;
+        async move {
+            app.get(&format!(
+                "/player_api.php?username=viewer&password=guess-{i}"
+            ))
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+        }
+    });
+    for answer in futures::future::join_all(guesses).await {
+        assert_eq!(answer["user_info"]["auth"], 0, "{answer}");
+    }
+    // Three go at once; then 0.25 s, 0.5 s more, 1 s more: the sixth 1.75 s in.
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(1700),
+        "six guesses at once took {:?}",
+        start.elapsed()
+    );
+}
