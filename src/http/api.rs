@@ -288,19 +288,24 @@ async fn channel(
 ) -> Result<Json<ChannelDetail>, AppError> {
     // `SERVICE:ID` names the lineup channel that source belongs to.
     let (id, _) = s.registry.canonical(&id, None).await?;
-    let mut detail = s.registry.channel(&id).await?;
-    // The channel as outputs show it; `mapping` and `upstream` keep the values as set.
-    let c = &mut detail.channel;
-    c.logo = s
-        .logos
-        .url(
-            &super::base_url(&s.config, &headers),
-            crate::logos::logo_service(c),
-            &c.logo,
-        )
-        .into_owned()
-        .into();
-    Ok(Json(detail))
+    let detail = s.registry.channel(&id).await?;
+    Ok(Json(shown(&s, &headers, detail)))
+}
+
+/// `detail` as outputs show it: its logo, and the upstream one a mapping replaces,
+/// through `/logos/` in `proxy` and `cache` logo mode (no provider's address is handed
+/// out); `mapping` keeps the values as set.
+fn shown(
+    s: &AppState,
+    headers: &axum::http::HeaderMap,
+    mut detail: ChannelDetail,
+) -> ChannelDetail {
+    let base = super::base_url(&s.config, headers);
+    let service = crate::logos::logo_service(&detail.channel).to_string();
+    for logo in [&mut detail.channel.logo, &mut detail.upstream.logo] {
+        *logo = s.logos.url(&base, &service, logo).into_owned().into();
+    }
+    detail
 }
 
 /// An admin call's body: a JSON object (at most `MAX_PATCH_BYTES`) read as `T`. Read
@@ -377,6 +382,7 @@ async fn map_channel(
     _admin: Admin,
     req: Request,
 ) -> Result<Json<ChannelDetail>, AppError> {
+    let headers = req.headers().clone();
     let patch: ChannelPatch = json_object_body(
         req,
         "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
@@ -393,7 +399,7 @@ async fn map_channel(
         Reread::Nothing
     };
     s.guides.lineup_changed(reread);
-    Ok(Json(detail))
+    Ok(Json(shown(&s, &headers, detail)))
 }
 
 /// The body of `PUT /api/services/{name}/priority`.
