@@ -190,16 +190,31 @@ pub struct AccountView {
 pub struct AccountPatch {
     /// Required when creating; when changing, the path names the account and another
     /// name here is refused (400).
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     /// Required when creating.
+    #[serde(default, deserialize_with = "present")]
     pub password: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub max_connections: Option<u32>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
     pub expires: Option<Option<String>>,
+    /// `[]`: every group (`null` is refused: it would read as "unchanged").
+    #[serde(default, deserialize_with = "present")]
     pub groups: Option<Vec<String>>,
+    /// `[]`: every service.
+    #[serde(default, deserialize_with = "present")]
     pub services: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub enabled: Option<bool>,
+}
+
+/// A field given is a value: `null` is refused (only `expires` takes it, to clear).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(

@@ -446,11 +446,22 @@ impl<'t> Parse<'t> {
             let inline = Some(user.password.clone()).filter(|p| !p.is_empty());
             // Without a password its other fields are still checked: every problem
             // is reported at once.
-            let password = self.secret(
-                &path,
-                ("password", inline),
-                ("password_file", user.password_file.clone()),
-            );
+            let written_empty = inline.is_none()
+                && user.password_file.is_none()
+                && self.spans.contains_key(&format!("{path}.password"));
+            let password = if written_empty {
+                self.problem(
+                    &format!("{path}.password"),
+                    "is empty: give the account a password (or `password_file`)".into(),
+                );
+                None
+            } else {
+                self.secret(
+                    &path,
+                    ("password", inline),
+                    ("password_file", user.password_file.clone()),
+                )
+            };
             if let Err(why) = crate::accounts::check_name(&user.name) {
                 self.problem(&format!("{path}.name"), why);
             } else if !seen.insert(user.name.clone()) {
@@ -1869,6 +1880,29 @@ mod tests {
             e.iter()
                 .any(|l| l.starts_with("f.toml:4: services[0].idle_timeout")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_expiry_may_be_a_toml_date_and_an_empty_password_is_told_at_its_line() {
+        let text = "[[users]]\nname = \"a\"\npassword = \"x\"\nexpires = 2027-12-31\n\n\
+                    [[users]]\nname = \"b\"\npassword = \"x\"\nexpires = 2027-12-31T18:00:00Z\n";
+        let c = Config::parse(text, "f.toml", &|_| None).unwrap();
+        assert_eq!(c.users[0].expires.as_deref(), Some("2027-12-31"));
+        assert_eq!(c.users[1].expires.as_deref(), Some("2027-12-31T18:00:00Z"));
+        let e = errors(
+            "[[users]]\nname = \"a\"\npassword = \"\"\nexpires = 5\n\n\
+             [[users]]\nname = \"b\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "f.toml:3: users[0].password: is empty: give the account a password (or \
+                 `password_file`)",
+                "f.toml:4: users[0].expires: expected a date such as 2027-12-31 (or \
+                 \"2027-12-31T18:00:00Z\"), found integer",
+                "f.toml:6: users[1]: missing `password` (or `password_file`)",
+            ]
         );
     }
 

@@ -89,8 +89,8 @@ pub struct UserConfig {
     #[serde(default = "one")]
     pub max_connections: u32,
     /// RFC 3339 date (`2027-12-31`, the end of that day UTC) or date-time; after it the
-    /// account is refused.
-    #[serde(default)]
+    /// account is refused. Written as a string or as a TOML date (unquoted).
+    #[serde(default, deserialize_with = "date_text")]
     pub expires: Option<String>,
     /// Only channels of these lineup groups (case-insensitive); empty: every group.
     #[serde(default)]
@@ -104,6 +104,19 @@ pub struct UserConfig {
 
 fn one() -> u32 {
     1
+}
+
+/// A date or date-time written as a string (`"2027-12-31"`) or as a TOML date
+/// (`2027-12-31`, unquoted), as its text.
+fn date_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => Ok(Some(s)),
+        toml::Value::Datetime(t) => Ok(Some(t.to_string())),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a date such as 2027-12-31 (or \"2027-12-31T18:00:00Z\"), found {}",
+            other.type_str()
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

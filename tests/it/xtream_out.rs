@@ -1142,6 +1142,23 @@ async fn taking_an_accounts_access_away_ends_what_it_watches() {
         200
     );
 
+    // `null` is no value for a list (it would read as "unchanged"): refused, nothing
+    // changed; `[]` is every group.
+    for field in [
+        "groups",
+        "services",
+        "max_connections",
+        "enabled",
+        "password",
+    ] {
+        let body = assert_api_error(patch(format!(r#"{{"{field}":null}}"#)).await, 400).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("null"),
+            "{field}: {body}"
+        );
+    }
+    let (_, carol) = app.get_json("/api/users/carol").await;
+    assert_eq!(carol["groups"], serde_json::json!(["News"]), "{carol}");
     // Expiring while it watches: ended by the periodic check, with no API call.
     assert_eq!(patch(r#"{"groups":[]}"#.into()).await.status(), 200);
     let demo_ts = streaming(open_ts(demo).await).await;
