@@ -1361,24 +1361,91 @@ impl Store {
     }
 }
 
-/// The id of each of `keys` given the ids `known` already (key -> id): known keys keep
-/// theirs, new ones get the next after the largest known (from 1), a key listed twice
-/// one id. Returns every key's id, in order, and the new (key, id) pairs to persist.
-fn assign_ids(mut known: HashMap<String, u64>, keys: &[String]) -> (Vec<u64>, Vec<(String, u64)>) {
+/// Separates a key given to `Store::ids` from the other key the same thing may be
+/// known by (`primary\u{1f}other`): a merged title's TMDB key and the name key it has
+/// while the service that gave the TMDB id is off.
+pub const ALIAS_SEPARATOR: char = '\u{1f}';
+
+/// The namespace of `ns`'s aliases among the records (key -> the key whose id it has,
+/// as a JSON string).
+fn alias_ns(ns: &str) -> String {
+    format!("{ns}.alias")
+}
+
+/// Aliases as stored (an unreadable one is left out).
+fn aliases_of(rows: impl IntoIterator<Item = (String, String)>) -> HashMap<String, String> {
+    rows.into_iter()
+        .filter_map(|(k, v)| serde_json::from_str::<String>(&v).ok().map(|to| (k, to)))
+        .collect()
+}
+
+/// What `assign_ids` decided: every key's id in order, the new (key, id) pairs and the
+/// new aliases (key -> the key whose id it takes) to persist.
+type Assigned = (Vec<u64>, Vec<(String, u64)>, Vec<(String, String)>);
+
+/// The id of each of `keys` given the ids `known` already (key -> id) and the
+/// `aliases` (key -> the key whose id it has): known keys keep theirs, new ones get the
+/// next after the largest known (from 1), a key listed twice one id. A key given with
+/// another (`ALIAS_SEPARATOR`) takes the other's id when it has none of its own, and
+/// the other is made its alias, so the thing keeps one id by either key (an id taken
+/// by another key of this call is not taken twice).
+fn assign_ids(
+    mut known: HashMap<String, u64>,
+    aliases: &HashMap<String, String>,
+    keys: &[String],
+) -> Assigned {
     let mut next = known.values().max().map_or(1, |m| m + 1);
     let mut fresh = Vec::new();
-    let ids = keys
-        .iter()
-        .map(|key| {
-            *known.entry(key.clone()).or_insert_with(|| {
-                let id = next;
-                next += 1;
-                fresh.push((key.clone(), id));
+    let mut fresh_aliases = Vec::new();
+    let mut used: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        let (key, other) = match key.split_once(ALIAS_SEPARATOR) {
+            Some((k, o)) => (k, Some(o)),
+            None => (key.as_str(), None),
+        };
+        // The id a key has: its own, else the one its alias points at.
+        let has = |k: &str, known: &HashMap<String, u64>| {
+            known
+                .get(k)
+                .or_else(|| aliases.get(k).and_then(|to| known.get(to)))
+                .copied()
+        };
+        let id = match has(key, &known) {
+            Some(id) => {
+                if let Some(o) = other.filter(|o| has(o, &known).is_none()) {
+                    fresh_aliases.push((o.to_string(), key.to_string()));
+                }
                 id
-            })
-        })
-        .collect();
-    (ids, fresh)
+            }
+            None => {
+                let taken = other
+                    .and_then(|o| has(o, &known).map(|id| (o, id)))
+                    .filter(|(_, id)| !used.contains(id));
+                match taken {
+                    Some((o, id)) => {
+                        let to = aliases.get(o).map_or(o, String::as_str);
+                        fresh_aliases.push((key.to_string(), to.to_string()));
+                        id
+                    }
+                    None => {
+                        let id = next;
+                        next += 1;
+                        fresh.push((key.to_string(), id));
+                        if let Some(o) = other.filter(|o| !aliases.contains_key(*o)) {
+                            fresh_aliases.push((o.to_string(), key.to_string()));
+                        }
+                        id
+                    }
+                }
+            }
+        };
+        // A later key of this call finds it (a key listed twice gets one id).
+        known.entry(key.to_string()).or_insert(id);
+        used.insert(id);
+        ids.push(id);
+    }
+    (ids, fresh, fresh_aliases)
 }
 
 /// A panic while holding the lock cannot leave the mirror half-written (every update
@@ -1390,6 +1457,48 @@ fn lock_mirror(m: &Mutex<Mirror>) -> std::sync::MutexGuard<'_, Mirror> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A title known by a TMDB key and a name key keeps one id whichever of them it
+    /// shows, in whichever order they come; two titles never share one.
+    #[tokio::test]
+    async fn a_title_keeps_its_id_by_either_of_its_keys() {
+        let both = |t: &str, n: &str| format!("{t}{ALIAS_SEPARATOR}{n}");
+        let s = Store::in_memory();
+        let ids = |keys: Vec<String>| {
+            let s = s.clone();
+            async move { s.ids("vod.movie", keys).await.unwrap() }
+        };
+        // Both services at first, then the TMDB one off, then on again.
+        let first = ids(vec![both("t:1", "n:amelie|2001")]).await[0];
+        assert_eq!(ids(vec!["n:amelie|2001".into()]).await, [first]);
+        assert_eq!(ids(vec![both("t:1", "n:amelie|2001")]).await, [first]);
+        assert_eq!(ids(vec!["t:1".into()]).await, [first]);
+        // The name first, the TMDB service added later, then the name's service off.
+        let heat = ids(vec!["n:heat|1995".into()]).await[0];
+        assert_ne!(heat, first);
+        assert_eq!(ids(vec![both("t:949", "n:heat|1995")]).await, [heat]);
+        assert_eq!(ids(vec!["t:949".into()]).await, [heat]);
+        assert_eq!(ids(vec!["n:heat|1995".into()]).await, [heat]);
+        // The TMDB service first, the name's after.
+        let wire = ids(vec!["t:7".into()]).await[0];
+        assert_eq!(ids(vec![both("t:7", "n:wire|2002")]).await, [wire]);
+        assert_eq!(ids(vec!["n:wire|2002".into()]).await, [wire]);
+        // Two titles of one name and year with two TMDB ids: two ids, stably.
+        let twins = ids(vec![
+            both("t:11", "n:twin|2000"),
+            both("t:12", "n:twin|2000"),
+        ])
+        .await;
+        assert_ne!(twins[0], twins[1]);
+        assert_eq!(
+            ids(vec![
+                both("t:11", "n:twin|2000"),
+                both("t:12", "n:twin|2000")
+            ])
+            .await,
+            twins
+        );
+    }
 
     #[test]
     fn secrets_open_to_group_or_others_get_a_warning_naming_the_fix() {

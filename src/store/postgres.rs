@@ -840,7 +840,15 @@ impl Backend for Postgres {
             .iter()
             .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
             .collect();
-        let (out, fresh) = super::assign_ids(known, keys);
+        let alias_ns = super::alias_ns(ns);
+        let aliases = super::aliases_of(
+            tx.query("SELECT key, value FROM record WHERE ns = $1", &[&alias_ns])
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1))),
+        );
+        let (out, fresh, fresh_aliases) = super::assign_ids(known, &aliases, keys);
         let new_keys: Vec<&str> = fresh.iter().map(|(k, _)| k.as_str()).collect();
         let new_ids: Vec<i64> = fresh.iter().map(|(_, id)| *id as i64).collect();
         if !new_keys.is_empty() {
@@ -850,6 +858,18 @@ impl Backend for Postgres {
             )
             .await
             .map_err(pg)?;
+        }
+        for (key, to) in &fresh_aliases {
+            let to = serde_json::to_string(to).expect("a string always serialises");
+            tx.execute(
+                "INSERT INTO record (ns, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+                &[&alias_ns, key, &to],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        if !new_keys.is_empty() || !fresh_aliases.is_empty() {
             self.notify(&tx, Change::Records).await?;
         }
         tx.commit().await.map_err(pg)?;

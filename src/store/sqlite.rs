@@ -530,12 +530,24 @@ impl Backend for Sqlite {
             })?;
             rows.collect::<Result<HashMap<_, _>, _>>()?
         };
-        let (ids, fresh) = super::assign_ids(known, keys);
+        let alias_ns = super::alias_ns(ns);
+        let aliases = {
+            let mut stmt = tx.prepare("SELECT key, value FROM record WHERE ns = ?1")?;
+            let rows = stmt.query_map([&alias_ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            super::aliases_of(rows.collect::<Result<Vec<_>, _>>()?)
+        };
+        let (ids, fresh, fresh_aliases) = super::assign_ids(known, &aliases, keys);
         {
             let mut insert =
                 tx.prepare("INSERT INTO record_id (ns, key, id) VALUES (?1, ?2, ?3)")?;
             for (key, id) in &fresh {
                 insert.execute(params![ns, key, *id as i64])?;
+            }
+            let mut alias =
+                tx.prepare("INSERT OR REPLACE INTO record (ns, key, value) VALUES (?1, ?2, ?3)")?;
+            for (key, to) in &fresh_aliases {
+                let to = serde_json::to_string(to).expect("a string always serialises");
+                alias.execute(params![alias_ns, key, to])?;
             }
         }
         tx.commit()?;

@@ -467,9 +467,23 @@ impl Catalogue {
                 };
                 let n = seen.entry(key.clone()).or_insert(0);
                 *n += 1;
-                match *n {
-                    1 => key,
-                    n => format!("{key}#{n}"),
+                // A TMDB title merged with entries that give none is known by their
+                // name key too: the key it has while the services that gave the TMDB
+                // id are off (or before they came), so its id stays (`Store::ids`).
+                let by_name = refs
+                    .iter()
+                    .map(item)
+                    .find(|i| i.tmdb == 0 && !i.key.is_empty())
+                    .filter(|_| *tmdb != 0);
+                match (*n, by_name) {
+                    (1, Some(i)) => format!(
+                        "{key}{}n:{}|{}",
+                        crate::store::ALIAS_SEPARATOR,
+                        i.key,
+                        i.year
+                    ),
+                    (1, None) => key,
+                    (n, _) => format!("{key}#{n}"),
                 }
             })
             .collect();
@@ -647,6 +661,18 @@ mod tests {
             )],
         );
         assert_eq!(keys, ["n:dup|0", "n:dup|0#2"]);
+        // A TMDB title merged with an entry that gives none is known by its name key too.
+        let (_, keys) = Catalogue::merge(
+            VodKind::Movie,
+            vec![
+                list("A", vec![listed("1", "Heat", Some(1995), Some(949))]),
+                list("B", vec![listed("x", "HEAT", Some(1995), None)]),
+            ],
+        );
+        assert_eq!(
+            keys,
+            [format!("t:949{}n:heat|1995", crate::store::ALIAS_SEPARATOR)]
+        );
         let filter = Filter {
             query: crate::lineup::normalise_without_notes("amél"),
             category: Some("drama"),

@@ -200,6 +200,14 @@ async fn settings_records_and_ids_are_shared() {
     let mut all = vec![ids_a[0], ids_a[1], ids_b[1]];
     all.sort_unstable();
     assert_eq!(all, vec![1, 2, 3]);
+    // A title known by two keys keeps one id by either, through any instance.
+    let sep = freesky::store::ALIAS_SEPARATOR;
+    let both = a
+        .ids(&ns, vec![format!("t:9{sep}n:heat|1995")])
+        .await
+        .unwrap();
+    assert_eq!(b.ids(&ns, vec!["n:heat|1995".into()]).await.unwrap(), both);
+    assert_eq!(b.ids(&ns, vec!["t:9".into()]).await.unwrap(), both);
     assert!(b.ping().await.is_ok());
 }
 

@@ -1081,9 +1081,10 @@ async fn a_disabled_services_titles_leave_the_catalogue_at_once_and_come_back() 
             ("Solaris (1972)".to_string(), vec!["Files".to_string()]),
         ]
     );
-    // Its id was its TMDB id's, which only the panel knew: while the panel is off it
-    // is the id of its name and year (as a refresh would give it).
+    // Its id stays, though its TMDB id, which only the panel knew, is gone while the
+    // panel is off: players' favourites and resume points hold.
     let amelie_files = id_of(&movies, "Amelie (2001)");
+    assert_eq!(amelie_files, amelie);
     let series = ok_json(app, "/api/series").await;
     assert_eq!(
         titles(&series),
