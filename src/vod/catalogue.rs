@@ -402,13 +402,17 @@ impl Catalogue {
     }
 
     /// Merges `lists` (in priority order): items with equal TMDB ids are one title;
-    /// else items with equal normalised name and year (unless their TMDB ids differ).
+    /// else items with equal normalised name and year (unless their TMDB ids differ);
+    /// an item without a year joins the one title of its name when there is only one
+    /// (and a title without a year the item of its name that has one, likewise).
     /// Returns the catalogue with ids still 0 and each title's identity key, in title
     /// order, for `with_ids`.
     pub fn merge(kind: VodKind, lists: Vec<Arc<ServiceList>>) -> (Self, Vec<String>) {
         let mut titles: Vec<(Vec<Ref>, u32)> = Vec::new();
         let mut by_tmdb: HashMap<u32, usize> = HashMap::new();
         let mut by_name: HashMap<(&str, u16), usize> = HashMap::new();
+        // The one title of each name, whatever its year (`None` once there are two).
+        let mut by_key: HashMap<&str, Option<usize>> = HashMap::new();
         for (li, list) in lists.iter().enumerate() {
             let li = u16::try_from(li).unwrap_or(u16::MAX);
             for (ii, item) in list.items.iter().enumerate() {
@@ -419,10 +423,24 @@ impl Catalogue {
                 let by_t = (item.tmdb > 0)
                     .then(|| by_tmdb.get(&item.tmdb).copied())
                     .flatten();
-                let by_n = by_name.get(&(&*item.key, item.year)).copied().filter(|&t| {
+                let tmdb_agrees = |t: usize| {
                     let other = titles[t].1;
                     other == 0 || item.tmdb == 0 || other == item.tmdb
-                });
+                };
+                let by_n = by_name
+                    .get(&(&*item.key, item.year))
+                    .copied()
+                    .or_else(|| {
+                        // A year on one side only ("Great Show" and "Great Show (2019)"):
+                        // the same title when its name is no other's.
+                        let t = (*by_key.get(&*item.key)?)?;
+                        let yearless = titles[t]
+                            .0
+                            .iter()
+                            .all(|r| lists[r.list as usize].items[r.item as usize].year == 0);
+                        (item.year == 0 || yearless).then_some(t)
+                    })
+                    .filter(|&t| tmdb_agrees(t));
                 let merged = by_t.or(by_n).filter(|&t| {
                     // One title takes one entry per service: a list's own duplicates stay apart.
                     !titles[t].0.iter().any(|s| s.list == li)
@@ -445,10 +463,18 @@ impl Catalogue {
                 }
                 if !item.key.is_empty() {
                     by_name.entry((&item.key, item.year)).or_insert(t);
+                    by_key
+                        .entry(&item.key)
+                        .and_modify(|one| {
+                            if *one != Some(t) {
+                                *one = None;
+                            }
+                        })
+                        .or_insert(Some(t));
                 }
             }
         }
-        drop((by_tmdb, by_name));
+        drop((by_tmdb, by_name, by_key));
         let item = |r: &Ref| &lists[r.list as usize].items[r.item as usize];
         titles.sort_by(|a, b| {
             let (x, y) = (item(&a.0[0]), item(&b.0[0]));
@@ -661,6 +687,41 @@ mod tests {
             )],
         );
         assert_eq!(keys, ["n:dup|0", "n:dup|0#2"]);
+        // A year on one side only joins the one title of that name; with two of that
+        // name (a remake), it stays apart.
+        let (shows, _) = Catalogue::merge(
+            VodKind::Series,
+            vec![
+                list(
+                    "Panel",
+                    vec![
+                        listed("1", "Great Show", Some(2019), None),
+                        listed("2", "Dune", Some(1984), None),
+                        listed("3", "Dune", Some(2021), None),
+                    ],
+                ),
+                list(
+                    "List",
+                    vec![
+                        listed("a", "GREAT SHOW", None, None),
+                        listed("b", "Dune", None, None),
+                    ],
+                ),
+            ],
+        );
+        let sources = |name: &str| -> Vec<Vec<String>> {
+            shows
+                .iter()
+                .filter(|t| t.name().to_lowercase().starts_with(&name.to_lowercase()))
+                .map(|t| {
+                    t.sources()
+                        .map(|(l, i)| format!("{}:{}", l.service, i.id))
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(sources("Great Show"), [["Panel:1", "List:a"]]);
+        assert_eq!(sources("Dune").len(), 3, "{:?}", sources("Dune"));
         // A TMDB title merged with an entry that gives none is known by its name key too.
         let (_, keys) = Catalogue::merge(
             VodKind::Movie,
