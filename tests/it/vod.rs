@@ -667,6 +667,10 @@ async fn accounts_see_only_their_groups_and_services() {
     assert!(categories("erin", "get_series_categories")
         .await
         .contains(&"Crime".to_string()));
+    // An episode path naming no episode says so.
+    let body =
+        crate::common::assert_api_error(app.get("/series/dave/dave-pw/-5.mp4").await, 404).await;
+    assert_eq!(body["error"], "unknown episode `-5.mp4`", "{body}");
     // A wrong password is refused on the media paths.
     assert_eq!(
         app.get(&format!("/movie/dave/nope/{heat_id}.mkv"))

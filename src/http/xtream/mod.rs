@@ -701,11 +701,12 @@ pub(in crate::http) async fn title_media(
     account.usable(accounts::now())?;
     let id = file.split_once('.').map_or(file, |(id, _)| id);
     let id: u32 = id.parse().map_err(|_| {
-        AppError::NotFound(format!(
-            "unknown {} `{}`",
-            kind.as_str(),
-            file.escape_debug()
-        ))
+        // What the path names: a movie, or one episode of a series.
+        let what = match kind {
+            crate::vod::VodKind::Movie => "movie",
+            crate::vod::VodKind::Series => "episode",
+        };
+        AppError::NotFound(format!("unknown {what} `{}`", file.escape_debug()))
     })?;
     let sources = super::vod::media_sources(s, kind, id, Some(account)).await?;
     let what = format!("{}:{id}", kind.as_str());
