@@ -231,7 +231,9 @@ pub(crate) struct Fields {
 
 /// `p`'s fields; `None` for a null packet, one without payload or adaptation field, or
 /// one its demodulator marked damaged (transport_error_indicator): its PID, counter and
-/// timestamps cannot be trusted.
+/// timestamps cannot be trusted. Inlined: `Continuity` reads every packet of a stream
+/// through it (`cargo bench --bench ts`: a scan 1.3x slower when it was a call).
+#[inline]
 pub(crate) fn fields(p: &[u8]) -> Option<Fields> {
     let pid = u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
     let control = (p[3] >> 4) & 0x03;

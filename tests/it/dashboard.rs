@@ -68,7 +68,52 @@ struct Driver {
 }
 
 impl Driver {
+    /// Started on a free port; again on another when something took that port between
+    /// its choice and chromedriver's bind (another test's server: chromedriver then
+    /// logs `Address already in use` and never answers).
     async fn start() -> Driver {
+        for _ in 0..3 {
+            let driver = Self::start_once();
+            if !driver.port_taken().await {
+                driver.wait_ready().await;
+                return driver;
+            }
+        }
+        panic!("chromedriver found its port taken three times in a row");
+    }
+
+    /// Whether chromedriver said its port was taken before it said it was ready.
+    async fn port_taken(&self) -> bool {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let until = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < until {
+            // Answering as a WebDriver does: its port is its own (whatever it logged
+            // of IPv6). Another test's server there answers something else.
+            if let Ok(resp) = client.get(format!("{}/status", self.url())).send().await {
+                if resp
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v.get("value").is_some())
+                {
+                    return false;
+                }
+            }
+            if self
+                .log_text()
+                .contains("bind() failed: Address already in use")
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    fn start_once() -> Driver {
         let chromedriver = require_tool("chromedriver");
         require_tool("chromium");
         let profiles = tempfile::tempdir().expect("temp dir");
@@ -92,14 +137,12 @@ impl Driver {
                     chromedriver.display()
                 )
             });
-        let driver = Driver {
+        Driver {
             child,
             port,
             log,
             profiles,
-        };
-        driver.wait_ready().await;
-        driver
+        }
     }
 
     fn url(&self) -> String {
