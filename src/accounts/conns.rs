@@ -353,6 +353,19 @@ impl Conns {
         ended
     }
 
+    /// Sets each connection's limit to its account's `max_connections` now (`limit_of`;
+    /// `None`: the account is gone, left as it is), so `settle` counts with a limit an
+    /// admin changed since.
+    pub fn update_limits(&self, limit_of: impl Fn(&str) -> Option<u32>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for e in inner.ts.values_mut().chain(inner.hls.values_mut()) {
+            if let Some(limit) = limit_of(&e.account) {
+                e.limit = limit;
+            }
+        }
+    }
+
     /// Ends the connections of `account` from `from` (its player moved to another
     /// channel); whether there were any.
     fn take_over(inner: &mut Inner, account: &str, from: Option<IpAddr>) -> bool {
@@ -838,6 +851,42 @@ mod tests {
             vec![("ann".to_string(), "news".to_string())]
         );
         assert!(first.is_ended());
+    }
+
+    /// A limit raised since the connection was let in is the one `settle` counts with.
+    #[test]
+    fn settle_counts_with_the_accounts_limit_now() {
+        let ann = Account {
+            name: "ann".into(),
+            hash: String::new(),
+            stamp: String::new(),
+            max_connections: 1,
+            expires: None,
+            groups: Vec::new(),
+            services: Vec::new(),
+            enabled: true,
+            created_at: 0,
+            from_config: true,
+        };
+        let a = Arc::new(Conns::default());
+        let ip = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        let held = a
+            .connect(&ann, "news", ip, false)
+            .unwrap()
+            .into_guard()
+            .unwrap();
+        // Another instance's player of ann, started before this one.
+        let theirs = vec![(
+            "b".to_string(),
+            serde_json::json!({"at": 1, "counts": {"ann": 1}, "starts": {"ann": [1]}}),
+        )];
+        let others = others_starts(&theirs, "a", |_, _| true);
+        a.update_limits(|name| (name == "ann").then_some(2));
+        assert!(a.settle(&others, "a").is_empty());
+        assert!(!held.is_ended());
+        a.update_limits(|_| Some(1));
+        assert_eq!(a.settle(&others, "a").len(), 1);
+        assert!(held.is_ended());
     }
 
     #[test]

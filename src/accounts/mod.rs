@@ -817,6 +817,8 @@ impl Accounts {
     pub fn enforce(&self, lineup: Option<&crate::lineup::Lineup>) {
         let map = self.read().clone();
         let at = now();
+        self.conns
+            .update_limits(|account| map.get(account).map(|a| a.max_connections));
         let ended = self
             .conns
             .end_where(|account, channel| match map.get(account) {
