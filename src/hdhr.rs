@@ -126,9 +126,44 @@ pub fn device_xml(base: &str, friendly_name: &str, device_id: &str) -> String {
     )
 }
 
+/// Whether a channel named `name` is HD for `lineup.json`'s `HD` (Jellyfin picks the
+/// stream's bitrate budget by it): yes unless its name ends in a standard-definition
+/// mark (`SD`, `480p`, `576i`..., bare or in brackets). The stream itself is not probed.
+pub fn is_hd(name: &str) -> bool {
+    const SD: &[&str] = &["sd", "240p", "360p", "480p", "480i", "576p", "576i"];
+    let last = name
+        .rsplit(|c: char| c.is_whitespace() || "()[]{}|-_".contains(c))
+        .find(|w| !w.is_empty())
+        .unwrap_or("");
+    !SD.iter().any(|m| last.eq_ignore_ascii_case(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_is_hd_unless_its_name_says_standard_definition() {
+        for hd in [
+            "BBC One HD",
+            "BBC One",
+            "Sky Sports 4K",
+            "Channel 5",
+            "Kids (720p)",
+            "",
+        ] {
+            assert!(is_hd(hd), "{hd}");
+        }
+        for sd in [
+            "BBC One SD",
+            "News (576i)",
+            "Film4 [480p]",
+            "Music sd",
+            "Retro - SD",
+        ] {
+            assert!(!is_hd(sd), "{sd}");
+        }
+    }
 
     #[test]
     fn device_ids_get_a_valid_check_digit() {

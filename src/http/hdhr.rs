@@ -294,7 +294,7 @@ async fn lineup(s: AppState, n: Option<String>, headers: HeaderMap) -> Result<Re
             favorite: false,
             guide_name: &c.name,
             guide_number: c.number.to_string(),
-            hd: true,
+            hd: crate::hdhr::is_hd(&c.name),
             url: format!("{base}/auto/v{}", c.number),
             video_codec: "H264",
         };
