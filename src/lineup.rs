@@ -82,7 +82,7 @@ const FORMAT_NOTE_WORDS: &[&str] = &["not", "24", "7", "geo", "blocked", "timeou
 
 /// Whether a bracketed note's words all tell a format or state: quality words, a
 /// resolution ("720p", "576i"), "Not 24/7", "Geo-blocked".
-fn is_format_note(note: &[u8]) -> bool {
+pub(crate) fn is_format_note(note: &[u8]) -> bool {
     note.split(|c| !c.is_ascii_alphanumeric() && *c != b'+')
         .filter(|w| !w.is_empty())
         .all(|w| {

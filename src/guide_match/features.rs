@@ -405,8 +405,11 @@ fn digit_runs(part: &str) -> impl Iterator<Item = &str> {
     out.into_iter()
 }
 
-/// Removes `(...)` and `[...]` notes ("(720p)", "[Geo-blocked]"), except a time shift
-/// written as one ("Звезда (+2)" is "Звезда +2", another feed than "Звезда").
+/// Removes `(...)` and `[...]` notes that tell a format or state ("(720p)",
+/// "[Geo-blocked]", `lineup::is_format_note`); a time shift written as one ("Звезда
+/// (+2)" is "Звезда +2", another feed than "Звезда") and any other note ("BBC One
+/// (Scotland)": a regional feed, not BBC One) stay words of the name, as the lineup
+/// keeps them apart.
 fn drop_brackets(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut depth = 0usize;
@@ -420,7 +423,11 @@ fn drop_brackets(s: &str) -> String {
             ')' | ']' if depth > 0 => {
                 depth -= 1;
                 out.push(' ');
-                if depth == 0 && is_shift(&note) {
+                // A `+N` that is no shift is the base feed's or an age mark: dropped.
+                let kept = is_shift(&note)
+                    || !(crate::lineup::is_format_note(note.as_bytes())
+                        || note.trim().starts_with('+'));
+                if depth == 0 && kept {
                     out.push_str(note.trim());
                     out.push(' ');
                 }
@@ -533,6 +540,9 @@ mod tests {
         let f = of_name("Звезда (+2)");
         assert_eq!((f.words.join(" "), f.shift), ("zvezda".into(), 2));
         assert_eq!(of_name("Win (Win+)").shift, 0);
+        // Any other note is part of the name: a regional feed is not the national one.
+        assert_eq!(words("BBC One (Scotland)"), "bbc 1 scotland");
+        assert_eq!(words("BBC One (Scotland)"), words("BBC One Scotland HD"));
         // The base feed's mark and an age mark are notes, dropped.
         assert_eq!(of_name("Первый канал (+0)").words, ["pervyi", "kanal"]);
         let f = of_name("Playboy TV (+18)");

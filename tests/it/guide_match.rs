@@ -837,3 +837,33 @@ fn telemax(id: &str, lang: &str) -> String {
         crate::common::xmltv_around(1)
     )
 }
+
+/// A regional feed written with its region in brackets is not the national channel:
+/// it gets no guide by name, while a format note ("(720p)") is no part of a name.
+#[tokio::test]
+async fn a_region_in_brackets_never_takes_the_national_channels_guide() {
+    let served = |name: &'static str| async move {
+        let up = FakeUpstream::bind()
+            .await
+            .text("/list.m3u", M3U_TYPE, m3u(&[("p-201", name)]))
+            .text("/guide.xml", XML, xmltv(&[("BBCOne.uk", "BBC One")]))
+            .start();
+        let app = TestApp::spawn(&config(&up, "")).await;
+        (up, app)
+    };
+    let (_up, app) = served("BBC One (720p)").await;
+    let (_, titles) = programmes_of(&app, "BBC One (720p)").await;
+    assert_eq!(titles, ["BBCOne.uk show"]);
+    let (_up, app) = served("BBC One (Scotland)").await;
+    let (_, titles) = programmes_of(&app, "BBC One (Scotland)").await;
+    assert!(
+        titles.is_empty(),
+        "the national guide for a region: {titles:?}"
+    );
+    let page = matches(&app, "?state=all").await;
+    assert_eq!(
+        line(&page, "BBC One (Scotland)")["state"],
+        "unmatched",
+        "{page}"
+    );
+}
