@@ -490,9 +490,18 @@ impl Guides {
                 }
             }
             Action::Pick { guide_id, source } => {
+                let sources = self.sources();
+                if let Some(named) = source
+                    .as_ref()
+                    .filter(|n| sources.iter().all(|(name, _)| name != *n))
+                {
+                    return Err(GuideMatchError::UnknownGuide {
+                        named: named.clone(),
+                        guides: sources.into_iter().map(|(name, _)| name).collect(),
+                    });
+                }
                 let good = self.last_good.lock().expect("guide lock").clone();
-                let listing: Vec<(String, String)> = self
-                    .sources()
+                let listing: Vec<(String, String)> = sources
                     .into_iter()
                     .filter_map(|(name, _)| {
                         let g = good.get(&name)?;

@@ -744,6 +744,15 @@ impl Lineup {
         self.slot(id).map(|s| self.at(s))
     }
 
+    /// The channel (listed or hidden) that has source `channel_id` of `service`.
+    pub fn by_source(&self, service: &str, channel_id: &str) -> Option<&LineupChannel> {
+        self.channels.iter().chain(&self.hidden).find(|c| {
+            c.sources
+                .iter()
+                .any(|s| s.service == service && s.channel_id == channel_id)
+        })
+    }
+
     /// A channel by its number only (tuner URLs: a numeric slug must not shadow it).
     pub fn by_number(&self, number: u32) -> Option<&LineupChannel> {
         self.number_slot(number).map(|s| self.at(s))

@@ -17,6 +17,16 @@ pub use matcher::{GuideChannel, Index, Outcome, Query, Scored, Settings};
 pub enum GuideMatchError {
     #[error("channel `{0}` has no guide channel to confirm")]
     NothingToConfirm(String),
+    #[error(
+        "no guide is named `{named}`: a pick's `source` is an enabled service or an extra \
+         guide ({})",
+        guide_names(.guides)
+    )]
+    UnknownGuide {
+        named: String,
+        /// The guides there are.
+        guides: Vec<String>,
+    },
     #[error("{}", unknown_guide_channel(.guide_id, .named.as_deref(), .elsewhere))]
     UnknownGuideChannel {
         guide_id: String,
@@ -52,6 +62,17 @@ pub enum GuideMatchError {
     Store(#[from] crate::store::StoreError),
 }
 
+fn guide_names(guides: &[String]) -> String {
+    match guides {
+        [] => "there is none".to_string(),
+        [one] => format!("there is `{one}`"),
+        _ => {
+            let names: Vec<String> = guides.iter().map(|g| format!("`{g}`")).collect();
+            format!("there are {}", names.join(", "))
+        }
+    }
+}
+
 fn unknown_guide_channel(guide_id: &str, source: Option<&str>, elsewhere: &[String]) -> String {
     match (source, elsewhere) {
         (Some(source), [_, ..]) => format!(
@@ -73,5 +94,53 @@ fn unknown_guide_channel(guide_id: &str, source: Option<&str>, elsewhere: &[Stri
             format!("guide `{source}` lists no channel with id `{guide_id}`, nor does any other")
         }
         (None, _) => format!("no guide lists a channel with id `{guide_id}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_pick_says_which_guides_list_the_channel_or_which_guides_there_are() {
+        let refused = |named: Option<&str>, elsewhere: &[&str]| {
+            GuideMatchError::UnknownGuideChannel {
+                guide_id: "ITV.uk".into(),
+                named: named.map(str::to_string),
+                elsewhere: elsewhere.iter().map(|g| g.to_string()).collect(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            refused(Some("A"), &["B"]),
+            "guide `A` lists no channel with id `ITV.uk`; guide `B` does (give that `source`, or none)"
+        );
+        assert_eq!(
+            refused(Some("A"), &["B", "C"]),
+            "guide `A` lists no channel with id `ITV.uk`; guides `B`, `C` do (give that `source`, or none)"
+        );
+        assert_eq!(
+            refused(Some("A"), &[]),
+            "guide `A` lists no channel with id `ITV.uk`, nor does any other"
+        );
+        assert_eq!(
+            refused(None, &[]),
+            "no guide lists a channel with id `ITV.uk`"
+        );
+        let unknown = |guides: &[&str]| {
+            GuideMatchError::UnknownGuide {
+                named: "X".into(),
+                guides: guides.iter().map(|g| g.to_string()).collect(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            unknown(&["P", "extra"]),
+            "no guide is named `X`: a pick's `source` is an enabled service or an extra guide (there are `P`, `extra`)"
+        );
+        assert_eq!(
+            unknown(&[]),
+            "no guide is named `X`: a pick's `source` is an enabled service or an extra guide (there is none)"
+        );
     }
 }

@@ -286,8 +286,6 @@ async fn channel(
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<ChannelDetail>, AppError> {
-    // `SERVICE:ID` names the lineup channel that source belongs to.
-    let (id, _) = s.registry.canonical(&id, None).await?;
     let detail = s.registry.channel(&id).await?;
     Ok(Json(shown(&s, &headers, detail)))
 }
@@ -388,8 +386,9 @@ async fn map_channel(
         "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
     )
     .await?;
-    let (id, _) = s.registry.canonical(&id, None).await?;
-    let before = s.registry.channel(&id).await?.channel.guide_id;
+    // The slug from here on (`id` may be a number or `SERVICE:ID`).
+    let current = s.registry.channel(&id).await?.channel;
+    let (id, before) = (current.id.to_string(), current.guide_id);
     let detail = s.registry.map_channel(&id, &patch).await?;
     // The guide shows the change at once; a new guide id may also match a guide
     // channel that the last read dropped, which only a new read finds.

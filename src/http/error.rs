@@ -315,6 +315,7 @@ impl From<crate::guide_match::GuideMatchError> for AppError {
         use crate::guide_match::GuideMatchError as E;
         match e {
             E::NothingToConfirm(_)
+            | E::UnknownGuide { .. }
             | E::UnknownGuideChannel { .. }
             | E::HeldById { .. }
             | E::TakesById { .. } => Self::BadRequest(e.to_string()),

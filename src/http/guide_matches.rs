@@ -127,7 +127,7 @@ struct DecisionBody {
     path = "/api/guide/matches/{channel}",
     operation_id = "guide_match_decide",
     tag = "guide",
-    params(("channel" = String, Path, description = "The lineup channel's id, number or slug")),
+    params(("channel" = String, Path, description = "The lineup channel's slug, number, or `SERVICE:ID` of one of its sources")),
     request_body(content = DecisionBody, example = json!({"action": "pick", "guide_id": "BBCOne.uk"})),
     security(("admin" = [])),
     responses(

@@ -217,9 +217,20 @@ async fn admin_decisions_take_effect_and_survive_a_restart() {
     .await;
     assert_eq!(
         body["error"],
-        "guide `elsewhere` lists no channel with id `ITV.uk`; guide `P` does (give that `source`, or none)",
+        "no guide is named `elsewhere`: a pick's `source` is an enabled service or an extra guide (there is `P`)",
         "{body}"
     );
+    // A channel named by one of its sources (`SERVICE:ID`) is that channel.
+    let (_, itv) = app.get_json(&format!("/api/channels/{itv_id}")).await;
+    let source = itv["sources"][0]["channel_id"].as_str().unwrap();
+    let by_source = post(
+        &app,
+        &format!("P:{source}"),
+        r#"{"action":"pick","guide_id":"ITV.uk"}"#,
+    )
+    .await;
+    assert_eq!(by_source["channel"], itv_id.as_str(), "{by_source}");
+    assert_eq!(by_source["state"], "picked", "{by_source}");
 
     app.restart().await;
     let page = matches(&app, "").await;

@@ -486,15 +486,27 @@ impl Registry {
         Ok(lineup)
     }
 
-    /// One lineup channel (slug or number, hidden ones included) with its mapping.
+    /// One lineup channel (slug, number or `SERVICE:ID` of one of its sources, hidden
+    /// ones included) with its mapping.
     pub async fn channel(&self, id: &str) -> Result<ChannelDetail, RegistryError> {
-        self.lineup()
-            .await?
-            .detail(id)
+        let lineup = self.lineup().await?;
+        self.slug_of(&lineup, id)
+            .and_then(|slug| lineup.detail(&slug))
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
     }
 
-    /// Applies `patch` to the mapping of channel `id` (slug or number): checked,
+    /// The slug of the lineup channel `id` names: a slug, a number, or `SERVICE:ID`
+    /// of one of its sources.
+    fn slug_of(&self, lineup: &Lineup, id: &str) -> Option<String> {
+        let channel = lineup.get(id).or_else(|| {
+            let (service, channel_id) = id.split_once(':')?;
+            self.entry(service)?;
+            lineup.by_source(service, channel_id)
+        });
+        channel.map(|c| c.id.to_string())
+    }
+
+    /// Applies `patch` to the mapping of channel `id` (slug, number or `SERVICE:ID`): checked,
     /// persisted, then in the lineup at once. Returns the channel as it now is.
     pub async fn map_channel(
         &self,
@@ -502,10 +514,7 @@ impl Registry {
         patch: &ChannelPatch,
     ) -> Result<ChannelDetail, RegistryError> {
         let slug = self
-            .lineup()
-            .await?
-            .get(id)
-            .map(|c| c.id.to_string())
+            .slug_of(&*self.lineup().await?, id)
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
         let services = self.service_names();
         let mapping = self
