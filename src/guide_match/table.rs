@@ -83,6 +83,9 @@ pub struct Entry {
     pub reason: String,
     /// The best candidates the matcher found, best first.
     pub alternatives: Vec<Alternative>,
+    /// A decision's guide channel that its guide does not list now: the channel has
+    /// no programmes until it is back (or another decision is made).
+    pub gone: bool,
 }
 
 /// What is known of one lineup channel.
@@ -199,6 +202,7 @@ pub fn build(
             state,
             reason,
             alternatives: Vec::new(),
+            gone: false,
         };
     // Matches by id, then decisions, then matches by name: each pass over the whole
     // lineup, so a guide channel that goes by id goes so wherever its channel stands.
@@ -266,6 +270,7 @@ pub fn build(
             entries[i] = Some(entry(c, State::Unmatched, None, None, why));
             continue;
         }
+        let gone = n.is_none();
         let reason = match n {
             Some(n) => {
                 taken.insert(n);
@@ -284,7 +289,9 @@ pub fn build(
             }
             None => format!("{what} by an admin; guide `{source}` does not list it now"),
         };
-        entries[i] = Some(entry(c, state, Some((source, guide_id)), None, reason));
+        let mut line = entry(c, state, Some((source, guide_id)), None, reason);
+        line.gone = gone;
+        entries[i] = Some(line);
     }
     for (i, c) in channels.iter().enumerate() {
         if entries[i].is_some() || (!c.pinned && decisions.contains_key(&c.id)) {

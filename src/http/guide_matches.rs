@@ -37,8 +37,9 @@ pub(crate) struct Doc;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
-    /// `unmatched` (no guide channel), `low` (automatic matches below 0.97, and
-    /// channels left unmatched that have alternatives), or `all` (default).
+    /// `unmatched` (no guide channel), `low` (automatic matches below 0.97,
+    /// channels left unmatched that have alternatives, and decisions whose guide
+    /// channel is `gone`), or `all` (default).
     state: Option<String>,
     /// Items skipped (default 0).
     offset: Option<usize>,
@@ -80,6 +81,7 @@ async fn list(
         "low" => |e| match e.state {
             MatchState::Auto => e.score.is_some_and(|s| s < LOW_SCORE),
             MatchState::Unmatched => !e.alternatives.is_empty(),
+            MatchState::Picked | MatchState::Confirmed => e.gone,
             _ => false,
         },
         other => {

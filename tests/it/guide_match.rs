@@ -878,3 +878,52 @@ async fn a_region_in_brackets_never_takes_the_national_channels_guide() {
         "{page}"
     );
 }
+
+/// A decision whose guide channel its guide stops listing is shown as `gone`, and the
+/// `low` filter (what the dashboard offers to look at) lists it.
+#[tokio::test]
+async fn a_decision_whose_guide_channel_is_gone_is_listed_as_low() {
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("extra.xml");
+    std::fs::write(&file, xmltv(&[("Other.uk", "Other")])).unwrap();
+    let extra = format!(
+        "[[guides]]\nname = \"extra\"\nfile = \"{}\"\n",
+        file.display()
+    );
+    let mut app = TestApp::spawn(&config(&up, &extra)).await;
+    matches(&app, "").await;
+    let itv = app.channel_id("ITV +1").await;
+    let picked = post(
+        &app,
+        &itv,
+        r#"{"action":"pick","guide_id":"Other.uk","source":"extra"}"#,
+    )
+    .await;
+    assert_eq!(picked["gone"], false, "{picked}");
+    let low = matches(&app, "?state=low").await;
+    let listed = |page: &Value| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["channel"] == itv.as_str())
+    };
+    assert!(!listed(&low), "{low}");
+
+    std::fs::write(&file, xmltv(&[("Another.uk", "Another")])).unwrap();
+    app.restart().await;
+    let page = matches(&app, "").await;
+    let line = line(&page, "ITV +1");
+    assert_eq!(line["state"], "picked", "{line}");
+    assert_eq!(line["gone"], true, "{line}");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not list it now"),
+        "{line}"
+    );
+    let low = matches(&app, "?state=low").await;
+    assert!(listed(&low), "{low}");
+}
