@@ -240,7 +240,8 @@ async fn discover(
         "BaseURL": base,
         "LineupURL": format!("{base}/lineup.json"),
         "TunerCount": tuner_count(&s)?,
-        "Manufacturer": "freesky",
+        // As device.xml says it, and as the tuners it stands for answer.
+        "Manufacturer": "Silicondust",
     })))
 }
 

@@ -75,6 +75,15 @@ async fn discover_and_lineup_carry_what_media_servers_read() {
     // Jellyfin appends ?transcode= to stream URLs of "HDTC" models; we are not one.
     assert!(!d["ModelNumber"].as_str().unwrap().contains("HDTC"));
     assert!(freesky::hdhr::is_valid_device_id(device_id_of(&d)));
+    // The device description says the same maker and model.
+    let xml = app.get_text_ok("/device.xml").await;
+    for (key, tag) in [
+        ("Manufacturer", "manufacturer"),
+        ("ModelNumber", "modelNumber"),
+    ] {
+        let said = format!("<{tag}>{}</{tag}>", d[key].as_str().unwrap());
+        assert!(xml.contains(&said), "{said} not in {xml}");
+    }
     assert_eq!(d["BaseURL"], app.base.as_str());
     assert_eq!(d["LineupURL"], app.url("/lineup.json"));
     assert_eq!(d["TunerCount"], 2);
