@@ -95,6 +95,11 @@ impl Features {
 
 /// The features of a display name.
 pub fn of_name(name: &str) -> Features {
+    // "UK: BBC One", "DE | Das Erste": a playlist's country prefix.
+    let (name, prefix_country) = match country_prefix(name) {
+        Some((country, rest)) => (rest, Some(country)),
+        None => (name, None),
+    };
     let callsign = callsign(name);
     let folded = deunicode::deunicode(name).to_lowercase();
     // "A&E" and "A and E", "Food & Drink" and "Food and Drink" are one spelling.
@@ -134,6 +139,7 @@ pub fn of_name(name: &str) -> Features {
             raw_words.pop();
         }
     }
+    let country = country.or(prefix_country);
     Features {
         words,
         shift,
@@ -142,6 +148,20 @@ pub fn of_name(name: &str) -> Features {
         compact: raw_words.concat(),
         marked,
     }
+}
+
+/// A country code that a name starts with, set apart by a colon or a bar ("UK: BBC
+/// One", "de | Das Erste"), and the name after it; as a group's country is read
+/// (`country_of_group`), and only with more of a name after it.
+fn country_prefix(name: &str) -> Option<(String, &str)> {
+    let (head, rest) = name.split_once([':', '|'])?;
+    let head = head.trim();
+    let short = (2..=3).contains(&head.len()) && head.bytes().all(|b| b.is_ascii_alphabetic());
+    let rest = rest.trim();
+    if !short || !rest.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    Some((country_of_group(head)?, rest))
 }
 
 /// Free streaming platforms whose name a playlist puts before the channel's ("Pluto TV
@@ -561,6 +581,33 @@ mod tests {
         assert_eq!(words("Nepal Television"), "nepal tv");
         // A single word is kept even when it looks like a mark.
         assert_eq!(words("HD"), "hd");
+    }
+
+    #[test]
+    fn a_country_prefix_is_the_names_country() {
+        for name in [
+            "UK: BBC One",
+            "UK | BBC One HD",
+            "uk:BBC One",
+            "GB: BBC One",
+        ] {
+            let f = of_name(name);
+            assert_eq!(
+                (f.words.join(" "), f.country.as_deref()),
+                ("bbc 1".into(), Some("uk")),
+                "{name}"
+            );
+        }
+        // An ISO code in capitals counts; a word that is no country code does not,
+        // nor a code with nothing after it.
+        assert_eq!(of_name("AD: ATV").country.as_deref(), Some("ad"));
+        assert_eq!(of_name("ad: ATV").country, None);
+        assert_eq!(words("ad: ATV"), "ad atv");
+        assert_eq!(words("TNT: Drama"), "tnt drama");
+        assert_eq!(of_name("TNT: Drama").country, None);
+        assert_eq!(of_name("UK:").country, None);
+        // A country suffix says it too; the suffix wins when both do.
+        assert_eq!(of_name("DE: Sky Sport UK").country.as_deref(), Some("uk"));
     }
 
     #[test]

@@ -344,10 +344,18 @@ fn admin_check(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Resul
     }
 }
 
-/// Whether a request with `headers` from `peer` is the admin's (`Admin`'s rule, for a
-/// check made only on some requests of a hot route).
-pub fn is_admin(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
-    admin_check(s, headers, peer.map(|ip| ip.to_canonical())).is_ok()
+/// Whether a request carries the admin token (one is set, and it is given): the admin
+/// on viewer routes with `require_account`, where loopback without the token is not
+/// enough (behind a reverse proxy on the same box every viewer is loopback).
+pub fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
+    let token = s.config.server.admin_token.expose();
+    !token.is_empty()
+        && bearer(headers).is_some_and(|given| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_bytes(),
+                token.as_bytes(),
+            ))
+        })
 }
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme

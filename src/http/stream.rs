@@ -410,12 +410,12 @@ async fn proxy(
         None => false,
     };
     // With `require_account`, a playlist link plays for the account it was handed to
-    // (its tag), or the admin: stripped of its tag it would play uncounted and outlive
+    // (its tag), or a request with the admin token (loopback is not enough): stripped of its tag it would play uncounted and outlive
     // the account. (Segment links of live channels carry no account: shared.)
     if kind == Kind::Playlist
         && !tagged
         && s.config.server.require_account
-        && !super::access::is_admin(&s, &req_headers, client.map(|c| c.0 .0.ip()))
+        && !super::access::has_admin_token(&s, &req_headers)
     {
         return Err(AppError::Unauthorized(
             "this playlist link belongs to a viewer account: open the channel again with your \

@@ -1703,10 +1703,18 @@ async fn master_upstream() -> FakeUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_require_account_a_masters_variant_links_play_pinned_or_not() {
+    // With an admin token and without one: loopback without the token is not the
+    // admin here (behind a reverse proxy on the same box every viewer is loopback).
+    for token in ["admin_token = \"admin-tok\"\n", ""] {
+        variant_links_play_pinned_or_not(token).await;
+    }
+}
+
+async fn variant_links_play_pinned_or_not(token: &str) {
     let up = master_upstream().await;
     let app = TestApp::spawn(&format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\
-         require_account = true\nadmin_token = \"admin-tok\"\n\n\
+         require_account = true\n{token}\n\
          [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\n\n\
          [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 0\n\n\
          [[users]]\nname = \"carol\"\npassword = \"carol-pw\"\nmax_connections = 0\nservices = [\"IPTV\"]\n",
@@ -1755,8 +1763,10 @@ async fn with_require_account_a_masters_variant_links_play_pinned_or_not() {
         }
     }
     // A player follows the master into its variants and decodes them.
-    for master in [&masters[0], &masters[2]] {
-        assert!(ffmpeg_frames(&app.url(master)).await > 0, "{master}");
+    if !token.is_empty() {
+        for master in [&masters[0], &masters[2]] {
+            assert!(ffmpeg_frames(&app.url(master)).await > 0, "{master}");
+        }
     }
 }
 
