@@ -102,7 +102,7 @@ async fn timeshift_route(
             super::xtream::account_timeshift(
                 &s,
                 &login.account,
-                id,
+                (id, id),
                 w.start,
                 minutes,
                 peer,

@@ -299,12 +299,33 @@ async fn what_an_account_does_not_see_it_cannot_list_guide_or_stream() {
         xml.contains("NewsOne.example") && !xml.contains("SportOne.example"),
         "{xml}"
     );
-    for path in [
-        format!("/live/bob/{}/{sport}.ts", seg(BOB.1)),
-        format!("/live/bob/{}/{demo}.m3u8", seg(BOB.1)),
-        format!("/bob/{}/{sport}", seg(BOB.1)),
-    ] {
-        assert_api_error(app.get(&path).await, 404).await;
+    // Refused as a number no channel has: the answer names no hidden channel.
+    let timeshift = |number: u64| {
+        [
+            format!("/timeshift/bob/{}/60/2026-12-06:10-00/{number}.ts", seg(BOB.1)),
+            format!(
+                "/streaming/timeshift.php?{creds}&stream={number}&start=2026-12-06:10-00&duration=60"
+            ),
+        ]
+    };
+    let paths = [
+        (format!("/live/bob/{}/{sport}.ts", seg(BOB.1)), sport),
+        (format!("/live/bob/{}/{demo}.m3u8", seg(BOB.1)), demo),
+        (format!("/bob/{}/{sport}", seg(BOB.1)), sport),
+    ]
+    .into_iter()
+    .chain(timeshift(sport).map(|p| (p, sport)));
+    for (path, number) in paths {
+        let body = assert_api_error(app.get(&path).await, 404).await;
+        assert_eq!(
+            body["error"],
+            format!("unknown channel `{number}`"),
+            "{path}: {body}"
+        );
+    }
+    for path in timeshift(9999) {
+        let body = assert_api_error(app.get(&path).await, 404).await;
+        assert_eq!(body["error"], "unknown channel `9999`", "{path}: {body}");
     }
 }
 

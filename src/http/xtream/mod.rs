@@ -842,7 +842,8 @@ pub(crate) async fn account_stream(
 ) -> Result<Response, AppError> {
     account.usable(accounts::now())?;
     let (id, ts) = super::stream::split_file(file)?;
-    let (channel, only) = visible_channel(s, account, id, service.as_deref()).await?;
+    let asked = routed.unwrap_or(id);
+    let (channel, only) = visible_channel(s, account, id, asked, service.as_deref()).await?;
     let from = client.map(|c| c.ip());
     let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
     let ext = if ts { "ts" } else { "m3u8" };
@@ -862,7 +863,7 @@ pub(crate) async fn account_stream(
         }
     };
     let file = format!("{}.{ext}", channel.id);
-    let mut opened = Err(AppError::NotFound(format!("unknown channel `{id}`")));
+    let mut opened = Err(AppError::NotFound(format!("unknown channel `{asked}`")));
     let mut only_again = None;
     for pin in pins {
         opened = super::stream::open_stream(
@@ -920,11 +921,14 @@ pub(crate) async fn account_stream(
 }
 
 /// The lineup channel `id` (number, slug or `SERVICE:ID`) if account `a` sees it, with
-/// the service it is pinned to; else 404, as for a channel that does not exist.
+/// the service it is pinned to; else 404, as for a channel that does not exist, naming
+/// the channel as the request did (`asked`: a stream id an Xtream route turned into
+/// `id`), so that the answer tells nothing of a channel the account does not see.
 pub(crate) async fn visible_channel(
     s: &AppState,
     a: &Account,
     id: &str,
+    asked: &str,
     service: Option<&str>,
 ) -> Result<(LineupChannel, Option<String>), AppError> {
     let (canonical, only) = s.registry.canonical(id, service).await?;
@@ -934,7 +938,7 @@ pub(crate) async fn visible_channel(
         .filter(|c| a.sees(c) && only.as_deref().is_none_or(|o| a.uses(o)));
     match visible {
         Some(c) => Ok((c.clone(), only)),
-        None => Err(AppError::NotFound(format!("unknown channel `{id}`"))),
+        None => Err(AppError::NotFound(format!("unknown channel `{asked}`"))),
     }
 }
 

@@ -60,7 +60,7 @@ pub(super) async fn path_form(
     account_timeshift(
         &s,
         &account,
-        &super::slug_of(&s, number).await?,
+        (&super::slug_of(&s, number).await?, id),
         start,
         minutes,
         peer(&client),
@@ -104,14 +104,15 @@ pub(super) async fn query_form(
             .ok_or_else(|| AppError::BadRequest(format!("`{k}` is missing")))
     };
     let account = login(&s, q.get("username"), q.get("password"), &client).await?;
-    let number = stream_id(need("stream")?.trim_end_matches(".ts"))?;
+    let asked = need("stream")?.trim_end_matches(".ts");
+    let number = stream_id(asked)?;
     let start =
         catchup::parse_start(need("start")?).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let minutes = parse_minutes(need("duration")?)?;
     account_timeshift(
         &s,
         &account,
-        &super::slug_of(&s, number).await?,
+        (&super::slug_of(&s, number).await?, asked),
         start,
         minutes,
         peer(&client),
@@ -133,18 +134,19 @@ fn parse_minutes(text: &str) -> Result<u32, AppError> {
 }
 
 /// Channel `id` from `start` (unix seconds) for `minutes`, for `account`: refused
-/// when it does not see the channel or is at its limit; counted while the answer streams.
+/// when it does not see the channel (a 404 naming it as the request did: `asked`) or is
+/// at its limit; counted while the answer streams.
 pub(crate) async fn account_timeshift(
     s: &AppState,
     account: &accounts::Account,
-    id: &str,
+    (id, asked): (&str, &str),
     start: i64,
     minutes: u32,
     client: Option<SocketAddr>,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     account.usable(accounts::now())?;
-    let (channel, _) = visible_channel(s, account, id, None).await?;
+    let (channel, _) = visible_channel(s, account, id, asked, None).await?;
     let conn = s
         .accounts
         .connect(account, &channel.id, client.map(|p| p.ip()), false)?;
