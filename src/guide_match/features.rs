@@ -95,11 +95,6 @@ impl Features {
 
 /// The features of a display name.
 pub fn of_name(name: &str) -> Features {
-    // "UK: BBC One", "DE | Das Erste": a playlist's country prefix.
-    let (name, prefix_country) = match country_prefix(name) {
-        Some((country, rest)) => (rest, Some(country)),
-        None => (name, None),
-    };
     let callsign = callsign(name);
     let folded = deunicode::deunicode(name).to_lowercase();
     // "A&E" and "A and E", "Food & Drink" and "Food and Drink" are one spelling.
@@ -139,7 +134,6 @@ pub fn of_name(name: &str) -> Features {
             raw_words.pop();
         }
     }
-    let country = country.or(prefix_country);
     Features {
         words,
         shift,
@@ -147,6 +141,21 @@ pub fn of_name(name: &str) -> Features {
         callsign,
         compact: raw_words.concat(),
         marked,
+    }
+}
+
+/// The features of a channel's name as a playlist writes it: as [`of_name`], and a
+/// leading country code set apart ("UK: BBC One", "DE | Das Erste") is its country
+/// (unless a country suffix says another). Not for a guide's display names: a guide
+/// that writes "UA:Перший" beside "Перший" names two listings with it.
+pub fn of_listed_name(name: &str) -> Features {
+    match country_prefix(name) {
+        Some((country, rest)) => {
+            let mut f = of_name(rest);
+            f.country.get_or_insert(country);
+            f
+        }
+        None => of_name(name),
     }
 }
 
@@ -584,7 +593,12 @@ mod tests {
     }
 
     #[test]
-    fn a_country_prefix_is_the_names_country() {
+    fn a_listed_names_country_prefix_is_its_country() {
+        // A guide's display name keeps it as words.
+        assert_eq!(of_name("UA:Перший").words, ["ua", "pershii"]);
+        assert_eq!(of_name("UA:Перший").country, None);
+        let words = |name| of_listed_name(name).words.join(" ");
+        let of_name = of_listed_name;
         for name in [
             "UK: BBC One",
             "UK | BBC One HD",

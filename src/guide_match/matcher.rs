@@ -633,7 +633,7 @@ impl Index {
         let mut feats: Vec<Features> = q
             .names
             .iter()
-            .map(|n| features::of_name(n))
+            .map(|n| features::of_listed_name(n))
             .chain(q.tvg_ids.iter().filter_map(|t| features::of_tvg_id(t)))
             .filter(|f| !f.words.is_empty())
             .collect();
@@ -1077,6 +1077,18 @@ mod tests {
             "{}",
             out.reason
         );
+    }
+
+    #[test]
+    fn a_playlists_country_prefix_places_the_channel() {
+        // "UK: ITV" is ITV placed in the UK: the short name takes the British listing.
+        assert_eq!(
+            chosen(&["Channel 5 SG", "Channel 5 UK"], "UK: Channel 5"),
+            Some(1)
+        );
+        assert_eq!(chosen(&["BBC One", "BBC Two"], "UK | BBC Two HD"), Some(1));
+        // Two channels of the name and no country said: neither.
+        assert_eq!(chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5"), None);
     }
 
     #[test]
