@@ -327,9 +327,13 @@ impl<'t> Parse<'t> {
         // Keys taken out for a bad value: the "missing field" that may follow is no
         // news.
         let mut taken = HashSet::new();
+        // Missing fields reported, each then given a stand-in value so that the next
+        // one (or a bad key) is found too: what deserializes then is not the user's.
+        let mut stand_ins = HashSet::new();
         loop {
             let value = Spanned::new(span.clone(), DeValue::Table(table.clone()));
             let e = match de(ValueDeserializer::from(value)) {
+                Ok(_) if !stand_ins.is_empty() => return Err(Left::Reported),
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -341,19 +345,34 @@ impl<'t> Parse<'t> {
                 .strip_prefix("missing field `")
                 .and_then(|m| m.split('`').next())
             {
-                if taken.contains(missing) {
+                if taken.contains(missing) || stand_ins.contains(missing) {
                     return Err(Left::Reported);
                 }
+                // A string stands in (most required fields are); of another type it
+                // fails where it stands, which ends the search below.
+                let key = missing.to_string();
+                self.de_error(path, te.clone());
+                table.insert(
+                    Spanned::new(0..0, key.clone().into()),
+                    Spanned::new(0..0, DeValue::String(String::new().into())),
+                );
+                stand_ins.insert(key);
+                continue;
             }
             // A table of alternatives left empty by a bad key taken out: no news.
             if te.message().contains("wanted exactly 1 element, found 0") && !taken.is_empty() {
                 return Err(Left::Reported);
             }
+            let unexplained = |e| match stand_ins.is_empty() {
+                true => Left::Failed(e),
+                // What a stand-in caused is no news.
+                false => Left::Reported,
+            };
             let Some(at) = te.span() else {
-                return Err(Left::Failed(e));
+                return Err(unexplained(e));
             };
             let Some((field, key)) = take_key(&mut table, path, at.start) else {
-                return Err(Left::Failed(e));
+                return Err(unexplained(e));
             };
             let message = match unknown_field(&message) {
                 Some(expected) => {
@@ -692,24 +711,21 @@ impl<'t> Parse<'t> {
             None => None,
         };
         // Headers are checked here: one that HTTP cannot carry would otherwise be
-        // left out of every request without a word.
-        let mut headers_ok = true;
+        // left out of every request without a word. A bad one is reported and the
+        // service checked on (the config is refused anyway), so that all is said.
         for (name, value) in &c.headers {
-            headers_ok &= self.header_ok(&format!("{path}.headers.{name}"), name, value);
+            self.check_header(&format!("{path}.headers.{name}"), name, value);
         }
-        headers_ok &= match &auth {
-            Some(Auth::Bearer(token)) => self.header_ok(
+        match &auth {
+            Some(Auth::Bearer(token)) => self.check_header(
                 &format!("{path}.auth.bearer"),
                 "Authorization",
                 &format!("Bearer {}", token.expose()),
             ),
             Some(Auth::Header { name, value }) => {
-                self.header_ok(&format!("{path}.auth.header"), name, value.expose())
+                self.check_header(&format!("{path}.auth.header"), name, value.expose())
             }
-            _ => true,
-        };
-        if !headers_ok {
-            return None;
+            _ => {}
         }
         let guide_country = c
             .guide_country
@@ -735,9 +751,9 @@ impl<'t> Parse<'t> {
         })
     }
 
-    /// Whether `name: value` can go in an HTTP request; a problem at `path` if not (the
+    /// Records a problem at `path` when `name: value` cannot go in an HTTP request (the
     /// value itself is not quoted: it may be a secret).
-    fn header_ok(&mut self, path: &str, name: &str, value: &str) -> bool {
+    fn check_header(&mut self, path: &str, name: &str, value: &str) {
         let why = if reqwest::header::HeaderName::try_from(name).is_err() {
             format!(
                 "`{}` is not a valid HTTP header name (letters, digits and `-`, no spaces)",
@@ -749,10 +765,9 @@ impl<'t> Parse<'t> {
                  control character)"
             )
         } else {
-            return true;
+            return;
         };
         self.problem(path, why);
-        false
     }
 
     /// `[services.auth]` with its secret files read; `None` after recording a problem.
@@ -1721,6 +1736,45 @@ mod tests {
             e.iter()
                 .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_bad_headers_hide_no_other_problem() {
+        let e = errors(
+            "[[services]]\nname = \"X\"\nkind = \"xtream\"\n\n\
+             [[services]]\nname = \"a/b\"\nkind = \"demo\"\ntimeout = \"0s\"\n\
+             headers = { \"X-Ok\" = \"x\\ny\" }\n\n\
+             [[services]]\nname = \"Api\"\nkind = \"json_api\"\nbase_url = \"http://a/\"\n\
+             [services.channels]\nnmae = \"/t\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "f.toml:1: services[0]: missing field `base_url`",
+                "f.toml:1: services[0]: missing field `username`",
+                "f.toml:1: services[0]: missing field `password`",
+                "f.toml:6: services[1].name: `a/b` may not contain / : ? #",
+                "f.toml:8: services[1].timeout: must be more than 0",
+                "f.toml:9: services[1].headers.X-Ok: the value of header `X-Ok` is not valid in \
+                 HTTP (a line break or other control character)",
+            ]
+            .into_iter()
+            .chain(e.iter().skip(6).map(String::as_str))
+            .collect::<Vec<_>>(),
+            "{e:#?}"
+        );
+        // The json_api service's unknown key, and a missing field of its sub-table.
+        let rest = &e[6..];
+        assert!(
+            rest.iter()
+                .any(|l| l.starts_with("f.toml:16: services[2].channels.nmae")),
+            "{e:#?}"
+        );
+        assert!(
+            rest.iter()
+                .any(|l| l.contains("services[2]") && l.contains("missing field `path`")),
+            "{e:#?}"
         );
     }
 
