@@ -1343,7 +1343,7 @@ impl Guides {
                     self.last_good.lock().expect("guide lock").remove(&name);
                 }
                 Ok(Some((source, guide))) => {
-                    tracing::info!(service = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
+                    tracing::info!(guide = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
                     status.insert(
                         name.clone(),
                         GuideStatus {
@@ -1369,10 +1369,11 @@ impl Guides {
                         .lock()
                         .expect("guide lock")
                         .contains_key(&name);
+                    // `guide`: a service's name, or an extra guide's (`[[guides]]`).
                     if kept {
-                        tracing::warn!(service = %name, error = %err, "guide refresh failed; keeping the last good guide");
+                        tracing::warn!(guide = %name, error = %err, "guide refresh failed; keeping the last good guide");
                     } else {
-                        tracing::warn!(service = %name, error = %err, "guide read failed; no guide from this service until a read succeeds");
+                        tracing::warn!(guide = %name, error = %err, "guide read failed; no programmes from this guide until a read succeeds");
                     }
                     let entry = status.entry(name).or_default();
                     entry.source = source;

@@ -128,12 +128,17 @@ pub fn device_xml(base: &str, friendly_name: &str, device_id: &str) -> String {
 
 /// Whether a channel named `name` is HD for `lineup.json`'s `HD` (Jellyfin picks the
 /// stream's bitrate budget by it): yes unless its name ends in a standard-definition
-/// mark (`SD`, `480p`, `576i`..., bare or in brackets). The stream itself is not probed.
+/// mark (`SD`, `480p`, `576i`..., bare or in brackets), or in one followed by a time
+/// shift (`E4 SD +1`). The stream itself is not probed.
 pub fn is_hd(name: &str) -> bool {
     const SD: &[&str] = &["sd", "240p", "360p", "480p", "480i", "576p", "576i"];
+    let shift = |w: &str| {
+        w.strip_prefix('+')
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit()))
+    };
     let last = name
         .rsplit(|c: char| c.is_whitespace() || "()[]{}|-_".contains(c))
-        .find(|w| !w.is_empty())
+        .find(|w| !w.is_empty() && !shift(w))
         .unwrap_or("");
     !SD.iter().any(|m| last.eq_ignore_ascii_case(m))
 }
@@ -150,6 +155,8 @@ mod tests {
             "Sky Sports 4K",
             "Channel 5",
             "Kids (720p)",
+            "E4 HD +1",
+            "+1",
             "",
         ] {
             assert!(is_hd(hd), "{hd}");
@@ -160,6 +167,8 @@ mod tests {
             "Film4 [480p]",
             "Music sd",
             "Retro - SD",
+            "E4 SD +1",
+            "E4 SD (+1)",
         ] {
             assert!(!is_hd(sd), "{sd}");
         }
