@@ -275,6 +275,9 @@ pub struct Guides {
     service_countries: HashMap<String, String>,
     /// The admin's decisions by lineup channel id, as kept in the store.
     decisions: Mutex<HashMap<String, Decision>>,
+    /// Whether `decisions` were read from the store when made (not: it could not be
+    /// read, and a reload keeps the decisions the guides before it had).
+    decisions_read: bool,
     /// The match table of the last matching.
     table: RwLock<Arc<Table>>,
     /// Numbers each matching as its inputs are taken (under this lock): a later number
@@ -300,7 +303,13 @@ pub struct Guides {
 
 impl Guides {
     pub fn new(registry: Arc<Registry>, cfg: GuideConfig) -> Self {
-        let decisions = load_decisions(&registry);
+        let (decisions, decisions_read) = match stored_decisions(&registry) {
+            Ok(decisions) => (decisions, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "guide match decisions unreadable; matching without them");
+                (HashMap::new(), false)
+            }
+        };
         Self {
             registry,
             cfg,
@@ -320,6 +329,7 @@ impl Guides {
             followed: AtomicU64::new(0),
             rendered_for: Mutex::default(),
             decisions: Mutex::new(decisions),
+            decisions_read,
             extra: Vec::new(),
             service_countries: HashMap::new(),
             table: RwLock::default(),
@@ -343,7 +353,8 @@ impl Guides {
     /// `before`) the last good guide and status of each guide still configured under
     /// its name and read from the same place (a service's kind settings, headers and
     /// auth; an extra guide's whole entry): a guide whose upstream fails at the reload
-    /// keeps its programmes, as it would at a refresh. Call after `with_extra_guides`.
+    /// keeps its programmes, as it would at a refresh; and `prev`'s match decisions when
+    /// the store could not be read for them. Call after `with_extra_guides`.
     pub fn keep_guides_of(
         self,
         prev: &Guides,
@@ -364,6 +375,12 @@ impl Guides {
             .map(|s| s.name.as_str())
             .chain(same_extra.map(|e| e.cfg.name.as_str()))
             .collect();
+        // The store unreadable at the reload: the decisions known before it stay (the
+        // store's next change notice reads them again).
+        if !self.decisions_read {
+            let known = prev.decisions.lock().expect("guide lock").clone();
+            *self.decisions.lock().expect("guide lock") = known;
+        }
         let good = prev.last_good.lock().expect("guide lock").clone();
         let status = prev.status.lock().expect("guide status lock").clone();
         *self.last_good.lock().expect("guide lock") = good
@@ -1951,15 +1968,6 @@ struct Plan {
     /// Guide channel id (lowercase) → lineup channel id.
     assigned: BTreeMap<String, String>,
     decided: BTreeSet<String>,
-}
-
-/// The admin's decisions kept in the store (an unreadable one is skipped with a
-/// warning: the channel is matched as if undecided).
-fn load_decisions(registry: &Registry) -> HashMap<String, Decision> {
-    stored_decisions(registry).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "guide match decisions unreadable; matching without them");
-        HashMap::new()
-    })
 }
 
 /// The admin's decisions kept in the store, each unreadable one skipped with a

@@ -1128,3 +1128,60 @@ async fn accounts_made_during_reloads_are_all_there() {
         assert_eq!(again.status(), 400, "{name} made twice");
     }
 }
+
+/// A reload while the state store cannot be read keeps the admin's guide match
+/// decisions the running guide has (it does not match as if none were made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_store_is_unreadable_keeps_the_guide_decisions() {
+    let origin = live_origin().await;
+    let guide = FakeUpstream::bind()
+        .await
+        .text(
+            "/guide.xml",
+            "application/xml",
+            // Another id than the list's: matched by display name, so a decision
+            // applies.
+            crate::common::xmltv_guide(&[("LiveTV.example", "Live")]),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}epg_url = \"{}\"\n",
+        config_text(dir.path(), "", &[("Origin", origin.url("/list.m3u"), "x")]),
+        guide.url("/guide.xml")
+    );
+    let fs = Freesky::start(dir.path(), &text);
+    let live = channel_id(&fs, "Live").await;
+    let state_of = || async {
+        let (status, page) = get_json(format!("{}/api/guide/matches", fs.base)).await;
+        assert_eq!(status, 200, "{page}");
+        page["items"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(state_of().await, "exact");
+    let resp = client()
+        .post(format!("{}/api/guide/matches/{live}", fs.base))
+        .json(&serde_json::json!({"action": "reject"}))
+        .send()
+        .await
+        .expect("POST decision");
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(state_of().await, "rejected");
+
+    // The decisions' table is away (a database being repaired, moved...).
+    let db = rusqlite::Connection::open(dir.path().join("state").join("freesky.db")).unwrap();
+    db.execute_batch("ALTER TABLE record RENAME TO record_away")
+        .unwrap();
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        state_of().await,
+        "rejected",
+        "the decision went with the reload"
+    );
+    db.execute_batch("ALTER TABLE record_away RENAME TO record")
+        .unwrap();
+}
