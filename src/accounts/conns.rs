@@ -800,19 +800,7 @@ mod tests {
     /// only it; a record of an older freesky (counts, no starts) is never the one ended.
     #[test]
     fn two_instances_over_an_accounts_limit_end_the_latest_connection_only() {
-        let account = |name: &str, max: u32| Account {
-            name: name.into(),
-            hash: String::new(),
-            stamp: String::new(),
-            max_connections: max,
-            expires: None,
-            groups: Vec::new(),
-            services: Vec::new(),
-            enabled: true,
-            created_at: 0,
-            from_config: true,
-        };
-        let (ann, bob) = (account("ann", 1), account("bob", 2));
+        let (ann, bob) = (Account::for_test("ann", 1), Account::for_test("bob", 2));
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let (a, b) = (Arc::new(Conns::default()), Arc::new(Conns::default()));
         let first = a.connect(&ann, "news", ip("192.0.2.1"), false).unwrap();
@@ -856,18 +844,7 @@ mod tests {
     /// A limit raised since the connection was let in is the one `settle` counts with.
     #[test]
     fn settle_counts_with_the_accounts_limit_now() {
-        let ann = Account {
-            name: "ann".into(),
-            hash: String::new(),
-            stamp: String::new(),
-            max_connections: 1,
-            expires: None,
-            groups: Vec::new(),
-            services: Vec::new(),
-            enabled: true,
-            created_at: 0,
-            from_config: true,
-        };
+        let ann = Account::for_test("ann", 1);
         let a = Arc::new(Conns::default());
         let ip = Some("192.0.2.1".parse::<IpAddr>().unwrap());
         let held = a

@@ -121,6 +121,26 @@ impl std::fmt::Debug for Account {
     }
 }
 
+#[cfg(test)]
+impl Account {
+    /// An enabled `[[users]]` account of `name` allowed `max_connections` streams, with
+    /// no password, expiry, groups or services.
+    pub(crate) fn for_test(name: &str, max_connections: u32) -> Account {
+        Account {
+            name: name.into(),
+            hash: String::new(),
+            stamp: String::new(),
+            max_connections,
+            expires: None,
+            groups: Vec::new(),
+            services: Vec::new(),
+            enabled: true,
+            created_at: 0,
+            from_config: true,
+        }
+    }
+}
+
 impl Account {
     pub fn status(&self, now: i64) -> Status {
         if !self.enabled {
