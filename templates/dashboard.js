@@ -739,7 +739,8 @@
       actions.append(button("reset", "reset", { action: "reset" }, "reset"), " ", el("output", { className: "decision" }));
       row.append(
         cell("name", "channel", m.name || m.channel),
-        cell("state", "state", m.state || ""),
+        // A decision whose guide channel its guide no longer lists gives no programmes.
+        cell("state", "state", (m.state || "") + (m.gone ? " · gone" : "")),
         cell("guide-id", "guide", m.guide_id || "–"),
         cell("score", "score", score(m.score)),
         cell("reason", "why", m.reason || ""),
