@@ -53,7 +53,16 @@ impl Upstream<'_> {
             });
         };
         let Some(header) = range.header() else {
-            return Ok(Box::pin(futures::stream::empty()));
+            if range.length == 0 {
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            // Its end is past the largest offset: malformed, not empty.
+            return Err(UpstreamError::Invalid(format!(
+                "the byte range {}@{} of {} ends past any offset a resource can have",
+                range.length,
+                range.offset,
+                self.service.shown_url(url)
+            )));
         };
         if self.media.has_segment(self.service_name, url, self.headers) {
             if let Body::Cached(seg) = self.whole(url).await? {

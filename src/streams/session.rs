@@ -744,6 +744,8 @@ impl Task {
         let mut last_new = Instant::now();
         // A source opened again has sent before.
         let mut sent_any = resume;
+        // The last segment's error: why a finished playlist that sent nothing failed.
+        let mut last_error: Option<String> = None;
         loop {
             if self.idle() {
                 return Stop::Idle;
@@ -789,6 +791,15 @@ impl Task {
             };
             let first = info.media_sequence;
             let count = info.segments.len() as u64;
+            // Every number compared below fits: a sequence too near the top of u64 for
+            // its segments' numbers is malformed (HLS numbers them within u64).
+            if first.checked_add(2 * count + 4).is_none() {
+                return Stop::Failed(format!(
+                    "its live playlist {} numbers its segments from {first}, which leaves no \
+                     room for their numbers (EXT-X-MEDIA-SEQUENCE is malformed)",
+                    src.service.shown_url(&url),
+                ));
+            }
             if std::mem::take(&mut resume) {
                 // A new URL: its numbering may differ; the last segment's path tells.
                 let at = last_path
@@ -890,6 +901,7 @@ impl Task {
                         if failures >= threshold {
                             return Stop::Failed(e.to_string());
                         }
+                        last_error = Some(e.to_string());
                         if token_refused(&e) {
                             // Not skipped: the refreshed URL resumes at this segment.
                             refused = true;
@@ -906,7 +918,10 @@ impl Task {
             // Finished: every segment sent, or none to send (an empty finished list
             // would otherwise be polled for ever).
             if info.ended && (count == 0 || next_seq.is_some_and(|n| n >= first + count)) {
-                return Stop::Ended;
+                return match last_error.take().filter(|_| !sent_any) {
+                    Some(why) => Stop::Failed(why),
+                    None => Stop::Ended,
+                };
             }
             if refused {
                 continue;

@@ -1978,3 +1978,46 @@ fn ten_packets(marker: u8) -> Vec<u8> {
     p[4] = marker;
     p.repeat(10)
 }
+
+/// A live playlist numbered too near the top of u64 for its segments' numbers, and a
+/// byte range that ends past any offset, fail their source with an error saying so
+/// (the first sent its segments again on every poll; the second counted as empty
+/// segments sent, then a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_sequence_or_byte_range_fails_its_source_saying_so() {
+    let segment = vec![0x47u8; 188 * 4];
+    let mut seq = String::from(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:18446744073709551614\n",
+    );
+    for _ in 0..4 {
+        seq.push_str("#EXTINF:2,\nseg.ts\n");
+    }
+    let range = "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:2\n\
+                 #EXT-X-BYTERANGE:18446744073709551615@18446744073709551615\n#EXTINF:2,\nseg.ts\n\
+                 #EXT-X-BYTERANGE:10\n#EXTINF:2,\nseg.ts\n#EXT-X-ENDLIST\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/seq/index.m3u8", HLS_TYPE, seq)
+        .bytes("/seq/seg.ts", "video/mp2t", segment.clone())
+        .text("/range/index.m3u8", HLS_TYPE, range)
+        .bytes("/range/seg.ts", "video/mp2t", segment)
+        .start();
+    let (app, _list) = app_listing(&[
+        ("Numbered", origin.url("/seq/index.m3u8")),
+        ("Ranged", origin.url("/range/index.m3u8")),
+    ])
+    .await;
+    for (name, said) in [
+        ("Numbered", "EXT-X-MEDIA-SEQUENCE is malformed"),
+        ("Ranged", "ends past any offset"),
+    ] {
+        let id = app.channel_id(name).await;
+        let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+            .await
+            .expect("an answer");
+        let body = crate::common::assert_api_error(resp, 502).await;
+        let error = body["detail"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(said), "{name}: {body}");
+    }
+    assert_eq!(origin.hits("/seq/seg.ts"), 0, "{:?}", origin.paths());
+}
