@@ -19,16 +19,19 @@ pub fn interpolate(
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+            // Where, not the value: it may be a secret, or very long.
+            let end = body.find('}').ok_or_else(|| {
+                // 1-based, counted in characters: `body` follows the `${`.
+                let at = s[..s.len() - body.len() - 2].chars().count() + 1;
+                format!("unclosed `${{` at character {at} of the value")
+            })?;
             let expr = &body[..end];
             let (var, default) = match expr.split_once(":-") {
                 Some((v, d)) => (v, Some(d)),
                 None => (expr, None),
             };
             if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{expr}}}` is not a variable name"));
+                return Err(format!("`${{{}}}` is not a variable name", cut(expr)));
             }
             // As in a shell, `:-` takes the default for an empty variable too. Without
             // a default an empty one is an error like a missing one: `docker -e KEY=`
@@ -58,6 +61,14 @@ pub fn interpolate(
     Ok(Some(out))
 }
 
+/// `text` as a message quotes it: its first 40 characters, then `…` when longer.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +95,16 @@ mod tests {
         assert_eq!(interpolate("$$5", &env).unwrap().as_deref(), Some("$5"));
         assert_eq!(interpolate("plain", &env).unwrap(), None);
         assert!(interpolate("${NOPE}", &env).unwrap_err().contains("NOPE"));
-        assert!(interpolate("${KEY", &env).is_err());
+        // Where, not the value (a secret, or very long).
+        assert_eq!(
+            interpolate("pässwörd${KEY", &env).unwrap_err(),
+            "unclosed `${` at character 9 of the value"
+        );
+        let long = format!("${{{}}}", "x-".repeat(100));
+        assert_eq!(
+            interpolate(&long, &env).unwrap_err(),
+            format!("`${{{}…}}` is not a variable name", "x-".repeat(20))
+        );
         let e = interpolate("Bearer ${EMPTY}", &env).unwrap_err();
         assert!(e.contains("EMPTY is set but empty"), "{e}");
         assert_eq!(
