@@ -1042,6 +1042,31 @@ impl<'t> Parse<'t> {
         if cfg.streams.race == 0 {
             self.problem("streams.race", "must be at least 1".into());
         }
+        // Each of these at 0 would refuse every list, playlist or segment.
+        if cfg.server.max_body_bytes == 0 {
+            self.problem(
+                "server.max_body_bytes",
+                "must be more than 0 (no list or playlist could be read)".into(),
+            );
+        }
+        if cfg.cache.max_playlist_uris == 0 {
+            self.problem(
+                "cache.max_playlist_uris",
+                "must be at least 1 (every playlist would be refused)".into(),
+            );
+        }
+        if cfg.cache.segment_timeout.is_zero() {
+            self.problem(
+                "cache.segment_timeout",
+                "must be more than 0 (every segment would time out)".into(),
+            );
+        }
+        if cfg.streams.failover_after == 0 {
+            self.problem(
+                "streams.failover_after",
+                "must be at least 1 (1: move to the next source at the first failure)".into(),
+            );
+        }
         if cfg.health.open_after == 0 {
             self.problem("health.open_after", "must be at least 1".into());
         }
@@ -1737,6 +1762,26 @@ mod tests {
                 .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everything_are_refused() {
+        let e = errors(
+            "[server]\nmax_body_bytes = 0\n\n[cache]\nmax_playlist_uris = 0\n\
+             segment_timeout = \"0s\"\n\n[streams]\nfailover_after = 0\n",
+        );
+        for (line, field) in [
+            (2, "server.max_body_bytes"),
+            (5, "cache.max_playlist_uris"),
+            (6, "cache.segment_timeout"),
+            (9, "streams.failover_after"),
+        ] {
+            assert!(
+                e.iter()
+                    .any(|l| l.starts_with(&format!("f.toml:{line}: {field}: must be"))),
+                "{field}: {e:#?}"
+            );
+        }
     }
 
     #[test]
