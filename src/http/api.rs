@@ -383,7 +383,7 @@ async fn map_channel(
     let headers = req.headers().clone();
     let patch: ChannelPatch = json_object_body(
         req,
-        "a JSON object of name, number, group, hidden, tvg_id, logo, sources",
+        "a JSON object of name, number, group, hidden, tvg_id, logo, station_id, sources",
     )
     .await?;
     // The slug from here on (`id` may be a number or `SERVICE:ID`).
