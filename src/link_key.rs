@@ -23,17 +23,6 @@ pub enum LinkKeyError {
     Malformed(String),
 }
 
-/// The 32-byte key in `path`, saying when group or others can read it.
-pub fn read_key(path: &Path) -> Result<Vec<u8>, LinkKeyError> {
-    let key = key_in(path)?;
-    if let Some(warning) = crate::store::mode_of(path)
-        .and_then(|mode| crate::store::loose_permissions(path, mode, 0o600))
-    {
-        tracing::warn!("{warning}");
-    }
-    Ok(key)
-}
-
 /// The 32-byte key in `path` (the config check reads it so, a file that would stop
 /// the start being its problem).
 pub fn key_in(path: &Path) -> Result<Vec<u8>, LinkKeyError> {
@@ -67,9 +56,10 @@ pub fn load(
     Ok(Signer::from_keys(&key, old.as_ref(), ttl))
 }
 
-/// The 32-byte key in `path` (`read_key` has checked its length).
+/// The 32-byte key in `path` (`key_in` has checked its length). Loose permissions
+/// are the config check's to say (a warning, logged at each start and reload).
 fn key32(path: &Path) -> Result<[u8; 32], LinkKeyError> {
-    read_key(path)?
+    key_in(path)?
         .try_into()
         .map_err(|_| LinkKeyError::Malformed(path.display().to_string()))
 }
@@ -86,11 +76,11 @@ mod tests {
         std::fs::write(dir.path().join("raw"), &raw).unwrap();
         std::fs::write(dir.path().join("hex"), format!("{hex}\n")).unwrap();
         std::fs::write(dir.path().join("short"), "abcd").unwrap();
-        assert_eq!(read_key(&dir.path().join("raw")).unwrap(), raw);
-        assert_eq!(read_key(&dir.path().join("hex")).unwrap(), raw);
-        let e = read_key(&dir.path().join("short")).unwrap_err();
+        assert_eq!(key_in(&dir.path().join("raw")).unwrap(), raw);
+        assert_eq!(key_in(&dir.path().join("hex")).unwrap(), raw);
+        let e = key_in(&dir.path().join("short")).unwrap_err();
         assert!(e.to_string().contains("not 32 bytes"), "{e}");
-        assert!(read_key(&dir.path().join("missing")).is_err());
+        assert!(key_in(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -927,19 +927,43 @@ impl<'t> Parse<'t> {
                 &cfg.server.proxy_key_previous_file,
             ),
         ] {
-            if let Some(Err(e)) = file.as_deref().map(crate::link_key::key_in) {
+            let Some(file) = file.as_deref() else {
+                continue;
+            };
+            let message = match crate::link_key::key_in(file) {
+                // Anyone who can read it can seal links: said, used all the same.
+                Ok(_) => match crate::store::mode_of(file)
+                    .and_then(|mode| crate::store::loose_permissions(file, mode, 0o600))
+                {
+                    Some(loose) => loose,
+                    None => continue,
+                },
                 // A file that is there but is no key is wrong for every user.
-                if matches!(e, crate::link_key::LinkKeyError::Malformed(_)) {
+                Err(e @ crate::link_key::LinkKeyError::Malformed(_)) => {
                     self.problem(field, e.to_string());
                     continue;
                 }
-                let line = self.line_of_field(field);
-                self.warnings.push(Problem {
-                    line,
-                    field: field.into(),
-                    message: format!("{e}: serving stops here until it can be read"),
-                });
-            }
+                Err(e) => format!("{e}: serving stops here until it can be read"),
+            };
+            let line = self.line_of_field(field);
+            self.warnings.push(Problem {
+                line,
+                field: field.into(),
+                message,
+            });
+        }
+        // The folder of the store and the instance's key: said when group or others
+        // can get in (it is made owner-only when it is new).
+        let holds = "the key that signs every stream link, viewer accounts";
+        if let Some(loose) = crate::store::mode_of(&cfg.server.state_dir).and_then(|mode| {
+            crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, holds)
+        }) {
+            let line = self.line_of_field("server.state_dir");
+            self.warnings.push(Problem {
+                line,
+                field: "server.state_dir".into(),
+                message: loose,
+            });
         }
         // A player reloads a playlist for as long as it plays: links that expire in
         // seconds stop every stream (valid, for a test of expiry; said).

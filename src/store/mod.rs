@@ -640,8 +640,7 @@ impl Store {
         }
     }
 
-    /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only, or warns when
-    /// an existing `dir` is open to group or others.
+    /// Opens (creating) `dir/freesky.db`; creates `dir` owner-only when it is new.
     ///
     /// Each error is one line naming the file or folder and what to do (`open_error`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -650,14 +649,9 @@ impl Store {
     }
 
     fn open_at(dir: &Path, path: &Path) -> Result<Self, StoreError> {
-        if !create_private_dir(dir).map_err(|e| dir_error(dir, e))? {
-            let holds = "the key that signs every stream link, viewer accounts";
-            if let Some(warning) =
-                mode_of(dir).and_then(|m| loose_permissions_of(dir, m, 0o700, holds))
-            {
-                tracing::warn!("{warning}");
-            }
-        }
+        // An existing folder open to group or others is the config check's to say
+        // (`server.state_dir`, a warning logged at each start and reload).
+        create_private_dir(dir).map_err(|e| dir_error(dir, e))?;
         // Viewer accounts live here: the file is made owner-only before SQLite opens
         // it (its journal and WAL files take the same mode), whatever the umask.
         let created = match create_private_file(path) {

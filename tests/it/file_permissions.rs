@@ -107,3 +107,58 @@ fn an_admin_token_file_open_to_others_is_warned_about_not_changed() {
     );
     assert_eq!(mode(&token), 0o644);
 }
+
+/// `check` says what a start would warn about: a shared `proxy_key_file` and a
+/// `state_dir` open to others (it was silent, and `serve` said the key's twice).
+#[test]
+fn check_warns_of_a_shared_key_file_and_a_state_dir_open_to_others() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let state = root.path().join("state");
+    std::fs::create_dir(&state).expect("create state dir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = root.path().join("shared.key");
+    std::fs::write(&key, [7u8; 32]).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let server = format!("proxy_key_file = '{}'\n", key.display());
+    let config = root.path().join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n{server}\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    )
+    .expect("write config");
+    let out = freesky_command()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .expect("run check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (line, field, path, fix) in [
+        (3, "server.state_dir", &state, "700"),
+        (4, "server.proxy_key_file", &key, "600"),
+    ] {
+        let want = format!("warning: {}:{line}: {field}: ", config.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&want)
+                    && l.contains(&format!("chmod {fix} {}", path.display()))),
+            "no `{want}` naming chmod {fix}:\n{stderr}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok (1 service, 2 warnings)"),
+        "{stderr}"
+    );
+
+    let log = log_until_serving_with(&state, &server);
+    let said = log
+        .iter()
+        .filter(|l| l.contains(&format!("chmod 600 {}", key.display())))
+        .count();
+    assert_eq!(said, 1, "{}", log.join("\n"));
+}
