@@ -1427,7 +1427,9 @@ fn plain_serde_message(message: &str) -> String {
         "u16" => "a whole number from 0 to 65535",
         "u32" => "a whole number from 0 to 4294967295",
         "u64" | "u128" | "usize" => "a whole number (0 or more)",
-        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "i32" => "a whole number from -2147483648 to 2147483647",
+        "i64" | "isize" => "a whole number from -9223372036854775808 to 9223372036854775807",
+        "i8" | "i16" | "i128" => "a whole number",
         "f32" | "f64" => "a number",
         other => other,
     };
@@ -1785,6 +1787,19 @@ mod tests {
             e.iter()
                 .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_number_out_of_range_says_the_range() {
+        let e =
+            errors("[[services]]\nname = \"X\"\nkind = \"demo\"\npriority = 9223372036854775808\n");
+        assert_eq!(
+            e,
+            [
+                "f.toml:4: services[0].priority: found integer `9223372036854775808`, expected a \
+              whole number from -9223372036854775808 to 9223372036854775807"
+            ]
         );
     }
 
