@@ -1666,6 +1666,12 @@ mod tests {
         std::fs::write(&short, [7u8; 31]).unwrap();
         let good = dir.path().join("good.key");
         std::fs::write(&good, "ab".repeat(32) + "\n").unwrap();
+        // Owner-only, as a key should be (else that is a warning of its own).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let config = |key: &Path| {
             format!(
                 "[server]\nproxy_key_file = '{}'\n\n[[services]]\nname = \"D\"\nkind = \"demo\"\n",

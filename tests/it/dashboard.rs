@@ -353,11 +353,14 @@ async fn text_of(c: &Client, css: &str) -> Option<String> {
 /// `ok` or `failed`; returns its class and text.
 async fn channel_test(c: &Client, row: &str) -> (String, String) {
     let result = format!("{row} .test-result");
-    assert_eq!(
-        text_of(c, &result).await.as_deref(),
-        Some(""),
-        "{result} is not initially empty"
-    );
+    // The list may be drawn again meanwhile (after the step before it, on a loaded
+    // machine): the row is waited for, and must start with an empty result.
+    wait_for!(format!("{result}, empty, on the page"), {
+        match text_of(c, &result).await {
+            Some(t) if t.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
     find(c, &format!("{row} button.test"))
         .await
         .click()
