@@ -520,7 +520,10 @@ impl Renumber {
                 if let Some((next, i)) = found {
                     // The last segment the player got is numbered `next - 1`.
                     return SeqMap {
-                        offset: i128::from(next) - 1 - i128::from(info.media_sequence + i),
+                        // In i128: a sequence near the top of u64 must not wrap.
+                        offset: i128::from(next)
+                            - 1
+                            - (i128::from(info.media_sequence) + i128::from(i)),
                         first: next,
                         discontinuity: false,
                         dseq_offset: 0,
@@ -533,7 +536,8 @@ impl Renumber {
                 };
                 let first = self.start_seq.unwrap_or(0);
                 SeqMap {
-                    offset: i128::from(first) - i128::from(info.media_sequence + start_index),
+                    offset: i128::from(first)
+                        - (i128::from(info.media_sequence) + i128::from(start_index)),
                     first,
                     discontinuity: true,
                     dseq_offset: i128::from(self.start_dseq) - i128::from(own_dseq),
@@ -559,7 +563,7 @@ impl Renumber {
             None => 0,
         };
         let dropped_discontinuities = own_discontinuities_before(body, dropped);
-        let listed_first = mapped_first + dropped as u64;
+        let listed_first = mapped_first.saturating_add(dropped as u64);
         // The player's discontinuity sequence for a source value `n`.
         let dseq = |n: u64| {
             u64::try_from((i128::from(n) + map.dseq_offset).max(0)).unwrap_or(0)
@@ -851,5 +855,24 @@ mod tests {
         assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:1001\n"), "{out}");
         assert!(out.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{out}");
         assert!(!out.contains("#EXT-X-DISCONTINUITY\n"), "{out}");
+    }
+
+    /// A new source numbered at the top of u64 (malformed, but an upstream's) is
+    /// renumbered like any other: its numbers are not added in u64 (they wrapped, a
+    /// panic in a debug build).
+    #[test]
+    fn a_source_numbered_at_the_top_of_u64_is_renumbered_without_wrapping() {
+        let sw = Renumber::new(Some(1000));
+        let url = Url::parse("http://b.example/live.m3u8").unwrap();
+        let body = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{}\n\
+             #EXTINF:2.0,\nx.ts\n#EXTINF:2.0,\ny.ts\n#EXTINF:2.0,\nz.ts\n",
+            u64::MAX
+        );
+        let out = sw.renumber(&body, &url, 1).unwrap();
+        assert!(
+            out.contains("#EXT-X-MEDIA-SEQUENCE:1000\n#EXT-X-DISCONTINUITY\n#EXTINF:2.0,\nz.ts"),
+            "{out}"
+        );
     }
 }
