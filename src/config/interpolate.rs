@@ -31,7 +31,12 @@ pub fn interpolate(
                 None => (expr, None),
             };
             if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{}}}` is not a variable name", cut(expr)));
+                // A default may be a secret: never quoted.
+                let shown = match default {
+                    Some(_) => format!("${{{}:-…}}", cut(var)),
+                    None => format!("${{{}}}", cut(var)),
+                };
+                return Err(format!("`{shown}` is not a variable name"));
             }
             // As in a shell, `:-` takes the default for an empty variable too. Without
             // a default an empty one is an error like a missing one: `docker -e KEY=`
@@ -104,6 +109,10 @@ mod tests {
         assert_eq!(
             interpolate(&long, &env).unwrap_err(),
             format!("`${{{}…}}` is not a variable name", "x-".repeat(20))
+        );
+        assert_eq!(
+            interpolate("${bad-name:-s3cret}", &env).unwrap_err(),
+            "`${bad-name:-…}` is not a variable name"
         );
         let e = interpolate("Bearer ${EMPTY}", &env).unwrap_err();
         assert!(e.contains("EMPTY is set but empty"), "{e}");
