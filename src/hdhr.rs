@@ -132,14 +132,18 @@ pub fn device_xml(base: &str, friendly_name: &str, device_id: &str) -> String {
 /// shift (`E4 SD +1`). The stream itself is not probed.
 pub fn is_hd(name: &str) -> bool {
     const SD: &[&str] = &["sd", "240p", "360p", "480p", "480i", "576p", "576i"];
-    let shift = |w: &str| {
-        w.strip_prefix('+')
-            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit()))
-    };
+    let hours = |h: &str| (1..=2).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit());
+    // "+1", and the "1" of "-1" (a separator here): a shift, not a mark.
+    let shift = |w: &str| hours(w.strip_prefix('+').unwrap_or(w));
     let last = name
         .rsplit(|c: char| c.is_whitespace() || "()[]{}|-_".contains(c))
         .find(|w| !w.is_empty() && !shift(w))
         .unwrap_or("");
+    // "SD+1": the mark before a shift written on to it.
+    let last = match last.rsplit_once('+') {
+        Some((mark, h)) if hours(h) => mark,
+        _ => last,
+    };
     !SD.iter().any(|m| last.eq_ignore_ascii_case(m))
 }
 
@@ -156,6 +160,8 @@ mod tests {
             "Channel 5",
             "Kids (720p)",
             "E4 HD +1",
+            "E4+1",
+            "Channel 5",
             "+1",
             "",
         ] {
@@ -169,6 +175,8 @@ mod tests {
             "Retro - SD",
             "E4 SD +1",
             "E4 SD (+1)",
+            "E4 SD+1",
+            "E4 SD -1",
         ] {
             assert!(!is_hd(sd), "{sd}");
         }
