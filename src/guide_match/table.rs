@@ -270,7 +270,10 @@ pub fn build(
             entries[i] = Some(entry(c, State::Unmatched, None, None, why));
             continue;
         }
-        let gone = n.is_none();
+        // Gone: its guide was read and does not list it (a guide not read yet says
+        // nothing of it).
+        let read = catalogues.iter().any(|c| c.source == source);
+        let gone = n.is_none() && read;
         let reason = match n {
             Some(n) => {
                 taken.insert(n);
@@ -287,7 +290,8 @@ pub fn build(
                 );
                 format!("{what} by an admin")
             }
-            None => format!("{what} by an admin; guide `{source}` does not list it now"),
+            None if read => format!("{what} by an admin; guide `{source}` does not list it now"),
+            None => format!("{what} by an admin; guide `{source}` has not been read yet"),
         };
         let mut line = entry(c, state, Some((source, guide_id)), None, reason);
         line.gone = gone;
@@ -494,6 +498,40 @@ mod tests {
         assert_eq!(
             t.assigned("s"),
             [("b".to_string(), "bbc".to_string())].into()
+        );
+    }
+
+    #[test]
+    fn a_pick_is_gone_only_when_its_guide_was_read_without_it() {
+        let g: Vec<(String, Vec<String>)> = vec![("a".into(), vec!["Alpha".into()])];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+            langs: &HashMap::new(),
+            region: None,
+        }];
+        let channels = [info("x", "X"), info("y", "Y")];
+        let pick = |source: &str| Decision::Pick {
+            source: source.into(),
+            guide_id: "old".into(),
+        };
+        let decisions: HashMap<String, Decision> = [
+            ("x".to_string(), pick("s")),
+            ("y".to_string(), pick("unread")),
+        ]
+        .into();
+        let t = build(
+            &channels,
+            &cats,
+            &Found::new(),
+            &decisions,
+            Settings::default(),
+        );
+        let (x, y) = (t.get("x").unwrap(), t.get("y").unwrap());
+        assert!(x.gone && x.reason.contains("does not list it now"), "{x:?}");
+        assert!(
+            !y.gone && y.reason.contains("has not been read yet"),
+            "{y:?}"
         );
     }
 
