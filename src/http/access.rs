@@ -347,7 +347,7 @@ fn admin_check(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Resul
 /// Whether a request carries the admin token (one is set, and it is given): the admin
 /// on viewer routes with `require_account`, where loopback without the token is not
 /// enough (behind a reverse proxy on the same box every viewer is loopback).
-pub fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
+fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
     let token = s.config.server.admin_token.expose();
     !token.is_empty()
         && bearer(headers).is_some_and(|given| {
@@ -356,6 +356,34 @@ pub fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
                 token.as_bytes(),
             ))
         })
+}
+
+/// `has_admin_token`, where a route takes the token in place of a login: a wrong one
+/// counts against its address as the `Admin` extractor counts it (such a route is a
+/// place to guess the token too), and an address with too many is refused (403).
+pub async fn carries_admin_token(
+    s: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<bool, AppError> {
+    if s.config.server.admin_token.expose().is_empty() || bearer(headers).is_none() {
+        return Ok(false);
+    }
+    let peer = peer.map(|ip| ip.to_canonical());
+    // Held until a failure is recorded, as in `Admin`.
+    let _turn = match peer {
+        Some(ip) => Some(s.accounts.penalty.wait(ip).await.ok_or_else(|| {
+            AppError::Forbidden(
+                "too many wrong admin tokens from this address: try again in a few minutes".into(),
+            )
+        })?),
+        None => None,
+    };
+    let given = has_admin_token(s, headers);
+    if let (Some(ip), false) = (peer, given) {
+        s.accounts.penalty.failure(ip);
+    }
+    Ok(given)
 }
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme

@@ -415,7 +415,8 @@ async fn proxy(
     if kind == Kind::Playlist
         && !tagged
         && s.config.server.require_account
-        && !super::access::has_admin_token(&s, &req_headers)
+        && !super::access::carries_admin_token(&s, &req_headers, client.map(|c| c.0 .0.ip()))
+            .await?
     {
         return Err(AppError::Unauthorized(
             "this playlist link belongs to a viewer account: open the channel again with your \

@@ -327,6 +327,16 @@ async fn what_an_account_does_not_see_it_cannot_list_guide_or_stream() {
         let body = assert_api_error(app.get(&path).await, 404).await;
         assert_eq!(body["error"], "unknown channel `9999`", "{path}: {body}");
     }
+    // Written with a leading zero, both are named as written.
+    for number in [sport, 9999] {
+        let path = format!("/live/bob/{}/0{number}.ts", seg(BOB.1));
+        let body = assert_api_error(app.get(&path).await, 404).await;
+        assert_eq!(
+            body["error"],
+            format!("unknown channel `0{number}`"),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1788,6 +1798,29 @@ async fn variant_links_play_pinned_or_not(token: &str) {
         for master in [&masters[0], &masters[2]] {
             assert!(ffmpeg_frames(&app.url(master)).await > 0, "{master}");
         }
+        // A stripped link takes the admin token in place of the tag: the right one
+        // plays; wrong ones are guesses, and after three free ones the next waits its
+        // turn (as on the admin routes).
+        let body = app.get_text_ok(&masters[0]).await;
+        let variant = crate::common::playlist_uris(&body).remove(0);
+        let bare = variant.split_once("?a=").unwrap().0.to_string();
+        let with = |t: &'static str| {
+            app.client
+                .get(app.url(&bare))
+                .header("Authorization", format!("Bearer {t}"))
+                .send()
+        };
+        assert_eq!(with("admin-tok").await.unwrap().status(), 200);
+        for _ in 0..3 {
+            assert_api_error(with("guess").await.unwrap(), 401).await;
+        }
+        let start = std::time::Instant::now();
+        assert_api_error(with("guess").await.unwrap(), 401).await;
+        assert!(
+            start.elapsed() >= std::time::Duration::from_millis(240),
+            "a fourth wrong token did not wait: {:?}",
+            start.elapsed()
+        );
     }
 }
 

@@ -599,7 +599,7 @@ async fn live(
     account_stream(
         &s,
         &account,
-        &format!("{}.{ext}", slug_of(&s, number).await?),
+        &format!("{}.{ext}", slug_of(&s, number, id).await?),
         None,
         Some(id),
         peer(&client),
@@ -767,12 +767,13 @@ async fn plain(
         });
     };
     let account = login(&s, Some(&user), Some(&pass), &client).await?;
+    let asked = file.strip_suffix(".ts").unwrap_or(&file);
     account_stream(
         &s,
         &account,
-        &format!("{}.ts", slug_of(&s, number).await?),
+        &format!("{}.ts", slug_of(&s, number, asked).await?),
         None,
-        file.split('.').next(),
+        Some(asked),
         peer(&client),
         &headers,
     )
@@ -804,12 +805,14 @@ pub(crate) fn tuner_account(s: &AppState) -> Result<Option<Arc<Account>>, AppErr
 /// The id of the channel numbered `number` (an Xtream `stream_id`): a number, never
 /// read as a slug, so that a channel named "5" does not play for channel 5. 404 as for
 /// a channel the account does not see.
-pub(crate) async fn slug_of(s: &AppState, number: u32) -> Result<String, AppError> {
+/// `asked`: the number as the request wrote it, which the 404 names (as a channel the
+/// account does not see is named: `007` either way).
+pub(crate) async fn slug_of(s: &AppState, number: u32, asked: &str) -> Result<String, AppError> {
     let lineup = s.registry.lineup().await?;
     lineup
         .by_number(number)
         .map(|c| c.id.to_string())
-        .ok_or_else(|| AppError::NotFound(format!("unknown channel `{number}`")))
+        .ok_or_else(|| AppError::NotFound(format!("unknown channel `{asked}`")))
 }
 
 fn stream_id(id: &str) -> Result<u32, AppError> {

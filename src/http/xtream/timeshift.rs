@@ -60,7 +60,7 @@ pub(super) async fn path_form(
     account_timeshift(
         &s,
         &account,
-        (&super::slug_of(&s, number).await?, id),
+        (&super::slug_of(&s, number, id).await?, id),
         start,
         minutes,
         peer(&client),
@@ -112,7 +112,7 @@ pub(super) async fn query_form(
     account_timeshift(
         &s,
         &account,
-        (&super::slug_of(&s, number).await?, asked),
+        (&super::slug_of(&s, number, asked).await?, asked),
         start,
         minutes,
         peer(&client),
