@@ -358,9 +358,10 @@ fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
         })
 }
 
-/// `has_admin_token`, where a route takes the token in place of a login: a wrong one
-/// counts against its address as the `Admin` extractor counts it (such a route is a
-/// place to guess the token too), and an address with too many is refused (403).
+/// `has_admin_token`, where a route takes the token in place of a login: `Ok(false)`
+/// when none is given (or none is set); a wrong one is a 403, and counts against its
+/// address as the `Admin` extractor counts it (such a route is a place to guess the
+/// token too): an address with too many waits, then is refused.
 pub async fn carries_admin_token(
     s: &AppState,
     headers: &HeaderMap,
@@ -379,11 +380,14 @@ pub async fn carries_admin_token(
         })?),
         None => None,
     };
-    let given = has_admin_token(s, headers);
-    if let (Some(ip), false) = (peer, given) {
+    if has_admin_token(s, headers) {
+        return Ok(true);
+    }
+    if let Some(ip) = peer {
         s.accounts.penalty.failure(ip);
     }
-    Ok(given)
+    // As the viewer routes answer a wrong token.
+    Err(AppError::Forbidden("wrong admin token".into()))
 }
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme

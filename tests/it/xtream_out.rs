@@ -1800,7 +1800,7 @@ async fn variant_links_play_pinned_or_not(token: &str) {
         }
         // A stripped link takes the admin token in place of the tag: the right one
         // plays; wrong ones are guesses, and after three free ones the next waits its
-        // turn (as on the admin routes).
+        // turn (as on the admin routes); a wrong one is a 403, as on the viewer routes.
         let body = app.get_text_ok(&masters[0]).await;
         let variant = crate::common::playlist_uris(&body).remove(0);
         let bare = variant.split_once("?a=").unwrap().0.to_string();
@@ -1812,10 +1812,10 @@ async fn variant_links_play_pinned_or_not(token: &str) {
         };
         assert_eq!(with("admin-tok").await.unwrap().status(), 200);
         for _ in 0..3 {
-            assert_api_error(with("guess").await.unwrap(), 401).await;
+            assert_api_error(with("guess").await.unwrap(), 403).await;
         }
         let start = std::time::Instant::now();
-        assert_api_error(with("guess").await.unwrap(), 401).await;
+        assert_api_error(with("guess").await.unwrap(), 403).await;
         assert!(
             start.elapsed() >= std::time::Duration::from_millis(240),
             "a fourth wrong token did not wait: {:?}",
