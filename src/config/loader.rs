@@ -841,13 +841,7 @@ impl<'t> Parse<'t> {
                         crate::store::loose_permissions_of(&f, mode, 0o600, &what)
                     });
                     if let Some(message) = loose {
-                        let field = format!("{path}.{}", file.0);
-                        let line = self.line_of_field(&field);
-                        self.warnings.push(Problem {
-                            line,
-                            field,
-                            message,
-                        });
+                        self.warning(&format!("{path}.{}", file.0), message);
                     }
                     Some(s)
                 }
@@ -945,12 +939,7 @@ impl<'t> Parse<'t> {
                 }
                 Err(e) => format!("{e}: serving stops here until it can be read"),
             };
-            let line = self.line_of_field(field);
-            self.warnings.push(Problem {
-                line,
-                field: field.into(),
-                message,
-            });
+            self.warning(field, message);
         }
         // The folder of the store and the instance's key: said when group or others
         // can get in (it is made owner-only when it is new).
@@ -958,24 +947,17 @@ impl<'t> Parse<'t> {
         if let Some(loose) = crate::store::mode_of(&cfg.server.state_dir).and_then(|mode| {
             crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, holds)
         }) {
-            let line = self.line_of_field("server.state_dir");
-            self.warnings.push(Problem {
-                line,
-                field: "server.state_dir".into(),
-                message: loose,
-            });
+            self.warning("server.state_dir", loose);
         }
         // A player reloads a playlist for as long as it plays: links that expire in
         // seconds stop every stream (valid, for a test of expiry; said).
         if cfg.server.link_ttl < Duration::from_secs(600) {
-            let line = self.line_of_field("server.link_ttl");
-            self.warnings.push(Problem {
-                line,
-                field: "server.link_ttl".into(),
-                message: "under 10m: a player keeps its links for as long as it plays, and \
-                          one that expires stops the stream (the default is 24h)"
+            self.warning(
+                "server.link_ttl",
+                "under 10m: a player keeps its links for as long as it plays, and one that \
+                 expires stops the stream (the default is 24h)"
                     .into(),
-            });
+            );
         }
         if cfg.server.link_ttl.is_zero() {
             self.problem("server.link_ttl", "must be more than 0".into());
@@ -1159,7 +1141,6 @@ impl<'t> Parse<'t> {
             .filter(|(_, p)| !p.exists())
             .collect();
         for (field, path) in missing {
-            let line = self.line_of_field(&field);
             // A relative path is read from the folder freesky runs in, not the config's.
             let looked = if path.is_relative() {
                 std::env::current_dir()
@@ -1173,24 +1154,17 @@ impl<'t> Parse<'t> {
             } else {
                 String::new()
             };
-            self.warnings.push(Problem {
-                line,
-                field,
-                message: format!(
+            self.warning(
+                &field,
+                format!(
                     "file {} does not exist{looked}: reading it fails until it does",
                     path.display()
                 ),
-            });
+            );
         }
         for (i, s) in cfg.services.iter().enumerate() {
             for (field, message) in s.kind.warnings(s.allow_private) {
-                let field = format!("services[{i}].{field}");
-                let line = self.line_of_field(&field);
-                self.warnings.push(Problem {
-                    line,
-                    field,
-                    message,
-                });
+                self.warning(&format!("services[{i}].{field}"), message);
             }
         }
     }
@@ -1207,6 +1181,16 @@ impl<'t> Parse<'t> {
                 None => return 0,
             }
         }
+    }
+
+    /// A warning located as `problem` locates a problem.
+    fn warning(&mut self, field: &str, message: String) {
+        let line = self.line_of_field(field);
+        self.warnings.push(Problem {
+            line,
+            field: field.to_string(),
+            message,
+        });
     }
 
     /// A problem located by field path (its span recorded by `walk`), or the nearest

@@ -295,28 +295,33 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, AppError> {
-        let peer = peer(parts);
-        // A token given where one is set is a guess until it matches: wrong ones from
-        // an address make its next tries wait, as wrong viewer logins do (`Penalty`).
-        let guess =
-            !s.config.server.admin_token.expose().is_empty() && bearer(&parts.headers).is_some();
-        let penalised = peer.filter(|_| guess);
-        // Held until a failure is recorded: a guess being checked counts for the next.
-        let _turn = match penalised {
-            Some(ip) => Some(s.accounts.penalty.wait(ip).await.ok_or_else(|| {
-                AppError::Forbidden(
-                    "too many wrong admin tokens from this address: try again in a few minutes"
-                        .into(),
-                )
-            })?),
-            None => None,
-        };
-        let checked = admin_check(s, &parts.headers, peer);
-        if let (Some(ip), Err(_)) = (penalised, &checked) {
-            s.accounts.penalty.failure(ip);
-        }
-        checked.map(|()| Admin(()))
+        admin_by(s, &parts.headers, peer(parts))
+            .await
+            .map(|()| Admin(()))
     }
+}
+
+/// `Admin`'s rule for a request with `headers` from `peer`, with the guess penalty: a
+/// token given where one is set is a guess until it matches, and wrong ones from an
+/// address make its next tries wait, as wrong viewer logins do (`Penalty`); an address
+/// with too many is refused.
+async fn admin_by(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(), AppError> {
+    let guess = !s.config.server.admin_token.expose().is_empty() && bearer(headers).is_some();
+    let penalised = peer.filter(|_| guess);
+    // Held until a failure is recorded: a guess being checked counts for the next.
+    let _turn = match penalised {
+        Some(ip) => Some(s.accounts.penalty.wait(ip).await.ok_or_else(|| {
+            AppError::Forbidden(
+                "too many wrong admin tokens from this address: try again in a few minutes".into(),
+            )
+        })?),
+        None => None,
+    };
+    let checked = admin_check(s, headers, peer);
+    if let (Some(ip), Err(_)) = (penalised, &checked) {
+        s.accounts.penalty.failure(ip);
+    }
+    checked
 }
 
 /// The admin rule: the bearer token when one is set, else a caller on loopback.
@@ -344,24 +349,11 @@ fn admin_check(s: &AppState, headers: &HeaderMap, peer: Option<IpAddr>) -> Resul
     }
 }
 
-/// Whether a request carries the admin token (one is set, and it is given): the admin
-/// on viewer routes with `require_account`, where loopback without the token is not
-/// enough (behind a reverse proxy on the same box every viewer is loopback).
-fn has_admin_token(s: &AppState, headers: &HeaderMap) -> bool {
-    let token = s.config.server.admin_token.expose();
-    !token.is_empty()
-        && bearer(headers).is_some_and(|given| {
-            bool::from(subtle::ConstantTimeEq::ct_eq(
-                given.as_bytes(),
-                token.as_bytes(),
-            ))
-        })
-}
-
-/// `has_admin_token`, where a route takes the token in place of a login: `Ok(false)`
-/// when none is given (or none is set); a wrong one is a 403, and counts against its
-/// address as the `Admin` extractor counts it (such a route is a place to guess the
-/// token too): an address with too many waits, then is refused.
+/// Whether a request carries the admin token, where a route takes it in place of a
+/// login (with `require_account`, where loopback without the token is not enough:
+/// behind a reverse proxy on the same box every viewer is loopback): `Ok(false)` when
+/// none is set or given; a given one is checked as `Admin` checks it, with its guess
+/// penalty (a wrong one is a 403).
 pub async fn carries_admin_token(
     s: &AppState,
     headers: &HeaderMap,
@@ -370,24 +362,9 @@ pub async fn carries_admin_token(
     if s.config.server.admin_token.expose().is_empty() || bearer(headers).is_none() {
         return Ok(false);
     }
-    let peer = peer.map(|ip| ip.to_canonical());
-    // Held until a failure is recorded, as in `Admin`.
-    let _turn = match peer {
-        Some(ip) => Some(s.accounts.penalty.wait(ip).await.ok_or_else(|| {
-            AppError::Forbidden(
-                "too many wrong admin tokens from this address: try again in a few minutes".into(),
-            )
-        })?),
-        None => None,
-    };
-    if has_admin_token(s, headers) {
-        return Ok(true);
-    }
-    if let Some(ip) = peer {
-        s.accounts.penalty.failure(ip);
-    }
-    // As the viewer routes answer a wrong token.
-    Err(AppError::Forbidden("wrong admin token".into()))
+    admin_by(s, headers, peer.map(|ip| ip.to_canonical()))
+        .await
+        .map(|()| true)
 }
 
 /// The bearer token a request carries (`Authorization: Bearer <token>`, the scheme

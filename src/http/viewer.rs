@@ -39,10 +39,7 @@ impl FromRequestParts<AppState> for Viewer {
             // channel, uncounted, as without `require_account`. Loopback without a
             // token does not: behind a reverse proxy on the same box every viewer
             // would come from loopback.
-            if super::access::bearer(&parts.headers).is_some()
-                && !s.config.server.admin_token.expose().is_empty()
-            {
-                super::access::Admin::from_request_parts(parts, s).await?;
+            if super::access::carries_admin_token(s, &parts.headers, peer(parts)).await? {
                 return Ok(Viewer(None));
             }
             return Err(AppError::Unauthorized(

@@ -15,8 +15,9 @@ fn log_until_serving(state_dir: &Path) -> Vec<String> {
     log_until_serving_with(state_dir, "")
 }
 
-/// `log_until_serving` with more `[server]` lines.
-fn log_until_serving_with(state_dir: &Path, server: &str) -> Vec<String> {
+/// Writes `freesky.toml` beside `state_dir`: a demo service, `state_dir`, and more
+/// `[server]` lines (`server`, from line 4). Answers its path.
+fn write_config(state_dir: &Path, server: &str) -> std::path::PathBuf {
     let parent = state_dir.parent().expect("the state dir has a parent");
     let config = parent.join("freesky.toml");
     std::fs::write(
@@ -27,6 +28,13 @@ fn log_until_serving_with(state_dir: &Path, server: &str) -> Vec<String> {
         ),
     )
     .expect("write config");
+    config
+}
+
+/// `log_until_serving` with more `[server]` lines.
+fn log_until_serving_with(state_dir: &Path, server: &str) -> Vec<String> {
+    let config = write_config(state_dir, server);
+    let parent = state_dir.parent().expect("the state dir has a parent");
     let mut cmd = freesky_command();
     cmd.arg("--config").arg(&config).arg("serve");
     let server = Process::serve(cmd, &parent.join("freesky.log"));
@@ -120,15 +128,7 @@ fn check_warns_of_a_shared_key_file_and_a_state_dir_open_to_others() {
     std::fs::write(&key, [7u8; 32]).expect("write key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let server = format!("proxy_key_file = '{}'\n", key.display());
-    let config = root.path().join("freesky.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n{server}\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
-            state.display()
-        ),
-    )
-    .expect("write config");
+    let config = write_config(&state, &server);
     let out = freesky_command()
         .arg("--config")
         .arg(&config)

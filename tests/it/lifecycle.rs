@@ -87,6 +87,15 @@ fn config_text(dir: &Path, extra: &str, services: &[(&str, String, &str)]) -> St
     s
 }
 
+/// `config_text` with one service, "Origin" (the list at `list`), whose guide is at
+/// `guide`.
+fn with_guide(dir: &Path, list: String, description: &str, guide: &str) -> String {
+    format!(
+        "{}epg_url = \"{guide}\"\n",
+        config_text(dir, "", &[("Origin", list, description)])
+    )
+}
+
 /// The binary serving `--config <dir>/freesky.toml` (or no config at all), its stderr
 /// in `<dir>/freesky.log` (`common::Process`: killed on drop).
 struct Freesky {
@@ -445,14 +454,11 @@ async fn a_reload_keeps_the_last_good_guide_of_a_guide_that_fails() {
         )
         .start();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "{}epg_url = \"{}\"\n",
-        config_text(
-            dir.path(),
-            "",
-            &[("Origin", origin.url("/list.m3u"), "first")]
-        ),
-        guide.url("/guide.xml")
+    let text = with_guide(
+        dir.path(),
+        origin.url("/list.m3u"),
+        "first",
+        &guide.url("/guide.xml"),
     );
     let fs = Freesky::start(dir.path(), &text);
     channel_id(&fs, "Live").await;
@@ -1145,10 +1151,11 @@ async fn a_reload_while_the_store_is_unreadable_keeps_the_guide_decisions() {
         )
         .start();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "{}epg_url = \"{}\"\n",
-        config_text(dir.path(), "", &[("Origin", origin.url("/list.m3u"), "x")]),
-        guide.url("/guide.xml")
+    let text = with_guide(
+        dir.path(),
+        origin.url("/list.m3u"),
+        "x",
+        &guide.url("/guide.xml"),
     );
     let fs = Freesky::start(dir.path(), &text);
     let live = channel_id(&fs, "Live").await;
