@@ -63,18 +63,29 @@ const QUALITY_SUFFIXES: &[&str] = &[
 ///
 /// Merge keys, and so every channel's stored id and number, are made of this: its
 /// output must not change without a way back (`Store::follow_moved_keys` tries a new
-/// `name:` key's former reading, [`normalise_without_notes`]).
+/// `name:` key's [`former_readings`]).
 /// `tests::normalise_is_the_regex_reading` holds it to a regex over the folded name.
 /// One pass, no regex: it runs for every entry of every list.
 pub fn normalise(name: &str) -> String {
-    normalise_notes(name, true)
+    normalise_notes(name, true, true)
+}
+
+/// The readings channel merge keys had before [`normalise`]'s: a `+` joined to the word
+/// before it (`"E4+1"` → `"e4+1"`, where `"E4 +1"` read `"e4 +1"`), with bracketed
+/// notes kept, then dropped. A store written then holds `name:` keys made of one of
+/// them (`Store::follow_moved_keys`).
+pub fn former_readings(name: &str) -> [String; 2] {
+    [
+        normalise_notes(name, true, false),
+        normalise_notes(name, false, false),
+    ]
 }
 
 /// [`normalise`] with every bracketed note dropped (`"Heat (1995)"` → `"heat"`): titles'
 /// keys and search words (a movie's year is its own field), and the reading channel
 /// merge keys had until notes other than format notes counted.
 pub fn normalise_without_notes(name: &str) -> String {
-    normalise_notes(name, false)
+    normalise_notes(name, false, false)
 }
 
 /// Words of a bracketed note that say nothing of which channel it is.
@@ -95,7 +106,9 @@ pub(crate) fn is_format_note(note: &[u8]) -> bool {
         })
 }
 
-fn normalise_notes(name: &str, keep_notes: bool) -> String {
+/// `split_plus`: a `+` right after a letter or digit begins a word of its own, so that
+/// "E4+1" and "E4 +1", or "Canal+" and "Canal +", are one name.
+fn normalise_notes(name: &str, keep_notes: bool, split_plus: bool) -> String {
     // ASCII stays as it is (borrowed); the rest becomes ASCII, "[?]" when unknown.
     let folded = deunicode::deunicode_with_tofu_cow(name, "[?]");
     let b = folded.as_bytes();
@@ -103,6 +116,9 @@ fn normalise_notes(name: &str, keep_notes: bool) -> String {
     let mut gap = false;
     let word = |c: u8, gap: &mut bool, out: &mut String| {
         if c.is_ascii_alphanumeric() || c == b'+' {
+            if c == b'+' && split_plus && out.ends_with(|p: char| p.is_ascii_alphanumeric()) {
+                *gap = true;
+            }
             if *gap && !out.is_empty() {
                 out.push(' ');
             }
@@ -155,6 +171,10 @@ pub fn slugify(name: &str) -> String {
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if c == '+' {
+            // "E4 +1" as "E4+1" was: "e4plus1", "canalplus-sport".
+            if slug.ends_with('-') {
+                slug.pop();
+            }
             slug.push_str("plus");
         } else if !slug.ends_with('-') && !slug.is_empty() {
             slug.push('-');
@@ -922,8 +942,20 @@ mod tests {
     }
 
     /// `normalise` as a regex over the folded name; `keep_notes: false` is the first
-    /// reading (`normalise_without_notes`), which stored merge keys were made with.
+    /// reading (`normalise_without_notes`), which stored merge keys were made with, and
+    /// then with a `+` joined to the word before it (`former_readings`).
     fn normalise_by_regex(name: &str, keep_notes: bool) -> String {
+        static PLUS: OnceLock<Regex> = OnceLock::new();
+        let plus = PLUS.get_or_init(|| Regex::new(r"([a-z0-9])\+").unwrap());
+        let joined = normalise_by_regex_joined(name, keep_notes);
+        if keep_notes {
+            plus.replace_all(&joined, "$1 +").into_owned()
+        } else {
+            joined
+        }
+    }
+
+    fn normalise_by_regex_joined(name: &str, keep_notes: bool) -> String {
         static BRACKETS: OnceLock<Regex> = OnceLock::new();
         static FORMAT: OnceLock<Regex> = OnceLock::new();
         let brackets = BRACKETS.get_or_init(|| Regex::new(r"\(([^)]*)\)|\[([^\]]*)\]").unwrap());
@@ -1024,6 +1056,14 @@ mod tests {
                 normalise_by_regex(&name, false),
                 "{name:?}"
             );
+            assert_eq!(
+                former_readings(&name),
+                [
+                    normalise_by_regex_joined(&name, true),
+                    normalise_by_regex_joined(&name, false)
+                ],
+                "{name:?}"
+            );
         }
         // Quality words as whole words only.
         for name in ["HD News", "news hdx", "news sd hd 4k", "4k"] {
@@ -1042,17 +1082,35 @@ mod tests {
             ("Télé-Sport  HD", "tele sport"),
             ("BBC ONE FHD", "bbc one"),
             ("bbc.one", "bbc one"),
-            ("Canal+ 4K", "canal+"),
+            ("Canal+ 4K", "canal +"),
             ("News (backup)", "news"),
             ("News (720p) [Not 24/7] [Geo-blocked]", "news"),
             ("BBC One (Scotland)", "bbc one scotland"),
             ("Quran TV (Mecca) (1080p)", "quran tv mecca"),
             ("Movies (+1)", "movies +1"),
             ("HD", "hd"),
+            // A "+" begins a word: two providers' spellings are one channel.
+            ("E4+1", "e4 +1"),
+            ("E4 +1", "e4 +1"),
+            ("E4 (+1)", "e4 +1"),
+            ("Canal+", "canal +"),
+            ("Canal +", "canal +"),
+            ("C++ (a+b)", "c ++ a +b"),
         ] {
             assert_eq!(normalise(input), want, "{input}");
         }
         assert_eq!(slugify("Canal+ Sport HD"), "canalplus-sport");
+        assert_eq!(slugify("Canal + Sport"), "canalplus-sport");
+        for e4 in ["E4+1", "E4 +1", "E4 (+1)", "E4+1 HD"] {
+            assert_eq!(slugify(e4), "e4plus1", "{e4}");
+        }
+        assert_eq!(slugify("+1 Movies"), "plus1-movies");
+        // What stores written before hold.
+        assert_eq!(
+            former_readings("E4+1 (Scotland)"),
+            ["e4+1 scotland", "e4+1"]
+        );
+        assert_eq!(former_readings("E4 +1"), ["e4 +1", "e4 +1"]);
         assert_eq!(slugify("ÆØÅ!!"), "aeoa");
         assert_eq!(slugify("!!!"), "channel");
     }

@@ -962,8 +962,9 @@ impl Store {
     ///   per source name), which a store written before keys stopped depending on
     ///   source order may hold;
     /// - a `name:` key takes that of one of its `name_keys(i)` (a name's former
-    ///   reading, `lineup::normalise_without_notes`, under which one channel held names
-    ///   that differ only in a bracketed note), else that of the `tvg:` key whose slug
+    ///   readings, `lineup::former_readings`: a `+` joined to the word before it, and
+    ///   bracketed notes dropped, under which one channel held names that differ only
+    ///   in a bracketed note, and "E4+1" and "E4 +1" were two), else that of the `tvg:` key whose slug
     ///   is the one it wants (its sources with a tvg-id were switched off), unless that
     ///   slug ends in a number (`news-2` may be the second "News" made unique, another
     ///   channel).

@@ -1080,3 +1080,62 @@ async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
         assert_eq!(services_of(&sport), ["A", "B"], "{why}: {sport:#}");
     }
 }
+
+/// "E4+1" of one provider and "E4 +1" of another are one channel. A store written when
+/// they read as two names (its key `name:e4+1`) keeps the channel's id, number and
+/// mapping when the second provider joins it.
+#[tokio::test]
+async fn a_plus_joined_or_apart_is_one_channel_that_keeps_the_identity_it_had() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let entry = |name: &str, path: &str| format!("#EXTINF:-1,{name}\n{o}/{path}.m3u8\n");
+    let b = Arc::new(Mutex::new("#EXTM3U\n".to_string()));
+    let list = b.clone();
+    let _up = up
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n{}", entry("E4+1", "a/e4")),
+        )
+        .route(
+            "/b.m3u",
+            get(move || {
+                let body = list.lock().unwrap().clone();
+                async move { body }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    ))
+    .await;
+    patch_ok(&app, "e4plus1", json!({"number": 401, "name": "My E4"})).await;
+    app.stop().await;
+    // As a store written before a "+" began a word holds it.
+    let db = rusqlite::Connection::open(app.state_dir().join("freesky.db")).unwrap();
+    let moved = db
+        .execute(
+            "UPDATE channel_identity SET merge_key = 'name:e4+1' WHERE merge_key = 'name:e4 +1'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(moved, 1, "the channel's stored key");
+    drop(db);
+
+    *b.lock().unwrap() = format!("#EXTM3U\n{}", entry("E4 +1", "b/e4"));
+    for why in ["the start that reads the old key", "a later start"] {
+        app.start().await;
+        let channels = app.channels().await;
+        assert_eq!(channels.len(), 1, "{why}: {channels:#?}");
+        let c = get_channel(&app, "e4plus1").await;
+        assert_eq!(c["number"], 401, "{why}: {c:#}");
+        assert_eq!(c["name"], "My E4", "{why}: {c:#}");
+        assert_eq!(services_of(&c), ["A", "B"], "{why}: {c:#}");
+        app.stop().await;
+    }
+}

@@ -367,15 +367,19 @@ impl Registry {
         self.store.follow_moved_keys(
             &mut keys,
             |i| {
-                // Each name as it reads now, then as it read before bracketed notes
-                // counted (the key a store written then holds).
+                // Each name as it reads now, then as it read before (a `+` joined to
+                // the word before it, then also without bracketed notes): the keys a
+                // store written then holds.
                 let names = || {
                     std::iter::once(&*merged[i].name)
                         .chain(merged[i].sources.iter().map(|s| &*s.name))
                 };
                 let mut keys: Vec<String> = names()
                     .map(|n| format!("name:{}", lineup::normalise(n)))
-                    .chain(names().map(|n| format!("name:{}", lineup::normalise_without_notes(n))))
+                    .chain(
+                        names()
+                            .flat_map(|n| lineup::former_readings(n).map(|r| format!("name:{r}"))),
+                    )
                     .collect();
                 keys.dedup();
                 keys
