@@ -309,8 +309,13 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         format!("tvg:{tvg}")
                     };
                     let name = ch.name.trim();
-                    // Mostly the same text: then one allocation for both.
-                    let name = if *source.name == *name {
+                    // Mostly the same text: then one allocation for both. A control
+                    // character or line break (a terminal escape, NEL, U+2028) is a
+                    // space, as the playlist writes it: every output shows this name.
+                    let name = if name.chars().any(|c| crate::m3u::printable(c) != c) {
+                        let clean: String = name.chars().map(crate::m3u::printable).collect();
+                        Text::from(clean.trim())
+                    } else if *source.name == *name {
                         source.name.clone()
                     } else {
                         Text::from(name)
@@ -1120,6 +1125,17 @@ mod tests {
         assert_eq!(guide_id("BBCOne.uk", "bbc-one"), "BBCOne.uk");
         assert_eq!(guide_id("", "demo"), "demo.freesky");
         assert_eq!(guide_id("bbc one", "x"), "bbc-one.freesky");
+    }
+
+    #[test]
+    fn a_channels_name_carries_no_control_character_or_line_break() {
+        let a = [ch("A", "1", " \u{1b}[31mRed\u{85}One\u{2028}\u{b} ", "")];
+        let m = merge(&[ServiceChannels {
+            service: "A",
+            priority: 1,
+            channels: &a,
+        }]);
+        assert_eq!(m[0].name, "[31mRed One");
     }
 
     #[test]

@@ -139,6 +139,9 @@ type LineupMemo = (Arc<Lineup>, String, Arc<Lineup>);
 /// Refusal reasons, as the metric labels them.
 const REASONS: [&str; 3] = ["html", "not_image", "too_large"];
 
+/// The longest logo URL given a `/logos/` link, in bytes.
+pub const MAX_URL_BYTES: usize = 4096;
+
 impl Logos {
     /// The logos of `cfg`, their cache in `state_dir/logos` (its index read now).
     pub fn new(cfg: &LogosConfig, state_dir: &Path, signer: Arc<Signer>) -> Self {
@@ -178,7 +181,9 @@ impl Logos {
         let ok = Url::parse(original.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"));
-        let Some(url) = ok else {
+        // Its link, a third longer, would pass the limits of freesky's own URIs
+        // (`max_uri_bytes`) and of many clients: left out, as a non-URL is.
+        let Some(url) = ok.filter(|u| u.as_str().len() <= MAX_URL_BYTES) else {
             return Cow::Borrowed("");
         };
         let mut plain = Vec::with_capacity(2 + service.len() + url.as_str().len());
@@ -392,17 +397,21 @@ impl Logos {
                 .clone()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            if ctype.starts_with("text/html") || ctype.starts_with("application/xhtml") {
-                return Err(self.refuse(
-                    0,
-                    LogoError::NotImage {
-                        url: redact(url),
-                        what: format!("the upstream answered `{ctype}`"),
-                    },
-                ));
-            }
+            // Told by its bytes, not by its type: panels serve logos from scripts
+            // whose type is HTML. The copy served is typed from its bytes.
+            let said_html =
+                ctype.starts_with("text/html") || ctype.starts_with("application/xhtml");
             let bytes = match fetched.bytes(limit).await {
                 Ok(b) => b,
+                Err(UpstreamError::TooLarge { .. }) if said_html => {
+                    return Err(self.refuse(
+                        0,
+                        LogoError::NotImage {
+                            url: redact(url),
+                            what: format!("the upstream answered `{ctype}`"),
+                        },
+                    ))
+                }
                 Err(UpstreamError::TooLarge { .. }) => {
                     return Err(self.refuse(
                         2,
@@ -420,12 +429,14 @@ impl Logos {
                     bytes,
                 }),
                 None => {
-                    let html = looks_like_html(&bytes);
+                    let html = said_html || looks_like_html(&bytes);
                     Err(self.refuse(
                         usize::from(!html),
                         LogoError::NotImage {
                             url: redact(url),
-                            what: if html {
+                            what: if said_html {
+                                format!("the upstream answered `{ctype}`")
+                            } else if html {
                                 "HTML".into()
                             } else {
                                 "not a PNG, JPEG, GIF, WebP, BMP, ICO or AVIF image".into()

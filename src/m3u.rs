@@ -652,7 +652,7 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
 /// U+2029, vertical tab, form feed; all white space to the parser, which trims them)
 /// become spaces, and so does every other control character (an upstream's terminal
 /// escapes would reach `freesky playlist`'s terminal).
-fn push_clean(out: &mut String, value: &str) {
+pub(crate) fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
         out.push(if c == '"' { '\'' } else { printable(c) });
     }

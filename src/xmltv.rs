@@ -730,9 +730,12 @@ fn attributes(e: &BytesStart<'_>) -> Vec<(String, String)> {
 
 /// `s` without the characters XML 1.0 does not allow anywhere, escaped or not (C0
 /// controls but tab, line feed and carriage return; U+FFFE, U+FFFF): one in a name or
-/// title would make the whole merged guide invalid for every client.
+/// title would make the whole merged guide invalid for every client. Nor DEL and the
+/// C1 controls (U+007F-U+009F), which XML 1.0 allows but discourages: a NEL (U+0085)
+/// ends a line for some readers, and `tv_validate_file` refuses a guide with one as
+/// misencoded.
 pub fn xml_chars(s: &str) -> std::borrow::Cow<'_, str> {
-    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}');
+    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{7F}'..='\u{9F}' | '\u{FFFE}' | '\u{FFFF}');
     if s.chars().all(allowed) {
         std::borrow::Cow::Borrowed(s)
     } else {
@@ -1294,7 +1297,7 @@ mod tests {
         let g = read_str(
             "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\
              <programme start=\"20261124183000\" channel=\"one.example\">\
-             <title lang=\"e\u{1}n\">ctrl &#1;&#x1b;\u{2}x</title>\
+             <title lang=\"e\u{1}n\">ctrl &#1;&#x1b;&#x85;\u{2}\u{7f}\u{9f}x</title>\
              <desc><![CDATA[a\u{7}b]]></desc></programme></tv>",
         )
         .await
@@ -1310,7 +1313,7 @@ mod tests {
             &[OutChannel {
                 number: 0,
                 id: "a\u{0}b",
-                name: "XML <tag> & ]]> \u{1}\u{2} ctrl\u{1b}",
+                name: "XML <tag> & ]]> \u{1}\u{2}\u{85} ctrl\u{1b}\u{80}",
                 logo: "",
                 programmes: std::slice::from_ref(p),
             }],

@@ -1099,6 +1099,24 @@ impl<'t> Parse<'t> {
         if cfg.logos.max_bytes == 0 {
             self.problem("logos.max_bytes", "must be more than 0".into());
         }
+        if cfg.logos.mode == LogoMode::Cache {
+            let cap = cfg.logos.cache_max_mb.saturating_mul(1 << 20);
+            if cap == 0 {
+                self.problem(
+                    "logos.cache_max_mb",
+                    "must be more than 0 in `cache` mode (`mode = \"proxy\"` keeps no copies)"
+                        .into(),
+                );
+            } else if cap < cfg.logos.max_bytes as u64 {
+                self.warning(
+                    "logos.cache_max_mb",
+                    format!(
+                        "{} MiB is less than `max_bytes` ({} bytes): an image larger than the cache is served but never kept",
+                        cfg.logos.cache_max_mb, cfg.logos.max_bytes
+                    ),
+                );
+            }
+        }
         // An account limited to a service that is not configured sees nothing of it
         // (names are case-sensitive). Told against the names as written, beside the
         // services' own problems; not when a service's name is missing or no string.
@@ -1811,6 +1829,35 @@ mod tests {
                 "{field}: {e:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_logo_cache_of_no_space_is_refused_and_one_smaller_than_an_image_warned_of() {
+        let e = errors("[logos]\nmode = \"cache\"\ncache_max_mb = 0\n");
+        assert!(
+            e.iter().any(|l| l
+                .starts_with("f.toml:3: logos.cache_max_mb: must be more than 0 in `cache` mode")),
+            "{e:#?}"
+        );
+        // Without a cache, the key is not read.
+        assert!(errors("[logos]\nmode = \"proxy\"\ncache_max_mb = 0\n").is_empty());
+        let warned = |text: &str| {
+            Config::parse(text, "f.toml", &env)
+                .unwrap()
+                .warnings
+                .iter()
+                .filter(|w| w.field == "logos.cache_max_mb")
+                .map(|w| format!("{}: {}", w.line, w.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            warned("[logos]\nmode = \"cache\"\nmax_bytes = 4194304\ncache_max_mb = 2\n"),
+            [
+                "4: 2 MiB is less than `max_bytes` (4194304 bytes): an image larger than the \
+              cache is served but never kept"
+            ]
+        );
+        assert!(warned("[logos]\nmode = \"cache\"\ncache_max_mb = 2\n").is_empty());
     }
 
     #[test]

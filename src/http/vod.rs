@@ -621,22 +621,31 @@ async fn vod_m3u(State(s): State<AppState>, viewer: Viewer, headers: HeaderMap) 
             if !sees(a, t) {
                 return false;
             }
-            let attr = |s: &str| s.replace(['"', '\n', '\r'], " ");
-            let name = t.name().replace(['\n', '\r', ','], " ");
+            // Written as `/playlist.m3u` writes its lines (`m3u::push_clean`): no
+            // upstream text can close an attribute or begin a line.
+            let mut line = String::with_capacity(200);
+            line.push_str("#EXTINF:-1 tvg-id=\"movie-");
+            line.push_str(&t.id().to_string());
+            line.push_str("\" tvg-name=\"");
+            crate::m3u::push_clean(&mut line, t.name());
+            line.push('"');
             // As `/playlist.m3u`: no `tvg-logo` rather than an empty one.
             let poster = posters.of(t);
-            let logo = if poster.is_empty() {
-                String::new()
-            } else {
-                format!(" tvg-logo=\"{}\"", attr(&poster))
-            };
-            let line = format!(
-            "#EXTINF:-1 tvg-id=\"movie-{id}\" tvg-name=\"{n}\"{logo} group-title=\"{g}\",{name}\n{base}/api/movie/{id}.{ext}{suffix}\n",
-            id = t.id(),
-            n = attr(t.name()),
-            g = attr(t.category()),
-            ext = t.ext(),
-        );
+            if !poster.is_empty() {
+                line.push_str(" tvg-logo=\"");
+                crate::m3u::push_clean(&mut line, &poster);
+                line.push('"');
+            }
+            line.push_str(" group-title=\"");
+            crate::m3u::push_clean(&mut line, t.category());
+            line.push_str("\",");
+            crate::m3u::push_clean(&mut line, t.name());
+            line.push('\n');
+            line.push_str(&format!(
+                "{base}/api/movie/{}.{}{suffix}\n",
+                t.id(),
+                t.ext()
+            ));
             out.extend_from_slice(line.as_bytes());
             true
         },

@@ -495,3 +495,48 @@ async fn a_logo_many_clients_ask_for_at_once_is_fetched_once() {
     assert_eq!(app.get(&link).await.status(), 200);
     assert_eq!(up.hits("/logo/slow.png"), 2);
 }
+
+/// An image is told by its bytes, not by the type its upstream gives: a panel's
+/// script serving PNG bytes as `text/html` is a logo (served as `image/png`). A logo
+/// URL too long for its link to be a URL freesky or a player takes is left out.
+#[tokio::test]
+async fn a_logo_is_told_by_its_bytes_and_an_overlong_one_is_left_out() {
+    let b = FakeUpstream::bind().await;
+    let base = b.base();
+    let long = |n: usize| format!("/logo/{}.png", "a".repeat(n));
+    let (fits, over) = (long(3_900), long(freesky::logos::MAX_URL_BYTES));
+    let m3u = format!(
+        "#EXTM3U\n\
+         #EXTINF:-1 tvg-logo=\"{base}/logo.php?id=5\",Five\n{base}/five.m3u8\n\
+         #EXTINF:-1 tvg-logo=\"{base}{fits}\",Six\n{base}/six.m3u8\n\
+         #EXTINF:-1 tvg-logo=\"{base}{over}\",Seven\n{base}/seven.m3u8\n"
+    );
+    let up = b
+        .text("/list.m3u", "audio/x-mpegurl", m3u)
+        .bytes("/logo.php", "text/html; charset=UTF-8", png())
+        .bytes(&fits, "image/png", png())
+        .bytes(&over, "image/png", png())
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[logos]\nmode = \"cache\"\n\n\
+         [[services]]\nname = \"LogoUp\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n",
+        up.base()
+    ))
+    .await;
+    for name in ["Five", "Six"] {
+        let link = logo_of(&app, name).await;
+        assert!(link.starts_with(&app.url("/logos/")), "{name}: {link}");
+        let resp = app.get(&link).await;
+        assert_eq!(resp.status(), 200, "{name}: {} bytes", link.len());
+        assert_eq!(resp.headers()["content-type"], "image/png", "{name}");
+        assert_eq!(resp.bytes().await.unwrap().to_vec(), png(), "{name}");
+    }
+    assert_eq!(logo_of(&app, "Seven").await, "");
+    let playlist = app.get_text_ok("/playlist.m3u").await;
+    let seven = playlist
+        .lines()
+        .find(|l| l.ends_with(",Seven"))
+        .expect("Seven is listed");
+    assert!(!seven.contains("tvg-logo"), "{seven}");
+    assert_eq!(up.hits(&over), 0);
+}

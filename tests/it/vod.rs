@@ -1246,3 +1246,48 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
         );
     }
 }
+
+/// `/vod.m3u` writes upstream text as `/playlist.m3u` does: a title, category or
+/// poster address with a line break of any reader's (NEL, U+2028, vertical tab) or a
+/// terminal escape cannot begin a line or close an attribute, and a comma in a title
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_movie_playlist_keeps_every_title_on_its_line() {
+    let fake = FakeUpstream::bind().await;
+    let b = fake.base();
+    let list = format!(
+        "#EXTM3U\n\
+         #EXTINF:-1 tvg-logo=\"{b}/p\u{2028}x.jpg\" group-title=\"Dra\u{85}ma\",\
+         Sep\u{2028}#EXTINF:-1,Injected\u{85}NEL\u{b}VT\u{1b}[31m \"q\", a (2004)\n\
+         {b}/files/x.mp4\n"
+    );
+    let _fake = fake.text("/list.m3u", M3U_TYPE, list).start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Files\"\nkind = \"m3u\"\nurl = \"{b}/list.m3u\"\n"
+    ))
+    .await;
+    let m3u = app.get_text_ok("/vod.m3u").await;
+    let lines: Vec<&str> = m3u
+        .split(|c| {
+            matches!(
+                c,
+                '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{1c}'
+                    ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+            )
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3, "{m3u:?}");
+    assert_eq!(lines[0], "#EXTM3U");
+    assert!(
+        lines[1].starts_with("#EXTINF:-1 tvg-id=\"movie-"),
+        "{m3u:?}"
+    );
+    assert!(
+        lines[1]
+            .ends_with(" group-title=\"Dra ma\",Sep #EXTINF:-1,Injected NEL VT [31m 'q', a (2004)"),
+        "{m3u:?}"
+    );
+    assert!(!m3u.chars().any(|c| c.is_control() && c != '\n'), "{m3u:?}");
+    assert!(lines[2].ends_with(".mp4"), "{m3u:?}");
+}
