@@ -1,7 +1,9 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document of every route, generated from the
 //! `#[utoipa::path]` annotations on the handlers. Each area's file documents its own
-//! routes in a `Doc` (`#[derive(utoipa::OpenApi)]`); this file only merges them, adds
-//! the `admin` bearer scheme, and serves the result, built once.
+//! routes in a `Doc` (`#[derive(utoipa::OpenApi)]`); this file merges them, adds
+//! the `admin` bearer scheme and the answers a layer gives rather than the handler
+//! (a body too large; the logins `require_account` asks for), and serves the result,
+//! built once.
 //!
 //! A route added without an annotation is caught by `tests/it/openapi.rs`, which reads
 //! every `.route(...)` in `src/http/` and looks for it in the document.
@@ -87,6 +89,7 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
     doc.merge(xtream::Doc::openapi());
     doc.merge(super::vod::Doc::openapi());
     doc.merge(ready::Doc::openapi());
+    add_layer_responses(&mut doc);
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme(
@@ -102,6 +105,69 @@ pub(crate) fn build() -> utoipa::openapi::OpenApi {
             ),
         );
     doc
+}
+
+/// The answers of the layers in front of the handlers, on each operation whose own
+/// annotation does not list them: a body larger than its route takes is a 413; with
+/// `server.require_account`, the lineup API (`viewer::is_lineup_api`) answers the
+/// admin only, and the viewer routes (`viewer::ROUTES`) a login, each 401 without and
+/// 403 when refused. `tests/it/openapi.rs` calls every operation so configured and
+/// finds each status it gets documented.
+fn add_layer_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let lineup_api = super::viewer::is_lineup_api(path);
+        let viewer = super::viewer::ROUTES.contains(&path.as_str());
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut add = |code: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(description).into());
+            };
+            if op.request_body.is_some() {
+                add("413", "The body is larger than this call takes");
+            }
+            if lineup_api {
+                add(
+                    "401",
+                    "`server.require_account` and no admin token: the lineup API is the admin's",
+                );
+                add(
+                    "403",
+                    "`server.require_account` and a wrong admin token, or none set and a caller not on loopback",
+                );
+            }
+            if viewer {
+                add(
+                    "401",
+                    "`server.require_account` and no login, or a wrong one",
+                );
+                add(
+                    "403",
+                    "`server.require_account` and an account disabled, expired or at its connection limit, or a wrong admin token",
+                );
+            }
+        }
+    }
 }
 
 /// This document.

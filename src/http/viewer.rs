@@ -20,6 +20,24 @@ use crate::http::error::AppError;
 
 pub struct Viewer(pub Option<Login>);
 
+/// The routes whose handlers take a [`Viewer`], as the OpenAPI document writes them
+/// (`openapi::build` lists their 401 and 403).
+pub(super) const ROUTES: &[&str] = &[
+    "/playlist.m3u",
+    "/playlist.m3u8",
+    "/epg.xml",
+    "/epg.xml.gz",
+    "/api/stream/{file}",
+    "/api/timeshift/{file}",
+    "/api/movies",
+    "/api/movies/{id}",
+    "/api/series",
+    "/api/series/{id}",
+    "/api/movie/{id}",
+    "/api/episode/{id}",
+    "/vod.m3u",
+];
+
 /// A logged-in viewer; the password as given, so the links of its own playlist can
 /// carry it (players send no basic auth on stream URLs).
 pub struct Login {
@@ -75,7 +93,7 @@ pub fn credentials(parts: &Parts) -> Option<(String, String)> {
 /// True for the JSON routes that show the lineup, the services or the guide's state,
 /// or play a channel upstream (`POST /api/channels/{id}/test`): open on the LAN
 /// without `require_account`, an admin's (the dashboard's) with it.
-fn is_lineup_api(path: &str) -> bool {
+pub(super) fn is_lineup_api(path: &str) -> bool {
     path == "/api/channels"
         || path.starts_with("/api/channels/")
         || path == "/api/services/status"

@@ -370,3 +370,110 @@ async fn operations_describe_their_errors_with_error_body() {
         );
     }
 }
+
+/// Every status a server with `require_account`, an admin token and a viewer account
+/// answers is one its document lists for that operation: each operation called with
+/// no login, a wrong admin token, the right one, a viewer's login and a wrong one, and
+/// (with a body) an oversized and a malformed body.
+#[tokio::test]
+async fn every_status_a_locked_down_server_answers_is_documented() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "[server]\nstate_dir = '{}'\nadmin_token = \"the-admin-token-1\"\nrequire_account = true\n\n\
+         [hdhomerun]\nmax_channels = 10\naccount = \"vera\"\n\n\
+         [[users]]\nname = \"vera\"\npassword = \"vera-pass\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+        dir.path().display()
+    );
+    let config = freesky::config::Config::parse(&text, "test.toml", &|k| std::env::var(k).ok())
+        .unwrap_or_else(|e| panic!("test config does not load:\n{e}"));
+    let app = freesky::app(freesky::state(config).expect("state builds"));
+    let doc = document_as(&app, "Bearer the-admin-token-1").await;
+    let basic = |login: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(login)
+        )
+    };
+    let (vera, wrong_login) = (basic("vera:vera-pass"), basic("vera:nope"));
+    let tries: [(&str, Option<&str>); 5] = [
+        ("no login", None),
+        ("a wrong admin token", Some("Bearer wrong-token")),
+        ("the admin token", Some("Bearer the-admin-token-1")),
+        ("a viewer's login", Some(&vera)),
+        ("a wrong viewer login", Some(&wrong_login)),
+    ];
+    let oversized = vec![b' '; 17 << 20];
+    let mut undocumented = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            let uri = concrete(path);
+            let mut calls: Vec<(&str, Option<&str>, Vec<u8>)> = tries
+                .iter()
+                .map(|(why, auth)| (*why, *auth, Vec::new()))
+                .collect();
+            if op.get("requestBody").is_some() {
+                let admin = Some("Bearer the-admin-token-1");
+                calls.push(("an oversized body", admin, oversized.clone()));
+                calls.push(("a malformed body", admin, b"{".to_vec()));
+            }
+            for (why, auth, body) in calls {
+                let status = call_with(&app, method, &uri, auth, body).await;
+                seen.insert(status);
+                if op["responses"].get(status.to_string()).is_none() {
+                    undocumented.push(format!("{method} {path} with {why}: {status}"));
+                }
+            }
+        }
+    }
+    // The calls reached what they test: logins refused and a body refused as too large.
+    for status in [401, 403, 413] {
+        assert!(seen.contains(&status), "no {status} seen: {seen:?}");
+    }
+    assert!(
+        undocumented.is_empty(),
+        "answers the document does not list:\n{}",
+        undocumented.join("\n")
+    );
+}
+
+/// `/api/openapi.json` asked with `authorization`.
+async fn document_as(app: &axum::Router, authorization: &str) -> Value {
+    let req = Request::builder()
+        .uri("/api/openapi.json")
+        .header("host", "127.0.0.1:8005")
+        .header("authorization", authorization)
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).expect("the document is JSON")
+}
+
+/// The status of one request with `authorization` and `body` (JSON).
+async fn call_with(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Vec<u8>,
+) -> u16 {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.to_uppercase().as_bytes()).expect("method"))
+        .uri(path)
+        .header("host", "127.0.0.1:8005")
+        .header("content-type", "application/json");
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let req = req.body(Body::from(body)).expect("request");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(20), app.clone().oneshot(req))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} hung"))
+        .expect("infallible");
+    resp.status().as_u16()
+}
