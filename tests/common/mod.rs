@@ -417,6 +417,19 @@ impl FakeBuilder {
         )
     }
 
+    /// GET `path` answers 200 with what `text` holds when asked (the test changes it
+    /// between requests: a list that changes upstream).
+    pub fn shared_text(self, path: &str, text: &std::sync::Arc<std::sync::Mutex<String>>) -> Self {
+        let text = text.clone();
+        self.route(
+            path,
+            get(move || {
+                let body = text.lock().expect("shared text lock").clone();
+                async move { body }
+            }),
+        )
+    }
+
     /// GET `path` answers 200 with `bytes` as `content_type`.
     pub fn bytes(self, path: &str, content_type: &'static str, bytes: Vec<u8>) -> Self {
         let bytes = bytes::Bytes::from(bytes);

@@ -668,16 +668,7 @@ async fn channel_numbers_and_ids_survive_a_restart_and_a_reordered_upstream() {
         entry("Bravo"),
         entry("Charlie")
     );
-    let served = list.clone();
-    let _up = up
-        .route(
-            "/list.m3u",
-            get(move || {
-                let body = served.lock().unwrap().clone();
-                async move { body }
-            }),
-        )
-        .start();
+    let _up = up.shared_text("/list.m3u", &list).start();
     let mut app = TestApp::spawn(&fill(
         r#"
 [[services]]

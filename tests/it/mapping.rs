@@ -441,7 +441,6 @@ async fn mappings_survive_a_restart_and_new_channels_get_the_next_free_number() 
 
 #[tokio::test]
 async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapped_numbers() {
-    use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
     let list = Arc::new(Mutex::new(String::new()));
@@ -449,16 +448,7 @@ async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapp
     let o = up.base();
     let entry = |name: &str| format!("#EXTINF:-1,{name}\n{o}/{}.m3u8\n", name.to_lowercase());
     *list.lock().unwrap() = format!("#EXTM3U\n{}{}", entry("Alpha"), entry("Bravo"));
-    let served = list.clone();
-    let _up = up
-        .route(
-            "/list.m3u",
-            get(move || {
-                let body = served.lock().unwrap().clone();
-                async move { body }
-            }),
-        )
-        .start();
+    let _up = up.shared_text("/list.m3u", &list).start();
     let mut app = TestApp::spawn(&format!(
         "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{o}/list.m3u\"\n"
     ))
@@ -933,7 +923,6 @@ async fn ids_and_numbers_named(app: &TestApp, name: &str) -> Vec<(String, Value)
 /// id while the first is switched off gets a channel of its own.
 #[tokio::test]
 async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
-    use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
     let up = FakeUpstream::bind().await;
@@ -951,16 +940,9 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
     let b_sport = format!("#EXTM3U\n{}", entry("sport.b", "Sport", "b/sport"));
     let a = Arc::new(Mutex::new(a_list("BBCOne.uk")));
     let b = Arc::new(Mutex::new(b_sport.clone()));
-    let served = |list: &Arc<Mutex<String>>| {
-        let list = list.clone();
-        get(move || {
-            let body = list.lock().unwrap().clone();
-            async move { body }
-        })
-    };
     let _up = up
-        .route("/a.m3u", served(&a))
-        .route("/b.m3u", served(&b))
+        .shared_text("/a.m3u", &a)
+        .shared_text("/b.m3u", &b)
         .start();
     let mut app = TestApp::spawn(&format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
@@ -1015,7 +997,6 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
 /// to its name keeps its id, number and mapping (its key's former reading).
 #[tokio::test]
 async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
-    use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
     let up = FakeUpstream::bind().await;
@@ -1030,15 +1011,8 @@ async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
         "#EXTM3U\n{}",
         entry("Sport (1080p) [Geo-blocked]", "b/sport")
     );
-    let list = a.clone();
     let _up = up
-        .route(
-            "/a.m3u",
-            get(move || {
-                let body = list.lock().unwrap().clone();
-                async move { body }
-            }),
-        )
+        .shared_text("/a.m3u", &a)
         .text("/b.m3u", M3U_TYPE, b)
         .start();
     let mut app = TestApp::spawn(&format!(
@@ -1086,27 +1060,19 @@ async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
 /// mapping when the second provider joins it.
 #[tokio::test]
 async fn a_plus_joined_or_apart_is_one_channel_that_keeps_the_identity_it_had() {
-    use axum::routing::get;
     use std::sync::{Arc, Mutex};
 
     let up = FakeUpstream::bind().await;
     let o = up.base();
     let entry = |name: &str, path: &str| format!("#EXTINF:-1,{name}\n{o}/{path}.m3u8\n");
     let b = Arc::new(Mutex::new("#EXTM3U\n".to_string()));
-    let list = b.clone();
     let _up = up
         .text(
             "/a.m3u",
             M3U_TYPE,
             format!("#EXTM3U\n{}", entry("E4+1", "a/e4")),
         )
-        .route(
-            "/b.m3u",
-            get(move || {
-                let body = list.lock().unwrap().clone();
-                async move { body }
-            }),
-        )
+        .shared_text("/b.m3u", &b)
         .start();
     let mut app = TestApp::spawn(&format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
