@@ -97,6 +97,14 @@ fn id_of(c: &Value) -> String {
     c["id"].as_str().expect("id").to_string()
 }
 
+/// Two M3U services of upstream `o`: A (`/a.m3u`, priority 1), then B (`/b.m3u`).
+fn a_then_b(o: &str) -> String {
+    format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    )
+}
+
 fn services_of(c: &Value) -> Vec<String> {
     c["sources"]
         .as_array()
@@ -788,11 +796,7 @@ async fn a_station_id_comes_from_the_list_can_be_set_and_survives_a_restart() {
             ),
         )
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
-    ))
-    .await;
+    let mut app = TestApp::spawn(&a_then_b(&o)).await;
     let news = id_of(&app.channel_named("News").await);
     let sport = id_of(&app.channel_named("Sport").await);
     let line = |playlist: &str, id: &str| {
@@ -944,12 +948,7 @@ async fn a_providers_new_tvg_id_keeps_the_channels_number_and_mapping() {
         .shared_text("/a.m3u", &a)
         .shared_text("/b.m3u", &b)
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
-    ))
-    .await;
+    let mut app = TestApp::spawn(&a_then_b(&o)).await;
     let number = get_channel(&app, "bbc-one").await["number"].clone();
     patch_ok(&app, "bbc-one", json!({"number": 101, "name": "My BBC"})).await;
     assert_ne!(number, json!(101));
@@ -1015,12 +1014,7 @@ async fn a_regions_note_makes_another_channel_and_keeps_the_identity_it_had() {
         .shared_text("/a.m3u", &a)
         .text("/b.m3u", M3U_TYPE, b)
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
-    ))
-    .await;
+    let mut app = TestApp::spawn(&a_then_b(&o)).await;
     let sport = get_channel(&app, "sport").await;
     assert_eq!(
         services_of(&sport),
@@ -1074,12 +1068,7 @@ async fn a_plus_joined_or_apart_is_one_channel_that_keeps_the_identity_it_had() 
         )
         .shared_text("/b.m3u", &b)
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
-    ))
-    .await;
+    let mut app = TestApp::spawn(&a_then_b(&o)).await;
     patch_ok(&app, "e4plus1", json!({"number": 401, "name": "My E4"})).await;
     app.stop().await;
     // As a store written before a "+" began a word holds it.
