@@ -488,10 +488,21 @@ impl Accounts {
     pub fn reload_stored(&self) -> Result<(), StoreError> {
         let rows = self.store.users()?;
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, a| a.from_config);
+        let mut before: HashMap<String, String> = HashMap::new();
+        map.retain(|name, a| {
+            if !a.from_config {
+                before.insert(name.clone(), a.stamp.clone());
+            }
+            a.from_config
+        });
+        let mut new_password: HashSet<String> = HashSet::new();
         for row in rows {
             if !map.contains_key(&row.name) {
-                map.insert(row.name.clone(), Arc::new(from_row(row)));
+                let a = from_row(row);
+                if before.get(&a.name).is_some_and(|stamp| *stamp != a.stamp) {
+                    new_password.insert(a.name.clone());
+                }
+                map.insert(a.name.clone(), Arc::new(a));
             }
         }
         drop(map);
@@ -499,6 +510,14 @@ impl Accounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        if !new_password.is_empty() {
+            for (account, channel) in self
+                .conns
+                .end_where(|account, _| new_password.contains(account))
+            {
+                tracing::info!(user = %account, %channel, "connection ended: the account's password changed through another instance");
+            }
+        }
         Ok(())
     }
 

@@ -88,6 +88,9 @@ impl StoreError {
 
 /// How often a mapping change is made again on the row another instance wrote first.
 const MAPPING_TRIES: usize = 5;
+/// Reads of another instance's change made again at most when this instance keeps
+/// writing meanwhile (`Store::apply`); the last is taken as read.
+const RELOAD_TRIES: usize = 5;
 
 /// What to do with a damaged database file.
 const MOVE_IT_AWAY: &str = "move it away (with any freesky.db-wal and freesky.db-shm beside it) \
@@ -486,6 +489,10 @@ pub(crate) struct Mirror {
     /// slug -> the user's overrides (only channels that have some), kept when the
     /// channel leaves the upstream lists so they apply again when it comes back.
     mappings: HashMap<String, ChannelMapping>,
+    /// Bumped by each write of this instance to the services or mappings: a reload
+    /// of another instance's change that read the database before it is stale, and
+    /// reads again (`Store::apply`).
+    own_writes: u64,
 }
 
 impl Mirror {
@@ -827,8 +834,26 @@ impl Store {
     async fn apply(&self, change: Change) -> bool {
         let b = self.inner.backend.clone();
         let loaded = match change {
-            Change::Services => b.services().await.map(|s| self.mirror().services = s),
-            Change::Mappings => b.mappings().await.map(|m| self.mirror().mappings = m),
+            Change::Services => self.reload_services().await,
+            Change::Mappings => {
+                // Read again when this instance wrote meanwhile: the rows read may
+                // predate that write, which no notice of its own would bring back.
+                let mut tries = 0;
+                loop {
+                    let before = self.mirror().own_writes;
+                    match b.mappings().await {
+                        Ok(rows) => {
+                            let mut m = self.mirror();
+                            tries += 1;
+                            if m.own_writes == before || tries == RELOAD_TRIES {
+                                m.mappings = rows;
+                                break Ok(());
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
             Change::Identities => {
                 let after = self.mirror().last_number();
                 b.identities_after(after).await.map(|rows| {
@@ -848,6 +873,23 @@ impl Store {
         tracing::debug!(part = change.name(), "change from another instance applied");
         let _ = self.inner.changes.send(change);
         true
+    }
+
+    /// The services' rows read again into the mirror, as `apply` reads the mappings:
+    /// again when this instance wrote meanwhile.
+    async fn reload_services(&self) -> Result<(), StoreError> {
+        let b = self.inner.backend.clone();
+        let mut tries = 0;
+        loop {
+            let before = self.mirror().own_writes;
+            let rows = b.services().await?;
+            let mut m = self.mirror();
+            tries += 1;
+            if m.own_writes == before || tries == RELOAD_TRIES {
+                m.services = rows;
+                return Ok(());
+            }
+        }
     }
 
     /// The changes other instances make (PostgreSQL), each heard once the mirror
@@ -932,12 +974,7 @@ impl Store {
         let n = name.to_string();
         self.run(move |b| async move { b.set_enabled(&n, enabled).await })
             .await?;
-        self.mirror()
-            .services
-            .entry(name.to_string())
-            .or_default()
-            .enabled = enabled;
-        Ok(())
+        self.wrote_service(name, |o| o.enabled = enabled).await
     }
 
     /// Persists a service's priority (`None`: the config's again); returns once it is
@@ -947,11 +984,25 @@ impl Store {
         let n = name.to_string();
         self.run(move |b| async move { b.set_priority(&n, priority).await })
             .await?;
-        self.mirror()
-            .services
-            .entry(name.to_string())
-            .or_default()
-            .priority = priority;
+        self.wrote_service(name, |o| o.priority = priority).await
+    }
+
+    /// Takes a service's row this instance just wrote into the mirror. Shared with
+    /// other instances, the rows are read back instead: one of them may have written
+    /// the same row after this write, and its notice been taken in already.
+    async fn wrote_service(
+        &self,
+        name: &str,
+        set: impl FnOnce(&mut ServiceOverride),
+    ) -> Result<(), StoreError> {
+        {
+            let mut m = self.mirror();
+            m.own_writes += 1;
+            set(m.services.entry(name.to_string()).or_default());
+        }
+        if self.is_shared() {
+            self.reload_services().await?;
+        }
         Ok(())
     }
 
@@ -1197,11 +1248,37 @@ impl Store {
                 .run(move |b| async move { b.put_mapping_if(&key, &expected, &row).await })
                 .await?;
             if written {
-                let mut m = self.mirror();
-                if next.is_empty() {
-                    m.mappings.remove(slug);
-                } else {
-                    m.mappings.insert(slug.to_string(), next.clone());
+                let read_back = {
+                    let mut m = self.mirror();
+                    m.own_writes += 1;
+                    // The mirror holds what this write replaced: the write is the news.
+                    // Else another instance's later write was taken in meanwhile (or
+                    // this one's `current` came from the database, not the mirror):
+                    // the row is read back, as stored now.
+                    let held = m.mappings.get(slug).cloned().unwrap_or_default();
+                    if held == current {
+                        if next.is_empty() {
+                            m.mappings.remove(slug);
+                        } else {
+                            m.mappings.insert(slug.to_string(), next.clone());
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                };
+                if read_back {
+                    let key = slug.to_string();
+                    let stored = self
+                        .run(move |b| async move { b.mapping(&key).await })
+                        .await?;
+                    let mut m = self.mirror();
+                    m.own_writes += 1;
+                    if stored.is_empty() {
+                        m.mappings.remove(slug);
+                    } else {
+                        m.mappings.insert(slug.to_string(), stored);
+                    }
                 }
                 return Ok(next);
             }

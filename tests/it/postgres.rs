@@ -689,3 +689,93 @@ async fn send(
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     app.send_json(method, path, &body, None).await
 }
+
+/// A password changed through one instance ends the account's `.ts` streams on every
+/// instance, as on the one that changed it: a leaked login is thrown out everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_changed_through_one_instance_ends_the_streams_on_another() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    let body = r#"{"name":"leaked","password":"old-password-1"}"#.to_string();
+    let created = send(&a, "POST", "/api/users", body).await;
+    assert_eq!(created.status(), 200, "{}", created.text().await.unwrap());
+    let path = demo_ts_path(&a, "leaked", "old-password-1").await;
+    let mut held = a.get(&path).await;
+    assert_eq!(held.status(), 200);
+    held.chunk().await.expect("stream bytes");
+
+    let changed = send(
+        &b,
+        "PATCH",
+        "/api/users/leaked",
+        r#"{"password":"new-password-2"}"#.into(),
+    )
+    .await;
+    assert_eq!(changed.status(), 200, "{}", changed.text().await.unwrap());
+    // The stream on A ends (a .ts stream sends a chunk at least every few seconds).
+    tokio::time::timeout(PROPAGATION + Duration::from_secs(5), async {
+        while let Ok(Some(_)) = held.chunk().await {}
+    })
+    .await
+    .expect("the stream on the other instance ended");
+    assert_eq!(a.get(&path).await.status(), 401, "the old password");
+}
+
+/// Two instances editing one channel's mapping at the same moment, many times over
+/// HTTP: after each round both serve what the database holds. (Review 36 saw an
+/// instance keep an older row, 3 times in 80 rounds, with three release builds on a
+/// loaded machine: it wrote its own edit into its copy after its change listener had
+/// taken in another instance's later edit. This run does not hit that window, which
+/// is a few milliseconds wide, in process; it holds the instances to agreeing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_editing_one_mapping_at_once_end_up_serving_what_is_stored() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    for round in 0..ROUNDS {
+        let (one, two) = tokio::join!(
+            send(
+                &a,
+                "PATCH",
+                "/api/channels/demo",
+                format!(r#"{{"name":"Q{round}"}}"#)
+            ),
+            send(
+                &b,
+                "PATCH",
+                "/api/channels/demo",
+                format!(r#"{{"group":"R{round}"}}"#)
+            ),
+        );
+        for r in [one, two] {
+            assert_eq!(
+                r.status(),
+                200,
+                "round {round}: {}",
+                r.text().await.unwrap()
+            );
+        }
+        for (which, app) in [("a", &a), ("b", &b)] {
+            eventually_within(PROPAGATION, "both edits on both instances", || async {
+                let (_, demo) = app.get_json("/api/channels/demo").await;
+                (demo["name"] == format!("Q{round}") && demo["group"] == format!("R{round}"))
+                    .then_some(())
+                    .ok_or(format!("round {round}, instance {which}: {demo}"))
+            })
+            .await;
+        }
+    }
+}
+
+const ROUNDS: u32 = 200;
