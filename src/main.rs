@@ -341,19 +341,25 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
     }
 }
 
-/// With the SQLite store, the state_dir lock (`StateLock`) for as long as the server
-/// runs: a second server on the same state_dir is refused, naming the first.
+/// The state_dir lock (`StateLock`) for as long as the server runs: a second server
+/// on the same state_dir is refused, naming the first. With the SQLite store, two would
+/// give channels conflicting numbers; instances sharing a PostgreSQL database need a
+/// state_dir each too, as it holds the instance's id (under which the connections of
+/// its viewers' accounts are counted for the others), its logo cache and its lists.
 fn lock_state_dir(config: &Config) -> anyhow::Result<Option<freesky::store::StateLock>> {
-    if !freesky::store::uses_sqlite(config.server.state.expose()) {
-        return Ok(None);
-    }
     let dir = &config.server.state_dir;
     match freesky::store::StateLock::acquire(dir)? {
         Ok(lock) => Ok(Some(lock)),
-        Err(holder) => anyhow::bail!(
+        Err(holder) if freesky::store::uses_sqlite(config.server.state.expose()) => anyhow::bail!(
             "state_dir {} is in use by another server ({holder}): stop it, or give \
              this one a state_dir of its own (two servers on one SQLite store would give \
              channels conflicting numbers)",
+            dir.display()
+        ),
+        Err(holder) => anyhow::bail!(
+            "state_dir {} is in use by another server ({holder}): give each instance \
+             sharing the database a state_dir of its own (it holds the instance's id, \
+             under which its viewers' connections are counted, and its logo cache)",
             dir.display()
         ),
     }

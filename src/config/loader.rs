@@ -943,9 +943,19 @@ impl<'t> Parse<'t> {
         }
         // The folder of the store and the instance's key: said when group or others
         // can get in (it is made owner-only when it is new).
-        let holds = "the key that signs every stream link, viewer accounts";
+        let mut holds = Vec::new();
+        if cfg.server.proxy_key_file.is_none() {
+            holds.push("the key that signs every stream link");
+        }
+        if crate::store::uses_sqlite(cfg.server.state.expose()) {
+            holds.push("viewer accounts");
+        }
+        holds.push(
+            "the services' last channel lists (whose stream addresses may carry providers' logins)",
+        );
+        let holds = holds.join(", ");
         if let Some(loose) = crate::store::mode_of(&cfg.server.state_dir).and_then(|mode| {
-            crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, holds)
+            crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, &holds)
         }) {
             self.warning("server.state_dir", loose);
         }

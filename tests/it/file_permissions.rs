@@ -154,6 +154,16 @@ fn check_warns_of_a_shared_key_file_and_a_state_dir_open_to_others() {
         String::from_utf8_lossy(&out.stdout).contains("ok (1 service, 2 warnings)"),
         "{stderr}"
     );
+    // The folder's warning names what it holds: not the key, kept elsewhere.
+    assert!(
+        stderr.contains(&format!(
+            "{} is open to group or others (mode 755) but holds secrets (viewer accounts, \
+             the services' last channel lists (whose stream addresses may carry providers' \
+             logins))",
+            state.display()
+        )),
+        "{stderr}"
+    );
 
     let log = log_until_serving_with(&state, &server);
     let said = log

@@ -779,3 +779,40 @@ async fn two_instances_editing_one_mapping_at_once_end_up_serving_what_is_stored
 }
 
 const ROUNDS: u32 = 200;
+
+/// Instances sharing a database need a state_dir each (it holds the instance's id,
+/// under which its viewers' connections are counted for the others): a second server
+/// on one state_dir is refused, naming the first, as with SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_one_state_dir_is_refused() {
+    let Some(url) = database() else { return };
+    let url = fresh_database(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freesky.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\nstate = \"{url}\"\n\n\
+             [[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let serve = || {
+        let mut cmd = crate::common::freesky_command();
+        cmd.arg("--config").arg(&config).arg("serve");
+        cmd
+    };
+    let first = crate::common::Process::serve(serve(), &dir.path().join("first.log"));
+    let mut second = tokio::process::Command::from(serve());
+    let out = crate::common::run_within(&mut second, crate::common::HANG_GUARD, "the second").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another server")
+            && stderr.contains(&format!("pid {}", first.child.id()))
+            && stderr.contains("a state_dir of its own"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving on"), "{stderr}");
+}
