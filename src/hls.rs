@@ -460,7 +460,7 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     }
     // m3u8-rs wants `#EXTM3U` as the very first bytes.
     let text = body.trim_start_matches(BOM).trim_start();
-    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes())
+    let playlist = m3u8_rs::parse_media_playlist_res(parse_view(text, Kind::Media).as_bytes())
         .map_err(|e| describe_parse_error(&e.to_string()))?;
     let segments = read_segments(body, base)?;
     Ok(MediaInfo {
@@ -470,6 +470,85 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
         segments,
         ended: playlist.end_list,
     })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Media,
+    Master,
+}
+
+/// Of the per-item tags without a URI line of their own (`EXT-X-MEDIA`,
+/// `EXT-X-I-FRAME-STREAM-INF`), how many of each `parse_view` keeps.
+const MAX_ITEM_TAGS: usize = 10_000;
+
+/// The lines of playlist `text` that m3u8-rs reads for what freesky takes from it, in
+/// order: `#EXTM3U`, the first of each playlist-wide tag, the tags of each item (of a
+/// URI line, only the last of each before it) and the URI lines. Comments, blank lines,
+/// unknown tags and the segment tags freesky reads itself (`read_segments`) are left
+/// out: m3u8-rs keeps an object for every line it reads, some 450 bytes, and a live
+/// playlist of 16 MB of `#` lines, under `max_body_bytes`, held 3.6 GB at each poll
+/// (review 34). URI lines are capped before this (`max_playlist_uris`).
+fn parse_view(text: &str, kind: Kind) -> String {
+    const MEDIA_WIDE: &[&str] = &[
+        "#EXT-X-VERSION",
+        "#EXT-X-TARGETDURATION",
+        "#EXT-X-MEDIA-SEQUENCE",
+        "#EXT-X-DISCONTINUITY-SEQUENCE",
+        "#EXT-X-PLAYLIST-TYPE",
+        "#EXT-X-ENDLIST",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        "#EXT-X-I-FRAMES-ONLY",
+    ];
+    const MASTER_WIDE: &[&str] = &["#EXT-X-VERSION", "#EXT-X-INDEPENDENT-SEGMENTS"];
+    let (wide, before_uri, standalone): (&[&str], &str, &[&str]) = match kind {
+        Kind::Media => (MEDIA_WIDE, "#EXTINF", &[]),
+        Kind::Master => (
+            MASTER_WIDE,
+            "#EXT-X-STREAM-INF",
+            &["#EXT-X-MEDIA", "#EXT-X-I-FRAME-STREAM-INF"],
+        ),
+    };
+    let mut out = String::with_capacity(text.len().min(1 << 20));
+    let mut seen = vec![false; wide.len()];
+    let mut standalone_kept = vec![0usize; standalone.len()];
+    let mut pending: Option<&str> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_matches(is_pad);
+        if i == 0 {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            if let Some(tag) = pending.take() {
+                out.push_str(tag);
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let name = tag_name(line).unwrap_or(line);
+        if name == before_uri {
+            pending = Some(line);
+        } else if let Some(w) = wide.iter().position(|t| *t == name) {
+            if !std::mem::replace(&mut seen[w], true) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        } else if let Some(k) = standalone.iter().position(|t| *t == name) {
+            if standalone_kept[k] < MAX_ITEM_TAGS {
+                standalone_kept[k] += 1;
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The URI lines of a media playlist, each with the tags that apply to it.
@@ -594,7 +673,8 @@ pub fn best_variant(body: &str, base: &Url) -> Option<Url> {
         return None;
     }
     let text = body.trim_start_matches(BOM).trim_start();
-    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).ok()?;
+    let master =
+        m3u8_rs::parse_master_playlist_res(parse_view(text, Kind::Master).as_bytes()).ok()?;
     master
         .variants
         .iter()
@@ -616,7 +696,8 @@ pub fn muxed_variant(body: &str, base: &Url) -> Option<(Url, bool)> {
         return None;
     }
     let text = body.trim_start_matches(BOM).trim_start();
-    let master = m3u8_rs::parse_master_playlist_res(text.as_bytes()).ok()?;
+    let master =
+        m3u8_rs::parse_master_playlist_res(parse_view(text, Kind::Master).as_bytes()).ok()?;
     let separate_audio = |v: &m3u8_rs::VariantStream| {
         v.audio.as_deref().is_some_and(|group| {
             master.alternatives.iter().any(|m| {
@@ -1551,6 +1632,48 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
             let _ = rewrite(body, &base, |u, _| u.to_string());
             let _ = media_info(body, &base);
         }
+    }
+
+    #[test]
+    fn comments_and_unknown_tags_by_the_million_never_reach_m3u8_rs() {
+        let junk =
+            "#\n# a comment\n#EXT-X-UNKNOWN:1\n#EXTINF:9,\n#EXT-X-VERSION:3\n\n".repeat(200_000);
+        let body = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+             {junk}#EXTINF:2,\na.ts\n{junk}#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXTINF:2,\nb.ts\n"
+        );
+        let view = parse_view(&body, Kind::Media);
+        assert_eq!(
+            view,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n\
+             #EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n"
+        );
+        let info = media_info(&body, &base()).expect("valid media playlist");
+        assert_eq!(info.media_sequence, 7);
+        assert_eq!(info.target_duration, 2.0);
+        let uris: Vec<&str> = info.segments.iter().map(|s| s.url.as_str()).collect();
+        assert_eq!(uris.len(), 2, "{uris:?}");
+        assert!(
+            info.segments[1].key.is_some(),
+            "keys are read by read_segments"
+        );
+
+        let media = "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"x\"\n".repeat(50_000);
+        let junk = "#\n# a comment\n#EXT-X-UNKNOWN:1\n#EXT-X-VERSION:3\n\n".repeat(200_000);
+        let master = format!(
+            "#EXTM3U\n{junk}{media}#EXT-X-STREAM-INF:BANDWIDTH=1\n#EXT-X-STREAM-INF:BANDWIDTH=9\nhi.m3u8\n"
+        );
+        let view = parse_view(&master, Kind::Master);
+        assert_eq!(view.matches("#EXT-X-MEDIA:").count(), MAX_ITEM_TAGS);
+        assert!(
+            view.ends_with("\n#EXT-X-STREAM-INF:BANDWIDTH=9\nhi.m3u8\n"),
+            "{}",
+            &view[view.len() - 80..]
+        );
+        assert_eq!(
+            best_variant(&master, &base()).map(|u| u.to_string()),
+            Some(base().join("hi.m3u8").unwrap().to_string())
+        );
     }
 
     #[test]

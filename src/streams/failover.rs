@@ -192,6 +192,16 @@ impl Failovers {
         n.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Gives `service` as a source of `channel` `threshold` strikes at once (its
+    /// playlist timed out: a player reloading the channel's URL would wait as long
+    /// again at each reload).
+    pub fn strike_out(&self, service: &str, channel: &str, threshold: u32) {
+        let n = self
+            .strikes()
+            .get_with(source_key(service, channel), Arc::default);
+        n.fetch_max(threshold, Ordering::Relaxed);
+    }
+
     /// Whether `service` is skipped as a source of `channel` where a player reloads
     /// the channel's own URL (a media-playlist channel: `Engine::open_playlist`): it
     /// failed `threshold` times in a row, less than `RETRY_SKIPPED` ago. Then its

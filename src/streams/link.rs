@@ -1,8 +1,9 @@
 //! Serving a sealed `/proxy/` link: a nested playlist is fetched and rewritten again
 //! (failing over to the channel's next source, or refreshing an expiring token, see
 //! `failover`), a segment, key or map comes from the segment cache (its outcome
-//! strikes or clears its source), and a direct media file or a byte range of an
-//! uncached segment passes straight through.
+//! strikes or clears its source), and a direct media file passes straight through, as
+//! does a byte range of an uncached segment, within `segment_timeout` and striking or
+//! clearing its source as a segment does.
 
 use std::sync::Arc;
 
@@ -105,7 +106,37 @@ impl Engine {
                 }
             }
             // Whole files and byte ranges of uncached ones go straight through.
-            let fetched = service.fetch(&url, &target.headers, range).await?;
+            if target.kind == Kind::Media {
+                let fetched = service.fetch(&url, &target.headers, range).await?;
+                return Ok(Served::Passthrough(fetched));
+            }
+            // A byte range of a segment (`EXT-X-BYTERANGE`: single-file HLS) is a
+            // segment fetch all the same: bounded by `segment_timeout` from request to
+            // last byte (a trickling one would hold a request slot of its service for
+            // good), and its failure counts towards the channel's failover.
+            let fetched = match service.fetch(&url, &target.headers, range).await {
+                Ok(f) => {
+                    if target.failover {
+                        self.failovers.clear(&target.service, &target.channel);
+                    }
+                    f
+                }
+                Err(e) => {
+                    if target.failover {
+                        self.failovers.strike(&target.service, &target.channel);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let strike = target.failover.then(|| {
+                let failovers = self.failovers.clone();
+                let (service, channel) = (target.service.clone(), target.channel.clone());
+                move || {
+                    failovers.strike(&service, &channel);
+                }
+            });
+            let mut fetched = fetched;
+            fetched.body = bounded(fetched.body, self.media.segment_timeout(), strike);
             return Ok(Served::Passthrough(fetched));
         }
         let body = self
@@ -356,4 +387,31 @@ fn whole(range: &str) -> bool {
         .trim()
         .strip_prefix("bytes=")
         .is_some_and(|r| r.trim() == "0-")
+}
+
+/// `body` ended with a timeout error once `limit` has passed since now, calling
+/// `failed` (once) when it ends so or with an upstream error.
+fn bounded(
+    body: crate::upstream::BodyStream,
+    limit: std::time::Duration,
+    failed: Option<impl FnOnce() + Send + 'static>,
+) -> crate::upstream::BodyStream {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + limit;
+    Box::pin(futures::stream::unfold(
+        Some((body, failed)),
+        move |state| async move {
+            let (mut body, failed) = state?;
+            let item = match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(bytes))) => return Some((Ok(bytes), Some((body, failed)))),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => e,
+                Err(_) => UpstreamError::Timeout(limit),
+            };
+            if let Some(failed) = failed {
+                failed();
+            }
+            Some((Err(item), None))
+        },
+    ))
 }

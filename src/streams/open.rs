@@ -41,8 +41,9 @@ impl Engine {
         let limit = self.settings.max_body_bytes;
         let media = &self.media;
         // A player of a channel whose stream URL is a media playlist reloads this very
-        // request: a source whose segments failed `failover_after` times in a row for
-        // the channel is skipped for a minute, unless no other is left.
+        // request: a source whose segments (or playlist) failed `failover_after` times
+        // in a row for the channel, or whose playlist timed out, is skipped for a
+        // minute, unless no other is left.
         let threshold = self.settings.failover_after;
         let failed: Vec<String> = match only {
             Some(_) => Vec::new(),
@@ -57,6 +58,7 @@ impl Engine {
         // A player that was given a media playlist here reloads it: a source that
         // answers with a master now gives the media playlist it would switch to.
         let was_media = only.is_none() && self.failovers.channel_was_media(id, client);
+        let failovers = &self.failovers;
         let (service, stream_headers, doc) = self
             .registry
             .open_except(id, only, &failed, |src| async move {
@@ -66,7 +68,20 @@ impl Engine {
                 // than opening another.
                 let mut doc = media
                     .document_to_play(&*src.service, &src.service_name, &r.url, &r.headers, limit)
-                    .await?;
+                    .await
+                    .inspect_err(|e| {
+                        // A player reloading this URL waits for every source tried
+                        // before the one that answers: one that timed out is skipped
+                        // at once (for `RETRY_SKIPPED`), any other failure counts
+                        // towards `failover_after`.
+                        if only.is_none() {
+                            if e.is_timeout() {
+                                failovers.strike_out(&src.service_name, id, threshold);
+                            } else {
+                                failovers.strike(&src.service_name, id);
+                            }
+                        }
+                    })?;
                 if was_media {
                     let variant = match &*doc {
                         Document::Playlist { url, body } if hls::is_master(body) => {

@@ -1854,3 +1854,175 @@ async fn an_uncuttable_ts_stream_is_redirected_without_holding_a_second_connecti
     assert_eq!(origin.counts().0, looked, "the link asked the origin again");
     drop(played);
 }
+
+/// Single-file HLS: every segment is an `EXT-X-BYTERANGE` of one file, which players
+/// ask with `Range`. A failing range counts towards the channel's failover as a failing
+/// segment does: once `failover_after` have failed, the reload is answered from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_byte_range_segments_fail_over_on_the_next_reload() {
+    let a = FakeUpstream::bind()
+        .await
+        .text(
+            "/a/live.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1000\n\
+             #EXT-X-BYTERANGE:100@0\n#EXTINF:2.0,\nall.ts\n\
+             #EXT-X-BYTERANGE:100@100\n#EXTINF:2.0,\nall.ts\n",
+        )
+        .route(
+            "/a/all.ts",
+            get(|| async { respond(404, "text/plain", "gone") }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/b/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<b {seg}>"))
+                },
+            ),
+        )
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &playlist);
+    assert_eq!(segments.len(), 2, "{playlist}");
+    for (s, range) in segments.iter().zip(["bytes=0-99", "bytes=100-199"]) {
+        let resp = app
+            .client
+            .get(s)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_server_error(), "{s}: {}", resp.status());
+    }
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &reloaded);
+    assert_eq!(
+        app.get_text_ok(&segments[0]).await,
+        "<b b0.ts>",
+        "{reloaded}"
+    );
+}
+
+/// A byte range of a segment that trickles ends at `segment_timeout`, from request to
+/// last byte, as a whole segment does: a few slow or stuck fetches must not hold a
+/// service's request slots for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_byte_range_ends_at_the_segment_timeout() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/live.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-BYTERANGE:100@0\n#EXTINF:2.0,\nall.ts\n",
+        )
+        .route(
+            "/all.ts",
+            get(|| async {
+                // A byte every half second: never idle, and 50 s for the range.
+                let stream = futures::stream::unfold(0u32, |n| async move {
+                    (n < 100).then_some(())?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"G")),
+                        n + 1,
+                    ))
+                });
+                axum::response::Response::builder()
+                    .status(206)
+                    .header("content-type", "video/mp2t")
+                    .header("content-range", "bytes 0-99/1000")
+                    .header("content-length", "100")
+                    .body(Body::from_stream(stream))
+                    .unwrap()
+            }),
+        )
+        .start();
+    let list = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1,Live\n{}\n", origin.url("/live.m3u8")),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nsegment_timeout = \"1s\"\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &playlist);
+    let resp = app
+        .client
+        .get(&segments[0])
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    // Well under the client's own timeout, which would end the read too.
+    let read = tokio::time::timeout(Duration::from_secs(8), resp.bytes()).await;
+    let read = read.expect("the body ends (the guard is 8 s, the timeout 1 s)");
+    assert!(read.is_err(), "a cut body, not a whole one: {read:?}");
+}
+
+/// A player reloads a channel whose stream URL is a media playlist: a first source
+/// whose playlist hangs is waited for once (its `timeout`), then skipped for a minute,
+/// not waited for again at every reload while the next source plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_playlist_timed_out_is_not_waited_for_at_every_reload() {
+    let a = FakeUpstream::bind()
+        .await
+        .route(
+            "/a/live.m3u8",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "never"
+            }),
+        )
+        .start();
+    let b = FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .start();
+    let list = |url: String| async move {
+        FakeUpstream::bind()
+            .await
+            .text(
+                "/list.m3u",
+                M3U_TYPE,
+                format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{url}\n"),
+            )
+            .start()
+    };
+    let lists = [
+        list(a.url("/a/live.m3u8")).await,
+        list(b.url("/b/live.m3u8")).await,
+    ];
+    let app = TestApp::spawn(&format!(
+        "[cache]\nplaylist_ttl = \"100ms\"\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"1s\"\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        lists[0].url("/list.m3u"),
+        lists[1].url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Live").await;
+    for reload in 0..3 {
+        let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+        assert!(playlist.contains("#EXTINF"), "reload {reload}: {playlist}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(a.hits("/a/live.m3u8"), 1, "A waited for once, then skipped");
+    assert!(b.hits("/b/live.m3u8") >= 3, "{:?}", b.paths());
+}
