@@ -59,6 +59,10 @@ struct Inner {
     /// Open connections per account on the other instances of a shared store, as
     /// they last published them.
     elsewhere: HashMap<String, usize>,
+    /// The addresses of those players, where known: a player that moves here from
+    /// another instance (zapping to a channel the balancer sends here) takes its own
+    /// connection over, as on one instance.
+    elsewhere_at: HashMap<String, HashSet<IpAddr>>,
     /// Whether the connections changed since they were last published.
     changed: bool,
     /// The key this instance publishes under (`share_connections`); kept across
@@ -69,6 +73,11 @@ struct Inner {
     leave: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// A player this instance publishes: when it started (unix ms) and its address.
+type Published = (i64, Option<IpAddr>);
+/// A player another instance published: when it started, the instance, its address.
+type Theirs = (i64, String, Option<IpAddr>);
+
 /// One player as the limit counts it (see `Inner::players`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Player {
@@ -78,6 +87,15 @@ enum Player {
     Ts(u64),
     /// An HLS player of no known address, on a channel.
     Hls(String),
+}
+
+impl Player {
+    fn address(&self) -> Option<IpAddr> {
+        match self {
+            Player::At(_, ip) => Some(*ip),
+            Player::Ts(_) | Player::Hls(_) => None,
+        }
+    }
 }
 
 impl Inner {
@@ -295,7 +313,18 @@ impl Conns {
             // A player switching channels (the same address) takes its own connection
             // over, as panels end the older one: zapping on a one-connection account.
             // Another address over the limit is refused.
-            if from.is_none() || !may_take_over || !Self::take_over(&mut inner, &a.name, from) {
+            // So does one whose previous stream is on another instance: that one
+            // ends it when it reads this one's record (`settle`).
+            let moved_here = from.is_some_and(|ip| {
+                inner
+                    .elsewhere_at
+                    .get(&a.name)
+                    .is_some_and(|at| at.contains(&ip))
+            });
+            if from.is_none()
+                || !may_take_over
+                || !(Self::take_over(&mut inner, &a.name, from) || moved_here)
+            {
                 return Err(AccountError::Limit {
                     name: a.name.clone(),
                     limit: a.max_connections,
@@ -407,7 +436,7 @@ impl Conns {
 
     /// Open connections (players) per account on this instance with when each
     /// started (unix ms, oldest first), and whether they changed since the last call.
-    fn counts(&self) -> (BTreeMap<String, Vec<i64>>, bool) {
+    fn counts(&self) -> (BTreeMap<String, Vec<Published>>, bool) {
         let mut inner = self.lock();
         inner.prune();
         let accounts: HashSet<&String> = inner
@@ -422,7 +451,10 @@ impl Conns {
                 let starts = inner.player_starts(a).0;
                 (
                     a.clone(),
-                    starts.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                    starts
+                        .into_iter()
+                        .map(|(t, p)| (t, p.address()))
+                        .collect::<Vec<_>>(),
                 )
             })
             .filter(|(_, starts)| !starts.is_empty())
@@ -435,16 +467,43 @@ impl Conns {
     /// other instances published (`others`: per account, each player's start and its
     /// instance), ends this instance's players beyond the limit when all are ordered
     /// by start (then instance key), so every instance, reading the same records,
-    /// ends the same ones: the latest. Returns the (account, channel) pairs ended.
-    fn settle(
-        &self,
-        others: &HashMap<String, Vec<(i64, String)>>,
-        me: &str,
-    ) -> Vec<(String, String)> {
+    /// ends the same ones: the latest. Returns the (account, channel) pairs ended so.
+    /// Before that, a player here whose address has a later player on another
+    /// instance (it switched to a channel the balancer sends there) ends, as a player
+    /// switching channels does on one instance.
+    fn settle(&self, others: &HashMap<String, Vec<Theirs>>, me: &str) -> Vec<(String, String)> {
         let mut inner = self.lock();
         let mut ended = Vec::new();
         for (account, theirs) in others {
+            // A player that went on on another instance from the same address (it
+            // switched to a channel the balancer sends there) ends here, as it would
+            // on one instance; one of theirs that went on here is no longer counted.
             let (mine, limit) = inner.player_starts(account);
+            let moved: Vec<Player> = mine
+                .iter()
+                .filter(|(t, p)| {
+                    p.address()
+                        .is_some_and(|ip| theirs.iter().any(|(u, _, at)| *at == Some(ip) && u > t))
+                })
+                .map(|(_, p)| p.clone())
+                .collect();
+            let any_moved = !moved.is_empty();
+            for player in moved {
+                let channel = inner.end_player(account, &player);
+                tracing::info!(user = %account, %channel, "connection ended: the player went on on another instance");
+            }
+            let (mine, limit) = if any_moved {
+                inner.player_starts(account)
+            } else {
+                (mine, limit)
+            };
+            let theirs: Vec<(i64, String)> = theirs
+                .iter()
+                .filter(|(u, _, at)| {
+                    !at.is_some_and(|ip| mine.iter().any(|(t, p)| p.address() == Some(ip) && t > u))
+                })
+                .map(|(u, i, _)| (*u, i.clone()))
+                .collect();
             if limit == 0 || mine.is_empty() || mine.len() + theirs.len() <= limit as usize {
                 continue;
             }
@@ -465,6 +524,30 @@ impl Conns {
             }
         }
         ended
+    }
+
+    /// Takes in the other instances' records (those `fresh`): their players count
+    /// against each account's limit here, and `settle` ends what they outdo. Returns
+    /// what `settle` returns.
+    fn take_in(
+        &self,
+        records: &[(String, serde_json::Value)],
+        me: &str,
+        fresh: impl Fn(&str, i64) -> bool + Copy,
+    ) -> Vec<(String, String)> {
+        let others = others_starts(records, me, fresh);
+        {
+            let mut inner = self.lock();
+            inner.elsewhere = elsewhere(records, me, fresh);
+            inner.elsewhere_at = others
+                .iter()
+                .map(|(account, players)| {
+                    let at = players.iter().filter_map(|(_, _, ip)| *ip).collect();
+                    (account.clone(), at)
+                })
+                .collect();
+        }
+        self.settle(&others, me)
     }
 
     /// The connections (players, as the limit counts them) `account` has open on
@@ -593,8 +676,7 @@ pub fn share_connections(
                         .map(|(i, _)| i.as_str())
                         .collect();
                     let fresh = |instance: &str, _at: i64| live.contains(instance);
-                    c.lock().elsewhere = elsewhere(&records, &me, fresh);
-                    for (user, channel) in c.settle(&others_starts(&records, &me, fresh), &me) {
+                    for (user, channel) in c.take_in(&records, &me, fresh) {
                         tracing::info!(%user, %channel, "connection ended: another instance let the account in at the same moment, and its limit is reached");
                     }
                     for (instance, v) in &records {
@@ -611,7 +693,9 @@ pub fn share_connections(
             if read_ok.elapsed() > GONE_AFTER {
                 // Counts that cannot be checked stop counting: a viewer is not refused
                 // for connections that may have closed long ago.
-                c.lock().elsewhere.clear();
+                let mut inner = c.lock();
+                inner.elsewhere.clear();
+                inner.elsewhere_at.clear();
             }
             if let Some(e) = failed {
                 if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
@@ -704,9 +788,25 @@ fn instance_id(state_dir: &std::path::Path) -> String {
 
 /// What an instance publishes at `at`: its players per account (a count, read by
 /// every version) and when each started.
-fn record(at: i64, starts: &BTreeMap<String, Vec<i64>>) -> serde_json::Value {
-    let counts: BTreeMap<&String, usize> = starts.iter().map(|(a, s)| (a, s.len())).collect();
-    serde_json::json!({"at": at, "counts": counts, "starts": starts})
+fn record(at: i64, players: &BTreeMap<String, Vec<Published>>) -> serde_json::Value {
+    let counts: BTreeMap<&String, usize> = players.iter().map(|(a, s)| (a, s.len())).collect();
+    let starts: BTreeMap<&String, Vec<i64>> = players
+        .iter()
+        .map(|(a, s)| (a, s.iter().map(|(t, _)| *t).collect()))
+        .collect();
+    // Each player's address (null: none known), in the order of `starts`.
+    let from: BTreeMap<&String, Vec<Option<String>>> = players
+        .iter()
+        .map(|(a, s)| {
+            (
+                a,
+                s.iter()
+                    .map(|(_, ip)| ip.map(|ip| ip.to_string()))
+                    .collect(),
+            )
+        })
+        .collect();
+    serde_json::json!({"at": at, "counts": counts, "starts": starts, "from": from})
 }
 
 /// Each player of each account on the instances other than `me` whose records are
@@ -716,8 +816,8 @@ fn others_starts(
     records: &[(String, serde_json::Value)],
     me: &str,
     fresh: impl Fn(&str, i64) -> bool,
-) -> HashMap<String, Vec<(i64, String)>> {
-    let mut out: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+) -> HashMap<String, Vec<Theirs>> {
+    let mut out: HashMap<String, Vec<Theirs>> = HashMap::new();
     for (instance, v) in records {
         let Some(at) = v["at"].as_i64() else { continue };
         if instance == me || !fresh(instance, at) {
@@ -732,8 +832,15 @@ fn others_starts(
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or(i64::MIN)
             });
+            let from = v["from"][account].as_array();
             let players = out.entry(account.clone()).or_default();
-            players.extend(starts.map(|t| (t, instance.clone())));
+            players.extend(starts.enumerate().map(|(i, t)| {
+                let at = from
+                    .and_then(|l| l.get(i))
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|a| a.parse().ok());
+                (t, instance.clone(), at)
+            }));
         }
     }
     out
@@ -839,6 +946,47 @@ mod tests {
             vec![("ann".to_string(), "news".to_string())]
         );
         assert!(first.is_ended());
+    }
+
+    /// A player switching to a channel that another instance serves (the balancer
+    /// sends each channel to one) takes its own connection over there, as on one
+    /// instance: let in over the limit by its address, and its old stream ends when
+    /// the first instance reads the record. Another address stays refused.
+    #[test]
+    fn a_player_moving_to_another_instance_takes_its_connection_over() {
+        let ann = Account::for_test("ann", 1);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (a, b) = (Arc::new(Conns::default()), Arc::new(Conns::default()));
+        let old = a
+            .connect(&ann, "news", ip("192.0.2.1"), false)
+            .unwrap()
+            .into_guard()
+            .unwrap();
+        let published = |c: &Conns, at: i64| record(at, &c.counts().0);
+        let all = |_: &str, _: i64| true;
+        assert!(b
+            .take_in(&[("a".to_string(), published(&a, 100))], "b", all)
+            .is_empty());
+        assert!(matches!(
+            b.connect(&ann, "film", ip("192.0.2.9"), false),
+            Err(AccountError::Limit { .. })
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+        let new = b
+            .connect(&ann, "film", ip("192.0.2.1"), false)
+            .expect("the same player, moved")
+            .into_guard()
+            .unwrap();
+        let records = vec![
+            ("a".to_string(), published(&a, 101)),
+            ("b".to_string(), published(&b, 101)),
+        ];
+        // Each reads the other: the old stream ends, the new one plays on.
+        assert!(a.take_in(&records, "a", all).is_empty());
+        assert!(b.take_in(&records, "b", all).is_empty());
+        assert!(old.is_ended());
+        assert!(!new.is_ended());
+        assert_eq!((a.open("ann"), b.open("ann")), (0, 1));
     }
 
     /// A limit raised since the connection was let in is the one `settle` counts with.

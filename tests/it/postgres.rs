@@ -220,21 +220,35 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     let user = unique("viewer");
     let config = format!(
         "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\
-         shutdown_grace = \"1s\"\n\n\
+         shutdown_grace = \"1s\"\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
          [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
          [[users]]\nname = \"{user}\"\npassword = \"limit-pw-1\"\nmax_connections = 1\n"
     );
     let mut a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
     let path = demo_ts_path(&a, &user, "limit-pw-1").await;
+    // A's viewer and B's are two players: two addresses (the same address on another
+    // instance is the same player going on there, which takes its connection over).
+    let on_a = |app: &crate::common::TestApp| {
+        app.client
+            .get(app.url(&path))
+            .header("x-forwarded-for", "192.0.2.10")
+            .send()
+    };
+    let on_b = |app: &crate::common::TestApp| {
+        app.client
+            .get(app.url(&path))
+            .header("x-forwarded-for", "192.0.2.20")
+            .send()
+    };
 
     // A .ts stream held open on instance A...
-    let mut held = a.get(&path).await;
+    let mut held = on_a(&a).await.unwrap();
     assert_eq!(held.status(), 200);
     held.chunk().await.expect("stream bytes");
     // ...is counted by instance B once A has published it.
     eventually_within(PROPAGATION, "B refusing the second connection", || async {
-        let resp = b.get(&path).await;
+        let resp = on_b(&b).await.unwrap();
         match resp.status().as_u16() {
             403 => {
                 let body = resp.text().await.unwrap_or_default();
@@ -255,7 +269,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     // Closed on A: B lets the account in again.
     drop(held);
     eventually_within(PROPAGATION, "B admitting the account again", || async {
-        match b.get(&path).await.status().as_u16() {
+        match on_b(&b).await.unwrap().status().as_u16() {
             200 => Ok(()),
             other => Err(format!("B answered {other}")),
         }
@@ -266,7 +280,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     // account in at once, not once A's record has gone stale (30 s). (B's admission
     // above counts until B publishes its close: A may refuse until then.)
     let mut held = eventually_within(PROPAGATION, "A admitting the account", || async {
-        let resp = a.get(&path).await;
+        let resp = on_a(&a).await.unwrap();
         match resp.status().as_u16() {
             200 => Ok(resp),
             other => Err(format!("A answered {other}")),
@@ -278,7 +292,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
         PROPAGATION,
         "B refusing while A's viewer watches",
         || async {
-            match b.get(&path).await.status().as_u16() {
+            match on_b(&b).await.unwrap().status().as_u16() {
                 403 => Ok(()),
                 other => Err(format!("B answered {other}")),
             }
@@ -288,7 +302,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     a.stop().await;
     drop(held);
     eventually_within(PROPAGATION, "B admitting once A has stopped", || async {
-        match b.get(&path).await.status().as_u16() {
+        match on_b(&b).await.unwrap().status().as_u16() {
             200 => Ok(()),
             other => Err(format!("B answered {other}")),
         }
@@ -815,4 +829,57 @@ async fn a_second_instance_on_one_state_dir_is_refused() {
         "{stderr}"
     );
     assert!(!stderr.contains("serving on"), "{stderr}");
+}
+
+/// A player of a one-connection account that goes on on another instance (it switched
+/// to a channel the balancer sends there, or a round-robin balancer moved it) takes
+/// its own connection over, as on one instance: let in at once, and its stream on the
+/// first instance ends. Another address is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_player_moving_to_another_instance_takes_its_own_connection_over() {
+    let Some(url) = database() else { return };
+    let user = unique("zapper");
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\
+         trusted_proxies = [\"127.0.0.1\"]\n\n\
+         [[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"{user}\"\npassword = \"zap-pw-1\"\nmax_connections = 1\n"
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let b = crate::common::TestApp::spawn(&config).await;
+    let path = demo_ts_path(&a, &user, "zap-pw-1").await;
+    let open = |app: &crate::common::TestApp, viewer: &'static str| {
+        app.client
+            .get(app.url(&path))
+            .header("x-forwarded-for", viewer)
+            .send()
+    };
+    let mut held = open(&a, "192.0.2.1").await.unwrap();
+    assert_eq!(held.status(), 200);
+    held.chunk().await.expect("stream bytes");
+    // Once B has read A's record, another player is refused there...
+    eventually_within(PROPAGATION, "B refusing another address", || async {
+        match open(&b, "192.0.2.2").await.unwrap().status().as_u16() {
+            403 => Ok(()),
+            other => Err(format!("B answered {other}")),
+        }
+    })
+    .await;
+    // ...and the same player is let in at once,
+    let mut moved = open(&b, "192.0.2.1").await.unwrap();
+    assert_eq!(moved.status(), 200, "{:?}", moved.text().await);
+    moved.chunk().await.expect("stream bytes");
+    // while its stream on A ends.
+    tokio::time::timeout(PROPAGATION + Duration::from_secs(5), async {
+        while let Ok(Some(_)) = held.chunk().await {}
+    })
+    .await
+    .expect("the stream on A ended");
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), moved.chunk())
+            .await
+            .expect("the moved stream keeps sending");
+        assert!(matches!(chunk, Ok(Some(_))), "the moved stream ended too");
+    }
 }
