@@ -163,18 +163,17 @@ fn normalise_notes(name: &str, keep_notes: bool, split_plus: bool) -> String {
     out
 }
 
-/// URL- and file-safe id from a name: `"BBC One HD"` → `"bbc-one"`.
+/// URL- and file-safe id from a name: `"BBC One HD"` → `"bbc-one"`. Made of the
+/// reading where a `+` stays joined to the word before it (`"E4+1"` → `"e4plus1"`,
+/// `"E4 +1"` → `"e4-plus1"`), as ids were made before `normalise` read it apart: an
+/// M3U service's channel ids are slugs, and saved `SERVICE:ID` links must hold.
 pub fn slugify(name: &str) -> String {
-    let n = normalise(name);
+    let n = normalise_notes(name, true, false);
     let mut slug = String::with_capacity(n.len());
     for c in n.chars() {
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if c == '+' {
-            // "E4 +1" as "E4+1" was: "e4plus1", "canalplus-sport".
-            if slug.ends_with('-') {
-                slug.pop();
-            }
             slug.push_str("plus");
         } else if !slug.ends_with('-') && !slug.is_empty() {
             slug.push('-');
@@ -1104,11 +1103,12 @@ mod tests {
         ] {
             assert_eq!(normalise(input), want, "{input}");
         }
+        // Ids keep the reading they had: a `+` joined stays joined.
         assert_eq!(slugify("Canal+ Sport HD"), "canalplus-sport");
-        assert_eq!(slugify("Canal + Sport"), "canalplus-sport");
-        for e4 in ["E4+1", "E4 +1", "E4 (+1)", "E4+1 HD"] {
-            assert_eq!(slugify(e4), "e4plus1", "{e4}");
-        }
+        assert_eq!(slugify("Canal + Sport"), "canal-plus-sport");
+        assert_eq!(slugify("E4+1 HD"), "e4plus1");
+        assert_eq!(slugify("E4 (+1)"), "e4-plus1");
+        assert_eq!(slugify("Sky Cinema +1"), "sky-cinema-plus1");
         assert_eq!(slugify("+1 Movies"), "plus1-movies");
         // What stores written before hold.
         assert_eq!(

@@ -475,10 +475,15 @@ impl Conns {
         let mut inner = self.lock();
         let mut ended = Vec::new();
         for (account, theirs) in others {
-            // A player that went on on another instance from the same address (it
-            // switched to a channel the balancer sends there) ends here, as it would
-            // on one instance; one of theirs that went on here is no longer counted.
+            // Over the limit, a player that went on on another instance from the
+            // same address (it switched to a channel the balancer sends there, and
+            // was let in there by its address) ends here, as it would on one
+            // instance; one of theirs that went on here is no longer counted. Under
+            // it, two players behind one address (a household's NAT) both play.
             let (mine, limit) = inner.player_starts(account);
+            if limit == 0 || mine.is_empty() || mine.len() + theirs.len() <= limit as usize {
+                continue;
+            }
             let moved: Vec<Player> = mine
                 .iter()
                 .filter(|(t, p)| {
@@ -987,6 +992,38 @@ mod tests {
         assert!(old.is_ended());
         assert!(!new.is_ended());
         assert_eq!((a.open("ann"), b.open("ann")), (0, 1));
+    }
+
+    /// Two players behind one address (a household's NAT) on two instances, within
+    /// the account's limit (or without one): both play; the address rule is for a
+    /// player let in over the limit only.
+    #[test]
+    fn two_players_behind_one_address_within_the_limit_both_play() {
+        let ip = Some("192.0.2.1".parse::<IpAddr>().unwrap());
+        for limit in [2, 0] {
+            let ann = Account::for_test("ann", limit);
+            let (a, b) = (Arc::new(Conns::default()), Arc::new(Conns::default()));
+            let one = a
+                .connect(&ann, "news", ip, false)
+                .unwrap()
+                .into_guard()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let two = b
+                .connect(&ann, "film", ip, false)
+                .unwrap()
+                .into_guard()
+                .unwrap();
+            let published = |c: &Conns, at: i64| record(at, &c.counts().0);
+            let records = vec![
+                ("a".to_string(), published(&a, 100)),
+                ("b".to_string(), published(&b, 100)),
+            ];
+            let all = |_: &str, _: i64| true;
+            assert!(a.take_in(&records, "a", all).is_empty());
+            assert!(b.take_in(&records, "b", all).is_empty());
+            assert!(!one.is_ended() && !two.is_ended(), "limit {limit}");
+        }
     }
 
     /// A limit raised since the connection was let in is the one `settle` counts with.

@@ -134,6 +134,8 @@ pub struct Failovers {
     /// Since when each source (by `source_key`) is skipped by the channel URL a player
     /// reloads (`skipped`).
     skipped: Cache<String, SystemTime>,
+    /// When each source's playlist last timed out for the channel URL (`note_timeout`).
+    timed_out: Cache<String, SystemTime>,
     /// Per channel, the source its own URL last answered with a media playlist, and
     /// how that source's numbers were shifted (`channel_numbers`).
     by_channel: Cache<String, Arc<ChannelNumbers>>,
@@ -152,6 +154,7 @@ impl Default for Failovers {
             switched: idle_cache(600),
             first_seen: idle_cache(600),
             skipped: idle_cache(600),
+            timed_out: idle_cache(600),
             by_channel: idle_cache(600),
             media_players: idle_cache(MEDIA_PLAYER_IDLE),
             clock: Arc::new(SystemClock),
@@ -192,14 +195,21 @@ impl Failovers {
         n.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Gives `service` as a source of `channel` `threshold` strikes at once (its
-    /// playlist timed out: a player reloading the channel's URL would wait as long
-    /// again at each reload).
-    pub fn strike_out(&self, service: &str, channel: &str, threshold: u32) {
-        let n = self
-            .strikes()
-            .get_with(source_key(service, channel), Arc::default);
-        n.fetch_max(threshold, Ordering::Relaxed);
+    /// `service`'s playlist for `channel` timed out where a player reloads the
+    /// channel's own URL: it would wait as long again at every reload, so that URL
+    /// skips it for `RETRY_SKIPPED` (`timed_out`). Kept apart from the strikes, which
+    /// count towards switching the links players already hold.
+    pub fn note_timeout(&self, service: &str, channel: &str) {
+        self.timed_out
+            .insert(source_key(service, channel), self.now());
+    }
+
+    /// Whether `service`'s playlist for `channel` timed out less than
+    /// `RETRY_SKIPPED` ago (`note_timeout`).
+    pub fn timed_out(&self, service: &str, channel: &str) -> bool {
+        self.timed_out
+            .get(&source_key(service, channel))
+            .is_some_and(|at| self.now().duration_since(at).unwrap_or_default() < RETRY_SKIPPED)
     }
 
     /// Whether `service` is skipped as a source of `channel` where a player reloads

@@ -113,30 +113,34 @@ impl Engine {
             // A byte range of a segment (`EXT-X-BYTERANGE`: single-file HLS) is a
             // segment fetch all the same: bounded by `segment_timeout` from request to
             // last byte (a trickling one would hold a request slot of its service for
-            // good), and its failure counts towards the channel's failover.
-            let fetched = match service.fetch(&url, &target.headers, range).await {
-                Ok(f) => {
-                    if target.failover {
-                        self.failovers.clear(&target.service, &target.channel);
+            // good), and its outcome strikes or clears its source for the channel's
+            // failover once it is known: a failed head, or a body cut or complete.
+            let limit = self.media.segment_timeout();
+            let deadline = tokio::time::Instant::now() + limit;
+            let outcome = {
+                let failovers = self.failovers.clone();
+                let (service, channel) = (target.service.clone(), target.channel.clone());
+                let failover = target.failover;
+                move |ok: bool| match (failover, ok) {
+                    (false, _) => {}
+                    (true, true) => failovers.clear(&service, &channel),
+                    (true, false) => {
+                        failovers.strike(&service, &channel);
                     }
-                    f
                 }
+            };
+            let fetched =
+                tokio::time::timeout_at(deadline, service.fetch(&url, &target.headers, range))
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout(limit)));
+            let mut fetched = match fetched {
+                Ok(f) => f,
                 Err(e) => {
-                    if target.failover {
-                        self.failovers.strike(&target.service, &target.channel);
-                    }
+                    outcome(false);
                     return Err(e.into());
                 }
             };
-            let strike = target.failover.then(|| {
-                let failovers = self.failovers.clone();
-                let (service, channel) = (target.service.clone(), target.channel.clone());
-                move || {
-                    failovers.strike(&service, &channel);
-                }
-            });
-            let mut fetched = fetched;
-            fetched.body = bounded(fetched.body, self.media.segment_timeout(), strike);
+            fetched.body = bounded(fetched.body, deadline, limit, outcome);
             return Ok(Served::Passthrough(fetched));
         }
         let body = self
@@ -389,29 +393,31 @@ fn whole(range: &str) -> bool {
         .is_some_and(|r| r.trim() == "0-")
 }
 
-/// `body` ended with a timeout error once `limit` has passed since now, calling
-/// `failed` (once) when it ends so or with an upstream error.
+/// `body` ended with a timeout error (of `limit`) at `deadline`; `outcome` is told
+/// (once) how it ended: `true` complete, `false` cut by the deadline or an upstream
+/// error. A body dropped before its end (the client left) tells nothing.
 fn bounded(
     body: crate::upstream::BodyStream,
+    deadline: tokio::time::Instant,
     limit: std::time::Duration,
-    failed: Option<impl FnOnce() + Send + 'static>,
+    outcome: impl FnOnce(bool) + Send + 'static,
 ) -> crate::upstream::BodyStream {
     use futures::StreamExt;
-    let deadline = tokio::time::Instant::now() + limit;
     Box::pin(futures::stream::unfold(
-        Some((body, failed)),
+        Some((body, outcome)),
         move |state| async move {
-            let (mut body, failed) = state?;
-            let item = match tokio::time::timeout_at(deadline, body.next()).await {
-                Ok(Some(Ok(bytes))) => return Some((Ok(bytes), Some((body, failed)))),
-                Ok(None) => return None,
+            let (mut body, outcome) = state?;
+            let error = match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(bytes))) => return Some((Ok(bytes), Some((body, outcome)))),
+                Ok(None) => {
+                    outcome(true);
+                    return None;
+                }
                 Ok(Some(Err(e))) => e,
                 Err(_) => UpstreamError::Timeout(limit),
             };
-            if let Some(failed) = failed {
-                failed();
-            }
-            Some((Err(item), None))
+            outcome(false);
+            Some((Err(error), None))
         },
     ))
 }

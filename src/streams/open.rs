@@ -41,9 +41,9 @@ impl Engine {
         let limit = self.settings.max_body_bytes;
         let media = &self.media;
         // A player of a channel whose stream URL is a media playlist reloads this very
-        // request: a source whose segments (or playlist) failed `failover_after` times
-        // in a row for the channel, or whose playlist timed out, is skipped for a
-        // minute, unless no other is left.
+        // request: a source whose segments failed `failover_after` times in a row for
+        // the channel, or whose playlist timed out here, is skipped for a minute,
+        // unless no other is left.
         let threshold = self.settings.failover_after;
         let failed: Vec<String> = match only {
             Some(_) => Vec::new(),
@@ -51,7 +51,9 @@ impl Engine {
                 .registry
                 .service_names()
                 .into_iter()
-                .filter(|s| self.failovers.skipped(s, id, threshold))
+                .filter(|s| {
+                    self.failovers.skipped(s, id, threshold) || self.failovers.timed_out(s, id)
+                })
                 .map(str::to_string)
                 .collect(),
         };
@@ -72,14 +74,9 @@ impl Engine {
                     .inspect_err(|e| {
                         // A player reloading this URL waits for every source tried
                         // before the one that answers: one that timed out is skipped
-                        // at once (for `RETRY_SKIPPED`), any other failure counts
-                        // towards `failover_after`.
-                        if only.is_none() {
-                            if e.is_timeout() {
-                                failovers.strike_out(&src.service_name, id, threshold);
-                            } else {
-                                failovers.strike(&src.service_name, id);
-                            }
+                        // for a minute.
+                        if only.is_none() && e.is_timeout() {
+                            failovers.note_timeout(&src.service_name, id);
                         }
                     })?;
                 if was_media {

@@ -153,7 +153,7 @@ impl ServiceList {
                         episode: e.episode,
                         title: e.title.into(),
                         id: e.id.into(),
-                        ext: e.ext.into(),
+                        ext: container(&e.ext).into(),
                         url: e.url.map(Into::into),
                         headers: (!e.headers.is_empty()).then(|| Box::new(e.headers)),
                     })
@@ -191,7 +191,7 @@ impl ServiceList {
                 rating: l.rating.unwrap_or(-1.0),
                 year: l.year.unwrap_or(0),
                 category: names.intern(l.category.trim()),
-                ext: names.intern(l.ext.trim()),
+                ext: names.intern(&container(&l.ext)),
                 adult: l.adult,
             });
         }
@@ -605,9 +605,31 @@ impl Catalogue {
     }
 }
 
+/// A container extension as listed (`mkv`, `MP4`), lowercased, when it is one: up to
+/// five letters or digits. Anything else (a panel's `container_extension` holding a
+/// line break and a playlist entry) is none, so `mp4` stands in: it goes into stream
+/// URLs and `/vod.m3u` lines.
+fn container(ext: &str) -> String {
+    let ext = ext.trim().trim_start_matches('.');
+    if !ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+        ext.to_ascii_lowercase()
+    } else {
+        String::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_extension_is_a_short_word_or_none() {
+        assert_eq!(container(" MKV "), "mkv");
+        assert_eq!(container(".mp4"), "mp4");
+        assert_eq!(container("mp4\n#EXTINF:-1,x\nhttp://evil/"), "");
+        assert_eq!(container("m3u8x2"), "");
+        assert_eq!(container(""), "");
+    }
 
     fn listed(id: &str, name: &str, year: Option<u16>, tmdb: Option<u32>) -> Listed {
         Listed {
