@@ -88,8 +88,8 @@ impl StoreError {
 
 /// How often a mapping change is made again on the row another instance wrote first.
 const MAPPING_TRIES: usize = 5;
-/// Reads of another instance's change made again at most when this instance keeps
-/// writing meanwhile (`Store::apply`); the last is taken as read.
+/// Reads of another instance's change made again at most when later updates keep
+/// being taken in meanwhile (`Store::apply`).
 const RELOAD_TRIES: usize = 5;
 
 /// What to do with a damaged database file.
@@ -489,13 +489,23 @@ pub(crate) struct Mirror {
     /// slug -> the user's overrides (only channels that have some), kept when the
     /// channel leaves the upstream lists so they apply again when it comes back.
     mappings: HashMap<String, ChannelMapping>,
-    /// Bumped by each write of this instance to the services or mappings: a reload
-    /// of another instance's change that read the database before it is stale, and
-    /// reads again (`Store::apply`).
-    own_writes: u64,
+    /// Tickets of the updates of `services` and `mappings` (`Mirror::ticket`): each
+    /// read of the database, or write of this instance, takes one as it begins, and
+    /// a part takes in a read only when nothing with a later ticket was taken in
+    /// since (else the read may predate it: read again), so neither this instance's
+    /// own write nor a later row another instance wrote is put back by an older read.
+    tickets: u64,
+    services_at: u64,
+    mappings_at: u64,
 }
 
 impl Mirror {
+    /// The next ticket (see `tickets`).
+    fn ticket(&mut self) -> u64 {
+        self.tickets += 1;
+        self.tickets
+    }
+
     /// Takes in a stored identity (loaded, or assigned by another instance).
     fn learn(&mut self, key: String, slug: String, number: u32) {
         self.next_number = self.next_number.max(number.saturating_add(1));
@@ -836,23 +846,28 @@ impl Store {
         let loaded = match change {
             Change::Services => self.reload_services().await,
             Change::Mappings => {
-                // Read again when this instance wrote meanwhile: the rows read may
-                // predate that write, which no notice of its own would bring back.
-                let mut tries = 0;
-                loop {
-                    let before = self.mirror().own_writes;
+                // Read again when a later update was taken in meanwhile (this
+                // instance's own write: the rows read may predate it, and no notice
+                // of its own would bring it back).
+                let mut result = Ok(());
+                for _ in 0..RELOAD_TRIES {
+                    let t = self.mirror().ticket();
                     match b.mappings().await {
                         Ok(rows) => {
                             let mut m = self.mirror();
-                            tries += 1;
-                            if m.own_writes == before || tries == RELOAD_TRIES {
+                            if m.mappings_at < t {
                                 m.mappings = rows;
-                                break Ok(());
+                                m.mappings_at = t;
+                                break;
                             }
                         }
-                        Err(e) => break Err(e),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
                     }
                 }
+                result
             }
             Change::Identities => {
                 let after = self.mirror().last_number();
@@ -876,20 +891,20 @@ impl Store {
     }
 
     /// The services' rows read again into the mirror, as `apply` reads the mappings:
-    /// again when this instance wrote meanwhile.
+    /// again when a later update was taken in meanwhile.
     async fn reload_services(&self) -> Result<(), StoreError> {
         let b = self.inner.backend.clone();
-        let mut tries = 0;
-        loop {
-            let before = self.mirror().own_writes;
+        for _ in 0..RELOAD_TRIES {
+            let t = self.mirror().ticket();
             let rows = b.services().await?;
             let mut m = self.mirror();
-            tries += 1;
-            if m.own_writes == before || tries == RELOAD_TRIES {
+            if m.services_at < t {
                 m.services = rows;
-                return Ok(());
+                m.services_at = t;
+                break;
             }
         }
+        Ok(())
     }
 
     /// The changes other instances make (PostgreSQL), each heard once the mirror
@@ -997,8 +1012,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         {
             let mut m = self.mirror();
-            m.own_writes += 1;
+            let t = m.ticket();
             set(m.services.entry(name.to_string()).or_default());
+            m.services_at = t;
         }
         if self.is_shared() {
             self.reload_services().await?;
@@ -1250,7 +1266,7 @@ impl Store {
             if written {
                 let read_back = {
                     let mut m = self.mirror();
-                    m.own_writes += 1;
+                    let t = m.ticket();
                     // The mirror holds what this write replaced: the write is the news.
                     // Else another instance's later write was taken in meanwhile (or
                     // this one's `current` came from the database, not the mirror):
@@ -1262,22 +1278,28 @@ impl Store {
                         } else {
                             m.mappings.insert(slug.to_string(), next.clone());
                         }
+                        m.mappings_at = t;
                         false
                     } else {
                         true
                     }
                 };
                 if read_back {
+                    let t = self.mirror().ticket();
                     let key = slug.to_string();
                     let stored = self
                         .run(move |b| async move { b.mapping(&key).await })
                         .await?;
                     let mut m = self.mirror();
-                    m.own_writes += 1;
-                    if stored.is_empty() {
-                        m.mappings.remove(slug);
-                    } else {
-                        m.mappings.insert(slug.to_string(), stored);
+                    // Unless a read begun since was taken in: it holds this write or a
+                    // later one.
+                    if m.mappings_at < t {
+                        if stored.is_empty() {
+                            m.mappings.remove(slug);
+                        } else {
+                            m.mappings.insert(slug.to_string(), stored);
+                        }
+                        m.mappings_at = t;
                     }
                 }
                 return Ok(next);
