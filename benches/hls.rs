@@ -133,11 +133,42 @@ fn bench_rewrite(c: &mut Criterion) {
     }
 }
 
+/// What a `.ts` session reads at each poll of a live playlist (`hls::media_info`: the
+/// segments, and m3u8-rs's header values from `parse_view`'s lines), beside the same
+/// baseline, for a live window, a long VOD playlist, and a live window buried in
+/// 100,000 comment lines (what `parse_view` keeps from m3u8-rs).
+fn bench_media_info(c: &mut Criterion) {
+    let base = Url::parse("https://cdn.example/live/channel/index.m3u8").unwrap();
+    let live = media_playlist(6).replace("#EXT-X-ENDLIST\n", "");
+    for (name, body) in [
+        ("media_info_live_6_segments", live.clone()),
+        ("media_info_vod_5000_segments", media_playlist(5000)),
+        (
+            "media_info_live_with_100000_comments",
+            live.replacen(
+                "#EXTINF",
+                &format!("{}#EXTINF", "# a comment\n".repeat(100_000)),
+                1,
+            ),
+        ),
+    ] {
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function("baseline_copy_lines", |b| {
+            b.iter(|| copy_lines(black_box(&body)))
+        });
+        g.bench_function("media_info", |b| {
+            b.iter(|| hls::media_info(black_box(&body), &base).expect("valid"))
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_rewrite
+    targets = bench_rewrite, bench_media_info
 }
 criterion_main!(benches);
