@@ -98,6 +98,11 @@ ALTER TABLE channel_mapping ADD COLUMN station_id TEXT;
 /// top; the server's message is a cause). Never holds the password: errors name no
 /// connection string.
 fn pg(e: impl std::error::Error) -> StoreError {
+    StoreError::Postgres(chain(&e))
+}
+
+/// `e` and its causes, as `pg` words them (the listener's logs too).
+fn chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -108,7 +113,7 @@ fn pg(e: impl std::error::Error) -> StoreError {
         }
         cause = c.source();
     }
-    StoreError::Postgres(message)
+    message
 }
 
 /// A number as stored (BIGINT) back to what the model uses.
@@ -922,7 +927,7 @@ pub(super) async fn follow<F, Fut>(
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                tracing::warn!(error = %e, "state store: change listener lost its connection");
+                                tracing::warn!(error = %chain(&e), "state store: change listener lost its connection");
                                 break;
                             }
                         }
@@ -952,19 +957,58 @@ pub(super) async fn follow<F, Fut>(
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "state store: cannot LISTEN for changes"),
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), "state store: cannot LISTEN for changes")
+                    }
                 }
                 driver.abort();
             }
             Err(e) => {
                 if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(60)) {
                     warned = Some(std::time::Instant::now());
-                    tracing::warn!(error = %e, "state store: change listener cannot connect (retried every second; warned again in a minute)");
+                    tracing::warn!(error = %chain(&e), "state store: change listener cannot connect (retried every second; warned again in a minute)");
                 } else {
-                    tracing::debug!(error = %e, "state store: change listener cannot connect");
+                    tracing::debug!(error = %chain(&e), "state store: change listener cannot connect");
                 }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug)]
+    struct Top(Option<Inner>);
+    #[derive(Debug)]
+    struct Inner;
+
+    impl std::fmt::Display for Top {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("db error")
+        }
+    }
+    impl std::fmt::Display for Inner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ERROR: the database system is shutting down")
+        }
+    }
+    impl std::error::Error for Top {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.0.as_ref().map(|i| i as _)
+        }
+    }
+    impl std::error::Error for Inner {}
+
+    /// tokio-postgres says "db error" at the top; the server's words are its cause.
+    #[test]
+    fn an_error_is_worded_with_its_causes() {
+        assert_eq!(
+            chain(&Top(Some(Inner))),
+            "db error: ERROR: the database system is shutting down"
+        );
+        assert_eq!(chain(&Top(None)), "db error");
     }
 }
