@@ -1110,18 +1110,7 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
         )
         .route("/a/{seg}", segments_while(a_up))
         .start();
-    let b = FakeUpstream::bind()
-        .await
-        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
-        .route(
-            "/b/{seg}",
-            get(
-                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
-                    respond(200, "video/mp2t", format!("<b {seg}>"))
-                },
-            ),
-        )
-        .start();
+    let b = source_b().await;
     let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
     let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
@@ -1394,9 +1383,31 @@ fn segments_while(up: Arc<AtomicBool>) -> axum::routing::MethodRouter {
     })
 }
 
+/// Source B of `failing_over`: a live playlist of `b0.ts`, `b1.ts`, each segment
+/// answering `<b NAME>`.
+async fn source_b() -> FakeUpstream {
+    FakeUpstream::bind()
+        .await
+        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/b/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<b {seg}>"))
+                },
+            ),
+        )
+        .start()
+}
+
 /// freesky with services A (priority 1) and B (priority 2), each listing channel "Live"
 /// at one of `urls`, failing over after 2 strikes; and the lists' upstreams.
 async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
+    failing_over_with(a, b, "").await
+}
+
+/// `failing_over` with `a_keys` (TOML lines) added to service A.
+async fn failing_over_with(a: String, b: String, a_keys: &str) -> (TestApp, [FakeUpstream; 2]) {
     let list = |url: String| async move {
         FakeUpstream::bind()
             .await
@@ -1410,7 +1421,7 @@ async fn failing_over(a: String, b: String) -> (TestApp, [FakeUpstream; 2]) {
     let lists = [list(a).await, list(b).await];
     let app = TestApp::spawn(&format!(
         "[cache]\nplaylist_ttl = \"100ms\"\n\n[streams]\nfailover_after = 2\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{}\"\n{a_keys}\n\
          [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
         lists[0].url("/list.m3u"),
         lists[1].url("/list.m3u")
@@ -1874,18 +1885,7 @@ async fn failing_byte_range_segments_fail_over_on_the_next_reload() {
             get(|| async { respond(404, "text/plain", "gone") }),
         )
         .start();
-    let b = FakeUpstream::bind()
-        .await
-        .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
-        .route(
-            "/b/{seg}",
-            get(
-                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
-                    respond(200, "video/mp2t", format!("<b {seg}>"))
-                },
-            ),
-        )
-        .start();
+    let b = source_b().await;
     let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
     let id = app.channel_id("Live").await;
     let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
@@ -1995,27 +1995,11 @@ async fn a_source_whose_playlist_timed_out_is_not_waited_for_at_every_reload() {
         .await
         .text("/b/live.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
         .start();
-    let list = |url: String| async move {
-        FakeUpstream::bind()
-            .await
-            .text(
-                "/list.m3u",
-                M3U_TYPE,
-                format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"Live.example\",Live\n{url}\n"),
-            )
-            .start()
-    };
-    let lists = [
-        list(a.url("/a/live.m3u8")).await,
-        list(b.url("/b/live.m3u8")).await,
-    ];
-    let app = TestApp::spawn(&format!(
-        "[cache]\nplaylist_ttl = \"100ms\"\n\n\
-         [[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"1s\"\nurl = \"{}\"\n\n\
-         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
-        lists[0].url("/list.m3u"),
-        lists[1].url("/list.m3u")
-    ))
+    let (app, _lists) = failing_over_with(
+        a.url("/a/live.m3u8"),
+        b.url("/b/live.m3u8"),
+        "timeout = \"1s\"",
+    )
     .await;
     let id = app.channel_id("Live").await;
     for reload in 0..3 {

@@ -229,26 +229,16 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     let path = demo_ts_path(&a, &user, "limit-pw-1").await;
     // A's viewer and B's are two players: two addresses (the same address on another
     // instance is the same player going on there, which takes its connection over).
-    let on_a = |app: &crate::common::TestApp| {
-        app.client
-            .get(app.url(&path))
-            .header("x-forwarded-for", "192.0.2.10")
-            .send()
-    };
-    let on_b = |app: &crate::common::TestApp| {
-        app.client
-            .get(app.url(&path))
-            .header("x-forwarded-for", "192.0.2.20")
-            .send()
-    };
+    let on_a = |app| from(app, &path, "192.0.2.10");
+    let on_b = |app| from(app, &path, "192.0.2.20");
 
     // A .ts stream held open on instance A...
-    let mut held = on_a(&a).await.unwrap();
+    let mut held = on_a(&a).await;
     assert_eq!(held.status(), 200);
     held.chunk().await.expect("stream bytes");
     // ...is counted by instance B once A has published it.
     eventually_within(PROPAGATION, "B refusing the second connection", || async {
-        let resp = on_b(&b).await.unwrap();
+        let resp = on_b(&b).await;
         match resp.status().as_u16() {
             403 => {
                 let body = resp.text().await.unwrap_or_default();
@@ -269,7 +259,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     // Closed on A: B lets the account in again.
     drop(held);
     eventually_within(PROPAGATION, "B admitting the account again", || async {
-        match on_b(&b).await.unwrap().status().as_u16() {
+        match on_b(&b).await.status().as_u16() {
             200 => Ok(()),
             other => Err(format!("B answered {other}")),
         }
@@ -280,7 +270,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     // account in at once, not once A's record has gone stale (30 s). (B's admission
     // above counts until B publishes its close: A may refuse until then.)
     let mut held = eventually_within(PROPAGATION, "A admitting the account", || async {
-        let resp = on_a(&a).await.unwrap();
+        let resp = on_a(&a).await;
         match resp.status().as_u16() {
             200 => Ok(resp),
             other => Err(format!("A answered {other}")),
@@ -292,7 +282,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
         PROPAGATION,
         "B refusing while A's viewer watches",
         || async {
-            match on_b(&b).await.unwrap().status().as_u16() {
+            match on_b(&b).await.status().as_u16() {
                 403 => Ok(()),
                 other => Err(format!("B answered {other}")),
             }
@@ -302,7 +292,7 @@ async fn an_accounts_connection_limit_counts_every_instance() {
     a.stop().await;
     drop(held);
     eventually_within(PROPAGATION, "B admitting once A has stopped", || async {
-        match on_b(&b).await.unwrap().status().as_u16() {
+        match on_b(&b).await.status().as_u16() {
             200 => Ok(()),
             other => Err(format!("B answered {other}")),
         }
@@ -326,15 +316,9 @@ async fn two_instances_letting_one_account_in_at_once_end_one_of_the_streams() {
     let a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
     let path = demo_ts_path(&a, &user, "limit-pw-2").await;
-    let open = |app: &crate::common::TestApp, viewer: &'static str| {
-        app.client
-            .get(app.url(&path))
-            .header("x-forwarded-for", viewer)
-            .send()
-    };
+    let open = |app, viewer| from(app, &path, viewer);
     // Both let in: the instances publish once a second, so opened together they are.
-    let (one, two) = tokio::join!(open(&a, "192.0.2.1"), open(&b, "192.0.2.2"));
-    let (mut one, mut two) = (one.unwrap(), two.unwrap());
+    let (mut one, mut two) = tokio::join!(open(&a, "192.0.2.1"), open(&b, "192.0.2.2"));
     assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
     // Read both until one ends (the instances settle within about 2 s).
     let ended = tokio::time::timeout(Duration::from_secs(15), async {
@@ -356,6 +340,16 @@ async fn two_instances_letting_one_account_in_at_once_end_one_of_the_streams() {
             .expect("the other stream keeps sending");
         assert!(matches!(chunk, Ok(Some(_))), "the other stream ended too");
     }
+}
+
+/// GET `path` of `app` for a viewer at `viewer`, as a trusted proxy names it.
+async fn from(app: &crate::common::TestApp, path: &str, viewer: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("x-forwarded-for", viewer)
+        .send()
+        .await
+        .expect("the instance answers")
 }
 
 /// The Xtream `.ts` path of the demo channel for account `user`.
@@ -848,25 +842,20 @@ async fn a_player_moving_to_another_instance_takes_its_own_connection_over() {
     let a = crate::common::TestApp::spawn(&config).await;
     let b = crate::common::TestApp::spawn(&config).await;
     let path = demo_ts_path(&a, &user, "zap-pw-1").await;
-    let open = |app: &crate::common::TestApp, viewer: &'static str| {
-        app.client
-            .get(app.url(&path))
-            .header("x-forwarded-for", viewer)
-            .send()
-    };
-    let mut held = open(&a, "192.0.2.1").await.unwrap();
+    let open = |app, viewer| from(app, &path, viewer);
+    let mut held = open(&a, "192.0.2.1").await;
     assert_eq!(held.status(), 200);
     held.chunk().await.expect("stream bytes");
     // Once B has read A's record, another player is refused there...
     eventually_within(PROPAGATION, "B refusing another address", || async {
-        match open(&b, "192.0.2.2").await.unwrap().status().as_u16() {
+        match open(&b, "192.0.2.2").await.status().as_u16() {
             403 => Ok(()),
             other => Err(format!("B answered {other}")),
         }
     })
     .await;
     // ...and the same player is let in at once,
-    let mut moved = open(&b, "192.0.2.1").await.unwrap();
+    let mut moved = open(&b, "192.0.2.1").await;
     assert_eq!(moved.status(), 200, "{:?}", moved.text().await);
     moved.chunk().await.expect("stream bytes");
     // while its stream on A ends.
