@@ -1253,8 +1253,15 @@ impl<'t> Parse<'t> {
         self.push(span, &field, message);
     }
 
-    fn push(&mut self, span: Option<Range<usize>>, field: &str, message: String) {
+    fn push(&mut self, span: Option<Range<usize>>, field: &str, mut message: String) {
         let line = span.map_or(0, |s| line_of(self.text, s.start));
+        // A count that a later check requires above 0: say so now, not "0 or more"
+        // and then refuse the 0.
+        if POSITIVE_COUNTS.iter().any(|f| field.ends_with(f)) {
+            message = message
+                .replace("number (0 or more)", "number (1 or more)")
+                .replace("number from 0 to", "number from 1 to");
+        }
         self.problems.push(Problem {
             line,
             field: field.to_string(),
@@ -1410,7 +1417,17 @@ pub enum KindError {
     Toml(toml::de::Error),
 }
 
-/// 1-based line of a byte offset.
+/// Whole-number fields whose 0 is refused (by `check_service`, `guides` and `check`):
+/// a wrong type at one of them names the range from 1.
+const POSITIVE_COUNTS: &[&str] = &[
+    ".max_bytes",
+    "server.max_body_bytes",
+    "cache.max_playlist_uris",
+    "streams.failover_after",
+    "streams.race",
+    "health.open_after",
+];
+
 /// serde's type names in words a config's reader knows: "invalid type: string
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
 /// more)".
@@ -1659,9 +1676,14 @@ mod tests {
             e,
             [
                 "f.toml:2: cache.resolved_ttl: `5` is not a duration: give its unit, in quotes, like \"5s\" or \"5m\"",
-                "f.toml:5: streams.failover_after: found string \"three\", expected a whole number from 0 to 4294967295",
+                "f.toml:5: streams.failover_after: found string \"three\", expected a whole number from 1 to 4294967295",
                 "f.toml:10: users[0].max_connections: found integer `-1`, expected a whole number from 0 to 4294967295",
             ]
+        );
+        // A count whose 0 is refused names its range from 1.
+        assert_eq!(
+            errors("[logos]\nmax_bytes = -1\n"),
+            ["f.toml:2: logos.max_bytes: found integer `-1`, expected a whole number (1 or more)"]
         );
         let gone = Config::load_file(Path::new("/nonexistent/freesky.toml")).unwrap_err();
         assert!(
