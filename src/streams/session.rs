@@ -13,7 +13,9 @@
 //!   demuxers resynchronise on the next packet).
 //! - When the current source fails `streams.failover_after` times in a row
 //!   (playlist reloads or segments: errors, timeouts, HTML instead of HLS), the
-//!   session moves to the next source; the byte stream simply continues.
+//!   session moves to the next source; the byte stream simply continues. A playlist
+//!   reload that finds no answer within the service's `timeout` moves on at once when
+//!   there is a next source.
 //! - When the followed URL carries a token that expires (`model::url_expires_at`),
 //!   the session resolves the channel afresh from the same service shortly before
 //!   (`failover::refresh_due`), or at once when the upstream refuses it (401, 403,
@@ -727,6 +729,8 @@ impl Task {
             })
             .map(|(_, _, path)| path.clone());
         let mut refused = false;
+        // The last reload found no answer within the service's `timeout`.
+        let mut timed_out = false;
         let mut retry_at = None;
         let mut resume = last_path.is_some();
         // The first sequence number of a playlist numbered far below what was sent,
@@ -770,6 +774,7 @@ impl Task {
                 .await
                 .map_err(|e| {
                     refused = token_refused(&e);
+                    timed_out = e.is_timeout();
                     e.to_string()
                 })
                 .and_then(|doc| match &*doc {
@@ -780,7 +785,13 @@ impl Task {
                 Ok(info) => info,
                 Err(why) => {
                     failures += 1;
-                    if failures >= threshold {
+                    // A reload that hung for the whole `timeout` has already kept the
+                    // viewers longer than a player's buffer lasts: with another source
+                    // to play, waiting for `failover_after` of them would freeze the
+                    // picture for that many times as long.
+                    let hung =
+                        std::mem::take(&mut timed_out) && self.has_other_source(&src.service_name);
+                    if failures >= threshold || hung {
                         return Stop::Failed(why);
                     }
                     if self.pause(Duration::from_secs(1)).await {

@@ -1579,6 +1579,63 @@ async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
     );
 }
 
+/// A source whose playlist answered and then hangs (no answer at all within the
+/// service's 10 s `timeout`) hands the viewer over to the next source after that one
+/// wait, not after `failover_after` (3) of them: about 33 s of a frozen picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_that_hangs_mid_stream_hands_over_after_one_timeout() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let seen = polls.clone();
+    let origin = FakeUpstream::bind()
+        .await
+        .route(
+            "/hangs.m3u8",
+            get(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n > 0 {
+                        tokio::time::sleep(HANG_GUARD).await;
+                    }
+                    respond(200, HLS_TYPE, live_playlist(&["h0.ts"]))
+                }
+            }),
+        )
+        .bytes("/h0.ts", "video/mp2t", ten_packets(0xaa))
+        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
+        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
+        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [origin.url("/hangs.m3u8"), origin.url("/good.m3u8")],
+        "",
+    )
+    .await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got: Vec<u8> = Vec::new();
+    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
+    // One timeout (10 s) and a margin for a loaded machine; three would be 33 s (and
+    // the test client gives up after 20).
+    tokio::time::timeout(Duration::from_secs(18), async {
+        while !markers(&got).contains(&0xbb) {
+            match body.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still on the hanging source: {:?}", markers(&got)));
+    let m = markers(&got);
+    assert_eq!(m[0], 0xaa, "the first source played before it hung: {m:?}");
+    assert!(
+        polls.load(Ordering::SeqCst) >= 2,
+        "its playlist was reloaded"
+    );
+}
+
 /// The same frozen source when the next one is down too: the session goes back to
 /// it after the next one fails, and goes on after the last segment it sent, rather
 /// than sending its window again (a 6 s clip looping every 12 s).
