@@ -56,11 +56,11 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 
 type Ready = Option<Result<(), StreamError>>;
 
-/// How long a source's first segment may take while nothing was sent from it and the
-/// channel has another source: three of its target durations, 6 s to 30 s (a segment
-/// that comes slower than it plays cannot be played live; `segment_timeout`, 60 s by
-/// default, would keep a waiting viewer past [`FIRST_BYTES_WAIT`]).
-fn first_segment_deadline(target_duration: f64) -> Duration {
+/// How long a segment may take while the channel has another source: three of its
+/// target durations, 6 s to 30 s (a segment that comes slower than it plays cannot be
+/// played live; `segment_timeout`, 60 s by default, would keep a waiting viewer past
+/// [`FIRST_BYTES_WAIT`], and a playing one on a still picture for minutes).
+fn segment_deadline(target_duration: f64) -> Duration {
     Duration::from_secs_f64((3.0 * target_duration).clamp(6.0, 30.0))
 }
 
@@ -872,12 +872,16 @@ impl Task {
                         "its segments are encrypted with {what}, which a .ts stream cannot decrypt"
                     ));
                 }
-                // Nothing sent from this source yet and another to try: its first
-                // segment must come about as fast as it plays, or the viewer, still
-                // waiting for any byte, is better served by the next source.
-                let first_deadline = (!sent_any && self.has_other_source(&src.service_name))
-                    .then(|| first_segment_deadline(info.target_duration));
-                let sent = match first_deadline {
+                // With another source to try, a segment must come about as fast as it
+                // plays: nothing sent from this source yet, the viewer still waiting for
+                // any byte is better served by the next source at once; once playing,
+                // a segment that hangs or trickles counts as a failure, so that
+                // `failover_after` of them hand over in seconds, not `segment_timeout`
+                // (60 s) each.
+                let deadline = self
+                    .has_other_source(&src.service_name)
+                    .then(|| segment_deadline(info.target_duration));
+                let sent = match deadline {
                     Some(deadline) => {
                         match tokio::time::timeout(
                             deadline,
@@ -886,12 +890,16 @@ impl Task {
                         .await
                         {
                             Ok(sent) => sent,
-                            Err(_) => {
+                            Err(_) if !sent_any => {
                                 return Stop::Failed(format!(
                                 "its first segment did not come within {} s: too slow to play live",
                                 deadline.as_secs()
                             ))
                             }
+                            Err(_) => Err(UpstreamError::TimedOut {
+                                url: src.service.shown_url(&seg.url),
+                                after: deadline,
+                            }),
                         }
                     }
                     None => self.send_segment(src, seg, first + i as u64).await,

@@ -1636,6 +1636,58 @@ async fn a_playlist_that_hangs_mid_stream_hands_over_after_one_timeout() {
     );
 }
 
+/// A playing source whose next segments hang hands over after `failover_after` (2
+/// here) waits of three target durations (6 s each), not of `segment_timeout` (60 s
+/// each, two minutes of a still picture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_that_hang_mid_stream_hand_over_in_seconds() {
+    let hang = || {
+        get(|| async {
+            tokio::time::sleep(HANG_GUARD).await;
+            respond(200, "video/mp2t", ten_packets(0xcc))
+        })
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/a.m3u8",
+            HLS_TYPE,
+            live_playlist(&["a0.ts", "a1.ts", "a2.ts", "a3.ts"]),
+        )
+        .bytes("/a1.ts", "video/mp2t", ten_packets(0xaa))
+        .route("/a2.ts", hang())
+        .route("/a3.ts", hang())
+        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
+        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
+        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [origin.url("/a.m3u8"), origin.url("/good.m3u8")],
+        "[streams]\nfailover_after = 2\n",
+    )
+    .await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got: Vec<u8> = Vec::new();
+    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
+    // Two waits of 6 s and a margin, under the test client's 20 s.
+    tokio::time::timeout(Duration::from_secs(18), async {
+        while !markers(&got).contains(&0xbb) {
+            match body.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still on the hanging source: {:?}", markers(&got)));
+    let m = markers(&got);
+    assert_eq!(m[0], 0xaa, "the first source played before it hung: {m:?}");
+    assert!(!m.contains(&0xcc), "nothing of a segment cut short: {m:?}");
+}
+
 /// The same frozen source when the next one is down too: the session goes back to
 /// it after the next one fails, and goes on after the last segment it sent, rather
 /// than sending its window again (a 6 s clip looping every 12 s).
