@@ -61,7 +61,7 @@ impl Engine {
         // answers with a master now gives the media playlist it would switch to.
         let was_media = only.is_none() && self.failovers.channel_was_media(id, client);
         let failovers = &self.failovers;
-        let (service, stream_headers, doc) = self
+        let opened = self
             .registry
             .open_except(id, only, &failed, |src| async move {
                 let r = &src.resolved;
@@ -101,10 +101,29 @@ impl Engine {
                             .await?;
                     }
                 }
-                Ok((src.service_name, r.headers.clone(), doc))
+                // Made here, so that a playlist no link can be made for (a URI
+                // longer than a link carries, too many) is this source's failure and
+                // the next source is tried.
+                self.finish(id, only, client, base, &src.service_name, &r.headers, &doc)
             })
             .await?;
-        match &*doc {
+        Ok(opened)
+    }
+
+    /// What a source's first document `doc` opens channel `id` as (see
+    /// `open_playlist`).
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        client: Option<std::net::IpAddr>,
+        base: &str,
+        service: &str,
+        stream_headers: &Headers,
+        doc: &Document,
+    ) -> Result<Opened, UpstreamError> {
+        match doc {
             Document::Playlist { url, body } => {
                 // Pinned links name the channel too (an account's tag is checked
                 // against it) but never fail over to the other services' sources.
@@ -114,15 +133,15 @@ impl Engine {
                 };
                 let links = LinkBase {
                     base,
-                    service: &service,
+                    service,
                     channel,
-                    headers: &stream_headers,
+                    headers: stream_headers,
                 };
                 if only.is_some() || hls::is_master(body) {
                     return Ok(Opened::Playlist(self.rewrite(&links, url, body)?));
                 }
                 // Another source than last time goes on where the player stopped.
-                let numbers = self.failovers.channel_numbers(id, &service);
+                let numbers = self.failovers.channel_numbers(id, service);
                 let body = match &numbers.numbers {
                     Some(numbers) => Cow::Owned(
                         numbers
@@ -131,14 +150,15 @@ impl Engine {
                     ),
                     None => Cow::Borrowed(body.as_str()),
                 };
+                let rewritten = self.rewrite(&links, url, &body)?;
                 numbers.note(&body, url);
                 self.failovers.note_media_player(id, client);
-                Ok(Opened::Playlist(self.rewrite(&links, url, &body)?))
+                Ok(Opened::Playlist(rewritten))
             }
             Document::Media { url, mpeg_ts } => {
                 let token = self
                     .signer
-                    .seal(&service, url, Kind::Media, &stream_headers)
+                    .seal(service, url, Kind::Media, stream_headers)
                     .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
                 let name = file_name(url.as_str(), Kind::Media);
                 Ok(Opened::Media {

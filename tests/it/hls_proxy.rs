@@ -1430,6 +1430,34 @@ async fn failing_over_with(a: String, b: String, a_keys: &str) -> (TestApp, [Fak
     (app, lists)
 }
 
+/// A source whose playlist lists a URI longer than a proxy link carries cannot be
+/// played through freesky: the channel opens with its next source, as it does for a
+/// source that fails to answer, rather than a 502 naming only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_no_link_can_be_made_for_falls_back_to_the_next_source() {
+    let long = format!("{}.ts", "x".repeat(10_000));
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", &long]))
+        .start();
+    let b = source_b().await;
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    assert_eq!(resp.status(), 200);
+    let playlist = resp.text().await.unwrap();
+    let segment = playlist
+        .lines()
+        .find(|l| l.contains("/proxy/"))
+        .unwrap_or_else(|| panic!("no link: {playlist}"));
+    let body = app.get(segment).await.text().await.unwrap();
+    assert!(body.starts_with("<b b"), "source B plays: {body}");
+    assert!(
+        a.paths().contains(&"/a/live.m3u8".to_string()),
+        "A was tried first"
+    );
+}
+
 /// One 188-byte packet of `pid` carrying `payload` (a PSI section after its pointer
 /// field when `pusi`), padded with 0xFF.
 fn ts_packet(pid: u16, pusi: bool, payload: &[u8]) -> Vec<u8> {
