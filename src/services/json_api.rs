@@ -414,7 +414,14 @@ pub fn stream_in_answer(
     upstream_id: &str,
 ) -> Result<Url, UpstreamError> {
     let found = match (&s.url, json) {
-        (Some(p), Some(json)) => text_at(&json, p).and_then(|u| final_url.join(&u).ok()),
+        // Only a non-empty string is a URL: an empty one, a number or `true` would
+        // join as a relative URL naming the answer itself.
+        (Some(p), Some(json)) => json
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .and_then(|u| final_url.join(u).ok()),
         (Some(p), None) if patterns.is_empty() => {
             return Err(UpstreamError::Invalid(format!(
                 "stream answer is not JSON, so stream.url `{p}` cannot apply"
@@ -444,7 +451,7 @@ fn text_at(v: &Value, pointer: &str) -> Option<String> {
     match v.pointer(pointer)? {
         Value::String(s) => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        // `true` is no id, name or logo.
         _ => None,
     }
 }
@@ -575,7 +582,13 @@ mod tests {
             origin: None,
         };
         let at = Url::parse("http://api.example/s/7").unwrap();
-        for body in [r#"{"data": {}}"#, r#"{"data": {"url": "rtmp://x/y"}}"#] {
+        for body in [
+            r#"{"data": {}}"#,
+            r#"{"data": {"url": "rtmp://x/y"}}"#,
+            r#"{"data": {"url": ""}}"#,
+            r#"{"data": {"url": 12345}}"#,
+            r#"{"data": {"url": true}}"#,
+        ] {
             let json = serde_json::from_str(body).ok();
             let e = stream_in_answer(&s, &[], &at, body, json, "7").unwrap_err();
             assert_eq!(
@@ -598,6 +611,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found.as_str(), "http://api.example/live/7.m3u8");
+        // Nothing usable at the pointer: the patterns are tried.
+        let patterns = [Regex::new("src='([^']+)'").unwrap()];
+        let body = r#"{"data": {"url": ""}, "html": "<video src='http://cdn.example/7.m3u8'>"}"#;
+        let json = serde_json::from_str(body).ok();
+        let found = stream_in_answer(&s, &patterns, &at, body, json, "7").unwrap();
+        assert_eq!(found.as_str(), "http://cdn.example/7.m3u8");
     }
 
     #[test]
