@@ -305,7 +305,7 @@ impl<'t> Parse<'t> {
                 self.de_error(path, e);
                 Some(T::default())
             }
-            Err(Left::Reported) => Some(T::default()),
+            Err(Left::Reported | Left::StoodIn(..)) => Some(T::default()),
         }
     }
 
@@ -323,7 +323,7 @@ impl<'t> Parse<'t> {
         kind: Option<&str>,
         de: impl Fn(ValueDeserializer<'t>) -> Result<T, E>,
         as_toml: fn(&E) -> Option<&toml::de::Error>,
-    ) -> Result<T, Left<E>> {
+    ) -> Result<T, Left<T, E>> {
         // Keys taken out for a bad value: the "missing field" that may follow is no
         // news.
         let mut taken = HashSet::new();
@@ -333,7 +333,7 @@ impl<'t> Parse<'t> {
         loop {
             let value = Spanned::new(span.clone(), DeValue::Table(table.clone()));
             let e = match de(ValueDeserializer::from(value)) {
-                Ok(_) if !stand_ins.is_empty() => return Err(Left::Reported),
+                Ok(v) if !stand_ins.is_empty() => return Err(Left::StoodIn(v, stand_ins)),
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -345,13 +345,31 @@ impl<'t> Parse<'t> {
                 .strip_prefix("missing field `")
                 .and_then(|m| m.split('`').next())
             {
-                if taken.contains(missing) || stand_ins.contains(missing) {
+                if stand_ins.contains(missing) {
                     return Err(Left::Reported);
                 }
+                // Missing inside one of this table's keys (an item of an array of
+                // tables): said, and that key taken out, so that the others are
+                // checked too.
+                let inside = te.span().and_then(|at| {
+                    table
+                        .iter()
+                        .find(|(_, v)| v.span().contains(&at.start))
+                        .map(|(k, _)| k.get_ref().to_string())
+                });
+                if let Some(outer) = inside {
+                    self.de_error(path, te.clone());
+                    table.remove(outer.as_str());
+                    taken.insert(outer);
+                    continue;
+                }
                 // A string stands in (most required fields are); of another type it
-                // fails where it stands, which ends the search below.
+                // fails where it stands, which ends the search below. A key taken out
+                // for its bad value was said already: it stands in unsaid.
                 let key = missing.to_string();
-                self.de_error(path, te.clone());
+                if !taken.contains(missing) {
+                    self.de_error(path, te.clone());
+                }
                 table.insert(
                     Spanned::new(0..0, key.clone().into()),
                     Spanned::new(0..0, DeValue::String(String::new().into())),
@@ -460,7 +478,7 @@ impl<'t> Parse<'t> {
                     self.de_error(&path, e);
                     continue;
                 }
-                Err(Left::Reported) => continue,
+                Err(Left::Reported | Left::StoodIn(..)) => continue,
             };
             let inline = Some(user.password.clone()).filter(|p| !p.is_empty());
             // Without a password its other fields are still checked: every problem
@@ -554,7 +572,7 @@ impl<'t> Parse<'t> {
                     self.de_error(&path, e);
                     continue;
                 }
-                Err(Left::Reported) => continue,
+                Err(Left::Reported | Left::StoodIn(..)) => continue,
             };
             if guide.name.trim().is_empty() {
                 guide.name = format!("guide-{}", i + 1);
@@ -684,11 +702,22 @@ impl<'t> Parse<'t> {
                 self.de_error(path, e);
                 None
             }
-            Err(Left::Reported) => None,
+            Err(Left::Reported | Left::StoodIn(..)) => None,
         };
         let own = match own {
             Ok(o) => Some(o),
             Err(Left::Reported) => None,
+            // A missing key said, the kind's other keys are checked too: every problem
+            // at once, not one per run of `check`.
+            Err(Left::StoodIn(o, stood_in)) => {
+                for (field, message) in o.validate() {
+                    let key = field.split(['.', '[']).next().unwrap_or_default();
+                    if !stood_in.contains(key) {
+                        self.problem(&format!("{path}.{field}"), message);
+                    }
+                }
+                None
+            }
             Err(Left::Failed(KindError::Unknown)) => {
                 self.push(
                     self.spans.get(&format!("{path}.kind")).cloned(),
@@ -1227,6 +1256,15 @@ impl<'t> Parse<'t> {
         if self.unresolved.contains(field) {
             return;
         }
+        // A value said not to parse (at this field or inside it) was taken out: what a
+        // check then finds missing there is no news.
+        let inside = |f: &str| {
+            f.strip_prefix(field)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        if self.problems.iter().any(|p| inside(&p.field)) {
+            return;
+        }
         let line = self.line_of_field(field);
         self.problems.push(Problem {
             line,
@@ -1335,11 +1373,14 @@ fn writable(dir: &Path) -> bool {
 }
 
 /// How `Parse::every_key` ends when the table does not deserialize.
-enum Left<E> {
+enum Left<T, E> {
     /// A failure no single key explains (a missing key, ...), not yet reported.
     Failed(E),
     /// Every problem is reported already.
     Reported,
+    /// Missing keys were reported; with these keys standing in (empty strings) the
+    /// table deserializes: what the value says of its other keys is still news.
+    StoodIn(T, HashSet<String>),
 }
 
 /// Takes out of `table` (at `path`) the key that error offset `at` falls in: the key
@@ -1565,6 +1606,34 @@ mod tests {
             ["f.toml:6: services[0].auth.bearer: the value of header `Authorization` is not valid in HTTP (a line break or other control character)"]
         );
         assert!(errors(&format!("{base}headers = {{ \"X-Ok\" = \"a b\" }}\n")).is_empty());
+    }
+
+    #[test]
+    fn a_missing_key_does_not_hide_the_services_other_problems() {
+        assert_eq!(
+            errors(
+                "[[services]]\nname = \"X\"\nkind = \"xtream\"\nbase_url = \"not a url\"\n\
+                 username = 5\n"
+            ),
+            [
+                "f.toml:1: services[0]: missing field `password`",
+                "f.toml:4: services[0].base_url: `not a url` is not a URL (relative URL without a base)",
+                "f.toml:5: services[0].username: found integer `5`, expected a string",
+            ]
+        );
+        // Missing inside an item: said, and the kind's other keys checked, with no
+        // word on the list it was taken out of.
+        assert_eq!(
+            errors(
+                "[[services]]\nname = \"A\"\nkind = \"acestream\"\nengine_url = \"h:1\"\n\
+                 channels = [{ id = \"x\" }]\nmode = \"mp4\"\n"
+            ),
+            [
+                "f.toml:4: services[0].engine_url: `h:1` must be an http(s) URL",
+                "f.toml:5: services[0].channels[0]: missing field `name`",
+                "f.toml:6: services[0].mode: unknown variant `mp4`, expected `hls` or `ts`",
+            ]
+        );
     }
 
     #[test]
