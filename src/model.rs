@@ -46,6 +46,40 @@ pub struct Channel {
     pub catchup: Option<Catchup>,
 }
 
+/// The longest channel name or group kept whole, in bytes: a longer one (a list
+/// gone wrong, or hostile) is cut there, at a character's edge, rather than written
+/// into every playlist, guide and table.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// The longest service channel id or tvg-id taken, in bytes: an id cut would name
+/// another channel, so a channel whose id is longer is left out and a longer tvg-id
+/// is read as none.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// `list` as the lineup takes it (see [`MAX_TEXT_BYTES`], [`MAX_ID_BYTES`]), with the
+/// number of channels left out for their id.
+pub fn bounded(mut list: Vec<Channel>) -> (Vec<Channel>, usize) {
+    let before = list.len();
+    list.retain(|c| c.id.len() <= MAX_ID_BYTES);
+    for c in &mut list {
+        for text in [&mut c.name, &mut c.group] {
+            if text.len() > MAX_TEXT_BYTES {
+                let mut end = MAX_TEXT_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+        }
+        for id in [&mut c.tvg_id, &mut c.station_id] {
+            if id.len() > MAX_ID_BYTES {
+                id.clear();
+            }
+        }
+    }
+    let dropped = before - list.len();
+    (list, dropped)
+}
+
 /// The highest upstream channel number taken as given; a larger one is ignored (a
 /// panel's internal id, not a number anyone dials).
 pub const MAX_UPSTREAM_NUMBER: u32 = 999_999;
@@ -514,3 +548,42 @@ pub struct ServiceStatus {
 /// When a service operation started, for latency accounting.
 #[derive(Debug, Clone, Copy)]
 pub struct Started(pub Instant);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str, name: &str, tvg_id: &str) -> Channel {
+        Channel {
+            id: id.into(),
+            name: name.into(),
+            logo: String::new(),
+            group: name.into(),
+            tags: Vec::new(),
+            tvg_id: tvg_id.into(),
+            station_id: String::new(),
+            number: None,
+            service: "A".into(),
+            headers: Vec::new(),
+            url: None,
+            catchup: None,
+        }
+    }
+
+    #[test]
+    fn bounded_cuts_texts_at_a_characters_edge_and_leaves_out_overlong_ids() {
+        // 'é' is two bytes: 255 of 'a' then 'é' would end inside it at 256.
+        let long = format!("{}é{}", "a".repeat(255), "b".repeat(10));
+        let (list, dropped) = bounded(vec![
+            channel("ok", &long, &"t".repeat(MAX_ID_BYTES + 1)),
+            channel(&"i".repeat(MAX_ID_BYTES + 1), "Gone", ""),
+            channel("plain", "Plain", "Plain.example"),
+        ]);
+        assert_eq!(dropped, 1);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].name, "a".repeat(255));
+        assert_eq!(list[0].group, "a".repeat(255));
+        assert_eq!(list[0].tvg_id, "");
+        assert_eq!(list[1], channel("plain", "Plain", "Plain.example"));
+    }
+}

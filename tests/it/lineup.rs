@@ -233,3 +233,35 @@ async fn a_switch_rebuilds_the_lineup_while_other_requests_get_the_one_before() 
         "right after the switch"
     );
 }
+
+/// A list whose entry carries a name, group and tvg-id of 300,000 bytes each (a list
+/// gone wrong, or hostile) gives a lineup channel of a bounded name and group and no
+/// tvg-id, not megabytes in every playlist line; the other entries are untouched.
+#[tokio::test]
+async fn a_channel_with_huge_texts_is_cut_to_size() {
+    let huge = "é".repeat(150_000);
+    let text = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"{huge}\" group-title=\"{huge}\",{huge}\nhttp://127.0.0.1:9/a.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Plain.example\" group-title=\"News\",Plain\nhttp://127.0.0.1:9/b.m3u8\n"
+    );
+    let upstream = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, text)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nstate_dir = '{{state_dir}}'\nmax_body_bytes = 2000000\n\n[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        upstream.url("/list.m3u")
+    ))
+    .await;
+    let playlist = app.get("/playlist.m3u").await.text().await.unwrap();
+    assert!(playlist.len() < 4096, "{} bytes", playlist.len());
+    let cut = "é".repeat(128);
+    assert!(
+        playlist.contains(&format!("group-title=\"{cut}\",{cut}\n")),
+        "name and group cut at 256 bytes: {playlist}"
+    );
+    assert!(
+        playlist.contains("tvg-id=\"Plain.example\" ") && playlist.contains(",Plain\n"),
+        "{playlist}"
+    );
+}

@@ -35,6 +35,10 @@ impl Registry {
                 self.record(&e, started, &result);
                 match result {
                     Ok(list) => {
+                        let (list, dropped) = crate::model::bounded(list);
+                        if dropped > 0 {
+                            tracing::warn!(service = %e.cfg.name, dropped, "channels left out: an id longer than {} bytes", crate::model::MAX_ID_BYTES);
+                        }
                         self.list_failed
                             .lock()
                             .expect("list_failed lock is never poisoned")
