@@ -314,12 +314,15 @@ impl Fetched {
 
 impl ServiceHttp {
     pub fn new(http: Http, cfg: &ServiceConfig, auth_origin: Option<&Url>) -> Self {
-        let own_hosts: Vec<String> = cfg
+        let mut own_hosts: Vec<String> = cfg
             .kind
             .configured_urls()
             .iter()
             .filter_map(|u| u.host_str().map(str::to_ascii_lowercase))
             .collect();
+        // A kind's URLs mostly share one host: each named once in a refusal.
+        own_hosts.sort();
+        own_hosts.dedup();
         Self {
             client_any: http.client(cfg.connect_timeout, Reach::Any),
             client_public: http.client(cfg.connect_timeout, Reach::Public),
