@@ -186,8 +186,11 @@ impl Xtream {
             .map_err(|e| self.scrub(e))?;
         serde_json::from_str(&text).map_err(|_| {
             // How the answer starts, not its URL: that carries the account's password.
+            // A login page may echo the account too: scrubbed as well.
             let why = crate::upstream::not_json_start(&text);
-            UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON{why}"))
+            self.scrub(UpstreamError::Invalid(format!(
+                "player_api.php ({what}) did not answer JSON{why}"
+            )))
         })
     }
 
@@ -229,7 +232,7 @@ impl Xtream {
         })
         .await
         .map_err(|e| UpstreamError::Invalid(format!("{list}: {e}")))?;
-        parsed.map_err(UpstreamError::Invalid)
+        parsed.map_err(|e| self.scrub(UpstreamError::Invalid(e)))
     }
 
     /// Checks the login and the account, remembering what the panel says about it;

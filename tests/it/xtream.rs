@@ -305,3 +305,28 @@ async fn connection_cap_refuses_a_second_channel_while_the_first_plays() {
     // The first keeps flowing.
     read_at_least(&mut first, 4 * 188 * 10).await;
 }
+
+/// A panel answering its API with a login page that echoes the account (as some do)
+/// gets a clear error in the status, without the password or the username in it.
+#[tokio::test]
+async fn a_login_page_echoing_the_account_shows_no_credential() {
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/player_api.php",
+            "text/html",
+            format!("<html><body>Login as {USER} with {PASS}</body></html>"),
+        )
+        .start();
+    let app = TestApp::spawn(&service(&up, PASS, "")).await;
+    assert!(app.channels().await.is_empty());
+    let status = app.service_status("Xt").await;
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("did not answer JSON"), "{status:#}");
+    assert!(
+        !error.contains(PASS),
+        "the status shows the password: {error}"
+    );
+    let text = app.get_text_ok("/api/services/status").await;
+    assert!(!text.contains(PASS), "{text}");
+}
