@@ -45,7 +45,10 @@ pub fn read_list(body: &[u8], action: &str, each: impl FnMut(Value)) -> Result<u
             Ok(n)
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // A byte that is not UTF-8 (a panel's Latin-1 title) is U+FFFD, as in live lists,
+    // not the end of the whole list; a list that is UTF-8 is read in place.
+    let text = String::from_utf8_lossy(body);
+    let mut de = serde_json::Deserializer::from_str(&text);
     let n = de
         .deserialize_seq(Each(each))
         .map_err(|e| format!("{action} answered broken JSON ({e})"))?;
@@ -362,6 +365,16 @@ mod tests {
         }
         // An empty list is a list (the catalogue keeps a last good one against it).
         assert_eq!(read_list(b"[]", "get_series", |_| {}), Ok(0));
+        // A Latin-1 byte in a title is one unreadable character, not a broken list.
+        let mut names = Vec::new();
+        let latin1 =
+            b"[{\"stream_id\":1,\"name\":\"Caf\xe9\"},{\"stream_id\":2,\"name\":\"Heat\"}]";
+        assert_eq!(
+            read_list(latin1, "get_vod_streams", |v| names
+                .push(movie(&v, &cats).name)),
+            Ok(2)
+        );
+        assert_eq!(names, ["Caf\u{fffd}", "Heat"]);
     }
 
     #[test]
