@@ -5,7 +5,9 @@
 use axum::body::Body;
 use axum::routing::get;
 
-use crate::common::{respond, FakeUpstream, TestApp, M3U_TYPE};
+use std::sync::{Arc, Mutex};
+
+use crate::common::{eventually, respond, FakeUpstream, TestApp, M3U_TYPE};
 
 const LIMIT: usize = 1024;
 
@@ -264,4 +266,60 @@ async fn a_channel_with_huge_texts_is_cut_to_size() {
         playlist.contains("tvg-id=\"Plain.example\" ") && playlist.contains(",Plain\n"),
         "{playlist}"
     );
+}
+
+/// A list that comes back with no channel at all, where it listed some (an overloaded
+/// panel's `[]`, a list cut short), is a failure like HTML would be: its last list
+/// stands in and the status says why, rather than every channel leaving the lineup.
+/// Once it lists channels again, they are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_comes_back_empty_keeps_the_last_one() {
+    let text = Arc::new(Mutex::new(
+        "#EXTM3U\n#EXTINF:-1,One\nhttp://127.0.0.1:9/1.m3u8\n#EXTINF:-1,Two\nhttp://127.0.0.1:9/2.m3u8\n"
+            .to_string(),
+    ));
+    let served = text.clone();
+    let upstream = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = served.lock().unwrap().clone();
+                async move { respond(200, M3U_TYPE, body) }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1s\"\n\n[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        upstream.url("/list.m3u")
+    ))
+    .await;
+    assert_eq!(app.channel_names().await, ["One", "Two"]);
+    *text.lock().unwrap() = "#EXTM3U\n".to_string();
+    let status = eventually("the empty list said in the status", || async {
+        let s = app.service_status("A").await;
+        match s["last_error"].as_str() {
+            Some(e) if e.contains("listed no channel") => Ok(s),
+            _ => Err(s.to_string()),
+        }
+    })
+    .await;
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("where it listed 2 before"),
+        "{status}"
+    );
+    assert_eq!(app.channel_names().await, ["One", "Two"]);
+    *text.lock().unwrap() = "#EXTM3U\n#EXTINF:-1,Three\nhttp://127.0.0.1:9/3.m3u8\n".to_string();
+    eventually("the new list taken", || async {
+        let names = app.channel_names().await;
+        if names == ["Three"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
 }

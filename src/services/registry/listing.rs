@@ -32,6 +32,19 @@ impl Registry {
                 let result = tokio::time::timeout(bound, e.service.channels())
                     .await
                     .unwrap_or(Err(UpstreamError::Timeout(bound)));
+                // No channel at all where there were some: an overloaded panel's `[]`
+                // or a list cut short more likely than a provider closing down. A
+                // failure like HTML or `{}`: the last list stands in meanwhile.
+                let result = match result {
+                    Ok(list) if list.is_empty() => match self.last_listed(&e.cfg.name) {
+                        Some(last) if !last.is_empty() => Err(UpstreamError::Invalid(format!(
+                            "it listed no channel, where it listed {} before: that list stands in until it lists some again",
+                            last.len()
+                        ))),
+                        _ => Ok(list),
+                    },
+                    other => other,
+                };
                 self.record(&e, started, &result);
                 match result {
                     Ok(list) => {
