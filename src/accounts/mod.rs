@@ -14,6 +14,7 @@ mod penalty;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -353,9 +354,17 @@ pub struct Accounts {
     tag_key: ring::hmac::Key,
     pub conns: Arc<Conns>,
     pub penalty: Arc<Penalty>,
+    /// Woken when a login verifies: the attempts made with it, waiting their turn,
+    /// go on at once when it vouches for them too.
+    verified_now: Arc<tokio::sync::Notify>,
     /// The admin API's writes here, one at a time (each reads the account it changes).
     writes: tokio::sync::Mutex<()>,
 }
+
+/// How long an attempt refused a turn (turns handed out `MAX_QUEUE` ahead) waits for a
+/// verification in flight to vouch for it before it is refused: a player's first
+/// dozen calls made at once with the right password all go on.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
 
 /// How often an account change is made again on the row another instance wrote first.
 const TRIES: usize = 5;
@@ -394,12 +403,19 @@ impl Accounts {
                 .expires
                 .as_ref()
                 .and_then(|e| parse_expiry(e).ok().map(|at| (e.clone(), at)));
+            let stamp = config_stamp(u.password.expose());
+            // The same password as before the reload: the same hash, so that the
+            // logins verified against it are still vouched for (and no argon2 run).
+            let hash = prev
+                .and_then(|p| p.get(&u.name))
+                .filter(|a| a.from_config && a.stamp == stamp)
+                .map_or_else(|| hash_password(u.password.expose()), |a| a.hash.clone());
             map.insert(
                 u.name.clone(),
                 Arc::new(Account {
                     name: u.name.clone(),
-                    hash: hash_password(u.password.expose()),
-                    stamp: config_stamp(u.password.expose()),
+                    hash,
+                    stamp,
                     max_connections: u.max_connections,
                     expires,
                     groups: u.groups.clone(),
@@ -444,11 +460,17 @@ impl Accounts {
             map: RwLock::new(map),
             store,
             dummy: hash_password("freesky dummy password: never a real account's"),
-            verified: Mutex::default(),
+            // Each entry vouches only while its account's hash is the one it
+            // verified against: carried over as it is.
+            verified: Mutex::new(
+                prev.map(|p| p.verified.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .unwrap_or_default(),
+            ),
             tag_key: mac_key.clone(),
             mac_key,
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
+            verified_now: prev.map(|p| p.verified_now.clone()).unwrap_or_default(),
             writes: tokio::sync::Mutex::const_new(()),
         })
     }
@@ -483,8 +505,7 @@ impl Accounts {
     }
 
     /// Reads the stored accounts again (another instance sharing the store changed
-    /// them): stored accounts are replaced, `[[users]]` ones kept; remembered password
-    /// checks are dropped, since a hash may have changed.
+    /// them): stored accounts are replaced, `[[users]]` ones kept.
     pub fn reload_stored(&self) -> Result<(), StoreError> {
         let rows = self.store.users()?;
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
@@ -506,10 +527,8 @@ impl Accounts {
             }
         }
         drop(map);
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        // Remembered checks stay: one vouches only while its account's hash is the
+        // one it verified against, so a changed password has none.
         if !new_password.is_empty() {
             for (account, channel) in self
                 .conns
@@ -569,20 +588,32 @@ impl Accounts {
         if let Some(a) = account.as_ref().filter(|a| vouched(a)) {
             return Ok(a.clone());
         }
+        let vouched_now = || account.as_ref().filter(|a| vouched(a)).cloned();
         // Only a login no earlier verification vouches for waits its turn (held until
-        // it is decided: one being checked counts as a failure for the next); with
-        // too many waiting from there already, it is refused unchecked.
+        // it is decided: one being checked counts as a failure for the next). A
+        // player's first calls come at once: the first to verify vouches for the
+        // others, which go on then, not at the end of their wait. With too many
+        // waiting from there already, an attempt is refused unchecked, unless a
+        // verification in flight vouches for it soon.
         let _turn = match from {
-            Some(ip) => match self.penalty.wait(ip).await {
-                Some(turn) => Some(turn),
-                None => return Err(AccountError::BadLogin),
+            Some(ip) => match self.penalty.reserve(ip) {
+                Some((wait, turn)) => {
+                    if let Some(a) = self.wait_or_vouched(wait, &vouched_now).await {
+                        return Ok(a);
+                    }
+                    Some(turn)
+                }
+                None => {
+                    return self
+                        .wait_or_vouched(QUEUE_FULL_WAIT, &vouched_now)
+                        .await
+                        .ok_or(AccountError::BadLogin)
+                }
             },
             None => None,
         };
-        // A player's first calls come at once: the first to succeed vouches for the
-        // others, which then need no check of their own.
-        if let Some(a) = account.as_ref().filter(|a| vouched(a)) {
-            return Ok(a.clone());
+        if let Some(a) = vouched_now() {
+            return Ok(a);
         }
         let hash = account
             .as_ref()
@@ -597,6 +628,7 @@ impl Accounts {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(a.name.clone(), (a.hash.clone(), mac));
+                self.verified_now.notify_waiters();
                 Ok(a)
             }
             _ => {
@@ -604,6 +636,29 @@ impl Accounts {
                     self.penalty.failure(ip);
                 }
                 Err(AccountError::BadLogin)
+            }
+        }
+    }
+
+    /// Waits `wait`, or less: until a login verified meanwhile vouches for this one
+    /// (`vouched` answers the account then).
+    async fn wait_or_vouched(
+        &self,
+        wait: Duration,
+        vouched: &impl Fn() -> Option<Arc<Account>>,
+    ) -> Option<Arc<Account>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let woken = self.verified_now.notified();
+            tokio::pin!(woken);
+            // Listening before looking: a verification between the two still wakes.
+            woken.as_mut().enable();
+            if let Some(a) = vouched() {
+                return Some(a);
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return None,
+                () = &mut woken => {}
             }
         }
     }
@@ -1067,6 +1122,67 @@ mod tests {
             !a.penalty.delay(ip).is_zero(),
             "a right login clears nothing"
         );
+    }
+
+    /// A player's first calls, made at once with the right password from a fresh
+    /// address, all go on: the first verification vouches for the others, also for
+    /// those whose turn would have come more than `MAX_QUEUE` ahead (refused before).
+    /// Guesses made at once with them still wait their turns, and are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_players_first_calls_at_once_all_go_on() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Arc::new(Accounts::new(&users, Store::in_memory(), None).unwrap());
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.login("judy", "judy-pw", Some(ip)).await.is_ok() })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert!(call.await.unwrap(), "call {i} was refused");
+        }
+        let guess = a.login("judy", "guess", Some(ip)).await;
+        assert!(guess.is_err());
+    }
+
+    /// A config reload (new accounts from the old) and a read of the stored accounts
+    /// keep the logins verified before: players are not made to wait their turns again.
+    #[tokio::test]
+    async fn verified_logins_outlive_a_reload_but_not_a_password_change() {
+        let parse = |pw: &str| {
+            crate::config::Config::parse(
+                &format!("[[users]]\nname = \"al\"\npassword = \"{pw}\"\n"),
+                "t.toml",
+                &|_| None,
+            )
+            .unwrap()
+            .users
+        };
+        let store = Store::in_memory();
+        let a = Accounts::new(&parse("al-pw-1"), store.clone(), None).unwrap();
+        assert!(a.login("al", "al-pw-1", None).await.is_ok());
+        a.reload_stored().unwrap();
+        let vouched = |a: &Accounts| {
+            let hash = a.get("al").unwrap().hash.clone();
+            a.verified
+                .lock()
+                .unwrap()
+                .get("al")
+                .is_some_and(|(h, _)| *h == hash)
+        };
+        assert!(vouched(&a), "kept by a read of the stored accounts");
+        let same = Accounts::new(&parse("al-pw-1"), store.clone(), Some(&a)).unwrap();
+        assert!(vouched(&same), "kept by a reload with the same password");
+        let changed = Accounts::new(&parse("al-pw-2"), store, Some(&same)).unwrap();
+        assert!(!vouched(&changed), "not by one with another");
+        assert!(changed.login("al", "al-pw-1", None).await.is_err());
     }
 
     #[test]
