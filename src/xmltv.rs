@@ -52,6 +52,11 @@ fn valid_xmltv_ns(s: &str) -> bool {
         })
 }
 
+/// Guide channels taken from one guide at most (the largest real guides list some tens
+/// of thousands): one listing millions, under its size cap, took gigabytes to read and
+/// match. The rest, and their programmes, are left out and counted as skipped.
+pub const MAX_GUIDE_CHANNELS: usize = 100_000;
+
 /// Programmes kept per channel at most, within the guide's days (a real channel has a
 /// few dozen a day): a guide listing millions for one channel must not fill memory.
 pub const MAX_PER_CHANNEL: usize = 10_000;
@@ -343,6 +348,15 @@ impl Choice {
         if self.ids.contains_key(id) {
             return;
         }
+        if self.ids.len() >= MAX_GUIDE_CHANNELS {
+            out.skipped += 1;
+            out.first_skip.get_or_insert_with(|| {
+                format!(
+                    "the guide lists more than {MAX_GUIDE_CHANNELS} channels; the rest and their programmes are left out"
+                )
+            });
+            return;
+        }
         if names.is_empty() {
             out.unnamed.push(id.to_string());
         }
@@ -549,6 +563,9 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
     let mut out = ServiceGuide::default();
     out.spare.budget = budget;
     let mut choice = Choice::default();
+    // Ids in the catalogue: a `<channel>` listed after programmes that named its id
+    // goes in too (matching by name, a pick, need it there).
+    let mut catalogued: HashSet<String> = HashSet::new();
     let mut root_seen = false;
     let mut depth = 0usize;
     loop {
@@ -583,7 +600,10 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
                     "channel" => {
                         let (names, lang) = read_channel(&mut reader, &mut buf).await?;
                         if let Some(id) = attr(&attrs, "id") {
-                            if !names.is_empty() && !choice.ids.contains_key(id) {
+                            if !names.is_empty()
+                                && catalogued.len() < MAX_GUIDE_CHANNELS
+                                && catalogued.insert(id.to_string())
+                            {
                                 out.catalogue.push((id.to_string(), names.clone()));
                                 if let Some(lang) = lang {
                                     out.langs.insert(id.to_string(), lang);
@@ -1225,6 +1245,47 @@ mod tests {
 
     async fn read_str(xml: &str) -> Result<ServiceGuide, XmltvError> {
         read(xml.as_bytes(), &ById, 0, i64::MAX).await
+    }
+
+    /// A `<channel>` listed after the programmes that name it is in the catalogue
+    /// all the same (guide matching and picks look there).
+    #[tokio::test]
+    async fn a_channel_listed_after_its_programmes_is_in_the_catalogue() {
+        let g = read_str(
+            "<tv><programme start=\"20261124183000 +0000\" channel=\"late.example\"><title>P</title></programme>\
+             <channel id=\"late.example\"><display-name>Late</display-name></channel></tv>",
+        )
+        .await
+        .unwrap();
+        assert_eq!(g.names_of("late.example"), Some(&["Late".to_string()][..]));
+        assert_eq!(g.catalogue.len(), 1);
+    }
+
+    /// A guide listing more channels than `MAX_GUIDE_CHANNELS` keeps that many; the
+    /// rest, and their programmes, are left out and said.
+    #[tokio::test]
+    async fn a_guide_of_too_many_channels_keeps_the_first_ones() {
+        let mut xml = String::from("<tv>");
+        for i in 0..MAX_GUIDE_CHANNELS + 3 {
+            xml.push_str(&format!(
+                "<channel id=\"c{i}\"><display-name>C{i}</display-name></channel>"
+            ));
+        }
+        xml.push_str(
+            "<programme start=\"20261124183000 +0000\" channel=\"one.example\"><title>P</title></programme></tv>",
+        );
+        let g = read_str(&xml).await.unwrap();
+        assert_eq!(g.catalogue.len(), MAX_GUIDE_CHANNELS);
+        assert_eq!(g.skipped, 4, "three channels and one programme");
+        assert!(
+            g.first_skip
+                .as_deref()
+                .unwrap()
+                .contains("more than 100000 channels"),
+            "{:?}",
+            g.first_skip
+        );
+        assert_eq!(g.programme_count(), 0);
     }
 
     #[tokio::test]
