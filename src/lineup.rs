@@ -242,11 +242,18 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     let mut shared = Interner::default();
     // (merged channel, service, channel id) of every source given so far.
     let mut has: HashSet<(usize, Text, Text)> = HashSet::new();
+    let borrowed = borrowed_tvg_ids(&order);
     for list in order {
         let service = shared.get(list.service);
         for ch in list.channels {
             let norm = normalise(&ch.name);
-            let tvg = ch.tvg_id.trim().to_lowercase();
+            let mut tvg = ch.tvg_id.trim().to_lowercase();
+            // A "+1" listed under its live channel's tvg-id is another channel (the
+            // same programmes an hour later): it merges by name, without the id.
+            let borrows = !borrowed.is_empty() && borrowed.contains(&tvg) && shift_of(&norm) > 0;
+            if borrows {
+                tvg.clear();
+            }
             let found = if tvg.is_empty() {
                 by_name.get(&norm).copied()
             } else {
@@ -336,7 +343,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
                         },
                         group: shared.get(&ch.group),
                         tags: ch.tags.clone(),
-                        tvg_id: Text::from(ch.tvg_id.trim()),
+                        tvg_id: Text::from(if borrows { "" } else { ch.tvg_id.trim() }),
                         station_id: Text::from(&ch.station_id),
                         number: ch.number,
                         sources: vec![source],
@@ -361,6 +368,35 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
         }
     }
     merged
+}
+
+/// The hours of a time-shifted channel's normalised name (`"e4 +1"` → 1), 0 for a live
+/// one: a word `+1` to `+24`.
+fn shift_of(norm: &str) -> u8 {
+    norm.split(' ')
+        .filter_map(|w| w.strip_prefix('+')?.parse::<u8>().ok())
+        .find(|h| (1..=24).contains(h))
+        .unwrap_or(0)
+}
+
+/// The tvg-ids (lowercase) that a time-shifted channel carries and a live one too,
+/// in any of `lists`: the shifted one borrowed its live channel's.
+fn borrowed_tvg_ids(lists: &[&ServiceChannels<'_>]) -> HashSet<String> {
+    let entries = || lists.iter().flat_map(|l| l.channels.iter());
+    let shifted: HashSet<String> = entries()
+        .filter(|ch| ch.name.contains('+') && !ch.tvg_id.trim().is_empty())
+        .filter(|ch| shift_of(&normalise(&ch.name)) > 0)
+        .map(|ch| ch.tvg_id.trim().to_lowercase())
+        .collect();
+    if shifted.is_empty() {
+        return shifted;
+    }
+    let live: HashSet<String> = entries()
+        .filter(|ch| !ch.name.contains('+') || shift_of(&normalise(&ch.name)) == 0)
+        .map(|ch| ch.tvg_id.trim().to_lowercase())
+        .filter(|tvg| shifted.contains(tvg))
+        .collect();
+    live
 }
 
 /// The channels one service now lists under another tvg-id than in its previous list
@@ -1136,6 +1172,44 @@ mod tests {
             channels: &a,
         }]);
         assert_eq!(m[0].name, "[31mRed One");
+    }
+
+    /// A "+1" listed under its live channel's tvg-id (providers do) is a channel of
+    /// its own, not a source of the live one (whose failover would play an hour late):
+    /// it merges by name, without the id, whichever comes first. A "+1" with an id of
+    /// its own keeps it.
+    #[test]
+    fn a_plus_one_under_its_live_channels_tvg_id_is_a_channel_of_its_own() {
+        let a = [
+            ch("A", "1", "Dave Real +1", "DaveReal.uk"),
+            ch("A", "2", "Dave Real", "DaveReal.uk"),
+            ch("A", "3", "E4 +1", "E4Plus1.uk"),
+        ];
+        let b = [ch("B", "x", "Dave Real (+1) HD", "davereal.uk")];
+        let m = merge(&[
+            ServiceChannels {
+                service: "A",
+                priority: 1,
+                channels: &a,
+            },
+            ServiceChannels {
+                service: "B",
+                priority: 2,
+                channels: &b,
+            },
+        ]);
+        let seen: Vec<(&str, &str, &str, usize)> = m
+            .iter()
+            .map(|c| (&*c.name, &*c.merge_key, &*c.tvg_id, c.sources.len()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("Dave Real +1", "name:dave real +1", "", 2),
+                ("Dave Real", "tvg:davereal.uk", "DaveReal.uk", 1),
+                ("E4 +1", "tvg:e4plus1.uk", "E4Plus1.uk", 1),
+            ]
+        );
     }
 
     #[test]
