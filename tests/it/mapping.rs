@@ -1094,3 +1094,27 @@ async fn a_plus_joined_or_apart_is_one_channel_that_keeps_the_identity_it_had() 
         app.stop().await;
     }
 }
+
+/// A guide id override that another channel already has is refused, naming that
+/// channel: two channels sharing one would leave one of them out of the XMLTV (Plex
+/// and Jellyfin map the guide by number). The channel's own id, in another case, and
+/// the other channel's after it moved away, are taken.
+#[tokio::test]
+async fn a_guide_id_another_channel_has_is_refused() {
+    let (app, _up) = app().await;
+    let news = id_of(&app.channel_named("News").await);
+    let sport = id_of(&app.channel_named("Sport").await);
+    let resp = patch(&app, &sport, r#"{"tvg_id": "news.TV"}"#).await;
+    let body = assert_api_error(resp, 400).await;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`news.TV` is the guide id of channel") && error.contains(&news),
+        "{body}"
+    );
+    assert_eq!(get_channel(&app, &sport).await["guide_id"], "sport.freesky");
+    let got = patch_ok(&app, &news, json!({"tvg_id": "NEWS.tv"})).await;
+    assert_eq!(got["guide_id"], "NEWS.tv");
+    patch_ok(&app, &news, json!({"tvg_id": "Other.tv"})).await;
+    let got = patch_ok(&app, &sport, json!({"tvg_id": "News.tv"})).await;
+    assert_eq!(got["guide_id"], "News.tv");
+}

@@ -534,9 +534,28 @@ impl Registry {
         id: &str,
         patch: &ChannelPatch,
     ) -> Result<ChannelDetail, RegistryError> {
+        let now = self.lineup().await?;
         let slug = self
-            .slug_of(&*self.lineup().await?, id)
+            .slug_of(&now, id)
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))?;
+        // One guide id per channel: another channel's would leave one of the two out
+        // of the XMLTV (Plex and Jellyfin map it by number).
+        if let Some(Some(wanted)) = &patch.tvg_id {
+            let wanted = wanted.trim();
+            let holder = now
+                .channels
+                .iter()
+                .chain(now.hidden())
+                .find(|c| *c.id != *slug && c.guide_id.eq_ignore_ascii_case(wanted));
+            if let Some(other) = holder {
+                return Err(RegistryError::Rejected(format!(
+                    "`{wanted}` is the guide id of channel `{}` (number {}): two channels \
+                     never share one; give that channel another first",
+                    other.id, other.number
+                )));
+            }
+        }
+        drop(now);
         let services = self.service_names();
         let mapping = self
             .store
