@@ -689,12 +689,26 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
 
 /// Sorts what `out` kept and records which guide channel each of our channels took.
 fn finish(choice: Choice, out: &mut ServiceGuide) {
+    // Two programmes of one channel starting at once (a guide listing a slot twice):
+    // the first listed stays. Players key programmes by channel and start (Jellyfin),
+    // and show one at a time.
+    let mut twins = 0;
     for list in out
         .programmes
         .values_mut()
         .chain(out.spare.programmes.values_mut())
     {
         list.sort_by_key(|p| p.start);
+        let before = list.len();
+        list.dedup_by_key(|p| p.start);
+        twins += before - list.len();
+    }
+    if twins > 0 {
+        out.skipped += twins;
+        out.first_skip.get_or_insert_with(|| {
+            "two programmes of one channel start at the same time; the first listed is kept"
+                .to_string()
+        });
     }
     out.channels_matched = choice.taken.len();
     out.matched_ids = choice
@@ -1245,6 +1259,23 @@ mod tests {
 
     async fn read_str(xml: &str) -> Result<ServiceGuide, XmltvError> {
         read(xml.as_bytes(), &ById, 0, i64::MAX).await
+    }
+
+    /// A slot listed twice for one channel is kept once (the first listed), and said.
+    #[tokio::test]
+    async fn programmes_of_one_channel_starting_at_once_are_kept_once() {
+        let g = read_str(
+            "<tv><channel id=\"one.example\"><display-name>One</display-name></channel>\
+             <programme start=\"20261124183000 +0000\" channel=\"one.example\"><title>First</title></programme>\
+             <programme start=\"20261124190000 +0000\" channel=\"one.example\"><title>Next</title></programme>\
+             <programme start=\"20261124183000 +0000\" channel=\"one.example\"><title>Again</title></programme></tv>",
+        )
+        .await
+        .unwrap();
+        let kept = &g.programmes["ours:one.example"];
+        let titles: Vec<&str> = kept.iter().map(|p| &*p.title).collect();
+        assert_eq!(titles, ["First", "Next"]);
+        assert_eq!(g.skipped, 1);
     }
 
     /// A `<channel>` listed after the programmes that name it is in the catalogue
