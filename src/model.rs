@@ -55,13 +55,19 @@ pub const MAX_TEXT_BYTES: usize = 256;
 /// is read as none.
 pub const MAX_ID_BYTES: usize = 512;
 
-/// `list` as the lineup takes it (see [`MAX_TEXT_BYTES`], [`MAX_ID_BYTES`]), with the
-/// number of channels left out for their id.
+/// `list` as the lineup takes it (see [`MAX_TEXT_BYTES`], [`MAX_ID_BYTES`]; names and
+/// groups without control characters), with the number of channels left out for
+/// their id.
 pub fn bounded(mut list: Vec<Channel>) -> (Vec<Channel>, usize) {
     let before = list.len();
     list.retain(|c| c.id.len() <= MAX_ID_BYTES);
     for c in &mut list {
         for text in [&mut c.name, &mut c.group] {
+            // A line break or terminal control shows as a space, in every output
+            // (JSON as well: players show it as it comes).
+            if text.chars().any(|ch| crate::m3u::printable(ch) != ch) {
+                *text = text.chars().map(crate::m3u::printable).collect();
+            }
             if text.len() > MAX_TEXT_BYTES {
                 let mut end = MAX_TEXT_BYTES;
                 while !text.is_char_boundary(end) {
@@ -576,14 +582,19 @@ mod tests {
         let long = format!("{}é{}", "a".repeat(255), "b".repeat(10));
         let (list, dropped) = bounded(vec![
             channel("ok", &long, &"t".repeat(MAX_ID_BYTES + 1)),
+            channel("ctl", "Evil\nCat\u{1}<b>", ""),
             channel(&"i".repeat(MAX_ID_BYTES + 1), "Gone", ""),
             channel("plain", "Plain", "Plain.example"),
         ]);
         assert_eq!(dropped, 1);
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 3);
         assert_eq!(list[0].name, "a".repeat(255));
         assert_eq!(list[0].group, "a".repeat(255));
         assert_eq!(list[0].tvg_id, "");
-        assert_eq!(list[1], channel("plain", "Plain", "Plain.example"));
+        assert_eq!(
+            (&*list[1].name, &*list[1].group),
+            ("Evil Cat <b>", "Evil Cat <b>")
+        );
+        assert_eq!(list[2], channel("plain", "Plain", "Plain.example"));
     }
 }

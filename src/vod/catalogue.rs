@@ -136,7 +136,11 @@ impl ServiceList {
         let mut facts = Vec::new();
         let mut skipped = 0;
         for l in listed {
-            let name = l.name.trim();
+            // A title and a category on one line, without terminal controls: players
+            // show them as they come, JSON or not.
+            let name = clean(&l.name);
+            let category = clean(&l.category);
+            let name = &*name;
             if l.id.is_empty() || name.is_empty() {
                 skipped += 1;
                 continue;
@@ -190,7 +194,7 @@ impl ServiceList {
                     .unwrap_or_default(),
                 rating: l.rating.unwrap_or(-1.0),
                 year: l.year.unwrap_or(0),
-                category: names.intern(l.category.trim()),
+                category: names.intern(&category),
                 ext: names.intern(&container(&l.ext)),
                 adult: l.adult,
             });
@@ -605,11 +609,22 @@ impl Catalogue {
     }
 }
 
+/// `t` trimmed, on one line and without terminal controls (each a space): a title or
+/// category players show as it comes, in JSON too.
+fn clean(t: &str) -> std::borrow::Cow<'_, str> {
+    if t.chars().any(|c| crate::m3u::printable(c) != c) {
+        let t: String = t.chars().map(crate::m3u::printable).collect();
+        t.trim().to_string().into()
+    } else {
+        t.trim().into()
+    }
+}
+
 /// A container extension as listed (`mkv`, `MP4`), lowercased, when it is one: up to
 /// five letters or digits. Anything else (a panel's `container_extension` holding a
 /// line break and a playlist entry) is none, so `mp4` stands in: it goes into stream
 /// URLs and `/vod.m3u` lines.
-fn container(ext: &str) -> String {
+pub(crate) fn container(ext: &str) -> String {
     let ext = ext.trim().trim_start_matches('.');
     if !ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric()) {
         ext.to_ascii_lowercase()
@@ -629,6 +644,19 @@ mod tests {
         assert_eq!(container("mp4\n#EXTINF:-1,x\nhttp://evil/"), "");
         assert_eq!(container("m3u8x2"), "");
         assert_eq!(container(""), "");
+    }
+
+    #[test]
+    fn titles_and_categories_are_one_line_without_controls() {
+        let (l, _) = ServiceList::new(
+            "S",
+            vec![Listed {
+                category: "Evil\nCat\u{1}".into(),
+                ..listed("1", " Movie\nBad\u{0}Types ", None, None)
+            }],
+        );
+        assert_eq!(&*l.items[0].name, "Movie Bad Types");
+        assert_eq!(l.names.get(l.items[0].category), "Evil Cat");
     }
 
     fn listed(id: &str, name: &str, year: Option<u16>, tmdb: Option<u32>) -> Listed {

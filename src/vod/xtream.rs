@@ -288,9 +288,13 @@ pub fn series_info(v: &Value) -> Option<Details> {
         d.episodes.push(ListedEpisode {
             season: u16::try_from(season).unwrap_or(u16::MAX),
             episode: u16::try_from(number).unwrap_or(u16::MAX),
-            title: text(e, "title"),
+            // As the list's: a title on one line, a short extension or none.
+            title: text(e, "title")
+                .chars()
+                .map(crate::m3u::printable)
+                .collect(),
             id,
-            ext: text(e, "container_extension"),
+            ext: super::catalogue::container(&text(e, "container_extension")),
             url: None,
             headers: Vec::new(),
             info: episode_info(e),

@@ -106,7 +106,7 @@ async fn panel(mode: Mode, movie: Vec<u8>) -> FakeUpstream {
                              "info": {"plot": "A murder trial.", "duration_secs": 3720, "duration": "01:02:00",
                                       "movie_image": "http://img.example/wire-1.jpg", "rating": 8.1,
                                       "releasedate": "2002-06-02"}},
-                            {"id": 3002, "episode_num": "2", "title": "The Detail", "container_extension": "mp4"}
+                            {"id": 3002, "episode_num": "2", "title": "The\nDetail", "container_extension": "../../x?y"}
                         ]}
                     })
                 }
@@ -328,6 +328,8 @@ async fn movies_and_series_merge_across_a_panel_and_an_m3u_list_and_play() {
             "The Wire",
             [
                 ("The Target", "wire-s01e01-bytes"),
+                // Its title written on two lines and its extension a path in the
+                // panel's details: one line, and `mp4` stands in.
                 ("The Detail", "wire-s01e02-bytes"),
             ],
         ),
