@@ -423,6 +423,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Conn {
 
     fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let mut req: Request = req.map(Body::new);
+        collapse_leading_slashes(&mut req);
         req.extensions_mut().insert(ConnectInfo(self.remote));
         // For `POST /api/config/reload`.
         req.extensions_mut().insert(self.reloader.clone());
@@ -433,6 +434,29 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Conn {
             let response = TowerService::call(&mut router, req).await?;
             Ok(end_on_stop(response, stop))
         })
+    }
+}
+
+/// `//player_api.php` read as `/player_api.php`: what a player asks of a server URL
+/// typed with a trailing slash (`http://host:8080/`), as the panels it is made for
+/// answer it (behind nginx, which merges slashes). Only the leading ones: further on,
+/// a path is taken as it is.
+fn collapse_leading_slashes(req: &mut Request) {
+    let uri = req.uri();
+    if !uri.path().starts_with("//") {
+        return;
+    }
+    let path = format!("/{}", uri.path().trim_start_matches('/'));
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    if let Ok(pq) = axum::http::uri::PathAndQuery::try_from(path_and_query) {
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
     }
 }
 

@@ -1888,3 +1888,29 @@ async fn a_stream_id_is_the_channel_number_even_when_a_channel_is_named_like_one
     assert_api_error(app.get("/live/alice/alice-pw/7.m3u8").await, 404).await;
     drop(up);
 }
+
+/// A server URL typed with a trailing slash (`http://host:port/`) makes players ask
+/// `//player_api.php`, `//get.php`, `//live/...`: answered as the single-slash paths,
+/// as panels behind nginx answer them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_a_trailing_slash_doubled_are_answered() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let (status, body) = app
+        .get_json("//player_api.php?username=alice&password=alice-pw")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_info"]["auth"], 1, "{body}");
+    let m3u = app
+        .get("//get.php?username=alice&password=alice-pw&type=m3u_plus")
+        .await;
+    assert_eq!(m3u.status(), 200);
+    let m3u = m3u.text().await.unwrap();
+    assert!(m3u.starts_with("#EXTM3U"), "{m3u}");
+    let news = number_of(&app, "News One").await;
+    let playlist = app
+        .get(&format!("///live/alice/alice-pw/{news}.m3u8"))
+        .await;
+    assert_eq!(playlist.status(), 200);
+    assert!(playlist.text().await.unwrap().starts_with("#EXTM3U"));
+}
