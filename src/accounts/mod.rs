@@ -157,8 +157,20 @@ impl Account {
     /// `groups` (case-insensitive) and one of its sources is from `services` (each
     /// list empty: no restriction).
     pub fn sees(&self, c: &LineupChannel) -> bool {
-        (self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(&c.group)))
+        self.in_groups(&c.group)
             && (self.services.is_empty() || c.sources.iter().any(|s| self.uses(&s.service)))
+    }
+
+    /// Whether group (or category) `group` is one of `groups` (case-insensitive; none:
+    /// every one). Those without one are listed to players as [`UNCATEGORIZED`], and
+    /// chosen by that name.
+    pub fn in_groups(&self, group: &str) -> bool {
+        let group = if group.is_empty() {
+            UNCATEGORIZED
+        } else {
+            group
+        };
+        self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
     }
 
     /// Whether this account may play `service`'s sources (`services` empty: every one).
@@ -365,6 +377,9 @@ pub struct Accounts {
 /// verification in flight to vouch for it before it is refused: a player's first
 /// dozen calls made at once with the right password all go on.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
+
+/// The category players are shown channels and titles without a group under.
+pub const UNCATEGORIZED: &str = "Uncategorized";
 
 /// How often an account change is made again on the row another instance wrote first.
 const TRIES: usize = 5;
@@ -1183,6 +1198,24 @@ mod tests {
         let changed = Accounts::new(&parse("al-pw-2"), store, Some(&same)).unwrap();
         assert!(!vouched(&changed), "not by one with another");
         assert!(changed.login("al", "al-pw-1", None).await.is_err());
+    }
+
+    /// Channels and titles without a group are listed as "Uncategorized": an account
+    /// limited to that group sees them, and only them.
+    #[test]
+    fn the_uncategorized_group_is_chosen_by_its_name() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"u\"\npassword = \"u-password\"\ngroups = [\"uncategorized\"]\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
+        let u = a.get("u").unwrap();
+        assert!(u.in_groups(""));
+        assert!(u.in_groups("Uncategorized"));
+        assert!(!u.in_groups("News"));
     }
 
     #[test]

@@ -187,11 +187,7 @@ fn item<'a>(t: &TitleRef<'a>, a: Option<&Account>, posters: &Posters) -> TitleIt
 /// account limited to some services sees only the categories (and counts) of their
 /// titles, not the others' catalogue.
 fn seen_categories<'c>(cat: &'c Catalogue, a: Option<&Account>) -> Vec<CategoryCount<'c>> {
-    let in_groups = |name: &str| {
-        a.is_none_or(|a| {
-            a.groups.is_empty() || a.groups.iter().any(|g| g.eq_ignore_ascii_case(name))
-        })
-    };
+    let in_groups = |name: &str| a.is_none_or(|a| a.in_groups(name));
     let counts: Option<HashMap<&str, usize>> = a.filter(|a| !a.services.is_empty()).map(|_| {
         let mut counts = HashMap::new();
         for t in cat.iter().filter(|t| sees(a, t)) {
@@ -674,7 +670,7 @@ fn query_value(s: &str) -> String {
 fn category_entry(name: &str) -> Value {
     json!({
         "category_id": super::xtream::category_id(name).to_string(),
-        "category_name": if name.is_empty() { "Uncategorized" } else { name },
+        "category_name": if name.is_empty() { crate::accounts::UNCATEGORIZED } else { name },
         "parent_id": 0,
     })
 }

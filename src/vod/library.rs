@@ -757,11 +757,7 @@ pub fn sees(a: Option<&Account>, t: &TitleRef<'_>) -> bool {
     let Some(a) = a else {
         return true;
     };
-    (a.groups.is_empty()
-        || a.groups
-            .iter()
-            .any(|g| g.eq_ignore_ascii_case(t.category())))
-        && t.services().any(|s| source_allowed(Some(a), s))
+    a.in_groups(t.category()) && t.services().any(|s| source_allowed(Some(a), s))
 }
 
 /// Title `id` of `kind` if `a` sees it; else not found, as for an unknown one.

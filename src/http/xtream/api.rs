@@ -203,7 +203,7 @@ struct LiveStream<'a> {
 /// A group's name as a category (channels without one share "Uncategorized").
 fn group_name(group: &str) -> &str {
     if group.is_empty() {
-        "Uncategorized"
+        crate::accounts::UNCATEGORIZED
     } else {
         group
     }
