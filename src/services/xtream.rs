@@ -186,11 +186,11 @@ impl Xtream {
             .map_err(|e| self.scrub(e))?;
         serde_json::from_str(&text).map_err(|_| {
             // How the answer starts, not its URL: that carries the account's password.
-            // A login page may echo the account too: scrubbed as well.
-            let why = crate::upstream::not_json_start(&text);
-            self.scrub(UpstreamError::Invalid(format!(
-                "player_api.php ({what}) did not answer JSON{why}"
-            )))
+            // A login page may echo the account too: scrubbed before it is cut short
+            // (a password across the cut would show in part).
+            let head: String = text.chars().take(1024).collect();
+            let why = crate::upstream::not_json_start(&self.scrubber.text(&head));
+            UpstreamError::Invalid(format!("player_api.php ({what}) did not answer JSON{why}"))
         })
     }
 
@@ -603,7 +603,14 @@ impl Scrubber {
                 continue;
             }
             let query: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-            for form in [raw.to_string(), query, path_segment(raw)] {
+            // As a page shows it: `&` `<` `>` `"` `'` written as entities.
+            let html = raw
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#39;");
+            for form in [raw.to_string(), query, path_segment(raw), html] {
                 // Short values are replaced only as whole path segments, so a short
                 // username does not mangle the rest of the message.
                 if form.len() >= 4 {
@@ -726,6 +733,12 @@ mod tests {
         );
         let e = scrubber.scrub(UpstreamError::Invalid("bad p@ss word, also".into()));
         assert_eq!(e.to_string(), "bad ***, also");
+        // As a page writes it.
+        let scrubber = Scrubber {
+            username: Secret("al".into()),
+            password: Secret("Pa&ss<W0rd!".into()),
+        };
+        assert_eq!(scrubber.text("you typed Pa&amp;ss&lt;W0rd!"), "you typed ***");
     }
 
     #[tokio::test]
