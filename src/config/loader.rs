@@ -95,6 +95,7 @@ impl Config {
             warnings: Vec::new(),
             service_names: Some(Vec::new()),
             unresolved: HashSet::new(),
+            taken_out: HashSet::new(),
         };
         let mut cfg = p.run(env);
         // Of the file's own folder (the built-in config's is checked by `load`, where a
@@ -160,6 +161,9 @@ struct Parse<'t> {
     /// Fields whose `${VAR}` could not be filled in: their value is not the user's, so
     /// what the checks would say of it is not said.
     unresolved: HashSet<String>,
+    /// Fields taken out of their table for a problem already said: what a later check
+    /// finds missing there is no news.
+    taken_out: HashSet<String>,
 }
 
 impl<'t> Parse<'t> {
@@ -359,6 +363,7 @@ impl<'t> Parse<'t> {
                 });
                 if let Some(outer) = inside {
                     self.de_error(path, te.clone());
+                    self.taken_out.insert(format!("{path}.{outer}"));
                     table.remove(outer.as_str());
                     taken.insert(outer);
                     continue;
@@ -392,6 +397,7 @@ impl<'t> Parse<'t> {
             let Some((field, key)) = take_key(&mut table, path, at.start) else {
                 return Err(unexplained(e));
             };
+            self.taken_out.insert(field.clone());
             let message = match unknown_field(&message) {
                 Some(expected) => {
                     let top = field == format!("{path}.{key}");
@@ -1256,13 +1262,7 @@ impl<'t> Parse<'t> {
         if self.unresolved.contains(field) {
             return;
         }
-        // A value said not to parse (at this field or inside it) was taken out: what a
-        // check then finds missing there is no news.
-        let inside = |f: &str| {
-            f.strip_prefix(field)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        };
-        if self.problems.iter().any(|p| inside(&p.field)) {
+        if self.taken_out.contains(field) {
             return;
         }
         let line = self.line_of_field(field);
@@ -1299,6 +1299,11 @@ impl<'t> Parse<'t> {
             message = message
                 .replace("number (0 or more)", "number (1 or more)")
                 .replace("number from 0 to", "number from 1 to");
+        }
+        if let Some((_, range)) = NARROW_COUNTS.iter().find(|(f, _)| field == *f) {
+            if let Some((found, _)) = message.split_once(", expected a whole number") {
+                message = format!("{found}, expected a whole number {range}");
+            }
         }
         self.problems.push(Problem {
             line,
@@ -1466,8 +1471,13 @@ const POSITIVE_COUNTS: &[&str] = &[
     "cache.max_playlist_uris",
     "streams.failover_after",
     "streams.race",
+    "streams.live_edge_segments",
     "health.open_after",
 ];
+
+/// Whole-number fields a later check holds to a narrower range than their type:
+/// a wrong type there names that range.
+const NARROW_COUNTS: &[(&str, &str)] = &[("hdhomerun.tuner_count", "from 1 to 255")];
 
 /// serde's type names in words a config's reader knows: "invalid type: string
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
@@ -1621,6 +1631,14 @@ mod tests {
                 "f.toml:5: services[0].username: found integer `5`, expected a string",
             ]
         );
+        // A bad value taken out hides nothing else of its table.
+        let e = errors("[[users]]\nname = \"bob\"\nmax_connections = \"x\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("users[0]: missing `password`"), "{e:?}");
+        assert!(
+            e[1].contains("users[0].max_connections: found string"),
+            "{e:?}"
+        );
         // Missing inside an item: said, and the kind's other keys checked, with no
         // word on the list it was taken out of.
         assert_eq!(
@@ -1749,10 +1767,22 @@ mod tests {
                 "f.toml:10: users[0].max_connections: found integer `-1`, expected a whole number from 0 to 4294967295",
             ]
         );
-        // A count whose 0 is refused names its range from 1.
+        // A duration's problem in words, not the parser's positions.
         assert_eq!(
-            errors("[logos]\nmax_bytes = -1\n"),
-            ["f.toml:2: logos.max_bytes: found integer `-1`, expected a whole number (1 or more)"]
+            errors("[cache]\nresolved_ttl = \"soon\"\nplaylist_ttl = \"5x\"\n"),
+            [
+                "f.toml:2: cache.resolved_ttl: `soon` is not a duration like \"10s\" or \"5m\"",
+                "f.toml:3: cache.playlist_ttl: `5x` is not a duration like \"10s\" or \"5m\" (`x` is no unit: ms, s, m, h, d...)",
+            ]
+        );
+        // A count whose 0 is refused names its range from 1; a narrower one, it.
+        assert_eq!(
+            errors("[logos]\nmax_bytes = -1\n\n[streams]\nlive_edge_segments = \"x\"\n\n[hdhomerun]\ntuner_count = \"four\"\n"),
+            [
+                "f.toml:2: logos.max_bytes: found integer `-1`, expected a whole number (1 or more)",
+                "f.toml:5: streams.live_edge_segments: found string \"x\", expected a whole number (1 or more)",
+                "f.toml:8: hdhomerun.tuner_count: found string \"four\", expected a whole number from 1 to 255",
+            ]
         );
         let gone = Config::load_file(Path::new("/nonexistent/freesky.toml")).unwrap_err();
         assert!(

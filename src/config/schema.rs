@@ -605,8 +605,16 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
     let s = d.deserialize_any(Text)?;
     let duration = humantime::parse_duration(s.trim()).map_err(|e| {
+        // The parser's positions ("expected number at 0") say little to a reader.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" (`{unit}` is no unit: ms, s, m, h, d...)")
+            }
+            humantime::DurationError::NumberOverflow => " (too long)".to_string(),
+            _ => String::new(),
+        };
         serde::de::Error::custom(format!(
-            "`{s}` is not a duration like \"10s\" or \"5m\" ({e})"
+            "`{s}` is not a duration like \"10s\" or \"5m\"{why}"
         ))
     })?;
     // Longer ones overflow clocks and caches (moka refuses TTLs over 1000 years); no
