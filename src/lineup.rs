@@ -620,6 +620,53 @@ pub fn apply(base: &Unmapped, m: &ChannelMapping) -> LineupChannel {
     c
 }
 
+/// One guide id per channel also when a mapping sets one (`tvg_id`) that another
+/// channel has, or comes to have (a service enabled later lists it): the mapping's
+/// channel keeps it (of two mappings, the lower number's), the other takes its
+/// slug's form, as a clash of upstream ids does. Nothing to do without such mappings.
+fn settle_guide_ids(
+    listed: &mut [(LineupChannel, u32)],
+    hidden: &mut [(LineupChannel, u32)],
+    mappings: &HashMap<String, ChannelMapping>,
+) {
+    let sets = |m: &ChannelMapping| m.tvg_id.as_ref().is_some_and(|t| !t.is_empty());
+    if !mappings.values().any(sets) {
+        return;
+    }
+    let mapped = |c: &LineupChannel| mappings.get(c.id.as_str()).is_some_and(sets);
+    let mut all: Vec<&mut LineupChannel> = listed
+        .iter_mut()
+        .chain(hidden.iter_mut())
+        .map(|(c, _)| c)
+        .collect();
+    // Mapped ones first, by number: the first keeps an id two of them set.
+    all.sort_by_key(|c| (!mapped(c), c.number));
+    let mut every: HashSet<String> = all.iter().map(|c| c.guide_id.to_lowercase()).collect();
+    let mut owned: HashSet<String> = HashSet::new();
+    let mut clashing = Vec::new();
+    for (i, c) in all.iter().enumerate() {
+        let id = c.guide_id.to_lowercase();
+        if mapped(c) {
+            if !owned.insert(id) {
+                clashing.push(i);
+            }
+        } else if owned.contains(&id) {
+            clashing.push(i);
+        }
+    }
+    for i in clashing {
+        let c = &mut all[i];
+        let mut id = guide_id("", &c.id);
+        let mut n = 2;
+        while every.contains(&id.to_lowercase()) {
+            id = format!("{}-{n}.freesky", c.id);
+            n += 1;
+        }
+        every.insert(id.to_lowercase());
+        c.guide_id = Text::from(id);
+    }
+}
+
 /// Puts the sources of the `pinned` services first, in that order; the others keep
 /// their (priority) order after them, and several sources of one service theirs.
 pub fn pin(sources: &mut [Source], pinned: &[String]) {
@@ -712,6 +759,7 @@ impl Lineup {
                 listed.push((c, i as u32));
             }
         }
+        settle_guide_ids(&mut listed, &mut hidden, mappings);
         // Stable: channels sharing a number keep the base's order, as before.
         listed.sort_by_key(|(c, _)| c.number);
         hidden.sort_by_key(|(c, _)| c.number);

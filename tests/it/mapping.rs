@@ -1118,3 +1118,25 @@ async fn a_guide_id_another_channel_has_is_refused() {
     let got = patch_ok(&app, &sport, json!({"tvg_id": "News.tv"})).await;
     assert_eq!(got["guide_id"], "News.tv");
 }
+
+/// A guide id a mapping set stays that channel's when a channel listing it comes back
+/// (its service enabled again): the other takes its slug's form, and no two channels
+/// of the lineup share one.
+#[tokio::test]
+async fn a_mapped_guide_id_stays_unique_when_its_holder_comes_back() {
+    let (app, _up) = app().await;
+    let sport = id_of(&app.channel_named("Sport").await);
+    assert_eq!(app.post("/api/services/Demo/disable").await.status(), 200);
+    let got = patch_ok(&app, &sport, json!({"tvg_id": "demo.freesky"})).await;
+    assert_eq!(got["guide_id"], "demo.freesky");
+    assert_eq!(app.post("/api/services/Demo/enable").await.status(), 200);
+    let all = app.channels().await;
+    let ids: Vec<(&str, &str)> = all
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["guide_id"].as_str().unwrap()))
+        .collect();
+    assert!(ids.contains(&(sport.as_str(), "demo.freesky")), "{ids:?}");
+    assert!(ids.contains(&("demo", "demo-2.freesky")), "{ids:?}");
+    let unique: std::collections::HashSet<&str> = ids.iter().map(|(_, g)| *g).collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+}
