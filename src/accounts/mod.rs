@@ -369,8 +369,50 @@ pub struct Accounts {
     /// Woken when a login verifies: the attempts made with it, waiting their turn,
     /// go on at once when it vouches for them too.
     verified_now: Arc<tokio::sync::Notify>,
+    /// Logins about to be checked or being checked now (`Checking`).
+    checking: Arc<std::sync::atomic::AtomicUsize>,
     /// The admin API's writes here, one at a time (each reads the account it changes).
     writes: tokio::sync::Mutex<()>,
+}
+
+/// A login about to be checked or being checked (`Accounts::checking`): counted while
+/// on (not while it sleeps its turn); going off wakes the logins waiting for one to
+/// vouch for them, as does its drop (the request gone, or the login decided).
+struct Checking<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    done: &'a tokio::sync::Notify,
+    on: bool,
+}
+
+impl<'a> Checking<'a> {
+    fn start(count: &'a std::sync::atomic::AtomicUsize, done: &'a tokio::sync::Notify) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self {
+            count,
+            done,
+            on: true,
+        }
+    }
+
+    fn pause(&mut self) {
+        if std::mem::replace(&mut self.on, false) {
+            self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.done.notify_waiters();
+        }
+    }
+
+    fn resume(&mut self) {
+        if !std::mem::replace(&mut self.on, true) {
+            self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.pause();
+        self.done.notify_waiters();
+    }
 }
 
 /// How long an attempt refused a turn (turns handed out `MAX_QUEUE` ahead) waits for a
@@ -486,6 +528,7 @@ impl Accounts {
             conns: prev.map(|p| p.conns.clone()).unwrap_or_default(),
             penalty: prev.map(|p| p.penalty.clone()).unwrap_or_default(),
             verified_now: prev.map(|p| p.verified_now.clone()).unwrap_or_default(),
+            checking: prev.map(|p| p.checking.clone()).unwrap_or_default(),
             writes: tokio::sync::Mutex::const_new(()),
         })
     }
@@ -610,19 +653,30 @@ impl Accounts {
         // others, which go on then, not at the end of their wait. With too many
         // waiting from there already, an attempt is refused unchecked, unless a
         // verification in flight vouches for it soon.
+        // Counted before its turn is taken: an attempt refused a turn meanwhile knows
+        // there is a check that may vouch for it.
+        let mut checking = Checking::start(&self.checking, &self.verified_now);
         let _turn = match from {
             Some(ip) => match self.penalty.reserve(ip) {
                 Some((wait, turn)) => {
-                    if let Some(a) = self.wait_or_vouched(wait, &vouched_now).await {
-                        return Ok(a);
+                    if !wait.is_zero() {
+                        checking.pause();
+                        let vouched = self.wait_or_vouched(wait, &vouched_now, false).await;
+                        if let Some(a) = vouched {
+                            return Ok(a);
+                        }
+                        checking.resume();
                     }
                     Some(turn)
                 }
+                // Refused once no check that could vouch for it is running (at once
+                // when none is).
                 None => {
+                    checking.pause();
                     return self
-                        .wait_or_vouched(QUEUE_FULL_WAIT, &vouched_now)
+                        .wait_or_vouched(QUEUE_FULL_WAIT, &vouched_now, true)
                         .await
-                        .ok_or(AccountError::BadLogin)
+                        .ok_or(AccountError::BadLogin);
                 }
             },
             None => None,
@@ -643,7 +697,6 @@ impl Accounts {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(a.name.clone(), (a.hash.clone(), mac));
-                self.verified_now.notify_waiters();
                 Ok(a)
             }
             _ => {
@@ -656,11 +709,13 @@ impl Accounts {
     }
 
     /// Waits `wait`, or less: until a login verified meanwhile vouches for this one
-    /// (`vouched` answers the account then).
+    /// (`vouched` answers the account then); with `while_checking`, only while some
+    /// password check is running.
     async fn wait_or_vouched(
         &self,
         wait: Duration,
         vouched: &impl Fn() -> Option<Arc<Account>>,
+        while_checking: bool,
     ) -> Option<Arc<Account>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -670,6 +725,9 @@ impl Accounts {
             woken.as_mut().enable();
             if let Some(a) = vouched() {
                 return Some(a);
+            }
+            if while_checking && self.checking.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return None;
             }
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return None,
@@ -1165,6 +1223,37 @@ mod tests {
         }
         let guess = a.login("judy", "guess", Some(ip)).await;
         assert!(guess.is_err());
+    }
+
+    /// An attempt refused a turn (turns handed out `MAX_QUEUE` ahead) is refused at
+    /// once when no password check is running that could vouch for it: a burst of
+    /// guesses does not hold a connection each for `QUEUE_FULL_WAIT`.
+    #[tokio::test]
+    async fn a_guess_past_the_queue_with_no_check_running_is_refused_at_once() {
+        let users: Vec<UserConfig> = crate::config::Config::parse(
+            "[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap()
+        .users;
+        let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
+        let ip: IpAddr = "192.0.2.11".parse().unwrap();
+        for _ in 0..20 {
+            a.penalty.failure(ip);
+        }
+        let mut turns = Vec::new();
+        while let Some(turn) = a.penalty.reserve(ip) {
+            turns.push(turn);
+        }
+        // Held, it would answer after QUEUE_FULL_WAIT exactly.
+        let answer = tokio::time::timeout(
+            QUEUE_FULL_WAIT - Duration::from_secs(1),
+            a.login("judy", "guess", Some(ip)),
+        )
+        .await
+        .expect("held as if a check could vouch for it");
+        assert!(answer.is_err());
     }
 
     /// A config reload (new accounts from the old) and a read of the stored accounts
