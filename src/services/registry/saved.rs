@@ -202,6 +202,8 @@ impl Registry {
                         .into_iter()
                         .map(|c| c.channel(&e.cfg.name))
                         .collect();
+                    // Kept by an older version, or edited: bounded as a list read now.
+                    let (list, _) = crate::model::bounded(list);
                     tracing::info!(service = %e.cfg.name, channels = list.len(), "last listed channels taken back from the state dir");
                     let list = Arc::new(list);
                     self.saved
