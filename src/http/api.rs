@@ -86,16 +86,49 @@ struct ServiceEntry {
     /// `null` while the service has no guide (none configured or listed, or not
     /// tried yet); else what its last guide refresh did, a malformed guide included.
     guide: Option<GuideStatus>,
-    /// Its movie and series catalogue (`vod_error`, `movie_count`, `series_count`...),
-    /// for services that list one.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    vod: Option<crate::vod::library::VodStatus>,
+    /// Its movie and series catalogue, for services that list one.
+    #[serde(flatten)]
+    vod: VodFields,
+}
+
+/// A service's catalogue status (`VodStatus`) as fields of its entry, each there only
+/// for a service that lists a catalogue (so the schema has them optional, as they are).
+#[derive(Serialize, Default, utoipa::ToSchema)]
+struct VodFields {
+    /// Why the last catalogue refresh failed (its last good lists are kept); `null`
+    /// when it loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    vod_error: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    movie_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series_count: Option<usize>,
+    /// Entries skipped at the last refresh (no usable URL, no name...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vod_skipped: Option<usize>,
+    /// RFC 3339 time of the last catalogue refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    vod_checked: Option<Option<String>>,
+}
+
+impl From<Option<crate::vod::library::VodStatus>> for VodFields {
+    fn from(v: Option<crate::vod::library::VodStatus>) -> Self {
+        v.map_or_else(Self::default, |v| Self {
+            vod_error: Some(v.vod_error),
+            movie_count: Some(v.movie_count),
+            series_count: Some(v.series_count),
+            vod_skipped: Some(v.vod_skipped),
+            vod_checked: Some(v.vod_checked),
+        })
+    }
 }
 
 fn entry(s: &AppState, service: ServiceStatus) -> ServiceEntry {
     ServiceEntry {
         guide: s.guides.status_of(&service.name),
-        vod: super::vod::status_of(s, &service.name),
+        vod: super::vod::status_of(s, &service.name).into(),
         service,
     }
 }

@@ -477,3 +477,70 @@ async fn call_with(
         .expect("infallible");
     resp.status().as_u16()
 }
+
+/// What each documented `GET` answers with 200 as JSON on a fresh server is what its
+/// documented schema describes: every answer is checked against the document by
+/// `openapi-schema-validator` (PyPI; installed with openapi-spec-validator by
+/// scripts/test.sh), so a schema that refuses real answers (a field documented as
+/// always there that is not) fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_answers_match_their_documented_schemas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = app(dir.path());
+    let doc = document(&app).await;
+    let mut cases = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let schema = &item["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        if schema.is_null() {
+            continue;
+        }
+        let (status, ctype, body) = call(&app, "get", &concrete(path)).await;
+        if status != 200 || !ctype.starts_with("application/json") {
+            continue;
+        }
+        let instance: Value =
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e})"));
+        cases.push(serde_json::json!({"path": path, "schema": schema, "instance": instance}));
+    }
+    assert!(cases.len() >= 10, "only {} answers to check", cases.len());
+    let doc_file = dir.path().join("openapi.json");
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&doc_file, serde_json::to_vec(&doc).expect("json")).expect("write");
+    std::fs::write(&cases_file, serde_json::to_vec(&cases).expect("json")).expect("write");
+    let script = r#"
+import json, sys
+from openapi_schema_validator import OAS31Validator
+doc = json.load(open(sys.argv[1]))
+cases = json.load(open(sys.argv[2]))
+bad = []
+for c in cases:
+    root = dict(c["schema"])
+    root["components"] = doc["components"]
+    errors = list(OAS31Validator(root).iter_errors(c["instance"]))
+    if errors:
+        bad.append(c["path"] + ": " + errors[0].message[:400])
+print("\n".join(bad))
+print("CHECKED", len(cases))
+sys.exit(1 if bad else 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&doc_file)
+        .arg(&cases_file)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named"),
+        "openapi-schema-validator is not installed: run scripts/test.sh\n{text}"
+    );
+    assert!(
+        out.status.success(),
+        "answers the document does not describe:\n{text}"
+    );
+    assert!(text.contains(&format!("CHECKED {}", cases.len())), "{text}");
+}

@@ -38,7 +38,7 @@ use crate::http::{base_url, AppState};
         ("series_id" = Option<String>, Query, description = "get_series_info: the series")
     ),
     responses(
-        (status = 200, description = "The action's JSON; `{\"user_info\":{\"auth\":0}}` for a wrong login", body = Object),
+        (status = 200, description = "The action's JSON: an object (the login answer, `get_vod_info`...) or a list (`get_live_streams`...); `{\"user_info\":{\"auth\":0}}` for a wrong login", body = serde_json::Value),
         (status = 400, description = "A malformed id or limit", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )

@@ -110,7 +110,7 @@ pub(super) mod posted {
         tag = "xtream-output",
         request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "The query's fields (username, password, action...) as a form"),
         responses(
-            (status = 200, description = "As the GET form", body = Object),
+            (status = 200, description = "As the GET form", body = serde_json::Value),
             (status = 400, description = "An unreadable form body", body = ErrorBody)
         )
     )]
