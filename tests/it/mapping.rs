@@ -1140,3 +1140,21 @@ async fn a_mapped_guide_id_stays_unique_when_its_holder_comes_back() {
     let unique: std::collections::HashSet<&str> = ids.iter().map(|(_, g)| *g).collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
 }
+
+/// A number held by a channel that is not in the lineup now (its service off) is
+/// refused saying so: the API cannot show that channel, yet it keeps its number.
+#[tokio::test]
+async fn a_number_held_by_a_channel_out_of_the_lineup_is_refused_saying_so() {
+    let (app, _up) = app().await;
+    let demo = app.channel_named("Demo").await["number"].as_u64().unwrap();
+    let sport = id_of(&app.channel_named("Sport").await);
+    assert_eq!(app.post("/api/services/Demo/disable").await.status(), 200);
+    let resp = patch(&app, &sport, &format!(r#"{{"number": {demo}}}"#)).await;
+    let body = assert_api_error(resp, 400).await;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("number {demo} is taken by channel `demo`"))
+            && error.contains("not in the lineup now"),
+        "{body}"
+    );
+}

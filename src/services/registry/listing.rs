@@ -564,7 +564,7 @@ impl Registry {
             })
             .await
             .map_err(|e| match e {
-                StoreError::Rejected(why) => RegistryError::Rejected(why),
+                StoreError::Rejected(why) => RegistryError::Rejected(self.unseen_holder(why)),
                 e => e.into(),
             })?;
         let shown = serde_json::to_string(&mapping).unwrap_or_default();
@@ -587,6 +587,28 @@ impl Registry {
         lineup
             .detail(&slug)
             .ok_or_else(|| RegistryError::UnknownChannel(id.to_string()))
+    }
+
+    /// `why` a number was refused, saying so when the channel holding it is not in the
+    /// lineup now (its service off, or no longer listing it): the API cannot show it,
+    /// yet a number stays with its channel for good.
+    fn unseen_holder(&self, why: String) -> String {
+        let holder = why
+            .split('`')
+            .nth(1)
+            .filter(|_| why.starts_with("number ") || why.starts_with("cannot reset the number"));
+        let unseen = holder.is_some_and(|h| {
+            self.last_lineup()
+                .is_some_and(|l| l.get(h).is_none() && !l.hidden().iter().any(|c| *c.id == *h))
+        });
+        if unseen {
+            format!(
+                "{why}, which is not in the lineup now (its service is off or no longer lists \
+                 it) and keeps its number for when it comes back: choose another"
+            )
+        } else {
+            why
+        }
     }
 
     /// Channel `id` as a viewer asked for it (slug, a number written any way `u32`
