@@ -71,6 +71,26 @@ pub struct Reloaded {
     /// Settings whose new value differs from the running one but applies only at the
     /// next start (the running value is kept).
     pub restart_required: Vec<String>,
+    /// Service settings of the file that a change made through the API or the
+    /// dashboard overrides (`services.NAME.enabled`, `.priority`), where the two
+    /// differ: the file's value shows after `POST /api/services/NAME/reset`.
+    pub overridden: Vec<String>,
+}
+
+/// `Reloaded::overridden` of the services of `state`.
+fn overridden_settings(state: &crate::AppState) -> Vec<String> {
+    let store = state.registry.store();
+    let mut out = Vec::new();
+    for s in &state.config.services {
+        let set = store.service_override(&s.name);
+        if set.enabled.is_some_and(|e| e != s.enabled) {
+            out.push(format!("services.{}.enabled", s.name));
+        }
+        if set.priority.is_some_and(|p| p != s.priority) {
+            out.push(format!("services.{}.priority", s.name));
+        }
+    }
+    out
 }
 
 /// Why a reload changed nothing.
@@ -187,6 +207,7 @@ impl Reloader {
                 .map(|s| s.name.clone())
                 .collect(),
             restart_required,
+            overridden: overridden_settings(&state),
         };
         // The old probes stop here; the old state ends with the last request holding it.
         *live = Live {
@@ -202,6 +223,9 @@ impl Reloader {
                 restart_required = ?reloaded.restart_required,
                 "config reloaded"
             );
+        }
+        if !reloaded.overridden.is_empty() {
+            tracing::warn!(settings = ?reloaded.overridden, "these services' settings in the file are overridden by changes made through the API or the dashboard; POST /api/services/NAME/reset gives each the file's value");
         }
         if !reloaded.restart_required.is_empty() {
             tracing::warn!(settings = ?reloaded.restart_required, "changed settings apply only after a restart");

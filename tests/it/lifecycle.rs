@@ -601,6 +601,31 @@ async fn reload_is_an_admin_call_and_names_what_needs_a_restart() {
     assert_eq!(body["config"], fs.config.display().to_string(), "{body}");
     assert_eq!(body["services"], serde_json::json!(["Origin"]), "{body}");
     assert_eq!(body["restart_required"], serde_json::json!([]), "{body}");
+    assert_eq!(body["overridden"], serde_json::json!([]), "{body}");
+
+    // A priority set through the API overrides the file's: a reload says so.
+    let set = client()
+        .put(format!("{}/api/services/Origin/priority", fs.base))
+        .bearer_auth("s3cret")
+        .json(&serde_json::json!({"priority": 7}))
+        .send()
+        .await
+        .expect("PUT priority");
+    assert_eq!(set.status(), 200);
+    let (status, body) = reload(&fs, Some("s3cret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["overridden"],
+        serde_json::json!(["services.Origin.priority"]),
+        "{body}"
+    );
+    let reset = client()
+        .post(format!("{}/api/services/Origin/reset", fs.base))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("POST reset");
+    assert_eq!(reset.status(), 200);
 
     // A new listen address and state dir wait for a restart; the rest applies.
     fs.write_config(
