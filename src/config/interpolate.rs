@@ -52,7 +52,8 @@ pub fn interpolate(
                 }
                 (None, None) => {
                     return Err(format!(
-                    "environment variable {var} is not set (use ${{{var}:-default}} for a default)"
+                    "environment variable {var} is not set (freesky sees the environment it was \
+                     started with: set it and restart, or give `${{{var}:-default}}`)"
                 ))
                 }
             }

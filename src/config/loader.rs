@@ -2302,6 +2302,8 @@ mod tests {
             ),
             "{e:?}"
         );
+        // A reload cannot see a variable set since the start: said.
+        assert!(e[0].contains("set it and restart"), "{e:?}");
     }
 
     #[test]
