@@ -319,6 +319,15 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 );
             }
             let dir = &config.server.state_dir;
+            // A server writing the store meanwhile: the copy could miss its last
+            // changes, and the server goes on with the SQLite store.
+            if let Some(holder) = freesky::store::StateLock::holder(dir)? {
+                anyhow::bail!(
+                    "state_dir {} is in use by a running server ({holder}): stop it first, so \
+                     that the copy holds its last changes",
+                    dir.display()
+                );
+            }
             let copied = freesky::store::Store::copy_sqlite_to_postgres(dir, url).await?;
             println!(
                 "copied {copied} from {} into PostgreSQL",

@@ -761,3 +761,31 @@ fn bad_bind_and_base_url_flags_exit_2_naming_the_value() {
         assert!(out.stdout.is_empty(), "{args:?}: {}", show(&out));
     }
 }
+
+/// `copy-state` beside a server that holds the state_dir is refused before it reads
+/// anything: the copy could miss the server's last changes.
+#[test]
+fn copy_state_is_refused_while_a_server_holds_the_state_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state");
+    let _held = freesky::store::StateLock::acquire(&state)
+        .expect("lock file")
+        .expect("free");
+    let config = write(
+        dir.path(),
+        "pg.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\nstate = \"postgresql://freesky@127.0.0.1:9/none\"\n\n\
+             [[services]]\nname = \"Demo\"\nkind = \"demo\"\n",
+            state.display()
+        ),
+    );
+    let out = run(freesky().args(["--config", config.to_str().unwrap(), "copy-state"]));
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is in use by a running server") && err.contains("stop it first"),
+        "{}",
+        show(&out)
+    );
+}
