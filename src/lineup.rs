@@ -383,15 +383,24 @@ fn shift_of(norm: &str) -> u8 {
 /// in any of `lists`: the shifted one borrowed its live channel's.
 fn borrowed_tvg_ids(lists: &[&ServiceChannels<'_>]) -> HashSet<String> {
     let entries = || lists.iter().flat_map(|l| l.channels.iter());
-    let shifted: HashSet<String> = entries()
-        .filter(|ch| ch.name.contains('+') && !ch.tvg_id.trim().is_empty())
-        .filter(|ch| shift_of(&normalise(&ch.name)) > 0)
-        .map(|ch| ch.tvg_id.trim().to_lowercase())
-        .collect();
+    let mut shifted: HashSet<String> = HashSet::new();
+    // The byte lengths of those ids, as written and lowercased: only ids of such a
+    // length are lowercased below (one allocation each).
+    let mut lengths: HashSet<usize> = HashSet::new();
+    for ch in entries() {
+        let tvg = ch.tvg_id.trim();
+        if ch.name.contains('+') && !tvg.is_empty() && shift_of(&normalise(&ch.name)) > 0 {
+            let lower = tvg.to_lowercase();
+            lengths.insert(tvg.len());
+            lengths.insert(lower.len());
+            shifted.insert(lower);
+        }
+    }
     if shifted.is_empty() {
         return shifted;
     }
     let live: HashSet<String> = entries()
+        .filter(|ch| lengths.contains(&ch.tvg_id.trim().len()))
         .filter(|ch| !ch.name.contains('+') || shift_of(&normalise(&ch.name)) == 0)
         .map(|ch| ch.tvg_id.trim().to_lowercase())
         .filter(|tvg| shifted.contains(tvg))
