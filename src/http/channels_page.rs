@@ -124,10 +124,14 @@ async fn page(
         if !service.is_empty() && !c.sources.iter().any(|src| src.service == service) {
             continue;
         }
-        if !c.group.is_empty() {
-            *groups.entry(c.group.as_str()).or_default() += 1;
-        }
-        if !group.is_empty() && c.group != group {
+        // Channels without a group are counted and chosen as players see them.
+        let shown = if c.group.is_empty() {
+            crate::accounts::UNCATEGORIZED
+        } else {
+            c.group.as_str()
+        };
+        *groups.entry(shown).or_default() += 1;
+        if !group.is_empty() && shown != group {
             continue;
         }
         if total >= offset && items.len() < limit {

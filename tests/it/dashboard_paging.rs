@@ -318,3 +318,41 @@ async fn many_long_group_names_do_not_grow_the_page() {
         "the API lists them all"
     );
 }
+
+/// Channels without a group are counted and chosen under "Uncategorized", the name
+/// players are shown them under: `total` is the sum of the group counts.
+#[tokio::test]
+async fn channels_without_a_group_are_counted_and_chosen_as_uncategorized() {
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 group-title=\"News\",Grouped\nhttp://127.0.0.1:9/a.m3u8\n\
+             #EXTINF:-1,Loose One\nhttp://127.0.0.1:9/b.m3u8\n\
+             #EXTINF:-1 group-title=\"\",Loose Two\nhttp://127.0.0.1:9/c.m3u8\n",
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        up.url("/list.m3u")
+    ))
+    .await;
+    let p = page(&app, "").await;
+    assert_eq!(
+        p["groups"],
+        serde_json::json!([
+            {"name": "News", "count": 1},
+            {"name": "Uncategorized", "count": 2}
+        ]),
+        "{p}"
+    );
+    let p = page(&app, "?group=Uncategorized").await;
+    let names: Vec<&str> = p["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["Loose One", "Loose Two"]);
+}
