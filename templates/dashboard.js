@@ -722,7 +722,9 @@
         return b;
       };
       const alternatives = el("td", { className: "alternatives", dataset: { label: "alternatives" } });
-      for (const a of m.alternatives || []) {
+      // A channel its guide lists by id takes no decision (its guide id does): no
+      // choices offered.
+      for (const a of m.by_id ? [] : m.alternatives || []) {
         const label = (a.name || a.guide_id) + " (" + a.guide_id + ") " + score(a.score) + (a.source ? " · " + a.source : "");
         // The guide that lists it too: another guide may list the same id.
         const pick = { action: "pick", guide_id: a.guide_id };
@@ -732,11 +734,15 @@
         alternatives.append(b, " ");
       }
       const actions = el("td", { className: "actions" });
-      if (m.guide_id) {
-        actions.append(button("confirm", "confirm", { action: "confirm" }, "confirmed"), " ",
-          button("reject", "reject", { action: "reject" }, "rejected"), " ");
+      if (m.by_id) {
+        actions.append(el("output", { className: "decision" }, "by its guide id: change it with the channel's tvg_id"));
+      } else {
+        if (m.guide_id) {
+          actions.append(button("confirm", "confirm", { action: "confirm" }, "confirmed"), " ",
+            button("reject", "reject", { action: "reject" }, "rejected"), " ");
+        }
+        actions.append(button("reset", "reset", { action: "reset" }, "reset"), " ", el("output", { className: "decision" }));
       }
-      actions.append(button("reset", "reset", { action: "reset" }, "reset"), " ", el("output", { className: "decision" }));
       row.append(
         cell("name", "channel", m.name || m.channel),
         // A decision whose guide channel its guide no longer lists gives no programmes.

@@ -86,6 +86,9 @@ pub struct Entry {
     /// A decision's guide channel that its guide does not list now: the channel has
     /// no programmes until it is back (or another decision is made).
     pub gone: bool,
+    /// Its guide lists it by id (its tvg-id or guide id): no decision overrides that
+    /// (its guide id, `PATCH /api/channels/{id}` with `tvg_id`, does).
+    pub by_id: bool,
 }
 
 /// What is known of one lineup channel.
@@ -203,6 +206,7 @@ pub fn build(
             reason,
             alternatives: Vec::new(),
             gone: false,
+            by_id: false,
         };
     // Matches by id, then decisions, then matches by name: each pass over the whole
     // lineup, so a guide channel that goes by id goes so wherever its channel stands.
@@ -214,13 +218,16 @@ pub fn build(
                 taken.insert(n);
                 owner.insert(n, (i, "its guide lists it by id"));
             }
-            entries[i] = Some(entry(
-                c,
-                State::Exact,
-                Some((source, id)),
-                Some(1.0),
-                format!("guide `{source}` lists it by id `{id}`"),
-            ));
+            entries[i] = Some(Entry {
+                by_id: true,
+                ..entry(
+                    c,
+                    State::Exact,
+                    Some((source, id)),
+                    Some(1.0),
+                    format!("guide `{source}` lists it by id `{id}`"),
+                )
+            });
             continue;
         }
         // A hand-set guide id no guide lists: the matcher does not guess for it, but
@@ -487,7 +494,9 @@ mod tests {
         let t = build(&channels, &cats, &found, &decisions, Settings::default());
         let state = |c: &str| t.get(c).unwrap().state;
         assert_eq!(state("alpha"), State::Exact);
+        assert!(t.get("alpha").unwrap().by_id);
         assert_eq!(state("bbc"), State::Auto);
+        assert!(!t.get("bbc").unwrap().by_id);
         assert_eq!(
             state("bbc1"),
             State::Unmatched,
@@ -620,6 +629,7 @@ mod tests {
         let demo = t.get("demo").unwrap();
         assert_eq!(demo.state, State::Exact, "{}", demo.reason);
         assert_eq!(demo.guide_id.as_deref(), Some("d"));
+        assert!(!demo.by_id, "by display name: a decision overrides it");
         let bbc = t.get("bbc").unwrap();
         assert_eq!(bbc.state, State::Unmatched, "{}", bbc.reason);
         assert!(bbc.reason.contains("channel mapping"), "{}", bbc.reason);

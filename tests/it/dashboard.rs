@@ -1610,12 +1610,14 @@ async fn the_channel_browser_pages_a_big_lineup_in_headless_chromium() {
 async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium() {
     let epg = |name: &str| {
         format!(
-            "<?xml version=\"1.0\"?>\n<tv>\n<channel id=\"Sport.x\"><display-name>{name}</display-name></channel>\n</tv>\n"
+            "<?xml version=\"1.0\"?>\n<tv>\n<channel id=\"Sport.x\"><display-name>{name}</display-name></channel>\n\
+             <channel id=\"ById.x\"><display-name>Kept By Id</display-name></channel>\n</tv>\n"
         )
     };
     let up = FakeUpstream::bind().await;
     let list = format!(
-        "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Sport Feed\n{0}/1.m3u8\n#EXTINF:-1 tvg-id=\"p-2\",Other\n{0}/2.m3u8\n",
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Sport Feed\n{0}/1.m3u8\n#EXTINF:-1 tvg-id=\"p-2\",Other\n{0}/2.m3u8\n\
+         #EXTINF:-1 tvg-id=\"ById.x\",By Id\n{0}/3.m3u8\n",
         up.base()
     );
     let up = up
@@ -1631,6 +1633,7 @@ async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium(
     .await;
     let sport = app.channel_id("Sport Feed").await;
     let other = app.channel_id("Other").await;
+    let by_id = app.channel_id("By Id").await;
     let decide = |channel: String, body: &'static str| {
         let app = &app;
         async move {
@@ -1707,6 +1710,27 @@ async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium(
             match state.as_deref() {
                 None | Some("picked") => Ok(()),
                 other => Err(format!("{other:?}")),
+            }
+        });
+        // A channel its guide lists by id offers no decision the API would refuse.
+        js(
+            &c,
+            "const s = document.querySelector('#guide-review-state');\
+             s.value = 'all'; s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        wait_for!("the By Id row, without decisions", {
+            let row = js(
+                &c,
+                "const r = document.querySelector(`#guide-matches tr[data-channel='${arguments[0]}']`);\
+                 return r ? [r.querySelectorAll('button').length, r.textContent] : null;",
+                vec![json!(by_id)],
+            )
+            .await;
+            match row.as_array().map(|r| (r[0].as_u64(), r[1].as_str().unwrap_or(""))) {
+                Some((Some(0), text)) if text.contains("by its guide id") => Ok(()),
+                _ => Err(format!("{row}")),
             }
         });
     })
