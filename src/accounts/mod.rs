@@ -1108,6 +1108,13 @@ fn to_row(a: &Account) -> StoredUser {
 mod tests {
     use super::*;
 
+    /// The `[[users]]` of config text `toml`.
+    fn users_of(toml: &str) -> Vec<UserConfig> {
+        crate::config::Config::parse(toml, "t.toml", &|_| None)
+            .unwrap()
+            .users
+    }
+
     #[test]
     fn names_and_expiry() {
         assert!(check_name("alice.b_c-1").is_ok());
@@ -1121,13 +1128,8 @@ mod tests {
 
     #[test]
     fn tags_check_the_channel_the_stamp_and_take_the_form_made_before_the_stamp() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
-            "[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 0\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        let users =
+            users_of("[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\nmax_connections = 0\n");
         let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let alice = a.get("alice").unwrap();
         let tag = a.poll_token(&alice, "news");
@@ -1155,13 +1157,8 @@ mod tests {
         let before = &tag[..tag.len() - 16];
         assert!(matches!(a.hls_polled(before, "news", None, None), Ok(true)));
         // The same name with another password: the second MAC no longer checks out.
-        let users: Vec<UserConfig> = crate::config::Config::parse(
-            "[[users]]\nname = \"alice\"\npassword = \"new-pw\"\nmax_connections = 0\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        let users =
+            users_of("[[users]]\nname = \"alice\"\npassword = \"new-pw\"\nmax_connections = 0\n");
         let b = Accounts::new(&users, Store::in_memory(), None)
             .unwrap()
             .with_tag_key(a.tag_key.clone());
@@ -1174,14 +1171,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_right_login_does_not_reset_the_wait_for_guesses_at_another_account() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
+        let users = users_of(
             "[[users]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n\
              [[users]]\nname = \"bob\"\npassword = \"bob-pw\"\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        );
         let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(a.login("bob", "bob-pw", Some(ip)).await.is_ok());
@@ -1203,13 +1196,7 @@ mod tests {
     /// Guesses made at once with them still wait their turns, and are refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_players_first_calls_at_once_all_go_on() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
-            "[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        let users = users_of("[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n");
         let a = Arc::new(Accounts::new(&users, Store::in_memory(), None).unwrap());
         let ip: IpAddr = "192.0.2.10".parse().unwrap();
         let calls: Vec<_> = (0..20)
@@ -1230,13 +1217,7 @@ mod tests {
     /// guesses does not hold a connection each for `QUEUE_FULL_WAIT`.
     #[tokio::test]
     async fn a_guess_past_the_queue_with_no_check_running_is_refused_at_once() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
-            "[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        let users = users_of("[[users]]\nname = \"judy\"\npassword = \"judy-pw\"\n");
         let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let ip: IpAddr = "192.0.2.11".parse().unwrap();
         for _ in 0..20 {
@@ -1260,15 +1241,8 @@ mod tests {
     /// keep the logins verified before: players are not made to wait their turns again.
     #[tokio::test]
     async fn verified_logins_outlive_a_reload_but_not_a_password_change() {
-        let parse = |pw: &str| {
-            crate::config::Config::parse(
-                &format!("[[users]]\nname = \"al\"\npassword = \"{pw}\"\n"),
-                "t.toml",
-                &|_| None,
-            )
-            .unwrap()
-            .users
-        };
+        let parse =
+            |pw: &str| users_of(&format!("[[users]]\nname = \"al\"\npassword = \"{pw}\"\n"));
         let store = Store::in_memory();
         let a = Accounts::new(&parse("al-pw-1"), store.clone(), None).unwrap();
         assert!(a.login("al", "al-pw-1", None).await.is_ok());
@@ -1293,13 +1267,9 @@ mod tests {
     /// limited to that group sees them, and only them.
     #[test]
     fn the_uncategorized_group_is_chosen_by_its_name() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
+        let users = users_of(
             "[[users]]\nname = \"u\"\npassword = \"u-password\"\ngroups = [\"uncategorized\"]\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        );
         let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         let u = a.get("u").unwrap();
         assert!(u.in_groups(""));
@@ -1309,16 +1279,12 @@ mod tests {
 
     #[test]
     fn accounts_naming_a_service_no_longer_configured_are_found() {
-        let users: Vec<UserConfig> = crate::config::Config::parse(
+        let users = users_of(
             "[[services]]\nname = \"A\"\nkind = \"demo\"\n\n\
              [[services]]\nname = \"B\"\nkind = \"demo\"\n\n\
              [[users]]\nname = \"alice\"\npassword = \"pw\"\nservices = [\"A\", \"B\"]\n\n\
              [[users]]\nname = \"bob\"\npassword = \"pw\"\nservices = [\"A\"]\n",
-            "t.toml",
-            &|_| None,
-        )
-        .unwrap()
-        .users;
+        );
         let a = Accounts::new(&users, Store::in_memory(), None).unwrap();
         assert!(a.unknown_services(&["A", "B"]).is_empty());
         assert_eq!(

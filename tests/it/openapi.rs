@@ -74,6 +74,29 @@ async fn document(app: &axum::Router) -> Value {
     serde_json::from_slice(&body).expect("the document is JSON")
 }
 
+/// Runs `python3 ARGS FILES`: whether it succeeded, and its stdout and stderr. Its
+/// modules (openapi-spec-validator, which brings openapi-schema-validator) must be
+/// installed: scripts/test.sh installs them; a missing one fails here.
+fn python(args: &[&str], files: &[&Path]) -> (bool, String) {
+    let out = Command::new("python3")
+        .args(args)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}): run scripts/test.sh, which installs it")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named"),
+        "a Python module is not installed: run scripts/test.sh (it installs them with pip)\n{text}"
+    );
+    (out.status.success(), text)
+}
+
 /// Every `.route("PATH", get(...).patch(...))` in src/http/*.rs: (path, method) pairs.
 fn routes_in_sources() -> BTreeSet<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
@@ -179,29 +202,8 @@ async fn the_document_is_valid_openapi() {
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
 
-    let out = Command::new("python3")
-        .args(["-m", "openapi_spec_validator"])
-        .arg(&file)
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => panic!(
-            "cannot run python3 ({e}): run scripts/test.sh, which installs openapi-spec-validator"
-        ),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("No module named"),
-        "openapi-spec-validator is not installed: run scripts/test.sh (it installs it with pip)\n{text}"
-    );
-    assert!(
-        out.status.success(),
-        "the document is not valid OpenAPI:\n{text}"
-    );
+    let (ok, text) = python(&["-m", "openapi_spec_validator"], &[&file]);
+    assert!(ok, "the document is not valid OpenAPI:\n{text}");
     assert!(text.contains("OK"), "unexpected validator output: {text}");
 }
 
@@ -214,16 +216,8 @@ async fn the_validator_refuses_a_broken_document() {
     doc["paths"]["/health"]["get"]["parameters"] = serde_json::json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let file = dir.path().join("broken.json");
     std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write");
-    let out = Command::new("python3")
-        .args(["-m", "openapi_spec_validator"])
-        .arg(&file)
-        .output()
-        .expect("python3 runs: run scripts/test.sh");
-    assert!(
-        !out.status.success(),
-        "the validator accepted a broken document: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (ok, text) = python(&["-m", "openapi_spec_validator"], &[&file]);
+    assert!(!ok, "the validator accepted a broken document: {text}");
 }
 
 #[tokio::test]
@@ -523,24 +517,7 @@ print("\n".join(bad))
 print("CHECKED", len(cases))
 sys.exit(1 if bad else 0)
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&doc_file)
-        .arg(&cases_file)
-        .output()
-        .expect("python3 runs (scripts/test.sh installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("No module named"),
-        "openapi-schema-validator is not installed: run scripts/test.sh\n{text}"
-    );
-    assert!(
-        out.status.success(),
-        "answers the document does not describe:\n{text}"
-    );
+    let (ok, text) = python(&["-c", script], &[&doc_file, &cases_file]);
+    assert!(ok, "answers the document does not describe:\n{text}");
     assert!(text.contains(&format!("CHECKED {}", cases.len())), "{text}");
 }

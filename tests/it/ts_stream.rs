@@ -1545,33 +1545,14 @@ async fn a_source_that_has_sent_or_listed_nothing_yet_is_waited_for() {
 /// it on a still picture for ever; alone, it is waited for (the test above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
-    let origin = frozen(FakeUpstream::bind().await)
-        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
-        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
-        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
-        .start();
+    let origin = good(frozen(FakeUpstream::bind().await)).start();
     let (app, _lists, id) = two_sources(
         "Shared",
         [origin.url("/froze.m3u8"), origin.url("/good.m3u8")],
         "",
     )
     .await;
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut got: Vec<u8> = Vec::new();
-    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
-    tokio::time::timeout(std::time::Duration::from_secs(40), async {
-        while !markers(&got).contains(&0xbb) {
-            match body.next().await {
-                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
-                other => panic!("the stream ended: {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("still on the frozen source: {:?}", markers(&got)));
-    let m = markers(&got);
+    let m = markers_until_next(&app, &id, Duration::from_secs(40), "frozen").await;
     let first_b = m.iter().position(|&x| x == 0xbb).unwrap();
     assert_eq!(
         first_b, 30,
@@ -1586,8 +1567,7 @@ async fn a_live_playlist_that_froze_after_sending_hands_over_to_the_next() {
 async fn a_playlist_that_hangs_mid_stream_hands_over_after_one_timeout() {
     let polls = Arc::new(AtomicUsize::new(0));
     let seen = polls.clone();
-    let origin = FakeUpstream::bind()
-        .await
+    let origin = good(FakeUpstream::bind().await)
         .route(
             "/hangs.m3u8",
             get(move || {
@@ -1601,9 +1581,6 @@ async fn a_playlist_that_hangs_mid_stream_hands_over_after_one_timeout() {
             }),
         )
         .bytes("/h0.ts", "video/mp2t", ten_packets(0xaa))
-        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
-        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
-        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
         .start();
     let (app, _lists, id) = two_sources(
         "Shared",
@@ -1611,24 +1588,9 @@ async fn a_playlist_that_hangs_mid_stream_hands_over_after_one_timeout() {
         "",
     )
     .await;
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut got: Vec<u8> = Vec::new();
-    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
     // One timeout (10 s) and a margin for a loaded machine; three would be 33 s (and
     // the test client gives up after 20).
-    tokio::time::timeout(Duration::from_secs(18), async {
-        while !markers(&got).contains(&0xbb) {
-            match body.next().await {
-                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
-                other => panic!("the stream ended: {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("still on the hanging source: {:?}", markers(&got)));
-    let m = markers(&got);
+    let m = markers_until_next(&app, &id, Duration::from_secs(18), "hanging").await;
     assert_eq!(m[0], 0xaa, "the first source played before it hung: {m:?}");
     assert!(
         polls.load(Ordering::SeqCst) >= 2,
@@ -1647,8 +1609,7 @@ async fn segments_that_hang_mid_stream_hand_over_in_seconds() {
             respond(200, "video/mp2t", ten_packets(0xcc))
         })
     };
-    let origin = FakeUpstream::bind()
-        .await
+    let origin = good(FakeUpstream::bind().await)
         .text(
             "/a.m3u8",
             HLS_TYPE,
@@ -1657,9 +1618,6 @@ async fn segments_that_hang_mid_stream_hand_over_in_seconds() {
         .bytes("/a1.ts", "video/mp2t", ten_packets(0xaa))
         .route("/a2.ts", hang())
         .route("/a3.ts", hang())
-        .text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
-        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
-        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
         .start();
     let (app, _lists, id) = two_sources(
         "Shared",
@@ -1667,23 +1625,8 @@ async fn segments_that_hang_mid_stream_hand_over_in_seconds() {
         "[streams]\nfailover_after = 2\n",
     )
     .await;
-    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut got: Vec<u8> = Vec::new();
-    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
     // Two waits of 6 s and a margin, under the test client's 20 s.
-    tokio::time::timeout(Duration::from_secs(18), async {
-        while !markers(&got).contains(&0xbb) {
-            match body.next().await {
-                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
-                other => panic!("the stream ended: {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("still on the hanging source: {:?}", markers(&got)));
-    let m = markers(&got);
+    let m = markers_until_next(&app, &id, Duration::from_secs(18), "hanging").await;
     assert_eq!(m[0], 0xaa, "the first source played before it hung: {m:?}");
     assert!(!m.contains(&0xcc), "nothing of a segment cut short: {m:?}");
 }
@@ -2064,6 +2007,35 @@ fn clock_playlist(prefix: &'static str, window: u64) -> axum::routing::MethodRou
         }
         respond(200, HLS_TYPE, s)
     })
+}
+
+/// The markers (`ten_packets`) of channel `id`'s `.ts` stream read until the next
+/// source's first one (0xbb), within `within`; else a panic naming the `first`
+/// source still played.
+async fn markers_until_next(app: &TestApp, id: &str, within: Duration, first: &str) -> Vec<u8> {
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got: Vec<u8> = Vec::new();
+    let markers = |got: &[u8]| got.chunks(188).map(|p| p[4]).collect::<Vec<u8>>();
+    tokio::time::timeout(within, async {
+        while !markers(&got).contains(&0xbb) {
+            match body.next().await {
+                Some(Ok(chunk)) => got.extend_from_slice(&chunk),
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still on the {first} source: {:?}", markers(&got)));
+    markers(&got)
+}
+
+/// `b` serving `/good.m3u8`: a live playlist of two segments marked 0xbb.
+fn good(b: crate::common::FakeBuilder) -> crate::common::FakeBuilder {
+    b.text("/good.m3u8", HLS_TYPE, live_playlist(&["g0.ts", "g1.ts"]))
+        .bytes("/g0.ts", "video/mp2t", ten_packets(0xbb))
+        .bytes("/g1.ts", "video/mp2t", ten_packets(0xbb))
 }
 
 /// `/froze.m3u8`: a live playlist that lists three segments (marked 0xaa) and never
