@@ -493,7 +493,7 @@ async fn run(
                 break;
             }
         };
-        if joined.is_mp4() {
+        if joined.is_not_ts() {
             p.state.send_replace(State::NotTs { for_sure: true });
             return;
         }

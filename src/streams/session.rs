@@ -78,6 +78,10 @@ struct Session {
     init: Mutex<Option<Bytes>>,
     /// Relaying a source whose bytes are plain MPEG-TS (not following a playlist).
     relays_mpeg_ts: AtomicBool,
+    /// The media type of the stream when it is neither MPEG-TS nor fMP4 HLS: a relayed
+    /// source's (a progressive MP4, Matroska, an audio stream), told by its first bytes
+    /// or its `Content-Type`; `None` while the stream is MPEG-TS.
+    relayed_type: Mutex<Option<&'static str>>,
 }
 
 /// A viewer's place in a session: what `viewer_stream` reads.
@@ -85,24 +89,21 @@ pub struct Joined {
     rx: broadcast::Receiver<Bytes>,
     /// The init section sent before the viewer joined, which it needs first.
     init: Option<Bytes>,
-    /// The stream is fragmented MP4 (an fMP4 source), not MPEG-TS.
-    mp4: bool,
+    /// The stream's media type when it is not MPEG-TS: `video/mp4` for an fMP4 source
+    /// (as its first bytes said), a relayed source's own type otherwise.
+    not_ts: Option<&'static str>,
 }
 
 impl Joined {
-    /// The response's media type: `video/mp4` for an fMP4 source (as its first bytes
-    /// said), else `video/MP2T`.
+    /// The response's media type: `video/MP2T`, `video/mp4` for an fMP4 source, or a
+    /// relayed source's type (a progressive MP4 is no MPEG-TS either).
     pub fn content_type(&self) -> &'static str {
-        if self.mp4 {
-            "video/mp4"
-        } else {
-            "video/MP2T"
-        }
+        self.not_ts.unwrap_or("video/MP2T")
     }
 
-    /// The stream is fragmented MP4, not MPEG-TS.
-    pub fn is_mp4(&self) -> bool {
-        self.mp4
+    /// The stream is not MPEG-TS (fMP4, or other media relayed as it came).
+    pub fn is_not_ts(&self) -> bool {
+        self.not_ts.is_some()
     }
 
     /// The next chunk (the init section first, if any); `Err(n)` when this reader fell
@@ -192,6 +193,7 @@ impl Sessions {
                         ready,
                         init: Mutex::new(None),
                         relays_mpeg_ts: AtomicBool::new(false),
+                        relayed_type: Mutex::new(None),
                     });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
@@ -237,15 +239,22 @@ impl Sessions {
             };
         match outcome {
             Some(Err(e)) => Err(e),
-            _ => Ok(Joined {
-                rx,
-                init,
-                mp4: session
+            _ => {
+                let fmp4 = session
                     .init
                     .lock()
                     .expect("init lock is never poisoned")
-                    .is_some(),
-            }),
+                    .is_some();
+                let relayed = *session
+                    .relayed_type
+                    .lock()
+                    .expect("type lock is never poisoned");
+                Ok(Joined {
+                    rx,
+                    init,
+                    not_ts: if fmp4 { Some("video/mp4") } else { relayed },
+                })
+            }
         }
     }
 
@@ -525,7 +534,7 @@ impl Task {
                     if mpeg_ts {
                         relaying.fetch_add(1, Ordering::Relaxed);
                     }
-                    let stop = self.relay(&source, &url).await;
+                    let stop = self.relay(&source, &url, mpeg_ts).await;
                     if mpeg_ts {
                         self.sessions
                             .relaying_mpeg_ts
@@ -716,6 +725,7 @@ impl Task {
         // one without (MPEG-TS after fMP4) leaves no init for viewers who join now.
         self.sent_map = None;
         self.set_init(None);
+        self.set_relayed_type(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         let mut next_seq: Option<u64> = None;
@@ -1040,10 +1050,21 @@ impl Task {
         }
     }
 
-    /// Relays a plain media URL; reconnects on failure up to the threshold.
-    async fn relay(&mut self, src: &Source, url: &Url) -> Stop {
+    /// The media type viewers who join from now are answered with (`None`: MPEG-TS).
+    fn set_relayed_type(&self, media_type: Option<&'static str>) {
+        *self
+            .session
+            .relayed_type
+            .lock()
+            .expect("type lock is never poisoned") = media_type;
+    }
+
+    /// Relays a plain media URL (`mpeg_ts`: its first bytes were MPEG-TS packets);
+    /// reconnects on failure up to the threshold.
+    async fn relay(&mut self, src: &Source, url: &Url, mpeg_ts: bool) -> Stop {
         self.sent_map = None;
         self.set_init(None);
+        self.set_relayed_type(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {
@@ -1054,16 +1075,15 @@ impl Task {
                 .media
                 .take_parked(&src.service_name, url, &src.headers);
             let fetched = match parked {
-                Some(parked) => Ok(parked.body),
-                None => src
-                    .service
-                    .fetch(url, &src.headers, None)
-                    .await
-                    .map(|f| f.body),
+                Some(parked) => Ok(parked),
+                None => src.service.fetch(url, &src.headers, None).await,
             };
             let why = match fetched {
                 Err(e) => e.to_string(),
-                Ok(mut body) => {
+                Ok(fetched) => {
+                    let upstream_type = fetched.content_type;
+                    let mut body = fetched.body;
+                    let mut typed = mpeg_ts;
                     self.continuity.join();
                     let mut align = TsAligner::default();
                     let mut checked = Instant::now();
@@ -1080,6 +1100,12 @@ impl Task {
                         match body.next().await {
                             Some(Ok(chunk)) => {
                                 failures = 0;
+                                // Typed before the first bytes announce the session.
+                                if !typed && !chunk.is_empty() {
+                                    typed = true;
+                                    let t = relayed_type(&chunk, upstream_type.as_deref());
+                                    self.set_relayed_type(Some(t));
+                                }
                                 self.broadcast(&mut align, chunk);
                             }
                             Some(Err(e)) => break e.to_string(),
@@ -1170,6 +1196,38 @@ impl Task {
     }
 }
 
+/// The media type of a relayed source that is not MPEG-TS, from its first bytes (an
+/// MP4 box, Matroska's or FLV's signature), else from its `Content-Type` when that is
+/// a media type, else `application/octet-stream`: never `video/MP2T`, which would
+/// tell a player to parse MPEG-TS packets.
+fn relayed_type(first: &[u8], upstream: Option<&str>) -> &'static str {
+    let essence = upstream
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if matches!(first.get(4..8), Some(b"ftyp" | b"styp" | b"moof" | b"moov")) {
+        return "video/mp4";
+    }
+    if first.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        return if essence == "video/webm" {
+            "video/webm"
+        } else {
+            "video/x-matroska"
+        };
+    }
+    if first.starts_with(b"FLV") {
+        return "video/x-flv";
+    }
+    match essence.as_str() {
+        "audio/mpeg" | "audio/mp3" => "audio/mpeg",
+        "audio/aac" | "audio/aacp" | "audio/x-aac" => "audio/aac",
+        "audio/ogg" | "application/ogg" => "audio/ogg",
+        "video/webm" => "video/webm",
+        "video/quicktime" => "video/quicktime",
+        _ => "application/octet-stream",
+    }
+}
+
 /// Cuts a byte stream at MPEG-TS packet boundaries, so that every chunk a viewer gets
 /// starts a packet: a viewer that falls behind and skips chunks resumes aligned (a
 /// player would otherwise have to resynchronise, and some show garbage meanwhile). A
@@ -1249,5 +1307,30 @@ mod tests {
         assert_eq!(a.push(Bytes::new()), None);
         let tail = Bytes::from_static(b"abc");
         assert_eq!(a.push(tail.clone()), Some(tail));
+    }
+
+    #[test]
+    fn a_relayed_source_is_typed_by_its_bytes_then_its_header() {
+        let mp4 = b"\x00\x00\x00\x18ftypisom";
+        assert_eq!(
+            relayed_type(mp4, Some("application/octet-stream")),
+            "video/mp4"
+        );
+        assert_eq!(relayed_type(mp4, Some("video/mp2t")), "video/mp4");
+        let ebml = b"\x1a\x45\xdf\xa3\x01";
+        assert_eq!(relayed_type(ebml, None), "video/x-matroska");
+        assert_eq!(relayed_type(ebml, Some("video/webm")), "video/webm");
+        assert_eq!(relayed_type(b"FLV\x01", None), "video/x-flv");
+        assert_eq!(
+            relayed_type(b"\xff\xfb\x90", Some("Audio/MPEG; x=1")),
+            "audio/mpeg"
+        );
+        assert_eq!(relayed_type(b"ID3\x04", Some("audio/aacp")), "audio/aac");
+        // Never MPEG-TS's type for bytes that are not: a player would parse them as packets.
+        assert_eq!(
+            relayed_type(b"data", Some("video/mp2t")),
+            "application/octet-stream"
+        );
+        assert_eq!(relayed_type(b"data", None), "application/octet-stream");
     }
 }

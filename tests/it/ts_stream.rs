@@ -876,6 +876,96 @@ async fn whole_stream(app: &TestApp, name: &str) -> (String, Vec<u8>) {
     (ctype, bytes)
 }
 
+/// A live channel whose source is a plain media file that is not MPEG-TS (a progressive
+/// MP4, Matroska sent as `application/octet-stream`) is relayed byte for byte on `.ts`
+/// with its own media type, told by its first bytes: a player told `video/MP2T` would
+/// parse MP4 boxes as transport packets. ffprobe reads what came as that container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_is_not_mpeg_ts_is_relayed_with_its_own_media_type() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, extra) in [
+        ("film.mp4", &["-movflags", "+faststart"][..]),
+        ("film.mkv", &[]),
+    ] {
+        let out = run_within(
+            tokio::process::Command::new("ffmpeg")
+                .current_dir(dir.path())
+                .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+                .args([
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc=size=160x120:rate=25",
+                    "-t",
+                    "2",
+                ])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                ])
+                .args(extra)
+                .arg(file),
+            FFMPEG_GUARD,
+            "ffmpeg installed and on PATH",
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mp4 = std::fs::read(dir.path().join("film.mp4")).unwrap();
+    let mkv = std::fs::read(dir.path().join("film.mkv")).unwrap();
+    let origin = FakeUpstream::bind()
+        .await
+        .bytes("/live/film", "video/mp4", mp4.clone())
+        .bytes("/live/reel", "application/octet-stream", mkv.clone())
+        .start();
+    // (Without a file extension: a listed `.mp4` is a movie, not a channel.)
+    let (app, _list) = app_listing(&[
+        ("Film", origin.url("/live/film")),
+        ("Reel", origin.url("/live/reel")),
+    ])
+    .await;
+    for (name, file, want_type, want_format) in [
+        ("Film", &mp4, "video/mp4", "mp4"),
+        ("Reel", &mkv, "video/x-matroska", "matroska"),
+    ] {
+        let (ctype, bytes) = whole_stream(&app, name).await;
+        assert_eq!(ctype, want_type, "{name}");
+        assert!(
+            bytes == *file,
+            "{name}: {} bytes relayed of {}",
+            bytes.len(),
+            file.len()
+        );
+        let got = dir.path().join(format!("{name}.out"));
+        std::fs::write(&got, &bytes).unwrap();
+        let (format, _) = run_tool(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-show_entries",
+                "format=format_name",
+                "-of",
+                "csv=p=0",
+                got.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(
+            format.contains(want_format),
+            "{name}: ffprobe read {format}"
+        );
+    }
+}
+
 /// `bytes=a-b` of each `#EXT-X-BYTERANGE:len@off` of `playlist`, in order.
 fn byte_ranges(playlist: &str) -> Vec<String> {
     playlist
