@@ -362,7 +362,16 @@ impl<'t> Parse<'t> {
                         .map(|(k, _)| k.get_ref().to_string())
                 });
                 if let Some(outer) = inside {
-                    self.de_error(path, te.clone());
+                    // Unless it is missing because its bad value was taken out (and
+                    // said) inside that key.
+                    let within = format!("{path}.{outer}");
+                    let said = self
+                        .taken_out
+                        .iter()
+                        .any(|f| f.starts_with(&within) && f.ends_with(&format!(".{missing}")));
+                    if !said {
+                        self.de_error(path, te.clone());
+                    }
                     self.taken_out.insert(format!("{path}.{outer}"));
                     table.remove(outer.as_str());
                     taken.insert(outer);
@@ -2057,6 +2066,37 @@ mod tests {
         assert!(
             e.iter()
                 .any(|l| l.starts_with("f.toml:5:") && l.contains("urll")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_scrape_service_with_bad_steps_is_not_told_to_give_steps() {
+        let head = "[[services]]\nname = \"S\"\nkind = \"scrape\"\nbase_url = \"http://x/\"\n\
+                    [services.channels]\nlist = [{ id = \"a\", name = \"A\" }]\n";
+        let e = errors(&format!("{head}[[services.steps]]\nget = \"/p\"\n"));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("services[0].steps[0]: missing field `url`"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("services[0].steps[0].get: unknown field"),
+            "{e:?}"
+        );
+        // A bad value inside an item is said once, not again as missing.
+        let e = errors(&format!(
+            "{head}[[services.steps]]\nurl = 5\nregex = \"(?P<url>.+)\"\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("services[0].steps[0].url: found integer"),
+            "{e:?}"
+        );
+        let e = errors(head);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("services[0].steps: missing: give `steps` or `[services.stream]`"),
             "{e:?}"
         );
     }

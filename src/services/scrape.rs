@@ -217,9 +217,11 @@ impl Kind for ScrapeConfig {
             }
         }
         match (&self.steps, &self.stream) {
+            // Said at `steps`: when steps were given but taken out for a bad value
+            // (said there already), the loader keeps this quiet.
             (None, None) => out.push((
-                "stream".into(),
-                "missing: give `[services.stream]` or `steps`".into(),
+                "steps".into(),
+                "missing: give `steps` or `[services.stream]`".into(),
             )),
             (None, Some(_)) => {
                 for (field, v) in [
