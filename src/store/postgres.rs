@@ -101,9 +101,49 @@ fn pg(e: impl std::error::Error) -> StoreError {
     StoreError::Postgres(chain(&e))
 }
 
-/// `e` and its causes, as `pg` words them (the listener's logs too).
+/// Which server, database and user a URL names (never its password), as errors say it:
+/// `the server at 127.0.0.1:5432, database freesky, user app`.
+fn whereabouts(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let mut out = format!(
+        "the server at {}",
+        if hosts.is_empty() {
+            "localhost:5432".to_string()
+        } else {
+            hosts.join(", ")
+        }
+    );
+    if let Some(db) = config.get_dbname() {
+        out.push_str(&format!(", database {db}"));
+    }
+    if let Some(user) = config.get_user() {
+        out.push_str(&format!(", user {user}"));
+    }
+    out
+}
+
+/// `e` and its causes, as `pg` words them (the listener's logs too). The pool's own
+/// wrapper ("Error occurred while creating a new object") says nothing and is left out.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
+    let mut message = e
+        .to_string()
+        .trim_start_matches("Error occurred while creating a new object: ")
+        .to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
@@ -167,7 +207,13 @@ impl Postgres {
             pool,
             me: me.clone(),
         };
-        backend.migrate().await?;
+        backend.migrate().await.map_err(|e| match e {
+            StoreError::Postgres(why) => StoreError::Postgres(format!(
+                "cannot use {} (server.state): {why}",
+                whereabouts(&config)
+            )),
+            e => e,
+        })?;
         Ok((backend, Listen { config, tls, me }))
     }
 

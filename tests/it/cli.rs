@@ -789,3 +789,39 @@ fn copy_state_is_refused_while_a_server_holds_the_state_dir() {
         show(&out)
     );
 }
+
+/// A PostgreSQL store that cannot be reached stops the start with one line that names
+/// the server, database and user it tried (never the password) and the network's
+/// reason, without the connection pool's own wording.
+#[test]
+fn an_unreachable_postgres_store_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write(
+        dir.path(),
+        "pg.toml",
+        &format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{}'\n\
+             state = \"postgresql://viewer:s3cret-pw@127.0.0.1:{port}/tv?sslmode=disable&connect_timeout=5\"\n",
+            dir.path().display()
+        ),
+    );
+    let out = run(freesky().arg("--config").arg(&config));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: state store (PostgreSQL): cannot use the server at 127.0.0.1:{port}, \
+             database tv, user viewer (server.state): error connecting to server: "
+        )),
+        "{}",
+        show(&out)
+    );
+    assert!(!stderr.contains("s3cret-pw"), "{}", show(&out));
+    assert!(!stderr.contains("Error occurred"), "{}", show(&out));
+}
