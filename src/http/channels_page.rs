@@ -158,7 +158,12 @@ async fn page(
 }
 
 /// A whole number in `0..=max` from the query, `default` when absent or empty.
-fn number(name: &str, raw: Option<&str>, default: usize, max: usize) -> Result<usize, AppError> {
+pub(super) fn number(
+    name: &str,
+    raw: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, AppError> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(default);
     };

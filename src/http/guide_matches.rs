@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::Admin;
 use super::api::json_object_body;
+use super::channels_page::number;
 use super::AppState;
 use crate::guide::Action;
 use crate::guide_match::table::{Alternative, Entry, State as MatchState};
@@ -42,9 +43,12 @@ struct ListQuery {
     /// channel is `gone`), or `all` (default).
     state: Option<String>,
     /// Items skipped (default 0).
-    offset: Option<usize>,
-    /// Items returned (default 100, at most 1000).
-    limit: Option<usize>,
+    #[param(value_type = Option<usize>)]
+    offset: Option<String>,
+    /// Items returned (default 100, at most 1000; more is refused, as on
+    /// `/api/channels`).
+    #[param(value_type = Option<usize>)]
+    limit: Option<String>,
 }
 
 /// One page of the match table, in lineup order.
@@ -65,7 +69,7 @@ struct MatchPage {
     security(("admin" = [])),
     responses(
         (status = 200, description = "One page of the match table", body = MatchPage),
-        (status = 400, description = "An unknown `state` or a malformed query", body = ErrorBody),
+        (status = 400, description = "An unknown `state`, an `offset` or `limit` that is not a whole number, a `limit` over 1000, or a malformed query", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody)
     )
@@ -90,14 +94,15 @@ async fn list(
             )))
         }
     };
+    let offset = number("offset", q.offset.as_deref(), 0, usize::MAX)?;
+    let limit = number("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The table is built with the guides: the first call reads them all.
     s.guides.read_fully().await?;
     let table = s.guides.matches_now().await?;
     let lines: Vec<&Entry> = table.entries.iter().filter(|e| keep(e)).collect();
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let items = lines
         .iter()
-        .skip(q.offset.unwrap_or(0))
+        .skip(offset)
         .take(limit)
         .map(|e| (*e).clone())
         .collect();

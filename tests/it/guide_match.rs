@@ -171,6 +171,28 @@ async fn automatic_matches_give_programmes_but_never_a_base_to_its_plus_one_nor_
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let (status, _) = app.get_json("/api/guide/matches?state=nope").await;
     assert_eq!(status, 400);
+    // A page too big, or not a number, is refused as `/api/channels` refuses it (not
+    // cut short without a word).
+    for (query, said) in [
+        ("limit=1001", "`limit` is at most 1000, got 1001"),
+        (
+            "limit=ten",
+            "`limit` must be a whole number from 0, got `ten`",
+        ),
+        (
+            "offset=-1",
+            "`offset` must be a whole number from 0, got `-1`",
+        ),
+    ] {
+        let body = crate::common::assert_api_error(
+            app.get(&format!("/api/guide/matches?{query}")).await,
+            400,
+        )
+        .await;
+        assert_eq!(body["error"], said, "{query}: {body}");
+    }
+    let page = matches(&app, "?limit=1000").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
 }
 
 #[tokio::test]
