@@ -169,6 +169,17 @@ pub fn build(
 ) -> Table {
     let mut all: Vec<GuideChannel> = Vec::new();
     let mut position: HashMap<(&str, String), usize> = HashMap::new();
+    // A guide that lists exactly what an earlier one lists (two services reading one
+    // XMLTV) is that guide's twin: its channels stay its own (a decision may give
+    // each guide's to another lineup channel), but an alternative is not listed twice.
+    let mut twin_of: HashMap<&str, &str> = HashMap::new();
+    for (k, c) in catalogues.iter().enumerate() {
+        let first = catalogues[..k]
+            .iter()
+            .find(|e| e.channels == c.channels && e.langs == c.langs && e.region == c.region)
+            .map_or(c.source, |e| e.source);
+        twin_of.insert(c.source, first);
+    }
     for c in catalogues {
         for (id, names) in c.channels {
             position
@@ -406,12 +417,21 @@ pub fn build(
         e.reason = outcome.reason;
     }
     let mut entries: Vec<Entry> = entries.into_iter().flatten().collect();
-    // The alternatives are the others: not the guide channel the entry has.
+    // The alternatives are the others: not the guide channel the entry has, nor its
+    // twin in a twin guide, and each guide channel and its twins listed once.
+    let key = |source: &str, id: &str| {
+        let source = twin_of.get(source).copied().unwrap_or(source).to_string();
+        (source, id.to_lowercase())
+    };
     for e in &mut entries {
-        let (source, guide_id) = (e.source.clone(), e.guide_id.clone());
-        e.alternatives.retain(|a| {
-            Some(&a.source) != source.as_ref() || Some(&a.guide_id) != guide_id.as_ref()
-        });
+        let own = e
+            .source
+            .as_deref()
+            .zip(e.guide_id.as_deref())
+            .map(|(s, g)| key(s, g));
+        let mut seen: HashSet<(String, String)> = own.into_iter().collect();
+        e.alternatives
+            .retain(|a| seen.insert(key(&a.source, &a.guide_id)));
     }
     let by_channel = entries
         .iter()
@@ -507,6 +527,59 @@ mod tests {
         assert_eq!(
             t.assigned("s"),
             [("b".to_string(), "bbc".to_string())].into()
+        );
+    }
+
+    /// Two services reading one XMLTV: its channels are one set of candidates (the
+    /// first guide's), not twins that make every name ambiguous and every alternative
+    /// listed twice; a decision naming the second guide still finds its channel.
+    #[test]
+    fn a_guide_read_by_two_services_is_one_set_of_candidates() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("one.uk".into(), vec!["BBC One".into()]),
+            ("one-hd.uk".into(), vec!["BBC One HD".into()]),
+            ("two.uk".into(), vec!["BBC Two".into()]),
+        ];
+        let langs = HashMap::new();
+        let cat = |source| Catalogue {
+            source,
+            channels: &g,
+            langs: &langs,
+            region: None,
+        };
+        let cats = [cat("s"), cat("t")];
+        let channels = [info("bbc1", "BBC One"), info("bbc2", "BBC Two")];
+        let decisions: HashMap<String, Decision> = [(
+            "bbc2".to_string(),
+            Decision::Pick {
+                source: "t".into(),
+                guide_id: "two.uk".into(),
+            },
+        )]
+        .into();
+        let t = build(
+            &channels,
+            &cats,
+            &Found::new(),
+            &decisions,
+            Settings::default(),
+        );
+        let one = t.get("bbc1").unwrap();
+        assert_eq!(one.state, State::Auto, "{one:?}");
+        assert_eq!(one.source.as_deref(), Some("s"), "{one:?}");
+        assert_eq!(one.guide_id.as_deref(), Some("one.uk"), "{one:?}");
+        let listed: Vec<(&str, &str)> = one
+            .alternatives
+            .iter()
+            .map(|a| (a.source.as_str(), a.guide_id.as_str()))
+            .collect();
+        assert_eq!(listed, [("s", "one-hd.uk")], "{one:?}");
+        let two = t.get("bbc2").unwrap();
+        assert_eq!(two.state, State::Picked, "{two:?}");
+        assert!(!two.gone, "{two:?}");
+        assert_eq!(
+            t.assigned("t"),
+            [("two.uk".to_string(), "bbc2".to_string())].into()
         );
     }
 
