@@ -148,6 +148,22 @@ fn machine_names() -> Vec<String> {
     names
 }
 
+/// A request's path as the log shows it: the login of an Xtream route (`/live/U/P/…`,
+/// `/movie/`, `/series/`, `/timeshift/`, and the short `/U/P/{id}`) left out, as
+/// passwords are never logged.
+fn shown_path(path: &str) -> String {
+    let mut parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let login_at = match parts.first().copied() {
+        Some("live" | "movie" | "series" | "timeshift") if parts.len() >= 4 => 1,
+        Some("api" | "proxy" | "packaged" | "logos" | "auto" | "tuners") => return path.into(),
+        Some(_) if parts.len() == 3 => 0,
+        _ => return path.into(),
+    };
+    parts[login_at] = "…";
+    parts[login_at + 1] = "…";
+    format!("/{}", parts.join("/"))
+}
+
 /// The routes media players fetch (see the module doc).
 fn is_media(path: &str) -> bool {
     if path.starts_with("/api/stream/")
@@ -204,7 +220,7 @@ pub async fn guard(State(access): State<Arc<Access>>, req: Request, next: Next) 
                     access.refused.insert(name.clone(), ());
                     tracing::warn!(
                         host = %name.escape_debug(),
-                        path = %req.uri().path(),
+                        path = %shown_path(req.uri().path()),
                         "refused a request for a host name that is not this server's \
                          (logged once per name every 10 min): add it to server.allowed_hosts \
                          if clients use it"
@@ -399,6 +415,25 @@ mod tests {
     fn access(extra: &str) -> Access {
         let text = format!("[server]\n{extra}\n");
         Access::new(&Config::parse(&text, "t.toml", &|_| None).expect("config loads"))
+    }
+
+    #[test]
+    fn logged_paths_leave_out_logins() {
+        for (path, shown) in [
+            ("/alice/s3cret/1", "/…/…/1"),
+            ("/live/alice/s3cret/1.ts", "/live/…/…/1.ts"),
+            ("/movie/alice/s3cret/7.mp4", "/movie/…/…/7.mp4"),
+            ("/series/alice/s3cret/5.mkv", "/series/…/…/5.mkv"),
+            (
+                "/timeshift/alice/s3cret/10/2026-12-06:20-00/1.ts",
+                "/timeshift/…/…/10/2026-12-06:20-00/1.ts",
+            ),
+            ("/api/stream/bbc.ts", "/api/stream/bbc.ts"),
+            ("/playlist.m3u", "/playlist.m3u"),
+            ("/live/x", "/live/x"),
+        ] {
+            assert_eq!(shown_path(path), shown, "{path}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! while a viewer logs in with the right and a wrong password on every Xtream route
 //! that carries one (`player_api.php`, `get.php`, `xmltv.php`, `/live/U/P/N.ts|.m3u8`,
 //! `/U/P/N`, `/timeshift/...`, `/streaming/timeshift.php`), with malformed ids beside
-//! them, and while the account API creates and changes an account's password.
+//! them, and for a host name it does not know (a refusal it logs with the path), and while the account API creates and changes an account's password.
 
 use std::path::Path;
 
@@ -72,6 +72,23 @@ async fn log_in_everywhere(client: &reqwest::Client, base: &str, password: &str)
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         // One chunk is enough: a live stream does not end.
         let _ = resp.chunk().await;
+    }
+    // A host name freesky does not know (a player set up with a router's name): the
+    // refusal is logged with the path, which must not carry the login.
+    let foreign = [
+        format!("/{USER}/{password}/1"),
+        format!("/movie/{USER}/{password}/1.mp4"),
+        format!("/series/{USER}/{password}/5.mkv"),
+        format!("/timeshift/{USER}/{password}/60/2026-01-01:10-00/1.ts"),
+    ];
+    for (i, path) in foreign.iter().enumerate() {
+        let resp = client
+            .get(format!("{base}{path}"))
+            .header("host", format!("tv{i}-{}.example", password.len()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(resp.status(), 403, "{path}");
     }
 }
 
