@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -54,7 +55,77 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
         ))
         .into_response();
     }
+    // A body (admin JSON, an Xtream form) arrives whole within `header_timeout` of the
+    // head, or reading it fails (408): a client that stalls mid-body holds no slot.
+    let req = if http_body::Body::is_end_stream(req.body()) {
+        req
+    } else {
+        let within = server.header_timeout;
+        req.map(|body| Body::new(Deadline::new(body, within)))
+    };
     next.run(req).await
+}
+
+/// Why a request body was cut off: it did not arrive within `server.header_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s (server.header_timeout)", .0.as_secs_f64())]
+pub struct BodyTooLate(Duration);
+
+/// The deadline's error behind a body read's error, if that is why it failed.
+pub fn body_too_late(e: &axum::Error) -> Option<&BodyTooLate> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(late) = c.downcast_ref::<BodyTooLate>() {
+            return Some(late);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// A request body that fails with [`BodyTooLate`] once `within` has passed before its
+/// end.
+struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    within: Duration,
+}
+
+impl Deadline {
+    fn new(inner: Body, within: Duration) -> Self {
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(within)),
+            within,
+        }
+    }
+}
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            let late = BodyTooLate(self.within);
+            return Poll::Ready(Some(Err(axum::Error::new(late))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// How long a connection refused for its client's cap has to send its request head

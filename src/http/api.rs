@@ -366,12 +366,15 @@ pub(super) async fn json_object_body<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
-/// Why a request body could not be read: 413 when it is larger than its route takes.
+/// Why a request body could not be read: 413 when it is larger than its route takes,
+/// 408 when it did not arrive in time.
 pub(super) fn body_error(e: &axum::Error, limit: usize) -> AppError {
     // axum's limit error (`http_body_util::LengthLimitError`), named by its words: the
     // type is not re-exported.
     let too_large = e.to_string().contains("length limit exceeded");
-    if too_large {
+    if let Some(late) = crate::limits::body_too_late(e) {
+        AppError::BodyTimeout(late.to_string())
+    } else if too_large {
         AppError::PayloadTooLarge(format!(
             "the body is larger than this call takes ({limit} bytes)"
         ))

@@ -75,6 +75,9 @@ pub enum AppError {
     /// A request body larger than its route takes: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request body that did not arrive whole in time (`server.header_timeout`): 408.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// The request line's target is longer than `server.max_uri_bytes`: 414.
     #[error("{0}")]
     UriTooLong(String),
@@ -115,6 +118,7 @@ impl AppError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
             // Every try timed out: the upstreams are slow, not broken.
             Self::AllSourcesFailed { tried, .. }

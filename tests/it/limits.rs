@@ -311,6 +311,48 @@ async fn a_client_sending_no_complete_head_is_closed_after_header_timeout() {
     health_ok(&mut s).await;
 }
 
+/// A client that sends a request head and then stalls mid-body (an admin JSON body, an
+/// Xtream form) is answered 408 once `header_timeout` has passed, and its connection
+/// is let go: it holds no slot for longer. A body sent in time is read as before.
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_after_header_timeout() {
+    let app = TestApp::spawn(&config("header_timeout = \"1s\"\nidle_timeout = \"1h\"")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    for (target, ctype) in [
+        ("/api/users", "application/json"),
+        ("/player_api.php", "application/x-www-form-urlencoded"),
+    ] {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n\
+             Content-Length: 100\r\n\r\n{{\"name\":"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // The default is 30 s: an answer within 10 s is this setting's doing.
+        let (status, body) = timeout(Duration::from_secs(10), read_response(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("{target}: no answer to a stalled body"));
+        assert_eq!(status, 408, "{target}: {body}");
+        assert_error_body(&body, "did not arrive within 1 s (server.header_timeout)");
+        closed_within(&mut s, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{target}: the connection is let go"));
+    }
+    // The control: the same call with its whole body is read.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let body = "{\"name\":\"ann\",\"password\":\"a-Fine-pw.1\"}";
+    let req = format!(
+        "POST /api/users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (status, answer) = timeout(Duration::from_secs(10), read_response(&mut s))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let app = TestApp::spawn(&config("header_timeout = \"1h\"\nidle_timeout = \"300ms\"")).await;
