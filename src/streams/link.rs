@@ -134,7 +134,10 @@ impl Engine {
                     .await
                     .unwrap_or(Err(UpstreamError::Timeout(limit)));
             let mut fetched = match fetched {
-                Ok(f) => f,
+                Ok(f) => match range {
+                    Some(r) => cut_ignored_range(f, r),
+                    None => f,
+                },
                 Err(e) => {
                     outcome(false);
                     return Err(e.into());
@@ -386,6 +389,54 @@ fn link_channel(target: &Target) -> LinkChannel<'_> {
 }
 
 /// A `Range` header asking for every byte (`bytes=0-`).
+/// A byte range of a segment whose upstream ignored the `Range` header and answered
+/// the whole resource (200): the range is cut out of it and answered 206, as the
+/// player asked (an `EXT-X-BYTERANGE` segment is a range of one file: the whole file
+/// would be read as the segment). `bytes=a-b`, and `bytes=a-` or `bytes=-n` when the
+/// length is known; anything else passes as it came.
+fn cut_ignored_range(mut fetched: Fetched, range: &str) -> Fetched {
+    if fetched.status != 200 {
+        return fetched;
+    }
+    let Some((from, to)) = resolve_range(range, fetched.content_length) else {
+        return fetched;
+    };
+    let take = to - from + 1;
+    let total = fetched
+        .content_length
+        .map_or_else(|| "*".to_string(), |n| n.to_string());
+    let body = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
+    fetched.body = super::segment::window(body, from, take);
+    fetched.status = 206;
+    fetched.content_length = Some(take);
+    fetched.content_range = Some(format!("bytes {from}-{to}/{total}"));
+    fetched
+}
+
+/// The first and last byte of one `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`) of a
+/// resource of `len` bytes (unknown: only `a-b` can be resolved); `None` when it is
+/// not one such range, or cannot be satisfied.
+fn resolve_range(range: &str, len: Option<u64>) -> Option<(u64, u64)> {
+    let spec = range.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let (n, len) = (b.parse::<u64>().ok()?, len?);
+        return (n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1));
+    }
+    let from: u64 = a.parse().ok()?;
+    let to = if b.is_empty() {
+        len?.checked_sub(1)?
+    } else {
+        let to: u64 = b.parse().ok()?;
+        len.map_or(to, |l| to.min(l.saturating_sub(1)))
+    };
+    (to >= from && len.is_none_or(|l| from < l)).then_some((from, to))
+}
+
 fn whole(range: &str) -> bool {
     range
         .trim()
@@ -420,4 +471,28 @@ fn bounded(
             Some((Err(error), None))
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_range;
+
+    #[test]
+    fn ranges_resolve_against_a_known_or_unknown_length() {
+        assert_eq!(resolve_range("bytes=100-199", Some(1000)), Some((100, 199)));
+        assert_eq!(resolve_range("bytes=100-199", None), Some((100, 199)));
+        assert_eq!(
+            resolve_range("bytes=900-2000", Some(1000)),
+            Some((900, 999))
+        );
+        assert_eq!(resolve_range("bytes=900-", Some(1000)), Some((900, 999)));
+        assert_eq!(resolve_range("bytes=-100", Some(1000)), Some((900, 999)));
+        // Needs the length, or cannot be satisfied, or is not one range: as it came.
+        assert_eq!(resolve_range("bytes=900-", None), None);
+        assert_eq!(resolve_range("bytes=-100", None), None);
+        assert_eq!(resolve_range("bytes=1000-1100", Some(1000)), None);
+        assert_eq!(resolve_range("bytes=5-2", Some(1000)), None);
+        assert_eq!(resolve_range("bytes=0-1,5-6", Some(1000)), None);
+        assert_eq!(resolve_range("items=0-1", Some(1000)), None);
+    }
 }

@@ -212,7 +212,7 @@ fn once(bytes: Bytes) -> BodyStream {
 
 /// `take` bytes of `body` after its first `skip`; an error when it ends sooner. The
 /// rest of `body` is not read (dropping it closes the upstream connection).
-fn window(body: BodyStream, skip: u64, take: u64) -> BodyStream {
+pub(super) fn window(body: BodyStream, skip: u64, take: u64) -> BodyStream {
     Box::pin(futures::stream::try_unfold(
         (body, skip, take),
         |(mut body, mut skip, mut left)| async move {

@@ -1016,6 +1016,89 @@ async fn byte_range_segments_send_only_their_range() {
     assert_eq!(asked, ranges, "one request per segment, for its range");
 }
 
+/// The same single-file HLS played by an HLS player through `.m3u8`: each segment link
+/// asked for its `EXT-X-BYTERANGE` answers 206 with just those bytes, also from an
+/// upstream that ignores `Range` (it answered the whole file as 200, which a player
+/// read as the segment: ffmpeg decoded about a third of the frames). ffmpeg then
+/// decodes every frame of both, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_range_segments_of_an_upstream_ignoring_range_are_cut_for_hls_players() {
+    let dir = tempfile::tempdir().unwrap();
+    let playlist = make_hls(dir.path(), &["-hls_flags", "single_file"]).await;
+    let file = std::fs::read(dir.path().join("index.ts")).unwrap();
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/ranged/index.m3u8", HLS_TYPE, playlist.clone())
+        .route("/ranged/index.ts", ranged_file(file.clone()))
+        .text("/whole/index.m3u8", HLS_TYPE, playlist.clone())
+        .bytes("/whole/index.ts", "video/mp2t", file.clone())
+        .start();
+    let (app, _list) = app_listing(&[
+        ("Ranged", origin.url("/ranged/index.m3u8")),
+        ("Whole", origin.url("/whole/index.m3u8")),
+    ])
+    .await;
+    for name in ["Ranged", "Whole"] {
+        let id = app.channel_id(name).await;
+        let proxied = app.get(&format!("/api/stream/{id}.m3u8")).await;
+        assert_eq!(proxied.status(), 200, "{name}");
+        let proxied = proxied.text().await.unwrap();
+        let ranges = byte_ranges(&proxied);
+        let links: Vec<String> = proxied
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ranges.len(), 10, "{proxied}");
+        assert_eq!(links.len(), ranges.len(), "{proxied}");
+        for (link, range) in links.iter().zip(&ranges) {
+            let resp = reqwest::Client::new()
+                .get(link)
+                .header("range", range)
+                .send()
+                .await
+                .expect("segment");
+            assert_eq!(resp.status(), 206, "{name} {range}");
+            let (from, to) = range
+                .trim_start_matches("bytes=")
+                .split_once('-')
+                .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+                .unwrap();
+            let want_range = format!("bytes {from}-{to}/{}", file.len());
+            assert_eq!(
+                resp.headers()["content-range"],
+                want_range.as_str(),
+                "{name}"
+            );
+            let got = resp.bytes().await.expect("body");
+            assert!(
+                got[..] == file[from..=to],
+                "{name} {range}: {} bytes",
+                got.len()
+            );
+        }
+        let (frames, errors) = run_tool(
+            "ffmpeg",
+            &[
+                "-nostdin",
+                "-v",
+                "error",
+                "-i",
+                &app.url(&format!("/api/stream/{id}.m3u8")),
+                "-map",
+                "0:v",
+                "-f",
+                "framemd5",
+                "-",
+            ],
+        )
+        .await;
+        let decoded = frames.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(decoded, 100, "{name}: 4 s at 25 fps; ffmpeg said {errors}");
+        assert!(errors.trim().is_empty(), "{name}: {errors}");
+    }
+}
+
 /// `plain` AES-128-CBC encrypted with `key` and `iv`, PKCS#7 padded (as `openssl
 /// aes-128-cbc` and ffmpeg's HLS muxer do).
 fn aes_128(plain: &[u8], key: &[u8; 16], iv: &[u8; 16]) -> Vec<u8> {
