@@ -1201,6 +1201,15 @@ impl Store {
             .collect())
     }
 
+    /// The identities the state already holds for `keys` (from memory: no store
+    /// call), `None` for a key never numbered.
+    pub fn known_identities(&self, keys: &[Wanted]) -> Vec<Option<ChannelIdentity>> {
+        let m = self.mirror();
+        keys.iter()
+            .map(|w| m.channels.get(&w.key).cloned())
+            .collect()
+    }
+
     /// What the state says of services not in `known` (renamed or removed since):
     /// the names with a stored switch or priority, and each channel (slug) whose
     /// pinned `sources` name some, with those names; sorted.

@@ -340,6 +340,57 @@ async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
     assert!(errors[0].contains(&db.display().to_string()), "{log}");
 }
 
+/// A store that cannot number new channels (here a write past the file-size limit;
+/// PostgreSQL down is the same) does not take the lineup down with them: after a
+/// reload that brings thousands of new channels, the channel numbered before is still
+/// served, and the new ones wait, said in the log.
+#[tokio::test]
+async fn a_store_that_cannot_number_new_channels_keeps_the_numbered_ones_served() {
+    let (dir, lists, _origin, config) = one_channel().await;
+    // 400 KiB per file written, the log included.
+    let mut cmd = freesky_command_via(&["bash", "-c", "ulimit -f 400 && exec \"$0\" \"$@\""]);
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = Process::serve(cmd, &dir.path().join("server.log"));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(HANG_GUARD)
+        .build()
+        .unwrap();
+    let playlist = || async {
+        let resp = client
+            .get(format!("{}/playlist.m3u", server.base))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let (status, body) = playlist().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(",One\n"), "{body}");
+
+    let names: Vec<String> = std::iter::once("One".to_string())
+        .chain((0..8000).map(|i| format!("Channel number {i} of a long list")))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    std::fs::write(lists.join("list.m3u"), list(&names)).unwrap();
+    let reload = client
+        .post(format!("{}/api/config/reload", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200, "{}", server.log_text());
+    let (status, body) = playlist().await;
+    assert_eq!(status, 200, "{body}\n{}", server.log_text());
+    assert!(body.contains(",One\n"), "{body}");
+    assert!(
+        !body.contains("Channel number 0 of"),
+        "not numbered, so not listed yet"
+    );
+    server
+        .wait_log("the state store cannot number new channels now", HANG_GUARD)
+        .await;
+}
+
 #[tokio::test]
 async fn a_busy_port_is_named_and_leaves_no_state_dir() {
     let dir = tempfile::tempdir().unwrap();

@@ -328,7 +328,7 @@ impl Registry {
             list
         }))
         .await;
-        let degraded = lists.iter().any(Result::is_err);
+        let mut degraded = lists.iter().any(Result::is_err);
         // Each refreshed list beside the one before it: the channels its service moved
         // to another tvg-id (outside the lock).
         let mut compared = Vec::new();
@@ -403,7 +403,28 @@ impl Registry {
             },
             &moved,
         );
-        let ids = self.store.identities(&keys).await?;
+        // A store that cannot number new channels now (PostgreSQL down) does not take
+        // the lineup down with them: the channels it numbered before stay, the new
+        // ones wait for a build once it answers (soon: the lineup is degraded).
+        let ids = match self.store.identities(&keys).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                let known = self.store.known_identities(&keys);
+                let waiting = known.iter().filter(|k| k.is_none()).count();
+                if waiting == known.len() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, waiting, "the state store cannot number new channels now: the lineup is built without them until it answers");
+                degraded = true;
+                let (kept, ids): (Vec<_>, Vec<_>) = merged
+                    .into_iter()
+                    .zip(known)
+                    .filter_map(|(m, id)| Some((m, id?)))
+                    .unzip();
+                merged = kept;
+                ids
+            }
+        };
         drop(keys);
         // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both
         // `a-b.freesky`), or one made into a channel's slug form, would give two
