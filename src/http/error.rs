@@ -234,6 +234,7 @@ impl From<crate::services::registry::RegistryError> for AppError {
             E::StoreUnavailable(why) => Self::Busy(format!(
                 "{why}; nothing was changed: try again once the database answers"
             )),
+            E::StoreNoAnswer(why) => Self::Busy(no_answer(&why)),
         }
     }
 }
@@ -294,6 +295,12 @@ impl From<crate::vod::library::VodError> for AppError {
     }
 }
 
+/// A store call the database took but did not answer in time: whether it was made is
+/// not known yet.
+fn no_answer(why: &str) -> String {
+    format!("{why}; the change may still be made once the database answers: look again then")
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
@@ -304,6 +311,7 @@ impl From<crate::store::StoreError> for AppError {
             crate::store::StoreError::Contended(_) => {
                 Self::Busy(format!("{e}; nothing was changed"))
             }
+            crate::store::StoreError::NoAnswer(_) => Self::Busy(no_answer(&e.to_string())),
             // A full disk or a file locked by another program: the state is as it was
             // and the same call works once there is room; not a bug.
             ref s if s.is_out_of_room() => Self::Busy(format!(

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// PostgreSQL refused or could not be reached (the message never holds the password).
     #[error("state store (PostgreSQL): {0}")]
     Postgres(String),
+    /// PostgreSQL took the call but did not answer in time (a hung server, a network
+    /// that drops packets): a change may still be made once it answers.
+    #[error("state store (PostgreSQL): no answer within {} s", .0.as_secs())]
+    NoAnswer(std::time::Duration),
     #[error("state store: {0}")]
     Io(#[from] std::io::Error),
     #[error("state store: background task failed: {0}")]
@@ -589,6 +593,17 @@ impl Mirror {
 /// Runs `f` to completion on this thread, for the synchronous reads of a backend
 /// that does not block (PostgreSQL): inside a multi-threaded runtime the worker lets
 /// its other tasks move first; elsewhere a helper thread runs it on a runtime of its own.
+/// The most a call to a shared store (PostgreSQL) is waited for: a server that hangs,
+/// rather than refusing, must not leave an admin call without an answer.
+pub const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `f`, or [`StoreError::NoAnswer`] once [`STORE_WAIT`] has passed.
+async fn answered<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(STORE_WAIT, f)
+        .await
+        .unwrap_or(Err(StoreError::NoAnswer(STORE_WAIT)))
+}
+
 fn wait<F>(f: F) -> F::Output
 where
     F: Future + Send,
@@ -632,7 +647,12 @@ pub fn check_state(state: &str) -> Result<(), String> {
     state
         .parse::<tokio_postgres::Config>()
         .map(drop)
-        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+        .map_err(|e| {
+            format!(
+                "not a PostgreSQL URL: {e} (a password or user holding @ : / ? # % is written \
+                 percent-encoded: @ as %40, # as %23, / as %2F)"
+            )
+        })
 }
 
 impl Store {
@@ -941,7 +961,7 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Join(e.to_string()))?
         } else {
-            f(b).await
+            answered(f(b)).await
         }
     }
 
@@ -956,7 +976,7 @@ impl Store {
         if b.blocking() {
             futures::executor::block_on(f(b))
         } else {
-            wait(f(b))
+            wait(answered(f(b)))
         }
     }
 
@@ -1886,6 +1906,14 @@ mod tests {
         assert!(e.contains("expected \"sqlite\""), "{e}");
         let e = check_state("postgres://u:secret@db:notaport/x").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+        // A password with a reserved character: the hint says how to write it.
+        let e = check_state("postgres://fs:p@ss#w/rd?x@127.0.0.1:5432/db").unwrap_err();
+        assert!(e.contains("percent-encoded: @ as %40"), "{e}");
+        assert!(!e.contains("ss#w"), "{e}");
+        assert_eq!(
+            check_state("postgres://fs:p%40ss%23w%2Frd%3Fx@127.0.0.1:5432/db"),
+            Ok(())
+        );
     }
 
     #[tokio::test]

@@ -184,9 +184,12 @@ fn tls() -> Result<MakeRustlsConnect, StoreError> {
 impl Postgres {
     /// Connects, migrates, and returns the backend and how to listen for changes.
     pub(super) async fn connect(url: &str) -> Result<(Self, Listen), StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("not a PostgreSQL URL: {e}")))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Config(match super::check_state(url) {
+                Err(why) => why,
+                Ok(()) => "not a PostgreSQL URL".into(),
+            })
+        })?;
         let tls = tls()?;
         let manager = Manager::from_config(
             config.clone(),

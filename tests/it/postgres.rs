@@ -872,3 +872,107 @@ async fn a_player_moving_to_another_instance_takes_its_own_connection_over() {
         assert!(matches!(chunk, Ok(Some(_))), "the moved stream ended too");
     }
 }
+
+/// A TCP relay to `target` (host:port) on a free loopback port that stops passing
+/// bytes either way while `frozen` is set, connections kept open: a database host
+/// that hangs, or a network that drops packets, rather than one that refuses.
+async fn freezable_relay(
+    target: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let frozen = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            let ways: [(
+                tokio::net::tcp::OwnedReadHalf,
+                tokio::net::tcp::OwnedWriteHalf,
+            ); 2] = [(cr, sw), (sr, cw)];
+            for (mut from, mut to) in ways {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while flag.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+/// A database that takes a call and then hangs (not one that refuses) answers within
+/// `STORE_WAIT` with `NoAnswer`, which the API answers 503 saying the change may
+/// still be made; once it answers again, so does the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
+    use std::sync::atomic::Ordering;
+    let Some(url) = database() else { return };
+    let mut relayed = url::Url::parse(&url).unwrap();
+    let target = format!(
+        "{}:{}",
+        relayed.host_str().unwrap(),
+        relayed.port().unwrap_or(5432)
+    );
+    let (addr, frozen) = freezable_relay(target).await;
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    relayed.set_port(Some(port)).unwrap();
+    let store = Store::postgres(relayed.as_str()).unwrap();
+    let run = unique("hang");
+    let keys = |n: usize| -> Vec<Wanted> {
+        (0..n)
+            .map(|i| Wanted::new(format!("{run}:{i}"), format!("{run}-{i}")))
+            .collect()
+    };
+    store.identities(&keys(1)).await.expect("through the relay");
+
+    frozen.store(true, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let hung = tokio::time::timeout(
+        freesky::store::STORE_WAIT + Duration::from_secs(15),
+        store.identities(&keys(2)),
+    )
+    .await
+    .expect("answered in bounded time");
+    let err = hung.expect_err("a hung database is an error");
+    assert!(
+        matches!(err, freesky::store::StoreError::NoAnswer(_)),
+        "{err}"
+    );
+    assert!(started.elapsed() >= freesky::store::STORE_WAIT, "{err}");
+    let answer = freesky::http::error::AppError::from(err);
+    assert_eq!(answer.status(), 503);
+    assert!(
+        answer.to_string().contains("no answer within 20 s")
+            && answer.to_string().contains("the change may still be made"),
+        "{answer}"
+    );
+
+    frozen.store(false, Ordering::Relaxed);
+    eventually_within(PROPAGATION * 8, "the store answers again", || async {
+        store
+            .identities(&keys(3))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+}

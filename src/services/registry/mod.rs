@@ -80,6 +80,10 @@ pub enum RegistryError {
     /// The shared store (PostgreSQL) could not be reached: nothing was changed.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// The shared store took the call but did not answer in time: the change may
+    /// still be made once it answers.
+    #[error("{0}")]
+    StoreNoAnswer(String),
 }
 
 fn no_source(only: Option<&str>) -> String {
@@ -95,6 +99,7 @@ impl From<StoreError> for RegistryError {
             StoreError::Postgres(_) | StoreError::Contended(_) => {
                 Self::StoreUnavailable(e.to_string())
             }
+            StoreError::NoAnswer(_) => Self::StoreNoAnswer(e.to_string()),
             e => Self::Store(e.to_string()),
         }
     }
