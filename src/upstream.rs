@@ -182,8 +182,10 @@ pub struct ServiceHttp {
     /// ends or is dropped. `None`: unlimited.
     slots: Option<Arc<tokio::sync::Semaphore>>,
     max_concurrent: usize,
-    /// Until when the upstream asked us to stay away (429/503 with `Retry-After`).
-    pause: Arc<Mutex<Option<Pause>>>,
+    /// Until when each upstream host (`host:port`) asked us to stay away (429/503 with
+    /// `Retry-After`): a logo host or a CDN that throttles pauses itself, not every
+    /// other host of the service.
+    pause: Arc<Mutex<HashMap<String, Pause>>>,
 }
 
 /// A pause asked for by the upstream.
@@ -400,7 +402,7 @@ impl ServiceHttp {
         extra: &Headers,
         range: Option<&str>,
     ) -> Result<Fetched, UpstreamError> {
-        self.wait_pause().await?;
+        self.wait_pause(url).await?;
         let permit = match &self.slots {
             None => None,
             Some(slots) => {
@@ -426,6 +428,9 @@ impl ServiceHttp {
         let mut current = url.clone();
         let mut hops = 0;
         let resp = loop {
+            if hops > 0 {
+                self.wait_pause(&current).await?;
+            }
             let same_origin = current.origin() == first_origin;
             let client = self.client_for(&current)?;
             let req = self.request(client, &current, extra, range, same_origin);
@@ -464,7 +469,7 @@ impl ServiceHttp {
         if matches!(status, 429 | 503) {
             if let Some(wait) = retry_after(resp.headers(), SystemTime::now()) {
                 let wait = wait.min(MAX_RETRY_AFTER);
-                self.pause_for(status, wait);
+                self.pause_for(&current, status, wait);
                 return Err(UpstreamError::Throttled {
                     status,
                     retry_after: wait,
@@ -651,32 +656,44 @@ impl ServiceHttp {
         self.auth_origin.as_ref().is_none_or(|o| *o == url.origin())
     }
 
-    /// Pauses the service for `wait` (never shortening a longer pause already set).
-    fn pause_for(&self, status: u16, wait: Duration) {
-        let until = tokio::time::Instant::now() + wait;
-        let mut pause = self
+    /// Pauses the service's requests to `url`'s host for `wait` (never shortening a
+    /// longer pause already set).
+    fn pause_for(&self, url: &Url, status: u16, wait: Duration) {
+        let now = tokio::time::Instant::now();
+        let until = now + wait;
+        let host = pause_key(url);
+        let mut pauses = self
             .pause
             .lock()
             .expect("pause lock is never poisoned: no panics while held");
-        if pause.is_none_or(|p| p.until < until) {
-            *pause = Some(Pause { until, status });
+        pauses.retain(|_, p| p.until > now);
+        let pause = pauses
+            .entry(host.clone())
+            .or_insert(Pause { until, status });
+        if pause.until < until {
+            *pause = Pause { until, status };
         }
+        drop(pauses);
         tracing::warn!(
             service = %self.service,
+            host = %host,
             status,
             retry_after_s = wait.as_secs_f64(),
-            "upstream asked to back off; service paused"
+            "upstream host asked to back off; the service's requests to it are paused"
         );
     }
 
-    /// Waits until a pause the upstream asked for is over, or fails at once when it
+    /// Waits until a pause `url`'s host asked for is over, or fails at once when it
     /// lasts longer than the service timeout.
-    async fn wait_pause(&self) -> Result<(), UpstreamError> {
+    async fn wait_pause(&self, url: &Url) -> Result<(), UpstreamError> {
+        let host = pause_key(url);
         loop {
-            let pause = *self
+            let pause = self
                 .pause
                 .lock()
-                .expect("pause lock is never poisoned: no panics while held");
+                .expect("pause lock is never poisoned: no panics while held")
+                .get(&host)
+                .copied();
             let Some(p) = pause else { return Ok(()) };
             let now = tokio::time::Instant::now();
             if p.until <= now {
@@ -693,16 +710,24 @@ impl ServiceHttp {
         }
     }
 
-    /// When the service may be asked again, if it is paused now.
-    pub fn paused_until(&self) -> Option<tokio::time::Instant> {
-        let pause = *self
-            .pause
+    /// When the service may ask `url`'s host again, if that host is paused now.
+    pub fn paused_until(&self, url: &Url) -> Option<tokio::time::Instant> {
+        self.pause
             .lock()
-            .expect("pause lock is never poisoned: no panics while held");
-        pause
+            .expect("pause lock is never poisoned: no panics while held")
+            .get(&pause_key(url))
             .map(|p| p.until)
             .filter(|u| *u > tokio::time::Instant::now())
     }
+}
+
+/// What a pause is kept under: the URL's host and port (`cdn.example:443`).
+fn pause_key(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// `Retry-After` as a wait from `now`: delta-seconds (`120`) or an HTTP date (`Wed, 21

@@ -217,7 +217,7 @@ async fn a_long_retry_after_is_capped_and_fails_fast_meanwhile() {
         .err()
         .unwrap();
     assert_eq!(first.to_string(), "HTTP 503, retry after 300 s");
-    assert!(http.paused_until().is_some());
+    assert!(http.paused_until(&target).is_some());
     // The pause is longer than the timeout: the next request fails without waiting and
     // without reaching the upstream.
     let started = Instant::now();
@@ -232,6 +232,72 @@ async fn a_long_retry_after_is_capped_and_fails_fast_meanwhile() {
         "{second}"
     );
     assert_eq!(fake.hits("/busy"), 1);
+}
+
+/// A pause is the asking host's: a logo host or a CDN that answers 503 with
+/// `Retry-After` (any viewer can make freesky fetch a logo) pauses the service's
+/// requests to that host only, not to its panel or its other hosts; a redirect to the
+/// paused host is not followed meanwhile.
+#[tokio::test]
+async fn a_retry_after_pauses_only_the_host_that_asked() {
+    let busy = FakeUpstream::bind()
+        .await
+        .route(
+            "/logo.png",
+            get(|| async {
+                Response::builder()
+                    .status(503)
+                    .header("retry-after", "300")
+                    .body(Body::from("busy"))
+                    .unwrap()
+            }),
+        )
+        .start();
+    let panel = FakeUpstream::bind().await;
+    let to_busy = busy.url("/logo.png");
+    let panel = panel
+        .text("/list.m3u", M3U_TYPE, "#EXTM3U\n")
+        .route(
+            "/moved",
+            get(move || {
+                let to = to_busy.clone();
+                async move {
+                    Response::builder()
+                        .status(302)
+                        .header("location", to)
+                        .body(Body::empty())
+                        .unwrap()
+                }
+            }),
+        )
+        .start();
+    let http = service_http("timeout = \"20s\"\nallow_private = true");
+    let logo = url(&busy, "/logo.png");
+    let err = http
+        .get(&logo, &Default::default(), None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.to_string(), "HTTP 503, retry after 300 s");
+    assert!(http.paused_until(&logo).is_some());
+    // The panel is another host: asked at once.
+    let list = url(&panel, "/list.m3u");
+    assert!(http.paused_until(&list).is_none());
+    http.get(&list, &Default::default(), None)
+        .await
+        .expect("the panel is not paused");
+    // A redirect to the paused host fails without asking it again.
+    let err = http
+        .get(&url(&panel, "/moved"), &Default::default(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().starts_with("HTTP 503, retry after"),
+        "{err}"
+    );
+    assert_eq!(busy.hits("/logo.png"), 1);
+    assert_eq!(panel.hits("/list.m3u"), 1);
 }
 
 #[tokio::test]
