@@ -1006,8 +1006,17 @@ impl Task {
         }
         self.continuity.join();
         let mut align = TsAligner::default();
+        let mut typed = seg.map.is_some();
         while let Some(chunk) = body.next().await {
-            self.broadcast(&mut align, chunk?);
+            let chunk = chunk?;
+            // Segments that are neither MPEG-TS nor fMP4 (packed audio: AAC, MP3) are
+            // sent as they come, typed as what they are.
+            if !typed && !chunk.is_empty() {
+                typed = true;
+                let t = (chunk[0] != TS_SYNC).then(|| relayed_type(&chunk, None));
+                self.set_relayed_type(t);
+            }
+            self.broadcast(&mut align, chunk);
         }
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
@@ -1218,12 +1227,19 @@ fn relayed_type(first: &[u8], upstream: Option<&str>) -> &'static str {
     if first.starts_with(b"FLV") {
         return "video/x-flv";
     }
+    // An ADTS header (AAC): a 12-bit sync word and layer 0.
+    if first.len() >= 2 && first[0] == 0xFF && first[1] & 0xF6 == 0xF0 {
+        return "audio/aac";
+    }
     match essence.as_str() {
         "audio/mpeg" | "audio/mp3" => "audio/mpeg",
         "audio/aac" | "audio/aacp" | "audio/x-aac" => "audio/aac",
         "audio/ogg" | "application/ogg" => "audio/ogg",
         "video/webm" => "video/webm",
         "video/quicktime" => "video/quicktime",
+        // An ID3 tag in front (HLS packed audio is mostly AAC), or an MPEG audio frame.
+        _ if first.starts_with(b"ID3") => "audio/aac",
+        _ if first.len() >= 2 && first[0] == 0xFF && first[1] & 0xE0 == 0xE0 => "audio/mpeg",
         _ => "application/octet-stream",
     }
 }
@@ -1326,6 +1342,10 @@ mod tests {
             "audio/mpeg"
         );
         assert_eq!(relayed_type(b"ID3\x04", Some("audio/aacp")), "audio/aac");
+        assert_eq!(relayed_type(b"ID3\x04", Some("audio/mpeg")), "audio/mpeg");
+        assert_eq!(relayed_type(b"ID3\x04", None), "audio/aac");
+        assert_eq!(relayed_type(b"\xff\xf1\x50\x80", None), "audio/aac");
+        assert_eq!(relayed_type(b"\xff\xfb\x90\x00", None), "audio/mpeg");
         // Never MPEG-TS's type for bytes that are not: a player would parse them as packets.
         assert_eq!(
             relayed_type(b"data", Some("video/mp2t")),

@@ -966,6 +966,70 @@ async fn a_source_that_is_not_mpeg_ts_is_relayed_with_its_own_media_type() {
     }
 }
 
+/// HLS whose segments are raw AAC files (ADTS; radio stations publish such) is sent on
+/// `.ts` as the AAC it is, typed `audio/aac`: VLC told `video/MP2T` picks its TS
+/// demuxer and plays nothing. ffprobe reads what came as AAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_audio_segments_are_sent_typed_as_their_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut playlist = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    for i in 0..3 {
+        let out = run_within(
+            tokio::process::Command::new("ffmpeg")
+                .current_dir(dir.path())
+                .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
+                .args(["-c:a", "aac", "-f", "adts"])
+                .arg(format!("a{i}.aac")),
+            FFMPEG_GUARD,
+            "ffmpeg installed and on PATH",
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        playlist.push_str(&format!("#EXTINF:2.0,\na{i}.aac\n"));
+    }
+    playlist.push_str("#EXT-X-ENDLIST\n");
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/radio/index.m3u8", HLS_TYPE, playlist)
+        .dir("/radio", dir.path())
+        .start();
+    let (app, _list) = app_listing(&[("Radio", origin.url("/radio/index.m3u8"))]).await;
+    let (ctype, bytes) = whole_stream(&app, "Radio").await;
+    assert_eq!(ctype, "audio/aac");
+    let segments: Vec<u8> = (0..3)
+        .flat_map(|i| std::fs::read(dir.path().join(format!("a{i}.aac"))).unwrap())
+        .collect();
+    assert!(
+        bytes == segments,
+        "{} bytes of {}",
+        bytes.len(),
+        segments.len()
+    );
+    let got = dir.path().join("radio.out");
+    std::fs::write(&got, &bytes).unwrap();
+    let (format, _) = run_tool(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "format=format_name",
+            "-of",
+            "csv=p=0",
+            got.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(format.trim(), "aac");
+}
+
 /// `bytes=a-b` of each `#EXT-X-BYTERANGE:len@off` of `playlist`, in order.
 fn byte_ranges(playlist: &str) -> Vec<String> {
     playlist
