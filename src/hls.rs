@@ -219,7 +219,8 @@ pub fn is_master(body: &str) -> bool {
 /// Each URI is resolved against `base` (the playlist's final URL after redirects) with
 /// [`Url::join`], then passed to `f` with its kind; the returned string replaces it (so it must not
 /// contain a `"` or a line break, which a serialized [`Url`] never does). Lines are kept
-/// byte for byte (tag order, unknown tags, blank lines) but for those [`kept_tag`] takes
+/// byte for byte (tag order, unknown tags, blank lines; the padding around a line, which
+/// RFC 8216 allows none of, is left out) but for those [`kept_tag`] takes
 /// out (comments, low-latency tags, content steering, interstitial asset lists), which
 /// become blank lines, so every line keeps its number; line endings are kept (CRLF stays CRLF, LF stays LF; a missing final newline stays
 /// missing).
@@ -271,8 +272,10 @@ pub fn rewrite_refs_sized(
 
     for piece in body.split_inclusive('\n') {
         let (content, ending) = split_ending(piece);
-        let (lead, core, trail) = split_pad(content);
-        out.push_str(lead);
+        // Padding around a line (spaces, tabs, a byte-order mark before `#EXTM3U`) is
+        // not copied: RFC 8216 allows none, and players that trip on it (ffmpeg reads
+        // "  http://..." as a file name, a BOM as no playlist) would still trip.
+        let (_, core, _) = split_pad(content);
         if core.is_empty() {
             // Blank (or whitespace-only) line: nothing to do.
         } else if core.starts_with('#') {
@@ -285,7 +288,6 @@ pub fn rewrite_refs_sized(
                 Kept::As(line) => rewrite_tag(&line, &mut f, &mut out),
                 // A blank line (which players skip): lines keep their numbers.
                 Kept::Dropped => {
-                    out.truncate(out.len() - lead.len());
                     out.push_str(ending);
                     continue;
                 }
@@ -303,7 +305,6 @@ pub fn rewrite_refs_sized(
                 out.push_str(core);
             }
         }
-        out.push_str(trail);
         out.push_str(ending);
     }
     Ok(out)
@@ -1002,8 +1003,7 @@ fn is_pad(c: char) -> bool {
     c.is_whitespace() || c == BOM
 }
 
-/// Splits a line into leading padding, the meaningful text and trailing padding, so the padding
-/// can be copied back unchanged.
+/// Splits a line into leading padding, the meaningful text and trailing padding.
 fn split_pad(content: &str) -> (&str, &str, &str) {
     // The usual line starts and ends with a visible ASCII character: nothing to split.
     let visible = |b: Option<&u8>| b.is_some_and(|&c| c > b' ' && c < 0x7f);
@@ -1279,10 +1279,10 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
     }
 
     #[test]
-    fn crlf_and_padding_are_preserved() {
+    fn line_endings_are_kept_and_padding_left_out() {
         check(
-            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\n  seg1.ts \r\n#EXTINF:2,\nseg2.ts\r\n",
-            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\n  P[Segment]https://cdn.example.com/live/chan/seg1.ts \r\n#EXTINF:2,\nP[Segment]https://cdn.example.com/live/chan/seg2.ts\r\n",
+            "\u{feff}#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\n  seg1.ts \r\n\t#EXTINF:2, \nseg2.ts\r\n",
+            "#EXTM3U\r\n#EXT-X-TARGETDURATION:2\r\n\r\n#EXTINF:2,\r\nP[Segment]https://cdn.example.com/live/chan/seg1.ts\r\n#EXTINF:2,\nP[Segment]https://cdn.example.com/live/chan/seg2.ts\r\n",
         );
     }
 
