@@ -619,11 +619,15 @@ pub fn share_connections(
     store: crate::store::Store,
     state_dir: &std::path::Path,
 ) -> tokio::task::JoinHandle<()> {
-    let me = conns
+    let mut me = conns
         .lock()
         .instance
         .get_or_insert_with(|| instance_id(state_dir))
         .clone();
+    // This process among those that may publish under `me`: a state_dir copied with
+    // its `instance.id` (a cloned volume) would make two instances one.
+    let run = random_hex();
+    let state_dir = state_dir.to_path_buf();
     let conns = Arc::downgrade(conns);
     tokio::spawn(async move {
         let mut published: Option<Instant> = None;
@@ -653,7 +657,8 @@ pub fn share_connections(
             let now = now();
             let mut failed = None;
             if changed || published.is_none_or(|p| p.elapsed() >= HEARTBEAT) {
-                let record = record(now, &starts);
+                let mut record = record(now, &starts);
+                record["run"] = serde_json::Value::String(run.clone());
                 match store.put_record(SHARED_NS, &me, &record).await {
                     Ok(()) => published = Some(Instant::now()),
                     Err(e) => {
@@ -670,6 +675,15 @@ pub fn share_connections(
             match read {
                 Ok(Ok(records)) => {
                     read_ok = Instant::now();
+                    // Only once this process's own record overwrote the key: a record
+                    // left by this instance's last run (killed) is no other instance.
+                    if published.is_some() && another_run_of(&records, &me, &run) {
+                        let taken = std::mem::replace(&mut me, new_instance_id(&state_dir));
+                        c.lock().instance = Some(me.clone());
+                        c.lock().changed = true;
+                        tracing::error!(id = %taken, new_id = %me, "another running instance publishes viewer counts under this instance's id (was state_dir/instance.id copied from it?): this instance takes a new id, kept in its state_dir");
+                        continue;
+                    }
                     let at_now = Instant::now();
                     let live: HashSet<&str> = records
                         .iter()
@@ -766,6 +780,22 @@ pub async fn leave_shared_counts(conns: &Arc<Conns>) {
     }
 }
 
+/// Whether `records` hold this instance's id (`me`) published by another process than
+/// this one (`run`): two live instances sharing one id.
+fn another_run_of(records: &[(String, serde_json::Value)], me: &str, run: &str) -> bool {
+    records
+        .iter()
+        .any(|(i, v)| i == me && v["run"].as_str().is_some_and(|r| r != run))
+}
+
+/// 16 random hex digits.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// This instance's key among the published records: kept in `state_dir/instance.id`
 /// (made on first use), so it is the same after a restart; a random one when the file
 /// cannot be read or written.
@@ -778,10 +808,13 @@ fn instance_id(state_dir: &std::path::Path) -> String {
     {
         return id;
     }
-    let mut bytes = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("the system's random source works");
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    new_instance_id(state_dir)
+}
+
+/// A new key for this instance, kept in `state_dir/instance.id` (replacing one there).
+fn new_instance_id(state_dir: &std::path::Path) -> String {
+    let path = state_dir.join("instance.id");
+    let id = random_hex();
     // With PostgreSQL nothing else may have made `state_dir` yet.
     let written = crate::store::create_private_dir(state_dir)
         .and_then(|_| std::fs::write(&path, format!("{id}\n")));
@@ -1065,6 +1098,19 @@ mod tests {
         // A record left an hour ago, first seen now: never counts.
         assert!(!seen.fresh("c", -2600, 1000, later(40)));
         assert!(!seen.fresh("c", -2600, 1001, later(41)));
+    }
+
+    #[test]
+    fn another_process_publishing_under_this_id_is_told() {
+        let records = vec![
+            ("a1".to_string(), serde_json::json!({"at": 1, "run": "r1"})),
+            ("b2".to_string(), serde_json::json!({"at": 1, "run": "r9"})),
+            ("old".to_string(), serde_json::json!({"at": 1})),
+        ];
+        assert!(!another_run_of(&records, "a1", "r1"), "its own record");
+        assert!(another_run_of(&records, "a1", "r2"), "another process's");
+        assert!(!another_run_of(&records, "c3", "r1"), "no record yet");
+        assert!(!another_run_of(&records, "old", "r1"), "an older freesky's");
     }
 
     #[test]

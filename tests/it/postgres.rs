@@ -976,3 +976,46 @@ async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
     })
     .await;
 }
+
+/// Two instances whose state_dirs hold one `instance.id` (a state_dir copied from
+/// another): one of them sees the other publish under its id, takes a new one and keeps
+/// it in its state_dir, so each instance's viewers count on their own again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copied_instance_id_is_replaced_by_one_of_the_two() {
+    let Some(url) = database() else { return };
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\
+         shutdown_grace = \"1s\"\n\n[[services]]\nname = \"Demo\"\nkind = \"demo\"\n\n\
+         [[users]]\nname = \"{}\"\npassword = \"clone-pw-1\"\n",
+        unique("clone")
+    );
+    let a = crate::common::TestApp::spawn(&config).await;
+    let mut b = crate::common::TestApp::spawn(&config).await;
+    let id_file = |app: &crate::common::TestApp| {
+        std::fs::read_to_string(app.state_dir().join("instance.id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    eventually_within(PROPAGATION, "A's instance.id written", || async {
+        if id_file(&a).is_empty() {
+            Err("none yet")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    b.stop().await;
+    let copied = id_file(&a);
+    std::fs::write(b.state_dir().join("instance.id"), format!("{copied}\n")).unwrap();
+    b.start().await;
+    assert_eq!(id_file(&b), copied);
+    eventually_within(PROPAGATION * 4, "one instance taking a new id", || async {
+        let (ia, ib) = (id_file(&a), id_file(&b));
+        if ia != ib && !ia.is_empty() && !ib.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("A {ia}, B {ib}"))
+        }
+    })
+    .await;
+}
