@@ -35,4 +35,7 @@ pub struct AppState {
     /// Whether a balancer should send new viewers here (`GET /ready`; the process's,
     /// shared across reloads).
     pub readiness: Arc<crate::ready::Readiness>,
+    /// Channel tests of the last seconds (`POST /api/channels/{id}/test`), shared by
+    /// the tests of one channel asked meanwhile.
+    pub channel_tests: Arc<crate::streams::RecentTests>,
 }

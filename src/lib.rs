@@ -224,6 +224,7 @@ pub(crate) fn build_state(
         accounts,
         logos,
         readiness: prev.map(|p| p.readiness.clone()).unwrap_or_default(),
+        channel_tests: Arc::default(),
     })
 }
 

@@ -484,6 +484,8 @@ async fn set_priority(
 /// fetches its playlist (a master's first variant followed) and the first bytes of
 /// its first segment, or a direct stream's first bytes. A failed test is still a 200,
 /// with `ok: false` and why. Not admin: playing the channel causes the same fetches.
+/// Tests of one channel asked while one runs, or within 5 s of its end, get its result:
+/// a burst of tests costs the upstream one.
 #[utoipa::path(
     post,
     path = "/api/channels/{id}/test",
@@ -499,5 +501,5 @@ async fn test_channel(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelTest>, AppError> {
-    Ok(Json(Engine::of(&s).test_channel(&id).await?))
+    Ok(Json(s.channel_tests.of(&Engine::of(&s), &id).await?))
 }

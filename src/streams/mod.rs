@@ -28,7 +28,7 @@ mod tests;
 pub use failover::Failovers;
 pub use link::{Link, Served};
 pub use open::Opened;
-pub use test::ChannelTest;
+pub use test::{ChannelTest, RecentTests};
 
 /// What opening or serving a stream can fail with.
 #[derive(Debug, Clone, thiserror::Error)]

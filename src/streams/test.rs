@@ -13,7 +13,7 @@ use crate::services::Service;
 
 /// What `POST /api/channels/{id}/test` found: one viewer-like open of the channel,
 /// its playlist and first segment (or a direct stream's first bytes), with times.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ChannelTest {
     /// The channel id as asked.
     pub channel: String,
@@ -35,6 +35,40 @@ pub struct ChannelTest {
     pub total_ms: u64,
     /// Why the test failed (no credentials: URLs without queries); `null` when ok.
     pub error: Option<String>,
+}
+
+/// How long a channel's test result answers further tests of it: a burst of tests (a
+/// script, many clicks, anyone on the LAN) costs the upstream one.
+pub const TEST_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The channel tests run lately, by channel as asked: one test of a channel at a
+/// time, its result answering every test of it asked meanwhile and for `TEST_KEPT`.
+pub struct RecentTests(moka::future::Cache<String, ChannelTest>);
+
+impl Default for RecentTests {
+    fn default() -> Self {
+        Self(
+            moka::future::Cache::builder()
+                .max_capacity(1024)
+                .time_to_live(TEST_KEPT)
+                .build(),
+        )
+    }
+}
+
+impl RecentTests {
+    /// The test of `id`: the one running or run within `TEST_KEPT`, else a new one.
+    /// An error (an unknown channel: no upstream was asked) is not kept.
+    pub async fn of(&self, engine: &Engine, id: &str) -> Result<ChannelTest, StreamError> {
+        match self
+            .0
+            .try_get_with(id.to_string(), engine.test_channel(id))
+            .await
+        {
+            Ok(test) => Ok(test),
+            Err(shared) => Err((*shared).clone()),
+        }
+    }
 }
 
 /// The most a channel test reads of a segment or direct stream.

@@ -371,6 +371,15 @@ async fn a_channel_test_follows_the_master_playlist_to_the_first_segment() {
     assert_eq!(origin.hits("/live/low/s1.ts"), 0);
     assert_eq!(origin.hits("/live/high/index.m3u8"), 0);
 
+    // A burst of tests of the channel (anyone on the LAN may ask) gets that result:
+    // the upstream is not asked again within 5 s.
+    let burst = futures::future::join_all((0..20).map(|_| run_test(&app, &id))).await;
+    for t in &burst {
+        assert_eq!(t["ok"], true, "{t:#}");
+        assert_eq!(t["total_ms"], test["total_ms"], "the same test: {t:#}");
+    }
+    assert_eq!(origin.hits("/live/low/s0.ts"), 1);
+
     // Unknown channels are not a test result.
     let err = assert_api_error(app.post("/api/channels/no-such-channel/test").await, 404).await;
     assert!(
