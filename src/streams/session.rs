@@ -1013,7 +1013,11 @@ impl Task {
             // sent as they come, typed as what they are.
             if !typed && !chunk.is_empty() {
                 typed = true;
-                let t = (chunk[0] != TS_SYNC).then(|| relayed_type(&chunk, None));
+                // Bytes of no known format stay MPEG-TS's, as a playlist's segments
+                // mostly are (one with junk in front is still cut as such).
+                let t = (chunk[0] != TS_SYNC)
+                    .then(|| relayed_type(&chunk, None))
+                    .filter(|t| *t != "application/octet-stream");
                 self.set_relayed_type(t);
             }
             self.broadcast(&mut align, chunk);
@@ -1227,8 +1231,11 @@ fn relayed_type(first: &[u8], upstream: Option<&str>) -> &'static str {
     if first.starts_with(b"FLV") {
         return "video/x-flv";
     }
-    // An ADTS header (AAC): a 12-bit sync word and layer 0.
-    if first.len() >= 2 && first[0] == 0xFF && first[1] & 0xF6 == 0xF0 {
+    // Packed audio: its first frame, after an ID3 tag if one is in front (HLS packed
+    // audio carries one), tells AAC (an ADTS header: a 12-bit sync word, layer 0)
+    // from MPEG audio (an 11-bit sync word).
+    let audio = after_id3(first).unwrap_or(first);
+    if audio.len() >= 2 && audio[0] == 0xFF && audio[1] & 0xF6 == 0xF0 {
         return "audio/aac";
     }
     match essence.as_str() {
@@ -1237,11 +1244,27 @@ fn relayed_type(first: &[u8], upstream: Option<&str>) -> &'static str {
         "audio/ogg" | "application/ogg" => "audio/ogg",
         "video/webm" => "video/webm",
         "video/quicktime" => "video/quicktime",
-        // An ID3 tag in front (HLS packed audio is mostly AAC), or an MPEG audio frame.
+        _ if audio.len() >= 2 && audio[0] == 0xFF && audio[1] & 0xE0 == 0xE0 => "audio/mpeg",
+        // A tag whose frame is past these bytes: HLS packed audio is mostly AAC.
         _ if first.starts_with(b"ID3") => "audio/aac",
-        _ if first.len() >= 2 && first[0] == 0xFF && first[1] & 0xE0 == 0xE0 => "audio/mpeg",
         _ => "application/octet-stream",
     }
+}
+
+/// The bytes after an ID3v2 tag at the start of `first` (`None`: no tag, or the tag
+/// goes on past these bytes).
+fn after_id3(first: &[u8]) -> Option<&[u8]> {
+    if !first.starts_with(b"ID3") || first.len() < 10 {
+        return None;
+    }
+    // The size: four bytes of seven bits each; a footer adds ten bytes.
+    let size = first[6..10]
+        .iter()
+        .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7f));
+    let footer = if first[5] & 0x10 != 0 { 10 } else { 0 };
+    first
+        .get(10 + size + footer..)
+        .filter(|rest| !rest.is_empty())
 }
 
 /// Cuts a byte stream at MPEG-TS packet boundaries, so that every chunk a viewer gets
@@ -1344,6 +1367,16 @@ mod tests {
         assert_eq!(relayed_type(b"ID3\x04", Some("audio/aacp")), "audio/aac");
         assert_eq!(relayed_type(b"ID3\x04", Some("audio/mpeg")), "audio/mpeg");
         assert_eq!(relayed_type(b"ID3\x04", None), "audio/aac");
+        // A tag, then the first frame: what that frame is.
+        let tagged = |frame: &[u8]| [&b"ID3\x04\x00\x00\x00\x00\x00\x03abc"[..], frame].concat();
+        assert_eq!(
+            relayed_type(&tagged(b"\xff\xfb\x90\x00"), None),
+            "audio/mpeg"
+        );
+        assert_eq!(
+            relayed_type(&tagged(b"\xff\xf1\x50\x80"), None),
+            "audio/aac"
+        );
         assert_eq!(relayed_type(b"\xff\xf1\x50\x80", None), "audio/aac");
         assert_eq!(relayed_type(b"\xff\xfb\x90\x00", None), "audio/mpeg");
         // Never MPEG-TS's type for bytes that are not: a player would parse them as packets.
