@@ -428,8 +428,15 @@ impl ServiceHttp {
         let mut current = url.clone();
         let mut hops = 0;
         let resp = loop {
+            // A redirect to a paused host fails at once: waiting here would hold the
+            // request's slot and rate token meanwhile.
             if hops > 0 {
-                self.wait_pause(&current).await?;
+                if let Some(p) = self.pause_of(&current) {
+                    return Err(UpstreamError::Throttled {
+                        status: p.status,
+                        retry_after: p.until - tokio::time::Instant::now(),
+                    });
+                }
             }
             let same_origin = current.origin() == first_origin;
             let client = self.client_for(&current)?;
@@ -712,12 +719,17 @@ impl ServiceHttp {
 
     /// When the service may ask `url`'s host again, if that host is paused now.
     pub fn paused_until(&self, url: &Url) -> Option<tokio::time::Instant> {
+        self.pause_of(url).map(|p| p.until)
+    }
+
+    /// The pause `url`'s host asked for, while it lasts.
+    fn pause_of(&self, url: &Url) -> Option<Pause> {
         self.pause
             .lock()
             .expect("pause lock is never poisoned: no panics while held")
             .get(&pause_key(url))
-            .map(|p| p.until)
-            .filter(|u| *u > tokio::time::Instant::now())
+            .copied()
+            .filter(|p| p.until > tokio::time::Instant::now())
     }
 }
 

@@ -68,6 +68,10 @@ struct Inner {
     /// The key this instance publishes under (`share_connections`); kept across
     /// reloads with the connections, so a reload leaves no second record behind.
     instance: Option<String>,
+    /// This process among those that may publish under `instance` (a state_dir copied
+    /// with its `instance.id` would make two instances one); kept across reloads too:
+    /// the sharing task of the state before a reload and the next one are one process.
+    run: Option<String>,
     /// Set at a clean stop (`leave_shared_counts`): the sharing task deletes its record,
     /// publishes nothing more, and tells.
     leave: Option<tokio::sync::oneshot::Sender<()>>,
@@ -619,14 +623,14 @@ pub fn share_connections(
     store: crate::store::Store,
     state_dir: &std::path::Path,
 ) -> tokio::task::JoinHandle<()> {
-    let mut me = conns
-        .lock()
-        .instance
-        .get_or_insert_with(|| instance_id(state_dir))
-        .clone();
-    // This process among those that may publish under `me`: a state_dir copied with
-    // its `instance.id` (a cloned volume) would make two instances one.
-    let run = random_hex();
+    let (mut me, run) = {
+        let mut c = conns.lock();
+        let me = c
+            .instance
+            .get_or_insert_with(|| instance_id(state_dir))
+            .clone();
+        (me, c.run.get_or_insert_with(random_hex).clone())
+    };
     let state_dir = state_dir.to_path_buf();
     let conns = Arc::downgrade(conns);
     tokio::spawn(async move {

@@ -154,13 +154,15 @@ fn machine_names() -> Vec<String> {
 fn shown_path(path: &str) -> String {
     let mut parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let login_at = match parts.first().copied() {
-        Some("live" | "movie" | "series" | "timeshift") if parts.len() >= 4 => 1,
+        Some("live" | "movie" | "series" | "timeshift") => 1,
         Some("api" | "proxy" | "packaged" | "logos" | "auto" | "tuners") => return path.into(),
-        Some(_) if parts.len() == 3 => 0,
+        // The short form `/U/P/{id}` (and anything as long): its first two parts.
+        Some(_) if parts.len() >= 3 => 0,
         _ => return path.into(),
     };
-    parts[login_at] = "…";
-    parts[login_at + 1] = "…";
+    for part in parts.iter_mut().skip(login_at).take(2) {
+        *part = "…";
+    }
     format!("/{}", parts.join("/"))
 }
 
@@ -430,7 +432,9 @@ mod tests {
             ),
             ("/api/stream/bbc.ts", "/api/stream/bbc.ts"),
             ("/playlist.m3u", "/playlist.m3u"),
-            ("/live/x", "/live/x"),
+            ("/live/x", "/live/…"),
+            ("/movie/bob/pw2", "/movie/…/…"),
+            ("/alice/s3cret/1/", "/…/…/1/"),
         ] {
             assert_eq!(shown_path(path), shown, "{path}");
         }

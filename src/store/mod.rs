@@ -590,20 +590,20 @@ impl Mirror {
     }
 }
 
-/// Runs `f` to completion on this thread, for the synchronous reads of a backend
-/// that does not block (PostgreSQL): inside a multi-threaded runtime the worker lets
-/// its other tasks move first; elsewhere a helper thread runs it on a runtime of its own.
 /// The most a call to a shared store (PostgreSQL) is waited for: a server that hangs,
 /// rather than refusing, must not leave an admin call without an answer.
 pub const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// `f`, or [`StoreError::NoAnswer`] once [`STORE_WAIT`] has passed.
+/// `f` (a read), or [`StoreError::NoAnswer`] once [`STORE_WAIT`] has passed.
 async fn answered<T>(f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     tokio::time::timeout(STORE_WAIT, f)
         .await
         .unwrap_or(Err(StoreError::NoAnswer(STORE_WAIT)))
 }
 
+/// Runs `f` to completion on this thread, for the synchronous reads of a backend
+/// that does not block (PostgreSQL): inside a multi-threaded runtime the worker lets
+/// its other tasks move first; elsewhere a helper thread runs it on a runtime of its own.
 fn wait<F>(f: F) -> F::Output
 where
     F: Future + Send,
@@ -961,11 +961,34 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Join(e.to_string()))?
         } else {
-            answered(f(b)).await
+            f(b).await
         }
     }
 
-    /// `run` for the synchronous parts of the API.
+    /// Runs `op` (a whole operation: its store calls and what it takes into the
+    /// mirror) to its end in a task of its own; with a shared store the caller waits
+    /// for it at most [`STORE_WAIT`] ([`StoreError::NoAnswer`]). Cut off halfway, a
+    /// numbering would leave its slugs and numbers reserved, or a write that committed
+    /// untaken into this instance's copy (it skips its own notices): ended in its task,
+    /// it is either taken in or rolled back and released, whoever waits.
+    async fn detached<T, Fut>(&self, op: impl FnOnce(Store) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = op(self.clone());
+        if !self.is_shared() {
+            return fut.await;
+        }
+        match tokio::time::timeout(STORE_WAIT, tokio::spawn(fut)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => Err(StoreError::Join(e.to_string())),
+            Err(_) => Err(StoreError::NoAnswer(STORE_WAIT)),
+        }
+    }
+
+    /// `run` for the synchronous parts of the API (reads, and settings made once at a
+    /// start): with a shared store, at most [`STORE_WAIT`].
     fn run_sync<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(Arc<dyn Backend>) -> Fut + Send,
@@ -1003,6 +1026,12 @@ impl Store {
     /// Persists a service's enabled flag (`None`: the config's again); returns once it
     /// is durable.
     pub async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.detached(move |s| async move { s.set_enabled_now(&name, enabled).await })
+            .await
+    }
+
+    async fn set_enabled_now(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
         // The write and the mirror's copy in one order for concurrent calls: what the
         // API shows last is what the store holds.
         let _one = self.inner.service_writes.lock().await;
@@ -1015,6 +1044,12 @@ impl Store {
     /// Persists a service's priority (`None`: the config's again); returns once it is
     /// durable.
     pub async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.detached(move |s| async move { s.set_priority_now(&name, priority).await })
+            .await
+    }
+
+    async fn set_priority_now(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
         let _one = self.inner.service_writes.lock().await;
         let n = name.to_string();
         self.run(move |b| async move { b.set_priority(&n, priority).await })
@@ -1185,6 +1220,12 @@ impl Store {
     /// the wanted one made unique, the number the upstream's when free, else the next
     /// free one (`Mirror::plan`). Known keys never change.
     pub async fn identities(&self, keys: &[Wanted]) -> Result<Vec<ChannelIdentity>, StoreError> {
+        let keys = keys.to_vec();
+        self.detached(move |s| async move { s.identities_now(&keys).await })
+            .await
+    }
+
+    async fn identities_now(&self, keys: &[Wanted]) -> Result<Vec<ChannelIdentity>, StoreError> {
         let _guard = self.inner.assign.lock().await;
         let unknown = {
             let m = self.mirror();
@@ -1270,6 +1311,16 @@ impl Store {
     /// the resulting number is no other channel's (listed upstream right now or not).
     /// Durable before it returns. `change`'s error and a taken number are `Rejected`.
     pub async fn update_mapping(
+        &self,
+        slug: &str,
+        change: impl Fn(&ChannelMapping) -> Result<ChannelMapping, String> + Send + 'static,
+    ) -> Result<ChannelMapping, StoreError> {
+        let slug = slug.to_string();
+        self.detached(move |s| async move { s.update_mapping_now(&slug, change).await })
+            .await
+    }
+
+    async fn update_mapping_now(
         &self,
         slug: &str,
         change: impl Fn(&ChannelMapping) -> Result<ChannelMapping, String>,
@@ -1392,6 +1443,11 @@ impl Store {
 
     /// Creates or replaces a viewer account; returns once it is durable.
     pub async fn put_user(&self, u: StoredUser) -> Result<(), StoreError> {
+        self.detached(move |s| async move { s.put_user_now(u).await })
+            .await
+    }
+
+    async fn put_user_now(&self, u: StoredUser) -> Result<(), StoreError> {
         self.run(move |b| async move { b.put_user(&u).await })
             .await?;
         self.users_changed_here();
@@ -1409,14 +1465,26 @@ impl Store {
     /// The viewer account `name` as stored now.
     pub async fn user(&self, name: &str) -> Result<Option<StoredUser>, StoreError> {
         let name = name.to_string();
-        self.run(move |b| async move { Ok(b.users().await?.into_iter().find(|u| u.name == name)) })
-            .await
+        self.detached(move |s| async move {
+            s.run(move |b| async move { Ok(b.users().await?.into_iter().find(|u| u.name == name)) })
+                .await
+        })
+        .await
     }
 
     /// Writes account `u` only while the stored one is `expected` (`None`: there is
     /// none): `false` when another instance changed (or made) it first; returns once
     /// it is durable.
     pub async fn put_user_if(
+        &self,
+        expected: Option<StoredUser>,
+        u: StoredUser,
+    ) -> Result<bool, StoreError> {
+        self.detached(move |s| async move { s.put_user_if_now(expected, u).await })
+            .await
+    }
+
+    async fn put_user_if_now(
         &self,
         expected: Option<StoredUser>,
         u: StoredUser,
@@ -1432,6 +1500,12 @@ impl Store {
 
     /// Removes a viewer account; returns once it is durable.
     pub async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.detached(move |s| async move { s.delete_user_now(&name).await })
+            .await
+    }
+
+    async fn delete_user_now(&self, name: &str) -> Result<(), StoreError> {
         let n = name.to_string();
         self.run(move |b| async move { b.delete_user(&n).await })
             .await?;
@@ -1462,15 +1536,21 @@ impl Store {
         value: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let (ns, key, value) = (ns.to_string(), key.to_string(), value.to_string());
-        self.run(move |b| async move { b.put_record(&ns, &key, &value).await })
-            .await
+        self.detached(move |s| async move {
+            s.run(move |b| async move { b.put_record(&ns, &key, &value).await })
+                .await
+        })
+        .await
     }
 
     /// Removes record `key` of namespace `ns` (absent is fine); returns once durable.
     pub async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         let (ns, key) = (ns.to_string(), key.to_string());
-        self.run(move |b| async move { b.delete_record(&ns, &key).await })
-            .await
+        self.detached(move |s| async move {
+            s.run(move |b| async move { b.delete_record(&ns, &key).await })
+                .await
+        })
+        .await
     }
 
     /// The stable id of each key in namespace `ns`, in the order given: ids already
@@ -1479,8 +1559,10 @@ impl Store {
     /// (and, with a shared store, every instance the same ones).
     pub async fn ids(&self, ns: &str, keys: Vec<String>) -> Result<Vec<u64>, StoreError> {
         let ns = ns.to_string();
-        self.run(move |b| async move { b.ids(&ns, &keys).await })
-            .await
+        self.detached(move |s| async move {
+            s.run(move |b| async move { b.ids(&ns, &keys).await }).await
+        })
+        .await
     }
 }
 

@@ -60,12 +60,17 @@ impl RecentTests {
     /// The test of `id`: the one running or run within `TEST_KEPT`, else a new one.
     /// An error (an unknown channel: no upstream was asked) is not kept.
     pub async fn of(&self, engine: &Engine, id: &str) -> Result<ChannelTest, StreamError> {
-        match self
-            .0
-            .try_get_with(id.to_string(), engine.test_channel(id))
-            .await
-        {
-            Ok(test) => Ok(test),
+        // One channel however it is asked (its id, its number, `05`, `+5`).
+        let key = engine
+            .registry
+            .last_lineup()
+            .and_then(|l| l.get(id).map(|c| c.id.to_string()))
+            .unwrap_or_else(|| id.to_string());
+        match self.0.try_get_with(key, engine.test_channel(id)).await {
+            Ok(mut test) => {
+                test.channel = id.to_string();
+                Ok(test)
+            }
             Err(shared) => Err((*shared).clone()),
         }
     }

@@ -379,6 +379,17 @@ async fn a_channel_test_follows_the_master_playlist_to_the_first_segment() {
         assert_eq!(t["total_ms"], test["total_ms"], "the same test: {t:#}");
     }
     assert_eq!(origin.hits("/live/low/s0.ts"), 1);
+    // However the channel is named: its number, with a leading zero or a `+`.
+    let number = app.channels().await[0]["number"].as_u64().unwrap();
+    for asked in [
+        format!("{number}"),
+        format!("0{number}"),
+        format!("+{number}"),
+    ] {
+        let t = run_test(&app, &asked).await;
+        assert_eq!(t["total_ms"], test["total_ms"], "{asked}: {t:#}");
+    }
+    assert_eq!(origin.hits("/live/low/s0.ts"), 1);
 
     // Unknown channels are not a test result.
     let err = assert_api_error(app.post("/api/channels/no-such-channel/test").await, 404).await;

@@ -874,17 +874,24 @@ async fn a_player_moving_to_another_instance_takes_its_own_connection_over() {
 }
 
 /// A TCP relay to `target` (host:port) on a free loopback port that stops passing
-/// bytes either way while `frozen` is set, connections kept open: a database host
-/// that hangs, or a network that drops packets, rather than one that refuses.
-async fn freezable_relay(
-    target: String,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+/// bytes either way while frozen, connections kept open: a database host that hangs,
+/// or a network that drops packets, rather than one that refuses. It freezes when
+/// told (`frozen`), or when the client sends bytes holding the pattern put in `on`.
+struct Relay {
+    addr: String,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    on: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+async fn freezable_relay(target: String) -> Relay {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let frozen = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = frozen.clone();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let on: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let (flag, pattern) = (frozen.clone(), on.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
@@ -895,9 +902,10 @@ async fn freezable_relay(
             let ways: [(
                 tokio::net::tcp::OwnedReadHalf,
                 tokio::net::tcp::OwnedWriteHalf,
-            ); 2] = [(cr, sw), (sr, cw)];
-            for (mut from, mut to) in ways {
-                let flag = flag.clone();
+                bool,
+            ); 2] = [(cr, sw, true), (sr, cw, false)];
+            for (mut from, mut to, from_client) in ways {
+                let (flag, pattern) = (flag.clone(), pattern.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
@@ -905,7 +913,17 @@ async fn freezable_relay(
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
-                        while flag.load(Ordering::Relaxed) {
+                        if from_client {
+                            let mut on = pattern.lock().unwrap();
+                            if on
+                                .as_ref()
+                                .is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == &p[..]))
+                            {
+                                *on = None;
+                                flag.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        while flag.load(Ordering::SeqCst) {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         if to.write_all(&buf[..n]).await.is_err() {
@@ -916,12 +934,15 @@ async fn freezable_relay(
             }
         }
     });
-    (addr, frozen)
+    Relay { addr, frozen, on }
 }
 
 /// A database that takes a call and then hangs (not one that refuses) answers within
 /// `STORE_WAIT` with `NoAnswer`, which the API answers 503 saying the change may
-/// still be made; once it answers again, so does the store.
+/// still be made. A numbering it hangs in the middle of (its INSERT sent) ends once
+/// the database answers again, in its own task: the new channel is numbered once,
+/// with its own slug and the next number, and this instance knows it (no `-2` slug,
+/// no number skipped, no second INSERT of the same key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
     use std::sync::atomic::Ordering;
@@ -932,8 +953,8 @@ async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
         relayed.host_str().unwrap(),
         relayed.port().unwrap_or(5432)
     );
-    let (addr, frozen) = freezable_relay(target).await;
-    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = freezable_relay(target).await;
+    let port: u16 = relay.addr.rsplit(':').next().unwrap().parse().unwrap();
     relayed.set_port(Some(port)).unwrap();
     let store = Store::postgres(relayed.as_str()).unwrap();
     let run = unique("hang");
@@ -942,9 +963,9 @@ async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
             .map(|i| Wanted::new(format!("{run}:{i}"), format!("{run}-{i}")))
             .collect()
     };
-    store.identities(&keys(1)).await.expect("through the relay");
+    let first = store.identities(&keys(1)).await.expect("through the relay");
 
-    frozen.store(true, Ordering::Relaxed);
+    *relay.on.lock().unwrap() = Some(b"INSERT INTO channel_identity".to_vec());
     let started = std::time::Instant::now();
     let hung = tokio::time::timeout(
         freesky::store::STORE_WAIT + Duration::from_secs(15),
@@ -953,6 +974,7 @@ async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
     .await
     .expect("answered in bounded time");
     let err = hung.expect_err("a hung database is an error");
+    assert!(relay.frozen.load(Ordering::SeqCst), "frozen at the INSERT");
     assert!(
         matches!(err, freesky::store::StoreError::NoAnswer(_)),
         "{err}"
@@ -966,15 +988,26 @@ async fn a_database_that_hangs_is_no_answer_in_bounded_time() {
         "{answer}"
     );
 
-    frozen.store(false, Ordering::Relaxed);
-    eventually_within(PROPAGATION * 8, "the store answers again", || async {
-        store
-            .identities(&keys(3))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    relay.frozen.store(false, Ordering::SeqCst);
+    let now = eventually_within(PROPAGATION * 8, "the store answers again", || async {
+        store.identities(&keys(3)).await.map_err(|e| e.to_string())
     })
     .await;
+    let slugs: Vec<&str> = now.iter().map(|i| i.slug.as_str()).collect();
+    assert_eq!(
+        slugs,
+        [format!("{run}-0"), format!("{run}-1"), format!("{run}-2")],
+        "{now:?}"
+    );
+    let numbers: Vec<u32> = now.iter().map(|i| i.number).collect();
+    assert_eq!(numbers[0], first[0].number);
+    assert!(
+        numbers[1] > numbers[0] && numbers[2] > numbers[1],
+        "{now:?}"
+    );
+    // As stored: another instance reads the same.
+    let other = Store::postgres(&url).unwrap();
+    assert_eq!(other.identities(&keys(3)).await.unwrap(), now);
 }
 
 /// Two instances whose state_dirs hold one `instance.id` (a state_dir copied from

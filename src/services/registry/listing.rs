@@ -577,11 +577,14 @@ impl Registry {
             }
         }
         drop(now);
-        let services = self.service_names();
+        // Owned: the change may end in a task of its own (`Store::update_mapping`).
+        let services: Vec<String> = self.service_names().into_iter().map(String::from).collect();
+        let owned_patch = patch.clone();
         let mapping = self
             .store
-            .update_mapping(&slug, |current| {
-                lineup::patch_mapping(current, patch, &services)
+            .update_mapping(&slug, move |current| {
+                let services: Vec<&str> = services.iter().map(String::as_str).collect();
+                lineup::patch_mapping(current, &owned_patch, &services)
             })
             .await
             .map_err(|e| match e {
