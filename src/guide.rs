@@ -1014,11 +1014,16 @@ impl Guides {
                 drop(guides);
                 let due = tokio::time::Instant::now() + every;
                 loop {
+                    // A failed guide's retry, when it is due before the next check: it
+                    // is read again then, not up to a check later.
+                    // (One already past waits for the check: never a busy loop.)
+                    let retry = weak.upgrade().and_then(|g| g.next_retry()).unwrap_or(due);
                     tokio::select! {
                         biased;
                         () = tokio::time::sleep_until(due) => break,
                         () = wake.notified() => {}
                         () = rebuilt.notified() => {}
+                        () = tokio::time::sleep_until(retry) => {}
                         () = tokio::time::sleep(check) => {}
                     }
                     let Some(guides) = weak.upgrade() else { return };
@@ -1029,6 +1034,18 @@ impl Guides {
                 }
             }
         });
+    }
+
+    /// When the next failed guide's read is due, if one is due later than now.
+    fn next_retry(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        self.retry
+            .lock()
+            .expect("guide lock")
+            .values()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// Reads again the guides of the enabled services that have lineup channels their

@@ -72,8 +72,9 @@ enum Command {
         base_url: Option<String>,
     },
     /// Copy the SQLite store in `state_dir` (channel ids and numbers, mappings, service
-    /// switches, accounts, the tuner's identity) into the PostgreSQL database
-    /// `server.state` names, which must hold no freesky state yet.
+    /// switches, accounts made through the API, movie and series ids, guide-match
+    /// decisions, the tuner's identity) into the PostgreSQL database `server.state`
+    /// names, which must hold no freesky state yet.
     CopyState,
     /// Write the merged M3U playlist to stdout.
     Playlist {

@@ -924,3 +924,62 @@ async fn the_first_guide_is_not_one_without_programmes_while_another_is_read() {
     let first = app.get_text_ok("/epg.xml").await;
     assert!(first.contains("Slow show"), "{first}");
 }
+
+/// A guide whose read failed is read again when its retry is due (a quarter of
+/// `refresh`, here 15 s), not at the next minutely check after that: with `refresh =
+/// "1m"` and a lineup kept an hour, its programmes are there well within 40 s of the
+/// upstream's recovery, not up to a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_guide_is_read_again_when_its_retry_is_due() {
+    let good = xmltv(
+        &[("One.example", "One")],
+        &[("One.example", 0, "Back show")],
+    );
+    let ok = Arc::new(Mutex::new(false));
+    let serving = ok.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.example\",One\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .route(
+            "/guide.xml",
+            get(move || {
+                let up = *serving.lock().unwrap();
+                let good = good.clone();
+                async move {
+                    if up {
+                        respond(200, "application/xml", good.into_bytes())
+                    } else {
+                        respond(500, "text/plain", "down".as_bytes().to_vec())
+                    }
+                }
+            }),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1h\"\n\n[guide]\nrefresh = \"1m\"\n\n\
+         [[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/guide.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let first = app.get_text_ok("/epg.xml").await;
+    assert!(!first.contains("Back show"), "{first}");
+    *ok.lock().unwrap() = true;
+    let started = std::time::Instant::now();
+    crate::common::eventually_within(
+        std::time::Duration::from_secs(40),
+        "the guide read again",
+        || async {
+            let now = app.get_text_ok("/epg.xml").await;
+            if now.contains("Back show") {
+                Ok(())
+            } else {
+                Err(format!("after {:?}", started.elapsed()))
+            }
+        },
+    )
+    .await;
+}
