@@ -302,8 +302,15 @@ impl Logos {
         }
         let (service, url) = self.open(sealed)?;
         let cache = self.cfg.mode == LogoMode::Cache;
-        let key = cache_key(&service, &url);
-        let cached = if cache { self.cached(&key).await } else { None };
+        let key = cache_key(&url);
+        let cached = match cache {
+            // A copy kept before keys were the URL's alone (under its service too).
+            true => match self.cached(&key).await {
+                Some(found) => Some(found),
+                None => self.cached(&legacy_key(&service, &url)).await,
+            },
+            false => None,
+        };
         if let Some((image, fetched)) = &cached {
             if unix_now().saturating_sub(*fetched) < REFRESH.as_secs() {
                 return Ok(image.clone());
@@ -646,12 +653,23 @@ pub fn logo_service(c: &crate::model::LineupChannel) -> &str {
     }
 }
 
-/// The cache file name of a logo: a SHA-256 of its service and URL, in hex.
-fn cache_key(service: &str, url: &Url) -> String {
+/// The cache file name of a logo: a SHA-256 of its URL, in hex. Not of its service
+/// too: a service renamed (or another listing the same image) finds the copy on disk
+/// while the image host is down.
+fn cache_key(url: &Url) -> String {
+    hex_sha256(&[url.as_str().as_bytes()])
+}
+
+/// The name a logo was kept under before: its service and URL.
+fn legacy_key(service: &str, url: &Url) -> String {
+    hex_sha256(&[service.as_bytes(), b"\0", url.as_str().as_bytes()])
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(service.as_bytes());
-    ctx.update(b"\0");
-    ctx.update(url.as_str().as_bytes());
+    for p in parts {
+        ctx.update(p);
+    }
     ctx.finish()
         .as_ref()
         .iter()

@@ -208,6 +208,14 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
         png().as_slice()
     );
     assert_eq!(up.hits("/logo/one.png"), 1);
+    // The list as listed (its logos on this upstream's address), for later.
+    let listed = reqwest::get(up.url("/list.m3u"))
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("list text");
+    let old_base = up.base();
     drop(up);
 
     let again = app.get(&path).await;
@@ -246,6 +254,36 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
         png().as_slice()
     );
     assert!(!dir.join(".x.1.2.tmp").exists());
+
+    // The service renamed (its logos now come through new links): the copy on disk is
+    // the URL's, and still answers while the image host is down.
+    // Its list served from elsewhere; the logos' host stays down.
+    let lists = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", "audio/x-mpegurl", listed)
+        .start();
+    app.stop().await;
+    app.config_text = app
+        .config_text
+        .replace("name = \"LogoUp\"", "name = \"LogoRenamed\"")
+        .replace(&format!("{old_base}/list.m3u"), &lists.url("/list.m3u"));
+    app.start().await;
+    let renamed = logo_of(&app, "One").await;
+    assert_ne!(renamed, link, "a link is sealed with its service");
+    let path = renamed
+        .strip_prefix(&app.base)
+        .expect("freesky link")
+        .to_string();
+    let after = app.get(&path).await;
+    assert_eq!(
+        after.status(),
+        200,
+        "the renamed service's logo lost its copy"
+    );
+    assert_eq!(
+        after.bytes().await.expect("image").as_ref(),
+        png().as_slice()
+    );
 }
 
 /// A channel two services list, whose logo only the second gives: its link is sealed
