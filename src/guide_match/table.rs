@@ -481,6 +481,16 @@ mod tests {
         assert_eq!(round(-0.3).to_string(), "0");
     }
 
+    /// The decisions where an admin picked guide channel `guide_id` of `source` for
+    /// `channel`.
+    fn picked(channel: &str, source: &str, guide_id: &str) -> HashMap<String, Decision> {
+        let pick = Decision::Pick {
+            source: source.into(),
+            guide_id: guide_id.into(),
+        };
+        [(channel.to_string(), pick)].into()
+    }
+
     fn info(id: &str, name: &str) -> ChannelInfo {
         ChannelInfo {
             id: id.into(),
@@ -549,14 +559,7 @@ mod tests {
         };
         let cats = [cat("s"), cat("t")];
         let channels = [info("bbc1", "BBC One"), info("bbc2", "BBC Two")];
-        let decisions: HashMap<String, Decision> = [(
-            "bbc2".to_string(),
-            Decision::Pick {
-                source: "t".into(),
-                guide_id: "two.uk".into(),
-            },
-        )]
-        .into();
+        let decisions = picked("bbc2", "t", "two.uk");
         let t = build(
             &channels,
             &cats,
@@ -690,14 +693,7 @@ mod tests {
         let channels = [pinned("demo", "Demo"), pinned("bbc", "BBCOne")];
         // The read gave "demo" its guide channel by display name.
         let found: Found = [("demo".to_string(), ("s".into(), "d".into(), false))].into();
-        let decisions: HashMap<String, Decision> = [(
-            "bbc".to_string(),
-            Decision::Pick {
-                source: "s".into(),
-                guide_id: "b".into(),
-            },
-        )]
-        .into();
+        let decisions = picked("bbc", "s", "b");
         let t = build(&channels, &cats, &found, &decisions, Settings::default());
         let demo = t.get("demo").unwrap();
         assert_eq!(demo.state, State::Exact, "{}", demo.reason);
@@ -725,14 +721,7 @@ mod tests {
             info("bbc-one", "BBC One"),
             info("sky", "Sky Sports Main Event"),
         ];
-        let decisions: HashMap<String, Decision> = [(
-            "sky".to_string(),
-            Decision::Pick {
-                source: "s".into(),
-                guide_id: "BBC1.uk".into(),
-            },
-        )]
-        .into();
+        let decisions = picked("sky", "s", "BBC1.uk");
         let t = build(
             &channels,
             &cats,

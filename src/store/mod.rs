@@ -1220,6 +1220,10 @@ impl Store {
     /// the wanted one made unique, the number the upstream's when free, else the next
     /// free one (`Mirror::plan`). Known keys never change.
     pub async fn identities(&self, keys: &[Wanted]) -> Result<Vec<ChannelIdentity>, StoreError> {
+        // The household's store: no copy of the keys (a lineup's worth) for a task.
+        if !self.is_shared() {
+            return self.identities_now(keys).await;
+        }
         let keys = keys.to_vec();
         self.detached(move |s| async move { s.identities_now(&keys).await })
             .await

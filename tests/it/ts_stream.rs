@@ -481,6 +481,24 @@ async fn a_silent_source_and_one_that_never_opens_end_the_stream() {
 /// Bound on one ffmpeg or ffprobe run; reaching it means a hang (not a speed check).
 const FFMPEG_GUARD: Duration = Duration::from_secs(60);
 
+/// ffmpeg's options for a quiet run that overwrites its output.
+const QUIET: [&str; 4] = ["-nostdin", "-v", "error", "-y"];
+
+/// The container ffprobe reads in `bytes` (its `format_name`), written to `path` first.
+async fn container_of(path: &std::path::Path, bytes: &[u8]) -> String {
+    std::fs::write(path, bytes).unwrap();
+    let probe = [
+        "-v",
+        "error",
+        "-show_entries",
+        "format=format_name",
+        "-of",
+        "csv=p=0",
+    ];
+    let (format, _) = run_tool("ffprobe", &[&probe[..], &[path.to_str().unwrap()]].concat()).await;
+    format
+}
+
 /// Runs ffmpeg or ffprobe with `args` to its end; its stdout and stderr.
 async fn run_tool(program: &str, args: &[&str]) -> (String, String) {
     let out = run_within(
@@ -887,37 +905,23 @@ async fn a_source_that_is_not_mpeg_ts_is_relayed_with_its_own_media_type() {
         ("film.mp4", &["-movflags", "+faststart"][..]),
         ("film.mkv", &[]),
     ] {
-        let out = run_within(
-            tokio::process::Command::new("ffmpeg")
-                .current_dir(dir.path())
-                .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
-                .args([
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc=size=160x120:rate=25",
-                    "-t",
-                    "2",
-                ])
-                .args([
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-pix_fmt",
-                    "yuv420p",
-                ])
-                .args(extra)
-                .arg(file),
-            FFMPEG_GUARD,
-            "ffmpeg installed and on PATH",
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = dir.path().join(file);
+        let video = [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ];
+        let args = [&QUIET[..], &video, extra, &[out.to_str().unwrap()]].concat();
+        run_tool("ffmpeg", &args).await;
     }
     let mp4 = std::fs::read(dir.path().join("film.mp4")).unwrap();
     let mkv = std::fs::read(dir.path().join("film.mkv")).unwrap();
@@ -944,21 +948,7 @@ async fn a_source_that_is_not_mpeg_ts_is_relayed_with_its_own_media_type() {
             bytes.len(),
             file.len()
         );
-        let got = dir.path().join(format!("{name}.out"));
-        std::fs::write(&got, &bytes).unwrap();
-        let (format, _) = run_tool(
-            "ffprobe",
-            &[
-                "-v",
-                "error",
-                "-show_entries",
-                "format=format_name",
-                "-of",
-                "csv=p=0",
-                got.to_str().unwrap(),
-            ],
-        )
-        .await;
+        let format = container_of(&dir.path().join(format!("{name}.out")), &bytes).await;
         assert!(
             format.contains(want_format),
             "{name}: ffprobe read {format}"
@@ -976,22 +966,10 @@ async fn packed_audio_segments_are_sent_typed_as_their_audio() {
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n",
     );
     for i in 0..3 {
-        let out = run_within(
-            tokio::process::Command::new("ffmpeg")
-                .current_dir(dir.path())
-                .args(["-nostdin", "-hide_banner", "-v", "error", "-y"])
-                .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
-                .args(["-c:a", "aac", "-f", "adts"])
-                .arg(format!("a{i}.aac")),
-            FFMPEG_GUARD,
-            "ffmpeg installed and on PATH",
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = dir.path().join(format!("a{i}.aac"));
+        let audio = ["-f", "lavfi", "-i", "sine=frequency=440:duration=2"];
+        let adts = ["-c:a", "aac", "-f", "adts", out.to_str().unwrap()];
+        run_tool("ffmpeg", &[&QUIET[..], &audio, &adts].concat()).await;
         playlist.push_str(&format!("#EXTINF:2.0,\na{i}.aac\n"));
     }
     playlist.push_str("#EXT-X-ENDLIST\n");
@@ -1012,21 +990,7 @@ async fn packed_audio_segments_are_sent_typed_as_their_audio() {
         bytes.len(),
         segments.len()
     );
-    let got = dir.path().join("radio.out");
-    std::fs::write(&got, &bytes).unwrap();
-    let (format, _) = run_tool(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "format=format_name",
-            "-of",
-            "csv=p=0",
-            got.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let format = container_of(&dir.path().join("radio.out"), &bytes).await;
     assert_eq!(format.trim(), "aac");
 }
 
