@@ -119,6 +119,9 @@ stage "cargo test"
 # (peak memory and process-wide metrics, one test at a time). A snapshot that differs
 # fails here and writes nothing (review changes with INSTA_UPDATE=always locally).
 export INSTA_UPDATE=no
+# A failing test prints its message, not a backtrace: CI keeps the end of the output,
+# and a backtrace there pushed out what failed (the tests' messages say where and why).
+export RUST_BACKTRACE=0
 timed cargo test --all-targets --locked
 # Several instances with the real engines: a throwaway PostgreSQL, HAProxy, three
 # instances, a fake upstream; also runs tests/it/postgres.rs against that cluster.

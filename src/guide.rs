@@ -46,6 +46,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -155,6 +156,10 @@ pub struct GuideStatus {
     /// While a read of this guide goes on: when it began (RFC 3339). A read is cut
     /// after `[guide] read_timeout` (5 minutes); other reads of guides wait for it.
     pub reading_since: Option<String>,
+    /// When no read of this guide has worked since start: when the copy of its last
+    /// good read that is served meanwhile was saved (RFC 3339; kept in
+    /// `state_dir/guides/`). `None` once a read works.
+    pub copy_saved: Option<String>,
 }
 
 /// The rendered guide, as served.
@@ -299,6 +304,8 @@ pub struct Guides {
     /// Per guide, what the reads of the refresh under way kept besides, until it
     /// settles (`settle` applies changed assignments from it, then drops it).
     spares: Mutex<HashMap<String, xmltv::Spare>>,
+    /// Where a copy of each URL guide's last good read is kept (`with_copies`).
+    copies: Option<PathBuf>,
 }
 
 impl Guides {
@@ -337,10 +344,19 @@ impl Guides {
             table_for: Mutex::default(),
             read_with: Mutex::default(),
             spares: Mutex::default(),
+            copies: None,
         }
     }
 
     /// Notes the country each service's guide is made for (`guide_country`).
+    /// Keeps a copy of each URL guide's last good read, as fetched, in `dir`
+    /// (`state_dir/guides`), and serves it while no read of that guide has worked
+    /// since start: a restart while a guide's host is down keeps its programmes.
+    pub fn with_copies(mut self, dir: PathBuf) -> Self {
+        self.copies = Some(dir);
+        self
+    }
+
     pub fn with_service_countries(mut self, services: &[crate::config::ServiceConfig]) -> Self {
         self.service_countries = services
             .iter()
@@ -1319,7 +1335,12 @@ impl Guides {
                 .or_default()
                 .reading_since = Some(now_rfc3339());
             let mut result = self.fetch_one(&name, lineup, window, words).await;
-            if let Ok(Some((_, guide))) = &mut result {
+            let read = match &mut result {
+                Ok(Some((_, guide))) => Some(guide),
+                Err(failed) => failed.copy.as_mut().map(|(guide, _)| guide),
+                Ok(None) => None,
+            };
+            if let Some(guide) = read {
                 window.trim(guide);
                 if spare {
                     let kept = std::mem::take(&mut guide.spare);
@@ -1333,7 +1354,7 @@ impl Guides {
                 let step = match &result {
                     Ok(None) => Ok(None),
                     Ok(Some((_, g))) => Ok(Some((g.channels_matched, g.programme_count()))),
-                    Err((_, why)) => Err(why.as_str()),
+                    Err(failed) => Err(failed.why.as_str()),
                 };
                 observe(&name, Step::Guide(step));
             }
@@ -1390,6 +1411,7 @@ impl Guides {
                             skipped: guide.skipped,
                             first_skip: guide.first_skip.clone(),
                             reading_since: None,
+                            copy_saved: None,
                         },
                     );
                     self.last_good
@@ -1397,7 +1419,36 @@ impl Guides {
                         .expect("guide lock")
                         .insert(name, Arc::new(guide));
                 }
-                Err((source, err)) => {
+                Err(Failed {
+                    source,
+                    why,
+                    copy: Some((guide, saved)),
+                }) => {
+                    status.insert(
+                        name.clone(),
+                        GuideStatus {
+                            source,
+                            last_ok: Some(saved.clone()),
+                            last_error: Some(why),
+                            channels: guide.channels_matched,
+                            programmes: guide.programme_count(),
+                            ignored_duplicate_channels: guide.ignored_duplicates,
+                            skipped: guide.skipped,
+                            first_skip: guide.first_skip.clone(),
+                            reading_since: None,
+                            copy_saved: Some(saved),
+                        },
+                    );
+                    self.last_good
+                        .lock()
+                        .expect("guide lock")
+                        .insert(name, Arc::new(guide));
+                }
+                Err(Failed {
+                    source,
+                    why: err,
+                    copy: None,
+                }) => {
                     let kept = self
                         .last_good
                         .lock()
@@ -1448,14 +1499,14 @@ impl Guides {
         Ok(rendered)
     }
 
-    /// One service's guide: `Ok(None)` when it has none, `Err((source, why))`.
+    /// One service's guide: `Ok(None)` when it has none.
     async fn fetch_one(
         &self,
         name: &str,
         lineup: &Lineup,
         window: &Window<'_>,
         spare: Option<&HashSet<String>>,
-    ) -> Result<Option<(String, ServiceGuide)>, (String, String)> {
+    ) -> Result<Option<(String, ServiceGuide)>, Failed> {
         let plan = self.plan_for(name);
         if let Some(extra) = self.extra.iter().find(|e| e.cfg.name == name) {
             return self
@@ -1473,7 +1524,7 @@ impl Guides {
             // No guide known without the list (none configured, and an M3U list's
             // header is unread): nothing failed as far as a guide goes.
             Err(_) if service.guide_source().is_none() => return Ok(None),
-            Err(e) => return Err((String::new(), format!("channel list: {e}"))),
+            Err(e) => return Err(Failed::new(String::new(), format!("channel list: {e}"))),
         };
         let Some(source) = service.guide_source() else {
             return Ok(None);
@@ -1488,24 +1539,103 @@ impl Guides {
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
         let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
+        let copy_to = self.copy_path(name, &source);
+        let mut copy = None;
         let work = async {
-            let reader = open(source, GUIDE_MAX_BYTES, |url| async move {
-                service.fetch(&url, &Vec::new(), None).await
-            })
+            let reader = open(
+                source,
+                GUIDE_MAX_BYTES,
+                copy_to.as_deref(),
+                &mut copy,
+                |url| async move { service.fetch(&url, &Vec::new(), None).await },
+            )
             .await?;
             window.read(reader, &map, spare.is_some()).await
         };
-        match tokio::time::timeout(self.cfg.read_timeout, work).await {
-            Err(_) => Err((
-                shown,
-                format!(
-                    "took longer than {}",
-                    humantime::format_duration(self.cfg.read_timeout)
-                ),
-            )),
-            Ok(Err(e)) => Err((shown, e)),
-            Ok(Ok(guide)) => Ok(Some((shown, guide))),
+        let read = tokio::time::timeout(self.cfg.read_timeout, work).await;
+        if let Some(copy) = copy {
+            copy.finish(matches!(read, Ok(Ok(_)))).await;
         }
+        let why = match read {
+            Err(_) => format!(
+                "took longer than {}",
+                humantime::format_duration(self.cfg.read_timeout)
+            ),
+            Ok(Err(e)) => e,
+            Ok(Ok(guide)) => return Ok(Some((shown, guide))),
+        };
+        let copy = self
+            .read_copy(
+                name,
+                copy_to.as_deref(),
+                GUIDE_MAX_BYTES,
+                &map,
+                window,
+                spare,
+            )
+            .await;
+        Err(Failed {
+            source: shown,
+            why,
+            copy,
+        })
+    }
+
+    /// Where the copy of guide `name`'s last good read is kept, when it has a URL and
+    /// copies are kept (`with_copies`): named by the guide's name (a service and an
+    /// extra guide never share one) and its place (the URL without credentials or
+    /// query, whose tokens may change): a guide moved elsewhere is not the old one.
+    fn copy_path(&self, name: &str, source: &GuideSource) -> Option<PathBuf> {
+        let dir = self.copies.as_ref()?;
+        let GuideSource::Url(url) = source else {
+            return None;
+        };
+        let place = format!(
+            "{}://{}:{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default(),
+            url.path()
+        );
+        Some(dir.join(format!(
+            "{}{}.xmltv",
+            copy_prefix(name),
+            hex(&ring::digest::digest(&ring::digest::SHA256, place.as_bytes()).as_ref()[..6])
+        )))
+    }
+
+    /// After guide `name`'s read failed: its copy at `path` read as the guide would
+    /// be, with when it was saved, when nothing of it is kept from a read since start
+    /// (that read is newer). `None` without a copy, or one that cannot be read (logged).
+    async fn read_copy(
+        &self,
+        name: &str,
+        path: Option<&Path>,
+        max_bytes: u64,
+        map: &Mapping<'_>,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
+    ) -> Option<(ServiceGuide, String)> {
+        let path = path?;
+        if self.kept(name).is_some() {
+            return None;
+        }
+        let saved = tokio::fs::metadata(path).await.ok()?.modified().ok()?;
+        let work = async {
+            let reader = open_file(path, max_bytes).await?;
+            window.read(reader, map, spare.is_some()).await
+        };
+        let why = match tokio::time::timeout(self.cfg.read_timeout, work).await {
+            Ok(Ok(guide)) => {
+                let saved = humantime::format_rfc3339_seconds(saved).to_string();
+                tracing::warn!(guide = %name, saved = %saved, "serving the copy of the guide's last good read until a read succeeds");
+                return Some((guide, saved));
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "took too long".into(),
+        };
+        tracing::warn!(guide = %name, copy = %path.display(), error = %why, "the copy of the guide's last good read cannot be read");
+        None
     }
 
     /// Extra guide `extra`'s guide, read as a service's is (bounded in time and by its
@@ -1517,36 +1647,81 @@ impl Guides {
         plan: Plan,
         window: &Window<'_>,
         spare: Option<&HashSet<String>>,
-    ) -> Result<(String, ServiceGuide), (String, String)> {
+    ) -> Result<(String, ServiceGuide), Failed> {
         let (shown, source) = match (&extra.http, &extra.cfg.file) {
             (Some((url, _)), _) => (crate::error::redact(url), GuideSource::Url(url.clone())),
             (None, Some(path)) => (path.display().to_string(), GuideSource::File(path.clone())),
-            (None, None) => return Err((String::new(), "no url or file".into())),
+            (None, None) => return Err(Failed::new(String::new(), "no url or file".into())),
         };
         self.read_with
             .lock()
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
         let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
+        let copy_to = self.copy_path(&extra.cfg.name, &source);
+        let max_bytes = extra.cfg.max_bytes;
+        let mut copy = None;
         let work = async {
             let client = extra.http.as_ref().map(|(_, c)| c);
-            let reader = open(source, extra.cfg.max_bytes, |url| async move {
-                let client = client.expect("a URL guide has a client");
-                client.get(&url, &Vec::new(), None).await
-            })
+            let reader = open(
+                source,
+                max_bytes,
+                copy_to.as_deref(),
+                &mut copy,
+                |url| async move {
+                    let client = client.expect("a URL guide has a client");
+                    client.get(&url, &Vec::new(), None).await
+                },
+            )
             .await?;
             window.read(reader, &map, spare.is_some()).await
         };
-        match tokio::time::timeout(self.cfg.read_timeout, work).await {
-            Err(_) => Err((
-                shown,
-                format!(
-                    "took longer than {}",
-                    humantime::format_duration(self.cfg.read_timeout)
-                ),
-            )),
-            Ok(Err(e)) => Err((shown, e)),
-            Ok(Ok(guide)) => Ok((shown, guide)),
+        let read = tokio::time::timeout(self.cfg.read_timeout, work).await;
+        if let Some(copy) = copy {
+            copy.finish(matches!(read, Ok(Ok(_)))).await;
+        }
+        let why = match read {
+            Err(_) => format!(
+                "took longer than {}",
+                humantime::format_duration(self.cfg.read_timeout)
+            ),
+            Ok(Err(e)) => e,
+            Ok(Ok(guide)) => return Ok((shown, guide)),
+        };
+        let copy = self
+            .read_copy(
+                &extra.cfg.name,
+                copy_to.as_deref(),
+                max_bytes,
+                &map,
+                window,
+                spare,
+            )
+            .await;
+        Err(Failed {
+            source: shown,
+            why,
+            copy,
+        })
+    }
+}
+
+/// A guide read that failed.
+struct Failed {
+    /// The guide's address as shown (`GuideStatus::source`).
+    source: String,
+    why: String,
+    /// The copy of its last good read, read instead, and when it was saved
+    /// (`Guides::read_copy`).
+    copy: Option<(ServiceGuide, String)>,
+}
+
+impl Failed {
+    fn new(source: String, why: String) -> Self {
+        Self {
+            source,
+            why,
+            copy: None,
         }
     }
 }
@@ -1891,10 +2066,13 @@ fn now_rfc3339() -> String {
 }
 
 /// A guide's bytes (a URL through `fetch`, a file, inline XML), gunzipped when they
-/// are gzip (by content, not name), bounded by `max_bytes`.
+/// are gzip (by content, not name), bounded by `max_bytes`. With `copy_to`, a URL's
+/// bytes are also copied there as they are read, by the `Copy` put in `copy`.
 async fn open<Fut>(
     source: GuideSource,
     max_bytes: u64,
+    copy_to: Option<&Path>,
+    copy: &mut Option<Copy>,
     fetch: impl FnOnce(url::Url) -> Fut,
 ) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String>
 where
@@ -1905,17 +2083,152 @@ where
         GuideSource::Url(url) => {
             let fetched = fetch(url).await.map_err(|e| e.to_string())?;
             let body = fetched.body.map_err(std::io::Error::other);
-            Box::new(tokio_util::io::StreamReader::new(body))
+            match copy_to {
+                Some(path) => {
+                    let prefix = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.split_once('-'))
+                        .map(|(hash, _)| format!("{hash}-"))
+                        .unwrap_or_default();
+                    let (chunks, started) = Copy::start(path, prefix);
+                    *copy = Some(started);
+                    let body = body.and_then(move |chunk| {
+                        let chunks = chunks.clone();
+                        async move {
+                            // A writer gone (it failed) leaves the read as it is.
+                            let _ = chunks.send(chunk.clone()).await;
+                            Ok(chunk)
+                        }
+                    });
+                    Box::new(tokio_util::io::StreamReader::new(Box::pin(body)))
+                }
+                None => Box::new(tokio_util::io::StreamReader::new(body)),
+            }
         }
-        GuideSource::File(path) => {
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Box::new(BufReader::new(file))
-        }
+        GuideSource::File(path) => return open_file(&path, max_bytes).await,
         GuideSource::Inline { xml, .. } => Box::new(std::io::Cursor::new(xml)),
     };
     decompress(raw, max_bytes).await
+}
+
+/// How the names of guide `name`'s copies begin (`Guides::copy_path`).
+fn copy_prefix(name: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    format!("{}-", hex(&digest.as_ref()[..12]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The guide in file `path`, gunzipped when it is gzip, bounded by `max_bytes`.
+async fn open_file(
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Box<dyn AsyncBufRead + Send + Unpin>, String> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    decompress(Box::new(BufReader::new(file)), max_bytes).await
+}
+
+/// A copy of a URL guide's bytes as fetched (gzip stays gzip), written off the async
+/// threads while the read goes on, into a part file that takes the copy's place only
+/// when the read worked (`finish`), and then the copies of the same guide from other
+/// places go; else (or dropped) the part file is removed and the previous copy stays.
+/// A copy that cannot be written (a full disk) is logged and leaves the read alone.
+struct Copy {
+    keep: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Removes the copies beside `kept` whose names begin with `prefix` (the same guide
+/// read from another place before), part files of reads in flight aside.
+fn forget_other_places(kept: &Path, prefix: &str) {
+    let (Some(dir), Some(kept)) = (kept.parent(), kept.file_name()) else {
+        return;
+    };
+    if prefix.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if name != kept && text.starts_with(prefix) && text.ends_with(".xmltv") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl Copy {
+    /// Starts copying to `path`, a copy of the guide whose copies' names begin with
+    /// `prefix`: send it the bytes, in order; closing the sender ends the copy.
+    fn start(path: &Path, prefix: String) -> (tokio::sync::mpsc::Sender<Bytes>, Copy) {
+        static PARTS: AtomicU64 = AtomicU64::new(0);
+        let (chunks, mut received) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let (keep, kept) = tokio::sync::oneshot::channel::<()>();
+        let path = path.to_path_buf();
+        let part = path.with_extension(format!(
+            "part-{}-{}",
+            std::process::id(),
+            PARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let done = tokio::task::spawn_blocking(move || {
+            let create = || {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::File::create(&part).map(std::io::BufWriter::new)
+            };
+            let mut file = create();
+            // Every chunk is taken, written or not: the read never waits on a failed copy.
+            while let Some(chunk) = received.blocking_recv() {
+                if let Ok(f) = &mut file {
+                    if let Err(e) = f.write_all(&chunk) {
+                        file = Err(e);
+                    }
+                }
+            }
+            let written = file.and_then(|f| {
+                f.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+                    .and_then(|f| f.sync_all())
+            });
+            let outcome = match (kept.blocking_recv(), written) {
+                (Ok(()), Ok(())) => std::fs::rename(&part, &path).map(|()| {
+                    forget_other_places(&path, &prefix);
+                }),
+                (Ok(()), Err(e)) => Err(e),
+                (Err(_), _) => Ok(()),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(copy = %path.display(), error = %e, "cannot keep a copy of the guide");
+            }
+            let _ = std::fs::remove_file(&part);
+        });
+        (
+            chunks,
+            Copy {
+                keep: Some(keep),
+                done,
+            },
+        )
+    }
+
+    /// Once every byte read is written (the reader must be dropped first), puts the
+    /// copy in place when the read `worked`, else removes it.
+    async fn finish(mut self, worked: bool) {
+        if let Some(keep) = self.keep.take() {
+            if worked {
+                let _ = keep.send(());
+            }
+        }
+        let _ = (&mut self.done).await;
+    }
 }
 
 /// `raw` gunzipped when it is gzip (by content, not name), at most `max` bytes.
@@ -2264,7 +2577,7 @@ mod tests {
             shown: "test".into(),
             xml: Bytes::from(xml),
         };
-        let reader = open(source, max, |_| async {
+        let reader = open(source, max, None, &mut None, |_| async {
             unreachable!("an inline guide is not fetched")
         })
         .await?;

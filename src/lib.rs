@@ -194,6 +194,10 @@ pub(crate) fn build_state(
     let mut guides = guide::Guides::new(registry.clone(), config.guide.clone())
         .with_extra_guides(&config.guides, &http)
         .with_service_countries(&config.services);
+    // A one-shot command beside a running server writes nothing in its `state_dir`.
+    if !registry.store().display_only() {
+        guides = guides.with_copies(config.server.state_dir.join("guides"));
+    }
     if let Some(p) = prev {
         guides = guides.keep_guides_of(&p.guides, &p.config.services, &config.services);
     }

@@ -714,9 +714,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
-    /// `StateLock`): read-only, and the channels it has never seen get a slug and a
-    /// number in memory only, for display (the server gives them theirs for good).
     /// How many channels a display-only store (`open_display_only`) has numbered in
     /// memory only: numbers the server does not know and will not keep.
     pub fn numbered_for_display(&self) -> usize {
@@ -725,6 +722,15 @@ impl Store {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether this store was opened beside the server that owns it
+    /// (`open_display_only`): nothing is written into its `state_dir`.
+    pub fn display_only(&self) -> bool {
+        self.inner.display_only
+    }
+
+    /// The SQLite store of `dir` for a one-shot command while a server owns it (holds
+    /// `StateLock`): read-only, and the channels it has never seen get a slug and a
+    /// number in memory only, for display (the server gives them theirs for good).
     pub fn open_display_only(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("freesky.db");
         sqlite::Sqlite::open_read_only(&path)

@@ -5,7 +5,8 @@
 //! to channels new in the lineup; and a guide whose assignments change in a refresh
 //! is downloaded once in it; the match list follows a lineup change made while a
 //! refresh still reads; a list down at a restart still gets its guide for the
-//! channels last listed; a service with no guide whose list fails reports none.
+//! channels last listed; a service with no guide whose list fails reports none; a
+//! guide down at a restart is served from the copy of its last good read.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use axum::routing::get;
 use serde_json::Value;
 
 use crate::common::{
-    eventually, respond, xmltv_at as at, xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
+    eventually, json_of, respond, xmltv_at as at, xmltv_guide as xmltv, FakeUpstream, TestApp,
+    M3U_TYPE,
 };
 
 const XML: &str = "application/xml";
@@ -740,4 +742,106 @@ async fn wait_on_now(app: &TestApp, id: &str, want: &str) {
         }
     })
     .await;
+}
+
+/// `text` gzipped.
+fn gzipped(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The files in `state_dir/guides/`.
+fn copies(app: &TestApp) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(app.state_dir().join("guides"))
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_guide_down_at_a_restart_is_served_from_the_copy_of_its_last_good_read() {
+    // A gzipped guide read once is kept in `state_dir/guides/` as fetched. Down at a
+    // restart, its copy gives the programmes and the status says so; a read that
+    // fails half-way leaves the copy as it was; once the guide answers again, it is
+    // read as usual.
+    let down = Arc::new(AtomicUsize::new(0));
+    let guide = gzipped(&xmltv(&[("One.uk", "One")]));
+    let is_down = down.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .route(
+            "/guide.xml",
+            get(move || {
+                let stage = is_down.load(Ordering::SeqCst);
+                let body = guide.clone();
+                async move {
+                    match stage {
+                        0 => respond(200, "application/gzip", body),
+                        1 => respond(503, "text/plain", "down for maintenance"),
+                        // Cut in the middle: the read fails once the copy has begun.
+                        _ => respond(200, "application/gzip", body[..body.len() / 2].to_vec()),
+                    }
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&service(&up)).await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    let kept = copies(&app);
+    assert_eq!(kept.len(), 1, "one copy in state_dir/guides: {kept:?}");
+    let copy = app.state_dir().join("guides").join(&kept[0]);
+    let bytes = std::fs::read(&copy).unwrap();
+    assert!(
+        bytes.starts_with(&[0x1f, 0x8b]),
+        "the copy is the guide as fetched (gzip)"
+    );
+
+    down.store(1, Ordering::SeqCst);
+    let reads = up.hits("/guide.xml");
+    app.restart().await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    assert!(
+        up.hits("/guide.xml") > reads,
+        "the guide was asked after the restart"
+    );
+    let (_, status) = app.get_json("/api/guide/status").await;
+    let p = &status["services"]["P"];
+    assert!(
+        p["last_error"].as_str().is_some_and(|e| e.contains("503"))
+            && p["copy_saved"].is_string()
+            && p["last_ok"] == p["copy_saved"]
+            && p["programmes"] == 1,
+        "the status says the copy is served and why: {status}"
+    );
+    // A read that fails half-way since left the copy as it was, and no part file.
+    down.store(2, Ordering::SeqCst);
+    let failed = up.hits("/guide.xml");
+    let (code, status) = json_of(app.post("/api/guide/refresh").await).await;
+    assert_eq!(code, 200, "{status}");
+    assert!(up.hits("/guide.xml") > failed, "the refresh read the guide");
+    let p = &status["services"]["P"];
+    assert!(
+        p["copy_saved"].is_string() && p["programmes"] == 1,
+        "the copy is still served: {status}"
+    );
+    assert_eq!(copies(&app), kept, "state_dir/guides after a failed read");
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+    wait_titles(&app, "One", &["One.uk show"]).await;
+
+    down.store(0, Ordering::SeqCst);
+    let (code, status) = json_of(app.post("/api/guide/refresh").await).await;
+    assert_eq!(code, 200, "{status}");
+    let p = &status["services"]["P"];
+    assert!(
+        p["last_error"].is_null() && p["copy_saved"].is_null() && p["programmes"] == 1,
+        "read as usual once it answers: {status}"
+    );
+    wait_titles(&app, "One", &["One.uk show"]).await;
 }
