@@ -306,6 +306,9 @@ pub struct Guides {
     spares: Mutex<HashMap<String, xmltv::Spare>>,
     /// Where a copy of each URL guide's last good read is kept (`with_copies`).
     copies: Option<PathBuf>,
+    /// Cancelled once a config reload replaced these guides (`retire`): their reads
+    /// end, and their refresh task with them.
+    retired: tokio_util::sync::CancellationToken,
 }
 
 impl Guides {
@@ -345,6 +348,7 @@ impl Guides {
             read_with: Mutex::default(),
             spares: Mutex::default(),
             copies: None,
+            retired: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -355,6 +359,13 @@ impl Guides {
     pub fn with_copies(mut self, dir: PathBuf) -> Self {
         self.copies = Some(dir);
         self
+    }
+
+    /// Ends what these guides still do once a config reload replaced them: reads in
+    /// flight are cut (each would hold a whole guide in memory, beside the reads of the
+    /// guides that replaced them) and the background refresh stops.
+    pub fn retire(&self) {
+        self.retired.cancel();
     }
 
     pub fn with_service_countries(mut self, services: &[crate::config::ServiceConfig]) -> Self {
@@ -1014,9 +1025,13 @@ impl Guides {
             .max(CHECK_MIN);
         let wake = self.wake.clone();
         let rebuilt = self.registry.lineup_rebuilt();
+        let retired = self.retired.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
+                if retired.is_cancelled() {
+                    return;
+                }
                 let Some(guides) = weak.upgrade() else { return };
                 // At start, a guide a request has built meanwhile is fresh enough.
                 let result = if std::mem::take(&mut first) {
@@ -1036,6 +1051,7 @@ impl Guides {
                     let retry = weak.upgrade().and_then(|g| g.next_retry()).unwrap_or(due);
                     tokio::select! {
                         biased;
+                        () = retired.cancelled() => return,
                         () = tokio::time::sleep_until(due) => break,
                         () = wake.notified() => {}
                         () = rebuilt.notified() => {}
@@ -1334,7 +1350,14 @@ impl Guides {
                 .entry(name.clone())
                 .or_default()
                 .reading_since = Some(now_rfc3339());
-            let mut result = self.fetch_one(&name, lineup, window, words).await;
+            let mut result = tokio::select! {
+                biased;
+                () = self.retired.cancelled() => Err(Failed::new(
+                    String::new(),
+                    "cut: a config reload replaced this guide".into(),
+                )),
+                result = self.fetch_one(&name, lineup, window, words) => result,
+            };
             let read = match &mut result {
                 Ok(Some((_, guide))) => Some(guide),
                 Err(failed) => failed.copy.as_mut().map(|(guide, _)| guide),

@@ -209,11 +209,17 @@ impl Reloader {
             restart_required,
             overridden: overridden_settings(&state),
         };
-        // The old probes stop here; the old state ends with the last request holding it.
-        *live = Live {
-            state,
-            _monitors: monitors,
-        };
+        // The old probes stop here; the old state ends with the last request holding it,
+        // and its guide reads now (the new state reads its own).
+        let old = std::mem::replace(
+            &mut *live,
+            Live {
+                state,
+                _monitors: monitors,
+            },
+        );
+        old.state.guides.retire();
+        drop(old);
         if builtin {
             tracing::info!("config reloaded: no config file, the built-in default applied again");
         } else {

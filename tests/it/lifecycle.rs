@@ -3,7 +3,8 @@
 //! invalid file is refused with every problem and the old config keeps serving;
 //! SIGTERM/SIGINT refuse new connections at once, let a viewer run until
 //! `server.shutdown_grace`, end its stream and exit 0; a second signal exits at once;
-//! a streaming response is never cut by `server.idle_timeout` or `header_timeout`.
+//! a streaming response is never cut by `server.idle_timeout` or `header_timeout`; a
+//! reload cuts the guide reads of the config it replaces.
 //!
 //! Signals are sent with `kill(1)`; the upstream is a live HLS origin on 127.0.0.1.
 
@@ -501,6 +502,84 @@ async fn a_reload_keeps_the_last_good_guide_of_a_guide_that_fails() {
     assert_eq!(reload(&fs, None).await.0, 200);
     assert_eq!(refresh().await.0.as_u16(), 200);
     assert_eq!(programmes().await, 0, "the old place's guide was kept");
+}
+
+/// Counts a response body open until it is dropped (the client went away).
+struct OpenBody(Arc<AtomicUsize>);
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reloads while a guide's read hangs do not pile up reads: each reload cuts the
+/// replaced config's reads (each would hold a whole guide in memory), so one is open
+/// however many reloads came (before, every reload added one until `read_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_during_a_guide_read_cut_the_replaced_reads() {
+    let origin = live_origin().await;
+    let open = Arc::new(AtomicUsize::new(0));
+    let opened = open.clone();
+    let guide = FakeUpstream::bind()
+        .await
+        .route(
+            "/guide.xml",
+            get(move || {
+                opened.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenBody(opened.clone());
+                async move {
+                    // The head of a guide, then a line break every 200 ms, for ever:
+                    // never idle long enough for the service's timeout to cut it.
+                    let head = futures::stream::once(async {
+                        Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+                            b"<?xml version=\"1.0\"?>\n<tv>\n",
+                        ))
+                    });
+                    let trickle = futures::stream::unfold((), |()| async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Some((Ok(bytes::Bytes::from_static(b"\n")), ()))
+                    });
+                    let body = head.chain(trickle).map(move |chunk| {
+                        let _held = &guard;
+                        chunk
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "application/xml")
+                        .body(axum::body::Body::from_stream(body))
+                        .unwrap()
+                }
+            }),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = with_guide(
+        dir.path(),
+        origin.url("/list.m3u"),
+        "first",
+        &guide.url("/guide.xml"),
+    );
+    let fs = Freesky::start(dir.path(), &text);
+    channel_id(&fs, "Live").await;
+    eventually_true("the first read of the guide to hang", || async {
+        guide.hits("/guide.xml") == 1
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(reload(&fs, None).await.0, 200);
+    }
+    eventually_true("each reloaded config to read the guide", || async {
+        guide.hits("/guide.xml") == 4
+    })
+    .await;
+    eventually(
+        "the replaced configs' reads to be cut, the last one's open",
+        || async {
+            let now = open.load(Ordering::SeqCst);
+            (now == 1).then_some(()).ok_or(format!("{now} reads open"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
