@@ -409,18 +409,18 @@ async fn proxy(
         }
         None => false,
     };
-    // With `require_account`, a playlist link plays for the account it was handed to
-    // (its tag), or a request with the admin token (loopback is not enough): stripped of its tag it would play uncounted and outlive
-    // the account. (Segment links of live channels carry no account: shared.)
-    if kind == Kind::Playlist
-        && !tagged
+    // With `require_account`, a link plays for the account it was handed to (its tag:
+    // every link an account is given carries it then, segments too), or a request with
+    // the admin token (loopback is not enough): stripped of its tag it would play
+    // uncounted and outlive the account (a catch-up or a movie to its end).
+    if !tagged
         && s.config.server.require_account
         && !super::access::carries_admin_token(&s, &req_headers, client.map(|c| c.0 .0.ip()))
             .await?
     {
         return Err(AppError::Unauthorized(
-            "this playlist link belongs to a viewer account: open the channel again with your \
-             login (its links carry your account)"
+            "this link belongs to a viewer account: open the channel again with your login \
+             (its links carry your account)"
                 .into(),
         ));
     }
@@ -445,11 +445,12 @@ async fn proxy(
             },
             e => e.into(),
         })?;
-    // A tagged link's playlist that is read once (a title's or an archive's, ended):
-    // its links carry the tag on, so its segment fetches keep the account counted
-    // and end once it may no longer watch. A live playlist's segments stay shared.
+    // A tagged link's playlist that is read once (a title's or an archive's, ended),
+    // or any with `require_account`: its links carry the tag on, so its segment
+    // fetches keep the account counted and end once it may no longer watch. Else a
+    // live playlist's segments stay shared.
     if let (true, Some(token), Served::Playlist(body)) = (tagged, &account.a, &served) {
-        if crate::hls::is_ended(body) {
+        if crate::hls::is_ended(body) || s.config.server.require_account {
             let body = super::xtream::tag_every_link(body, &format!("?a={token}"));
             served = Served::Playlist(body);
         }

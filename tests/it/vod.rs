@@ -1219,6 +1219,14 @@ async fn an_hls_movie_plays_for_its_account_under_require_account() {
     let links: Vec<&str> = segments.lines().filter(|l| l.contains("/proxy/")).collect();
     assert_eq!(links.len(), 2, "{segments}");
     assert!(links.iter().all(|l| l.contains("?a=erin.")), "{segments}");
+    // Stripped of it, a segment link is refused too: else a movie would play to its end
+    // for anyone given its playlist, and after the account is disabled.
+    let bare = links[0].split_once('?').unwrap().0;
+    assert_eq!(
+        reqwest::get(bare).await.expect("segment").status(),
+        401,
+        "an untagged segment link under require_account"
+    );
     // One account's link: no shared cache keeps it.
     let segment = reqwest::get(links[0]).await.expect("segment");
     assert_eq!(segment.status(), 200);

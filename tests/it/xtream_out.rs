@@ -1550,6 +1550,29 @@ async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag()
         .await
         .unwrap();
     assert_eq!(admin.status(), 200);
+    // Its segment links carry the account too: stripped of it, each is refused as well
+    // (with the admin token it plays).
+    let media = app.get(&link).await.text().await.unwrap();
+    let segments = crate::common::playlist_uris(&media);
+    assert!(!segments.is_empty(), "{media}");
+    for segment in &segments {
+        assert!(segment.contains(&format!("?a={tag}")), "{media}");
+        assert_eq!(app.get(segment).await.status(), 200, "{segment}");
+        let bare = segment.split_once("?a=").unwrap().0;
+        let body = assert_api_error(app.get(bare).await, 401).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("viewer account"),
+            "{body}"
+        );
+        let admin = app
+            .client
+            .get(app.url(bare))
+            .header("authorization", "Bearer admin-tok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admin.status(), 200, "{bare} with the admin token");
+    }
 }
 
 /// A new password ends the links handed out with the old one: a shared password is

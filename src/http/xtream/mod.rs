@@ -958,14 +958,20 @@ pub(crate) fn held(guard: accounts::ConnGuard, resp: Response) -> Response {
 
 /// Appends `?a=<account tag>` to every `/proxy/` playlist link of an HLS answer, so
 /// the player's polls of them keep its connection counted (segment links stay as they
-/// are: shared by every viewer of the channel).
+/// are: shared by every viewer of the channel); with `require_account`, to every link
+/// (each plays only with its tag then).
 async fn tag_playlist_links(
     s: &AppState,
     account: &Account,
     channel: &str,
     resp: Response,
 ) -> Result<Response, AppError> {
-    tag_links_of(s, account, channel, resp, Tagged::Playlists).await
+    let which = if s.config.server.require_account {
+        Tagged::Every
+    } else {
+        Tagged::Playlists
+    };
+    tag_links_of(s, account, channel, resp, which).await
 }
 
 /// Which `/proxy/` links of an answer carry the account.
