@@ -2201,11 +2201,16 @@ impl Copy {
             PARTS.fetch_add(1, Ordering::Relaxed)
         ));
         let done = tokio::task::spawn_blocking(move || {
+            // Owner-only, as everything in `state_dir`.
             let create = || {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+                    let mut b = std::fs::DirBuilder::new();
+                    #[cfg(unix)]
+                    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                    b.recursive(true).create(dir)?;
                 }
-                std::fs::File::create(&part).map(std::io::BufWriter::new)
+                crate::store::create_private_file(&part)
+                    .map(|f| std::io::BufWriter::with_capacity(1 << 16, f))
             };
             let mut file = create();
             // Every chunk is taken, written or not: the read never waits on a failed copy.

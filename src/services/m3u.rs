@@ -514,6 +514,16 @@ impl Service for M3u {
         files.lists()
     }
 
+    fn take_back_guide(&self, url: Url) {
+        let mut guide = self
+            .header_guide
+            .lock()
+            .expect("guide lock is never poisoned");
+        if guide.is_none() {
+            *guide = Some(url);
+        }
+    }
+
     fn guide_source(&self) -> Option<GuideSource> {
         self.epg_url.clone().map(GuideSource::from).or_else(|| {
             self.header_guide

@@ -173,6 +173,11 @@ pub trait Service: Send + Sync {
         None
     }
 
+    /// The guide its list named when that list was kept (`state_dir/lists/`), given
+    /// back at a start, before the list is read again: a service whose list names its
+    /// guide (an M3U header) and is down at a restart still has its guide read.
+    fn take_back_guide(&self, _url: url::Url) {}
+
     /// What the upstream says about the account (expiry, connection limit), for
     /// `/api/services/status`; `None` for kinds without accounts.
     fn account(&self) -> Option<serde_json::Value> {

@@ -6,7 +6,8 @@
 //! is downloaded once in it; the match list follows a lineup change made while a
 //! refresh still reads; a list down at a restart still gets its guide for the
 //! channels last listed; a service with no guide whose list fails reports none; a
-//! guide down at a restart is served from the copy of its last good read.
+//! guide down at a restart is served from the copy of its last good read; a list that
+//! names its guide and is down at a restart still gets that guide.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -802,6 +803,12 @@ async fn a_guide_down_at_a_restart_is_served_from_the_copy_of_its_last_good_read
         bytes.starts_with(&[0x1f, 0x8b]),
         "the copy is the guide as fetched (gzip)"
     );
+    // Owner-only, as everything in state_dir.
+    use std::os::unix::fs::PermissionsExt;
+    for path in [copy.clone(), app.state_dir().join("guides")] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
 
     down.store(1, Ordering::SeqCst);
     let reads = up.hits("/guide.xml");
@@ -844,4 +851,56 @@ async fn a_guide_down_at_a_restart_is_served_from_the_copy_of_its_last_good_read
         "read as usual once it answers: {status}"
     );
     wait_titles(&app, "One", &["One.uk show"]).await;
+}
+
+#[tokio::test]
+async fn a_list_that_names_its_guide_and_is_down_at_a_restart_still_gets_that_guide() {
+    // No `epg_url`: the list's header names the guide (`url-tvg`). Down at a restart,
+    // the list kept in `state_dir/lists/` names it still, so the guide is read for the
+    // channels last listed (before, no guide was known until the list loaded again,
+    // and then none was read until the next full refresh).
+    let down = Arc::new(AtomicUsize::new(0));
+    let is_down = down.clone();
+    let builder = FakeUpstream::bind().await;
+    let list = m3u(&[("One.uk", "One", "UK")]).replacen(
+        "#EXTM3U\n",
+        &format!("#EXTM3U url-tvg=\"{}\"\n", builder.url("/guide.xml")),
+        1,
+    );
+    let up = builder
+        .route(
+            "/list.m3u",
+            get(move || {
+                let status = if is_down.load(Ordering::SeqCst) == 1 {
+                    404
+                } else {
+                    200
+                };
+                let body = list.clone();
+                async move { respond(status, M3U_TYPE, body) }
+            }),
+        )
+        .text("/guide.xml", XML, xmltv(&[("One.uk", "One")]))
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        up.url("/list.m3u")
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+
+    down.store(1, Ordering::SeqCst);
+    let guides = up.hits("/guide.xml");
+    app.restart().await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    assert!(
+        up.hits("/guide.xml") > guides,
+        "the guide was read after the restart"
+    );
+    let (_, status) = app.get_json("/api/guide/status").await;
+    let p = &status["services"]["P"];
+    assert!(
+        p["last_error"].is_null() && p["copy_saved"].is_null() && p["programmes"] == 1,
+        "read from its place, not from a copy: {status}"
+    );
 }

@@ -6,7 +6,9 @@
 //! (`list_config`): a list is taken back only by a service of the same name listing
 //! from the same place (another URL, other credentials or headers are another list). A file is written (on the blocking
 //! pool, whole and renamed into place, 0600) only when a list that loaded differs from
-//! the one on disk; files of the service's earlier configs are removed then.
+//! the one on disk; files of the service's earlier configs are removed then. A list
+//! that named its guide (an M3U header's `url-tvg`) keeps that address with it, given
+//! back to the service at a start (`Service::take_back_guide`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +25,10 @@ const DIR: &str = "lists";
 struct SavedList {
     service: String,
     channels: Vec<SavedChannel>,
+    /// The guide the list named (an M3U header's `url-tvg`), when it named one; lists
+    /// kept before have none.
+    #[serde(default)]
+    guide: Option<String>,
 }
 
 /// A `Channel` with every field, those kept out of API output too.
@@ -64,6 +70,7 @@ const KINDS: [CatchupKind; 5] = [
 struct ListOut<'a> {
     service: &'a str,
     channels: Channels<'a>,
+    guide: Option<&'a str>,
 }
 
 struct Channels<'a>(&'a [Channel]);
@@ -197,6 +204,13 @@ impl Registry {
             };
             match serde_json::from_slice::<SavedList>(&bytes) {
                 Ok(saved) if saved.service == e.cfg.name => {
+                    // Without a guide (none named, or kept by an older version): written
+                    // again at the next list that loads, which may name one.
+                    let with_guide = saved.guide.is_some();
+                    if let Some(url) = saved.guide.as_deref().and_then(|g| url::Url::parse(g).ok())
+                    {
+                        e.service.take_back_guide(url);
+                    }
                     let list: Vec<Channel> = saved
                         .channels
                         .into_iter()
@@ -206,10 +220,12 @@ impl Registry {
                     let (list, _) = crate::model::bounded(list);
                     tracing::info!(service = %e.cfg.name, channels = list.len(), "last listed channels taken back from the state dir");
                     let list = Arc::new(list);
-                    self.saved
-                        .lock()
-                        .expect("saved lock is never poisoned")
-                        .insert(e.cfg.name.clone(), list.clone());
+                    if with_guide {
+                        self.saved
+                            .lock()
+                            .expect("saved lock is never poisoned")
+                            .insert(e.cfg.name.clone(), list.clone());
+                    }
                     self.last_good
                         .lock()
                         .expect("last_good lock is never poisoned")
@@ -242,6 +258,11 @@ impl Registry {
         let (prefix, path) = file_of(dir, e);
         let list = list.clone();
         let service = name.to_string();
+        // Asked after the list was read: an M3U list's header named it.
+        let guide = match e.service.guide_source() {
+            Some(crate::services::GuideSource::Url(url)) => Some(url.to_string()),
+            _ => None,
+        };
         let newest = self.saved.clone();
         tokio::task::spawn_blocking(move || {
             // One write at a time, and only of the newest list: two writes finishing
@@ -256,7 +277,7 @@ impl Registry {
             if !still_newest {
                 return;
             }
-            if let Err(err) = write(&path, &prefix, &service, &list) {
+            if let Err(err) = write(&path, &prefix, &service, &list, guide.as_deref()) {
                 tracing::warn!(file = %path.display(), error = %err, "keeping the channel list failed");
             }
         });
@@ -291,7 +312,13 @@ pub(crate) fn write_whole(
     std::fs::rename(&tmp, path)
 }
 
-fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io::Result<()> {
+fn write(
+    path: &Path,
+    prefix: &str,
+    service: &str,
+    list: &[Channel],
+    guide: Option<&str>,
+) -> std::io::Result<()> {
     let dir = path.parent().expect("a file in lists/");
     // Written as it is serialized, from the list itself: a copy of a big list, or its
     // whole JSON in memory, would double the memory a lineup build takes.
@@ -299,6 +326,7 @@ fn write(path: &Path, prefix: &str, service: &str, list: &[Channel]) -> std::io:
         let saved = ListOut {
             service,
             channels: Channels(list),
+            guide,
         };
         serde_json::to_writer(f, &saved).map_err(std::io::Error::other)
     })?;
