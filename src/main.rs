@@ -108,6 +108,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // `check` writes what it found and exits with its code, whatever reads it (a pipe
+    // closed early by `head` is no crash).
     let check_json = matches!(cli.command, Some(Command::Check { json: true }));
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -121,23 +123,27 @@ fn main() -> ExitCode {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::Value::Array(problems));
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::Value::Array(problems));
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("{e}");
+            let _ = writeln!(std::io::stderr(), "{e}");
             return ExitCode::from(2);
         }
     };
     if let Some(Command::Check { json }) = cli.command {
         for w in &config.warnings {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "warning: {}:{}: {}: {}",
-                config.source, w.line, w.field, w.message
+                config.source,
+                w.line,
+                w.field,
+                w.message
             );
         }
         if json {
-            println!("[]");
+            let _ = writeln!(std::io::stdout(), "[]");
         } else {
             let warned = match config.warnings.len() {
                 0 => String::new(),
@@ -148,7 +154,11 @@ fn main() -> ExitCode {
                 1 => "1 service".to_string(),
                 n => format!("{n} services"),
             };
-            println!("{}: ok ({services}{warned})", config.source);
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: ok ({services}{warned})",
+                config.source
+            );
         }
         return ExitCode::SUCCESS;
     }

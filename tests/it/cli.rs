@@ -587,6 +587,34 @@ fn check_json_lists_problems_as_objects() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
+/// `check` whose output nobody reads any more (`| head -c 10` done) still exits with
+/// its code (2 for a config with problems, 0 for a good one), not a panic (101).
+#[test]
+fn check_into_a_closed_pipe_exits_with_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.toml", BAD);
+    let good = demo_config(dir.path());
+    for (args, config, code) in [
+        (&["check", "--json", "--config"][..], &bad, 2),
+        (&["check", "--config"][..], &bad, 2),
+        (&["check", "--config"][..], &good, 0),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let (reader_err, writer_err) = std::io::pipe().unwrap();
+        drop(reader_err);
+        let status = freesky()
+            .args(args)
+            .arg(config)
+            .env_remove("FREESKY_CLI_TEST_UNSET_VAR_81F2")
+            .stdout(writer)
+            .stderr(writer_err)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?} {}", config.display());
+    }
+}
+
 /// On a terminal, `channels` draws one line per service on stderr (via util-linux
 /// `script`, which gives it a pseudo-terminal); skipped where `script` is missing.
 #[test]
