@@ -339,7 +339,7 @@ async fn movie_details(
     v["age_rating"] = json!(d.age_rating);
     v["youtube_trailer"] = json!(d.youtube_trailer);
     v["duration"] = json!(d.duration_secs);
-    v["rating"] = json!(d.rating.or(t.rating()));
+    v["rating"] = rating_number(d.rating.or(t.rating()));
     v["tmdb"] = json!(t.tmdb().or(d.tmdb));
     v["container_extension"] = json!(t.ext());
     v["stream"] = json!(format!("/api/movie/{id}"));
@@ -391,7 +391,7 @@ async fn series_details(
                 "image": posters.episode(&t, e),
                 "release_date": info.release_date,
                 "duration": info.duration_secs,
-                "rating": info.rating,
+                "rating": rating_number(info.rating),
                 "added": info.added,
                 "stream": format!("/api/episode/{}", e.id),
             }));
@@ -407,7 +407,7 @@ async fn series_details(
     v["backdrop"] = json!(posters.backdrop(&d));
     v["poster"] = json!(posters.of_detailed(&t, &d));
     v["episode_run_time"] = json!(run_time(&d, f));
-    v["rating"] = json!(d.rating.or(t.rating()));
+    v["rating"] = rating_number(d.rating.or(t.rating()));
     v["tmdb"] = json!(t.tmdb().or(d.tmdb));
     v["seasons"] = Value::Array(seasons);
     Ok(Json(v))
@@ -728,6 +728,13 @@ struct SeriesEntry<'a> {
 
 fn opt_text<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// A rating as a JSON number written as it was read (`7.4`, not the `7.400000095367432`
+/// an `f32` widened to `f64` gives).
+fn rating_number(r: Option<f32>) -> Value {
+    r.and_then(|r| r.to_string().parse::<f64>().ok())
+        .map_or(Value::Null, |r| json!(r))
 }
 
 fn rating_text(r: Option<f32>) -> String {
@@ -1064,5 +1071,13 @@ mod tests {
         assert_eq!(super::five_based(Some(8.0)), 4.0);
         assert_eq!(super::five_based(Some(0.1)), 0.1);
         assert_eq!(super::five_based(None), 0.0);
+    }
+
+    #[test]
+    fn a_rating_is_written_as_it_was_read() {
+        for (r, text) in [(7.4, "7.4"), (7.1, "7.1"), (9.0, "9.0"), (6.85, "6.85")] {
+            assert_eq!(super::rating_number(Some(r)).to_string(), text);
+        }
+        assert!(super::rating_number(None).is_null());
     }
 }

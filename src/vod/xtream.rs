@@ -131,8 +131,9 @@ fn rating(v: &Value) -> Option<f32> {
             .and_then(as_text)
             .and_then(|t| t.parse::<f32>().ok())
     };
+    // Panels send `"rating": ""` and `"rating_5based": 0` for a title not rated.
     r("rating")
-        .or_else(|| r("rating_5based").map(|x| x * 2.0))
+        .or_else(|| r("rating_5based").filter(|x| *x > 0.0).map(|x| x * 2.0))
         .filter(|x| x.is_finite() && *x >= 0.0)
 }
 
@@ -337,6 +338,21 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_title_not_rated_has_no_rating() {
+        // A panel's unrated title: empty rating, 0 out of 5. Not "0.0" stars.
+        assert_eq!(rating(&json!({"rating": "", "rating_5based": 0})), None);
+        assert_eq!(rating(&json!({"rating": "", "rating_5based": "0"})), None);
+        assert_eq!(
+            rating(&json!({"rating": "", "rating_5based": 3.5})),
+            Some(7.0)
+        );
+        assert_eq!(
+            rating(&json!({"rating": "7.4", "rating_5based": 0})),
+            Some(7.4)
+        );
+    }
 
     #[test]
     fn lists_take_strings_or_numbers_and_refuse_other_shapes() {
