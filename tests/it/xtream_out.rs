@@ -1516,6 +1516,31 @@ async fn an_account_limited_to_services_plays_only_their_sources() {
     }
 }
 
+/// A wrong login is a 401 whatever else the path holds (a bad stream id, extension,
+/// duration or start), as the query form answers; with the right one, those are 400s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_login_is_refused_before_the_rest_of_the_path_is_read() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    for (i, tail) in [
+        "/live/{u}/{p}/abc.ts",
+        "/live/{u}/{p}/1.mp4",
+        "/timeshift/{u}/{p}/0/2026-01-01:00-00/1.ts",
+        "/timeshift/{u}/{p}/30/not-a-time/1.ts",
+        "/timeshift/{u}/{p}/30/2026-01-01:00-00/x.ts",
+    ]
+    .iter()
+    .enumerate()
+    {
+        // (Each wrong login adds to the address's guess penalty: one per path.)
+        let (user, pass) = [("nobody", "x"), ("alice", "wrong")][i % 2];
+        let path = tail.replace("{u}", user).replace("{p}", pass);
+        assert_api_error(app.get(&path).await, 401).await;
+        let path = tail.replace("{u}", "alice").replace("{p}", "alice-pw");
+        assert_api_error(app.get(&path).await, 400).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_require_account_a_playlist_link_plays_only_with_its_accounts_tag() {
     let up = upstream().await;

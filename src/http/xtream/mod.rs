@@ -581,6 +581,8 @@ async fn live(
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // The login first: a wrong one is a 401 whatever the file.
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
     // No extension is the stream (`ts`), as panels take it; either case.
     let (id, ext) = match file.rsplit_once('.') {
         Some((id, e)) => (id, e.to_ascii_lowercase()),
@@ -595,7 +597,6 @@ async fn live(
             ))
         })?;
     let number = stream_id(id)?;
-    let account = login(&s, Some(&user), Some(&pass), &client).await?;
     account_stream(
         &s,
         &account,

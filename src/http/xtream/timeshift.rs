@@ -48,6 +48,9 @@ pub(super) async fn path_form(
     client: Client,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    // The login first, as the query form does: a wrong one is a 401 whatever else the
+    // path holds.
+    let account = login(&s, Some(&user), Some(&pass), &client).await?;
     // `.ts`, or `.m3u8` as newer panels take it: either way what the archive serves.
     let id = file
         .strip_suffix(".ts")
@@ -56,7 +59,6 @@ pub(super) async fn path_form(
     let number = stream_id(id)?;
     let minutes = parse_minutes(&minutes)?;
     let start = catchup::parse_start(&start).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let account = login(&s, Some(&user), Some(&pass), &client).await?;
     account_timeshift(
         &s,
         &account,
