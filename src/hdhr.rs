@@ -35,9 +35,16 @@ pub fn derived_ids(main: u32, count: usize) -> Vec<u32> {
 /// the current tuner when it fits there, else it starts the next one; a group larger
 /// than `max` fills as many tuners as it needs, in number order, and the next group
 /// may join its last one. There is always one tuner, empty when `channels` is.
-pub fn pack(channels: &[LineupChannel], max: usize) -> Vec<Vec<usize>> {
+/// Channels `keep` refuses are left out (those the tuner's account does not see).
+pub fn pack(
+    channels: &[LineupChannel],
+    max: usize,
+    keep: impl Fn(&LineupChannel) -> bool,
+) -> Vec<Vec<usize>> {
     let max = max.max(1);
-    let mut order: Vec<usize> = (0..channels.len()).collect();
+    let mut order: Vec<usize> = (0..channels.len())
+        .filter(|&i| keep(&channels[i]))
+        .collect();
     order.sort_by_key(|&i| channels[i].number);
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut group_of: HashMap<&str, usize> = HashMap::new();
@@ -228,7 +235,7 @@ mod tests {
                 station_id: Default::default(),
             })
             .collect();
-        let got: Vec<Vec<u32>> = pack(&channels, max)
+        let got: Vec<Vec<u32>> = pack(&channels, max, |_| true)
             .iter()
             .map(|t| t.iter().map(|&i| channels[i].number).collect())
             .collect();

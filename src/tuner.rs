@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
 
+use crate::accounts::Account;
 use crate::hdhr;
 use crate::lineup::Lineup;
 use crate::slots::Slots;
@@ -25,7 +26,12 @@ pub struct Tuner {
 }
 
 /// A lineup, the size it was split by, and its virtual tuners (indices into it).
-type SplitMemo = (Arc<Lineup>, usize, Arc<Vec<Vec<usize>>>);
+type SplitMemo = (
+    Arc<Lineup>,
+    usize,
+    Option<Arc<Account>>,
+    Arc<Vec<Vec<usize>>>,
+);
 
 impl Tuner {
     /// The identity kept in `store` (made on first start), with `tuners` tuners.
@@ -56,17 +62,30 @@ impl Tuner {
         self.slots.set_limit(Some(tuners as usize));
     }
 
-    /// `lineup` split into virtual tuners of at most `max` channels ([`hdhr::pack`]),
-    /// made once per lineup.
-    pub fn split(&self, lineup: &Arc<Lineup>, max: usize) -> Arc<Vec<Vec<usize>>> {
+    /// The channels of `lineup` that `account` sees (all without one: the tuner's
+    /// account, with `require_account`) split into virtual tuners of at most `max`
+    /// channels ([`hdhr::pack`]), made once per lineup and account.
+    pub fn split(
+        &self,
+        lineup: &Arc<Lineup>,
+        max: usize,
+        account: Option<&Arc<Account>>,
+    ) -> Arc<Vec<Vec<usize>>> {
         let mut memo = self.split.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((of, m, tuners)) = &*memo {
-            if Arc::ptr_eq(of, lineup) && *m == max {
+        if let Some((of, m, by, tuners)) = &*memo {
+            let same_account = match (by, account) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if Arc::ptr_eq(of, lineup) && *m == max && same_account {
                 return tuners.clone();
             }
         }
-        let tuners = Arc::new(hdhr::pack(&lineup.channels, max));
-        *memo = Some((lineup.clone(), max, tuners.clone()));
+        let tuners = Arc::new(hdhr::pack(&lineup.channels, max, |c| {
+            account.is_none_or(|a| a.sees(c))
+        }));
+        *memo = Some((lineup.clone(), max, account.cloned(), tuners.clone()));
         tuners
     }
 

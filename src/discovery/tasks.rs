@@ -221,10 +221,14 @@ async fn refresh_virtual(
             Some(Vec::new())
         } else {
             match state.registry.lineup().await {
-                Ok(lineup) => {
-                    let count = state.tuner.split(&lineup, max).len();
-                    Some(virtual_devices(&state.tuner.virtual_ids(count)))
-                }
+                Ok(lineup) => match crate::http::hdhr::tuner_account(&state) {
+                    Ok(account) => {
+                        let count = state.tuner.split(&lineup, max, account.as_ref()).len();
+                        Some(virtual_devices(&state.tuner.virtual_ids(count)))
+                    }
+                    // The tuner is off (its account is missing or unusable).
+                    Err(_) => Some(Vec::new()),
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "discovery: no lineup; the virtual tuners stay as they were");
                     None

@@ -179,7 +179,8 @@ async fn split(s: &AppState) -> Result<Split, AppError> {
         ));
     }
     let lineup = s.registry.lineup().await?;
-    let tuners = s.tuner.split(&lineup, max as usize);
+    let account = super::xtream::tuner_account(s)?;
+    let tuners = s.tuner.split(&lineup, max as usize, account.as_ref());
     Ok(Split { lineup, tuners })
 }
 
@@ -244,6 +245,9 @@ async fn discover(
         "Manufacturer": "Silicondust",
     })))
 }
+
+/// The tuner's viewer account, with `require_account` (an error: the tuner is off).
+pub(crate) use super::xtream::tuner_account;
 
 /// The tuners a client may use at once: `tuner_count`, or fewer when the tuner's
 /// account allows fewer connections.

@@ -400,6 +400,70 @@ async fn guide_numbers_stay_when_the_upstream_adds_and_removes_channels() {
 
 /// 25 channels in three groups, listed out of group order (News 2 + Sports 12 + Movies
 /// 9 + News 2), News 1 playable; tuners split at 10 channels.
+/// With `require_account`, the virtual tuners split the channels the tuner's account
+/// sees, not the whole lineup: none is listed with channels its lineup then leaves out.
+#[tokio::test]
+async fn virtual_tuners_split_only_what_the_tuner_account_sees() {
+    let (plain, up) = split_app().await;
+    let o = up.base();
+    drop(plain);
+    let app = TestApp::spawn(&format!(
+        r#"
+[server]
+bind = "127.0.0.1:0"
+state_dir = '{{state_dir}}'
+require_account = true
+admin_token = "tuner-admin-9"
+
+[hdhomerun]
+friendly_name = "Living room"
+tuner_count = 2
+max_channels = 3
+account = "tv"
+
+[[users]]
+name = "tv"
+password = "tv-pw-1"
+groups = ["News"]
+
+[[services]]
+name = "P"
+kind = "m3u"
+url = "{o}/list.m3u"
+"#
+    ))
+    .await;
+    let admin = |path: &str| {
+        app.client
+            .get(app.url(path))
+            .header("authorization", "Bearer tuner-admin-9")
+            .send()
+    };
+    let list: Value = admin("/api/tuners").await.unwrap().json().await.unwrap();
+    let list = list.as_array().unwrap_or_else(|| panic!("{list}"));
+    // Four News channels, three to a tuner.
+    let counts: Vec<u64> = list
+        .iter()
+        .map(|t| t["channels"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [3, 1], "{list:#?}");
+    let mut seen = 0;
+    for (i, t) in list.iter().enumerate() {
+        assert_eq!(t["groups"], serde_json::json!(["News"]), "{t}");
+        let (status, lineup) = app
+            .get_json(&format!("/tuners/{}/lineup.json", i + 1))
+            .await;
+        assert_eq!(status, 200, "{lineup}");
+        let entries = lineup.as_array().unwrap();
+        assert_eq!(entries.len() as u64, counts[i], "tuner {}: {lineup}", i + 1);
+        for e in entries {
+            assert!(e["GuideName"].as_str().unwrap().starts_with("News "), "{e}");
+        }
+        seen += entries.len();
+    }
+    assert_eq!(seen, 4);
+}
+
 async fn split_app() -> (TestApp, FakeUpstream) {
     let up = FakeUpstream::bind().await;
     let o = up.base();
