@@ -53,9 +53,11 @@ fn open(dir: &Path) -> Result<(File, PathBuf), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let file = options
-        .open(&path)
-        .map_err(|e| StoreError::at(&path.display().to_string(), e))?;
+    let file = options.open(&path).map_err(|e| match e.kind() {
+        // The folder is there but not the running user's to write (another owner).
+        std::io::ErrorKind::PermissionDenied => super::dir_error(dir, e),
+        _ => StoreError::at(&path.display().to_string(), e),
+    })?;
     Ok((file, path))
 }
 
