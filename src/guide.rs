@@ -950,7 +950,8 @@ impl Guides {
             }
             result
         });
-        let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+        let started = tokio::time::Instant::now();
+        let deadline = started + FIRST_WAIT;
         let mut wake = deadline;
         loop {
             tokio::select! {
@@ -980,7 +981,8 @@ impl Guides {
             return Ok(r);
         }
         tracing::info!(
-            "serving the guides read within {}s; the others join when read",
+            waited_s = started.elapsed().as_secs(),
+            "serving the guides read so far (the first with programmes, or what {}s gave); the others join when read",
             FIRST_WAIT.as_secs()
         );
         self.render_locked().await
