@@ -1930,19 +1930,23 @@ fn render(
 type Ranked<'a> = (i64, &'a ServiceGuide);
 
 /// How guide `g`'s read matched lineup channel `c` as `c` is now: as the read said,
-/// unless the read matched it by a guide id a mapping has changed since (which would
-/// else keep its old programmes until the next read). Then not at all (`None`) when
-/// the guide lists the new id (its read, begun with the change, gives that one), else
-/// by display name if that guide channel carries one of `c`'s names (as a read would
-/// match it now).
+/// unless the guide channel it took is not `c`'s guide id. Then not at all (`None`)
+/// when the guide lists that id (its read, begun with the change, gives that one: a
+/// read would match by it, never by a name or an old id); else, for a match by a
+/// guide id a mapping has changed since (which would else keep its old programmes
+/// until the next read), by display name if that guide channel carries one of `c`'s
+/// names (as a read would match it now).
 fn now_by(g: &ServiceGuide, c: &LineupChannel) -> Option<Match> {
     let how = *g.matched_by.get(c.id.as_str())?;
     let id = g.matched_ids.get(c.id.as_str())?;
-    if how != Match::GuideId || id.eq_ignore_ascii_case(&c.guide_id) {
+    if id.eq_ignore_ascii_case(&c.guide_id) {
         return Some(how);
     }
     if g.names_of(&c.guide_id).is_some() {
         return None;
+    }
+    if how != Match::GuideId {
+        return Some(how);
     }
     let theirs = g.names_of(id)?;
     let ours: Vec<&str> = std::iter::once(&*c.name)
@@ -2223,17 +2227,18 @@ impl Copy {
                     }
                 }
             }
-            let written = file.and_then(|f| {
-                f.into_inner()
-                    .map_err(std::io::IntoInnerError::into_error)
-                    .and_then(|f| f.sync_all())
-            });
-            let outcome = match (kept.blocking_recv(), written) {
-                (Ok(()), Ok(())) => std::fs::rename(&part, &path).map(|()| {
-                    forget_other_places(&path, &prefix);
-                }),
-                (Ok(()), Err(e)) => Err(e),
-                (Err(_), _) => Ok(()),
+            // Synced (a slow disk's seconds are not the read's: see `finish`) and put
+            // in place only for a read that worked.
+            let outcome = match kept.blocking_recv() {
+                Ok(()) => file
+                    .and_then(|f| {
+                        f.into_inner()
+                            .map_err(std::io::IntoInnerError::into_error)
+                            .and_then(|f| f.sync_all())
+                    })
+                    .and_then(|()| std::fs::rename(&part, &path))
+                    .map(|()| forget_other_places(&path, &prefix)),
+                Err(_) => Ok(()),
             };
             if let Err(e) = outcome {
                 tracing::warn!(copy = %path.display(), error = %e, "cannot keep a copy of the guide");
@@ -2250,11 +2255,13 @@ impl Copy {
     }
 
     /// Once every byte read is written (the reader must be dropped first), puts the
-    /// copy in place when the read `worked`, else removes it.
+    /// copy in place when the read `worked`, in the background (the read's result does
+    /// not wait for the disk), else removes it before returning.
     async fn finish(mut self, worked: bool) {
         if let Some(keep) = self.keep.take() {
             if worked {
                 let _ = keep.send(());
+                return;
             }
         }
         let _ = (&mut self.done).await;
