@@ -1564,18 +1564,46 @@ impl Guides {
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
         let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
+        self.read_guide(
+            name,
+            shown,
+            source,
+            GUIDE_MAX_BYTES,
+            &map,
+            window,
+            spare,
+            |url| async move { service.fetch(&url, &Vec::new(), None).await },
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Guide `name` (shown as `shown`) read from `source` (a URL through `fetch`) with
+    /// `map`, within `[guide] read_timeout` and `max_bytes`, a copy of a URL guide kept
+    /// as it is read (`Copy`); when the read fails, the copy of its last good read is
+    /// read instead if nothing of it is kept from a read since start (`read_copy`).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_guide<Fut>(
+        &self,
+        name: &str,
+        shown: String,
+        source: GuideSource,
+        max_bytes: u64,
+        map: &Mapping<'_>,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
+        fetch: impl FnOnce(url::Url) -> Fut,
+    ) -> Result<(String, ServiceGuide), Failed>
+    where
+        Fut: std::future::Future<
+            Output = Result<crate::upstream::Fetched, crate::error::UpstreamError>,
+        >,
+    {
         let copy_to = self.copy_path(name, &source);
         let mut copy = None;
         let work = async {
-            let reader = open(
-                source,
-                GUIDE_MAX_BYTES,
-                copy_to.as_deref(),
-                &mut copy,
-                |url| async move { service.fetch(&url, &Vec::new(), None).await },
-            )
-            .await?;
-            window.read(reader, &map, spare.is_some()).await
+            let reader = open(source, max_bytes, copy_to.as_deref(), &mut copy, fetch).await?;
+            window.read(reader, map, spare.is_some()).await
         };
         let read = tokio::time::timeout(self.cfg.read_timeout, work).await;
         if let Some(copy) = copy {
@@ -1587,17 +1615,10 @@ impl Guides {
                 humantime::format_duration(self.cfg.read_timeout)
             ),
             Ok(Err(e)) => e,
-            Ok(Ok(guide)) => return Ok(Some((shown, guide))),
+            Ok(Ok(guide)) => return Ok((shown, guide)),
         };
         let copy = self
-            .read_copy(
-                name,
-                copy_to.as_deref(),
-                GUIDE_MAX_BYTES,
-                &map,
-                window,
-                spare,
-            )
+            .read_copy(name, copy_to.as_deref(), max_bytes, map, window, spare)
             .await;
         Err(Failed {
             source: shown,
@@ -1683,51 +1704,21 @@ impl Guides {
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
         let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
-        let copy_to = self.copy_path(&extra.cfg.name, &source);
-        let max_bytes = extra.cfg.max_bytes;
-        let mut copy = None;
-        let work = async {
-            let client = extra.http.as_ref().map(|(_, c)| c);
-            let reader = open(
-                source,
-                max_bytes,
-                copy_to.as_deref(),
-                &mut copy,
-                |url| async move {
-                    let client = client.expect("a URL guide has a client");
-                    client.get(&url, &Vec::new(), None).await
-                },
-            )
-            .await?;
-            window.read(reader, &map, spare.is_some()).await
-        };
-        let read = tokio::time::timeout(self.cfg.read_timeout, work).await;
-        if let Some(copy) = copy {
-            copy.finish(matches!(read, Ok(Ok(_)))).await;
-        }
-        let why = match read {
-            Err(_) => format!(
-                "took longer than {}",
-                humantime::format_duration(self.cfg.read_timeout)
-            ),
-            Ok(Err(e)) => e,
-            Ok(Ok(guide)) => return Ok((shown, guide)),
-        };
-        let copy = self
-            .read_copy(
-                &extra.cfg.name,
-                copy_to.as_deref(),
-                max_bytes,
-                &map,
-                window,
-                spare,
-            )
-            .await;
-        Err(Failed {
-            source: shown,
-            why,
-            copy,
-        })
+        let client = extra.http.as_ref().map(|(_, c)| c);
+        self.read_guide(
+            &extra.cfg.name,
+            shown,
+            source,
+            extra.cfg.max_bytes,
+            &map,
+            window,
+            spare,
+            |url| async move {
+                let client = client.expect("a URL guide has a client");
+                client.get(&url, &Vec::new(), None).await
+            },
+        )
+        .await
     }
 }
 
