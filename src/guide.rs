@@ -1875,7 +1875,16 @@ fn render(
         .iter()
         .filter_map(|(name, priority)| good.get(name).map(|g| (*priority, &**g)))
         .collect();
-    let shown = |c: &LineupChannel| pick(&ranked, &c.id, Some(c)).filter(|_| !rejected(&c.id));
+    let taken =
+        |c: &LineupChannel| pick_with_guide(&ranked, &c.id, Some(c)).filter(|_| !rejected(&c.id));
+    let shown = |c: &LineupChannel| taken(c).map(|(_, programmes)| programmes);
+    // A channel without a logo of its own shows the icon of the guide channel it
+    // takes programmes from.
+    let icon = |c: &LineupChannel| {
+        taken(c)
+            .filter(|_| c.logo.is_empty())
+            .and_then(|(g, _)| g.icons.get(g.matched_ids.get(c.id.as_str())?))
+    };
     let block = cfg.placeholder_length.as_secs() as i64;
     let mut fillers: HashMap<&str, Vec<xmltv::Programme>> = HashMap::new();
     if cfg.placeholders {
@@ -1893,7 +1902,7 @@ fn render(
             id: &c.guide_id,
             name: &c.name,
             number: c.number,
-            logo: &c.logo,
+            logo: icon(c).map_or(&c.logo, String::as_str),
             programmes: shown(c)
                 .or_else(|| fillers.get(c.id.as_str()).map(Vec::as_slice))
                 .unwrap_or_default(),
@@ -1963,6 +1972,15 @@ fn pick<'a>(
     id: &str,
     now: Option<&LineupChannel>,
 ) -> Option<&'a [xmltv::Programme]> {
+    pick_with_guide(guides, id, now).map(|(_, programmes)| programmes)
+}
+
+/// `pick`, with the guide the programmes come from.
+fn pick_with_guide<'a>(
+    guides: &[Ranked<'a>],
+    id: &str,
+    now: Option<&LineupChannel>,
+) -> Option<(&'a ServiceGuide, &'a [xmltv::Programme])> {
     guides
         .iter()
         .filter_map(|(priority, g)| {
@@ -1977,11 +1995,11 @@ fn pick<'a>(
             };
             Some((
                 (!how.by_id(), *priority, std::cmp::Reverse(how)),
-                programmes,
+                (*g, programmes.as_slice()),
             ))
         })
         .min_by_key(|(rank, _)| *rank)
-        .map(|(_, programmes)| programmes.as_slice())
+        .map(|(_, taken)| taken)
 }
 
 /// The lineup channels (ids, hidden ones included) with a source of `service`.

@@ -162,6 +162,9 @@ pub struct ServiceGuide {
     /// (`<display-name lang="fr">`; the first that does): guide matching reads the same
     /// name in guides of two languages as, possibly, two channels.
     pub langs: HashMap<String, String>,
+    /// The first `<icon src>` of catalogue channels that give one (a web link): a
+    /// lineup channel without a logo of its own shows its guide channel's.
+    pub icons: HashMap<String, String>,
     /// Our channels that a guide channel matched.
     pub channels_matched: usize,
     /// Guide channels that matched one of our channels another guide channel of this
@@ -250,6 +253,7 @@ impl ServiceGuide {
         }
         out.catalogue = std::mem::take(&mut self.catalogue);
         out.langs = std::mem::take(&mut self.langs);
+        out.icons = std::mem::take(&mut self.icons);
         out.skipped = self.skipped;
         out.first_skip = self.first_skip.take();
         finish(choice, &mut out);
@@ -598,7 +602,8 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
                 buf.clear();
                 match name.as_str() {
                     "channel" => {
-                        let (names, lang) = read_channel(&mut reader, &mut buf).await?;
+                        let GuideChannel { names, lang, icon } =
+                            read_channel(&mut reader, &mut buf).await?;
                         if let Some(id) = attr(&attrs, "id") {
                             if !names.is_empty()
                                 && catalogued.len() < MAX_GUIDE_CHANNELS
@@ -607,6 +612,9 @@ pub async fn read_sparing<R: AsyncBufRead + Unpin + Send>(
                                 out.catalogue.push((id.to_string(), names.clone()));
                                 if let Some(lang) = lang {
                                     out.langs.insert(id.to_string(), lang);
+                                }
+                                if let Some(icon) = icon {
+                                    out.icons.insert(id.to_string(), icon);
                                 }
                             }
                             choice.offer(id, &names, map, &mut out);
@@ -816,14 +824,35 @@ async fn skip_element<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// The display names of a `<channel>` whose start was just read, and the first
-/// language one of them gives (lowercase).
+/// What a guide's `<channel>` says of itself.
+struct GuideChannel {
+    names: Vec<String>,
+    /// The first language a display name gives (lowercase).
+    lang: Option<String>,
+    /// The first `<icon src>` that is a web link (at most `MAX_ICON_LINK` bytes).
+    icon: Option<String>,
+}
+
+/// An icon link longer than this is not kept (a `data:` image, junk).
+const MAX_ICON_LINK: usize = 2048;
+
+/// The `<channel>` whose start was just read.
 async fn read_channel<R: AsyncBufRead + Unpin>(
     reader: &mut Reader<R>,
     buf: &mut Vec<u8>,
-) -> Result<(Vec<String>, Option<String>), XmltvError> {
+) -> Result<GuideChannel, XmltvError> {
     let mut names = Vec::new();
     let mut lang: Option<String> = None;
+    let mut icon: Option<String> = None;
+    let mut take_icon = |e: &BytesStart<'_>, depth: usize| {
+        if depth == 2 && icon.is_none() && e.local_name().as_ref() == "icon" {
+            icon = attr(&attributes(e), "src")
+                .map(str::trim)
+                .filter(|s| s.len() <= MAX_ICON_LINK)
+                .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+                .map(str::to_string);
+        }
+    };
     let mut depth = 1usize;
     let mut in_name = false;
     let mut text = String::new();
@@ -837,6 +866,7 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
             Event::Start(e) => {
                 depth += 1;
                 deep_enough(reader, depth)?;
+                take_icon(&e, depth);
                 in_name = depth == 2 && e.local_name().as_ref() == "display-name";
                 if in_name && lang.is_none() {
                     lang = attr(&attributes(&e), "lang")
@@ -860,9 +890,10 @@ async fn read_channel<R: AsyncBufRead + Unpin>(
                 depth -= 1;
                 if depth == 0 {
                     buf.clear();
-                    return Ok((names, lang));
+                    return Ok(GuideChannel { names, lang, icon });
                 }
             }
+            Event::Empty(e) => take_icon(&e, depth + 1),
             Event::Eof => return Err(XmltvError::Truncated("channel".into())),
             _ => {}
         }

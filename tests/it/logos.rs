@@ -578,3 +578,82 @@ async fn a_logo_is_told_by_its_bytes_and_an_overlong_one_is_left_out() {
     assert!(!seven.contains("tvg-logo"), "{seven}");
     assert_eq!(up.hits(&over), 0);
 }
+
+/// A channel without a logo of its own shows the icon of the guide channel it takes
+/// programmes from (matched by id or by name); a channel with a logo keeps its own. In
+/// `cache` mode that icon, too, is served by freesky.
+#[tokio::test]
+async fn a_channel_without_a_logo_shows_its_guide_channels_icon() {
+    let b = FakeUpstream::bind().await;
+    let base = b.base();
+    let (a, z) = (xmltv_at(-1), xmltv_at(2));
+    let m3u = format!(
+        "#EXTM3U\n\
+         #EXTINF:-1 tvg-id=\"One.uk\" tvg-logo=\"{base}/logo/one.png\",One\n{base}/one.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Five.uk\",Five\n{base}/five.m3u8\n\
+         #EXTINF:-1,Sixth Sense TV\n{base}/six.m3u8\n\
+         #EXTINF:-1 tvg-id=\"Seven.uk\",Seven\n{base}/seven.m3u8\n"
+    );
+    let epg = format!(
+        "<?xml version=\"1.0\"?>\n<tv>\n\
+         <channel id=\"One.uk\"><display-name>One</display-name><icon src=\"{base}/logo/guide-one.png\"/></channel>\n\
+         <channel id=\"Five.uk\"><display-name>Five</display-name><icon src=\"{base}/logo/five.png\" width=\"64\"/></channel>\n\
+         <channel id=\"six.guide\"><icon src=\"{base}/logo/six.png\"></icon><display-name>Sixth Sense TV</display-name></channel>\n\
+         <channel id=\"Seven.uk\"><display-name>Seven</display-name><icon src=\"data:image/png;base64,AAAA\"/></channel>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"One.uk\"><title>News</title></programme>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"Five.uk\"><title>Quiz</title></programme>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"six.guide\"><title>Ghosts</title></programme>\n\
+         <programme start=\"{a}\" stop=\"{z}\" channel=\"Seven.uk\"><title>Film</title></programme>\n\
+         </tv>\n"
+    );
+    let up = b
+        .text("/list.m3u", "audio/x-mpegurl", m3u)
+        .text("/epg.xml", "application/xml", epg)
+        .bytes("/logo/five.png", "image/png", png())
+        .start();
+    let service = format!(
+        "[[services]]\nname = \"IconUp\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\nepg_url = \"{0}/epg.xml\"\n",
+        up.base()
+    );
+    // The icon of the guide channel each of ours shows, by our channel's name.
+    let icons = |epg: &str| -> Vec<(String, String)> {
+        epg.split("<channel id=\"")
+            .skip(1)
+            .filter_map(|c| {
+                let c = c.split("</channel>").next()?;
+                let name = c.split("<display-name>").nth(1)?.split('<').next()?;
+                let icon = c.split("<icon src=\"").nth(1)?.split('"').next()?;
+                Some((name.to_string(), icon.to_string()))
+            })
+            .collect()
+    };
+
+    let direct = TestApp::spawn(&service).await;
+    let epg = direct.get_text_ok("/epg.xml").await;
+    let ups = up.base();
+    assert_eq!(
+        icons(&epg),
+        vec![
+            ("One".to_string(), format!("{ups}/logo/one.png")),
+            ("Five".to_string(), format!("{ups}/logo/five.png")),
+            ("Sixth Sense TV".to_string(), format!("{ups}/logo/six.png")),
+        ],
+        "{epg}"
+    );
+
+    let cache = TestApp::spawn(&format!("[logos]\nmode = \"cache\"\n\n{service}")).await;
+    let epg = cache.get_text_ok("/epg.xml").await;
+    let shown = icons(&epg);
+    assert_eq!(shown.len(), 3, "{epg}");
+    let (_, five) = shown
+        .iter()
+        .find(|(name, _)| name == "Five")
+        .expect("Five has an icon");
+    assert!(
+        five.starts_with(&format!("{}/logos/", cache.base)),
+        "{five}"
+    );
+    let resp = cache.get(&five.replace("&amp;", "&")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.expect("icon").as_ref(), png().as_slice());
+}
