@@ -95,6 +95,14 @@ impl Features {
 
 /// The features of a display name.
 pub fn of_name(name: &str) -> Features {
+    of_name_placed(name, None)
+}
+
+/// The features of a display name whose channel something surer than its name places
+/// in country `placed` (canonical: a tvg-id's domain, a group): a trailing code of
+/// another country is then a word of the name, not its country ("5 USA" of the UK,
+/// `5USA.uk`, is "5 usa").
+pub fn of_name_placed(name: &str, placed: Option<&str>) -> Features {
     let callsign = callsign(name);
     let folded = deunicode::deunicode(name).to_lowercase();
     // "A&E" and "A and E", "Food & Drink" and "Food and Drink" are one spelling.
@@ -129,9 +137,12 @@ pub fn of_name(name: &str) -> Features {
     let mut country = None;
     if words.len() > 1 {
         if let Some(last) = words.last().filter(|w| COUNTRIES.contains(&w.as_str())) {
-            country = Some(canonical_country(last));
-            words.pop();
-            raw_words.pop();
+            let code = canonical_country(last);
+            if placed.is_none_or(|p| p == code) {
+                country = Some(code);
+                words.pop();
+                raw_words.pop();
+            }
         }
     }
     Features {
@@ -149,20 +160,25 @@ pub fn of_name(name: &str) -> Features {
 /// (unless a country suffix says another). Not for a guide's display names: a guide
 /// that writes "UA:Перший" beside "Перший" names two listings with it.
 pub fn of_listed_name(name: &str) -> Features {
+    of_listed_name_placed(name, None)
+}
+
+/// [`of_listed_name`] of a channel placed in country `placed` (see [`of_name_placed`]).
+pub fn of_listed_name_placed(name: &str, placed: Option<&str>) -> Features {
     match country_prefix(name) {
         Some((country, rest)) => {
-            let mut f = of_name(rest);
+            let mut f = of_name_placed(rest, placed);
             f.country.get_or_insert(country);
             f
         }
-        None => of_name(name),
+        None => of_name_placed(name, placed),
     }
 }
 
 /// A country code that a name starts with, set apart by a colon or a bar ("UK: BBC
 /// One", "de | Das Erste"), and the name after it; as a group's country is read
 /// (`country_of_group`), and only with more of a name after it.
-fn country_prefix(name: &str) -> Option<(String, &str)> {
+pub fn country_prefix(name: &str) -> Option<(String, &str)> {
     let (head, rest) = name.split_once([':', '|'])?;
     let head = head.trim();
     let short = (2..=3).contains(&head.len()) && head.bytes().all(|b| b.is_ascii_alphabetic());
@@ -213,12 +229,15 @@ pub fn of_tvg_id(id: &str) -> Option<Features> {
     if base.is_empty() {
         return None;
     }
-    let mut f = of_name(&split_case(base));
+    let placed = domain
+        .filter(|d| ISO_CODES.contains(&d.as_str()) || d == "usa")
+        .map(|d| canonical_country(&d));
+    let mut f = of_name_placed(&split_case(base), placed.as_deref());
     if f.words.is_empty() {
         return None;
     }
-    if let Some(d) = domain.filter(|d| ISO_CODES.contains(&d.as_str()) || d == "usa") {
-        f.country = Some(canonical_country(&d));
+    if placed.is_some() {
+        f.country = placed;
     }
     Some(f)
 }

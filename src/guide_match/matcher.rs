@@ -248,7 +248,7 @@ impl Index {
             }));
             let mut seen = HashSet::new();
             for n in &c.names {
-                let f = features::of_name(n);
+                let f = features::of_name_placed(n, country_of[i].as_deref());
                 if f.words.is_empty() || !seen.insert((f.compact(), f.shift, f.country.clone())) {
                     continue;
                 }
@@ -629,19 +629,32 @@ impl Index {
     }
 
     fn probes(&self, q: &Query) -> Vec<Probe> {
-        let group_country = features::country_of_group(&q.group);
+        let by_id: Vec<Features> = q
+            .tvg_ids
+            .iter()
+            .filter_map(|t| features::of_tvg_id(t))
+            .collect();
+        // A tvg-id's domain, else a name's country prefix ("UK: 5 USA"), else the
+        // group places the channel more surely than a name's trailing code: "5 USA" in
+        // a "UK" group is a British channel.
+        let placed = by_id
+            .iter()
+            .find_map(|f| f.country.clone())
+            .or_else(|| {
+                q.names
+                    .iter()
+                    .find_map(|n| Some(features::country_prefix(n)?.0))
+            })
+            .or_else(|| features::country_of_group(&q.group));
         let mut feats: Vec<Features> = q
             .names
             .iter()
-            .map(|n| features::of_listed_name(n))
-            .chain(q.tvg_ids.iter().filter_map(|t| features::of_tvg_id(t)))
+            .map(|n| features::of_listed_name_placed(n, placed.as_deref()))
+            .chain(by_id)
             .filter(|f| !f.words.is_empty())
             .collect();
         // What one name or id says holds for all: a country, a time shift, a callsign.
-        let country = feats
-            .iter()
-            .find_map(|f| f.country.clone())
-            .or(group_country);
+        let country = placed.or_else(|| feats.iter().find_map(|f| f.country.clone()));
         // "Pluto TV Forensic Files" is also "Forensic Files": a plainer name, tried
         // where the country is known (as a short name is), or where what is left has
         // three words of its own ("Black Ink Crew"), or one that few guide names use
@@ -1089,6 +1102,35 @@ mod tests {
         assert_eq!(chosen(&["BBC One", "BBC Two"], "UK | BBC Two HD"), Some(1));
         // Two channels of the name and no country said: neither.
         assert_eq!(chosen(&["Channel 5 SG", "Channel 5 UK"], "Channel 5"), None);
+    }
+
+    #[test]
+    fn a_trailing_code_of_another_country_than_the_channels_is_part_of_its_name() {
+        // "5 USA" is a British channel: its guide id says uk, so "USA" is a word of its
+        // name, and a lineup channel of a "UK" group takes it, not the American one.
+        let mut g = guide(&["5USA", "5USA"]);
+        g[0].country = Some("uk".into());
+        g[1].country = Some("us".into());
+        let index = Index::new(&g);
+        let q = |name: &str, group: &str| Query {
+            names: vec![name.into()],
+            group: group.into(),
+            ..Query::default()
+        };
+        let found = index.find(&q("5 USA", "UK"), &HashSet::new(), Settings::default());
+        assert_eq!(found.chosen.map(|c| c.channel), Some(0), "{}", found.reason);
+        assert!(found.reason.contains("country uk"), "{}", found.reason);
+        // Placed in the US (or nowhere), the name's code is its country.
+        let us = index.find(&q("5 USA", "US"), &HashSet::new(), Settings::default());
+        assert_eq!(us.chosen.map(|c| c.channel), Some(1), "{}", us.reason);
+        // A tvg-id's domain places a channel too.
+        let by_id = Query {
+            names: vec!["5 USA".into()],
+            tvg_ids: vec!["5USA.uk".into()],
+            ..Query::default()
+        };
+        let found = index.find(&by_id, &HashSet::new(), Settings::default());
+        assert_eq!(found.chosen.map(|c| c.channel), Some(0), "{}", found.reason);
     }
 
     #[test]
