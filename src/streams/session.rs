@@ -345,6 +345,19 @@ enum Follow {
     Bytes(Url, bool),
 }
 
+/// What a segment's first bytes are when they are no media: an HTML page or an
+/// M3U playlist.
+fn not_media(first: &[u8]) -> Option<&'static str> {
+    if crate::upstream::looks_like_html(first) {
+        return Some("an HTML page");
+    }
+    let start = first
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(first)
+        .trim_ascii_start();
+    start.starts_with(b"#EXTM3U").then_some("a playlist")
+}
+
 /// A live playlist that lists no new segment for this many target durations (within
 /// `STALE_MIN` and `STALE_MAX` seconds), while its segments failed and none came, has
 /// stopped: the session tries the next source.
@@ -1007,8 +1020,21 @@ impl Task {
         self.continuity.join();
         let mut align = TsAligner::default();
         let mut typed = seg.map.is_some();
+        let mut looked = false;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
+            // A segment that is a web page or a playlist (a login page, a list that
+            // names itself as its segment) is no media: a failed segment, never bytes
+            // sent to the viewers as video.
+            if !looked && !chunk.is_empty() {
+                looked = true;
+                if let Some(what) = not_media(&chunk) {
+                    return Err(UpstreamError::Invalid(format!(
+                        "its segment {} is {what}, not media",
+                        src.service.shown_url(&seg.url)
+                    )));
+                }
+            }
             // Segments that are neither MPEG-TS nor fMP4 (packed audio: AAC, MP3) are
             // sent as they come, typed as what they are.
             if !typed && !chunk.is_empty() {

@@ -2303,3 +2303,66 @@ async fn a_malformed_sequence_or_byte_range_fails_its_source_saying_so() {
     }
     assert_eq!(origin.hits("/seq/seg.ts"), 0, "{:?}", origin.paths());
 }
+
+/// A segment that is a playlist (a list naming itself as its segment) or a web page is
+/// a failed segment: never sent to the viewer as video. Alone, the channel is a 502
+/// saying so; with another source, that one plays. Before, the playlist's text went
+/// out as MPEG-TS and the viewer then waited for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_is_a_playlist_or_a_web_page_is_no_media() {
+    let selfish =
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\nself.m3u8\n";
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/self.m3u8", HLS_TYPE, selfish)
+        .text(
+            "/page/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["p0.ts", "p1.ts"]),
+        )
+        .route(
+            "/page/{seg}",
+            get(|| async { respond(200, "video/mp2t", "\n<!DOCTYPE html><html>Log in</html>") }),
+        )
+        .route(
+            "/good/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<good>") }),
+        )
+        .text(
+            "/good/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["g0.ts", "g1.ts"]),
+        )
+        .start();
+    let list = list_of(&[("Selfish", origin.url("/self.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[streams]\nfailover_after = 1\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Selfish").await;
+    let body = refused_for_sending_nothing(&app, &id).await;
+    let error = body["detail"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("is a playlist, not media"), "{body}");
+
+    let (app, _lists, id) = two_sources(
+        "Shared",
+        [
+            origin.url("/page/index.m3u8"),
+            origin.url("/good/index.m3u8"),
+        ],
+        "[streams]\nfailover_after = 1\n",
+    )
+    .await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("the .ts answer came in time");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let got = read_at_least(&mut body, "<good>".len()).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("<good>"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
