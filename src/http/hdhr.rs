@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -643,11 +643,13 @@ async fn tuner_lineup_post(
 )]
 async fn tune(
     State(s): State<AppState>,
+    method: Method,
     Path(channel): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    with_tuner_error(tune_on(s, None, channel, TuneQuery::of(q), headers).await)
+    let q = TuneQuery::of(q, method == Method::HEAD);
+    with_tuner_error(tune_on(s, None, channel, q, headers).await)
 }
 
 /// A tune without `duration` ends when the client goes (a century stands for never).
@@ -660,16 +662,19 @@ struct TuneQuery {
     /// Seconds, as a real HDHomeRun takes it: the stream ends after that long
     /// (recorders rely on it); anything but a positive number is ignored.
     duration: Option<String>,
+    /// A `HEAD`: answered as the tune would be (unknown channel, every tuner busy, or
+    /// the stream's headers), without taking a tuner or opening the channel.
+    head: bool,
 }
 
 impl TuneQuery {
-    fn of(query: Option<String>) -> Self {
+    fn of(query: Option<String>, head: bool) -> Self {
         let duration = query.and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "duration")
                 .map(|(_, v)| v.into_owned())
         });
-        Self { duration }
+        Self { duration, head }
     }
 }
 
@@ -716,8 +721,18 @@ async fn tuner_tune(
     Path((n, channel)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    method: Method,
 ) -> Response {
-    with_tuner_error(tune_on(s, Some(n), channel, TuneQuery::of(q), headers).await)
+    let q = TuneQuery::of(q, method == Method::HEAD);
+    with_tuner_error(tune_on(s, Some(n), channel, q, headers).await)
+}
+
+/// Every tuner is in use.
+fn all_busy(s: &AppState) -> AppError {
+    AppError::Busy(match s.config.hdhomerun.tuner_count {
+        1 => "the tuner is in use".to_string(),
+        n => format!("all {n} tuners are in use"),
+    })
 }
 
 /// Channel `channel` (`v{number}`) on the whole tuner or virtual tuner `n`.
@@ -745,6 +760,21 @@ async fn tune_on(
         .filter(|c| account.as_ref().is_none_or(|a| a.sees(c)))
         .map(|c| c.id.clone())
         .ok_or_else(|| AppError::NotFound(format!("no channel number {number}")))?;
+    if q.head {
+        // A probe: a tuner free now is all it learns (none is held, nothing opened).
+        if s.tuner.slots.try_take().is_err() {
+            return Ok(all_busy(&s).into_response());
+        }
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "video/MP2T"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            super::stream::PASSIVE,
+            Body::empty(),
+        )
+            .into_response());
+    }
     // With `require_account`, the tuner's account's connection limit holds too: at
     // it, the tuner is busy (503, which Plex and Jellyfin read as "no tuner free").
     let conn = match &account {
@@ -758,12 +788,7 @@ async fn tune_on(
         None => None,
     };
     let Ok(slot) = s.tuner.slots.try_take() else {
-        let n = s.config.hdhomerun.tuner_count;
-        return Ok(AppError::Busy(match n {
-            1 => "the tuner is in use".to_string(),
-            n => format!("all {n} tuners are in use"),
-        })
-        .into_response());
+        return Ok(all_busy(&s).into_response());
     };
     let joined = s
         .sessions

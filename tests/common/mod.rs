@@ -160,6 +160,14 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    pub async fn head(&self, path: &str) -> reqwest::Response {
+        self.client
+            .head(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path}: {e}"))
+    }
+
     pub async fn post(&self, path: &str) -> reqwest::Response {
         self.post_auth(path, None).await
     }

@@ -679,3 +679,44 @@ async fn a_tune_with_duration_ends_after_that_many_seconds() {
         assert!(more.is_err(), "{path}: still streaming after 2 s");
     }
 }
+
+/// A `HEAD` on a tuner URL (a client probing it) is answered as the tune would be,
+/// without taking a tuner or opening the channel: before, it tuned, and the upstream
+/// was read until the session went idle.
+#[tokio::test]
+async fn a_head_on_a_tuner_url_probes_without_tuning() {
+    let b = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-chno=\"50\",Probed\n{}/live.m3u8\n",
+        b.base()
+    );
+    let live = b
+        .text("/list.m3u", M3U_TYPE, list)
+        .text("/live.m3u8", HLS_TYPE, media_playlist(&["s1.ts", "s2.ts"]))
+        .start();
+    let (app, _portal) = two_service_app(&format!(
+        "[[services]]\nname = \"Live\"\nkind = \"m3u\"\npriority = 3\nurl = \"{}\"\n",
+        live.url("/list.m3u")
+    ))
+    .await;
+    let number = app.channel_named("Probed").await["number"].clone();
+    for _ in 0..3 {
+        let head = app.head(&format!("/auto/v{number}")).await;
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["content-type"], "video/MP2T");
+    }
+    assert_eq!(live.hits("/live.m3u8"), 0, "a HEAD opened the channel");
+    let unknown = app.head("/auto/v999").await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.headers()["x-hdhomerun-error"],
+        "801 Unknown Channel"
+    );
+    // With both tuners taken, a probe hears "busy", as a tune would.
+    let first = open_tuner(&app, "/auto/v1").await;
+    let second = open_tuner(&app, "/auto/v1").await;
+    let busy = app.head(&format!("/auto/v{number}")).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["x-hdhomerun-error"], "805 All Tuners In Use");
+    drop((first, second));
+}
