@@ -280,6 +280,12 @@ impl Logos {
                     // An icon with no link (`javascript:`, not a URL) is left out
                     // rather than written as `src=""`, when it is an empty element.
                     if link.is_empty() && tag.ends_with("/>") {
+                        // With its line, when it had one to itself.
+                        let line_start = out.trim_end_matches([' ', '\t']);
+                        if line_start.ends_with('\n') && rest.starts_with('\n') {
+                            out.truncate(line_start.len());
+                            rest = &rest[1..];
+                        }
                         continue;
                     }
                     out.push_str(&tag[..from]);
@@ -883,6 +889,13 @@ mod tests {
         assert_eq!(
             out,
             "<tv><channel id=\"one.fs\"><display-name>One</display-name></channel></tv>"
+        );
+        // With its line, when it had one to itself.
+        let xml = "<tv>\n  <channel id=\"one.fs\">\n    <display-name>One</display-name>\n    <icon src=\"ftp://x/a.png\"/>\n  </channel>\n</tv>\n";
+        let out = l.rewrite_xmltv("http://fs", xml, &lineup);
+        assert_eq!(
+            out,
+            "<tv>\n  <channel id=\"one.fs\">\n    <display-name>One</display-name>\n  </channel>\n</tv>\n"
         );
     }
 }

@@ -1051,6 +1051,12 @@ impl<'t> Parse<'t> {
                     .into(),
             );
         }
+        if cfg.hdhomerun.friendly_name.trim().is_empty() {
+            self.problem(
+                "hdhomerun.friendly_name",
+                "must not be empty: Plex, Jellyfin and Emby show it as the tuner's name".into(),
+            );
+        }
         if !(1..=255).contains(&cfg.hdhomerun.tuner_count) {
             self.problem(
                 "hdhomerun.tuner_count",
@@ -1152,6 +1158,13 @@ impl<'t> Parse<'t> {
         }
         if cfg.logos.max_bytes == 0 {
             self.problem("logos.max_bytes", "must be more than 0".into());
+        } else if cfg.logos.max_bytes > MAX_LOGO_BYTES {
+            self.problem(
+                "logos.max_bytes",
+                format!(
+                    "must be at most {MAX_LOGO_BYTES} (64 MiB): an image is held in memory whole, and no logo is that large"
+                ),
+            );
         }
         if cfg.logos.mode == LogoMode::Cache {
             let cap = cfg.logos.cache_max_mb.saturating_mul(1 << 20);
@@ -1486,6 +1499,9 @@ const POSITIVE_COUNTS: &[&str] = &[
 
 /// Whole-number fields a later check holds to a narrower range than their type:
 /// a wrong type there names that range.
+/// `[logos] max_bytes` at most.
+const MAX_LOGO_BYTES: usize = 64 << 20;
+
 const NARROW_COUNTS: &[(&str, &str)] = &[("hdhomerun.tuner_count", "from 1 to 255")];
 
 /// serde's type names in words a config's reader knows: "invalid type: string
@@ -1973,6 +1989,13 @@ mod tests {
 
     #[test]
     fn a_logo_cache_of_no_space_is_refused_and_one_smaller_than_an_image_warned_of() {
+        assert_eq!(
+            errors("[logos]\nmax_bytes = 99999999999999\n\n[hdhomerun]\nfriendly_name = \" \"\n"),
+            [
+                "f.toml:2: logos.max_bytes: must be at most 67108864 (64 MiB): an image is held in memory whole, and no logo is that large",
+                "f.toml:5: hdhomerun.friendly_name: must not be empty: Plex, Jellyfin and Emby show it as the tuner's name",
+            ]
+        );
         let e = errors("[logos]\nmode = \"cache\"\ncache_max_mb = 0\n");
         assert!(
             e.iter().any(|l| l
