@@ -341,13 +341,25 @@ async fn lineup_status(
 }
 
 /// `scan=start|abort`: the lineup is always current, so a scan finishes at once.
+/// Any other `scan` value is a 400, as on a real tuner.
 async fn lineup_post(
     s: AppState,
     n: Option<String>,
+    query: Option<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
     device(&s, &headers, n.as_deref()).await?;
-    Ok(StatusCode::OK)
+    let scan = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "scan")
+            .map(|(_, v)| v.into_owned())
+    });
+    match scan.as_deref() {
+        None | Some("start" | "abort") => Ok(StatusCode::OK),
+        Some(other) => Err(AppError::BadRequest(format!(
+            "scan must be `start` or `abort`, not `{other}`"
+        ))),
+    }
 }
 
 /// The UPnP device description.
@@ -465,14 +477,16 @@ async fn lineup_status_main(
     params(("scan" = Option<String>, Query, description = "`start` or `abort`")),
     responses(
         (status = 200, description = "The scan is done (the lineup is always current)"),
+        (status = 400, description = "`scan` is neither `start` nor `abort`", body = ErrorBody),
         (status = 404, description = "HDHomeRun emulation is off", body = ErrorBody)
     )
 )]
 async fn lineup_post_main(
     State(s): State<AppState>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    lineup_post(s, None, headers).await
+    lineup_post(s, None, q, headers).await
 }
 
 /// The UPnP device description.
@@ -614,6 +628,7 @@ async fn tuner_capability(
     params(("n" = u32, Path, description = "Virtual tuner number, from 1"), ("scan" = Option<String>, Query, description = "`start` or `abort`")),
     responses(
         (status = 200, description = "The scan is done (the lineup is always current)"),
+        (status = 400, description = "`scan` is neither `start` nor `abort`", body = ErrorBody),
         (status = 404, description = "HDHomeRun emulation or virtual tuners are off, or no such virtual tuner", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
@@ -621,9 +636,10 @@ async fn tuner_capability(
 async fn tuner_lineup_post(
     State(s): State<AppState>,
     Path(n): Path<String>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    lineup_post(s, Some(n), headers).await
+    lineup_post(s, Some(n), q, headers).await
 }
 
 /// `/auto/v{number}`: the channel's continuous MPEG-TS, on one of the tuners.

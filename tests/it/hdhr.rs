@@ -117,10 +117,13 @@ async fn discover_and_lineup_carry_what_media_servers_read() {
     assert_eq!(s["ScanPossible"], 1);
     assert!(s["Source"].is_string() && s["SourceList"].is_array(), "{s}");
 
-    for scan in ["start", "abort"] {
-        let r = app.post(&format!("/lineup.post?scan={scan}")).await;
-        assert_eq!(r.status(), 200, "lineup.post?scan={scan}");
+    for scan in ["?scan=start", "?scan=abort", ""] {
+        let r = app.post(&format!("/lineup.post{scan}")).await;
+        assert_eq!(r.status(), 200, "lineup.post{scan}");
     }
+    let bogus = app.post("/lineup.post?scan=bogus").await;
+    let body = assert_api_error(bogus, 400).await;
+    assert!(body["error"].as_str().unwrap().contains("`bogus`"), "{body}");
 }
 
 #[tokio::test]
