@@ -58,9 +58,16 @@ pub enum UpstreamError {
     Busy(String),
     /// The upstream answered 429 or 503 with `Retry-After`: the service is paused until
     /// then, and requests that would wait longer than its timeout fail with this too.
-    /// No URL, so no credentials a kind carries in its paths.
-    #[error("HTTP {status}, retry after {} s", ceil_secs(*.retry_after))]
-    Throttled { status: u16, retry_after: Duration },
+    /// No URL, so no credentials a kind carries in its paths: `host` is the paused
+    /// host and port. `earlier`: the pause came from another request's answer (this
+    /// one was not sent).
+    #[error("{}", throttled(*status, *retry_after, host, *earlier))]
+    Throttled {
+        status: u16,
+        retry_after: Duration,
+        host: String,
+        earlier: bool,
+    },
     /// A URL that upstream data supplied (a playlist line, a redirect, a scraped or
     /// JSON stream URL, a guide URL) points at a loopback, private, link-local, CGNAT
     /// or unspecified address of a host that is not the service's configured origin.
@@ -90,6 +97,17 @@ fn list_too_large(url: &str, limit: usize, seen: u64, whole: bool) -> String {
 }
 
 /// Whole seconds, rounded up (a pause of 200 ms is "1 s", not "0 s").
+fn throttled(status: u16, retry_after: Duration, host: &str, earlier: bool) -> String {
+    let secs = ceil_secs(retry_after);
+    if earlier {
+        format!(
+            "HTTP {status}, retry after {secs} s: {host} is paused, as it answered another request with {status} and Retry-After"
+        )
+    } else {
+        format!("HTTP {status}, retry after {secs} s: {host} asked for the pause")
+    }
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

@@ -435,6 +435,8 @@ impl ServiceHttp {
                     return Err(UpstreamError::Throttled {
                         status: p.status,
                         retry_after: p.until - tokio::time::Instant::now(),
+                        host: pause_key(&current),
+                        earlier: true,
                     });
                 }
             }
@@ -480,6 +482,8 @@ impl ServiceHttp {
                 return Err(UpstreamError::Throttled {
                     status,
                     retry_after: wait,
+                    host: pause_key(&current),
+                    earlier: false,
                 });
             }
         }
@@ -710,6 +714,8 @@ impl ServiceHttp {
                 return Err(UpstreamError::Throttled {
                     status: p.status,
                     retry_after: p.until - now,
+                    host,
+                    earlier: true,
                 });
             }
             // Loop: another 429 may have extended the pause meanwhile.
@@ -1248,7 +1254,12 @@ mod tests {
         let e = UpstreamError::Throttled {
             status: 429,
             retry_after: Duration::from_millis(200),
+            host: "cdn.example:443".into(),
+            earlier: false,
         };
-        assert_eq!(e.to_string(), "HTTP 429, retry after 1 s");
+        assert_eq!(
+            e.to_string(),
+            "HTTP 429, retry after 1 s: cdn.example:443 asked for the pause"
+        );
     }
 }

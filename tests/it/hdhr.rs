@@ -123,7 +123,10 @@ async fn discover_and_lineup_carry_what_media_servers_read() {
     }
     let bogus = app.post("/lineup.post?scan=bogus").await;
     let body = assert_api_error(bogus, 400).await;
-    assert!(body["error"].as_str().unwrap().contains("`bogus`"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`bogus`"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -216,7 +216,11 @@ async fn a_long_retry_after_is_capped_and_fails_fast_meanwhile() {
         .await
         .err()
         .unwrap();
-    assert_eq!(first.to_string(), "HTTP 503, retry after 300 s");
+    let host = format!("127.0.0.1:{}", target.port().unwrap());
+    assert_eq!(
+        first.to_string(),
+        format!("HTTP 503, retry after 300 s: {host} asked for the pause")
+    );
     assert!(http.paused_until(&target).is_some());
     // The pause is longer than the timeout: the next request fails without waiting and
     // without reaching the upstream.
@@ -228,7 +232,10 @@ async fn a_long_retry_after_is_capped_and_fails_fast_meanwhile() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
-        second.to_string().starts_with("HTTP 503, retry after"),
+        second.to_string().starts_with("HTTP 503, retry after")
+            && second.to_string().ends_with(&format!(
+                ": {host} is paused, as it answered another request with 503 and Retry-After"
+            )),
         "{second}"
     );
     assert_eq!(fake.hits("/busy"), 1);
@@ -278,7 +285,11 @@ async fn a_retry_after_pauses_only_the_host_that_asked() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.to_string(), "HTTP 503, retry after 4 s");
+    let host = format!("127.0.0.1:{}", logo.port().unwrap());
+    assert_eq!(
+        err.to_string(),
+        format!("HTTP 503, retry after 4 s: {host} asked for the pause")
+    );
     assert!(http.paused_until(&logo).is_some());
     // The panel is another host: asked at once.
     let list = url(&panel, "/list.m3u");
@@ -295,7 +306,8 @@ async fn a_retry_after_pauses_only_the_host_that_asked() {
         .err()
         .unwrap();
     assert!(
-        err.to_string().starts_with("HTTP 503, retry after"),
+        err.to_string().starts_with("HTTP 503, retry after")
+            && err.to_string().contains(&format!("{host} is paused")),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(3), "{err}");
@@ -354,8 +366,13 @@ async fn retry_after_pauses_the_service_and_the_status_shows_it() {
         }
     })
     .await;
+    let host = url(&fake, "/list.m3u");
     assert_eq!(
-        status["last_error"], "HTTP 429, retry after 1 s",
+        status["last_error"],
+        format!(
+            "HTTP 429, retry after 1 s: 127.0.0.1:{} asked for the pause",
+            host.port().unwrap()
+        ),
         "{status}"
     );
 
