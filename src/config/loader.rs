@@ -174,7 +174,11 @@ impl<'t> Parse<'t> {
                 // A syntax error names no field: the key written on its line does.
                 let line = e.span().map_or(0, |s| line_of(self.text, s.start));
                 let field = field_at(self.text, line);
-                self.push(e.span(), &field, e.message().to_string());
+                let mut message = e.message().trim_end().to_string();
+                if let Some(hint) = quote_hint(self.text, line) {
+                    message = format!("{message} ({hint})");
+                }
+                self.push(e.span(), &field, message);
                 return None;
             }
         };
@@ -1497,12 +1501,30 @@ const POSITIVE_COUNTS: &[&str] = &[
     "health.open_after",
 ];
 
-/// Whole-number fields a later check holds to a narrower range than their type:
-/// a wrong type there names that range.
 /// `[logos] max_bytes` at most.
 const MAX_LOGO_BYTES: usize = 64 << 20;
 
+/// Whole-number fields a later check holds to a narrower range than their type:
+/// a wrong type there names that range.
 const NARROW_COUNTS: &[(&str, &str)] = &[("hdhomerun.tuner_count", "from 1 to 255")];
+
+/// For a syntax error on line `line` (from 1): when that line is `key = value` with
+/// a value written without quotes that is no TOML value alone (`bind = 127.0.0.1`,
+/// `mode = cache`), how to write it.
+fn quote_hint(text: &str, line: usize) -> Option<String> {
+    let written = text.lines().nth(line.checked_sub(1)?)?;
+    let (key, value) = written.split_once('=')?;
+    let (key, value) = (key.trim(), value.trim());
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._:/-".contains(c);
+    if key.is_empty()
+        || value.is_empty()
+        || !value.chars().all(plain)
+        || DeTable::parse(&format!("x = {value}")).is_ok()
+    {
+        return None;
+    }
+    Some(format!("a text value needs quotes: `{key} = \"{value}\"`"))
+}
 
 /// serde's type names in words a config's reader knows: "invalid type: string
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
@@ -1514,7 +1536,7 @@ fn plain_serde_message(message: &str) -> String {
         let got = if rest.starts_with("found 0") {
             "none is set"
         } else {
-            "more than one is set"
+            "more than one is set (or a key there is misspelt)"
         };
         return format!(
             "`[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: {got}"
@@ -1684,7 +1706,7 @@ mod tests {
         let base = "[[services]]\nname = \"X\"\nkind = \"m3u\"\nurl = \"http://h/x.m3u\"\n[services.auth]\n";
         assert_eq!(
             errors(&format!("{base}bearer = \"a\"\nbasic = {{ user = \"u\", password = \"p\" }}\n")),
-            ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: more than one is set"]
+            ["f.toml:5: services[0]: `[services.auth]` takes exactly one of `bearer`, `basic`, `header`, `query`: more than one is set (or a key there is misspelt)"]
         );
         // A misspelt method is named once, not also as "none is set".
         assert_eq!(
@@ -2184,6 +2206,20 @@ mod tests {
     fn syntax_error_has_a_line() {
         let e = errors("[server]\nbind = \n");
         assert!(e[0].starts_with("f.toml:2: server.bind: "), "{e:?}");
+        // A text value without its quotes is told how to write it.
+        let e = errors("[server]\nbind = 127.0.0.1:8005\n");
+        assert!(
+            e[0].starts_with("f.toml:2: server.bind: ")
+                && e[0].ends_with("(a text value needs quotes: `bind = \"127.0.0.1:8005\"`)"),
+            "{e:?}"
+        );
+        let e = errors("[logos]\nmode = cache\n");
+        assert!(
+            e[0].ends_with("(a text value needs quotes: `mode = \"cache\"`)"),
+            "{e:?}"
+        );
+        // Not for a value that is one (the error is elsewhere on the line).
+        assert!(quote_hint("a = 1\n", 1).is_none());
         // A header missing a bracket names its table, not the bracket.
         let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\n[[services]\nname = \"B\"\n");
         assert!(e[0].starts_with("f.toml:4: services[1]: "), "{e:?}");
