@@ -16,7 +16,9 @@
 //! - A shared fetch is bounded: it ends at `segment_timeout` whatever the upstream
 //!   does, it stops (closing the upstream connection) as soon as no reader is left, and
 //!   past the largest body the cache keeps it only holds the chunks its slowest reader
-//!   has not read yet, pausing the upstream read while that window is full.
+//!   has not read yet, pausing the upstream read while that window is full; a reader
+//!   that holds the full window while another has read all of it is left behind (its
+//!   answer ends), so a paused or slow viewer never holds back the others.
 //!
 //! Keys are the service, the upstream URL and the stream's headers: two channels
 //! that need different headers for one URL never share an entry.
@@ -671,10 +673,10 @@ fn reader(share: Share) -> BodyStream {
             let item = share
                 .flight
                 .wait(|s| {
-                    if next < s.first {
-                        // Unreachable: a reader's chunks are kept until it read them.
+                    if next < s.first || !s.positions.contains_key(&share.id) {
+                        // Left behind by the readers sharing a long body.
                         return Some(Some(Err(UpstreamError::Invalid(
-                            "the segment is too large to share".into(),
+                            "this reader fell a whole window behind the others sharing the fetch of a long body; ask again (from where it stopped) for a fetch of its own".into(),
                         ))));
                     }
                     match s.chunks.get(next - s.first) {
@@ -692,10 +694,16 @@ fn reader(share: Share) -> BodyStream {
                 Some(Ok(chunk)) => {
                     let freed = {
                         let mut s = share.flight.lock();
-                        s.positions.insert(share.id, next + 1);
+                        // Not back in once left behind.
+                        if let Some(at) = s.positions.get_mut(&share.id) {
+                            *at = next + 1;
+                        }
                         let before = s.buffered;
                         s.trim();
-                        s.buffered < before
+                        // Caught up with a long body: the pump, waiting for room, may
+                        // leave a reader behind now.
+                        let caught_up = s.partial && next + 1 >= s.first + s.chunks.len();
+                        s.buffered < before || caught_up
                     };
                     if freed {
                         // The pump may be waiting for room.
@@ -847,10 +855,30 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
     let mut kept = false;
     loop {
         // Whole bodies stay within max_entry by themselves; past it, wait for the
-        // slowest reader to make room.
-        flight
-            .wait(|s| (!s.partial || s.buffered < room).then_some(()))
-            .await;
+        // slowest reader to make room. A reader that holds the full window while
+        // another has read all of it is left behind (its answer ends; a player asks
+        // again from where it stopped, for a fetch of its own): one viewer paused or
+        // on a slow line never holds back the others sharing a long body.
+        loop {
+            let room_now = flight
+                .wait(|s| {
+                    if !s.partial || s.buffered < room {
+                        return Some(true);
+                    }
+                    let slowest = s.positions.values().min()?;
+                    let fastest = s.positions.values().max()?;
+                    (slowest < fastest && *fastest >= s.first + s.chunks.len()).then_some(false)
+                })
+                .await;
+            if room_now {
+                break;
+            }
+            flight.update(|s| {
+                let slowest = s.positions.values().copied().min().unwrap_or_default();
+                s.positions.retain(|_, at| *at > slowest);
+                s.trim();
+            });
+        }
         let Some(chunk) = body.next().await else {
             break;
         };

@@ -420,6 +420,56 @@ async fn a_segment_larger_than_a_cache_entry_is_not_cut_off_at_the_segment_timeo
     assert_eq!(got.to_vec(), body);
 }
 
+/// Two viewers share the fetch of a long body (a movie listed as one segment); one
+/// stops reading. Once it holds the whole window (4 MiB) while the other has read all
+/// of it, it is left behind (its answer ends) and the other reads on at its own pace.
+/// Before, the reading viewer waited for the stopped one for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_stops_reading_a_long_body_does_not_hold_back_the_other() {
+    // Far more than the window and what loopback sockets buffer for the stopped one.
+    let body: Vec<u8> = (0..48_000_000u32).map(|i| (i % 251) as u8).collect();
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/v/index.m3u8",
+            HLS_TYPE,
+            "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:7200\n#EXTINF:7200,\nmovie.ts\n#EXT-X-ENDLIST\n",
+        )
+        .route("/v/movie.ts", {
+            let body = body.clone();
+            // A moment before answering: both viewers join the one fetch.
+            get(move || {
+                let body = body.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    respond(200, "video/mp2t", body)
+                }
+            })
+        })
+        .start();
+    let (app, _list) = app_for(&origin, "/v/index.m3u8", "[cache]\nsegment_cache_mb = 1\n").await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let seg = assert_all_proxied(&app, &playlist).remove(0);
+    // Both open the body before either reads: one fetch.
+    let (stopped, reading) = tokio::join!(app.get(&seg), app.get(&seg));
+    assert_eq!(stopped.status(), 200);
+    assert_eq!(reading.status(), 200);
+    let got = tokio::time::timeout(HANG_GUARD, reading.bytes())
+        .await
+        .expect("the reading viewer got the whole body in time")
+        .expect("the whole body");
+    assert_eq!(got.len(), body.len());
+    assert!(got.as_ref() == body.as_slice());
+    assert_eq!(origin.hits("/v/movie.ts"), 1);
+    // The stopped one, read at last, ends short of the body.
+    let rest = tokio::time::timeout(HANG_GUARD, stopped.bytes()).await;
+    assert!(
+        !matches!(&rest, Ok(Ok(b)) if b.len() == body.len()),
+        "the stopped viewer still got the whole body"
+    );
+}
+
 #[tokio::test]
 async fn bad_proxy_links_are_refused_without_any_upstream_request() {
     let origin = FakeUpstream::bind()
