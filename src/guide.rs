@@ -1099,6 +1099,7 @@ impl Guides {
         // it was noted, so that lineup has the change.
         let again_services = std::mem::take(&mut *self.again_services.lock().expect("guide lock"));
         let again_channels = std::mem::take(&mut *self.again_channels.lock().expect("guide lock"));
+        let mut again_channels = again_channels;
         let lineup = match self.registry.lineup().await {
             Ok(lineup) => lineup,
             Err(e) => {
@@ -1113,6 +1114,25 @@ impl Guides {
                 return Err(e);
             }
         };
+        // Channels given another guide id since the last render, however (another
+        // instance's mapping, read from the shared store, says nothing else of it).
+        if let Some(before) = self.rendered_for.lock().expect("guide lock").as_ref() {
+            let was: HashMap<&str, &str> = before
+                .channels
+                .iter()
+                .map(|c| (c.id.as_str(), c.guide_id.as_str()))
+                .collect();
+            again_channels.extend(
+                lineup
+                    .channels
+                    .iter()
+                    .filter(|c| {
+                        was.get(c.id.as_str())
+                            .is_some_and(|g| *g != c.guide_id.as_str())
+                    })
+                    .map(|c| c.id.to_string()),
+            );
+        }
         let mut due: Vec<String> = {
             let read_for = self.read_for.lock().expect("guide lock");
             self.enabled_services()

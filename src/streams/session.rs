@@ -66,8 +66,9 @@ fn segment_deadline(target_duration: f64) -> Duration {
 
 /// How long a `.ts` viewer waits for the session's first bytes before it is answered
 /// 504 (a hanging segment fails over after `segment_timeout`; this bounds a source that
-/// answers but never sends any).
+/// answers but never sends any): `segment_timeout`, within `FIRST_BYTES_MIN` and this.
 pub(super) const FIRST_BYTES_WAIT: Duration = Duration::from_secs(60);
+const FIRST_BYTES_MIN: Duration = Duration::from_secs(10);
 
 struct Session {
     tx: broadcast::Sender<Bytes>,
@@ -82,6 +83,9 @@ struct Session {
     /// source's (a progressive MP4, Matroska, an audio stream), told by its first bytes
     /// or its `Content-Type`; `None` while the stream is MPEG-TS.
     relayed_type: Mutex<Option<&'static str>>,
+    /// The source being followed (service, its channel id): what a viewer given up
+    /// on after `FIRST_BYTES_WAIT` is told was tried.
+    following: Mutex<Option<(String, String)>>,
 }
 
 /// A viewer's place in a session: what `viewer_stream` reads.
@@ -194,6 +198,7 @@ impl Sessions {
                         init: Mutex::new(None),
                         relays_mpeg_ts: AtomicBool::new(false),
                         relayed_type: Mutex::new(None),
+                        following: Mutex::new(None),
                     });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
@@ -228,15 +233,44 @@ impl Sessions {
         // Answered with the first bytes; a source that loads but never sends any (a
         // live playlist without segments, empty segments) is not waited for past
         // FIRST_BYTES_WAIT (the session goes on for the viewers that stay).
-        let outcome =
-            match tokio::time::timeout(FIRST_BYTES_WAIT, ready.wait_for(Option::is_some)).await {
-                Ok(r) => r
-                    .map(|r| r.clone())
-                    .unwrap_or(Some(Err(StreamError::SessionGone))),
-                Err(_) => Some(Err(StreamError::Upstream(UpstreamError::Timeout(
-                    FIRST_BYTES_WAIT,
-                )))),
-            };
+        let wait = engine
+            .media
+            .segment_timeout()
+            .clamp(FIRST_BYTES_MIN, FIRST_BYTES_WAIT);
+        let outcome = match tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await {
+            Ok(r) => r
+                .map(|r| r.clone())
+                .unwrap_or(Some(Err(StreamError::SessionGone))),
+            Err(_) => {
+                let following = session
+                    .following
+                    .lock()
+                    .expect("following lock is never poisoned")
+                    .clone();
+                Some(Err(match following {
+                    // The source it waited on, in `detail` as a failed open lists
+                    // its sources.
+                    Some((service, channel_id)) => {
+                        StreamError::Registry(RegistryError::AllSourcesFailed {
+                            channel: id.to_string(),
+                            tried: vec![Attempt {
+                                service,
+                                channel_id,
+                                error: format!(
+                                    "opened, but sent no media within {} s (a source \
+                                         that lists segments it does not send, or sends \
+                                         them slower than they play)",
+                                    wait.as_secs()
+                                ),
+                                timeout: true,
+                                unlisted: false,
+                            }],
+                        })
+                    }
+                    None => StreamError::Upstream(UpstreamError::Timeout(wait)),
+                }))
+            }
+        };
         match outcome {
             Some(Err(e)) => Err(e),
             _ => {
@@ -535,6 +569,12 @@ impl Task {
             };
             // Announced (its viewers answered 200) with the first bytes sent, in `send`.
             tracing::info!(channel = %self.id, service = %source.service_name, "ts session following a source");
+            *self
+                .session
+                .following
+                .lock()
+                .expect("following lock is never poisoned") =
+                Some((source.service_name.clone(), source.channel_id.clone()));
             let sent_before = self.delivered.load(Ordering::Relaxed);
             let stop = match source.what.clone() {
                 Follow::Playlist(url) => self.follow(&mut source, url).await,

@@ -504,6 +504,64 @@ async fn a_decision_made_through_one_instance_reaches_the_others() {
     .await;
 }
 
+/// A service switched and a channel renumbered through one instance: another
+/// instance's very next playlist has the switch (before, its first request after the
+/// change got the lineup of before it, however long after), and its guide the new
+/// number (before, only its next full guide refresh, hours later, showed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_instances_switch_and_mapping_show_in_the_next_playlist_and_the_guide() {
+    let Some(url) = database() else {
+        return;
+    };
+    let url = fresh_database(&url).await;
+    let up = crate::guide_match::upstream().await;
+    let cfg = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n{}",
+        crate::guide_match::config(
+            &up,
+            "[[services]]\nname = \"Demo\"\nkind = \"demo\"\npriority = 9\n"
+        )
+    );
+    let a = crate::common::TestApp::spawn(&cfg).await;
+    let b = crate::common::TestApp::spawn(&cfg).await;
+    // B has served its lineup and its guide.
+    assert!(b.get_text_ok("/playlist.m3u").await.contains(",Demo\n"));
+    let (_, titles) = crate::guide_match::programmes_of(&b, "BBCOne").await;
+    assert_eq!(titles, ["BBCOne.uk show"]);
+
+    assert_eq!(a.post("/api/services/Demo/disable").await.status(), 200);
+    eventually_within(PROPAGATION, "B to hear of the switch", || async {
+        let status = b.service_status("Demo").await;
+        (status["enabled"] == false)
+            .then_some(())
+            .ok_or(status.to_string())
+    })
+    .await;
+    // A moment for B to build its lineup again, as a local switch does before it
+    // answers; then one request, as a player polling once makes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let playlist = b.get_text_ok("/playlist.m3u").await;
+    assert!(!playlist.contains(",Demo\n"), "{playlist}");
+
+    let id = a.channel_id("BBCOne").await;
+    let r = a
+        .send_json(
+            reqwest::Method::PATCH,
+            &format!("/api/channels/{id}"),
+            r#"{"number": 777}"#,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    eventually_within(PROPAGATION, "B's guide showing the new number", || async {
+        let xml = b.get_text_ok("/epg.xml").await;
+        xml.contains("<display-name>777</display-name>")
+            .then_some(())
+            .ok_or(xml)
+    })
+    .await;
+}
+
 /// Edits of one account and of one channel's mapping made at the same moment through
 /// two instances sharing PostgreSQL: both are kept (the second is made again on the
 /// row the first wrote), and a name two instances create at once is given once.

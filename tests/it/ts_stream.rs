@@ -2366,3 +2366,31 @@ async fn a_segment_that_is_a_playlist_or_a_web_page_is_no_media() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A lone source whose live playlist opens but never lists a segment: the viewer is
+/// answered within `segment_timeout` (10 s at least), a 504 whose `detail` names the
+/// source it waited on, as a failed open lists its sources (it was `"detail": null`
+/// after a fixed 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_opens_but_sends_nothing_is_a_504_naming_it() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/empty.m3u8", HLS_TYPE, live_playlist(&[]))
+        .start();
+    let list = list_of(&[("Quiet", origin.url("/empty.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nsegment_timeout = \"2s\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Quiet").await;
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("the .ts answer came in time");
+    let body = crate::common::assert_api_error(resp, 504).await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "{body}");
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
+    let error = body["detail"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("sent no media within 10 s"), "{body}");
+}

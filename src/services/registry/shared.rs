@@ -1,7 +1,7 @@
 //! Changes other instances made to the shared state store, applied here the way a
-//! local change is: a service switched or re-prioritised drops the cached lineup (the
-//! next request builds it with the new choice, as `set_enabled` does), a mapping
-//! re-applies to the cached lineup at once (as `map_channel` does). New channel
+//! local change is: a service switched or re-prioritised drops the cached lineup and
+//! builds it again with the new choice (as `set_enabled` does), a mapping re-applies to
+//! the cached lineup at once (as `map_channel` does) and wakes the guide. New channel
 //! identities need nothing: the store's mirror has them before the next build asks.
 
 use std::sync::Arc;
@@ -42,6 +42,10 @@ impl Registry {
             Change::Services => {
                 self.drop_lineup();
                 tracing::info!("service switches read again: changed by another instance, or after the state store came back");
+                // Built now, as after a local switch: the next request (a player's one
+                // poll of the playlist) gets the new lineup, not the old one while a
+                // new one builds behind it.
+                self.follow_switch().await;
             }
             Change::Mappings => {
                 if let Some(c) = self
@@ -53,6 +57,9 @@ impl Registry {
                     c.lineup = Arc::new(Lineup::mapped(&c.base, &self.store.mappings()));
                 }
                 tracing::info!("channel mappings read again: changed by another instance, or after the state store came back");
+                // The guide follows, as after a local mapping (numbers and names in
+                // `/epg.xml`, a hidden channel gone, a new guide id's programmes).
+                self.rebuilt.notify_one();
             }
             Change::Records => {
                 // Another instance may have seen a channel move to another tvg-id.

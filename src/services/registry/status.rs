@@ -163,7 +163,7 @@ impl Registry {
 
     /// Builds the lineup of after a switch before the switch's call answers, so that
     /// what its caller asks next sees it; other requests meanwhile get the one before.
-    async fn follow_switch(&self) {
+    pub(super) async fn follow_switch(&self) {
         if let Err(e) = self.built_now(None).await {
             tracing::warn!(error = %e, "lineup after a service switch failed; the next request builds it");
         }
