@@ -562,6 +562,68 @@ async fn another_instances_switch_and_mapping_show_in_the_next_playlist_and_the_
     .await;
 }
 
+/// A channel new in a service's list, seen first by one instance (its channel list
+/// cache ran out first), is listed by another soon after, not up to that one's
+/// `channels_ttl` later: behind a balancer, lineups flipped and links one instance did
+/// not know were 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_one_instance_sees_first_is_soon_listed_by_the_others() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+    let Some(url) = database() else {
+        return;
+    };
+    let url = fresh_database(&url).await;
+    let list = Arc::new(Mutex::new(
+        "#EXTM3U\n#EXTINF:-1,Chan One\nhttp://127.0.0.1:9/one.m3u8\n".to_string(),
+    ));
+    let served = list.clone();
+    let up = crate::common::FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let body = served.lock().unwrap().clone();
+                async move { crate::common::respond(200, crate::common::M3U_TYPE, body) }
+            }),
+        )
+        .start();
+    let cfg = |ttl: &str| {
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\nstate = \"{url}\"\n\n\
+             [cache]\nchannels_ttl = \"{ttl}\"\n\n\
+             [[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+            up.url("/list.m3u")
+        )
+    };
+    let a = crate::common::TestApp::spawn(&cfg("1s")).await;
+    let b = crate::common::TestApp::spawn(&cfg("1h")).await;
+    assert_eq!(b.channel_names().await, ["Chan One"]);
+    list.lock()
+        .unwrap()
+        .push_str("#EXTINF:-1,Chan Two\nhttp://127.0.0.1:9/two.m3u8\n");
+    eventually_within(PROPAGATION, "A listing the new channel", || async {
+        let names = a.channel_names().await;
+        names
+            .contains(&"Chan Two".to_string())
+            .then_some(())
+            .ok_or(format!("{names:?}"))
+    })
+    .await;
+    eventually_within(PROPAGATION, "B listing it too", || async {
+        let names = b.channel_names().await;
+        names
+            .contains(&"Chan Two".to_string())
+            .then_some(())
+            .ok_or(format!("{names:?}"))
+    })
+    .await;
+    assert_eq!(
+        a.channel_id("Chan Two").await,
+        b.channel_id("Chan Two").await
+    );
+}
+
 /// Edits of one account and of one channel's mapping made at the same moment through
 /// two instances sharing PostgreSQL: both are kept (the second is made again on the
 /// row the first wrote), and a name two instances create at once is given once.

@@ -2,7 +2,9 @@
 //! local change is: a service switched or re-prioritised drops the cached lineup and
 //! builds it again with the new choice (as `set_enabled` does), a mapping re-applies to
 //! the cached lineup at once (as `map_channel` does) and wakes the guide. New channel
-//! identities need nothing: the store's mirror has them before the next build asks.
+//! identities another instance gave (the store's mirror has them before the next build
+//! asks) make this one fetch its channel lists again: that instance saw channels these
+//! lists, cached, do not have yet.
 
 use std::sync::Arc;
 
@@ -65,7 +67,20 @@ impl Registry {
                 // Another instance may have seen a channel move to another tvg-id.
                 self.forget_moved_keys();
             }
-            Change::Identities | Change::Users => {}
+            Change::Identities => {
+                // Another instance numbered channels new to it: its channel lists are
+                // newer than the ones cached here. They are fetched again at the next
+                // build (the lineup of before answers meanwhile), so that every
+                // instance lists a new channel at about the same time, not one up to
+                // `channels_ttl` after another (a balancer would serve lineups that
+                // flip, and links one instance does not know).
+                self.channels.invalidate_all();
+                self.drop_lineup();
+                tracing::info!(
+                    "channel lists to be fetched again: another instance numbered new channels"
+                );
+            }
+            Change::Users => {}
         }
     }
 }
