@@ -989,6 +989,22 @@ impl<'t> Parse<'t> {
             };
             self.warning(field, message);
         }
+        // Instances sharing PostgreSQL open each other's links only with one key, and
+        // take admin calls from behind a balancer only with a token.
+        if !crate::store::uses_sqlite(cfg.server.state.expose()) {
+            if cfg.server.proxy_key_file.is_none() {
+                self.warning(
+                    "server.state",
+                    "a PostgreSQL state store is shared by several instances, but `proxy_key_file` is not set: each instance signs links with its own key (state_dir/proxy.key), and a link one hands out is refused (403) by the others; give them all one `proxy_key_file`".into(),
+                );
+            }
+            if cfg.server.admin_token.0.is_empty() && cfg.server.admin_token_file.is_none() {
+                self.warning(
+                    "server.state",
+                    "a PostgreSQL state store is shared by several instances, but no `admin_token` is set: behind a balancer every request comes from the balancer's address; on the same host that is loopback, which without a token may make admin calls (so anyone who reaches the balancer could), and in containers admin calls are refused from everywhere; set `admin_token`".into(),
+                );
+            }
+        }
         // The folder of the store and the instance's key: said when group or others
         // can get in (it is made owner-only when it is new).
         let mut holds = Vec::new();
@@ -2043,6 +2059,28 @@ mod tests {
             ]
         );
         assert!(warned("[logos]\nmode = \"cache\"\ncache_max_mb = 2\n").is_empty());
+    }
+
+    #[test]
+    fn a_shared_postgres_store_without_one_link_key_or_an_admin_token_is_warned_of() {
+        let warned = |text: &str| {
+            Config::parse(text, "f.toml", &env)
+                .unwrap()
+                .warnings
+                .iter()
+                .filter(|w| w.field == "server.state")
+                .map(|w| w.message.clone())
+                .collect::<Vec<_>>()
+        };
+        let pg = "[server]\nstate = \"postgres://u@db:5432/fs\"\n";
+        let said = warned(pg);
+        assert_eq!(said.len(), 2, "{said:#?}");
+        assert!(said[0].contains("`proxy_key_file` is not set"), "{said:#?}");
+        assert!(said[1].contains("no `admin_token` is set"), "{said:#?}");
+        let both = format!("{pg}proxy_key_file = \"/k\"\nadmin_token = \"t\"\n");
+        assert!(warned(&both).is_empty());
+        // One household's SQLite: neither is needed.
+        assert!(warned("[server]\nstate = \"sqlite\"\n").is_empty());
     }
 
     #[test]
