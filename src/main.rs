@@ -128,6 +128,18 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "{e}");
+            // What the file would also be warned of: fixing the errors alone would not
+            // say it.
+            for w in &e.warnings {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: {}:{}: {}: {}",
+                    e.file,
+                    w.line,
+                    w.field,
+                    w.message
+                );
+            }
             return ExitCode::from(2);
         }
     };

@@ -173,6 +173,7 @@ impl Reloader {
                         old.config.services.len()
                     ),
                 }],
+                warnings: Vec::new(),
             }));
         }
         config.log_warnings();

@@ -50,6 +50,7 @@ impl Config {
                                 builtin.server.state_dir.display()
                             ),
                         }],
+                        warnings: Vec::new(),
                     }),
                 }
             }
@@ -65,6 +66,7 @@ impl Config {
                 field,
                 message,
             }],
+            warnings: Vec::new(),
         };
         let bytes =
             std::fs::read(path).map_err(|e| one(0, "-".into(), format!("cannot read: {e}")))?;
@@ -136,9 +138,15 @@ impl Config {
             }
             _ => {
                 p.problems.sort_by_key(|x| x.line);
+                let mut warnings = match cfg {
+                    Some(cfg) => cfg.warnings,
+                    None => p.warnings,
+                };
+                warnings.sort_by_key(|x| x.line);
                 Err(ConfigError {
                     file: file.to_string(),
                     problems: p.problems,
+                    warnings,
                 })
             }
         }

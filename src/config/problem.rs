@@ -17,6 +17,8 @@ pub struct Problem {
 pub struct ConfigError {
     pub file: String,
     pub problems: Vec<Problem>,
+    /// What would have been warned of had the file loaded (`check` shows both).
+    pub warnings: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigError {

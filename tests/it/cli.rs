@@ -853,3 +853,25 @@ fn an_unreachable_postgres_store_is_named_in_the_error() {
     assert!(!stderr.contains("s3cret-pw"), "{}", show(&out));
     assert!(!stderr.contains("Error occurred"), "{}", show(&out));
 }
+
+/// `check` on a file with errors shows what it would also warn of, after the errors:
+/// fixing the errors alone used to bring the warnings out only at the next run.
+#[test]
+fn check_shows_warnings_beside_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // An error (a port that is no number) and a warning (no [[services]]).
+    let config = write(dir.path(), "both.toml", "[server]\nbind = 5\n");
+    let out = run(freesky().args(["check", "--config"]).arg(&config));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let error = lines
+        .iter()
+        .position(|l| l.contains(":2: server.bind:"))
+        .unwrap_or_else(|| panic!("no error line: {}", show(&out)));
+    let warning = lines
+        .iter()
+        .position(|l| l.starts_with("warning: ") && l.contains(":1: services: no [[services]]"))
+        .unwrap_or_else(|| panic!("no warning line: {}", show(&out)));
+    assert!(error < warning, "{}", show(&out));
+}
