@@ -1026,9 +1026,18 @@ impl<'t> Parse<'t> {
             "the services' last channel lists (whose stream addresses may carry providers' logins)",
         );
         let holds = holds.join(", ");
-        if let Some(loose) = crate::store::mode_of(&cfg.server.state_dir).and_then(|mode| {
-            crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, &holds)
-        }) {
+        // Of a folder only: a file there is an error of its own.
+        let folder = cfg
+            .server
+            .state_dir
+            .is_dir()
+            .then_some(&cfg.server.state_dir);
+        if let Some(loose) = folder
+            .and_then(|d| crate::store::mode_of(d))
+            .and_then(|mode| {
+                crate::store::loose_permissions_of(&cfg.server.state_dir, mode, 0o700, &holds)
+            })
+        {
             self.warning("server.state_dir", loose);
         }
         // A player reloads a playlist for as long as it plays: links that expire in
