@@ -101,6 +101,19 @@ fn base_url(s: &str) -> Result<String, String> {
     }
 }
 
+/// `check`'s warning lines on stderr: `warning: file:line: field: message`.
+fn print_warnings(file: &str, warnings: &[freesky::config::Problem]) {
+    for w in warnings {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {file}:{}: {}: {}",
+            w.line,
+            w.field,
+            w.message
+        );
+    }
+}
+
 /// mimalloc, not glibc malloc: see the note on the dependency in Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -130,30 +143,12 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{e}");
             // What the file would also be warned of: fixing the errors alone would not
             // say it.
-            for w in &e.warnings {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "warning: {}:{}: {}: {}",
-                    e.file,
-                    w.line,
-                    w.field,
-                    w.message
-                );
-            }
+            print_warnings(&e.file, &e.warnings);
             return ExitCode::from(2);
         }
     };
     if let Some(Command::Check { json }) = cli.command {
-        for w in &config.warnings {
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: {}:{}: {}: {}",
-                config.source,
-                w.line,
-                w.field,
-                w.message
-            );
-        }
+        print_warnings(&config.source, &config.warnings);
         if json {
             let _ = writeln!(std::io::stdout(), "[]");
         } else {
