@@ -28,7 +28,7 @@
 //! - With no viewer left for `streams.idle_stop`, the task stops and no further
 //!   upstream request is made.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,9 @@ use crate::ts::{self, PACKET as TS_PACKET, SYNC as TS_SYNC};
 
 /// Chunks a viewer may fall behind before it skips ahead.
 const BACKLOG: usize = 1024;
+/// The most of one segment kept for viewers who join while it is sent; past it, they
+/// start with the next segment's bytes as they come.
+const SEGMENT_START_MAX: usize = 16 << 20;
 /// Longest pause between two looks at whether anyone is still watching.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
@@ -73,10 +76,10 @@ const FIRST_BYTES_MIN: Duration = Duration::from_secs(10);
 struct Session {
     tx: broadcast::Sender<Bytes>,
     ready: watch::Receiver<Ready>,
-    /// The init section of the fMP4 stream being sent (`EXT-X-MAP`), which a viewer
-    /// joining midway gets first; `None` while the stream is MPEG-TS. Changed (and the
-    /// new one broadcast) under its lock, which `join` subscribes under.
-    init: Mutex<Option<Bytes>>,
+    /// What a viewer joining midway gets before the broadcast: the init section and
+    /// the current segment from its start. Every broadcast is sent under its lock,
+    /// which `join` subscribes under: a joiner gets each chunk once, kept or received.
+    start: Mutex<Start>,
     /// Relaying a source whose bytes are plain MPEG-TS (not following a playlist).
     relays_mpeg_ts: AtomicBool,
     /// The media type of the stream when it is neither MPEG-TS nor fMP4 HLS: a relayed
@@ -88,11 +91,56 @@ struct Session {
     following: Mutex<Option<(String, String)>>,
 }
 
+/// What a viewer joining a running session is sent first.
+#[derive(Default)]
+struct Start {
+    /// The init section of the fMP4 stream being sent (`EXT-X-MAP`); `None` while the
+    /// stream is MPEG-TS.
+    init: Option<Bytes>,
+    /// The chunks sent so far of the segment being sent, from its first: a joiner
+    /// starts where a segment starts (its PAT and PMT, a keyframe), not in the middle
+    /// of one, which a player cannot decode until the next segment's tables come. It
+    /// also plays the last segment of a finished playlist joined as it ends.
+    segment: Vec<Bytes>,
+    segment_bytes: usize,
+    /// Whether the chunks of the current segment are kept: following a playlist and
+    /// within `SEGMENT_START_MAX` (a relayed source has no segments).
+    keep: bool,
+}
+
+impl Start {
+    /// What a joiner is sent before the broadcast, in order.
+    fn for_joiner(&self) -> VecDeque<Bytes> {
+        self.init.iter().chain(&self.segment).cloned().collect()
+    }
+
+    /// A segment begins: the kept chunks are of the one before.
+    fn new_segment(&mut self, keep: bool) {
+        self.segment.clear();
+        self.segment_bytes = 0;
+        self.keep = keep;
+    }
+
+    /// `chunk` is being sent: kept for joiners while the segment fits.
+    fn sent(&mut self, chunk: &Bytes) {
+        if !self.keep {
+            return;
+        }
+        self.segment_bytes += chunk.len();
+        if self.segment_bytes > SEGMENT_START_MAX {
+            self.new_segment(false);
+        } else {
+            self.segment.push(chunk.clone());
+        }
+    }
+}
+
 /// A viewer's place in a session: what `viewer_stream` reads.
 pub struct Joined {
     rx: broadcast::Receiver<Bytes>,
-    /// The init section sent before the viewer joined, which it needs first.
-    init: Option<Bytes>,
+    /// What was sent before the viewer joined that it needs first: the init section,
+    /// the current segment's chunks so far.
+    start: VecDeque<Bytes>,
     /// The stream's media type when it is not MPEG-TS: `video/mp4` for an fMP4 source
     /// (as its first bytes said), a relayed source's own type otherwise.
     not_ts: Option<&'static str>,
@@ -110,11 +158,12 @@ impl Joined {
         self.not_ts.is_some()
     }
 
-    /// The next chunk (the init section first, if any); `Err(n)` when this reader fell
-    /// behind and `n` chunks were skipped; `None` once the session ended.
+    /// The next chunk (the init section and the current segment's start first);
+    /// `Err(n)` when this reader fell behind and `n` chunks were skipped; `None` once
+    /// the session ended.
     pub async fn next(&mut self) -> Option<Result<Bytes, u64>> {
-        if let Some(init) = self.init.take() {
-            return Some(Ok(init));
+        if let Some(first) = self.start.pop_front() {
+            return Some(Ok(first));
         }
         match self.rx.recv().await {
             Ok(chunk) => Some(Ok(chunk)),
@@ -185,7 +234,7 @@ impl Sessions {
         only: Option<&str>,
     ) -> Result<Joined, StreamError> {
         let key = super::packaged::session_key(id, only);
-        let (rx, init, mut ready, session) = {
+        let (rx, start, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
                 Some(s) => s.clone(),
@@ -195,7 +244,7 @@ impl Sessions {
                     let session = Arc::new(Session {
                         tx,
                         ready,
-                        init: Mutex::new(None),
+                        start: Mutex::new(Start::default()),
                         relays_mpeg_ts: AtomicBool::new(false),
                         relayed_type: Mutex::new(None),
                         following: Mutex::new(None),
@@ -222,12 +271,12 @@ impl Sessions {
                 }
             };
             // Subscribed under the lock: the task cannot decide it is idle in between;
-            // and under the init's: the viewer gets the init section sent before it
-            // joined, or the next one in the broadcast.
-            let init = session.init.lock().expect("init lock is never poisoned");
+            // and under the start's: the viewer gets each chunk once, as sent before
+            // it joined or in the broadcast.
+            let start = session.start.lock().expect("start lock is never poisoned");
             let rx = session.tx.subscribe();
-            let sent = init.clone();
-            drop(init);
+            let sent = start.for_joiner();
+            drop(start);
             (rx, sent, session.ready.clone(), session)
         };
         // Answered with the first bytes; a source that loads but never sends any (a
@@ -275,9 +324,10 @@ impl Sessions {
             Some(Err(e)) => Err(e),
             _ => {
                 let fmp4 = session
-                    .init
+                    .start
                     .lock()
-                    .expect("init lock is never poisoned")
+                    .expect("start lock is never poisoned")
+                    .init
                     .is_some();
                 let relayed = *session
                     .relayed_type
@@ -285,7 +335,7 @@ impl Sessions {
                     .expect("type lock is never poisoned");
                 Ok(Joined {
                     rx,
-                    init,
+                    start,
                     not_ts: if fmp4 { Some("video/mp4") } else { relayed },
                 })
             }
@@ -338,9 +388,8 @@ pub fn viewer_stream(
     channel: &str,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let viewer = crate::metrics::get().viewer(channel);
-    let Joined { rx, init, .. } = joined;
-    let init = futures::stream::iter(init.map(Ok));
-    init.chain(futures::stream::unfold(
+    let Joined { rx, start, .. } = joined;
+    futures::stream::iter(start.into_iter().map(Ok)).chain(futures::stream::unfold(
         (rx, viewer),
         |(mut rx, viewer)| async move {
             loop {
@@ -777,7 +826,7 @@ impl Task {
         // A new source sends its init section again, whatever the last one sent; and
         // one without (MPEG-TS after fMP4) leaves no init for viewers who join now.
         self.sent_map = None;
-        self.set_init(None);
+        self.set_init(None, true);
         self.set_relayed_type(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
@@ -1036,7 +1085,7 @@ impl Task {
                 Some(map) => Some(upstream.init(&map.url, map.range).await?),
                 None => None,
             };
-            self.set_init(init);
+            self.set_init(init, true);
             self.sent_map = seg.map.clone();
         }
         let mut body = upstream.fetch(&seg.url, seg.range).await?;
@@ -1058,6 +1107,11 @@ impl Task {
             body = segment::decrypt(body, &key, &iv);
         }
         self.continuity.join();
+        self.session
+            .start
+            .lock()
+            .expect("start lock is never poisoned")
+            .new_segment(true);
         let mut align = TsAligner::default();
         let mut typed = seg.map.is_some();
         let mut looked = false;
@@ -1109,6 +1163,17 @@ impl Task {
     /// viewers are answered 200 then, not before: a source whose playlist loads but
     /// whose segments never come is an error, not an empty stream).
     fn send(&self, bytes: Bytes) {
+        let mut start = self
+            .session
+            .start
+            .lock()
+            .expect("start lock is never poisoned");
+        self.send_under(&mut start, bytes);
+    }
+
+    /// `send`, with the start's lock held.
+    fn send_under(&self, start: &mut Start, bytes: Bytes) {
+        start.sent(&bytes);
         let _ = self.session.tx.send(bytes);
         if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 && !self.announced() {
             self.ready.send_replace(Some(Ok(())));
@@ -1117,16 +1182,20 @@ impl Task {
 
     /// Makes `init` the stream's init section (fMP4; `None`: MPEG-TS from now on)
     /// and sends it, so that viewers have it before the fragments that need it.
-    fn set_init(&self, init: Option<Bytes>) {
-        let mut current = self
+    /// `segments`: the source has segments, whose starts joiners are given.
+    fn set_init(&self, init: Option<Bytes>, segments: bool) {
+        let mut start = self
             .session
-            .init
+            .start
             .lock()
-            .expect("init lock is never poisoned");
-        current.clone_from(&init);
+            .expect("start lock is never poisoned");
+        start.init.clone_from(&init);
+        // Not kept as the segment's: joiners get it as the init.
+        start.new_segment(false);
         if let Some(init) = init {
-            self.send(init);
+            self.send_under(&mut start, init);
         }
+        start.new_segment(segments);
     }
 
     /// The media type viewers who join from now are answered with (`None`: MPEG-TS).
@@ -1142,7 +1211,7 @@ impl Task {
     /// reconnects on failure up to the threshold.
     async fn relay(&mut self, src: &Source, url: &Url, mpeg_ts: bool) -> Stop {
         self.sent_map = None;
-        self.set_init(None);
+        self.set_init(None, false);
         self.set_relayed_type(None);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;

@@ -2394,3 +2394,71 @@ async fn a_source_that_opens_but_sends_nothing_is_a_504_naming_it() {
     let error = body["detail"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("sent no media within 10 s"), "{body}");
 }
+
+/// A viewer who joins a session while a segment is being sent gets that segment from
+/// its start (its PAT and PMT, a keyframe), not from the middle, where a player finds
+/// nothing to decode until the next segment's tables come; and each byte once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_midway_through_a_segment_gets_it_from_its_start() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let opened = gate.clone();
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/live/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts", "s3.ts"]),
+        )
+        .route(
+            "/live/{seg}",
+            get(
+                move |axum::extract::Path(seg): axum::extract::Path<String>| {
+                    let gate = opened.clone();
+                    async move {
+                        if seg != "s1.ts" {
+                            return respond(200, "video/mp2t", format!("<{seg}>"));
+                        }
+                        // Its first half, then the rest once the second viewer is in.
+                        let first =
+                            futures::stream::once(async { Ok::<_, std::io::Error>("<s1.ts ") });
+                        let rest = futures::stream::once(async move {
+                            let _ = gate.acquire().await;
+                            Ok("half two>")
+                        });
+                        respond(
+                            200,
+                            "video/mp2t",
+                            axum::body::Body::from_stream(first.chain(rest)),
+                        )
+                    }
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Shared", origin.url("/live/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Shared").await;
+    let open = || async {
+        let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes_stream()
+    };
+    let mut a = open().await;
+    let got_a = read_at_least(&mut a, "<s1.ts ".len()).await;
+    assert_eq!(String::from_utf8_lossy(&got_a), "<s1.ts ");
+    // B joins with s1 half sent.
+    let mut b = open().await;
+    gate.add_permits(1);
+    let whole = "<s1.ts half two><s2.ts><s3.ts>";
+    let (rest_a, got_b) = tokio::join!(
+        read_at_least(&mut a, whole.len() - got_a.len()),
+        read_at_least(&mut b, whole.len())
+    );
+    assert_eq!(String::from_utf8_lossy(&rest_a), "half two><s2.ts><s3.ts>");
+    assert_eq!(String::from_utf8_lossy(&got_b), whole);
+    assert_eq!(origin.hits("/live/s1.ts"), 1, "{:?}", origin.paths());
+}
