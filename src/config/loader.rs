@@ -183,7 +183,9 @@ impl<'t> Parse<'t> {
                 let line = e.span().map_or(0, |s| line_of(self.text, s.start));
                 let field = field_at(self.text, line);
                 let mut message = e.message().trim_end().to_string();
-                if let Some(hint) = quote_hint(self.text, line) {
+                if let Some(hint) =
+                    quote_hint(self.text, line).or_else(|| table_order_hint(self.text, line))
+                {
                     message = format!("{message} ({hint})");
                 }
                 self.push(e.span(), &field, message);
@@ -1559,6 +1561,41 @@ fn quote_hint(text: &str, line: usize) -> Option<String> {
     Some(format!("a text value needs quotes: `{key} = \"{value}\"`"))
 }
 
+/// What to do when line `line` is an `[[array]]` header that TOML refuses because a
+/// table of its entries (`[services.channels]`) was written before any `[[services]]`
+/// line: that table then belongs to no entry.
+fn table_order_hint(text: &str, line: usize) -> Option<String> {
+    let header = |l: &str| -> Option<(bool, String)> {
+        let l = l.trim_start();
+        let (array, rest) = match l.strip_prefix("[[") {
+            Some(rest) => (true, rest),
+            None => (false, l.strip_prefix('[')?),
+        };
+        let name = rest.split(']').next()?.trim();
+        Some((
+            array,
+            name.split('.').map(str::trim).collect::<Vec<_>>().join("."),
+        ))
+    };
+    let (true, array) = header(text.lines().nth(line.checked_sub(1)?)?)? else {
+        return None;
+    };
+    for (n, l) in text.lines().take(line - 1).enumerate() {
+        match header(l) {
+            Some((true, name)) if name == array => return None,
+            Some((false, name)) if name.starts_with(&format!("{array}.")) => {
+                return Some(format!(
+                    "`[{name}]` on line {} comes before any `[[{array}]]`: the tables of an \
+                     entry go below its own `[[{array}]]` line",
+                    n + 1
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// serde's type names in words a config's reader knows: "invalid type: string
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
 /// more)".
@@ -2278,6 +2315,25 @@ mod tests {
         // A header missing a bracket names its table, not the bracket.
         let e = errors("[[services]]\nname = \"A\"\nkind = \"demo\"\n[[services]\nname = \"B\"\n");
         assert!(e[0].starts_with("f.toml:4: services[1]: "), "{e:?}");
+    }
+
+    #[test]
+    fn a_services_table_written_before_its_entry_says_so() {
+        let e = errors(
+            "[services.channels]\nhide = [\"x\"]\n\n[[services]] # the demo\nname = \"A\"\nkind = \"demo\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("f.toml:4: ")
+                && e[0].ends_with(
+                    "(`[services.channels]` on line 1 comes before any `[[services]]`: the \
+                     tables of an entry go below its own `[[services]]` line)"
+                ),
+            "{e:?}"
+        );
+        // After an entry, such a table is that entry's: no hint on another error.
+        assert!(table_order_hint("[[services]]\n[services.auth]\n[[services]]\n", 3).is_none());
+        assert!(table_order_hint("[server]\n[[services]]\n", 2).is_none());
     }
 
     #[test]
