@@ -168,6 +168,25 @@ pub fn redact_str(s: &str) -> String {
     }
 }
 
+/// A URL as the user wrote it in the config, for a message about it: as written but
+/// for its userinfo and query (passwords, API keys), each shown as `…`. Unlike
+/// `redact`, the path stays, and text that does not parse is kept as it is (the user
+/// must find the mistake in it).
+pub fn mask_secrets(s: &str) -> String {
+    let mut out = s.to_string();
+    if let Some(q) = out.find('?') {
+        out.truncate(q + 1);
+        out.push('…');
+    }
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let authority = out[start..].split(['/', '?']).next().unwrap_or("");
+        if let Some(at) = authority.rfind('@') {
+            out.replace_range(start..start + at, "…");
+        }
+    }
+    out
+}
+
 /// Appends at most `max` characters of `s`, then `…` when it was longer.
 fn push_cut(out: &mut String, s: &str, max: usize) {
     let mut chars = s.chars();
@@ -218,6 +237,18 @@ mod tests {
             redact(&url::Url::parse(&long).unwrap()),
             format!("http://h/{}…", "a".repeat(64))
         );
+    }
+
+    #[test]
+    fn config_values_keep_their_path_but_not_their_secrets() {
+        assert_eq!(
+            mask_secrets("htp://bob:PW@127.0.0.1:18511/list.m3u?apikey=KEY"),
+            "htp://…@127.0.0.1:18511/list.m3u?…"
+        );
+        assert_eq!(mask_secrets("http://host/a@b/list"), "http://host/a@b/list");
+        assert_eq!(mask_secrets("not a url"), "not a url");
+        assert_eq!(mask_secrets("h:1"), "h:1");
+        assert_eq!(mask_secrets("file:///x?y"), "file:///x?…");
     }
 
     #[test]

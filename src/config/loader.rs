@@ -1772,6 +1772,21 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_url_is_shown_without_its_password_or_query() {
+        let e = errors(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\n\
+             url = \"htp://bob:PASSWORD@127.0.0.1:1/list.m3u?apikey=KEY\"\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "f.toml:4: services[0].url: `htp://…@127.0.0.1:1/list.m3u?…` must be an http(s) \
+              URL or a file path"
+            ]
+        );
+    }
+
+    #[test]
     fn an_auth_table_with_two_methods_or_none_says_so_in_words() {
         let base = "[[services]]\nname = \"X\"\nkind = \"m3u\"\nurl = \"http://h/x.m3u\"\n[services.auth]\n";
         assert_eq!(

@@ -437,7 +437,10 @@ fn location(s: &str) -> Result<Location, String> {
         .filter(|u| u.scheme() == "file")
         .map(|u| {
             u.to_file_path().map_err(|()| {
-                format!("`{s}`: a file URL names a path on this machine (`file:///path`)")
+                format!(
+                    "`{}`: a file URL names a path on this machine (`file:///path`)",
+                    crate::error::mask_secrets(s)
+                )
             })
         })
     {
@@ -448,7 +451,8 @@ fn location(s: &str) -> Result<Location, String> {
             .map_err(|e| format!("{e} or a file path"))
     } else if looks_like_a_url(s) {
         Err(format!(
-            "`{s}` is neither an http(s) URL (`http://host/path`) nor a file path"
+            "`{}` is neither an http(s) URL (`http://host/path`) nor a file path",
+            crate::error::mask_secrets(s)
         ))
     } else {
         Ok(Location::File(PathBuf::from(s)))
@@ -509,8 +513,14 @@ pub(crate) fn de_opt_location<'de, D: Deserializer<'de>>(
 fn http_url(value: &str) -> Result<Url, String> {
     match Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
-        Ok(_) => Err(format!("`{value}` must be an http(s) URL")),
-        Err(e) => Err(format!("`{value}` is not a URL ({e})")),
+        Ok(_) => Err(format!(
+            "`{}` must be an http(s) URL",
+            crate::error::mask_secrets(value)
+        )),
+        Err(e) => Err(format!(
+            "`{}` is not a URL ({e})",
+            crate::error::mask_secrets(value)
+        )),
     }
 }
 
