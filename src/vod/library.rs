@@ -161,7 +161,8 @@ impl EpisodeIds {
 
 impl Library {
     /// The catalogue of `registry`'s services; `prev` (a config reload) hands over its
-    /// loaded catalogue and last good lists, so nothing is fetched again at once.
+    /// loaded catalogue, last good lists and titles' details, so nothing is fetched
+    /// again at once.
     pub fn new(
         registry: Arc<Registry>,
         cache: &crate::config::CacheConfig,
@@ -212,10 +213,17 @@ impl Library {
             read: Mutex::new(read),
             ttl: cache.vod_ttl,
             due: std::sync::atomic::AtomicBool::new(false),
-            details: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(cache.vod_info_ttl)
-                .build(),
+            // Kept over a reload (players show details from it while a provider is
+            // down), unless their lifetime changed.
+            details: prev
+                .map(|p| p.details.clone())
+                .filter(|d| d.policy().time_to_live() == Some(cache.vod_info_ttl))
+                .unwrap_or_else(|| {
+                    moka::future::Cache::builder()
+                        .max_capacity(10_000)
+                        .time_to_live(cache.vod_info_ttl)
+                        .build()
+                }),
             episodes: RwLock::new(episodes),
         }
     }

@@ -1296,3 +1296,81 @@ async fn a_reload_while_the_store_is_unreadable_keeps_the_guide_decisions() {
     db.execute_batch("ALTER TABLE record_away RENAME TO record")
         .unwrap();
 }
+
+/// A config reload keeps the movie details it had read (`vod_info_ttl`): players show
+/// them without asking the panel again, also while the panel is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_movie_details_already_read() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_down = down.clone();
+    let panel = FakeUpstream::bind()
+        .await
+        .route(
+            "/player_api.php",
+            get(
+                move |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| {
+                    let down = is_down.load(Ordering::SeqCst);
+                    async move {
+                        if down {
+                            return respond(503, "text/plain", "down");
+                        }
+                        let body = match q.get("action").map(String::as_str) {
+                            Some("get_vod_streams") => serde_json::json!([{"num": 1,
+                                "name": "Amélie", "stream_id": 7, "category_id": "1",
+                                "container_extension": "mp4"}]),
+                            Some("get_vod_info") => serde_json::json!({
+                                "info": {"plot": "A waitress in Paris.", "duration_secs": 7320},
+                                "movie_data": {"stream_id": 7, "name": "Amélie",
+                                    "container_extension": "mp4"}}),
+                            Some(_) => serde_json::json!([]),
+                            None => serde_json::json!({"user_info": {"auth": 1,
+                                "status": "Active"}, "server_info": {}}),
+                        };
+                        respond(200, "application/json", body.to_string())
+                    }
+                },
+            ),
+        )
+        .start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n\
+         [[services]]\nname = \"Panel\"\nkind = \"xtream\"\nbase_url = \"{}\"\n\
+         username = \"u\"\npassword = \"p\"\n\n\
+         [[users]]\nname = \"mum\"\npassword = \"mum-pw\"\n",
+        dir.path().join("state").display(),
+        panel.base()
+    );
+    let fs = Freesky::start(dir.path(), &config);
+    let api = |action: &str| {
+        get_json(format!(
+            "{}/player_api.php?username=mum&password=mum-pw&action={action}",
+            fs.base
+        ))
+    };
+    let (status, movies) = api("get_vod_streams").await;
+    assert_eq!(status, 200, "{movies}");
+    let id = movies[0]["stream_id"].as_u64().expect("a movie listed");
+    let info = |id: u64| api(&format!("get_vod_info&vod_id={id}"));
+    let (_, before) = info(id).await;
+    assert_eq!(before["info"]["plot"], "A waitress in Paris.", "{before}");
+    let asked = panel
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.query
+                .as_deref()
+                .is_some_and(|q| q.contains("get_vod_info"))
+        })
+        .count();
+    assert_eq!(asked, 1);
+
+    down.store(true, Ordering::SeqCst);
+    let (status, body) = reload(&fs, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, after) = info(id).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["info"], before["info"], "details lost at the reload");
+}
