@@ -1429,6 +1429,27 @@ impl Store {
                     .unwrap_or(id.number)
                     == number
         });
+        // A guide id set here is no other mapping's: checked under the lock, so two
+        // channels given one id at once do not both get it (the registry checks the
+        // channels' own ids before).
+        if let Some(wanted) = next
+            .tvg_id
+            .as_deref()
+            .filter(|t| current.tvg_id.as_deref() != Some(*t))
+        {
+            let other = m.mappings.iter().find(|(other, x)| {
+                *other != slug
+                    && x.tvg_id
+                        .as_deref()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(wanted))
+            });
+            if let Some((other, _)) = other {
+                return Err(StoreError::Rejected(format!(
+                    "`{wanted}` is the guide id of channel `{other}`: two channels never \
+                     share one; give that channel another first"
+                )));
+            }
+        }
         if let Some(holder) = holder {
             return Err(StoreError::Rejected(if next.number.is_some() {
                 format!("number {number} is taken by channel `{}`", holder.slug)

@@ -1158,3 +1158,34 @@ async fn a_number_held_by_a_channel_out_of_the_lineup_is_refused_saying_so() {
         "{body}"
     );
 }
+
+/// One guide id asked for by several channels at once goes to one of them: the others
+/// are refused, and nothing is stored for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guide_id_given_to_two_channels_at_once_goes_to_one() {
+    let (app, _up) = app().await;
+    let sport = id_of(&app.channel_named("Sport").await);
+    let demo = id_of(&app.channel_named("Demo").await);
+    for round in 0..10 {
+        let body = format!(r#"{{"tvg_id": "Race{round}.tv"}}"#);
+        let (a, b) = tokio::join!(patch(&app, &sport, &body), patch(&app, &demo, &body));
+        let mut granted = Vec::new();
+        for (resp, id) in [(a, &sport), (b, &demo)] {
+            match resp.status().as_u16() {
+                200 => granted.push(id.clone()),
+                400 => {}
+                other => panic!("round {round}: {id} answered {other}"),
+            }
+        }
+        assert_eq!(granted.len(), 1, "round {round}: granted to {granted:?}");
+        for id in [&sport, &demo] {
+            let c = get_channel(&app, id).await;
+            let mapped = &c["mapping"]["tvg_id"];
+            assert_eq!(
+                mapped == &json!(format!("Race{round}.tv")),
+                granted[0] == *id,
+                "round {round}: {c:#}"
+            );
+        }
+    }
+}
