@@ -222,8 +222,16 @@ fn packaged_link<'a>(
 async fn packaged_segment(
     State(s): State<AppState>,
     Path((_channel, token, file)): Path<(String, String, String)>,
+    Query(account): Query<AccountTag>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    req_headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (key, sealed) = packaged::open_segment(&s.signer, &token, std::time::SystemTime::now())?;
+    // The lineup channel it was cut from (its session's key: the channel, then the
+    // service it is pinned to).
+    let channel = key.split_once('\n').map_or(key.as_str(), |(id, _)| id);
+    let from = client.map(|c| c.0 .0.ip());
+    let tagged = account_gate(&s, &account, channel, from, &req_headers).await?;
     let n = file
         .strip_suffix(".ts")
         .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
@@ -239,10 +247,16 @@ async fn packaged_segment(
             "segment {n} is no longer (or not yet) in the channel's playlist: reload it"
         ))
     })?;
+    // A tagged link is one account's: kept by no shared cache.
+    let cache_control = if tagged {
+        HeaderValue::from_static("private, max-age=60")
+    } else {
+        s.media.segment_cache_control()
+    };
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t")),
-            (header::CACHE_CONTROL, s.media.segment_cache_control()),
+            (header::CACHE_CONTROL, cache_control),
         ],
         PASSIVE,
         bytes,
@@ -305,6 +319,41 @@ pub(super) fn playlist_response(body: String) -> Response {
 #[derive(Deserialize, Default)]
 struct AccountTag {
     a: Option<String>,
+}
+
+/// Whether a link of channel `channel` was handed to an account (its `?a=` tag: a
+/// live player's playlists, every link of a catch-up playlist, and with
+/// `require_account` every link): its fetch keeps that connection counted, and is
+/// refused once the account may no longer watch the channel. With `require_account`,
+/// a link without a tag plays only for a request with the admin token (loopback is not
+/// enough): stripped of its tag it would play uncounted and outlive the account (a
+/// catch-up or a movie to its end).
+async fn account_gate(
+    s: &AppState,
+    account: &AccountTag,
+    channel: &str,
+    from: Option<std::net::IpAddr>,
+    req_headers: &HeaderMap,
+) -> Result<bool, AppError> {
+    let tagged = match &account.a {
+        Some(token) => {
+            let lineup = s.registry.lineup().await.ok();
+            let listed = lineup.as_deref().and_then(|l| l.get(channel));
+            s.accounts.hls_polled(token, channel, listed, from)?
+        }
+        None => false,
+    };
+    if !tagged
+        && s.config.server.require_account
+        && !super::access::carries_admin_token(s, req_headers, from).await?
+    {
+        return Err(AppError::Unauthorized(
+            "this link belongs to a viewer account: open the channel again with your login \
+             (its links carry your account)"
+                .into(),
+        ));
+    }
+    Ok(tagged)
 }
 
 /// Anything under /proxy/ that is not a whole link.
@@ -393,37 +442,8 @@ async fn proxy(
             }
         }
     }
-    // A link handed to an account (`?a=`: a live player's playlists, every link of a
-    // catch-up playlist) keeps its connection counted, and is refused once the account
-    // may no longer watch the channel.
-    let tagged = match &account.a {
-        Some(token) => {
-            let lineup = s.registry.lineup().await.ok();
-            let listed = lineup.as_deref().and_then(|l| l.get(&link.target.channel));
-            s.accounts.hls_polled(
-                token,
-                &link.target.channel,
-                listed,
-                client.map(|c| c.0 .0.ip()),
-            )?
-        }
-        None => false,
-    };
-    // With `require_account`, a link plays for the account it was handed to (its tag:
-    // every link an account is given carries it then, segments too), or a request with
-    // the admin token (loopback is not enough): stripped of its tag it would play
-    // uncounted and outlive the account (a catch-up or a movie to its end).
-    if !tagged
-        && s.config.server.require_account
-        && !super::access::carries_admin_token(&s, &req_headers, client.map(|c| c.0 .0.ip()))
-            .await?
-    {
-        return Err(AppError::Unauthorized(
-            "this link belongs to a viewer account: open the channel again with your login \
-             (its links carry your account)"
-                .into(),
-        ));
-    }
+    let from = client.map(|c| c.0 .0.ip());
+    let tagged = account_gate(&s, &account, &link.target.channel, from, &req_headers).await?;
     let base = base_url(&s.config, &req_headers);
     let range = request_range(&req_headers);
     // A segment, key, map or media link asks its own service's upstream once: its

@@ -1964,3 +1964,60 @@ async fn paths_a_trailing_slash_doubled_are_answered() {
     assert_eq!(playlist.status(), 200);
     assert!(playlist.text().await.unwrap().starts_with("#EXTM3U"));
 }
+
+/// With `require_account`, the segments cut from a plain MPEG-TS stream are an
+/// account's links too: each carries its tag, plays with it (kept by no shared cache),
+/// and stripped of it only for the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_require_account_segments_cut_from_mpeg_ts_carry_the_accounts_tag() {
+    let fake = FakeUpstream::bind().await;
+    let base = fake.base();
+    let up = fake
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 group-title=\"News\",Direct TV\n{base}/direct.ts\n"),
+        )
+        .route(
+            "/direct.ts",
+            crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(8), true),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nstate_dir = '{{state_dir}}'\n\
+         require_account = true\nadmin_token = \"admin-tok\"\n\n\
+         [[services]]\nname = \"IPTV\"\nkind = \"m3u\"\nurl = \"{}/list.m3u\"\n\n\
+         [[users]]\nname = \"alice\"\npassword = \"alice-pw\"\n",
+        up.base()
+    ))
+    .await;
+    let n = number_of(&app, "Direct TV").await;
+    let playlist = app
+        .get_text_ok(&format!("/live/alice/alice-pw/{n}.m3u8"))
+        .await;
+    let segments = crate::common::playlist_uris(&playlist);
+    assert!(!segments.is_empty(), "{playlist}");
+    for segment in &segments {
+        assert!(
+            segment.contains("/packaged/") && segment.contains("?a=alice."),
+            "{playlist}"
+        );
+        let resp = app.get(segment).await;
+        assert_eq!(resp.status(), 200, "{segment}");
+        assert_eq!(resp.headers()["cache-control"], "private, max-age=60");
+        let bare = segment.split_once("?a=").unwrap().0;
+        let body = assert_api_error(app.get(bare).await, 401).await;
+        assert!(
+            body["error"].as_str().unwrap().contains("viewer account"),
+            "{body}"
+        );
+        let admin = app
+            .client
+            .get(app.url(bare))
+            .header("authorization", "Bearer admin-tok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admin.status(), 200, "{bare} with the admin token");
+    }
+}

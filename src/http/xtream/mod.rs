@@ -1018,7 +1018,14 @@ pub(super) async fn tag_links_of(
     Ok(resp)
 }
 
-/// `text` with `tag` after every `/proxy/` link: URI lines and `URI="..."` values.
+/// Whether `link` is one of freesky's own stream links, which a tag may follow: a
+/// `/proxy/` link, or a segment cut from a plain MPEG-TS stream (`/packaged/`).
+fn ours(link: &str) -> bool {
+    link.contains("/proxy/") || link.contains("/packaged/")
+}
+
+/// `text` with `tag` after every link of freesky's (`ours`): URI lines and `URI="..."`
+/// values.
 pub(in crate::http) fn tag_every_link(text: &str, tag: &str) -> String {
     let mut out = String::with_capacity(text.len() + 64 * tag.len());
     for line in text.split_inclusive('\n') {
@@ -1036,7 +1043,7 @@ pub(in crate::http) fn tag_every_link(text: &str, tag: &str) -> String {
                 out.push_str(head);
                 let close = tail.find('"').unwrap_or(tail.len());
                 out.push_str(&tail[..close]);
-                if tail[..close].contains("/proxy/") {
+                if ours(&tail[..close]) {
                     out.push_str(tag);
                 }
                 rest = &tail[close..];
@@ -1044,7 +1051,7 @@ pub(in crate::http) fn tag_every_link(text: &str, tag: &str) -> String {
             out.push_str(rest);
         } else {
             out.push_str(body);
-            if body.contains("/proxy/") {
+            if ours(body) {
                 out.push_str(tag);
             }
         }
