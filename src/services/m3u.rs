@@ -250,6 +250,10 @@ impl M3u {
         }
         let (channels, files) = list.finish();
         use std::sync::atomic::Ordering::SeqCst;
+        // Said once (at the first read): which entries left the lineup, and why.
+        if !files.is_empty() && !self.kept_once.load(SeqCst) {
+            tracing::info!(service = %self.name, channels = channels.len(), files = files.len(), "M3U entries that are files (a /movie/ or /series/ path, a media file's extension) are the service's movies and series, not channels");
+        }
         let keep = self.vod_asked.load(SeqCst) || !self.kept_once.swap(true, SeqCst);
         *self.files.lock().expect("files lock is never poisoned") = keep.then_some(files);
         Ok(channels)

@@ -11,10 +11,32 @@ use std::collections::HashMap;
 use super::{Listed, ListedEpisode, VodKind};
 use crate::model::Headers;
 
-/// File extensions of media files (a live stream is `.ts`, `.m3u8` or none).
+/// File extensions of media files (a live stream is `.ts`, `.m3u8` or none). Not
+/// `.flv`: HTTP-FLV is a live stream's format as often as a file's.
 const MEDIA_EXTENSIONS: &[&str] = &[
-    "mp4", "mkv", "avi", "mov", "m4v", "wmv", "flv", "webm", "mpg", "mpeg", "divx", "ogv",
+    "mp4", "mkv", "avi", "mov", "m4v", "wmv", "webm", "mpg", "mpeg", "divx", "ogv",
 ];
+
+/// Extensions of playlists: such an entry is live unless more than its path says it
+/// is a title (`playlist_is_a_title`).
+const PLAYLIST_EXTENSIONS: &[&str] = &["m3u8", "m3u"];
+
+/// Whether a playlist entry under a `/movie/` or `/series/` path (`after`: the path
+/// from that folder on) is a title: a panel's `/movie/{user}/{pass}/{id}.m3u8`, a
+/// name with a year (`Film (2010)`) or an episode's marker. A live channel of films
+/// (`/movie/live/playlist.m3u8`, "Planet Movie (720p)") is none of these.
+fn playlist_is_a_title(after: &str, name: &str) -> bool {
+    let parts: Vec<&str> = after.split('/').filter(|p| !p.is_empty()).collect();
+    let panel = parts.len() == 4
+        && parts[3]
+            .split('.')
+            .next()
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    static YEAR: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let year =
+        YEAR.get_or_init(|| regex::Regex::new(r"[(\[](?:19|20)\d{2}[)\]]").expect("static regex"));
+    panel || year.is_match(name) || episode_marker(name).is_some()
+}
 
 /// Whether the entry at `url` named `name` is a file, and which kind; `None`: live.
 pub fn file_kind(url: &str, name: &str) -> Option<VodKind> {
@@ -25,14 +47,24 @@ pub fn file_kind(url: &str, name: &str) -> Option<VodKind> {
         None => url,
     };
     let lower = path.to_ascii_lowercase();
-    if lower.contains("/series/") {
+    let ext = lower
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e);
+    let playlist = ext.is_some_and(|e| PLAYLIST_EXTENSIONS.contains(&e));
+    let titled = |folder: &str| {
+        lower
+            .find(folder)
+            .is_some_and(|at| !playlist || playlist_is_a_title(&lower[at..], name))
+    };
+    if titled("/series/") {
         return Some(VodKind::Series);
     }
-    if lower.contains("/movie/") || lower.contains("/movies/") {
+    if titled("/movie/") || titled("/movies/") {
         return Some(VodKind::Movie);
     }
-    let ext = lower.rsplit('/').next()?.rsplit_once('.')?.1;
-    if MEDIA_EXTENSIONS.contains(&ext) {
+    if MEDIA_EXTENSIONS.contains(&ext?) {
         return Some(match episode_marker(name) {
             Some(_) => VodKind::Series,
             None => VodKind::Movie,
@@ -92,6 +124,15 @@ impl Files {
     }
 
     /// Counts a file entry without a usable URL.
+    /// The file entries read.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn skip(&mut self) {
         self.skipped += 1;
     }
@@ -205,6 +246,35 @@ mod tests {
             ("http://p.example/live/u/p/12.ts", "Movies 24/7", None),
             ("http://cdn.example/hls/index.m3u8", "Cinema", None),
             ("http://cdn.example/mp4", "Odd", None),
+            // A playlist under such a path is a title when more says so.
+            (
+                "http://p.example/movie/u/p/77.m3u8",
+                "Heat",
+                Some(VodKind::Movie),
+            ),
+            (
+                "http://cdn.example/movies/film/master.m3u8",
+                "Film (2010)",
+                Some(VodKind::Movie),
+            ),
+            (
+                "http://cdn.example/series/show/e2.m3u8",
+                "Show S01E02",
+                Some(VodKind::Series),
+            ),
+            // Live channels whose path says "movie": nothing else says title.
+            (
+                "https://edge.example/movie/live/playlist.m3u8",
+                "Planet Movie (720p)",
+                None,
+            ),
+            (
+                "http://api.example:3000/movies/playlist.m3u8",
+                "Movies",
+                None,
+            ),
+            // HTTP-FLV is live as often as not.
+            ("http://live.example/channellive/ch2.flv", "CH2", None),
         ];
         for (url, name, want) in cases {
             assert_eq!(file_kind(url, name), want, "{url}");
