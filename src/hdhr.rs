@@ -135,23 +135,30 @@ pub fn device_xml(base: &str, friendly_name: &str, device_id: &str) -> String {
 
 /// Whether a channel named `name` is HD for `lineup.json`'s `HD` (Jellyfin picks the
 /// stream's bitrate budget by it): yes unless its name ends in a standard-definition
-/// mark (`SD`, `480p`, `576i`..., bare or in brackets), or in one followed by a time
-/// shift (`E4 SD +1`). The stream itself is not probed.
+/// mark (`SD`, a height under 720 lines: `480p`, `576i`, `540p`..., bare or in
+/// brackets), or in one followed by a time shift (`E4 SD +1`) or by notes of state
+/// ("[Not 24/7]", "[Geo-blocked]"). The stream itself is not probed.
 pub fn is_hd(name: &str) -> bool {
-    const SD: &[&str] = &["sd", "240p", "360p", "480p", "480i", "576p", "576i"];
+    /// Words of a state note after the mark ("Not 24/7", "Geo-blocked").
+    const STATE: &[&str] = &["not", "24", "7", "geo", "blocked", "timeout", "offline"];
     let hours = |h: &str| (1..=2).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_digit());
     // "+1", and the "1" of "-1" (a separator here): a shift, not a mark.
     let shift = |w: &str| hours(w.strip_prefix('+').unwrap_or(w));
+    let state = |w: &str| STATE.iter().any(|s| w.eq_ignore_ascii_case(s));
     let last = name
-        .rsplit(|c: char| c.is_whitespace() || "()[]{}|-_".contains(c))
-        .find(|w| !w.is_empty() && !shift(w))
+        .rsplit(|c: char| c.is_whitespace() || "()[]{}|-_/".contains(c))
+        .find(|w| !w.is_empty() && !shift(w) && !state(w))
         .unwrap_or("");
     // "SD+1": the mark before a shift written on to it.
     let last = match last.rsplit_once('+') {
         Some((mark, h)) if hours(h) => mark,
         _ => last,
     };
-    !SD.iter().any(|m| last.eq_ignore_ascii_case(m))
+    let lines = last
+        .strip_suffix(['p', 'P', 'i', 'I'])
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok());
+    !(last.eq_ignore_ascii_case("sd") || lines.is_some_and(|l| l < 720))
 }
 
 #[cfg(test)]
@@ -166,6 +173,9 @@ mod tests {
             "Sky Sports 4K",
             "Channel 5",
             "Kids (720p)",
+            "Das Erste (1080p) [Geo-blocked]",
+            "News 24/7",
+            "Channel 7",
             "E4 HD +1",
             "E4+1",
             "Channel 5",
@@ -184,6 +194,10 @@ mod tests {
             "E4 SD (+1)",
             "E4 SD+1",
             "E4 SD -1",
+            // As the iptv-org lists write them: a height, then notes of state.
+            "News 24 (392p) [Not 24/7]",
+            "TV 7 Albania (540p)",
+            "ATV (234p) [Geo-blocked]",
         ] {
             assert!(!is_hd(sd), "{sd}");
         }
