@@ -676,7 +676,7 @@ const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[derive(Default)]
 struct TuneQuery {
     /// Seconds, as a real HDHomeRun takes it: the stream ends after that long
-    /// (recorders rely on it); anything but a positive number is ignored.
+    /// (recorders rely on it); anything but a positive whole number is a 400.
     duration: Option<String>,
     /// A `HEAD`: answered as the tune would be (unknown channel, every tuner busy, or
     /// the stream's headers), without taking a tuner or opening the channel.
@@ -760,6 +760,22 @@ async fn tune_on(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     device(&s, &headers, n.as_deref()).await?;
+    // Read before anything is taken: a recorder that sent a bad one would otherwise
+    // record for ever.
+    let duration = match q.duration.as_deref().map(str::trim) {
+        None => NEVER,
+        Some(d) => d
+            .parse::<u64>()
+            .ok()
+            .filter(|&d| d > 0)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "duration `{}`: the stream's length in whole seconds, e.g. ?duration=3600",
+                    d.escape_debug()
+                ))
+            })?,
+    };
     let number = channel
         .strip_prefix('v')
         .and_then(|n| n.parse::<u32>().ok())
@@ -817,11 +833,6 @@ async fn tune_on(
         let _slot = &slot;
         std::future::ready(conn.as_ref().is_none_or(|c| !c.is_ended()))
     });
-    let duration = q
-        .duration
-        .and_then(|d| d.trim().parse::<u64>().ok())
-        .filter(|&d| d > 0)
-        .map_or(NEVER, Duration::from_secs);
     let body = body.take_until(tokio::time::sleep(duration));
     Ok((
         [

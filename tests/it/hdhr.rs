@@ -673,8 +673,19 @@ async fn a_tune_with_duration_ends_after_that_many_seconds() {
         .await
         .unwrap_or_else(|_| panic!("{path}: the stream ended after its duration"));
     }
-    // Without it (or with nonsense) the stream goes on.
-    for path in ["/auto/v1", "/auto/v1?duration=x"] {
+    // Nonsense is refused before a tuner is taken: a recorder would record for ever.
+    for bad in ["x", "-5", "0", "1.5", ""] {
+        let path = format!("/auto/v1?duration={bad}");
+        let body = assert_api_error(app.get(&path).await, 400).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("whole seconds")),
+            "{path}: {body}"
+        );
+    }
+    // Without it the stream goes on.
+    for path in ["/auto/v1", "/auto/v1?transcode=x"] {
         let mut body = open_tuner(&app, path).await;
         let more = tokio::time::timeout(std::time::Duration::from_secs(2), async {
             while let Some(chunk) = body.next().await {
