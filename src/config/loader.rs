@@ -1278,10 +1278,31 @@ impl<'t> Parse<'t> {
             } else {
                 String::new()
             };
+            // "epg.example.org/guide.xml": an address without `http://`, most likely.
+            let first = path
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy());
+            let address = path.is_relative()
+                && path.components().count() > 1
+                && first.is_some_and(|f| {
+                    f.split('.').count() >= 2
+                        && f.rsplit('.').next().is_some_and(|tld| {
+                            tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+                        })
+                });
+            let hint = if address {
+                format!(
+                    "; if it is a web address, write `http://{}`",
+                    crate::error::mask_secrets(&path.display().to_string())
+                )
+            } else {
+                String::new()
+            };
             self.warning(
                 &field,
                 format!(
-                    "file {} does not exist{looked}: reading it fails until it does",
+                    "file {} does not exist{looked}: reading it fails until it does{hint}",
                     path.display()
                 ),
             );
@@ -1768,6 +1789,32 @@ mod tests {
                 "f.toml:5: services[0].channels[0]: missing field `name`",
                 "f.toml:6: services[0].mode: unknown variant `mp4`, expected `hls` or `ts`",
             ]
+        );
+    }
+
+    #[test]
+    fn an_address_without_its_scheme_says_how_to_write_it() {
+        let e = errors(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"127.0.0.1:18301/list.m3u\"\n",
+        );
+        assert_eq!(
+            e,
+            ["f.toml:4: services[0].url: `127.0.0.1:18301/list.m3u` is an address without its \
+              scheme (`127.0.0.1:18301` is a host and port): write `http://127.0.0.1:18301/list.m3u`"]
+        );
+        // A host name without a port may be a folder: a warning, with the hint.
+        let c = Config::parse(
+            "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"epg.example.org/list.m3u\"\n",
+            "f.toml",
+            &env,
+        )
+        .unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w
+                .message
+                .ends_with("; if it is a web address, write `http://epg.example.org/list.m3u`")),
+            "{:?}",
+            c.warnings
         );
     }
 

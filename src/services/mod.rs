@@ -449,6 +449,13 @@ fn location(s: &str) -> Result<Location, String> {
         http_url(s)
             .map(Location::Url)
             .map_err(|e| format!("{e} or a file path"))
+    } else if let Some(host) = address_without_scheme(s) {
+        Err(format!(
+            "`{}` is an address without its scheme (`{host}` is a host and port): write \
+             `http://{}`",
+            crate::error::mask_secrets(s),
+            crate::error::mask_secrets(s)
+        ))
     } else if looks_like_a_url(s) {
         Err(format!(
             "`{}` is neither an http(s) URL (`http://host/path`) nor a file path",
@@ -457,6 +464,19 @@ fn location(s: &str) -> Result<Location, String> {
     } else {
         Ok(Location::File(PathBuf::from(s)))
     }
+}
+
+/// The `host:port` `s` starts with (`127.0.0.1:8080/list.m3u`, `tv.lan:80`): an
+/// address written without `http://`, never a file's path.
+fn address_without_scheme(s: &str) -> Option<&str> {
+    let first = s.split('/').next()?;
+    let (host, port) = first.rsplit_once(':')?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+    let port_ok = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+    (host_ok && port_ok).then_some(first)
 }
 
 /// A scheme of two letters or more and a colon, then a slash (`htp:/x`, `http:/x`,
