@@ -39,7 +39,8 @@ pub(crate) struct Doc;
 #[derive(Deserialize, Default, Clone, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Filter {
-    /// Only channels of this group (case-insensitive).
+    /// Only channels of this group (case-insensitive; `Uncategorized`: those without
+    /// one, as the API and players list them).
     pub group: Option<String>,
     /// Only channels that have a source from this service.
     pub service: Option<String>,
@@ -217,11 +218,15 @@ impl Out {
     /// asked for.
     fn wanted(&self, c: &LineupChannel) -> bool {
         self.viewer.as_ref().is_none_or(|v| v.account.sees(c))
-            && self
-                .filter
-                .group
-                .as_deref()
-                .is_none_or(|g| c.group.eq_ignore_ascii_case(g))
+            && self.filter.group.as_deref().is_none_or(|g| {
+                // Channels without a group as players and the API show them.
+                let shown = if c.group.is_empty() {
+                    crate::accounts::UNCATEGORIZED
+                } else {
+                    c.group.as_str()
+                };
+                shown.eq_ignore_ascii_case(g)
+            })
             && self
                 .filter
                 .service

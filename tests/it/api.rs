@@ -1679,3 +1679,34 @@ async fn service_and_id_name_a_source_on_every_channel_route_and_an_unlisted_one
     assert_eq!(before["failures"], after["failures"], "{after}");
     assert_eq!(after["healthy"], true, "{after}");
 }
+
+/// Channels without a group are "Uncategorized" in the playlist's group filter, as the
+/// channel API and players list them.
+#[tokio::test]
+async fn the_playlists_group_filter_names_channels_without_a_group_as_the_api_does() {
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 group-title=\"News\",News One\nhttp://127.0.0.1:9/n.m3u8\n\
+             #EXTINF:-1,Loose One\nhttp://127.0.0.1:9/l.m3u8\n",
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        up.url("/list.m3u")
+    ))
+    .await;
+    let (_, api) = app.get_json("/api/channels?group=Uncategorized").await;
+    let listed: Vec<&str> = api["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{api}"))
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(listed, ["Loose One"], "{api}");
+    let m3u = app.get_text_ok("/playlist.m3u?group=uncategorized").await;
+    assert!(m3u.contains(",Loose One\n"), "{m3u}");
+    assert!(!m3u.contains("News One"), "{m3u}");
+}
