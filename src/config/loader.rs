@@ -1620,7 +1620,7 @@ fn table_order_hint(text: &str, line: usize) -> Option<String> {
 /// serde's type names in words a config's reader knows: "invalid type: string
 /// "three", expected u32" → "found string "three", expected a whole number (0 or
 /// more)".
-fn plain_serde_message(message: &str) -> String {
+pub(crate) fn plain_serde_message(message: &str) -> String {
     // A table of alternatives (`[services.auth]`, the one such table) with more or
     // fewer than one of them.
     if let Some(rest) = message.strip_prefix("wanted exactly 1 element, ") {
@@ -1640,7 +1640,25 @@ fn plain_serde_message(message: &str) -> String {
     else {
         return message.to_string();
     };
+    // A number or a boolean written in quotes: its range is no news.
+    let quoted = found
+        .strip_prefix("string \"")
+        .and_then(|q| q.strip_suffix('"'))
+        .is_some_and(|q| q.trim().parse::<f64>().is_ok() || matches!(q, "true" | "false"));
+    if quoted {
+        let unquoted = match expected {
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64"
+            | "i128" | "isize" => Some("a whole number, written without quotes"),
+            "f32" | "f64" => Some("a number, written without quotes"),
+            "a boolean" => Some("true or false, written without quotes"),
+            _ => None,
+        };
+        if let Some(expected) = unquoted {
+            return format!("found {found}, expected {expected}");
+        }
+    }
     let expected = match expected {
+        "a boolean" => "true or false",
         "u8" => "a whole number from 0 to 255",
         "u16" => "a whole number from 0 to 65535",
         "u32" => "a whole number from 0 to 4294967295",
@@ -2105,6 +2123,28 @@ mod tests {
             e.iter()
                 .any(|l| l.starts_with("f.toml:20: services[3].url") && l.contains("MISSING")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_number_or_boolean_in_quotes_says_to_write_it_without() {
+        assert_eq!(
+            errors("[[services]]\nname = \"X\"\nkind = \"demo\"\npriority = \"1\"\n"),
+            [
+                "f.toml:4: services[0].priority: found string \"1\", expected a whole number, \
+              written without quotes"
+            ]
+        );
+        assert_eq!(
+            errors("[[services]]\nname = \"X\"\nkind = \"demo\"\nenabled = \"true\"\n"),
+            [
+                "f.toml:4: services[0].enabled: found string \"true\", expected true or false, \
+              written without quotes"
+            ]
+        );
+        assert_eq!(
+            errors("[[services]]\nname = \"X\"\nkind = \"demo\"\nenabled = \"yes\"\n"),
+            ["f.toml:4: services[0].enabled: found string \"yes\", expected true or false"]
         );
     }
 

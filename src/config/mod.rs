@@ -12,7 +12,7 @@
 //! This module reads the file; it never writes it (runtime changes go to `store`).
 
 mod interpolate;
-mod loader;
+pub(crate) mod loader;
 mod problem;
 mod schema;
 mod secrets;

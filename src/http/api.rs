@@ -363,7 +363,8 @@ pub(super) async fn json_object_body<T: serde::de::DeserializeOwned>(
     if let Some(got) = got {
         return Err(bad(format!("got {got}")));
     }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    serde_json::from_value(value)
+        .map_err(|e| bad(crate::config::loader::plain_serde_message(&e.to_string())))
 }
 
 /// Why a request body could not be read: 413 when it is larger than its route takes,
