@@ -89,7 +89,29 @@ struct Session {
     /// The source being followed (service, its channel id): what a viewer given up
     /// on after `FIRST_BYTES_WAIT` is told was tried.
     following: Mutex<Option<(String, String)>>,
+    /// When the session began, and its last broadcast since then (ms; 0: none yet).
+    epoch: Instant,
+    last_sent_ms: AtomicU64,
 }
+
+impl Session {
+    /// How long since the session's last bytes; zero before its first.
+    fn silent_for(&self) -> Duration {
+        match self.last_sent_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            at => self
+                .epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at)),
+        }
+    }
+}
+
+/// A running session that has sent nothing for this long is stalled (its sources
+/// fail or froze): a viewer joining it waits for new bytes, as one starting a session
+/// waits for its first, instead of a 200 with nothing after it. A live source sends a
+/// segment every target duration (2 to 10 s).
+const JOIN_STALLED: Duration = Duration::from_secs(15);
 
 /// What a viewer joining a running session is sent first.
 #[derive(Default)]
@@ -97,40 +119,74 @@ struct Start {
     /// The init section of the fMP4 stream being sent (`EXT-X-MAP`); `None` while the
     /// stream is MPEG-TS.
     init: Option<Bytes>,
-    /// The chunks sent so far of the segment being sent, from its first: a joiner
-    /// starts where a segment starts (its PAT and PMT, a keyframe), not in the middle
-    /// of one, which a player cannot decode until the next segment's tables come. It
-    /// also plays the last segment of a finished playlist joined as it ends.
-    segment: Vec<Bytes>,
-    segment_bytes: usize,
-    /// Whether the chunks of the current segment are kept: following a playlist and
+    /// The chunks of the last segments sent (the one being sent last), each from its
+    /// first: a joiner starts where a segment starts (its PAT and PMT, a keyframe),
+    /// not in the middle of one, which a player cannot decode until the next
+    /// segment's tables come; and with as many segments as a viewer who starts the
+    /// session gets at once (`live_edge_segments`), which a player probing the stream
+    /// (ffmpeg, Plex) reads at once instead of waiting for them in real time. It also
+    /// plays the last segments of a finished playlist joined as it ends.
+    segments: VecDeque<Vec<Bytes>>,
+    /// Bytes in `segments`, at most `SEGMENT_START_MAX`.
+    bytes: usize,
+    /// The segments kept: `live_edge_segments`.
+    most: usize,
+    /// Whether segments are kept: following a playlist, and the current segment
     /// within `SEGMENT_START_MAX` (a relayed source has no segments).
     keep: bool,
 }
 
 impl Start {
+    fn new(most: usize) -> Self {
+        Self {
+            most: most.max(1),
+            ..Self::default()
+        }
+    }
+
     /// What a joiner is sent before the broadcast, in order.
     fn for_joiner(&self) -> VecDeque<Bytes> {
-        self.init.iter().chain(&self.segment).cloned().collect()
+        self.init
+            .iter()
+            .chain(self.segments.iter().flatten())
+            .cloned()
+            .collect()
     }
 
-    /// A segment begins: the kept chunks are of the one before.
+    /// Drops the oldest kept segment.
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.segments.pop_front() {
+            self.bytes -= old.iter().map(Bytes::len).sum::<usize>();
+        }
+    }
+
+    /// A segment begins (`keep`: and is kept; if not, none is).
     fn new_segment(&mut self, keep: bool) {
-        self.segment.clear();
-        self.segment_bytes = 0;
         self.keep = keep;
+        if !keep {
+            self.segments.clear();
+            self.bytes = 0;
+            return;
+        }
+        self.segments.push_back(Vec::new());
+        while self.segments.len() > self.most {
+            self.drop_oldest();
+        }
     }
 
-    /// `chunk` is being sent: kept for joiners while the segment fits.
+    /// `chunk` is being sent: kept for joiners while the segments fit.
     fn sent(&mut self, chunk: &Bytes) {
         if !self.keep {
             return;
         }
-        self.segment_bytes += chunk.len();
-        if self.segment_bytes > SEGMENT_START_MAX {
-            self.new_segment(false);
-        } else {
-            self.segment.push(chunk.clone());
+        self.bytes += chunk.len();
+        while self.bytes > SEGMENT_START_MAX && self.segments.len() > 1 {
+            self.drop_oldest();
+        }
+        match self.segments.back_mut() {
+            Some(current) if self.bytes <= SEGMENT_START_MAX => current.push(chunk.clone()),
+            // The current segment alone is too large: none is kept until the next.
+            _ => self.new_segment(false),
         }
     }
 }
@@ -234,7 +290,7 @@ impl Sessions {
         only: Option<&str>,
     ) -> Result<Joined, StreamError> {
         let key = super::packaged::session_key(id, only);
-        let (rx, start, mut ready, session) = {
+        let (mut rx, mut start, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
                 Some(s) => s.clone(),
@@ -244,10 +300,12 @@ impl Sessions {
                     let session = Arc::new(Session {
                         tx,
                         ready,
-                        start: Mutex::new(Start::default()),
+                        start: Mutex::new(Start::new(engine.settings.live_edge_segments)),
                         relays_mpeg_ts: AtomicBool::new(false),
                         relayed_type: Mutex::new(None),
                         following: Mutex::new(None),
+                        epoch: Instant::now(),
+                        last_sent_ms: AtomicU64::new(0),
                     });
                     map.insert(key.clone(), session.clone());
                     let task = Task {
@@ -286,10 +344,44 @@ impl Sessions {
             .media
             .segment_timeout()
             .clamp(FIRST_BYTES_MIN, FIRST_BYTES_WAIT);
-        let outcome = match tokio::time::timeout(wait, ready.wait_for(Option::is_some)).await {
-            Ok(r) => r
-                .map(|r| r.clone())
-                .unwrap_or(Some(Err(StreamError::SessionGone))),
+        let waited = async {
+            let ready = match ready.wait_for(Option::is_some).await {
+                Ok(r) => r.clone(),
+                Err(_) => Some(Err(StreamError::SessionGone)),
+            };
+            // A stalled session (its sources failing) answers with new bytes only:
+            // what it sent before is stale, and a 200 with nothing after it would
+            // hold the viewer (a tuner, a recorder) on a still picture.
+            if matches!(ready, Some(Ok(()))) && session.silent_for() >= JOIN_STALLED {
+                let init = start.pop_front().filter(|_| {
+                    session
+                        .start
+                        .lock()
+                        .expect("start lock is never poisoned")
+                        .init
+                        .is_some()
+                });
+                start.clear();
+                loop {
+                    match rx.recv().await {
+                        Ok(chunk) => {
+                            // The init section again (a new source's) stands for the
+                            // one kept.
+                            start.extend(init.filter(|i| *i != chunk));
+                            start.push_back(chunk);
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Some(Err(StreamError::SessionGone))
+                        }
+                    }
+                }
+            }
+            ready
+        };
+        let outcome = match tokio::time::timeout(wait, waited).await {
+            Ok(r) => r,
             Err(_) => {
                 let following = session
                     .following
@@ -548,6 +640,14 @@ impl Task {
         let mut failing: Option<(Instant, u32)> = None;
         loop {
             if self.idle() {
+                return;
+            }
+            // Sources that open but send nothing (a frozen playlist, segments that
+            // fail) end the stream as surely as sources that do not open: its viewers
+            // are not held on a still picture for ever.
+            if self.session.silent_for() >= MIDSTREAM_RETRY_FOR {
+                tracing::warn!(channel = %self.id, "no source of the channel sent anything for {} s; the stream ends", MIDSTREAM_RETRY_FOR.as_secs());
+                self.remove();
                 return;
             }
             let opened = self.open(&skip, None).await;
@@ -1026,6 +1126,13 @@ impl Task {
                             seg.url.path().to_string(),
                         ));
                     }
+                    // The first segment timed out (the service's `timeout` came before
+                    // the deadline above): handed over at once, as at the deadline.
+                    Err(e) if !sent_any && e.is_timeout() && deadline.is_some() => {
+                        return Stop::Failed(format!(
+                            "its first segment did not come in time: {e}"
+                        ));
+                    }
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");
                         failures += 1;
@@ -1174,6 +1281,11 @@ impl Task {
     /// `send`, with the start's lock held.
     fn send_under(&self, start: &mut Start, bytes: Bytes) {
         start.sent(&bytes);
+        let at = self.session.epoch.elapsed().as_millis();
+        self.session.last_sent_ms.store(
+            u64::try_from(at).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
         let _ = self.session.tx.send(bytes);
         if self.delivered.fetch_add(1, Ordering::Relaxed) == 0 && !self.announced() {
             self.ready.send_replace(Some(Ok(())));

@@ -2462,3 +2462,111 @@ async fn a_viewer_joining_midway_through_a_segment_gets_it_from_its_start() {
     assert_eq!(String::from_utf8_lossy(&got_b), whole);
     assert_eq!(origin.hits("/live/s1.ts"), 1, "{:?}", origin.paths());
 }
+
+/// A viewer who joins a running session gets the segments a viewer starting it got at
+/// once (`live_edge_segments`), each from its start, which a probing player reads
+/// without waiting for them in real time; once the session has sent nothing for a
+/// while (its source froze), a joiner waits for new bytes as a first viewer does, and
+/// is answered 504 when none come, not a 200 with stale bytes and nothing after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_gets_the_last_segments_at_once_and_a_stalled_session_no_stale_bytes() {
+    let origin = FakeUpstream::bind()
+        .await
+        // Never moves on: after its window, the session has nothing new to send.
+        .text(
+            "/live/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["s0.ts", "s1.ts", "s2.ts", "s3.ts"]),
+        )
+        .route(
+            "/live/{seg}",
+            get(
+                |axum::extract::Path(seg): axum::extract::Path<String>| async move {
+                    respond(200, "video/mp2t", format!("<{seg}>"))
+                },
+            ),
+        )
+        .start();
+    let list = list_of(&[("Frozen", origin.url("/live/index.m3u8"))]).await;
+    let app = TestApp::spawn(&format!(
+        "[cache]\nsegment_timeout = \"2s\"\n\n[[services]]\nname = \"Origin\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Frozen").await;
+    let open = || async {
+        let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes_stream()
+    };
+    let window = "<s1.ts><s2.ts><s3.ts>";
+    let mut first = open().await;
+    assert_eq!(
+        String::from_utf8_lossy(&read_at_least(&mut first, window.len()).await),
+        window
+    );
+    let mut joiner = open().await;
+    assert_eq!(
+        String::from_utf8_lossy(&read_at_least(&mut joiner, window.len()).await),
+        window,
+        "a joiner gets the window a first viewer got"
+    );
+    drop(joiner);
+    // The first viewer stays; the session sends nothing new.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("the joiner was answered in time");
+    let body = crate::common::assert_api_error(resp, 504).await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "{body}");
+    assert_eq!(body["detail"][0]["service"], "Origin", "{body}");
+    drop(first);
+}
+
+/// A first source whose first segments hang hands over to the next as soon as the
+/// service's own `timeout` gives one up, when that comes before the first-segment
+/// deadline (three target durations): before, each hanging segment counted as one of
+/// `failover_after` failures, and a shorter `timeout` made the handover slower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_first_segment_hands_over_at_the_services_timeout() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/a.m3u8",
+            HLS_TYPE,
+            live_playlist(&["a0.ts", "a1.ts", "a2.ts"]),
+        )
+        .hang("/a0.ts")
+        .hang("/a1.ts")
+        .hang("/a2.ts")
+        .text("/b.m3u8", HLS_TYPE, live_playlist(&["b0.ts", "b1.ts"]))
+        .route(
+            "/{seg}",
+            get(|| async { respond(200, "video/mp2t", ten_packets(0xbb)) }),
+        )
+        .start();
+    let lists = [
+        list_of(&[("Shared", origin.url("/a.m3u8"))]).await,
+        list_of(&[("Shared", origin.url("/b.m3u8"))]).await,
+    ];
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\ntimeout = \"4s\"\nurl = \"{}\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{}\"\n",
+        lists[0].url("/list.m3u"),
+        lists[1].url("/list.m3u")
+    ))
+    .await;
+    let id = app.channel_id("Shared").await;
+    let resp = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = read_at_least(&mut body, 1).await;
+    assert!(first.contains(&0xbb), "{first:?}");
+    // Handed over after one hanging segment's timeout (4 s), not one per segment.
+    let hanging: usize = ["/a0.ts", "/a1.ts", "/a2.ts"]
+        .iter()
+        .map(|p| origin.hits(p))
+        .sum();
+    assert_eq!(hanging, 1, "{:?}", origin.paths());
+}
