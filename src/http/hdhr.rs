@@ -803,7 +803,8 @@ async fn tune_on(
                 (header::CACHE_CONTROL, "no-cache"),
             ],
             super::stream::PASSIVE,
-            Body::empty(),
+            // Of no stated length, as the stream is (an empty body would say 0).
+            Body::from_stream(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()),
         )
             .into_response());
     }

@@ -721,6 +721,12 @@ async fn a_head_on_a_tuner_url_probes_without_tuning() {
         let head = app.head(&format!("/auto/v{number}")).await;
         assert_eq!(head.status(), 200);
         assert_eq!(head.headers()["content-type"], "video/MP2T");
+        // As the stream's answer: of no stated length (not an empty body).
+        assert!(
+            head.headers().get("content-length").is_none(),
+            "{:?}",
+            head.headers()
+        );
     }
     assert_eq!(live.hits("/live.m3u8"), 0, "a HEAD opened the channel");
     let unknown = app.head("/auto/v999").await;
