@@ -268,6 +268,8 @@ pub struct Now {
     pub started: bool,
     /// Listed channels of the last lineup built.
     pub lineup_channels: Option<usize>,
+    /// HDHomeRun tuners in use and their count, when the emulation is on.
+    pub tuners: Option<(usize, u32)>,
 }
 
 /// The whole `/metrics` text: the recorded metrics, then those read `now`.
@@ -332,6 +334,22 @@ pub fn render(read: &Now) -> String {
         "HLS players (client addresses) that fetched a playlist of the channel in the last 30 s",
         hls,
     );
+    if let Some((in_use, count)) = read.tuners {
+        let busy: Gauge = Gauge::default();
+        busy.set(i64::try_from(in_use).unwrap_or(i64::MAX));
+        now.register(
+            "freesky_tuners_in_use",
+            "HDHomeRun tuners streaming now (each /auto/v{n} viewer holds one)",
+            busy,
+        );
+        let total: Gauge = Gauge::default();
+        total.set(i64::from(count));
+        now.register(
+            "freesky_tuners",
+            "HDHomeRun tuners offered (hdhomerun.tuner_count)",
+            total,
+        );
+    }
     now.register(
         "freesky_ts_sessions",
         "Running .ts sessions (one per channel, shared by its viewers)",

@@ -55,6 +55,11 @@ fn now(s: &AppState) -> metrics::Now {
         hls_viewers: s.sessions.hls.counts().into_iter().collect(),
         started: s.readiness.is_started() && !s.readiness.is_draining(),
         lineup_channels: s.registry.last_lineup().map(|l| l.channels.len()),
+        tuners: s
+            .config
+            .hdhomerun
+            .enabled
+            .then(|| (s.tuner.slots.in_use(), s.config.hdhomerun.tuner_count)),
     }
 }
 

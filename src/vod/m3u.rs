@@ -17,9 +17,9 @@ const MEDIA_EXTENSIONS: &[&str] = &[
     "mp4", "mkv", "avi", "mov", "m4v", "wmv", "webm", "mpg", "mpeg", "divx", "ogv",
 ];
 
-/// Extensions of playlists: such an entry is live unless more than its path says it
-/// is a title (`playlist_is_a_title`).
-const PLAYLIST_EXTENSIONS: &[&str] = &["m3u8", "m3u"];
+/// The extension of an HLS playlist: such an entry is live unless more than its path
+/// says it is a title (`playlist_is_a_title`).
+const PLAYLIST_EXTENSION: &str = "m3u8";
 
 /// Whether a playlist entry under a `/movie/` or `/series/` path (`after`: the path
 /// from that folder on) is a title: a panel's `/movie/{user}/{pass}/{id}.m3u8`, a
@@ -52,7 +52,7 @@ pub fn file_kind(url: &str, name: &str) -> Option<VodKind> {
         .next()
         .and_then(|f| f.rsplit_once('.'))
         .map(|(_, e)| e);
-    let playlist = ext.is_some_and(|e| PLAYLIST_EXTENSIONS.contains(&e));
+    let playlist = ext == Some(PLAYLIST_EXTENSION);
     let titled = |folder: &str| {
         lower
             .find(folder)

@@ -243,6 +243,14 @@ async fn a_tuner_beyond_tuner_count_gets_503_and_frees_when_the_viewer_leaves() 
     );
     let body = assert_api_error(busy, 503).await;
     assert!(body["error"].as_str().unwrap().contains("tuners"), "{body}");
+    // The operator sees them taken.
+    let metrics = app.get_text_ok("/metrics").await;
+    for line in ["freesky_tuners_in_use 2", "freesky_tuners 2"] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
 
     // The tuner frees once a viewer disconnects (the server notices on its next write).
     drop(first);
