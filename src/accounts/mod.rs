@@ -165,11 +165,7 @@ impl Account {
     /// every one). Those without one are listed to players as [`UNCATEGORIZED`], and
     /// chosen by that name.
     pub fn in_groups(&self, group: &str) -> bool {
-        let group = if group.is_empty() {
-            UNCATEGORIZED
-        } else {
-            group
-        };
+        let group = shown_group(group);
         self.groups.is_empty() || self.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
     }
 
@@ -422,6 +418,16 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
 
 /// The category players are shown channels and titles without a group under.
 pub const UNCATEGORIZED: &str = "Uncategorized";
+
+/// A channel's or title's group as players and the API show it: [`UNCATEGORIZED`] for
+/// none.
+pub fn shown_group(group: &str) -> &str {
+    if group.is_empty() {
+        UNCATEGORIZED
+    } else {
+        group
+    }
+}
 
 /// How often an account change is made again on the row another instance wrote first.
 const TRIES: usize = 5;

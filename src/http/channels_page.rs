@@ -125,11 +125,7 @@ async fn page(
             continue;
         }
         // Channels without a group are counted and chosen as players see them.
-        let shown = if c.group.is_empty() {
-            crate::accounts::UNCATEGORIZED
-        } else {
-            c.group.as_str()
-        };
+        let shown = crate::accounts::shown_group(&c.group);
         *groups.entry(shown).or_default() += 1;
         if !group.is_empty() && shown != group {
             continue;

@@ -218,14 +218,9 @@ impl Out {
     /// asked for.
     fn wanted(&self, c: &LineupChannel) -> bool {
         self.viewer.as_ref().is_none_or(|v| v.account.sees(c))
+            // Channels without a group as players and the API show them.
             && self.filter.group.as_deref().is_none_or(|g| {
-                // Channels without a group as players and the API show them.
-                let shown = if c.group.is_empty() {
-                    crate::accounts::UNCATEGORIZED
-                } else {
-                    c.group.as_str()
-                };
-                shown.eq_ignore_ascii_case(g)
+                crate::accounts::shown_group(&c.group).eq_ignore_ascii_case(g)
             })
             && self
                 .filter

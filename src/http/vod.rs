@@ -670,7 +670,7 @@ fn query_value(s: &str) -> String {
 fn category_entry(name: &str) -> Value {
     json!({
         "category_id": super::xtream::category_id(name).to_string(),
-        "category_name": if name.is_empty() { crate::accounts::UNCATEGORIZED } else { name },
+        "category_name": crate::accounts::shown_group(name),
         "parent_id": 0,
     })
 }

@@ -290,7 +290,7 @@ impl Sessions {
         only: Option<&str>,
     ) -> Result<Joined, StreamError> {
         let key = super::packaged::session_key(id, only);
-        let (mut rx, mut start, mut ready, session) = {
+        let (mut rx, mut start, had_init, mut ready, session) = {
             let mut map = self.map.lock().expect("sessions lock is never poisoned");
             let session = match map.get(&key) {
                 Some(s) => s.clone(),
@@ -334,8 +334,9 @@ impl Sessions {
             let start = session.start.lock().expect("start lock is never poisoned");
             let rx = session.tx.subscribe();
             let sent = start.for_joiner();
+            let had_init = start.init.is_some();
             drop(start);
-            (rx, sent, session.ready.clone(), session)
+            (rx, sent, had_init, session.ready.clone(), session)
         };
         // Answered with the first bytes; a source that loads but never sends any (a
         // live playlist without segments, empty segments) is not waited for past
@@ -353,14 +354,8 @@ impl Sessions {
             // what it sent before is stale, and a 200 with nothing after it would
             // hold the viewer (a tuner, a recorder) on a still picture.
             if matches!(ready, Some(Ok(()))) && session.silent_for() >= JOIN_STALLED {
-                let init = start.pop_front().filter(|_| {
-                    session
-                        .start
-                        .lock()
-                        .expect("start lock is never poisoned")
-                        .init
-                        .is_some()
-                });
+                // The init section, first of what was kept (see `for_joiner`).
+                let init = start.pop_front().filter(|_| had_init);
                 start.clear();
                 loop {
                     match rx.recv().await {

@@ -74,7 +74,7 @@ pub(super) async fn player_api(
                 if seen.insert(id, ()).is_none() {
                     out.push(json!({
                         "category_id": id.to_string(),
-                        "category_name": group_name(&c.group),
+                        "category_name": crate::accounts::shown_group(&c.group),
                         "parent_id": 0,
                     }));
                 }
@@ -198,15 +198,6 @@ struct LiveStream<'a> {
     direct_source: &'static str,
     tv_archive_duration: u32,
     thumbnail: &'static str,
-}
-
-/// A group's name as a category (channels without one share "Uncategorized").
-fn group_name(group: &str) -> &str {
-    if group.is_empty() {
-        crate::accounts::UNCATEGORIZED
-    } else {
-        group
-    }
 }
 
 /// `user_info` and `server_info`, typed as the panels send them.
