@@ -604,6 +604,9 @@ impl Guides {
             None => Vec::new(),
         };
         let store = self.registry.store();
+        // A decision written to a state_dir that was deleted meanwhile would be lost at
+        // the next start: refused instead (`StoreError::Gone`).
+        store.ping().await?;
         match &decision {
             Some(d) => {
                 let value = serde_json::to_value(d).expect("a decision serializes");

@@ -235,6 +235,7 @@ impl From<crate::services::registry::RegistryError> for AppError {
                 "{why}; nothing was changed: try again once the database answers"
             )),
             E::StoreNoAnswer(why) => Self::Busy(no_answer(&why)),
+            E::StoreGone(why) => Self::Busy(format!("{why}; nothing was changed")),
         }
     }
 }
@@ -312,6 +313,7 @@ impl From<crate::store::StoreError> for AppError {
                 Self::Busy(format!("{e}; nothing was changed"))
             }
             crate::store::StoreError::NoAnswer(_) => Self::Busy(no_answer(&e.to_string())),
+            crate::store::StoreError::Gone(_) => Self::Busy(format!("{e}; nothing was changed")),
             // A full disk or a file locked by another program: the state is as it was
             // and the same call works once there is room; not a bug.
             ref s if s.is_out_of_room() => Self::Busy(format!(

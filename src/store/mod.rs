@@ -56,6 +56,14 @@ pub enum StoreError {
     /// A file or folder of the store that cannot be used: its path and what to do.
     #[error("state store {path}: {message}")]
     Path { path: String, message: String },
+    /// The SQLite file at this path was deleted or replaced while freesky runs: a
+    /// change written now would be lost at the next start, so none is.
+    #[error(
+        "state store {0}: was deleted or replaced while freesky runs: a change made now would \
+         be lost at the next start; put the state_dir back (or restore a backup) and restart \
+         freesky"
+    )]
+    Gone(String),
     /// A change refused because of what is stored (a channel number already in use);
     /// the caller's fault, nothing was written.
     #[error("{0}")]

@@ -216,6 +216,21 @@ impl Sqlite {
         })
     }
 
+    /// `Ok` while the file is the one opened. Deleted (a lost or removed state_dir) or
+    /// replaced, a change written now would go to a file no one opens again: a change
+    /// a user asks for is refused (`StoreError::Gone`) rather than acknowledged and
+    /// lost at the next start.
+    fn still_there(&self) -> Result<(), StoreError> {
+        let Some(file) = self.file.as_ref().filter(|f| !f.still_there()) else {
+            return Ok(());
+        };
+        let e = StoreError::Gone(file.path.display().to_string());
+        if !self.gone_logged.swap(true, Ordering::Relaxed) {
+            tracing::error!("{e}");
+        }
+        Err(e)
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -359,6 +374,7 @@ impl Backend for Sqlite {
     }
 
     async fn set_enabled(&self, name: &str, enabled: Option<bool>) -> Result<(), StoreError> {
+        self.still_there()?;
         self.conn().execute(
             "INSERT INTO service_state (name, enabled) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET enabled = excluded.enabled",
@@ -368,6 +384,7 @@ impl Backend for Sqlite {
     }
 
     async fn set_priority(&self, name: &str, priority: Option<i64>) -> Result<(), StoreError> {
+        self.still_there()?;
         self.conn().execute(
             "INSERT INTO service_state (name, priority) VALUES (?1, ?2)
              ON CONFLICT(name) DO UPDATE SET priority = excluded.priority",
@@ -429,6 +446,7 @@ impl Backend for Sqlite {
     }
 
     async fn put_mapping(&self, slug: &str, row: &ChannelMapping) -> Result<(), StoreError> {
+        self.still_there()?;
         let conn = self.conn();
         if row.is_empty() {
             conn.execute("DELETE FROM channel_mapping WHERE slug = ?1", [slug])?;
@@ -468,6 +486,7 @@ impl Backend for Sqlite {
     }
 
     async fn put_user(&self, u: &StoredUser) -> Result<(), StoreError> {
+        self.still_there()?;
         let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
         let services = serde_json::to_string(&u.services).unwrap_or_else(|_| "[]".into());
         self.conn().execute(
@@ -489,6 +508,7 @@ impl Backend for Sqlite {
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), StoreError> {
+        self.still_there()?;
         self.conn()
             .execute("DELETE FROM viewer_account WHERE name = ?1", params![name])?;
         Ok(())
@@ -557,18 +577,7 @@ impl Backend for Sqlite {
     /// The file is still where it was opened: deleted (a lost or removed state_dir)
     /// or replaced, everything written from then on is lost at the next start.
     async fn ping(&self) -> Result<(), StoreError> {
-        let Some(file) = self.file.as_ref().filter(|f| !f.still_there()) else {
-            return Ok(());
-        };
-        let e = StoreError::at(
-            &file.path.display().to_string(),
-            "was deleted or replaced while freesky runs: what is changed from now on is lost \
-             at the next start; put the state_dir back (or restore a backup) and restart freesky",
-        );
-        if !self.gone_logged.swap(true, Ordering::Relaxed) {
-            tracing::error!("{e}");
-        }
-        Err(e)
+        self.still_there()
     }
 }
 

@@ -338,6 +338,55 @@ async fn a_state_dir_deleted_under_the_server_is_an_error_once_and_not_ready() {
         .collect();
     assert_eq!(errors.len(), 1, "logged once: {log}");
     assert!(errors[0].contains(&db.display().to_string()), "{log}");
+
+    // A change asked for now would be acknowledged and lost at the next start: it is
+    // refused, and the running state is as it was.
+    let http = reqwest::Client::new();
+    let gone = format!("state store {}: was deleted", db.display());
+    let refused = |resp: reqwest::Response| {
+        let gone = gone.clone();
+        async move {
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(status, 503, "{body}");
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.starts_with(&gone) && error.ends_with("nothing was changed"),
+                "{error}"
+            );
+        }
+    };
+    let resp = http
+        .post(format!("{}/api/services/L/disable", server.base))
+        .send()
+        .await
+        .unwrap();
+    refused(resp).await;
+    let resp = http
+        .patch(format!("{}/api/channels/one", server.base))
+        .json(&serde_json::json!({ "number": 42 }))
+        .send()
+        .await
+        .unwrap();
+    refused(resp).await;
+    let status: Value = http
+        .get(format!("{}/api/services/status", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status[0]["enabled"], true, "{status}");
+    let channel: Value = http
+        .get(format!("{}/api/channels/one", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(channel["number"], 1, "{channel}");
 }
 
 /// A store that cannot number new channels (here a write past the file-size limit;

@@ -80,6 +80,10 @@ pub enum RegistryError {
     /// The shared store (PostgreSQL) could not be reached: nothing was changed.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// The store's file was deleted or replaced under the running process: nothing
+    /// was changed (it would have been lost at the next start).
+    #[error("{0}")]
+    StoreGone(String),
     /// The shared store took the call but did not answer in time: the change may
     /// still be made once it answers.
     #[error("{0}")]
@@ -100,6 +104,7 @@ impl From<StoreError> for RegistryError {
                 Self::StoreUnavailable(e.to_string())
             }
             StoreError::NoAnswer(_) => Self::StoreNoAnswer(e.to_string()),
+            StoreError::Gone(_) => Self::StoreGone(e.to_string()),
             e => Self::Store(e.to_string()),
         }
     }
