@@ -39,7 +39,8 @@ pub struct ErrorBody {
     pub error: String,
     /// `null`, or for a 502/504 from a stream open, every source tried: a list of
     /// `{"service", "channel_id", "error"}`; from a `/proxy/` link, its one upstream
-    /// try in the same form.
+    /// try in the same form. Always `null` for a viewer account (the tries name the
+    /// services and their hosts).
     #[schema(value_type = Option<Vec<Attempt>>, required = true)]
     pub detail: serde_json::Value,
 }
@@ -181,6 +182,74 @@ impl AppError {
 #[derive(Clone)]
 pub struct Failed(pub String);
 
+/// What a viewer account is told in place of an upstream failure's message and
+/// `detail`, which name the services and their upstream hosts (`viewer_body`).
+#[derive(Clone)]
+pub struct ForViewers(String);
+
+tokio::task_local! {
+    /// Whether the request being answered logged in as a viewer account (or carries
+    /// an account's `?a=` tag): set by `answering_a_viewer`, read by `viewer_body`.
+    static VIEWER: std::cell::Cell<bool>;
+}
+
+/// Marks the request being answered as a viewer account's: an upstream failure is
+/// then told without the services and hosts behind it (the log keeps them).
+pub(crate) fn answering_a_viewer() {
+    let _ = VIEWER.try_with(|v| v.set(true));
+}
+
+/// Runs `answer` (a request's handling) and, when it logged a viewer account in and
+/// failed upstream, tells that viewer what failed without the services, their hosts
+/// or the config advice: those are the admin's (the log line, `/api/services/status`,
+/// a test from the dashboard). Without accounts nothing changes.
+pub(crate) async fn viewer_body(answer: impl std::future::Future<Output = Response>) -> Response {
+    let (resp, viewer) = VIEWER
+        .scope(std::cell::Cell::new(false), async {
+            let resp = answer.await;
+            (resp, VIEWER.with(std::cell::Cell::get))
+        })
+        .await;
+    let Some(ForViewers(message)) = resp.extensions().get::<ForViewers>().cloned() else {
+        return resp;
+    };
+    if !viewer {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&json!({ "error": message, "detail": null }))
+        .expect("a JSON value always serialises");
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+impl AppError {
+    /// This upstream failure as a viewer account is told it (`viewer_body`); `None`
+    /// for the errors that name nothing behind freesky.
+    fn for_viewers(&self) -> Option<String> {
+        let timed_out = |e: &UpstreamError| {
+            if e.is_timeout() {
+                "the upstream did not answer in time"
+            } else {
+                "the upstream failed"
+            }
+        };
+        match self {
+            Self::AllSourcesFailed { channel, tried } if tried.iter().all(|a| a.unlisted) => {
+                Some(format!("channel `{channel}` is not available"))
+            }
+            Self::AllSourcesFailed { channel, tried } if tried.iter().all(|a| a.timeout) => {
+                Some(format!("no source of `{channel}` answered in time"))
+            }
+            Self::AllSourcesFailed { channel, .. } => {
+                Some(format!("every source of `{channel}` failed"))
+            }
+            Self::Upstream(e) | Self::LinkFailed { error: e, .. } => Some(timed_out(e).into()),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -194,6 +263,7 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let failed = status.is_server_error().then(|| Failed(self.to_string()));
+        let for_viewers = self.for_viewers().map(ForViewers);
         let content_range = self
             .unsatisfiable_range()
             .flatten()
@@ -204,6 +274,9 @@ impl IntoResponse for AppError {
         // failed.
         if let Some(failed) = failed {
             response.extensions_mut().insert(failed);
+        }
+        if let Some(v) = for_viewers {
+            response.extensions_mut().insert(v);
         }
         if let Some(v) = content_range {
             response

@@ -103,7 +103,7 @@ async fn json_errors(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched".to_string(), |m| m.as_str().to_string());
-    let resp = next.run(req).await;
+    let resp = crate::http::error::viewer_body(next.run(req)).await;
     let status = resp.status();
     if let Some(crate::http::error::Failed(error)) = resp.extensions().get() {
         tracing::warn!(status = status.as_u16(), %method, %route, %error, "request failed");

@@ -85,9 +85,11 @@ async fn channel_stream(
     Query(q): Query<StreamQuery>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     viewer: super::viewer::Viewer,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let peer = client.map(|Extension(ConnectInfo(p))| p);
+    let head = method == axum::http::Method::HEAD;
     match viewer.0 {
         Some(login) => {
             super::xtream::account_stream(
@@ -96,13 +98,43 @@ async fn channel_stream(
                 &file,
                 q.service,
                 None,
-                peer,
-                &headers,
+                super::xtream::Asking {
+                    client: peer,
+                    headers: &headers,
+                    head,
+                },
             )
             .await
         }
+        None if head && split_file(&file)?.1 => {
+            let (id, only) = s
+                .registry
+                .canonical(split_file(&file)?.0, q.service.as_deref())
+                .await?;
+            s.registry.playable(&id, only.as_deref()).await?;
+            Ok(ts_head(&s, &id, only.as_deref()))
+        }
         None => open_stream(&s, &file, None, q.service, peer, &headers).await,
     }
+}
+
+/// A `HEAD` of channel `id`'s `.ts` (known, and visible to whoever asks): answered as
+/// the stream would begin (its media type, no length: it never ends) without opening
+/// the channel upstream or joining its session. A probe (a player's before it plays, a
+/// monitor's) must not cost a provider's connection, nor start a session that runs
+/// on after it. The type is the running session's, else MPEG-TS.
+pub(super) fn ts_head(s: &AppState, id: &str, only: Option<&str>) -> Response {
+    let content_type = s.sessions.content_type_of(id, only).unwrap_or("video/MP2T");
+    let empty = futures::stream::empty::<Result<bytes::Bytes, std::convert::Infallible>>();
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PASSIVE,
+        Body::from_stream(empty),
+    )
+        .into_response()
 }
 
 /// The answer of `/api/stream/{file}` (`{id}.m3u8` or `{id}.ts`), for any route
@@ -343,6 +375,9 @@ async fn account_gate(
         }
         None => false,
     };
+    if tagged {
+        crate::http::error::answering_a_viewer();
+    }
     if !tagged
         && s.config.server.require_account
         && !super::access::carries_admin_token(s, req_headers, from).await?

@@ -68,6 +68,7 @@ impl FromRequestParts<AppState> for Viewer {
         };
         let account = s.accounts.login(&user, &password, peer(parts)).await?;
         account.usable(accounts::now())?;
+        crate::http::error::answering_a_viewer();
         Ok(Viewer(Some(Login { account, password })))
     }
 }

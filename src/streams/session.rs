@@ -459,6 +459,32 @@ impl Sessions {
             .is_some_and(|s| s.relays_mpeg_ts.load(Ordering::Relaxed))
     }
 
+    /// The media type of channel `id`'s running session (service filter `only`), as a
+    /// viewer joining it would be answered; `None` when none runs or its first bytes
+    /// have not told yet whether it is MPEG-TS.
+    pub fn content_type_of(&self, id: &str, only: Option<&str>) -> Option<&'static str> {
+        let session = self
+            .map
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .get(&super::packaged::session_key(id, only))?
+            .clone();
+        if session
+            .start
+            .lock()
+            .expect("start lock is never poisoned")
+            .init
+            .is_some()
+        {
+            return Some("video/mp4");
+        }
+        let relayed = *session
+            .relayed_type
+            .lock()
+            .expect("type lock is never poisoned");
+        relayed.or_else(|| session.ready.borrow().is_some().then_some("video/MP2T"))
+    }
+
     /// How many sessions are running.
     pub fn active(&self) -> usize {
         self.map

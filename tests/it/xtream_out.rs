@@ -1464,9 +1464,11 @@ async fn an_account_limited_to_services_plays_only_their_sources() {
     let n = app.channel_named("Shared").await["number"]
         .as_u64()
         .unwrap();
-    // Only B's source, which fails: not A's (the account may not use A).
+    // Only B's source, which fails: not A's (the account may not use A). The viewer
+    // is not told which service failed: the upstream's hits say it.
     let body = assert_api_error(app.get(&format!("/live/onlyb/pw/{n}.m3u8")).await, 502).await;
-    assert!(body.to_string().contains("\"B\""), "{body}");
+    assert_eq!(body["error"], "every source of `shared` failed", "{body}");
+    assert!(up.hits("/b/live.m3u8") >= 1, "B is the account's");
     assert_eq!(up.hits("/a/live.m3u8"), 0, "A is not the account's");
     // B then C, both the account's: plays from C.
     let playlist = app.get_text_ok(&format!("/live/bc/pw/{n}.m3u8")).await;
@@ -2020,4 +2022,115 @@ async fn with_require_account_segments_cut_from_mpeg_ts_carry_the_accounts_tag()
             .unwrap();
         assert_eq!(admin.status(), 200, "{bare} with the admin token");
     }
+}
+
+/// A viewer account whose channel fails upstream is told that it failed, not which
+/// services and upstream hosts are behind it (a provider a viewer should not learn);
+/// the admin's answer and the log keep them.
+#[tokio::test]
+async fn a_viewer_is_told_a_channel_failed_without_the_upstreams_behind_it() {
+    let up = upstream().await;
+    let host = up.base().trim_start_matches("http://").to_string();
+    // The lineup API is the admin's with require_account: the id is read without it.
+    let mut id = String::new();
+    for required in [
+        "",
+        "require_account = true\nadmin_token = \"admin-token-0123456789\"",
+    ] {
+        let app = TestApp::spawn(&config(&up, required)).await;
+        let gone = number_of(&app, "Gone TV").await;
+        if required.is_empty() {
+            id = app.channel_id("Gone TV").await;
+        }
+        let pass = format!("{}/{}", ALICE.0, seg(ALICE.1));
+        let creds = format!("username={}&password={}", enc(ALICE.0), enc(ALICE.1));
+        for path in [
+            format!("/live/{pass}/{gone}.ts"),
+            format!("/live/{pass}/{gone}.m3u8"),
+            format!("/{pass}/{gone}"),
+            format!("/api/stream/{id}.m3u8?{creds}"),
+        ] {
+            if required.is_empty() && path.starts_with("/api/") {
+                continue;
+            }
+            let resp = app.get(&path).await;
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            assert_eq!(status, 502, "{path}: {text}");
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({
+                    "error": format!("every source of `{id}` failed"),
+                    "detail": null
+                }),
+                "{path}"
+            );
+            assert!(
+                !text.contains(&host) && !text.contains("IPTV"),
+                "{path}: {text}"
+            );
+        }
+        // The admin (loopback; with require_account, the token) is told every try.
+        let admin = reqwest::Client::new()
+            .get(app.url(&format!("/api/stream/{id}.m3u8")))
+            .bearer_auth("admin-token-0123456789")
+            .send()
+            .await
+            .unwrap();
+        let body = assert_api_error(admin, 502).await;
+        let tried = body["detail"].as_array().unwrap();
+        assert_eq!(tried.len(), 1, "{body}");
+        assert_eq!(tried[0]["service"], "IPTV", "{body}");
+        assert!(
+            tried[0]["error"].as_str().unwrap().contains(&host),
+            "{body}"
+        );
+    }
+}
+
+/// A `HEAD` of a channel's `.ts` (a player's or a monitor's probe) is answered as the
+/// stream would begin, without opening the channel upstream or taking a connection;
+/// a channel the asker may not see is still a 404.
+#[tokio::test]
+async fn a_head_of_a_ts_stream_opens_nothing_upstream() {
+    let up = upstream().await;
+    let app = TestApp::spawn(&config(&up, "")).await;
+    let news = number_of(&app, "News One").await;
+    let sport = number_of(&app, "Sport One").await;
+    let id = app.channel_id("News One").await;
+    let pass = format!("{}/{}", ALICE.0, seg(ALICE.1));
+    for path in [
+        format!("/api/stream/{id}.ts"),
+        format!("/live/{pass}/{news}.ts"),
+        format!("/live/{pass}/{news}"),
+        format!("/{pass}/{news}"),
+    ] {
+        let resp = app.head(&path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "video/MP2T", "{path}");
+        assert!(
+            resp.headers().get("content-length").is_none(),
+            "{path}: {:?}",
+            resp.headers()
+        );
+    }
+    assert_eq!(
+        up.hits("/news.m3u8"),
+        0,
+        "a HEAD opened the channel upstream"
+    );
+    // bob sees News only; unknown channels are 404 too.
+    let bob = format!("bob/{}", seg(BOB.1));
+    for path in [
+        format!("/live/{bob}/{sport}.ts"),
+        "/api/stream/nope.ts".to_string(),
+    ] {
+        assert_eq!(app.head(&path).await.status(), 404, "{path}");
+    }
+    assert_eq!(up.hits("/sport.m3u8"), 0);
+    // alice's one connection was not taken by the probes: she plays.
+    let resp = app.get(&format!("/live/{pass}/{news}.ts")).await;
+    assert_eq!(resp.status(), 200);
+    assert!(up.hits("/news.m3u8") >= 1);
 }

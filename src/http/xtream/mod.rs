@@ -231,9 +231,12 @@ async fn login(
     let (Some(user), Some(pass)) = (user, pass) else {
         return Err(AccountError::BadLogin);
     };
-    s.accounts
+    let account = s
+        .accounts
         .login(user, pass, peer(client).map(|p| p.ip()))
-        .await
+        .await?;
+    crate::http::error::answering_a_viewer();
+    Ok(account)
 }
 
 /// The listed lineup channels `a` sees, by number.
@@ -579,6 +582,7 @@ async fn live(
     State(s): State<AppState>,
     Path((user, pass, file)): Path<(String, String, String)>,
     client: Client,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     // The login first: a wrong one is a 401 whatever the file.
@@ -603,8 +607,11 @@ async fn live(
         &format!("{}.{ext}", slug_of(&s, number, id).await?),
         None,
         Some(id),
-        peer(&client),
-        &headers,
+        Asking {
+            client: peer(&client),
+            headers: &headers,
+            head: method == axum::http::Method::HEAD,
+        },
     )
     .await
 }
@@ -753,6 +760,7 @@ async fn plain(
     Path((user, pass, file)): Path<(String, String, String)>,
     uri: axum::http::Uri,
     client: Client,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     // Any three-part path lands here: only `{digits}` (or `.ts`) is this route; the
@@ -775,8 +783,11 @@ async fn plain(
         &format!("{}.ts", slug_of(&s, number, asked).await?),
         None,
         Some(asked),
-        peer(&client),
-        &headers,
+        Asking {
+            client: peer(&client),
+            headers: &headers,
+            head: method == axum::http::Method::HEAD,
+        },
     )
     .await
 }
@@ -828,6 +839,14 @@ fn stream_id(id: &str) -> Result<u32, AppError> {
         })
 }
 
+/// Who asks for a stream, and how (`account_stream`).
+pub(crate) struct Asking<'a> {
+    pub client: Option<SocketAddr>,
+    pub headers: &'a HeaderMap,
+    /// A `HEAD`: a `.ts` is answered without opening it (`stream::ts_head`).
+    pub head: bool,
+}
+
 /// Channel `file` (`{id}.ts` / `{id}.m3u8`) for `account`: refused when the account
 /// is disabled or expired, does not see the channel (404, as for no channel), or is
 /// at its connection limit (403); a `.ts` body holds one connection while open, an
@@ -841,13 +860,22 @@ pub(crate) async fn account_stream(
     file: &str,
     service: Option<String>,
     routed: Option<&str>,
-    client: Option<SocketAddr>,
-    headers: &HeaderMap,
+    asking: Asking<'_>,
 ) -> Result<Response, AppError> {
+    let Asking {
+        client,
+        headers,
+        head,
+    } = asking;
     account.usable(accounts::now())?;
     let (id, ts) = super::stream::split_file(file)?;
     let asked = routed.unwrap_or(id);
     let (channel, only) = visible_channel(s, account, id, asked, service.as_deref()).await?;
+    if ts && head {
+        // Not a connection: a probe holds none, and ends none over the limit.
+        s.registry.playable(&channel.id, only.as_deref()).await?;
+        return Ok(super::stream::ts_head(s, &channel.id, only.as_deref()));
+    }
     let from = client.map(|c| c.ip());
     let conn = s.accounts.connect(account, &channel.id, from, !ts)?;
     let ext = if ts { "ts" } else { "m3u8" };

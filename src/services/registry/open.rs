@@ -71,6 +71,13 @@ impl Registry {
         Ok(sources)
     }
 
+    /// Whether channel `id` (with service filter `only`) has a source that may be tried,
+    /// without trying one: the refusal an open would start with (unknown channel or
+    /// service, no enabled source), for a probe that opens nothing (a `HEAD`).
+    pub async fn playable(&self, id: &str, only: Option<&str>) -> Result<(), RegistryError> {
+        self.sources(id, only).await.map(drop)
+    }
+
     /// Resolves `channel_id` of `service`, from cache when still valid.
     pub(super) async fn resolve(
         &self,
