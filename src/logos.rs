@@ -585,16 +585,20 @@ impl Logos {
 /// that are neither are deleted: leftover temporary files, or what is no image.
 fn load_index(dir: &Path) -> Index {
     let path = dir.join("index.json");
+    let mut unreadable = false;
     let mut index: Index = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             tracing::warn!(path = %path.display(), error = %e, "logo cache index unreadable; taking back the images on disk");
+            unreadable = true;
             Index::default()
         }),
         Err(_) => Index::default(),
     };
+    let listed = index.entries.len();
     index
         .entries
         .retain(|k, e| std::fs::metadata(dir.join(k)).is_ok_and(|m| m.len() == e.size));
+    let dropped = listed - index.entries.len();
     let mut taken_back = 0;
     for file in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = file.file_name().to_string_lossy().into_owned();
@@ -622,6 +626,16 @@ fn load_index(dir: &Path) -> Index {
     }
     index.total = index.entries.values().map(|e| e.size).sum();
     index.last_use = index.entries.values().map(|e| e.used).max().unwrap_or(0);
+    // Written as it now is, so that the next start reads it as is (no warning, no
+    // images taken back again).
+    if unreadable || dropped > 0 || taken_back > 0 {
+        let saved = serde_json::to_vec(&index)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomic(dir, "index.json", &json));
+        if let Err(e) = saved {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the logo cache index");
+        }
+    }
     index
 }
 

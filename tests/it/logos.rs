@@ -242,6 +242,16 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
     std::fs::write(dir.join("index.json"), b"{\"entries\":{\"broken").expect("write");
     std::fs::write(dir.join(".x.1.2.tmp"), b"half").expect("write");
     app.start().await;
+    // The index is written again as it now is (read whole by the next start), before
+    // any request.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index"))
+            .expect("the index was written again");
+    assert_eq!(
+        index["entries"].as_object().map(|e| e.len()),
+        Some(1),
+        "{index}"
+    );
     let after = app.get(&path).await;
     assert_eq!(
         after.status(),
