@@ -74,6 +74,16 @@ pub struct Image {
     pub bytes: Bytes,
 }
 
+impl Image {
+    /// A strong entity tag of its bytes (quoted, as the `ETag` header writes it): a
+    /// player asking again with `If-None-Match` gets a 304 while the image is the same.
+    pub fn etag(&self) -> String {
+        let mut hex = hex_sha256(&[&self.bytes]);
+        hex.truncate(32);
+        format!("\"{hex}\"")
+    }
+}
+
 /// One cached image, as the on-disk index lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {

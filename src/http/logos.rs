@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -40,18 +40,31 @@ pub(crate) struct Doc;
             (Vec<u8> = "image/gif"),
             (Vec<u8> = "image/webp")
         )),
+        (status = 304, description = "`If-None-Match` names the image's `ETag`: the client's copy is current"),
         (status = 403, description = "Not a link freesky sealed", body = ErrorBody),
         (status = 404, description = "`[logos] mode` is direct, or the service is gone and nothing is cached", body = ErrorBody),
         (status = 502, description = "The upstream failed, or sent no image (HTML, too large...)", body = ErrorBody),
         (status = 504, description = "The upstream timed out", body = ErrorBody)
     )
 )]
-async fn logo(State(s): State<AppState>, Path(sealed): Path<String>) -> Result<Response, AppError> {
+async fn logo(
+    State(s): State<AppState>,
+    Path(sealed): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let image = s.logos.get(&s.registry, &sealed).await?;
+    let etag = image.etag();
+    let cache = [
+        (header::CACHE_CONTROL, "public, max-age=86400"),
+        (header::ETAG, etag.as_str()),
+    ];
+    if not_modified(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
     Ok((
+        cache,
         [
             (header::CONTENT_TYPE, image.content_type),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (
                 header::CONTENT_SECURITY_POLICY,
@@ -61,6 +74,18 @@ async fn logo(State(s): State<AppState>, Path(sealed): Path<String>) -> Result<R
         image.bytes,
     )
         .into_response())
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or is `*`): the client's copy
+/// is the one it would get (RFC 9110 §13.1.2: weak comparison).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 /// The lineup as an output writes it for the client of `headers`: every channel's logo

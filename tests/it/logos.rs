@@ -203,11 +203,32 @@ async fn a_cached_logo_is_served_after_the_upstream_stops_and_after_a_restart() 
 
     let first = app.get(&path).await;
     assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
     assert_eq!(
         first.bytes().await.expect("image").as_ref(),
         png().as_slice()
     );
     assert_eq!(up.hits("/logo/one.png"), 1);
+    // A player that has it asks again with its tag: 304, no body; another tag, or a
+    // tag list without it, gets the image.
+    let http = reqwest::Client::new();
+    for (given, status) in [
+        (etag.clone(), 304),
+        (format!("\"other\", W/{etag}"), 304),
+        ("*".to_string(), 304),
+        ("\"other\"".to_string(), 200),
+    ] {
+        let resp = http
+            .get(app.url(&path))
+            .header("if-none-match", &given)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{given}");
+        assert_eq!(resp.headers()["etag"], etag.as_str(), "{given}");
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(body.is_empty(), status == 304, "{given}");
+    }
     // The list as listed (its logos on this upstream's address), for later.
     let listed = reqwest::get(up.url("/list.m3u"))
         .await
