@@ -89,6 +89,20 @@ fn bench_segmenter(c: &mut Criterion) {
             out
         })
     });
+    // What a relayed MPEG-TS session runs for its joiners: the same reading, only the
+    // key frames' offsets kept (no segment's bytes gathered).
+    g.bench_function("key_starts_1s", |b| {
+        b.iter(|| {
+            let mut cutter = Segmenter::key_starts(Duration::from_secs(1));
+            let mut out = Vec::new();
+            let mut starts = Vec::new();
+            for chunk in black_box(&buf).chunks(64 << 10) {
+                cutter.push(chunk, &mut out);
+                starts.extend(cutter.take_starts());
+            }
+            starts
+        })
+    });
     g.finish();
 }
 

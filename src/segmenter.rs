@@ -97,6 +97,16 @@ pub struct Segmenter {
     building: Option<Building>,
     /// The next segment starts a new timeline.
     broken: bool,
+    /// Only where segments start is wanted ([`Self::key_starts`]): no segment's bytes
+    /// are gathered.
+    starts_only: bool,
+    /// Bytes pushed in total.
+    pushed: u64,
+    /// The offset (in all bytes pushed) of the packet being read.
+    at: u64,
+    /// Where segments started since [`Self::take_starts`] (offsets of their first
+    /// packet), each with the tables it starts with.
+    starts: Vec<(u64, Bytes)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -116,6 +126,8 @@ enum Codec {
 
 struct Building {
     bytes: Vec<u8>,
+    /// Its size (`bytes` stay empty when only starts are wanted).
+    len: usize,
     /// The decode time of its first PES of the clock stream.
     start: u64,
     /// The latest decode time of the clock stream in it.
@@ -144,7 +156,29 @@ impl Segmenter {
             clock: None,
             building: None,
             broken: false,
+            starts_only: false,
+            pushed: 0,
+            at: 0,
+            starts: Vec::new(),
         }
+    }
+
+    /// A segmenter that only finds where segments of about `target` would start (a
+    /// key frame, after the programme tables): [`Self::take_starts`] says where. The
+    /// segments it finishes carry no bytes. A relayed MPEG-TS stream's viewers who
+    /// join it midway start there (`streams::session`).
+    pub fn key_starts(target: std::time::Duration) -> Self {
+        Self {
+            starts_only: true,
+            ..Self::new(target)
+        }
+    }
+
+    /// Where segments started since the last call, in order: the offset (in all the
+    /// bytes pushed) of each one's first packet, and the PAT and PMT packets it is to
+    /// be preceded by.
+    pub fn take_starts(&mut self) -> Vec<(u64, Bytes)> {
+        std::mem::take(&mut self.starts)
     }
 
     /// The same, but the first `count` segments are cut at the first key frame after
@@ -202,6 +236,10 @@ impl Segmenter {
         if self.clock.is_none() {
             self.sniffed = self.sniffed.saturating_add(chunk.len());
         }
+        // The offset of the first byte read below: `carry` is what ended the bytes
+        // pushed before.
+        let base = self.pushed - self.carry.len() as u64;
+        self.pushed += chunk.len() as u64;
         let joined;
         let mut bytes: &[u8] = if self.carry.is_empty() {
             chunk
@@ -211,6 +249,7 @@ impl Segmenter {
             joined = all;
             &joined
         };
+        let total = bytes.len();
         loop {
             if !self.in_sync || bytes.first() != Some(&SYNC) {
                 match resync(bytes, 0) {
@@ -238,6 +277,7 @@ impl Segmenter {
             }
             let (p, rest) = bytes.split_at(PACKET);
             let p: &[u8; PACKET] = p.try_into().expect("split at PACKET");
+            self.at = base + (total - bytes.len()) as u64;
             self.packet(p, out);
             bytes = rest;
         }
@@ -300,13 +340,17 @@ impl Segmenter {
                 }
             }
         }
+        let gather = !self.starts_only;
         if let Some(b) = &mut self.building {
-            if b.bytes.len() + PACKET > MAX_SEGMENT {
+            if b.len + PACKET > MAX_SEGMENT {
                 self.building = None;
                 self.broken = true;
                 return;
             }
-            b.bytes.extend_from_slice(p);
+            b.len += PACKET;
+            if gather {
+                b.bytes.extend_from_slice(p);
+            }
         }
     }
 
@@ -318,6 +362,7 @@ impl Segmenter {
             self.target
         };
         let limit = self.limit;
+        let gather = !self.starts_only;
         let cut = match &mut self.building {
             None => {
                 // No random access point for the limit: start at this PES anyway.
@@ -348,10 +393,13 @@ impl Segmenter {
                 // the segment stays under `MAX_SEGMENT`, shorter than the target.
                 let cut = held >= target && key
                     || held + step.max(0) as u64 > limit
-                    || b.bytes.len() >= SIZE_CUT && held > 0;
+                    || b.len >= SIZE_CUT && held > 0;
                 if !cut {
                     b.last = t;
-                    b.bytes.extend_from_slice(p);
+                    b.len += PACKET;
+                    if gather {
+                        b.bytes.extend_from_slice(p);
+                    }
                 }
                 cut
             }
@@ -381,13 +429,24 @@ impl Segmenter {
         if self.pmt.is_empty() {
             return;
         }
-        let mut bytes = Vec::with_capacity(256 * PACKET);
-        bytes.extend_from_slice(pat);
-        bytes.extend_from_slice(&self.pmt);
-        bytes.extend_from_slice(p);
+        let len = 2 * PACKET + self.pmt.len();
+        let bytes = if self.starts_only {
+            let mut tables = Vec::with_capacity(len - PACKET);
+            tables.extend_from_slice(pat);
+            tables.extend_from_slice(&self.pmt);
+            self.starts.push((self.at, Bytes::from(tables)));
+            Vec::new()
+        } else {
+            let mut bytes = Vec::with_capacity(256 * PACKET);
+            bytes.extend_from_slice(pat);
+            bytes.extend_from_slice(&self.pmt);
+            bytes.extend_from_slice(p);
+            bytes
+        };
         self.waiting = None;
         self.building = Some(Building {
             bytes,
+            len,
             start: t,
             last: t,
             discontinuity: std::mem::take(&mut self.broken),
@@ -694,6 +753,36 @@ mod tests {
             s.push(c, &mut out);
         }
         out
+    }
+
+    /// `key_starts` finds where `new` cuts, however the bytes come: each start's
+    /// tables and the bytes from its offset on are the segment cut there, and no
+    /// segment's bytes are gathered.
+    #[test]
+    fn key_starts_are_where_the_segments_start() {
+        let bytes = stream(0, 20, 50);
+        let segs = cut(&bytes, 188 * 64, 4);
+        assert!(segs.len() >= 3, "{}", segs.len());
+        // Aligned with the packets or not (a start whose packet began in an earlier
+        // chunk).
+        for chunk in [188 * 64, 1_000, 187, bytes.len()] {
+            let mut k = Segmenter::key_starts(Duration::from_secs(4));
+            let mut out = Vec::new();
+            let mut starts = Vec::new();
+            for c in bytes.chunks(chunk) {
+                k.push(c, &mut out);
+                starts.extend(k.take_starts());
+            }
+            // The last start's segment is still being built.
+            assert_eq!(starts.len(), segs.len() + 1, "chunk {chunk}");
+            for (seg, (at, tables)) in segs.iter().zip(&starts) {
+                let at = usize::try_from(*at).unwrap();
+                let body = &seg.bytes[tables.len()..];
+                assert_eq!(&seg.bytes[..tables.len()], &tables[..], "chunk {chunk}");
+                assert_eq!(body, &bytes[at..at + body.len()], "chunk {chunk}");
+            }
+            assert!(out.iter().all(|s| s.bytes.is_empty()), "chunk {chunk}");
+        }
     }
 
     #[test]

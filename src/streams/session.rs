@@ -45,6 +45,7 @@ use crate::cache::Document;
 use crate::error::{Attempt, UpstreamError};
 use crate::hls;
 use crate::model::{url_expires_at, Headers};
+use crate::segmenter::Segmenter;
 use crate::services::registry::RegistryError;
 use crate::services::Service;
 use crate::ts::{self, PACKET as TS_PACKET, SYNC as TS_SYNC};
@@ -131,10 +132,23 @@ struct Start {
     bytes: usize,
     /// The segments kept: `live_edge_segments`.
     most: usize,
-    /// Whether segments are kept: following a playlist, and the current segment
-    /// within `SEGMENT_START_MAX` (a relayed source has no segments).
+    /// Whether segments are kept: following a playlist, or relaying MPEG-TS past its
+    /// first key frame; and the current segment within `SEGMENT_START_MAX`.
     keep: bool,
+    /// Relaying a plain MPEG-TS stream (no segments of its own): finds its key frames,
+    /// where kept segments start, each after the PAT and PMT (`RELAY_CUT` apart or
+    /// more), so that a joiner starts on a picture, not mid-GOP.
+    cutter: Option<Segmenter>,
+    /// The offset, in the relayed stream, of the next chunk sent.
+    offset: u64,
 }
+
+/// A relayed MPEG-TS stream's kept segments start at the first key frame after this
+/// long (each is about one GOP, or more when key frames come oftener).
+const RELAY_CUT: Duration = Duration::from_secs(1);
+/// Segments of a relayed stream kept for joiners at most: the one being sent and the
+/// one before (a GOP or two: a joiner starts near live, with a picture at once).
+const RELAY_KEPT: usize = 2;
 
 impl Start {
     fn new(most: usize) -> Self {
@@ -153,6 +167,14 @@ impl Start {
             .collect()
     }
 
+    /// Relaying from now on (`Task::relay`): MPEG-TS (`ts`) has its key frames found
+    /// for joiners; anything else keeps nothing (a joiner gets it from the middle).
+    fn relaying(&mut self, ts: bool) {
+        self.new_segment(false);
+        self.cutter = ts.then(|| Segmenter::key_starts(RELAY_CUT));
+        self.offset = 0;
+    }
+
     /// Drops the oldest kept segment.
     fn drop_oldest(&mut self) {
         if let Some(old) = self.segments.pop_front() {
@@ -169,14 +191,47 @@ impl Start {
             return;
         }
         self.segments.push_back(Vec::new());
-        while self.segments.len() > self.most {
+        let most = if self.cutter.is_some() {
+            self.most.min(RELAY_KEPT)
+        } else {
+            self.most
+        };
+        while self.segments.len() > most {
             self.drop_oldest();
         }
     }
 
     /// `chunk` is being sent: kept for joiners while the segments fit.
     fn sent(&mut self, chunk: &Bytes) {
-        if !self.keep {
+        let Some(cutter) = &mut self.cutter else {
+            return self.keep_chunk(chunk);
+        };
+        let from = self.offset;
+        self.offset += chunk.len() as u64;
+        cutter.push(chunk, &mut Vec::new());
+        let starts = cutter.take_starts();
+        if cutter.not_ts() {
+            self.cutter = None;
+            return self.new_segment(false);
+        }
+        // Each key frame starts a segment, its tables first.
+        let mut rest = chunk.clone();
+        let mut rest_from = from;
+        for (at, tables) in starts {
+            // A start inside a packet an earlier chunk began is taken at this chunk.
+            let at = at.clamp(rest_from, self.offset);
+            let before = rest.split_to(usize::try_from(at - rest_from).unwrap_or(rest.len()));
+            self.keep_chunk(&before);
+            self.new_segment(true);
+            self.keep_chunk(&tables);
+            rest_from = at;
+        }
+        self.keep_chunk(&rest);
+    }
+
+    /// `chunk`, sent, is kept as the current segment's while the segments fit.
+    fn keep_chunk(&mut self, chunk: &Bytes) {
+        if !self.keep || chunk.is_empty() {
             return;
         }
         self.bytes += chunk.len();
@@ -1323,6 +1378,7 @@ impl Task {
             .lock()
             .expect("start lock is never poisoned");
         start.init.clone_from(&init);
+        start.cutter = None;
         // Not kept as the segment's: joiners get it as the init.
         start.new_segment(false);
         if let Some(init) = init {
@@ -1346,6 +1402,11 @@ impl Task {
         self.sent_map = None;
         self.set_init(None, false);
         self.set_relayed_type(None);
+        self.session
+            .start
+            .lock()
+            .expect("start lock is never poisoned")
+            .relaying(mpeg_ts);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
         loop {

@@ -635,3 +635,61 @@ async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
         "ffmpeg decoded only {frames} frames across the reopen"
     );
 }
+
+/// A viewer who joins a relayed plain MPEG-TS stream (an Xtream panel's `output=ts`)
+/// midway starts on a picture: its first bytes are the programme tables and a key
+/// frame, the last GOP or two sent, not the middle of one, which ffmpeg (like any
+/// decoder) cannot read until the next key frame ("non-existing PPS", "no frame!").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_a_relayed_mpeg_ts_stream_starts_on_a_key_frame() {
+    // 16 s at twice real time (a key frame every half second of wall time), looped.
+    let (app, origin, _list) = plain_ts_channel(16, true).await;
+    let id = app.channel_id("Plain TS").await;
+    let path = format!("/api/stream/{id}.ts");
+    // The first viewer keeps the session going.
+    let mut first = app.get(&path).await;
+    assert_eq!(first.status(), 200);
+    let keep = tokio::spawn(async move { while let Ok(Some(_)) = first.chunk().await {} });
+    for round in 0..3 {
+        // Joined at different points of the GOPs.
+        tokio::time::sleep(Duration::from_millis(1_300 + 170 * round)).await;
+        let mut joiner = app.get(&path).await;
+        assert_eq!(joiner.status(), 200);
+        let mut head = Vec::new();
+        while head.len() < 188 * 8 {
+            match joiner.chunk().await.unwrap() {
+                Some(c) => head.extend_from_slice(&c),
+                None => panic!("the stream ended"),
+            }
+        }
+        drop(joiner);
+        let pid = |p: &[u8]| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]);
+        assert_eq!(head[0], 0x47, "round {round}");
+        assert_eq!(pid(&head[..188]), 0, "round {round}: not the PAT first");
+        // After the tables, the first packet of another PID starts a PES (a frame)
+        // whose adaptation field marks a random access point.
+        let tables_pids = [0, pid(&head[188..376])];
+        let frame = head
+            .chunks_exact(188)
+            .find(|p| !tables_pids.contains(&pid(p)))
+            .unwrap();
+        let pusi = frame[1] & 0x40 != 0;
+        let random_access = frame[3] & 0x20 != 0 && frame[4] > 0 && frame[5] & 0x40 != 0;
+        assert!(pusi && random_access, "round {round}: {:02x?}", &frame[..8]);
+    }
+    // ffmpeg joining midway decodes from its first bytes, without an error.
+    let out = run_within(
+        tokio::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
+            .arg(app.url(&path))
+            .args(["-t", "2", "-map", "0:v:0", "-f", "null", "-"]),
+        FFMPEG_GUARD,
+        "ffmpeg installed and on PATH",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.trim().is_empty(), "ffmpeg joining midway: {stderr}");
+    keep.abort();
+    assert_eq!(origin.hits("/tv/live.ts"), 1, "one upstream connection");
+}
