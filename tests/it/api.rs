@@ -747,6 +747,17 @@ async fn disabling_a_service_hides_its_channels_and_persists_across_restart() {
         ["Demo", "Inline One", "Inline Two"]
     );
 
+    // Names are matched as written; one in another case is a 404 naming the service.
+    let body = assert_api_error(app.post("/api/services/inline/disable").await, 404).await;
+    assert_eq!(
+        body["error"],
+        "unknown service `inline`: service names are matched as written; did you mean \
+         `Inline`?"
+    );
+    let body = assert_api_error(app.post("/api/services/Other/disable").await, 404).await;
+    assert_eq!(body["error"], "unknown service `Other`");
+    assert_eq!(app.service_status("Inline").await["enabled"], true);
+
     let (status, body) = json_of(app.post("/api/services/Inline/disable").await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "Inline");

@@ -44,7 +44,8 @@ use crate::upstream::Http;
 /// What the registry can fail with. Where it becomes an HTTP status is `crate::error`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
-    #[error("unknown service `{0}`")]
+    /// No service of this name (the message: `Registry::unknown_service`).
+    #[error("{0}")]
     UnknownService(String),
     /// No lineup channel has this id, slug or number.
     #[error("unknown channel `{0}`")]
@@ -350,6 +351,23 @@ impl Registry {
 
     fn entry(&self, name: &str) -> Option<&Arc<Entry>> {
         self.entries.iter().find(|e| e.cfg.name == name)
+    }
+
+    /// The error of service `name`, which none is; names are matched exactly (as the
+    /// config writes them), so one written in another case is named.
+    pub(super) fn unknown_service(&self, name: &str) -> RegistryError {
+        let meant = self
+            .entries
+            .iter()
+            .find(|e| e.cfg.name.to_lowercase() == name.to_lowercase());
+        RegistryError::UnknownService(match meant {
+            Some(e) => format!(
+                "unknown service `{name}`: service names are matched as written; did you \
+                 mean `{}`?",
+                e.cfg.name
+            ),
+            None => format!("unknown service `{name}`"),
+        })
     }
 
     /// The configured services' names, in config order.

@@ -30,7 +30,7 @@ impl Registry {
     ) -> Result<Vec<(Arc<Entry>, String)>, RegistryError> {
         if let Some(name) = only {
             if self.entry(name).is_none() {
-                return Err(RegistryError::UnknownService(name.to_string()));
+                return Err(self.unknown_service(name));
             }
         }
         if let Some((service, channel_id)) = id.split_once(':') {

@@ -120,9 +120,7 @@ impl Registry {
         name: &str,
         enabled: Option<bool>,
     ) -> Result<ServiceStatus, RegistryError> {
-        let e = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        let e = self.entry(name).ok_or_else(|| self.unknown_service(name))?;
         self.store.set_enabled(name, enabled).await?;
         self.drop_lineup();
         tracing::info!(service = name, ?enabled, "service switched");
@@ -137,9 +135,7 @@ impl Registry {
         name: &str,
         priority: Option<i64>,
     ) -> Result<ServiceStatus, RegistryError> {
-        let e = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        let e = self.entry(name).ok_or_else(|| self.unknown_service(name))?;
         self.store.set_priority(name, priority).await?;
         self.drop_lineup();
         tracing::info!(service = name, ?priority, "service priority set");
@@ -150,9 +146,7 @@ impl Registry {
     /// Gives a service back its config's `enabled` and `priority`, persisted; the
     /// lineup follows at once, built once for both.
     pub async fn reset(&self, name: &str) -> Result<ServiceStatus, RegistryError> {
-        let e = self
-            .entry(name)
-            .ok_or_else(|| RegistryError::UnknownService(name.to_string()))?;
+        let e = self.entry(name).ok_or_else(|| self.unknown_service(name))?;
         self.store.set_priority(name, None).await?;
         self.store.set_enabled(name, None).await?;
         self.drop_lineup();
