@@ -1325,6 +1325,14 @@ impl Task {
             }
             self.broadcast(&mut align, chunk);
         }
+        if !looked {
+            // A 200 without a byte: a failed segment (several in a row fail the source
+            // over), not one sent.
+            return Err(UpstreamError::Invalid(format!(
+                "its segment {} is empty",
+                src.service.shown_url(&seg.url)
+            )));
+        }
         if let Some(partial) = align.finish() {
             // Not a whole number of packets: passed on as the upstream sent it.
             tracing::debug!(bytes = partial.len(), url = %src.service.shown_url(&seg.url), "segment ended inside an MPEG-TS packet");

@@ -294,7 +294,9 @@ async fn a_source_whose_segments_never_come_is_a_502_not_an_empty_stream() {
 }
 
 /// A source that ends without sending anything (a finished playlist without
-/// segments, or whose one segment fails) is a failed source: the next one plays. Before,
+/// segments, or whose one segment fails), or whose segments are empty, is a failed
+/// source: the next one plays (an empty segment once held the viewer until the 60 s
+/// first-bytes bound). Before,
 /// the first hung the viewer (polled for ever, no answer) and the second was a 502
 /// without trying the next source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,6 +311,16 @@ async fn a_source_that_ends_without_a_byte_hands_over_to_the_next() {
         .text("/empty/index.m3u8", HLS_TYPE, finished(&[]))
         .text("/gone/index.m3u8", HLS_TYPE, finished(&["s0.ts"]))
         .status("/gone/s0.ts", 404)
+        // A live playlist whose segments are 200s without a byte.
+        .text(
+            "/zero/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["z0.ts", "z1.ts"]),
+        )
+        .route(
+            "/zero/{seg}",
+            get(|| async { respond(200, "video/mp2t", "") }),
+        )
         .text(
             "/good/index.m3u8",
             HLS_TYPE,
@@ -319,7 +331,7 @@ async fn a_source_that_ends_without_a_byte_hands_over_to_the_next() {
             get(|| async { respond(200, "video/mp2t", "<good>") }),
         )
         .start();
-    for first in ["/empty/index.m3u8", "/gone/index.m3u8"] {
+    for first in ["/empty/index.m3u8", "/gone/index.m3u8", "/zero/index.m3u8"] {
         let (app, _lists, id) = two_sources(
             "Shared",
             [origin.url(first), origin.url("/good/index.m3u8")],
@@ -338,6 +350,13 @@ async fn a_source_that_ends_without_a_byte_hands_over_to_the_next() {
             String::from_utf8_lossy(&got)
         );
     }
+    // With `failover_after = 1`, one empty segment hands over: the next is not asked.
+    assert_eq!(
+        origin.hits("/zero/z0.ts") + origin.hits("/zero/z1.ts"),
+        1,
+        "{:?}",
+        origin.paths()
+    );
 }
 
 /// A viewer that stops reading never holds the others back: the session keeps
