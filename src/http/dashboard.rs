@@ -156,9 +156,33 @@ struct Page {
     accounts: Vec<AccountRow>,
     /// There are accounts, but this request may not see them (not an admin call).
     accounts_hidden: bool,
+    /// The extra guides (`[[guides]]`) and what their last read did (empty, as the
+    /// services are, when the lineup is hidden).
+    guides: Vec<GuideRow>,
     /// With `require_account`, the services and the lineup are the admin's (as the
     /// lineup API is): a caller without the admin token gets the page without them.
     lineup_hidden: bool,
+}
+
+/// One extra guide (`[[guides]]`) on the page.
+struct GuideRow {
+    name: String,
+    /// Its address, without query or credentials.
+    source: String,
+    /// What its last read did, as a service's guide is told.
+    state: String,
+    last_ok: String,
+}
+
+/// A guide's state in words: its channels and programmes, or why its last read failed.
+fn guide_state(g: &crate::guide::GuideStatus) -> String {
+    match &g.last_error {
+        Some(e) => format!("guide failed: {e}"),
+        None => format!(
+            "guide: {} channels, {} programmes",
+            g.channels, g.programmes
+        ),
+    }
 }
 
 /// The dashboard page.
@@ -210,16 +234,10 @@ async fn dashboard(
                     crate::history::History::new().snapshot(std::time::SystemTime::now())
                 })
                 .svg();
-            let guide = match s.guides.status_of(&st.name) {
-                None => String::new(),
-                Some(g) => match g.last_error {
-                    Some(e) => format!("guide failed: {e}"),
-                    None => format!(
-                        "guide: {} channels, {} programmes",
-                        g.channels, g.programmes
-                    ),
-                },
-            };
+            let guide = s
+                .guides
+                .status_of(&st.name)
+                .map_or_else(String::new, |g| guide_state(&g));
             ServiceRow {
                 name: st.name.clone(),
                 kind: st.kind.clone(),
@@ -310,6 +328,20 @@ async fn dashboard(
         hls_js_url: format!("/assets/hls.light.min.js?v={HLS_JS_VERSION}"),
         accounts_hidden: !show_accounts && !s.accounts.is_empty(),
         lineup_hidden,
+        guides: if lineup_hidden {
+            Vec::new()
+        } else {
+            s.guides
+                .extra_status()
+                .into_iter()
+                .map(|(name, g)| GuideRow {
+                    name,
+                    state: guide_state(&g),
+                    source: g.source,
+                    last_ok: g.last_ok.unwrap_or_else(|| "–".into()),
+                })
+                .collect()
+        },
         accounts: s
             .accounts
             .list()

@@ -602,3 +602,40 @@ async fn with_require_account_only_the_admin_sees_services_and_channels() {
         assert!(!body.contains("Secret Channel") && !body.contains("Hidden Group"));
     }
 }
+
+/// The extra guides (`[[guides]]`, which belong to no service) have a section of their
+/// own: each one's address and what its last read gave, or why it failed.
+#[tokio::test]
+async fn extra_guides_show_with_their_state() {
+    let (mut app, up) = setup().await;
+    let o = up.base();
+    // None configured: no section.
+    assert!(!page(&app, "/").await.contains("extra-guides"));
+    app.config_text.push_str(&format!(
+        "\n[[guides]]\nname = \"Extra\"\nurl = \"{o}/guide.xml?token=secret\"\n\n\
+         [[guides]]\nname = \"Broken\"\nurl = \"{o}/missing.xml\"\n"
+    ));
+    app.restart().await;
+    assert_eq!(app.get("/epg.xml").await.status(), 200);
+    let html = page(&app, "/").await;
+    let section = html
+        .split("<section id=\"extra-guides\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .unwrap_or_else(|| panic!("no extra guides section: {html}"));
+    let extra = section
+        .split("<tr>")
+        .find(|r| r.contains(">Extra<"))
+        .unwrap();
+    assert!(extra.contains("guide: 1 channels, 2 programmes"), "{extra}");
+    assert!(
+        !extra.contains("secret"),
+        "the address's query is shown: {extra}"
+    );
+    let broken = section
+        .split("<tr>")
+        .find(|r| r.contains(">Broken<"))
+        .unwrap();
+    assert!(broken.contains("guide failed: "), "{broken}");
+    assert!(broken.contains("404"), "{broken}");
+}
