@@ -5,9 +5,9 @@
 //! neither the registry nor the guide knows of the other's status.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,6 +31,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/services/{name}/disable", post(disable))
         .route("/api/channels/all", get(all_channels))
         .route("/api/channels/search", get(search))
+        .route("/api/channels/vanished", get(vanished))
+        .route("/api/channels/{id}/mapping", delete(forget_mapping))
         .route("/api/channels/{id}", get(channel).patch(map_channel))
         .route("/api/services/{name}/priority", put(set_priority))
         .route("/api/services/{name}/reset", post(reset))
@@ -51,6 +53,8 @@ pub fn routes() -> Router<AppState> {
         search,
         channel,
         map_channel,
+        vanished,
+        forget_mapping,
         test_channel
     ),
     components(schemas(ErrorBody, ServiceEntry, PriorityBody, ChannelTest))
@@ -392,6 +396,63 @@ fn enabled_now(name: &str, was: bool, now: bool) -> Reread<'_> {
     } else {
         Reread::Nothing
     }
+}
+
+/// A stored mapping of a channel no service lists now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct VanishedMapping {
+    /// The channel's slug.
+    id: String,
+    /// Its overrides, as stored.
+    mapping: crate::model::ChannelMapping,
+}
+
+/// The stored mappings of channels no service lists now (gone upstream, or their
+/// service removed): each keeps its number and guide id from the other channels until
+/// it is forgotten (`DELETE /api/channels/{id}/mapping`) or comes back.
+#[utoipa::path(
+    get,
+    path = "/api/channels/vanished",
+    tag = "channels",
+    responses(
+        (status = 200, description = "Every vanished channel's mapping, by slug", body = Vec<VanishedMapping>),
+        (status = 500, description = "The state store failed", body = ErrorBody)
+    )
+)]
+async fn vanished(State(s): State<AppState>) -> Result<Json<Vec<VanishedMapping>>, AppError> {
+    let rows = s.registry.vanished_mappings().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(id, mapping)| VanishedMapping { id, mapping })
+            .collect(),
+    ))
+}
+
+/// Forgets a vanished channel's mapping (admin): its number and guide id are free for
+/// other channels. 204; a listed channel's overrides are reset with `PATCH` instead.
+#[utoipa::path(
+    delete,
+    path = "/api/channels/{id}/mapping",
+    tag = "channels",
+    params(("id" = String, Path, description = "The vanished channel's slug (`GET /api/channels/vanished`)")),
+    security(("admin" = [])),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 400, description = "The channel is listed: reset its overrides with PATCH", body = ErrorBody),
+        (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
+        (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
+        (status = 404, description = "No stored mapping of this slug", body = ErrorBody),
+        (status = 500, description = "The state store failed", body = ErrorBody),
+        (status = 503, description = "The state store is unavailable: nothing was changed", body = ErrorBody)
+    )
+)]
+async fn forget_mapping(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    _admin: Admin,
+) -> Result<StatusCode, AppError> {
+    s.registry.forget_mapping(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Changes a channel's mapping (admin).

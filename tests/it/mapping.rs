@@ -447,6 +447,15 @@ async fn mappings_survive_a_restart_and_new_channels_get_the_next_free_number() 
     assert!(!guide.contains("Sport"), "a hidden channel is in the guide");
 }
 
+/// `DELETE /api/channels/{id}/mapping` from loopback.
+async fn forget(app: &TestApp, id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(app.url(&format!("/api/channels/{id}/mapping")))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapped_numbers() {
     use std::sync::{Arc, Mutex};
@@ -474,6 +483,20 @@ async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapp
     assert_eq!(get_channel(&app, "charlie").await["number"], 4);
     // Alpha's number stays reserved while it is away.
     assert_api_error(patch(&app, "charlie", r#"{"number":3}"#).await, 400).await;
+    // Its mapping is listed as a vanished channel's, and a listed channel's is not
+    // forgotten this way.
+    let (status, vanished) = app.get_json("/api/channels/vanished").await;
+    assert_eq!(status, 200, "{vanished}");
+    assert_eq!(vanished.as_array().map(Vec::len), Some(1), "{vanished}");
+    assert_eq!(vanished[0]["id"], "alpha", "{vanished}");
+    assert_eq!(vanished[0]["mapping"]["number"], 3, "{vanished}");
+    assert_eq!(vanished[0]["mapping"]["name"], "Alpha One", "{vanished}");
+    let body = assert_api_error(forget(&app, "charlie").await, 400).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("is listed"),
+        "{body}"
+    );
+    assert_api_error(forget(&app, "nothing").await, 404).await;
 
     // Alpha comes back with its mapping.
     *list.lock().unwrap() = format!(
@@ -488,6 +511,16 @@ async fn a_channel_that_leaves_upstream_keeps_its_mapping_and_new_ones_skip_mapp
         (alpha["number"].clone(), alpha["name"].clone()),
         (json!(3), json!("Alpha One"))
     );
+    let (_, vanished) = app.get_json("/api/channels/vanished").await;
+    assert_eq!(vanished, json!([]));
+
+    // Gone again and forgotten: its 3 is free, and Charlie takes it.
+    *list.lock().unwrap() = format!("#EXTM3U\n{}{}", entry("Bravo"), entry("Charlie"));
+    app.restart().await;
+    assert_eq!(forget(&app, "alpha").await.status(), 204);
+    let (_, vanished) = app.get_json("/api/channels/vanished").await;
+    assert_eq!(vanished, json!([]));
+    patch_ok(&app, "charlie", json!({"number": 3})).await;
 }
 
 #[tokio::test]

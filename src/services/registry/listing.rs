@@ -550,6 +550,46 @@ impl Registry {
 
     /// Applies `patch` to the mapping of channel `id` (slug, number or `SERVICE:ID`): checked,
     /// persisted, then in the lineup at once. Returns the channel as it now is.
+    /// The stored mappings of channels no service lists now (vanished upstream, or
+    /// their service removed), by slug: each keeps its number and guide id from the
+    /// other channels until it is forgotten (`forget_mapping`), or until the channel
+    /// comes back with them.
+    pub async fn vanished_mappings(
+        &self,
+    ) -> Result<Vec<(String, crate::model::ChannelMapping)>, RegistryError> {
+        let lineup = self.lineup().await?;
+        let mut out: Vec<_> = self
+            .store
+            .mappings()
+            .into_iter()
+            .filter(|(slug, _)| !listed(&lineup, slug))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Forgets the mapping of vanished channel `slug` (`vanished_mappings`): its
+    /// number and guide id are free for the other channels. A listed channel's
+    /// overrides are reset with `map_channel` (`null` fields) instead.
+    pub async fn forget_mapping(&self, slug: &str) -> Result<(), RegistryError> {
+        let lineup = self.lineup().await?;
+        if listed(&lineup, slug) {
+            return Err(RegistryError::Rejected(format!(
+                "channel `{slug}` is listed: reset its overrides with PATCH \
+                 /api/channels/{slug} (a field set to null)"
+            )));
+        }
+        drop(lineup);
+        if !self.store.mappings().contains_key(slug) {
+            return Err(RegistryError::UnknownChannel(slug.to_string()));
+        }
+        self.store
+            .update_mapping(slug, |_| Ok(crate::model::ChannelMapping::default()))
+            .await?;
+        tracing::info!(channel = slug, "mapping of a vanished channel forgotten");
+        Ok(())
+    }
+
     pub async fn map_channel(
         &self,
         id: &str,
@@ -678,4 +718,13 @@ impl Registry {
             None => unchanged(),
         }
     }
+}
+
+/// Whether `slug` is one of `lineup`'s channels (listed or hidden), by its slug only.
+fn listed(lineup: &Lineup, slug: &str) -> bool {
+    lineup
+        .channels
+        .iter()
+        .chain(lineup.hidden())
+        .any(|c| *c.id == *slug)
 }
