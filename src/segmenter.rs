@@ -170,6 +170,8 @@ impl Segmenter {
     pub fn key_starts(target: std::time::Duration) -> Self {
         Self {
             starts_only: true,
+            // Only at key frames, however far apart: no segment to bound.
+            limit: u64::MAX / 4,
             ..Self::new(target)
         }
     }
@@ -393,7 +395,7 @@ impl Segmenter {
                 // the segment stays under `MAX_SEGMENT`, shorter than the target.
                 let cut = held >= target && key
                     || held + step.max(0) as u64 > limit
-                    || b.len >= SIZE_CUT && held > 0;
+                    || gather && b.len >= SIZE_CUT && held > 0;
                 if !cut {
                     b.last = t;
                     b.len += PACKET;
@@ -782,6 +784,28 @@ mod tests {
                 assert_eq!(body, &bytes[at..at + body.len()], "chunk {chunk}");
             }
             assert!(out.iter().all(|s| s.bytes.is_empty()), "chunk {chunk}");
+        }
+    }
+
+    /// `key_starts` starts only at key frames, also where they come farther apart than
+    /// a cut's limit (1.5 targets), and only after the target.
+    #[test]
+    fn key_starts_are_key_frames_however_far_apart() {
+        for gop in [50, 250] {
+            let bytes = stream(0, 30, gop);
+            let mut k = Segmenter::key_starts(Duration::from_secs(1));
+            let mut starts = Vec::new();
+            for c in bytes.chunks(188 * 64) {
+                k.push(c, &mut Vec::new());
+                starts.extend(k.take_starts());
+            }
+            // Every key frame is a start (each comes at least the target after the last).
+            assert_eq!(starts.len() as u64, 30 * 25 / gop, "gop {gop}");
+            for (at, _) in starts {
+                let p = &bytes[usize::try_from(at).unwrap()..][..PACKET];
+                let random_access = p[3] & 0x20 != 0 && p[4] > 0 && p[5] & 0x40 != 0;
+                assert!(p[1] & 0x40 != 0 && random_access, "gop {gop}: at {at}");
+            }
         }
     }
 

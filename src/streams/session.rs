@@ -146,9 +146,9 @@ struct Start {
 /// A relayed MPEG-TS stream's kept segments start at the first key frame after this
 /// long (each is about one GOP, or more when key frames come oftener).
 const RELAY_CUT: Duration = Duration::from_secs(1);
-/// Segments of a relayed stream kept for joiners at most: the one being sent and the
-/// one before (a GOP or two: a joiner starts near live, with a picture at once).
-const RELAY_KEPT: usize = 2;
+/// Segments of a relayed stream kept for joiners at most: the one being sent (from
+/// the last key frame: a joiner starts on a picture, at most a GOP behind).
+const RELAY_KEPT: usize = 1;
 
 impl Start {
     fn new(most: usize) -> Self {

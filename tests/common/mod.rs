@@ -641,6 +641,11 @@ pub fn playlist_uris(body: &str) -> Vec<String> {
 /// `seconds` of real MPEG-TS (H.264 with a key frame every second, AAC), made by
 /// ffmpeg, which must be on PATH.
 pub fn mpeg_ts_clip(seconds: u32) -> Arc<Vec<u8>> {
+    mpeg_ts_clip_gop(seconds, 25)
+}
+
+/// `mpeg_ts_clip`, with a key frame every `gop` frames (25 a second).
+pub fn mpeg_ts_clip_gop(seconds: u32, gop: u32) -> Arc<Vec<u8>> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = std::process::Command::new("ffmpeg")
         .current_dir(dir.path())
@@ -656,7 +661,15 @@ pub fn mpeg_ts_clip(seconds: u32) -> Arc<Vec<u8>> {
             "ultrafast",
         ])
         .args([
-            "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "clip.ts",
+            "-g",
+            &gop.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-f",
+            "mpegts",
+            "clip.ts",
         ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run `ffmpeg` ({e}): this test needs ffmpeg on PATH"));

@@ -485,7 +485,15 @@ url = "{}"
 /// sent as a live encoder would (`paced_mpeg_ts`), `looped` or once per connection;
 /// with the origin (its `/tv/live.ts`) and the list's server.
 async fn plain_ts_channel(seconds: u32, looped: bool) -> (TestApp, FakeUpstream, FakeUpstream) {
-    let paced = crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(seconds), looped);
+    plain_ts_channel_of(crate::common::mpeg_ts_clip(seconds), looped).await
+}
+
+/// `plain_ts_channel` of `clip`.
+async fn plain_ts_channel_of(
+    clip: Arc<Vec<u8>>,
+    looped: bool,
+) -> (TestApp, FakeUpstream, FakeUpstream) {
+    let paced = crate::common::paced_mpeg_ts(clip, looped);
     let origin = FakeUpstream::bind()
         .await
         .route("/tv/live.ts", paced)
@@ -638,12 +646,14 @@ async fn a_packaged_channel_goes_on_when_its_upstream_closes_the_stream() {
 
 /// A viewer who joins a relayed plain MPEG-TS stream (an Xtream panel's `output=ts`)
 /// midway starts on a picture: its first bytes are the programme tables and a key
-/// frame, the last GOP or two sent, not the middle of one, which ffmpeg (like any
+/// frame, the last GOP sent, not the middle of one, which ffmpeg (like any
 /// decoder) cannot read until the next key frame ("non-existing PPS", "no frame!").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_a_relayed_mpeg_ts_stream_starts_on_a_key_frame() {
-    // 16 s at twice real time (a key frame every half second of wall time), looped.
-    let (app, origin, _list) = plain_ts_channel(16, true).await;
+    // 16 s at twice real time, looped, with a key frame every 3 s of media: farther
+    // apart than the cut's 1.5 s limit (1.5 s of wall time).
+    let clip = crate::common::mpeg_ts_clip_gop(16, 75);
+    let (app, origin, _list) = plain_ts_channel_of(clip, true).await;
     let id = app.channel_id("Plain TS").await;
     let path = format!("/api/stream/{id}.ts");
     // The first viewer keeps the session going.
