@@ -2125,6 +2125,7 @@ async fn a_head_of_a_ts_stream_opens_nothing_upstream() {
     for path in [
         format!("/live/{bob}/{sport}.ts"),
         "/api/stream/nope.ts".to_string(),
+        "/api/stream/IPTV:nope.ts".to_string(),
     ] {
         assert_eq!(app.head(&path).await.status(), 404, "{path}");
     }

@@ -75,7 +75,31 @@ impl Registry {
     /// without trying one: the refusal an open would start with (unknown channel or
     /// service, no enabled source), for a probe that opens nothing (a `HEAD`).
     pub async fn playable(&self, id: &str, only: Option<&str>) -> Result<(), RegistryError> {
-        self.sources(id, only).await.map(drop)
+        self.sources(id, only).await?;
+        // A `SERVICE:ID` that its service's list (as last read) does not hold: the
+        // 404 an open gets when the service says so.
+        let Some((service, channel_id)) = id
+            .split_once(':')
+            .filter(|(service, _)| self.entry(service).is_some())
+        else {
+            return Ok(());
+        };
+        match self.channels_of(service).await {
+            Ok(list) if !list.iter().any(|c| c.id == channel_id) => {
+                Err(RegistryError::AllSourcesFailed {
+                    channel: id.to_string(),
+                    tried: vec![crate::error::Attempt {
+                        service: service.to_string(),
+                        channel_id: channel_id.to_string(),
+                        error: format!("service `{service}` lists no channel `{channel_id}`"),
+                        timeout: false,
+                        unlisted: true,
+                    }],
+                })
+            }
+            // Listed, or the list cannot be read now: an open would tell.
+            _ => Ok(()),
+        }
     }
 
     /// Resolves `channel_id` of `service`, from cache when still valid.
