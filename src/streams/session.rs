@@ -1459,6 +1459,13 @@ impl Task {
                                 self.broadcast(&mut align, chunk);
                             }
                             Some(Err(e)) => break e.to_string(),
+                            // A live MPEG-TS stream the upstream closed (a panel
+                            // dropping the connection, a finite file): opened again and
+                            // joined on (timestamps made continuous), a failure that its
+                            // next bytes clear. Other media ends with its file.
+                            None if mpeg_ts => {
+                                break format!("{} ended the stream", src.service.shown_url(url))
+                            }
                             None => return Stop::Ended,
                         }
                     }
