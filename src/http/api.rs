@@ -5,7 +5,7 @@
 //! neither the registry nor the guide knows of the other's status.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -429,7 +429,7 @@ async fn vanished(State(s): State<AppState>) -> Result<Json<Vec<VanishedMapping>
 }
 
 /// Forgets a vanished channel's mapping (admin): its number and guide id are free for
-/// other channels. 204; a listed channel's overrides are reset with `PATCH` instead.
+/// other channels. A listed channel's overrides are reset with `PATCH` instead.
 #[utoipa::path(
     delete,
     path = "/api/channels/{id}/mapping",
@@ -437,11 +437,10 @@ async fn vanished(State(s): State<AppState>) -> Result<Json<Vec<VanishedMapping>
     params(("id" = String, Path, description = "The vanished channel's slug (`GET /api/channels/vanished`)")),
     security(("admin" = [])),
     responses(
-        (status = 204, description = "Forgotten"),
+        (status = 200, description = "`{\"id\": slug, \"forgotten\": true}`, or `false` when there was nothing to forget", body = Object),
         (status = 400, description = "The channel is listed: reset its overrides with PATCH", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; a cross-site call (`Origin`, `Sec-Fetch-Site`); or a `Host` that is not one of freesky's names", body = ErrorBody),
-        (status = 404, description = "No stored mapping of this slug", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody),
         (status = 503, description = "The state store is unavailable: nothing was changed", body = ErrorBody)
     )
@@ -450,9 +449,9 @@ async fn forget_mapping(
     State(s): State<AppState>,
     Path(id): Path<String>,
     _admin: Admin,
-) -> Result<StatusCode, AppError> {
-    s.registry.forget_mapping(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Json<Value>, AppError> {
+    let forgotten = s.registry.forget_mapping(&id).await?;
+    Ok(Json(json!({ "id": id, "forgotten": forgotten })))
 }
 
 /// Changes a channel's mapping (admin).

@@ -54,6 +54,8 @@ const ADMIN_CALLS: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/users/intruder", ""),
     ("POST", "/api/guide/matches/demo", r#"{"action":"confirm"}"#),
     ("POST", "/api/vod/refresh", ""),
+    // No channel `gone` was ever mapped: with the token, nothing to forget.
+    ("DELETE", "/api/channels/gone/mapping", ""),
 ];
 
 /// The freesky binary serving `config`, its stderr in a file (`common::Process`:

@@ -571,7 +571,8 @@ impl Registry {
     /// Forgets the mapping of vanished channel `slug` (`vanished_mappings`): its
     /// number and guide id are free for the other channels. A listed channel's
     /// overrides are reset with `map_channel` (`null` fields) instead.
-    pub async fn forget_mapping(&self, slug: &str) -> Result<(), RegistryError> {
+    /// True when there was one to forget.
+    pub async fn forget_mapping(&self, slug: &str) -> Result<bool, RegistryError> {
         let lineup = self.lineup().await?;
         if listed(&lineup, slug) {
             return Err(RegistryError::Rejected(format!(
@@ -581,13 +582,15 @@ impl Registry {
         }
         drop(lineup);
         if !self.store.mappings().contains_key(slug) {
-            return Err(RegistryError::UnknownChannel(slug.to_string()));
+            // Nothing to forget (forgotten already, or never mapped): done, as a
+            // DELETE repeated is.
+            return Ok(false);
         }
         self.store
             .update_mapping(slug, |_| Ok(crate::model::ChannelMapping::default()))
             .await?;
         tracing::info!(channel = slug, "mapping of a vanished channel forgotten");
-        Ok(())
+        Ok(true)
     }
 
     pub async fn map_channel(
