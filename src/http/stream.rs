@@ -106,15 +106,14 @@ async fn channel_stream(
             )
             .await
         }
-        None if head && split_file(&file)?.1 => {
-            let (id, only) = s
-                .registry
-                .canonical(split_file(&file)?.0, q.service.as_deref())
-                .await?;
-            s.registry.playable(&id, only.as_deref()).await?;
-            Ok(ts_head(&s, &id, only.as_deref()))
-        }
-        None => open_stream(&s, &file, None, q.service, peer, &headers).await,
+        None => match split_file(&file)? {
+            (asked, true) if head => {
+                let (id, only) = s.registry.canonical(asked, q.service.as_deref()).await?;
+                s.registry.playable(&id, only.as_deref()).await?;
+                Ok(ts_head(&s, &id, only.as_deref()))
+            }
+            _ => open_stream(&s, &file, None, q.service, peer, &headers).await,
+        },
     }
 }
 

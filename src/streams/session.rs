@@ -96,6 +96,25 @@ struct Session {
 }
 
 impl Session {
+    /// The type a viewer of this session is answered with, when it is not MPEG-TS:
+    /// fMP4 when an init section is kept, else the relayed media's type (`None`: TS,
+    /// or not known yet).
+    fn media_type(&self) -> Option<&'static str> {
+        if self
+            .start
+            .lock()
+            .expect("start lock is never poisoned")
+            .init
+            .is_some()
+        {
+            return Some("video/mp4");
+        }
+        *self
+            .relayed_type
+            .lock()
+            .expect("type lock is never poisoned")
+    }
+
     /// How long since the session's last bytes; zero before its first.
     fn silent_for(&self) -> Duration {
         match self.last_sent_ms.load(Ordering::Relaxed) {
@@ -464,23 +483,11 @@ impl Sessions {
         };
         match outcome {
             Some(Err(e)) => Err(e),
-            _ => {
-                let fmp4 = session
-                    .start
-                    .lock()
-                    .expect("start lock is never poisoned")
-                    .init
-                    .is_some();
-                let relayed = *session
-                    .relayed_type
-                    .lock()
-                    .expect("type lock is never poisoned");
-                Ok(Joined {
-                    rx,
-                    start,
-                    not_ts: if fmp4 { Some("video/mp4") } else { relayed },
-                })
-            }
+            _ => Ok(Joined {
+                rx,
+                start,
+                not_ts: session.media_type(),
+            }),
         }
     }
 
@@ -524,20 +531,9 @@ impl Sessions {
             .expect("sessions lock is never poisoned")
             .get(&super::packaged::session_key(id, only))?
             .clone();
-        if session
-            .start
-            .lock()
-            .expect("start lock is never poisoned")
-            .init
-            .is_some()
-        {
-            return Some("video/mp4");
-        }
-        let relayed = *session
-            .relayed_type
-            .lock()
-            .expect("type lock is never poisoned");
-        relayed.or_else(|| session.ready.borrow().is_some().then_some("video/MP2T"))
+        session
+            .media_type()
+            .or_else(|| session.ready.borrow().is_some().then_some("video/MP2T"))
     }
 
     /// How many sessions are running.
