@@ -75,6 +75,7 @@ pub struct Continuity {
     /// counter (bits 4-7), seen (bit 8), re-anchor at the next packet (bit 9).
     cc: Box<[u16]>,
     clock: Clock,
+    progress: Progress,
 }
 
 impl Default for Continuity {
@@ -82,7 +83,41 @@ impl Default for Continuity {
         Self {
             cc: vec![0u16; PIDS].into_boxed_slice(),
             clock: Clock::default(),
+            progress: Progress::default(),
         }
+    }
+}
+
+/// How much media time has passed through, read from the upstream's own PCRs (one
+/// PCR PID per join: the first seen), for judging whether a source sends media as fast
+/// as it plays. Only steps forward of at most [`PROGRESS_STEP`] count: a step back or a
+/// jump (a loop, an encoder restart) is no media.
+#[derive(Default)]
+struct Progress {
+    pid: Option<u16>,
+    last: u64,
+    ticks: u64,
+    pcrs: u64,
+}
+
+/// The longest step between two PCRs that counts as media time (they come at most
+/// 100 ms apart in a conforming stream).
+const PROGRESS_STEP: i64 = SECOND;
+
+impl Progress {
+    fn pcr(&mut self, pid: u16, base: u64) {
+        match self.pid {
+            None => self.pid = Some(pid),
+            Some(p) if p != pid => return,
+            Some(_) => {
+                let step = diff(base, self.last);
+                if (1..=PROGRESS_STEP).contains(&step) {
+                    self.ticks += step as u64;
+                }
+            }
+        }
+        self.last = base;
+        self.pcrs += 1;
     }
 }
 
@@ -304,6 +339,15 @@ impl Continuity {
             }
         }
         self.clock.join();
+        // The next source's clock is its own.
+        self.progress.pid = None;
+    }
+
+    /// The media time passed through so far (90 kHz ticks, counted from the
+    /// upstream's PCRs: only small steps forward), and how many PCRs were read: a
+    /// stream with none cannot be judged by it.
+    pub fn media_progress(&self) -> (u64, u64) {
+        (self.progress.ticks, self.progress.pcrs)
     }
 
     /// `chunk` made continuous with what came before: the same bytes when nothing needs
@@ -365,6 +409,7 @@ impl Continuity {
         edit.cc = self.counter(f.pid, f.payload, p[3] & 0x0F);
         if let Some(at) = f.pcr {
             let base = read_pcr_base(&p[at..at + 6]);
+            self.progress.pcr(f.pid, base);
             self.clock.see(f.pid, true, base);
             edit.pcr = self.clock.shifted_at(at, base);
         }
@@ -677,6 +722,33 @@ mod tests {
             all.extend(packets(&c.apply(chunk(s))));
         }
         all
+    }
+
+    #[test]
+    fn media_progress_counts_pcr_steps_forward_only() {
+        let mut c = Continuity::default();
+        assert_eq!(c.media_progress(), (0, 0));
+        // 100 frames 40 ms apart: 99 steps of 3,600 ticks (the first PCR is the start).
+        c.apply(chunk(&segment(90_000, 100, 0)));
+        assert_eq!(c.media_progress(), (99 * 3600, 100));
+        // The same clip again without a join (a loop): its first PCR goes back, which
+        // is no media, then its steps count.
+        c.apply(chunk(&segment(90_000, 100, 4)));
+        assert_eq!(c.media_progress(), (2 * 99 * 3600, 200));
+        // A jump of 10 s forward is no media either.
+        c.apply(chunk(&segment(90_000 + 100 * 3600 + 900_000, 10, 8)));
+        assert_eq!(c.media_progress(), (2 * 99 * 3600 + 9 * 3600, 210));
+        // After a join the next source's first PCR starts a new count, and a PCR of
+        // another PID (another program) is not counted twice.
+        c.join();
+        let mut other = segment(5_000_000, 10, 0);
+        for p in &mut other {
+            p.pid = 0x200;
+        }
+        c.apply(chunk(&other));
+        assert_eq!(c.media_progress(), (2 * 99 * 3600 + 18 * 3600, 220));
+        c.apply(chunk(&segment(7_000_000, 10, 0)));
+        assert_eq!(c.media_progress(), (2 * 99 * 3600 + 18 * 3600, 220));
     }
 
     #[test]

@@ -133,6 +133,56 @@ impl Session {
 /// segment every target duration (2 to 10 s).
 const JOIN_STALLED: Duration = Duration::from_secs(15);
 
+/// A relayed MPEG-TS source is judged over windows this long: one that sent less
+/// than [`PACE_LEAST`] of the window's length in media (its own PCRs' time) is slower
+/// than it plays, a failure like a failed segment: its viewers would stall over and
+/// over. Long enough that a source sending its media in bursts (a panel relaying
+/// segments) is not judged by a gap between two.
+const PACE_WINDOW: Duration = Duration::from_secs(15);
+/// The least media time per wall-clock time a relayed source must send (2/3).
+const PACE_LEAST: (u32, u32) = (2, 3);
+
+/// Whether one connection of a relayed MPEG-TS source keeps up with real time.
+struct Pace {
+    since: Instant,
+    /// Media ticks read (`Continuity::media_progress`) at `since`.
+    ticks: u64,
+    /// PCRs read before the connection opened.
+    pcrs: u64,
+}
+
+impl Pace {
+    fn new((ticks, pcrs): (u64, u64)) -> Self {
+        Self {
+            since: Instant::now(),
+            ticks,
+            pcrs,
+        }
+    }
+
+    /// Once per window: `Ok(())` when the window's media kept up with it, else the
+    /// media time sent and the window's length. `None` inside a window, and while the
+    /// connection has sent no PCR (nothing to judge by: another kind of stream).
+    fn judge(&mut self, (ticks, pcrs): (u64, u64)) -> Option<Result<(), (Duration, Duration)>> {
+        let window = self.since.elapsed();
+        if window < PACE_WINDOW {
+            return None;
+        }
+        let media = Duration::from_micros(ticks.saturating_sub(self.ticks).saturating_mul(100) / 9);
+        self.since = Instant::now();
+        self.ticks = ticks;
+        if pcrs == self.pcrs {
+            return None;
+        }
+        let (num, den) = PACE_LEAST;
+        Some(if media * den >= window * num {
+            Ok(())
+        } else {
+            Err((media, window))
+        })
+    }
+}
+
 /// What a viewer joining a running session is sent first.
 #[derive(Default)]
 struct Start {
@@ -1413,6 +1463,8 @@ impl Task {
             .relaying(mpeg_ts);
         let threshold = self.engine.settings.failover_after;
         let mut failures = 0u32;
+        // The last failure was the source being slower than real time.
+        let mut slow = false;
         loop {
             // The response the source's opening read the first bytes of, when it is
             // still kept: no second connection.
@@ -1433,6 +1485,7 @@ impl Task {
                     self.continuity.join();
                     let mut align = TsAligner::default();
                     let mut checked = Instant::now();
+                    let mut pace = Pace::new(self.continuity.media_progress());
                     loop {
                         if self.idle() {
                             return Stop::Idle;
@@ -1445,7 +1498,11 @@ impl Task {
                         }
                         match body.next().await {
                             Some(Ok(chunk)) => {
-                                failures = 0;
+                                // A failure for being slow is cleared by a window that
+                                // kept up, not by the next bytes (it sends some).
+                                if !slow {
+                                    failures = 0;
+                                }
                                 // Typed before the first bytes announce the session.
                                 if !typed && !chunk.is_empty() {
                                     typed = true;
@@ -1453,6 +1510,23 @@ impl Task {
                                     self.set_relayed_type(Some(t));
                                 }
                                 self.broadcast(&mut align, chunk);
+                                match pace.judge(self.continuity.media_progress()) {
+                                    Some(Ok(())) => {
+                                        slow = false;
+                                        failures = 0;
+                                    }
+                                    Some(Err((media, window))) => {
+                                        slow = true;
+                                        break format!(
+                                            "{} sent {:.1} s of media in {} s: slower than \
+                                             it plays",
+                                            src.service.shown_url(url),
+                                            media.as_secs_f64(),
+                                            window.as_secs()
+                                        );
+                                    }
+                                    None => {}
+                                }
                             }
                             Some(Err(e)) => break e.to_string(),
                             // A live MPEG-TS stream the upstream closed (a panel

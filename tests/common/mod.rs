@@ -685,6 +685,12 @@ pub fn mpeg_ts_clip_gop(seconds: u32, gop: u32) -> Arc<Vec<u8>> {
 /// (an 8 s clip in real time, a 16 s one at twice real time), once, or over and over
 /// when `looped` (an endless stream).
 pub fn paced_mpeg_ts(file: Arc<Vec<u8>>, looped: bool) -> MethodRouter {
+    paced_mpeg_ts_every(file, looped, Duration::from_millis(100))
+}
+
+/// `paced_mpeg_ts` with an 80th of `file` every `every` (a slow source: longer than
+/// 100 ms for an 8 s clip).
+pub fn paced_mpeg_ts_every(file: Arc<Vec<u8>>, looped: bool, every: Duration) -> MethodRouter {
     get(move || {
         let file = file.clone();
         async move {
@@ -699,7 +705,7 @@ pub fn paced_mpeg_ts(file: Arc<Vec<u8>>, looped: bool) -> MethodRouter {
                         at = 0;
                     }
                     if at > 0 {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(every).await;
                     }
                     let end = (at + step).min(file.len());
                     let chunk = bytes::Bytes::copy_from_slice(&file[at..end]);

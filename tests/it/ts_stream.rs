@@ -2589,3 +2589,68 @@ async fn a_hanging_first_segment_hands_over_at_the_services_timeout() {
         .sum();
     assert_eq!(hanging, 1, "{:?}", origin.paths());
 }
+
+/// A relayed plain MPEG-TS source that sends its media slower than it plays (a
+/// congested panel trickling a `.ts`) is left for the next source once a 15 s window
+/// shows it (`failover_after = 1`): before, its bytes kept it (no byte rate was
+/// judged) and its viewers stalled over and over for as long as it trickled. A source
+/// that keeps up is kept over the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
+    let clip = crate::common::mpeg_ts_clip(8);
+    let origin = FakeUpstream::bind()
+        .await
+        // An 8 s clip in 24 s: a third of real time.
+        .route(
+            "/slow/live.ts",
+            crate::common::paced_mpeg_ts_every(clip.clone(), true, Duration::from_millis(300)),
+        )
+        // In real time.
+        .route(
+            "/steady/live.ts",
+            crate::common::paced_mpeg_ts(clip.clone(), true),
+        )
+        .route("/next/live.ts", crate::common::paced_mpeg_ts(clip, true))
+        .start();
+    let watch = |first: &'static str| {
+        let origin = &origin;
+        async move {
+            let (app, _lists, id) = two_sources(
+                "Relayed",
+                [origin.url(first), origin.url("/next/live.ts")],
+                "[streams]\nfailover_after = 1\n",
+            )
+            .await;
+            // Read for longer than the test client's whole-request bound: a client
+            // without one (each chunk is bounded below).
+            let resp = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(app.url(&format!("/api/stream/{id}.ts")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{first}");
+            let mut body = resp.bytes_stream();
+            // 20 s: past one window (15 s from the connection's open).
+            let until = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut got = 0;
+            while tokio::time::Instant::now() < until {
+                match tokio::time::timeout(HANG_GUARD, body.next()).await {
+                    Ok(Some(Ok(c))) => got += c.len(),
+                    other => panic!("{first}: the viewer was dropped: {other:?}"),
+                }
+            }
+            (app, got)
+        }
+    };
+    let ((_slow_app, slow_got), (_steady_app, steady_got)) =
+        tokio::join!(watch("/slow/live.ts"), watch("/steady/live.ts"));
+    assert!(slow_got > 0 && steady_got > 0);
+    // The slow source was left (not opened again: one failure is the threshold) for
+    // the next, which the steady one never was.
+    assert_eq!(origin.hits("/slow/live.ts"), 1, "{:?}", origin.paths());
+    assert_eq!(origin.hits("/steady/live.ts"), 1, "{:?}", origin.paths());
+    assert_eq!(origin.hits("/next/live.ts"), 1, "{:?}", origin.paths());
+}
