@@ -1367,6 +1367,10 @@ impl Task {
                 let t = (chunk[0] != TS_SYNC)
                     .then(|| relayed_type(&chunk, None))
                     .filter(|t| *t != "application/octet-stream");
+                // Packets behind junk: cut from where they start.
+                if t.is_none() && chunk[0] != TS_SYNC && crate::ts::resync(&chunk, 0).is_some() {
+                    align.expect_mpeg_ts();
+                }
                 self.set_relayed_type(t);
             }
             self.broadcast(&mut align, chunk);
@@ -1483,7 +1487,11 @@ impl Task {
                     let mut body = fetched.body;
                     let mut typed = mpeg_ts;
                     self.continuity.join();
-                    let mut align = TsAligner::default();
+                    let mut align = if mpeg_ts {
+                        TsAligner::mpeg_ts()
+                    } else {
+                        TsAligner::default()
+                    };
                     let mut checked = Instant::now();
                     let mut pace = Pace::new(self.continuity.media_progress());
                     loop {
@@ -1683,27 +1691,91 @@ fn after_id3(first: &[u8]) -> Option<&[u8]> {
 
 /// Cuts a byte stream at MPEG-TS packet boundaries, so that every chunk a viewer gets
 /// starts a packet: a viewer that falls behind and skips chunks resumes aligned (a
-/// player would otherwise have to resynchronise, and some show garbage meanwhile). A
-/// stream whose first byte is not the sync byte (not MPEG-TS) passes through as is.
+/// player would otherwise have to resynchronise, and some show garbage meanwhile).
+/// Bytes before the first packet of a stream known to be MPEG-TS (junk in front: a
+/// panel's, a proxy's) are dropped, and where sync is lost at a chunk's start it is
+/// found again. A stream whose first byte is not the sync byte, and not said to be
+/// MPEG-TS, passes through as is; so does one in which no run of packets shows within
+/// [`SEEK_MAX`].
 #[derive(Default)]
 struct TsAligner {
-    /// Decided by the first byte: `Some(true)` for MPEG-TS.
-    ts: Option<bool>,
-    /// Bytes of an unfinished packet.
+    mode: Align,
+    /// Bytes of an unfinished packet (or, seeking, the bytes looked through).
     rest: BytesMut,
 }
 
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum Align {
+    /// Not decided: the first byte decides.
+    #[default]
+    FirstByte,
+    /// MPEG-TS, where its packets start not found yet.
+    Seeking,
+    /// MPEG-TS, in sync.
+    Packets,
+    /// Not MPEG-TS: passed through.
+    Other,
+}
+
+/// Bytes looked through for where packets start before a stream is passed as it is.
+const SEEK_MAX: usize = 64 * 1024;
+
 impl TsAligner {
+    /// An aligner of a stream known to be MPEG-TS (its first bytes need not be).
+    fn mpeg_ts() -> Self {
+        Self {
+            mode: Align::Seeking,
+            rest: BytesMut::new(),
+        }
+    }
+
+    /// The stream turned out to be MPEG-TS before its first byte was pushed.
+    fn expect_mpeg_ts(&mut self) {
+        if self.mode == Align::FirstByte {
+            self.mode = Align::Seeking;
+        }
+    }
+
     /// The whole packets `chunk` completes, if any.
     fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
         let first = *chunk.first()?;
-        if !*self.ts.get_or_insert(first == TS_SYNC) {
-            return Some(chunk);
+        if self.mode == Align::FirstByte {
+            self.mode = if first == TS_SYNC {
+                Align::Packets
+            } else {
+                Align::Other
+            };
         }
-        if self.rest.is_empty() && chunk.len().is_multiple_of(TS_PACKET) {
-            return Some(chunk);
+        match self.mode {
+            Align::Other => return Some(chunk),
+            Align::Packets
+                if self.rest.is_empty()
+                    && first == TS_SYNC
+                    && chunk.len().is_multiple_of(TS_PACKET) =>
+            {
+                return Some(chunk)
+            }
+            _ => self.rest.extend_from_slice(&chunk),
         }
-        self.rest.extend_from_slice(&chunk);
+        if self.mode == Align::Packets && self.rest[0] != TS_SYNC {
+            self.mode = Align::Seeking;
+        }
+        if self.mode == Align::Seeking {
+            match crate::ts::resync(&self.rest, 0) {
+                Some(at) => {
+                    if at > 0 {
+                        tracing::debug!(bytes = at, "bytes before the MPEG-TS packets dropped");
+                    }
+                    let _ = self.rest.split_to(at);
+                    self.mode = Align::Packets;
+                }
+                None if self.rest.len() >= SEEK_MAX => {
+                    self.mode = Align::Other;
+                    return Some(self.rest.split().freeze());
+                }
+                None => return None,
+            }
+        }
         let whole = self.rest.len() - self.rest.len() % TS_PACKET;
         (whole > 0).then(|| self.rest.split_to(whole).freeze())
     }
@@ -1750,6 +1822,47 @@ mod tests {
         assert_eq!(whole.len(), TS_PACKET);
         assert_eq!(a.finish().map(|b| b.len()), Some(50));
         assert_eq!(a.finish(), None);
+    }
+
+    #[test]
+    fn junk_before_the_packets_of_a_known_mpeg_ts_stream_is_dropped() {
+        let data = packets(10);
+        let mut junk = b"HTTP junk\r\n".to_vec();
+        junk.extend_from_slice(&data);
+        let mut a = TsAligner::mpeg_ts();
+        let mut out = Vec::new();
+        for piece in junk.chunks(100) {
+            if let Some(whole) = a.push(Bytes::copy_from_slice(piece)) {
+                assert_eq!(whole.len() % TS_PACKET, 0);
+                assert_eq!(whole[0], TS_SYNC);
+                out.extend_from_slice(&whole);
+            }
+        }
+        assert_eq!(out, data);
+        // Sync lost at a chunk's start (bytes lost upstream): found again.
+        let mut a = TsAligner::default();
+        assert_eq!(
+            a.push(Bytes::copy_from_slice(&data[..TS_PACKET * 2]))
+                .unwrap()
+                .len(),
+            TS_PACKET * 2
+        );
+        let mut torn = data[TS_PACKET * 2 + 7..].to_vec();
+        torn.truncate(TS_PACKET * 7 - 7);
+        let whole = a.push(Bytes::from(torn)).unwrap();
+        assert_eq!(whole[0], TS_SYNC);
+        assert_eq!(whole.len(), TS_PACKET * 6);
+        // Said to be MPEG-TS but no packets in SEEK_MAX: passed as it is.
+        let mut a = TsAligner::mpeg_ts();
+        let other = vec![1u8; SEEK_MAX];
+        assert_eq!(
+            a.push(Bytes::from(other.clone())).map(|b| b.len()),
+            Some(SEEK_MAX)
+        );
+        assert_eq!(
+            a.push(Bytes::from_static(b"abc")),
+            Some(Bytes::from_static(b"abc"))
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{
-    media_playlist, respond, run_within, FakeUpstream, TestApp, HLS_TYPE, M3U_TYPE,
+    media_playlist, respond, run_within, FakeUpstream, TestApp, HANG_GUARD, HLS_TYPE, M3U_TYPE,
 };
 use axum::routing::get;
 
@@ -719,4 +719,45 @@ async fn a_viewer_joining_a_relayed_mpeg_ts_stream_starts_on_a_key_frame() {
     assert!(stderr.trim().is_empty(), "ffmpeg joining midway: {stderr}");
     keep.abort();
     assert_eq!(origin.hits("/tv/live.ts"), 1, "one upstream connection");
+}
+
+/// A relayed plain MPEG-TS source with bytes in front of its packets (a panel's or a
+/// proxy's junk, here again at every loop of the clip) reaches `.ts` viewers as
+/// packets only: the junk is dropped and every 188th byte is a sync byte from the
+/// first. Before, the first byte decided that the stream was not MPEG-TS: the junk
+/// went to the viewers and packet alignment was off for the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_in_front_of_a_relayed_mpeg_ts_stream_is_dropped() {
+    let junk = b"#junk from a panel\r\n\r\n".repeat(5);
+    let clip = crate::common::mpeg_ts_clip(8);
+    let mut stream = junk.clone();
+    stream.extend_from_slice(&clip);
+    // In real time, looped: junk every 8 s.
+    let (app, origin, _list) = plain_ts_channel_of(Arc::new(stream), true).await;
+    let id = app.channel_id("Plain TS").await;
+    let mut ts = app.get(&format!("/api/stream/{id}.ts")).await;
+    assert_eq!(ts.status(), 200);
+    assert_eq!(ts.headers()["content-type"], "video/MP2T");
+    // Past the second loop's junk.
+    let mut got = Vec::new();
+    while got.len() < clip.len() * 8 / 5 {
+        match tokio::time::timeout(HANG_GUARD, ts.chunk()).await {
+            Ok(Ok(Some(c))) => got.extend_from_slice(&c),
+            other => panic!("the stream ended after {} bytes: {other:?}", got.len()),
+        }
+    }
+    assert!(origin.hits("/tv/live.ts") >= 1);
+    let lost: Vec<usize> = (0..got.len() / 188)
+        .filter(|k| got[k * 188] != 0x47)
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "packets out of place at {lost:?} (first bytes {:?})",
+        String::from_utf8_lossy(&got[..24])
+    );
+    assert!(
+        !got.windows(6).any(|w| w == b"#junk "),
+        "the junk reached the viewer"
+    );
 }
