@@ -842,11 +842,11 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
         }
     };
     let content_type = fetched.content_type.clone();
-    flight.update(|s| {
-        s.head = Some(Ok(Head {
-            content_type: content_type.clone(),
-            content_length: fetched.content_length,
-        }))
+    // Told with the first byte, not before: a 200 without a byte (an upstream's empty
+    // "segment") is a failed segment, answered as one, never a 200 with nothing.
+    let mut head = Some(Head {
+        content_type: content_type.clone(),
+        content_length: fetched.content_length,
     });
     let room = p.max_entry.max(WINDOW);
     let declared = fetched.content_length;
@@ -883,6 +883,7 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
             break;
         };
         match chunk {
+            Ok(chunk) if chunk.is_empty() => {}
             Ok(chunk) => {
                 size = size.saturating_add(chunk.len());
                 let partial = size > p.max_entry;
@@ -901,6 +902,9 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
                     kept = true;
                 }
                 flight.update(|s| {
+                    if let Some(head) = head.take() {
+                        s.head = Some(Ok(head));
+                    }
                     s.buffered += chunk.len();
                     s.chunks.push_back(chunk);
                     s.partial |= partial;
@@ -908,10 +912,26 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
                 });
             }
             Err(e) => {
-                flight.update(|s| s.end = Some(Err(e)));
+                flight.update(|s| {
+                    if s.head.is_none() {
+                        s.head = Some(Err(e.clone()));
+                    }
+                    s.end = Some(Err(e));
+                });
                 return;
             }
         }
+    }
+    if size == 0 {
+        let e = UpstreamError::Invalid(format!(
+            "{} answered an empty segment",
+            p.service.shown_url(&p.url)
+        ));
+        flight.update(|s| {
+            s.head = Some(Err(e.clone()));
+            s.end = Some(Err(e));
+        });
+        return;
     }
     if size <= p.max_entry && !kept {
         keep(flight, p, content_type, None).await;

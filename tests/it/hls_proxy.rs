@@ -2103,3 +2103,55 @@ async fn a_source_whose_playlist_timed_out_is_not_waited_for_at_every_reload() {
     assert_eq!(a.hits("/a/live.m3u8"), 1, "A waited for once, then skipped");
     assert!(b.hits("/b/live.m3u8") >= 3, "{:?}", b.paths());
 }
+
+/// A segment link whose upstream answers 200 without a byte is a failed segment: a 502
+/// that says so, not cached (asked again, the upstream is asked again), and never a
+/// 200 with nothing, after which a player asking `bytes=0-` got a 416 from the cache.
+#[tokio::test]
+async fn an_empty_segment_is_a_502_and_not_kept() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text(
+            "/x/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["empty.ts", "good.ts"]),
+        )
+        .route(
+            "/x/empty.ts",
+            axum::routing::get(|| async { respond(200, "video/mp2t", "") }),
+        )
+        .route(
+            "/x/good.ts",
+            axum::routing::get(|| async { respond(200, "video/mp2t", "<good>") }),
+        )
+        .start();
+    let (app, _list) = app_for(&origin, "/x/index.m3u8", "").await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let links = assert_all_proxied(&app, &playlist);
+    assert_eq!(links.len(), 2, "{playlist}");
+    let body = assert_api_error(app.get(&links[0]).await, 502).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("empty segment"),
+        "{body:#}"
+    );
+    let ranged = app
+        .client
+        .get(&links[0])
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    assert_api_error(ranged, 502).await;
+    assert_eq!(origin.hits("/x/empty.ts"), 2, "{:?}", origin.paths());
+    // A segment with bytes is served and kept.
+    for _ in 0..2 {
+        let resp = app.get(&links[1]).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "<good>");
+    }
+    assert_eq!(origin.hits("/x/good.ts"), 1, "{:?}", origin.paths());
+}
