@@ -459,6 +459,22 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     if is_master(body) {
         return Err("a master playlist has no segments".to_owned());
     }
+    // A sequence number that is not one (`-5`, `1.5`): m3u8-rs reads it as 0 at every
+    // reload, and a follower would wait for ever for a segment numbered past it.
+    // Read here, not by m3u8-rs (which also reads ` 7` as 0).
+    let media_sequence = match body.lines().find_map(|l| {
+        l.trim_matches(is_pad)
+            .strip_prefix("#EXT-X-MEDIA-SEQUENCE:")
+            .map(str::trim)
+    }) {
+        None => 0,
+        Some(n) => n.parse::<u64>().map_err(|_| {
+            format!(
+                "its #EXT-X-MEDIA-SEQUENCE `{}` is not a whole number from 0",
+                n.chars().take(24).collect::<String>()
+            )
+        })?,
+    };
     // m3u8-rs wants `#EXTM3U` as the very first bytes.
     let text = body.trim_start_matches(BOM).trim_start();
     let playlist = m3u8_rs::parse_media_playlist_res(parse_view(text, Kind::Media).as_bytes())
@@ -467,7 +483,7 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
     Ok(MediaInfo {
         // m3u8-rs's value is whole seconds, which any f64 holds exactly.
         target_duration: declared_target_duration(body).unwrap_or(playlist.target_duration as f64),
-        media_sequence: playlist.media_sequence,
+        media_sequence,
         segments,
         ended: playlist.end_list,
     })
@@ -1494,6 +1510,21 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
         assert_eq!(info.media_sequence, 0);
         assert_eq!(info.target_duration, 10.0);
         assert_eq!(info.segments.len(), 1);
+    }
+
+    #[test]
+    fn media_info_refuses_a_media_sequence_that_is_no_whole_number() {
+        for bad in ["-5", "1.5", "x", ""] {
+            let body = format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{bad}\n#EXTINF:2,\na.ts\n"
+            );
+            let e = media_info(&body, &base())
+                .err()
+                .unwrap_or_else(|| panic!("{bad}"));
+            assert!(e.contains(&format!("#EXT-X-MEDIA-SEQUENCE `{bad}`")), "{e}");
+        }
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE: 18446744073709551615\n#EXTINF:2,\na.ts\n";
+        assert_eq!(media_info(body, &base()).unwrap().media_sequence, u64::MAX);
     }
 
     #[test]

@@ -2654,3 +2654,69 @@ async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
     assert_eq!(origin.hits("/steady/live.ts"), 1, "{:?}", origin.paths());
     assert_eq!(origin.hits("/next/live.ts"), 1, "{:?}", origin.paths());
 }
+
+/// A live playlist numbered below zero (`#EXT-X-MEDIA-SEQUENCE:-5`, which no HLS
+/// number is) is a failed playlist that says so: the next source plays, and a lone
+/// source is a 502 naming the tag. Before, it was read as 0 at every reload and the
+/// `.ts` viewer waited for ever for a segment numbered past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_numbered_below_zero_is_a_clear_failure() {
+    let negative = |n: i64| {
+        format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{n}\n\
+             #EXTINF:2.0,\nn{n}.ts\n#EXTINF:2.0,\nn{}.ts\n",
+            n + 1
+        )
+    };
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/neg/index.m3u8", HLS_TYPE, negative(-5))
+        .route(
+            "/neg/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<neg>") }),
+        )
+        .text(
+            "/good/index.m3u8",
+            HLS_TYPE,
+            live_playlist(&["g0.ts", "g1.ts"]),
+        )
+        .route(
+            "/good/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<good>") }),
+        )
+        .start();
+    let (app, _lists, id) = two_sources(
+        "Numbered",
+        [
+            origin.url("/neg/index.m3u8"),
+            origin.url("/good/index.m3u8"),
+        ],
+        "[streams]\nfailover_after = 1\n",
+    )
+    .await;
+    let resp = tokio::time::timeout(HANG_GUARD, app.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let got = read_at_least(&mut body, "<good>".len()).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("<good>"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Alone, it is a 502 that names the tag.
+    let list = list_of(&[("Alone", origin.url("/neg/index.m3u8"))]).await;
+    let alone = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        list.url("/list.m3u")
+    ))
+    .await;
+    let id = alone.channel_id("Alone").await;
+    let resp = tokio::time::timeout(HANG_GUARD, alone.get(&format!("/api/stream/{id}.ts")))
+        .await
+        .expect("an answer");
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("EXT-X-MEDIA-SEQUENCE `-5`"), "{text}");
+}
