@@ -536,10 +536,11 @@ async fn run(
                         // not something to cut (served as it is), with one its source
                         // failed.
                         let why = if cutter.has_programme() {
-                            State::Failed(StreamError::Upstream(UpstreamError::Invalid(format!(
-                                "the stream gave no segment (no time stamps) in {} s",
+                            State::Failed(sessions.failed(&id, only.as_deref(), format!(
+                                "its MPEG-TS gave no segment in {} s (no time stamps, or \
+                                 sent slower than it plays)",
                                 FIRST_SEGMENT_WAIT.as_secs()
-                            ))))
+                            )))
                         } else {
                             tracing::info!(channel = %id, "no programme with video or audio found in {} s: its .m3u8 is the stream's link", FIRST_SEGMENT_WAIT.as_secs());
                             State::NotTs { for_sure: true }

@@ -508,25 +508,17 @@ impl Sessions {
                     .expect("following lock is never poisoned")
                     .clone();
                 Some(Err(match following {
-                    // The source it waited on, in `detail` as a failed open lists
-                    // its sources.
-                    Some((service, channel_id)) => {
-                        StreamError::Registry(RegistryError::AllSourcesFailed {
-                            channel: id.to_string(),
-                            tried: vec![Attempt {
-                                service,
-                                channel_id,
-                                error: format!(
-                                    "opened, but sent no media within {} s (a source \
-                                         that lists segments it does not send, or sends \
-                                         them slower than they play)",
-                                    wait.as_secs()
-                                ),
-                                timeout: true,
-                                unlisted: false,
-                            }],
-                        })
-                    }
+                    Some(source) => failed_source(
+                        id,
+                        source,
+                        format!(
+                            "opened, but sent no media within {} s (a source that lists \
+                             segments it does not send, or sends them slower than they \
+                             play)",
+                            wait.as_secs()
+                        ),
+                        true,
+                    ),
                     None => StreamError::Upstream(UpstreamError::Timeout(wait)),
                 }))
             }
@@ -556,6 +548,27 @@ impl Sessions {
             *out.entry(id.to_string()).or_default() += viewers;
         }
         out
+    }
+
+    /// The error of channel `id`'s session (service filter `only`) failing for `why`:
+    /// naming the source it follows, in `detail` as a failed open lists its sources,
+    /// when it follows one.
+    pub fn failed(&self, id: &str, only: Option<&str>, why: String) -> StreamError {
+        let following = self
+            .map
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .get(&super::packaged::session_key(id, only))
+            .and_then(|s| {
+                s.following
+                    .lock()
+                    .expect("following lock is never poisoned")
+                    .clone()
+            });
+        match following {
+            Some(source) => failed_source(id, source, why, false),
+            None => StreamError::Upstream(UpstreamError::Invalid(why)),
+        }
     }
 
     /// Whether the session of channel `id` (and service filter) runs, relaying a
@@ -1629,6 +1642,26 @@ impl Task {
             map.remove(&self.key);
         }
     }
+}
+
+/// A session's failure as a failed open of channel `id` that tried one source
+/// (`(service, channel_id)`, the one it followed) and got `why` (`timeout`: a 504).
+fn failed_source(
+    id: &str,
+    (service, channel_id): (String, String),
+    why: String,
+    timeout: bool,
+) -> StreamError {
+    StreamError::Registry(RegistryError::AllSourcesFailed {
+        channel: id.to_string(),
+        tried: vec![Attempt {
+            service,
+            channel_id,
+            error: why,
+            timeout,
+            unlisted: false,
+        }],
+    })
 }
 
 /// The media type of a relayed source that is not MPEG-TS, from its first bytes (an

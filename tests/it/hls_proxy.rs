@@ -1623,6 +1623,13 @@ async fn a_stream_that_never_gives_a_segment_is_a_clear_502_within_the_bound() {
         body.to_string().contains("gave no segment"),
         "{body} after {waited:?}"
     );
+    // The source it waited on is named, as a failed open names its sources.
+    let tried = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("detail lists the source: {body:#}"));
+    assert_eq!(tried.len(), 1, "{body:#}");
+    assert_eq!(tried[0]["service"], "Origin", "{body:#}");
+    assert_eq!(tried[0]["channel_id"], id.as_str(), "{body:#}");
 }
 
 /// A packaged channel whose upstream dies mid-stream (its connection cut, then every
