@@ -142,12 +142,12 @@ const PACE_WINDOW: Duration = Duration::from_secs(15);
 /// The least media time per wall-clock time a relayed source must send (2/3).
 const PACE_LEAST: (u32, u32) = (2, 3);
 
-/// Whether one connection of a relayed MPEG-TS source keeps up with real time.
+/// Whether a relayed MPEG-TS source keeps up with real time, over its connections.
 struct Pace {
     since: Instant,
     /// Media ticks read (`Continuity::media_progress`) at `since`.
     ticks: u64,
-    /// PCRs read before the connection opened.
+    /// PCRs read before the source was first opened.
     pcrs: u64,
 }
 
@@ -162,7 +162,7 @@ impl Pace {
 
     /// Once per window: `Ok(())` when the window's media kept up with it, else the
     /// media time sent and the window's length. `None` inside a window, and while the
-    /// connection has sent no PCR (nothing to judge by: another kind of stream).
+    /// source has sent no PCR (nothing to judge by: another kind of stream).
     fn judge(&mut self, (ticks, pcrs): (u64, u64)) -> Option<Result<(), (Duration, Duration)>> {
         let window = self.since.elapsed();
         if window < PACE_WINDOW {
@@ -1482,6 +1482,10 @@ impl Task {
         let mut failures = 0u32;
         // The last failure was the source being slower than real time.
         let mut slow = false;
+        // Judged across reconnections: a source that stalls or closes every few
+        // seconds, each new connection sending at once, is as slow as what it sends
+        // over time (its connections' own windows would never fill).
+        let mut pace = Pace::new(self.continuity.media_progress());
         loop {
             // The response the source's opening read the first bytes of, when it is
             // still kept: no second connection.
@@ -1506,7 +1510,6 @@ impl Task {
                         TsAligner::default()
                     };
                     let mut checked = Instant::now();
-                    let mut pace = Pace::new(self.continuity.media_progress());
                     loop {
                         if self.idle() {
                             return Stop::Idle;
@@ -1566,6 +1569,7 @@ impl Task {
             if failures >= threshold {
                 return Stop::Failed(why);
             }
+            tracing::info!(channel = %self.id, service = %src.service_name, error = %why, "relayed source failed ({failures} of {threshold} in a row); opening it again");
             if self.pause(Duration::from_secs(1)).await {
                 return Stop::Idle;
             }

@@ -2594,7 +2594,8 @@ async fn a_hanging_first_segment_hands_over_at_the_services_timeout() {
 /// congested panel trickling a `.ts`) is left for the next source once a 15 s window
 /// shows it (`failover_after = 1`): before, its bytes kept it (no byte rate was
 /// judged) and its viewers stalled over and over for as long as it trickled. A source
-/// that keeps up is kept over the same time.
+/// that keeps up is kept over the same time; one whose connections close every few
+/// seconds, each too short for a window, is judged across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
     let clip = crate::common::mpeg_ts_clip(8);
@@ -2611,14 +2612,24 @@ async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
             crate::common::paced_mpeg_ts(clip.clone(), true),
         )
         .route("/next/live.ts", crate::common::paced_mpeg_ts(clip, true))
+        // 2 s of media in 8 s, then the connection closes: each connection is too
+        // short for a window of its own.
+        .route(
+            "/closing/live.ts",
+            crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(2), false),
+        )
+        .route(
+            "/after-closing/live.ts",
+            crate::common::paced_mpeg_ts(crate::common::mpeg_ts_clip(8), true),
+        )
         .start();
-    let watch = |first: &'static str| {
+    let watch = |first: &'static str, next: &'static str, failover_after: u32| {
         let origin = &origin;
         async move {
             let (app, _lists, id) = two_sources(
                 "Relayed",
-                [origin.url(first), origin.url("/next/live.ts")],
-                "[streams]\nfailover_after = 1\n",
+                [origin.url(first), origin.url(next)],
+                &format!("[streams]\nfailover_after = {failover_after}\n"),
             )
             .await;
             // Read for longer than the test client's whole-request bound: a client
@@ -2633,8 +2644,9 @@ async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
                 .unwrap();
             assert_eq!(resp.status(), 200, "{first}");
             let mut body = resp.bytes_stream();
-            // 20 s: past one window (15 s from the connection's open).
-            let until = tokio::time::Instant::now() + Duration::from_secs(20);
+            // Past one window (15 s from the source's first open), and for the
+            // closing source a second failure.
+            let until = tokio::time::Instant::now() + Duration::from_secs(27);
             let mut got = 0;
             while tokio::time::Instant::now() < until {
                 match tokio::time::timeout(HANG_GUARD, body.next()).await {
@@ -2645,9 +2657,23 @@ async fn a_relayed_source_slower_than_real_time_hands_over_to_the_next() {
             (app, got)
         }
     };
-    let ((_slow_app, slow_got), (_steady_app, steady_got)) =
-        tokio::join!(watch("/slow/live.ts"), watch("/steady/live.ts"));
-    assert!(slow_got > 0 && steady_got > 0);
+    let ((_slow_app, slow_got), (_steady_app, steady_got), (_closing_app, closing_got)) = tokio::join!(
+        watch("/slow/live.ts", "/next/live.ts", 1),
+        watch("/steady/live.ts", "/next/live.ts", 1),
+        // Two failures in a row: a close alone (cleared by the next connection's
+        // bytes) never hands over.
+        watch("/closing/live.ts", "/after-closing/live.ts", 2)
+    );
+    assert!(slow_got > 0 && steady_got > 0 && closing_got > 0);
+    // Opened again after each close (a failure its next bytes clear), then left once
+    // the window across its connections showed it slow.
+    assert!(origin.hits("/closing/live.ts") >= 2, "{:?}", origin.paths());
+    assert_eq!(
+        origin.hits("/after-closing/live.ts"),
+        1,
+        "{:?}",
+        origin.paths()
+    );
     // The slow source was left (not opened again: one failure is the threshold) for
     // the next, which the steady one never was.
     assert_eq!(origin.hits("/slow/live.ts"), 1, "{:?}", origin.paths());
