@@ -1754,6 +1754,11 @@ enum Align {
     Other,
 }
 
+/// Every 188th byte of `b` is a sync byte.
+fn in_sync(b: &[u8]) -> bool {
+    b.iter().step_by(TS_PACKET).all(|&x| x == TS_SYNC)
+}
+
 /// Bytes looked through for where packets start before a stream is passed as it is.
 const SEEK_MAX: usize = 64 * 1024;
 
@@ -1773,7 +1778,7 @@ impl TsAligner {
         }
     }
 
-    /// The whole packets `chunk` completes, if any.
+    /// The whole packets `chunk` completes, if any: every 188th byte a sync byte.
     fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
         let first = *chunk.first()?;
         if self.mode == Align::FirstByte {
@@ -1787,34 +1792,74 @@ impl TsAligner {
             Align::Other => return Some(chunk),
             Align::Packets
                 if self.rest.is_empty()
-                    && first == TS_SYNC
-                    && chunk.len().is_multiple_of(TS_PACKET) =>
+                    && chunk.len().is_multiple_of(TS_PACKET)
+                    && in_sync(&chunk) =>
             {
                 return Some(chunk)
             }
             _ => self.rest.extend_from_slice(&chunk),
         }
-        if self.mode == Align::Packets && self.rest[0] != TS_SYNC {
+        let mut out: Option<BytesMut> = None;
+        loop {
+            if self.mode == Align::Seeking {
+                match crate::ts::resync(&self.rest, 0) {
+                    Some(at) => {
+                        if at > 0 {
+                            tracing::debug!(bytes = at, "bytes out of MPEG-TS packets dropped");
+                        }
+                        let _ = self.rest.split_to(at);
+                        self.mode = Align::Packets;
+                    }
+                    None if self.rest.len() >= SEEK_MAX => {
+                        self.mode = Align::Other;
+                        let rest = self.rest.split();
+                        return Some(match out {
+                            Some(mut o) => {
+                                o.extend_from_slice(&rest);
+                                o.freeze()
+                            }
+                            None => rest.freeze(),
+                        });
+                    }
+                    None => break,
+                }
+            }
+            // Whole packets while in sync; where a packet does not start with the sync
+            // byte, or the next one does not (bytes lost inside it, or added after),
+            // what came before is kept and the rest sought again.
+            let whole = self.rest.len() - self.rest.len() % TS_PACKET;
+            let rest = &self.rest;
+            let good = (0..whole)
+                .step_by(TS_PACKET)
+                .find(|&at| {
+                    rest[at] != TS_SYNC || at + TS_PACKET < whole && rest[at + TS_PACKET] != TS_SYNC
+                })
+                .unwrap_or(whole);
+            if good > 0 {
+                let packets = self.rest.split_to(good);
+                match &mut out {
+                    Some(o) => o.extend_from_slice(&packets),
+                    None => out = Some(packets),
+                }
+            }
+            if good == whole {
+                break;
+            }
+            // Out of sync at the (new) start of `rest`. A packet there whose next run of
+            // packets starts a whole packet on or later is whole (bytes were added after
+            // it); one whose next run starts sooner lost bytes, and is dropped.
+            let whole_first = self.rest[0] == TS_SYNC
+                && crate::ts::resync(&self.rest, 1).is_some_and(|q| q >= TS_PACKET);
+            let first = self.rest.split_to(if whole_first { TS_PACKET } else { 1 });
+            if whole_first {
+                match &mut out {
+                    Some(o) => o.extend_from_slice(&first),
+                    None => out = Some(first),
+                }
+            }
             self.mode = Align::Seeking;
         }
-        if self.mode == Align::Seeking {
-            match crate::ts::resync(&self.rest, 0) {
-                Some(at) => {
-                    if at > 0 {
-                        tracing::debug!(bytes = at, "bytes before the MPEG-TS packets dropped");
-                    }
-                    let _ = self.rest.split_to(at);
-                    self.mode = Align::Packets;
-                }
-                None if self.rest.len() >= SEEK_MAX => {
-                    self.mode = Align::Other;
-                    return Some(self.rest.split().freeze());
-                }
-                None => return None,
-            }
-        }
-        let whole = self.rest.len() - self.rest.len() % TS_PACKET;
-        (whole > 0).then(|| self.rest.split_to(whole).freeze())
+        out.map(BytesMut::freeze)
     }
 
     /// The bytes of a packet that never completed, if any (the end of a segment that
@@ -1889,6 +1934,24 @@ mod tests {
         let whole = a.push(Bytes::from(torn)).unwrap();
         assert_eq!(whole[0], TS_SYNC);
         assert_eq!(whole.len(), TS_PACKET * 6);
+        // Junk inside one chunk, and bytes lost inside another: only whole packets,
+        // in sync.
+        let mut a = TsAligner::default();
+        let mut inside = data[..TS_PACKET * 4].to_vec();
+        inside.extend_from_slice(b"JUNKJUNK");
+        inside.extend_from_slice(&data[TS_PACKET * 4..]);
+        let whole = a.push(Bytes::from(inside)).unwrap();
+        assert_eq!(
+            &whole[..],
+            &data[..],
+            "the junk is dropped, every packet kept"
+        );
+        let mut torn = data[..TS_PACKET * 3 + 50].to_vec();
+        torn.extend_from_slice(&data[TS_PACKET * 4..]);
+        let whole = a.push(Bytes::from(torn)).unwrap();
+        assert!(in_sync(&whole) && whole.len() % TS_PACKET == 0);
+        assert_eq!(&whole[..TS_PACKET * 3], &data[..TS_PACKET * 3]);
+        assert_eq!(&whole[TS_PACKET * 3..], &data[TS_PACKET * 4..]);
         // Said to be MPEG-TS but no packets in SEEK_MAX: passed as it is.
         let mut a = TsAligner::mpeg_ts();
         let other = vec![1u8; SEEK_MAX];

@@ -722,16 +722,22 @@ async fn a_viewer_joining_a_relayed_mpeg_ts_stream_starts_on_a_key_frame() {
 }
 
 /// A relayed plain MPEG-TS source with bytes in front of its packets (a panel's or a
-/// proxy's junk, here again at every loop of the clip) reaches `.ts` viewers as
-/// packets only: the junk is dropped and every 188th byte is a sync byte from the
-/// first. Before, the first byte decided that the stream was not MPEG-TS: the junk
+/// proxy's junk, here again at every loop of the clip), between two packets inside a
+/// chunk, or with bytes lost from a packet, reaches `.ts` viewers as whole packets
+/// only: the junk and the torn packet are dropped and every 188th byte is a sync byte
+/// from the first. Before, the first byte decided that the stream was not MPEG-TS: the junk
 /// went to the viewers and packet alignment was off for the whole stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_in_front_of_a_relayed_mpeg_ts_stream_is_dropped() {
     let junk = b"#junk from a panel\r\n\r\n".repeat(5);
     let clip = crate::common::mpeg_ts_clip(8);
+    // In front; between two packets inside a chunk; and 50 bytes lost from a packet.
+    let (a, b) = (188 * 100, 188 * 400 + 30);
     let mut stream = junk.clone();
-    stream.extend_from_slice(&clip);
+    stream.extend_from_slice(&clip[..a]);
+    stream.extend_from_slice(&junk);
+    stream.extend_from_slice(&clip[a..b]);
+    stream.extend_from_slice(&clip[b + 50..]);
     // In real time, looped: junk every 8 s.
     let (app, origin, _list) = plain_ts_channel_of(Arc::new(stream), true).await;
     let id = app.channel_id("Plain TS").await;
