@@ -62,7 +62,7 @@ use crate::config::{ExtraGuideConfig, GuideConfig};
 use crate::guide_match::features;
 use crate::guide_match::table::{self, same_guide_channel, Decision, Entry, Table};
 use crate::guide_match::{GuideMatchError, Settings};
-use crate::lineup::{normalise, Lineup};
+use crate::lineup::{normalise, shift_of, Lineup};
 use crate::model::{Channel, LineupChannel, Text};
 use crate::services::registry::RegistryError;
 use crate::services::registry::{Observer, Registry, Step};
@@ -2487,8 +2487,14 @@ impl<'a> Mapping<'a> {
                 .or_insert_with(|| c.id.to_string());
             for s in c.sources.iter().filter(|s| s.service == service) {
                 if let Some(tvg) = tvg_of.get(s.channel_id.as_str()) {
-                    // This service's own tvg-id wins over another channel's guide id.
-                    by_tvg.insert(tvg.to_lowercase(), (c.id.to_string(), Match::Id));
+                    // This service's own tvg-id wins over another channel's guide id;
+                    // but not a time-shift's that the lineup took from it, its live
+                    // channel's (the "+1" never takes the live programmes).
+                    let lent =
+                        shift_of(&normalise(&s.name)) > 0 && !c.guide_id.eq_ignore_ascii_case(tvg);
+                    if !lent {
+                        by_tvg.insert(tvg.to_lowercase(), (c.id.to_string(), Match::Id));
+                    }
                 }
                 by_exact_name
                     .entry(s.name.trim().to_string())

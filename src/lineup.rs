@@ -372,7 +372,7 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
 
 /// The hours of a time-shifted channel's normalised name (`"e4 +1"` → 1), 0 for a live
 /// one: a word `+1` to `+24`.
-fn shift_of(norm: &str) -> u8 {
+pub(crate) fn shift_of(norm: &str) -> u8 {
     norm.split(' ')
         .filter_map(|w| w.strip_prefix('+')?.parse::<u8>().ok())
         .find(|h| (1..=24).contains(h))

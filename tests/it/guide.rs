@@ -983,3 +983,65 @@ async fn a_failed_guide_is_read_again_when_its_retry_is_due() {
     )
     .await;
 }
+
+/// A "+1" listed under its live channel's tvg-id (a common provider mistake) is a
+/// channel of its own whose id the lineup dropped: it never takes the live channel's
+/// programmes, and the live channel keeps them. Before, the "+1" (listed later) took
+/// the tvg-id in the guide's mapping: the live channel had no programmes, and the "+1"
+/// showed the live ones an hour off.
+#[tokio::test]
+async fn a_plus_one_under_its_live_channels_tvg_id_never_takes_the_live_programmes() {
+    let up = FakeUpstream::bind().await;
+    let up = up
+        .text(
+            "/l.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"BBCOne.uk\" group-title=\"UK\",BBC One\nhttp://127.0.0.1:9/1.m3u8\n\
+             #EXTINF:-1 tvg-id=\"BBCOne.uk\" group-title=\"UK\",BBC One +1\nhttp://127.0.0.1:9/2.m3u8\n",
+        )
+        .text(
+            "/g.xml",
+            "application/xml",
+            xmltv_owned(
+                &[("BBCOne.uk", "BBC One"), ("BBCOnePlus1.uk", "BBC One +1")],
+                &schedules(&["BBCOne.uk", "BBCOnePlus1.uk"], 0..2),
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\nurl = \"{0}/l.m3u\"\nepg_url = \"{0}/g.xml\"\n",
+        up.base()
+    ))
+    .await;
+    let (_, channels) = app.get_json("/api/channels").await;
+    let list = channels["items"].as_array().cloned().unwrap_or_default();
+    let guide_id = |name: &str| -> String {
+        list.iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["guide_id"].as_str())
+            .unwrap_or_else(|| panic!("no guide id of {name}: {channels}"))
+            .to_string()
+    };
+    let (live, plus) = (guide_id("BBC One"), guide_id("BBC One +1"));
+    assert_ne!(live.to_lowercase(), plus.to_lowercase());
+    let xml = app.get_text_ok("/epg.xml").await;
+    tv_validate(xml.as_bytes());
+    let (_, progs) = guide_facts(&xml);
+    assert_eq!(
+        titles_of(&progs, &live),
+        ["BBCOne.uk 0", "BBCOne.uk 1"],
+        "{xml}"
+    );
+    for t in titles_of(&progs, &plus) {
+        assert!(t.starts_with("BBCOnePlus1.uk"), "the +1 shows {t}: {xml}");
+    }
+    // The review lists the +1 without the live channel's guide channel.
+    let (_, page) = app.get_json("/api/guide/matches").await;
+    let line = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "BBC One +1")
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_ne!(line["guide_id"], "BBCOne.uk", "{line}");
+}
