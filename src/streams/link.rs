@@ -133,6 +133,12 @@ impl Engine {
                 tokio::time::timeout_at(deadline, service.fetch(&url, &target.headers, range))
                     .await
                     .unwrap_or(Err(UpstreamError::Timeout(limit)));
+            // Answered at its first byte, as a shared segment is: a 200 without one is
+            // a failed segment, and no 206 promises a length before a byte came.
+            let fetched = match fetched {
+                Ok(f) => first_byte(f, deadline, limit, service.shown_url(&url)).await,
+                Err(e) => Err(e),
+            };
             let mut fetched = match fetched {
                 Ok(f) => match range {
                     Some(r) => cut_ignored_range(f, r),
@@ -411,6 +417,36 @@ fn cut_ignored_range(mut fetched: Fetched, range: &str) -> Fetched {
     fetched.content_length = Some(take);
     fetched.content_range = Some(format!("bytes {from}-{to}/{total}"));
     fetched
+}
+
+/// `fetched` once its first byte came (put back in front of its body), within
+/// `deadline`: an error when its body ends without one ("answered an empty segment"),
+/// fails, or is still silent at the deadline.
+async fn first_byte(
+    mut fetched: Fetched,
+    deadline: tokio::time::Instant,
+    limit: std::time::Duration,
+    shown: String,
+) -> Result<Fetched, UpstreamError> {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout_at(deadline, fetched.body.next()).await {
+            Err(_) => return Err(UpstreamError::Timeout(limit)),
+            Ok(None) => {
+                return Err(UpstreamError::Invalid(format!(
+                    "{shown} answered an empty segment"
+                )))
+            }
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(Some(Ok(chunk))) if chunk.is_empty() => {}
+            Ok(Some(Ok(chunk))) => {
+                let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
+                fetched.body =
+                    Box::pin(futures::stream::once(async move { Ok(chunk) }).chain(rest));
+                return Ok(fetched);
+            }
+        }
+    }
 }
 
 /// The first and last byte of one `Range` (`bytes=a-b`, `bytes=a-`, `bytes=-n`) of a

@@ -2153,7 +2153,23 @@ async fn an_empty_segment_is_a_502_and_not_kept() {
         .await
         .unwrap();
     assert_api_error(ranged, 502).await;
-    assert_eq!(origin.hits("/x/empty.ts"), 2, "{:?}", origin.paths());
+    // Another range goes to the upstream on its own: no 206 promising bytes.
+    let ranged = app
+        .client
+        .get(&links[0])
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_api_error(ranged, 502).await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("empty segment"),
+        "{body:#}"
+    );
+    assert_eq!(origin.hits("/x/empty.ts"), 3, "{:?}", origin.paths());
     // A segment with bytes is served and kept.
     for _ in 0..2 {
         let resp = app.get(&links[1]).await;
