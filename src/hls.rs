@@ -30,6 +30,22 @@ pub enum UriKind {
 pub enum RewriteError {
     #[error("not an HLS playlist")]
     NotHls,
+    /// A sequence number that is not one: a player reads it as 0 (or wraps it) at
+    /// every reload and waits for ever for a new segment.
+    #[error("its #EXT-X-MEDIA-SEQUENCE `{0}` is not a whole number from 0")]
+    BadSequence(String),
+}
+
+/// The value of an `#EXT-X-MEDIA-SEQUENCE` line, when it is a whole number from 0
+/// (decimal digits only: not `-5`, `+5`, `1.5`); else what it says, cut short.
+fn media_sequence(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
+        .ok_or_else(|| value.chars().take(24).collect())
 }
 
 /// Minimal facts about a media playlist, enough for a stream session to follow a live window.
@@ -283,6 +299,9 @@ pub fn rewrite_refs_sized(
             {
                 after_stream_inf = true;
             }
+            if let Some(n) = core.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+                media_sequence(n).map_err(RewriteError::BadSequence)?;
+            }
             match kept_tag(core) {
                 Kept::Line => rewrite_tag(core, &mut f, &mut out),
                 Kept::As(line) => rewrite_tag(&line, &mut f, &mut out),
@@ -468,12 +487,7 @@ pub fn media_info(body: &str, base: &Url) -> Result<MediaInfo, String> {
             .map(str::trim)
     }) {
         None => 0,
-        Some(n) => n.parse::<u64>().map_err(|_| {
-            format!(
-                "its #EXT-X-MEDIA-SEQUENCE `{}` is not a whole number from 0",
-                n.chars().take(24).collect::<String>()
-            )
-        })?,
+        Some(n) => media_sequence(n).map_err(|n| RewriteError::BadSequence(n).to_string())?,
     };
     // m3u8-rs wants `#EXTM3U` as the very first bytes.
     let text = body.trim_start_matches(BOM).trim_start();
@@ -1514,7 +1528,7 @@ P[Segment]https://cdn.example.com/live/chan/s.ts
 
     #[test]
     fn media_info_refuses_a_media_sequence_that_is_no_whole_number() {
-        for bad in ["-5", "1.5", "x", ""] {
+        for bad in ["-5", "+5", "1.5", "x", ""] {
             let body = format!(
                 "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{bad}\n#EXTINF:2,\na.ts\n"
             );

@@ -2745,4 +2745,10 @@ async fn a_playlist_numbered_below_zero_is_a_clear_failure() {
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
     assert!(text.contains("EXT-X-MEDIA-SEQUENCE `-5`"), "{text}");
+    // An HLS player of it gets the same, not the playlist it would stall on.
+    let resp = alone.get(&format!("/api/stream/{id}.m3u8")).await;
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("EXT-X-MEDIA-SEQUENCE `-5`"), "{text}");
 }
