@@ -300,6 +300,17 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                 }
             };
             let guide = state.guides.refresh_observed(Some(&observe)).await?;
+            let mut failed = Vec::new();
+            for s in state.registry.status().iter().filter(|s| s.enabled) {
+                if let Some(err) = state.guides.status_of(&s.name).and_then(|g| g.last_error) {
+                    failed.push(format!("guide of {}: {err}", s.name));
+                }
+            }
+            for (name, status) in state.guides.extra_status() {
+                if let Some(err) = status.last_error {
+                    failed.push(format!("guide {name} ([[guides]]): {err}"));
+                }
+            }
             if progress.is_some() {
                 drop(progress);
                 eprintln!(
@@ -308,16 +319,14 @@ async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()>
                     count(guide.programmes, "programme")
                 );
             } else {
-                for s in state.registry.status().iter().filter(|s| s.enabled) {
-                    if let Some(err) = state.guides.status_of(&s.name).and_then(|g| g.last_error) {
-                        eprintln!("warning: guide of {}: {err}", s.name);
-                    }
+                for f in &failed {
+                    eprintln!("warning: {f}");
                 }
-                for (name, status) in state.guides.extra_status() {
-                    if let Some(err) = status.last_error {
-                        eprintln!("warning: guide {name} ([[guides]]): {err}");
-                    }
-                }
+            }
+            // Every guide failed: no empty guide on stdout (`freesky guide > epg.xml`
+            // in a script would replace a good one), and a failing exit.
+            if guide.programmes == 0 && !failed.is_empty() {
+                anyhow::bail!("no guide was read: {}", failed.join("; "));
             }
             // Icons where `[logos] mode` points them, as `/epg.xml` writes them.
             let lineup = state.registry.lineup().await?;

@@ -552,6 +552,33 @@ fn guide_warns_of_a_failed_extra_guide() {
     crate::common::tv_validate(&out.stdout);
 }
 
+/// When every guide fails, `freesky guide` writes no guide and exits 1 naming why:
+/// `freesky guide > epg.xml && ...` in a script must not take an empty guide for one
+/// (before, `<tv></tv>` and exit 0).
+#[test]
+fn guide_fails_when_every_guide_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone.xml");
+    let path = write(
+        dir.path(),
+        "g.toml",
+        &format!(
+            "[server]\nstate_dir = '{}'\n\n[[guides]]\nname = \"gone\"\nfile = '{}'\n",
+            dir.path().join("state").display(),
+            gone.display()
+        ),
+    );
+    let out = run(freesky().args(["guide", "--config"]).arg(&path));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no guide was read: guide gone ([[guides]]): cannot read"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn check_json_lists_problems_as_objects() {
     let dir = tempfile::tempdir().unwrap();
