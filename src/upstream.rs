@@ -285,6 +285,13 @@ impl Fetched {
         }
     }
 
+    /// Puts `first` (a chunk read off the body to look at it) back in front of the body.
+    pub fn put_back(&mut self, first: Bytes) {
+        use futures::StreamExt;
+        let rest = std::mem::replace(&mut self.body, Box::pin(futures::stream::empty()));
+        self.body = Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest));
+    }
+
     /// Reads the whole body, refusing more than `limit` bytes.
     pub async fn bytes(mut self, limit: usize) -> Result<Bytes, UpstreamError> {
         if self.content_length.is_some_and(|n| n > limit as u64) {

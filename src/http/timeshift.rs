@@ -306,8 +306,7 @@ async fn first_bytes(
         .filter(|b| !b.is_empty())
         .ok_or_else(|| UpstreamError::Invalid("the archive answered no bytes".into()))?;
     let is_playlist = ctype.contains("mpegurl") || first.starts_with(b"#EXTM3U");
-    let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
-    fetched.body = Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest));
+    fetched.put_back(first);
     if !is_playlist {
         return Ok(Archive::Media(fetched));
     }

@@ -440,9 +440,7 @@ async fn first_byte(
             Ok(Some(Err(e))) => return Err(e),
             Ok(Some(Ok(chunk))) if chunk.is_empty() => {}
             Ok(Some(Ok(chunk))) => {
-                let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
-                fetched.body =
-                    Box::pin(futures::stream::once(async move { Ok(chunk) }).chain(rest));
+                fetched.put_back(chunk);
                 return Ok(fetched);
             }
         }

@@ -135,8 +135,7 @@ impl Engine {
         if range.is_none() && first.starts_with(b"#EXTM3U") {
             return self.vod_playlist(title, src, &url, base).await;
         }
-        let rest = std::mem::replace(&mut fetched.body, Box::pin(futures::stream::empty()));
-        fetched.body = Box::pin(futures::stream::once(async move { Ok(first) }).chain(rest));
+        fetched.put_back(first);
         Ok(Played::File(fetched))
     }
 
