@@ -98,6 +98,9 @@ const EXTRA_PRIORITY: i64 = i64::MAX;
 /// was told about, for guide channels guide matching may assign once every guide is
 /// read (`xmltv::Spare`): within it, a changed assignment needs no second download.
 const SPARE_BUDGET: usize = 16 << 20;
+/// The file, beside the guides' copies, of the guide channels the last matching
+/// assigned (`Remembered`).
+const REMEMBERED: &str = "matches.json";
 
 /// An extra guide (`[[guides]]`).
 struct Extra {
@@ -309,6 +312,23 @@ pub struct Guides {
     /// Cancelled once a config reload replaced these guides (`retire`): their reads
     /// end, and their refresh task with them.
     retired: tokio_util::sync::CancellationToken,
+    /// The guide channels matching assigned before the last stop (`Remembered`).
+    remembered: Mutex<Remembered>,
+    /// Held while `remembered` is written to its file: writes land in order.
+    remembering: tokio::sync::Mutex<()>,
+}
+
+/// Per guide, the guide channels (id lowercase → lineup channel id) the last matching
+/// with that guide read assigned, kept in `state_dir/guides/matches.json`. Matching
+/// waits for every guide, so a restart's first reads would keep none of what the
+/// matcher found: until a matching has that guide read, its reads keep these as well
+/// (`plan_for`), and the guide served before every guide is read (a big one, one that
+/// hangs) or from a saved copy has the channels matched before the restart.
+#[derive(Default)]
+struct Remembered {
+    by_guide: HashMap<String, BTreeMap<String, String>>,
+    /// Guides a matching since start had read: their table's assignments stand.
+    matched: HashSet<String>,
 }
 
 impl Guides {
@@ -349,6 +369,8 @@ impl Guides {
             spares: Mutex::default(),
             copies: None,
             retired: tokio_util::sync::CancellationToken::new(),
+            remembered: Mutex::default(),
+            remembering: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -356,7 +378,21 @@ impl Guides {
     /// Keeps a copy of each URL guide's last good read, as fetched, in `dir`
     /// (`state_dir/guides`), and serves it while no read of that guide has worked
     /// since start: a restart while a guide's host is down keeps its programmes.
+    /// Also takes back the guide channels matching assigned before the last stop
+    /// (`Remembered`).
     pub fn with_copies(mut self, dir: PathBuf) -> Self {
+        let file = dir.join(REMEMBERED);
+        let by_guide = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %file.display(), error = %e, "the guide matches kept from before the restart are unreadable; matching afresh");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
+        self.remembered = Mutex::new(Remembered {
+            by_guide,
+            matched: HashSet::new(),
+        });
         self.copies = Some(dir);
         self
     }
@@ -838,6 +874,10 @@ impl Guides {
             };
             (*seq, inputs)
         };
+        let read: Vec<String> = (inputs.sources.iter())
+            .filter(|(name, _)| inputs.good.contains_key(name))
+            .map(|(name, _)| name.clone())
+            .collect();
         let table = match tokio::task::spawn_blocking(move || inputs.build()).await {
             Ok(table) => Arc::new(table),
             Err(e) => {
@@ -845,13 +885,63 @@ impl Guides {
                 return self.matches();
             }
         };
-        let mut kept = self.table_for.lock().expect("guide lock");
-        if kept.as_ref().is_some_and(|(newer, _)| *newer > seq) {
-            return self.matches();
+        {
+            let mut kept = self.table_for.lock().expect("guide lock");
+            if kept.as_ref().is_some_and(|(newer, _)| *newer > seq) {
+                return self.matches();
+            }
+            *self.table.write().expect("guide lock") = table.clone();
+            *kept = Some((seq, lineup.clone()));
         }
-        *self.table.write().expect("guide lock") = table.clone();
-        *kept = Some((seq, lineup.clone()));
+        self.remember(&table, read).await;
         table
+    }
+
+    /// Keeps what `table` assigns of the guides it had `read` (`Remembered`), and
+    /// writes it to its file when that changed. A file that cannot be written is
+    /// logged; matching goes on.
+    async fn remember(&self, table: &Table, read: Vec<String>) {
+        let Some(dir) = self.copies.clone() else {
+            return;
+        };
+        let _write = self.remembering.lock().await;
+        let text = {
+            let mut remembered = self.remembered.lock().expect("guide lock");
+            let mut changed = false;
+            for name in read {
+                let now = table.assigned(&name);
+                if remembered.by_guide.get(&name) != Some(&now) {
+                    remembered.by_guide.insert(name.clone(), now);
+                    changed = true;
+                }
+                remembered.matched.insert(name);
+            }
+            if !changed {
+                return;
+            }
+            serde_json::to_vec(&remembered.by_guide).unwrap_or_default()
+        };
+        let to = dir.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let dir = to;
+            let file = dir.join(REMEMBERED);
+            let part = dir.join(format!("{REMEMBERED}.part-{}", std::process::id()));
+            if !dir.exists() {
+                let mut b = std::fs::DirBuilder::new();
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+                b.recursive(true).create(&dir)?;
+            }
+            let _ = std::fs::remove_file(&part);
+            let mut f = crate::store::create_private_file(&part)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&part, &file)
+        })
+        .await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the guide matches for the next start");
+        }
     }
 
     /// Lineup channels whose guide id is set by hand (the channel mapping's `tvg_id`).
@@ -882,17 +972,50 @@ impl Guides {
     /// What a read of guide `source` is told: the guide channels matching assigned
     /// to lineup channels, and the channels whose decisions keep names from matching.
     fn plan_for(&self, source: &str) -> Plan {
+        let decisions = self.decisions.lock().expect("guide lock").clone();
         // A channel with a hand-set guide id takes no decision (the table ignores
         // it): its display names match as they would without one.
-        let mut decided = table::decided(&self.decisions.lock().expect("guide lock"));
-        if !decided.is_empty() {
-            let pinned = self.pinned();
-            decided.retain(|c| !pinned.contains(c));
+        let mut decided = table::decided(&decisions);
+        let pinned = if decided.is_empty() {
+            HashSet::new()
+        } else {
+            self.pinned()
+        };
+        decided.retain(|c| !pinned.contains(c));
+        let table = self.matches();
+        let mut assigned = table.assigned(source);
+        // A decided channel the table has no line for yet (no matching since start:
+        // the table needs every guide read) takes its decision's guide channel as
+        // the table will: a restart's first read keeps it, and the guide served
+        // before every guide is read (or from a saved copy) follows the decisions.
+        // In channel order, the first decision of a guide channel taking it.
+        let mut early: Vec<(&String, (&str, &str))> = decisions
+            .iter()
+            .filter(|(channel, _)| table.get(channel).is_none() && !pinned.contains(*channel))
+            .filter_map(|(channel, d)| Some((channel, d.guide_channel()?)))
+            .filter(|(_, (of, _))| *of == source)
+            .collect();
+        early.sort();
+        for (channel, (_, guide_id)) in early {
+            assigned
+                .entry(guide_id.to_lowercase())
+                .or_insert_with(|| channel.clone());
         }
-        Plan {
-            assigned: self.matches().assigned(source),
-            decided,
+        // What matching assigned before the restart, until a matching has this guide
+        // read (a decision or a hand-set guide id made since wins).
+        let remembered = self.remembered.lock().expect("guide lock");
+        if !remembered.matched.contains(source) {
+            let before = remembered.by_guide.get(source).into_iter().flatten();
+            for (guide_id, channel) in before {
+                if !decisions.contains_key(channel) && !pinned.contains(channel) {
+                    assigned
+                        .entry(guide_id.clone())
+                        .or_insert_with(|| channel.clone());
+                }
+            }
         }
+        drop(remembered);
+        Plan { assigned, decided }
     }
 
     /// The guide status of service `name`, once its guide has been tried.
@@ -1007,6 +1130,12 @@ impl Guides {
             .expect("guide lock")
             .get(name)
             .cloned()
+    }
+
+    /// Whether guide `name`'s kept guide is the copy of its last good read before
+    /// start (no read has worked since).
+    fn serves_copy(&self, name: &str) -> bool {
+        self.status_of(name).is_some_and(|s| s.copy_saved.is_some())
     }
 
     fn rendered(&self) -> Option<Arc<Rendered>> {
@@ -1604,7 +1733,7 @@ impl Guides {
     /// Guide `name` (shown as `shown`) read from `source` (a URL through `fetch`) with
     /// `map`, within `[guide] read_timeout` and `max_bytes`, a copy of a URL guide kept
     /// as it is read (`Copy`); when the read fails, the copy of its last good read is
-    /// read instead if nothing of it is kept from a read since start (`read_copy`).
+    /// read instead if no read of it has worked since start (`read_copy`).
     #[allow(clippy::too_many_arguments)]
     async fn read_guide<Fut>(
         &self,
@@ -1674,8 +1803,8 @@ impl Guides {
     }
 
     /// After guide `name`'s read failed: its copy at `path` read as the guide would
-    /// be, with when it was saved, when nothing of it is kept from a read since start
-    /// (that read is newer). `None` without a copy, or one that cannot be read (logged).
+    /// be, with when it was saved, when no read of it has worked since start (that
+    /// read is newer). `None` without a copy, or one that cannot be read (logged).
     async fn read_copy(
         &self,
         name: &str,
@@ -1686,7 +1815,9 @@ impl Guides {
         spare: Option<&HashSet<String>>,
     ) -> Option<(ServiceGuide, String)> {
         let path = path?;
-        if self.kept(name).is_some() {
+        // A read since start is newer; a kept copy is read again (the matches it is
+        // read with may have changed: `settle`).
+        if self.kept(name).is_some() && !self.serves_copy(name) {
             return None;
         }
         let saved = tokio::fs::metadata(path).await.ok()?.modified().ok()?;

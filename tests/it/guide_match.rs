@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::common::{
-    eventually, tv_validate, xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
+    eventually, eventually_true, tv_validate, xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
 };
 
 const XML: &str = "application/xml";
@@ -948,4 +948,122 @@ async fn a_decision_whose_guide_channel_is_gone_is_listed_as_low() {
     );
     let low = matches(&app, "?state=low").await;
     assert!(listed(&low), "{low}");
+}
+
+/// After a restart the first guide served follows the admin's decisions, before the
+/// table is matched again (which waits for every guide): with the guide's upstream
+/// down, its saved copy gives the picked guide channel; and with another guide that
+/// hangs, the guide served meanwhile has it. The pick is of a guide channel whose
+/// name shares no word with the lineup, which a read keeps only when told to.
+#[tokio::test]
+async fn decisions_are_in_the_first_guide_after_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = std::sync::Arc::new(AtomicBool::new(false));
+    let guide = xmltv(&[
+        ("BBCOne.uk", "BBC One HD"),
+        ("ITV.uk", "ITV"),
+        ("Zebra.uk", "Zebra Telly"),
+        ("Kids.uk", "Kids"),
+        ("Yak.uk", "Yak Network"),
+    ]);
+    let mut entries = ENTRIES.to_vec();
+    entries.push(("Kids.uk", "Kids"));
+    let answer = down.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&entries))
+        .route(
+            "/guide.xml",
+            axum::routing::get(move || {
+                let (down, guide) = (answer.load(Ordering::SeqCst), guide.clone());
+                async move {
+                    if down {
+                        crate::common::respond(503, "text/plain", "down")
+                    } else {
+                        crate::common::respond(200, XML, guide)
+                    }
+                }
+            }),
+        )
+        .hang("/hang.xml")
+        .start();
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    matches(&app, "").await;
+    let sport = app.channel_id("Sport").await;
+    let picked = post(&app, &sport, r#"{"action":"pick","guide_id":"Zebra.uk"}"#).await;
+    assert_eq!(picked["state"], "picked", "{picked}");
+    eventually("the picked guide channel's programmes", || async {
+        let (_, titles) = programmes_of(&app, "Sport").await;
+        (titles == ["Zebra.uk show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "BBCOne")["state"], "auto", "{page}");
+    let (_, bbc) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(bbc, ["BBCOne.uk show"], "the automatic match");
+    // What matching assigned is kept for the next start.
+    eventually_true("the assignments kept in the state dir", || async {
+        std::fs::read_to_string(app.state_dir().join("guides/matches.json"))
+            .is_ok_and(|t| t.contains("bbcone.uk"))
+    })
+    .await;
+
+    // Down: the first guide after a restart is the saved copy, read with the pick.
+    down.store(true, Ordering::SeqCst);
+    let asked = up.hits("/guide.xml");
+    app.restart().await;
+    let (_, titles) = programmes_of(&app, "Sport").await;
+    assert_eq!(titles, ["Zebra.uk show"], "from the saved copy");
+    let (_, bbc) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(
+        bbc,
+        ["BBCOne.uk show"],
+        "the automatic match, from the saved copy"
+    );
+    let (_, itv) = programmes_of(&app, "ITV +1").await;
+    assert!(itv.is_empty(), "a +1 never takes its base: {itv:?}");
+    assert!(up.hits("/guide.xml") > asked, "the guide was asked again");
+    let status = app.get_json("/api/guide/status").await.1;
+    assert!(
+        status["services"]["P"]["copy_saved"].is_string(),
+        "{status}"
+    );
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+    // A decision made while only the copy is there is read from the copy.
+    let itv = app.channel_id("ITV +1").await;
+    post(&app, &itv, r#"{"action":"pick","guide_id":"Yak.uk"}"#).await;
+    eventually("a pick made while the upstream is down", || async {
+        let (_, titles) = programmes_of(&app, "ITV +1").await;
+        (titles == ["Yak.uk show"])
+            .then_some(())
+            .ok_or(format!("{titles:?}"))
+    })
+    .await;
+
+    // Up, with an extra guide that hangs: the guide served while it is read has the
+    // pick and the automatic match (the table is matched again only once every guide
+    // is read).
+    down.store(false, Ordering::SeqCst);
+    app.stop().await;
+    app.config_text.push_str(&format!(
+        "\n[[guides]]\nname = \"slow\"\nurl = \"{}\"\n",
+        up.url("/hang.xml")
+    ));
+    app.start().await;
+    let (_, titles) = programmes_of(&app, "Sport").await;
+    assert_eq!(titles, ["Zebra.uk show"], "while a guide hangs");
+    let (_, bbc) = programmes_of(&app, "BBCOne").await;
+    assert_eq!(
+        bbc,
+        ["BBCOne.uk show"],
+        "the automatic match, while a guide hangs"
+    );
+    let status = app.get_json("/api/guide/status").await.1;
+    assert!(status["services"]["P"]["copy_saved"].is_null(), "{status}");
+    assert!(
+        status["guides"]["slow"]["reading_since"].is_string(),
+        "{status}"
+    );
 }
