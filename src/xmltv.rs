@@ -1113,14 +1113,17 @@ fn into_str(w: Writer<Vec<u8>>) -> Box<str> {
 }
 
 /// An XMLTV time (`YYYYMMDDhhmmss +hhmm`; the offset, and trailing fields, optional)
-/// as UTC seconds.
+/// as UTC seconds. The offset may also be `+hh:mm` or `+hh`, or a zone's abbreviation
+/// as the XMLTV DTD's own example has it (`200007281733 BST`): one of `ZONES`. An
+/// unknown or ambiguous one (`IST` is Indian, Irish or Israeli) is no time.
 pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
-    let (digits, offset) = match s.split_once([' ', '+', '-']) {
-        Some((d, _)) => (d, s[d.len()..].trim()),
-        None => (s, ""),
-    };
-    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 14 {
+    let end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (digits, offset) = (&s[..end], s[end..].trim());
+    if !(8..=14).contains(&digits.len()) {
         return None;
     }
     let mut full = digits.to_string();
@@ -1128,25 +1131,75 @@ pub fn parse_time(s: &str) -> Option<i64> {
         full.push('0');
     }
     let naive = NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%S").ok()?;
-    let offset_secs = if offset.is_empty() || offset.eq_ignore_ascii_case("utc") {
-        0
-    } else {
-        let (sign, hm) = match offset.as_bytes()[0] {
-            b'+' => (1, &offset[1..]),
-            b'-' => (-1, &offset[1..]),
-            _ => return None,
-        };
-        if hm.len() != 4 || !hm.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+    Some(naive.and_utc().timestamp() - offset_seconds(offset)?)
+}
+
+/// Zone abbreviations an XMLTV time may end with, and their offsets in minutes: the
+/// unambiguous ones of Europe, North America and Australia that guides use.
+const ZONES: &[(&str, i64)] = &[
+    ("UTC", 0),
+    ("UT", 0),
+    ("GMT", 0),
+    ("Z", 0),
+    ("WET", 0),
+    ("WEST", 60),
+    ("BST", 60),
+    ("CET", 60),
+    ("CEST", 120),
+    ("MET", 60),
+    ("MEST", 120),
+    ("EET", 120),
+    ("EEST", 180),
+    ("MSK", 180),
+    ("EST", -300),
+    ("EDT", -240),
+    ("CST", -360),
+    ("CDT", -300),
+    ("MST", -420),
+    ("MDT", -360),
+    ("PST", -480),
+    ("PDT", -420),
+    ("AKST", -540),
+    ("AKDT", -480),
+    ("HST", -600),
+    ("AWST", 480),
+    ("ACST", 570),
+    ("ACDT", 630),
+    ("AEST", 600),
+    ("AEDT", 660),
+    ("NZST", 720),
+    ("NZDT", 780),
+    ("JST", 540),
+];
+
+/// Seconds east of UTC of an XMLTV time's offset: none (UTC), `+hhmm`, `+hh:mm`,
+/// `+hh`, or a zone in `ZONES` (any case).
+fn offset_seconds(offset: &str) -> Option<i64> {
+    if offset.is_empty() {
+        return Some(0);
+    }
+    let (sign, hm) = match offset.as_bytes()[0] {
+        b'+' => (1, &offset[1..]),
+        b'-' => (-1, &offset[1..]),
+        _ => {
+            let (_, minutes) = ZONES.iter().find(|(z, _)| z.eq_ignore_ascii_case(offset))?;
+            return Some(minutes * 60);
         }
-        let h: i64 = hm[..2].parse().ok()?;
-        let m: i64 = hm[2..].parse().ok()?;
-        if h > 14 || m > 59 {
-            return None;
-        }
-        sign * (h * 3600 + m * 60)
     };
-    Some(naive.and_utc().timestamp() - offset_secs)
+    let hm = match hm.len() {
+        2 => format!("{hm}00"),
+        5 if hm.as_bytes()[2] == b':' => format!("{}{}", &hm[..2], &hm[3..]),
+        _ => hm.to_string(),
+    };
+    if hm.len() != 4 || !hm.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i64 = hm[..2].parse().ok()?;
+    let m: i64 = hm[2..].parse().ok()?;
+    if h > 14 || m > 59 {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60))
 }
 
 /// UTC seconds in XMLTV form, `YYYYMMDDhhmmss +0000`.
@@ -1402,6 +1455,16 @@ mod tests {
         assert_eq!(parse_time("20261124183000"), Some(1_795_545_000));
         assert_eq!(parse_time("202611241830"), Some(1_795_545_000));
         assert_eq!(parse_time("20261124183000+0000"), Some(1_795_545_000));
+        // Zone names (the DTD's own example is `200007281733 BST`), `+hh:mm`, `+hh`.
+        assert_eq!(parse_time("20261124183000 GMT"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124193000 BST"), Some(1_795_545_000));
+        assert_eq!(parse_time("202611241930 bst"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124133000 EST"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124183000Z"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261125053000 AEDT"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124193000 +01:00"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124233000 +05:00"), Some(1_795_545_000));
+        assert_eq!(parse_time("20261124133000 -05"), Some(1_795_545_000));
         for bad in [
             "",
             "2026",
@@ -1409,6 +1472,12 @@ mod tests {
             "20261324183000 +0000",
             "20261124183000 +99",
             "20261124183000 0100",
+            "20261124183000 IST",
+            "20261124183000 XYZ",
+            "20261124183000 +1:00",
+            "20261124183000 +01:0",
+            "20261124183000 +1500",
+            "2026112418300000",
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
