@@ -171,6 +171,10 @@ pub struct Rendered {
     pub gz: Bytes,
     pub channels: usize,
     pub programmes: usize,
+    /// A hash of `xml`: the same guide rendered again has the same (the outputs'
+    /// `ETag`s are made from it, so a client asking again gets a 304 until the guide
+    /// changes).
+    pub tag: u64,
     /// Forms of this guide some requests need (an account's channels only; icons
     /// pointed at the host asked), by what makes them: each made once, off the async
     /// threads, shared by every request asking meanwhile, and dropped with this guide.
@@ -179,6 +183,13 @@ pub struct Rendered {
 
 impl Rendered {
     fn new(xml: Bytes, gz: Bytes, channels: usize, programmes: usize) -> Self {
+        // Fixed keys: a restart gives the same guide the same tag.
+        let tag = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            xml.hash(&mut h);
+            h.finish()
+        };
         // Room for a few forms as big as the guide itself; the least used go first.
         let room = 2 * (xml.len() + gz.len()) as u64 + (16 << 20);
         let derived = moka::future::Cache::builder()
@@ -191,6 +202,7 @@ impl Rendered {
             gz,
             channels,
             programmes,
+            tag,
             derived,
         }
     }

@@ -1045,3 +1045,95 @@ async fn a_plus_one_under_its_live_channels_tvg_id_never_takes_the_live_programm
         .unwrap_or_else(|| panic!("{page}"));
     assert_ne!(line["guide_id"], "BBCOne.uk", "{line}");
 }
+
+/// The guide's outputs carry an `ETag` made from the guide's content and the form
+/// sent: a client asking again with it gets a 304 without a body until the guide
+/// changes, across a restart too (Plex and TiviMate ask for the guide every few
+/// hours); the gzip and plain forms are told apart; a changed guide is a 200 with a
+/// new tag.
+#[tokio::test]
+async fn the_guide_answers_304_to_its_etag_until_it_changes() {
+    let guide = Arc::new(Mutex::new(xmltv(
+        &[("One.uk", "One")],
+        &[("One.uk", 0, "News")],
+    )));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"One.uk\",One\nhttp://127.0.0.1:9/1.m3u8\n",
+        )
+        .shared_text("/guide.xml", &guide)
+        .start();
+    let cfg = format!(
+        "[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{}\"\nepg_url = \"{}\"\n",
+        up.url("/list.m3u"),
+        up.url("/guide.xml")
+    );
+    let mut app = TestApp::spawn(&cfg).await;
+    let ask = |app: &TestApp, path: &str, encoding: &str, tag: Option<&str>| {
+        let mut req = app
+            .client
+            .get(app.url(path))
+            .header("accept-encoding", encoding);
+        if let Some(tag) = tag {
+            req = req.header("if-none-match", tag);
+        }
+        req.send()
+    };
+    let etag = |r: &reqwest::Response| {
+        r.headers()
+            .get("etag")
+            .unwrap_or_else(|| panic!("no ETag: {:?}", r.headers()))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = ask(&app, "/epg.xml", "identity", None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let plain = etag(&first);
+    assert!(first.text().await.unwrap().contains("News"));
+    let zipped = etag(&ask(&app, "/epg.xml", "gzip", None).await.unwrap());
+    let file = etag(&ask(&app, "/epg.xml.gz", "identity", None).await.unwrap());
+    assert_ne!(plain, zipped, "the gzip form is another representation");
+    assert_eq!(zipped, file, "the same bytes");
+    // Asked again with the tag: 304, no body; the other form's tag is no match.
+    for (path, encoding, tag) in [
+        ("/epg.xml", "identity", &plain),
+        ("/epg.xml", "gzip", &zipped),
+        ("/epg.xml.gz", "identity", &file),
+    ] {
+        let again = ask(&app, path, encoding, Some(tag)).await.unwrap();
+        assert_eq!(again.status(), 304, "{path} {encoding}");
+        assert_eq!(etag(&again), *tag);
+        assert!(again.bytes().await.unwrap().is_empty());
+    }
+    let other = ask(&app, "/epg.xml", "identity", Some(&zipped))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    let listed = format!("\"x\", {plain}");
+    let listed = ask(&app, "/epg.xml", "identity", Some(&listed))
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 304, "one of a list");
+
+    // The same guide after a restart: the same tag.
+    app.restart().await;
+    let again = ask(&app, "/epg.xml", "identity", Some(&plain))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304, "after a restart");
+
+    // Changed upstream and read again: a 200 with another tag.
+    *guide.lock().unwrap() = xmltv(&[("One.uk", "One")], &[("One.uk", 0, "Weather")]);
+    let (code, body) = crate::common::json_of(app.post("/api/guide/refresh").await).await;
+    assert_eq!(code, 200, "{body}");
+    let changed = ask(&app, "/epg.xml", "identity", Some(&plain))
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(etag(&changed), plain);
+    assert!(changed.text().await.unwrap().contains("Weather"));
+}

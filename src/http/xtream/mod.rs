@@ -399,12 +399,14 @@ pub(crate) async fn guide_negotiated(
 ) -> Result<Response, AppError> {
     let mut resp = if accepts_gzip(headers) {
         let mut resp = guide_gz_for(s, account, headers).await?;
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml; charset=utf-8"),
-        );
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        if resp.status().is_success() {
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         resp
     } else {
         guide_for(s, account, headers).await?
@@ -452,6 +454,9 @@ pub(super) async fn guide_for(
         Some(a) => {
             let ids = guide_ids(s, a).await?;
             let form = format!("xml of {}", fingerprint(&ids));
+            if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
+                return Ok(not_modified);
+            }
             let full = guide.xml.clone();
             let xml = guide
                 .derived(form.clone(), move || filter_guide(&full, &ids).into())
@@ -460,12 +465,59 @@ pub(super) async fn guide_for(
             (form, xml)
         }
     };
+    if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
+        return Ok(not_modified);
+    }
     let xml = crate::http::logos::guide(s, headers, &guide, &form, xml, false).await?;
     Ok((
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            ),
+            (header::ETAG, guide_tag(s, headers, &guide, &form)),
+        ],
         xml,
     )
         .into_response())
+}
+
+/// The `ETag` of form `form` of `guide` as this request gets it: weak (a client
+/// compares it only to ask whether the guide changed), from the guide's content
+/// hash, the form (the account's channels, gzip or not) and, where icons point at
+/// freesky, the address they point at.
+fn guide_tag(
+    s: &AppState,
+    headers: &HeaderMap,
+    guide: &crate::guide::Rendered,
+    form: &str,
+) -> HeaderValue {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    form.hash(&mut h);
+    if s.logos.mode() != crate::config::LogoMode::Direct {
+        base_url(&s.config, headers).hash(&mut h);
+    }
+    HeaderValue::from_str(&format!("W/\"{:016x}{:016x}\"", guide.tag, h.finish()))
+        .expect("hex is a header value")
+}
+
+/// A 304 (with the `ETag`) when the request's `If-None-Match` names form `form` of
+/// `guide` as it would be sent now, or is `*`.
+fn unchanged(
+    s: &AppState,
+    headers: &HeaderMap,
+    guide: &crate::guide::Rendered,
+    form: &str,
+) -> Option<Response> {
+    let asked = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    let tag = guide_tag(s, headers, guide, form);
+    let ours = tag.to_str().ok()?.trim_start_matches("W/");
+    let matched = asked
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == ours);
+    matched.then(|| (axum::http::StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response())
 }
 
 /// The merged guide as `account` may see it (all of it for `None`), gzipped.
@@ -480,6 +532,9 @@ pub(super) async fn guide_gz_for(
     let (form, gz) = if let Some(account) = account {
         let ids = guide_ids(s, account).await?;
         let form = format!("gz of {}", fingerprint(&ids));
+        if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
+            return Ok(not_modified);
+        }
         let full = guide.xml.clone();
         let gz = guide
             .derived(form.clone(), move || {
@@ -496,8 +551,21 @@ pub(super) async fn guide_gz_for(
     } else {
         ("gz".to_string(), guide.gz.clone())
     };
+    if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
+        return Ok(not_modified);
+    }
     let gz = crate::http::logos::guide(s, headers, &guide, &form, gz, true).await?;
-    Ok(([(header::CONTENT_TYPE, "application/gzip")], gz).into_response())
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            ),
+            (header::ETAG, guide_tag(s, headers, &guide, &form)),
+        ],
+        gz,
+    )
+        .into_response())
 }
 
 /// A name for a set of guide ids, the same for the same set in any order: which
