@@ -635,7 +635,7 @@ pub fn render_entry(out: &mut String, entry: &OutEntry<'_>, catchup: Option<OutC
     out.push_str(" group-title=\"");
     push_clean(out, entry.group);
     out.push_str("\",");
-    push_clean(out, entry.name);
+    push_title(out, entry.name);
     out.push('\n');
     for c in entry.url.chars() {
         match c {
@@ -656,6 +656,13 @@ pub(crate) fn push_clean(out: &mut String, value: &str) {
     for c in value.chars() {
         out.push(if c == '"' { '\'' } else { printable(c) });
     }
+}
+
+/// Appends a title, after the attributes' comma: as `push_clean`, but a `"` stays
+/// (no attribute is open there; Jellyfin takes this title as the channel's name and
+/// matches guides by it).
+pub(crate) fn push_title(out: &mut String, value: &str) {
+    out.extend(value.chars().map(printable));
 }
 
 /// `c`, or a space for a character that ends a line for some reader or controls a
@@ -1089,14 +1096,14 @@ mod tests {
         assert_eq!(
             out,
             "#EXTM3U\n\
-             #EXTINF:-1 tvg-id=\"a'b\" tvg-name=\"x  y\" tvg-chno=\"3\" group-title=\"G '1'\",Name, 'quoted' #EXTINF:-1,Injected\n\
+             #EXTINF:-1 tvg-id=\"a'b\" tvg-name=\"x  y\" tvg-chno=\"3\" group-title=\"G '1'\",Name, \"quoted\" #EXTINF:-1,Injected\n\
              http://h/a?b=\"c\"%0Ahttp://evil\n"
         );
         // What we render, we parse back to the same channel.
         let back = parse(&out);
         assert_eq!(back.warnings, vec![]);
         assert_eq!(back.entries.len(), 1);
-        assert_eq!(back.entries[0].name, "Name, 'quoted' #EXTINF:-1,Injected");
+        assert_eq!(back.entries[0].name, "Name, \"quoted\" #EXTINF:-1,Injected");
         assert_eq!(back.entries[0].attr("group-title"), Some("G '1'"));
     }
 

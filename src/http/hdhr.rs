@@ -38,14 +38,17 @@ use crate::streams::session;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/discover.json", get(discover_main))
-        .route("/lineup.json", get(lineup_main))
+        .route("/lineup.json", get(lineup_main).layer(super::gzipped()))
         .route("/lineup_status.json", get(lineup_status_main))
         .route("/device.xml", get(device_xml_main))
         .route("/capability", get(capability))
         .route("/lineup.post", post(lineup_post_main))
         .route("/auto/{channel}", get(tune))
         .route("/tuners/{n}/discover.json", get(tuner_discover))
-        .route("/tuners/{n}/lineup.json", get(tuner_lineup))
+        .route(
+            "/tuners/{n}/lineup.json",
+            get(tuner_lineup).layer(super::gzipped()),
+        )
         .route("/tuners/{n}/lineup_status.json", get(tuner_lineup_status))
         .route("/tuners/{n}/device.xml", get(tuner_device_xml))
         .route("/tuners/{n}/capability", get(tuner_capability))

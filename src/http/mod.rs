@@ -34,6 +34,15 @@ mod viewer;
 pub(crate) mod vod;
 mod xtream;
 
+/// Gzip for a big listing (a playlist, the tuner's lineup, an Xtream list: megabytes
+/// for 10,000 channels) when the client's `Accept-Encoding` takes it. Per route, never
+/// on a stream's: its default would compress video too.
+fn gzipped() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .quality(tower_http::CompressionLevel::Fastest)
+}
+
 pub fn app(state: AppState) -> Router {
     let access = Arc::new(access::Access::new(&state.config));
     let router = Router::new()

@@ -27,8 +27,8 @@ pub(crate) const M3U_CONTENT_TYPE: &str = "audio/x-mpegurl";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/playlist.m3u", get(playlist))
-        .route("/playlist.m3u8", get(playlist_m3u8))
+        .route("/playlist.m3u", get(playlist).layer(super::gzipped()))
+        .route("/playlist.m3u8", get(playlist_m3u8).layer(super::gzipped()))
 }
 
 /// The playlist's operations, for `/api/openapi.json` (`super::openapi`).

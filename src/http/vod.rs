@@ -44,7 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/movie/{id}", get(movie_media))
         .route("/api/episode/{id}", get(episode_media))
         .route("/api/vod/refresh", post(refresh_vod))
-        .route("/vod.m3u", get(vod_m3u))
+        .route("/vod.m3u", get(vod_m3u).layer(super::gzipped()))
 }
 
 /// The catalogue routes' operations, for `/api/openapi.json`.
@@ -635,7 +635,7 @@ async fn vod_m3u(State(s): State<AppState>, viewer: Viewer, headers: HeaderMap) 
             line.push_str(" group-title=\"");
             crate::m3u::push_clean(&mut line, t.category());
             line.push_str("\",");
-            crate::m3u::push_clean(&mut line, t.name());
+            crate::m3u::push_title(&mut line, t.name());
             line.push('\n');
             line.push_str(&format!(
                 "{base}/api/movie/{}.{}{suffix}\n",

@@ -184,3 +184,97 @@ async fn vlc_records_video_from_playlist_m3u_and_get_php() {
         );
     }
 }
+
+/// The big listings are sent gzipped to a client that takes gzip (10,000 channels
+/// are megabytes of M3U or JSON), the same text once unzipped, with `Vary`; never a
+/// stream. `curl --compressed` reads them as any player's HTTP stack does.
+#[tokio::test]
+async fn big_listings_are_gzipped_for_clients_that_take_it_and_streams_never() {
+    use std::io::Read;
+    let app = app().await;
+    let raw = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let account = format!("username={USER}&password={PASSWORD}");
+    let paths = [
+        "/playlist.m3u".to_string(),
+        "/playlist.m3u8".to_string(),
+        "/lineup.json".to_string(),
+        format!("/player_api.php?{account}&action=get_live_streams"),
+        format!("/get.php?{account}&type=m3u_plus&output=ts"),
+    ];
+    for path in &paths {
+        let plain = raw.get(app.url(path)).send().await.unwrap();
+        assert_eq!(plain.status(), 200, "{path}");
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let plain = plain.bytes().await.unwrap();
+        let zipped = raw
+            .get(app.url(path))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(zipped.status(), 200, "{path}");
+        let h = zipped.headers().clone();
+        assert_eq!(
+            h.get("content-encoding").map(|v| v.to_str().unwrap()),
+            Some("gzip"),
+            "{path}"
+        );
+        assert!(
+            h.get_all("vary").iter().any(|v| v
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("accept-encoding")),
+            "{path}: {h:?}"
+        );
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&zipped.bytes().await.unwrap()[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_eq!(text, plain, "{path}");
+    }
+    // curl, as a client of its own.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--compressed", "--noproxy", "*", "-m", "20", "-D", "-"])
+        .arg(app.url("/playlist.m3u"))
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.contains("content-encoding: gzip"), "{text}");
+    assert!(text.contains("#extm3u"), "{text}");
+    // A stream is never compressed.
+    let playlist = String::from_utf8(
+        raw.get(app.url("/playlist.m3u"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let stream = playlist.lines().find(|l| l.starts_with("http")).unwrap();
+    let resp = raw
+        .get(stream)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success() || resp.status().is_redirection(),
+        "{}",
+        resp.status()
+    );
+    assert!(
+        resp.headers().get("content-encoding").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+}

@@ -33,9 +33,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/player_api.php",
-            get(api::player_api).post(posted::player_api),
+            get(api::player_api)
+                .post(posted::player_api)
+                .layer(super::gzipped()),
         )
-        .route("/get.php", get(get_php).post(posted::get_php))
+        .route(
+            "/get.php",
+            get(get_php).post(posted::get_php).layer(super::gzipped()),
+        )
         .route("/xmltv.php", get(xmltv_php).post(posted::xmltv_php))
         .route("/live/{user}/{pass}/{file}", get(live))
         .route("/movie/{user}/{pass}/{file}", get(xtream_movie))
