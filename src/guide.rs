@@ -330,17 +330,39 @@ pub struct Guides {
     remembering: tokio::sync::Mutex<()>,
 }
 
-/// Per guide, the guide channels (id lowercase → lineup channel id) the last matching
-/// with that guide read assigned, kept in `state_dir/guides/matches.json`. Matching
-/// waits for every guide, so a restart's first reads would keep none of what the
-/// matcher found: until a matching has that guide read, its reads keep these as well
-/// (`plan_for`), and the guide served before every guide is read (a big one, one that
-/// hangs) or from a saved copy has the channels matched before the restart.
+/// Per guide, the guide channels the last matching with that guide read assigned
+/// automatically (not the admin's decisions: the store has those), kept in
+/// `state_dir/guides/matches.json`. Matching waits for every guide, so a restart's
+/// first reads would keep none of what the matcher found: until a matching has that
+/// guide read, its reads keep these as well (`Plan::remembered`), and the guide served
+/// before every guide is read (a big one, one that hangs) or from a saved copy has the
+/// channels matched before the restart. Each is checked as it is read: the guide at
+/// the same place, the lineup channel under the same name, the guide channel under a
+/// display name it had (`Seed`); anything renamed or moved waits for matching.
 #[derive(Default)]
 struct Remembered {
-    by_guide: HashMap<String, BTreeMap<String, String>>,
+    by_guide: HashMap<String, Seeds>,
     /// Guides a matching since start had read: their table's assignments stand.
     matched: HashSet<String>,
+}
+
+/// One guide's remembered assignments (`Remembered`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+struct Seeds {
+    /// The guide's address as its status shows it (`GuideStatus::source`).
+    place: String,
+    /// By guide channel id (lowercase).
+    channels: BTreeMap<String, Seed>,
+}
+
+/// A guide channel matching gave a lineup channel, with the names both had then.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct Seed {
+    channel: String,
+    /// The lineup channel's name, normalised (`lineup::normalise`).
+    name: String,
+    /// The guide channel's display names, normalised.
+    guide_names: Vec<String>,
 }
 
 impl Guides {
@@ -394,12 +416,27 @@ impl Guides {
     /// (`Remembered`).
     pub fn with_copies(mut self, dir: PathBuf) -> Self {
         let file = dir.join(REMEMBERED);
-        let by_guide = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let read = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<HashMap<String, Seeds>>(&bytes).map_err(|e| e.to_string())
+            });
+        let by_guide = match read {
+            Ok(mut by_guide) => {
+                // Ids as a read looks them up (a hand edit may spell them otherwise).
+                for seeds in by_guide.values_mut() {
+                    seeds.channels = std::mem::take(&mut seeds.channels)
+                        .into_iter()
+                        .map(|(id, seed)| (id.to_lowercase(), seed))
+                        .collect();
+                }
+                by_guide
+            }
+            Err(_) if !file.exists() => HashMap::new(),
+            Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "the guide matches kept from before the restart are unreadable; matching afresh");
                 HashMap::new()
-            }),
-            Err(_) => HashMap::new(),
+            }
         };
         self.remembered = Mutex::new(Remembered {
             by_guide,
@@ -909,6 +946,37 @@ impl Guides {
         table
     }
 
+    /// What `table`'s matcher gave of guide `name`'s channels (`Seeds`); `None` before
+    /// the guide's address is known.
+    fn seeds_of(&self, table: &Table, name: &str) -> Option<Seeds> {
+        let place = self.status_of(name)?.source;
+        let guide = self.kept(name)?;
+        let auto: Vec<&Entry> = (table.entries.iter())
+            .filter(|e| e.state == table::State::Auto && e.source.as_deref() == Some(name))
+            .collect();
+        let wanted: HashSet<String> = (auto.iter())
+            .filter_map(|e| Some(e.guide_id.as_ref()?.to_lowercase()))
+            .collect();
+        let names: HashMap<String, &Vec<String>> = (guide.catalogue.iter())
+            .map(|(id, names)| (id.to_lowercase(), names))
+            .filter(|(id, _)| wanted.contains(id))
+            .collect();
+        let channels = auto
+            .into_iter()
+            .filter_map(|e| {
+                let id = e.guide_id.as_ref()?.to_lowercase();
+                let guide_names = names.get(&id)?.iter().map(|n| normalise(n)).collect();
+                let seed = Seed {
+                    channel: e.channel.clone(),
+                    name: normalise(&e.name),
+                    guide_names,
+                };
+                Some((id, seed))
+            })
+            .collect();
+        Some(Seeds { place, channels })
+    }
+
     /// Keeps what `table` assigns of the guides it had `read` (`Remembered`), and
     /// writes it to its file when that changed. A file that cannot be written is
     /// logged; matching goes on.
@@ -917,13 +985,27 @@ impl Guides {
             return;
         };
         let _write = self.remembering.lock().await;
+        let now: Vec<(String, Option<Seeds>)> = read
+            .into_iter()
+            .map(|name| {
+                let seeds = self.seeds_of(table, &name);
+                (name, seeds)
+            })
+            .collect();
+        let known: HashSet<String> = (self.registry.status().into_iter())
+            .map(|s| s.name)
+            .chain(self.extra.iter().map(|e| e.cfg.name.clone()))
+            .collect();
         let text = {
             let mut remembered = self.remembered.lock().expect("guide lock");
-            let mut changed = false;
-            for name in read {
-                let now = table.assigned(&name);
-                if remembered.by_guide.get(&name) != Some(&now) {
-                    remembered.by_guide.insert(name.clone(), now);
+            let before = remembered.by_guide.len();
+            // A guide no longer configured (renamed, removed) is forgotten.
+            remembered.by_guide.retain(|name, _| known.contains(name));
+            let mut changed = remembered.by_guide.len() != before;
+            for (name, seeds) in now {
+                let seeds = seeds.unwrap_or_default();
+                if remembered.by_guide.get(&name) != Some(&seeds) {
+                    remembered.by_guide.insert(name.clone(), seeds);
                     changed = true;
                 }
                 remembered.matched.insert(name);
@@ -937,7 +1019,7 @@ impl Guides {
         let written = tokio::task::spawn_blocking(move || {
             let dir = to;
             let file = dir.join(REMEMBERED);
-            let part = dir.join(format!("{REMEMBERED}.part-{}", std::process::id()));
+            let part = dir.join(format!("{REMEMBERED}.part"));
             if !dir.exists() {
                 let mut b = std::fs::DirBuilder::new();
                 #[cfg(unix)]
@@ -988,11 +1070,7 @@ impl Guides {
         // A channel with a hand-set guide id takes no decision (the table ignores
         // it): its display names match as they would without one.
         let mut decided = table::decided(&decisions);
-        let pinned = if decided.is_empty() {
-            HashSet::new()
-        } else {
-            self.pinned()
-        };
+        let pinned = self.pinned();
         decided.retain(|c| !pinned.contains(c));
         let table = self.matches();
         let mut assigned = table.assigned(source);
@@ -1015,19 +1093,26 @@ impl Guides {
         }
         // What matching assigned before the restart, until a matching has this guide
         // read (a decision or a hand-set guide id made since wins).
-        let remembered = self.remembered.lock().expect("guide lock");
-        if !remembered.matched.contains(source) {
-            let before = remembered.by_guide.get(source).into_iter().flatten();
-            for (guide_id, channel) in before {
-                if !decisions.contains_key(channel) && !pinned.contains(channel) {
-                    assigned
-                        .entry(guide_id.clone())
-                        .or_insert_with(|| channel.clone());
+        let remembered = {
+            let remembered = self.remembered.lock().expect("guide lock");
+            match remembered.by_guide.get(source) {
+                Some(seeds) if !remembered.matched.contains(source) => {
+                    let mut seeds = seeds.clone();
+                    seeds.channels.retain(|id, seed| {
+                        !assigned.contains_key(id)
+                            && !decisions.contains_key(&seed.channel)
+                            && !pinned.contains(&seed.channel)
+                    });
+                    Some(seeds)
                 }
+                _ => None,
             }
+        };
+        Plan {
+            assigned,
+            decided,
+            remembered,
         }
-        drop(remembered);
-        Plan { assigned, decided }
     }
 
     /// The guide status of service `name`, once its guide has been tried.
@@ -1531,6 +1616,16 @@ impl Guides {
             };
             if let Some(guide) = read {
                 window.trim(guide);
+                // What a remembered assignment gave (`Seed`) this read keeps as if the
+                // plan had said so: matching that agrees needs no second read.
+                if let Some(with) = self.read_with.lock().expect("guide lock").get_mut(&name) {
+                    for (channel, how) in &guide.matched_by {
+                        if let (Match::Chosen, Some(id)) = (how, guide.matched_ids.get(channel)) {
+                            with.entry(id.to_lowercase())
+                                .or_insert_with(|| channel.clone());
+                        }
+                    }
+                }
                 if spare {
                     let kept = std::mem::take(&mut guide.spare);
                     self.spares
@@ -1727,7 +1822,7 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
-        let map = Mapping::new(name, &channels, lineup, plan).sparing(spare);
+        let map = Mapping::new(name, &channels, lineup, plan.at(&shown)).sparing(spare);
         self.read_guide(
             name,
             shown,
@@ -1869,7 +1964,7 @@ impl Guides {
             .lock()
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
-        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan).sparing(spare);
+        let map = Mapping::new(&extra.cfg.name, &[], lineup, plan.at(&shown)).sparing(spare);
         let client = extra.http.as_ref().map(|(_, c)| c);
         self.read_guide(
             &extra.cfg.name,
@@ -2510,6 +2605,20 @@ struct Plan {
     /// Guide channel id (lowercase) → lineup channel id.
     assigned: BTreeMap<String, String>,
     decided: BTreeSet<String>,
+    /// What matching assigned before the restart (`Remembered`), kept for the read
+    /// only when the guide is read from the same place (`Plan::at`).
+    remembered: Option<Seeds>,
+}
+
+impl Plan {
+    /// This plan for a read of the guide at `place` (its status's `source`): what
+    /// was remembered of another place is no guide to this one.
+    fn at(mut self, place: &str) -> Self {
+        if self.remembered.as_ref().is_some_and(|r| r.place != place) {
+            self.remembered = None;
+        }
+        self
+    }
 }
 
 /// The admin's decisions kept in the store, each unreadable one skipped with a
@@ -2593,6 +2702,8 @@ struct Mapping<'a> {
     by_name: HashMap<String, String>,
     /// Guide channel ids (lowercase) guide matching gave to lineup channels.
     assigned: BTreeMap<String, String>,
+    /// By guide channel id (lowercase): what matching gave before the restart.
+    remembered: BTreeMap<String, Seed>,
     /// Lineup channels an admin decided about: display names do not match them.
     decided: BTreeSet<String>,
     /// Lineup channels by id, for their country (read only for a name match).
@@ -2652,12 +2763,25 @@ impl<'a> Mapping<'a> {
             by_exact_name,
             by_name,
             assigned: plan.assigned,
+            remembered: plan.remembered.map(|r| r.channels).unwrap_or_default(),
             decided: plan.decided,
             channels: by_id,
             tvg_of,
             service,
             spare_words: None,
         }
+    }
+
+    /// The lineup channel matching gave guide channel `key` (id, lowercase) named
+    /// `names` before the restart, when both still go by a name they had then.
+    fn remembered(&self, key: &str, names: &[String]) -> Option<&String> {
+        let seed = self.remembered.get(key)?;
+        let channel = self.channels.get(seed.channel.as_str())?;
+        (normalise(&channel.name) == seed.name
+            && names
+                .iter()
+                .any(|n| seed.guide_names.contains(&normalise(n))))
+        .then_some(&seed.channel)
     }
 
     /// Keeps besides the programmes of guide channels made of `words` (`spare_words`).
@@ -2715,6 +2839,8 @@ impl ChannelMap for Mapping<'_> {
         let (id, how) = if let Some((id, how)) = self.by_tvg.get(&key) {
             (id, *how)
         } else if let Some(id) = self.assigned.get(&key) {
+            (id, Match::Chosen)
+        } else if let Some(id) = self.remembered(&key, names) {
             (id, Match::Chosen)
         } else if let Some(id) = names
             .iter()

@@ -1134,8 +1134,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
     Some(naive.and_utc().timestamp() - offset_seconds(offset)?)
 }
 
-/// Zone abbreviations an XMLTV time may end with, and their offsets in minutes: the
-/// unambiguous ones of Europe, North America and Australia that guides use.
+/// Zone abbreviations an XMLTV time may end with, and their offsets in minutes: those
+/// of Europe, North America and Australia that guides use. Not `CST`/`CDT` (US
+/// Central, China, Cuba) nor `IST` (India, Ireland, Israel): a wrong time is worse
+/// than none. `BST` is British Summer Time, as in the XMLTV DTD's own example.
 const ZONES: &[(&str, i64)] = &[
     ("UTC", 0),
     ("UT", 0),
@@ -1153,8 +1155,6 @@ const ZONES: &[(&str, i64)] = &[
     ("MSK", 180),
     ("EST", -300),
     ("EDT", -240),
-    ("CST", -360),
-    ("CDT", -300),
     ("MST", -420),
     ("MDT", -360),
     ("PST", -480),
@@ -1473,6 +1473,7 @@ mod tests {
             "20261124183000 +99",
             "20261124183000 0100",
             "20261124183000 IST",
+            "20261124183000 CST",
             "20261124183000 XYZ",
             "20261124183000 +1:00",
             "20261124183000 +01:0",

@@ -968,10 +968,16 @@ async fn decisions_are_in_the_first_guide_after_a_restart() {
     ]);
     let mut entries = ENTRIES.to_vec();
     entries.push(("Kids.uk", "Kids"));
+    let list = std::sync::Arc::new(std::sync::Mutex::new(m3u(&entries)));
     let answer = down.clone();
     let up = FakeUpstream::bind()
         .await
-        .text("/list.m3u", M3U_TYPE, m3u(&entries))
+        .shared_text("/list.m3u", &list)
+        .text(
+            "/other.xml",
+            XML,
+            xmltv(&[("BBCOne.uk", "BBC One HD"), ("Kids.uk", "Kids")]),
+        )
         .route(
             "/guide.xml",
             axum::routing::get(move || {
@@ -1003,12 +1009,15 @@ async fn decisions_are_in_the_first_guide_after_a_restart() {
     assert_eq!(line(&page, "BBCOne")["state"], "auto", "{page}");
     let (_, bbc) = programmes_of(&app, "BBCOne").await;
     assert_eq!(bbc, ["BBCOne.uk show"], "the automatic match");
-    // What matching assigned is kept for the next start.
+    // What matching assigned is kept for the next start; the decisions are the
+    // store's (a reset one must not come back from this file).
+    let kept = app.state_dir().join("guides/matches.json");
     eventually_true("the assignments kept in the state dir", || async {
-        std::fs::read_to_string(app.state_dir().join("guides/matches.json"))
-            .is_ok_and(|t| t.contains("bbcone.uk"))
+        std::fs::read_to_string(&kept).is_ok_and(|t| t.contains("bbcone.uk"))
     })
     .await;
+    let text = std::fs::read_to_string(&kept).unwrap();
+    assert!(!text.contains("zebra.uk"), "{text}");
 
     // Down: the first guide after a restart is the saved copy, read with the pick.
     down.store(true, Ordering::SeqCst);
@@ -1066,4 +1075,29 @@ async fn decisions_are_in_the_first_guide_after_a_restart() {
         status["guides"]["slow"]["reading_since"].is_string(),
         "{status}"
     );
+
+    // Renamed while stopped: what was matched to the old name is not given to the
+    // new one (a "+1" would show its live channel's programmes).
+    app.stop().await;
+    let renamed: Vec<(&str, &str)> = (entries.iter())
+        .map(|&(id, name)| (id, if name == "BBCOne" { "BBCOne +1" } else { name }))
+        .collect();
+    *list.lock().unwrap() = m3u(&renamed);
+    app.start().await;
+    let (_, bbc) = programmes_of(&app, "BBCOne +1").await;
+    assert!(bbc.is_empty(), "renamed to a +1: {bbc:?}");
+    let (_, titles) = programmes_of(&app, "Sport").await;
+    assert_eq!(titles, ["Zebra.uk show"], "the decision stands");
+
+    // The guide read from another place: nothing remembered of the old one is used,
+    // though its ids and names are the same (a provider's other guide may give the
+    // same ids to other channels).
+    app.stop().await;
+    *list.lock().unwrap() = m3u(&entries);
+    app.config_text = app
+        .config_text
+        .replace(&up.url("/guide.xml"), &up.url("/other.xml"));
+    app.start().await;
+    let (_, bbc) = programmes_of(&app, "BBCOne").await;
+    assert!(bbc.is_empty(), "another guide's: {bbc:?}");
 }

@@ -240,7 +240,16 @@ async fn big_listings_are_gzipped_for_clients_that_take_it_and_streams_never() {
     }
     // curl, as a client of its own.
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--compressed", "--noproxy", "*", "-m", "20", "-D", "-"])
+        .args([
+            "-sS",
+            "--compressed",
+            "--noproxy",
+            "*",
+            "-m",
+            "20",
+            "-D",
+            "-",
+        ])
         .arg(app.url("/playlist.m3u"))
         .output()
         .await

@@ -1294,8 +1294,9 @@ async fn the_movie_playlist_keeps_every_title_on_its_line() {
         "{m3u:?}"
     );
     assert!(
-        lines[1]
-            .ends_with(" group-title=\"Dra ma\",Sep #EXTINF:-1,Injected NEL VT [31m \"q\", a (2004)"),
+        lines[1].ends_with(
+            " group-title=\"Dra ma\",Sep #EXTINF:-1,Injected NEL VT [31m \"q\", a (2004)"
+        ),
         "{m3u:?}"
     );
     assert!(!m3u.chars().any(|c| c.is_control() && c != '\n'), "{m3u:?}");
