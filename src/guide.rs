@@ -2101,13 +2101,31 @@ impl MatchInputs {
                 pinned: self.pinned.contains(c.id.as_str()),
             })
             .collect();
-        table::build(
+        let mut table = table::build(
             &channels,
             &catalogues,
             &found,
             &self.decisions,
             Settings::default(),
-        )
+        );
+        // A decision naming a guide that is gone (a service renamed, removed or
+        // disabled; an extra guide dropped) is not waiting for a read: it says so,
+        // and shows with the low ones.
+        for e in &mut table.entries {
+            let Some(source) = e.source.as_deref() else {
+                continue;
+            };
+            let decided = matches!(e.state, table::State::Picked | table::State::Confirmed);
+            if decided && !self.sources.iter().any(|(name, _)| name == source) {
+                e.gone = true;
+                e.reason = format!(
+                    "{} by an admin as `{}` of guide `{source}`, which is not an enabled service's or an extra guide's now: confirm or pick again",
+                    if e.state == table::State::Picked { "picked" } else { "confirmed" },
+                    e.guide_id.as_deref().unwrap_or_default(),
+                );
+            }
+        }
+        table
     }
 }
 

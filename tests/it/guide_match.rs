@@ -1101,3 +1101,30 @@ async fn decisions_are_in_the_first_guide_after_a_restart() {
     let (_, bbc) = programmes_of(&app, "BBCOne").await;
     assert!(bbc.is_empty(), "another guide's: {bbc:?}");
 }
+
+/// A decision whose guide is gone (its service renamed in the config) says so and is
+/// listed with the low ones, rather than waiting for ever for a read.
+#[tokio::test]
+async fn a_decision_whose_guide_is_no_more_says_so() {
+    let up = upstream().await;
+    let mut app = TestApp::spawn(&config(&up, "")).await;
+    matches(&app, "").await;
+    let itv = app.channel_id("ITV +1").await;
+    let picked = post(&app, &itv, r#"{"action":"pick","guide_id":"ITV.uk"}"#).await;
+    assert_eq!(picked["source"], "P", "{picked}");
+    app.stop().await;
+    app.config_text = app.config_text.replace("name = \"P\"", "name = \"Q\"");
+    app.start().await;
+    let page = matches(&app, "?state=low").await;
+    let line = line(&page, "ITV +1");
+    assert_eq!(line["gone"], true, "{page}");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`P`, which is not an enabled service's or an extra guide's now"),
+        "{page}"
+    );
+    let (_, titles) = programmes_of(&app, "ITV +1").await;
+    assert!(titles.is_empty(), "{titles:?}");
+}
