@@ -1020,12 +1020,7 @@ impl Guides {
             let dir = to;
             let file = dir.join(REMEMBERED);
             let part = dir.join(format!("{REMEMBERED}.part"));
-            if !dir.exists() {
-                let mut b = std::fs::DirBuilder::new();
-                #[cfg(unix)]
-                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-                b.recursive(true).create(&dir)?;
-            }
+            crate::store::create_private_dir(&dir)?;
             let _ = std::fs::remove_file(&part);
             let mut f = crate::store::create_private_file(&part)?;
             f.write_all(&text)?;
