@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::features;
 use super::matcher::{GuideChannel, Index, Query, Settings};
+use crate::lineup::{normalise, shift_of};
 
 /// An admin's decision about one lineup channel, as kept in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +288,29 @@ pub fn build(
             let why = format!("{what} by an admin as `{guide_id}` of guide `{source}`, {whose}");
             entries[i] = Some(entry(c, State::Unmatched, None, None, why));
             continue;
+        }
+        // A confirmation was of the matcher's match for the name the channel had: a
+        // channel renamed since to a time-shift ("Film 4" to "Film 4 +1") or from one
+        // would keep a guide an hour off. It waits for a new decision. (A pick is the
+        // admin's own choice, whatever the names.)
+        if let (false, Some(n)) = (picked, n) {
+            let shift = shift_of(&normalise(&c.name));
+            if !all[n]
+                .names
+                .iter()
+                .any(|x| shift_of(&normalise(x)) == shift)
+            {
+                let why = format!(
+                    "confirmed by an admin as `{guide_id}` of guide `{source}` (\"{}\") under another name: its name `{}` is {} and that guide channel's is not; confirm or pick again",
+                    all[n].names.first().map_or("", String::as_str),
+                    c.name,
+                    if shift > 0 { "a time-shift" } else { "no time-shift" },
+                );
+                let mut line = entry(c, State::Unmatched, None, None, why);
+                line.gone = true;
+                entries[i] = Some(line);
+                continue;
+            }
         }
         // Gone: its guide was read and does not list it (a guide not read yet says
         // nothing of it).
@@ -618,6 +642,58 @@ mod tests {
             !y.gone && y.reason.contains("has not been read yet"),
             "{y:?}"
         );
+    }
+
+    #[test]
+    fn a_confirmation_does_not_outlive_a_rename_to_a_time_shift_but_a_pick_does() {
+        let g: Vec<(String, Vec<String>)> = vec![
+            ("Film4.uk".into(), vec!["Film 4".into()]),
+            ("More4.uk".into(), vec!["More 4".into()]),
+            ("E4.uk".into(), vec!["E4".into()]),
+        ];
+        let cats = [Catalogue {
+            source: "s",
+            channels: &g,
+            langs: &HashMap::new(),
+            region: None,
+        }];
+        let channels = [
+            info("film", "Film 4 +1"),
+            info("more", "More 4 +1"),
+            info("e4", "E4 HD"),
+        ];
+        let confirm = |id: &str| Decision::Confirm {
+            source: "s".into(),
+            guide_id: id.into(),
+        };
+        let decisions: HashMap<String, Decision> = [
+            ("film".to_string(), confirm("Film4.uk")),
+            (
+                "more".to_string(),
+                Decision::Pick {
+                    source: "s".into(),
+                    guide_id: "More4.uk".into(),
+                },
+            ),
+            ("e4".to_string(), confirm("E4.uk")),
+        ]
+        .into();
+        let t = build(
+            &channels,
+            &cats,
+            &Found::new(),
+            &decisions,
+            Settings::default(),
+        );
+        let film = t.get("film").unwrap();
+        assert_eq!(film.state, State::Unmatched, "{film:?}");
+        assert!(
+            film.gone && film.reason.contains("a time-shift"),
+            "{film:?}"
+        );
+        assert!(t.assigned("s").values().all(|c| c != "film"));
+        assert_eq!(t.get("more").unwrap().state, State::Picked);
+        assert_eq!(t.get("e4").unwrap().state, State::Confirmed);
     }
 
     #[test]

@@ -84,7 +84,7 @@ async fn list(
         "unmatched" => |e| e.state == MatchState::Unmatched,
         "low" => |e| match e.state {
             MatchState::Auto => e.score.is_some_and(|s| s < LOW_SCORE),
-            MatchState::Unmatched => !e.alternatives.is_empty(),
+            MatchState::Unmatched => !e.alternatives.is_empty() || e.gone,
             MatchState::Picked | MatchState::Confirmed => e.gone,
             _ => false,
         },
