@@ -449,6 +449,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn delete_user(&self, name: &str) -> Result<(), StoreError>;
     async fn records(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
     async fn put_record(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// `put_record` of every (key, value) of `rows`, in one transaction.
+    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError>;
     async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError>;
     async fn ids(&self, ns: &str, keys: &[String]) -> Result<Vec<u64>, StoreError>;
     /// Whether the backend answers now (`/ready`).
@@ -1582,6 +1584,28 @@ impl Store {
         .await
     }
 
+    /// Creates or replaces the records `rows` (key, JSON value) of namespace `ns` in one
+    /// transaction; returns once they are durable. A display-only store writes nothing.
+    pub async fn put_records(
+        &self,
+        ns: &str,
+        rows: &[(String, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() || self.inner.display_only {
+            return Ok(());
+        }
+        let ns = ns.to_string();
+        let rows: Vec<(String, String)> = rows
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        self.detached(move |s| async move {
+            s.run(move |b| async move { b.put_records(&ns, &rows).await })
+                .await
+        })
+        .await
+    }
+
     /// Removes record `key` of namespace `ns` (absent is fine); returns once durable.
     pub async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         let (ns, key) = (ns.to_string(), key.to_string());
@@ -1986,6 +2010,19 @@ mod tests {
                 .await
                 .unwrap();
             s.delete_record("other", "a").await.unwrap();
+            // Many in one call: a new one and one replaced.
+            s.put_records(
+                "many",
+                &[
+                    ("k1".to_string(), serde_json::json!("one")),
+                    ("k2".to_string(), serde_json::json!("two")),
+                ],
+            )
+            .await
+            .unwrap();
+            s.put_records("many", &[("k2".to_string(), serde_json::json!(2))])
+                .await
+                .unwrap();
             let ids = s
                 .ids("movie", vec!["t1".into(), "t2".into(), "t1".into()])
                 .await
@@ -2002,6 +2039,13 @@ mod tests {
             ]
         );
         assert!(s.records("other").unwrap().is_empty());
+        assert_eq!(
+            s.records("many").unwrap(),
+            vec![
+                ("k1".to_string(), serde_json::json!("one")),
+                ("k2".to_string(), serde_json::json!(2))
+            ]
+        );
         let ids = s
             .ids("movie", vec!["t3".into(), "t2".into()])
             .await

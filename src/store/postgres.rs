@@ -868,6 +868,19 @@ impl Backend for Postgres {
         .await
     }
 
+    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let (keys, values): (Vec<&str>, Vec<&str>) =
+            rows.iter().map(|(k, v)| (k.as_str(), v.as_str())).unzip();
+        self.write(
+            Change::Records,
+            "INSERT INTO record (ns, key, value)
+             SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS t(k, v)
+             ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+            &[&ns, &keys, &values],
+        )
+        .await
+    }
+
     async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         self.write(
             Change::Records,

@@ -529,6 +529,20 @@ impl Backend for Sqlite {
         Ok(())
     }
 
+    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut put =
+                tx.prepare("INSERT OR REPLACE INTO record (ns, key, value) VALUES (?1, ?2, ?3)")?;
+            for (key, value) in rows {
+                put.execute(params![ns, key, value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "DELETE FROM record WHERE ns = ?1 AND key = ?2",

@@ -762,6 +762,112 @@ url = "{o}/n.m3u"
     assert_eq!(services_of(&c), ["WithId", "NoId"]);
 }
 
+/// A channel's guide id (playlist `tvg-id`, XMLTV channel id: what a player keys its
+/// guide on) is sticky: two services spelling one tvg-id in two cases do not flip it
+/// with their priorities; switching off the service that gives a channel its tvg-id
+/// keeps the id instead of `<slug>.freesky`, also after a restart; a tvg-id the
+/// upstream really changes is followed.
+#[tokio::test]
+async fn a_channels_guide_id_stays_through_priorities_switches_and_restarts() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let a_list = |film: &str| {
+        format!(
+            "#EXTM3U\n#EXTINF:-1 tvg-id=\"News.test\",News\n{o}/a/news.m3u8\n\
+             #EXTINF:-1 tvg-id=\"{film}\",Film\n{o}/a/film.m3u8\n"
+        )
+    };
+    let a = std::sync::Arc::new(std::sync::Mutex::new(a_list("Film.test")));
+    let _up = up
+        .shared_text("/a.m3u", &a)
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"news.TEST\",News\n{o}/b/news.m3u8\n\
+                 #EXTINF:-1,Film\n{o}/b/film.m3u8\n"
+            ),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        r#"
+[cache]
+channels_ttl = "1ms"
+
+[[services]]
+name = "A"
+kind = "m3u"
+priority = 10
+url = "{o}/a.m3u"
+
+[[services]]
+name = "B"
+kind = "m3u"
+priority = 50
+url = "{o}/b.m3u"
+"#
+    ))
+    .await;
+    // The guide id in the API and in the playlist, which must agree.
+    async fn ids(app: &TestApp) -> Vec<String> {
+        let mut out = Vec::new();
+        let playlist = app.get_text_ok("/playlist.m3u").await;
+        for slug in ["news", "film"] {
+            let c = get_channel(app, slug).await;
+            let id = c["guide_id"].as_str().expect("guide_id").to_string();
+            let line = extinf_of(&playlist, slug).unwrap_or_else(|| panic!("{slug} in {playlist}"));
+            assert!(
+                line.contains(&format!("tvg-id=\"{id}\"")),
+                "{slug}: {id} in {line}"
+            );
+            out.push(id);
+        }
+        out
+    }
+    async fn priority(app: &TestApp, body: &'static str) {
+        let r = app
+            .send_json(reqwest::Method::PUT, "/api/services/B/priority", body, None)
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    assert_eq!(ids(&app).await, ["News.test", "Film.test"], "at first");
+
+    priority(&app, r#"{"priority":1}"#).await;
+    let c = get_channel(&app, "news").await;
+    assert_eq!(services_of(&c), ["B", "A"], "{c:#}");
+    assert_eq!(
+        ids(&app).await,
+        ["News.test", "Film.test"],
+        "B first, its own case"
+    );
+
+    let r = app.post("/api/services/A/disable").await;
+    assert_eq!(r.status(), 200);
+    let c = get_channel(&app, "film").await;
+    assert_eq!(services_of(&c), ["B"], "{c:#}");
+    assert_eq!(
+        ids(&app).await,
+        ["News.test", "Film.test"],
+        "A, which gives Film its tvg-id, off"
+    );
+
+    app.restart().await;
+    assert_eq!(
+        ids(&app).await,
+        ["News.test", "Film.test"],
+        "after a restart, A still off"
+    );
+
+    *a.lock().unwrap() = a_list("FilmFour.test");
+    let r = app.post("/api/services/A/enable").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        ids(&app).await,
+        ["News.test", "FilmFour.test"],
+        "A back, its tvg-id for Film changed upstream"
+    );
+}
+
 /// A provider's numbering (`tvg-chno`) is what a new user sees on first start: each
 /// new channel takes its upstream number when free, the others the next free ones;
 /// a later change of the upstream number does not renumber a known channel.

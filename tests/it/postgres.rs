@@ -190,6 +190,18 @@ async fn settings_records_and_ids_are_shared() {
     );
     b.delete_record(&ns, "k").await.unwrap();
     assert!(a.records(&ns).unwrap().is_empty());
+    // Many in one call, one replacing what another instance wrote.
+    b.put_record(&ns, "r2", &serde_json::json!("before"))
+        .await
+        .unwrap();
+    let rows: Vec<(String, serde_json::Value)> = (1..=3)
+        .map(|i| (format!("r{i}"), serde_json::json!(format!("v{i}"))))
+        .collect();
+    a.put_records(&ns, &rows).await.unwrap();
+    assert_eq!(b.records(&ns).unwrap(), rows);
+    for (k, _) in &rows {
+        a.delete_record(&ns, k).await.unwrap();
+    }
 
     let (ids_a, ids_b) = tokio::join!(
         a.ids(&ns, vec!["x".into(), "y".into()]),

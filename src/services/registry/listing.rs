@@ -17,6 +17,9 @@ use crate::store::{StoreError, Wanted};
 /// The store's namespace of channels moved to another tvg-id (new merge key -> old).
 pub const MOVED_KEYS: &str = "moved-keys";
 
+/// The store's namespace of channels' guide ids taken from a tvg-id (slug -> id).
+pub const GUIDE_IDS: &str = "guide-ids";
+
 impl Registry {
     /// One service's channels, from cache or fetched (concurrent callers share one fetch).
     pub async fn channels_of(&self, name: &str) -> Result<Arc<Vec<Channel>>, UpstreamError> {
@@ -222,6 +225,77 @@ impl Registry {
             .expect("moved_keys lock is never poisoned") = None;
     }
 
+    /// Makes the next build read the kept guide ids from the store again.
+    pub(super) fn forget_guide_ids(&self) {
+        *self
+            .guide_ids
+            .lock()
+            .expect("guide_ids lock is never poisoned") = None;
+    }
+
+    /// The string records of namespace `ns` (`what` names them in a warning: an
+    /// unreadable store gives none).
+    async fn read_kept(&self, ns: &'static str, what: &str) -> HashMap<String, String> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.records(ns)).await {
+            Ok(Ok(records)) => records
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "{what} unreadable: read again at the next build");
+                HashMap::new()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading {what} failed");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Each channel's kept guide id (slug -> id), read from the store at the first
+    /// build (and again after another instance changed records).
+    async fn kept_guide_ids(&self) -> Arc<HashMap<String, String>> {
+        let loaded = self
+            .guide_ids
+            .lock()
+            .expect("guide_ids lock is never poisoned")
+            .clone();
+        if let Some(kept) = loaded {
+            return kept;
+        }
+        let kept = Arc::new(self.read_kept(GUIDE_IDS, "kept guide ids").await);
+        self.guide_ids
+            .lock()
+            .expect("guide_ids lock is never poisoned")
+            .get_or_insert(kept)
+            .clone()
+    }
+
+    /// Keeps `new` guide ids (slug -> id) in the store and for this run; a store that
+    /// cannot keep them now is asked again at the next build.
+    async fn keep_guide_ids(&self, new: Vec<(String, serde_json::Value)>) {
+        if new.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.put_records(GUIDE_IDS, &new).await {
+            tracing::warn!(error = %e, count = new.len(), "could not keep the channels' guide ids; asked again at the next build");
+            return;
+        }
+        tracing::debug!(count = new.len(), "guide ids kept");
+        let mut kept = self.guide_ids.lock().expect("guide_ids lock is never poisoned");
+        // Forgotten meanwhile (another instance wrote): the next build reads them all,
+        // these with them.
+        let Some(kept) = kept.as_mut().map(Arc::make_mut) else {
+            return;
+        };
+        for (slug, id) in new {
+            if let serde_json::Value::String(id) = id {
+                kept.insert(slug, id);
+            }
+        }
+    }
+
     /// Every channel a service moved to another tvg-id (new merge key -> old): read
     /// from the store at the first build (and again after another instance changed
     /// records, `shared`), with `new` ones added and kept (a store that cannot keep
@@ -233,22 +307,7 @@ impl Registry {
             .expect("moved_keys lock is never poisoned")
             .is_some();
         if !loaded {
-            let store = self.store.clone();
-            let read = tokio::task::spawn_blocking(move || store.records(MOVED_KEYS)).await;
-            let kept: HashMap<String, String> = match read {
-                Ok(Ok(records)) => records
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-                    .collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "moved channel ids unreadable; channels whose tvg-id a provider changed may get new numbers");
-                    HashMap::new()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading moved channel ids failed");
-                    HashMap::new()
-                }
-            };
+            let kept = self.read_kept(MOVED_KEYS, "moved channel ids").await;
             let mut m = self
                 .moved_keys
                 .lock()
@@ -426,23 +485,27 @@ impl Registry {
             }
         };
         drop(keys);
+        let kept = self.kept_guide_ids().await;
+        let (mut wanted, from) = sticky_guide_ids(&merged, &ids, &kept);
         // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both
-        // `a-b.freesky`), or one made into a channel's slug form, would give two
-        // channels one guide channel. The id goes to the channel whose tvg-id it is
-        // verbatim, else to the lowest number: never to whichever a list gives first
-        // (a reorder would swap two channels' guides).
-        let mut wanted: Vec<String> = merged
-            .iter()
-            .zip(&ids)
-            .map(|(m, id)| lineup::guide_id(&m.tvg_id, &id.slug))
-            .collect();
+        // `a-b.freesky`), one made into a channel's slug form, or a kept one another
+        // channel's tvg-id now, would give two channels one guide channel. The id goes
+        // to the channel whose tvg-id it is verbatim, then to one that had it before
+        // (kept: it owned it then), else to the lowest number: never to whichever a list gives first (a reorder would
+        // swap two channels' guides).
         let moved: Vec<(usize, String)> = {
             let mut owner: HashMap<&str, usize> = HashMap::with_capacity(wanted.len());
             let rank = |i: usize| {
-                (
-                    *merged[i].tvg_id == *wanted[i],
-                    std::cmp::Reverse(ids[i].number),
-                )
+                let level = match from[i] {
+                    GuideIdFrom::TvgId
+                        if merged[i].tvg_id.trim().eq_ignore_ascii_case(&wanted[i]) =>
+                    {
+                        2
+                    }
+                    GuideIdFrom::Kept => 1,
+                    _ => 0,
+                };
+                (level, std::cmp::Reverse(ids[i].number))
             };
             for (i, w) in wanted.iter().enumerate() {
                 let o = owner.entry(w.as_str()).or_insert(i);
@@ -469,9 +532,28 @@ impl Registry {
             }
             moved
         };
+        let mut lost = vec![false; wanted.len()];
         for (i, id) in moved {
             wanted[i] = id;
+            lost[i] = true;
         }
+        // A guide id taken from a tvg-id, and its own, is kept for the channel when new
+        // (or another tvg-id now: the upstream changed it).
+        let keep: Vec<(String, serde_json::Value)> = (0..wanted.len())
+            .filter(|&i| {
+                from[i] == GuideIdFrom::TvgId
+                    && !lost[i]
+                    && kept.get(&ids[i].slug) != Some(&wanted[i])
+            })
+            .map(|i| {
+                (
+                    ids[i].slug.clone(),
+                    serde_json::Value::String(wanted[i].clone()),
+                )
+            })
+            .collect();
+        drop(kept);
+        self.keep_guide_ids(keep).await;
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
@@ -730,4 +812,43 @@ fn listed(lineup: &Lineup, slug: &str) -> bool {
         .iter()
         .chain(lineup.hidden())
         .any(|c| *c.id == *slug)
+}
+
+/// Where a channel's guide id came from (`sticky_guide_ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuideIdFrom {
+    /// Its sources' tvg-id (in the case it was first kept in, when kept).
+    TvgId,
+    /// Kept from an earlier tvg-id: no source gives one now.
+    Kept,
+    /// Its slug (`<slug>.freesky`): no tvg-id now or ever kept.
+    Slug,
+}
+
+/// Each merged channel's guide id before clashes are settled. The upstream tvg-id's
+/// (`lineup::guide_id`), in the case first `kept` (two services spelling one id in
+/// two cases: the id does not flip with their priorities); a channel no source gives
+/// a tvg-id now (the service giving it disabled, or failing for good) keeps its kept
+/// one, not its slug's form: the guide id is what a player keys its guide on.
+fn sticky_guide_ids(
+    merged: &[lineup::Merged],
+    ids: &[crate::store::ChannelIdentity],
+    kept: &HashMap<String, String>,
+) -> (Vec<String>, Vec<GuideIdFrom>) {
+    merged
+        .iter()
+        .zip(ids)
+        .map(|(m, id)| {
+            let own = lineup::guide_id(&m.tvg_id, &id.slug);
+            let from_tvg = !m.tvg_id.trim().is_empty() && own != lineup::guide_id("", &id.slug);
+            match kept.get(&id.slug) {
+                Some(k) if from_tvg && k.eq_ignore_ascii_case(&own) => {
+                    (k.clone(), GuideIdFrom::TvgId)
+                }
+                _ if from_tvg => (own, GuideIdFrom::TvgId),
+                Some(k) => (k.clone(), GuideIdFrom::Kept),
+                None => (own, GuideIdFrom::Slug),
+            }
+        })
+        .unzip()
 }

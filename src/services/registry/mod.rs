@@ -251,6 +251,11 @@ pub struct Registry {
     /// store (`MOVED_KEYS`) so the channel keeps its identity after a restart and on
     /// every instance; `None` until read from the store.
     moved_keys: Mutex<Option<HashMap<String, String>>>,
+    /// Each channel's guide id as first taken from an upstream tvg-id (slug -> id),
+    /// kept in the store (`GUIDE_IDS`): it stays while no source gives a tvg-id (the
+    /// service giving it disabled) and through a change of case (`sticky_guide_ids`);
+    /// `None` until read from the store.
+    guide_ids: Mutex<Option<Arc<HashMap<String, String>>>>,
     /// Where a serving instance keeps each service's last good list (`saved`), once
     /// `keep_lists_in` says so.
     lists_dir: std::sync::OnceLock<std::path::PathBuf>,
@@ -307,6 +312,7 @@ impl Registry {
             rebuilt: Arc::default(),
             last_good: Mutex::default(),
             moved_keys: Mutex::default(),
+            guide_ids: Mutex::default(),
             lists_dir: std::sync::OnceLock::new(),
             saved: Arc::default(),
             list_failed: Mutex::default(),

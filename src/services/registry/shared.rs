@@ -66,6 +66,8 @@ impl Registry {
             Change::Records => {
                 // Another instance may have seen a channel move to another tvg-id.
                 self.forget_moved_keys();
+                // Or a channel's guide id taken from a tvg-id.
+                self.forget_guide_ids();
             }
             Change::Identities => {
                 // Another instance numbered channels new to it: its channel lists are
