@@ -88,6 +88,10 @@ const RETRY_FAILED: Duration = Duration::from_secs(60);
 /// How long the first guide request waits for the guides before it is answered with
 /// those read so far (a guide that hangs or is huge joins the next render).
 const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// A guide's first read since start that takes longer than this has the copy of its
+/// last good read (when one is kept) stand in while it goes on: the first guide
+/// request need not wait for a guide that hangs or is slow.
+const STAND_IN: Duration = Duration::from_secs(3);
 /// ... but never more often than this (a zero `channels_ttl` must not spin).
 const CHECK_MIN: Duration = Duration::from_secs(1);
 /// The store's records namespace of the admin's guide match decisions.
@@ -163,6 +167,21 @@ pub struct GuideStatus {
     /// good read that is served meanwhile was saved (RFC 3339; kept in
     /// `state_dir/guides/`). `None` once a read works.
     pub copy_saved: Option<String>,
+}
+
+impl GuideStatus {
+    /// The status of guide `guide`, read from `source`; the caller sets the rest.
+    fn of(source: String, guide: &ServiceGuide) -> Self {
+        Self {
+            source,
+            channels: guide.channels_matched,
+            programmes: guide.programme_count(),
+            ignored_duplicate_channels: guide.ignored_duplicates,
+            skipped: guide.skipped,
+            first_skip: guide.first_skip.clone(),
+            ..Self::default()
+        }
+    }
 }
 
 /// The rendered guide, as served.
@@ -1170,7 +1189,6 @@ impl Guides {
         });
         let started = tokio::time::Instant::now();
         let deadline = started + FIRST_WAIT;
-        let mut wake = deadline;
         loop {
             tokio::select! {
                 joined = &mut full => match joined {
@@ -1178,21 +1196,26 @@ impl Guides {
                     // It panicked: what was read stays, rendered below.
                     Err(_) => break,
                 },
-                () = tokio::time::sleep_until(wake) => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            // Nothing more to wait for: every guide read, or the copy of its last
+            // good read standing in while its read goes on; or no channel at all.
+            if self.first_reads_settled() {
+                break;
             }
             // An empty guide is not served for a partial one: clients keep a guide
             // for hours. Nor is one made of guides without a programme (a panel's
             // valid but empty `xmltv.php` read first).
-            if self
-                .last_good
-                .lock()
-                .expect("guide lock")
-                .values()
-                .any(|g| g.programme_count() > 0)
+            if tokio::time::Instant::now() >= deadline
+                && self
+                    .last_good
+                    .lock()
+                    .expect("guide lock")
+                    .values()
+                    .any(|g| g.programme_count() > 0)
             {
                 break;
             }
-            wake = tokio::time::Instant::now() + Duration::from_millis(500);
         }
         let _render = self.rendering.lock().await;
         if let Some(r) = self.rendered() {
@@ -1204,6 +1227,28 @@ impl Guides {
             FIRST_WAIT.as_secs()
         );
         self.render_locked().await
+    }
+
+    /// Whether the first refresh has nothing more to give a first request: every
+    /// guide's read has ended, or has the copy of its last good read standing in
+    /// (`stand_in`); or the lineup has no channel (no guide can give it programmes).
+    fn first_reads_settled(&self) -> bool {
+        if self
+            .registry
+            .last_lineup()
+            .is_some_and(|l| l.channels.is_empty())
+        {
+            return true;
+        }
+        let mut waiting: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
+        {
+            let read = self.lineup_read.lock().expect("guide lock");
+            waiting.retain(|name| !read.contains_key(name));
+        }
+        let status = self.status.lock().expect("guide status lock");
+        waiting
+            .iter()
+            .all(|name| status.get(name).is_some_and(|s| s.copy_saved.is_some()))
     }
 
     /// Returns once every guide has been read at least once (the match table needs
@@ -1681,16 +1726,8 @@ impl Guides {
                     status.insert(
                         name.clone(),
                         GuideStatus {
-                            source,
                             last_ok: Some(now_rfc3339()),
-                            last_error: None,
-                            channels: guide.channels_matched,
-                            programmes: guide.programme_count(),
-                            ignored_duplicate_channels: guide.ignored_duplicates,
-                            skipped: guide.skipped,
-                            first_skip: guide.first_skip.clone(),
-                            reading_since: None,
-                            copy_saved: None,
+                            ..GuideStatus::of(source, &guide)
                         },
                     );
                     self.last_good
@@ -1706,16 +1743,10 @@ impl Guides {
                     status.insert(
                         name.clone(),
                         GuideStatus {
-                            source,
                             last_ok: Some(saved.clone()),
                             last_error: Some(why),
-                            channels: guide.channels_matched,
-                            programmes: guide.programme_count(),
-                            ignored_duplicate_channels: guide.ignored_duplicates,
-                            skipped: guide.skipped,
-                            first_skip: guide.first_skip.clone(),
-                            reading_since: None,
                             copy_saved: Some(saved),
+                            ..GuideStatus::of(source, &guide)
                         },
                     );
                     self.last_good
@@ -1859,7 +1890,18 @@ impl Guides {
             let reader = open(source, max_bytes, copy_to.as_deref(), &mut copy, fetch).await?;
             window.read(reader, map, spare.is_some()).await
         };
-        let read = tokio::time::timeout(self.cfg.read_timeout, work).await;
+        let read = {
+            let work = tokio::time::timeout(self.cfg.read_timeout, work);
+            tokio::pin!(work);
+            tokio::select! {
+                read = &mut work => read,
+                () = tokio::time::sleep(STAND_IN), if copy_to.is_some() && self.kept(name).is_none() => {
+                    self.stand_in(name, &shown, copy_to.as_deref(), max_bytes, map, window)
+                        .await;
+                    work.await
+                }
+            }
+        };
         if let Some(copy) = copy {
             copy.finish(matches!(read, Ok(Ok(_)))).await;
         }
@@ -1879,6 +1921,51 @@ impl Guides {
             why,
             copy,
         })
+    }
+
+    /// While guide `name`'s first read since start goes on (`STAND_IN`): the copy of
+    /// its last good read at `path`, if any, served meanwhile as after a failed read
+    /// (its status says so, with the read still going on). A guide served already is
+    /// rendered again with it.
+    async fn stand_in(
+        &self,
+        name: &str,
+        shown: &str,
+        path: Option<&Path>,
+        max_bytes: u64,
+        map: &Mapping<'_>,
+        window: &Window<'_>,
+    ) {
+        let Some((mut guide, saved)) = self
+            .read_copy(name, path, max_bytes, map, window, None)
+            .await
+        else {
+            return;
+        };
+        window.trim(&mut guide);
+        {
+            let mut status = self.status.lock().expect("guide status lock");
+            let reading_since = status.get(name).and_then(|s| s.reading_since.clone());
+            status.insert(
+                name.to_string(),
+                GuideStatus {
+                    last_ok: Some(saved.clone()),
+                    reading_since,
+                    copy_saved: Some(saved),
+                    ..GuideStatus::of(shown.to_string(), &guide)
+                },
+            );
+            self.last_good
+                .lock()
+                .expect("guide lock")
+                .insert(name.to_string(), Arc::new(guide));
+        }
+        if self.rendered().is_some() {
+            let _render = self.rendering.lock().await;
+            if let Err(e) = self.render_locked().await {
+                tracing::warn!(error = %e, "rendering the guide with a copy standing in failed");
+            }
+        }
     }
 
     /// Where the copy of guide `name`'s last good read is kept, when it has a URL and

@@ -16,8 +16,8 @@ use axum::routing::get;
 use serde_json::Value;
 
 use crate::common::{
-    eventually, json_of, respond, xmltv_at as at, xmltv_guide as xmltv, FakeUpstream, TestApp,
-    M3U_TYPE,
+    eventually, eventually_true, json_of, respond, tv_validate, xmltv_at as at,
+    xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
 };
 
 const XML: &str = "application/xml";
@@ -881,6 +881,83 @@ async fn a_guide_down_at_a_restart_is_served_from_the_copy_of_its_last_good_read
         "read as usual once it answers: {status}"
     );
     wait_titles(&app, "One", &["One.uk show"]).await;
+}
+
+#[tokio::test]
+async fn a_guide_that_hangs_after_a_restart_has_its_copy_stand_in_for_the_first_request() {
+    // After a restart, a guide whose read hangs (answers nothing until `read_timeout`,
+    // here a minute) has the copy of its last good read stand in while the read goes
+    // on: the first `/epg.xml` is answered with its programmes, not after the minute
+    // (before, it waited for the read to be cut).
+    let hang = Arc::new(AtomicUsize::new(0));
+    let guide = xmltv(&[("One.uk", "One")]);
+    let hangs = hang.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .route(
+            "/guide.xml",
+            get(move || {
+                let hanging = hangs.load(Ordering::SeqCst) == 1;
+                let body = guide.clone();
+                async move {
+                    if hanging {
+                        std::future::pending::<()>().await;
+                    }
+                    respond(200, XML, body)
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(&up)
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    eventually_true("a copy in state_dir/guides", || async {
+        copies(&app).len() == 1
+    })
+    .await;
+
+    hang.store(1, Ordering::SeqCst);
+    let reads = up.hits("/guide.xml");
+    app.restart().await;
+    // The first request, answered while the read hangs (`get` gives up after 20 s).
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "from the copy");
+    assert!(up.hits("/guide.xml") > reads, "the guide is being read");
+    let (_, status) = app.get_json("/api/guide/status").await;
+    let p = &status["services"]["P"];
+    assert!(
+        p["copy_saved"].is_string()
+            && p["reading_since"].is_string()
+            && p["last_error"].is_null()
+            && p["programmes"] == 1,
+        "the copy stands in while the read goes on: {status}"
+    );
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+}
+
+#[tokio::test]
+async fn a_lineup_without_channels_gets_its_empty_guide_without_waiting_for_the_guides() {
+    // No channel listed and a guide that hangs: no guide can give the lineup a
+    // programme, so the first `/epg.xml` does not wait for the read (`read_timeout`,
+    // a minute here).
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, "#EXTM3U\n")
+        .hang("/guide.xml")
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(&up)
+    ))
+    .await;
+    assert!(app.channels().await.is_empty());
+    let xml = app.get_text_ok("/epg.xml").await;
+    assert!(!xml.contains("<channel "), "{xml}");
+    assert!(up.hits("/guide.xml") > 0, "the guide is being read");
+    assert!(xml.contains("<tv ") && xml.ends_with("</tv>\n"), "{xml}");
 }
 
 #[tokio::test]

@@ -283,7 +283,10 @@ impl Registry {
             return;
         }
         tracing::debug!(count = new.len(), "guide ids kept");
-        let mut kept = self.guide_ids.lock().expect("guide_ids lock is never poisoned");
+        let mut kept = self
+            .guide_ids
+            .lock()
+            .expect("guide_ids lock is never poisoned");
         // Forgotten meanwhile (another instance wrote): the next build reads them all,
         // these with them.
         let Some(kept) = kept.as_mut().map(Arc::make_mut) else {
