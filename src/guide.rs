@@ -184,6 +184,15 @@ impl GuideStatus {
     }
 }
 
+/// Why the match table cannot be had now (`Guides::ready_to_match`).
+#[derive(Debug)]
+pub enum MatchWait {
+    /// The lineup or a guide read failed.
+    Failed(RegistryError),
+    /// Guides are still being read, as said.
+    Reading(String),
+}
+
 /// The rendered guide, as served.
 pub struct Rendered {
     pub xml: Bytes,
@@ -1249,6 +1258,63 @@ impl Guides {
         waiting
             .iter()
             .all(|name| status.get(name).is_some_and(|s| s.copy_saved.is_some()))
+    }
+
+    /// Waits, at most `FIRST_WAIT`, until the match table can be built: every guide
+    /// read once, or its read going on with the copy of its last good read standing
+    /// in (`stand_in`; the table is then matched with that copy). Else says which
+    /// guides are still being read: an admin's call is not held for a guide that
+    /// hangs until `read_timeout`.
+    pub async fn ready_to_match(self: &Arc<Self>) -> Result<(), MatchWait> {
+        if self.fetches.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        let me = self.clone();
+        let mut full = tokio::spawn(async move { me.read_fully().await });
+        let deadline = tokio::time::Instant::now() + FIRST_WAIT;
+        loop {
+            tokio::select! {
+                joined = &mut full => {
+                    return match joined {
+                        Ok(read) => read.map_err(MatchWait::Failed),
+                        Err(e) => Err(MatchWait::Reading(format!("reading the guides failed: {e}"))),
+                    };
+                }
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            if self.first_reads_settled() {
+                let lineup = self.registry.lineup().await.map_err(MatchWait::Failed)?;
+                if self.table_for.lock().expect("guide lock").is_none() {
+                    let _one = self.rendering.lock().await;
+                    if self.table_for.lock().expect("guide lock").is_none() {
+                        self.rematch(&lineup).await;
+                    }
+                }
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        let reading: Vec<String> = {
+            let status = self.status.lock().expect("guide status lock");
+            let mut reading: Vec<String> = status
+                .iter()
+                .filter(|(_, s)| s.copy_saved.is_none())
+                .filter_map(|(name, s)| {
+                    Some(format!("`{name}` (since {})", s.reading_since.as_ref()?))
+                })
+                .collect();
+            reading.sort();
+            reading
+        };
+        Err(MatchWait::Reading(format!(
+            "the guides are still being read since the start, and matching needs each read once \
+             (or a saved copy of it): still reading {}; a read is cut after [guide] read_timeout ({}). \
+             Try again shortly",
+            if reading.is_empty() { "the lineup".to_string() } else { reading.join(", ") },
+            humantime::format_duration(self.cfg.read_timeout)
+        )))
     }
 
     /// Returns once every guide has been read at least once (the match table needs

@@ -71,7 +71,8 @@ struct MatchPage {
         (status = 200, description = "One page of the match table", body = MatchPage),
         (status = 400, description = "An unknown `state`, an `offset` or `limit` that is not a whole number, a `limit` over 1000, or a malformed query", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
-        (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody)
+        (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody),
+        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in: which, and since when", body = ErrorBody)
     )
 )]
 async fn list(
@@ -97,7 +98,7 @@ async fn list(
     let offset = number("offset", q.offset.as_deref(), 0, usize::MAX)?;
     let limit = number("limit", q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // The table is built with the guides: the first call reads them all.
-    s.guides.read_fully().await?;
+    ready(&s).await?;
     let table = s.guides.matches_now().await?;
     let lines: Vec<&Entry> = table.entries.iter().filter(|e| keep(e)).collect();
     let items = lines
@@ -110,6 +111,17 @@ async fn list(
         total: lines.len(),
         items,
     }))
+}
+
+/// Waits (bounded) until the guides have been read for the match table: a 503 naming
+/// the guides still being read after a restart, not a call held until their
+/// `read_timeout`.
+async fn ready(s: &AppState) -> Result<(), AppError> {
+    match s.guides.ready_to_match().await {
+        Ok(()) => Ok(()),
+        Err(crate::guide::MatchWait::Failed(e)) => Err(e.into()),
+        Err(crate::guide::MatchWait::Reading(why)) => Err(AppError::Busy(why)),
+    }
 }
 
 /// The body of `POST /api/guide/matches/{channel}`.
@@ -143,6 +155,7 @@ struct DecisionBody {
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; or a cross-site call", body = ErrorBody),
         (status = 404, description = "No such channel, or a hidden one (nothing is stored)", body = ErrorBody),
+        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in (nothing is stored); or the state store does not answer", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
 )]
@@ -190,7 +203,7 @@ async fn decide(
             "channel `{id}` is hidden: guide matching is for listed channels (unhide it first)"
         )));
     }
-    s.guides.read_fully().await?;
+    ready(&s).await?;
     let entry = s.guides.decide(&id, action).await?;
     entry
         .map(Json)

@@ -950,6 +950,93 @@ async fn a_decision_whose_guide_channel_is_gone_is_listed_as_low() {
     assert!(listed(&low), "{low}");
 }
 
+/// Right after a start the match table needs every guide read once. A guide whose
+/// read hangs (until `read_timeout`, a minute here) does not hold the admin's calls
+/// that long: with the copy of its last good read standing in, they answer from a
+/// table matched with it; without one, after a bounded wait, a 503 says which guide is
+/// still being read.
+#[tokio::test]
+async fn the_admins_match_calls_are_not_held_by_a_guide_that_hangs_after_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hang = std::sync::Arc::new(AtomicBool::new(false));
+    let hangs = hang.clone();
+    let guide = xmltv(GUIDE);
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(ENTRIES))
+        .route(
+            "/guide.xml",
+            axum::routing::get(move || {
+                let (hanging, guide) = (hangs.load(Ordering::SeqCst), guide.clone());
+                async move {
+                    if hanging {
+                        std::future::pending::<()>().await;
+                    }
+                    crate::common::respond(200, XML, guide)
+                }
+            }),
+        )
+        .hang("/hang.xml")
+        .start();
+    let mut app = TestApp::spawn(&config(
+        &up,
+        "timeout = \"60s\"\n\n[guide]\nread_timeout = \"60s\"\n",
+    ))
+    .await;
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "BBCOne")["state"], "auto", "{page}");
+    let guides = app.state_dir().join("guides");
+    eventually_true("a copy of the guide in state_dir/guides", || async {
+        std::fs::read_dir(&guides).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".xmltv"))
+        })
+    })
+    .await;
+
+    // Its read hangs after the restart: the copy stands in.
+    hang.store(true, Ordering::SeqCst);
+    app.restart().await;
+    let page = matches(&app, "").await;
+    assert_eq!(line(&page, "BBCOne")["state"], "auto", "{page}");
+    let status = app.get_json("/api/guide/status").await.1;
+    assert!(
+        status["services"]["P"]["reading_since"].is_string(),
+        "answered while the read goes on: {status}"
+    );
+
+    // An extra guide never read (no copy) hangs too: a 503 naming it.
+    app.stop().await;
+    app.config_text.push_str(&format!(
+        "\n[[guides]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"60s\"\n",
+        up.url("/hang.xml")
+    ));
+    app.start().await;
+    let resp = app.get("/api/guide/matches").await;
+    let body = crate::common::assert_api_error(resp, 503).await;
+    let why = body["error"].as_str().unwrap();
+    assert!(
+        why.contains("`slow`") && why.contains("read_timeout"),
+        "{body}"
+    );
+    assert!(!why.contains("`P`"), "P's copy stands in: {body}");
+    let sport = app.channel_id("Sport").await;
+    let resp = app
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{sport}"),
+            r#"{"action":"reject"}"#,
+            None,
+        )
+        .await;
+    crate::common::assert_api_error(resp, 503).await;
+    let (_, lines) = app.get_json("/api/guide/status").await;
+    assert!(
+        lines["guides"]["slow"]["reading_since"].is_string(),
+        "{lines}"
+    );
+}
+
 /// After a restart the first guide served follows the admin's decisions, before the
 /// table is matched again (which waits for every guide): with the guide's upstream
 /// down, its saved copy gives the picked guide channel; and with another guide that
