@@ -454,25 +454,28 @@ pub(super) async fn guide_for(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let guide = s.guides.current().await?;
-    let (form, xml) = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
-        None => ("xml".to_string(), guide.xml.clone()),
-        Some(a) => {
-            let ids = guide_ids(s, a).await?;
-            let form = format!("xml of {}", fingerprint(&ids));
-            if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
-                return Ok(not_modified);
-            }
-            let full = guide.xml.clone();
-            let xml = guide
-                .derived(form.clone(), move || filter_guide(&full, &ids).into())
-                .await
-                .map_err(AppError::Internal)?;
-            (form, xml)
-        }
+    let ids = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
+        Some(a) => Some(guide_ids(s, a).await?),
+        None => None,
     };
+    let form = match &ids {
+        Some(ids) => format!("xml of {}", fingerprint(ids)),
+        None => "xml".to_string(),
+    };
+    // Before any form is made: a client with it already gets none.
     if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
         return Ok(not_modified);
     }
+    let xml = match ids {
+        Some(ids) => {
+            let full = guide.xml.clone();
+            guide
+                .derived(form.clone(), move || filter_guide(&full, &ids).into())
+                .await
+                .map_err(AppError::Internal)?
+        }
+        None => guide.xml.clone(),
+    };
     let xml = crate::http::logos::guide(s, headers, &guide, &form, xml, false).await?;
     Ok((
         [
@@ -533,32 +536,35 @@ pub(super) async fn guide_gz_for(
 ) -> Result<Response, AppError> {
     use std::io::Write;
     let guide = s.guides.current().await?;
-    let account = account.filter(|a| !a.groups.is_empty() || !a.services.is_empty());
-    let (form, gz) = if let Some(account) = account {
-        let ids = guide_ids(s, account).await?;
-        let form = format!("gz of {}", fingerprint(&ids));
-        if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
-            return Ok(not_modified);
-        }
-        let full = guide.xml.clone();
-        let gz = guide
-            .derived(form.clone(), move || {
-                let xml = filter_guide(&full, &ids);
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                // Writing to memory cannot fail.
-                let _ = enc.write_all(&xml);
-                enc.finish().unwrap_or_default().into()
-            })
-            .await
-            .map_err(AppError::Internal)?;
-        (form, gz)
-    } else {
-        ("gz".to_string(), guide.gz.clone())
+    let ids = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
+        Some(a) => Some(guide_ids(s, a).await?),
+        None => None,
     };
+    let form = match &ids {
+        Some(ids) => format!("gz of {}", fingerprint(ids)),
+        None => "gz".to_string(),
+    };
+    // Before any form is made: a client with it already gets none.
     if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
         return Ok(not_modified);
     }
+    let gz = match ids {
+        Some(ids) => {
+            let full = guide.xml.clone();
+            guide
+                .derived(form.clone(), move || {
+                    let xml = filter_guide(&full, &ids);
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    // Writing to memory cannot fail.
+                    let _ = enc.write_all(&xml);
+                    enc.finish().unwrap_or_default().into()
+                })
+                .await
+                .map_err(AppError::Internal)?
+        }
+        None => guide.gz.clone(),
+    };
     let gz = crate::http::logos::guide(s, headers, &guide, &form, gz, true).await?;
     Ok((
         [
