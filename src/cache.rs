@@ -923,10 +923,7 @@ async fn fetch_into(flight: &Arc<Inflight>, p: &Pump) {
         }
     }
     if size == 0 {
-        let e = UpstreamError::Invalid(format!(
-            "{} answered an empty segment",
-            p.service.shown_url(&p.url)
-        ));
+        let e = UpstreamError::empty_segment(&p.service.shown_url(&p.url));
         flight.update(|s| {
             s.head = Some(Err(e.clone()));
             s.end = Some(Err(e));

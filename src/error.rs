@@ -113,6 +113,11 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl UpstreamError {
+    /// A segment whose body ended without a byte, from `shown` (its address as shown).
+    pub fn empty_segment(shown: &str) -> Self {
+        Self::Invalid(format!("{shown} answered an empty segment"))
+    }
+
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::TimedOut { .. })
     }

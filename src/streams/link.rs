@@ -432,11 +432,7 @@ async fn first_byte(
     loop {
         match tokio::time::timeout_at(deadline, fetched.body.next()).await {
             Err(_) => return Err(UpstreamError::Timeout(limit)),
-            Ok(None) => {
-                return Err(UpstreamError::Invalid(format!(
-                    "{shown} answered an empty segment"
-                )))
-            }
+            Ok(None) => return Err(UpstreamError::empty_segment(&shown)),
             Ok(Some(Err(e))) => return Err(e),
             Ok(Some(Ok(chunk))) if chunk.is_empty() => {}
             Ok(Some(Ok(chunk))) => {
