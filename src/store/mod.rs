@@ -381,7 +381,7 @@ impl std::fmt::Display for Copied {
         write!(
             f,
             "{} channel ids and numbers, {} channel mappings, {} service switches, {} viewer accounts, \
-             {} settings, {} other records (guide-match decisions, moved tvg-ids), {} movie and series ids",
+             {} settings, {} other records (guide-match decisions, moved tvg-ids, kept guide ids), {} movie and series ids",
             self.channels,
             self.mappings,
             self.services,

@@ -1063,6 +1063,75 @@ async fn two_channels_never_share_a_guide_id() {
     assert_eq!(guide_ids(app.channels().await), ids);
 }
 
+/// Guide ids are compared ignoring case, as players and guide matching do: a tvg-id
+/// that is another channel's id in another case does not make two guide channels
+/// that a player reads as one. And an id stays with the channel that holds it now:
+/// one that had it before does not take it back when it returns.
+#[tokio::test]
+async fn a_guide_id_is_one_channels_whatever_its_case_and_stays_with_its_holder() {
+    let entries = [
+        "#EXTINF:-1 tvg-id=\"x_y\",Pee\nhttp://127.0.0.1:9/1.m3u8\n",
+        "#EXTINF:-1 tvg-id=\"X-Y.freesky\",Queue\nhttp://127.0.0.1:9/2.m3u8\n",
+        "#EXTINF:-1 tvg-id=\"x-y\",Arr\nhttp://127.0.0.1:9/3.m3u8\n",
+    ];
+    let lists = tempfile::tempdir().unwrap();
+    let write = |listed: &[usize]| {
+        let body: String = listed.iter().map(|&i| entries[i]).collect();
+        std::fs::write(lists.path().join("l.m3u"), format!("#EXTM3U\n{body}")).unwrap();
+    };
+    write(&[0, 1, 2]);
+    let up = FakeUpstream::bind().await.dir("/d", lists.path()).start();
+    let app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1ms\"\n\n[[services]]\nname = \"L\"\nkind = \"m3u\"\nurl = \"{}\"\n",
+        up.url("/d/l.m3u")
+    ))
+    .await;
+    async fn ids(app: &TestApp) -> std::collections::BTreeMap<String, String> {
+        let ids: std::collections::BTreeMap<String, String> = app
+            .channels()
+            .await
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["guide_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let distinct: std::collections::BTreeSet<String> =
+            ids.values().map(|v| v.to_lowercase()).collect();
+        assert_eq!(distinct.len(), ids.len(), "one each, case ignored: {ids:?}");
+        ids
+    }
+    let all = ids(&app).await;
+    assert_eq!(all["Queue"], "X-Y.freesky", "its tvg-id verbatim: {all:?}");
+    assert_eq!(all["Pee"], "pee.freesky", "{all:?}");
+    assert_eq!(all["Arr"], "arr.freesky", "{all:?}");
+
+    // The lineup as listed now (a build answers the one before meanwhile).
+    async fn listed(app: &TestApp, names: &[&str]) -> std::collections::BTreeMap<String, String> {
+        let mut want: Vec<&str> = names.to_vec();
+        want.sort_unstable();
+        crate::common::eventually(&format!("the lineup listing {names:?}"), || async {
+            let all = ids(app).await;
+            (all.keys().map(String::as_str).collect::<Vec<_>>() == want)
+                .then(|| all.clone())
+                .ok_or(format!("{all:?}"))
+        })
+        .await
+    }
+    // Queue gone: the lower number (Pee) takes the id; Pee gone too: Arr takes it.
+    write(&[0, 2]);
+    assert_eq!(listed(&app, &["Pee", "Arr"]).await["Pee"], "x-y.freesky");
+    write(&[2]);
+    assert_eq!(listed(&app, &["Arr"]).await["Arr"], "x-y.freesky");
+    // Pee back: Arr, which holds it now, keeps it.
+    write(&[0, 2]);
+    let all = listed(&app, &["Pee", "Arr"]).await;
+    assert_eq!(all["Arr"], "x-y.freesky", "{all:?}");
+    assert_eq!(all["Pee"], "pee.freesky", "{all:?}");
+}
+
 /// Each channel named `name`: (id, number), by id.
 async fn ids_and_numbers_named(app: &TestApp, name: &str) -> Vec<(String, Value)> {
     let mut v: Vec<(String, Value)> = app

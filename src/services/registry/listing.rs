@@ -233,54 +233,70 @@ impl Registry {
             .expect("guide_ids lock is never poisoned") = None;
     }
 
-    /// The string records of namespace `ns` (`what` names them in a warning: an
-    /// unreadable store gives none).
-    async fn read_kept(&self, ns: &'static str, what: &str) -> HashMap<String, String> {
+    /// The string records of namespace `ns`; `None` when the store cannot be read now
+    /// (`what` names them in the warning): not "none kept", which a caller would
+    /// cache, or write every channel's over.
+    async fn read_kept(&self, ns: &'static str, what: &str) -> Option<HashMap<String, String>> {
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.records(ns)).await {
-            Ok(Ok(records)) => records
-                .into_iter()
-                .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-                .collect(),
+            Ok(Ok(records)) => Some(
+                records
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect(),
+            ),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "{what} unreadable: read again at the next build");
-                HashMap::new()
+                None
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading {what} failed");
-                HashMap::new()
+                tracing::warn!(error = %e, "reading {what} failed: read again at the next build");
+                None
             }
         }
     }
 
     /// Each channel's kept guide id (slug -> id), read from the store at the first
-    /// build (and again after another instance changed records).
-    async fn kept_guide_ids(&self) -> Arc<HashMap<String, String>> {
+    /// build (and again after another instance changed records); `None` while the
+    /// store cannot be read.
+    async fn kept_guide_ids(&self) -> Option<Arc<HashMap<String, String>>> {
         let loaded = self
             .guide_ids
             .lock()
             .expect("guide_ids lock is never poisoned")
             .clone();
-        if let Some(kept) = loaded {
-            return kept;
+        if loaded.is_some() {
+            return loaded;
         }
-        let kept = Arc::new(self.read_kept(GUIDE_IDS, "kept guide ids").await);
-        self.guide_ids
-            .lock()
-            .expect("guide_ids lock is never poisoned")
-            .get_or_insert(kept)
-            .clone()
+        let kept = Arc::new(self.read_kept(GUIDE_IDS, "kept guide ids").await?);
+        Some(
+            self.guide_ids
+                .lock()
+                .expect("guide_ids lock is never poisoned")
+                .get_or_insert(kept)
+                .clone(),
+        )
     }
 
-    /// Keeps `new` guide ids (slug -> id) in the store and for this run; a store that
-    /// cannot keep them now is asked again at the next build.
-    async fn keep_guide_ids(&self, new: Vec<(String, serde_json::Value)>) {
+    /// Keeps `new` guide ids (slug -> id) in the store and for this run (a store that
+    /// cannot keep them now is asked again at the next build), and forgets those of
+    /// the channels in `forget` (whose id another took).
+    async fn keep_guide_ids(&self, new: Vec<(String, serde_json::Value)>, forget: Vec<String>) {
         if new.is_empty() {
             return;
         }
         if let Err(e) = self.store.put_records(GUIDE_IDS, &new).await {
             tracing::warn!(error = %e, count = new.len(), "could not keep the channels' guide ids; asked again at the next build");
             return;
+        }
+        let mut forgotten = Vec::with_capacity(forget.len());
+        for slug in forget {
+            match self.store.delete_record(GUIDE_IDS, &slug).await {
+                Ok(()) => forgotten.push(slug),
+                Err(e) => {
+                    tracing::warn!(error = %e, channel = %slug, "could not forget a guide id another channel took")
+                }
+            }
         }
         tracing::debug!(count = new.len(), "guide ids kept");
         let mut kept = self
@@ -297,6 +313,9 @@ impl Registry {
                 kept.insert(slug, id);
             }
         }
+        for slug in forgotten {
+            kept.remove(&slug);
+        }
     }
 
     /// Every channel a service moved to another tvg-id (new merge key -> old): read
@@ -304,31 +323,24 @@ impl Registry {
     /// records, `shared`), with `new` ones added and kept (a store that cannot keep
     /// them, a display-only one, keeps them for this run).
     async fn moved_keys(&self, new: Vec<(String, String)>) -> HashMap<String, String> {
-        let loaded = self
+        let cached = self
             .moved_keys
             .lock()
             .expect("moved_keys lock is never poisoned")
-            .is_some();
-        if !loaded {
-            let kept = self.read_kept(MOVED_KEYS, "moved channel ids").await;
-            let mut m = self
-                .moved_keys
-                .lock()
-                .expect("moved_keys lock is never poisoned");
-            m.get_or_insert(kept);
-        }
+            .clone();
+        let read = match cached {
+            Some(kept) => Some(kept),
+            None => self.read_kept(MOVED_KEYS, "moved channel ids").await,
+        };
+        // Unreadable now: this build goes with the new ones only, and the next reads
+        // the store again.
+        let readable = read.is_some();
+        let mut all = read.unwrap_or_default();
         if !new.is_empty() {
             tracing::info!(count = new.len(), first = ?new.first(), "a service moved channels to other tvg-ids: they keep their numbers and mappings");
         }
         for (to, from) in new {
-            let known = self
-                .moved_keys
-                .lock()
-                .expect("moved_keys lock is never poisoned")
-                .as_ref()
-                .and_then(|m| m.get(&to))
-                == Some(&from);
-            if known {
+            if all.get(&to) == Some(&from) {
                 continue;
             }
             if let Err(e) = self
@@ -338,17 +350,15 @@ impl Registry {
             {
                 tracing::warn!(error = %e, "could not keep a moved channel id; kept for this run");
             }
-            self.moved_keys
-                .lock()
-                .expect("moved_keys lock is never poisoned")
-                .get_or_insert_with(HashMap::new)
-                .insert(to, from);
+            all.insert(to, from);
         }
-        self.moved_keys
-            .lock()
-            .expect("moved_keys lock is never poisoned")
-            .clone()
-            .unwrap_or_default()
+        if readable {
+            *self
+                .moved_keys
+                .lock()
+                .expect("moved_keys lock is never poisoned") = Some(all.clone());
+        }
+        all
     }
 
     /// Builds the lineup from every enabled service's channels and caches it (unless
@@ -488,29 +498,31 @@ impl Registry {
             }
         };
         drop(keys);
+        // Unreadable now: the ids of the lists as they are, and none written over the
+        // kept ones (read again at the next build).
         let kept = self.kept_guide_ids().await;
+        let readable = kept.is_some();
+        let kept = kept.unwrap_or_default();
         let (mut wanted, from) = sticky_guide_ids(&merged, &ids, &kept);
-        // One guide id per channel: two tvg-ids made into one (`a_b`, `a-b`: both
-        // `a-b.freesky`), one made into a channel's slug form, or a kept one another
-        // channel's tvg-id now, would give two channels one guide channel. The id goes
-        // to the channel whose tvg-id it is verbatim, then to one that had it before
-        // (kept: it owned it then), else to the lowest number: never to whichever a list gives first (a reorder would
-        // swap two channels' guides).
+        // One guide id per channel, case ignored (as players and guide matching
+        // compare them): two tvg-ids made into one (`a_b`, `a-b`: both `a-b.freesky`),
+        // one made into a channel's slug form, or a kept one another channel's tvg-id
+        // now, would give two channels one guide channel. The id goes to the channel
+        // whose tvg-id it is verbatim, then to one that had it before (kept: it owned
+        // it then), else to the lowest number: never to whichever a list gives first
+        // (a reorder would swap two channels' guides).
+        let lower: Vec<String> = wanted.iter().map(|w| w.to_ascii_lowercase()).collect();
         let moved: Vec<(usize, String)> = {
             let mut owner: HashMap<&str, usize> = HashMap::with_capacity(wanted.len());
             let rank = |i: usize| {
-                let level = match from[i] {
-                    GuideIdFrom::TvgId
-                        if merged[i].tvg_id.trim().eq_ignore_ascii_case(&wanted[i]) =>
-                    {
-                        2
-                    }
-                    GuideIdFrom::Kept => 1,
-                    _ => 0,
-                };
-                (level, std::cmp::Reverse(ids[i].number))
+                let verbatim = from[i] == GuideIdFrom::TvgId
+                    && merged[i].tvg_id.trim().eq_ignore_ascii_case(&wanted[i]);
+                let had = kept
+                    .get(&ids[i].slug)
+                    .is_some_and(|k| k.eq_ignore_ascii_case(&wanted[i]));
+                (verbatim, had, std::cmp::Reverse(ids[i].number))
             };
-            for (i, w) in wanted.iter().enumerate() {
+            for (i, w) in lower.iter().enumerate() {
                 let o = owner.entry(w.as_str()).or_insert(i);
                 if rank(i) > rank(*o) {
                     *o = i;
@@ -519,7 +531,7 @@ impl Registry {
             // The others (rare) take their slug's form, made unique.
             let mut taken: HashSet<String> = HashSet::new();
             let mut moved = Vec::new();
-            for (i, w) in wanted.iter().enumerate() {
+            for (i, w) in lower.iter().enumerate() {
                 if owner[w.as_str()] == i {
                     continue;
                 }
@@ -555,8 +567,28 @@ impl Registry {
                 )
             })
             .collect();
+        // A guide id now kept for one channel is no other's any more: the one that had
+        // it before does not take it back when it comes back (the lower number), from
+        // the channel players have known by it since.
+        let forget: Vec<String> = if keep.is_empty() || kept.is_empty() {
+            Vec::new()
+        } else {
+            let now: HashMap<String, &str> = keep
+                .iter()
+                .filter_map(|(slug, id)| Some((id.as_str()?.to_ascii_lowercase(), slug.as_str())))
+                .collect();
+            kept.iter()
+                .filter(|(slug, id)| {
+                    now.get(&id.to_ascii_lowercase())
+                        .is_some_and(|owner| *owner != slug.as_str())
+                })
+                .map(|(slug, _)| slug.clone())
+                .collect()
+        };
         drop(kept);
-        self.keep_guide_ids(keep).await;
+        if readable {
+            self.keep_guide_ids(keep, forget).await;
+        }
         let base: Vec<Unmapped> = merged
             .into_iter()
             .zip(ids)
