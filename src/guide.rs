@@ -1207,21 +1207,23 @@ impl Guides {
                 },
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            // Nothing more to wait for: every guide read, or the copy of its last
-            // good read standing in while its read goes on; or no channel at all.
-            if self.first_reads_settled() {
+            // No channel at all: no guide can give one a programme.
+            if self.lineup_is_empty() {
                 break;
             }
             // An empty guide is not served for a partial one: clients keep a guide
             // for hours. Nor is one made of guides without a programme (a panel's
-            // valid but empty `xmltv.php` read first).
-            if tokio::time::Instant::now() >= deadline
-                && self
-                    .last_good
-                    .lock()
-                    .expect("guide lock")
-                    .values()
-                    .any(|g| g.programme_count() > 0)
+            // valid but empty `xmltv.php` read first, or a saved copy whose
+            // programmes are all past).
+            let programmes = self
+                .last_good
+                .lock()
+                .expect("guide lock")
+                .values()
+                .any(|g| g.programme_count() > 0);
+            // Then nothing more to wait for once every guide is read, or has the copy
+            // of its last good read standing in while its read goes on.
+            if programmes && (tokio::time::Instant::now() >= deadline || self.first_reads_settled())
             {
                 break;
             }
@@ -1238,17 +1240,16 @@ impl Guides {
         self.render_locked().await
     }
 
-    /// Whether the first refresh has nothing more to give a first request: every
-    /// guide's read has ended, or has the copy of its last good read standing in
-    /// (`stand_in`); or the lineup has no channel (no guide can give it programmes).
-    fn first_reads_settled(&self) -> bool {
-        if self
-            .registry
+    /// Whether the lineup built has no channel (no guide can give it programmes).
+    fn lineup_is_empty(&self) -> bool {
+        self.registry
             .last_lineup()
             .is_some_and(|l| l.channels.is_empty())
-        {
-            return true;
-        }
+    }
+
+    /// Whether the first refresh has nothing more to give: every guide's read has
+    /// ended, or has the copy of its last good read standing in (`stand_in`).
+    fn first_reads_settled(&self) -> bool {
         let mut waiting: Vec<String> = self.sources().into_iter().map(|(n, _)| n).collect();
         {
             let read = self.lineup_read.lock().expect("guide lock");
@@ -1282,7 +1283,7 @@ impl Guides {
                 }
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
-            if self.first_reads_settled() {
+            if self.lineup_is_empty() || self.first_reads_settled() {
                 let lineup = self.registry.lineup().await.map_err(MatchWait::Failed)?;
                 if self.table_for.lock().expect("guide lock").is_none() {
                     let _one = self.rendering.lock().await;
@@ -1341,7 +1342,8 @@ impl Guides {
         self.status_of(name).is_some_and(|s| s.copy_saved.is_some())
     }
 
-    fn rendered(&self) -> Option<Arc<Rendered>> {
+    /// The guide as served now, if one was rendered.
+    pub fn rendered(&self) -> Option<Arc<Rendered>> {
         self.rendered
             .read()
             .expect("guide lock is never poisoned")
@@ -1768,78 +1770,103 @@ impl Guides {
                 .lock()
                 .expect("guide lock")
                 .insert(name.clone(), channels_with_source(lineup, &name));
-            let mut status = self.status.lock().expect("guide status lock");
-            {
-                let mut retry = self.retry.lock().expect("guide lock");
-                if result.is_err() {
-                    let fails = retry.get(&name).map_or(0, |r| r.1) + 1;
-                    let wait = RETRY_FAILED
-                        .min(self.cfg.refresh / 4)
-                        .saturating_mul(1 << (fails - 1).min(10))
-                        .min(self.cfg.refresh);
-                    retry.insert(name.clone(), (tokio::time::Instant::now() + wait, fails));
-                } else {
-                    retry.remove(&name);
+            let joins = {
+                let mut status = self.status.lock().expect("guide status lock");
+                {
+                    let mut retry = self.retry.lock().expect("guide lock");
+                    if result.is_err() {
+                        let fails = retry.get(&name).map_or(0, |r| r.1) + 1;
+                        let wait = RETRY_FAILED
+                            .min(self.cfg.refresh / 4)
+                            .saturating_mul(1 << (fails - 1).min(10))
+                            .min(self.cfg.refresh);
+                        retry.insert(name.clone(), (tokio::time::Instant::now() + wait, fails));
+                    } else {
+                        retry.remove(&name);
+                    }
                 }
-            }
-            match result {
-                Ok(None) => {
-                    status.remove(&name);
-                    self.last_good.lock().expect("guide lock").remove(&name);
-                }
-                Ok(Some((source, guide))) => {
-                    tracing::info!(guide = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
-                    status.insert(
-                        name.clone(),
-                        GuideStatus {
-                            last_ok: Some(now_rfc3339()),
-                            ..GuideStatus::of(source, &guide)
-                        },
-                    );
-                    self.last_good
-                        .lock()
-                        .expect("guide lock")
-                        .insert(name, Arc::new(guide));
-                }
-                Err(Failed {
-                    source,
-                    why,
-                    copy: Some((guide, saved)),
-                }) => {
-                    status.insert(
-                        name.clone(),
-                        GuideStatus {
-                            last_ok: Some(saved.clone()),
-                            last_error: Some(why),
-                            copy_saved: Some(saved),
-                            ..GuideStatus::of(source, &guide)
-                        },
-                    );
-                    self.last_good
-                        .lock()
-                        .expect("guide lock")
-                        .insert(name, Arc::new(guide));
-                }
-                Err(Failed {
-                    source,
-                    why: err,
-                    copy: None,
-                }) => {
-                    let kept = self
+                // What a guide served already lacks: this guide's first programmes since
+                // start, or its fresh read where its copy stood in. It joins at once, not
+                // when every other read has ended (a hanging one: `read_timeout`).
+                let joins = {
+                    let had = self
                         .last_good
                         .lock()
                         .expect("guide lock")
                         .contains_key(&name);
-                    // `guide`: a service's name, or an extra guide's (`[[guides]]`).
-                    if kept {
-                        tracing::warn!(guide = %name, error = %err, "guide refresh failed; keeping the last good guide");
-                    } else {
-                        tracing::warn!(guide = %name, error = %err, "guide read failed; no programmes from this guide until a read succeeds");
+                    let stood_in = status.get(&name).is_some_and(|s| s.copy_saved.is_some());
+                    match &result {
+                        Ok(Some(_)) => stood_in || !had,
+                        Err(failed) => failed.copy.is_some() && !had,
+                        Ok(None) => false,
                     }
-                    let entry = status.entry(name).or_default();
-                    entry.source = source;
-                    entry.last_error = Some(err);
-                    entry.reading_since = None;
+                };
+                match result {
+                    Ok(None) => {
+                        status.remove(&name);
+                        self.last_good.lock().expect("guide lock").remove(&name);
+                    }
+                    Ok(Some((source, guide))) => {
+                        tracing::info!(guide = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
+                        status.insert(
+                            name.clone(),
+                            GuideStatus {
+                                last_ok: Some(now_rfc3339()),
+                                ..GuideStatus::of(source, &guide)
+                            },
+                        );
+                        self.last_good
+                            .lock()
+                            .expect("guide lock")
+                            .insert(name, Arc::new(guide));
+                    }
+                    Err(Failed {
+                        source,
+                        why,
+                        copy: Some((guide, saved)),
+                    }) => {
+                        status.insert(
+                            name.clone(),
+                            GuideStatus {
+                                last_ok: Some(saved.clone()),
+                                last_error: Some(why),
+                                copy_saved: Some(saved),
+                                ..GuideStatus::of(source, &guide)
+                            },
+                        );
+                        self.last_good
+                            .lock()
+                            .expect("guide lock")
+                            .insert(name, Arc::new(guide));
+                    }
+                    Err(Failed {
+                        source,
+                        why: err,
+                        copy: None,
+                    }) => {
+                        let kept = self
+                            .last_good
+                            .lock()
+                            .expect("guide lock")
+                            .contains_key(&name);
+                        // `guide`: a service's name, or an extra guide's (`[[guides]]`).
+                        if kept {
+                            tracing::warn!(guide = %name, error = %err, "guide refresh failed; keeping the last good guide");
+                        } else {
+                            tracing::warn!(guide = %name, error = %err, "guide read failed; no programmes from this guide until a read succeeds");
+                        }
+                        let entry = status.entry(name).or_default();
+                        entry.source = source;
+                        entry.last_error = Some(err);
+                        entry.reading_since = None;
+                    }
+                }
+                joins
+            };
+            if joins && self.rendered().is_some() {
+                let _render = self.rendering.lock().await;
+                if let Err(e) = self.render_locked().await {
+                    tracing::warn!(error = %e, "rendering the guide with a guide just read failed");
                 }
             }
         }

@@ -72,7 +72,7 @@ fn summary(s: &AppState, guide: Option<&Rendered>) -> Value {
 }
 
 /// The served guide's size and each service's guide status (renders it first if
-/// none is yet).
+/// none is yet, waiting at most 2 s: `channels` and `programmes` are null meanwhile).
 #[utoipa::path(
     get,
     path = "/api/guide/status",
@@ -84,9 +84,17 @@ fn summary(s: &AppState, guide: Option<&Rendered>) -> Value {
     )
 )]
 async fn status(State(s): State<AppState>) -> Result<Json<Value>, AppError> {
-    let guide = s.guides.current().await?;
-    Ok(Json(summary(&s, Some(&guide))))
+    // Not held for a guide that hangs after a start (its `reading_since` is what the
+    // caller wants to see): `channels` and `programmes` are null until one is served.
+    let guide = match tokio::time::timeout(STATUS_WAIT, s.guides.current()).await {
+        Ok(guide) => Some(guide?),
+        Err(_) => s.guides.rendered(),
+    };
+    Ok(Json(summary(&s, guide.as_deref())))
 }
+
+/// How long `/api/guide/status` waits for a first guide before answering without it.
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Fetches every guide now (admin); answers when done, with the new status.
 #[utoipa::path(

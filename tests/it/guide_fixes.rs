@@ -939,6 +939,113 @@ async fn a_guide_that_hangs_after_a_restart_has_its_copy_stand_in_for_the_first_
 }
 
 #[tokio::test]
+async fn a_copy_without_programmes_is_not_served_and_a_fresh_read_joins_at_once() {
+    // A saved copy with no programme left (past, or none) does not make the first
+    // `/epg.xml` an empty guide a client keeps for hours while the fresh read is
+    // seconds away. And once a guide's fresh read ends, the guide served (from its
+    // copy meanwhile) has it at once, not only when another guide that hangs is cut.
+    let mode = Arc::new(AtomicUsize::new(0));
+    let full = xmltv(&[("One.uk", "One")]);
+    let empty = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<tv>\n\
+                 <channel id=\"One.uk\"><display-name>One</display-name></channel>\n</tv>\n"
+        .to_string();
+    let later = full.replace("One.uk show", "One.uk news");
+    let now = mode.clone();
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .route(
+            "/guide.xml",
+            get(move || {
+                let (stage, empty, full, later) = (
+                    now.load(Ordering::SeqCst),
+                    empty.clone(),
+                    full.clone(),
+                    later.clone(),
+                );
+                async move {
+                    match stage {
+                        0 => respond(200, XML, empty),
+                        1 => {
+                            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                            respond(200, XML, full)
+                        }
+                        _ => {
+                            tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+                            respond(200, XML, later)
+                        }
+                    }
+                }
+            }),
+        )
+        .hang("/hang.xml")
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(&up)
+    ))
+    .await;
+    eventually_true("the copy of the guide without programmes", || async {
+        copies(&app).len() == 1
+            && app.get_json("/api/guide/status").await.1["services"]["P"]["last_ok"].is_string()
+    })
+    .await;
+
+    // Slow after the restart: its copy has no programme, so the read is waited for.
+    mode.store(1, Ordering::SeqCst);
+    app.restart().await;
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "the fresh read");
+
+    // Slower still, beside an extra guide that hangs: served from the copy at 10 s,
+    // then the fresh read joins when it ends (12 s), the other still hanging.
+    mode.store(2, Ordering::SeqCst);
+    app.stop().await;
+    app.config_text.push_str(&format!(
+        "\n[[guides]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"60s\"\n",
+        up.url("/hang.xml")
+    ));
+    app.start().await;
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "from the copy");
+    eventually("the fresh read joined", || async {
+        let got = titles(&app, "One").await;
+        (got == ["One.uk news"])
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert!(
+        status["guides"]["slow"]["reading_since"].is_string()
+            && status["services"]["P"]["copy_saved"].is_null(),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn the_guide_status_shows_a_read_that_hangs_after_a_start() {
+    // A lone guide that hangs, with no copy: `/api/guide/status` is not held until
+    // `read_timeout` (a minute here) but says the read is going on, and since when.
+    let up = FakeUpstream::bind()
+        .await
+        .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
+        .hang("/guide.xml")
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(&up)
+    ))
+    .await;
+    let (code, status) = app.get_json("/api/guide/status").await;
+    assert_eq!(code, 200, "{status}");
+    assert!(
+        status["services"]["P"]["reading_since"].is_string()
+            && status["programmes"].is_null()
+            && status["channels"].is_null(),
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn a_lineup_without_channels_gets_its_empty_guide_without_waiting_for_the_guides() {
     // No channel listed and a guide that hangs: no guide can give the lineup a
     // programme, so the first `/epg.xml` does not wait for the read (`read_timeout`,
