@@ -939,6 +939,64 @@ async fn a_guide_that_hangs_after_a_restart_has_its_copy_stand_in_for_the_first_
 }
 
 #[tokio::test]
+async fn a_host_that_hangs_after_a_restart_has_its_kept_list_and_guide_copy_stand_in() {
+    // The provider's host hangs (channel list and guide) after a restart, each read
+    // bounded by a minute: the list kept from before stands in for the guide's read
+    // too (as for the lineup), and the guide's copy then stands in for its read, so
+    // the first `/epg.xml` has the channel's programmes, not after the minute.
+    let hang = Arc::new(AtomicUsize::new(0));
+    let (list_hangs, guide_hangs) = (hang.clone(), hang.clone());
+    let list = m3u(&[("One.uk", "One", "UK")]);
+    let guide = xmltv(&[("One.uk", "One")]);
+    let up = FakeUpstream::bind()
+        .await
+        .route(
+            "/list.m3u",
+            get(move || {
+                let (hanging, list) = (list_hangs.load(Ordering::SeqCst) == 1, list.clone());
+                async move {
+                    if hanging {
+                        std::future::pending::<()>().await;
+                    }
+                    respond(200, M3U_TYPE, list)
+                }
+            }),
+        )
+        .route(
+            "/guide.xml",
+            get(move || {
+                let (hanging, guide) = (guide_hangs.load(Ordering::SeqCst) == 1, guide.clone());
+                async move {
+                    if hanging {
+                        std::future::pending::<()>().await;
+                    }
+                    respond(200, XML, guide)
+                }
+            }),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(&up)
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    eventually_true("a copy in state_dir/guides", || async {
+        copies(&app).len() == 1
+    })
+    .await;
+
+    hang.store(1, Ordering::SeqCst);
+    app.restart().await;
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "from the copy");
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert!(
+        status["services"]["P"]["copy_saved"].is_string(),
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn a_copy_without_programmes_is_not_served_and_a_fresh_read_joins_at_once() {
     // A saved copy with no programme left (past, or none) does not make the first
     // `/epg.xml` an empty guide a client keeps for hours while the fresh read is

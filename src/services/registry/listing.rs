@@ -103,7 +103,7 @@ impl Registry {
             Ok(Ok(list)) => list,
             Ok(Err(e)) => Err(UpstreamError::Invalid(format!("channel list: {e}"))),
             Err(_) => {
-                tracing::info!(service = %name, "channel list slow at start: its kept channels stand in until it loads");
+                tracing::info!(service = %name, "channel list slow: its channels as last listed stand in until it loads");
                 Err(UpstreamError::Timeout(wait))
             }
         }
@@ -114,8 +114,8 @@ impl Registry {
     /// `DEGRADED_LINEUP_TTL` ago is not asked again, so a failing service is not
     /// waited for twice at start. A failing list answers its channels as last listed
     /// (kept in `state_dir/lists/` across a restart), as the lineup does: the guide
-    /// of a service whose list is down at a start still gives them programmes. The
-    /// error only when it never listed.
+    /// of a service whose list is down at a start still gives them programmes; so
+    /// does one slower than `KEPT_WAIT`. The error only when it never listed.
     pub async fn channels_or_last_good(
         &self,
         name: &str,
@@ -132,6 +132,10 @@ impl Registry {
             .map(|(_, err)| err.clone());
         let result = match recent {
             Some(err) => Err(err),
+            // With channels listed before, a slow list is not waited for whole (its
+            // service's `timeout`; a host that hangs at a start): they stand in after
+            // `KEPT_WAIT`, as for the lineup, and the list goes on loading.
+            None if self.last_listed(name).is_some() => self.channels_within(name, KEPT_WAIT).await,
             None => self.channels_of(name).await,
         };
         result.or_else(|err| self.last_listed(name).ok_or(err))
