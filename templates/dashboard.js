@@ -767,6 +767,11 @@
         countOut.textContent = e.status === 401 || e.status === 403
           ? "type the admin token above to review them (" + e.message + ")"
           : "could not load: " + e.message;
+        // Right after a start the guides are still being read: asked again shortly.
+        if (e.status === 503) {
+          countOut.textContent += " (asking again in 10 s)";
+          setTimeout(() => { if (current()) load(); }, 10000);
+        }
         return;
       }
       if (!current()) return;
