@@ -1977,6 +1977,12 @@ impl Guides {
             Output = Result<crate::upstream::Fetched, crate::error::UpstreamError>,
         >,
     {
+        // Said from the start of the read (a first read's status had no address).
+        if let Some(s) = self.status.lock().expect("guide status lock").get_mut(name) {
+            if s.source.is_empty() {
+                s.source.clone_from(&shown);
+            }
+        }
         let copy_to = self.copy_path(name, &source);
         let mut copy = None;
         let work = async {

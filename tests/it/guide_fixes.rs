@@ -1101,6 +1101,13 @@ async fn the_guide_status_shows_a_read_that_hangs_after_a_start() {
             && status["channels"].is_null(),
         "{status}"
     );
+    let source = status["services"]["P"]["source"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        source.ends_with("/guide.xml"),
+        "its address while read: {status}"
+    );
 }
 
 #[tokio::test]
