@@ -1808,36 +1808,24 @@ impl Guides {
                     }
                     Ok(Some((source, guide))) => {
                         tracing::info!(guide = %name, programmes = guide.programme_count(), skipped = guide.skipped, "guide loaded");
-                        status.insert(
-                            name.clone(),
-                            GuideStatus {
-                                last_ok: Some(now_rfc3339()),
-                                ..GuideStatus::of(source, &guide)
-                            },
-                        );
-                        self.last_good
-                            .lock()
-                            .expect("guide lock")
-                            .insert(name, Arc::new(guide));
+                        let read = GuideStatus {
+                            last_ok: Some(now_rfc3339()),
+                            ..GuideStatus::of(source, &guide)
+                        };
+                        self.keep_read(&mut status, name, read, guide);
                     }
                     Err(Failed {
                         source,
                         why,
                         copy: Some((guide, saved)),
                     }) => {
-                        status.insert(
-                            name.clone(),
-                            GuideStatus {
-                                last_ok: Some(saved.clone()),
-                                last_error: Some(why),
-                                copy_saved: Some(saved),
-                                ..GuideStatus::of(source, &guide)
-                            },
-                        );
-                        self.last_good
-                            .lock()
-                            .expect("guide lock")
-                            .insert(name, Arc::new(guide));
+                        let read = GuideStatus {
+                            last_ok: Some(saved.clone()),
+                            last_error: Some(why),
+                            copy_saved: Some(saved),
+                            ..GuideStatus::of(source, &guide)
+                        };
+                        self.keep_read(&mut status, name, read, guide);
                     }
                     Err(Failed {
                         source,
@@ -2044,20 +2032,13 @@ impl Guides {
         window.trim(&mut guide);
         {
             let mut status = self.status.lock().expect("guide status lock");
-            let reading_since = status.get(name).and_then(|s| s.reading_since.clone());
-            status.insert(
-                name.to_string(),
-                GuideStatus {
-                    last_ok: Some(saved.clone()),
-                    reading_since,
-                    copy_saved: Some(saved),
-                    ..GuideStatus::of(shown.to_string(), &guide)
-                },
-            );
-            self.last_good
-                .lock()
-                .expect("guide lock")
-                .insert(name.to_string(), Arc::new(guide));
+            let read = GuideStatus {
+                last_ok: Some(saved.clone()),
+                reading_since: status.get(name).and_then(|s| s.reading_since.clone()),
+                copy_saved: Some(saved),
+                ..GuideStatus::of(shown.to_string(), &guide)
+            };
+            self.keep_read(&mut status, name.to_string(), read, guide);
         }
         if self.rendered().is_some() {
             let _render = self.rendering.lock().await;
@@ -2065,6 +2046,22 @@ impl Guides {
                 tracing::warn!(error = %e, "rendering the guide with a copy standing in failed");
             }
         }
+    }
+
+    /// Takes in guide `name`'s read `guide` (served from now on) with its status
+    /// `read`; the caller holds `status`.
+    fn keep_read(
+        &self,
+        status: &mut HashMap<String, GuideStatus>,
+        name: String,
+        read: GuideStatus,
+        guide: ServiceGuide,
+    ) {
+        status.insert(name.clone(), read);
+        self.last_good
+            .lock()
+            .expect("guide lock")
+            .insert(name, Arc::new(guide));
     }
 
     /// Where the copy of guide `name`'s last good read is kept, when it has a URL and

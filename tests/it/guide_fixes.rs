@@ -789,6 +789,40 @@ fn copies(app: &TestApp) -> Vec<String> {
     names
 }
 
+/// `body` as `content_type`, or nothing ever (a host that hangs) while `hang` is 1.
+fn hangs_when(
+    hang: &Arc<AtomicUsize>,
+    content_type: &'static str,
+    body: String,
+) -> axum::routing::MethodRouter {
+    let hang = hang.clone();
+    get(move || {
+        let (hanging, body) = (hang.load(Ordering::SeqCst) == 1, body.clone());
+        async move {
+            if hanging {
+                std::future::pending::<()>().await;
+            }
+            respond(200, content_type, body)
+        }
+    })
+}
+
+/// `service(up)` given a minute for each request and each guide read.
+fn patient(up: &FakeUpstream) -> String {
+    format!(
+        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
+        service(up)
+    )
+}
+
+/// Waits for the copy of the guide's last good read in `state_dir/guides/`.
+async fn wait_copy(app: &TestApp) {
+    eventually_true("a copy in state_dir/guides", || async {
+        copies(app).len() == 1
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_guide_down_at_a_restart_is_served_from_the_copy_of_its_last_good_read() {
     // A gzipped guide read once is kept in `state_dir/guides/` as fetched. Down at a
@@ -890,35 +924,17 @@ async fn a_guide_that_hangs_after_a_restart_has_its_copy_stand_in_for_the_first_
     // on: the first `/epg.xml` is answered with its programmes, not after the minute
     // (before, it waited for the read to be cut).
     let hang = Arc::new(AtomicUsize::new(0));
-    let guide = xmltv(&[("One.uk", "One")]);
-    let hangs = hang.clone();
     let up = FakeUpstream::bind()
         .await
         .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
         .route(
             "/guide.xml",
-            get(move || {
-                let hanging = hangs.load(Ordering::SeqCst) == 1;
-                let body = guide.clone();
-                async move {
-                    if hanging {
-                        std::future::pending::<()>().await;
-                    }
-                    respond(200, XML, body)
-                }
-            }),
+            hangs_when(&hang, XML, xmltv(&[("One.uk", "One")])),
         )
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
-        service(&up)
-    ))
-    .await;
+    let mut app = TestApp::spawn(&patient(&up)).await;
     wait_titles(&app, "One", &["One.uk show"]).await;
-    eventually_true("a copy in state_dir/guides", || async {
-        copies(&app).len() == 1
-    })
-    .await;
+    wait_copy(&app).await;
 
     hang.store(1, Ordering::SeqCst);
     let reads = up.hits("/guide.xml");
@@ -945,46 +961,18 @@ async fn a_host_that_hangs_after_a_restart_has_its_kept_list_and_guide_copy_stan
     // too (as for the lineup), and the guide's copy then stands in for its read, so
     // the first `/epg.xml` has the channel's programmes, not after the minute.
     let hang = Arc::new(AtomicUsize::new(0));
-    let (list_hangs, guide_hangs) = (hang.clone(), hang.clone());
     let list = m3u(&[("One.uk", "One", "UK")]);
-    let guide = xmltv(&[("One.uk", "One")]);
     let up = FakeUpstream::bind()
         .await
-        .route(
-            "/list.m3u",
-            get(move || {
-                let (hanging, list) = (list_hangs.load(Ordering::SeqCst) == 1, list.clone());
-                async move {
-                    if hanging {
-                        std::future::pending::<()>().await;
-                    }
-                    respond(200, M3U_TYPE, list)
-                }
-            }),
-        )
+        .route("/list.m3u", hangs_when(&hang, M3U_TYPE, list))
         .route(
             "/guide.xml",
-            get(move || {
-                let (hanging, guide) = (guide_hangs.load(Ordering::SeqCst) == 1, guide.clone());
-                async move {
-                    if hanging {
-                        std::future::pending::<()>().await;
-                    }
-                    respond(200, XML, guide)
-                }
-            }),
+            hangs_when(&hang, XML, xmltv(&[("One.uk", "One")])),
         )
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
-        service(&up)
-    ))
-    .await;
+    let mut app = TestApp::spawn(&patient(&up)).await;
     wait_titles(&app, "One", &["One.uk show"]).await;
-    eventually_true("a copy in state_dir/guides", || async {
-        copies(&app).len() == 1
-    })
-    .await;
+    wait_copy(&app).await;
 
     hang.store(1, Ordering::SeqCst);
     app.restart().await;
@@ -1038,11 +1026,7 @@ async fn a_copy_without_programmes_is_not_served_and_a_fresh_read_joins_at_once(
         )
         .hang("/hang.xml")
         .start();
-    let mut app = TestApp::spawn(&format!(
-        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
-        service(&up)
-    ))
-    .await;
+    let mut app = TestApp::spawn(&patient(&up)).await;
     eventually_true("the copy of the guide without programmes", || async {
         copies(&app).len() == 1
             && app.get_json("/api/guide/status").await.1["services"]["P"]["last_ok"].is_string()
@@ -1088,11 +1072,7 @@ async fn the_guide_status_shows_a_read_that_hangs_after_a_start() {
         .text("/list.m3u", M3U_TYPE, m3u(&[("One.uk", "One", "UK")]))
         .hang("/guide.xml")
         .start();
-    let app = TestApp::spawn(&format!(
-        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
-        service(&up)
-    ))
-    .await;
+    let app = TestApp::spawn(&patient(&up)).await;
     let (code, status) = app.get_json("/api/guide/status").await;
     assert_eq!(code, 200, "{status}");
     assert!(
@@ -1120,11 +1100,7 @@ async fn a_lineup_without_channels_gets_its_empty_guide_without_waiting_for_the_
         .text("/list.m3u", M3U_TYPE, "#EXTM3U\n")
         .hang("/guide.xml")
         .start();
-    let app = TestApp::spawn(&format!(
-        "[guide]\nread_timeout = \"60s\"\n\n{}timeout = \"60s\"\n",
-        service(&up)
-    ))
-    .await;
+    let app = TestApp::spawn(&patient(&up)).await;
     assert!(app.channels().await.is_empty());
     let xml = app.get_text_ok("/epg.xml").await;
     assert!(!xml.contains("<channel "), "{xml}");
