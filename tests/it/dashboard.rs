@@ -1775,6 +1775,61 @@ async fn the_guide_review_picks_the_guide_its_button_names_in_headless_chromium(
     driver.finished(outcome.is_ok(), "the guide review test");
 }
 
+/// Right after a start, while a guide is still being read (no saved copy), the guide
+/// review's call answers 503: the panel says so and asks again by itself, and shows
+/// the review once the read has ended (here it fails after 14 s), without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_review_asks_again_while_the_guides_are_read_in_headless_chromium() {
+    let up = FakeUpstream::bind().await;
+    let list = format!(
+        "#EXTM3U\n#EXTINF:-1 tvg-id=\"p-1\",Sport Feed\n{0}/1.m3u8\n",
+        up.base()
+    );
+    let up = up
+        .text("/list.m3u", M3U_TYPE, list)
+        .hang("/slow.xml")
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"60s\"\n\n[[services]]\nname = \"P\"\nkind = \"m3u\"\nurl = \"{0}/list.m3u\"\n\n\
+         [[guides]]\nname = \"slow\"\nurl = \"{0}/slow.xml\"\ntimeout = \"14s\"\n",
+        up.base()
+    ))
+    .await;
+    assert_eq!(app.channels().await.len(), 1);
+    let driver = Driver::start().await;
+    let c = driver.session(1280, 900, true).await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, async {
+        c.goto(&app.url("/")).await.expect("load /");
+        // The first answer comes after the call's 10 s wait.
+        crate::common::eventually_within(WAIT * 2, "the review saying it asks again", || async {
+            let count = text_of(&c, "#guide-review-count").await.unwrap_or_default();
+            if count.contains("asking again") && count.contains("`slow`") {
+                Ok(())
+            } else {
+                Err(count)
+            }
+        })
+        .await;
+        // The read fails at 14 s; the next try (10 s after the 503) loads the review.
+        crate::common::eventually_within(
+            WAIT * 3,
+            "the review loaded, without a reload",
+            || async {
+                let count = text_of(&c, "#guide-review-count").await.unwrap_or_default();
+                if count.contains(" of ") && !count.contains("could not load") {
+                    Ok(())
+                } else {
+                    Err(count)
+                }
+            },
+        )
+        .await;
+    })
+    .await;
+    let _ = c.close().await;
+    driver.finished(outcome.is_ok(), "the guide review retry test");
+}
+
 async fn browse_big(app: &TestApp, c: &Client) {
     let all: Vec<String> = app
         .channels()

@@ -125,6 +125,15 @@ async fn a_100_mb_guide_is_merged_with_bounded_memory() {
         .timeout(std::time::Duration::from_secs(300))
         .build()
         .expect("client");
+    // The first guide request waits for the read (the status call does not: it
+    // answers within 2 s, without counts until a guide is served). HEAD: the test
+    // process (the app's too) does not take the XML in.
+    let head = slow_client
+        .head(app.url("/epg.xml"))
+        .send()
+        .await
+        .expect("HEAD /epg.xml");
+    assert_eq!(head.status(), 200);
     let resp = slow_client
         .get(app.url("/api/guide/status"))
         .send()
