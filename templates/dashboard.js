@@ -61,7 +61,11 @@
 
   // Services: enable/disable and priority.
   // `keepPriority`: a periodic refresh leaves the priority box to the user.
+  // Answers whether the service's state or priority changed (the lineup follows both).
   function showService(row, status, keepPriority) {
+    const before = row.dataset.enabled + "/" + row.dataset.priority;
+    row.dataset.enabled = String(status.enabled);
+    row.dataset.priority = String(status.priority);
     $(".state", row).textContent = status.enabled ? "enabled" : "disabled";
     $(".toggle", row).textContent = status.enabled ? "disable" : "enable";
     if (!keepPriority) $(".priority-input", row).value = status.priority;
@@ -76,26 +80,35 @@
     }
     if ("last_error" in status) $(".last-error", row).textContent = status.last_error || "";
     if ("channel_count" in status) $(".channels", row).textContent = String(status.channel_count);
+    return before !== row.dataset.enabled + "/" + row.dataset.priority;
+  }
+  // The channel and catalogue lists again: a service switched or moved changes them.
+  function lineupChanged() {
+    for (const reload of reloaders) reload();
   }
   // Every service row from /api/services/status: after a channel test, and every
   // few seconds while the page is visible (changes made elsewhere show up).
   async function refreshServices() {
     let all;
     try { all = await api("GET", "/api/services/status"); } catch (_) { return; }
+    let changed = false;
     for (const status of all || []) {
       const row = $$("#services tr[data-service]").find((r) => r.dataset.service === status.name);
-      if (row) showService(row, status, true);
+      if (row && showService(row, status, true)) changed = true;
     }
+    if (changed) lineupChanged();
   }
   setInterval(() => { if (!document.hidden) refreshServices(); }, 3000);
   function bindService(row) {
     const name = row.dataset.service;
     const base = "/api/services/" + encodeURIComponent(name);
+    row.dataset.enabled = String($(".state", row).textContent.trim() === "enabled");
+    row.dataset.priority = $(".priority-input", row).value;
     $(".toggle", row).addEventListener("click", async (ev) => {
       const enable = $(".state", row).textContent.trim() !== "enabled";
       ev.target.disabled = true;
       try {
-        showService(row, await api("POST", base + (enable ? "/enable" : "/disable")));
+        if (showService(row, await api("POST", base + (enable ? "/enable" : "/disable")))) lineupChanged();
         say(name + (enable ? " enabled" : " disabled"), true);
       } catch (e) {
         say(e.message, false);
@@ -114,7 +127,7 @@
       }
       ev.target.disabled = true;
       try {
-        showService(row, await api("PUT", base + "/priority", { priority }));
+        if (showService(row, await api("PUT", base + "/priority", { priority }))) lineupChanged();
         say(name + ": priority " + priority, true);
       } catch (e) {
         say(e.message, false);

@@ -1347,12 +1347,15 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client, progress: &Prog
         false,
         "the API after the click"
     );
+    // The channel list follows: Origin's channels leave it, and come back.
+    wait_visible(c, "the channels with Origin disabled", &["Demo"]).await;
     click_toggle_and_see(c, origin_row, "enabled", "the second click").await;
     assert_eq!(
         app.service_status("Origin").await["enabled"],
         true,
         "the API after the second click"
     );
+    wait_visible(c, "the channels with Origin enabled again", &all).await;
 
     // A change made elsewhere (another admin, a script) shows without a reload: the
     // page refreshes the service rows every few seconds.
@@ -1366,6 +1369,13 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client, progress: &Prog
             .unwrap_or_else(|e| panic!("{action} through the API: {e}"));
         assert_eq!(resp.status(), 200);
         wait_row_state(c, origin_row, state, &format!("`{action}` through the API")).await;
+        let visible: &[&str] = if state == "disabled" { &["Demo"] } else { &all };
+        wait_visible(
+            c,
+            &format!("the channels after `{action}` through the API"),
+            visible,
+        )
+        .await;
     }
 
     // e. priority
