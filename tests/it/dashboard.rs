@@ -355,7 +355,8 @@ async fn text_of(c: &Client, css: &str) -> Option<String> {
 async fn channel_test(c: &Client, row: &str) -> (String, String) {
     let result = format!("{row} .test-result");
     // The list may be drawn again meanwhile (after the step before it, on a loaded
-    // machine): the row is waited for, and must start with an empty result.
+    // machine): the list is waited for, the row must start with an empty result.
+    wait_channels_ready(c).await;
     wait_for!(format!("{result}, empty, on the page"), {
         match text_of(c, &result).await {
             Some(t) if t.is_empty() => Ok(()),
@@ -1406,6 +1407,16 @@ async fn drive(app: &TestApp, origin: &FakeUpstream, c: &Client, progress: &Prog
         .click()
         .await
         .expect("click .priority-save");
+    // The page says so once it has asked for the channels again (their sources' order
+    // follows the priority); the test button below waits for that list.
+    wait_for!("#message to say Origin's priority is 7", {
+        let message = text_of(c, "#message").await.unwrap_or_default();
+        if message.contains("Origin: priority 7") {
+            Ok(())
+        } else {
+            Err(message)
+        }
+    });
     wait_for!("Origin's priority 7 in the API", {
         let p = app.service_status("Origin").await["priority"].clone();
         if p == 7 {
