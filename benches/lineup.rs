@@ -174,7 +174,7 @@ fn bench_moves(c: &mut Criterion) {
     let mut g = c.benchmark_group("lineup_list_refresh_9943");
     g.sample_size(20).measurement_time(Duration::from_secs(5));
     g.bench_function("baseline_merge", |b| {
-        b.iter(|| black_box(freesky::lineup::merge(black_box(&inputs))).len())
+        b.iter(|| black_box(freesky::lineup::merge(black_box(&inputs), &[])).len())
     });
     // A refresh where every 100th channel has a new tvg-id: names compared.
     g.bench_function("moved_tvg_ids", |b| {

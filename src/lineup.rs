@@ -233,7 +233,12 @@ pub fn guide_id(tvg_id: &str, slug: &str) -> String {
 /// Groups, logos and service names repeat across channels: each distinct one is one
 /// shared [`Text`]. A source's id and name share the channel's slug-like id and name
 /// when they are the same text.
-pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
+///
+/// `aside`: the last lists of services switched off. Their channels are not merged;
+/// they only tell which tvg-ids a "+1" borrows (its live channel may be listed only
+/// by a service switched off: the "+1" must not take the live channel's identity and
+/// guide then).
+pub fn merge(lists: &[ServiceChannels<'_>], aside: &[&[Channel]]) -> Vec<Merged> {
     let mut order: Vec<&ServiceChannels<'_>> = lists.iter().collect();
     order.sort_by_key(|l| l.priority); // stable: ties keep config order
     let mut merged: Vec<Merged> = Vec::new();
@@ -242,7 +247,12 @@ pub fn merge(lists: &[ServiceChannels<'_>]) -> Vec<Merged> {
     let mut shared = Interner::default();
     // (merged channel, service, channel id) of every source given so far.
     let mut has: HashSet<(usize, Text, Text)> = HashSet::new();
-    let borrowed = borrowed_tvg_ids(&order);
+    let borrowed = borrowed_tvg_ids(
+        order
+            .iter()
+            .map(|l| l.channels)
+            .chain(aside.iter().copied()),
+    );
     for list in order {
         let service = shared.get(list.service);
         for ch in list.channels {
@@ -381,8 +391,8 @@ pub(crate) fn shift_of(norm: &str) -> u8 {
 
 /// The tvg-ids (lowercase) that a time-shifted channel carries and a live one too,
 /// in any of `lists`: the shifted one borrowed its live channel's.
-fn borrowed_tvg_ids(lists: &[&ServiceChannels<'_>]) -> HashSet<String> {
-    let entries = || lists.iter().flat_map(|l| l.channels.iter());
+fn borrowed_tvg_ids<'a>(lists: impl Iterator<Item = &'a [Channel]> + Clone) -> HashSet<String> {
+    let entries = || lists.clone().flatten();
     let mut shifted: HashSet<String> = HashSet::new();
     // The byte lengths of those ids, as written and lowercased: only ids of such a
     // length are lowercased below (one allocation each).
@@ -1223,11 +1233,14 @@ mod tests {
     #[test]
     fn a_channels_name_carries_no_control_character_or_line_break() {
         let a = [ch("A", "1", " \u{1b}[31mRed\u{85}One\u{2028}\u{b} ", "")];
-        let m = merge(&[ServiceChannels {
-            service: "A",
-            priority: 1,
-            channels: &a,
-        }]);
+        let m = merge(
+            &[ServiceChannels {
+                service: "A",
+                priority: 1,
+                channels: &a,
+            }],
+            &[],
+        );
         assert_eq!(m[0].name, "[31mRed One");
     }
 
@@ -1243,18 +1256,21 @@ mod tests {
             ch("A", "3", "E4 +1", "E4Plus1.uk"),
         ];
         let b = [ch("B", "x", "Dave Real (+1) HD", "davereal.uk")];
-        let m = merge(&[
-            ServiceChannels {
-                service: "A",
-                priority: 1,
-                channels: &a,
-            },
-            ServiceChannels {
-                service: "B",
-                priority: 2,
-                channels: &b,
-            },
-        ]);
+        let m = merge(
+            &[
+                ServiceChannels {
+                    service: "A",
+                    priority: 1,
+                    channels: &a,
+                },
+                ServiceChannels {
+                    service: "B",
+                    priority: 2,
+                    channels: &b,
+                },
+            ],
+            &[],
+        );
         let seen: Vec<(&str, &str, &str, usize)> = m
             .iter()
             .map(|c| (&*c.name, &*c.merge_key, &*c.tvg_id, c.sources.len()))
@@ -1267,6 +1283,29 @@ mod tests {
                 ("E4 +1", "tvg:e4plus1.uk", "E4Plus1.uk", 1),
             ]
         );
+    }
+
+    /// The live channel listed only by a service switched off still makes the "+1"
+    /// under its tvg-id a channel of its own (the "+1" must not take the live one's
+    /// identity and guide while that service is off).
+    #[test]
+    fn a_plus_one_borrows_from_a_live_channel_of_a_service_switched_off() {
+        let off = [ch("A", "1", "E4", "E4.uk")];
+        let on = [ch("B", "x", "E4 +1", "E4.uk")];
+        let lists = [ServiceChannels {
+            service: "B",
+            priority: 1,
+            channels: &on,
+        }];
+        let keys = |aside: &[&[Channel]]| -> Vec<(String, String)> {
+            merge(&lists, aside)
+                .into_iter()
+                .map(|m| (m.merge_key, m.tvg_id.to_string()))
+                .collect()
+        };
+        assert_eq!(keys(&[&off]), [("name:e4 +1".to_string(), String::new())]);
+        // Known nowhere: the list's word is all there is.
+        assert_eq!(keys(&[]), [("tvg:e4.uk".to_string(), "E4.uk".to_string())]);
     }
 
     #[test]
@@ -1299,7 +1338,7 @@ mod tests {
                 channels: &c,
             },
         ];
-        let m = merge(&lists);
+        let m = merge(&lists, &[]);
         assert_eq!(m.len(), 3, "{m:#?}");
         assert_eq!(m[0].name, "BBC One HD");
         assert_eq!(m[0].merge_key, "tvg:bbcone.uk");
@@ -1317,29 +1356,35 @@ mod tests {
         let with_id = [ch("M", "1", "News", "News.test")];
         let without = [ch("Ace", "n", "News HD", "")];
         let keys = |first: i64| {
-            merge(&[
-                ServiceChannels {
-                    service: "M",
-                    priority: 10,
-                    channels: &with_id,
-                },
-                ServiceChannels {
-                    service: "Ace",
-                    priority: first,
-                    channels: &without,
-                },
-            ])
+            merge(
+                &[
+                    ServiceChannels {
+                        service: "M",
+                        priority: 10,
+                        channels: &with_id,
+                    },
+                    ServiceChannels {
+                        service: "Ace",
+                        priority: first,
+                        channels: &without,
+                    },
+                ],
+                &[],
+            )
             .into_iter()
             .map(|m| m.merge_key)
             .collect::<Vec<_>>()
         };
         assert_eq!(keys(50), ["tvg:news.test"]);
         assert_eq!(keys(1), ["tvg:news.test"], "the source without an id first");
-        let alone = merge(&[ServiceChannels {
-            service: "Ace",
-            priority: 1,
-            channels: &without,
-        }]);
+        let alone = merge(
+            &[ServiceChannels {
+                service: "Ace",
+                priority: 1,
+                channels: &without,
+            }],
+            &[],
+        );
         assert_eq!(alone[0].merge_key, "name:news");
     }
 

@@ -868,6 +868,75 @@ url = "{o}/b.m3u"
     );
 }
 
+/// A "+1" listed under its live channel's tvg-id keeps its own identity (id, number)
+/// and guide id when the service carrying the live channel is switched off, also after
+/// a restart: the live channel's identity and guide are not handed to it (review 66 #2).
+#[tokio::test]
+async fn a_plus_one_keeps_its_identity_when_its_live_channels_service_is_off() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let _up = up
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"E4.uk\",E4\n{o}/a/e4.m3u8\n\
+                 #EXTINF:-1 tvg-id=\"News.uk\",News\n{o}/a/news.m3u8\n"
+            ),
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"E4.uk\",E4 +1\n{o}/b/e4.m3u8\n"),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[cache]\nchannels_ttl = \"1ms\"\n{}",
+        a_then_b(&o)
+    ))
+    .await;
+    // (id, number, guide id) of each channel in the API, checked against the playlist.
+    async fn seen(app: &TestApp) -> Vec<(String, u64, String)> {
+        let playlist = app.get_text_ok("/playlist.m3u").await;
+        let mut out = Vec::new();
+        for c in app.channels().await {
+            let id = id_of(&c);
+            let guide = c["guide_id"].as_str().expect("guide_id").to_string();
+            let line = extinf_of(&playlist, &id).unwrap_or_else(|| panic!("{id} in {playlist}"));
+            assert!(
+                line.contains(&format!("tvg-id=\"{guide}\"")),
+                "{id}: {guide} in {line}"
+            );
+            out.push((id, c["number"].as_u64().expect("number"), guide));
+        }
+        out.sort();
+        out
+    }
+    let first = seen(&app).await;
+    let plus: Vec<_> = first
+        .iter()
+        .filter(|c| c.0 == "e4-plus1")
+        .cloned()
+        .collect();
+    assert_eq!(plus.len(), 1, "{first:?}");
+    assert_ne!(plus[0].2, "E4.uk", "the +1 at first: {first:?}");
+    assert!(
+        first.iter().any(|c| c.0 == "e4" && c.2 == "E4.uk"),
+        "{first:?}"
+    );
+
+    let r = app.post("/api/services/A/disable").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen(&app).await, plus, "A, with the live E4, off");
+
+    app.restart().await;
+    assert_eq!(seen(&app).await, plus, "after a restart, A still off");
+
+    let r = app.post("/api/services/A/enable").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(seen(&app).await, first, "A back");
+}
+
 /// A provider's numbering (`tvg-chno`) is what a new user sees on first start: each
 /// new channel takes its upstream number when free, the others the next free ones;
 /// a later change of the upstream number does not renumber a known channel.

@@ -408,11 +408,20 @@ impl Registry {
         // Each refreshed list beside the one before it: the channels its service moved
         // to another tvg-id (outside the lock).
         let mut compared = Vec::new();
+        // The last lists of the services switched off (kept in `state_dir/lists/`
+        // across restarts): the tvg-ids their live channels lend a "+1".
+        let mut aside: Vec<Arc<Vec<Channel>>> = Vec::new();
         let lists: Vec<Arc<Vec<Channel>>> = {
             let mut last_good = self
                 .last_good
                 .lock()
                 .expect("last_good lock is never poisoned");
+            aside.extend(
+                self.entries
+                    .iter()
+                    .filter(|e| !self.enabled(e))
+                    .filter_map(|e| last_good.get(&e.cfg.name).cloned()),
+            );
             enabled
                 .iter()
                 .zip(lists)
@@ -441,7 +450,8 @@ impl Registry {
                 channels: l,
             })
             .collect();
-        let mut merged = lineup::merge(&inputs);
+        let aside: Vec<&[Channel]> = aside.iter().map(|l| l.as_slice()).collect();
+        let mut merged = lineup::merge(&inputs, &aside);
         // Moved out, not copied: the store needs them only for this call.
         let mut keys: Vec<Wanted> = merged
             .iter_mut()
