@@ -531,6 +531,16 @@ pub struct ServiceStatus {
     pub latency_ms: Option<u64>,
     pub successes: u64,
     pub failures: u64,
+    /// Its streams' playlists and segments served through freesky (`.m3u8` links and
+    /// `.ts` relays), cached ones included.
+    pub stream_successes: u64,
+    /// Its streams' playlists and segments that failed, and relay sources given up
+    /// (each a failover): counted here, not in `success_rate` or the circuit.
+    pub stream_failures: u64,
+    /// Why its last stream failure failed, until one of its streams plays again.
+    pub last_stream_error: Option<String>,
+    /// RFC 3339 time of `last_stream_error`.
+    pub last_stream_error_at: Option<String>,
     /// The circuit breaker (`health`): `"closed"`, `"open"` (fallback skips the
     /// service, trying it only when no other source is left) or `"half_open"` (the
     /// next call is a trial).

@@ -250,7 +250,16 @@ async fn dashboard(
                     .or(st.latency_ms)
                     .map_or_else(|| "–".to_string(), |ms| format!("{ms} ms")),
                 channels: st.channel_count,
-                last_error: st.last_error.clone().unwrap_or_default(),
+                // Its calls' last error, else its streams' (as the script shows it).
+                last_error: st
+                    .last_error
+                    .clone()
+                    .or_else(|| {
+                        st.last_stream_error
+                            .as_ref()
+                            .map(|e| format!("stream: {e}"))
+                    })
+                    .unwrap_or_default(),
                 priority: st.priority,
                 toggle: if st.enabled { "disable" } else { "enable" },
                 chart,

@@ -38,6 +38,12 @@ pub enum Served {
 }
 
 impl Engine {
+    /// Counts a playlist or segment of `service`'s stream in its status.
+    fn stream_outcome<T, E: std::fmt::Display>(&self, service: &str, outcome: &Result<T, E>) {
+        self.registry
+            .record_stream(service, outcome.as_ref().map(|_| ()).map_err(E::to_string));
+    }
+
     /// Opens link `token`/`item`: refused when tampered, mixed, expired or
     /// malformed, or when its service is gone or disabled (but a playlist link that
     /// fails over goes on with the channel's next source). Asks no upstream.
@@ -107,8 +113,9 @@ impl Engine {
             }
             // Whole files and byte ranges of uncached ones go straight through.
             if target.kind == Kind::Media {
-                let fetched = service.fetch(&url, &target.headers, range).await?;
-                return Ok(Served::Passthrough(fetched));
+                let fetched = service.fetch(&url, &target.headers, range).await;
+                self.stream_outcome(&target.service, &fetched);
+                return Ok(Served::Passthrough(fetched?));
             }
             // A byte range of a segment (`EXT-X-BYTERANGE`: single-file HLS) is a
             // segment fetch all the same: bounded by `segment_timeout` from request to
@@ -119,13 +126,25 @@ impl Engine {
             let deadline = tokio::time::Instant::now() + limit;
             let outcome = {
                 let failovers = self.failovers.clone();
+                let registry = self.registry.clone();
+                let shown = service.shown_url(&url);
                 let (service, channel) = (target.service.clone(), target.channel.clone());
                 let failover = target.failover;
-                move |ok: bool| match (failover, ok) {
-                    (false, _) => {}
-                    (true, true) => failovers.clear(&service, &channel),
-                    (true, false) => {
-                        failovers.strike(&service, &channel);
+                move |ok: bool| {
+                    registry.record_stream(
+                        &service,
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(format!("a byte range of {shown} failed"))
+                        },
+                    );
+                    match (failover, ok) {
+                        (false, _) => {}
+                        (true, true) => failovers.clear(&service, &channel),
+                        (true, false) => {
+                            failovers.strike(&service, &channel);
+                        }
                     }
                 }
             };
@@ -156,6 +175,7 @@ impl Engine {
             .media
             .segment(service, &target.service, &url, &target.headers)
             .await;
+        self.stream_outcome(&target.service, &body);
         if target.failover {
             match &body {
                 Ok(_) => self.failovers.clear(&target.service, &target.channel),
@@ -198,7 +218,8 @@ impl Engine {
                 target.service
             )))
         } else {
-            self.media
+            let fetched = self
+                .media
                 .document(&*service, &target.service, url, &target.headers, limit)
                 .await
                 .and_then(|doc| match &*doc {
@@ -207,7 +228,9 @@ impl Engine {
                         "{} is media, not the playlist it was listed as",
                         service.shown_url(url)
                     ))),
-                })
+                });
+            self.stream_outcome(&target.service, &fetched);
+            fetched
         };
         match fetched {
             Ok(doc) => {

@@ -901,6 +901,10 @@ impl Task {
                     return;
                 }
                 Stop::Failed(why) => {
+                    // A source given up: one failure in its service's status.
+                    self.engine
+                        .registry
+                        .record_stream(&source.service_name, Err(why.clone()));
                     let sent_nothing = self.delivered.load(Ordering::Relaxed) == sent_before;
                     let silent = self.delivered.load(Ordering::Relaxed) == 0;
                     // One line per source and reason: a source tried twice for the
@@ -1253,6 +1257,9 @@ impl Task {
                 };
                 match sent {
                     Ok(()) => {
+                        self.engine
+                            .registry
+                            .record_stream(&src.service_name, Ok(()));
                         failures = 0;
                         sent_any = true;
                         self.sent_last = Some((

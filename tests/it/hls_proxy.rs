@@ -1225,6 +1225,51 @@ async fn a_media_playlist_whose_segments_fail_falls_back_on_the_next_reload() {
     );
 }
 
+/// A service's streams count in its status (review 62 #6): segments and playlists
+/// served or failed through freesky, with the last failure's reason and time. They
+/// count apart from its calls: one channel's dead stream leaves the success rate and
+/// the circuit (which would make fallback skip the service's other channels) alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_stream_failures_show_in_its_status() {
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route("/a/{seg}", segments_while(Arc::new(AtomicBool::new(false))))
+        .start();
+    let b = source_b().await;
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let calls = app.service_status("A").await;
+    assert_eq!(calls["stream_failures"], 0, "{calls:#}");
+    assert!(calls["last_stream_error"].is_null(), "{calls:#}");
+    for s in assert_all_proxied(&app, &playlist) {
+        let status = app.get(&s).await.status();
+        assert!(status.is_server_error(), "{s}: {status}");
+    }
+    let a_now = app.service_status("A").await;
+    assert_eq!(a_now["stream_failures"], 2, "its two segments: {a_now:#}");
+    let why = a_now["last_stream_error"].as_str().unwrap_or_default();
+    assert!(why.contains("403"), "{a_now:#}");
+    assert!(a_now["last_stream_error_at"].is_string(), "{a_now:#}");
+    for field in ["successes", "failures", "consecutive_failures", "circuit"] {
+        assert_eq!(a_now[field], calls[field], "{field}: {a_now:#}");
+    }
+    // The reload is answered from B: its playlist and segment count as B's.
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &reloaded);
+    assert_eq!(app.get_text_ok(&segments[0]).await, "<b b0.ts>");
+    let b_now = app.service_status("B").await;
+    assert!(b_now["stream_successes"].as_u64() >= Some(1), "{b_now:#}");
+    assert_eq!(b_now["stream_failures"], 0, "{b_now:#}");
+    // The dashboard's row says why A's stream fails.
+    let page = app.get_text_ok("/").await;
+    assert!(
+        page.contains("stream: "),
+        "no stream error on the dashboard"
+    );
+}
+
 /// A player given a media playlist by the channel URL reloads that URL: when the next
 /// source's stream URL is a master, the reload answers with its variant's media
 /// playlist (a master there would end playback), numbered on from A's.

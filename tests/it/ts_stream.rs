@@ -238,6 +238,24 @@ url = "{}"
         String::from_utf8_lossy(&next)
     );
     assert!(primary.hits("/p/index.m3u8") >= 3, "{:?}", primary.paths());
+    // Both show in their service's status: One's segments sent, then One given up
+    // (one failure, with why); Two's segments sent. Not in the calls' counts.
+    let one = app.service_status("One").await;
+    assert!(one["stream_successes"].as_u64() >= Some(3), "{one:#}");
+    assert_eq!(one["stream_failures"], 1, "{one:#}");
+    let why = one["last_stream_error"].as_str().unwrap_or_default();
+    assert!(why.contains("503"), "{one:#}");
+    assert_eq!(one["circuit"], "closed", "{one:#}");
+    let two = eventually("Two's segment in its status", || async {
+        let two = app.service_status("Two").await;
+        if two["stream_successes"].as_u64() >= Some(1) {
+            Ok(two)
+        } else {
+            Err(two)
+        }
+    })
+    .await;
+    assert_eq!(two["stream_failures"], 0, "{two:#}");
 }
 
 #[tokio::test]

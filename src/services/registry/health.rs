@@ -49,6 +49,27 @@ impl Registry {
         }
     }
 
+    /// Counts a stream's playlist or segment that service `name` served (`Ok`) or
+    /// failed (`Err`, why) in its status. Not in its health: one channel's dead stream
+    /// does not make fallback skip the service's other channels.
+    pub fn record_stream(&self, name: &str, outcome: Result<(), String>) {
+        let Some(e) = self.entry(name) else { return };
+        let mut s = e
+            .stats
+            .lock()
+            .expect("stats lock is never poisoned: no panics while held");
+        match outcome {
+            Ok(()) => {
+                s.stream_successes += 1;
+                s.last_stream_error = None;
+            }
+            Err(why) => {
+                s.stream_failures += 1;
+                s.last_stream_error = Some((SystemTime::now(), why));
+            }
+        }
+    }
+
     /// Asks `e`'s circuit breaker whether it may be used now (see [`Permit`]).
     pub(super) fn permit(&self, e: &Entry) -> Permit {
         e.stats

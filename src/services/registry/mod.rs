@@ -153,6 +153,13 @@ struct Stats {
     channel_count: usize,
     /// The last hour of outcomes per minute, for the dashboard's chart.
     history: crate::history::History,
+    /// Its streams' playlists and segments served through freesky, and the ones that
+    /// failed (a relay's source given up counts once); kept apart from the calls
+    /// above: they judge the service, not one channel's stream.
+    stream_successes: u64,
+    stream_failures: u64,
+    /// The last stream failure's message and time, until a stream of it plays again.
+    last_stream_error: Option<(SystemTime, String)>,
 }
 
 impl Stats {
@@ -166,6 +173,9 @@ impl Stats {
             health: Health::new(policy),
             channel_count: 0,
             history: crate::history::History::new(),
+            stream_successes: 0,
+            stream_failures: 0,
+            last_stream_error: None,
         }
     }
 }

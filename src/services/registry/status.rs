@@ -56,6 +56,13 @@ impl Registry {
             latency_ms: s.latency_ms,
             successes: s.successes,
             failures: s.failures,
+            stream_successes: s.stream_successes,
+            stream_failures: s.stream_failures,
+            last_stream_error: s.last_stream_error.as_ref().map(|(_, why)| why.clone()),
+            last_stream_error_at: s
+                .last_stream_error
+                .as_ref()
+                .map(|(at, _)| humantime::format_rfc3339_seconds(*at).to_string()),
             circuit: circuit.as_str().to_string(),
             success_rate: s.health.success_rate(),
             latency_ewma_ms: s.health.latency_ewma_ms().map(|ms| ms.round() as u64),
