@@ -281,6 +281,9 @@ pub struct Guides {
     rendered: RwLock<Option<Arc<Rendered>>>,
     /// One fetch of every guide at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Counts the match decisions applied: a read whose copy stands in meanwhile reads
+    /// the copy again with each (`read_guide`), not waiting for the read to end.
+    decided: tokio::sync::watch::Sender<u64>,
     /// Fetches finished: a caller that waited for `refreshing` while one finished
     /// takes its result instead of fetching again.
     fetches: AtomicU64,
@@ -410,6 +413,7 @@ impl Guides {
             retry: Mutex::default(),
             rendered: RwLock::default(),
             refreshing: tokio::sync::Mutex::const_new(()),
+            decided: tokio::sync::watch::Sender::new(0),
             fetches: AtomicU64::new(0),
             rendering: tokio::sync::Mutex::const_new(()),
             wake: Arc::default(),
@@ -796,8 +800,34 @@ impl Guides {
         }
     }
 
-    /// Reads again the guides whose assignments changed, then renders again.
+    /// Reads again the guides whose assignments changed, then renders again. While a
+    /// read holds `refreshing` (a first read that hangs, its copy standing in), what
+    /// needs no read is applied at once: a copy standing in is read again, a guide read
+    /// before takes its spare; the rest once the read ends.
     async fn apply_matches(&self) -> Result<(), RegistryError> {
+        if self.refreshing.try_lock().is_err() {
+            self.decided.send_modify(|n| *n += 1);
+            let lineup = self.registry.lineup().await?;
+            let idle: Vec<String> = {
+                let status = self.status.lock().expect("guide status lock");
+                self.stale_sources()
+                    .into_iter()
+                    .filter(|name| status.get(name).is_none_or(|s| s.reading_since.is_none()))
+                    .collect()
+            };
+            let mut applied = false;
+            for name in idle {
+                let spare = self.spares.lock().expect("guide lock").remove(&name);
+                if let Some(spare) = spare {
+                    applied |= self.remap(&name, &lineup, spare).await;
+                }
+            }
+            if applied {
+                self.rematch(&lineup).await;
+                let _render = self.rendering.lock().await;
+                self.render_locked().await?;
+            }
+        }
         {
             let _one = self.refreshing.lock().await;
             let lineup = self.registry.lineup().await?;
@@ -1930,12 +1960,15 @@ impl Guides {
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
         let map = Mapping::new(name, &channels, lineup, plan.at(&shown)).sparing(spare);
+        let at = shown.clone();
+        let map_now = || Mapping::new(name, &channels, lineup, self.plan_for(name).at(&at));
         self.read_guide(
             name,
             shown,
             source,
             GUIDE_MAX_BYTES,
             &map,
+            &map_now,
             window,
             spare,
             |url| async move { service.fetch(&url, &Vec::new(), None).await },
@@ -1947,15 +1980,17 @@ impl Guides {
     /// Guide `name` (shown as `shown`) read from `source` (a URL through `fetch`) with
     /// `map`, within `[guide] read_timeout` and `max_bytes`, a copy of a URL guide kept
     /// as it is read (`Copy`); when the read fails, the copy of its last good read is
-    /// read instead if no read of it has worked since start (`read_copy`).
+    /// read instead if no read of it has worked since start (`read_copy`). `map_now`
+    /// makes `map` with the plan as it is now (a copy standing in follows decisions).
     #[allow(clippy::too_many_arguments)]
-    async fn read_guide<Fut>(
+    async fn read_guide<'m, Fut>(
         &self,
         name: &str,
         shown: String,
         source: GuideSource,
         max_bytes: u64,
-        map: &Mapping<'_>,
+        map: &Mapping<'m>,
+        map_now: &(dyn Fn() -> Mapping<'m> + Sync),
         window: &Window<'_>,
         spare: Option<&HashSet<String>>,
         fetch: impl FnOnce(url::Url) -> Fut,
@@ -1983,9 +2018,24 @@ impl Guides {
             tokio::select! {
                 read = &mut work => read,
                 () = tokio::time::sleep(STAND_IN), if copy_to.is_some() && self.kept(name).is_none() => {
-                    self.stand_in(name, &shown, copy_to.as_deref(), max_bytes, map, window)
+                    let mut decided = self.decided.subscribe();
+                    let mut stood = self
+                        .stand_in(name, &shown, copy_to.as_deref(), max_bytes, map, window)
                         .await;
-                    work.await
+                    // A match decision meanwhile: the copy standing in is read again
+                    // with it (this read goes on with the plan it began with; `settle`
+                    // follows it).
+                    loop {
+                        tokio::select! {
+                            read = &mut work => break read,
+                            Ok(()) = decided.changed(), if stood => {
+                                let map = map_now();
+                                stood = self
+                                    .stand_in(name, &shown, copy_to.as_deref(), max_bytes, &map, window)
+                                    .await;
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -2022,12 +2072,12 @@ impl Guides {
         max_bytes: u64,
         map: &Mapping<'_>,
         window: &Window<'_>,
-    ) {
+    ) -> bool {
         let Some((mut guide, saved)) = self
             .read_copy(name, path, max_bytes, map, window, None)
             .await
         else {
-            return;
+            return false;
         };
         window.trim(&mut guide);
         {
@@ -2046,6 +2096,7 @@ impl Guides {
                 tracing::warn!(error = %e, "rendering the guide with a copy standing in failed");
             }
         }
+        true
     }
 
     /// Takes in guide `name`'s read `guide` (served from now on) with its status
@@ -2143,6 +2194,9 @@ impl Guides {
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
         let map = Mapping::new(&extra.cfg.name, &[], lineup, plan.at(&shown)).sparing(spare);
+        let at = shown.clone();
+        let name = &extra.cfg.name;
+        let map_now = || Mapping::new(name, &[], lineup, self.plan_for(name).at(&at));
         let client = extra.http.as_ref().map(|(_, c)| c);
         self.read_guide(
             &extra.cfg.name,
@@ -2150,6 +2204,7 @@ impl Guides {
             source,
             extra.cfg.max_bytes,
             &map,
+            &map_now,
             window,
             spare,
             |url| async move {

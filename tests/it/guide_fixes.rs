@@ -955,6 +955,129 @@ async fn a_guide_that_hangs_after_a_restart_has_its_copy_stand_in_for_the_first_
 }
 
 #[tokio::test]
+async fn a_match_decision_made_while_a_copy_stands_in_shows_before_the_read_ends() {
+    // Review 67 #4: after a restart the guide's read hangs (a minute) and its copy
+    // stands in; an admin's pick for a channel the copy lists shows in `/epg.xml`
+    // within seconds, from the copy read again, not once the hanging read is cut.
+    let hang = Arc::new(AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
+        )
+        .route(
+            "/guide.xml",
+            hangs_when(
+                &hang,
+                XML,
+                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
+            ),
+        )
+        .start();
+    let mut app = TestApp::spawn(&patient(&up)).await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    assert!(titles(&app, "Two").await.is_empty(), "no match for Two");
+    wait_copy(&app).await;
+
+    hang.store(1, Ordering::SeqCst);
+    app.restart().await;
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "from the copy");
+    let two = app.channel_id("Two").await;
+    let (status, body) = json_of(
+        app.send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{two}"),
+            r#"{"action":"pick","guide_id":"Second.uk"}"#,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_titles(&app, "Two", &["Second.uk show"]).await;
+    let (_, status) = app.get_json("/api/guide/status").await;
+    assert!(
+        status["services"]["P"]["reading_since"].is_string(),
+        "the read still hangs: {status}"
+    );
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+}
+
+#[tokio::test]
+async fn a_match_decision_for_a_guide_read_shows_while_another_guides_read_hangs() {
+    // A refresh reads every guide; an extra guide's read hangs (a minute) while the
+    // service's guide is read. Channel "BBCOne" is matched to its `BBCOne.uk`; the
+    // admin's pick of `BBCOneB.uk` instead (whose programmes the read kept besides:
+    // its name is made of the lineup's words) shows in `/epg.xml` at once, not once
+    // the other read is cut (before, applying it waited for the refresh).
+    let hang = Arc::new(AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("One.uk", "One", "UK"), ("", "BBCOne", "UK")]),
+        )
+        .text(
+            "/guide.xml",
+            XML,
+            xmltv(&[
+                ("One.uk", "One"),
+                ("BBCOne.uk", "BBC One HD"),
+                ("BBCOneB.uk", "BBC One"),
+            ]),
+        )
+        .route(
+            "/extra.xml",
+            hangs_when(&hang, XML, xmltv(&[("Other.uk", "Other")])),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "{}\n[[guides]]\nname = \"X\"\nurl = \"{}\"\n",
+        patient(&up),
+        up.url("/extra.xml")
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    wait_titles(&app, "BBCOne", &["BBCOne.uk show"]).await;
+
+    hang.store(1, Ordering::SeqCst);
+    let guide_reads = up.hits("/guide.xml");
+    let refresh = tokio::spawn(
+        reqwest::Client::new()
+            .post(app.url("/api/guide/refresh"))
+            .send(),
+    );
+    eventually_true(
+        "the service's guide read again, X's read hanging",
+        || async {
+            let (_, status) = app.get_json("/api/guide/status").await;
+            up.hits("/guide.xml") > guide_reads
+                && status["services"]["P"]["reading_since"].is_null()
+                && status["guides"]["X"]["reading_since"].is_string()
+        },
+    )
+    .await;
+    let bbc = app.channel_id("BBCOne").await;
+    let (status, body) = json_of(
+        app.send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{bbc}"),
+            r#"{"action":"pick","guide_id":"BBCOneB.uk"}"#,
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_titles(&app, "BBCOne", &["BBCOneB.uk show"]).await;
+    assert!(!refresh.is_finished(), "the refresh still waits for X");
+    refresh.abort();
+}
+
+#[tokio::test]
 async fn a_host_that_hangs_after_a_restart_has_its_kept_list_and_guide_copy_stand_in() {
     // The provider's host hangs (channel list and guide) after a restart, each read
     // bounded by a minute: the list kept from before stands in for the guide's read
