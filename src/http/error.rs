@@ -64,6 +64,10 @@ pub enum AppError {
     /// Every tuner (or other bounded slot) is taken: 503, as a busy HDHomeRun answers.
     #[error("{0}")]
     Busy(String),
+    /// Not ready yet (the guides still being read after a start): 503 with
+    /// `Retry-After: {retry_after}` seconds.
+    #[error("{why}")]
+    NotYet { why: String, retry_after: u32 },
     #[error("{}", all_failed(.channel, .tried))]
     AllSourcesFailed {
         channel: String,
@@ -114,7 +118,7 @@ impl AppError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) | Self::AdminUnauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy(_) | Self::NotYet { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -262,6 +266,10 @@ impl IntoResponse for AppError {
             Self::AdminUnauthorized(_) => Some("Bearer realm=\"freesky admin\""),
             _ => None,
         };
+        let retry_after = match self {
+            Self::NotYet { retry_after, .. } => Some(axum::http::HeaderValue::from(retry_after)),
+            _ => None,
+        };
         let failed = status.is_server_error().then(|| Failed(self.to_string()));
         let for_viewers = self.for_viewers().map(ForViewers);
         let content_range = self
@@ -282,6 +290,11 @@ impl IntoResponse for AppError {
             response
                 .headers_mut()
                 .insert(axum::http::header::CONTENT_RANGE, v);
+        }
+        if let Some(v) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
         }
         if let Some(c) = challenge {
             response.headers_mut().insert(

@@ -72,7 +72,7 @@ struct MatchPage {
         (status = 400, description = "An unknown `state`, an `offset` or `limit` that is not a whole number, a `limit` over 1000, or a malformed query", body = ErrorBody),
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token, or not on loopback without one", body = ErrorBody),
-        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in: which, and since when", body = ErrorBody)
+        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in: which, and since when; with `Retry-After: 10`", body = ErrorBody)
     )
 )]
 async fn list(
@@ -120,7 +120,11 @@ async fn ready(s: &AppState) -> Result<(), AppError> {
     match s.guides.ready_to_match().await {
         Ok(()) => Ok(()),
         Err(crate::guide::MatchWait::Failed(e)) => Err(e.into()),
-        Err(crate::guide::MatchWait::Reading(why)) => Err(AppError::Busy(why)),
+        // Asked again in as long as the dashboard waits before it asks again.
+        Err(crate::guide::MatchWait::Reading(why)) => Err(AppError::NotYet {
+            why,
+            retry_after: 10,
+        }),
     }
 }
 
@@ -155,7 +159,7 @@ struct DecisionBody {
         (status = 401, description = "An admin token is set and none was given", body = ErrorBody),
         (status = 403, description = "Wrong admin token; no token set and the caller is not on loopback; or a cross-site call", body = ErrorBody),
         (status = 404, description = "No such channel, or a hidden one (nothing is stored)", body = ErrorBody),
-        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in (nothing is stored); or the state store does not answer", body = ErrorBody),
+        (status = 503, description = "Right after a start, a guide is still being read after 10 s and has no saved copy to stand in (nothing is stored; with `Retry-After: 10`); or the state store does not answer", body = ErrorBody),
         (status = 500, description = "The state store failed", body = ErrorBody)
     )
 )]

@@ -1013,6 +1013,13 @@ async fn the_admins_match_calls_are_not_held_by_a_guide_that_hangs_after_a_resta
     ));
     app.start().await;
     let resp = app.get("/api/guide/matches").await;
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("10"),
+        "when to ask again"
+    );
     let body = crate::common::assert_api_error(resp, 503).await;
     let why = body["error"].as_str().unwrap();
     assert!(
