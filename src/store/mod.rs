@@ -449,8 +449,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn delete_user(&self, name: &str) -> Result<(), StoreError>;
     async fn records(&self, ns: &str) -> Result<Vec<(String, String)>, StoreError>;
     async fn put_record(&self, ns: &str, key: &str, value: &str) -> Result<(), StoreError>;
-    /// `put_record` of every (key, value) of `rows`, in one transaction.
-    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError>;
+    /// `put_record` of every (key, value) of `put` and `delete_record` of every key of
+    /// `delete` (none of `put`'s), in one transaction.
+    async fn write_records(
+        &self,
+        ns: &str,
+        put: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), StoreError>;
     async fn delete_record(&self, ns: &str, key: &str) -> Result<(), StoreError>;
     async fn ids(&self, ns: &str, keys: &[String]) -> Result<Vec<u64>, StoreError>;
     /// Whether the backend answers now (`/ready`).
@@ -1584,23 +1590,32 @@ impl Store {
         .await
     }
 
-    /// Creates or replaces the records `rows` (key, JSON value) of namespace `ns` in one
-    /// transaction; returns once they are durable. A display-only store writes nothing.
-    pub async fn put_records(
+    /// Creates or replaces the records `put` (key, JSON value) of namespace `ns` and
+    /// removes those keyed `delete` (a key in both is put), in one transaction; returns
+    /// once durable. A display-only store writes nothing.
+    pub async fn write_records(
         &self,
         ns: &str,
-        rows: &[(String, serde_json::Value)],
+        put: &[(String, serde_json::Value)],
+        delete: &[String],
     ) -> Result<(), StoreError> {
-        if rows.is_empty() || self.inner.display_only {
+        if (put.is_empty() && delete.is_empty()) || self.inner.display_only {
             return Ok(());
         }
         let ns = ns.to_string();
-        let rows: Vec<(String, String)> = rows
+        let rows: Vec<(String, String)> = put
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
+        let kept: HashSet<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        let delete: Vec<String> = delete
+            .iter()
+            .filter(|k| !kept.contains(k.as_str()))
+            .cloned()
+            .collect();
+        drop(kept);
         self.detached(move |s| async move {
-            s.run(move |b| async move { b.put_records(&ns, &rows).await })
+            s.run(move |b| async move { b.write_records(&ns, &rows, &delete).await })
                 .await
         })
         .await
@@ -2011,18 +2026,25 @@ mod tests {
                 .unwrap();
             s.delete_record("other", "a").await.unwrap();
             // Many in one call: a new one and one replaced.
-            s.put_records(
+            s.write_records(
                 "many",
                 &[
                     ("k1".to_string(), serde_json::json!("one")),
                     ("k2".to_string(), serde_json::json!("two")),
+                    ("k3".to_string(), serde_json::json!("three")),
                 ],
+                &[],
             )
             .await
             .unwrap();
-            s.put_records("many", &[("k2".to_string(), serde_json::json!(2))])
-                .await
-                .unwrap();
+            // One replaced, one removed, one both put and named to remove (kept).
+            s.write_records(
+                "many",
+                &[("k2".to_string(), serde_json::json!(2))],
+                &["k3".to_string(), "k2".to_string(), "absent".to_string()],
+            )
+            .await
+            .unwrap();
             let ids = s
                 .ids("movie", vec!["t1".into(), "t2".into(), "t1".into()])
                 .await

@@ -868,15 +868,22 @@ impl Backend for Postgres {
         .await
     }
 
-    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+    async fn write_records(
+        &self,
+        ns: &str,
+        rows: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), StoreError> {
         let (keys, values): (Vec<&str>, Vec<&str>) =
             rows.iter().map(|(k, v)| (k.as_str(), v.as_str())).unzip();
+        // One statement, one transaction: the keys removed are none of those put.
         self.write(
             Change::Records,
-            "INSERT INTO record (ns, key, value)
+            "WITH gone AS (DELETE FROM record WHERE ns = $1 AND key = ANY($4::text[]))
+             INSERT INTO record (ns, key, value)
              SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS t(k, v)
              ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
-            &[&ns, &keys, &values],
+            &[&ns, &keys, &values, &delete],
         )
         .await
     }

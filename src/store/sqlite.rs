@@ -529,7 +529,12 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn put_records(&self, ns: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+    async fn write_records(
+        &self,
+        ns: &str,
+        rows: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
@@ -537,6 +542,10 @@ impl Backend for Sqlite {
                 tx.prepare("INSERT OR REPLACE INTO record (ns, key, value) VALUES (?1, ?2, ?3)")?;
             for (key, value) in rows {
                 put.execute(params![ns, key, value])?;
+            }
+            let mut gone = tx.prepare("DELETE FROM record WHERE ns = ?1 AND key = ?2")?;
+            for key in delete {
+                gone.execute(params![ns, key])?;
             }
         }
         tx.commit()?;

@@ -197,9 +197,19 @@ async fn settings_records_and_ids_are_shared() {
     let rows: Vec<(String, serde_json::Value)> = (1..=3)
         .map(|i| (format!("r{i}"), serde_json::json!(format!("v{i}"))))
         .collect();
-    a.put_records(&ns, &rows).await.unwrap();
+    a.write_records(&ns, &rows, &[]).await.unwrap();
     assert_eq!(b.records(&ns).unwrap(), rows);
-    for (k, _) in &rows {
+    // Put and removed in one transaction.
+    let r4 = ("r4".to_string(), serde_json::json!("v4"));
+    a.write_records(
+        &ns,
+        std::slice::from_ref(&r4),
+        &["r1".to_string(), "r2".to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.records(&ns).unwrap(), vec![rows[2].clone(), r4.clone()]);
+    for k in ["r3", "r4"] {
         a.delete_record(&ns, k).await.unwrap();
     }
 

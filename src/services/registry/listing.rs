@@ -289,19 +289,12 @@ impl Registry {
         if new.is_empty() {
             return;
         }
-        if let Err(e) = self.store.put_records(GUIDE_IDS, &new).await {
+        // One transaction (and, on PostgreSQL, one note to the other instances).
+        if let Err(e) = self.store.write_records(GUIDE_IDS, &new, &forget).await {
             tracing::warn!(error = %e, count = new.len(), "could not keep the channels' guide ids; asked again at the next build");
             return;
         }
-        let mut forgotten = Vec::with_capacity(forget.len());
-        for slug in forget {
-            match self.store.delete_record(GUIDE_IDS, &slug).await {
-                Ok(()) => forgotten.push(slug),
-                Err(e) => {
-                    tracing::warn!(error = %e, channel = %slug, "could not forget a guide id another channel took")
-                }
-            }
-        }
+        let forgotten = forget;
         tracing::debug!(count = new.len(), "guide ids kept");
         let mut kept = self
             .guide_ids
