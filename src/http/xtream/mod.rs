@@ -453,39 +453,76 @@ pub(super) async fn guide_for(
     account: Option<&Account>,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
+    guide_form(s, account, headers, false).await
+}
+
+/// The merged guide as `account` may see it (all of it for `None`), gzipped.
+pub(super) async fn guide_gz_for(
+    s: &AppState,
+    account: Option<&Account>,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    guide_form(s, account, headers, true).await
+}
+
+/// The merged guide as `account` may see it, as XML or (`gzip`) gzipped: an account
+/// limited to some groups or services gets its channels' part, made once per set of
+/// channels; a client whose `If-None-Match` names this form gets a 304 before any is
+/// made.
+async fn guide_form(
+    s: &AppState,
+    account: Option<&Account>,
+    headers: &HeaderMap,
+    gzip: bool,
+) -> Result<Response, AppError> {
+    use std::io::Write;
     let guide = s.guides.current().await?;
     let ids = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
         Some(a) => Some(guide_ids(s, a).await?),
         None => None,
     };
+    let kind = if gzip { "gz" } else { "xml" };
     let form = match &ids {
-        Some(ids) => format!("xml of {}", fingerprint(ids)),
-        None => "xml".to_string(),
+        Some(ids) => format!("{kind} of {}", fingerprint(ids)),
+        None => kind.to_string(),
     };
     // Before any form is made: a client with it already gets none.
     if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
         return Ok(not_modified);
     }
-    let xml = match ids {
+    let body = match ids {
         Some(ids) => {
             let full = guide.xml.clone();
             guide
-                .derived(form.clone(), move || filter_guide(&full, &ids).into())
+                .derived(form.clone(), move || {
+                    let xml = filter_guide(&full, &ids);
+                    if !gzip {
+                        return xml.into();
+                    }
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    // Writing to memory cannot fail.
+                    let _ = enc.write_all(&xml);
+                    enc.finish().unwrap_or_default().into()
+                })
                 .await
                 .map_err(AppError::Internal)?
         }
+        None if gzip => guide.gz.clone(),
         None => guide.xml.clone(),
     };
-    let xml = crate::http::logos::guide(s, headers, &guide, &form, xml, false).await?;
+    let body = crate::http::logos::guide(s, headers, &guide, &form, body, gzip).await?;
+    let content_type = if gzip {
+        "application/gzip"
+    } else {
+        "application/xml; charset=utf-8"
+    };
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml; charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::ETAG, guide_tag(s, headers, &guide, &form)),
         ],
-        xml,
+        body,
     )
         .into_response())
 }
@@ -526,57 +563,6 @@ fn unchanged(
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == "*" || t == ours);
     matched.then(|| (axum::http::StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response())
-}
-
-/// The merged guide as `account` may see it (all of it for `None`), gzipped.
-pub(super) async fn guide_gz_for(
-    s: &AppState,
-    account: Option<&Account>,
-    headers: &HeaderMap,
-) -> Result<Response, AppError> {
-    use std::io::Write;
-    let guide = s.guides.current().await?;
-    let ids = match account.filter(|a| !a.groups.is_empty() || !a.services.is_empty()) {
-        Some(a) => Some(guide_ids(s, a).await?),
-        None => None,
-    };
-    let form = match &ids {
-        Some(ids) => format!("gz of {}", fingerprint(ids)),
-        None => "gz".to_string(),
-    };
-    // Before any form is made: a client with it already gets none.
-    if let Some(not_modified) = unchanged(s, headers, &guide, &form) {
-        return Ok(not_modified);
-    }
-    let gz = match ids {
-        Some(ids) => {
-            let full = guide.xml.clone();
-            guide
-                .derived(form.clone(), move || {
-                    let xml = filter_guide(&full, &ids);
-                    let mut enc =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    // Writing to memory cannot fail.
-                    let _ = enc.write_all(&xml);
-                    enc.finish().unwrap_or_default().into()
-                })
-                .await
-                .map_err(AppError::Internal)?
-        }
-        None => guide.gz.clone(),
-    };
-    let gz = crate::http::logos::guide(s, headers, &guide, &form, gz, true).await?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/gzip"),
-            ),
-            (header::ETAG, guide_tag(s, headers, &guide, &form)),
-        ],
-        gz,
-    )
-        .into_response())
 }
 
 /// A name for a set of guide ids, the same for the same set in any order: which
