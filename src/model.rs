@@ -537,7 +537,8 @@ pub struct ServiceStatus {
     /// Its streams' playlists and segments that failed, and relay sources given up
     /// (each a failover): counted here, not in `success_rate` or the circuit.
     pub stream_failures: u64,
-    /// Why its last stream failure failed, until one of its streams plays again.
+    /// Why its last stream failure failed (kept when its streams play again: see
+    /// `last_stream_error_at`).
     pub last_stream_error: Option<String>,
     /// RFC 3339 time of `last_stream_error`.
     pub last_stream_error_at: Option<String>,

@@ -81,7 +81,9 @@
     // Its calls' last error, else its streams' (as the page is drawn).
     if ("last_error" in status) {
       $(".last-error", row).textContent = status.last_error ||
-        (status.last_stream_error ? "stream: " + status.last_stream_error : "");
+        (status.last_stream_error
+          ? "stream, " + (status.last_stream_error_at || "") + ": " + status.last_stream_error
+          : "");
     }
     if ("channel_count" in status) $(".channels", row).textContent = String(status.channel_count);
     return before !== row.dataset.enabled + "/" + row.dataset.priority;

@@ -255,9 +255,10 @@ async fn dashboard(
                     .last_error
                     .clone()
                     .or_else(|| {
+                        let at = st.last_stream_error_at.as_deref().unwrap_or_default();
                         st.last_stream_error
                             .as_ref()
-                            .map(|e| format!("stream: {e}"))
+                            .map(|e| format!("stream, {at}: {e}"))
                     })
                     .unwrap_or_default(),
                 priority: st.priority,

@@ -175,7 +175,27 @@ impl Engine {
             .media
             .segment(service, &target.service, &url, &target.headers)
             .await;
-        self.stream_outcome(&target.service, &body);
+        // Counted once known: a body arriving, at its end (one cut half-way failed).
+        let body = match body {
+            Ok(crate::cache::Body::Streaming {
+                content_type,
+                content_length,
+                body,
+            }) => {
+                let (registry, service) = (self.registry.clone(), target.service.clone());
+                Ok(crate::cache::Body::Streaming {
+                    content_type,
+                    content_length,
+                    body: watched(body, content_length, move |outcome| {
+                        registry.record_stream(&service, outcome.map_err(|e| e.to_string()));
+                    }),
+                })
+            }
+            other => {
+                self.stream_outcome(&target.service, &other);
+                other
+            }
+        };
         if target.failover {
             match &body {
                 Ok(_) => self.failovers.clear(&target.service, &target.channel),
@@ -376,16 +396,25 @@ impl Engine {
             .await;
         let doc = match fetched {
             Err(e) if failover::token_refused(&e) => {
-                let fresh = self
+                let Some(fresh) = self
                     .refresh(target, link, &sw.service_name, Some(&sw))
                     .await
-                    .ok_or(e)?;
+                else {
+                    self.stream_outcome(&sw.service_name, &Err::<(), _>(&e));
+                    return Err(e.into());
+                };
                 sw = fresh;
-                self.media
+                let fetched = self
+                    .media
                     .document(&*sw.service, &sw.service_name, &sw.url, &sw.headers, limit)
-                    .await?
+                    .await;
+                self.stream_outcome(&sw.service_name, &fetched);
+                fetched?
             }
-            other => other?,
+            other => {
+                self.stream_outcome(&sw.service_name, &other);
+                other?
+            }
         };
         let Document::Playlist { url, body } = &*doc else {
             return Err(UpstreamError::Invalid(
@@ -522,6 +551,47 @@ fn bounded(
             };
             outcome(false);
             Some((Err(error), None))
+        },
+    ))
+}
+
+/// `body`, telling `outcome` how it ended: `Ok` once read to its end (or to its
+/// `length`, after which a server need not ask for more), the error when it failed;
+/// nothing when the client left first.
+fn watched(
+    body: crate::upstream::BodyStream,
+    length: Option<u64>,
+    outcome: impl FnOnce(Result<(), &UpstreamError>) + Send + 'static,
+) -> crate::upstream::BodyStream {
+    use futures::StreamExt;
+    Box::pin(futures::stream::unfold(
+        Some((body, Some(outcome), 0u64)),
+        move |state| async move {
+            let (mut body, mut outcome, mut read) = state?;
+            match body.next().await {
+                Some(Ok(bytes)) => {
+                    read += bytes.len() as u64;
+                    if length.is_some_and(|l| read >= l) {
+                        if let Some(tell) = outcome.take() {
+                            tell(Ok(()));
+                        }
+                    }
+                    Some((Ok(bytes), Some((body, outcome, read))))
+                }
+                None => {
+                    if let Some(tell) = outcome {
+                        tell(Ok(()));
+                    }
+                    None
+                }
+                // An error ends the body: nothing is read after it.
+                Some(Err(e)) => {
+                    if let Some(tell) = outcome {
+                        tell(Err(&e));
+                    }
+                    Some((Err(e), None))
+                }
+            }
         },
     ))
 }

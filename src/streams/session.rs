@@ -1135,6 +1135,9 @@ impl Task {
             let info = match info {
                 Ok(info) => info,
                 Err(why) => {
+                    self.engine
+                        .registry
+                        .record_stream(&src.service_name, Err(why.clone()));
                     failures += 1;
                     // A reload that hung for the whole `timeout` has already kept the
                     // viewers longer than a player's buffer lasts: with another source
@@ -1277,6 +1280,9 @@ impl Task {
                     }
                     Err(e) => {
                         tracing::debug!(channel = %self.id, error = %e, "segment failed");
+                        self.engine
+                            .registry
+                            .record_stream(&src.service_name, Err(e.to_string()));
                         failures += 1;
                         if failures >= threshold {
                             return Stop::Failed(e.to_string());

@@ -1262,12 +1262,61 @@ async fn a_services_stream_failures_show_in_its_status() {
     let b_now = app.service_status("B").await;
     assert!(b_now["stream_successes"].as_u64() >= Some(1), "{b_now:#}");
     assert_eq!(b_now["stream_failures"], 0, "{b_now:#}");
-    // The dashboard's row says why A's stream fails.
+    // The last failure stays when B plays, with its time; the dashboard's row says it.
+    let at = a_now["last_stream_error_at"].as_str().unwrap();
+    let a_later = app.service_status("A").await;
+    assert_eq!(a_later["last_stream_error"], a_now["last_stream_error"]);
     let page = app.get_text_ok("/").await;
     assert!(
-        page.contains("stream: "),
+        page.contains(&format!("stream, {at}: ")),
         "no stream error on the dashboard"
     );
+}
+
+/// A segment whose upstream body is cut half-way counts as a failure of its service's
+/// stream, once its end is known, not as the success its head looked like (review
+/// 68 #2).
+#[tokio::test]
+async fn a_segment_cut_half_way_counts_as_a_stream_failure() {
+    let origin = FakeUpstream::bind()
+        .await
+        .text("/live.m3u8", HLS_TYPE, live_playlist(&["cut.ts"]))
+        .route(
+            "/cut.ts",
+            get(|| async {
+                // A packet, then (once it has reached the player) the connection goes.
+                let chunks = futures::stream::iter([true, false]).then(|first| async move {
+                    if first {
+                        Ok(vec![0x47; 188])
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Err(std::io::Error::other("the origin went away"))
+                    }
+                });
+                axum::response::Response::builder()
+                    .header("content-type", "video/mp2t")
+                    .body(Body::from_stream(chunks))
+                    .unwrap()
+            }),
+        )
+        .start();
+    let (app, _list) = app_for(&origin, "/live.m3u8", "").await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segment = assert_all_proxied(&app, &playlist).remove(0);
+    let got = app.get(&segment).await.bytes().await;
+    assert!(got.is_err(), "the cut reaches the player: {got:?}");
+    let status = crate::common::eventually("the cut segment in the status", || async {
+        let status = app.service_status("Origin").await;
+        if status["stream_failures"] == 1 {
+            Ok(status)
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert_eq!(status["stream_successes"], 0, "{status:#}");
+    assert!(status["last_stream_error"].is_string(), "{status:#}");
 }
 
 /// A player given a media playlist by the channel URL reloads that URL: when the next
@@ -1364,6 +1413,9 @@ async fn a_playlist_link_of_a_service_disabled_meanwhile_goes_on_with_the_next_s
         .await;
     assert_eq!(resp.status(), 200);
     let media = app.get_text_ok(&variant).await;
+    // The playlist B answered the link with counts as B's stream (review 68 #1).
+    let b_now = app.service_status("B").await;
+    assert_eq!(b_now["stream_successes"], 1, "{b_now:#}");
     assert_eq!(first(media.clone()).await, "<b>", "{media}");
     assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:502\n"), "{media}");
     assert!(media.contains("#EXT-X-DISCONTINUITY\n"), "{media}");

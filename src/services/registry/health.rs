@@ -50,7 +50,7 @@ impl Registry {
     }
 
     /// Counts a stream's playlist or segment that service `name` served (`Ok`) or
-    /// failed (`Err`, why) in its status. Not in its health: one channel's dead stream
+    /// failed (`Err`, why) in its status, keeping the last failure and its time. Not in its health: one channel's dead stream
     /// does not make fallback skip the service's other channels.
     pub fn record_stream(&self, name: &str, outcome: Result<(), String>) {
         let Some(e) = self.entry(name) else { return };
@@ -59,10 +59,9 @@ impl Registry {
             .lock()
             .expect("stats lock is never poisoned: no panics while held");
         match outcome {
-            Ok(()) => {
-                s.stream_successes += 1;
-                s.last_stream_error = None;
-            }
+            // The last failure stays, with its time: a stream failing now and then
+            // between good segments would else show no error most of the time.
+            Ok(()) => s.stream_successes += 1,
             Err(why) => {
                 s.stream_failures += 1;
                 s.last_stream_error = Some((SystemTime::now(), why));

@@ -158,7 +158,7 @@ struct Stats {
     /// above: they judge the service, not one channel's stream.
     stream_successes: u64,
     stream_failures: u64,
-    /// The last stream failure's message and time, until a stream of it plays again.
+    /// The last stream failure's message and time.
     last_stream_error: Option<(SystemTime, String)>,
 }
 
