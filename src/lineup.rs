@@ -259,8 +259,16 @@ pub fn merge(lists: &[ServiceChannels<'_>], aside: &[&[Channel]]) -> Vec<Merged>
             let norm = normalise(&ch.name);
             let mut tvg = ch.tvg_id.trim().to_lowercase();
             // A "+1" listed under its live channel's tvg-id is another channel (the
-            // same programmes an hour later): it merges by name, without the id.
-            let borrows = !borrowed.is_empty() && borrowed.contains(&tvg) && shift_of(&norm) > 0;
+            // same programmes an hour later): it merges by name, without the id. Its
+            // live channel may be listed by no service known now (switched off from
+            // the start, failing, removed): an id that does not say the shift is
+            // taken for borrowed too.
+            let shift = if tvg.is_empty() || !ch.name.contains('+') {
+                0
+            } else {
+                shift_of(&norm)
+            };
+            let borrows = shift > 0 && (borrowed.contains(&tvg) || !marks_shift(&tvg, shift));
             if borrows {
                 tvg.clear();
             }
@@ -387,6 +395,22 @@ pub(crate) fn shift_of(norm: &str) -> u8 {
         .filter_map(|w| w.strip_prefix('+')?.parse::<u8>().ok())
         .find(|h| (1..=24).contains(h))
         .unwrap_or(0)
+}
+
+/// Whether tvg-id `tvg` (lowercase) says a shift of `hours`: `e4plus1.uk`,
+/// `e4+1.uk`, `E4-Plus-1.uk`; `e4.uk` or `itv1.uk` (for "ITV1 +1") do not.
+fn marks_shift(tvg: &str, hours: u8) -> bool {
+    let joined: String = tvg
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | ' ' | '.'))
+        .collect();
+    let h = hours.to_string();
+    [format!("plus{h}"), format!("+{h}")].iter().any(|mark| {
+        joined.match_indices(mark.as_str()).any(|(at, m)| {
+            // "+1" is not "+12".
+            !joined[at + m.len()..].starts_with(|c: char| c.is_ascii_digit())
+        })
+    })
 }
 
 /// The tvg-ids (lowercase) that a time-shifted channel carries and a live one too,
@@ -1304,8 +1328,42 @@ mod tests {
                 .collect()
         };
         assert_eq!(keys(&[&off]), [("name:e4 +1".to_string(), String::new())]);
-        // Known nowhere: the list's word is all there is.
-        assert_eq!(keys(&[]), [("tvg:e4.uk".to_string(), "E4.uk".to_string())]);
+        // Known nowhere: an id that does not say the shift is borrowed all the same.
+        assert_eq!(keys(&[]), [("name:e4 +1".to_string(), String::new())]);
+    }
+
+    /// A "+1" keeps a tvg-id that says its shift (its own guide channel), and drops
+    /// one that does not (its live channel's, whether or not a list shows that).
+    #[test]
+    fn a_plus_ones_own_tvg_id_says_its_shift() {
+        for (id, own) in [
+            ("E4Plus1.uk", true),
+            ("E4+1.uk", true),
+            ("e4-plus-1.uk", true),
+            ("E4.uk", false),
+            ("ITV1.uk", false),
+            ("ITVPlus12.uk", false),
+            ("ITVPlus2.uk", false),
+        ] {
+            assert_eq!(marks_shift(&id.to_lowercase(), 1), own, "{id}");
+        }
+        let list = [
+            ch("B", "1", "E4 +1", "E4Plus1.uk"),
+            ch("B", "2", "ITV1 +1", "ITV1.uk"),
+        ];
+        let m = merge(
+            &[ServiceChannels {
+                service: "B",
+                priority: 1,
+                channels: &list,
+            }],
+            &[],
+        );
+        let seen: Vec<(&str, &str)> = m.iter().map(|c| (&*c.merge_key, &*c.tvg_id)).collect();
+        assert_eq!(
+            seen,
+            [("tvg:e4plus1.uk", "E4Plus1.uk"), ("name:itv1 +1", "")]
+        );
     }
 
     #[test]

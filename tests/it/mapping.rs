@@ -937,6 +937,61 @@ async fn a_plus_one_keeps_its_identity_when_its_live_channels_service_is_off() {
     assert_eq!(seen(&app).await, first, "A back");
 }
 
+/// The same when the service carrying the live channel never listed (switched off in
+/// the config from the first start): the "+1" under the live channel's tvg-id, which
+/// does not say its shift, is a channel of its own from the start, and keeps its id,
+/// number and mapping when the live channel comes (review 69 #1).
+#[tokio::test]
+async fn a_plus_one_is_its_own_channel_before_its_live_channel_was_ever_listed() {
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let _up = up
+        .text(
+            "/a.m3u",
+            M3U_TYPE,
+            format!("#EXTM3U\n#EXTINF:-1 tvg-id=\"E4.uk\",E4\n{o}/a/e4.m3u8\n"),
+        )
+        .text(
+            "/b.m3u",
+            M3U_TYPE,
+            format!(
+                "#EXTM3U\n#EXTINF:-1 tvg-id=\"E4.uk\",E4 +1\n{o}/b/e4.m3u8\n\
+                 #EXTINF:-1 tvg-id=\"Film4Plus1.uk\",Film4 +1\n{o}/b/film.m3u8\n"
+            ),
+        )
+        .start();
+    let config = a_then_b(&o).replacen("priority = 1\n", "priority = 1\nenabled = false\n", 1);
+    let app = TestApp::spawn(&format!("[cache]\nchannels_ttl = \"1ms\"\n{config}")).await;
+    let plus = get_channel(&app, "e4-plus1").await;
+    assert_ne!(plus["guide_id"], "E4.uk", "{plus:#}");
+    // A +1 whose tvg-id says its shift keeps it.
+    assert_eq!(
+        get_channel(&app, "film4-plus1").await["guide_id"],
+        "Film4Plus1.uk"
+    );
+    let r = app
+        .send_json(
+            reqwest::Method::PATCH,
+            "/api/channels/e4-plus1",
+            r#"{"name":"E4 Later","number":50}"#,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let r = app.post("/api/services/A/enable").await;
+    assert_eq!(r.status(), 200);
+    let plus = get_channel(&app, "e4-plus1").await;
+    assert_eq!(
+        (&plus["name"], &plus["number"], services_of(&plus)),
+        (&json!("E4 Later"), &json!(50), vec!["B".to_string()]),
+        "{plus:#}"
+    );
+    let live = get_channel(&app, "e4").await;
+    assert_eq!(services_of(&live), ["A"], "{live:#}");
+    assert_eq!(live["guide_id"], "E4.uk", "{live:#}");
+}
+
 /// A provider's numbering (`tvg-chno`) is what a new user sees on first start: each
 /// new channel takes its upstream number when free, the others the next free ones;
 /// a later change of the upstream number does not renumber a known channel.
