@@ -281,9 +281,6 @@ pub struct Guides {
     rendered: RwLock<Option<Arc<Rendered>>>,
     /// One fetch of every guide at a time.
     refreshing: tokio::sync::Mutex<()>,
-    /// Counts the match decisions applied: a read whose copy stands in meanwhile reads
-    /// the copy again with each (`read_guide`), not waiting for the read to end.
-    decided: tokio::sync::watch::Sender<u64>,
     /// Fetches finished: a caller that waited for `refreshing` while one finished
     /// takes its result instead of fetching again.
     fetches: AtomicU64,
@@ -413,7 +410,6 @@ impl Guides {
             retry: Mutex::default(),
             rendered: RwLock::default(),
             refreshing: tokio::sync::Mutex::const_new(()),
-            decided: tokio::sync::watch::Sender::new(0),
             fetches: AtomicU64::new(0),
             rendering: tokio::sync::Mutex::const_new(()),
             wake: Arc::default(),
@@ -806,17 +802,19 @@ impl Guides {
     /// before takes its spare; the rest once the read ends.
     async fn apply_matches(&self) -> Result<(), RegistryError> {
         if self.refreshing.try_lock().is_err() {
-            self.decided.send_modify(|n| *n += 1);
             let lineup = self.registry.lineup().await?;
-            let idle: Vec<String> = {
-                let status = self.status.lock().expect("guide status lock");
-                self.stale_sources()
-                    .into_iter()
-                    .filter(|name| status.get(name).is_none_or(|s| s.reading_since.is_none()))
-                    .collect()
-            };
             let mut applied = false;
-            for name in idle {
+            for name in self.stale_sources() {
+                let reading = self
+                    .status_of(&name)
+                    .is_some_and(|s| s.reading_since.is_some());
+                // Being read: from its copy now (the read, with the plan it began
+                // with, is settled once it ends); else from what its read kept
+                // besides, when it did.
+                if reading {
+                    applied |= self.reread_copy(&name, &lineup, false).await;
+                    continue;
+                }
                 let spare = self.spares.lock().expect("guide lock").remove(&name);
                 if let Some(spare) = spare {
                     applied |= self.remap(&name, &lineup, spare).await;
@@ -857,6 +855,27 @@ impl Guides {
             }
         }
         drop(spares);
+        // A guide whose last read failed (its upstream down, or hanging) takes the
+        // change from the copy of its last good read, shown at once; its next read is
+        // the retry of the failed one, not one more now.
+        let mut from_copy = false;
+        let failing: Vec<String> = unread
+            .iter()
+            .filter(|name| self.status_of(name).is_some_and(|s| s.last_error.is_some()))
+            .cloned()
+            .collect();
+        for name in failing {
+            if self.reread_copy(&name, lineup, true).await {
+                unread.retain(|n| *n != name);
+                from_copy = true;
+            }
+        }
+        if from_copy && self.rendered().is_some() {
+            let _render = self.rendering.lock().await;
+            if let Err(e) = self.render_locked().await {
+                tracing::warn!(error = %e, "rendering the guide with matches applied from a copy failed");
+            }
+        }
         if !unread.is_empty() {
             tracing::info!(guides = ?unread, "guide matches changed: reading those guides again");
             self.fetch(&unread, lineup, None, false).await;
@@ -1960,15 +1979,12 @@ impl Guides {
             .expect("guide lock")
             .insert(name.to_string(), plan.assigned.clone());
         let map = Mapping::new(name, &channels, lineup, plan.at(&shown)).sparing(spare);
-        let at = shown.clone();
-        let map_now = || Mapping::new(name, &channels, lineup, self.plan_for(name).at(&at));
         self.read_guide(
             name,
             shown,
             source,
             GUIDE_MAX_BYTES,
             &map,
-            &map_now,
             window,
             spare,
             |url| async move { service.fetch(&url, &Vec::new(), None).await },
@@ -1980,17 +1996,15 @@ impl Guides {
     /// Guide `name` (shown as `shown`) read from `source` (a URL through `fetch`) with
     /// `map`, within `[guide] read_timeout` and `max_bytes`, a copy of a URL guide kept
     /// as it is read (`Copy`); when the read fails, the copy of its last good read is
-    /// read instead if no read of it has worked since start (`read_copy`). `map_now`
-    /// makes `map` with the plan as it is now (a copy standing in follows decisions).
+    /// read instead if no read of it has worked since start (`read_copy`).
     #[allow(clippy::too_many_arguments)]
-    async fn read_guide<'m, Fut>(
+    async fn read_guide<Fut>(
         &self,
         name: &str,
         shown: String,
         source: GuideSource,
         max_bytes: u64,
-        map: &Mapping<'m>,
-        map_now: &(dyn Fn() -> Mapping<'m> + Sync),
+        map: &Mapping<'_>,
         window: &Window<'_>,
         spare: Option<&HashSet<String>>,
         fetch: impl FnOnce(url::Url) -> Fut,
@@ -2018,24 +2032,9 @@ impl Guides {
             tokio::select! {
                 read = &mut work => read,
                 () = tokio::time::sleep(STAND_IN), if copy_to.is_some() && self.kept(name).is_none() => {
-                    let mut decided = self.decided.subscribe();
-                    let mut stood = self
-                        .stand_in(name, &shown, copy_to.as_deref(), max_bytes, map, window)
+                    self.stand_in(name, &shown, copy_to.as_deref(), max_bytes, map, window)
                         .await;
-                    // A match decision meanwhile: the copy standing in is read again
-                    // with it (this read goes on with the plan it began with; `settle`
-                    // follows it).
-                    loop {
-                        tokio::select! {
-                            read = &mut work => break read,
-                            Ok(()) = decided.changed(), if stood => {
-                                let map = map_now();
-                                stood = self
-                                    .stand_in(name, &shown, copy_to.as_deref(), max_bytes, &map, window)
-                                    .await;
-                            }
-                        }
-                    }
+                    work.await
                 }
             }
         };
@@ -2072,12 +2071,12 @@ impl Guides {
         max_bytes: u64,
         map: &Mapping<'_>,
         window: &Window<'_>,
-    ) -> bool {
+    ) {
         let Some((mut guide, saved)) = self
             .read_copy(name, path, max_bytes, map, window, None)
             .await
         else {
-            return false;
+            return;
         };
         window.trim(&mut guide);
         {
@@ -2096,7 +2095,6 @@ impl Guides {
                 tracing::warn!(error = %e, "rendering the guide with a copy standing in failed");
             }
         }
-        true
     }
 
     /// Takes in guide `name`'s read `guide` (served from now on) with its status
@@ -2156,6 +2154,21 @@ impl Guides {
         if self.kept(name).is_some() && !self.serves_copy(name) {
             return None;
         }
+        self.read_copy_file(name, path, max_bytes, map, window, spare)
+            .await
+    }
+
+    /// The copy at `path` of guide `name`'s last good read, read with `map`; with when
+    /// it was saved.
+    async fn read_copy_file(
+        &self,
+        name: &str,
+        path: &Path,
+        max_bytes: u64,
+        map: &Mapping<'_>,
+        window: &Window<'_>,
+        spare: Option<&HashSet<String>>,
+    ) -> Option<(ServiceGuide, String)> {
         let saved = tokio::fs::metadata(path).await.ok()?.modified().ok()?;
         let work = async {
             let reader = open_file(path, max_bytes).await?;
@@ -2172,6 +2185,84 @@ impl Guides {
         };
         tracing::warn!(guide = %name, copy = %path.display(), error = %why, "the copy of the guide's last good read cannot be read");
         None
+    }
+
+    /// Guide `name` read again from the copy of its last good read (what it serves, or
+    /// the document of the read it serves) with the plan as it is now: a match decision
+    /// shows at once when the guide's upstream hangs or fails. Kept only when no read
+    /// replaced the guide meanwhile; `applied`: the plan is recorded as read with
+    /// (no read of the upstream is then due for it). False without a copy.
+    async fn reread_copy(&self, name: &str, lineup: &Lineup, applied: bool) -> bool {
+        let Some(before) = self.kept(name) else {
+            return false;
+        };
+        let extra = self.extra.iter().find(|e| e.cfg.name == name);
+        let (source, shown, max_bytes, channels) = match extra {
+            Some(extra) => {
+                let Some((url, _)) = &extra.http else {
+                    return false;
+                };
+                let source = GuideSource::Url(url.clone());
+                (
+                    source,
+                    crate::error::redact(url),
+                    extra.cfg.max_bytes,
+                    Arc::default(),
+                )
+            }
+            None => {
+                let Some(service) = self.registry.service(name) else {
+                    return false;
+                };
+                let Some(source @ GuideSource::Url(_)) = service.guide_source() else {
+                    return false;
+                };
+                let GuideSource::Url(url) = &source else {
+                    return false;
+                };
+                let shown = service.shown_url(url);
+                let Ok(channels) = self.registry.channels_or_last_good(name).await else {
+                    return false;
+                };
+                (source, shown, GUIDE_MAX_BYTES, channels)
+            }
+        };
+        let Some(path) = self.copy_path(name, &source) else {
+            return false;
+        };
+        let plan = self.plan_for(name);
+        let assigned = plan.assigned.clone();
+        let map = Mapping::new(name, &channels, lineup, plan.at(&shown));
+        let window = Window::new(lineup, self.cfg.days);
+        let Some((mut guide, _)) = self
+            .read_copy_file(name, &path, max_bytes, &map, &window, None)
+            .await
+        else {
+            return false;
+        };
+        window.trim(&mut guide);
+        let mut status = self.status.lock().expect("guide status lock");
+        {
+            let mut good = self.last_good.lock().expect("guide lock");
+            if !good.get(name).is_some_and(|g| Arc::ptr_eq(g, &before)) {
+                return false;
+            }
+            if let Some(st) = status.get_mut(name) {
+                st.channels = guide.channels_matched;
+                st.programmes = guide.programme_count();
+                st.ignored_duplicate_channels = guide.ignored_duplicates;
+            }
+            good.insert(name.to_string(), Arc::new(guide));
+        }
+        drop(status);
+        if applied {
+            self.read_with
+                .lock()
+                .expect("guide lock")
+                .insert(name.to_string(), assigned);
+        }
+        tracing::info!(guide = %name, "guide matches changed: applied from the copy of its last good read");
+        true
     }
 
     /// Extra guide `extra`'s guide, read as a service's is (bounded in time and by its
@@ -2194,9 +2285,6 @@ impl Guides {
             .expect("guide lock")
             .insert(extra.cfg.name.clone(), plan.assigned.clone());
         let map = Mapping::new(&extra.cfg.name, &[], lineup, plan.at(&shown)).sparing(spare);
-        let at = shown.clone();
-        let name = &extra.cfg.name;
-        let map_now = || Mapping::new(name, &[], lineup, self.plan_for(name).at(&at));
         let client = extra.http.as_ref().map(|(_, c)| c);
         self.read_guide(
             &extra.cfg.name,
@@ -2204,7 +2292,6 @@ impl Guides {
             source,
             extra.cfg.max_bytes,
             &map,
-            &map_now,
             window,
             spare,
             |url| async move {

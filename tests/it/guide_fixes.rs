@@ -11,12 +11,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use serde_json::Value;
 
 use crate::common::{
-    eventually, eventually_true, json_of, respond, tv_validate, xmltv_at as at,
+    eventually, eventually_true, eventually_within, json_of, respond, tv_validate, xmltv_at as at,
     xmltv_guide as xmltv, FakeUpstream, TestApp, M3U_TYPE,
 };
 
@@ -1075,6 +1076,143 @@ async fn a_match_decision_for_a_guide_read_shows_while_another_guides_read_hangs
     wait_titles(&app, "BBCOne", &["BBCOneB.uk show"]).await;
     assert!(!refresh.is_finished(), "the refresh still waits for X");
     refresh.abort();
+}
+
+#[tokio::test]
+async fn a_match_decision_for_a_guide_whose_read_hangs_in_a_refresh_shows_from_its_copy() {
+    // Review 69 #4: the guide was read; a refresh's read of it hangs (a minute). An
+    // admin's pick of one of its channels shows at once, from the copy of its last
+    // good read, not once the read is cut; and still after the cut.
+    let hang = Arc::new(AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
+        )
+        .route(
+            "/guide.xml",
+            hangs_when(
+                &hang,
+                XML,
+                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
+            ),
+        )
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"40s\"\n\n{}timeout = \"40s\"\n",
+        service(&up)
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    wait_copy(&app).await;
+    hang.store(1, Ordering::SeqCst);
+    let refresh = tokio::spawn(
+        reqwest::Client::new()
+            .post(app.url("/api/guide/refresh"))
+            .send(),
+    );
+    eventually_true("the guide's read hanging", || async {
+        let (_, status) = app.get_json("/api/guide/status").await;
+        status["services"]["P"]["reading_since"].is_string()
+    })
+    .await;
+    pick(&app, "Two", "Second.uk").await;
+    wait_titles(&app, "Two", &["Second.uk show"]).await;
+    assert!(
+        !refresh.is_finished(),
+        "the refresh still waits for the read"
+    );
+    // The read is cut: what it had kept stays, the pick with it.
+    eventually_within(Duration::from_secs(60), "the read cut", || async {
+        let (_, status) = app.get_json("/api/guide/status").await;
+        let p = &status["services"]["P"];
+        if p["last_error"].is_string() {
+            Ok(())
+        } else {
+            Err(p.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        titles(&app, "Two").await,
+        ["Second.uk show"],
+        "after the cut"
+    );
+    assert_eq!(titles(&app, "One").await, ["One.uk show"], "after the cut");
+}
+
+#[tokio::test]
+async fn a_match_decision_after_a_hanging_read_was_cut_shows_from_the_copy() {
+    // Review 69 #3: after a restart the guide's read hangs and is cut (`read_timeout`);
+    // its copy is served. A pick then shows at once, from the copy, not after one more
+    // read of the hanging host (which would take `read_timeout` again).
+    let hang = Arc::new(AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
+        )
+        .route(
+            "/guide.xml",
+            hangs_when(
+                &hang,
+                XML,
+                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
+            ),
+        )
+        .start();
+    let mut app = TestApp::spawn(&format!(
+        "[guide]\nread_timeout = \"25s\"\n\n{}timeout = \"25s\"\n",
+        service(&up)
+    ))
+    .await;
+    wait_titles(&app, "One", &["One.uk show"]).await;
+    wait_copy(&app).await;
+    hang.store(1, Ordering::SeqCst);
+    app.restart().await;
+    eventually_within(Duration::from_secs(60), "the first read cut", || async {
+        let (_, status) = app.get_json("/api/guide/status").await;
+        let p = &status["services"]["P"];
+        if p["last_error"].is_string() && p["copy_saved"].is_string() {
+            Ok(())
+        } else {
+            Err(p.to_string())
+        }
+    })
+    .await;
+    pick(&app, "Two", "Second.uk").await;
+    eventually_within(
+        Duration::from_secs(10),
+        "Two's pick in /epg.xml, before a read could end",
+        || async {
+            let got = titles(&app, "Two").await;
+            (got == ["Second.uk show"])
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        },
+    )
+    .await;
+    tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+}
+
+/// Picks guide channel `guide_id` for lineup channel `name` (admin).
+async fn pick(app: &TestApp, name: &str, guide_id: &str) {
+    let channel = app.channel_id(name).await;
+    let (status, body) = json_of(
+        app.send_json(
+            reqwest::Method::POST,
+            &format!("/api/guide/matches/{channel}"),
+            &format!(r#"{{"action":"pick","guide_id":"{guide_id}"}}"#),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
