@@ -94,9 +94,14 @@
   }
   // Every service row from /api/services/status: after a channel test, and every
   // few seconds while the page is visible (changes made elsewhere show up).
+  // Counts the changes made from this page: a refresh asked for before one answers
+  // after it with the state before it, and is dropped.
+  let serviceActs = 0;
   async function refreshServices() {
+    const acts = serviceActs;
     let all;
     try { all = await api("GET", "/api/services/status"); } catch (_) { return; }
+    if (acts !== serviceActs) return;
     let changed = false;
     for (const status of all || []) {
       const row = $$("#services tr[data-service]").find((r) => r.dataset.service === status.name);
@@ -109,9 +114,11 @@
     const name = row.dataset.service;
     const base = "/api/services/" + encodeURIComponent(name);
     row.dataset.enabled = String($(".state", row).textContent.trim() === "enabled");
-    row.dataset.priority = $(".priority-input", row).value;
+    // As the server wrote it (a browser may restore what was typed before a reload).
+    row.dataset.priority = $(".priority-input", row).defaultValue;
     $(".toggle", row).addEventListener("click", async (ev) => {
       const enable = $(".state", row).textContent.trim() !== "enabled";
+      serviceActs++;
       ev.target.disabled = true;
       try {
         if (showService(row, await api("POST", base + (enable ? "/enable" : "/disable")))) lineupChanged();
@@ -131,6 +138,7 @@
         say("priority must be a whole number", false);
         return;
       }
+      serviceActs++;
       ev.target.disabled = true;
       try {
         if (showService(row, await api("PUT", base + "/priority", { priority }))) lineupChanged();
@@ -514,6 +522,12 @@
         return;
       }
       if (!current()) return;
+      // Past the end (the lineup shrank under this page): its last page instead.
+      if (!page.items.length && page.total > 0 && offset >= page.total) {
+        offset = Math.floor((page.total - 1) / PAGE) * PAGE;
+        load();
+        return;
+      }
       total = page.total;
       if (!filtered) lineupSize = page.total;
       tbody.replaceChildren(...page.items.map((c) => channelRow(c, (page.live || {})[c.id])));
@@ -676,6 +690,11 @@
         return;
       }
       if (!current()) return;
+      if (!(page.items || []).length && page.total > 0 && offset >= page.total) {
+        offset = Math.floor((page.total - 1) / PAGE) * PAGE;
+        load();
+        return;
+      }
       total = page.total;
       status.hidden = true;
       body.hidden = false;

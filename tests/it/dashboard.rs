@@ -2092,3 +2092,57 @@ async fn with_accounts(app: &TestApp, c: &Client) {
     .await;
     assert_eq!(playing["error"], Value::Null, "{playing:#}");
 }
+
+/// On the channel list's second page, a service switched off elsewhere shrinks the
+/// lineup under that page: the list follows (the page refreshes the services every
+/// 3 s) and shows its last page, not an empty one (review 68 #7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_list_goes_back_to_its_last_page_when_the_lineup_shrinks_in_headless_chromium()
+{
+    let up = FakeUpstream::bind().await;
+    let o = up.base();
+    let mut a = String::from("#EXTM3U\n");
+    for i in 0..60 {
+        a.push_str(&format!("#EXTINF:-1,A Channel {i:02}\n{o}/a/{i}.m3u8\n"));
+    }
+    let mut b = String::from("#EXTM3U\n");
+    for i in 0..5 {
+        b.push_str(&format!("#EXTINF:-1,B Channel {i}\n{o}/b/{i}.m3u8\n"));
+    }
+    let _up = up
+        .text("/a.m3u", M3U_TYPE, a)
+        .text("/b.m3u", M3U_TYPE, b)
+        .start();
+    let app = TestApp::spawn(&format!(
+        "[[services]]\nname = \"A\"\nkind = \"m3u\"\npriority = 1\nurl = \"{o}/a.m3u\"\n\n\
+         [[services]]\nname = \"B\"\nkind = \"m3u\"\npriority = 2\nurl = \"{o}/b.m3u\"\n"
+    ))
+    .await;
+    assert_eq!(app.channels().await.len(), 65);
+    let driver = Driver::start().await;
+    let c = driver.session(1280, 900, true).await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, async {
+        c.goto(&app.url("/")).await.expect("load /");
+        wait_channels_ready(&c).await;
+        find(&c, "#channel-next")
+            .await
+            .click()
+            .await
+            .expect("click #channel-next");
+        wait_for!("the second page", {
+            let shown = text_of(&c, "#channel-range").await.unwrap_or_default();
+            if shown == "51–65" {
+                Ok(())
+            } else {
+                Err(shown)
+            }
+        });
+        let resp = app.post("/api/services/A/disable").await;
+        assert_eq!(resp.status(), 200);
+        let b: Vec<String> = (0..5).map(|i| format!("B Channel {i}")).collect();
+        wait_page(&c, "the lineup without A", "1–5", "5", &b).await;
+    })
+    .await;
+    let _ = c.close().await;
+    driver.finished(outcome.is_ok(), "the shrinking lineup test");
+}
