@@ -960,23 +960,7 @@ async fn a_match_decision_made_while_a_copy_stands_in_shows_before_the_read_ends
     // Review 67 #4: after a restart the guide's read hangs (a minute) and its copy
     // stands in; an admin's pick for a channel the copy lists shows in `/epg.xml`
     // within seconds, from the copy read again, not once the hanging read is cut.
-    let hang = Arc::new(AtomicUsize::new(0));
-    let up = FakeUpstream::bind()
-        .await
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
-        )
-        .route(
-            "/guide.xml",
-            hangs_when(
-                &hang,
-                XML,
-                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
-            ),
-        )
-        .start();
+    let (up, hang) = one_and_two().await;
     let mut app = TestApp::spawn(&patient(&up)).await;
     wait_titles(&app, "One", &["One.uk show"]).await;
     assert!(titles(&app, "Two").await.is_empty(), "no match for Two");
@@ -985,18 +969,7 @@ async fn a_match_decision_made_while_a_copy_stands_in_shows_before_the_read_ends
     hang.store(1, Ordering::SeqCst);
     app.restart().await;
     assert_eq!(titles(&app, "One").await, ["One.uk show"], "from the copy");
-    let two = app.channel_id("Two").await;
-    let (status, body) = json_of(
-        app.send_json(
-            reqwest::Method::POST,
-            &format!("/api/guide/matches/{two}"),
-            r#"{"action":"pick","guide_id":"Second.uk"}"#,
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    pick(&app, "Two", "Second.uk").await;
     wait_titles(&app, "Two", &["Second.uk show"]).await;
     let (_, status) = app.get_json("/api/guide/status").await;
     assert!(
@@ -1061,18 +1034,7 @@ async fn a_match_decision_for_a_guide_read_shows_while_another_guides_read_hangs
         },
     )
     .await;
-    let bbc = app.channel_id("BBCOne").await;
-    let (status, body) = json_of(
-        app.send_json(
-            reqwest::Method::POST,
-            &format!("/api/guide/matches/{bbc}"),
-            r#"{"action":"pick","guide_id":"BBCOneB.uk"}"#,
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    pick(&app, "BBCOne", "BBCOneB.uk").await;
     wait_titles(&app, "BBCOne", &["BBCOneB.uk show"]).await;
     assert!(!refresh.is_finished(), "the refresh still waits for X");
     refresh.abort();
@@ -1083,23 +1045,7 @@ async fn a_match_decision_for_a_guide_whose_read_hangs_in_a_refresh_shows_from_i
     // Review 69 #4: the guide was read; a refresh's read of it hangs (a minute). An
     // admin's pick of one of its channels shows at once, from the copy of its last
     // good read, not once the read is cut; and still after the cut.
-    let hang = Arc::new(AtomicUsize::new(0));
-    let up = FakeUpstream::bind()
-        .await
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
-        )
-        .route(
-            "/guide.xml",
-            hangs_when(
-                &hang,
-                XML,
-                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
-            ),
-        )
-        .start();
+    let (up, hang) = one_and_two().await;
     let app = TestApp::spawn(&format!(
         "[guide]\nread_timeout = \"40s\"\n\n{}timeout = \"40s\"\n",
         service(&up)
@@ -1148,23 +1094,7 @@ async fn a_match_decision_after_a_hanging_read_was_cut_shows_from_the_copy() {
     // Review 69 #3: after a restart the guide's read hangs and is cut (`read_timeout`);
     // its copy is served. A pick then shows at once, from the copy, not after one more
     // read of the hanging host (which would take `read_timeout` again).
-    let hang = Arc::new(AtomicUsize::new(0));
-    let up = FakeUpstream::bind()
-        .await
-        .text(
-            "/list.m3u",
-            M3U_TYPE,
-            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
-        )
-        .route(
-            "/guide.xml",
-            hangs_when(
-                &hang,
-                XML,
-                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
-            ),
-        )
-        .start();
+    let (up, hang) = one_and_two().await;
     let mut app = TestApp::spawn(&format!(
         "[guide]\nread_timeout = \"25s\"\n\n{}timeout = \"25s\"\n",
         service(&up)
@@ -1197,6 +1127,29 @@ async fn a_match_decision_after_a_hanging_read_was_cut_shows_from_the_copy() {
     )
     .await;
     tv_validate(app.get_text_ok("/epg.xml").await.as_bytes());
+}
+
+/// An upstream listing One (`One.uk`) and Two (no tvg-id), and a guide of `One.uk` and
+/// `Second.uk` ("Deuxieme": no match for Two) that hangs while the flag is 1.
+async fn one_and_two() -> (FakeUpstream, Arc<AtomicUsize>) {
+    let hang = Arc::new(AtomicUsize::new(0));
+    let up = FakeUpstream::bind()
+        .await
+        .text(
+            "/list.m3u",
+            M3U_TYPE,
+            m3u(&[("One.uk", "One", "UK"), ("", "Two", "UK")]),
+        )
+        .route(
+            "/guide.xml",
+            hangs_when(
+                &hang,
+                XML,
+                xmltv(&[("One.uk", "One"), ("Second.uk", "Deuxieme")]),
+            ),
+        )
+        .start();
+    (up, hang)
 }
 
 /// Picks guide channel `guide_id` for lineup channel `name` (admin).
