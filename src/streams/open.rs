@@ -42,8 +42,8 @@ impl Engine {
         let media = &self.media;
         // A player of a channel whose stream URL is a media playlist reloads this very
         // request: a source whose segments failed `failover_after` times in a row for
-        // the channel, or whose playlist timed out here, is skipped for a minute,
-        // unless no other is left.
+        // the channel, or whose playlist timed out here, is tried after the others for
+        // a minute (the channel never gets a 502 without it asked).
         let threshold = self.settings.failover_after;
         let failed: Vec<String> = match only {
             Some(_) => Vec::new(),
@@ -63,7 +63,7 @@ impl Engine {
         let failovers = &self.failovers;
         let opened = self
             .registry
-            .open_except(id, only, &failed, |src| async move {
+            .open_after(id, only, &failed, |src| async move {
                 let r = &src.resolved;
                 // Plain MPEG-TS is packaged from the session about to start, and other
                 // media played through its link: either reads this response rather

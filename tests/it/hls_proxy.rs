@@ -1319,6 +1319,56 @@ async fn a_segment_cut_half_way_counts_as_a_stream_failure() {
     assert!(status["last_stream_error"].is_string(), "{status:#}");
 }
 
+/// A source skipped for a minute on the channel URL (its segments failed) is still
+/// tried, last, when every other source fails: the reload answers from it rather than
+/// a 502 naming only the others (review 68).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_source_is_still_tried_last_before_a_502() {
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route("/a/{seg}", segments_while(Arc::new(AtomicBool::new(false))))
+        .start();
+    let b_up = Arc::new(AtomicBool::new(true));
+    let b_flag = b_up.clone();
+    let b = FakeUpstream::bind()
+        .await
+        .route(
+            "/b/live.m3u8",
+            get(move || {
+                let up = b_flag.load(Ordering::SeqCst);
+                async move {
+                    if up {
+                        respond(200, HLS_TYPE, live_playlist(&["b0.ts"]))
+                    } else {
+                        respond(500, "text/plain", "down")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/b/{seg}",
+            get(|| async { respond(200, "video/mp2t", "<b>") }),
+        )
+        .start();
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    for s in assert_all_proxied(&app, &playlist) {
+        assert!(app.get(&s).await.status().is_server_error());
+    }
+    let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &reloaded);
+    assert_eq!(app.get_text_ok(&segments[0]).await, "<b>", "A skipped");
+    b_up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await; // B's playlist out of the cache
+    let resp = app.get(&format!("/api/stream/{id}.m3u8")).await;
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 200, "A, tried last: {body}");
+    assert!(a.hits("/a/live.m3u8") >= 2, "{:?}", a.paths());
+}
+
 /// A player given a media playlist by the channel URL reloads that URL: when the next
 /// source's stream URL is a master, the reload answers with its variant's media
 /// playlist (a master there would end playback), numbered on from A's.

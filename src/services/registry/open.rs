@@ -162,8 +162,44 @@ impl Registry {
         F: Fn(SourceCtx) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
+        self.open_ordered(id, only, skip, false, attempt).await
+    }
+
+    /// [`open`](Self::open) with the sources of the services in `later` tried after
+    /// the others (failing lately for the channel: not waited for while another
+    /// answers, still asked before the channel gets a 502).
+    pub async fn open_after<T, F, Fut>(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        later: &[String],
+        attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        self.open_ordered(id, only, later, true, attempt).await
+    }
+
+    /// `open_except` (`keep`: false) or `open_after` (true).
+    async fn open_ordered<T, F, Fut>(
+        &self,
+        id: &str,
+        only: Option<&str>,
+        skip: &[String],
+        keep: bool,
+        attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: Fn(SourceCtx) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         let mut sources = self.sources(id, only).await?;
-        if sources.iter().any(|(e, _)| !skip.contains(&e.cfg.name)) {
+        if keep {
+            // Stable: each part keeps its priority order.
+            sources.sort_by_key(|(e, _)| skip.contains(&e.cfg.name));
+        } else if sources.iter().any(|(e, _)| !skip.contains(&e.cfg.name)) {
             sources.retain(|(e, _)| !skip.contains(&e.cfg.name));
         }
         // A list may give one channel a thousand entries: one request tries a few of
