@@ -121,12 +121,19 @@ pub fn token_refused(err: &UpstreamError) -> bool {
     )
 }
 
+/// Failures of one upstream URL this close together are one failure (viewers that
+/// shared its fetch): `Failovers::strike_url`.
+const SAME_FAILURE: Duration = Duration::from_secs(1);
+
 /// How long a failed source is skipped by a reloaded channel URL before it is tried
 /// again (`Failovers::skipped`).
 pub const RETRY_SKIPPED: Duration = Duration::from_secs(60);
 
 pub struct Failovers {
     strikes: Cache<String, Arc<AtomicU32>>,
+    /// The upstream URLs (per source) struck in the last `SAME_FAILURE`: viewers that
+    /// shared one failed fetch strike once (`strike_url`).
+    struck: Cache<String, ()>,
     next_seq: Cache<String, Seen>,
     switched: Cache<String, Arc<Switch>>,
     /// When each playlist link was first served: the start of its token's lifetime.
@@ -150,6 +157,10 @@ impl Default for Failovers {
     fn default() -> Self {
         Self {
             strikes: idle_cache(60),
+            struck: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(SAME_FAILURE)
+                .build(),
             next_seq: idle_cache(600),
             switched: idle_cache(600),
             first_seen: idle_cache(600),
@@ -185,6 +196,18 @@ impl Failovers {
         self.strikes()
             .get(&source_key(service, channel))
             .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Adds a strike for a failure of `url`, unless it was struck less than
+    /// `SAME_FAILURE` ago (viewers sharing one failed fetch, or joining it, see the
+    /// same failure: one strike); returns the count.
+    pub fn strike_url(&self, service: &str, channel: &str, url: &Url) -> u32 {
+        let key = format!("{}\n{url}", source_key(service, channel));
+        if self.struck.entry(key).or_insert(()).is_fresh() {
+            self.strike(service, channel)
+        } else {
+            self.strikes_of(service, channel)
+        }
     }
 
     /// Adds a strike; returns the count.

@@ -200,7 +200,8 @@ impl Engine {
             match &body {
                 Ok(_) => self.failovers.clear(&target.service, &target.channel),
                 Err(_) => {
-                    self.failovers.strike(&target.service, &target.channel);
+                    self.failovers
+                        .strike_url(&target.service, &target.channel, &url);
                 }
             }
         }
@@ -280,6 +281,8 @@ impl Engine {
                 }
             }
             Err(e) => {
+                // Each failed reload is a strike (a player retrying at once too):
+                // only segments count a failure shared by viewers once.
                 let strikes = self.failovers.strike(&target.service, &target.channel);
                 if strikes < threshold {
                     return Err(e.into());

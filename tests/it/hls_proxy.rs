@@ -1369,6 +1369,45 @@ async fn a_skipped_source_is_still_tried_last_before_a_502() {
     assert!(a.hits("/a/live.m3u8") >= 2, "{:?}", a.paths());
 }
 
+/// Viewers that see one failure of one segment together strike its source once: three
+/// of them do not make a channel with `failover_after = 2` leave a source whose other
+/// segments may play; a second segment failing does (review 68).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_sharing_one_failed_segment_strike_its_source_once() {
+    let a = FakeUpstream::bind()
+        .await
+        .text("/a/live.m3u8", HLS_TYPE, live_playlist(&["a0.ts", "a1.ts"]))
+        .route("/a/{seg}", segments_while(Arc::new(AtomicBool::new(false))))
+        .start();
+    let b = source_b().await;
+    let (app, _lists) = failing_over(a.url("/a/live.m3u8"), b.url("/b/live.m3u8")).await;
+    let id = app.channel_id("Live").await;
+    let playlist = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+    let segments = assert_all_proxied(&app, &playlist);
+    let app = &app;
+    let seen =
+        futures::future::join_all((0..3).map(|_| async { app.get(&segments[0]).await.status() }))
+            .await;
+    assert!(seen.iter().all(|s| s.is_server_error()), "{seen:?}");
+    let first_of_reload = || async {
+        let reloaded = app.get_text_ok(&format!("/api/stream/{id}.m3u8")).await;
+        let segments = assert_all_proxied(app, &reloaded);
+        let resp = app.get(&segments[0]).await;
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(
+        first_of_reload().await.0,
+        502,
+        "still A after one failure seen thrice"
+    );
+    assert!(app.get(&segments[1]).await.status().is_server_error());
+    assert_eq!(
+        first_of_reload().await,
+        (200, "<b b0.ts>".to_string()),
+        "B after a second failure"
+    );
+}
+
 /// A player given a media playlist by the channel URL reloads that URL: when the next
 /// source's stream URL is a master, the reload answers with its variant's media
 /// playlist (a master there would end playback), numbered on from A's.
